@@ -1,0 +1,366 @@
+//! Frame payloads: job versions, spider registrations, the catalog, commits.
+//!
+//! A jobs payload is `count` records back to back. A record:
+//!
+//! ```text
+//! u32 body_len            bytes after this field
+//! u32 project, u32 spider, u32 job
+//! u8  state               0 pending, 1 running, 2 finished, 3 deleted
+//! u8  times_mask          bit i: times[i] present (pending, running, finished, deleted)
+//! u8  flags               bit 0: unique present
+//! u8  reserved            0
+//! i64 priority
+//! u64 order_seq
+//! u64 times[4]            0 where absent
+//! u16 ntags, then ntags × (u16 len, UTF-8)
+//! [u16 len, UTF-8]        unique, when flagged
+//! u32 doc_len, UTF-8      the metadata document, a JSON object
+//! ```
+
+use byteorder::{LittleEndian as LE, WriteBytesExt};
+
+use super::{ByteReader, DecodeError};
+use crate::model::{Job, JobKey, JobState, MetaDoc};
+
+/// Fixed bytes of a record body before the tags.
+pub const RECORD_FIXED: usize = 4 * 3 + 4 + 8 + 8 + 8 * 4 + 2;
+const FLAG_UNIQUE: u8 = 1;
+
+/// A record decoded without copying: borrowed strings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JobView<'a> {
+    pub key: JobKey,
+    pub state: JobState,
+    pub priority: i64,
+    pub times: [Option<u64>; 4],
+    pub order_seq: u64,
+    pub tags: Vec<&'a str>,
+    pub unique: Option<&'a str>,
+    pub doc: &'a str,
+}
+
+impl JobView<'_> {
+    pub fn ts(&self) -> u64 {
+        self.times[self.state as usize].unwrap_or(0)
+    }
+
+    pub fn to_job(&self) -> Job {
+        Job {
+            key: self.key,
+            state: self.state,
+            priority: self.priority,
+            times: self.times,
+            order_seq: self.order_seq,
+            tags: self.tags.iter().map(|t| t.to_string()).collect(),
+            unique: self.unique.map(str::to_string),
+            meta: MetaDoc::from_trusted(self.doc.to_string()),
+        }
+    }
+}
+
+/// Append one record. Lengths must fit their fields (checked by input validation).
+pub fn encode_job(job: &Job, out: &mut Vec<u8>) {
+    let start = out.len();
+    out.extend_from_slice(&[0; 4]);
+    out.write_u32::<LE>(job.key.project).unwrap();
+    out.write_u32::<LE>(job.key.spider).unwrap();
+    out.write_u32::<LE>(job.key.job).unwrap();
+    out.push(job.state.code());
+    let mask = job
+        .times
+        .iter()
+        .enumerate()
+        .fold(0u8, |m, (i, t)| if t.is_some() { m | (1 << i) } else { m });
+    out.push(mask);
+    out.push(if job.unique.is_some() { FLAG_UNIQUE } else { 0 });
+    out.push(0);
+    out.write_i64::<LE>(job.priority).unwrap();
+    out.write_u64::<LE>(job.order_seq).unwrap();
+    for t in job.times {
+        out.write_u64::<LE>(t.unwrap_or(0)).unwrap();
+    }
+    out.write_u16::<LE>(u16::try_from(job.tags.len()).expect("tag count validated"))
+        .unwrap();
+    for tag in &job.tags {
+        put_str16(out, tag);
+    }
+    if let Some(u) = &job.unique {
+        put_str16(out, u);
+    }
+    let doc = job.meta.as_str().as_bytes();
+    out.write_u32::<LE>(u32::try_from(doc.len()).expect("document size validated"))
+        .unwrap();
+    out.extend_from_slice(doc);
+    let body = (out.len() - start - 4) as u32;
+    out[start..start + 4].copy_from_slice(&body.to_le_bytes());
+}
+
+fn put_str16(out: &mut Vec<u8>, s: &str) {
+    out.write_u16::<LE>(u16::try_from(s.len()).expect("string length validated"))
+        .unwrap();
+    out.extend_from_slice(s.as_bytes());
+}
+
+/// Decode the record at the start of `buf`; returns it and the bytes it used.
+pub fn decode_job(buf: &[u8]) -> Result<(JobView<'_>, usize), DecodeError> {
+    let mut r = ByteReader::new(buf);
+    let body_len = r.u32("record length")? as usize;
+    if body_len < RECORD_FIXED + 4 {
+        return Err(DecodeError::new(
+            0,
+            format!("record length {body_len} is too short"),
+        ));
+    }
+    let body = r.bytes(body_len, "record body")?;
+    let mut r = ByteReader::new(body);
+    let view = decode_body(&mut r).map_err(|e| DecodeError::new(4 + e.offset, e.what))?;
+    if r.remaining() != 0 {
+        return Err(DecodeError::new(
+            4 + r.pos(),
+            format!("{} bytes left over after the record", r.remaining()),
+        ));
+    }
+    Ok((view, 4 + body_len))
+}
+
+fn decode_body<'a>(r: &mut ByteReader<'a>) -> Result<JobView<'a>, DecodeError> {
+    let project = r.u32("project")?;
+    let spider = r.u32("spider")?;
+    let job = r.u32("job")?;
+    if project == 0 || spider == 0 || job == 0 {
+        return Err(DecodeError::new(0, "a key component is zero"));
+    }
+    let state_at = r.pos();
+    let state = JobState::from_code(r.u8("state")?)
+        .ok_or_else(|| DecodeError::new(state_at, "unknown state code"))?;
+    let mask = r.u8("times mask")?;
+    let flags = r.u8("flags")?;
+    let reserved = r.u8("reserved")?;
+    if mask & !0xF != 0 || flags & !FLAG_UNIQUE != 0 || reserved != 0 {
+        return Err(DecodeError::new(
+            state_at,
+            "unknown bits in mask, flags or reserved byte",
+        ));
+    }
+    if mask & (1 << state.code()) == 0 {
+        return Err(DecodeError::new(
+            state_at,
+            "the time of the current state is missing",
+        ));
+    }
+    let priority = r.i64("priority")?;
+    let order_seq = r.u64("order_seq")?;
+    let mut times = [None; 4];
+    for (i, t) in times.iter_mut().enumerate() {
+        let v = r.u64("time")?;
+        if mask & (1 << i) != 0 {
+            *t = Some(v);
+        }
+    }
+    let ntags = r.u16("tag count")?;
+    let mut tags = Vec::with_capacity(usize::from(ntags));
+    for _ in 0..ntags {
+        tags.push(r.str16("tag")?);
+    }
+    let unique = if flags & FLAG_UNIQUE != 0 {
+        Some(r.str16("unique")?)
+    } else {
+        None
+    };
+    let doc_len = r.u32("document length")? as usize;
+    let doc_at = r.pos();
+    let doc = r.str(doc_len, "document")?;
+    if !(doc.starts_with('{') && doc.ends_with('}')) {
+        return Err(DecodeError::new(
+            doc_at,
+            "the document is not a JSON object",
+        ));
+    }
+    Ok(JobView {
+        key: JobKey {
+            project,
+            spider,
+            job,
+        },
+        state,
+        priority,
+        times,
+        order_seq,
+        tags,
+        unique,
+        doc,
+    })
+}
+
+/// Decode every record of a jobs payload that holds `count` records.
+pub fn decode_jobs(payload: &[u8], count: u32) -> Result<Vec<(usize, JobView<'_>)>, DecodeError> {
+    let mut out = Vec::with_capacity(count as usize);
+    let mut pos = 0;
+    for _ in 0..count {
+        let (view, used) =
+            decode_job(&payload[pos..]).map_err(|e| DecodeError::new(pos + e.offset, e.what))?;
+        out.push((pos, view));
+        pos += used;
+    }
+    if pos != payload.len() {
+        return Err(DecodeError::new(
+            pos,
+            "bytes left over after the last record",
+        ));
+    }
+    Ok(out)
+}
+
+/// A spider name registered with its id.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SpiderEntry {
+    pub project: u32,
+    pub spider: u32,
+    /// The next job id to allocate for this spider (catalog frames only; 0 in spider frames).
+    pub next_job: u32,
+    pub name: String,
+}
+
+/// Spider payload: u32 project, u32 spider, u16 name length, name.
+pub fn encode_spider(project: u32, spider: u32, name: &str, out: &mut Vec<u8>) {
+    out.write_u32::<LE>(project).unwrap();
+    out.write_u32::<LE>(spider).unwrap();
+    put_str16(out, name);
+}
+
+pub fn decode_spider(payload: &[u8]) -> Result<SpiderEntry, DecodeError> {
+    let mut r = ByteReader::new(payload);
+    let project = r.u32("project")?;
+    let spider = r.u32("spider")?;
+    let name = r.str16("spider name")?.to_string();
+    if r.remaining() != 0 {
+        return Err(DecodeError::new(
+            r.pos(),
+            "bytes left over after the spider",
+        ));
+    }
+    if project == 0 || spider == 0 || name.is_empty() {
+        return Err(DecodeError::new(0, "zero id or empty spider name"));
+    }
+    Ok(SpiderEntry {
+        project,
+        spider,
+        next_job: 0,
+        name,
+    })
+}
+
+/// Catalog payload: u32 n, then n × (u32 project, u32 spider, u32 next_job, u16 len, name).
+pub fn encode_catalog(entries: &[SpiderEntry], out: &mut Vec<u8>) {
+    out.write_u32::<LE>(entries.len() as u32).unwrap();
+    for e in entries {
+        out.write_u32::<LE>(e.project).unwrap();
+        out.write_u32::<LE>(e.spider).unwrap();
+        out.write_u32::<LE>(e.next_job).unwrap();
+        put_str16(out, &e.name);
+    }
+}
+
+pub fn decode_catalog(payload: &[u8]) -> Result<Vec<SpiderEntry>, DecodeError> {
+    let mut r = ByteReader::new(payload);
+    let n = r.u32("catalog size")?;
+    let mut out = Vec::with_capacity((n as usize).min(payload.len() / 14));
+    for _ in 0..n {
+        let at = r.pos();
+        let project = r.u32("project")?;
+        let spider = r.u32("spider")?;
+        let next_job = r.u32("next job id")?;
+        let name = r.str16("spider name")?.to_string();
+        if project == 0 || spider == 0 || next_job == 0 || name.is_empty() {
+            return Err(DecodeError::new(at, "zero id or empty spider name"));
+        }
+        out.push(SpiderEntry {
+            project,
+            spider,
+            next_job,
+            name,
+        });
+    }
+    if r.remaining() != 0 {
+        return Err(DecodeError::new(
+            r.pos(),
+            "bytes left over after the catalog",
+        ));
+    }
+    Ok(out)
+}
+
+/// Commit payload: u64 first sequence number of the transaction it closes.
+pub fn encode_commit(txn_first_seq: u64, out: &mut Vec<u8>) {
+    out.write_u64::<LE>(txn_first_seq).unwrap();
+}
+
+pub fn decode_commit(payload: &[u8]) -> Result<u64, DecodeError> {
+    let mut r = ByteReader::new(payload);
+    let seq = r.u64("transaction start")?;
+    if r.remaining() != 0 {
+        return Err(DecodeError::new(
+            r.pos(),
+            "bytes left over after the commit",
+        ));
+    }
+    Ok(seq)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Job {
+        Job {
+            key: JobKey::new(53, 7, 81),
+            state: JobState::Finished,
+            priority: -3,
+            times: [Some(10), None, Some(30), None],
+            order_seq: 99,
+            tags: vec!["a".into(), "ünï".into()],
+            unique: Some("u1".into()),
+            meta: MetaDoc::parse(r#"{"x":[1,2],"y":"z"}"#).unwrap(),
+        }
+    }
+
+    #[test]
+    fn job_round_trip() {
+        let job = sample();
+        let mut buf = Vec::new();
+        encode_job(&job, &mut buf);
+        encode_job(&job, &mut buf);
+        let all = decode_jobs(&buf, 2).unwrap();
+        assert_eq!(all.len(), 2);
+        assert_eq!(all[1].1.to_job(), job);
+        assert_eq!(all[0].1.ts(), 30);
+    }
+
+    #[test]
+    fn truncations_and_garbage_never_panic() {
+        let mut buf = Vec::new();
+        encode_job(&sample(), &mut buf);
+        for cut in 0..buf.len() {
+            assert!(decode_job(&buf[..cut]).is_err());
+        }
+        for i in 0..buf.len() {
+            let mut bad = buf.clone();
+            bad[i] = bad[i].wrapping_add(0x55);
+            let _ = decode_job(&bad);
+        }
+    }
+
+    #[test]
+    fn catalog_round_trip() {
+        let e = vec![SpiderEntry {
+            project: 1,
+            spider: 2,
+            next_job: 3,
+            name: "s".into(),
+        }];
+        let mut buf = Vec::new();
+        encode_catalog(&e, &mut buf);
+        assert_eq!(decode_catalog(&buf).unwrap(), e);
+        assert!(decode_catalog(&buf[..buf.len() - 1]).is_err());
+    }
+}

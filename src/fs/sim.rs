@@ -1,0 +1,632 @@
+//! A simulated file system for crash and fault tests.
+//!
+//! It keeps, per file, the bytes written and the bytes durable (as of the last
+//! `sync_data`), and per directory the entries durable (as of the last `sync_dir`).
+//! [`SimFs::crash`] simulates a power cut: names not made durable are forgotten and
+//! the unsynced bytes of each file are dropped, cut, zeroed or garbled. Faults (EIO,
+//! ENOSPC, short writes, a frozen machine) are injected at the k-th mutating call.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use super::{FileSystem, FsFile, LockGuard, MappedBytes, OpenMode};
+
+/// What a simulated power cut does to bytes written but not synced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CrashMode {
+    /// Unsynced bytes are lost.
+    Drop,
+    /// A random prefix of the unsynced bytes survives.
+    Cut,
+    /// The unsynced range keeps its length but reads as zeros.
+    Zero,
+    /// Each unsynced 512-byte sector survives, reads as zeros or as garbage; the
+    /// length may be cut at a sector boundary.
+    Garble,
+}
+
+impl CrashMode {
+    pub const ALL: [CrashMode; 4] = [
+        CrashMode::Drop,
+        CrashMode::Cut,
+        CrashMode::Zero,
+        CrashMode::Garble,
+    ];
+}
+
+/// The error a fault injects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FaultKind {
+    Eio,
+    Enospc,
+    /// A write writes half its bytes and reports so; other calls fail with EIO.
+    ShortWrite,
+    /// The machine stops: this call and every later one fail, and nothing more
+    /// reaches the disk. Follow with [`SimFs::crash`].
+    PowerCut,
+}
+
+/// A fault at the `at`-th mutating call (0-based, counted from when it is set).
+#[derive(Clone, Copy, Debug)]
+pub struct Fault {
+    pub at: u64,
+    pub kind: FaultKind,
+    /// Every later mutating call fails too.
+    pub sticky: bool,
+}
+
+/// One recorded file-system call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FsOp {
+    Create(PathBuf),
+    Write {
+        path: PathBuf,
+        offset: u64,
+        len: usize,
+    },
+    SyncData(PathBuf),
+    SetLen(PathBuf, u64),
+    Rename(PathBuf, PathBuf),
+    Remove(PathBuf),
+    CreateDir(PathBuf),
+    RemoveDir(PathBuf),
+    SyncDir(PathBuf),
+    /// A marker the test or engine put in the log (see [`SimFs::mark`]).
+    Mark(String),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Node {
+    File(u64),
+    Dir,
+}
+
+#[derive(Default)]
+struct Inode {
+    data: Vec<u8>,
+    synced: Vec<u8>,
+    /// Lowest offset changed since the last sync, if any.
+    dirty_from: Option<usize>,
+}
+
+impl Inode {
+    fn touch(&mut self, from: usize) {
+        self.dirty_from = Some(self.dirty_from.map_or(from, |d| d.min(from)));
+    }
+}
+
+#[derive(Default)]
+struct State {
+    generation: u64,
+    next_ino: u64,
+    inodes: HashMap<u64, Inode>,
+    names: BTreeMap<PathBuf, Node>,
+    durable: BTreeMap<PathBuf, Node>,
+    locks: HashSet<PathBuf>,
+    mutations: u64,
+    fault: Option<Fault>,
+    fault_base: u64,
+    dead: bool,
+    failing: Option<FaultKind>,
+    log: Option<Vec<FsOp>>,
+}
+
+/// The simulated file system. Clones share the same disk.
+#[derive(Clone, Default)]
+pub struct SimFs {
+    state: Arc<Mutex<State>>,
+}
+
+impl std::fmt::Debug for SimFs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SimFs")
+    }
+}
+
+fn err(kind: FaultKind) -> io::Error {
+    match kind {
+        FaultKind::Enospc => io::Error::from_raw_os_error(28),
+        FaultKind::PowerCut => io::Error::other("simulated power cut: the machine is off"),
+        _ => io::Error::from_raw_os_error(5),
+    }
+}
+
+fn not_found(path: &Path) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::NotFound,
+        format!("{}: no such file", path.display()),
+    )
+}
+
+impl State {
+    /// Count a mutating call and decide whether it fails. `Ok(true)` means: a short write.
+    fn mutate(&mut self, op: FsOp) -> io::Result<bool> {
+        if self.dead {
+            return Err(err(FaultKind::PowerCut));
+        }
+        if let Some(kind) = self.failing {
+            return Err(err(kind));
+        }
+        let n = self.mutations - self.fault_base;
+        self.mutations += 1;
+        if let Some(fault) = self.fault {
+            if n == fault.at {
+                if fault.sticky {
+                    self.failing = Some(if fault.kind == FaultKind::ShortWrite {
+                        FaultKind::Eio
+                    } else {
+                        fault.kind
+                    });
+                }
+                match fault.kind {
+                    FaultKind::PowerCut => {
+                        self.dead = true;
+                        return Err(err(FaultKind::PowerCut));
+                    }
+                    FaultKind::ShortWrite if matches!(op, FsOp::Write { len, .. } if len > 1) => {
+                        if let Some(log) = &mut self.log {
+                            log.push(op);
+                        }
+                        return Ok(true);
+                    }
+                    kind => return Err(err(kind)),
+                }
+            }
+        }
+        if let Some(log) = &mut self.log {
+            log.push(op);
+        }
+        Ok(false)
+    }
+
+    fn parent_exists(&self, path: &Path) -> bool {
+        match path.parent() {
+            None => true,
+            Some(p) if p.as_os_str().is_empty() || p == Path::new("/") => true,
+            Some(p) => self.names.get(p) == Some(&Node::Dir),
+        }
+    }
+}
+
+/// Deterministic pseudo-random numbers (splitmix64) for damage patterns.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        if n == 0 {
+            0
+        } else {
+            self.next() % n
+        }
+    }
+}
+
+impl SimFs {
+    pub fn new() -> SimFs {
+        SimFs::default()
+    }
+
+    /// Inject `fault`, counting calls from now.
+    pub fn set_fault(&self, fault: Option<Fault>) {
+        let mut s = self.state.lock();
+        s.fault = fault;
+        s.fault_base = s.mutations;
+        s.failing = None;
+    }
+
+    /// Mutating calls made so far (the `at` of a fault counts from the last `set_fault`).
+    pub fn mutations(&self) -> u64 {
+        let s = self.state.lock();
+        s.mutations - s.fault_base
+    }
+
+    /// Start (or restart) recording calls.
+    pub fn record(&self) {
+        self.state.lock().log = Some(Vec::new());
+    }
+
+    /// The calls recorded since [`SimFs::record`].
+    pub fn take_log(&self) -> Vec<FsOp> {
+        self.state
+            .lock()
+            .log
+            .replace(Vec::new())
+            .unwrap_or_default()
+    }
+
+    /// Put a marker in the call log (no effect when not recording).
+    pub fn mark(&self, label: impl Into<String>) {
+        if let Some(log) = &mut self.state.lock().log {
+            log.push(FsOp::Mark(label.into()));
+        }
+    }
+
+    /// Simulate a power cut and reboot: forget names not durable, damage unsynced
+    /// bytes per `mode`, release locks, clear faults, and make every handle opened
+    /// before stale.
+    pub fn crash(&self, mode: CrashMode, seed: u64) {
+        let mut s = self.state.lock();
+        let mut rng = Rng(seed ^ 0x5EED);
+        s.generation += 1;
+        s.names = s.durable.clone();
+        // An entry survives only if every directory above it survived too.
+        let dirs: HashSet<PathBuf> = s
+            .names
+            .iter()
+            .filter(|(_, n)| **n == Node::Dir)
+            .map(|(p, _)| p.clone())
+            .collect();
+        s.names.retain(|p, _| {
+            p.ancestors()
+                .skip(1)
+                .all(|a| a.parent().is_none() || a.as_os_str().is_empty() || dirs.contains(a))
+        });
+        s.locks.clear();
+        s.dead = false;
+        s.failing = None;
+        s.fault = None;
+        let live: HashSet<u64> = s
+            .names
+            .values()
+            .filter_map(|n| {
+                if let Node::File(i) = n {
+                    Some(*i)
+                } else {
+                    None
+                }
+            })
+            .collect();
+        s.inodes.retain(|ino, _| live.contains(ino));
+        let mut inos: Vec<u64> = s.inodes.keys().copied().collect();
+        inos.sort_unstable();
+        for ino in inos {
+            let inode = s.inodes.get_mut(&ino).expect("listed above");
+            let Some(from) = inode.dirty_from.take() else {
+                continue;
+            };
+            let pending = std::mem::take(&mut inode.data);
+            let synced = inode.synced.clone();
+            inode.data = damage(mode, &synced, &pending, from, &mut rng);
+            inode.synced = inode.data.clone();
+        }
+    }
+
+    /// The bytes of a file as they are now (for tests that damage files on purpose).
+    pub fn read_file(&self, path: &Path) -> io::Result<Vec<u8>> {
+        let s = self.state.lock();
+        match s.names.get(path) {
+            Some(Node::File(ino)) => Ok(s.inodes[ino].data.clone()),
+            _ => Err(not_found(path)),
+        }
+    }
+
+    /// Replace a file's bytes durably (for tests that damage files on purpose).
+    pub fn write_file(&self, path: &Path, bytes: Vec<u8>) -> io::Result<()> {
+        let mut s = self.state.lock();
+        match s.names.get(path) {
+            Some(Node::File(ino)) => {
+                let ino = *ino;
+                let inode = s.inodes.get_mut(&ino).expect("named inode exists");
+                inode.data = bytes.clone();
+                inode.synced = bytes;
+                inode.dirty_from = None;
+                Ok(())
+            }
+            _ => Err(not_found(path)),
+        }
+    }
+}
+
+/// The bytes a file holds after a power cut, given its durable bytes, the bytes
+/// written since, and the lowest offset written since the last sync.
+fn damage(mode: CrashMode, synced: &[u8], pending: &[u8], from: usize, rng: &mut Rng) -> Vec<u8> {
+    let from = from.min(synced.len()).min(pending.len());
+    if pending.len() < synced.len() && rng.below(2) == 0 {
+        // An unsynced truncation may or may not have reached the disk.
+        return synced.to_vec();
+    }
+    let mut out = synced[..from].to_vec();
+    let tail = &pending[from..];
+    match mode {
+        CrashMode::Drop => return synced.to_vec(),
+        CrashMode::Cut => out.extend_from_slice(&tail[..rng.below(tail.len() as u64 + 1) as usize]),
+        CrashMode::Zero => out.resize(pending.len(), 0),
+        CrashMode::Garble => {
+            for sector in tail.chunks(512) {
+                match rng.below(3) {
+                    0 => out.extend_from_slice(sector),
+                    1 => out.extend(std::iter::repeat_n(0u8, sector.len())),
+                    _ => out.extend((0..sector.len()).map(|_| rng.next() as u8)),
+                }
+            }
+            let sectors = tail.len().div_ceil(512) as u64;
+            let keep = from + (rng.below(sectors + 1) as usize) * 512;
+            out.truncate(keep.max(from));
+        }
+    }
+    out
+}
+
+struct SimFile {
+    state: Arc<Mutex<State>>,
+    ino: u64,
+    generation: u64,
+    path: PathBuf,
+    writable: bool,
+}
+
+impl std::fmt::Debug for SimFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SimFile({})", self.path.display())
+    }
+}
+
+impl SimFile {
+    fn check(&self, s: &State) -> io::Result<()> {
+        if s.generation != self.generation {
+            return Err(io::Error::other(
+                "stale handle: opened before a simulated crash",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl FsFile for SimFile {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        let s = self.state.lock();
+        self.check(&s)?;
+        if s.dead {
+            return Err(err(FaultKind::PowerCut));
+        }
+        let data = &s.inodes[&self.ino].data;
+        let start = (offset as usize).min(data.len());
+        let n = buf.len().min(data.len() - start);
+        buf[..n].copy_from_slice(&data[start..start + n]);
+        Ok(n)
+    }
+
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<usize> {
+        let mut s = self.state.lock();
+        self.check(&s)?;
+        if !self.writable {
+            return Err(io::Error::from_raw_os_error(9));
+        }
+        let short = s.mutate(FsOp::Write {
+            path: self.path.clone(),
+            offset,
+            len: buf.len(),
+        })?;
+        let n = if short { buf.len() / 2 } else { buf.len() };
+        let inode = s.inodes.get_mut(&self.ino).expect("open inode exists");
+        let off = offset as usize;
+        if inode.data.len() < off + n {
+            inode.data.resize(off + n, 0);
+        }
+        inode.data[off..off + n].copy_from_slice(&buf[..n]);
+        inode.touch(off.min(inode.synced.len()));
+        Ok(n)
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        let mut s = self.state.lock();
+        self.check(&s)?;
+        s.mutate(FsOp::SyncData(self.path.clone()))?;
+        let inode = s.inodes.get_mut(&self.ino).expect("open inode exists");
+        if let Some(from) = inode.dirty_from.take() {
+            let from = from.min(inode.synced.len()).min(inode.data.len());
+            inode.synced.truncate(from);
+            let rest = inode.data[from..].to_vec();
+            inode.synced.extend_from_slice(&rest);
+        }
+        Ok(())
+    }
+
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        let mut s = self.state.lock();
+        self.check(&s)?;
+        s.mutate(FsOp::SetLen(self.path.clone(), len))?;
+        let inode = s.inodes.get_mut(&self.ino).expect("open inode exists");
+        let len = len as usize;
+        let old = inode.data.len();
+        inode.data.resize(len, 0);
+        inode.touch(len.min(old));
+        Ok(())
+    }
+
+    fn len(&self) -> io::Result<u64> {
+        let s = self.state.lock();
+        self.check(&s)?;
+        Ok(s.inodes[&self.ino].data.len() as u64)
+    }
+}
+
+struct SimLock {
+    state: Arc<Mutex<State>>,
+    path: PathBuf,
+    generation: u64,
+}
+
+impl Drop for SimLock {
+    fn drop(&mut self) {
+        let mut s = self.state.lock();
+        if s.generation == self.generation {
+            s.locks.remove(&self.path);
+        }
+    }
+}
+
+impl FileSystem for SimFs {
+    fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn FsFile>> {
+        let mut s = self.state.lock();
+        if s.dead {
+            return Err(err(FaultKind::PowerCut));
+        }
+        let ino = match (s.names.get(path).copied(), mode) {
+            (Some(Node::File(_)), OpenMode::CreateNew) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    path.display().to_string(),
+                ))
+            }
+            (Some(Node::File(ino)), _) => ino,
+            (Some(Node::Dir), _) => return Err(io::Error::other("is a directory")),
+            (None, OpenMode::CreateNew) => {
+                if !s.parent_exists(path) {
+                    return Err(not_found(path));
+                }
+                s.mutate(FsOp::Create(path.to_path_buf()))?;
+                s.next_ino += 1;
+                let ino = s.next_ino;
+                s.inodes.insert(ino, Inode::default());
+                s.names.insert(path.to_path_buf(), Node::File(ino));
+                ino
+            }
+            (None, _) => return Err(not_found(path)),
+        };
+        Ok(Arc::new(SimFile {
+            state: self.state.clone(),
+            ino,
+            generation: s.generation,
+            path: path.to_path_buf(),
+            writable: mode != OpenMode::Read,
+        }))
+    }
+
+    fn read_dir(&self, path: &Path) -> io::Result<Vec<String>> {
+        let s = self.state.lock();
+        if s.names.get(path) != Some(&Node::Dir) {
+            return Err(not_found(path));
+        }
+        let mut names: Vec<String> = s
+            .names
+            .keys()
+            .filter(|p| p.parent() == Some(path))
+            .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    fn create_dir(&self, path: &Path) -> io::Result<()> {
+        let mut s = self.state.lock();
+        if s.names.contains_key(path) {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                path.display().to_string(),
+            ));
+        }
+        if !s.parent_exists(path) {
+            return Err(not_found(path));
+        }
+        s.mutate(FsOp::CreateDir(path.to_path_buf()))?;
+        s.names.insert(path.to_path_buf(), Node::Dir);
+        if path
+            .parent()
+            .is_none_or(|p| p.as_os_str().is_empty() || p == Path::new("/"))
+        {
+            s.durable.insert(path.to_path_buf(), Node::Dir);
+        }
+        Ok(())
+    }
+
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        let mut s = self.state.lock();
+        match s.names.get(path) {
+            Some(Node::File(_)) => {
+                s.mutate(FsOp::Remove(path.to_path_buf()))?;
+                s.names.remove(path);
+                Ok(())
+            }
+            _ => Err(not_found(path)),
+        }
+    }
+
+    fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
+        let mut s = self.state.lock();
+        if s.names.get(path) != Some(&Node::Dir) {
+            return Err(not_found(path));
+        }
+        s.mutate(FsOp::RemoveDir(path.to_path_buf()))?;
+        s.names.retain(|p, _| !p.starts_with(path));
+        Ok(())
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        let mut s = self.state.lock();
+        let node = s.names.get(from).copied().ok_or_else(|| not_found(from))?;
+        if !s.parent_exists(to) {
+            return Err(not_found(to));
+        }
+        s.mutate(FsOp::Rename(from.to_path_buf(), to.to_path_buf()))?;
+        s.names.remove(from);
+        s.names.insert(to.to_path_buf(), node);
+        Ok(())
+    }
+
+    fn sync_dir(&self, path: &Path) -> io::Result<()> {
+        let mut s = self.state.lock();
+        if s.names.get(path) != Some(&Node::Dir) {
+            return Err(not_found(path));
+        }
+        s.mutate(FsOp::SyncDir(path.to_path_buf()))?;
+        let current: Vec<(PathBuf, Node)> = s
+            .names
+            .iter()
+            .filter(|(p, _)| p.parent() == Some(path))
+            .map(|(p, n)| (p.clone(), *n))
+            .collect();
+        s.durable.retain(|p, _| p.parent() != Some(path));
+        for (p, n) in current {
+            s.durable.insert(p, n);
+        }
+        Ok(())
+    }
+
+    fn exists(&self, path: &Path) -> io::Result<bool> {
+        Ok(self.state.lock().names.contains_key(path))
+    }
+
+    fn lock(&self, path: &Path) -> io::Result<LockGuard> {
+        let mut s = self.state.lock();
+        if !s.names.contains_key(path) {
+            if !s.parent_exists(path) {
+                return Err(not_found(path));
+            }
+            s.next_ino += 1;
+            let ino = s.next_ino;
+            s.inodes.insert(ino, Inode::default());
+            s.names.insert(path.to_path_buf(), Node::File(ino));
+        }
+        if !s.locks.insert(path.to_path_buf()) {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        Ok(Box::new(SimLock {
+            state: self.state.clone(),
+            path: path.to_path_buf(),
+            generation: s.generation,
+        }))
+    }
+
+    fn map(&self, path: &Path) -> io::Result<MappedBytes> {
+        let s = self.state.lock();
+        if s.dead {
+            return Err(err(FaultKind::PowerCut));
+        }
+        match s.names.get(path) {
+            Some(Node::File(ino)) => Ok(MappedBytes::from_vec(s.inodes[ino].data.clone())),
+            _ => Err(not_found(path)),
+        }
+    }
+}

@@ -1,0 +1,217 @@
+//! Building an index file image from job versions: per project, the docs sorted by
+//! `ts` descending (ties: later `order_seq` first), their columns, the key lookup
+//! table, and a posting list per state, spider, tag, priority and active `unique`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use byteorder::{LittleEndian as LE, WriteBytesExt};
+
+use super::format::{self, field, DirEntry, Footer, SegmentMeta, SECTION_HEADER, TERM_ENTRY};
+use super::posting;
+use crate::codec::frame::checksum;
+use crate::codec::record::{encode_catalog, SpiderEntry};
+use crate::model::JobState;
+
+/// One job version to index.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DocEntry {
+    pub project: u32,
+    /// `spider << 32 | job`.
+    pub local: u64,
+    pub ts: u64,
+    pub order_seq: u64,
+    pub state: JobState,
+    pub priority: i64,
+    pub tags: Arc<[Arc<str>]>,
+    pub unique: Option<Arc<str>>,
+    /// Packed log position of the record.
+    pub loc: u64,
+}
+
+impl DocEntry {
+    /// The listing order: `ts` descending, then `order_seq` descending.
+    pub fn order_key(&self) -> (u64, u64) {
+        (self.ts, self.order_seq)
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+enum Term<'a> {
+    State(u8),
+    Spider(u32),
+    Tag(&'a str),
+    Priority(i64),
+    Unique(&'a str),
+}
+
+impl Term<'_> {
+    fn encode(&self) -> (u8, Vec<u8>) {
+        match *self {
+            Term::State(s) => (field::STATE, vec![s]),
+            Term::Spider(s) => (field::SPIDER, s.to_le_bytes().to_vec()),
+            Term::Tag(t) => (field::TAG, t.as_bytes().to_vec()),
+            Term::Priority(p) => (field::PRIORITY, p.to_le_bytes().to_vec()),
+            Term::Unique(u) => (field::UNIQUE, u.as_bytes().to_vec()),
+        }
+    }
+}
+
+fn pad8(out: &mut Vec<u8>) {
+    while out.len() % 8 != 0 {
+        out.push(0);
+    }
+}
+
+/// Build the bytes of an index file. `docs` holds at most one version per key
+/// (the caller keeps the newest); any order.
+pub fn build(mut docs: Vec<DocEntry>, meta: SegmentMeta, catalog: &[SpiderEntry]) -> Vec<u8> {
+    docs.sort_unstable_by(|a, b| {
+        a.project
+            .cmp(&b.project)
+            .then(b.order_key().cmp(&a.order_key()))
+    });
+    let mut out = Vec::with_capacity(64 + docs.len() * 64);
+    let meta = SegmentMeta {
+        docs: docs.len() as u64,
+        ..meta
+    };
+    out.extend_from_slice(&format::encode_header(&meta));
+    let mut dir = Vec::new();
+    let mut i = 0;
+    while i < docs.len() {
+        let project = docs[i].project;
+        let j = i + docs[i..].partition_point(|d| d.project == project);
+        pad8(&mut out);
+        let start = out.len();
+        build_section(project, &docs[i..j], &mut out);
+        let crc = checksum(&[&out[start..]]);
+        dir.push(DirEntry {
+            project,
+            docs: (j - i) as u32,
+            offset: start as u64,
+            len: (out.len() - start) as u64,
+            crc,
+        });
+        i = j;
+    }
+    pad8(&mut out);
+    let catalog_offset = out.len() as u64;
+    encode_catalog(catalog, &mut out);
+    let catalog_len = out.len() as u64 - catalog_offset;
+    pad8(&mut out);
+    let dir_offset = out.len() as u64;
+    out.write_u32::<LE>(dir.len() as u32).unwrap();
+    out.write_u32::<LE>(0).unwrap();
+    for d in &dir {
+        out.write_u32::<LE>(d.project).unwrap();
+        out.write_u32::<LE>(d.docs).unwrap();
+        out.write_u64::<LE>(d.offset).unwrap();
+        out.write_u64::<LE>(d.len).unwrap();
+        out.write_u32::<LE>(d.crc).unwrap();
+        out.write_u32::<LE>(0).unwrap();
+    }
+    let dir_len = out.len() as u64 - dir_offset;
+    let footer = Footer {
+        dir_offset,
+        dir_len,
+        catalog_offset,
+        catalog_len,
+    };
+    let header = out[..format::HEADER_LEN].to_vec();
+    let cat = out[catalog_offset as usize..(catalog_offset + catalog_len) as usize].to_vec();
+    let dir_bytes = out[dir_offset as usize..].to_vec();
+    let f = format::encode_footer(&footer, |f| checksum(&[&header, &dir_bytes, &cat, f]));
+    out.extend_from_slice(&f);
+    out
+}
+
+/// One project's section; `docs` are in listing order.
+fn build_section(project: u32, docs: &[DocEntry], out: &mut Vec<u8>) {
+    let start = out.len();
+    let n = docs.len();
+    out.resize(start + SECTION_HEADER, 0);
+    let col = |out: &mut Vec<u8>, f: &dyn Fn(&DocEntry) -> u64| {
+        let at = (out.len() - start) as u64;
+        for d in docs {
+            out.write_u64::<LE>(f(d)).unwrap();
+        }
+        at
+    };
+    let ts_at = col(out, &|d| d.ts);
+    let seq_at = col(out, &|d| d.order_seq);
+    let key_at = col(out, &|d| d.local);
+    let loc_at = col(out, &|d| d.loc);
+    let mut by_key: Vec<u32> = (0..n as u32).collect();
+    by_key.sort_unstable_by_key(|i| docs[*i as usize].local);
+    let sorted_at = (out.len() - start) as u64;
+    for i in &by_key {
+        out.write_u64::<LE>(docs[*i as usize].local).unwrap();
+    }
+    let by_key_at = (out.len() - start) as u64;
+    for i in &by_key {
+        out.write_u32::<LE>(*i).unwrap();
+    }
+    pad8(out);
+
+    let mut terms: HashMap<Term<'_>, Vec<u32>> = HashMap::new();
+    for (doc, d) in docs.iter().enumerate() {
+        let doc = doc as u32;
+        terms
+            .entry(Term::State(d.state.code()))
+            .or_default()
+            .push(doc);
+        terms
+            .entry(Term::Spider((d.local >> 32) as u32))
+            .or_default()
+            .push(doc);
+        terms
+            .entry(Term::Priority(d.priority))
+            .or_default()
+            .push(doc);
+        for t in d.tags.iter() {
+            let list = terms.entry(Term::Tag(t)).or_default();
+            if list.last() != Some(&doc) {
+                list.push(doc);
+            }
+        }
+        if let (Some(u), true) = (&d.unique, d.state.is_active()) {
+            terms.entry(Term::Unique(u)).or_default().push(doc);
+        }
+    }
+    let mut terms: Vec<((u8, Vec<u8>), Vec<u32>)> =
+        terms.into_iter().map(|(t, d)| (t.encode(), d)).collect();
+    terms.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    let dict_at = (out.len() - start) as u64;
+    let blob_len: usize = terms.iter().map(|((_, t), _)| t.len()).sum();
+    let entries_at = out.len();
+    out.resize(entries_at + terms.len() * TERM_ENTRY, 0);
+    let blob_at = out.len();
+    for ((_, t), _) in &terms {
+        out.extend_from_slice(t);
+    }
+    debug_assert_eq!(out.len() - blob_at, blob_len);
+    pad8(out);
+    let mut term_off = 0u32;
+    for (k, ((f, t), list)) in terms.iter().enumerate() {
+        let posting_at = (out.len() - start) as u64;
+        posting::encode(list, out);
+        let e = &mut out[entries_at + k * TERM_ENTRY..entries_at + (k + 1) * TERM_ENTRY];
+        e[0] = *f;
+        e[1] = 0;
+        e[2..4].copy_from_slice(&(t.len() as u16).to_le_bytes());
+        e[4..8].copy_from_slice(&term_off.to_le_bytes());
+        e[8..16].copy_from_slice(&posting_at.to_le_bytes());
+        term_off += t.len() as u32;
+    }
+    let h = &mut out[start..start + SECTION_HEADER];
+    h[0..4].copy_from_slice(&project.to_le_bytes());
+    h[4..8].copy_from_slice(&(n as u32).to_le_bytes());
+    h[8..12].copy_from_slice(&(terms.len() as u32).to_le_bytes());
+    for (k, v) in [ts_at, seq_at, key_at, loc_at, sorted_at, by_key_at, dict_at]
+        .iter()
+        .enumerate()
+    {
+        h[16 + k * 8..24 + k * 8].copy_from_slice(&v.to_le_bytes());
+    }
+}

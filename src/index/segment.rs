@@ -1,0 +1,494 @@
+//! An index file read in place: checked whole (lengths, offsets, orders and every
+//! checksum) when opened, then read without copying.
+
+use std::path::{Path, PathBuf};
+
+use byteorder::{ByteOrder, LittleEndian as LE};
+
+use super::format::{
+    self, field, DirEntry, SegmentMeta, FOOTER_LEN, HEADER_LEN, SECTION_HEADER, TERM_ENTRY,
+};
+use super::posting::{self, Posting};
+use crate::codec::frame::checksum;
+use crate::codec::record::{decode_catalog, SpiderEntry};
+use crate::error::{Error, Result};
+use crate::fs::MappedBytes;
+use crate::model::JobState;
+use crate::query::docset::DocId;
+
+/// An open, checked index file.
+#[derive(Debug)]
+pub struct IndexSegment {
+    bytes: MappedBytes,
+    path: PathBuf,
+    meta: SegmentMeta,
+    dir: Vec<DirEntry>,
+    sections: Vec<SectionInfo>,
+    catalog: (usize, usize),
+}
+
+#[derive(Clone, Copy, Debug)]
+struct SectionInfo {
+    start: usize,
+    n: u32,
+    n_terms: u32,
+    cols: [usize; 7],
+}
+
+const TS: usize = 0;
+const SEQ: usize = 1;
+const KEY: usize = 2;
+const LOC: usize = 3;
+const SORTED: usize = 4;
+const BY_KEY: usize = 5;
+const DICT: usize = 6;
+
+impl IndexSegment {
+    /// Check `bytes` whole and open them. `path` names the file in errors.
+    pub fn open(bytes: MappedBytes, path: &Path) -> Result<IndexSegment> {
+        let bad = |offset: usize, what: String| Error::corrupt(path, offset as u64, what);
+        let b: &[u8] = &bytes;
+        if b.len() < HEADER_LEN + FOOTER_LEN {
+            return Err(bad(
+                0,
+                format!("index file is {} bytes, too short", b.len()),
+            ));
+        }
+        let f = &b[b.len() - FOOTER_LEN..];
+        let foot_at = b.len() - FOOTER_LEN;
+        if &f[40..48] != format::MAGIC {
+            return Err(bad(
+                foot_at + 40,
+                "bad footer magic (truncated or not an index file)".into(),
+            ));
+        }
+        let version = LE::read_u32(&f[32..36]);
+        if version != format::VERSION {
+            return Err(Error::Unsupported {
+                path: path.to_path_buf(),
+                what: format!(
+                    "index format version {version}; this build reads {}",
+                    format::VERSION
+                ),
+            });
+        }
+        let (dir_off, dir_len) = (LE::read_u64(&f[0..8]), LE::read_u64(&f[8..16]));
+        let (cat_off, cat_len) = (LE::read_u64(&f[16..24]), LE::read_u64(&f[24..32]));
+        let within = |off: u64, len: u64| {
+            off >= HEADER_LEN as u64 && off.checked_add(len).is_some_and(|e| e <= foot_at as u64)
+        };
+        if !within(dir_off, dir_len) || !within(cat_off, cat_len) {
+            return Err(bad(foot_at, "footer offsets point outside the file".into()));
+        }
+        let dir_bytes = &b[dir_off as usize..(dir_off + dir_len) as usize];
+        let cat_bytes = &b[cat_off as usize..(cat_off + cat_len) as usize];
+        let crc = checksum(&[&b[..HEADER_LEN], dir_bytes, cat_bytes, &f[..36]]);
+        if crc != LE::read_u32(&f[36..40]) {
+            return Err(bad(foot_at + 36, "footer checksum mismatch".into()));
+        }
+        let meta = format::decode_header(b).map_err(|e| bad(0, e))?;
+        decode_catalog(cat_bytes).map_err(|e| bad(cat_off as usize + e.offset, e.what))?;
+        let dir = decode_dir(dir_bytes, dir_off as usize, cat_off as usize)
+            .map_err(|(o, e)| bad(o, e))?;
+        let mut sections = Vec::with_capacity(dir.len());
+        let mut total = 0u64;
+        for d in &dir {
+            let s = &b[d.offset as usize..(d.offset + d.len) as usize];
+            if checksum(&[s]) != d.crc {
+                return Err(bad(
+                    d.offset as usize,
+                    format!("section of project {} fails its checksum", d.project),
+                ));
+            }
+            let info = check_section(s, d).map_err(|(o, e)| bad(d.offset as usize + o, e))?;
+            sections.push(SectionInfo {
+                start: d.offset as usize,
+                ..info
+            });
+            total += u64::from(d.docs);
+        }
+        if total != meta.docs {
+            return Err(bad(
+                56,
+                "header doc count does not match the sections".into(),
+            ));
+        }
+        Ok(IndexSegment {
+            path: path.to_path_buf(),
+            meta,
+            dir,
+            sections,
+            catalog: (cat_off as usize, (cat_off + cat_len) as usize),
+            bytes,
+        })
+    }
+
+    pub fn meta(&self) -> &SegmentMeta {
+        &self.meta
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// True when the bytes are a memory map of the file (not an image in memory).
+    pub fn is_mapped(&self) -> bool {
+        self.bytes.is_mapped()
+    }
+
+    /// Size in bytes.
+    pub fn size(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// The whole file.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// The same index read from other bytes with the same content (a memory map of
+    /// the file this image was written to).
+    pub fn with_bytes(&self, bytes: MappedBytes, path: &Path) -> Result<IndexSegment> {
+        if bytes.len() != self.bytes.len() || checksum(&[&bytes]) != checksum(&[&self.bytes]) {
+            return Err(Error::corrupt(
+                path,
+                0,
+                "the written index differs from its image",
+            ));
+        }
+        Ok(IndexSegment {
+            bytes,
+            path: path.to_path_buf(),
+            ..self.clone_meta()
+        })
+    }
+
+    fn clone_meta(&self) -> IndexSegment {
+        IndexSegment {
+            bytes: self.bytes.clone(),
+            path: self.path.clone(),
+            meta: self.meta,
+            dir: self.dir.clone(),
+            sections: self.sections.clone(),
+            catalog: self.catalog,
+        }
+    }
+
+    /// The spiders this index knows, with their next job ids.
+    pub fn catalog(&self) -> Vec<SpiderEntry> {
+        decode_catalog(&self.bytes[self.catalog.0..self.catalog.1]).expect("checked at open")
+    }
+
+    /// Projects with a section, ascending.
+    pub fn projects(&self) -> impl Iterator<Item = u32> + '_ {
+        self.dir.iter().map(|d| d.project)
+    }
+
+    /// Index of a project's section.
+    pub fn section_index(&self, project: u32) -> Option<usize> {
+        self.dir.binary_search_by_key(&project, |d| d.project).ok()
+    }
+
+    pub fn section_at(&self, i: usize) -> Section<'_> {
+        let info = self.sections[i];
+        Section {
+            b: &self.bytes[info.start..info.start + self.dir[i].len as usize],
+            info,
+            project: self.dir[i].project,
+        }
+    }
+
+    pub fn section(&self, project: u32) -> Option<Section<'_>> {
+        self.section_index(project).map(|i| self.section_at(i))
+    }
+}
+
+fn decode_dir(
+    b: &[u8],
+    at: usize,
+    sections_end: usize,
+) -> std::result::Result<Vec<DirEntry>, (usize, String)> {
+    if b.len() < 8 {
+        return Err((at, "directory too short".into()));
+    }
+    let n = LE::read_u32(&b[0..4]) as usize;
+    if b.len() != 8 + n * format::DIR_ENTRY {
+        return Err((at, "directory length does not match its entry count".into()));
+    }
+    let mut out: Vec<DirEntry> = Vec::with_capacity(n);
+    let mut min_start = HEADER_LEN as u64;
+    for i in 0..n {
+        let e = &b[8 + i * 32..8 + (i + 1) * 32];
+        let d = DirEntry {
+            project: LE::read_u32(&e[0..4]),
+            docs: LE::read_u32(&e[4..8]),
+            offset: LE::read_u64(&e[8..16]),
+            len: LE::read_u64(&e[16..24]),
+            crc: LE::read_u32(&e[24..28]),
+        };
+        let end = d.offset.checked_add(d.len);
+        if d.offset < min_start || end.is_none_or(|e| e > sections_end as u64) || d.docs == 0 {
+            return Err((
+                at + 8 + i * 32,
+                "directory entry points outside the sections".into(),
+            ));
+        }
+        if out.last().is_some_and(|p| p.project >= d.project) || d.project == 0 {
+            return Err((at + 8 + i * 32, "directory not in project order".into()));
+        }
+        min_start = end.unwrap_or(u64::MAX);
+        out.push(d);
+    }
+    Ok(out)
+}
+
+/// Check one section's structure; offsets in errors are relative to the section.
+fn check_section(s: &[u8], d: &DirEntry) -> std::result::Result<SectionInfo, (usize, String)> {
+    if s.len() < SECTION_HEADER {
+        return Err((0, "section shorter than its header".into()));
+    }
+    let (project, n, n_terms) = (
+        LE::read_u32(&s[0..4]),
+        LE::read_u32(&s[4..8]),
+        LE::read_u32(&s[8..12]),
+    );
+    if project != d.project || n != d.docs {
+        return Err((0, "section header disagrees with the directory".into()));
+    }
+    let mut cols = [0usize; 7];
+    let widths = [8u64, 8, 8, 8, 8, 4, 0];
+    for (k, w) in widths.iter().enumerate() {
+        let off = LE::read_u64(&s[16 + k * 8..24 + k * 8]);
+        let len = if k == DICT {
+            u64::from(n_terms) * TERM_ENTRY as u64
+        } else {
+            u64::from(n) * w
+        };
+        if off < SECTION_HEADER as u64 || off.checked_add(len).is_none_or(|e| e > s.len() as u64) {
+            return Err((16 + k * 8, "column runs outside the section".into()));
+        }
+        cols[k] = off as usize;
+    }
+    let info = SectionInfo {
+        start: 0,
+        n,
+        n_terms,
+        cols,
+    };
+    let sec = Section {
+        b: s,
+        info,
+        project,
+    };
+    for doc in 1..n {
+        if (sec.ts(doc), sec.seq(doc)) >= (sec.ts(doc - 1), sec.seq(doc - 1)) {
+            return Err((
+                cols[TS] + doc as usize * 8,
+                "docs not in ts-descending order".into(),
+            ));
+        }
+    }
+    for i in 0..n {
+        if i > 0 && sec.sorted_key(i) <= sec.sorted_key(i - 1) {
+            return Err((
+                cols[SORTED] + i as usize * 8,
+                "key table not strictly ascending".into(),
+            ));
+        }
+        let doc = sec.by_key(i);
+        if doc >= n || sec.local(doc) != sec.sorted_key(i) {
+            return Err((
+                cols[BY_KEY] + i as usize * 4,
+                "key table points at the wrong doc".into(),
+            ));
+        }
+    }
+    let blob = cols[DICT] + n_terms as usize * TERM_ENTRY;
+    let mut prev: Option<(u8, &[u8])> = None;
+    for t in 0..n_terms as usize {
+        let e = &s[cols[DICT] + t * TERM_ENTRY..cols[DICT] + (t + 1) * TERM_ENTRY];
+        let (f, len, off, posting_at) = (
+            e[0],
+            usize::from(LE::read_u16(&e[2..4])),
+            LE::read_u32(&e[4..8]) as usize,
+            LE::read_u64(&e[8..16]),
+        );
+        let at = cols[DICT] + t * TERM_ENTRY;
+        let term = s
+            .get(blob + off..blob + off + len)
+            .ok_or((at, "term runs outside the section".to_string()))?;
+        if !(field::STATE..=field::UNIQUE).contains(&f) || e[1] != 0 {
+            return Err((at, "unknown term field".into()));
+        }
+        if prev.is_some_and(|p| p >= (f, term)) {
+            return Err((at, "term dictionary not in order".into()));
+        }
+        let bytes = s
+            .get(posting_at as usize..)
+            .filter(|_| posting_at as usize >= blob)
+            .ok_or((at, "posting outside the section".to_string()))?;
+        posting::validate(bytes, n).map_err(|e| (posting_at as usize, e))?;
+        prev = Some((f, term));
+    }
+    Ok(info)
+}
+
+/// One project's docs in one index file.
+#[derive(Clone, Copy)]
+pub struct Section<'a> {
+    b: &'a [u8],
+    info: SectionInfo,
+    project: u32,
+}
+
+impl<'a> Section<'a> {
+    pub fn project(&self) -> u32 {
+        self.project
+    }
+
+    /// Number of docs.
+    pub fn len(&self) -> u32 {
+        self.info.n
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.info.n == 0
+    }
+
+    fn u64_at(&self, col: usize, i: u32) -> u64 {
+        let at = self.info.cols[col] + i as usize * 8;
+        LE::read_u64(&self.b[at..at + 8])
+    }
+
+    pub fn ts(&self, doc: DocId) -> u64 {
+        self.u64_at(TS, doc)
+    }
+
+    pub fn seq(&self, doc: DocId) -> u64 {
+        self.u64_at(SEQ, doc)
+    }
+
+    /// The doc's key within the project: `spider << 32 | job`.
+    pub fn local(&self, doc: DocId) -> u64 {
+        self.u64_at(KEY, doc)
+    }
+
+    /// Packed log position of the doc's record.
+    pub fn loc(&self, doc: DocId) -> u64 {
+        self.u64_at(LOC, doc)
+    }
+
+    /// The `i`-th key in ascending key order.
+    pub fn sorted_key(&self, i: u32) -> u64 {
+        self.u64_at(SORTED, i)
+    }
+
+    /// The doc holding the `i`-th key in ascending key order.
+    pub fn by_key(&self, i: u32) -> DocId {
+        let at = self.info.cols[BY_KEY] + i as usize * 4;
+        LE::read_u32(&self.b[at..at + 4])
+    }
+
+    /// Rank of the first key `>= local` in key order.
+    pub fn key_rank(&self, local: u64) -> u32 {
+        let (mut lo, mut hi) = (0, self.info.n);
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            if self.sorted_key(mid) < local {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        lo
+    }
+
+    /// The doc of a key.
+    pub fn find(&self, local: u64) -> Option<DocId> {
+        let r = self.key_rank(local);
+        (r < self.info.n && self.sorted_key(r) == local).then(|| self.by_key(r))
+    }
+
+    /// First doc whose order key `(ts, seq)` is below `(ts, seq)`: the docs before
+    /// it are strictly newer.
+    pub fn first_older_than(&self, ts: u64, seq: u64) -> DocId {
+        let (mut lo, mut hi) = (0, self.info.n);
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            if (self.ts(mid), self.seq(mid)) > (ts, seq) {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        lo
+    }
+
+    /// First doc with `ts < t`.
+    pub fn first_ts_below(&self, t: u64) -> DocId {
+        let (mut lo, mut hi) = (0, self.info.n);
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            if self.ts(mid) >= t {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        lo
+    }
+
+    fn term_entry(&self, t: u32) -> (u8, &'a [u8], Posting<'a>) {
+        let e = &self.b[self.info.cols[DICT] + t as usize * TERM_ENTRY..][..TERM_ENTRY];
+        let blob = self.info.cols[DICT] + self.info.n_terms as usize * TERM_ENTRY;
+        let (len, off, at) = (
+            usize::from(LE::read_u16(&e[2..4])),
+            LE::read_u32(&e[4..8]) as usize,
+            LE::read_u64(&e[8..16]),
+        );
+        (
+            e[0],
+            &self.b[blob + off..blob + off + len],
+            Posting::new(&self.b[at as usize..]),
+        )
+    }
+
+    /// The posting list of a term.
+    pub fn term(&self, f: u8, term: &[u8]) -> Option<Posting<'a>> {
+        let (mut lo, mut hi) = (0, self.info.n_terms);
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            let (mf, mt, p) = self.term_entry(mid);
+            match (mf, mt).cmp(&(f, term)) {
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+                std::cmp::Ordering::Equal => return Some(p),
+            }
+        }
+        None
+    }
+
+    /// Every term of a field with its posting list, in term byte order.
+    pub fn terms(&self, f: u8) -> impl Iterator<Item = (&'a [u8], Posting<'a>)> + '_ {
+        (0..self.info.n_terms)
+            .map(|t| self.term_entry(t))
+            .filter(move |(tf, ..)| *tf == f)
+            .map(|(_, t, p)| (t, p))
+    }
+
+    pub fn state(&self, s: JobState) -> Option<Posting<'a>> {
+        self.term(field::STATE, &[s.code()])
+    }
+
+    pub fn spider(&self, id: u32) -> Option<Posting<'a>> {
+        self.term(field::SPIDER, &id.to_le_bytes())
+    }
+
+    pub fn tag(&self, tag: &str) -> Option<Posting<'a>> {
+        self.term(field::TAG, tag.as_bytes())
+    }
+
+    pub fn unique(&self, u: &str) -> Option<Posting<'a>> {
+        self.term(field::UNIQUE, u.as_bytes())
+    }
+}

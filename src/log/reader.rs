@@ -1,0 +1,95 @@
+//! Reading single records by position, for answers that need a job's fields.
+//! Sealed and tail segments alike are read with positional reads; their bytes
+//! below the writer's end never change while the store is open.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use byteorder::{ByteOrder, LittleEndian as LE};
+use parking_lot::RwLock;
+
+use super::{segment, LogPos};
+use crate::codec::record;
+use crate::error::{Error, Result};
+use crate::fs::{self, FileSystem, FsFile, OpenMode};
+use crate::model::Job;
+
+const FIRST_READ: usize = 1024;
+
+/// Reads records at packed log positions.
+#[derive(Debug)]
+pub struct RecordReader {
+    fs: Arc<dyn FileSystem>,
+    dir: PathBuf,
+    files: RwLock<HashMap<u32, Arc<dyn FsFile>>>,
+}
+
+impl RecordReader {
+    pub fn new(fs: Arc<dyn FileSystem>, dir: &Path) -> RecordReader {
+        RecordReader {
+            fs,
+            dir: dir.to_path_buf(),
+            files: RwLock::new(HashMap::new()),
+        }
+    }
+
+    fn file(&self, n: u32) -> Result<Arc<dyn FsFile>> {
+        if let Some(f) = self.files.read().get(&n) {
+            return Ok(f.clone());
+        }
+        let path = self.dir.join(segment::file_name(n));
+        let f = self
+            .fs
+            .open(&path, OpenMode::Read)
+            .map_err(|e| Error::io("open", &path, e))?;
+        self.files.write().insert(n, f.clone());
+        Ok(f)
+    }
+
+    /// Forget open handles (after segments were removed or rewritten).
+    pub fn forget(&self) {
+        self.files.write().clear();
+    }
+
+    /// The raw bytes of the record at `loc` (length prefix included).
+    pub fn read_raw(&self, loc: u64, buf: &mut Vec<u8>) -> Result<()> {
+        let pos = LogPos::unpack(loc);
+        let file = self.file(pos.segment)?;
+        let path = || self.dir.join(segment::file_name(pos.segment));
+        buf.resize(FIRST_READ, 0);
+        let n = file
+            .read_at(buf, pos.offset)
+            .map_err(|e| Error::io("read", path(), e))?;
+        if n < 4 {
+            return Err(Error::corrupt(
+                path(),
+                pos.offset,
+                "record position past the end of the log",
+            ));
+        }
+        let total = 4 + LE::read_u32(&buf[0..4]) as usize;
+        if total > n {
+            buf.resize(total, 0);
+            fs::read_exact_at(&*file, &mut buf[n..], pos.offset + n as u64)
+                .map_err(|e| Error::io("read", path(), e))?;
+        }
+        buf.truncate(total);
+        Ok(())
+    }
+
+    /// The record at `loc`.
+    pub fn read(&self, loc: u64) -> Result<Job> {
+        let mut buf = Vec::new();
+        self.read_raw(loc, &mut buf)?;
+        let (view, _) = record::decode_job(&buf).map_err(|e| {
+            let pos = LogPos::unpack(loc);
+            Error::corrupt(
+                self.dir.join(segment::file_name(pos.segment)),
+                pos.offset + e.offset as u64,
+                e.what,
+            )
+        })?;
+        Ok(view.to_job())
+    }
+}

@@ -1,0 +1,131 @@
+//! Reading frames from one segment file, in order, through a read-ahead window.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::codec::frame::{self, FrameHeader, HEADER_LEN};
+use crate::error::{Error, Result};
+use crate::fs::FsFile;
+
+const WINDOW: usize = 4 << 20;
+
+/// One step of a scan.
+#[derive(Debug)]
+pub enum Step<'a> {
+    /// A whole frame whose checksum matches.
+    Frame {
+        offset: u64,
+        header: FrameHeader,
+        payload: &'a [u8],
+    },
+    /// The end of the file, exactly at a frame boundary.
+    End,
+    /// The bytes at `offset` are not a whole valid frame.
+    Bad { offset: u64, reason: String },
+}
+
+/// Scans the frames of one segment from a starting offset.
+pub struct FrameScanner {
+    file: Arc<dyn FsFile>,
+    path: PathBuf,
+    pos: u64,
+    len: u64,
+    buf: Vec<u8>,
+    buf_start: u64,
+}
+
+impl FrameScanner {
+    pub fn new(file: Arc<dyn FsFile>, path: &Path, start: u64) -> Result<FrameScanner> {
+        let len = file.len().map_err(|e| Error::io("stat", path, e))?;
+        Ok(FrameScanner {
+            file,
+            path: path.to_path_buf(),
+            pos: start,
+            len,
+            buf: Vec::new(),
+            buf_start: 0,
+        })
+    }
+
+    /// Offset of the next frame to read.
+    pub fn pos(&self) -> u64 {
+        self.pos
+    }
+
+    /// Size of the file when the scan began.
+    pub fn file_len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Bytes `[offset, offset + n)`, which must lie within the file.
+    fn window(&mut self, offset: u64, n: usize) -> Result<&[u8]> {
+        let have =
+            offset >= self.buf_start && offset + n as u64 <= self.buf_start + self.buf.len() as u64;
+        if !have {
+            let want = (n.max(WINDOW) as u64).min(self.len - offset) as usize;
+            self.buf.resize(want, 0);
+            crate::fs::read_exact_at(&*self.file, &mut self.buf, offset)
+                .map_err(|e| Error::io("read", &self.path, e))?;
+            self.buf_start = offset;
+        }
+        let at = (offset - self.buf_start) as usize;
+        Ok(&self.buf[at..at + n])
+    }
+
+    /// The valid frame at exactly `offset`, if there is one.
+    pub fn frame_at(
+        &mut self,
+        offset: u64,
+    ) -> Result<std::result::Result<(FrameHeader, &[u8]), String>> {
+        if offset + HEADER_LEN as u64 > self.len {
+            return Ok(Err(format!(
+                "{} bytes left, less than a frame header",
+                self.len.saturating_sub(offset)
+            )));
+        }
+        let h: [u8; HEADER_LEN] = self
+            .window(offset, HEADER_LEN)?
+            .try_into()
+            .expect("window has the asked length");
+        let header = match frame::decode_header(&h) {
+            Ok(hd) => hd,
+            Err(why) => return Ok(Err(why.to_string())),
+        };
+        if offset + header.frame_len() > self.len {
+            return Ok(Err(format!(
+                "frame of {} bytes runs past the end of the file",
+                header.frame_len()
+            )));
+        }
+        let whole = self.window(offset, header.frame_len() as usize)?;
+        let payload = &whole[HEADER_LEN..];
+        if !frame::verify(&h, &header, payload) {
+            return Ok(Err("frame checksum mismatch".to_string()));
+        }
+        Ok(Ok((header, payload)))
+    }
+
+    /// Read the next frame.
+    pub fn next_step(&mut self) -> Result<Step<'_>> {
+        if self.pos >= self.len {
+            return Ok(Step::End);
+        }
+        let offset = self.pos;
+        match self.frame_at(offset)? {
+            Ok((header, _)) => {
+                self.pos = offset + header.frame_len();
+                let at = (offset - self.buf_start) as usize + HEADER_LEN;
+                Ok(Step::Frame {
+                    offset,
+                    header,
+                    payload: &self.buf[at..at + header.len as usize],
+                })
+            }
+            Err(reason) => Ok(Step::Bad { offset, reason }),
+        }
+    }
+}

@@ -1,0 +1,113 @@
+//! A job version: the fields the engine maintains and indexes, plus the free-form
+//! metadata document.
+
+use super::doc::write_json_str;
+use super::{JobKey, JobState, MetaDoc, Millis};
+
+/// Names of the per-state time fields, indexed by the state's code.
+pub const TIME_FIELDS: [&str; 4] = [
+    "pending_time",
+    "running_time",
+    "finished_time",
+    "deleted_time",
+];
+
+/// One version of a job.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Job {
+    pub key: JobKey,
+    pub state: JobState,
+    pub priority: i64,
+    /// When the job entered each state, if it did (indexed by the state's code).
+    pub times: [Option<Millis>; 4],
+    /// Sequence number of the write that moved the job into its current state: the
+    /// tie-break of the `ts` order. Writes that keep the state keep it.
+    pub order_seq: u64,
+    pub tags: Vec<String>,
+    /// The push's `unique` value; it blocks other pushes while the job is active.
+    pub unique: Option<String>,
+    /// Everything else: user fields and service fields the engine does not index
+    /// (`units`, `*_by`, `close_reason`, `auth`, ...).
+    pub meta: MetaDoc,
+}
+
+impl Job {
+    /// The time the job entered its current state: its place in listings.
+    pub fn ts(&self) -> Millis {
+        self.times[self.state as usize].unwrap_or(0)
+    }
+
+    /// Write the job's whole metadata as one JSON object: the maintained fields
+    /// (`project`, `spider`, `state`, `priority`, `tags`, `*_time`), then the
+    /// metadata document's fields in their order. `extra` fields go first.
+    pub fn write_metadata(&self, spider_name: &str, extra: &[(&str, &str)], out: &mut Vec<u8>) {
+        out.push(b'{');
+        for (name, raw) in extra {
+            write_json_str(out, name);
+            out.push(b':');
+            out.extend_from_slice(raw.as_bytes());
+            out.push(b',');
+        }
+        out.extend_from_slice(b"\"project\":");
+        out.extend_from_slice(self.key.project.to_string().as_bytes());
+        out.extend_from_slice(b",\"spider\":");
+        write_json_str(out, spider_name);
+        out.extend_from_slice(b",\"state\":\"");
+        out.extend_from_slice(self.state.as_str().as_bytes());
+        out.extend_from_slice(b"\",\"priority\":");
+        out.extend_from_slice(self.priority.to_string().as_bytes());
+        out.extend_from_slice(b",\"tags\":");
+        write_tags(&self.tags, out);
+        for (i, t) in self.times.iter().enumerate() {
+            if let Some(t) = t {
+                out.push(b',');
+                write_json_str(out, TIME_FIELDS[i]);
+                out.push(b':');
+                out.extend_from_slice(t.to_string().as_bytes());
+            }
+        }
+        let doc = self.meta.as_str().as_bytes();
+        if doc.len() > 2 {
+            out.push(b',');
+            out.extend_from_slice(&doc[1..doc.len() - 1]);
+        }
+        out.push(b'}');
+    }
+
+    /// The raw JSON of one field of the whole metadata, if the job has it.
+    pub fn field_json(&self, name: &str, spider_name: &str) -> Option<String> {
+        match name {
+            "project" => Some(self.key.project.to_string()),
+            "spider" => Some(json_string(spider_name)),
+            "state" => Some(json_string(self.state.as_str())),
+            "priority" => Some(self.priority.to_string()),
+            "tags" => {
+                let mut out = Vec::new();
+                write_tags(&self.tags, &mut out);
+                Some(String::from_utf8(out).expect("JSON is UTF-8"))
+            }
+            _ => match TIME_FIELDS.iter().position(|f| *f == name) {
+                Some(i) => self.times[i].map(|t| t.to_string()),
+                None => self.meta.get(name).map(|v| v.get().to_string()),
+            },
+        }
+    }
+}
+
+/// Append a JSON array of strings.
+pub fn write_tags(tags: &[String], out: &mut Vec<u8>) {
+    out.push(b'[');
+    for (i, t) in tags.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_json_str(out, t);
+    }
+    out.push(b']');
+}
+
+fn json_string(s: &str) -> String {
+    let mut out = Vec::new();
+    write_json_str(&mut out, s);
+    String::from_utf8(out).expect("JSON is UTF-8")
+}

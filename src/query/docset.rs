@@ -1,0 +1,266 @@
+//! The cursor every filter is built from. A [`DocSet`] walks doc ids (positions in
+//! a project's `ts`-descending order) in increasing order, and can also fill the
+//! bitmap of one 65,536-doc block at once, which is how counts, skips and dense
+//! intersections run a word (64 docs) at a time instead of a doc at a time.
+
+/// A position in one index segment's project order.
+pub type DocId = u32;
+
+/// `doc()` of an exhausted set.
+pub const TERMINATED: DocId = u32::MAX;
+
+/// Docs per block, and 64-bit words per block.
+pub const BLOCK_DOCS: u32 = 1 << 16;
+pub const BLOCK_WORDS: usize = (BLOCK_DOCS / 64) as usize;
+
+/// The bits of one block.
+pub type Block = [u64; BLOCK_WORDS];
+
+pub fn block_of(doc: DocId) -> u32 {
+    doc >> 16
+}
+
+/// A fresh zeroed block on the heap.
+pub fn new_block() -> Box<Block> {
+    Box::new([0u64; BLOCK_WORDS])
+}
+
+/// A sorted set of docs with a cursor.
+///
+/// Like tantivy's DocSet, a set starts positioned on its first doc.
+pub trait DocSet {
+    /// The current doc, or [`TERMINATED`].
+    fn doc(&self) -> DocId;
+    /// Move to the next doc and return it.
+    fn advance(&mut self) -> DocId;
+    /// Move to the first doc `>= target` (never backwards) and return it.
+    fn seek(&mut self, target: DocId) -> DocId {
+        let mut d = self.doc();
+        while d < target {
+            d = self.advance();
+        }
+        d
+    }
+    /// An upper bound of the number of docs: what intersections order by.
+    fn cost(&self) -> u64;
+    /// Write into `out` the bits of the docs of block `b`; does not move the cursor.
+    fn fill_block(&mut self, b: u32, out: &mut Block);
+    /// The first block `>= b` that may hold docs, if any.
+    fn next_block(&self, b: u32) -> Option<u32>;
+}
+
+impl<T: DocSet + ?Sized> DocSet for Box<T> {
+    fn doc(&self) -> DocId {
+        (**self).doc()
+    }
+    fn advance(&mut self) -> DocId {
+        (**self).advance()
+    }
+    fn seek(&mut self, target: DocId) -> DocId {
+        (**self).seek(target)
+    }
+    fn cost(&self) -> u64 {
+        (**self).cost()
+    }
+    fn fill_block(&mut self, b: u32, out: &mut Block) {
+        (**self).fill_block(b, out)
+    }
+    fn next_block(&self, b: u32) -> Option<u32> {
+        (**self).next_block(b)
+    }
+}
+
+/// Keep only bits of docs in `[lo, hi)` within block `b`.
+pub fn mask_block(b: u32, lo: DocId, hi: DocId, out: &mut Block) {
+    let base = u64::from(b) << 16;
+    let lo = u64::from(lo)
+        .saturating_sub(base)
+        .min(u64::from(BLOCK_DOCS));
+    let hi = u64::from(hi)
+        .saturating_sub(base)
+        .min(u64::from(BLOCK_DOCS));
+    if lo >= hi {
+        out.fill(0);
+        return;
+    }
+    let (lw, hw) = ((lo / 64) as usize, (hi / 64) as usize);
+    out[..lw].fill(0);
+    out[lw] &= !0u64 << (lo % 64);
+    if hw < BLOCK_WORDS {
+        out[hw] &= if hi % 64 == 0 {
+            0
+        } else {
+            !0u64 >> (64 - hi % 64)
+        };
+        out[hw + 1..].fill(0);
+    }
+}
+
+/// Set the bits of docs `[lo, hi)` within block `b` (others cleared).
+pub fn fill_range(b: u32, lo: DocId, hi: DocId, out: &mut Block) {
+    out.fill(!0);
+    mask_block(b, lo, hi, out);
+}
+
+/// The position of the `n`-th (0-based) set bit of `block`, if it has that many.
+pub fn select_in_block(block: &Block, mut n: u64) -> Option<u32> {
+    for (i, w) in block.iter().enumerate() {
+        let c = u64::from(w.count_ones());
+        if n < c {
+            let mut w = *w;
+            for _ in 0..n {
+                w &= w - 1;
+            }
+            return Some(i as u32 * 64 + w.trailing_zeros());
+        }
+        n -= c;
+    }
+    None
+}
+
+/// The highest set bit of `block`, if any.
+pub fn last_in_block(block: &Block) -> Option<u32> {
+    block
+        .iter()
+        .enumerate()
+        .rev()
+        .find(|(_, w)| **w != 0)
+        .map(|(i, w)| i as u32 * 64 + 63 - w.leading_zeros())
+}
+
+pub fn popcount(block: &Block) -> u64 {
+    block.iter().map(|w| u64::from(w.count_ones())).sum()
+}
+
+/// Docs `[lo, hi)` matching `set`, counted a block at a time.
+pub fn count_in(set: &mut dyn DocSet, lo: DocId, hi: DocId) -> u64 {
+    let mut buf = new_block();
+    let mut total = 0;
+    let mut b = set.next_block(block_of(lo));
+    while let Some(bk) = b {
+        if u64::from(bk) << 16 >= u64::from(hi) {
+            break;
+        }
+        set.fill_block(bk, &mut buf);
+        mask_block(bk, lo, hi, &mut buf);
+        total += popcount(&buf);
+        b = bk.checked_add(1).and_then(|n| set.next_block(n));
+    }
+    total
+}
+
+/// Skip up to `n` matching docs of `[lo, hi)` from `lo`: returns how many were
+/// skipped and the position after the last one skipped.
+pub fn skip_in(set: &mut dyn DocSet, lo: DocId, hi: DocId, n: u64) -> (u64, DocId) {
+    if n == 0 {
+        return (0, lo);
+    }
+    let mut buf = new_block();
+    let mut done = 0;
+    let mut b = set.next_block(block_of(lo));
+    while let Some(bk) = b {
+        if u64::from(bk) << 16 >= u64::from(hi) {
+            break;
+        }
+        set.fill_block(bk, &mut buf);
+        mask_block(bk, lo, hi, &mut buf);
+        let c = popcount(&buf);
+        if done + c >= n {
+            let at = select_in_block(&buf, n - done - 1).expect("block holds enough bits");
+            return (n, (bk << 16) + at + 1);
+        }
+        done += c;
+        b = bk.checked_add(1).and_then(|n| set.next_block(n));
+    }
+    (done, hi)
+}
+
+/// The last matching doc of `[lo, hi)`, scanning blocks from the end.
+pub fn last_in(set: &mut dyn DocSet, lo: DocId, hi: DocId) -> Option<DocId> {
+    if lo >= hi {
+        return None;
+    }
+    let mut buf = new_block();
+    let first = block_of(lo);
+    let mut bk = block_of(hi - 1);
+    loop {
+        if set.next_block(bk) == Some(bk) {
+            set.fill_block(bk, &mut buf);
+            mask_block(bk, lo, hi, &mut buf);
+            if let Some(at) = last_in_block(&buf) {
+                return Some((bk << 16) + at);
+            }
+        }
+        if bk == first {
+            return None;
+        }
+        bk -= 1;
+    }
+}
+
+/// The empty set.
+pub struct Empty;
+
+impl DocSet for Empty {
+    fn doc(&self) -> DocId {
+        TERMINATED
+    }
+    fn advance(&mut self) -> DocId {
+        TERMINATED
+    }
+    fn cost(&self) -> u64 {
+        0
+    }
+    fn fill_block(&mut self, _b: u32, out: &mut Block) {
+        out.fill(0);
+    }
+    fn next_block(&self, _b: u32) -> Option<u32> {
+        None
+    }
+}
+
+/// Every doc of `[lo, hi)`: a time range, or a whole project.
+pub struct Range {
+    lo: DocId,
+    hi: DocId,
+    cur: DocId,
+}
+
+impl Range {
+    pub fn new(lo: DocId, hi: DocId) -> Range {
+        let cur = if lo < hi { lo } else { TERMINATED };
+        Range { lo, hi, cur }
+    }
+}
+
+impl DocSet for Range {
+    fn doc(&self) -> DocId {
+        self.cur
+    }
+    fn advance(&mut self) -> DocId {
+        self.seek(self.cur.saturating_add(1))
+    }
+    fn seek(&mut self, target: DocId) -> DocId {
+        if self.cur != TERMINATED {
+            self.cur = if target.max(self.cur) < self.hi {
+                target.max(self.cur)
+            } else {
+                TERMINATED
+            };
+        }
+        self.cur
+    }
+    fn cost(&self) -> u64 {
+        u64::from(self.hi.saturating_sub(self.lo))
+    }
+    fn fill_block(&mut self, b: u32, out: &mut Block) {
+        fill_range(b, self.lo, self.hi, out);
+    }
+    fn next_block(&self, b: u32) -> Option<u32> {
+        if self.lo >= self.hi {
+            return None;
+        }
+        let b = b.max(block_of(self.lo));
+        (b <= block_of(self.hi - 1)).then_some(b)
+    }
+}

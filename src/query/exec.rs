@@ -1,0 +1,140 @@
+//! Running a planned query over the sources of a snapshot (index sections and the
+//! tail): counts add up per source a block at a time; listings merge the sources
+//! in `ts` order, and skip `start` rows a run at a time: the source ahead skips, by
+//! block popcounts, every match newer than the next source's head.
+
+use super::docset::{count_in, skip_in, DocId, DocSet, TERMINATED};
+use crate::index::{DocEntry, Section};
+
+/// One listed job: where its record is and its place in the order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Hit {
+    pub local: u64,
+    pub ts: u64,
+    pub seq: u64,
+    pub loc: u64,
+}
+
+/// A source of matching docs in listing order.
+pub enum Source<'a> {
+    Section {
+        set: Box<dyn DocSet + 'a>,
+        sec: Section<'a>,
+        lo: DocId,
+        hi: DocId,
+    },
+    /// Matching tail entries, sorted newest first.
+    Tail {
+        entries: Vec<&'a DocEntry>,
+        next: usize,
+    },
+}
+
+impl<'a> Source<'a> {
+    pub fn tail(mut entries: Vec<&'a DocEntry>) -> Source<'a> {
+        entries.sort_unstable_by(|a, b| b.order_key().cmp(&a.order_key()));
+        Source::Tail { entries, next: 0 }
+    }
+
+    fn head(&self) -> Option<(u64, u64)> {
+        match self {
+            Source::Section { set, sec, .. } => {
+                let d = set.doc();
+                (d != TERMINATED).then(|| (sec.ts(d), sec.seq(d)))
+            }
+            Source::Tail { entries, next } => entries.get(*next).map(|e| e.order_key()),
+        }
+    }
+
+    fn hit(&self) -> Hit {
+        match self {
+            Source::Section { set, sec, .. } => {
+                let d = set.doc();
+                Hit {
+                    local: sec.local(d),
+                    ts: sec.ts(d),
+                    seq: sec.seq(d),
+                    loc: sec.loc(d),
+                }
+            }
+            Source::Tail { entries, next } => {
+                let e = entries[*next];
+                Hit {
+                    local: e.local,
+                    ts: e.ts,
+                    seq: e.order_key().1,
+                    loc: e.loc,
+                }
+            }
+        }
+    }
+
+    fn advance(&mut self) {
+        match self {
+            Source::Section { set, .. } => {
+                set.advance();
+            }
+            Source::Tail { next, .. } => *next += 1,
+        }
+    }
+
+    /// Matching docs of this source.
+    pub fn count(&mut self) -> u64 {
+        match self {
+            Source::Section { set, lo, hi, .. } => count_in(set.as_mut(), *lo, *hi),
+            Source::Tail { entries, .. } => entries.len() as u64,
+        }
+    }
+}
+
+/// Matching docs over all sources.
+pub fn count(sources: &mut [Source<'_>]) -> u64 {
+    sources.iter_mut().map(Source::count).sum()
+}
+
+/// The index of the source with the newest head, and the newest head of the others.
+fn leader(sources: &[Source<'_>]) -> Option<(usize, Option<(u64, u64)>)> {
+    let heads: Vec<Option<(u64, u64)>> = sources.iter().map(Source::head).collect();
+    let (a, _) = heads
+        .iter()
+        .enumerate()
+        .filter_map(|(i, h)| h.map(|h| (i, h)))
+        .max_by_key(|(_, h)| *h)?;
+    let second = heads
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != a)
+        .filter_map(|(_, h)| *h)
+        .max();
+    Some((a, second))
+}
+
+/// Skip `start` rows, then return up to `count`, newest first.
+pub fn list(sources: &mut [Source<'_>], start: u64, count: u64) -> Vec<Hit> {
+    let mut remaining = start;
+    while remaining > 0 {
+        let Some((a, second)) = leader(sources) else {
+            break;
+        };
+        match &mut sources[a] {
+            Source::Tail { next, .. } => {
+                *next += 1;
+                remaining -= 1;
+            }
+            Source::Section { set, sec, hi, .. } => {
+                let from = set.doc();
+                let limit = second.map_or(*hi, |(ts, seq)| sec.first_older_than(ts, seq).min(*hi));
+                let (n, pos) = skip_in(set.as_mut(), from, limit.max(from + 1), remaining);
+                remaining -= n;
+                set.seek(pos);
+            }
+        }
+    }
+    let mut out = Vec::with_capacity(count.min(4096) as usize);
+    while (out.len() as u64) < count {
+        let Some((a, _)) = leader(sources) else { break };
+        out.push(sources[a].hit());
+        sources[a].advance();
+    }
+    out
+}

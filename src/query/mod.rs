@@ -1,0 +1,11 @@
+//! The query algebra: cursors over doc ids, their intersection, union and
+//! exclusion, and the planner that turns a JobQ filter into a cursor tree.
+
+pub mod docset;
+pub mod exec;
+pub mod filter;
+pub mod ops;
+pub mod plan;
+
+pub use exec::Hit;
+pub use filter::{parse_query, Filter, Limits, Paging, Query};

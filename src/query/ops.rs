@@ -1,0 +1,212 @@
+//! Set algebra on cursors: intersection (cheapest first), union, exclusion.
+
+use super::docset::{new_block, Block, DocId, DocSet, TERMINATED};
+
+type Boxed<'a> = Box<dyn DocSet + 'a>;
+
+/// Docs in every child. Children are kept cheapest first: the cheapest one leads
+/// the leapfrog, and its block is filled first so that empty blocks end early.
+pub struct Intersection<'a> {
+    children: Vec<Boxed<'a>>,
+    scratch: Box<Block>,
+}
+
+impl<'a> Intersection<'a> {
+    pub fn new(mut children: Vec<Boxed<'a>>) -> Intersection<'a> {
+        assert!(!children.is_empty(), "an intersection needs a child");
+        children.sort_by_key(|c| c.cost());
+        let mut me = Intersection {
+            children,
+            scratch: new_block(),
+        };
+        let first = me.children[0].doc();
+        me.align(first);
+        me
+    }
+
+    /// Move every child to the first doc `>= target` they all hold.
+    fn align(&mut self, mut target: DocId) -> DocId {
+        'outer: loop {
+            if target == TERMINATED {
+                for c in &mut self.children {
+                    c.seek(TERMINATED);
+                }
+                return TERMINATED;
+            }
+            for c in &mut self.children {
+                let d = c.seek(target);
+                if d != target {
+                    target = d;
+                    continue 'outer;
+                }
+            }
+            return target;
+        }
+    }
+}
+
+impl DocSet for Intersection<'_> {
+    fn doc(&self) -> DocId {
+        self.children[0].doc()
+    }
+    fn advance(&mut self) -> DocId {
+        let next = self.children[0].advance();
+        self.align(next)
+    }
+    fn seek(&mut self, target: DocId) -> DocId {
+        if self.doc() >= target {
+            return self.doc();
+        }
+        let d = self.children[0].seek(target);
+        self.align(d)
+    }
+    fn cost(&self) -> u64 {
+        self.children[0].cost()
+    }
+    fn fill_block(&mut self, b: u32, out: &mut Block) {
+        let (first, rest) = self
+            .children
+            .split_first_mut()
+            .expect("an intersection has a child");
+        first.fill_block(b, out);
+        for c in rest {
+            if out.iter().all(|w| *w == 0) {
+                return;
+            }
+            c.fill_block(b, &mut self.scratch);
+            for (o, s) in out.iter_mut().zip(self.scratch.iter()) {
+                *o &= s;
+            }
+        }
+    }
+    fn next_block(&self, b: u32) -> Option<u32> {
+        let mut b = b;
+        'outer: loop {
+            for c in &self.children {
+                let n = c.next_block(b)?;
+                if n != b {
+                    b = n;
+                    continue 'outer;
+                }
+            }
+            return Some(b);
+        }
+    }
+}
+
+/// Docs in any child.
+pub struct Union<'a> {
+    children: Vec<Boxed<'a>>,
+    cur: DocId,
+    scratch: Box<Block>,
+}
+
+impl<'a> Union<'a> {
+    pub fn new(children: Vec<Boxed<'a>>) -> Union<'a> {
+        let cur = children.iter().map(|c| c.doc()).min().unwrap_or(TERMINATED);
+        Union {
+            children,
+            cur,
+            scratch: new_block(),
+        }
+    }
+}
+
+impl DocSet for Union<'_> {
+    fn doc(&self) -> DocId {
+        self.cur
+    }
+    fn advance(&mut self) -> DocId {
+        if self.cur == TERMINATED {
+            return TERMINATED;
+        }
+        let next = self.cur + 1;
+        self.seek(next)
+    }
+    fn seek(&mut self, target: DocId) -> DocId {
+        if self.cur >= target {
+            return self.cur;
+        }
+        let mut min = TERMINATED;
+        for c in &mut self.children {
+            min = min.min(c.seek(target));
+        }
+        self.cur = min;
+        min
+    }
+    fn cost(&self) -> u64 {
+        self.children.iter().map(|c| c.cost()).sum()
+    }
+    fn fill_block(&mut self, b: u32, out: &mut Block) {
+        out.fill(0);
+        for c in &mut self.children {
+            if c.next_block(b) != Some(b) {
+                continue;
+            }
+            c.fill_block(b, &mut self.scratch);
+            for (o, s) in out.iter_mut().zip(self.scratch.iter()) {
+                *o |= s;
+            }
+        }
+    }
+    fn next_block(&self, b: u32) -> Option<u32> {
+        self.children.iter().filter_map(|c| c.next_block(b)).min()
+    }
+}
+
+/// Docs of `include` that are not in `exclude`.
+pub struct Exclusion<'a> {
+    include: Boxed<'a>,
+    exclude: Boxed<'a>,
+    scratch: Box<Block>,
+}
+
+impl<'a> Exclusion<'a> {
+    pub fn new(include: Boxed<'a>, exclude: Boxed<'a>) -> Exclusion<'a> {
+        let mut me = Exclusion {
+            include,
+            exclude,
+            scratch: new_block(),
+        };
+        let d = me.include.doc();
+        me.settle(d);
+        me
+    }
+
+    fn settle(&mut self, mut d: DocId) -> DocId {
+        while d != TERMINATED && self.exclude.seek(d) == d {
+            d = self.include.advance();
+        }
+        d
+    }
+}
+
+impl DocSet for Exclusion<'_> {
+    fn doc(&self) -> DocId {
+        self.include.doc()
+    }
+    fn advance(&mut self) -> DocId {
+        let d = self.include.advance();
+        self.settle(d)
+    }
+    fn seek(&mut self, target: DocId) -> DocId {
+        let d = self.include.seek(target);
+        self.settle(d)
+    }
+    fn cost(&self) -> u64 {
+        self.include.cost()
+    }
+    fn fill_block(&mut self, b: u32, out: &mut Block) {
+        self.include.fill_block(b, out);
+        if self.exclude.next_block(b) != Some(b) {
+            return;
+        }
+        self.exclude.fill_block(b, &mut self.scratch);
+        for (o, s) in out.iter_mut().zip(self.scratch.iter()) {
+            *o &= !s;
+        }
+    }
+    fn next_block(&self, b: u32) -> Option<u32> {
+        self.include.next_block(b)
+    }
+}

@@ -1,0 +1,128 @@
+//! The planner: a JobQ filter, resolved against one snapshot, becomes for each
+//! index section a cursor tree and a doc range, and for the tail a predicate.
+//!
+//! - `startts`/`endts` and `stop` are binary searches on the `ts` order: a range;
+//! - one state, spider or tag is its posting list; several states or `has_tag`s
+//!   are a union; everything is intersected, cheapest first, with the range;
+//! - `lacks_tag`s and superseded docs are excluded.
+
+use super::docset::{DocId, DocSet, Range};
+use super::filter::Filter;
+use super::ops::{Exclusion, Intersection, Union};
+use crate::index::{DeadSet, DocEntry, Section};
+use crate::model::JobState;
+
+type Boxed<'a> = Box<dyn DocSet + 'a>;
+
+/// A filter with names resolved to ids for one snapshot.
+#[derive(Clone, Debug)]
+pub struct Resolved<'f> {
+    pub filter: &'f Filter,
+    /// The spider id asked for (`None` when no spider filter).
+    pub spider: Option<u32>,
+    /// A spider filter naming no spider of the project: nothing matches.
+    pub nothing: bool,
+    /// Order key `(ts, seq)` of the `stop` job: only strictly newer docs pass.
+    pub stop: Option<(u64, u64)>,
+}
+
+impl Resolved<'_> {
+    fn states(&self) -> Option<&[JobState]> {
+        let s = &self.filter.states;
+        (!s.is_empty() && !JobState::ALL.iter().all(|x| s.contains(x))).then_some(s.as_slice())
+    }
+
+    /// Does a tail entry pass?
+    pub fn matches_entry(&self, e: &DocEntry) -> bool {
+        let f = self.filter;
+        !self.nothing
+            && self.states().is_none_or(|s| s.contains(&e.state))
+            && self.spider.is_none_or(|id| (e.local >> 32) as u32 == id)
+            && f.startts.is_none_or(|t| e.ts >= t)
+            && f.endts.is_none_or(|t| e.ts < t)
+            && self.stop.is_none_or(|k| e.order_key() > k)
+            && (f.has_tags.is_empty()
+                || f.has_tags.iter().any(|t| e.tags.iter().any(|x| **x == **t)))
+            && !f
+                .lacks_tags
+                .iter()
+                .any(|t| e.tags.iter().any(|x| **x == **t))
+    }
+
+    /// The doc range of a section the time filters and `stop` leave.
+    pub fn range(&self, sec: &Section<'_>) -> (DocId, DocId) {
+        let f = self.filter;
+        let lo = f.endts.map_or(0, |e| sec.first_ts_below(e));
+        let mut hi = f.startts.map_or(sec.len(), |s| sec.first_ts_below(s));
+        if let Some((ts, seq)) = self.stop {
+            hi = hi.min(sec.first_older_than(ts, seq));
+        }
+        (lo, hi)
+    }
+
+    /// The cursor of the section's matching live docs with its range, or `None`
+    /// when nothing can match.
+    pub fn plan<'a>(
+        &self,
+        sec: &Section<'a>,
+        dead: &'a DeadSet,
+    ) -> Option<(Boxed<'a>, DocId, DocId)> {
+        if self.nothing {
+            return None;
+        }
+        let (lo, hi) = self.range(sec);
+        if lo >= hi {
+            return None;
+        }
+        let f = self.filter;
+        let mut all: Vec<Boxed<'a>> = vec![Box::new(Range::new(lo, hi))];
+        if let Some(states) = self.states() {
+            all.push(any_of(
+                states
+                    .iter()
+                    .filter_map(|s| sec.state(*s))
+                    .map(|p| Box::new(p.cursor()) as Boxed<'a>)
+                    .collect(),
+            )?);
+        }
+        if let Some(id) = self.spider {
+            all.push(Box::new(sec.spider(id)?.cursor()));
+        }
+        if !f.has_tags.is_empty() {
+            all.push(any_of(
+                f.has_tags
+                    .iter()
+                    .filter_map(|t| sec.tag(t))
+                    .map(|p| Box::new(p.cursor()) as Boxed<'a>)
+                    .collect(),
+            )?);
+        }
+        let mut set: Boxed<'a> = if all.len() == 1 {
+            all.pop().expect("one child")
+        } else {
+            Box::new(Intersection::new(all))
+        };
+        let lacks: Vec<Boxed<'a>> = f
+            .lacks_tags
+            .iter()
+            .filter_map(|t| sec.tag(t))
+            .map(|p| Box::new(p.cursor()) as Boxed<'a>)
+            .collect();
+        if let Some(l) = any_of(lacks) {
+            set = Box::new(Exclusion::new(set, l));
+        }
+        if !dead.is_empty() {
+            set = Box::new(Exclusion::new(set, Box::new(dead.cursor())));
+        }
+        Some((set, lo, hi))
+    }
+}
+
+/// The union of `sets`, `None` when there are none.
+fn any_of(mut sets: Vec<Boxed<'_>>) -> Option<Boxed<'_>> {
+    match sets.len() {
+        0 => None,
+        1 => sets.pop(),
+        _ => Some(Box::new(Union::new(sets))),
+    }
+}

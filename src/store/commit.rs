@@ -1,0 +1,165 @@
+//! Group commit and poisoning.
+//!
+//! Writers append under the writer lock, then wait here until their sequence number
+//! is durable. The first waiter becomes the leader: it fdatasyncs the log once for
+//! every frame written so far, publishes the matching version to readers, and wakes
+//! everyone it covered. A failed fsync poisons the store: it is never retried
+//! (the kernel may have dropped the dirty pages), and every later write fails.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use parking_lot::{Condvar, Mutex, RwLock};
+
+use super::version::Version;
+use crate::error::{Error, Result};
+use crate::fs::FsFile;
+
+/// The newest write not yet known durable.
+struct Pending {
+    version: Arc<Version>,
+    file: Arc<dyn FsFile>,
+    path: PathBuf,
+}
+
+struct SyncState {
+    syncing: bool,
+    pending: Option<Pending>,
+}
+
+/// Durability state shared by writers, the sync leader and readers.
+pub struct Commit {
+    state: Mutex<SyncState>,
+    cv: Condvar,
+    durable: AtomicU64,
+    poisoned: AtomicBool,
+    cause: Mutex<Option<String>>,
+    published: RwLock<Arc<Version>>,
+    /// fsyncs done (for tests and reports).
+    pub syncs: AtomicU64,
+}
+
+impl Commit {
+    pub fn new(version: Arc<Version>) -> Commit {
+        Commit {
+            durable: AtomicU64::new(version.seq),
+            state: Mutex::new(SyncState {
+                syncing: false,
+                pending: None,
+            }),
+            cv: Condvar::new(),
+            poisoned: AtomicBool::new(false),
+            cause: Mutex::new(None),
+            published: RwLock::new(version),
+            syncs: AtomicU64::new(0),
+        }
+    }
+
+    /// The version readers see.
+    pub fn published(&self) -> Arc<Version> {
+        self.published.read().clone()
+    }
+
+    fn publish(&self, v: Arc<Version>) {
+        let mut p = self.published.write();
+        if v.seq >= p.seq {
+            *p = v;
+        }
+    }
+
+    /// The highest sequence number known durable.
+    pub fn durable_seq(&self) -> u64 {
+        self.durable.load(Ordering::Acquire)
+    }
+
+    pub fn check(&self) -> Result<()> {
+        if self.poisoned.load(Ordering::Acquire) {
+            let cause = self.cause.lock().clone().unwrap_or_default();
+            return Err(Error::Poisoned { cause });
+        }
+        Ok(())
+    }
+
+    /// Poison the store after a failed write or fsync.
+    pub fn poison(&self, err: &Error) {
+        let mut c = self.cause.lock();
+        if c.is_none() {
+            *c = Some(err.to_string());
+        }
+        self.poisoned.store(true, Ordering::Release);
+        drop(c);
+        let _s = self.state.lock();
+        self.cv.notify_all();
+    }
+
+    /// Record a write (called under the writer lock, after the append).
+    pub fn written(&self, version: Arc<Version>, file: Arc<dyn FsFile>, path: PathBuf) {
+        self.state.lock().pending = Some(Pending {
+            version,
+            file,
+            path,
+        });
+    }
+
+    /// Make a version visible without waiting for durability (buffered mode, or a
+    /// change that adds no data, like an index publish).
+    pub fn publish_now(&self, version: Arc<Version>) {
+        self.publish(version);
+    }
+
+    /// Mark everything up to `seq` durable and publish `version` (after a sync the
+    /// caller did itself, holding the writer lock).
+    pub fn synced(&self, version: Arc<Version>) {
+        let seq = version.seq;
+        self.durable.fetch_max(seq, Ordering::AcqRel);
+        let mut s = self.state.lock();
+        if s.pending.as_ref().is_some_and(|p| p.version.seq <= seq) {
+            s.pending = None;
+        }
+        drop(s);
+        self.publish(version);
+        self.cv.notify_all();
+    }
+
+    /// Wait until `seq` is durable, leading a sync if nobody is.
+    pub fn wait_durable(&self, seq: u64) -> Result<()> {
+        let mut s = self.state.lock();
+        loop {
+            if self.durable_seq() >= seq {
+                return Ok(());
+            }
+            self.check()?;
+            if s.syncing {
+                self.cv.wait(&mut s);
+                continue;
+            }
+            let Some(p) = s.pending.take() else {
+                // Someone synced everything but `durable` lags: only after a poison.
+                self.check()?;
+                return Err(Error::Poisoned {
+                    cause: "a write was lost before its sync".into(),
+                });
+            };
+            s.syncing = true;
+            drop(s);
+            let r = p.file.sync_data();
+            self.syncs.fetch_add(1, Ordering::Relaxed);
+            s = self.state.lock();
+            s.syncing = false;
+            match r {
+                Ok(()) => {
+                    self.durable.fetch_max(p.version.seq, Ordering::AcqRel);
+                    self.publish(p.version);
+                }
+                Err(e) => {
+                    let err = Error::io("fdatasync", &p.path, e);
+                    drop(s);
+                    self.poison(&err);
+                    s = self.state.lock();
+                }
+            }
+            self.cv.notify_all();
+        }
+    }
+}

@@ -1,0 +1,255 @@
+//! Index maintenance: persist index images once the log under them is durable,
+//! merge adjacent index files of one size class, and remove files a durable merged
+//! file covers. Runs on a background thread, or inline in tests.
+//!
+//! Every new file is written to a temp name, fsynced, renamed and its directory
+//! fsynced before it is used; a file is removed only once a durable file covering
+//! its range is in use.
+
+use std::ops::Range;
+use std::sync::mpsc::{self, Sender};
+use std::sync::{Arc, Weak};
+use std::thread::JoinHandle;
+
+use super::version::SegmentSlot;
+use super::{Durability, Inner, Options};
+use crate::error::{Error, Result};
+use crate::fs;
+use crate::index::{build, format, merge, IndexSegment, SegmentMeta};
+
+enum Msg {
+    Work,
+    Stop,
+}
+
+/// The maintenance thread.
+pub(crate) struct Background {
+    tx: Sender<Msg>,
+    handle: JoinHandle<()>,
+}
+
+impl Background {
+    pub fn start(inner: &Arc<Inner>) -> Background {
+        let weak: Weak<Inner> = Arc::downgrade(inner);
+        let (tx, rx) = mpsc::channel();
+        let handle = std::thread::Builder::new()
+            .name("jobq-index".into())
+            .spawn(move || loop {
+                match rx.recv() {
+                    Ok(Msg::Work) => {}
+                    _ => return,
+                }
+                loop {
+                    match rx.try_recv() {
+                        Ok(Msg::Work) => continue,
+                        Ok(Msg::Stop) => return,
+                        Err(_) => break,
+                    }
+                }
+                let Some(inner) = weak.upgrade() else { return };
+                let _ = run(&inner);
+            })
+            .expect("spawning the index thread");
+        let bg = Background { tx, handle };
+        bg.wake();
+        bg
+    }
+
+    pub fn wake(&self) {
+        let _ = self.tx.send(Msg::Work);
+    }
+
+    pub fn stop(self) {
+        let _ = self.tx.send(Msg::Stop);
+        let _ = self.handle.join();
+    }
+}
+
+/// Persist what is ready, merge what is due, remove what is covered. A failure
+/// poisons the store.
+pub(crate) fn run(inner: &Inner) -> Result<()> {
+    let _one_at_a_time = inner.maint_lock.lock();
+    let r = (|| {
+        persist_ready(inner)?;
+        while merge_once(inner)? {}
+        sweep(inner)
+    })();
+    if let Err(e) = &r {
+        if !matches!(e, Error::Poisoned { .. } | Error::Closed) {
+            inner.commit.poison(e);
+        }
+    }
+    r
+}
+
+/// Publish the working version if readers may see all of it.
+fn publish_if_clean(inner: &Inner, w: &super::writer::Writer) {
+    if inner.opts.durability == Durability::Buffered || inner.commit.durable_seq() + 1 >= w.next_seq
+    {
+        inner.commit.publish_now(w.version());
+    }
+}
+
+/// Write an image to its file and map it back.
+fn write_file(inner: &Inner, seg: &IndexSegment) -> Result<IndexSegment> {
+    if inner.commit.durable_seq() < seg.meta().hi_seq {
+        // IMPORTANT: an index is never ahead of the durable log.
+        inner.commit.wait_durable(seg.meta().hi_seq)?;
+    }
+    let fsys = &*inner.opts.fs;
+    let name = seg.meta().file_name();
+    let path = inner.gen_dir.join(&name);
+    fs::publish_file(fsys, &inner.gen_dir, &name, seg.bytes())
+        .map_err(|e| Error::io("publish index", &path, e))?;
+    let bytes = fsys.map(&path).map_err(|e| Error::io("map", &path, e))?;
+    seg.with_bytes(bytes, &path)
+}
+
+fn persist_ready(inner: &Inner) -> Result<()> {
+    loop {
+        let next = {
+            let w = inner.writer.lock();
+            w.segments
+                .iter()
+                .find(|s| !s.seg.is_mapped())
+                .map(|s| s.seg.clone())
+        };
+        let Some(seg) = next else { return Ok(()) };
+        let mapped = Arc::new(write_file(inner, &seg)?);
+        let mut w = inner.writer.lock();
+        if let Some(slot) = w.segments.iter_mut().find(|s| Arc::ptr_eq(&s.seg, &seg)) {
+            slot.seg = mapped;
+        }
+        publish_if_clean(inner, &w);
+    }
+}
+
+/// Size class of an index file by its live docs: 0 up to one tail's worth, then
+/// one class per factor of `fanout`.
+fn class(slot: &SegmentSlot, opts: &Options) -> u32 {
+    let base = opts.memtable_entries.max(1) as f64;
+    let live = slot.live_docs() as f64;
+    if live <= base {
+        0
+    } else {
+        1 + ((live / base).ln() / (opts.merge_fanout.max(2) as f64).ln()) as u32
+    }
+}
+
+/// The newest run of `fanout` or more adjacent files of one size class; or the
+/// newest `fanout` files when there are too many.
+fn pick(slots: &[SegmentSlot], opts: &Options) -> Option<Range<usize>> {
+    let f = opts.merge_fanout.max(2);
+    let classes: Vec<u32> = slots.iter().map(|s| class(s, opts)).collect();
+    let mut end = slots.len();
+    while end > 0 {
+        let c = classes[end - 1];
+        let mut start = end - 1;
+        while start > 0 && classes[start - 1] == c {
+            start -= 1;
+        }
+        if end - start >= f {
+            return Some(start..end);
+        }
+        end = start;
+    }
+    (slots.len() > 4 * f).then(|| slots.len() - f..slots.len())
+}
+
+fn merge_once(inner: &Inner) -> Result<bool> {
+    let (inputs, range) = {
+        let w = inner.writer.lock();
+        match pick(&w.segments, &inner.opts) {
+            Some(r) => (w.segments[r.clone()].to_vec(), r),
+            None => return Ok(false),
+        }
+    };
+    let mut docs = Vec::new();
+    for slot in &inputs {
+        for (i, _) in slot.seg.projects().enumerate() {
+            merge::live_entries(&slot.seg.section_at(i), &slot.dead[i], &mut docs);
+        }
+    }
+    let (first, last) = (inputs[0].seg.meta(), inputs[inputs.len() - 1].seg.meta());
+    let meta = SegmentMeta {
+        lo_seq: first.lo_seq,
+        docs: 0,
+        ..*last
+    };
+    let path = inner.gen_dir.join(meta.file_name());
+    let image = build::build(docs, meta, &inputs[inputs.len() - 1].seg.catalog());
+    let merged = write_file(
+        inner,
+        &IndexSegment::open(fs::MappedBytes::from_vec(image), &path)?,
+    )?;
+    let merged = Arc::new(merged);
+    {
+        let mut w = inner.writer.lock();
+        let at = w
+            .segments
+            .iter()
+            .position(|s| Arc::ptr_eq(&s.seg, &inputs[0].seg) || same_file(&s.seg, &inputs[0].seg));
+        let Some(at) = at.filter(|a| *a == range.start) else {
+            return Err(Error::corrupt(
+                &path,
+                0,
+                "index files changed under a merge",
+            ));
+        };
+        let mut slot = SegmentSlot::new(merged.clone());
+        for (old, now) in inputs.iter().zip(&w.segments[at..at + inputs.len()]) {
+            for (i, project) in now.seg.projects().enumerate() {
+                let sec = now.seg.section_at(i);
+                for doc in now.dead[i].added_since(&old.dead[i]) {
+                    if let Some(d) = merged.section(project).and_then(|m| m.find(sec.local(doc))) {
+                        slot.kill(project, d);
+                    }
+                }
+            }
+        }
+        w.segments.splice(at..at + inputs.len(), [slot]);
+        publish_if_clean(inner, &w);
+    }
+    Ok(true)
+}
+
+fn same_file(a: &IndexSegment, b: &IndexSegment) -> bool {
+    a.meta() == b.meta()
+}
+
+/// Remove index files that a durable file in use covers.
+fn sweep(inner: &Inner) -> Result<()> {
+    let fsys = &*inner.opts.fs;
+    let used: Vec<(u64, u64, bool)> = {
+        let w = inner.writer.lock();
+        w.segments
+            .iter()
+            .map(|s| (s.seg.meta().lo_seq, s.seg.meta().hi_seq, s.seg.is_mapped()))
+            .collect()
+    };
+    let mut removed = false;
+    for name in fsys
+        .read_dir(&inner.gen_dir)
+        .map_err(|e| Error::io("list", &inner.gen_dir, e))?
+    {
+        let Some((lo, hi)) = format::parse_name(&name) else {
+            continue;
+        };
+        let in_use = used.iter().any(|&(l, h, _)| (l, h) == (lo, hi));
+        let covered = used
+            .iter()
+            .any(|&(l, h, mapped)| mapped && l <= lo && hi <= h);
+        if !in_use && covered {
+            let p = inner.gen_dir.join(&name);
+            fsys.remove_file(&p)
+                .map_err(|e| Error::io("remove", &p, e))?;
+            removed = true;
+        }
+    }
+    if removed {
+        // IMPORTANT: fsync folder, so removed files stay removed.
+        fsys.sync_dir(&inner.gen_dir)
+            .map_err(|e| Error::io("fsync dir", &inner.gen_dir, e))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,398 @@
+//! The store: one data directory, one writer at a time, group-committed durable
+//! writes, snapshot reads, and index maintenance in the background.
+
+pub mod catalog;
+mod commit;
+pub mod layout;
+mod maintain;
+mod open;
+mod ops;
+mod read;
+pub mod request;
+pub mod version;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+pub use open::OpenReport;
+pub use ops::PushResult;
+pub use read::{Snapshot, SnapshotStats};
+pub use request::{Changes, PushSpec, Target, UpdateSpec};
+
+use crate::error::{Error, Result};
+use crate::fs::{FileSystem, LockGuard, RealFs};
+use crate::log::reader::RecordReader;
+use crate::log::recovery::RecoveryPolicy;
+use crate::model::{Clock, Job, JobKey, JobState, SystemClock};
+use commit::Commit;
+use ops::Ctx;
+use writer::Writer;
+
+/// When a write is acknowledged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// After fdatasync (shared by concurrent writers): survives power loss.
+    #[default]
+    Sync,
+    /// After write(2): survives a process crash, not power loss, until
+    /// [`Store::sync`] or close.
+    Buffered,
+}
+
+/// How to open a store.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub fs: Arc<dyn FileSystem>,
+    pub durability: Durability,
+    pub recovery: RecoveryPolicy,
+    /// Open without the lock, writing nothing (beside a running server).
+    pub read_only: bool,
+    /// Create the directory and an empty store when missing.
+    pub create: bool,
+    pub clock: Arc<dyn Clock>,
+    /// Log segment size.
+    pub segment_bytes: u64,
+    /// Tail entries that trigger an index image.
+    pub memtable_entries: usize,
+    /// Tail entries per index image during replay and import.
+    pub bulk_entries: usize,
+    /// Adjacent index files of one size class merged at once.
+    pub merge_fanout: usize,
+    /// Persist and merge indexes on a background thread (else inline, after the
+    /// write that froze the tail: deterministic, for tests).
+    pub background: bool,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            fs: Arc::new(RealFs),
+            durability: Durability::Sync,
+            recovery: RecoveryPolicy::Strict,
+            read_only: false,
+            create: true,
+            clock: Arc::new(SystemClock),
+            segment_bytes: 64 << 20,
+            memtable_entries: 4096,
+            bulk_entries: 1 << 20,
+            merge_fanout: 4,
+            background: true,
+        }
+    }
+}
+
+pub(crate) struct Inner {
+    pub dir: PathBuf,
+    pub gen_dir: PathBuf,
+    pub generation: u64,
+    pub opts: Options,
+    pub writer: Mutex<Writer>,
+    pub commit: Commit,
+    pub reader: Arc<RecordReader>,
+    pub report: OpenReport,
+    pub closed: AtomicBool,
+    pub maintenance: Mutex<Option<maintain::Background>>,
+    /// Serialises index maintenance (persist, merge, sweep).
+    pub maint_lock: Mutex<()>,
+    pub lock: Mutex<Option<LockGuard>>,
+}
+
+/// An open jobq store.
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+impl Store {
+    /// Open (or create) the store in `dir`.
+    pub fn open(dir: impl AsRef<Path>, opts: Options) -> Result<Store> {
+        let dir = dir.as_ref();
+        let o = open::open(dir, &opts)?;
+        let version = o.writer.version();
+        let reader = o.writer.reader.clone();
+        let inner = Arc::new(Inner {
+            dir: dir.to_path_buf(),
+            gen_dir: o.gen_dir,
+            generation: o.generation,
+            writer: Mutex::new(o.writer),
+            commit: Commit::new(version),
+            reader,
+            report: o.report,
+            closed: AtomicBool::new(false),
+            maintenance: Mutex::new(None),
+            maint_lock: Mutex::new(()),
+            lock: Mutex::new(o.lock),
+            opts,
+        });
+        let store = Store { inner };
+        if !store.inner.opts.read_only {
+            if store.inner.opts.background {
+                *store.inner.maintenance.lock() = Some(maintain::Background::start(&store.inner));
+            } else {
+                maintain::run(&store.inner)?;
+            }
+        }
+        Ok(store)
+    }
+
+    /// Open with default options.
+    pub fn open_default(dir: impl AsRef<Path>) -> Result<Store> {
+        Store::open(dir, Options::default())
+    }
+
+    /// What opening found: the index chain, what recovery cut, what was replayed.
+    pub fn report(&self) -> &OpenReport {
+        &self.inner.report
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    pub fn options(&self) -> &Options {
+        &self.inner.opts
+    }
+
+    /// A consistent view of everything acknowledged so far.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            version: self.inner.commit.published(),
+            reader: self.inner.reader.clone(),
+            clock: self.inner.opts.clock.clone(),
+        }
+    }
+
+    /// Run a write under the writer lock, then wait until it is durable.
+    fn write<T>(
+        &self,
+        actor: Option<&str>,
+        f: impl FnOnce(&mut Writer, &Ctx<'_>) -> Result<T>,
+    ) -> Result<T> {
+        let inner = &*self.inner;
+        if inner.opts.read_only {
+            return Err(Error::ReadOnly);
+        }
+        let mut w = inner.writer.lock();
+        if inner.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        inner.commit.check()?;
+        let ctx = Ctx {
+            now: inner.opts.clock.now_ms(),
+            actor,
+            durable_seq: inner.commit.durable_seq(),
+        };
+        let before = w.next_seq;
+        let result = f(&mut w, &ctx);
+        if w.next_seq == before {
+            if let Err(e) = &result {
+                if !e.is_input() {
+                    inner.commit.poison(e);
+                }
+            }
+            return result;
+        }
+        let result = result.and_then(|v| {
+            if w.should_freeze() {
+                w.freeze()?;
+            }
+            Ok(v)
+        });
+        if let Err(e) = &result {
+            inner.commit.poison(e);
+            return result;
+        }
+        let seq = w.next_seq - 1;
+        let version = w.version();
+        let (file, path) = w.log.as_ref().expect("a writable store has a log").file();
+        let path = path.to_path_buf();
+        let frozen = std::mem::take(&mut w.frozen) > 0;
+        inner.commit.written(version.clone(), file, path);
+        drop(w);
+        match inner.opts.durability {
+            Durability::Sync => inner.commit.wait_durable(seq)?,
+            Durability::Buffered => inner.commit.publish_now(version),
+        }
+        if frozen {
+            self.after_freeze()?;
+        }
+        result
+    }
+
+    fn after_freeze(&self) -> Result<()> {
+        match &*self.inner.maintenance.lock() {
+            Some(bg) => {
+                bg.wake();
+                Ok(())
+            }
+            None => maintain::run(&self.inner),
+        }
+    }
+
+    /// Push jobs (one per spec) into `project`; one answer per spec, in order.
+    pub fn push(
+        &self,
+        project: u32,
+        specs: &[PushSpec],
+        actor: Option<&str>,
+    ) -> Result<Vec<PushResult>> {
+        self.write(actor, |w, ctx| ops::push(w, project, specs, ctx))
+    }
+
+    /// Apply updates; answers `(key, previous state)` per job changed, in order.
+    pub fn update(
+        &self,
+        project: u32,
+        specs: &[UpdateSpec],
+        actor: Option<&str>,
+    ) -> Result<Vec<(JobKey, JobState)>> {
+        for s in specs {
+            let p = match s.target {
+                Target::Job(k) => k.project,
+                Target::Spider(k) => k.project,
+            };
+            if p != project {
+                return Err(Error::field(
+                    "key",
+                    format!("a key of project {p} in a request for project {project}"),
+                ));
+            }
+        }
+        self.write(actor, |w, ctx| ops::update(w, specs, ctx))
+    }
+
+    /// Start the next pending job of `project` (highest priority, then oldest),
+    /// merging `changes` into it. `None` when nothing is pending.
+    pub fn start_next(
+        &self,
+        project: u32,
+        changes: &Changes,
+        actor: Option<&str>,
+    ) -> Result<Option<Job>> {
+        self.write(actor, |w, ctx| ops::start_next(w, project, changes, ctx))
+    }
+
+    /// Cancel jobs: pending ones finish as cancelled, running ones are marked.
+    /// Returns how many were pending or running.
+    pub fn cancel(&self, project: u32, keys: &[JobKey], actor: Option<&str>) -> Result<u64> {
+        if let Some(k) = keys.iter().find(|k| k.project != project) {
+            return Err(Error::field(
+                "key",
+                format!("{k} is not a job of project {project}"),
+            ));
+        }
+        self.write(actor, |w, ctx| ops::cancel(w, keys, ctx))
+    }
+
+    /// Change a job's fields; false when the job does not exist.
+    pub fn edit(&self, key: JobKey, changes: &Changes, actor: Option<&str>) -> Result<bool> {
+        self.write(actor, |w, ctx| ops::edit(w, key, changes, ctx))
+    }
+
+    /// The id of a spider of `project`; with `create`, allocated when new.
+    pub fn spider_id(&self, project: u32, name: &str, create: bool) -> Result<Option<u32>> {
+        if !create {
+            return Ok(self.snapshot().spider_id(project, name));
+        }
+        if name.is_empty() || name.len() > request::MAX_NAME {
+            return Err(Error::field(
+                "spider",
+                format!("a spider name is 1 to {} bytes", request::MAX_NAME),
+            ));
+        }
+        if let Some(id) = self.inner.writer.lock().catalog.id(project, name) {
+            return Ok(Some(id));
+        }
+        self.write(None, |w, ctx| w.spider_id(project, name, ctx.durable_seq))
+            .map(Some)
+    }
+
+    /// Make every write so far durable (for the buffered mode).
+    pub fn sync(&self) -> Result<()> {
+        if self.inner.opts.read_only {
+            return Ok(());
+        }
+        let w = self.inner.writer.lock();
+        self.inner.commit.check()?;
+        let log = w.log.as_ref().expect("a writable store has a log");
+        if let Err(e) = log.sync() {
+            self.inner.commit.poison(&e);
+            return Err(e);
+        }
+        self.inner.commit.synced(w.version());
+        Ok(())
+    }
+
+    /// Index the tail now and persist every index image (then reopening replays
+    /// nothing). Runs merges due.
+    pub fn flush_indexes(&self) -> Result<()> {
+        if self.inner.opts.read_only {
+            return Ok(());
+        }
+        {
+            let mut w = self.inner.writer.lock();
+            self.inner.commit.check()?;
+            if let Err(e) = w.freeze() {
+                self.inner.commit.poison(&e);
+                return Err(e);
+            }
+            w.frozen = 0;
+            let log = w.log.as_ref().expect("a writable store has a log");
+            if let Err(e) = log.sync() {
+                self.inner.commit.poison(&e);
+                return Err(e);
+            }
+            self.inner.commit.synced(w.version());
+        }
+        maintain::run(&self.inner)
+    }
+
+    /// Flush indexes, stop background work, release the directory.
+    pub fn close(self) -> Result<()> {
+        self.shutdown(true)
+    }
+
+    fn shutdown(&self, flush: bool) -> Result<()> {
+        if self.inner.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        if let Some(bg) = self.inner.maintenance.lock().take() {
+            bg.stop();
+        }
+        let r = if flush && !self.inner.opts.read_only && self.inner.commit.check().is_ok() {
+            self.inner.closed.store(false, Ordering::Release);
+            let r = self.flush_indexes();
+            self.inner.closed.store(true, Ordering::Release);
+            r
+        } else {
+            Ok(())
+        };
+        self.inner.lock.lock().take();
+        r
+    }
+
+    /// Statistics of the current snapshot and the store.
+    pub fn stats(&self) -> StoreStats {
+        StoreStats {
+            snapshot: self.snapshot().stats(),
+            syncs: self.inner.commit.syncs.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        let _ = self.shutdown(true);
+    }
+}
+
+/// Counters of an open store.
+#[derive(Clone, Copy, Debug)]
+pub struct StoreStats {
+    pub snapshot: SnapshotStats,
+    /// fdatasyncs done by group commit.
+    pub syncs: u64,
+}

@@ -1,0 +1,447 @@
+//! Opening a store: the lock, the live generation, the index chain, recovery of the
+//! log's tail, and replay of what the indexes do not cover.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::catalog::Catalog;
+use super::layout;
+use super::version::SegmentSlot;
+use super::writer::Writer;
+use super::Options;
+use crate::codec::frame::FrameKind;
+use crate::codec::record;
+use crate::error::{Error, Result};
+use crate::fs::{FileSystem, LockGuard};
+use crate::index::{format, IndexSegment, Section};
+use crate::log::reader::RecordReader;
+use crate::log::recovery::{self, Cut};
+use crate::log::scan::FrameScanner;
+use crate::log::segment::{self, HEADER_LEN};
+use crate::log::writer::LogWriter;
+use crate::log::LogPos;
+
+/// What opening found and did.
+#[derive(Clone, Debug, Default)]
+pub struct OpenReport {
+    pub generation: u64,
+    /// Index files used, oldest first.
+    pub indexes: Vec<String>,
+    /// Index files set aside (damaged, stale, superseded) with the reason.
+    pub discarded: Vec<(String, String)>,
+    /// Where replay of the log started.
+    pub replay_from: LogPos,
+    /// Frames replayed into the tail index.
+    pub replayed_frames: u64,
+    /// What recovery cut from the log.
+    pub cut: Option<Cut>,
+    pub created: bool,
+    pub millis: u64,
+}
+
+pub(crate) struct Opened {
+    pub lock: Option<LockGuard>,
+    pub generation: u64,
+    pub gen_dir: PathBuf,
+    pub writer: Writer,
+    pub report: OpenReport,
+}
+
+fn io<'a>(op: &'static str, p: &'a Path) -> impl FnOnce(std::io::Error) -> Error + 'a {
+    move |e| Error::io(op, p, e)
+}
+
+/// Create an empty store's files in `dir` (which the caller has locked).
+fn create(fs: &dyn FileSystem, dir: &Path, opts: &Options) -> Result<u64> {
+    for name in fs.read_dir(dir).map_err(io("list", dir))? {
+        if layout::parse_gen_name(&name).is_some() {
+            let p = dir.join(&name);
+            fs.remove_dir_all(&p).map_err(io("remove", &p))?;
+        }
+    }
+    let generation = 1;
+    let gd = layout::gen_dir(dir, generation);
+    fs.create_dir(&gd).map_err(io("create", &gd))?;
+    // IMPORTANT: fsync folder, so the generation directory survives.
+    fs.sync_dir(dir).map_err(io("fsync dir", dir))?;
+    LogWriter::create(opts.fs.clone(), &gd, generation, 1, opts.segment_bytes)?;
+    layout::write_current(fs, dir, generation)?;
+    Ok(generation)
+}
+
+pub(crate) fn open(dir: &Path, opts: &Options) -> Result<Opened> {
+    let started = Instant::now();
+    let fs = &*opts.fs;
+    let mut report = OpenReport::default();
+    if !fs.exists(dir).map_err(io("stat", dir))? {
+        if !opts.create || opts.read_only {
+            return Err(Error::io("open", dir, std::io::ErrorKind::NotFound.into()));
+        }
+        fs.create_dir(dir).map_err(io("create", dir))?;
+        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            fs.sync_dir(parent).map_err(io("fsync dir", parent))?;
+        }
+    }
+    let lock = if opts.read_only {
+        None
+    } else {
+        match fs.lock(&dir.join(layout::LOCK)) {
+            Ok(g) => Some(g),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                return Err(Error::Locked {
+                    path: dir.to_path_buf(),
+                })
+            }
+            Err(e) => return Err(Error::io("lock", dir.join(layout::LOCK), e)),
+        }
+    };
+    let generation = match layout::read_current(fs, dir)? {
+        Some(g) => g,
+        None if opts.read_only || !opts.create => {
+            return Err(Error::Unsupported {
+                path: dir.to_path_buf(),
+                what: "no jobq store here (no CURRENT file)".into(),
+            })
+        }
+        None => {
+            report.created = true;
+            create(fs, dir, opts)?
+        }
+    };
+    report.generation = generation;
+    let gen_dir = layout::gen_dir(dir, generation);
+    if !opts.read_only {
+        clean_leftovers(fs, dir, &gen_dir, generation)?;
+    }
+    let log_first_seq = first_seq(fs, &gen_dir, generation)?;
+    let mut slots = choose_chain(
+        fs,
+        &gen_dir,
+        generation,
+        log_first_seq,
+        opts.read_only,
+        &mut report,
+    )?;
+    kill_superseded(&mut slots);
+    let (start, start_seq, catalog) = match slots.last() {
+        Some(s) => (
+            s.seg.meta().log_end,
+            s.seg.meta().hi_seq + 1,
+            Catalog::from_entries(&s.seg.catalog()),
+        ),
+        None => (
+            LogPos {
+                segment: segment::list(fs, &gen_dir)?[0],
+                offset: HEADER_LEN,
+            },
+            log_first_seq,
+            Catalog::default(),
+        ),
+    };
+    report.replay_from = start;
+    let last_frame = slots.last().map(|s| s.seg.meta().last_frame);
+    let v = recovery::validate(
+        fs,
+        &gen_dir,
+        generation,
+        start,
+        start_seq,
+        opts.recovery,
+        opts.read_only,
+    )?;
+    report.cut = v.cut.clone();
+    let reader = Arc::new(RecordReader::new(opts.fs.clone(), &gen_dir));
+    let mut w = Writer::new(
+        start_seq,
+        generation,
+        gen_dir.clone(),
+        slots,
+        start_seq,
+        catalog,
+        reader,
+        opts.bulk_entries,
+    );
+    w.last_frame = last_frame;
+    w.replay_end = v.end;
+    let mut frames = 0;
+    recovery::replay(fs, &gen_dir, start, v.end, &mut |f| {
+        frames += 1;
+        replay_frame(&mut w, f.pos, &f.header, f.payload)
+    })?;
+    report.replayed_frames = frames;
+    debug_assert_eq!(w.next_seq, v.next_seq);
+    w.next_seq = v.next_seq;
+    if !opts.read_only {
+        let log = LogWriter::resume(
+            opts.fs.clone(),
+            &gen_dir,
+            generation,
+            v.end,
+            v.next_seq,
+            opts.segment_bytes,
+        )?;
+        // What a crashed process wrote may sit in the page cache only: make it
+        // durable before anything (an index above all) is built on it.
+        log.sync()?;
+        w.log = Some(log);
+    }
+    w.freeze_at = opts.memtable_entries;
+    report.indexes = w
+        .segments
+        .iter()
+        .map(|s| s.seg.meta().file_name())
+        .collect();
+    report.millis = started.elapsed().as_millis() as u64;
+    Ok(Opened {
+        lock,
+        generation,
+        gen_dir,
+        writer: w,
+        report,
+    })
+}
+
+/// Remove what interrupted work left: other generations, temp files.
+fn clean_leftovers(fs: &dyn FileSystem, dir: &Path, gen_dir: &Path, generation: u64) -> Result<()> {
+    let mut removed = false;
+    for name in fs.read_dir(dir).map_err(io("list", dir))? {
+        if layout::parse_gen_name(&name).is_some_and(|g| g != generation) {
+            let p = dir.join(&name);
+            fs.remove_dir_all(&p).map_err(io("remove", &p))?;
+            removed = true;
+        }
+    }
+    if removed {
+        fs.sync_dir(dir).map_err(io("fsync dir", dir))?;
+    }
+    for name in fs.read_dir(gen_dir).map_err(io("list", gen_dir))? {
+        if name.ends_with(".tmp") {
+            let p = gen_dir.join(&name);
+            fs.remove_file(&p).map_err(io("remove", &p))?;
+        }
+    }
+    Ok(())
+}
+
+fn first_seq(fs: &dyn FileSystem, gen_dir: &Path, generation: u64) -> Result<u64> {
+    let segs = segment::list(fs, gen_dir)?;
+    let first = *segs
+        .first()
+        .ok_or_else(|| Error::corrupt(gen_dir, 0, "the log has no segment"))?;
+    let path = gen_dir.join(segment::file_name(first));
+    let f = fs
+        .open(&path, crate::fs::OpenMode::Read)
+        .map_err(io("open", &path))?;
+    let h = segment::read_header(&*f, &path)?;
+    if h.generation != generation {
+        return Err(Error::corrupt(
+            &path,
+            16,
+            format!(
+                "segment of generation {}, expected {generation}",
+                h.generation
+            ),
+        ));
+    }
+    Ok(h.first_seq)
+}
+
+/// Does the log hold, at the index's `last_frame`, the frame ending at `hi_seq`?
+fn matches_log(fs: &dyn FileSystem, gen_dir: &Path, m: &format::SegmentMeta) -> Result<bool> {
+    let path = gen_dir.join(segment::file_name(m.last_frame.segment));
+    let Ok(f) = fs.open(&path, crate::fs::OpenMode::Read) else {
+        return Ok(false);
+    };
+    let mut sc = FrameScanner::new(f, &path, m.last_frame.offset)?;
+    Ok(match sc.frame_at(m.last_frame.offset)? {
+        Ok((h, _)) => {
+            h.last_seq() == m.hi_seq
+                && m.log_end
+                    == LogPos {
+                        segment: m.last_frame.segment,
+                        offset: m.last_frame.offset + h.frame_len(),
+                    }
+        }
+        Err(_) => false,
+    })
+}
+
+/// Open the index files and pick the chain that covers the log from its start with
+/// the fewest, largest files; set aside the rest.
+fn choose_chain(
+    fs: &dyn FileSystem,
+    gen_dir: &Path,
+    generation: u64,
+    first: u64,
+    read_only: bool,
+    report: &mut OpenReport,
+) -> Result<Vec<SegmentSlot>> {
+    let mut valid: Vec<IndexSegment> = Vec::new();
+    let discard = |name: &str, why: String, report: &mut OpenReport| -> Result<()> {
+        report.discarded.push((name.to_string(), why));
+        if !read_only {
+            let p = gen_dir.join(name);
+            fs.remove_file(&p).map_err(io("remove", &p))?;
+        }
+        Ok(())
+    };
+    for name in fs.read_dir(gen_dir).map_err(io("list", gen_dir))? {
+        let Some((lo, hi)) = format::parse_name(&name) else {
+            continue;
+        };
+        let path = gen_dir.join(&name);
+        let bytes = match fs.map(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(Error::io("map", &path, e)),
+        };
+        match IndexSegment::open(bytes, &path) {
+            Ok(seg)
+                if seg.meta().generation == generation
+                    && (seg.meta().lo_seq, seg.meta().hi_seq) == (lo, hi) =>
+            {
+                valid.push(seg)
+            }
+            Ok(_) => discard(
+                &name,
+                "its header does not match its name or generation".into(),
+                report,
+            )?,
+            Err(e) => discard(&name, e.to_string(), report)?,
+        }
+    }
+    valid.sort_by_key(|s| (s.meta().lo_seq, std::cmp::Reverse(s.meta().hi_seq)));
+    let mut chain: Vec<IndexSegment> = Vec::new();
+    let mut next = first;
+    let mut rest = Vec::new();
+    for seg in valid {
+        if seg.meta().lo_seq == next && matches_log(fs, gen_dir, seg.meta())? {
+            next = seg.meta().hi_seq + 1;
+            chain.push(seg);
+        } else {
+            rest.push(seg);
+        }
+    }
+    for seg in rest {
+        let name = seg.meta().file_name();
+        let why = if seg.meta().lo_seq < next {
+            "covered by a larger index"
+        } else {
+            "does not match the log"
+        };
+        drop(seg);
+        discard(&name, why.into(), report)?;
+    }
+    Ok(chain
+        .into_iter()
+        .map(|s| SegmentSlot::new(Arc::new(s)))
+        .collect())
+}
+
+/// Mark, in each index file, the docs a newer index file holds a version of.
+pub(crate) fn kill_superseded(slots: &mut [SegmentSlot]) {
+    for i in 0..slots.len() {
+        let projects: Vec<u32> = slots[i].seg.projects().collect();
+        for project in projects {
+            let mut dead = Vec::new();
+            {
+                let Some(old) = slots[i].seg.section(project) else {
+                    continue;
+                };
+                for newer in &slots[i + 1..] {
+                    if let Some(new) = newer.seg.section(project) {
+                        common_keys(&old, &new, &mut |doc| dead.push(doc));
+                    }
+                }
+            }
+            for doc in dead {
+                slots[i].kill(project, doc);
+            }
+        }
+    }
+}
+
+/// Call `f` with each doc of `a` whose key `b` also holds (galloping from the smaller).
+fn common_keys(a: &Section<'_>, b: &Section<'_>, f: &mut dyn FnMut(u32)) {
+    let (small, big, small_is_a) = if a.len() <= b.len() {
+        (a, b, true)
+    } else {
+        (b, a, false)
+    };
+    let n = big.len();
+    let mut lo = 0u32;
+    for i in 0..small.len() {
+        let k = small.sorted_key(i);
+        let (mut hi, mut step) = (lo, 1u32);
+        while hi < n && big.sorted_key(hi) < k {
+            lo = hi + 1;
+            hi = hi.saturating_add(step);
+            step = step.saturating_mul(2);
+        }
+        let (mut l, mut h) = (lo, hi.min(n));
+        while l < h {
+            let m = l + (h - l) / 2;
+            if big.sorted_key(m) < k {
+                l = m + 1;
+            } else {
+                h = m;
+            }
+        }
+        lo = l;
+        if l < n && big.sorted_key(l) == k {
+            f(if small_is_a {
+                small.by_key(i)
+            } else {
+                big.by_key(l)
+            });
+        }
+    }
+}
+
+fn replay_frame(
+    w: &mut Writer,
+    pos: LogPos,
+    h: &crate::codec::frame::FrameHeader,
+    payload: &[u8],
+) -> Result<()> {
+    let path = || w.gen_dir.join(segment::file_name(pos.segment));
+    let bad = |e: crate::codec::DecodeError| {
+        Error::corrupt(path(), pos.offset + 32 + e.offset as u64, e.what)
+    };
+    match h.kind {
+        FrameKind::Jobs => {
+            let base = pos.offset + crate::codec::frame::HEADER_LEN as u64;
+            for (off, view) in record::decode_jobs(payload, h.count).map_err(bad)? {
+                let job = view.to_job();
+                let loc = LogPos {
+                    segment: pos.segment,
+                    offset: base + off as u64,
+                }
+                .pack();
+                w.apply(&job, loc);
+            }
+        }
+        FrameKind::Spider => {
+            let s = record::decode_spider(payload).map_err(bad)?;
+            w.register_spider(s.project, s.spider, &s.name);
+        }
+        FrameKind::Catalog => {
+            for s in record::decode_catalog(payload).map_err(bad)? {
+                w.register_spider(s.project, s.spider, &s.name);
+                w.catalog.note_job(s.project, s.spider, s.next_job - 1);
+            }
+        }
+        FrameKind::Commit => {}
+    }
+    w.next_seq = h.last_seq() + 1;
+    w.last_frame = Some(pos);
+    w.replay_end = LogPos {
+        segment: pos.segment,
+        offset: pos.offset + h.frame_len(),
+    };
+    if w.should_freeze() {
+        w.freeze()?;
+    }
+    Ok(())
+}

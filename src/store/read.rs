@@ -1,0 +1,295 @@
+//! Reads from one snapshot: get, count, list, summary, jobsummary, and the rows
+//! they answer with. A snapshot never changes and never waits for writers.
+
+use std::sync::Arc;
+
+use super::version::{Found, Version};
+use crate::error::Result;
+use crate::log::reader::RecordReader;
+use crate::model::doc::write_json_str;
+use crate::model::job::write_tags;
+use crate::model::{Clock, Job, JobKey, JobState, TIME_FIELDS};
+use crate::query::exec::{self, Source};
+use crate::query::plan::Resolved;
+use crate::query::{Filter, Hit, Paging};
+
+/// A consistent, read-only view of the store.
+#[derive(Clone)]
+pub struct Snapshot {
+    pub(crate) version: Arc<Version>,
+    pub(crate) reader: Arc<RecordReader>,
+    pub(crate) clock: Arc<dyn Clock>,
+}
+
+impl Snapshot {
+    /// The last log sequence number this snapshot reflects.
+    pub fn seq(&self) -> u64 {
+        self.version.seq
+    }
+
+    /// The current version of a job.
+    pub fn get(&self, key: JobKey) -> Result<Option<Job>> {
+        match self.version.find(key.project, key.local()) {
+            Some(f) => Ok(Some(self.reader.read(f.loc())?)),
+            None => Ok(None),
+        }
+    }
+
+    pub fn spider_name(&self, project: u32, id: u32) -> Option<Arc<str>> {
+        self.version.catalog.name(project, id).cloned()
+    }
+
+    pub fn spider_id(&self, project: u32, name: &str) -> Option<u32> {
+        self.version.catalog.id(project, name)
+    }
+
+    fn order_key(&self, key: JobKey) -> Option<(u64, u64)> {
+        match self.version.find(key.project, key.local())? {
+            Found::Mem { .. } => {
+                let p = self.version.mem.project(key.project)?;
+                p.iter()
+                    .find(|e| e.local == key.local())
+                    .map(|e| e.order_key())
+            }
+            Found::Segment { slot, doc, .. } => {
+                let (sec, _) = self.version.segments[slot].project(key.project)?;
+                Some((sec.ts(doc), sec.seq(doc)))
+            }
+        }
+    }
+
+    fn resolve<'f>(&self, project: u32, filter: &'f Filter, stop: Option<JobKey>) -> Resolved<'f> {
+        let spider = filter.spider.as_ref().map(|s| self.spider_id(project, s));
+        Resolved {
+            filter,
+            spider: spider.flatten(),
+            nothing: matches!(spider, Some(None)),
+            stop: stop.and_then(|k| self.order_key(k)),
+        }
+    }
+
+    fn sources<'a>(&'a self, project: u32, r: &Resolved<'_>) -> Vec<Source<'a>> {
+        let mut out = Vec::new();
+        for slot in self.version.segments.iter() {
+            if let Some((sec, dead)) = slot.project(project) {
+                if let Some((set, lo, hi)) = r.plan(&sec, dead) {
+                    out.push(Source::Section { set, sec, lo, hi });
+                }
+            }
+        }
+        if let Some(p) = self.version.mem.project(project) {
+            out.push(Source::tail(
+                p.iter().filter(|e| r.matches_entry(e)).collect(),
+            ));
+        }
+        out
+    }
+
+    /// Hits for an explicit key list: each key's current version, tested.
+    fn key_hits(
+        &self,
+        project: u32,
+        filter: &Filter,
+        keys: &[JobKey],
+        stop: Option<(u64, u64)>,
+    ) -> Result<Vec<Hit>> {
+        let mut hits = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for &k in keys {
+            if !seen.insert(k) {
+                continue;
+            }
+            let Some(f) = self.version.find(project, k.local()) else {
+                continue;
+            };
+            let job = self.reader.read(f.loc())?;
+            let name = self
+                .spider_name(project, k.spider)
+                .map(|n| n.to_string())
+                .unwrap_or_default();
+            let Some(order) = self.order_key(k) else {
+                continue;
+            };
+            if filter.matches(&job, &name) && stop.is_none_or(|s| order > s) {
+                hits.push(Hit {
+                    local: k.local(),
+                    ts: order.0,
+                    seq: order.1,
+                    loc: f.loc(),
+                });
+            }
+        }
+        hits.sort_unstable_by(|a, b| (b.ts, b.seq).cmp(&(a.ts, a.seq)));
+        Ok(hits)
+    }
+
+    /// The number of jobs of `project` matching `filter`.
+    pub fn count(&self, project: u32, filter: &Filter) -> Result<u64> {
+        let r = self.resolve(project, filter, None);
+        if let Some(keys) = &filter.keys {
+            return Ok(self.key_hits(project, filter, keys, None)?.len() as u64);
+        }
+        Ok(exec::count(&mut self.sources(project, &r)))
+    }
+
+    /// Matching jobs, newest first, paged.
+    pub fn list(&self, project: u32, filter: &Filter, paging: &Paging) -> Result<Vec<Hit>> {
+        let r = self.resolve(project, filter, paging.stop);
+        if let Some(keys) = &filter.keys {
+            let hits = self.key_hits(project, filter, keys, r.stop)?;
+            return Ok(hits
+                .into_iter()
+                .skip(paging.start as usize)
+                .take(paging.count as usize)
+                .collect());
+        }
+        Ok(exec::list(
+            &mut self.sources(project, &r),
+            paging.start,
+            paging.count,
+        ))
+    }
+
+    /// Append one listing row as JSON: without `jobmeta`, key, state, spider, ts,
+    /// elapsed, the `*_time` fields and tags (when any); with it, key, state, ts,
+    /// elapsed and the fields asked for that the job has.
+    pub fn render_row(
+        &self,
+        project: u32,
+        hit: &Hit,
+        jobmeta: Option<&[String]>,
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
+        let job = self.reader.read(hit.loc)?;
+        self.render_job(project, &job, jobmeta, out);
+        Ok(())
+    }
+
+    pub fn render_job(
+        &self,
+        project: u32,
+        job: &Job,
+        jobmeta: Option<&[String]>,
+        out: &mut Vec<u8>,
+    ) {
+        let name = self.spider_name(project, job.key.spider);
+        let name = name.as_deref().unwrap_or("");
+        let ts = job.ts();
+        let elapsed = self.clock.now_ms() as i64 - ts as i64;
+        out.extend_from_slice(b"{\"key\":\"");
+        out.extend_from_slice(job.key.to_string().as_bytes());
+        out.extend_from_slice(b"\",\"state\":\"");
+        out.extend_from_slice(job.state.as_str().as_bytes());
+        out.push(b'"');
+        match jobmeta {
+            None => {
+                out.extend_from_slice(b",\"spider\":");
+                write_json_str(out, name);
+                out.extend_from_slice(format!(",\"ts\":{ts},\"elapsed\":{elapsed}").as_bytes());
+                for (i, t) in job.times.iter().enumerate() {
+                    if let Some(t) = t {
+                        out.extend_from_slice(format!(",\"{}\":{t}", TIME_FIELDS[i]).as_bytes());
+                    }
+                }
+                if !job.tags.is_empty() {
+                    out.extend_from_slice(b",\"tags\":");
+                    write_tags(&job.tags, out);
+                }
+            }
+            Some(fields) => {
+                out.extend_from_slice(format!(",\"ts\":{ts},\"elapsed\":{elapsed}").as_bytes());
+                let mut done: Vec<&str> = vec!["key", "state", "ts", "elapsed"];
+                for f in fields {
+                    if done.contains(&f.as_str()) {
+                        continue;
+                    }
+                    done.push(f);
+                    if let Some(v) = job.field_json(f, name) {
+                        out.push(b',');
+                        write_json_str(out, f);
+                        out.push(b':');
+                        out.extend_from_slice(v.as_bytes());
+                    }
+                }
+            }
+        }
+        out.push(b'}');
+    }
+
+    /// A job's whole metadata as one JSON object (`key` first when `with_key`).
+    pub fn render_metadata(&self, job: &Job, with_key: bool, out: &mut Vec<u8>) {
+        let name = self.spider_name(job.key.project, job.key.spider);
+        let key = format!("\"{}\"", job.key);
+        let extra: Vec<(&str, &str)> = if with_key {
+            vec![("key", key.as_str())]
+        } else {
+            vec![]
+        };
+        job.write_metadata(name.as_deref().unwrap_or(""), &extra, out);
+    }
+
+    /// One summary line: `{"name": state, "count": n, "summary": [rows]}`.
+    pub fn summary_line(
+        &self,
+        project: u32,
+        spider: Option<u32>,
+        state: JobState,
+        paging: &Paging,
+        jobmeta: Option<&[String]>,
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
+        let filter = Filter {
+            states: vec![state],
+            ..Filter::default()
+        };
+        let r = Resolved {
+            filter: &filter,
+            spider,
+            nothing: false,
+            stop: None,
+        };
+        let n = exec::count(&mut self.sources(project, &r));
+        let hits = exec::list(&mut self.sources(project, &r), paging.start, paging.count);
+        out.extend_from_slice(
+            format!(
+                "{{\"name\":\"{}\",\"count\":{n},\"summary\":[",
+                state.as_str()
+            )
+            .as_bytes(),
+        );
+        for (i, h) in hits.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            self.render_row(project, h, jobmeta, out)?;
+        }
+        out.extend_from_slice(b"]}");
+        Ok(())
+    }
+
+    /// Index files and tail entries in this snapshot.
+    pub fn stats(&self) -> SnapshotStats {
+        SnapshotStats {
+            index_files: self.version.segments.len(),
+            indexed_docs: self
+                .version
+                .segments
+                .iter()
+                .map(|s| s.seg.meta().docs)
+                .sum(),
+            live_indexed_docs: self.version.segments.iter().map(|s| s.live_docs()).sum(),
+            tail_entries: self.version.mem.len(),
+            seq: self.version.seq,
+        }
+    }
+}
+
+/// Sizes of a snapshot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SnapshotStats {
+    pub index_files: usize,
+    pub indexed_docs: u64,
+    pub live_indexed_docs: u64,
+    pub tail_entries: usize,
+    pub seq: u64,
+}

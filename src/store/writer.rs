@@ -1,0 +1,285 @@
+//! The writer's state, behind the writer lock: the log tail, the working index
+//! version, and the catalog. Every write appends one frame and then applies its
+//! records here; readers see the result once it is durable.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::catalog::Catalog;
+use super::version::{find_in_segments, Found, SegmentSlot, Version};
+use crate::codec::frame::FrameKind;
+use crate::codec::record;
+use crate::error::{Error, Result};
+use crate::fs::MappedBytes;
+use crate::index::{build, DocEntry, IndexSegment, MemTable, SegmentMeta};
+use crate::log::reader::RecordReader;
+use crate::log::writer::{Appended, LogWriter};
+use crate::log::LogPos;
+use crate::model::{Job, JobKey};
+
+pub(crate) struct Writer {
+    /// The log tail; `None` for a read-only store.
+    pub log: Option<LogWriter>,
+    /// The sequence number the next frame gets.
+    pub next_seq: u64,
+    pub generation: u64,
+    pub gen_dir: PathBuf,
+    pub segments: Vec<SegmentSlot>,
+    pub mem: MemTable,
+    /// First sequence number the tail covers.
+    pub mem_lo_seq: u64,
+    /// Active jobs of the tail by `unique`.
+    mem_uniques: HashMap<(u32, Arc<str>), u64>,
+    pub catalog: Catalog,
+    catalog_snap: Arc<Catalog>,
+    tags: HashSet<Arc<str>>,
+    /// Position of the last frame appended.
+    pub last_frame: Option<LogPos>,
+    pub reader: Arc<RecordReader>,
+    /// Freeze the tail into an index image at this many entries.
+    pub freeze_at: usize,
+    /// Images frozen and not yet handed to the background writer.
+    pub frozen: usize,
+    /// Where replay ended (the log end of a read-only store).
+    pub replay_end: LogPos,
+    buf: Vec<u8>,
+}
+
+impl Writer {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        next_seq: u64,
+        generation: u64,
+        gen_dir: PathBuf,
+        segments: Vec<SegmentSlot>,
+        mem_lo_seq: u64,
+        catalog: Catalog,
+        reader: Arc<RecordReader>,
+        freeze_at: usize,
+    ) -> Writer {
+        Writer {
+            log: None,
+            next_seq,
+            generation,
+            gen_dir,
+            segments,
+            mem: MemTable::default(),
+            mem_lo_seq,
+            mem_uniques: HashMap::new(),
+            catalog_snap: Arc::new(catalog.clone()),
+            catalog,
+            tags: HashSet::new(),
+            last_frame: None,
+            reader,
+            freeze_at,
+            frozen: 0,
+            replay_end: LogPos::default(),
+            buf: Vec::new(),
+        }
+    }
+
+    /// The working version.
+    pub fn version(&self) -> Arc<Version> {
+        Arc::new(Version {
+            segments: Arc::new(self.segments.clone()),
+            mem: self.mem.snapshot(),
+            catalog: self.catalog_snap.clone(),
+            seq: self.next_seq - 1,
+        })
+    }
+
+    pub fn find(&self, key: JobKey) -> Option<Found> {
+        if let Some(e) = self.mem.get(key.project, key.local()) {
+            return Some(Found::Mem { loc: e.loc });
+        }
+        find_in_segments(&self.segments, key.project, key.local())
+    }
+
+    /// The current version of a job.
+    pub fn load(&self, key: JobKey) -> Result<Option<Job>> {
+        match self.find(key) {
+            Some(f) => Ok(Some(self.reader.read(f.loc())?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The active job of `project` holding `unique`, if any.
+    pub fn unique_holder(&self, project: u32, unique: &str) -> Option<JobKey> {
+        if let Some(local) = self.mem_uniques.get(&(project, Arc::from(unique))) {
+            return Some(JobKey::from_local(project, *local));
+        }
+        for s in self.segments.iter().rev() {
+            let Some((sec, dead)) = s.project(project) else {
+                continue;
+            };
+            let Some(p) = sec.unique(unique) else {
+                continue;
+            };
+            for doc in p.docs() {
+                if !dead.contains(doc) {
+                    return Some(JobKey::from_local(project, sec.local(doc)));
+                }
+            }
+        }
+        None
+    }
+
+    /// The id of a spider, registering it (one spider frame) when new.
+    pub fn spider_id(&mut self, project: u32, name: &str, durable_seq: u64) -> Result<u32> {
+        if let Some(id) = self.catalog.id(project, name) {
+            return Ok(id);
+        }
+        let id = self.catalog.next_spider_id(project);
+        self.buf.clear();
+        record::encode_spider(project, id, name, &mut self.buf);
+        let payload = std::mem::take(&mut self.buf);
+        let r = self.append(FrameKind::Spider, 0, 1, durable_seq, &payload);
+        self.buf = payload;
+        r?;
+        self.register_spider(project, id, name);
+        Ok(id)
+    }
+
+    /// Learn a spider (from the log or an import).
+    pub fn register_spider(&mut self, project: u32, id: u32, name: &str) {
+        self.catalog.register(project, id, name);
+        self.catalog_snap = Arc::new(self.catalog.clone());
+    }
+
+    /// Append `jobs` as one frame and apply them. Their `order_seq`s must already
+    /// be set (a job entering a state gets its own record's sequence number).
+    pub fn append_jobs(&mut self, jobs: &[Job], flags: u8, durable_seq: u64) -> Result<()> {
+        if jobs.is_empty() {
+            return Ok(());
+        }
+        self.buf.clear();
+        let mut offsets = Vec::with_capacity(jobs.len());
+        for j in jobs {
+            offsets.push(self.buf.len());
+            record::encode_job(j, &mut self.buf);
+        }
+        let payload = std::mem::take(&mut self.buf);
+        let r = self.append(
+            FrameKind::Jobs,
+            flags,
+            jobs.len() as u32,
+            durable_seq,
+            &payload,
+        );
+        self.buf = payload;
+        let appended = r?;
+        let base = appended.pos.offset + crate::codec::frame::HEADER_LEN as u64;
+        for (j, off) in jobs.iter().zip(offsets) {
+            let loc = LogPos {
+                segment: appended.pos.segment,
+                offset: base + off as u64,
+            }
+            .pack();
+            self.apply(j, loc);
+        }
+        Ok(())
+    }
+
+    /// Append one frame to the log.
+    pub fn append(
+        &mut self,
+        kind: FrameKind,
+        flags: u8,
+        count: u32,
+        durable_seq: u64,
+        payload: &[u8],
+    ) -> Result<Appended> {
+        let log = self.log.as_mut().ok_or(Error::ReadOnly)?;
+        let a = log.append(kind, flags, count, durable_seq, payload)?;
+        self.next_seq = log.next_seq();
+        self.last_frame = Some(a.pos);
+        Ok(a)
+    }
+
+    /// The end of the log.
+    pub fn log_end(&self) -> LogPos {
+        self.log.as_ref().map_or(self.replay_end, |l| l.end())
+    }
+
+    fn intern(&mut self, tag: &str) -> Arc<str> {
+        if let Some(t) = self.tags.get(tag) {
+            return t.clone();
+        }
+        let t: Arc<str> = Arc::from(tag);
+        self.tags.insert(t.clone());
+        t
+    }
+
+    /// The index entry of a job version.
+    pub fn entry(&mut self, job: &Job, loc: u64) -> DocEntry {
+        let tags: Vec<Arc<str>> = job.tags.iter().map(|t| self.intern(t)).collect();
+        DocEntry {
+            project: job.key.project,
+            local: job.key.local(),
+            ts: job.ts(),
+            order_seq: job.order_seq,
+            state: job.state,
+            priority: job.priority,
+            tags: tags.into(),
+            unique: job.unique.as_deref().map(Arc::from),
+            loc,
+        }
+    }
+
+    /// Make `job` (written at `loc`) the current version of its key.
+    pub fn apply(&mut self, job: &Job, loc: u64) {
+        let (project, local) = (job.key.project, job.key.local());
+        self.catalog.note_job(project, job.key.spider, job.key.job);
+        if self.mem.get(project, local).is_none() {
+            if let Some(Found::Segment { slot, doc, .. }) =
+                find_in_segments(&self.segments, project, local)
+            {
+                self.segments[slot].kill(project, doc);
+            }
+        }
+        let entry = self.entry(job, loc);
+        let new_unique = entry.unique.clone().filter(|_| entry.state.is_active());
+        if let Some(old) = self.mem.upsert(entry) {
+            if let (Some(u), true) = (old.unique, old.state.is_active()) {
+                if self.mem_uniques.get(&(project, u.clone())) == Some(&local) {
+                    self.mem_uniques.remove(&(project, u));
+                }
+            }
+        }
+        if let Some(u) = new_unique {
+            self.mem_uniques.insert((project, u), local);
+        }
+    }
+
+    /// True when the tail is big enough to freeze.
+    pub fn should_freeze(&self) -> bool {
+        self.mem.len() >= self.freeze_at
+    }
+
+    /// Turn the tail into an index image (in memory; the background writer persists
+    /// it once the log under it is durable). Covers `[mem_lo_seq, next_seq)`.
+    pub fn freeze(&mut self) -> Result<bool> {
+        let hi = self.next_seq - 1;
+        let Some(last_frame) = self.last_frame.filter(|_| hi >= self.mem_lo_seq) else {
+            return Ok(false);
+        };
+        let docs = self.mem.take_all();
+        self.mem_uniques.clear();
+        let meta = SegmentMeta {
+            generation: self.generation,
+            lo_seq: self.mem_lo_seq,
+            hi_seq: hi,
+            log_end: self.log_end(),
+            last_frame,
+            docs: 0,
+        };
+        let image = build::build(docs, meta, &self.catalog.entries());
+        let path = self.gen_dir.join(meta.file_name());
+        let seg = IndexSegment::open(MappedBytes::from_vec(image), &path)?;
+        self.segments.push(SegmentSlot::new(Arc::new(seg)));
+        self.mem_lo_seq = hi + 1;
+        self.frozen += 1;
+        Ok(true)
+    }
+}

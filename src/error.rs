@@ -13,17 +13,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[non_exhaustive]
 pub enum Error {
     /// A file-system call failed.
-    Io {
-        op: &'static str,
-        path: PathBuf,
-        source: io::Error,
-    },
+    Io { op: &'static str, path: PathBuf, source: io::Error },
     /// Bytes on disk do not decode: checksum, length, magic or field out of range.
-    Corrupt {
-        path: PathBuf,
-        offset: u64,
-        what: String,
-    },
+    Corrupt { path: PathBuf, offset: u64, what: String },
     /// Another process (or handle) holds the store's lock.
     Locked { path: PathBuf },
     /// An earlier write or fsync failed; the store refuses writes until reopened.
@@ -35,58 +27,34 @@ pub enum Error {
     /// A job key that is not `project/spider/job` with three positive integers.
     InvalidKey { input: String, reason: &'static str },
     /// Malformed input: a request, a JSON line, a parameter.
-    InvalidInput {
-        line: Option<u64>,
-        field: Option<String>,
-        message: String,
-    },
+    InvalidInput { line: Option<u64>, field: Option<String>, message: String },
     /// The data directory has a layout or version this build does not know.
     Unsupported { path: PathBuf, what: String },
 }
 
 impl Error {
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Error {
-        Error::Io {
-            op,
-            path: path.into(),
-            source,
-        }
+        Error::Io { op, path: path.into(), source }
     }
 
     pub(crate) fn corrupt(path: impl Into<PathBuf>, offset: u64, what: impl Into<String>) -> Error {
-        Error::Corrupt {
-            path: path.into(),
-            offset,
-            what: what.into(),
-        }
+        Error::Corrupt { path: path.into(), offset, what: what.into() }
     }
 
     /// Bad input without a line number.
     pub fn input(message: impl Into<String>) -> Error {
-        Error::InvalidInput {
-            line: None,
-            field: None,
-            message: message.into(),
-        }
+        Error::InvalidInput { line: None, field: None, message: message.into() }
     }
 
     /// Bad input in a named field.
     pub fn field(field: &str, message: impl Into<String>) -> Error {
-        Error::InvalidInput {
-            line: None,
-            field: Some(field.to_string()),
-            message: message.into(),
-        }
+        Error::InvalidInput { line: None, field: Some(field.to_string()), message: message.into() }
     }
 
     /// Attach a 1-based line number to an input error (other errors pass through).
     pub fn at_line(self, n: u64) -> Error {
         match self {
-            Error::InvalidInput { field, message, .. } => Error::InvalidInput {
-                line: Some(n),
-                field,
-                message,
-            },
+            Error::InvalidInput { field, message, .. } => Error::InvalidInput { line: Some(n), field, message },
             Error::InvalidKey { input, reason } => Error::InvalidInput {
                 line: Some(n),
                 field: Some("key".into()),
@@ -107,29 +75,18 @@ impl fmt::Display for Error {
         match self {
             Error::Io { op, path, source } => write!(f, "{op} {}: {source}", path.display()),
             Error::Corrupt { path, offset, what } => {
-                write!(
-                    f,
-                    "corrupt data in {} at offset {offset}: {what}",
-                    path.display()
-                )
+                write!(f, "corrupt data in {} at offset {offset}: {what}", path.display())
             }
-            Error::Locked { path } => write!(
-                f,
-                "the store at {} is in use by another process (its lock is held)",
-                path.display()
-            ),
-            Error::Poisoned { cause } => write!(
-                f,
-                "the store refuses writes after a failed write or fsync ({cause}); reopen it"
-            ),
+            Error::Locked { path } => {
+                write!(f, "the store at {} is in use by another process (its lock is held)", path.display())
+            }
+            Error::Poisoned { cause } => {
+                write!(f, "the store refuses writes after a failed write or fsync ({cause}); reopen it")
+            }
             Error::ReadOnly => write!(f, "the store is open read-only"),
             Error::Closed => write!(f, "the store is closed"),
             Error::InvalidKey { input, reason } => write!(f, "invalid job key {input:?}: {reason}"),
-            Error::InvalidInput {
-                line,
-                field,
-                message,
-            } => {
+            Error::InvalidInput { line, field, message } => {
                 if let Some(n) = line {
                     write!(f, "line {n}: ")?;
                 }

@@ -5,51 +5,22 @@ use jobq::{JobKey, JobState, Options, Store};
 #[test]
 fn push_update_list_reopen() {
     let dir = tempfile::tempdir().unwrap();
-    let opts = Options {
-        background: false,
-        memtable_entries: 8,
-        ..Options::default()
-    };
+    let opts = Options { background: false, memtable_entries: 8, ..Options::default() };
     let store = Store::open(dir.path(), opts.clone()).unwrap();
-    let specs: Vec<_> = (0..20)
-        .map(|i| {
-            parse_push(&format!(
-                r#"{{"spider":"s{}","tags":["t{}"]}}"#,
-                i % 3,
-                i % 2
-            ))
-            .unwrap()
-        })
-        .collect();
+    let specs: Vec<_> =
+        (0..20).map(|i| parse_push(&format!(r#"{{"spider":"s{}","tags":["t{}"]}}"#, i % 3, i % 2)).unwrap()).collect();
     let res = store.push(53, &specs, Some("me")).unwrap();
     assert_eq!(res.len(), 20);
-    let upd: Vec<_> = (1..=5)
-        .map(|j| parse_update(&format!(r#"{{"key":"53/1/{j}","state":"finished"}}"#), 53).unwrap())
-        .collect();
+    let upd: Vec<_> =
+        (1..=5).map(|j| parse_update(&format!(r#"{{"key":"53/1/{j}","state":"finished"}}"#), 53).unwrap()).collect();
     let prev = store.update(53, &upd, None).unwrap();
     assert_eq!(prev.len(), 5);
     let snap = store.snapshot();
-    let f = Filter {
-        states: vec![JobState::Finished],
-        ..Filter::default()
-    };
+    let f = Filter { states: vec![JobState::Finished], ..Filter::default() };
     assert_eq!(snap.count(53, &f).unwrap(), 5);
-    let pending = Filter {
-        states: vec![JobState::Pending],
-        ..Filter::default()
-    };
+    let pending = Filter { states: vec![JobState::Pending], ..Filter::default() };
     assert_eq!(snap.count(53, &pending).unwrap(), 15);
-    let hits = snap
-        .list(
-            53,
-            &f,
-            &Paging {
-                count: 100,
-                start: 0,
-                stop: None,
-            },
-        )
-        .unwrap();
+    let hits = snap.list(53, &f, &Paging { count: 100, start: 0, stop: None }).unwrap();
     assert_eq!(hits.len(), 5);
     let first = JobKey::from_local(53, hits[0].local);
     assert_eq!(first, JobKey::new(53, 1, 5));

@@ -100,10 +100,7 @@ pub fn encode(
     durable_seq: u64,
     payload: &[u8],
 ) {
-    assert!(
-        payload.len() as u64 <= u64::from(MAX_PAYLOAD),
-        "frame payload over the limit"
-    );
+    assert!(payload.len() as u64 <= u64::from(MAX_PAYLOAD), "frame payload over the limit");
     assert!(count > 0, "a frame uses at least one sequence number");
     let start = out.len();
     let mut h = [0u8; HEADER_LEN];
@@ -169,16 +166,7 @@ mod tests {
         encode(&mut out, FrameKind::Jobs, 0, 7, 3, 6, b"hello");
         let h: [u8; HEADER_LEN] = out[..HEADER_LEN].try_into().unwrap();
         let hdr = decode_header(&h).unwrap();
-        assert_eq!(
-            (
-                hdr.len,
-                hdr.count,
-                hdr.first_seq,
-                hdr.durable_seq,
-                hdr.last_seq()
-            ),
-            (5, 3, 7, 6, 9)
-        );
+        assert_eq!((hdr.len, hdr.count, hdr.first_seq, hdr.durable_seq, hdr.last_seq()), (5, 3, 7, 6, 9));
         assert!(verify(&h, &hdr, &out[HEADER_LEN..]));
         for bit in 0..out.len() * 8 {
             let mut bad = out.clone();

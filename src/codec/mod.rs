@@ -16,10 +16,7 @@ pub struct DecodeError {
 
 impl DecodeError {
     pub fn new(offset: usize, what: impl Into<String>) -> DecodeError {
-        DecodeError {
-            offset,
-            what: what.into(),
-        }
+        DecodeError { offset, what: what.into() }
     }
 }
 
@@ -44,10 +41,7 @@ impl<'a> ByteReader<'a> {
 
     pub fn bytes(&mut self, n: usize, what: &str) -> Result<&'a [u8], DecodeError> {
         if self.remaining() < n {
-            return Err(DecodeError::new(
-                self.pos,
-                format!("{what}: needs {n} bytes, {} left", self.remaining()),
-            ));
+            return Err(DecodeError::new(self.pos, format!("{what}: needs {n} bytes, {} left", self.remaining())));
         }
         let out = &self.buf[self.pos..self.pos + n];
         self.pos += n;

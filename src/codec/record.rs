@@ -66,11 +66,7 @@ pub fn encode_job(job: &Job, out: &mut Vec<u8>) {
     out.write_u32::<LE>(job.key.spider).unwrap();
     out.write_u32::<LE>(job.key.job).unwrap();
     out.push(job.state.code());
-    let mask = job
-        .times
-        .iter()
-        .enumerate()
-        .fold(0u8, |m, (i, t)| if t.is_some() { m | (1 << i) } else { m });
+    let mask = job.times.iter().enumerate().fold(0u8, |m, (i, t)| if t.is_some() { m | (1 << i) } else { m });
     out.push(mask);
     out.push(if job.unique.is_some() { FLAG_UNIQUE } else { 0 });
     out.push(0);
@@ -79,8 +75,7 @@ pub fn encode_job(job: &Job, out: &mut Vec<u8>) {
     for t in job.times {
         out.write_u64::<LE>(t.unwrap_or(0)).unwrap();
     }
-    out.write_u16::<LE>(u16::try_from(job.tags.len()).expect("tag count validated"))
-        .unwrap();
+    out.write_u16::<LE>(u16::try_from(job.tags.len()).expect("tag count validated")).unwrap();
     for tag in &job.tags {
         put_str16(out, tag);
     }
@@ -88,16 +83,14 @@ pub fn encode_job(job: &Job, out: &mut Vec<u8>) {
         put_str16(out, u);
     }
     let doc = job.meta.as_str().as_bytes();
-    out.write_u32::<LE>(u32::try_from(doc.len()).expect("document size validated"))
-        .unwrap();
+    out.write_u32::<LE>(u32::try_from(doc.len()).expect("document size validated")).unwrap();
     out.extend_from_slice(doc);
     let body = (out.len() - start - 4) as u32;
     out[start..start + 4].copy_from_slice(&body.to_le_bytes());
 }
 
 fn put_str16(out: &mut Vec<u8>, s: &str) {
-    out.write_u16::<LE>(u16::try_from(s.len()).expect("string length validated"))
-        .unwrap();
+    out.write_u16::<LE>(u16::try_from(s.len()).expect("string length validated")).unwrap();
     out.extend_from_slice(s.as_bytes());
 }
 
@@ -106,19 +99,13 @@ pub fn decode_job(buf: &[u8]) -> Result<(JobView<'_>, usize), DecodeError> {
     let mut r = ByteReader::new(buf);
     let body_len = r.u32("record length")? as usize;
     if body_len < RECORD_FIXED + 4 {
-        return Err(DecodeError::new(
-            0,
-            format!("record length {body_len} is too short"),
-        ));
+        return Err(DecodeError::new(0, format!("record length {body_len} is too short")));
     }
     let body = r.bytes(body_len, "record body")?;
     let mut r = ByteReader::new(body);
     let view = decode_body(&mut r).map_err(|e| DecodeError::new(4 + e.offset, e.what))?;
     if r.remaining() != 0 {
-        return Err(DecodeError::new(
-            4 + r.pos(),
-            format!("{} bytes left over after the record", r.remaining()),
-        ));
+        return Err(DecodeError::new(4 + r.pos(), format!("{} bytes left over after the record", r.remaining())));
     }
     Ok((view, 4 + body_len))
 }
@@ -131,22 +118,15 @@ fn decode_body<'a>(r: &mut ByteReader<'a>) -> Result<JobView<'a>, DecodeError> {
         return Err(DecodeError::new(0, "a key component is zero"));
     }
     let state_at = r.pos();
-    let state = JobState::from_code(r.u8("state")?)
-        .ok_or_else(|| DecodeError::new(state_at, "unknown state code"))?;
+    let state = JobState::from_code(r.u8("state")?).ok_or_else(|| DecodeError::new(state_at, "unknown state code"))?;
     let mask = r.u8("times mask")?;
     let flags = r.u8("flags")?;
     let reserved = r.u8("reserved")?;
     if mask & !0xF != 0 || flags & !FLAG_UNIQUE != 0 || reserved != 0 {
-        return Err(DecodeError::new(
-            state_at,
-            "unknown bits in mask, flags or reserved byte",
-        ));
+        return Err(DecodeError::new(state_at, "unknown bits in mask, flags or reserved byte"));
     }
     if mask & (1 << state.code()) == 0 {
-        return Err(DecodeError::new(
-            state_at,
-            "the time of the current state is missing",
-        ));
+        return Err(DecodeError::new(state_at, "the time of the current state is missing"));
     }
     let priority = r.i64("priority")?;
     let order_seq = r.u64("order_seq")?;
@@ -162,34 +142,14 @@ fn decode_body<'a>(r: &mut ByteReader<'a>) -> Result<JobView<'a>, DecodeError> {
     for _ in 0..ntags {
         tags.push(r.str16("tag")?);
     }
-    let unique = if flags & FLAG_UNIQUE != 0 {
-        Some(r.str16("unique")?)
-    } else {
-        None
-    };
+    let unique = if flags & FLAG_UNIQUE != 0 { Some(r.str16("unique")?) } else { None };
     let doc_len = r.u32("document length")? as usize;
     let doc_at = r.pos();
     let doc = r.str(doc_len, "document")?;
     if !(doc.starts_with('{') && doc.ends_with('}')) {
-        return Err(DecodeError::new(
-            doc_at,
-            "the document is not a JSON object",
-        ));
+        return Err(DecodeError::new(doc_at, "the document is not a JSON object"));
     }
-    Ok(JobView {
-        key: JobKey {
-            project,
-            spider,
-            job,
-        },
-        state,
-        priority,
-        times,
-        order_seq,
-        tags,
-        unique,
-        doc,
-    })
+    Ok(JobView { key: JobKey { project, spider, job }, state, priority, times, order_seq, tags, unique, doc })
 }
 
 /// Decode every record of a jobs payload that holds `count` records.
@@ -197,16 +157,12 @@ pub fn decode_jobs(payload: &[u8], count: u32) -> Result<Vec<(usize, JobView<'_>
     let mut out = Vec::with_capacity(count as usize);
     let mut pos = 0;
     for _ in 0..count {
-        let (view, used) =
-            decode_job(&payload[pos..]).map_err(|e| DecodeError::new(pos + e.offset, e.what))?;
+        let (view, used) = decode_job(&payload[pos..]).map_err(|e| DecodeError::new(pos + e.offset, e.what))?;
         out.push((pos, view));
         pos += used;
     }
     if pos != payload.len() {
-        return Err(DecodeError::new(
-            pos,
-            "bytes left over after the last record",
-        ));
+        return Err(DecodeError::new(pos, "bytes left over after the last record"));
     }
     Ok(out)
 }
@@ -234,20 +190,12 @@ pub fn decode_spider(payload: &[u8]) -> Result<SpiderEntry, DecodeError> {
     let spider = r.u32("spider")?;
     let name = r.str16("spider name")?.to_string();
     if r.remaining() != 0 {
-        return Err(DecodeError::new(
-            r.pos(),
-            "bytes left over after the spider",
-        ));
+        return Err(DecodeError::new(r.pos(), "bytes left over after the spider"));
     }
     if project == 0 || spider == 0 || name.is_empty() {
         return Err(DecodeError::new(0, "zero id or empty spider name"));
     }
-    Ok(SpiderEntry {
-        project,
-        spider,
-        next_job: 0,
-        name,
-    })
+    Ok(SpiderEntry { project, spider, next_job: 0, name })
 }
 
 /// Catalog payload: u32 n, then n × (u32 project, u32 spider, u32 next_job, u16 len, name).
@@ -274,18 +222,10 @@ pub fn decode_catalog(payload: &[u8]) -> Result<Vec<SpiderEntry>, DecodeError> {
         if project == 0 || spider == 0 || next_job == 0 || name.is_empty() {
             return Err(DecodeError::new(at, "zero id or empty spider name"));
         }
-        out.push(SpiderEntry {
-            project,
-            spider,
-            next_job,
-            name,
-        });
+        out.push(SpiderEntry { project, spider, next_job, name });
     }
     if r.remaining() != 0 {
-        return Err(DecodeError::new(
-            r.pos(),
-            "bytes left over after the catalog",
-        ));
+        return Err(DecodeError::new(r.pos(), "bytes left over after the catalog"));
     }
     Ok(out)
 }
@@ -299,10 +239,7 @@ pub fn decode_commit(payload: &[u8]) -> Result<u64, DecodeError> {
     let mut r = ByteReader::new(payload);
     let seq = r.u64("transaction start")?;
     if r.remaining() != 0 {
-        return Err(DecodeError::new(
-            r.pos(),
-            "bytes left over after the commit",
-        ));
+        return Err(DecodeError::new(r.pos(), "bytes left over after the commit"));
     }
     Ok(seq)
 }
@@ -352,12 +289,7 @@ mod tests {
 
     #[test]
     fn catalog_round_trip() {
-        let e = vec![SpiderEntry {
-            project: 1,
-            spider: 2,
-            next_job: 3,
-            name: "s".into(),
-        }];
+        let e = vec![SpiderEntry { project: 1, spider: 2, next_job: 3, name: "s".into() }];
         let mut buf = Vec::new();
         encode_catalog(&e, &mut buf);
         assert_eq!(decode_catalog(&buf).unwrap(), e);

@@ -42,11 +42,6 @@ impl Deref for MappedBytes {
 
 impl fmt::Debug for MappedBytes {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "MappedBytes({} bytes, mapped: {})",
-            self.len(),
-            self.is_mapped()
-        )
+        write!(f, "MappedBytes({} bytes, mapped: {})", self.len(), self.is_mapped())
     }
 }

@@ -30,12 +30,7 @@ pub enum CrashMode {
 }
 
 impl CrashMode {
-    pub const ALL: [CrashMode; 4] = [
-        CrashMode::Drop,
-        CrashMode::Cut,
-        CrashMode::Zero,
-        CrashMode::Garble,
-    ];
+    pub const ALL: [CrashMode; 4] = [CrashMode::Drop, CrashMode::Cut, CrashMode::Zero, CrashMode::Garble];
 }
 
 /// The error a fault injects.
@@ -136,10 +131,7 @@ fn err(kind: FaultKind) -> io::Error {
 }
 
 fn not_found(path: &Path) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::NotFound,
-        format!("{}: no such file", path.display()),
-    )
+    io::Error::new(io::ErrorKind::NotFound, format!("{}: no such file", path.display()))
 }
 
 impl State {
@@ -156,11 +148,7 @@ impl State {
         if let Some(fault) = self.fault {
             if n == fault.at {
                 if fault.sticky {
-                    self.failing = Some(if fault.kind == FaultKind::ShortWrite {
-                        FaultKind::Eio
-                    } else {
-                        fault.kind
-                    });
+                    self.failing = Some(if fault.kind == FaultKind::ShortWrite { FaultKind::Eio } else { fault.kind });
                 }
                 match fault.kind {
                     FaultKind::PowerCut => {
@@ -238,11 +226,7 @@ impl SimFs {
 
     /// The calls recorded since [`SimFs::record`].
     pub fn take_log(&self) -> Vec<FsOp> {
-        self.state
-            .lock()
-            .log
-            .replace(Vec::new())
-            .unwrap_or_default()
+        self.state.lock().log.replace(Vec::new()).unwrap_or_default()
     }
 
     /// Put a marker in the call log (no effect when not recording).
@@ -261,32 +245,16 @@ impl SimFs {
         s.generation += 1;
         s.names = s.durable.clone();
         // An entry survives only if every directory above it survived too.
-        let dirs: HashSet<PathBuf> = s
-            .names
-            .iter()
-            .filter(|(_, n)| **n == Node::Dir)
-            .map(|(p, _)| p.clone())
-            .collect();
+        let dirs: HashSet<PathBuf> = s.names.iter().filter(|(_, n)| **n == Node::Dir).map(|(p, _)| p.clone()).collect();
         s.names.retain(|p, _| {
-            p.ancestors()
-                .skip(1)
-                .all(|a| a.parent().is_none() || a.as_os_str().is_empty() || dirs.contains(a))
+            p.ancestors().skip(1).all(|a| a.parent().is_none() || a.as_os_str().is_empty() || dirs.contains(a))
         });
         s.locks.clear();
         s.dead = false;
         s.failing = None;
         s.fault = None;
-        let live: HashSet<u64> = s
-            .names
-            .values()
-            .filter_map(|n| {
-                if let Node::File(i) = n {
-                    Some(*i)
-                } else {
-                    None
-                }
-            })
-            .collect();
+        let live: HashSet<u64> =
+            s.names.values().filter_map(|n| if let Node::File(i) = n { Some(*i) } else { None }).collect();
         s.inodes.retain(|ino, _| live.contains(ino));
         let mut inos: Vec<u64> = s.inodes.keys().copied().collect();
         inos.sort_unstable();
@@ -375,9 +343,7 @@ impl std::fmt::Debug for SimFile {
 impl SimFile {
     fn check(&self, s: &State) -> io::Result<()> {
         if s.generation != self.generation {
-            return Err(io::Error::other(
-                "stale handle: opened before a simulated crash",
-            ));
+            return Err(io::Error::other("stale handle: opened before a simulated crash"));
         }
         Ok(())
     }
@@ -403,11 +369,7 @@ impl FsFile for SimFile {
         if !self.writable {
             return Err(io::Error::from_raw_os_error(9));
         }
-        let short = s.mutate(FsOp::Write {
-            path: self.path.clone(),
-            offset,
-            len: buf.len(),
-        })?;
+        let short = s.mutate(FsOp::Write { path: self.path.clone(), offset, len: buf.len() })?;
         let n = if short { buf.len() / 2 } else { buf.len() };
         let inode = s.inodes.get_mut(&self.ino).expect("open inode exists");
         let off = offset as usize;
@@ -475,10 +437,7 @@ impl FileSystem for SimFs {
         }
         let ino = match (s.names.get(path).copied(), mode) {
             (Some(Node::File(_)), OpenMode::CreateNew) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::AlreadyExists,
-                    path.display().to_string(),
-                ))
+                return Err(io::Error::new(io::ErrorKind::AlreadyExists, path.display().to_string()))
             }
             (Some(Node::File(ino)), _) => ino,
             (Some(Node::Dir), _) => return Err(io::Error::other("is a directory")),
@@ -522,20 +481,14 @@ impl FileSystem for SimFs {
     fn create_dir(&self, path: &Path) -> io::Result<()> {
         let mut s = self.state.lock();
         if s.names.contains_key(path) {
-            return Err(io::Error::new(
-                io::ErrorKind::AlreadyExists,
-                path.display().to_string(),
-            ));
+            return Err(io::Error::new(io::ErrorKind::AlreadyExists, path.display().to_string()));
         }
         if !s.parent_exists(path) {
             return Err(not_found(path));
         }
         s.mutate(FsOp::CreateDir(path.to_path_buf()))?;
         s.names.insert(path.to_path_buf(), Node::Dir);
-        if path
-            .parent()
-            .is_none_or(|p| p.as_os_str().is_empty() || p == Path::new("/"))
-        {
+        if path.parent().is_none_or(|p| p.as_os_str().is_empty() || p == Path::new("/")) {
             s.durable.insert(path.to_path_buf(), Node::Dir);
         }
         Ok(())
@@ -581,12 +534,8 @@ impl FileSystem for SimFs {
             return Err(not_found(path));
         }
         s.mutate(FsOp::SyncDir(path.to_path_buf()))?;
-        let current: Vec<(PathBuf, Node)> = s
-            .names
-            .iter()
-            .filter(|(p, _)| p.parent() == Some(path))
-            .map(|(p, n)| (p.clone(), *n))
-            .collect();
+        let current: Vec<(PathBuf, Node)> =
+            s.names.iter().filter(|(p, _)| p.parent() == Some(path)).map(|(p, n)| (p.clone(), *n)).collect();
         s.durable.retain(|p, _| p.parent() != Some(path));
         for (p, n) in current {
             s.durable.insert(p, n);
@@ -612,11 +561,7 @@ impl FileSystem for SimFs {
         if !s.locks.insert(path.to_path_buf()) {
             return Err(io::ErrorKind::WouldBlock.into());
         }
-        Ok(Box::new(SimLock {
-            state: self.state.clone(),
-            path: path.to_path_buf(),
-            generation: s.generation,
-        }))
+        Ok(Box::new(SimLock { state: self.state.clone(), path: path.to_path_buf(), generation: s.generation }))
     }
 
     fn map(&self, path: &Path) -> io::Result<MappedBytes> {

@@ -66,16 +66,9 @@ fn pad8(out: &mut Vec<u8>) {
 /// Build the bytes of an index file. `docs` holds at most one version per key
 /// (the caller keeps the newest); any order.
 pub fn build(mut docs: Vec<DocEntry>, meta: SegmentMeta, catalog: &[SpiderEntry]) -> Vec<u8> {
-    docs.sort_unstable_by(|a, b| {
-        a.project
-            .cmp(&b.project)
-            .then(b.order_key().cmp(&a.order_key()))
-    });
+    docs.sort_unstable_by(|a, b| a.project.cmp(&b.project).then(b.order_key().cmp(&a.order_key())));
     let mut out = Vec::with_capacity(64 + docs.len() * 64);
-    let meta = SegmentMeta {
-        docs: docs.len() as u64,
-        ..meta
-    };
+    let meta = SegmentMeta { docs: docs.len() as u64, ..meta };
     out.extend_from_slice(&format::encode_header(&meta));
     let mut dir = Vec::new();
     let mut i = 0;
@@ -112,12 +105,7 @@ pub fn build(mut docs: Vec<DocEntry>, meta: SegmentMeta, catalog: &[SpiderEntry]
         out.write_u32::<LE>(0).unwrap();
     }
     let dir_len = out.len() as u64 - dir_offset;
-    let footer = Footer {
-        dir_offset,
-        dir_len,
-        catalog_offset,
-        catalog_len,
-    };
+    let footer = Footer { dir_offset, dir_len, catalog_offset, catalog_len };
     let header = out[..format::HEADER_LEN].to_vec();
     let cat = out[catalog_offset as usize..(catalog_offset + catalog_len) as usize].to_vec();
     let dir_bytes = out[dir_offset as usize..].to_vec();
@@ -157,18 +145,9 @@ fn build_section(project: u32, docs: &[DocEntry], out: &mut Vec<u8>) {
     let mut terms: HashMap<Term<'_>, Vec<u32>> = HashMap::new();
     for (doc, d) in docs.iter().enumerate() {
         let doc = doc as u32;
-        terms
-            .entry(Term::State(d.state.code()))
-            .or_default()
-            .push(doc);
-        terms
-            .entry(Term::Spider((d.local >> 32) as u32))
-            .or_default()
-            .push(doc);
-        terms
-            .entry(Term::Priority(d.priority))
-            .or_default()
-            .push(doc);
+        terms.entry(Term::State(d.state.code())).or_default().push(doc);
+        terms.entry(Term::Spider((d.local >> 32) as u32)).or_default().push(doc);
+        terms.entry(Term::Priority(d.priority)).or_default().push(doc);
         for t in d.tags.iter() {
             let list = terms.entry(Term::Tag(t)).or_default();
             if list.last() != Some(&doc) {
@@ -179,8 +158,7 @@ fn build_section(project: u32, docs: &[DocEntry], out: &mut Vec<u8>) {
             terms.entry(Term::Unique(u)).or_default().push(doc);
         }
     }
-    let mut terms: Vec<((u8, Vec<u8>), Vec<u32>)> =
-        terms.into_iter().map(|(t, d)| (t.encode(), d)).collect();
+    let mut terms: Vec<((u8, Vec<u8>), Vec<u32>)> = terms.into_iter().map(|(t, d)| (t.encode(), d)).collect();
     terms.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     let dict_at = (out.len() - start) as u64;
     let blob_len: usize = terms.iter().map(|((_, t), _)| t.len()).sum();
@@ -208,10 +186,7 @@ fn build_section(project: u32, docs: &[DocEntry], out: &mut Vec<u8>) {
     h[0..4].copy_from_slice(&project.to_le_bytes());
     h[4..8].copy_from_slice(&(n as u32).to_le_bytes());
     h[8..12].copy_from_slice(&(terms.len() as u32).to_le_bytes());
-    for (k, v) in [ts_at, seq_at, key_at, loc_at, sorted_at, by_key_at, dict_at]
-        .iter()
-        .enumerate()
-    {
+    for (k, v) in [ts_at, seq_at, key_at, loc_at, sorted_at, by_key_at, dict_at].iter().enumerate() {
         h[16 + k * 8..24 + k * 8].copy_from_slice(&v.to_le_bytes());
     }
 }

@@ -171,9 +171,7 @@ impl DocSet for DeadCursor<'_> {
     }
     fn next_block(&self, b: u32) -> Option<u32> {
         let first = b as usize * CHUNKS_PER_BLOCK;
-        (first..self.set.chunks.len())
-            .find(|c| self.set.chunks[*c].is_some())
-            .map(|c| (c / CHUNKS_PER_BLOCK) as u32)
+        (first..self.set.chunks.len()).find(|c| self.set.chunks[*c].is_some()).map(|c| (c / CHUNKS_PER_BLOCK) as u32)
     }
 }
 
@@ -199,9 +197,6 @@ mod tests {
         assert_eq!(c.advance(), 70_001);
         assert_eq!(c.advance(), 200_000);
         assert_eq!(c.advance(), TERMINATED);
-        assert_eq!(
-            crate::query::docset::count_in(&mut a.cursor(), 0, u32::MAX),
-            6
-        );
+        assert_eq!(crate::query::docset::count_in(&mut a.cursor(), 0, u32::MAX), 6);
     }
 }

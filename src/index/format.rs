@@ -67,10 +67,7 @@ pub fn parse_name(name: &str) -> Option<(u64, u64)> {
     if lo.len() != 16 || hi.len() != 16 {
         return None;
     }
-    Some((
-        u64::from_str_radix(lo, 16).ok()?,
-        u64::from_str_radix(hi, 16).ok()?,
-    ))
+    Some((u64::from_str_radix(lo, 16).ok()?, u64::from_str_radix(hi, 16).ok()?))
 }
 
 pub fn encode_header(m: &SegmentMeta) -> [u8; HEADER_LEN] {
@@ -92,9 +89,7 @@ pub fn decode_header(b: &[u8]) -> Result<SegmentMeta, String> {
     }
     let version = LE::read_u32(&b[8..12]);
     if version != VERSION || LE::read_u32(&b[12..16]) != 0 {
-        return Err(format!(
-            "index format version {version}; this build reads version {VERSION}"
-        ));
+        return Err(format!("index format version {version}; this build reads version {VERSION}"));
     }
     let m = SegmentMeta {
         generation: LE::read_u64(&b[16..24]),

@@ -33,20 +33,12 @@ pub fn encode(docs: &[DocId], out: &mut Vec<u8>) {
     out.write_u32::<LE>(groups.len() as u32).unwrap();
     let mut data_at = 8 + groups.len() * ENTRY;
     for (hi, g) in &groups {
-        let kind = if g.len() as u32 > ARRAY_MAX {
-            BITMAP
-        } else {
-            ARRAY
-        };
+        let kind = if g.len() as u32 > ARRAY_MAX { BITMAP } else { ARRAY };
         out.write_u16::<LE>(*hi).unwrap();
         out.write_u16::<LE>(kind).unwrap();
         out.write_u32::<LE>(g.len() as u32).unwrap();
         out.write_u32::<LE>(data_at as u32).unwrap();
-        data_at += if kind == BITMAP {
-            BLOCK_WORDS * 8
-        } else {
-            g.len() * 2
-        };
+        data_at += if kind == BITMAP { BLOCK_WORDS * 8 } else { g.len() * 2 };
     }
     for (_, g) in &groups {
         if g.len() as u32 > ARRAY_MAX {
@@ -75,9 +67,7 @@ pub fn validate(bytes: &[u8], max_doc: u32) -> Result<usize, String> {
     }
     let card = LE::read_u32(&bytes[0..4]);
     let n = LE::read_u32(&bytes[4..8]) as usize;
-    let dir_end = 8usize
-        .checked_add(n.checked_mul(ENTRY).ok_or("container count overflows")?)
-        .ok_or("overflow")?;
+    let dir_end = 8usize.checked_add(n.checked_mul(ENTRY).ok_or("container count overflows")?).ok_or("overflow")?;
     if dir_end > bytes.len() {
         return Err("posting directory runs past the section".into());
     }
@@ -102,9 +92,7 @@ pub fn validate(bytes: &[u8], max_doc: u32) -> Result<usize, String> {
             BITMAP if c > ARRAY_MAX => BLOCK_WORDS * 8,
             _ => return Err("unknown posting container kind".into()),
         };
-        let data = bytes
-            .get(at..at + len)
-            .ok_or("posting container runs past the section")?;
+        let data = bytes.get(at..at + len).ok_or("posting container runs past the section")?;
         let base = u64::from(block) << 16;
         if kind == ARRAY {
             let mut prev = -1i64;
@@ -151,11 +139,7 @@ pub struct Posting<'a> {
 
 impl<'a> Posting<'a> {
     pub fn new(bytes: &'a [u8]) -> Posting<'a> {
-        Posting {
-            bytes,
-            card: LE::read_u32(&bytes[0..4]),
-            n: LE::read_u32(&bytes[4..8]) as usize,
-        }
+        Posting { bytes, card: LE::read_u32(&bytes[0..4]), n: LE::read_u32(&bytes[4..8]) as usize }
     }
 
     pub fn len(&self) -> u32 {
@@ -215,12 +199,7 @@ impl<'a> Posting<'a> {
     }
 
     pub fn cursor(&self) -> PostingCursor<'a> {
-        let mut c = PostingCursor {
-            p: *self,
-            ci: 0,
-            pos: 0,
-            doc: TERMINATED,
-        };
+        let mut c = PostingCursor { p: *self, ci: 0, pos: 0, doc: TERMINATED };
         c.settle_from(0, 0);
         c
     }
@@ -295,11 +274,7 @@ impl DocSet for PostingCursor<'_> {
         }
         let tb = target >> 16;
         let (block, ..) = self.p.entry(self.ci);
-        let ci = if block >= tb {
-            self.ci
-        } else {
-            self.ci + self.p.container_from_after(self.ci, tb)
-        };
+        let ci = if block >= tb { self.ci } else { self.ci + self.p.container_from_after(self.ci, tb) };
         if ci >= self.p.n {
             self.ci = self.p.n;
             self.doc = TERMINATED;
@@ -395,10 +370,7 @@ mod tests {
         let p = Posting::new(&bytes);
         assert_eq!(p.docs(), docs);
         assert_eq!(count_in(&mut p.cursor(), 0, u32::MAX), docs.len() as u64);
-        for t in [
-            0, 1, 2, 3, 29_998, 29_999, 30_000, 65_535, 65_536, 399_999, 400_000, 5_000_000,
-            5_000_001,
-        ] {
+        for t in [0, 1, 2, 3, 29_998, 29_999, 30_000, 65_535, 65_536, 399_999, 400_000, 5_000_000, 5_000_001] {
             let mut c = p.cursor();
             let want = docs.iter().copied().find(|d| *d >= t).unwrap_or(TERMINATED);
             assert_eq!(c.seek(t), want, "seek {t}");
@@ -406,10 +378,7 @@ mod tests {
         }
         let mut blk = new_block();
         p.cursor().fill_block(0, &mut blk);
-        assert_eq!(
-            blk.iter().map(|w| w.count_ones()).sum::<u32>(),
-            docs.iter().filter(|d| **d < 65536).count() as u32
-        );
+        assert_eq!(blk.iter().map(|w| w.count_ones()).sum::<u32>(), docs.iter().filter(|d| **d < 65536).count() as u32);
     }
 
     #[test]

@@ -5,9 +5,7 @@ use std::path::{Path, PathBuf};
 
 use byteorder::{ByteOrder, LittleEndian as LE};
 
-use super::format::{
-    self, field, DirEntry, SegmentMeta, FOOTER_LEN, HEADER_LEN, SECTION_HEADER, TERM_ENTRY,
-};
+use super::format::{self, field, DirEntry, SegmentMeta, FOOTER_LEN, HEADER_LEN, SECTION_HEADER, TERM_ENTRY};
 use super::posting::{self, Posting};
 use crate::codec::frame::checksum;
 use crate::codec::record::{decode_catalog, SpiderEntry};
@@ -49,34 +47,24 @@ impl IndexSegment {
         let bad = |offset: usize, what: String| Error::corrupt(path, offset as u64, what);
         let b: &[u8] = &bytes;
         if b.len() < HEADER_LEN + FOOTER_LEN {
-            return Err(bad(
-                0,
-                format!("index file is {} bytes, too short", b.len()),
-            ));
+            return Err(bad(0, format!("index file is {} bytes, too short", b.len())));
         }
         let f = &b[b.len() - FOOTER_LEN..];
         let foot_at = b.len() - FOOTER_LEN;
         if &f[40..48] != format::MAGIC {
-            return Err(bad(
-                foot_at + 40,
-                "bad footer magic (truncated or not an index file)".into(),
-            ));
+            return Err(bad(foot_at + 40, "bad footer magic (truncated or not an index file)".into()));
         }
         let version = LE::read_u32(&f[32..36]);
         if version != format::VERSION {
             return Err(Error::Unsupported {
                 path: path.to_path_buf(),
-                what: format!(
-                    "index format version {version}; this build reads {}",
-                    format::VERSION
-                ),
+                what: format!("index format version {version}; this build reads {}", format::VERSION),
             });
         }
         let (dir_off, dir_len) = (LE::read_u64(&f[0..8]), LE::read_u64(&f[8..16]));
         let (cat_off, cat_len) = (LE::read_u64(&f[16..24]), LE::read_u64(&f[24..32]));
-        let within = |off: u64, len: u64| {
-            off >= HEADER_LEN as u64 && off.checked_add(len).is_some_and(|e| e <= foot_at as u64)
-        };
+        let within =
+            |off: u64, len: u64| off >= HEADER_LEN as u64 && off.checked_add(len).is_some_and(|e| e <= foot_at as u64);
         if !within(dir_off, dir_len) || !within(cat_off, cat_len) {
             return Err(bad(foot_at, "footer offsets point outside the file".into()));
         }
@@ -88,30 +76,20 @@ impl IndexSegment {
         }
         let meta = format::decode_header(b).map_err(|e| bad(0, e))?;
         decode_catalog(cat_bytes).map_err(|e| bad(cat_off as usize + e.offset, e.what))?;
-        let dir = decode_dir(dir_bytes, dir_off as usize, cat_off as usize)
-            .map_err(|(o, e)| bad(o, e))?;
+        let dir = decode_dir(dir_bytes, dir_off as usize, cat_off as usize).map_err(|(o, e)| bad(o, e))?;
         let mut sections = Vec::with_capacity(dir.len());
         let mut total = 0u64;
         for d in &dir {
             let s = &b[d.offset as usize..(d.offset + d.len) as usize];
             if checksum(&[s]) != d.crc {
-                return Err(bad(
-                    d.offset as usize,
-                    format!("section of project {} fails its checksum", d.project),
-                ));
+                return Err(bad(d.offset as usize, format!("section of project {} fails its checksum", d.project)));
             }
             let info = check_section(s, d).map_err(|(o, e)| bad(d.offset as usize + o, e))?;
-            sections.push(SectionInfo {
-                start: d.offset as usize,
-                ..info
-            });
+            sections.push(SectionInfo { start: d.offset as usize, ..info });
             total += u64::from(d.docs);
         }
         if total != meta.docs {
-            return Err(bad(
-                56,
-                "header doc count does not match the sections".into(),
-            ));
+            return Err(bad(56, "header doc count does not match the sections".into()));
         }
         Ok(IndexSegment {
             path: path.to_path_buf(),
@@ -150,17 +128,9 @@ impl IndexSegment {
     /// the file this image was written to).
     pub fn with_bytes(&self, bytes: MappedBytes, path: &Path) -> Result<IndexSegment> {
         if bytes.len() != self.bytes.len() || checksum(&[&bytes]) != checksum(&[&self.bytes]) {
-            return Err(Error::corrupt(
-                path,
-                0,
-                "the written index differs from its image",
-            ));
+            return Err(Error::corrupt(path, 0, "the written index differs from its image"));
         }
-        Ok(IndexSegment {
-            bytes,
-            path: path.to_path_buf(),
-            ..self.clone_meta()
-        })
+        Ok(IndexSegment { bytes, path: path.to_path_buf(), ..self.clone_meta() })
     }
 
     fn clone_meta(&self) -> IndexSegment {
@@ -203,11 +173,7 @@ impl IndexSegment {
     }
 }
 
-fn decode_dir(
-    b: &[u8],
-    at: usize,
-    sections_end: usize,
-) -> std::result::Result<Vec<DirEntry>, (usize, String)> {
+fn decode_dir(b: &[u8], at: usize, sections_end: usize) -> std::result::Result<Vec<DirEntry>, (usize, String)> {
     if b.len() < 8 {
         return Err((at, "directory too short".into()));
     }
@@ -228,10 +194,7 @@ fn decode_dir(
         };
         let end = d.offset.checked_add(d.len);
         if d.offset < min_start || end.is_none_or(|e| e > sections_end as u64) || d.docs == 0 {
-            return Err((
-                at + 8 + i * 32,
-                "directory entry points outside the sections".into(),
-            ));
+            return Err((at + 8 + i * 32, "directory entry points outside the sections".into()));
         }
         if out.last().is_some_and(|p| p.project >= d.project) || d.project == 0 {
             return Err((at + 8 + i * 32, "directory not in project order".into()));
@@ -247,11 +210,7 @@ fn check_section(s: &[u8], d: &DirEntry) -> std::result::Result<SectionInfo, (us
     if s.len() < SECTION_HEADER {
         return Err((0, "section shorter than its header".into()));
     }
-    let (project, n, n_terms) = (
-        LE::read_u32(&s[0..4]),
-        LE::read_u32(&s[4..8]),
-        LE::read_u32(&s[8..12]),
-    );
+    let (project, n, n_terms) = (LE::read_u32(&s[0..4]), LE::read_u32(&s[4..8]), LE::read_u32(&s[8..12]));
     if project != d.project || n != d.docs {
         return Err((0, "section header disagrees with the directory".into()));
     }
@@ -259,64 +218,36 @@ fn check_section(s: &[u8], d: &DirEntry) -> std::result::Result<SectionInfo, (us
     let widths = [8u64, 8, 8, 8, 8, 4, 0];
     for (k, w) in widths.iter().enumerate() {
         let off = LE::read_u64(&s[16 + k * 8..24 + k * 8]);
-        let len = if k == DICT {
-            u64::from(n_terms) * TERM_ENTRY as u64
-        } else {
-            u64::from(n) * w
-        };
+        let len = if k == DICT { u64::from(n_terms) * TERM_ENTRY as u64 } else { u64::from(n) * w };
         if off < SECTION_HEADER as u64 || off.checked_add(len).is_none_or(|e| e > s.len() as u64) {
             return Err((16 + k * 8, "column runs outside the section".into()));
         }
         cols[k] = off as usize;
     }
-    let info = SectionInfo {
-        start: 0,
-        n,
-        n_terms,
-        cols,
-    };
-    let sec = Section {
-        b: s,
-        info,
-        project,
-    };
+    let info = SectionInfo { start: 0, n, n_terms, cols };
+    let sec = Section { b: s, info, project };
     for doc in 1..n {
         if (sec.ts(doc), sec.seq(doc)) >= (sec.ts(doc - 1), sec.seq(doc - 1)) {
-            return Err((
-                cols[TS] + doc as usize * 8,
-                "docs not in ts-descending order".into(),
-            ));
+            return Err((cols[TS] + doc as usize * 8, "docs not in ts-descending order".into()));
         }
     }
     for i in 0..n {
         if i > 0 && sec.sorted_key(i) <= sec.sorted_key(i - 1) {
-            return Err((
-                cols[SORTED] + i as usize * 8,
-                "key table not strictly ascending".into(),
-            ));
+            return Err((cols[SORTED] + i as usize * 8, "key table not strictly ascending".into()));
         }
         let doc = sec.by_key(i);
         if doc >= n || sec.local(doc) != sec.sorted_key(i) {
-            return Err((
-                cols[BY_KEY] + i as usize * 4,
-                "key table points at the wrong doc".into(),
-            ));
+            return Err((cols[BY_KEY] + i as usize * 4, "key table points at the wrong doc".into()));
         }
     }
     let blob = cols[DICT] + n_terms as usize * TERM_ENTRY;
     let mut prev: Option<(u8, &[u8])> = None;
     for t in 0..n_terms as usize {
         let e = &s[cols[DICT] + t * TERM_ENTRY..cols[DICT] + (t + 1) * TERM_ENTRY];
-        let (f, len, off, posting_at) = (
-            e[0],
-            usize::from(LE::read_u16(&e[2..4])),
-            LE::read_u32(&e[4..8]) as usize,
-            LE::read_u64(&e[8..16]),
-        );
+        let (f, len, off, posting_at) =
+            (e[0], usize::from(LE::read_u16(&e[2..4])), LE::read_u32(&e[4..8]) as usize, LE::read_u64(&e[8..16]));
         let at = cols[DICT] + t * TERM_ENTRY;
-        let term = s
-            .get(blob + off..blob + off + len)
-            .ok_or((at, "term runs outside the section".to_string()))?;
+        let term = s.get(blob + off..blob + off + len).ok_or((at, "term runs outside the section".to_string()))?;
         if !(field::STATE..=field::UNIQUE).contains(&f) || e[1] != 0 {
             return Err((at, "unknown term field".into()));
         }
@@ -441,16 +372,9 @@ impl<'a> Section<'a> {
     fn term_entry(&self, t: u32) -> (u8, &'a [u8], Posting<'a>) {
         let e = &self.b[self.info.cols[DICT] + t as usize * TERM_ENTRY..][..TERM_ENTRY];
         let blob = self.info.cols[DICT] + self.info.n_terms as usize * TERM_ENTRY;
-        let (len, off, at) = (
-            usize::from(LE::read_u16(&e[2..4])),
-            LE::read_u32(&e[4..8]) as usize,
-            LE::read_u64(&e[8..16]),
-        );
-        (
-            e[0],
-            &self.b[blob + off..blob + off + len],
-            Posting::new(&self.b[at as usize..]),
-        )
+        let (len, off, at) =
+            (usize::from(LE::read_u16(&e[2..4])), LE::read_u32(&e[4..8]) as usize, LE::read_u64(&e[8..16]));
+        (e[0], &self.b[blob + off..blob + off + len], Posting::new(&self.b[at as usize..]))
     }
 
     /// The posting list of a term.
@@ -470,10 +394,7 @@ impl<'a> Section<'a> {
 
     /// Every term of a field with its posting list, in term byte order.
     pub fn terms(&self, f: u8) -> impl Iterator<Item = (&'a [u8], Posting<'a>)> + '_ {
-        (0..self.info.n_terms)
-            .map(|t| self.term_entry(t))
-            .filter(move |(tf, ..)| *tf == f)
-            .map(|(_, t, p)| (t, p))
+        (0..self.info.n_terms).map(|t| self.term_entry(t)).filter(move |(tf, ..)| *tf == f).map(|(_, t, p)| (t, p))
     }
 
     pub fn state(&self, s: JobState) -> Option<Posting<'a>> {

@@ -22,10 +22,7 @@ impl LogPos {
     }
 
     pub fn unpack(v: u64) -> LogPos {
-        LogPos {
-            segment: (v >> 32) as u32,
-            offset: v & 0xFFFF_FFFF,
-        }
+        LogPos { segment: (v >> 32) as u32, offset: v & 0xFFFF_FFFF }
     }
 }
 

@@ -27,11 +27,7 @@ pub struct RecordReader {
 
 impl RecordReader {
     pub fn new(fs: Arc<dyn FileSystem>, dir: &Path) -> RecordReader {
-        RecordReader {
-            fs,
-            dir: dir.to_path_buf(),
-            files: RwLock::new(HashMap::new()),
-        }
+        RecordReader { fs, dir: dir.to_path_buf(), files: RwLock::new(HashMap::new()) }
     }
 
     fn file(&self, n: u32) -> Result<Arc<dyn FsFile>> {
@@ -39,10 +35,7 @@ impl RecordReader {
             return Ok(f.clone());
         }
         let path = self.dir.join(segment::file_name(n));
-        let f = self
-            .fs
-            .open(&path, OpenMode::Read)
-            .map_err(|e| Error::io("open", &path, e))?;
+        let f = self.fs.open(&path, OpenMode::Read).map_err(|e| Error::io("open", &path, e))?;
         self.files.write().insert(n, f.clone());
         Ok(f)
     }
@@ -58,15 +51,9 @@ impl RecordReader {
         let file = self.file(pos.segment)?;
         let path = || self.dir.join(segment::file_name(pos.segment));
         buf.resize(FIRST_READ, 0);
-        let n = file
-            .read_at(buf, pos.offset)
-            .map_err(|e| Error::io("read", path(), e))?;
+        let n = file.read_at(buf, pos.offset).map_err(|e| Error::io("read", path(), e))?;
         if n < 4 {
-            return Err(Error::corrupt(
-                path(),
-                pos.offset,
-                "record position past the end of the log",
-            ));
+            return Err(Error::corrupt(path(), pos.offset, "record position past the end of the log"));
         }
         let total = 4 + LE::read_u32(&buf[0..4]) as usize;
         if total > n {
@@ -84,11 +71,7 @@ impl RecordReader {
         self.read_raw(loc, &mut buf)?;
         let (view, _) = record::decode_job(&buf).map_err(|e| {
             let pos = LogPos::unpack(loc);
-            Error::corrupt(
-                self.dir.join(segment::file_name(pos.segment)),
-                pos.offset + e.offset as u64,
-                e.what,
-            )
+            Error::corrupt(self.dir.join(segment::file_name(pos.segment)), pos.offset + e.offset as u64, e.what)
         })?;
         Ok(view.to_job())
     }

@@ -57,9 +57,7 @@ pub struct Validated {
 fn open(fs: &dyn FileSystem, dir: &Path, n: u32) -> Result<(Arc<dyn FsFile>, std::path::PathBuf)> {
     let path = dir.join(segment::file_name(n));
     let mode = OpenMode::Read;
-    let file = fs
-        .open(&path, mode)
-        .map_err(|e| Error::io("open", &path, e))?;
+    let file = fs.open(&path, mode).map_err(|e| Error::io("open", &path, e))?;
     Ok((file, path))
 }
 
@@ -89,19 +87,10 @@ pub fn validate(
     policy: RecoveryPolicy,
     read_only: bool,
 ) -> Result<Validated> {
-    let segments: Vec<u32> = segment::list(fs, dir)?
-        .into_iter()
-        .filter(|n| *n >= start.segment)
-        .collect();
-    let last = *segments
-        .last()
-        .ok_or_else(|| Error::corrupt(dir, 0, "the log has no segment"))?;
+    let segments: Vec<u32> = segment::list(fs, dir)?.into_iter().filter(|n| *n >= start.segment).collect();
+    let last = *segments.last().ok_or_else(|| Error::corrupt(dir, 0, "the log has no segment"))?;
     if segments.first() != Some(&start.segment) {
-        return Err(Error::corrupt(
-            dir.join(segment::file_name(start.segment)),
-            0,
-            "log segment missing",
-        ));
+        return Err(Error::corrupt(dir.join(segment::file_name(start.segment)), 0, "log segment missing"));
     }
     let mut expected = start_seq;
     let mut end = start;
@@ -110,10 +99,7 @@ pub fn validate(
     let mut damage: Option<(LogPos, String, bool)> = None;
     'segments: for (i, &n) in segments.iter().enumerate() {
         if i > 0 && n != segments[i - 1] + 1 {
-            let at = LogPos {
-                segment: segments[i - 1] + 1,
-                offset: 0,
-            };
+            let at = LogPos { segment: segments[i - 1] + 1, offset: 0 };
             damage = Some((at, "a log segment is missing".into(), true));
             break;
         }
@@ -121,82 +107,42 @@ pub fn validate(
         let header = match segment::read_header(&*file, &path) {
             Ok(h) => h,
             Err(e) => {
-                damage = Some((
-                    LogPos {
-                        segment: n,
-                        offset: 0,
-                    },
-                    e.to_string(),
-                    true,
-                ));
+                damage = Some((LogPos { segment: n, offset: 0 }, e.to_string(), true));
                 break;
             }
         };
         if header.generation != generation || header.number != n {
-            let why = format!(
-                "segment header says generation {} number {}",
-                header.generation, header.number
-            );
-            damage = Some((
-                LogPos {
-                    segment: n,
-                    offset: 0,
-                },
-                why,
-                true,
-            ));
+            let why = format!("segment header says generation {} number {}", header.generation, header.number);
+            damage = Some((LogPos { segment: n, offset: 0 }, why, true));
             break;
         }
-        let from = if n == start.segment {
-            start.offset.max(HEADER_LEN)
-        } else {
-            HEADER_LEN
-        };
+        let from = if n == start.segment { start.offset.max(HEADER_LEN) } else { HEADER_LEN };
         if from == HEADER_LEN && header.first_seq != expected {
-            let why = format!(
-                "segment starts at sequence {}, expected {expected}",
-                header.first_seq
-            );
-            damage = Some((
-                LogPos {
-                    segment: n,
-                    offset: 0,
-                },
-                why,
-                true,
-            ));
+            let why = format!("segment starts at sequence {}, expected {expected}", header.first_seq);
+            damage = Some((LogPos { segment: n, offset: 0 }, why, true));
             break;
         }
-        end = LogPos {
-            segment: n,
-            offset: from,
-        };
+        end = LogPos { segment: n, offset: from };
         let mut sc = FrameScanner::new(file, &path, from)?;
         loop {
             let bad = match sc.next_step()? {
                 Step::End => continue 'segments,
-                Step::Frame {
-                    offset,
-                    header,
-                    payload,
-                } => match check_frame(&header, payload, expected, &mut txn, n, offset) {
-                    Ok(()) => {
-                        expected = header.last_seq() + 1;
-                        end.offset = offset + header.frame_len();
-                        frames += 1;
-                        continue;
+                Step::Frame { offset, header, payload } => {
+                    match check_frame(&header, payload, expected, &mut txn, n, offset) {
+                        Ok(()) => {
+                            expected = header.last_seq() + 1;
+                            end.offset = offset + header.frame_len();
+                            frames += 1;
+                            continue;
+                        }
+                        Err(why) => (offset, why),
                     }
-                    Err(why) => (offset, why),
-                },
+                }
                 Step::Bad { offset, reason } => (offset, reason),
             };
             let (offset, reason) = bad;
             let at = LogPos { segment: n, offset };
-            let durable = if n != last {
-                true
-            } else {
-                durable_evidence(&mut sc, offset + 1, expected)?.is_some()
-            };
+            let durable = if n != last { true } else { durable_evidence(&mut sc, offset + 1, expected)?.is_some() };
             damage = Some((at, reason, durable));
             break 'segments;
         }
@@ -208,27 +154,19 @@ pub fn validate(
             return Err(Error::corrupt(
                 path,
                 at.offset,
-                format!("{reason}; the log is damaged before its unsynced tail (open with the salvage policy to cut it)"),
+                format!(
+                    "{reason}; the log is damaged before its unsynced tail (open with the salvage policy to cut it)"
+                ),
             ));
         }
         let what = if durable { "corruption" } else { "torn tail" };
-        cut = Some(Cut {
-            at,
-            reason: format!("{what}: {reason}"),
-            bytes: 0,
-            lost_durable: durable,
-        });
+        cut = Some(Cut { at, reason: format!("{what}: {reason}"), bytes: 0, lost_durable: durable });
     }
     if let Some((at, seq)) = txn {
         // An import that never committed: its frames never counted.
         if cut.as_ref().is_none_or(|c| at < c.at) {
             let reason = "an import transaction without its commit".to_string();
-            cut = Some(Cut {
-                at,
-                reason,
-                bytes: 0,
-                lost_durable: false,
-            });
+            cut = Some(Cut { at, reason, bytes: 0, lost_durable: false });
             expected = seq;
         }
     }
@@ -238,20 +176,12 @@ pub fn validate(
             // A segment with a damaged header keeps nothing: cut back to the previous one.
             let prev = end.segment - 1;
             let (file, path) = open(fs, dir, prev)?;
-            end = LogPos {
-                segment: prev,
-                offset: file.len().map_err(|e| Error::io("stat", &path, e))?,
-            };
+            end = LogPos { segment: prev, offset: file.len().map_err(|e| Error::io("stat", &path, e))? };
         }
         c.at = end;
         c.bytes = apply_cut(fs, dir, end, last, read_only)?;
     }
-    Ok(Validated {
-        end,
-        next_seq: expected,
-        cut,
-        frames,
-    })
+    Ok(Validated { end, next_seq: expected, cut, frames })
 }
 
 fn check_frame(
@@ -263,10 +193,7 @@ fn check_frame(
     offset: u64,
 ) -> std::result::Result<(), String> {
     if h.first_seq != expected {
-        return Err(format!(
-            "frame starts at sequence {}, expected {expected}",
-            h.first_seq
-        ));
+        return Err(format!("frame starts at sequence {}, expected {expected}", h.first_seq));
     }
     match h.kind {
         FrameKind::Commit => {
@@ -281,22 +208,14 @@ fn check_frame(
                 *txn = Some((LogPos { segment, offset }, h.first_seq));
             }
         }
-        _ if txn.is_some() => {
-            return Err("a frame inside an import transaction lacks its flag".into())
-        }
+        _ if txn.is_some() => return Err("a frame inside an import transaction lacks its flag".into()),
         _ => {}
     }
     Ok(())
 }
 
 /// Remove everything from `at` on; returns the bytes removed.
-fn apply_cut(
-    fs: &dyn FileSystem,
-    dir: &Path,
-    at: LogPos,
-    last: u32,
-    read_only: bool,
-) -> Result<u64> {
+fn apply_cut(fs: &dyn FileSystem, dir: &Path, at: LogPos, last: u32, read_only: bool) -> Result<u64> {
     let mut bytes = 0;
     for n in (at.segment + 1)..=last {
         let path = dir.join(segment::file_name(n));
@@ -304,32 +223,22 @@ fn apply_cut(
             bytes += f.len().unwrap_or(0);
         }
         if !read_only {
-            fs.remove_file(&path)
-                .map_err(|e| Error::io("remove", &path, e))?;
+            fs.remove_file(&path).map_err(|e| Error::io("remove", &path, e))?;
         }
     }
     let path = dir.join(segment::file_name(at.segment));
-    let mode = if read_only {
-        OpenMode::Read
-    } else {
-        OpenMode::ReadWrite
-    };
-    let file = fs
-        .open(&path, mode)
-        .map_err(|e| Error::io("open", &path, e))?;
+    let mode = if read_only { OpenMode::Read } else { OpenMode::ReadWrite };
+    let file = fs.open(&path, mode).map_err(|e| Error::io("open", &path, e))?;
     let len = file.len().map_err(|e| Error::io("stat", &path, e))?;
     bytes += len.saturating_sub(at.offset);
     if !read_only {
         if len > at.offset {
-            file.set_len(at.offset)
-                .map_err(|e| Error::io("truncate", &path, e))?;
-            file.sync_data()
-                .map_err(|e| Error::io("fdatasync", &path, e))?;
+            file.set_len(at.offset).map_err(|e| Error::io("truncate", &path, e))?;
+            file.sync_data().map_err(|e| Error::io("fdatasync", &path, e))?;
         }
         if at.segment < last {
             // IMPORTANT: fsync folder, so removed segments stay removed.
-            fs.sync_dir(dir)
-                .map_err(|e| Error::io("fsync dir", dir, e))?;
+            fs.sync_dir(dir).map_err(|e| Error::io("fsync dir", dir, e))?;
         }
     }
     Ok(bytes)
@@ -352,25 +261,15 @@ pub fn replay(
 ) -> Result<()> {
     for n in from.segment..=to.segment {
         let (file, path) = open(fs, dir, n)?;
-        let start = if n == from.segment {
-            from.offset.max(HEADER_LEN)
-        } else {
-            HEADER_LEN
-        };
+        let start = if n == from.segment { from.offset.max(HEADER_LEN) } else { HEADER_LEN };
         let stop = if n == to.segment { to.offset } else { u64::MAX };
         let mut sc = FrameScanner::new(file, &path, start)?;
         while sc.pos() < stop {
             match sc.next_step()? {
                 Step::End => break,
-                Step::Frame {
-                    offset,
-                    header,
-                    payload,
-                } => f(FrameRef {
-                    pos: LogPos { segment: n, offset },
-                    header,
-                    payload,
-                })?,
+                Step::Frame { offset, header, payload } => {
+                    f(FrameRef { pos: LogPos { segment: n, offset }, header, payload })?
+                }
                 Step::Bad { offset, reason } => return Err(Error::corrupt(&path, offset, reason)),
             }
         }

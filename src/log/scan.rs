@@ -13,11 +13,7 @@ const WINDOW: usize = 4 << 20;
 #[derive(Debug)]
 pub enum Step<'a> {
     /// A whole frame whose checksum matches.
-    Frame {
-        offset: u64,
-        header: FrameHeader,
-        payload: &'a [u8],
-    },
+    Frame { offset: u64, header: FrameHeader, payload: &'a [u8] },
     /// The end of the file, exactly at a frame boundary.
     End,
     /// The bytes at `offset` are not a whole valid frame.
@@ -37,14 +33,7 @@ pub struct FrameScanner {
 impl FrameScanner {
     pub fn new(file: Arc<dyn FsFile>, path: &Path, start: u64) -> Result<FrameScanner> {
         let len = file.len().map_err(|e| Error::io("stat", path, e))?;
-        Ok(FrameScanner {
-            file,
-            path: path.to_path_buf(),
-            pos: start,
-            len,
-            buf: Vec::new(),
-            buf_start: 0,
-        })
+        Ok(FrameScanner { file, path: path.to_path_buf(), pos: start, len, buf: Vec::new(), buf_start: 0 })
     }
 
     /// Offset of the next frame to read.
@@ -63,8 +52,7 @@ impl FrameScanner {
 
     /// Bytes `[offset, offset + n)`, which must lie within the file.
     fn window(&mut self, offset: u64, n: usize) -> Result<&[u8]> {
-        let have =
-            offset >= self.buf_start && offset + n as u64 <= self.buf_start + self.buf.len() as u64;
+        let have = offset >= self.buf_start && offset + n as u64 <= self.buf_start + self.buf.len() as u64;
         if !have {
             let want = (n.max(WINDOW) as u64).min(self.len - offset) as usize;
             self.buf.resize(want, 0);
@@ -77,29 +65,17 @@ impl FrameScanner {
     }
 
     /// The valid frame at exactly `offset`, if there is one.
-    pub fn frame_at(
-        &mut self,
-        offset: u64,
-    ) -> Result<std::result::Result<(FrameHeader, &[u8]), String>> {
+    pub fn frame_at(&mut self, offset: u64) -> Result<std::result::Result<(FrameHeader, &[u8]), String>> {
         if offset + HEADER_LEN as u64 > self.len {
-            return Ok(Err(format!(
-                "{} bytes left, less than a frame header",
-                self.len.saturating_sub(offset)
-            )));
+            return Ok(Err(format!("{} bytes left, less than a frame header", self.len.saturating_sub(offset))));
         }
-        let h: [u8; HEADER_LEN] = self
-            .window(offset, HEADER_LEN)?
-            .try_into()
-            .expect("window has the asked length");
+        let h: [u8; HEADER_LEN] = self.window(offset, HEADER_LEN)?.try_into().expect("window has the asked length");
         let header = match frame::decode_header(&h) {
             Ok(hd) => hd,
             Err(why) => return Ok(Err(why.to_string())),
         };
         if offset + header.frame_len() > self.len {
-            return Ok(Err(format!(
-                "frame of {} bytes runs past the end of the file",
-                header.frame_len()
-            )));
+            return Ok(Err(format!("frame of {} bytes runs past the end of the file", header.frame_len())));
         }
         let whole = self.window(offset, header.frame_len() as usize)?;
         let payload = &whole[HEADER_LEN..];
@@ -119,11 +95,7 @@ impl FrameScanner {
             Ok((header, _)) => {
                 self.pos = offset + header.frame_len();
                 let at = (offset - self.buf_start) as usize + HEADER_LEN;
-                Ok(Step::Frame {
-                    offset,
-                    header,
-                    payload: &self.buf[at..at + header.len as usize],
-                })
+                Ok(Step::Frame { offset, header, payload: &self.buf[at..at + header.len as usize] })
             }
             Err(reason) => Ok(Step::Bad { offset, reason }),
         }

@@ -60,21 +60,13 @@ pub fn encode_header(h: &SegmentHeader) -> [u8; HEADER_LEN as usize] {
 
 pub fn decode_header(path: &Path, b: &[u8]) -> Result<SegmentHeader> {
     if b.len() < HEADER_LEN as usize {
-        return Err(Error::corrupt(
-            path,
-            0,
-            format!("segment header is {} bytes, expected 64", b.len()),
-        ));
+        return Err(Error::corrupt(path, 0, format!("segment header is {} bytes, expected 64", b.len())));
     }
     if checksum(&[&b[0..60]]) != LE::read_u32(&b[60..64]) {
         return Err(Error::corrupt(path, 60, "segment header checksum mismatch"));
     }
     if &b[0..8] != MAGIC {
-        return Err(Error::corrupt(
-            path,
-            0,
-            "not a jobq log segment (bad magic)",
-        ));
+        return Err(Error::corrupt(path, 0, "not a jobq log segment (bad magic)"));
     }
     let version = LE::read_u32(&b[8..12]);
     if version != VERSION {
@@ -95,29 +87,18 @@ pub fn read_header(file: &dyn FsFile, path: &Path) -> Result<SegmentHeader> {
     let mut b = [0u8; HEADER_LEN as usize];
     let len = file.len().map_err(|e| Error::io("stat", path, e))?;
     if len < HEADER_LEN {
-        return Err(Error::corrupt(
-            path,
-            0,
-            format!("segment is {len} bytes, shorter than its header"),
-        ));
+        return Err(Error::corrupt(path, 0, format!("segment is {len} bytes, shorter than its header")));
     }
     fs::read_exact_at(file, &mut b, 0).map_err(|e| Error::io("read", path, e))?;
     decode_header(path, &b)
 }
 
 /// Create a segment durably: temp file, header, fsync, rename, fsync directory.
-pub fn create(
-    fsys: &dyn FileSystem,
-    dir: &Path,
-    h: &SegmentHeader,
-) -> Result<(PathBuf, Arc<dyn FsFile>)> {
+pub fn create(fsys: &dyn FileSystem, dir: &Path, h: &SegmentHeader) -> Result<(PathBuf, Arc<dyn FsFile>)> {
     let name = file_name(h.number);
     let path = dir.join(&name);
-    fs::publish_file(fsys, dir, &name, &encode_header(h))
-        .map_err(|e| Error::io("create segment", &path, e))?;
-    let file = fsys
-        .open(&path, OpenMode::ReadWrite)
-        .map_err(|e| Error::io("open", &path, e))?;
+    fs::publish_file(fsys, dir, &name, &encode_header(h)).map_err(|e| Error::io("create segment", &path, e))?;
+    let file = fsys.open(&path, OpenMode::ReadWrite).map_err(|e| Error::io("open", &path, e))?;
     Ok((path, file))
 }
 

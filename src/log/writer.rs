@@ -42,11 +42,7 @@ impl LogWriter {
         first_seq: u64,
         segment_limit: u64,
     ) -> Result<LogWriter> {
-        let h = SegmentHeader {
-            number: 1,
-            generation,
-            first_seq,
-        };
+        let h = SegmentHeader { number: 1, generation, first_seq };
         let (path, file) = segment::create(&*fs, dir, &h)?;
         Ok(LogWriter {
             fs,
@@ -72,9 +68,7 @@ impl LogWriter {
         segment_limit: u64,
     ) -> Result<LogWriter> {
         let path = dir.join(segment::file_name(end.segment));
-        let file = fs
-            .open(&path, OpenMode::ReadWrite)
-            .map_err(|e| Error::io("open", &path, e))?;
+        let file = fs.open(&path, OpenMode::ReadWrite).map_err(|e| Error::io("open", &path, e))?;
         Ok(LogWriter {
             fs,
             dir: dir.to_path_buf(),
@@ -96,10 +90,7 @@ impl LogWriter {
 
     /// The position after the last frame written.
     pub fn end(&self) -> LogPos {
-        LogPos {
-            segment: self.segment,
-            offset: self.end,
-        }
+        LogPos { segment: self.segment, offset: self.end }
     }
 
     /// The segment being written and its path.
@@ -123,21 +114,9 @@ impl LogWriter {
         }
         let first_seq = self.next_seq;
         self.buf.clear();
-        frame::encode(
-            &mut self.buf,
-            kind,
-            flags,
-            first_seq,
-            count,
-            durable_seq,
-            payload,
-        );
-        fs::write_all_at(&*self.file, &self.buf, self.end)
-            .map_err(|e| Error::io("append to", &self.path, e))?;
-        let pos = LogPos {
-            segment: self.segment,
-            offset: self.end,
-        };
+        frame::encode(&mut self.buf, kind, flags, first_seq, count, durable_seq, payload);
+        fs::write_all_at(&*self.file, &self.buf, self.end).map_err(|e| Error::io("append to", &self.path, e))?;
+        let pos = LogPos { segment: self.segment, offset: self.end };
         self.end += frame_len;
         self.next_seq += u64::from(count);
         Ok(Appended { first_seq, pos })
@@ -145,19 +124,13 @@ impl LogWriter {
 
     /// fdatasync the tail segment.
     pub fn sync(&self) -> Result<()> {
-        self.file
-            .sync_data()
-            .map_err(|e| Error::io("fdatasync", &self.path, e))
+        self.file.sync_data().map_err(|e| Error::io("fdatasync", &self.path, e))
     }
 
     /// Seal the tail segment (fsync it) and start the next one.
     pub fn rotate(&mut self) -> Result<()> {
         self.sync()?;
-        let h = SegmentHeader {
-            number: self.segment + 1,
-            generation: self.generation,
-            first_seq: self.next_seq,
-        };
+        let h = SegmentHeader { number: self.segment + 1, generation: self.generation, first_seq: self.next_seq };
         let (path, file) = segment::create(&*self.fs, &self.dir, &h)?;
         self.segment = h.number;
         self.path = path;
@@ -172,24 +145,15 @@ impl LogWriter {
         if pos.segment != self.segment {
             for n in pos.segment + 1..=self.segment {
                 let p = self.dir.join(segment::file_name(n));
-                self.fs
-                    .remove_file(&p)
-                    .map_err(|e| Error::io("remove", &p, e))?;
+                self.fs.remove_file(&p).map_err(|e| Error::io("remove", &p, e))?;
             }
             // IMPORTANT: fsync folder, so removed segments stay removed.
-            self.fs
-                .sync_dir(&self.dir)
-                .map_err(|e| Error::io("fsync dir", &self.dir, e))?;
+            self.fs.sync_dir(&self.dir).map_err(|e| Error::io("fsync dir", &self.dir, e))?;
             self.segment = pos.segment;
             self.path = self.dir.join(segment::file_name(pos.segment));
-            self.file = self
-                .fs
-                .open(&self.path, OpenMode::ReadWrite)
-                .map_err(|e| Error::io("open", &self.path, e))?;
+            self.file = self.fs.open(&self.path, OpenMode::ReadWrite).map_err(|e| Error::io("open", &self.path, e))?;
         }
-        self.file
-            .set_len(pos.offset)
-            .map_err(|e| Error::io("truncate", &self.path, e))?;
+        self.file.set_len(pos.offset).map_err(|e| Error::io("truncate", &self.path, e))?;
         self.sync()?;
         self.end = pos.offset;
         self.next_seq = next_seq;

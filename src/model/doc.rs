@@ -43,11 +43,9 @@ impl<'de> Visitor<'de> for FieldsVisitor {
 /// place and its last value).
 pub fn parse_object(text: &str) -> Result<Vec<Field<'_>>, Error> {
     let mut de = serde_json::Deserializer::from_str(text);
-    let fields = (&mut de)
-        .deserialize_map(FieldsVisitor)
-        .map_err(|e| Error::input(format!("not a JSON object: {e}")))?;
-    de.end()
-        .map_err(|e| Error::input(format!("trailing characters after the JSON object: {e}")))?;
+    let fields =
+        (&mut de).deserialize_map(FieldsVisitor).map_err(|e| Error::input(format!("not a JSON object: {e}")))?;
+    de.end().map_err(|e| Error::input(format!("trailing characters after the JSON object: {e}")))?;
     Ok(fields)
 }
 
@@ -81,9 +79,7 @@ impl MetaDoc {
     /// Check and keep a JSON object text.
     pub fn parse(text: &str) -> Result<MetaDoc, Error> {
         let fields = parse_object(text)?;
-        Ok(MetaDoc::from_fields(
-            fields.iter().map(|(n, v)| (n.as_ref(), *v)),
-        ))
+        Ok(MetaDoc::from_fields(fields.iter().map(|(n, v)| (n.as_ref(), *v))))
     }
 
     /// Wrap text already known to be a valid object (decoded from a checked record).
@@ -106,22 +102,15 @@ impl MetaDoc {
 
     /// The raw value of one field.
     pub fn get(&self, name: &str) -> Option<&RawValue> {
-        self.fields()
-            .ok()?
-            .into_iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v)
+        self.fields().ok()?.into_iter().find(|(n, _)| n == name).map(|(_, v)| v)
     }
 
     /// A copy with `set` fields replaced or appended (in their order) and `remove`
     /// fields dropped.
     pub fn merged(&self, set: &[(&str, &RawValue)], remove: &[&str]) -> MetaDoc {
         let own = self.fields().unwrap_or_default();
-        let mut fields: Vec<(&str, &RawValue)> = own
-            .iter()
-            .map(|(n, v)| (n.as_ref(), *v))
-            .filter(|(n, _)| !remove.contains(n))
-            .collect();
+        let mut fields: Vec<(&str, &RawValue)> =
+            own.iter().map(|(n, v)| (n.as_ref(), *v)).filter(|(n, _)| !remove.contains(n)).collect();
         for (name, value) in set {
             match fields.iter_mut().find(|(n, _)| n == name) {
                 Some(slot) => slot.1 = value,
@@ -144,16 +133,14 @@ mod tests {
 
     #[test]
     fn keeps_order_and_exact_values() {
-        let text = r#"{"z":1,"a":{"x":[1, 2.50, 1e400]},"big":123456789012345678901234567890,"u":"\u00e9\ud83d\ude00"}"#;
+        let text =
+            r#"{"z":1,"a":{"x":[1, 2.50, 1e400]},"big":123456789012345678901234567890,"u":"\u00e9\ud83d\ude00"}"#;
         let doc = MetaDoc::parse(text).unwrap();
         assert_eq!(
             doc.as_str(),
             r#"{"z":1,"a":{"x":[1, 2.50, 1e400]},"big":123456789012345678901234567890,"u":"\u00e9\ud83d\ude00"}"#
         );
-        assert_eq!(
-            doc.get("big").unwrap().get(),
-            "123456789012345678901234567890"
-        );
+        assert_eq!(doc.get("big").unwrap().get(), "123456789012345678901234567890");
     }
 
     #[test]

@@ -5,12 +5,7 @@ use super::doc::write_json_str;
 use super::{JobKey, JobState, MetaDoc, Millis};
 
 /// Names of the per-state time fields, indexed by the state's code.
-pub const TIME_FIELDS: [&str; 4] = [
-    "pending_time",
-    "running_time",
-    "finished_time",
-    "deleted_time",
-];
+pub const TIME_FIELDS: [&str; 4] = ["pending_time", "running_time", "finished_time", "deleted_time"];
 
 /// One version of a job.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -21,10 +21,7 @@ pub struct SpiderKey {
 }
 
 fn parse_id(part: &str, input: &str) -> Result<u32, Error> {
-    let bad = |reason| Error::InvalidKey {
-        input: input.to_string(),
-        reason,
-    };
+    let bad = |reason| Error::InvalidKey { input: input.to_string(), reason };
     if part.is_empty() {
         return Err(bad("an empty component"));
     }
@@ -43,25 +40,17 @@ fn parse_id(part: &str, input: &str) -> Result<u32, Error> {
 
 /// Parse a positive id (a project id in a path, say).
 pub(crate) fn parse_positive(part: &str, what: &'static str) -> Result<u32, Error> {
-    parse_id(part, part)
-        .map_err(|_| Error::input(format!("{what} must be a positive integer, got {part:?}")))
+    parse_id(part, part).map_err(|_| Error::input(format!("{what} must be a positive integer, got {part:?}")))
 }
 
 impl JobKey {
     pub fn new(project: u32, spider: u32, job: u32) -> JobKey {
-        JobKey {
-            project,
-            spider,
-            job,
-        }
+        JobKey { project, spider, job }
     }
 
     /// The spider part of this key.
     pub fn spider_key(&self) -> SpiderKey {
-        SpiderKey {
-            project: self.project,
-            spider: self.spider,
-        }
+        SpiderKey { project: self.project, spider: self.spider }
     }
 
     /// `spider << 32 | job`: the key within its project, ordered like the key.
@@ -70,11 +59,7 @@ impl JobKey {
     }
 
     pub fn from_local(project: u32, local: u64) -> JobKey {
-        JobKey {
-            project,
-            spider: (local >> 32) as u32,
-            job: local as u32,
-        }
+        JobKey { project, spider: (local >> 32) as u32, job: local as u32 }
     }
 }
 
@@ -82,19 +67,10 @@ impl FromStr for JobKey {
     type Err = Error;
     fn from_str(s: &str) -> Result<JobKey, Error> {
         let mut parts = s.split('/');
-        let (Some(p), Some(sp), Some(j), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            return Err(Error::InvalidKey {
-                input: s.to_string(),
-                reason: "expected project/spider/job",
-            });
+        let (Some(p), Some(sp), Some(j), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+            return Err(Error::InvalidKey { input: s.to_string(), reason: "expected project/spider/job" });
         };
-        Ok(JobKey {
-            project: parse_id(p, s)?,
-            spider: parse_id(sp, s)?,
-            job: parse_id(j, s)?,
-        })
+        Ok(JobKey { project: parse_id(p, s)?, spider: parse_id(sp, s)?, job: parse_id(j, s)? })
     }
 }
 
@@ -109,15 +85,9 @@ impl FromStr for SpiderKey {
     fn from_str(s: &str) -> Result<SpiderKey, Error> {
         let mut parts = s.split('/');
         let (Some(p), Some(sp), None) = (parts.next(), parts.next(), parts.next()) else {
-            return Err(Error::InvalidKey {
-                input: s.to_string(),
-                reason: "expected project/spider",
-            });
+            return Err(Error::InvalidKey { input: s.to_string(), reason: "expected project/spider" });
         };
-        Ok(SpiderKey {
-            project: parse_id(p, s)?,
-            spider: parse_id(sp, s)?,
-        })
+        Ok(SpiderKey { project: parse_id(p, s)?, spider: parse_id(sp, s)? })
     }
 }
 

@@ -15,12 +15,7 @@ pub enum JobState {
 }
 
 impl JobState {
-    pub const ALL: [JobState; 4] = [
-        JobState::Pending,
-        JobState::Running,
-        JobState::Finished,
-        JobState::Deleted,
-    ];
+    pub const ALL: [JobState; 4] = [JobState::Pending, JobState::Running, JobState::Finished, JobState::Deleted];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -63,15 +58,9 @@ impl JobState {
 impl FromStr for JobState {
     type Err = Error;
     fn from_str(s: &str) -> Result<JobState, Error> {
-        JobState::ALL
-            .into_iter()
-            .find(|st| st.as_str() == s)
-            .ok_or_else(|| {
-                Error::field(
-                    "state",
-                    format!("unknown state {s:?} (expected pending, running, finished or deleted)"),
-                )
-            })
+        JobState::ALL.into_iter().find(|st| st.as_str() == s).ok_or_else(|| {
+            Error::field("state", format!("unknown state {s:?} (expected pending, running, finished or deleted)"))
+        })
     }
 }
 

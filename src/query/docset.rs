@@ -73,12 +73,8 @@ impl<T: DocSet + ?Sized> DocSet for Box<T> {
 /// Keep only bits of docs in `[lo, hi)` within block `b`.
 pub fn mask_block(b: u32, lo: DocId, hi: DocId, out: &mut Block) {
     let base = u64::from(b) << 16;
-    let lo = u64::from(lo)
-        .saturating_sub(base)
-        .min(u64::from(BLOCK_DOCS));
-    let hi = u64::from(hi)
-        .saturating_sub(base)
-        .min(u64::from(BLOCK_DOCS));
+    let lo = u64::from(lo).saturating_sub(base).min(u64::from(BLOCK_DOCS));
+    let hi = u64::from(hi).saturating_sub(base).min(u64::from(BLOCK_DOCS));
     if lo >= hi {
         out.fill(0);
         return;
@@ -87,11 +83,7 @@ pub fn mask_block(b: u32, lo: DocId, hi: DocId, out: &mut Block) {
     out[..lw].fill(0);
     out[lw] &= !0u64 << (lo % 64);
     if hw < BLOCK_WORDS {
-        out[hw] &= if hi % 64 == 0 {
-            0
-        } else {
-            !0u64 >> (64 - hi % 64)
-        };
+        out[hw] &= if hi % 64 == 0 { 0 } else { !0u64 >> (64 - hi % 64) };
         out[hw + 1..].fill(0);
     }
 }
@@ -120,12 +112,7 @@ pub fn select_in_block(block: &Block, mut n: u64) -> Option<u32> {
 
 /// The highest set bit of `block`, if any.
 pub fn last_in_block(block: &Block) -> Option<u32> {
-    block
-        .iter()
-        .enumerate()
-        .rev()
-        .find(|(_, w)| **w != 0)
-        .map(|(i, w)| i as u32 * 64 + 63 - w.leading_zeros())
+    block.iter().enumerate().rev().find(|(_, w)| **w != 0).map(|(i, w)| i as u32 * 64 + 63 - w.leading_zeros())
 }
 
 pub fn popcount(block: &Block) -> u64 {
@@ -242,11 +229,7 @@ impl DocSet for Range {
     }
     fn seek(&mut self, target: DocId) -> DocId {
         if self.cur != TERMINATED {
-            self.cur = if target.max(self.cur) < self.hi {
-                target.max(self.cur)
-            } else {
-                TERMINATED
-            };
+            self.cur = if target.max(self.cur) < self.hi { target.max(self.cur) } else { TERMINATED };
         }
         self.cur
     }

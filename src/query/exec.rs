@@ -50,21 +50,11 @@ impl<'a> Source<'a> {
         match self {
             Source::Section { set, sec, .. } => {
                 let d = set.doc();
-                Hit {
-                    local: sec.local(d),
-                    ts: sec.ts(d),
-                    seq: sec.seq(d),
-                    loc: sec.loc(d),
-                }
+                Hit { local: sec.local(d), ts: sec.ts(d), seq: sec.seq(d), loc: sec.loc(d) }
             }
             Source::Tail { entries, next } => {
                 let e = entries[*next];
-                Hit {
-                    local: e.local,
-                    ts: e.ts,
-                    seq: e.order_key().1,
-                    loc: e.loc,
-                }
+                Hit { local: e.local, ts: e.ts, seq: e.order_key().1, loc: e.loc }
             }
         }
     }
@@ -95,17 +85,8 @@ pub fn count(sources: &mut [Source<'_>]) -> u64 {
 /// The index of the source with the newest head, and the newest head of the others.
 fn leader(sources: &[Source<'_>]) -> Option<(usize, Option<(u64, u64)>)> {
     let heads: Vec<Option<(u64, u64)>> = sources.iter().map(Source::head).collect();
-    let (a, _) = heads
-        .iter()
-        .enumerate()
-        .filter_map(|(i, h)| h.map(|h| (i, h)))
-        .max_by_key(|(_, h)| *h)?;
-    let second = heads
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| *i != a)
-        .filter_map(|(_, h)| *h)
-        .max();
+    let (a, _) = heads.iter().enumerate().filter_map(|(i, h)| h.map(|h| (i, h))).max_by_key(|(_, h)| *h)?;
+    let second = heads.iter().enumerate().filter(|(i, _)| *i != a).filter_map(|(_, h)| *h).max();
     Some((a, second))
 }
 

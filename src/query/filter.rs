@@ -46,10 +46,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Limits {
-        Limits {
-            default_count: 1000,
-            max_count: 1000,
-        }
+        Limits { default_count: 1000, max_count: 1000 }
     }
 }
 
@@ -68,9 +65,7 @@ impl Filter {
 }
 
 fn number(name: &str, v: &str) -> Result<u64> {
-    v.trim()
-        .parse::<u64>()
-        .map_err(|_| Error::field(name, format!("must be a non-negative integer, got {v:?}")))
+    v.trim().parse::<u64>().map_err(|_| Error::field(name, format!("must be a non-negative integer, got {v:?}")))
 }
 
 /// Parse query parameters for `project`. `default_state` applies when no `state`
@@ -101,29 +96,20 @@ pub fn parse_query(
             "count" => count = Some(number("count", v)?),
             "start" => q.paging.start = number("start", v)?,
             "stop" => {
-                let k: JobKey = v
-                    .parse()
-                    .map_err(|e: Error| Error::field("stop", e.to_string()))?;
+                let k: JobKey = v.parse().map_err(|e: Error| Error::field("stop", e.to_string()))?;
                 q.paging.stop = (k.project == project).then_some(k);
             }
             "key" => {
-                let k: JobKey = v
-                    .parse()
-                    .map_err(|e: Error| Error::field("key", e.to_string()))?;
+                let k: JobKey = v.parse().map_err(|e: Error| Error::field("key", e.to_string()))?;
                 if k.project != project {
-                    return Err(Error::field(
-                        "key",
-                        format!("{k} belongs to project {}, not {project}", k.project),
-                    ));
+                    return Err(Error::field("key", format!("{k} belongs to project {}, not {project}", k.project)));
                 }
                 q.filter.keys.get_or_insert_with(Vec::new).push(k);
             }
-            "jobmeta" => q.jobmeta.get_or_insert_with(Vec::new).extend(
-                v.split(',')
-                    .map(str::trim)
-                    .filter(|f| !f.is_empty())
-                    .map(String::from),
-            ),
+            "jobmeta" => q
+                .jobmeta
+                .get_or_insert_with(Vec::new)
+                .extend(v.split(',').map(str::trim).filter(|f| !f.is_empty()).map(String::from)),
             _ => {}
         }
     }
@@ -139,21 +125,13 @@ mod tests {
     use super::*;
 
     fn p(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(a, b)| (a.to_string(), b.to_string()))
-            .collect()
+        pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
     }
 
     #[test]
     fn parses_and_defaults() {
         let q = parse_query(
-            &p(&[
-                ("has_tag", "a"),
-                ("has_tag", "b"),
-                ("count", "5000"),
-                ("stop", "53/1/2"),
-            ]),
+            &p(&[("has_tag", "a"), ("has_tag", "b"), ("count", "5000"), ("stop", "53/1/2")]),
             53,
             Some(JobState::Finished),
             Limits::default(),
@@ -186,10 +164,7 @@ mod tests {
             ("key", "54/1/1"),
             ("key", "a"),
         ] {
-            assert!(
-                parse_query(&p(&[bad]), 53, None, Limits::default()).is_err(),
-                "{bad:?}"
-            );
+            assert!(parse_query(&p(&[bad]), 53, None, Limits::default()).is_err(), "{bad:?}");
         }
     }
 }

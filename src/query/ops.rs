@@ -15,10 +15,7 @@ impl<'a> Intersection<'a> {
     pub fn new(mut children: Vec<Boxed<'a>>) -> Intersection<'a> {
         assert!(!children.is_empty(), "an intersection needs a child");
         children.sort_by_key(|c| c.cost());
-        let mut me = Intersection {
-            children,
-            scratch: new_block(),
-        };
+        let mut me = Intersection { children, scratch: new_block() };
         let first = me.children[0].doc();
         me.align(first);
         me
@@ -64,10 +61,7 @@ impl DocSet for Intersection<'_> {
         self.children[0].cost()
     }
     fn fill_block(&mut self, b: u32, out: &mut Block) {
-        let (first, rest) = self
-            .children
-            .split_first_mut()
-            .expect("an intersection has a child");
+        let (first, rest) = self.children.split_first_mut().expect("an intersection has a child");
         first.fill_block(b, out);
         for c in rest {
             if out.iter().all(|w| *w == 0) {
@@ -104,11 +98,7 @@ pub struct Union<'a> {
 impl<'a> Union<'a> {
     pub fn new(children: Vec<Boxed<'a>>) -> Union<'a> {
         let cur = children.iter().map(|c| c.doc()).min().unwrap_or(TERMINATED);
-        Union {
-            children,
-            cur,
-            scratch: new_block(),
-        }
+        Union { children, cur, scratch: new_block() }
     }
 }
 
@@ -163,11 +153,7 @@ pub struct Exclusion<'a> {
 
 impl<'a> Exclusion<'a> {
     pub fn new(include: Boxed<'a>, exclude: Boxed<'a>) -> Exclusion<'a> {
-        let mut me = Exclusion {
-            include,
-            exclude,
-            scratch: new_block(),
-        };
+        let mut me = Exclusion { include, exclude, scratch: new_block() };
         let d = me.include.doc();
         me.settle(d);
         me

@@ -41,12 +41,8 @@ impl Resolved<'_> {
             && f.startts.is_none_or(|t| e.ts >= t)
             && f.endts.is_none_or(|t| e.ts < t)
             && self.stop.is_none_or(|k| e.order_key() > k)
-            && (f.has_tags.is_empty()
-                || f.has_tags.iter().any(|t| e.tags.iter().any(|x| **x == **t)))
-            && !f
-                .lacks_tags
-                .iter()
-                .any(|t| e.tags.iter().any(|x| **x == **t))
+            && (f.has_tags.is_empty() || f.has_tags.iter().any(|t| e.tags.iter().any(|x| **x == **t)))
+            && !f.lacks_tags.iter().any(|t| e.tags.iter().any(|x| **x == **t))
     }
 
     /// The doc range of a section the time filters and `stop` leave.
@@ -62,11 +58,7 @@ impl Resolved<'_> {
 
     /// The cursor of the section's matching live docs with its range, or `None`
     /// when nothing can match.
-    pub fn plan<'a>(
-        &self,
-        sec: &Section<'a>,
-        dead: &'a DeadSet,
-    ) -> Option<(Boxed<'a>, DocId, DocId)> {
+    pub fn plan<'a>(&self, sec: &Section<'a>, dead: &'a DeadSet) -> Option<(Boxed<'a>, DocId, DocId)> {
         if self.nothing {
             return None;
         }
@@ -78,11 +70,7 @@ impl Resolved<'_> {
         let mut all: Vec<Boxed<'a>> = vec![Box::new(Range::new(lo, hi))];
         if let Some(states) = self.states() {
             all.push(any_of(
-                states
-                    .iter()
-                    .filter_map(|s| sec.state(*s))
-                    .map(|p| Box::new(p.cursor()) as Boxed<'a>)
-                    .collect(),
+                states.iter().filter_map(|s| sec.state(*s)).map(|p| Box::new(p.cursor()) as Boxed<'a>).collect(),
             )?);
         }
         if let Some(id) = self.spider {
@@ -90,24 +78,13 @@ impl Resolved<'_> {
         }
         if !f.has_tags.is_empty() {
             all.push(any_of(
-                f.has_tags
-                    .iter()
-                    .filter_map(|t| sec.tag(t))
-                    .map(|p| Box::new(p.cursor()) as Boxed<'a>)
-                    .collect(),
+                f.has_tags.iter().filter_map(|t| sec.tag(t)).map(|p| Box::new(p.cursor()) as Boxed<'a>).collect(),
             )?);
         }
-        let mut set: Boxed<'a> = if all.len() == 1 {
-            all.pop().expect("one child")
-        } else {
-            Box::new(Intersection::new(all))
-        };
-        let lacks: Vec<Boxed<'a>> = f
-            .lacks_tags
-            .iter()
-            .filter_map(|t| sec.tag(t))
-            .map(|p| Box::new(p.cursor()) as Boxed<'a>)
-            .collect();
+        let mut set: Boxed<'a> =
+            if all.len() == 1 { all.pop().expect("one child") } else { Box::new(Intersection::new(all)) };
+        let lacks: Vec<Boxed<'a>> =
+            f.lacks_tags.iter().filter_map(|t| sec.tag(t)).map(|p| Box::new(p.cursor()) as Boxed<'a>).collect();
         if let Some(l) = any_of(lacks) {
             set = Box::new(Exclusion::new(set, l));
         }

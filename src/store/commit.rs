@@ -44,10 +44,7 @@ impl Commit {
     pub fn new(version: Arc<Version>) -> Commit {
         Commit {
             durable: AtomicU64::new(version.seq),
-            state: Mutex::new(SyncState {
-                syncing: false,
-                pending: None,
-            }),
+            state: Mutex::new(SyncState { syncing: false, pending: None }),
             cv: Condvar::new(),
             poisoned: AtomicBool::new(false),
             cause: Mutex::new(None),
@@ -95,11 +92,7 @@ impl Commit {
 
     /// Record a write (called under the writer lock, after the append).
     pub fn written(&self, version: Arc<Version>, file: Arc<dyn FsFile>, path: PathBuf) {
-        self.state.lock().pending = Some(Pending {
-            version,
-            file,
-            path,
-        });
+        self.state.lock().pending = Some(Pending { version, file, path });
     }
 
     /// Make a version visible without waiting for durability (buffered mode, or a
@@ -137,9 +130,7 @@ impl Commit {
             let Some(p) = s.pending.take() else {
                 // Someone synced everything but `durable` lags: only after a poison.
                 self.check()?;
-                return Err(Error::Poisoned {
-                    cause: "a write was lost before its sync".into(),
-                });
+                return Err(Error::Poisoned { cause: "a write was lost before its sync".into() });
             };
             s.syncing = true;
             drop(s);

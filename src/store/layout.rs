@@ -23,9 +23,7 @@ pub fn gen_name(generation: u64) -> String {
 
 pub fn parse_gen_name(name: &str) -> Option<u64> {
     let hex = name.strip_prefix("gen-")?;
-    (hex.len() == 16)
-        .then(|| u64::from_str_radix(hex, 16).ok())
-        .flatten()
+    (hex.len() == 16).then(|| u64::from_str_radix(hex, 16).ok()).flatten()
 }
 
 pub fn gen_dir(dir: &Path, generation: u64) -> PathBuf {
@@ -45,10 +43,7 @@ pub fn encode_current(generation: u64) -> [u8; 32] {
 /// The live generation, or `None` for a directory without a store.
 pub fn read_current(fsys: &dyn FileSystem, dir: &Path) -> Result<Option<u64>> {
     let path = dir.join(CURRENT);
-    if !fsys
-        .exists(&path)
-        .map_err(|e| Error::io("stat", &path, e))?
-    {
+    if !fsys.exists(&path).map_err(|e| Error::io("stat", &path, e))? {
         return Ok(None);
     }
     let b = fs::read_all(fsys, &path).map_err(|e| Error::io("read", &path, e))?;
@@ -59,10 +54,7 @@ pub fn read_current(fsys: &dyn FileSystem, dir: &Path) -> Result<Option<u64>> {
         return Err(Error::corrupt(&path, 28, "CURRENT checksum mismatch"));
     }
     if LE::read_u32(&b[8..12]) != 1 {
-        return Err(Error::Unsupported {
-            path,
-            what: "CURRENT version".into(),
-        });
+        return Err(Error::Unsupported { path, what: "CURRENT version".into() });
     }
     Ok(Some(LE::read_u64(&b[16..24])))
 }

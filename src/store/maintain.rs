@@ -84,8 +84,7 @@ pub(crate) fn run(inner: &Inner) -> Result<()> {
 
 /// Publish the working version if readers may see all of it.
 fn publish_if_clean(inner: &Inner, w: &super::writer::Writer) {
-    if inner.opts.durability == Durability::Buffered || inner.commit.durable_seq() + 1 >= w.next_seq
-    {
+    if inner.opts.durability == Durability::Buffered || inner.commit.durable_seq() + 1 >= w.next_seq {
         inner.commit.publish_now(w.version());
     }
 }
@@ -99,8 +98,7 @@ fn write_file(inner: &Inner, seg: &IndexSegment) -> Result<IndexSegment> {
     let fsys = &*inner.opts.fs;
     let name = seg.meta().file_name();
     let path = inner.gen_dir.join(&name);
-    fs::publish_file(fsys, &inner.gen_dir, &name, seg.bytes())
-        .map_err(|e| Error::io("publish index", &path, e))?;
+    fs::publish_file(fsys, &inner.gen_dir, &name, seg.bytes()).map_err(|e| Error::io("publish index", &path, e))?;
     let bytes = fsys.map(&path).map_err(|e| Error::io("map", &path, e))?;
     seg.with_bytes(bytes, &path)
 }
@@ -109,10 +107,7 @@ fn persist_ready(inner: &Inner) -> Result<()> {
     loop {
         let next = {
             let w = inner.writer.lock();
-            w.segments
-                .iter()
-                .find(|s| !s.seg.is_mapped())
-                .map(|s| s.seg.clone())
+            w.segments.iter().find(|s| !s.seg.is_mapped()).map(|s| s.seg.clone())
         };
         let Some(seg) = next else { return Ok(()) };
         let mapped = Arc::new(write_file(inner, &seg)?);
@@ -171,30 +166,17 @@ fn merge_once(inner: &Inner) -> Result<bool> {
         }
     }
     let (first, last) = (inputs[0].seg.meta(), inputs[inputs.len() - 1].seg.meta());
-    let meta = SegmentMeta {
-        lo_seq: first.lo_seq,
-        docs: 0,
-        ..*last
-    };
+    let meta = SegmentMeta { lo_seq: first.lo_seq, docs: 0, ..*last };
     let path = inner.gen_dir.join(meta.file_name());
     let image = build::build(docs, meta, &inputs[inputs.len() - 1].seg.catalog());
-    let merged = write_file(
-        inner,
-        &IndexSegment::open(fs::MappedBytes::from_vec(image), &path)?,
-    )?;
+    let merged = write_file(inner, &IndexSegment::open(fs::MappedBytes::from_vec(image), &path)?)?;
     let merged = Arc::new(merged);
     {
         let mut w = inner.writer.lock();
-        let at = w
-            .segments
-            .iter()
-            .position(|s| Arc::ptr_eq(&s.seg, &inputs[0].seg) || same_file(&s.seg, &inputs[0].seg));
+        let at =
+            w.segments.iter().position(|s| Arc::ptr_eq(&s.seg, &inputs[0].seg) || same_file(&s.seg, &inputs[0].seg));
         let Some(at) = at.filter(|a| *a == range.start) else {
-            return Err(Error::corrupt(
-                &path,
-                0,
-                "index files changed under a merge",
-            ));
+            return Err(Error::corrupt(&path, 0, "index files changed under a merge"));
         };
         let mut slot = SegmentSlot::new(merged.clone());
         for (old, now) in inputs.iter().zip(&w.segments[at..at + inputs.len()]) {
@@ -222,34 +204,24 @@ fn sweep(inner: &Inner) -> Result<()> {
     let fsys = &*inner.opts.fs;
     let used: Vec<(u64, u64, bool)> = {
         let w = inner.writer.lock();
-        w.segments
-            .iter()
-            .map(|s| (s.seg.meta().lo_seq, s.seg.meta().hi_seq, s.seg.is_mapped()))
-            .collect()
+        w.segments.iter().map(|s| (s.seg.meta().lo_seq, s.seg.meta().hi_seq, s.seg.is_mapped())).collect()
     };
     let mut removed = false;
-    for name in fsys
-        .read_dir(&inner.gen_dir)
-        .map_err(|e| Error::io("list", &inner.gen_dir, e))?
-    {
+    for name in fsys.read_dir(&inner.gen_dir).map_err(|e| Error::io("list", &inner.gen_dir, e))? {
         let Some((lo, hi)) = format::parse_name(&name) else {
             continue;
         };
         let in_use = used.iter().any(|&(l, h, _)| (l, h) == (lo, hi));
-        let covered = used
-            .iter()
-            .any(|&(l, h, mapped)| mapped && l <= lo && hi <= h);
+        let covered = used.iter().any(|&(l, h, mapped)| mapped && l <= lo && hi <= h);
         if !in_use && covered {
             let p = inner.gen_dir.join(&name);
-            fsys.remove_file(&p)
-                .map_err(|e| Error::io("remove", &p, e))?;
+            fsys.remove_file(&p).map_err(|e| Error::io("remove", &p, e))?;
             removed = true;
         }
     }
     if removed {
         // IMPORTANT: fsync folder, so removed files stay removed.
-        fsys.sync_dir(&inner.gen_dir)
-            .map_err(|e| Error::io("fsync dir", &inner.gen_dir, e))?;
+        fsys.sync_dir(&inner.gen_dir).map_err(|e| Error::io("fsync dir", &inner.gen_dir, e))?;
     }
     Ok(())
 }

@@ -166,11 +166,7 @@ impl Store {
     }
 
     /// Run a write under the writer lock, then wait until it is durable.
-    fn write<T>(
-        &self,
-        actor: Option<&str>,
-        f: impl FnOnce(&mut Writer, &Ctx<'_>) -> Result<T>,
-    ) -> Result<T> {
+    fn write<T>(&self, actor: Option<&str>, f: impl FnOnce(&mut Writer, &Ctx<'_>) -> Result<T>) -> Result<T> {
         let inner = &*self.inner;
         if inner.opts.read_only {
             return Err(Error::ReadOnly);
@@ -180,11 +176,7 @@ impl Store {
             return Err(Error::Closed);
         }
         inner.commit.check()?;
-        let ctx = Ctx {
-            now: inner.opts.clock.now_ms(),
-            actor,
-            durable_seq: inner.commit.durable_seq(),
-        };
+        let ctx = Ctx { now: inner.opts.clock.now_ms(), actor, durable_seq: inner.commit.durable_seq() };
         let before = w.next_seq;
         let result = f(&mut w, &ctx);
         if w.next_seq == before {
@@ -233,32 +225,19 @@ impl Store {
     }
 
     /// Push jobs (one per spec) into `project`; one answer per spec, in order.
-    pub fn push(
-        &self,
-        project: u32,
-        specs: &[PushSpec],
-        actor: Option<&str>,
-    ) -> Result<Vec<PushResult>> {
+    pub fn push(&self, project: u32, specs: &[PushSpec], actor: Option<&str>) -> Result<Vec<PushResult>> {
         self.write(actor, |w, ctx| ops::push(w, project, specs, ctx))
     }
 
     /// Apply updates; answers `(key, previous state)` per job changed, in order.
-    pub fn update(
-        &self,
-        project: u32,
-        specs: &[UpdateSpec],
-        actor: Option<&str>,
-    ) -> Result<Vec<(JobKey, JobState)>> {
+    pub fn update(&self, project: u32, specs: &[UpdateSpec], actor: Option<&str>) -> Result<Vec<(JobKey, JobState)>> {
         for s in specs {
             let p = match s.target {
                 Target::Job(k) => k.project,
                 Target::Spider(k) => k.project,
             };
             if p != project {
-                return Err(Error::field(
-                    "key",
-                    format!("a key of project {p} in a request for project {project}"),
-                ));
+                return Err(Error::field("key", format!("a key of project {p} in a request for project {project}")));
             }
         }
         self.write(actor, |w, ctx| ops::update(w, specs, ctx))
@@ -266,12 +245,7 @@ impl Store {
 
     /// Start the next pending job of `project` (highest priority, then oldest),
     /// merging `changes` into it. `None` when nothing is pending.
-    pub fn start_next(
-        &self,
-        project: u32,
-        changes: &Changes,
-        actor: Option<&str>,
-    ) -> Result<Option<Job>> {
+    pub fn start_next(&self, project: u32, changes: &Changes, actor: Option<&str>) -> Result<Option<Job>> {
         self.write(actor, |w, ctx| ops::start_next(w, project, changes, ctx))
     }
 
@@ -279,10 +253,7 @@ impl Store {
     /// Returns how many were pending or running.
     pub fn cancel(&self, project: u32, keys: &[JobKey], actor: Option<&str>) -> Result<u64> {
         if let Some(k) = keys.iter().find(|k| k.project != project) {
-            return Err(Error::field(
-                "key",
-                format!("{k} is not a job of project {project}"),
-            ));
+            return Err(Error::field("key", format!("{k} is not a job of project {project}")));
         }
         self.write(actor, |w, ctx| ops::cancel(w, keys, ctx))
     }
@@ -298,16 +269,12 @@ impl Store {
             return Ok(self.snapshot().spider_id(project, name));
         }
         if name.is_empty() || name.len() > request::MAX_NAME {
-            return Err(Error::field(
-                "spider",
-                format!("a spider name is 1 to {} bytes", request::MAX_NAME),
-            ));
+            return Err(Error::field("spider", format!("a spider name is 1 to {} bytes", request::MAX_NAME)));
         }
         if let Some(id) = self.inner.writer.lock().catalog.id(project, name) {
             return Ok(Some(id));
         }
-        self.write(None, |w, ctx| w.spider_id(project, name, ctx.durable_seq))
-            .map(Some)
+        self.write(None, |w, ctx| w.spider_id(project, name, ctx.durable_seq)).map(Some)
     }
 
     /// Make every write so far durable (for the buffered mode).
@@ -376,10 +343,7 @@ impl Store {
 
     /// Statistics of the current snapshot and the store.
     pub fn stats(&self) -> StoreStats {
-        StoreStats {
-            snapshot: self.snapshot().stats(),
-            syncs: self.inner.commit.syncs.load(Ordering::Relaxed),
-        }
+        StoreStats { snapshot: self.snapshot().stats(), syncs: self.inner.commit.syncs.load(Ordering::Relaxed) }
     }
 }
 

@@ -89,9 +89,7 @@ pub(crate) fn open(dir: &Path, opts: &Options) -> Result<Opened> {
         match fs.lock(&dir.join(layout::LOCK)) {
             Ok(g) => Some(g),
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                return Err(Error::Locked {
-                    path: dir.to_path_buf(),
-                })
+                return Err(Error::Locked { path: dir.to_path_buf() })
             }
             Err(e) => return Err(Error::io("lock", dir.join(layout::LOCK), e)),
         }
@@ -115,53 +113,21 @@ pub(crate) fn open(dir: &Path, opts: &Options) -> Result<Opened> {
         clean_leftovers(fs, dir, &gen_dir, generation)?;
     }
     let log_first_seq = first_seq(fs, &gen_dir, generation)?;
-    let mut slots = choose_chain(
-        fs,
-        &gen_dir,
-        generation,
-        log_first_seq,
-        opts.read_only,
-        &mut report,
-    )?;
+    let mut slots = choose_chain(fs, &gen_dir, generation, log_first_seq, opts.read_only, &mut report)?;
     kill_superseded(&mut slots);
     let (start, start_seq, catalog) = match slots.last() {
-        Some(s) => (
-            s.seg.meta().log_end,
-            s.seg.meta().hi_seq + 1,
-            Catalog::from_entries(&s.seg.catalog()),
-        ),
-        None => (
-            LogPos {
-                segment: segment::list(fs, &gen_dir)?[0],
-                offset: HEADER_LEN,
-            },
-            log_first_seq,
-            Catalog::default(),
-        ),
+        Some(s) => (s.seg.meta().log_end, s.seg.meta().hi_seq + 1, Catalog::from_entries(&s.seg.catalog())),
+        None => {
+            (LogPos { segment: segment::list(fs, &gen_dir)?[0], offset: HEADER_LEN }, log_first_seq, Catalog::default())
+        }
     };
     report.replay_from = start;
     let last_frame = slots.last().map(|s| s.seg.meta().last_frame);
-    let v = recovery::validate(
-        fs,
-        &gen_dir,
-        generation,
-        start,
-        start_seq,
-        opts.recovery,
-        opts.read_only,
-    )?;
+    let v = recovery::validate(fs, &gen_dir, generation, start, start_seq, opts.recovery, opts.read_only)?;
     report.cut = v.cut.clone();
     let reader = Arc::new(RecordReader::new(opts.fs.clone(), &gen_dir));
-    let mut w = Writer::new(
-        start_seq,
-        generation,
-        gen_dir.clone(),
-        slots,
-        start_seq,
-        catalog,
-        reader,
-        opts.bulk_entries,
-    );
+    let mut w =
+        Writer::new(start_seq, generation, gen_dir.clone(), slots, start_seq, catalog, reader, opts.bulk_entries);
     w.last_frame = last_frame;
     w.replay_end = v.end;
     let mut frames = 0;
@@ -173,33 +139,16 @@ pub(crate) fn open(dir: &Path, opts: &Options) -> Result<Opened> {
     debug_assert_eq!(w.next_seq, v.next_seq);
     w.next_seq = v.next_seq;
     if !opts.read_only {
-        let log = LogWriter::resume(
-            opts.fs.clone(),
-            &gen_dir,
-            generation,
-            v.end,
-            v.next_seq,
-            opts.segment_bytes,
-        )?;
+        let log = LogWriter::resume(opts.fs.clone(), &gen_dir, generation, v.end, v.next_seq, opts.segment_bytes)?;
         // What a crashed process wrote may sit in the page cache only: make it
         // durable before anything (an index above all) is built on it.
         log.sync()?;
         w.log = Some(log);
     }
     w.freeze_at = opts.memtable_entries;
-    report.indexes = w
-        .segments
-        .iter()
-        .map(|s| s.seg.meta().file_name())
-        .collect();
+    report.indexes = w.segments.iter().map(|s| s.seg.meta().file_name()).collect();
     report.millis = started.elapsed().as_millis() as u64;
-    Ok(Opened {
-        lock,
-        generation,
-        gen_dir,
-        writer: w,
-        report,
-    })
+    Ok(Opened { lock, generation, gen_dir, writer: w, report })
 }
 
 /// Remove what interrupted work left: other generations, temp files.
@@ -226,22 +175,15 @@ fn clean_leftovers(fs: &dyn FileSystem, dir: &Path, gen_dir: &Path, generation: 
 
 fn first_seq(fs: &dyn FileSystem, gen_dir: &Path, generation: u64) -> Result<u64> {
     let segs = segment::list(fs, gen_dir)?;
-    let first = *segs
-        .first()
-        .ok_or_else(|| Error::corrupt(gen_dir, 0, "the log has no segment"))?;
+    let first = *segs.first().ok_or_else(|| Error::corrupt(gen_dir, 0, "the log has no segment"))?;
     let path = gen_dir.join(segment::file_name(first));
-    let f = fs
-        .open(&path, crate::fs::OpenMode::Read)
-        .map_err(io("open", &path))?;
+    let f = fs.open(&path, crate::fs::OpenMode::Read).map_err(io("open", &path))?;
     let h = segment::read_header(&*f, &path)?;
     if h.generation != generation {
         return Err(Error::corrupt(
             &path,
             16,
-            format!(
-                "segment of generation {}, expected {generation}",
-                h.generation
-            ),
+            format!("segment of generation {}, expected {generation}", h.generation),
         ));
     }
     Ok(h.first_seq)
@@ -257,11 +199,7 @@ fn matches_log(fs: &dyn FileSystem, gen_dir: &Path, m: &format::SegmentMeta) -> 
     Ok(match sc.frame_at(m.last_frame.offset)? {
         Ok((h, _)) => {
             h.last_seq() == m.hi_seq
-                && m.log_end
-                    == LogPos {
-                        segment: m.last_frame.segment,
-                        offset: m.last_frame.offset + h.frame_len(),
-                    }
+                && m.log_end == LogPos { segment: m.last_frame.segment, offset: m.last_frame.offset + h.frame_len() }
         }
         Err(_) => false,
     })
@@ -297,17 +235,10 @@ fn choose_chain(
             Err(e) => return Err(Error::io("map", &path, e)),
         };
         match IndexSegment::open(bytes, &path) {
-            Ok(seg)
-                if seg.meta().generation == generation
-                    && (seg.meta().lo_seq, seg.meta().hi_seq) == (lo, hi) =>
-            {
+            Ok(seg) if seg.meta().generation == generation && (seg.meta().lo_seq, seg.meta().hi_seq) == (lo, hi) => {
                 valid.push(seg)
             }
-            Ok(_) => discard(
-                &name,
-                "its header does not match its name or generation".into(),
-                report,
-            )?,
+            Ok(_) => discard(&name, "its header does not match its name or generation".into(), report)?,
             Err(e) => discard(&name, e.to_string(), report)?,
         }
     }
@@ -325,18 +256,11 @@ fn choose_chain(
     }
     for seg in rest {
         let name = seg.meta().file_name();
-        let why = if seg.meta().lo_seq < next {
-            "covered by a larger index"
-        } else {
-            "does not match the log"
-        };
+        let why = if seg.meta().lo_seq < next { "covered by a larger index" } else { "does not match the log" };
         drop(seg);
         discard(&name, why.into(), report)?;
     }
-    Ok(chain
-        .into_iter()
-        .map(|s| SegmentSlot::new(Arc::new(s)))
-        .collect())
+    Ok(chain.into_iter().map(|s| SegmentSlot::new(Arc::new(s))).collect())
 }
 
 /// Mark, in each index file, the docs a newer index file holds a version of.
@@ -364,11 +288,7 @@ pub(crate) fn kill_superseded(slots: &mut [SegmentSlot]) {
 
 /// Call `f` with each doc of `a` whose key `b` also holds (galloping from the smaller).
 fn common_keys(a: &Section<'_>, b: &Section<'_>, f: &mut dyn FnMut(u32)) {
-    let (small, big, small_is_a) = if a.len() <= b.len() {
-        (a, b, true)
-    } else {
-        (b, a, false)
-    };
+    let (small, big, small_is_a) = if a.len() <= b.len() { (a, b, true) } else { (b, a, false) };
     let n = big.len();
     let mut lo = 0u32;
     for i in 0..small.len() {
@@ -390,35 +310,20 @@ fn common_keys(a: &Section<'_>, b: &Section<'_>, f: &mut dyn FnMut(u32)) {
         }
         lo = l;
         if l < n && big.sorted_key(l) == k {
-            f(if small_is_a {
-                small.by_key(i)
-            } else {
-                big.by_key(l)
-            });
+            f(if small_is_a { small.by_key(i) } else { big.by_key(l) });
         }
     }
 }
 
-fn replay_frame(
-    w: &mut Writer,
-    pos: LogPos,
-    h: &crate::codec::frame::FrameHeader,
-    payload: &[u8],
-) -> Result<()> {
+fn replay_frame(w: &mut Writer, pos: LogPos, h: &crate::codec::frame::FrameHeader, payload: &[u8]) -> Result<()> {
     let path = || w.gen_dir.join(segment::file_name(pos.segment));
-    let bad = |e: crate::codec::DecodeError| {
-        Error::corrupt(path(), pos.offset + 32 + e.offset as u64, e.what)
-    };
+    let bad = |e: crate::codec::DecodeError| Error::corrupt(path(), pos.offset + 32 + e.offset as u64, e.what);
     match h.kind {
         FrameKind::Jobs => {
             let base = pos.offset + crate::codec::frame::HEADER_LEN as u64;
             for (off, view) in record::decode_jobs(payload, h.count).map_err(bad)? {
                 let job = view.to_job();
-                let loc = LogPos {
-                    segment: pos.segment,
-                    offset: base + off as u64,
-                }
-                .pack();
+                let loc = LogPos { segment: pos.segment, offset: base + off as u64 }.pack();
                 w.apply(&job, loc);
             }
         }
@@ -436,10 +341,7 @@ fn replay_frame(
     }
     w.next_seq = h.last_seq() + 1;
     w.last_frame = Some(pos);
-    w.replay_end = LogPos {
-        segment: pos.segment,
-        offset: pos.offset + h.frame_len(),
-    };
+    w.replay_end = LogPos { segment: pos.segment, offset: pos.offset + h.frame_len() };
     if w.should_freeze() {
         w.freeze()?;
     }

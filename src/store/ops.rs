@@ -66,12 +66,7 @@ pub fn new_token(key: JobKey, now: Millis) -> String {
 
 /// Apply a state change and field changes to a job; returns the new version and
 /// whether it entered a new state (then its `order_seq` must be set by the caller).
-pub fn apply_changes(
-    job: &Job,
-    state: Option<JobState>,
-    c: &Changes,
-    ctx: &Ctx<'_>,
-) -> Result<(Job, bool)> {
+pub fn apply_changes(job: &Job, state: Option<JobState>, c: &Changes, ctx: &Ctx<'_>) -> Result<(Job, bool)> {
     let mut j = job.clone();
     let mut set: Vec<(&str, &RawValue)> = c.set.iter().map(|(n, v)| (n.as_str(), &**v)).collect();
     let remove: Vec<&str> = c.remove.iter().map(String::as_str).collect();
@@ -104,10 +99,7 @@ pub fn apply_changes(
     }
     j.tags.retain(|t| !c.remove_tags.contains(t));
     if j.tags.len() > MAX_TAGS {
-        return Err(Error::field(
-            "tags",
-            format!("a job has at most {MAX_TAGS} tags"),
-        ));
+        return Err(Error::field("tags", format!("a job has at most {MAX_TAGS} tags")));
     }
     if !set.is_empty() || !remove.is_empty() {
         j.meta = j.meta.merged(&set, &remove);
@@ -158,12 +150,7 @@ impl Batch {
     }
 }
 
-pub(crate) fn push(
-    w: &mut Writer,
-    project: u32,
-    specs: &[PushSpec],
-    ctx: &Ctx<'_>,
-) -> Result<Vec<PushResult>> {
+pub(crate) fn push(w: &mut Writer, project: u32, specs: &[PushSpec], ctx: &Ctx<'_>) -> Result<Vec<PushResult>> {
     let mut ids = Vec::with_capacity(specs.len());
     for s in specs {
         ids.push(w.spider_id(project, &s.spider, ctx.durable_seq)?);
@@ -174,9 +161,7 @@ pub(crate) fn push(
     let mut held: HashSet<&str> = HashSet::new();
     for (s, spider) in specs.iter().zip(ids) {
         if let Some(u) = &s.unique {
-            if (s.state.is_active() && held.contains(u.as_str()))
-                || w.unique_holder(project, u).is_some()
-            {
+            if (s.state.is_active() && held.contains(u.as_str())) || w.unique_holder(project, u).is_some() {
                 out.push(PushResult::Conflict { unique: u.clone() });
                 continue;
             }
@@ -189,8 +174,7 @@ pub(crate) fn push(
         w.catalog.note_job(project, spider, job_id);
         let mut times = [None; 4];
         times[s.state as usize] = Some(ctx.now);
-        let mut fields: Vec<(&str, &RawValue)> =
-            s.meta.iter().map(|(n, v)| (n.as_str(), &**v)).collect();
+        let mut fields: Vec<(&str, &RawValue)> = s.meta.iter().map(|(n, v)| (n.as_str(), &**v)).collect();
         let actor = ctx.actor.map(json_str);
         if let Some(a) = &actor {
             fields.push((s.state.actor_field(), a));
@@ -234,10 +218,7 @@ pub(crate) fn spider_jobs(w: &Writer, s: SpiderKey) -> Vec<JobKey> {
         let Some(posting) = sec.spider(s.spider) else {
             continue;
         };
-        let mut set: Box<dyn DocSet> = Box::new(Exclusion::new(
-            Box::new(posting.cursor()),
-            Box::new(dead.cursor()),
-        ));
+        let mut set: Box<dyn DocSet> = Box::new(Exclusion::new(Box::new(posting.cursor()), Box::new(dead.cursor())));
         if let Some(del) = sec.state(JobState::Deleted) {
             set = Box::new(Exclusion::new(set, Box::new(del.cursor())));
         }
@@ -250,11 +231,7 @@ pub(crate) fn spider_jobs(w: &Writer, s: SpiderKey) -> Vec<JobKey> {
     keys
 }
 
-pub(crate) fn update(
-    w: &mut Writer,
-    specs: &[UpdateSpec],
-    ctx: &Ctx<'_>,
-) -> Result<Vec<(JobKey, JobState)>> {
+pub(crate) fn update(w: &mut Writer, specs: &[UpdateSpec], ctx: &Ctx<'_>) -> Result<Vec<(JobKey, JobState)>> {
     let mut batch = Batch::default();
     let mut out = Vec::new();
     for spec in specs {
@@ -292,11 +269,7 @@ fn next_pending(w: &Writer, project: u32) -> Option<JobKey> {
     let v = w.version();
     if let Some(p) = v.mem.project(project) {
         for e in p.iter().filter(|e| e.state == JobState::Pending) {
-            offer((
-                e.priority,
-                std::cmp::Reverse((e.ts, e.order_seq)),
-                JobKey::from_local(project, e.local),
-            ));
+            offer((e.priority, std::cmp::Reverse((e.ts, e.order_seq)), JobKey::from_local(project, e.local)));
         }
     }
     for slot in v.segments.iter() {
@@ -307,10 +280,7 @@ fn next_pending(w: &Writer, project: u32) -> Option<JobKey> {
     best.map(|b| b.2)
 }
 
-fn oldest_pending(
-    slot: &SegmentSlot,
-    project: u32,
-) -> Option<(i64, std::cmp::Reverse<(u64, u64)>, JobKey)> {
+fn oldest_pending(slot: &SegmentSlot, project: u32) -> Option<(i64, std::cmp::Reverse<(u64, u64)>, JobKey)> {
     let (sec, dead) = slot.project(project)?;
     let pending = sec.state(JobState::Pending)?;
     let mut prios: Vec<(i64, crate::index::posting::Posting<'_>)> = sec
@@ -329,12 +299,7 @@ fn oldest_pending(
     None
 }
 
-pub(crate) fn start_next(
-    w: &mut Writer,
-    project: u32,
-    changes: &Changes,
-    ctx: &Ctx<'_>,
-) -> Result<Option<Job>> {
+pub(crate) fn start_next(w: &mut Writer, project: u32, changes: &Changes, ctx: &Ctx<'_>) -> Result<Option<Job>> {
     let Some(key) = next_pending(w, project) else {
         return Ok(None);
     };
@@ -356,10 +321,7 @@ pub(crate) fn cancel(w: &mut Writer, keys: &[JobKey], ctx: &Ctx<'_>) -> Result<u
             continue;
         };
         let marks = Changes {
-            set: vec![
-                ("cancelled_by".into(), by.clone()),
-                ("cancel_time".into(), at.clone()),
-            ],
+            set: vec![("cancelled_by".into(), by.clone()), ("cancel_time".into(), at.clone())],
             ..Changes::default()
         };
         let (new, moved) = match cur.state {

@@ -47,9 +47,7 @@ impl Snapshot {
         match self.version.find(key.project, key.local())? {
             Found::Mem { .. } => {
                 let p = self.version.mem.project(key.project)?;
-                p.iter()
-                    .find(|e| e.local == key.local())
-                    .map(|e| e.order_key())
+                p.iter().find(|e| e.local == key.local()).map(|e| e.order_key())
             }
             Found::Segment { slot, doc, .. } => {
                 let (sec, _) = self.version.segments[slot].project(key.project)?;
@@ -78,21 +76,13 @@ impl Snapshot {
             }
         }
         if let Some(p) = self.version.mem.project(project) {
-            out.push(Source::tail(
-                p.iter().filter(|e| r.matches_entry(e)).collect(),
-            ));
+            out.push(Source::tail(p.iter().filter(|e| r.matches_entry(e)).collect()));
         }
         out
     }
 
     /// Hits for an explicit key list: each key's current version, tested.
-    fn key_hits(
-        &self,
-        project: u32,
-        filter: &Filter,
-        keys: &[JobKey],
-        stop: Option<(u64, u64)>,
-    ) -> Result<Vec<Hit>> {
+    fn key_hits(&self, project: u32, filter: &Filter, keys: &[JobKey], stop: Option<(u64, u64)>) -> Result<Vec<Hit>> {
         let mut hits = Vec::new();
         let mut seen = std::collections::HashSet::new();
         for &k in keys {
@@ -103,20 +93,12 @@ impl Snapshot {
                 continue;
             };
             let job = self.reader.read(f.loc())?;
-            let name = self
-                .spider_name(project, k.spider)
-                .map(|n| n.to_string())
-                .unwrap_or_default();
+            let name = self.spider_name(project, k.spider).map(|n| n.to_string()).unwrap_or_default();
             let Some(order) = self.order_key(k) else {
                 continue;
             };
             if filter.matches(&job, &name) && stop.is_none_or(|s| order > s) {
-                hits.push(Hit {
-                    local: k.local(),
-                    ts: order.0,
-                    seq: order.1,
-                    loc: f.loc(),
-                });
+                hits.push(Hit { local: k.local(), ts: order.0, seq: order.1, loc: f.loc() });
             }
         }
         hits.sort_unstable_by(|a, b| (b.ts, b.seq).cmp(&(a.ts, a.seq)));
@@ -137,41 +119,21 @@ impl Snapshot {
         let r = self.resolve(project, filter, paging.stop);
         if let Some(keys) = &filter.keys {
             let hits = self.key_hits(project, filter, keys, r.stop)?;
-            return Ok(hits
-                .into_iter()
-                .skip(paging.start as usize)
-                .take(paging.count as usize)
-                .collect());
+            return Ok(hits.into_iter().skip(paging.start as usize).take(paging.count as usize).collect());
         }
-        Ok(exec::list(
-            &mut self.sources(project, &r),
-            paging.start,
-            paging.count,
-        ))
+        Ok(exec::list(&mut self.sources(project, &r), paging.start, paging.count))
     }
 
     /// Append one listing row as JSON: without `jobmeta`, key, state, spider, ts,
     /// elapsed, the `*_time` fields and tags (when any); with it, key, state, ts,
     /// elapsed and the fields asked for that the job has.
-    pub fn render_row(
-        &self,
-        project: u32,
-        hit: &Hit,
-        jobmeta: Option<&[String]>,
-        out: &mut Vec<u8>,
-    ) -> Result<()> {
+    pub fn render_row(&self, project: u32, hit: &Hit, jobmeta: Option<&[String]>, out: &mut Vec<u8>) -> Result<()> {
         let job = self.reader.read(hit.loc)?;
         self.render_job(project, &job, jobmeta, out);
         Ok(())
     }
 
-    pub fn render_job(
-        &self,
-        project: u32,
-        job: &Job,
-        jobmeta: Option<&[String]>,
-        out: &mut Vec<u8>,
-    ) {
+    pub fn render_job(&self, project: u32, job: &Job, jobmeta: Option<&[String]>, out: &mut Vec<u8>) {
         let name = self.spider_name(project, job.key.spider);
         let name = name.as_deref().unwrap_or("");
         let ts = job.ts();
@@ -220,11 +182,7 @@ impl Snapshot {
     pub fn render_metadata(&self, job: &Job, with_key: bool, out: &mut Vec<u8>) {
         let name = self.spider_name(job.key.project, job.key.spider);
         let key = format!("\"{}\"", job.key);
-        let extra: Vec<(&str, &str)> = if with_key {
-            vec![("key", key.as_str())]
-        } else {
-            vec![]
-        };
+        let extra: Vec<(&str, &str)> = if with_key { vec![("key", key.as_str())] } else { vec![] };
         job.write_metadata(name.as_deref().unwrap_or(""), &extra, out);
     }
 
@@ -238,25 +196,11 @@ impl Snapshot {
         jobmeta: Option<&[String]>,
         out: &mut Vec<u8>,
     ) -> Result<()> {
-        let filter = Filter {
-            states: vec![state],
-            ..Filter::default()
-        };
-        let r = Resolved {
-            filter: &filter,
-            spider,
-            nothing: false,
-            stop: None,
-        };
+        let filter = Filter { states: vec![state], ..Filter::default() };
+        let r = Resolved { filter: &filter, spider, nothing: false, stop: None };
         let n = exec::count(&mut self.sources(project, &r));
         let hits = exec::list(&mut self.sources(project, &r), paging.start, paging.count);
-        out.extend_from_slice(
-            format!(
-                "{{\"name\":\"{}\",\"count\":{n},\"summary\":[",
-                state.as_str()
-            )
-            .as_bytes(),
-        );
+        out.extend_from_slice(format!("{{\"name\":\"{}\",\"count\":{n},\"summary\":[", state.as_str()).as_bytes());
         for (i, h) in hits.iter().enumerate() {
             if i > 0 {
                 out.push(b',');
@@ -271,12 +215,7 @@ impl Snapshot {
     pub fn stats(&self) -> SnapshotStats {
         SnapshotStats {
             index_files: self.version.segments.len(),
-            indexed_docs: self
-                .version
-                .segments
-                .iter()
-                .map(|s| s.seg.meta().docs)
-                .sum(),
+            indexed_docs: self.version.segments.iter().map(|s| s.seg.meta().docs).sum(),
             live_indexed_docs: self.version.segments.iter().map(|s| s.live_docs()).sum(),
             tail_entries: self.version.mem.len(),
             seq: self.version.seq,

@@ -105,16 +105,12 @@ pub fn int_value(name: &str, v: &RawValue) -> Result<i64> {
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return Err(Error::field(name, format!("must be an integer, got {t}")));
     }
-    t.parse::<i64>()
-        .map_err(|_| Error::field(name, format!("integer out of range: {t}")))
+    t.parse::<i64>().map_err(|_| Error::field(name, format!("integer out of range: {t}")))
 }
 
 fn check_tag(t: &str) -> Result<()> {
     if t.is_empty() || t.len() > MAX_TAG {
-        return Err(Error::field(
-            "tags",
-            format!("a tag must be 1 to {MAX_TAG} bytes"),
-        ));
+        return Err(Error::field("tags", format!("a tag must be 1 to {MAX_TAG} bytes")));
     }
     Ok(())
 }
@@ -140,14 +136,9 @@ pub fn tags_value(name: &str, v: &RawValue) -> Result<Vec<String>> {
 }
 
 fn check_doc_size(fields: &[OwnedField]) -> Result<()> {
-    let size: usize = fields
-        .iter()
-        .map(|(n, v)| n.len() + v.get().len() + 4)
-        .sum();
+    let size: usize = fields.iter().map(|(n, v)| n.len() + v.get().len() + 4).sum();
     if size > MAX_DOC {
-        return Err(Error::input(format!(
-            "metadata of {size} bytes is over the {MAX_DOC}-byte limit"
-        )));
+        return Err(Error::input(format!("metadata of {size} bytes is over the {MAX_DOC}-byte limit")));
     }
     Ok(())
 }
@@ -162,8 +153,7 @@ pub fn parse_push(line: &str) -> Result<PushSpec> {
         tags: Vec::new(),
         unique: None,
         meta: Vec::new(),
-        line: RawValue::from_string(line.trim().to_string())
-            .map_err(|e| Error::input(e.to_string()))?,
+        line: RawValue::from_string(line.trim().to_string()).map_err(|e| Error::input(e.to_string()))?,
     };
     let mut has_units = false;
     for (name, v) in &fields {
@@ -192,19 +182,13 @@ pub fn parse_push(line: &str) -> Result<PushSpec> {
         return Err(Error::field("spider", "is required (a non-empty string)"));
     }
     if spec.spider.len() > MAX_NAME {
-        return Err(Error::field(
-            "spider",
-            format!("a spider name is at most {MAX_NAME} bytes"),
-        ));
+        return Err(Error::field("spider", format!("a spider name is at most {MAX_NAME} bytes")));
     }
     if spec.tags.len() > MAX_TAGS {
         return Err(Error::field("tags", format!("at most {MAX_TAGS} tags")));
     }
     if !has_units {
-        spec.meta.push((
-            "units".to_string(),
-            RawValue::from_string("1".into()).expect("valid JSON"),
-        ));
+        spec.meta.push(("units".to_string(), RawValue::from_string("1".into()).expect("valid JSON")));
     }
     check_doc_size(&spec.meta)?;
     Ok(spec)
@@ -219,16 +203,10 @@ fn unique_value(v: &RawValue) -> Result<Option<String>> {
     } else if int_value("unique", v).is_ok() {
         t.to_string()
     } else {
-        return Err(Error::field(
-            "unique",
-            format!("must be a string, an integer or null, got {t}"),
-        ));
+        return Err(Error::field("unique", format!("must be a string, an integer or null, got {t}")));
     };
     if u.len() > MAX_UNIQUE {
-        return Err(Error::field(
-            "unique",
-            format!("at most {MAX_UNIQUE} bytes"),
-        ));
+        return Err(Error::field("unique", format!("at most {MAX_UNIQUE} bytes")));
     }
     Ok(Some(u))
 }
@@ -254,40 +232,22 @@ pub fn changes_from(fields: &[Field<'_>]) -> Result<Changes> {
 /// Parse one update line for `project`; a key of another project is refused.
 pub fn parse_update(line: &str, project: u32) -> Result<UpdateSpec> {
     let fields = parse_object(line)?;
-    let raw_key = fields
-        .iter()
-        .find(|(n, _)| n == "key")
-        .ok_or_else(|| Error::field("key", "is required"))?
-        .1;
+    let raw_key = fields.iter().find(|(n, _)| n == "key").ok_or_else(|| Error::field("key", "is required"))?.1;
     let key = str_value("key", raw_key)?;
-    let target = if key.matches('/').count() == 1 {
-        Target::Spider(key.parse()?)
-    } else {
-        Target::Job(key.parse()?)
-    };
+    let target = if key.matches('/').count() == 1 { Target::Spider(key.parse()?) } else { Target::Job(key.parse()?) };
     let p = match target {
         Target::Job(k) => k.project,
         Target::Spider(s) => s.project,
     };
     if p != project {
-        return Err(Error::field(
-            "key",
-            format!("{key} belongs to project {p}, not {project}"),
-        ));
+        return Err(Error::field("key", format!("{key} belongs to project {p}, not {project}")));
     }
     let state = match fields.iter().find(|(n, _)| n == "state") {
         Some((_, v)) => Some(str_value("state", v)?.parse()?),
         None => None,
     };
-    let rest: Vec<Field<'_>> = fields
-        .into_iter()
-        .filter(|(n, _)| n != "key" && n != "state")
-        .collect();
-    Ok(UpdateSpec {
-        target,
-        state,
-        changes: changes_from(&rest)?,
-    })
+    let rest: Vec<Field<'_>> = fields.into_iter().filter(|(n, _)| n != "key" && n != "state").collect();
+    Ok(UpdateSpec { target, state, changes: changes_from(&rest)? })
 }
 
 /// Split a JSON-lines body into its non-blank lines with 1-based line numbers.
@@ -305,8 +265,8 @@ pub fn parse_cancel(body: &str, project: u32) -> Result<Vec<JobKey>> {
         Err(_) => {
             let mut v = Vec::new();
             for (n, l) in lines(body) {
-                let raw: &RawValue = serde_json::from_str(l)
-                    .map_err(|e| Error::input(format!("bad JSON: {e}")).at_line(n))?;
+                let raw: &RawValue =
+                    serde_json::from_str(l).map_err(|e| Error::input(format!("bad JSON: {e}")).at_line(n))?;
                 v.push((n, raw));
             }
             v
@@ -315,17 +275,11 @@ pub fn parse_cancel(body: &str, project: u32) -> Result<Vec<JobKey>> {
     let mut out = Vec::with_capacity(items.len());
     for (n, raw) in items {
         let fields = parse_object(raw.get()).map_err(|e| e.at_line(n))?;
-        let key = fields
-            .iter()
-            .find(|(f, _)| f == "key")
-            .ok_or_else(|| Error::field("key", "is required").at_line(n))?
-            .1;
+        let key =
+            fields.iter().find(|(f, _)| f == "key").ok_or_else(|| Error::field("key", "is required").at_line(n))?.1;
         let k: JobKey = str_value("key", key)?.parse()?;
         if k.project != project {
-            return Err(Error::field(
-                "key",
-                format!("{k} belongs to project {}, not {project}", k.project),
-            ));
+            return Err(Error::field("key", format!("{k} belongs to project {}, not {project}", k.project)));
         }
         out.push(k);
     }
@@ -338,14 +292,8 @@ mod tests {
 
     #[test]
     fn push_defaults_and_fields() {
-        let s = parse_push(
-            r#"{"spider":"s1","foo":[1,2],"tags":["a","a","b"],"priority":4,"unique":"u"}"#,
-        )
-        .unwrap();
-        assert_eq!(
-            (s.spider.as_str(), s.state, s.priority),
-            ("s1", JobState::Pending, 4)
-        );
+        let s = parse_push(r#"{"spider":"s1","foo":[1,2],"tags":["a","a","b"],"priority":4,"unique":"u"}"#).unwrap();
+        assert_eq!((s.spider.as_str(), s.state, s.priority), ("s1", JobState::Pending, 4));
         assert_eq!(s.tags, vec!["a", "b"]);
         assert_eq!(s.unique.as_deref(), Some("u"));
         let names: Vec<&str> = s.meta.iter().map(|(n, _)| n.as_str()).collect();
@@ -367,29 +315,19 @@ mod tests {
         ] {
             assert!(parse_push(bad).unwrap_err().is_input(), "{bad}");
         }
-        assert!(parse_push(r#"{"spider":"s","unique":null}"#)
-            .unwrap()
-            .unique
-            .is_none());
+        assert!(parse_push(r#"{"spider":"s","unique":null}"#).unwrap().unique.is_none());
     }
 
     #[test]
     fn update_keys() {
-        let u = parse_update(
-            r#"{"key":"53/7/81","state":"finished","close_reason":"ok","add_tag":"x"}"#,
-            53,
-        )
-        .unwrap();
+        let u = parse_update(r#"{"key":"53/7/81","state":"finished","close_reason":"ok","add_tag":"x"}"#, 53).unwrap();
         assert_eq!(u.target, Target::Job(JobKey::new(53, 7, 81)));
         assert_eq!(u.state, Some(JobState::Finished));
         assert_eq!(u.changes.add_tags, vec!["x"]);
         assert_eq!(u.changes.set.len(), 1);
         assert_eq!(
             parse_update(r#"{"key":"53/7"}"#, 53).unwrap().target,
-            Target::Spider(SpiderKey {
-                project: 53,
-                spider: 7
-            })
+            Target::Spider(SpiderKey { project: 53, spider: 7 })
         );
         assert!(parse_update(r#"{"key":"54/7/1"}"#, 53).is_err());
         assert!(parse_update(r#"{"key":"53/x/1"}"#, 53).is_err());

@@ -19,10 +19,7 @@ pub struct SegmentSlot {
 impl SegmentSlot {
     pub fn new(seg: Arc<IndexSegment>) -> SegmentSlot {
         let n = seg.projects().count();
-        SegmentSlot {
-            seg,
-            dead: Arc::new(vec![DeadSet::new(); n]),
-        }
+        SegmentSlot { seg, dead: Arc::new(vec![DeadSet::new(); n]) }
     }
 
     /// A project's section and its superseded docs.
@@ -75,11 +72,7 @@ pub struct Version {
 impl Version {
     /// The current version of a job, newest source first.
     pub fn find(&self, project: u32, local: u64) -> Option<Found> {
-        if let Some(e) = self
-            .mem
-            .project(project)
-            .and_then(|p| p.iter().find(|e| e.local == local))
-        {
+        if let Some(e) = self.mem.project(project).and_then(|p| p.iter().find(|e| e.local == local)) {
             return Some(Found::Mem { loc: e.loc });
         }
         find_in_segments(&self.segments, project, local)
@@ -92,11 +85,7 @@ pub fn find_in_segments(segments: &[SegmentSlot], project: u32, local: u64) -> O
         if let Some((sec, dead)) = s.project(project) {
             if let Some(doc) = sec.find(local) {
                 if !dead.contains(doc) {
-                    return Some(Found::Segment {
-                        slot,
-                        doc,
-                        loc: sec.loc(doc),
-                    });
+                    return Some(Found::Segment { slot, doc, loc: sec.loc(doc) });
                 }
             }
         }

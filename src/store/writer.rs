@@ -160,22 +160,12 @@ impl Writer {
             record::encode_job(j, &mut self.buf);
         }
         let payload = std::mem::take(&mut self.buf);
-        let r = self.append(
-            FrameKind::Jobs,
-            flags,
-            jobs.len() as u32,
-            durable_seq,
-            &payload,
-        );
+        let r = self.append(FrameKind::Jobs, flags, jobs.len() as u32, durable_seq, &payload);
         self.buf = payload;
         let appended = r?;
         let base = appended.pos.offset + crate::codec::frame::HEADER_LEN as u64;
         for (j, off) in jobs.iter().zip(offsets) {
-            let loc = LogPos {
-                segment: appended.pos.segment,
-                offset: base + off as u64,
-            }
-            .pack();
+            let loc = LogPos { segment: appended.pos.segment, offset: base + off as u64 }.pack();
             self.apply(j, loc);
         }
         Ok(())
@@ -232,9 +222,7 @@ impl Writer {
         let (project, local) = (job.key.project, job.key.local());
         self.catalog.note_job(project, job.key.spider, job.key.job);
         if self.mem.get(project, local).is_none() {
-            if let Some(Found::Segment { slot, doc, .. }) =
-                find_in_segments(&self.segments, project, local)
-            {
+            if let Some(Found::Segment { slot, doc, .. }) = find_in_segments(&self.segments, project, local) {
                 self.segments[slot].kill(project, doc);
             }
         }

@@ -38,3 +38,50 @@ fn push_update_list_reopen() {
     println!("{:?}", store.report());
     println!("{:?}", store.stats());
 }
+
+#[test]
+fn export_import_round_trip_and_rollback() {
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    let opts = Options { background: false, memtable_entries: 16, ..Options::default() };
+    let store = Store::open(a.path(), opts.clone()).unwrap();
+    let specs: Vec<_> = (0..50)
+        .map(|i| {
+            parse_push(&format!(
+                r#"{{"spider":"s{}","tags":["t{}"],"x":{{"big":123456789012345678901234567890}}}}"#,
+                i % 3,
+                i % 2
+            ))
+            .unwrap()
+        })
+        .collect();
+    store.push(7, &specs, None).unwrap();
+    let upd: Vec<_> =
+        (1..=9).map(|j| parse_update(&format!(r#"{{"key":"7/1/{j}","state":"finished"}}"#), 7).unwrap()).collect();
+    store.update(7, &upd, None).unwrap();
+    let mut out = Vec::new();
+    assert_eq!(store.export(None, &mut out).unwrap(), 50);
+    let other = Store::open(b.path(), opts.clone()).unwrap();
+    let r = other.import(&mut &out[..], &mut |_| {}).unwrap();
+    assert_eq!(r.jobs, 50);
+    let mut again = Vec::new();
+    other.export(None, &mut again).unwrap();
+    assert_eq!(String::from_utf8(out.clone()).unwrap(), String::from_utf8(again).unwrap());
+    let all = Filter { states: vec![], ..Filter::default() };
+    let p = Paging { count: 1000, start: 0, stop: None };
+    let order = |s: &Store| -> Vec<(u64, u64)> {
+        s.snapshot().list(7, &all, &p).unwrap().iter().map(|h| (h.local, h.ts)).collect()
+    };
+    assert_eq!(order(&store), order(&other));
+    // A bad line stores nothing of the file.
+    let mut bad = out.clone();
+    bad.extend_from_slice(b"{\"key\":\"7/1/999\",\"spider\":\"s1\",\"state\":\"finished\"}\n");
+    let c = tempfile::tempdir().unwrap();
+    let third = Store::open(c.path(), opts.clone()).unwrap();
+    let err = third.import(&mut &bad[..], &mut |_| {}).unwrap_err();
+    assert!(err.to_string().contains("line 51"), "{err}");
+    assert_eq!(third.snapshot().count(7, &all).unwrap(), 0);
+    third.close().unwrap();
+    let third = Store::open(c.path(), opts).unwrap();
+    assert_eq!(third.snapshot().count(7, &all).unwrap(), 0);
+}

@@ -3,6 +3,7 @@
 
 pub mod catalog;
 mod commit;
+mod import;
 pub mod layout;
 mod maintain;
 mod open;
@@ -18,6 +19,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
+pub use import::ImportReport;
 pub use open::OpenReport;
 pub use ops::PushResult;
 pub use read::{Snapshot, SnapshotStats};
@@ -88,7 +90,6 @@ impl Default for Options {
 pub(crate) struct Inner {
     pub dir: PathBuf,
     pub gen_dir: PathBuf,
-    pub generation: u64,
     pub opts: Options,
     pub writer: Mutex<Writer>,
     pub commit: Commit,
@@ -116,7 +117,6 @@ impl Store {
         let inner = Arc::new(Inner {
             dir: dir.to_path_buf(),
             gen_dir: o.gen_dir,
-            generation: o.generation,
             writer: Mutex::new(o.writer),
             commit: Commit::new(version),
             reader,

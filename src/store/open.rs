@@ -146,6 +146,7 @@ pub(crate) fn open(dir: &Path, opts: &Options) -> Result<Opened> {
         w.log = Some(log);
     }
     w.freeze_at = opts.memtable_entries;
+    w.bulk_entries = opts.bulk_entries;
     report.indexes = w.segments.iter().map(|s| s.seg.meta().file_name()).collect();
     report.millis = started.elapsed().as_millis() as u64;
     Ok(Opened { lock, generation, gen_dir, writer: w, report })

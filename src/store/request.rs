@@ -334,3 +334,57 @@ mod tests {
         assert!(parse_update(r#"{"state":"finished"}"#, 53).is_err());
     }
 }
+
+/// One line of an import: a job's whole metadata plus its key.
+#[derive(Debug, Clone)]
+pub struct ImportSpec {
+    pub job: crate::model::Job,
+    pub spider: String,
+}
+
+/// Parse one import line (the export format). `spider`, `state` and the time of
+/// that state are required; `key` too. `*_by`, `auth`, `units` and every other
+/// field are kept as metadata.
+pub fn parse_import(line: &str) -> Result<ImportSpec> {
+    use crate::model::{Job, MetaDoc};
+    let fields = parse_object(line)?;
+    let (mut key, mut spider, mut state, mut priority) = (None, None, None, DEFAULT_PRIORITY);
+    let (mut tags, mut unique, mut times) = (Vec::new(), None, [None; 4]);
+    let mut project = None;
+    let mut meta: Vec<(&str, &RawValue)> = Vec::new();
+    for (name, v) in &fields {
+        match name.as_ref() {
+            "key" => key = Some(str_value("key", v)?.parse::<JobKey>()?),
+            "spider" => spider = Some(str_value("spider", v)?),
+            "state" => state = Some(str_value("state", v)?.parse::<JobState>()?),
+            "priority" => priority = int_value("priority", v)?,
+            "tags" => tags = tags_value("tags", v)?,
+            "unique" => unique = unique_value(v)?,
+            "project" => project = Some(int_value("project", v)?),
+            n => match TIME_FIELDS.iter().position(|f| *f == n) {
+                Some(i) => {
+                    let t = int_value(n, v)?;
+                    times[i] = Some(u64::try_from(t).map_err(|_| Error::field(n, "must not be negative"))?);
+                }
+                None => meta.push((n, v)),
+            },
+        }
+    }
+    let key = key.ok_or_else(|| Error::field("key", "is required"))?;
+    let spider = spider.filter(|s| !s.is_empty()).ok_or_else(|| Error::field("spider", "is required"))?;
+    let state = state.ok_or_else(|| Error::field("state", "is required"))?;
+    if times[state as usize].is_none() {
+        return Err(Error::field(state.time_field(), format!("is required for a {state} job")));
+    }
+    if project.is_some_and(|p| p != i64::from(key.project)) {
+        return Err(Error::field("project", format!("does not match the key {key}")));
+    }
+    if spider.len() > MAX_NAME {
+        return Err(Error::field("spider", format!("a spider name is at most {MAX_NAME} bytes")));
+    }
+    let doc = MetaDoc::from_fields(meta);
+    if doc.as_str().len() > MAX_DOC {
+        return Err(Error::input("metadata over the size limit"));
+    }
+    Ok(ImportSpec { job: Job { key, state, priority, times, order_seq: 0, tags, unique, meta: doc }, spider })
+}

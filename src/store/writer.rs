@@ -39,6 +39,8 @@ pub(crate) struct Writer {
     pub reader: Arc<RecordReader>,
     /// Freeze the tail into an index image at this many entries.
     pub freeze_at: usize,
+    /// ... and during an import.
+    pub bulk_entries: usize,
     /// Images frozen and not yet handed to the background writer.
     pub frozen: usize,
     /// Where replay ended (the log end of a read-only store).
@@ -73,6 +75,7 @@ impl Writer {
             last_frame: None,
             reader,
             freeze_at,
+            bulk_entries: freeze_at,
             frozen: 0,
             replay_end: LogPos::default(),
             buf: Vec::new(),
@@ -139,6 +142,17 @@ impl Writer {
         r?;
         self.register_spider(project, id, name);
         Ok(id)
+    }
+
+    /// Forget the tail's `unique` table (the tail was emptied).
+    pub fn clear_uniques(&mut self) {
+        self.mem_uniques.clear();
+    }
+
+    /// Replace the catalog (an import rolled back).
+    pub fn set_catalog(&mut self, c: Catalog) {
+        self.catalog_snap = Arc::new(c.clone());
+        self.catalog = c;
     }
 
     /// Learn a spider (from the log or an import).

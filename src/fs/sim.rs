@@ -111,7 +111,7 @@ struct State {
 }
 
 /// The simulated file system. Clones share the same disk.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct SimFs {
     state: Arc<Mutex<State>>,
 }
@@ -200,9 +200,19 @@ impl Rng {
     }
 }
 
+impl Default for SimFs {
+    fn default() -> SimFs {
+        SimFs::new()
+    }
+}
+
 impl SimFs {
+    /// An empty disk with a root directory `/`.
     pub fn new() -> SimFs {
-        SimFs::default()
+        let mut s = State::default();
+        s.names.insert(PathBuf::from("/"), Node::Dir);
+        s.durable.insert(PathBuf::from("/"), Node::Dir);
+        SimFs { state: Arc::new(Mutex::new(s)) }
     }
 
     /// Inject `fault`, counting calls from now.

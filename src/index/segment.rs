@@ -23,6 +23,7 @@ pub struct IndexSegment {
     dir: Vec<DirEntry>,
     sections: Vec<SectionInfo>,
     catalog: (usize, usize),
+    on_disk: bool,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -42,8 +43,9 @@ const BY_KEY: usize = 5;
 const DICT: usize = 6;
 
 impl IndexSegment {
-    /// Check `bytes` whole and open them. `path` names the file in errors.
-    pub fn open(bytes: MappedBytes, path: &Path) -> Result<IndexSegment> {
+    /// Check `bytes` whole and open them. `path` names the file; `on_disk` says
+    /// whether the bytes are that durable file (else an image in memory).
+    pub fn open(bytes: MappedBytes, path: &Path, on_disk: bool) -> Result<IndexSegment> {
         let bad = |offset: usize, what: String| Error::corrupt(path, offset as u64, what);
         let b: &[u8] = &bytes;
         if b.len() < HEADER_LEN + FOOTER_LEN {
@@ -98,6 +100,7 @@ impl IndexSegment {
             sections,
             catalog: (cat_off as usize, (cat_off + cat_len) as usize),
             bytes,
+            on_disk,
         })
     }
 
@@ -109,9 +112,9 @@ impl IndexSegment {
         &self.path
     }
 
-    /// True when the bytes are a memory map of the file (not an image in memory).
-    pub fn is_mapped(&self) -> bool {
-        self.bytes.is_mapped()
+    /// True when the bytes are the durable file (not an image in memory).
+    pub fn is_persisted(&self) -> bool {
+        self.on_disk
     }
 
     /// Size in bytes.
@@ -130,7 +133,7 @@ impl IndexSegment {
         if bytes.len() != self.bytes.len() || checksum(&[&bytes]) != checksum(&[&self.bytes]) {
             return Err(Error::corrupt(path, 0, "the written index differs from its image"));
         }
-        Ok(IndexSegment { bytes, path: path.to_path_buf(), ..self.clone_meta() })
+        Ok(IndexSegment { bytes, path: path.to_path_buf(), on_disk: true, ..self.clone_meta() })
     }
 
     fn clone_meta(&self) -> IndexSegment {
@@ -141,6 +144,7 @@ impl IndexSegment {
             dir: self.dir.clone(),
             sections: self.sections.clone(),
             catalog: self.catalog,
+            on_disk: self.on_disk,
         }
     }
 

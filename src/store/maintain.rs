@@ -107,7 +107,7 @@ fn persist_ready(inner: &Inner) -> Result<()> {
     loop {
         let next = {
             let w = inner.writer.lock();
-            w.segments.iter().find(|s| !s.seg.is_mapped()).map(|s| s.seg.clone())
+            w.segments.iter().find(|s| !s.seg.is_persisted()).map(|s| s.seg.clone())
         };
         let Some(seg) = next else { return Ok(()) };
         let mapped = Arc::new(write_file(inner, &seg)?);
@@ -169,7 +169,7 @@ fn merge_once(inner: &Inner) -> Result<bool> {
     let meta = SegmentMeta { lo_seq: first.lo_seq, docs: 0, ..*last };
     let path = inner.gen_dir.join(meta.file_name());
     let image = build::build(docs, meta, &inputs[inputs.len() - 1].seg.catalog());
-    let merged = write_file(inner, &IndexSegment::open(fs::MappedBytes::from_vec(image), &path)?)?;
+    let merged = write_file(inner, &IndexSegment::open(fs::MappedBytes::from_vec(image), &path, false)?)?;
     let merged = Arc::new(merged);
     {
         let mut w = inner.writer.lock();
@@ -204,7 +204,7 @@ fn sweep(inner: &Inner) -> Result<()> {
     let fsys = &*inner.opts.fs;
     let used: Vec<(u64, u64, bool)> = {
         let w = inner.writer.lock();
-        w.segments.iter().map(|s| (s.seg.meta().lo_seq, s.seg.meta().hi_seq, s.seg.is_mapped())).collect()
+        w.segments.iter().map(|s| (s.seg.meta().lo_seq, s.seg.meta().hi_seq, s.seg.is_persisted())).collect()
     };
     let mut removed = false;
     for name in fsys.read_dir(&inner.gen_dir).map_err(|e| Error::io("list", &inner.gen_dir, e))? {

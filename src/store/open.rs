@@ -235,7 +235,7 @@ fn choose_chain(
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(e) => return Err(Error::io("map", &path, e)),
         };
-        match IndexSegment::open(bytes, &path) {
+        match IndexSegment::open(bytes, &path, true) {
             Ok(seg) if seg.meta().generation == generation && (seg.meta().lo_seq, seg.meta().hi_seq) == (lo, hi) => {
                 valid.push(seg)
             }

@@ -278,7 +278,7 @@ impl Writer {
         };
         let image = build::build(docs, meta, &self.catalog.entries());
         let path = self.gen_dir.join(meta.file_name());
-        let seg = IndexSegment::open(MappedBytes::from_vec(image), &path)?;
+        let seg = IndexSegment::open(MappedBytes::from_vec(image), &path, false)?;
         self.segments.push(SegmentSlot::new(Arc::new(seg)));
         self.mem_lo_seq = hi + 1;
         self.frozen += 1;

@@ -1,0 +1,412 @@
+//! Random sequences of every write (push with unique/priority/tags, update, spider-wide
+//! update, start, cancel, metadata edits), interleaved with index flushes, merges,
+//! clean reopens and simulated power cuts, checked after every step against the
+//! naive model: counts and listings for every filter shape and paging, and every job.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::model::{MChanges, MPush, Model};
+use jobq::fs::{CrashMode, Fault, FaultKind, SimFs};
+use jobq::model::{JobKey, JobState, ManualClock};
+use jobq::query::{Filter, Paging};
+use jobq::store::request::{parse_push, parse_update};
+use jobq::store::{Changes, PushResult};
+use jobq::{Durability, Options, Store};
+use proptest::prelude::*;
+use serde_json::value::RawValue;
+
+#[derive(Clone, Debug)]
+enum Target {
+    Job(usize),
+    Spider(u32, u32),
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    Push { project: u32, lines: Vec<MPush>, actor: bool },
+    Update { project: u32, lines: Vec<(Target, Option<JobState>, MChanges)>, actor: bool },
+    Start { project: u32, field: Option<(String, String)> },
+    Cancel { project: u32, picks: Vec<usize> },
+    Edit { pick: usize, changes: MChanges },
+    Tick(u64),
+    Flush,
+    Reopen,
+    PowerCut(CrashMode, u64),
+}
+
+const TAGS: [&str; 5] = ["a", "b", "c", "d", "é"];
+const VALUES: [&str; 5] = ["1", "\"x\"", "[1,2.50]", "{\"k\":null}", "123456789012345678901234567890"];
+
+fn state() -> impl Strategy<Value = JobState> {
+    prop_oneof![6 => Just(JobState::Pending), 2 => Just(JobState::Running), 2 => Just(JobState::Finished), 1 => Just(JobState::Deleted)]
+}
+
+fn tags(max: usize) -> impl Strategy<Value = Vec<String>> {
+    proptest::sample::subsequence(TAGS.to_vec(), 0..=max).prop_map(|v| v.into_iter().map(String::from).collect())
+}
+
+fn field() -> impl Strategy<Value = (String, String)> {
+    (0..3u32, 0..VALUES.len()).prop_map(|(f, v)| (format!("f{f}"), VALUES[v].to_string()))
+}
+
+fn changes() -> impl Strategy<Value = MChanges> {
+    (
+        proptest::option::weighted(0.2, 0..5i64),
+        proptest::option::weighted(0.2, tags(2)),
+        tags(2),
+        tags(1),
+        proptest::collection::vec(field(), 0..2),
+    )
+        .prop_map(|(priority, tags, add, remove, set)| MChanges {
+            priority,
+            tags,
+            add,
+            remove,
+            set,
+            delete: vec![],
+        })
+}
+
+fn push_line() -> impl Strategy<Value = MPush> {
+    (
+        0..4u32,
+        state(),
+        proptest::option::weighted(0.3, 0..5i64),
+        tags(3),
+        proptest::option::weighted(0.3, 0..3u32),
+        proptest::option::of(field()),
+    )
+        .prop_map(|(s, state, priority, tags, u, field)| MPush {
+            spider: format!("s{s}"),
+            state,
+            priority,
+            tags,
+            unique: u.map(|u| format!("u{u}")),
+            field,
+        })
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let target = prop_oneof![4 => any::<usize>().prop_map(Target::Job), 1 => (1..3u32, 1..5u32).prop_map(|(p, s)| Target::Spider(p, s))];
+    prop_oneof![
+        6 => (1..3u32, proptest::collection::vec(push_line(), 1..5), any::<bool>()).prop_map(|(project, lines, actor)| Op::Push { project, lines, actor }),
+        5 => (1..3u32, proptest::collection::vec((target, proptest::option::weighted(0.6, state()), changes()), 1..4), any::<bool>())
+            .prop_map(|(project, lines, actor)| Op::Update { project, lines, actor }),
+        2 => (1..3u32, proptest::option::of(field())).prop_map(|(project, field)| Op::Start { project, field }),
+        1 => (1..3u32, proptest::collection::vec(any::<usize>(), 1..4)).prop_map(|(project, picks)| Op::Cancel { project, picks }),
+        2 => (any::<usize>(), changes()).prop_map(|(pick, mut changes)| {
+            if pick % 3 == 0 {
+                changes.delete.push(format!("f{}", pick % 3));
+            }
+            Op::Edit { pick, changes }
+        }),
+        3 => prop_oneof![Just(0u64), 1..3u64, Just(1000u64)].prop_map(Op::Tick),
+        1 => Just(Op::Flush),
+        1 => Just(Op::Reopen),
+        1 => (proptest::sample::select(CrashMode::ALL.to_vec()), any::<u64>()).prop_map(|(m, s)| Op::PowerCut(m, s)),
+    ]
+}
+
+fn filter() -> impl Strategy<Value = Filter> {
+    (
+        proptest::option::weighted(0.3, 0..5u32),
+        proptest::sample::subsequence(JobState::ALL.to_vec(), 0..=3),
+        proptest::option::weighted(0.2, 990..1020u64),
+        proptest::option::weighted(0.2, 995..3030u64),
+        tags(2),
+        tags(2),
+    )
+        .prop_map(|(spider, states, startts, endts, has_tags, lacks_tags)| Filter {
+            spider: spider.map(|s| format!("s{s}")),
+            states,
+            startts,
+            endts,
+            has_tags,
+            lacks_tags,
+            keys: None,
+        })
+}
+
+/// The key an index `pick` names: an existing job of the model, or one that is not.
+fn pick_key(m: &Model, pick: usize, project: Option<u32>) -> JobKey {
+    let keys: Vec<JobKey> = m.jobs.keys().filter(|k| project.is_none_or(|p| k.project == p)).copied().collect();
+    match keys.get(pick % (keys.len() + 1)) {
+        Some(k) => *k,
+        None => JobKey::new(project.unwrap_or(1), 1, 999),
+    }
+}
+
+fn raw(v: &str) -> Box<RawValue> {
+    RawValue::from_string(v.to_string()).unwrap()
+}
+
+fn engine_changes(c: &MChanges) -> Changes {
+    Changes {
+        priority: c.priority,
+        tags: c.tags.clone(),
+        add_tags: c.add.clone(),
+        remove_tags: c.remove.clone(),
+        set: c.set.iter().map(|(n, v)| (n.clone(), raw(v))).collect(),
+        remove: c.delete.clone(),
+    }
+}
+
+fn push_json(l: &MPush) -> String {
+    let mut o = format!("{{\"spider\":{:?},\"state\":\"{}\"", l.spider, l.state);
+    if let Some(p) = l.priority {
+        o += &format!(",\"priority\":{p}");
+    }
+    if !l.tags.is_empty() {
+        o += &format!(",\"tags\":{}", serde_json::to_string(&l.tags).unwrap());
+    }
+    if let Some(u) = &l.unique {
+        o += &format!(",\"unique\":{u:?}");
+    }
+    if let Some((n, v)) = &l.field {
+        o += &format!(",{n:?}:{v}");
+    }
+    o + "}"
+}
+
+fn update_json(key: &str, state: Option<JobState>, c: &MChanges) -> String {
+    let mut o = format!("{{\"key\":{key:?}");
+    if let Some(s) = state {
+        o += &format!(",\"state\":\"{s}\"");
+    }
+    if let Some(p) = c.priority {
+        o += &format!(",\"priority\":{p}");
+    }
+    if let Some(t) = &c.tags {
+        o += &format!(",\"tags\":{}", serde_json::to_string(t).unwrap());
+    }
+    if !c.add.is_empty() {
+        o += &format!(",\"add_tag\":{}", serde_json::to_string(&c.add).unwrap());
+    }
+    if !c.remove.is_empty() {
+        o += &format!(",\"remove_tag\":{}", serde_json::to_string(&c.remove).unwrap());
+    }
+    for (n, v) in &c.set {
+        o += &format!(",{n:?}:{v}");
+    }
+    o + "}"
+}
+
+struct World {
+    sim: SimFs,
+    clock: Arc<ManualClock>,
+    opts: Options,
+    store: Option<Store>,
+    model: Model,
+}
+
+impl World {
+    fn new(durability: Durability) -> World {
+        let sim = SimFs::new();
+        let clock = Arc::new(ManualClock::new(1000));
+        let opts = Options {
+            fs: Arc::new(sim.clone()),
+            clock: clock.clone(),
+            durability,
+            background: false,
+            memtable_entries: 5,
+            bulk_entries: 7,
+            merge_fanout: 2,
+            segment_bytes: 4096,
+            ..Options::default()
+        };
+        let store = Some(Store::open("/db", opts.clone()).unwrap());
+        World { sim, clock, opts, store, model: Model::default() }
+    }
+
+    fn store(&self) -> &Store {
+        self.store.as_ref().unwrap()
+    }
+
+    fn step(&mut self, op: &Op) {
+        let now = jobq::model::Clock::now_ms(&*self.clock);
+        let actor = |a: bool| a.then_some("tester");
+        match op {
+            Op::Push { project, lines, actor: a } => {
+                let specs: Vec<_> = lines.iter().map(|l| parse_push(&push_json(l)).unwrap()).collect();
+                let got = self.store().push(*project, &specs, actor(*a)).unwrap();
+                let want = self.model.push(*project, lines, now, actor(*a));
+                let got: Vec<Option<JobKey>> = got
+                    .iter()
+                    .map(|r| match r {
+                        PushResult::Pushed { key, .. } => Some(*key),
+                        PushResult::Conflict { .. } => None,
+                    })
+                    .collect();
+                assert_eq!(got, want, "push answers");
+            }
+            Op::Update { project, lines, actor: a } => {
+                let mut specs = Vec::new();
+                let mut mlines = Vec::new();
+                for (t, state, c) in lines {
+                    let (key, target) = match t {
+                        Target::Job(pick) => {
+                            let k = pick_key(&self.model, *pick, Some(*project));
+                            (k.to_string(), Ok(k))
+                        }
+                        Target::Spider(_, s) => (format!("{project}/{s}"), Err((*project, *s))),
+                    };
+                    specs.push(parse_update(&update_json(&key, *state, c), *project).unwrap());
+                    mlines.push((target, *state, c.clone()));
+                }
+                let got = self.store().update(*project, &specs, actor(*a)).unwrap();
+                let want = self.model.update(&mlines, now, actor(*a));
+                assert_eq!(got, want, "update answers");
+            }
+            Op::Start { project, field } => {
+                let c = MChanges { set: field.iter().cloned().collect(), ..MChanges::default() };
+                let got =
+                    self.store().start_next(*project, &engine_changes(&c), Some("runner")).unwrap().map(|j| j.key);
+                let want = self.model.start_next(*project, &c, now, Some("runner"));
+                assert_eq!(got, want, "started job");
+            }
+            Op::Cancel { project, picks } => {
+                let keys: Vec<JobKey> = picks.iter().map(|p| pick_key(&self.model, *p, Some(*project))).collect();
+                let got = self.store().cancel(*project, &keys, None).unwrap();
+                assert_eq!(got, self.model.cancel(&keys, now, None), "cancel count");
+            }
+            Op::Edit { pick, changes } => {
+                let key = pick_key(&self.model, *pick, None);
+                let got = self.store().edit(key, &engine_changes(changes), None).unwrap();
+                assert_eq!(got, self.model.edit(key, changes, now), "edit found the job");
+            }
+            Op::Tick(ms) => self.clock.advance(*ms),
+            Op::Flush => self.store().flush_indexes().unwrap(),
+            Op::Reopen => {
+                self.store.take().unwrap().close().unwrap();
+                self.store = Some(Store::open("/db", self.opts.clone()).unwrap());
+            }
+            Op::PowerCut(mode, seed) => {
+                if self.opts.durability == Durability::Buffered {
+                    self.store().sync().unwrap();
+                }
+                self.sim.set_fault(Some(Fault { at: 0, kind: FaultKind::PowerCut, sticky: true }));
+                drop(self.store.take());
+                self.sim.crash(*mode, *seed);
+                self.store = Some(Store::open("/db", self.opts.clone()).unwrap());
+            }
+        }
+    }
+
+    fn check(&self, filters: &[Filter]) {
+        let snap = self.store().snapshot();
+        for project in 1..=2u32 {
+            for f in filters {
+                assert_eq!(snap.count(project, f).unwrap(), self.model.count(project, f), "count {project} {f:?}");
+                let all = Paging { count: 1000, start: 0, stop: None };
+                let want = self.model.list(project, f, &all);
+                let got: Vec<JobKey> =
+                    snap.list(project, f, &all).unwrap().iter().map(|h| JobKey::from_local(project, h.local)).collect();
+                assert_eq!(got, want, "list {project} {f:?}");
+                let everything = Filter::default();
+                let order = self.model.list(project, &everything, &all);
+                for (start, count, stop) in
+                    [(1, 2, None), (3, 100, None), (0, 3, order.get(2)), (2, 1000, order.get(5))]
+                {
+                    let p = Paging { count, start, stop: stop.copied() };
+                    let got: Vec<JobKey> = snap
+                        .list(project, f, &p)
+                        .unwrap()
+                        .iter()
+                        .map(|h| JobKey::from_local(project, h.local))
+                        .collect();
+                    assert_eq!(got, self.model.list(project, f, &p), "list {project} {f:?} {p:?}");
+                }
+                if !want.is_empty() {
+                    let keys = Filter { keys: Some(vec![want[0], JobKey::new(project, 9, 9)]), ..f.clone() };
+                    assert_eq!(snap.count(project, &keys).unwrap(), 1);
+                }
+            }
+        }
+        for (key, m) in &self.model.jobs {
+            let j = snap.get(*key).unwrap().unwrap_or_else(|| panic!("{key} missing"));
+            assert_eq!(
+                (j.state, j.priority, j.times, &j.tags, &j.unique),
+                (m.state, m.priority, m.times, &m.tags, &m.unique),
+                "{key}"
+            );
+            let fields: Vec<(String, String)> = j
+                .meta
+                .fields()
+                .unwrap()
+                .iter()
+                .map(|(n, v)| (n.to_string(), if n == "auth" { "\"?\"".to_string() } else { v.get().to_string() }))
+                .collect();
+            assert_eq!(fields, m.meta, "{key} metadata");
+        }
+        assert!(snap.get(JobKey::new(1, 1, 12345)).unwrap().is_none());
+    }
+}
+
+fn run(ops: &[Op], filters: &[Filter], durability: Durability) {
+    let mut w = World::new(durability);
+    let mut filters = filters.to_vec();
+    filters.push(Filter { states: vec![JobState::Finished], ..Filter::default() });
+    filters.push(Filter::default());
+    for op in ops {
+        w.step(op);
+        w.check(&filters);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(48), max_shrink_iters: 2000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn store_matches_model(ops in proptest::collection::vec(op(), 1..40), filters in proptest::collection::vec(filter(), 4)) {
+        run(&ops, &filters, Durability::Sync);
+    }
+
+    #[test]
+    fn buffered_store_matches_model(ops in proptest::collection::vec(op(), 1..30), filters in proptest::collection::vec(filter(), 3)) {
+        run(&ops, &filters, Durability::Buffered);
+    }
+}
+
+#[test]
+fn the_model_test_reaches_merges_and_crashes() {
+    // A fixed sequence that must freeze, merge, reopen and cut power.
+    let push = |n: usize| Op::Push {
+        project: 1,
+        lines: (0..n)
+            .map(|i| MPush {
+                spider: format!("s{}", i % 3),
+                state: JobState::Pending,
+                priority: Some((i % 5) as i64),
+                tags: vec![TAGS[i % 5].to_string()],
+                unique: None,
+                field: None,
+            })
+            .collect(),
+        actor: true,
+    };
+    let finish = |p: usize| Op::Update {
+        project: 1,
+        lines: vec![(Target::Job(p), Some(JobState::Finished), MChanges::default())],
+        actor: false,
+    };
+    let mut ops = vec![push(4), push(4), Op::Tick(1), push(4), finish(1), finish(2), Op::Tick(0), push(4), push(4)];
+    ops.extend([
+        Op::Flush,
+        Op::PowerCut(CrashMode::Garble, 7),
+        push(3),
+        finish(5),
+        Op::Reopen,
+        Op::Start { project: 1, field: None },
+    ]);
+    let mut w = World::new(Durability::Sync);
+    let filters = vec![Filter::default(), Filter { states: vec![JobState::Finished], ..Filter::default() }];
+    for op in &ops {
+        w.step(op);
+        w.check(&filters);
+    }
+    let stats = w.store().stats();
+    assert!(stats.snapshot.index_files >= 1, "{stats:?}");
+    assert!(w.store().report().indexes.len() >= 1);
+}

@@ -1,2 +1,29 @@
 #![allow(dead_code)]
 pub mod model;
+
+use jobq::model::JobKey;
+use jobq::query::{Filter, Paging};
+use jobq::Store;
+
+/// Assert that the store holds exactly the model's jobs, in the model's order.
+pub fn assert_store_is(store: &Store, m: &model::Model, context: &str) {
+    let snap = store.snapshot();
+    let all = Paging { count: 1_000_000, start: 0, stop: None };
+    let mut projects: Vec<u32> = m.jobs.keys().map(|k| k.project).collect();
+    projects.extend([1, 2]);
+    projects.sort_unstable();
+    projects.dedup();
+    for p in projects {
+        let got: Vec<JobKey> =
+            snap.list(p, &Filter::default(), &all).unwrap().iter().map(|h| JobKey::from_local(p, h.local)).collect();
+        assert_eq!(got, m.list(p, &Filter::default(), &all), "{context}: jobs of project {p}");
+    }
+    for (key, want) in &m.jobs {
+        let j = snap.get(*key).unwrap().unwrap_or_else(|| panic!("{context}: {key} missing"));
+        assert_eq!(
+            (j.state, j.priority, j.times, &j.tags),
+            (want.state, want.priority, want.times, &want.tags),
+            "{context}: {key}"
+        );
+    }
+}

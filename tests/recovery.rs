@@ -1,0 +1,207 @@
+//! The log's recovery rules, case by case (LevelDB's list): a torn tail cut at every
+//! byte of the last frames, every bit of the last frame flipped, zeros and garbage
+//! appended, a bad frame in the middle refused with its file and offset (or cut
+//! under the salvage policy), and recovery itself run twice.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use common::assert_store_is;
+use common::model::{MPush, Model};
+use jobq::fs::SimFs;
+use jobq::log::recovery::RecoveryPolicy;
+use jobq::model::{JobState, ManualClock};
+use jobq::store::request::parse_push;
+use jobq::{Error, Options, Store};
+
+const LOG: &str = "/db/gen-0000000000000001/log-0000000001.jql";
+
+fn opts(sim: &SimFs) -> Options {
+    Options {
+        fs: Arc::new(sim.clone()),
+        clock: Arc::new(ManualClock::new(5000)),
+        background: false,
+        memtable_entries: 1000,
+        ..Options::default()
+    }
+}
+
+fn line(i: usize) -> MPush {
+    MPush {
+        spider: "spider".into(),
+        state: JobState::Pending,
+        priority: Some((i % 5) as i64),
+        tags: vec![format!("t{}", i % 3)],
+        unique: None,
+        field: None,
+    }
+}
+
+/// A store with `n` single-job writes after an indexed prefix; returns the log
+/// length and the model after each write.
+fn build(n: usize) -> (SimFs, Vec<(usize, Model)>) {
+    let sim = SimFs::new();
+    let store = Store::open("/db", opts(&sim)).unwrap();
+    let mut model = Model::default();
+    let push = |store: &Store, model: &mut Model, i: usize| {
+        let l = line(i);
+        let spec = parse_push(&format!(r#"{{"spider":"spider","priority":{},"tags":["t{}"]}}"#, i % 5, i % 3)).unwrap();
+        store.push(1, &[spec], None).unwrap();
+        model.push(1, &[l], 5000, None);
+    };
+    for i in 0..5 {
+        push(&store, &mut model, i);
+    }
+    store.flush_indexes().unwrap();
+    let mut states = vec![(sim.read_file(Path::new(LOG)).unwrap().len(), model.clone())];
+    for i in 5..5 + n {
+        push(&store, &mut model, i);
+        states.push((sim.read_file(Path::new(LOG)).unwrap().len(), model.clone()));
+    }
+    // A process crash: everything acknowledged is durable, nothing is flushed.
+    std::mem::forget(store);
+    (sim, states)
+}
+
+fn copy(sim: &SimFs) -> SimFs {
+    let fresh = SimFs::new();
+    copy_dir(sim, &fresh, Path::new("/db"));
+    fresh
+}
+
+fn copy_dir(from: &SimFs, to: &SimFs, dir: &Path) {
+    use jobq::fs::{FileSystem, OpenMode};
+    to.create_dir(dir).unwrap();
+    for name in from.read_dir(dir).unwrap() {
+        let p: PathBuf = dir.join(&name);
+        match from.read_file(&p) {
+            Ok(bytes) => {
+                to.open(&p, OpenMode::CreateNew).unwrap();
+                to.write_file(&p, bytes).unwrap();
+            }
+            Err(_) => copy_dir(from, to, &p),
+        }
+    }
+    to.sync_dir(dir).unwrap();
+}
+
+/// The model of the longest prefix of writes whose frames end at or before `len`.
+fn expected(states: &[(usize, Model)], len: usize) -> &Model {
+    &states.iter().rev().find(|(l, _)| *l <= len).expect("the indexed prefix survives").1
+}
+
+fn reopen_twice(sim: &SimFs, policy: RecoveryPolicy) -> Result<Store, Error> {
+    let o = Options { recovery: policy, ..opts(sim) };
+    let first = Store::open("/db", o.clone())?;
+    drop(first);
+    Store::open("/db", o)
+}
+
+#[test]
+fn log_cut_at_every_byte_of_the_last_frames() {
+    let (sim, states) = build(3);
+    let full = sim.read_file(Path::new(LOG)).unwrap();
+    let first_unindexed = states[0].0;
+    for cut in first_unindexed..=full.len() {
+        let s = copy(&sim);
+        s.write_file(Path::new(LOG), full[..cut].to_vec()).unwrap();
+        let store = reopen_twice(&s, RecoveryPolicy::Strict).unwrap_or_else(|e| panic!("cut at {cut}: {e}"));
+        let want = expected(&states, cut);
+        assert_store_is(&store, want, &format!("cut at {cut}"));
+        let kept = s.read_file(Path::new(LOG)).unwrap().len();
+        assert!(states.iter().any(|(l, _)| *l == kept), "cut at {cut} left {kept} bytes, not a frame boundary");
+    }
+}
+
+#[test]
+fn every_bit_of_the_last_frame_flipped() {
+    let (sim, states) = build(2);
+    let full = sim.read_file(Path::new(LOG)).unwrap();
+    let last_start = states[states.len() - 2].0;
+    for bit in last_start * 8..full.len() * 8 {
+        let s = copy(&sim);
+        let mut bad = full.clone();
+        bad[bit / 8] ^= 1 << (bit % 8);
+        s.write_file(Path::new(LOG), bad).unwrap();
+        let store = reopen_twice(&s, RecoveryPolicy::Strict).unwrap_or_else(|e| panic!("bit {bit}: {e}"));
+        assert_store_is(&store, &states[states.len() - 2].1, &format!("bit {bit} flipped"));
+    }
+}
+
+#[test]
+fn zeros_and_garbage_after_the_tail() {
+    let (sim, states) = build(2);
+    let full = sim.read_file(Path::new(LOG)).unwrap();
+    let mut seed = 0x1234_5678_u64;
+    for tail in [
+        vec![0u8; 1],
+        vec![0u8; 31],
+        vec![0u8; 4096],
+        (0..777)
+            .map(|_| {
+                seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+                (seed >> 33) as u8
+            })
+            .collect(),
+    ] {
+        let s = copy(&sim);
+        let mut bytes = full.clone();
+        bytes.extend_from_slice(&tail);
+        s.write_file(Path::new(LOG), bytes).unwrap();
+        let store = reopen_twice(&s, RecoveryPolicy::Strict).unwrap();
+        assert_store_is(&store, &states[states.len() - 1].1, "junk appended");
+        assert_eq!(s.read_file(Path::new(LOG)).unwrap().len(), full.len(), "junk cut");
+        let cut = store.report().cut.clone();
+        assert!(cut.is_none(), "the second open finds nothing to cut: {cut:?}");
+    }
+}
+
+#[test]
+fn bad_frame_mid_log_is_refused_with_its_offset() {
+    let (sim, states) = build(4);
+    let sim = copy(&sim);
+    let full = sim.read_file(Path::new(LOG)).unwrap();
+    // Damage the second unindexed frame: later frames say it was synced.
+    let at = states[1].0 + 40;
+    let mut bad = full.clone();
+    bad[at] ^= 0xFF;
+    sim.write_file(Path::new(LOG), bad.clone()).unwrap();
+    let err = Store::open("/db", opts(&sim)).err().expect("corruption must be refused");
+    match &err {
+        Error::Corrupt { path, offset, .. } => {
+            assert!(path.ends_with("log-0000000001.jql"), "{err}");
+            assert_eq!(*offset, states[1].0 as u64, "{err}");
+        }
+        other => panic!("expected Corrupt, got {other}"),
+    }
+    assert!(
+        err.to_string().contains("log-0000000001.jql") && err.to_string().contains(&format!("offset {}", states[1].0)),
+        "{err}"
+    );
+    // Nothing was changed by the refusal.
+    assert_eq!(sim.read_file(Path::new(LOG)).unwrap(), bad);
+    // The salvage policy keeps what precedes the damage.
+    let store = reopen_twice(&sim, RecoveryPolicy::TruncateAtCorruption).unwrap();
+    assert_store_is(&store, &states[1].1, "salvaged");
+}
+
+#[test]
+fn truncated_trailing_record_and_bad_length_at_end() {
+    let (sim, states) = build(2);
+    let full = sim.read_file(Path::new(LOG)).unwrap();
+    let last = states[states.len() - 2].0;
+    // A length field claiming more than the file holds.
+    let s = copy(&sim);
+    let mut bad = full.clone();
+    bad[last + 4..last + 8].copy_from_slice(&u32::MAX.to_le_bytes());
+    s.write_file(Path::new(LOG), bad).unwrap();
+    let store = reopen_twice(&s, RecoveryPolicy::Strict).unwrap();
+    assert_store_is(&store, &states[states.len() - 2].1, "bad length");
+    // Only the header of the last frame made it.
+    let s = copy(&sim);
+    s.write_file(Path::new(LOG), full[..last + 32].to_vec()).unwrap();
+    let store = reopen_twice(&s, RecoveryPolicy::Strict).unwrap();
+    assert_store_is(&store, &states[states.len() - 2].1, "header only");
+}

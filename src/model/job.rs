@@ -33,7 +33,7 @@ impl Job {
     }
 
     /// Write the job's whole metadata as one JSON object: the maintained fields
-    /// (`project`, `spider`, `state`, `priority`, `tags`, `*_time`), then the
+    /// (`project`, `spider`, `state`, `priority`, `tags`, `unique`, `*_time`), then the
     /// metadata document's fields in their order. `extra` fields go first.
     pub fn write_metadata(&self, spider_name: &str, extra: &[(&str, &str)], out: &mut Vec<u8>) {
         out.push(b'{');
@@ -53,6 +53,10 @@ impl Job {
         out.extend_from_slice(self.priority.to_string().as_bytes());
         out.extend_from_slice(b",\"tags\":");
         write_tags(&self.tags, out);
+        if let Some(u) = &self.unique {
+            out.extend_from_slice(b",\"unique\":");
+            write_json_str(out, u);
+        }
         for (i, t) in self.times.iter().enumerate() {
             if let Some(t) = t {
                 out.push(b',');
@@ -76,6 +80,7 @@ impl Job {
             "spider" => Some(json_string(spider_name)),
             "state" => Some(json_string(self.state.as_str())),
             "priority" => Some(self.priority.to_string()),
+            "unique" => self.unique.as_deref().map(json_string),
             "tags" => {
                 let mut out = Vec::new();
                 write_tags(&self.tags, &mut out);

@@ -78,10 +78,7 @@ pub(crate) fn open(dir: &Path, opts: &Options) -> Result<Opened> {
         if !opts.create || opts.read_only {
             return Err(Error::io("open", dir, std::io::ErrorKind::NotFound.into()));
         }
-        fs.create_dir(dir).map_err(io("create", dir))?;
-        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-            fs.sync_dir(parent).map_err(io("fsync dir", parent))?;
-        }
+        create_dirs(fs, dir)?;
     }
     let lock = if opts.read_only {
         None
@@ -150,6 +147,24 @@ pub(crate) fn open(dir: &Path, opts: &Options) -> Result<Opened> {
     report.indexes = w.segments.iter().map(|s| s.seg.meta().file_name()).collect();
     report.millis = started.elapsed().as_millis() as u64;
     Ok(Opened { lock, generation, gen_dir, writer: w, report })
+}
+
+/// Create `dir` and its missing ancestors, each made durable in its parent.
+fn create_dirs(fs: &dyn FileSystem, dir: &Path) -> Result<()> {
+    let mut missing = Vec::new();
+    for a in dir.ancestors().filter(|a| !a.as_os_str().is_empty()) {
+        if fs.exists(a).map_err(io("stat", a))? {
+            break;
+        }
+        missing.push(a);
+    }
+    for d in missing.into_iter().rev() {
+        fs.create_dir(d).map_err(io("create", d))?;
+        let parent = d.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        // IMPORTANT: fsync folder, so the new directory survives.
+        fs.sync_dir(parent).map_err(io("fsync dir", parent))?;
+    }
+    Ok(())
 }
 
 /// Remove what interrupted work left: other generations, temp files.

@@ -11,6 +11,7 @@
 //!
 //! format-spec/ describes every byte on disk.
 
+pub mod api;
 pub mod codec;
 pub mod error;
 pub mod fs;

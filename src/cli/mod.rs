@@ -1,0 +1,145 @@
+//! The `jobq` command line: `serve`, `import`, `export`, `query`.
+//! Exit status: 0 done, 1 failed (the reason on stderr), 2 bad usage.
+
+mod data;
+mod query;
+mod serve;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::server::auth::KeySpec;
+
+#[derive(Parser)]
+#[command(name = "jobq", version, about = "A persistent JobQ: crawl-job metadata over the Scrapinghub JobQ HTTP API")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the JobQ HTTP API.
+    Serve(ServeArgs),
+    /// Bulk-load jobs (JSON lines in the export format) as one transaction.
+    Import(ImportArgs),
+    /// Write every job (or one project's) as JSON lines: its whole metadata plus `key`.
+    Export(ExportArgs),
+    /// Answer request paths read from stdin (`jobq/53/list?state=finished`), one JSON line each.
+    Query(QueryArgs),
+}
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// The data directory (created when missing).
+    #[arg(long, value_name = "DIR")]
+    pub data: PathBuf,
+    /// Address to listen on (port 0: any free port, logged at start).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7070")]
+    pub listen: String,
+    /// An API key, optionally named (the name goes into `*_by` fields) and limited to
+    /// projects. Repeatable.
+    #[arg(long = "api-key", value_name = "[NAME=]KEY[:P1,P2,...]")]
+    pub api_keys: Vec<KeySpec>,
+    /// Read API keys from a file, one `[NAME=]KEY[:P1,...]` a line (`#` comments):
+    /// keeps them out of the process list.
+    #[arg(long, value_name = "FILE")]
+    pub api_key_file: Option<PathBuf>,
+    /// Serve without authentication: anyone who can connect may read and write
+    /// every project. Refused together with API keys.
+    #[arg(long)]
+    pub insecure_no_auth: bool,
+    /// Largest request body (bytes; K, M, G, KiB, MiB, GiB suffixes allowed); larger gets 413.
+    #[arg(long, value_name = "BYTES", default_value = "16MiB", value_parser = parse_size)]
+    pub max_body: usize,
+    /// Largest (and default) `count` of one listing.
+    #[arg(long, value_name = "N", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_count: u64,
+    /// On SIGTERM/SIGINT, how long in-flight requests may take before the store closes anyway.
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    pub drain_timeout: u64,
+}
+
+#[derive(Args)]
+pub struct ImportArgs {
+    /// The data directory (created when missing). Not while a server holds it.
+    #[arg(long, value_name = "DIR")]
+    pub data: PathBuf,
+    /// JSON lines to import; stdin when absent.
+    pub file: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct ExportArgs {
+    /// The data directory (opened read-only: a server may be running on it).
+    #[arg(long, value_name = "DIR")]
+    pub data: PathBuf,
+    /// Only this project.
+    #[arg(long, value_name = "P", value_parser = clap::value_parser!(u32).range(1..))]
+    pub project: Option<u32>,
+}
+
+#[derive(Args)]
+pub struct QueryArgs {
+    /// The data directory (opened read-only: a server may be running on it).
+    #[arg(long, value_name = "DIR")]
+    pub data: PathBuf,
+    /// Largest (and default) `count` of one listing, as for `serve`.
+    #[arg(long, value_name = "N", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_count: u64,
+}
+
+/// `16MiB`, `64K`, `1048576`: a byte count.
+fn parse_size(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let n: usize = digits.parse().map_err(|_| format!("expected a number of bytes, got {s:?}"))?;
+    let mult: usize = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        other => return Err(format!("unknown size unit {other:?} (use K, M or G)")),
+    };
+    match n.checked_mul(mult) {
+        Some(v) if v > 0 => Ok(v),
+        _ => Err(format!("{s:?} is not a usable size")),
+    }
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let (name, result) = match cli.command {
+        Command::Serve(a) => ("serve", serve::run(a)),
+        Command::Import(a) => ("import", data::import(a)),
+        Command::Export(a) => ("export", data::export(a)),
+        Command::Query(a) => ("query", query::run(a)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            if !message.is_empty() {
+                eprintln!("jobq {name}: {message}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("16MiB"), Ok(16 << 20));
+        assert_eq!(parse_size("64k"), Ok(64 << 10));
+        assert_eq!(parse_size("100"), Ok(100));
+        for bad in ["", "0", "x", "5 parsecs", "99999999999999999999G"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
+    }
+}

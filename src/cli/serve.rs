@@ -1,0 +1,51 @@
+//! `jobq serve`: check the flags, set up logging, run the server.
+
+use std::time::Duration;
+
+use super::ServeArgs;
+use crate::server::auth::{parse_key_file, Auth};
+use crate::server::{serve, ServeConfig};
+
+pub fn run(a: ServeArgs) -> Result<(), String> {
+    let mut specs = a.api_keys;
+    if let Some(path) = &a.api_key_file {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        specs.extend(parse_key_file(&text).map_err(|e| format!("{}: {e}", path.display()))?);
+    }
+    let auth = match (specs.is_empty(), a.insecure_no_auth) {
+        (true, false) => {
+            return Err("refusing to serve without authentication: give --api-key KEY (or --api-key-file FILE), \
+                 or --insecure-no-auth to let anyone who can connect read and write every project"
+                .into())
+        }
+        (false, true) => return Err("--insecure-no-auth cannot be combined with API keys".into()),
+        (true, true) => Auth::Open,
+        (false, false) => Auth::from_specs(specs)?,
+    };
+    init_logging();
+    if matches!(auth, Auth::Open) {
+        tracing::warn!(
+            "serving WITHOUT authentication (--insecure-no-auth): anyone who can connect may read and write"
+        );
+    }
+    serve(ServeConfig {
+        data: a.data,
+        listen: a.listen,
+        auth,
+        max_body: a.max_body,
+        max_count: a.max_count,
+        drain: Duration::from_secs(a.drain_timeout),
+    })
+}
+
+/// Logs to stderr, filtered by RUST_LOG (default: info).
+fn init_logging() {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}

@@ -76,7 +76,7 @@ impl<'a> Request<'a> {
 /// Settings of the API.
 #[derive(Clone, Copy, Debug)]
 pub struct Config {
-    /// The largest `count` of one listing (also its default).
+    /// The largest `count` of one listing (the default is 1000, or this when lower).
     pub max_count: u64,
 }
 

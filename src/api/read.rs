@@ -24,8 +24,11 @@ pub(super) fn count(store: &Store, project: u32, params: &Params) -> Answer {
     Ok(Response::value(format!("{n}\n").into_bytes()))
 }
 
+/// The default `count` of a listing (lower when the configured maximum is).
+const LIST_COUNT: u64 = 1000;
+
 pub(super) fn list(store: &Store, project: u32, params: &Params, config: &Config) -> Answer {
-    let limits = Limits { default_count: config.max_count, max_count: config.max_count };
+    let limits = Limits { default_count: LIST_COUNT.min(config.max_count), max_count: config.max_count };
     let q = parse_query(params, project, Some(JobState::Finished), limits)?;
     let snap = store.snapshot();
     let hits = snap.list(project, &q.filter, &q.paging)?;

@@ -54,7 +54,7 @@ pub struct ServeArgs {
     /// Largest request body (bytes; K, M, G, KiB, MiB, GiB suffixes allowed); larger gets 413.
     #[arg(long, value_name = "BYTES", default_value = "16MiB", value_parser = parse_size)]
     pub max_body: usize,
-    /// Largest (and default) `count` of one listing.
+    /// Largest `count` of one listing (the default count is 1000, or this when lower).
     #[arg(long, value_name = "N", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_count: u64,
     /// On SIGTERM/SIGINT, how long in-flight requests may take before the store closes anyway.
@@ -86,7 +86,7 @@ pub struct QueryArgs {
     /// The data directory (opened read-only: a server may be running on it).
     #[arg(long, value_name = "DIR")]
     pub data: PathBuf,
-    /// Largest (and default) `count` of one listing, as for `serve`.
+    /// Largest `count` of one listing, as for `serve`.
     #[arg(long, value_name = "N", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_count: u64,
 }

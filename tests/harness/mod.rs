@@ -1,0 +1,240 @@
+//! Test harness: the real `jobq` binary on a free port of 127.0.0.1, and a small
+//! HTTP/1.1 client over a TcpStream that shows exactly what was sent back
+//! (status, headers, body bytes, how many chunks).
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_jobq");
+
+/// A running `jobq serve`.
+pub struct Server {
+    child: Option<Child>,
+    pub addr: String,
+    log: Arc<Mutex<String>>,
+}
+
+impl Server {
+    /// Start `jobq serve --data DIR --listen 127.0.0.1:0 ARGS...` and wait until it listens.
+    pub fn start(data: &Path, args: &[&str]) -> Server {
+        let mut child = Command::new(BIN)
+            .arg("serve")
+            .arg("--data")
+            .arg(data)
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start jobq serve");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(addr) = line.split_whitespace().find_map(|w| w.strip_prefix("listen=")) {
+                    let _ = tx.send(addr.to_string());
+                }
+                let mut l = sink.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(a) => a,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("jobq serve did not start:\n{}", log.lock().unwrap());
+            }
+        };
+        Server { child: Some(child), addr, log }
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// SIGTERM, then wait for the exit (at most 60 s).
+    pub fn stop(mut self) -> (ExitStatus, String) {
+        let mut child = self.child.take().expect("running");
+        signal(child.id(), "TERM");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                std::thread::sleep(Duration::from_millis(50));
+                return (status, self.log());
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("jobq serve did not stop on SIGTERM:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn req(&self, method: &str, target: &str, auth: Option<&str>, body: &[u8]) -> Resp {
+        request(&self.addr, method, target, auth, body)
+    }
+
+    pub fn get(&self, target: &str, auth: &str) -> Resp {
+        self.req("GET", target, Some(auth), b"")
+    }
+
+    pub fn post(&self, target: &str, auth: &str, body: &str) -> Resp {
+        self.req("POST", target, Some(auth), body.as_bytes())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub fn signal(pid: u32, name: &str) {
+    let ok = Command::new("kill").arg(format!("-{name}")).arg(pid.to_string()).status().expect("run kill");
+    assert!(ok.success(), "kill -{name} {pid}");
+}
+
+/// One answer as received.
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    /// Chunks of a chunked body (0 when it had a length).
+    pub chunks: usize,
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8(self.body.clone()).expect("UTF-8 body")
+    }
+
+    /// The JSON lines, checked to be well formed: `\n` endings, no blank line.
+    pub fn lines(&self) -> Vec<serde_json::Value> {
+        let t = self.text();
+        if t.is_empty() {
+            return Vec::new();
+        }
+        assert!(t.ends_with('\n') && !t.contains("\n\n") && !t.contains('\r'), "not JSON lines: {t:?}");
+        t.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}"))).collect()
+    }
+
+    /// The one JSON line.
+    pub fn json(&self) -> serde_json::Value {
+        let mut l = self.lines();
+        assert_eq!(l.len(), 1, "expected one line, got {:?} (status {})", self.text(), self.status);
+        l.remove(0)
+    }
+
+    /// Assert an error status with an `{"error": ...}` line containing `needle`.
+    pub fn assert_error(&self, status: u16, needle: &str) {
+        assert_eq!(self.status, status, "body: {}", self.text());
+        let e = self.json();
+        let msg = e["error"].as_str().unwrap_or_else(|| panic!("no error message: {e}"));
+        assert!(msg.contains(needle), "error {msg:?} does not mention {needle:?}");
+    }
+}
+
+pub fn basic(credentials: &str) -> String {
+    const ABC: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let b = credentials.as_bytes();
+    let mut out = String::new();
+    for c in b.chunks(3) {
+        let n =
+            (u32::from(c[0]) << 16) | (u32::from(*c.get(1).unwrap_or(&0)) << 8) | u32::from(*c.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            if i <= c.len() {
+                out.push(ABC[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    format!("Basic {out}")
+}
+
+/// Send one request (`Connection: close`) and read the whole answer. `auth` is
+/// `user:password` (`KEY:` for an API key).
+pub fn request(addr: &str, method: &str, target: &str, auth: Option<&str>, body: &[u8]) -> Resp {
+    let mut head = format!("{method} {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    if let Some(a) = auth {
+        head.push_str(&format!("Authorization: {}\r\n", basic(a)));
+    }
+    head.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    read_response(&mut s)
+}
+
+/// Send raw bytes (a hand-made request) and read the answer.
+pub fn raw(addr: &str, bytes: &[u8]) -> Resp {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let _ = s.write_all(bytes);
+    read_response(&mut s)
+}
+
+pub fn read_response(s: &mut TcpStream) -> Resp {
+    let mut all = Vec::new();
+    let _ = s.read_to_end(&mut all);
+    parse_response(&all)
+}
+
+pub fn parse_response(all: &[u8]) -> Resp {
+    let end = all.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or_else(|| {
+        panic!("no complete response head in {:?}", String::from_utf8_lossy(all));
+    });
+    let head = std::str::from_utf8(&all[..end]).expect("ASCII head");
+    let mut lines = head.split("\r\n");
+    let status: u16 = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let rest = &all[end + 4..];
+    let chunked = headers.iter().any(|(n, v)| n == "transfer-encoding" && v.contains("chunked"));
+    if !chunked {
+        return Resp { status, headers, body: rest.to_vec(), chunks: 0 };
+    }
+    let (mut body, mut chunks, mut at) = (Vec::new(), 0, 0);
+    loop {
+        let nl = rest[at..].windows(2).position(|w| w == b"\r\n").expect("chunk size line") + at;
+        let size = usize::from_str_radix(std::str::from_utf8(&rest[at..nl]).unwrap().trim(), 16).unwrap();
+        at = nl + 2;
+        if size == 0 {
+            break;
+        }
+        body.extend_from_slice(&rest[at..at + size]);
+        chunks += 1;
+        at += size + 2;
+    }
+    Resp { status, headers, body, chunks }
+}
+
+/// A fresh temporary data directory.
+pub fn tempdir() -> tempfile::TempDir {
+    tempfile::tempdir().expect("temp dir")
+}

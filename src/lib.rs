@@ -15,6 +15,7 @@ pub mod api;
 pub mod codec;
 pub mod error;
 pub mod fs;
+pub(crate) mod hash;
 pub mod model;
 
 pub use error::{Error, Result};

@@ -7,7 +7,7 @@ mod common;
 
 use std::sync::Arc;
 
-use common::model::{MChanges, MPush, Model};
+use common::model::{MChanges, MImport, MPush, Model};
 use jobq::fs::{CrashMode, Fault, FaultKind, SimFs};
 use jobq::model::{JobKey, JobState, ManualClock};
 use jobq::query::{Filter, Paging};
@@ -25,11 +25,33 @@ enum Target {
 
 #[derive(Clone, Debug)]
 enum Op {
-    Push { project: u32, lines: Vec<MPush>, actor: bool },
-    Update { project: u32, lines: Vec<(Target, Option<JobState>, MChanges)>, actor: bool },
-    Start { project: u32, field: Option<(String, String)> },
-    Cancel { project: u32, picks: Vec<usize> },
-    Edit { pick: usize, changes: MChanges },
+    Push {
+        project: u32,
+        lines: Vec<MPush>,
+        actor: bool,
+    },
+    Update {
+        project: u32,
+        lines: Vec<(Target, Option<JobState>, MChanges)>,
+        actor: bool,
+    },
+    Start {
+        project: u32,
+        field: Option<(String, String)>,
+    },
+    Cancel {
+        project: u32,
+        picks: Vec<usize>,
+    },
+    Edit {
+        pick: usize,
+        changes: MChanges,
+    },
+    /// Import lines; with `bad`, a malformed line at that index refuses the file.
+    Import {
+        lines: Vec<MImport>,
+        bad: Option<usize>,
+    },
     Tick(u64),
     Flush,
     Reopen,
@@ -88,6 +110,20 @@ fn push_line() -> impl Strategy<Value = MPush> {
         })
 }
 
+fn import_line() -> impl Strategy<Value = MImport> {
+    (1..3u32, 0..4u32, 1..12u32, state(), 990..1010u64, tags(2), proptest::option::of(0..5i64)).prop_map(
+        |(project, s, job, state, ts, tags, priority)| MImport {
+            project,
+            spider: format!("s{s}"),
+            job,
+            state,
+            ts,
+            tags,
+            priority,
+        },
+    )
+}
+
 fn op() -> impl Strategy<Value = Op> {
     let target = prop_oneof![4 => any::<usize>().prop_map(Target::Job), 1 => (1..3u32, 1..5u32).prop_map(|(p, s)| Target::Spider(p, s))];
     prop_oneof![
@@ -102,6 +138,8 @@ fn op() -> impl Strategy<Value = Op> {
             }
             Op::Edit { pick, changes }
         }),
+        1 => (proptest::collection::vec(import_line(), 1..6), proptest::option::weighted(0.2, 0..6usize))
+            .prop_map(|(lines, bad)| Op::Import { lines, bad }),
         3 => prop_oneof![Just(0u64), 1..3u64, Just(1000u64)].prop_map(Op::Tick),
         1 => Just(Op::Flush),
         1 => Just(Op::Reopen),
@@ -275,6 +313,42 @@ impl World {
                 let key = pick_key(&self.model, *pick, None);
                 let got = self.store().edit(key, &engine_changes(changes), None).unwrap();
                 assert_eq!(got, self.model.edit(key, changes, now), "edit found the job");
+            }
+            Op::Import { lines, bad } => {
+                let mut text = String::new();
+                let mut ids = self.model.clone();
+                for (i, l) in lines.iter().enumerate() {
+                    if *bad == Some(i) {
+                        text += "{\"key\":\"1/1/1\",\"spider\":\"s0\",\"state\":\"bogus\"}\n";
+                    }
+                    let sid = ids.spider_id(l.project, &l.spider);
+                    let mut line = format!(
+                        r#"{{"key":"{}/{sid}/{}","spider":"{}","state":"{}","{}":{},"tags":{}"#,
+                        l.project,
+                        l.job,
+                        l.spider,
+                        l.state,
+                        l.state.time_field(),
+                        l.ts,
+                        serde_json::to_string(&l.tags).unwrap()
+                    );
+                    if let Some(p) = l.priority {
+                        line += &format!(r#","priority":{p}"#);
+                    }
+                    text += &line;
+                    text += ",\"x\":1}\n";
+                }
+                let got = self.store().import(&mut text.as_bytes(), &mut |_| {});
+                match bad.filter(|b| *b < lines.len()) {
+                    Some(b) => {
+                        let e = got.expect_err("a bad line refuses the import");
+                        assert!(e.to_string().contains(&format!("line {}", b + 1)), "{e}");
+                    }
+                    None => {
+                        assert_eq!(got.unwrap().jobs, lines.len() as u64);
+                        self.model.import(lines);
+                    }
+                }
             }
             Op::Tick(ms) => self.clock.advance(*ms),
             Op::Flush => self.store().flush_indexes().unwrap(),

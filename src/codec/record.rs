@@ -3,7 +3,8 @@
 //! A jobs payload is `count` records back to back. A record:
 //!
 //! ```text
-//! u32 body_len            bytes after this field
+//! u32 body_len            bytes of the body (after the crc)
+//! u32 crc                 masked CRC-32 of the body
 //! u32 project, u32 spider, u32 job
 //! u8  state               0 pending, 1 running, 2 finished, 3 deleted
 //! u8  times_mask          bit i: times[i] present (pending, running, finished, deleted)
@@ -58,35 +59,80 @@ impl JobView<'_> {
     }
 }
 
+/// The fields of a record, borrowed.
+#[derive(Clone, Copy, Debug)]
+pub struct RecordHead<'a> {
+    pub key: JobKey,
+    pub state: JobState,
+    pub priority: i64,
+    pub times: [Option<u64>; 4],
+    pub order_seq: u64,
+    pub tags: &'a [&'a str],
+    pub unique: Option<&'a str>,
+}
+
 /// Append one record. Lengths must fit their fields (checked by input validation).
 pub fn encode_job(job: &Job, out: &mut Vec<u8>) {
+    let tags: Vec<&str> = job.tags.iter().map(String::as_str).collect();
+    let head = RecordHead {
+        key: job.key,
+        state: job.state,
+        priority: job.priority,
+        times: job.times,
+        order_seq: job.order_seq,
+        tags: &tags,
+        unique: job.unique.as_deref(),
+    };
+    encode_parts(&head, out, |out| out.extend_from_slice(job.meta.as_str().as_bytes()));
+}
+
+/// Bytes before a record's body: its length and its checksum.
+pub const RECORD_PREFIX: usize = 8;
+
+/// Append one record whose document `doc` writes (a JSON object). Returns the
+/// offset of the record's `order_seq` field within `out`: a caller that patches it
+/// must then [`seal`] the record again.
+pub fn encode_parts(h: &RecordHead<'_>, out: &mut Vec<u8>, doc: impl FnOnce(&mut Vec<u8>)) -> usize {
     let start = out.len();
-    out.extend_from_slice(&[0; 4]);
-    out.write_u32::<LE>(job.key.project).unwrap();
-    out.write_u32::<LE>(job.key.spider).unwrap();
-    out.write_u32::<LE>(job.key.job).unwrap();
-    out.push(job.state.code());
-    let mask = job.times.iter().enumerate().fold(0u8, |m, (i, t)| if t.is_some() { m | (1 << i) } else { m });
+    out.extend_from_slice(&[0; RECORD_PREFIX]);
+    out.write_u32::<LE>(h.key.project).unwrap();
+    out.write_u32::<LE>(h.key.spider).unwrap();
+    out.write_u32::<LE>(h.key.job).unwrap();
+    out.push(h.state.code());
+    let mask = h.times.iter().enumerate().fold(0u8, |m, (i, t)| if t.is_some() { m | (1 << i) } else { m });
     out.push(mask);
-    out.push(if job.unique.is_some() { FLAG_UNIQUE } else { 0 });
+    out.push(if h.unique.is_some() { FLAG_UNIQUE } else { 0 });
     out.push(0);
-    out.write_i64::<LE>(job.priority).unwrap();
-    out.write_u64::<LE>(job.order_seq).unwrap();
-    for t in job.times {
+    out.write_i64::<LE>(h.priority).unwrap();
+    let seq_at = out.len();
+    out.write_u64::<LE>(h.order_seq).unwrap();
+    for t in h.times {
         out.write_u64::<LE>(t.unwrap_or(0)).unwrap();
     }
-    out.write_u16::<LE>(u16::try_from(job.tags.len()).expect("tag count validated")).unwrap();
-    for tag in &job.tags {
+    out.write_u16::<LE>(u16::try_from(h.tags.len()).expect("tag count validated")).unwrap();
+    for tag in h.tags {
         put_str16(out, tag);
     }
-    if let Some(u) = &job.unique {
+    if let Some(u) = h.unique {
         put_str16(out, u);
     }
-    let doc = job.meta.as_str().as_bytes();
-    out.write_u32::<LE>(u32::try_from(doc.len()).expect("document size validated")).unwrap();
-    out.extend_from_slice(doc);
-    let body = (out.len() - start - 4) as u32;
+    let len_at = out.len();
+    out.extend_from_slice(&[0; 4]);
+    doc(out);
+    let doc_len = (out.len() - len_at - 4) as u32;
+    out[len_at..len_at + 4].copy_from_slice(&doc_len.to_le_bytes());
+    let body = (out.len() - start - RECORD_PREFIX) as u32;
     out[start..start + 4].copy_from_slice(&body.to_le_bytes());
+    seal(out, start);
+    seq_at
+}
+
+/// Write the checksum of the record starting at `start` of `buf`.
+pub fn seal(buf: &mut [u8], start: usize) {
+    let body_len = u32::from_le_bytes(buf[start..start + 4].try_into().expect("four bytes")) as usize;
+    let body = start + RECORD_PREFIX;
+    let crc = crate::codec::frame::checksum(&[&buf[body..body + body_len]]);
+    buf[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
 }
 
 fn put_str16(out: &mut Vec<u8>, s: &str) {
@@ -98,16 +144,23 @@ fn put_str16(out: &mut Vec<u8>, s: &str) {
 pub fn decode_job(buf: &[u8]) -> Result<(JobView<'_>, usize), DecodeError> {
     let mut r = ByteReader::new(buf);
     let body_len = r.u32("record length")? as usize;
+    let crc = r.u32("record checksum")?;
     if body_len < RECORD_FIXED + 4 {
         return Err(DecodeError::new(0, format!("record length {body_len} is too short")));
     }
     let body = r.bytes(body_len, "record body")?;
-    let mut r = ByteReader::new(body);
-    let view = decode_body(&mut r).map_err(|e| DecodeError::new(4 + e.offset, e.what))?;
-    if r.remaining() != 0 {
-        return Err(DecodeError::new(4 + r.pos(), format!("{} bytes left over after the record", r.remaining())));
+    if crate::codec::frame::checksum(&[body]) != crc {
+        return Err(DecodeError::new(4, "record checksum mismatch"));
     }
-    Ok((view, 4 + body_len))
+    let mut r = ByteReader::new(body);
+    let view = decode_body(&mut r).map_err(|e| DecodeError::new(RECORD_PREFIX + e.offset, e.what))?;
+    if r.remaining() != 0 {
+        return Err(DecodeError::new(
+            RECORD_PREFIX + r.pos(),
+            format!("{} bytes left over after the record", r.remaining()),
+        ));
+    }
+    Ok((view, RECORD_PREFIX + body_len))
 }
 
 fn decode_body<'a>(r: &mut ByteReader<'a>) -> Result<JobView<'a>, DecodeError> {

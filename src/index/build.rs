@@ -2,7 +2,6 @@
 //! `ts` descending (ties: later `order_seq` first), their columns, the key lookup
 //! table, and a posting list per state, spider, tag, priority and active `unique`.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use byteorder::{LittleEndian as LE, WriteBytesExt};
@@ -11,6 +10,7 @@ use super::format::{self, field, DirEntry, Footer, SegmentMeta, SECTION_HEADER, 
 use super::posting;
 use crate::codec::frame::checksum;
 use crate::codec::record::{encode_catalog, SpiderEntry};
+use crate::hash::FastMap;
 use crate::model::JobState;
 
 /// One job version to index.
@@ -36,27 +36,6 @@ impl DocEntry {
     }
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-enum Term<'a> {
-    State(u8),
-    Spider(u32),
-    Tag(&'a str),
-    Priority(i64),
-    Unique(&'a str),
-}
-
-impl Term<'_> {
-    fn encode(&self) -> (u8, Vec<u8>) {
-        match *self {
-            Term::State(s) => (field::STATE, vec![s]),
-            Term::Spider(s) => (field::SPIDER, s.to_le_bytes().to_vec()),
-            Term::Tag(t) => (field::TAG, t.as_bytes().to_vec()),
-            Term::Priority(p) => (field::PRIORITY, p.to_le_bytes().to_vec()),
-            Term::Unique(u) => (field::UNIQUE, u.as_bytes().to_vec()),
-        }
-    }
-}
-
 fn pad8(out: &mut Vec<u8>) {
     while out.len() % 8 != 0 {
         out.push(0);
@@ -65,19 +44,23 @@ fn pad8(out: &mut Vec<u8>) {
 
 /// Build the bytes of an index file. `docs` holds at most one version per key
 /// (the caller keeps the newest); any order.
-pub fn build(mut docs: Vec<DocEntry>, meta: SegmentMeta, catalog: &[SpiderEntry]) -> Vec<u8> {
-    docs.sort_unstable_by(|a, b| a.project.cmp(&b.project).then(b.order_key().cmp(&a.order_key())));
+pub fn build(docs: Vec<DocEntry>, meta: SegmentMeta, catalog: &[SpiderEntry]) -> Vec<u8> {
+    // Sort small keys, not whole entries: project, then the listing order.
+    let mut order: Vec<(u32, u64, u64, u32)> =
+        docs.iter().enumerate().map(|(i, d)| (d.project, !d.ts, !d.order_seq, i as u32)).collect();
+    order.sort_unstable();
+    let sorted: Vec<&DocEntry> = order.iter().map(|o| &docs[o.3 as usize]).collect();
     let mut out = Vec::with_capacity(64 + docs.len() * 64);
     let meta = SegmentMeta { docs: docs.len() as u64, ..meta };
     out.extend_from_slice(&format::encode_header(&meta));
     let mut dir = Vec::new();
     let mut i = 0;
-    while i < docs.len() {
-        let project = docs[i].project;
-        let j = i + docs[i..].partition_point(|d| d.project == project);
+    while i < sorted.len() {
+        let project = sorted[i].project;
+        let j = i + sorted[i..].partition_point(|d| d.project == project);
         pad8(&mut out);
         let start = out.len();
-        build_section(project, &docs[i..j], &mut out);
+        build_section(project, &sorted[i..j], &mut out);
         let crc = checksum(&[&out[start..]]);
         dir.push(DirEntry {
             project,
@@ -104,25 +87,73 @@ pub fn build(mut docs: Vec<DocEntry>, meta: SegmentMeta, catalog: &[SpiderEntry]
         out.write_u32::<LE>(d.crc).unwrap();
         out.write_u32::<LE>(0).unwrap();
     }
-    let dir_len = out.len() as u64 - dir_offset;
-    let footer = Footer { dir_offset, dir_len, catalog_offset, catalog_len };
-    let header = out[..format::HEADER_LEN].to_vec();
-    let cat = out[catalog_offset as usize..(catalog_offset + catalog_len) as usize].to_vec();
-    let dir_bytes = out[dir_offset as usize..].to_vec();
-    let f = format::encode_footer(&footer, |f| checksum(&[&header, &dir_bytes, &cat, f]));
+    let footer = Footer { dir_offset, dir_len: out.len() as u64 - dir_offset, catalog_offset, catalog_len };
+    let (head, rest) = out.split_at(format::HEADER_LEN);
+    let cat = &rest[catalog_offset as usize - format::HEADER_LEN..][..catalog_len as usize];
+    let dir_bytes = &rest[dir_offset as usize - format::HEADER_LEN..];
+    let f = format::encode_footer(&footer, |f| checksum(&[head, dir_bytes, cat, f]));
     out.extend_from_slice(&f);
     out
 }
 
+/// Posting lists of one section, per field.
+#[derive(Default)]
+struct Terms<'a> {
+    state: [Vec<u32>; 4],
+    spider: FastMap<u32, Vec<u32>>,
+    priority: FastMap<i64, Vec<u32>>,
+    tag: FastMap<&'a str, Vec<u32>>,
+    unique: FastMap<&'a str, Vec<u32>>,
+}
+
+impl<'a> Terms<'a> {
+    fn collect(docs: &[&'a DocEntry]) -> Terms<'a> {
+        let mut t = Terms::default();
+        for (doc, d) in docs.iter().enumerate() {
+            let doc = doc as u32;
+            t.state[d.state as usize].push(doc);
+            t.spider.entry((d.local >> 32) as u32).or_default().push(doc);
+            t.priority.entry(d.priority).or_default().push(doc);
+            for tag in d.tags.iter() {
+                let list = t.tag.entry(tag).or_default();
+                if list.last() != Some(&doc) {
+                    list.push(doc);
+                }
+            }
+            if let (Some(u), true) = (&d.unique, d.state.is_active()) {
+                t.unique.entry(u).or_default().push(doc);
+            }
+        }
+        t
+    }
+
+    /// Every non-empty posting list with its encoded term, in dictionary order.
+    fn sorted(self) -> Vec<((u8, Vec<u8>), Vec<u32>)> {
+        let mut out: Vec<((u8, Vec<u8>), Vec<u32>)> = Vec::new();
+        for (code, list) in self.state.into_iter().enumerate() {
+            if !list.is_empty() {
+                out.push(((field::STATE, vec![code as u8]), list));
+            }
+        }
+        out.extend(self.spider.into_iter().map(|(s, l)| ((field::SPIDER, s.to_le_bytes().to_vec()), l)));
+        out.extend(self.tag.into_iter().map(|(t, l)| ((field::TAG, t.as_bytes().to_vec()), l)));
+        out.extend(self.priority.into_iter().map(|(p, l)| ((field::PRIORITY, p.to_le_bytes().to_vec()), l)));
+        out.extend(self.unique.into_iter().map(|(u, l)| ((field::UNIQUE, u.as_bytes().to_vec()), l)));
+        out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+}
+
 /// One project's section; `docs` are in listing order.
-fn build_section(project: u32, docs: &[DocEntry], out: &mut Vec<u8>) {
+fn build_section(project: u32, docs: &[&DocEntry], out: &mut Vec<u8>) {
     let start = out.len();
     let n = docs.len();
     out.resize(start + SECTION_HEADER, 0);
     let col = |out: &mut Vec<u8>, f: &dyn Fn(&DocEntry) -> u64| {
         let at = (out.len() - start) as u64;
+        out.reserve(n * 8);
         for d in docs {
-            out.write_u64::<LE>(f(d)).unwrap();
+            out.extend_from_slice(&f(d).to_le_bytes());
         }
         at
     };
@@ -130,45 +161,24 @@ fn build_section(project: u32, docs: &[DocEntry], out: &mut Vec<u8>) {
     let seq_at = col(out, &|d| d.order_seq);
     let key_at = col(out, &|d| d.local);
     let loc_at = col(out, &|d| d.loc);
-    let mut by_key: Vec<u32> = (0..n as u32).collect();
-    by_key.sort_unstable_by_key(|i| docs[*i as usize].local);
+    let mut by_key: Vec<(u64, u32)> = docs.iter().enumerate().map(|(i, d)| (d.local, i as u32)).collect();
+    by_key.sort_unstable();
     let sorted_at = (out.len() - start) as u64;
-    for i in &by_key {
-        out.write_u64::<LE>(docs[*i as usize].local).unwrap();
+    for (k, _) in &by_key {
+        out.extend_from_slice(&k.to_le_bytes());
     }
     let by_key_at = (out.len() - start) as u64;
-    for i in &by_key {
-        out.write_u32::<LE>(*i).unwrap();
+    for (_, i) in &by_key {
+        out.extend_from_slice(&i.to_le_bytes());
     }
     pad8(out);
-
-    let mut terms: HashMap<Term<'_>, Vec<u32>> = HashMap::new();
-    for (doc, d) in docs.iter().enumerate() {
-        let doc = doc as u32;
-        terms.entry(Term::State(d.state.code())).or_default().push(doc);
-        terms.entry(Term::Spider((d.local >> 32) as u32)).or_default().push(doc);
-        terms.entry(Term::Priority(d.priority)).or_default().push(doc);
-        for t in d.tags.iter() {
-            let list = terms.entry(Term::Tag(t)).or_default();
-            if list.last() != Some(&doc) {
-                list.push(doc);
-            }
-        }
-        if let (Some(u), true) = (&d.unique, d.state.is_active()) {
-            terms.entry(Term::Unique(u)).or_default().push(doc);
-        }
-    }
-    let mut terms: Vec<((u8, Vec<u8>), Vec<u32>)> = terms.into_iter().map(|(t, d)| (t.encode(), d)).collect();
-    terms.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    let terms = Terms::collect(docs).sorted();
     let dict_at = (out.len() - start) as u64;
-    let blob_len: usize = terms.iter().map(|((_, t), _)| t.len()).sum();
     let entries_at = out.len();
     out.resize(entries_at + terms.len() * TERM_ENTRY, 0);
-    let blob_at = out.len();
     for ((_, t), _) in &terms {
         out.extend_from_slice(t);
     }
-    debug_assert_eq!(out.len() - blob_at, blob_len);
     pad8(out);
     let mut term_off = 0u32;
     for (k, ((f, t), list)) in terms.iter().enumerate() {

@@ -2,10 +2,11 @@
 //! since the last index file, per project. Snapshots share it; a write copies only
 //! the 64-entry chunk it changes.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::DocEntry;
+use crate::hash::FastMap;
 
 const CHUNK: usize = 64;
 
@@ -78,7 +79,7 @@ impl MemSnapshot {
 #[derive(Default, Debug)]
 pub struct MemTable {
     snap: MemSnapshot,
-    keys: HashMap<(u32, u64), usize>,
+    keys: FastMap<(u32, u64), usize>,
 }
 
 impl MemTable {

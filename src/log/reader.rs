@@ -52,10 +52,10 @@ impl RecordReader {
         let path = || self.dir.join(segment::file_name(pos.segment));
         buf.resize(FIRST_READ, 0);
         let n = file.read_at(buf, pos.offset).map_err(|e| Error::io("read", path(), e))?;
-        if n < 4 {
+        if n < record::RECORD_PREFIX {
             return Err(Error::corrupt(path(), pos.offset, "record position past the end of the log"));
         }
-        let total = 4 + LE::read_u32(&buf[0..4]) as usize;
+        let total = record::RECORD_PREFIX + LE::read_u32(&buf[0..4]) as usize;
         if total > n {
             buf.resize(total, 0);
             fs::read_exact_at(&*file, &mut buf[n..], pos.offset + n as u64)

@@ -77,13 +77,17 @@ fn durable_evidence(sc: &mut FrameScanner, from: u64, seq: u64) -> Result<Option
 }
 
 /// Validate the log from `start` (with `start_seq` the sequence expected there) to
-/// its end, and apply the cuts the rules call for unless `read_only`.
+/// its end, and apply the cuts the rules call for unless `read_only`. `in_txn`: the
+/// frame before `start` belongs to an import transaction (an index chain may end
+/// inside an import, which was committed before its index was built).
+#[allow(clippy::too_many_arguments)]
 pub fn validate(
     fs: &dyn FileSystem,
     dir: &Path,
     generation: u64,
     start: LogPos,
     start_seq: u64,
+    in_txn: bool,
     policy: RecoveryPolicy,
     read_only: bool,
 ) -> Result<Validated> {
@@ -95,7 +99,9 @@ pub fn validate(
     let mut expected = start_seq;
     let mut end = start;
     let mut frames = 0;
-    let mut txn: Option<(LogPos, u64)> = None;
+    // An open transaction: where its first frame is and its sequence number (0 when
+    // it began before `start`).
+    let mut txn: Option<(LogPos, u64)> = in_txn.then_some((start, 0));
     let mut damage: Option<(LogPos, String, bool)> = None;
     'segments: for (i, &n) in segments.iter().enumerate() {
         if i > 0 && n != segments[i - 1] + 1 {
@@ -162,7 +168,13 @@ pub fn validate(
         let what = if durable { "corruption" } else { "torn tail" };
         cut = Some(Cut { at, reason: format!("{what}: {reason}"), bytes: 0, lost_durable: durable });
     }
-    if let Some((at, seq)) = txn {
+    if let Some((at, 0)) = txn {
+        // An import whose start is indexed lost its commit: it was durable once.
+        let path = dir.join(segment::file_name(at.segment));
+        if policy == RecoveryPolicy::Strict && cut.is_none() {
+            return Err(Error::corrupt(path, end.offset, "an indexed import transaction has no commit frame"));
+        }
+    } else if let Some((at, seq)) = txn {
         // An import that never committed: its frames never counted.
         if cut.as_ref().is_none_or(|c| at < c.at) {
             let reason = "an import transaction without its commit".to_string();
@@ -197,12 +209,16 @@ fn check_frame(
     }
     match h.kind {
         FrameKind::Commit => {
+            if h.is_txn() {
+                return Err("a commit frame carries the transaction flag".into());
+            }
             let seq = record::decode_commit(payload).map_err(|e| e.what)?;
             match txn.take() {
-                Some((_, start)) if start == seq => {}
+                Some((_, start)) if start == seq || (start == 0 && seq < expected) => {}
                 _ => return Err("a commit frame that closes no open transaction".into()),
             }
         }
+        FrameKind::Catalog if h.is_txn() => return Err("a catalog frame carries the transaction flag".into()),
         _ if h.is_txn() => {
             if txn.is_none() {
                 *txn = Some((LogPos { segment, offset }, h.first_seq));

@@ -1,53 +1,26 @@
-//! Spiders: per project, names and ids both ways. Ids are allocated in order and
-//! never reused; each spider also has the next job id to allocate.
+//! Spiders: per project, names and ids both ways, shared by snapshots and copied
+//! per project on change; and, for the writer only, each spider's next job id.
+//! Ids are allocated in order and never reused.
 
-use std::collections::HashMap;
+use crate::hash::FastMap;
 use std::sync::Arc;
 
 use crate::codec::record::SpiderEntry;
 
 #[derive(Clone, Default, Debug)]
 struct ProjectSpiders {
-    by_name: HashMap<Arc<str>, u32>,
-    by_id: HashMap<u32, Arc<str>>,
+    by_name: FastMap<Arc<str>, u32>,
+    by_id: FastMap<u32, Arc<str>>,
     max_id: u32,
 }
 
-/// Every spider of every project.
+/// Every spider name of every project. Cheap to clone.
 #[derive(Clone, Default, Debug)]
 pub struct Catalog {
-    projects: HashMap<u32, ProjectSpiders>,
-    next_job: HashMap<(u32, u32), u32>,
+    projects: Arc<FastMap<u32, Arc<ProjectSpiders>>>,
 }
 
 impl Catalog {
-    pub fn from_entries(entries: &[SpiderEntry]) -> Catalog {
-        let mut c = Catalog::default();
-        for e in entries {
-            c.register(e.project, e.spider, &e.name);
-            c.note_job(e.project, e.spider, e.next_job.saturating_sub(1));
-        }
-        c
-    }
-
-    /// Every spider with its next job id, sorted.
-    pub fn entries(&self) -> Vec<SpiderEntry> {
-        let mut out: Vec<SpiderEntry> = self
-            .projects
-            .iter()
-            .flat_map(|(p, s)| {
-                s.by_id.iter().map(move |(id, name)| SpiderEntry {
-                    project: *p,
-                    spider: *id,
-                    next_job: self.next_job(*p, *id),
-                    name: name.to_string(),
-                })
-            })
-            .collect();
-        out.sort_by_key(|e| (e.project, e.spider));
-        out
-    }
-
     pub fn id(&self, project: u32, name: &str) -> Option<u32> {
         self.projects.get(&project)?.by_name.get(name).copied()
     }
@@ -62,22 +35,12 @@ impl Catalog {
     }
 
     pub fn register(&mut self, project: u32, id: u32, name: &str) {
-        let p = self.projects.entry(project).or_default();
+        let projects = Arc::make_mut(&mut self.projects);
+        let p = Arc::make_mut(projects.entry(project).or_default());
         let name: Arc<str> = Arc::from(name);
         p.by_name.insert(name.clone(), id);
         p.by_id.insert(id, name);
         p.max_id = p.max_id.max(id);
-    }
-
-    /// The next job id of a spider.
-    pub fn next_job(&self, project: u32, spider: u32) -> u32 {
-        self.next_job.get(&(project, spider)).copied().unwrap_or(1)
-    }
-
-    /// Record that job id `job` exists, so it is never allocated again.
-    pub fn note_job(&mut self, project: u32, spider: u32, job: u32) {
-        let next = self.next_job.entry((project, spider)).or_insert(1);
-        *next = (*next).max(job.saturating_add(1));
     }
 
     /// Spiders over all projects.
@@ -87,5 +50,51 @@ impl Catalog {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Every spider with its next job id, sorted.
+    pub fn entries(&self, ids: &JobIds) -> Vec<SpiderEntry> {
+        let mut out: Vec<SpiderEntry> = self
+            .projects
+            .iter()
+            .flat_map(|(p, s)| {
+                s.by_id.iter().map(move |(id, name)| SpiderEntry {
+                    project: *p,
+                    spider: *id,
+                    next_job: ids.next(*p, *id),
+                    name: name.to_string(),
+                })
+            })
+            .collect();
+        out.sort_by_key(|e| (e.project, e.spider));
+        out
+    }
+
+    /// Names and next job ids from catalog entries.
+    pub fn from_entries(entries: &[SpiderEntry]) -> (Catalog, JobIds) {
+        let mut c = Catalog::default();
+        let mut ids = JobIds::default();
+        for e in entries {
+            c.register(e.project, e.spider, &e.name);
+            ids.note(e.project, e.spider, e.next_job.saturating_sub(1));
+        }
+        (c, ids)
+    }
+}
+
+/// The next job id of each spider (the writer's).
+#[derive(Clone, Default, Debug)]
+pub struct JobIds(FastMap<(u32, u32), u32>);
+
+impl JobIds {
+    /// The next job id of a spider.
+    pub fn next(&self, project: u32, spider: u32) -> u32 {
+        self.0.get(&(project, spider)).copied().unwrap_or(1)
+    }
+
+    /// Record that job id `job` exists, so it is never allocated again.
+    pub fn note(&mut self, project: u32, spider: u32, job: u32) {
+        let next = self.0.entry((project, spider)).or_insert(1);
+        *next = (*next).max(job.saturating_add(1));
     }
 }

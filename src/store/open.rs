@@ -115,12 +115,16 @@ pub(crate) fn open(dir: &Path, opts: &Options) -> Result<Opened> {
     let (start, start_seq, catalog) = match slots.last() {
         Some(s) => (s.seg.meta().log_end, s.seg.meta().hi_seq + 1, Catalog::from_entries(&s.seg.catalog())),
         None => {
-            (LogPos { segment: segment::list(fs, &gen_dir)?[0], offset: HEADER_LEN }, log_first_seq, Catalog::default())
+            (LogPos { segment: segment::list(fs, &gen_dir)?[0], offset: HEADER_LEN }, log_first_seq, Default::default())
         }
     };
     report.replay_from = start;
     let last_frame = slots.last().map(|s| s.seg.meta().last_frame);
-    let v = recovery::validate(fs, &gen_dir, generation, start, start_seq, opts.recovery, opts.read_only)?;
+    let in_txn = match slots.last() {
+        Some(s) => last_frame_in_txn(fs, &gen_dir, s.seg.meta())?,
+        None => false,
+    };
+    let v = recovery::validate(fs, &gen_dir, generation, start, start_seq, in_txn, opts.recovery, opts.read_only)?;
     report.cut = v.cut.clone();
     let reader = Arc::new(RecordReader::new(opts.fs.clone(), &gen_dir));
     let mut w =
@@ -221,6 +225,14 @@ fn matches_log(fs: &dyn FileSystem, gen_dir: &Path, m: &format::SegmentMeta) -> 
     })
 }
 
+/// Is the last frame an index covers part of an import transaction?
+fn last_frame_in_txn(fs: &dyn FileSystem, gen_dir: &Path, m: &format::SegmentMeta) -> Result<bool> {
+    let path = gen_dir.join(segment::file_name(m.last_frame.segment));
+    let f = fs.open(&path, crate::fs::OpenMode::Read).map_err(io("open", &path))?;
+    let mut sc = FrameScanner::new(f, &path, m.last_frame.offset)?;
+    Ok(sc.frame_at(m.last_frame.offset)?.is_ok_and(|(h, _)| h.is_txn()))
+}
+
 /// Open the index files and pick the chain that covers the log from its start with
 /// the fewest, largest files; set aside the rest.
 fn choose_chain(
@@ -281,28 +293,29 @@ fn choose_chain(
 
 /// Mark, in each index file, the docs a newer index file holds a version of.
 pub(crate) fn kill_superseded(slots: &mut [SegmentSlot]) {
-    for i in 0..slots.len() {
-        let projects: Vec<u32> = slots[i].seg.projects().collect();
-        for project in projects {
+    for newer in 1..slots.len() {
+        kill_superseded_by(slots, newer);
+    }
+}
+
+/// Mark, in the files before `newer`, the docs whose keys file `newer` holds.
+pub(crate) fn kill_superseded_by(slots: &mut [SegmentSlot], newer: usize) {
+    let projects: Vec<u32> = slots[newer].seg.projects().collect();
+    for project in projects {
+        for old in 0..newer {
             let mut dead = Vec::new();
-            {
-                let Some(old) = slots[i].seg.section(project) else {
-                    continue;
-                };
-                for newer in &slots[i + 1..] {
-                    if let Some(new) = newer.seg.section(project) {
-                        common_keys(&old, &new, &mut |doc| dead.push(doc));
-                    }
-                }
+            if let (Some(o), Some(n)) = (slots[old].seg.section(project), slots[newer].seg.section(project)) {
+                common_keys(&o, &n, &mut |doc| dead.push(doc));
             }
             for doc in dead {
-                slots[i].kill(project, doc);
+                slots[old].kill(project, doc);
             }
         }
     }
 }
 
 /// Call `f` with each doc of `a` whose key `b` also holds (galloping from the smaller).
+/// `f` gets `a`'s doc.
 fn common_keys(a: &Section<'_>, b: &Section<'_>, f: &mut dyn FnMut(u32)) {
     let (small, big, small_is_a) = if a.len() <= b.len() { (a, b, true) } else { (b, a, false) };
     let n = big.len();
@@ -350,7 +363,7 @@ fn replay_frame(w: &mut Writer, pos: LogPos, h: &crate::codec::frame::FrameHeade
         FrameKind::Catalog => {
             for s in record::decode_catalog(payload).map_err(bad)? {
                 w.register_spider(s.project, s.spider, &s.name);
-                w.catalog.note_job(s.project, s.spider, s.next_job - 1);
+                w.job_ids.note(s.project, s.spider, s.next_job - 1);
             }
         }
         FrameKind::Commit => {}

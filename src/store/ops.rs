@@ -169,9 +169,9 @@ pub(crate) fn push(w: &mut Writer, project: u32, specs: &[PushSpec], ctx: &Ctx<'
                 held.insert(u);
             }
         }
-        let job_id = w.catalog.next_job(project, spider);
+        let job_id = w.job_ids.next(project, spider);
         let key = JobKey::new(project, spider, job_id);
-        w.catalog.note_job(project, spider, job_id);
+        w.job_ids.note(project, spider, job_id);
         let mut times = [None; 4];
         times[s.state as usize] = Some(ctx.now);
         let mut fields: Vec<(&str, &RawValue)> = s.meta.iter().map(|(n, v)| (n.as_str(), &**v)).collect();

@@ -4,6 +4,9 @@
 use serde_json::value::RawValue;
 
 use crate::error::{Error, Result};
+use std::borrow::Cow;
+
+use crate::codec::json::{self, RawField};
 use crate::model::doc::{parse_object, Field};
 use crate::model::{JobKey, JobState, SpiderKey, TIME_FIELDS};
 
@@ -335,56 +338,125 @@ mod tests {
     }
 }
 
-/// One line of an import: a job's whole metadata plus its key.
+/// One line of an import, borrowed from the line: a job's whole metadata plus its key.
 #[derive(Debug, Clone)]
-pub struct ImportSpec {
-    pub job: crate::model::Job,
-    pub spider: String,
+pub struct ImportLine<'a> {
+    pub key: JobKey,
+    pub spider: Cow<'a, str>,
+    pub state: JobState,
+    pub priority: i64,
+    pub times: [Option<u64>; 4],
+    pub tags: Vec<Cow<'a, str>>,
+    pub unique: Option<Cow<'a, str>>,
+    /// The metadata document's fields, raw, in order, each name once.
+    pub doc: Vec<RawField<'a>>,
 }
 
-/// Parse one import line (the export format). `spider`, `state` and the time of
-/// that state are required; `key` too. `*_by`, `auth`, `units` and every other
-/// field are kept as metadata.
-pub fn parse_import(line: &str) -> Result<ImportSpec> {
-    use crate::model::{Job, MetaDoc};
-    let fields = parse_object(line)?;
-    let (mut key, mut spider, mut state, mut priority) = (None, None, None, DEFAULT_PRIORITY);
-    let (mut tags, mut unique, mut times) = (Vec::new(), None, [None; 4]);
-    let mut project = None;
-    let mut meta: Vec<(&str, &RawValue)> = Vec::new();
-    for (name, v) in &fields {
+fn raw_str<'a>(name: &str, v: &'a str) -> Result<Cow<'a, str>> {
+    json::string_value(v).ok_or_else(|| Error::field(name, format!("must be a string, got {v}")))
+}
+
+fn raw_int(name: &str, v: &str) -> Result<i64> {
+    let digits = v.strip_prefix('-').unwrap_or(v);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(Error::field(name, format!("must be an integer, got {v}")));
+    }
+    v.parse::<i64>().map_err(|_| Error::field(name, format!("integer out of range: {v}")))
+}
+
+/// Parse one import line (the export format). `key`, `spider`, `state` and the
+/// time of that state are required. `*_by`, `auth`, `units` and every other field
+/// are kept, raw, as metadata. `fields` is scratch space.
+pub fn parse_import_line<'a>(line: &'a str, fields: &mut Vec<RawField<'a>>) -> Result<ImportLine<'a>> {
+    fields.clear();
+    json::scan_object(line, fields).map_err(|e| Error::input(e.to_string()))?;
+    let (mut key, mut spider, mut state, mut project) = (None, None, None, None);
+    let mut l = ImportLine {
+        key: JobKey::new(1, 1, 1),
+        spider: Cow::Borrowed(""),
+        state: JobState::Pending,
+        priority: DEFAULT_PRIORITY,
+        times: [None; 4],
+        tags: Vec::new(),
+        unique: None,
+        doc: Vec::with_capacity(fields.len()),
+    };
+    for f in fields.iter() {
+        let name = f.name().map_err(|e| Error::input(e.to_string()))?;
         match name.as_ref() {
-            "key" => key = Some(str_value("key", v)?.parse::<JobKey>()?),
-            "spider" => spider = Some(str_value("spider", v)?),
-            "state" => state = Some(str_value("state", v)?.parse::<JobState>()?),
-            "priority" => priority = int_value("priority", v)?,
-            "tags" => tags = tags_value("tags", v)?,
-            "unique" => unique = unique_value(v)?,
-            "project" => project = Some(int_value("project", v)?),
-            n => match TIME_FIELDS.iter().position(|f| *f == n) {
-                Some(i) => {
-                    let t = int_value(n, v)?;
-                    times[i] = Some(u64::try_from(t).map_err(|_| Error::field(n, "must not be negative"))?);
+            "key" => key = Some(raw_str("key", f.value)?.parse::<JobKey>()?),
+            "spider" => spider = Some(raw_str("spider", f.value)?),
+            "state" => state = Some(raw_str("state", f.value)?.parse::<JobState>()?),
+            "priority" => l.priority = raw_int("priority", f.value)?,
+            "project" => project = Some(raw_int("project", f.value)?),
+            "tags" => {
+                let mut list: Vec<Cow<'a, str>> = Vec::new();
+                match f.value.as_bytes().first() {
+                    Some(b'[') => json::string_array(f.value, &mut list)
+                        .map_err(|_| Error::field("tags", "must be a list of strings"))?,
+                    _ => list.push(raw_str("tags", f.value)?),
+                };
+                for t in list {
+                    if t.is_empty() || t.len() > MAX_TAG {
+                        return Err(Error::field("tags", format!("a tag must be 1 to {MAX_TAG} bytes")));
+                    }
+                    if !l.tags.contains(&t) {
+                        l.tags.push(t);
+                    }
                 }
-                None => meta.push((n, v)),
+                if l.tags.len() > MAX_TAGS {
+                    return Err(Error::field("tags", format!("at most {MAX_TAGS} tags")));
+                }
+            }
+            "unique" => {
+                l.unique = match f.value {
+                    "null" => None,
+                    v if v.starts_with('"') => Some(raw_str("unique", v)?),
+                    v => Some(Cow::Owned(raw_int("unique", v).map(|_| v.to_string())?)),
+                }
+            }
+            n => match TIME_FIELDS.iter().position(|t| *t == n) {
+                Some(i) => {
+                    let t = raw_int(n, f.value)?;
+                    l.times[i] = Some(u64::try_from(t).map_err(|_| Error::field(n, "must not be negative"))?);
+                }
+                None => match l.doc.iter().position(|d| d.name == f.name) {
+                    Some(i) => l.doc[i].value = f.value,
+                    None => l.doc.push(*f),
+                },
             },
         }
     }
-    let key = key.ok_or_else(|| Error::field("key", "is required"))?;
-    let spider = spider.filter(|s| !s.is_empty()).ok_or_else(|| Error::field("spider", "is required"))?;
-    let state = state.ok_or_else(|| Error::field("state", "is required"))?;
-    if times[state as usize].is_none() {
-        return Err(Error::field(state.time_field(), format!("is required for a {state} job")));
+    l.key = key.ok_or_else(|| Error::field("key", "is required"))?;
+    l.spider = spider.filter(|s| !s.is_empty()).ok_or_else(|| Error::field("spider", "is required"))?;
+    l.state = state.ok_or_else(|| Error::field("state", "is required"))?;
+    if l.times[l.state as usize].is_none() {
+        return Err(Error::field(l.state.time_field(), format!("is required for a {} job", l.state)));
     }
-    if project.is_some_and(|p| p != i64::from(key.project)) {
-        return Err(Error::field("project", format!("does not match the key {key}")));
+    if project.is_some_and(|p| p != i64::from(l.key.project)) {
+        return Err(Error::field("project", format!("does not match the key {}", l.key)));
     }
-    if spider.len() > MAX_NAME {
-        return Err(Error::field("spider", format!("a spider name is at most {MAX_NAME} bytes")));
+    if l.spider.len() > MAX_NAME || l.unique.as_ref().is_some_and(|u| u.len() > MAX_UNIQUE) {
+        return Err(Error::input("spider name or unique value too long"));
     }
-    let doc = MetaDoc::from_fields(meta);
-    if doc.as_str().len() > MAX_DOC {
+    let size: usize = l.doc.iter().map(|f| f.name.len() + f.value.len() + 4).sum();
+    if size > MAX_DOC {
         return Err(Error::input("metadata over the size limit"));
     }
-    Ok(ImportSpec { job: Job { key, state, priority, times, order_seq: 0, tags, unique, meta: doc }, spider })
+    Ok(l)
+}
+
+/// Write the document of an import line: `{"name":value,...}`.
+pub fn write_import_doc(doc: &[RawField<'_>], out: &mut Vec<u8>) {
+    out.push(b'{');
+    for (i, f) in doc.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.push(b'"');
+        out.extend_from_slice(f.name.as_bytes());
+        out.extend_from_slice(b"\":");
+        out.extend_from_slice(f.value.as_bytes());
+    }
+    out.push(b'}');
 }

@@ -64,7 +64,7 @@ impl Found {
 pub struct Version {
     pub segments: Arc<Vec<SegmentSlot>>,
     pub mem: MemSnapshot,
-    pub catalog: Arc<Catalog>,
+    pub catalog: Catalog,
     /// The last log sequence number reflected.
     pub seq: u64,
 }

@@ -2,16 +2,16 @@
 //! version, and the catalog. Every write appends one frame and then applies its
 //! records here; readers see the result once it is durable.
 
-use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::catalog::Catalog;
+use super::catalog::{Catalog, JobIds};
 use super::version::{find_in_segments, Found, SegmentSlot, Version};
 use crate::codec::frame::FrameKind;
 use crate::codec::record;
 use crate::error::{Error, Result};
 use crate::fs::MappedBytes;
+use crate::hash::{FastMap, FastSet};
 use crate::index::{build, DocEntry, IndexSegment, MemTable, SegmentMeta};
 use crate::log::reader::RecordReader;
 use crate::log::writer::{Appended, LogWriter};
@@ -30,10 +30,10 @@ pub(crate) struct Writer {
     /// First sequence number the tail covers.
     pub mem_lo_seq: u64,
     /// Active jobs of the tail by `unique`.
-    mem_uniques: HashMap<(u32, Arc<str>), u64>,
+    mem_uniques: FastMap<(u32, Arc<str>), u64>,
     pub catalog: Catalog,
-    catalog_snap: Arc<Catalog>,
-    tags: HashSet<Arc<str>>,
+    pub job_ids: JobIds,
+    tags: FastSet<Arc<str>>,
     /// Position of the last frame appended.
     pub last_frame: Option<LogPos>,
     pub reader: Arc<RecordReader>,
@@ -56,7 +56,7 @@ impl Writer {
         gen_dir: PathBuf,
         segments: Vec<SegmentSlot>,
         mem_lo_seq: u64,
-        catalog: Catalog,
+        (catalog, job_ids): (Catalog, JobIds),
         reader: Arc<RecordReader>,
         freeze_at: usize,
     ) -> Writer {
@@ -68,10 +68,10 @@ impl Writer {
             segments,
             mem: MemTable::default(),
             mem_lo_seq,
-            mem_uniques: HashMap::new(),
-            catalog_snap: Arc::new(catalog.clone()),
+            mem_uniques: FastMap::default(),
             catalog,
-            tags: HashSet::new(),
+            job_ids,
+            tags: FastSet::default(),
             last_frame: None,
             reader,
             freeze_at,
@@ -87,7 +87,7 @@ impl Writer {
         Arc::new(Version {
             segments: Arc::new(self.segments.clone()),
             mem: self.mem.snapshot(),
-            catalog: self.catalog_snap.clone(),
+            catalog: self.catalog.clone(),
             seq: self.next_seq - 1,
         })
     }
@@ -144,28 +144,25 @@ impl Writer {
         Ok(id)
     }
 
-    /// Forget the tail's `unique` table (the tail was emptied).
-    pub fn clear_uniques(&mut self) {
-        self.mem_uniques.clear();
-    }
-
-    /// Replace the catalog (an import rolled back).
-    pub fn set_catalog(&mut self, c: Catalog) {
-        self.catalog_snap = Arc::new(c.clone());
-        self.catalog = c;
-    }
-
     /// Learn a spider (from the log or an import).
     pub fn register_spider(&mut self, project: u32, id: u32, name: &str) {
         self.catalog.register(project, id, name);
-        self.catalog_snap = Arc::new(self.catalog.clone());
     }
 
     /// Append `jobs` as one frame and apply them. Their `order_seq`s must already
     /// be set (a job entering a state gets its own record's sequence number).
     pub fn append_jobs(&mut self, jobs: &[Job], flags: u8, durable_seq: u64) -> Result<()> {
+        for (j, loc) in jobs.iter().zip(self.append_records(jobs, flags, durable_seq)?) {
+            self.apply(j, loc);
+        }
+        Ok(())
+    }
+
+    /// Append `jobs` as one frame without applying them; returns each record's
+    /// packed position.
+    pub fn append_records(&mut self, jobs: &[Job], flags: u8, durable_seq: u64) -> Result<Vec<u64>> {
         if jobs.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         self.buf.clear();
         let mut offsets = Vec::with_capacity(jobs.len());
@@ -178,11 +175,10 @@ impl Writer {
         self.buf = payload;
         let appended = r?;
         let base = appended.pos.offset + crate::codec::frame::HEADER_LEN as u64;
-        for (j, off) in jobs.iter().zip(offsets) {
-            let loc = LogPos { segment: appended.pos.segment, offset: base + off as u64 }.pack();
-            self.apply(j, loc);
-        }
-        Ok(())
+        Ok(offsets
+            .into_iter()
+            .map(|off| LogPos { segment: appended.pos.segment, offset: base + off as u64 }.pack())
+            .collect())
     }
 
     /// Append one frame to the log.
@@ -206,7 +202,7 @@ impl Writer {
         self.log.as_ref().map_or(self.replay_end, |l| l.end())
     }
 
-    fn intern(&mut self, tag: &str) -> Arc<str> {
+    pub fn intern(&mut self, tag: &str) -> Arc<str> {
         if let Some(t) = self.tags.get(tag) {
             return t.clone();
         }
@@ -234,7 +230,7 @@ impl Writer {
     /// Make `job` (written at `loc`) the current version of its key.
     pub fn apply(&mut self, job: &Job, loc: u64) {
         let (project, local) = (job.key.project, job.key.local());
-        self.catalog.note_job(project, job.key.spider, job.key.job);
+        self.job_ids.note(project, job.key.spider, job.key.job);
         if self.mem.get(project, local).is_none() {
             if let Some(Found::Segment { slot, doc, .. }) = find_in_segments(&self.segments, project, local) {
                 self.segments[slot].kill(project, doc);
@@ -276,7 +272,7 @@ impl Writer {
             last_frame,
             docs: 0,
         };
-        let image = build::build(docs, meta, &self.catalog.entries());
+        let image = build::build(docs, meta, &self.catalog.entries(&self.job_ids));
         let path = self.gen_dir.join(meta.file_name());
         let seg = IndexSegment::open(MappedBytes::from_vec(image), &path, false)?;
         self.segments.push(SegmentSlot::new(Arc::new(seg)));

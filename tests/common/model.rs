@@ -46,6 +46,18 @@ pub struct MPush {
     pub field: Option<(String, String)>,
 }
 
+/// One line of an import.
+#[derive(Clone, Debug)]
+pub struct MImport {
+    pub project: u32,
+    pub spider: String,
+    pub job: u32,
+    pub state: JobState,
+    pub ts: u64,
+    pub tags: Vec<String>,
+    pub priority: Option<i64>,
+}
+
 /// Field changes.
 #[derive(Clone, Debug, Default)]
 pub struct MChanges {
@@ -288,6 +300,30 @@ impl Model {
         let (new, _) = Model::apply(&cur, None, c, now, None);
         self.jobs.insert(key, new);
         true
+    }
+
+    /// Import jobs: each line replaces the version of its key.
+    pub fn import(&mut self, lines: &[MImport]) {
+        for l in lines {
+            let sid = self.spider_id(l.project, &l.spider);
+            let key = JobKey::new(l.project, sid, l.job);
+            let next = self.next_job.entry((l.project, sid)).or_insert(1);
+            *next = (*next).max(l.job + 1);
+            let mut times = [None; 4];
+            times[l.state as usize] = Some(l.ts);
+            self.order += 1;
+            let job = MJob {
+                key,
+                state: l.state,
+                priority: l.priority.unwrap_or(2),
+                times,
+                order: self.order,
+                tags: l.tags.clone(),
+                unique: None,
+                meta: vec![("x".into(), "1".into())],
+            };
+            self.jobs.insert(key, job);
+        }
     }
 
     pub fn matches(&self, j: &MJob, f: &Filter) -> bool {

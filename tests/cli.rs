@@ -1,0 +1,178 @@
+//! The command line around the store: graceful shutdown and restart, import,
+//! export (also beside a running server), query.
+
+#[path = "harness/mod.rs"]
+mod harness;
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+use serde_json::{json, Value};
+
+use harness::{tempdir, Server, BIN};
+
+const KEY: &str = "K:";
+
+fn jobq(args: &[&str], dir: &std::path::Path, stdin: &[u8]) -> Output {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .arg("--data")
+        .arg(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run jobq");
+    // The command may refuse before reading its input: a closed pipe is fine.
+    let _ = child.stdin.take().unwrap().write_all(stdin);
+    child.wait_with_output().unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn sigterm_drains_then_closes_and_acknowledged_writes_survive() {
+    let dir = tempdir();
+    let s = Server::start(dir.path(), &["--api-key", "K"]);
+    let addr = s.addr.clone();
+    let progress = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let workers: Vec<_> = (0..8)
+        .map(|w| {
+            let a = addr.clone();
+            let progress = progress.clone();
+            std::thread::spawn(move || {
+                let mut acked = 0u64;
+                for i in 0..200 {
+                    let body = format!("{{\"spider\":\"w{w}\",\"i\":{i}}}");
+                    let Ok(mut sock) = std::net::TcpStream::connect(&a) else { break };
+                    let head = format!(
+                        "POST /jobq/1/push HTTP/1.1\r\nHost: x\r\nAuthorization: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        harness::basic(KEY),
+                        body.len()
+                    );
+                    if sock.write_all(head.as_bytes()).is_err() {
+                        break;
+                    }
+                    let mut all = Vec::new();
+                    let _ = std::io::Read::read_to_end(&mut sock, &mut all);
+                    if all.is_empty() {
+                        break;
+                    }
+                    let r = harness::parse_response(&all);
+                    assert!(r.status == 200 || r.status == 503, "{} {}", r.status, r.text());
+                    if r.status == 200 {
+                        acked += 1;
+                        progress.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+                acked
+            })
+        })
+        .collect();
+    // Stop while pushes are in flight.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while progress.load(std::sync::atomic::Ordering::Relaxed) < 40 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let (status, log) = s.stop();
+    let acked: u64 = workers.into_iter().map(|w| w.join().unwrap()).sum();
+    assert!(status.success(), "exit {status:?}\n{log}");
+    assert!(log.contains("SIGTERM received") && log.contains("store closed"), "{log}");
+    assert!(acked > 0);
+    let again = Server::start(dir.path(), &["--api-key", "K"]);
+    assert!(again.log().contains("log tail clean"), "{}", again.log());
+    let n: u64 = again.get("/jobq/1/count?state=pending", KEY).text().trim().parse().unwrap();
+    assert_eq!(n, acked, "every acknowledged push is there, nothing else");
+}
+
+fn fill(s: &Server) {
+    let lines = [
+        json!({"spider": "a", "tags": ["x"], "deep": {"u": "é", "n": [1, 2.50]}}),
+        json!({"spider": "b", "priority": 4, "unique": "one"}),
+        json!({"spider": "a", "state": "running"}),
+    ];
+    let body: Vec<String> = lines.iter().map(Value::to_string).collect();
+    assert_eq!(s.post("/jobq/53/push", KEY, &body.join("\n")).status, 200);
+    assert_eq!(s.post("/jobq/54/push", KEY, "{\"spider\":\"c\"}").status, 200);
+    s.post("/jobq/53/update", KEY, "{\"key\":\"53/1/1\",\"state\":\"finished\",\"close_reason\":\"ok\"}");
+}
+
+#[test]
+fn export_and_query_beside_a_server_then_import_round_trips() {
+    let dir = tempdir();
+    let s = Server::start(dir.path(), &["--api-key", "K"]);
+    fill(&s);
+    let out = jobq(&["export"], dir.path(), b"");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let exported = text(&out.stdout);
+    assert_eq!(exported.lines().count(), 4, "{exported}");
+    let one = jobq(&["export", "--project", "54"], dir.path(), b"");
+    assert_eq!(text(&one.stdout).lines().count(), 1);
+    let first: Value = serde_json::from_str(exported.lines().next().unwrap()).unwrap();
+    assert!(first["key"].is_string() && first["spider"].is_string() && first["state"].is_string());
+    let locked = jobq(&["import"], dir.path(), exported.as_bytes());
+    assert!(!locked.status.success() && text(&locked.stderr).contains("stop the server"), "{}", text(&locked.stderr));
+    let queries = "jobq/53/count\njobq/53/list?state=pending&state=running\n\njobq/53/summary/finished\njobq/53/jobsummary?key=53/1/1&jobmeta=close_reason\njobs/53/1/1/deep\njobs/53/9/9\nids/53/spider/b\n";
+    let q = jobq(&["query"], dir.path(), queries.as_bytes());
+    assert!(q.status.success(), "{}", text(&q.stderr));
+    let answers: Vec<Value> = text(&q.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(answers.len(), 7);
+    assert_eq!(answers[0], json!(1));
+    assert_eq!(
+        answers[1].as_array().unwrap().iter().map(|r| r["key"].clone()).collect::<Vec<_>>(),
+        ["53/1/2", "53/2/1"]
+    );
+    assert_eq!(answers[2].as_array().unwrap()[0]["count"], 1);
+    assert_eq!(answers[3][0]["close_reason"], "ok");
+    assert_eq!(answers[4], json!({"u": "é", "n": [1, 2.50]}));
+    assert_eq!(answers[5], Value::Null);
+    assert_eq!(answers[6], json!(2));
+    let bad = jobq(&["query"], dir.path(), b"jobq/53/list?state=nope\njobq/53/count\n");
+    assert!(!bad.status.success());
+    let lines: Vec<&str> =
+        text(&bad.stdout).lines().map(str::to_owned).collect::<Vec<_>>().leak().iter().map(String::as_str).collect();
+    assert!(lines[0].contains("\"error\"") && lines[0].contains("unknown state"), "{lines:?}");
+    assert_eq!(lines[1], "1");
+    drop(s);
+    let copy = tempdir();
+    let imported = jobq(&["import"], copy.path(), exported.as_bytes());
+    assert!(imported.status.success(), "{}", text(&imported.stderr));
+    assert!(text(&imported.stderr).contains("imported 4 jobs"), "{}", text(&imported.stderr));
+    let again = jobq(&["export"], copy.path(), b"");
+    assert_eq!(text(&again.stdout), exported, "export, import, export gives the same lines");
+    let s2 = Server::start(copy.path(), &["--api-key", "K"]);
+    assert_eq!(s2.get("/jobq/53/list?state=running", KEY).json()["key"], "53/1/2");
+    let dup = s2.post("/jobq/53/push", KEY, "{\"spider\":\"b\",\"unique\":\"one\"}");
+    assert!(dup.json()["error"].as_str().unwrap().contains("Active job"), "imported jobs keep their unique");
+    assert_eq!(s2.post("/jobq/53/push", KEY, "{\"spider\":\"a\"}").json()["key"], "53/1/3", "ids are not reused");
+}
+
+#[test]
+fn import_refuses_a_bad_line_and_stores_nothing() {
+    let dir = tempdir();
+    let file = dir.path().join("jobs.jsonl");
+    let good =
+        |j: u32| format!("{{\"key\":\"1/1/{j}\",\"spider\":\"s\",\"state\":\"finished\",\"finished_time\":{j}}}\n");
+    let mut body = good(1) + &good(2);
+    body.push_str("{\"key\":\"1/1/3\",\"spider\":\"s\",\"state\":\"finished\"}\n");
+    std::fs::write(&file, body + &good(4)).unwrap();
+    let data = dir.path().join("data");
+    let out = Command::new(BIN).arg("import").arg("--data").arg(&data).arg(&file).output().unwrap();
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("line 3") && err.contains("finished_time") && err.contains("nothing of it was stored"),
+        "{err}"
+    );
+    let exported = jobq(&["export"], &data, b"");
+    assert!(exported.status.success(), "{}", text(&exported.stderr));
+    assert_eq!(exported.stdout.len(), 0);
+    let missing = jobq(&["export"], &dir.path().join("nowhere"), b"");
+    assert!(!missing.status.success() && text(&missing.stderr).contains("no store"));
+    let from_stdin = jobq(&["import"], &data, (good(1) + &good(2)).as_bytes());
+    assert!(from_stdin.status.success(), "{}", text(&from_stdin.stderr));
+    let q = jobq(&["query"], &data, b"jobq/1/count\n");
+    assert_eq!(text(&q.stdout), "2\n");
+}

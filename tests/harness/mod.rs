@@ -40,12 +40,10 @@ impl Server {
         let sink = log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push_str(&format!("{line}\n"));
                 if let Some(addr) = line.split_whitespace().find_map(|w| w.strip_prefix("listen=")) {
                     let _ = tx.send(addr.to_string());
                 }
-                let mut l = sink.lock().unwrap();
-                l.push_str(&line);
-                l.push('\n');
             }
         });
         let addr = match rx.recv_timeout(Duration::from_secs(60)) {

@@ -1,0 +1,101 @@
+//! The jobq side: bulk import, open, the query mix, durable pushes.
+
+use std::io::BufReader;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Instant;
+
+use jobq::store::request::parse_push;
+use jobq::{Options, Store};
+
+use crate::config::Config;
+use crate::dataset::BIG_PROJECT;
+use crate::jobq_run::{self, Answer as JAnswer};
+use crate::machine::vm_hwm_kb;
+use crate::proto::{Answer, GroupOut, LoadOut, QueryOut, Rate, WriteOut};
+use crate::queries::{groups, Case};
+use crate::timing;
+
+/// The job each durable write pushes (as in benches/append.rs), per writer spider.
+pub fn push_line(writer: usize) -> String {
+    format!(
+        r#"{{"spider":"spider-{}","priority":2,"tags":["tag-0","tag-13"],"units":1,"version":"1.4.27-py3","spider_args":{{"start_url":"https://www.shop-1234.example.com/c/77123?page=3","max_pages":120}},"scheduled_by":"user17@example.org"}}"#,
+        1 + writer % 10
+    )
+}
+
+/// Import the data file into a new store in `dir`, and close it.
+pub fn load(data: &Path, dir: &Path) -> LoadOut {
+    let _ = std::fs::remove_dir_all(dir);
+    let t = Instant::now();
+    let store = Store::open(dir, Options::default()).expect("create jobq store");
+    let file = std::fs::File::open(data).expect("open data file");
+    let report = store.import(&mut BufReader::with_capacity(1 << 20, file), &mut |_| {}).expect("import");
+    store.close().expect("close");
+    LoadOut { jobs: report.jobs, millis: t.elapsed().as_secs_f64() * 1e3, vm_hwm_kb: vm_hwm_kb() }
+}
+
+fn answer(a: JAnswer) -> Answer {
+    match a {
+        JAnswer::Count(n) => Answer::Count(n),
+        JAnswer::Keys(k) => Answer::Keys(k.iter().map(|k| k.to_string()).collect()),
+    }
+}
+
+pub fn query(cfg: &Config, dir: &Path, cases: &[Case]) -> QueryOut {
+    let t = Instant::now();
+    let store = Store::open(dir, Options::default()).expect("open jobq store");
+    let open_ms = t.elapsed().as_secs_f64() * 1e3;
+    let snap = store.snapshot();
+    let mut buf = Vec::with_capacity(1 << 16);
+    let mut out = QueryOut { open_ms, ..QueryOut::default() };
+    for g in groups(cases) {
+        let answers = g.iter().map(|c| answer(jobq_run::run(&snap, c, &mut buf))).collect();
+        let s = timing::sample(g.len(), cfg.budget(), |i| {
+            std::hint::black_box(jobq_run::run(&snap, &g[i], &mut buf));
+        });
+        out.groups.push(GroupOut {
+            shape: g[0].shape.to_string(),
+            kind: g[0].kind.name().to_string(),
+            runs: s.ns.len(),
+            p50_ns: s.p50(),
+            p99_ns: s.p99(),
+            mean_ns: s.mean(),
+            answers,
+            plan: None,
+        });
+    }
+    drop(snap);
+    store.close().expect("close");
+    out.vm_hwm_kb = vm_hwm_kb();
+    out
+}
+
+/// Push one job per call from `writers` threads until `secs` have passed.
+fn pushes(store: &Store, writers: usize, cfg: &Config) -> Rate {
+    let stop = AtomicBool::new(false);
+    let done = AtomicU64::new(0);
+    let t = Instant::now();
+    std::thread::scope(|s| {
+        for w in 0..writers {
+            let (stop, done) = (&stop, &done);
+            s.spawn(move || {
+                let spec = parse_push(&push_line(w)).expect("push spec");
+                while !stop.load(Ordering::Relaxed) {
+                    store.push(BIG_PROJECT, std::slice::from_ref(&spec), None).expect("push");
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+        }
+        std::thread::sleep(cfg.write_time());
+        stop.store(true, Ordering::Relaxed);
+    });
+    Rate { writes: done.load(Ordering::Relaxed), secs: t.elapsed().as_secs_f64() }
+}
+
+pub fn write(cfg: &Config, dir: &Path, writers: usize) -> WriteOut {
+    let store = Store::open(dir, Options::default()).expect("open jobq store");
+    let rate = pushes(&store, writers, cfg);
+    store.close().expect("close");
+    WriteOut { rate, writers, vm_hwm_kb: vm_hwm_kb() }
+}

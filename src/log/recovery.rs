@@ -196,7 +196,7 @@ pub fn validate(
     Ok(Validated { end, next_seq: expected, cut, frames })
 }
 
-fn check_frame(
+pub(crate) fn check_frame(
     h: &FrameHeader,
     payload: &[u8],
     expected: u64,

@@ -314,26 +314,10 @@ pub(crate) fn import(inner: &Inner, input: &mut dyn BufRead, progress: &mut dyn 
 /// per project in the order the jobs entered their states, so that importing the
 /// output reproduces the listings. Returns the number of jobs.
 pub(crate) fn export(snap: &Snapshot, project: Option<u32>, out: &mut dyn Write) -> Result<u64> {
-    let v = &snap.version;
-    let mut projects: Vec<u32> = v.segments.iter().flat_map(|s| s.seg.projects().collect::<Vec<_>>()).collect();
-    projects.extend(v.mem.projects().map(|(p, _)| p));
-    projects.sort_unstable();
-    projects.dedup();
-    projects.retain(|p| project.is_none_or(|q| q == *p));
     let mut n = 0;
     let mut line = Vec::with_capacity(1024);
-    for p in projects {
-        let mut docs: Vec<(u64, u64)> = Vec::new();
-        for slot in v.segments.iter() {
-            if let Some((sec, dead)) = slot.project(p) {
-                docs.extend((0..sec.len()).filter(|d| !dead.contains(*d)).map(|d| (sec.seq(d), sec.loc(d))));
-            }
-        }
-        if let Some(m) = v.mem.project(p) {
-            docs.extend(m.iter().map(|e| (e.order_seq, e.loc)));
-        }
-        docs.sort_unstable();
-        for (_, loc) in docs {
+    for p in snap.version.projects().into_iter().filter(|p| project.is_none_or(|q| q == *p)) {
+        for (_, loc) in snap.version.live_docs(p) {
             let job = snap.reader.read(loc)?;
             line.clear();
             snap.render_metadata(&job, true, &mut line);

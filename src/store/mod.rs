@@ -2,7 +2,9 @@
 //! writes, snapshot reads, and index maintenance in the background.
 
 pub mod catalog;
+mod check;
 mod commit;
+mod compact;
 mod import;
 pub mod layout;
 mod maintain;
@@ -19,6 +21,8 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
+pub use check::{check, CheckReport, Finding};
+pub use compact::{compact, CompactReport};
 pub use import::ImportReport;
 pub use open::OpenReport;
 pub use ops::PushResult;
@@ -320,6 +324,12 @@ impl Store {
     /// Flush indexes, stop background work, release the directory.
     pub fn close(self) -> Result<()> {
         self.shutdown(true)
+    }
+
+    /// Stop and release the directory without writing anything more (the store's
+    /// files were replaced, as by compaction).
+    pub(crate) fn abandon(self) {
+        let _ = self.shutdown(false);
     }
 
     fn shutdown(&self, flush: bool) -> Result<()> {

@@ -70,6 +70,31 @@ pub struct Version {
 }
 
 impl Version {
+    /// Projects with at least one job, ascending.
+    pub fn projects(&self) -> Vec<u32> {
+        let mut out: Vec<u32> = self.segments.iter().flat_map(|s| s.seg.projects().collect::<Vec<_>>()).collect();
+        out.extend(self.mem.projects().map(|(p, _)| p));
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    /// Every current job of a project as `(order_seq, packed record position)`,
+    /// ascending: the order the jobs entered their states.
+    pub fn live_docs(&self, project: u32) -> Vec<(u64, u64)> {
+        let mut docs: Vec<(u64, u64)> = Vec::new();
+        for slot in self.segments.iter() {
+            if let Some((sec, dead)) = slot.project(project) {
+                docs.extend((0..sec.len()).filter(|d| !dead.contains(*d)).map(|d| (sec.seq(d), sec.loc(d))));
+            }
+        }
+        if let Some(m) = self.mem.project(project) {
+            docs.extend(m.iter().map(|e| (e.order_seq, e.loc)));
+        }
+        docs.sort_unstable();
+        docs
+    }
+
     /// The current version of a job, newest source first.
     pub fn find(&self, project: u32, local: u64) -> Option<Found> {
         if let Some(e) = self.mem.project(project).and_then(|p| p.iter().find(|e| e.local == local)) {

@@ -1,0 +1,232 @@
+//! Offline compaction: rewrite the log without superseded versions (and, if asked,
+//! without jobs deleted long ago), with fresh index files, as the next generation.
+//!
+//! The new generation is written beside the live one: a catalog frame first (so no
+//! job or spider id is ever allocated again), then every kept job's current record,
+//! byte for byte, in the order the jobs entered their states; it is fsynced and
+//! indexed; then `CURRENT` is switched atomically, and only then is the old
+//! generation removed. A crash before the switch leaves the old store (the new
+//! directory is removed at the next open); after it, the new one.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::layout;
+use super::{Options, Store};
+use crate::codec::frame::{FrameKind, HEADER_LEN as FRAME_HEADER};
+use crate::codec::record::{self, SpiderEntry};
+use crate::error::{Error, Result};
+use crate::fs::{self, FileSystem};
+use crate::index::{build, DocEntry, SegmentMeta};
+use crate::log::scan::{FrameScanner, Step};
+use crate::log::segment;
+use crate::log::writer::LogWriter;
+use crate::log::LogPos;
+use crate::model::JobState;
+
+/// Records per frame in the new log.
+const FRAME_JOBS: usize = 4096;
+
+/// What a compaction did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CompactReport {
+    pub generation_before: u64,
+    pub generation_after: u64,
+    /// Job records in the log (every version) before, and after.
+    pub records_before: u64,
+    pub records_after: u64,
+    /// Bytes of the generation directory before and after.
+    pub bytes_before: u64,
+    pub bytes_after: u64,
+    /// Deleted jobs dropped by the retention rule.
+    pub dropped: u64,
+    pub millis: u64,
+}
+
+fn dir_bytes(fsys: &dyn FileSystem, dir: &Path) -> Result<u64> {
+    let mut total = 0;
+    for name in fsys.read_dir(dir).map_err(|e| Error::io("list", dir, e))? {
+        let p = dir.join(&name);
+        if let Ok(f) = fsys.open(&p, fs::OpenMode::Read) {
+            total += f.len().map_err(|e| Error::io("stat", &p, e))?;
+        }
+    }
+    Ok(total)
+}
+
+/// Job records in every frame of a log.
+fn count_records(fsys: &dyn FileSystem, dir: &Path) -> Result<u64> {
+    let mut n = 0;
+    for s in segment::list(fsys, dir)? {
+        let path = dir.join(segment::file_name(s));
+        let file = fsys.open(&path, fs::OpenMode::Read).map_err(|e| Error::io("open", &path, e))?;
+        let mut sc = FrameScanner::new(file, &path, segment::HEADER_LEN)?;
+        while let Step::Frame { header, .. } = sc.next_step()? {
+            if header.kind == FrameKind::Jobs {
+                n += u64::from(header.count);
+            }
+        }
+    }
+    Ok(n)
+}
+
+/// The new generation's log and the index chunks of what it holds.
+struct NewGeneration {
+    log: LogWriter,
+    generation: u64,
+    payload: Vec<u8>,
+    pending: Vec<(usize, DocEntry)>,
+    docs: Vec<DocEntry>,
+    chunks: Vec<(Vec<DocEntry>, SegmentMeta)>,
+    lo_seq: u64,
+    last_frame: LogPos,
+    chunk_docs: usize,
+}
+
+impl NewGeneration {
+    fn flush(&mut self) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let a = self.log.append(FrameKind::Jobs, 0, self.pending.len() as u32, 0, &self.payload)?;
+        self.last_frame = a.pos;
+        let base = a.pos.offset + FRAME_HEADER as u64;
+        for (at, mut e) in self.pending.drain(..) {
+            e.loc = LogPos { segment: a.pos.segment, offset: base + at as u64 }.pack();
+            self.docs.push(e);
+        }
+        self.payload.clear();
+        if self.docs.len() >= self.chunk_docs {
+            self.close_chunk();
+        }
+        Ok(())
+    }
+
+    fn close_chunk(&mut self) {
+        let hi = self.log.next_seq() - 1;
+        if hi < self.lo_seq {
+            return;
+        }
+        let meta = SegmentMeta {
+            generation: self.generation,
+            lo_seq: self.lo_seq,
+            hi_seq: hi,
+            log_end: self.log.end(),
+            last_frame: self.last_frame,
+            docs: 0,
+        };
+        self.chunks.push((std::mem::take(&mut self.docs), meta));
+        self.lo_seq = hi + 1;
+    }
+}
+
+/// Compact the store in `dir` (which no other process may hold). With
+/// `retain_deleted`, jobs deleted longer ago than that are dropped. `progress`
+/// gets (jobs written, jobs in all).
+pub fn compact(
+    dir: &Path,
+    opts: Options,
+    retain_deleted: Option<Duration>,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<CompactReport> {
+    let started = Instant::now();
+    let fsys = opts.fs.clone();
+    let store = Store::open(dir, Options { background: false, read_only: false, create: false, ..opts })?;
+    let inner = store.inner.clone();
+    let w = inner.writer.lock();
+    let old_dir = w.gen_dir.clone();
+    let generation = w.generation;
+    let mut report = CompactReport {
+        generation_before: generation,
+        generation_after: generation + 1,
+        records_before: count_records(&*fsys, &old_dir)?,
+        bytes_before: dir_bytes(&*fsys, &old_dir)?,
+        ..CompactReport::default()
+    };
+    let cutoff = retain_deleted.map(|d| inner.opts.clock.now_ms().saturating_sub(d.as_millis() as u64));
+    let catalog: Vec<SpiderEntry> = w.catalog.entries(&w.job_ids);
+    let version = w.version();
+    let first_seq = w.next_seq;
+    drop(w);
+
+    let new_dir = layout::gen_dir(dir, generation + 1);
+    if fsys.exists(&new_dir).map_err(|e| Error::io("stat", &new_dir, e))? {
+        fsys.remove_dir_all(&new_dir).map_err(|e| Error::io("remove", &new_dir, e))?;
+    }
+    fsys.create_dir(&new_dir).map_err(|e| Error::io("create", &new_dir, e))?;
+    // IMPORTANT: fsync folder, so the new generation's directory exists durably.
+    fsys.sync_dir(dir).map_err(|e| Error::io("fsync dir", dir, e))?;
+    let log = LogWriter::create(fsys.clone(), &new_dir, generation + 1, first_seq, inner.opts.segment_bytes)?;
+    let mut g = NewGeneration {
+        log,
+        generation: generation + 1,
+        payload: Vec::with_capacity(4 << 20),
+        pending: Vec::new(),
+        docs: Vec::new(),
+        chunks: Vec::new(),
+        lo_seq: first_seq,
+        last_frame: LogPos::default(),
+        chunk_docs: inner.opts.bulk_entries.max(1),
+    };
+    let mut payload = Vec::new();
+    record::encode_catalog(&catalog, &mut payload);
+    g.last_frame = g.log.append(FrameKind::Catalog, 0, 1, 0, &payload)?.pos;
+
+    let projects = version.projects();
+    let total: u64 = projects.iter().map(|p| version.live_docs(*p).len() as u64).sum();
+    let mut done = 0;
+    let mut raw = Vec::new();
+    for p in projects {
+        for (_, loc) in version.live_docs(p) {
+            inner.reader.read_raw(loc, &mut raw)?;
+            let (view, _) = record::decode_job(&raw).map_err(|e| {
+                let at = LogPos::unpack(loc);
+                Error::corrupt(old_dir.join(segment::file_name(at.segment)), at.offset + e.offset as u64, e.what)
+            })?;
+            done += 1;
+            let deleted_at = view.times[JobState::Deleted as usize];
+            if view.state == JobState::Deleted && cutoff.zip(deleted_at).is_some_and(|(c, t)| t < c) {
+                report.dropped += 1;
+                continue;
+            }
+            let entry = DocEntry {
+                project: view.key.project,
+                local: view.key.local(),
+                ts: view.ts(),
+                order_seq: view.order_seq,
+                state: view.state,
+                priority: view.priority,
+                tags: view.tags.iter().map(|t| Arc::<str>::from(*t)).collect::<Vec<_>>().into(),
+                unique: view.unique.map(Arc::from),
+                loc: 0,
+            };
+            g.pending.push((g.payload.len(), entry));
+            g.payload.extend_from_slice(&raw);
+            report.records_after += 1;
+            if g.pending.len() == FRAME_JOBS {
+                g.flush()?;
+                progress(done, total);
+            }
+        }
+    }
+    g.flush()?;
+    g.close_chunk();
+    g.log.sync()?;
+    for (docs, meta) in std::mem::take(&mut g.chunks) {
+        let image = build::build(docs, meta, &catalog);
+        let name = meta.file_name();
+        fs::publish_file(&*fsys, &new_dir, &name, &image).map_err(|e| Error::io("publish", new_dir.join(&name), e))?;
+    }
+    progress(done, total);
+    // The switch: before it the old generation is the store, after it the new one.
+    layout::write_current(&*fsys, dir, generation + 1)?;
+    fsys.remove_dir_all(&old_dir).map_err(|e| Error::io("remove", &old_dir, e))?;
+    // IMPORTANT: fsync folder, so the old generation stays removed.
+    fsys.sync_dir(dir).map_err(|e| Error::io("fsync dir", dir, e))?;
+    report.bytes_after = dir_bytes(&*fsys, &new_dir)?;
+    drop(inner);
+    store.abandon();
+    report.millis = started.elapsed().as_millis() as u64;
+    Ok(report)
+}

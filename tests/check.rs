@@ -1,0 +1,129 @@
+//! `check` finds nothing in a healthy store and names file (and offset) for damage
+//! in the log, in records covered by indexes, in index files, and for an index
+//! that disagrees with the log.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use jobq::fs::{FileSystem, SimFs};
+use jobq::model::ManualClock;
+use jobq::store::check;
+use jobq::store::request::{parse_push, parse_update};
+use jobq::{Options, Store};
+
+const GEN: &str = "/db/gen-0000000000000001";
+const LOG: &str = "/db/gen-0000000000000001/log-0000000001.jql";
+
+fn build(sim: &SimFs, tag: &str) {
+    let opts = Options {
+        fs: Arc::new(sim.clone()),
+        clock: Arc::new(ManualClock::new(5000)),
+        background: false,
+        memtable_entries: 8,
+        ..Options::default()
+    };
+    let store = Store::open("/db", opts).unwrap();
+    for i in 0..30u32 {
+        store
+            .push(
+                1,
+                &[parse_push(&format!(r#"{{"spider":"s{}","tags":["{tag}{}"],"unique":"u{i}"}}"#, i % 2, i % 3))
+                    .unwrap()],
+                None,
+            )
+            .unwrap();
+        if i % 3 == 0 {
+            let u =
+                parse_update(&format!(r#"{{"key":"1/{}/{}","state":"finished"}}"#, 1 + i % 2, 1 + i / 2), 1).unwrap();
+            store.update(1, &[u], None).unwrap();
+        }
+    }
+    store.close().unwrap();
+}
+
+fn run(sim: &SimFs) -> jobq::store::CheckReport {
+    check(Path::new("/db"), Arc::new(sim.clone())).unwrap()
+}
+
+fn index_files(sim: &SimFs) -> Vec<std::path::PathBuf> {
+    sim.read_dir(Path::new(GEN))
+        .unwrap()
+        .into_iter()
+        .filter(|n| n.ends_with(".jqi"))
+        .map(|n| Path::new(GEN).join(n))
+        .collect()
+}
+
+#[test]
+fn a_healthy_store_is_clean() {
+    let sim = SimFs::new();
+    build(&sim, "t");
+    let r = run(&sim);
+    assert!(r.is_clean(), "{:#?}", r.findings);
+    assert_eq!(r.jobs, 30);
+    assert!(r.records > 30 && r.frames > 30 && r.index_files >= 1, "{r:?}");
+}
+
+#[test]
+fn a_damaged_record_covered_by_an_index_is_named() {
+    let sim = SimFs::new();
+    build(&sim, "t");
+    let mut log = sim.read_file(Path::new(LOG)).unwrap();
+    let at = 300;
+    log[at] ^= 0x10;
+    sim.write_file(Path::new(LOG), log).unwrap();
+    let r = run(&sim);
+    let f = r
+        .findings
+        .iter()
+        .find(|f| f.path.ends_with("log-0000000001.jql"))
+        .unwrap_or_else(|| panic!("{:#?}", r.findings));
+    assert!(f.offset.is_some_and(|o| o <= at as u64), "{f}");
+}
+
+#[test]
+fn a_damaged_index_file_is_named() {
+    let sim = SimFs::new();
+    build(&sim, "t");
+    let file = index_files(&sim).pop().unwrap();
+    let mut bytes = sim.read_file(&file).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 1;
+    sim.write_file(&file, bytes).unwrap();
+    let r = run(&sim);
+    assert!(r.findings.iter().any(|f| f.path == file), "{:#?}", r.findings);
+}
+
+#[test]
+fn an_index_that_disagrees_with_the_log_is_named() {
+    // Same history, other tags: index files valid in themselves but of another log.
+    let (a, b) = (SimFs::new(), SimFs::new());
+    build(&a, "t");
+    build(&b, "x");
+    for f in index_files(&a) {
+        if let Ok(other) = b.read_file(&f) {
+            a.write_file(&f, other).unwrap();
+        }
+    }
+    let r = run(&a);
+    assert!(!r.is_clean());
+    assert!(
+        r.findings.iter().any(|f| f.path.to_string_lossy().contains(".jqi") || f.what.contains("served as")),
+        "{:#?}",
+        r.findings
+    );
+}
+
+#[test]
+fn a_torn_tail_is_reported() {
+    let sim = SimFs::new();
+    build(&sim, "t");
+    let mut log = sim.read_file(Path::new(LOG)).unwrap();
+    log.extend_from_slice(&[7u8; 100]);
+    sim.write_file(Path::new(LOG), log.clone()).unwrap();
+    let r = run(&sim);
+    let f = r.findings.iter().find(|f| f.what.contains("tail")).unwrap_or_else(|| panic!("{:#?}", r.findings));
+    assert_eq!(f.offset, Some(log.len() as u64 - 100));
+    // check changes nothing.
+    assert_eq!(sim.read_file(Path::new(LOG)).unwrap(), log);
+}

@@ -13,6 +13,7 @@
 
 pub mod api;
 pub mod codec;
+pub mod crashpoint;
 pub mod error;
 pub mod fs;
 pub(crate) mod hash;

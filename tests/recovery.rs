@@ -209,7 +209,7 @@ fn truncated_trailing_record_and_bad_length_at_end() {
 #[test]
 fn an_index_chain_may_end_inside_a_committed_import() {
     let sim = SimFs::new();
-    let o = Options { bulk_entries: 10, ..opts(&sim) };
+    let o = Options { bulk_entries: 10, merge_fanout: 100, ..opts(&sim) };
     let store = Store::open("/db", o.clone()).unwrap();
     let lines: String = (1..=45)
         .map(|j| {

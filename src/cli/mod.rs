@@ -1,7 +1,8 @@
-//! The `jobq` command line: `serve`, `import`, `export`, `query`.
+//! The `jobq` command line: `serve`, `import`, `export`, `query`, `check`, `compact`.
 //! Exit status: 0 done, 1 failed (the reason on stderr), 2 bad usage.
 
 mod data;
+mod maintain;
 mod query;
 mod serve;
 
@@ -29,6 +30,30 @@ enum Command {
     Export(ExportArgs),
     /// Answer request paths read from stdin (`jobq/53/list?state=finished`), one JSON line each.
     Query(QueryArgs),
+    /// Verify every checksum, the indexes against the log, and the store's invariants
+    /// (read-only). Exit 0: clean; 1: damage found; 2: could not run.
+    Check(CheckArgs),
+    /// Rewrite the log without superseded versions and rebuild the indexes, offline and
+    /// atomically (a crash leaves the old store or the new one).
+    Compact(CompactArgs),
+}
+
+#[derive(Args)]
+pub struct CheckArgs {
+    /// The data directory (opened read-only).
+    #[arg(long, value_name = "DIR")]
+    pub data: std::path::PathBuf,
+}
+
+#[derive(Args)]
+pub struct CompactArgs {
+    /// The data directory (not while a server holds it).
+    #[arg(long, value_name = "DIR")]
+    pub data: std::path::PathBuf,
+    /// Also drop jobs deleted longer ago than this (`30d`, `12h`, `90m`, `3600s`).
+    /// Their ids are never allocated again.
+    #[arg(long, value_name = "DURATION", value_parser = maintain::parse_duration)]
+    pub retain_deleted: Option<std::time::Duration>,
 }
 
 #[derive(Args)]
@@ -113,6 +138,8 @@ fn parse_size(s: &str) -> Result<usize, String> {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let (name, result) = match cli.command {
+        Command::Check(a) => return maintain::check(a),
+        Command::Compact(a) => ("compact", maintain::compact(a)),
         Command::Serve(a) => ("serve", serve::run(a)),
         Command::Import(a) => ("import", data::import(a)),
         Command::Export(a) => ("export", data::export(a)),

@@ -115,6 +115,7 @@ pub fn publish_file(fs: &dyn FileSystem, dir: &Path, name: &str, bytes: &[u8]) -
     write_all_at(&*file, bytes, 0)?;
     file.sync_data()?;
     drop(file);
+    crate::crashpoint::hit("publish_before_rename");
     fs.rename(&tmp, &dir.join(name))?;
     // IMPORTANT: fsync folder, or the rename may be lost on power failure.
     fs.sync_dir(dir)

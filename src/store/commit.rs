@@ -134,6 +134,7 @@ impl Commit {
             };
             s.syncing = true;
             drop(s);
+            crate::crashpoint::hit("before_fsync");
             let r = p.file.sync_data();
             self.syncs.fetch_add(1, Ordering::Relaxed);
             s = self.state.lock();

@@ -88,11 +88,14 @@ struct Pending {
     payload: Vec<u8>,
     /// Per record: offset in the payload, offset of its `order_seq`, index entry.
     records: Vec<(usize, usize, DocEntry)>,
+    /// Spider frames to write before the jobs frame.
+    spiders: Vec<u8>,
+    spider_count: u32,
 }
 
-/// Check a line's spider against the catalog; register it (a transaction frame,
-/// after the pending jobs) when new.
-fn spider_for(w: &mut Writer, l: &ImportLine<'_>, pending: &mut Pending, bulk: &mut Bulk) -> Result<()> {
+/// Check a line's spider against the catalog; register it when new (its frame is
+/// written before the next jobs frame).
+fn spider_for(w: &mut Writer, l: &ImportLine<'_>, pending: &mut Pending) -> Result<()> {
     let k = l.key;
     match (w.catalog.id(k.project, &l.spider), w.catalog.name(k.project, k.spider)) {
         (Some(id), _) if id == k.spider => Ok(()),
@@ -105,10 +108,11 @@ fn spider_for(w: &mut Writer, l: &ImportLine<'_>, pending: &mut Pending, bulk: &
             format!("spider {} of project {} is {other:?}, not {:?}", k.spider, k.project, l.spider),
         )),
         (None, None) => {
-            flush(w, pending, bulk)?;
             let mut payload = Vec::new();
             record::encode_spider(k.project, k.spider, &l.spider, &mut payload);
-            w.append(FrameKind::Spider, FLAG_TXN, 1, pending.durable_seq, &payload)?;
+            pending.spiders.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+            pending.spiders.extend_from_slice(&payload);
+            pending.spider_count += 1;
             w.register_spider(k.project, k.spider, &l.spider);
             Ok(())
         }
@@ -146,10 +150,17 @@ fn stage(w: &mut Writer, l: &ImportLine<'_>, pending: &mut Pending) {
 
 /// Append the pending jobs as one frame and collect their index entries.
 fn flush(w: &mut Writer, pending: &mut Pending, bulk: &mut Bulk) -> Result<()> {
+    let spiders = std::mem::take(&mut pending.spiders);
+    let mut at = 0;
+    for _ in 0..std::mem::take(&mut pending.spider_count) {
+        let len = u32::from_le_bytes(spiders[at..at + 4].try_into().expect("length prefix")) as usize;
+        w.append(FrameKind::Spider, FLAG_TXN, 1, pending.durable_seq, &spiders[at + 4..at + 4 + len])?;
+        at += 4 + len;
+    }
     if pending.records.is_empty() {
         return Ok(());
     }
-    // A spider frame may have moved the frame's first sequence number.
+    // The spider frames moved the frame's first sequence number.
     let first = w.next_seq;
     for (i, (at, seq_at, e)) in pending.records.iter_mut().enumerate() {
         if e.order_seq != first + i as u64 {
@@ -184,8 +195,13 @@ fn run(
     durable_seq: u64,
 ) -> Result<()> {
     let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK + (1 << 20));
-    let mut pending =
-        Pending { durable_seq, payload: Vec::with_capacity(4 << 20), records: Vec::with_capacity(FRAME_JOBS) };
+    let mut pending = Pending {
+        durable_seq,
+        payload: Vec::with_capacity(4 << 20),
+        records: Vec::with_capacity(FRAME_JOBS),
+        spiders: Vec::new(),
+        spider_count: 0,
+    };
     let mut eof = false;
     while !eof || !buf.is_empty() {
         while !eof && buf.len() < READ_CHUNK {
@@ -222,10 +238,10 @@ fn run(
                 continue;
             }
             let l = parse_import_line(line, &mut fields).map_err(|e| e.at_line(r.lines))?;
-            spider_for(w, &l, &mut pending, bulk).map_err(|e| e.at_line(r.lines))?;
+            spider_for(w, &l, &mut pending).map_err(|e| e.at_line(r.lines))?;
             stage(w, &l, &mut pending);
             r.jobs += 1;
-            if pending.records.len() == FRAME_JOBS {
+            if pending.records.len() >= FRAME_JOBS.min(w.bulk_entries) {
                 flush(w, &mut pending, bulk)?;
             }
         }

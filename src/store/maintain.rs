@@ -171,6 +171,7 @@ fn merge_once(inner: &Inner) -> Result<bool> {
     let image = build::build(docs, meta, &inputs[inputs.len() - 1].seg.catalog());
     let merged = write_file(inner, &IndexSegment::open(fs::MappedBytes::from_vec(image), &path, false)?)?;
     let merged = Arc::new(merged);
+    crate::crashpoint::hit("merge_before_install");
     {
         let mut w = inner.writer.lock();
         let at =

@@ -212,6 +212,7 @@ impl Store {
             Durability::Sync => inner.commit.wait_durable(seq)?,
             Durability::Buffered => inner.commit.publish_now(version),
         }
+        crate::crashpoint::hit("before_ack");
         if frozen {
             self.after_freeze()?;
         }

@@ -1,0 +1,99 @@
+//! `jobq check` and `jobq compact`: the operator's offline tools.
+
+use std::io::{self, IsTerminal};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+use super::{CheckArgs, CompactArgs};
+use jobq::fs::RealFs;
+use jobq::store::{check as check_store, compact as compact_store};
+use jobq::{Error, Options};
+
+/// Exit 0: clean; 1: damage found (each finding printed); 2: could not run.
+pub fn check(a: CheckArgs) -> ExitCode {
+    if !a.data.is_dir() {
+        eprintln!("jobq check: no store at {}: not a directory", a.data.display());
+        return ExitCode::from(2);
+    }
+    match check_store(&a.data, Arc::new(RealFs)) {
+        Err(e) => {
+            eprintln!("jobq check: could not check {}: {e}", a.data.display());
+            ExitCode::from(2)
+        }
+        Ok(r) => {
+            for f in &r.findings {
+                println!("{f}");
+            }
+            eprintln!(
+                "checked {} segments, {} frames, {} records, {} jobs, {} index files in {} ms: {}",
+                r.segments,
+                r.frames,
+                r.records,
+                r.jobs,
+                r.index_files,
+                r.millis,
+                if r.is_clean() { "clean".to_string() } else { format!("{} problems", r.findings.len()) }
+            );
+            if r.is_clean() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+    }
+}
+
+/// `30d`, `12h`, `90m`, `3600s`, `3600`: a duration.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let n: u64 = digits.parse().map_err(|_| format!("expected a duration like 30d, 12h, 90m or 3600s, got {s:?}"))?;
+    let secs = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "w" => 7 * 86_400,
+        other => return Err(format!("unknown duration unit {other:?} (use s, m, h, d or w)")),
+    };
+    n.checked_mul(secs).map(Duration::from_secs).ok_or_else(|| format!("{s:?} is too long"))
+}
+
+pub fn compact(a: CompactArgs) -> Result<(), String> {
+    if !a.data.is_dir() {
+        return Err(format!("no store at {}: not a directory", a.data.display()));
+    }
+    let bar = if io::stderr().is_terminal() {
+        ProgressBar::new(0).with_style(
+            ProgressStyle::with_template("{bar:40} {pos}/{len} jobs, {per_sec}, eta {eta}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        )
+    } else {
+        ProgressBar::hidden()
+    };
+    let result = compact_store(&a.data, Options::default(), a.retain_deleted, &mut |done, total| {
+        bar.set_length(total);
+        bar.set_position(done);
+    });
+    bar.finish_and_clear();
+    let r = result.map_err(|e| match e {
+        Error::Locked { .. } => format!("{e}: compaction runs offline; stop the server first"),
+        e => format!("compaction of {} failed, the store is unchanged: {e}", a.data.display()),
+    })?;
+    eprintln!(
+        "compacted generation {} into {}: {} records -> {} ({} deleted jobs dropped), {} bytes -> {} bytes, in {} ms",
+        r.generation_before,
+        r.generation_after,
+        r.records_before,
+        r.records_after,
+        r.dropped,
+        r.bytes_before,
+        r.bytes_after,
+        r.millis
+    );
+    Ok(())
+}

@@ -37,6 +37,7 @@ fn whole(status: u16, body: Vec<u8>) -> Prepared {
 }
 
 pub async fn handle(State(app): State<Arc<App>>, req: Request) -> Response {
+    let started = std::time::Instant::now();
     let (parts, body) = req.into_parts();
     let declared = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     let prepared = if declared.is_some_and(|n| n > app.max_body as u64) {
@@ -72,8 +73,11 @@ pub async fn handle(State(app): State<Arc<App>>, req: Request) -> Response {
         }
         Prepared::Streamed { first, rest } => (StatusCode::OK, Body::new(RowsBody::new(first, rest)), None, false),
     };
+    let micros = started.elapsed().as_micros() as u64;
     if status.is_server_error() {
-        tracing::warn!(method = %parts.method, path = %parts.uri.path(), status = status.as_u16(), "request failed");
+        tracing::warn!(method = %parts.method, path = %parts.uri.path(), status = status.as_u16(), micros, "request failed");
+    } else {
+        tracing::debug!(method = %parts.method, path = %parts.uri.path(), status = status.as_u16(), micros, "request");
     }
     let mut resp = Response::new(body);
     *resp.status_mut() = status;

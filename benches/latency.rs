@@ -3,7 +3,9 @@
 //! for up to a second (at least 200 runs), counts and lists of 100 with rows
 //! rendered, one thread, warm page cache. Prints a markdown table.
 //!
-//! Run: `cargo bench --bench latency` (`JOBQ_BENCH_JOBS=50000` for a small store).
+//! Run: `cargo bench --bench latency` (`JOBQ_BENCH_JOBS=50000` for a small store;
+//! for profiling, `JOBQ_BENCH_SHAPE=worst` runs only shapes whose name contains
+//! it, and `JOBQ_BENCH_SECS=10` samples each shape that long).
 
 #[allow(dead_code)]
 #[path = "support/cached.rs"]
@@ -38,12 +40,15 @@ fn main() {
     let facts = queries::Facts::gather(&ds);
     let cases = queries::mix(&ds, &facts, 8);
     let snap = store.snapshot();
-    let budget = Budget { min_runs: 200, max_runs: 100_000, time: Duration::from_secs(1) };
+    let only = std::env::var("JOBQ_BENCH_SHAPE").unwrap_or_default();
+    let secs: f64 = std::env::var("JOBQ_BENCH_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(1.0);
+    let max_runs = if secs > 1.0 { usize::MAX } else { 100_000 };
+    let budget = Budget { min_runs: 200, max_runs, time: Duration::from_secs_f64(secs) };
     let mut buf = Vec::with_capacity(1 << 16);
     println!("jobq, {} jobs, open {:.1} ms\n", ds.jobs, open.as_secs_f64() * 1e3);
     println!("| shape | kind | runs | p50 | p99 | mean | results (first variant) |");
     println!("|---|---|---:|---:|---:|---:|---:|");
-    for group in queries::groups(&cases) {
+    for group in queries::groups(&cases).into_iter().filter(|g| g[0].shape.contains(only.as_str())) {
         let s = timing::sample(group.len(), budget, |i| {
             std::hint::black_box(jobq_run::run(&snap, &group[i], &mut buf));
         });

@@ -200,9 +200,9 @@ const PAGINGS: &[(&str, Make)] = &[
         let stop = f.key_from_end(3_000 + r.below(4_000) as usize);
         deep(Filter { states: fin(), ..Filter::default() }, 0, Some(stop))
     }),
-    ("stop mid+tag start=20000", |r, f| {
+    ("stop mid+tag start=5000", |r, f| {
         let stop = f.key_from_end(f.big_keys.len() / 2);
-        deep(Filter { has_tags: tags(&[r.below(3)]), states: fin(), ..Filter::default() }, 20_000, Some(stop))
+        deep(Filter { has_tags: tags(&[r.below(3)]), states: fin(), ..Filter::default() }, 5_000, Some(stop))
     }),
 ];
 

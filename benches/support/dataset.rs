@@ -12,7 +12,7 @@
 use std::io::{self, Read, Write};
 
 /// Bumped whenever the generated data changes (cached stores are keyed by it).
-pub const GEN_VERSION: u32 = 1;
+pub const GEN_VERSION: u32 = 2;
 /// 2023-11-14T22:13:20Z, the earliest `ts`.
 pub const T0: u64 = 1_700_000_000_000;
 /// Two years of milliseconds.
@@ -165,11 +165,10 @@ fn write_extras(j: &GenJob, r: &mut Rng, out: &mut Vec<u8>) {
     let extra = 1 + r.below(4);
     let _ = write!(
         out,
-        r#","spider_args":{{"start_url":"https://www.{}-{}.example.com/c/{}?page={}","max_pages":{}}}"#,
+        r#","spider_args":{{"url":"https://{}-{}.example.com/c/{}","pages":{}}}"#,
         HOSTS[r.below(5) as usize],
         r.below(5000),
         r.below(100_000),
-        r.below(50),
         10 * (1 + r.below(100))
     );
     if extra >= 2 {
@@ -183,12 +182,7 @@ fn write_extras(j: &GenJob, r: &mut Rng, out: &mut Vec<u8>) {
         }
     }
     if extra >= 4 {
-        let _ = write!(
-            out,
-            r#","scrapystats":{{"item_scraped_count":{},"response_received_count":{}}}"#,
-            r.below(100_000),
-            r.below(1_000_000)
-        );
+        let _ = write!(out, r#","stats":{{"items":{},"responses":{}}}"#, r.below(100_000), r.below(1_000_000));
     }
 }
 

@@ -10,6 +10,12 @@ looking at jobq's code. Standard library only.
     python3 reader.py DIR check                   validate everything; exit 0 when it does
     python3 reader.py DIR frames                  (debug) one JSON line per log frame
 
+`export`, `list` and `count` open the store as index.md ("Matching index files to the
+log") and durability.md (recovery rules, read-only) say: the index chain is used as is,
+only the log after it is validated, and every record read through an index is verified
+by its own CRC (rule 6). `check` also validates every frame from the start of the log
+and compares every index file that matches the log with what the log says.
+
 Exit codes: 0 ok; 1 damage (corruption, a damaged index file under `check`); 2 usage.
 Read-only: never writes, never takes LOCK, never cuts a torn tail (durability.md rule 5).
 """
@@ -34,18 +40,20 @@ VERSION = 1
 MAX_FRAME_LEN = 1 << 30
 SEG_HDR = 64
 FRAME_HDR = 32
+REC_HDR = 8
 IDX_HDR = 64
 IDX_FOOTER = 48
 SECTION_HDR = 72
 DICT_ENTRY = 16
 FIELD_STATE, FIELD_SPIDER, FIELD_TAG, FIELD_PRIORITY, FIELD_UNIQUE = 1, 2, 3, 4, 5
 FIELD_NAMES = {1: "state", 2: "spider", 3: "tag", 4: "priority", 5: "unique"}
-# the metadata document never holds these (log.md); "*_time" read as the four times only
+# log.md: the metadata document never holds these; other "*_time" names are ordinary fields
 DOC_FORBIDDEN = {"key", "project", "spider", "state", "priority", "tags", "unique"} | set(TIME_FIELDS)
 
 SEG_RE = re.compile(r"^log-(\d{10})\.jql$")
 IDX_RE = re.compile(r"^idx-([0-9a-f]{16})-([0-9a-f]{16})\.jqi$")
 GEN_RE = re.compile(r"^gen-([0-9a-f]{16})$")
+# rule 2's scan: offsets whose header bytes 8..12 can decode (known kind, flags 0 or 1, reserved 0)
 _CANDIDATE = re.compile(rb"(?=.{8}[\x01-\x04][\x00\x01]\x00\x00)", re.DOTALL)
 
 
@@ -111,9 +119,6 @@ class Buf:
         self.need(off, struct.calcsize(fmt), what)
         return struct.unpack_from(fmt, self.d, off)
 
-    def u8(self, off, what):
-        return self.un("<B", off, what)[0]
-
     def u16(self, off, what):
         return self.un("<H", off, what)[0]
 
@@ -138,10 +143,10 @@ class Buf:
             self.fail(off + e.start, f"{what}: invalid UTF-8")
 
 
-def read_file(path):
+def read_file(path, n=None):
     try:
         with open(path, "rb") as f:
-            return f.read()
+            return f.read() if n is None else f.read(n)
     except OSError as e:
         raise Damage(path, 0, f"cannot read: {e.strerror or e}")
 
@@ -159,7 +164,7 @@ def parse_json_object(text, buf, off, what):
     try:
         v = json.loads(text, parse_float=decimal.Decimal, object_pairs_hook=_Obj,
                        parse_constant=_no_constant)
-    except ValueError as e:
+    except (ValueError, RecursionError) as e:
         buf.fail(off, f"{what}: not valid JSON: {e}")
     if not isinstance(v, _Obj):
         buf.fail(off, f"{what}: not a JSON object")
@@ -173,7 +178,8 @@ def read_current(root):
     if not os.path.exists(path):
         raise Damage(path, 0, "no CURRENT: the directory holds no store")
     b = Buf(read_file(path), path)
-    if len(b) < 12 or b.raw(0, 8, "magic") != CUR_MAGIC:
+    # durability.md rule 7: magic, version or checksum, whichever fails first
+    if len(b) < 8 or b.raw(0, 8, "magic") != CUR_MAGIC:
         b.fail(0, "bad magic (expected \"JOBQCUR\\0\")")
     ver = b.u32(8, "version")
     if ver != VERSION:
@@ -191,20 +197,7 @@ def read_current(root):
     return b.u64(16, "generation")
 
 
-# --------------------------------------------------------------------------- log
-
-class Frame:
-    __slots__ = ("path", "seg", "off", "end", "kind", "flags", "count", "first_seq",
-                 "durable_seq", "length", "payload")
-
-    @property
-    def pos(self):
-        return pack_pos(self.seg, self.off)
-
-    @property
-    def last_seq(self):
-        return self.first_seq + self.count - 1
-
+# --------------------------------------------------------------------------- records and frames
 
 class Record:
     """One job version (a record of a jobs frame)."""
@@ -224,30 +217,67 @@ class Record:
         return (self.spider << 32) | self.job
 
 
-def decode_frame_header(data, off):
-    """(fields, None) when the header decodes, the frame lies in the file and its CRC
-    matches; (None, reason) otherwise. Sequence rules are checked by the caller."""
-    if off + FRAME_HDR > len(data):
-        return None, f"frame header needs {FRAME_HDR} bytes, only {len(data) - off} left in the file"
-    crc, ln, kind, flags, res, count, first_seq, durable = struct.unpack_from("<IIBBHIQQ", data, off)
-    if kind not in KIND_NAMES:
-        return None, f"unknown frame kind {kind}"
-    if flags & ~1:
-        return None, f"reserved frame flag bits set (flags 0x{flags:02x})"
-    if res:
-        return None, "reserved frame header field is not zero"
-    if count < 1:
-        return None, "frame count is 0"
-    if kind != KIND_JOBS and count != 1:
-        return None, f"{KIND_NAMES[kind]} frame with count {count} (must be 1)"
-    if ln > MAX_FRAME_LEN:
-        return None, f"frame length {ln} exceeds 2^30"
-    if off + FRAME_HDR + ln > len(data):
-        return None, f"frame of {FRAME_HDR + ln} bytes runs past the end of the file ({len(data) - off} left)"
-    comp = masked_crc(data[off + 4:off + FRAME_HDR + ln])
+def decode_record(b, off, what):
+    """The record (`u32 body_len, u32 crc, body`) at offset `off` of Buf `b`: (Record, end).
+    Its own CRC is verified before the body is decoded."""
+    bl, crc = b.un("<II", off, f"{what}: body_len and crc")
+    body = b.sub(off + REC_HDR, bl, f"{what}: body of {bl} bytes")
+    comp = masked_crc(body.d)
     if comp != crc:
-        return None, f"frame CRC mismatch (stored 0x{crc:08x}, computed 0x{comp:08x})"
-    return (ln, kind, flags, count, first_seq, durable), None
+        b.fail(off, f"{what}: record CRC mismatch (stored 0x{crc:08x}, computed 0x{comp:08x})")
+    r = _decode_body(body, what)
+    r.path, r.file_off = b.path, b.base + off
+    r.seq = None
+    return r, off + REC_HDR + bl
+
+
+def _decode_body(b, what):
+    r = Record()
+    project, spider, job = b.un("<III", 0, f"{what}: key")
+    state, mask, flags, res = b.un("<BBBB", 12, f"{what}: state")
+    priority, order_seq = b.un("<qQ", 16, f"{what}: priority")
+    times = b.un("<4Q", 32, f"{what}: times")
+    if project < 1 or spider < 1 or job < 1:
+        b.fail(0, f"{what}: key {project}/{spider}/{job}: ids must be >= 1")
+    if state > 3:
+        b.fail(12, f"{what}: state {state} is unknown")
+    if mask & ~0x0F:
+        b.fail(13, f"{what}: times mask 0x{mask:02x} has bits beyond 0..3")
+    if not mask & (1 << state):
+        b.fail(13, f"{what}: times mask 0x{mask:02x} lacks the bit of its state ({STATES[state]})")
+    if flags & ~1:
+        b.fail(14, f"{what}: flags 0x{flags:02x} have reserved bits set")
+    if res:
+        b.fail(15, f"{what}: reserved byte is not zero")
+    for i in range(4):
+        if not mask & (1 << i) and times[i] != 0:
+            b.fail(32 + 8 * i, f"{what}: {TIME_FIELDS[i]} is {times[i]} but its mask bit is clear")
+    ntags = b.u16(64, f"{what}: tag count")
+    off = 66
+    tags = []
+    for i in range(ntags):
+        tl = b.u16(off, f"{what}: tag {i} length")
+        tags.append(b.utf8(off + 2, tl, f"{what}: tag {i}"))
+        off += 2 + tl
+    unique = None
+    if flags & 1:
+        ul = b.u16(off, f"{what}: unique length")
+        unique = b.utf8(off + 2, ul, f"{what}: unique")
+        off += 2 + ul
+    dl = b.u32(off, f"{what}: metadata document length")
+    doc_off = off + 4
+    doc = b.utf8(doc_off, dl, f"{what}: metadata document")
+    off = doc_off + dl
+    if off != len(b):
+        b.fail(off, f"{what}: {len(b) - off} bytes after the metadata document")
+    obj = parse_json_object(doc, b, doc_off, f"{what}: metadata document")
+    for k, _ in obj:
+        if k in DOC_FORBIDDEN:
+            b.fail(doc_off, f"{what}: metadata document holds the field {k!r}, which the record holds itself")
+    r.project, r.spider, r.job = project, spider, job
+    r.state, r.mask, r.priority, r.order_seq = state, mask, priority, order_seq
+    r.times, r.tags, r.unique, r.doc_text = times, tags, unique, doc
+    return r
 
 
 def parse_catalog_entries(b, what):
@@ -268,106 +298,136 @@ def parse_catalog_entries(b, what):
     return out
 
 
-class Log:
-    """Every segment of the live generation, validated frame by frame."""
+class Frame:
+    __slots__ = ("path", "seg", "off", "end", "kind", "flags", "count", "first_seq",
+                 "durable_seq", "length", "payload")
 
-    def __init__(self, gen_dir, generation, seg_numbers):
-        self.gen_dir = gen_dir
-        self.generation = generation
-        self.seg_numbers = seg_numbers
-        self.seg_paths = {}
-        self.seg_sizes = {}
-        self.first_seq = None
-        self.next_seq = None          # one past the last valid (kept) sequence number
-        self.frames = []              # applied (committed) frames, in log order
-        self.frame_at = {}            # packed pos -> Frame
-        self.records = []             # applied job records in sequence order
-        self.record_at = {}           # packed pos of body_len -> Record
-        self.spider_events = []       # (seq, kind, data) in sequence order, for catalog snapshots
-        self.torn = None              # (path, offset, reason) of a torn tail
-        self.cut_txn = None           # (path, offset, first_seq) of an open transaction cut back
-        self.notes = []
-        # spider state as the log is applied
-        self.spiders = {}             # (project, spider) -> name
-        self.spider_ids = {}          # (project, name) -> spider
-        self.max_job = {}             # (project, spider) -> highest job id seen
-        self.catalog_next = {}        # (project, spider) -> "next job id" from catalog frames
+    @property
+    def pos(self):
+        return pack_pos(self.seg, self.off)
 
-    # ---- walking
+    @property
+    def end_pos(self):
+        return pack_pos(self.seg, self.end)
 
-    def read(self):
-        segs = self.seg_numbers
-        if not segs:
-            raise Damage(self.gen_dir, 0, "the generation holds no log segment")
-        if segs != list(range(1, len(segs) + 1)):
-            missing = sorted(set(range(1, segs[-1] + 1)) - set(segs))
-            raise Damage(self.gen_dir, 0, f"log segments are not contiguous from 1: missing {missing}")
-        expected = None
-        txn = None                    # dict: first_seq, frames, path, off
-        stop = False
-        for i, n in enumerate(segs):
-            last = i == len(segs) - 1
-            path = os.path.join(self.gen_dir, f"log-{n:010d}.jql")
-            self.seg_paths[n] = path
-            data = read_file(path)
-            self.seg_sizes[n] = len(data)
-            first = self._segment_header(path, n, data)
-            if expected is None:
-                if first < 1:
-                    raise Damage(path, 24, "first sequence number of the log is 0")
-                expected = first
-                self.first_seq = first
-            elif first != expected:
-                raise Damage(path, 24, f"segment header says the first sequence number is {first}, "
-                                       f"the previous segment ended before {expected}")
-            off = SEG_HDR
-            while off < len(data):
-                fields, why = decode_frame_header(data, off)
-                if fields is not None:
-                    ln, kind, flags, count, first_seq, durable = fields
-                    if first_seq != expected:
-                        why = f"frame first_seq {first_seq}, expected {expected}"
-                    else:
-                        why = self._txn_rule(kind, flags, txn, data, off, path)
-                if why is not None:
-                    self._bad_frame(path, n, data, off, expected, why, last)
-                    stop = True          # torn tail (the call raises on corruption)
-                    break
-                fr = Frame()
-                fr.path, fr.seg, fr.off, fr.end = path, n, off, off + FRAME_HDR + ln
-                fr.kind, fr.flags, fr.count, fr.first_seq, fr.durable_seq, fr.length = \
-                    kind, flags, count, first_seq, durable, ln
-                fr.payload = self._decode_payload(fr, data)
-                if flags & 1:
-                    if txn is None:
-                        txn = {"first_seq": first_seq, "frames": [], "path": path, "off": off}
-                    txn["frames"].append(fr)
-                elif kind == KIND_COMMIT:
-                    for f in txn["frames"]:
-                        self._apply(f)
-                    self._apply(fr)
-                    txn = None
-                else:
-                    self._apply(fr)
-                expected += count
-                off = fr.end
-            if stop:
-                break
-        if txn is not None:
-            # durability.md rule 3: an import still open at the end is cut back to its first frame
-            self.cut_txn = (txn["path"], txn["off"], txn["first_seq"])
-            expected = txn["first_seq"]
-        self.next_seq = expected
+    @property
+    def last_seq(self):
+        return self.first_seq + self.count - 1
 
-    def _segment_header(self, path, n, data):
+
+def decode_frame_header(data, off):
+    """(fields, None) when the header decodes, the frame lies in the file and its CRC
+    matches; (None, reason) otherwise. Sequence and transaction rules are the caller's."""
+    if off + FRAME_HDR > len(data):
+        return None, f"frame header needs {FRAME_HDR} bytes, only {len(data) - off} left in the file"
+    crc, ln, kind, flags, res, count, first_seq, durable = struct.unpack_from("<IIBBHIQQ", data, off)
+    if kind not in KIND_NAMES:
+        return None, f"unknown frame kind {kind}"
+    if flags & ~1:
+        return None, f"reserved frame flag bits set (flags 0x{flags:02x})"
+    if res:
+        return None, "reserved frame header field is not zero"
+    if count < 1:
+        return None, "frame count is 0"
+    if kind != KIND_JOBS and count != 1:
+        return None, f"{KIND_NAMES[kind]} frame with count {count} (must be 1)"
+    if first_seq < 1:
+        return None, "frame first_seq is 0"
+    if ln > MAX_FRAME_LEN:
+        return None, f"frame length {ln} exceeds 2^30"
+    if off + FRAME_HDR + ln > len(data):
+        return None, f"frame of {FRAME_HDR + ln} bytes runs past the end of the file ({len(data) - off} left)"
+    comp = masked_crc(data[off + 4:off + FRAME_HDR + ln])
+    if comp != crc:
+        return None, f"frame CRC mismatch (stored 0x{crc:08x}, computed 0x{comp:08x})"
+    return (ln, kind, flags, count, first_seq, durable), None
+
+
+def make_frame(path, seg, off, fields):
+    ln, kind, flags, count, first_seq, durable = fields
+    fr = Frame()
+    fr.path, fr.seg, fr.off, fr.end = path, seg, off, off + FRAME_HDR + ln
+    fr.kind, fr.flags, fr.count, fr.first_seq, fr.durable_seq, fr.length = \
+        kind, flags, count, first_seq, durable, ln
+    return fr
+
+
+def decode_payload(fr, data):
+    """The payload of a frame whose CRC matches. Anything that does not decode is
+    corruption wherever the frame is (log.md), reported at the frame's offset."""
+    b = Buf(data[fr.off + FRAME_HDR:fr.end], fr.path, fr.off + FRAME_HDR)
+    try:
+        if fr.kind == KIND_JOBS:
+            recs = []
+            off = 0
+            for i in range(fr.count):
+                r, off = decode_record(b, off, f"record {i}")
+                r.seq = fr.first_seq + i
+                r.pos = pack_pos(fr.seg, r.file_off)
+                recs.append(r)
+            if off != len(b):
+                b.fail(off, f"{len(b) - off} bytes after the {fr.count} records")
+            return recs
+        if fr.kind == KIND_SPIDER:
+            project, spider = b.un("<II", 0, "spider registration")
+            nl = b.u16(8, "spider name length")
+            name = b.utf8(10, nl, "spider name")
+            if 10 + nl != len(b):
+                b.fail(10 + nl, f"{len(b) - 10 - nl} bytes after the spider name")
+            if project < 1 or spider < 1:
+                b.fail(0, "spider registration: project and spider ids must be >= 1")
+            return (project, spider, name)
+        if fr.kind == KIND_CATALOG:
+            entries = parse_catalog_entries(b, "catalog frame")
+            seen = set()
+            for project, spider, _, _, o in entries:
+                if (project, spider) in seen:
+                    b.fail(o, f"catalog frame lists spider {project}/{spider} twice")
+                seen.add((project, spider))
+            return entries
+        if len(b) != 8:
+            b.fail(0, f"commit payload is {len(b)} bytes, must be 8")
+        return b.u64(0, "commit")
+    except Damage as e:
+        raise Damage(fr.path, fr.off, f"corruption: the {KIND_NAMES[fr.kind]} frame's CRC matches but its "
+                                      f"payload does not decode (at file offset {e.offset}: {e.msg})")
+
+
+# --------------------------------------------------------------------------- log segments
+
+class Segments:
+    """The live generation's segment files; headers validated when first touched."""
+
+    def __init__(self, gen_dir, generation, numbers):
+        self.gen_dir, self.generation = gen_dir, generation
+        if not numbers:
+            raise Damage(gen_dir, 0, "the generation holds no log segment")
+        if numbers != list(range(1, len(numbers) + 1)):
+            missing = sorted(set(range(1, numbers[-1] + 1)) - set(numbers))
+            raise Damage(gen_dir, 0, f"log segments are not contiguous from 1: missing {missing}")
+        self.numbers = numbers
+        self.last = numbers[-1]
+        self._data = {}
+        self._first = {}
+        for n in numbers:
+            self._check_header(n, read_file(self.path(n), SEG_HDR))
+
+    def path(self, n):
+        return os.path.join(self.gen_dir, f"log-{n:010d}.jql")
+
+    def __contains__(self, n):
+        return 1 <= n <= self.last
+
+    def _check_header(self, n, data):
+        path = self.path(n)
         b = Buf(data, path)
-        if len(data) < SEG_HDR:
-            b.fail(0, f"segment is {len(data)} bytes, shorter than its {SEG_HDR}-byte header")
-        if b.raw(0, 8, "magic") != LOG_MAGIC:
+        if len(data) < 8 or data[0:8] != LOG_MAGIC:
             b.fail(0, "bad magic (expected \"JOBQLOG\\0\")")
         ver = b.u32(8, "version")
         if ver != VERSION:
             b.fail(8, f"unknown log segment version {ver} (this reader knows version {VERSION})")
+        if len(data) < SEG_HDR:
+            b.fail(0, f"segment is {len(data)} bytes, shorter than its {SEG_HDR}-byte header")
         stored = b.u32(60, "crc")
         comp = masked_crc(data[0:60])
         if stored != comp:
@@ -380,193 +440,270 @@ class Log:
         gen = b.u64(16, "generation")
         if gen != self.generation:
             b.fail(16, f"segment generation {gen} does not match its directory ({self.generation})")
-        return b.u64(24, "first sequence number")
+        first = b.u64(24, "first sequence number")
+        if first < 1:
+            b.fail(24, "the segment's first sequence number is 0")
+        self._first[n] = first
 
-    def _txn_rule(self, kind, flags, txn, data, off, path):
-        """log.md, import transactions: reason this frame is invalid, or None."""
-        flagged = flags & 1
-        if kind == KIND_COMMIT:
-            if flagged:
-                return "commit frame carries the transaction flag"
-            if txn is None:
-                return "commit frame outside an import transaction"
-            ln = struct.unpack_from("<I", data, off + 4)[0]
-            if ln != 8:
-                raise Damage(path, off, f"commit frame payload is {ln} bytes, must be 8")
-            first = struct.unpack_from("<Q", data, off + FRAME_HDR)[0]
-            if first != txn["first_seq"]:
-                return f"commit names first sequence {first}, the open transaction began at {txn['first_seq']}"
-            return None
-        if txn is not None and not flagged:
-            return f"frame without the transaction flag inside an open transaction (began at sequence {txn['first_seq']})"
-        return None
+    def first_seq(self, n):
+        return self._first[n]
 
-    def _bad_frame(self, path, n, data, off, expected, why, last):
-        """durability.md recovery rules 1, 2 and 4 for a read-only open."""
-        if not last:
-            raise Damage(path, off, f"corruption: bad frame in a segment that is not the last: {why}")
-        # Rule 2: is there a later valid frame in this segment that claims durable_seq >= expected?
-        # candidates: a known kind, flags 0 or 1 and a zero reserved u16 at header bytes 8..12
-        for m in _CANDIDATE.finditer(data, off + 1):
-            o = m.start()
-            fields, bad = decode_frame_header(data, o)
-            if fields is not None and fields[5] >= expected:
-                raise Damage(path, off, f"corruption: bad frame ({why}) although the valid frame at offset {o} "
-                                        f"(first_seq {fields[4]}) says sequence {fields[5]} >= {expected} was durable")
-        self.torn = (path, off, why)
+    def data(self, n):
+        d = self._data.get(n)
+        if d is None:
+            d = self._data[n] = read_file(self.path(n))
+        return d
 
-    def _decode_payload(self, fr, data):
-        """A frame whose CRC matches but whose payload does not decode is corruption."""
-        b = Buf(data[fr.off + FRAME_HDR:fr.end], fr.path, fr.off + FRAME_HDR)
-        if fr.kind == KIND_JOBS:
-            recs = []
-            off = 0
-            for i in range(fr.count):
-                bl = b.u32(off, f"record {i} body_len")
-                body = b.sub(off + 4, bl, f"record {i} body")
-                r = self._decode_record(body)
-                r.seq = fr.first_seq + i
-                r.pos = pack_pos(fr.seg, fr.off + FRAME_HDR + off)
-                r.path, r.file_off = fr.path, fr.off + FRAME_HDR + off
-                recs.append(r)
-                off += 4 + bl
-            if off != len(b):
-                b.fail(off, f"jobs payload: {len(b) - off} bytes after its {fr.count} records")
-            return recs
-        if fr.kind == KIND_SPIDER:
-            project, spider = b.un("<II", 0, "spider registration")
-            nl = b.u16(8, "spider name length")
-            name = b.utf8(10, nl, "spider name")
-            if 10 + nl != len(b):
-                b.fail(10 + nl, f"spider payload: {len(b) - 10 - nl} bytes after the name")
-            if project < 1 or spider < 1:
-                b.fail(0, "spider registration: project and spider ids must be >= 1")
-            return (project, spider, name)
-        if fr.kind == KIND_CATALOG:
-            return parse_catalog_entries(b, "catalog frame")
-        # commit
-        if len(b) != 8:
-            b.fail(0, f"commit payload is {len(b)} bytes, must be 8")
-        return b.u64(0, "commit")
-
-    def _decode_record(self, b):
-        r = Record()
-        project, spider, job = b.un("<III", 0, "record key")
-        state, mask, flags, res = b.un("<BBBB", 12, "record state")
-        priority, order_seq = b.un("<qQ", 16, "record priority")
-        times = b.un("<4Q", 32, "record times")
-        if project < 1 or spider < 1 or job < 1:
-            b.fail(0, f"record key {project}/{spider}/{job}: ids must be >= 1")
-        if state > 3:
-            b.fail(12, f"record state {state} is unknown")
-        if mask & ~0x0F:
-            b.fail(13, f"record times mask 0x{mask:02x} has bits beyond 0..3")
-        if not mask & (1 << state):
-            b.fail(13, f"record times mask 0x{mask:02x} lacks the bit of its state ({STATES[state]})")
-        if flags & ~1:
-            b.fail(14, f"record flags 0x{flags:02x} have reserved bits set")
-        if res:
-            b.fail(15, "record reserved byte is not zero")
-        for i in range(4):
-            if not mask & (1 << i) and times[i] != 0:
-                b.fail(32 + 8 * i, f"{TIME_FIELDS[i]} is {times[i]} but its mask bit is clear")
-        ntags = b.u16(64, "record tag count")
-        off = 66
-        tags = []
-        for i in range(ntags):
-            tl = b.u16(off, f"tag {i} length")
-            tags.append(b.utf8(off + 2, tl, f"tag {i}"))
-            off += 2 + tl
-        unique = None
-        if flags & 1:
-            ul = b.u16(off, "unique length")
-            unique = b.utf8(off + 2, ul, "unique")
-            off += 2 + ul
-        dl = b.u32(off, "metadata document length")
-        doc_off = off + 4
-        doc = b.utf8(doc_off, dl, "metadata document")
-        off = doc_off + dl
-        if off != len(b):
-            b.fail(off, f"record body: {len(b) - off} bytes after the metadata document")
-        obj = parse_json_object(doc, b, doc_off, "metadata document")
-        for k, _ in obj:
-            if k in DOC_FORBIDDEN:
-                b.fail(doc_off, f"metadata document holds the field {k!r}, which the record holds itself")
-        r.project, r.spider, r.job = project, spider, job
-        r.state, r.mask, r.priority, r.order_seq = state, mask, priority, order_seq
-        r.times, r.tags, r.unique, r.doc_text = times, tags, unique, doc
+    def read_record(self, pos, what):
+        """The record whose `body_len` field is at packed position `pos`, CRC-verified."""
+        seg, off = unpack_pos(pos)
+        if seg not in self:
+            raise Damage(self.gen_dir, 0, f"{what}: {fmt_pos(pos)}: no such segment")
+        data = self.data(seg)
+        if off < SEG_HDR + FRAME_HDR:
+            raise Damage(self.path(seg), off, f"corruption: {what}: a record cannot start inside the headers")
+        try:
+            r, _ = decode_record(Buf(data, self.path(seg)), off, what)
+        except Damage as e:
+            raise Damage(self.path(seg), off, f"corruption: damaged record ({e.msg}"
+                                              f"{'' if e.offset == off else f' at file offset {e.offset}'})")
+        r.pos = pos
         return r
 
-    # ---- applying committed frames
 
-    def _register(self, fr, project, spider, name, from_catalog):
+# --------------------------------------------------------------------------- spiders
+
+class Spiders:
+    """Spider ids and names (log.md: within a project a name maps to one id and an id to one name)."""
+
+    def __init__(self):
+        self.names = {}           # (project, spider) -> name
+        self.ids = {}             # (project, name) -> spider
+
+    def copy(self):
+        s = Spiders()
+        s.names, s.ids = dict(self.names), dict(self.ids)
+        return s
+
+    def register(self, path, off, project, spider, name, from_catalog):
         k = (project, spider)
-        old = self.spiders.get(k)
+        old = self.names.get(k)
         if old is not None:
             if old != name:
-                raise Damage(fr.path, fr.off, f"spider {project}/{spider} registered as {name!r}, "
-                                              f"it was {old!r} (a name maps to one id for the life of the store)")
+                raise Damage(path, off, f"corruption: spider {project}/{spider} registered as {name!r}, "
+                                        f"it was {old!r} (an id maps to one name for the life of the store)")
             return
-        other = self.spider_ids.get((project, name))
+        other = self.ids.get((project, name))
         if other is not None:
-            raise Damage(fr.path, fr.off, f"spider name {name!r} of project {project} registered as id {spider}, "
-                                          f"it already has id {other}")
+            raise Damage(path, off, f"corruption: spider name {name!r} of project {project} registered as id "
+                                    f"{spider}, it already has id {other}")
         if not from_catalog:
-            expect = 1 + max([s for (p, s) in self.spiders if p == project], default=0)
+            expect = 1 + max([s for (p, s) in self.names if p == project], default=0)
             if spider != expect:
-                raise Damage(fr.path, fr.off, f"spider id {spider} of project {project} registered; ids are "
-                                              f"allocated from 1 upward, the next is {expect}")
-        self.spiders[k] = name
-        self.spider_ids[(project, name)] = spider
+                raise Damage(path, off, f"corruption: spider id {spider} of project {project} registered; ids "
+                                        f"are allocated from 1 upward, the next is {expect}")
+        self.names[k] = name
+        self.ids[(project, name)] = spider
+
+
+# --------------------------------------------------------------------------- validating the log
+
+class Walk:
+    """Validates frames from a start position to the end of the log, applying log.md's
+    validity and transaction rules and durability.md's recovery rules 1-5 read-only.
+
+    `carry`: the sequence number of the first frame of the chain's last file's last frame
+    when that frame carries the transaction flag: a transaction began before the start,
+    and its commit is accepted (log.md, "an index file may end inside a transaction")."""
+
+    def __init__(self, segs, seg, off, expected, spiders, proof, carry=None):
+        self.segs = segs
+        self.start = (seg, off)
+        self.start_seq = expected
+        self.spiders = spiders
+        self.proof = proof            # (hi_seq, file name) of the index covering most, or (0, None)
+        self.carry = carry
+        self.frames = []              # applied (committed) frames in log order
+        self.frame_at = {}            # packed pos -> applied Frame
+        self.records = []             # applied job records in sequence order
+        self.events = []              # (seq, kind, data) of applied frames, for catalog snapshots
+        self.torn = None              # (path, offset, reason) of a torn tail
+        self.cut_txn = None           # (path, offset, first_seq) of an open transaction cut back
+        self.next_seq = None
+        self.end_pos = None           # packed position just after the last kept frame
+        self._run()
+
+    def _run(self):
+        segs = self.segs
+        seg, off = self.start
+        expected = self.start_seq
+        txn = None
+        if self.carry is not None:
+            txn = {"first_seq": None, "max_first": self.carry, "frames": [], "path": None, "off": None}
+        self.end_pos = pack_pos(seg, off)
+        stopped = False
+        while not stopped:
+            path = segs.path(seg)
+            data = segs.data(seg)
+            if off == SEG_HDR and segs.first_seq(seg) != expected:
+                raise Damage(path, 24, f"corruption: the segment header says its first sequence number is "
+                                       f"{segs.first_seq(seg)}, the log before it ends before {expected}")
+            if off > len(data):
+                raise Damage(path, off, f"the walk starts at offset {off}, past the segment's end ({len(data)})")
+            while off < len(data):
+                fields, why = decode_frame_header(data, off)
+                if fields is not None:
+                    first_seq = fields[4]
+                    if first_seq != expected:
+                        why = f"frame first_seq {first_seq}, expected {expected}"
+                    else:
+                        why = self._txn_rule(fields, txn, data, off, path)
+                if why is not None:
+                    self._bad_frame(seg, data, off, expected, why)
+                    stopped = True
+                    break
+                fr = make_frame(path, seg, off, fields)
+                fr.payload = decode_payload(fr, data)
+                if fr.flags & 1:
+                    if txn is None:
+                        txn = {"first_seq": fr.first_seq, "frames": [], "path": path, "off": off}
+                    txn["frames"].append(fr)
+                elif fr.kind == KIND_COMMIT:
+                    for f in txn["frames"]:
+                        self._apply(f)
+                    self._apply(fr)
+                    txn = None
+                else:
+                    self._apply(fr)
+                expected += fr.count
+                off = fr.end
+                if txn is None:
+                    self.end_pos = fr.end_pos
+            if stopped or seg == segs.last:
+                break
+            seg, off = seg + 1, SEG_HDR
+            if txn is None:
+                self.end_pos = pack_pos(seg, off)
+        if txn is not None:
+            if txn["first_seq"] is None:
+                where = self.torn[:2] if self.torn else (segs.path(segs.last), len(segs.data(segs.last)))
+                raise Damage(where[0], where[1],
+                             "corruption: the index chain ends inside an import transaction (allowed only when "
+                             "it was committed), but the log after it holds no commit"
+                             + (f" ({self.torn[2]})" if self.torn else ""))
+            # durability.md rule 3: an import still open at the end is cut back to its first frame
+            self.cut_txn = (txn["path"], txn["off"], txn["first_seq"])
+            expected = txn["first_seq"]
+        self.next_seq = expected
+
+    def _txn_rule(self, fields, txn, data, off, path):
+        """log.md, import transactions: the reason this frame is invalid, or None."""
+        ln, kind, flags, _, _, _ = fields
+        if flags & 1:
+            if kind not in (KIND_JOBS, KIND_SPIDER):
+                return f"{KIND_NAMES[kind]} frame carries the transaction flag (only jobs and spider frames may)"
+            return None
+        if kind == KIND_COMMIT:
+            if txn is None:
+                return "commit frame while no import transaction is open"
+            if ln != 8:
+                raise Damage(path, off, f"corruption: the commit frame's CRC matches but its payload is {ln} "
+                                        f"bytes, must be 8")
+            first = struct.unpack_from("<Q", data, off + FRAME_HDR)[0]
+            if txn["first_seq"] is None:
+                if not self.segs.first_seq(1) <= first <= txn["max_first"]:
+                    return (f"commit names first sequence {first}; the transaction open at the end of the index "
+                            f"chain began at most at {txn['max_first']}")
+            elif first != txn["first_seq"]:
+                return f"commit names first sequence {first}, the open transaction began at {txn['first_seq']}"
+            return None
+        if txn is not None:
+            began = txn["first_seq"] if txn["first_seq"] is not None else "before the index chain's end"
+            return f"frame without the transaction flag while an import transaction is open (began at {began})"
+        return None
+
+    def _bad_frame(self, seg, data, off, expected, why):
+        """durability.md recovery rules 1, 2 and 4 (read-only), and media assumption 4."""
+        path = self.segs.path(seg)
+        if seg != self.segs.last:
+            raise Damage(path, off, f"corruption: bad frame in a segment that is not the last ({why})"
+                                    f"{_record_notes(data, off)}; segments before the last were synced whole")
+        note = _record_notes(data, off)
+        if self.proof[0] >= expected:
+            raise Damage(path, off, f"corruption: bad frame ({why}){note}; index file {self.proof[1]} covers "
+                                    f"sequence {self.proof[0]} >= {expected}, so it was durable")
+        for m in _CANDIDATE.finditer(data, off + 1):
+            o = m.start()
+            fields, _ = decode_frame_header(data, o)
+            if fields is not None and fields[4] >= expected and fields[5] >= expected:
+                raise Damage(path, off, f"corruption: bad frame ({why}){note}; the frame at offset {o} "
+                                        f"(first_seq {fields[4]}) says sequence {fields[5]} >= {expected} was durable")
+        self.torn = (path, off, why)
 
     def _apply(self, fr):
         self.frames.append(fr)
         self.frame_at[fr.pos] = fr
         if fr.kind == KIND_JOBS:
             for r in fr.payload:
-                if (r.project, r.spider) not in self.spiders:
-                    raise Damage(r.path, r.file_off, f"record {r.project}/{r.spider}/{r.job} names spider "
-                                                     f"{r.spider} of project {r.project}, which is not registered")
+                if (r.project, r.spider) not in self.spiders.names:
+                    raise Damage(fr.path, fr.off, f"corruption: record at offset {r.file_off} "
+                                                  f"({r.project}/{r.spider}/{r.job}) names spider {r.spider} of "
+                                                  f"project {r.project}, which is not registered")
                 if r.order_seq > r.seq:
-                    raise Damage(r.path, r.file_off + 4 + 24,
-                                 f"order_seq {r.order_seq} is after the record's own sequence number {r.seq}")
+                    raise Damage(fr.path, fr.off, f"corruption: record at offset {r.file_off}: order_seq "
+                                                  f"{r.order_seq} is after its own sequence number {r.seq}")
                 self.records.append(r)
-                self.record_at[r.pos] = r
-                k = (r.project, r.spider)
-                self.max_job[k] = max(self.max_job.get(k, 0), r.job)
-                self.spider_events.append((r.seq, "job", (r.project, r.spider, r.job)))
+                self.events.append((r.seq, "job", (r.project, r.spider, r.job)))
         elif fr.kind == KIND_SPIDER:
             project, spider, name = fr.payload
-            self._register(fr, project, spider, name, False)
-            self.spider_events.append((fr.first_seq, "spider", (project, spider, name)))
+            self.spiders.register(fr.path, fr.off, project, spider, name, False)
+            self.events.append((fr.first_seq, "spider", (project, spider, name)))
         elif fr.kind == KIND_CATALOG:
             for project, spider, nxt, name, _ in fr.payload:
-                self._register(fr, project, spider, name, True)
-                k = (project, spider)
-                self.catalog_next[k] = max(self.catalog_next.get(k, 0), nxt)
-                self.spider_events.append((fr.first_seq, "catalog", (project, spider, nxt, name)))
-
-    # ---- views
+                self.spiders.register(fr.path, fr.off, project, spider, name, True)
+            self.events.append((fr.first_seq, "catalog", [(p, s, n, nm) for p, s, n, nm, _ in fr.payload]))
 
     def catalog_at(self, seq):
-        """{(project, spider): (name, next job id)} as known at sequence number `seq`.
-        Next job id read as max(catalog value, highest job id + 1) (log.md is ambiguous)."""
+        """{(project, spider): (name, next job id)} as known at sequence number `seq` (a full walk):
+        next job id = max(the latest catalog's, 1 + the highest job id seen)."""
         names, maxjob, cnext = {}, {}, {}
-        for s, kind, d in self.spider_events:
+        for s, kind, d in self.events:
             if s > seq:
                 break
             if kind == "spider":
                 names[(d[0], d[1])] = d[2]
             elif kind == "catalog":
-                names[(d[0], d[1])] = d[3]
-                cnext[(d[0], d[1])] = max(cnext.get((d[0], d[1]), 0), d[2])
+                cnext = {}
+                for p, sp, nxt, nm in d:
+                    names[(p, sp)] = nm
+                    cnext[(p, sp)] = nxt
             else:
                 k = (d[0], d[1])
                 maxjob[k] = max(maxjob.get(k, 0), d[2])
         return {k: (n, max(cnext.get(k, 0), maxjob.get(k, 0) + 1)) for k, n in names.items()}
 
-    def pos_after(self, fr):
-        return pack_pos(fr.seg, fr.end)
+
+def _record_notes(data, off):
+    """For a frame whose CRC fails: name the records in it that fail their own CRC."""
+    try:
+        ln, kind, count = struct.unpack_from("<I", data, off + 4)[0], data[off + 8], \
+            struct.unpack_from("<I", data, off + 12)[0]
+    except (struct.error, IndexError):
+        return ""
+    if kind != KIND_JOBS or ln > MAX_FRAME_LEN:
+        return ""
+    p, end, bad = off + FRAME_HDR, min(len(data), off + FRAME_HDR + ln), []
+    for _ in range(min(count, 1 << 16)):
+        if p + REC_HDR > end:
+            break
+        bl, crc = struct.unpack_from("<II", data, p)
+        if p + REC_HDR + bl > end:
+            bad.append(f"{p} (body_len {bl} runs past the frame)")
+            break
+        if masked_crc(data[p + REC_HDR:p + REC_HDR + bl]) != crc:
+            bad.append(str(p))
+        p += REC_HDR + bl
+    return f"; the record at offset {', '.join(bad)} fails its own CRC" if bad else ""
 
 
 # --------------------------------------------------------------------------- index files
@@ -577,15 +714,17 @@ class Posting:
 
 
 def decode_posting(sec, off, n_docs, what):
-    """Roaring-style posting list at section offset `off`. Returns Posting."""
+    """Roaring-style posting list at section offset `off` (index.md, "Posting list")."""
     card, c = sec.un("<II", off, f"{what} header")
-    dir_end = off + 8 + 12 * c
+    if card < 1:
+        sec.fail(off, f"{what}: empty posting list")
+    if c < 1 or c > 65536:
+        sec.fail(off + 4, f"{what}: {c} containers")
     sec.need(off, 8 + 12 * c, f"{what} container directory")
     docs = []
     total = 0
     prev_block = -1
-    end = dir_end
-    expect_data = dir_end
+    expect_data = off + 8 + 12 * c           # data lie back to back right after the directory
     for i in range(c):
         eo = off + 8 + 12 * i
         block, kind, ccard, doff = sec.un("<HHII", eo, f"{what} container {i}")
@@ -593,15 +732,15 @@ def decode_posting(sec, off, n_docs, what):
             sec.fail(eo, f"{what}: container blocks not strictly ascending ({prev_block} then {block})")
         prev_block = block
         if ccard < 1:
-            sec.fail(eo, f"{what}: empty container")
+            sec.fail(eo + 4, f"{what}: empty container")
         base = block << 16
         dpos = off + doff
         if dpos != expect_data:
             sec.fail(eo + 8, f"{what}: container {i} data at offset {doff}, expected {expect_data - off} "
-                             f"(data follows container after container)")
+                             f"(data follow the directory back to back)")
         if kind == 0:
             if ccard > 4096:
-                sec.fail(eo, f"{what}: array container with cardinality {ccard} > 4096")
+                sec.fail(eo + 4, f"{what}: array container with cardinality {ccard} > 4096")
             vals = sec.un(f"<{ccard}H", dpos, f"{what} array container {i}")
             for j in range(1, ccard):
                 if vals[j] <= vals[j - 1]:
@@ -610,7 +749,7 @@ def decode_posting(sec, off, n_docs, what):
             expect_data = dpos + 2 * ccard
         elif kind == 1:
             if ccard <= 4096:
-                sec.fail(eo, f"{what}: bitmap container with cardinality {ccard} <= 4096")
+                sec.fail(eo + 4, f"{what}: bitmap container with cardinality {ccard} <= 4096")
             words = sec.un("<1024Q", dpos, f"{what} bitmap container {i}")
             cnt = 0
             for w, word in enumerate(words):
@@ -620,28 +759,26 @@ def decode_posting(sec, off, n_docs, what):
                     word ^= low
                     cnt += 1
             if cnt != ccard:
-                sec.fail(eo, f"{what}: bitmap container holds {cnt} docs, its cardinality says {ccard}")
+                sec.fail(eo + 4, f"{what}: bitmap container holds {cnt} docs, its cardinality says {ccard}")
             expect_data = dpos + 8192
         else:
             sec.fail(eo + 2, f"{what}: unknown container kind {kind}")
         total += ccard
-        end = max(end, expect_data)
     if total != card:
         sec.fail(off, f"{what}: containers hold {total} docs, the list's cardinality says {card}")
-    if docs and docs[-1] >= n_docs:
+    if docs[-1] >= n_docs:
         sec.fail(off, f"{what}: doc {docs[-1]} is past the section's {n_docs} docs")
     p = Posting()
-    p.docs, p.start, p.end = docs, off, end
+    p.docs, p.start, p.end = docs, off, expect_data
     return p
 
 
 class Section:
-    __slots__ = ("project", "n", "offset", "length", "ts", "seq", "key", "loc", "sorted_keys",
-                 "by_key", "terms", "key_to_doc")
+    __slots__ = ("project", "n", "ts", "seq", "key", "loc", "sorted_keys", "by_key", "terms")
 
 
-def decode_section(b, project, n_docs, path, file_off):
-    """A project's section; b is a Buf over exactly the section's bytes."""
+def decode_section(b, project, n_docs):
+    """A project's section; b is a Buf over exactly the section's bytes (index.md)."""
     what = f"section of project {project}"
     proj, n, t, z = b.un("<IIII", 0, f"{what} header")
     offs = b.un("<7Q", 16, f"{what} header")
@@ -651,16 +788,22 @@ def decode_section(b, project, n_docs, path, file_off):
         b.fail(4, f"{what}: section header says {n} docs, its directory entry {n_docs}")
     if z != 0:
         b.fail(12, f"{what}: reserved field is not zero")
+    # the builder writes the columns in the order of the table, then pads to 8, then the dictionary
     names = ("ts", "seq", "key", "loc", "sorted keys", "by_key")
+    widths = (8, 8, 8, 8, 8, 4)
     cols = []
+    at = SECTION_HDR
     for i, name in enumerate(names):
-        width = 4 if name == "by_key" else 8
         o = offs[i]
-        if o < SECTION_HDR or o + width * n > len(b):
-            b.fail(16 + 8 * i, f"{what}: {name} column [{o}, {o + width * n}) is not inside the section "
-                               f"[{SECTION_HDR}, {len(b)})")
-        cols.append(b.un(f"<{n}{'I' if width == 4 else 'Q'}", o, f"{what} {name} column"))
+        if o != at:
+            b.fail(16 + 8 * i, f"{what}: {name} column at {o}, expected {at} (columns follow the header "
+                               f"in the order of the table)")
+        b.need(o, widths[i] * n, f"{what} {name} column")
+        cols.append(b.un(f"<{n}{'I' if widths[i] == 4 else 'Q'}", o, f"{what} {name} column"))
+        at = o + widths[i] * n
     ts, seq, key, loc, skeys, by_key = cols
+    if any(b.raw(at, align8(at) - at, f"{what} padding")):
+        b.fail(at, f"{what}: non-zero padding after the columns")
     s = Section()
     s.project, s.n, s.ts, s.seq, s.key, s.loc, s.sorted_keys, s.by_key = project, n, ts, seq, key, loc, skeys, by_key
     # docs in listing order: (ts, order_seq) strictly descending
@@ -668,20 +811,20 @@ def decode_section(b, project, n_docs, path, file_off):
         if (ts[d], seq[d]) >= (ts[d - 1], seq[d - 1]):
             b.fail(offs[0] + 8 * d, f"{what}: docs {d - 1} and {d} are not in listing order "
                                     f"((ts, seq) ({ts[d - 1]}, {seq[d - 1]}) then ({ts[d]}, {seq[d]}))")
+    for d in range(n):
+        if key[d] >> 32 == 0 or key[d] & 0xFFFFFFFF == 0:
+            b.fail(offs[2] + 8 * d, f"{what}: doc {d} key has a zero spider or job id")
     for i in range(n):
         if i and skeys[i] <= skeys[i - 1]:
             b.fail(offs[4] + 8 * i, f"{what}: sorted keys not strictly ascending at {i}")
         d = by_key[i]
         if d >= n or key[d] != skeys[i]:
             b.fail(offs[5] + 4 * i, f"{what}: by_key[{i}] = {d} does not hold sorted key 0x{skeys[i]:016x}")
-    s.key_to_doc = {skeys[i]: by_key[i] for i in range(n)}
-    for d in range(n):
-        if key[d] >> 32 == 0 or key[d] & 0xFFFFFFFF == 0:
-            b.fail(offs[2] + 8 * d, f"{what}: doc {d} key has a zero spider or job id")
     # term dictionary
     do = offs[6]
-    if do < SECTION_HDR or do + DICT_ENTRY * t > len(b):
-        b.fail(64, f"{what}: term dictionary of {t} entries at {do} is not inside the section")
+    if do != align8(at):
+        b.fail(64, f"{what}: term dictionary at {do}, expected {align8(at)} (after the columns, padded to 8)")
+    b.need(do, DICT_ENTRY * t, f"{what} term dictionary of {t} entries")
     blob_off = do + DICT_ENTRY * t
     entries = []
     blob_len = 0
@@ -698,9 +841,12 @@ def decode_section(b, project, n_docs, path, file_off):
         blob_len += tl
         entries.append((field, tl, toff, poff, eo))
     b.need(blob_off, blob_len, f"{what} term blob")
+    blob_end = blob_off + blob_len
+    if any(b.raw(blob_end, align8(blob_end) - blob_end, f"{what} padding")):
+        b.fail(blob_end, f"{what}: non-zero padding after the term blob")
     terms = {}
     prev = None
-    prev_end = align8(blob_off + blob_len)
+    at = align8(blob_end)                    # posting lists: packed one after another, not aligned
     for i, (field, tl, toff, poff, eo) in enumerate(entries):
         term = b.raw(blob_off + toff, tl, f"{what} term {i}")
         k = (field, term)
@@ -710,28 +856,43 @@ def decode_section(b, project, n_docs, path, file_off):
         tw = f"{what} {FIELD_NAMES[field]} term {term!r}"
         if field == FIELD_STATE and (tl != 1 or term[0] > 3):
             b.fail(blob_off + toff, f"{tw}: a state term is one byte 0..3")
-        if field == FIELD_SPIDER and tl != 4:
-            b.fail(blob_off + toff, f"{tw}: a spider term is a u32")
+        if field == FIELD_SPIDER and (tl != 4 or term == b"\0\0\0\0"):
+            b.fail(blob_off + toff, f"{tw}: a spider term is a u32 id >= 1")
         if field == FIELD_PRIORITY and tl != 8:
             b.fail(blob_off + toff, f"{tw}: a priority term is an i64")
         if field in (FIELD_TAG, FIELD_UNIQUE):
             b.utf8(blob_off + toff, tl, tw)
-        if poff < prev_end:
-            b.fail(eo + 8, f"{tw}: posting list at {poff} overlaps what precedes it (ends at {prev_end})")
+        if poff != at:
+            b.fail(eo + 8, f"{tw}: posting list at {poff}, expected {at} (lists are packed one after "
+                           f"another, in dictionary order, after the blob padded to 8)")
         p = decode_posting(b, poff, n, f"{tw} posting list")
-        prev_end = p.end
+        at = p.end
         terms[k] = p
+    if at != len(b):
+        b.fail(at, f"{what}: {len(b) - at} bytes after the last posting list")
     s.terms = terms
-    # every doc in exactly one list of its state, spider and priority
+    # every doc in exactly one list of its state, spider and priority; spider lists agree with the keys;
+    # unique lists hold pending and running docs only
     for field in (FIELD_STATE, FIELD_SPIDER, FIELD_PRIORITY):
         seen = [0] * n
-        for (f, _), p in terms.items():
+        for (f, term), p in terms.items():
             if f == field:
                 for d in p.docs:
                     seen[d] += 1
+                    if f == FIELD_SPIDER and key[d] >> 32 != struct.unpack("<I", term)[0]:
+                        b.fail(p.start, f"{what}: doc {d} is in the list of spider "
+                                        f"{struct.unpack('<I', term)[0]}, its key says {key[d] >> 32}")
         for d in range(n):
             if seen[d] != 1:
                 b.fail(do, f"{what}: doc {d} is in {seen[d]} {FIELD_NAMES[field]} posting lists, must be 1")
+    active = set()
+    for st in (0, 1):
+        p = terms.get((FIELD_STATE, bytes([st])))
+        if p:
+            active.update(p.docs)
+    for (f, term), p in terms.items():
+        if f == FIELD_UNIQUE and not set(p.docs) <= active:
+            b.fail(p.start, f"{what}: unique term {term!r} posts a doc that is neither pending nor running")
     return s
 
 
@@ -742,7 +903,7 @@ class IndexFile:
         self.stale = None         # str: valid but not matching the log / not in the chain
         self.sections = {}        # project -> Section
         self.catalog = []
-        self.size = 0
+        self.lo = self.hi = self.log_end = self.last_frame = self.ndocs = None
 
     def fname(self):
         return os.path.basename(self.path)
@@ -758,15 +919,15 @@ def load_index(path, name_lo, name_hi, generation):
 
 
 def _load_index(ix, generation):
+    """index.md, "Checks before use", plus the layout rules of "File layout"."""
     data = read_file(ix.path)
-    ix.size = len(data)
     b = Buf(data, ix.path)
     if len(data) < IDX_HDR + IDX_FOOTER:
         b.fail(0, f"index file is {len(data)} bytes, less than header + footer ({IDX_HDR + IDX_FOOTER})")
-    if b.raw(0, 8, "magic") != IDX_MAGIC:
-        b.fail(0, "bad header magic (expected \"JOBQIDX\\0\")")
     fo = len(data) - IDX_FOOTER
-    if b.raw(fo + 40, 8, "footer magic") != IDX_MAGIC:
+    if data[0:8] != IDX_MAGIC:
+        b.fail(0, "bad header magic (expected \"JOBQIDX\\0\")")
+    if data[fo + 40:fo + 48] != IDX_MAGIC:
         b.fail(fo + 40, "bad footer magic (expected \"JOBQIDX\\0\")")
     ver = b.u32(8, "version")
     if ver != VERSION:
@@ -775,12 +936,9 @@ def _load_index(ix, generation):
     if fver != VERSION:
         b.fail(fo + 32, f"unknown index footer version {fver} (this reader knows version {VERSION})")
     dir_off, dir_len, cat_off, cat_len = b.un("<4Q", fo, "footer")
-    # directory and catalog must lie between the header and the footer before the CRC can be computed
     for name, o, ln, fld in (("directory", dir_off, dir_len, fo), ("catalog", cat_off, cat_len, fo + 16)):
         if o < IDX_HDR or o + ln > fo:
             b.fail(fld, f"{name} [{o}, {o + ln}) is not between the header and the footer")
-        if o % 8:
-            b.fail(fld, f"{name} offset {o} is not 8-aligned")
     stored = b.u32(fo + 36, "footer crc")
     comp = masked_crc(data[0:IDX_HDR], data[dir_off:dir_off + dir_len], data[cat_off:cat_off + cat_len],
                       data[fo:fo + 36])
@@ -794,25 +952,19 @@ def _load_index(ix, generation):
     if lo < 1 or hi < lo:
         b.fail(24, f"bad range lo_seq {lo}, hi_seq {hi}")
     if (lo, hi) != (ix.name_lo, ix.name_hi):
-        b.fail(24, f"header range {lo}..{hi} does not match the file name "
-                   f"({ix.name_lo}..{ix.name_hi})")
-    ix.generation, ix.lo, ix.hi, ix.log_end, ix.last_frame, ix.ndocs = gen, lo, hi, log_end, last_frame, ndocs
-    # catalog: the same encoding as a catalog frame
-    ix.catalog = parse_catalog_entries(b.sub(cat_off, cat_len, "catalog"), "index catalog")
-    seen = set()
-    for project, spider, nxt, name, o in ix.catalog:
-        if (project, spider) in seen:
-            b.fail(cat_off + o, f"index catalog lists spider {project}/{spider} twice")
-        seen.add((project, spider))
+        b.fail(24, f"header range {lo}..{hi} does not match the file name ({ix.name_lo}..{ix.name_hi})")
+    if log_end >> 32 != last_frame >> 32 or (log_end & 0xFFFFFFFF) < (last_frame & 0xFFFFFFFF) + FRAME_HDR:
+        b.fail(40, f"log_end {fmt_pos(log_end)} is not in last_frame's segment after its header "
+                   f"({fmt_pos(last_frame)})")
+    ix.lo, ix.hi, ix.log_end, ix.last_frame, ix.ndocs = lo, hi, log_end, last_frame, ndocs
     # directory
     n = b.u32(dir_off, "directory count")
     if b.u32(dir_off + 4, "directory reserved") != 0:
         b.fail(dir_off + 4, "directory reserved field is not zero")
     if dir_len != 8 + 32 * n:
-        b.fail(fo + 8, f"directory length {dir_len} does not fit {n} entries ({8 + 32 * n})")
-    parts = []     # (offset, end, what) of every part after the header, to check gaps
+        b.fail(fo + 8, f"directory length {dir_len} does not fit its {n} entries ({8 + 32 * n})")
     prev_project = 0
-    prev_end = IDX_HDR
+    at = IDX_HDR
     total = 0
     entries = []
     for i in range(n):
@@ -825,41 +977,58 @@ def _load_index(ix, generation):
             b.fail(eo + 4, f"directory entry {i}: section with no docs")
         if z:
             b.fail(eo + 28, f"directory entry {i}: reserved field is not zero")
-        if soff % 8:
-            b.fail(eo + 8, f"directory entry {i}: section offset {soff} is not 8-aligned")
-        if soff < prev_end or soff + slen > fo:
+        if soff != align8(at) or soff + slen > fo:
             b.fail(eo + 8, f"directory entry {i}: section [{soff}, {soff + slen}) is not inside the file "
-                           f"after the previous part (which ends at {prev_end})")
-        prev_end = soff + slen
+                           f"at the first 8-aligned offset after the previous part ({align8(at)})")
         comp = masked_crc(data[soff:soff + slen])
         if comp != scrc:
             b.fail(eo + 24, f"section of project {project} [{soff}, {soff + slen}): CRC mismatch "
                             f"(stored 0x{scrc:08x}, computed 0x{comp:08x})")
         entries.append((project, docs, soff, slen))
-        parts.append((soff, soff + slen, f"section of project {project}"))
         total += docs
+        at = soff + slen
     if total != ndocs:
         b.fail(56, f"header says {ndocs} docs, the directory {total}")
-    parts += [(cat_off, cat_off + cat_len, "catalog"), (dir_off, dir_off + dir_len, "directory"),
-              (fo, len(data), "footer")]
-    # file layout: header, sections, catalog, directory, footer; gaps are zero padding
-    pos = IDX_HDR
-    for start, end, what in parts:
-        if start < pos:
-            b.fail(start, f"{what} overlaps the part before it or is out of order "
-                          "(header, sections, catalog, directory, footer)")
-        if any(data[pos:start]):
-            b.fail(pos + next(i for i, x in enumerate(data[pos:start]) if x),
-                   f"non-zero byte in the padding before the {what}")
-        pos = end
+    # file layout: header, sections, catalog, directory, footer; gaps are zero padding to the next 8
+    for start, end, what in ((cat_off, cat_off + cat_len, "catalog"), (dir_off, dir_off + dir_len, "directory"),
+                             (fo, len(data), "footer")):
+        if start != align8(at):
+            b.fail(start, f"the {what} starts at {start}, expected {align8(at)} (header, sections, catalog, "
+                          f"directory, footer, each at the next 8-aligned offset)")
+        at = end
+    gaps = [(IDX_HDR, entries[0][2] if entries else cat_off)]
+    gaps += [(entries[i][2] + entries[i][3], entries[i + 1][2]) for i in range(len(entries) - 1)]
+    gaps += [(entries[-1][2] + entries[-1][3] if entries else IDX_HDR, cat_off),
+             (cat_off + cat_len, dir_off), (dir_off + dir_len, fo)]
+    for s, e in gaps:
+        if any(data[s:e]):
+            b.fail(s, "non-zero byte in the padding between parts")
+    # catalog: the same encoding as a catalog frame, ascending by (project, spider id)
+    ix.catalog = parse_catalog_entries(b.sub(cat_off, cat_len, "catalog"), "index catalog")
+    prev = (0, 0)
+    for project, spider, nxt, name, o in ix.catalog:
+        if (project, spider) <= prev:
+            b.fail(cat_off + o, f"index catalog not strictly ascending by (project, spider id) at "
+                                f"{project}/{spider}")
+        prev = (project, spider)
+    names = {(p, s): nm for p, s, _, nm, _ in ix.catalog}
+    by_name = {(p, nm) for p, s, _, nm, _ in ix.catalog}
+    if len(by_name) != len(names):
+        b.fail(cat_off, "index catalog gives one name to two spiders of a project")
     for project, docs, soff, slen in entries:
-        ix.sections[project] = decode_section(Buf(data[soff:soff + slen], ix.path, soff),
-                                              project, docs, ix.path, soff)
+        s = decode_section(Buf(data[soff:soff + slen], ix.path, soff), project, docs)
+        for d in range(s.n):
+            if (project, s.key[d] >> 32) not in names:
+                b.fail(soff, f"section of project {project}: doc {d} names spider {s.key[d] >> 32}, "
+                             f"which the file's catalog does not list")
+        ix.sections[project] = s
 
 
-# --------------------------------------------------------------------------- the store
+# --------------------------------------------------------------------------- the store (read-only open)
 
 class Store:
+    """index.md "Matching index files to the log" and durability.md's recovery rules."""
+
     def __init__(self, root):
         self.root = root
         self.notes = []
@@ -882,194 +1051,137 @@ class Store:
             if m:
                 idxs.append((e, int(m.group(1), 16), int(m.group(2), 16)))
                 continue
-            if e.endswith(".tmp"):
-                self.notes.append(f"temp file {e} ignored")
-            else:
-                self.notes.append(f"unknown file {e} ignored")
-        self.log = Log(self.gen_dir, self.generation, sorted(segs))
-        self.log.read()                       # raises Damage on corruption
+            self.notes.append(f"{'temp' if e.endswith('.tmp') else 'unknown'} file {e} ignored")
+        self.segs = Segments(self.gen_dir, self.generation, sorted(segs))
+        self.log_first = self.segs.first_seq(1)                  # step 1
         self.indexes = [load_index(os.path.join(self.gen_dir, e), lo, hi, self.generation)
-                        for e, lo, hi in idxs]
-        self._chain()
-        self._verify_chain_contents()
-        self._replay()
+                        for e, lo, hi in idxs]                   # step 2
+        valid = [ix for ix in self.indexes if ix.damage is None]
+        best = max(valid, key=lambda ix: ix.hi, default=None)
+        self.proof = (best.hi, best.fname()) if best else (0, None)
+        self._chain()                                            # steps 3 and 4
+        self._replay()                                           # steps 5 and 6
 
-    # index.md, "Matching index files to the log", steps 2..4
-    def _matches_log(self, ix):
-        fr = self.log.frame_at.get(ix.last_frame)
-        if fr is None:
-            return f"the log holds no valid frame at last_frame ({fmt_pos(ix.last_frame)})"
-        if fr.last_seq != ix.hi:
-            return f"the frame at last_frame ({fmt_pos(ix.last_frame)}) ends at sequence {fr.last_seq}, not hi_seq {ix.hi}"
-        if self.log.pos_after(fr) != ix.log_end:
-            return (f"the frame at last_frame ends at {fmt_pos(self.log.pos_after(fr))}, "
-                    f"not at log_end ({fmt_pos(ix.log_end)})")
-        return None
+    def _probe(self, ix):
+        """The frame at `last_frame`, when it is valid, holds `hi_seq` last and ends at `log_end`;
+        else (None, why). Only what can be checked without walking the log before it."""
+        seg, off = unpack_pos(ix.last_frame)
+        if seg not in self.segs:
+            return None, f"last_frame {fmt_pos(ix.last_frame)}: no such segment"
+        data = self.segs.data(seg)
+        if off < SEG_HDR:
+            return None, f"last_frame {fmt_pos(ix.last_frame)} is inside the segment header"
+        fields, why = decode_frame_header(data, off)
+        if fields is None:
+            return None, f"no valid frame at last_frame ({fmt_pos(ix.last_frame)}): {why}"
+        fr = make_frame(self.segs.path(seg), seg, off, fields)
+        if fr.flags & 1 and fr.kind not in (KIND_JOBS, KIND_SPIDER):
+            return None, f"the frame at last_frame is a {KIND_NAMES[fr.kind]} frame with the transaction flag"
+        if fr.last_seq != ix.hi or fr.first_seq < ix.lo:
+            return None, (f"the frame at last_frame holds sequence {fr.first_seq}..{fr.last_seq}, not a last "
+                          f"sequence hi_seq {ix.hi} within {ix.lo}..{ix.hi}")
+        if fr.end_pos != ix.log_end:
+            return None, f"the frame at last_frame ends at {fmt_pos(fr.end_pos)}, not at log_end ({fmt_pos(ix.log_end)})"
+        fr.payload = decode_payload(fr, data)                    # corruption when its payload is bad
+        return fr, None
 
     def _chain(self):
-        usable = []
+        usable = {}
         for ix in self.indexes:
             if ix.damage is not None:
                 continue
-            why = self._matches_log(ix)
-            if why:
+            fr, why = self._probe(ix)
+            if fr is None:
                 ix.stale = why
             else:
-                usable.append(ix)
-        chain = []
-        nxt = self.log.first_seq
+                usable[id(ix)] = (ix, fr)
+        chain, frames = [], []
+        nxt = self.log_first
         while True:
-            cands = [ix for ix in usable if ix.lo == nxt]
+            cands = [v for v in usable.values() if v[0].lo == nxt]
             if not cands:
                 break
-            best = max(cands, key=lambda ix: ix.hi)
-            chain.append(best)
-            nxt = best.hi + 1
-        for ix in usable:
-            if ix not in chain:
+            ix, fr = max(cands, key=lambda v: v[0].hi)
+            chain.append(ix)
+            frames.append(fr)
+            nxt = ix.hi + 1
+        in_chain = {id(ix) for ix in chain}
+        for ix, _ in usable.values():
+            if id(ix) not in in_chain:
                 ix.stale = "not in the chain (superseded by a file covering more, or not reachable from the log's start)"
         self.chain = chain
+        self.chain_last_frame = frames[-1] if frames else None
 
-    def _verify_chain_contents(self):
-        """Beyond index.md's check list: each chain file must hold exactly the newest version of
-        each job of its range, agreeing with the log record at `loc`, and its catalog must be the
-        log's at hi_seq. A file that does not is treated as damaged, and the chain is built again
-        without it."""
-        verified = set()
-        while True:
-            failed = False
-            for ix in self.chain:
-                if id(ix) in verified:
-                    continue
-                try:
-                    self._verify_contents(ix)
-                    verified.add(id(ix))
-                except Damage as e:
-                    ix.damage = e
-                    failed = True
-            if not failed:
-                return
-            for ix in self.indexes:
-                if ix.damage is None:
-                    ix.stale = None
-            self._chain()
-
-    def _verify_contents(self, ix):
-        newest = {}
-        for r in self.log.records:
-            if r.seq > ix.hi:
-                break
-            if r.seq >= ix.lo:
-                newest[r.key] = r
-        keys_by_project = {}
-        for k in newest:
-            keys_by_project.setdefault(k[0], set()).add(k)
-        if set(keys_by_project) != set(ix.sections):
-            raise Damage(ix.path, 0, f"sections for projects {sorted(ix.sections)}, the log's range "
-                                     f"{ix.lo}..{ix.hi} has jobs of projects {sorted(keys_by_project)}")
-        for project, s in ix.sections.items():
-            if len(keys_by_project[project]) != s.n:
-                raise Damage(ix.path, 0, f"project {project}: {s.n} docs, the log's range has "
-                                         f"{len(keys_by_project[project])} jobs")
-            expect_terms = {}
-            for d in range(s.n):
-                r = self.log.record_at.get(s.loc[d])
-                where = f"project {project} doc {d}"
-                if r is None:
-                    raise Damage(ix.path, 0, f"{where}: loc {fmt_pos(s.loc[d])} is not a record in the log")
-                if r.project != project or r.skey != s.key[d]:
-                    raise Damage(ix.path, 0, f"{where}: loc points at {r.project}/{r.spider}/{r.job}, "
-                                             f"the key column says spider {s.key[d] >> 32} job {s.key[d] & 0xFFFFFFFF}")
-                if newest.get(r.key) is not r:
-                    raise Damage(ix.path, 0, f"{where}: not the newest version of {r.project}/{r.spider}/{r.job} in {ix.lo}..{ix.hi}")
-                if r.ts != s.ts[d] or r.order_seq != s.seq[d]:
-                    raise Damage(ix.path, 0, f"{where}: ts/seq columns ({s.ts[d]}, {s.seq[d]}) disagree with "
-                                             f"the record ({r.ts}, {r.order_seq})")
-                expect_terms.setdefault((FIELD_STATE, bytes([r.state])), []).append(d)
-                expect_terms.setdefault((FIELD_SPIDER, struct.pack("<I", r.spider)), []).append(d)
-                for tag in dict.fromkeys(r.tags):
-                    expect_terms.setdefault((FIELD_TAG, tag.encode()), []).append(d)
-                expect_terms.setdefault((FIELD_PRIORITY, struct.pack("<q", r.priority)), []).append(d)
-                if r.unique is not None and r.state in (0, 1):
-                    expect_terms.setdefault((FIELD_UNIQUE, r.unique.encode()), []).append(d)
-            got = {k: p.docs for k, p in s.terms.items()}
-            if got != expect_terms:
-                diff = sorted(set(got) ^ set(expect_terms)) or \
-                    sorted(k for k in got if got[k] != expect_terms.get(k))
-                raise Damage(ix.path, 0, f"project {project}: posting lists disagree with the records "
-                                         f"(first differing term: {FIELD_NAMES[diff[0][0]]} {diff[0][1]!r})")
-        want = self.log.catalog_at(ix.hi)
-        got = {(p, s): (name, nxt) for p, s, nxt, name, _ in ix.catalog}
-        if got != want:
-            raise Damage(ix.path, 0, f"catalog {sorted(got.items())} differs from the log's at "
-                                     f"sequence {ix.hi}: {sorted(want.items())}")
-
-    # steps 5 and 6
     def _replay(self):
-        chain_hi = self.chain[-1].hi if self.chain else 0
-        self.chain_hi = chain_hi
-        tail = {}
-        for r in self.log.records:
-            if r.seq > chain_hi:
-                tail[r.key] = r            # higher sequence number replaces
-        self.tail = tail
-        # the first replayed frame starts at the last chain file's log_end (or the next segment's start)
+        spiders = Spiders()
         if self.chain:
-            first_tail = next((f for f in self.log.frames if f.first_seq > chain_hi), None)
-            if first_tail is not None:
-                le_seg, le_off = unpack_pos(self.chain[-1].log_end)
-                ok = (first_tail.seg, first_tail.off) == (le_seg, le_off) or \
-                    (first_tail.seg == le_seg + 1 and first_tail.off == SEG_HDR
-                     and le_off == self.log.seg_sizes[le_seg])
-                if not ok:
-                    raise Damage(self.chain[-1].path, 40, f"log_end {fmt_pos(self.chain[-1].log_end)} is not where "
-                                                          f"the next frame starts ({first_tail.seg}:{first_tail.off})")
-        # superseded docs: a later chain file or the tail holds the same key
+            last = self.chain[-1]
+            for p, s, _, name, _ in last.catalog:
+                spiders.register(last.path, 0, p, s, name, True)
+            seg, off = unpack_pos(last.log_end)
+            fr = self.chain_last_frame
+            carry = fr.first_seq if fr.flags & 1 else None
+            self.chain_hi = last.hi
+            if off == len(self.segs.data(seg)) and seg < self.segs.last:
+                seg, off = seg + 1, SEG_HDR
+        else:
+            seg, off, carry, self.chain_hi = 1, SEG_HDR, None, 0
+        self.walk = Walk(self.segs, seg, off, self.chain_hi + 1 if self.chain else self.log_first,
+                         spiders, self.proof, carry)
+        self.names = spiders.names
+        tail = {}
+        for r in self.walk.records:
+            tail[r.key] = r                                      # a higher sequence number replaces
+        self.tail = tail
+        # superseded docs: a later chain file or the replayed tail holds the same key
         self.superseded = []
-        later = {}                          # project -> set of skeys in later files / tail
+        later = {}
         for r in tail.values():
             later.setdefault(r.project, set()).add(r.skey)
         for ix in reversed(self.chain):
             sup = {}
             for project, s in ix.sections.items():
-                lk = later.get(project, set())
+                lk = later.get(project, ())
                 sup[project] = {d for d in range(s.n) if s.key[d] in lk}
             self.superseded.insert(0, sup)
             for project, s in ix.sections.items():
                 later.setdefault(project, set()).update(s.key)
-        # spider names: the last chain file's catalog, then the spider/catalog frames after it
-        names = {}
-        if self.chain:
-            for p, s, nxt, name, _ in self.chain[-1].catalog:
-                names[(p, s)] = name
-        for fr in self.log.frames:
-            if fr.first_seq <= chain_hi:
-                continue
-            if fr.kind == KIND_SPIDER:
-                names[(fr.payload[0], fr.payload[1])] = fr.payload[2]
-            elif fr.kind == KIND_CATALOG:
-                for p, s, nxt, name, _ in fr.payload:
-                    names[(p, s)] = name
-        if names != self.log.spiders:
-            raise Damage(self.gen_dir, 0, "spider names from the index catalog and the tail differ from the log's")
-        self.names = names
 
     # ---- answers
 
-    def live_records(self):
-        """Every live job's record: unsuperseded chain docs (read through loc) plus the tail."""
-        out = []
+    def live_docs(self):
+        """(index file, section, doc) of every unsuperseded doc of the chain."""
         for ix, sup in zip(self.chain, self.superseded):
             for project, s in ix.sections.items():
                 for d in range(s.n):
                     if d not in sup[project]:
-                        out.append(self.log.record_at[s.loc[d]])
+                        yield ix, s, d
+
+    def read_doc(self, ix, s, d):
+        """A chain doc's record, read by its `loc` and verified by its own CRC."""
+        r = self.segs.read_record(s.loc[d], f"record of doc {d} of project {s.project} in {ix.fname()}")
+        if (r.project, r.skey) != (s.project, s.key[d]) or (r.ts, r.order_seq) != (s.ts[d], s.seq[d]):
+            raise Damage(ix.path, 0, f"project {s.project} doc {d}: the record at {fmt_pos(s.loc[d])} is "
+                                     f"{r.project}/{r.spider}/{r.job} (ts {r.ts}, order_seq {r.order_seq}); the "
+                                     f"columns say spider {s.key[d] >> 32} job {s.key[d] & 0xFFFFFFFF} (ts "
+                                     f"{s.ts[d]}, order_seq {s.seq[d]})")
+        return r
+
+    def live_records(self):
+        out = [self.read_doc(ix, s, d) for ix, s, d in self.live_docs()]
         out.extend(self.tail.values())
         return out
 
     def export_lines(self):
         recs = sorted(self.live_records(), key=lambda r: (r.project, r.order_seq, r.spider, r.job))
-        return [whole_metadata(r, self.names[(r.project, r.spider)]) for r in recs]
+        out = []
+        for r in recs:
+            name = self.names.get((r.project, r.spider))
+            if name is None:
+                raise Damage(r.path, r.file_off, f"record {r.project}/{r.spider}/{r.job}: spider {r.spider} of "
+                                                 f"project {r.project} is in no catalog or registration")
+            out.append(whole_metadata(r, name))
+        return out
 
     def listing(self, project):
         """Keys in listing order, merged from the index columns and the replayed tail."""
@@ -1080,8 +1192,7 @@ class Store:
                 continue
             gone = sup[project]
             streams.append([(-s.ts[d], -s.seq[d], s.key[d]) for d in range(s.n) if d not in gone])
-        tail = sorted((-r.ts, -r.order_seq, r.skey) for r in self.tail.values() if r.project == project)
-        streams.append(tail)
+        streams.append(sorted((-r.ts, -r.order_seq, r.skey) for r in self.tail.values() if r.project == project))
         return [f"{project}/{k >> 32}/{k & 0xFFFFFFFF}" for _, _, k in heapq.merge(*streams)]
 
     def count(self, project, state, tag=None):
@@ -1113,44 +1224,127 @@ def whole_metadata(r, spider_name):
     for i, name in enumerate(TIME_FIELDS):
         if r.mask & (1 << i):
             parts.append(f'"{name}":{r.times[i]}')
-    inner = r.doc_text.strip()[1:-1].strip()     # the document's fields, byte for byte
+    inner = r.doc_text.strip(" \t\r\n")[1:-1].strip(" \t\r\n")    # the document's fields, byte for byte
     if inner:
         parts.append(inner)
     return "{" + ",".join(parts) + "}"
 
 
-# --------------------------------------------------------------------------- CLI
+# --------------------------------------------------------------------------- check
 
-def parse_state(s):
-    if s in STATES:
-        return STATES.index(s)
-    if s.isdigit() and int(s) < 4:
-        return int(s)
-    raise ValueError(f"unknown state {s!r} (one of {', '.join(STATES)})")
+def full_walk(st):
+    """Every frame from the start of the log (rule 6: `check` validates every frame)."""
+    return Walk(st.segs, 1, SEG_HDR, st.log_first, Spiders(), st.proof)
+
+
+def verify_index(walk, ix):
+    """An index file against the log: the frame at last_frame is the one the walk validated, the
+    docs are exactly the newest version of each job of lo..hi, with matching columns and posting
+    lists, and the catalog is the log's at hi_seq (next job id rule of index.md)."""
+    fr = walk.frame_at.get(ix.last_frame)
+    if fr is None or fr.last_seq != ix.hi or fr.end_pos != ix.log_end:
+        return f"the log walked from its start holds no committed frame at last_frame ({fmt_pos(ix.last_frame)}) " \
+               f"ending with sequence {ix.hi} at log_end ({fmt_pos(ix.log_end)})"
+    first = next((f for f in walk.frames if f.last_seq >= ix.lo), None)
+    if first is None or first.first_seq != ix.lo:
+        return f"lo_seq {ix.lo} is not the first sequence number of a frame"
+    newest = {}
+    for r in walk.records:
+        if r.seq > ix.hi:
+            break
+        if r.seq >= ix.lo:
+            newest[r.key] = r
+    by_pos = {r.pos: r for r in newest.values()}
+    keys_by_project = {}
+    for k in newest:
+        keys_by_project.setdefault(k[0], set()).add(k)
+    if set(keys_by_project) != set(ix.sections):
+        return f"sections for projects {sorted(ix.sections)}; the log's range {ix.lo}..{ix.hi} has jobs of " \
+               f"projects {sorted(keys_by_project)}"
+    for project, s in ix.sections.items():
+        if len(keys_by_project[project]) != s.n:
+            return f"project {project}: {s.n} docs, the log's range has {len(keys_by_project[project])} jobs"
+        expect_terms = {}
+        for d in range(s.n):
+            r = by_pos.get(s.loc[d])
+            where = f"project {project} doc {d}"
+            if r is None:
+                return f"{where}: loc {fmt_pos(s.loc[d])} is not the newest version of a job of the range"
+            if r.project != project or r.skey != s.key[d]:
+                return f"{where}: loc points at {r.project}/{r.spider}/{r.job}, the key column says spider " \
+                       f"{s.key[d] >> 32} job {s.key[d] & 0xFFFFFFFF}"
+            if r.ts != s.ts[d] or r.order_seq != s.seq[d]:
+                return f"{where}: ts/seq columns ({s.ts[d]}, {s.seq[d]}) disagree with the record ({r.ts}, " \
+                       f"{r.order_seq})"
+            expect_terms.setdefault((FIELD_STATE, bytes([r.state])), []).append(d)
+            expect_terms.setdefault((FIELD_SPIDER, struct.pack("<I", r.spider)), []).append(d)
+            for tag in dict.fromkeys(r.tags):
+                expect_terms.setdefault((FIELD_TAG, tag.encode()), []).append(d)
+            expect_terms.setdefault((FIELD_PRIORITY, struct.pack("<q", r.priority)), []).append(d)
+            if r.unique is not None and r.state in (0, 1):
+                expect_terms.setdefault((FIELD_UNIQUE, r.unique.encode()), []).append(d)
+        got = {k: p.docs for k, p in s.terms.items()}
+        if got != expect_terms:
+            diff = sorted(set(got) ^ set(expect_terms)) or sorted(k for k in got if got[k] != expect_terms[k])
+            return f"project {project}: posting lists disagree with the records (first differing term: " \
+                   f"{FIELD_NAMES[diff[0][0]]} {diff[0][1]!r})"
+    want = walk.catalog_at(ix.hi)
+    got = {(p, s): (name, nxt) for p, s, nxt, name, _ in ix.catalog}
+    if got != want:
+        return f"catalog {sorted(got.items())} differs from the log's at sequence {ix.hi}: {sorted(want.items())}"
+    return None
 
 
 def cmd_check(root):
     st = Store(root)
-    log = st.log
+    walk = full_walk(st)
     bad = False
-    out = [f"generation {st.generation}: {len(log.seg_numbers)} segment(s), {len(log.frames)} frames, "
-           f"sequence {log.first_seq}..{log.next_seq - 1}, {len(log.records)} job records"]
-    if log.torn:
-        out.append(f"torn tail (ignored, a writer would cut it): {log.torn[0]}: offset {log.torn[1]}: {log.torn[2]}")
-    if log.cut_txn:
-        out.append(f"open import transaction cut back: {log.cut_txn[0]}: offset {log.cut_txn[1]} "
-                   f"(first sequence {log.cut_txn[2]})")
+    out = [f"generation {st.generation}: {len(st.segs.numbers)} segment(s), {len(walk.frames)} frames, "
+           f"sequence {st.log_first}..{walk.next_seq - 1}, {len(walk.records)} job records"]
+    if walk.torn:
+        out.append(f"torn tail (ignored, a writer would cut it): {walk.torn[0]}: offset {walk.torn[1]}: {walk.torn[2]}")
+    if walk.cut_txn:
+        out.append(f"open import transaction cut back: {walk.cut_txn[0]}: offset {walk.cut_txn[1]} "
+                   f"(first sequence {walk.cut_txn[2]})")
+    if (walk.next_seq, walk.end_pos) != (st.walk.next_seq, st.walk.end_pos):
+        bad = True
+        out.append(f"FAILED: the log walked from its start ends at sequence {walk.next_seq} "
+                   f"({fmt_pos(walk.end_pos)}), the open after the index chain at {st.walk.next_seq} "
+                   f"({fmt_pos(st.walk.end_pos)})")
     for ix in st.indexes:
         if ix.damage is not None:
             bad = True
             out.append(f"DAMAGED index file set aside: {ix.damage}")
+            continue
+        if ix.hi >= walk.next_seq:
+            out.append(f"index file set aside: {ix.fname()}: covers {ix.lo}..{ix.hi}, the log ends before "
+                       f"{walk.next_seq}")
+            continue
+        why = verify_index(walk, ix)
+        if why is not None and ix.stale is None:
+            bad = True
+            out.append(f"DAMAGED index file (disagrees with the log): {ix.path}: {why}")
+        elif why is not None:
+            out.append(f"index file set aside: {ix.fname()}: {ix.stale}")
         elif ix.stale:
             out.append(f"index file set aside: {ix.fname()}: {ix.stale}")
     for ix in st.chain:
         out.append(f"chain: {ix.fname()} ({ix.lo}..{ix.hi}, {ix.ndocs} docs, projects {sorted(ix.sections)})")
+    # the open's answer (index chain + replayed tail) against a replay of the whole log
+    newest = {}
+    for r in walk.records:
+        newest[r.key] = r
+    live = st.live_records()
+    got = {r.key: r.pos for r in live}
+    if len(got) != len(live) or got != {k: r.pos for k, r in newest.items()}:
+        bad = True
+        out.append("FAILED: the live jobs from the index chain and the tail differ from a replay of the whole log")
+    if st.names != walk.spiders.names:
+        bad = True
+        out.append("FAILED: the spiders from the chain's catalog and the tail differ from the whole log's")
     nsup = sum(len(d) for sup in st.superseded for d in sup.values())
     out.append(f"tail: {len(st.tail)} job(s) after sequence {st.chain_hi}; {nsup} superseded doc(s); "
-               f"{len(st.live_records())} live job(s)")
+               f"{len(live)} live job(s)")
     out += [f"note: {n}" for n in st.notes]
     for line in out:
         print(line)
@@ -1161,14 +1355,20 @@ def cmd_check(root):
     return 0
 
 
+# --------------------------------------------------------------------------- CLI
+
+def parse_state(s):
+    if s in STATES:
+        return STATES.index(s)
+    raise ValueError(f"unknown state {s!r} (one of {', '.join(STATES)})")
+
+
 def main(argv):
     if len(argv) < 3 or argv[2] not in ("export", "list", "count", "check", "frames"):
         print(__doc__.strip(), file=sys.stderr)
         return 2
     root, cmd, args = argv[1], argv[2], argv[3:]
     try:
-        if cmd == "check" and args:
-            raise ValueError("check takes no arguments")
         if cmd == "list":
             if len(args) != 1:
                 raise ValueError("usage: list PROJECT")
@@ -1189,6 +1389,9 @@ def main(argv):
         for ix in st.indexes:
             if ix.damage is not None:
                 print(f"warning: index file set aside (rebuilt from the log): {ix.damage}", file=sys.stderr)
+        if st.walk.torn:
+            print(f"warning: torn tail ignored: {st.walk.torn[0]}: offset {st.walk.torn[1]}: {st.walk.torn[2]}",
+                  file=sys.stderr)
         if cmd == "export":
             out = st.export_lines()
         elif cmd == "list":
@@ -1196,11 +1399,12 @@ def main(argv):
         elif cmd == "count":
             out = [str(st.count(project, state, args[2] if len(args) == 3 else None))]
         else:
+            walk = full_walk(st)
             out = [json.dumps({"segment": f.seg, "offset": f.off, "end": f.end, "kind": KIND_NAMES[f.kind],
                                "flags": f.flags, "first_seq": f.first_seq, "count": f.count,
-                               "durable_seq": f.durable_seq}) for f in st.log.frames]
-            if st.log.torn:
-                out.append(json.dumps({"torn": st.log.torn[0], "offset": st.log.torn[1], "why": st.log.torn[2]}))
+                               "durable_seq": f.durable_seq}) for f in walk.frames]
+            if walk.torn:
+                out.append(json.dumps({"torn": walk.torn[0], "offset": walk.torn[1], "why": walk.torn[2]}))
         sys.stdout.write("".join(line + "\n" for line in out))
         return 0
     except Damage as e:

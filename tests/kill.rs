@@ -1,0 +1,228 @@
+//! kill -9 of the real `jobq serve` under concurrent HTTP writers, at random moments
+//! and at named crash points (before the fsync, before the answer, before a new
+//! file's rename), and of `jobq compact` before and after its switch. After every
+//! kill, every acknowledged write is present with its exact content. At least 200
+//! kills; `JOBQ_KILL_ROUNDS` changes the number of random ones.
+
+mod harness;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use harness::{basic, BIN};
+use jobq::model::{JobKey, JobState};
+use jobq::{Options, Store};
+
+const KEY: &str = "killtest";
+/// Pushes one writer makes in a round (then it waits for the kill).
+const PUSHES_PER_ROUND: u64 = 40;
+
+/// A job a writer was told is stored, with what it must hold.
+#[derive(Clone, Debug)]
+struct Acked {
+    n: u64,
+    finished: bool,
+}
+
+struct Proc {
+    child: Child,
+    addr: String,
+}
+
+fn start(dir: &Path, crash_at: Option<&str>) -> Proc {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--api-key", KEY, "--drain-timeout", "1"]).arg("--data").arg(dir);
+    cmd.env("RUST_LOG", "info").stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+    if let Some(p) = crash_at {
+        cmd.env("JOBQ_CRASH_AT", p);
+    }
+    let mut child = cmd.spawn().expect("start jobq serve");
+    let stderr = child.stderr.take().expect("piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(a) = line.split_whitespace().find_map(|w| w.strip_prefix("listen=")) {
+                let _ = tx.send(a.to_string());
+            }
+        }
+    });
+    let addr = rx.recv_timeout(Duration::from_secs(60)).expect("jobq serve did not start");
+    Proc { child, addr }
+}
+
+/// One request; `None` when the connection fails (the server died).
+fn post(addr: &str, target: &str, body: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
+    let req = format!(
+        "POST {target} HTTP/1.1\r\nHost: x\r\nAuthorization: {}\r\nContent-Type: application/x-jsonlines\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        basic(&format!("{KEY}:")),
+        body.len()
+    );
+    s.write_all(req.as_bytes()).ok()?;
+    let mut all = Vec::new();
+    s.read_to_end(&mut all).ok()?;
+    let text = String::from_utf8_lossy(&all).into_owned();
+    let status: u16 = text.split(' ').nth(1)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n")?.1.to_string();
+    // A chunked body: keep the JSON lines, drop the chunk sizes.
+    let body = body.lines().filter(|l| l.starts_with('{')).collect::<Vec<_>>().join("\n");
+    Some((status, body))
+}
+
+/// Push pairs of jobs and finish some, until the server stops answering.
+fn writer(addr: &str, t: usize, base: u64, stop: &AtomicBool, acked: &Mutex<BTreeMap<JobKey, Acked>>) {
+    let mut i = 0u64;
+    while !stop.load(Ordering::Relaxed) && i < PUSHES_PER_ROUND {
+        let n = base + i;
+        i += 1;
+        let body = format!("{{\"spider\":\"w{t}\",\"n\":{n}}}\n{{\"spider\":\"w{t}\",\"n\":{n}}}");
+        let Some((200, answer)) = post(addr, "/jobq/1/push", &body) else { return };
+        let keys: Vec<JobKey> = answer
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["key"].as_str().unwrap().parse().unwrap())
+            .collect();
+        assert_eq!(keys.len(), 2, "{answer}");
+        for k in &keys {
+            acked.lock().unwrap().insert(*k, Acked { n, finished: false });
+        }
+        if i % 3 == 0 {
+            let Some((200, _)) =
+                post(addr, "/jobq/1/update", &format!("{{\"key\":\"{}\",\"state\":\"finished\"}}", keys[0]))
+            else {
+                return;
+            };
+            acked.lock().unwrap().get_mut(&keys[0]).unwrap().finished = true;
+        }
+    }
+}
+
+/// Every acknowledged write is there, with its content; pushes are whole.
+fn verify(dir: &Path, acked: &BTreeMap<JobKey, Acked>, context: &str) {
+    let store = Store::open(dir, Options { read_only: true, create: false, ..Options::default() })
+        .unwrap_or_else(|e| panic!("{context}: {e}"));
+    let snap = store.snapshot();
+    for (k, a) in acked {
+        let j = snap.get(*k).unwrap().unwrap_or_else(|| panic!("{context}: acknowledged {k} lost"));
+        assert_eq!(j.meta.get("n").map(|v| v.get().to_string()), Some(a.n.to_string()), "{context}: {k} content");
+        if a.finished {
+            assert_eq!(j.state, JobState::Finished, "{context}: acknowledged finish of {k} lost");
+        }
+    }
+}
+
+struct Rng(u64);
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+/// One round: writers until the server dies by itself (a crash point) or is
+/// killed after `kill_after`; returns whether a crash point fired.
+fn round(
+    dir: &Path,
+    crash_at: Option<&str>,
+    kill_after: Duration,
+    base: u64,
+    acked: &Mutex<BTreeMap<JobKey, Acked>>,
+) -> bool {
+    let mut p = start(dir, crash_at);
+    let stop = AtomicBool::new(false);
+    let mut fired = false;
+    std::thread::scope(|s| {
+        for t in 0..8 {
+            let (addr, stop) = (&p.addr, &stop);
+            s.spawn(move || writer(addr, t, base + t as u64 * 1_000_000, stop, acked));
+        }
+        let started = Instant::now();
+        while started.elapsed() < kill_after {
+            if let Ok(Some(status)) = p.child.try_wait() {
+                fired = !status.success();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if !fired {
+            harness::signal(p.child.id(), "KILL");
+        }
+        let _ = p.child.wait();
+        stop.store(true, Ordering::Relaxed);
+    });
+    fired
+}
+
+#[test]
+fn kill_9_at_random_moments_and_at_crash_points() {
+    let dir = harness::tempdir();
+    let acked = Mutex::new(BTreeMap::new());
+    let mut rng = Rng(0x2545_F491_4F6C_DD1D);
+    let random: u64 = std::env::var("JOBQ_KILL_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(140);
+    let mut kills = 0;
+    let mut fired = BTreeMap::new();
+    let mut plan: Vec<Option<&str>> = (0..random).map(|_| None).collect();
+    for point in ["before_fsync", "before_ack", "publish_before_rename"] {
+        plan.extend(std::iter::repeat_n(Some(point), 20));
+    }
+    for (r, point) in plan.iter().enumerate() {
+        let crash_at = point.map(|p| format!("{p}:{}", 1 + rng.below(40)));
+        let wait = match point {
+            None => Duration::from_millis(5 + rng.below(150)),
+            Some(_) => Duration::from_secs(3),
+        };
+        if round(dir.path(), crash_at.as_deref(), wait, r as u64 * 10_000_000, &acked) {
+            *fired.entry(point.unwrap_or("?")).or_insert(0) += 1;
+        }
+        kills += 1;
+        let context = format!("after kill {kills} ({crash_at:?})");
+        let all = acked.lock().unwrap();
+        if kills % 20 == 0 {
+            verify(dir.path(), &all, &context);
+        } else {
+            let this: BTreeMap<JobKey, Acked> = all
+                .range(JobKey::new(1, 1, 0)..)
+                .filter(|(_, a)| a.n / 10_000_000 == r as u64)
+                .map(|(k, a)| (*k, a.clone()))
+                .collect();
+            verify(dir.path(), &this, &context);
+        }
+    }
+    // Compaction killed before and after its switch: the old or the new store, whole.
+    for (i, point) in
+        ["compact_before_switch", "compact_after_switch", "publish_before_rename"].iter().cycle().take(20).enumerate()
+    {
+        round(dir.path(), None, Duration::from_millis(30), 900_000_000 + i as u64 * 10_000, &acked);
+        let status = Command::new(BIN)
+            .args(["compact", "--data"])
+            .arg(dir.path())
+            .env("JOBQ_CRASH_AT", format!("{point}:1"))
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(!status.success(), "compaction was to be killed at {point}");
+        kills += 2;
+        verify(dir.path(), &acked.lock().unwrap(), &format!("after a compaction killed at {point}"));
+    }
+    let acked = acked.into_inner().unwrap();
+    eprintln!("kill -9: {kills} kills, {} acknowledged jobs, 0 lost; crash points fired: {fired:?}", acked.len());
+    assert!(kills >= 200, "{kills}");
+    assert!(acked.len() > 5000, "too few writes acknowledged: {}", acked.len());
+    for p in ["before_fsync", "before_ack"] {
+        assert!(fired.get(p).copied().unwrap_or(0) >= 10, "crash point {p} fired only {fired:?}");
+    }
+    // A clean start sees everything too.
+    let p = start(dir.path(), None);
+    harness::signal(p.child.id(), "TERM");
+    let mut child = p.child;
+    child.wait().unwrap();
+    verify(dir.path(), &acked, "after a clean restart");
+}

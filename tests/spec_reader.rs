@@ -1,0 +1,18 @@
+//! The independent reader of format-spec/ (Python, written from the spec alone)
+//! must decode the v1 fixture as the engine does.
+
+use std::process::Command;
+
+#[test]
+fn the_spec_alone_decodes_a_real_store() {
+    let out = Command::new("python3")
+        .arg("tests/spec_reader/test_reader.py")
+        .output()
+        .expect("python3 is needed for this test (see .ci/run)");
+    assert!(
+        out.status.success(),
+        "the spec reader disagrees:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -1,0 +1,174 @@
+//! The fsync protocol, checked on the recorded file-system calls of every write path:
+//! data synced before a write is acknowledged; a new file synced before its rename
+//! and its directory synced after create, rename or remove, before the next
+//! acknowledgement; an index file removed only once a durable file covers its range;
+//! the old generation removed only after `CURRENT` names the new one durably.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use jobq::fs::{FsOp, SimFs};
+use jobq::index::format::parse_name;
+use jobq::model::ManualClock;
+use jobq::store::compact;
+use jobq::store::request::{parse_push, parse_update};
+use jobq::{Durability, Options, Store};
+
+fn parent(p: &Path) -> PathBuf {
+    p.parent().map(Path::to_path_buf).unwrap_or_default()
+}
+
+fn name(p: &Path) -> &str {
+    p.file_name().and_then(|n| n.to_str()).unwrap_or("")
+}
+
+/// Check the ordering rules over a recorded call log; returns the number of acks seen.
+fn check(ops: &[FsOp]) -> usize {
+    let mut dirty: HashSet<PathBuf> = HashSet::new();
+    let mut unsynced_dirs: HashSet<PathBuf> = HashSet::new();
+    // Index files renamed into place and made durable: (dir, lo, hi).
+    let mut durable_index: Vec<(PathBuf, u64, u64)> = Vec::new();
+    let mut pending_index: Vec<(PathBuf, u64, u64)> = Vec::new();
+    let mut current_switched = false;
+    let mut acks = 0;
+    for (i, op) in ops.iter().enumerate() {
+        let at = format!("call {i} {op:?}");
+        match op {
+            FsOp::Write { path, .. } | FsOp::SetLen(path, _) => {
+                dirty.insert(path.clone());
+            }
+            FsOp::SyncData(p) => {
+                dirty.remove(p);
+            }
+            FsOp::Create(p) | FsOp::CreateDir(p) | FsOp::Remove(p) | FsOp::RemoveDir(p) => {
+                if let FsOp::Remove(p) = op {
+                    if let Some((lo, hi)) = parse_name(name(p)) {
+                        let d = parent(p);
+                        assert!(
+                            durable_index
+                                .iter()
+                                .any(|(dd, l, h)| *dd == d && *l <= lo && hi <= *h && (*l, *h) != (lo, hi)),
+                            "{at}: index file removed before a durable file covered its range"
+                        );
+                    }
+                }
+                if let FsOp::RemoveDir(p) = op {
+                    if name(p).starts_with("gen-") {
+                        assert!(
+                            current_switched,
+                            "{at}: a generation removed before CURRENT durably named the new one"
+                        );
+                    }
+                }
+                unsynced_dirs.insert(parent(p));
+            }
+            FsOp::Rename(from, to) => {
+                assert!(!dirty.contains(from), "{at}: renamed before its data was synced");
+                if let Some((lo, hi)) = parse_name(name(to)) {
+                    pending_index.push((parent(to), lo, hi));
+                }
+                if name(to) == "CURRENT" {
+                    current_switched = false;
+                }
+                unsynced_dirs.insert(parent(to));
+            }
+            FsOp::SyncDir(d) => {
+                unsynced_dirs.remove(d);
+                for p in pending_index.iter().filter(|(pd, ..)| pd == d) {
+                    durable_index.push(p.clone());
+                }
+                pending_index.retain(|(pd, ..)| pd != d);
+                if ops[..i]
+                    .iter()
+                    .rev()
+                    .any(|o| matches!(o, FsOp::Rename(_, to) if name(to) == "CURRENT" && parent(to) == *d))
+                {
+                    current_switched = true;
+                }
+            }
+            FsOp::Mark(m) if m == "ack" => {
+                acks += 1;
+                let log_dirty: Vec<&PathBuf> = dirty.iter().filter(|p| name(p).ends_with(".jql")).collect();
+                assert!(log_dirty.is_empty(), "{at}: acknowledged with unsynced log data in {log_dirty:?}");
+                assert!(
+                    unsynced_dirs.is_empty(),
+                    "{at}: acknowledged with unsynced directory entries in {unsynced_dirs:?}"
+                );
+            }
+            FsOp::Mark(_) => {}
+        }
+    }
+    acks
+}
+
+fn opts(sim: &SimFs, durability: Durability) -> Options {
+    Options {
+        fs: Arc::new(sim.clone()),
+        clock: Arc::new(ManualClock::new(1000)),
+        durability,
+        background: false,
+        memtable_entries: 4,
+        bulk_entries: 6,
+        merge_fanout: 2,
+        segment_bytes: 2048,
+        ..Options::default()
+    }
+}
+
+#[test]
+fn every_write_path_follows_the_protocol() {
+    let sim = SimFs::new();
+    sim.record();
+    let store = Store::open("/db", opts(&sim, Durability::Sync)).unwrap();
+    sim.mark("ack");
+    for i in 0..40u32 {
+        let spec = parse_push(&format!(r#"{{"spider":"s{}","tags":["t"],"n":{i}}}"#, i % 3)).unwrap();
+        store.push(1, &[spec], None).unwrap();
+        sim.mark("ack");
+        if i % 4 == 0 {
+            let u =
+                parse_update(&format!(r#"{{"key":"1/{}/{}","state":"finished"}}"#, 1 + i % 3, 1 + i / 3), 1).unwrap();
+            store.update(1, &[u], None).unwrap();
+            sim.mark("ack");
+        }
+    }
+    let lines: String = (1..=20)
+        .map(|j| format!("{{\"key\":\"2/1/{j}\",\"spider\":\"x\",\"state\":\"pending\",\"pending_time\":{j}}}\n"))
+        .collect();
+    store.import(&mut lines.as_bytes(), &mut |_| {}).unwrap();
+    sim.mark("ack");
+    store.close().unwrap();
+    sim.mark("ack");
+    // Buffered writes: acknowledged only as durable after sync.
+    let store = Store::open("/db", opts(&sim, Durability::Buffered)).unwrap();
+    for i in 0..10u32 {
+        store.push(3, &[parse_push(&format!(r#"{{"spider":"b","n":{i}}}"#)).unwrap()], None).unwrap();
+    }
+    store.sync().unwrap();
+    sim.mark("ack");
+    drop(store);
+    compact("/db".as_ref(), opts(&sim, Durability::Sync), None, &mut |_, _| {}).unwrap();
+    sim.mark("ack");
+    let ops = sim.take_log();
+    let acks = check(&ops);
+    assert!(acks > 50, "{acks}");
+    let renames = ops.iter().filter(|o| matches!(o, FsOp::Rename(..))).count();
+    let removes = ops.iter().filter(|o| matches!(o, FsOp::Remove(p) if name(p).ends_with(".jqi"))).count();
+    assert!(
+        renames > 10 && removes > 0,
+        "the workload must publish and merge index files: {renames} renames, {removes} removals"
+    );
+}
+
+#[test]
+fn the_checker_catches_a_missing_fsync() {
+    let bad =
+        vec![FsOp::Write { path: "/db/g/log-0000000001.jql".into(), offset: 64, len: 10 }, FsOp::Mark("ack".into())];
+    assert!(std::panic::catch_unwind(|| check(&bad)).is_err());
+    let early_remove = vec![
+        FsOp::Create("/db/g/idx-0000000000000001-0000000000000002.jqi.tmp".into()),
+        FsOp::Remove("/db/g/idx-0000000000000001-0000000000000001.jqi".into()),
+    ];
+    assert!(std::panic::catch_unwind(|| check(&early_remove)).is_err());
+}

@@ -7,6 +7,7 @@ Prints one line per check and a closing "N passed, M failed"; exits 1 on failure
 """
 
 import itertools
+import json
 import sys
 import traceback
 
@@ -81,6 +82,16 @@ def start_a_given_job_and_by_priority():
 
 
 @check
+def separate_jobq_endpoint():
+    pid = new_project()
+    client = HubstorageClient(auth=KEY, endpoint=URL, jobq_endpoint=URL, use_msgpack=False)
+    key = client.get_project(pid).push_job("s").key
+    assert [j["key"] for j in client.get_project(pid).jobq.list(state="pending")] == [key]
+    jobs = ScrapinghubClient(KEY, endpoint=URL, jobq_endpoint=URL, use_msgpack=False).get_project(pid).jobs
+    assert jobs.count(state="pending") == 1
+
+
+@check
 def push_running_job_gets_a_token():
     pid = new_project()
     project = hs().get_project(pid)
@@ -141,6 +152,8 @@ def list_with_every_filter():
     assert [j["key"] for j in jq.list(count=2)] == [keys[n] for n in "fd"]
     assert [j["key"] for j in jq.list(stop=keys["c"])] == [keys[n] for n in "fd"]
     assert [j["key"] for j in jq.list(key=[keys["a"], keys["c"]])] == [keys[n] for n in "ca"]
+    legacy = jq.list(filter=[json.dumps(["tags", "haselement", ["y"]]), json.dumps(["spider", "=", ["beta"]])])
+    assert [j["key"] for j in legacy] == [keys["c"]]
     rows = list(jq.list())
     ts = {r["key"]: r["ts"] for r in rows}
     window = [r["key"] for r in jq.list(startts=ts[keys["c"]], endts=ts[keys["f"]] + 1)]

@@ -194,3 +194,39 @@ fn io_error_at_every_call_once_or_forever() {
         }
     }
 }
+
+/// Soak: random power cuts (random call, damage mode, seed) for `JOBQ_SOAK_SECS`
+/// seconds (default 60).
+/// `JOBQ_SOAK_SECS=3600 cargo test --release --test crash -- --ignored --nocapture`
+#[test]
+#[ignore = "soak: runs for JOBQ_SOAK_SECS seconds"]
+fn soak_power_cuts() {
+    let secs: u64 = std::env::var("JOBQ_SOAK_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(60);
+    let calls = calls_of_a_clean_run(4) + 8;
+    let started = std::time::Instant::now();
+    let (mut runs, mut acked_total) = (0u64, 0usize);
+    let mut seed = 0x2545_F491_4F6C_DD1D_u64 ^ u64::from(std::process::id());
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    while started.elapsed().as_secs() < secs {
+        let (at, mode, s) = (next() % calls, CrashMode::ALL[(next() % 4) as usize], next());
+        let sim = SimFs::new();
+        let store = Store::open("/db", opts(&sim)).unwrap();
+        sim.set_fault(Some(Fault { at, kind: FaultKind::PowerCut, sticky: true }));
+        let acks = workload(&store, 4);
+        drop(store);
+        sim.crash(mode, s);
+        let store = Store::open("/db", opts(&sim)).unwrap_or_else(|e| panic!("cut at {at} ({mode:?}, seed {s}): {e}"));
+        verify(&store, &acks, &format!("soak: cut at call {at}, {mode:?}, seed {s}"));
+        acked_total += acks.pushes.iter().filter(|(_, ok)| *ok).map(|(k, _)| k.len()).sum::<usize>();
+        runs += 1;
+        if runs % 1000 == 0 {
+            eprintln!("soak: {runs} power cuts, {acked_total} acknowledged jobs, 0 lost, {:?}", started.elapsed());
+        }
+    }
+    eprintln!("soak done: {runs} power cuts, {acked_total} acknowledged jobs, 0 lost");
+}

@@ -226,3 +226,34 @@ fn kill_9_at_random_moments_and_at_crash_points() {
     child.wait().unwrap();
     verify(dir.path(), &acked, "after a clean restart");
 }
+
+/// Soak: kill -9 rounds for `JOBQ_SOAK_SECS` (default 60) seconds, printing progress.
+/// `JOBQ_SOAK_SECS=3600 cargo test --release --test kill -- --ignored --nocapture`
+#[test]
+#[ignore = "soak: runs for JOBQ_SOAK_SECS seconds"]
+fn soak_kill_9() {
+    let secs: u64 = std::env::var("JOBQ_SOAK_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(60);
+    let dir = harness::tempdir();
+    let acked = Mutex::new(BTreeMap::new());
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ std::process::id() as u64);
+    let points = [None, None, None, Some("before_fsync"), Some("before_ack"), Some("publish_before_rename")];
+    let started = Instant::now();
+    let mut kills = 0u64;
+    while started.elapsed() < Duration::from_secs(secs) {
+        let point = points[rng.below(points.len() as u64) as usize];
+        let crash_at = point.map(|p| format!("{p}:{}", 1 + rng.below(40)));
+        let wait = Duration::from_millis(5 + rng.below(300));
+        round(dir.path(), crash_at.as_deref(), wait, kills * 10_000_000, &acked);
+        kills += 1;
+        if kills % 25 == 0 {
+            verify(dir.path(), &acked.lock().unwrap(), &format!("soak kill {kills}"));
+            eprintln!(
+                "soak: {kills} kills, {} writes acknowledged, 0 lost, {:?}",
+                acked.lock().unwrap().len(),
+                started.elapsed()
+            );
+        }
+    }
+    verify(dir.path(), &acked.lock().unwrap(), "soak end");
+    eprintln!("soak done: {kills} kills, {} writes acknowledged, 0 lost", acked.lock().unwrap().len());
+}

@@ -113,19 +113,12 @@ fn a_crash_at_any_call_leaves_the_old_or_the_new_store() {
     let store = Store::open("/db", opts(&sim, &clock)).unwrap();
     let old = export(&store);
     drop(store);
-    let probe = sim.clone();
-    probe.set_fault(None);
-    let scratch = {
-        let s = SimFs::new();
-        copy(&sim, &s);
-        s
-    };
+    let scratch = sim.fork();
     compact("/db".as_ref(), opts(&scratch, &clock), Some(Duration::from_secs(60)), &mut |_, _| {}).unwrap();
     let new = export(&Store::open("/db", opts(&scratch, &clock)).unwrap());
     assert_ne!(old, new);
     let calls = {
-        let s = SimFs::new();
-        copy(&sim, &s);
+        let s = sim.fork();
         s.set_fault(None);
         compact("/db".as_ref(), opts(&s, &clock), Some(Duration::from_secs(60)), &mut |_, _| {}).unwrap();
         s.mutations()
@@ -133,8 +126,7 @@ fn a_crash_at_any_call_leaves_the_old_or_the_new_store() {
     let (mut saw_old, mut saw_new) = (0, 0);
     for at in 0..calls + 2 {
         for mode in CrashMode::ALL {
-            let s = SimFs::new();
-            copy(&sim, &s);
+            let s = sim.fork();
             s.set_fault(Some(Fault { at, kind: FaultKind::PowerCut, sticky: true }));
             let r = compact("/db".as_ref(), opts(&s, &clock), Some(Duration::from_secs(60)), &mut |_, _| {});
             s.crash(mode, at);
@@ -149,23 +141,4 @@ fn a_crash_at_any_call_leaves_the_old_or_the_new_store() {
         }
     }
     assert!(saw_old > 0 && saw_new > 0, "old {saw_old} new {saw_new}");
-}
-
-fn copy(from: &SimFs, to: &SimFs) {
-    use jobq::fs::{FileSystem, OpenMode};
-    fn walk(from: &SimFs, to: &SimFs, dir: &std::path::Path) {
-        to.create_dir(dir).unwrap();
-        for name in from.read_dir(dir).unwrap() {
-            let p = dir.join(&name);
-            match from.read_file(&p) {
-                Ok(bytes) => {
-                    to.open(&p, OpenMode::CreateNew).unwrap();
-                    to.write_file(&p, bytes).unwrap();
-                }
-                Err(_) => walk(from, to, &p),
-            }
-        }
-        to.sync_dir(dir).unwrap();
-    }
-    walk(from, to, std::path::Path::new("/db"));
 }

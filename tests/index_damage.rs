@@ -55,28 +55,7 @@ fn build() -> (SimFs, String) {
     let want = export(&store);
     assert!(index_files(&sim).len() >= 2, "want several index files: {:?}", index_files(&sim));
     std::mem::forget(store);
-    (copy(&sim), want)
-}
-
-fn copy(sim: &SimFs) -> SimFs {
-    let fresh = SimFs::new();
-    copy_dir(sim, &fresh, Path::new("/db"));
-    fresh
-}
-
-fn copy_dir(from: &SimFs, to: &SimFs, dir: &Path) {
-    to.create_dir(dir).unwrap();
-    for name in from.read_dir(dir).unwrap() {
-        let p = dir.join(&name);
-        match from.read_file(&p) {
-            Ok(bytes) => {
-                to.open(&p, OpenMode::CreateNew).unwrap();
-                to.write_file(&p, bytes).unwrap();
-            }
-            Err(_) => copy_dir(from, to, &p),
-        }
-    }
-    to.sync_dir(dir).unwrap();
+    (sim.fork(), want)
 }
 
 /// Reopen: the damaged file is set aside, the answers are the same, and a second
@@ -101,7 +80,7 @@ fn bit_flips_anywhere_are_detected() {
         let step = (bytes.len() / 23).max(1);
         for at in (0..bytes.len()).step_by(step).chain([bytes.len() - 1]) {
             for bit in [0, 5] {
-                let s = copy(&sim);
+                let s = sim.fork();
                 let mut bad = bytes.clone();
                 bad[at] ^= 1 << bit;
                 s.write_file(&file, bad).unwrap();
@@ -117,12 +96,12 @@ fn truncation_and_zeroed_pages_are_detected() {
     for file in index_files(&sim) {
         let bytes = sim.read_file(&file).unwrap();
         for len in [0, 1, 63, 64, bytes.len() / 2, bytes.len() - 48, bytes.len() - 1] {
-            let s = copy(&sim);
+            let s = sim.fork();
             s.write_file(&file, bytes[..len].to_vec()).unwrap();
             assert_rebuilt(&s, &want, &file, &format!("{} cut to {len}", file.display()));
         }
         for page in 0..bytes.len().div_ceil(4096) {
-            let s = copy(&sim);
+            let s = sim.fork();
             let mut bad = bytes.clone();
             let end = ((page + 1) * 4096).min(bad.len());
             bad[page * 4096..end].fill(0);
@@ -136,7 +115,7 @@ fn truncation_and_zeroed_pages_are_detected() {
 fn deleted_index_is_rebuilt() {
     let (sim, want) = build();
     for file in index_files(&sim) {
-        let s = copy(&sim);
+        let s = sim.fork();
         s.remove_file(&file).unwrap();
         let store = Store::open("/db", opts(&s)).unwrap();
         assert!(store.report().replayed_frames > 0, "the log fills the gap");
@@ -180,7 +159,7 @@ fn index_ahead_of_the_log_is_discarded() {
     // The log loses its tail under the newest index (a restored older log).
     let log = Path::new(GEN).join("log-0000000001.jql");
     let bytes = sim.read_file(&log).unwrap();
-    let s = copy(&sim);
+    let s = sim.fork();
     s.write_file(&log, bytes[..bytes.len() - 10].to_vec()).unwrap();
     let store = Store::open("/db", opts(&s)).unwrap();
     assert!(!store.report().discarded.is_empty(), "{:?}", store.report());

@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use common::assert_store_is;
@@ -65,28 +65,6 @@ fn build(n: usize) -> (SimFs, Vec<(usize, Model)>) {
     (sim, states)
 }
 
-fn copy(sim: &SimFs) -> SimFs {
-    let fresh = SimFs::new();
-    copy_dir(sim, &fresh, Path::new("/db"));
-    fresh
-}
-
-fn copy_dir(from: &SimFs, to: &SimFs, dir: &Path) {
-    use jobq::fs::{FileSystem, OpenMode};
-    to.create_dir(dir).unwrap();
-    for name in from.read_dir(dir).unwrap() {
-        let p: PathBuf = dir.join(&name);
-        match from.read_file(&p) {
-            Ok(bytes) => {
-                to.open(&p, OpenMode::CreateNew).unwrap();
-                to.write_file(&p, bytes).unwrap();
-            }
-            Err(_) => copy_dir(from, to, &p),
-        }
-    }
-    to.sync_dir(dir).unwrap();
-}
-
 /// The model of the longest prefix of writes whose frames end at or before `len`.
 fn expected(states: &[(usize, Model)], len: usize) -> &Model {
     &states.iter().rev().find(|(l, _)| *l <= len).expect("the indexed prefix survives").1
@@ -105,7 +83,7 @@ fn log_cut_at_every_byte_of_the_last_frames() {
     let full = sim.read_file(Path::new(LOG)).unwrap();
     let first_unindexed = states[0].0;
     for cut in first_unindexed..=full.len() {
-        let s = copy(&sim);
+        let s = sim.fork();
         s.write_file(Path::new(LOG), full[..cut].to_vec()).unwrap();
         let store = reopen_twice(&s, RecoveryPolicy::Strict).unwrap_or_else(|e| panic!("cut at {cut}: {e}"));
         let want = expected(&states, cut);
@@ -121,7 +99,7 @@ fn every_bit_of_the_last_frame_flipped() {
     let full = sim.read_file(Path::new(LOG)).unwrap();
     let last_start = states[states.len() - 2].0;
     for bit in last_start * 8..full.len() * 8 {
-        let s = copy(&sim);
+        let s = sim.fork();
         let mut bad = full.clone();
         bad[bit / 8] ^= 1 << (bit % 8);
         s.write_file(Path::new(LOG), bad).unwrap();
@@ -146,7 +124,7 @@ fn zeros_and_garbage_after_the_tail() {
             })
             .collect(),
     ] {
-        let s = copy(&sim);
+        let s = sim.fork();
         let mut bytes = full.clone();
         bytes.extend_from_slice(&tail);
         s.write_file(Path::new(LOG), bytes).unwrap();
@@ -161,7 +139,7 @@ fn zeros_and_garbage_after_the_tail() {
 #[test]
 fn bad_frame_mid_log_is_refused_with_its_offset() {
     let (sim, states) = build(4);
-    let sim = copy(&sim);
+    let sim = sim.fork();
     let full = sim.read_file(Path::new(LOG)).unwrap();
     // Damage the second unindexed frame: later frames say it was synced.
     let at = states[1].0 + 40;
@@ -193,14 +171,14 @@ fn truncated_trailing_record_and_bad_length_at_end() {
     let full = sim.read_file(Path::new(LOG)).unwrap();
     let last = states[states.len() - 2].0;
     // A length field claiming more than the file holds.
-    let s = copy(&sim);
+    let s = sim.fork();
     let mut bad = full.clone();
     bad[last + 4..last + 8].copy_from_slice(&u32::MAX.to_le_bytes());
     s.write_file(Path::new(LOG), bad).unwrap();
     let store = reopen_twice(&s, RecoveryPolicy::Strict).unwrap();
     assert_store_is(&store, &states[states.len() - 2].1, "bad length");
     // Only the header of the last frame made it.
-    let s = copy(&sim);
+    let s = sim.fork();
     s.write_file(Path::new(LOG), full[..last + 32].to_vec()).unwrap();
     let store = reopen_twice(&s, RecoveryPolicy::Strict).unwrap();
     assert_store_is(&store, &states[states.len() - 2].1, "header only");

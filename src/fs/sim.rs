@@ -280,6 +280,23 @@ impl SimFs {
         }
     }
 
+    /// A separate disk holding a copy of this one's current files and directories,
+    /// all durable, no lock held (to try many damages on one prepared store).
+    pub fn fork(&self) -> SimFs {
+        let s = self.state.lock();
+        let mut t = State::default();
+        t.next_ino = s.next_ino;
+        t.names = s.names.clone();
+        for node in s.names.values() {
+            if let Node::File(ino) = node {
+                let data = s.inodes[ino].data.clone();
+                t.inodes.insert(*ino, Inode { synced: data.clone(), data, dirty_from: None });
+            }
+        }
+        t.durable = t.names.clone();
+        SimFs { state: Arc::new(Mutex::new(t)) }
+    }
+
     /// The bytes of a file as they are now (for tests that damage files on purpose).
     pub fn read_file(&self, path: &Path) -> io::Result<Vec<u8>> {
         let s = self.state.lock();

@@ -160,9 +160,9 @@ impl<'a> Posting<'a> {
         )
     }
 
-    /// Index of the first container whose block is `>= b`.
-    fn container_from(&self, b: u32) -> usize {
-        let (mut lo, mut hi) = (0, self.n);
+    /// Index of the first container at or after `from` whose block is `>= b`.
+    fn container_from(&self, from: usize, b: u32) -> usize {
+        let (mut lo, mut hi) = (from, self.n);
         while lo < hi {
             let mid = (lo + hi) / 2;
             if self.entry(mid).0 < b {
@@ -274,7 +274,7 @@ impl DocSet for PostingCursor<'_> {
         }
         let tb = target >> 16;
         let (block, ..) = self.p.entry(self.ci);
-        let ci = if block >= tb { self.ci } else { self.ci + self.p.container_from_after(self.ci, tb) };
+        let ci = if block >= tb { self.ci } else { self.p.container_from(self.ci, tb) };
         if ci >= self.p.n {
             self.ci = self.p.n;
             self.doc = TERMINATED;
@@ -307,7 +307,7 @@ impl DocSet for PostingCursor<'_> {
     }
 
     fn fill_block(&mut self, b: u32, out: &mut Block) {
-        let ci = self.p.container_from(b);
+        let ci = self.p.container_from(0, b);
         if ci >= self.p.n || self.p.entry(ci).0 != b {
             out.fill(0);
             return;
@@ -327,24 +327,8 @@ impl DocSet for PostingCursor<'_> {
     }
 
     fn next_block(&self, b: u32) -> Option<u32> {
-        let ci = self.p.container_from(b);
+        let ci = self.p.container_from(0, b);
         (ci < self.p.n).then(|| self.p.entry(ci).0)
-    }
-}
-
-impl Posting<'_> {
-    /// Containers after `from` to skip to reach the first with block `>= b`.
-    fn container_from_after(&self, from: usize, b: u32) -> usize {
-        let (mut lo, mut hi) = (from, self.n);
-        while lo < hi {
-            let mid = (lo + hi) / 2;
-            if self.entry(mid).0 < b {
-                lo = mid + 1;
-            } else {
-                hi = mid;
-            }
-        }
-        lo - from
     }
 }
 

@@ -92,7 +92,7 @@ fn writer(addr: &str, t: usize, base: u64, stop: &AtomicBool, acked: &Mutex<BTre
         for k in &keys {
             acked.lock().unwrap().insert(*k, Acked { n, finished: false });
         }
-        if i % 3 == 0 {
+        if i.is_multiple_of(3) {
             let Some((200, _)) =
                 post(addr, "/jobq/1/update", &format!("{{\"key\":\"{}\",\"state\":\"finished\"}}", keys[0]))
             else {
@@ -245,7 +245,7 @@ fn soak_kill_9() {
         let wait = Duration::from_millis(5 + rng.below(300));
         round(dir.path(), crash_at.as_deref(), wait, kills * 10_000_000, &acked);
         kills += 1;
-        if kills % 25 == 0 {
+        if kills.is_multiple_of(25) {
             verify(dir.path(), &acked.lock().unwrap(), &format!("soak kill {kills}"));
             eprintln!(
                 "soak: {kills} kills, {} writes acknowledged, 0 lost, {:?}",

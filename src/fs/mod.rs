@@ -39,6 +39,10 @@ pub trait FsFile: Send + Sync + fmt::Debug {
     fn set_len(&self, len: u64) -> io::Result<()>;
     /// The file's current size.
     fn len(&self) -> io::Result<u64>;
+    /// True when the file holds no byte.
+    fn is_empty(&self) -> io::Result<bool> {
+        Ok(self.len()? == 0)
+    }
 }
 
 /// A held exclusive lock; released when dropped.

@@ -284,9 +284,7 @@ impl SimFs {
     /// all durable, no lock held (to try many damages on one prepared store).
     pub fn fork(&self) -> SimFs {
         let s = self.state.lock();
-        let mut t = State::default();
-        t.next_ino = s.next_ino;
-        t.names = s.names.clone();
+        let mut t = State { next_ino: s.next_ino, names: s.names.clone(), ..State::default() };
         for node in s.names.values() {
             if let Node::File(ino) = node {
                 let data = s.inodes[ino].data.clone();

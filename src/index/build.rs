@@ -37,7 +37,7 @@ impl DocEntry {
 }
 
 fn pad8(out: &mut Vec<u8>) {
-    while out.len() % 8 != 0 {
+    while !out.len().is_multiple_of(8) {
         out.push(0);
     }
 }
@@ -96,6 +96,9 @@ pub fn build(docs: Vec<DocEntry>, meta: SegmentMeta, catalog: &[SpiderEntry]) ->
     out
 }
 
+/// A term as stored: field code and term bytes.
+type EncodedTerm = (u8, Vec<u8>);
+
 /// Posting lists of one section, per field.
 #[derive(Default)]
 struct Terms<'a> {
@@ -128,8 +131,8 @@ impl<'a> Terms<'a> {
     }
 
     /// Every non-empty posting list with its encoded term, in dictionary order.
-    fn sorted(self) -> Vec<((u8, Vec<u8>), Vec<u32>)> {
-        let mut out: Vec<((u8, Vec<u8>), Vec<u32>)> = Vec::new();
+    fn sorted(self) -> Vec<(EncodedTerm, Vec<u32>)> {
+        let mut out: Vec<(EncodedTerm, Vec<u32>)> = Vec::new();
         for (code, list) in self.state.into_iter().enumerate() {
             if !list.is_empty() {
                 out.push(((field::STATE, vec![code as u8]), list));

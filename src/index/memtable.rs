@@ -40,7 +40,7 @@ impl MemProject {
     }
 
     fn push(&mut self, e: DocEntry) -> usize {
-        if self.len % CHUNK == 0 {
+        if self.len.is_multiple_of(CHUNK) {
             self.chunks.push(Arc::new(Vec::with_capacity(CHUNK)));
         }
         Arc::make_mut(self.chunks.last_mut().expect("a chunk was just ensured")).push(e);

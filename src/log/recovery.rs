@@ -219,11 +219,8 @@ pub(crate) fn check_frame(
             }
         }
         FrameKind::Catalog if h.is_txn() => return Err("a catalog frame carries the transaction flag".into()),
-        _ if h.is_txn() => {
-            if txn.is_none() {
-                *txn = Some((LogPos { segment, offset }, h.first_seq));
-            }
-        }
+        _ if h.is_txn() && txn.is_none() => *txn = Some((LogPos { segment, offset }, h.first_seq)),
+        _ if h.is_txn() => {}
         _ if txn.is_some() => return Err("a frame inside an import transaction lacks its flag".into()),
         _ => {}
     }

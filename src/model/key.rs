@@ -38,11 +38,6 @@ fn parse_id(part: &str, input: &str) -> Result<u32, Error> {
     }
 }
 
-/// Parse a positive id (a project id in a path, say).
-pub(crate) fn parse_positive(part: &str, what: &'static str) -> Result<u32, Error> {
-    parse_id(part, part).map_err(|_| Error::input(format!("{what} must be a positive integer, got {part:?}")))
-}
-
 impl JobKey {
     pub fn new(project: u32, spider: u32, job: u32) -> JobKey {
         JobKey { project, spider, job }

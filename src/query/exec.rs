@@ -32,7 +32,7 @@ pub enum Source<'a> {
 
 impl<'a> Source<'a> {
     pub fn tail(mut entries: Vec<&'a DocEntry>) -> Source<'a> {
-        entries.sort_unstable_by(|a, b| b.order_key().cmp(&a.order_key()));
+        entries.sort_unstable_by_key(|e| std::cmp::Reverse(e.order_key()));
         Source::Tail { entries, next: 0 }
     }
 

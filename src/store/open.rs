@@ -42,7 +42,6 @@ pub struct OpenReport {
 
 pub(crate) struct Opened {
     pub lock: Option<LockGuard>,
-    pub generation: u64,
     pub gen_dir: PathBuf,
     pub writer: Writer,
     pub report: OpenReport,
@@ -150,7 +149,7 @@ pub(crate) fn open(dir: &Path, opts: &Options) -> Result<Opened> {
     w.bulk_entries = opts.bulk_entries;
     report.indexes = w.segments.iter().map(|s| s.seg.meta().file_name()).collect();
     report.millis = started.elapsed().as_millis() as u64;
-    Ok(Opened { lock, generation, gen_dir, writer: w, report })
+    Ok(Opened { lock, gen_dir, writer: w, report })
 }
 
 /// Create `dir` and its missing ancestors, each made durable in its parent.

@@ -257,11 +257,13 @@ pub(crate) fn update(w: &mut Writer, specs: &[UpdateSpec], ctx: &Ctx<'_>) -> Res
     Ok(out)
 }
 
+/// A pending job's claim to run next: the largest wins (priority, then oldest).
+type Candidate = (i64, std::cmp::Reverse<(u64, u64)>, JobKey);
+
 /// The next pending job of a project: highest priority, then oldest.
 fn next_pending(w: &Writer, project: u32) -> Option<JobKey> {
-    // (priority, Reverse(ts, seq)) maximal wins.
-    let mut best: Option<(i64, std::cmp::Reverse<(u64, u64)>, JobKey)> = None;
-    let mut offer = |c: (i64, std::cmp::Reverse<(u64, u64)>, JobKey)| {
+    let mut best: Option<Candidate> = None;
+    let mut offer = |c: Candidate| {
         if best.as_ref().is_none_or(|b| (c.0, c.1) > (b.0, b.1)) {
             best = Some(c);
         }
@@ -280,7 +282,7 @@ fn next_pending(w: &Writer, project: u32) -> Option<JobKey> {
     best.map(|b| b.2)
 }
 
-fn oldest_pending(slot: &SegmentSlot, project: u32) -> Option<(i64, std::cmp::Reverse<(u64, u64)>, JobKey)> {
+fn oldest_pending(slot: &SegmentSlot, project: u32) -> Option<Candidate> {
     let (sec, dead) = slot.project(project)?;
     let pending = sec.state(JobState::Pending)?;
     let mut prios: Vec<(i64, crate::index::posting::Posting<'_>)> = sec

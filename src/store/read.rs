@@ -101,7 +101,7 @@ impl Snapshot {
                 hits.push(Hit { local: k.local(), ts: order.0, seq: order.1, loc: f.loc() });
             }
         }
-        hits.sort_unstable_by(|a, b| (b.ts, b.seq).cmp(&(a.ts, a.seq)));
+        hits.sort_unstable_by_key(|h| std::cmp::Reverse((h.ts, h.seq)));
         Ok(hits)
     }
 

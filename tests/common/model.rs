@@ -58,6 +58,10 @@ pub struct MImport {
     pub priority: Option<i64>,
 }
 
+/// One line of an update: a job key, or `(project, spider)` for every job of a
+/// spider; a new state; field changes.
+pub type UpdateLine = (Result<JobKey, (u32, u32)>, Option<JobState>, MChanges);
+
 /// Field changes.
 #[derive(Clone, Debug, Default)]
 pub struct MChanges {
@@ -200,12 +204,7 @@ impl Model {
     }
 
     /// `targets`: a job key, or `(project, spider)` for every job of a spider.
-    pub fn update(
-        &mut self,
-        lines: &[(Result<JobKey, (u32, u32)>, Option<JobState>, MChanges)],
-        now: u64,
-        actor: Option<&str>,
-    ) -> Vec<(JobKey, JobState)> {
+    pub fn update(&mut self, lines: &[UpdateLine], now: u64, actor: Option<&str>) -> Vec<(JobKey, JobState)> {
         let mut staged: Vec<(MJob, bool)> = Vec::new();
         let mut out = Vec::new();
         for (target, state, c) in lines {

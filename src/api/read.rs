@@ -36,9 +36,6 @@ pub(super) fn list(store: &Store, project: u32, params: &Params, config: &Config
     Ok(Response::stream(Rows::new(hits, move |hit, out| snap.render_row(project, &hit, jobmeta.as_deref(), out))))
 }
 
-/// Filters a summary cannot apply: refused rather than silently ignored.
-const NOT_FOR_SUMMARY: [&str; 7] = ["state", "startts", "endts", "has_tag", "lacks_tag", "key", "stop"];
-
 pub(super) fn summary(
     store: &Store,
     project: u32,
@@ -47,33 +44,30 @@ pub(super) fn summary(
     params: &Params,
     config: &Config,
 ) -> Answer {
-    if let Some((name, _)) = params.iter().find(|(n, _)| NOT_FOR_SUMMARY.contains(&n.as_str())) {
-        let hint = if name == "state" { " (ask for summary/<state>)" } else { "" };
-        return Err(Error::field(name, format!("summary does not filter by {name}{hint}")).into());
+    if params.iter().any(|(n, _)| n == "state") {
+        return Err(Error::field("state", "summary has a line per state (ask for summary/<state>)").into());
     }
     let limits = Limits { default_count: SUMMARY_COUNT, max_count: config.max_count };
     let q = parse_query(params, project, None, limits)?;
     let snap = store.snapshot();
-    // A spider named in the query (`?spider=name`) narrows like the path's id does;
-    // a name the project does not know matches nothing.
-    let (spider, nothing) = match (&q.filter.spider, spider) {
-        (Some(name), path_id) => match snap.spider_id(project, name) {
-            Some(id) if path_id.is_none_or(|p| p == id) => (Some(id), false),
-            _ => (None, true),
-        },
-        (None, path_id) => (path_id, false),
-    };
+    // The path's spider id and a `?spider=name` must agree; a name the project does
+    // not know matches nothing (the filter keeps the unknown name).
+    let mut filter = q.filter;
+    if let Some(id) = spider {
+        let name = snap.spider_name(project, id).map(|n| n.to_string());
+        match (&filter.spider, name) {
+            (Some(asked), Some(name)) if *asked != name => filter.spider = Some(String::new()),
+            (_, Some(name)) => filter.spider = Some(name),
+            (_, None) => filter.spider = Some(String::new()),
+        }
+    }
     let states = match state {
         Some(s) => vec![s],
         None => vec![JobState::Pending, JobState::Running, JobState::Finished],
     };
     let (paging, jobmeta) = (q.paging, q.jobmeta);
     Ok(Response::stream(Rows::new(states, move |st, out| {
-        if nothing {
-            out.extend_from_slice(format!("{{\"name\":\"{st}\",\"count\":0,\"summary\":[]}}").as_bytes());
-            return Ok(());
-        }
-        snap.summary_line(project, spider, st, &paging, jobmeta.as_deref(), out)
+        snap.summary_line(project, &filter, st, &paging, jobmeta.as_deref(), out)
     })))
 }
 

@@ -161,7 +161,8 @@ pub(crate) fn push(w: &mut Writer, project: u32, specs: &[PushSpec], ctx: &Ctx<'
     let mut held: HashSet<&str> = HashSet::new();
     for (s, spider) in specs.iter().zip(ids) {
         if let Some(u) = &s.unique {
-            if (s.state.is_active() && held.contains(u.as_str())) || w.unique_holder(project, u).is_some() {
+            // An active job holds `u`: one stored before, or an earlier line of this push.
+            if held.contains(u.as_str()) || w.unique_holder(project, u).is_some() {
                 out.push(PushResult::Conflict { unique: u.clone() });
                 continue;
             }

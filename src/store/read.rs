@@ -186,20 +186,21 @@ impl Snapshot {
         job.write_metadata(name.as_deref().unwrap_or(""), &extra, out);
     }
 
-    /// One summary line: `{"name": state, "count": n, "summary": [rows]}`.
+    /// One summary line: `{"name": state, "count": n, "summary": [rows]}`: the
+    /// jobs in `state` that pass `filter` (whose own states are ignored), counted, and
+    /// the first of them listed per `paging`.
     pub fn summary_line(
         &self,
         project: u32,
-        spider: Option<u32>,
+        filter: &Filter,
         state: JobState,
         paging: &Paging,
         jobmeta: Option<&[String]>,
         out: &mut Vec<u8>,
     ) -> Result<()> {
-        let filter = Filter { states: vec![state], ..Filter::default() };
-        let r = Resolved { filter: &filter, spider, nothing: false, stop: None };
-        let n = exec::count(&mut self.sources(project, &r));
-        let hits = exec::list(&mut self.sources(project, &r), paging.start, paging.count);
+        let filter = Filter { states: vec![state], ..filter.clone() };
+        let n = self.count(project, &filter)?;
+        let hits = self.list(project, &filter, paging)?;
         out.extend_from_slice(format!("{{\"name\":\"{}\",\"count\":{n},\"summary\":[", state.as_str()).as_bytes());
         for (i, h) in hits.iter().enumerate() {
             if i > 0 {

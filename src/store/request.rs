@@ -263,8 +263,9 @@ pub fn lines(body: &str) -> impl Iterator<Item = (u64, &str)> {
 
 /// Keys of a cancel body: a JSON list of `{"key": K}`, or such objects one a line.
 pub fn parse_cancel(body: &str, project: u32) -> Result<Vec<JobKey>> {
+    // Errors name the line, or for a JSON list the element (1-based), as "line".
     let items: Vec<(u64, &RawValue)> = match serde_json::from_str::<Vec<&RawValue>>(body) {
-        Ok(v) => v.into_iter().map(|v| (1, v)).collect(),
+        Ok(v) => v.into_iter().enumerate().map(|(i, v)| (i as u64 + 1, v)).collect(),
         Err(_) => {
             let mut v = Vec::new();
             for (n, l) in lines(body) {
@@ -280,9 +281,9 @@ pub fn parse_cancel(body: &str, project: u32) -> Result<Vec<JobKey>> {
         let fields = parse_object(raw.get()).map_err(|e| e.at_line(n))?;
         let key =
             fields.iter().find(|(f, _)| f == "key").ok_or_else(|| Error::field("key", "is required").at_line(n))?.1;
-        let k: JobKey = str_value("key", key)?.parse()?;
+        let k: JobKey = str_value("key", key).and_then(|k| k.parse()).map_err(|e| e.at_line(n))?;
         if k.project != project {
-            return Err(Error::field("key", format!("{k} belongs to project {}, not {project}", k.project)));
+            return Err(Error::field("key", format!("{k} belongs to project {}, not {project}", k.project)).at_line(n));
         }
         out.push(k);
     }
@@ -459,4 +460,18 @@ pub fn write_import_doc(doc: &[RawField<'_>], out: &mut Vec<u8>) {
         out.extend_from_slice(f.value.as_bytes());
     }
     out.push(b'}');
+}
+
+#[cfg(test)]
+mod cancel_tests {
+    use super::*;
+
+    #[test]
+    fn cancel_errors_name_the_element() {
+        let e = parse_cancel(r#"[{"key":"5/1/1"},{"nokey":1}]"#, 5).unwrap_err();
+        assert!(e.to_string().starts_with("line 2:"), "{e}");
+        let e = parse_cancel(r#"[{"key":"5/1/1"},{"key":"5/x/1"}]"#, 5).unwrap_err();
+        assert!(e.to_string().starts_with("line 2:"), "{e}");
+        assert_eq!(parse_cancel("{\"key\":\"5/1/1\"}\n{\"key\":\"5/1/2\"}", 5).unwrap().len(), 2);
+    }
 }

@@ -115,7 +115,7 @@ impl Model {
         let mut new = Vec::new();
         for (l, sid) in lines.iter().zip(ids) {
             if let Some(u) = &l.unique {
-                if (l.state.is_active() && held.contains(u)) || self.holder(project, u) {
+                if held.contains(u) || self.holder(project, u) {
                     out.push(None);
                     continue;
                 }

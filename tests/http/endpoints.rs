@@ -129,7 +129,12 @@ fn summary_jobsummary_and_ids() {
     assert_eq!(s.get("/jobq/53/summary/finished?spider=alpha", KEY).json()["count"], 2);
     assert_eq!(s.get("/jobq/53/summary/finished?spider=nobody", KEY).json()["count"], 0);
     assert_eq!(s.get("/jobq/53/1/summary", KEY).lines().len(), 3);
-    s.get("/jobq/53/summary?has_tag=x", KEY).assert_error(400, "has_tag");
+    // Filters apply to every line of a summary.
+    let tagged = s.get("/jobq/53/summary/finished?has_tag=y&lacks_tag=z", KEY).lines();
+    assert_eq!(tagged[0]["count"], 2, "{tagged:?}");
+    let keys: Vec<&str> = tagged[0]["summary"].as_array().unwrap().iter().map(|r| r["key"].as_str().unwrap()).collect();
+    assert_eq!(keys, ["53/2/1", "53/1/2"]);
+    s.get("/jobq/53/summary?state=finished", KEY).assert_error(400, "state");
     let js = s.get("/jobq/53/jobsummary?key=53/2/1&key=53/9/9&key=53/1/3&jobmeta=label&jobmeta=state", KEY).lines();
     assert_eq!(
         js,

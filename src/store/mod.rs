@@ -10,6 +10,7 @@ pub mod layout;
 mod maintain;
 mod open;
 mod ops;
+mod queue;
 mod read;
 pub mod request;
 pub mod version;
@@ -96,6 +97,7 @@ pub(crate) struct Inner {
     pub gen_dir: PathBuf,
     pub opts: Options,
     pub writer: Mutex<Writer>,
+    pub queue: queue::WriteQueue,
     pub commit: Commit,
     pub reader: Arc<RecordReader>,
     pub report: OpenReport,
@@ -122,6 +124,7 @@ impl Store {
             dir: dir.to_path_buf(),
             gen_dir: o.gen_dir,
             writer: Mutex::new(o.writer),
+            queue: queue::WriteQueue::default(),
             commit: Commit::new(version),
             reader,
             report: o.report,
@@ -169,54 +172,22 @@ impl Store {
         }
     }
 
-    /// Run a write under the writer lock, then wait until it is durable.
-    fn write<T>(&self, actor: Option<&str>, f: impl FnOnce(&mut Writer, &Ctx<'_>) -> Result<T>) -> Result<T> {
+    /// Run a write through the write queue: it is durable when this returns Ok.
+    fn write<T: Send + 'static>(
+        &self,
+        actor: Option<&str>,
+        f: impl FnOnce(&mut Writer, &Ctx<'_>) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
         let inner = &*self.inner;
         if inner.opts.read_only {
             return Err(Error::ReadOnly);
         }
-        let mut w = inner.writer.lock();
-        if inner.closed.load(Ordering::Acquire) {
-            return Err(Error::Closed);
-        }
-        inner.commit.check()?;
-        let ctx = Ctx { now: inner.opts.clock.now_ms(), actor, durable_seq: inner.commit.durable_seq() };
-        let before = w.next_seq;
-        let result = f(&mut w, &ctx);
-        if w.next_seq == before {
-            if let Err(e) = &result {
-                if !e.is_input() {
-                    inner.commit.poison(e);
-                }
-            }
-            return result;
-        }
-        let result = result.and_then(|v| {
-            if w.should_freeze() {
-                w.freeze()?;
-            }
-            Ok(v)
-        });
-        if let Err(e) = &result {
-            inner.commit.poison(e);
-            return result;
-        }
-        let seq = w.next_seq - 1;
-        let version = w.version();
-        let (file, path) = w.log.as_ref().expect("a writable store has a log").file();
-        let path = path.to_path_buf();
-        let frozen = std::mem::take(&mut w.frozen) > 0;
-        inner.commit.written(version.clone(), file, path);
-        drop(w);
-        match inner.opts.durability {
-            Durability::Sync => inner.commit.wait_durable(seq)?,
-            Durability::Buffered => inner.commit.publish_now(version),
-        }
-        crate::crashpoint::hit("before_ack");
-        if frozen {
+        let op: queue::Op = Box::new(move |w, ctx| f(w, ctx).map(|v| Box::new(v) as queue::Erased));
+        let (result, froze) = inner.queue.submit(inner, queue::Request::new(actor, op));
+        if froze {
             self.after_freeze()?;
         }
-        result
+        result.map(|v| *v.downcast::<T>().expect("a request gets its own result type"))
     }
 
     fn after_freeze(&self) -> Result<()> {
@@ -231,7 +202,8 @@ impl Store {
 
     /// Push jobs (one per spec) into `project`; one answer per spec, in order.
     pub fn push(&self, project: u32, specs: &[PushSpec], actor: Option<&str>) -> Result<Vec<PushResult>> {
-        self.write(actor, |w, ctx| ops::push(w, project, specs, ctx))
+        let specs = specs.to_vec();
+        self.write(actor, move |w, ctx| ops::push(w, project, &specs, ctx))
     }
 
     /// Apply updates; answers `(key, previous state)` per job changed, in order.
@@ -245,13 +217,15 @@ impl Store {
                 return Err(Error::field("key", format!("a key of project {p} in a request for project {project}")));
             }
         }
-        self.write(actor, |w, ctx| ops::update(w, specs, ctx))
+        let specs = specs.to_vec();
+        self.write(actor, move |w, ctx| ops::update(w, &specs, ctx))
     }
 
     /// Start the next pending job of `project` (highest priority, then oldest),
     /// merging `changes` into it. `None` when nothing is pending.
     pub fn start_next(&self, project: u32, changes: &Changes, actor: Option<&str>) -> Result<Option<Job>> {
-        self.write(actor, |w, ctx| ops::start_next(w, project, changes, ctx))
+        let changes = changes.clone();
+        self.write(actor, move |w, ctx| ops::start_next(w, project, &changes, ctx))
     }
 
     /// Cancel jobs: pending ones finish as cancelled, running ones are marked.
@@ -260,12 +234,14 @@ impl Store {
         if let Some(k) = keys.iter().find(|k| k.project != project) {
             return Err(Error::field("key", format!("{k} is not a job of project {project}")));
         }
-        self.write(actor, |w, ctx| ops::cancel(w, keys, ctx))
+        let keys = keys.to_vec();
+        self.write(actor, move |w, ctx| ops::cancel(w, &keys, ctx))
     }
 
     /// Change a job's fields; false when the job does not exist.
     pub fn edit(&self, key: JobKey, changes: &Changes, actor: Option<&str>) -> Result<bool> {
-        self.write(actor, |w, ctx| ops::edit(w, key, changes, ctx))
+        let changes = changes.clone();
+        self.write(actor, move |w, ctx| ops::edit(w, key, &changes, ctx))
     }
 
     /// The id of a spider of `project`; with `create`, allocated when new.
@@ -279,7 +255,8 @@ impl Store {
         if let Some(id) = self.inner.writer.lock().catalog.id(project, name) {
             return Ok(Some(id));
         }
-        self.write(None, |w, ctx| w.spider_id(project, name, ctx.durable_seq)).map(Some)
+        let name = name.to_string();
+        self.write(None, move |w, ctx| w.spider_id(project, &name, ctx.durable_seq)).map(Some)
     }
 
     /// Make every write so far durable (for the buffered mode).

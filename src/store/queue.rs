@@ -1,0 +1,166 @@
+//! The write queue (LevelDB's writer queue): a writer enqueues its operation and
+//! waits. The first waiting writer becomes the leader: it takes every queued
+//! operation, runs them one after another under the writer lock (each appends its
+//! frame), then one fsync makes them all durable, and it hands each its result.
+//! Followers never take the writer lock and wake once per batch.
+
+use std::any::Any;
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use parking_lot::{Condvar, Mutex};
+
+use super::ops::Ctx;
+use super::writer::Writer;
+use super::{Durability, Inner};
+use crate::error::{Error, Result};
+
+/// An operation's result, its type erased.
+pub(crate) type Erased = Box<dyn Any + Send>;
+/// An operation, run by whichever writer leads its batch.
+pub(crate) type Op = Box<dyn FnOnce(&mut Writer, &Ctx<'_>) -> Result<Erased> + Send>;
+
+/// One queued write.
+pub(crate) struct Request {
+    actor: Option<String>,
+    op: Mutex<Option<Op>>,
+    result: Mutex<Option<Result<Erased>>>,
+}
+
+impl Request {
+    pub fn new(actor: Option<&str>, op: Op) -> Arc<Request> {
+        Arc::new(Request { actor: actor.map(str::to_string), op: Mutex::new(Some(op)), result: Mutex::new(None) })
+    }
+}
+
+#[derive(Default)]
+struct QueueState {
+    waiting: VecDeque<Arc<Request>>,
+    leading: bool,
+}
+
+/// The queue of writes waiting for a leader.
+#[derive(Default)]
+pub(crate) struct WriteQueue {
+    state: Mutex<QueueState>,
+    cv: Condvar,
+}
+
+/// Most operations one leader runs before its fsync.
+const MAX_BATCH: usize = 256;
+
+impl WriteQueue {
+    /// Run `req` (leading a batch if no one is) and return its result. `true` in
+    /// the second place: the batch froze the tail into an index image.
+    pub fn submit(&self, inner: &Inner, req: Arc<Request>) -> (Result<Erased>, bool) {
+        let mut q = self.state.lock();
+        q.waiting.push_back(req.clone());
+        loop {
+            if let Some(r) = req.result.lock().take() {
+                return (r, false);
+            }
+            // Lead only while this request still waits: once taken, its batch's
+            // leader will answer it.
+            if !q.leading && q.waiting.iter().any(|r| Arc::ptr_eq(r, &req)) {
+                q.leading = true;
+                let n = q.waiting.len().min(MAX_BATCH);
+                let batch: Vec<Arc<Request>> = q.waiting.drain(..n).collect();
+                drop(q);
+                let appended = append_batch(inner, &batch);
+                // The next batch may append while this one waits for its fsync.
+                q = self.state.lock();
+                q.leading = false;
+                self.cv.notify_all();
+                drop(q);
+                let froze = finish_batch(inner, &batch, appended);
+                q = self.state.lock();
+                self.cv.notify_all();
+                if let Some(r) = req.result.lock().take() {
+                    return (r, froze);
+                }
+                continue;
+            }
+            self.cv.wait(&mut q);
+        }
+    }
+}
+
+/// What appending a batch did.
+struct Appended {
+    results: Vec<(Result<Erased>, bool)>,
+    /// The last sequence number written, when something was.
+    seq: Option<u64>,
+    froze: bool,
+}
+
+/// Run every operation of a batch under the writer lock.
+fn append_batch(inner: &Inner, batch: &[Arc<Request>]) -> Appended {
+    let mut results: Vec<(Result<Erased>, bool)> = Vec::with_capacity(batch.len());
+    let mut w = inner.writer.lock();
+    let first = w.next_seq;
+    for req in batch {
+        let op = req.op.lock().take().expect("an operation runs once");
+        if inner.closed.load(std::sync::atomic::Ordering::Acquire) {
+            results.push((Err(Error::Closed), false));
+            continue;
+        }
+        if let Err(e) = inner.commit.check() {
+            results.push((Err(e), false));
+            continue;
+        }
+        let ctx = Ctx {
+            now: inner.opts.clock.now_ms(),
+            actor: req.actor.as_deref(),
+            durable_seq: inner.commit.durable_seq(),
+        };
+        let before = w.next_seq;
+        let r = op(&mut w, &ctx);
+        let wrote = w.next_seq != before;
+        if let Err(e) = &r {
+            // Input is refused before anything is written; anything else is a fault.
+            if wrote || !e.is_input() {
+                inner.commit.poison(e);
+            }
+        }
+        results.push((r, wrote));
+    }
+    let (mut froze, mut seq) = (false, None);
+    if w.next_seq != first {
+        seq = Some(w.next_seq - 1);
+        if inner.commit.check().is_ok() {
+            if w.should_freeze() {
+                if let Err(e) = w.freeze() {
+                    inner.commit.poison(&e);
+                }
+            }
+            froze = std::mem::take(&mut w.frozen) > 0;
+            let version = w.version();
+            let (file, path) = w.log.as_ref().expect("a writable store has a log").file();
+            inner.commit.written(version.clone(), file, path.to_path_buf());
+            if inner.opts.durability == Durability::Buffered {
+                inner.commit.publish_now(version);
+            }
+        }
+    }
+    Appended { results, seq, froze }
+}
+
+/// Wait until the batch is durable (Sync) and hand each operation its result.
+fn finish_batch(inner: &Inner, batch: &[Arc<Request>], a: Appended) -> bool {
+    let durable = match a.seq {
+        None => Ok(()),
+        Some(seq) => match inner.opts.durability {
+            Durability::Sync => inner.commit.wait_durable(seq),
+            Durability::Buffered => inner.commit.check(),
+        },
+    };
+    crate::crashpoint::hit("before_ack");
+    for (req, (r, wrote)) in batch.iter().zip(a.results) {
+        let r = match (&durable, wrote) {
+            (Err(e), true) => Err(Error::Poisoned { cause: e.to_string() }),
+            _ => r,
+        };
+        *req.result.lock() = Some(r);
+    }
+    a.froze
+}

@@ -4,17 +4,19 @@
 //! leaves frames that recovery cuts. One fsync, at the end. The imported jobs are
 //! indexed in bulk (index images of up to `bulk_entries` jobs), not one by one.
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
+use std::sync::mpsc;
 use std::sync::Arc;
 
 use super::catalog::{Catalog, JobIds};
+use super::import_parse::{parse_chunk, read_more, take_lines, Interner, ParsedChunk, ParsedRec};
 use super::open::kill_superseded_by;
-use super::request::{parse_import_line, write_import_doc, ImportLine};
 use super::version::SegmentSlot;
 use super::writer::Writer;
 use super::{Inner, Snapshot};
 use crate::codec::frame::{FrameKind, FLAG_TXN};
-use crate::codec::record::{self, encode_parts, RecordHead, SpiderEntry};
+use crate::codec::record::{self, SpiderEntry};
 use crate::error::{Error, Result};
 use crate::fs::MappedBytes;
 use crate::index::{build, DocEntry, IndexSegment, SegmentMeta};
@@ -81,111 +83,70 @@ fn restore(w: &mut Writer, s: SavePoint) -> Result<()> {
     Ok(())
 }
 
-/// Jobs encoded into the next frame, with what their index entries need.
-struct Pending {
-    /// What the frames written now claim durable.
-    durable_seq: u64,
-    payload: Vec<u8>,
-    /// Per record: offset in the payload, offset of its `order_seq`, index entry.
-    records: Vec<(usize, usize, DocEntry)>,
-    /// Spider frames to write before the jobs frame.
-    spiders: Vec<u8>,
-    spider_count: u32,
-}
-
-/// Check a line's spider against the catalog; register it when new (its frame is
-/// written before the next jobs frame).
-fn spider_for(w: &mut Writer, l: &ImportLine<'_>, pending: &mut Pending) -> Result<()> {
-    let k = l.key;
-    match (w.catalog.id(k.project, &l.spider), w.catalog.name(k.project, k.spider)) {
-        (Some(id), _) if id == k.spider => Ok(()),
-        (Some(id), _) => Err(Error::field(
-            "spider",
-            format!("{:?} is spider {id} of project {}, not {}", l.spider, k.project, k.spider),
-        )),
-        (None, Some(other)) => Err(Error::field(
-            "key",
-            format!("spider {} of project {} is {other:?}, not {:?}", k.spider, k.project, l.spider),
-        )),
+/// Check a record's spider against the catalog; register it (a transaction
+/// frame, written now, before the jobs frame that needs it) when new.
+fn spider_for(w: &mut Writer, rec: &ParsedRec, durable_seq: u64) -> Result<()> {
+    let (project, id) = (rec.entry.project, (rec.entry.local >> 32) as u32);
+    let name: &str = &rec.spider;
+    match (w.catalog.id(project, name), w.catalog.name(project, id)) {
+        (Some(known), _) if known == id => Ok(()),
+        (Some(known), _) => {
+            Err(Error::field("spider", format!("{name:?} is spider {known} of project {project}, not {id}")))
+        }
+        (None, Some(other)) => {
+            Err(Error::field("key", format!("spider {id} of project {project} is {other:?}, not {name:?}")))
+        }
         (None, None) => {
             let mut payload = Vec::new();
-            record::encode_spider(k.project, k.spider, &l.spider, &mut payload);
-            pending.spiders.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-            pending.spiders.extend_from_slice(&payload);
-            pending.spider_count += 1;
-            w.register_spider(k.project, k.spider, &l.spider);
+            record::encode_spider(project, id, name, &mut payload);
+            w.append(FrameKind::Spider, FLAG_TXN, 1, durable_seq, &payload)?;
+            w.register_spider(project, id, name);
             Ok(())
         }
     }
 }
 
-/// Encode one line's record into the pending frame.
-fn stage(w: &mut Writer, l: &ImportLine<'_>, pending: &mut Pending) {
-    let tags: Vec<&str> = l.tags.iter().map(|t| t.as_ref()).collect();
-    let order_seq = w.next_seq + pending.records.len() as u64;
-    let head = RecordHead {
-        key: l.key,
-        state: l.state,
-        priority: l.priority,
-        times: l.times,
-        order_seq,
-        tags: &tags,
-        unique: l.unique.as_deref(),
-    };
-    let at = pending.payload.len();
-    let seq_at = encode_parts(&head, &mut pending.payload, |out| write_import_doc(&l.doc, out));
-    let entry = DocEntry {
-        project: l.key.project,
-        local: l.key.local(),
-        ts: l.times[l.state as usize].unwrap_or(0),
-        order_seq,
-        state: l.state,
-        priority: l.priority,
-        tags: tags.iter().map(|t| w.intern(t)).collect::<Vec<_>>().into(),
-        unique: l.unique.as_deref().map(Arc::from),
-        loc: 0,
-    };
-    pending.records.push((at, seq_at, entry));
-}
-
-/// Append the pending jobs as one frame and collect their index entries.
-fn flush(w: &mut Writer, pending: &mut Pending, bulk: &mut Bulk) -> Result<()> {
-    let spiders = std::mem::take(&mut pending.spiders);
-    let mut at = 0;
-    for _ in 0..std::mem::take(&mut pending.spider_count) {
-        let len = u32::from_le_bytes(spiders[at..at + 4].try_into().expect("length prefix")) as usize;
-        w.append(FrameKind::Spider, FLAG_TXN, 1, pending.durable_seq, &spiders[at + 4..at + 4 + len])?;
-        at += 4 + len;
+/// Write a parsed chunk, in frames of at most `frame_jobs` records, and collect
+/// the index entries. Line numbers in errors count from `line_base`.
+fn apply_chunk(w: &mut Writer, mut c: ParsedChunk, line_base: u64, bulk: &mut Bulk, durable_seq: u64) -> Result<u64> {
+    if let Some((line, e)) = c.error.take() {
+        return Err(e.at_line(line_base + line));
     }
-    if pending.records.is_empty() {
-        return Ok(());
-    }
-    // The spider frames moved the frame's first sequence number.
-    let first = w.next_seq;
-    for (i, (at, seq_at, e)) in pending.records.iter_mut().enumerate() {
-        if e.order_seq != first + i as u64 {
-            e.order_seq = first + i as u64;
-            pending.payload[*seq_at..*seq_at + 8].copy_from_slice(&e.order_seq.to_le_bytes());
-            record::seal(&mut pending.payload, *at);
+    let frame_jobs = FRAME_JOBS.min(w.bulk_entries).max(1);
+    let n = c.recs.len();
+    let mut start = 0;
+    while start < n {
+        let end = (start + frame_jobs).min(n);
+        for rec in &c.recs[start..end] {
+            spider_for(w, rec, durable_seq).map_err(|e| e.at_line(line_base + rec.line))?;
         }
+        let first = w.next_seq;
+        for (i, rec) in c.recs[start..end].iter_mut().enumerate() {
+            rec.entry.order_seq = first + i as u64;
+            c.payload[rec.seq_at..rec.seq_at + 8].copy_from_slice(&rec.entry.order_seq.to_le_bytes());
+            record::seal(&mut c.payload, rec.at);
+        }
+        let (from, to) = (c.recs[start].at, if end < n { c.recs[end].at } else { c.payload.len() });
+        let a = w.append(FrameKind::Jobs, FLAG_TXN, (end - start) as u32, durable_seq, &c.payload[from..to])?;
+        let base = a.pos.offset + crate::codec::frame::HEADER_LEN as u64;
+        for rec in &mut c.recs[start..end] {
+            let mut e = rec.entry.clone();
+            e.loc = LogPos { segment: a.pos.segment, offset: base + (rec.at - from) as u64 }.pack();
+            w.job_ids.note(e.project, (e.local >> 32) as u32, e.local as u32);
+            bulk.docs.push(e);
+        }
+        if bulk.docs.len() >= w.bulk_entries {
+            bulk.close(w);
+        }
+        start = end;
     }
-    let a = w.append(FrameKind::Jobs, FLAG_TXN, pending.records.len() as u32, pending.durable_seq, &pending.payload)?;
-    let base = a.pos.offset + crate::codec::frame::HEADER_LEN as u64;
-    for (at, _, mut e) in pending.records.drain(..) {
-        e.loc = LogPos { segment: a.pos.segment, offset: base + at as u64 }.pack();
-        w.job_ids.note(e.project, (e.local >> 32) as u32, e.local as u32);
-        bulk.docs.push(e);
-    }
-    pending.payload.clear();
-    if bulk.docs.len() >= w.bulk_entries {
-        bulk.close(w);
-    }
-    Ok(())
+    Ok(n as u64)
 }
 
-/// Input read per step: whole lines, about this many bytes.
-const READ_CHUNK: usize = 8 << 20;
+/// Input read per chunk: whole lines, about this many bytes.
+const READ_CHUNK: usize = 4 << 20;
 
+/// Read chunks of lines, have workers parse them, write them in order.
 fn run(
     w: &mut Writer,
     input: &mut dyn BufRead,
@@ -194,64 +155,75 @@ fn run(
     bulk: &mut Bulk,
     durable_seq: u64,
 ) -> Result<()> {
-    let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK + (1 << 20));
-    let mut pending = Pending {
-        durable_seq,
-        payload: Vec::with_capacity(4 << 20),
-        records: Vec::with_capacity(FRAME_JOBS),
-        spiders: Vec::new(),
-        spider_count: 0,
-    };
-    let mut eof = false;
-    while !eof || !buf.is_empty() {
-        while !eof && buf.len() < READ_CHUNK {
-            let at = buf.len();
-            buf.resize(at + (1 << 20), 0);
-            let n = loop {
-                match input.read(&mut buf[at..]) {
-                    Ok(n) => break n,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(Error::io("read", "import input", e)),
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 4);
+    let (chunk_tx, chunk_rx) = mpsc::sync_channel::<(u64, Vec<u8>)>(workers);
+    let chunk_rx = parking_lot::Mutex::new(chunk_rx);
+    let (done_tx, done_rx) = mpsc::channel::<(u64, ParsedChunk)>();
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            let (rx, tx) = (&chunk_rx, done_tx.clone());
+            s.spawn(move || {
+                let mut strings = Interner::default();
+                loop {
+                    let next = rx.lock().recv();
+                    let Ok((n, bytes)) = next else { return };
+                    if tx.send((n, parse_chunk(&bytes, &mut strings))).is_err() {
+                        return;
+                    }
                 }
-            };
-            buf.truncate(at + n);
-            eof = n == 0;
+            });
         }
-        // Whole lines only; the rest waits for the next read.
-        let end = if eof { buf.len() } else { buf.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1) };
-        if end == 0 && !eof {
-            if buf.len() > 64 * READ_CHUNK {
-                return Err(Error::input("a line longer than 512 MiB").at_line(r.lines + 1));
-            }
-            continue;
-        }
-        let text = std::str::from_utf8(&buf[..end]).map_err(|e| {
-            let line = buf[..e.valid_up_to()].iter().filter(|b| **b == b'\n').count() as u64;
-            Error::input("not UTF-8").at_line(r.lines + line + 1)
-        })?;
-        let mut fields = Vec::with_capacity(32);
-        for line in text.split_terminator('\n') {
-            r.lines += 1;
-            r.bytes += line.len() as u64 + 1;
-            let line = line.trim_end_matches('\r');
-            if line.trim_start().is_empty() {
+        drop(done_tx);
+        feed(w, input, progress, r, bulk, durable_seq, chunk_tx, &done_rx, workers)
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn feed(
+    w: &mut Writer,
+    input: &mut dyn BufRead,
+    progress: &mut dyn FnMut(u64),
+    r: &mut ImportReport,
+    bulk: &mut Bulk,
+    durable_seq: u64,
+    chunk_tx: mpsc::SyncSender<(u64, Vec<u8>)>,
+    done_rx: &mpsc::Receiver<(u64, ParsedChunk)>,
+    workers: usize,
+) -> Result<()> {
+    let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK + (1 << 20));
+    let (mut eof, mut sent, mut next) = (false, 0u64, 0u64);
+    let mut ready: BTreeMap<u64, ParsedChunk> = BTreeMap::new();
+    let mut want = READ_CHUNK;
+    loop {
+        while !eof && sent - next < 2 * workers as u64 {
+            eof = read_more(input, &mut buf, want)?;
+            let lines = take_lines(&mut buf, eof);
+            if lines.is_empty() {
+                // A line longer than the chunk: read more of it.
+                want = (want * 2).min(1 << 30);
+                if buf.len() >= 1 << 30 {
+                    return Err(Error::input("a line longer than 1 GiB").at_line(r.lines + 1));
+                }
                 continue;
             }
-            let l = parse_import_line(line, &mut fields).map_err(|e| e.at_line(r.lines))?;
-            spider_for(w, &l, &mut pending).map_err(|e| e.at_line(r.lines))?;
-            stage(w, &l, &mut pending);
-            r.jobs += 1;
-            if pending.records.len() >= FRAME_JOBS.min(w.bulk_entries) {
-                flush(w, &mut pending, bulk)?;
-            }
+            want = READ_CHUNK;
+            chunk_tx.send((sent, lines)).map_err(|_| Error::input("an import worker stopped"))?;
+            sent += 1;
         }
-        drop(fields);
-        buf.drain(..end);
-        progress(r.bytes);
+        if next == sent {
+            return Ok(());
+        }
+        let (n, c) = done_rx.recv().map_err(|_| Error::input("an import worker stopped"))?;
+        ready.insert(n, c);
+        while let Some(c) = ready.remove(&next) {
+            let (lines, bytes) = (c.lines, c.bytes);
+            r.jobs += apply_chunk(w, c, r.lines, bulk, durable_seq)?;
+            r.lines += lines;
+            r.bytes += bytes;
+            progress(r.bytes);
+            next += 1;
+        }
     }
-    flush(w, &mut pending, bulk)?;
-    progress(r.bytes);
-    Ok(())
 }
 
 /// Keep the newest version of each key of a chunk.

@@ -6,6 +6,7 @@ mod check;
 mod commit;
 mod compact;
 mod import;
+mod import_parse;
 pub mod layout;
 mod maintain;
 mod open;

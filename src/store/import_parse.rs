@@ -1,0 +1,141 @@
+//! The parallel half of an import: worker threads turn chunks of whole input lines
+//! into encoded records and index entries; the importing thread then writes them in
+//! input order (import.rs).
+
+use std::sync::Arc;
+
+use super::request::{parse_import_line, write_import_doc};
+use crate::codec::record::{encode_parts, RecordHead};
+use crate::error::{Error, Result};
+use crate::hash::FastSet;
+use crate::index::DocEntry;
+
+/// One parsed line: its record in the chunk's payload and its index entry.
+pub(crate) struct ParsedRec {
+    /// 1-based line number within the chunk.
+    pub line: u64,
+    /// Offset of the record in the payload, and of its `order_seq` field.
+    pub at: usize,
+    pub seq_at: usize,
+    pub spider: Arc<str>,
+    pub entry: DocEntry,
+}
+
+/// A chunk of input lines, parsed.
+pub(crate) struct ParsedChunk {
+    pub payload: Vec<u8>,
+    pub recs: Vec<ParsedRec>,
+    /// Lines and bytes the chunk held.
+    pub lines: u64,
+    pub bytes: u64,
+    /// The first bad line (1-based within the chunk) and why.
+    pub error: Option<(u64, Error)>,
+}
+
+/// Strings shared between the entries one worker makes.
+#[derive(Default)]
+pub(crate) struct Interner(FastSet<Arc<str>>);
+
+impl Interner {
+    fn get(&mut self, s: &str) -> Arc<str> {
+        if let Some(a) = self.0.get(s) {
+            return a.clone();
+        }
+        let a: Arc<str> = Arc::from(s);
+        self.0.insert(a.clone());
+        a
+    }
+}
+
+/// Parse and encode every line of `bytes` (whole lines). Records carry
+/// `order_seq` 0: the writer sets it and seals each record again.
+pub(crate) fn parse_chunk(bytes: &[u8], strings: &mut Interner) -> ParsedChunk {
+    let mut out = ParsedChunk {
+        payload: Vec::with_capacity(bytes.len() + bytes.len() / 4),
+        recs: Vec::new(),
+        lines: bytes.iter().filter(|b| **b == b'\n').count() as u64,
+        bytes: bytes.len() as u64,
+        error: None,
+    };
+    if bytes.last().is_some_and(|b| *b != b'\n') {
+        out.lines += 1;
+    }
+    let text = match std::str::from_utf8(bytes) {
+        Ok(t) => t,
+        Err(e) => {
+            let line = bytes[..e.valid_up_to()].iter().filter(|b| **b == b'\n').count() as u64 + 1;
+            out.error = Some((line, Error::input("not UTF-8")));
+            return out;
+        }
+    };
+    let mut fields = Vec::with_capacity(32);
+    for (i, line) in text.split_terminator('\n').enumerate() {
+        let line_no = i as u64 + 1;
+        let line = line.trim_end_matches('\r');
+        if line.trim_start().is_empty() {
+            continue;
+        }
+        let l = match parse_import_line(line, &mut fields) {
+            Ok(l) => l,
+            Err(e) => {
+                out.error = Some((line_no, e));
+                return out;
+            }
+        };
+        let tags: Vec<&str> = l.tags.iter().map(|t| t.as_ref()).collect();
+        let head = RecordHead {
+            key: l.key,
+            state: l.state,
+            priority: l.priority,
+            times: l.times,
+            order_seq: 0,
+            tags: &tags,
+            unique: l.unique.as_deref(),
+        };
+        let at = out.payload.len();
+        let seq_at = encode_parts(&head, &mut out.payload, |o| write_import_doc(&l.doc, o));
+        let entry = DocEntry {
+            project: l.key.project,
+            local: l.key.local(),
+            ts: l.times[l.state as usize].unwrap_or(0),
+            order_seq: 0,
+            state: l.state,
+            priority: l.priority,
+            tags: tags.iter().map(|t| strings.get(t)).collect::<Vec<_>>().into(),
+            unique: l.unique.as_deref().map(|u| strings.get(u)),
+            loc: 0,
+        };
+        out.recs.push(ParsedRec { line: line_no, at, seq_at, spider: strings.get(&l.spider), entry });
+    }
+    out
+}
+
+/// Fill `buf` from `input` to at least `want` bytes (or the end); returns true at the end.
+pub(crate) fn read_more(input: &mut dyn std::io::Read, buf: &mut Vec<u8>, want: usize) -> Result<bool> {
+    while buf.len() < want {
+        let at = buf.len();
+        buf.resize(at + (1 << 20), 0);
+        let n = loop {
+            match input.read(&mut buf[at..]) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    buf.truncate(at);
+                    return Err(Error::io("read", "import input", e));
+                }
+            }
+        };
+        buf.truncate(at + n);
+        if n == 0 {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Split off the whole lines at the front of `buf` (all of it at the end of input).
+pub(crate) fn take_lines(buf: &mut Vec<u8>, eof: bool) -> Vec<u8> {
+    let end = if eof { buf.len() } else { buf.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1) };
+    let rest = buf.split_off(end);
+    std::mem::replace(buf, rest)
+}

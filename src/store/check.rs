@@ -4,7 +4,6 @@
 //! the log says), and the store's invariants: job ids below their spider's next id
 //! in every index catalog, one id per spider name, one active job per `unique`.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -59,23 +58,48 @@ impl CheckReport {
     }
 }
 
-/// The current version of a job as the log says: the fields the indexes hold.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// The current version of a job: the fields the indexes hold (tags and an active
+/// job's `unique` as fingerprints).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Current {
     loc: u64,
-    seq: u64,
     ts: u64,
     order_seq: u64,
     state: JobState,
     priority: i64,
-    tags: Vec<String>,
-    unique: Option<String>,
+    tags: u64,
+    unique: u64,
 }
 
-/// Everything the log says.
+/// FNV-1a over byte strings: the same fingerprint on both sides of a comparison.
+fn fingerprint<'a>(parts: impl Iterator<Item = &'a [u8]>) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for p in parts {
+        for b in p.iter().chain([0xFFu8].iter()) {
+            h = (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3);
+        }
+    }
+    h
+}
+
+/// Fingerprint of a tag set (order does not matter).
+fn tags_print<'a>(tags: impl Iterator<Item = &'a str>) -> u64 {
+    let mut v: Vec<&str> = tags.collect();
+    v.sort_unstable();
+    fingerprint(v.into_iter().map(str::as_bytes))
+}
+
+/// Fingerprint of the `unique` an index holds: only active jobs'.
+fn unique_print(unique: Option<&str>, state: JobState) -> u64 {
+    unique.filter(|_| state.is_active()).map_or(0, |u| fingerprint(std::iter::once(u.as_bytes())))
+}
+
+/// Everything the log says: per job its current version and that record's sequence
+/// number, and the active `unique` values.
 #[derive(Default)]
 struct Rebuild {
-    jobs: FastMap<(u32, u64), Current>,
+    jobs: FastMap<(u32, u64), (Current, u64)>,
+    uniques: FastMap<(u32, u64), String>,
     names: FastMap<(u32, u32), String>,
     ids: FastMap<(u32, String), u32>,
 }
@@ -189,15 +213,19 @@ fn apply(
                     let loc = LogPos { segment: seg, offset: offset + 32 + off as u64 }.pack();
                     let cur = Current {
                         loc,
-                        seq,
                         ts: v.ts(),
                         order_seq: v.order_seq,
                         state: v.state,
                         priority: v.priority,
-                        tags: v.tags.iter().map(|t| t.to_string()).collect(),
-                        unique: v.unique.map(str::to_string),
+                        tags: tags_print(v.tags.iter().copied()),
+                        unique: unique_print(v.unique, v.state),
                     };
-                    b.jobs.insert((v.key.project, v.key.local()), cur);
+                    let key = (v.key.project, v.key.local());
+                    b.jobs.insert(key, (cur, seq));
+                    match v.unique.filter(|_| v.state.is_active()) {
+                        Some(u) => b.uniques.insert(key, u.to_string()),
+                        None => b.uniques.remove(&key),
+                    };
                 }
             }
             Err(e) => {
@@ -257,9 +285,9 @@ fn check_indexes(
                 }
                 let next: FastMap<(u32, u32), u32> =
                     seg.catalog().iter().map(|e| ((e.project, e.spider), e.next_job)).collect();
-                for ((p, local), c) in &log.jobs {
+                for ((p, local), (_, seq)) in &log.jobs {
                     let (s, j) = ((local >> 32) as u32, *local as u32);
-                    if c.seq <= hi && next.get(&(*p, s)).is_none_or(|n| j >= *n) {
+                    if *seq <= hi && next.get(&(*p, s)).is_none_or(|n| j >= *n) {
                         r.found(&path, None, format!("its catalog would allocate job {p}/{s}/{j} again"));
                     }
                 }
@@ -277,85 +305,70 @@ fn compare(store: &Store, log: &Rebuild, r: &mut CheckReport) -> Result<()> {
         }
     }
     let v = store.snapshot().version;
-    let mut served: BTreeMap<(u32, u64), (PathBuf, Current)> = BTreeMap::new();
-    for slot in v.segments.iter() {
-        for (i, _) in slot.seg.projects().enumerate() {
+    let tail = &store.inner.gen_dir;
+    let path = |slot: Option<usize>| slot.map_or(tail.clone(), |i| v.segments[i].seg.path().to_path_buf());
+    // Per served job: the index file (None: the replayed tail) and what it serves.
+    let mut served: FastMap<(u32, u64), (Option<usize>, Current)> = FastMap::default();
+    for (i, slot) in v.segments.iter().enumerate() {
+        for (k, _) in slot.seg.projects().enumerate() {
             let mut docs = Vec::new();
-            merge::live_entries(&slot.seg.section_at(i), &slot.dead[i], &mut docs);
+            merge::live_entries(&slot.seg.section_at(k), &slot.dead[k], &mut docs);
             for e in docs {
-                let c = current_of(&e);
-                if let Some((other, _)) = served.insert((e.project, e.local), (slot.seg.path().to_path_buf(), c)) {
-                    r.found(
-                        slot.seg.path(),
-                        None,
-                        format!("a second live version of a job also in {}", other.display()),
-                    );
+                if let Some((other, _)) = served.insert((e.project, e.local), (Some(i), current_of(&e))) {
+                    let what = format!("a second live version of a job also in {}", path(other).display());
+                    r.found(slot.seg.path(), None, what);
                 }
             }
         }
     }
     for (_, p) in v.mem.projects() {
         for e in p.iter() {
-            served.insert((e.project, e.local), (store.inner.gen_dir.clone(), current_of(e)));
+            served.insert((e.project, e.local), (None, current_of(e)));
         }
     }
-    for (key, want) in &log.jobs {
+    for (key, (want, _)) in &log.jobs {
         let job = crate::model::JobKey::from_local(key.0, key.1);
         match served.get(key) {
-            None => r.found(&store.inner.gen_dir, None, format!("job {job} is in the log but no index serves it")),
-            Some((path, got)) if !same(got, want) => {
-                r.found(path, None, format!("job {job} is served as {got:?}, the log says {want:?}"))
+            None => r.found(tail, None, format!("job {job} is in the log but no index serves it")),
+            Some((slot, got)) if got != want => {
+                r.found(&path(*slot), None, format!("job {job} is served as {got:?}, the log says {want:?}"))
             }
             _ => {}
         }
     }
-    for (key, (path, _)) in &served {
+    for (key, (slot, _)) in &served {
         if !log.jobs.contains_key(key) {
             let job = crate::model::JobKey::from_local(key.0, key.1);
-            r.found(path, None, format!("serves job {job}, which the log does not hold"));
+            r.found(&path(*slot), None, format!("serves job {job}, which the log does not hold"));
         }
     }
     Ok(())
 }
 
 fn current_of(e: &crate::index::DocEntry) -> Current {
-    let mut tags: Vec<String> = e.tags.iter().map(|t| t.to_string()).collect();
-    tags.sort();
     Current {
         loc: e.loc,
-        seq: 0,
         ts: e.ts,
         order_seq: e.order_seq,
         state: e.state,
         priority: e.priority,
-        tags,
-        unique: e.unique.as_deref().filter(|_| e.state.is_active()).map(str::to_string),
+        tags: tags_print(e.tags.iter().map(|t| &**t)),
+        unique: unique_print(e.unique.as_deref(), e.state),
     }
 }
 
-/// Equal as far as an index can tell (tags as a set; `unique` of active jobs).
-fn same(served: &Current, log: &Current) -> bool {
-    let mut tags = log.tags.clone();
-    tags.sort();
-    let unique = log.unique.clone().filter(|_| log.state.is_active());
-    let unique_ok = served.unique.is_none() || served.unique == unique;
-    (served.loc, served.ts, served.order_seq, served.state, served.priority, &served.tags)
-        == (log.loc, log.ts, log.order_seq, log.state, log.priority, &tags)
-        && unique_ok
-}
-
 fn invariants(log: &Rebuild, gen_dir: &Path, r: &mut CheckReport) {
-    let mut holders: FastMap<(u32, &str), u64> = FastMap::default();
-    for ((p, local), c) in &log.jobs {
+    for (p, local) in log.jobs.keys() {
         let job = crate::model::JobKey::from_local(*p, *local);
         if !log.names.contains_key(&(*p, job.spider)) {
             r.found(gen_dir, None, format!("job {job} belongs to a spider never registered"));
         }
-        if let (Some(u), true) = (&c.unique, c.state.is_active()) {
-            if let Some(other) = holders.insert((*p, u.as_str()), *local) {
-                let other = crate::model::JobKey::from_local(*p, other);
-                r.found(gen_dir, None, format!("active jobs {job} and {other} both hold unique {u:?}"));
-            }
+    }
+    let mut holders: FastMap<(u32, &str), u64> = FastMap::default();
+    for ((p, local), u) in &log.uniques {
+        if let Some(other) = holders.insert((*p, u.as_str()), *local) {
+            let (a, b) = (crate::model::JobKey::from_local(*p, *local), crate::model::JobKey::from_local(*p, other));
+            r.found(gen_dir, None, format!("active jobs {a} and {b} both hold unique {u:?}"));
         }
     }
 }

@@ -41,9 +41,11 @@ fn main() {
     let cases = queries::mix(&ds, &facts, 8);
     let snap = store.snapshot();
     let only = std::env::var("JOBQ_BENCH_SHAPE").unwrap_or_default();
-    let secs: f64 = std::env::var("JOBQ_BENCH_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(1.0);
+    let quick = if cached::bench_mode() { 1.0 } else { 0.01 };
+    let secs: f64 = std::env::var("JOBQ_BENCH_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(quick);
     let max_runs = if secs > 1.0 { usize::MAX } else { 100_000 };
-    let budget = Budget { min_runs: 200, max_runs, time: Duration::from_secs_f64(secs) };
+    let min_runs = if cached::bench_mode() { 200 } else { 1 };
+    let budget = Budget { min_runs, max_runs, time: Duration::from_secs_f64(secs) };
     let mut buf = Vec::with_capacity(1 << 16);
     println!("jobq, {} jobs, open {:.1} ms\n", ds.jobs, open.as_secs_f64() * 1e3);
     println!("| shape | kind | runs | p50 | p99 | mean | results (first variant) |");

@@ -1,6 +1,7 @@
 //! The generated store the query benches read: built once by importing a
 //! generated dataset, kept under `target/jobq-bench/`, and reused while it opens.
-//! `JOBQ_BENCH_JOBS` sets the number of jobs (default 1,000,000). Needs `dataset`.
+//! `JOBQ_BENCH_JOBS` sets the number of jobs (default 1,000,000; 20,000 when a
+//! bench runs as a smoke test under `cargo test --benches`). Needs `dataset`.
 
 use std::io::BufReader;
 use std::path::PathBuf;
@@ -10,8 +11,15 @@ use super::dataset::{Dataset, GEN_VERSION};
 
 pub const SEED: u64 = 42;
 
+/// Run by `cargo bench` (with `--bench`), not as a smoke test by `cargo test --benches`.
+pub fn bench_mode() -> bool {
+    std::env::args().any(|a| a == "--bench")
+}
+
+/// 1M jobs under `cargo bench`, 20k in a smoke test; `JOBQ_BENCH_JOBS` overrides.
 pub fn jobs_from_env() -> u64 {
-    std::env::var("JOBQ_BENCH_JOBS").ok().and_then(|v| v.replace('_', "").parse().ok()).unwrap_or(1_000_000)
+    let default = if bench_mode() { 1_000_000 } else { 20_000 };
+    std::env::var("JOBQ_BENCH_JOBS").ok().and_then(|v| v.replace('_', "").parse().ok()).unwrap_or(default)
 }
 
 /// `target/jobq-bench` (or under `CARGO_TARGET_DIR`).

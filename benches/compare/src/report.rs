@@ -140,11 +140,21 @@ pub fn write(out: &mut String, ctx: &Context<'_>, jobq: &SideRun, sqlite: &SideR
         cfg.min_runs,
         cfg.shape_secs
     );
-    let _ = writeln!(
-        out,
-        "- command: `cargo run --release --manifest-path benches/compare/Cargo.toml -- --jobs {}`\n",
-        cfg.jobs
-    );
+    let mut args = format!("--jobs {}", cfg.jobs);
+    for (name, value, default) in [
+        ("--seed", cfg.seed as f64, 42.0),
+        ("--variants", cfg.variants as f64, 8.0),
+        ("--min-runs", cfg.min_runs as f64, 50.0),
+        ("--shape-secs", cfg.shape_secs, 1.0),
+        ("--write-secs", cfg.write_secs, 3.0),
+        ("--writers", cfg.writers as f64, 32.0),
+        ("--write-rounds", cfg.write_rounds as f64, 3.0),
+    ] {
+        if value != default {
+            args.push_str(&format!(" {name} {value}"));
+        }
+    }
+    let _ = writeln!(out, "- command: `cargo run --release --manifest-path benches/compare/Cargo.toml -- {args}`\n");
 
     out.push_str(
         "### Load, open, size, memory, durable writes\n\n| | jobq | SQLite | SQLite / jobq |\n|---|---:|---:|---:|\n",

@@ -330,6 +330,66 @@ impl DocSet for PostingCursor<'_> {
         let ci = self.p.container_from(0, b);
         (ci < self.p.n).then(|| self.p.entry(ci).0)
     }
+    fn and_block(&mut self, b: u32, out: &mut Block, scratch: &mut Block) {
+        let ci = self.p.container_from(0, b);
+        if ci >= self.p.n || self.p.entry(ci).0 != b {
+            out.fill(0);
+            return;
+        }
+        let (_, kind, card, at) = self.p.entry(ci);
+        if kind == BITMAP {
+            for (i, o) in out.iter_mut().enumerate() {
+                if *o != 0 {
+                    *o &= self.p.word(at, i);
+                }
+            }
+        } else {
+            scratch.fill(0);
+            for i in 0..card as usize {
+                let v = self.p.array(at, i);
+                scratch[(v / 64) as usize] |= 1 << (v % 64);
+            }
+            for (o, s) in out.iter_mut().zip(scratch.iter()) {
+                *o &= s;
+            }
+        }
+    }
+    fn or_block(&mut self, b: u32, out: &mut Block, _scratch: &mut Block) {
+        let ci = self.p.container_from(0, b);
+        if ci >= self.p.n || self.p.entry(ci).0 != b {
+            return;
+        }
+        let (_, kind, card, at) = self.p.entry(ci);
+        if kind == BITMAP {
+            for (i, o) in out.iter_mut().enumerate() {
+                *o |= self.p.word(at, i);
+            }
+        } else {
+            for i in 0..card as usize {
+                let v = self.p.array(at, i);
+                out[(v / 64) as usize] |= 1 << (v % 64);
+            }
+        }
+    }
+    fn andnot_block(&mut self, b: u32, out: &mut Block, _scratch: &mut Block) {
+        let ci = self.p.container_from(0, b);
+        if ci >= self.p.n || self.p.entry(ci).0 != b {
+            return;
+        }
+        let (_, kind, card, at) = self.p.entry(ci);
+        if kind == BITMAP {
+            for (i, o) in out.iter_mut().enumerate() {
+                if *o != 0 {
+                    *o &= !self.p.word(at, i);
+                }
+            }
+        } else {
+            for i in 0..card as usize {
+                let v = self.p.array(at, i);
+                out[(v / 64) as usize] &= !(1 << (v % 64));
+            }
+        }
+    }
 }
 
 #[cfg(test)]

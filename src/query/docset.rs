@@ -47,6 +47,28 @@ pub trait DocSet {
     fn fill_block(&mut self, b: u32, out: &mut Block);
     /// The first block `>= b` that may hold docs, if any.
     fn next_block(&self, b: u32) -> Option<u32>;
+    /// `out &= ` this set's bits of block `b`. Sets override it to read only the
+    /// words `out` still has bits in.
+    fn and_block(&mut self, b: u32, out: &mut Block, scratch: &mut Block) {
+        self.fill_block(b, scratch);
+        for (o, s) in out.iter_mut().zip(scratch.iter()) {
+            *o &= s;
+        }
+    }
+    /// `out |= ` this set's bits of block `b`.
+    fn or_block(&mut self, b: u32, out: &mut Block, scratch: &mut Block) {
+        self.fill_block(b, scratch);
+        for (o, s) in out.iter_mut().zip(scratch.iter()) {
+            *o |= s;
+        }
+    }
+    /// `out &= !` this set's bits of block `b`.
+    fn andnot_block(&mut self, b: u32, out: &mut Block, scratch: &mut Block) {
+        self.fill_block(b, scratch);
+        for (o, s) in out.iter_mut().zip(scratch.iter()) {
+            *o &= !s;
+        }
+    }
 }
 
 impl<T: DocSet + ?Sized> DocSet for Box<T> {
@@ -67,6 +89,15 @@ impl<T: DocSet + ?Sized> DocSet for Box<T> {
     }
     fn next_block(&self, b: u32) -> Option<u32> {
         (**self).next_block(b)
+    }
+    fn and_block(&mut self, b: u32, out: &mut Block, scratch: &mut Block) {
+        (**self).and_block(b, out, scratch)
+    }
+    fn or_block(&mut self, b: u32, out: &mut Block, scratch: &mut Block) {
+        (**self).or_block(b, out, scratch)
+    }
+    fn andnot_block(&mut self, b: u32, out: &mut Block, scratch: &mut Block) {
+        (**self).andnot_block(b, out, scratch)
     }
 }
 
@@ -238,6 +269,9 @@ impl DocSet for Range {
     }
     fn fill_block(&mut self, b: u32, out: &mut Block) {
         fill_range(b, self.lo, self.hi, out);
+    }
+    fn and_block(&mut self, b: u32, out: &mut Block, _scratch: &mut Block) {
+        mask_block(b, self.lo, self.hi, out);
     }
     fn next_block(&self, b: u32) -> Option<u32> {
         if self.lo >= self.hi {

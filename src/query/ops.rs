@@ -67,10 +67,12 @@ impl DocSet for Intersection<'_> {
             if out.iter().all(|w| *w == 0) {
                 return;
             }
-            c.fill_block(b, &mut self.scratch);
-            for (o, s) in out.iter_mut().zip(self.scratch.iter()) {
-                *o &= s;
-            }
+            c.and_block(b, out, &mut self.scratch);
+        }
+    }
+    fn and_block(&mut self, b: u32, out: &mut Block, scratch: &mut Block) {
+        for c in &mut self.children {
+            c.and_block(b, out, scratch);
         }
     }
     fn next_block(&self, b: u32) -> Option<u32> {
@@ -130,12 +132,8 @@ impl DocSet for Union<'_> {
     fn fill_block(&mut self, b: u32, out: &mut Block) {
         out.fill(0);
         for c in &mut self.children {
-            if c.next_block(b) != Some(b) {
-                continue;
-            }
-            c.fill_block(b, &mut self.scratch);
-            for (o, s) in out.iter_mut().zip(self.scratch.iter()) {
-                *o |= s;
+            if c.next_block(b) == Some(b) {
+                c.or_block(b, out, &mut self.scratch);
             }
         }
     }
@@ -184,12 +182,14 @@ impl DocSet for Exclusion<'_> {
     }
     fn fill_block(&mut self, b: u32, out: &mut Block) {
         self.include.fill_block(b, out);
-        if self.exclude.next_block(b) != Some(b) {
-            return;
+        if self.exclude.next_block(b) == Some(b) {
+            self.exclude.andnot_block(b, out, &mut self.scratch);
         }
-        self.exclude.fill_block(b, &mut self.scratch);
-        for (o, s) in out.iter_mut().zip(self.scratch.iter()) {
-            *o &= !s;
+    }
+    fn and_block(&mut self, b: u32, out: &mut Block, scratch: &mut Block) {
+        self.include.and_block(b, out, scratch);
+        if self.exclude.next_block(b) == Some(b) {
+            self.exclude.andnot_block(b, out, scratch);
         }
     }
     fn next_block(&self, b: u32) -> Option<u32> {

@@ -279,6 +279,9 @@ fn check_indexes(
         match IndexSegment::open(bytes, &path, true) {
             Err(e) => r.found(&path, None, e.to_string()),
             Ok(seg) => {
+                if let Err((offset, what)) = seg.verify_order() {
+                    r.found(&path, Some(offset), what);
+                }
                 let m = seg.meta();
                 if m.generation != generation || (m.lo_seq, m.hi_seq) != (lo, hi) {
                     r.found(&path, Some(0), "header does not match the file name or generation");

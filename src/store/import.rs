@@ -16,7 +16,7 @@ use super::version::SegmentSlot;
 use super::writer::Writer;
 use super::{Inner, Snapshot};
 use crate::codec::frame::{FrameKind, FLAG_TXN};
-use crate::codec::record::{self, SpiderEntry};
+use crate::codec::record;
 use crate::error::{Error, Result};
 use crate::fs::MappedBytes;
 use crate::index::{build, DocEntry, IndexSegment, SegmentMeta};
@@ -45,9 +45,9 @@ struct SavePoint {
 
 /// Index entries of the imported jobs, cut into chunks at frame boundaries.
 struct Chunk {
-    docs: Vec<DocEntry>,
+    /// The chunk's index image, built when the chunk closed (smaller than its entries).
+    image: Vec<u8>,
     meta: SegmentMeta,
-    catalog: Vec<SpiderEntry>,
 }
 
 struct Bulk {
@@ -68,8 +68,9 @@ impl Bulk {
             last_frame,
             docs: 0,
         };
-        let docs = std::mem::take(&mut self.docs);
-        self.chunks.push(Chunk { docs, meta, catalog: w.catalog.entries(&w.job_ids) });
+        let docs = newest_per_key(std::mem::take(&mut self.docs));
+        let image = build::build(docs, meta, &w.catalog.entries(&w.job_ids));
+        self.chunks.push(Chunk { image, meta });
         self.lo_seq = w.next_seq;
     }
 }
@@ -236,9 +237,8 @@ fn newest_per_key(mut docs: Vec<DocEntry>) -> Vec<DocEntry> {
 /// Build the chunks' index images and add them to the working version.
 fn install(w: &mut Writer, bulk: Bulk) -> Result<()> {
     for c in bulk.chunks {
-        let image = build::build(newest_per_key(c.docs), c.meta, &c.catalog);
         let path = w.gen_dir.join(c.meta.file_name());
-        let seg = IndexSegment::open(MappedBytes::from_vec(image), &path, false)?;
+        let seg = IndexSegment::open(MappedBytes::from_vec(c.image), &path, false)?;
         w.segments.push(SegmentSlot::new(Arc::new(seg)));
         let newest = w.segments.len() - 1;
         kill_superseded_by(&mut w.segments, newest);

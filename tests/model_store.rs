@@ -381,9 +381,18 @@ impl World {
                 assert_eq!(got, want, "list {project} {f:?}");
                 let everything = Filter::default();
                 let order = self.model.list(project, &everything, &all);
-                for (start, count, stop) in
-                    [(1, 2, None), (3, 100, None), (0, 3, order.get(2)), (2, 1000, order.get(5))]
-                {
+                // Deep starts land anywhere in the merged order of sections and tail.
+                let (half, last) = (want.len() as u64 / 2, (want.len() as u64).saturating_sub(1));
+                for (start, count, stop) in [
+                    (1, 2, None),
+                    (3, 100, None),
+                    (0, 3, order.get(2)),
+                    (2, 1000, order.get(5)),
+                    (half, 4, None),
+                    (last, 10, None),
+                    (last + 2, 5, None),
+                    (half, 3, order.get(order.len() * 3 / 4)),
+                ] {
                     let p = Paging { count, start, stop: stop.copied() };
                     let got: Vec<JobKey> = snap
                         .list(project, f, &p)

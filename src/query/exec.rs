@@ -1,7 +1,7 @@
 //! Running a planned query over the sources of a snapshot (index sections and the
 //! tail): counts add up per source a block at a time; listings merge the sources
-//! in `ts` order, and skip `start` rows a run at a time: the source ahead skips, by
-//! block popcounts, every match newer than the next source's head.
+//! in `ts` order after skipping `start` rows (by block popcounts for one source,
+//! by rank and select over all of them for several: skip.rs).
 
 use super::docset::{count_in, skip_in, DocId, DocSet, TERMINATED};
 use crate::index::{DocEntry, Section};
@@ -90,9 +90,9 @@ fn leader(sources: &[Source<'_>]) -> Option<(usize, Option<(u64, u64)>)> {
     Some((a, second))
 }
 
-/// Skip `start` rows, then return up to `count`, newest first.
-pub fn list(sources: &mut [Source<'_>], start: u64, count: u64) -> Vec<Hit> {
-    let mut remaining = start;
+/// Skip `remaining` rows a run at a time: the source ahead skips, by block
+/// popcounts, every match newer than the next source's head.
+fn walk(sources: &mut [Source<'_>], mut remaining: u64) {
     while remaining > 0 {
         let Some((a, second)) = leader(sources) else {
             break;
@@ -109,6 +109,24 @@ pub fn list(sources: &mut [Source<'_>], start: u64, count: u64) -> Vec<Hit> {
                 remaining -= n;
                 set.seek(pos);
             }
+        }
+    }
+}
+
+/// Skip `start` rows, then return up to `count`, newest first.
+pub fn list(sources: &mut [Source<'_>], start: u64, count: u64) -> Vec<Hit> {
+    if let [Source::Section { set, hi, .. }] = sources {
+        // One source: skip by block popcounts from its cursor.
+        let from = set.doc();
+        if from < *hi {
+            let (_, pos) = skip_in(set.as_mut(), from, *hi, start);
+            set.seek(pos);
+        }
+    } else {
+        match super::skip::skip(sources, start) {
+            Some(true) => {}
+            Some(false) => return Vec::new(),
+            None => walk(sources, start),
         }
     }
     let mut out = Vec::with_capacity(count.min(4096) as usize);

@@ -6,6 +6,7 @@ pub mod exec;
 pub mod filter;
 pub mod ops;
 pub mod plan;
+mod skip;
 
 pub use exec::Hit;
 pub use filter::{parse_query, Filter, Limits, Paging, Query};

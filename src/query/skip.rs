@@ -1,0 +1,176 @@
+//! Skipping `start` matches of the merged order of several sources without walking
+//! them. Each source counts its matches per 65,536-doc block once; then `rank`
+//! (matches newer than a key) and `select` (the i-th match) each cost one block
+//! fill. The first row after the skip is the match whose key `K` has exactly
+//! `start` newer matches over all sources: for each source in turn, a binary search
+//! over its matches `i` for `i + Σ other ranks(key of i) == start` finds it.
+
+use super::docset::{block_of, mask_block, new_block, popcount, select_in_block, Block, DocId, DocSet};
+use super::exec::Source;
+
+type Key = (u64, u64);
+
+/// A section source with its per-block match counts.
+struct Counted {
+    /// Blocks with matches: (block, matches before it in the source).
+    blocks: Vec<(u32, u64)>,
+    total: u64,
+}
+
+fn counted(set: &mut dyn DocSet, lo: DocId, hi: DocId, buf: &mut Block) -> Counted {
+    let mut blocks = Vec::new();
+    let mut total = 0;
+    let mut b = if lo < hi { set.next_block(block_of(lo)) } else { None };
+    while let Some(bk) = b {
+        if u64::from(bk) << 16 >= u64::from(hi) {
+            break;
+        }
+        set.fill_block(bk, buf);
+        mask_block(bk, lo, hi, buf);
+        let c = popcount(buf);
+        if c > 0 {
+            blocks.push((bk, total));
+            total += c;
+        }
+        b = bk.checked_add(1).and_then(|n| set.next_block(n));
+    }
+    Counted { blocks, total }
+}
+
+/// Matches of a section source before position `p` (its range is `[lo, hi)`).
+fn rank_before(src: &mut Source<'_>, c: &Counted, p: DocId, buf: &mut Block) -> u64 {
+    let Source::Section { set, lo, hi, .. } = src else { return 0 };
+    let p = p.clamp(*lo, *hi);
+    let bp = block_of(p);
+    let i = c.blocks.partition_point(|(b, _)| *b < bp);
+    let before = c.blocks.get(i).map_or(c.total, |(_, n)| *n);
+    match c.blocks.get(i) {
+        Some((b, _)) if *b == bp => {
+            set.fill_block(bp, buf);
+            mask_block(bp, *lo, p, buf);
+            before + popcount(buf)
+        }
+        _ => before,
+    }
+}
+
+/// Matches of a source newer than `k`.
+fn rank(src: &mut Source<'_>, c: Option<&Counted>, k: Key, buf: &mut Block) -> u64 {
+    match (src, c) {
+        (Source::Tail { entries, .. }, _) => entries.partition_point(|e| e.order_key() > k) as u64,
+        (src @ Source::Section { .. }, Some(c)) => {
+            let Source::Section { sec, .. } = &*src else { unreachable!() };
+            let p = sec.first_older_than(k.0, k.1);
+            rank_before(src, c, p, buf)
+        }
+        (Source::Section { .. }, None) => unreachable!("sections are counted"),
+    }
+}
+
+/// The key of the `i`-th match of a source, and where it is.
+fn select(src: &mut Source<'_>, c: Option<&Counted>, i: u64, buf: &mut Block) -> (Key, DocId) {
+    match (src, c) {
+        (Source::Tail { entries, .. }, _) => (entries[i as usize].order_key(), i as DocId),
+        (Source::Section { set, sec, lo, hi }, Some(c)) => {
+            let j = c.blocks.partition_point(|(_, n)| *n <= i) - 1;
+            let (bk, before) = c.blocks[j];
+            set.fill_block(bk, buf);
+            mask_block(bk, *lo, *hi, buf);
+            let at = select_in_block(buf, i - before).expect("the block holds the match");
+            let doc = (bk << 16) + at;
+            ((sec.ts(doc), sec.seq(doc)), doc)
+        }
+        (Source::Section { .. }, None) => unreachable!("sections are counted"),
+    }
+}
+
+/// Position every source so that the next row of the merged order is the
+/// `start`-th (0-based) match: `Some(false)` when there are not that many, `None`
+/// (sources not moved) when the sections' keys are out of order, which only a
+/// damaged index can cause (the caller then walks).
+pub fn skip(sources: &mut [Source<'_>], start: u64) -> Option<bool> {
+    if start == 0 {
+        return Some(true);
+    }
+    let mut buf = new_block();
+    let counts: Vec<Option<Counted>> = sources
+        .iter_mut()
+        .map(|s| match s {
+            Source::Section { set, lo, hi, .. } => Some(counted(set.as_mut(), *lo, *hi, &mut buf)),
+            Source::Tail { .. } => None,
+        })
+        .collect();
+    let total = |s: &Source<'_>, c: &Option<Counted>| match (s, c) {
+        (Source::Tail { entries, .. }, _) => entries.len() as u64,
+        (_, Some(c)) => c.total,
+        _ => 0,
+    };
+    let all: u64 = sources.iter().zip(&counts).map(|(s, c)| total(s, c)).sum();
+    if start >= all {
+        for s in sources.iter_mut() {
+            position(s, None);
+        }
+        return Some(false);
+    }
+    for a in 0..sources.len() {
+        let n = total(&sources[a], &counts[a]);
+        // h(i) = i + matches of the other sources newer than match i: increasing.
+        let mut h = |i: u64, sources: &mut [Source<'_>]| -> (u64, Key, DocId) {
+            let (k, doc) = select(&mut sources[a], counts[a].as_ref(), i, &mut buf);
+            let mut v = i;
+            for (t, src) in sources.iter_mut().enumerate() {
+                if t != a {
+                    v += rank(src, counts[t].as_ref(), k, &mut buf);
+                }
+            }
+            (v, k, doc)
+        };
+        let (mut lo, mut hi) = (0u64, n);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let (v, k, doc) = h(mid, sources);
+            if v == start {
+                for (t, src) in sources.iter_mut().enumerate() {
+                    if t == a {
+                        position(src, Some(Target::At(doc)));
+                    } else {
+                        position(src, Some(Target::OlderThan(k)));
+                    }
+                }
+                return Some(true);
+            }
+            if v < start {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+    }
+    None
+}
+
+enum Target {
+    /// This source's next match is this doc (or tail index).
+    At(DocId),
+    /// This source continues with its first match older than this key.
+    OlderThan(Key),
+}
+
+fn position(src: &mut Source<'_>, t: Option<Target>) {
+    match (src, t) {
+        (Source::Tail { entries, next }, None) => *next = entries.len(),
+        (Source::Tail { next, .. }, Some(Target::At(i))) => *next = i as usize,
+        (Source::Tail { entries, next }, Some(Target::OlderThan(k))) => {
+            *next = entries.partition_point(|e| e.order_key() > k)
+        }
+        (Source::Section { set, hi, .. }, None) => {
+            set.seek(*hi);
+        }
+        (Source::Section { set, .. }, Some(Target::At(doc))) => {
+            set.seek(doc);
+        }
+        (Source::Section { set, sec, .. }, Some(Target::OlderThan(k))) => {
+            set.seek(sec.first_older_than(k.0, k.1));
+        }
+    }
+}

@@ -40,9 +40,60 @@ pub struct JobView<'a> {
     pub doc: &'a str,
 }
 
-impl JobView<'_> {
+impl<'a> JobView<'a> {
+    /// A view of an owned job.
+    pub fn of(job: &'a Job) -> JobView<'a> {
+        JobView {
+            key: job.key,
+            state: job.state,
+            priority: job.priority,
+            times: job.times,
+            order_seq: job.order_seq,
+            tags: job.tags.iter().map(String::as_str).collect(),
+            unique: job.unique.as_deref(),
+            doc: job.meta.as_str(),
+        }
+    }
+
     pub fn ts(&self) -> u64 {
         self.times[self.state as usize].unwrap_or(0)
+    }
+
+    /// Append the raw JSON of one field of the job's whole metadata; false when the
+    /// job does not have it.
+    pub fn field_json(&self, name: &str, spider_name: &str, out: &mut Vec<u8>) -> bool {
+        use crate::model::doc::write_json_str;
+        use std::io::Write;
+        match name {
+            "project" => write!(out, "{}", self.key.project).is_ok(),
+            "spider" => {
+                write_json_str(out, spider_name);
+                true
+            }
+            "state" => {
+                write_json_str(out, self.state.as_str());
+                true
+            }
+            "priority" => write!(out, "{}", self.priority).is_ok(),
+            "unique" => self.unique.is_some_and(|u| {
+                write_json_str(out, u);
+                true
+            }),
+            "tags" => {
+                crate::model::job::write_tags(&self.tags, out);
+                true
+            }
+            _ => match crate::model::TIME_FIELDS.iter().position(|f| *f == name) {
+                Some(i) => self.times[i].is_some_and(|t| write!(out, "{t}").is_ok()),
+                None => match crate::model::doc::parse_object(self.doc) {
+                    Ok(fields) => fields.iter().rev().find(|(n, _)| n == name).is_some_and(|(_, v)| {
+                        out.extend_from_slice(v.get().as_bytes());
+                        true
+                    }),
+                    Err(_) => false,
+                },
+            },
+        }
     }
 
     pub fn to_job(&self) -> Job {
@@ -207,7 +258,8 @@ fn decode_body<'a>(r: &mut ByteReader<'a>) -> Result<JobView<'a>, DecodeError> {
 
 /// Decode every record of a jobs payload that holds `count` records.
 pub fn decode_jobs(payload: &[u8], count: u32) -> Result<Vec<(usize, JobView<'_>)>, DecodeError> {
-    let mut out = Vec::with_capacity(count as usize);
+    // `count` comes from disk: never reserve more than the payload can hold.
+    let mut out = Vec::with_capacity((count as usize).min(payload.len() / RECORD_PREFIX));
     let mut pos = 0;
     for _ in 0..count {
         let (view, used) = decode_job(&payload[pos..]).map_err(|e| DecodeError::new(pos + e.offset, e.what))?;
@@ -300,6 +352,13 @@ pub fn decode_commit(payload: &[u8]) -> Result<u64, DecodeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_huge_count_is_refused_without_reserving_it() {
+        // A frame header may claim 2^30 records (found by the `frame` fuzz target).
+        assert!(decode_jobs(&[], 1 << 30).is_err());
+        assert!(decode_jobs(&[0; 64], u32::MAX).is_err());
+    }
 
     fn sample() -> Job {
         Job {

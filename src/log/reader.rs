@@ -45,34 +45,41 @@ impl RecordReader {
         self.files.write().clear();
     }
 
-    /// The raw bytes of the record at `loc` (length prefix included).
-    pub fn read_raw(&self, loc: u64, buf: &mut Vec<u8>) -> Result<()> {
+    /// Read the record at `loc` into the front of `buf` (grown as needed, never
+    /// shrunk, so a reused buffer is not zeroed again); returns its length.
+    pub fn read_raw(&self, loc: u64, buf: &mut Vec<u8>) -> Result<usize> {
         let pos = LogPos::unpack(loc);
         let file = self.file(pos.segment)?;
         let path = || self.dir.join(segment::file_name(pos.segment));
-        buf.resize(FIRST_READ, 0);
-        let n = file.read_at(buf, pos.offset).map_err(|e| Error::io("read", path(), e))?;
+        if buf.len() < FIRST_READ {
+            buf.resize(FIRST_READ, 0);
+        }
+        let n = file.read_at(&mut buf[..FIRST_READ], pos.offset).map_err(|e| Error::io("read", path(), e))?;
         if n < record::RECORD_PREFIX {
             return Err(Error::corrupt(path(), pos.offset, "record position past the end of the log"));
         }
         let total = record::RECORD_PREFIX + LE::read_u32(&buf[0..4]) as usize;
         if total > n {
-            buf.resize(total, 0);
-            fs::read_exact_at(&*file, &mut buf[n..], pos.offset + n as u64)
+            if buf.len() < total {
+                buf.resize(total, 0);
+            }
+            fs::read_exact_at(&*file, &mut buf[n..total], pos.offset + n as u64)
                 .map_err(|e| Error::io("read", path(), e))?;
         }
-        buf.truncate(total);
-        Ok(())
+        Ok(total)
+    }
+
+    /// The error for a record at `loc` that does not decode.
+    pub fn corrupt(&self, loc: u64, e: crate::codec::DecodeError) -> Error {
+        let pos = LogPos::unpack(loc);
+        Error::corrupt(self.dir.join(segment::file_name(pos.segment)), pos.offset + e.offset as u64, e.what)
     }
 
     /// The record at `loc`.
     pub fn read(&self, loc: u64) -> Result<Job> {
         let mut buf = Vec::new();
-        self.read_raw(loc, &mut buf)?;
-        let (view, _) = record::decode_job(&buf).map_err(|e| {
-            let pos = LogPos::unpack(loc);
-            Error::corrupt(self.dir.join(segment::file_name(pos.segment)), pos.offset + e.offset as u64, e.what)
-        })?;
+        let n = self.read_raw(loc, &mut buf)?;
+        let (view, _) = record::decode_job(&buf[..n]).map_err(|e| self.corrupt(loc, e))?;
         Ok(view.to_job())
     }
 }

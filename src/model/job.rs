@@ -75,39 +75,21 @@ impl Job {
 
     /// The raw JSON of one field of the whole metadata, if the job has it.
     pub fn field_json(&self, name: &str, spider_name: &str) -> Option<String> {
-        match name {
-            "project" => Some(self.key.project.to_string()),
-            "spider" => Some(json_string(spider_name)),
-            "state" => Some(json_string(self.state.as_str())),
-            "priority" => Some(self.priority.to_string()),
-            "unique" => self.unique.as_deref().map(json_string),
-            "tags" => {
-                let mut out = Vec::new();
-                write_tags(&self.tags, &mut out);
-                Some(String::from_utf8(out).expect("JSON is UTF-8"))
-            }
-            _ => match TIME_FIELDS.iter().position(|f| *f == name) {
-                Some(i) => self.times[i].map(|t| t.to_string()),
-                None => self.meta.get(name).map(|v| v.get().to_string()),
-            },
-        }
+        let mut out = Vec::new();
+        crate::codec::record::JobView::of(self)
+            .field_json(name, spider_name, &mut out)
+            .then(|| String::from_utf8(out).expect("JSON is UTF-8"))
     }
 }
 
 /// Append a JSON array of strings.
-pub fn write_tags(tags: &[String], out: &mut Vec<u8>) {
+pub fn write_tags<S: AsRef<str>>(tags: &[S], out: &mut Vec<u8>) {
     out.push(b'[');
     for (i, t) in tags.iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
-        write_json_str(out, t);
+        write_json_str(out, t.as_ref());
     }
     out.push(b']');
-}
-
-fn json_string(s: &str) -> String {
-    let mut out = Vec::new();
-    write_json_str(&mut out, s);
-    String::from_utf8(out).expect("JSON is UTF-8")
 }

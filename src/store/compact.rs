@@ -179,11 +179,9 @@ pub fn compact(
     let mut raw = Vec::new();
     for p in projects {
         for (_, loc) in version.live_docs(p) {
-            inner.reader.read_raw(loc, &mut raw)?;
-            let (view, _) = record::decode_job(&raw).map_err(|e| {
-                let at = LogPos::unpack(loc);
-                Error::corrupt(old_dir.join(segment::file_name(at.segment)), at.offset + e.offset as u64, e.what)
-            })?;
+            let len = inner.reader.read_raw(loc, &mut raw)?;
+            let raw = &raw[..len];
+            let (view, _) = record::decode_job(raw).map_err(|e| inner.reader.corrupt(loc, e))?;
             done += 1;
             let deleted_at = view.times[JobState::Deleted as usize];
             if view.state == JobState::Deleted && cutoff.zip(deleted_at).is_some_and(|(c, t)| t < c) {
@@ -202,7 +200,7 @@ pub fn compact(
                 loc: 0,
             };
             g.pending.push((g.payload.len(), entry));
-            g.payload.extend_from_slice(&raw);
+            g.payload.extend_from_slice(raw);
             report.records_after += 1;
             if g.pending.len() == FRAME_JOBS {
                 g.flush()?;

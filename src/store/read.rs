@@ -4,6 +4,9 @@
 use std::sync::Arc;
 
 use super::version::{Found, Version};
+use std::io::Write;
+
+use crate::codec::record::{self, JobView};
 use crate::error::Result;
 use crate::log::reader::RecordReader;
 use crate::model::doc::write_json_str;
@@ -126,31 +129,40 @@ impl Snapshot {
 
     /// Append one listing row as JSON: without `jobmeta`, key, state, spider, ts,
     /// elapsed, the `*_time` fields and tags (when any); with it, key, state, ts,
-    /// elapsed and the fields asked for that the job has.
+    /// elapsed and the fields asked for that the job has. Reads the record into a
+    /// buffer kept per thread and renders from it without copying.
     pub fn render_row(&self, project: u32, hit: &Hit, jobmeta: Option<&[String]>, out: &mut Vec<u8>) -> Result<()> {
-        let job = self.reader.read(hit.loc)?;
-        self.render_job(project, &job, jobmeta, out);
-        Ok(())
+        thread_local! {
+            static RAW: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        RAW.with(|raw| {
+            let mut raw = raw.borrow_mut();
+            let n = self.reader.read_raw(hit.loc, &mut raw)?;
+            let (view, _) = record::decode_job(&raw[..n]).map_err(|e| self.reader.corrupt(hit.loc, e))?;
+            self.render_view(project, &view, jobmeta, out);
+            Ok(())
+        })
     }
 
+    /// [`Snapshot::render_row`] for a job already read.
     pub fn render_job(&self, project: u32, job: &Job, jobmeta: Option<&[String]>, out: &mut Vec<u8>) {
-        let name = self.spider_name(project, job.key.spider);
-        let name = name.as_deref().unwrap_or("");
+        self.render_view(project, &JobView::of(job), jobmeta, out);
+    }
+
+    fn render_view(&self, project: u32, job: &JobView<'_>, jobmeta: Option<&[String]>, out: &mut Vec<u8>) {
+        let name = self.version.catalog.name(project, job.key.spider);
+        let name = name.map_or("", |n| &**n);
         let ts = job.ts();
         let elapsed = self.clock.now_ms() as i64 - ts as i64;
-        out.extend_from_slice(b"{\"key\":\"");
-        out.extend_from_slice(job.key.to_string().as_bytes());
-        out.extend_from_slice(b"\",\"state\":\"");
-        out.extend_from_slice(job.state.as_str().as_bytes());
-        out.push(b'"');
+        let _ = write!(out, "{{\"key\":\"{}\",\"state\":\"{}\"", job.key, job.state.as_str());
         match jobmeta {
             None => {
                 out.extend_from_slice(b",\"spider\":");
                 write_json_str(out, name);
-                out.extend_from_slice(format!(",\"ts\":{ts},\"elapsed\":{elapsed}").as_bytes());
+                let _ = write!(out, ",\"ts\":{ts},\"elapsed\":{elapsed}");
                 for (i, t) in job.times.iter().enumerate() {
                     if let Some(t) = t {
-                        out.extend_from_slice(format!(",\"{}\":{t}", TIME_FIELDS[i]).as_bytes());
+                        let _ = write!(out, ",\"{}\":{t}", TIME_FIELDS[i]);
                     }
                 }
                 if !job.tags.is_empty() {
@@ -159,18 +171,19 @@ impl Snapshot {
                 }
             }
             Some(fields) => {
-                out.extend_from_slice(format!(",\"ts\":{ts},\"elapsed\":{elapsed}").as_bytes());
+                let _ = write!(out, ",\"ts\":{ts},\"elapsed\":{elapsed}");
                 let mut done: Vec<&str> = vec!["key", "state", "ts", "elapsed"];
                 for f in fields {
                     if done.contains(&f.as_str()) {
                         continue;
                     }
                     done.push(f);
-                    if let Some(v) = job.field_json(f, name) {
-                        out.push(b',');
-                        write_json_str(out, f);
-                        out.push(b':');
-                        out.extend_from_slice(v.as_bytes());
+                    let mark = out.len();
+                    out.push(b',');
+                    write_json_str(out, f);
+                    out.push(b':');
+                    if !job.field_json(f, name, out) {
+                        out.truncate(mark);
                     }
                 }
             }

@@ -5,6 +5,7 @@
 use serde_json::value::RawValue;
 
 use super::{body_text, Answer, Refusal, Response};
+use crate::codec::json::{nesting_depth, MAX_DEPTH};
 use crate::error::Error;
 use crate::model::doc::{parse_object, write_json_str};
 use crate::model::JobKey;
@@ -132,6 +133,10 @@ pub(super) fn set_field(store: &Store, key: JobKey, field: &str, body: &[u8], ac
     let text = body_text(body)?.trim();
     let value: Box<RawValue> =
         serde_json::from_str(text).map_err(|e| Error::field(field, format!("the body must be one JSON value: {e}")))?;
+    // The value sits one level inside the job's object.
+    if nesting_depth(value.get()) >= MAX_DEPTH {
+        return Err(Error::field(field, format!("JSON nested more than {} levels deep", MAX_DEPTH - 1)).into());
+    }
     let changes = match field {
         "tags" => Changes { tags: Some(request::tags_value("tags", &value)?), ..Changes::default() },
         "priority" => Changes { priority: Some(int_value("priority", &value)?), ..Changes::default() },

@@ -4,8 +4,36 @@
 
 use std::borrow::Cow;
 
-/// Deepest nesting accepted.
+/// Deepest nesting accepted, here and by every write path (so that whatever is
+/// stored can be exported and imported back).
 pub const MAX_DEPTH: usize = 128;
+
+/// How deeply the containers of a valid JSON text nest (`1` for `{}` or `[1]`,
+/// `0` for a scalar). Brackets inside strings do not count.
+pub fn nesting_depth(valid_json: &str) -> usize {
+    let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for &b in valid_json.as_bytes() {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
+}
 
 /// A field of a scanned object: the name as written between its quotes (escapes
 /// kept) and the value's exact text.

@@ -194,8 +194,8 @@ impl<'a> Posting<'a> {
     }
 
     pub fn contains(&self, doc: DocId) -> bool {
-        let mut c = self.cursor();
-        c.seek(doc) == doc
+        // TERMINATED is what an exhausted cursor answers, never a member.
+        doc != TERMINATED && self.cursor().seek(doc) == doc
     }
 
     pub fn cursor(&self) -> PostingCursor<'a> {
@@ -420,6 +420,7 @@ mod tests {
             assert_eq!(c.seek(t), want, "seek {t}");
             assert_eq!(p.contains(t), docs.contains(&t));
         }
+        assert!(!p.contains(TERMINATED), "the end marker is no member");
         let mut blk = new_block();
         p.cursor().fill_block(0, &mut blk);
         assert_eq!(blk.iter().map(|w| w.count_ones()).sum::<u32>(), docs.iter().filter(|d| **d < 65536).count() as u32);

@@ -46,6 +46,9 @@ pub fn parse_object(text: &str) -> Result<Vec<Field<'_>>, Error> {
     let fields =
         (&mut de).deserialize_map(FieldsVisitor).map_err(|e| Error::input(format!("not a JSON object: {e}")))?;
     de.end().map_err(|e| Error::input(format!("trailing characters after the JSON object: {e}")))?;
+    if crate::codec::json::nesting_depth(text) > crate::codec::json::MAX_DEPTH {
+        return Err(Error::input(format!("JSON nested more than {} levels deep", crate::codec::json::MAX_DEPTH)));
+    }
     Ok(fields)
 }
 
@@ -130,6 +133,18 @@ impl fmt::Debug for MetaDoc {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nesting_is_limited_as_on_import() {
+        let nested = |levels: usize| format!(r#"{{"a":{}{}}}"#, "[".repeat(levels - 1), "]".repeat(levels - 1));
+        assert!(parse_object(&nested(crate::codec::json::MAX_DEPTH)).is_ok());
+        let deep = nested(crate::codec::json::MAX_DEPTH + 1);
+        assert!(parse_object(&deep).unwrap_err().to_string().contains("nested"));
+        assert!(crate::codec::json::scan_object(&deep, &mut Vec::new()).is_err());
+        assert!(crate::codec::json::scan_object(&nested(crate::codec::json::MAX_DEPTH), &mut Vec::new()).is_ok());
+        // Brackets inside strings do not nest.
+        assert!(parse_object(&format!(r#"{{"a":"{}\"["}}"#, "[".repeat(300))).is_ok());
+    }
 
     #[test]
     fn keeps_order_and_exact_values() {

@@ -79,17 +79,10 @@ impl IndexSegment {
         let meta = format::decode_header(b).map_err(|e| bad(0, e))?;
         decode_catalog(cat_bytes).map_err(|e| bad(cat_off as usize + e.offset, e.what))?;
         let dir = decode_dir(dir_bytes, dir_off as usize, cat_off as usize).map_err(|(o, e)| bad(o, e))?;
-        let mut sections = Vec::with_capacity(dir.len());
-        let mut total = 0u64;
-        for d in &dir {
-            let s = &b[d.offset as usize..(d.offset + d.len) as usize];
-            if checksum(&[s]) != d.crc {
-                return Err(bad(d.offset as usize, format!("section of project {} fails its checksum", d.project)));
-            }
-            let info = check_section(s, d).map_err(|(o, e)| bad(d.offset as usize + o, e))?;
-            sections.push(SectionInfo { start: d.offset as usize, ..info });
-            total += u64::from(d.docs);
-        }
+        let workers =
+            if b.len() < PARALLEL_FROM { 1 } else { std::thread::available_parallelism().map_or(1, |n| n.get()) };
+        let sections = check_sections(b, &dir, workers).map_err(|(o, e)| bad(o, e))?;
+        let total: u64 = dir.iter().map(|d| u64::from(d.docs)).sum();
         if total != meta.docs {
             return Err(bad(56, "header doc count does not match the sections".into()));
         }
@@ -234,6 +227,52 @@ fn decode_dir(b: &[u8], at: usize, sections_end: usize) -> std::result::Result<V
 }
 
 /// Check one section's structure; offsets in errors are relative to the section.
+/// Files this large are checked by several threads, a section each at a time.
+const PARALLEL_FROM: usize = 16 << 20;
+
+/// Check every section (checksum, then structure), largest first on up to
+/// `workers` threads; on damage, the error of the first damaged section in file
+/// order, with its offset in the file.
+fn check_sections(
+    b: &[u8],
+    dir: &[DirEntry],
+    workers: usize,
+) -> std::result::Result<Vec<SectionInfo>, (usize, String)> {
+    let one = |d: &DirEntry| {
+        let s = &b[d.offset as usize..(d.offset + d.len) as usize];
+        if checksum(&[s]) != d.crc {
+            return Err((d.offset as usize, format!("section of project {} fails its checksum", d.project)));
+        }
+        let info = check_section(s, d).map_err(|(o, e)| (d.offset as usize + o, e))?;
+        Ok(SectionInfo { start: d.offset as usize, ..info })
+    };
+    let workers = workers.min(dir.len()).min(8);
+    if workers < 2 {
+        return dir.iter().map(one).collect();
+    }
+    let mut order: Vec<usize> = (0..dir.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(dir[i].len));
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let mut done: Vec<(usize, std::result::Result<SectionInfo, (usize, String)>)> = std::thread::scope(|scope| {
+        let work = || {
+            let mut out = Vec::new();
+            while let Some(&i) = order.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed)) {
+                out.push((i, one(&dir[i])));
+            }
+            out
+        };
+        let handles: Vec<_> = (1..workers).map(|_| scope.spawn(work)).collect();
+        let mut all = work();
+        for h in handles {
+            // A checker thread only panics if this code has a bug: re-raise it here.
+            all.extend(h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));
+        }
+        all
+    });
+    done.sort_by_key(|(i, _)| *i);
+    done.into_iter().map(|(_, r)| r).collect()
+}
+
 fn check_section(s: &[u8], d: &DirEntry) -> std::result::Result<SectionInfo, (usize, String)> {
     if s.len() < SECTION_HEADER {
         return Err((0, "section shorter than its header".into()));
@@ -253,13 +292,13 @@ fn check_section(s: &[u8], d: &DirEntry) -> std::result::Result<SectionInfo, (us
         cols[k] = off as usize;
     }
     let info = SectionInfo { start: 0, n, n_terms, cols };
-    let sec = Section { b: s, info, project };
     // Bounds only: the orders are checked by `verify_order` (jobq check), so that
     // opening a large file reads each byte once, in order.
-    for i in 0..n {
-        if sec.by_key(i) >= n {
-            return Err((cols[BY_KEY] + i as usize * 4, "key table points past the last doc".into()));
-        }
+    let by_key = &s[cols[BY_KEY]..cols[BY_KEY] + n as usize * 4];
+    let past_end = by_key.chunks_exact(4).fold(false, |bad, d| bad | (LE::read_u32(d) >= n));
+    if past_end {
+        let i = by_key.chunks_exact(4).position(|d| LE::read_u32(d) >= n).unwrap_or(0);
+        return Err((cols[BY_KEY] + i * 4, "key table points past the last doc".into()));
     }
     let blob = cols[DICT] + n_terms as usize * TERM_ENTRY;
     let mut prev: Option<(u8, &[u8])> = None;
@@ -432,5 +471,63 @@ impl<'a> Section<'a> {
 
     pub fn unique(&self, u: &str) -> Option<Posting<'a>> {
         self.term(field::UNIQUE, u.as_bytes())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::index::build::{build, DocEntry};
+    use crate::log::LogPos;
+
+    fn image() -> Vec<u8> {
+        let docs: Vec<DocEntry> = (0..600u64)
+            .map(|i| DocEntry {
+                project: 1 + (i % 7) as u32 * (1 + (i % 3) as u32),
+                local: (1 << 32) | (i + 1),
+                ts: 1000 + i * 37 % 500,
+                order_seq: i + 1,
+                state: JobState::ALL[i as usize % 4],
+                priority: 2,
+                tags: (0..i % 3).map(|t| Arc::<str>::from(format!("t{t}"))).collect(),
+                unique: None,
+                loc: i * 100,
+            })
+            .collect();
+        let meta = SegmentMeta {
+            generation: 1,
+            lo_seq: 1,
+            hi_seq: 600,
+            log_end: LogPos { segment: 1, offset: 1 },
+            last_frame: LogPos { segment: 1, offset: 0 },
+            docs: 600,
+        };
+        build(docs, meta, &[])
+    }
+
+    fn dir_of(b: &[u8]) -> Vec<DirEntry> {
+        let f = &b[b.len() - FOOTER_LEN..];
+        let (off, len, cat) =
+            (LE::read_u64(&f[0..8]) as usize, LE::read_u64(&f[8..16]) as usize, LE::read_u64(&f[16..24]));
+        decode_dir(&b[off..off + len], off, cat as usize).unwrap()
+    }
+
+    #[test]
+    fn parallel_check_agrees_with_sequential() {
+        let mut b = image();
+        let dir = dir_of(&b);
+        assert!(dir.len() > 3);
+        let one = check_sections(&b, &dir, 1).unwrap();
+        let many = check_sections(&b, &dir, 4).unwrap();
+        assert_eq!(format!("{one:?}"), format!("{many:?}"));
+        // Damage in two sections: both report the first in file order.
+        for d in [&dir[3], &dir[1]] {
+            b[d.offset as usize + d.len as usize / 2] ^= 0x10;
+        }
+        let first = check_sections(&b, &dir, 1).unwrap_err();
+        assert_eq!(first.0, dir[1].offset as usize);
+        assert_eq!(check_sections(&b, &dir, 4).unwrap_err(), first);
     }
 }

@@ -85,3 +85,47 @@ fn export_import_round_trip_and_rollback() {
     let third = Store::open(c.path(), opts).unwrap();
     assert_eq!(third.snapshot().count(7, &all).unwrap(), 0);
 }
+
+/// Many writers through the write queue at once (real fsyncs): every push is
+/// answered once with its own key, and no job is started twice.
+#[test]
+fn concurrent_writers_each_get_their_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), Options { background: false, ..Options::default() }).unwrap();
+    let spec = parse_push(r#"{"spider":"s"}"#).unwrap();
+    let (pushers, each, starters) = (24, 40, 8);
+    let (pushed, started) = std::thread::scope(|s| {
+        let push: Vec<_> = (0..pushers)
+            .map(|_| {
+                s.spawn(|| {
+                    (0..each)
+                        .map(|_| match store.push(7, std::slice::from_ref(&spec), None).unwrap().remove(0) {
+                            jobq::store::PushResult::Pushed { key, .. } => key,
+                            other => panic!("not pushed: {other:?}"),
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let start: Vec<_> = (0..starters)
+            .map(|_| {
+                s.spawn(|| {
+                    (0..each)
+                        .filter_map(|_| store.start_next(7, &Default::default(), Some("runner")).unwrap())
+                        .map(|j| j.key)
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let pushed: Vec<JobKey> = push.into_iter().flat_map(|h| h.join().unwrap()).collect();
+        let started: Vec<JobKey> = start.into_iter().flat_map(|h| h.join().unwrap()).collect();
+        (pushed, started)
+    });
+    let distinct = |v: &[JobKey]| v.iter().collect::<std::collections::HashSet<_>>().len();
+    assert_eq!(distinct(&pushed), pushers * each, "every push has its own key");
+    assert_eq!(distinct(&started), started.len(), "no job started twice");
+    let snap = store.snapshot();
+    let running = Filter { states: vec![JobState::Running], ..Filter::default() };
+    assert_eq!(snap.count(7, &running).unwrap(), started.len() as u64);
+    assert_eq!(snap.count(7, &Filter::default()).unwrap(), (pushers * each) as u64);
+}

@@ -8,7 +8,7 @@ use std::any::Any;
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use parking_lot::{Condvar, Mutex};
+use parking_lot::Mutex;
 
 use super::ops::Ctx;
 use super::writer::Writer;
@@ -25,11 +25,23 @@ pub(crate) struct Request {
     actor: Option<String>,
     op: Mutex<Option<Op>>,
     result: Mutex<Option<Result<Erased>>>,
+    /// The submitting thread, woken when the result is in or when it may lead.
+    thread: std::thread::Thread,
 }
 
 impl Request {
     pub fn new(actor: Option<&str>, op: Op) -> Arc<Request> {
-        Arc::new(Request { actor: actor.map(str::to_string), op: Mutex::new(Some(op)), result: Mutex::new(None) })
+        Arc::new(Request {
+            actor: actor.map(str::to_string),
+            op: Mutex::new(Some(op)),
+            result: Mutex::new(None),
+            thread: std::thread::current(),
+        })
+    }
+
+    fn answer(&self, r: Result<Erased>) {
+        *self.result.lock() = Some(r);
+        self.thread.unpark();
     }
 }
 
@@ -39,11 +51,11 @@ struct QueueState {
     leading: bool,
 }
 
-/// The queue of writes waiting for a leader.
+/// The queue of writes waiting for a leader. Each waiter parks; a leader wakes
+/// exactly the writers it answers, and the next leader (no thundering herd).
 #[derive(Default)]
 pub(crate) struct WriteQueue {
     state: Mutex<QueueState>,
-    cv: Condvar,
 }
 
 /// Most operations one leader runs before its fsync.
@@ -51,7 +63,8 @@ const MAX_BATCH: usize = 256;
 
 impl WriteQueue {
     /// Run `req` (leading a batch if no one is) and return its result. `true` in
-    /// the second place: the batch froze the tail into an index image.
+    /// the second place: the batch froze the tail into an index image. `req` must
+    /// have been made on this thread.
     pub fn submit(&self, inner: &Inner, req: Arc<Request>) -> (Result<Erased>, bool) {
         let mut q = self.state.lock();
         q.waiting.push_back(req.clone());
@@ -70,17 +83,21 @@ impl WriteQueue {
                 // The next batch may append while this one waits for its fsync.
                 q = self.state.lock();
                 q.leading = false;
-                self.cv.notify_all();
+                if let Some(next) = q.waiting.front() {
+                    next.thread.unpark();
+                }
                 drop(q);
                 let froze = finish_batch(inner, &batch, appended);
-                q = self.state.lock();
-                self.cv.notify_all();
                 if let Some(r) = req.result.lock().take() {
                     return (r, froze);
                 }
+                q = self.state.lock();
                 continue;
             }
-            self.cv.wait(&mut q);
+            drop(q);
+            // Spurious wake-ups are harmless: the loop looks again.
+            std::thread::park();
+            q = self.state.lock();
         }
     }
 }
@@ -160,7 +177,7 @@ fn finish_batch(inner: &Inner, batch: &[Arc<Request>], a: Appended) -> bool {
             (Err(e), true) => Err(Error::Poisoned { cause: e.to_string() }),
             _ => r,
         };
-        *req.result.lock() = Some(r);
+        req.answer(r);
     }
     a.froze
 }

@@ -227,6 +227,9 @@ fn decode_dir(b: &[u8], at: usize, sections_end: usize) -> std::result::Result<V
 }
 
 /// Check one section's structure; offsets in errors are relative to the section.
+/// A section's check: its layout, or the offset (in the file) and what is wrong.
+type Checked = std::result::Result<SectionInfo, (usize, String)>;
+
 /// Files this large are checked by several threads, a section each at a time.
 const PARALLEL_FROM: usize = 16 << 20;
 
@@ -253,7 +256,7 @@ fn check_sections(
     let mut order: Vec<usize> = (0..dir.len()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(dir[i].len));
     let next = std::sync::atomic::AtomicUsize::new(0);
-    let mut done: Vec<(usize, std::result::Result<SectionInfo, (usize, String)>)> = std::thread::scope(|scope| {
+    let mut done: Vec<(usize, Checked)> = std::thread::scope(|scope| {
         let work = || {
             let mut out = Vec::new();
             while let Some(&i) = order.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed)) {

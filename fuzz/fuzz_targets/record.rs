@@ -1,0 +1,105 @@
+//! Job records: `decode_job` / `decode_jobs` on arbitrary bytes (as they are, and
+//! with each record's checksum recomputed so the body decoder is reached), and the
+//! round trip of an arbitrary job through `encode_job`.
+//!
+//! Modes (first input byte):
+//! - bytes: `decode_job` on the bytes, `decode_jobs` with a count from the input;
+//!   whatever decodes re-encodes to the same record (up to the time slots whose
+//!   mask bit is clear, which the decoder does not pin down);
+//! - resealed bytes: the same after fixing every record's checksum;
+//! - structured: an arbitrary job (any ids, state, times, tags, unique, metadata)
+//!   is encoded, and decodes exactly when valid, to the same job; every truncation
+//!   of it is refused.
+
+#![no_main]
+
+use arbitrary::{Arbitrary, Unstructured};
+use jobq::codec::record;
+use jobq_fuzz::gen::ArbJob;
+use jobq_fuzz::{check_decoded_record, check_error_offset, reseal};
+use libfuzzer_sys::fuzz_target;
+
+fn bytes(data: &[u8], resealed: bool) {
+    let Some((count, rest)) = data.split_first_chunk::<4>() else { return };
+    let count = u32::from_le_bytes(*count);
+    let mut buf = rest.to_vec();
+    if resealed {
+        reseal::records(&mut buf);
+    }
+    match record::decode_job(&buf) {
+        Ok((view, used)) => check_decoded_record(&buf, &view, used),
+        Err(e) => check_error_offset(&e, buf.len()),
+    }
+    // Counts as a frame header may carry them (a verified frame's count is not
+    // bounded by its payload's size).
+    let count = match count >> 30 {
+        0 => count % 8,
+        1 => count % 256,
+        _ => count,
+    };
+    match record::decode_jobs(&buf, count) {
+        Ok(views) => {
+            assert_eq!(views.len(), count as usize);
+            for (i, (off, view)) in views.iter().enumerate() {
+                let end = views.get(i + 1).map_or(buf.len(), |n| n.0);
+                check_decoded_record(&buf[*off..end], view, end - off);
+            }
+        }
+        Err(e) => check_error_offset(&e, buf.len()),
+    }
+}
+
+fn structured(data: &[u8]) {
+    let mut u = Unstructured::new(data);
+    let Ok(n) = u.int_in_range(1..=16) else { return };
+    let Ok(jobs) = (0..n).map(|_| ArbJob::arbitrary(&mut u)).collect::<arbitrary::Result<Vec<_>>>() else { return };
+    let jobs = &jobs[..];
+    let mut buf = Vec::new();
+    let mut ends = Vec::new();
+    for j in jobs {
+        record::encode_job(&j.to_job(), &mut buf);
+        ends.push(buf.len());
+    }
+    let mut start = 0;
+    for (j, end) in jobs.iter().zip(&ends) {
+        let one = &buf[start..*end];
+        match record::decode_job(one) {
+            Ok((view, used)) => {
+                assert!(j.valid(), "an invalid job decoded: {j:?}");
+                assert_eq!(used, one.len());
+                assert_eq!(view.to_job(), j.to_job(), "job round trip");
+                assert_eq!(view.ts(), j.to_job().ts());
+                check_decoded_record(one, &view, used);
+            }
+            Err(e) => {
+                assert!(!j.valid(), "a valid job did not decode: {e:?}\n{j:?}");
+                check_error_offset(&e, one.len());
+            }
+        }
+        // A record cut anywhere is refused.
+        let cut = u.int_in_range(0..=one.len().saturating_sub(1)).unwrap_or(0);
+        assert!(record::decode_job(&one[..cut]).is_err(), "a record cut at {cut} decoded");
+        start = *end;
+    }
+    let all = record::decode_jobs(&buf, jobs.len() as u32);
+    assert_eq!(all.is_ok(), jobs.iter().all(ArbJob::valid), "decode_jobs of all: {all:?}");
+    if let Ok(all) = all {
+        for ((_, v), j) in all.iter().zip(jobs) {
+            assert_eq!(v.to_job(), j.to_job());
+        }
+        if !jobs.is_empty() {
+            // One record more or fewer than the payload holds is refused.
+            assert!(record::decode_jobs(&buf, jobs.len() as u32 + 1).is_err());
+            assert!(record::decode_jobs(&buf, jobs.len() as u32 - 1).is_err());
+        }
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&mode, rest)) = data.split_first() else { return };
+    match mode % 3 {
+        0 => bytes(rest, false),
+        1 => bytes(rest, true),
+        _ => structured(rest),
+    }
+});

@@ -1,0 +1,57 @@
+//! Helpers shared by the jobq fuzz targets: structured inputs (via `arbitrary`),
+//! "resealing" (recomputing the checksums of mutated bytes so that the structural
+//! checks behind them are reached), and the checks run on whatever decodes.
+//!
+//! Everything here panics on a broken property: a panic is what the fuzzer reports.
+
+pub mod gen;
+pub mod index;
+pub mod reseal;
+
+use jobq::codec::record::{self, JobView, RECORD_PREFIX};
+use jobq::codec::DecodeError;
+
+/// Fixed offset, within a record (prefix included), of `times[0]`.
+pub const TIMES_AT: usize = RECORD_PREFIX + 32;
+/// Offset of the times mask within a record (prefix included).
+pub const MASK_AT: usize = RECORD_PREFIX + 13;
+
+/// Check a record that decoded: it re-encodes to a record that decodes to the same
+/// view, and the re-encoding differs from the original bytes at most in the time
+/// slots whose mask bit is clear (the only bytes the decoder does not pin down).
+pub fn check_decoded_record(orig: &[u8], view: &JobView<'_>, used: usize) {
+    assert!(used >= RECORD_PREFIX && used <= orig.len(), "decode_job used {used} of {} bytes", orig.len());
+    let orig = &orig[..used];
+    let job = view.to_job();
+    let mut again = Vec::new();
+    record::encode_job(&job, &mut again);
+    let (view2, used2) = record::decode_job(&again).unwrap_or_else(|e| panic!("re-encoded record does not decode: {e:?}"));
+    assert_eq!(used2, again.len(), "re-encoded record: length");
+    assert_eq!(&view2, view, "decode(encode(decode(x))) != decode(x)");
+    assert_eq!(view2.to_job(), job);
+    assert_eq!(again.len(), orig.len(), "re-encoded record has another length");
+    if again != orig {
+        let mask = orig[MASK_AT];
+        for (i, (a, b)) in orig.iter().zip(&again).enumerate() {
+            if a == b {
+                continue;
+            }
+            let in_clear_time_slot = (TIMES_AT..TIMES_AT + 32).contains(&i) && mask & (1 << ((i - TIMES_AT) / 8)) == 0;
+            // The checksum differs when those bytes do.
+            let in_crc = (4..8).contains(&i);
+            assert!(in_clear_time_slot || in_crc, "re-encoded record differs at byte {i}: {a:#04x} vs {b:#04x}");
+        }
+    }
+}
+
+/// Decoding errors must point inside (or just past) the decoded slice.
+pub fn check_error_offset(e: &DecodeError, len: usize) {
+    assert!(e.offset <= len, "error offset {} past the {len}-byte input: {}", e.offset, e.what);
+    assert!(!e.what.is_empty(), "an error without a reason");
+}
+
+/// `JOBQ_FUZZ_VERBOSE=1`: targets print what each input did (for checking a harness).
+pub fn verbose() -> bool {
+    static V: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *V.get_or_init(|| std::env::var_os("JOBQ_FUZZ_VERBOSE").is_some_and(|v| v == "1"))
+}

@@ -37,7 +37,10 @@ struct Proc {
 
 fn start(dir: &Path, crash_at: Option<&str>) -> Proc {
     let mut cmd = Command::new(BIN);
-    cmd.args(["serve", "--listen", "127.0.0.1:0", "--api-key", KEY, "--drain-timeout", "1"]).arg("--data").arg(dir);
+    // Small index files: index publishes and merges run often, so kills land in them.
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--api-key", KEY, "--drain-timeout", "1", "--index-every", "128"])
+        .arg("--data")
+        .arg(dir);
     cmd.env("RUST_LOG", "info").stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
     if let Some(p) = crash_at {
         cmd.env("JOBQ_CRASH_AT", p);
@@ -174,7 +177,9 @@ fn kill_9_at_random_moments_and_at_crash_points() {
         plan.extend(std::iter::repeat_n(Some(point), 20));
     }
     for (r, point) in plan.iter().enumerate() {
-        let crash_at = point.map(|p| format!("{p}:{}", 1 + rng.below(40)));
+        // An index file is published every 128 jobs: a few hundred writes reach the n-th.
+        let spread = if *point == Some("publish_before_rename") { 8 } else { 40 };
+        let crash_at = point.map(|p| format!("{p}:{}", 1 + rng.below(spread)));
         let wait = match point {
             None => Duration::from_millis(5 + rng.below(150)),
             Some(_) => Duration::from_secs(3),
@@ -216,7 +221,7 @@ fn kill_9_at_random_moments_and_at_crash_points() {
     eprintln!("kill -9: {kills} kills, {} acknowledged jobs, 0 lost; crash points fired: {fired:?}", acked.len());
     assert!(kills >= 200, "{kills}");
     assert!(acked.len() > 5000, "too few writes acknowledged: {}", acked.len());
-    for p in ["before_fsync", "before_ack"] {
+    for p in ["before_fsync", "before_ack", "publish_before_rename"] {
         assert!(fired.get(p).copied().unwrap_or(0) >= 10, "crash point {p} fired only {fired:?}");
     }
     // A clean start sees everything too.
@@ -241,7 +246,8 @@ fn soak_kill_9() {
     let mut kills = 0u64;
     while started.elapsed() < Duration::from_secs(secs) {
         let point = points[rng.below(points.len() as u64) as usize];
-        let crash_at = point.map(|p| format!("{p}:{}", 1 + rng.below(40)));
+        let spread = if point == Some("publish_before_rename") { 8 } else { 40 };
+        let crash_at = point.map(|p| format!("{p}:{}", 1 + rng.below(spread)));
         let wait = Duration::from_millis(5 + rng.below(300));
         round(dir.path(), crash_at.as_deref(), wait, kills * 10_000_000, &acked);
         kills += 1;

@@ -85,6 +85,10 @@ pub struct ServeArgs {
     /// On SIGTERM/SIGINT, how long in-flight requests may take before the store closes anyway.
     #[arg(long, value_name = "SECS", default_value_t = 30)]
     pub drain_timeout: u64,
+    /// Jobs written between index files: the log tail is frozen into a new index
+    /// file (and merged in the background) after this many.
+    #[arg(long, value_name = "N", default_value_t = 4096, value_parser = clap::value_parser!(u64).range(16..=1_000_000))]
+    pub index_every: u64,
 }
 
 #[derive(Args)]

@@ -35,6 +35,7 @@ pub fn run(a: ServeArgs) -> Result<(), String> {
         max_body: a.max_body,
         max_count: a.max_count,
         drain: Duration::from_secs(a.drain_timeout),
+        index_every: a.index_every as usize,
     })
 }
 

@@ -28,6 +28,8 @@ pub struct ServeConfig {
     pub max_body: usize,
     pub max_count: u64,
     pub drain: Duration,
+    /// Jobs written between index files (`Options::memtable_entries`).
+    pub index_every: usize,
 }
 
 /// One line about what opening the store found and did.
@@ -73,7 +75,12 @@ pub fn serve(config: ServeConfig) -> Result<(), String> {
 }
 
 async fn run(config: ServeConfig) -> Result<(), String> {
-    let opts = Options { durability: Durability::Sync, background: true, ..Options::default() };
+    let opts = Options {
+        durability: Durability::Sync,
+        background: true,
+        memtable_entries: config.index_every,
+        ..Options::default()
+    };
     let data = config.data.clone();
     let store = tokio::task::spawn_blocking(move || Store::open(&data, opts))
         .await

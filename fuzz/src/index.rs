@@ -226,13 +226,17 @@ pub fn exercise(seg: &IndexSegment, probes: &[u32], filters: &[Filter]) -> u64 {
     let _ = (seg.size(), seg.bytes().len(), seg.path(), seg.is_persisted());
     let projects: Vec<u32> = seg.projects().collect();
     assert!(projects.windows(2).all(|w| w[0] < w[1]), "projects not ascending");
+    // Open checks bounds and checksums, not orders (`jobq check` does): a resealed
+    // file may open with its docs or keys out of order. Then lookups may answer
+    // wrong but must not panic, and only that is checked.
+    let ordered = seg.verify_order().is_ok();
     let mut total = 0u64;
     for (i, p) in projects.iter().enumerate() {
         assert_eq!(seg.section_index(*p), Some(i));
         let sec = seg.section(*p).expect("listed project has a section");
         assert_eq!(sec.project(), *p);
         total += u64::from(sec.len());
-        exercise_section(&sec, probes, filters);
+        exercise_section(&sec, probes, filters, ordered);
     }
     assert_eq!(total, meta.docs, "open accepted a doc count that does not match");
     for x in probes.iter().take(4) {
@@ -243,13 +247,18 @@ pub fn exercise(seg: &IndexSegment, probes: &[u32], filters: &[Filter]) -> u64 {
     total
 }
 
-fn exercise_section(sec: &Section<'_>, probes: &[u32], filters: &[Filter]) {
+fn exercise_section(sec: &Section<'_>, probes: &[u32], filters: &[Filter], ordered: bool) {
     let n = sec.len();
     assert!(!sec.is_empty(), "open accepted an empty section");
     // Columns, order and key lookups (bounded work per input).
     let visit = n.min(5000);
     for doc in 0..visit {
         let (ts, seq, local, _loc) = (sec.ts(doc), sec.seq(doc), sec.local(doc), sec.loc(doc));
+        if !ordered {
+            let _ = (sec.find(local), sec.first_older_than(ts, seq), sec.first_ts_below(ts));
+            let _ = (sec.by_key(doc), sec.key_rank(sec.sorted_key(doc)));
+            continue;
+        }
         if doc > 0 {
             assert!((ts, seq) < (sec.ts(doc - 1), sec.seq(doc - 1)), "docs not in listing order");
         }
@@ -265,13 +274,13 @@ fn exercise_section(sec: &Section<'_>, probes: &[u32], filters: &[Filter]) {
     for x in probes {
         let local = (u64::from(*x) << 32) | u64::from(x.rotate_left(7));
         if let Some(d) = sec.find(local) {
-            assert_eq!(sec.local(d), local);
+            assert!(!ordered || sec.local(d) == local, "find");
         }
         let r = sec.key_rank(local);
         assert!(r <= n);
         let t = u64::from(*x) % 16;
         let f = sec.first_ts_below(t);
-        assert!(f <= n && (f == 0 || sec.ts(f - 1) >= t) && (f == n || sec.ts(f) < t));
+        assert!(f <= n && (!ordered || ((f == 0 || sec.ts(f - 1) >= t) && (f == n || sec.ts(f) < t))));
         let o = sec.first_older_than(t, u64::from(*x));
         assert!(o <= n);
     }
@@ -341,12 +350,16 @@ fn exercise_section(sec: &Section<'_>, probes: &[u32], filters: &[Filter]) {
                     let hits = exec::list(&mut src, start, count);
                     let want: Vec<u64> = naive.iter().skip(start as usize).take(count as usize).map(|d| sec.local(*d)).collect();
                     let got: Vec<u64> = hits.iter().map(|h| h.local).collect();
-                    assert_eq!(got, want, "list over the section disagrees with the naive filter {f:?} start {start} count {count}");
+                    if ordered {
+                        assert_eq!(got, want, "list over the section disagrees with the naive filter {f:?} start {start} count {count}");
+                    }
                     (c, got)
                 }
             };
             let _ = listed;
-            assert_eq!(count, naive.len() as u64, "count over the section disagrees with the naive filter {f:?}");
+            if ordered {
+                assert_eq!(count, naive.len() as u64, "count over the section disagrees with the naive filter {f:?}");
+            }
         }
     }
 }

@@ -129,3 +129,49 @@ fn concurrent_writers_each_get_their_answer() {
     assert_eq!(snap.count(7, &running).unwrap(), started.len() as u64);
     assert_eq!(snap.count(7, &Filter::default()).unwrap(), (pushers * each) as u64);
 }
+
+/// Deep `start` over several index files of more than one 65,536-doc block each,
+/// plus the in-memory tail: every page equals the same slice of the whole listing.
+#[test]
+fn deep_start_across_multi_block_index_files_and_the_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = Options { background: false, bulk_entries: 90_000, merge_fanout: 100, ..Options::default() };
+    let store = Store::open(dir.path(), opts).unwrap();
+    let mut lines = String::new();
+    for i in 0..200_000u64 {
+        let (state, tag) = (["finished", "deleted", "pending"][(i % 7 % 3) as usize], i % 5);
+        // ts interleaves the two halves, so both index files hold every stretch of time.
+        let ts = 1_600_000_000_000 + (i % 100_000) * 2 + i / 100_000;
+        lines.push_str(&format!(
+            "{{\"key\":\"9/{}/{}\",\"spider\":\"s{}\",\"state\":\"{state}\",\"{state}_time\":{ts},\"tags\":[\"t{tag}\"]}}\n",
+            1 + i % 3,
+            1 + i / 3,
+            1 + i % 3
+        ));
+    }
+    let (first, second) = lines.split_at(lines.match_indices('\n').nth(99_999).unwrap().0 + 1);
+    store.import(&mut first.as_bytes(), &mut |_| {}).unwrap();
+    store.import(&mut second.as_bytes(), &mut |_| {}).unwrap();
+    let spec = parse_push(r#"{"spider":"s1","tags":["t1"],"state":"finished"}"#).unwrap();
+    for _ in 0..50 {
+        store.push(9, std::slice::from_ref(&spec), None).unwrap();
+    }
+    let snap = store.snapshot();
+    let filters = [
+        Filter::default(),
+        Filter { states: vec![JobState::Finished], ..Filter::default() },
+        Filter { has_tags: vec!["t1".into(), "t3".into()], lacks_tags: vec!["t3".into()], ..Filter::default() },
+    ];
+    for f in &filters {
+        let all = snap.list(9, f, &Paging { count: 1_000_000, start: 0, stop: None }).unwrap();
+        let all: Vec<u64> = all.iter().map(|h| h.local).collect();
+        assert_eq!(all.len() as u64, snap.count(9, f).unwrap());
+        let n = all.len() as u64;
+        for start in [1, 49, 50, 51, 65_535, 65_536, 70_001, n / 2, n - 1, n, n + 3] {
+            let page = snap.list(9, f, &Paging { count: 7, start, stop: None }).unwrap();
+            let page: Vec<u64> = page.iter().map(|h| h.local).collect();
+            let want: Vec<u64> = all.iter().skip(start as usize).take(7).copied().collect();
+            assert_eq!(page, want, "{f:?} start {start}");
+        }
+    }
+}

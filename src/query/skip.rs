@@ -10,14 +10,17 @@ use super::exec::Source;
 
 type Key = (u64, u64);
 
-/// A section source with its per-block match counts.
+/// A section source with its per-block match counts, up to the first block that
+/// takes them past `start` (the start-th row overall is at most the start-th of
+/// its own source, so later blocks are never needed).
 struct Counted {
     /// Blocks with matches: (block, matches before it in the source).
     blocks: Vec<(u32, u64)>,
+    /// Matches in those blocks: all of the source's, or more than `start`.
     total: u64,
 }
 
-fn counted(set: &mut dyn DocSet, lo: DocId, hi: DocId, buf: &mut Block) -> Counted {
+fn counted(set: &mut dyn DocSet, lo: DocId, hi: DocId, start: u64, buf: &mut Block) -> Counted {
     let mut blocks = Vec::new();
     let mut total = 0;
     let mut b = if lo < hi { set.next_block(block_of(lo)) } else { None };
@@ -31,13 +34,17 @@ fn counted(set: &mut dyn DocSet, lo: DocId, hi: DocId, buf: &mut Block) -> Count
         if c > 0 {
             blocks.push((bk, total));
             total += c;
+            if total > start {
+                break;
+            }
         }
         b = bk.checked_add(1).and_then(|n| set.next_block(n));
     }
     Counted { blocks, total }
 }
 
-/// Matches of a section source before position `p` (its range is `[lo, hi)`).
+/// Matches of a section source before position `p` (its range is `[lo, hi)`), or
+/// more than `start` when they are past the counted blocks.
 fn rank_before(src: &mut Source<'_>, c: &Counted, p: DocId, buf: &mut Block) -> u64 {
     let Source::Section { set, lo, hi, .. } = src else { return 0 };
     let p = p.clamp(*lo, *hi);
@@ -96,7 +103,7 @@ pub fn skip(sources: &mut [Source<'_>], start: u64) -> Option<bool> {
     let counts: Vec<Option<Counted>> = sources
         .iter_mut()
         .map(|s| match s {
-            Source::Section { set, lo, hi, .. } => Some(counted(set.as_mut(), *lo, *hi, &mut buf)),
+            Source::Section { set, lo, hi, .. } => Some(counted(set.as_mut(), *lo, *hi, start, &mut buf)),
             Source::Tail { .. } => None,
         })
         .collect();

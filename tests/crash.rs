@@ -161,15 +161,21 @@ fn power_cut_at_every_call_then_again_during_recovery() {
             runs += 1;
         }
     }
+    eprintln!(
+        "power cuts: {runs} ({calls} crash points x {} damage modes, each with a second cut in recovery)",
+        CrashMode::ALL.len()
+    );
     assert!(runs >= 4 * 40, "only {runs} runs");
 }
 
 #[test]
 fn io_error_at_every_call_once_or_forever() {
     let calls = calls_of_a_clean_run(1) + 4;
+    let mut cases = 0;
     for at in 0..calls {
         for kind in [FaultKind::Eio, FaultKind::Enospc, FaultKind::ShortWrite] {
             for sticky in [false, true] {
+                cases += 1;
                 let context = format!("{kind:?} at call {at}, sticky {sticky}");
                 let sim = SimFs::new();
                 let store = Store::open("/db", opts(&sim)).unwrap();
@@ -193,6 +199,7 @@ fn io_error_at_every_call_once_or_forever() {
             }
         }
     }
+    eprintln!("I/O faults: {cases} cases ({calls} calls x EIO, ENOSPC, short write x once, forever)");
 }
 
 /// Soak: random power cuts (random call, damage mode, seed) for `JOBQ_SOAK_SECS`

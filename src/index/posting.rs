@@ -178,6 +178,12 @@ impl<'a> Posting<'a> {
         LE::read_u64(&self.bytes[at + i * 8..at + i * 8 + 8])
     }
 
+    /// A bitmap container's words (one bounds check, so that loops over them vectorize).
+    fn bitmap(&self, at: usize) -> impl Iterator<Item = u64> + 'a {
+        let bytes: &'a [u8] = self.bytes;
+        bytes[at..at + BLOCK_WORDS * 8].chunks_exact(8).map(|w| u64::from_le_bytes(w.try_into().expect("8 bytes")))
+    }
+
     /// Every doc, in order.
     pub fn docs(&self) -> Vec<DocId> {
         let mut c = self.cursor();
@@ -316,8 +322,8 @@ impl DocSet for PostingCursor<'_> {
                 out[(v / 64) as usize] |= 1 << (v % 64);
             }
         } else {
-            for (i, w) in out.iter_mut().enumerate() {
-                *w = self.p.word(at, i);
+            for (o, w) in out.iter_mut().zip(self.p.bitmap(at)) {
+                *o = w;
             }
         }
     }
@@ -334,10 +340,8 @@ impl DocSet for PostingCursor<'_> {
         }
         let (_, kind, card, at) = self.p.entry(ci);
         if kind == BITMAP {
-            for (i, o) in out.iter_mut().enumerate() {
-                if *o != 0 {
-                    *o &= self.p.word(at, i);
-                }
+            for (o, w) in out.iter_mut().zip(self.p.bitmap(at)) {
+                *o &= w;
             }
         } else {
             scratch.fill(0);
@@ -357,8 +361,8 @@ impl DocSet for PostingCursor<'_> {
         }
         let (_, kind, card, at) = self.p.entry(ci);
         if kind == BITMAP {
-            for (i, o) in out.iter_mut().enumerate() {
-                *o |= self.p.word(at, i);
+            for (o, w) in out.iter_mut().zip(self.p.bitmap(at)) {
+                *o |= w;
             }
         } else {
             for i in 0..card as usize {
@@ -374,10 +378,8 @@ impl DocSet for PostingCursor<'_> {
         }
         let (_, kind, card, at) = self.p.entry(ci);
         if kind == BITMAP {
-            for (i, o) in out.iter_mut().enumerate() {
-                if *o != 0 {
-                    *o &= !self.p.word(at, i);
-                }
+            for (o, w) in out.iter_mut().zip(self.p.bitmap(at)) {
+                *o &= !w;
             }
         } else {
             for i in 0..card as usize {

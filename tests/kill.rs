@@ -177,8 +177,8 @@ fn kill_9_at_random_moments_and_at_crash_points() {
         plan.extend(std::iter::repeat_n(Some(point), 20));
     }
     for (r, point) in plan.iter().enumerate() {
-        // An index file is published every 128 jobs: a few hundred writes reach the n-th.
-        let spread = if *point == Some("publish_before_rename") { 8 } else { 40 };
+        // An index file is published every 128 jobs: a few hundred writes reach the n-th (n <= 4).
+        let spread = if *point == Some("publish_before_rename") { 4 } else { 40 };
         let crash_at = point.map(|p| format!("{p}:{}", 1 + rng.below(spread)));
         let wait = match point {
             None => Duration::from_millis(5 + rng.below(150)),
@@ -246,7 +246,7 @@ fn soak_kill_9() {
     let mut kills = 0u64;
     while started.elapsed() < Duration::from_secs(secs) {
         let point = points[rng.below(points.len() as u64) as usize];
-        let spread = if point == Some("publish_before_rename") { 8 } else { 40 };
+        let spread = if point == Some("publish_before_rename") { 4 } else { 40 };
         let crash_at = point.map(|p| format!("{p}:{}", 1 + rng.below(spread)));
         let wait = Duration::from_millis(5 + rng.below(300));
         round(dir.path(), crash_at.as_deref(), wait, kills * 10_000_000, &acked);

@@ -178,10 +178,25 @@ impl<'a> Posting<'a> {
         LE::read_u64(&self.bytes[at + i * 8..at + i * 8 + 8])
     }
 
-    /// A bitmap container's words (one bounds check, so that loops over them vectorize).
-    fn bitmap(&self, at: usize) -> impl Iterator<Item = u64> + 'a {
+    /// The container of block `b`, if the list has one: kind, cardinality, offset.
+    fn container(&self, b: u32) -> Option<(u16, u32, usize)> {
+        let ci = self.container_from(0, b);
+        (ci < self.n).then(|| self.entry(ci)).filter(|e| e.0 == b).map(|(_, kind, card, at)| (kind, card, at))
+    }
+
+    /// The values of an array container.
+    fn values(&self, at: usize, card: u32) -> impl Iterator<Item = u32> + 'a {
         let bytes: &'a [u8] = self.bytes;
-        bytes[at..at + BLOCK_WORDS * 8].chunks_exact(8).map(|w| u64::from_le_bytes(w.try_into().expect("8 bytes")))
+        bytes[at..at + card as usize * 2].chunks_exact(2).map(|v| u32::from(u16::from_le_bytes([v[0], v[1]])))
+    }
+
+    /// `out[i] = f(out[i], word i)` over a bitmap container: one bounds check, no
+    /// branch, so the loop vectorizes.
+    fn combine_bitmap(&self, at: usize, out: &mut Block, f: impl Fn(u64, u64) -> u64) {
+        let words = &self.bytes[at..at + BLOCK_WORDS * 8];
+        for (o, w) in out.iter_mut().zip(words.chunks_exact(8)) {
+            *o = f(*o, u64::from_le_bytes(w.try_into().expect("8 bytes")));
+        }
     }
 
     /// Every doc, in order.
@@ -309,22 +324,13 @@ impl DocSet for PostingCursor<'_> {
     }
 
     fn fill_block(&mut self, b: u32, out: &mut Block) {
-        let ci = self.p.container_from(0, b);
-        if ci >= self.p.n || self.p.entry(ci).0 != b {
-            out.fill(0);
-            return;
-        }
-        let (_, kind, card, at) = self.p.entry(ci);
-        if kind == ARRAY {
-            out.fill(0);
-            for i in 0..card as usize {
-                let v = self.p.array(at, i);
-                out[(v / 64) as usize] |= 1 << (v % 64);
+        match self.p.container(b) {
+            Some((BITMAP, _, at)) => self.p.combine_bitmap(at, out, |_, w| w),
+            Some((_, card, at)) => {
+                out.fill(0);
+                set_bits(out, self.p.values(at, card));
             }
-        } else {
-            for (o, w) in out.iter_mut().zip(self.p.bitmap(at)) {
-                *o = w;
-            }
+            None => out.fill(0),
         }
     }
 
@@ -333,60 +339,42 @@ impl DocSet for PostingCursor<'_> {
         (ci < self.p.n).then(|| self.p.entry(ci).0)
     }
     fn and_block(&mut self, b: u32, out: &mut Block, scratch: &mut Block) {
-        let ci = self.p.container_from(0, b);
-        if ci >= self.p.n || self.p.entry(ci).0 != b {
-            out.fill(0);
-            return;
-        }
-        let (_, kind, card, at) = self.p.entry(ci);
-        if kind == BITMAP {
-            for (o, w) in out.iter_mut().zip(self.p.bitmap(at)) {
-                *o &= w;
+        match self.p.container(b) {
+            Some((BITMAP, _, at)) => self.p.combine_bitmap(at, out, |o, w| o & w),
+            Some((_, card, at)) => {
+                scratch.fill(0);
+                set_bits(scratch, self.p.values(at, card));
+                for (o, s) in out.iter_mut().zip(scratch.iter()) {
+                    *o &= s;
+                }
             }
-        } else {
-            scratch.fill(0);
-            for i in 0..card as usize {
-                let v = self.p.array(at, i);
-                scratch[(v / 64) as usize] |= 1 << (v % 64);
-            }
-            for (o, s) in out.iter_mut().zip(scratch.iter()) {
-                *o &= s;
-            }
+            None => out.fill(0),
         }
     }
     fn or_block(&mut self, b: u32, out: &mut Block, _scratch: &mut Block) {
-        let ci = self.p.container_from(0, b);
-        if ci >= self.p.n || self.p.entry(ci).0 != b {
-            return;
-        }
-        let (_, kind, card, at) = self.p.entry(ci);
-        if kind == BITMAP {
-            for (o, w) in out.iter_mut().zip(self.p.bitmap(at)) {
-                *o |= w;
-            }
-        } else {
-            for i in 0..card as usize {
-                let v = self.p.array(at, i);
-                out[(v / 64) as usize] |= 1 << (v % 64);
-            }
+        match self.p.container(b) {
+            Some((BITMAP, _, at)) => self.p.combine_bitmap(at, out, |o, w| o | w),
+            Some((_, card, at)) => set_bits(out, self.p.values(at, card)),
+            None => {}
         }
     }
     fn andnot_block(&mut self, b: u32, out: &mut Block, _scratch: &mut Block) {
-        let ci = self.p.container_from(0, b);
-        if ci >= self.p.n || self.p.entry(ci).0 != b {
-            return;
-        }
-        let (_, kind, card, at) = self.p.entry(ci);
-        if kind == BITMAP {
-            for (o, w) in out.iter_mut().zip(self.p.bitmap(at)) {
-                *o &= !w;
+        match self.p.container(b) {
+            Some((BITMAP, _, at)) => self.p.combine_bitmap(at, out, |o, w| o & !w),
+            Some((_, card, at)) => {
+                for v in self.p.values(at, card) {
+                    out[(v / 64) as usize] &= !(1 << (v % 64));
+                }
             }
-        } else {
-            for i in 0..card as usize {
-                let v = self.p.array(at, i);
-                out[(v / 64) as usize] &= !(1 << (v % 64));
-            }
+            None => {}
         }
+    }
+}
+
+/// Set the bits of `values` (offsets within a block).
+fn set_bits(out: &mut Block, values: impl Iterator<Item = u32>) {
+    for v in values {
+        out[(v / 64) as usize] |= 1 << (v % 64);
     }
 }
 

@@ -150,20 +150,36 @@ pub fn popcount(block: &Block) -> u64 {
     block.iter().map(|w| u64::from(w.count_ones())).sum()
 }
 
-/// Docs `[lo, hi)` matching `set`, counted a block at a time.
-pub fn count_in(set: &mut dyn DocSet, lo: DocId, hi: DocId) -> u64 {
-    let mut buf = new_block();
-    let mut total = 0;
-    let mut b = set.next_block(block_of(lo));
+/// Visit in order each block of `[lo, hi)` where `set` may have docs, with its
+/// bits (masked to the range) in `buf`, until `f` answers false.
+pub fn walk_blocks(
+    set: &mut dyn DocSet,
+    lo: DocId,
+    hi: DocId,
+    buf: &mut Block,
+    mut f: impl FnMut(u32, &Block) -> bool,
+) {
+    let mut b = if lo < hi { set.next_block(block_of(lo)) } else { None };
     while let Some(bk) = b {
         if u64::from(bk) << 16 >= u64::from(hi) {
             break;
         }
-        set.fill_block(bk, &mut buf);
-        mask_block(bk, lo, hi, &mut buf);
-        total += popcount(&buf);
+        set.fill_block(bk, buf);
+        mask_block(bk, lo, hi, buf);
+        if !f(bk, buf) {
+            break;
+        }
         b = bk.checked_add(1).and_then(|n| set.next_block(n));
     }
+}
+
+/// Docs `[lo, hi)` matching `set`, counted a block at a time.
+pub fn count_in(set: &mut dyn DocSet, lo: DocId, hi: DocId) -> u64 {
+    let mut total = 0;
+    walk_blocks(set, lo, hi, &mut new_block(), |_, blk| {
+        total += popcount(blk);
+        true
+    });
     total
 }
 
@@ -173,24 +189,18 @@ pub fn skip_in(set: &mut dyn DocSet, lo: DocId, hi: DocId, n: u64) -> (u64, DocI
     if n == 0 {
         return (0, lo);
     }
-    let mut buf = new_block();
-    let mut done = 0;
-    let mut b = set.next_block(block_of(lo));
-    while let Some(bk) = b {
-        if u64::from(bk) << 16 >= u64::from(hi) {
-            break;
+    let (mut done, mut end) = (0, hi);
+    walk_blocks(set, lo, hi, &mut new_block(), |bk, blk| {
+        let c = popcount(blk);
+        if done + c < n {
+            done += c;
+            return true;
         }
-        set.fill_block(bk, &mut buf);
-        mask_block(bk, lo, hi, &mut buf);
-        let c = popcount(&buf);
-        if done + c >= n {
-            let at = select_in_block(&buf, n - done - 1).expect("block holds enough bits");
-            return (n, (bk << 16) + at + 1);
-        }
-        done += c;
-        b = bk.checked_add(1).and_then(|n| set.next_block(n));
-    }
-    (done, hi)
+        end = (bk << 16) + select_in_block(blk, n - done - 1).expect("block holds enough bits") + 1;
+        done = n;
+        false
+    });
+    (done, end)
 }
 
 /// The last matching doc of `[lo, hi)`, scanning blocks from the end.

@@ -1,7 +1,6 @@
 //! Running a planned query over the sources of a snapshot (index sections and the
 //! tail): counts add up per source a block at a time; listings merge the sources
-//! in `ts` order after skipping `start` rows (by block popcounts for one source,
-//! by rank and select over all of them for several: skip.rs).
+//! in `ts` order after skipping `start` rows by rank and select (skip.rs).
 
 use super::docset::{count_in, skip_in, DocId, DocSet, TERMINATED};
 use crate::index::{DocEntry, Section};
@@ -115,19 +114,10 @@ fn walk(sources: &mut [Source<'_>], mut remaining: u64) {
 
 /// Skip `start` rows, then return up to `count`, newest first.
 pub fn list(sources: &mut [Source<'_>], start: u64, count: u64) -> Vec<Hit> {
-    if let [Source::Section { set, hi, .. }] = sources {
-        // One source: skip by block popcounts from its cursor.
-        let from = set.doc();
-        if from < *hi {
-            let (_, pos) = skip_in(set.as_mut(), from, *hi, start);
-            set.seek(pos);
-        }
-    } else {
-        match super::skip::skip(sources, start) {
-            Some(true) => {}
-            Some(false) => return Vec::new(),
-            None => walk(sources, start),
-        }
+    match super::skip::skip(sources, start) {
+        Some(true) => {}
+        Some(false) => return Vec::new(),
+        None => walk(sources, start),
     }
     let mut out = Vec::with_capacity(count.min(4096) as usize);
     while (out.len() as u64) < count {

@@ -1,11 +1,11 @@
-//! Skipping `start` matches of the merged order of several sources without walking
+//! Skipping `start` matches of the merged order of the sources without walking
 //! them. Each source counts its matches per 65,536-doc block once; then `rank`
 //! (matches newer than a key) and `select` (the i-th match) each cost one block
 //! fill. The first row after the skip is the match whose key `K` has exactly
 //! `start` newer matches over all sources: for each source in turn, a binary search
 //! over its matches `i` for `i + Σ other ranks(key of i) == start` finds it.
 
-use super::docset::{block_of, mask_block, new_block, popcount, select_in_block, Block, DocId, DocSet};
+use super::docset::{block_of, mask_block, new_block, popcount, select_in_block, walk_blocks, Block, DocId, DocSet};
 use super::exec::Source;
 
 type Key = (u64, u64);
@@ -21,43 +21,32 @@ struct Counted {
 }
 
 fn counted(set: &mut dyn DocSet, lo: DocId, hi: DocId, start: u64, buf: &mut Block) -> Counted {
-    let mut blocks = Vec::new();
-    let mut total = 0;
-    let mut b = if lo < hi { set.next_block(block_of(lo)) } else { None };
-    while let Some(bk) = b {
-        if u64::from(bk) << 16 >= u64::from(hi) {
-            break;
-        }
-        set.fill_block(bk, buf);
-        mask_block(bk, lo, hi, buf);
-        let c = popcount(buf);
+    let (mut blocks, mut total) = (Vec::new(), 0);
+    walk_blocks(set, lo, hi, buf, |bk, blk| {
+        let c = popcount(blk);
         if c > 0 {
             blocks.push((bk, total));
             total += c;
-            if total > start {
-                break;
-            }
         }
-        b = bk.checked_add(1).and_then(|n| set.next_block(n));
-    }
+        total <= start
+    });
     Counted { blocks, total }
 }
 
-/// Matches of a section source before position `p` (its range is `[lo, hi)`), or
-/// more than `start` when they are past the counted blocks.
-fn rank_before(src: &mut Source<'_>, c: &Counted, p: DocId, buf: &mut Block) -> u64 {
-    let Source::Section { set, lo, hi, .. } = src else { return 0 };
-    let p = p.clamp(*lo, *hi);
+/// Matches of a section (range `[lo, hi)`) before position `p`, or more than
+/// `start` when they are past the counted blocks.
+fn rank_before(set: &mut dyn DocSet, lo: DocId, hi: DocId, c: &Counted, p: DocId, buf: &mut Block) -> u64 {
+    let p = p.clamp(lo, hi);
     let bp = block_of(p);
     let i = c.blocks.partition_point(|(b, _)| *b < bp);
-    let before = c.blocks.get(i).map_or(c.total, |(_, n)| *n);
     match c.blocks.get(i) {
-        Some((b, _)) if *b == bp => {
+        Some(&(b, before)) if b == bp => {
             set.fill_block(bp, buf);
-            mask_block(bp, *lo, p, buf);
+            mask_block(bp, lo, p, buf);
             before + popcount(buf)
         }
-        _ => before,
+        Some(&(_, before)) => before,
+        None => c.total,
     }
 }
 
@@ -65,10 +54,8 @@ fn rank_before(src: &mut Source<'_>, c: &Counted, p: DocId, buf: &mut Block) -> 
 fn rank(src: &mut Source<'_>, c: Option<&Counted>, k: Key, buf: &mut Block) -> u64 {
     match (src, c) {
         (Source::Tail { entries, .. }, _) => entries.partition_point(|e| e.order_key() > k) as u64,
-        (src @ Source::Section { .. }, Some(c)) => {
-            let Source::Section { sec, .. } = &*src else { unreachable!() };
-            let p = sec.first_older_than(k.0, k.1);
-            rank_before(src, c, p, buf)
+        (Source::Section { set, sec, lo, hi }, Some(c)) => {
+            rank_before(set.as_mut(), *lo, *hi, c, sec.first_older_than(k.0, k.1), buf)
         }
         (Source::Section { .. }, None) => unreachable!("sections are counted"),
     }
@@ -118,6 +105,11 @@ pub fn skip(sources: &mut [Source<'_>], start: u64) -> Option<bool> {
             position(s, None);
         }
         return Some(false);
+    }
+    if let ([only], [c]) = (&mut *sources, &counts[..]) {
+        let (_, doc) = select(only, c.as_ref(), start, &mut buf);
+        position(only, Some(Target::At(doc)));
+        return Some(true);
     }
     for a in 0..sources.len() {
         let n = total(&sources[a], &counts[a]);

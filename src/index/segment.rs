@@ -226,8 +226,7 @@ fn decode_dir(b: &[u8], at: usize, sections_end: usize) -> std::result::Result<V
     Ok(out)
 }
 
-/// Check one section's structure; offsets in errors are relative to the section.
-/// A section's check: its layout, or the offset (in the file) and what is wrong.
+/// A section's check: its layout, or the offset and what is wrong.
 type Checked = std::result::Result<SectionInfo, (usize, String)>;
 
 /// Files this large are checked by several threads, a section each at a time.
@@ -241,7 +240,7 @@ fn check_sections(
     dir: &[DirEntry],
     workers: usize,
 ) -> std::result::Result<Vec<SectionInfo>, (usize, String)> {
-    let one = |d: &DirEntry| {
+    let one = |d: &DirEntry| -> Checked {
         let s = &b[d.offset as usize..(d.offset + d.len) as usize];
         if checksum(&[s]) != d.crc {
             return Err((d.offset as usize, format!("section of project {} fails its checksum", d.project)));
@@ -276,7 +275,8 @@ fn check_sections(
     done.into_iter().map(|(_, r)| r).collect()
 }
 
-fn check_section(s: &[u8], d: &DirEntry) -> std::result::Result<SectionInfo, (usize, String)> {
+/// Check one section's structure; offsets in errors are relative to the section.
+fn check_section(s: &[u8], d: &DirEntry) -> Checked {
     if s.len() < SECTION_HEADER {
         return Err((0, "section shorter than its header".into()));
     }
@@ -297,6 +297,7 @@ fn check_section(s: &[u8], d: &DirEntry) -> std::result::Result<SectionInfo, (us
     let info = SectionInfo { start: 0, n, n_terms, cols };
     // Bounds only: the orders are checked by `verify_order` (jobq check), so that
     // opening a large file reads each byte once, in order.
+    // A branch-free scan (it vectorizes); the offender is looked for only on damage.
     let by_key = &s[cols[BY_KEY]..cols[BY_KEY] + n as usize * 4];
     let past_end = by_key.chunks_exact(4).fold(false, |bad, d| bad | (LE::read_u32(d) >= n));
     if past_end {

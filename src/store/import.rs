@@ -147,15 +147,29 @@ fn apply_chunk(w: &mut Writer, mut c: ParsedChunk, line_base: u64, bulk: &mut Bu
 /// Input read per chunk: whole lines, about this many bytes.
 const READ_CHUNK: usize = 4 << 20;
 
-/// Read chunks of lines, have workers parse them, write them in order.
-fn run(
-    w: &mut Writer,
-    input: &mut dyn BufRead,
-    progress: &mut dyn FnMut(u64),
-    r: &mut ImportReport,
-    bulk: &mut Bulk,
+/// Where parsed chunks go, in input order.
+struct Sink<'a> {
+    w: &'a mut Writer,
+    progress: &'a mut dyn FnMut(u64),
+    report: &'a mut ImportReport,
+    bulk: &'a mut Bulk,
     durable_seq: u64,
-) -> Result<()> {
+}
+
+impl Sink<'_> {
+    fn write(&mut self, c: ParsedChunk) -> Result<()> {
+        let (lines, bytes) = (c.lines, c.bytes);
+        let r = &mut *self.report;
+        r.jobs += apply_chunk(self.w, c, r.lines, self.bulk, self.durable_seq)?;
+        r.lines += lines;
+        r.bytes += bytes;
+        (self.progress)(r.bytes);
+        Ok(())
+    }
+}
+
+/// Read chunks of lines, have workers parse them, write them in order.
+fn run(sink: &mut Sink<'_>, input: &mut dyn BufRead) -> Result<()> {
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 4);
     let (chunk_tx, chunk_rx) = mpsc::sync_channel::<(u64, Vec<u8>)>(workers);
     let chunk_rx = parking_lot::Mutex::new(chunk_rx);
@@ -175,18 +189,15 @@ fn run(
             });
         }
         drop(done_tx);
-        feed(w, input, progress, r, bulk, durable_seq, chunk_tx, &done_rx, workers)
+        feed(sink, input, chunk_tx, &done_rx, workers)
     })
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Send the input to the workers a chunk at a time (at most two per worker in
+/// flight) and write what they give back in input order.
 fn feed(
-    w: &mut Writer,
+    sink: &mut Sink<'_>,
     input: &mut dyn BufRead,
-    progress: &mut dyn FnMut(u64),
-    r: &mut ImportReport,
-    bulk: &mut Bulk,
-    durable_seq: u64,
     chunk_tx: mpsc::SyncSender<(u64, Vec<u8>)>,
     done_rx: &mpsc::Receiver<(u64, ParsedChunk)>,
     workers: usize,
@@ -203,7 +214,7 @@ fn feed(
                 // A line longer than the chunk: read more of it.
                 want = (want * 2).min(1 << 30);
                 if buf.len() >= 1 << 30 {
-                    return Err(Error::input("a line longer than 1 GiB").at_line(r.lines + 1));
+                    return Err(Error::input("a line longer than 1 GiB").at_line(sink.report.lines + 1));
                 }
                 continue;
             }
@@ -217,11 +228,7 @@ fn feed(
         let (n, c) = done_rx.recv().map_err(|_| Error::input("an import worker stopped"))?;
         ready.insert(n, c);
         while let Some(c) = ready.remove(&next) {
-            let (lines, bytes) = (c.lines, c.bytes);
-            r.jobs += apply_chunk(w, c, r.lines, bulk, durable_seq)?;
-            r.lines += lines;
-            r.bytes += bytes;
-            progress(r.bytes);
+            sink.write(c)?;
             next += 1;
         }
     }
@@ -266,7 +273,8 @@ pub(crate) fn import(inner: &Inner, input: &mut dyn BufRead, progress: &mut dyn 
     let mut bulk = Bulk { chunks: Vec::new(), docs: Vec::new(), lo_seq: txn_first };
     let mut report = ImportReport::default();
     let durable_seq = inner.commit.durable_seq();
-    if let Err(e) = run(&mut w, input, progress, &mut report, &mut bulk, durable_seq) {
+    let mut sink = Sink { w: &mut w, progress, report: &mut report, bulk: &mut bulk, durable_seq };
+    if let Err(e) = run(&mut sink, input) {
         if e.is_input() || matches!(e, Error::Io { op: "read", .. }) {
             if let Err(e2) = restore(&mut w, saved) {
                 inner.commit.poison(&e2);

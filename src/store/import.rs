@@ -10,7 +10,7 @@ use std::sync::mpsc;
 use std::sync::Arc;
 
 use super::catalog::{Catalog, JobIds};
-use super::import_parse::{parse_chunk, read_more, take_lines, Interner, ParsedChunk, ParsedRec};
+use super::import_parse::{parse_chunk, read_more, take_lines, ParsedChunk, ParsedRec};
 use super::open::kill_superseded_by;
 use super::version::SegmentSlot;
 use super::writer::Writer;
@@ -19,6 +19,7 @@ use crate::codec::frame::{FrameKind, FLAG_TXN};
 use crate::codec::record;
 use crate::error::{Error, Result};
 use crate::fs::MappedBytes;
+use crate::hash::Interner;
 use crate::index::{build, DocEntry, IndexSegment, SegmentMeta};
 use crate::log::LogPos;
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use super::request::{parse_import_line, write_import_doc};
 use crate::codec::record::{encode_parts, RecordHead};
 use crate::error::{Error, Result};
-use crate::hash::FastSet;
+use crate::hash::Interner;
 use crate::index::DocEntry;
 
 /// One parsed line: its record in the chunk's payload and its index entry.
@@ -30,21 +30,6 @@ pub(crate) struct ParsedChunk {
     pub bytes: u64,
     /// The first bad line (1-based within the chunk) and why.
     pub error: Option<(u64, Error)>,
-}
-
-/// Strings shared between the entries one worker makes.
-#[derive(Default)]
-pub(crate) struct Interner(FastSet<Arc<str>>);
-
-impl Interner {
-    fn get(&mut self, s: &str) -> Arc<str> {
-        if let Some(a) = self.0.get(s) {
-            return a.clone();
-        }
-        let a: Arc<str> = Arc::from(s);
-        self.0.insert(a.clone());
-        a
-    }
 }
 
 /// Parse and encode every line of `bytes` (whole lines). Records carry

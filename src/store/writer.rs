@@ -11,7 +11,7 @@ use crate::codec::frame::FrameKind;
 use crate::codec::record;
 use crate::error::{Error, Result};
 use crate::fs::MappedBytes;
-use crate::hash::{FastMap, FastSet};
+use crate::hash::{FastMap, Interner};
 use crate::index::{build, DocEntry, IndexSegment, MemTable, SegmentMeta};
 use crate::log::reader::RecordReader;
 use crate::log::writer::{Appended, LogWriter};
@@ -33,7 +33,7 @@ pub(crate) struct Writer {
     mem_uniques: FastMap<(u32, Arc<str>), u64>,
     pub catalog: Catalog,
     pub job_ids: JobIds,
-    tags: FastSet<Arc<str>>,
+    tags: Interner,
     /// Position of the last frame appended.
     pub last_frame: Option<LogPos>,
     pub reader: Arc<RecordReader>,
@@ -71,7 +71,7 @@ impl Writer {
             mem_uniques: FastMap::default(),
             catalog,
             job_ids,
-            tags: FastSet::default(),
+            tags: Interner::default(),
             last_frame: None,
             reader,
             freeze_at,
@@ -202,18 +202,9 @@ impl Writer {
         self.log.as_ref().map_or(self.replay_end, |l| l.end())
     }
 
-    pub fn intern(&mut self, tag: &str) -> Arc<str> {
-        if let Some(t) = self.tags.get(tag) {
-            return t.clone();
-        }
-        let t: Arc<str> = Arc::from(tag);
-        self.tags.insert(t.clone());
-        t
-    }
-
     /// The index entry of a job version.
     pub fn entry(&mut self, job: &Job, loc: u64) -> DocEntry {
-        let tags: Vec<Arc<str>> = job.tags.iter().map(|t| self.intern(t)).collect();
+        let tags: Vec<Arc<str>> = job.tags.iter().map(|t| self.tags.get(t)).collect();
         DocEntry {
             project: job.key.project,
             local: job.key.local(),

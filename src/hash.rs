@@ -1,5 +1,6 @@
-//! Hash maps with a fast, randomly seeded hasher (foldhash). Keys from clients
-//! (spider names, tags) stay safe from collision flooding thanks to the seed.
+//! Hash maps and sets with a fast, randomly seeded hasher (foldhash), and a string
+//! interner on them. Keys from clients (spider names, tags) stay safe from
+//! collision flooding thanks to the seed.
 
 /// A `HashMap` with foldhash.
 pub type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;

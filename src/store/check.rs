@@ -71,15 +71,15 @@ struct Current {
     unique: u64,
 }
 
-/// FNV-1a over byte strings: the same fingerprint on both sides of a comparison.
+/// A fixed-seed hash of byte strings: the same fingerprint on both sides of a comparison.
 fn fingerprint<'a>(parts: impl Iterator<Item = &'a [u8]>) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = foldhash::fast::FixedState::default().build_hasher();
     for p in parts {
-        for b in p.iter().chain([0xFFu8].iter()) {
-            h = (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3);
-        }
+        h.write(p);
+        h.write_u8(0xFF);
     }
-    h
+    h.finish()
 }
 
 /// Fingerprint of a tag set (order does not matter).

@@ -85,13 +85,10 @@ impl<'a> JobView<'a> {
             }
             _ => match crate::model::TIME_FIELDS.iter().position(|f| *f == name) {
                 Some(i) => self.times[i].is_some_and(|t| write!(out, "{t}").is_ok()),
-                None => match crate::model::doc::parse_object(self.doc) {
-                    Ok(fields) => fields.iter().rev().find(|(n, _)| n == name).is_some_and(|(_, v)| {
-                        out.extend_from_slice(v.get().as_bytes());
-                        true
-                    }),
-                    Err(_) => false,
-                },
+                None => crate::model::doc::field(self.doc, name).is_some_and(|v| {
+                    out.extend_from_slice(v.get().as_bytes());
+                    true
+                }),
             },
         }
     }

@@ -52,6 +52,11 @@ pub fn parse_object(text: &str) -> Result<Vec<Field<'_>>, Error> {
     Ok(fields)
 }
 
+/// The raw value of field `name` of a JSON object text, if it has one.
+pub fn field<'a>(object: &'a str, name: &str) -> Option<&'a RawValue> {
+    parse_object(object).ok()?.into_iter().find(|(n, _)| n == name).map(|(_, v)| v)
+}
+
 /// Append `s` as a JSON string literal.
 pub fn write_json_str(out: &mut Vec<u8>, s: &str) {
     serde_json::to_writer(&mut *out, s).expect("writing a str to a Vec cannot fail");
@@ -105,7 +110,7 @@ impl MetaDoc {
 
     /// The raw value of one field.
     pub fn get(&self, name: &str) -> Option<&RawValue> {
-        self.fields().ok()?.into_iter().find(|(n, _)| n == name).map(|(_, v)| v)
+        field(&self.0, name)
     }
 
     /// A copy with `set` fields replaced or appended (in their order) and `remove`

@@ -4,7 +4,7 @@
 //! - `scan_object` accepts exactly when serde_json accepts the text as one JSON
 //!   object (read the way the engine reads metadata: a map of `RawValue`s), except
 //!   that the scanner refuses nesting deeper than `MAX_DEPTH` (128) levels, which
-//!   serde_json's `RawValue` does not limit; the write paths (`parse_object`)
+//!   serde_json's `RawValue` does not limit; the write paths (`parse_input_object`)
 //!   refuse such nesting too;
 //! - for accepted objects: the same fields in the same order (duplicates kept),
 //!   the same decoded names and the same raw value texts;
@@ -103,7 +103,7 @@ fn scan(text: &str) {
             assert!(d > MAX_DEPTH && too_deep, "scanner refused what serde_json accepts ({ours:?}, depth {d}): {text:?}");
             // Every write path refuses what import would: whatever is stored exports
             // and imports back.
-            assert!(jobq::model::doc::parse_object(text).is_err(), "push accepts {d} levels, import refuses them");
+            assert!(jobq::model::doc::parse_input_object(text).is_err(), "push accepts {d} levels, import refuses them");
         }
         (Some(_), None) => panic!("scanner accepted what serde_json refuses: {text:?}"),
     }

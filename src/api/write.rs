@@ -5,9 +5,8 @@
 use serde_json::value::RawValue;
 
 use super::{body_text, Answer, Refusal, Response};
-use crate::codec::json::{nesting_depth, MAX_DEPTH};
 use crate::error::Error;
-use crate::model::doc::{parse_object, write_json_str};
+use crate::model::doc::{check_depth, parse_input_object, write_json_str};
 use crate::model::JobKey;
 use crate::store::request::{self, changes_from, int_value, is_maintained, parse_cancel, parse_push, parse_update};
 use crate::store::{Changes, PushResult, Store};
@@ -82,7 +81,7 @@ fn one_object(body: &[u8], what: &str) -> Result<Option<String>, Refusal> {
 
 pub(super) fn start_job(store: &Store, project: u32, body: &[u8], actor: Option<&str>) -> Answer {
     let line = one_object(body, "startjob")?.unwrap_or_else(|| "{}".to_string());
-    let fields = parse_object(&line).map_err(|e| e.at_line(1))?;
+    let fields = parse_input_object(&line).map_err(|e| e.at_line(1))?;
     let changes = changes_from(&fields).map_err(|e| e.at_line(1))?;
     let mut out = Vec::new();
     if let Some(job) = store.start_next(project, &changes, actor)? {
@@ -120,7 +119,7 @@ fn edit(store: &Store, key: JobKey, changes: &Changes, actor: Option<&str>) -> A
 pub(super) fn merge_metadata(store: &Store, key: JobKey, body: &[u8], actor: Option<&str>) -> Answer {
     let line = one_object(body, "a metadata update")?
         .ok_or_else(|| Error::input("the body must be a JSON object of fields to set"))?;
-    let fields = parse_object(&line).map_err(|e| e.at_line(1))?;
+    let fields = parse_input_object(&line).map_err(|e| e.at_line(1))?;
     let changes = changes_from(&fields).map_err(|e| e.at_line(1))?;
     edit(store, key, &changes, actor)
 }
@@ -134,9 +133,7 @@ pub(super) fn set_field(store: &Store, key: JobKey, field: &str, body: &[u8], ac
     let value: Box<RawValue> =
         serde_json::from_str(text).map_err(|e| Error::field(field, format!("the body must be one JSON value: {e}")))?;
     // The value sits one level inside the job's object.
-    if nesting_depth(value.get()) >= MAX_DEPTH {
-        return Err(Error::field(field, format!("JSON nested more than {} levels deep", MAX_DEPTH - 1)).into());
-    }
+    check_depth(value.get(), 1).map_err(|why| Error::field(field, why))?;
     let changes = match field {
         "tags" => Changes { tags: Some(request::tags_value("tags", &value)?), ..Changes::default() },
         "priority" => Changes { priority: Some(int_value("priority", &value)?), ..Changes::default() },

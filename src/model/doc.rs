@@ -8,6 +8,7 @@ use std::fmt;
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
+use crate::codec::json::{nesting_depth, MAX_DEPTH};
 use crate::error::Error;
 
 /// One field: a name and its raw JSON value.
@@ -46,10 +47,25 @@ pub fn parse_object(text: &str) -> Result<Vec<Field<'_>>, Error> {
     let fields =
         (&mut de).deserialize_map(FieldsVisitor).map_err(|e| Error::input(format!("not a JSON object: {e}")))?;
     de.end().map_err(|e| Error::input(format!("trailing characters after the JSON object: {e}")))?;
-    if crate::codec::json::nesting_depth(text) > crate::codec::json::MAX_DEPTH {
-        return Err(Error::input(format!("JSON nested more than {} levels deep", crate::codec::json::MAX_DEPTH)));
-    }
     Ok(fields)
+}
+
+/// A client's JSON object ([`parse_object`]), refused when nested deeper than
+/// import accepts, so that whatever is stored exports and imports back.
+pub fn parse_input_object(text: &str) -> Result<Vec<Field<'_>>, Error> {
+    let fields = parse_object(text)?;
+    check_depth(text, 0).map_err(Error::input)?;
+    Ok(fields)
+}
+
+/// Refuse client JSON nested deeper than import accepts, with `outer` levels
+/// (enclosing objects) around it.
+pub fn check_depth(text: &str, outer: usize) -> Result<(), String> {
+    let limit = MAX_DEPTH - outer;
+    if nesting_depth(text) > limit {
+        return Err(format!("JSON nested more than {limit} levels deep"));
+    }
+    Ok(())
 }
 
 /// The raw value of field `name` of a JSON object text, if it has one.
@@ -142,13 +158,15 @@ mod tests {
     #[test]
     fn nesting_is_limited_as_on_import() {
         let nested = |levels: usize| format!(r#"{{"a":{}{}}}"#, "[".repeat(levels - 1), "]".repeat(levels - 1));
-        assert!(parse_object(&nested(crate::codec::json::MAX_DEPTH)).is_ok());
-        let deep = nested(crate::codec::json::MAX_DEPTH + 1);
-        assert!(parse_object(&deep).unwrap_err().to_string().contains("nested"));
+        assert!(parse_input_object(&nested(MAX_DEPTH)).is_ok());
+        let deep = nested(MAX_DEPTH + 1);
+        assert!(parse_input_object(&deep).unwrap_err().to_string().contains("nested"));
+        // Stored documents are read without the scan.
+        assert!(parse_object(&deep).is_ok());
         assert!(crate::codec::json::scan_object(&deep, &mut Vec::new()).is_err());
-        assert!(crate::codec::json::scan_object(&nested(crate::codec::json::MAX_DEPTH), &mut Vec::new()).is_ok());
+        assert!(crate::codec::json::scan_object(&nested(MAX_DEPTH), &mut Vec::new()).is_ok());
         // Brackets inside strings do not nest.
-        assert!(parse_object(&format!(r#"{{"a":"{}\"["}}"#, "[".repeat(300))).is_ok());
+        assert!(parse_input_object(&format!(r#"{{"a":"{}\"["}}"#, "[".repeat(300))).is_ok());
     }
 
     #[test]

@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 use std::borrow::Cow;
 
 use crate::codec::json::{self, RawField};
-use crate::model::doc::{parse_object, Field};
+use crate::model::doc::{parse_input_object, Field};
 use crate::model::{JobKey, JobState, SpiderKey, TIME_FIELDS};
 
 /// Longest spider name, tag and `unique` value, in bytes.
@@ -148,7 +148,7 @@ fn check_doc_size(fields: &[OwnedField]) -> Result<()> {
 
 /// Parse one push line.
 pub fn parse_push(line: &str) -> Result<PushSpec> {
-    let fields = parse_object(line)?;
+    let fields = parse_input_object(line)?;
     let mut spec = PushSpec {
         spider: String::new(),
         state: JobState::Pending,
@@ -234,7 +234,7 @@ pub fn changes_from(fields: &[Field<'_>]) -> Result<Changes> {
 
 /// Parse one update line for `project`; a key of another project is refused.
 pub fn parse_update(line: &str, project: u32) -> Result<UpdateSpec> {
-    let fields = parse_object(line)?;
+    let fields = parse_input_object(line)?;
     let raw_key = fields.iter().find(|(n, _)| n == "key").ok_or_else(|| Error::field("key", "is required"))?.1;
     let key = str_value("key", raw_key)?;
     let target = if key.matches('/').count() == 1 { Target::Spider(key.parse()?) } else { Target::Job(key.parse()?) };
@@ -278,7 +278,7 @@ pub fn parse_cancel(body: &str, project: u32) -> Result<Vec<JobKey>> {
     };
     let mut out = Vec::with_capacity(items.len());
     for (n, raw) in items {
-        let fields = parse_object(raw.get()).map_err(|e| e.at_line(n))?;
+        let fields = parse_input_object(raw.get()).map_err(|e| e.at_line(n))?;
         let key =
             fields.iter().find(|(f, _)| f == "key").ok_or_else(|| Error::field("key", "is required").at_line(n))?.1;
         let k: JobKey = str_value("key", key).and_then(|k| k.parse()).map_err(|e| e.at_line(n))?;
@@ -320,6 +320,10 @@ mod tests {
             assert!(parse_push(bad).unwrap_err().is_input(), "{bad}");
         }
         assert!(parse_push(r#"{"spider":"s","unique":null}"#).unwrap().unique.is_none());
+        // Deeper than import accepts (the line is one level, "x" 128 more).
+        let deep = format!(r#"{{"spider":"s","x":{}{}}}"#, "[".repeat(128), "]".repeat(128));
+        assert!(parse_push(&deep).unwrap_err().to_string().contains("nested"));
+        assert!(parse_push(&deep.replacen('[', "", 1).replacen(']', "", 1)).is_ok());
     }
 
     #[test]

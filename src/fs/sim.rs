@@ -84,13 +84,41 @@ enum Node {
 struct Inode {
     data: Vec<u8>,
     synced: Vec<u8>,
-    /// Lowest offset changed since the last sync, if any.
-    dirty_from: Option<usize>,
+    /// Byte ranges written since the last sync (start -> end, disjoint, merged).
+    dirty: BTreeMap<usize, usize>,
+    /// The size changed since the last sync.
+    resized: bool,
 }
 
 impl Inode {
-    fn touch(&mut self, from: usize) {
-        self.dirty_from = Some(self.dirty_from.map_or(from, |d| d.min(from)));
+    fn touch(&mut self, from: usize, to: usize) {
+        if from >= to {
+            return;
+        }
+        let (mut a, mut b) = (from, to);
+        let overlapping: Vec<(usize, usize)> =
+            self.dirty.range(..=b).rev().take_while(|(_, &e)| e >= a).map(|(&s, &e)| (s, e)).collect();
+        for (s, e) in overlapping {
+            self.dirty.remove(&s);
+            a = a.min(s);
+            b = b.max(e);
+        }
+        self.dirty.insert(a, b);
+    }
+
+    fn is_dirty(&self) -> bool {
+        self.resized || !self.dirty.is_empty()
+    }
+
+    fn mark_synced(&mut self) {
+        self.synced.resize(self.data.len(), 0);
+        for (a, b) in std::mem::take(&mut self.dirty) {
+            let b = b.min(self.data.len());
+            if a < b {
+                self.synced[a..b].copy_from_slice(&self.data[a..b]);
+            }
+        }
+        self.resized = false;
     }
 }
 
@@ -270,13 +298,13 @@ impl SimFs {
         inos.sort_unstable();
         for ino in inos {
             let inode = s.inodes.get_mut(&ino).expect("listed above");
-            let Some(from) = inode.dirty_from.take() else {
+            if !inode.is_dirty() {
                 continue;
-            };
-            let pending = std::mem::take(&mut inode.data);
-            let synced = inode.synced.clone();
-            inode.data = damage(mode, &synced, &pending, from, &mut rng);
+            }
+            inode.data = damage(mode, &inode.synced, &inode.data, &inode.dirty, &mut rng);
             inode.synced = inode.data.clone();
+            inode.dirty.clear();
+            inode.resized = false;
         }
     }
 
@@ -288,7 +316,7 @@ impl SimFs {
         for node in s.names.values() {
             if let Node::File(ino) = node {
                 let data = s.inodes[ino].data.clone();
-                t.inodes.insert(*ino, Inode { synced: data.clone(), data, dirty_from: None });
+                t.inodes.insert(*ino, Inode { synced: data.clone(), data, ..Inode::default() });
             }
         }
         t.durable = t.names.clone();
@@ -311,9 +339,10 @@ impl SimFs {
             Some(Node::File(ino)) => {
                 let ino = *ino;
                 let inode = s.inodes.get_mut(&ino).expect("named inode exists");
-                inode.data = bytes.clone();
-                inode.synced = bytes;
-                inode.dirty_from = None;
+                inode.synced = bytes.clone();
+                inode.data = bytes;
+                inode.dirty.clear();
+                inode.resized = false;
                 Ok(())
             }
             _ => Err(not_found(path)),
@@ -321,34 +350,63 @@ impl SimFs {
     }
 }
 
-/// The bytes a file holds after a power cut, given its durable bytes, the bytes
-/// written since, and the lowest offset written since the last sync.
-fn damage(mode: CrashMode, synced: &[u8], pending: &[u8], from: usize, rng: &mut Rng) -> Vec<u8> {
-    let from = from.min(synced.len()).min(pending.len());
-    if pending.len() < synced.len() && rng.below(2) == 0 {
-        // An unsynced truncation may or may not have reached the disk.
+/// The bytes a file holds after a power cut, given its durable bytes, its bytes
+/// now, and the ranges written since the last sync. Bytes never written since
+/// stay as they were durable; written ones in place (below both sizes) and the
+/// appended tail are damaged per `mode`, each 512-byte sector on its own.
+fn damage(mode: CrashMode, synced: &[u8], pending: &[u8], dirty: &BTreeMap<usize, usize>, rng: &mut Rng) -> Vec<u8> {
+    if mode == CrashMode::Drop || (pending.len() < synced.len() && rng.below(2) == 0) {
+        // Nothing unsynced reached the disk (an unsynced truncation included).
         return synced.to_vec();
     }
-    let mut out = synced[..from].to_vec();
-    let tail = &pending[from..];
+    let base = synced.len().min(pending.len());
+    let mut out = synced[..base].to_vec();
+    for (&a, &b) in dirty.range(..base) {
+        let (a, b) = (a, b.min(base));
+        if mode == CrashMode::Cut {
+            if rng.below(2) == 0 {
+                out[a..b].copy_from_slice(&pending[a..b]);
+            }
+            continue;
+        }
+        let mut at = a;
+        while at < b {
+            let next = ((at / 512 + 1) * 512).min(b);
+            sector(mode, &mut out[at..next], &pending[at..next], rng);
+            at = next;
+        }
+    }
+    let tail = &pending[base..];
     match mode {
-        CrashMode::Drop => return synced.to_vec(),
+        CrashMode::Drop => {}
         CrashMode::Cut => out.extend_from_slice(&tail[..rng.below(tail.len() as u64 + 1) as usize]),
         CrashMode::Zero => out.resize(pending.len(), 0),
         CrashMode::Garble => {
-            for sector in tail.chunks(512) {
-                match rng.below(3) {
-                    0 => out.extend_from_slice(sector),
-                    1 => out.extend(std::iter::repeat_n(0u8, sector.len())),
-                    _ => out.extend((0..sector.len()).map(|_| rng.next() as u8)),
-                }
+            let start = out.len();
+            out.extend_from_slice(tail);
+            let mut at = start;
+            while at < out.len() {
+                let next = ((at / 512 + 1) * 512).min(out.len());
+                let new = pending[at..next].to_vec();
+                sector(mode, &mut out[at..next], &new, rng);
+                at = next;
             }
             let sectors = tail.len().div_ceil(512) as u64;
-            let keep = from + (rng.below(sectors + 1) as usize) * 512;
-            out.truncate(keep.max(from));
+            let keep = start + (rng.below(sectors + 1) as usize) * 512;
+            out.truncate(keep.max(start));
         }
     }
     out
+}
+
+/// One unsynced piece of a sector after a power cut: written, zeros or garbage.
+fn sector(mode: CrashMode, out: &mut [u8], written: &[u8], rng: &mut Rng) {
+    match (mode, rng.below(3)) {
+        (CrashMode::Zero, _) | (CrashMode::Garble, 1) => out.fill(0),
+        (CrashMode::Garble, 0) => out.copy_from_slice(written),
+        (CrashMode::Garble, _) => out.iter_mut().for_each(|b| *b = rng.next() as u8),
+        _ => out.copy_from_slice(written),
+    }
 }
 
 struct SimFile {
@@ -398,11 +456,12 @@ impl FsFile for SimFile {
         let n = if short { buf.len() / 2 } else { buf.len() };
         let inode = s.inodes.get_mut(&self.ino).expect("open inode exists");
         let off = offset as usize;
-        if inode.data.len() < off + n {
+        let old_len = inode.data.len();
+        if old_len < off + n {
             inode.data.resize(off + n, 0);
         }
         inode.data[off..off + n].copy_from_slice(&buf[..n]);
-        inode.touch(off.min(inode.synced.len()));
+        inode.touch(off.min(old_len), off + n);
         Ok(n)
     }
 
@@ -410,13 +469,7 @@ impl FsFile for SimFile {
         let mut s = self.state.lock();
         self.check(&s)?;
         s.mutate(FsOp::SyncData(self.path.clone()))?;
-        let inode = s.inodes.get_mut(&self.ino).expect("open inode exists");
-        if let Some(from) = inode.dirty_from.take() {
-            let from = from.min(inode.synced.len()).min(inode.data.len());
-            inode.synced.truncate(from);
-            let rest = inode.data[from..].to_vec();
-            inode.synced.extend_from_slice(&rest);
-        }
+        s.inodes.get_mut(&self.ino).expect("open inode exists").mark_synced();
         Ok(())
     }
 
@@ -428,7 +481,8 @@ impl FsFile for SimFile {
         let len = len as usize;
         let old = inode.data.len();
         inode.data.resize(len, 0);
-        inode.touch(len.min(old));
+        inode.touch(old, len);
+        inode.resized = true;
         Ok(())
     }
 

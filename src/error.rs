@@ -64,6 +64,12 @@ impl Error {
         }
     }
 
+    /// True for a failed fdatasync or directory fsync: afterwards nothing is known
+    /// of what reached the disk, and the sync is never retried.
+    pub fn is_sync_failure(&self) -> bool {
+        matches!(self, Error::Io { op: "fdatasync" | "fsync dir", .. })
+    }
+
     /// True for errors caused by the caller's input (HTTP 400), false for faults of the store.
     pub fn is_input(&self) -> bool {
         matches!(self, Error::InvalidInput { .. } | Error::InvalidKey { .. })

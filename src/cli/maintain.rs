@@ -1,4 +1,4 @@
-//! `jobq check` and `jobq compact`: the operator's offline tools.
+//! `jobq check`, `jobq compact` and `jobq repair`: the operator's offline tools.
 
 use std::io::{self, IsTerminal};
 use std::process::ExitCode;
@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::{CheckArgs, CompactArgs};
+use super::{CheckArgs, CompactArgs, RepairArgs};
 use jobq::fs::RealFs;
-use jobq::store::{check as check_store, compact as compact_store};
+use jobq::store::{check as check_store, compact as compact_store, repair as repair_store};
 use jobq::{Error, Options};
 
 /// Exit 0: clean; 1: damage found (each finding printed); 2: could not run.
@@ -26,6 +26,9 @@ pub fn check(a: CheckArgs) -> ExitCode {
         Ok(r) => {
             for f in &r.findings {
                 println!("{f}");
+            }
+            for n in &r.notes {
+                eprintln!("note: {n}");
             }
             eprintln!(
                 "checked {} segments, {} frames, {} records, {} jobs, {} index files in {} ms: {}",
@@ -93,6 +96,40 @@ pub fn compact(a: CompactArgs) -> Result<(), String> {
         r.dropped,
         r.bytes_before,
         r.bytes_after,
+        r.millis
+    );
+    Ok(())
+}
+
+pub fn repair(a: RepairArgs) -> Result<(), String> {
+    if !a.data.is_dir() {
+        return Err(format!("no store at {}: not a directory", a.data.display()));
+    }
+    let r = repair_store(&a.data, Options::default()).map_err(|e| match e {
+        Error::Locked { .. } => format!("{e}: repair runs offline; stop the server first"),
+        e => format!("repair of {} failed: {e}", a.data.display()),
+    })?;
+    let Some(cut) = &r.cut else {
+        eprintln!("the log of {} is whole: nothing to repair ({} ms)", a.data.display(), r.millis);
+        return Ok(());
+    };
+    eprintln!(
+        "cut the log at segment {} offset {} ({}): {} bytes moved aside to {}{}",
+        cut.at.segment,
+        cut.at.offset,
+        cut.reason,
+        cut.bytes,
+        r.saved_to.as_ref().map_or_else(String::new, |p| p.display().to_string()),
+        if cut.lost_durable { "; writes that had been acknowledged are among them" } else { "" }
+    );
+    for (key, state) in &r.dropped {
+        println!("dropped version: {key} {state}");
+    }
+    eprintln!(
+        "{} job versions dropped, {} bytes undecodable; index files set aside: {}; {} ms",
+        r.dropped.len(),
+        r.undecoded_bytes,
+        if r.indexes_set_aside.is_empty() { "none".to_string() } else { r.indexes_set_aside.join(", ") },
         r.millis
     );
     Ok(())

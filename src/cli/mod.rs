@@ -1,4 +1,5 @@
-//! The `jobq` command line: `serve`, `import`, `export`, `query`, `check`, `compact`.
+//! The `jobq` command line: `serve`, `import`, `export`, `query`, `check`, `compact`,
+//! `repair`.
 //! Exit status: 0 done, 1 failed (the reason on stderr), 2 bad usage.
 
 mod data;
@@ -36,6 +37,16 @@ enum Command {
     /// Rewrite the log without superseded versions and rebuild the indexes, offline and
     /// atomically (a crash leaves the old store or the new one).
     Compact(CompactArgs),
+    /// Salvage a store whose log is damaged: keep every valid frame before the damage,
+    /// move the rest aside (to DIR/salvaged-<ms>/) and report what was dropped. Offline.
+    Repair(RepairArgs),
+}
+
+#[derive(Args)]
+pub struct RepairArgs {
+    /// The data directory (not while a server holds it).
+    #[arg(long, value_name = "DIR")]
+    pub data: std::path::PathBuf,
 }
 
 #[derive(Args)]
@@ -144,6 +155,7 @@ pub fn main() -> ExitCode {
     let (name, result) = match cli.command {
         Command::Check(a) => return maintain::check(a),
         Command::Compact(a) => ("compact", maintain::compact(a)),
+        Command::Repair(a) => ("repair", maintain::repair(a)),
         Command::Serve(a) => ("serve", serve::run(a)),
         Command::Import(a) => ("import", data::import(a)),
         Command::Export(a) => ("export", data::export(a)),

@@ -198,7 +198,7 @@ pub fn decode_job(buf: &[u8]) -> Result<(JobView<'_>, usize), DecodeError> {
     }
     let body = r.bytes(body_len, "record body")?;
     if crate::codec::frame::checksum(&[body]) != crc {
-        return Err(DecodeError::new(4, "record checksum mismatch"));
+        return Err(DecodeError::new(0, "record checksum mismatch"));
     }
     let mut r = ByteReader::new(body);
     let view = decode_body(&mut r).map_err(|e| DecodeError::new(RECORD_PREFIX + e.offset, e.what))?;

@@ -1,11 +1,14 @@
 //! The append-only record log: numbered segment files of framed records.
-//! One concern a file: [`segment`] names and headers, [`writer`] appends,
-//! [`scan`] reads frames, [`recovery`] decides what survives a crash.
+//! One concern a file: [`segment`] names and headers, [`mark`] the durable marks,
+//! [`tail`] the segment being written, [`writer`] appends, [`scan`] reads frames,
+//! [`recovery`] decides what survives a crash.
 
+pub mod mark;
 pub mod reader;
 pub mod recovery;
 pub mod scan;
 pub mod segment;
+pub mod tail;
 pub mod writer;
 
 /// A byte position in the log: segment number and offset in that file.

@@ -60,6 +60,11 @@ impl RecordReader {
         }
         let total = record::RECORD_PREFIX + LE::read_u32(&buf[0..4]) as usize;
         if total > n {
+            // A damaged length must not make us allocate or read past the file.
+            let len = file.len().map_err(|e| Error::io("stat", path(), e))?;
+            if pos.offset + total as u64 > len {
+                return Err(Error::corrupt(path(), pos.offset, "record length runs past the end of the segment"));
+            }
             if buf.len() < total {
                 buf.resize(total, 0);
             }
@@ -69,10 +74,16 @@ impl RecordReader {
         Ok(total)
     }
 
-    /// The error for a record at `loc` that does not decode.
+    /// The error for a record at `loc` that does not decode: it names the offset
+    /// of the record's `body_len` field, where the index points (and, when the
+    /// fault lies further in, how far).
     pub fn corrupt(&self, loc: u64, e: crate::codec::DecodeError) -> Error {
         let pos = LogPos::unpack(loc);
-        Error::corrupt(self.dir.join(segment::file_name(pos.segment)), pos.offset + e.offset as u64, e.what)
+        let what = match e.offset {
+            0 => e.what,
+            n => format!("{} ({n} bytes into the record)", e.what),
+        };
+        Error::corrupt(self.dir.join(segment::file_name(pos.segment)), pos.offset, what)
     }
 
     /// The record at `loc`.

@@ -1,20 +1,24 @@
 //! What survives a crash. Recovery validates every frame from the last position known
 //! durable (the end of the newest index) to the end of the log, then:
 //!
-//! - a bad frame in the last segment with no sign of durability after it is a torn
-//!   tail: it and everything after it were never acknowledged, and are cut;
-//! - a bad frame in a sealed segment, or one followed by a valid frame whose
-//!   `durable_seq` says the bad bytes were once synced, is corruption: refused with
-//!   the file and offset, unless the policy salvages by cutting there;
+//! - a bad frame in the last segment after everything its durable mark claims is a
+//!   torn tail: it and everything after it were never acknowledged, and are cut;
+//! - a bad frame in a sealed segment, or before the last segment's durable mark,
+//!   is corruption: refused with the file and offset, unless the policy salvages
+//!   by cutting there;
 //! - an import transaction without its commit frame at the end is cut.
 //!
-//! Cutting truncates and fsyncs, so running recovery again finds nothing to do.
+//! [`damage_was_durable`] is the one place that tells the two apart; open and
+//! `jobq check` both get their verdict from [`validate`]. Cutting truncates and
+//! fsyncs, so running recovery again finds nothing to do.
 
 use std::path::Path;
 use std::sync::Arc;
 
+use super::mark::{self, Mark};
 use super::scan::{FrameScanner, Step};
-use super::segment::{self, HEADER_LEN};
+use super::segment::{self, SegmentHeader};
+use super::tail::Tail;
 use super::LogPos;
 use crate::codec::frame::{self, FrameHeader, FrameKind};
 use crate::codec::record;
@@ -61,19 +65,52 @@ fn open(fs: &dyn FileSystem, dir: &Path, n: u32) -> Result<(Arc<dyn FsFile>, std
     Ok((file, path))
 }
 
-/// Does a valid frame after `from` claim that sequence `seq` was durable?
-fn durable_evidence(sc: &mut FrameScanner, from: u64, seq: u64) -> Result<Option<u64>> {
-    let end = sc.file_len();
-    let mut p = from;
-    while p + frame::HEADER_LEN as u64 <= end {
-        if let Ok((h, _)) = sc.frame_at(p)? {
-            if h.first_seq >= seq && h.durable_seq >= seq {
-                return Ok(Some(p));
-            }
-        }
-        p += 1;
+/// Was the bad frame at `offset` (where sequence `expected` should start) durable
+/// once? Then it is corruption, else a torn tail. Bytes of a sealed segment were
+/// synced whole. In the last segment of version 2, its durable mark says how far
+/// the log was synced; payload bytes are never consulted, so no record can pass
+/// for evidence. A version-1 segment (written by older builds) has no mark: its
+/// later frames' `durable_seq` is the evidence, looked for only at frame starts
+/// that no decodable header's extent covers.
+pub fn damage_was_durable(
+    sc: &mut FrameScanner,
+    header: &SegmentHeader,
+    last: bool,
+    mark: Option<&Mark>,
+    offset: u64,
+    expected: u64,
+) -> Result<bool> {
+    if !last {
+        return Ok(true);
     }
-    Ok(None)
+    if header.has_marks() {
+        return Ok(mark.is_some_and(|m| offset < m.durable_end));
+    }
+    legacy_evidence(sc, offset, expected)
+}
+
+/// Version 1: does a valid frame after the bad one claim that `seq` was durable?
+fn legacy_evidence(sc: &mut FrameScanner, bad: u64, seq: u64) -> Result<bool> {
+    let end = sc.file_len();
+    let mut p = match sc.header_at(bad)? {
+        Some(h) if h.first_seq == seq => bad + h.frame_len(),
+        _ => bad + 1,
+    };
+    while p + frame::HEADER_LEN as u64 <= end {
+        match sc.frame_at(p)? {
+            Ok((h, _)) if h.first_seq >= seq && h.durable_seq >= seq => return Ok(true),
+            Ok((h, _)) => p += h.frame_len(),
+            Err(_) => p += 1,
+        }
+    }
+    Ok(false)
+}
+
+/// Damage found: where, why, and whether those bytes had been durable.
+struct Damage {
+    at: LogPos,
+    reason: String,
+    durable: bool,
 }
 
 /// Validate the log from `start` (with `start_seq` the sequence expected there) to
@@ -102,42 +139,55 @@ pub fn validate(
     // An open transaction: where its first frame is and its sequence number (0 when
     // it began before `start`).
     let mut txn: Option<(LogPos, u64)> = in_txn.then_some((start, 0));
-    let mut damage: Option<(LogPos, String, bool)> = None;
+    let mut damage: Option<Damage> = None;
     'segments: for (i, &n) in segments.iter().enumerate() {
+        let at0 = LogPos { segment: n, offset: 0 };
         if i > 0 && n != segments[i - 1] + 1 {
             let at = LogPos { segment: segments[i - 1] + 1, offset: 0 };
-            damage = Some((at, "a log segment is missing".into(), true));
+            damage = Some(Damage { at, reason: "a log segment is missing".into(), durable: true });
             break;
         }
         let (file, path) = open(fs, dir, n)?;
         let header = match segment::read_header(&*file, &path) {
             Ok(h) => h,
+            Err(e @ Error::Unsupported { .. }) => return Err(e),
             Err(e) => {
-                damage = Some((LogPos { segment: n, offset: 0 }, e.to_string(), true));
+                damage = Some(Damage { at: at0, reason: e.to_string(), durable: true });
                 break;
             }
         };
         if header.generation != generation || header.number != n {
-            let why = format!("segment header says generation {} number {}", header.generation, header.number);
-            damage = Some((LogPos { segment: n, offset: 0 }, why, true));
+            let reason = format!("segment header says generation {} number {}", header.generation, header.number);
+            damage = Some(Damage { at: at0, reason, durable: true });
             break;
         }
-        let from = if n == start.segment { start.offset.max(HEADER_LEN) } else { HEADER_LEN };
-        if from == HEADER_LEN && header.first_seq != expected {
-            let why = format!("segment starts at sequence {}, expected {expected}", header.first_seq);
-            damage = Some((LogPos { segment: n, offset: 0 }, why, true));
+        let data_start = header.data_start();
+        let from = if n == start.segment { start.offset.max(data_start) } else { data_start };
+        if from == data_start && header.first_seq != expected {
+            let reason = format!("segment starts at sequence {}, expected {expected}", header.first_seq);
+            damage = Some(Damage { at: at0, reason, durable: true });
             break;
         }
+        let is_last = n == last;
+        let mark = if is_last && header.has_marks() { mark::read(&*file, &path, n, generation)? } else { None };
         end = LogPos { segment: n, offset: from };
         let mut sc = FrameScanner::new(file, &path, from)?;
         loop {
-            let bad = match sc.next_step()? {
-                Step::End => continue 'segments,
-                Step::Frame { offset, header, payload } => {
-                    match check_frame(&header, payload, expected, &mut txn, n, offset) {
+            let (offset, reason) = match sc.next_step()? {
+                Step::End => {
+                    let Some(m) = mark.filter(|m| end.offset < m.durable_end) else {
+                        continue 'segments;
+                    };
+                    let reason = format!("the log ends before its durable mark at {}", m.durable_end);
+                    (end.offset, reason)
+                }
+                Step::Frame { offset, header: fh, payload } => {
+                    match check_frame(&fh, payload, expected, &mut txn, n, offset)
+                        .and_then(|()| check_mark(mark.as_ref(), offset, &fh, expected))
+                    {
                         Ok(()) => {
-                            expected = header.last_seq() + 1;
-                            end.offset = offset + header.frame_len();
+                            expected = fh.last_seq() + 1;
+                            end.offset = offset + fh.frame_len();
                             frames += 1;
                             continue;
                         }
@@ -146,22 +196,21 @@ pub fn validate(
                 }
                 Step::Bad { offset, reason } => (offset, reason),
             };
-            let (offset, reason) = bad;
             let at = LogPos { segment: n, offset };
-            let durable = if n != last { true } else { durable_evidence(&mut sc, offset + 1, expected)?.is_some() };
-            damage = Some((at, reason, durable));
+            let durable = damage_was_durable(&mut sc, &header, is_last, mark.as_ref(), offset, expected)?;
+            damage = Some(Damage { at, reason, durable });
             break 'segments;
         }
     }
     let mut cut = None;
-    if let Some((at, reason, durable)) = damage {
+    if let Some(Damage { at, reason, durable }) = damage {
         if durable && policy == RecoveryPolicy::Strict {
             let path = dir.join(segment::file_name(at.segment));
             return Err(Error::corrupt(
                 path,
                 at.offset,
                 format!(
-                    "{reason}; the log is damaged before its unsynced tail (open with the salvage policy to cut it)"
+                    "{reason}; the log is damaged before its unsynced tail (`jobq repair` salvages what precedes it)"
                 ),
             ));
         }
@@ -184,16 +233,32 @@ pub fn validate(
     }
     if let Some(c) = &mut cut {
         end = c.at;
-        if end.offset < HEADER_LEN {
+        if end.segment > start.segment && end.offset == 0 {
             // A segment with a damaged header keeps nothing: cut back to the previous one.
             let prev = end.segment - 1;
             let (file, path) = open(fs, dir, prev)?;
             end = LogPos { segment: prev, offset: file.len().map_err(|e| Error::io("stat", &path, e))? };
+        } else if end.offset == 0 {
+            end = start;
         }
         c.at = end;
-        c.bytes = apply_cut(fs, dir, end, last, read_only)?;
+        c.bytes = apply_cut(fs, dir, end, expected, last, read_only)?;
     }
     Ok(Validated { end, next_seq: expected, cut, frames })
+}
+
+/// A frame must not run across the durable mark, and the mark's sequence number
+/// must be the one expected at its offset.
+fn check_mark(mark: Option<&Mark>, offset: u64, h: &FrameHeader, expected: u64) -> std::result::Result<(), String> {
+    let Some(m) = mark else { return Ok(()) };
+    let end = offset + h.frame_len();
+    if offset < m.durable_end && end > m.durable_end {
+        return Err(format!("a frame runs across the durable mark at {}", m.durable_end));
+    }
+    if offset == m.durable_end && expected != m.next_seq {
+        return Err(format!("the durable mark says sequence {} at {offset}, the log has {expected}", m.next_seq));
+    }
+    Ok(())
 }
 
 pub(crate) fn check_frame(
@@ -227,8 +292,9 @@ pub(crate) fn check_frame(
     Ok(())
 }
 
-/// Remove everything from `at` on; returns the bytes removed.
-fn apply_cut(fs: &dyn FileSystem, dir: &Path, at: LogPos, last: u32, read_only: bool) -> Result<u64> {
+/// Remove everything from `at` on (`next_seq` the sequence number there); returns
+/// the bytes removed. A durable mark past `at` is lowered first.
+fn apply_cut(fs: &dyn FileSystem, dir: &Path, at: LogPos, next_seq: u64, last: u32, read_only: bool) -> Result<u64> {
     let mut bytes = 0;
     for n in (at.segment + 1)..=last {
         let path = dir.join(segment::file_name(n));
@@ -245,13 +311,16 @@ fn apply_cut(fs: &dyn FileSystem, dir: &Path, at: LogPos, last: u32, read_only: 
     let len = file.len().map_err(|e| Error::io("stat", &path, e))?;
     bytes += len.saturating_sub(at.offset);
     if !read_only {
-        if len > at.offset {
-            file.set_len(at.offset).map_err(|e| Error::io("truncate", &path, e))?;
-            file.sync_data().map_err(|e| Error::io("fdatasync", &path, e))?;
-        }
         if at.segment < last {
             // IMPORTANT: fsync folder, so removed segments stay removed.
             fs.sync_dir(dir).map_err(|e| Error::io("fsync dir", dir, e))?;
+        }
+        if len > at.offset {
+            if let Ok(header) = segment::read_header(&*file, &path) {
+                Tail::open(file.clone(), &path, header)?.lower_marks(at.offset, next_seq)?;
+            }
+            file.set_len(at.offset).map_err(|e| Error::io("truncate", &path, e))?;
+            file.sync_data().map_err(|e| Error::io("fdatasync", &path, e))?;
         }
     }
     Ok(bytes)
@@ -274,7 +343,8 @@ pub fn replay(
 ) -> Result<()> {
     for n in from.segment..=to.segment {
         let (file, path) = open(fs, dir, n)?;
-        let start = if n == from.segment { from.offset.max(HEADER_LEN) } else { HEADER_LEN };
+        let data_start = segment::read_header(&*file, &path)?.data_start();
+        let start = if n == from.segment { from.offset.max(data_start) } else { data_start };
         let stop = if n == to.segment { to.offset } else { u64::MAX };
         let mut sc = FrameScanner::new(file, &path, start)?;
         while sc.pos() < stop {

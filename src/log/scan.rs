@@ -36,6 +36,24 @@ impl FrameScanner {
         Ok(FrameScanner { file, path: path.to_path_buf(), pos: start, len, buf: Vec::new(), buf_start: 0 })
     }
 
+    /// A scan of segment `n` of `dir` from its first frame, with its header.
+    pub fn segment(
+        fs: &dyn crate::fs::FileSystem,
+        dir: &Path,
+        n: u32,
+    ) -> Result<(crate::log::segment::SegmentHeader, FrameScanner)> {
+        let path = dir.join(crate::log::segment::file_name(n));
+        let file = fs.open(&path, crate::fs::OpenMode::Read).map_err(|e| Error::io("open", &path, e))?;
+        let header = crate::log::segment::read_header(&*file, &path)?;
+        let sc = FrameScanner::new(file, &path, header.data_start())?;
+        Ok((header, sc))
+    }
+
+    /// The file scanned.
+    pub fn file(&self) -> Arc<dyn FsFile> {
+        self.file.clone()
+    }
+
     /// Offset of the next frame to read.
     pub fn pos(&self) -> u64 {
         self.pos
@@ -62,6 +80,15 @@ impl FrameScanner {
         }
         let at = (offset - self.buf_start) as usize;
         Ok(&self.buf[at..at + n])
+    }
+
+    /// The header at `offset` when its fields decode (its checksum unchecked).
+    pub fn header_at(&mut self, offset: u64) -> Result<Option<FrameHeader>> {
+        if offset + HEADER_LEN as u64 > self.len {
+            return Ok(None);
+        }
+        let h: [u8; HEADER_LEN] = self.window(offset, HEADER_LEN)?.try_into().expect("window has the asked length");
+        Ok(frame::decode_header(&h).ok())
     }
 
     /// The valid frame at exactly `offset`, if there is one.

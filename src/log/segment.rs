@@ -2,13 +2,17 @@
 //!
 //! ```text
 //! 0  [u8; 8] magic "JOBQLOG\0"
-//! 8  u32     format version (1)
+//! 8  u32     format version (1 or 2)
 //! 12 u32     segment number
 //! 16 u64     generation of the store
 //! 24 u64     sequence number of the first frame written to it
 //! 32 [u8;28] zero
 //! 60 u32     masked CRC-32 of bytes 0..60
 //! ```
+//!
+//! Version 2 (written since format 2) keeps two durable-mark slots on the pages
+//! at 4096 and 8192 ([`super::mark`]); its frames start at 12288. Version 1 has
+//! no marks; its frames start right after the header, at 64.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -20,17 +24,44 @@ use crate::error::{Error, Result};
 use crate::fs::{self, FileSystem, FsFile, OpenMode};
 
 pub const MAGIC: &[u8; 8] = b"JOBQLOG\0";
-pub const VERSION: u32 = 1;
+/// The version new segments are written in; [`decode_header`] reads 1 and 2.
+pub const VERSION: u32 = 2;
 pub const HEADER_LEN: u64 = 64;
+/// Where the frames of a version-2 segment start: after the header page and the
+/// two pages of durable-mark slots.
+pub const DATA_START_V2: u64 = 12288;
 /// Segments never grow past this offset, so that offsets fit in 32 bits in indexes.
 pub const MAX_SEGMENT_BYTES: u64 = 3 << 30;
 
 /// A decoded segment header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SegmentHeader {
+    /// Format version of the file: 1 (no durable marks) or 2.
+    pub version: u32,
     pub number: u32,
     pub generation: u64,
     pub first_seq: u64,
+}
+
+impl SegmentHeader {
+    /// A header for a new segment, in the current version.
+    pub fn new(number: u32, generation: u64, first_seq: u64) -> SegmentHeader {
+        SegmentHeader { version: VERSION, number, generation, first_seq }
+    }
+
+    /// Offset of the segment's first frame.
+    pub fn data_start(&self) -> u64 {
+        if self.version >= 2 {
+            DATA_START_V2
+        } else {
+            HEADER_LEN
+        }
+    }
+
+    /// Does the segment keep durable marks?
+    pub fn has_marks(&self) -> bool {
+        self.version >= 2
+    }
 }
 
 pub fn file_name(number: u32) -> String {
@@ -49,7 +80,7 @@ pub fn parse_name(name: &str) -> Option<u32> {
 pub fn encode_header(h: &SegmentHeader) -> [u8; HEADER_LEN as usize] {
     let mut b = [0u8; HEADER_LEN as usize];
     b[0..8].copy_from_slice(MAGIC);
-    LE::write_u32(&mut b[8..12], VERSION);
+    LE::write_u32(&mut b[8..12], h.version);
     LE::write_u32(&mut b[12..16], h.number);
     LE::write_u64(&mut b[16..24], h.generation);
     LE::write_u64(&mut b[24..32], h.first_seq);
@@ -69,13 +100,19 @@ pub fn decode_header(path: &Path, b: &[u8]) -> Result<SegmentHeader> {
         return Err(Error::corrupt(path, 0, "not a jobq log segment (bad magic)"));
     }
     let version = LE::read_u32(&b[8..12]);
-    if version != VERSION {
+    if !(1..=VERSION).contains(&version) {
         return Err(Error::Unsupported {
             path: path.to_path_buf(),
-            what: format!("log format version {version}; this build reads version {VERSION}"),
+            what: format!(
+                "log segment format version {version}, written by a newer jobq; this build reads versions 1 to {VERSION}"
+            ),
         });
     }
+    if b[32..60].iter().any(|&x| x != 0) {
+        return Err(Error::corrupt(path, 32, "reserved segment header bytes are not zero"));
+    }
     Ok(SegmentHeader {
+        version,
         number: LE::read_u32(&b[12..16]),
         generation: LE::read_u64(&b[16..24]),
         first_seq: LE::read_u64(&b[24..32]),
@@ -90,14 +127,21 @@ pub fn read_header(file: &dyn FsFile, path: &Path) -> Result<SegmentHeader> {
         return Err(Error::corrupt(path, 0, format!("segment is {len} bytes, shorter than its header")));
     }
     fs::read_exact_at(file, &mut b, 0).map_err(|e| Error::io("read", path, e))?;
-    decode_header(path, &b)
+    let h = decode_header(path, &b)?;
+    if len < h.data_start() {
+        return Err(Error::corrupt(path, len, format!("segment is {len} bytes, shorter than its header pages")));
+    }
+    Ok(h)
 }
 
-/// Create a segment durably: temp file, header, fsync, rename, fsync directory.
+/// Create a segment durably: temp file, header (and the zeroed mark pages of a
+/// version-2 segment), fsync, rename, fsync directory.
 pub fn create(fsys: &dyn FileSystem, dir: &Path, h: &SegmentHeader) -> Result<(PathBuf, Arc<dyn FsFile>)> {
     let name = file_name(h.number);
     let path = dir.join(&name);
-    fs::publish_file(fsys, dir, &name, &encode_header(h)).map_err(|e| Error::io("create segment", &path, e))?;
+    let mut bytes = encode_header(h).to_vec();
+    bytes.resize(h.data_start() as usize, 0);
+    fs::publish_file(fsys, dir, &name, &bytes).map_err(|e| Error::io("create segment", &path, e))?;
     let file = fsys.open(&path, OpenMode::ReadWrite).map_err(|e| Error::io("open", &path, e))?;
     Ok((path, file))
 }

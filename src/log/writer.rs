@@ -5,11 +5,12 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::segment::{self, SegmentHeader, HEADER_LEN};
+use super::segment::{self, SegmentHeader};
+use super::tail::Tail;
 use super::LogPos;
 use crate::codec::frame::{self, FrameKind};
 use crate::error::{Error, Result};
-use crate::fs::{self, FileSystem, FsFile, OpenMode};
+use crate::fs::{self, FileSystem, OpenMode};
 
 /// Where a frame landed.
 #[derive(Clone, Copy, Debug)]
@@ -24,9 +25,7 @@ pub struct LogWriter {
     fs: Arc<dyn FileSystem>,
     dir: PathBuf,
     generation: u64,
-    segment: u32,
-    path: PathBuf,
-    file: Arc<dyn FsFile>,
+    tail: Arc<Tail>,
     end: u64,
     segment_limit: u64,
     next_seq: u64,
@@ -42,23 +41,24 @@ impl LogWriter {
         first_seq: u64,
         segment_limit: u64,
     ) -> Result<LogWriter> {
-        let h = SegmentHeader { number: 1, generation, first_seq };
+        let h = SegmentHeader::new(1, generation, first_seq);
         let (path, file) = segment::create(&*fs, dir, &h)?;
         Ok(LogWriter {
             fs,
             dir: dir.to_path_buf(),
             generation,
-            segment: 1,
-            path,
-            file,
-            end: HEADER_LEN,
+            tail: Arc::new(Tail::new(file, path, h, None)),
+            end: h.data_start(),
             segment_limit: segment_limit.min(segment::MAX_SEGMENT_BYTES),
             next_seq: first_seq,
             buf: Vec::new(),
         })
     }
 
-    /// Continue writing the last segment at `end` (what recovery kept).
+    /// Continue writing the last segment at `end` (what recovery kept). Its bytes
+    /// up to `end` are synced first: a crashed process may have left them in the
+    /// page cache only. A segment of an older version is sealed and a new one
+    /// started, so that every write lands in the current format.
     pub fn resume(
         fs: Arc<dyn FileSystem>,
         dir: &Path,
@@ -69,18 +69,23 @@ impl LogWriter {
     ) -> Result<LogWriter> {
         let path = dir.join(segment::file_name(end.segment));
         let file = fs.open(&path, OpenMode::ReadWrite).map_err(|e| Error::io("open", &path, e))?;
-        Ok(LogWriter {
+        let header = segment::read_header(&*file, &path)?;
+        let tail = Tail::open(file, &path, header)?;
+        let mut w = LogWriter {
             fs,
             dir: dir.to_path_buf(),
             generation,
-            segment: end.segment,
-            path,
-            file,
+            tail: Arc::new(tail),
             end: end.offset,
             segment_limit: segment_limit.min(segment::MAX_SEGMENT_BYTES),
             next_seq,
             buf: Vec::new(),
-        })
+        };
+        w.sync()?;
+        if header.version < segment::VERSION {
+            w.rotate()?;
+        }
+        Ok(w)
     }
 
     /// The sequence number the next frame will start at.
@@ -90,12 +95,12 @@ impl LogWriter {
 
     /// The position after the last frame written.
     pub fn end(&self) -> LogPos {
-        LogPos { segment: self.segment, offset: self.end }
+        LogPos { segment: self.tail.header.number, offset: self.end }
     }
 
-    /// The segment being written and its path.
-    pub fn file(&self) -> (Arc<dyn FsFile>, &Path) {
-        (self.file.clone(), &self.path)
+    /// The segment being written.
+    pub fn tail(&self) -> &Arc<Tail> {
+        &self.tail
     }
 
     /// Append one frame using `count` sequence numbers. On error the tail may hold
@@ -109,54 +114,73 @@ impl LogWriter {
         payload: &[u8],
     ) -> Result<Appended> {
         let frame_len = (frame::HEADER_LEN + payload.len()) as u64;
-        if self.end > HEADER_LEN && self.end + frame_len > self.segment_limit {
+        let used = self.end - self.tail.header.data_start();
+        if used > 0 && used + frame_len > self.segment_limit {
             self.rotate()?;
         }
         let first_seq = self.next_seq;
         self.buf.clear();
         frame::encode(&mut self.buf, kind, flags, first_seq, count, durable_seq, payload);
-        fs::write_all_at(&*self.file, &self.buf, self.end).map_err(|e| Error::io("append to", &self.path, e))?;
-        let pos = LogPos { segment: self.segment, offset: self.end };
+        let t = &self.tail;
+        fs::write_all_at(&*t.file, &self.buf, self.end).map_err(|e| Error::io("append to", &t.path, e))?;
+        let pos = self.end();
         self.end += frame_len;
         self.next_seq += u64::from(count);
         Ok(Appended { first_seq, pos })
     }
 
-    /// fdatasync the tail segment.
+    /// fdatasync the tail segment (writing the durable mark of the previous sync).
     pub fn sync(&self) -> Result<()> {
-        self.file.sync_data().map_err(|e| Error::io("fdatasync", &self.path, e))
+        self.tail.sync(self.end, self.next_seq)
+    }
+
+    /// Sync, then make the durable mark name the end of the log (a clean close).
+    pub fn seal(&self) -> Result<()> {
+        self.sync()?;
+        self.tail.seal_mark()
+    }
+
+    /// After a failed append: cut what was written since the last sync (never
+    /// acknowledged: its writers got errors) and make the cut durable. Not for
+    /// after a failed fsync, whose outcome is unknown.
+    pub fn cut_unsynced(&mut self) -> Result<()> {
+        let (end, next_seq) = self.tail.synced();
+        let at = LogPos { segment: self.tail.header.number, offset: end };
+        self.truncate_to(at, next_seq)?;
+        self.tail.seal_mark()
     }
 
     /// Seal the tail segment (fsync it) and start the next one.
     pub fn rotate(&mut self) -> Result<()> {
         self.sync()?;
-        let h = SegmentHeader { number: self.segment + 1, generation: self.generation, first_seq: self.next_seq };
+        let h = SegmentHeader::new(self.tail.header.number + 1, self.generation, self.next_seq);
         let (path, file) = segment::create(&*self.fs, &self.dir, &h)?;
-        self.segment = h.number;
-        self.path = path;
-        self.file = file;
-        self.end = HEADER_LEN;
+        self.tail = Arc::new(Tail::new(file, path, h, None));
+        self.end = h.data_start();
         Ok(())
     }
 
     /// Cut the log back to `pos` (undoing an import that failed) and make it durable.
     /// Segments after `pos.segment` are removed.
     pub fn truncate_to(&mut self, pos: LogPos, next_seq: u64) -> Result<()> {
-        if pos.segment != self.segment {
-            for n in pos.segment + 1..=self.segment {
+        let current = self.tail.header.number;
+        if pos.segment != current {
+            for n in pos.segment + 1..=current {
                 let p = self.dir.join(segment::file_name(n));
                 self.fs.remove_file(&p).map_err(|e| Error::io("remove", &p, e))?;
             }
             // IMPORTANT: fsync folder, so removed segments stay removed.
             self.fs.sync_dir(&self.dir).map_err(|e| Error::io("fsync dir", &self.dir, e))?;
-            self.segment = pos.segment;
-            self.path = self.dir.join(segment::file_name(pos.segment));
-            self.file = self.fs.open(&self.path, OpenMode::ReadWrite).map_err(|e| Error::io("open", &self.path, e))?;
+            let path = self.dir.join(segment::file_name(pos.segment));
+            let file = self.fs.open(&path, OpenMode::ReadWrite).map_err(|e| Error::io("open", &path, e))?;
+            let header = segment::read_header(&*file, &path)?;
+            self.tail = Arc::new(Tail::open(file, &path, header)?);
         }
-        self.file.set_len(pos.offset).map_err(|e| Error::io("truncate", &self.path, e))?;
-        self.sync()?;
+        let t = &self.tail;
+        t.lower_marks(pos.offset, next_seq)?;
+        t.file.set_len(pos.offset).map_err(|e| Error::io("truncate", &t.path, e))?;
         self.end = pos.offset;
         self.next_seq = next_seq;
-        Ok(())
+        self.sync()
     }
 }

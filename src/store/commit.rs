@@ -6,7 +6,6 @@
 //! everyone it covered. A failed fsync poisons the store: it is never retried
 //! (the kernel may have dropped the dirty pages), and every later write fails.
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -14,13 +13,14 @@ use parking_lot::{Condvar, Mutex, RwLock};
 
 use super::version::Version;
 use crate::error::{Error, Result};
-use crate::fs::FsFile;
+use crate::log::tail::Tail;
 
-/// The newest write not yet known durable.
+/// The newest write not yet known durable: its version, the segment it went to,
+/// and where the log ended after it (offset, next sequence number).
 struct Pending {
     version: Arc<Version>,
-    file: Arc<dyn FsFile>,
-    path: PathBuf,
+    tail: Arc<Tail>,
+    end: (u64, u64),
 }
 
 struct SyncState {
@@ -34,6 +34,8 @@ pub struct Commit {
     cv: Condvar,
     durable: AtomicU64,
     poisoned: AtomicBool,
+    /// The poison came from a failed fsync: what reached the disk is unknown.
+    sync_failed: AtomicBool,
     cause: Mutex<Option<String>>,
     published: RwLock<Arc<Version>>,
     /// fsyncs done (for tests and reports).
@@ -47,6 +49,7 @@ impl Commit {
             state: Mutex::new(SyncState { syncing: false, pending: None }),
             cv: Condvar::new(),
             poisoned: AtomicBool::new(false),
+            sync_failed: AtomicBool::new(false),
             cause: Mutex::new(None),
             published: RwLock::new(version),
             syncs: AtomicU64::new(0),
@@ -84,15 +87,24 @@ impl Commit {
         if c.is_none() {
             *c = Some(err.to_string());
         }
+        if err.is_sync_failure() {
+            self.sync_failed.store(true, Ordering::Release);
+        }
         self.poisoned.store(true, Ordering::Release);
         drop(c);
         let _s = self.state.lock();
         self.cv.notify_all();
     }
 
-    /// Record a write (called under the writer lock, after the append).
-    pub fn written(&self, version: Arc<Version>, file: Arc<dyn FsFile>, path: PathBuf) {
-        self.state.lock().pending = Some(Pending { version, file, path });
+    /// True when the store is poisoned by a failed fsync (not only by a failed write).
+    pub fn sync_failed(&self) -> bool {
+        self.sync_failed.load(Ordering::Acquire)
+    }
+
+    /// Record a write (called under the writer lock, after the append): `end` is
+    /// where the log ended after it, in `tail`.
+    pub fn written(&self, version: Arc<Version>, tail: Arc<Tail>, end: (u64, u64)) {
+        self.state.lock().pending = Some(Pending { version, tail, end });
     }
 
     /// Make a version visible without waiting for durability (buffered mode, or a
@@ -135,7 +147,7 @@ impl Commit {
             s.syncing = true;
             drop(s);
             crate::crashpoint::hit("before_fsync");
-            let r = p.file.sync_data();
+            let r = p.tail.sync(p.end.0, p.end.1);
             self.syncs.fetch_add(1, Ordering::Relaxed);
             s = self.state.lock();
             s.syncing = false;
@@ -144,8 +156,7 @@ impl Commit {
                     self.durable.fetch_max(p.version.seq, Ordering::AcqRel);
                     self.publish(p.version);
                 }
-                Err(e) => {
-                    let err = Error::io("fdatasync", &p.path, e);
+                Err(err) => {
                     drop(s);
                     self.poison(&err);
                     s = self.state.lock();

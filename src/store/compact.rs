@@ -59,9 +59,7 @@ fn dir_bytes(fsys: &dyn FileSystem, dir: &Path) -> Result<u64> {
 fn count_records(fsys: &dyn FileSystem, dir: &Path) -> Result<u64> {
     let mut n = 0;
     for s in segment::list(fsys, dir)? {
-        let path = dir.join(segment::file_name(s));
-        let file = fsys.open(&path, fs::OpenMode::Read).map_err(|e| Error::io("open", &path, e))?;
-        let mut sc = FrameScanner::new(file, &path, segment::HEADER_LEN)?;
+        let (_, mut sc) = FrameScanner::segment(fsys, dir, s)?;
         while let Step::Frame { header, .. } = sc.next_step()? {
             if header.kind == FrameKind::Jobs {
                 n += u64::from(header.count);

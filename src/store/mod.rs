@@ -13,6 +13,7 @@ mod open;
 mod ops;
 mod queue;
 mod read;
+mod repair;
 pub mod request;
 pub mod version;
 mod writer;
@@ -29,6 +30,7 @@ pub use import::ImportReport;
 pub use open::OpenReport;
 pub use ops::PushResult;
 pub use read::{Snapshot, SnapshotStats};
+pub use repair::{repair, RepairReport};
 pub use request::{Changes, PushSpec, Target, UpdateSpec};
 
 use crate::error::{Error, Result};
@@ -300,6 +302,14 @@ impl Store {
         maintain::run(&self.inner)
     }
 
+    /// Make the log's durable mark name its end, so that the next open can tell
+    /// any later damage from a torn write without a doubt.
+    fn seal_log(&self) -> Result<()> {
+        let w = self.inner.writer.lock();
+        let Some(log) = w.log.as_ref() else { return Ok(()) };
+        log.seal().inspect_err(|e| self.inner.commit.poison(e))
+    }
+
     /// Flush indexes, stop background work, release the directory.
     pub fn close(self) -> Result<()> {
         self.shutdown(true)
@@ -320,9 +330,14 @@ impl Store {
         }
         let r = if flush && !self.inner.opts.read_only && self.inner.commit.check().is_ok() {
             self.inner.closed.store(false, Ordering::Release);
-            let r = self.flush_indexes();
+            let r = self.flush_indexes().and_then(|()| self.seal_log());
             self.inner.closed.store(true, Ordering::Release);
             r
+        } else if flush && !self.inner.opts.read_only && !self.inner.commit.sync_failed() {
+            // A failed write (a full disk, say) left what it wrote since the last
+            // sync, never acknowledged: cut it now, as the next open would.
+            let mut w = self.inner.writer.lock();
+            w.log.as_mut().map_or(Ok(()), |log| log.cut_unsynced())
         } else {
             Ok(())
         };

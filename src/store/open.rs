@@ -18,7 +18,7 @@ use crate::index::{format, IndexSegment, Section};
 use crate::log::reader::RecordReader;
 use crate::log::recovery::{self, Cut};
 use crate::log::scan::FrameScanner;
-use crate::log::segment::{self, HEADER_LEN};
+use crate::log::segment::{self, SegmentHeader};
 use crate::log::writer::LogWriter;
 use crate::log::LogPos;
 
@@ -108,14 +108,13 @@ pub(crate) fn open(dir: &Path, opts: &Options) -> Result<Opened> {
     if !opts.read_only {
         clean_leftovers(fs, dir, &gen_dir, generation)?;
     }
-    let log_first_seq = first_seq(fs, &gen_dir, generation)?;
-    let mut slots = choose_chain(fs, &gen_dir, generation, log_first_seq, opts.read_only, &mut report)?;
+    let first = first_segment(fs, &gen_dir, generation)?;
+    let log_first_seq = first.first_seq;
+    let mut slots = choose_chain(fs, &gen_dir, generation, log_first_seq, &mut report)?;
     kill_superseded(&mut slots);
     let (start, start_seq, catalog) = match slots.last() {
         Some(s) => (s.seg.meta().log_end, s.seg.meta().hi_seq + 1, Catalog::from_entries(&s.seg.catalog())),
-        None => {
-            (LogPos { segment: segment::list(fs, &gen_dir)?[0], offset: HEADER_LEN }, log_first_seq, Default::default())
-        }
+        None => (LogPos { segment: first.number, offset: first.data_start() }, log_first_seq, Default::default()),
     };
     report.replay_from = start;
     let last_frame = slots.last().map(|s| s.seg.meta().last_frame);
@@ -125,6 +124,12 @@ pub(crate) fn open(dir: &Path, opts: &Options) -> Result<Opened> {
     };
     let v = recovery::validate(fs, &gen_dir, generation, start, start_seq, in_txn, opts.recovery, opts.read_only)?;
     report.cut = v.cut.clone();
+    if !opts.read_only {
+        for (name, _) in &report.discarded {
+            let p = gen_dir.join(name);
+            fs.remove_file(&p).map_err(io("remove", &p))?;
+        }
+    }
     let reader = Arc::new(RecordReader::new(opts.fs.clone(), &gen_dir));
     let mut w =
         Writer::new(start_seq, generation, gen_dir.clone(), slots, start_seq, catalog, reader, opts.bulk_entries);
@@ -139,10 +144,9 @@ pub(crate) fn open(dir: &Path, opts: &Options) -> Result<Opened> {
     debug_assert_eq!(w.next_seq, v.next_seq);
     w.next_seq = v.next_seq;
     if !opts.read_only {
+        // Resuming syncs what a crashed process may have left in the page cache
+        // only, before anything (an index above all) is built on it.
         let log = LogWriter::resume(opts.fs.clone(), &gen_dir, generation, v.end, v.next_seq, opts.segment_bytes)?;
-        // What a crashed process wrote may sit in the page cache only: make it
-        // durable before anything (an index above all) is built on it.
-        log.sync()?;
         w.log = Some(log);
     }
     w.freeze_at = opts.memtable_entries;
@@ -192,7 +196,8 @@ fn clean_leftovers(fs: &dyn FileSystem, dir: &Path, gen_dir: &Path, generation: 
     Ok(())
 }
 
-fn first_seq(fs: &dyn FileSystem, gen_dir: &Path, generation: u64) -> Result<u64> {
+/// The header of the log's first segment.
+fn first_segment(fs: &dyn FileSystem, gen_dir: &Path, generation: u64) -> Result<SegmentHeader> {
     let segs = segment::list(fs, gen_dir)?;
     let first = *segs.first().ok_or_else(|| Error::corrupt(gen_dir, 0, "the log has no segment"))?;
     let path = gen_dir.join(segment::file_name(first));
@@ -205,7 +210,7 @@ fn first_seq(fs: &dyn FileSystem, gen_dir: &Path, generation: u64) -> Result<u64
             format!("segment of generation {}, expected {generation}", h.generation),
         ));
     }
-    Ok(h.first_seq)
+    Ok(h)
 }
 
 /// Does the log hold, at the index's `last_frame`, the frame ending at `hi_seq`?
@@ -225,7 +230,7 @@ fn matches_log(fs: &dyn FileSystem, gen_dir: &Path, m: &format::SegmentMeta) -> 
 }
 
 /// Is the last frame an index covers part of an import transaction?
-fn last_frame_in_txn(fs: &dyn FileSystem, gen_dir: &Path, m: &format::SegmentMeta) -> Result<bool> {
+pub(crate) fn last_frame_in_txn(fs: &dyn FileSystem, gen_dir: &Path, m: &format::SegmentMeta) -> Result<bool> {
     let path = gen_dir.join(segment::file_name(m.last_frame.segment));
     let f = fs.open(&path, crate::fs::OpenMode::Read).map_err(io("open", &path))?;
     let mut sc = FrameScanner::new(f, &path, m.last_frame.offset)?;
@@ -239,16 +244,12 @@ fn choose_chain(
     gen_dir: &Path,
     generation: u64,
     first: u64,
-    read_only: bool,
     report: &mut OpenReport,
 ) -> Result<Vec<SegmentSlot>> {
     let mut valid: Vec<IndexSegment> = Vec::new();
+    // Files set aside are removed only once the open succeeded (a refused open changes nothing).
     let discard = |name: &str, why: String, report: &mut OpenReport| -> Result<()> {
         report.discarded.push((name.to_string(), why));
-        if !read_only {
-            let p = gen_dir.join(name);
-            fs.remove_file(&p).map_err(io("remove", &p))?;
-        }
         Ok(())
     };
     for name in fs.read_dir(gen_dir).map_err(io("list", gen_dir))? {

@@ -152,8 +152,8 @@ fn append_batch(inner: &Inner, batch: &[Arc<Request>]) -> Appended {
             }
             froze = std::mem::take(&mut w.frozen) > 0;
             let version = w.version();
-            let (file, path) = w.log.as_ref().expect("a writable store has a log").file();
-            inner.commit.written(version.clone(), file, path.to_path_buf());
+            let log = w.log.as_ref().expect("a writable store has a log");
+            inner.commit.written(version.clone(), log.tail().clone(), (log.end().offset, log.next_seq()));
             if inner.opts.durability == Durability::Buffered {
                 inner.commit.publish_now(version);
             }

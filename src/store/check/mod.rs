@@ -3,22 +3,25 @@
 //! indexes against a rebuild from the whole log (each current job served exactly as
 //! the log says), and the store's invariants: job ids below their spider's next id
 //! in every index catalog, one id per spider name, one active job per `unique`.
+//!
+//! Check and open share their rules: the verdict on the log's tail (torn, to be
+//! cut, or damaged, refused) is open's own (`recovery::validate`, through a
+//! read-only open), and the rebuild applies frames the way open does.
+
+mod rebuild;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
 use super::{layout, Options, Store};
-use crate::codec::frame::FrameKind;
-use crate::codec::record;
 use crate::error::{Error, Result};
-use crate::fs::{FileSystem, OpenMode};
+use crate::fs::FileSystem;
 use crate::hash::FastMap;
 use crate::index::{format, merge, IndexSegment};
-use crate::log::recovery::{check_frame, RecoveryPolicy};
-use crate::log::scan::{FrameScanner, Step};
-use crate::log::{segment, LogPos};
+use crate::log::recovery::RecoveryPolicy;
 use crate::model::JobState;
+use rebuild::{ChainFile, Rebuild};
 
 /// One problem found: where, and what.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -40,7 +43,11 @@ impl std::fmt::Display for Finding {
 /// What a check looked at and found.
 #[derive(Clone, Debug, Default)]
 pub struct CheckReport {
+    /// Damage: each makes the check fail.
     pub findings: Vec<Finding>,
+    /// What the next open will do that is not damage (cut a torn tail, drop an
+    /// import that never committed): printed, not failed on.
+    pub notes: Vec<String>,
     pub segments: u64,
     pub frames: u64,
     pub records: u64,
@@ -61,7 +68,7 @@ impl CheckReport {
 /// The current version of a job: the fields the indexes hold (tags and an active
 /// job's `unique` as fingerprints).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Current {
+pub(super) struct Current {
     loc: u64,
     ts: u64,
     order_seq: u64,
@@ -94,16 +101,6 @@ fn unique_print(unique: Option<&str>, state: JobState) -> u64 {
     unique.filter(|_| state.is_active()).map_or(0, |u| fingerprint(std::iter::once(u.as_bytes())))
 }
 
-/// Everything the log says: per job its current version and that record's sequence
-/// number, and the active `unique` values.
-#[derive(Default)]
-struct Rebuild {
-    jobs: FastMap<(u32, u64), (Current, u64)>,
-    uniques: FastMap<(u32, u64), String>,
-    names: FastMap<(u32, u32), String>,
-    ids: FastMap<(u32, String), u32>,
-}
-
 /// Check the store in `dir`. `Err` means the check could not run.
 pub fn check(dir: &Path, fsys: Arc<dyn FileSystem>) -> Result<CheckReport> {
     let started = Instant::now();
@@ -118,149 +115,60 @@ pub fn check(dir: &Path, fsys: Arc<dyn FileSystem>) -> Result<CheckReport> {
         Err(e) => return Err(e),
     };
     let gen_dir = layout::gen_dir(dir, generation);
-    let log = scan_log(&*fsys, &gen_dir, generation, &mut r)?;
-    check_indexes(&*fsys, &gen_dir, generation, &log, &mut r)?;
-    let opts = Options {
-        fs: fsys,
-        read_only: true,
-        create: false,
-        recovery: RecoveryPolicy::TruncateAtCorruption,
-        ..Options::default()
+    let open = |recovery| {
+        let opts = Options { fs: fsys.clone(), read_only: true, create: false, recovery, ..Options::default() };
+        Store::open(dir, opts)
     };
-    match Store::open(dir, opts) {
-        Ok(store) => compare(&store, &log, &mut r)?,
-        Err(e) => r.found(&gen_dir, None, format!("the store does not open: {e}")),
+    // Open's verdict, exactly: a strict open refuses what the server would refuse.
+    let store = match open(RecoveryPolicy::Strict) {
+        Ok(store) => store,
+        Err(e) => {
+            let what = format!("the store does not open: {e}");
+            match &e {
+                Error::Corrupt { path, offset, .. } => r.found(path, Some(*offset), what),
+                _ => r.found(&gen_dir, None, what),
+            }
+            match open(RecoveryPolicy::TruncateAtCorruption) {
+                Ok(store) => store,
+                Err(_) => return Ok(finish(r, started)),
+            }
+        }
+    };
+    let stop = store.report().cut.as_ref().map(|c| c.at);
+    if let Some(c) = store.report().cut.as_ref().filter(|c| !c.lost_durable) {
+        r.notes.push(format!(
+            "{}: the next open cuts {} bytes at offset {} ({}); those writes were never acknowledged",
+            gen_dir.join(crate::log::segment::file_name(c.at.segment)).display(),
+            c.bytes,
+            c.at.offset,
+            c.reason
+        ));
     }
+    let chain = chain_of(&store, &gen_dir)?;
+    let log = rebuild::scan(&*fsys, &gen_dir, generation, &chain, stop, &mut r)?;
+    check_indexes(&*fsys, &gen_dir, generation, &log, &mut r)?;
+    compare(&store, &log, &mut r)?;
     invariants(&log, &gen_dir, &mut r);
     r.jobs = log.jobs.len() as u64;
+    Ok(finish(r, started))
+}
+
+fn finish(mut r: CheckReport, started: Instant) -> CheckReport {
     r.millis = started.elapsed().as_millis() as u64;
-    Ok(r)
+    r
 }
 
-fn scan_log(fsys: &dyn FileSystem, gen_dir: &Path, generation: u64, r: &mut CheckReport) -> Result<Rebuild> {
-    let mut b = Rebuild::default();
-    let segments = segment::list(fsys, gen_dir)?;
-    let mut expected = 0;
-    let mut txn = None;
-    for (i, &n) in segments.iter().enumerate() {
-        r.segments += 1;
-        let path = gen_dir.join(segment::file_name(n));
-        let file = fsys.open(&path, OpenMode::Read).map_err(|e| Error::io("open", &path, e))?;
-        let h = match segment::read_header(&*file, &path) {
-            Ok(h) => h,
-            Err(e) => {
-                r.found(&path, Some(0), e.to_string());
-                continue;
-            }
-        };
-        if h.generation != generation || h.number != n || (i > 0 && n != segments[i - 1] + 1) {
-            r.found(&path, Some(0), "segment header, name or numbering is wrong");
-        }
-        if i == 0 {
-            expected = h.first_seq;
-        }
-        let mut sc = FrameScanner::new(file, &path, segment::HEADER_LEN)?;
-        loop {
-            match sc.next_step()? {
-                Step::End => break,
-                Step::Bad { offset, reason } => {
-                    let last = i + 1 == segments.len();
-                    let kind =
-                        if last { "a torn or damaged tail (recovery cuts it at the next open)" } else { "damage" };
-                    r.found(&path, Some(offset), format!("{kind}: {reason}"));
-                    break;
-                }
-                Step::Frame { offset, header, payload } => {
-                    r.frames += 1;
-                    if let Err(why) = check_frame(&header, payload, expected, &mut txn, n, offset) {
-                        r.found(&path, Some(offset), why);
-                    }
-                    expected = header.last_seq() + 1;
-                    apply(&mut b, &path, offset, &header, payload, r);
-                }
-            }
-        }
+/// The index files open chose, in order, with where each ends in the log.
+fn chain_of(store: &Store, gen_dir: &Path) -> Result<Vec<ChainFile>> {
+    let v = store.snapshot().version;
+    let fs = &*store.inner.opts.fs;
+    let mut out = Vec::with_capacity(v.segments.len());
+    for slot in v.segments.iter() {
+        let m = slot.seg.meta();
+        let ends_in_txn = super::open::last_frame_in_txn(fs, gen_dir, m)?;
+        out.push(ChainFile { path: slot.seg.path().to_path_buf(), hi_seq: m.hi_seq, log_end: m.log_end, ends_in_txn });
     }
-    if let Some((at, _)) = txn {
-        r.found(
-            &gen_dir.join(segment::file_name(at.segment)),
-            Some(at.offset),
-            "an import transaction without its commit",
-        );
-    }
-    Ok(b)
-}
-
-fn apply(
-    b: &mut Rebuild,
-    path: &Path,
-    offset: u64,
-    h: &crate::codec::frame::FrameHeader,
-    payload: &[u8],
-    r: &mut CheckReport,
-) {
-    let at = |e: crate::codec::DecodeError| (Some(offset + 32 + e.offset as u64), e.what);
-    let seg = crate::log::segment::parse_name(path.file_name().and_then(|n| n.to_str()).unwrap_or("")).unwrap_or(0);
-    match h.kind {
-        FrameKind::Jobs => match record::decode_jobs(payload, h.count) {
-            Ok(recs) => {
-                for (i, (off, v)) in recs.into_iter().enumerate() {
-                    r.records += 1;
-                    let seq = h.first_seq + i as u64;
-                    if v.order_seq > seq {
-                        r.found(path, Some(offset + 32 + off as u64), "order_seq is later than the record");
-                    }
-                    let loc = LogPos { segment: seg, offset: offset + 32 + off as u64 }.pack();
-                    let cur = Current {
-                        loc,
-                        ts: v.ts(),
-                        order_seq: v.order_seq,
-                        state: v.state,
-                        priority: v.priority,
-                        tags: tags_print(v.tags.iter().copied()),
-                        unique: unique_print(v.unique, v.state),
-                    };
-                    let key = (v.key.project, v.key.local());
-                    b.jobs.insert(key, (cur, seq));
-                    match v.unique.filter(|_| v.state.is_active()) {
-                        Some(u) => b.uniques.insert(key, u.to_string()),
-                        None => b.uniques.remove(&key),
-                    };
-                }
-            }
-            Err(e) => {
-                let (o, w) = at(e);
-                r.found(path, o, w)
-            }
-        },
-        FrameKind::Spider => match record::decode_spider(payload) {
-            Ok(s) => name(b, path, offset, s.project, s.spider, &s.name, r),
-            Err(e) => {
-                let (o, w) = at(e);
-                r.found(path, o, w)
-            }
-        },
-        FrameKind::Catalog => match record::decode_catalog(payload) {
-            Ok(all) => all.iter().for_each(|s| name(b, path, offset, s.project, s.spider, &s.name, r)),
-            Err(e) => {
-                let (o, w) = at(e);
-                r.found(path, o, w)
-            }
-        },
-        FrameKind::Commit => {}
-    }
-}
-
-fn name(b: &mut Rebuild, path: &Path, offset: u64, project: u32, id: u32, name: &str, r: &mut CheckReport) {
-    let by_id = b.names.entry((project, id)).or_insert_with(|| name.to_string()).clone();
-    let by_name = *b.ids.entry((project, name.to_string())).or_insert(id);
-    if by_id != name || by_name != id {
-        r.found(
-            path,
-            Some(offset),
-            format!("spider {id} / {name:?} of project {project} conflicts with an earlier registration"),
-        );
-    }
+    Ok(out)
 }
 
 /// Every index file must open; its catalog must cover the job ids of its range.
@@ -329,8 +237,15 @@ fn compare(store: &Store, log: &Rebuild, r: &mut CheckReport) -> Result<()> {
             served.insert((e.project, e.local), (None, current_of(e)));
         }
     }
+    // Jobs served from a log range skipped after damage cannot be compared.
+    let unknown: std::collections::HashSet<(u32, u64)> =
+        served.iter().filter(|(_, (_, cur))| log.skipped_loc(cur.loc)).map(|(k, _)| *k).collect();
+    served.retain(|k, _| !unknown.contains(k));
     for (key, (want, _)) in &log.jobs {
         let job = crate::model::JobKey::from_local(key.0, key.1);
+        if unknown.contains(key) {
+            continue;
+        }
         match served.get(key) {
             None => r.found(tail, None, format!("job {job} is in the log but no index serves it")),
             Some((slot, got)) if got != want => {

@@ -1,0 +1,235 @@
+//! What the log says, read frame by frame from its first segment: each job's
+//! current version, the active `unique` values, the spider names. The rules are
+//! open's: frames of an import count only once its commit follows; damage inside
+//! the range the index chain covers is reported and skipped up to the next chain
+//! boundary (open serves those jobs from the index); the scan stops where open's
+//! validation stops (a torn tail, or the damage that makes open refuse).
+
+use std::path::{Path, PathBuf};
+
+use super::{tags_print, unique_print, CheckReport, Current};
+use crate::codec::frame::{FrameHeader, FrameKind};
+use crate::codec::record;
+use crate::error::Result;
+use crate::fs::FileSystem;
+use crate::hash::FastMap;
+use crate::log::recovery::check_frame;
+use crate::log::scan::{FrameScanner, Step};
+use crate::log::{segment, LogPos};
+
+/// One index file of the chain open uses: its range and where it ends in the log.
+#[derive(Clone, Debug)]
+pub(super) struct ChainFile {
+    pub path: PathBuf,
+    pub hi_seq: u64,
+    pub log_end: LogPos,
+    /// The frame at `last_frame` carries the transaction flag.
+    pub ends_in_txn: bool,
+}
+
+/// Everything the log says: per job its current version and that record's sequence
+/// number, and the active `unique` values.
+#[derive(Default)]
+pub(super) struct Rebuild {
+    pub jobs: FastMap<(u32, u64), (Current, u64)>,
+    pub uniques: FastMap<(u32, u64), String>,
+    pub names: FastMap<(u32, u32), String>,
+    pub ids: FastMap<(u32, String), u32>,
+    /// Log ranges skipped after damage inside the indexed range.
+    pub skipped: Vec<(LogPos, LogPos)>,
+    /// Changes of the open import transaction, applied at its commit.
+    txn: Vec<Change>,
+}
+
+enum Change {
+    Job((u32, u64), Current, u64, Option<String>),
+    Name(u32, u32, String),
+}
+
+impl Rebuild {
+    /// Is the record at packed position `loc` in a skipped range?
+    pub fn skipped_loc(&self, loc: u64) -> bool {
+        let p = LogPos::unpack(loc);
+        self.skipped.iter().any(|(a, b)| *a <= p && p < *b)
+    }
+
+    fn change(&mut self, c: Change, in_txn: bool, path: &Path, offset: u64, r: &mut CheckReport) {
+        if in_txn {
+            self.txn.push(c);
+            return;
+        }
+        match c {
+            Change::Job(key, cur, seq, unique) => {
+                self.jobs.insert(key, (cur, seq));
+                match unique {
+                    Some(u) => self.uniques.insert(key, u),
+                    None => self.uniques.remove(&key),
+                };
+            }
+            Change::Name(project, id, name) => {
+                let by_id = self.names.entry((project, id)).or_insert_with(|| name.clone()).clone();
+                let by_name = *self.ids.entry((project, name.clone())).or_insert(id);
+                if by_id != name || by_name != id {
+                    let what =
+                        format!("spider {id} / {name:?} of project {project} conflicts with an earlier registration");
+                    r.found(path, Some(offset), what);
+                }
+            }
+        }
+    }
+
+    fn commit(&mut self, path: &Path, offset: u64, r: &mut CheckReport) {
+        for c in std::mem::take(&mut self.txn) {
+            self.change(c, false, path, offset, r);
+        }
+    }
+}
+
+/// Read the log of `gen_dir` up to `stop` (the end open keeps; `None`: all of it).
+pub(super) fn scan(
+    fsys: &dyn FileSystem,
+    gen_dir: &Path,
+    generation: u64,
+    chain: &[ChainFile],
+    stop: Option<LogPos>,
+    r: &mut CheckReport,
+) -> Result<Rebuild> {
+    let mut b = Rebuild::default();
+    let indexed_end = chain.last().map(|c| c.log_end);
+    let segments = segment::list(fsys, gen_dir)?;
+    let mut expected = 0;
+    let mut txn: Option<(LogPos, u64)> = None;
+    let mut resume: Option<LogPos> = None;
+    'segments: for (i, &n) in segments.iter().enumerate() {
+        r.segments += 1;
+        let path = gen_dir.join(segment::file_name(n));
+        let (header, mut sc) = match FrameScanner::segment(fsys, gen_dir, n) {
+            Ok(x) => x,
+            Err(e) => {
+                r.found(&path, Some(0), e.to_string());
+                continue;
+            }
+        };
+        if header.generation != generation || header.number != n || (i > 0 && n != segments[i - 1] + 1) {
+            r.found(&path, Some(0), "segment header, name or numbering is wrong");
+        }
+        if i == 0 {
+            expected = header.first_seq;
+        }
+        match resume {
+            Some(p) if p.segment > n => continue,
+            Some(p) if p.segment == n => {
+                sc = FrameScanner::new(sc.file(), &path, p.offset)?;
+                resume = None;
+            }
+            _ => {}
+        }
+        loop {
+            let here = LogPos { segment: n, offset: sc.pos() };
+            if stop.is_some_and(|s| here >= s) {
+                break 'segments;
+            }
+            let (offset, reason) = match sc.next_step()? {
+                Step::End => continue 'segments,
+                Step::Bad { offset, reason } => (offset, reason),
+                Step::Frame { offset, header: h, payload } => {
+                    match check_frame(&h, payload, expected, &mut txn, n, offset) {
+                        Ok(()) => {
+                            r.frames += 1;
+                            expected = h.last_seq() + 1;
+                            apply(&mut b, &path, offset, n, &h, payload, r);
+                            continue;
+                        }
+                        Err(why) => (offset, why),
+                    }
+                }
+            };
+            let at = LogPos { segment: n, offset };
+            let boundary = chain.iter().find(|c| c.log_end > at).filter(|_| indexed_end.is_some_and(|e| at < e));
+            let Some(c) = boundary else {
+                // Open's validation stops before such damage; it is reported from its verdict.
+                break 'segments;
+            };
+            let what = format!(
+                "damage inside the range that {} serves ({reason}): the store opens and serves the \
+                 indexed versions, but reading a record of this frame fails; `jobq repair` cuts the log here",
+                c.path.file_name().map_or_else(String::new, |f| f.to_string_lossy().into_owned())
+            );
+            r.found(&path, Some(offset), what);
+            b.skipped.push((at, c.log_end));
+            // Every import that began before a chain boundary was committed.
+            b.commit(&path, offset, r);
+            expected = c.hi_seq + 1;
+            txn = c.ends_in_txn.then_some((c.log_end, 0));
+            if c.log_end.segment == n {
+                sc = FrameScanner::new(sc.file(), &path, c.log_end.offset)?;
+            } else {
+                resume = Some(c.log_end);
+                continue 'segments;
+            }
+        }
+    }
+    Ok(b)
+}
+
+fn apply(
+    b: &mut Rebuild,
+    path: &Path,
+    offset: u64,
+    segment: u32,
+    h: &FrameHeader,
+    payload: &[u8],
+    r: &mut CheckReport,
+) {
+    let at = |e: crate::codec::DecodeError| (Some(offset + 32 + e.offset as u64), e.what);
+    let in_txn = h.is_txn();
+    match h.kind {
+        FrameKind::Jobs => match record::decode_jobs(payload, h.count) {
+            Ok(recs) => {
+                for (i, (off, v)) in recs.into_iter().enumerate() {
+                    r.records += 1;
+                    let seq = h.first_seq + i as u64;
+                    if v.order_seq > seq {
+                        r.found(path, Some(offset + 32 + off as u64), "order_seq is later than the record");
+                    }
+                    let loc = LogPos { segment, offset: offset + 32 + off as u64 }.pack();
+                    let cur = Current {
+                        loc,
+                        ts: v.ts(),
+                        order_seq: v.order_seq,
+                        state: v.state,
+                        priority: v.priority,
+                        tags: tags_print(v.tags.iter().copied()),
+                        unique: unique_print(v.unique, v.state),
+                    };
+                    let unique = v.unique.filter(|_| v.state.is_active()).map(str::to_string);
+                    let key = (v.key.project, v.key.local());
+                    b.change(Change::Job(key, cur, seq, unique), in_txn, path, offset, r);
+                }
+            }
+            Err(e) => {
+                let (o, w) = at(e);
+                r.found(path, o, w)
+            }
+        },
+        FrameKind::Spider => match record::decode_spider(payload) {
+            Ok(s) => b.change(Change::Name(s.project, s.spider, s.name.to_string()), in_txn, path, offset, r),
+            Err(e) => {
+                let (o, w) = at(e);
+                r.found(path, o, w)
+            }
+        },
+        FrameKind::Catalog => match record::decode_catalog(payload) {
+            Ok(all) => {
+                for s in all {
+                    b.change(Change::Name(s.project, s.spider, s.name.to_string()), false, path, offset, r);
+                }
+            }
+            Err(e) => {
+                let (o, w) = at(e);
+                r.found(path, o, w)
+            }
+        },
+        FrameKind::Commit => b.commit(path, offset, r),
+    }
+}

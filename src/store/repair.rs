@@ -1,0 +1,127 @@
+//! `jobq repair`: the salvage policy as an offline command. It validates the whole
+//! log from its first frame (also the range the index files cover, which open
+//! trusts), keeps every valid frame before the first damage, and cuts the rest —
+//! after copying the bytes it cuts, durably, to `DIR/salvaged-<ms>/`, so that no
+//! byte is destroyed before a copy of it is safe. It reports what was dropped:
+//! the job versions it can still read in the cut bytes (each record carries its
+//! own checksum), and how many bytes it could not.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use super::layout;
+use super::{Options, Store};
+use crate::codec::frame::{self, FrameKind};
+use crate::codec::record;
+use crate::error::{Error, Result};
+use crate::fs::{self, FileSystem, OpenMode};
+use crate::log::recovery::{self, Cut, RecoveryPolicy};
+use crate::log::scan::FrameScanner;
+use crate::log::{segment, LogPos};
+use crate::model::{JobKey, JobState};
+
+/// What a repair did.
+#[derive(Clone, Debug, Default)]
+pub struct RepairReport {
+    /// The cut made, if the log needed one.
+    pub cut: Option<Cut>,
+    /// Where the cut bytes were saved.
+    pub saved_to: Option<PathBuf>,
+    /// Job versions found in the cut bytes (key, state), in log order.
+    pub dropped: Vec<(JobKey, JobState)>,
+    /// Cut bytes that did not decode as records.
+    pub undecoded_bytes: u64,
+    /// Index files the reopen set aside (they covered the cut range).
+    pub indexes_set_aside: Vec<String>,
+    pub millis: u64,
+}
+
+/// Repair the store in `dir` (offline: takes the lock).
+pub fn repair(dir: &Path, opts: Options) -> Result<RepairReport> {
+    let started = Instant::now();
+    let fsys = opts.fs.clone();
+    let fs = &*fsys;
+    let lock = match fs.lock(&dir.join(layout::LOCK)) {
+        Ok(g) => g,
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Err(Error::Locked { path: dir.to_path_buf() }),
+        Err(e) => return Err(Error::io("lock", dir.join(layout::LOCK), e)),
+    };
+    let generation = layout::read_current(fs, dir)?.ok_or_else(|| Error::Unsupported {
+        path: dir.to_path_buf(),
+        what: "no jobq store here (no CURRENT file)".into(),
+    })?;
+    let gen_dir = layout::gen_dir(dir, generation);
+    let first =
+        *segment::list(fs, &gen_dir)?.first().ok_or_else(|| Error::corrupt(&gen_dir, 0, "the log has no segment"))?;
+    let (header, _) = FrameScanner::segment(fs, &gen_dir, first)?;
+    let start = LogPos { segment: first, offset: header.data_start() };
+    let policy = RecoveryPolicy::TruncateAtCorruption;
+    let mut report = RepairReport::default();
+    let plan = recovery::validate(fs, &gen_dir, generation, start, header.first_seq, false, policy, true)?;
+    if let Some(cut) = &plan.cut {
+        let saved = dir.join(format!("salvaged-{}", opts.clock.now_ms()));
+        save_aside(fs, dir, &gen_dir, cut.at, &saved)?;
+        describe(fs, &gen_dir, cut.at, &mut report)?;
+        // The copy is durable: now the cut (the same validation, applied).
+        let done = recovery::validate(fs, &gen_dir, generation, start, header.first_seq, false, policy, false)?;
+        report.cut = done.cut;
+        report.saved_to = Some(saved);
+    }
+    drop(lock);
+    // A normal open sets aside the index files that no longer match the log.
+    let store = Store::open(dir, Options { create: false, read_only: false, background: false, ..opts })?;
+    report.indexes_set_aside = store.report().discarded.iter().map(|(n, _)| n.clone()).collect();
+    store.close()?;
+    report.millis = started.elapsed().as_millis() as u64;
+    Ok(report)
+}
+
+/// Copy every byte from `at` to the end of the log into `saved`, durably.
+fn save_aside(fs: &dyn FileSystem, dir: &Path, gen_dir: &Path, at: LogPos, saved: &Path) -> Result<()> {
+    fs.create_dir(saved).map_err(|e| Error::io("create", saved, e))?;
+    for n in segment::list(fs, gen_dir)?.into_iter().filter(|n| *n >= at.segment) {
+        let from = if n == at.segment { at.offset } else { 0 };
+        let name = segment::file_name(n);
+        let src = gen_dir.join(&name);
+        let bytes = fs::read_all(fs, &src).map_err(|e| Error::io("read", &src, e))?;
+        if from as usize >= bytes.len() {
+            continue;
+        }
+        let dst = saved.join(format!("{name}.from-{from}"));
+        let f = fs.open(&dst, OpenMode::CreateNew).map_err(|e| Error::io("create", &dst, e))?;
+        fs::write_all_at(&*f, &bytes[from as usize..], 0).map_err(|e| Error::io("write", &dst, e))?;
+        f.sync_data().map_err(|e| Error::io("fdatasync", &dst, e))?;
+    }
+    // IMPORTANT: fsync folders, so the copies exist before anything is cut.
+    fs.sync_dir(saved).map_err(|e| Error::io("fsync dir", saved, e))?;
+    fs.sync_dir(dir).map_err(|e| Error::io("fsync dir", dir, e))
+}
+
+/// List the job versions still readable in the bytes from `at` on: frames whose
+/// header decodes are followed; inside one whose checksum fails, each record that
+/// passes its own checksum still counts.
+fn describe(fs: &dyn FileSystem, gen_dir: &Path, at: LogPos, report: &mut RepairReport) -> Result<()> {
+    for n in segment::list(fs, gen_dir)?.into_iter().filter(|n| *n >= at.segment) {
+        let path = gen_dir.join(segment::file_name(n));
+        let data = fs::read_all(fs, &path).map_err(|e| Error::io("read", &path, e))?;
+        let data_start = segment::decode_header(&path, &data).map_or(data.len(), |h| h.data_start() as usize);
+        let mut p = if n == at.segment { at.offset as usize } else { data_start };
+        while p + frame::HEADER_LEN <= data.len() {
+            let h: [u8; frame::HEADER_LEN] = data[p..p + frame::HEADER_LEN].try_into().expect("a header's bytes");
+            let Ok(hd) = frame::decode_header(&h) else { break };
+            let end = (p + hd.frame_len() as usize).min(data.len());
+            if hd.kind == FrameKind::Jobs {
+                let mut r = p + frame::HEADER_LEN;
+                while r < end {
+                    let Ok((v, used)) = record::decode_job(&data[r..end]) else { break };
+                    report.dropped.push((v.key, v.state));
+                    r += used;
+                }
+                report.undecoded_bytes += (end - r) as u64;
+            }
+            p = end;
+        }
+        report.undecoded_bytes += data.len().saturating_sub(p) as u64;
+    }
+    Ok(())
+}

@@ -128,4 +128,12 @@ mod tests {
         }
         assert_ne!(slot_of(1), slot_of(2));
     }
+
+    #[test]
+    fn the_worked_example_of_format_spec() {
+        let b = encode(1, 1, &Mark { epoch: 1, durable_end: 12461, next_seq: 3 });
+        let hex: Vec<String> = b.iter().map(|x| format!("{x:02x}")).collect();
+        assert_eq!(hex[48..].join(" "), "00 00 00 00 d0 42 5c bb", "format-spec/log.md, durable marks");
+        assert_eq!(SLOT_OFFSETS[slot_of(1)], 8192);
+    }
 }

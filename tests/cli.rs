@@ -176,3 +176,37 @@ fn import_refuses_a_bad_line_and_stores_nothing() {
     let q = jobq(&["query"], &data, b"jobq/1/count\n");
     assert_eq!(text(&q.stdout), "2\n");
 }
+
+#[test]
+fn check_finds_damage_repair_salvages_it_and_check_is_clean_again() {
+    let dir = tempdir();
+    let lines: String = (1..=50)
+        .map(|j| {
+            format!("{{\"key\":\"5/1/{j}\",\"spider\":\"s\",\"state\":\"finished\",\"finished_time\":{}}}\n", 1000 + j)
+        })
+        .collect();
+    assert!(jobq(&["import"], dir.path(), lines.as_bytes()).status.success());
+    assert_eq!(jobq(&["check"], dir.path(), b"").status.code(), Some(0));
+    assert!(jobq(&["repair"], dir.path(), b"").status.success(), "nothing to repair is a success");
+    // Damage a byte in the middle of the log (inside the imported frames).
+    let seg = dir.path().join("gen-0000000000000001/log-0000000001.jql");
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let at = 12288 + (bytes.len() - 12288) / 2;
+    bytes[at] ^= 0x55;
+    std::fs::write(&seg, &bytes).unwrap();
+    let out = jobq(&["check"], dir.path(), b"");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("log-0000000001.jql at offset"), "{}", text(&out.stdout));
+    let out = jobq(&["repair"], dir.path(), b"");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(err.contains("moved aside to") && err.contains("salvaged-"), "{err}");
+    assert!(text(&out.stdout).lines().all(|l| l.starts_with("dropped version: 5/1/")), "{}", text(&out.stdout));
+    let out = jobq(&["check"], dir.path(), b"");
+    assert_eq!(out.status.code(), Some(0), "{}{}", text(&out.stdout), text(&out.stderr));
+    let salvaged = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .any(|e| e.file_name().to_string_lossy().starts_with("salvaged-"));
+    assert!(salvaged);
+}

@@ -40,6 +40,10 @@ pub enum FaultKind {
     Enospc,
     /// A write writes half its bytes and reports so; other calls fail with EIO.
     ShortWrite,
+    /// The disk fills up: this write stores half its bytes and reports so, and
+    /// from then on every write that would grow a file fails with ENOSPC (writes
+    /// in place, truncation, syncs and reads go on), until the next power cut.
+    DiskFull,
     /// The machine stops: this call and every later one fail, and nothing more
     /// reaches the disk. Follow with [`SimFs::crash`].
     PowerCut,
@@ -135,6 +139,8 @@ struct State {
     fault_base: u64,
     dead: bool,
     failing: Option<FaultKind>,
+    /// The disk is full ([`FaultKind::DiskFull`]).
+    full: bool,
     log: Option<Vec<FsOp>>,
 }
 
@@ -152,7 +158,7 @@ impl std::fmt::Debug for SimFs {
 
 fn err(kind: FaultKind) -> io::Error {
     match kind {
-        FaultKind::Enospc => io::Error::from_raw_os_error(28),
+        FaultKind::Enospc | FaultKind::DiskFull => io::Error::from_raw_os_error(28),
         FaultKind::PowerCut => io::Error::other("simulated power cut: the machine is off"),
         _ => io::Error::from_raw_os_error(5),
     }
@@ -182,6 +188,14 @@ impl State {
                     FaultKind::PowerCut => {
                         self.dead = true;
                         return Err(err(FaultKind::PowerCut));
+                    }
+                    FaultKind::DiskFull if matches!(op, FsOp::Write { len, .. } if len > 1) => {
+                        self.full = true;
+                        self.failing = None;
+                        if let Some(log) = &mut self.log {
+                            log.push(op);
+                        }
+                        return Ok(true);
                     }
                     FaultKind::ShortWrite if matches!(op, FsOp::Write { len, .. } if len > 1) => {
                         if let Some(log) = &mut self.log {
@@ -249,6 +263,7 @@ impl SimFs {
         s.fault = fault;
         s.fault_base = s.mutations;
         s.failing = None;
+        s.full = false;
     }
 
     /// Mutating calls made so far (the `at` of a fault counts from the last `set_fault`).
@@ -290,6 +305,7 @@ impl SimFs {
         s.locks.clear();
         s.dead = false;
         s.failing = None;
+        s.full = false;
         s.fault = None;
         let live: HashSet<u64> =
             s.names.values().filter_map(|n| if let Node::File(i) = n { Some(*i) } else { None }).collect();
@@ -306,6 +322,19 @@ impl SimFs {
             inode.dirty.clear();
             inode.resized = false;
         }
+    }
+
+    /// Simulate the process dying (kill -9) while the machine stays up: every byte
+    /// written and every name stays (the page cache), nothing more becomes durable;
+    /// locks are released, faults cleared, handles opened before are stale.
+    pub fn kill(&self) {
+        let mut s = self.state.lock();
+        s.generation += 1;
+        s.locks.clear();
+        s.dead = false;
+        s.failing = None;
+        s.fault = None;
+        s.full = false;
     }
 
     /// A separate disk holding a copy of this one's current files and directories,
@@ -451,6 +480,9 @@ impl FsFile for SimFile {
         self.check(&s)?;
         if !self.writable {
             return Err(io::Error::from_raw_os_error(9));
+        }
+        if s.full && offset as usize + buf.len() > s.inodes[&self.ino].data.len() {
+            return Err(err(FaultKind::DiskFull));
         }
         let short = s.mutate(FsOp::Write { path: self.path.clone(), offset, len: buf.len() })?;
         let n = if short { buf.len() / 2 } else { buf.len() };

@@ -1,0 +1,226 @@
+//! `jobq check` and open share their rules, case by case, and `jobq repair`
+//! salvages what they refuse:
+//! - damage before the durable mark: open refuses, check says so (not "a torn tail");
+//! - damage inside the index chain's range: open serves it, check reports it once
+//!   (no false "served as" findings), repair cuts there;
+//! - an import that never committed: open drops it, check does not count its jobs;
+//! - a damaged record read through an index names its `body_len` offset;
+//! - a disk-full failure: a clean close cuts the partial write, check is clean.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use jobq::fs::{Fault, FaultKind, FileSystem, SimFs};
+use jobq::log::scan::{FrameScanner, Step};
+use jobq::log::LogPos;
+use jobq::model::{JobKey, ManualClock};
+use jobq::store::request::{parse_push, parse_update};
+use jobq::store::{check, repair, CheckReport};
+use jobq::{Error, Options, Store};
+
+const GEN: &str = "/db/gen-0000000000000001";
+const LOG: &str = "/db/gen-0000000000000001/log-0000000001.jql";
+
+fn opts(sim: &SimFs) -> Options {
+    Options {
+        fs: Arc::new(sim.clone()),
+        clock: Arc::new(ManualClock::new(5000)),
+        background: false,
+        memtable_entries: 8,
+        ..Options::default()
+    }
+}
+
+/// 30 synced pushes (some finished): index files for most, a tail after them.
+fn build(sim: &SimFs) -> Store {
+    let store = Store::open("/db", opts(sim)).unwrap();
+    for i in 0..30u32 {
+        let line = format!(r#"{{"spider":"s{}","tags":["t{}"],"i":{i}}}"#, i % 2, i % 3);
+        store.push(1, &[parse_push(&line).unwrap()], None).unwrap();
+        if i % 3 == 0 {
+            let key = format!("1/{}/{}", 1 + i % 2, 1 + i / 2);
+            store
+                .update(1, &[parse_update(&format!(r#"{{"key":"{key}","state":"finished"}}"#), 1).unwrap()], None)
+                .unwrap();
+        }
+    }
+    store
+}
+
+fn run_check(sim: &SimFs) -> CheckReport {
+    check(Path::new("/db"), Arc::new(sim.clone())).unwrap()
+}
+
+/// Offsets of the frames of the first segment, and where each job record is.
+fn frames(sim: &SimFs) -> (Vec<u64>, Vec<(JobKey, u64)>) {
+    let (_, mut sc) = FrameScanner::segment(sim, Path::new(GEN), 1).unwrap();
+    let (mut out, mut records) = (Vec::new(), Vec::new());
+    while let Step::Frame { offset, header, payload } = sc.next_step().unwrap() {
+        if header.kind == jobq::codec::frame::FrameKind::Jobs {
+            for (off, v) in jobq::codec::record::decode_jobs(payload, header.count).unwrap() {
+                records.push((v.key, offset + 32 + off as u64));
+            }
+        }
+        out.push(offset);
+    }
+    (out, records)
+}
+
+fn flip(sim: &SimFs, at: u64) {
+    let mut log = sim.read_file(Path::new(LOG)).unwrap();
+    log[at as usize] ^= 0x40;
+    sim.write_file(Path::new(LOG), log).unwrap();
+}
+
+fn chain_end(sim: &SimFs) -> LogPos {
+    let store = Store::open("/db", Options { read_only: true, ..opts(sim) }).unwrap();
+    store.report().replay_from
+}
+
+fn export(sim: &SimFs) -> String {
+    let store = Store::open("/db", Options { read_only: true, ..opts(sim) }).unwrap();
+    let mut out = Vec::new();
+    store.export(None, &mut out).unwrap();
+    String::from_utf8(out).unwrap()
+}
+
+#[test]
+fn damage_before_the_mark_is_refused_by_open_and_by_check() {
+    let sim = SimFs::new();
+    build(&sim).close().unwrap();
+    // Three more synced writes, unindexed; the mark names the end of the second.
+    let store = Store::open("/db", opts(&sim)).unwrap();
+    for _ in 0..3 {
+        store.push(1, &[parse_push(r#"{"spider":"late"}"#).unwrap()], None).unwrap();
+    }
+    std::mem::forget(store);
+    sim.kill();
+    let (offsets, _) = frames(&sim);
+    let tail = chain_end(&sim).offset;
+    let victim = *offsets.iter().find(|o| **o >= tail).expect("an unindexed frame");
+    flip(&sim, victim + 40);
+    let err = Store::open("/db", opts(&sim)).err().expect("refused");
+    let Error::Corrupt { offset, .. } = &err else { panic!("{err}") };
+    assert_eq!(*offset, victim);
+    let r = run_check(&sim);
+    let f = r.findings.iter().find(|f| f.path.ends_with("log-0000000001.jql")).unwrap_or_else(|| panic!("{r:#?}"));
+    assert_eq!(f.offset, Some(victim), "{f}");
+    assert!(f.what.contains("does not open"), "{f}");
+    assert!(r.notes.is_empty(), "damage is not a torn tail: {:?}", r.notes);
+}
+
+#[test]
+fn damage_inside_the_indexed_range_is_reported_once_and_repaired() {
+    let sim = SimFs::new();
+    build(&sim).close().unwrap();
+    let (offsets, _) = frames(&sim);
+    let victim = offsets[offsets.len() / 2];
+    flip(&sim, victim + 40);
+    // Open serves the indexed versions (it does not read the indexed range).
+    let store = Store::open("/db", Options { read_only: true, ..opts(&sim) }).unwrap();
+    assert!(store.snapshot().count(1, &Default::default()).unwrap() > 0);
+    drop(store);
+    let r = run_check(&sim);
+    assert_eq!(r.findings.len(), 1, "{:#?}", r.findings);
+    assert_eq!(r.findings[0].offset, Some(victim));
+    assert!(r.findings[0].what.contains("inside the range"), "{}", r.findings[0]);
+    // Repair: copy aside, cut, reopen; then everything agrees.
+    let rep = repair(Path::new("/db"), opts(&sim)).unwrap();
+    let cut = rep.cut.clone().expect("a cut");
+    assert_eq!(cut.at, LogPos { segment: 1, offset: victim });
+    assert!(cut.lost_durable);
+    let saved = rep.saved_to.clone().unwrap();
+    let copy = sim.read_file(&saved.join(format!("log-0000000001.jql.from-{victim}"))).unwrap();
+    assert_eq!(copy.len() as u64, cut.bytes);
+    assert!(!rep.dropped.is_empty(), "{rep:?}");
+    assert!(!rep.indexes_set_aside.is_empty(), "index files past the cut are set aside: {rep:?}");
+    assert_eq!(sim.read_file(Path::new(LOG)).unwrap().len() as u64, victim);
+    let r = run_check(&sim);
+    assert!(r.is_clean() && r.notes.is_empty(), "{r:#?}");
+    Store::open("/db", opts(&sim)).unwrap();
+    // A second repair finds nothing to do.
+    assert!(repair(Path::new("/db"), opts(&sim)).unwrap().cut.is_none());
+}
+
+#[test]
+fn repair_of_a_whole_log_changes_nothing() {
+    let sim = SimFs::new();
+    build(&sim).close().unwrap();
+    let before = (export(&sim), sim.read_file(Path::new(LOG)).unwrap());
+    let rep = repair(Path::new("/db"), opts(&sim)).unwrap();
+    assert!(rep.cut.is_none() && rep.saved_to.is_none(), "{rep:?}");
+    assert_eq!((export(&sim), sim.read_file(Path::new(LOG)).unwrap()), before);
+}
+
+#[test]
+fn an_import_that_never_committed_is_not_damage() {
+    let sim = SimFs::new();
+    let store = build(&sim);
+    let lines: String = (1..=20)
+        .map(|j| format!("{{\"key\":\"7/1/{j}\",\"spider\":\"imp\",\"state\":\"finished\",\"finished_time\":{j}}}\n"))
+        .collect();
+    // Find the import's commit write on a copy, then fail it (and everything after:
+    // no rollback either) and kill the process: its frames stay, without a commit.
+    let trial = sim.fork();
+    let s2 = Store::open("/db", opts(&trial)).unwrap();
+    trial.record();
+    s2.import(&mut lines.as_bytes(), &mut |_| {}).unwrap();
+    let ops = trial.take_log();
+    let log_writes: Vec<usize> = ops
+        .iter()
+        .enumerate()
+        .filter(|(_, op)| matches!(op, jobq::fs::FsOp::Write { path, offset, .. } if path.ends_with("log-0000000001.jql") && *offset >= 12288))
+        .map(|(i, _)| i)
+        .collect();
+    let commit_at = *log_writes.last().unwrap() as u64;
+    sim.set_fault(Some(Fault { at: commit_at, kind: FaultKind::Eio, sticky: true }));
+    assert!(store.import(&mut lines.as_bytes(), &mut |_| {}).is_err());
+    std::mem::forget(store);
+    sim.kill();
+    let r = run_check(&sim);
+    assert!(r.is_clean(), "{:#?}", r.findings);
+    assert!(r.notes.iter().any(|n| n.contains("import")), "{:?}", r.notes);
+    let store = Store::open("/db", opts(&sim)).unwrap();
+    assert_eq!(store.snapshot().count(7, &Default::default()).unwrap(), 0);
+}
+
+#[test]
+fn a_damaged_record_read_through_an_index_names_its_body_len() {
+    let sim = SimFs::new();
+    build(&sim).close().unwrap();
+    // Job 1/2/1 was pushed once and never changed: its only record is the one served.
+    let key = JobKey::new(1, 2, 1);
+    let (_, records) = frames(&sim);
+    let record = records.iter().find(|(k, _)| *k == key).unwrap().1;
+    flip(&sim, record + 20);
+    let store = Store::open("/db", opts(&sim)).unwrap();
+    let err = store.snapshot().get(key).err().expect("the record's checksum fails");
+    match &err {
+        Error::Corrupt { path, offset, .. } => {
+            assert!(path.ends_with("log-0000000001.jql"), "{err}");
+            assert_eq!(*offset, record, "{err}");
+        }
+        other => panic!("{other}"),
+    }
+    let r = run_check(&sim);
+    assert!(r.findings.iter().any(|f| f.offset.is_some_and(|o| o <= record + 20)), "{:#?}", r.findings);
+}
+
+#[test]
+fn a_clean_close_after_a_full_disk_cuts_the_partial_write() {
+    let sim = SimFs::new();
+    let store = build(&sim);
+    let acked = sim.read_file(Path::new(LOG)).unwrap().len();
+    sim.set_fault(Some(Fault { at: 0, kind: FaultKind::DiskFull, sticky: false }));
+    let big = format!(r#"{{"spider":"s0","pad":"{}"}}"#, "x".repeat(5000));
+    let e = store.push(1, &[parse_push(&big).unwrap()], None).unwrap_err();
+    assert!(matches!(e, Error::Io { .. }), "{e}");
+    assert!(sim.read_file(Path::new(LOG)).unwrap().len() > acked, "half the frame is on disk");
+    store.close().unwrap();
+    assert_eq!(sim.read_file(Path::new(LOG)).unwrap().len(), acked, "the close cut the partial frame");
+    let r = run_check(&sim);
+    assert!(r.is_clean() && r.notes.is_empty(), "{r:#?}");
+    let files: Vec<PathBuf> =
+        sim.read_dir(Path::new(GEN)).unwrap().into_iter().map(|n| Path::new(GEN).join(n)).collect();
+    assert!(files.iter().all(|p| !p.to_string_lossy().ends_with(".tmp")), "{files:?}");
+}

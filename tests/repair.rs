@@ -194,7 +194,7 @@ fn a_damaged_record_read_through_an_index_names_its_body_len() {
     let record = records.iter().find(|(k, _)| *k == key).unwrap().1;
     flip(&sim, record + 20);
     let store = Store::open("/db", opts(&sim)).unwrap();
-    let err = store.snapshot().get(key).err().expect("the record's checksum fails");
+    let err = store.snapshot().get(key).expect_err("the record's checksum fails");
     match &err {
         Error::Corrupt { path, offset, .. } => {
             assert!(path.ends_with("log-0000000001.jql"), "{err}");

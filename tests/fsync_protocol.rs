@@ -2,9 +2,11 @@
 //! data synced before a write is acknowledged; a new file synced before its rename
 //! and its directory synced after create, rename or remove, before the next
 //! acknowledgement; an index file removed only once a durable file covers its range;
-//! the old generation removed only after `CURRENT` names the new one durably.
+//! the old generation removed only after `CURRENT` names the new one durably; synced
+//! log bytes never written again, except the durable-mark slots, which alternate so
+//! that the newest mark is never the one overwritten.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -32,14 +34,42 @@ fn check(ops: &[FsOp]) -> usize {
     let mut pending_index: Vec<(PathBuf, u64, u64)> = Vec::new();
     let mut current_switched = false;
     let mut acks = 0;
+    // Per log segment: the end of its frames written, and synced; the last mark slot.
+    let (mut written, mut synced): (HashMap<PathBuf, u64>, HashMap<PathBuf, u64>) = Default::default();
+    let mut last_slot: HashMap<PathBuf, u64> = HashMap::new();
     for (i, op) in ops.iter().enumerate() {
         let at = format!("call {i} {op:?}");
         match op {
-            FsOp::Write { path, .. } | FsOp::SetLen(path, _) => {
+            FsOp::Write { path, offset, len } => {
                 dirty.insert(path.clone());
+                if name(path).ends_with(".jql") {
+                    if (*offset == 4096 || *offset == 8192) && *len == 56 {
+                        assert_ne!(
+                            last_slot.insert(path.clone(), *offset),
+                            Some(*offset),
+                            "{at}: the newest mark overwritten"
+                        );
+                    } else {
+                        let done = synced.get(path).copied().unwrap_or(0);
+                        assert!(*offset >= done, "{at}: synced log bytes (up to {done}) written again");
+                        let end = written.entry(path.clone()).or_insert(0);
+                        *end = (*end).max(offset + *len as u64);
+                    }
+                }
+            }
+            FsOp::SetLen(path, len) => {
+                dirty.insert(path.clone());
+                for m in [&mut written, &mut synced] {
+                    if let Some(e) = m.get_mut(path) {
+                        *e = (*e).min(*len);
+                    }
+                }
             }
             FsOp::SyncData(p) => {
                 dirty.remove(p);
+                if let Some(e) = written.get(p) {
+                    synced.insert(p.clone(), *e);
+                }
             }
             FsOp::Create(p) | FsOp::CreateDir(p) | FsOp::Remove(p) | FsOp::RemoveDir(p) => {
                 if let FsOp::Remove(p) = op {
@@ -153,6 +183,8 @@ fn every_write_path_follows_the_protocol() {
     let ops = sim.take_log();
     let acks = check(&ops);
     assert!(acks > 50, "{acks}");
+    let marks = ops.iter().filter(|o| matches!(o, FsOp::Write { offset: 4096 | 8192, len: 56, .. })).count();
+    assert!(marks > 20, "the workload must write durable marks: {marks}");
     let renames = ops.iter().filter(|o| matches!(o, FsOp::Rename(..))).count();
     let removes = ops.iter().filter(|o| matches!(o, FsOp::Remove(p) if name(p).ends_with(".jqi"))).count();
     assert!(
@@ -171,4 +203,17 @@ fn the_checker_catches_a_missing_fsync() {
         FsOp::Remove("/db/g/idx-0000000000000001-0000000000000001.jqi".into()),
     ];
     assert!(std::panic::catch_unwind(|| check(&early_remove)).is_err());
+    let seg = || PathBuf::from("/db/g/log-0000000001.jql");
+    let rewrite = vec![
+        FsOp::Write { path: seg(), offset: 12288, len: 100 },
+        FsOp::SyncData(seg()),
+        FsOp::Write { path: seg(), offset: 12300, len: 10 },
+    ];
+    assert!(std::panic::catch_unwind(|| check(&rewrite)).is_err());
+    let same_slot = vec![
+        FsOp::Write { path: seg(), offset: 4096, len: 56 },
+        FsOp::SyncData(seg()),
+        FsOp::Write { path: seg(), offset: 4096, len: 56 },
+    ];
+    assert!(std::panic::catch_unwind(|| check(&same_slot)).is_err());
 }

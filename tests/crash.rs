@@ -5,6 +5,9 @@
 //!   of group commits, index flushes and merges; then a second cut during recovery.
 //!   Every acknowledged write is present with its content; every write is whole
 //!   or absent (a two-job push never shows one job).
+//! - The same with large batches (MiB frames) of records whose layout collides with
+//!   a frame header (project 83, `{"spider":"s"}` by an unnamed key): the store
+//!   always opens, acknowledged batches are whole, others whole or absent.
 //! - EIO, ENOSPC or a short write at every call, once or forever: the failing write
 //!   returns a typed error and is not acknowledged, later writes are refused
 //!   (poisoned), nothing panics, and a reopen finds every acknowledged write.
@@ -166,6 +169,79 @@ fn power_cut_at_every_call_then_again_during_recovery() {
         CrashMode::ALL.len()
     );
     assert!(runs >= 4 * 40, "only {runs} runs");
+}
+
+/// Jobs in one large batch (about 1 MiB of records in one frame).
+const BATCH: usize = 9_000;
+
+/// Large batches from one writer, small pushes from another; returns the batches:
+/// their keys when acknowledged, `None` when not.
+fn batch_workload(store: &Store) -> (Vec<Option<Vec<JobKey>>>, Acks) {
+    let line = parse_push(r#"{"spider":"s"}"#).unwrap();
+    let mut batches = Vec::new();
+    let acks = std::thread::scope(|s| {
+        let small = s.spawn(|| workload(store, 1));
+        for _ in 0..3 {
+            match store.push(83, &vec![line.clone(); BATCH], Some("key-1a2b3c4d")) {
+                Ok(r) => batches.push(Some(
+                    r.into_iter()
+                        .map(|x| match x {
+                            PushResult::Pushed { key, .. } => key,
+                            PushResult::Conflict { .. } => unreachable!(),
+                        })
+                        .collect(),
+                )),
+                Err(_) => {
+                    batches.push(None);
+                    break;
+                }
+            }
+        }
+        small.join().unwrap()
+    });
+    (batches, acks)
+}
+
+#[test]
+fn power_cut_at_every_call_of_large_batches() {
+    let calls = {
+        let sim = SimFs::new();
+        let store = Store::open("/db", opts(&sim)).unwrap();
+        sim.set_fault(None);
+        batch_workload(&store);
+        sim.mutations() + 4
+    };
+    let mut runs = 0;
+    for at in 0..calls {
+        for (m, mode) in CrashMode::ALL.into_iter().enumerate() {
+            let seed = at * 131 + m as u64;
+            let sim = SimFs::new();
+            let store = Store::open("/db", opts(&sim)).unwrap();
+            sim.set_fault(Some(Fault { at, kind: FaultKind::PowerCut, sticky: true }));
+            let (batches, acks) = batch_workload(&store);
+            drop(store);
+            sim.crash(mode, seed);
+            sim.set_fault(Some(Fault { at: seed % 5, kind: FaultKind::PowerCut, sticky: true }));
+            drop(Store::open("/db", opts(&sim)));
+            sim.crash(mode, seed + 1);
+            let context = format!("cut at call {at}, {mode:?}");
+            let store = Store::open("/db", opts(&sim)).unwrap_or_else(|e| panic!("{context}: {e}"));
+            verify(&store, &acks, &context);
+            let snap = store.snapshot();
+            let present = snap.count(83, &Filter::default()).unwrap();
+            let acked: Vec<&Vec<JobKey>> = batches.iter().flatten().collect();
+            for keys in &acked {
+                for k in [keys[0], keys[BATCH / 2], keys[BATCH - 1]] {
+                    assert!(snap.get(k).unwrap().is_some(), "{context}: acknowledged batch job {k} lost");
+                }
+            }
+            assert_eq!(present % BATCH as u64, 0, "{context}: a batch is half visible ({present} jobs)");
+            assert!(present >= (acked.len() * BATCH) as u64, "{context}");
+            runs += 1;
+        }
+    }
+    eprintln!("power cuts in large batches: {runs} ({calls} crash points x {} damage modes)", CrashMode::ALL.len());
+    assert!(runs >= 4 * 15, "only {runs} runs");
 }
 
 #[test]

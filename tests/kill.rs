@@ -1,8 +1,11 @@
 //! kill -9 of the real `jobq serve` under concurrent HTTP writers, at random moments
 //! and at named crash points (before the fsync, before the answer, before a new
-//! file's rename), and of `jobq compact` before and after its switch. After every
-//! kill, every acknowledged write is present with its exact content. At least 200
-//! kills; `JOBQ_KILL_ROUNDS` changes the number of random ones.
+//! file's rename), and of `jobq compact` before and after its switch. One writer
+//! pushes large batches (MiB frames) of records whose layout collides with a frame
+//! header (project 83, `{"spider":"s"}` by an unnamed key): kills land inside them.
+//! After every kill the store opens, and every acknowledged write is present with
+//! its exact content. At least 200 kills; `JOBQ_KILL_ROUNDS` changes the number of
+//! random ones.
 
 mod harness;
 
@@ -22,6 +25,13 @@ use jobq::{Options, Store};
 const KEY: &str = "killtest";
 /// Pushes one writer makes in a round (then it waits for the kill).
 const PUSHES_PER_ROUND: u64 = 40;
+/// Jobs in one large batch: about 1.1 MiB of records in one frame.
+const BATCH: usize = 9_000;
+/// Large batches one writer pushes in a round.
+const BATCHES_PER_ROUND: usize = 1;
+
+/// An acknowledged large batch: its first and last job (ids are consecutive).
+type Batch = (JobKey, JobKey);
 
 /// A job a writer was told is stored, with what it must hold.
 #[derive(Clone, Debug)]
@@ -106,11 +116,37 @@ fn writer(addr: &str, t: usize, base: u64, stop: &AtomicBool, acked: &Mutex<BTre
     }
 }
 
+/// Push large batches of records that look like frame headers, until the server stops.
+fn batch_writer(addr: &str, stop: &AtomicBool, batches: &Mutex<Vec<Batch>>) {
+    let body = "{\"spider\":\"s\"}\n".repeat(BATCH);
+    for _ in 0..BATCHES_PER_ROUND {
+        if stop.load(Ordering::Relaxed) {
+            return;
+        }
+        let Some((200, answer)) = post(addr, "/jobq/83/push", &body) else { return };
+        let keys: Vec<&str> = answer.lines().collect();
+        assert_eq!(keys.len(), BATCH, "one answer line per job");
+        let key = |l: &str| -> JobKey {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["key"].as_str().unwrap().parse().unwrap()
+        };
+        batches.lock().unwrap().push((key(keys[0]), key(keys[BATCH - 1])));
+    }
+}
+
 /// Every acknowledged write is there, with its content; pushes are whole.
-fn verify(dir: &Path, acked: &BTreeMap<JobKey, Acked>, context: &str) {
+fn verify(dir: &Path, acked: &BTreeMap<JobKey, Acked>, batches: &[Batch], context: &str) {
     let store = Store::open(dir, Options { read_only: true, create: false, ..Options::default() })
-        .unwrap_or_else(|e| panic!("{context}: {e}"));
+        .unwrap_or_else(|e| panic!("{context}: the store does not open: {e}"));
     let snap = store.snapshot();
+    for (first, last) in batches {
+        assert_eq!(last.job - first.job + 1, BATCH as u32, "{context}: batch ids are consecutive");
+        let mid = JobKey::new(first.project, first.spider, first.job + BATCH as u32 / 2);
+        for k in [first, &mid, last] {
+            assert!(snap.get(*k).unwrap().is_some(), "{context}: acknowledged batch job {k} lost");
+        }
+    }
+    let all = jobq::query::Filter::default();
+    assert!(snap.count(83, &all).unwrap() >= (batches.len() * BATCH) as u64, "{context}: batch jobs lost");
     for (k, a) in acked {
         let j = snap.get(*k).unwrap().unwrap_or_else(|| panic!("{context}: acknowledged {k} lost"));
         assert_eq!(j.meta.get("n").map(|v| v.get().to_string()), Some(a.n.to_string()), "{context}: {k} content");
@@ -138,14 +174,19 @@ fn round(
     kill_after: Duration,
     base: u64,
     acked: &Mutex<BTreeMap<JobKey, Acked>>,
+    batches: Option<&Mutex<Vec<Batch>>>,
 ) -> bool {
     let mut p = start(dir, crash_at);
     let stop = AtomicBool::new(false);
     let mut fired = false;
     std::thread::scope(|s| {
-        for t in 0..8 {
+        for t in 0..7 {
             let (addr, stop) = (&p.addr, &stop);
             s.spawn(move || writer(addr, t, base + t as u64 * 1_000_000, stop, acked));
+        }
+        if let Some(batches) = batches {
+            let (addr, stop) = (&p.addr, &stop);
+            s.spawn(move || batch_writer(addr, stop, batches));
         }
         let started = Instant::now();
         while started.elapsed() < kill_after {
@@ -168,6 +209,7 @@ fn round(
 fn kill_9_at_random_moments_and_at_crash_points() {
     let dir = harness::tempdir();
     let acked = Mutex::new(BTreeMap::new());
+    let batches = Mutex::new(Vec::new());
     let mut rng = Rng(0x2545_F491_4F6C_DD1D);
     let random: u64 = std::env::var("JOBQ_KILL_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(140);
     let mut kills = 0;
@@ -184,28 +226,31 @@ fn kill_9_at_random_moments_and_at_crash_points() {
             None => Duration::from_millis(5 + rng.below(150)),
             Some(_) => Duration::from_secs(3),
         };
-        if round(dir.path(), crash_at.as_deref(), wait, r as u64 * 10_000_000, &acked) {
+        // Every other round has a large batch in flight (more would only grow the store).
+        let big = (r % 2 == 0).then_some(&batches);
+        if round(dir.path(), crash_at.as_deref(), wait, r as u64 * 10_000_000, &acked, big) {
             *fired.entry(point.unwrap_or("?")).or_insert(0) += 1;
         }
         kills += 1;
         let context = format!("after kill {kills} ({crash_at:?})");
         let all = acked.lock().unwrap();
+        let batches = batches.lock().unwrap();
         if kills % 20 == 0 {
-            verify(dir.path(), &all, &context);
+            verify(dir.path(), &all, &batches, &context);
         } else {
             let this: BTreeMap<JobKey, Acked> = all
                 .range(JobKey::new(1, 1, 0)..)
                 .filter(|(_, a)| a.n / 10_000_000 == r as u64)
                 .map(|(k, a)| (*k, a.clone()))
                 .collect();
-            verify(dir.path(), &this, &context);
+            verify(dir.path(), &this, &batches[batches.len().saturating_sub(4)..], &context);
         }
     }
     // Compaction killed before and after its switch: the old or the new store, whole.
     for (i, point) in
         ["compact_before_switch", "compact_after_switch", "publish_before_rename"].iter().cycle().take(20).enumerate()
     {
-        round(dir.path(), None, Duration::from_millis(30), 900_000_000 + i as u64 * 10_000, &acked);
+        round(dir.path(), None, Duration::from_millis(30), 900_000_000 + i as u64 * 10_000, &acked, None);
         let status = Command::new(BIN)
             .args(["compact", "--data"])
             .arg(dir.path())
@@ -215,10 +260,21 @@ fn kill_9_at_random_moments_and_at_crash_points() {
             .unwrap();
         assert!(!status.success(), "compaction was to be killed at {point}");
         kills += 2;
-        verify(dir.path(), &acked.lock().unwrap(), &format!("after a compaction killed at {point}"));
+        verify(
+            dir.path(),
+            &acked.lock().unwrap(),
+            &batches.lock().unwrap(),
+            &format!("after a compaction killed at {point}"),
+        );
     }
     let acked = acked.into_inner().unwrap();
-    eprintln!("kill -9: {kills} kills, {} acknowledged jobs, 0 lost; crash points fired: {fired:?}", acked.len());
+    let batches = batches.into_inner().unwrap();
+    eprintln!(
+        "kill -9: {kills} kills, {} acknowledged jobs and {} acknowledged batches of {BATCH}, 0 lost; crash points fired: {fired:?}",
+        acked.len(),
+        batches.len()
+    );
+    assert!(!batches.is_empty(), "no large batch was acknowledged");
     assert!(kills >= 200, "{kills}");
     assert!(acked.len() > 5000, "too few writes acknowledged: {}", acked.len());
     for p in ["before_fsync", "before_ack", "publish_before_rename"] {
@@ -229,7 +285,7 @@ fn kill_9_at_random_moments_and_at_crash_points() {
     harness::signal(p.child.id(), "TERM");
     let mut child = p.child;
     child.wait().unwrap();
-    verify(dir.path(), &acked, "after a clean restart");
+    verify(dir.path(), &acked, &batches, "after a clean restart");
 }
 
 /// Soak: kill -9 rounds for `JOBQ_SOAK_SECS` (default 60) seconds, printing progress.
@@ -240,6 +296,7 @@ fn soak_kill_9() {
     let secs: u64 = std::env::var("JOBQ_SOAK_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(60);
     let dir = harness::tempdir();
     let acked = Mutex::new(BTreeMap::new());
+    let batches = Mutex::new(Vec::new());
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ std::process::id() as u64);
     let points = [None, None, None, Some("before_fsync"), Some("before_ack"), Some("publish_before_rename")];
     let started = Instant::now();
@@ -249,10 +306,10 @@ fn soak_kill_9() {
         let spread = if point == Some("publish_before_rename") { 4 } else { 40 };
         let crash_at = point.map(|p| format!("{p}:{}", 1 + rng.below(spread)));
         let wait = Duration::from_millis(5 + rng.below(300));
-        round(dir.path(), crash_at.as_deref(), wait, kills * 10_000_000, &acked);
+        round(dir.path(), crash_at.as_deref(), wait, kills * 10_000_000, &acked, Some(&batches));
         kills += 1;
         if kills.is_multiple_of(25) {
-            verify(dir.path(), &acked.lock().unwrap(), &format!("soak kill {kills}"));
+            verify(dir.path(), &acked.lock().unwrap(), &batches.lock().unwrap(), &format!("soak kill {kills}"));
             eprintln!(
                 "soak: {kills} kills, {} writes acknowledged, 0 lost, {:?}",
                 acked.lock().unwrap().len(),
@@ -260,6 +317,6 @@ fn soak_kill_9() {
             );
         }
     }
-    verify(dir.path(), &acked.lock().unwrap(), "soak end");
+    verify(dir.path(), &acked.lock().unwrap(), &batches.lock().unwrap(), "soak end");
     eprintln!("soak done: {kills} kills, {} writes acknowledged, 0 lost", acked.lock().unwrap().len());
 }

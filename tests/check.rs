@@ -129,3 +129,15 @@ fn a_torn_tail_is_reported() {
     // check changes nothing.
     assert_eq!(sim.read_file(Path::new(LOG)).unwrap(), log);
 }
+
+#[test]
+fn a_non_zero_byte_in_the_header_page_padding_is_named() {
+    let sim = SimFs::new();
+    build(&sim, "t");
+    let mut log = sim.read_file(Path::new(LOG)).unwrap();
+    log[1000] = 1;
+    sim.write_file(Path::new(LOG), log).unwrap();
+    let r = run(&sim);
+    let f = r.findings.iter().find(|f| f.offset == Some(1000)).unwrap_or_else(|| panic!("{:#?}", r.findings));
+    assert!(f.what.contains("padding"), "{f}");
+}

@@ -253,3 +253,78 @@ fn an_index_chain_may_end_inside_a_committed_import() {
     store.export(None, &mut got).unwrap();
     assert_eq!(String::from_utf8(got).unwrap(), String::from_utf8(want).unwrap());
 }
+
+/// The newest mark of the log and the file offset of its slot.
+fn newest_mark(sim: &SimFs) -> (jobq::log::mark::Mark, usize) {
+    use jobq::fs::{FileSystem, OpenMode};
+    use jobq::log::mark;
+    let f = sim.open(Path::new(LOG), OpenMode::Read).unwrap();
+    let m = mark::read(&*f, Path::new(LOG), 1, 1).unwrap().unwrap();
+    (m, mark::SLOT_OFFSETS[mark::slot_of(m.epoch)] as usize)
+}
+
+fn with_slot(sim: &SimFs, at: usize, m: &jobq::log::mark::Mark) -> SimFs {
+    let s = sim.fork();
+    let mut bytes = s.read_file(Path::new(LOG)).unwrap();
+    bytes[at..at + jobq::log::mark::SLOT_LEN].copy_from_slice(&jobq::log::mark::encode(1, 1, m));
+    s.write_file(Path::new(LOG), bytes).unwrap();
+    s
+}
+
+fn refused_at(sim: &SimFs, want: u64) {
+    match Store::open("/db", opts(sim)) {
+        Err(Error::Corrupt { offset, what, .. }) => assert_eq!(offset, want, "{what}"),
+        other => panic!("expected a refusal at {want}: {:?}", other.map(|_| ())),
+    }
+}
+
+#[test]
+fn marks_that_disagree_with_the_log_are_damage() {
+    let (sim, states) = build(3);
+    let (m, slot) = newest_mark(&sim);
+    // The log reaches the mark at another sequence number.
+    refused_at(&with_slot(&sim, slot, &jobq::log::mark::Mark { next_seq: m.next_seq + 1, ..m }), m.durable_end);
+    // The mark sits inside a frame.
+    let start = states[states.len() - 2].0 as u64;
+    let inside = start + 10;
+    refused_at(&with_slot(&sim, slot, &jobq::log::mark::Mark { durable_end: inside, ..m }), start);
+    // A mark past the end of the log: synced bytes are missing.
+    let len = states[states.len() - 1].0 as u64;
+    refused_at(&with_slot(&sim, slot, &jobq::log::mark::Mark { durable_end: len + 100, ..m }), len);
+}
+
+#[test]
+fn a_mark_in_the_other_slot_is_not_valid() {
+    let (sim, states) = build(3);
+    let (m, slot) = newest_mark(&sim);
+    let other = jobq::log::mark::SLOT_OFFSETS.iter().map(|o| *o as usize).find(|o| *o != slot).unwrap();
+    // Epoch m+2 belongs in the newest mark's slot: written to the other one it does not count.
+    let len = states[states.len() - 1].0 as u64;
+    let bogus = jobq::log::mark::Mark { epoch: m.epoch + 2, durable_end: len + 100, next_seq: 1 };
+    let store = reopen_twice(&with_slot(&sim, other, &bogus), RecoveryPolicy::Strict).unwrap();
+    assert_store_is(&store, &states[states.len() - 1].1, "a misplaced mark ignored");
+}
+
+#[test]
+fn a_whole_frame_whose_records_do_not_decode_is_damage_even_after_the_mark() {
+    use jobq::codec::frame::checksum;
+    let (sim, states) = build(3);
+    let last = states[states.len() - 2].0;
+    let mut bytes = sim.read_file(Path::new(LOG)).unwrap();
+    // The last frame's first record: set its state to an unknown code, then reseal
+    // the record's and the frame's checksums, as no torn write could.
+    let rec = last + 32;
+    let body_len = u32::from_le_bytes(bytes[rec..rec + 4].try_into().unwrap()) as usize;
+    bytes[rec + 8 + 12] = 9;
+    let crc = checksum(&[&bytes[rec + 8..rec + 8 + body_len]]);
+    bytes[rec + 4..rec + 8].copy_from_slice(&crc.to_le_bytes());
+    let len = u32::from_le_bytes(bytes[last + 4..last + 8].try_into().unwrap()) as usize;
+    let crc = checksum(&[&bytes[last + 4..last + 32], &bytes[last + 32..last + 32 + len]]);
+    bytes[last..last + 4].copy_from_slice(&crc.to_le_bytes());
+    let s = sim.fork();
+    s.write_file(Path::new(LOG), bytes).unwrap();
+    assert!(last as u64 >= newest_mark(&s).0.durable_end, "the frame is after the mark");
+    refused_at(&s, last as u64);
+    let store = reopen_twice(&s, RecoveryPolicy::TruncateAtCorruption).unwrap();
+    assert_store_is(&store, &states[states.len() - 2].1, "salvaged");
+}

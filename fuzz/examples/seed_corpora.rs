@@ -77,8 +77,17 @@ fn main() {
     for name in &names {
         let bytes = sim.read_file(&gen.join(name)).expect("read");
         if name.starts_with("log-") {
-            // Frames after the 64-byte segment header.
-            let frames = &bytes[64.min(bytes.len())..];
+            // Frames after the header pages; and the mark slots.
+            let start = jobq::log::segment::decode_header(Path::new(name), &bytes)
+                .map_or(bytes.len(), |h| h.data_start() as usize)
+                .min(bytes.len());
+            let frames = &bytes[start..];
+            for (i, at) in jobq::log::mark::SLOT_OFFSETS.iter().enumerate() {
+                let at = *at as usize;
+                if let Some(slot) = bytes.get(at..at + jobq::log::mark::SLOT_LEN) {
+                    write("frame", &format!("seed-log-{n_log}-mark-{i}"), &with_mode(2, slot));
+                }
+            }
             write("frame", &format!("seed-log-{n_log}-raw"), &with_mode(0, frames));
             write("frame", &format!("seed-log-{n_log}-reseal"), &with_mode(1, frames));
             // Each jobs payload for the record target.

@@ -9,6 +9,9 @@
 //!   re-encode to the same payload;
 //! - resealed bytes: the same, with each frame's and each record's checksum
 //!   recomputed first, so that the payload decoders see arbitrary payloads;
+//! - mark slots: arbitrary bytes as a durable-mark slot of segment 1, generation 1
+//!   (and with its checksum recomputed): a slot that decodes re-encodes to the
+//!   same bytes, and every damaged byte of a valid slot is refused;
 //! - structured: arbitrary frames (any kind, flags, sequence numbers, jobs,
 //!   spiders, catalogs, commits, including invalid ids) are encoded back to back
 //!   and decoded again: the header decodes exactly when its fields are valid, and
@@ -240,11 +243,33 @@ fn structured(data: &[u8]) {
     }
 }
 
+/// A durable-mark slot: what decodes is exactly what encodes.
+fn mark_slot(b: &[u8]) {
+    use jobq::log::mark;
+    let mut slot = [0u8; mark::SLOT_LEN];
+    let n = b.len().min(mark::SLOT_LEN);
+    slot[..n].copy_from_slice(&b[..n]);
+    if b.len() > mark::SLOT_LEN && b[mark::SLOT_LEN] & 1 == 1 {
+        let crc = frame::checksum(&[&slot[0..52]]);
+        slot[52..56].copy_from_slice(&crc.to_le_bytes());
+    }
+    if let Some(m) = mark::decode(&slot, 1, 1) {
+        assert!(m.epoch > 0, "a mark of epoch 0 decoded");
+        assert_eq!(mark::encode(1, 1, &m), slot, "a mark slot does not re-encode to itself");
+        for i in 0..mark::SLOT_LEN {
+            let mut bad = slot;
+            bad[i] ^= 0x80;
+            assert_ne!(mark::decode(&bad, 1, 1), Some(m), "byte {i} of a mark slot changed unnoticed");
+        }
+    }
+}
+
 fuzz_target!(|data: &[u8]| {
     let Some((&mode, rest)) = data.split_first() else { return };
-    match mode % 3 {
+    match mode % 4 {
         0 => stream(rest, false),
         1 => stream(rest, true),
+        2 => mark_slot(rest),
         _ => structured(rest),
     }
 });

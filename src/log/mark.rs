@@ -31,6 +31,7 @@ use byteorder::{ByteOrder, LittleEndian as LE};
 use crate::codec::frame::checksum;
 use crate::error::{Error, Result};
 use crate::fs::{self, FsFile};
+use crate::log::segment::DATA_START_V2;
 
 pub const MAGIC: &[u8; 8] = b"JOBQMRK\0";
 pub const SLOT_LEN: usize = 56;
@@ -63,8 +64,9 @@ pub fn encode(segment: u32, generation: u64, m: &Mark) -> [u8; SLOT_LEN] {
     b
 }
 
-/// A slot's mark, when it is one of this segment's and its checksum matches. An
-/// all-zero slot (never written) and a torn one alike give `None`.
+/// A slot's mark, when it is one of this segment's, its checksum matches, its epoch
+/// is at least 1 and its end not before the frames start. An all-zero slot (never
+/// written) and a torn one alike give `None`.
 pub fn decode(b: &[u8], segment: u32, generation: u64) -> Option<Mark> {
     if b.len() < SLOT_LEN || &b[0..8] != MAGIC || checksum(&[&b[0..52]]) != LE::read_u32(&b[52..56]) {
         return None;
@@ -81,20 +83,21 @@ pub fn decode(b: &[u8], segment: u32, generation: u64) -> Option<Mark> {
         durable_end: LE::read_u64(&b[32..40]),
         next_seq: LE::read_u64(&b[40..48]),
     };
-    (m.epoch > 0).then_some(m)
+    (m.epoch > 0 && m.durable_end >= DATA_START_V2).then_some(m)
 }
 
 /// The newest valid mark of a segment file (the larger epoch of the two slots).
 pub fn read(file: &dyn FsFile, path: &Path, segment: u32, generation: u64) -> Result<Option<Mark>> {
     let len = file.len().map_err(|e| Error::io("stat", path, e))?;
     let mut best: Option<Mark> = None;
-    for at in SLOT_OFFSETS {
+    for (slot, at) in SLOT_OFFSETS.into_iter().enumerate() {
         if at + SLOT_LEN as u64 > len {
             continue;
         }
         let mut b = [0u8; SLOT_LEN];
         fs::read_exact_at(file, &mut b, at).map_err(|e| Error::io("read", path, e))?;
-        if let Some(m) = decode(&b, segment, generation) {
+        // A mark is valid only in the slot its epoch goes to (so two never tie).
+        if let Some(m) = decode(&b, segment, generation).filter(|m| slot_of(m.epoch) == slot) {
             if best.is_none_or(|x| m.epoch > x.epoch) {
                 best = Some(m);
             }
@@ -116,6 +119,11 @@ mod tests {
     #[test]
     fn round_trip_and_damage() {
         let m = Mark { epoch: 7, durable_end: 12_345, next_seq: 99 };
+        assert_eq!(
+            decode(&encode(3, 5, &Mark { durable_end: 100, ..m }), 3, 5),
+            None,
+            "an end inside the header pages"
+        );
         let b = encode(3, 5, &m);
         assert_eq!(decode(&b, 3, 5), Some(m));
         assert_eq!(decode(&b, 4, 5), None, "another segment's mark");

@@ -140,6 +140,8 @@ pub fn validate(
     // it began before `start`).
     let mut txn: Option<(LogPos, u64)> = in_txn.then_some((start, 0));
     let mut damage: Option<Damage> = None;
+    // Segment versions never decrease along the log.
+    let mut version = 1;
     'segments: for (i, &n) in segments.iter().enumerate() {
         let at0 = LogPos { segment: n, offset: 0 };
         if i > 0 && n != segments[i - 1] + 1 {
@@ -168,36 +170,43 @@ pub fn validate(
             damage = Some(Damage { at: at0, reason, durable: true });
             break;
         }
+        if header.version < version {
+            let reason = format!("a version-{} segment after a version-{version} one", header.version);
+            damage = Some(Damage { at: at0, reason, durable: true });
+            break;
+        }
+        version = header.version;
         let is_last = n == last;
         let mark = if is_last && header.has_marks() { mark::read(&*file, &path, n, generation)? } else { None };
         end = LogPos { segment: n, offset: from };
         let mut sc = FrameScanner::new(file, &path, from)?;
         loop {
-            let (offset, reason) = match sc.next_step()? {
-                Step::End => {
-                    let Some(m) = mark.filter(|m| end.offset < m.durable_end) else {
-                        continue 'segments;
-                    };
-                    let reason = format!("the log ends before its durable mark at {}", m.durable_end);
-                    (end.offset, reason)
-                }
+            if let Some(m) = mark.filter(|m| end.offset == m.durable_end && expected != m.next_seq) {
+                let why =
+                    format!("the log reaches its durable mark at sequence {expected}, the mark says {}", m.next_seq);
+                damage = Some(Damage { at: end, reason: why, durable: true });
+                break 'segments;
+            }
+            let (offset, reason, whole) = match sc.next_step()? {
+                Step::End => match mark.filter(|m| end.offset < m.durable_end) {
+                    Some(m) => (end.offset, format!("the log ends before its durable mark at {}", m.durable_end), true),
+                    None => continue 'segments,
+                },
                 Step::Frame { offset, header: fh, payload } => {
-                    match check_frame(&fh, payload, expected, &mut txn, n, offset)
-                        .and_then(|()| check_mark(mark.as_ref(), offset, &fh, expected))
-                    {
+                    match judge_frame(&fh, payload, offset, expected, &mut txn, n, mark.as_ref()) {
                         Ok(()) => {
                             expected = fh.last_seq() + 1;
                             end.offset = offset + fh.frame_len();
                             frames += 1;
                             continue;
                         }
-                        Err(why) => (offset, why),
+                        Err((why, whole)) => (offset, why, whole),
                     }
                 }
-                Step::Bad { offset, reason } => (offset, reason),
+                Step::Bad { offset, reason } => (offset, reason, false),
             };
             let at = LogPos { segment: n, offset };
-            let durable = damage_was_durable(&mut sc, &header, is_last, mark.as_ref(), offset, expected)?;
+            let durable = whole || damage_was_durable(&mut sc, &header, is_last, mark.as_ref(), offset, expected)?;
             damage = Some(Damage { at, reason, durable });
             break 'segments;
         }
@@ -247,18 +256,37 @@ pub fn validate(
     Ok(Validated { end, next_seq: expected, cut, frames })
 }
 
-/// A frame must not run across the durable mark, and the mark's sequence number
-/// must be the one expected at its offset.
-fn check_mark(mark: Option<&Mark>, offset: u64, h: &FrameHeader, expected: u64) -> std::result::Result<(), String> {
-    let Some(m) = mark else { return Ok(()) };
-    let end = offset + h.frame_len();
-    if offset < m.durable_end && end > m.durable_end {
-        return Err(format!("a frame runs across the durable mark at {}", m.durable_end));
+/// Can the checksum-valid frame at `offset` be kept? If not: why, and whether that
+/// alone proves damage to durable bytes (no torn write makes a whole frame wrong).
+#[allow(clippy::too_many_arguments)]
+fn judge_frame(
+    h: &FrameHeader,
+    payload: &[u8],
+    offset: u64,
+    expected: u64,
+    txn: &mut Option<(LogPos, u64)>,
+    segment: u32,
+    mark: Option<&Mark>,
+) -> std::result::Result<(), (String, bool)> {
+    if let Some(m) = mark.filter(|m| offset < m.durable_end && offset + h.frame_len() > m.durable_end) {
+        return Err((format!("a frame runs across the durable mark at {}", m.durable_end), true));
     }
-    if offset == m.durable_end && expected != m.next_seq {
-        return Err(format!("the durable mark says sequence {} at {offset}, the log has {expected}", m.next_seq));
-    }
-    Ok(())
+    check_frame(h, payload, expected, txn, segment, offset).map_err(|why| (why, false))?;
+    payload_decodes(h, payload).map_err(|why| (why, true))
+}
+
+/// A frame's payload decodes as its kind says (a frame's checksum can match while
+/// its records cannot be read: a bug or a forgery, never a torn write).
+fn payload_decodes(h: &FrameHeader, payload: &[u8]) -> std::result::Result<(), String> {
+    let r = match h.kind {
+        FrameKind::Jobs => record::decode_jobs(payload, h.count).map(drop),
+        FrameKind::Spider => record::decode_spider(payload).map(drop),
+        FrameKind::Catalog => record::decode_catalog(payload).map(drop),
+        FrameKind::Commit => Ok(()),
+    };
+    r.map_err(|e| {
+        format!("the frame's checksum matches but its payload does not decode at byte {}: {}", e.offset, e.what)
+    })
 }
 
 pub(crate) fn check_frame(

@@ -15,7 +15,7 @@ use crate::fs::FileSystem;
 use crate::hash::FastMap;
 use crate::log::recovery::check_frame;
 use crate::log::scan::{FrameScanner, Step};
-use crate::log::{segment, LogPos};
+use crate::log::{mark, segment, LogPos};
 
 /// One index file of the chain open uses: its range and where it ends in the log.
 #[derive(Clone, Debug)]
@@ -116,6 +116,9 @@ pub(super) fn scan(
         if i == 0 {
             expected = header.first_seq;
         }
+        if header.has_marks() {
+            padding(&*sc.file(), &path, r)?;
+        }
         match resume {
             Some(p) if p.segment > n => continue,
             Some(p) if p.segment == n => {
@@ -170,6 +173,28 @@ pub(super) fn scan(
         }
     }
     Ok(b)
+}
+
+/// The zero padding of a version-2 segment's header pages: damage in the header
+/// page; after a mark slot only a note (a torn slot write may leave it).
+fn padding(file: &dyn crate::fs::FsFile, path: &Path, r: &mut CheckReport) -> Result<()> {
+    let mut pages = vec![0u8; segment::DATA_START_V2 as usize];
+    crate::fs::read_exact_at(file, &mut pages, 0).map_err(|e| crate::error::Error::io("read", path, e))?;
+    if let Some(i) = pages[segment::HEADER_LEN as usize..4096].iter().position(|&b| b != 0) {
+        let at = segment::HEADER_LEN as usize + i;
+        r.found(path, Some(at as u64), "the padding of the segment header page is not zero");
+    }
+    for slot in mark::SLOT_OFFSETS {
+        let from = slot as usize + mark::SLOT_LEN;
+        if let Some(i) = pages[from..slot as usize + 4096].iter().position(|&b| b != 0) {
+            r.notes.push(format!(
+                "{} at offset {}: bytes after a durable-mark slot are not zero",
+                path.display(),
+                from + i
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn apply(

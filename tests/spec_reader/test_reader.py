@@ -697,20 +697,20 @@ def test_index_damage_is_set_aside(tmp):
 def test_unknown_versions_refused(tmp):
     """conventions.md: a reader refuses a log or CURRENT version it does not know, naming file and version."""
     done = []
-    for name, vo, co, cend in (("CURRENT", 8, 28, 28), ("log-0000000001.jql", 8, 60, 60)):
+    for name, vo, co, cend, ver in (("CURRENT", 8, 28, 28, 2), ("log-0000000001.jql", 8, 60, 60, 3)):
         store = fresh_copy(tmp)
         path = os.path.join(store, name) if name == "CURRENT" else segments(store)[0]
         with open(path, "r+b") as f:
             b = bytearray(f.read())
-            b[vo:vo + 4] = struct.pack("<I", 2)
+            b[vo:vo + 4] = struct.pack("<I", ver)
             b[co:co + 4] = struct.pack("<I", mcrc(bytes(b[:cend])))
             f.seek(0)
             f.write(b)
         for cmd in ("export", "check"):
             rc, _, err = run_in(store, cmd)
-            assert rc == 1 and name in err and "version 2" in err, err
-        done.append(name)
-    return f"version 2 of {done} refused"
+            assert rc == 1 and name in err and f"version {ver}" in err, err
+        done.append(f"{name} v{ver}")
+    return f"{done} refused"
 
 
 def test_bitmap_containers_decode(tmp):

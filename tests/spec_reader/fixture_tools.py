@@ -51,6 +51,14 @@ class Fixture:
         return h.hexdigest()
 
 
+def versions(*vs):
+    """Run a test against the fixtures of these format versions only; none: once, without a fixture."""
+    def mark(f):
+        f.versions = vs
+        return f
+    return mark
+
+
 # --------------------------------------------------------------------------- running the reader
 
 def run(store, *args):

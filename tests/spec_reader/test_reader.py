@@ -22,18 +22,10 @@ from fixture_tools import (  # noqa: E402
     Fixture, STATES, SPEC_LOG, _posting, assert_corruption, assert_export_without, build_index, export_of,
     flip, fresh_copy, gen_dir, index_files, listing_from_export, log_frames, mark_of, mcrc, new_segment,
     parse_jsonl, proved_durable, raw_frames, reader, remove_indexes, run, run_in, segments, seg_header,
-    set_header_field, set_mark, slot_bytes, truncate, SLOT_OFF, V2_DATA, key_of)
+    set_header_field, set_mark, slot_bytes, truncate, versions, SLOT_OFF, V2_DATA, key_of)
 import test_marks  # noqa: E402
 
 FIXTURES = [Fixture(1), Fixture(2)]
-
-
-def versions(*vs):
-    """Run a test against the fixtures of these format versions only; none: once, without a fixture."""
-    def mark(f):
-        f.versions = vs
-        return f
-    return mark
 
 
 # --------------------------------------------------------------------------- tests

@@ -8,6 +8,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -309,6 +310,48 @@ def frame_bytes(kind, flags, count, first_seq, durable_seq, payload):
     """A valid frame (log.md, frame header): masked CRC of header bytes 4..32 and the payload."""
     rest = struct.pack("<IBBHIQQ", len(payload), kind, flags, 0, count, first_seq, durable_seq) + payload
     return struct.pack("<I", mcrc(rest)) + rest
+
+
+def spec_hex_blocks():
+    """The hex dumps of log.md's worked example: [frame bytes, ...] of each code block."""
+    with open(SPEC_LOG, encoding="utf-8") as f:
+        text = f.read()
+    blocks = text.split("## Worked example", 1)[1].split("```")[1::2]
+    out = []
+    for block in blocks:
+        parts = []
+        for line in block.splitlines():
+            m = re.match(r"^([0-9a-f]{4}): ((?:[0-9a-f]{2} )*[0-9a-f]{2})", line)
+            if m:
+                if m.group(1) == "0000":
+                    parts.append(bytearray())
+                parts[-1] += bytes.fromhex(m.group(2).replace(" ", ""))
+        out.append([bytes(p) for p in parts])
+    return out
+
+
+def split_log(store, at_seq, version=None):
+    """Move the frames after sequence `at_seq` out of the last segment into a new last segment of the
+    same version, or of `version` (layout.md, log.md). A version-2 segment gets the old one's mark
+    moved with the bytes, or, after a version-1 one, a mark at its end (as a clean close leaves it),
+    epoch 1 in slot 1; the old segment's mark is no longer read."""
+    old = segments(store)[-1]
+    old_version, number, generation, _ = seg_header(old)
+    version = version or old_version
+    frames = raw_frames(old)
+    cut = [f for f in frames if f["last_seq"] == at_seq][0]["end"]
+    with open(old, "rb") as f:
+        data = f.read()
+    head = bytearray(new_segment(version, number + 1, generation, at_seq + 1))
+    if version == 2:
+        end, next_seq = mark_of(old) if old_version == 2 else (len(data), frames[-1]["last_seq"] + 1)
+        assert end >= cut
+        head[SLOT_OFF[1]:SLOT_OFF[1] + 56] = slot_bytes(number + 1, generation, 1, end - cut + V2_DATA, next_seq)
+    new = os.path.join(gen_dir(store), f"log-{number + 1:010d}.jql")
+    with open(new, "wb") as f:
+        f.write(bytes(head) + data[cut:])
+    truncate(old, cut)
+    return old, new, cut
 
 
 # --------------------------------------------------------------------------- an index builder (index.md)

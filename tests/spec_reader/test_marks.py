@@ -8,8 +8,8 @@ import struct
 from fixture_tools import (
     SLOT_OFF, V2_DATA, assert_corruption, assert_export_without, build_index, export_of, flip, frame_bytes,
     fresh_copy, index_files, key_of, log_frames, mark_of, mcrc, new_segment, patch, raw_frames,
-    read_slots, remove_indexes, run_in, seg_header, segments, set_header_field, set_mark, slot_bytes, truncate,
-    versions)
+    read_slots, remove_indexes, run_in, seg_header, segments, set_header_field, set_mark, slot_bytes, spec_hex_blocks,
+    split_log, truncate, versions)
 
 
 def last_segment(store):
@@ -311,12 +311,33 @@ def test_v1_evidence_never_inside_a_decodable_header(tmp, fx):
     return "forged frame inside the torn frame's extent ignored (A), found from b + 1 (B), skipped inside a found frame (C)"
 
 
+@versions(1)
+def test_v1_log_continued_in_a_v2_segment(tmp, fx):
+    """CHANGES.md, durability.md: a writable open continues a version-1 log in a new version-2 segment.
+    The v1 fixture split after sequence 30 into such a segment (marked at its end, as a clean close
+    leaves it) reads the same; the mark now decides for the last frame, a torn tail in the v1 log."""
+    store = fresh_copy(tmp, fx)
+    old, new, _ = split_log(store, 30, version=2)
+    rc, out, err = run_in(store, "check")
+    assert rc == 0 and "segment versions: [1, 2]" in out, out + err
+    assert export_of(store) == fx.export()
+    last = raw_frames(new)[-1]
+    assert mark_of(new) == (last["end"], last["last_seq"] + 1)
+    flip(new, (last["off"] + last["end"]) // 2)
+    assert_corruption(store, (["export"], ["check"]), new, last["off"], "last frame before the mark")
+    store = fresh_copy(tmp, fx)
+    old, new, _ = split_log(store, 30, version=2)
+    set_mark(new, last["off"], last["first_seq"])            # the mark one sync behind: torn
+    flip(new, (last["off"] + last["end"]) // 2)
+    assert_torn_at(fx, store, last["off"], set(last["keys"]), "last frame after the mark")
+    return f"v1 segment + v2 segment: same export; the last frame at {last['off']} judged by the mark"
+
+
 @versions()
 def test_worked_example_as_a_v2_store(tmp, fx):
     """log.md's worked example as a whole version-2 store: the spider and jobs frames at 12288 and
     12337, the mark from the spec's hex dump in slot 1 (epoch 1, durable_end 12461, next_seq 3).
     The example's spider id 7 is made 1 (the id a first registration gets; CRCs recomputed)."""
-    from test_reader import spec_hex_blocks
     frames, mark = spec_hex_blocks()[:2]
     assert len(mark) == 1 and mark[0] == slot_bytes(1, 1, 1, 12461, 3), "the spec's mark bytes"
     spider, jobs = bytearray(frames[0]), bytearray(frames[1])

@@ -10,7 +10,6 @@ compared before and after. The helpers (fixture_tools.py) are written apart from
 """
 
 import os
-import re
 import struct
 import sys
 import tempfile
@@ -19,34 +18,16 @@ import traceback
 import zlib
 
 from fixture_tools import (  # noqa: E402
-    Fixture, STATES, SPEC_LOG, _posting, assert_corruption, assert_export_without, build_index, export_of,
-    flip, fresh_copy, gen_dir, index_files, listing_from_export, log_frames, mark_of, mcrc, new_segment,
-    parse_jsonl, proved_durable, raw_frames, reader, remove_indexes, run, run_in, segments, seg_header,
-    set_header_field, set_mark, slot_bytes, truncate, versions, SLOT_OFF, V2_DATA, key_of)
+    Fixture, STATES, SLOT_OFF, V2_DATA, _posting, assert_corruption, assert_export_without, build_index,
+    export_of, flip, fresh_copy, gen_dir, index_files, key_of, listing_from_export, log_frames, mark_of, mcrc,
+    parse_jsonl, proved_durable, raw_frames, reader, remove_indexes, run, run_in, segments, set_header_field,
+    set_mark, spec_hex_blocks, split_log, truncate, versions)
 import test_marks  # noqa: E402
 
 FIXTURES = [Fixture(1), Fixture(2)]
 
 
 # --------------------------------------------------------------------------- tests
-
-def spec_hex_blocks():
-    """The hex dumps of log.md's worked example: [frame bytes, ...] of each code block."""
-    with open(SPEC_LOG, encoding="utf-8") as f:
-        text = f.read()
-    blocks = text.split("## Worked example", 1)[1].split("```")[1::2]
-    out = []
-    for block in blocks:
-        parts = []
-        for line in block.splitlines():
-            m = re.match(r"^([0-9a-f]{4}): ((?:[0-9a-f]{2} )*[0-9a-f]{2})", line)
-            if m:
-                if m.group(1) == "0000":
-                    parts.append(bytearray())
-                parts[-1] += bytes.fromhex(m.group(2).replace(" ", ""))
-        out.append([bytes(p) for p in parts])
-    return out
-
 
 @versions()
 def test_spec_worked_example(tmp, fx):
@@ -319,27 +300,6 @@ def test_index_ends_inside_committed_transaction(tmp, fx):
     assert out.count("index file set aside") == 2, out
     assert export_of(store) == fx.export()
     return f"{os.path.basename(built)} ends at sequence {inner['last_seq']} inside the import; merged 1..46 chosen"
-
-
-def split_log(store, at_seq):
-    """Move the frames after sequence `at_seq` out of the last segment into a new last segment of the
-    same version (layout.md, log.md). Version 2: the new segment's mark is the old one moved with
-    the bytes (epoch 1, in slot 1); the old segment's mark is no longer read."""
-    old = segments(store)[-1]
-    version, number, generation, _ = seg_header(old)
-    cut = [f for f in raw_frames(old) if f["last_seq"] == at_seq][0]["end"]
-    with open(old, "rb") as f:
-        data = f.read()
-    head = bytearray(new_segment(version, number + 1, generation, at_seq + 1))
-    if version == 2:
-        end, next_seq = mark_of(old)
-        assert end >= cut
-        head[SLOT_OFF[1]:SLOT_OFF[1] + 56] = slot_bytes(number + 1, generation, 1, end - cut + V2_DATA, next_seq)
-    new = os.path.join(gen_dir(store), f"log-{number + 1:010d}.jql")
-    with open(new, "wb") as f:
-        f.write(bytes(head) + data[cut:])
-    truncate(old, cut)
-    return old, new, cut
 
 
 def test_two_segments(tmp, fx):

@@ -1,5 +1,6 @@
 //! The independent reader of format-spec/ (Python, written from the spec alone)
-//! must decode the v1 fixture as the engine does.
+//! must decode the v1 and v2 fixtures as the engine does, and apply the recovery rules
+//! (durable marks of version-2 segments, the refined version-1 rule) as the spec states them.
 
 use std::process::Command;
 

@@ -1,14 +1,14 @@
 #!/usr/bin/env python3
-"""Independent reader for the jobq on-disk format, version 1.
+"""Independent reader for the jobq on-disk format, version 2 (log segments of version 1 and 2).
 
-Written from format-spec/*.md alone (and checked against tests/fixtures/v1/), without
+Written from format-spec/*.md alone (and checked against tests/fixtures/v1/ and v2/), without
 looking at jobq's code. Standard library only.
 
     python3 reader.py DIR export                  every live job, one JSON object a line
     python3 reader.py DIR list PROJECT            keys in listing order, from the index columns
     python3 reader.py DIR count PROJECT STATE [TAG]   from the index posting lists
     python3 reader.py DIR check                   validate everything; exit 0 when it does
-    python3 reader.py DIR frames                  (debug) one JSON line per log frame
+    python3 reader.py DIR frames                  (debug) one JSON line per log frame, then the mark
 
 `export`, `list` and `count` open the store as index.md ("Matching index files to the
 log") and durability.md (recovery rules, read-only) say: the index chain is used as is,
@@ -36,9 +36,15 @@ KIND_NAMES = {1: "jobs", 2: "spider", 3: "catalog", 4: "commit"}
 LOG_MAGIC = b"JOBQLOG\0"
 IDX_MAGIC = b"JOBQIDX\0"
 CUR_MAGIC = b"JOBQCUR\0"
-VERSION = 1
+VERSION = 1                       # index files and CURRENT
+LOG_VERSIONS = (1, 2)             # log segments (conventions.md, "Versions and upgrades")
 MAX_FRAME_LEN = 1 << 30
 SEG_HDR = 64
+MARK_MAGIC = b"JOBQMRK\0"
+MARK_SLOTS = (4096, 8192)         # slot 0, slot 1 (log.md, "Durable marks")
+MARK_SLOT = 56
+V2_DATA = 12288                   # where frames start in a version-2 segment
+DATA_START = {1: SEG_HDR, 2: V2_DATA}
 FRAME_HDR = 32
 REC_HDR = 8
 IDX_HDR = 64
@@ -315,12 +321,13 @@ class Frame:
         return self.first_seq + self.count - 1
 
 
-def decode_frame_header(data, off):
-    """(fields, None) when the header decodes, the frame lies in the file and its CRC
-    matches; (None, reason) otherwise. Sequence and transaction rules are the caller's."""
+def header_fields(data, off):
+    """(fields, None) when the 32 header bytes at `off` decode (known kind, only flag bit 0, zero
+    reserved bytes, count >= 1, and 1 for kinds other than jobs, first_seq >= 1, len <= 2^30),
+    whether or not the frame lies in the file and its CRC matches; (None, reason) otherwise."""
     if off + FRAME_HDR > len(data):
         return None, f"frame header needs {FRAME_HDR} bytes, only {len(data) - off} left in the file"
-    crc, ln, kind, flags, res, count, first_seq, durable = struct.unpack_from("<IIBBHIQQ", data, off)
+    _, ln, kind, flags, res, count, first_seq, durable = struct.unpack_from("<IIBBHIQQ", data, off)
     if kind not in KIND_NAMES:
         return None, f"unknown frame kind {kind}"
     if flags & ~1:
@@ -335,12 +342,23 @@ def decode_frame_header(data, off):
         return None, "frame first_seq is 0"
     if ln > MAX_FRAME_LEN:
         return None, f"frame length {ln} exceeds 2^30"
+    return (ln, kind, flags, count, first_seq, durable), None
+
+
+def decode_frame_header(data, off):
+    """(fields, None) when the header decodes, the frame lies in the file and its CRC
+    matches; (None, reason) otherwise. Sequence and transaction rules are the caller's."""
+    fields, why = header_fields(data, off)
+    if fields is None:
+        return None, why
+    ln = fields[0]
     if off + FRAME_HDR + ln > len(data):
         return None, f"frame of {FRAME_HDR + ln} bytes runs past the end of the file ({len(data) - off} left)"
+    crc = struct.unpack_from("<I", data, off)[0]
     comp = masked_crc(data[off + 4:off + FRAME_HDR + ln])
     if comp != crc:
         return None, f"frame CRC mismatch (stored 0x{crc:08x}, computed 0x{comp:08x})"
-    return (ln, kind, flags, count, first_seq, durable), None
+    return fields, None
 
 
 def make_frame(path, seg, off, fields):
@@ -395,8 +413,65 @@ def decode_payload(fr, data):
 
 # --------------------------------------------------------------------------- log segments
 
+class Mark:
+    """The durable mark of a version-2 segment (log.md, "Durable marks"): every frame ending at
+    or before `end` was synced, and the frame at `end` has sequence `next_seq`. `slot` is None
+    when no slot is valid (then end = 12288 and next_seq = the header's first sequence)."""
+    __slots__ = ("slot", "epoch", "end", "next_seq", "invalid")
+
+    def describe(self):
+        if self.slot is None:
+            return f"no valid mark slot ({'; '.join(self.invalid)}): durable_end {self.end}, next_seq {self.next_seq}"
+        other = f" (slot {1 - self.slot}: {self.invalid[0]})" if self.invalid else ""
+        return f"slot {self.slot} (epoch {self.epoch}): durable_end {self.end}, next_seq {self.next_seq}{other}"
+
+
+def parse_mark_slot(data, slot, number, generation):
+    """(epoch, durable_end, next_seq) of a valid slot, or (None, why it is not valid). A slot is
+    valid when its magic, checksum, segment number, generation and reserved fields are right and
+    epoch >= 1; this reader also asks what the spec states of a written slot but does not list
+    among the validity rules: epoch e sits in slot e mod 2, and durable_end >= 12288."""
+    so = MARK_SLOTS[slot]
+    b = data[so:so + MARK_SLOT]
+    if not any(b):
+        return None, f"slot {slot} at {so}: never written (zeros)"
+    if b[0:8] != MARK_MAGIC:
+        return None, f"slot {slot} at {so}: bad magic"
+    num, res1, gen, epoch, end, nxt, res2, crc = struct.unpack_from("<IIQQQQII", b, 8)
+    comp = masked_crc(b[0:52])
+    if crc != comp:
+        return None, f"slot {slot} at {so}: CRC mismatch (stored 0x{crc:08x}, computed 0x{comp:08x})"
+    if num != number:
+        return None, f"slot {slot} at {so}: segment number {num}, the file's is {number}"
+    if gen != generation:
+        return None, f"slot {slot} at {so}: generation {gen}, the file's is {generation}"
+    if res1 or res2:
+        return None, f"slot {slot} at {so}: reserved field is not zero"
+    if epoch < 1:
+        return None, f"slot {slot} at {so}: epoch 0"
+    if epoch % 2 != slot:
+        return None, f"slot {slot} at {so}: epoch {epoch} belongs in slot {epoch % 2}"
+    if end < V2_DATA:
+        return None, f"slot {slot} at {so}: durable_end {end} is before the first frame ({V2_DATA})"
+    return (epoch, end, nxt), None
+
+
+def read_mark(data, number, generation, first_seq):
+    """The segment's mark: the valid slot with the larger epoch."""
+    m = Mark()
+    m.slot, m.epoch, m.end, m.next_seq, m.invalid = None, 0, V2_DATA, first_seq, []
+    for slot in (0, 1):
+        got, why = parse_mark_slot(data, slot, number, generation)
+        if got is None:
+            m.invalid.append(why)
+        elif got[0] > m.epoch:
+            m.slot, (m.epoch, m.end, m.next_seq) = slot, got
+    return m
+
+
 class Segments:
-    """The live generation's segment files; headers validated when first touched."""
+    """The live generation's segment files; headers validated at open. The durable mark is
+    read for the last segment only, when it is of version 2 (every earlier one was synced whole)."""
 
     def __init__(self, gen_dir, generation, numbers):
         self.gen_dir, self.generation = gen_dir, generation
@@ -409,8 +484,11 @@ class Segments:
         self.last = numbers[-1]
         self._data = {}
         self._first = {}
+        self._version = {}
+        self.notes = []
+        self.mark = None
         for n in numbers:
-            self._check_header(n, read_file(self.path(n), SEG_HDR))
+            self._check_header(n, read_file(self.path(n), V2_DATA))
 
     def path(self, n):
         return os.path.join(self.gen_dir, f"log-{n:010d}.jql")
@@ -424,8 +502,9 @@ class Segments:
         if len(data) < 8 or data[0:8] != LOG_MAGIC:
             b.fail(0, "bad magic (expected \"JOBQLOG\\0\")")
         ver = b.u32(8, "version")
-        if ver != VERSION:
-            b.fail(8, f"unknown log segment version {ver} (this reader knows version {VERSION})")
+        if ver not in LOG_VERSIONS:
+            b.fail(8, f"unknown log segment version {ver} (written by a newer jobq? this reader knows "
+                      f"versions {' and '.join(map(str, LOG_VERSIONS))})")
         if len(data) < SEG_HDR:
             b.fail(0, f"segment is {len(data)} bytes, shorter than its {SEG_HDR}-byte header")
         stored = b.u32(60, "crc")
@@ -444,6 +523,31 @@ class Segments:
         if first < 1:
             b.fail(24, "the segment's first sequence number is 0")
         self._first[n] = first
+        self._version[n] = ver
+        if ver == 1:
+            return
+        # version 2: header, zeros to 4096, two mark pages; created whole, so a shorter file is damaged
+        if len(data) < V2_DATA:
+            b.fail(len(data), f"version-2 segment is {len(data)} bytes, shorter than its header and mark "
+                              f"pages ({V2_DATA})")
+        if any(data[SEG_HDR:MARK_SLOTS[0]]):
+            nz = next(i for i in range(SEG_HDR, MARK_SLOTS[0]) if data[i])
+            b.fail(nz, f"non-zero byte between the segment header and the first mark page (bytes "
+                       f"{SEG_HDR}..{MARK_SLOTS[0]} are zero)")
+        if n != self.last:
+            return
+        self.mark = read_mark(data, n, gen, first)
+        for so in MARK_SLOTS:
+            if any(data[so + MARK_SLOT:so + 4096]):
+                self.notes.append(f"{path}: non-zero bytes after the mark slot at {so} in its page "
+                                  f"(ignored: a slot's validity is its own 56 bytes)")
+
+    def version(self, n):
+        return self._version[n]
+
+    def data_start(self, n):
+        """Offset of the first frame: 64 in a version-1 segment, 12288 in a version-2 one."""
+        return DATA_START[self._version[n]]
 
     def first_seq(self, n):
         return self._first[n]
@@ -460,7 +564,7 @@ class Segments:
         if seg not in self:
             raise Damage(self.gen_dir, 0, f"{what}: {fmt_pos(pos)}: no such segment")
         data = self.data(seg)
-        if off < SEG_HDR + FRAME_HDR:
+        if off < self.data_start(seg) + FRAME_HDR:
             raise Damage(self.path(seg), off, f"corruption: {what}: a record cannot start inside the headers")
         try:
             r, _ = decode_record(Buf(data, self.path(seg)), off, what)
@@ -545,12 +649,15 @@ class Walk:
         while not stopped:
             path = segs.path(seg)
             data = segs.data(seg)
-            if off == SEG_HDR and segs.first_seq(seg) != expected:
+            mark = segs.mark if seg == segs.last else None       # None: version 1, or not the last
+            if off == segs.data_start(seg) and segs.first_seq(seg) != expected:
                 raise Damage(path, 24, f"corruption: the segment header says its first sequence number is "
                                        f"{segs.first_seq(seg)}, the log before it ends before {expected}")
             if off > len(data):
                 raise Damage(path, off, f"the walk starts at offset {off}, past the segment's end ({len(data)})")
             while off < len(data):
+                if mark is not None and off == mark.end:
+                    self._at_mark(path, mark, expected)
                 fields, why = decode_frame_header(data, off)
                 if fields is not None:
                     first_seq = fields[4]
@@ -558,8 +665,11 @@ class Walk:
                         why = f"frame first_seq {first_seq}, expected {expected}"
                     else:
                         why = self._txn_rule(fields, txn, data, off, path)
+                    end = off + FRAME_HDR + fields[0]
+                    if why is None and mark is not None and off < mark.end < end:
+                        why = f"the frame [{off}, {end}) runs across the durable mark's end {mark.end}"
                 if why is not None:
-                    self._bad_frame(seg, data, off, expected, why)
+                    self._bad_frame(seg, data, off, expected, why, fields)
                     stopped = True
                     break
                 fr = make_frame(path, seg, off, fields)
@@ -579,9 +689,14 @@ class Walk:
                 off = fr.end
                 if txn is None:
                     self.end_pos = fr.end_pos
+            if not stopped and mark is not None and off <= mark.end:
+                if off < mark.end:
+                    raise Damage(path, off, f"corruption: the log ends at offset {off}, before the durable "
+                                            f"mark's end {mark.end} ({mark.describe()})")
+                self._at_mark(path, mark, expected)
             if stopped or seg == segs.last:
                 break
-            seg, off = seg + 1, SEG_HDR
+            seg, off = seg + 1, segs.data_start(seg + 1)
             if txn is None:
                 self.end_pos = pack_pos(seg, off)
         if txn is not None:
@@ -622,8 +737,17 @@ class Walk:
             return f"frame without the transaction flag while an import transaction is open (began at {began})"
         return None
 
-    def _bad_frame(self, seg, data, off, expected, why):
-        """durability.md recovery rules 1, 2 and 4 (read-only), and media assumption 4."""
+    def _at_mark(self, path, mark, expected):
+        """The walk is at the last segment's durable_end: the frames before it end where the mark
+        says, with sequence next_seq - 1 (log.md: the frame at durable_end has sequence next_seq)."""
+        if expected != mark.next_seq:
+            raise Damage(path, mark.end, f"corruption: the durable mark says the frame at {mark.end} has sequence "
+                                         f"{mark.next_seq}, the frames before it end before {expected} "
+                                         f"({mark.describe()})")
+
+    def _bad_frame(self, seg, data, off, expected, why, fields):
+        """durability.md recovery rules 1, 2 and 4 (read-only), and media assumption 4.
+        `fields`: the bad frame's header when it decodes and its CRC matches, else None."""
         path = self.segs.path(seg)
         if seg != self.segs.last:
             raise Damage(path, off, f"corruption: bad frame in a segment that is not the last ({why})"
@@ -632,13 +756,39 @@ class Walk:
         if self.proof[0] >= expected:
             raise Damage(path, off, f"corruption: bad frame ({why}){note}; index file {self.proof[1]} covers "
                                     f"sequence {self.proof[0]} >= {expected}, so it was durable")
-        for m in _CANDIDATE.finditer(data, off + 1):
+        mark = self.segs.mark
+        if mark is not None:
+            # version 2: the mark decides; nothing after `off` is read
+            if off < mark.end:
+                raise Damage(path, off, f"corruption: bad frame ({why}){note} before the durable mark's end "
+                                        f"({mark.describe()})")
+            if off == mark.end and fields is not None and fields[4] != mark.next_seq:
+                raise Damage(path, off, f"corruption: the frame at the durable mark's end has sequence "
+                                        f"{fields[4]}, the mark says {mark.next_seq} ({mark.describe()})")
+        else:
+            self._evidence(path, data, off, expected, why, note)
+        self.torn = (path, off, why)
+
+    def _evidence(self, path, data, off, expected, why, note):
+        """Version 1, rule 2: corruption when a valid frame after the bad one (header decodes, CRC
+        matches) has first_seq >= s and durable_seq >= s. The search starts at the bad frame's end when
+        its header decodes with first_seq = s, else at off + 1, and skips every frame it finds: it
+        never looks inside the extent of a decodable header."""
+        hdr, _ = header_fields(data, off)
+        p = off + FRAME_HDR + hdr[0] if hdr is not None and hdr[4] == expected else off + 1
+        while True:
+            m = _CANDIDATE.search(data, p)
+            if m is None:
+                return
             o = m.start()
             fields, _ = decode_frame_header(data, o)
-            if fields is not None and fields[4] >= expected and fields[5] >= expected:
+            if fields is None:
+                p = o + 1
+                continue
+            if fields[4] >= expected and fields[5] >= expected:
                 raise Damage(path, off, f"corruption: bad frame ({why}){note}; the frame at offset {o} "
                                         f"(first_seq {fields[4]}) says sequence {fields[5]} >= {expected} was durable")
-        self.torn = (path, off, why)
+            p = o + FRAME_HDR + fields[0]
 
     def _apply(self, fr):
         self.frames.append(fr)
@@ -1053,6 +1203,7 @@ class Store:
                 continue
             self.notes.append(f"{'temp' if e.endswith('.tmp') else 'unknown'} file {e} ignored")
         self.segs = Segments(self.gen_dir, self.generation, sorted(segs))
+        self.notes += self.segs.notes
         self.log_first = self.segs.first_seq(1)                  # step 1
         self.indexes = [load_index(os.path.join(self.gen_dir, e), lo, hi, self.generation)
                         for e, lo, hi in idxs]                   # step 2
@@ -1069,8 +1220,8 @@ class Store:
         if seg not in self.segs:
             return None, f"last_frame {fmt_pos(ix.last_frame)}: no such segment"
         data = self.segs.data(seg)
-        if off < SEG_HDR:
-            return None, f"last_frame {fmt_pos(ix.last_frame)} is inside the segment header"
+        if off < self.segs.data_start(seg):
+            return None, f"last_frame {fmt_pos(ix.last_frame)} is inside the segment header or mark pages"
         fields, why = decode_frame_header(data, off)
         if fields is None:
             return None, f"no valid frame at last_frame ({fmt_pos(ix.last_frame)}): {why}"
@@ -1123,9 +1274,9 @@ class Store:
             carry = fr.first_seq if fr.flags & 1 else None
             self.chain_hi = last.hi
             if off == len(self.segs.data(seg)) and seg < self.segs.last:
-                seg, off = seg + 1, SEG_HDR
+                seg, off = seg + 1, self.segs.data_start(seg + 1)
         else:
-            seg, off, carry, self.chain_hi = 1, SEG_HDR, None, 0
+            seg, off, carry, self.chain_hi = 1, self.segs.data_start(1), None, 0
         self.walk = Walk(self.segs, seg, off, self.chain_hi + 1 if self.chain else self.log_first,
                          spiders, self.proof, carry)
         self.names = spiders.names
@@ -1234,7 +1385,7 @@ def whole_metadata(r, spider_name):
 
 def full_walk(st):
     """Every frame from the start of the log (rule 6: `check` validates every frame)."""
-    return Walk(st.segs, 1, SEG_HDR, st.log_first, Spiders(), st.proof)
+    return Walk(st.segs, 1, st.segs.data_start(1), st.log_first, Spiders(), st.proof)
 
 
 def verify_index(walk, ix):
@@ -1301,6 +1452,10 @@ def cmd_check(root):
     bad = False
     out = [f"generation {st.generation}: {len(st.segs.numbers)} segment(s), {len(walk.frames)} frames, "
            f"sequence {st.log_first}..{walk.next_seq - 1}, {len(walk.records)} job records"]
+    versions = [st.segs.version(n) for n in st.segs.numbers]
+    out.append(f"segment versions: {versions}")
+    if st.segs.mark is not None:
+        out.append(f"durable mark of {os.path.basename(st.segs.path(st.segs.last))}: {st.segs.mark.describe()}")
     if walk.torn:
         out.append(f"torn tail (ignored, a writer would cut it): {walk.torn[0]}: offset {walk.torn[1]}: {walk.torn[2]}")
     if walk.cut_txn:
@@ -1405,6 +1560,10 @@ def main(argv):
                                "durable_seq": f.durable_seq}) for f in walk.frames]
             if walk.torn:
                 out.append(json.dumps({"torn": walk.torn[0], "offset": walk.torn[1], "why": walk.torn[2]}))
+            m = st.segs.mark
+            if m is not None:
+                out.append(json.dumps({"mark": st.segs.last, "slot": m.slot, "epoch": m.epoch,
+                                       "durable_end": m.end, "next_seq": m.next_seq}))
         sys.stdout.write("".join(line + "\n" for line in out))
         return 0
     except Damage as e:

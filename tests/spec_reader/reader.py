@@ -489,6 +489,10 @@ class Segments:
         self.mark = None
         for n in numbers:
             self._check_header(n, read_file(self.path(n), V2_DATA))
+            # log.md: versions never decrease along the log
+            if n > 1 and self._version[n] < self._version[n - 1]:
+                raise Damage(self.path(n), 8, f"corruption: a version-{self._version[n]} segment after a "
+                                              f"version-{self._version[n - 1]} one (versions never decrease)")
 
     def path(self, n):
         return os.path.join(self.gen_dir, f"log-{n:010d}.jql")

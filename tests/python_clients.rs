@@ -1,9 +1,12 @@
 //! The real Scrapinghub Python clients against the real `jobq serve`:
-//! `tests/python/test_clients.py` (needs `pip install scrapinghub`; set
-//! JOBQ_SKIP_PYTHON=1 to skip on a machine without it).
+//! `tests/python/test_clients.py`. The client comes from the system's Python when
+//! it has it, else from a virtual environment the test makes under the target
+//! directory (tests/pyenv). JOBQ_SKIP_PYTHON=1 skips it.
 
 #[path = "harness/mod.rs"]
 mod harness;
+#[path = "pyenv/mod.rs"]
+mod pyenv;
 
 use std::process::Command;
 
@@ -15,15 +18,7 @@ fn real_scrapinghub_clients() {
         eprintln!("JOBQ_SKIP_PYTHON=1: the Python client checks are skipped");
         return;
     }
-    let python = std::env::var("JOBQ_PYTHON").unwrap_or_else(|_| "python3".to_string());
-    let probe = Command::new(&python).args(["-c", "import scrapinghub"]).output().unwrap_or_else(|e| {
-        panic!("cannot run {python} ({e}): install Python 3 and `pip install scrapinghub`, or set JOBQ_SKIP_PYTHON=1")
-    });
-    assert!(
-        probe.status.success(),
-        "the scrapinghub package is missing: pip install scrapinghub (or set JOBQ_SKIP_PYTHON=1 to skip)\n{}",
-        String::from_utf8_lossy(&probe.stderr)
-    );
+    let python = pyenv::python_with(&["scrapinghub"], &[pyenv::SCRAPINGHUB]);
     let dir = tempdir();
     let server = Server::start(dir.path(), &["--api-key", "tester=PYKEY"]);
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/test_clients.py");

@@ -111,7 +111,51 @@ pub(crate) struct Inner {
     pub lock: Mutex<Option<LockGuard>>,
 }
 
-/// An open jobq store.
+/// An open jobq store: one data directory, written by one process at a time
+/// (readers may open it read-only beside the writer).
+///
+/// Writes are acknowledged once durable (group-committed `fdatasync`); reads go
+/// through a [`Snapshot`], a consistent view of everything acknowledged so far.
+///
+/// ```
+/// use jobq::query::{Filter, Paging};
+/// use jobq::store::request::{parse_push, parse_update};
+/// use jobq::store::PushResult;
+/// use jobq::{JobKey, JobState, Options, Store};
+///
+/// # fn main() -> jobq::Result<()> {
+/// # let tmp = tempfile::tempdir().expect("a temporary directory");
+/// # let dir = tmp.path().join("jobq-data");
+/// // Open (or create) the store.
+/// let store = Store::open(&dir, Options::default())?;
+///
+/// // Push a job to project 53; it is durable when `push` returns.
+/// let line = parse_push(r#"{"spider":"spider1","tags":["tagA"],"priority":3}"#)?;
+/// let key = match &store.push(53, &[line], Some("alice"))?[0] {
+///     PushResult::Pushed { key, .. } => *key,
+///     PushResult::Conflict { unique } => panic!("an active job holds {unique}"),
+/// };
+/// assert_eq!(key, "53/1/1".parse::<JobKey>()?);
+///
+/// // Finish it.
+/// let update = parse_update(r#"{"key":"53/1/1","state":"finished","close_reason":"ok"}"#, 53)?;
+/// assert_eq!(store.update(53, &[update], Some("alice"))?, vec![(key, JobState::Pending)]);
+///
+/// // Count and list from a snapshot: finished jobs with tag `tagA`, newest first.
+/// let snap = store.snapshot();
+/// let finished = Filter { states: vec![JobState::Finished], ..Filter::default() };
+/// assert_eq!(snap.count(53, &finished)?, 1);
+/// let tagged = Filter { has_tags: vec!["tagA".into()], ..finished };
+/// let hits = snap.list(53, &tagged, &Paging { count: 100, ..Paging::default() })?;
+/// assert_eq!(JobKey::from_local(53, hits[0].local), key);
+/// let job = snap.get(key)?.expect("the job exists");
+/// assert_eq!(job.meta.get("close_reason").map(|v| v.get()), Some("\"ok\""));
+///
+/// // Close: the log's tail is indexed and the durable mark sealed.
+/// store.close()?;
+/// # Ok(())
+/// # }
+/// ```
 pub struct Store {
     inner: Arc<Inner>,
 }

@@ -37,11 +37,14 @@ fn check(ops: &[FsOp]) -> usize {
     // Per log segment: the end of its frames written, and synced; the last mark slot.
     let (mut written, mut synced): (HashMap<PathBuf, u64>, HashMap<PathBuf, u64>) = Default::default();
     let mut last_slot: HashMap<PathBuf, u64> = HashMap::new();
+    // Segments a later segment followed: never written again (backups hard-link them).
+    let mut sealed: HashSet<PathBuf> = HashSet::new();
     for (i, op) in ops.iter().enumerate() {
         let at = format!("call {i} {op:?}");
         match op {
             FsOp::Write { path, offset, len } => {
                 dirty.insert(path.clone());
+                assert!(!sealed.contains(path), "{at}: a sealed segment written again");
                 if name(path).ends_with(".jql") {
                     if (*offset == 4096 || *offset == 8192) && *len == 56 {
                         assert_ne!(
@@ -59,6 +62,7 @@ fn check(ops: &[FsOp]) -> usize {
             }
             FsOp::SetLen(path, len) => {
                 dirty.insert(path.clone());
+                assert!(!sealed.contains(path), "{at}: a sealed segment truncated");
                 for m in [&mut written, &mut synced] {
                     if let Some(e) = m.get_mut(path) {
                         *e = (*e).min(*len);
@@ -72,6 +76,9 @@ fn check(ops: &[FsOp]) -> usize {
                 }
             }
             FsOp::Create(p) | FsOp::CreateDir(p) | FsOp::Remove(p) | FsOp::RemoveDir(p) => {
+                if matches!(op, FsOp::Remove(_)) {
+                    sealed.remove(p);
+                }
                 if let FsOp::Remove(p) = op {
                     if let Some((lo, hi)) = parse_name(name(p)) {
                         let d = parent(p);
@@ -95,6 +102,12 @@ fn check(ops: &[FsOp]) -> usize {
             }
             FsOp::Rename(from, to) => {
                 assert!(!dirty.contains(from), "{at}: renamed before its data was synced");
+                if let Some(n) = name(to).strip_prefix("log-").and_then(|r| r.strip_suffix(".jql")) {
+                    let n: u32 = n.parse().unwrap();
+                    for m in 1..n {
+                        sealed.insert(parent(to).join(format!("log-{m:010}.jql")));
+                    }
+                }
                 if let Some((lo, hi)) = parse_name(name(to)) {
                     pending_index.push((parent(to), lo, hi));
                 }
@@ -168,6 +181,18 @@ fn every_write_path_follows_the_protocol() {
         .collect();
     store.import(&mut lines.as_bytes(), &mut |_| {}).unwrap();
     sim.mark("ack");
+    // An import that fails after rotating segments is undone by removing them.
+    let bad: String = (1..=40)
+        .map(|j| {
+            format!(
+                "{{\"key\":\"4/1/{j}\",\"spider\":\"y\",\"state\":\"pending\",\"pending_time\":{j},\"pad\":\"{}\"}}\n",
+                "p".repeat(200)
+            )
+        })
+        .chain(std::iter::once("not json\n".to_string()))
+        .collect();
+    assert!(store.import(&mut bad.as_bytes(), &mut |_| {}).is_err());
+    sim.mark("ack");
     store.close().unwrap();
     sim.mark("ack");
     // Buffered writes: acknowledged only as durable after sync.
@@ -216,4 +241,30 @@ fn the_checker_catches_a_missing_fsync() {
         FsOp::Write { path: seg(), offset: 4096, len: 56 },
     ];
     assert!(std::panic::catch_unwind(|| check(&same_slot)).is_err());
+}
+
+#[test]
+fn undoing_writes_across_segments_never_writes_a_sealed_one() {
+    use jobq::codec::frame::FrameKind;
+    use jobq::fs::FileSystem;
+    use jobq::log::writer::LogWriter;
+    let sim = SimFs::new();
+    sim.create_dir(Path::new("/g")).unwrap();
+    sim.record();
+    let mut w = LogWriter::create(Arc::new(sim.clone()), Path::new("/g"), 1, 1, 100).unwrap();
+    w.append(FrameKind::Spider, 0, 1, 0, &[7; 90]).unwrap();
+    w.sync().unwrap();
+    // An import: starts a segment of its own, rotates twice, then is undone.
+    w.start_segment().unwrap();
+    let first = sim.read_file(Path::new("/g/log-0000000001.jql")).unwrap();
+    let (pos, seq) = (w.end(), w.next_seq());
+    for _ in 0..3 {
+        w.append(FrameKind::Jobs, 1, 1, 0, &[9; 90]).unwrap();
+    }
+    assert_eq!(w.end().segment, pos.segment + 2);
+    w.truncate_to(pos, seq).unwrap();
+    assert_eq!((w.end(), w.next_seq()), (pos, seq));
+    check(&sim.take_log());
+    assert!(sim.read_file(Path::new("/g/log-0000000001.jql")).unwrap() == first, "the sealed segment changed");
+    assert!(!sim.exists(Path::new("/g/log-0000000003.jql")).unwrap());
 }

@@ -169,7 +169,7 @@ fn an_import_that_never_committed_is_not_damage() {
     let log_writes: Vec<usize> = ops
         .iter()
         .enumerate()
-        .filter(|(_, op)| matches!(op, jobq::fs::FsOp::Write { path, offset, .. } if path.ends_with("log-0000000001.jql") && *offset >= 12288))
+        .filter(|(_, op)| matches!(op, jobq::fs::FsOp::Write { path, offset, .. } if path.to_string_lossy().ends_with(".jql") && *offset >= 12288))
         .map(|(i, _)| i)
         .collect();
     let commit_at = *log_writes.last().unwrap() as u64;

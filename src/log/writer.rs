@@ -160,21 +160,43 @@ impl LogWriter {
         Ok(())
     }
 
+    /// Start a new segment unless the current one holds no frame yet (an import
+    /// starts in a segment of its own, so that undoing it removes whole segments).
+    pub fn start_segment(&mut self) -> Result<()> {
+        if self.end > self.tail.header.data_start() {
+            self.rotate()?;
+        }
+        Ok(())
+    }
+
     /// Cut the log back to `pos` (undoing an import that failed) and make it durable.
-    /// Segments after `pos.segment` are removed.
+    /// A segment the writer moved past is never written again (copies may share its
+    /// file): when `pos` is the start of such a segment, it and every later one are
+    /// removed and an empty segment of that number created in their place.
     pub fn truncate_to(&mut self, pos: LogPos, next_seq: u64) -> Result<()> {
         let current = self.tail.header.number;
         if pos.segment != current {
-            for n in pos.segment + 1..=current {
+            let sealed_start = self.dir.join(segment::file_name(pos.segment));
+            let file =
+                self.fs.open(&sealed_start, OpenMode::ReadWrite).map_err(|e| Error::io("open", &sealed_start, e))?;
+            let header = segment::read_header(&*file, &sealed_start)?;
+            let whole = pos.offset == header.data_start();
+            let first_removed = if whole { pos.segment } else { pos.segment + 1 };
+            for n in (first_removed..=current).rev() {
                 let p = self.dir.join(segment::file_name(n));
                 self.fs.remove_file(&p).map_err(|e| Error::io("remove", &p, e))?;
             }
             // IMPORTANT: fsync folder, so removed segments stay removed.
             self.fs.sync_dir(&self.dir).map_err(|e| Error::io("fsync dir", &self.dir, e))?;
-            let path = self.dir.join(segment::file_name(pos.segment));
-            let file = self.fs.open(&path, OpenMode::ReadWrite).map_err(|e| Error::io("open", &path, e))?;
-            let header = segment::read_header(&*file, &path)?;
-            self.tail = Arc::new(Tail::open(file, &path, header)?);
+            if whole {
+                let h = SegmentHeader::new(pos.segment, self.generation, next_seq);
+                let (path, file) = segment::create(&*self.fs, &self.dir, &h)?;
+                self.tail = Arc::new(Tail::new(file, path, h, None));
+                self.end = h.data_start();
+                self.next_seq = next_seq;
+                return Ok(());
+            }
+            self.tail = Arc::new(Tail::open(file, &sealed_start, header)?);
         }
         let t = &self.tail;
         t.lower_marks(pos.offset, next_seq)?;

@@ -261,8 +261,9 @@ pub(crate) fn import(inner: &Inner, input: &mut dyn BufRead, progress: &mut dyn 
     let started = std::time::Instant::now();
     let mut w = inner.writer.lock();
     inner.commit.check()?;
-    // The import's index files follow the tail's.
+    // The import's index files follow the tail's; its frames start a segment.
     w.freeze()?;
+    w.log.as_mut().ok_or(Error::ReadOnly)?.start_segment()?;
     let saved = SavePoint {
         catalog: w.catalog.clone(),
         job_ids: w.job_ids.clone(),

@@ -6,7 +6,8 @@
 //! Points: `before_fsync` (group commit, before fdatasync), `before_ack` (a write is
 //! durable, not yet answered), `publish_before_rename` (a new file written and synced,
 //! not yet renamed: index files, log segments, CURRENT), `merge_before_install`,
-//! `compact_before_switch`, `compact_after_switch`.
+//! `compact_before_switch`, `compact_after_switch`, `backup_before_commit` (the new
+//! bytes of a copy's last segment synced, their first checksum not yet written).
 
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::OnceLock;

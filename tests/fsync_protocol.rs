@@ -116,6 +116,9 @@ fn check(ops: &[FsOp]) -> usize {
                 }
                 unsynced_dirs.insert(parent(to));
             }
+            FsOp::HardLink(_, to) => {
+                unsynced_dirs.insert(parent(to));
+            }
             FsOp::SyncDir(d) => {
                 unsynced_dirs.remove(d);
                 for p in pending_index.iter().filter(|(pd, ..)| pd == d) {

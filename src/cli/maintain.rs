@@ -1,4 +1,4 @@
-//! `jobq check`, `jobq compact` and `jobq repair`: the operator's offline tools.
+//! `jobq check`, `jobq compact`, `jobq repair` and `jobq backup`: the operator's tools.
 
 use std::io::{self, IsTerminal};
 use std::process::ExitCode;
@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::{CheckArgs, CompactArgs, RepairArgs};
+use super::{BackupArgs, CheckArgs, CompactArgs, RepairArgs};
 use jobq::fs::RealFs;
-use jobq::store::{check as check_store, compact as compact_store, repair as repair_store};
+use jobq::store::{backup as backup_store, check as check_store, compact as compact_store, repair as repair_store};
 use jobq::{Error, Options};
 
 /// Exit 0: clean; 1: damage found (each finding printed); 2: could not run.
@@ -130,6 +130,36 @@ pub fn repair(a: RepairArgs) -> Result<(), String> {
         r.dropped.len(),
         r.undecoded_bytes,
         if r.indexes_set_aside.is_empty() { "none".to_string() } else { r.indexes_set_aside.join(", ") },
+        r.millis
+    );
+    Ok(())
+}
+
+/// Prints the position on stdout as one JSON line; the rest on stderr.
+pub fn backup(a: BackupArgs) -> Result<(), String> {
+    if !a.data.is_dir() {
+        return Err(format!("no store at {}: not a directory", a.data.display()));
+    }
+    let r = backup_store(&a.data, &a.to, Arc::new(RealFs)).map_err(|e| match e {
+        Error::Locked { .. } => format!("{e}: another backup is writing {}", a.to.display()),
+        e => format!("backup of {} to {} failed: {e}", a.data.display(), a.to.display()),
+    })?;
+    println!(
+        "{{\"generation\":{},\"segment\":{},\"offset\":{},\"next_seq\":{}}}",
+        r.generation, r.position.segment, r.position.offset, r.next_seq
+    );
+    eprintln!(
+        "backed up {} to {} as of segment {} offset {} (next sequence {}): {}, {} files linked, {} files and {} bytes copied, {} removed, {} ms",
+        a.data.display(),
+        a.to.display(),
+        r.position.segment,
+        r.position.offset,
+        r.next_seq,
+        if r.full { "full" } else { "incremental" },
+        r.linked,
+        r.copied_files,
+        r.copied_bytes,
+        r.removed,
         r.millis
     );
     Ok(())

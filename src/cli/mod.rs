@@ -1,5 +1,5 @@
 //! The `jobq` command line: `serve`, `import`, `export`, `query`, `check`, `compact`,
-//! `repair`.
+//! `repair`, `backup`.
 //! Exit status: 0 done, 1 failed (the reason on stderr), 2 bad usage.
 
 mod data;
@@ -40,6 +40,19 @@ enum Command {
     /// Salvage a store whose log is damaged: keep every valid frame before the damage,
     /// move the rest aside (to DIR/salvaged-<ms>/) and report what was dropped. Offline.
     Repair(RepairArgs),
+    /// Copy a store, beside a running server, as of one log position (printed); run
+    /// again on the same destination, it copies only what is new.
+    Backup(BackupArgs),
+}
+
+#[derive(Args)]
+pub struct BackupArgs {
+    /// The data directory (read-only: a server may be running on it).
+    #[arg(long, value_name = "DIR")]
+    pub data: std::path::PathBuf,
+    /// Where the copy goes (created when missing; a store that `serve --data` opens).
+    #[arg(long, value_name = "DEST")]
+    pub to: std::path::PathBuf,
 }
 
 #[derive(Args)]
@@ -156,6 +169,7 @@ pub fn main() -> ExitCode {
         Command::Check(a) => return maintain::check(a),
         Command::Compact(a) => ("compact", maintain::compact(a)),
         Command::Repair(a) => ("repair", maintain::repair(a)),
+        Command::Backup(a) => ("backup", maintain::backup(a)),
         Command::Serve(a) => ("serve", serve::run(a)),
         Command::Import(a) => ("import", data::import(a)),
         Command::Export(a) => ("export", data::export(a)),

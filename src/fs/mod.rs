@@ -58,6 +58,9 @@ pub trait FileSystem: Send + Sync + fmt::Debug {
     fn remove_dir_all(&self, path: &Path) -> io::Result<()>;
     /// Atomically replace `to` with `from` (both in the same directory).
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// Give the file `from` a second name `to` (which must not exist). Fails when
+    /// the two are on different file systems: then copy.
+    fn hard_link(&self, from: &Path, to: &Path) -> io::Result<()>;
     /// fsync a directory: entries created, renamed or removed in it become durable.
     fn sync_dir(&self, path: &Path) -> io::Result<()>;
     fn exists(&self, path: &Path) -> io::Result<bool>;

@@ -70,6 +70,8 @@ pub enum FsOp {
     SyncData(PathBuf),
     SetLen(PathBuf, u64),
     Rename(PathBuf, PathBuf),
+    /// A second name for a file (`from` keeps its own).
+    HardLink(PathBuf, PathBuf),
     Remove(PathBuf),
     CreateDir(PathBuf),
     RemoveDir(PathBuf),
@@ -635,6 +637,23 @@ impl FileSystem for SimFs {
         }
         s.mutate(FsOp::Rename(from.to_path_buf(), to.to_path_buf()))?;
         s.names.remove(from);
+        s.names.insert(to.to_path_buf(), node);
+        Ok(())
+    }
+
+    fn hard_link(&self, from: &Path, to: &Path) -> io::Result<()> {
+        let mut s = self.state.lock();
+        let node = s.names.get(from).copied().ok_or_else(|| not_found(from))?;
+        if node == Node::Dir {
+            return Err(io::Error::other("is a directory"));
+        }
+        if !s.parent_exists(to) {
+            return Err(not_found(to));
+        }
+        if s.names.contains_key(to) {
+            return Err(io::Error::new(io::ErrorKind::AlreadyExists, to.display().to_string()));
+        }
+        s.mutate(FsOp::HardLink(from.to_path_buf(), to.to_path_buf()))?;
         s.names.insert(to.to_path_buf(), node);
         Ok(())
     }

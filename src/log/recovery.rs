@@ -321,37 +321,71 @@ pub(crate) fn check_frame(
 }
 
 /// Remove everything from `at` on (`next_seq` the sequence number there); returns
-/// the bytes removed. A durable mark past `at` is lowered first.
+/// the bytes removed. A durable mark past `at` is lowered first. A segment that is
+/// not the last is never written in place (a backup may share its file): its kept
+/// prefix is copied to a new file that replaces it.
 fn apply_cut(fs: &dyn FileSystem, dir: &Path, at: LogPos, next_seq: u64, last: u32, read_only: bool) -> Result<u64> {
-    let mut bytes = 0;
-    for n in (at.segment + 1)..=last {
-        let path = dir.join(segment::file_name(n));
-        if let Ok(f) = fs.open(&path, OpenMode::Read) {
-            bytes += f.len().unwrap_or(0);
-        }
-        if !read_only {
-            fs.remove_file(&path).map_err(|e| Error::io("remove", &path, e))?;
-        }
-    }
     let path = dir.join(segment::file_name(at.segment));
-    let mode = if read_only { OpenMode::Read } else { OpenMode::ReadWrite };
+    let mode = if read_only || at.segment < last { OpenMode::Read } else { OpenMode::ReadWrite };
     let file = fs.open(&path, mode).map_err(|e| Error::io("open", &path, e))?;
     let len = file.len().map_err(|e| Error::io("stat", &path, e))?;
-    bytes += len.saturating_sub(at.offset);
-    if !read_only {
-        if at.segment < last {
-            // IMPORTANT: fsync folder, so removed segments stay removed.
-            fs.sync_dir(dir).map_err(|e| Error::io("fsync dir", dir, e))?;
-        }
-        if len > at.offset {
-            if let Ok(header) = segment::read_header(&*file, &path) {
-                Tail::open(file.clone(), &path, header)?.lower_marks(at.offset, next_seq)?;
-            }
-            file.set_len(at.offset).map_err(|e| Error::io("truncate", &path, e))?;
-            file.sync_data().map_err(|e| Error::io("fdatasync", &path, e))?;
+    let mut bytes = len.saturating_sub(at.offset);
+    for n in (at.segment + 1)..=last {
+        let p = dir.join(segment::file_name(n));
+        if let Ok(f) = fs.open(&p, OpenMode::Read) {
+            bytes += f.len().unwrap_or(0);
         }
     }
+    if read_only {
+        return Ok(bytes);
+    }
+    if at.segment < last {
+        let copy = copy_prefix(fs, dir, &*file, &path, at, next_seq)?;
+        for n in ((at.segment + 1)..=last).rev() {
+            let p = dir.join(segment::file_name(n));
+            fs.remove_file(&p).map_err(|e| Error::io("remove", &p, e))?;
+        }
+        fs.rename(&copy, &path).map_err(|e| Error::io("rename", &copy, e))?;
+        // IMPORTANT: fsync folder, so removed segments stay removed and the copy in place.
+        fs.sync_dir(dir).map_err(|e| Error::io("fsync dir", dir, e))?;
+    } else if len > at.offset {
+        if let Ok(header) = segment::read_header(&*file, &path) {
+            Tail::open(file.clone(), &path, header)?.lower_marks(at.offset, next_seq)?;
+        }
+        file.set_len(at.offset).map_err(|e| Error::io("truncate", &path, e))?;
+        file.sync_data().map_err(|e| Error::io("fdatasync", &path, e))?;
+    }
     Ok(bytes)
+}
+
+/// Write the bytes of segment `at.segment` before `at` to a new synced temp file
+/// (a version-2 segment's mark then names `at`); returns its path.
+fn copy_prefix(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    file: &dyn FsFile,
+    path: &Path,
+    at: LogPos,
+    next_seq: u64,
+) -> Result<std::path::PathBuf> {
+    let mut bytes = vec![0u8; at.offset as usize];
+    crate::fs::read_exact_at(file, &mut bytes, 0).map_err(|e| Error::io("read", path, e))?;
+    if let Some(h) = segment::decode_header(path, &bytes).ok().filter(|h| h.has_marks() && at.offset >= h.data_start())
+    {
+        for epoch in [1, 2] {
+            let m = Mark { epoch, durable_end: at.offset, next_seq };
+            let slot = mark::SLOT_OFFSETS[mark::slot_of(epoch)] as usize;
+            bytes[slot..slot + mark::SLOT_LEN].copy_from_slice(&mark::encode(h.number, h.generation, &m));
+        }
+    }
+    let tmp = dir.join(format!("{}.tmp", segment::file_name(at.segment)));
+    if fs.exists(&tmp).map_err(|e| Error::io("stat", &tmp, e))? {
+        fs.remove_file(&tmp).map_err(|e| Error::io("remove", &tmp, e))?;
+    }
+    let f = fs.open(&tmp, OpenMode::CreateNew).map_err(|e| Error::io("create", &tmp, e))?;
+    crate::fs::write_all_at(&*f, &bytes, 0).map_err(|e| Error::io("write", &tmp, e))?;
+    f.sync_data().map_err(|e| Error::io("fdatasync", &tmp, e))?;
+    Ok(tmp)
 }
 
 /// One frame handed to a replay callback.

@@ -1,6 +1,7 @@
 //! The store: one data directory, one writer at a time, group-committed durable
 //! writes, snapshot reads, and index maintenance in the background.
 
+mod backup;
 pub mod catalog;
 mod check;
 mod commit;
@@ -24,6 +25,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
+pub use backup::{backup, BackupReport};
 pub use check::{check, CheckReport, Finding};
 pub use compact::{compact, CompactReport};
 pub use import::ImportReport;

@@ -36,6 +36,10 @@ pub struct OpenReport {
     pub replayed_frames: u64,
     /// What recovery cut from the log.
     pub cut: Option<Cut>,
+    /// Where the valid log ended (after recovery's cuts), and the sequence number
+    /// the next frame gets: the position a read-only open sees the store at.
+    pub log_end: LogPos,
+    pub next_seq: u64,
     pub created: bool,
     pub millis: u64,
 }
@@ -124,6 +128,8 @@ pub(crate) fn open(dir: &Path, opts: &Options) -> Result<Opened> {
     };
     let v = recovery::validate(fs, &gen_dir, generation, start, start_seq, in_txn, opts.recovery, opts.read_only)?;
     report.cut = v.cut.clone();
+    report.log_end = v.end;
+    report.next_seq = v.next_seq;
     if !opts.read_only {
         for (name, _) in &report.discarded {
             let p = gen_dir.join(name);
@@ -157,7 +163,7 @@ pub(crate) fn open(dir: &Path, opts: &Options) -> Result<Opened> {
 }
 
 /// Create `dir` and its missing ancestors, each made durable in its parent.
-fn create_dirs(fs: &dyn FileSystem, dir: &Path) -> Result<()> {
+pub(crate) fn create_dirs(fs: &dyn FileSystem, dir: &Path) -> Result<()> {
     let mut missing = Vec::new();
     for a in dir.ancestors().filter(|a| !a.as_os_str().is_empty()) {
         if fs.exists(a).map_err(io("stat", a))? {

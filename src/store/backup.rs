@@ -1,0 +1,374 @@
+//! `jobq backup`: a consistent copy of a store, taken beside a running server
+//! (read-only toward the source, like `export`), incremental when run again.
+//!
+//! The copy is the store as of one log position `P`: the end of the valid log a
+//! read-only open of the source sees. Segments the source moved past, and index
+//! files, are never written again (durability.md), so they are hard-linked when
+//! the destination is on the same file system, copied otherwise. The last segment
+//! is copied up to `P`; a later run appends only what the source appended since.
+//!
+//! The destination is always a store that opens: every step leaves it as of the
+//! previous backup, or as of the end of a source segment, or complete.
+//! - New files appear by rename, synced first, in log order (a segment only once
+//!   the one before it is whole, an index file only once the log it covers is).
+//! - Bytes appended to the last segment are written with their first frame's
+//!   checksum left out, synced, and only then is that checksum written and synced
+//!   (the commit): before it, the new bytes are a torn tail that recovery cuts.
+//! - The destination's durable mark is written after the commit.
+//! - Files the source no longer has are removed last; a new generation of the
+//!   source (after compaction) is copied whole beside the old one, and `CURRENT`
+//!   switches to it.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::layout;
+use super::open::create_dirs;
+use super::{Options, Store};
+use crate::error::{Error, Result};
+use crate::fs::{self, FileSystem, FsFile, OpenMode};
+use crate::log::mark::{self, Mark};
+use crate::log::recovery::RecoveryPolicy;
+use crate::log::segment::{self, SegmentHeader};
+use crate::log::LogPos;
+
+/// What a backup did.
+#[derive(Clone, Debug, Default)]
+pub struct BackupReport {
+    /// The source's position the copy is as of: log end and next sequence number.
+    pub position: LogPos,
+    pub next_seq: u64,
+    pub generation: u64,
+    /// A whole copy (no earlier backup of this generation at the destination).
+    pub full: bool,
+    /// Files hard-linked, files and bytes copied, files removed.
+    pub linked: u64,
+    pub copied_files: u64,
+    pub copied_bytes: u64,
+    pub removed: u64,
+    pub millis: u64,
+}
+
+/// What the source holds as of one position.
+struct Source {
+    generation: u64,
+    dir: PathBuf,
+    end: LogPos,
+    next_seq: u64,
+    /// Segment numbers up to `end.segment`.
+    segments: Vec<u32>,
+    /// The index files a reader uses at `end`.
+    indexes: Vec<String>,
+}
+
+fn io<'a>(op: &'static str, p: &'a Path) -> impl FnOnce(std::io::Error) -> Error + 'a {
+    move |e| Error::io(op, p, e)
+}
+
+/// Back `src` up to `dest` (created when missing). Takes `dest`'s lock.
+pub fn backup(src: &Path, dest: &Path, fsys: Arc<dyn FileSystem>) -> Result<BackupReport> {
+    let started = Instant::now();
+    let fs = &*fsys;
+    if dest == src || dest.starts_with(src) || src.starts_with(dest) {
+        return Err(Error::input(format!(
+            "the backup destination {} must lie outside the store {} (and not contain it)",
+            dest.display(),
+            src.display()
+        )));
+    }
+    if !fs.exists(dest).map_err(io("stat", dest))? {
+        create_dirs(fs, dest)?;
+    }
+    let _lock = match fs.lock(&dest.join(layout::LOCK)) {
+        Ok(g) => g,
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Err(Error::Locked { path: dest.to_path_buf() }),
+        Err(e) => return Err(Error::io("lock", dest.join(layout::LOCK), e)),
+    };
+    // The source may merge index files or rotate while we copy: a file that
+    // vanished means a newer state; take the source's position again.
+    let mut attempt = 0;
+    loop {
+        let source = snapshot(src, fsys.clone())?;
+        let mut report = BackupReport {
+            position: source.end,
+            next_seq: source.next_seq,
+            generation: source.generation,
+            ..BackupReport::default()
+        };
+        match copy(&fsys, &source, dest, &mut report) {
+            Err(Error::Io { source: e, .. }) if e.kind() == std::io::ErrorKind::NotFound && attempt < 8 => attempt += 1,
+            Err(e) => return Err(e),
+            Ok(()) => {
+                report.millis = started.elapsed().as_millis() as u64;
+                return Ok(report);
+            }
+        }
+    }
+}
+
+/// The source's state as a read-only open sees it.
+fn snapshot(src: &Path, fsys: Arc<dyn FileSystem>) -> Result<Source> {
+    let opts = Options {
+        fs: fsys.clone(),
+        read_only: true,
+        create: false,
+        background: false,
+        recovery: RecoveryPolicy::Strict,
+        ..Options::default()
+    };
+    let store = Store::open(src, opts)?;
+    let r = store.report();
+    let dir = layout::gen_dir(src, r.generation);
+    let segments = segment::list(&*fsys, &dir)?.into_iter().filter(|n| *n <= r.log_end.segment).collect();
+    Ok(Source {
+        generation: r.generation,
+        dir,
+        end: r.log_end,
+        next_seq: r.next_seq,
+        segments,
+        indexes: r.indexes.clone(),
+    })
+}
+
+/// Bring `dest` to the source's position.
+fn copy(fsys: &Arc<dyn FileSystem>, s: &Source, dest: &Path, report: &mut BackupReport) -> Result<()> {
+    let fs = &**fsys;
+    let gen_dir = layout::gen_dir(dest, s.generation);
+    let current = layout::read_current(fs, dest)?;
+    let resume = match current {
+        Some(g) if g == s.generation => Some(dest_position(fsys, dest, s)?.ok_or_else(|| {
+            Error::input(format!(
+                "{} holds a copy of generation {g} that is not a prefix of the source's log (the source \
+                 was repaired, or the copy was written to): back up to another directory",
+                dest.display()
+            ))
+        })?),
+        _ => None,
+    };
+    report.full = resume.is_none();
+    if report.full && fs.exists(&gen_dir).map_err(io("stat", &gen_dir))? {
+        // A leftover of an interrupted first copy: never current.
+        fs.remove_dir_all(&gen_dir).map_err(io("remove", &gen_dir))?;
+    }
+    if report.full {
+        fs.create_dir(&gen_dir).map_err(io("create", &gen_dir))?;
+        // IMPORTANT: fsync folder, so the generation directory survives.
+        fs.sync_dir(dest).map_err(io("fsync dir", dest))?;
+    }
+    let last = s.end.segment;
+    for &n in &s.segments {
+        let name = segment::file_name(n);
+        let (from, to) = (s.dir.join(&name), gen_dir.join(&name));
+        if n < last {
+            let want = fs.open(&from, OpenMode::Read).map_err(io("open", &from))?.len().map_err(io("stat", &from))?;
+            let have = match fs.open(&to, OpenMode::Read) {
+                Ok(f) => Some(f.len().map_err(io("stat", &to))?),
+                Err(_) => None,
+            };
+            if have != Some(want) {
+                link_or_copy(fs, &from, &gen_dir, &name, report)?;
+            }
+        } else {
+            tail(fs, s, &from, &gen_dir, &name, resume, report)?;
+        }
+    }
+    for name in &s.indexes {
+        if !fs.exists(&gen_dir.join(name)).map_err(io("stat", &gen_dir))? {
+            link_or_copy(fs, &s.dir.join(name), &gen_dir, name, report)?;
+        }
+    }
+    // Only now, with the new files durable, go what the source no longer has.
+    for name in fs.read_dir(&gen_dir).map_err(io("list", &gen_dir))? {
+        let stale = name.ends_with(".tmp")
+            || crate::index::format::parse_name(&name).is_some() && !s.indexes.contains(&name)
+            || segment::parse_name(&name).is_some_and(|n| n > last);
+        if stale {
+            let p = gen_dir.join(&name);
+            fs.remove_file(&p).map_err(io("remove", &p))?;
+            report.removed += 1;
+        }
+    }
+    // IMPORTANT: fsync folder, so removals are durable before the switch.
+    fs.sync_dir(&gen_dir).map_err(io("fsync dir", &gen_dir))?;
+    if current != Some(s.generation) {
+        layout::write_current(fs, dest, s.generation)?;
+        for name in fs.read_dir(dest).map_err(io("list", dest))? {
+            if layout::parse_gen_name(&name).is_some_and(|g| g != s.generation) {
+                let p = dest.join(&name);
+                fs.remove_dir_all(&p).map_err(io("remove", &p))?;
+                report.removed += 1;
+            }
+        }
+        fs.sync_dir(dest).map_err(io("fsync dir", dest))?;
+    }
+    Ok(())
+}
+
+/// Where an earlier backup of this generation left `dest`, when it is a prefix
+/// of the source (same sealed segments, same bytes before its end).
+fn dest_position(fsys: &Arc<dyn FileSystem>, dest: &Path, s: &Source) -> Result<Option<LogPos>> {
+    let fs = &**fsys;
+    let opts = Options {
+        fs: fsys.clone(),
+        read_only: true,
+        create: false,
+        background: false,
+        recovery: RecoveryPolicy::TruncateAtCorruption,
+        ..Options::default()
+    };
+    let Ok(store) = Store::open(dest, opts) else { return Ok(None) };
+    if store.report().cut.as_ref().is_some_and(|c| c.lost_durable) {
+        return Ok(None);
+    }
+    let at = store.report().log_end;
+    drop(store);
+    if at > s.end {
+        return Ok(None);
+    }
+    let name = segment::file_name(at.segment);
+    let (Ok(a), Ok(b)) = (
+        fs.open(&s.dir.join(&name), OpenMode::Read),
+        fs.open(&dest.join(layout::gen_name(s.generation)).join(&name), OpenMode::Read),
+    ) else {
+        return Ok(None);
+    };
+    // The header, and the last frame bytes before the end: the same in both.
+    let Ok(h) = segment::read_header(&*a, &s.dir.join(&name)) else { return Ok(None) };
+    let tail_from = at.offset.saturating_sub(4096).max(h.data_start()).min(at.offset);
+    for (from, to) in [(0, segment::HEADER_LEN), (tail_from, at.offset)] {
+        let (mut x, mut y) = (vec![0u8; (to - from) as usize], vec![0u8; (to - from) as usize]);
+        if fs::read_exact_at(&*a, &mut x, from).is_err() || fs::read_exact_at(&*b, &mut y, from).is_err() || x != y {
+            return Ok(None);
+        }
+    }
+    Ok(Some(at))
+}
+
+/// The last segment: appended from where the earlier backup left it (`resume`, when
+/// in this segment and a version-2 one), or copied whole up to the position.
+fn tail(
+    fs: &dyn FileSystem,
+    s: &Source,
+    from: &Path,
+    gen_dir: &Path,
+    name: &str,
+    resume: Option<LogPos>,
+    report: &mut BackupReport,
+) -> Result<()> {
+    let src = fs.open(from, OpenMode::Read).map_err(io("open", from))?;
+    let header = segment::read_header(&*src, from)?;
+    let to = gen_dir.join(name);
+    let end = s.end.offset;
+    match resume {
+        Some(at) if at.segment == s.end.segment && header.has_marks() && at.offset >= header.data_start() => {
+            let file = fs.open(&to, OpenMode::ReadWrite).map_err(io("open", &to))?;
+            if file.len().map_err(io("stat", &to))? != at.offset {
+                // Bytes an interrupted backup left after the valid end: a torn tail.
+                file.set_len(at.offset).map_err(io("truncate", &to))?;
+            }
+            if end > at.offset {
+                append_committed(&*src, from, &*file, &to, at.offset, end, report)?;
+                write_marks(&*file, &to, &header, end, s.next_seq)?;
+                file.sync_data().map_err(io("fdatasync", &to))?;
+            }
+            Ok(())
+        }
+        _ => {
+            let tmp = gen_dir.join(format!("{name}.tmp"));
+            if fs.exists(&tmp).map_err(io("stat", &tmp))? {
+                fs.remove_file(&tmp).map_err(io("remove", &tmp))?;
+            }
+            let file = fs.open(&tmp, OpenMode::CreateNew).map_err(io("create", &tmp))?;
+            copy_range(&*src, from, &*file, &tmp, 0, end, report)?;
+            if header.has_marks() {
+                // This copy's own marks: the source's say something of the source.
+                fs::write_all_at(&*file, &vec![0u8; (header.data_start() - 4096) as usize], 4096)
+                    .map_err(io("write", &tmp))?;
+                write_marks(&*file, &tmp, &header, end, s.next_seq)?;
+            }
+            file.sync_data().map_err(io("fdatasync", &tmp))?;
+            fs.rename(&tmp, &to).map_err(io("rename", &tmp))?;
+            // IMPORTANT: fsync folder, so the segment is in place before anything after it.
+            fs.sync_dir(gen_dir).map_err(io("fsync dir", gen_dir))?;
+            report.copied_files += 1;
+            Ok(())
+        }
+    }
+}
+
+/// Append source bytes `[at, end)` to `file`: all but the first frame's checksum,
+/// synced; then that checksum, synced (the commit).
+#[allow(clippy::too_many_arguments)]
+fn append_committed(
+    src: &dyn FsFile,
+    from: &Path,
+    file: &dyn FsFile,
+    to: &Path,
+    at: u64,
+    end: u64,
+    report: &mut BackupReport,
+) -> Result<()> {
+    copy_range(src, from, file, to, at + 4, end, report)?;
+    file.sync_data().map_err(io("fdatasync", to))?;
+    crate::crashpoint::hit("backup_before_commit");
+    copy_range(src, from, file, to, at, at + 4, report)?;
+    file.sync_data().map_err(io("fdatasync", to))
+}
+
+/// Both mark slots of a copied segment name `end`.
+fn write_marks(file: &dyn FsFile, path: &Path, h: &SegmentHeader, end: u64, next_seq: u64) -> Result<()> {
+    let newest = mark::read(file, path, h.number, h.generation)?.map_or(0, |m| m.epoch);
+    for epoch in [newest + 1, newest + 2] {
+        mark::write(file, path, h.number, h.generation, &Mark { epoch, durable_end: end, next_seq })?;
+    }
+    Ok(())
+}
+
+/// Copy bytes `[from_off, to_off)` between files, at the same offsets.
+fn copy_range(
+    src: &dyn FsFile,
+    from: &Path,
+    dst: &dyn FsFile,
+    to: &Path,
+    from_off: u64,
+    to_off: u64,
+    report: &mut BackupReport,
+) -> Result<()> {
+    const CHUNK: u64 = 4 << 20;
+    let mut buf = Vec::new();
+    let mut at = from_off;
+    while at < to_off {
+        let n = (to_off - at).min(CHUNK) as usize;
+        buf.resize(n, 0);
+        fs::read_exact_at(src, &mut buf, at).map_err(io("read", from))?;
+        fs::write_all_at(dst, &buf, at).map_err(io("write", to))?;
+        at += n as u64;
+        report.copied_bytes += n as u64;
+    }
+    Ok(())
+}
+
+/// Put the immutable file `from` into `dir` as `name`: a hard link, or a synced
+/// copy when the link cannot be made; by rename, then the directory synced.
+fn link_or_copy(fs: &dyn FileSystem, from: &Path, dir: &Path, name: &str, report: &mut BackupReport) -> Result<()> {
+    let tmp = dir.join(format!("{name}.tmp"));
+    if fs.exists(&tmp).map_err(io("stat", &tmp))? {
+        fs.remove_file(&tmp).map_err(io("remove", &tmp))?;
+    }
+    match fs.hard_link(from, &tmp) {
+        Ok(()) => report.linked += 1,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Error::io("link", from, e)),
+        Err(_) => {
+            let src = fs.open(from, OpenMode::Read).map_err(io("open", from))?;
+            let len = src.len().map_err(io("stat", from))?;
+            let dst = fs.open(&tmp, OpenMode::CreateNew).map_err(io("create", &tmp))?;
+            copy_range(&*src, from, &*dst, &tmp, 0, len, report)?;
+            dst.sync_data().map_err(io("fdatasync", &tmp))?;
+            report.copied_files += 1;
+        }
+    }
+    fs.rename(&tmp, &dir.join(name)).map_err(io("rename", &tmp))?;
+    // IMPORTANT: fsync folder, so the file is in place before anything after it.
+    fs.sync_dir(dir).map_err(io("fsync dir", dir))
+}

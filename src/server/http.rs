@@ -53,7 +53,7 @@ pub async fn handle(State(app): State<Arc<App>>, req: Request) -> Response {
                 let query = parts.uri.query().unwrap_or("").to_string();
                 let app2 = app.clone();
                 let task = tokio::task::spawn_blocking(move || {
-                    let request = api::Request { method, path: &path, query: &query, body: &bytes };
+                    let request = api::Request { method, path: &path, query: &query, body: &bytes, cancel: api::Cancel::new() };
                     answer(&app2, auth_header.as_deref(), &request)
                 });
                 match task.await {

@@ -45,6 +45,7 @@ impl JobTokens {
     }
 
     /// Running jobs with a token.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.map.read().len()
     }

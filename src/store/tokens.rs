@@ -12,9 +12,13 @@
 //! durable: a token is only ever revealed by the acknowledged answer, and a write
 //! that fails poisons the store (the map is rebuilt at the next open).
 
+use std::borrow::Cow;
+use std::fmt;
 use std::sync::Arc;
 
 use parking_lot::RwLock;
+use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde_json::value::RawValue;
 
 use super::version::SegmentSlot;
 use crate::error::Result;
@@ -32,10 +36,35 @@ struct Entry {
     token: Arc<str>,
 }
 
-/// The `auth` token of a job version, if it has a string one.
+/// The `auth` token of a job version, if it has a string one (the last `auth`
+/// field, as for every repeated name). One pass over the document, whatever its
+/// number of fields.
 fn token_of(job: &Job) -> Option<Arc<str>> {
-    let raw = job.meta.get("auth")?;
-    serde_json::from_str::<String>(raw.get()).ok().map(Arc::from)
+    struct AuthField;
+
+    impl<'de> Visitor<'de> for AuthField {
+        type Value = Option<String>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a JSON object")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Option<String>, A::Error> {
+            let mut token = None;
+            while let Some(name) = map.next_key::<Cow<'de, str>>()? {
+                if name == "auth" {
+                    let raw: &'de RawValue = map.next_value()?;
+                    token = serde_json::from_str::<String>(raw.get()).ok();
+                } else {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+            Ok(token)
+        }
+    }
+
+    let mut de = serde_json::Deserializer::from_str(job.meta.as_str());
+    de.deserialize_map(AuthField).ok().flatten().map(Arc::from)
 }
 
 impl JobTokens {
@@ -119,7 +148,7 @@ mod tests {
     use std::sync::Arc;
 
     use crate::fs::SimFs;
-    use crate::model::{JobKey, ManualClock};
+    use crate::model::{Job, JobKey, JobState, ManualClock, MetaDoc};
     use crate::store::request::{parse_push, parse_update, Changes};
     use crate::store::PushResult;
     use crate::{Durability, Options, Store};
@@ -176,6 +205,28 @@ mod tests {
         assert_ne!(token(&store, a).unwrap(), second);
         assert_eq!(token(&store, JobKey::new(1, 1, 99)), None);
         assert_eq!(token(&store, JobKey::new(2, 1, 1)), None);
+    }
+
+    #[test]
+    fn the_token_is_found_in_one_pass_whatever_the_fields() {
+        let fields: String = (0..80_000).map(|i| format!(r#""f{i}":{i},"#)).collect();
+        let doc = format!(r#"{{{fields}"auth":"first","g":{{"auth":1}},"auth":"last"}}"#);
+        let job = Job {
+            key: JobKey::new(1, 1, 1),
+            state: JobState::Running,
+            priority: 2,
+            times: [None; 4],
+            order_seq: 1,
+            tags: Vec::new(),
+            unique: None,
+            meta: MetaDoc::from_trusted(doc),
+        };
+        let started = std::time::Instant::now();
+        assert_eq!(super::token_of(&job).as_deref(), Some("last"), "the last top-level `auth`");
+        // A pairwise scan of 80,000 names takes seconds.
+        assert!(started.elapsed() < std::time::Duration::from_secs(1), "{:?}", started.elapsed());
+        let no_string = Job { meta: MetaDoc::from_trusted(r#"{"auth":null}"#.into()), ..job };
+        assert_eq!(super::token_of(&no_string), None);
     }
 
     #[test]

@@ -212,6 +212,26 @@ fn slow_headers_idle_connections_and_slow_bodies_are_cut_off() {
     thread::sleep(Duration::from_millis(2800));
     assert!(closed_by_server(&c), "an idle keep-alive connection is closed after --idle-timeout");
 
+    // A client that reads none of a long answer: dropped after --idle-timeout.
+    let key = big_job(&s, 53, "pending", 100 << 10);
+    let get = format!(
+        "GET /jobq/53/jobsummary?jobmeta=pad&{} HTTP/1.1\r\nHost: x\r\nAuthorization: {}\r\n\r\n",
+        format!("key={key}&").repeat(1000),
+        basic(KEY)
+    );
+    let mut c = connect(&s);
+    c.write_all(get.as_bytes()).unwrap();
+    thread::sleep(Duration::from_millis(3500));
+    let mut got = 0usize;
+    let mut buf = vec![0u8; 1 << 20];
+    while let Ok(n) = c.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        got += n;
+    }
+    assert!(got < 100_000_000, "the whole answer came ({got} bytes): the stalled connection was kept");
+
     // A body that stops coming: 408, and the connection is closed.
     let mut c = connect(&s);
     let started = Instant::now();

@@ -75,6 +75,8 @@ impl Drop for CancelOnDrop {
     }
 }
 
+/// Answer one request of a connection (whose `activity` counts it in flight
+/// until the response body is dropped).
 pub async fn handle(app: Arc<App>, activity: &Arc<Activity>, req: hyper::Request<Incoming>) -> Response<Reply> {
     let in_flight = activity.request_started();
     let started = Instant::now();

@@ -11,7 +11,7 @@ mod rows;
 mod write;
 
 pub use route::{Method, Route, RouteError};
-pub use rows::{Rows, CHUNK_BYTES};
+pub use rows::{Cancel, Rows, CHUNK_BYTES};
 
 use crate::error::Error;
 use crate::model::doc::write_json_str;
@@ -55,7 +55,7 @@ impl Caller {
 }
 
 /// One request.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Request<'a> {
     pub method: Method,
     /// The path, without the query string.
@@ -63,13 +63,15 @@ pub struct Request<'a> {
     /// The raw query string (without `?`).
     pub query: &'a str,
     pub body: &'a [u8],
+    /// Set when the answer is no longer wanted: a streamed answer stops rendering.
+    pub cancel: Cancel,
 }
 
 impl<'a> Request<'a> {
     /// A GET of `target` (`path?query`).
     pub fn get(target: &'a str) -> Request<'a> {
         let (path, query) = target.split_once('?').unwrap_or((target, ""));
-        Request { method: Method::Get, path, query, body: b"" }
+        Request { method: Method::Get, path, query, body: b"", cancel: Cancel::new() }
     }
 }
 
@@ -155,23 +157,39 @@ pub fn status_of(e: &Error) -> u16 {
 
 /// Answer one request.
 pub fn handle(store: &Store, caller: &Caller, config: &Config, req: &Request<'_>) -> Response {
-    let route = match route::parse(req.path) {
+    match admit(caller, req.method, req.path) {
+        Ok(route) => respond(store, caller, config, route, req),
+        Err(refusal) => refusal,
+    }
+}
+
+/// What is checked before a request's body is read, from its method and path
+/// alone: the path names an endpoint (else 404, or 400 for a malformed id or
+/// state), the caller may use it (403), it answers the method (405).
+pub fn admit(caller: &Caller, method: Method, path: &str) -> Result<Route, Response> {
+    let route = match route::parse(path) {
         Ok(r) => r,
-        Err(RouteError::NotFound) => return Response::error(404, &format!("no such endpoint: {}", req.path)),
-        Err(RouteError::Bad(e)) => return Response::from_error(&e),
+        Err(RouteError::NotFound) => return Err(Response::error(404, &format!("no such endpoint: {path}"))),
+        Err(RouteError::Bad(e)) => return Err(Response::from_error(&e)),
     };
     if !caller.may(&route) {
-        let what = match route.project() {
-            Some(p) => format!("project {p}"),
-            None => "this endpoint".to_string(),
+        let message = match (&caller.scope, route.project()) {
+            (Scope::Job(own), _) => format!("a job token may use only its own job's endpoints (jobs/{own})"),
+            (_, Some(p)) => format!("this credential may not use project {p}"),
+            (_, None) => "this credential may not use this endpoint".to_string(),
         };
-        return Response::error(403, &format!("this credential may not use {what}"));
+        return Err(Response::error(403, &message));
     }
-    if !route.allows(req.method) {
-        let mut r = Response::error(405, &format!("{} accepts only {}", req.path, route.allow()));
+    if !route.allows(method) {
+        let mut r = Response::error(405, &format!("{path} accepts only {}", route.allow()));
         r.allow = Some(route.allow());
-        return r;
+        return Err(r);
     }
+    Ok(route)
+}
+
+/// Answer a request [`admit`] let through to `route`.
+pub fn respond(store: &Store, caller: &Caller, config: &Config, route: Route, req: &Request<'_>) -> Response {
     let params = match route::parse_query_string(req.query) {
         Ok(p) => p,
         Err(e) => return Response::from_error(&e),
@@ -179,11 +197,11 @@ pub fn handle(store: &Store, caller: &Caller, config: &Config, req: &Request<'_>
     let actor = caller.actor.as_deref();
     let result = match (req.method, route) {
         (Method::Get, Route::Count(p)) => read::count(store, p, &params),
-        (Method::Get, Route::List(p)) => read::list(store, p, &params, config),
+        (Method::Get, Route::List(p)) => read::list(store, p, &params, config, &req.cancel),
         (Method::Get, Route::Summary { project, spider, state }) => {
-            read::summary(store, project, spider, state, &params, config)
+            read::summary(store, project, spider, state, &params, config, &req.cancel)
         }
-        (Method::Get, Route::JobSummary(p)) => read::jobsummary(store, p, &params, config),
+        (Method::Get, Route::JobSummary(p)) => read::jobsummary(store, p, &params, config, &req.cancel),
         (Method::Get, Route::Job(k)) => read::job(store, k),
         (Method::Get, Route::JobField(k, f)) => read::job_field(store, k, &f),
         (Method::Get, Route::SpiderId { project, name }) => read::spider_id(store, project, &name, &params),

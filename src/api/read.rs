@@ -1,7 +1,7 @@
 //! The read endpoints, each answered from one snapshot: count, list, summary,
 //! jobsummary, a job's metadata or one field, a spider's id.
 
-use super::{Answer, Config, Refusal, Response, Rows};
+use super::{Answer, Cancel, Config, Refusal, Response, Rows};
 use crate::error::Error;
 use crate::model::{Clock, JobKey, JobState, SystemClock};
 use crate::query::{parse_query, Limits};
@@ -27,13 +27,15 @@ pub(super) fn count(store: &Store, project: u32, params: &Params) -> Answer {
 /// The default `count` of a listing (lower when the configured maximum is).
 const LIST_COUNT: u64 = 1000;
 
-pub(super) fn list(store: &Store, project: u32, params: &Params, config: &Config) -> Answer {
+pub(super) fn list(store: &Store, project: u32, params: &Params, config: &Config, cancel: &Cancel) -> Answer {
     let limits = Limits { default_count: LIST_COUNT.min(config.max_count), max_count: config.max_count };
     let q = parse_query(params, project, Some(JobState::Finished), limits)?;
     let snap = store.snapshot();
     let hits = snap.list(project, &q.filter, &q.paging)?;
     let jobmeta = q.jobmeta;
-    Ok(Response::stream(Rows::new(hits, move |hit, out| snap.render_row(project, &hit, jobmeta.as_deref(), out))))
+    Ok(Response::stream(Rows::new(hits, cancel.clone(), move |hit, out| {
+        snap.render_row(project, &hit, jobmeta.as_deref(), out)
+    })))
 }
 
 pub(super) fn summary(
@@ -43,6 +45,7 @@ pub(super) fn summary(
     state: Option<JobState>,
     params: &Params,
     config: &Config,
+    cancel: &Cancel,
 ) -> Answer {
     if params.iter().any(|(n, _)| n == "state") {
         return Err(Error::field("state", "summary has a line per state (ask for summary/<state>)").into());
@@ -66,19 +69,21 @@ pub(super) fn summary(
         None => vec![JobState::Pending, JobState::Running, JobState::Finished],
     };
     let (paging, jobmeta) = (q.paging, q.jobmeta);
-    Ok(Response::stream(Rows::new(states, move |st, out| {
-        snap.summary_line(project, &filter, st, &paging, jobmeta.as_deref(), out)
+    // A line may list many rows: rendering also stops between them.
+    let stop = cancel.clone();
+    Ok(Response::stream(Rows::new(states, cancel.clone(), move |st, out| {
+        snap.summary_line(project, &filter, st, &paging, jobmeta.as_deref(), &|| stop.is_cancelled(), out)
     })))
 }
 
-pub(super) fn jobsummary(store: &Store, project: u32, params: &Params, config: &Config) -> Answer {
+pub(super) fn jobsummary(store: &Store, project: u32, params: &Params, config: &Config, cancel: &Cancel) -> Answer {
     let only = params.iter().filter(|(n, _)| n == "key" || n == "jobmeta").cloned().collect::<Vec<_>>();
     let limits = Limits { default_count: config.max_count, max_count: config.max_count };
     let q = parse_query(&only, project, None, limits)?;
     let keys: Vec<JobKey> = q.filter.keys.unwrap_or_default();
     let snap = store.snapshot();
     let jobmeta = q.jobmeta;
-    Ok(Response::stream(Rows::new(keys, move |key, out| {
+    Ok(Response::stream(Rows::new(keys, cancel.clone(), move |key, out| {
         if let Some(job) = snap.get(key)? {
             snap.render_job(project, &job, jobmeta.as_deref(), out);
         }

@@ -1,26 +1,53 @@
 //! Answers rendered lazily: a sequence of JSON lines produced a chunk at a time,
-//! so that a server can stream a long listing without holding it whole.
+//! so that a server can stream a long listing without holding it whole, and stop
+//! rendering as soon as nobody wants the rest ([`Cancel`]).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use crate::error::Result;
+
+/// A flag the consumer of an answer sets when it no longer wants it (the client
+/// went away). Renderers check it between rows; clones share the flag. The
+/// default is a flag of its own, never set unless someone calls [`Cancel::cancel`].
+#[derive(Clone, Debug, Default)]
+pub struct Cancel(Arc<AtomicBool>);
+
+impl Cancel {
+    pub fn new() -> Cancel {
+        Cancel::default()
+    }
+
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
 
 /// Render about this many bytes before handing a chunk out.
 pub const CHUNK_BYTES: usize = 32 << 10;
 
 /// Chunks of JSON lines (each line ends with `\n`; no chunk is empty). After an
-/// error the sequence ends.
+/// error the sequence ends. Once its [`Cancel`] is set the sequence ends early,
+/// between two items, and a chunk being rendered is dropped: nothing cut short
+/// is handed out.
 pub struct Rows {
     inner: Box<dyn Iterator<Item = Result<Vec<u8>>> + Send>,
 }
 
 impl Rows {
     /// One line per item, as `render` writes it (without the newline); an item
-    /// for which `render` writes nothing gives no line.
-    pub fn new<T, F>(items: Vec<T>, render: F) -> Rows
+    /// for which `render` writes nothing gives no line. Rendering stops when
+    /// `cancel` is set (a slow `render` may check it too).
+    pub fn new<T, F>(items: Vec<T>, cancel: Cancel, render: F) -> Rows
     where
         T: Send + 'static,
         F: FnMut(T, &mut Vec<u8>) -> Result<()> + Send + 'static,
     {
-        Rows { inner: Box::new(Chunker { items: items.into_iter(), render, failed: false }) }
+        Rows { inner: Box::new(Chunker { items: items.into_iter(), render, cancel, done: false }) }
     }
 
     /// Every chunk concatenated (for callers that want the whole answer).
@@ -44,7 +71,9 @@ impl Iterator for Rows {
 struct Chunker<T, F> {
     items: std::vec::IntoIter<T>,
     render: F,
-    failed: bool,
+    cancel: Cancel,
+    /// After an error or a cancel.
+    done: bool,
 }
 
 impl<T, F> Iterator for Chunker<T, F>
@@ -54,14 +83,17 @@ where
     type Item = Result<Vec<u8>>;
 
     fn next(&mut self) -> Option<Result<Vec<u8>>> {
-        if self.failed {
+        if self.done {
             return None;
         }
         let mut buf = Vec::with_capacity(CHUNK_BYTES + 1024);
         for item in self.items.by_ref() {
+            if self.cancel.is_cancelled() {
+                break;
+            }
             let before = buf.len();
             if let Err(e) = (self.render)(item, &mut buf) {
-                self.failed = true;
+                self.done = true;
                 return Some(Err(e));
             }
             if buf.len() > before {
@@ -70,6 +102,10 @@ where
             if buf.len() >= CHUNK_BYTES {
                 break;
             }
+        }
+        if self.cancel.is_cancelled() {
+            self.done = true;
+            return None;
         }
         (!buf.is_empty()).then_some(Ok(buf))
     }
@@ -81,7 +117,7 @@ mod tests {
 
     #[test]
     fn chunks_lines_and_skips_empty_renders() {
-        let rows = Rows::new((0..10_000u32).collect(), |i, out| {
+        let rows = Rows::new((0..10_000u32).collect(), Cancel::new(), |i, out| {
             if i % 2 == 0 {
                 out.extend_from_slice(format!("{{\"i\":{i}}}").as_bytes());
             }
@@ -93,6 +129,25 @@ mod tests {
         let text = String::from_utf8(all).unwrap();
         assert_eq!(text.lines().count(), 5000);
         assert!(text.ends_with("}\n") && !text.contains("\n\n"));
-        assert!(Rows::new(Vec::<u32>::new(), |_, _| Ok(())).next().is_none());
+        assert!(Rows::new(Vec::<u32>::new(), Cancel::new(), |_, _| Ok(())).next().is_none());
+    }
+
+    #[test]
+    fn a_cancel_stops_rendering_between_items() {
+        let cancel = Cancel::new();
+        let rendered = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let (c, r) = (cancel.clone(), rendered.clone());
+        let mut rows = Rows::new((0..1_000u32).collect(), cancel.clone(), move |i, out| {
+            r.fetch_add(1, Ordering::Relaxed);
+            if i == 10 {
+                c.cancel();
+            }
+            out.extend_from_slice(b"{}");
+            Ok(())
+        });
+        assert!(rows.next().is_none(), "the chunk being rendered when the cancel came is dropped");
+        assert_eq!(rendered.load(Ordering::Relaxed), 11, "no item rendered after the cancel");
+        assert!(rows.next().is_none());
+        assert_eq!(rendered.load(Ordering::Relaxed), 11);
     }
 }

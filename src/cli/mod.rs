@@ -106,9 +106,26 @@ pub struct ServeArgs {
     /// Largest `count` of one listing (the default count is 1000, or this when lower).
     #[arg(long, value_name = "N", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_count: u64,
-    /// On SIGTERM/SIGINT, how long in-flight requests may take before the store closes anyway.
+    /// On SIGTERM/SIGINT, how long in-flight requests may take before their
+    /// connections are closed and the store closes anyway.
     #[arg(long, value_name = "SECS", default_value_t = 30)]
     pub drain_timeout: u64,
+    /// A client must send a whole request head within this many seconds of
+    /// connecting or of starting the head; else its connection is closed.
+    #[arg(long, value_name = "SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub header_timeout: u64,
+    /// A keep-alive connection with no request for this many seconds is closed, and
+    /// so is one whose client reads none of its response for as long.
+    #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub idle_timeout: u64,
+    /// A request body must arrive whole within this many seconds of its head; else
+    /// 408 and the connection is closed.
+    #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub body_timeout: u64,
+    /// Most client connections open at once; more wait (in the kernel's backlog)
+    /// until one closes. Lowered to what the open-file limit allows.
+    #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_connections: u64,
     /// Jobs written between index files: the log tail is frozen into a new index
     /// file (and merged in the background) after this many.
     #[arg(long, value_name = "N", default_value_t = 4096, value_parser = clap::value_parser!(u64).range(16..=1_000_000))]

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use super::ServeArgs;
 use crate::server::auth::{parse_key_file, Auth};
-use crate::server::{serve, ServeConfig};
+use crate::server::{serve, ServeConfig, Timeouts};
 
 pub fn run(a: ServeArgs) -> Result<(), String> {
     let mut specs = a.api_keys;
@@ -36,6 +36,12 @@ pub fn run(a: ServeArgs) -> Result<(), String> {
         max_count: a.max_count,
         drain: Duration::from_secs(a.drain_timeout),
         index_every: a.index_every as usize,
+        timeouts: Timeouts {
+            header: Duration::from_secs(a.header_timeout),
+            idle: Duration::from_secs(a.idle_timeout),
+            body: Duration::from_secs(a.body_timeout),
+        },
+        max_connections: a.max_connections as usize,
     })
 }
 

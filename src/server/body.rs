@@ -1,7 +1,13 @@
-//! A response body streamed from [`Rows`]: each chunk is rendered on the blocking
-//! pool when hyper asks for more, so a slow reader holds no thread and a long
-//! listing is never in memory whole. A rendering failure aborts the response
-//! (the client sees a cut-off chunked body, never a short but valid answer).
+//! Response bodies. A [`Reply`] is a whole answer, nothing (HEAD), or a stream
+//! of [`Rows`]: each chunk rendered on the blocking pool when hyper asks for
+//! more, so a slow reader holds no thread and a long listing is never in memory
+//! whole. A rendering failure aborts the response (the client sees a cut-off
+//! chunked body, never a short but valid answer). Dropping a streamed body
+//! (the client left, the connection was closed) cancels its rows: a render in
+//! progress stops at the next row.
+//!
+//! Every reply holds the connection's [`InFlight`] guard: the request counts as
+//! in progress until hyper drops the body.
 
 use std::future::Future as _;
 use std::io;
@@ -12,7 +18,65 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use tokio::task::JoinHandle;
 
-use jobq::api::Rows;
+use super::conn::InFlight;
+use jobq::api::{Cancel, Rows};
+
+pub struct Reply {
+    kind: Kind,
+    _in_flight: InFlight,
+}
+
+enum Kind {
+    Whole(Option<Bytes>),
+    /// No body, and no length said (HEAD of a streamed answer).
+    Nothing,
+    Stream(RowsBody),
+}
+
+impl Reply {
+    pub fn whole(body: Vec<u8>, in_flight: InFlight) -> Reply {
+        Reply { kind: Kind::Whole((!body.is_empty()).then(|| Bytes::from(body))), _in_flight: in_flight }
+    }
+
+    pub fn nothing(in_flight: InFlight) -> Reply {
+        Reply { kind: Kind::Nothing, _in_flight: in_flight }
+    }
+
+    /// Send `first`, then render the rest of `rows`; `cancel` is the rows' flag.
+    pub fn stream(first: Vec<u8>, rows: Rows, cancel: Cancel, in_flight: InFlight) -> Reply {
+        let state = State::Ready(Bytes::from(first), rows);
+        Reply { kind: Kind::Stream(RowsBody { state, cancel }), _in_flight: in_flight }
+    }
+}
+
+impl Body for Reply {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        match &mut self.kind {
+            Kind::Whole(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            Kind::Nothing => Poll::Ready(None),
+            Kind::Stream(s) => s.poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Whole(b) => b.is_none(),
+            Kind::Nothing => true,
+            Kind::Stream(s) => matches!(s.state, State::Done),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Whole(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            Kind::Nothing => SizeHint::with_exact(0),
+            Kind::Stream(_) => SizeHint::default(),
+        }
+    }
+}
 
 type Rendered = (Rows, Option<jobq::Result<Vec<u8>>>);
 
@@ -24,22 +88,19 @@ enum State {
     Done,
 }
 
-pub struct RowsBody {
+struct RowsBody {
     state: State,
+    cancel: Cancel,
 }
 
-impl RowsBody {
-    /// A body that sends `first`, then renders the rest of `rows`.
-    pub fn new(first: Vec<u8>, rows: Rows) -> RowsBody {
-        RowsBody { state: State::Ready(Bytes::from(first), rows) }
+impl Drop for RowsBody {
+    fn drop(&mut self) {
+        self.cancel.cancel();
     }
 }
 
-impl Body for RowsBody {
-    type Data = Bytes;
-    type Error = io::Error;
-
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+impl RowsBody {
+    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
         loop {
             match std::mem::replace(&mut self.state, State::Done) {
                 State::Ready(chunk, rows) => {
@@ -73,13 +134,5 @@ impl Body for RowsBody {
                 State::Done => return Poll::Ready(None),
             }
         }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        matches!(self.state, State::Done)
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        SizeHint::default()
     }
 }

@@ -1,19 +1,27 @@
-//! The one axum handler: read the body (within the limit), then authenticate and
-//! answer through `jobq::api` on the blocking pool (engine calls wait for fsync or
-//! read the log), and turn the answer into an HTTP response.
+//! The request handler. Everything that needs only the head is decided before a
+//! byte of the body is read: who is calling (401), the path (404/400), the
+//! caller's right to it (403), the method (405), a declared length over the
+//! limit (413). A request refused there has its body left unread and its
+//! connection closed after the answer. Then the body is read (within the size
+//! limit and the body timeout) and the request answered through `jobq::api` on
+//! the blocking pool (engine calls wait for fsync or read the log).
+//!
+//! HEAD is answered as GET without the body (a whole answer's length is said).
+//! If the client goes away, the handler's future is dropped and so is its
+//! [`CancelOnDrop`]: a listing being rendered stops at the next row.
 
-use std::pin::Pin;
 use std::sync::Arc;
 
-use axum::body::Body;
-use axum::extract::{Request, State};
-use axum::http::{header, HeaderValue, StatusCode};
-use axum::response::Response;
 use http_body::Body as _;
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::{Response, StatusCode};
+use tokio::time::Instant;
 
 use super::auth::Auth;
-use super::body::RowsBody;
-use jobq::api::{self, Caller};
+use super::body::Reply;
+use super::conn::Activity;
+use jobq::api::{self, Caller, Cancel, Route};
 use jobq::Store;
 
 pub const JSON_LINES: &str = "application/x-jsonlines";
@@ -24,96 +32,193 @@ pub struct App {
     pub auth: Auth,
     pub config: api::Config,
     pub max_body: usize,
+    /// The longest a request body may take to arrive.
+    pub body_timeout: std::time::Duration,
 }
 
 /// An answer ready to send: whole, or a first chunk and the rows after it.
 enum Prepared {
-    Whole { status: u16, allow: Option<&'static str>, body: Vec<u8>, unauthorized: bool },
+    Whole(Whole),
     Streamed { first: Vec<u8>, rest: api::Rows },
 }
 
-fn whole(status: u16, body: Vec<u8>) -> Prepared {
-    Prepared::Whole { status, allow: None, body, unauthorized: false }
+struct Whole {
+    status: u16,
+    body: Vec<u8>,
+    allow: Option<&'static str>,
+    unauthorized: bool,
+    /// The request body was left unread: close the connection after answering.
+    close: bool,
 }
 
-pub async fn handle(State(app): State<Arc<App>>, req: Request) -> Response {
-    let started = std::time::Instant::now();
+fn whole(status: u16, body: Vec<u8>) -> Prepared {
+    Prepared::Whole(Whole { status, body, allow: None, unauthorized: false, close: false })
+}
+
+fn from_api(resp: api::Response) -> Whole {
+    let body = match resp.body {
+        api::Body::Full(b) => b,
+        // `admit` refuses with whole answers only.
+        api::Body::Stream(rows) => rows.collect_bytes().unwrap_or_default(),
+    };
+    Whole { status: resp.status, body, allow: resp.allow, unauthorized: false, close: false }
+}
+
+/// Cancels the answer's rows when dropped, unless the rows went into a response.
+struct CancelOnDrop(Option<Cancel>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.take() {
+            c.cancel();
+        }
+    }
+}
+
+/// Answer one request of a connection (whose `activity` counts it in flight
+/// until the response body is dropped).
+pub async fn handle(app: Arc<App>, activity: &Arc<Activity>, req: hyper::Request<Incoming>) -> Response<Reply> {
+    let in_flight = activity.request_started();
+    let started = Instant::now();
     let (parts, body) = req.into_parts();
-    let declared = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    let prepared = if declared.is_some_and(|n| n > app.max_body as u64) {
-        too_large(app.max_body)
-    } else {
-        match read_body(body, app.max_body).await {
-            Err(BodyError::TooLarge) => too_large(app.max_body),
-            Err(BodyError::Read(e)) => whole(400, api::error_line(&format!("reading the request body failed: {e}"))),
-            Ok(bytes) => {
-                let auth_header = parts.headers.get(header::AUTHORIZATION).map(|v| v.as_bytes().to_vec());
-                let method = api::Method::parse(parts.method.as_str());
-                let path = parts.uri.path().to_string();
-                let query = parts.uri.query().unwrap_or("").to_string();
-                let app2 = app.clone();
-                let task = tokio::task::spawn_blocking(move || {
-                    let request = api::Request { method, path: &path, query: &query, body: &bytes };
-                    answer(&app2, auth_header.as_deref(), &request)
-                });
-                match task.await {
-                    Ok(p) => p,
-                    Err(e) => {
-                        tracing::error!(error = %e, "a request handler failed");
-                        whole(500, api::error_line("internal error: the request handler failed"))
-                    }
-                }
-            }
-        }
-    };
+    let head_only = parts.method == hyper::Method::HEAD;
+    let method = if head_only { api::Method::Get } else { api::Method::parse(parts.method.as_str()) };
+    let mut cancel = CancelOnDrop(Some(Cancel::new()));
+    let request_cancel = cancel.0.clone().expect("armed");
+    let prepared = prepare(&app, &parts, body, method, started, request_cancel).await;
     let status_of = |s: u16| StatusCode::from_u16(s).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let (status, body, allow, unauthorized) = match prepared {
-        Prepared::Whole { status, allow, body, unauthorized } => {
-            (status_of(status), Body::from(body), allow, unauthorized)
+    let (status, reply, extra) = match prepared {
+        Prepared::Whole(mut w) => {
+            if w.close {
+                activity.body_left_unread();
+            }
+            let length = w.body.len();
+            let body = std::mem::take(&mut w.body);
+            let reply = if head_only { Reply::nothing(in_flight) } else { Reply::whole(body, in_flight) };
+            (status_of(w.status), reply, Some((w, length)))
         }
-        Prepared::Streamed { first, rest } => (StatusCode::OK, Body::new(RowsBody::new(first, rest)), None, false),
+        Prepared::Streamed { first, rest } if head_only => {
+            drop((first, rest));
+            (StatusCode::OK, Reply::nothing(in_flight), None)
+        }
+        Prepared::Streamed { first, rest } => {
+            let flag = cancel.0.take().expect("armed");
+            (StatusCode::OK, Reply::stream(first, rest, flag, in_flight), None)
+        }
     };
+    drop(cancel);
     let micros = started.elapsed().as_micros() as u64;
     if status.is_server_error() {
         tracing::warn!(method = %parts.method, path = %parts.uri.path(), status = status.as_u16(), micros, "request failed");
     } else {
         tracing::debug!(method = %parts.method, path = %parts.uri.path(), status = status.as_u16(), micros, "request");
     }
-    let mut resp = Response::new(body);
+    let mut resp = Response::new(reply);
     *resp.status_mut() = status;
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(JSON_LINES));
-    if let Some(a) = allow {
-        h.insert(header::ALLOW, HeaderValue::from_static(a));
-    }
-    if unauthorized {
-        h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"jobq\""));
+    if let Some((w, length)) = extra {
+        if let Some(a) = w.allow {
+            h.insert(header::ALLOW, HeaderValue::from_static(a));
+        }
+        if w.unauthorized {
+            h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"jobq\""));
+        }
+        if w.close {
+            h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        if head_only {
+            h.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+        }
     }
     resp
 }
 
-fn too_large(limit: usize) -> Prepared {
-    whole(413, api::error_line(&format!("the request body is over the {limit}-byte limit (--max-body)")))
+fn too_large(limit: usize) -> Whole {
+    let body = api::error_line(&format!("the request body is over the {limit}-byte limit (--max-body)"));
+    Whole { status: 413, body, allow: None, unauthorized: false, close: false }
 }
 
-/// Authenticate, answer, and render the first chunk of a streamed answer here, so
-/// that a failure before anything was sent is still a proper error status, and a
-/// short answer goes out whole (with a length, not chunked).
-fn answer(app: &App, auth_header: Option<&[u8]>, request: &api::Request<'_>) -> Prepared {
-    let caller: Caller = match app.auth.authenticate(&app.store, auth_header) {
+/// Refuse without reading the body; close the connection if there is one.
+fn refuse(mut w: Whole, body: &Incoming) -> Prepared {
+    w.close = !body.is_end_stream();
+    Prepared::Whole(w)
+}
+
+async fn prepare(
+    app: &Arc<App>,
+    parts: &hyper::http::request::Parts,
+    body: Incoming,
+    method: api::Method,
+    started: Instant,
+    cancel: Cancel,
+) -> Prepared {
+    let path = parts.uri.path();
+    let caller = match app.auth.authenticate(&app.store, parts.headers.get(header::AUTHORIZATION).map(|v| v.as_bytes()))
+    {
         Ok(c) => c,
         // The clock is public (the hubstorage client asks for it without credentials).
-        Err(_) if api::route::parse(request.path).is_ok_and(|r| r == api::Route::ServerTime) => {
+        Err(_) if api::route::parse(path).is_ok_and(|r| r == Route::ServerTime) => {
             Caller { actor: None, scope: api::Scope::Projects(Vec::new()) }
         }
         Err(refused) => {
-            let body = api::error_line(&refused.message());
-            return Prepared::Whole { status: 401, allow: None, body, unauthorized: true };
+            let body_text = api::error_line(&refused.message());
+            let w = Whole { status: 401, body: body_text, allow: None, unauthorized: true, close: false };
+            return refuse(w, &body);
         }
     };
-    let resp = api::handle(&app.store, &caller, &app.config, request);
+    let route = match api::admit(&caller, method, path) {
+        Ok(r) => r,
+        Err(resp) => return refuse(from_api(resp), &body),
+    };
+    let declared = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > app.max_body as u64) {
+        return refuse(too_large(app.max_body), &body);
+    }
+    let bytes = match tokio::time::timeout_at(started + app.body_timeout, read_body(body, app.max_body)).await {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(BodyError::TooLarge)) => return closing(Prepared::Whole(too_large(app.max_body))),
+        Ok(Err(BodyError::Read(e))) => {
+            return closing(whole(400, api::error_line(&format!("reading the request body failed: {e}"))))
+        }
+        Err(_) => {
+            let message =
+                format!("the request body did not arrive within {} s (--body-timeout)", app.body_timeout.as_secs());
+            return closing(whole(408, api::error_line(&message)));
+        }
+    };
+    let query = parts.uri.query().unwrap_or("").to_string();
+    let path = path.to_string();
+    let app2 = app.clone();
+    let task = tokio::task::spawn_blocking(move || {
+        let request = api::Request { method, path: &path, query: &query, body: &bytes, cancel };
+        answer(&app2, &caller, route, &request)
+    });
+    match task.await {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::error!(error = %e, "a request handler failed");
+            whole(500, api::error_line("internal error: the request handler failed"))
+        }
+    }
+}
+
+fn closing(p: Prepared) -> Prepared {
+    match p {
+        Prepared::Whole(w) => Prepared::Whole(Whole { close: true, ..w }),
+        streamed => streamed,
+    }
+}
+
+/// Answer, and render the first chunk of a streamed answer here, so that a
+/// failure before anything was sent is still a proper error status, and a short
+/// answer goes out whole (with a length, not chunked).
+fn answer(app: &App, caller: &Caller, route: Route, request: &api::Request<'_>) -> Prepared {
+    let resp = api::respond(&app.store, caller, &app.config, route, request);
     match resp.body {
-        api::Body::Full(body) => Prepared::Whole { status: resp.status, allow: resp.allow, body, unauthorized: false },
+        api::Body::Full(body) => {
+            Prepared::Whole(Whole { status: resp.status, body, allow: resp.allow, unauthorized: false, close: false })
+        }
         api::Body::Stream(mut rows) => match rows.next() {
             None => whole(resp.status, Vec::new()),
             Some(Err(e)) => whole(api::status_of(&e), api::error_line(&e.to_string())),
@@ -131,14 +236,14 @@ fn answer(app: &App, auth_header: Option<&[u8]>, request: &api::Request<'_>) -> 
 
 enum BodyError {
     TooLarge,
-    Read(axum::Error),
+    Read(hyper::Error),
 }
 
 /// The whole request body, refused as soon as it passes `limit` bytes.
-async fn read_body(mut body: Body, limit: usize) -> Result<Vec<u8>, BodyError> {
+async fn read_body(mut body: Incoming, limit: usize) -> Result<Vec<u8>, BodyError> {
     let mut out = Vec::new();
     loop {
-        let frame = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await;
+        let frame = std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await;
         match frame {
             None => return Ok(out),
             Some(Err(e)) => return Err(BodyError::Read(e)),

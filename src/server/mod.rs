@@ -1,22 +1,21 @@
-//! `jobq serve`: the JobQ HTTP API on axum. Lifecycle: open the store (logging
-//! what recovery did), listen, answer until SIGTERM or SIGINT, let in-flight
-//! requests finish (up to the drain timeout), then close the store cleanly.
+//! `jobq serve`: the JobQ HTTP API on hyper. Lifecycle: open the store (logging
+//! what recovery did), listen, answer until SIGTERM or SIGINT, stop accepting,
+//! let in-flight requests finish (up to the drain timeout), then drop whatever
+//! connections remain (their renders stop), close the store cleanly, exit 0.
 
 pub mod auth;
 mod body;
+mod conn;
 mod http;
+mod listen;
 
-use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::DefaultBodyLimit;
-use axum::serve::ListenerExt;
-use axum::Router;
-
 use auth::Auth;
+pub use conn::Timeouts;
 use jobq::store::OpenReport;
 use jobq::{Durability, Options, Store};
 
@@ -30,6 +29,9 @@ pub struct ServeConfig {
     pub drain: Duration,
     /// Jobs written between index files (`Options::memtable_entries`).
     pub index_every: usize,
+    pub timeouts: Timeouts,
+    /// Most connections open at once (lowered to what the open-file limit allows).
+    pub max_connections: usize,
 }
 
 /// One line about what opening the store found and did.
@@ -71,7 +73,10 @@ pub fn serve(config: ServeConfig) -> Result<(), String> {
         .thread_name("jobq-http")
         .build()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
-    runtime.block_on(run(config))
+    let result = runtime.block_on(run(config));
+    // A render still finishing its row must not hold the exit up.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    result
 }
 
 async fn run(config: ServeConfig) -> Result<(), String> {
@@ -87,14 +92,29 @@ async fn run(config: ServeConfig) -> Result<(), String> {
         .map_err(|e| e.to_string())?
         .map_err(|e| format!("cannot open the store in {}: {e}", config.data.display()))?;
     let recovery = describe_open(store.report());
-    let listener = tokio::net::TcpListener::bind(&config.listen)
+    // Watched from before the start is logged: a signal from then on is a shutdown.
+    let stop = shutdown_signal()?;
+    let mut listener = tokio::net::TcpListener::bind(&config.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
     let local: SocketAddr = listener.local_addr().map_err(|e| e.to_string())?;
+    let max_connections = match listen::fd_room() {
+        Some(room) if room < config.max_connections => {
+            tracing::warn!(
+                asked = config.max_connections,
+                allowed = room.max(1),
+                "the open-file limit (ulimit -n) leaves room for fewer connections than --max-connections; \
+                 serving at most the lower number"
+            );
+            room.max(1)
+        }
+        _ => config.max_connections,
+    };
     tracing::info!(
         data = %config.data.display(),
         listen = %local,
         auth = %config.auth.describe(),
+        max_connections,
         recovery = %recovery,
         "jobq serving"
     );
@@ -104,44 +124,43 @@ async fn run(config: ServeConfig) -> Result<(), String> {
         auth: config.auth,
         config: jobq::api::Config { max_count: config.max_count },
         max_body: config.max_body,
+        body_timeout: config.timeouts.body,
     });
-    let router = Router::new().fallback(http::handle).layer(DefaultBodyLimit::disable()).with_state(app);
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-        }
-    });
-    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-    let server = axum::serve(listener, router)
-        .with_graceful_shutdown(async move {
-            shutdown_signal().await;
-            let _ = stop_tx.send(true);
-        })
-        .into_future();
+    let slots = listen::Slots::new(max_connections);
+    // `drain`: finish the current request and close; `abort`: close now.
+    let (drain_tx, drain_rx) = tokio::sync::watch::channel(false);
+    let (abort_tx, abort_rx) = tokio::sync::watch::channel(false);
+    let signals = conn::Signals { crowded: slots.crowded(), drain: drain_rx };
+    let timeouts = config.timeouts;
+    listen::accept_loop(&mut listener, &slots, stop, |tcp, permit| {
+        let (app, signals, mut abort) = (app.clone(), signals.clone(), abort_rx.clone());
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = conn::serve(tcp, app, timeouts, signals) => {}
+                _ = abort.wait_for(|a| *a) => {}
+            }
+            drop(permit);
+        });
+    })
+    .await;
+    drop(listener);
+    drop(app);
     let drain = config.drain;
-    let deadline = async move {
-        let _ = stop_rx.wait_for(|stopped| *stopped).await;
-        tracing::info!(timeout_secs = drain.as_secs(), "shutting down: finishing in-flight requests");
-        tokio::time::sleep(drain).await;
-    };
-    let drained = tokio::select! {
-        r = server => {
-            r.map_err(|e| format!("the server failed: {e}"))?;
-            true
-        }
-        _ = deadline => false,
-    };
-    if drained {
-        close(store, Duration::from_secs(30)).await
-    } else {
-        tracing::warn!("requests still in flight after the drain timeout; closing what can be closed");
-        close(store, Duration::from_secs(1)).await
+    tracing::info!(timeout_secs = drain.as_secs(), "shutting down: finishing in-flight requests");
+    let _ = drain_tx.send(true);
+    if tokio::time::timeout(drain, slots.all_free()).await.is_err() {
+        tracing::warn!("requests still in flight after the drain timeout; closing their connections");
+        let _ = abort_tx.send(true);
+        slots.all_free().await;
     }
+    close(store, Duration::from_secs(30)).await
 }
 
-/// Close the store once the last in-flight engine call has let go of it (waiting
-/// at most `wait`). Without a clean close, acknowledged writes are still safe in
-/// the log: the next start replays them.
+/// Close the store once the last engine call has let go of it (waiting at most
+/// `wait`). Once every connection is gone, only a blocking call already under
+/// way holds it: a write waiting for its fsync, or a render (cancelled, it stops
+/// at its next row). Without a clean close, acknowledged writes are still safe
+/// in the log: the next start replays them.
 async fn close(store: Arc<Store>, wait: Duration) -> Result<(), String> {
     let started = Instant::now();
     let mut store = store;
@@ -169,17 +188,15 @@ async fn close(store: Arc<Store>, wait: Duration) -> Result<(), String> {
     }
 }
 
-async fn shutdown_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot watch SIGTERM; only Ctrl-C stops the server");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
+/// Resolves at SIGTERM or SIGINT.
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>, String> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).map_err(|e| format!("cannot watch SIGTERM: {e}"))?;
+    let mut int = signal(SignalKind::interrupt()).map_err(|e| format!("cannot watch SIGINT: {e}"))?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+            _ = int.recv() => tracing::info!("SIGINT received"),
         }
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
-    }
+    })
 }

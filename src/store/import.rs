@@ -244,6 +244,7 @@ fn newest_per_key(mut docs: Vec<DocEntry>) -> Vec<DocEntry> {
 
 /// Build the chunks' index images and add them to the working version.
 fn install(w: &mut Writer, bulk: Bulk) -> Result<()> {
+    let first = w.segments.len();
     for c in bulk.chunks {
         let path = w.gen_dir.join(c.meta.file_name());
         let seg = IndexSegment::open(MappedBytes::from_vec(c.image), &path, false)?;
@@ -253,6 +254,10 @@ fn install(w: &mut Writer, bulk: Bulk) -> Result<()> {
         w.frozen += 1;
     }
     w.mem_lo_seq = w.next_seq;
+    // Imported versions are current now: their jobs' tokens replace what was known.
+    for slot in &w.segments[first..] {
+        w.tokens.replace_with_segment(slot, &w.reader)?;
+    }
     Ok(())
 }
 

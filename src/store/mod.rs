@@ -16,6 +16,7 @@ mod queue;
 mod read;
 mod repair;
 pub mod request;
+mod tokens;
 pub mod version;
 mod writer;
 
@@ -111,6 +112,8 @@ pub(crate) struct Inner {
     /// Serialises index maintenance (persist, merge, sweep).
     pub maint_lock: Mutex<()>,
     pub lock: Mutex<Option<LockGuard>>,
+    /// Running jobs' auth tokens (the writer keeps them current).
+    pub tokens: Arc<tokens::JobTokens>,
 }
 
 /// An open jobq store: one data directory, written by one process at a time
@@ -169,6 +172,12 @@ impl Store {
         let o = open::open(dir, &opts)?;
         let version = o.writer.version();
         let reader = o.writer.reader.clone();
+        // The tail's running jobs were noted as it was replayed; the index files'
+        // current running jobs are read once here.
+        for slot in &o.writer.segments {
+            o.writer.tokens.learn_segment(slot, &reader)?;
+        }
+        let tokens = o.writer.tokens.clone();
         let inner = Arc::new(Inner {
             dir: dir.to_path_buf(),
             gen_dir: o.gen_dir,
@@ -181,6 +190,7 @@ impl Store {
             maintenance: Mutex::new(None),
             maint_lock: Mutex::new(()),
             lock: Mutex::new(o.lock),
+            tokens,
             opts,
         });
         let store = Store { inner };
@@ -219,6 +229,13 @@ impl Store {
             reader: self.inner.reader.clone(),
             clock: self.inner.opts.clock.clone(),
         }
+    }
+
+    /// The auth token of a running job, from memory: no record is read, and the
+    /// cost does not depend on the job's size. `None` when the job does not
+    /// exist, is not running, or has no token.
+    pub fn running_job_token(&self, key: JobKey) -> Option<Arc<str>> {
+        self.inner.tokens.get(key)
     }
 
     /// Run a write through the write queue: it is durable when this returns Ok.

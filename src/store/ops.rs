@@ -81,7 +81,8 @@ pub fn apply_changes(job: &Job, state: Option<JobState>, c: &Changes, ctx: &Ctx<
             actor_raw = json_str(a);
             set.push((s.actor_field(), &actor_raw));
         }
-        if s == JobState::Running && job.meta.get("auth").is_none() {
+        // Every run gets a new token: the previous run's one stays dead.
+        if s == JobState::Running {
             token_raw = json_str(&new_token(job.key, ctx.now));
             set.push(("auth", &token_raw));
         }

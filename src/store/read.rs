@@ -201,7 +201,9 @@ impl Snapshot {
 
     /// One summary line: `{"name": state, "count": n, "summary": [rows]}`: the
     /// jobs in `state` that pass `filter` (whose own states are ignored), counted, and
-    /// the first of them listed per `paging`.
+    /// the first of them listed per `paging`. Once `cancelled()` is true no more
+    /// rows are rendered and the line is left incomplete (its reader gave up).
+    #[allow(clippy::too_many_arguments)]
     pub fn summary_line(
         &self,
         project: u32,
@@ -209,6 +211,7 @@ impl Snapshot {
         state: JobState,
         paging: &Paging,
         jobmeta: Option<&[String]>,
+        cancelled: &dyn Fn() -> bool,
         out: &mut Vec<u8>,
     ) -> Result<()> {
         let filter = Filter { states: vec![state], ..filter.clone() };
@@ -216,6 +219,9 @@ impl Snapshot {
         let hits = self.list(project, &filter, paging)?;
         out.extend_from_slice(format!("{{\"name\":\"{}\",\"count\":{n},\"summary\":[", state.as_str()).as_bytes());
         for (i, h) in hits.iter().enumerate() {
+            if cancelled() {
+                return Ok(());
+            }
             if i > 0 {
                 out.push(b',');
             }
@@ -245,4 +251,43 @@ pub struct SnapshotStats {
     pub live_indexed_docs: u64,
     pub tail_entries: usize,
     pub seq: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+    use std::sync::Arc;
+
+    use crate::fs::SimFs;
+    use crate::model::JobState;
+    use crate::query::{Filter, Paging};
+    use crate::store::request::parse_push;
+    use crate::{Durability, Options, Store};
+
+    #[test]
+    fn a_summary_line_stops_between_rows_once_cancelled() {
+        let opts = Options {
+            fs: Arc::new(SimFs::new()),
+            durability: Durability::Buffered,
+            background: false,
+            ..Options::default()
+        };
+        let store = Store::open("/db", opts).unwrap();
+        let specs: Vec<_> = (0..5).map(|_| parse_push(r#"{"spider":"s"}"#).unwrap()).collect();
+        store.push(1, &specs, None).unwrap();
+        let snap = store.snapshot();
+        let paging = Paging { count: 5, ..Paging::default() };
+        let line = |cancel_after: usize| {
+            let asked = Cell::new(0);
+            let cancelled = || {
+                asked.set(asked.get() + 1);
+                asked.get() > cancel_after
+            };
+            let mut out = Vec::new();
+            snap.summary_line(1, &Filter::default(), JobState::Pending, &paging, None, &cancelled, &mut out).unwrap();
+            String::from_utf8(out).unwrap()
+        };
+        assert_eq!(line(usize::MAX).matches("\"key\"").count(), 5);
+        assert_eq!(line(2).matches("\"key\"").count(), 2, "no row rendered after the cancel");
+    }
 }

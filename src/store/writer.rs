@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::catalog::{Catalog, JobIds};
+use super::tokens::JobTokens;
 use super::version::{find_in_segments, Found, SegmentSlot, Version};
 use crate::codec::frame::FrameKind;
 use crate::codec::record;
@@ -45,6 +46,8 @@ pub(crate) struct Writer {
     pub frozen: usize,
     /// Where replay ended (the log end of a read-only store).
     pub replay_end: LogPos,
+    /// Running jobs' auth tokens, shared with the store's readers.
+    pub tokens: Arc<JobTokens>,
     buf: Vec<u8>,
 }
 
@@ -78,6 +81,7 @@ impl Writer {
             bulk_entries: freeze_at,
             frozen: 0,
             replay_end: LogPos::default(),
+            tokens: Arc::default(),
             buf: Vec::new(),
         }
     }
@@ -222,6 +226,7 @@ impl Writer {
     pub fn apply(&mut self, job: &Job, loc: u64) {
         let (project, local) = (job.key.project, job.key.local());
         self.job_ids.note(project, job.key.spider, job.key.job);
+        self.tokens.note(job);
         if self.mem.get(project, local).is_none() {
             if let Some(Found::Segment { slot, doc, .. }) = find_in_segments(&self.segments, project, local) {
                 self.segments[slot].kill(project, doc);

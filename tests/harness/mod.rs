@@ -22,7 +22,18 @@ pub struct Server {
 impl Server {
     /// Start `jobq serve --data DIR --listen 127.0.0.1:0 ARGS...` and wait until it listens.
     pub fn start(data: &Path, args: &[&str]) -> Server {
-        let mut child = Command::new(BIN)
+        Server::spawn(Command::new(BIN), data, args)
+    }
+
+    /// [`Server::start`] with the open-file limit (`ulimit -n`) lowered to `fds`.
+    pub fn start_with_fd_limit(data: &Path, args: &[&str], fds: u32) -> Server {
+        let mut sh = Command::new("sh");
+        sh.args(["-c", &format!("ulimit -n {fds} && exec \"$0\" \"$@\""), BIN]);
+        Server::spawn(sh, data, args)
+    }
+
+    fn spawn(mut command: Command, data: &Path, args: &[&str]) -> Server {
+        let mut child = command
             .arg("serve")
             .arg("--data")
             .arg(data)
@@ -58,6 +69,18 @@ impl Server {
 
     pub fn log(&self) -> String {
         self.log.lock().unwrap().clone()
+    }
+
+    /// Wait (at most 5 s) until the log holds `needle`.
+    pub fn log_shows(&self, needle: &str) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !self.log().contains(needle) {
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        true
     }
 
     pub fn pid(&self) -> u32 {
@@ -199,6 +222,45 @@ pub fn read_response(s: &mut TcpStream) -> Resp {
     let mut all = Vec::new();
     let _ = s.read_to_end(&mut all);
     parse_response(&all)
+}
+
+/// Read one response (its head, then its `Content-Length` bytes) without waiting
+/// for the connection to close; `None` if the connection ends or fails first.
+pub fn read_one_response(s: &mut TcpStream) -> Option<Resp> {
+    let mut all = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Some(end) = all.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&all[..end]).to_ascii_lowercase();
+            let length = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .map_or(0, |v| v.trim().parse::<usize>().expect("a length"));
+            if all.len() >= end + 4 + length {
+                return Some(parse_response(&all[..end + 4 + length]));
+            }
+        }
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => all.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+/// A process's resident memory (`VmRSS`), in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("process status");
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).expect("VmRSS");
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// A process's CPU time so far (user + system), in clock ticks (1/100 s on Linux).
+pub fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("process stat");
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let rest = &stat[stat.rfind(')').expect("comm") + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
 }
 
 pub fn parse_response(all: &[u8]) -> Resp {

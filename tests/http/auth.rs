@@ -54,12 +54,19 @@ fn job_tokens_reach_their_own_job_while_it_runs() {
     assert_eq!(s.post(&format!("/jobs/{key}/progress"), &cred, "50").status, 200);
     assert_eq!(s.get(&format!("/jobs/{key}"), &cred).json()["progress"], 50);
     let other = if key == "53/1/1" { "53/1/2" } else { "53/1/1" };
-    s.get(&format!("/jobs/{other}"), &cred).assert_error(403, "project 53");
-    s.get("/jobq/53/list", &cred).assert_error(403, "project 53");
+    s.get(&format!("/jobs/{other}"), &cred).assert_error(403, &format!("only its own job's endpoints (jobs/{key})"));
+    s.get("/jobq/53/list", &cred).assert_error(403, "only its own job");
     s.get(&format!("/jobs/{key}"), &format!("{key}:wrong")).assert_error(401, "job token");
     s.get(&format!("/jobs/{other}"), &format!("{other}:{token}")).assert_error(401, "job token");
     s.post("/jobq/53/update", "KEY1:", &format!("{{\"key\":\"{key}\",\"state\":\"finished\"}}"));
     s.get(&format!("/jobs/{key}"), &cred).assert_error(401, "job token");
+    // Running again: a new token; the first run's stays dead.
+    s.post("/jobq/53/update", "KEY1:", &format!("{{\"key\":\"{key}\",\"state\":\"running\"}}"));
+    s.get(&format!("/jobs/{key}"), &cred).assert_error(401, "job token");
+    let second = s.get(&format!("/jobs/{key}/auth"), "KEY1:").json();
+    let second = second.as_str().expect("a token");
+    assert_ne!(second, token);
+    assert_eq!(s.get(&format!("/jobs/{key}/state"), &format!("{key}:{second}")).json(), "running");
 }
 
 #[test]

@@ -197,3 +197,25 @@ fn long_listings_are_streamed() {
     assert_eq!(s.get("/jobq/9/list?count=5000", KEY).lines().len(), 2500, "count is capped at --max-count");
     assert_eq!(s.get("/jobq/9/count", KEY).text(), "3000\n");
 }
+
+#[test]
+fn head_is_answered_as_get_without_the_body() {
+    let dir = tempdir();
+    let s = Server::start(dir.path(), ARGS);
+    seed(&s);
+    let head = |path: &str, auth: Option<&str>| s.req("HEAD", path, auth, b"");
+    for path in ["/jobq/53/count", "/jobs/53/1/1", "/jobs/53/1/1/label", "/jobs/53/1/99", "/ids/53/spider/alpha"] {
+        let (g, h) = (s.get(path, KEY), head(path, Some(KEY)));
+        assert_eq!((h.status, h.body.len()), (g.status, 0), "{path}");
+        assert_eq!(h.header("content-length"), Some(g.body.len().to_string().as_str()), "{path}");
+        assert_eq!(h.header("content-type"), g.header("content-type"), "{path}");
+    }
+    // A streamed answer: the status and headers, no body (its length is not known).
+    let h = head("/jobq/53/list?state=finished&state=pending", Some(KEY));
+    assert_eq!((h.status, h.body.len(), h.header("content-type")), (200, 0, Some("application/x-jsonlines")));
+    // Refusals are GET's too.
+    assert_eq!(head("/jobq/53/count", None).status, 401);
+    assert_eq!(head("/nope", Some(KEY)).status, 404);
+    let h = head("/jobq/53/push", Some(KEY));
+    assert_eq!((h.status, h.header("allow")), (405, Some("POST")));
+}

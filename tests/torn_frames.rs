@@ -58,7 +58,8 @@ fn forged_payload(n: usize, seq: u64, pad: usize) -> Vec<u8> {
 
 fn validate_strict(sim: &SimFs) -> Result<(LogPos, u64), jobq::Error> {
     let start = LogPos { segment: 1, offset: DATA_START_V2 };
-    let v = recovery::validate(sim, Path::new(DIR), 1, start, 1, false, RecoveryPolicy::Strict, true)?;
+    let v =
+        recovery::validate(sim, Path::new(DIR), 1, start, 1, recovery::StartTxn::None, RecoveryPolicy::Strict, true)?;
     Ok((v.end, v.next_seq))
 }
 

@@ -6,7 +6,7 @@
 //! 0  u32 crc          masked CRC-32 (IEEE) of bytes 4 .. 32+len
 //! 4  u32 len          payload length
 //! 8  u8  kind         1 jobs, 2 spider, 3 catalog, 4 commit
-//! 9  u8  flags        bit 0: part of an open import transaction
+//! 9  u8  flags        bit 0: part of an open import transaction; bit 1: relocated
 //! 10 u16 reserved     0
 //! 12 u32 count        sequence numbers the frame uses (records in a jobs frame)
 //! 16 u64 first_seq    sequence number of the first record
@@ -20,6 +20,9 @@ pub const HEADER_LEN: usize = 32;
 pub const MAX_PAYLOAD: u32 = 1 << 30;
 /// Flag: the frame belongs to an import transaction that a commit frame closes.
 pub const FLAG_TXN: u8 = 1;
+/// Flag (jobs frames only): the records are copies of current versions moved by
+/// online compaction from an older segment; they change no job.
+pub const FLAG_RELOCATED: u8 = 2;
 
 const MASK_DELTA: u32 = 0xa282_ead8;
 
@@ -88,6 +91,11 @@ impl FrameHeader {
     pub fn is_txn(&self) -> bool {
         self.flags & FLAG_TXN != 0
     }
+
+    /// The records were moved by compaction: copies, not new versions.
+    pub fn is_relocation(&self) -> bool {
+        self.flags & FLAG_RELOCATED != 0
+    }
 }
 
 /// Append one whole frame to `out`.
@@ -123,7 +131,7 @@ pub fn decode_header(h: &[u8; HEADER_LEN]) -> Result<FrameHeader, &'static str> 
     let len = LE::read_u32(&h[4..8]);
     let kind = FrameKind::from_code(h[8]).ok_or("unknown frame kind")?;
     let flags = h[9];
-    if flags & !FLAG_TXN != 0 {
+    if flags & !(FLAG_TXN | FLAG_RELOCATED) != 0 {
         return Err("unknown frame flags");
     }
     if LE::read_u16(&h[10..12]) != 0 {

@@ -1,13 +1,18 @@
 //! Reading single records by position, for answers that need a job's fields.
 //! Sealed and tail segments alike are read with positional reads; their bytes
 //! below the writer's end never change while the store is open.
+//!
+//! Online compaction removes segments while snapshots taken before may still read
+//! them: a removed segment's open handle is kept by a [`LogEpoch`], which every
+//! such snapshot holds; the reader finds it there through a weak reference, so
+//! the handle closes when the last of those snapshots is gone.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use byteorder::{ByteOrder, LittleEndian as LE};
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 
 use super::{segment, LogPos};
 use crate::codec::record;
@@ -17,27 +22,79 @@ use crate::model::Job;
 
 const FIRST_READ: usize = 1024;
 
+/// The handles of segments removed while versions made before still live. Each
+/// version holds the epoch current when it was made; an epoch, once ended, holds
+/// the handles of the segments removed at its end and the next epoch, so an old
+/// version keeps every segment removed since it was made readable.
+#[derive(Debug, Default)]
+pub struct LogEpoch {
+    removed: Mutex<Vec<Arc<dyn FsFile>>>,
+    next: Mutex<Option<Arc<LogEpoch>>>,
+}
+
+impl LogEpoch {
+    /// End this epoch: `handles` belong to segments removed now. Returns the next.
+    pub fn end(&self, handles: Vec<Arc<dyn FsFile>>) -> Arc<LogEpoch> {
+        let next = Arc::new(LogEpoch::default());
+        *self.removed.lock() = handles;
+        *self.next.lock() = Some(next.clone());
+        next
+    }
+}
+
 /// Reads records at packed log positions.
 #[derive(Debug)]
 pub struct RecordReader {
     fs: Arc<dyn FileSystem>,
     dir: PathBuf,
     files: RwLock<HashMap<u32, Arc<dyn FsFile>>>,
+    /// Segments removed by compaction, readable while an old version holds them.
+    removed: RwLock<HashMap<u32, Weak<dyn FsFile>>>,
 }
 
 impl RecordReader {
     pub fn new(fs: Arc<dyn FileSystem>, dir: &Path) -> RecordReader {
-        RecordReader { fs, dir: dir.to_path_buf(), files: RwLock::new(HashMap::new()) }
+        RecordReader { fs, dir: dir.to_path_buf(), files: RwLock::new(HashMap::new()), removed: RwLock::default() }
     }
 
     fn file(&self, n: u32) -> Result<Arc<dyn FsFile>> {
         if let Some(f) = self.files.read().get(&n) {
             return Ok(f.clone());
         }
+        if let Some(f) = self.removed.read().get(&n).and_then(Weak::upgrade) {
+            return Ok(f);
+        }
         let path = self.dir.join(segment::file_name(n));
         let f = self.fs.open(&path, OpenMode::Read).map_err(|e| Error::io("open", &path, e))?;
         self.files.write().insert(n, f.clone());
         Ok(f)
+    }
+
+    /// Open the segments `numbers` now, so that a later removal by another process
+    /// (a server's compaction beside a read-only opener) does not stop reads.
+    pub fn open_all(&self, numbers: &[u32]) -> Result<()> {
+        for &n in numbers {
+            self.file(n)?;
+        }
+        Ok(())
+    }
+
+    /// Segments `numbers` are about to be removed: their handles move from the
+    /// reader to the caller (who gives them to the ending [`LogEpoch`]); the reader
+    /// keeps weak references for the versions that may still read them.
+    pub fn retire(&self, numbers: &[u32]) -> Result<Vec<Arc<dyn FsFile>>> {
+        let mut out = Vec::with_capacity(numbers.len());
+        for &n in numbers {
+            out.push(self.file(n)?);
+        }
+        let mut removed = self.removed.write();
+        removed.retain(|_, w| w.strong_count() > 0);
+        let mut files = self.files.write();
+        for (&n, f) in numbers.iter().zip(&out) {
+            files.remove(&n);
+            removed.insert(n, Arc::downgrade(f));
+        }
+        Ok(out)
     }
 
     /// Forget open handles (after segments were removed or rewritten).

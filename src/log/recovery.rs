@@ -113,10 +113,42 @@ struct Damage {
     durable: bool,
 }
 
+/// Where validation starts relative to import transactions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StartTxn {
+    /// Outside any transaction.
+    None,
+    /// After an index chain that ends inside an import: it was committed before
+    /// its index was built, so its commit must follow.
+    Indexed,
+    /// At the log's first frame, which carries the transaction flag: the import
+    /// began there, or before (its first frames reclaimed by compaction).
+    LogStart,
+}
+
+/// Is there a whole frame at `pos` that is part of an import transaction?
+pub fn txn_at(fs: &dyn FileSystem, dir: &Path, pos: LogPos) -> Result<bool> {
+    let (file, path) = open(fs, dir, pos.segment)?;
+    let data_start = segment::read_header(&*file, &path)?.data_start();
+    let mut sc = FrameScanner::new(file, &path, pos.offset.max(data_start))?;
+    Ok(sc.frame_at(pos.offset.max(data_start))?.is_ok_and(|(h, _)| h.is_txn()))
+}
+
+/// An import transaction open during a validation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OpenTxn {
+    /// Its first frame in the part validated.
+    pub at: LogPos,
+    /// The sequence number its commit names when it began at `at`.
+    pub first: u64,
+    /// It may have begun before `at`: a commit naming an earlier sequence closes it.
+    pub began_before: bool,
+    /// Its commit must follow (the chain ends inside it).
+    pub indexed: bool,
+}
+
 /// Validate the log from `start` (with `start_seq` the sequence expected there) to
-/// its end, and apply the cuts the rules call for unless `read_only`. `in_txn`: the
-/// frame before `start` belongs to an import transaction (an index chain may end
-/// inside an import, which was committed before its index was built).
+/// its end, and apply the cuts the rules call for unless `read_only`.
 #[allow(clippy::too_many_arguments)]
 pub fn validate(
     fs: &dyn FileSystem,
@@ -124,7 +156,7 @@ pub fn validate(
     generation: u64,
     start: LogPos,
     start_seq: u64,
-    in_txn: bool,
+    in_txn: StartTxn,
     policy: RecoveryPolicy,
     read_only: bool,
 ) -> Result<Validated> {
@@ -136,9 +168,11 @@ pub fn validate(
     let mut expected = start_seq;
     let mut end = start;
     let mut frames = 0;
-    // An open transaction: where its first frame is and its sequence number (0 when
-    // it began before `start`).
-    let mut txn: Option<(LogPos, u64)> = in_txn.then_some((start, 0));
+    let mut txn: Option<OpenTxn> = match in_txn {
+        StartTxn::Indexed => Some(OpenTxn { at: start, first: start_seq, began_before: true, indexed: true }),
+        StartTxn::LogStart => Some(OpenTxn { at: start, first: start_seq, began_before: true, indexed: false }),
+        StartTxn::None => None,
+    };
     let mut damage: Option<Damage> = None;
     // Segment versions never decrease along the log.
     let mut version = 1;
@@ -226,19 +260,21 @@ pub fn validate(
         let what = if durable { "corruption" } else { "torn tail" };
         cut = Some(Cut { at, reason: format!("{what}: {reason}"), bytes: 0, lost_durable: durable });
     }
-    if let Some((at, 0)) = txn {
-        // An import whose start is indexed lost its commit: it was durable once.
-        let path = dir.join(segment::file_name(at.segment));
-        if policy == RecoveryPolicy::Strict && cut.is_none() {
-            return Err(Error::corrupt(path, end.offset, "an indexed import transaction has no commit frame"));
+    match txn {
+        Some(t) if t.indexed => {
+            // An import whose start is indexed lost its commit: it was durable once.
+            let path = dir.join(segment::file_name(t.at.segment));
+            if policy == RecoveryPolicy::Strict && cut.is_none() {
+                return Err(Error::corrupt(path, end.offset, "an indexed import transaction has no commit frame"));
+            }
         }
-    } else if let Some((at, seq)) = txn {
-        // An import that never committed: its frames never counted.
-        if cut.as_ref().is_none_or(|c| at < c.at) {
+        Some(t) if cut.as_ref().is_none_or(|c| t.at < c.at) => {
+            // An import that never committed: its frames never counted.
             let reason = "an import transaction without its commit".to_string();
-            cut = Some(Cut { at, reason, bytes: 0, lost_durable: false });
-            expected = seq;
+            cut = Some(Cut { at: t.at, reason, bytes: 0, lost_durable: false });
+            expected = t.first;
         }
+        _ => {}
     }
     if let Some(c) = &mut cut {
         end = c.at;
@@ -264,7 +300,7 @@ fn judge_frame(
     payload: &[u8],
     offset: u64,
     expected: u64,
-    txn: &mut Option<(LogPos, u64)>,
+    txn: &mut Option<OpenTxn>,
     segment: u32,
     mark: Option<&Mark>,
 ) -> std::result::Result<(), (String, bool)> {
@@ -293,12 +329,15 @@ pub(crate) fn check_frame(
     h: &FrameHeader,
     payload: &[u8],
     expected: u64,
-    txn: &mut Option<(LogPos, u64)>,
+    txn: &mut Option<OpenTxn>,
     segment: u32,
     offset: u64,
 ) -> std::result::Result<(), String> {
     if h.first_seq != expected {
         return Err(format!("frame starts at sequence {}, expected {expected}", h.first_seq));
+    }
+    if h.is_relocation() && (h.kind != FrameKind::Jobs || h.is_txn()) {
+        return Err("only a jobs frame outside a transaction may carry the relocation flag".into());
     }
     match h.kind {
         FrameKind::Commit => {
@@ -307,12 +346,15 @@ pub(crate) fn check_frame(
             }
             let seq = record::decode_commit(payload).map_err(|e| e.what)?;
             match txn.take() {
-                Some((_, start)) if start == seq || (start == 0 && seq < expected) => {}
+                Some(t) if seq == t.first || (t.began_before && seq < t.first) => {}
                 _ => return Err("a commit frame that closes no open transaction".into()),
             }
         }
         FrameKind::Catalog if h.is_txn() => return Err("a catalog frame carries the transaction flag".into()),
-        _ if h.is_txn() && txn.is_none() => *txn = Some((LogPos { segment, offset }, h.first_seq)),
+        _ if h.is_txn() && txn.is_none() => {
+            let at = LogPos { segment, offset };
+            *txn = Some(OpenTxn { at, first: h.first_seq, began_before: false, indexed: false });
+        }
         _ if h.is_txn() => {}
         _ if txn.is_some() => return Err("a frame inside an import transaction lacks its flag".into()),
         _ => {}

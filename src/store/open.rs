@@ -122,9 +122,12 @@ pub(crate) fn open(dir: &Path, opts: &Options) -> Result<Opened> {
     };
     report.replay_from = start;
     let last_frame = slots.last().map(|s| s.seg.meta().last_frame);
+    // A chain may end inside a committed import; a log whose first frames compaction
+    // reclaimed may begin inside one (its commit names a sequence before the log).
     let in_txn = match slots.last() {
-        Some(s) => last_frame_in_txn(fs, &gen_dir, s.seg.meta())?,
-        None => false,
+        Some(s) if last_frame_in_txn(fs, &gen_dir, s.seg.meta())? => recovery::StartTxn::Indexed,
+        None if recovery::txn_at(fs, &gen_dir, start)? => recovery::StartTxn::LogStart,
+        _ => recovery::StartTxn::None,
     };
     let v = recovery::validate(fs, &gen_dir, generation, start, start_seq, in_txn, opts.recovery, opts.read_only)?;
     report.cut = v.cut.clone();
@@ -137,6 +140,10 @@ pub(crate) fn open(dir: &Path, opts: &Options) -> Result<Opened> {
         }
     }
     let reader = Arc::new(RecordReader::new(opts.fs.clone(), &gen_dir));
+    // Every segment open now: a server's compaction may remove old ones while this
+    // store (read-only beside it, say) still reads them.
+    let numbers: Vec<u32> = segment::list(fs, &gen_dir)?.into_iter().filter(|n| *n <= v.end.segment).collect();
+    reader.open_all(&numbers)?;
     let mut w =
         Writer::new(start_seq, generation, gen_dir.clone(), slots, start_seq, catalog, reader, opts.bulk_entries);
     w.last_frame = last_frame;
@@ -237,10 +244,7 @@ fn matches_log(fs: &dyn FileSystem, gen_dir: &Path, m: &format::SegmentMeta) -> 
 
 /// Is the last frame an index covers part of an import transaction?
 pub(crate) fn last_frame_in_txn(fs: &dyn FileSystem, gen_dir: &Path, m: &format::SegmentMeta) -> Result<bool> {
-    let path = gen_dir.join(segment::file_name(m.last_frame.segment));
-    let f = fs.open(&path, crate::fs::OpenMode::Read).map_err(io("open", &path))?;
-    let mut sc = FrameScanner::new(f, &path, m.last_frame.offset)?;
-    Ok(sc.frame_at(m.last_frame.offset)?.is_ok_and(|(h, _)| h.is_txn()))
+    recovery::txn_at(fs, gen_dir, m.last_frame)
 }
 
 /// Open the index files and pick the chain that covers the log from its start with

@@ -15,7 +15,7 @@ use crate::codec::frame::{self, FrameKind};
 use crate::codec::record;
 use crate::error::{Error, Result};
 use crate::fs::{self, FileSystem, OpenMode};
-use crate::log::recovery::{self, Cut, RecoveryPolicy};
+use crate::log::recovery::{self, Cut, RecoveryPolicy, StartTxn};
 use crate::log::scan::FrameScanner;
 use crate::log::{segment, LogPos};
 use crate::model::{JobKey, JobState};
@@ -57,13 +57,14 @@ pub fn repair(dir: &Path, opts: Options) -> Result<RepairReport> {
     let start = LogPos { segment: first, offset: header.data_start() };
     let policy = RecoveryPolicy::TruncateAtCorruption;
     let mut report = RepairReport::default();
-    let plan = recovery::validate(fs, &gen_dir, generation, start, header.first_seq, false, policy, true)?;
+    let in_txn = if recovery::txn_at(fs, &gen_dir, start)? { StartTxn::LogStart } else { StartTxn::None };
+    let plan = recovery::validate(fs, &gen_dir, generation, start, header.first_seq, in_txn, policy, true)?;
     if let Some(cut) = &plan.cut {
         let saved = dir.join(format!("salvaged-{}", opts.clock.now_ms()));
         save_aside(fs, dir, &gen_dir, cut.at, &saved)?;
         describe(fs, &gen_dir, cut.at, &mut report)?;
         // The copy is durable: now the cut (the same validation, applied).
-        let done = recovery::validate(fs, &gen_dir, generation, start, header.first_seq, false, policy, false)?;
+        let done = recovery::validate(fs, &gen_dir, generation, start, header.first_seq, in_txn, policy, false)?;
         report.cut = done.cut;
         report.saved_to = Some(saved);
     }

@@ -67,6 +67,8 @@ pub struct Version {
     pub catalog: Catalog,
     /// The last log sequence number reflected.
     pub seq: u64,
+    /// Keeps segments removed by compaction readable while this version lives.
+    pub epoch: Arc<crate::log::reader::LogEpoch>,
 }
 
 impl Version {

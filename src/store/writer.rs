@@ -46,6 +46,8 @@ pub(crate) struct Writer {
     pub frozen: usize,
     /// Where replay ended (the log end of a read-only store).
     pub replay_end: LogPos,
+    /// The current log epoch: versions made now hold it ([`crate::log::reader::LogEpoch`]).
+    pub epoch: Arc<crate::log::reader::LogEpoch>,
     /// Running jobs' auth tokens, shared with the store's readers.
     pub tokens: Arc<JobTokens>,
     buf: Vec<u8>,
@@ -81,6 +83,7 @@ impl Writer {
             bulk_entries: freeze_at,
             frozen: 0,
             replay_end: LogPos::default(),
+            epoch: Arc::default(),
             tokens: Arc::default(),
             buf: Vec::new(),
         }
@@ -93,6 +96,7 @@ impl Writer {
             mem: self.mem.snapshot(),
             catalog: self.catalog.clone(),
             seq: self.next_seq - 1,
+            epoch: self.epoch.clone(),
         })
     }
 

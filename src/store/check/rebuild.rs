@@ -13,7 +13,7 @@ use crate::codec::record;
 use crate::error::Result;
 use crate::fs::FileSystem;
 use crate::hash::FastMap;
-use crate::log::recovery::check_frame;
+use crate::log::recovery::{self, check_frame, OpenTxn};
 use crate::log::scan::{FrameScanner, Step};
 use crate::log::{mark, segment, LogPos};
 
@@ -98,7 +98,7 @@ pub(super) fn scan(
     let indexed_end = chain.last().map(|c| c.log_end);
     let segments = segment::list(fsys, gen_dir)?;
     let mut expected = 0;
-    let mut txn: Option<(LogPos, u64)> = None;
+    let mut txn: Option<OpenTxn> = None;
     let mut resume: Option<LogPos> = None;
     'segments: for (i, &n) in segments.iter().enumerate() {
         r.segments += 1;
@@ -115,6 +115,11 @@ pub(super) fn scan(
         }
         if i == 0 {
             expected = header.first_seq;
+            // A log whose first frames compaction reclaimed may begin inside an import.
+            let start = LogPos { segment: n, offset: header.data_start() };
+            if recovery::txn_at(fsys, gen_dir, start)? {
+                txn = Some(OpenTxn { at: start, first: expected, began_before: true, indexed: false });
+            }
         }
         if header.has_marks() {
             padding(&*sc.file(), &path, r)?;
@@ -163,7 +168,8 @@ pub(super) fn scan(
             // Every import that began before a chain boundary was committed.
             b.commit(&path, offset, r);
             expected = c.hi_seq + 1;
-            txn = c.ends_in_txn.then_some((c.log_end, 0));
+            let (first, at) = (c.hi_seq + 1, c.log_end);
+            txn = c.ends_in_txn.then_some(OpenTxn { at, first, began_before: true, indexed: true });
             if c.log_end.segment == n {
                 sc = FrameScanner::new(sc.file(), &path, c.log_end.offset)?;
             } else {

@@ -130,6 +130,21 @@ pub struct ServeArgs {
     /// file (and merged in the background) after this many.
     #[arg(long, value_name = "N", default_value_t = 4096, value_parser = clap::value_parser!(u64).range(16..=1_000_000))]
     pub index_every: u64,
+    /// Online compaction: reclaim superseded versions in the background once they
+    /// are this share of the log's records (0.05 to 0.95), or `off`.
+    #[arg(long, value_name = "RATIO|off", default_value = "0.3", value_parser = parse_ratio)]
+    pub compact_when: Ratio,
+    /// How often (seconds, fractions allowed) online compaction looks whether it is due.
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_secs)]
+    pub compact_every: std::time::Duration,
+    /// Online compaction drops deleted jobs older than this (`30d`, `12h`, `90m`, `3600s`);
+    /// their ids are never given again. Kept forever without it.
+    #[arg(long, value_name = "DURATION", value_parser = maintain::parse_duration)]
+    pub retain_deleted: Option<std::time::Duration>,
+    /// Size of a log segment (bytes of frames; K, M, G suffixes); compaction takes the
+    /// oldest segments, four at a time.
+    #[arg(long, value_name = "BYTES", default_value = "64MiB", value_parser = parse_size)]
+    pub segment_bytes: usize,
 }
 
 #[derive(Args)]
@@ -159,6 +174,29 @@ pub struct QueryArgs {
     /// Largest `count` of one listing, as for `serve`.
     #[arg(long, value_name = "N", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_count: u64,
+}
+
+/// A share, or none (`off`).
+#[derive(Clone, Copy, Debug)]
+pub struct Ratio(pub Option<f64>);
+
+/// `0.3` (a share) or `off`.
+fn parse_ratio(s: &str) -> Result<Ratio, String> {
+    if s.eq_ignore_ascii_case("off") {
+        return Ok(Ratio(None));
+    }
+    match s.trim().parse::<f64>() {
+        Ok(r) if (0.05..=0.95).contains(&r) => Ok(Ratio(Some(r))),
+        _ => Err(format!("expected a share between 0.05 and 0.95, or off; got {s:?}")),
+    }
+}
+
+/// `10`, `0.5`: seconds.
+fn parse_secs(s: &str) -> Result<std::time::Duration, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v > 0.0 && v <= 86_400.0 => Ok(std::time::Duration::from_secs_f64(v)),
+        _ => Err(format!("expected seconds between 0 and 86400, got {s:?}")),
+    }
 }
 
 /// `16MiB`, `64K`, `1048576`: a byte count.

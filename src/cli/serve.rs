@@ -36,6 +36,12 @@ pub fn run(a: ServeArgs) -> Result<(), String> {
         max_count: a.max_count,
         drain: Duration::from_secs(a.drain_timeout),
         index_every: a.index_every as usize,
+        compaction: crate::server::Compaction {
+            when: a.compact_when.0,
+            every: a.compact_every,
+            retain_deleted: a.retain_deleted,
+            segment_bytes: a.segment_bytes as u64,
+        },
         timeouts: Timeouts {
             header: Duration::from_secs(a.header_timeout),
             idle: Duration::from_secs(a.idle_timeout),

@@ -29,9 +29,18 @@ pub struct ServeConfig {
     pub drain: Duration,
     /// Jobs written between index files (`Options::memtable_entries`).
     pub index_every: usize,
+    pub compaction: Compaction,
     pub timeouts: Timeouts,
     /// Most connections open at once (lowered to what the open-file limit allows).
     pub max_connections: usize,
+}
+
+/// Online compaction and the log's segments (`Options::compact_when` and the rest).
+pub struct Compaction {
+    pub when: Option<f64>,
+    pub every: Duration,
+    pub retain_deleted: Option<Duration>,
+    pub segment_bytes: u64,
 }
 
 /// One line about what opening the store found and did.
@@ -84,6 +93,10 @@ async fn run(config: ServeConfig) -> Result<(), String> {
         durability: Durability::Sync,
         background: true,
         memtable_entries: config.index_every,
+        compact_when: config.compaction.when,
+        reclaim_every: config.compaction.every,
+        retain_deleted: config.compaction.retain_deleted,
+        segment_bytes: config.compaction.segment_bytes,
         ..Options::default()
     };
     let data = config.data.clone();

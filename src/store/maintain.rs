@@ -65,6 +65,17 @@ impl Background {
     }
 }
 
+/// After a write froze the tail: wake the maintenance thread, or (no thread) run it.
+pub(crate) fn after_freeze(inner: &Inner) -> Result<()> {
+    match &*inner.maintenance.lock() {
+        Some(bg) => {
+            bg.wake();
+            Ok(())
+        }
+        None => run(inner),
+    }
+}
+
 /// Persist what is ready, merge what is due, remove what is covered. A failure
 /// poisons the store.
 pub(crate) fn run(inner: &Inner) -> Result<()> {
@@ -83,14 +94,14 @@ pub(crate) fn run(inner: &Inner) -> Result<()> {
 }
 
 /// Publish the working version if readers may see all of it.
-fn publish_if_clean(inner: &Inner, w: &super::writer::Writer) {
+pub(crate) fn publish_if_clean(inner: &Inner, w: &super::writer::Writer) {
     if inner.opts.durability == Durability::Buffered || inner.commit.durable_seq() + 1 >= w.next_seq {
         inner.commit.publish_now(w.version());
     }
 }
 
 /// Write an image to its file and map it back.
-fn write_file(inner: &Inner, seg: &IndexSegment) -> Result<IndexSegment> {
+pub(crate) fn write_file(inner: &Inner, seg: &IndexSegment) -> Result<IndexSegment> {
     if inner.commit.durable_seq() < seg.meta().hi_seq {
         // IMPORTANT: an index is never ahead of the durable log.
         inner.commit.wait_durable(seg.meta().hi_seq)?;

@@ -14,6 +14,7 @@ mod open;
 mod ops;
 mod queue;
 mod read;
+mod reclaim;
 mod repair;
 pub mod request;
 mod tokens;
@@ -33,6 +34,7 @@ pub use import::ImportReport;
 pub use open::OpenReport;
 pub use ops::PushResult;
 pub use read::{Snapshot, SnapshotStats};
+pub use reclaim::ReclaimReport;
 pub use repair::{repair, RepairReport};
 pub use request::{Changes, PushSpec, Target, UpdateSpec};
 
@@ -75,6 +77,14 @@ pub struct Options {
     pub bulk_entries: usize,
     /// Adjacent index files of one size class merged at once.
     pub merge_fanout: usize,
+    /// Online compaction: run a cycle when at least this share of the log's records
+    /// are superseded (checked every `reclaim_every`); `None`: never on its own.
+    pub compact_when: Option<f64>,
+    pub reclaim_every: std::time::Duration,
+    /// Oldest segments one compaction cycle takes.
+    pub reclaim_segments: usize,
+    /// Deleted jobs older than this are dropped by compaction.
+    pub retain_deleted: Option<std::time::Duration>,
     /// Persist and merge indexes on a background thread (else inline, after the
     /// write that froze the tail: deterministic, for tests).
     pub background: bool,
@@ -93,6 +103,10 @@ impl Default for Options {
             memtable_entries: 4096,
             bulk_entries: 1 << 20,
             merge_fanout: 4,
+            compact_when: None,
+            reclaim_every: std::time::Duration::from_secs(10),
+            reclaim_segments: 4,
+            retain_deleted: None,
             background: true,
         }
     }
@@ -111,6 +125,12 @@ pub(crate) struct Inner {
     pub maintenance: Mutex<Option<maintain::Background>>,
     /// Serialises index maintenance (persist, merge, sweep).
     pub maint_lock: Mutex<()>,
+    /// One online compaction cycle at a time.
+    pub reclaim_lock: Mutex<()>,
+    /// What online compaction did so far.
+    pub reclaimed: reclaim::ReclaimStats,
+    /// The online compaction thread, when one runs.
+    pub reclaimer: Mutex<Option<reclaim::Reclaimer>>,
     pub lock: Mutex<Option<LockGuard>>,
     /// Running jobs' auth tokens (the writer keeps them current).
     pub tokens: Arc<tokens::JobTokens>,
@@ -189,6 +209,9 @@ impl Store {
             closed: AtomicBool::new(false),
             maintenance: Mutex::new(None),
             maint_lock: Mutex::new(()),
+            reclaim_lock: Mutex::new(()),
+            reclaimed: reclaim::ReclaimStats::default(),
+            reclaimer: Mutex::new(None),
             lock: Mutex::new(o.lock),
             tokens,
             opts,
@@ -197,6 +220,9 @@ impl Store {
         if !store.inner.opts.read_only {
             if store.inner.opts.background {
                 *store.inner.maintenance.lock() = Some(maintain::Background::start(&store.inner));
+                if let Some(ratio) = store.inner.opts.compact_when {
+                    *store.inner.reclaimer.lock() = Some(reclaim::Reclaimer::start(&store.inner, ratio));
+                }
             } else {
                 maintain::run(&store.inner)?;
             }
@@ -257,13 +283,7 @@ impl Store {
     }
 
     fn after_freeze(&self) -> Result<()> {
-        match &*self.inner.maintenance.lock() {
-            Some(bg) => {
-                bg.wake();
-                Ok(())
-            }
-            None => maintain::run(&self.inner),
-        }
+        maintain::after_freeze(&self.inner)
     }
 
     /// Push jobs (one per spec) into `project`; one answer per spec, in order.
@@ -341,6 +361,28 @@ impl Store {
         Ok(())
     }
 
+    /// Run one online compaction cycle now over the oldest sealed segments (see
+    /// `Options::compact_when` for the automatic ones): their current versions are
+    /// relocated, then the segments removed. Nothing to do gives an empty report.
+    pub fn reclaim(&self) -> Result<ReclaimReport> {
+        if self.inner.opts.read_only {
+            return Err(Error::ReadOnly);
+        }
+        reclaim::cycle(&self.inner).inspect_err(|e| {
+            if !matches!(e, Error::Poisoned { .. } | Error::Closed) && !e.is_input() {
+                self.inner.commit.poison(e);
+            }
+        })
+    }
+
+    /// The share of the log's records no longer any job's current version (what
+    /// online compaction reclaims), estimated from sequence numbers and live jobs.
+    pub fn superseded_ratio(&self) -> Result<f64> {
+        let w = self.inner.writer.lock();
+        let first = segment_first_seq(&self.inner)?;
+        Ok(reclaim::superseded_ratio(&w, first))
+    }
+
     /// Index the tail now and persist every index image (then reopening replays
     /// nothing). Runs merges due.
     pub fn flush_indexes(&self) -> Result<()> {
@@ -388,6 +430,9 @@ impl Store {
         if self.inner.closed.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
+        if let Some(r) = self.inner.reclaimer.lock().take() {
+            r.stop();
+        }
         if let Some(bg) = self.inner.maintenance.lock().take() {
             bg.stop();
         }
@@ -418,6 +463,12 @@ impl Drop for Store {
     fn drop(&mut self) {
         let _ = self.shutdown(true);
     }
+}
+
+fn segment_first_seq(inner: &Inner) -> Result<u64> {
+    let segs = crate::log::segment::list(&*inner.opts.fs, &inner.gen_dir)?;
+    let first = *segs.first().ok_or_else(|| Error::corrupt(&inner.gen_dir, 0, "the log has no segment"))?;
+    Ok(crate::log::scan::FrameScanner::segment(&*inner.opts.fs, &inner.gen_dir, first)?.0.first_seq)
 }
 
 /// Counters of an open store.

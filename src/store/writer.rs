@@ -8,7 +8,7 @@ use std::sync::Arc;
 use super::catalog::{Catalog, JobIds};
 use super::tokens::JobTokens;
 use super::version::{find_in_segments, Found, SegmentSlot, Version};
-use crate::codec::frame::FrameKind;
+use crate::codec::frame::{FrameKind, FLAG_RELOCATED};
 use crate::codec::record;
 use crate::error::{Error, Result};
 use crate::fs::MappedBytes;
@@ -187,6 +187,38 @@ impl Writer {
             .into_iter()
             .map(|off| LogPos { segment: appended.pos.segment, offset: base + off as u64 }.pack())
             .collect())
+    }
+
+    /// Append again, as one relocation frame, the records of `batch` (each the raw
+    /// record and where it is now) that are still their job's current version;
+    /// returns the records and bytes moved. Online compaction's write.
+    pub fn relocate(&mut self, batch: &[(u64, Vec<u8>)], durable_seq: u64) -> Result<(u64, u64)> {
+        let mut payload = Vec::new();
+        let mut jobs = Vec::new();
+        for (loc, raw) in batch {
+            let (view, _) = record::decode_job(raw).map_err(|e| self.reader.corrupt(*loc, e))?;
+            if self.find(view.key).map(|f| f.loc()) != Some(*loc) {
+                continue;
+            }
+            jobs.push((payload.len(), view.to_job()));
+            payload.extend_from_slice(raw);
+        }
+        if jobs.is_empty() {
+            return Ok((0, 0));
+        }
+        let a = self.append(FrameKind::Jobs, FLAG_RELOCATED, jobs.len() as u32, durable_seq, &payload)?;
+        let base = a.pos.offset + crate::codec::frame::HEADER_LEN as u64;
+        for (off, job) in &jobs {
+            self.apply(job, LogPos { segment: a.pos.segment, offset: base + *off as u64 }.pack());
+        }
+        Ok((jobs.len() as u64, payload.len() as u64))
+    }
+
+    /// Append a catalog frame: every spider and its next job id.
+    pub fn append_catalog(&mut self, durable_seq: u64) -> Result<()> {
+        let mut payload = Vec::new();
+        record::encode_catalog(&self.catalog.entries(&self.job_ids), &mut payload);
+        self.append(FrameKind::Catalog, 0, 1, durable_seq, &payload).map(drop)
     }
 
     /// Append one frame to the log.

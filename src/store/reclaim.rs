@@ -1,0 +1,354 @@
+//! Online compaction: the space of superseded versions is reclaimed from the
+//! oldest log segments while the store serves (Bitcask's merge, WiscKey's
+//! value-log garbage collection).
+//!
+//! A cycle takes the oldest sealed segments (at most `reclaim_segments`):
+//! 1. relocate: every record there that is still its job's current version is
+//!    appended again, byte for byte, in frames flagged `relocated` (a write like
+//!    any other, through the write queue, in small throttled batches; a job
+//!    changed meanwhile is skipped, its newer version being elsewhere);
+//! 2. a catalog frame keeps every spider and next job id the segments held;
+//! 3. everything written so far is made durable and indexed;
+//! 4. index files covering the segments are dropped, or trimmed to the first
+//!    kept sequence number (a new file), and installed;
+//! 5. the segments are removed (oldest first), then the dropped index files.
+//!
+//! Until step 5 the old segments are still the log's start: a crash anywhere
+//! leaves a store that opens with every acknowledged write (relocated records
+//! are ordinary current versions). Snapshots taken before step 5 keep reading
+//! the removed segments through the log epoch. Deleted jobs past `retain_deleted`
+//! are not relocated: they are gone once the segments are.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::maintain;
+use super::queue::{self, Erased, Op};
+use super::version::{find_in_segments, SegmentSlot, Version};
+use super::writer::Writer;
+use super::Inner;
+use crate::codec::frame::FrameKind;
+use crate::codec::record;
+use crate::error::{Error, Result};
+use crate::hash::FastMap;
+use crate::index::{build, merge, DeadSet, IndexSegment, SegmentMeta};
+use crate::log::scan::{FrameScanner, Step};
+use crate::log::{segment, LogPos};
+use crate::model::{JobKey, JobState};
+
+/// What one cycle did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReclaimReport {
+    /// Segments removed.
+    pub segments: Vec<u32>,
+    /// Bytes of the segments removed, and of the records relocated from them.
+    pub bytes_removed: u64,
+    pub bytes_relocated: u64,
+    pub records_relocated: u64,
+    /// Deleted jobs dropped by the retention rule.
+    pub deleted_dropped: u64,
+    /// Index files dropped or trimmed.
+    pub index_files_rewritten: u64,
+    pub millis: u64,
+}
+
+/// The share of the log's records that are no longer any job's current version:
+/// sequence numbers used minus live jobs, over sequence numbers used (an estimate
+/// of the superseded bytes' share, records being of similar sizes).
+pub(crate) fn superseded_ratio(w: &Writer, first_seq: u64) -> f64 {
+    let used = w.next_seq.saturating_sub(first_seq);
+    if used == 0 {
+        return 0.0;
+    }
+    let live: u64 = w.segments.iter().map(SegmentSlot::live_docs).sum::<u64>() + w.mem.len() as u64;
+    1.0 - (live.min(used) as f64 / used as f64)
+}
+
+/// Run one cycle when the superseded share is at least `ratio` and there are
+/// sealed segments to take; `None` when there was nothing to do.
+pub(crate) fn cycle_if_due(inner: &Inner, ratio: f64) -> Result<Option<ReclaimReport>> {
+    let (first, tail) = log_bounds(inner)?;
+    let due = {
+        let w = inner.writer.lock();
+        superseded_ratio(&w, first_seq(inner, first)?) >= ratio
+    };
+    if !due || first >= tail {
+        return Ok(None);
+    }
+    cycle(inner).map(Some)
+}
+
+/// The first segment and the one being written.
+fn log_bounds(inner: &Inner) -> Result<(u32, u32)> {
+    let segs = segment::list(&*inner.opts.fs, &inner.gen_dir)?;
+    let first = *segs.first().ok_or_else(|| Error::corrupt(&inner.gen_dir, 0, "the log has no segment"))?;
+    let tail = inner.writer.lock().log_end().segment;
+    Ok((first, tail))
+}
+
+fn first_seq(inner: &Inner, n: u32) -> Result<u64> {
+    Ok(FrameScanner::segment(&*inner.opts.fs, &inner.gen_dir, n)?.0.first_seq)
+}
+
+/// One cycle over the oldest sealed segments (none: nothing to do).
+pub(crate) fn cycle(inner: &Inner) -> Result<ReclaimReport> {
+    let started = Instant::now();
+    let _one = inner.reclaim_lock.lock();
+    let mut report = ReclaimReport::default();
+    let (first, tail) = log_bounds(inner)?;
+    let last = tail.saturating_sub(1).min(first + inner.opts.reclaim_segments.max(1) as u32 - 1);
+    if first > last {
+        return Ok(report);
+    }
+    let prefix: Vec<u32> = (first..=last).collect();
+    // Everything indexed: the live records of the prefix are found in index files.
+    flush(inner)?;
+    let cutoff = inner.opts.retain_deleted.map(|d| inner.opts.clock.now_ms().saturating_sub(d.as_millis() as u64));
+    for &n in &prefix {
+        relocate_segment(inner, n, cutoff, &mut report)?;
+        report.bytes_removed += segment_len(inner, n)?;
+    }
+    // The spiders and next job ids the prefix held, kept; then all of it durable
+    // (including every write that superseded a prefix record: after a crash, a
+    // job must not be left with neither version) and indexed.
+    submit(inner, Box::new(|w, ctx| w.append_catalog(ctx.durable_seq).map(|()| Box::new(()) as Erased)))?;
+    flush(inner)?;
+    let boundary = LogPos { segment: last + 1, offset: 0 };
+    let kept_seq = first_seq(inner, last + 1)?;
+    let _maint = inner.maint_lock.lock();
+    let removed_files = rewrite_indexes(inner, boundary, kept_seq, &prefix, &mut report)?;
+    // IMPORTANT: segments go oldest first, so the log stays contiguous after a crash.
+    let fsys = &*inner.opts.fs;
+    for &n in &prefix {
+        let p = inner.gen_dir.join(segment::file_name(n));
+        fsys.remove_file(&p).map_err(|e| Error::io("remove", &p, e))?;
+        crate::crashpoint::hit("reclaim_segment_removed");
+    }
+    // IMPORTANT: fsync folder, so the removals are durable before the index files go.
+    fsys.sync_dir(&inner.gen_dir).map_err(|e| Error::io("fsync dir", &inner.gen_dir, e))?;
+    for name in removed_files {
+        let p = inner.gen_dir.join(&name);
+        if fsys.exists(&p).map_err(|e| Error::io("stat", &p, e))? {
+            fsys.remove_file(&p).map_err(|e| Error::io("remove", &p, e))?;
+        }
+    }
+    fsys.sync_dir(&inner.gen_dir).map_err(|e| Error::io("fsync dir", &inner.gen_dir, e))?;
+    report.segments = prefix;
+    report.millis = started.elapsed().as_millis() as u64;
+    inner.reclaimed.record(&report);
+    Ok(report)
+}
+
+fn segment_len(inner: &Inner, n: u32) -> Result<u64> {
+    let p = inner.gen_dir.join(segment::file_name(n));
+    let f = inner.opts.fs.open(&p, crate::fs::OpenMode::Read).map_err(|e| Error::io("open", &p, e))?;
+    f.len().map_err(|e| Error::io("stat", &p, e))
+}
+
+/// Run a write through the queue (as `Store::write` does) and let maintenance know.
+fn submit(inner: &Inner, op: Op) -> Result<Erased> {
+    let (r, froze) = inner.queue.submit(inner, queue::Request::new(None, op));
+    if froze {
+        maintain::after_freeze(inner)?;
+    }
+    r
+}
+
+/// Freeze the tail, make everything durable, persist and merge index files.
+fn flush(inner: &Inner) -> Result<()> {
+    submit(inner, Box::new(|w, _| w.freeze().map(|_| Box::new(()) as Erased)))?;
+    {
+        let w = inner.writer.lock();
+        let seq = w.next_seq - 1;
+        drop(w);
+        inner.commit.wait_durable(seq)?;
+    }
+    maintain::run(inner)
+}
+
+/// The current location of each job, as of a version (the tail as a map).
+struct Current {
+    version: Arc<Version>,
+    mem: FastMap<(u32, u64), u64>,
+}
+
+impl Current {
+    fn new(version: Arc<Version>) -> Current {
+        let mem = version.mem.projects().flat_map(|(p, m)| m.iter().map(move |e| ((p, e.local), e.loc))).collect();
+        Current { version, mem }
+    }
+
+    fn loc(&self, key: JobKey) -> Option<u64> {
+        let (p, l) = (key.project, key.local());
+        self.mem.get(&(p, l)).copied().or_else(|| find_in_segments(&self.version.segments, p, l).map(|f| f.loc()))
+    }
+}
+
+/// Relocate the current versions held by segment `n`, in throttled batches.
+fn relocate_segment(inner: &Inner, n: u32, cutoff: Option<u64>, report: &mut ReclaimReport) -> Result<()> {
+    const BATCH_RECORDS: usize = 512;
+    const BATCH_BYTES: usize = 1 << 20;
+    let current = Current::new(inner.writer.lock().version());
+    let (_, mut sc) = FrameScanner::segment(&*inner.opts.fs, &inner.gen_dir, n)?;
+    let mut batch: Vec<(u64, Vec<u8>)> = Vec::new();
+    let mut bytes = 0;
+    loop {
+        let (offset, header, payload) = match sc.next_step()? {
+            Step::End => break,
+            Step::Bad { offset, reason } => {
+                return Err(Error::corrupt(inner.gen_dir.join(segment::file_name(n)), offset, reason))
+            }
+            Step::Frame { offset, header, payload } => (offset, header, payload),
+        };
+        if header.kind != FrameKind::Jobs {
+            continue;
+        }
+        let path = || inner.gen_dir.join(segment::file_name(n));
+        let recs = record::decode_jobs(payload, header.count)
+            .map_err(|e| Error::corrupt(path(), offset + 32 + e.offset as u64, e.what))?;
+        let ends: Vec<usize> = recs.iter().skip(1).map(|(o, _)| *o).chain([payload.len()]).collect();
+        for ((off, view), end) in recs.iter().zip(ends) {
+            let loc = LogPos { segment: n, offset: offset + 32 + *off as u64 }.pack();
+            if current.loc(view.key) != Some(loc) {
+                continue;
+            }
+            let deleted_at = view.times[JobState::Deleted as usize];
+            if view.state == JobState::Deleted && cutoff.zip(deleted_at).is_some_and(|(c, t)| t < c) {
+                report.deleted_dropped += 1;
+                continue;
+            }
+            batch.push((loc, payload[*off..end].to_vec()));
+            bytes += end - off;
+            if batch.len() >= BATCH_RECORDS || bytes >= BATCH_BYTES {
+                relocate_batch(inner, std::mem::take(&mut batch), report)?;
+                bytes = 0;
+            }
+        }
+    }
+    relocate_batch(inner, batch, report)
+}
+
+/// Append the records of `batch` that are still current, as one relocation frame;
+/// then pause three times as long as it took (compaction keeps to a quarter of
+/// the writer's time).
+fn relocate_batch(inner: &Inner, batch: Vec<(u64, Vec<u8>)>, report: &mut ReclaimReport) -> Result<()> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let t = Instant::now();
+    let done =
+        submit(inner, Box::new(move |w, ctx| w.relocate(&batch, ctx.durable_seq).map(|r| Box::new(r) as Erased)))?;
+    let (records, bytes) = *done.downcast::<(u64, u64)>().expect("relocate answers its counts");
+    report.records_relocated += records;
+    report.bytes_relocated += bytes;
+    std::thread::sleep((t.elapsed() * 3).min(Duration::from_millis(200)));
+    Ok(())
+}
+
+/// Drop the index files below `kept_seq` and trim the one that straddles it, then
+/// install the result; returns the names of the files no longer used.
+fn rewrite_indexes(
+    inner: &Inner,
+    boundary: LogPos,
+    kept_seq: u64,
+    prefix: &[u32],
+    report: &mut ReclaimReport,
+) -> Result<Vec<String>> {
+    let old: Vec<SegmentSlot> = {
+        let w = inner.writer.lock();
+        w.segments.iter().take_while(|s| s.seg.meta().lo_seq < kept_seq).cloned().collect()
+    };
+    let mut trimmed: Option<Arc<IndexSegment>> = None;
+    if let Some(s) = old.last().filter(|s| s.seg.meta().hi_seq >= kept_seq) {
+        let mut docs = Vec::new();
+        for i in 0..s.seg.projects().count() {
+            merge::live_entries(&s.seg.section_at(i), &DeadSet::new(), &mut docs);
+        }
+        docs.retain(|d| LogPos::unpack(d.loc) >= boundary);
+        let meta = SegmentMeta { lo_seq: kept_seq, docs: 0, ..*s.seg.meta() };
+        let path = inner.gen_dir.join(meta.file_name());
+        let image = build::build(docs, meta, &s.seg.catalog());
+        let seg = IndexSegment::open(crate::fs::MappedBytes::from_vec(image), &path, false)?;
+        trimmed = Some(Arc::new(maintain::write_file(inner, &seg)?));
+    }
+    report.index_files_rewritten = old.len() as u64;
+    let mut w = inner.writer.lock();
+    let at = old.len();
+    let same = w.segments.len() >= at && w.segments[..at].iter().zip(&old).all(|(a, b)| Arc::ptr_eq(&a.seg, &b.seg));
+    if !same {
+        return Err(Error::corrupt(&inner.gen_dir, 0, "index files changed under a compaction"));
+    }
+    let mut replacement = Vec::new();
+    if let Some(seg) = trimmed {
+        let mut slot = SegmentSlot::new(seg.clone());
+        let now = &w.segments[at - 1];
+        for (i, project) in now.seg.projects().enumerate() {
+            let sec = now.seg.section_at(i);
+            for doc in now.dead[i].docs() {
+                if let Some(d) = seg.section(project).and_then(|m| m.find(sec.local(doc))) {
+                    slot.kill(project, d);
+                }
+            }
+        }
+        replacement.push(slot);
+    }
+    w.segments.splice(0..at, replacement);
+    // The prefix's handles stay with the versions made before; new ones go without.
+    let handles = inner.reader.retire(prefix)?;
+    w.epoch = w.epoch.end(handles);
+    maintain::publish_if_clean(inner, &w);
+    Ok(old.iter().map(|s| s.seg.meta().file_name()).collect())
+}
+
+/// What online compaction did since the store opened.
+#[derive(Debug, Default)]
+pub struct ReclaimStats {
+    pub cycles: std::sync::atomic::AtomicU64,
+    pub bytes_removed: std::sync::atomic::AtomicU64,
+    pub bytes_relocated: std::sync::atomic::AtomicU64,
+}
+
+impl ReclaimStats {
+    fn record(&self, r: &ReclaimReport) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.cycles.fetch_add(1, Relaxed);
+        self.bytes_removed.fetch_add(r.bytes_removed, Relaxed);
+        self.bytes_relocated.fetch_add(r.bytes_relocated, Relaxed);
+    }
+}
+
+/// The thread that runs a cycle whenever the superseded share reaches the ratio.
+pub(crate) struct Reclaimer {
+    stop: std::sync::mpsc::Sender<()>,
+    handle: std::thread::JoinHandle<()>,
+}
+
+impl Reclaimer {
+    pub fn start(inner: &Arc<Inner>, ratio: f64) -> Reclaimer {
+        let weak = Arc::downgrade(inner);
+        let every = inner.opts.reclaim_every;
+        let (stop, rx) = std::sync::mpsc::channel::<()>();
+        let handle = std::thread::Builder::new()
+            .name("jobq-reclaim".into())
+            .spawn(move || {
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(every) {
+                    let Some(inner) = weak.upgrade() else { return };
+                    if inner.commit.check().is_err() || inner.closed.load(std::sync::atomic::Ordering::Acquire) {
+                        continue;
+                    }
+                    if let Err(e) = cycle_if_due(&inner, ratio) {
+                        if !matches!(e, Error::Poisoned { .. } | Error::Closed) {
+                            inner.commit.poison(&e);
+                        }
+                    }
+                }
+            })
+            .expect("spawning the compaction thread");
+        Reclaimer { stop, handle }
+    }
+
+    pub fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.handle.join();
+    }
+}

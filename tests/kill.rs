@@ -439,7 +439,7 @@ fn kill_9_during_online_compaction() {
                         // Mostly: a new value for one of this writer's jobs; sometimes a new job.
                         let mine: Vec<JobKey> =
                             acked.lock().unwrap().iter().filter(|(_, (w, _))| *w == t).map(|(k, _)| *k).collect();
-                        if mine.len() < 30 || i % 5 == 0 {
+                        if mine.len() < 30 || i.is_multiple_of(5) {
                             let body = format!("{{\"spider\":\"c{t}\",\"n\":{n},\"pad\":\"{}\"}}", "x".repeat(300));
                             let Some((200, answer)) = post(addr, "/jobq/5/push", &body) else { return };
                             let v: serde_json::Value = serde_json::from_str(answer.lines().next().unwrap()).unwrap();

@@ -34,7 +34,7 @@ pub use import::ImportReport;
 pub use open::OpenReport;
 pub use ops::PushResult;
 pub use read::{Snapshot, SnapshotStats};
-pub use reclaim::ReclaimReport;
+pub use reclaim::{ReclaimReport, ReclaimStats};
 pub use repair::{repair, RepairReport};
 pub use request::{Changes, PushSpec, Target, UpdateSpec};
 
@@ -373,6 +373,11 @@ impl Store {
                 self.inner.commit.poison(e);
             }
         })
+    }
+
+    /// Online compaction so far: cycles, bytes removed and relocated, whether one runs.
+    pub fn reclaim_stats(&self) -> &reclaim::ReclaimStats {
+        &self.inner.reclaimed
     }
 
     /// The share of the log's records no longer any job's current version (what

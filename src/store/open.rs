@@ -284,6 +284,22 @@ fn choose_chain(
     let mut chain: Vec<IndexSegment> = Vec::new();
     let mut next = first;
     let mut rest = Vec::new();
+    // The first file may begin before the log does: online compaction removed the
+    // segments under its start (every doc there superseded by a relocated copy).
+    let mut best: Option<usize> = None;
+    for (i, seg) in valid.iter().enumerate() {
+        let m = seg.meta();
+        if m.lo_seq <= next && next <= m.hi_seq && best.is_none_or(|b| m.hi_seq > valid[b].meta().hi_seq) {
+            if matches_log(fs, gen_dir, m)? {
+                best = Some(i);
+            }
+        }
+    }
+    if let Some(i) = best {
+        let seg = valid.remove(i);
+        next = seg.meta().hi_seq + 1;
+        chain.push(seg);
+    }
     for seg in valid {
         if seg.meta().lo_seq == next && matches_log(fs, gen_dir, seg.meta())? {
             next = seg.meta().hi_seq + 1;

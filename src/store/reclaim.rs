@@ -9,8 +9,8 @@
 //!    changed meanwhile is skipped, its newer version being elsewhere);
 //! 2. a catalog frame keeps every spider and next job id the segments held;
 //! 3. everything written so far is made durable and indexed;
-//! 4. index files covering the segments are dropped, or trimmed to the first
-//!    kept sequence number (a new file), and installed;
+//! 4. index files ending before the first kept sequence number leave the chain
+//!    (the one straddling it stays: the docs before the new start are superseded);
 //! 5. the segments are removed (oldest first), then the dropped index files.
 //!
 //! Until step 5 the old segments are still the log's start: a crash anywhere
@@ -31,7 +31,6 @@ use crate::codec::frame::FrameKind;
 use crate::codec::record;
 use crate::error::{Error, Result};
 use crate::hash::FastMap;
-use crate::index::{build, merge, DeadSet, IndexSegment, SegmentMeta};
 use crate::log::scan::{FrameScanner, Step};
 use crate::log::{segment, LogPos};
 use crate::model::{JobKey, JobState};
@@ -47,8 +46,8 @@ pub struct ReclaimReport {
     pub records_relocated: u64,
     /// Deleted jobs dropped by the retention rule.
     pub deleted_dropped: u64,
-    /// Index files dropped or trimmed.
-    pub index_files_rewritten: u64,
+    /// Index files dropped (they ended before the new start).
+    pub index_files_dropped: u64,
     pub millis: u64,
 }
 
@@ -94,6 +93,13 @@ fn first_seq(inner: &Inner, n: u32) -> Result<u64> {
 pub(crate) fn cycle(inner: &Inner) -> Result<ReclaimReport> {
     let started = Instant::now();
     let _one = inner.reclaim_lock.lock();
+    inner.reclaimed.active.store(true, std::sync::atomic::Ordering::Relaxed);
+    let r = run_cycle(inner, started);
+    inner.reclaimed.active.store(false, std::sync::atomic::Ordering::Relaxed);
+    r
+}
+
+fn run_cycle(inner: &Inner, started: Instant) -> Result<ReclaimReport> {
     let mut report = ReclaimReport::default();
     let (first, tail) = log_bounds(inner)?;
     let last = tail.saturating_sub(1).min(first + inner.opts.reclaim_segments.max(1) as u32 - 1);
@@ -113,10 +119,9 @@ pub(crate) fn cycle(inner: &Inner) -> Result<ReclaimReport> {
     // job must not be left with neither version) and indexed.
     submit(inner, Box::new(|w, ctx| w.append_catalog(ctx.durable_seq).map(|()| Box::new(()) as Erased)))?;
     flush(inner)?;
-    let boundary = LogPos { segment: last + 1, offset: 0 };
     let kept_seq = first_seq(inner, last + 1)?;
     let _maint = inner.maint_lock.lock();
-    let removed_files = rewrite_indexes(inner, boundary, kept_seq, &prefix, &mut report)?;
+    let removed_files = drop_indexes(inner, kept_seq, &prefix, &mut report)?;
     // IMPORTANT: segments go oldest first, so the log stays contiguous after a crash.
     let fsys = &*inner.opts.fs;
     for &n in &prefix {
@@ -192,7 +197,13 @@ fn relocate_segment(inner: &Inner, n: u32, cutoff: Option<u64>, report: &mut Rec
     let (_, mut sc) = FrameScanner::segment(&*inner.opts.fs, &inner.gen_dir, n)?;
     let mut batch: Vec<(u64, Vec<u8>)> = Vec::new();
     let mut bytes = 0;
+    let mut scanned = Instant::now();
     loop {
+        if scanned.elapsed() > Duration::from_millis(5) {
+            // Reading and decoding the segment is paced like the writes.
+            pause(scanned.elapsed());
+            scanned = Instant::now();
+        }
         let (offset, header, payload) = match sc.next_step()? {
             Step::End => break,
             Step::Bad { offset, reason } => {
@@ -228,9 +239,14 @@ fn relocate_segment(inner: &Inner, n: u32, cutoff: Option<u64>, report: &mut Rec
     relocate_batch(inner, batch, report)
 }
 
+/// Compaction works at most a sixth of the time: after `worked`, five times as long
+/// a pause (at most 200 ms).
+fn pause(worked: Duration) {
+    std::thread::sleep((worked * 5).min(Duration::from_millis(200)));
+}
+
 /// Append the records of `batch` that are still current, as one relocation frame;
-/// then pause three times as long as it took (compaction keeps to a quarter of
-/// the writer's time).
+/// then pause.
 fn relocate_batch(inner: &Inner, batch: Vec<(u64, Vec<u8>)>, report: &mut ReclaimReport) -> Result<()> {
     if batch.is_empty() {
         return Ok(());
@@ -241,68 +257,30 @@ fn relocate_batch(inner: &Inner, batch: Vec<(u64, Vec<u8>)>, report: &mut Reclai
     let (records, bytes) = *done.downcast::<(u64, u64)>().expect("relocate answers its counts");
     report.records_relocated += records;
     report.bytes_relocated += bytes;
-    std::thread::sleep((t.elapsed() * 3).min(Duration::from_millis(200)));
+    pause(t.elapsed());
     Ok(())
 }
 
-/// Drop the index files below `kept_seq` and trim the one that straddles it, then
-/// install the result; returns the names of the files no longer used.
-fn rewrite_indexes(
-    inner: &Inner,
-    boundary: LogPos,
-    kept_seq: u64,
-    prefix: &[u32],
-    report: &mut ReclaimReport,
-) -> Result<Vec<String>> {
-    let old: Vec<SegmentSlot> = {
-        let w = inner.writer.lock();
-        w.segments.iter().take_while(|s| s.seg.meta().lo_seq < kept_seq).cloned().collect()
-    };
-    let mut trimmed: Option<Arc<IndexSegment>> = None;
-    if let Some(s) = old.last().filter(|s| s.seg.meta().hi_seq >= kept_seq) {
-        let mut docs = Vec::new();
-        for i in 0..s.seg.projects().count() {
-            merge::live_entries(&s.seg.section_at(i), &DeadSet::new(), &mut docs);
-        }
-        docs.retain(|d| LogPos::unpack(d.loc) >= boundary);
-        let meta = SegmentMeta { lo_seq: kept_seq, docs: 0, ..*s.seg.meta() };
-        let path = inner.gen_dir.join(meta.file_name());
-        let image = build::build(docs, meta, &s.seg.catalog());
-        let seg = IndexSegment::open(crate::fs::MappedBytes::from_vec(image), &path, false)?;
-        trimmed = Some(Arc::new(maintain::write_file(inner, &seg)?));
-    }
-    report.index_files_rewritten = old.len() as u64;
+/// Take out of the chain the index files that end before `kept_seq` (every doc
+/// there is superseded); the one that straddles it stays, its docs before the new
+/// start dead. Retire the removed segments; returns the names of the files dropped.
+fn drop_indexes(inner: &Inner, kept_seq: u64, prefix: &[u32], report: &mut ReclaimReport) -> Result<Vec<String>> {
     let mut w = inner.writer.lock();
-    let at = old.len();
-    let same = w.segments.len() >= at && w.segments[..at].iter().zip(&old).all(|(a, b)| Arc::ptr_eq(&a.seg, &b.seg));
-    if !same {
-        return Err(Error::corrupt(&inner.gen_dir, 0, "index files changed under a compaction"));
-    }
-    let mut replacement = Vec::new();
-    if let Some(seg) = trimmed {
-        let mut slot = SegmentSlot::new(seg.clone());
-        let now = &w.segments[at - 1];
-        for (i, project) in now.seg.projects().enumerate() {
-            let sec = now.seg.section_at(i);
-            for doc in now.dead[i].docs() {
-                if let Some(d) = seg.section(project).and_then(|m| m.find(sec.local(doc))) {
-                    slot.kill(project, d);
-                }
-            }
-        }
-        replacement.push(slot);
-    }
-    w.segments.splice(0..at, replacement);
+    let at = w.segments.iter().take_while(|s| s.seg.meta().hi_seq < kept_seq).count();
+    let dropped: Vec<String> = w.segments.drain(..at).map(|s| s.seg.meta().file_name()).collect();
+    report.index_files_dropped = dropped.len() as u64;
     // The prefix's handles stay with the versions made before; new ones go without.
     let handles = inner.reader.retire(prefix)?;
     w.epoch = w.epoch.end(handles);
     maintain::publish_if_clean(inner, &w);
-    Ok(old.iter().map(|s| s.seg.meta().file_name()).collect())
+    Ok(dropped)
 }
 
 /// What online compaction did since the store opened.
 #[derive(Debug, Default)]
 pub struct ReclaimStats {
+    /// A cycle is running.
+    pub active: std::sync::atomic::AtomicBool,
     pub cycles: std::sync::atomic::AtomicU64,
     pub bytes_removed: std::sync::atomic::AtomicU64,
     pub bytes_relocated: std::sync::atomic::AtomicU64,

@@ -5,7 +5,9 @@ pub mod catalog;
 mod check;
 mod commit;
 mod compact;
+pub mod fields;
 mod import;
+mod import_line;
 mod import_parse;
 pub mod layout;
 mod maintain;
@@ -14,6 +16,7 @@ mod ops;
 mod queue;
 mod read;
 pub mod request;
+mod staged;
 pub mod version;
 mod writer;
 

@@ -107,10 +107,17 @@ fn export_and_query_beside_a_server_then_import_round_trips() {
     let out = jobq(&["export"], dir.path(), b"");
     assert!(out.status.success(), "{}", text(&out.stderr));
     let exported = text(&out.stdout);
-    assert_eq!(exported.lines().count(), 4, "{exported}");
-    let one = jobq(&["export", "--project", "54"], dir.path(), b"");
-    assert_eq!(text(&one.stdout).lines().count(), 1);
-    let first: Value = serde_json::from_str(exported.lines().next().unwrap()).unwrap();
+    // A catalog line per spider (a, b; c), each project's first, then the jobs.
+    let catalog = |t: &str| t.lines().filter(|l| l.starts_with("{\"spider_catalog\":")).count();
+    assert_eq!((exported.lines().count(), catalog(&exported)), (4 + 3, 3), "{exported}");
+    let one = text(&jobq(&["export", "--project", "54"], dir.path(), b"").stdout);
+    assert_eq!(
+        one,
+        "{\"spider_catalog\":{\"project\":54,\"id\":1,\"name\":\"c\",\"next_job\":2}}\n".to_string()
+            + one.lines().nth(1).unwrap()
+            + "\n"
+    );
+    let first: Value = serde_json::from_str(exported.lines().nth(2).unwrap()).unwrap();
     assert!(first["key"].is_string() && first["spider"].is_string() && first["state"].is_string());
     let locked = jobq(&["import"], dir.path(), exported.as_bytes());
     assert!(!locked.status.success() && text(&locked.stderr).contains("stop the server"), "{}", text(&locked.stderr));

@@ -113,6 +113,9 @@ fn scan(text: &str) {
         assert!(names.is_some(), "an import line the scanner refuses was accepted");
         assert!(line.times[line.state as usize].is_some());
         assert!(!line.spider.is_empty());
+        // The same field rules as every write path.
+        assert!((0..=request::MAX_PRIORITY).contains(&line.priority));
+        assert!(line.tags.len() <= request::MAX_TAGS);
         let mut doc = Vec::new();
         request::write_import_doc(&line.doc, &mut doc);
         let doc = String::from_utf8(doc).expect("UTF-8");
@@ -153,6 +156,7 @@ fn strings(text: &str) {
 fn requests(text: &str) {
     if let Ok(p) = request::parse_push(text) {
         assert!(!p.spider.is_empty() && p.spider.len() <= request::MAX_NAME);
+        assert!((0..=request::MAX_PRIORITY).contains(&p.priority) && p.tags.len() <= request::MAX_TAGS);
         assert!(p.meta.iter().any(|(n, _)| n == "units"));
         assert!(p.meta.iter().all(|(n, _)| !request::is_maintained(n)));
     }

@@ -43,6 +43,11 @@ struct ArbChanges {
     delete: Vec<u8>,
 }
 
+/// A priority in the API's range (0 to 4).
+fn priority(p: i8) -> i64 {
+    i64::from(p).rem_euclid(5)
+}
+
 fn tag_list(v: &[u8]) -> Vec<&'static str> {
     v.iter().take(3).map(|t| TAGS[usize::from(*t) % TAGS.len()]).collect()
 }
@@ -51,7 +56,7 @@ impl ArbChanges {
     fn json_fields(&self) -> String {
         let mut o = String::new();
         if let Some(p) = self.priority {
-            o += &format!(",\"priority\":{p}");
+            o += &format!(",\"priority\":{}", priority(p));
         }
         if let Some(t) = &self.tags {
             o += &format!(",\"tags\":{}", serde_json::to_string(&tag_list(t)).unwrap());
@@ -70,7 +75,7 @@ impl ArbChanges {
 
     fn engine(&self) -> Changes {
         Changes {
-            priority: self.priority.map(i64::from),
+            priority: self.priority.map(priority),
             tags: self.tags.as_ref().map(|t| tag_list(t).into_iter().map(String::from).collect()),
             add_tags: tag_list(&self.add).into_iter().map(String::from).collect(),
             remove_tags: tag_list(&self.remove).into_iter().map(String::from).collect(),
@@ -255,7 +260,7 @@ impl World {
                 for l in lines.iter().take(4) {
                     let mut o = format!("{{\"spider\":\"s{}\",\"state\":\"{}\"", l.spider % 3, state(l.state));
                     if let Some(p) = l.priority {
-                        o += &format!(",\"priority\":{p}");
+                        o += &format!(",\"priority\":{}", priority(p));
                     }
                     if !l.tags.is_empty() {
                         o += &format!(",\"tags\":{}", serde_json::to_string(&tag_list(&l.tags)).unwrap());
@@ -336,7 +341,7 @@ impl World {
                         serde_json::to_string(&tag_list(&l.tags)).unwrap()
                     );
                     if let Some(p) = l.priority {
-                        text += &format!(",\"priority\":{p}");
+                        text += &format!(",\"priority\":{}", priority(p));
                     }
                     text += ",\"x\":1}\n";
                 }

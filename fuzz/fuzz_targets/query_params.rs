@@ -300,7 +300,15 @@ fuzz_target!(|data: &[u8]| {
                 }
                 if let Some(keys) = &q.filter.keys {
                     assert!(keys.iter().all(|k| k.project == input.project));
+                    assert!(keys.len() <= jobq::query::MAX_KEYS);
                 }
+                // Values named once each, within the limits; no empty tag or spider.
+                for tags in [&q.filter.has_tags, &q.filter.lacks_tags] {
+                    assert!(tags.len() <= jobq::query::MAX_TAG_FILTERS && tags.iter().all(|t| !t.is_empty()));
+                    assert!(tags.iter().enumerate().all(|(i, t)| !tags[..i].contains(t)), "{tags:?}");
+                }
+                assert!(q.jobmeta.as_ref().is_none_or(|m| m.len() <= jobq::query::MAX_JOBMETA));
+                assert!(q.filter.spider.as_ref().is_none_or(|s| !s.is_empty()));
                 if let Some(stop) = q.paging.stop {
                     assert_eq!(stop.project, input.project);
                 }

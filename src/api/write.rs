@@ -8,7 +8,8 @@ use super::{body_text, Answer, Refusal, Response};
 use crate::error::Error;
 use crate::model::doc::{check_depth, parse_input_object, write_json_str};
 use crate::model::JobKey;
-use crate::store::request::{self, changes_from, int_value, is_maintained, parse_cancel, parse_push, parse_update};
+use crate::store::fields;
+use crate::store::request::{self, changes_from, is_maintained, parse_cancel, parse_push, parse_update};
 use crate::store::{Changes, PushResult, Store};
 
 type Params = [(String, String)];
@@ -136,7 +137,7 @@ pub(super) fn set_field(store: &Store, key: JobKey, field: &str, body: &[u8], ac
     check_depth(value.get(), 1).map_err(|why| Error::field(field, why))?;
     let changes = match field {
         "tags" => Changes { tags: Some(request::tags_value("tags", &value)?), ..Changes::default() },
-        "priority" => Changes { priority: Some(int_value("priority", &value)?), ..Changes::default() },
+        "priority" => Changes { priority: Some(fields::priority(value.get())?), ..Changes::default() },
         f if is_maintained(f) => return Err(refuse_maintained(f)),
         f => {
             let c = changes_from(&[(f.into(), &*value)])?;

@@ -8,6 +8,12 @@ use std::borrow::Cow;
 /// stored can be exported and imported back).
 pub const MAX_DEPTH: usize = 128;
 
+/// Most fields of one JSON object of a request or an import line (repeats
+/// counted): a job's 10,000 metadata fields plus room for the fields the service
+/// maintains, so that what `GET jobs/...` answers can be posted back and every
+/// export imports back. Nested objects are kept as raw text and not counted.
+pub const MAX_OBJECT_FIELDS: usize = 10_100;
+
 /// How deeply the containers of a valid JSON text nest (`1` for `{}` or `[1]`,
 /// `0` for a scalar). Brackets inside strings do not count.
 pub fn nesting_depth(valid_json: &str) -> usize {

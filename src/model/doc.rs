@@ -3,13 +3,15 @@
 //! float spellings survive untouched), parsed only when a field is asked for.
 
 use std::borrow::Cow;
+use std::cell::Cell;
 use std::fmt;
 
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
-use crate::codec::json::{nesting_depth, MAX_DEPTH};
+use crate::codec::json::{nesting_depth, MAX_DEPTH, MAX_OBJECT_FIELDS};
 use crate::error::Error;
+use crate::hash::FastMap;
 
 /// One field: a name and its raw JSON value.
 pub type Field<'a> = (Cow<'a, str>, &'a RawValue);
@@ -18,9 +20,17 @@ pub type Field<'a> = (Cow<'a, str>, &'a RawValue);
 #[derive(Clone, PartialEq, Eq, Default)]
 pub struct MetaDoc(String);
 
-struct FieldsVisitor;
+/// Fields up to which a repeated name is found by scanning, not hashing.
+const SCAN_FIELDS: usize = 16;
 
-impl<'de> Visitor<'de> for FieldsVisitor {
+/// Collects an object's fields, each name once (first place, last value), and
+/// gives up past `limit` fields (counting repeats).
+struct FieldsVisitor<'c> {
+    limit: usize,
+    over_limit: &'c Cell<bool>,
+}
+
+impl<'de> Visitor<'de> for FieldsVisitor<'_> {
     type Value = Vec<Field<'de>>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -29,31 +39,62 @@ impl<'de> Visitor<'de> for FieldsVisitor {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut out: Vec<Field<'de>> = Vec::with_capacity(map.size_hint().unwrap_or(8));
+        // Built once the object outgrows a scan: name -> place in `out`.
+        let mut places: Option<FastMap<Cow<'de, str>, usize>> = None;
+        let mut seen = 0usize;
         while let Some(name) = map.next_key::<Cow<'de, str>>()? {
+            seen += 1;
+            if seen > self.limit {
+                self.over_limit.set(true);
+                return Err(serde::de::Error::custom(format!("more than {} fields", self.limit)));
+            }
             let value: &'de RawValue = map.next_value()?;
-            match out.iter_mut().find(|(n, _)| *n == name) {
-                Some(slot) => slot.1 = value,
-                None => out.push((name, value)),
+            let place = match &mut places {
+                Some(p) => p.get(&name).copied(),
+                None => out.iter().position(|(n, _)| *n == name),
+            };
+            match place {
+                Some(i) => out[i].1 = value,
+                None => {
+                    if let Some(p) = &mut places {
+                        p.insert(name.clone(), out.len());
+                    }
+                    out.push((name, value));
+                    if places.is_none() && out.len() > SCAN_FIELDS {
+                        places = Some(out.iter().enumerate().map(|(i, (n, _))| (n.clone(), i)).collect());
+                    }
+                }
             }
         }
         Ok(out)
     }
 }
 
-/// Parse a JSON object into its fields, in order (a repeated name keeps its first
-/// place and its last value).
-pub fn parse_object(text: &str) -> Result<Vec<Field<'_>>, Error> {
+fn parse_fields(text: &str, limit: usize) -> Result<Vec<Field<'_>>, Error> {
+    let over_limit = Cell::new(false);
     let mut de = serde_json::Deserializer::from_str(text);
-    let fields =
-        (&mut de).deserialize_map(FieldsVisitor).map_err(|e| Error::input(format!("not a JSON object: {e}")))?;
+    let fields = (&mut de).deserialize_map(FieldsVisitor { limit, over_limit: &over_limit }).map_err(|e| {
+        if over_limit.get() {
+            Error::input(format!("a JSON object has at most {limit} fields"))
+        } else {
+            Error::input(format!("not a JSON object: {e}"))
+        }
+    })?;
     de.end().map_err(|e| Error::input(format!("trailing characters after the JSON object: {e}")))?;
     Ok(fields)
 }
 
-/// A client's JSON object ([`parse_object`]), refused when nested deeper than
-/// import accepts, so that whatever is stored exports and imports back.
+/// Parse a JSON object into its fields, in order (a repeated name keeps its first
+/// place and its last value). Linear in the text.
+pub fn parse_object(text: &str) -> Result<Vec<Field<'_>>, Error> {
+    parse_fields(text, usize::MAX)
+}
+
+/// A client's JSON object ([`parse_object`]), refused when it has more than
+/// [`MAX_OBJECT_FIELDS`] fields or is nested deeper than import accepts, so that
+/// whatever is stored exports and imports back.
 pub fn parse_input_object(text: &str) -> Result<Vec<Field<'_>>, Error> {
-    let fields = parse_object(text)?;
+    let fields = parse_fields(text, MAX_OBJECT_FIELDS)?;
     check_depth(text, 0).map_err(Error::input)?;
     Ok(fields)
 }
@@ -68,9 +109,53 @@ pub fn check_depth(text: &str, outer: usize) -> Result<(), String> {
     Ok(())
 }
 
-/// The raw value of field `name` of a JSON object text, if it has one.
+/// Visits an object's fields once, handing each name and raw value to `f`.
+struct EachField<F>(F);
+
+impl<'de, F: FnMut(&str, &'de RawValue)> Visitor<'de> for EachField<F> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<(), A::Error> {
+        while let Some(name) = map.next_key::<Cow<'de, str>>()? {
+            let value: &'de RawValue = map.next_value()?;
+            (self.0)(&name, value);
+        }
+        Ok(())
+    }
+}
+
+/// Call `f` with each field of a JSON object text, in order (repeats included).
+fn each_field<'a>(object: &'a str, f: impl FnMut(&str, &'a RawValue)) -> Result<(), serde_json::Error> {
+    let mut de = serde_json::Deserializer::from_str(object);
+    (&mut de).deserialize_map(EachField(f))
+}
+
+/// The raw value of field `name` of a JSON object text, if it has one (the last
+/// one when the name repeats). One pass, nothing collected.
 pub fn field<'a>(object: &'a str, name: &str) -> Option<&'a RawValue> {
-    parse_object(object).ok()?.into_iter().find(|(n, _)| n == name).map(|(_, v)| v)
+    let mut found = None;
+    each_field(object, |n, v| {
+        if n == name {
+            found = Some(v);
+        }
+    })
+    .ok()?;
+    found
+}
+
+/// One pass over a JSON object text: `found[i]` gets the value of the field that
+/// `wanted` maps to `i` (the last one when a name repeats), `None` when absent.
+pub(crate) fn pick_fields<'a>(object: &'a str, wanted: &FastMap<&str, usize>, found: &mut [Option<&'a RawValue>]) {
+    found.fill(None);
+    let _ = each_field(object, |n, v| {
+        if let Some(&i) = wanted.get(n) {
+            found[i] = Some(v);
+        }
+    });
 }
 
 /// Append `s` as a JSON string literal.
@@ -128,21 +213,6 @@ impl MetaDoc {
     pub fn get(&self, name: &str) -> Option<&RawValue> {
         field(&self.0, name)
     }
-
-    /// A copy with `set` fields replaced or appended (in their order) and `remove`
-    /// fields dropped.
-    pub fn merged(&self, set: &[(&str, &RawValue)], remove: &[&str]) -> MetaDoc {
-        let own = self.fields().unwrap_or_default();
-        let mut fields: Vec<(&str, &RawValue)> =
-            own.iter().map(|(n, v)| (n.as_ref(), *v)).filter(|(n, _)| !remove.contains(n)).collect();
-        for (name, value) in set {
-            match fields.iter_mut().find(|(n, _)| n == name) {
-                Some(slot) => slot.1 = value,
-                None => fields.push((name, value)),
-            }
-        }
-        MetaDoc::from_fields(fields)
-    }
 }
 
 impl fmt::Debug for MetaDoc {
@@ -182,12 +252,39 @@ mod tests {
     }
 
     #[test]
-    fn merges_and_removes() {
-        let doc = MetaDoc::parse(r#"{"a":1,"b":2,"c":3}"#).unwrap();
-        let v: Box<RawValue> = RawValue::from_string("[4]".into()).unwrap();
-        let w: Box<RawValue> = RawValue::from_string("5".into()).unwrap();
-        let m = doc.merged(&[("b", &v), ("d", &w)], &["a"]);
-        assert_eq!(m.as_str(), r#"{"b":[4],"c":3,"d":5}"#);
+    fn repeated_names_keep_first_place_and_last_value() {
+        // Below and above the size where names are hashed, and an escaped spelling.
+        for n in [3usize, 40] {
+            let mut text: Vec<String> = (0..n).map(|i| format!("\"f{i}\":{i}")).collect();
+            text.push("\"f1\":\"again\"".into());
+            text.push("\"\\u0066{}\":\"last\"".replace("{}", &(n - 1).to_string()));
+            let text = format!("{{{}}}", text.join(","));
+            let fields = parse_object(&text).unwrap();
+            assert_eq!(fields.len(), n, "{text}");
+            assert_eq!((fields[1].0.as_ref(), fields[1].1.get()), ("f1", "\"again\""));
+            assert_eq!(fields[n - 1].1.get(), "\"last\"");
+            assert_eq!(field(&text, "f1").unwrap().get(), "\"again\"");
+            assert_eq!(field(&text, &format!("f{}", n - 1)).unwrap().get(), "\"last\"");
+            assert!(field(&text, "nope").is_none());
+            let wanted: FastMap<&str, usize> = [("f0", 0), ("nope", 1), ("f1", 2)].into_iter().collect();
+            let mut found = [None; 3];
+            pick_fields(&text, &wanted, &mut found);
+            let got: Vec<Option<&str>> = found.iter().map(|v| v.map(|v| v.get())).collect();
+            assert_eq!(got, [Some("0"), None, Some("\"again\"")]);
+        }
+    }
+
+    #[test]
+    fn client_objects_have_a_field_limit() {
+        let object = |n: usize| format!("{{{}}}", (0..n).map(|i| format!("\"f{i}\":0")).collect::<Vec<_>>().join(","));
+        assert_eq!(parse_input_object(&object(MAX_OBJECT_FIELDS)).unwrap().len(), MAX_OBJECT_FIELDS);
+        let e = parse_input_object(&object(MAX_OBJECT_FIELDS + 1)).unwrap_err().to_string();
+        assert!(e.contains(&format!("at most {MAX_OBJECT_FIELDS} fields")), "{e}");
+        // Repeats count: the work is bounded by what is read, not what is kept.
+        let repeats = format!("{{{}}}", vec!["\"a\":1"; MAX_OBJECT_FIELDS + 1].join(","));
+        assert!(parse_input_object(&repeats).is_err());
+        // Stored documents are read whole.
+        assert_eq!(parse_object(&object(MAX_OBJECT_FIELDS + 1)).unwrap().len(), MAX_OBJECT_FIELDS + 1);
     }
 
     #[test]

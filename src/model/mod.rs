@@ -1,6 +1,7 @@
 //! The job model: keys, states, the stored job version and its metadata document.
 
 pub mod doc;
+pub mod edit;
 pub mod job;
 mod key;
 mod state;

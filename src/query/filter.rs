@@ -1,6 +1,7 @@
 //! The JobQ filter and paging parameters, parsed from a query string.
 
 use crate::error::{Error, Result};
+use crate::hash::FastSet;
 use crate::model::{Job, JobKey, JobState};
 
 /// Which jobs a count, list or summary is about.
@@ -64,12 +65,57 @@ impl Filter {
     }
 }
 
+/// Most distinct `key` values of one request (list, count, jobsummary).
+pub const MAX_KEYS: usize = 1000;
+/// Most distinct `has_tag` values, and `lacks_tag` values, of one request.
+pub const MAX_TAG_FILTERS: usize = 100;
+/// Most distinct `jobmeta` names of one request.
+pub const MAX_JOBMETA: usize = 256;
+
 fn number(name: &str, v: &str) -> Result<u64> {
-    v.trim().parse::<u64>().map_err(|_| Error::field(name, format!("must be a non-negative integer, got {v:?}")))
+    let t = v.trim();
+    if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
+        return t.parse::<u64>().map_err(|_| Error::field(name, format!("{t} is too large (at most {})", u64::MAX)));
+    }
+    Err(Error::field(name, format!("must be a non-negative integer, got {v:?}")))
+}
+
+/// A filter value that names something: never empty (an empty one would match
+/// nothing, or for `state` fall back to the default, without saying so).
+fn named<'a>(name: &str, v: &'a str) -> Result<&'a str> {
+    if v.is_empty() {
+        return Err(Error::field(name, "is empty (give a value or leave the parameter out)"));
+    }
+    Ok(v)
+}
+
+/// Distinct values in first-occurrence order, at most `max` of them.
+struct Distinct<T> {
+    name: &'static str,
+    max: usize,
+    seen: FastSet<T>,
+}
+
+impl<T: std::hash::Hash + Eq + Clone> Distinct<T> {
+    fn new(name: &'static str, max: usize) -> Self {
+        Distinct { name, max, seen: FastSet::default() }
+    }
+
+    /// Append `v` to `out` unless it is there already.
+    fn push(&mut self, v: T, out: &mut Vec<T>) -> Result<()> {
+        if self.seen.insert(v.clone()) {
+            if self.seen.len() > self.max {
+                return Err(Error::field(self.name, format!("at most {} distinct values per request", self.max)));
+            }
+            out.push(v);
+        }
+        Ok(())
+    }
 }
 
 /// Parse query parameters for `project`. `default_state` applies when no `state`
 /// is given (finished for count and list); unknown parameters are ignored.
+/// Repeated values count once, in the order first given.
 pub fn parse_query(
     params: &[(String, String)],
     project: u32,
@@ -78,12 +124,16 @@ pub fn parse_query(
 ) -> Result<Query> {
     let mut q = Query::default();
     let mut count = None;
+    let mut has_tags = Distinct::new("has_tag", MAX_TAG_FILTERS);
+    let mut lacks_tags = Distinct::new("lacks_tag", MAX_TAG_FILTERS);
+    let mut keys = Distinct::new("key", MAX_KEYS);
+    let mut jobmeta = Distinct::new("jobmeta", MAX_JOBMETA);
     for (name, v) in params {
         match name.as_str() {
-            "spider" => q.filter.spider = Some(v.clone()),
+            "spider" => q.filter.spider = Some(named("spider", v)?.to_string()),
             "state" => {
-                for s in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-                    let st: JobState = s.parse()?;
+                for s in v.split(',').map(str::trim) {
+                    let st: JobState = named("state", s)?.parse()?;
                     if !q.filter.states.contains(&st) {
                         q.filter.states.push(st);
                     }
@@ -91,8 +141,8 @@ pub fn parse_query(
             }
             "startts" => q.filter.startts = Some(number("startts", v)?),
             "endts" => q.filter.endts = Some(number("endts", v)?),
-            "has_tag" => q.filter.has_tags.push(v.clone()),
-            "lacks_tag" => q.filter.lacks_tags.push(v.clone()),
+            "has_tag" => has_tags.push(named("has_tag", v)?.to_string(), &mut q.filter.has_tags)?,
+            "lacks_tag" => lacks_tags.push(named("lacks_tag", v)?.to_string(), &mut q.filter.lacks_tags)?,
             "count" => count = Some(number("count", v)?),
             "start" => q.paging.start = number("start", v)?,
             "stop" => {
@@ -104,12 +154,14 @@ pub fn parse_query(
                 if k.project != project {
                     return Err(Error::field("key", format!("{k} belongs to project {}, not {project}", k.project)));
                 }
-                q.filter.keys.get_or_insert_with(Vec::new).push(k);
+                keys.push(k, q.filter.keys.get_or_insert_with(Vec::new))?;
             }
-            "jobmeta" => q
-                .jobmeta
-                .get_or_insert_with(Vec::new)
-                .extend(v.split(',').map(str::trim).filter(|f| !f.is_empty()).map(String::from)),
+            "jobmeta" => {
+                let out = q.jobmeta.get_or_insert_with(Vec::new);
+                for f in v.split(',').map(str::trim).filter(|f| !f.is_empty()) {
+                    jobmeta.push(f.to_string(), out)?;
+                }
+            }
             _ => {}
         }
     }
@@ -163,8 +215,49 @@ mod tests {
             ("stop", "1/2"),
             ("key", "54/1/1"),
             ("key", "a"),
+            ("state", ""),
+            ("state", "pending,"),
+            ("spider", ""),
+            ("has_tag", ""),
+            ("lacks_tag", ""),
         ] {
             assert!(parse_query(&p(&[bad]), 53, None, Limits::default()).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn numbers_too_large_say_so() {
+        for name in ["count", "start", "startts", "endts"] {
+            let e = parse_query(&p(&[(name, "99999999999999999999")]), 53, None, Limits::default()).unwrap_err();
+            assert!(e.to_string().contains("too large"), "{name}: {e}");
+            let e = parse_query(&p(&[(name, "-1")]), 53, None, Limits::default()).unwrap_err();
+            assert!(e.to_string().contains("non-negative integer"), "{name}: {e}");
+        }
+        let q = parse_query(&p(&[("startts", "18446744073709551615")]), 53, None, Limits::default()).unwrap();
+        assert_eq!(q.filter.startts, Some(u64::MAX));
+    }
+
+    #[test]
+    fn repeated_values_count_once_up_to_a_limit() {
+        let mut pairs =
+            vec![("key", "53/1/2"), ("key", "53/1/1"), ("key", "53/1/2"), ("jobmeta", "a,b"), ("jobmeta", "a")];
+        pairs.extend([("has_tag", "x"), ("has_tag", "x"), ("lacks_tag", "y"), ("lacks_tag", "y")]);
+        let q = parse_query(&p(&pairs), 53, None, Limits::default()).unwrap();
+        assert_eq!(q.filter.keys, Some(vec![JobKey::new(53, 1, 2), JobKey::new(53, 1, 1)]));
+        assert_eq!(q.jobmeta, Some(vec!["a".to_string(), "b".to_string()]));
+        assert_eq!((q.filter.has_tags.len(), q.filter.lacks_tags.len()), (1, 1));
+        // 5,000 repeats of one key are one key; the limits count distinct values.
+        let repeats: Vec<(String, String)> = vec![("key".into(), "53/1/1".into()); 5000];
+        assert_eq!(parse_query(&repeats, 53, None, Limits::default()).unwrap().filter.keys.unwrap().len(), 1);
+        for (name, max) in
+            [("key", MAX_KEYS), ("has_tag", MAX_TAG_FILTERS), ("lacks_tag", MAX_TAG_FILTERS), ("jobmeta", MAX_JOBMETA)]
+        {
+            let value = |i: usize| if name == "key" { format!("53/1/{}", i + 1) } else { format!("v{i}") };
+            let at_most: Vec<(String, String)> = (0..max).map(|i| (name.to_string(), value(i))).collect();
+            assert!(parse_query(&at_most, 53, None, Limits::default()).is_ok(), "{name}");
+            let over: Vec<(String, String)> = (0..=max).map(|i| (name.to_string(), value(i))).collect();
+            let e = parse_query(&over, 53, None, Limits::default()).unwrap_err().to_string();
+            assert!(e.contains(&format!("at most {max} distinct values")), "{name}: {e}");
         }
     }
 }

@@ -10,18 +10,20 @@ use std::sync::mpsc;
 use std::sync::Arc;
 
 use super::catalog::{Catalog, JobIds};
-use super::import_parse::{parse_chunk, read_more, take_lines, ParsedChunk, ParsedRec};
+use super::import_line::write_catalog_line;
+use super::import_parse::{parse_chunk, read_more, take_lines, ParsedChunk};
 use super::open::kill_superseded_by;
 use super::version::SegmentSlot;
 use super::writer::Writer;
 use super::{Inner, Snapshot};
 use crate::codec::frame::{FrameKind, FLAG_TXN};
-use crate::codec::record;
+use crate::codec::record::{self, SpiderEntry};
 use crate::error::{Error, Result};
 use crate::fs::MappedBytes;
-use crate::hash::Interner;
+use crate::hash::{FastMap, Interner};
 use crate::index::{build, DocEntry, IndexSegment, SegmentMeta};
 use crate::log::LogPos;
+use crate::model::JobKey;
 
 /// Jobs per frame during an import.
 const FRAME_JOBS: usize = 4096;
@@ -55,6 +57,51 @@ struct Bulk {
     chunks: Vec<Chunk>,
     docs: Vec<DocEntry>,
     lo_seq: u64,
+    uniques: Uniques,
+    /// A catalog line gave a spider a next job id higher than the store knew: a
+    /// catalog frame follows the commit (it cannot be part of the transaction).
+    reserves: bool,
+}
+
+/// The `unique` rule across an import: an imported version may not be active
+/// with a value another active job holds, stored before or imported earlier.
+#[derive(Default)]
+struct Uniques {
+    /// Imported keys, with the value their imported version holds (when active).
+    imported: FastMap<(u32, u64), Option<Arc<str>>>,
+    /// Imported active versions by the value they hold.
+    held: FastMap<(u32, Arc<str>), u64>,
+}
+
+impl Uniques {
+    fn admit(&mut self, w: &Writer, e: &DocEntry) -> Result<()> {
+        let p = e.project;
+        if let Some(Some(old)) = self.imported.get(&(p, e.local)) {
+            let old = (p, old.clone());
+            if self.held.get(&old) == Some(&e.local) {
+                self.held.remove(&old);
+            }
+        }
+        let unique = e.unique.clone().filter(|_| e.state.is_active());
+        if let Some(u) = &unique {
+            let holder = match self.held.get(&(p, u.clone())) {
+                Some(local) => Some(*local),
+                // A stored holder counts unless the import gave it a new version.
+                None => w.unique_holder(p, u).map(|k| k.local()).filter(|l| !self.imported.contains_key(&(p, *l))),
+            };
+            if let Some(h) = holder.filter(|h| *h != e.local) {
+                return Err(Error::input(format!(
+                    "Active job exists with key {u}: job {} cannot be imported as {} while job {} holds it",
+                    JobKey::from_local(p, e.local),
+                    e.state,
+                    JobKey::from_local(p, h)
+                )));
+            }
+            self.held.insert((p, u.clone()), e.local);
+        }
+        self.imported.insert((p, e.local), unique);
+        Ok(())
+    }
 }
 
 impl Bulk {
@@ -85,11 +132,9 @@ fn restore(w: &mut Writer, s: SavePoint) -> Result<()> {
     Ok(())
 }
 
-/// Check a record's spider against the catalog; register it (a transaction
-/// frame, written now, before the jobs frame that needs it) when new.
-fn spider_for(w: &mut Writer, rec: &ParsedRec, durable_seq: u64) -> Result<()> {
-    let (project, id) = (rec.entry.project, (rec.entry.local >> 32) as u32);
-    let name: &str = &rec.spider;
+/// Check a spider against the catalog; register it (a transaction frame, written
+/// now, before the jobs frame that needs it) when new.
+fn spider_for(w: &mut Writer, project: u32, id: u32, name: &str, durable_seq: u64) -> Result<()> {
     match (w.catalog.id(project, name), w.catalog.name(project, id)) {
         (Some(known), _) if known == id => Ok(()),
         (Some(known), _) => {
@@ -108,19 +153,35 @@ fn spider_for(w: &mut Writer, rec: &ParsedRec, durable_seq: u64) -> Result<()> {
     }
 }
 
+/// Register the spiders of catalog lines, and the job ids they reserve.
+fn catalog_lines(w: &mut Writer, c: &ParsedChunk, line_base: u64, bulk: &mut Bulk, durable_seq: u64) -> Result<()> {
+    for (line, e) in &c.spiders {
+        spider_for(w, e.project, e.spider, &e.name, durable_seq).map_err(|err| err.at_line(line_base + line))?;
+        if e.next_job > w.job_ids.next(e.project, e.spider) {
+            w.job_ids.note(e.project, e.spider, e.next_job - 1);
+            bulk.reserves = true;
+        }
+    }
+    Ok(())
+}
+
 /// Write a parsed chunk, in frames of at most `frame_jobs` records, and collect
 /// the index entries. Line numbers in errors count from `line_base`.
 fn apply_chunk(w: &mut Writer, mut c: ParsedChunk, line_base: u64, bulk: &mut Bulk, durable_seq: u64) -> Result<u64> {
     if let Some((line, e)) = c.error.take() {
         return Err(e.at_line(line_base + line));
     }
+    catalog_lines(w, &c, line_base, bulk, durable_seq)?;
     let frame_jobs = FRAME_JOBS.min(w.bulk_entries).max(1);
     let n = c.recs.len();
     let mut start = 0;
     while start < n {
         let end = (start + frame_jobs).min(n);
         for rec in &c.recs[start..end] {
-            spider_for(w, rec, durable_seq).map_err(|e| e.at_line(line_base + rec.line))?;
+            let (project, id) = (rec.entry.project, (rec.entry.local >> 32) as u32);
+            spider_for(w, project, id, &rec.spider, durable_seq)
+                .and_then(|()| bulk.uniques.admit(w, &rec.entry))
+                .map_err(|e| e.at_line(line_base + rec.line))?;
         }
         let first = w.next_seq;
         for (i, rec) in c.recs[start..end].iter_mut().enumerate() {
@@ -277,7 +338,8 @@ pub(crate) fn import(inner: &Inner, input: &mut dyn BufRead, progress: &mut dyn 
         end: w.log_end(),
     };
     let txn_first = w.next_seq;
-    let mut bulk = Bulk { chunks: Vec::new(), docs: Vec::new(), lo_seq: txn_first };
+    let mut bulk =
+        Bulk { chunks: Vec::new(), docs: Vec::new(), lo_seq: txn_first, uniques: Uniques::default(), reserves: false };
     let mut report = ImportReport::default();
     let durable_seq = inner.commit.durable_seq();
     let mut sink = Sink { w: &mut w, progress, report: &mut report, bulk: &mut bulk, durable_seq };
@@ -299,6 +361,12 @@ pub(crate) fn import(inner: &Inner, input: &mut dyn BufRead, progress: &mut dyn 
             w.append(FrameKind::Commit, 0, 1, durable_seq, &payload)?;
             bulk.close(&w);
         }
+        if bulk.reserves {
+            // The whole catalog: a reader may take the last catalog frame as complete.
+            let mut payload = Vec::new();
+            record::encode_catalog(&w.catalog.entries(&w.job_ids), &mut payload);
+            w.append(FrameKind::Catalog, 0, 1, durable_seq, &payload)?;
+        }
         w.log.as_ref().ok_or(Error::ReadOnly)?.sync()?;
         install(&mut w, bulk)
     })();
@@ -313,19 +381,33 @@ pub(crate) fn import(inner: &Inner, input: &mut dyn BufRead, progress: &mut dyn 
     Ok(report)
 }
 
-/// Write every job (or one project's) as JSON lines: whole metadata plus `key`,
-/// per project in the order the jobs entered their states, so that importing the
-/// output reproduces the listings. Returns the number of jobs.
-pub(crate) fn export(snap: &Snapshot, project: Option<u32>, out: &mut dyn Write) -> Result<u64> {
+/// Write every project's (or one project's) catalog and jobs as JSON lines: per
+/// project, ascending, first a line per spider (`{"spider_catalog": ...}`: id,
+/// name, next job id), then the jobs, whole metadata plus `key`, in the order they
+/// entered their states, so that importing the output reproduces every answer.
+/// `catalog` is the store's, sorted. Returns the number of jobs.
+fn export(snap: &Snapshot, catalog: &[SpiderEntry], project: Option<u32>, out: &mut dyn Write) -> Result<u64> {
     let mut n = 0;
     let mut line = Vec::with_capacity(1024);
-    for p in snap.version.projects().into_iter().filter(|p| project.is_none_or(|q| q == *p)) {
+    let mut emit = |line: &mut Vec<u8>| {
+        line.push(b'\n');
+        out.write_all(line).map_err(|e| Error::io("write", "export output", e))
+    };
+    let mut projects = snap.version.projects();
+    projects.extend(catalog.iter().map(|e| e.project));
+    projects.sort_unstable();
+    projects.dedup();
+    for p in projects.into_iter().filter(|p| project.is_none_or(|q| q == *p)) {
+        for e in catalog.iter().filter(|e| e.project == p) {
+            line.clear();
+            write_catalog_line(e, &mut line);
+            emit(&mut line)?;
+        }
         for (_, loc) in snap.version.live_docs(p) {
             let job = snap.reader.read(loc)?;
             line.clear();
             snap.render_metadata(&job, true, &mut line);
-            line.push(b'\n');
-            out.write_all(&line).map_err(|e| Error::io("write", "export output", e))?;
+            emit(&mut line)?;
             n += 1;
         }
     }
@@ -344,15 +426,16 @@ impl super::Store {
         Ok(r)
     }
 
-    /// Write jobs as JSON lines from the current snapshot; see [`Snapshot::export`].
+    /// Write the catalog and every job (or one project's) as JSON lines, the
+    /// import format: importing them into an empty store reproduces every answer.
     pub fn export(&self, project: Option<u32>, out: &mut dyn Write) -> Result<u64> {
-        export(&self.snapshot(), project, out)
-    }
-}
-
-impl Snapshot {
-    /// Write every job of `project` (or all) as JSON lines, importable.
-    pub fn export(&self, project: Option<u32>, out: &mut dyn Write) -> Result<u64> {
-        export(self, project, out)
+        // The catalog (with next job ids, which snapshots do not carry) and the
+        // snapshot together: the writer's catalog may be ahead of the snapshot by
+        // writes not yet durable, which only reserves what they will hold.
+        let (snap, catalog) = {
+            let w = self.inner.writer.lock();
+            (self.snapshot(), w.catalog.entries(&w.job_ids))
+        };
+        export(&snap, &catalog, project, out)
     }
 }

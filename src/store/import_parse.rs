@@ -4,8 +4,8 @@
 
 use std::sync::Arc;
 
-use super::request::{parse_import_line, write_import_doc};
-use crate::codec::record::{encode_parts, RecordHead};
+use super::request::{parse_import_item, write_import_doc, ImportItem};
+use crate::codec::record::{encode_parts, RecordHead, SpiderEntry};
 use crate::error::{Error, Result};
 use crate::hash::Interner;
 use crate::index::DocEntry;
@@ -25,6 +25,8 @@ pub(crate) struct ParsedRec {
 pub(crate) struct ParsedChunk {
     pub payload: Vec<u8>,
     pub recs: Vec<ParsedRec>,
+    /// Catalog lines: spiders with the id their next job gets.
+    pub spiders: Vec<(u64, SpiderEntry)>,
     /// Lines and bytes the chunk held.
     pub lines: u64,
     pub bytes: u64,
@@ -38,6 +40,7 @@ pub(crate) fn parse_chunk(bytes: &[u8], strings: &mut Interner) -> ParsedChunk {
     let mut out = ParsedChunk {
         payload: Vec::with_capacity(bytes.len() + bytes.len() / 4),
         recs: Vec::new(),
+        spiders: Vec::new(),
         lines: bytes.iter().filter(|b| **b == b'\n').count() as u64,
         bytes: bytes.len() as u64,
         error: None,
@@ -60,8 +63,12 @@ pub(crate) fn parse_chunk(bytes: &[u8], strings: &mut Interner) -> ParsedChunk {
         if line.trim_start().is_empty() {
             continue;
         }
-        let l = match parse_import_line(line, &mut fields) {
-            Ok(l) => l,
+        let l = match parse_import_item(line, &mut fields) {
+            Ok(ImportItem::Job(l)) => l,
+            Ok(ImportItem::Spider(e)) => {
+                out.spiders.push((line_no, e));
+                continue;
+            }
             Err(e) => {
                 out.error = Some((line_no, e));
                 return out;

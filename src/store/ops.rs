@@ -1,11 +1,12 @@
 //! The write operations, run under the writer lock: each turns its request into
 //! new job versions, appends them as one frame, and applies them.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use serde_json::value::RawValue;
 
 use super::request::{Changes, PushSpec, Target, UpdateSpec, MAX_TAGS};
+use super::staged::{Batch, Staged};
 use super::version::SegmentSlot;
 use super::writer::Writer;
 use crate::error::{Error, Result};
@@ -64,91 +65,40 @@ pub fn new_token(key: JobKey, now: Millis) -> String {
     format!("{:016x}{:016x}", parts[0], parts[1])
 }
 
-/// Apply a state change and field changes to a job; returns the new version and
-/// whether it entered a new state (then its `order_seq` must be set by the caller).
-pub fn apply_changes(job: &Job, state: Option<JobState>, c: &Changes, ctx: &Ctx<'_>) -> Result<(Job, bool)> {
-    let mut j = job.clone();
-    let mut set: Vec<(&str, &RawValue)> = c.set.iter().map(|(n, v)| (n.as_str(), &**v)).collect();
-    let remove: Vec<&str> = c.remove.iter().map(String::as_str).collect();
-    let mut moved = false;
-    let actor_raw;
-    let token_raw;
-    if let Some(s) = state.filter(|s| *s != job.state) {
-        j.state = s;
-        j.times[s as usize] = Some(ctx.now);
-        moved = true;
+/// Apply a state change and field changes to a staged job. Removals come first,
+/// then the client's fields, then the service's (`*_by`, `auth`).
+pub(crate) fn apply_changes(st: &mut Staged, state: Option<JobState>, c: &Changes, ctx: &Ctx<'_>) -> Result<()> {
+    for name in &c.remove {
+        st.remove_field(name);
+    }
+    for (name, value) in &c.set {
+        st.set_field(name, value.clone(), true);
+    }
+    if let Some(s) = state.filter(|s| *s != st.job.state) {
+        st.job.state = s;
+        st.job.times[s as usize] = Some(ctx.now);
+        st.moved = true;
+        st.changed = true;
         if let Some(a) = ctx.actor {
-            actor_raw = json_str(a);
-            set.push((s.actor_field(), &actor_raw));
+            st.set_field(s.actor_field(), json_str(a), false);
         }
         // Every run gets a new token: the previous run's one stays dead.
         if s == JobState::Running {
-            token_raw = json_str(&new_token(job.key, ctx.now));
-            set.push(("auth", &token_raw));
+            let token_raw = json_str(&new_token(st.job.key, ctx.now));
+            st.set_field("auth", token_raw, false);
         }
     }
-    if let Some(p) = c.priority {
-        j.priority = p;
+    if let Some(p) = c.priority.filter(|p| *p != st.job.priority) {
+        st.job.priority = p;
+        st.changed = true;
     }
-    if let Some(t) = &c.tags {
-        j.tags = t.clone();
+    if c.tags.is_some() || !c.add_tags.is_empty() || !c.remove_tags.is_empty() {
+        st.edit_tags(c.tags.as_deref(), &c.add_tags, &c.remove_tags);
     }
-    for t in &c.add_tags {
-        if !j.tags.contains(t) {
-            j.tags.push(t.clone());
-        }
+    if st.tag_count() > MAX_TAGS {
+        return Err(Error::field("tags", format!("job {} would have more than {MAX_TAGS} tags", st.job.key)));
     }
-    j.tags.retain(|t| !c.remove_tags.contains(t));
-    if j.tags.len() > MAX_TAGS {
-        return Err(Error::field("tags", format!("a job has at most {MAX_TAGS} tags")));
-    }
-    if !set.is_empty() || !remove.is_empty() {
-        j.meta = j.meta.merged(&set, &remove);
-    }
-    Ok((j, moved))
-}
-
-/// Staged versions of one write, in first-touch order.
-#[derive(Default)]
-struct Batch {
-    jobs: Vec<Job>,
-    moved: Vec<bool>,
-    at: HashMap<JobKey, usize>,
-}
-
-impl Batch {
-    fn current(&self, w: &Writer, key: JobKey) -> Result<Option<Job>> {
-        match self.at.get(&key) {
-            Some(&i) => Ok(Some(self.jobs[i].clone())),
-            None => w.load(key),
-        }
-    }
-
-    fn stage(&mut self, job: Job, moved: bool) {
-        match self.at.get(&job.key) {
-            Some(&i) => {
-                self.moved[i] |= moved;
-                self.jobs[i] = job;
-            }
-            None => {
-                self.at.insert(job.key, self.jobs.len());
-                self.jobs.push(job);
-                self.moved.push(moved);
-            }
-        }
-    }
-
-    /// Give jobs that entered a state their record's sequence number, and write.
-    fn write(mut self, w: &mut Writer, ctx: &Ctx<'_>) -> Result<Vec<Job>> {
-        let first = w.next_seq;
-        for (i, j) in self.jobs.iter_mut().enumerate() {
-            if self.moved[i] {
-                j.order_seq = first + i as u64;
-            }
-        }
-        w.append_jobs(&self.jobs, 0, ctx.durable_seq)?;
-        Ok(self.jobs)
-    }
+    Ok(())
 }
 
 pub(crate) fn push(w: &mut Writer, project: u32, specs: &[PushSpec], ctx: &Ctx<'_>) -> Result<Vec<PushResult>> {
@@ -242,20 +192,15 @@ pub(crate) fn update(w: &mut Writer, specs: &[UpdateSpec], ctx: &Ctx<'_>) -> Res
             Target::Spider(s) => (spider_jobs(w, s), true),
         };
         for key in keys {
-            let Some(cur) = batch.current(w, key)? else {
-                continue;
-            };
-            if whole_spider && cur.state == JobState::Deleted {
+            if whole_spider && batch.get(w, key)?.is_some_and(|st| st.job.state == JobState::Deleted) {
                 continue;
             }
-            let (new, moved) = apply_changes(&cur, spec.state, &spec.changes, ctx)?;
-            out.push((key, cur.state));
-            if new != cur {
-                batch.stage(new, moved);
+            if let Some(prev) = batch.change(w, key, |st| apply_changes(st, spec.state, &spec.changes, ctx))? {
+                out.push((key, prev));
             }
         }
     }
-    batch.write(w, ctx)?;
+    batch.write(w, ctx.durable_seq)?;
     Ok(out)
 }
 
@@ -307,53 +252,54 @@ pub(crate) fn start_next(w: &mut Writer, project: u32, changes: &Changes, ctx: &
     let Some(key) = next_pending(w, project) else {
         return Ok(None);
     };
-    let cur = w.load(key)?.expect("an indexed job has a record");
-    let (new, moved) = apply_changes(&cur, Some(JobState::Running), changes, ctx)?;
     let mut batch = Batch::default();
-    batch.stage(new, moved);
-    Ok(batch.write(w, ctx)?.pop())
+    if batch.change(w, key, |st| apply_changes(st, Some(JobState::Running), changes, ctx))?.is_none() {
+        return Err(Error::corrupt(w.gen_dir.clone(), 0, format!("the indexed pending job {key} has no record")));
+    }
+    Ok(batch.write(w, ctx.durable_seq)?.pop())
 }
 
+/// Cancel jobs: a pending job finishes as cancelled, a running one is marked.
+/// Returns how many distinct jobs were pending or running.
 pub(crate) fn cancel(w: &mut Writer, keys: &[JobKey], ctx: &Ctx<'_>) -> Result<u64> {
     let mut batch = Batch::default();
-    let mut count = 0;
+    let mut counted: HashSet<JobKey> = HashSet::new();
     let by = json_str(ctx.actor.unwrap_or("jobq"));
     let at = raw(ctx.now.to_string());
     let cancelled = json_str("cancelled");
     for &key in keys {
-        let Some(cur) = batch.current(w, key)? else {
-            continue;
-        };
-        let marks = Changes {
-            set: vec![("cancelled_by".into(), by.clone()), ("cancel_time".into(), at.clone())],
-            ..Changes::default()
-        };
-        let (new, moved) = match cur.state {
-            JobState::Pending => {
-                let mut c = marks;
-                c.set.push(("close_reason".into(), cancelled.clone()));
-                apply_changes(&cur, Some(JobState::Finished), &c, ctx)?
+        // The marks are the service's, set before the state's own fields.
+        let mark = |st: &mut Staged, close: bool| {
+            st.set_field("cancelled_by", by.clone(), false);
+            st.set_field("cancel_time", at.clone(), false);
+            if close {
+                st.set_field("close_reason", cancelled.clone(), false);
             }
-            JobState::Running => apply_changes(&cur, None, &marks, ctx)?,
-            _ => continue,
         };
-        count += 1;
-        batch.stage(new, moved);
+        batch.change(w, key, |st| match st.job.state {
+            JobState::Pending => {
+                counted.insert(key);
+                mark(st, true);
+                apply_changes(st, Some(JobState::Finished), &Changes::default(), ctx)
+            }
+            JobState::Running => {
+                counted.insert(key);
+                mark(st, false);
+                Ok(())
+            }
+            _ => Ok(()),
+        })?;
     }
-    batch.write(w, ctx)?;
-    Ok(count)
+    batch.write(w, ctx.durable_seq)?;
+    Ok(counted.len() as u64)
 }
 
 /// Apply field changes to one job; false when the job does not exist.
 pub(crate) fn edit(w: &mut Writer, key: JobKey, changes: &Changes, ctx: &Ctx<'_>) -> Result<bool> {
-    let Some(cur) = w.load(key)? else {
+    let mut batch = Batch::default();
+    if batch.change(w, key, |st| apply_changes(st, None, changes, ctx))?.is_none() {
         return Ok(false);
-    };
-    let (new, moved) = apply_changes(&cur, None, changes, ctx)?;
-    if new != cur {
-        let mut batch = Batch::default();
-        batch.stage(new, moved);
-        batch.write(w, ctx)?;
     }
+    batch.write(w, ctx.durable_seq)?;
     Ok(true)
 }

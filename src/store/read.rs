@@ -8,13 +8,20 @@ use std::io::Write;
 
 use crate::codec::record::{self, JobView};
 use crate::error::Result;
+use crate::hash::FastMap;
 use crate::log::reader::RecordReader;
-use crate::model::doc::write_json_str;
+use crate::model::doc::{pick_fields, write_json_str};
 use crate::model::job::write_tags;
 use crate::model::{Clock, Job, JobKey, JobState, TIME_FIELDS};
 use crate::query::exec::{self, Source};
 use crate::query::plan::Resolved;
 use crate::query::{Filter, Hit, Paging};
+
+/// Fields of a job's whole metadata that its record holds outside the document
+/// (as [`JobView::field_json`] answers them).
+fn in_record(name: &str) -> bool {
+    matches!(name, "project" | "spider" | "state" | "priority" | "unique" | "tags") || TIME_FIELDS.contains(&name)
+}
 
 /// A consistent, read-only view of the store.
 #[derive(Clone)]
@@ -172,17 +179,30 @@ impl Snapshot {
             }
             Some(fields) => {
                 let _ = write!(out, ",\"ts\":{ts},\"elapsed\":{elapsed}");
-                let mut done: Vec<&str> = vec!["key", "state", "ts", "elapsed"];
-                for f in fields {
-                    if done.contains(&f.as_str()) {
+                // The document's fields are picked in one pass over it, the others
+                // come from the record.
+                let wanted: FastMap<&str, usize> =
+                    fields.iter().enumerate().filter(|(_, f)| !in_record(f)).map(|(i, f)| (f.as_str(), i)).collect();
+                let mut picked = vec![None; fields.len()];
+                if !wanted.is_empty() {
+                    pick_fields(job.doc, &wanted, &mut picked);
+                }
+                for (f, value) in fields.iter().zip(picked) {
+                    if matches!(f.as_str(), "key" | "state" | "ts" | "elapsed") {
                         continue;
                     }
-                    done.push(f);
                     let mark = out.len();
                     out.push(b',');
                     write_json_str(out, f);
                     out.push(b':');
-                    if !job.field_json(f, name, out) {
+                    let found = match value {
+                        Some(v) => {
+                            out.extend_from_slice(v.get().as_bytes());
+                            true
+                        }
+                        None => in_record(f) && job.field_json(f, name, out),
+                    };
+                    if !found {
                         out.truncate(mark);
                     }
                 }

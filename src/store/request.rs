@@ -3,39 +3,19 @@
 
 use serde_json::value::RawValue;
 
-use crate::error::{Error, Result};
 use std::borrow::Cow;
 
-use crate::codec::json::{self, RawField};
+use crate::error::{Error, Result};
+
 use crate::model::doc::{parse_input_object, Field};
-use crate::model::{JobKey, JobState, SpiderKey, TIME_FIELDS};
+use crate::model::{JobKey, JobState, SpiderKey};
 
-/// Longest spider name, tag and `unique` value, in bytes.
-pub const MAX_NAME: usize = 1024;
-pub const MAX_TAG: usize = 1024;
-pub const MAX_UNIQUE: usize = 4096;
-pub const MAX_TAGS: usize = 1000;
-/// Largest metadata document, in bytes.
-pub const MAX_DOC: usize = 16 << 20;
-/// The default priority of a pushed job.
-pub const DEFAULT_PRIORITY: i64 = 2;
-
-/// Fields the service maintains: ignored when a client sends them as metadata.
-pub fn is_maintained(name: &str) -> bool {
-    matches!(
-        name,
-        "key"
-            | "auth"
-            | "state"
-            | "project"
-            | "spider"
-            | "unique"
-            | "scheduled_by"
-            | "started_by"
-            | "completed_by"
-            | "deleted_by"
-    ) || TIME_FIELDS.contains(&name)
-}
+use super::fields::{self, union_tags};
+pub use super::fields::{
+    is_maintained, DEFAULT_PRIORITY, DOC_SLACK, MAX_DOC, MAX_META_FIELDS, MAX_NAME, MAX_PRIORITY, MAX_TAG, MAX_TAGS,
+    MAX_UNIQUE,
+};
+pub use super::import_line::{parse_import_item, parse_import_line, write_import_doc, ImportItem, ImportLine};
 
 /// A field value owned.
 pub type OwnedField = (String, Box<RawValue>);
@@ -97,53 +77,33 @@ pub struct UpdateSpec {
 }
 
 fn str_value(name: &str, v: &RawValue) -> Result<String> {
-    serde_json::from_str::<String>(v.get())
-        .map_err(|_| Error::field(name, format!("must be a string, got {}", v.get())))
+    fields::string(name, v.get())
 }
 
 /// An integer in i64 range: no fraction, no exponent.
 pub fn int_value(name: &str, v: &RawValue) -> Result<i64> {
-    let t = v.get();
-    let digits = t.strip_prefix('-').unwrap_or(t);
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(Error::field(name, format!("must be an integer, got {t}")));
-    }
-    t.parse::<i64>().map_err(|_| Error::field(name, format!("integer out of range: {t}")))
-}
-
-fn check_tag(t: &str) -> Result<()> {
-    if t.is_empty() || t.len() > MAX_TAG {
-        return Err(Error::field("tags", format!("a tag must be 1 to {MAX_TAG} bytes")));
-    }
-    Ok(())
+    fields::integer(name, v.get())
 }
 
 /// A tag list: a list of strings or one string; duplicates dropped.
 pub fn tags_value(name: &str, v: &RawValue) -> Result<Vec<String>> {
-    let list: Vec<String> = match serde_json::from_str::<Vec<String>>(v.get()) {
-        Ok(l) => l,
-        Err(_) => vec![serde_json::from_str::<String>(v.get())
-            .map_err(|_| Error::field(name, "must be a list of strings or a string"))?],
-    };
-    let mut out: Vec<String> = Vec::with_capacity(list.len());
-    for t in list {
-        check_tag(&t)?;
-        if !out.contains(&t) {
-            out.push(t);
-        }
-    }
-    if out.len() > MAX_TAGS {
-        return Err(Error::field(name, format!("at most {MAX_TAGS} tags")));
-    }
-    Ok(out)
+    fields::tag_list(name, v.get())
 }
 
-fn check_doc_size(fields: &[OwnedField]) -> Result<()> {
-    let size: usize = fields.iter().map(|(n, v)| n.len() + v.get().len() + 4).sum();
-    if size > MAX_DOC {
-        return Err(Error::input(format!("metadata of {size} bytes is over the {MAX_DOC}-byte limit")));
+/// Metadata a client write may leave: at most [`MAX_META_FIELDS`] fields and
+/// [`MAX_DOC`] bytes.
+pub fn check_doc_limits(fields: usize, bytes: usize) -> Result<()> {
+    if fields > MAX_META_FIELDS {
+        return Err(Error::input(format!("a job has at most {MAX_META_FIELDS} metadata fields, not {fields}")));
+    }
+    if bytes > MAX_DOC {
+        return Err(Error::input(format!("metadata of {bytes} bytes is over the {MAX_DOC}-byte limit")));
     }
     Ok(())
+}
+
+fn doc_bytes(fields: &[OwnedField]) -> usize {
+    fields.iter().map(|(n, v)| n.len() + v.get().len() + 4).sum()
 }
 
 /// Parse one push line.
@@ -163,17 +123,11 @@ pub fn parse_push(line: &str) -> Result<PushSpec> {
         match name.as_ref() {
             "spider" => spec.spider = str_value("spider", v)?,
             "state" => spec.state = str_value("state", v)?.parse()?,
-            "priority" => spec.priority = int_value("priority", v)?,
-            "tags" | "add_tag" => {
-                for t in tags_value(name, v)? {
-                    if !spec.tags.contains(&t) {
-                        spec.tags.push(t);
-                    }
-                }
-            }
-            "unique" => spec.unique = unique_value(v)?,
+            "priority" => spec.priority = fields::priority(v.get())?,
+            "tags" | "add_tag" => union_tags(&mut spec.tags, tags_value(name, v)?)?,
+            "unique" => spec.unique = fields::unique(v.get())?.map(Cow::into_owned),
             "units" => {
-                int_value("units", v)?;
+                fields::units(v.get())?;
                 has_units = true;
                 spec.meta.push(own(name, v));
             }
@@ -187,48 +141,34 @@ pub fn parse_push(line: &str) -> Result<PushSpec> {
     if spec.spider.len() > MAX_NAME {
         return Err(Error::field("spider", format!("a spider name is at most {MAX_NAME} bytes")));
     }
-    if spec.tags.len() > MAX_TAGS {
-        return Err(Error::field("tags", format!("at most {MAX_TAGS} tags")));
-    }
     if !has_units {
         spec.meta.push(("units".to_string(), RawValue::from_string("1".into()).expect("valid JSON")));
     }
-    check_doc_size(&spec.meta)?;
+    check_doc_limits(spec.meta.len(), doc_bytes(&spec.meta))?;
     Ok(spec)
 }
 
-fn unique_value(v: &RawValue) -> Result<Option<String>> {
-    let t = v.get();
-    let u = if t == "null" {
-        return Ok(None);
-    } else if t.starts_with('"') {
-        str_value("unique", v)?
-    } else if int_value("unique", v).is_ok() {
-        t.to_string()
-    } else {
-        return Err(Error::field("unique", format!("must be a string, an integer or null, got {t}")));
-    };
-    if u.len() > MAX_UNIQUE {
-        return Err(Error::field("unique", format!("at most {MAX_UNIQUE} bytes")));
-    }
-    Ok(Some(u))
-}
-
 /// Changes from metadata fields: maintained fields are ignored, `tags` replaces
-/// the tags, `add_tag`/`remove_tag` edit them, `priority` sets the priority.
+/// the tags, `add_tag`/`remove_tag` edit them, `priority` sets the priority;
+/// `units` is checked.
 pub fn changes_from(fields: &[Field<'_>]) -> Result<Changes> {
     let mut c = Changes::default();
     for (name, v) in fields {
         match name.as_ref() {
-            "priority" => c.priority = Some(int_value("priority", v)?),
+            "priority" => c.priority = Some(fields::priority(v.get())?),
             "tags" => c.tags = Some(tags_value("tags", v)?),
             "add_tag" => c.add_tags.extend(tags_value("add_tag", v)?),
             "remove_tag" => c.remove_tags.extend(tags_value("remove_tag", v)?),
             n if is_maintained(n) => {}
-            _ => c.set.push(own(name, v)),
+            n => {
+                if n == "units" {
+                    fields::units(v.get())?;
+                }
+                c.set.push(own(name, v));
+            }
         }
     }
-    check_doc_size(&c.set)?;
+    check_doc_limits(c.set.len(), doc_bytes(&c.set))?;
     Ok(c)
 }
 
@@ -341,129 +281,6 @@ mod tests {
         assert!(parse_update(r#"{"key":"53/x/1"}"#, 53).is_err());
         assert!(parse_update(r#"{"state":"finished"}"#, 53).is_err());
     }
-}
-
-/// One line of an import, borrowed from the line: a job's whole metadata plus its key.
-#[derive(Debug, Clone)]
-pub struct ImportLine<'a> {
-    pub key: JobKey,
-    pub spider: Cow<'a, str>,
-    pub state: JobState,
-    pub priority: i64,
-    pub times: [Option<u64>; 4],
-    pub tags: Vec<Cow<'a, str>>,
-    pub unique: Option<Cow<'a, str>>,
-    /// The metadata document's fields, raw, in order, each name once.
-    pub doc: Vec<RawField<'a>>,
-}
-
-fn raw_str<'a>(name: &str, v: &'a str) -> Result<Cow<'a, str>> {
-    json::string_value(v).ok_or_else(|| Error::field(name, format!("must be a string, got {v}")))
-}
-
-fn raw_int(name: &str, v: &str) -> Result<i64> {
-    let digits = v.strip_prefix('-').unwrap_or(v);
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(Error::field(name, format!("must be an integer, got {v}")));
-    }
-    v.parse::<i64>().map_err(|_| Error::field(name, format!("integer out of range: {v}")))
-}
-
-/// Parse one import line (the export format). `key`, `spider`, `state` and the
-/// time of that state are required. `*_by`, `auth`, `units` and every other field
-/// are kept, raw, as metadata. `fields` is scratch space.
-pub fn parse_import_line<'a>(line: &'a str, fields: &mut Vec<RawField<'a>>) -> Result<ImportLine<'a>> {
-    fields.clear();
-    json::scan_object(line, fields).map_err(|e| Error::input(e.to_string()))?;
-    let (mut key, mut spider, mut state, mut project) = (None, None, None, None);
-    let mut l = ImportLine {
-        key: JobKey::new(1, 1, 1),
-        spider: Cow::Borrowed(""),
-        state: JobState::Pending,
-        priority: DEFAULT_PRIORITY,
-        times: [None; 4],
-        tags: Vec::new(),
-        unique: None,
-        doc: Vec::with_capacity(fields.len()),
-    };
-    for f in fields.iter() {
-        let name = f.name().map_err(|e| Error::input(e.to_string()))?;
-        match name.as_ref() {
-            "key" => key = Some(raw_str("key", f.value)?.parse::<JobKey>()?),
-            "spider" => spider = Some(raw_str("spider", f.value)?),
-            "state" => state = Some(raw_str("state", f.value)?.parse::<JobState>()?),
-            "priority" => l.priority = raw_int("priority", f.value)?,
-            "project" => project = Some(raw_int("project", f.value)?),
-            "tags" => {
-                let mut list: Vec<Cow<'a, str>> = Vec::new();
-                match f.value.as_bytes().first() {
-                    Some(b'[') => json::string_array(f.value, &mut list)
-                        .map_err(|_| Error::field("tags", "must be a list of strings"))?,
-                    _ => list.push(raw_str("tags", f.value)?),
-                };
-                for t in list {
-                    if t.is_empty() || t.len() > MAX_TAG {
-                        return Err(Error::field("tags", format!("a tag must be 1 to {MAX_TAG} bytes")));
-                    }
-                    if !l.tags.contains(&t) {
-                        l.tags.push(t);
-                    }
-                }
-                if l.tags.len() > MAX_TAGS {
-                    return Err(Error::field("tags", format!("at most {MAX_TAGS} tags")));
-                }
-            }
-            "unique" => {
-                l.unique = match f.value {
-                    "null" => None,
-                    v if v.starts_with('"') => Some(raw_str("unique", v)?),
-                    v => Some(Cow::Owned(raw_int("unique", v).map(|_| v.to_string())?)),
-                }
-            }
-            n => match TIME_FIELDS.iter().position(|t| *t == n) {
-                Some(i) => {
-                    let t = raw_int(n, f.value)?;
-                    l.times[i] = Some(u64::try_from(t).map_err(|_| Error::field(n, "must not be negative"))?);
-                }
-                None => match l.doc.iter().position(|d| d.name == f.name) {
-                    Some(i) => l.doc[i].value = f.value,
-                    None => l.doc.push(*f),
-                },
-            },
-        }
-    }
-    l.key = key.ok_or_else(|| Error::field("key", "is required"))?;
-    l.spider = spider.filter(|s| !s.is_empty()).ok_or_else(|| Error::field("spider", "is required"))?;
-    l.state = state.ok_or_else(|| Error::field("state", "is required"))?;
-    if l.times[l.state as usize].is_none() {
-        return Err(Error::field(l.state.time_field(), format!("is required for a {} job", l.state)));
-    }
-    if project.is_some_and(|p| p != i64::from(l.key.project)) {
-        return Err(Error::field("project", format!("does not match the key {}", l.key)));
-    }
-    if l.spider.len() > MAX_NAME || l.unique.as_ref().is_some_and(|u| u.len() > MAX_UNIQUE) {
-        return Err(Error::input("spider name or unique value too long"));
-    }
-    let size: usize = l.doc.iter().map(|f| f.name.len() + f.value.len() + 4).sum();
-    if size > MAX_DOC {
-        return Err(Error::input("metadata over the size limit"));
-    }
-    Ok(l)
-}
-
-/// Write the document of an import line: `{"name":value,...}`.
-pub fn write_import_doc(doc: &[RawField<'_>], out: &mut Vec<u8>) {
-    out.push(b'{');
-    for (i, f) in doc.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        out.push(b'"');
-        out.extend_from_slice(f.name.as_bytes());
-        out.extend_from_slice(b"\":");
-        out.extend_from_slice(f.value.as_bytes());
-    }
-    out.push(b'}');
 }
 
 #[cfg(test)]

@@ -56,6 +56,7 @@ pub struct MImport {
     pub ts: u64,
     pub tags: Vec<String>,
     pub priority: Option<i64>,
+    pub unique: Option<String>,
 }
 
 /// One line of an update: a job key, or `(project, spider)` for every job of a
@@ -102,9 +103,30 @@ impl Model {
     }
 
     fn holder(&self, project: u32, unique: &str) -> bool {
-        self.jobs
+        self.unique_holder(project, unique).is_some()
+    }
+
+    /// The active job holding `unique` (the rule allows at most one).
+    pub fn unique_holder(&self, project: u32, unique: &str) -> Option<JobKey> {
+        let holders: Vec<JobKey> = self
+            .jobs
             .values()
-            .any(|j| j.key.project == project && j.state.is_active() && j.unique.as_deref() == Some(unique))
+            .filter(|j| j.key.project == project && j.state.is_active() && j.unique.as_deref() == Some(unique))
+            .map(|j| j.key)
+            .collect();
+        assert!(holders.len() <= 1, "the model let {holders:?} all hold {unique}");
+        holders.first().copied()
+    }
+
+    /// Would `job` (a new version) break the unique rule, with `staged` versions
+    /// standing in for the stored ones?
+    fn conflicts(&self, job: &MJob, staged: &[&MJob]) -> bool {
+        let Some(u) = job.unique.as_deref().filter(|_| job.state.is_active()) else { return false };
+        let current = |k: &JobKey| staged.iter().rev().find(|j| j.key == *k).copied().or_else(|| self.jobs.get(k));
+        let keys = self.jobs.keys().chain(staged.iter().map(|j| &j.key));
+        keys.filter(|k| **k != job.key && k.project == job.key.project)
+            .filter_map(current)
+            .any(|j| j.state.is_active() && j.unique.as_deref() == Some(u))
     }
 
     /// Returns, per line, the key pushed or `None` for a unique conflict.
@@ -204,7 +226,14 @@ impl Model {
     }
 
     /// `targets`: a job key, or `(project, spider)` for every job of a spider.
-    pub fn update(&mut self, lines: &[UpdateLine], now: u64, actor: Option<&str>) -> Vec<(JobKey, JobState)> {
+    /// Refused (nothing changes) when a line would make a job active while another
+    /// active job holds its `unique`.
+    pub fn update(
+        &mut self,
+        lines: &[UpdateLine],
+        now: u64,
+        actor: Option<&str>,
+    ) -> Result<Vec<(JobKey, JobState)>, JobKey> {
         let mut staged: Vec<(MJob, bool)> = Vec::new();
         let mut out = Vec::new();
         for (target, state, c) in lines {
@@ -231,6 +260,9 @@ impl Model {
                     continue;
                 }
                 let (new, moved) = Model::apply(&cur, *state, c, now, actor);
+                if !cur.state.is_active() && self.conflicts(&new, &staged.iter().map(|(j, _)| j).collect::<Vec<_>>()) {
+                    return Err(key);
+                }
                 out.push((key, cur.state));
                 if new != cur {
                     match staged.iter_mut().find(|(j, _)| j.key == key) {
@@ -244,7 +276,7 @@ impl Model {
             }
         }
         self.commit(staged);
-        out
+        Ok(out)
     }
 
     pub fn start_next(&mut self, project: u32, c: &MChanges, now: u64, actor: Option<&str>) -> Option<JobKey> {
@@ -261,7 +293,7 @@ impl Model {
 
     pub fn cancel(&mut self, keys: &[JobKey], now: u64, actor: Option<&str>) -> u64 {
         let mut staged: Vec<(MJob, bool)> = Vec::new();
-        let mut n = 0;
+        let mut counted: Vec<JobKey> = Vec::new();
         for k in keys {
             let cur = match staged.iter().find(|(j, _)| j.key == *k) {
                 Some((j, _)) => j.clone(),
@@ -281,7 +313,9 @@ impl Model {
                 JobState::Running => Model::apply(&cur, None, &c, now, actor),
                 _ => continue,
             };
-            n += 1;
+            if !counted.contains(k) {
+                counted.push(*k);
+            }
             match staged.iter_mut().find(|(j, _)| j.key == *k) {
                 Some(slot) => {
                     slot.0 = new;
@@ -291,7 +325,7 @@ impl Model {
             }
         }
         self.commit(staged);
-        n
+        counted.len() as u64
     }
 
     pub fn edit(&mut self, key: JobKey, c: &MChanges, now: u64) -> bool {
@@ -301,28 +335,42 @@ impl Model {
         true
     }
 
-    /// Import jobs: each line replaces the version of its key.
-    pub fn import(&mut self, lines: &[MImport]) {
-        for l in lines {
-            let sid = self.spider_id(l.project, &l.spider);
+    /// Import jobs: each line replaces the version of its key. Refused (the index
+    /// of the line) when a line would be active with a `unique` another active job
+    /// holds.
+    pub fn import(&mut self, lines: &[MImport]) -> Result<(), usize> {
+        let mut ids = self.clone();
+        let mut staged: Vec<MJob> = Vec::new();
+        for (i, l) in lines.iter().enumerate() {
+            let sid = ids.spider_id(l.project, &l.spider);
             let key = JobKey::new(l.project, sid, l.job);
-            let next = self.next_job.entry((l.project, sid)).or_insert(1);
-            *next = (*next).max(l.job + 1);
             let mut times = [None; 4];
             times[l.state as usize] = Some(l.ts);
-            self.order += 1;
             let job = MJob {
                 key,
                 state: l.state,
                 priority: l.priority.unwrap_or(2),
                 times,
-                order: self.order,
+                order: 0,
                 tags: l.tags.clone(),
-                unique: None,
+                unique: l.unique.clone(),
                 meta: vec![("x".into(), "1".into())],
             };
-            self.jobs.insert(key, job);
+            if self.conflicts(&job, &staged.iter().collect::<Vec<_>>()) {
+                return Err(i);
+            }
+            staged.push(job);
         }
+        for mut job in staged {
+            let (p, s) = (job.key.project, job.key.spider);
+            self.spider_id(p, ids.spider_name(p, s));
+            let next = self.next_job.entry((p, s)).or_insert(1);
+            *next = (*next).max(job.key.job + 1);
+            self.order += 1;
+            job.order = self.order;
+            self.jobs.insert(job.key, job);
+        }
+        Ok(())
     }
 
     pub fn matches(&self, j: &MJob, f: &Filter) -> bool {

@@ -38,7 +38,8 @@ class Fixture:
             self.export_text = f.read()
 
     def export(self):
-        return parse_jsonl(self.export_text)
+        """The fixture's jobs (its spider catalog lines left out)."""
+        return jobs_only(parse_jsonl(self.export_text))
 
     def digest(self):
         h = hashlib.sha256()
@@ -82,6 +83,11 @@ def parse_jsonl(text):
             for line in text.splitlines() if line.strip()]
 
 
+def jobs_only(lines):
+    """The job lines of an export (catalog lines, `{"spider_catalog": ...}`, left out)."""
+    return [r for r in lines if r and r[0][0] != "spider_catalog"]
+
+
 def key_of(r):
     return dict(r)["key"]
 
@@ -89,7 +95,7 @@ def key_of(r):
 def export_of(store):
     rc, out, err = run_in(store, "export")
     assert rc == 0, f"export failed: {err}"
-    return parse_jsonl(out)
+    return jobs_only(parse_jsonl(out))
 
 
 def listing_from_export(records, project):

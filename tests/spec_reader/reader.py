@@ -1327,15 +1327,40 @@ class Store:
         out.extend(self.tail.values())
         return out
 
+    def next_jobs(self):
+        """{(project, spider): next job id} (log.md "Catalog"): the last chain index's catalog, then
+        the replayed frames: max(a catalog frame's next job id, 1 + the highest job id seen)."""
+        nxt = {}
+        if self.chain:
+            for p, s, n, _, _ in self.chain[-1].catalog:
+                nxt[(p, s)] = n
+        for _, kind, d in self.walk.events:
+            if kind == "catalog":
+                for p, s, n, _ in d:
+                    nxt[(p, s)] = max(nxt.get((p, s), 1), n)
+            elif kind == "job":
+                nxt[(d[0], d[1])] = max(nxt.get((d[0], d[1]), 1), d[2] + 1)
+        return nxt
+
     def export_lines(self):
+        """log.md "Export": per project ascending, a catalog line per spider (ascending ids), then
+        the jobs ascending by order_seq."""
         recs = sorted(self.live_records(), key=lambda r: (r.project, r.order_seq, r.spider, r.job))
-        out = []
+        nxt = self.next_jobs()
+        by_project = {}
         for r in recs:
             name = self.names.get((r.project, r.spider))
             if name is None:
                 raise Damage(r.path, r.file_off, f"record {r.project}/{r.spider}/{r.job}: spider {r.spider} of "
                                                  f"project {r.project} is in no catalog or registration")
-            out.append(whole_metadata(r, name))
+            by_project.setdefault(r.project, []).append(whole_metadata(r, name))
+        out = []
+        for project in sorted(set(by_project) | {p for p, _ in self.names}):
+            for (p, s) in sorted(k for k in self.names if k[0] == project):
+                name = json.dumps(self.names[(p, s)], ensure_ascii=False)
+                out.append(f'{{"spider_catalog":{{"project":{p},"id":{s},"name":{name},'
+                           f'"next_job":{nxt.get((p, s), 1)}}}}}')
+            out.extend(by_project.get(project, []))
         return out
 
     def listing(self, project):

@@ -1,0 +1,358 @@
+//! What clients send, through the API's one entry point (`jobq::api::handle`, the
+//! server's and `jobq query`'s code path) on a real store: the `unique` rule on
+//! every path that reopens a job, one validation per field, the limits on objects,
+//! parameters and `jobmeta`, and the time big requests take.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use jobq::api::{handle, Body, Caller, Config, Method, Request, Scope};
+use jobq::fs::RealFs;
+use jobq::model::ManualClock;
+use jobq::{Options, Store};
+use serde_json::{json, Value};
+
+struct Api {
+    dir: tempfile::TempDir,
+    clock: Arc<ManualClock>,
+    store: Option<Store>,
+}
+
+/// One answer: status and lines.
+struct Answer {
+    status: u16,
+    text: String,
+}
+
+impl Answer {
+    fn lines(&self) -> Vec<Value> {
+        self.text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    }
+
+    fn error(&self) -> String {
+        self.lines()[0]["error"].as_str().unwrap_or_default().to_string()
+    }
+
+    /// A 400 whose message holds `what`.
+    fn refused(&self, what: &str) {
+        assert_eq!(self.status, 400, "{}", self.text);
+        assert!(self.error().contains(what), "{:?} lacks {what:?}", self.error());
+    }
+}
+
+impl Api {
+    fn new() -> Api {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new(1_000_000));
+        let mut api = Api { dir, clock, store: None };
+        api.store = Some(Store::open(api.dir.path(), api.options()).unwrap());
+        api
+    }
+
+    fn options(&self) -> Options {
+        Options { background: false, clock: self.clock.clone(), ..Options::default() }
+    }
+
+    fn store(&self) -> &Store {
+        self.store.as_ref().unwrap()
+    }
+
+    fn call(&self, method: Method, target: &str, body: &str) -> Answer {
+        let mut req = Request::get(target);
+        (req.method, req.body) = (method, body.as_bytes());
+        // A named key: its name goes into `*_by` fields.
+        let caller = Caller { actor: Some("alice".into()), scope: Scope::All };
+        let r = handle(self.store(), &caller, &Config::default(), &req);
+        let bytes = match r.body {
+            Body::Full(b) => b,
+            Body::Stream(rows) => rows.collect_bytes().unwrap(),
+        };
+        self.clock.advance(1);
+        Answer { status: r.status, text: String::from_utf8(bytes).unwrap() }
+    }
+
+    fn get(&self, target: &str) -> Answer {
+        self.call(Method::Get, target, "")
+    }
+
+    fn post(&self, target: &str, body: &str) -> Answer {
+        self.call(Method::Post, target, body)
+    }
+
+    fn ok(&self, target: &str, body: &str) -> Vec<Value> {
+        let a = self.post(target, body);
+        assert_eq!(a.status, 200, "{target}: {}", a.text);
+        a.lines()
+    }
+
+    fn state(&self, key: &str) -> Value {
+        let parts: Vec<&str> = key.split('/').collect();
+        self.get(&format!("jobs/{}/{}/{}/state", parts[0], parts[1], parts[2])).lines()[0].clone()
+    }
+
+    /// `jobq check` on the closed store: clean.
+    fn check_clean(&mut self) {
+        self.store.take().unwrap().close().unwrap();
+        let r = jobq::store::check(self.dir.path(), Arc::new(RealFs)).unwrap();
+        assert!(r.is_clean(), "{:?}", r.findings);
+        self.store = Some(Store::open(self.dir.path(), self.options()).unwrap());
+    }
+}
+
+fn fields(n: usize) -> String {
+    (0..n).map(|i| format!("\"f{i}\":{i}")).collect::<Vec<_>>().join(",")
+}
+
+#[test]
+fn a_job_cannot_be_reopened_while_another_holds_its_unique() {
+    let mut api = Api::new();
+    let push_u = |api: &Api| api.ok("jobq/1/push", r#"{"spider":"s","unique":"U"}"#)[0].clone();
+    assert_eq!(push_u(&api)["key"], "1/1/1");
+    api.ok("jobq/1/update", r#"{"key":"1/1/1","state":"finished"}"#);
+    assert_eq!(push_u(&api)["key"], "1/1/2");
+    // Every way back to an active state is refused while 1/1/2 is pending.
+    for (target, body) in [
+        ("jobq/1/update", r#"{"key":"1/1/1","state":"pending"}"#),
+        ("jobq/1/update", r#"{"key":"1/1/1","state":"running","x":1}"#),
+        ("jobq/1/update", "{\"key\":\"1/1/3\",\"state\":\"finished\"}\n{\"key\":\"1/1\",\"state\":\"running\"}"),
+    ] {
+        api.post(target, body).refused("Active job exists with key U");
+        assert_eq!(api.state("1/1/1"), "finished", "{body}: nothing of the request is stored");
+        assert_eq!(api.get("jobq/1/count?state=finished").lines()[0], 1, "{body}");
+    }
+    // Lines count in order: releasing first, then taking, is one valid request.
+    let r =
+        api.ok("jobq/1/update", "{\"key\":\"1/1/2\",\"state\":\"deleted\"}\n{\"key\":\"1/1/1\",\"state\":\"pending\"}");
+    assert_eq!(r.len(), 2);
+    api.post("jobq/1/update", r#"{"key":"1/1/2","state":"running"}"#).refused("Active job exists with key U");
+    api.ok("jobq/1/update", r#"{"key":"1/1/1","state":"finished"}"#);
+    // The holder is exact again: the next push takes U, the one after conflicts.
+    assert_eq!(push_u(&api)["key"], "1/1/3");
+    assert_eq!(push_u(&api)["error"], "Active job exists with key U");
+    api.check_clean();
+    assert_eq!(push_u(&api)["error"], "Active job exists with key U", "after reopening the store");
+}
+
+#[test]
+fn import_keeps_the_unique_rule() {
+    let api = Api::new();
+    api.ok("jobq/1/push", r#"{"spider":"s","unique":"U"}"#);
+    let line = |job: u32, state: &str| {
+        format!(r#"{{"key":"1/1/{job}","spider":"s","state":"{state}","{state}_time":5,"unique":"U"}}"#)
+    };
+    let refused = |text: String, line_no: u64| {
+        let e = api.store().import(&mut text.as_bytes(), &mut |_| {}).unwrap_err().to_string();
+        assert!(e.contains(&format!("line {line_no}")) && e.contains("Active job exists with key U"), "{e}");
+    };
+    refused(line(2, "pending"), 1);
+    refused(format!("{}\n{}\n", line(1, "finished"), line(2, "pending")) + &line(3, "running"), 3);
+    // A new version of the holder that lets go, then another job taking it: fine.
+    let text = format!("{}\n{}\n", line(1, "finished"), line(2, "pending"));
+    api.store().import(&mut text.as_bytes(), &mut |_| {}).unwrap();
+    assert_eq!(
+        api.post("jobq/1/push", r#"{"spider":"s","unique":"U"}"#).lines()[0]["error"],
+        "Active job exists with key U"
+    );
+}
+
+#[test]
+fn every_path_checks_fields_the_same_way() {
+    let api = Api::new();
+    api.ok("jobq/1/push", r#"{"spider":"s"}"#);
+    for bad in [
+        (r#"{"spider":"s","priority":100}"#, "priority"),
+        (r#"{"spider":"s","priority":-9223372036854775808}"#, "priority"),
+        (r#"{"spider":"s","units":-3}"#, "units"),
+        (r#"{"spider":"s","units":0}"#, "units"),
+        (r#"{"spider":"s","units":"3"}"#, "units"),
+        (r#"{"spider":"s","unique":5}"#, "unique"),
+        (r#"{"spider":"s","tags":[""]}"#, "tags"),
+    ] {
+        api.post("jobq/1/push", bad.0).refused(bad.1);
+    }
+    for (target, body, field) in [
+        ("jobs/1/1/1/units", "\"abc\"", "units"),
+        ("jobs/1/1/1/units", "-1", "units"),
+        ("jobs/1/1/1/priority", "7", "priority"),
+        ("jobs/1/1/1", r#"{"units":{"x":1}}"#, "units"),
+        ("jobs/1/1/1", r#"{"priority":5}"#, "priority"),
+        ("jobq/1/update", r#"{"key":"1/1/1","units":{"x":1}}"#, "units"),
+        ("jobq/1/update", r#"{"key":"1/1/1","priority":-1}"#, "priority"),
+        ("jobq/1/startjob", r#"{"units":"2"}"#, "units"),
+        ("jobq/1/startjob", r#"{"priority":99}"#, "priority"),
+    ] {
+        api.post(target, body).refused(field);
+    }
+    let job = api.get("jobs/1/1/1").lines()[0].clone();
+    assert_eq!(
+        (job["state"].clone(), job["units"].clone(), job["priority"].clone()),
+        (json!("pending"), json!(1), json!(2))
+    );
+    api.ok("jobs/1/1/1/units", "3");
+    api.ok("jobq/1/update", r#"{"key":"1/1/1","priority":4}"#);
+    let e = api
+        .store()
+        .import(
+            &mut &br#"{"key":"1/1/9","spider":"s","state":"finished","finished_time":5,"priority":100}"#[..],
+            &mut |_| {},
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("line 1") && e.contains("priority"), "{e}");
+}
+
+#[test]
+fn cancel_counts_each_job_once() {
+    let api = Api::new();
+    api.ok("jobq/1/push", "{\"spider\":\"s\",\"state\":\"running\"}\n{\"spider\":\"s\"}");
+    let r = api.ok("jobq/1/cancel", r#"[{"key":"1/1/1"},{"key":"1/1/1"},{"key":"1/1/2"},{"key":"1/1/2"}]"#);
+    assert_eq!(r[0], json!({"count": 2}));
+}
+
+#[test]
+fn filter_values_are_checked() {
+    let api = Api::new();
+    api.ok("jobq/1/push", r#"{"spider":"s","state":"finished","tags":["a"]}"#);
+    for (q, what) in [
+        ("count=99999999999999999999", "too large"),
+        ("start=99999999999999999999", "too large"),
+        ("startts=99999999999999999999", "too large"),
+        ("endts=99999999999999999999", "too large"),
+        ("state=", "state"),
+        ("has_tag=", "has_tag"),
+        ("lacks_tag=", "lacks_tag"),
+        ("spider=", "spider"),
+    ] {
+        api.get(&format!("jobq/1/list?{q}")).refused(what);
+    }
+    assert_eq!(api.get("jobq/1/count?state=").status, 400);
+    let over = |name: &str, n: usize| (0..n).map(|i| format!("{name}=t{i}")).collect::<Vec<_>>().join("&");
+    api.get(&format!("jobq/1/count?{}", over("has_tag", 101))).refused("at most 100");
+    api.get(&format!("jobq/1/count?{}", over("lacks_tag", 101))).refused("at most 100");
+    assert_eq!(api.get(&format!("jobq/1/count?{}&has_tag=a", over("has_tag", 99))).lines()[0], 1);
+    let repeats = vec!["has_tag=a"; 6000].join("&");
+    assert_eq!(api.get(&format!("jobq/1/count?{repeats}")).lines()[0], 1);
+}
+
+#[test]
+fn jobsummary_and_key_lists_count_each_key_once() {
+    let api = Api::new();
+    api.ok("jobq/1/push", &format!(r#"{{"spider":"s","blob":"{}"}}"#, "x".repeat(1 << 20)));
+    api.ok("jobq/1/push", r#"{"spider":"s"}"#);
+    let repeats = ["key=1/1/2"].iter().chain(vec!["key=1/1/1"; 5000].iter()).copied().collect::<Vec<_>>().join("&");
+    let r = api.get(&format!("jobq/1/jobsummary?{repeats}")).lines();
+    let keys: Vec<&str> = r.iter().map(|l| l["key"].as_str().unwrap()).collect();
+    assert_eq!(keys, ["1/1/2", "1/1/1"], "one line per distinct key, in the order first given");
+    let many = (1..=1001).map(|j| format!("key=1/1/{j}")).collect::<Vec<_>>().join("&");
+    api.get(&format!("jobq/1/jobsummary?{many}")).refused("at most 1000");
+    api.get(&format!("jobq/1/list?{many}")).refused("at most 1000");
+    api.get(&format!("jobq/1/count?{many}")).refused("at most 1000");
+}
+
+#[test]
+fn jobmeta_names_count_once_up_to_a_limit() {
+    let api = Api::new();
+    let lines: String =
+        (0..50).map(|_| format!("{{\"spider\":\"s\",\"state\":\"finished\",{}}}\n", fields(300))).collect();
+    api.ok("jobq/1/push", &lines);
+    let names = |n: usize| (0..n).map(|i| format!("jobmeta=f{i}")).collect::<Vec<_>>().join("&");
+    api.get(&format!("jobq/1/list?{}", names(4000))).refused("at most 256");
+    let started = Instant::now();
+    let rows = api.get(&format!("jobq/1/list?{}&jobmeta=f0,spider,f1&jobmeta=state", names(254))).lines();
+    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    assert_eq!(rows.len(), 50);
+    let got: Vec<&String> = rows[0].as_object().unwrap().keys().collect();
+    assert_eq!(got.len(), 4 + 254 + 1, "{got:?}");
+    assert_eq!((rows[0]["f253"].clone(), rows[0]["spider"].clone()), (json!(253), json!("s")));
+    api.get(&format!("jobq/1/list?{}&jobmeta=spider,state,key", names(254))).refused("at most 256");
+}
+
+#[test]
+fn big_objects_are_refused_or_handled_within_bounds() {
+    let api = Api::new();
+    let bound = Duration::from_secs(2);
+    // 80,000 fields (about 1 MB) in a push, an edit, an update: refused, quickly.
+    for (target, body) in [
+        ("jobq/1/push", format!("{{\"spider\":\"s\",{}}}", fields(80_000))),
+        ("jobs/1/1/1", format!("{{{}}}", fields(80_000))),
+        ("jobq/1/update", format!("{{\"key\":\"1/1/1\",{}}}", fields(80_000))),
+    ] {
+        if target == "jobs/1/1/1" {
+            api.ok("jobq/1/push", r#"{"spider":"s"}"#);
+        }
+        let started = Instant::now();
+        api.post(target, &body).refused("at most 10100 fields");
+        assert!(started.elapsed() < bound, "{target}: {:?}", started.elapsed());
+    }
+    // At the limit: a job of 10,000 fields, then every one of them edited, in one
+    // object and in as many update lines.
+    let started = Instant::now();
+    api.ok("jobq/1/push", &format!("{{\"spider\":\"s\",{}}}", fields(9_999)));
+    api.ok("jobs/1/1/2", &format!("{{{}}}", fields(9_999).replace(':', ":-")));
+    let lines: String = (0..9_999).map(|i| format!("{{\"key\":\"1/1/2\",\"f{i}\":\"x\"}}\n")).collect();
+    assert_eq!(api.ok("jobq/1/update", &lines).len(), 9_999);
+    assert!(started.elapsed() < 2 * bound, "{:?}", started.elapsed());
+    let job = api.get("jobs/1/1/2").lines()[0].clone();
+    assert_eq!((job["f0"].clone(), job["f9998"].clone(), job["units"].clone()), (json!("x"), json!("x"), json!(1)));
+    // One more field is over the job's limit, whichever path adds it.
+    api.post("jobs/1/1/2", r#"{"one_more":1,"and_another":2}"#).refused("at most 10000 metadata fields");
+    api.post("jobq/1/update", r#"{"key":"1/1/2","one_more":1,"and_another":2}"#).refused("at most 10000");
+    // Fields the service writes are never refused (`scheduled_by` was already over,
+    // the cancel marks go further), and edits that do not grow the metadata pass.
+    assert_eq!(api.ok("jobq/1/cancel", r#"[{"key":"1/1/2"}]"#)[0], json!({"count": 1}));
+    api.ok("jobs/1/1/2", r#"{"f0":"y","close_reason":"done"}"#);
+    api.post("jobs/1/1/2", r#"{"one_more":1}"#).refused("at most 10000 metadata fields");
+    api.call(Method::Delete, "jobs/1/1/2/f1", "");
+    let job = api.get("jobs/1/1/2").lines()[0].clone();
+    assert_eq!(
+        (job["f0"].clone(), job["close_reason"].clone(), job["state"].clone()),
+        (json!("y"), json!("done"), json!("finished"))
+    );
+    assert!(job["cancelled_by"].is_string() && job.get("f1").is_none() && job.get("one_more").is_none());
+    // What the limits let a store hold exports and imports back.
+    let mut out = Vec::new();
+    api.store().export(None, &mut out).unwrap();
+    assert_eq!(Api::new().store().import(&mut &out[..], &mut |_| {}).unwrap().jobs, 2);
+}
+
+#[test]
+fn export_then_import_reproduces_the_catalog() {
+    let api = Api::new();
+    assert_eq!(api.get("ids/1/spider/early?create=1").lines()[0], 1);
+    api.ok("jobq/1/push", "{\"spider\":\"s\"}\n{\"spider\":\"s\"}\n{\"spider\":\"s\"}");
+    api.ok("jobq/1/update", r#"{"key":"1/2/3","state":"deleted"}"#);
+    assert_eq!(api.get("ids/2/spider/alone?create=1").lines()[0], 1);
+    let opts = api.options();
+    drop(api.store);
+    // Compaction drops the deleted job 1/2/3: only the catalog knows id 3 was taken.
+    api.clock.advance(3_600_000);
+    jobq::store::compact(api.dir.path(), opts.clone(), Some(Duration::from_secs(60)), &mut |_, _| {}).unwrap();
+    let source = Store::open(api.dir.path(), opts).unwrap();
+    let mut out = Vec::new();
+    assert_eq!(source.export(None, &mut out).unwrap(), 2);
+    let copy = Api::new();
+    copy.store().import(&mut &out[..], &mut |_| {}).unwrap();
+    let answers = |api: &Api| {
+        let mut got = Vec::new();
+        for target in ["ids/1/spider/early", "ids/1/spider/s", "ids/2/spider/alone", "ids/2/spider/none"] {
+            got.push(api.get(target).lines()[0].clone());
+        }
+        got.push(api.ok("jobq/1/push", "{\"spider\":\"s\"}\n{\"spider\":\"early\"}\n{\"spider\":\"new\"}").into());
+        got
+    };
+    let original = Api { dir: api.dir, clock: api.clock, store: Some(source) };
+    let want = answers(&original);
+    assert_eq!(want[..4], [json!(1), json!(2), json!(1), json!(null)]);
+    assert_eq!(answers(&copy), want);
+    // Old exports, without catalog lines, still import.
+    let mut old = Vec::new();
+    original.store().export(None, &mut old).unwrap();
+    let old: String = String::from_utf8(old)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.contains("spider_catalog"))
+        .map(|l| l.to_string() + "\n")
+        .collect();
+    let third = Api::new();
+    assert_eq!(third.store().import(&mut old.as_bytes(), &mut |_| {}).unwrap().jobs, 5);
+}

@@ -9,8 +9,9 @@
 //!    changed meanwhile is skipped, its newer version being elsewhere);
 //! 2. a catalog frame keeps every spider and next job id the segments held;
 //! 3. everything written so far is made durable and indexed;
-//! 4. index files ending before the first kept sequence number leave the chain
-//!    (the one straddling it stays: the docs before the new start are superseded);
+//! 4. index files ending before the first kept sequence number leave the chain; the
+//!    one straddling it stays (its docs before the new start are superseded), or,
+//!    when the retention dropped jobs it holds there, is rewritten without them;
 //! 5. the segments are removed (oldest first), then the dropped index files.
 //!
 //! Until step 5 the old segments are still the log's start: a crash anywhere
@@ -31,6 +32,7 @@ use crate::codec::frame::FrameKind;
 use crate::codec::record;
 use crate::error::{Error, Result};
 use crate::hash::FastMap;
+use crate::index::{build, merge, DeadSet, IndexSegment, SegmentMeta};
 use crate::log::scan::{FrameScanner, Step};
 use crate::log::{segment, LogPos};
 use crate::model::{JobKey, JobState};
@@ -261,19 +263,71 @@ fn relocate_batch(inner: &Inner, batch: Vec<(u64, Vec<u8>)>, report: &mut Reclai
     Ok(())
 }
 
-/// Take out of the chain the index files that end before `kept_seq` (every doc
-/// there is superseded); the one that straddles it stays, its docs before the new
-/// start dead. Retire the removed segments; returns the names of the files dropped.
+/// Take out of the chain the index files that end before `kept_seq`. The one that
+/// straddles it stays when its docs before the new start are all superseded (by
+/// relocated copies); when some are not (deleted jobs the retention dropped), it is
+/// rewritten as `[kept_seq, hi]` without them. Retire the removed segments; returns
+/// the names of the files no longer used.
 fn drop_indexes(inner: &Inner, kept_seq: u64, prefix: &[u32], report: &mut ReclaimReport) -> Result<Vec<String>> {
+    let boundary = LogPos { segment: prefix[prefix.len() - 1] + 1, offset: 0 };
+    let straddler = {
+        let w = inner.writer.lock();
+        let at = w.segments.iter().take_while(|s| s.seg.meta().hi_seq < kept_seq).count();
+        w.segments.get(at).filter(|s| s.seg.meta().lo_seq < kept_seq).cloned()
+    };
+    // Without retention drops, every doc before the new start was relocated.
+    let dropped_some = report.deleted_dropped > 0;
+    let trimmed = match straddler.filter(|s| dropped_some && holds_live_before(s, boundary)) {
+        Some(s) => Some((s.clone(), trim(inner, &s, boundary, kept_seq)?)),
+        None => None,
+    };
     let mut w = inner.writer.lock();
     let at = w.segments.iter().take_while(|s| s.seg.meta().hi_seq < kept_seq).count();
-    let dropped: Vec<String> = w.segments.drain(..at).map(|s| s.seg.meta().file_name()).collect();
-    report.index_files_dropped = dropped.len() as u64;
+    let mut gone: Vec<String> = w.segments.drain(..at).map(|s| s.seg.meta().file_name()).collect();
+    if let Some((old, new)) = trimmed {
+        let Some(now) = w.segments.first().filter(|s| Arc::ptr_eq(&s.seg, &old.seg)).cloned() else {
+            return Err(Error::corrupt(&inner.gen_dir, 0, "index files changed under a compaction"));
+        };
+        let mut slot = SegmentSlot::new(new.clone());
+        for (i, project) in now.seg.projects().enumerate() {
+            let sec = now.seg.section_at(i);
+            for doc in now.dead[i].docs() {
+                if let Some(d) = new.section(project).and_then(|m| m.find(sec.local(doc))) {
+                    slot.kill(project, d);
+                }
+            }
+        }
+        w.segments[0] = slot;
+        gone.push(old.seg.meta().file_name());
+    }
+    report.index_files_dropped = gone.len() as u64;
     // The prefix's handles stay with the versions made before; new ones go without.
     let handles = inner.reader.retire(prefix)?;
     w.epoch = w.epoch.end(handles);
     maintain::publish_if_clean(inner, &w);
-    Ok(dropped)
+    Ok(gone)
+}
+
+/// Does a doc of `slot` before `boundary` still count (not superseded)?
+fn holds_live_before(slot: &SegmentSlot, boundary: LogPos) -> bool {
+    (0..slot.seg.projects().count()).any(|i| {
+        let sec = slot.seg.section_at(i);
+        (0..sec.len()).any(|d| !slot.dead[i].contains(d) && LogPos::unpack(sec.loc(d)) < boundary)
+    })
+}
+
+/// `slot`'s docs from `boundary` on, as a new published file `[kept_seq, hi]`.
+fn trim(inner: &Inner, slot: &SegmentSlot, boundary: LogPos, kept_seq: u64) -> Result<Arc<IndexSegment>> {
+    let mut docs = Vec::new();
+    for i in 0..slot.seg.projects().count() {
+        merge::live_entries(&slot.seg.section_at(i), &DeadSet::new(), &mut docs);
+    }
+    docs.retain(|d| LogPos::unpack(d.loc) >= boundary);
+    let meta = SegmentMeta { lo_seq: kept_seq, docs: 0, ..*slot.seg.meta() };
+    let path = inner.gen_dir.join(meta.file_name());
+    let image = build::build(docs, meta, &slot.seg.catalog());
+    let seg = IndexSegment::open(crate::fs::MappedBytes::from_vec(image), &path, false)?;
+    Ok(Arc::new(maintain::write_file(inner, &seg)?))
 }
 
 /// What online compaction did since the store opened.

@@ -360,7 +360,8 @@ def test_worked_example_as_a_v2_store(tmp, fx):
     rc, line, out = describe_mark(store)
     assert rc == 0 and "slot 1 (epoch 1): durable_end 12461, next_seq 3" in line, out
     rc, out, err = run_in(store, "export")
-    want = ('{"key":"53/1/81","project":53,"spider":"spider1","state":"pending","priority":2,"tags":["a"],'
+    want = ('{"spider_catalog":{"project":53,"id":1,"name":"spider1","next_job":82}}\n'
+            '{"key":"53/1/81","project":53,"spider":"spider1","state":"pending","priority":2,"tags":["a"],'
             '"pending_time":1397762393489,"units":1}\n')
     assert rc == 0 and out == want, out + err
     truncate(os.path.join(g, "log-0000000001.jql"), 12337)          # the jobs frame lost below the mark

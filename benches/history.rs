@@ -75,7 +75,7 @@ fn main() {
                 let active = store.reclaim_stats().active.load(Ordering::Relaxed);
                 let t = Instant::now();
                 let snap = store.snapshot();
-                if i % 2 == 0 {
+                if i.is_multiple_of(2) {
                     snap.count(1, &finished).expect("count");
                 } else {
                     let mut out = Vec::new();

@@ -289,10 +289,9 @@ fn choose_chain(
     let mut best: Option<usize> = None;
     for (i, seg) in valid.iter().enumerate() {
         let m = seg.meta();
-        if m.lo_seq <= next && next <= m.hi_seq && best.is_none_or(|b| m.hi_seq > valid[b].meta().hi_seq) {
-            if matches_log(fs, gen_dir, m)? {
-                best = Some(i);
-            }
+        let better = best.is_none_or(|b| m.hi_seq > valid[b].meta().hi_seq);
+        if m.lo_seq <= next && next <= m.hi_seq && better && matches_log(fs, gen_dir, m)? {
+            best = Some(i);
         }
     }
     if let Some(i) = best {

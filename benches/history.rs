@@ -3,10 +3,12 @@
 //! annotated — written durably in batches of 100 by two writers, while a third
 //! thread counts and lists (100 rows) without pause. The store runs as `serve`
 //! does (background index maintenance and compaction at the default ratio 0.3,
-//! checked every second) with 32 MiB segments. At the end: the store's size on
+//! checked every second) with 8 MiB segments (`JOBQ_HISTORY_SEGMENT` bytes), as
+//! small beside this store as 64 MiB ones beside a 10M-job store. At the end: the store's size on
 //! disk against a fresh import of its own export, and query p99 while no cycle
 //! runs against while one does.
 //!
+//! `JOBQ_HISTORY_QPS` paces the queries (default: back to back, a core's worth).
 //! `JOBQ_HISTORY_RATE` paces the writers to that many job versions a second in
 //! all (default: as fast as they go). Two hours of a platform running 100,000 jobs
 //! is about 70 versions a second; the default pace compresses that a hundredfold
@@ -33,6 +35,24 @@ fn dir_bytes(dir: &Path) -> u64 {
     total
 }
 
+/// Bytes of log segments and of index files under `dir`.
+fn split_bytes(dir: &Path) -> (u64, u64) {
+    let (mut log, mut idx) = (0, 0);
+    for e in std::fs::read_dir(dir).expect("list").flatten() {
+        let m = e.metadata().expect("stat");
+        if m.is_dir() {
+            let (l, i) = split_bytes(&e.path());
+            log += l;
+            idx += i;
+        } else if e.file_name().to_string_lossy().ends_with(".jql") {
+            log += m.len();
+        } else if e.file_name().to_string_lossy().ends_with(".jqi") {
+            idx += m.len();
+        }
+    }
+    (log, idx)
+}
+
 fn pct(v: &mut [u64], p: f64) -> u64 {
     if v.is_empty() {
         return 0;
@@ -47,15 +67,16 @@ fn main() {
     }
     let jobs: u32 = std::env::var("JOBQ_HISTORY_JOBS").ok().and_then(|v| v.parse().ok()).unwrap_or(300_000);
     let rate: Option<f64> = std::env::var("JOBQ_HISTORY_RATE").ok().and_then(|v| v.parse().ok());
+    let qps: Option<f64> = std::env::var("JOBQ_HISTORY_QPS").ok().and_then(|v| v.parse().ok());
     let root = std::env::var_os("CARGO_TARGET_DIR")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
         .join("jobq-bench/history");
     let _ = std::fs::remove_dir_all(&root);
     let opts = Options {
-        compact_when: Some(0.3),
+        compact_when: Some(std::env::var("JOBQ_HISTORY_RATIO").ok().and_then(|v| v.parse().ok()).unwrap_or(0.2)),
         reclaim_every: Duration::from_secs(1),
-        segment_bytes: 32 << 20,
+        segment_bytes: std::env::var("JOBQ_HISTORY_SEGMENT").ok().and_then(|v| v.parse().ok()).unwrap_or(8 << 20),
         ..Options::default()
     };
     let store = Store::open(root.join("store"), opts).expect("open");
@@ -63,6 +84,7 @@ fn main() {
     let (mut idle, mut busy): (Vec<u64>, Vec<u64>) = (Vec::new(), Vec::new());
     let t0 = Instant::now();
     let mut peak = 0u64;
+    let mut peak_split = (0u64, 0u64);
     std::thread::scope(|s| {
         let q = s.spawn(|| {
             let (mut idle, mut busy) = (Vec::new(), Vec::new());
@@ -70,8 +92,15 @@ fn main() {
             let tagged = Filter { has_tags: vec!["x".into()], ..Filter::default() };
             let page = Paging { count: 100, start: 0, stop: None };
             let mut i = 0u64;
+            let began = Instant::now();
             while !done.load(Ordering::Relaxed) {
                 i += 1;
+                if let Some(q) = qps {
+                    let due = Duration::from_secs_f64(i as f64 / q);
+                    if let Some(wait) = due.checked_sub(began.elapsed()) {
+                        std::thread::sleep(wait);
+                    }
+                }
                 let active = store.reclaim_stats().active.load(Ordering::Relaxed);
                 let t = Instant::now();
                 let snap = store.snapshot();
@@ -146,7 +175,23 @@ fn main() {
                 })
                 .collect();
         while writers.iter().any(|h| !h.is_finished()) {
-            peak = peak.max(dir_bytes(&root.join("store")));
+            let now = dir_bytes(&root.join("store"));
+            if std::env::var_os("JOBQ_HISTORY_TRACE").is_some() {
+                let (l, i) = split_bytes(&root.join("store"));
+                eprintln!(
+                    "{:6.1}s log {:6.2} MiB idx {:5.2} MiB ratio {:.2} cycles {} active {}",
+                    t0.elapsed().as_secs_f64(),
+                    l as f64 / 1048576.0,
+                    i as f64 / 1048576.0,
+                    store.superseded_ratio().unwrap_or(0.0),
+                    store.reclaim_stats().cycles.load(Ordering::Relaxed),
+                    store.reclaim_stats().active.load(Ordering::Relaxed)
+                );
+            }
+            if now > peak {
+                peak = now;
+                peak_split = split_bytes(&root.join("store"));
+            }
             std::thread::sleep(Duration::from_millis(500));
         }
         for h in writers {
@@ -186,10 +231,15 @@ fn main() {
         fresh_size as f64 / 1048576.0,
         size as f64 / fresh_size as f64
     );
+    let fresh_split = split_bytes(&root.join("fresh"));
     println!(
-        "| disk peak during the history | {:.1} MiB ({:.2}x) |",
+        "| disk peak during the history | {:.1} MiB ({:.2}x): log {:.1} MiB, index {:.1} MiB (fresh: {:.1} / {:.1}) |",
         peak as f64 / 1048576.0,
-        peak as f64 / fresh_size as f64
+        peak as f64 / fresh_size as f64,
+        peak_split.0 as f64 / 1048576.0,
+        peak_split.1 as f64 / 1048576.0,
+        fresh_split.0 as f64 / 1048576.0,
+        fresh_split.1 as f64 / 1048576.0
     );
     let (i99, b99) = (pct(&mut idle, 0.99), pct(&mut busy, 0.99));
     println!(

@@ -8,7 +8,7 @@
 //!    any other, through the write queue, in small throttled batches; a job
 //!    changed meanwhile is skipped, its newer version being elsewhere);
 //! 2. a catalog frame keeps every spider and next job id the segments held;
-//! 3. everything written so far is made durable and indexed;
+//! 3. everything written so far is made durable;
 //! 4. index files ending before the first kept sequence number leave the chain; the
 //!    one straddling it stays (its docs before the new start are superseded), or,
 //!    when the retention dropped jobs it holds there, is rewritten without them;
@@ -109,18 +109,18 @@ fn run_cycle(inner: &Inner, started: Instant) -> Result<ReclaimReport> {
         return Ok(report);
     }
     let prefix: Vec<u32> = (first..=last).collect();
-    // Everything indexed: the live records of the prefix are found in index files.
-    flush(inner)?;
     let cutoff = inner.opts.retain_deleted.map(|d| inner.opts.clock.now_ms().saturating_sub(d.as_millis() as u64));
     for &n in &prefix {
         relocate_segment(inner, n, cutoff, &mut report)?;
         report.bytes_removed += segment_len(inner, n)?;
     }
-    // The spiders and next job ids the prefix held, kept; then all of it durable
-    // (including every write that superseded a prefix record: after a crash, a
-    // job must not be left with neither version) and indexed.
+    // The spiders and next job ids the prefix held, kept; then all of it durable,
+    // including every write that superseded a prefix record (after a crash, no job
+    // may be left without its newest durable version). No need to index it: the
+    // relocated copies are in the tail, and after a restart they supersede, from the
+    // replay or a later index file, whatever points into the removed segments.
     submit(inner, Box::new(|w, ctx| w.append_catalog(ctx.durable_seq).map(|()| Box::new(()) as Erased)))?;
-    flush(inner)?;
+    durable(inner)?;
     let kept_seq = first_seq(inner, last + 1)?;
     let _maint = inner.maint_lock.lock();
     let removed_files = drop_indexes(inner, kept_seq, &prefix, &mut report)?;
@@ -161,16 +161,10 @@ fn submit(inner: &Inner, op: Op) -> Result<Erased> {
     r
 }
 
-/// Freeze the tail, make everything durable, persist and merge index files.
-fn flush(inner: &Inner) -> Result<()> {
-    submit(inner, Box::new(|w, _| w.freeze().map(|_| Box::new(()) as Erased)))?;
-    {
-        let w = inner.writer.lock();
-        let seq = w.next_seq - 1;
-        drop(w);
-        inner.commit.wait_durable(seq)?;
-    }
-    maintain::run(inner)
+/// Wait until everything written so far is durable.
+fn durable(inner: &Inner) -> Result<()> {
+    let seq = inner.writer.lock().next_seq - 1;
+    inner.commit.wait_durable(seq)
 }
 
 /// The current location of each job, as of a version (the tail as a map).
@@ -368,9 +362,19 @@ impl Reclaimer {
                     if inner.commit.check().is_err() || inner.closed.load(std::sync::atomic::Ordering::Acquire) {
                         continue;
                     }
-                    if let Err(e) = cycle_if_due(&inner, ratio) {
-                        if !matches!(e, Error::Poisoned { .. } | Error::Closed) {
-                            inner.commit.poison(&e);
+                    // While due, cycle after cycle (each paces itself); then wait.
+                    loop {
+                        match cycle_if_due(&inner, ratio) {
+                            Ok(Some(r))
+                                if !r.segments.is_empty()
+                                    && !inner.closed.load(std::sync::atomic::Ordering::Acquire) => {}
+                            Ok(_) => break,
+                            Err(e) => {
+                                if !matches!(e, Error::Poisoned { .. } | Error::Closed) {
+                                    inner.commit.poison(&e);
+                                }
+                                break;
+                            }
                         }
                     }
                 }

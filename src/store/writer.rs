@@ -48,6 +48,9 @@ pub(crate) struct Writer {
     pub replay_end: LogPos,
     /// Running jobs' auth tokens, shared with the store's readers.
     pub tokens: Arc<JobTokens>,
+    /// Writes (queued operations that appended) since the store opened: what
+    /// group commit counts per fsync.
+    pub writes: u64,
     buf: Vec<u8>,
 }
 
@@ -82,6 +85,7 @@ impl Writer {
             frozen: 0,
             replay_end: LogPos::default(),
             tokens: Arc::default(),
+            writes: 0,
             buf: Vec::new(),
         }
     }

@@ -130,6 +130,21 @@ pub struct ServeArgs {
     /// file (and merged in the background) after this many.
     #[arg(long, value_name = "N", default_value_t = 4096, value_parser = clap::value_parser!(u64).range(16..=1_000_000))]
     pub index_every: u64,
+    /// Serve /metrics (and /health) on this address instead: the API port then
+    /// answers 404 for /metrics.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<String>,
+    /// /metrics asks for this key (HTTP basic auth, the key as user name);
+    /// without it /metrics is open to whoever can connect.
+    #[arg(long, value_name = "KEY", value_parser = parse_metrics_key)]
+    pub metrics_key: Option<String>,
+}
+
+fn parse_metrics_key(s: &str) -> Result<String, String> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_graphic() && b != b':') {
+        return Err("a metrics key is printable ASCII without spaces or ':'".into());
+    }
+    Ok(s.to_string())
 }
 
 #[derive(Args)]

@@ -42,6 +42,8 @@ pub fn run(a: ServeArgs) -> Result<(), String> {
             body: Duration::from_secs(a.body_timeout),
         },
         max_connections: a.max_connections as usize,
+        metrics_listen: a.metrics_listen,
+        metrics_key: a.metrics_key,
     })
 }
 

@@ -176,3 +176,59 @@ pub async fn metrics(app: &Arc<App>, authorization: Option<&[u8]>) -> OpsAnswer 
         Err(e) => json_answer(500, json!({"error": format!("rendering the metrics failed: {e}")})),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use jobq::fs::{Fault, FaultKind, SimFs};
+    use jobq::store::request::parse_push;
+    use jobq::{Options, Store};
+
+    use super::*;
+    use crate::server::auth::Auth;
+    use crate::server::metrics::ServerMetrics;
+
+    fn app(sim: &SimFs) -> App {
+        let opts = Options { fs: Arc::new(sim.clone()), background: false, ..Options::default() };
+        App {
+            store: Arc::new(Store::open("/db", opts).unwrap()),
+            auth: Arc::new(Auth::Open),
+            config: jobq::api::Config::default(),
+            max_body: 1 << 20,
+            body_timeout: std::time::Duration::from_secs(1),
+            metrics: Arc::new(ServerMetrics::new(4)),
+            ops: Arc::new(Ops::new(None, false)),
+            port: Port::Api,
+        }
+    }
+
+    fn status(a: &OpsAnswer) -> (u16, serde_json::Value) {
+        (a.status, serde_json::from_slice(&a.body).unwrap())
+    }
+
+    /// 200 while writes work; 503 "disk_full" after ENOSPC, "poisoned" after
+    /// EIO (each with the failure), "closing" once a signal came.
+    #[test]
+    fn health_statuses() {
+        for (fault, want) in [(Some(FaultKind::Enospc), "disk_full"), (Some(FaultKind::Eio), "poisoned"), (None, "closing")]
+        {
+            let sim = SimFs::new();
+            let app = app(&sim);
+            let (code, body) = status(&health(&app));
+            assert_eq!((code, body["status"].as_str()), (200, Some("ok")), "{body}");
+            match fault {
+                Some(kind) => {
+                    sim.set_fault(Some(Fault { at: 0, kind, sticky: false }));
+                    assert!(app.store.push(1, &[parse_push(r#"{"spider":"s"}"#).unwrap()], None).is_err());
+                }
+                None => app.ops.begin_closing("SIGTERM"),
+            }
+            let (code, body) = status(&health(&app));
+            assert_eq!((code, body["status"].as_str()), (503, Some(want)), "{body}");
+            let reason = body["reason"].as_str().unwrap();
+            let cause = if fault == Some(FaultKind::Enospc) { "No space left" } else { "" };
+            assert!(reason.contains(cause) && !reason.is_empty(), "{reason}");
+        }
+    }
+}

@@ -138,9 +138,12 @@ pub struct ServeArgs {
     /// without it /metrics is open to whoever can connect.
     #[arg(long, value_name = "KEY", value_parser = parse_metrics_key)]
     pub metrics_key: Option<String>,
+    /// The same, read from a file (its one non-blank line): kept out of the process list.
+    #[arg(long, value_name = "FILE", conflicts_with = "metrics_key")]
+    pub metrics_key_file: Option<PathBuf>,
 }
 
-fn parse_metrics_key(s: &str) -> Result<String, String> {
+pub(crate) fn parse_metrics_key(s: &str) -> Result<String, String> {
     if s.is_empty() || !s.bytes().all(|b| b.is_ascii_graphic() && b != b':') {
         return Err("a metrics key is printable ASCII without spaces or ':'".into());
     }

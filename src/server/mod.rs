@@ -1,7 +1,9 @@
 //! `jobq serve`: the JobQ HTTP API on hyper. Lifecycle: open the store (logging
-//! what recovery did), listen, answer until SIGTERM or SIGINT, stop accepting,
-//! let in-flight requests finish (up to the drain timeout), then drop whatever
-//! connections remain (their renders stop), close the store cleanly, exit 0.
+//! what recovery did), listen (and on `--metrics-listen`), answer until SIGTERM
+//! or SIGINT, then let in-flight requests finish (up to the drain timeout) while
+//! new connections get one 503 answer each (`/health`: "closing"), then drop
+//! whatever connections remain (their renders stop), close the store cleanly,
+//! exit 0.
 
 pub mod auth;
 mod body;

@@ -211,7 +211,8 @@ mod tests {
     /// EIO (each with the failure), "closing" once a signal came.
     #[test]
     fn health_statuses() {
-        for (fault, want) in [(Some(FaultKind::Enospc), "disk_full"), (Some(FaultKind::Eio), "poisoned"), (None, "closing")]
+        for (fault, want) in
+            [(Some(FaultKind::Enospc), "disk_full"), (Some(FaultKind::Eio), "poisoned"), (None, "closing")]
         {
             let sim = SimFs::new();
             let app = app(&sim);

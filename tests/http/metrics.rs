@@ -84,7 +84,7 @@ fn the_counters_move_with_the_requests() {
     }
     let latency = |e: &str| format!("jobq_http_request_duration_seconds_count{{endpoint=\"{e}\"}}");
     assert_eq!(moved(&latency("push")), 2.0);
-    assert_eq!(moved(&format!("jobq_http_request_duration_seconds_bucket{{endpoint=\"push\",le=\"+Inf\"}}")), 2.0);
+    assert_eq!(moved("jobq_http_request_duration_seconds_bucket{endpoint=\"push\",le=\"+Inf\"}"), 2.0);
     // Four writes, one after another: each waited for its own fsync.
     assert!(moved("jobq_fsync_duration_seconds_count") >= 4.0, "{}", b.text);
     assert_eq!(moved("jobq_commit_batch_writes_count"), moved("jobq_fsync_duration_seconds_count"));
@@ -136,7 +136,10 @@ fn prometheus_client_parses_the_answer_strictly() {
             .expect("run python");
         child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
         let out = child.wait_with_output().unwrap();
-        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+        )
     };
     let (ok, said) = check(&text);
     assert!(ok, "{said}\n{text}");
@@ -258,7 +261,10 @@ fn metrics_on_their_own_listener_and_behind_a_key() {
 #[test]
 fn the_metrics_key_guards_metrics_on_the_api_port() {
     let dir = tempdir();
-    let s = Server::start(dir.path(), &["--api-key", "alice=KEY1", "--metrics-key", "MK"]);
+    let file = dir.path().join("metrics.key");
+    std::fs::write(&file, "\n  MK \n").unwrap();
+    let data = dir.path().join("data");
+    let s = Server::start(&data, &["--api-key", "alice=KEY1", "--metrics-key-file", file.to_str().unwrap()]);
     for auth in [None, Some(KEY)] {
         let r = s.req("GET", "/metrics", auth, b"");
         assert_eq!(r.status, 401, "{auth:?}: {}", r.text());

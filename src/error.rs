@@ -70,6 +70,13 @@ impl Error {
         matches!(self, Error::Io { op: "fdatasync" | "fsync dir", .. })
     }
 
+    /// True for a write that failed because the file system is out of space (or
+    /// the user out of quota): ENOSPC, EDQUOT.
+    pub fn is_disk_full(&self) -> bool {
+        matches!(self, Error::Io { source, .. }
+            if matches!(source.kind(), io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded))
+    }
+
     /// True for errors caused by the caller's input (HTTP 400), false for faults of the store.
     pub fn is_input(&self) -> bool {
         matches!(self, Error::InvalidInput { .. } | Error::InvalidKey { .. })

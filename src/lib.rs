@@ -7,7 +7,8 @@
 //! - [`log`]: the append-only record log: segments, writer, reader, recovery;
 //! - [`index`]: memory-mapped index segments and the in-memory tail index;
 //! - [`query`]: the cursor algebra and the planner that answer JobQ filters;
-//! - [`store`]: the store that ties them together: writes, group commit, snapshots.
+//! - [`store`]: the store that ties them together: writes, group commit, snapshots;
+//! - [`histogram`]: lock-free fixed-bucket histograms for the store's figures.
 //!
 //! format-spec/ describes every byte on disk.
 
@@ -17,6 +18,7 @@ pub mod crashpoint;
 pub mod error;
 pub mod fs;
 pub(crate) mod hash;
+pub mod histogram;
 pub mod model;
 
 pub use error::{Error, Result};

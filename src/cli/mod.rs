@@ -145,6 +145,24 @@ pub struct ServeArgs {
     /// oldest segments, four at a time.
     #[arg(long, value_name = "BYTES", default_value = "64MiB", value_parser = parse_size)]
     pub segment_bytes: usize,
+    /// Serve /metrics (and /health) on this address instead: the API port then
+    /// answers 404 for /metrics.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<String>,
+    /// /metrics asks for this key (HTTP basic auth, the key as user name);
+    /// without it /metrics is open to whoever can connect.
+    #[arg(long, value_name = "KEY", value_parser = parse_metrics_key)]
+    pub metrics_key: Option<String>,
+    /// The same, read from a file (its one non-blank line): kept out of the process list.
+    #[arg(long, value_name = "FILE", conflicts_with = "metrics_key")]
+    pub metrics_key_file: Option<PathBuf>,
+}
+
+pub(crate) fn parse_metrics_key(s: &str) -> Result<String, String> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_graphic() && b != b':') {
+        return Err("a metrics key is printable ASCII without spaces or ':'".into());
+    }
+    Ok(s.to_string())
 }
 
 #[derive(Args)]

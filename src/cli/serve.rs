@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::ServeArgs;
+use super::{parse_metrics_key, ServeArgs};
 use crate::server::auth::{parse_key_file, Auth};
 use crate::server::{serve, ServeConfig, Timeouts};
 
@@ -21,6 +21,17 @@ pub fn run(a: ServeArgs) -> Result<(), String> {
         (false, true) => return Err("--insecure-no-auth cannot be combined with API keys".into()),
         (true, true) => Auth::Open,
         (false, false) => Auth::from_specs(specs)?,
+    };
+    let metrics_key = match (&a.metrics_key, &a.metrics_key_file) {
+        (_, Some(path)) => {
+            let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+            match (lines.next(), lines.next()) {
+                (Some(key), None) => Some(parse_metrics_key(key).map_err(|e| format!("{}: {e}", path.display()))?),
+                _ => return Err(format!("{}: expected the metrics key on one line", path.display())),
+            }
+        }
+        (key, None) => key.clone(),
     };
     init_logging();
     if matches!(auth, Auth::Open) {
@@ -48,6 +59,8 @@ pub fn run(a: ServeArgs) -> Result<(), String> {
             body: Duration::from_secs(a.body_timeout),
         },
         max_connections: a.max_connections as usize,
+        metrics_listen: a.metrics_listen,
+        metrics_key,
     })
 }
 

@@ -3,6 +3,7 @@
 //! on its own except when sealing a segment: the store's group commit decides when.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use super::segment::{self, SegmentHeader};
@@ -20,6 +21,22 @@ pub struct Appended {
     pub pos: LogPos,
 }
 
+/// How much log there is: segment files and their bytes (the sealed ones'
+/// sizes plus the tail's end), kept current by the writer so that readers
+/// (metrics) learn it without a file-system call or the writer's lock.
+#[derive(Debug, Default)]
+pub struct LogFootprint {
+    segments: AtomicU64,
+    bytes: AtomicU64,
+}
+
+impl LogFootprint {
+    /// `(segment files, bytes in them)`.
+    pub fn get(&self) -> (u64, u64) {
+        (self.segments.load(Ordering::Relaxed), self.bytes.load(Ordering::Relaxed))
+    }
+}
+
 /// The tail of the log.
 pub struct LogWriter {
     fs: Arc<dyn FileSystem>,
@@ -30,6 +47,9 @@ pub struct LogWriter {
     segment_limit: u64,
     next_seq: u64,
     buf: Vec<u8>,
+    /// The segments before the tail and their sizes, ascending.
+    sealed: Vec<(u32, u64)>,
+    footprint: Arc<LogFootprint>,
 }
 
 impl LogWriter {
@@ -52,6 +72,8 @@ impl LogWriter {
             segment_limit: segment_limit.min(segment::MAX_SEGMENT_BYTES),
             next_seq: first_seq,
             buf: Vec::new(),
+            sealed: Vec::new(),
+            footprint: Arc::default(),
         })
     }
 
@@ -71,6 +93,12 @@ impl LogWriter {
         let file = fs.open(&path, OpenMode::ReadWrite).map_err(|e| Error::io("open", &path, e))?;
         let header = segment::read_header(&*file, &path)?;
         let tail = Tail::open(file, &path, header)?;
+        let mut sealed = Vec::new();
+        for n in segment::list(&*fs, dir)?.into_iter().filter(|n| *n < end.segment) {
+            let p = dir.join(segment::file_name(n));
+            let f = fs.open(&p, OpenMode::Read).map_err(|e| Error::io("open", &p, e))?;
+            sealed.push((n, f.len().map_err(|e| Error::io("stat", &p, e))?));
+        }
         let mut w = LogWriter {
             fs,
             dir: dir.to_path_buf(),
@@ -80,7 +108,10 @@ impl LogWriter {
             segment_limit: segment_limit.min(segment::MAX_SEGMENT_BYTES),
             next_seq,
             buf: Vec::new(),
+            sealed,
+            footprint: Arc::default(),
         };
+        w.note_footprint();
         w.sync()?;
         if header.version < segment::VERSION {
             w.rotate()?;
@@ -101,6 +132,19 @@ impl LogWriter {
     /// The segment being written.
     pub fn tail(&self) -> &Arc<Tail> {
         &self.tail
+    }
+
+    /// Keep `footprint` current from now on (the store keeps one for its life,
+    /// whatever writer it has).
+    pub fn share_footprint(&mut self, footprint: Arc<LogFootprint>) {
+        self.footprint = footprint;
+        self.note_footprint();
+    }
+
+    fn note_footprint(&self) {
+        let sealed: u64 = self.sealed.iter().map(|(_, len)| len).sum();
+        self.footprint.segments.store(self.sealed.len() as u64 + 1, Ordering::Relaxed);
+        self.footprint.bytes.store(sealed + self.end, Ordering::Relaxed);
     }
 
     /// Append one frame using `count` sequence numbers. On error the tail may hold
@@ -126,6 +170,7 @@ impl LogWriter {
         let pos = self.end();
         self.end += frame_len;
         self.next_seq += u64::from(count);
+        self.footprint.bytes.fetch_add(frame_len, Ordering::Relaxed);
         Ok(Appended { first_seq, pos })
     }
 
@@ -155,8 +200,10 @@ impl LogWriter {
         self.sync()?;
         let h = SegmentHeader::new(self.tail.header.number + 1, self.generation, self.next_seq);
         let (path, file) = segment::create(&*self.fs, &self.dir, &h)?;
+        self.sealed.push((self.tail.header.number, self.end));
         self.tail = Arc::new(Tail::new(file, path, h, None));
         self.end = h.data_start();
+        self.note_footprint();
         Ok(())
     }
 
@@ -186,6 +233,8 @@ impl LogWriter {
                 let p = self.dir.join(segment::file_name(n));
                 self.fs.remove_file(&p).map_err(|e| Error::io("remove", &p, e))?;
             }
+            // From here the tail is segment `pos.segment`, in any case.
+            self.sealed.retain(|(n, _)| *n < pos.segment);
             // IMPORTANT: fsync folder, so removed segments stay removed.
             self.fs.sync_dir(&self.dir).map_err(|e| Error::io("fsync dir", &self.dir, e))?;
             if whole {
@@ -194,6 +243,7 @@ impl LogWriter {
                 self.tail = Arc::new(Tail::new(file, path, h, None));
                 self.end = h.data_start();
                 self.next_seq = next_seq;
+                self.note_footprint();
                 return Ok(());
             }
             self.tail = Arc::new(Tail::open(file, &sealed_start, header)?);
@@ -203,6 +253,7 @@ impl LogWriter {
         t.file.set_len(pos.offset).map_err(|e| Error::io("truncate", &t.path, e))?;
         self.end = pos.offset;
         self.next_seq = next_seq;
+        self.note_footprint();
         self.sync()
     }
 }

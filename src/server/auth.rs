@@ -104,11 +104,12 @@ impl Refused {
     }
 }
 
-fn digest(bytes: &[u8]) -> [u8; 32] {
+pub fn digest(bytes: &[u8]) -> [u8; 32] {
     Sha256::digest(bytes).into()
 }
 
-fn same(a: &[u8; 32], b: &[u8; 32]) -> bool {
+/// Equal digests, compared in constant time.
+pub fn same(a: &[u8; 32], b: &[u8; 32]) -> bool {
     let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
     std::hint::black_box(diff) == 0
 }
@@ -194,7 +195,8 @@ fn job_token_matches(store: &Store, key: JobKey, password: &str) -> bool {
     equal & token.is_some() & !password.is_empty()
 }
 
-fn basic_credentials(header: &[u8]) -> Result<(String, String), Refused> {
+/// The user name and password of a Basic `Authorization` header value.
+pub fn basic_credentials(header: &[u8]) -> Result<(String, String), Refused> {
     let text = std::str::from_utf8(header).map_err(|_| Refused::Malformed("not ASCII"))?.trim();
     let (scheme, encoded) = text.split_once(' ').ok_or(Refused::Malformed("expected 'Basic <credentials>'"))?;
     if !scheme.eq_ignore_ascii_case("basic") {

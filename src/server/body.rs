@@ -6,8 +6,9 @@
 //! (the client left, the connection was closed) cancels its rows: a render in
 //! progress stops at the next row.
 //!
-//! Every reply holds the connection's [`InFlight`] guard: the request counts as
-//! in progress until hyper drops the body.
+//! Every reply holds the connection's [`InFlight`] guard and the request's
+//! metrics record ([`Held`]): the request counts as in progress until hyper
+//! drops the body, and is counted as done (with its latency) then.
 
 use std::future::Future as _;
 use std::io;
@@ -19,11 +20,19 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::task::JoinHandle;
 
 use super::conn::InFlight;
+use super::metrics::Observed;
 use jobq::api::{Cancel, Rows};
+
+/// What a reply keeps until hyper drops it (for what their drops do).
+#[allow(dead_code)]
+pub struct Held {
+    pub in_flight: InFlight,
+    pub observed: Observed,
+}
 
 pub struct Reply {
     kind: Kind,
-    _in_flight: InFlight,
+    _held: Held,
 }
 
 enum Kind {
@@ -34,18 +43,18 @@ enum Kind {
 }
 
 impl Reply {
-    pub fn whole(body: Vec<u8>, in_flight: InFlight) -> Reply {
-        Reply { kind: Kind::Whole((!body.is_empty()).then(|| Bytes::from(body))), _in_flight: in_flight }
+    pub fn whole(body: Vec<u8>, held: Held) -> Reply {
+        Reply { kind: Kind::Whole((!body.is_empty()).then(|| Bytes::from(body))), _held: held }
     }
 
-    pub fn nothing(in_flight: InFlight) -> Reply {
-        Reply { kind: Kind::Nothing, _in_flight: in_flight }
+    pub fn nothing(held: Held) -> Reply {
+        Reply { kind: Kind::Nothing, _held: held }
     }
 
     /// Send `first`, then render the rest of `rows`; `cancel` is the rows' flag.
-    pub fn stream(first: Vec<u8>, rows: Rows, cancel: Cancel, in_flight: InFlight) -> Reply {
+    pub fn stream(first: Vec<u8>, rows: Rows, cancel: Cancel, held: Held) -> Reply {
         let state = State::Ready(Bytes::from(first), rows);
-        Reply { kind: Kind::Stream(RowsBody { state, cancel }), _in_flight: in_flight }
+        Reply { kind: Kind::Stream(RowsBody { state, cancel }), _held: held }
     }
 }
 

@@ -33,6 +33,7 @@ use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 
 use super::http::{self, App};
+use super::metrics::{ConnectionStats, Dropped};
 
 /// How long a client may take, by phase (see the module doc).
 #[derive(Clone, Copy, Debug)]
@@ -73,7 +74,7 @@ struct State {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Close {
     /// Drop it: nothing owed to the client is lost.
-    Now(&'static str),
+    Now(Dropped, &'static str),
     /// It is between requests: let hyper close it once its last answer is out.
     Gracefully(&'static str),
 }
@@ -136,16 +137,20 @@ impl Activity {
     fn deadline(&self, t: &Timeouts, crowded: bool, closing: bool) -> Option<(Instant, Close)> {
         let s = self.state.lock();
         if let Some(since) = s.stalled_since {
-            return Some((since + t.idle, Close::Now("the client read none of the response for --idle-timeout")));
+            return Some((
+                since + t.idle,
+                Close::Now(Dropped::StalledReader, "the client read none of the response for --idle-timeout"),
+            ));
         }
         match s.phase {
             Phase::Head { since } if crowded => Some((
                 since + t.header.min(CROWDED_HEADER),
-                Close::Now("no complete request head while every connection slot is taken"),
+                Close::Now(Dropped::Crowded, "no complete request head while every connection slot is taken"),
             )),
-            Phase::Head { since } => {
-                Some((since + t.header, Close::Now("no complete request head within --header-timeout")))
-            }
+            Phase::Head { since } => Some((
+                since + t.header,
+                Close::Now(Dropped::HeadTimeout, "no complete request head within --header-timeout"),
+            )),
             Phase::Idle { .. } if closing => None,
             Phase::Idle { since } if crowded => {
                 Some((since, Close::Gracefully("idle while every connection slot is taken")))
@@ -254,12 +259,14 @@ pub struct Signals {
     pub crowded: watch::Receiver<bool>,
     /// Finish the current request, then close.
     pub drain: watch::Receiver<bool>,
+    /// Where the listener's connections are counted.
+    pub stats: Arc<ConnectionStats>,
 }
 
 /// Serve one connection until the client leaves, a deadline passes, or (after
 /// `drain` turns true) its current request is answered.
 pub async fn serve(tcp: TcpStream, app: Arc<App>, timeouts: Timeouts, signals: Signals) {
-    let Signals { mut crowded, mut drain } = signals;
+    let Signals { mut crowded, mut drain, stats } = signals;
     if let Err(e) = tcp.set_nodelay(true) {
         tracing::debug!(error = %e, "cannot set TCP_NODELAY");
     }
@@ -284,7 +291,8 @@ pub async fn serve(tcp: TcpStream, app: Arc<App>, timeouts: Timeouts, signals: S
                 Pin::new(&mut conn).graceful_shutdown();
             }
             how = activity.expired(&timeouts, &mut crowded, closing) => match how {
-                Close::Now(why) => {
+                Close::Now(reason, why) => {
+                    stats.dropped(reason);
                     tracing::debug!(reason = why, "dropping a connection");
                     return;
                 }

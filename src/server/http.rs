@@ -9,6 +9,10 @@
 //! HEAD is answered as GET without the body (a whole answer's length is said).
 //! If the client goes away, the handler's future is dropped and so is its
 //! [`CancelOnDrop`]: a listing being rendered stops at the next row.
+//!
+//! `/health` and `/metrics` (ops.rs) are answered before any API key is asked
+//! for. Once the server is shutting down, API requests get 503 and every
+//! answer closes its connection.
 
 use std::sync::Arc;
 
@@ -19,8 +23,10 @@ use hyper::{Response, StatusCode};
 use tokio::time::Instant;
 
 use super::auth::Auth;
-use super::body::Reply;
+use super::body::{Held, Reply};
 use super::conn::Activity;
+use super::metrics::ServerMetrics;
+use super::ops::{self, Ops, OpsAnswer, Port, Target};
 use jobq::api::{self, Caller, Cancel, Route};
 use jobq::Store;
 
@@ -29,11 +35,15 @@ pub const JSON_LINES: &str = "application/x-jsonlines";
 /// What every request shares.
 pub struct App {
     pub store: Arc<Store>,
-    pub auth: Auth,
+    pub auth: Arc<Auth>,
     pub config: api::Config,
     pub max_body: usize,
     /// The longest a request body may take to arrive.
     pub body_timeout: std::time::Duration,
+    pub metrics: Arc<ServerMetrics>,
+    pub ops: Arc<Ops>,
+    /// The listener this app answers on.
+    pub port: Port,
 }
 
 /// An answer ready to send: whole, or a first chunk and the rows after it.
@@ -46,13 +56,28 @@ struct Whole {
     status: u16,
     body: Vec<u8>,
     allow: Option<&'static str>,
-    unauthorized: bool,
+    /// A 401's challenge (`WWW-Authenticate`).
+    unauthorized: Option<&'static str>,
     /// The request body was left unread: close the connection after answering.
     close: bool,
+    content_type: &'static str,
+}
+
+impl Whole {
+    fn new(status: u16, body: Vec<u8>) -> Whole {
+        Whole { status, body, allow: None, unauthorized: None, close: false, content_type: JSON_LINES }
+    }
 }
 
 fn whole(status: u16, body: Vec<u8>) -> Prepared {
-    Prepared::Whole(Whole { status, body, allow: None, unauthorized: false, close: false })
+    Prepared::Whole(Whole::new(status, body))
+}
+
+impl From<OpsAnswer> for Whole {
+    fn from(a: OpsAnswer) -> Whole {
+        let unauthorized = a.unauthorized.then_some("Basic realm=\"jobq metrics\"");
+        Whole { unauthorized, content_type: a.content_type, ..Whole::new(a.status, a.body) }
+    }
 }
 
 fn from_api(resp: api::Response) -> Whole {
@@ -61,7 +86,7 @@ fn from_api(resp: api::Response) -> Whole {
         // `admit` refuses with whole answers only.
         api::Body::Stream(rows) => rows.collect_bytes().unwrap_or_default(),
     };
-    Whole { status: resp.status, body, allow: resp.allow, unauthorized: false, close: false }
+    Whole { allow: resp.allow, ..Whole::new(resp.status, body) }
 }
 
 /// Cancels the answer's rows when dropped, unless the rows went into a response.
@@ -83,27 +108,52 @@ pub async fn handle(app: Arc<App>, activity: &Arc<Activity>, req: hyper::Request
     let (parts, body) = req.into_parts();
     let head_only = parts.method == hyper::Method::HEAD;
     let method = if head_only { api::Method::Get } else { api::Method::parse(parts.method.as_str()) };
+    let target = Target::of(&app, parts.uri.path());
+    let mut observed = app.metrics.start(target.endpoint(parts.uri.path()));
     let mut cancel = CancelOnDrop(Some(Cancel::new()));
     let request_cancel = cancel.0.clone().expect("armed");
-    let prepared = prepare(&app, &parts, body, method, started, request_cancel).await;
+    let closing = app.ops.closing().is_some();
+    let prepared = match target {
+        Target::Api if closing => {
+            let message = "the server is shutting down; retry once it is back";
+            refuse(Whole { close: true, ..Whole::new(503, api::error_line(message)) }, &body)
+        }
+        Target::Api => prepare(&app, &parts, body, method, started, request_cancel).await,
+        Target::NotHere(message) => refuse(Whole::new(404, api::error_line(&message)), &body),
+        Target::Health | Target::Metrics if method != api::Method::Get => {
+            let message = format!("{} accepts only GET", parts.uri.path());
+            refuse(Whole { allow: Some("GET"), ..Whole::new(405, api::error_line(&message)) }, &body)
+        }
+        Target::Health => refuse(ops::health(&app).into(), &body),
+        Target::Metrics => {
+            let authorization = parts.headers.get(header::AUTHORIZATION).map(|v| v.as_bytes());
+            refuse(ops::metrics(&app, authorization).await.into(), &body)
+        }
+    };
     let status_of = |s: u16| StatusCode::from_u16(s).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let (status, reply, extra) = match prepared {
+    let status = match &prepared {
+        Prepared::Whole(w) => status_of(w.status),
+        Prepared::Streamed { .. } => StatusCode::OK,
+    };
+    observed.answered(status.as_u16());
+    let held = Held { in_flight, observed };
+    let (reply, extra) = match prepared {
         Prepared::Whole(mut w) => {
             if w.close {
                 activity.body_left_unread();
             }
             let length = w.body.len();
             let body = std::mem::take(&mut w.body);
-            let reply = if head_only { Reply::nothing(in_flight) } else { Reply::whole(body, in_flight) };
-            (status_of(w.status), reply, Some((w, length)))
+            let reply = if head_only { Reply::nothing(held) } else { Reply::whole(body, held) };
+            (reply, Some((w, length)))
         }
         Prepared::Streamed { first, rest } if head_only => {
             drop((first, rest));
-            (StatusCode::OK, Reply::nothing(in_flight), None)
+            (Reply::nothing(held), None)
         }
         Prepared::Streamed { first, rest } => {
             let flag = cancel.0.take().expect("armed");
-            (StatusCode::OK, Reply::stream(first, rest, flag, in_flight), None)
+            (Reply::stream(first, rest, flag, held), None)
         }
     };
     drop(cancel);
@@ -117,12 +167,16 @@ pub async fn handle(app: Arc<App>, activity: &Arc<Activity>, req: hyper::Request
     *resp.status_mut() = status;
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(JSON_LINES));
+    if closing {
+        h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     if let Some((w, length)) = extra {
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static(w.content_type));
         if let Some(a) = w.allow {
             h.insert(header::ALLOW, HeaderValue::from_static(a));
         }
-        if w.unauthorized {
-            h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"jobq\""));
+        if let Some(challenge) = w.unauthorized {
+            h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
         }
         if w.close {
             h.insert(header::CONNECTION, HeaderValue::from_static("close"));
@@ -136,7 +190,7 @@ pub async fn handle(app: Arc<App>, activity: &Arc<Activity>, req: hyper::Request
 
 fn too_large(limit: usize) -> Whole {
     let body = api::error_line(&format!("the request body is over the {limit}-byte limit (--max-body)"));
-    Whole { status: 413, body, allow: None, unauthorized: false, close: false }
+    Whole::new(413, body)
 }
 
 /// Refuse without reading the body; close the connection if there is one.
@@ -163,8 +217,8 @@ async fn prepare(
         }
         Err(refused) => {
             let body_text = api::error_line(&refused.message());
-            let w = Whole { status: 401, body: body_text, allow: None, unauthorized: true, close: false };
-            return refuse(w, &body);
+            let challenge = Some("Basic realm=\"jobq\"");
+            return refuse(Whole { unauthorized: challenge, ..Whole::new(401, body_text) }, &body);
         }
     };
     let route = match api::admit(&caller, method, path) {
@@ -216,9 +270,7 @@ fn closing(p: Prepared) -> Prepared {
 fn answer(app: &App, caller: &Caller, route: Route, request: &api::Request<'_>) -> Prepared {
     let resp = api::respond(&app.store, caller, &app.config, route, request);
     match resp.body {
-        api::Body::Full(body) => {
-            Prepared::Whole(Whole { status: resp.status, body, allow: resp.allow, unauthorized: false, close: false })
-        }
+        api::Body::Full(body) => Prepared::Whole(Whole { allow: resp.allow, ..Whole::new(resp.status, body) }),
         api::Body::Stream(mut rows) => match rows.next() {
             None => whole(resp.status, Vec::new()),
             Some(Err(e)) => whole(api::status_of(&e), api::error_line(&e.to_string())),

@@ -5,11 +5,14 @@
 
 use std::future::Future;
 use std::io;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
+
+use super::metrics::ConnectionStats;
 
 /// File descriptors left for the store (new log segments, index files being
 /// written, directory syncs) beyond those open when the server starts.
@@ -86,10 +89,12 @@ impl Backoff {
     }
 }
 
-/// Accept until `stop` resolves, handing each connection and its slot to `spawn`.
+/// Accept until `stop` resolves, handing each connection and its slot to
+/// `spawn`; full slots and failed accepts are counted in `stats`.
 pub async fn accept_loop<A: Accept>(
     listener: &mut A,
     slots: &Slots,
+    stats: &ConnectionStats,
     stop: impl Future<Output = ()>,
     mut spawn: impl FnMut(A::Conn, OwnedSemaphorePermit),
 ) {
@@ -105,6 +110,7 @@ pub async fn accept_loop<A: Accept>(
                 p
             }
             Err(_) => {
+                stats.limit_reached.fetch_add(1, Ordering::Relaxed);
                 slots.crowded.send_if_modified(|c| !std::mem::replace(c, true));
                 if !said_full {
                     said_full = true;
@@ -132,6 +138,7 @@ pub async fn accept_loop<A: Accept>(
                 spawn(conn, permit);
             }
             Err(e) => {
+                stats.accept_errors.fetch_add(1, Ordering::Relaxed);
                 let pause = backoff.pause(&e);
                 tokio::select! {
                     _ = &mut stop => return,
@@ -195,8 +202,10 @@ mod tests {
         let mut got = Vec::new();
         let started = Instant::now();
         let stop = tokio::time::sleep(Duration::from_millis(1500));
-        accept_loop(&mut flaky, &slots, stop, |n, _permit| got.push((n, started.elapsed()))).await;
+        let stats = ConnectionStats::default();
+        accept_loop(&mut flaky, &slots, &stats, stop, |n, _permit| got.push((n, started.elapsed()))).await;
         assert_eq!(got.iter().map(|(n, _)| *n).collect::<Vec<_>>(), vec![1, 2], "the loop went on after the errors");
+        assert_eq!(stats.accept_errors.load(Ordering::Relaxed), 7, "every failed accept is counted");
         assert_eq!(calls.load(Ordering::Relaxed), 10, "no accept is retried without a pause");
         // 10 + 20 + 40 + 80 + 160 + 320 ms of pauses before the first connection.
         assert!(got[0].1 >= Duration::from_millis(630), "paused {:?}", got[0].1);
@@ -219,7 +228,9 @@ mod tests {
             let (third, _) = rx.recv().await.unwrap();
             assert_eq!(third, 3);
         };
-        let looping = accept_loop(&mut flaky, &slots, free_one, |n, permit| tx.send((n, permit)).unwrap());
+        let stats = ConnectionStats::default();
+        let looping = accept_loop(&mut flaky, &slots, &stats, free_one, |n, permit| tx.send((n, permit)).unwrap());
         tokio::time::timeout(Duration::from_secs(10), looping).await.expect("the loop ends when told");
+        assert!(stats.limit_reached.load(Ordering::Relaxed) >= 1, "the full table is counted");
     }
 }

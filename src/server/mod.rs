@@ -1,13 +1,19 @@
 //! `jobq serve`: the JobQ HTTP API on hyper. Lifecycle: open the store (logging
-//! what recovery did), listen, answer until SIGTERM or SIGINT, stop accepting,
-//! let in-flight requests finish (up to the drain timeout), then drop whatever
-//! connections remain (their renders stop), close the store cleanly, exit 0.
+//! what recovery did), listen (and on `--metrics-listen`), answer until SIGTERM
+//! or SIGINT, then let in-flight requests finish (up to the drain timeout) while
+//! new connections get one 503 answer each (`/health`: "closing"), then drop
+//! whatever connections remain (their renders stop), close the store cleanly,
+//! exit 0.
 
 pub mod auth;
 mod body;
 mod conn;
 mod http;
 mod listen;
+mod metrics;
+mod ops;
+mod prom;
+mod scrape;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -18,6 +24,14 @@ use auth::Auth;
 pub use conn::Timeouts;
 use jobq::store::OpenReport;
 use jobq::{Durability, Options, Store};
+use metrics::{ConnectionStats, ServerMetrics};
+use ops::{Ops, Port};
+use tokio::sync::watch;
+
+/// Connections the `--metrics-listen` listener serves at once.
+pub const METRICS_CONNECTIONS: usize = 16;
+/// Connections accepted at once during the drain (each answered once with 503).
+pub const DRAIN_CONNECTIONS: usize = 64;
 
 /// Everything `jobq serve` was told.
 pub struct ServeConfig {
@@ -33,6 +47,10 @@ pub struct ServeConfig {
     pub timeouts: Timeouts,
     /// Most connections open at once (lowered to what the open-file limit allows).
     pub max_connections: usize,
+    /// Serve /metrics (and /health) on this address, not on the API's.
+    pub metrics_listen: Option<String>,
+    /// /metrics needs this key as basic-auth user name.
+    pub metrics_key: Option<String>,
 }
 
 /// Online compaction and the log's segments (`Options::compact_when` and the rest).
@@ -106,11 +124,18 @@ async fn run(config: ServeConfig) -> Result<(), String> {
         .map_err(|e| format!("cannot open the store in {}: {e}", config.data.display()))?;
     let recovery = describe_open(store.report());
     // Watched from before the start is logged: a signal from then on is a shutdown.
-    let stop = shutdown_signal()?;
-    let mut listener = tokio::net::TcpListener::bind(&config.listen)
-        .await
-        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+    let signal = shutdown_signal()?;
+    let mut listener = bind(&config.listen).await?;
     let local: SocketAddr = listener.local_addr().map_err(|e| e.to_string())?;
+    let metrics_listener = match &config.metrics_listen {
+        Some(addr) => {
+            let l = bind(addr).await?;
+            let at = l.local_addr().map_err(|e| e.to_string())?;
+            tracing::info!(metrics_listen = %at, "serving /metrics and /health on their own listener");
+            Some(l)
+        }
+        None => None,
+    };
     let max_connections = match listen::fd_room() {
         Some(room) if room < config.max_connections => {
             tracing::warn!(
@@ -132,41 +157,120 @@ async fn run(config: ServeConfig) -> Result<(), String> {
         "jobq serving"
     );
     let store = Arc::new(store);
-    let app = Arc::new(http::App {
-        store: store.clone(),
-        auth: config.auth,
-        config: jobq::api::Config { max_count: config.max_count },
-        max_body: config.max_body,
-        body_timeout: config.timeouts.body,
-    });
-    let slots = listen::Slots::new(max_connections);
-    // `drain`: finish the current request and close; `abort`: close now.
-    let (drain_tx, drain_rx) = tokio::sync::watch::channel(false);
-    let (abort_tx, abort_rx) = tokio::sync::watch::channel(false);
-    let signals = conn::Signals { crowded: slots.crowded(), drain: drain_rx };
+    let server_metrics = Arc::new(ServerMetrics::new(max_connections));
+    let ops = Arc::new(Ops::new(config.metrics_key.as_deref(), metrics_listener.is_some()));
+    let auth = Arc::new(config.auth);
+    let app_on = |port| {
+        Arc::new(http::App {
+            store: store.clone(),
+            auth: auth.clone(),
+            config: jobq::api::Config { max_count: config.max_count },
+            max_body: config.max_body,
+            body_timeout: config.timeouts.body,
+            metrics: server_metrics.clone(),
+            ops: ops.clone(),
+            port,
+        })
+    };
+    let api = app_on(Port::Api);
     let timeouts = config.timeouts;
-    listen::accept_loop(&mut listener, &slots, stop, |tcp, permit| {
-        let (app, signals, mut abort) = (app.clone(), signals.clone(), abort_rx.clone());
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = conn::serve(tcp, app, timeouts, signals) => {}
-                _ = abort.wait_for(|a| *a) => {}
-            }
-            drop(permit);
-        });
+    // `drain`: finish the current request and close; `abort`: close now.
+    let (drain_tx, drain_rx) = watch::channel(false);
+    let (abort_tx, abort_rx) = watch::channel(false);
+    // The drain of connections that stay until the store closes.
+    let (_never_tx, never_rx) = watch::channel(false);
+    let (metrics_stop_tx, metrics_stop_rx) = watch::channel(false);
+    let metrics_task = metrics_listener.map(|l| {
+        let ends = (metrics_stop_rx, abort_rx.clone());
+        tokio::spawn(serve_metrics_listener(l, app_on(Port::Metrics), timeouts, never_rx.clone(), ends))
+    });
+    let connections = server_metrics.connections.clone();
+    let stop = {
+        let ops = ops.clone();
+        async move { ops.begin_closing(signal.await) }
+    };
+    let slots = listen::Slots::new(max_connections);
+    let signals = conn::Signals { crowded: slots.crowded(), drain: drain_rx, stats: connections.clone() };
+    listen::accept_loop(&mut listener, &slots, &connections, stop, |tcp, permit| {
+        let guards = (permit, connections.opened());
+        spawn_connection(tcp, guards, api.clone(), timeouts, signals.clone(), abort_rx.clone());
     })
     .await;
-    drop(listener);
-    drop(app);
     let drain = config.drain;
     tracing::info!(timeout_secs = drain.as_secs(), "shutting down: finishing in-flight requests");
     let _ = drain_tx.send(true);
-    if tokio::time::timeout(drain, slots.all_free()).await.is_err() {
+    // While the connections open at the signal finish, new ones are still
+    // accepted, each answered once (503; /health says "closing") and closed.
+    let late = listen::Slots::new(DRAIN_CONNECTIONS.min(max_connections));
+    let late_signals = conn::Signals { crowded: late.crowded(), drain: never_rx.clone(), stats: connections.clone() };
+    let mut timed_out = false;
+    let drained = async {
+        timed_out = tokio::time::timeout(drain, slots.all_free()).await.is_err();
+    };
+    listen::accept_loop(&mut listener, &late, &connections, drained, |tcp, permit| {
+        let guards = (permit, connections.opened());
+        spawn_connection(tcp, guards, api.clone(), timeouts, late_signals.clone(), abort_rx.clone());
+    })
+    .await;
+    drop(listener);
+    if timed_out {
         tracing::warn!("requests still in flight after the drain timeout; closing their connections");
-        let _ = abort_tx.send(true);
-        slots.all_free().await;
     }
+    let _ = abort_tx.send(true);
+    slots.all_free().await;
+    late.all_free().await;
+    let _ = metrics_stop_tx.send(true);
+    if let Some(task) = metrics_task {
+        let _ = task.await;
+    }
+    drop(api);
     close(store, Duration::from_secs(30)).await
+}
+
+async fn bind(addr: &str) -> Result<tokio::net::TcpListener, String> {
+    tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))
+}
+
+/// Serve one connection until it ends or `abort` turns true; the guards (its
+/// slot, its place in the open count) are held until then.
+fn spawn_connection<G: Send + 'static>(
+    tcp: tokio::net::TcpStream,
+    guards: G,
+    app: Arc<http::App>,
+    timeouts: Timeouts,
+    signals: conn::Signals,
+    mut abort: watch::Receiver<bool>,
+) {
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = conn::serve(tcp, app, timeouts, signals) => {}
+            _ = abort.wait_for(|a| *a) => {}
+        }
+        drop(guards);
+    });
+}
+
+/// The `--metrics-listen` listener: /metrics and /health, through the drain,
+/// until `stop` turns true; then its connections end with `abort`.
+async fn serve_metrics_listener(
+    mut listener: tokio::net::TcpListener,
+    app: Arc<http::App>,
+    timeouts: Timeouts,
+    never: watch::Receiver<bool>,
+    (mut stop, abort): (watch::Receiver<bool>, watch::Receiver<bool>),
+) {
+    let slots = listen::Slots::new(METRICS_CONNECTIONS);
+    let stats = Arc::new(ConnectionStats::default());
+    let signals = conn::Signals { crowded: slots.crowded(), drain: never, stats: stats.clone() };
+    let stopped = async move {
+        let _ = stop.wait_for(|s| *s).await;
+    };
+    listen::accept_loop(&mut listener, &slots, &stats, stopped, |tcp, permit| {
+        spawn_connection(tcp, permit, app.clone(), timeouts, signals.clone(), abort.clone());
+    })
+    .await;
+    drop(listener);
+    slots.all_free().await;
 }
 
 /// Close the store once the last engine call has let go of it (waiting at most
@@ -201,15 +305,17 @@ async fn close(store: Arc<Store>, wait: Duration) -> Result<(), String> {
     }
 }
 
-/// Resolves at SIGTERM or SIGINT.
-fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>, String> {
+/// Resolves at SIGTERM or SIGINT, to its name.
+fn shutdown_signal() -> Result<impl std::future::Future<Output = &'static str>, String> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).map_err(|e| format!("cannot watch SIGTERM: {e}"))?;
     let mut int = signal(SignalKind::interrupt()).map_err(|e| format!("cannot watch SIGINT: {e}"))?;
     Ok(async move {
-        tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM received"),
-            _ = int.recv() => tracing::info!("SIGINT received"),
-        }
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        tracing::info!("{name} received");
+        name
     })
 }

@@ -5,28 +5,60 @@
 //! every frame written so far, publishes the matching version to readers, and wakes
 //! everyone it covered. A failed fsync poisons the store: it is never retried
 //! (the kernel may have dropped the dirty pages), and every later write fails.
+//!
+//! The leader times each fsync and counts the writes it made durable (writes
+//! are numbered as they are appended: the fsync covers those since the last).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use parking_lot::{Condvar, Mutex, RwLock};
 
 use super::version::Version;
 use crate::error::{Error, Result};
+use crate::histogram::Histogram;
 use crate::log::tail::Tail;
 
 /// The newest write not yet known durable: its version, the segment it went to,
-/// and where the log ended after it (offset, next sequence number).
+/// where the log ended after it (offset, next sequence number), and the number
+/// of writes appended up to it.
 struct Pending {
     version: Arc<Version>,
     tail: Arc<Tail>,
     end: (u64, u64),
+    writes: u64,
 }
 
 struct SyncState {
     syncing: bool,
     pending: Option<Pending>,
+    /// Writes known durable (by their number, as [`Pending::writes`]).
+    synced_writes: u64,
 }
+
+/// Upper bounds of the fsync-latency buckets, in nanoseconds (100 µs to 10 s).
+pub const FSYNC_BOUNDS_NS: [u64; 16] = [
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    25_000_000,
+    50_000_000,
+    100_000_000,
+    250_000_000,
+    500_000_000,
+    1_000_000_000,
+    2_500_000_000,
+    5_000_000_000,
+    10_000_000_000,
+];
+
+/// Upper bounds of the writes-per-fsync buckets (up to the queue's batch and beyond).
+pub const BATCH_BOUNDS: [u64; 11] = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024];
 
 /// Durability state shared by writers, the sync leader and readers.
 pub struct Commit {
@@ -37,22 +69,31 @@ pub struct Commit {
     /// The poison came from a failed fsync: what reached the disk is unknown.
     sync_failed: AtomicBool,
     cause: Mutex<Option<String>>,
+    /// The poison came from a full file system (ENOSPC, EDQUOT).
+    disk_full: AtomicBool,
     published: RwLock<Arc<Version>>,
     /// fsyncs done (for tests and reports).
     pub syncs: AtomicU64,
+    /// Group-commit fsyncs: how long each took (ns) ...
+    pub fsync_ns: Histogram,
+    /// ... and how many writes each made durable.
+    pub batch_writes: Histogram,
 }
 
 impl Commit {
     pub fn new(version: Arc<Version>) -> Commit {
         Commit {
             durable: AtomicU64::new(version.seq),
-            state: Mutex::new(SyncState { syncing: false, pending: None }),
+            state: Mutex::new(SyncState { syncing: false, pending: None, synced_writes: 0 }),
             cv: Condvar::new(),
             poisoned: AtomicBool::new(false),
             sync_failed: AtomicBool::new(false),
             cause: Mutex::new(None),
+            disk_full: AtomicBool::new(false),
             published: RwLock::new(version),
             syncs: AtomicU64::new(0),
+            fsync_ns: Histogram::new(&FSYNC_BOUNDS_NS),
+            batch_writes: Histogram::new(&BATCH_BOUNDS),
         }
     }
 
@@ -81,11 +122,22 @@ impl Commit {
         Ok(())
     }
 
+    /// Why the store is poisoned (the first failure), and whether that was a
+    /// full file system; `None` while it accepts writes. Memory only.
+    pub fn poison_cause(&self) -> Option<(String, bool)> {
+        if !self.poisoned.load(Ordering::Acquire) {
+            return None;
+        }
+        let cause = self.cause.lock().clone().unwrap_or_default();
+        Some((cause, self.disk_full.load(Ordering::Acquire)))
+    }
+
     /// Poison the store after a failed write or fsync.
     pub fn poison(&self, err: &Error) {
         let mut c = self.cause.lock();
         if c.is_none() {
             *c = Some(err.to_string());
+            self.disk_full.store(err.is_disk_full(), Ordering::Release);
         }
         if err.is_sync_failure() {
             self.sync_failed.store(true, Ordering::Release);
@@ -102,9 +154,10 @@ impl Commit {
     }
 
     /// Record a write (called under the writer lock, after the append): `end` is
-    /// where the log ended after it, in `tail`.
-    pub fn written(&self, version: Arc<Version>, tail: Arc<Tail>, end: (u64, u64)) {
-        self.state.lock().pending = Some(Pending { version, tail, end });
+    /// where the log ended after it, in `tail`; `writes` is how many writes were
+    /// appended so far (this one included).
+    pub fn written(&self, version: Arc<Version>, tail: Arc<Tail>, end: (u64, u64), writes: u64) {
+        self.state.lock().pending = Some(Pending { version, tail, end, writes });
     }
 
     /// Make a version visible without waiting for durability (buffered mode, or a
@@ -114,11 +167,12 @@ impl Commit {
     }
 
     /// Mark everything up to `seq` durable and publish `version` (after a sync the
-    /// caller did itself, holding the writer lock).
-    pub fn synced(&self, version: Arc<Version>) {
+    /// caller did itself, holding the writer lock, with `writes` appended so far).
+    pub fn synced(&self, version: Arc<Version>, writes: u64) {
         let seq = version.seq;
         self.durable.fetch_max(seq, Ordering::AcqRel);
         let mut s = self.state.lock();
+        s.synced_writes = s.synced_writes.max(writes);
         if s.pending.as_ref().is_some_and(|p| p.version.seq <= seq) {
             s.pending = None;
         }
@@ -147,12 +201,16 @@ impl Commit {
             s.syncing = true;
             drop(s);
             crate::crashpoint::hit("before_fsync");
+            let started = Instant::now();
             let r = p.tail.sync(p.end.0, p.end.1);
+            self.fsync_ns.observe(started.elapsed().as_nanos() as u64);
             self.syncs.fetch_add(1, Ordering::Relaxed);
             s = self.state.lock();
             s.syncing = false;
             match r {
                 Ok(()) => {
+                    self.batch_writes.observe(p.writes.saturating_sub(s.synced_writes));
+                    s.synced_writes = s.synced_writes.max(p.writes);
                     self.durable.fetch_max(p.version.seq, Ordering::AcqRel);
                     self.publish(p.version);
                 }

@@ -375,7 +375,7 @@ pub(crate) fn import(inner: &Inner, input: &mut dyn BufRead, progress: &mut dyn 
         return Err(e);
     }
     w.frozen = 0;
-    inner.commit.synced(w.version());
+    inner.commit.synced(w.version(), w.writes);
     drop(w);
     report.millis = started.elapsed().as_millis() as u64;
     Ok(report)

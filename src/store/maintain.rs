@@ -227,6 +227,7 @@ fn merge_once(inner: &Inner) -> Result<bool> {
         w.segments.splice(at..at + inputs.len(), [slot]);
         publish_if_clean(inner, &w);
     }
+    inner.counters.note_merge();
     Ok(true)
 }
 

@@ -12,6 +12,7 @@ mod import_line;
 mod import_parse;
 pub mod layout;
 mod maintain;
+mod metrics;
 mod open;
 mod ops;
 mod queue;
@@ -34,6 +35,7 @@ pub use backup::{backup, BackupReport};
 pub use check::{check, CheckReport, Finding};
 pub use compact::{compact, CompactReport};
 pub use import::ImportReport;
+pub use metrics::{EngineMetrics, Health, Poison};
 pub use open::OpenReport;
 pub use ops::PushResult;
 pub use read::{Snapshot, SnapshotStats};
@@ -137,6 +139,8 @@ pub(crate) struct Inner {
     pub lock: Mutex<Option<LockGuard>>,
     /// Running jobs' auth tokens (the writer keeps them current).
     pub tokens: Arc<tokens::JobTokens>,
+    /// Figures kept for [`Store::metrics`].
+    pub counters: metrics::EngineCounters,
 }
 
 /// An open jobq store: one data directory, written by one process at a time
@@ -192,7 +196,11 @@ impl Store {
     /// Open (or create) the store in `dir`.
     pub fn open(dir: impl AsRef<Path>, opts: Options) -> Result<Store> {
         let dir = dir.as_ref();
-        let o = open::open(dir, &opts)?;
+        let mut o = open::open(dir, &opts)?;
+        let counters = metrics::EngineCounters::default();
+        if let Some(log) = o.writer.log.as_mut() {
+            log.share_footprint(counters.log.clone());
+        }
         let version = o.writer.version();
         let reader = o.writer.reader.clone();
         // The tail's running jobs were noted as it was replayed; the index files'
@@ -217,6 +225,7 @@ impl Store {
             reclaimer: Mutex::new(None),
             lock: Mutex::new(o.lock),
             tokens,
+            counters,
             opts,
         });
         let store = Store { inner };
@@ -360,7 +369,7 @@ impl Store {
             self.inner.commit.poison(&e);
             return Err(e);
         }
-        self.inner.commit.synced(w.version());
+        self.inner.commit.synced(w.version(), w.writes);
         Ok(())
     }
 
@@ -410,7 +419,7 @@ impl Store {
                 self.inner.commit.poison(&e);
                 return Err(e);
             }
-            self.inner.commit.synced(w.version());
+            self.inner.commit.synced(w.version(), w.writes);
         }
         maintain::run(&self.inner)
     }

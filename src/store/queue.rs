@@ -133,6 +133,7 @@ fn append_batch(inner: &Inner, batch: &[Arc<Request>]) -> Appended {
         let before = w.next_seq;
         let r = op(&mut w, &ctx);
         let wrote = w.next_seq != before;
+        w.writes += u64::from(wrote);
         if let Err(e) = &r {
             // Input is refused before anything is written; anything else is a fault.
             if wrote || !e.is_input() {
@@ -153,7 +154,8 @@ fn append_batch(inner: &Inner, batch: &[Arc<Request>]) -> Appended {
             froze = std::mem::take(&mut w.frozen) > 0;
             let version = w.version();
             let log = w.log.as_ref().expect("a writable store has a log");
-            inner.commit.written(version.clone(), log.tail().clone(), (log.end().offset, log.next_seq()));
+            let end = (log.end().offset, log.next_seq());
+            inner.commit.written(version.clone(), log.tail().clone(), end, w.writes);
             if inner.opts.durability == Durability::Buffered {
                 inner.commit.publish_now(version);
             }

@@ -13,7 +13,9 @@ use crate::log::reader::RecordReader;
 use crate::model::doc::{pick_fields, write_json_str};
 use crate::model::job::write_tags;
 use crate::model::{Clock, Job, JobKey, JobState, TIME_FIELDS};
+use crate::query::docset::count_in;
 use crate::query::exec::{self, Source};
+use crate::query::ops::Exclusion;
 use crate::query::plan::Resolved;
 use crate::query::{Filter, Hit, Paging};
 
@@ -249,6 +251,32 @@ impl Snapshot {
         }
         out.extend_from_slice(b"]}");
         Ok(())
+    }
+
+    /// Current jobs per state (indexed by `JobState as usize`) over every
+    /// project: each section's state posting lists, less its superseded docs,
+    /// plus the tail's entries. No record is read.
+    pub fn jobs_by_state(&self) -> [u64; 4] {
+        let mut n = [0u64; 4];
+        for slot in self.version.segments.iter() {
+            for i in 0..slot.dead.len() {
+                let (sec, dead) = (slot.seg.section_at(i), &slot.dead[i]);
+                for s in JobState::ALL {
+                    let Some(p) = sec.state(s) else { continue };
+                    n[s as usize] += if dead.is_empty() {
+                        u64::from(p.len())
+                    } else {
+                        count_in(&mut Exclusion::new(Box::new(p.cursor()), Box::new(dead.cursor())), 0, sec.len())
+                    };
+                }
+            }
+        }
+        for (_, project) in self.version.mem.projects() {
+            for e in project.iter() {
+                n[e.state as usize] += 1;
+            }
+        }
+        n
     }
 
     /// Index files and tail entries in this snapshot.

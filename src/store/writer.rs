@@ -50,6 +50,9 @@ pub(crate) struct Writer {
     pub epoch: Arc<crate::log::reader::LogEpoch>,
     /// Running jobs' auth tokens, shared with the store's readers.
     pub tokens: Arc<JobTokens>,
+    /// Writes (queued operations that appended) since the store opened: what
+    /// group commit counts per fsync.
+    pub writes: u64,
     buf: Vec<u8>,
 }
 
@@ -85,6 +88,7 @@ impl Writer {
             replay_end: LogPos::default(),
             epoch: Arc::default(),
             tokens: Arc::default(),
+            writes: 0,
             buf: Vec::new(),
         }
     }

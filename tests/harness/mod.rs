@@ -27,8 +27,13 @@ impl Server {
 
     /// [`Server::start`] with the open-file limit (`ulimit -n`) lowered to `fds`.
     pub fn start_with_fd_limit(data: &Path, args: &[&str], fds: u32) -> Server {
+        Server::start_with_shell(data, args, &format!("ulimit -n {fds}"))
+    }
+
+    /// [`Server::start`] from `sh`, after the shell commands `setup` (limits, traps).
+    pub fn start_with_shell(data: &Path, args: &[&str], setup: &str) -> Server {
         let mut sh = Command::new("sh");
-        sh.args(["-c", &format!("ulimit -n {fds} && exec \"$0\" \"$@\""), BIN]);
+        sh.args(["-c", &format!("{setup} && exec \"$0\" \"$@\""), BIN]);
         Server::spawn(sh, data, args)
     }
 

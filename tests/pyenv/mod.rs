@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 /// The pinned client the real-client tests run (what `jobq` is checked against).
 pub const SCRAPINGHUB: &str = "scrapinghub==2.9.0";
 
+/// The pinned Prometheus client whose parser checks `/metrics`.
+pub const PROMETHEUS_CLIENT: &str = "prometheus-client==0.21.1";
+
 fn imports(python: &Path, modules: &[&str]) -> bool {
     let code = modules.iter().map(|m| format!("import {m}")).collect::<Vec<_>>().join("; ");
     Command::new(python).args(["-c", &code]).output().is_ok_and(|o| o.status.success())

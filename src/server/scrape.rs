@@ -1,0 +1,181 @@
+//! The `/metrics` answer: the server's counters and the store's figures
+//! (`Store::metrics`, `Store::report`) in the Prometheus text format. README.md
+//! lists every metric. Nothing here reads a file.
+
+use std::sync::atomic::Ordering;
+
+use super::http::App;
+use super::metrics::{Dropped, Endpoint};
+use super::prom::{Exposition, Kind};
+
+/// Nanoseconds per second: durations are kept in ns and exported in seconds.
+const NS: f64 = 1e9;
+
+pub fn render(app: &App) -> String {
+    let mut x = Exposition::default();
+    server(app, &mut x);
+    store(app, &mut x);
+    x.finish()
+}
+
+fn server(app: &App, x: &mut Exposition) {
+    let m = &app.metrics;
+    x.family("jobq_build_info", Kind::Gauge, "Always 1; its label is the version of jobq serving.");
+    x.sample("jobq_build_info", &[("version", env!("CARGO_PKG_VERSION"))], 1u64);
+    x.single(
+        "jobq_start_time_seconds",
+        Kind::Gauge,
+        "When the server started, in seconds since the Unix epoch.",
+        app.ops.started_unix(),
+    );
+    x.single(
+        "jobq_closing",
+        Kind::Gauge,
+        "1 once SIGTERM or SIGINT was received: the server is finishing the requests in flight.",
+        app.ops.closing().is_some(),
+    );
+    x.family(
+        "jobq_http_requests_total",
+        Kind::Counter,
+        "HTTP requests answered, by endpoint (the kind of route, never a project or path) and status. \
+         499: the connection went away before the answer.",
+    );
+    for ((endpoint, status), n) in m.requests() {
+        x.sample("jobq_http_requests_total", &[("endpoint", endpoint.as_str()), ("status", &status.to_string())], n);
+    }
+    x.family(
+        "jobq_http_request_duration_seconds",
+        Kind::Histogram,
+        "Time from a request's head to its answer's last byte handed to the socket, by endpoint.",
+    );
+    for e in Endpoint::ALL {
+        x.histogram("jobq_http_request_duration_seconds", &[("endpoint", e.as_str())], &m.latency(e), NS);
+    }
+    x.single("jobq_http_requests_in_flight", Kind::Gauge, "Requests being answered now.", m.in_flight());
+    let c = &m.connections;
+    x.single(
+        "jobq_connections_open",
+        Kind::Gauge,
+        "Client connections of the API listener open now.",
+        c.open.load(Ordering::Relaxed),
+    );
+    x.single(
+        "jobq_connections_max",
+        Kind::Gauge,
+        "The most API connections served at once (--max-connections, lowered to fit ulimit -n).",
+        m.max_connections,
+    );
+    x.single(
+        "jobq_connections_accepted_total",
+        Kind::Counter,
+        "API connections accepted.",
+        c.accepted.load(Ordering::Relaxed),
+    );
+    x.single(
+        "jobq_connection_limit_reached_total",
+        Kind::Counter,
+        "Times every connection slot was taken: accepting paused, new clients waited in the backlog.",
+        c.limit_reached.load(Ordering::Relaxed),
+    );
+    x.single(
+        "jobq_accept_errors_total",
+        Kind::Counter,
+        "Failed accepts (out of file descriptors: accepting pauses; or a client gone first).",
+        c.accept_errors.load(Ordering::Relaxed),
+    );
+    x.family(
+        "jobq_connections_dropped_total",
+        Kind::Counter,
+        "Connections the server dropped: no request head in time (head_timeout; crowded: within 1 s \
+         while every slot was taken), or a client that read none of its answer (stalled_reader).",
+    );
+    for d in Dropped::ALL {
+        x.sample("jobq_connections_dropped_total", &[("reason", d.as_str())], c.dropped_count(d));
+    }
+}
+
+fn store(app: &App, x: &mut Exposition) {
+    let e = app.store.metrics();
+    let r = app.store.report();
+    x.single("jobq_durable_seq", Kind::Gauge, "The highest log sequence number known durable.", e.durable_seq);
+    x.single(
+        "jobq_poisoned",
+        Kind::Gauge,
+        "1 when a write or fsync failed: the store refuses writes until a restart (see /health for why).",
+        e.poison.is_some(),
+    );
+    x.single(
+        "jobq_disk_full",
+        Kind::Gauge,
+        "1 when the store is poisoned by a write that failed for want of space (ENOSPC, EDQUOT).",
+        e.poison.as_ref().is_some_and(|p| p.disk_full),
+    );
+    x.family("jobq_jobs", Kind::Gauge, "Current jobs per state, over every project.");
+    for (state, n) in e.jobs {
+        x.sample("jobq_jobs", &[("state", state.as_str())], n);
+    }
+    x.single(
+        "jobq_tail_jobs",
+        Kind::Gauge,
+        "Job versions in the log's tail not yet in an index file (what a restart replays).",
+        e.tail_jobs,
+    );
+    x.single("jobq_log_segments", Kind::Gauge, "Log segment files.", e.log_segments);
+    x.single("jobq_log_bytes", Kind::Gauge, "Bytes in the log segment files.", e.log_bytes);
+    x.single("jobq_index_files", Kind::Gauge, "Index files in use.", e.index_files);
+    x.single("jobq_index_bytes", Kind::Gauge, "Bytes in the index files in use.", e.index_bytes);
+    x.single("jobq_index_merges_total", Kind::Counter, "Merges of index files installed.", e.merges);
+    x.single("jobq_compactions_total", Kind::Counter, "Compactions done by this process.", e.compactions);
+    x.single(
+        "jobq_compaction_reclaimed_bytes_total",
+        Kind::Counter,
+        "Disk bytes the compactions of this process freed.",
+        e.compaction_reclaimed_bytes,
+    );
+    if let Some(b) = e.superseded_bytes {
+        x.single(
+            "jobq_superseded_bytes",
+            Kind::Gauge,
+            "Log bytes holding only superseded job versions: what a compaction would free.",
+            b,
+        );
+    }
+    x.family(
+        "jobq_fsync_duration_seconds",
+        Kind::Histogram,
+        "Group-commit syncs of the log (durable mark write and fdatasync) that acknowledged writes wait for.",
+    );
+    x.histogram("jobq_fsync_duration_seconds", &[], &e.fsync_ns, NS);
+    x.family("jobq_commit_batch_writes", Kind::Histogram, "Writes made durable by each group-commit sync.");
+    x.histogram("jobq_commit_batch_writes", &[], &e.batch_writes, 1.0);
+    x.single(
+        "jobq_open_duration_seconds",
+        Kind::Gauge,
+        "How long opening the store took at start (recovery included).",
+        r.millis as f64 / 1e3,
+    );
+    x.single(
+        "jobq_open_replayed_frames",
+        Kind::Gauge,
+        "Log frames replayed into the tail index at start.",
+        r.replayed_frames,
+    );
+    x.single(
+        "jobq_open_cut_bytes",
+        Kind::Gauge,
+        "Bytes of torn log tail recovery cut at start (writes never acknowledged).",
+        r.cut.as_ref().map_or(0, |c| c.bytes),
+    );
+    x.single(
+        "jobq_open_lost_durable",
+        Kind::Gauge,
+        "1 when recovery at start cut bytes that had been durable (acknowledged writes lost; see the log).",
+        r.cut.as_ref().is_some_and(|c| c.lost_durable),
+    );
+    x.single(
+        "jobq_open_index_files_set_aside",
+        Kind::Gauge,
+        "Index files recovery at start set aside (damaged, stale or covered) and rebuilt from the log.",
+        r.discarded.len() as u64,
+    );
+}

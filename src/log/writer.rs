@@ -136,6 +136,12 @@ impl LogWriter {
 
     /// Keep `footprint` current from now on (the store keeps one for its life,
     /// whatever writer it has).
+    /// Online compaction removed these (oldest) segments.
+    pub fn forget_segments(&mut self, numbers: &[u32]) {
+        self.sealed.retain(|(n, _)| !numbers.contains(n));
+        self.note_footprint();
+    }
+
     pub fn share_footprint(&mut self, footprint: Arc<LogFootprint>) {
         self.footprint = footprint;
         self.note_footprint();

@@ -33,14 +33,12 @@ impl EngineCounters {
     }
 
     /// A compaction finished, freeing `reclaimed_bytes` of disk.
-    #[allow(dead_code)] // Online compaction calls it; offline compaction runs without a store.
     pub(crate) fn note_compaction(&self, reclaimed_bytes: u64) {
         self.compactions.fetch_add(1, Ordering::Relaxed);
         self.compaction_reclaimed_bytes.fetch_add(reclaimed_bytes, Ordering::Relaxed);
     }
 
-    /// The log bytes that hold only superseded versions, as last computed.
-    #[allow(dead_code)] // Online compaction computes it.
+    /// The log bytes that hold only superseded versions, as last estimated.
     pub(crate) fn set_superseded_bytes(&self, bytes: u64) {
         self.superseded_bytes.store(bytes.saturating_add(1), Ordering::Relaxed);
     }

@@ -71,7 +71,10 @@ pub(crate) fn cycle_if_due(inner: &Inner, ratio: f64) -> Result<Option<ReclaimRe
     let (first, tail) = log_bounds(inner)?;
     let due = {
         let w = inner.writer.lock();
-        superseded_ratio(&w, first_seq(inner, first)?) >= ratio
+        let share = superseded_ratio(&w, first_seq(inner, first)?);
+        let (_, log_bytes) = inner.counters.log.get();
+        inner.counters.set_superseded_bytes((log_bytes as f64 * share) as u64);
+        share >= ratio
     };
     if !due || first >= tail {
         return Ok(None);
@@ -143,6 +146,7 @@ fn run_cycle(inner: &Inner, started: Instant) -> Result<ReclaimReport> {
     report.segments = prefix;
     report.millis = started.elapsed().as_millis() as u64;
     inner.reclaimed.record(&report);
+    inner.counters.note_compaction(report.bytes_removed.saturating_sub(report.bytes_relocated));
     Ok(report)
 }
 
@@ -298,6 +302,9 @@ fn drop_indexes(inner: &Inner, kept_seq: u64, prefix: &[u32], report: &mut Recla
     // The prefix's handles stay with the versions made before; new ones go without.
     let handles = inner.reader.retire(prefix)?;
     w.epoch = w.epoch.end(handles);
+    if let Some(log) = w.log.as_mut() {
+        log.forget_segments(prefix);
+    }
     maintain::publish_if_clean(inner, &w);
     Ok(gone)
 }

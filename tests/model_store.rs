@@ -437,7 +437,7 @@ impl World {
         for project in 1..=2u32 {
             for f in filters {
                 assert_eq!(snap.count(project, f).unwrap(), self.model.count(project, f), "count {project} {f:?}");
-                let all = Paging { count: 1000, start: 0, stop: None };
+                let all = Paging { count: 1000, start: 0, stop: None, startafter: None };
                 let want = self.model.list(project, f, &all);
                 let got: Vec<JobKey> =
                     snap.list(project, f, &all).unwrap().iter().map(|h| JobKey::from_local(project, h.local)).collect();

@@ -107,7 +107,7 @@ fn big(filter: Filter) -> (u32, Filter, Paging) {
 }
 
 fn deep(filter: Filter, start: u64, stop: Option<JobKey>) -> (u32, Filter, Paging) {
-    (BIG_PROJECT, filter, Paging { count: 100, start, stop })
+    (BIG_PROJECT, filter, Paging { count: 100, start, stop, startafter: None })
 }
 
 /// Shapes answered as count and as list of 100.
@@ -158,7 +158,7 @@ const FILTERS: &[(&str, Make)] = &[
             endts,
             has_tags: tags(&t[..2]),
             lacks_tags: tags(&t[2..]),
-            keys: None,
+            ..Filter::default()
         })
     }),
     ("worst: has 3 common, lacks 1", |r, _| {

@@ -352,7 +352,7 @@ fuzz_target!(|data: &[u8]| {
     // The store is still consistent with itself.
     let snap = store.snapshot();
     for p in 1..=3u32 {
-        let all = Paging { count: 100_000, start: 0, stop: None };
+        let all = Paging { count: 100_000, start: 0, stop: None, startafter: None };
         let n = snap.count(p, &Filter::default()).expect("count");
         let listed = snap.list(p, &Filter::default(), &all).expect("list");
         assert_eq!(n, listed.len() as u64, "count and list disagree in project {p}");

@@ -14,7 +14,9 @@ use byteorder::{ByteOrder, LittleEndian as LE};
 use crate::log::LogPos;
 
 pub const MAGIC: &[u8; 8] = b"JOBQIDX\0";
-pub const VERSION: u32 = 1;
+/// Version 2 added the close_reason postings (field 6); files of other versions
+/// are set aside and rebuilt from the log (index files are caches).
+pub const VERSION: u32 = 2;
 pub const HEADER_LEN: usize = 64;
 pub const FOOTER_LEN: usize = 48;
 pub const DIR_ENTRY: usize = 32;
@@ -33,6 +35,10 @@ pub mod field {
     pub const PRIORITY: u8 = 4;
     /// Term: the `unique` value (UTF-8); only pending and running jobs are posted.
     pub const UNIQUE: u8 = 5;
+    /// Term: the `close_reason` term (UTF-8, [`crate::model::close_reason_term`]).
+    pub const CLOSE_REASON: u8 = 6;
+    /// The highest field code.
+    pub const LAST: u8 = CLOSE_REASON;
 }
 
 /// What an index file covers, from its header.

@@ -58,6 +58,11 @@ impl IndexSegment {
         }
         let version = LE::read_u32(&f[32..36]);
         if version != format::VERSION {
+            // Another version only when header and footer agree on it: a flipped
+            // version field is damage.
+            if &b[0..8] != format::MAGIC || LE::read_u32(&b[8..12]) != version {
+                return Err(bad(foot_at + 32, format!("footer version {version} disagrees with the header")));
+            }
             return Err(Error::Unsupported {
                 path: path.to_path_buf(),
                 what: format!("index format version {version}; this build reads {}", format::VERSION),
@@ -312,7 +317,7 @@ fn check_section(s: &[u8], d: &DirEntry) -> Checked {
             (e[0], usize::from(LE::read_u16(&e[2..4])), LE::read_u32(&e[4..8]) as usize, LE::read_u64(&e[8..16]));
         let at = cols[DICT] + t * TERM_ENTRY;
         let term = s.get(blob + off..blob + off + len).ok_or((at, "term runs outside the section".to_string()))?;
-        if !(field::STATE..=field::UNIQUE).contains(&f) || e[1] != 0 {
+        if !(field::STATE..=field::LAST).contains(&f) || e[1] != 0 {
             return Err((at, "unknown term field".into()));
         }
         if prev.is_some_and(|p| p >= (f, term)) {
@@ -476,6 +481,10 @@ impl<'a> Section<'a> {
     pub fn unique(&self, u: &str) -> Option<Posting<'a>> {
         self.term(field::UNIQUE, u.as_bytes())
     }
+
+    pub fn close_reason(&self, term: &str) -> Option<Posting<'a>> {
+        self.term(field::CLOSE_REASON, term.as_bytes())
+    }
 }
 
 #[cfg(test)]
@@ -497,6 +506,7 @@ mod tests {
                 priority: 2,
                 tags: (0..i % 3).map(|t| Arc::<str>::from(format!("t{t}"))).collect(),
                 unique: None,
+                close_reason: (i % 5 == 0).then(|| Arc::<str>::from("failed")),
                 loc: i * 100,
             })
             .collect();

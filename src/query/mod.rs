@@ -9,4 +9,6 @@ pub mod plan;
 mod skip;
 
 pub use exec::Hit;
-pub use filter::{parse_query, Filter, Limits, Paging, Query, MAX_JOBMETA, MAX_KEYS, MAX_TAG_FILTERS};
+pub use filter::{
+    parse_query, Filter, Limits, Paging, Query, MAX_CLOSE_REASONS, MAX_JOBMETA, MAX_KEYS, MAX_TAG_FILTERS,
+};

@@ -15,6 +15,7 @@ mod maintain;
 mod metrics;
 mod open;
 mod ops;
+mod places;
 mod queue;
 mod read;
 mod reclaim;
@@ -141,6 +142,8 @@ pub(crate) struct Inner {
     pub tokens: Arc<tokens::JobTokens>,
     /// Figures kept for [`Store::metrics`].
     pub counters: metrics::EngineCounters,
+    /// Where recent listings' last rows stood (`startafter`).
+    pub places: Arc<places::Places>,
 }
 
 /// An open jobq store: one data directory, written by one process at a time
@@ -226,6 +229,7 @@ impl Store {
             lock: Mutex::new(o.lock),
             tokens,
             counters,
+            places: Arc::default(),
             opts,
         });
         let store = Store { inner };
@@ -266,6 +270,7 @@ impl Store {
             version: self.inner.commit.published(),
             reader: self.inner.reader.clone(),
             clock: self.inner.opts.clock.clone(),
+            places: self.inner.places.clone(),
         }
     }
 

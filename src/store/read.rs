@@ -3,11 +3,12 @@
 
 use std::sync::Arc;
 
+use super::places::Places;
 use super::version::{Found, Version};
 use std::io::Write;
 
 use crate::codec::record::{self, JobView};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::hash::FastMap;
 use crate::log::reader::RecordReader;
 use crate::model::doc::{pick_fields, write_json_str};
@@ -31,6 +32,8 @@ pub struct Snapshot {
     pub(crate) version: Arc<Version>,
     pub(crate) reader: Arc<RecordReader>,
     pub(crate) clock: Arc<dyn Clock>,
+    /// Where recent listings' last rows stood (shared by the store's snapshots).
+    pub(crate) places: Arc<Places>,
 }
 
 impl Snapshot {
@@ -68,14 +71,30 @@ impl Snapshot {
         }
     }
 
-    fn resolve<'f>(&self, project: u32, filter: &'f Filter, stop: Option<JobKey>) -> Resolved<'f> {
+    fn resolve<'f>(&self, project: u32, filter: &'f Filter, paging: Option<&Paging>) -> Result<Resolved<'f>> {
         let spider = filter.spider.as_ref().map(|s| self.spider_id(project, s));
-        Resolved {
+        let after = match paging.and_then(|p| p.startafter) {
+            Some(k) => Some(self.place_after(project, k)?),
+            None => None,
+        };
+        Ok(Resolved {
             filter,
             spider: spider.flatten(),
             nothing: matches!(spider, Some(None)),
-            stop: stop.and_then(|k| self.order_key(k)),
-        }
+            stop: paging.and_then(|p| p.stop).and_then(|k| self.order_key(k)),
+            after,
+        })
+    }
+
+    /// Where a listing continues after job `k`: the place of the last listing
+    /// that ended with it, if remembered (it may have moved since), else its
+    /// current place. A key naming no job of the project is refused.
+    fn place_after(&self, project: u32, k: JobKey) -> Result<(u64, u64)> {
+        let current = (k.project == project).then(|| self.order_key(k)).flatten();
+        let Some(current) = current else {
+            return Err(Error::field("startafter", format!("{k} is not a job of project {project}")));
+        };
+        Ok(self.places.recall(project, k.local()).unwrap_or(current))
     }
 
     fn sources<'a>(&'a self, project: u32, r: &Resolved<'_>) -> Vec<Source<'a>> {
@@ -94,7 +113,7 @@ impl Snapshot {
     }
 
     /// Hits for an explicit key list: each key's current version, tested.
-    fn key_hits(&self, project: u32, filter: &Filter, keys: &[JobKey], stop: Option<(u64, u64)>) -> Result<Vec<Hit>> {
+    fn key_hits(&self, project: u32, filter: &Filter, keys: &[JobKey], r: &Resolved<'_>) -> Result<Vec<Hit>> {
         let mut hits = Vec::new();
         let mut seen = std::collections::HashSet::new();
         for &k in keys {
@@ -109,7 +128,7 @@ impl Snapshot {
             let Some(order) = self.order_key(k) else {
                 continue;
             };
-            if filter.matches(&job, &name) && stop.is_none_or(|s| order > s) {
+            if filter.matches(&job, &name) && r.stop.is_none_or(|s| order > s) && r.after.is_none_or(|a| order < a) {
                 hits.push(Hit { local: k.local(), ts: order.0, seq: order.1, loc: f.loc() });
             }
         }
@@ -119,21 +138,28 @@ impl Snapshot {
 
     /// The number of jobs of `project` matching `filter`.
     pub fn count(&self, project: u32, filter: &Filter) -> Result<u64> {
-        let r = self.resolve(project, filter, None);
+        let r = self.resolve(project, filter, None)?;
         if let Some(keys) = &filter.keys {
-            return Ok(self.key_hits(project, filter, keys, None)?.len() as u64);
+            return Ok(self.key_hits(project, filter, keys, &r)?.len() as u64);
         }
         Ok(exec::count(&mut self.sources(project, &r)))
     }
 
-    /// Matching jobs, newest first, paged.
+    /// Matching jobs, newest first, paged. The place of the last row is
+    /// remembered for a `startafter` naming it.
     pub fn list(&self, project: u32, filter: &Filter, paging: &Paging) -> Result<Vec<Hit>> {
-        let r = self.resolve(project, filter, paging.stop);
-        if let Some(keys) = &filter.keys {
-            let hits = self.key_hits(project, filter, keys, r.stop)?;
-            return Ok(hits.into_iter().skip(paging.start as usize).take(paging.count as usize).collect());
+        let r = self.resolve(project, filter, Some(paging))?;
+        let hits = match &filter.keys {
+            Some(keys) => {
+                let hits = self.key_hits(project, filter, keys, &r)?;
+                hits.into_iter().skip(paging.start as usize).take(paging.count as usize).collect()
+            }
+            None => exec::list(&mut self.sources(project, &r), paging.start, paging.count),
+        };
+        if let Some(last) = hits.last() {
+            self.places.remember(project, last.local, (last.ts, last.seq));
         }
-        Ok(exec::list(&mut self.sources(project, &r), paging.start, paging.count))
+        Ok(hits)
     }
 
     /// Append one listing row as JSON: without `jobmeta`, key, state, spider, ts,

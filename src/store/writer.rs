@@ -258,6 +258,7 @@ impl Writer {
             priority: job.priority,
             tags: tags.into(),
             unique: job.unique.as_deref().map(Arc::from),
+            close_reason: job.close_reason().map(|c| Arc::from(c.as_ref())),
             loc,
         }
     }

@@ -31,7 +31,9 @@ class Fixture:
     """tests/fixtures/v<N>: store/ (never modified) and export.jsonl."""
 
     def __init__(self, version):
-        self.version = version
+        self.version = version                       # the format version (format-spec/CHANGES.md)
+        self.log_version = 1 if version == 1 else 2  # of the segments it was written with
+        self.index_version = 2 if version >= 3 else 1
         self.dir = os.path.join(REPO, "tests", "fixtures", f"v{version}")
         self.store = os.path.join(self.dir, "store")
         with open(os.path.join(self.dir, "export.jsonl"), encoding="utf-8") as f:
@@ -385,8 +387,21 @@ def _pad8(b):
     return b + b"\0" * (-len(b) % 8)
 
 
-def build_index(store, lo, hi, next_id_bump=0):
-    """idx-<lo>-<hi>.jqi for the store's log (any number of segments), from format-spec/index.md."""
+def _close_reason(doc):
+    """index.md's close_reason term of a document (the fixtures hold compact values, so a
+    non-string's JSON text is its compact dump)."""
+    pairs = [v for k, v in json.loads(doc, object_pairs_hook=list, parse_float=decimal.Decimal)
+             if k == "close_reason"]
+    if not pairs:
+        return None
+    v = pairs[-1]
+    term = v.encode() if isinstance(v, str) else json.dumps(v, separators=(",", ":")).encode()
+    return term if len(term) <= 1024 else None
+
+
+def build_index(store, lo, hi, next_id_bump=0, version=1):
+    """idx-<lo>-<hi>.jqi for the store's log (any number of segments), from format-spec/index.md;
+    `version` 2 adds the close_reason lists (field 6)."""
     frames = log_frames(store)
     last = [f for f in frames if f["first_seq"] <= hi <= f["last_seq"]][0]
     assert last["last_seq"] == hi and any(f["first_seq"] == lo for f in frames)
@@ -420,6 +435,9 @@ def build_index(store, lo, hi, next_id_bump=0):
             terms.setdefault((4, struct.pack("<q", r["priority"])), []).append(d)
             if r["unique"] is not None and r["state"] < 2:
                 terms.setdefault((5, r["unique"].encode()), []).append(d)
+            reason = _close_reason(r["doc"]) if version >= 2 else None
+            if reason is not None:
+                terms.setdefault((6, reason), []).append(d)
         order = sorted(terms)
         dict_off = len(_pad8(b"\0" * 72 + cols))
         blob = b"".join(t for _, t in order)
@@ -449,10 +467,10 @@ def build_index(store, lo, hi, next_id_bump=0):
     dir_off = len(out)
     out += directory
     generation = seg_header(segments(store)[0])[2]
-    header = b"JOBQIDX\0" + struct.pack("<II6Q", 1, 0, generation, lo, hi, (last["seg"] << 32) | last["end"],
+    header = b"JOBQIDX\0" + struct.pack("<II6Q", version, 0, generation, lo, hi, (last["seg"] << 32) | last["end"],
                                         (last["seg"] << 32) | last["off"], sum(n for _, n, _ in sections))
     out[0:64] = header
-    foot = struct.pack("<4QI", dir_off, len(directory), cat_off, len(cat), 1)
+    foot = struct.pack("<4QI", dir_off, len(directory), cat_off, len(cat), version)
     out += foot + struct.pack("<I", mcrc(header + directory + cat + foot)) + b"JOBQIDX\0"
     path = os.path.join(gen_dir(store), f"idx-{lo:016x}-{hi:016x}.jqi")
     with open(path, "wb") as f:

@@ -2,9 +2,10 @@
 //! update, reopening jobs that hold a `unique`, start, cancel, metadata edits,
 //! imports), interleaved with index flushes, merges, clean reopens and simulated
 //! power cuts, checked after every step against the naive model: counts and
-//! listings for every filter shape and paging, every job, and the holder of every
-//! `unique` (the model refuses what would give a value two active holders; so must
-//! the store); `jobq check` finds nothing at the end.
+//! listings for every filter shape (close_reason and has_tag_all included) and
+//! paging (`startafter` too, with pagers that continue across the writes), every
+//! job, and the holder of every `unique` (the model refuses what would give a value
+//! two active holders; so must the store); `jobq check` finds nothing at the end.
 
 mod common;
 
@@ -63,6 +64,14 @@ enum Op {
         lines: Vec<MImport>,
         bad: Option<usize>,
     },
+    /// The next page of a pager that continues across writes by `startafter`
+    /// (over every job, or the pending and running ones); it starts over once a
+    /// page comes back empty.
+    Page {
+        project: u32,
+        count: u64,
+        active: bool,
+    },
     Tick(u64),
     Flush,
     Reopen,
@@ -71,6 +80,10 @@ enum Op {
 
 const TAGS: [&str; 5] = ["a", "b", "c", "d", "é"];
 const VALUES: [&str; 5] = ["1", "\"x\"", "[1,2.50]", "{\"k\":null}", "123456789012345678901234567890"];
+/// `close_reason` values as stored (raw JSON): `"404"` and `404` share a term.
+const REASONS: [&str; 7] = ["\"failed\"", "\"ok\"", "404", "\"404\"", "null", "\"\"", "\"\\u00e9\""];
+/// `close_reason` filter values: every term above, "cancelled" (cancel's), and one no job has.
+const REASON_TERMS: [&str; 8] = ["failed", "ok", "404", "null", "", "é", "cancelled", "nope"];
 
 fn state() -> impl Strategy<Value = JobState> {
     prop_oneof![6 => Just(JobState::Pending), 2 => Just(JobState::Running), 2 => Just(JobState::Finished), 1 => Just(JobState::Deleted)]
@@ -81,7 +94,10 @@ fn tags(max: usize) -> impl Strategy<Value = Vec<String>> {
 }
 
 fn field() -> impl Strategy<Value = (String, String)> {
-    (0..3u32, 0..VALUES.len()).prop_map(|(f, v)| (format!("f{f}"), VALUES[v].to_string()))
+    prop_oneof![
+        3 => (0..3u32, 0..VALUES.len()).prop_map(|(f, v)| (format!("f{f}"), VALUES[v].to_string())),
+        1 => proptest::sample::select(REASONS.to_vec()).prop_map(|v| ("close_reason".to_string(), v.to_string())),
+    ]
 }
 
 fn changes() -> impl Strategy<Value = MChanges> {
@@ -129,8 +145,9 @@ fn import_line() -> impl Strategy<Value = MImport> {
         tags(2),
         proptest::option::of(0..5i64),
         proptest::option::weighted(0.3, 0..3u32),
+        proptest::option::weighted(0.3, proptest::sample::select(REASONS.to_vec())),
     )
-        .prop_map(|((project, s, job), state, ts, tags, priority, u)| MImport {
+        .prop_map(|((project, s, job), state, ts, tags, priority, u, reason)| MImport {
             project,
             spider: format!("s{s}"),
             job,
@@ -139,6 +156,7 @@ fn import_line() -> impl Strategy<Value = MImport> {
             tags,
             priority,
             unique: u.map(|u| format!("u{u}")),
+            reason,
         })
 }
 
@@ -154,11 +172,15 @@ fn op() -> impl Strategy<Value = Op> {
             if pick % 3 == 0 {
                 changes.delete.push(format!("f{}", pick % 3));
             }
+            if pick % 5 == 1 {
+                changes.delete.push("close_reason".into());
+            }
             Op::Edit { pick, changes }
         }),
         2 => (1..3u32, any::<usize>(), any::<bool>()).prop_map(|(project, pick, running)| Op::Revive { project, pick, running }),
         1 => (proptest::collection::vec(import_line(), 1..6), proptest::option::weighted(0.2, 0..6usize))
             .prop_map(|(lines, bad)| Op::Import { lines, bad }),
+        2 => (1..3u32, 1..4u64, any::<bool>()).prop_map(|(project, count, active)| Op::Page { project, count, active }),
         3 => prop_oneof![Just(0u64), 1..3u64, Just(1000u64)].prop_map(Op::Tick),
         1 => Just(Op::Flush),
         1 => Just(Op::Reopen),
@@ -174,14 +196,18 @@ fn filter() -> impl Strategy<Value = Filter> {
         proptest::option::weighted(0.2, 995..3030u64),
         tags(2),
         tags(2),
+        prop_oneof![2 => Just(vec![]), 1 => tags(2)],
+        prop_oneof![2 => Just(vec![]), 1 => proptest::sample::subsequence(REASON_TERMS.to_vec(), 1..=2)],
     )
-        .prop_map(|(spider, states, startts, endts, has_tags, lacks_tags)| Filter {
+        .prop_map(|(spider, states, startts, endts, has_tags, lacks_tags, has_tags_all, reasons)| Filter {
             spider: spider.map(|s| format!("s{s}")),
             states,
             startts,
             endts,
             has_tags,
+            has_tags_all,
             lacks_tags,
+            close_reasons: reasons.into_iter().map(String::from).collect(),
             keys: None,
         })
 }
@@ -256,6 +282,8 @@ struct World {
     opts: Options,
     store: Option<Store>,
     model: Model,
+    /// Pagers in progress, by (project, active): the last key they were given.
+    pagers: std::collections::HashMap<(u32, bool), JobKey>,
 }
 
 impl World {
@@ -274,7 +302,7 @@ impl World {
             ..Options::default()
         };
         let store = Some(Store::open("/db", opts.clone()).unwrap());
-        World { sim, clock, opts, store, model: Model::default() }
+        World { sim, clock, opts, store, model: Model::default(), pagers: Default::default() }
     }
 
     fn store(&self) -> &Store {
@@ -368,7 +396,11 @@ impl World {
                         line += &format!(r#","priority":{p}"#);
                     }
                     text += &line;
-                    text += ",\"x\":1}\n";
+                    text += ",\"x\":1";
+                    if let Some(r) = l.reason {
+                        text += &format!(",\"close_reason\":{r}");
+                    }
+                    text += "}\n";
                 }
                 let got = self.store().import(&mut text.as_bytes(), &mut |_| {});
                 match bad.filter(|b| *b < lines.len()) {
@@ -388,11 +420,23 @@ impl World {
                     },
                 }
             }
+            Op::Page { project, count, active } => {
+                let states = if *active { vec![JobState::Pending, JobState::Running] } else { vec![] };
+                let f = Filter { states, ..Filter::default() };
+                let startafter = self.pagers.get(&(*project, *active)).copied();
+                let p = Paging { count: *count, startafter, ..Paging::default() };
+                let page = self.page(*project, &f, &p).expect("a pager's key was listed");
+                match page.last() {
+                    Some(last) => self.pagers.insert((*project, *active), *last),
+                    None => self.pagers.remove(&(*project, *active)),
+                };
+            }
             Op::Tick(ms) => self.clock.advance(*ms),
             Op::Flush => self.store().flush_indexes().unwrap(),
             Op::Reopen => {
                 self.store.take().unwrap().close().unwrap();
                 self.store = Some(Store::open("/db", self.opts.clone()).unwrap());
+                self.model.reopened();
             }
             Op::PowerCut(mode, seed) => {
                 if self.opts.durability == Durability::Buffered {
@@ -402,6 +446,7 @@ impl World {
                 drop(self.store.take());
                 self.sim.crash(*mode, *seed);
                 self.store = Some(Store::open("/db", self.opts.clone()).unwrap());
+                self.model.reopened();
             }
         }
     }
@@ -425,6 +470,29 @@ impl World {
         }
     }
 
+    /// A listing of the store and of the model: the same keys, or both refused
+    /// (an unknown `startafter`).
+    fn page(&self, project: u32, f: &Filter, p: &Paging) -> Option<Vec<JobKey>> {
+        let got = self.store().snapshot().list(project, f, p);
+        let want = self.model.page(project, f, p);
+        match (got, want) {
+            (Ok(got), Some(want)) => {
+                let got: Vec<JobKey> = got.iter().map(|h| JobKey::from_local(project, h.local)).collect();
+                assert_eq!(got, want, "list {project} {f:?} {p:?}");
+                Some(want)
+            }
+            (Err(e), None) => {
+                let k = p.startafter.expect("only startafter refuses a listing");
+                assert!(
+                    e.to_string().contains(&format!("\"startafter\": {k} is not a job of project {project}")),
+                    "{e}"
+                );
+                None
+            }
+            (got, want) => panic!("list {project} {f:?} {p:?}: store {got:?}, model {want:?}"),
+        }
+    }
+
     fn check(&self, filters: &[Filter]) {
         // The writer's holder of each `unique` (what push consults) is the model's.
         for project in 1..=2u32 {
@@ -438,12 +506,9 @@ impl World {
             for f in filters {
                 assert_eq!(snap.count(project, f).unwrap(), self.model.count(project, f), "count {project} {f:?}");
                 let all = Paging { count: 1000, start: 0, stop: None, startafter: None };
-                let want = self.model.list(project, f, &all);
-                let got: Vec<JobKey> =
-                    snap.list(project, f, &all).unwrap().iter().map(|h| JobKey::from_local(project, h.local)).collect();
-                assert_eq!(got, want, "list {project} {f:?}");
+                let want = self.page(project, f, &all).unwrap();
                 let everything = Filter::default();
-                let order = self.model.list(project, &everything, &all);
+                let order = self.model.peek(project, &everything, &all).unwrap();
                 // Deep starts land anywhere in the merged order of sections and tail.
                 let (half, last) = (want.len() as u64 / 2, (want.len() as u64).saturating_sub(1));
                 for (start, count, stop) in [
@@ -456,15 +521,31 @@ impl World {
                     (last + 2, 5, None),
                     (half, 3, order.get(order.len() * 3 / 4)),
                 ] {
-                    let p = Paging { count, start, stop: stop.copied() };
-                    let got: Vec<JobKey> = snap
-                        .list(project, f, &p)
-                        .unwrap()
-                        .iter()
-                        .map(|h| JobKey::from_local(project, h.local))
-                        .collect();
-                    assert_eq!(got, self.model.list(project, f, &p), "list {project} {f:?} {p:?}");
+                    let p = Paging { count, start, stop: stop.copied(), startafter: None };
+                    self.page(project, f, &p);
                 }
+                // startafter: any job (matching or not, moved since a listing ended
+                // with it or not), with start and stop; a key of no job is refused.
+                let unknown = JobKey::new(project, 9, 9);
+                for (start, count, stop, after) in [
+                    (0, 3, None, order.get(1)),
+                    (0, 1000, None, order.get(order.len() / 2)),
+                    (1, 2, order.get(order.len() * 3 / 4), order.get(2)),
+                    (0, 5, None, want.first()),
+                    (0, 5, None, want.last()),
+                    (0, 5, None, Some(&unknown)),
+                ] {
+                    let p = Paging { count, start, stop: stop.copied(), startafter: after.copied() };
+                    self.page(project, f, &p);
+                }
+                // Paging by startafter from the top visits every match once, in order.
+                let (mut seen, mut after) = (Vec::new(), None);
+                while let Some(page) = self.page(project, f, &Paging { count: 2, startafter: after, ..all.clone() }) {
+                    let Some(last) = page.last() else { break };
+                    after = Some(*last);
+                    seen.extend(page);
+                }
+                assert_eq!(seen, want, "paged by startafter: {project} {f:?}");
                 if !want.is_empty() {
                     let keys = Filter { keys: Some(vec![want[0], JobKey::new(project, 9, 9)]), ..f.clone() };
                     assert_eq!(snap.count(project, &keys).unwrap(), 1);

@@ -56,8 +56,13 @@ impl Resolved<'_> {
     pub fn range(&self, sec: &Section<'_>) -> (DocId, DocId) {
         let f = self.filter;
         let mut lo = f.endts.map_or(0, |e| sec.first_ts_below(e));
-        if let Some((ts, seq)) = self.after {
-            lo = lo.max(sec.first_older_than(ts, seq));
+        if let Some(after) = self.after {
+            // Past the docs at `after` itself: only strictly older ones pass.
+            let mut first = sec.first_older_than(after.0, after.1);
+            while first < sec.len() && (sec.ts(first), sec.seq(first)) == after {
+                first += 1;
+            }
+            lo = lo.max(first);
         }
         let mut hi = f.startts.map_or(sec.len(), |s| sec.first_ts_below(s));
         if let Some((ts, seq)) = self.stop {

@@ -86,15 +86,15 @@ impl Snapshot {
         })
     }
 
-    /// Where a listing continues after job `k`: the place of the last listing
-    /// that ended with it, if remembered (it may have moved since), else its
-    /// current place. A key naming no job of the project is refused.
+    /// Where a listing continues after job `k`: where `k` stood when the last
+    /// listing that ended with it was answered, if remembered (it may have moved
+    /// since: a pager continues from the place it saw), else its current place.
+    /// A key of no job of the project that no listing ended with is refused: an
+    /// empty page would end a pager's loop silently.
     fn place_after(&self, project: u32, k: JobKey) -> Result<(u64, u64)> {
-        let current = (k.project == project).then(|| self.order_key(k)).flatten();
-        let Some(current) = current else {
-            return Err(Error::field("startafter", format!("{k} is not a job of project {project}")));
-        };
-        Ok(self.places.recall(project, k.local()).unwrap_or(current))
+        let remembered = (k.project == project).then(|| self.places.recall(project, k.local())).flatten();
+        let place = remembered.or_else(|| (k.project == project).then(|| self.order_key(k)).flatten());
+        place.ok_or_else(|| Error::field("startafter", format!("{k} is not a job of project {project}")))
     }
 
     fn sources<'a>(&'a self, project: u32, r: &Resolved<'_>) -> Vec<Source<'a>> {
@@ -145,21 +145,26 @@ impl Snapshot {
         Ok(exec::count(&mut self.sources(project, &r)))
     }
 
-    /// Matching jobs, newest first, paged. The place of the last row is
-    /// remembered for a `startafter` naming it.
+    /// Matching jobs, newest first, paged: a listing. Where its last row stands
+    /// is remembered for a `startafter` naming that job.
     pub fn list(&self, project: u32, filter: &Filter, paging: &Paging) -> Result<Vec<Hit>> {
+        let hits = self.hits(project, filter, paging)?;
+        if let Some(last) = hits.last() {
+            self.places.remember(project, last.local, (last.ts, last.seq));
+        }
+        Ok(hits)
+    }
+
+    /// [`Snapshot::list`] without remembering anything (a summary's rows).
+    fn hits(&self, project: u32, filter: &Filter, paging: &Paging) -> Result<Vec<Hit>> {
         let r = self.resolve(project, filter, Some(paging))?;
-        let hits = match &filter.keys {
+        Ok(match &filter.keys {
             Some(keys) => {
                 let hits = self.key_hits(project, filter, keys, &r)?;
                 hits.into_iter().skip(paging.start as usize).take(paging.count as usize).collect()
             }
             None => exec::list(&mut self.sources(project, &r), paging.start, paging.count),
-        };
-        if let Some(last) = hits.last() {
-            self.places.remember(project, last.local, (last.ts, last.seq));
-        }
-        Ok(hits)
+        })
     }
 
     /// Append one listing row as JSON: without `jobmeta`, key, state, spider, ts,
@@ -264,7 +269,7 @@ impl Snapshot {
     ) -> Result<()> {
         let filter = Filter { states: vec![state], ..filter.clone() };
         let n = self.count(project, &filter)?;
-        let hits = self.list(project, &filter, paging)?;
+        let hits = self.hits(project, &filter, paging)?;
         out.extend_from_slice(format!("{{\"name\":\"{}\",\"count\":{n},\"summary\":[", state.as_str()).as_bytes());
         for (i, h) in hits.iter().enumerate() {
             if cancelled() {

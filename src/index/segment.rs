@@ -57,16 +57,18 @@ impl IndexSegment {
             return Err(bad(foot_at + 40, "bad footer magic (truncated or not an index file)".into()));
         }
         let version = LE::read_u32(&f[32..36]);
-        if version != format::VERSION {
-            // Another version only when header and footer agree on it: a flipped
-            // version field is damage.
-            if &b[0..8] != format::MAGIC || LE::read_u32(&b[8..12]) != version {
-                return Err(bad(foot_at + 32, format!("footer version {version} disagrees with the header")));
-            }
-            return Err(Error::Unsupported {
-                path: path.to_path_buf(),
-                what: format!("index format version {version}; this build reads {}", format::VERSION),
-            });
+        let unsupported = || Error::Unsupported {
+            path: path.to_path_buf(),
+            what: format!("index format version {version}; this build reads {}", format::VERSION),
+        };
+        // Another version only when header and footer agree on it: a flipped
+        // version field is damage.
+        if version != format::VERSION && (&b[0..8] != format::MAGIC || LE::read_u32(&b[8..12]) != version) {
+            return Err(bad(foot_at + 32, format!("footer version {version} disagrees with the header")));
+        }
+        // A newer build's file may lay its footer out otherwise: nothing more is read.
+        if version > format::VERSION {
+            return Err(unsupported());
         }
         let (dir_off, dir_len) = (LE::read_u64(&f[0..8]), LE::read_u64(&f[8..16]));
         let (cat_off, cat_len) = (LE::read_u64(&f[16..24]), LE::read_u64(&f[24..32]));
@@ -80,6 +82,11 @@ impl IndexSegment {
         let crc = checksum(&[&b[..HEADER_LEN], dir_bytes, cat_bytes, &f[..36]]);
         if crc != LE::read_u32(&f[36..40]) {
             return Err(bad(foot_at + 36, "footer checksum mismatch".into()));
+        }
+        // An older file, whole (its footer is laid out as this version's): set
+        // aside and rebuilt from the log, not damage.
+        if version != format::VERSION {
+            return Err(unsupported());
         }
         let meta = format::decode_header(b).map_err(|e| bad(0, e))?;
         decode_catalog(cat_bytes).map_err(|e| bad(cat_off as usize + e.offset, e.what))?;
@@ -166,6 +173,19 @@ impl IndexSegment {
             for doc in 1..sec.len() {
                 if (sec.ts(doc), sec.seq(doc)) >= (sec.ts(doc - 1), sec.seq(doc - 1)) {
                     return Err((at(TS, doc, 8), "docs not in ts-descending order".into()));
+                }
+            }
+            // close_reason terms (format-spec/index.md, field 6): UTF-8, at most
+            // MAX_CLOSE_REASON bytes, a doc in one list at most.
+            let mut posted = vec![false; sec.len() as usize];
+            for (term, p) in sec.terms(field::CLOSE_REASON) {
+                let dict = d.offset + info.cols[DICT] as u64;
+                if term.len() > crate::model::MAX_CLOSE_REASON || std::str::from_utf8(term).is_err() {
+                    return Err((dict, "a close_reason term is not UTF-8 of at most 1024 bytes".into()));
+                }
+                if let Some(doc) = p.docs().into_iter().find(|&doc| std::mem::replace(&mut posted[doc as usize], true))
+                {
+                    return Err((dict, format!("doc {doc} is in two close_reason lists")));
                 }
             }
             for k in 0..sec.len() {
@@ -526,6 +546,53 @@ mod tests {
         let (off, len, cat) =
             (LE::read_u64(&f[0..8]) as usize, LE::read_u64(&f[8..16]) as usize, LE::read_u64(&f[16..24]));
         decode_dir(&b[off..off + len], off, cat as usize).unwrap()
+    }
+
+    #[test]
+    fn verify_order_finds_a_doc_in_two_close_reason_lists() {
+        let doc = |i: u64, reason: &str| DocEntry {
+            project: 1,
+            local: (1 << 32) | (i + 1),
+            ts: 1000 - i,
+            order_seq: i + 1,
+            state: JobState::Finished,
+            priority: 2,
+            tags: Arc::new([]),
+            unique: None,
+            close_reason: Some(Arc::from(reason)),
+            loc: i * 100,
+        };
+        let meta = SegmentMeta {
+            generation: 1,
+            lo_seq: 1,
+            hi_seq: 2,
+            log_end: LogPos { segment: 1, offset: 1 },
+            last_frame: LogPos { segment: 1, offset: 0 },
+            docs: 2,
+        };
+        let mut b = build(vec![doc(0, "a"), doc(1, "b")], meta, &[]);
+        let open = |b: &[u8]| IndexSegment::open(MappedBytes::from_vec(b.to_vec()), Path::new("x.jqi"), false);
+        open(&b).unwrap().verify_order().unwrap();
+        // The only one-doc list of doc 1 is close_reason "b": make it hold doc 0,
+        // then seal the section and the file again.
+        let list_of_doc_1 = [1u8, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 20, 0, 0, 0, 1, 0];
+        let at = b.windows(22).position(|w| w == list_of_doc_1).unwrap();
+        b[at + 20] = 0;
+        let d = dir_of(&b)[0];
+        let crc = checksum(&[&b[d.offset as usize..(d.offset + d.len) as usize]]);
+        let foot = b.len() - FOOTER_LEN;
+        let (dir_off, dir_len) = (LE::read_u64(&b[foot..]) as usize, LE::read_u64(&b[foot + 8..]) as usize);
+        LE::write_u32(&mut b[dir_off + 8 + 24..], crc);
+        let (cat_off, cat_len) = (LE::read_u64(&b[foot + 16..]) as usize, LE::read_u64(&b[foot + 24..]) as usize);
+        let crc = checksum(&[
+            &b[..HEADER_LEN],
+            &b[dir_off..dir_off + dir_len],
+            &b[cat_off..cat_off + cat_len],
+            &b[foot..foot + 36],
+        ]);
+        LE::write_u32(&mut b[foot + 36..], crc);
+        let (_, what) = open(&b).unwrap().verify_order().unwrap_err();
+        assert_eq!(what, "doc 0 is in two close_reason lists");
     }
 
     #[test]

@@ -170,7 +170,8 @@ pub fn parse_query(
                     let why = format!("at most {MAX_CLOSE_REASON} bytes (longer close_reason values are not indexed)");
                     return Err(Error::field("close_reason", why));
                 }
-                reasons.push(named("close_reason", v)?.to_string(), &mut q.filter.close_reasons)?
+                // Empty is a value like another: a job may close with reason "".
+                reasons.push(v.to_string(), &mut q.filter.close_reasons)?
             }
             "count" => count = Some(number("count", v)?),
             "start" => q.paging.start = number("start", v)?,
@@ -257,7 +258,6 @@ mod tests {
             ("has_tag", ""),
             ("lacks_tag", ""),
             ("has_tag_all", ""),
-            ("close_reason", ""),
             ("startafter", ""),
             ("startafter", "53/1"),
             ("startafter", "54/1/1"),
@@ -320,6 +320,8 @@ mod tests {
         ];
         let q = parse_query(&p(&pairs), 53, None, Limits::default()).unwrap();
         assert_eq!(q.filter.close_reasons, vec!["failed", "404"]);
+        let empty = parse_query(&p(&[("close_reason", "")]), 53, None, Limits::default()).unwrap();
+        assert_eq!(empty.filter.close_reasons, vec![""], "a job may close with an empty reason");
         assert_eq!(q.filter.has_tags_all, vec!["a", "b"]);
         assert_eq!(q.paging.startafter, Some(JobKey::new(53, 2, 7)));
         let e = parse_query(&p(&[("startafter", "54/1/1")]), 53, None, Limits::default()).unwrap_err().to_string();

@@ -191,6 +191,30 @@ fn an_older_index_version_is_rebuilt_by_a_writable_open_and_checks_clean() {
 }
 
 #[test]
+fn a_damaged_index_file_of_the_older_version_is_damage_not_a_note() {
+    // Whole, an older index file is a note (rebuilt); with a flipped byte it is
+    // damage like any other, its checksum checked before its version is judged.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    copy_dir(&Path::new(V2).join("store"), &dir);
+    let gen = dir.join("gen-0000000000000001");
+    let mut names: Vec<_> = std::fs::read_dir(&gen)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".jqi"))
+        .collect();
+    names.sort();
+    let file = gen.join(&names[0]);
+    let mut bytes = std::fs::read(&file).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x10;
+    std::fs::write(&file, bytes).unwrap();
+    let report = jobq::store::check(&dir, std::sync::Arc::new(jobq::fs::RealFs)).unwrap();
+    assert!(report.findings.iter().any(|f| f.path == file), "{report:#?}");
+    assert_eq!(report.notes.iter().filter(|n| n.contains("index format version 1")).count(), 1, "{:?}", report.notes);
+}
+
+#[test]
 fn a_v1_store_takes_writes_in_v2_segments_and_compacts_to_v2() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("store");

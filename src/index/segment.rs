@@ -83,11 +83,6 @@ impl IndexSegment {
         if crc != LE::read_u32(&f[36..40]) {
             return Err(bad(foot_at + 36, "footer checksum mismatch".into()));
         }
-        // An older file, whole (its footer is laid out as this version's): set
-        // aside and rebuilt from the log, not damage.
-        if version != format::VERSION {
-            return Err(unsupported());
-        }
         let meta = format::decode_header(b).map_err(|e| bad(0, e))?;
         decode_catalog(cat_bytes).map_err(|e| bad(cat_off as usize + e.offset, e.what))?;
         let dir = decode_dir(dir_bytes, dir_off as usize, cat_off as usize).map_err(|(o, e)| bad(o, e))?;
@@ -97,6 +92,11 @@ impl IndexSegment {
         let total: u64 = dir.iter().map(|d| u64::from(d.docs)).sum();
         if total != meta.docs {
             return Err(bad(56, "header doc count does not match the sections".into()));
+        }
+        // An older file, whole (laid out as this version's, less the newer term
+        // fields): set aside and rebuilt from the log, not damage.
+        if version != format::VERSION {
+            return Err(unsupported());
         }
         Ok(IndexSegment {
             path: path.to_path_buf(),

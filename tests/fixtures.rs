@@ -2,7 +2,7 @@
 //! tests/fixtures/v<N>/store with its export. Every build must read them all and
 //! answer the same. `cargo test --test fixtures -- --ignored write_v2` rewrites the
 //! current one (only when the format changes: then add v<N+1>, keep the others).
-//! A v1 store also takes writes (continuing in a v2 segment) and compacts into v2.
+//! A v1 store also takes writes (continuing in a segment of the current version) and compacts into it.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -118,7 +118,7 @@ fn segment_versions(store: &Path) -> Vec<u32> {
 }
 
 #[test]
-fn a_v1_store_takes_writes_in_v2_segments_and_compacts_to_v2() {
+fn a_v1_store_takes_writes_in_new_segments_and_compacts_to_the_current_version() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("store");
     copy_dir(&Path::new(V1).join("store"), &dir);
@@ -127,12 +127,12 @@ fn a_v1_store_takes_writes_in_v2_segments_and_compacts_to_v2() {
     store.push(53, &[parse_push(r#"{"spider":"after-upgrade"}"#).unwrap()], None).unwrap();
     let want = export(&store);
     store.close().unwrap();
-    assert_eq!(segment_versions(&dir), vec![1, 2], "the v1 segment is sealed, writes go to a v2 one");
+    assert_eq!(segment_versions(&dir), vec![1, 3], "the v1 segment is sealed, writes go to a v3 one");
     let store = Store::open(&dir, opts()).unwrap();
     assert_eq!(export(&store), want);
     drop(store);
     jobq::store::compact(&dir, opts(), None, &mut |_, _| {}).unwrap();
-    assert!(segment_versions(&dir).iter().all(|v| *v == 2), "{:?}", segment_versions(&dir));
+    assert!(segment_versions(&dir).iter().all(|v| *v == 3), "{:?}", segment_versions(&dir));
     assert_eq!(export(&Store::open(&dir, opts()).unwrap()), want);
     assert!(jobq::store::check(&dir, std::sync::Arc::new(jobq::fs::RealFs)).unwrap().is_clean());
 }
@@ -144,7 +144,7 @@ fn a_segment_of_a_future_version_is_refused_clearly() {
     copy_dir(&Path::new(V2).join("store"), &dir);
     let seg = dir.join("gen-0000000000000001/log-0000000001.jql");
     let mut bytes = std::fs::read(&seg).unwrap();
-    bytes[8..12].copy_from_slice(&3u32.to_le_bytes());
+    bytes[8..12].copy_from_slice(&4u32.to_le_bytes());
     let mut h = crc32fast::Hasher::new();
     h.update(&bytes[0..60]);
     let crc = h.finalize().rotate_right(15).wrapping_add(0xa282_ead8);
@@ -152,5 +152,5 @@ fn a_segment_of_a_future_version_is_refused_clearly() {
     std::fs::write(&seg, bytes).unwrap();
     let err = Store::open(&dir, Options { create: false, ..Options::default() }).err().expect("refused");
     let msg = err.to_string();
-    assert!(msg.contains("log-0000000001.jql") && msg.contains("version 3") && msg.contains("newer"), "{msg}");
+    assert!(msg.contains("log-0000000001.jql") && msg.contains("version 4") && msg.contains("newer"), "{msg}");
 }

@@ -405,6 +405,9 @@ fn export(snap: &Snapshot, catalog: &[SpiderEntry], project: Option<u32>, out: &
         }
         for (_, loc) in snap.version.live_docs(p) {
             let job = snap.reader.read(loc)?;
+            if job.state == crate::model::JobState::Purged {
+                continue;
+            }
             line.clear();
             snap.render_metadata(&job, true, &mut line);
             emit(&mut line)?;

@@ -428,7 +428,7 @@ def test_index_damage_is_set_aside(tmp, fx):
 
 def test_unknown_current_version_refused(tmp, fx):
     """conventions.md: a reader refuses a CURRENT version it does not know, naming file and version
-    (log segments: test_marks.test_version_3_segment_refused; index files are set aside instead)."""
+    (log segments: test_marks.test_version_4_segment_refused; index files are set aside instead)."""
     store = fresh_copy(tmp, fx)
     path = os.path.join(store, "CURRENT")
     with open(path, "r+b") as f:

@@ -1,10 +1,11 @@
 //! Format fixtures: a small store written by each format version, committed under
 //! tests/fixtures/v<N>/store with its export. Every build must read them all and
-//! answer the same. `cargo test --test fixtures -- --ignored write_v3` rewrites the
+//! answer the same. `cargo test --test fixtures -- --ignored write_v4` rewrites the
 //! current one (only when the format changes: then add v<N+1>, keep the others).
-//! A v1 store also takes writes (continuing in a v2 segment) and compacts into v2.
-//! The index files of v1 and v2 are of index version 1, which this build sets
-//! aside and rebuilds from the log: those fixtures are read from their logs.
+//! A v1 store also takes writes (continuing in a segment of the current version)
+//! and compacts into it. The index files of v1 and v2 are of index version 1,
+//! which this build sets aside and rebuilds from the log: those fixtures are read
+//! from their logs.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -15,7 +16,7 @@ use jobq::{Options, Store};
 
 const V1: &str = "tests/fixtures/v1";
 const V2: &str = "tests/fixtures/v2";
-const V3: &str = "tests/fixtures/v3";
+const V4: &str = "tests/fixtures/v4";
 
 fn export(store: &Store) -> String {
     let mut out = Vec::new();
@@ -24,11 +25,11 @@ fn export(store: &Store) -> String {
 }
 
 /// The history every fixture holds (format 1 wrote v1's, format 2 v2's; this build
-/// writes v3's, whose close_reason values vary where the older ones say "ok").
+/// writes v4's, whose close_reason values vary where the older ones say "ok").
 #[test]
 #[ignore = "rewrites the committed fixture of the current format"]
-fn write_v3() {
-    let dir = Path::new(V3).join("store");
+fn write_v4() {
+    let dir = Path::new(V4).join("store");
     let _ = std::fs::remove_dir_all(&dir);
     let clock = Arc::new(ManualClock::new(1_700_000_000_000));
     // Small segments: the fixture has several, each with its durable mark.
@@ -66,7 +67,7 @@ fn write_v3() {
     store.import(&mut import.as_bytes(), &mut |_| {}).unwrap();
     clock.advance(1000);
     store.push(53, &[parse_push(r#"{"spider":"tail","note":"not indexed"}"#).unwrap()], None).unwrap();
-    std::fs::write(Path::new(V3).join("export.jsonl"), export(&store)).unwrap();
+    std::fs::write(Path::new(V4).join("export.jsonl"), export(&store)).unwrap();
     // Leave the last write unindexed, as after a crash.
     std::mem::forget(store);
 }
@@ -133,16 +134,16 @@ fn segment_versions(store: &Path) -> Vec<u32> {
 }
 
 #[test]
-fn v3_store_reads_the_same_and_answers_close_reason_from_its_index() {
+fn v4_store_reads_the_same_and_answers_close_reason_from_its_index() {
     use jobq::query::Filter;
-    let store = reads_the_same(V3, true);
+    let store = reads_the_same(V4, true);
     let snap = store.snapshot();
     let count = |p: u32, reasons: &[&str]| {
         let f = Filter { close_reasons: reasons.iter().map(|r| r.to_string()).collect(), ..Filter::default() };
         snap.count(p, &f).unwrap()
     };
     // From the export: every job per close_reason term (404 the number, "é é" the string).
-    let lines: Vec<serde_json::Value> = std::fs::read_to_string(Path::new(V3).join("export.jsonl"))
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(Path::new(V4).join("export.jsonl"))
         .unwrap()
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -215,7 +216,7 @@ fn a_damaged_index_file_of_the_older_version_is_damage_not_a_note() {
 }
 
 #[test]
-fn a_v1_store_takes_writes_in_v2_segments_and_compacts_to_v2() {
+fn a_v1_store_takes_writes_in_new_segments_and_compacts_to_the_current_version() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("store");
     copy_dir(&Path::new(V1).join("store"), &dir);
@@ -224,12 +225,12 @@ fn a_v1_store_takes_writes_in_v2_segments_and_compacts_to_v2() {
     store.push(53, &[parse_push(r#"{"spider":"after-upgrade"}"#).unwrap()], None).unwrap();
     let want = export(&store);
     store.close().unwrap();
-    assert_eq!(segment_versions(&dir), vec![1, 2], "the v1 segment is sealed, writes go to a v2 one");
+    assert_eq!(segment_versions(&dir), vec![1, 3], "the v1 segment is sealed, writes go to a v3 one");
     let store = Store::open(&dir, opts()).unwrap();
     assert_eq!(export(&store), want);
     drop(store);
     jobq::store::compact(&dir, opts(), None, &mut |_, _| {}).unwrap();
-    assert!(segment_versions(&dir).iter().all(|v| *v == 2), "{:?}", segment_versions(&dir));
+    assert!(segment_versions(&dir).iter().all(|v| *v == 3), "{:?}", segment_versions(&dir));
     assert_eq!(export(&Store::open(&dir, opts()).unwrap()), want);
     assert!(jobq::store::check(&dir, std::sync::Arc::new(jobq::fs::RealFs)).unwrap().is_clean());
 }
@@ -241,7 +242,7 @@ fn a_segment_of_a_future_version_is_refused_clearly() {
     copy_dir(&Path::new(V2).join("store"), &dir);
     let seg = dir.join("gen-0000000000000001/log-0000000001.jql");
     let mut bytes = std::fs::read(&seg).unwrap();
-    bytes[8..12].copy_from_slice(&3u32.to_le_bytes());
+    bytes[8..12].copy_from_slice(&4u32.to_le_bytes());
     let mut h = crc32fast::Hasher::new();
     h.update(&bytes[0..60]);
     let crc = h.finalize().rotate_right(15).wrapping_add(0xa282_ead8);
@@ -249,5 +250,5 @@ fn a_segment_of_a_future_version_is_refused_clearly() {
     std::fs::write(&seg, bytes).unwrap();
     let err = Store::open(&dir, Options { create: false, ..Options::default() }).err().expect("refused");
     let msg = err.to_string();
-    assert!(msg.contains("log-0000000001.jql") && msg.contains("version 3") && msg.contains("newer"), "{msg}");
+    assert!(msg.contains("log-0000000001.jql") && msg.contains("version 4") && msg.contains("newer"), "{msg}");
 }

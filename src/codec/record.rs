@@ -56,7 +56,7 @@ impl<'a> JobView<'a> {
     }
 
     pub fn ts(&self) -> u64 {
-        self.times[self.state as usize].unwrap_or(0)
+        self.times[self.state.time_slot()].unwrap_or(0)
     }
 
     /// The term this version is indexed under as `close_reason`, if any.
@@ -232,7 +232,7 @@ fn decode_body<'a>(r: &mut ByteReader<'a>) -> Result<JobView<'a>, DecodeError> {
     if mask & !0xF != 0 || flags & !FLAG_UNIQUE != 0 || reserved != 0 {
         return Err(DecodeError::new(state_at, "unknown bits in mask, flags or reserved byte"));
     }
-    if mask & (1 << state.code()) == 0 {
+    if mask & (1 << state.time_slot()) == 0 {
         return Err(DecodeError::new(state_at, "the time of the current state is missing"));
     }
     let priority = r.i64("priority")?;

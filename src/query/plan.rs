@@ -6,7 +6,8 @@
 //! - one state, spider, tag or close_reason is its posting list; several states,
 //!   `has_tag`s or close_reasons are a union; each `has_tag_all` tag is a list of
 //!   its own; everything is intersected, cheapest first, with the range;
-//! - `lacks_tag`s and superseded docs are excluded.
+//! - `lacks_tag`s, superseded docs and (without a state list) purged jobs are
+//!   excluded.
 
 use super::docset::{DocId, DocSet, Range};
 use super::filter::Filter;
@@ -40,6 +41,7 @@ impl Resolved<'_> {
     pub fn matches_entry(&self, e: &DocEntry) -> bool {
         let f = self.filter;
         !self.nothing
+            && e.state != JobState::Purged
             && self.states().is_none_or(|s| s.contains(&e.state))
             && self.spider.is_none_or(|id| (e.local >> 32) as u32 == id)
             && f.startts.is_none_or(|t| e.ts >= t)
@@ -112,6 +114,10 @@ impl Resolved<'_> {
             if all.len() == 1 { all.pop().expect("one child") } else { Box::new(Intersection::new(all)) };
         let lacks: Vec<Boxed<'a>> =
             f.lacks_tags.iter().filter_map(|t| sec.tag(t)).map(|p| Box::new(p.cursor()) as Boxed<'a>).collect();
+        // Without a state list, purged jobs (in no API state) are taken out.
+        let purged = self.states().is_none().then(|| sec.state(JobState::Purged)).flatten();
+        let lacks: Vec<Boxed<'a>> =
+            lacks.into_iter().chain(purged.map(|p| Box::new(p.cursor()) as Boxed<'a>)).collect();
         if let Some(l) = any_of(lacks) {
             set = Box::new(Exclusion::new(set, l));
         }

@@ -43,6 +43,7 @@ struct SavePoint {
     job_ids: JobIds,
     next_seq: u64,
     last_frame: Option<LogPos>,
+    last_frame_end: Option<LogPos>,
     end: LogPos,
 }
 
@@ -112,7 +113,7 @@ impl Bulk {
             generation: w.generation,
             lo_seq: self.lo_seq,
             hi_seq: w.next_seq - 1,
-            log_end: w.log_end(),
+            log_end: w.indexed_end(),
             last_frame,
             docs: 0,
         };
@@ -129,6 +130,7 @@ fn restore(w: &mut Writer, s: SavePoint) -> Result<()> {
     w.job_ids = s.job_ids;
     w.next_seq = s.next_seq;
     w.last_frame = s.last_frame;
+    w.last_frame_end = s.last_frame_end;
     Ok(())
 }
 
@@ -335,6 +337,7 @@ pub(crate) fn import(inner: &Inner, input: &mut dyn BufRead, progress: &mut dyn 
         job_ids: w.job_ids.clone(),
         next_seq: w.next_seq,
         last_frame: w.last_frame,
+        last_frame_end: w.last_frame_end,
         end: w.log_end(),
     };
     let txn_first = w.next_seq;
@@ -405,6 +408,9 @@ fn export(snap: &Snapshot, catalog: &[SpiderEntry], project: Option<u32>, out: &
         }
         for (_, loc) in snap.version.live_docs(p) {
             let job = snap.reader.read(loc)?;
+            if job.state == crate::model::JobState::Purged {
+                continue;
+            }
             line.clear();
             snap.render_metadata(&job, true, &mut line);
             emit(&mut line)?;

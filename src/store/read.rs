@@ -42,10 +42,10 @@ impl Snapshot {
         self.version.seq
     }
 
-    /// The current version of a job.
+    /// The current version of a job (none once the retention purged it).
     pub fn get(&self, key: JobKey) -> Result<Option<Job>> {
         match self.version.find(key.project, key.local()) {
-            Some(f) => Ok(Some(self.reader.read(f.loc())?)),
+            Some(f) => Ok(Some(self.reader.read(f.loc())?).filter(|j| j.state != JobState::Purged)),
             None => Ok(None),
         }
     }
@@ -156,7 +156,7 @@ impl Snapshot {
     }
 
     /// [`Snapshot::list`] without remembering anything (a summary's rows).
-    fn hits(&self, project: u32, filter: &Filter, paging: &Paging) -> Result<Vec<Hit>> {
+    pub(crate) fn hits(&self, project: u32, filter: &Filter, paging: &Paging) -> Result<Vec<Hit>> {
         let r = self.resolve(project, filter, Some(paging))?;
         Ok(match &filter.keys {
             Some(keys) => {
@@ -303,7 +303,7 @@ impl Snapshot {
             }
         }
         for (_, project) in self.version.mem.projects() {
-            for e in project.iter() {
+            for e in project.iter().filter(|e| e.state != JobState::Purged) {
                 n[e.state as usize] += 1;
             }
         }

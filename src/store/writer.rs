@@ -17,7 +17,7 @@ use crate::index::{build, DocEntry, IndexSegment, MemTable, SegmentMeta};
 use crate::log::reader::RecordReader;
 use crate::log::writer::{Appended, LogWriter};
 use crate::log::LogPos;
-use crate::model::{Job, JobKey};
+use crate::model::{Job, JobKey, JobState};
 
 pub(crate) struct Writer {
     /// The log tail; `None` for a read-only store.
@@ -35,8 +35,12 @@ pub(crate) struct Writer {
     pub catalog: Catalog,
     pub job_ids: JobIds,
     tags: Interner,
-    /// Position of the last frame appended.
+    /// Position of the last frame appended (or replayed, or the chain's last).
     pub last_frame: Option<LogPos>,
+    /// Where that frame ends, in its segment: an index file's `log_end`. The log's
+    /// end may be past it, at the start of a newer segment (a writable open
+    /// continues a log of an older version in a new segment).
+    pub last_frame_end: Option<LogPos>,
     pub reader: Arc<RecordReader>,
     /// Freeze the tail into an index image at this many entries.
     pub freeze_at: usize,
@@ -81,6 +85,7 @@ impl Writer {
             job_ids,
             tags: Interner::default(),
             last_frame: None,
+            last_frame_end: None,
             reader,
             freeze_at,
             bulk_entries: freeze_at,
@@ -111,10 +116,10 @@ impl Writer {
         find_in_segments(&self.segments, key.project, key.local())
     }
 
-    /// The current version of a job.
+    /// The current version of a job (none once the retention purged it).
     pub fn load(&self, key: JobKey) -> Result<Option<Job>> {
         match self.find(key) {
-            Some(f) => Ok(Some(self.reader.read(f.loc())?)),
+            Some(f) => Ok(Some(self.reader.read(f.loc())?).filter(|j| j.state != JobState::Purged)),
             None => Ok(None),
         }
     }
@@ -218,6 +223,38 @@ impl Writer {
         Ok((jobs.len() as u64, payload.len() as u64))
     }
 
+    /// Purge the deleted jobs of `batch` (each a key and where its current version
+    /// was found) that are still there and deleted since before `cutoff`: one
+    /// jobs frame of tombstones (state purged, the deletion time kept, nothing
+    /// else). Returns how many were purged. The retention's write.
+    pub fn purge(&mut self, batch: &[(JobKey, u64)], cutoff: u64, durable_seq: u64) -> Result<u64> {
+        let mut tombstones = Vec::new();
+        for &(key, loc) in batch {
+            if self.find(key).map(|f| f.loc()) != Some(loc) {
+                continue;
+            }
+            let job = self.reader.read(loc)?;
+            let deleted_at = job.times[JobState::Deleted as usize];
+            if job.state != JobState::Deleted || deleted_at.is_none_or(|t| t >= cutoff) {
+                continue;
+            }
+            let mut times = [None; 4];
+            times[JobState::Deleted as usize] = deleted_at;
+            tombstones.push(Job {
+                key,
+                state: JobState::Purged,
+                priority: 0,
+                times,
+                order_seq: self.next_seq + tombstones.len() as u64,
+                tags: Vec::new(),
+                unique: None,
+                meta: crate::model::MetaDoc::new(),
+            });
+        }
+        self.append_jobs(&tombstones, 0, durable_seq)?;
+        Ok(tombstones.len() as u64)
+    }
+
     /// Append a catalog frame: every spider and its next job id.
     pub fn append_catalog(&mut self, durable_seq: u64) -> Result<()> {
         let mut payload = Vec::new();
@@ -238,12 +275,19 @@ impl Writer {
         let a = log.append(kind, flags, count, durable_seq, payload)?;
         self.next_seq = log.next_seq();
         self.last_frame = Some(a.pos);
+        self.last_frame_end = Some(log.end());
         Ok(a)
     }
 
     /// The end of the log.
     pub fn log_end(&self) -> LogPos {
         self.log.as_ref().map_or(self.replay_end, |l| l.end())
+    }
+
+    /// The `log_end` of an index file covering the log up to the last frame: that
+    /// frame's end, always in its own segment (format-spec/index.md).
+    pub fn indexed_end(&self) -> LogPos {
+        self.last_frame_end.unwrap_or_else(|| self.log_end())
     }
 
     /// The index entry of a job version.
@@ -305,7 +349,7 @@ impl Writer {
             generation: self.generation,
             lo_seq: self.mem_lo_seq,
             hi_seq: hi,
-            log_end: self.log_end(),
+            log_end: self.indexed_end(),
             last_frame,
             docs: 0,
         };

@@ -32,8 +32,8 @@ class Fixture:
 
     def __init__(self, version):
         self.version = version                       # the format version (format-spec/CHANGES.md)
-        self.log_version = 1 if version == 1 else 2  # of the segments it was written with
-        self.index_version = 2 if version >= 3 else 1
+        self.log_version = {1: 1, 2: 2}.get(version, 3)   # of the segments it was written with
+        self.index_version = 2 if version >= 4 else 1
         self.dir = os.path.join(REPO, "tests", "fixtures", f"v{version}")
         self.store = os.path.join(self.dir, "store")
         with open(os.path.join(self.dir, "export.jsonl"), encoding="utf-8") as f:
@@ -191,7 +191,8 @@ def data_start(path):
 
 
 def new_segment(version, number, generation, first_seq):
-    """The bytes of a new, empty segment: the header, and for version 2 the zero pad and mark pages."""
+    """The bytes of a new, empty segment: the header, and for versions 2 and 3 the zero pad and mark
+    pages."""
     head = b"JOBQLOG\0" + struct.pack("<IIQQ", version, number, generation, first_seq) + bytes(28)
     head += struct.pack("<I", mcrc(head))
     return head if version == 1 else head + bytes(V2_DATA - 64)
@@ -233,7 +234,7 @@ def mark_of(path):
 def set_mark(path, end, next_seq):
     """log.md, cutting below a mark: both slots rewritten with the new end (epochs e+1 and e+2)."""
     version, number, generation, _ = seg_header(path)
-    assert version == 2
+    assert version in (2, 3), "marks are in segments of versions 2 and 3"
     e = max([s[0] for s in read_slots(path) if s], default=0)
     for epoch in (e + 1, e + 2):
         patch(path, SLOT_OFF[epoch % 2], slot_bytes(number, generation, epoch, end, next_seq))
@@ -340,7 +341,7 @@ def spec_hex_blocks():
 
 def split_log(store, at_seq, version=None):
     """Move the frames after sequence `at_seq` out of the last segment into a new last segment of the
-    same version, or of `version` (layout.md, log.md). A version-2 segment gets the old one's mark
+    same version, or of `version` (layout.md, log.md). A version-2 or -3 segment gets the old one's mark
     moved with the bytes, or, after a version-1 one, a mark at its end (as a clean close leaves it),
     epoch 1 in slot 1; the old segment's mark is no longer read."""
     old = segments(store)[-1]
@@ -351,8 +352,8 @@ def split_log(store, at_seq, version=None):
     with open(old, "rb") as f:
         data = f.read()
     head = bytearray(new_segment(version, number + 1, generation, at_seq + 1))
-    if version == 2:
-        end, next_seq = mark_of(old) if old_version == 2 else (len(data), frames[-1]["last_seq"] + 1)
+    if version >= 2:
+        end, next_seq = mark_of(old) if old_version >= 2 else (len(data), frames[-1]["last_seq"] + 1)
         assert end >= cut
         head[SLOT_OFF[1]:SLOT_OFF[1] + 56] = slot_bytes(number + 1, generation, 1, end - cut + V2_DATA, next_seq)
     new = os.path.join(gen_dir(store), f"log-{number + 1:010d}.jql")

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
-"""Independent reader for the jobq on-disk format, version 3 (log segments of version 1 and 2,
+"""Independent reader for the jobq on-disk format, version 4 (log segments of version 1, 2 and 3,
 index files of version 1 and 2).
 
-Written from format-spec/*.md alone (and checked against tests/fixtures/v1/, v2/ and v3/),
+Written from format-spec/*.md alone (and checked against tests/fixtures/v1/, v2/ and v4/),
 without looking at jobq's code. Standard library only.
 
     python3 reader.py DIR export                  every live job, one JSON object a line
@@ -33,7 +33,8 @@ import struct
 import sys
 import zlib
 
-STATES = ("pending", "running", "finished", "deleted")
+STATES = ("pending", "running", "finished", "deleted", "purged")   # 4: a tombstone (log.md)
+PURGED = 4
 TIME_FIELDS = ("pending_time", "running_time", "finished_time", "deleted_time")
 KIND_JOBS, KIND_SPIDER, KIND_CATALOG, KIND_COMMIT = 1, 2, 3, 4
 KIND_NAMES = {1: "jobs", 2: "spider", 3: "catalog", 4: "commit"}
@@ -42,14 +43,14 @@ IDX_MAGIC = b"JOBQIDX\0"
 CUR_MAGIC = b"JOBQCUR\0"
 VERSION = 1                       # CURRENT
 INDEX_VERSIONS = (1, 2)           # index files (index.md, "Version 1": version 1 lacks field 6)
-LOG_VERSIONS = (1, 2)             # log segments (conventions.md, "Versions and upgrades")
+LOG_VERSIONS = (1, 2, 3)          # log segments (conventions.md, "Versions and upgrades")
 MAX_FRAME_LEN = 1 << 30
 SEG_HDR = 64
 MARK_MAGIC = b"JOBQMRK\0"
 MARK_SLOTS = (4096, 8192)         # slot 0, slot 1 (log.md, "Durable marks")
 MARK_SLOT = 56
 V2_DATA = 12288                   # where frames start in a version-2 segment
-DATA_START = {1: SEG_HDR, 2: V2_DATA}
+DATA_START = {1: SEG_HDR, 2: V2_DATA, 3: V2_DATA}   # version 3 is laid out as version 2
 FRAME_HDR = 32
 REC_HDR = 8
 IDX_HDR = 64
@@ -222,7 +223,7 @@ class Record:
 
     @property
     def ts(self):
-        return self.times[self.state]
+        return self.times[3 if self.state == PURGED else self.state]
 
     @property
     def skey(self):
@@ -251,11 +252,11 @@ def _decode_body(b, what):
     times = b.un("<4Q", 32, f"{what}: times")
     if project < 1 or spider < 1 or job < 1:
         b.fail(0, f"{what}: key {project}/{spider}/{job}: ids must be >= 1")
-    if state > 3:
+    if state > PURGED:
         b.fail(12, f"{what}: state {state} is unknown")
     if mask & ~0x0F:
         b.fail(13, f"{what}: times mask 0x{mask:02x} has bits beyond 0..3")
-    if not mask & (1 << state):
+    if not mask & (1 << (3 if state == PURGED else state)):
         b.fail(13, f"{what}: times mask 0x{mask:02x} lacks the bit of its state ({STATES[state]})")
     if flags & ~1:
         b.fail(14, f"{what}: flags 0x{flags:02x} have reserved bits set")
@@ -567,7 +568,7 @@ class Segments:
         self._version[n] = ver
         if ver == 1:
             return
-        # version 2: header, zeros to 4096, two mark pages; created whole, so a shorter file is damaged
+        # versions 2 and 3: header, zeros to 4096, two mark pages; created whole, so a shorter file is damaged
         if len(data) < V2_DATA:
             b.fail(len(data), f"version-2 segment is {len(data)} bytes, shorter than its header and mark "
                               f"pages ({V2_DATA})")
@@ -1045,8 +1046,8 @@ def decode_section(b, project, n_docs, version):
             b.fail(eo, f"{what}: dictionary not in (field, term bytes) order at entry {i}")
         prev = k
         tw = f"{what} {FIELD_NAMES[field]} term {term!r}"
-        if field == FIELD_STATE and (tl != 1 or term[0] > 3):
-            b.fail(blob_off + toff, f"{tw}: a state term is one byte 0..3")
+        if field == FIELD_STATE and (tl != 1 or term[0] > PURGED):
+            b.fail(blob_off + toff, f"{tw}: a state term is one byte 0..4")
         if field == FIELD_SPIDER and (tl != 4 or term == b"\0\0\0\0"):
             b.fail(blob_off + toff, f"{tw}: a spider term is a u32 id >= 1")
         if field == FIELD_PRIORITY and tl != 8:
@@ -1376,7 +1377,8 @@ class Store:
     def live_records(self):
         out = [self.read_doc(ix, s, d) for ix, s, d in self.live_docs()]
         out.extend(self.tail.values())
-        return out
+        # log.md "tombstone": a purged job answers nowhere
+        return [r for r in out if r.state != PURGED]
 
     def next_jobs(self):
         """{(project, spider): next job id} (log.md "Catalog"): the last chain index's catalog, then
@@ -1421,9 +1423,11 @@ class Store:
             s = ix.sections.get(project)
             if s is None:
                 continue
-            gone = sup[project]
+            purged = s.terms.get((FIELD_STATE, bytes([PURGED])))
+            gone = sup[project] | (set(purged.docs) if purged else set())
             streams.append([(-s.ts[d], -s.seq[d], s.key[d]) for d in range(s.n) if d not in gone])
-        streams.append(sorted((-r.ts, -r.order_seq, r.skey) for r in self.tail.values() if r.project == project))
+        streams.append(sorted((-r.ts, -r.order_seq, r.skey) for r in self.tail.values()
+                              if r.project == project and r.state != PURGED))
         return [f"{project}/{k >> 32}/{k & 0xFFFFFFFF}" for _, _, k in heapq.merge(*streams)]
 
     def count(self, project, state, tag=None):
@@ -1609,9 +1613,9 @@ def cmd_check(root):
 # --------------------------------------------------------------------------- CLI
 
 def parse_state(s):
-    if s in STATES:
+    if s in STATES[:PURGED]:
         return STATES.index(s)
-    raise ValueError(f"unknown state {s!r} (one of {', '.join(STATES)})")
+    raise ValueError(f"unknown state {s!r} (one of {', '.join(STATES[:PURGED])})")
 
 
 def main(argv):

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Checks the spec-only reader (reader.py) against the format fixtures, tests/fixtures/v1, v2, v3.
+"""Checks the spec-only reader (reader.py) against the format fixtures, tests/fixtures/v1, v2, v4.
 
     python3 tests/spec_reader/test_reader.py
 
@@ -26,7 +26,7 @@ from fixture_tools import (  # noqa: E402
     set_mark, spec_hex_blocks, split_log, truncate, versions)
 import test_marks  # noqa: E402
 
-FIXTURES = [Fixture(1), Fixture(2), Fixture(3)]
+FIXTURES = [Fixture(1), Fixture(2), Fixture(4)]
 
 
 # --------------------------------------------------------------------------- tests
@@ -147,7 +147,7 @@ def import_frames(frames):
 def lower_mark(fx, seg, frame, why):
     """Version 2: put the last segment's durable mark at `frame` (a frame dict), as a crash before
     the sync that would have covered it leaves it (the mark lags by one fdatasync). Version 1: none."""
-    if fx.log_version == 2:
+    if fx.log_version >= 2:
         set_mark(seg, frame["off"], frame["first_seq"])
         assert mark_of(seg) == (frame["off"], frame["first_seq"]), why
 
@@ -304,7 +304,7 @@ def test_index_ends_inside_committed_transaction(tmp, fx):
     return f"{os.path.basename(built)} ends at sequence {inner['last_seq']} inside the import; merged 1..46 chosen"
 
 
-@versions(1, 2)
+@versions(1, 2)   # v4 (smaller segments, written by the fixture's writer): its last segment starts after 30
 def test_two_segments(tmp, fx):
     """A log split once more (version 1: into two segments; version 2: three): an index whose
     log_end is the end of its segment is followed by the next segment; rule 1 (bad frame in a
@@ -330,7 +330,7 @@ def test_two_segments(tmp, fx):
     remove_indexes(store)
     old, new, cut = split_log(store, 30)
     truncate(new, 64 if fx.log_version == 1 else V2_DATA)
-    if fx.log_version == 2:
+    if fx.log_version >= 2:
         set_mark(new, V2_DATA, 31)
     newest = {}
     for f in frames:
@@ -431,7 +431,7 @@ def test_index_damage_is_set_aside(tmp, fx):
 
 def test_unknown_current_version_refused(tmp, fx):
     """conventions.md: a reader refuses a CURRENT version it does not know, naming file and version
-    (log segments: test_marks.test_version_3_segment_refused; index files are set aside instead)."""
+    (log segments: test_marks.test_version_4_segment_refused; index files are set aside instead)."""
     store = fresh_copy(tmp, fx)
     path = os.path.join(store, "CURRENT")
     with open(path, "r+b") as f:
@@ -458,7 +458,7 @@ def test_close_reason_counts(tmp, fx):
             term = v if isinstance(v, str) else json.dumps(v)
             reasons.setdefault((r["project"], term), 0)
             reasons[(r["project"], term)] += 1
-    assert len({t for _, t in reasons}) >= (4 if fx.version >= 3 else 1), reasons
+    assert len({t for _, t in reasons}) >= (4 if fx.version >= 4 else 1), reasons
     store = fresh_copy(tmp, fx, "as-is")
     for variant, st in [("as is", store)] + list(index_variants(tmp, fx))[1:]:
         for (project, term), want in sorted(reasons.items()) + [((53, "no-such-reason"), 0)]:
@@ -470,7 +470,7 @@ def test_close_reason_counts(tmp, fx):
     return f"{len(reasons)} (project, close_reason) pairs; chain of {len(chain)} version-2 file(s)"
 
 
-@versions(3)
+@versions(4)
 def test_index_versions_1_and_2(tmp, fx):
     """index.md "Version 1": a version-1 file of the same range holds nothing wrong (check passes,
     export and counts the same) but no close_reason lists; header and footer versions must agree."""

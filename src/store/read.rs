@@ -5,13 +5,12 @@ use std::sync::Arc;
 
 use super::places::Places;
 use super::version::{Found, Version};
-use std::io::Write;
 
 use crate::codec::record::{self, JobView};
 use crate::error::{Error, Result};
 use crate::hash::FastMap;
 use crate::log::reader::RecordReader;
-use crate::model::doc::{pick_fields, write_json_str};
+use crate::model::doc::{pick_fields, write_i64, write_json_str, write_u64};
 use crate::model::job::write_tags;
 use crate::model::{Clock, Job, JobKey, JobState, TIME_FIELDS};
 use crate::query::docset::count_in;
@@ -169,18 +168,19 @@ impl Snapshot {
 
     /// Append one listing row as JSON: without `jobmeta`, key, state, spider, ts,
     /// elapsed, the `*_time` fields and tags (when any); with it, key, state, ts,
-    /// elapsed and the fields asked for that the job has. Reads the record into a
-    /// buffer kept per thread and renders from it without copying.
+    /// elapsed and the fields asked for that the job has. Renders from the record
+    /// in place (in the log's map, or read into a buffer kept per thread).
     pub fn render_row(&self, project: u32, hit: &Hit, jobmeta: Option<&[String]>, out: &mut Vec<u8>) -> Result<()> {
         thread_local! {
             static RAW: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
         }
         RAW.with(|raw| {
             let mut raw = raw.borrow_mut();
-            let n = self.reader.read_raw(hit.loc, &mut raw)?;
-            let (view, _) = record::decode_job(&raw[..n]).map_err(|e| self.reader.corrupt(hit.loc, e))?;
-            self.render_view(project, &view, jobmeta, out);
-            Ok(())
+            self.reader.with_record(hit.loc, &mut raw, |bytes| {
+                let (view, _) = record::decode_job(bytes).map_err(|e| self.reader.corrupt(hit.loc, e))?;
+                self.render_view(project, &view, jobmeta, out);
+                Ok(())
+            })?
         })
     }
 
@@ -194,15 +194,34 @@ impl Snapshot {
         let name = name.map_or("", |n| &**n);
         let ts = job.ts();
         let elapsed = self.clock.now_ms() as i64 - ts as i64;
-        let _ = write!(out, "{{\"key\":\"{}\",\"state\":\"{}\"", job.key, job.state.as_str());
+        // Written byte by byte: a listing renders a thousand rows a page.
+        out.extend_from_slice(b"{\"key\":\"");
+        for (i, id) in [job.key.project, job.key.spider, job.key.job].into_iter().enumerate() {
+            if i > 0 {
+                out.push(b'/');
+            }
+            write_u64(out, u64::from(id));
+        }
+        out.extend_from_slice(b"\",\"state\":\"");
+        out.extend_from_slice(job.state.as_str().as_bytes());
+        out.push(b'"');
+        let ts_elapsed = |out: &mut Vec<u8>| {
+            out.extend_from_slice(b",\"ts\":");
+            write_u64(out, ts);
+            out.extend_from_slice(b",\"elapsed\":");
+            write_i64(out, elapsed);
+        };
         match jobmeta {
             None => {
                 out.extend_from_slice(b",\"spider\":");
                 write_json_str(out, name);
-                let _ = write!(out, ",\"ts\":{ts},\"elapsed\":{elapsed}");
+                ts_elapsed(out);
                 for (i, t) in job.times.iter().enumerate() {
                     if let Some(t) = t {
-                        let _ = write!(out, ",\"{}\":{t}", TIME_FIELDS[i]);
+                        out.extend_from_slice(b",\"");
+                        out.extend_from_slice(TIME_FIELDS[i].as_bytes());
+                        out.extend_from_slice(b"\":");
+                        write_u64(out, *t);
                     }
                 }
                 if !job.tags.is_empty() {
@@ -211,7 +230,7 @@ impl Snapshot {
                 }
             }
             Some(fields) => {
-                let _ = write!(out, ",\"ts\":{ts},\"elapsed\":{elapsed}");
+                ts_elapsed(out);
                 // The document's fields are picked in one pass over it, the others
                 // come from the record.
                 let wanted: FastMap<&str, usize> =
@@ -342,6 +361,52 @@ mod tests {
     use crate::query::{Filter, Paging};
     use crate::store::request::parse_push;
     use crate::{Durability, Options, Store};
+
+    #[test]
+    fn records_are_read_through_maps_and_past_their_ends() {
+        let sim = SimFs::new();
+        let opts = Options {
+            fs: Arc::new(sim.clone()),
+            durability: Durability::Buffered,
+            background: false,
+            segment_bytes: 16 << 10,
+            memtable_entries: 100_000,
+            clock: Arc::new(crate::model::ManualClock::new(1_000)),
+            ..Options::default()
+        };
+        let store = Store::open("/db", opts).unwrap();
+        let pad = "p".repeat(300);
+        let push = |n: usize| {
+            let specs: Vec<_> =
+                (0..n).map(|i| parse_push(&format!(r#"{{"spider":"s","i":{i},"pad":"{pad}"}}"#)).unwrap()).collect();
+            store.push(1, &specs, None).unwrap();
+        };
+        for _ in 0..30 {
+            push(5);
+        }
+        let all = Paging { count: 10_000, ..Paging::default() };
+        let render = |store: &Store| {
+            let snap = store.snapshot();
+            let hits = snap.list(1, &Filter::default(), &all).unwrap();
+            let mut out = Vec::new();
+            for h in &hits {
+                snap.render_row(1, h, Some(&["i".to_string()]), &mut out).unwrap();
+                out.push(b'\n');
+            }
+            (hits.len(), String::from_utf8(out).unwrap())
+        };
+        let (n, rows) = render(&store);
+        assert_eq!(n, 150);
+        let mapped = store.inner.reader.mapped_segments();
+        assert!(mapped.len() > 3, "every segment read is mapped: {mapped:?}");
+        // Appended after the newest segment was mapped (the simulated map is a
+        // copy of the bytes then): read past the map's end.
+        push(3);
+        let (n, again) = render(&store);
+        assert_eq!(n, 153);
+        assert!(again.ends_with(&rows), "the older rows are read the same");
+        assert_eq!(again.lines().take(3).filter(|l| l.contains("\"i\":")).count(), 3);
+    }
 
     #[test]
     fn a_summary_line_stops_between_rows_once_cancelled() {

@@ -26,26 +26,32 @@ pub(crate) fn purge_expired(inner: &Inner) -> Result<u64> {
         return Ok(0);
     };
     let cutoff = inner.opts.clock.now_ms().saturating_sub(keep.as_millis() as u64);
-    let snap =
-        Snapshot { version: inner.commit.published(), reader: inner.reader.clone(), clock: inner.opts.clock.clone() };
     let filter = Filter { states: vec![JobState::Deleted], endts: Some(cutoff), ..Filter::default() };
+    let paging = Paging { count: BATCH as u64, start: 0, stop: None };
     let mut purged = 0;
-    for project in snap.version.projects() {
-        if inner.closed.load(std::sync::atomic::Ordering::Acquire) {
-            break;
-        }
-        let paging = Paging { count: u64::MAX, start: 0, stop: None };
-        let hits = snap.list(project, &filter, &paging)?;
-        for chunk in hits.chunks(BATCH) {
+    for project in snapshot(inner).version.projects() {
+        // The newest expired jobs, a batch at a time (purged ones leave the list);
+        // a batch that purges nothing (all changed meanwhile) ends the round.
+        loop {
+            if inner.closed.load(std::sync::atomic::Ordering::Acquire) {
+                return Ok(purged);
+            }
+            let hits = snapshot(inner).list(project, &filter, &paging)?;
             let batch: Vec<(JobKey, u64)> =
-                chunk.iter().map(|h| (JobKey::from_local(project, h.local), h.loc)).collect();
-            purged += purge_batch(inner, batch, cutoff)?;
+                hits.iter().map(|h| (JobKey::from_local(project, h.local), h.loc)).collect();
+            let n = if batch.is_empty() { 0 } else { purge_batch(inner, batch, cutoff)? };
+            inner.counters.note_purged(n);
+            purged += n;
+            if n == 0 {
+                break;
+            }
         }
-    }
-    if purged > 0 {
-        inner.counters.note_purged(purged);
     }
     Ok(purged)
+}
+
+fn snapshot(inner: &Inner) -> Snapshot {
+    Snapshot { version: inner.commit.published(), reader: inner.reader.clone(), clock: inner.opts.clock.clone() }
 }
 
 /// One tombstone frame through the write queue, then a pause twice as long as

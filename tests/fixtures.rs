@@ -156,7 +156,7 @@ fn v4_store_reads_the_same_and_answers_close_reason_from_its_index() {
                 .filter(|l| match &l["close_reason"] {
                     serde_json::Value::String(s) => s == reason,
                     serde_json::Value::Null => false,
-                    v => v.to_string() == reason,
+                    v => serde_json::to_string(v).is_ok_and(|text| text == reason),
                 })
                 .count() as u64;
             assert_eq!(count(p, &[reason]), want, "project {p} close_reason {reason}");

@@ -302,3 +302,28 @@ fn the_spec_reader_hides_purged_jobs_too() {
     assert_eq!(reader(&["list", "1"]).lines().collect::<Vec<_>>(), listed_1);
     assert_eq!(reader(&["count", "1", "deleted"]).trim(), deleted.to_string());
 }
+
+/// More expired jobs than one purge write takes: all purged, a batch at a time.
+#[test]
+fn many_expired_jobs_are_purged_batch_by_batch() {
+    let sim = SimFs::new();
+    let clock = Arc::new(ManualClock::new(1_000_000));
+    let store = Store::open(DIR, Options { memtable_entries: 4096, ..opts(&sim, &clock) }).unwrap();
+    let specs: Vec<_> = (0..1300).map(|i| parse_push(&format!(r#"{{"spider":"s{}"}}"#, i % 4)).unwrap()).collect();
+    let keys: Vec<JobKey> = store
+        .push(7, &specs, None)
+        .unwrap()
+        .iter()
+        .map(|r| match r {
+            PushResult::Pushed { key, .. } => *key,
+            PushResult::Conflict { .. } => unreachable!(),
+        })
+        .collect();
+    let deletes: Vec<_> =
+        keys.iter().map(|k| parse_update(&format!(r#"{{"key":"{k}","state":"deleted"}}"#), 7).unwrap()).collect();
+    store.update(7, &deletes, None).unwrap();
+    clock.advance(KEEP.as_millis() as u64 + 1);
+    assert_eq!(store.purge_expired().unwrap(), 1300);
+    assert_eq!(count(&store, 7, &[], None), 0);
+    assert_eq!(store.metrics().purged_jobs, 1300);
+}

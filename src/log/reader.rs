@@ -133,10 +133,11 @@ impl RecordReader {
         Ok(out)
     }
 
-    /// Forget open handles and maps (after segments were removed or rewritten).
-    pub fn forget(&self) {
-        self.files.write().clear();
-        self.maps.write().clear();
+    /// Forget the handles and maps of segments `from` and above (an undone import
+    /// removed them and may have created an empty segment under the first number).
+    pub fn forget_from(&self, from: u32) {
+        self.files.write().retain(|n, _| *n < from);
+        self.maps.write().retain(|n, _| *n < from);
     }
 
     /// Read the record at `loc` into the front of `buf` (grown as needed, never

@@ -126,6 +126,7 @@ impl Bulk {
 
 fn restore(w: &mut Writer, s: SavePoint) -> Result<()> {
     w.log.as_mut().ok_or(Error::ReadOnly)?.truncate_to(s.end, s.next_seq)?;
+    w.reader.forget_from(s.end.segment);
     w.catalog = s.catalog;
     w.job_ids = s.job_ids;
     w.next_seq = s.next_seq;

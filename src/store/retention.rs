@@ -26,31 +26,38 @@ pub(crate) fn purge_expired(inner: &Inner) -> Result<u64> {
         return Ok(0);
     };
     let cutoff = inner.opts.clock.now_ms().saturating_sub(keep.as_millis() as u64);
-    let snap = Snapshot {
+    let filter = Filter { states: vec![JobState::Deleted], endts: Some(cutoff), ..Filter::default() };
+    let paging = Paging { count: BATCH as u64, ..Paging::default() };
+    let mut purged = 0;
+    for project in snapshot(inner).version.projects() {
+        // The newest expired jobs, a batch at a time (purged ones leave the list);
+        // a batch that purges nothing (all changed meanwhile) ends the round.
+        loop {
+            if inner.closed.load(std::sync::atomic::Ordering::Acquire) {
+                return Ok(purged);
+            }
+            // Not a listing a client pages on: no place is remembered.
+            let hits = snapshot(inner).hits(project, &filter, &paging)?;
+            let batch: Vec<(JobKey, u64)> =
+                hits.iter().map(|h| (JobKey::from_local(project, h.local), h.loc)).collect();
+            let n = if batch.is_empty() { 0 } else { purge_batch(inner, batch, cutoff)? };
+            inner.counters.note_purged(n);
+            purged += n;
+            if n == 0 {
+                break;
+            }
+        }
+    }
+    Ok(purged)
+}
+
+fn snapshot(inner: &Inner) -> Snapshot {
+    Snapshot {
         version: inner.commit.published(),
         reader: inner.reader.clone(),
         clock: inner.opts.clock.clone(),
         places: inner.places.clone(),
-    };
-    let filter = Filter { states: vec![JobState::Deleted], endts: Some(cutoff), ..Filter::default() };
-    let mut purged = 0;
-    for project in snap.version.projects() {
-        if inner.closed.load(std::sync::atomic::Ordering::Acquire) {
-            break;
-        }
-        let paging = Paging { count: u64::MAX, ..Paging::default() };
-        // Not a listing a client pages on: no place is remembered.
-        let hits = snap.hits(project, &filter, &paging)?;
-        for chunk in hits.chunks(BATCH) {
-            let batch: Vec<(JobKey, u64)> =
-                chunk.iter().map(|h| (JobKey::from_local(project, h.local), h.loc)).collect();
-            purged += purge_batch(inner, batch, cutoff)?;
-        }
     }
-    if purged > 0 {
-        inner.counters.note_purged(purged);
-    }
-    Ok(purged)
 }
 
 /// One tombstone frame through the write queue, then a pause twice as long as

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! 0  [u8; 8] magic "JOBQLOG\0"
-//! 8  u32     format version (1 or 2)
+//! 8  u32     format version (1, 2 or 3)
 //! 12 u32     segment number
 //! 16 u64     generation of the store
 //! 24 u64     sequence number of the first frame written to it
@@ -12,7 +12,9 @@
 //!
 //! Version 2 (written since format 2) keeps two durable-mark slots on the pages
 //! at 4096 and 8192 ([`super::mark`]); its frames start at 12288. Version 1 has
-//! no marks; its frames start right after the header, at 64.
+//! no marks; its frames start right after the header, at 64. Version 3 (written
+//! since format 3) is laid out as version 2; its job records may name the job's
+//! previous state (a byte versions 1 and 2 kept zero, which older builds refuse).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -24,8 +26,8 @@ use crate::error::{Error, Result};
 use crate::fs::{self, FileSystem, FsFile, OpenMode};
 
 pub const MAGIC: &[u8; 8] = b"JOBQLOG\0";
-/// The version new segments are written in; [`decode_header`] reads 1 and 2.
-pub const VERSION: u32 = 2;
+/// The version new segments are written in; [`decode_header`] reads 1 to 3.
+pub const VERSION: u32 = 3;
 pub const HEADER_LEN: u64 = 64;
 /// Where the frames of a version-2 segment start: after the header page and the
 /// two pages of durable-mark slots.
@@ -36,7 +38,7 @@ pub const MAX_SEGMENT_BYTES: u64 = 3 << 30;
 /// A decoded segment header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SegmentHeader {
-    /// Format version of the file: 1 (no durable marks) or 2.
+    /// Format version of the file: 1 (no durable marks), 2 or 3.
     pub version: u32,
     pub number: u32,
     pub generation: u64,

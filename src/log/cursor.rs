@@ -89,20 +89,22 @@ pub enum Seek<'a> {
 }
 
 /// One step of a cursor.
-pub enum Next<'c> {
-    Frame(Frame<'c>),
+pub enum Next {
+    Frame(Frame),
     /// Nothing more at or below the limit.
     End,
     /// The next segment was removed (by compaction) before it could be opened.
     Vanished,
 }
 
-/// A whole frame whose checksum matches.
-pub struct Frame<'c> {
+/// A whole frame whose checksum matches; [`LogCursor::payload`] has its payload
+/// until the cursor moves on.
+pub struct Frame {
     pub header: FrameHeader,
     /// Where its header is.
     pub pos: LogPos,
-    pub payload: &'c [u8],
+    /// Where its payload is in the cursor's buffer.
+    start: usize,
 }
 
 /// A segment's file and header facts, as a cursor needs them.
@@ -405,7 +407,7 @@ impl<'a> LogCursor<'a> {
     }
 
     /// The next frame at or below the limit, its checksum verified.
-    pub fn next_frame(&mut self) -> Result<Next<'_>> {
+    pub fn next_frame(&mut self) -> Result<Next> {
         let h = match self.peek()? {
             Step::Header(h) => h,
             Step::End => return Ok(Next::End),
@@ -424,13 +426,18 @@ impl<'a> LogCursor<'a> {
         let at = LogPos { segment: self.segment, offset: pos };
         self.pass(&h);
         let start = (pos - self.buf_start) as usize + HEADER_LEN;
-        Ok(Next::Frame(Frame { header: h, pos: at, payload: &self.buf[start..start + h.len as usize] }))
+        Ok(Next::Frame(Frame { header: h, pos: at, start }))
+    }
+
+    /// The payload of `f`, the frame read last.
+    pub fn payload(&self, f: &Frame) -> &[u8] {
+        &self.buf[f.start..f.start + f.header.len as usize]
     }
 
     /// Is the import transaction of the frame just read (`h`, flagged) committed
     /// at or below the limit? Looks ahead (headers only) for its commit frame;
     /// what it finds is remembered for later cursors.
-    pub fn txn_committed(&mut self, h: &FrameHeader) -> Result<bool> {
+    pub fn txn_committed(&self, h: &FrameHeader) -> Result<bool> {
         if self.index.committed_through(h.first_seq).is_some() {
             return Ok(true);
         }
@@ -498,7 +505,7 @@ mod tests {
     fn read_all(c: &mut LogCursor<'_>) -> Vec<(u64, u32)> {
         let mut out = Vec::new();
         while let Next::Frame(f) = c.next_frame().unwrap() {
-            assert_eq!(&f.payload[..8], &f.header.first_seq.to_le_bytes());
+            assert_eq!(&c.payload(&f)[..8], &f.header.first_seq.to_le_bytes());
             out.push((f.header.first_seq, f.header.count));
         }
         out
@@ -600,7 +607,7 @@ mod tests {
         let mut n = 0;
         while let Next::Frame(f) = c.next_frame().unwrap() {
             assert_eq!(
-                (f.header.flags, f.payload.len(), f.payload[8]),
+                (f.header.flags, c.payload(&f).len(), c.payload(&f)[8]),
                 (0, 200, 9),
                 "the frames written after the undo"
             );

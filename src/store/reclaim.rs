@@ -301,6 +301,7 @@ fn drop_indexes(inner: &Inner, kept_seq: u64, prefix: &[u32], report: &mut Recla
     report.index_files_dropped = gone.len() as u64;
     // The prefix's handles stay with the versions made before; new ones go without.
     let handles = inner.reader.retire(prefix)?;
+    inner.feed.retire(prefix);
     w.epoch = w.epoch.end(handles);
     if let Some(log) = w.log.as_mut() {
         log.forget_segments(prefix);

@@ -4,9 +4,10 @@
 //! the durable position (a `watch` the store's group commit updates once per
 //! durable batch, after its fsync) and on the shutdown signal, with a deadline.
 //! When the position moves it reads the log from where its last read ended (the
-//! feed's mark: no lookup), on the blocking pool, and parks again if nothing
-//! matched. So it answers only with durable writes, and as soon as the batch that
-//! holds a matching one is durable.
+//! feed's mark: no lookup) and parks again if nothing matched. So it answers only
+//! with durable writes, and as soon as the batch that holds a matching one is
+//! durable. That read (the frames just synced, from the page cache) runs right
+//! there, up to [`INLINE_SCAN_BYTES`]; longer reads run on the blocking pool.
 //!
 //! A client that goes away drops the request's future: a wait ends there and
 //! nothing more is done for it (hyper reads the socket while an answer is
@@ -53,6 +54,25 @@ async fn park(durable: &mut watch::Receiver<u64>, closing: &mut watch::Receiver<
     }
 }
 
+/// Frame bytes a read may go through on the async threads: after a wake, the
+/// frames of the batch just made durable, from the page cache (a thread handoff
+/// per waiter would cost more than the read). A read that needs more goes on
+/// the blocking pool.
+const INLINE_SCAN_BYTES: u64 = 64 << 10;
+
+/// Read the feed for `req` from `from`: right after a wake (`woken`), here, a
+/// little; here too from the feed's end (nothing to read: a follower asking
+/// again); else on the blocking pool.
+async fn read(app: &Arc<App>, req: &Arc<ChangesRequest>, from: FeedFrom, woken: bool) -> Result<FeedPage, Response> {
+    let at_end = matches!(from, FeedFrom::Seq(s) if s >= app.store.feed_position());
+    if woken || at_end {
+        let (r, s) = (req, &app.store);
+        return s.changes_scanning(r.project, from, &r.filter, r.count, INLINE_SCAN_BYTES).map_err(|e| fault(&e));
+    }
+    let r = req.clone();
+    blocking(&app.store, move |s| changes::read(s, &r, from)).await
+}
+
 /// Run `f` on the blocking pool (engine calls read files or wait for fsync); its
 /// error, or a 500 when it failed to run, as the answer.
 async fn blocking<T: Send + 'static>(
@@ -84,11 +104,11 @@ pub async fn changes(app: &Arc<App>, project: u32, params: &[(String, String)]) 
     let (mut durable, mut closing) = (app.durable.clone(), app.ops.closing_watch());
     let since = req.since.unwrap_or_else(|| app.store.feed_position());
     let mut from = FeedFrom::Seq(since);
+    let mut woken = false;
     loop {
         // Seen before the read: a batch made durable after it wakes the park below.
         durable.borrow_and_update();
-        let r = req.clone();
-        let page = match blocking(&app.store, move |s| changes::read(s, &r, from)).await {
+        let page = match read(app, &req, from, std::mem::take(&mut woken)).await {
             Ok(p) => p,
             Err(answer) => return answer,
         };
@@ -104,8 +124,9 @@ pub async fn changes(app: &Arc<App>, project: u32, params: &[(String, String)]) 
         if !caught_up {
             continue;
         }
-        if let Woken::Done = park(&mut durable, &mut closing, deadline).await {
-            return changes::lines(&[], mark.seq);
+        match park(&mut durable, &mut closing, deadline).await {
+            Woken::Durable => woken = true,
+            Woken::Done => return changes::lines(&[], mark.seq),
         }
     }
 }
@@ -128,8 +149,15 @@ pub async fn startjob(
     };
     let deadline = Instant::now() + wait;
     let (mut durable, mut closing) = (app.durable.clone(), app.ops.closing_watch());
-    let pending = Arc::new(ChangeFilter { states: vec![JobState::Pending], ..ChangeFilter::default() });
+    let pending = Arc::new(ChangesRequest {
+        project,
+        since: None,
+        count: 1,
+        wait,
+        filter: ChangeFilter { states: vec![JobState::Pending], ..ChangeFilter::default() },
+    });
     let mut from = FeedFrom::Seq(app.store.feed_position());
+    let mut woken = false;
     loop {
         let (f, actor) = (fields.clone(), caller.actor.clone());
         match blocking(&app.store, move |s| write::start(s, project, &f, actor.as_deref())).await {
@@ -143,8 +171,7 @@ pub async fn startjob(
                 return write::nothing_started();
             }
             durable.borrow_and_update();
-            let filter = pending.clone();
-            let page = match blocking(&app.store, move |s| s.changes(project, from, &filter, 1)).await {
+            let page = match read(app, &pending, from, std::mem::take(&mut woken)).await {
                 Ok(p) => p,
                 Err(answer) => return answer,
             };
@@ -164,8 +191,9 @@ pub async fn startjob(
                     break;
                 }
             }
-            if let Woken::Done = park(&mut durable, &mut closing, deadline).await {
-                return write::nothing_started();
+            match park(&mut durable, &mut closing, deadline).await {
+                Woken::Durable => woken = true,
+                Woken::Done => return write::nothing_started(),
             }
         }
     }

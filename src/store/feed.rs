@@ -119,6 +119,20 @@ impl Store {
     /// and at most [`MAX_SCAN_BYTES`] of frames read. A position ahead of the log
     /// is refused (`since`, 400).
     pub fn changes(&self, project: u32, from: FeedFrom, filter: &ChangeFilter, count: usize) -> Result<FeedPage> {
+        self.changes_scanning(project, from, filter, count, MAX_SCAN_BYTES)
+    }
+
+    /// [`Store::changes`], reading at most about `scan_bytes` of frames (at least
+    /// one frame): a small budget keeps a read short enough to run where blocking
+    /// is unwelcome (a resumed read of what was just written, from the page cache).
+    pub fn changes_scanning(
+        &self,
+        project: u32,
+        from: FeedFrom,
+        filter: &ChangeFilter,
+        count: usize,
+        scan_bytes: u64,
+    ) -> Result<FeedPage> {
         let snap = self.snapshot();
         let limit = self.inner.commit.durable_seq().min(snap.seq());
         let since = match from {
@@ -143,7 +157,8 @@ impl Store {
                 Seek::Gone { first_seq } => return Ok(FeedPage::Gone { oldest: first_seq - 1 }),
             },
         };
-        let read = Read { snap: &snap, dir, project, filter, count, spiders: HashMap::new(), changes: Vec::new() };
+        let read =
+            Read { snap: &snap, dir, project, filter, count, scan_bytes, spiders: HashMap::new(), changes: Vec::new() };
         read.run(cursor, since, &self.inner.feed)
     }
 }
@@ -156,6 +171,7 @@ struct Read<'a> {
     project: u32,
     filter: &'a ChangeFilter,
     count: usize,
+    scan_bytes: u64,
     spiders: HashMap<u32, Arc<str>>,
     changes: Vec<Change>,
 }
@@ -166,7 +182,7 @@ impl Read<'_> {
         let mut scanned = 0u64;
         let (at, caught_up) = loop {
             // Between frames: `pos` is the last position of the frame read last.
-            if scanned >= MAX_SCAN_BYTES {
+            if scanned >= self.scan_bytes {
                 break (Some(c.at()), false);
             }
             let frame_at = c.at();

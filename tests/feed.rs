@@ -262,3 +262,31 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
         }
     }
 }
+
+/// Offline compaction writes copies (relocated frames) with positions going on:
+/// a follower at the end sees nothing new; one further back is told it is gone.
+#[test]
+fn offline_compaction_keeps_positions_and_reports_no_copies() {
+    let sim = SimFs::new();
+    let (store, clock) = open(&sim);
+    let a = push(&store, 1, r#"{"spider":"s"}"#);
+    update(&store, 1, &format!(r#"{{"key":"{a}","state":"finished"}}"#));
+    let end = store.feed_position();
+    let before = all_changes(&store, 1, 0, &ChangeFilter::default(), 10);
+    assert_eq!(before.len(), 2);
+    store.close().unwrap();
+    jobq::store::compact(std::path::Path::new("/db"), opts(&sim, &clock), None, &mut |_, _| {}).unwrap();
+    let store = Store::open("/db", opts(&sim, &clock)).unwrap();
+    assert!(store.feed_position() > end, "the copies used positions after the old ones");
+    assert!(all_changes(&store, 1, end, &ChangeFilter::default(), 10).is_empty(), "copies are no changes");
+    assert!(matches!(
+        store.changes(1, FeedFrom::Seq(0), &ChangeFilter::default(), 10).unwrap(),
+        FeedPage::Gone { oldest } if oldest == end
+    ));
+    update(&store, 1, &format!(r#"{{"key":"{a}","state":"deleted"}}"#));
+    let after = all_changes(&store, 1, end, &ChangeFilter::default(), 10);
+    assert_eq!(
+        after.iter().map(|c| (c.state, c.prevstate)).collect::<Vec<_>>(),
+        [(JobState::Deleted, Some(JobState::Finished))]
+    );
+}

@@ -141,7 +141,10 @@ impl Store {
         if since > limit {
             return Err(Error::field("since", format!("{since} is ahead of the log (its newest position is {limit})")));
         }
-        let idle = FeedMark { seq: since, at: None };
+        let idle = match from {
+            FeedFrom::Mark(m) => m,
+            FeedFrom::Seq(seq) => FeedMark { seq, at: None },
+        };
         if since == limit || count == 0 {
             return Ok(FeedPage::Changes { changes: Vec::new(), mark: idle, caught_up: since == limit });
         }

@@ -18,10 +18,12 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use super::version::find_in_segments;
 use super::{Snapshot, Store};
 use crate::codec::frame::FrameKind;
 use crate::codec::record::{self, JobView, Prev};
 use crate::error::{Error, Result};
+use crate::hash::FastSet;
 use crate::log::cursor::{FrameAt, LogCursor, Next, Seek};
 use crate::model::{JobKey, JobState};
 use crate::query::ChangeFilter;
@@ -77,10 +79,35 @@ pub enum FeedPage {
     Gone { oldest: u64 },
 }
 
-/// Is the job still in the store? A change of a job that is gone (removed by
-/// compaction's retention) is not reported.
-fn job_exists(snap: &Snapshot, key: JobKey) -> bool {
-    snap.version.find(key.project, key.local()).is_some()
+/// Checks made by one read before it indexes the project's tail (finding a job in
+/// the tail walks it; a read of many changes builds a set once instead).
+const TAIL_WALKS: usize = 4;
+
+/// Is a job still in the store? A change of a job that is gone (removed by
+/// compaction's retention) is not reported. The one place that decides it.
+struct Presence<'a> {
+    snap: &'a Snapshot,
+    project: u32,
+    checks: usize,
+    /// The project's jobs in the snapshot's tail, once built.
+    tail: Option<FastSet<u64>>,
+}
+
+impl Presence<'_> {
+    fn exists(&mut self, key: JobKey) -> bool {
+        let v = &self.snap.version;
+        self.checks += 1;
+        if self.tail.is_none() && self.checks > TAIL_WALKS {
+            let mem = v.mem.project(self.project);
+            self.tail = Some(mem.map(|p| p.iter().map(|e| e.local).collect()).unwrap_or_default());
+        }
+        match &self.tail {
+            Some(tail) => {
+                tail.contains(&key.local()) || find_in_segments(&v.segments, key.project, key.local()).is_some()
+            }
+            None => v.find(key.project, key.local()).is_some(),
+        }
+    }
 }
 
 /// The state before `v` (at sequence number `seq`): what the record names, or for
@@ -160,8 +187,18 @@ impl Store {
                 Seek::Gone { first_seq } => return Ok(FeedPage::Gone { oldest: first_seq - 1 }),
             },
         };
-        let read =
-            Read { snap: &snap, dir, project, filter, count, scan_bytes, spiders: HashMap::new(), changes: Vec::new() };
+        let presence = Presence { snap: &snap, project, checks: 0, tail: None };
+        let read = Read {
+            snap: &snap,
+            presence,
+            dir,
+            project,
+            filter,
+            count,
+            scan_bytes,
+            spiders: HashMap::new(),
+            changes: Vec::new(),
+        };
         read.run(cursor, since, &self.inner.feed)
     }
 }
@@ -169,6 +206,7 @@ impl Store {
 /// One read of the feed.
 struct Read<'a> {
     snap: &'a Snapshot,
+    presence: Presence<'a>,
     /// The generation's directory (for errors).
     dir: &'a std::path::Path,
     project: u32,
@@ -248,7 +286,7 @@ impl Read<'_> {
                 name
             }
         };
-        if !self.filter.matches(v, &spider) || !job_exists(self.snap, v.key) {
+        if !self.filter.matches(v, &spider) || !self.presence.exists(v.key) {
             return None;
         }
         Some(Change { seq, key: v.key, state: v.state, prevstate: previous_state(v, seq), ts: v.ts(), spider })

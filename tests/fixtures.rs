@@ -22,7 +22,7 @@ fn export(store: &Store) -> String {
 }
 
 /// The history every fixture holds (format 1 wrote v1's, format 2 v2's; this build
-/// writes v3's).
+/// writes v3's, whose records name the previous state).
 #[test]
 #[ignore = "rewrites the committed fixture of the current format"]
 fn write_v3() {

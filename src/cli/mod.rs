@@ -21,6 +21,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once per process: the size of the largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Serve the JobQ HTTP API.
@@ -137,12 +139,14 @@ pub struct ServeArgs {
     /// How often (seconds, fractions allowed) online compaction looks whether it is due.
     #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_secs)]
     pub compact_every: std::time::Duration,
-    /// Online compaction drops deleted jobs older than this (`30d`, `12h`, `90m`, `3600s`);
-    /// their ids are never given again. Kept forever without it.
+    /// Purge, in the background, jobs deleted longer ago than this (`30d`, `12h`,
+    /// `90m`, `3600s`): within `--compact-every` of their expiry they are gone from
+    /// every answer; compaction then frees their space. Their ids are never given
+    /// again. Kept forever without it.
     #[arg(long, value_name = "DURATION", value_parser = maintain::parse_duration)]
     pub retain_deleted: Option<std::time::Duration>,
     /// Size of a log segment (bytes of frames; K, M, G suffixes); compaction takes the
-    /// oldest segments, four at a time.
+    /// oldest segments: at most four, and at most a tenth of the log (at least one).
     #[arg(long, value_name = "BYTES", default_value = "64MiB", value_parser = parse_size)]
     pub segment_bytes: usize,
     /// Serve /metrics (and /health) on this address instead: the API port then

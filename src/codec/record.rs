@@ -10,7 +10,7 @@
 //! u8  times_mask          bit i: times[i] present (pending, running, finished, deleted)
 //! u8  flags               bit 0: unique present
 //! u8  prev                the job's state before this version: 0 not recorded
-//!                         (format 2 and before), 1 + state code, 5 none (created)
+//!                         (format 2 and before), 1 none (created), 2 + state code
 //! i64 priority
 //! u64 order_seq
 //! u64 times[4]            0 where absent
@@ -46,16 +46,16 @@ impl Prev {
     pub fn code(self) -> u8 {
         match self {
             Prev::Unrecorded => 0,
-            Prev::State(s) => 1 + s.code(),
-            Prev::Created => 5,
+            Prev::Created => 1,
+            Prev::State(s) => 2 + s.code(),
         }
     }
 
     pub fn from_code(code: u8) -> Option<Prev> {
         match code {
             0 => Some(Prev::Unrecorded),
-            5 => Some(Prev::Created),
-            c => JobState::from_code(c.checked_sub(1)?).map(Prev::State),
+            1 => Some(Prev::Created),
+            c => JobState::from_code(c - 2).map(Prev::State),
         }
     }
 }
@@ -92,7 +92,7 @@ impl<'a> JobView<'a> {
     }
 
     pub fn ts(&self) -> u64 {
-        self.times[self.state as usize].unwrap_or(0)
+        self.times[self.state.time_slot()].unwrap_or(0)
     }
 
     /// Append the raw JSON of one field of the job's whole metadata; false when the
@@ -264,7 +264,7 @@ fn decode_body<'a>(r: &mut ByteReader<'a>) -> Result<JobView<'a>, DecodeError> {
     let Some(prev) = prev.filter(|_| mask & !0xF == 0 && flags & !FLAG_UNIQUE == 0) else {
         return Err(DecodeError::new(state_at, "unknown bits in mask or flags, or an unknown previous state"));
     };
-    if mask & (1 << state.code()) == 0 {
+    if mask & (1 << state.time_slot()) == 0 {
         return Err(DecodeError::new(state_at, "the time of the current state is missing"));
     }
     let priority = r.i64("priority")?;
@@ -412,19 +412,20 @@ mod tests {
     fn job_round_trip() {
         let job = sample();
         let mut buf = Vec::new();
-        let prevs = [Prev::Unrecorded, Prev::Created, Prev::State(JobState::Pending), Prev::State(JobState::Deleted)];
+        let prevs = [Prev::Unrecorded, Prev::Created, Prev::State(JobState::Pending), Prev::State(JobState::Purged)];
         for p in prevs {
             encode_job(&job, p, &mut buf);
         }
         let all = decode_jobs(&buf, 4).unwrap();
         assert_eq!(all.len(), 4);
+        assert_eq!(buf[PREV_AT], 0);
         assert_eq!(all[1].1.to_job(), job);
         assert_eq!(all[0].1.ts(), 30);
         assert_eq!(all.iter().map(|(_, v)| v.prev).collect::<Vec<_>>(), prevs);
         // A previous state beyond the known codes is damage.
         let mut bad = Vec::new();
         encode_job(&job, Prev::Created, &mut bad);
-        bad[PREV_AT] = 6;
+        bad[PREV_AT] = 7;
         seal(&mut bad, 0);
         assert!(decode_job(&bad).is_err());
     }

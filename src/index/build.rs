@@ -102,7 +102,7 @@ type EncodedTerm = (u8, Vec<u8>);
 /// Posting lists of one section, per field.
 #[derive(Default)]
 struct Terms<'a> {
-    state: [Vec<u32>; 4],
+    state: [Vec<u32>; 5],
     spider: FastMap<u32, Vec<u32>>,
     priority: FastMap<i64, Vec<u32>>,
     tag: FastMap<&'a str, Vec<u32>>,

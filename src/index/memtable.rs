@@ -116,6 +116,16 @@ impl MemTable {
         }
     }
 
+    /// Keep only the entries `keep` accepts; returns how many went.
+    pub fn retain(&mut self, keep: impl Fn(&DocEntry) -> bool) -> usize {
+        let all = self.take_all();
+        let before = all.len();
+        for e in all.into_iter().filter(|e| keep(e)) {
+            self.upsert(e);
+        }
+        before - self.len()
+    }
+
     /// Every entry, leaving the table empty.
     pub fn take_all(&mut self) -> Vec<DocEntry> {
         let snap = std::mem::take(&mut self.snap);

@@ -97,9 +97,10 @@ impl RecordReader {
         Ok(out)
     }
 
-    /// Forget open handles (after segments were removed or rewritten).
-    pub fn forget(&self) {
-        self.files.write().clear();
+    /// Forget the handles of segments `from` and above (an undone import removed
+    /// them and may have created an empty segment under the first number).
+    pub fn forget_from(&self, from: u32) {
+        self.files.write().retain(|n, _| *n < from);
     }
 
     /// Read the record at `loc` into the front of `buf` (grown as needed, never

@@ -10,11 +10,12 @@
 //! 60 u32     masked CRC-32 of bytes 0..60
 //! ```
 //!
-//! Version 2 (written since format 2) keeps two durable-mark slots on the pages
-//! at 4096 and 8192 ([`super::mark`]); its frames start at 12288. Version 1 has
-//! no marks; its frames start right after the header, at 64. Version 3 (written
-//! since format 3) is laid out as version 2; its job records may name the job's
-//! previous state (a byte versions 1 and 2 kept zero, which older builds refuse).
+//! Version 3 (written since format 3) is laid out as version 2; its job records
+//! may be tombstones (state 4, purged) and may name the job's previous state (a
+//! byte versions 1 and 2 kept zero); older builds would refuse both as damage.
+//! Version 2 (format 2) keeps two durable-mark slots on the pages at 4096 and
+//! 8192 ([`super::mark`]); its frames start at 12288. Version 1 has no marks; its
+//! frames start right after the header, at 64.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -29,7 +29,7 @@ pub struct Job {
 impl Job {
     /// The time the job entered its current state: its place in listings.
     pub fn ts(&self) -> Millis {
-        self.times[self.state as usize].unwrap_or(0)
+        self.times[self.state.time_slot()].unwrap_or(0)
     }
 
     /// Write the job's whole metadata as one JSON object: the maintained fields

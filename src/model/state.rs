@@ -12,6 +12,9 @@ pub enum JobState {
     Running = 1,
     Finished = 2,
     Deleted = 3,
+    /// Engine-internal, never named by the API: a deleted job the retention
+    /// dropped. Its record is a tombstone; the job answers nowhere any more.
+    Purged = 4,
 }
 
 impl JobState {
@@ -23,6 +26,7 @@ impl JobState {
             JobState::Running => "running",
             JobState::Finished => "finished",
             JobState::Deleted => "deleted",
+            JobState::Purged => "purged",
         }
     }
 
@@ -30,8 +34,18 @@ impl JobState {
         self as u8
     }
 
+    /// Every code a record or index may hold: the API's states and `Purged`.
     pub fn from_code(code: u8) -> Option<JobState> {
-        JobState::ALL.get(usize::from(code)).copied()
+        JobState::ALL.get(usize::from(code)).copied().or((code == 4).then_some(JobState::Purged))
+    }
+
+    /// The slot of `times` that holds when the job entered this state (a purged
+    /// job keeps its deletion time: its place in the `ts` order).
+    pub fn time_slot(self) -> usize {
+        match self {
+            JobState::Purged => JobState::Deleted as usize,
+            s => s as usize,
+        }
     }
 
     /// Pending and running jobs are active: they hold their `unique` value.
@@ -41,7 +55,7 @@ impl JobState {
 
     /// The field holding the time the job entered this state.
     pub fn time_field(self) -> &'static str {
-        crate::model::TIME_FIELDS[self as usize]
+        crate::model::TIME_FIELDS[self.time_slot()]
     }
 
     /// The field naming who moved the job into this state.
@@ -50,7 +64,7 @@ impl JobState {
             JobState::Pending => "scheduled_by",
             JobState::Running => "started_by",
             JobState::Finished => "completed_by",
-            JobState::Deleted => "deleted_by",
+            JobState::Deleted | JobState::Purged => "deleted_by",
         }
     }
 }

@@ -56,6 +56,7 @@ impl Filter {
     pub fn matches(&self, job: &Job, spider_name: &str) -> bool {
         let ts = job.ts();
         self.spider.as_ref().is_none_or(|s| s == spider_name)
+            && job.state != JobState::Purged
             && (self.states.is_empty() || self.states.contains(&job.state))
             && self.startts.is_none_or(|t| ts >= t)
             && self.endts.is_none_or(|t| ts < t)

@@ -4,7 +4,8 @@
 //! - `startts`/`endts` and `stop` are binary searches on the `ts` order: a range;
 //! - one state, spider or tag is its posting list; several states or `has_tag`s
 //!   are a union; everything is intersected, cheapest first, with the range;
-//! - `lacks_tag`s and superseded docs are excluded.
+//! - `lacks_tag`s, superseded docs and (without a state list) purged jobs are
+//!   excluded.
 
 use super::docset::{DocId, DocSet, Range};
 use super::filter::Filter;
@@ -36,6 +37,7 @@ impl Resolved<'_> {
     pub fn matches_entry(&self, e: &DocEntry) -> bool {
         let f = self.filter;
         !self.nothing
+            && e.state != JobState::Purged
             && self.states().is_none_or(|s| s.contains(&e.state))
             && self.spider.is_none_or(|id| (e.local >> 32) as u32 == id)
             && f.startts.is_none_or(|t| e.ts >= t)
@@ -85,6 +87,10 @@ impl Resolved<'_> {
             if all.len() == 1 { all.pop().expect("one child") } else { Box::new(Intersection::new(all)) };
         let lacks: Vec<Boxed<'a>> =
             f.lacks_tags.iter().filter_map(|t| sec.tag(t)).map(|p| Box::new(p.cursor()) as Boxed<'a>).collect();
+        // Without a state list, purged jobs (in no API state) are taken out.
+        let purged = self.states().is_none().then(|| sec.state(JobState::Purged)).flatten();
+        let lacks: Vec<Boxed<'a>> =
+            lacks.into_iter().chain(purged.map(|p| Box::new(p.cursor()) as Boxed<'a>)).collect();
         if let Some(l) = any_of(lacks) {
             set = Box::new(Exclusion::new(set, l));
         }

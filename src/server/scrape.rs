@@ -132,6 +132,12 @@ fn store(app: &App, x: &mut Exposition) {
         "Disk bytes the compactions of this process freed.",
         e.compaction_reclaimed_bytes,
     );
+    x.single(
+        "jobq_retention_purged_jobs_total",
+        Kind::Counter,
+        "Deleted jobs the retention (--retain-deleted) purged in this process.",
+        e.purged_jobs,
+    );
     if let Some(b) = e.superseded_bytes {
         x.single(
             "jobq_superseded_bytes",

@@ -184,6 +184,10 @@ pub fn compact(
             let raw = &raw[..len];
             let (view, _) = record::decode_job(raw).map_err(|e| inner.reader.corrupt(loc, e))?;
             done += 1;
+            if view.state == JobState::Purged {
+                report.dropped += 1;
+                continue;
+            }
             let deleted_at = view.times[JobState::Deleted as usize];
             if view.state == JobState::Deleted && cutoff.zip(deleted_at).is_some_and(|(c, t)| t < c) {
                 report.dropped += 1;

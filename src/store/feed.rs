@@ -18,12 +18,12 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::version::find_in_segments;
+use super::version::{find_in_segments, Found};
 use super::{Snapshot, Store};
 use crate::codec::frame::FrameKind;
 use crate::codec::record::{self, JobView, Prev};
 use crate::error::{Error, Result};
-use crate::hash::FastSet;
+use crate::hash::FastMap;
 use crate::log::cursor::{FrameAt, LogCursor, Next, Seek};
 use crate::model::{JobKey, JobState};
 use crate::query::ChangeFilter;
@@ -83,29 +83,38 @@ pub enum FeedPage {
 /// the tail walks it; a read of many changes builds a set once instead).
 const TAIL_WALKS: usize = 4;
 
-/// Is a job still in the store? A change of a job that is gone (removed by
-/// compaction's retention) is not reported. The one place that decides it.
+/// Is a job still in the store? A change of a job that is gone is not reported:
+/// purged by the retention (its current version a tombstone), or dropped by a
+/// compaction. The one place that decides it.
 struct Presence<'a> {
     snap: &'a Snapshot,
     project: u32,
     checks: usize,
-    /// The project's jobs in the snapshot's tail, once built.
-    tail: Option<FastSet<u64>>,
+    /// The state of each of the project's jobs in the snapshot's tail, once built.
+    tail: Option<FastMap<u64, JobState>>,
 }
 
 impl Presence<'_> {
     fn exists(&mut self, key: JobKey) -> bool {
-        let v = &self.snap.version;
+        let (v, local) = (&self.snap.version, key.local());
         self.checks += 1;
         if self.tail.is_none() && self.checks > TAIL_WALKS {
             let mem = v.mem.project(self.project);
-            self.tail = Some(mem.map(|p| p.iter().map(|e| e.local).collect()).unwrap_or_default());
+            self.tail = Some(mem.map(|p| p.iter().map(|e| (e.local, e.state)).collect()).unwrap_or_default());
         }
-        match &self.tail {
-            Some(tail) => {
-                tail.contains(&key.local()) || find_in_segments(&v.segments, key.project, key.local()).is_some()
+        let in_tail = match &self.tail {
+            Some(tail) => tail.get(&local).copied(),
+            None => v.mem.project(self.project).and_then(|p| p.iter().find(|e| e.local == local)).map(|e| e.state),
+        };
+        if let Some(state) = in_tail {
+            return state != JobState::Purged;
+        }
+        match find_in_segments(&v.segments, key.project, local) {
+            Some(Found::Segment { slot, doc, .. }) => {
+                let purged = v.segments[slot].project(key.project).and_then(|(sec, _)| sec.state(JobState::Purged));
+                !purged.is_some_and(|p| p.contains(doc))
             }
-            None => v.find(key.project, key.local()).is_some(),
+            _ => false,
         }
     }
 }

@@ -142,6 +142,7 @@ impl Bulk {
 
 fn restore(w: &mut Writer, s: SavePoint) -> Result<()> {
     w.log.as_mut().ok_or(Error::ReadOnly)?.truncate_to(s.end, s.next_seq)?;
+    w.reader.forget_from(s.end.segment);
     w.catalog = s.catalog;
     w.job_ids = s.job_ids;
     w.next_seq = s.next_seq;
@@ -428,6 +429,9 @@ fn export(snap: &Snapshot, catalog: &[SpiderEntry], project: Option<u32>, out: &
         }
         for (_, loc) in snap.version.live_docs(p) {
             let job = snap.reader.read(loc)?;
+            if job.state == crate::model::JobState::Purged {
+                continue;
+            }
             line.clear();
             snap.render_metadata(&job, true, &mut line);
             emit(&mut line)?;

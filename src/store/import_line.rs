@@ -174,7 +174,7 @@ fn parse_job<'a>(fields: &[RawField<'a>]) -> Result<ImportLine<'a>> {
     l.key = key.ok_or_else(|| Error::field("key", "is required"))?;
     l.spider = spider.filter(|s| !s.is_empty()).ok_or_else(|| Error::field("spider", "is required"))?;
     l.state = state.ok_or_else(|| Error::field("state", "is required"))?;
-    if l.times[l.state as usize].is_none() {
+    if l.times[l.state.time_slot()].is_none() {
         return Err(Error::field(l.state.time_field(), format!("is required for a {} job", l.state)));
     }
     if project.is_some_and(|p| p != i64::from(l.key.project)) {

@@ -91,7 +91,7 @@ pub(crate) fn parse_chunk(bytes: &[u8], strings: &mut Interner) -> ParsedChunk {
         let entry = DocEntry {
             project: l.key.project,
             local: l.key.local(),
-            ts: l.times[l.state as usize].unwrap_or(0),
+            ts: l.times[l.state.time_slot()].unwrap_or(0),
             order_seq: 0,
             state: l.state,
             priority: l.priority,

@@ -20,6 +20,8 @@ pub(crate) struct EngineCounters {
     /// Compactions done, and the bytes they freed.
     compactions: AtomicU64,
     compaction_reclaimed_bytes: AtomicU64,
+    /// Deleted jobs the retention purged.
+    purged: AtomicU64,
     /// Bytes of superseded versions in the log, plus one; 0 while not computed.
     superseded_bytes: AtomicU64,
     /// The log's files and bytes, kept by whichever log writer the store has.
@@ -36,6 +38,11 @@ impl EngineCounters {
     pub(crate) fn note_compaction(&self, reclaimed_bytes: u64) {
         self.compactions.fetch_add(1, Ordering::Relaxed);
         self.compaction_reclaimed_bytes.fetch_add(reclaimed_bytes, Ordering::Relaxed);
+    }
+
+    /// The retention purged `n` deleted jobs.
+    pub(crate) fn note_purged(&self, n: u64) {
+        self.purged.fetch_add(n, Ordering::Relaxed);
     }
 
     /// The log bytes that hold only superseded versions, as last estimated.
@@ -69,6 +76,8 @@ pub struct EngineMetrics {
     /// Compactions done and the disk bytes they freed.
     pub compactions: u64,
     pub compaction_reclaimed_bytes: u64,
+    /// Deleted jobs the retention purged (this process).
+    pub purged_jobs: u64,
     /// Log bytes that hold only superseded versions (what a compaction would
     /// free); `None` while the store does not compute it.
     pub superseded_bytes: Option<u64>,
@@ -145,6 +154,7 @@ impl Store {
             merges: c.merges.load(Ordering::Relaxed),
             compactions: c.compactions.load(Ordering::Relaxed),
             compaction_reclaimed_bytes: c.compaction_reclaimed_bytes.load(Ordering::Relaxed),
+            purged_jobs: c.purged.load(Ordering::Relaxed),
             superseded_bytes: c.superseded_bytes(),
             fsync_ns: inner.commit.fsync_ns.snapshot(),
             batch_writes: inner.commit.batch_writes.snapshot(),

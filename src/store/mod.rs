@@ -21,6 +21,7 @@ mod read;
 mod reclaim;
 mod repair;
 pub mod request;
+mod retention;
 mod staged;
 mod tokens;
 pub mod version;
@@ -88,9 +89,11 @@ pub struct Options {
     /// are superseded (checked every `reclaim_every`); `None`: never on its own.
     pub compact_when: Option<f64>,
     pub reclaim_every: std::time::Duration,
-    /// Oldest segments one compaction cycle takes.
+    /// Oldest segments one compaction cycle takes at most (and at most a tenth of
+    /// the log's, at least one).
     pub reclaim_segments: usize,
-    /// Deleted jobs older than this are dropped by compaction.
+    /// Deleted jobs older than this are purged (by the background thread, and by
+    /// [`Store::purge_expired`]), and dropped by compaction.
     pub retain_deleted: Option<std::time::Duration>,
     /// Persist and merge indexes on a background thread (else inline, after the
     /// write that froze the tail: deterministic, for tests).
@@ -237,8 +240,9 @@ impl Store {
         if !store.inner.opts.read_only {
             if store.inner.opts.background {
                 *store.inner.maintenance.lock() = Some(maintain::Background::start(&store.inner));
-                if let Some(ratio) = store.inner.opts.compact_when {
-                    *store.inner.reclaimer.lock() = Some(reclaim::Reclaimer::start(&store.inner, ratio));
+                let o = &store.inner.opts;
+                if o.compact_when.is_some() || o.retain_deleted.is_some() {
+                    *store.inner.reclaimer.lock() = Some(reclaim::Reclaimer::start(&store.inner, o.compact_when));
                 }
             } else {
                 maintain::run(&store.inner)?;
@@ -386,6 +390,20 @@ impl Store {
             return Err(Error::ReadOnly);
         }
         reclaim::cycle(&self.inner).inspect_err(|e| {
+            if !matches!(e, Error::Poisoned { .. } | Error::Closed) && !e.is_input() {
+                self.inner.commit.poison(e);
+            }
+        })
+    }
+
+    /// Purge now the deleted jobs older than `Options::retain_deleted` (the
+    /// background thread does it every `reclaim_every`): each becomes a tombstone
+    /// and leaves every answer. Returns how many were purged.
+    pub fn purge_expired(&self) -> Result<u64> {
+        if self.inner.opts.read_only {
+            return Err(Error::ReadOnly);
+        }
+        retention::purge_expired(&self.inner).inspect_err(|e| {
             if !matches!(e, Error::Poisoned { .. } | Error::Closed) && !e.is_input() {
                 self.inner.commit.poison(e);
             }

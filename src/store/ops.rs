@@ -160,7 +160,9 @@ pub(crate) fn spider_jobs(w: &Writer, s: SpiderKey) -> Vec<JobKey> {
     if let Some(p) = v.mem.project(s.project) {
         keys.extend(
             p.iter()
-                .filter(|e| (e.local >> 32) as u32 == s.spider && e.state != JobState::Deleted)
+                .filter(|e| {
+                    (e.local >> 32) as u32 == s.spider && !matches!(e.state, JobState::Deleted | JobState::Purged)
+                })
                 .map(|e| JobKey::from_local(s.project, e.local)),
         );
     }
@@ -172,8 +174,8 @@ pub(crate) fn spider_jobs(w: &Writer, s: SpiderKey) -> Vec<JobKey> {
             continue;
         };
         let mut set: Box<dyn DocSet> = Box::new(Exclusion::new(Box::new(posting.cursor()), Box::new(dead.cursor())));
-        if let Some(del) = sec.state(JobState::Deleted) {
-            set = Box::new(Exclusion::new(set, Box::new(del.cursor())));
+        for gone in [JobState::Deleted, JobState::Purged].into_iter().filter_map(|st| sec.state(st)) {
+            set = Box::new(Exclusion::new(set, Box::new(gone.cursor())));
         }
         while set.doc() != crate::query::docset::TERMINATED {
             keys.push(JobKey::from_local(s.project, sec.local(set.doc())));

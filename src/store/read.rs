@@ -39,10 +39,10 @@ impl Snapshot {
         self.version.seq
     }
 
-    /// The current version of a job.
+    /// The current version of a job (none once the retention purged it).
     pub fn get(&self, key: JobKey) -> Result<Option<Job>> {
         match self.version.find(key.project, key.local()) {
-            Some(f) => Ok(Some(self.reader.read(f.loc())?)),
+            Some(f) => Ok(Some(self.reader.read(f.loc())?).filter(|j| j.state != JobState::Purged)),
             None => Ok(None),
         }
     }
@@ -272,7 +272,7 @@ impl Snapshot {
             }
         }
         for (_, project) in self.version.mem.projects() {
-            for e in project.iter() {
+            for e in project.iter().filter(|e| e.state != JobState::Purged) {
                 n[e.state as usize] += 1;
             }
         }

@@ -2,7 +2,8 @@
 //! oldest log segments while the store serves (Bitcask's merge, WiscKey's
 //! value-log garbage collection).
 //!
-//! A cycle takes the oldest sealed segments (at most `reclaim_segments`):
+//! A cycle takes the oldest sealed segments (at most `reclaim_segments`, and at
+//! most a tenth of the log's segments, at least one):
 //! 1. relocate: every record there that is still its job's current version is
 //!    appended again, byte for byte, in frames flagged `relocated` (a write like
 //!    any other, through the write queue, in small throttled batches; a job
@@ -46,7 +47,7 @@ pub struct ReclaimReport {
     pub bytes_removed: u64,
     pub bytes_relocated: u64,
     pub records_relocated: u64,
-    /// Deleted jobs dropped by the retention rule.
+    /// Deleted jobs dropped by the retention rule, and tombstones of purged ones.
     pub deleted_dropped: u64,
     /// Index files dropped (they ended before the new start).
     pub index_files_dropped: u64,
@@ -107,7 +108,10 @@ pub(crate) fn cycle(inner: &Inner) -> Result<ReclaimReport> {
 fn run_cycle(inner: &Inner, started: Instant) -> Result<ReclaimReport> {
     let mut report = ReclaimReport::default();
     let (first, tail) = log_bounds(inner)?;
-    let last = tail.saturating_sub(1).min(first + inner.opts.reclaim_segments.max(1) as u32 - 1);
+    // A tenth of the log at most (at least one segment): the copies a cycle makes
+    // before it removes anything stay small beside the store.
+    let span = ((tail + 1).saturating_sub(first) / 10).clamp(1, inner.opts.reclaim_segments.max(1) as u32);
+    let last = tail.saturating_sub(1).min(first + span - 1);
     if first > last {
         return Ok(report);
     }
@@ -223,8 +227,11 @@ fn relocate_segment(inner: &Inner, n: u32, cutoff: Option<u64>, report: &mut Rec
             if current.loc(view.key) != Some(loc) {
                 continue;
             }
+            // Tombstones go with their segment: every older version of their job
+            // is in this segment or an older one, gone too.
             let deleted_at = view.times[JobState::Deleted as usize];
-            if view.state == JobState::Deleted && cutoff.zip(deleted_at).is_some_and(|(c, t)| t < c) {
+            let expired = view.state == JobState::Deleted && cutoff.zip(deleted_at).is_some_and(|(c, t)| t < c);
+            if expired || view.state == JobState::Purged {
                 report.deleted_dropped += 1;
                 continue;
             }
@@ -239,10 +246,10 @@ fn relocate_segment(inner: &Inner, n: u32, cutoff: Option<u64>, report: &mut Rec
     relocate_batch(inner, batch, report)
 }
 
-/// Compaction works at most a sixth of the time: after `worked`, five times as long
-/// a pause (at most 200 ms).
+/// Compaction works at most a third of the time: after `worked`, twice as long a
+/// pause (at most 200 ms).
 fn pause(worked: Duration) {
-    std::thread::sleep((worked * 5).min(Duration::from_millis(200)));
+    std::thread::sleep((worked * 2).min(Duration::from_millis(200)));
 }
 
 /// Append the records of `batch` that are still current, as one relocation frame;
@@ -251,13 +258,18 @@ fn relocate_batch(inner: &Inner, batch: Vec<(u64, Vec<u8>)>, report: &mut Reclai
     if batch.is_empty() {
         return Ok(());
     }
-    let t = Instant::now();
-    let done =
-        submit(inner, Box::new(move |w, ctx| w.relocate(&batch, ctx.durable_seq).map(|r| Box::new(r) as Erased)))?;
-    let (records, bytes) = *done.downcast::<(u64, u64)>().expect("relocate answers its counts");
+    let done = submit(
+        inner,
+        Box::new(move |w, ctx| {
+            let t = Instant::now();
+            w.relocate(&batch, ctx.durable_seq).map(|r| Box::new((r, t.elapsed())) as Erased)
+        }),
+    )?;
+    let ((records, bytes), held) = *done.downcast::<((u64, u64), Duration)>().expect("relocate answers its counts");
     report.records_relocated += records;
     report.bytes_relocated += bytes;
-    pause(t.elapsed());
+    // Paced by the time it held the writer, not by the fsync it waited for.
+    pause(held);
     Ok(())
 }
 
@@ -299,6 +311,11 @@ fn drop_indexes(inner: &Inner, kept_seq: u64, prefix: &[u32], report: &mut Recla
         gone.push(old.seg.meta().file_name());
     }
     report.index_files_dropped = gone.len() as u64;
+    // Tail entries still pointing into the prefix are jobs dropped there (the
+    // relocated ones point at their copies now).
+    if dropped_some {
+        w.mem.retain(|e| LogPos::unpack(e.loc) >= boundary);
+    }
     // The prefix's handles stay with the versions made before; new ones go without.
     let handles = inner.reader.retire(prefix)?;
     inner.feed.retire(prefix);
@@ -351,14 +368,16 @@ impl ReclaimStats {
     }
 }
 
-/// The thread that runs a cycle whenever the superseded share reaches the ratio.
+/// The thread that, every `reclaim_every`, purges the deleted jobs past the
+/// retention (when there is one), then runs a cycle whenever the superseded share
+/// reaches the ratio (when there is one).
 pub(crate) struct Reclaimer {
     stop: std::sync::mpsc::Sender<()>,
     handle: std::thread::JoinHandle<()>,
 }
 
 impl Reclaimer {
-    pub fn start(inner: &Arc<Inner>, ratio: f64) -> Reclaimer {
+    pub fn start(inner: &Arc<Inner>, ratio: Option<f64>) -> Reclaimer {
         let weak = Arc::downgrade(inner);
         let every = inner.opts.reclaim_every;
         let (stop, rx) = std::sync::mpsc::channel::<()>();
@@ -370,8 +389,14 @@ impl Reclaimer {
                     if inner.commit.check().is_err() || inner.closed.load(std::sync::atomic::Ordering::Acquire) {
                         continue;
                     }
+                    if let Err(e) = super::retention::purge_expired(&inner) {
+                        if !matches!(e, Error::Poisoned { .. } | Error::Closed) {
+                            inner.commit.poison(&e);
+                        }
+                        continue;
+                    }
                     // While due, cycle after cycle (each paces itself); then wait.
-                    loop {
+                    while let Some(ratio) = ratio {
                         match cycle_if_due(&inner, ratio) {
                             Ok(Some(r))
                                 if !r.segments.is_empty()

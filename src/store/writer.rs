@@ -17,7 +17,7 @@ use crate::index::{build, DocEntry, IndexSegment, MemTable, SegmentMeta};
 use crate::log::reader::RecordReader;
 use crate::log::writer::{Appended, LogWriter};
 use crate::log::LogPos;
-use crate::model::{Job, JobKey};
+use crate::model::{Job, JobKey, JobState};
 
 pub(crate) struct Writer {
     /// The log tail; `None` for a read-only store.
@@ -111,10 +111,10 @@ impl Writer {
         find_in_segments(&self.segments, key.project, key.local())
     }
 
-    /// The current version of a job.
+    /// The current version of a job (none once the retention purged it).
     pub fn load(&self, key: JobKey) -> Result<Option<Job>> {
         match self.find(key) {
-            Some(f) => Ok(Some(self.reader.read(f.loc())?)),
+            Some(f) => Ok(Some(self.reader.read(f.loc())?).filter(|j| j.state != JobState::Purged)),
             None => Ok(None),
         }
     }
@@ -218,6 +218,39 @@ impl Writer {
             self.apply(job, LogPos { segment: a.pos.segment, offset: base + *off as u64 }.pack());
         }
         Ok((jobs.len() as u64, payload.len() as u64))
+    }
+
+    /// Purge the deleted jobs of `batch` (each a key and where its current version
+    /// was found) that are still there and deleted since before `cutoff`: one
+    /// jobs frame of tombstones (state purged, the deletion time kept, nothing
+    /// else). Returns how many were purged. The retention's write.
+    pub fn purge(&mut self, batch: &[(JobKey, u64)], cutoff: u64, durable_seq: u64) -> Result<u64> {
+        let mut tombstones = Vec::new();
+        for &(key, loc) in batch {
+            if self.find(key).map(|f| f.loc()) != Some(loc) {
+                continue;
+            }
+            let job = self.reader.read(loc)?;
+            let deleted_at = job.times[JobState::Deleted as usize];
+            if job.state != JobState::Deleted || deleted_at.is_none_or(|t| t >= cutoff) {
+                continue;
+            }
+            let mut times = [None; 4];
+            times[JobState::Deleted as usize] = deleted_at;
+            tombstones.push(Job {
+                key,
+                state: JobState::Purged,
+                priority: 0,
+                times,
+                order_seq: self.next_seq + tombstones.len() as u64,
+                tags: Vec::new(),
+                unique: None,
+                meta: crate::model::MetaDoc::new(),
+            });
+        }
+        // Each purged job's version before its tombstone was deleted.
+        self.append_jobs(&tombstones, &vec![Prev::State(JobState::Deleted); tombstones.len()], 0, durable_seq)?;
+        Ok(tombstones.len() as u64)
     }
 
     /// Append a catalog frame: every spider and its next job id.

@@ -29,7 +29,8 @@ import struct
 import sys
 import zlib
 
-STATES = ("pending", "running", "finished", "deleted")
+STATES = ("pending", "running", "finished", "deleted", "purged")   # 4: a tombstone (log.md)
+PURGED = 4
 TIME_FIELDS = ("pending_time", "running_time", "finished_time", "deleted_time")
 KIND_JOBS, KIND_SPIDER, KIND_CATALOG, KIND_COMMIT = 1, 2, 3, 4
 KIND_NAMES = {1: "jobs", 2: "spider", 3: "catalog", 4: "commit"}
@@ -216,7 +217,7 @@ class Record:
 
     @property
     def ts(self):
-        return self.times[self.state]
+        return self.times[3 if self.state == PURGED else self.state]
 
     @property
     def skey(self):
@@ -245,17 +246,17 @@ def _decode_body(b, what):
     times = b.un("<4Q", 32, f"{what}: times")
     if project < 1 or spider < 1 or job < 1:
         b.fail(0, f"{what}: key {project}/{spider}/{job}: ids must be >= 1")
-    if state > 3:
+    if state > PURGED:
         b.fail(12, f"{what}: state {state} is unknown")
     if mask & ~0x0F:
         b.fail(13, f"{what}: times mask 0x{mask:02x} has bits beyond 0..3")
-    if not mask & (1 << state):
+    if not mask & (1 << (3 if state == PURGED else state)):
         b.fail(13, f"{what}: times mask 0x{mask:02x} lacks the bit of its state ({STATES[state]})")
     if flags & ~1:
         b.fail(14, f"{what}: flags 0x{flags:02x} have reserved bits set")
-    # log.md: 0 not recorded, 1 + the previous version's state, 5 none (the version created the job)
-    if prev > 5:
-        b.fail(15, f"{what}: previous state {prev} is unknown (0 to 5)")
+    # log.md: 0 not recorded, 1 none (the version created the job), 2 + the previous version's state
+    if prev > 2 + PURGED:
+        b.fail(15, f"{what}: previous state {prev} is unknown (0 to {2 + PURGED})")
     for i in range(4):
         if not mask & (1 << i) and times[i] != 0:
             b.fail(32 + 8 * i, f"{what}: {TIME_FIELDS[i]} is {times[i]} but its mask bit is clear")
@@ -1009,8 +1010,8 @@ def decode_section(b, project, n_docs):
             b.fail(eo, f"{what}: dictionary not in (field, term bytes) order at entry {i}")
         prev = k
         tw = f"{what} {FIELD_NAMES[field]} term {term!r}"
-        if field == FIELD_STATE and (tl != 1 or term[0] > 3):
-            b.fail(blob_off + toff, f"{tw}: a state term is one byte 0..3")
+        if field == FIELD_STATE and (tl != 1 or term[0] > PURGED):
+            b.fail(blob_off + toff, f"{tw}: a state term is one byte 0..4")
         if field == FIELD_SPIDER and (tl != 4 or term == b"\0\0\0\0"):
             b.fail(blob_off + toff, f"{tw}: a spider term is a u32 id >= 1")
         if field == FIELD_PRIORITY and tl != 8:
@@ -1326,7 +1327,8 @@ class Store:
     def live_records(self):
         out = [self.read_doc(ix, s, d) for ix, s, d in self.live_docs()]
         out.extend(self.tail.values())
-        return out
+        # log.md "tombstone": a purged job answers nowhere
+        return [r for r in out if r.state != PURGED]
 
     def next_jobs(self):
         """{(project, spider): next job id} (log.md "Catalog"): the last chain index's catalog, then
@@ -1371,9 +1373,11 @@ class Store:
             s = ix.sections.get(project)
             if s is None:
                 continue
-            gone = sup[project]
+            purged = s.terms.get((FIELD_STATE, bytes([PURGED])))
+            gone = sup[project] | (set(purged.docs) if purged else set())
             streams.append([(-s.ts[d], -s.seq[d], s.key[d]) for d in range(s.n) if d not in gone])
-        streams.append(sorted((-r.ts, -r.order_seq, r.skey) for r in self.tail.values() if r.project == project))
+        streams.append(sorted((-r.ts, -r.order_seq, r.skey) for r in self.tail.values()
+                              if r.project == project and r.state != PURGED))
         return [f"{project}/{k >> 32}/{k & 0xFFFFFFFF}" for _, _, k in heapq.merge(*streams)]
 
     def count(self, project, state, tag=None):
@@ -1543,9 +1547,9 @@ def cmd_check(root):
 # --------------------------------------------------------------------------- CLI
 
 def parse_state(s):
-    if s in STATES:
+    if s in STATES[:PURGED]:
         return STATES.index(s)
-    raise ValueError(f"unknown state {s!r} (one of {', '.join(STATES)})")
+    raise ValueError(f"unknown state {s!r} (one of {', '.join(STATES[:PURGED])})")
 
 
 def main(argv):

@@ -447,38 +447,38 @@ def test_unknown_current_version_refused(tmp, fx):
 
 
 def test_prev_names_the_previous_version(tmp, fx):
-    """log.md, job record byte 15: 0 (not recorded) in versions 1 and 2; in version 3, 5 for the
-    version that created its job, else 1 + the state of the key's record just before it."""
+    """log.md, job record byte 15: 0 (not recorded) in versions 1 and 2; in version 3, 1 for the
+    version that created its job, else 2 + the state of the key's record just before it."""
     recs = [r for f in log_frames(fx.store) if f["kind"] == 1 for r in f["recs"]]
     if fx.version < 3:
         assert all(r["prev"] == 0 for r in recs), "a record of format 1 or 2 names a previous state"
         return f"{len(recs)} records, prev 0"
     last = {}
     for r in recs:
-        want = 5 if r["key"] not in last else 1 + last[r["key"]]
+        want = 1 if r["key"] not in last else 2 + last[r["key"]]
         assert r["prev"] == want, f"record {r['key']} at seq {r['seq']}: prev {r['prev']}, expected {want}"
         last[r["key"]] = r["state"]
-    created = sum(r["prev"] == 5 for r in recs)
+    created = sum(r["prev"] == 1 for r in recs)
     return f"{len(recs)} records, {created} creating their job, the rest naming the state before"
 
 
 @versions(3)
 def test_unknown_prev_is_corruption(tmp, fx):
-    """log.md: a previous-state byte above 5 is damage, even with every checksum right."""
+    """log.md: a previous-state byte above 6 is damage, even with every checksum right."""
     store = fresh_copy(tmp, fx)
     seg = segments(store)[0]
     f = [f for f in raw_frames(seg) if f["kind"] == 1][0]
     r = f["recs"][0]
     with open(seg, "rb") as fh:
         data = bytearray(fh.read())
-    data[r["off"] + 8 + 15] = 6
+    data[r["off"] + 8 + 15] = 7
     data[r["off"] + 4:r["off"] + 8] = struct.pack("<I", mcrc(bytes(data[r["off"] + 8:r["end"]])))
     data[f["off"]:f["off"] + 4] = struct.pack("<I", mcrc(bytes(data[f["off"] + 4:f["end"]])))
     with open(seg, "wb") as fh:
         fh.write(bytes(data))
     rc, _, err = run_in(store, "check")
-    assert rc == 1 and "previous state 6" in err and os.path.basename(seg) in err and "corruption" in err, err
-    return f"prev 6 at {os.path.basename(seg)}:{r['off'] + 23} refused"
+    assert rc == 1 and "previous state 7" in err and os.path.basename(seg) in err and "corruption" in err, err
+    return f"prev 7 at {os.path.basename(seg)}:{r['off'] + 23} refused"
 
 
 @versions()

@@ -1,8 +1,8 @@
 //! Format fixtures: a small store written by each format version, committed under
 //! tests/fixtures/v<N>/store with its export. Every build must read them all and
-//! answer the same. `cargo test --test fixtures -- --ignored write_v2` rewrites the
+//! answer the same. `cargo test --test fixtures -- --ignored write_v3` rewrites the
 //! current one (only when the format changes: then add v<N+1>, keep the others).
-//! A v1 store also takes writes (continuing in a segment of the current version) and compacts into it.
+//! v1 and v2 stores also take writes (continuing in a v3 segment) and compact into v3.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -13,6 +13,7 @@ use jobq::{Options, Store};
 
 const V1: &str = "tests/fixtures/v1";
 const V2: &str = "tests/fixtures/v2";
+const V3: &str = "tests/fixtures/v3";
 
 fn export(store: &Store) -> String {
     let mut out = Vec::new();
@@ -20,11 +21,12 @@ fn export(store: &Store) -> String {
     String::from_utf8(out).unwrap()
 }
 
-/// The history every fixture holds (format 1 wrote v1's; this build writes v2's).
+/// The history every fixture holds (format 1 wrote v1's, format 2 v2's; this build
+/// writes v3's, whose records name the previous state).
 #[test]
 #[ignore = "rewrites the committed fixture of the current format"]
-fn write_v2() {
-    let dir = Path::new(V2).join("store");
+fn write_v3() {
+    let dir = Path::new(V3).join("store");
     let _ = std::fs::remove_dir_all(&dir);
     let clock = Arc::new(ManualClock::new(1_700_000_000_000));
     // Small segments: the fixture has several, each with its durable mark.
@@ -61,7 +63,7 @@ fn write_v2() {
     store.import(&mut import.as_bytes(), &mut |_| {}).unwrap();
     clock.advance(1000);
     store.push(53, &[parse_push(r#"{"spider":"tail","note":"not indexed"}"#).unwrap()], None).unwrap();
-    std::fs::write(Path::new(V2).join("export.jsonl"), export(&store)).unwrap();
+    std::fs::write(Path::new(V3).join("export.jsonl"), export(&store)).unwrap();
     // Leave the last write unindexed, as after a crash.
     std::mem::forget(store);
 }
@@ -84,12 +86,14 @@ fn v1_store_reads_the_same() {
 #[test]
 fn v2_store_reads_the_same() {
     reads_the_same(V2);
-    let gen = Path::new(V2).join("store/gen-0000000000000001");
-    let segments = std::fs::read_dir(&gen)
-        .unwrap()
-        .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "jql"))
-        .count();
-    assert!(segments >= 2, "the v2 fixture has several segments");
+    assert!(segment_versions(&Path::new(V2).join("store")).len() >= 2, "the v2 fixture has several segments");
+}
+
+#[test]
+fn v3_store_reads_the_same() {
+    reads_the_same(V3);
+    let versions = segment_versions(&Path::new(V3).join("store"));
+    assert!(versions.len() >= 2 && versions.iter().all(|v| *v == 3), "{versions:?}");
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -118,30 +122,35 @@ fn segment_versions(store: &Path) -> Vec<u32> {
 }
 
 #[test]
-fn a_v1_store_takes_writes_in_new_segments_and_compacts_to_the_current_version() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("store");
-    copy_dir(&Path::new(V1).join("store"), &dir);
-    let opts = || Options { background: false, create: false, ..Options::default() };
-    let store = Store::open(&dir, opts()).unwrap();
-    store.push(53, &[parse_push(r#"{"spider":"after-upgrade"}"#).unwrap()], None).unwrap();
-    let want = export(&store);
-    store.close().unwrap();
-    assert_eq!(segment_versions(&dir), vec![1, 3], "the v1 segment is sealed, writes go to a v3 one");
-    let store = Store::open(&dir, opts()).unwrap();
-    assert_eq!(export(&store), want);
-    drop(store);
-    jobq::store::compact(&dir, opts(), None, &mut |_, _| {}).unwrap();
-    assert!(segment_versions(&dir).iter().all(|v| *v == 3), "{:?}", segment_versions(&dir));
-    assert_eq!(export(&Store::open(&dir, opts()).unwrap()), want);
-    assert!(jobq::store::check(&dir, std::sync::Arc::new(jobq::fs::RealFs)).unwrap().is_clean());
+fn older_stores_take_writes_in_v3_segments_and_compact_to_v3() {
+    for fixture in [V1, V2] {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("store");
+        copy_dir(&Path::new(fixture).join("store"), &dir);
+        let before = segment_versions(&dir);
+        let opts = || Options { background: false, create: false, ..Options::default() };
+        let store = Store::open(&dir, opts()).unwrap();
+        store.push(53, &[parse_push(r#"{"spider":"after-upgrade"}"#).unwrap()], None).unwrap();
+        let want = export(&store);
+        store.close().unwrap();
+        let mut after = before.clone();
+        after.push(3);
+        assert_eq!(segment_versions(&dir), after, "{fixture}: the old segment is sealed, writes go to a v3 one");
+        let store = Store::open(&dir, opts()).unwrap();
+        assert_eq!(export(&store), want);
+        drop(store);
+        jobq::store::compact(&dir, opts(), None, &mut |_, _| {}).unwrap();
+        assert!(segment_versions(&dir).iter().all(|v| *v == 3), "{:?}", segment_versions(&dir));
+        assert_eq!(export(&Store::open(&dir, opts()).unwrap()), want);
+        assert!(jobq::store::check(&dir, std::sync::Arc::new(jobq::fs::RealFs)).unwrap().is_clean());
+    }
 }
 
 #[test]
 fn a_segment_of_a_future_version_is_refused_clearly() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("store");
-    copy_dir(&Path::new(V2).join("store"), &dir);
+    copy_dir(&Path::new(V3).join("store"), &dir);
     let seg = dir.join("gen-0000000000000001/log-0000000001.jql");
     let mut bytes = std::fs::read(&seg).unwrap();
     bytes[8..12].copy_from_slice(&4u32.to_le_bytes());

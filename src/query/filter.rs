@@ -73,7 +73,7 @@ pub const MAX_TAG_FILTERS: usize = 100;
 /// Most distinct `jobmeta` names of one request.
 pub const MAX_JOBMETA: usize = 256;
 
-fn number(name: &str, v: &str) -> Result<u64> {
+pub(crate) fn number(name: &str, v: &str) -> Result<u64> {
     let t = v.trim();
     if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
         return t.parse::<u64>().map_err(|_| Error::field(name, format!("{t} is too large (at most {})", u64::MAX)));

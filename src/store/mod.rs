@@ -6,6 +6,7 @@ pub mod catalog;
 mod check;
 mod commit;
 mod compact;
+mod feed;
 pub mod fields;
 mod import;
 mod import_line;
@@ -35,6 +36,7 @@ use parking_lot::Mutex;
 pub use backup::{backup, BackupReport};
 pub use check::{check, CheckReport, Finding};
 pub use compact::{compact, CompactReport};
+pub use feed::{Change, FeedFrom, FeedMark, FeedPage, MAX_SCAN_BYTES};
 pub use import::ImportReport;
 pub use metrics::{EngineMetrics, Health, Poison};
 pub use open::OpenReport;
@@ -144,6 +146,8 @@ pub(crate) struct Inner {
     pub tokens: Arc<tokens::JobTokens>,
     /// Figures kept for [`Store::metrics`].
     pub counters: metrics::EngineCounters,
+    /// Log positions the change feed learnt.
+    pub feed: crate::log::cursor::SeqIndex,
 }
 
 /// An open jobq store: one data directory, written by one process at a time
@@ -229,6 +233,7 @@ impl Store {
             lock: Mutex::new(o.lock),
             tokens,
             counters,
+            feed: Default::default(),
             opts,
         });
         let store = Store { inner };

@@ -9,5 +9,6 @@ mod pyenv;
 mod auth;
 mod endpoints;
 mod errors;
+mod feed;
 mod metrics;
 mod writes;

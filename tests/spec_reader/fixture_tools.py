@@ -255,7 +255,7 @@ def decode_body(body):
         p += 2 + ul
     (dl,) = struct.unpack_from("<I", body, p)
     return {"project": project, "spider": spider, "job": job, "state": state, "priority": prio,
-            "order_seq": oseq, "ts": times[state], "tags": tags, "unique": unique,
+            "order_seq": oseq, "ts": times[3 if state == 4 else state], "tags": tags, "unique": unique,
             "doc": body[p + 4:p + 4 + dl].decode(), "key": f"{project}/{spider}/{job}", "prev": prev}
 
 

@@ -2,10 +2,10 @@
 //! tests/fixtures/v<N>/store with its export. Every build must read them all and
 //! answer the same. `cargo test --test fixtures -- --ignored write_v4` rewrites the
 //! current one (only when the format changes: then add v<N+1>, keep the others).
-//! A v1 store also takes writes (continuing in a segment of the current version)
-//! and compacts into it. The index files of v1 and v2 are of index version 1,
-//! which this build sets aside and rebuilds from the log: those fixtures are read
-//! from their logs.
+//! v1 and v2 stores also take writes (continuing in a v3 segment) and compact into v3.
+//! The index files of v1 to v3 are of index version 1, which this build sets aside
+//! (a writable open rebuilds them from the log): those fixtures are read from their
+//! logs; v4's index files answer, close_reason filters included.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -16,6 +16,7 @@ use jobq::{Options, Store};
 
 const V1: &str = "tests/fixtures/v1";
 const V2: &str = "tests/fixtures/v2";
+const V3: &str = "tests/fixtures/v3";
 const V4: &str = "tests/fixtures/v4";
 
 fn export(store: &Store) -> String {
@@ -24,8 +25,9 @@ fn export(store: &Store) -> String {
     String::from_utf8(out).unwrap()
 }
 
-/// The history every fixture holds (format 1 wrote v1's, format 2 v2's; this build
-/// writes v4's, whose close_reason values vary where the older ones say "ok").
+/// The history every fixture holds (format 1 wrote v1's, format 2 v2's, format 3
+/// v3's, whose records name the previous state; this build writes v4's, whose
+/// close_reason values vary where the older ones say "ok").
 #[test]
 #[ignore = "rewrites the committed fixture of the current format"]
 fn write_v4() {
@@ -100,12 +102,14 @@ fn v1_store_reads_the_same() {
 #[test]
 fn v2_store_reads_the_same() {
     reads_the_same(V2, false);
-    let gen = Path::new(V2).join("store/gen-0000000000000001");
-    let segments = std::fs::read_dir(&gen)
-        .unwrap()
-        .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "jql"))
-        .count();
-    assert!(segments >= 2, "the v2 fixture has several segments");
+    assert!(segment_versions(&Path::new(V2).join("store")).len() >= 2, "the v2 fixture has several segments");
+}
+
+#[test]
+fn v3_store_reads_the_same() {
+    reads_the_same(V3, false);
+    let versions = segment_versions(&Path::new(V3).join("store"));
+    assert!(versions.len() >= 2 && versions.iter().all(|v| *v == 3), "{versions:?}");
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -137,6 +141,8 @@ fn segment_versions(store: &Path) -> Vec<u32> {
 fn v4_store_reads_the_same_and_answers_close_reason_from_its_index() {
     use jobq::query::Filter;
     let store = reads_the_same(V4, true);
+    let versions = segment_versions(&Path::new(V4).join("store"));
+    assert!(versions.len() >= 2 && versions.iter().all(|v| *v == 3), "{versions:?}");
     let snap = store.snapshot();
     let count = |p: u32, reasons: &[&str]| {
         let f = Filter { close_reasons: reasons.iter().map(|r| r.to_string()).collect(), ..Filter::default() };
@@ -171,24 +177,30 @@ fn v4_store_reads_the_same_and_answers_close_reason_from_its_index() {
 
 #[test]
 fn an_older_index_version_is_rebuilt_by_a_writable_open_and_checks_clean() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("store");
-    copy_dir(&Path::new(V2).join("store"), &dir);
-    let report = jobq::store::check(&dir, std::sync::Arc::new(jobq::fs::RealFs)).unwrap();
-    assert!(report.is_clean(), "{:?}", report.findings);
-    assert_eq!(report.notes.iter().filter(|n| n.contains("index format version 1")).count(), 2, "{:?}", report.notes);
-    let opts = || Options { background: false, create: false, ..Options::default() };
-    let store = Store::open(&dir, opts()).unwrap();
-    assert_eq!(store.report().discarded.len(), 2);
-    let want = std::fs::read_to_string(Path::new(V2).join("export.jsonl")).unwrap();
-    assert_eq!(export(&store), want);
-    store.close().unwrap();
-    let store = Store::open(&dir, opts()).unwrap();
-    assert!(store.report().discarded.is_empty() && !store.report().indexes.is_empty(), "{:?}", store.report());
-    assert_eq!(export(&store), want);
-    drop(store);
-    let report = jobq::store::check(&dir, std::sync::Arc::new(jobq::fs::RealFs)).unwrap();
-    assert!(report.is_clean() && report.notes.is_empty(), "{report:?}");
+    // v2: the open also continues the log in a new v3 segment; an index of the
+    // tail closed without a write ends in the older segment (its log_end).
+    for fixture in [V2, V3] {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("store");
+        copy_dir(&Path::new(fixture).join("store"), &dir);
+        let report = jobq::store::check(&dir, std::sync::Arc::new(jobq::fs::RealFs)).unwrap();
+        assert!(report.is_clean(), "{fixture}: {:?}", report.findings);
+        let notes = report.notes.iter().filter(|n| n.contains("index format version 1")).count();
+        assert_eq!(notes, 2, "{fixture}: {:?}", report.notes);
+        let opts = || Options { background: false, create: false, ..Options::default() };
+        let store = Store::open(&dir, opts()).unwrap();
+        assert_eq!(store.report().discarded.len(), 2, "{fixture}");
+        let want = std::fs::read_to_string(Path::new(fixture).join("export.jsonl")).unwrap();
+        assert_eq!(export(&store), want, "{fixture}");
+        store.close().unwrap();
+        let store = Store::open(&dir, opts()).unwrap();
+        let r = store.report();
+        assert!(r.discarded.is_empty() && !r.indexes.is_empty(), "{fixture}: the rebuilt files serve: {r:?}");
+        assert_eq!(export(&store), want, "{fixture}");
+        drop(store);
+        let report = jobq::store::check(&dir, std::sync::Arc::new(jobq::fs::RealFs)).unwrap();
+        assert!(report.is_clean() && report.notes.is_empty(), "{fixture}: {report:?}");
+    }
 }
 
 #[test]
@@ -216,30 +228,35 @@ fn a_damaged_index_file_of_the_older_version_is_damage_not_a_note() {
 }
 
 #[test]
-fn a_v1_store_takes_writes_in_new_segments_and_compacts_to_the_current_version() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("store");
-    copy_dir(&Path::new(V1).join("store"), &dir);
-    let opts = || Options { background: false, create: false, ..Options::default() };
-    let store = Store::open(&dir, opts()).unwrap();
-    store.push(53, &[parse_push(r#"{"spider":"after-upgrade"}"#).unwrap()], None).unwrap();
-    let want = export(&store);
-    store.close().unwrap();
-    assert_eq!(segment_versions(&dir), vec![1, 3], "the v1 segment is sealed, writes go to a v3 one");
-    let store = Store::open(&dir, opts()).unwrap();
-    assert_eq!(export(&store), want);
-    drop(store);
-    jobq::store::compact(&dir, opts(), None, &mut |_, _| {}).unwrap();
-    assert!(segment_versions(&dir).iter().all(|v| *v == 3), "{:?}", segment_versions(&dir));
-    assert_eq!(export(&Store::open(&dir, opts()).unwrap()), want);
-    assert!(jobq::store::check(&dir, std::sync::Arc::new(jobq::fs::RealFs)).unwrap().is_clean());
+fn older_stores_take_writes_in_v3_segments_and_compact_to_v3() {
+    for fixture in [V1, V2] {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("store");
+        copy_dir(&Path::new(fixture).join("store"), &dir);
+        let before = segment_versions(&dir);
+        let opts = || Options { background: false, create: false, ..Options::default() };
+        let store = Store::open(&dir, opts()).unwrap();
+        store.push(53, &[parse_push(r#"{"spider":"after-upgrade"}"#).unwrap()], None).unwrap();
+        let want = export(&store);
+        store.close().unwrap();
+        let mut after = before.clone();
+        after.push(3);
+        assert_eq!(segment_versions(&dir), after, "{fixture}: the old segment is sealed, writes go to a v3 one");
+        let store = Store::open(&dir, opts()).unwrap();
+        assert_eq!(export(&store), want);
+        drop(store);
+        jobq::store::compact(&dir, opts(), None, &mut |_, _| {}).unwrap();
+        assert!(segment_versions(&dir).iter().all(|v| *v == 3), "{:?}", segment_versions(&dir));
+        assert_eq!(export(&Store::open(&dir, opts()).unwrap()), want);
+        assert!(jobq::store::check(&dir, std::sync::Arc::new(jobq::fs::RealFs)).unwrap().is_clean());
+    }
 }
 
 #[test]
 fn a_segment_of_a_future_version_is_refused_clearly() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("store");
-    copy_dir(&Path::new(V2).join("store"), &dir);
+    copy_dir(&Path::new(V3).join("store"), &dir);
     let seg = dir.join("gen-0000000000000001/log-0000000001.jql");
     let mut bytes = std::fs::read(&seg).unwrap();
     bytes[8..12].copy_from_slice(&4u32.to_le_bytes());

@@ -295,12 +295,18 @@ fn the_spec_reader_hides_purged_jobs_too() {
             .args(args)
             .output()
             .expect("python3 runs the spec reader");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap()
     };
     assert_eq!(reader(&["export"]), want);
     assert_eq!(reader(&["list", "1"]).lines().collect::<Vec<_>>(), listed_1);
     assert_eq!(reader(&["count", "1", "deleted"]).trim(), deleted.to_string());
+    reader(&["check"]);
 }
 
 /// More expired jobs than one purge write takes: all purged, a batch at a time.

@@ -51,7 +51,7 @@ fn forged_payload(n: usize, seq: u64, pad: usize) -> Vec<u8> {
             unique: None,
             meta: MetaDoc::new(),
         };
-        record::encode_job(&job, &mut out);
+        record::encode_job(&job, record::Prev::Created, &mut out);
     }
     out
 }

@@ -168,7 +168,7 @@ fn structured(data: &[u8]) {
             Body::Jobs(jobs) => {
                 let jobs = &jobs[..jobs.len().min(32)];
                 for j in jobs {
-                    record::encode_job(&j.to_job(), &mut p);
+                    record::encode_job(&j.to_job(), record::Prev::Created, &mut p);
                 }
                 let n = jobs.len() as u32;
                 let count = (n + u32::from(s.extra.unwrap_or(0))).max(1);

@@ -57,7 +57,7 @@ fn structured(data: &[u8]) {
     let mut buf = Vec::new();
     let mut ends = Vec::new();
     for j in jobs {
-        record::encode_job(&j.to_job(), &mut buf);
+        record::encode_job(&j.to_job(), record::Prev::Created, &mut buf);
         ends.push(buf.len());
     }
     let mut start = 0;

@@ -24,7 +24,7 @@ pub fn check_decoded_record(orig: &[u8], view: &JobView<'_>, used: usize) {
     let orig = &orig[..used];
     let job = view.to_job();
     let mut again = Vec::new();
-    record::encode_job(&job, &mut again);
+    record::encode_job(&job, view.prev, &mut again);
     let (view2, used2) = record::decode_job(&again).unwrap_or_else(|e| panic!("re-encoded record does not decode: {e:?}"));
     assert_eq!(used2, again.len(), "re-encoded record: length");
     assert_eq!(&view2, view, "decode(encode(decode(x))) != decode(x)");

@@ -5,10 +5,11 @@
 //! Answers are JSON lines ending with `\n`, never a blank line; an empty answer is
 //! an empty body. Errors are one line `{"error": "..."}`.
 
+pub mod changes;
 mod read;
 pub mod route;
 mod rows;
-mod write;
+pub mod write;
 
 pub use route::{Method, Route, RouteError};
 pub use rows::{Cancel, Rows, CHUNK_BYTES};
@@ -112,24 +113,32 @@ pub struct Response {
     pub shape: Shape,
     /// The methods the path allows, for a `405`'s `Allow` header.
     pub allow: Option<&'static str>,
+    /// The change feed's position to pass as the next `since` (`X-Jobq-Seq`).
+    pub feed_position: Option<u64>,
 }
 
 impl Response {
     pub(crate) fn lines(body: Vec<u8>) -> Response {
-        Response { status: 200, body: Body::Full(body), shape: Shape::Lines, allow: None }
+        Response { status: 200, body: Body::Full(body), shape: Shape::Lines, allow: None, feed_position: None }
     }
 
     pub(crate) fn value(body: Vec<u8>) -> Response {
-        Response { status: 200, body: Body::Full(body), shape: Shape::Value, allow: None }
+        Response { status: 200, body: Body::Full(body), shape: Shape::Value, allow: None, feed_position: None }
     }
 
     pub(crate) fn stream(rows: Rows) -> Response {
-        Response { status: 200, body: Body::Stream(rows), shape: Shape::Lines, allow: None }
+        Response { status: 200, body: Body::Stream(rows), shape: Shape::Lines, allow: None, feed_position: None }
     }
 
     /// `{"error": message}` with `status`.
     pub fn error(status: u16, message: &str) -> Response {
-        Response { status, body: Body::Full(error_line(message)), shape: Shape::Value, allow: None }
+        Response {
+            status,
+            body: Body::Full(error_line(message)),
+            shape: Shape::Value,
+            allow: None,
+            feed_position: None,
+        }
     }
 
     /// The answer for a failed engine call: 400 for bad input, 5xx for faults.
@@ -202,6 +211,7 @@ pub fn respond(store: &Store, caller: &Caller, config: &Config, route: Route, re
             read::summary(store, project, spider, state, &params, config, &req.cancel)
         }
         (Method::Get, Route::JobSummary(p)) => read::jobsummary(store, p, &params, config, &req.cancel),
+        (Method::Get, Route::Changes(p)) => changes::changes(store, p, &params, config),
         (Method::Get, Route::Job(k)) => read::job(store, k),
         (Method::Get, Route::JobField(k, f)) => read::job_field(store, k, &f),
         (Method::Get, Route::SpiderId { project, name }) => read::spider_id(store, project, &name, &params),

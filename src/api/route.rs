@@ -17,6 +17,8 @@ pub enum Route {
         state: Option<JobState>,
     },
     JobSummary(u32),
+    /// `jobq/:pid/changes`: the change feed.
+    Changes(u32),
     Push(u32),
     Update(u32),
     StartJob(u32),
@@ -71,7 +73,8 @@ impl From<Error> for RouteError {
     }
 }
 
-const PROJECT_OPS: [&str; 8] = ["count", "list", "summary", "jobsummary", "push", "update", "startjob", "cancel"];
+const PROJECT_OPS: [&str; 9] =
+    ["count", "list", "summary", "jobsummary", "changes", "push", "update", "startjob", "cancel"];
 
 impl Route {
     /// The project the endpoint is about (none for `system/ts`).
@@ -80,6 +83,7 @@ impl Route {
             Route::Count(p)
             | Route::List(p)
             | Route::JobSummary(p)
+            | Route::Changes(p)
             | Route::Push(p)
             | Route::Update(p)
             | Route::StartJob(p)
@@ -97,6 +101,7 @@ impl Route {
             | Route::List(_)
             | Route::Summary { .. }
             | Route::JobSummary(_)
+            | Route::Changes(_)
             | Route::SpiderId { .. }
             | Route::ServerTime => "GET",
             Route::Push(_) | Route::Update(_) | Route::StartJob(_) | Route::Cancel(_) | Route::CancelJob(_) => "POST",
@@ -158,6 +163,7 @@ fn jobq(project: u32, rest: &[&str]) -> Result<Route, RouteError> {
         ["summary"] => Ok(Route::Summary { project, spider: None, state: None }),
         ["summary", st] => Ok(Route::Summary { project, spider: None, state: Some(state(st)?) }),
         ["jobsummary"] => Ok(Route::JobSummary(project)),
+        ["changes"] => Ok(Route::Changes(project)),
         ["push"] => Ok(Route::Push(project)),
         ["update"] => Ok(Route::Update(project)),
         ["startjob"] => Ok(Route::StartJob(project)),
@@ -244,6 +250,7 @@ mod tests {
         assert_eq!(ok("/jobs/53/7/81/close%20reason"), Route::JobField(JobKey::new(53, 7, 81), "close reason".into()));
         assert_eq!(ok("/ids/53/spider/a/b"), Route::SpiderId { project: 53, name: "a/b".into() });
         assert_eq!(ok("/system/ts"), Route::ServerTime);
+        assert_eq!(ok("/jobq/53/changes"), Route::Changes(53));
     }
 
     #[test]

@@ -70,26 +70,41 @@ pub(super) fn update(store: &Store, project: u32, body: &[u8], actor: Option<&st
 }
 
 /// The one JSON object of a body (blank lines around it allowed).
-fn one_object(body: &[u8], what: &str) -> Result<Option<String>, Refusal> {
+fn one_object(body: &[u8], what: &str) -> Result<Option<String>, Error> {
     let text = body_text(body)?;
     let mut objects = request::lines(text);
     let first = objects.next();
     if let Some((n, _)) = objects.next() {
-        return Err(Error::input(format!("{what} takes one JSON object, found another")).at_line(n).into());
+        return Err(Error::input(format!("{what} takes one JSON object, found another")).at_line(n));
     }
     Ok(first.map(|(_, l)| l.to_string()))
 }
 
 pub(super) fn start_job(store: &Store, project: u32, body: &[u8], actor: Option<&str>) -> Answer {
+    let changes = start_fields(body)?;
+    Ok(start(store, project, &changes, actor)?.unwrap_or_else(nothing_started))
+}
+
+/// The answer of a `startjob` that found nothing pending: an empty body.
+pub fn nothing_started() -> Response {
+    Response::value(Vec::new())
+}
+
+/// The fields a `startjob` body merges into the job it starts (`{}` when empty).
+pub fn start_fields(body: &[u8]) -> Result<Changes, Error> {
     let line = one_object(body, "startjob")?.unwrap_or_else(|| "{}".to_string());
     let fields = parse_input_object(&line).map_err(|e| e.at_line(1))?;
-    let changes = changes_from(&fields).map_err(|e| e.at_line(1))?;
+    changes_from(&fields).map_err(|e| e.at_line(1))
+}
+
+/// Start the next pending job of `project`: the answer (its whole metadata with
+/// `key` and `auth`), or `None` when nothing is pending.
+pub fn start(store: &Store, project: u32, changes: &Changes, actor: Option<&str>) -> Result<Option<Response>, Error> {
+    let Some(job) = store.start_next(project, changes, actor)? else { return Ok(None) };
     let mut out = Vec::new();
-    if let Some(job) = store.start_next(project, &changes, actor)? {
-        store.snapshot().render_metadata(&job, true, &mut out);
-        out.push(b'\n');
-    }
-    Ok(Response::value(out))
+    store.snapshot().render_metadata(&job, true, &mut out);
+    out.push(b'\n');
+    Ok(Some(Response::value(out)))
 }
 
 pub(super) fn cancel(store: &Store, project: u32, body: &[u8], params: &Params, actor: Option<&str>) -> Answer {

@@ -26,7 +26,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve the JobQ HTTP API.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Bulk-load jobs (JSON lines in the export format) as one transaction.
     Import(ImportArgs),
     /// Write every job (or one project's) as JSON lines: its whole metadata plus `key`.
@@ -247,7 +247,7 @@ pub fn main() -> ExitCode {
         Command::Compact(a) => ("compact", maintain::compact(a)),
         Command::Repair(a) => ("repair", maintain::repair(a)),
         Command::Backup(a) => ("backup", maintain::backup(a)),
-        Command::Serve(a) => ("serve", serve::run(a)),
+        Command::Serve(a) => ("serve", serve::run(*a)),
         Command::Import(a) => ("import", data::import(a)),
         Command::Export(a) => ("export", data::export(a)),
         Command::Query(a) => ("query", query::run(a)),

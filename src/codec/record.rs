@@ -9,7 +9,8 @@
 //! u8  state               0 pending, 1 running, 2 finished, 3 deleted
 //! u8  times_mask          bit i: times[i] present (pending, running, finished, deleted)
 //! u8  flags               bit 0: unique present
-//! u8  reserved            0
+//! u8  prev                the job's state before this version: 0 not recorded
+//!                         (format 2 and before), 1 none (created), 2 + state code
 //! i64 priority
 //! u64 order_seq
 //! u64 times[4]            0 where absent
@@ -26,6 +27,38 @@ use crate::model::{Job, JobKey, JobState, MetaDoc};
 /// Fixed bytes of a record body before the tags.
 pub const RECORD_FIXED: usize = 4 * 3 + 4 + 8 + 8 + 8 * 4 + 2;
 const FLAG_UNIQUE: u8 = 1;
+/// Offset of the `prev` byte in a record (from the record's start, its length field).
+pub const PREV_AT: usize = RECORD_PREFIX + 15;
+
+/// What a record says of the job's version before it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Prev {
+    /// Not recorded: the record was written by format 2 or before.
+    #[default]
+    Unrecorded,
+    /// This version created the job.
+    Created,
+    /// The state of the job's previous version.
+    State(JobState),
+}
+
+impl Prev {
+    pub fn code(self) -> u8 {
+        match self {
+            Prev::Unrecorded => 0,
+            Prev::Created => 1,
+            Prev::State(s) => 2 + s.code(),
+        }
+    }
+
+    pub fn from_code(code: u8) -> Option<Prev> {
+        match code {
+            0 => Some(Prev::Unrecorded),
+            1 => Some(Prev::Created),
+            c => JobState::from_code(c - 2).map(Prev::State),
+        }
+    }
+}
 
 /// A record decoded without copying: borrowed strings.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -38,12 +71,15 @@ pub struct JobView<'a> {
     pub tags: Vec<&'a str>,
     pub unique: Option<&'a str>,
     pub doc: &'a str,
+    /// What the record says of the job's previous version.
+    pub prev: Prev,
 }
 
 impl<'a> JobView<'a> {
-    /// A view of an owned job.
+    /// A view of an owned job (its previous version not recorded).
     pub fn of(job: &'a Job) -> JobView<'a> {
         JobView {
+            prev: Prev::Unrecorded,
             key: job.key,
             state: job.state,
             priority: job.priority,
@@ -123,10 +159,11 @@ pub struct RecordHead<'a> {
     pub order_seq: u64,
     pub tags: &'a [&'a str],
     pub unique: Option<&'a str>,
+    pub prev: Prev,
 }
 
 /// Append one record. Lengths must fit their fields (checked by input validation).
-pub fn encode_job(job: &Job, out: &mut Vec<u8>) {
+pub fn encode_job(job: &Job, prev: Prev, out: &mut Vec<u8>) {
     let tags: Vec<&str> = job.tags.iter().map(String::as_str).collect();
     let head = RecordHead {
         key: job.key,
@@ -136,6 +173,7 @@ pub fn encode_job(job: &Job, out: &mut Vec<u8>) {
         order_seq: job.order_seq,
         tags: &tags,
         unique: job.unique.as_deref(),
+        prev,
     };
     encode_parts(&head, out, |out| out.extend_from_slice(job.meta.as_str().as_bytes()));
 }
@@ -156,7 +194,7 @@ pub fn encode_parts(h: &RecordHead<'_>, out: &mut Vec<u8>, doc: impl FnOnce(&mut
     let mask = h.times.iter().enumerate().fold(0u8, |m, (i, t)| if t.is_some() { m | (1 << i) } else { m });
     out.push(mask);
     out.push(if h.unique.is_some() { FLAG_UNIQUE } else { 0 });
-    out.push(0);
+    out.push(h.prev.code());
     out.write_i64::<LE>(h.priority).unwrap();
     let seq_at = out.len();
     out.write_u64::<LE>(h.order_seq).unwrap();
@@ -228,10 +266,10 @@ fn decode_body<'a>(r: &mut ByteReader<'a>) -> Result<JobView<'a>, DecodeError> {
     let state = JobState::from_code(r.u8("state")?).ok_or_else(|| DecodeError::new(state_at, "unknown state code"))?;
     let mask = r.u8("times mask")?;
     let flags = r.u8("flags")?;
-    let reserved = r.u8("reserved")?;
-    if mask & !0xF != 0 || flags & !FLAG_UNIQUE != 0 || reserved != 0 {
-        return Err(DecodeError::new(state_at, "unknown bits in mask, flags or reserved byte"));
-    }
+    let prev = Prev::from_code(r.u8("prev")?);
+    let Some(prev) = prev.filter(|_| mask & !0xF == 0 && flags & !FLAG_UNIQUE == 0) else {
+        return Err(DecodeError::new(state_at, "unknown bits in mask or flags, or an unknown previous state"));
+    };
     if mask & (1 << state.time_slot()) == 0 {
         return Err(DecodeError::new(state_at, "the time of the current state is missing"));
     }
@@ -256,7 +294,7 @@ fn decode_body<'a>(r: &mut ByteReader<'a>) -> Result<JobView<'a>, DecodeError> {
     if !(doc.starts_with('{') && doc.ends_with('}')) {
         return Err(DecodeError::new(doc_at, "the document is not a JSON object"));
     }
-    Ok(JobView { key: JobKey { project, spider, job }, state, priority, times, order_seq, tags, unique, doc })
+    Ok(JobView { key: JobKey { project, spider, job }, state, priority, times, order_seq, tags, unique, doc, prev })
 }
 
 /// Decode every record of a jobs payload that holds `count` records.
@@ -380,18 +418,28 @@ mod tests {
     fn job_round_trip() {
         let job = sample();
         let mut buf = Vec::new();
-        encode_job(&job, &mut buf);
-        encode_job(&job, &mut buf);
-        let all = decode_jobs(&buf, 2).unwrap();
-        assert_eq!(all.len(), 2);
+        let prevs = [Prev::Unrecorded, Prev::Created, Prev::State(JobState::Pending), Prev::State(JobState::Purged)];
+        for p in prevs {
+            encode_job(&job, p, &mut buf);
+        }
+        let all = decode_jobs(&buf, 4).unwrap();
+        assert_eq!(all.len(), 4);
+        assert_eq!(buf[PREV_AT], 0);
         assert_eq!(all[1].1.to_job(), job);
         assert_eq!(all[0].1.ts(), 30);
+        assert_eq!(all.iter().map(|(_, v)| v.prev).collect::<Vec<_>>(), prevs);
+        // A previous state beyond the known codes is damage.
+        let mut bad = Vec::new();
+        encode_job(&job, Prev::Created, &mut bad);
+        bad[PREV_AT] = 7;
+        seal(&mut bad, 0);
+        assert!(decode_job(&bad).is_err());
     }
 
     #[test]
     fn truncations_and_garbage_never_panic() {
         let mut buf = Vec::new();
-        encode_job(&sample(), &mut buf);
+        encode_job(&sample(), Prev::Created, &mut buf);
         for cut in 0..buf.len() {
             assert!(decode_job(&buf[..cut]).is_err());
         }

@@ -3,6 +3,7 @@
 //! [`tail`] the segment being written, [`writer`] appends, [`scan`] reads frames,
 //! [`recovery`] decides what survives a crash.
 
+pub mod cursor;
 pub mod mark;
 pub mod reader;
 pub mod recovery;

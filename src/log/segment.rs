@@ -11,9 +11,11 @@
 //! ```
 //!
 //! Version 3 (written since format 3) is laid out as version 2; its job records
-//! may be tombstones (state 4, purged). Version 2 (format 2) keeps two durable-mark slots on the pages
-//! at 4096 and 8192 ([`super::mark`]); its frames start at 12288. Version 1 has
-//! no marks; its frames start right after the header, at 64.
+//! may be tombstones (state 4, purged) and may name the job's previous state (a
+//! byte versions 1 and 2 kept zero); older builds would refuse both as damage.
+//! Version 2 (format 2) keeps two durable-mark slots on the pages at 4096 and
+//! 8192 ([`super::mark`]); its frames start at 12288. Version 1 has no marks; its
+//! frames start right after the header, at 64.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -37,7 +39,7 @@ pub const MAX_SEGMENT_BYTES: u64 = 3 << 30;
 /// A decoded segment header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SegmentHeader {
-    /// Format version of the file: 1 (no durable marks) or 2.
+    /// Format version of the file: 1 (no durable marks), 2 or 3.
     pub version: u32,
     pub number: u32,
     pub generation: u64,

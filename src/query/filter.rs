@@ -78,8 +78,14 @@ impl Filter {
 
     /// Does a job with this close_reason term pass the `close_reason` filter?
     pub fn matches_close_reason(&self, term: Option<&str>) -> bool {
-        self.close_reasons.is_empty() || term.is_some_and(|t| self.close_reasons.iter().any(|c| c == t))
+        close_reason_passes(&self.close_reasons, term)
     }
+}
+
+/// Does a close_reason term pass a `close_reason` filter of these values (none:
+/// every job)?
+pub fn close_reason_passes(wanted: &[String], term: Option<&str>) -> bool {
+    wanted.is_empty() || term.is_some_and(|t| wanted.iter().any(|c| c == t))
 }
 
 /// Most distinct `key` values of one request (list, count, jobsummary).
@@ -92,7 +98,7 @@ pub const MAX_CLOSE_REASONS: usize = 100;
 /// Most distinct `jobmeta` names of one request.
 pub const MAX_JOBMETA: usize = 256;
 
-fn number(name: &str, v: &str) -> Result<u64> {
+pub(crate) fn number(name: &str, v: &str) -> Result<u64> {
     let t = v.trim();
     if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
         return t.parse::<u64>().map_err(|_| Error::field(name, format!("{t} is too large (at most {})", u64::MAX)));

@@ -1,6 +1,7 @@
 //! The query algebra: cursors over doc ids, their intersection, union and
 //! exclusion, and the planner that turns a JobQ filter into a cursor tree.
 
+pub mod changes;
 pub mod docset;
 pub mod exec;
 pub mod filter;
@@ -8,6 +9,7 @@ pub mod ops;
 pub mod plan;
 mod skip;
 
+pub use changes::ChangeFilter;
 pub use exec::Hit;
 pub use filter::{
     parse_query, Filter, Limits, Paging, Query, MAX_CLOSE_REASONS, MAX_JOBMETA, MAX_KEYS, MAX_TAG_FILTERS,

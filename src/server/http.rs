@@ -27,6 +27,7 @@ use super::body::{Held, Reply};
 use super::conn::Activity;
 use super::metrics::ServerMetrics;
 use super::ops::{self, Ops, OpsAnswer, Port, Target};
+use super::wait;
 use jobq::api::{self, Caller, Cancel, Route};
 use jobq::Store;
 
@@ -44,6 +45,8 @@ pub struct App {
     pub ops: Arc<Ops>,
     /// The listener this app answers on.
     pub port: Port,
+    /// The store's durable position, as group commit moves it (long polls park on it).
+    pub durable: tokio::sync::watch::Receiver<u64>,
 }
 
 /// An answer ready to send: whole, or a first chunk and the rows after it.
@@ -61,13 +64,18 @@ struct Whole {
     /// The request body was left unread: close the connection after answering.
     close: bool,
     content_type: &'static str,
+    /// The change feed's next `since` (`X-Jobq-Seq`).
+    position: Option<u64>,
 }
 
 impl Whole {
     fn new(status: u16, body: Vec<u8>) -> Whole {
-        Whole { status, body, allow: None, unauthorized: None, close: false, content_type: JSON_LINES }
+        Whole { status, body, allow: None, unauthorized: None, close: false, content_type: JSON_LINES, position: None }
     }
 }
+
+/// The header naming the change feed's next `since`.
+pub const FEED_POSITION_HEADER: &str = "x-jobq-seq";
 
 fn whole(status: u16, body: Vec<u8>) -> Prepared {
     Prepared::Whole(Whole::new(status, body))
@@ -86,7 +94,7 @@ fn from_api(resp: api::Response) -> Whole {
         // `admit` refuses with whole answers only.
         api::Body::Stream(rows) => rows.collect_bytes().unwrap_or_default(),
     };
-    Whole { allow: resp.allow, ..Whole::new(resp.status, body) }
+    Whole { allow: resp.allow, position: resp.feed_position, ..Whole::new(resp.status, body) }
 }
 
 /// Cancels the answer's rows when dropped, unless the rows went into a response.
@@ -181,6 +189,9 @@ pub async fn handle(app: Arc<App>, activity: &Arc<Activity>, req: hyper::Request
         if w.close {
             h.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
+        if let Some(seq) = w.position {
+            h.insert(FEED_POSITION_HEADER, HeaderValue::from(seq));
+        }
         if head_only {
             h.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
         }
@@ -242,6 +253,19 @@ async fn prepare(
         }
     };
     let query = parts.uri.query().unwrap_or("").to_string();
+    // Long polls wait here, on no thread; a malformed query string gets its 400 below.
+    if let Ok(params) = api::route::parse_query_string(&query) {
+        let waited = match route {
+            Route::Changes(p) => Some(wait::changes(app, p, &params).await),
+            Route::StartJob(p) if wait::waits(&route, &params) => {
+                Some(wait::startjob(app, &caller, p, &params, &bytes).await)
+            }
+            _ => None,
+        };
+        if let Some(resp) = waited {
+            return Prepared::Whole(from_api(resp));
+        }
+    }
     let path = path.to_string();
     let app2 = app.clone();
     let task = tokio::task::spawn_blocking(move || {
@@ -270,7 +294,9 @@ fn closing(p: Prepared) -> Prepared {
 fn answer(app: &App, caller: &Caller, route: Route, request: &api::Request<'_>) -> Prepared {
     let resp = api::respond(&app.store, caller, &app.config, route, request);
     match resp.body {
-        api::Body::Full(body) => Prepared::Whole(Whole { allow: resp.allow, ..Whole::new(resp.status, body) }),
+        api::Body::Full(body) => {
+            Prepared::Whole(Whole { allow: resp.allow, position: resp.feed_position, ..Whole::new(resp.status, body) })
+        }
         api::Body::Stream(mut rows) => match rows.next() {
             None => whole(resp.status, Vec::new()),
             Some(Err(e)) => whole(api::status_of(&e), api::error_line(&e.to_string())),

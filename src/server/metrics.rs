@@ -22,6 +22,7 @@ pub enum Endpoint {
     List,
     Summary,
     JobSummary,
+    Changes,
     Push,
     Update,
     StartJob,
@@ -40,11 +41,12 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
-    pub const ALL: [Endpoint; 17] = [
+    pub const ALL: [Endpoint; 18] = [
         Endpoint::Count,
         Endpoint::List,
         Endpoint::Summary,
         Endpoint::JobSummary,
+        Endpoint::Changes,
         Endpoint::Push,
         Endpoint::Update,
         Endpoint::StartJob,
@@ -67,6 +69,7 @@ impl Endpoint {
             Endpoint::List => "list",
             Endpoint::Summary => "summary",
             Endpoint::JobSummary => "jobsummary",
+            Endpoint::Changes => "changes",
             Endpoint::Push => "push",
             Endpoint::Update => "update",
             Endpoint::StartJob => "startjob",
@@ -98,6 +101,7 @@ impl Endpoint {
             Route::List(_) => Endpoint::List,
             Route::Summary { .. } => Endpoint::Summary,
             Route::JobSummary(_) => Endpoint::JobSummary,
+            Route::Changes(_) => Endpoint::Changes,
             Route::Push(_) => Endpoint::Push,
             Route::Update(_) => Endpoint::Update,
             Route::StartJob(_) => Endpoint::StartJob,

@@ -14,6 +14,7 @@ mod metrics;
 mod ops;
 mod prom;
 mod scrape;
+mod wait;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -157,6 +158,7 @@ async fn run(config: ServeConfig) -> Result<(), String> {
         "jobq serving"
     );
     let store = Arc::new(store);
+    let durable = wait::durable_watch(&store);
     let server_metrics = Arc::new(ServerMetrics::new(max_connections));
     let ops = Arc::new(Ops::new(config.metrics_key.as_deref(), metrics_listener.is_some()));
     let auth = Arc::new(config.auth);
@@ -170,6 +172,7 @@ async fn run(config: ServeConfig) -> Result<(), String> {
             metrics: server_metrics.clone(),
             ops: ops.clone(),
             port,
+            durable: durable.clone(),
         })
     };
     let api = app_on(Port::Api);

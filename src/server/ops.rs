@@ -29,6 +29,8 @@ pub struct Ops {
     started_unix: f64,
     /// The signal that started the shutdown, once one did.
     closing: Mutex<Option<&'static str>>,
+    /// Turns true with `closing`: long polls answer at once.
+    closing_tx: tokio::sync::watch::Sender<bool>,
     /// SHA-256 of `--metrics-key`.
     metrics_key: Option<[u8; 32]>,
     /// `/metrics` has a listener of its own.
@@ -42,6 +44,7 @@ impl Ops {
             started: Instant::now(),
             started_unix,
             closing: Mutex::new(None),
+            closing_tx: tokio::sync::watch::Sender::new(false),
             metrics_key: metrics_key.map(|k| auth::digest(k.as_bytes())),
             separate,
         }
@@ -50,6 +53,12 @@ impl Ops {
     /// The server is shutting down (on `signal`): `/health` says so from now on.
     pub fn begin_closing(&self, signal: &'static str) {
         self.closing.lock().get_or_insert(signal);
+        self.closing_tx.send_replace(true);
+    }
+
+    /// Turns true once the server is shutting down.
+    pub fn closing_watch(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.closing_tx.subscribe()
     }
 
     /// The signal the shutdown began with, while shutting down.
@@ -191,8 +200,10 @@ mod tests {
 
     fn app(sim: &SimFs) -> App {
         let opts = Options { fs: Arc::new(sim.clone()), background: false, ..Options::default() };
+        let store = Arc::new(Store::open("/db", opts).unwrap());
         App {
-            store: Arc::new(Store::open("/db", opts).unwrap()),
+            durable: crate::server::wait::durable_watch(&store),
+            store,
             auth: Arc::new(Auth::Open),
             config: jobq::api::Config::default(),
             max_body: 1 << 20,

@@ -8,6 +8,10 @@
 //!
 //! The leader times each fsync and counts the writes it made durable (writes
 //! are numbered as they are appended: the fsync covers those since the last).
+//!
+//! Whoever waits for durable writes without writing (a change feed's long poll)
+//! registers a [`DurableHook`]: it is called once per durable batch, after the
+//! version is published, with the new durable sequence number.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -36,6 +40,10 @@ struct SyncState {
     /// Writes known durable (by their number, as [`Pending::writes`]).
     synced_writes: u64,
 }
+
+/// Called with the durable sequence number each time it advances (it must be quick:
+/// it runs in the thread that synced, under the sync state's lock).
+pub type DurableHook = Box<dyn Fn(u64) + Send + Sync>;
 
 /// Upper bounds of the fsync-latency buckets, in nanoseconds (100 µs to 10 s).
 pub const FSYNC_BOUNDS_NS: [u64; 16] = [
@@ -72,6 +80,7 @@ pub struct Commit {
     /// The poison came from a full file system (ENOSPC, EDQUOT).
     disk_full: AtomicBool,
     published: RwLock<Arc<Version>>,
+    hooks: RwLock<Vec<DurableHook>>,
     /// fsyncs done (for tests and reports).
     pub syncs: AtomicU64,
     /// Group-commit fsyncs: how long each took (ns) ...
@@ -91,6 +100,7 @@ impl Commit {
             cause: Mutex::new(None),
             disk_full: AtomicBool::new(false),
             published: RwLock::new(version),
+            hooks: RwLock::new(Vec::new()),
             syncs: AtomicU64::new(0),
             fsync_ns: Histogram::new(&FSYNC_BOUNDS_NS),
             batch_writes: Histogram::new(&BATCH_BOUNDS),
@@ -106,6 +116,19 @@ impl Commit {
         let mut p = self.published.write();
         if v.seq >= p.seq {
             *p = v;
+        }
+    }
+
+    /// Call `hook` each time the durable sequence number advances.
+    pub fn on_durable(&self, hook: DurableHook) {
+        self.hooks.write().push(hook);
+    }
+
+    /// The durable sequence number advanced (the version is published).
+    fn tell_durable(&self) {
+        let seq = self.durable_seq();
+        for h in self.hooks.read().iter() {
+            h(seq);
         }
     }
 
@@ -178,6 +201,7 @@ impl Commit {
         }
         drop(s);
         self.publish(version);
+        self.tell_durable();
         self.cv.notify_all();
     }
 
@@ -213,6 +237,7 @@ impl Commit {
                     s.synced_writes = s.synced_writes.max(p.writes);
                     self.durable.fetch_max(p.version.seq, Ordering::AcqRel);
                     self.publish(p.version);
+                    self.tell_durable();
                 }
                 Err(err) => {
                     drop(s);

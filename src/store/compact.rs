@@ -3,7 +3,9 @@
 //!
 //! The new generation is written beside the live one: a catalog frame first (so no
 //! job or spider id is ever allocated again), then every kept job's current record,
-//! byte for byte, in the order the jobs entered their states; it is fsynced and
+//! byte for byte, in the order the jobs entered their states (in frames flagged
+//! relocated, with sequence numbers continuing the old generation's: the change
+//! feed's positions go on, and the copies are no changes); it is fsynced and
 //! indexed; then `CURRENT` is switched atomically, and only then is the old
 //! generation removed. A crash before the switch leaves the old store (the new
 //! directory is removed at the next open); after it, the new one.
@@ -14,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use super::layout;
 use super::{Options, Store};
-use crate::codec::frame::{FrameKind, HEADER_LEN as FRAME_HEADER};
+use crate::codec::frame::{FrameKind, FLAG_RELOCATED, HEADER_LEN as FRAME_HEADER};
 use crate::codec::record::{self, SpiderEntry};
 use crate::error::{Error, Result};
 use crate::fs::{self, FileSystem};
@@ -87,7 +89,8 @@ impl NewGeneration {
         if self.pending.is_empty() {
             return Ok(());
         }
-        let a = self.log.append(FrameKind::Jobs, 0, self.pending.len() as u32, 0, &self.payload)?;
+        // Copies of current versions: no change a feed reports (positions go on).
+        let a = self.log.append(FrameKind::Jobs, FLAG_RELOCATED, self.pending.len() as u32, 0, &self.payload)?;
         self.last_frame = a.pos;
         let base = a.pos.offset + FRAME_HEADER as u64;
         for (at, mut e) in self.pending.drain(..) {

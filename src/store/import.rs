@@ -17,13 +17,13 @@ use super::version::SegmentSlot;
 use super::writer::Writer;
 use super::{Inner, Snapshot};
 use crate::codec::frame::{FrameKind, FLAG_TXN};
-use crate::codec::record::{self, SpiderEntry};
+use crate::codec::record::{self, Prev, SpiderEntry};
 use crate::error::{Error, Result};
 use crate::fs::MappedBytes;
 use crate::hash::{FastMap, Interner};
 use crate::index::{build, DocEntry, IndexSegment, SegmentMeta};
 use crate::log::LogPos;
-use crate::model::JobKey;
+use crate::model::{JobKey, JobState};
 
 /// Jobs per frame during an import.
 const FRAME_JOBS: usize = 4096;
@@ -64,20 +64,37 @@ struct Bulk {
     reserves: bool,
 }
 
+/// What an imported key's newest imported version is: the `unique` value it
+/// holds (when active), and its state.
+type Imported = (Option<Arc<str>>, JobState);
+
 /// The `unique` rule across an import: an imported version may not be active
 /// with a value another active job holds, stored before or imported earlier.
 #[derive(Default)]
 struct Uniques {
-    /// Imported keys, with the value their imported version holds (when active).
-    imported: FastMap<(u32, u64), Option<Arc<str>>>,
+    /// Imported keys, with what their newest imported version is.
+    imported: FastMap<(u32, u64), Imported>,
     /// Imported active versions by the value they hold.
     held: FastMap<(u32, Arc<str>), u64>,
 }
 
 impl Uniques {
+    /// What the record of the imported version `e` names as the job's previous
+    /// version: an earlier line of this import, else the stored job, else none.
+    /// (Asked before `e` is admitted.)
+    fn previous(&self, w: &Writer, e: &DocEntry) -> Result<Prev> {
+        if let Some((_, s)) = self.imported.get(&(e.project, e.local)) {
+            return Ok(Prev::State(*s));
+        }
+        Ok(match w.load(JobKey::from_local(e.project, e.local))? {
+            Some(stored) => Prev::State(stored.state),
+            None => Prev::Created,
+        })
+    }
+
     fn admit(&mut self, w: &Writer, e: &DocEntry) -> Result<()> {
         let p = e.project;
-        if let Some(Some(old)) = self.imported.get(&(p, e.local)) {
+        if let Some((Some(old), _)) = self.imported.get(&(p, e.local)) {
             let old = (p, old.clone());
             if self.held.get(&old) == Some(&e.local) {
                 self.held.remove(&old);
@@ -100,7 +117,7 @@ impl Uniques {
             }
             self.held.insert((p, u.clone()), e.local);
         }
-        self.imported.insert((p, e.local), unique);
+        self.imported.insert((p, e.local), (unique, e.state));
         Ok(())
     }
 }
@@ -180,16 +197,22 @@ fn apply_chunk(w: &mut Writer, mut c: ParsedChunk, line_base: u64, bulk: &mut Bu
     let mut start = 0;
     while start < n {
         let end = (start + frame_jobs).min(n);
+        let mut prevs = Vec::with_capacity(end - start);
         for rec in &c.recs[start..end] {
             let (project, id) = (rec.entry.project, (rec.entry.local >> 32) as u32);
             spider_for(w, project, id, &rec.spider, durable_seq)
-                .and_then(|()| bulk.uniques.admit(w, &rec.entry))
+                .and_then(|()| bulk.uniques.previous(w, &rec.entry))
+                .and_then(|prev| {
+                    prevs.push(prev);
+                    bulk.uniques.admit(w, &rec.entry)
+                })
                 .map_err(|e| e.at_line(line_base + rec.line))?;
         }
         let first = w.next_seq;
-        for (i, rec) in c.recs[start..end].iter_mut().enumerate() {
+        for (i, (rec, prev)) in c.recs[start..end].iter_mut().zip(prevs).enumerate() {
             rec.entry.order_seq = first + i as u64;
             c.payload[rec.seq_at..rec.seq_at + 8].copy_from_slice(&rec.entry.order_seq.to_le_bytes());
+            c.payload[rec.at + record::PREV_AT] = prev.code();
             record::seal(&mut c.payload, rec.at);
         }
         let (from, to) = (c.recs[start].at, if end < n { c.recs[end].at } else { c.payload.len() });

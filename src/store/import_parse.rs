@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use super::request::{parse_import_item, write_import_doc, ImportItem};
-use crate::codec::record::{encode_parts, RecordHead, SpiderEntry};
+use crate::codec::record::{encode_parts, Prev, RecordHead, SpiderEntry};
 use crate::error::{Error, Result};
 use crate::hash::Interner;
 use crate::index::DocEntry;
@@ -35,7 +35,8 @@ pub(crate) struct ParsedChunk {
 }
 
 /// Parse and encode every line of `bytes` (whole lines). Records carry
-/// `order_seq` 0: the writer sets it and seals each record again.
+/// `order_seq` 0 and no previous state: the writer sets both and seals each
+/// record again.
 pub(crate) fn parse_chunk(bytes: &[u8], strings: &mut Interner) -> ParsedChunk {
     let mut out = ParsedChunk {
         payload: Vec::with_capacity(bytes.len() + bytes.len() / 4),
@@ -83,6 +84,7 @@ pub(crate) fn parse_chunk(bytes: &[u8], strings: &mut Interner) -> ParsedChunk {
             order_seq: 0,
             tags: &tags,
             unique: l.unique.as_deref(),
+            prev: Prev::Unrecorded,
         };
         let at = out.payload.len();
         let seq_at = encode_parts(&head, &mut out.payload, |o| write_import_doc(&l.doc, o));

@@ -6,6 +6,7 @@ pub mod catalog;
 mod check;
 mod commit;
 mod compact;
+mod feed;
 pub mod fields;
 mod import;
 mod import_line;
@@ -36,6 +37,7 @@ use parking_lot::Mutex;
 pub use backup::{backup, BackupReport};
 pub use check::{check, CheckReport, Finding};
 pub use compact::{compact, CompactReport};
+pub use feed::{Change, FeedFrom, FeedMark, FeedPage, MAX_SCAN_BYTES};
 pub use import::ImportReport;
 pub use metrics::{EngineMetrics, Health, Poison};
 pub use open::OpenReport;
@@ -147,6 +149,8 @@ pub(crate) struct Inner {
     pub counters: metrics::EngineCounters,
     /// Where recent listings' last rows stood (`startafter`).
     pub places: Arc<places::Places>,
+    /// Log positions the change feed learnt.
+    pub feed: crate::log::cursor::SeqIndex,
 }
 
 /// An open jobq store: one data directory, written by one process at a time
@@ -233,6 +237,7 @@ impl Store {
             tokens,
             counters,
             places: Arc::default(),
+            feed: Default::default(),
             opts,
         });
         let store = Store { inner };

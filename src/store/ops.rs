@@ -9,6 +9,7 @@ use super::request::{Changes, PushSpec, Target, UpdateSpec, MAX_TAGS};
 use super::staged::{Batch, Staged};
 use super::version::SegmentSlot;
 use super::writer::Writer;
+use crate::codec::record::Prev;
 use crate::error::{Error, Result};
 use crate::model::doc::write_json_str;
 use crate::model::{Job, JobKey, JobState, MetaDoc, Millis, SpiderKey};
@@ -148,7 +149,7 @@ pub(crate) fn push(w: &mut Writer, project: u32, specs: &[PushSpec], ctx: &Ctx<'
         });
         out.push(PushResult::Pushed { key, auth: token });
     }
-    w.append_jobs(&jobs, 0, ctx.durable_seq)?;
+    w.append_jobs(&jobs, &vec![Prev::Created; jobs.len()], 0, ctx.durable_seq)?;
     Ok(out)
 }
 

@@ -318,6 +318,7 @@ fn drop_indexes(inner: &Inner, kept_seq: u64, prefix: &[u32], report: &mut Recla
     }
     // The prefix's handles stay with the versions made before; new ones go without.
     let handles = inner.reader.retire(prefix)?;
+    inner.feed.retire(prefix);
     w.epoch = w.epoch.end(handles);
     if let Some(log) = w.log.as_mut() {
         log.forget_segments(prefix);

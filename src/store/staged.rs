@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use super::fields::{is_maintained, MAX_DOC, MAX_META_FIELDS};
 use super::request::check_doc_limits;
 use super::writer::Writer;
+use crate::codec::record::Prev;
 use crate::error::{Error, Result};
 use crate::hash::FastSet;
 use crate::model::edit::{DocEdit, TagEdit};
@@ -20,6 +21,8 @@ use serde_json::value::RawValue;
 pub(crate) struct Staged {
     /// The job; its `tags` and `meta` are stale while `tags`/`doc` below are set.
     pub job: Job,
+    /// Its state as stored before this write (what its record names as previous).
+    before: JobState,
     tags: Option<TagEdit>,
     doc: Option<DocEdit>,
     /// Entered a new state (its `order_seq` becomes its record's sequence number).
@@ -43,6 +46,7 @@ fn counted<'a>(fields: impl Iterator<Item = (&'a str, &'a RawValue)>) -> (usize,
 impl Staged {
     pub fn new(job: Job) -> Staged {
         Staged {
+            before: job.state,
             job,
             tags: None,
             doc: None,
@@ -225,15 +229,17 @@ impl Batch {
         let first = w.next_seq;
         let mut staged: Vec<Option<Staged>> = self.jobs.into_iter().map(Some).collect();
         let mut jobs = Vec::with_capacity(self.changed.len());
+        let mut prevs = Vec::with_capacity(self.changed.len());
         for st in self.changed.iter().filter_map(|&i| staged[i].take()) {
-            let moved = st.moved;
+            let (moved, before) = (st.moved, st.before);
             let mut job = st.finish()?;
             if moved {
                 job.order_seq = first + jobs.len() as u64;
             }
             jobs.push(job);
+            prevs.push(Prev::State(before));
         }
-        w.append_jobs(&jobs, 0, durable_seq)?;
+        w.append_jobs(&jobs, &prevs, 0, durable_seq)?;
         Ok(jobs)
     }
 }

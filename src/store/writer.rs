@@ -9,7 +9,7 @@ use super::catalog::{Catalog, JobIds};
 use super::tokens::JobTokens;
 use super::version::{find_in_segments, Found, SegmentSlot, Version};
 use crate::codec::frame::{FrameKind, FLAG_RELOCATED};
-use crate::codec::record;
+use crate::codec::record::{self, Prev};
 use crate::error::{Error, Result};
 use crate::fs::MappedBytes;
 use crate::hash::{FastMap, Interner};
@@ -167,9 +167,10 @@ impl Writer {
     }
 
     /// Append `jobs` as one frame and apply them. Their `order_seq`s must already
-    /// be set (a job entering a state gets its own record's sequence number).
-    pub fn append_jobs(&mut self, jobs: &[Job], flags: u8, durable_seq: u64) -> Result<()> {
-        for (j, loc) in jobs.iter().zip(self.append_records(jobs, flags, durable_seq)?) {
+    /// be set (a job entering a state gets its own record's sequence number);
+    /// `prevs` says, for each, what the job's previous version was.
+    pub fn append_jobs(&mut self, jobs: &[Job], prevs: &[Prev], flags: u8, durable_seq: u64) -> Result<()> {
+        for (j, loc) in jobs.iter().zip(self.append_records(jobs, prevs, flags, durable_seq)?) {
             self.apply(j, loc);
         }
         Ok(())
@@ -177,15 +178,16 @@ impl Writer {
 
     /// Append `jobs` as one frame without applying them; returns each record's
     /// packed position.
-    pub fn append_records(&mut self, jobs: &[Job], flags: u8, durable_seq: u64) -> Result<Vec<u64>> {
+    pub fn append_records(&mut self, jobs: &[Job], prevs: &[Prev], flags: u8, durable_seq: u64) -> Result<Vec<u64>> {
+        debug_assert_eq!(jobs.len(), prevs.len());
         if jobs.is_empty() {
             return Ok(Vec::new());
         }
         self.buf.clear();
         let mut offsets = Vec::with_capacity(jobs.len());
-        for j in jobs {
+        for (j, p) in jobs.iter().zip(prevs) {
             offsets.push(self.buf.len());
-            record::encode_job(j, &mut self.buf);
+            record::encode_job(j, *p, &mut self.buf);
         }
         let payload = std::mem::take(&mut self.buf);
         let r = self.append(FrameKind::Jobs, flags, jobs.len() as u32, durable_seq, &payload);
@@ -251,7 +253,8 @@ impl Writer {
                 meta: crate::model::MetaDoc::new(),
             });
         }
-        self.append_jobs(&tombstones, 0, durable_seq)?;
+        // Each purged job's version before its tombstone was deleted.
+        self.append_jobs(&tombstones, &vec![Prev::State(JobState::Deleted); tombstones.len()], 0, durable_seq)?;
         Ok(tombstones.len() as u64)
     }
 

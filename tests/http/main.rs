@@ -10,5 +10,6 @@ mod auth;
 mod endpoints;
 mod errors;
 mod extensions;
+mod feed;
 mod metrics;
 mod writes;

@@ -425,6 +425,49 @@ def errors_reach_the_client():
         assert exc.response.status_code == 400 and "project" in exc.response.json()["error"]
 
 
+@check
+def change_feed_and_waiting_startjob():
+    """Our extensions, through the client's own requests (the JobQ resource passes
+    query parameters along): the change feed, long-polled, and startjob?wait."""
+    import threading
+    import time
+    pid = new_project()
+    project = hs().get_project(pid)
+    jobq = project.jobq
+    key = project.push_job("spider1", tags=["a"]).key
+    jobq.finish(key, close_reason="failed")
+    got = list(jobq.apiget("changes", params={"since": 0}))
+    assert [(c["key"], c["state"], c["prevstate"]) for c in got] == [
+        (key, "pending", None), (key, "finished", "pending")], got
+    assert got[0]["spider"] == "spider1" and got[0]["seq"] < got[1]["seq"], got
+    only = list(jobq.apiget("changes", params={"since": 0, "close_reason": ["failed", "x"], "has_tag_all": "a"}))
+    assert [c["state"] for c in only] == ["finished"], only
+    # A waiting feed gets the next change; a waiting startjob the next pushed job.
+    answers = {}
+
+    def feed():
+        answers["feed"] = list(jobq.apiget("changes", params={"since": got[1]["seq"], "wait": 20}))
+
+    def start():
+        answers["start"] = list(jobq.apipost("startjob", params={"wait": 20}, jl={"botgroup": "g"}))
+
+    waiters = [threading.Thread(target=feed), threading.Thread(target=start)]
+    for t in waiters:
+        t.start()
+    time.sleep(0.5)
+    assert not answers, answers
+    pushed = project.push_job("spider2").key
+    for t in waiters:
+        t.join(30)
+    assert [c["key"] for c in answers["feed"]] == [pushed], answers
+    assert [(j["key"], j["state"], j["botgroup"]) for j in answers["start"]] == [(pushed, "running", "g")], answers
+    try:
+        list(jobq.apiget("changes", params={"wait": "soon"}))
+        raise AssertionError("a bad wait was accepted")
+    except requests.HTTPError as exc:
+        assert exc.response.status_code == 400 and "wait" in exc.response.json()["error"], exc
+
+
 def main():
     passed = failed = 0
     for fn in CHECKS:

@@ -234,14 +234,14 @@ def mark_of(path):
 def set_mark(path, end, next_seq):
     """log.md, cutting below a mark: both slots rewritten with the new end (epochs e+1 and e+2)."""
     version, number, generation, _ = seg_header(path)
-    assert version in (2, 3), "marks are in segments of versions 2 and 3"
+    assert version >= 2
     e = max([s[0] for s in read_slots(path) if s], default=0)
     for epoch in (e + 1, e + 2):
         patch(path, SLOT_OFF[epoch % 2], slot_bytes(number, generation, epoch, end, next_seq))
 
 
 def decode_body(body):
-    project, spider, job, state, mask, flags, _, prio, oseq = struct.unpack_from("<IIIBBBBqQ", body, 0)
+    project, spider, job, state, mask, flags, prev, prio, oseq = struct.unpack_from("<IIIBBBBqQ", body, 0)
     times = struct.unpack_from("<4Q", body, 32)
     p = 64
     (nt,) = struct.unpack_from("<H", body, p)
@@ -258,8 +258,8 @@ def decode_body(body):
         p += 2 + ul
     (dl,) = struct.unpack_from("<I", body, p)
     return {"project": project, "spider": spider, "job": job, "state": state, "priority": prio,
-            "order_seq": oseq, "ts": times[state], "tags": tags, "unique": unique,
-            "doc": body[p + 4:p + 4 + dl].decode(), "key": f"{project}/{spider}/{job}"}
+            "order_seq": oseq, "ts": times[3 if state == 4 else state], "tags": tags, "unique": unique,
+            "doc": body[p + 4:p + 4 + dl].decode(), "key": f"{project}/{spider}/{job}", "prev": prev}
 
 
 def raw_frames(path):
@@ -302,7 +302,7 @@ def proved_durable(store):
     segs = segments(store)
     frames = log_frames(store)
     last = seg_header(segs[-1])[1]
-    mark = mark_of(segs[-1]) if seg_header(segs[-1])[0] == 2 else None
+    mark = mark_of(segs[-1]) if seg_header(segs[-1])[0] >= 2 else None
     out = []
     for i, f in enumerate(frames):
         if f["seg"] != last:

@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
-"""Independent reader for the jobq on-disk format, version 4 (log segments of version 1, 2 and 3,
-index files of version 1 and 2).
+"""Independent reader for the jobq on-disk format, version 4 (log segments of versions 1 to 3,
+index files of versions 1 and 2).
 
-Written from format-spec/*.md alone (and checked against tests/fixtures/v1/, v2/ and v4/),
-without looking at jobq's code. Standard library only.
+Written from format-spec/*.md alone (and checked against tests/fixtures/v1/ to v4/), without
+looking at jobq's code. Standard library only.
 
     python3 reader.py DIR export                  every live job, one JSON object a line
     python3 reader.py DIR list PROJECT            keys in listing order, from the index columns
@@ -49,8 +49,8 @@ SEG_HDR = 64
 MARK_MAGIC = b"JOBQMRK\0"
 MARK_SLOTS = (4096, 8192)         # slot 0, slot 1 (log.md, "Durable marks")
 MARK_SLOT = 56
-V2_DATA = 12288                   # where frames start in a version-2 segment
-DATA_START = {1: SEG_HDR, 2: V2_DATA, 3: V2_DATA}   # version 3 is laid out as version 2
+V2_DATA = 12288                   # where frames start in a version-2 (or 3) segment
+DATA_START = {1: SEG_HDR, 2: V2_DATA, 3: V2_DATA}
 FRAME_HDR = 32
 REC_HDR = 8
 IDX_HDR = 64
@@ -215,7 +215,7 @@ def read_current(root):
 class Record:
     """One job version (a record of a jobs frame)."""
     __slots__ = ("seq", "pos", "path", "file_off", "project", "spider", "job", "state", "mask",
-                 "priority", "order_seq", "times", "tags", "unique", "doc_text")
+                 "priority", "order_seq", "times", "tags", "unique", "doc_text", "prev")
 
     @property
     def key(self):
@@ -247,7 +247,7 @@ def decode_record(b, off, what):
 def _decode_body(b, what):
     r = Record()
     project, spider, job = b.un("<III", 0, f"{what}: key")
-    state, mask, flags, res = b.un("<BBBB", 12, f"{what}: state")
+    state, mask, flags, prev = b.un("<BBBB", 12, f"{what}: state")
     priority, order_seq = b.un("<qQ", 16, f"{what}: priority")
     times = b.un("<4Q", 32, f"{what}: times")
     if project < 1 or spider < 1 or job < 1:
@@ -260,8 +260,9 @@ def _decode_body(b, what):
         b.fail(13, f"{what}: times mask 0x{mask:02x} lacks the bit of its state ({STATES[state]})")
     if flags & ~1:
         b.fail(14, f"{what}: flags 0x{flags:02x} have reserved bits set")
-    if res:
-        b.fail(15, f"{what}: reserved byte is not zero")
+    # log.md: 0 not recorded, 1 none (the version created the job), 2 + the previous version's state
+    if prev > 2 + PURGED:
+        b.fail(15, f"{what}: previous state {prev} is unknown (0 to {2 + PURGED})")
     for i in range(4):
         if not mask & (1 << i) and times[i] != 0:
             b.fail(32 + 8 * i, f"{what}: {TIME_FIELDS[i]} is {times[i]} but its mask bit is clear")
@@ -289,7 +290,7 @@ def _decode_body(b, what):
             b.fail(doc_off, f"{what}: metadata document holds the field {k!r}, which the record holds itself")
     r.project, r.spider, r.job = project, spider, job
     r.state, r.mask, r.priority, r.order_seq = state, mask, priority, order_seq
-    r.times, r.tags, r.unique, r.doc_text = times, tags, unique, doc
+    r.times, r.tags, r.unique, r.doc_text, r.prev = times, tags, unique, doc, prev
     return r
 
 
@@ -546,7 +547,7 @@ class Segments:
         ver = b.u32(8, "version")
         if ver not in LOG_VERSIONS:
             b.fail(8, f"unknown log segment version {ver} (written by a newer jobq? this reader knows "
-                      f"versions {' and '.join(map(str, LOG_VERSIONS))})")
+                      f"versions {', '.join(map(str, LOG_VERSIONS))})")
         if len(data) < SEG_HDR:
             b.fail(0, f"segment is {len(data)} bytes, shorter than its {SEG_HDR}-byte header")
         stored = b.u32(60, "crc")
@@ -570,7 +571,7 @@ class Segments:
             return
         # versions 2 and 3: header, zeros to 4096, two mark pages; created whole, so a shorter file is damaged
         if len(data) < V2_DATA:
-            b.fail(len(data), f"version-2 segment is {len(data)} bytes, shorter than its header and mark "
+            b.fail(len(data), f"version-{ver} segment is {len(data)} bytes, shorter than its header and mark "
                               f"pages ({V2_DATA})")
         if any(data[SEG_HDR:MARK_SLOTS[0]]):
             nz = next(i for i in range(SEG_HDR, MARK_SLOTS[0]) if data[i])
@@ -588,7 +589,7 @@ class Segments:
         return self._version[n]
 
     def data_start(self, n):
-        """Offset of the first frame: 64 in a version-1 segment, 12288 in a version-2 one."""
+        """Offset of the first frame: 64 in a version-1 segment, 12288 in a version-2 or 3 one."""
         return DATA_START[self._version[n]]
 
     def first_seq(self, n):
@@ -1591,7 +1592,7 @@ def cmd_check(root):
         newest[r.key] = r
     live = st.live_records()
     got = {r.key: r.pos for r in live}
-    if len(got) != len(live) or got != {k: r.pos for k, r in newest.items()}:
+    if len(got) != len(live) or got != {k: r.pos for k, r in newest.items() if r.state != PURGED}:
         bad = True
         out.append("FAILED: the live jobs from the index chain and the tail differ from a replay of the whole log")
     if st.names != walk.spiders.names:

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Checks the spec-only reader (reader.py) against the format fixtures, tests/fixtures/v1, v2, v4.
+"""Checks the spec-only reader (reader.py) against the format fixtures, tests/fixtures/v1 to v4.
 
     python3 tests/spec_reader/test_reader.py
 
@@ -26,7 +26,7 @@ from fixture_tools import (  # noqa: E402
     set_mark, spec_hex_blocks, split_log, truncate, versions)
 import test_marks  # noqa: E402
 
-FIXTURES = [Fixture(1), Fixture(2), Fixture(4)]
+FIXTURES = [Fixture(1), Fixture(2), Fixture(3), Fixture(4)]
 
 
 # --------------------------------------------------------------------------- tests
@@ -147,7 +147,7 @@ def import_frames(frames):
 def lower_mark(fx, seg, frame, why):
     """Version 2: put the last segment's durable mark at `frame` (a frame dict), as a crash before
     the sync that would have covered it leaves it (the mark lags by one fdatasync). Version 1: none."""
-    if fx.log_version >= 2:
+    if fx.version >= 2:
         set_mark(seg, frame["off"], frame["first_seq"])
         assert mark_of(seg) == (frame["off"], frame["first_seq"]), why
 
@@ -304,7 +304,9 @@ def test_index_ends_inside_committed_transaction(tmp, fx):
     return f"{os.path.basename(built)} ends at sequence {inner['last_seq']} inside the import; merged 1..46 chosen"
 
 
-@versions(1, 2)   # v4 (smaller segments, written by the fixture's writer): its last segment starts after 30
+# The v3 and v4 fixtures' imports start a segment of their own (as imports do since format 2's
+# fixture was written): their last segment starts after sequence 30, with one mark.
+@versions(1, 2)
 def test_two_segments(tmp, fx):
     """A log split once more (version 1: into two segments; version 2: three): an index whose
     log_end is the end of its segment is followed by the next segment; rule 1 (bad frame in a
@@ -329,8 +331,8 @@ def test_two_segments(tmp, fx):
     store = fresh_copy(tmp, fx)
     remove_indexes(store)
     old, new, cut = split_log(store, 30)
-    truncate(new, 64 if fx.log_version == 1 else V2_DATA)
-    if fx.log_version >= 2:
+    truncate(new, 64 if fx.version == 1 else V2_DATA)
+    if fx.version >= 2:
         set_mark(new, V2_DATA, 31)
     newest = {}
     for f in frames:
@@ -492,6 +494,41 @@ def test_index_versions_1_and_2(tmp, fx):
         rc, out, err = run_in(damaged, "check")
         assert rc == 1 and "footer version" in out and "the header says" in out, out + err
     return "a version-1 file serves everything but close_reason; mixed header/footer versions are damage"
+
+
+def test_prev_names_the_previous_version(tmp, fx):
+    """log.md, job record byte 15: 0 (not recorded) in versions 1 and 2; in version 3, 1 for the
+    version that created its job, else 2 + the state of the key's record just before it."""
+    recs = [r for f in log_frames(fx.store) if f["kind"] == 1 for r in f["recs"]]
+    if fx.version < 3:
+        assert all(r["prev"] == 0 for r in recs), "a record of format 1 or 2 names a previous state"
+        return f"{len(recs)} records, prev 0"
+    last = {}
+    for r in recs:
+        want = 1 if r["key"] not in last else 2 + last[r["key"]]
+        assert r["prev"] == want, f"record {r['key']} at seq {r['seq']}: prev {r['prev']}, expected {want}"
+        last[r["key"]] = r["state"]
+    created = sum(r["prev"] == 1 for r in recs)
+    return f"{len(recs)} records, {created} creating their job, the rest naming the state before"
+
+
+@versions(3)
+def test_unknown_prev_is_corruption(tmp, fx):
+    """log.md: a previous-state byte above 6 is damage, even with every checksum right."""
+    store = fresh_copy(tmp, fx)
+    seg = segments(store)[0]
+    f = [f for f in raw_frames(seg) if f["kind"] == 1][0]
+    r = f["recs"][0]
+    with open(seg, "rb") as fh:
+        data = bytearray(fh.read())
+    data[r["off"] + 8 + 15] = 7
+    data[r["off"] + 4:r["off"] + 8] = struct.pack("<I", mcrc(bytes(data[r["off"] + 8:r["end"]])))
+    data[f["off"]:f["off"] + 4] = struct.pack("<I", mcrc(bytes(data[f["off"] + 4:f["end"]])))
+    with open(seg, "wb") as fh:
+        fh.write(bytes(data))
+    rc, _, err = run_in(store, "check")
+    assert rc == 1 and "previous state 7" in err and os.path.basename(seg) in err and "corruption" in err, err
+    return f"prev 7 at {os.path.basename(seg)}:{r['off'] + 23} refused"
 
 
 @versions()

@@ -90,7 +90,7 @@ fn main() {
             let (mut idle, mut busy) = (Vec::new(), Vec::new());
             let finished = Filter { states: vec![JobState::Finished], ..Filter::default() };
             let tagged = Filter { has_tags: vec!["x".into()], ..Filter::default() };
-            let page = Paging { count: 100, start: 0, stop: None };
+            let page = Paging { count: 100, start: 0, stop: None, startafter: None };
             let mut i = 0u64;
             let began = Instant::now();
             while !done.load(Ordering::Relaxed) {

@@ -14,7 +14,8 @@ use jobq::{Options, Store};
 const GEN: &str = "/db/gen-0000000000000001";
 const LOG: &str = "/db/gen-0000000000000001/log-0000000001.jql";
 
-fn build(sim: &SimFs, tag: &str) {
+/// Thirty jobs, a third of them finished with `reason` as close_reason.
+fn build(sim: &SimFs, tag: &str, reason: &str) {
     let opts = Options {
         fs: Arc::new(sim.clone()),
         clock: Arc::new(ManualClock::new(5000)),
@@ -33,8 +34,11 @@ fn build(sim: &SimFs, tag: &str) {
             )
             .unwrap();
         if i % 3 == 0 {
-            let u =
-                parse_update(&format!(r#"{{"key":"1/{}/{}","state":"finished"}}"#, 1 + i % 2, 1 + i / 2), 1).unwrap();
+            let u = parse_update(
+                &format!(r#"{{"key":"1/{}/{}","state":"finished","close_reason":"{reason}"}}"#, 1 + i % 2, 1 + i / 2),
+                1,
+            )
+            .unwrap();
             store.update(1, &[u], None).unwrap();
         }
     }
@@ -57,7 +61,7 @@ fn index_files(sim: &SimFs) -> Vec<std::path::PathBuf> {
 #[test]
 fn a_healthy_store_is_clean() {
     let sim = SimFs::new();
-    build(&sim, "t");
+    build(&sim, "t", "ok");
     let r = run(&sim);
     assert!(r.is_clean(), "{:#?}", r.findings);
     assert_eq!(r.jobs, 30);
@@ -67,7 +71,7 @@ fn a_healthy_store_is_clean() {
 #[test]
 fn a_damaged_record_covered_by_an_index_is_named() {
     let sim = SimFs::new();
-    build(&sim, "t");
+    build(&sim, "t", "ok");
     let mut log = sim.read_file(Path::new(LOG)).unwrap();
     let at = jobq::log::segment::DATA_START_V2 as usize + 300;
     log[at] ^= 0x10;
@@ -84,7 +88,7 @@ fn a_damaged_record_covered_by_an_index_is_named() {
 #[test]
 fn a_damaged_index_file_is_named() {
     let sim = SimFs::new();
-    build(&sim, "t");
+    build(&sim, "t", "ok");
     let file = index_files(&sim).pop().unwrap();
     let mut bytes = sim.read_file(&file).unwrap();
     let mid = bytes.len() / 2;
@@ -98,8 +102,8 @@ fn a_damaged_index_file_is_named() {
 fn an_index_that_disagrees_with_the_log_is_named() {
     // Same history, other tags: index files valid in themselves but of another log.
     let (a, b) = (SimFs::new(), SimFs::new());
-    build(&a, "t");
-    build(&b, "x");
+    build(&a, "t", "ok");
+    build(&b, "x", "ok");
     for f in index_files(&a) {
         if let Ok(other) = b.read_file(&f) {
             a.write_file(&f, other).unwrap();
@@ -115,9 +119,27 @@ fn an_index_that_disagrees_with_the_log_is_named() {
 }
 
 #[test]
+fn an_index_whose_close_reason_lists_disagree_with_the_log_is_named() {
+    // Same history and record sizes, another close_reason: only those lists differ.
+    let (a, b) = (SimFs::new(), SimFs::new());
+    build(&a, "t", "ok");
+    build(&b, "t", "no");
+    let mut swapped = 0;
+    for f in index_files(&a) {
+        if let Ok(other) = b.read_file(&f) {
+            a.write_file(&f, other).unwrap();
+            swapped += 1;
+        }
+    }
+    assert!(swapped > 0);
+    let r = run(&a);
+    assert!(!r.is_clean(), "{:#?}", r.notes);
+}
+
+#[test]
 fn a_torn_tail_is_reported() {
     let sim = SimFs::new();
-    build(&sim, "t");
+    build(&sim, "t", "ok");
     let mut log = sim.read_file(Path::new(LOG)).unwrap();
     log.extend_from_slice(&[7u8; 100]);
     sim.write_file(Path::new(LOG), log.clone()).unwrap();
@@ -133,7 +155,7 @@ fn a_torn_tail_is_reported() {
 #[test]
 fn a_non_zero_byte_in_the_header_page_padding_is_named() {
     let sim = SimFs::new();
-    build(&sim, "t");
+    build(&sim, "t", "ok");
     let mut log = sim.read_file(Path::new(LOG)).unwrap();
     log[1000] = 1;
     sim.write_file(Path::new(LOG), log).unwrap();

@@ -30,7 +30,7 @@ fn export(store: &Store) -> String {
 }
 
 fn order(store: &Store) -> Vec<u64> {
-    let all = Paging { count: 100_000, start: 0, stop: None };
+    let all = Paging { count: 100_000, start: 0, stop: None, startafter: None };
     store.snapshot().list(1, &Filter::default(), &all).unwrap().iter().map(|h| h.local).collect()
 }
 

@@ -94,7 +94,7 @@ fn workload(store: &Store, threads: usize) -> Acks {
 /// Every acknowledged write is present; what is present is whole.
 fn verify(store: &Store, acks: &Acks, context: &str) {
     let snap = store.snapshot();
-    let all = Paging { count: 10_000, start: 0, stop: None };
+    let all = Paging { count: 10_000, start: 0, stop: None, startafter: None };
     let listed: Vec<JobKey> =
         snap.list(1, &Filter::default(), &all).unwrap().iter().map(|h| JobKey::from_local(1, h.local)).collect();
     let present: HashMap<JobKey, JobState> =

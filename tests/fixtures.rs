@@ -1,8 +1,11 @@
 //! Format fixtures: a small store written by each format version, committed under
 //! tests/fixtures/v<N>/store with its export. Every build must read them all and
-//! answer the same. `cargo test --test fixtures -- --ignored write_v3` rewrites the
+//! answer the same. `cargo test --test fixtures -- --ignored write_v4` rewrites the
 //! current one (only when the format changes: then add v<N+1>, keep the others).
 //! v1 and v2 stores also take writes (continuing in a v3 segment) and compact into v3.
+//! The index files of v1 to v3 are of index version 1, which this build sets aside
+//! (a writable open rebuilds them from the log): those fixtures are read from their
+//! logs; v4's index files answer, close_reason filters included.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -14,6 +17,7 @@ use jobq::{Options, Store};
 const V1: &str = "tests/fixtures/v1";
 const V2: &str = "tests/fixtures/v2";
 const V3: &str = "tests/fixtures/v3";
+const V4: &str = "tests/fixtures/v4";
 
 fn export(store: &Store) -> String {
     let mut out = Vec::new();
@@ -21,12 +25,13 @@ fn export(store: &Store) -> String {
     String::from_utf8(out).unwrap()
 }
 
-/// The history every fixture holds (format 1 wrote v1's, format 2 v2's; this build
-/// writes v3's, whose records name the previous state).
+/// The history every fixture holds (format 1 wrote v1's, format 2 v2's, format 3
+/// v3's, whose records name the previous state; this build writes v4's, whose
+/// close_reason values vary where the older ones say "ok").
 #[test]
 #[ignore = "rewrites the committed fixture of the current format"]
-fn write_v3() {
-    let dir = Path::new(V3).join("store");
+fn write_v4() {
+    let dir = Path::new(V4).join("store");
     let _ = std::fs::remove_dir_all(&dir);
     let clock = Arc::new(ManualClock::new(1_700_000_000_000));
     // Small segments: the fixture has several, each with its durable mark.
@@ -52,8 +57,9 @@ fn write_v3() {
         if i % 2 == 1 {
             let key = format!("{}/{}/{}", 53 + i % 2, 1 + (i / 2) % 4, 1 + i / 8);
             let state = ["running", "finished", "deleted"][(i as usize / 2) % 3];
-            let u = parse_update(&format!(r#"{{"key":"{key}","state":"{state}","close_reason":"ok"}}"#), 53 + i % 2)
-                .unwrap();
+            let reason = [r#""ok""#, r#""failed""#, "404", r#""é \u00e9""#][(i as usize / 8) % 4];
+            let line = format!(r#"{{"key":"{key}","state":"{state}","close_reason":{reason}}}"#);
+            let u = parse_update(&line, 53 + i % 2).unwrap();
             store.update(53 + i % 2, &[u], Some("bob")).unwrap();
         }
     }
@@ -63,35 +69,45 @@ fn write_v3() {
     store.import(&mut import.as_bytes(), &mut |_| {}).unwrap();
     clock.advance(1000);
     store.push(53, &[parse_push(r#"{"spider":"tail","note":"not indexed"}"#).unwrap()], None).unwrap();
-    std::fs::write(Path::new(V3).join("export.jsonl"), export(&store)).unwrap();
+    std::fs::write(Path::new(V4).join("export.jsonl"), export(&store)).unwrap();
     // Leave the last write unindexed, as after a crash.
     std::mem::forget(store);
 }
 
-fn reads_the_same(fixture: &str) {
+/// Open a fixture read-only: its export is the committed one. `current_index`:
+/// its index files are of this build's index version (else all set aside).
+fn reads_the_same(fixture: &str, current_index: bool) -> Store {
     let dir = Path::new(fixture).join("store");
     let opts = Options { read_only: true, create: false, ..Options::default() };
     let store = Store::open(&dir, opts).unwrap();
-    assert!(!store.report().indexes.is_empty(), "the fixture has index files");
-    assert!(store.report().replayed_frames > 0, "the fixture has an unindexed tail");
+    let r = store.report();
+    if current_index {
+        assert!(!r.indexes.is_empty() && r.discarded.is_empty(), "the fixture's index files are used: {r:?}");
+        assert!(r.replayed_frames > 0, "the fixture has an unindexed tail");
+    } else {
+        assert!(r.indexes.is_empty(), "index files of version 1 are not used: {r:?}");
+        assert_eq!(r.discarded.len(), 2, "{r:?}");
+        assert!(r.discarded.iter().all(|(_, why)| why.contains("index format version 1")), "{r:?}");
+    }
     let want = std::fs::read_to_string(Path::new(fixture).join("export.jsonl")).unwrap();
     assert_eq!(export(&store), want);
+    store
 }
 
 #[test]
 fn v1_store_reads_the_same() {
-    reads_the_same(V1);
+    reads_the_same(V1, false);
 }
 
 #[test]
 fn v2_store_reads_the_same() {
-    reads_the_same(V2);
+    reads_the_same(V2, false);
     assert!(segment_versions(&Path::new(V2).join("store")).len() >= 2, "the v2 fixture has several segments");
 }
 
 #[test]
 fn v3_store_reads_the_same() {
-    reads_the_same(V3);
+    reads_the_same(V3, false);
     let versions = segment_versions(&Path::new(V3).join("store"));
     assert!(versions.len() >= 2 && versions.iter().all(|v| *v == 3), "{versions:?}");
 }
@@ -119,6 +135,96 @@ fn segment_versions(store: &Path) -> Vec<u32> {
         .collect();
     names.sort();
     names.iter().map(|n| u32::from_le_bytes(std::fs::read(gen.join(n)).unwrap()[8..12].try_into().unwrap())).collect()
+}
+
+#[test]
+fn v4_store_reads_the_same_and_answers_close_reason_from_its_index() {
+    use jobq::query::Filter;
+    let store = reads_the_same(V4, true);
+    let versions = segment_versions(&Path::new(V4).join("store"));
+    assert!(versions.len() >= 2 && versions.iter().all(|v| *v == 3), "{versions:?}");
+    let snap = store.snapshot();
+    let count = |p: u32, reasons: &[&str]| {
+        let f = Filter { close_reasons: reasons.iter().map(|r| r.to_string()).collect(), ..Filter::default() };
+        snap.count(p, &f).unwrap()
+    };
+    // From the export: every job per close_reason term (404 the number, "é é" the string).
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(Path::new(V4).join("export.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    for p in [53, 54] {
+        for reason in ["ok", "failed", "404", "é é", "nope"] {
+            let want = lines
+                .iter()
+                .filter(|l| l["project"] == p)
+                .filter(|l| match &l["close_reason"] {
+                    serde_json::Value::String(s) => s == reason,
+                    serde_json::Value::Null => false,
+                    v => serde_json::to_string(v).is_ok_and(|text| text == reason),
+                })
+                .count() as u64;
+            assert_eq!(count(p, &[reason]), want, "project {p} close_reason {reason}");
+        }
+        let total: u64 = ["ok", "failed", "404", "é é"].iter().map(|r| count(p, &[r])).sum();
+        assert_eq!(count(p, &["ok", "failed", "404", "é é"]), total);
+    }
+    for reason in ["ok", "failed", "404", "é é"] {
+        assert!(count(54, &[reason]) > 0, "the fixture has a job whose close_reason is {reason}");
+    }
+}
+
+#[test]
+fn an_older_index_version_is_rebuilt_by_a_writable_open_and_checks_clean() {
+    // v2: the open also continues the log in a new v3 segment; an index of the
+    // tail closed without a write ends in the older segment (its log_end).
+    for fixture in [V2, V3] {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("store");
+        copy_dir(&Path::new(fixture).join("store"), &dir);
+        let report = jobq::store::check(&dir, std::sync::Arc::new(jobq::fs::RealFs)).unwrap();
+        assert!(report.is_clean(), "{fixture}: {:?}", report.findings);
+        let notes = report.notes.iter().filter(|n| n.contains("index format version 1")).count();
+        assert_eq!(notes, 2, "{fixture}: {:?}", report.notes);
+        let opts = || Options { background: false, create: false, ..Options::default() };
+        let store = Store::open(&dir, opts()).unwrap();
+        assert_eq!(store.report().discarded.len(), 2, "{fixture}");
+        let want = std::fs::read_to_string(Path::new(fixture).join("export.jsonl")).unwrap();
+        assert_eq!(export(&store), want, "{fixture}");
+        store.close().unwrap();
+        let store = Store::open(&dir, opts()).unwrap();
+        let r = store.report();
+        assert!(r.discarded.is_empty() && !r.indexes.is_empty(), "{fixture}: the rebuilt files serve: {r:?}");
+        assert_eq!(export(&store), want, "{fixture}");
+        drop(store);
+        let report = jobq::store::check(&dir, std::sync::Arc::new(jobq::fs::RealFs)).unwrap();
+        assert!(report.is_clean() && report.notes.is_empty(), "{fixture}: {report:?}");
+    }
+}
+
+#[test]
+fn a_damaged_index_file_of_the_older_version_is_damage_not_a_note() {
+    // Whole, an older index file is a note (rebuilt); with a flipped byte it is
+    // damage like any other, its checksum checked before its version is judged.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    copy_dir(&Path::new(V2).join("store"), &dir);
+    let gen = dir.join("gen-0000000000000001");
+    let mut names: Vec<_> = std::fs::read_dir(&gen)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".jqi"))
+        .collect();
+    names.sort();
+    let file = gen.join(&names[0]);
+    let mut bytes = std::fs::read(&file).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x10;
+    std::fs::write(&file, bytes).unwrap();
+    let report = jobq::store::check(&dir, std::sync::Arc::new(jobq::fs::RealFs)).unwrap();
+    assert!(report.findings.iter().any(|f| f.path == file), "{report:#?}");
+    assert_eq!(report.notes.iter().filter(|n| n.contains("index format version 1")).count(), 1, "{:?}", report.notes);
 }
 
 #[test]

@@ -384,7 +384,7 @@ fn kill_9_during_backups() {
             assert!(r.is_clean(), "{context}: {:#?}", r.findings);
             let source = Store::open(src.path(), read_only()).unwrap();
             let (cs, ss) = (copy.snapshot(), source.snapshot());
-            let all = jobq::query::Paging { count: u64::MAX, start: 0, stop: None };
+            let all = jobq::query::Paging { count: u64::MAX, start: 0, stop: None, startafter: None };
             for hit in cs.list(2, &jobq::query::Filter::default(), &all).unwrap() {
                 let k = JobKey::from_local(2, hit.local);
                 assert!(ss.get(k).unwrap().is_some(), "{context}: the copy holds {k}, the source does not");

@@ -2,15 +2,16 @@
 //! update, reopening jobs that hold a `unique`, start, cancel, metadata edits,
 //! imports), interleaved with index flushes, merges, clean reopens and simulated
 //! power cuts, checked after every step against the naive model: counts and
-//! listings for every filter shape and paging, every job, and the holder of every
-//! `unique` (the model refuses what would give a value two active holders; so must
-//! the store); `jobq check` finds nothing at the end.
+//! listings for every filter shape (close_reason and has_tag_all included) and
+//! paging (`startafter` too, with pagers that continue across the writes), every
+//! job, and the holder of every `unique` (the model refuses what would give a value
+//! two active holders; so must the store); `jobq check` finds nothing at the end.
 
 mod common;
 
 use std::sync::Arc;
 
-use common::model::{MChanges, MImport, MPush, Model};
+use common::model::{MChanges, MPush, Model};
 use jobq::fs::{CrashMode, Fault, FaultKind, SimFs};
 use jobq::model::{JobKey, JobState, ManualClock};
 use jobq::query::{Filter, Paging};
@@ -20,171 +21,10 @@ use jobq::{Durability, Options, Store};
 use proptest::prelude::*;
 use serde_json::value::RawValue;
 
-#[derive(Clone, Debug)]
-enum Target {
-    Job(usize),
-    /// Every job of a spider (by id) of the update's project.
-    Spider(u32),
-}
+#[path = "model_store/gen.rs"]
+mod gen;
 
-#[derive(Clone, Debug)]
-enum Op {
-    Push {
-        project: u32,
-        lines: Vec<MPush>,
-        actor: bool,
-    },
-    Update {
-        project: u32,
-        lines: Vec<(Target, Option<JobState>, MChanges)>,
-        actor: bool,
-    },
-    Start {
-        project: u32,
-        field: Option<(String, String)>,
-    },
-    Cancel {
-        project: u32,
-        picks: Vec<usize>,
-    },
-    Edit {
-        pick: usize,
-        changes: MChanges,
-    },
-    /// Take a job holding a `unique` (the `pick`th such job of the project) back
-    /// to pending or running.
-    Revive {
-        project: u32,
-        pick: usize,
-        running: bool,
-    },
-    /// Import lines; with `bad`, a malformed line at that index refuses the file.
-    Import {
-        lines: Vec<MImport>,
-        bad: Option<usize>,
-    },
-    Tick(u64),
-    Flush,
-    Reopen,
-    PowerCut(CrashMode, u64),
-}
-
-const TAGS: [&str; 5] = ["a", "b", "c", "d", "é"];
-const VALUES: [&str; 5] = ["1", "\"x\"", "[1,2.50]", "{\"k\":null}", "123456789012345678901234567890"];
-
-fn state() -> impl Strategy<Value = JobState> {
-    prop_oneof![6 => Just(JobState::Pending), 2 => Just(JobState::Running), 2 => Just(JobState::Finished), 1 => Just(JobState::Deleted)]
-}
-
-fn tags(max: usize) -> impl Strategy<Value = Vec<String>> {
-    proptest::sample::subsequence(TAGS.to_vec(), 0..=max).prop_map(|v| v.into_iter().map(String::from).collect())
-}
-
-fn field() -> impl Strategy<Value = (String, String)> {
-    (0..3u32, 0..VALUES.len()).prop_map(|(f, v)| (format!("f{f}"), VALUES[v].to_string()))
-}
-
-fn changes() -> impl Strategy<Value = MChanges> {
-    (
-        proptest::option::weighted(0.2, 0..5i64),
-        proptest::option::weighted(0.2, tags(2)),
-        tags(2),
-        tags(1),
-        proptest::collection::vec(field(), 0..2),
-    )
-        .prop_map(|(priority, tags, add, remove, set)| MChanges {
-            priority,
-            tags,
-            add,
-            remove,
-            set,
-            delete: vec![],
-        })
-}
-
-fn push_line() -> impl Strategy<Value = MPush> {
-    (
-        0..4u32,
-        state(),
-        proptest::option::weighted(0.3, 0..5i64),
-        tags(3),
-        proptest::option::weighted(0.3, 0..3u32),
-        proptest::option::of(field()),
-    )
-        .prop_map(|(s, state, priority, tags, u, field)| MPush {
-            spider: format!("s{s}"),
-            state,
-            priority,
-            tags,
-            unique: u.map(|u| format!("u{u}")),
-            field,
-        })
-}
-
-fn import_line() -> impl Strategy<Value = MImport> {
-    (
-        (1..3u32, 0..4u32, 1..12u32),
-        state(),
-        990..1010u64,
-        tags(2),
-        proptest::option::of(0..5i64),
-        proptest::option::weighted(0.3, 0..3u32),
-    )
-        .prop_map(|((project, s, job), state, ts, tags, priority, u)| MImport {
-            project,
-            spider: format!("s{s}"),
-            job,
-            state,
-            ts,
-            tags,
-            priority,
-            unique: u.map(|u| format!("u{u}")),
-        })
-}
-
-fn op() -> impl Strategy<Value = Op> {
-    let target = prop_oneof![4 => any::<usize>().prop_map(Target::Job), 1 => (1..5u32).prop_map(Target::Spider)];
-    prop_oneof![
-        6 => (1..3u32, proptest::collection::vec(push_line(), 1..5), any::<bool>()).prop_map(|(project, lines, actor)| Op::Push { project, lines, actor }),
-        5 => (1..3u32, proptest::collection::vec((target, proptest::option::weighted(0.6, state()), changes()), 1..4), any::<bool>())
-            .prop_map(|(project, lines, actor)| Op::Update { project, lines, actor }),
-        2 => (1..3u32, proptest::option::of(field())).prop_map(|(project, field)| Op::Start { project, field }),
-        1 => (1..3u32, proptest::collection::vec(any::<usize>(), 1..4)).prop_map(|(project, picks)| Op::Cancel { project, picks }),
-        2 => (any::<usize>(), changes()).prop_map(|(pick, mut changes)| {
-            if pick % 3 == 0 {
-                changes.delete.push(format!("f{}", pick % 3));
-            }
-            Op::Edit { pick, changes }
-        }),
-        2 => (1..3u32, any::<usize>(), any::<bool>()).prop_map(|(project, pick, running)| Op::Revive { project, pick, running }),
-        1 => (proptest::collection::vec(import_line(), 1..6), proptest::option::weighted(0.2, 0..6usize))
-            .prop_map(|(lines, bad)| Op::Import { lines, bad }),
-        3 => prop_oneof![Just(0u64), 1..3u64, Just(1000u64)].prop_map(Op::Tick),
-        1 => Just(Op::Flush),
-        1 => Just(Op::Reopen),
-        1 => (proptest::sample::select(CrashMode::ALL.to_vec()), any::<u64>()).prop_map(|(m, s)| Op::PowerCut(m, s)),
-    ]
-}
-
-fn filter() -> impl Strategy<Value = Filter> {
-    (
-        proptest::option::weighted(0.3, 0..5u32),
-        proptest::sample::subsequence(JobState::ALL.to_vec(), 0..=3),
-        proptest::option::weighted(0.2, 990..1020u64),
-        proptest::option::weighted(0.2, 995..3030u64),
-        tags(2),
-        tags(2),
-    )
-        .prop_map(|(spider, states, startts, endts, has_tags, lacks_tags)| Filter {
-            spider: spider.map(|s| format!("s{s}")),
-            states,
-            startts,
-            endts,
-            has_tags,
-            lacks_tags,
-            keys: None,
-        })
-}
+use gen::{filter, op, Op, Target, TAGS};
 
 /// The key an index `pick` names: an existing job of the model, or one that is not.
 fn pick_key(m: &Model, pick: usize, project: Option<u32>) -> JobKey {
@@ -256,6 +96,8 @@ struct World {
     opts: Options,
     store: Option<Store>,
     model: Model,
+    /// Pagers in progress, by (project, active): the last key they were given.
+    pagers: std::collections::HashMap<(u32, bool), JobKey>,
 }
 
 impl World {
@@ -274,7 +116,7 @@ impl World {
             ..Options::default()
         };
         let store = Some(Store::open("/db", opts.clone()).unwrap());
-        World { sim, clock, opts, store, model: Model::default() }
+        World { sim, clock, opts, store, model: Model::default(), pagers: Default::default() }
     }
 
     fn store(&self) -> &Store {
@@ -368,7 +210,11 @@ impl World {
                         line += &format!(r#","priority":{p}"#);
                     }
                     text += &line;
-                    text += ",\"x\":1}\n";
+                    text += ",\"x\":1";
+                    if let Some(r) = l.reason {
+                        text += &format!(",\"close_reason\":{r}");
+                    }
+                    text += "}\n";
                 }
                 let got = self.store().import(&mut text.as_bytes(), &mut |_| {});
                 match bad.filter(|b| *b < lines.len()) {
@@ -388,11 +234,23 @@ impl World {
                     },
                 }
             }
+            Op::Page { project, count, active } => {
+                let states = if *active { vec![JobState::Pending, JobState::Running] } else { vec![] };
+                let f = Filter { states, ..Filter::default() };
+                let startafter = self.pagers.get(&(*project, *active)).copied();
+                let p = Paging { count: *count, startafter, ..Paging::default() };
+                let page = self.page(*project, &f, &p).expect("a pager's key was listed");
+                match page.last() {
+                    Some(last) => self.pagers.insert((*project, *active), *last),
+                    None => self.pagers.remove(&(*project, *active)),
+                };
+            }
             Op::Tick(ms) => self.clock.advance(*ms),
             Op::Flush => self.store().flush_indexes().unwrap(),
             Op::Reopen => {
                 self.store.take().unwrap().close().unwrap();
                 self.store = Some(Store::open("/db", self.opts.clone()).unwrap());
+                self.model.reopened();
             }
             Op::PowerCut(mode, seed) => {
                 if self.opts.durability == Durability::Buffered {
@@ -402,6 +260,7 @@ impl World {
                 drop(self.store.take());
                 self.sim.crash(*mode, *seed);
                 self.store = Some(Store::open("/db", self.opts.clone()).unwrap());
+                self.model.reopened();
             }
         }
     }
@@ -425,6 +284,29 @@ impl World {
         }
     }
 
+    /// A listing of the store and of the model: the same keys, or both refused
+    /// (an unknown `startafter`).
+    fn page(&self, project: u32, f: &Filter, p: &Paging) -> Option<Vec<JobKey>> {
+        let got = self.store().snapshot().list(project, f, p);
+        let want = self.model.page(project, f, p);
+        match (got, want) {
+            (Ok(got), Some(want)) => {
+                let got: Vec<JobKey> = got.iter().map(|h| JobKey::from_local(project, h.local)).collect();
+                assert_eq!(got, want, "list {project} {f:?} {p:?}");
+                Some(want)
+            }
+            (Err(e), None) => {
+                let k = p.startafter.expect("only startafter refuses a listing");
+                assert!(
+                    e.to_string().contains(&format!("\"startafter\": {k} is not a job of project {project}")),
+                    "{e}"
+                );
+                None
+            }
+            (got, want) => panic!("list {project} {f:?} {p:?}: store {got:?}, model {want:?}"),
+        }
+    }
+
     fn check(&self, filters: &[Filter]) {
         // The writer's holder of each `unique` (what push consults) is the model's.
         for project in 1..=2u32 {
@@ -437,13 +319,10 @@ impl World {
         for project in 1..=2u32 {
             for f in filters {
                 assert_eq!(snap.count(project, f).unwrap(), self.model.count(project, f), "count {project} {f:?}");
-                let all = Paging { count: 1000, start: 0, stop: None };
-                let want = self.model.list(project, f, &all);
-                let got: Vec<JobKey> =
-                    snap.list(project, f, &all).unwrap().iter().map(|h| JobKey::from_local(project, h.local)).collect();
-                assert_eq!(got, want, "list {project} {f:?}");
+                let all = Paging { count: 1000, start: 0, stop: None, startafter: None };
+                let want = self.page(project, f, &all).unwrap();
                 let everything = Filter::default();
-                let order = self.model.list(project, &everything, &all);
+                let order = self.model.peek(project, &everything, &all).unwrap();
                 // Deep starts land anywhere in the merged order of sections and tail.
                 let (half, last) = (want.len() as u64 / 2, (want.len() as u64).saturating_sub(1));
                 for (start, count, stop) in [
@@ -456,15 +335,31 @@ impl World {
                     (last + 2, 5, None),
                     (half, 3, order.get(order.len() * 3 / 4)),
                 ] {
-                    let p = Paging { count, start, stop: stop.copied() };
-                    let got: Vec<JobKey> = snap
-                        .list(project, f, &p)
-                        .unwrap()
-                        .iter()
-                        .map(|h| JobKey::from_local(project, h.local))
-                        .collect();
-                    assert_eq!(got, self.model.list(project, f, &p), "list {project} {f:?} {p:?}");
+                    let p = Paging { count, start, stop: stop.copied(), startafter: None };
+                    self.page(project, f, &p);
                 }
+                // startafter: any job (matching or not, moved since a listing ended
+                // with it or not), with start and stop; a key of no job is refused.
+                let unknown = JobKey::new(project, 9, 9);
+                for (start, count, stop, after) in [
+                    (0, 3, None, order.get(1)),
+                    (0, 1000, None, order.get(order.len() / 2)),
+                    (1, 2, order.get(order.len() * 3 / 4), order.get(2)),
+                    (0, 5, None, want.first()),
+                    (0, 5, None, want.last()),
+                    (0, 5, None, Some(&unknown)),
+                ] {
+                    let p = Paging { count, start, stop: stop.copied(), startafter: after.copied() };
+                    self.page(project, f, &p);
+                }
+                // Paging by startafter from the top visits every match once, in order.
+                let (mut seen, mut after) = (Vec::new(), None);
+                while let Some(page) = self.page(project, f, &Paging { count: 2, startafter: after, ..all.clone() }) {
+                    let Some(last) = page.last() else { break };
+                    after = Some(*last);
+                    seen.extend(page);
+                }
+                assert_eq!(seen, want, "paged by startafter: {project} {f:?}");
                 if !want.is_empty() {
                     let keys = Filter { keys: Some(vec![want[0], JobKey::new(project, 9, 9)]), ..f.clone() };
                     assert_eq!(snap.count(project, &keys).unwrap(), 1);

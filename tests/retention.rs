@@ -77,7 +77,7 @@ fn count(store: &Store, project: u32, states: &[JobState], spider: Option<&str>)
 
 fn listed(store: &Store, project: u32, states: &[JobState]) -> Vec<u64> {
     let f = Filter { states: states.to_vec(), ..Filter::default() };
-    let paging = Paging { count: 1000, start: 0, stop: None };
+    let paging = Paging { count: 1000, start: 0, stop: None, startafter: None };
     store.snapshot().list(project, &f, &paging).unwrap().into_iter().map(|h| h.local).collect()
 }
 
@@ -295,7 +295,12 @@ fn the_spec_reader_hides_purged_jobs_too() {
             .args(args)
             .output()
             .expect("python3 runs the spec reader");
-        assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap()
     };
     assert_eq!(reader(&["export"]), want);

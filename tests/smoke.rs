@@ -20,7 +20,7 @@ fn push_update_list_reopen() {
     assert_eq!(snap.count(53, &f).unwrap(), 5);
     let pending = Filter { states: vec![JobState::Pending], ..Filter::default() };
     assert_eq!(snap.count(53, &pending).unwrap(), 15);
-    let hits = snap.list(53, &f, &Paging { count: 100, start: 0, stop: None }).unwrap();
+    let hits = snap.list(53, &f, &Paging { count: 100, start: 0, stop: None, startafter: None }).unwrap();
     assert_eq!(hits.len(), 5);
     let first = JobKey::from_local(53, hits[0].local);
     assert_eq!(first, JobKey::new(53, 1, 5));
@@ -68,7 +68,7 @@ fn export_import_round_trip_and_rollback() {
     other.export(None, &mut again).unwrap();
     assert_eq!(String::from_utf8(out.clone()).unwrap(), String::from_utf8(again).unwrap());
     let all = Filter { states: vec![], ..Filter::default() };
-    let p = Paging { count: 1000, start: 0, stop: None };
+    let p = Paging { count: 1000, start: 0, stop: None, startafter: None };
     let order = |s: &Store| -> Vec<(u64, u64)> {
         s.snapshot().list(7, &all, &p).unwrap().iter().map(|h| (h.local, h.ts)).collect()
     };
@@ -164,12 +164,12 @@ fn deep_start_across_multi_block_index_files_and_the_tail() {
         Filter { has_tags: vec!["t1".into(), "t3".into()], lacks_tags: vec!["t3".into()], ..Filter::default() },
     ];
     for f in &filters {
-        let all = snap.list(9, f, &Paging { count: 1_000_000, start: 0, stop: None }).unwrap();
+        let all = snap.list(9, f, &Paging { count: 1_000_000, start: 0, stop: None, startafter: None }).unwrap();
         let all: Vec<u64> = all.iter().map(|h| h.local).collect();
         assert_eq!(all.len() as u64, snap.count(9, f).unwrap());
         let n = all.len() as u64;
         for start in [1, 49, 50, 51, 65_535, 65_536, 70_001, n / 2, n - 1, n, n + 3] {
-            let page = snap.list(9, f, &Paging { count: 7, start, stop: None }).unwrap();
+            let page = snap.list(9, f, &Paging { count: 7, start, stop: None, startafter: None }).unwrap();
             let page: Vec<u64> = page.iter().map(|h| h.local).collect();
             let want: Vec<u64> = all.iter().skip(start as usize).take(7).copied().collect();
             assert_eq!(page, want, "{f:?} start {start}");

@@ -17,7 +17,7 @@ pub enum Answer {
 pub fn run(snap: &Snapshot, c: &Case, buf: &mut Vec<u8>) -> Answer {
     match c.kind {
         Kind::Count => Answer::Count(snap.count(c.project, &c.filter).expect("count")),
-        Kind::List => {
+        Kind::List | Kind::Page => {
             let hits: Vec<Hit> = snap.list(c.project, &c.filter, &c.paging).expect("list");
             buf.clear();
             for h in &hits {

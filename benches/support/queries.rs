@@ -1,7 +1,8 @@
 //! The query mix: every filter shape of the JobQ API (spider, state, time range,
-//! has_tag OR, lacks_tag AND, key list) alone and combined, plus paging (deep
-//! `start`, `stop`), each in a few seeded variants over a generated dataset.
-//! Needs `dataset` as a sibling module.
+//! has_tag OR, lacks_tag AND, key list) and of its extensions (close_reason,
+//! has_tag_all) alone and combined, plus paging (deep `start`, `stop`, and a walk
+//! of 100,000 jobs by `startafter`), each in a few seeded variants over a
+//! generated dataset. Needs `dataset` as a sibling module.
 
 use jobq::query::{Filter, Paging};
 use jobq::{JobKey, JobState};
@@ -15,6 +16,8 @@ pub enum Kind {
     Count,
     /// A list of 100, rows rendered.
     List,
+    /// A page of 1,000 of a walk by `startafter`, rows rendered.
+    Page,
 }
 
 impl Kind {
@@ -22,6 +25,7 @@ impl Kind {
         match self {
             Kind::Count => "count",
             Kind::List => "list100",
+            Kind::Page => "page1000",
         }
     }
 }
@@ -44,11 +48,20 @@ pub struct Facts {
     pub big_spiders: Vec<u64>,
     /// (spider, job) of every job of the big project, in file order.
     pub big_keys: Vec<(u32, u32)>,
+    /// (spider, job) of the big project's finished jobs in listing order (`ts`,
+    /// then write order, descending).
+    pub big_finished: Vec<(u32, u32)>,
 }
 
 impl Facts {
     pub fn gather(ds: &Dataset) -> Facts {
-        let mut f = Facts { per_project: vec![0; PROJECTS as usize], big_spiders: Vec::new(), big_keys: Vec::new() };
+        let mut f = Facts {
+            per_project: vec![0; PROJECTS as usize],
+            big_spiders: Vec::new(),
+            big_keys: Vec::new(),
+            big_finished: Vec::new(),
+        };
+        let mut finished: Vec<(u64, u64, u32, u32)> = Vec::new();
         for j in ds.iter() {
             f.per_project[j.project as usize - 1] += 1;
             if j.project == BIG_PROJECT {
@@ -58,8 +71,13 @@ impl Facts {
                 }
                 f.big_spiders[s - 1] += 1;
                 f.big_keys.push((j.spider, j.job));
+                if j.state == 2 {
+                    finished.push((j.ts(), j.seq, j.spider, j.job));
+                }
             }
         }
+        finished.sort_unstable_by(|a, b| b.cmp(a));
+        f.big_finished = finished.into_iter().map(|(_, _, s, j)| (s, j)).collect();
         f
     }
 
@@ -73,6 +91,14 @@ impl Facts {
 
 fn fin() -> Vec<JobState> {
     vec![JobState::Finished]
+}
+
+fn fin_only() -> Filter {
+    Filter { states: fin(), ..Filter::default() }
+}
+
+fn reasons(r: &[&str]) -> Vec<String> {
+    r.iter().map(|s| s.to_string()).collect()
 }
 
 fn tags(ranks: &[u64]) -> Vec<String> {
@@ -107,7 +133,7 @@ fn big(filter: Filter) -> (u32, Filter, Paging) {
 }
 
 fn deep(filter: Filter, start: u64, stop: Option<JobKey>) -> (u32, Filter, Paging) {
-    (BIG_PROJECT, filter, Paging { count: 100, start, stop })
+    (BIG_PROJECT, filter, Paging { count: 100, start, stop, startafter: None })
 }
 
 /// Shapes answered as count and as list of 100.
@@ -158,12 +184,28 @@ const FILTERS: &[(&str, Make)] = &[
             endts,
             has_tags: tags(&t[..2]),
             lacks_tags: tags(&t[2..]),
-            keys: None,
+            ..Filter::default()
         })
     }),
     ("worst: has 3 common, lacks 1", |r, _| {
         let t = distinct(r, 4, 5);
         big(Filter { has_tags: tags(&t[..3]), lacks_tags: tags(&t[3..]), states: fin(), ..Filter::default() })
+    }),
+    ("close_reason", |_, _| big(Filter { close_reasons: reasons(&["closespider_timeout"]), ..fin_only() })),
+    ("close_reason common", |_, _| big(Filter { close_reasons: reasons(&["finished"]), ..fin_only() })),
+    ("close_reason OR 2, any state", |_, _| {
+        let states = JobState::ALL.to_vec();
+        big(Filter { close_reasons: reasons(&["finished", "closespider_timeout"]), states, ..Filter::default() })
+    }),
+    ("close_reason absent", |_, _| big(Filter { close_reasons: reasons(&["no-such-reason"]), ..fin_only() })),
+    ("close_reason+spider+tag", |r, _| {
+        let close_reasons = reasons(&["closespider_timeout"]);
+        big(Filter { spider: top_spider(r, 10), has_tags: tags(&[r.below(5)]), close_reasons, ..fin_only() })
+    }),
+    ("has_tag_all 2 common", |r, _| big(Filter { has_tags_all: tags(&distinct(r, 2, 5)), ..fin_only() })),
+    ("has OR 2, has_tag_all 1, lacks 1", |r, _| {
+        let t = distinct(r, 4, 8);
+        big(Filter { has_tags: tags(&t[..2]), has_tags_all: tags(&t[2..3]), lacks_tags: tags(&t[3..]), ..fin_only() })
     }),
     ("key list 20", |r, f| {
         let mut keys: Vec<JobKey> = (0..20)
@@ -206,7 +248,29 @@ const PAGINGS: &[(&str, Make)] = &[
     }),
 ];
 
-/// The mix: `variants` concrete queries per shape and kind, shape by shape.
+/// Pages in the `startafter` walk, and rows per page.
+pub const WALK_PAGES: usize = 100;
+pub const WALK_PAGE: usize = 1000;
+
+/// The walk over the big project's finished jobs: page 0, then each page after
+/// the last key of the one before, `WALK_PAGES` of them (fewer when the dataset
+/// is small).
+fn walk(facts: &Facts) -> Vec<Case> {
+    let pages = WALK_PAGES.min(facts.big_finished.len() / WALK_PAGE).max(1);
+    (0..pages)
+        .map(|k| {
+            let startafter = (k > 0).then(|| {
+                let (s, j) = facts.big_finished[k * WALK_PAGE - 1];
+                JobKey::new(BIG_PROJECT, s, j)
+            });
+            let paging = Paging { count: WALK_PAGE as u64, startafter, ..Paging::default() };
+            Case { shape: "finished by startafter", kind: Kind::Page, project: BIG_PROJECT, filter: fin_only(), paging }
+        })
+        .collect()
+}
+
+/// The mix: `variants` concrete queries per shape and kind, shape by shape, then
+/// the `startafter` walk (every page of it).
 pub fn mix(ds: &Dataset, facts: &Facts, variants: usize) -> Vec<Case> {
     let mut out = Vec::new();
     let shapes = FILTERS.iter().map(|s| (s, true)).chain(PAGINGS.iter().map(|s| (s, false)));
@@ -223,6 +287,7 @@ pub fn mix(ds: &Dataset, facts: &Facts, variants: usize) -> Vec<Case> {
             }
         }
     }
+    out.extend(walk(facts));
     out
 }
 
@@ -240,14 +305,17 @@ pub fn describe(c: &Case) -> String {
     p.extend(f.startts.iter().map(|t| format!("startts={t}")));
     p.extend(f.endts.iter().map(|t| format!("endts={t}")));
     p.extend(f.has_tags.iter().map(|t| format!("has_tag={t}")));
+    p.extend(f.has_tags_all.iter().map(|t| format!("has_tag_all={t}")));
     p.extend(f.lacks_tags.iter().map(|t| format!("lacks_tag={t}")));
+    p.extend(f.close_reasons.iter().map(|t| format!("close_reason={t}")));
     p.extend(f.keys.iter().flatten().map(|k| format!("key={k}")));
-    if c.kind == Kind::List {
+    if c.kind != Kind::Count {
         p.push(format!("count={}", c.paging.count));
         if c.paging.start > 0 {
             p.push(format!("start={}", c.paging.start));
         }
         p.extend(c.paging.stop.iter().map(|k| format!("stop={k}")));
+        p.extend(c.paging.startafter.iter().map(|k| format!("startafter={k}")));
     }
     format!("jobq/{}/{}?{}", c.project, if c.kind == Kind::Count { "count" } else { "list" }, p.join("&"))
 }

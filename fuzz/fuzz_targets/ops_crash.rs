@@ -363,7 +363,7 @@ type JobView = (JobKey, JobState, i64, [Option<u64>; 4], Vec<String>, Option<Str
 /// Every job of projects 1 and 2, in listing order.
 fn capture(store: &Store) -> BTreeMap<u32, Vec<JobView>> {
     let snap = store.snapshot();
-    let all = Paging { count: 1_000_000, start: 0, stop: None };
+    let all = Paging { count: 1_000_000, start: 0, stop: None, startafter: None };
     let mut out = BTreeMap::new();
     for p in 1..=2u32 {
         let hits = snap.list(p, &Filter::default(), &all).expect("list");

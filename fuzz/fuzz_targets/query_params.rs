@@ -110,9 +110,9 @@ enum QuerySpec {
     Pairs(Vec<(u8, Word)>),
 }
 
-const PARAMS: [&str; 14] = [
+const PARAMS: [&str; 17] = [
     "spider", "state", "startts", "endts", "has_tag", "lacks_tag", "count", "start", "stop", "key", "jobmeta", "create",
-    "x", "",
+    "x", "", "has_tag_all", "close_reason", "startafter",
 ];
 const VALUES: [&str; 12] =
     ["s1", "finished", "pending,running", "1", "0", "1/1/1", "2/1/1", "a", "-1", "18446744073709551616", "tags,state", " 3 "];
@@ -229,7 +229,7 @@ fn open_store() -> Store {
         ("/jobq/2/push", b"{\"spider\":\"s1\",\"state\":\"running\"}"),
         ("/jobq/1/update", b"{\"key\":\"1/1/1\",\"state\":\"finished\",\"close_reason\":\"ok\"}"),
     ] {
-        let r = api::handle(&store, &caller, &config, &Request { method: Method::Post, path, query: "", body });
+        let r = api::handle(&store, &caller, &config, &Request { method: Method::Post, path, query: "", body, cancel: api::Cancel::new() });
         assert_eq!(r.status, 200, "seeding {path}");
     }
     store
@@ -303,14 +303,21 @@ fuzz_target!(|data: &[u8]| {
                     assert!(keys.len() <= jobq::query::MAX_KEYS);
                 }
                 // Values named once each, within the limits; no empty tag or spider.
-                for tags in [&q.filter.has_tags, &q.filter.lacks_tags] {
+                for tags in [&q.filter.has_tags, &q.filter.has_tags_all, &q.filter.lacks_tags] {
                     assert!(tags.len() <= jobq::query::MAX_TAG_FILTERS && tags.iter().all(|t| !t.is_empty()));
                     assert!(tags.iter().enumerate().all(|(i, t)| !tags[..i].contains(t)), "{tags:?}");
                 }
+                let reasons = &q.filter.close_reasons;
+                assert!(reasons.len() <= jobq::query::MAX_CLOSE_REASONS);
+                assert!(reasons.iter().all(|r| r.len() <= jobq::model::MAX_CLOSE_REASON));
+                assert!(reasons.iter().enumerate().all(|(i, r)| !reasons[..i].contains(r)), "{reasons:?}");
                 assert!(q.jobmeta.as_ref().is_none_or(|m| m.len() <= jobq::query::MAX_JOBMETA));
                 assert!(q.filter.spider.as_ref().is_none_or(|s| !s.is_empty()));
                 if let Some(stop) = q.paging.stop {
                     assert_eq!(stop.project, input.project);
+                }
+                if let Some(after) = q.paging.startafter {
+                    assert_eq!(after.project, input.project, "startafter of another project is refused");
                 }
             }
         }
@@ -335,7 +342,7 @@ fuzz_target!(|data: &[u8]| {
             6 => Method::Delete,
             _ => Method::Other,
         };
-        let req = Request { method, path: &path, query: &query, body: &body };
+        let req = Request { method, path: &path, query: &query, body: &body, cancel: api::Cancel::new() };
         let resp = api::handle(&store, &caller, &config, &req);
         let (status, shape, allow) = (resp.status, resp.shape, resp.allow);
         let body = body_bytes(resp.body);
@@ -352,7 +359,7 @@ fuzz_target!(|data: &[u8]| {
     // The store is still consistent with itself.
     let snap = store.snapshot();
     for p in 1..=3u32 {
-        let all = Paging { count: 100_000, start: 0, stop: None };
+        let all = Paging { count: 100_000, start: 0, stop: None, startafter: None };
         let n = snap.count(p, &Filter::default()).expect("count");
         let listed = snap.list(p, &Filter::default(), &all).expect("list");
         assert_eq!(n, listed.len() as u64, "count and list disagree in project {p}");

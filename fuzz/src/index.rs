@@ -18,6 +18,7 @@ use jobq::query::Filter;
 use crate::gen::{state, Word};
 
 const TAGS: [&str; 6] = ["a", "b", "c", "é", "ab", "a\u{0}"];
+const REASONS: [&str; 4] = ["failed", "404", "", "é"];
 
 /// One doc of an index image, in small domains so that keys, `ts` and terms collide.
 #[derive(Debug, Clone)]
@@ -31,6 +32,7 @@ pub struct ArbDoc {
     pub priority: i64,
     pub tags: Vec<String>,
     pub unique: Option<String>,
+    pub close_reason: Option<String>,
     pub loc: u64,
 }
 
@@ -51,6 +53,7 @@ impl<'a> Arbitrary<'a> for ArbDoc {
             priority: if u.ratio(3, 4)? { u.int_in_range(-2..=3)? } else { u.arbitrary()? },
             tags,
             unique: if u.ratio(1, 3)? { Some(u.choose(&["u", "v", "", "ü"])?.to_string()) } else { None },
+            close_reason: if u.ratio(1, 2)? { Some(u.choose(&REASONS)?.to_string()) } else { None },
             loc: u.arbitrary()?,
         })
     }
@@ -102,6 +105,7 @@ pub fn build(docs: &[ArbDoc], bulk: u16, catalog: &[(u32, u32, u32, Word)], meta
             priority: d.priority,
             tags: d.tags.iter().map(|t| Arc::<str>::from(t.as_str())).collect::<Vec<_>>().into(),
             unique: d.unique.as_deref().map(Arc::<str>::from),
+            close_reason: d.close_reason.as_deref().map(Arc::<str>::from),
             loc: d.loc,
         });
     }
@@ -215,6 +219,7 @@ struct DocFacts {
     state: Vec<Option<u8>>,
     spider: Vec<Vec<u32>>,
     tags: Vec<Vec<Vec<u8>>>,
+    close_reason: Vec<Option<Vec<u8>>>,
 }
 
 /// Exercise every accessor of an open segment; `probes` drive lookups.
@@ -289,11 +294,12 @@ fn exercise_section(sec: &Section<'_>, probes: &[u32], filters: &[Filter], order
         state: vec![None; visit as usize],
         spider: vec![Vec::new(); visit as usize],
         tags: vec![Vec::new(); visit as usize],
+        close_reason: vec![None; visit as usize],
     };
     let mut prev: Option<(u8, Vec<u8>)> = None;
     for f in 0..=6u8 {
         for (term, p) in sec.terms(f) {
-            assert!((field::STATE..=field::UNIQUE).contains(&f), "a term of unknown field {f}");
+            assert!((field::STATE..=field::LAST).contains(&f), "a term of unknown field {f}");
             let key = (f, term.to_vec());
             assert!(prev.as_ref().is_none_or(|q| *q < key), "terms not in dictionary order");
             prev = Some(key);
@@ -307,6 +313,7 @@ fn exercise_section(sec: &Section<'_>, probes: &[u32], filters: &[Filter], order
                     field::STATE if term.len() == 1 => facts.state[d] = Some(term[0]),
                     field::SPIDER => facts.spider[d].push(u32::from_le_bytes(term.try_into().unwrap_or([0; 4]))),
                     field::TAG => facts.tags[d].push(term.to_vec()),
+                    field::CLOSE_REASON => facts.close_reason[d] = Some(term.to_vec()),
                     _ => {}
                 }
             }
@@ -335,6 +342,7 @@ fn exercise_section(sec: &Section<'_>, probes: &[u32], filters: &[Filter], order
                 spider: if f.spider.is_some() { spider } else { None },
                 nothing: false,
                 stop: probes.get(fi + 1).filter(|x| *x % 2 == 0).map(|x| (u64::from(*x % 10), u64::from(*x))),
+                after: probes.get(fi + 2).filter(|x| *x % 3 == 0).map(|x| (u64::from(*x % 10), u64::from(*x))),
             };
             let naive: Vec<DocId> = (0..n).filter(|d| naive_match(sec, *d, &r, &facts, &dead)).collect();
             let planned = r.plan(sec, &dead);
@@ -375,8 +383,12 @@ fn naive_match(sec: &Section<'_>, d: DocId, r: &Resolved<'_>, facts: &DocFacts, 
         && f.startts.is_none_or(|t| ts >= t)
         && f.endts.is_none_or(|t| ts < t)
         && r.stop.is_none_or(|k| (ts, sec.seq(d)) > k)
+        && r.after.is_none_or(|k| (ts, sec.seq(d)) < k)
         && (f.has_tags.is_empty() || f.has_tags.iter().any(|t| facts.tags[i].iter().any(|x| x == t.as_bytes())))
+        && f.has_tags_all.iter().all(|t| facts.tags[i].iter().any(|x| x == t.as_bytes()))
         && !f.lacks_tags.iter().any(|t| facts.tags[i].iter().any(|x| x == t.as_bytes()))
+        && (f.close_reasons.is_empty()
+            || facts.close_reason[i].as_ref().is_some_and(|c| f.close_reasons.iter().any(|r| r.as_bytes() == c)))
 }
 
 /// A filter in the small domains of [`ArbDoc`].
@@ -401,6 +413,12 @@ pub fn arb_filter(u: &mut Unstructured<'_>) -> Result<Filter> {
     }
     for _ in 0..u.int_in_range(0..=1)? {
         f.lacks_tags.push(u.choose(&TAGS)?.to_string());
+    }
+    for _ in 0..u.int_in_range(0..=1)? {
+        f.has_tags_all.push(u.choose(&TAGS)?.to_string());
+    }
+    for _ in 0..u.int_in_range(0..=1)? {
+        f.close_reasons.push(u.choose(&REASONS)?.to_string());
     }
     Ok(f)
 }

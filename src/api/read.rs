@@ -18,7 +18,7 @@ fn without(params: &Params, names: &[&str]) -> Vec<(String, String)> {
 
 pub(super) fn count(store: &Store, project: u32, params: &Params) -> Answer {
     // Paging means nothing to a count: its parameters are ignored, not checked.
-    let params = without(params, &["count", "start", "stop", "jobmeta"]);
+    let params = without(params, &["count", "start", "stop", "startafter", "jobmeta"]);
     let q = parse_query(&params, project, Some(JobState::Finished), Limits::default())?;
     let n = store.snapshot().count(project, &q.filter)?;
     Ok(Response::value(format!("{n}\n").into_bytes()))
@@ -51,7 +51,8 @@ pub(super) fn summary(
         return Err(Error::field("state", "summary has a line per state (ask for summary/<state>)").into());
     }
     let limits = Limits { default_count: SUMMARY_COUNT, max_count: config.max_count };
-    let q = parse_query(params, project, None, limits)?;
+    // `startafter` pages a listing; a summary ignores it, unchecked.
+    let q = parse_query(&without(params, &["startafter"]), project, None, limits)?;
     let snap = store.snapshot();
     // The path's spider id and a `?spider=name` must agree; a name the project does
     // not know matches nothing (the filter keeps the unknown name).

@@ -95,6 +95,12 @@ impl<'a> JobView<'a> {
         self.times[self.state.time_slot()].unwrap_or(0)
     }
 
+    /// The term this version is indexed under as `close_reason`, if any.
+    pub fn close_reason(&self) -> Option<std::borrow::Cow<'a, str>> {
+        let v = crate::model::doc::field(self.doc, crate::model::CLOSE_REASON)?;
+        crate::model::close_reason_term(v.get())
+    }
+
     /// Append the raw JSON of one field of the job's whole metadata; false when the
     /// job does not have it.
     pub fn field_json(&self, name: &str, spider_name: &str, out: &mut Vec<u8>) -> bool {

@@ -97,11 +97,15 @@ impl FileSystem for RealFs {
         if file.metadata()?.len() == 0 {
             return Ok(MappedBytes::from_vec(Vec::new()));
         }
-        // SAFETY: jobq maps only index files, which are immutable once published
-        // (written to a temp file, fsynced, renamed) and never truncated or rewritten
-        // in place: a newer index is a new file, and an old one is only unlinked,
-        // which keeps the mapping valid. Every reader checks the length and the
-        // checksums of the bytes before it decodes them.
+        // SAFETY: jobq maps index files and log segments. Index files are
+        // immutable once published (written to a temp file, fsynced, renamed) and
+        // never truncated or rewritten in place: a newer index is a new file, and
+        // an old one is only unlinked, which keeps the mapping valid. A log
+        // segment's bytes below the writer's end never change (appends go past the
+        // map's end, which readers check); a segment is truncated only past its
+        // last valid frame (recovery at open, a failed write's cut, `jobq repair`),
+        // where no record a reader was given lies, and compaction unlinks whole
+        // segments. Every reader checks the lengths and checksums of what it decodes.
         let map = unsafe { memmap2::Mmap::map(&file)? };
         Ok(MappedBytes::from_map(map))
     }

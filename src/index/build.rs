@@ -1,6 +1,7 @@
 //! Building an index file image from job versions: per project, the docs sorted by
 //! `ts` descending (ties: later `order_seq` first), their columns, the key lookup
-//! table, and a posting list per state, spider, tag, priority and active `unique`.
+//! table, and a posting list per state, spider, tag, priority, active `unique`
+//! and `close_reason`.
 
 use std::sync::Arc;
 
@@ -25,6 +26,8 @@ pub struct DocEntry {
     pub priority: i64,
     pub tags: Arc<[Arc<str>]>,
     pub unique: Option<Arc<str>>,
+    /// The `close_reason` term (`None`: no close_reason, or one too long to index).
+    pub close_reason: Option<Arc<str>>,
     /// Packed log position of the record.
     pub loc: u64,
 }
@@ -107,6 +110,7 @@ struct Terms<'a> {
     priority: FastMap<i64, Vec<u32>>,
     tag: FastMap<&'a str, Vec<u32>>,
     unique: FastMap<&'a str, Vec<u32>>,
+    close_reason: FastMap<&'a str, Vec<u32>>,
 }
 
 impl<'a> Terms<'a> {
@@ -126,6 +130,9 @@ impl<'a> Terms<'a> {
             if let (Some(u), true) = (&d.unique, d.state.is_active()) {
                 t.unique.entry(u).or_default().push(doc);
             }
+            if let Some(c) = &d.close_reason {
+                t.close_reason.entry(c).or_default().push(doc);
+            }
         }
         t
     }
@@ -142,6 +149,7 @@ impl<'a> Terms<'a> {
         out.extend(self.tag.into_iter().map(|(t, l)| ((field::TAG, t.as_bytes().to_vec()), l)));
         out.extend(self.priority.into_iter().map(|(p, l)| ((field::PRIORITY, p.to_le_bytes().to_vec()), l)));
         out.extend(self.unique.into_iter().map(|(u, l)| ((field::UNIQUE, u.as_bytes().to_vec()), l)));
+        out.extend(self.close_reason.into_iter().map(|(c, l)| ((field::CLOSE_REASON, c.as_bytes().to_vec()), l)));
         out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         out
     }

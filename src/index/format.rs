@@ -14,7 +14,12 @@ use byteorder::{ByteOrder, LittleEndian as LE};
 use crate::log::LogPos;
 
 pub const MAGIC: &[u8; 8] = b"JOBQIDX\0";
-pub const VERSION: u32 = 1;
+/// Version 2 added the close_reason postings (field 6); files of other versions
+/// are set aside and rebuilt from the log (index files are caches).
+pub const VERSION: u32 = 2;
+/// The oldest version laid out as this one (without the newer term fields): a
+/// file of it is checked whole, then set aside as another version.
+pub const OLDEST_VERSION: u32 = 1;
 pub const HEADER_LEN: usize = 64;
 pub const FOOTER_LEN: usize = 48;
 pub const DIR_ENTRY: usize = 32;
@@ -33,6 +38,10 @@ pub mod field {
     pub const PRIORITY: u8 = 4;
     /// Term: the `unique` value (UTF-8); only pending and running jobs are posted.
     pub const UNIQUE: u8 = 5;
+    /// Term: the `close_reason` term (UTF-8, [`crate::model::close_reason_term`]).
+    pub const CLOSE_REASON: u8 = 6;
+    /// The highest field code.
+    pub const LAST: u8 = CLOSE_REASON;
 }
 
 /// What an index file covers, from its header.
@@ -88,7 +97,7 @@ pub fn decode_header(b: &[u8]) -> Result<SegmentMeta, String> {
         return Err("not a jobq index file (bad magic)".into());
     }
     let version = LE::read_u32(&b[8..12]);
-    if version != VERSION || LE::read_u32(&b[12..16]) != 0 {
+    if !(OLDEST_VERSION..=VERSION).contains(&version) || LE::read_u32(&b[12..16]) != 0 {
         return Err(format!("index format version {version}; this build reads version {VERSION}"));
     }
     let m = SegmentMeta {

@@ -1,5 +1,6 @@
 //! Reading index files back into entries, to merge several into one: per doc, the
-//! state, priority, tags and `unique` are recovered by inverting the postings.
+//! state, priority, tags, `unique` and `close_reason` are recovered by inverting
+//! the postings.
 
 use std::sync::Arc;
 
@@ -14,6 +15,7 @@ pub fn live_entries(sec: &Section<'_>, dead: &DeadSet, out: &mut Vec<DocEntry>) 
     let mut priority = vec![0i64; n];
     let mut tags: Vec<Vec<Arc<str>>> = vec![Vec::new(); n];
     let mut unique: Vec<Option<Arc<str>>> = vec![None; n];
+    let mut close_reason: Vec<Option<Arc<str>>> = vec![None; n];
     for (t, p) in sec.terms(field::STATE) {
         let s = JobState::from_code(t[0]).unwrap_or(JobState::Pending);
         for d in p.docs() {
@@ -38,6 +40,12 @@ pub fn live_entries(sec: &Section<'_>, dead: &DeadSet, out: &mut Vec<DocEntry>) 
             unique[d as usize] = Some(u.clone());
         }
     }
+    for (t, p) in sec.terms(field::CLOSE_REASON) {
+        let c: Arc<str> = Arc::from(String::from_utf8_lossy(t).as_ref());
+        for d in p.docs() {
+            close_reason[d as usize] = Some(c.clone());
+        }
+    }
     out.reserve(n);
     for d in 0..n {
         if dead.contains(d as u32) {
@@ -52,6 +60,7 @@ pub fn live_entries(sec: &Section<'_>, dead: &DeadSet, out: &mut Vec<DocEntry>) 
             priority: priority[d],
             tags: std::mem::take(&mut tags[d]).into(),
             unique: unique[d].take(),
+            close_reason: close_reason[d].take(),
             loc: sec.loc(d as u32),
         });
     }

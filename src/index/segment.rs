@@ -57,11 +57,18 @@ impl IndexSegment {
             return Err(bad(foot_at + 40, "bad footer magic (truncated or not an index file)".into()));
         }
         let version = LE::read_u32(&f[32..36]);
-        if version != format::VERSION {
-            return Err(Error::Unsupported {
-                path: path.to_path_buf(),
-                what: format!("index format version {version}; this build reads {}", format::VERSION),
-            });
+        let unsupported = || Error::Unsupported {
+            path: path.to_path_buf(),
+            what: format!("index format version {version}; this build reads {}", format::VERSION),
+        };
+        // Another version only when header and footer agree on it: a flipped
+        // version field is damage.
+        if version != format::VERSION && (&b[0..8] != format::MAGIC || LE::read_u32(&b[8..12]) != version) {
+            return Err(bad(foot_at + 32, format!("footer version {version} disagrees with the header")));
+        }
+        // A newer build's file may lay its footer out otherwise: nothing more is read.
+        if version > format::VERSION {
+            return Err(unsupported());
         }
         let (dir_off, dir_len) = (LE::read_u64(&f[0..8]), LE::read_u64(&f[8..16]));
         let (cat_off, cat_len) = (LE::read_u64(&f[16..24]), LE::read_u64(&f[24..32]));
@@ -85,6 +92,11 @@ impl IndexSegment {
         let total: u64 = dir.iter().map(|d| u64::from(d.docs)).sum();
         if total != meta.docs {
             return Err(bad(56, "header doc count does not match the sections".into()));
+        }
+        // An older file, whole (laid out as this version's, less the newer term
+        // fields): set aside and rebuilt from the log, not damage.
+        if version != format::VERSION {
+            return Err(unsupported());
         }
         Ok(IndexSegment {
             path: path.to_path_buf(),
@@ -161,6 +173,19 @@ impl IndexSegment {
             for doc in 1..sec.len() {
                 if (sec.ts(doc), sec.seq(doc)) >= (sec.ts(doc - 1), sec.seq(doc - 1)) {
                     return Err((at(TS, doc, 8), "docs not in ts-descending order".into()));
+                }
+            }
+            // close_reason terms (format-spec/index.md, field 6): UTF-8, at most
+            // MAX_CLOSE_REASON bytes, a doc in one list at most.
+            let mut posted = vec![false; sec.len() as usize];
+            for (term, p) in sec.terms(field::CLOSE_REASON) {
+                let dict = d.offset + info.cols[DICT] as u64;
+                if term.len() > crate::model::MAX_CLOSE_REASON || std::str::from_utf8(term).is_err() {
+                    return Err((dict, "a close_reason term is not UTF-8 of at most 1024 bytes".into()));
+                }
+                if let Some(doc) = p.docs().into_iter().find(|&doc| std::mem::replace(&mut posted[doc as usize], true))
+                {
+                    return Err((dict, format!("doc {doc} is in two close_reason lists")));
                 }
             }
             for k in 0..sec.len() {
@@ -312,7 +337,7 @@ fn check_section(s: &[u8], d: &DirEntry) -> Checked {
             (e[0], usize::from(LE::read_u16(&e[2..4])), LE::read_u32(&e[4..8]) as usize, LE::read_u64(&e[8..16]));
         let at = cols[DICT] + t * TERM_ENTRY;
         let term = s.get(blob + off..blob + off + len).ok_or((at, "term runs outside the section".to_string()))?;
-        if !(field::STATE..=field::UNIQUE).contains(&f) || e[1] != 0 {
+        if !(field::STATE..=field::LAST).contains(&f) || e[1] != 0 {
             return Err((at, "unknown term field".into()));
         }
         if prev.is_some_and(|p| p >= (f, term)) {
@@ -476,62 +501,12 @@ impl<'a> Section<'a> {
     pub fn unique(&self, u: &str) -> Option<Posting<'a>> {
         self.term(field::UNIQUE, u.as_bytes())
     }
+
+    pub fn close_reason(&self, term: &str) -> Option<Posting<'a>> {
+        self.term(field::CLOSE_REASON, term.as_bytes())
+    }
 }
 
 #[cfg(test)]
-mod tests {
-    use std::sync::Arc;
-
-    use super::*;
-    use crate::index::build::{build, DocEntry};
-    use crate::log::LogPos;
-
-    fn image() -> Vec<u8> {
-        let docs: Vec<DocEntry> = (0..600u64)
-            .map(|i| DocEntry {
-                project: 1 + (i % 7) as u32 * (1 + (i % 3) as u32),
-                local: (1 << 32) | (i + 1),
-                ts: 1000 + i * 37 % 500,
-                order_seq: i + 1,
-                state: JobState::ALL[i as usize % 4],
-                priority: 2,
-                tags: (0..i % 3).map(|t| Arc::<str>::from(format!("t{t}"))).collect(),
-                unique: None,
-                loc: i * 100,
-            })
-            .collect();
-        let meta = SegmentMeta {
-            generation: 1,
-            lo_seq: 1,
-            hi_seq: 600,
-            log_end: LogPos { segment: 1, offset: 1 },
-            last_frame: LogPos { segment: 1, offset: 0 },
-            docs: 600,
-        };
-        build(docs, meta, &[])
-    }
-
-    fn dir_of(b: &[u8]) -> Vec<DirEntry> {
-        let f = &b[b.len() - FOOTER_LEN..];
-        let (off, len, cat) =
-            (LE::read_u64(&f[0..8]) as usize, LE::read_u64(&f[8..16]) as usize, LE::read_u64(&f[16..24]));
-        decode_dir(&b[off..off + len], off, cat as usize).unwrap()
-    }
-
-    #[test]
-    fn parallel_check_agrees_with_sequential() {
-        let mut b = image();
-        let dir = dir_of(&b);
-        assert!(dir.len() > 3);
-        let one = check_sections(&b, &dir, 1).unwrap();
-        let many = check_sections(&b, &dir, 4).unwrap();
-        assert_eq!(format!("{one:?}"), format!("{many:?}"));
-        // Damage in two sections: both report the first in file order.
-        for d in [&dir[3], &dir[1]] {
-            b[d.offset as usize + d.len as usize / 2] ^= 0x10;
-        }
-        let first = check_sections(&b, &dir, 1).unwrap_err();
-        assert_eq!(first.0, dir[1].offset as usize);
-        assert_eq!(check_sections(&b, &dir, 4).unwrap_err(), first);
-    }
-}
+#[path = "segment_tests.rs"]
+mod tests;

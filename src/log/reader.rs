@@ -1,6 +1,11 @@
 //! Reading single records by position, for answers that need a job's fields.
-//! Sealed and tail segments alike are read with positional reads; their bytes
-//! below the writer's end never change while the store is open.
+//! Segments are read through memory maps, made at a segment's first read: the
+//! bytes of a segment below the writer's end never change while the store is
+//! open (format-spec/log.md), so a map never goes stale, it only falls behind the
+//! segment the writer appends to. A record past a map's end is read positionally;
+//! one [`REMAP_STEP`] or more past it maps the segment again (the newest records
+//! of a busy segment are read positionally, the rest through the map). A record
+//! a map does not hold whole is read positionally too, and judged there.
 //!
 //! Online compaction removes segments while snapshots taken before may still read
 //! them: a removed segment's open handle is kept by a [`LogEpoch`], which every
@@ -17,10 +22,13 @@ use parking_lot::{Mutex, RwLock};
 use super::{segment, LogPos};
 use crate::codec::record;
 use crate::error::{Error, Result};
-use crate::fs::{self, FileSystem, FsFile, OpenMode};
+use crate::fs::{self, FileSystem, FsFile, MappedBytes, OpenMode};
 use crate::model::Job;
 
 const FIRST_READ: usize = 1024;
+/// How far past the end of a segment's map a record must lie for the segment to
+/// be mapped again.
+pub const REMAP_STEP: u64 = 4 << 20;
 
 /// The handles of segments removed while versions made before still live. Each
 /// version holds the epoch current when it was made; an epoch, once ended, holds
@@ -50,11 +58,37 @@ pub struct RecordReader {
     files: RwLock<HashMap<u32, Arc<dyn FsFile>>>,
     /// Segments removed by compaction, readable while an old version holds them.
     removed: RwLock<HashMap<u32, Weak<dyn FsFile>>>,
+    /// Maps of segments, as long as they were when mapped.
+    maps: RwLock<HashMap<u32, MappedBytes>>,
 }
 
 impl RecordReader {
     pub fn new(fs: Arc<dyn FileSystem>, dir: &Path) -> RecordReader {
-        RecordReader { fs, dir: dir.to_path_buf(), files: RwLock::new(HashMap::new()), removed: RwLock::default() }
+        RecordReader {
+            fs,
+            dir: dir.to_path_buf(),
+            files: RwLock::new(HashMap::new()),
+            removed: RwLock::default(),
+            maps: RwLock::default(),
+        }
+    }
+
+    /// The map of segment `n` for a read at `offset`: made at the segment's first
+    /// read, made again when `offset` lies `REMAP_STEP` or more past its end.
+    /// `None` (read positionally): a segment compaction removed, one that cannot
+    /// be mapped (an exhausted address space, a simulated power cut).
+    fn mapped(&self, n: u32, offset: u64) -> Option<MappedBytes> {
+        if let Some(m) = self.maps.read().get(&n) {
+            if offset < m.len() as u64 + REMAP_STEP {
+                return Some(m.clone());
+            }
+        }
+        if !self.files.read().contains_key(&n) {
+            return None;
+        }
+        let m = self.fs.map(&self.dir.join(segment::file_name(n))).ok()?;
+        self.maps.write().insert(n, m.clone());
+        Some(m)
     }
 
     fn file(&self, n: u32) -> Result<Arc<dyn FsFile>> {
@@ -90,23 +124,29 @@ impl RecordReader {
         let mut removed = self.removed.write();
         removed.retain(|_, w| w.strong_count() > 0);
         let mut files = self.files.write();
+        let mut maps = self.maps.write();
         for (&n, f) in numbers.iter().zip(&out) {
             files.remove(&n);
+            maps.remove(&n);
             removed.insert(n, Arc::downgrade(f));
         }
         Ok(out)
     }
 
-    /// Forget the handles of segments `from` and above (an undone import removed
-    /// them and may have created an empty segment under the first number).
+    /// Forget the handles and maps of segments `from` and above (an undone import
+    /// removed them and may have created an empty segment under the first number).
     pub fn forget_from(&self, from: u32) {
         self.files.write().retain(|n, _| *n < from);
+        self.maps.write().retain(|n, _| *n < from);
     }
 
     /// Read the record at `loc` into the front of `buf` (grown as needed, never
     /// shrunk, so a reused buffer is not zeroed again); returns its length.
     pub fn read_raw(&self, loc: u64, buf: &mut Vec<u8>) -> Result<usize> {
         let pos = LogPos::unpack(loc);
+        if let Some(total) = self.mapped(pos.segment, pos.offset).and_then(|m| copy_record(&m, pos.offset, buf)) {
+            return Ok(total);
+        }
         let file = self.file(pos.segment)?;
         let path = || self.dir.join(segment::file_name(pos.segment));
         if buf.len() < FIRST_READ {
@@ -144,6 +184,26 @@ impl RecordReader {
         Error::corrupt(self.dir.join(segment::file_name(pos.segment)), pos.offset, what)
     }
 
+    /// Call `f` with the bytes of the record at `loc`: in place in the segment's
+    /// map when it holds the record whole, else read into `buf` first.
+    pub fn with_record<R>(&self, loc: u64, buf: &mut Vec<u8>, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
+        let pos = LogPos::unpack(loc);
+        if let Some(m) = self.mapped(pos.segment, pos.offset) {
+            if let Some(range) = record_range(&m, pos.offset) {
+                return Ok(f(&m[range]));
+            }
+        }
+        let n = self.read_raw(loc, buf)?;
+        Ok(f(&buf[..n]))
+    }
+
+    /// Segments read through a map (for tests).
+    pub fn mapped_segments(&self) -> Vec<u32> {
+        let mut v: Vec<u32> = self.maps.read().keys().copied().collect();
+        v.sort_unstable();
+        v
+    }
+
     /// The record at `loc`.
     pub fn read(&self, loc: u64) -> Result<Job> {
         let mut buf = Vec::new();
@@ -151,4 +211,24 @@ impl RecordReader {
         let (view, _) = record::decode_job(&buf[..n]).map_err(|e| self.corrupt(loc, e))?;
         Ok(view.to_job())
     }
+}
+
+/// Where the record at `offset` lies in a mapped segment; `None` when the map
+/// does not hold it whole (read positionally, which judges it).
+fn record_range(map: &[u8], offset: u64) -> Option<std::ops::Range<usize>> {
+    let at = usize::try_from(offset).ok()?;
+    let prefix = map.get(at..at.checked_add(record::RECORD_PREFIX)?)?;
+    let end = at.checked_add(record::RECORD_PREFIX)?.checked_add(LE::read_u32(&prefix[0..4]) as usize)?;
+    (end <= map.len()).then_some(at..end)
+}
+
+/// Copy the record at `offset` of a mapped segment into the front of `buf`.
+fn copy_record(map: &[u8], offset: u64, buf: &mut Vec<u8>) -> Option<usize> {
+    let range = record_range(map, offset)?;
+    let total = range.len();
+    if buf.len() < total {
+        buf.resize(total, 0);
+    }
+    buf[..total].copy_from_slice(&map[range]);
+    Some(total)
 }

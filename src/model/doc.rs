@@ -163,6 +163,30 @@ pub fn write_json_str(out: &mut Vec<u8>, s: &str) {
     serde_json::to_writer(&mut *out, s).expect("writing a str to a Vec cannot fail");
 }
 
+/// Append `v` in decimal (a listing writes several numbers a row: this skips the
+/// formatting machinery).
+pub fn write_u64(out: &mut Vec<u8>, mut v: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
+}
+
+/// Append `v` in decimal, with its sign.
+pub fn write_i64(out: &mut Vec<u8>, v: i64) {
+    if v < 0 {
+        out.push(b'-');
+    }
+    write_u64(out, v.unsigned_abs());
+}
+
 impl MetaDoc {
     /// The empty object.
     pub fn new() -> MetaDoc {
@@ -224,6 +248,20 @@ impl fmt::Debug for MetaDoc {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn numbers_are_written_as_display_writes_them() {
+        for v in [0u64, 7, 10, 99, 1_700_000_000_000, u64::MAX] {
+            let mut out = Vec::new();
+            write_u64(&mut out, v);
+            assert_eq!(out, v.to_string().as_bytes());
+        }
+        for v in [0i64, -1, 42, -1_700_000_000_000, i64::MIN, i64::MAX] {
+            let mut out = b"x".to_vec();
+            write_i64(&mut out, v);
+            assert_eq!(out, format!("x{v}").as_bytes());
+        }
+    }
 
     #[test]
     fn nesting_is_limited_as_on_import() {

@@ -7,7 +7,7 @@ mod key;
 mod state;
 
 pub use doc::MetaDoc;
-pub use job::{Job, TIME_FIELDS};
+pub use job::{close_reason_term, Job, CLOSE_REASON, MAX_CLOSE_REASON, TIME_FIELDS};
 pub use key::{JobKey, SpiderKey};
 pub use state::JobState;
 

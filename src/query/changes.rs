@@ -1,18 +1,16 @@
 //! Which changes a change feed answers: a predicate on one job version as its log
 //! record holds it, tested as the feed reads the log (no index is consulted).
 //!
-//! The parameters are count's and list's where they exist (`spider`, `state`,
-//! `has_tag`, `lacks_tag`, parsed by [`parse_query`] with its rules), plus
-//! `has_tag_all` (repeatable, AND) and `close_reason` (repeatable, OR).
+//! The parameters are count's and list's (`spider`, `state`, `has_tag`,
+//! `has_tag_all`, `lacks_tag`, `close_reason`), parsed by [`parse_query`] with its
+//! rules and meaning the same: a `close_reason` is compared as the indexes hold
+//! it ([`crate::model::close_reason_term`]).
 
-use super::{parse_query, Limits, MAX_TAG_FILTERS};
+use super::filter::close_reason_passes;
+use super::{parse_query, Limits};
 use crate::codec::record::JobView;
-use crate::error::{Error, Result};
-use crate::hash::FastSet;
+use crate::error::Result;
 use crate::model::JobState;
-
-/// Most distinct `close_reason` values of one request.
-pub const MAX_CLOSE_REASONS: usize = 100;
 
 /// Which job versions a feed reports.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -27,26 +25,8 @@ pub struct ChangeFilter {
     pub has_tags_all: Vec<String>,
     /// None of these tags.
     pub lacks_tags: Vec<String>,
-    /// `close_reason` (a JSON string in the job's metadata) is one of these (OR).
+    /// The version's `close_reason` term is one of these (OR).
     pub close_reasons: Vec<String>,
-}
-
-/// The values of a repeatable parameter: never empty, each once, at most `max`.
-fn distinct(params: &[(String, String)], name: &'static str, max: usize) -> Result<Vec<String>> {
-    let mut seen = FastSet::default();
-    let mut out = Vec::new();
-    for (_, v) in params.iter().filter(|(n, _)| n == name) {
-        if v.is_empty() {
-            return Err(Error::field(name, "is empty (give a value or leave the parameter out)"));
-        }
-        if seen.insert(v.as_str()) {
-            if seen.len() > max {
-                return Err(Error::field(name, format!("at most {max} distinct values per request")));
-            }
-            out.push(v.clone());
-        }
-    }
-    Ok(out)
 }
 
 impl ChangeFilter {
@@ -54,7 +34,9 @@ impl ChangeFilter {
     pub fn parse(params: &[(String, String)], project: u32) -> Result<ChangeFilter> {
         let shared: Vec<(String, String)> = params
             .iter()
-            .filter(|(n, _)| matches!(n.as_str(), "spider" | "state" | "has_tag" | "lacks_tag"))
+            .filter(|(n, _)| {
+                matches!(n.as_str(), "spider" | "state" | "has_tag" | "has_tag_all" | "lacks_tag" | "close_reason")
+            })
             .cloned()
             .collect();
         let f = parse_query(&shared, project, None, Limits::default())?.filter;
@@ -63,8 +45,8 @@ impl ChangeFilter {
             states: f.states,
             has_tags: f.has_tags,
             lacks_tags: f.lacks_tags,
-            has_tags_all: distinct(params, "has_tag_all", MAX_TAG_FILTERS)?,
-            close_reasons: distinct(params, "close_reason", MAX_CLOSE_REASONS)?,
+            has_tags_all: f.has_tags_all,
+            close_reasons: f.close_reasons,
         })
     }
 
@@ -76,14 +58,8 @@ impl ChangeFilter {
             && (self.has_tags.is_empty() || self.has_tags.iter().any(has))
             && self.has_tags_all.iter().all(has)
             && !self.lacks_tags.iter().any(has)
-            && (self.close_reasons.is_empty() || close_reason(v.doc).is_some_and(|r| self.close_reasons.contains(&r)))
+            && (self.close_reasons.is_empty() || close_reason_passes(&self.close_reasons, v.close_reason().as_deref()))
     }
-}
-
-/// The job's `close_reason`, when its metadata holds one as a JSON string.
-fn close_reason(doc: &str) -> Option<String> {
-    let raw = crate::model::doc::field(doc, "close_reason")?;
-    serde_json::from_str::<String>(raw.get()).ok()
 }
 
 #[cfg(test)]
@@ -126,21 +102,27 @@ mod tests {
         assert!(!passes(&[("lacks_tag", "z"), ("lacks_tag", "a")], &j), "lacks_tag: none of them");
         assert!(passes(&[("close_reason", "cancelled"), ("close_reason", "failed")], &j), "escapes decoded");
         assert!(!passes(&[("close_reason", "cancelled")], &j));
-        let no_reason = job(JobState::Finished, &[], r#"{"close_reason":1}"#);
-        assert!(!passes(&[("close_reason", "1")], &no_reason), "only a string is a reason");
+        // As count and list: another value's JSON text, an empty string.
+        let number = job(JobState::Finished, &[], r#"{"close_reason":404}"#);
+        assert!(passes(&[("close_reason", "404")], &number), "404 and \"404\" share a term");
+        assert!(passes(&[("close_reason", "")], &job(JobState::Finished, &[], r#"{"close_reason":""}"#)));
         assert!(passes(&[("has_tag_all", "a"), ("has_tag", "b"), ("lacks_tag", "c"), ("close_reason", "failed")], &j));
     }
 
     #[test]
     fn bad_values_name_the_parameter() {
-        for (name, value) in
-            [("state", "done"), ("spider", ""), ("has_tag", ""), ("has_tag_all", ""), ("close_reason", "")]
-        {
+        for (name, value) in [
+            ("state", "done"),
+            ("spider", ""),
+            ("has_tag", ""),
+            ("has_tag_all", ""),
+            ("close_reason", &"x".repeat(1025)),
+        ] {
             let e = ChangeFilter::parse(&p(&[(name, value)]), 53).unwrap_err().to_string();
             assert!(e.contains(name), "{name}: {e}");
         }
         let many: Vec<(String, String)> =
-            (0..=MAX_CLOSE_REASONS).map(|i| ("close_reason".into(), format!("r{i}"))).collect();
+            (0..=super::super::MAX_CLOSE_REASONS).map(|i| ("close_reason".into(), format!("r{i}"))).collect();
         assert!(ChangeFilter::parse(&many, 53).unwrap_err().to_string().contains("at most 100"));
         let repeated = vec![("has_tag_all".to_string(), "a".to_string()); 500];
         assert_eq!(ChangeFilter::parse(&repeated, 53).unwrap().has_tags_all, ["a"]);

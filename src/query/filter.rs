@@ -2,7 +2,7 @@
 
 use crate::error::{Error, Result};
 use crate::hash::FastSet;
-use crate::model::{Job, JobKey, JobState};
+use crate::model::{Job, JobKey, JobState, MAX_CLOSE_REASON};
 
 /// Which jobs a count, list or summary is about.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -16,18 +16,27 @@ pub struct Filter {
     pub endts: Option<u64>,
     /// At least one of these tags (OR).
     pub has_tags: Vec<String>,
+    /// Every one of these tags (AND).
+    pub has_tags_all: Vec<String>,
     /// None of these tags (AND).
     pub lacks_tags: Vec<String>,
+    /// A `close_reason` indexed under one of these terms (OR; see
+    /// [`crate::model::close_reason_term`]).
+    pub close_reasons: Vec<String>,
     /// Only these jobs (when `Some`).
     pub keys: Option<Vec<JobKey>>,
 }
 
-/// Paging of a listing: `stop` first, then `start`, then `count`.
+/// Paging of a listing: `stop` and `startafter` first, then `start`, then `count`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Paging {
     pub count: u64,
     pub start: u64,
+    /// Only jobs newer than this one (a key naming no job of the project is ignored).
     pub stop: Option<JobKey>,
+    /// Only jobs older than this one, which must be a job of the project: the
+    /// listing continues after it.
+    pub startafter: Option<JobKey>,
 }
 
 /// A parsed request: filter, paging and requested metadata fields.
@@ -61,15 +70,31 @@ impl Filter {
             && self.startts.is_none_or(|t| ts >= t)
             && self.endts.is_none_or(|t| ts < t)
             && (self.has_tags.is_empty() || self.has_tags.iter().any(|t| job.tags.contains(t)))
+            && self.has_tags_all.iter().all(|t| job.tags.contains(t))
             && !self.lacks_tags.iter().any(|t| job.tags.contains(t))
+            && self.matches_close_reason(job.close_reason().as_deref())
             && self.keys.as_ref().is_none_or(|k| k.contains(&job.key))
     }
+
+    /// Does a job with this close_reason term pass the `close_reason` filter?
+    pub fn matches_close_reason(&self, term: Option<&str>) -> bool {
+        close_reason_passes(&self.close_reasons, term)
+    }
+}
+
+/// Does a close_reason term pass a `close_reason` filter of these values (none:
+/// every job)?
+pub fn close_reason_passes(wanted: &[String], term: Option<&str>) -> bool {
+    wanted.is_empty() || term.is_some_and(|t| wanted.iter().any(|c| c == t))
 }
 
 /// Most distinct `key` values of one request (list, count, jobsummary).
 pub const MAX_KEYS: usize = 1000;
-/// Most distinct `has_tag` values, and `lacks_tag` values, of one request.
+/// Most distinct `has_tag` values, `has_tag_all` values, and `lacks_tag` values,
+/// of one request.
 pub const MAX_TAG_FILTERS: usize = 100;
+/// Most distinct `close_reason` values of one request.
+pub const MAX_CLOSE_REASONS: usize = 100;
 /// Most distinct `jobmeta` names of one request.
 pub const MAX_JOBMETA: usize = 256;
 
@@ -127,6 +152,8 @@ pub fn parse_query(
     let mut count = None;
     let mut has_tags = Distinct::new("has_tag", MAX_TAG_FILTERS);
     let mut lacks_tags = Distinct::new("lacks_tag", MAX_TAG_FILTERS);
+    let mut all_tags = Distinct::new("has_tag_all", MAX_TAG_FILTERS);
+    let mut reasons = Distinct::new("close_reason", MAX_CLOSE_REASONS);
     let mut keys = Distinct::new("key", MAX_KEYS);
     let mut jobmeta = Distinct::new("jobmeta", MAX_JOBMETA);
     for (name, v) in params {
@@ -144,11 +171,27 @@ pub fn parse_query(
             "endts" => q.filter.endts = Some(number("endts", v)?),
             "has_tag" => has_tags.push(named("has_tag", v)?.to_string(), &mut q.filter.has_tags)?,
             "lacks_tag" => lacks_tags.push(named("lacks_tag", v)?.to_string(), &mut q.filter.lacks_tags)?,
+            "has_tag_all" => all_tags.push(named("has_tag_all", v)?.to_string(), &mut q.filter.has_tags_all)?,
+            "close_reason" => {
+                if v.len() > MAX_CLOSE_REASON {
+                    let why = format!("at most {MAX_CLOSE_REASON} bytes (longer close_reason values are not indexed)");
+                    return Err(Error::field("close_reason", why));
+                }
+                // Empty is a value like another: a job may close with reason "".
+                reasons.push(v.to_string(), &mut q.filter.close_reasons)?
+            }
             "count" => count = Some(number("count", v)?),
             "start" => q.paging.start = number("start", v)?,
             "stop" => {
                 let k: JobKey = v.parse().map_err(|e: Error| Error::field("stop", e.to_string()))?;
                 q.paging.stop = (k.project == project).then_some(k);
+            }
+            "startafter" => {
+                let k: JobKey = v.parse().map_err(|e: Error| Error::field("startafter", e.to_string()))?;
+                if k.project != project {
+                    return Err(Error::field("startafter", format!("{k} is not a job of project {project}")));
+                }
+                q.paging.startafter = Some(k);
             }
             "key" => {
                 let k: JobKey = v.parse().map_err(|e: Error| Error::field("key", e.to_string()))?;
@@ -221,6 +264,10 @@ mod tests {
             ("spider", ""),
             ("has_tag", ""),
             ("lacks_tag", ""),
+            ("has_tag_all", ""),
+            ("startafter", ""),
+            ("startafter", "53/1"),
+            ("startafter", "54/1/1"),
         ] {
             assert!(parse_query(&p(&[bad]), 53, None, Limits::default()).is_err(), "{bad:?}");
         }
@@ -250,9 +297,14 @@ mod tests {
         // 5,000 repeats of one key are one key; the limits count distinct values.
         let repeats: Vec<(String, String)> = vec![("key".into(), "53/1/1".into()); 5000];
         assert_eq!(parse_query(&repeats, 53, None, Limits::default()).unwrap().filter.keys.unwrap().len(), 1);
-        for (name, max) in
-            [("key", MAX_KEYS), ("has_tag", MAX_TAG_FILTERS), ("lacks_tag", MAX_TAG_FILTERS), ("jobmeta", MAX_JOBMETA)]
-        {
+        for (name, max) in [
+            ("key", MAX_KEYS),
+            ("has_tag", MAX_TAG_FILTERS),
+            ("lacks_tag", MAX_TAG_FILTERS),
+            ("has_tag_all", MAX_TAG_FILTERS),
+            ("close_reason", MAX_CLOSE_REASONS),
+            ("jobmeta", MAX_JOBMETA),
+        ] {
             let value = |i: usize| if name == "key" { format!("53/1/{}", i + 1) } else { format!("v{i}") };
             let at_most: Vec<(String, String)> = (0..max).map(|i| (name.to_string(), value(i))).collect();
             assert!(parse_query(&at_most, 53, None, Limits::default()).is_ok(), "{name}");
@@ -260,5 +312,31 @@ mod tests {
             let e = parse_query(&over, 53, None, Limits::default()).unwrap_err().to_string();
             assert!(e.contains(&format!("at most {max} distinct values")), "{name}: {e}");
         }
+    }
+
+    #[test]
+    fn close_reason_has_tag_all_and_startafter() {
+        let pairs = [
+            ("close_reason", "failed"),
+            ("close_reason", "404"),
+            ("close_reason", "failed"),
+            ("has_tag_all", "a"),
+            ("has_tag_all", "b"),
+            ("has_tag_all", "a"),
+            ("startafter", "53/2/7"),
+        ];
+        let q = parse_query(&p(&pairs), 53, None, Limits::default()).unwrap();
+        assert_eq!(q.filter.close_reasons, vec!["failed", "404"]);
+        let empty = parse_query(&p(&[("close_reason", "")]), 53, None, Limits::default()).unwrap();
+        assert_eq!(empty.filter.close_reasons, vec![""], "a job may close with an empty reason");
+        assert_eq!(q.filter.has_tags_all, vec!["a", "b"]);
+        assert_eq!(q.paging.startafter, Some(JobKey::new(53, 2, 7)));
+        let e = parse_query(&p(&[("startafter", "54/1/1")]), 53, None, Limits::default()).unwrap_err().to_string();
+        assert!(e.contains("startafter") && e.contains("54/1/1"), "{e}");
+        let longest = "x".repeat(MAX_CLOSE_REASON);
+        assert!(parse_query(&p(&[("close_reason", &longest)]), 53, None, Limits::default()).is_ok());
+        let longer = "x".repeat(MAX_CLOSE_REASON + 1);
+        let e = parse_query(&p(&[("close_reason", &longer)]), 53, None, Limits::default()).unwrap_err().to_string();
+        assert!(e.contains(&format!("at most {MAX_CLOSE_REASON} bytes")), "{e}");
     }
 }

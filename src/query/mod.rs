@@ -11,4 +11,6 @@ mod skip;
 
 pub use changes::ChangeFilter;
 pub use exec::Hit;
-pub use filter::{parse_query, Filter, Limits, Paging, Query, MAX_JOBMETA, MAX_KEYS, MAX_TAG_FILTERS};
+pub use filter::{
+    parse_query, Filter, Limits, Paging, Query, MAX_CLOSE_REASONS, MAX_JOBMETA, MAX_KEYS, MAX_TAG_FILTERS,
+};

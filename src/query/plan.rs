@@ -1,9 +1,11 @@
 //! The planner: a JobQ filter, resolved against one snapshot, becomes for each
 //! index section a cursor tree and a doc range, and for the tail a predicate.
 //!
-//! - `startts`/`endts` and `stop` are binary searches on the `ts` order: a range;
-//! - one state, spider or tag is its posting list; several states or `has_tag`s
-//!   are a union; everything is intersected, cheapest first, with the range;
+//! - `startts`/`endts`, `stop` and `startafter` are binary searches on the `ts`
+//!   order: a range;
+//! - one state, spider, tag or close_reason is its posting list; several states,
+//!   `has_tag`s or close_reasons are a union; each `has_tag_all` tag is a list of
+//!   its own; everything is intersected, cheapest first, with the range;
 //! - `lacks_tag`s, superseded docs and (without a state list) purged jobs are
 //!   excluded.
 
@@ -25,6 +27,8 @@ pub struct Resolved<'f> {
     pub nothing: bool,
     /// Order key `(ts, seq)` of the `stop` job: only strictly newer docs pass.
     pub stop: Option<(u64, u64)>,
+    /// Order key of the `startafter` job: only strictly older docs pass.
+    pub after: Option<(u64, u64)>,
 }
 
 impl Resolved<'_> {
@@ -43,14 +47,25 @@ impl Resolved<'_> {
             && f.startts.is_none_or(|t| e.ts >= t)
             && f.endts.is_none_or(|t| e.ts < t)
             && self.stop.is_none_or(|k| e.order_key() > k)
+            && self.after.is_none_or(|k| e.order_key() < k)
             && (f.has_tags.is_empty() || f.has_tags.iter().any(|t| e.tags.iter().any(|x| **x == **t)))
+            && f.has_tags_all.iter().all(|t| e.tags.iter().any(|x| **x == **t))
             && !f.lacks_tags.iter().any(|t| e.tags.iter().any(|x| **x == **t))
+            && f.matches_close_reason(e.close_reason.as_deref())
     }
 
-    /// The doc range of a section the time filters and `stop` leave.
+    /// The doc range of a section the time filters, `stop` and `startafter` leave.
     pub fn range(&self, sec: &Section<'_>) -> (DocId, DocId) {
         let f = self.filter;
-        let lo = f.endts.map_or(0, |e| sec.first_ts_below(e));
+        let mut lo = f.endts.map_or(0, |e| sec.first_ts_below(e));
+        if let Some(after) = self.after {
+            // Past the docs at `after` itself: only strictly older ones pass.
+            let mut first = sec.first_older_than(after.0, after.1);
+            while first < sec.len() && (sec.ts(first), sec.seq(first)) == after {
+                first += 1;
+            }
+            lo = lo.max(first);
+        }
         let mut hi = f.startts.map_or(sec.len(), |s| sec.first_ts_below(s));
         if let Some((ts, seq)) = self.stop {
             hi = hi.min(sec.first_older_than(ts, seq));
@@ -81,6 +96,18 @@ impl Resolved<'_> {
         if !f.has_tags.is_empty() {
             all.push(any_of(
                 f.has_tags.iter().filter_map(|t| sec.tag(t)).map(|p| Box::new(p.cursor()) as Boxed<'a>).collect(),
+            )?);
+        }
+        for t in &f.has_tags_all {
+            all.push(Box::new(sec.tag(t)?.cursor()));
+        }
+        if !f.close_reasons.is_empty() {
+            all.push(any_of(
+                f.close_reasons
+                    .iter()
+                    .filter_map(|c| sec.close_reason(c))
+                    .map(|p| Box::new(p.cursor()) as Boxed<'a>)
+                    .collect(),
             )?);
         }
         let mut set: Boxed<'a> =

@@ -202,6 +202,7 @@ pub fn compact(
                 priority: view.priority,
                 tags: view.tags.iter().map(|t| Arc::<str>::from(*t)).collect::<Vec<_>>().into(),
                 unique: view.unique.map(Arc::from),
+                close_reason: view.close_reason().map(|c| Arc::from(c.as_ref())),
                 loc: 0,
             };
             g.pending.push((g.payload.len(), entry));

@@ -43,6 +43,7 @@ struct SavePoint {
     job_ids: JobIds,
     next_seq: u64,
     last_frame: Option<LogPos>,
+    last_frame_end: Option<LogPos>,
     end: LogPos,
 }
 
@@ -129,7 +130,7 @@ impl Bulk {
             generation: w.generation,
             lo_seq: self.lo_seq,
             hi_seq: w.next_seq - 1,
-            log_end: w.log_end(),
+            log_end: w.indexed_end(),
             last_frame,
             docs: 0,
         };
@@ -147,6 +148,7 @@ fn restore(w: &mut Writer, s: SavePoint) -> Result<()> {
     w.job_ids = s.job_ids;
     w.next_seq = s.next_seq;
     w.last_frame = s.last_frame;
+    w.last_frame_end = s.last_frame_end;
     Ok(())
 }
 
@@ -359,6 +361,7 @@ pub(crate) fn import(inner: &Inner, input: &mut dyn BufRead, progress: &mut dyn 
         job_ids: w.job_ids.clone(),
         next_seq: w.next_seq,
         last_frame: w.last_frame,
+        last_frame_end: w.last_frame_end,
         end: w.log_end(),
     };
     let txn_first = w.next_seq;

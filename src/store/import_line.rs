@@ -29,6 +29,15 @@ pub struct ImportLine<'a> {
     pub doc: Vec<RawField<'a>>,
 }
 
+impl<'a> ImportLine<'a> {
+    /// The term the job is indexed under as `close_reason`, if any (the document
+    /// holds each name once).
+    pub fn close_reason(&self) -> Option<Cow<'a, str>> {
+        let f = self.doc.iter().rev().find(|f| f.name().is_ok_and(|n| n == crate::model::CLOSE_REASON))?;
+        crate::model::close_reason_term(f.value)
+    }
+}
+
 /// What an import line holds.
 #[derive(Debug, Clone)]
 pub enum ImportItem<'a> {

@@ -97,6 +97,7 @@ pub(crate) fn parse_chunk(bytes: &[u8], strings: &mut Interner) -> ParsedChunk {
             priority: l.priority,
             tags: tags.iter().map(|t| strings.get(t)).collect::<Vec<_>>().into(),
             unique: l.unique.as_deref().map(|u| strings.get(u)),
+            close_reason: l.close_reason().map(|c| strings.get(&c)),
             loc: 0,
         };
         out.recs.push(ParsedRec { line: line_no, at, seq_at, spider: strings.get(&l.spider), entry });

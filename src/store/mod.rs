@@ -16,6 +16,7 @@ mod maintain;
 mod metrics;
 mod open;
 mod ops;
+mod places;
 mod queue;
 mod read;
 mod reclaim;
@@ -146,6 +147,8 @@ pub(crate) struct Inner {
     pub tokens: Arc<tokens::JobTokens>,
     /// Figures kept for [`Store::metrics`].
     pub counters: metrics::EngineCounters,
+    /// Where recent listings' last rows stood (`startafter`).
+    pub places: Arc<places::Places>,
     /// Log positions the change feed learnt.
     pub feed: crate::log::cursor::SeqIndex,
 }
@@ -233,6 +236,7 @@ impl Store {
             lock: Mutex::new(o.lock),
             tokens,
             counters,
+            places: Arc::default(),
             feed: Default::default(),
             opts,
         });
@@ -275,6 +279,7 @@ impl Store {
             version: self.inner.commit.published(),
             reader: self.inner.reader.clone(),
             clock: self.inner.opts.clock.clone(),
+            places: self.inner.places.clone(),
         }
     }
 

@@ -122,6 +122,7 @@ pub(crate) fn open(dir: &Path, opts: &Options) -> Result<Opened> {
     };
     report.replay_from = start;
     let last_frame = slots.last().map(|s| s.seg.meta().last_frame);
+    let last_frame_end = slots.last().map(|s| s.seg.meta().log_end);
     // A chain may end inside a committed import; a log whose first frames compaction
     // reclaimed may begin inside one (its commit names a sequence before the log).
     let in_txn = match slots.last() {
@@ -147,6 +148,7 @@ pub(crate) fn open(dir: &Path, opts: &Options) -> Result<Opened> {
     let mut w =
         Writer::new(start_seq, generation, gen_dir.clone(), slots, start_seq, catalog, reader, opts.bulk_entries);
     w.last_frame = last_frame;
+    w.last_frame_end = last_frame_end;
     w.replay_end = v.end;
     let mut frames = 0;
     recovery::replay(fs, &gen_dir, start, v.end, &mut |f| {
@@ -396,6 +398,7 @@ fn replay_frame(w: &mut Writer, pos: LogPos, h: &crate::codec::frame::FrameHeade
     w.next_seq = h.last_seq() + 1;
     w.last_frame = Some(pos);
     w.replay_end = LogPos { segment: pos.segment, offset: pos.offset + h.frame_len() };
+    w.last_frame_end = Some(w.replay_end);
     if w.should_freeze() {
         w.freeze()?;
     }

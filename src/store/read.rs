@@ -3,14 +3,14 @@
 
 use std::sync::Arc;
 
+use super::places::Places;
 use super::version::{Found, Version};
-use std::io::Write;
 
 use crate::codec::record::{self, JobView};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::hash::FastMap;
 use crate::log::reader::RecordReader;
-use crate::model::doc::{pick_fields, write_json_str};
+use crate::model::doc::{pick_fields, write_i64, write_json_str, write_u64};
 use crate::model::job::write_tags;
 use crate::model::{Clock, Job, JobKey, JobState, TIME_FIELDS};
 use crate::query::docset::count_in;
@@ -31,6 +31,8 @@ pub struct Snapshot {
     pub(crate) version: Arc<Version>,
     pub(crate) reader: Arc<RecordReader>,
     pub(crate) clock: Arc<dyn Clock>,
+    /// Where recent listings' last rows stood (shared by the store's snapshots).
+    pub(crate) places: Arc<Places>,
 }
 
 impl Snapshot {
@@ -68,14 +70,30 @@ impl Snapshot {
         }
     }
 
-    fn resolve<'f>(&self, project: u32, filter: &'f Filter, stop: Option<JobKey>) -> Resolved<'f> {
+    fn resolve<'f>(&self, project: u32, filter: &'f Filter, paging: Option<&Paging>) -> Result<Resolved<'f>> {
         let spider = filter.spider.as_ref().map(|s| self.spider_id(project, s));
-        Resolved {
+        let after = match paging.and_then(|p| p.startafter) {
+            Some(k) => Some(self.place_after(project, k)?),
+            None => None,
+        };
+        Ok(Resolved {
             filter,
             spider: spider.flatten(),
             nothing: matches!(spider, Some(None)),
-            stop: stop.and_then(|k| self.order_key(k)),
-        }
+            stop: paging.and_then(|p| p.stop).and_then(|k| self.order_key(k)),
+            after,
+        })
+    }
+
+    /// Where a listing continues after job `k`: where `k` stood when the last
+    /// listing that ended with it was answered, if remembered (it may have moved
+    /// since: a pager continues from the place it saw), else its current place.
+    /// A key of no job of the project that no listing ended with is refused: an
+    /// empty page would end a pager's loop silently.
+    fn place_after(&self, project: u32, k: JobKey) -> Result<(u64, u64)> {
+        let remembered = (k.project == project).then(|| self.places.recall(project, k.local())).flatten();
+        let place = remembered.or_else(|| (k.project == project).then(|| self.order_key(k)).flatten());
+        place.ok_or_else(|| Error::field("startafter", format!("{k} is not a job of project {project}")))
     }
 
     fn sources<'a>(&'a self, project: u32, r: &Resolved<'_>) -> Vec<Source<'a>> {
@@ -94,7 +112,7 @@ impl Snapshot {
     }
 
     /// Hits for an explicit key list: each key's current version, tested.
-    fn key_hits(&self, project: u32, filter: &Filter, keys: &[JobKey], stop: Option<(u64, u64)>) -> Result<Vec<Hit>> {
+    fn key_hits(&self, project: u32, filter: &Filter, keys: &[JobKey], r: &Resolved<'_>) -> Result<Vec<Hit>> {
         let mut hits = Vec::new();
         let mut seen = std::collections::HashSet::new();
         for &k in keys {
@@ -109,7 +127,7 @@ impl Snapshot {
             let Some(order) = self.order_key(k) else {
                 continue;
             };
-            if filter.matches(&job, &name) && stop.is_none_or(|s| order > s) {
+            if filter.matches(&job, &name) && r.stop.is_none_or(|s| order > s) && r.after.is_none_or(|a| order < a) {
                 hits.push(Hit { local: k.local(), ts: order.0, seq: order.1, loc: f.loc() });
             }
         }
@@ -119,37 +137,50 @@ impl Snapshot {
 
     /// The number of jobs of `project` matching `filter`.
     pub fn count(&self, project: u32, filter: &Filter) -> Result<u64> {
-        let r = self.resolve(project, filter, None);
+        let r = self.resolve(project, filter, None)?;
         if let Some(keys) = &filter.keys {
-            return Ok(self.key_hits(project, filter, keys, None)?.len() as u64);
+            return Ok(self.key_hits(project, filter, keys, &r)?.len() as u64);
         }
         Ok(exec::count(&mut self.sources(project, &r)))
     }
 
-    /// Matching jobs, newest first, paged.
+    /// Matching jobs, newest first, paged: a listing. Where its last row stands
+    /// is remembered for a `startafter` naming that job.
     pub fn list(&self, project: u32, filter: &Filter, paging: &Paging) -> Result<Vec<Hit>> {
-        let r = self.resolve(project, filter, paging.stop);
-        if let Some(keys) = &filter.keys {
-            let hits = self.key_hits(project, filter, keys, r.stop)?;
-            return Ok(hits.into_iter().skip(paging.start as usize).take(paging.count as usize).collect());
+        let hits = self.hits(project, filter, paging)?;
+        if let Some(last) = hits.last() {
+            self.places.remember(project, last.local, (last.ts, last.seq));
         }
-        Ok(exec::list(&mut self.sources(project, &r), paging.start, paging.count))
+        Ok(hits)
+    }
+
+    /// [`Snapshot::list`] without remembering anything (a summary's rows).
+    pub(crate) fn hits(&self, project: u32, filter: &Filter, paging: &Paging) -> Result<Vec<Hit>> {
+        let r = self.resolve(project, filter, Some(paging))?;
+        Ok(match &filter.keys {
+            Some(keys) => {
+                let hits = self.key_hits(project, filter, keys, &r)?;
+                hits.into_iter().skip(paging.start as usize).take(paging.count as usize).collect()
+            }
+            None => exec::list(&mut self.sources(project, &r), paging.start, paging.count),
+        })
     }
 
     /// Append one listing row as JSON: without `jobmeta`, key, state, spider, ts,
     /// elapsed, the `*_time` fields and tags (when any); with it, key, state, ts,
-    /// elapsed and the fields asked for that the job has. Reads the record into a
-    /// buffer kept per thread and renders from it without copying.
+    /// elapsed and the fields asked for that the job has. Renders from the record
+    /// in place (in the log's map, or read into a buffer kept per thread).
     pub fn render_row(&self, project: u32, hit: &Hit, jobmeta: Option<&[String]>, out: &mut Vec<u8>) -> Result<()> {
         thread_local! {
             static RAW: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
         }
         RAW.with(|raw| {
             let mut raw = raw.borrow_mut();
-            let n = self.reader.read_raw(hit.loc, &mut raw)?;
-            let (view, _) = record::decode_job(&raw[..n]).map_err(|e| self.reader.corrupt(hit.loc, e))?;
-            self.render_view(project, &view, jobmeta, out);
-            Ok(())
+            self.reader.with_record(hit.loc, &mut raw, |bytes| {
+                let (view, _) = record::decode_job(bytes).map_err(|e| self.reader.corrupt(hit.loc, e))?;
+                self.render_view(project, &view, jobmeta, out);
+                Ok(())
+            })?
         })
     }
 
@@ -163,15 +194,34 @@ impl Snapshot {
         let name = name.map_or("", |n| &**n);
         let ts = job.ts();
         let elapsed = self.clock.now_ms() as i64 - ts as i64;
-        let _ = write!(out, "{{\"key\":\"{}\",\"state\":\"{}\"", job.key, job.state.as_str());
+        // Written byte by byte: a listing renders a thousand rows a page.
+        out.extend_from_slice(b"{\"key\":\"");
+        for (i, id) in [job.key.project, job.key.spider, job.key.job].into_iter().enumerate() {
+            if i > 0 {
+                out.push(b'/');
+            }
+            write_u64(out, u64::from(id));
+        }
+        out.extend_from_slice(b"\",\"state\":\"");
+        out.extend_from_slice(job.state.as_str().as_bytes());
+        out.push(b'"');
+        let ts_elapsed = |out: &mut Vec<u8>| {
+            out.extend_from_slice(b",\"ts\":");
+            write_u64(out, ts);
+            out.extend_from_slice(b",\"elapsed\":");
+            write_i64(out, elapsed);
+        };
         match jobmeta {
             None => {
                 out.extend_from_slice(b",\"spider\":");
                 write_json_str(out, name);
-                let _ = write!(out, ",\"ts\":{ts},\"elapsed\":{elapsed}");
+                ts_elapsed(out);
                 for (i, t) in job.times.iter().enumerate() {
                     if let Some(t) = t {
-                        let _ = write!(out, ",\"{}\":{t}", TIME_FIELDS[i]);
+                        out.extend_from_slice(b",\"");
+                        out.extend_from_slice(TIME_FIELDS[i].as_bytes());
+                        out.extend_from_slice(b"\":");
+                        write_u64(out, *t);
                     }
                 }
                 if !job.tags.is_empty() {
@@ -180,7 +230,7 @@ impl Snapshot {
                 }
             }
             Some(fields) => {
-                let _ = write!(out, ",\"ts\":{ts},\"elapsed\":{elapsed}");
+                ts_elapsed(out);
                 // The document's fields are picked in one pass over it, the others
                 // come from the record.
                 let wanted: FastMap<&str, usize> =
@@ -238,7 +288,7 @@ impl Snapshot {
     ) -> Result<()> {
         let filter = Filter { states: vec![state], ..filter.clone() };
         let n = self.count(project, &filter)?;
-        let hits = self.list(project, &filter, paging)?;
+        let hits = self.hits(project, &filter, paging)?;
         out.extend_from_slice(format!("{{\"name\":\"{}\",\"count\":{n},\"summary\":[", state.as_str()).as_bytes());
         for (i, h) in hits.iter().enumerate() {
             if cancelled() {
@@ -311,6 +361,52 @@ mod tests {
     use crate::query::{Filter, Paging};
     use crate::store::request::parse_push;
     use crate::{Durability, Options, Store};
+
+    #[test]
+    fn records_are_read_through_maps_and_past_their_ends() {
+        let sim = SimFs::new();
+        let opts = Options {
+            fs: Arc::new(sim.clone()),
+            durability: Durability::Buffered,
+            background: false,
+            segment_bytes: 16 << 10,
+            memtable_entries: 100_000,
+            clock: Arc::new(crate::model::ManualClock::new(1_000)),
+            ..Options::default()
+        };
+        let store = Store::open("/db", opts).unwrap();
+        let pad = "p".repeat(300);
+        let push = |n: usize| {
+            let specs: Vec<_> =
+                (0..n).map(|i| parse_push(&format!(r#"{{"spider":"s","i":{i},"pad":"{pad}"}}"#)).unwrap()).collect();
+            store.push(1, &specs, None).unwrap();
+        };
+        for _ in 0..30 {
+            push(5);
+        }
+        let all = Paging { count: 10_000, ..Paging::default() };
+        let render = |store: &Store| {
+            let snap = store.snapshot();
+            let hits = snap.list(1, &Filter::default(), &all).unwrap();
+            let mut out = Vec::new();
+            for h in &hits {
+                snap.render_row(1, h, Some(&["i".to_string()]), &mut out).unwrap();
+                out.push(b'\n');
+            }
+            (hits.len(), String::from_utf8(out).unwrap())
+        };
+        let (n, rows) = render(&store);
+        assert_eq!(n, 150);
+        let mapped = store.inner.reader.mapped_segments();
+        assert!(mapped.len() > 3, "every segment read is mapped: {mapped:?}");
+        // Appended after the newest segment was mapped (the simulated map is a
+        // copy of the bytes then): read past the map's end.
+        push(3);
+        let (n, again) = render(&store);
+        assert_eq!(n, 153);
+        assert!(again.ends_with(&rows), "the older rows are read the same");
+        assert_eq!(again.lines().take(3).filter(|l| l.contains("\"i\":")).count(), 3);
+    }
 
     #[test]
     fn a_summary_line_stops_between_rows_once_cancelled() {

@@ -27,7 +27,7 @@ pub(crate) fn purge_expired(inner: &Inner) -> Result<u64> {
     };
     let cutoff = inner.opts.clock.now_ms().saturating_sub(keep.as_millis() as u64);
     let filter = Filter { states: vec![JobState::Deleted], endts: Some(cutoff), ..Filter::default() };
-    let paging = Paging { count: BATCH as u64, start: 0, stop: None };
+    let paging = Paging { count: BATCH as u64, ..Paging::default() };
     let mut purged = 0;
     for project in snapshot(inner).version.projects() {
         // The newest expired jobs, a batch at a time (purged ones leave the list);
@@ -36,7 +36,8 @@ pub(crate) fn purge_expired(inner: &Inner) -> Result<u64> {
             if inner.closed.load(std::sync::atomic::Ordering::Acquire) {
                 return Ok(purged);
             }
-            let hits = snapshot(inner).list(project, &filter, &paging)?;
+            // Not a listing a client pages on: no place is remembered.
+            let hits = snapshot(inner).hits(project, &filter, &paging)?;
             let batch: Vec<(JobKey, u64)> =
                 hits.iter().map(|h| (JobKey::from_local(project, h.local), h.loc)).collect();
             let n = if batch.is_empty() { 0 } else { purge_batch(inner, batch, cutoff)? };
@@ -51,7 +52,12 @@ pub(crate) fn purge_expired(inner: &Inner) -> Result<u64> {
 }
 
 fn snapshot(inner: &Inner) -> Snapshot {
-    Snapshot { version: inner.commit.published(), reader: inner.reader.clone(), clock: inner.opts.clock.clone() }
+    Snapshot {
+        version: inner.commit.published(),
+        reader: inner.reader.clone(),
+        clock: inner.opts.clock.clone(),
+        places: inner.places.clone(),
+    }
 }
 
 /// One tombstone frame through the write queue, then a pause twice as long as

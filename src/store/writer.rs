@@ -35,8 +35,12 @@ pub(crate) struct Writer {
     pub catalog: Catalog,
     pub job_ids: JobIds,
     tags: Interner,
-    /// Position of the last frame appended.
+    /// Position of the last frame appended (or replayed, or the chain's last).
     pub last_frame: Option<LogPos>,
+    /// Where that frame ends, in its segment: an index file's `log_end`. The log's
+    /// end may be past it, at the start of a newer segment (a writable open
+    /// continues a log of an older version in a new segment).
+    pub last_frame_end: Option<LogPos>,
     pub reader: Arc<RecordReader>,
     /// Freeze the tail into an index image at this many entries.
     pub freeze_at: usize,
@@ -81,6 +85,7 @@ impl Writer {
             job_ids,
             tags: Interner::default(),
             last_frame: None,
+            last_frame_end: None,
             reader,
             freeze_at,
             bulk_entries: freeze_at,
@@ -273,12 +278,19 @@ impl Writer {
         let a = log.append(kind, flags, count, durable_seq, payload)?;
         self.next_seq = log.next_seq();
         self.last_frame = Some(a.pos);
+        self.last_frame_end = Some(log.end());
         Ok(a)
     }
 
     /// The end of the log.
     pub fn log_end(&self) -> LogPos {
         self.log.as_ref().map_or(self.replay_end, |l| l.end())
+    }
+
+    /// The `log_end` of an index file covering the log up to the last frame: that
+    /// frame's end, always in its own segment (format-spec/index.md).
+    pub fn indexed_end(&self) -> LogPos {
+        self.last_frame_end.unwrap_or_else(|| self.log_end())
     }
 
     /// The index entry of a job version.
@@ -293,6 +305,7 @@ impl Writer {
             priority: job.priority,
             tags: tags.into(),
             unique: job.unique.as_deref().map(Arc::from),
+            close_reason: job.close_reason().map(|c| Arc::from(c.as_ref())),
             loc,
         }
     }
@@ -339,7 +352,7 @@ impl Writer {
             generation: self.generation,
             lo_seq: self.mem_lo_seq,
             hi_seq: hi,
-            log_end: self.log_end(),
+            log_end: self.indexed_end(),
             last_frame,
             docs: 0,
         };

@@ -8,7 +8,7 @@ use jobq::Store;
 /// Assert that the store holds exactly the model's jobs, in the model's order.
 pub fn assert_store_is(store: &Store, m: &model::Model, context: &str) {
     let snap = store.snapshot();
-    let all = Paging { count: 1_000_000, start: 0, stop: None };
+    let all = Paging { count: 1_000_000, start: 0, stop: None, startafter: None };
     let mut projects: Vec<u32> = m.jobs.keys().map(|k| k.project).collect();
     projects.extend([1, 2]);
     projects.sort_unstable();

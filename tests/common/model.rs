@@ -1,6 +1,7 @@
 //! A naive in-memory model of a jobq store: every job in a map, every query a
 //! filter over all jobs and a sort. The property tests hold the engine to it.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 
 use jobq::model::{JobKey, JobState};
@@ -33,6 +34,16 @@ impl MJob {
     pub fn get(&self, name: &str) -> Option<&str> {
         self.meta.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
     }
+    /// The `close_reason` term: a string's text, another value's JSON text; none
+    /// above 1,024 bytes.
+    pub fn close_reason(&self) -> Option<String> {
+        let raw = self.get("close_reason")?;
+        let term = if raw.starts_with('"') { serde_json::from_str::<String>(raw).unwrap() } else { raw.to_string() };
+        (term.len() <= 1024).then_some(term)
+    }
+    fn place(&self) -> (u64, u64) {
+        (self.ts(), self.order)
+    }
 }
 
 /// One line of a push.
@@ -57,6 +68,8 @@ pub struct MImport {
     pub tags: Vec<String>,
     pub priority: Option<i64>,
     pub unique: Option<String>,
+    /// A `close_reason` (raw JSON) after the metadata field `x`.
+    pub reason: Option<&'static str>,
 }
 
 /// One line of an update: a job key, or `(project, spider)` for every job of a
@@ -81,6 +94,9 @@ pub struct Model {
     spider_names: HashMap<(u32, u32), String>,
     next_job: HashMap<(u32, u32), u32>,
     order: u64,
+    /// Where the last row of each listing stood (`startafter`), by job: the
+    /// store remembers the same while it stays open.
+    places: RefCell<HashMap<JobKey, (u64, u64)>>,
 }
 
 fn json(s: &str) -> String {
@@ -354,7 +370,10 @@ impl Model {
                 order: 0,
                 tags: l.tags.clone(),
                 unique: l.unique.clone(),
-                meta: vec![("x".into(), "1".into())],
+                meta: [("x", Some("1")), ("close_reason", l.reason)]
+                    .into_iter()
+                    .filter_map(|(n, v)| Some((n.to_string(), v?.to_string())))
+                    .collect(),
             };
             if self.conflicts(&job, &staged.iter().collect::<Vec<_>>()) {
                 return Err(i);
@@ -380,7 +399,9 @@ impl Model {
             && f.startts.is_none_or(|t| ts >= t)
             && f.endts.is_none_or(|t| ts < t)
             && (f.has_tags.is_empty() || f.has_tags.iter().any(|t| j.tags.contains(t)))
+            && f.has_tags_all.iter().all(|t| j.tags.contains(t))
             && !f.lacks_tags.iter().any(|t| j.tags.contains(t))
+            && (f.close_reasons.is_empty() || j.close_reason().is_some_and(|c| f.close_reasons.contains(&c)))
             && f.keys.as_ref().is_none_or(|k| k.contains(&j.key))
     }
 
@@ -388,14 +409,43 @@ impl Model {
         self.jobs.values().filter(|j| j.key.project == project && self.matches(j, f)).count() as u64
     }
 
+    /// A listing without `startafter`.
     pub fn list(&self, project: u32, f: &Filter, p: &Paging) -> Vec<JobKey> {
+        assert!(p.startafter.is_none(), "a listing with startafter may be refused: use page()");
+        self.page(project, f, p).unwrap()
+    }
+
+    /// A listing, remembering where its last row stands. `None`: refused, for a
+    /// `startafter` key of no job that no listing ended with.
+    pub fn page(&self, project: u32, f: &Filter, p: &Paging) -> Option<Vec<JobKey>> {
+        let out = self.peek(project, f, p)?;
+        if let Some(last) = out.last() {
+            self.places.borrow_mut().insert(*last, self.jobs[last].place());
+        }
+        Some(out)
+    }
+
+    /// [`Model::page`] without remembering anything.
+    pub fn peek(&self, project: u32, f: &Filter, p: &Paging) -> Option<Vec<JobKey>> {
         let mut all: Vec<&MJob> =
             self.jobs.values().filter(|j| j.key.project == project && self.matches(j, f)).collect();
-        all.sort_by_key(|j| std::cmp::Reverse((j.ts(), j.order)));
+        all.sort_by_key(|j| std::cmp::Reverse(j.place()));
         if let Some(stop) = p.stop.and_then(|k| self.jobs.get(&k)) {
-            let cut = (stop.ts(), stop.order);
-            all.retain(|j| (j.ts(), j.order) > cut);
+            all.retain(|j| j.place() > stop.place());
         }
-        all.into_iter().skip(p.start as usize).take(p.count as usize).map(|j| j.key).collect()
+        if let Some(k) = p.startafter {
+            if k.project != project {
+                return None;
+            }
+            let remembered = self.places.borrow().get(&k).copied();
+            let cut = remembered.or_else(|| self.jobs.get(&k).map(MJob::place))?;
+            all.retain(|j| j.place() < cut);
+        }
+        Some(all.into_iter().skip(p.start as usize).take(p.count as usize).map(|j| j.key).collect())
+    }
+
+    /// The store was opened again: it remembers no listing.
+    pub fn reopened(&mut self) {
+        self.places.borrow_mut().clear();
     }
 }

@@ -123,7 +123,7 @@ fn bad_parameters_auth_and_methods_are_refused() {
         ("wait=99999999999999999999", "wait"),
         ("state=done", "state"),
         ("has_tag_all=", "has_tag_all"),
-        ("close_reason=", "close_reason"),
+        (&*format!("close_reason={}", "x".repeat(1025)), "close_reason"),
         ("spider=", "spider"),
     ] {
         s.get(&format!("/jobq/7/changes?{q}"), KEY).assert_error(400, name);

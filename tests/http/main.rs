@@ -9,6 +9,7 @@ mod pyenv;
 mod auth;
 mod endpoints;
 mod errors;
+mod extensions;
 mod feed;
 mod metrics;
 mod writes;

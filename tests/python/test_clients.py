@@ -206,6 +206,78 @@ def summary_and_jobsummary():
     ], js
 
 
+def seed_reasons(pid):
+    """Jobs finished with close_reasons (one cancelled by the client), tags for has_tag_all;
+    returns the keys by name."""
+    project = hs().get_project(pid)
+    keys = {}
+    for name, tags, reason in [
+        ("a", ["x", "y"], "finished"),
+        ("b", ["x"], "failed"),
+        ("c", ["x", "y", "z"], "failed"),
+        ("d", ["y"], None),
+        ("e", ["x", "y"], "shutdown"),
+    ]:
+        keys[name] = project.push_job("s", tags=tags).key
+        if reason:
+            list(project.jobq.finish(keys[name], close_reason=reason))
+    keys["f"] = project.push_job("s", tags=["y"]).key
+    sc().get_project(pid).jobs.cancel(keys=[keys["f"]])
+    list(project.jobq.finish(keys["d"]))
+    return keys
+
+
+@check
+def close_reason_and_has_tag_all_filters():
+    pid = new_project()
+    keys = seed_reasons(pid)
+    jobs = sc().get_project(pid).jobs
+    assert jobs.count(close_reason="failed") == 2
+    assert jobs.count(close_reason=["failed", "cancelled"]) == 3
+    assert jobs.count(close_reason="nobody-closes-so") == 0
+    assert jobs.list(close_reason="nobody-closes-so") == []
+    assert [j["key"] for j in jobs.list(close_reason="failed")] == [keys["c"], keys["b"]]
+    assert [j["key"] for j in jobs.iter(close_reason="cancelled")] == [keys["f"]]
+    rows = jobs.list(close_reason=["failed", "shutdown"], has_tag="z", meta=["close_reason"])
+    assert [(r["key"], r["close_reason"]) for r in rows] == [(keys["c"], "failed")], rows
+    # The clients' summary() takes no extra parameters: summary is tested over plain
+    # HTTP (tests/http/extensions.rs), and here with requests.
+    summary = requests.get("%sjobq/%d/summary/finished" % (URL, pid), auth=(KEY, ""),
+                           params={"close_reason": "failed", "has_tag_all": ["x", "z"]}).json()
+    assert summary["count"] == 1 and summary["summary"][0]["key"] == keys["c"], summary
+    assert [j["key"] for j in hs().get_project(pid).jobq.list(close_reason="shutdown")] == [keys["e"]]
+    assert jobs.count(has_tag_all=["x", "y"]) == 3
+    assert [j["key"] for j in jobs.list(has_tag_all=["x", "y"], lacks_tag="z")] == [keys["e"], keys["a"]]
+    # (x or z) and y and not z
+    assert jobs.count(has_tag=["x", "z"], has_tag_all="y", lacks_tag="z") == 2
+
+
+@check
+def paging_by_startafter():
+    pid = new_project()
+    project = hs().get_project(pid)
+    pushed = [project.push_job("s", n=i).key for i in range(25)]
+    for k in pushed:
+        list(project.jobq.finish(k))
+    jobs = sc().get_project(pid).jobs
+    seen, after = [], None
+    while True:
+        page = jobs.list(count=10, startafter=after) if after else jobs.list(count=10)
+        if not page:
+            break
+        seen.extend(j["key"] for j in page)
+        after = page[-1]["key"]
+    assert seen == pushed[::-1], seen
+    assert [j["key"] for j in jobs.iter(startafter=pushed[5], count=2)] == [pushed[4], pushed[3]]
+    assert [j["key"] for j in project.jobq.list(startafter=pushed[5], start=1)] == pushed[3::-1]
+    unknown = "%d/1/999" % pid
+    try:
+        jobs.list(startafter=unknown)
+        raise AssertionError("an unknown startafter key gave a page")
+    except BadRequest as exc:
+        assert unknown in exc.http_error.response.json()["error"], exc
+
+
 @check
 def spider_wide_update_and_tags():
     pid = new_project()

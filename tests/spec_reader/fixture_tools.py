@@ -31,7 +31,9 @@ class Fixture:
     """tests/fixtures/v<N>: store/ (never modified) and export.jsonl."""
 
     def __init__(self, version):
-        self.version = version
+        self.version = version                       # the format version (format-spec/CHANGES.md)
+        self.log_version = {1: 1, 2: 2}.get(version, 3)   # of the segments it was written with
+        self.index_version = 2 if version >= 4 else 1
         self.dir = os.path.join(REPO, "tests", "fixtures", f"v{version}")
         self.store = os.path.join(self.dir, "store")
         with open(os.path.join(self.dir, "export.jsonl"), encoding="utf-8") as f:
@@ -189,7 +191,8 @@ def data_start(path):
 
 
 def new_segment(version, number, generation, first_seq):
-    """The bytes of a new, empty segment: the header, and for version 2 the zero pad and mark pages."""
+    """The bytes of a new, empty segment: the header, and for versions 2 and 3 the zero pad and mark
+    pages."""
     head = b"JOBQLOG\0" + struct.pack("<IIQQ", version, number, generation, first_seq) + bytes(28)
     head += struct.pack("<I", mcrc(head))
     return head if version == 1 else head + bytes(V2_DATA - 64)
@@ -338,7 +341,7 @@ def spec_hex_blocks():
 
 def split_log(store, at_seq, version=None):
     """Move the frames after sequence `at_seq` out of the last segment into a new last segment of the
-    same version, or of `version` (layout.md, log.md). A version-2 segment gets the old one's mark
+    same version, or of `version` (layout.md, log.md). A version-2 or -3 segment gets the old one's mark
     moved with the bytes, or, after a version-1 one, a mark at its end (as a clean close leaves it),
     epoch 1 in slot 1; the old segment's mark is no longer read."""
     old = segments(store)[-1]
@@ -385,8 +388,21 @@ def _pad8(b):
     return b + b"\0" * (-len(b) % 8)
 
 
-def build_index(store, lo, hi, next_id_bump=0):
-    """idx-<lo>-<hi>.jqi for the store's log (any number of segments), from format-spec/index.md."""
+def _close_reason(doc):
+    """index.md's close_reason term of a document (the fixtures hold compact values, so a
+    non-string's JSON text is its compact dump)."""
+    pairs = [v for k, v in json.loads(doc, object_pairs_hook=list, parse_float=decimal.Decimal)
+             if k == "close_reason"]
+    if not pairs:
+        return None
+    v = pairs[-1]
+    term = v.encode() if isinstance(v, str) else json.dumps(v, separators=(",", ":")).encode()
+    return term if len(term) <= 1024 else None
+
+
+def build_index(store, lo, hi, next_id_bump=0, version=1):
+    """idx-<lo>-<hi>.jqi for the store's log (any number of segments), from format-spec/index.md;
+    `version` 2 adds the close_reason lists (field 6)."""
     frames = log_frames(store)
     last = [f for f in frames if f["first_seq"] <= hi <= f["last_seq"]][0]
     assert last["last_seq"] == hi and any(f["first_seq"] == lo for f in frames)
@@ -420,6 +436,9 @@ def build_index(store, lo, hi, next_id_bump=0):
             terms.setdefault((4, struct.pack("<q", r["priority"])), []).append(d)
             if r["unique"] is not None and r["state"] < 2:
                 terms.setdefault((5, r["unique"].encode()), []).append(d)
+            reason = _close_reason(r["doc"]) if version >= 2 else None
+            if reason is not None:
+                terms.setdefault((6, reason), []).append(d)
         order = sorted(terms)
         dict_off = len(_pad8(b"\0" * 72 + cols))
         blob = b"".join(t for _, t in order)
@@ -449,10 +468,10 @@ def build_index(store, lo, hi, next_id_bump=0):
     dir_off = len(out)
     out += directory
     generation = seg_header(segments(store)[0])[2]
-    header = b"JOBQIDX\0" + struct.pack("<II6Q", 1, 0, generation, lo, hi, (last["seg"] << 32) | last["end"],
+    header = b"JOBQIDX\0" + struct.pack("<II6Q", version, 0, generation, lo, hi, (last["seg"] << 32) | last["end"],
                                         (last["seg"] << 32) | last["off"], sum(n for _, n, _ in sections))
     out[0:64] = header
-    foot = struct.pack("<4QI", dir_off, len(directory), cat_off, len(cat), 1)
+    foot = struct.pack("<4QI", dir_off, len(directory), cat_off, len(cat), version)
     out += foot + struct.pack("<I", mcrc(header + directory + cat + foot)) + b"JOBQIDX\0"
     path = os.path.join(gen_dir(store), f"idx-{lo:016x}-{hi:016x}.jqi")
     with open(path, "wb") as f:

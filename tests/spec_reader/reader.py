@@ -1,12 +1,16 @@
 #!/usr/bin/env python3
-"""Independent reader for the jobq on-disk format, version 3 (log segments of versions 1 to 3).
+"""Independent reader for the jobq on-disk format, version 4 (log segments of versions 1 to 3,
+index files of versions 1 and 2).
 
-Written from format-spec/*.md alone (and checked against tests/fixtures/v1/, v2/ and v3/), without
+Written from format-spec/*.md alone (and checked against tests/fixtures/v1/ to v4/), without
 looking at jobq's code. Standard library only.
 
     python3 reader.py DIR export                  every live job, one JSON object a line
     python3 reader.py DIR list PROJECT            keys in listing order, from the index columns
     python3 reader.py DIR count PROJECT STATE [TAG]   from the index posting lists
+    python3 reader.py DIR count-reason PROJECT REASON  jobs of any state whose close_reason term
+                                                  is REASON, from the close_reason posting lists
+                                                  (index version 1 files, which have none, set aside)
     python3 reader.py DIR check                   validate everything; exit 0 when it does
     python3 reader.py DIR frames                  (debug) one JSON line per log frame, then the mark
 
@@ -37,7 +41,8 @@ KIND_NAMES = {1: "jobs", 2: "spider", 3: "catalog", 4: "commit"}
 LOG_MAGIC = b"JOBQLOG\0"
 IDX_MAGIC = b"JOBQIDX\0"
 CUR_MAGIC = b"JOBQCUR\0"
-VERSION = 1                       # index files and CURRENT
+VERSION = 1                       # CURRENT
+INDEX_VERSIONS = (1, 2)           # index files (index.md, "Version 1": version 1 lacks field 6)
 LOG_VERSIONS = (1, 2, 3)          # log segments (conventions.md, "Versions and upgrades")
 MAX_FRAME_LEN = 1 << 30
 SEG_HDR = 64
@@ -52,8 +57,9 @@ IDX_HDR = 64
 IDX_FOOTER = 48
 SECTION_HDR = 72
 DICT_ENTRY = 16
-FIELD_STATE, FIELD_SPIDER, FIELD_TAG, FIELD_PRIORITY, FIELD_UNIQUE = 1, 2, 3, 4, 5
-FIELD_NAMES = {1: "state", 2: "spider", 3: "tag", 4: "priority", 5: "unique"}
+FIELD_STATE, FIELD_SPIDER, FIELD_TAG, FIELD_PRIORITY, FIELD_UNIQUE, FIELD_CLOSE_REASON = 1, 2, 3, 4, 5, 6
+FIELD_NAMES = {1: "state", 2: "spider", 3: "tag", 4: "priority", 5: "unique", 6: "close_reason"}
+MAX_CLOSE_REASON = 1024           # index.md: a longer term is not posted
 # log.md: the metadata document never holds these; other "*_time" names are ordinary fields
 DOC_FORBIDDEN = {"key", "project", "spider", "state", "priority", "tags", "unique"} | set(TIME_FIELDS)
 
@@ -286,6 +292,37 @@ def _decode_body(b, what):
     r.state, r.mask, r.priority, r.order_seq = state, mask, priority, order_seq
     r.times, r.tags, r.unique, r.doc_text, r.prev = times, tags, unique, doc, prev
     return r
+
+
+def close_reason_term(doc_text):
+    """index.md, "The close_reason term": the bytes a record's close_reason is posted under, or None."""
+    dec = json.JSONDecoder(parse_float=decimal.Decimal)
+    ws = " \t\r\n"
+    i = len(doc_text) - len(doc_text.lstrip(ws)) + 1         # after "{"
+    raw = None
+    while True:
+        while doc_text[i] in ws:
+            i += 1
+        if doc_text[i] == "}":
+            break
+        name, i = json.decoder.scanstring(doc_text, i + 1)
+        while doc_text[i] in ws + ":":
+            i += 1
+        _, end = dec.raw_decode(doc_text, i)
+        if name == "close_reason":
+            raw = doc_text[i:end]                             # the last one counts
+        i = end
+        while doc_text[i] in ws + ",":
+            i += 1
+    if raw is None:
+        return None
+    term = raw.encode()
+    if raw.startswith('"'):
+        try:
+            term = json.loads(raw).encode("utf-8")            # an unpaired surrogate does not encode
+        except UnicodeEncodeError:
+            pass
+    return term if len(term) <= MAX_CLOSE_REASON else None
 
 
 def parse_catalog_entries(b, what):
@@ -933,7 +970,7 @@ class Section:
     __slots__ = ("project", "n", "ts", "seq", "key", "loc", "sorted_keys", "by_key", "terms")
 
 
-def decode_section(b, project, n_docs):
+def decode_section(b, project, n_docs, version):
     """A project's section; b is a Buf over exactly the section's bytes (index.md)."""
     what = f"section of project {project}"
     proj, n, t, z = b.un("<IIII", 0, f"{what} header")
@@ -987,8 +1024,8 @@ def decode_section(b, project, n_docs):
     for i in range(t):
         eo = do + DICT_ENTRY * i
         field, zero, tl, toff, poff = b.un("<BBHIQ", eo, f"{what} dictionary entry {i}")
-        if field not in FIELD_NAMES:
-            b.fail(eo, f"{what}: dictionary entry {i} has unknown field {field}")
+        if field not in FIELD_NAMES or (field == FIELD_CLOSE_REASON and version < 2):
+            b.fail(eo, f"{what}: dictionary entry {i} has unknown field {field} (index version {version})")
         if zero:
             b.fail(eo + 1, f"{what}: dictionary entry {i} reserved byte is not zero")
         if toff != blob_len:
@@ -1016,8 +1053,10 @@ def decode_section(b, project, n_docs):
             b.fail(blob_off + toff, f"{tw}: a spider term is a u32 id >= 1")
         if field == FIELD_PRIORITY and tl != 8:
             b.fail(blob_off + toff, f"{tw}: a priority term is an i64")
-        if field in (FIELD_TAG, FIELD_UNIQUE):
+        if field in (FIELD_TAG, FIELD_UNIQUE, FIELD_CLOSE_REASON):
             b.utf8(blob_off + toff, tl, tw)
+        if field == FIELD_CLOSE_REASON and tl > MAX_CLOSE_REASON:
+            b.fail(blob_off + toff, f"{tw}: a close_reason term is at most {MAX_CLOSE_REASON} bytes")
         if poff != at:
             b.fail(eo + 8, f"{tw}: posting list at {poff}, expected {at} (lists are packed one after "
                            f"another, in dictionary order, after the blob padded to 8)")
@@ -1049,6 +1088,13 @@ def decode_section(b, project, n_docs):
     for (f, term), p in terms.items():
         if f == FIELD_UNIQUE and not set(p.docs) <= active:
             b.fail(p.start, f"{what}: unique term {term!r} posts a doc that is neither pending nor running")
+    # a doc is in at most one close_reason list
+    seen = set()
+    for (f, term), p in terms.items():
+        if f == FIELD_CLOSE_REASON:
+            if seen & set(p.docs):
+                b.fail(p.start, f"{what}: close_reason term {term!r} posts a doc another close_reason list holds")
+            seen.update(p.docs)
     return s
 
 
@@ -1059,7 +1105,7 @@ class IndexFile:
         self.stale = None         # str: valid but not matching the log / not in the chain
         self.sections = {}        # project -> Section
         self.catalog = []
-        self.lo = self.hi = self.log_end = self.last_frame = self.ndocs = None
+        self.lo = self.hi = self.log_end = self.last_frame = self.ndocs = self.version = None
 
     def fname(self):
         return os.path.basename(self.path)
@@ -1086,11 +1132,12 @@ def _load_index(ix, generation):
     if data[fo + 40:fo + 48] != IDX_MAGIC:
         b.fail(fo + 40, "bad footer magic (expected \"JOBQIDX\\0\")")
     ver = b.u32(8, "version")
-    if ver != VERSION:
-        b.fail(8, f"unknown index version {ver} (this reader knows version {VERSION})")
+    if ver not in INDEX_VERSIONS:
+        b.fail(8, f"unknown index version {ver} (this reader knows versions {INDEX_VERSIONS})")
     fver = b.u32(fo + 32, "footer version")
-    if fver != VERSION:
-        b.fail(fo + 32, f"unknown index footer version {fver} (this reader knows version {VERSION})")
+    if fver != ver:
+        b.fail(fo + 32, f"index footer version {fver}, the header says {ver}")
+    ix.version = ver
     dir_off, dir_len, cat_off, cat_len = b.un("<4Q", fo, "footer")
     for name, o, ln, fld in (("directory", dir_off, dir_len, fo), ("catalog", cat_off, cat_len, fo + 16)):
         if o < IDX_HDR or o + ln > fo:
@@ -1172,7 +1219,7 @@ def _load_index(ix, generation):
     if len(by_name) != len(names):
         b.fail(cat_off, "index catalog gives one name to two spiders of a project")
     for project, docs, soff, slen in entries:
-        s = decode_section(Buf(data[soff:soff + slen], ix.path, soff), project, docs)
+        s = decode_section(Buf(data[soff:soff + slen], ix.path, soff), project, docs, ver)
         for d in range(s.n):
             if (project, s.key[d] >> 32) not in names:
                 b.fail(soff, f"section of project {project}: doc {d} names spider {s.key[d] >> 32}, "
@@ -1185,8 +1232,9 @@ def _load_index(ix, generation):
 class Store:
     """index.md "Matching index files to the log" and durability.md's recovery rules."""
 
-    def __init__(self, root):
+    def __init__(self, root, min_index_version=1):
         self.root = root
+        self.min_index_version = min_index_version   # 2: version-1 files set aside (no close_reason lists)
         self.notes = []
         self.generation = read_current(root)
         self.gen_dir = os.path.join(root, f"gen-{self.generation:016x}")
@@ -1246,6 +1294,9 @@ class Store:
         usable = {}
         for ix in self.indexes:
             if ix.damage is not None:
+                continue
+            if ix.version < self.min_index_version:
+                ix.stale = f"index version {ix.version} has no close_reason posting lists"
                 continue
             fr, why = self._probe(ix)
             if fr is None:
@@ -1398,6 +1449,19 @@ class Store:
         return n
 
 
+    def count_reason(self, project, reason):
+        """Jobs of any state whose close_reason term is `reason`: the chain's close_reason posting
+        lists less superseded docs, plus the tail's records."""
+        term = reason.encode()
+        n = 0
+        for ix, sup in zip(self.chain, self.superseded):
+            s = ix.sections.get(project)
+            p = s.terms.get((FIELD_CLOSE_REASON, term)) if s else None
+            if p:
+                n += len(set(p.docs) - sup[project])
+        return n + sum(1 for r in self.tail.values() if r.project == project and close_reason_term(r.doc_text) == term)
+
+
 def whole_metadata(r, spider_name):
     """log.md: {"key", "project", "spider", "state", "priority", "tags", ["unique",] times, doc fields}."""
     d = lambda v: json.dumps(v, ensure_ascii=False)
@@ -1468,6 +1532,9 @@ def verify_index(walk, ix):
             expect_terms.setdefault((FIELD_PRIORITY, struct.pack("<q", r.priority)), []).append(d)
             if r.unique is not None and r.state in (0, 1):
                 expect_terms.setdefault((FIELD_UNIQUE, r.unique.encode()), []).append(d)
+            reason = close_reason_term(r.doc_text) if ix.version >= 2 else None
+            if reason is not None:
+                expect_terms.setdefault((FIELD_CLOSE_REASON, reason), []).append(d)
         got = {k: p.docs for k, p in s.terms.items()}
         if got != expect_terms:
             diff = sorted(set(got) ^ set(expect_terms)) or sorted(k for k in got if got[k] != expect_terms[k])
@@ -1553,7 +1620,7 @@ def parse_state(s):
 
 
 def main(argv):
-    if len(argv) < 3 or argv[2] not in ("export", "list", "count", "check", "frames"):
+    if len(argv) < 3 or argv[2] not in ("export", "list", "count", "count-reason", "check", "frames"):
         print(__doc__.strip(), file=sys.stderr)
         return 2
     root, cmd, args = argv[1], argv[2], argv[3:]
@@ -1566,6 +1633,10 @@ def main(argv):
             if len(args) not in (2, 3):
                 raise ValueError("usage: count PROJECT STATE [TAG]")
             project, state = int(args[0]), parse_state(args[1])
+        elif cmd == "count-reason":
+            if len(args) != 2:
+                raise ValueError("usage: count-reason PROJECT REASON")
+            project = int(args[0])
         elif args:
             raise ValueError(f"{cmd} takes no arguments")
     except ValueError as e:
@@ -1574,7 +1645,7 @@ def main(argv):
     try:
         if cmd == "check":
             return cmd_check(root)
-        st = Store(root)
+        st = Store(root, 2 if cmd == "count-reason" else 1)
         for ix in st.indexes:
             if ix.damage is not None:
                 print(f"warning: index file set aside (rebuilt from the log): {ix.damage}", file=sys.stderr)
@@ -1587,6 +1658,8 @@ def main(argv):
             out = st.listing(project)
         elif cmd == "count":
             out = [str(st.count(project, state, args[2] if len(args) == 3 else None))]
+        elif cmd == "count-reason":
+            out = [str(st.count_reason(project, args[1]))]
         else:
             walk = full_walk(st)
             out = [json.dumps({"segment": f.seg, "offset": f.off, "end": f.end, "kind": KIND_NAMES[f.kind],

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Checks the spec-only reader (reader.py) against the format fixtures, tests/fixtures/v1, v2 and v3.
+"""Checks the spec-only reader (reader.py) against the format fixtures, tests/fixtures/v1 to v4.
 
     python3 tests/spec_reader/test_reader.py
 
@@ -9,7 +9,9 @@ never modified: every test works on a copy in a temporary directory, and the fix
 compared before and after. The helpers (fixture_tools.py) are written apart from reader.py.
 """
 
+import json
 import os
+import shutil
 import struct
 import sys
 import tempfile
@@ -20,11 +22,11 @@ import zlib
 from fixture_tools import (  # noqa: E402
     Fixture, STATES, SLOT_OFF, V2_DATA, _posting, assert_corruption, assert_export_without, build_index,
     export_of, flip, fresh_copy, gen_dir, index_files, key_of, listing_from_export, log_frames, mark_of, mcrc,
-    parse_jsonl, proved_durable, raw_frames, reader, remove_indexes, run, run_in, segments, set_header_field,
+    parse_jsonl, patch, proved_durable, raw_frames, reader, remove_indexes, run, run_in, segments, set_header_field,
     set_mark, spec_hex_blocks, split_log, truncate, versions)
 import test_marks  # noqa: E402
 
-FIXTURES = [Fixture(1), Fixture(2), Fixture(3)]
+FIXTURES = [Fixture(1), Fixture(2), Fixture(3), Fixture(4)]
 
 
 # --------------------------------------------------------------------------- tests
@@ -238,7 +240,7 @@ def test_truncated_last_frame_is_torn_tail(tmp, fx):
     # and so is one in the frame before it: version 1, the last frame's durable_seq is below its
     # sequence; version 2, it starts at the mark's durable_end
     prev = frames[-2]
-    if fx.version == 1:
+    if fx.log_version == 1:
         assert last["durable_seq"] < prev["first_seq"], "fixture: the last frame claims the one before durable"
     else:
         assert mark_of(seg)[0] == prev["off"], "fixture: the mark is not at the frame before the last"
@@ -278,7 +280,7 @@ def test_index_ends_inside_committed_transaction(tmp, fx):
     assert inner["flags"] & 1 and inner["kind"] == 1
     store = fresh_copy(tmp, fx)
     os.remove(index_files(store)[-1])
-    built = build_index(store, 31, inner["last_seq"])
+    built = build_index(store, 31, inner["last_seq"], version=fx.index_version)
     rc, out, err = run_in(store, "check")
     assert rc == 0, f"check of an index ending inside the import: {out}{err}"
     assert f"chain: {os.path.basename(built)}" in out, out
@@ -294,7 +296,7 @@ def test_index_ends_inside_committed_transaction(tmp, fx):
     assert rc == 1 and "inside an import transaction" in err and f"offset {frames[ci]['off']}:" in err, err
     # chain: a merged file 1..46 beside its inputs wins; a file whose last_frame does not match is set aside
     store = fresh_copy(tmp, fx)
-    merged = build_index(store, 1, 46)
+    merged = build_index(store, 1, 46, version=fx.index_version)
     rc, out, err = run_in(store, "check")
     assert rc == 0 and out.count("chain:") == 1 and f"chain: {os.path.basename(merged)}" in out, out + err
     assert out.count("index file set aside") == 2, out
@@ -302,8 +304,8 @@ def test_index_ends_inside_committed_transaction(tmp, fx):
     return f"{os.path.basename(built)} ends at sequence {inner['last_seq']} inside the import; merged 1..46 chosen"
 
 
-# The v3 fixture's import starts a segment of its own (as imports do since format 2's
-# fixture was written): its last segment starts after sequence 30, with one mark.
+# The v3 and v4 fixtures' imports start a segment of their own (as imports do since format 2's
+# fixture was written): their last segment starts after sequence 30, with one mark.
 @versions(1, 2)
 def test_two_segments(tmp, fx):
     """A log split once more (version 1: into two segments; version 2: three): an index whose
@@ -314,7 +316,7 @@ def test_two_segments(tmp, fx):
     store = fresh_copy(tmp, fx)
     remove_indexes(store)
     old, new, cut = split_log(store, 30)
-    built = build_index(store, 1, 30)
+    built = build_index(store, 1, 30, version=fx.index_version)
     rc, out, err = run_in(store, "check")
     assert rc == 0 and f"chain: {os.path.basename(built)}" in out and f"{nsegs} segment(s)" in out, out + err
     assert "job(s) after sequence 30; 2 superseded" in out, out
@@ -347,7 +349,7 @@ def test_two_segments(tmp, fx):
     # an index whose catalog says a wrong next job id (index.md) fails check, answers unchanged
     store = fresh_copy(tmp, fx)
     remove_indexes(store)
-    bad = build_index(store, 1, 30, next_id_bump=1)
+    bad = build_index(store, 1, 30, next_id_bump=1, version=fx.index_version)
     rc, out, _ = run_in(store, "check")
     assert rc == 1 and "DAMAGED" in out and os.path.basename(bad) in out and "catalog" in out, out
     assert export_of(store) == fx.export()
@@ -402,10 +404,10 @@ def test_index_damage_is_set_aside(tmp, fx):
             ix = index_files(store)[i]
             if where == "middle":
                 flip(ix, os.path.getsize(ix) // 2)
-            else:                   # version 2 with every CRC right: unknown version, set aside
+            else:                   # version 3 with every CRC right: unknown version, set aside
                 with open(ix, "r+b") as f:
                     b = bytearray(f.read())
-                    b[8:12] = b[-16:-12] = struct.pack("<I", 2)
+                    b[8:12] = b[-16:-12] = struct.pack("<I", 3)
                     do, dl, co, cl = struct.unpack_from("<4Q", b, len(b) - 48)
                     fo = len(b) - 48
                     b[fo + 36:fo + 40] = struct.pack("<I", mcrc(bytes(b[:64] + b[do:do + dl] + b[co:co + cl]
@@ -416,7 +418,7 @@ def test_index_damage_is_set_aside(tmp, fx):
             assert rc != 0, f"a damaged {ix} ({where}) passed check"
             assert os.path.basename(ix) in o + e
             if where == "version":
-                assert "unknown index version 2" in o, o
+                assert "unknown index version 3" in o, o
             assert export_of(store) == fx.export(), "export changed after index damage"
             for project in (53, 54, 60):
                 assert run_in(store, "list", str(project))[1].split() == \
@@ -444,6 +446,54 @@ def test_unknown_current_version_refused(tmp, fx):
         rc, _, err = run_in(store, cmd)
         assert rc == 1 and "CURRENT" in err and "version 2" in err, err
     return "CURRENT version 2 refused"
+
+
+def test_close_reason_counts(tmp, fx):
+    """index.md field 6: the close_reason lists (version-2 files; version-1 files have none and are
+    set aside, their range replayed) count what the export says, a string's text or another value's
+    JSON text, whatever the state."""
+    recs = [dict(r) for r in fx.export()]
+    reasons = {}
+    for r in recs:
+        v = r.get("close_reason")
+        if v is not None:
+            term = v if isinstance(v, str) else json.dumps(v)
+            reasons.setdefault((r["project"], term), 0)
+            reasons[(r["project"], term)] += 1
+    assert len({t for _, t in reasons}) >= (4 if fx.version >= 4 else 1), reasons
+    store = fresh_copy(tmp, fx, "as-is")
+    for variant, st in [("as is", store)] + list(index_variants(tmp, fx))[1:]:
+        for (project, term), want in sorted(reasons.items()) + [((53, "no-such-reason"), 0)]:
+            rc, out, err = run_in(st, "count-reason", str(project), term)
+            assert rc == 0, err
+            assert int(out) == want, f"{variant}: count-reason {project} {term!r}: {out.strip()} != {want}"
+    chain = reader.Store(store, 2).chain
+    assert len(chain) == (2 if fx.index_version == 2 else 0), [ix.fname() for ix in chain]
+    return f"{len(reasons)} (project, close_reason) pairs; chain of {len(chain)} version-2 file(s)"
+
+
+@versions(4)
+def test_index_versions_1_and_2(tmp, fx):
+    """index.md "Version 1": a version-1 file of the same range holds nothing wrong (check passes,
+    export and counts the same) but no close_reason lists; header and footer versions must agree."""
+    store = fresh_copy(tmp, fx)
+    os.remove(index_files(store)[0])
+    v1 = build_index(store, 1, 30, version=1)
+    rc, out, err = run_in(store, "check")
+    assert rc == 0 and f"chain: {os.path.basename(v1)}" in out, out + err
+    assert export_of(store) == fx.export()
+    st = reader.Store(store, 2)
+    assert [ix.fname() for ix in st.chain] == [], "a version-1 file first in the chain: none usable"
+    assert "no close_reason" in st.indexes[0].stale, st.indexes[0].stale
+    for ix in index_files(store):
+        damaged = os.path.join(tmp, "damaged")
+        shutil.rmtree(damaged, ignore_errors=True)
+        shutil.copytree(store, damaged)
+        path = os.path.join(gen_dir(damaged), os.path.basename(ix))
+        patch(path, 8, struct.pack("<I", 1 if ix != v1 else 2))
+        rc, out, err = run_in(damaged, "check")
+        assert rc == 1 and "footer version" in out and "the header says" in out, out + err
+    return "a version-1 file serves everything but close_reason; mixed header/footer versions are damage"
 
 
 def test_prev_names_the_previous_version(tmp, fx):

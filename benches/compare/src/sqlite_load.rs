@@ -11,6 +11,10 @@
 //!   hot)` for state filters, `(project, spider, state, ts, seq, hot)` for a
 //!   spider, `(project, ts, seq, state, spider, hot)` for several or all states
 //!   in `ts` order; `(project, spider, job)` unique for keys.
+//! - `close_reason`: the job's close_reason as jobq indexes it (a string's text,
+//!   another value's JSON text), with an index of its own, `(project,
+//!   close_reason, state, ts, seq, spider, hot)`: a field filter in SQLite needs
+//!   an index per field (or a scan of the project).
 //! - `job_tags(project, tag, seq)`, a WITHOUT ROWID postings table for every
 //!   tag (rare tags are served from it), with `(seq, tag)` for `lacks_tag`.
 //! - `tags(id, name, bit, jobs)` and `spiders(project, id, name, next_job)`.
@@ -49,7 +53,7 @@ CREATE TABLE jobs(
   state INTEGER NOT NULL, ts INTEGER NOT NULL, priority INTEGER NOT NULL,
   hot INTEGER NOT NULL,
   pending_time INTEGER, running_time INTEGER, finished_time INTEGER, deleted_time INTEGER,
-  tags TEXT, meta TEXT NOT NULL);
+  tags TEXT, meta TEXT NOT NULL, close_reason TEXT);
 CREATE TABLE job_tags(
   project INTEGER NOT NULL, tag INTEGER NOT NULL, seq INTEGER NOT NULL,
   PRIMARY KEY(project, tag, seq)) WITHOUT ROWID;
@@ -60,6 +64,7 @@ CREATE UNIQUE INDEX jobs_key ON jobs(project, spider, job);
 CREATE INDEX jobs_state_ts ON jobs(project, state, ts, seq, spider, hot);
 CREATE INDEX jobs_spider_ts ON jobs(project, spider, state, ts, seq, hot);
 CREATE INDEX jobs_ts ON jobs(project, ts, seq, state, spider, hot);
+CREATE INDEX jobs_reason_ts ON jobs(project, close_reason, state, ts, seq, spider, hot);
 CREATE INDEX job_tags_seq ON job_tags(seq, tag);
 ";
 
@@ -75,6 +80,7 @@ pub struct Row {
     pub tags: Vec<String>,
     pub tags_json: Option<String>,
     pub meta: String,
+    pub close_reason: Option<String>,
 }
 
 fn parse_key(k: &str) -> Option<(u32, u32, u32)> {
@@ -102,9 +108,13 @@ pub fn parse_line(line: &str) -> Result<Row, String> {
         None => (Vec::new(), None),
     };
     m.remove("project");
+    let close_reason = m.get("close_reason").map(|v| match v {
+        Value::String(s) => s.clone(),
+        v => v.to_string(),
+    });
     let meta = Value::Object(m).to_string();
     let (project, spider, job) = key;
-    Ok(Row { project, spider, job, spider_name, state, priority, times, tags, tags_json, meta })
+    Ok(Row { project, spider, job, spider_name, state, priority, times, tags, tags_json, meta, close_reason })
 }
 
 /// Tag name -> number of jobs carrying it (a first pass over the file).
@@ -160,8 +170,8 @@ pub fn load(data: &Path, dir: &Path) -> LoadOut {
         let mut ins = tx
             .prepare(
                 "INSERT INTO jobs(seq, project, spider, job, state, ts, priority, hot, pending_time,
-                 running_time, finished_time, deleted_time, tags, meta)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                 running_time, finished_time, deleted_time, tags, meta, close_reason)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
             )
             .expect("prepare");
         let mut spiders: HashMap<(u32, u32), (String, u32)> = HashMap::new();
@@ -197,7 +207,8 @@ pub fn load(data: &Path, dir: &Path) -> LoadOut {
                 t[2],
                 t[3],
                 r.tags_json,
-                r.meta
+                r.meta,
+                r.close_reason
             ])
             .expect("insert job");
             let s = spiders.entry((r.project, r.spider)).or_insert_with(|| (r.spider_name.clone(), 0));

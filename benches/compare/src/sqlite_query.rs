@@ -7,6 +7,11 @@
 //! all jobs) is driven from the `job_tags` postings instead; other tags use
 //! the postings (`seq IN (...)` for has, `NOT EXISTS` by `(seq, tag)` for lacks).
 //!
+//! `has_tag_all`: the hot tags' bits all set (`(j.hot & m) = m`), each other tag
+//! by its postings. `close_reason` is a column with an index of its own
+//! (`(project, close_reason, state, ts, ...)`): without it, a scan.
+//! `startafter` and `stop` are the key's `(ts, seq)` bounds.
+//!
 //! A list over 2 or 3 states without a spider or postings to drive it walks the
 //! `(project, ts, ...)` index in order (`INDEXED BY`): the planner's own choice
 //! (each state's range, then a sort of all of them) is about 2x slower at 1M
@@ -123,24 +128,44 @@ pub fn build(conn: &Connection, c: &Case, total: i64) -> Option<Stmt> {
             w.term(&t, cold);
         }
     }
+    if !f.has_tags_all.is_empty() {
+        let mut known = Vec::new();
+        for t in &f.has_tags_all {
+            known.push(tag(conn, t)?);
+        }
+        let mask = known.iter().fold(0, |m, t| m | t.1);
+        if mask != 0 {
+            w.term("(j.hot & ?) = ?", [Value::from(mask), Value::from(mask)]);
+        }
+        for cold in known.iter().filter(|t| t.1 == 0) {
+            let t = postings(c.project, &[cold.0], &mut w);
+            w.terms.push(t);
+        }
+    }
+    if !f.close_reasons.is_empty() {
+        let vals = f.close_reasons.iter().map(|r| Value::from(r.clone()));
+        w.term(&format!("j.close_reason IN ({})", qmarks(f.close_reasons.len())), vals);
+    }
     if let Some(keys) = &f.keys {
         let pairs = keys.iter().flat_map(|k| [Value::from(i64::from(k.spider)), Value::from(i64::from(k.job))]);
         w.term(&format!("(j.spider, j.job) IN (VALUES {})", vec!["(?,?)"; keys.len()].join(",")), pairs);
     }
+    let place = |k: jobq::JobKey| -> Option<(i64, i64)> {
+        let mut st = conn
+            .prepare_cached("SELECT ts, seq FROM jobs WHERE project = ?1 AND spider = ?2 AND job = ?3")
+            .expect("prepare");
+        st.query_row((k.project, k.spider, k.job), |r| Ok((r.get(0)?, r.get(1)?))).optional().expect("place")
+    };
     let (sql, mut params) = match c.kind {
         Kind::Count => (format!("SELECT count(*) FROM jobs j WHERE {}", w.terms.join(" AND ")), w.params),
-        Kind::List => {
-            if let Some(k) = c.paging.stop {
-                let mut st = conn
-                    .prepare_cached("SELECT ts, seq FROM jobs WHERE project = ?1 AND spider = ?2 AND job = ?3")
-                    .expect("prepare");
-                let at: Option<(i64, i64)> = st
-                    .query_row((k.project, k.spider, k.job), |r| Ok((r.get(0)?, r.get(1)?)))
-                    .optional()
-                    .expect("stop");
-                if let Some((ts, seq)) = at {
-                    w.term("j.ts >= ? AND (j.ts > ? OR j.seq > ?)", [ts, ts, seq].map(Value::from));
-                }
+        Kind::List | Kind::Page => {
+            if let Some((ts, seq)) = c.paging.stop.and_then(place) {
+                w.term("j.ts >= ? AND (j.ts > ? OR j.seq > ?)", [ts, ts, seq].map(Value::from));
+            }
+            if let Some(k) = c.paging.startafter {
+                // jobq refuses a key of no job; the mix has none.
+                let (ts, seq) = place(k).expect("startafter names a job");
+                w.term("j.ts <= ? AND (j.ts < ? OR j.seq < ?)", [ts, ts, seq].map(Value::from));
             }
             let sql = format!(
                 "SELECT j.spider, j.job, j.state, j.ts, j.pending_time, j.running_time, j.finished_time,
@@ -157,7 +182,7 @@ pub fn build(conn: &Connection, c: &Case, total: i64) -> Option<Stmt> {
             (sql, w.params)
         }
     };
-    if c.kind == Kind::List {
+    if c.kind != Kind::Count {
         params.push(Value::from(c.paging.count as i64));
         params.push(Value::from(c.paging.start as i64));
     }
@@ -170,7 +195,7 @@ pub fn run(conn: &Connection, c: &Case, total: i64, buf: &mut Vec<u8>) -> crate:
     let Some(s) = build(conn, c, total) else {
         return match c.kind {
             Kind::Count => Answer::Count(0),
-            Kind::List => Answer::Keys(Vec::new()),
+            Kind::List | Kind::Page => Answer::Keys(Vec::new()),
         };
     };
     let mut st = conn.prepare_cached(&s.sql).expect("prepare query");

@@ -1,0 +1,103 @@
+//! Unit tests of index segments (kept apart: segment.rs is long enough).
+
+use std::sync::Arc;
+
+use super::*;
+use crate::index::build::{build, DocEntry};
+use crate::log::LogPos;
+
+fn image() -> Vec<u8> {
+    let docs: Vec<DocEntry> = (0..600u64)
+        .map(|i| DocEntry {
+            project: 1 + (i % 7) as u32 * (1 + (i % 3) as u32),
+            local: (1 << 32) | (i + 1),
+            ts: 1000 + i * 37 % 500,
+            order_seq: i + 1,
+            state: JobState::ALL[i as usize % 4],
+            priority: 2,
+            tags: (0..i % 3).map(|t| Arc::<str>::from(format!("t{t}"))).collect(),
+            unique: None,
+            close_reason: (i % 5 == 0).then(|| Arc::<str>::from("failed")),
+            loc: i * 100,
+        })
+        .collect();
+    let meta = SegmentMeta {
+        generation: 1,
+        lo_seq: 1,
+        hi_seq: 600,
+        log_end: LogPos { segment: 1, offset: 1 },
+        last_frame: LogPos { segment: 1, offset: 0 },
+        docs: 600,
+    };
+    build(docs, meta, &[])
+}
+
+fn dir_of(b: &[u8]) -> Vec<DirEntry> {
+    let f = &b[b.len() - FOOTER_LEN..];
+    let (off, len, cat) = (LE::read_u64(&f[0..8]) as usize, LE::read_u64(&f[8..16]) as usize, LE::read_u64(&f[16..24]));
+    decode_dir(&b[off..off + len], off, cat as usize).unwrap()
+}
+
+#[test]
+fn verify_order_finds_a_doc_in_two_close_reason_lists() {
+    let doc = |i: u64, reason: &str| DocEntry {
+        project: 1,
+        local: (1 << 32) | (i + 1),
+        ts: 1000 - i,
+        order_seq: i + 1,
+        state: JobState::Finished,
+        priority: 2,
+        tags: Arc::new([]),
+        unique: None,
+        close_reason: Some(Arc::from(reason)),
+        loc: i * 100,
+    };
+    let meta = SegmentMeta {
+        generation: 1,
+        lo_seq: 1,
+        hi_seq: 2,
+        log_end: LogPos { segment: 1, offset: 1 },
+        last_frame: LogPos { segment: 1, offset: 0 },
+        docs: 2,
+    };
+    let mut b = build(vec![doc(0, "a"), doc(1, "b")], meta, &[]);
+    let open = |b: &[u8]| IndexSegment::open(MappedBytes::from_vec(b.to_vec()), Path::new("x.jqi"), false);
+    open(&b).unwrap().verify_order().unwrap();
+    // The only one-doc list of doc 1 is close_reason "b": make it hold doc 0,
+    // then seal the section and the file again.
+    let list_of_doc_1 = [1u8, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 20, 0, 0, 0, 1, 0];
+    let at = b.windows(22).position(|w| w == list_of_doc_1).unwrap();
+    b[at + 20] = 0;
+    let d = dir_of(&b)[0];
+    let crc = checksum(&[&b[d.offset as usize..(d.offset + d.len) as usize]]);
+    let foot = b.len() - FOOTER_LEN;
+    let (dir_off, dir_len) = (LE::read_u64(&b[foot..]) as usize, LE::read_u64(&b[foot + 8..]) as usize);
+    LE::write_u32(&mut b[dir_off + 8 + 24..], crc);
+    let (cat_off, cat_len) = (LE::read_u64(&b[foot + 16..]) as usize, LE::read_u64(&b[foot + 24..]) as usize);
+    let crc = checksum(&[
+        &b[..HEADER_LEN],
+        &b[dir_off..dir_off + dir_len],
+        &b[cat_off..cat_off + cat_len],
+        &b[foot..foot + 36],
+    ]);
+    LE::write_u32(&mut b[foot + 36..], crc);
+    let (_, what) = open(&b).unwrap().verify_order().unwrap_err();
+    assert_eq!(what, "doc 0 is in two close_reason lists");
+}
+
+#[test]
+fn parallel_check_agrees_with_sequential() {
+    let mut b = image();
+    let dir = dir_of(&b);
+    assert!(dir.len() > 3);
+    let one = check_sections(&b, &dir, 1).unwrap();
+    let many = check_sections(&b, &dir, 4).unwrap();
+    assert_eq!(format!("{one:?}"), format!("{many:?}"));
+    // Damage in two sections: both report the first in file order.
+    for d in [&dir[3], &dir[1]] {
+        b[d.offset as usize + d.len as usize / 2] ^= 0x10;
+    }
+    let first = check_sections(&b, &dir, 1).unwrap_err();
+    assert_eq!(first.0, dir[1].offset as usize);
+    assert_eq!(check_sections(&b, &dir, 4).unwrap_err(), first);
+}

@@ -104,8 +104,9 @@ impl FileSystem for RealFs {
         // segment's bytes below the writer's end never change (appends go past the
         // map's end, which readers check); a segment is truncated only past its
         // last valid frame (recovery at open, a failed write's cut, `jobq repair`),
-        // where no record a reader was given lies, and compaction unlinks whole
-        // segments. Every reader checks the lengths and checksums of what it decodes.
+        // where no record a reader was given lies (a read-only opener beside a
+        // server, which may have replayed unsynced records of the last segment,
+        // never maps that one), and compaction unlinks whole segments. Every reader checks the lengths and checksums of what it decodes.
         let map = unsafe { memmap2::Mmap::map(&file)? };
         Ok(MappedBytes::from_map(map))
     }

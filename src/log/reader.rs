@@ -60,6 +60,8 @@ pub struct RecordReader {
     removed: RwLock<HashMap<u32, Weak<dyn FsFile>>>,
     /// Maps of segments, as long as they were when mapped.
     maps: RwLock<HashMap<u32, MappedBytes>>,
+    /// Segments from this number on are never mapped (see [`Self::map_below`]).
+    map_limit: std::sync::atomic::AtomicU32,
 }
 
 impl RecordReader {
@@ -70,7 +72,16 @@ impl RecordReader {
             files: RwLock::new(HashMap::new()),
             removed: RwLock::default(),
             maps: RwLock::default(),
+            map_limit: std::sync::atomic::AtomicU32::new(u32::MAX),
         }
+    }
+
+    /// Map only segments below `n`; read the others positionally. A read-only
+    /// opener beside a server gives its last segment: the server may still cut
+    /// that segment's unsynced tail after a failed write, and this opener may have
+    /// replayed records there (a read past a mapped file's end would fault).
+    pub fn map_below(&self, n: u32) {
+        self.map_limit.store(n, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The map of segment `n` for a read at `offset`: made at the segment's first
@@ -78,6 +89,9 @@ impl RecordReader {
     /// `None` (read positionally): a segment compaction removed, one that cannot
     /// be mapped (an exhausted address space, a simulated power cut).
     fn mapped(&self, n: u32, offset: u64) -> Option<MappedBytes> {
+        if n >= self.map_limit.load(std::sync::atomic::Ordering::Relaxed) {
+            return None;
+        }
         if let Some(m) = self.maps.read().get(&n) {
             if offset < m.len() as u64 + REMAP_STEP {
                 return Some(m.clone());

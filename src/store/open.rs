@@ -145,6 +145,9 @@ pub(crate) fn open(dir: &Path, opts: &Options) -> Result<Opened> {
     // store (read-only beside it, say) still reads them.
     let numbers: Vec<u32> = segment::list(fs, &gen_dir)?.into_iter().filter(|n| *n <= v.end.segment).collect();
     reader.open_all(&numbers)?;
+    if opts.read_only {
+        reader.map_below(v.end.segment);
+    }
     let mut w =
         Writer::new(start_seq, generation, gen_dir.clone(), slots, start_seq, catalog, reader, opts.bulk_entries);
     w.last_frame = last_frame;

@@ -66,8 +66,9 @@ DOC_FORBIDDEN = {"key", "project", "spider", "state", "priority", "tags", "uniqu
 SEG_RE = re.compile(r"^log-(\d{10})\.jql$")
 IDX_RE = re.compile(r"^idx-([0-9a-f]{16})-([0-9a-f]{16})\.jqi$")
 GEN_RE = re.compile(r"^gen-([0-9a-f]{16})$")
-# rule 2's scan: offsets whose header bytes 8..12 can decode (known kind, flags 0 or 1, reserved 0)
-_CANDIDATE = re.compile(rb"(?=.{8}[\x01-\x04][\x00\x01]\x00\x00)", re.DOTALL)
+# rule 2's scan: offsets whose header bytes 8..12 can decode (known kind, flag bits 0 and 1 only, reserved 0)
+_CANDIDATE = re.compile(rb"(?=.{8}[\x01-\x04][\x00-\x03]\x00\x00)", re.DOTALL)
+FLAG_TXN, FLAG_RELOCATED = 1, 2
 
 
 # --------------------------------------------------------------------------- basics
@@ -361,7 +362,7 @@ class Frame:
 
 
 def header_fields(data, off):
-    """(fields, None) when the 32 header bytes at `off` decode (known kind, only flag bit 0, zero
+    """(fields, None) when the 32 header bytes at `off` decode (known kind, only flag bits 0 and 1, zero
     reserved bytes, count >= 1, and 1 for kinds other than jobs, first_seq >= 1, len <= 2^30),
     whether or not the frame lies in the file and its CRC matches; (None, reason) otherwise."""
     if off + FRAME_HDR > len(data):
@@ -369,7 +370,7 @@ def header_fields(data, off):
     _, ln, kind, flags, res, count, first_seq, durable = struct.unpack_from("<IIBBHIQQ", data, off)
     if kind not in KIND_NAMES:
         return None, f"unknown frame kind {kind}"
-    if flags & ~1:
+    if flags & ~(FLAG_TXN | FLAG_RELOCATED):
         return None, f"reserved frame flag bits set (flags 0x{flags:02x})"
     if res:
         return None, "reserved frame header field is not zero"
@@ -757,6 +758,9 @@ class Walk:
     def _txn_rule(self, fields, txn, data, off, path):
         """log.md, import transactions: the reason this frame is invalid, or None."""
         ln, kind, flags, _, _, _ = fields
+        if flags & FLAG_RELOCATED and (kind != KIND_JOBS or flags & FLAG_TXN):
+            return (f"{KIND_NAMES[kind]} frame carries the relocation flag with flags 0x{flags:02x} (only a jobs "
+                    f"frame outside a transaction may)")
         if flags & 1:
             if kind not in (KIND_JOBS, KIND_SPIDER):
                 return f"{KIND_NAMES[kind]} frame carries the transaction flag (only jobs and spider frames may)"

@@ -369,3 +369,38 @@ def test_worked_example_as_a_v2_store(tmp, fx):
     truncate(os.path.join(g, "log-0000000001.jql"), 12337)          # the jobs frame lost below the mark
     assert_corruption(store, (["export"],), os.path.join(g, "log-0000000001.jql"), 12337, "example cut")
     return "frames at 12288 and 12337 and the spec's mark decode; a cut below the mark is refused"
+
+
+@versions(2, 3, 4)
+def test_relocation_flag(tmp, fx):
+    """log.md, frame header: flag bit 1 (relocated) is valid on a jobs frame outside a transaction, a
+    byte-for-byte copy of a current version (what compaction writes), and invalid on any other frame.
+    The copy is appended below the durable mark, so that a reader refusing the flag calls it
+    corruption instead of cutting it as a torn tail."""
+    out = []
+    for kind in ("jobs", "spider", "jobs+txn"):
+        store = fresh_copy(tmp, fx, f"relocated-{kind.replace('+', '-')}")
+        seg = segments(store)[-1]
+        frames = log_frames(store)
+        nxt = frames[-1]["last_seq"] + 1
+        if kind == "spider":
+            frame = frame_bytes(2, 2, 1, nxt, 0, next(f for f in frames if f["kind"] == 2)["payload"])
+        else:
+            rec = next(f for f in reversed(frames) if f["kind"] == 1)["recs"][-1]
+            with open(rec["path"], "rb") as f:
+                f.seek(rec["off"])
+                copy = f.read(rec["end"] - rec["off"])
+            frame = frame_bytes(1, 3 if kind == "jobs+txn" else 2, 1, nxt, 0, copy)
+        end = os.path.getsize(seg)
+        assert end == frames[-1]["end"] or frames[-1]["path"] != seg, "the fixture's last segment ends in a frame"
+        patch(seg, end, frame)
+        set_mark(seg, end + len(frame), nxt + 1)
+        if kind == "jobs":
+            rc, o, e = run_in(store, "check")
+            assert rc == 0, o + e
+            assert export_of(store) == export_of(fx.store), "a relocated copy changed the export"
+        else:
+            rc, o, e = run_in(store, "export")
+            assert rc == 1 and "relocat" in e and f"offset {end}" in e, (kind, rc, o, e)
+        out.append(kind)
+    return f"relocated {out[0]} frame kept; on a spider frame and with the transaction flag: corruption"

@@ -144,6 +144,9 @@ pub fn decode_header(h: &[u8; HEADER_LEN]) -> Result<FrameHeader, &'static str> 
     if count == 0 {
         return Err("frame uses no sequence number");
     }
+    if kind != FrameKind::Jobs && count != 1 {
+        return Err("a spider, catalog or commit frame uses other than one sequence number");
+    }
     let first_seq = LE::read_u64(&h[16..24]);
     if first_seq == 0 || first_seq.checked_add(u64::from(count)).is_none() {
         return Err("sequence number out of range");
@@ -182,6 +185,21 @@ mod tests {
             let h: [u8; HEADER_LEN] = bad[..HEADER_LEN].try_into().unwrap();
             let ok = decode_header(&h).is_ok_and(|hdr| verify(&h, &hdr, &bad[HEADER_LEN..]));
             assert!(!ok, "flipping bit {bit} went unnoticed");
+        }
+    }
+
+    #[test]
+    fn only_a_jobs_frame_uses_several_sequence_numbers() {
+        for (kind, ok) in [
+            (FrameKind::Jobs, true),
+            (FrameKind::Spider, false),
+            (FrameKind::Catalog, false),
+            (FrameKind::Commit, false),
+        ] {
+            let mut out = Vec::new();
+            encode(&mut out, kind, 0, 7, 2, 0, b"x");
+            let h: [u8; HEADER_LEN] = out[..HEADER_LEN].try_into().unwrap();
+            assert_eq!(decode_header(&h).is_ok(), ok, "{kind:?} with count 2");
         }
     }
 

@@ -455,8 +455,8 @@ impl Store {
     /// Make the log's durable mark name its end, so that the next open can tell
     /// any later damage from a torn write without a doubt.
     fn seal_log(&self) -> Result<()> {
-        let w = self.inner.writer.lock();
-        let Some(log) = w.log.as_ref() else { return Ok(()) };
+        let mut w = self.inner.writer.lock();
+        let Some(log) = w.log.as_mut() else { return Ok(()) };
         log.seal().inspect_err(|e| self.inner.commit.poison(e))
     }
 

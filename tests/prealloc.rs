@@ -153,3 +153,21 @@ fn a_full_disk_while_preallocating_falls_back_to_appending_and_loses_nothing() {
         verify(&s, &acked, true, &format!("a full disk, then a power cut ({mode:?})"));
     }
 }
+
+#[test]
+fn preallocation_can_be_turned_off_and_the_store_reads_the_same() {
+    let sim = SimFs::new();
+    let store = Store::open("/db", Options { preallocate: false, ..opts(&sim) }).unwrap();
+    let (acked, _) = workload(&store, 3);
+    let end = store.metrics().log_bytes as usize;
+    assert_eq!(sim.read_file(Path::new(LOG)).unwrap().len(), end, "appended, no zeros");
+    std::mem::forget(store);
+    let sim = sim.fork();
+    // The same log continued with preallocation: zeros after it, then cut at close.
+    let store = Store::open("/db", opts(&sim)).unwrap();
+    let (more, _) = workload(&store, 1);
+    assert!(sim.read_file(Path::new(LOG)).unwrap().len() > store.metrics().log_bytes as usize);
+    drop(store);
+    let all: Vec<JobKey> = acked.iter().chain(&more).copied().collect();
+    verify(&sim, &all, false, "preallocation off, then on");
+}

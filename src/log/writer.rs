@@ -64,6 +64,8 @@ pub struct LogWriter {
     /// A write of zeros failed in this segment (a full disk, a file size limit):
     /// frames are appended without preallocation until the next segment.
     no_prealloc: bool,
+    /// Preallocate at all (`Options::preallocate`).
+    prealloc_on: bool,
 }
 
 impl LogWriter {
@@ -90,6 +92,7 @@ impl LogWriter {
             footprint: Arc::default(),
             allocated: h.data_start(),
             no_prealloc: false,
+            prealloc_on: true,
         })
     }
 
@@ -130,6 +133,7 @@ impl LogWriter {
             // Recovery left only zeros after `end` (or cut the file there).
             allocated: allocated.max(end.offset),
             no_prealloc: false,
+            prealloc_on: true,
         };
         w.note_footprint();
         w.sync()?;
@@ -160,6 +164,11 @@ impl LogWriter {
     pub fn forget_segments(&mut self, numbers: &[u32]) {
         self.sealed.retain(|(n, _)| !numbers.contains(n));
         self.note_footprint();
+    }
+
+    /// Preallocate the tail segment (the default), or only append.
+    pub fn set_preallocate(&mut self, on: bool) {
+        self.prealloc_on = on;
     }
 
     pub fn share_footprint(&mut self, footprint: Arc<LogFootprint>) {
@@ -217,6 +226,7 @@ impl LogWriter {
         let need = self.end + frame_len;
         if need <= self.allocated
             || self.no_prealloc
+            || !self.prealloc_on
             || !self.tail.header.may_end_in_zeros()
             || frame_len >= segment::PREALLOC_BYTES / 4
         {

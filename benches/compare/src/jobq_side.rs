@@ -94,13 +94,15 @@ fn pushes(store: &Store, writers: usize, cfg: &Config) -> Rate {
 }
 
 pub fn write(cfg: &Config, dir: &Path, writers: usize) -> WriteOut {
-    let store = Store::open(dir, Options::default()).expect("open jobq store");
+    // JOBQ_BENCH_PREALLOCATE=0: append as format 4 did (an A/B of issue 11's change).
+    let preallocate = std::env::var("JOBQ_BENCH_PREALLOCATE").map_or(true, |v| v != "0");
+    let store = Store::open(dir, Options { preallocate, ..Options::default() }).expect("open jobq store");
     let (m0, cpu0) = (store.metrics(), cpu_secs());
     let rate = pushes(&store, writers, cfg);
     let (m1, cpu1) = (store.metrics(), cpu_secs());
     let syncs = (m1.fsync_ns.count - m0.fsync_ns.count).max(1);
     eprintln!(
-        "jobq {writers} writer(s): {:.0}/s, {} fsyncs ({:.0}/s, mean {:.0} µs), {:.1} writes/fsync, CPU {:.1} µs user + {:.1} µs sys a push",
+        "jobq {writers} writer(s), preallocate {preallocate}: {:.0}/s, {} fsyncs ({:.0}/s, mean {:.0} µs), {:.1} writes/fsync, CPU {:.1} µs user + {:.1} µs sys a push",
         rate.per_sec(),
         syncs,
         syncs as f64 / rate.secs,

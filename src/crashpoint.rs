@@ -7,7 +7,9 @@
 //! durable, not yet answered), `publish_before_rename` (a new file written and synced,
 //! not yet renamed: index files, log segments, CURRENT), `merge_before_install`,
 //! `compact_before_switch`, `compact_after_switch`, `backup_before_commit` (the new
-//! bytes of a copy's last segment synced, their first checksum not yet written).
+//! bytes of a copy's last segment synced, their first checksum not yet written),
+//! `before_preallocate` / `after_preallocate` (the log writer extends its segment
+//! with zeros; after: the zeros written, the frame that needed them not yet).
 
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::OnceLock;

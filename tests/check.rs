@@ -163,3 +163,34 @@ fn a_non_zero_byte_in_the_header_page_padding_is_named() {
     let f = r.findings.iter().find(|f| f.offset == Some(1000)).unwrap_or_else(|| panic!("{:#?}", r.findings));
     assert!(f.what.contains("padding"), "{f}");
 }
+
+#[test]
+fn preallocated_zeros_end_the_last_segment_but_damage_a_sealed_one() {
+    let sim = SimFs::new();
+    build(&sim, "t", "ok");
+    let log = sim.read_file(Path::new(LOG)).unwrap();
+    // After the last frame of the last segment: its preallocated space, clean.
+    let mut bytes = log.clone();
+    bytes.resize(log.len() + (1 << 20), 0);
+    sim.write_file(Path::new(LOG), bytes).unwrap();
+    let r = run(&sim);
+    assert!(r.is_clean() && r.notes.is_empty(), "{r:#?}");
+    // Once the segment is sealed (a later one follows), zeros after its last
+    // frame are damage, even inside the indexes' range.
+    let store = Store::open(
+        "/db",
+        Options { fs: Arc::new(sim.clone()), background: false, create: false, segment_bytes: 1, ..Options::default() },
+    )
+    .unwrap();
+    store.push(1, &[parse_push(r#"{"spider":"later"}"#).unwrap()], None).unwrap();
+    store.close().unwrap();
+    let names: Vec<String> =
+        sim.read_dir(Path::new(GEN)).unwrap().into_iter().filter(|n| n.ends_with(".jql")).collect();
+    assert!(names.len() >= 2, "{names:?}");
+    assert_eq!(sim.read_file(Path::new(LOG)).unwrap().len(), log.len(), "sealing cut the zeros");
+    let mut bytes = log;
+    bytes.extend_from_slice(&[0u8; 4096]);
+    sim.write_file(Path::new(LOG), bytes).unwrap();
+    let r = run(&sim);
+    assert!(r.findings.iter().any(|f| f.path.ends_with("log-0000000001.jql")), "{r:#?}");
+}

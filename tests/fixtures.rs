@@ -1,11 +1,12 @@
 //! Format fixtures: a small store written by each format version, committed under
 //! tests/fixtures/v<N>/store with its export. Every build must read them all and
-//! answer the same. `cargo test --test fixtures -- --ignored write_v4` rewrites the
+//! answer the same. `cargo test --test fixtures -- --ignored write_v5` rewrites the
 //! current one (only when the format changes: then add v<N+1>, keep the others).
-//! v1 and v2 stores also take writes (continuing in a v3 segment) and compact into v3.
+//! v1 to v4 stores also take writes (continuing in a v4 segment) and compact into v4.
 //! The index files of v1 to v3 are of index version 1, which this build sets aside
 //! (a writable open rebuilds them from the log): those fixtures are read from their
-//! logs; v4's index files answer, close_reason filters included.
+//! logs; v4's and v5's index files answer, close_reason filters included. v5's last
+//! segment ends in its preallocated zeros (it was left unclosed, as after a crash).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -18,6 +19,7 @@ const V1: &str = "tests/fixtures/v1";
 const V2: &str = "tests/fixtures/v2";
 const V3: &str = "tests/fixtures/v3";
 const V4: &str = "tests/fixtures/v4";
+const V5: &str = "tests/fixtures/v5";
 
 fn export(store: &Store) -> String {
     let mut out = Vec::new();
@@ -26,12 +28,13 @@ fn export(store: &Store) -> String {
 }
 
 /// The history every fixture holds (format 1 wrote v1's, format 2 v2's, format 3
-/// v3's, whose records name the previous state; this build writes v4's, whose
-/// close_reason values vary where the older ones say "ok").
+/// v3's, whose records name the previous state; format 4 wrote v4's, whose
+/// close_reason values vary where the older ones say "ok"; this build writes v5's,
+/// in preallocated segments).
 #[test]
 #[ignore = "rewrites the committed fixture of the current format"]
-fn write_v4() {
-    let dir = Path::new(V4).join("store");
+fn write_v5() {
+    let dir = Path::new(V5).join("store");
     let _ = std::fs::remove_dir_all(&dir);
     let clock = Arc::new(ManualClock::new(1_700_000_000_000));
     // Small segments: the fixture has several, each with its durable mark.
@@ -69,7 +72,7 @@ fn write_v4() {
     store.import(&mut import.as_bytes(), &mut |_| {}).unwrap();
     clock.advance(1000);
     store.push(53, &[parse_push(r#"{"spider":"tail","note":"not indexed"}"#).unwrap()], None).unwrap();
-    std::fs::write(Path::new(V4).join("export.jsonl"), export(&store)).unwrap();
+    std::fs::write(Path::new(V5).join("export.jsonl"), export(&store)).unwrap();
     // Leave the last write unindexed, as after a crash.
     std::mem::forget(store);
 }
@@ -122,6 +125,25 @@ fn copy_dir(from: &Path, to: &Path) {
             std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
         }
     }
+}
+
+fn gen_dir(store: &Path) -> std::path::PathBuf {
+    let current = std::fs::read(store.join("CURRENT")).unwrap();
+    let generation = u64::from_le_bytes(current[16..24].try_into().unwrap());
+    store.join(format!("gen-{generation:016x}"))
+}
+
+/// The zero bytes at the end of the last log segment.
+fn last_segment_zeros(store: &Path) -> usize {
+    let gen = gen_dir(store);
+    let mut names: Vec<_> = std::fs::read_dir(&gen)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".jql"))
+        .collect();
+    names.sort();
+    let bytes = std::fs::read(gen.join(names.last().unwrap())).unwrap();
+    bytes.iter().rev().take_while(|b| **b == 0).count()
 }
 
 fn segment_versions(store: &Path) -> Vec<u32> {
@@ -228,8 +250,8 @@ fn a_damaged_index_file_of_the_older_version_is_damage_not_a_note() {
 }
 
 #[test]
-fn older_stores_take_writes_in_v3_segments_and_compact_to_v3() {
-    for fixture in [V1, V2] {
+fn older_stores_take_writes_in_v4_segments_and_compact_to_v4() {
+    for fixture in [V1, V2, V3, V4] {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("store");
         copy_dir(&Path::new(fixture).join("store"), &dir);
@@ -240,13 +262,14 @@ fn older_stores_take_writes_in_v3_segments_and_compact_to_v3() {
         let want = export(&store);
         store.close().unwrap();
         let mut after = before.clone();
-        after.push(3);
-        assert_eq!(segment_versions(&dir), after, "{fixture}: the old segment is sealed, writes go to a v3 one");
+        after.push(4);
+        assert_eq!(segment_versions(&dir), after, "{fixture}: the old segment is sealed, writes go to a v4 one");
+        assert_eq!(last_segment_zeros(&dir), 0, "{fixture}: a clean close leaves no preallocated zeros");
         let store = Store::open(&dir, opts()).unwrap();
         assert_eq!(export(&store), want);
         drop(store);
         jobq::store::compact(&dir, opts(), None, &mut |_, _| {}).unwrap();
-        assert!(segment_versions(&dir).iter().all(|v| *v == 3), "{:?}", segment_versions(&dir));
+        assert!(segment_versions(&dir).iter().all(|v| *v == 4), "{:?}", segment_versions(&dir));
         assert_eq!(export(&Store::open(&dir, opts()).unwrap()), want);
         assert!(jobq::store::check(&dir, std::sync::Arc::new(jobq::fs::RealFs)).unwrap().is_clean());
     }
@@ -259,7 +282,7 @@ fn a_segment_of_a_future_version_is_refused_clearly() {
     copy_dir(&Path::new(V3).join("store"), &dir);
     let seg = dir.join("gen-0000000000000001/log-0000000001.jql");
     let mut bytes = std::fs::read(&seg).unwrap();
-    bytes[8..12].copy_from_slice(&4u32.to_le_bytes());
+    bytes[8..12].copy_from_slice(&5u32.to_le_bytes());
     let mut h = crc32fast::Hasher::new();
     h.update(&bytes[0..60]);
     let crc = h.finalize().rotate_right(15).wrapping_add(0xa282_ead8);
@@ -267,5 +290,32 @@ fn a_segment_of_a_future_version_is_refused_clearly() {
     std::fs::write(&seg, bytes).unwrap();
     let err = Store::open(&dir, Options { create: false, ..Options::default() }).err().expect("refused");
     let msg = err.to_string();
-    assert!(msg.contains("log-0000000001.jql") && msg.contains("version 4") && msg.contains("newer"), "{msg}");
+    assert!(msg.contains("log-0000000001.jql") && msg.contains("version 5") && msg.contains("newer"), "{msg}");
+}
+
+#[test]
+fn v5_store_reads_the_same_with_its_preallocated_tail_and_checks_clean() {
+    let store = reads_the_same(V5, true);
+    assert!(store.report().cut.is_none(), "zeros after the last frame are no torn tail: {:?}", store.report());
+    drop(store);
+    let fixture = Path::new(V5).join("store");
+    let versions = segment_versions(&fixture);
+    assert!(versions.len() >= 2 && versions.iter().all(|v| *v == 4), "{versions:?}");
+    assert!(last_segment_zeros(&fixture) > 100_000, "the fixture keeps its preallocated zeros");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    copy_dir(&fixture, &dir);
+    let report = jobq::store::check(&dir, std::sync::Arc::new(jobq::fs::RealFs)).unwrap();
+    assert!(report.is_clean() && report.notes.is_empty(), "{report:?}");
+    // A writable open continues in the zeros; a clean close cuts them.
+    let opts = || Options { background: false, create: false, ..Options::default() };
+    let store = Store::open(&dir, opts()).unwrap();
+    assert!(store.report().cut.is_none(), "{:?}", store.report());
+    store.push(53, &[parse_push(r#"{"spider":"after"}"#).unwrap()], None).unwrap();
+    let want = export(&store);
+    store.close().unwrap();
+    assert_eq!(last_segment_zeros(&dir), 0, "a clean close cuts the zeros");
+    assert_eq!(segment_versions(&dir).len(), versions.len(), "the last segment is continued");
+    assert_eq!(export(&Store::open(&dir, opts()).unwrap()), want);
+    assert!(jobq::store::check(&dir, std::sync::Arc::new(jobq::fs::RealFs)).unwrap().is_clean());
 }

@@ -4,7 +4,9 @@
 //! acknowledgement; an index file removed only once a durable file covers its range;
 //! the old generation removed only after `CURRENT` names the new one durably; synced
 //! log bytes never written again, except the durable-mark slots, which alternate so
-//! that the newest mark is never the one overwritten.
+//! that the newest mark is never the one overwritten, and the preallocated zeros
+//! after the last frame (written at the file's end, up to a 1 MiB boundary), which
+//! frames are written over.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -37,6 +39,8 @@ fn check(ops: &[FsOp]) -> usize {
     // Per log segment: the end of its frames written, and synced; the last mark slot.
     let (mut written, mut synced): (HashMap<PathBuf, u64>, HashMap<PathBuf, u64>) = Default::default();
     let mut last_slot: HashMap<PathBuf, u64> = HashMap::new();
+    // Per log segment: the file's length (a write of zeros extends it).
+    let mut file_len: HashMap<PathBuf, u64> = HashMap::new();
     // Segments a later segment followed: never written again (backups hard-link them).
     let mut sealed: HashSet<PathBuf> = HashSet::new();
     // Directories where compaction durably removed segments from the log's start:
@@ -47,6 +51,8 @@ fn check(ops: &[FsOp]) -> usize {
         match op {
             FsOp::Write { path, offset, len } => {
                 dirty.insert(path.clone());
+                let end_of_file = file_len.insert(path.clone(), 0);
+                file_len.insert(path.clone(), end_of_file.unwrap_or(0).max(offset + *len as u64));
                 assert!(!sealed.contains(path), "{at}: a sealed segment written again");
                 if name(path).ends_with(".jql") {
                     if (*offset == 4096 || *offset == 8192) && *len == 56 {
@@ -55,6 +61,12 @@ fn check(ops: &[FsOp]) -> usize {
                             Some(*offset),
                             "{at}: the newest mark overwritten"
                         );
+                    } else if end_of_file.is_none_or(|l| l == *offset)
+                        && written.get(path).is_none_or(|w| w <= offset)
+                        && (offset + *len as u64).is_multiple_of(1 << 20)
+                    {
+                        // Preallocation: zeros from the file's end to a chunk boundary,
+                        // after every frame written; frames are written over them.
                     } else {
                         let done = synced.get(path).copied().unwrap_or(0);
                         assert!(*offset >= done, "{at}: synced log bytes (up to {done}) written again");
@@ -65,6 +77,7 @@ fn check(ops: &[FsOp]) -> usize {
             }
             FsOp::SetLen(path, len) => {
                 dirty.insert(path.clone());
+                file_len.insert(path.clone(), *len);
                 assert!(!sealed.contains(path), "{at}: a sealed segment truncated");
                 for m in [&mut written, &mut synced] {
                     if let Some(e) = m.get_mut(path) {
@@ -109,6 +122,9 @@ fn check(ops: &[FsOp]) -> usize {
             }
             FsOp::Rename(from, to) => {
                 assert!(!dirty.contains(from), "{at}: renamed before its data was synced");
+                if let Some(l) = file_len.remove(from) {
+                    file_len.insert(to.clone(), l);
+                }
                 if let Some(n) = name(to).strip_prefix("log-").and_then(|r| r.strip_suffix(".jql")) {
                     let n: u32 = n.parse().unwrap();
                     for m in 1..n {

@@ -223,9 +223,18 @@ fn kill_9_at_random_moments_and_at_crash_points() {
     for point in ["before_fsync", "before_ack", "publish_before_rename"] {
         plan.extend(std::iter::repeat_n(Some(point), 20));
     }
+    // The log writer extending its segment with zeros (once a MiB of log): killed
+    // before, and between the zeros and the frame that needed them.
+    for point in ["before_preallocate", "after_preallocate"] {
+        plan.extend(std::iter::repeat_n(Some(point), 5));
+    }
     for (r, point) in plan.iter().enumerate() {
         // An index file is published every 128 jobs: a few hundred writes reach the n-th (n <= 4).
-        let spread = if *point == Some("publish_before_rename") { 4 } else { 40 };
+        let spread = match point {
+            Some("publish_before_rename") => 4,
+            Some("before_preallocate" | "after_preallocate") => 1,
+            _ => 40,
+        };
         let crash_at = point.map(|p| format!("{p}:{}", 1 + rng.below(spread)));
         let wait = match point {
             None => Duration::from_millis(5 + rng.below(150)),
@@ -284,6 +293,9 @@ fn kill_9_at_random_moments_and_at_crash_points() {
     assert!(acked.len() > 5000, "too few writes acknowledged: {}", acked.len());
     for p in ["before_fsync", "before_ack", "publish_before_rename"] {
         assert!(fired.get(p).copied().unwrap_or(0) >= 10, "crash point {p} fired only {fired:?}");
+    }
+    for p in ["before_preallocate", "after_preallocate"] {
+        assert!(fired.get(p).copied().unwrap_or(0) >= 1, "crash point {p} fired only {fired:?}");
     }
     // A clean start sees everything too.
     let p = start(dir.path(), None);

@@ -1,7 +1,9 @@
 //! The log's recovery rules, case by case (LevelDB's list): a torn tail cut at every
 //! byte of the last frames, every bit of the last frame flipped, zeros and garbage
 //! appended, a bad frame in the middle refused with its file and offset (or cut
-//! under the salvage policy), and recovery itself run twice.
+//! under the salvage policy), and recovery itself run twice. Then the preallocated
+//! zeros of a version-4 segment: a clean end, a torn write into them cut at every
+//! byte, zeros before the mark refused.
 
 mod common;
 
@@ -40,8 +42,17 @@ fn line(i: usize) -> MPush {
 }
 
 /// A store with `n` single-job writes after an indexed prefix; returns the log
-/// length and the model after each write.
+/// length and the model after each write. The log is cut back to its last frame
+/// (as a clean close leaves it), so that its file ends where the log does.
 fn build(n: usize) -> (SimFs, Vec<(usize, Model)>) {
+    let (sim, states) = build_preallocated(n);
+    let full = sim.read_file(Path::new(LOG)).unwrap();
+    sim.write_file(Path::new(LOG), full[..states[states.len() - 1].0].to_vec()).unwrap();
+    (sim, states)
+}
+
+/// As [`build`], the log file left as the crash left it: its preallocated zeros after the last frame.
+fn build_preallocated(n: usize) -> (SimFs, Vec<(usize, Model)>) {
     let sim = SimFs::new();
     let store = Store::open("/db", opts(&sim)).unwrap();
     let mut model = Model::default();
@@ -55,11 +66,14 @@ fn build(n: usize) -> (SimFs, Vec<(usize, Model)>) {
         push(&store, &mut model, i);
     }
     store.flush_indexes().unwrap();
-    let mut states = vec![(sim.read_file(Path::new(LOG)).unwrap().len(), model.clone())];
+    let end = |store: &Store| store.metrics().log_bytes as usize;
+    let mut states = vec![(end(&store), model.clone())];
     for i in 5..5 + n {
         push(&store, &mut model, i);
-        states.push((sim.read_file(Path::new(LOG)).unwrap().len(), model.clone()));
+        states.push((end(&store), model.clone()));
     }
+    let len = sim.read_file(Path::new(LOG)).unwrap().len();
+    assert!(len > states[states.len() - 1].0, "the segment is preallocated: {len}");
     // A process crash: everything acknowledged is durable, nothing is flushed.
     std::mem::forget(store);
     (sim, states)
@@ -155,6 +169,7 @@ fn zeros_and_garbage_after_the_tail() {
         vec![0u8; 1],
         vec![0u8; 31],
         vec![0u8; 4096],
+        vec![0u8, 0, 0, 0, 0, 0, 0, 0, 0, 1],
         (0..777)
             .map(|_| {
                 seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
@@ -166,6 +181,13 @@ fn zeros_and_garbage_after_the_tail() {
         let mut bytes = full.clone();
         bytes.extend_from_slice(&tail);
         s.write_file(Path::new(LOG), bytes).unwrap();
+        // Zeros after the last frame of a version-4 segment are its preallocated
+        // space, a clean end: nothing cut (a clean close cuts them). Anything else
+        // is a torn tail: cut.
+        let zeros = tail.iter().all(|b| *b == 0);
+        let first = Store::open("/db", opts(&s)).unwrap();
+        assert_eq!(first.report().cut.is_none(), zeros, "{:?}", first.report().cut);
+        drop(first);
         let store = reopen_twice(&s, RecoveryPolicy::Strict).unwrap();
         assert_store_is(&store, &states[states.len() - 1].1, "junk appended");
         assert_eq!(s.read_file(Path::new(LOG)).unwrap().len(), full.len(), "junk cut");
@@ -327,4 +349,80 @@ fn a_whole_frame_whose_records_do_not_decode_is_damage_even_after_the_mark() {
     refused_at(&s, last as u64);
     let store = reopen_twice(&s, RecoveryPolicy::TruncateAtCorruption).unwrap();
     assert_store_is(&store, &states[states.len() - 2].1, "salvaged");
+}
+
+#[test]
+fn preallocated_zeros_after_the_last_frame_are_a_clean_end() {
+    let (sim, states) = build_preallocated(3);
+    let sim = sim.fork();
+    let len = sim.read_file(Path::new(LOG)).unwrap().len();
+    let o = Options { read_only: true, ..opts(&sim) };
+    let store = Store::open("/db", o).unwrap();
+    assert!(store.report().cut.is_none(), "{:?}", store.report());
+    drop(store);
+    let report = jobq::store::check(Path::new("/db"), Arc::new(sim.clone())).unwrap();
+    assert!(report.is_clean() && report.notes.is_empty(), "{report:?}");
+    let store = Store::open("/db", opts(&sim)).unwrap();
+    assert!(store.report().cut.is_none(), "{:?}", store.report());
+    assert_store_is(&store, &states[states.len() - 1].1, "zeros kept");
+    assert_eq!(sim.read_file(Path::new(LOG)).unwrap().len(), len, "the zeros stay: the writer continues in them");
+    // The next write lands in the zeros; a clean close cuts what is left of them.
+    store.push(1, &[parse_push(r#"{"spider":"spider"}"#).unwrap()], None).unwrap();
+    let end = store.metrics().log_bytes as usize;
+    assert_eq!(sim.read_file(Path::new(LOG)).unwrap().len(), len, "written over the zeros, no growth");
+    store.close().unwrap();
+    assert_eq!(sim.read_file(Path::new(LOG)).unwrap().len(), end, "a clean close cuts the zeros");
+}
+
+#[test]
+fn a_torn_write_into_preallocated_zeros_is_cut_at_every_byte() {
+    let (sim, states) = build_preallocated(3);
+    let full = sim.read_file(Path::new(LOG)).unwrap();
+    let (start, end) = (states[states.len() - 2].0, states[states.len() - 1].0);
+    assert!(start as u64 >= newest_mark(&sim).0.durable_end, "the last frame is after the mark");
+    let mut seed = 0x9e37_79b9_u64;
+    for cut in start..end {
+        // The frame's first `cut - start` bytes reached the disk, the rest of the
+        // space is still zeros; or else a garbled sector sits in the zeros.
+        for garble in [false, true] {
+            let mut bytes = full[..cut].to_vec();
+            bytes.resize(full.len(), 0);
+            if garble {
+                seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+                let at = end + (seed >> 40) as usize % (full.len() - end);
+                bytes[at] = 0x5a;
+            }
+            let s = sim.fork();
+            s.write_file(Path::new(LOG), bytes).unwrap();
+            let first = Store::open("/db", opts(&s)).unwrap_or_else(|e| panic!("cut at {cut}: {e}"));
+            let c = first.report().cut.clone();
+            if cut == start && !garble {
+                assert!(c.is_none(), "only zeros after the last frame: nothing cut: {c:?}");
+            } else {
+                let c = c.unwrap_or_else(|| panic!("torn at {cut}, garbled {garble}: not cut"));
+                assert!(c.at.offset == start as u64 && !c.lost_durable, "{c:?}");
+            }
+            drop(first);
+            let store = reopen_twice(&s, RecoveryPolicy::Strict).unwrap_or_else(|e| panic!("cut at {cut}: {e}"));
+            assert_store_is(&store, &states[states.len() - 2].1, &format!("torn at {cut}, garbled {garble}"));
+            assert_eq!(s.read_file(Path::new(LOG)).unwrap().len(), start, "cut, then a clean close");
+        }
+    }
+}
+
+#[test]
+fn zeros_before_the_durable_mark_are_damage() {
+    let (sim, states) = build_preallocated(3);
+    let full = sim.read_file(Path::new(LOG)).unwrap();
+    let marked = newest_mark(&sim).0.durable_end as usize;
+    // Frames an fdatasync had made durable read back as zeros: not a clean end.
+    let from = states[1].0;
+    assert!(from < marked, "{from} {marked}");
+    let mut bytes = full[..from].to_vec();
+    bytes.resize(full.len(), 0);
+    let s = sim.fork();
+    s.write_file(Path::new(LOG), bytes).unwrap();
+    refused_at(&s, from as u64);
+    let store = reopen_twice(&s, RecoveryPolicy::TruncateAtCorruption).unwrap();
+    assert_store_is(&store, &states[1].1, "salvaged");
 }

@@ -58,8 +58,12 @@ pub struct RecordReader {
     files: RwLock<HashMap<u32, Arc<dyn FsFile>>>,
     /// Segments removed by compaction, readable while an old version holds them.
     removed: RwLock<HashMap<u32, Weak<dyn FsFile>>>,
-    /// Maps of segments, as long as they were when mapped.
-    maps: RwLock<HashMap<u32, MappedBytes>>,
+    /// Maps of segments, and how much of each is used: up to its last non-zero
+    /// byte when mapped (preallocated zeros after a segment's last frame are no
+    /// records, and a simulated map is a copy that frames written over them later
+    /// would not reach; a real map is never read past the log's end, so never
+    /// past a segment cut back to it).
+    maps: RwLock<HashMap<u32, (MappedBytes, usize)>>,
     /// Segments from this number on are never mapped (see [`Self::map_below`]).
     map_limit: std::sync::atomic::AtomicU32,
 }
@@ -88,21 +92,23 @@ impl RecordReader {
     /// read, made again when `offset` lies `REMAP_STEP` or more past its end.
     /// `None` (read positionally): a segment compaction removed, one that cannot
     /// be mapped (an exhausted address space, a simulated power cut).
-    fn mapped(&self, n: u32, offset: u64) -> Option<MappedBytes> {
+    fn mapped(&self, n: u32, offset: u64) -> Option<(MappedBytes, usize)> {
         if n >= self.map_limit.load(std::sync::atomic::Ordering::Relaxed) {
             return None;
         }
-        if let Some(m) = self.maps.read().get(&n) {
-            if offset < m.len() as u64 + REMAP_STEP {
-                return Some(m.clone());
+        if let Some((m, len)) = self.maps.read().get(&n) {
+            if offset < *len as u64 + REMAP_STEP {
+                return Some((m.clone(), *len));
             }
         }
         if !self.files.read().contains_key(&n) {
             return None;
         }
         let m = self.fs.map(&self.dir.join(segment::file_name(n))).ok()?;
-        self.maps.write().insert(n, m.clone());
-        Some(m)
+        // A job record ends with its document's `}`: never cut short here.
+        let len = m.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+        self.maps.write().insert(n, (m.clone(), len));
+        Some((m, len))
     }
 
     fn file(&self, n: u32) -> Result<Arc<dyn FsFile>> {
@@ -158,7 +164,9 @@ impl RecordReader {
     /// shrunk, so a reused buffer is not zeroed again); returns its length.
     pub fn read_raw(&self, loc: u64, buf: &mut Vec<u8>) -> Result<usize> {
         let pos = LogPos::unpack(loc);
-        if let Some(total) = self.mapped(pos.segment, pos.offset).and_then(|m| copy_record(&m, pos.offset, buf)) {
+        if let Some(total) =
+            self.mapped(pos.segment, pos.offset).and_then(|(m, len)| copy_record(&m[..len], pos.offset, buf))
+        {
             return Ok(total);
         }
         let file = self.file(pos.segment)?;
@@ -202,8 +210,8 @@ impl RecordReader {
     /// map when it holds the record whole, else read into `buf` first.
     pub fn with_record<R>(&self, loc: u64, buf: &mut Vec<u8>, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
         let pos = LogPos::unpack(loc);
-        if let Some(m) = self.mapped(pos.segment, pos.offset) {
-            if let Some(range) = record_range(&m, pos.offset) {
+        if let Some((m, len)) = self.mapped(pos.segment, pos.offset) {
+            if let Some(range) = record_range(&m[..len], pos.offset) {
                 return Ok(f(&m[range]));
             }
         }

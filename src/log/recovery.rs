@@ -213,7 +213,10 @@ pub fn validate(
         let is_last = n == last;
         let mark = if is_last && header.has_marks() { mark::read(&*file, &path, n, generation)? } else { None };
         end = LogPos { segment: n, offset: from };
-        let mut sc = FrameScanner::new(file, &path, from)?;
+        // Zeros after the last frame of the last version-4 segment are its
+        // preallocated space: the end of the log (before the mark they are damage,
+        // found below as a log that ends before its mark).
+        let mut sc = FrameScanner::new(file, &path, from)?.accept_zero_tail(is_last && header.may_end_in_zeros());
         loop {
             if let Some(m) = mark.filter(|m| end.offset == m.durable_end && expected != m.next_seq) {
                 let why =

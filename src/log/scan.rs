@@ -14,7 +14,8 @@ const WINDOW: usize = 4 << 20;
 pub enum Step<'a> {
     /// A whole frame whose checksum matches.
     Frame { offset: u64, header: FrameHeader, payload: &'a [u8] },
-    /// The end of the file, exactly at a frame boundary.
+    /// The end of the file, exactly at a frame boundary; or, when the scan
+    /// accepts a zero tail, a frame boundary followed by nothing but zeros.
     End,
     /// The bytes at `offset` are not a whole valid frame.
     Bad { offset: u64, reason: String },
@@ -28,12 +29,42 @@ pub struct FrameScanner {
     len: u64,
     buf: Vec<u8>,
     buf_start: u64,
+    /// Zeros from a frame boundary to the end of the file end the scan (the
+    /// preallocated space of a version-4 segment).
+    zero_tail: bool,
 }
 
 impl FrameScanner {
     pub fn new(file: Arc<dyn FsFile>, path: &Path, start: u64) -> Result<FrameScanner> {
         let len = file.len().map_err(|e| Error::io("stat", path, e))?;
-        Ok(FrameScanner { file, path: path.to_path_buf(), pos: start, len, buf: Vec::new(), buf_start: 0 })
+        Ok(FrameScanner {
+            file,
+            path: path.to_path_buf(),
+            pos: start,
+            len,
+            buf: Vec::new(),
+            buf_start: 0,
+            zero_tail: false,
+        })
+    }
+
+    /// Accept (or not) zeros after the last frame as the end of the segment.
+    pub fn accept_zero_tail(mut self, yes: bool) -> FrameScanner {
+        self.zero_tail = yes;
+        self
+    }
+
+    /// Are the bytes from `from` to the end of the file all zero?
+    pub fn zeros_from(&mut self, from: u64) -> Result<bool> {
+        let mut p = from;
+        while p < self.len {
+            let n = (self.len - p).min(WINDOW as u64) as usize;
+            if self.window(p, n)?.iter().any(|&b| b != 0) {
+                return Ok(false);
+            }
+            p += n as u64;
+        }
+        Ok(true)
     }
 
     /// A scan of segment `n` of `dir` from its first frame, with its header.
@@ -45,7 +76,7 @@ impl FrameScanner {
         let path = dir.join(crate::log::segment::file_name(n));
         let file = fs.open(&path, crate::fs::OpenMode::Read).map_err(|e| Error::io("open", &path, e))?;
         let header = crate::log::segment::read_header(&*file, &path)?;
-        let sc = FrameScanner::new(file, &path, header.data_start())?;
+        let sc = FrameScanner::new(file, &path, header.data_start())?.accept_zero_tail(header.may_end_in_zeros());
         Ok((header, sc))
     }
 
@@ -118,13 +149,18 @@ impl FrameScanner {
             return Ok(Step::End);
         }
         let offset = self.pos;
-        match self.frame_at(offset)? {
-            Ok((header, _)) => {
-                self.pos = offset + header.frame_len();
-                let at = (offset - self.buf_start) as usize + HEADER_LEN;
-                Ok(Step::Frame { offset, header, payload: &self.buf[at..at + header.len as usize] })
+        let header = match self.frame_at(offset)? {
+            Ok((header, _)) => header,
+            Err(reason) => {
+                if self.zero_tail && self.zeros_from(offset)? {
+                    self.pos = self.len;
+                    return Ok(Step::End);
+                }
+                return Ok(Step::Bad { offset, reason });
             }
-            Err(reason) => Ok(Step::Bad { offset, reason }),
-        }
+        };
+        self.pos = offset + header.frame_len();
+        let at = (offset - self.buf_start) as usize + HEADER_LEN;
+        Ok(Step::Frame { offset, header, payload: &self.buf[at..at + header.len as usize] })
     }
 }

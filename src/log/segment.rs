@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! 0  [u8; 8] magic "JOBQLOG\0"
-//! 8  u32     format version (1, 2 or 3)
+//! 8  u32     format version (1 to 4)
 //! 12 u32     segment number
 //! 16 u64     generation of the store
 //! 24 u64     sequence number of the first frame written to it
@@ -10,7 +10,9 @@
 //! 60 u32     masked CRC-32 of bytes 0..60
 //! ```
 //!
-//! Version 3 (written since format 3) is laid out as version 2; its job records
+//! Version 4 (written since format 5) is laid out as version 3, and the last
+//! segment may end in preallocated zeros after its last frame (see
+//! [`ZERO_TAIL_VERSION`]). Version 3 (format 3) is laid out as version 2; its job records
 //! may be tombstones (state 4, purged) and may name the job's previous state (a
 //! byte versions 1 and 2 kept zero); older builds would refuse both as damage.
 //! Version 2 (format 2) keeps two durable-mark slots on the pages at 4096 and
@@ -27,8 +29,17 @@ use crate::error::{Error, Result};
 use crate::fs::{self, FileSystem, FsFile, OpenMode};
 
 pub const MAGIC: &[u8; 8] = b"JOBQLOG\0";
-/// The version new segments are written in; [`decode_header`] reads 1 to 3.
-pub const VERSION: u32 = 3;
+/// The version new segments are written in; [`decode_header`] reads 1 to 4.
+pub const VERSION: u32 = 4;
+/// From this version on, the last segment may end in zero bytes after its last
+/// frame: space the writer preallocated (zeroed, so that a later fdatasync of
+/// frames written over it commits no size change). Zeros never form a frame, so
+/// a scan that finds only zeros from a frame boundary to the end of the file has
+/// reached the end of the log, not damage (format-spec/log.md, "Version 4").
+pub const ZERO_TAIL_VERSION: u32 = 4;
+/// The writer extends the last segment by zeroed chunks of this size (and never
+/// for a frame this large or larger: a big import frame is simply appended).
+pub const PREALLOC_BYTES: u64 = 1 << 20;
 pub const HEADER_LEN: u64 = 64;
 /// Where the frames of a version-2 segment start: after the header page and the
 /// two pages of durable-mark slots.
@@ -39,7 +50,7 @@ pub const MAX_SEGMENT_BYTES: u64 = 3 << 30;
 /// A decoded segment header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SegmentHeader {
-    /// Format version of the file: 1 (no durable marks), 2 or 3.
+    /// Format version of the file: 1 (no durable marks), 2, 3 or 4.
     pub version: u32,
     pub number: u32,
     pub generation: u64,
@@ -64,6 +75,11 @@ impl SegmentHeader {
     /// Does the segment keep durable marks?
     pub fn has_marks(&self) -> bool {
         self.version >= 2
+    }
+
+    /// May the segment, when it is the last, end in preallocated zeros?
+    pub fn may_end_in_zeros(&self) -> bool {
+        self.version >= ZERO_TAIL_VERSION
     }
 }
 

@@ -1,6 +1,15 @@
 //! Appending frames to the log. The writer owns the tail segment, assigns sequence
 //! numbers, and starts a new segment when the current one is full. It never syncs
 //! on its own except when sealing a segment: the store's group commit decides when.
+//!
+//! Preallocation (version-4 segments): before a small frame of an ordinary write
+//! (not an import's, not compaction's copies) would pass the end of the file, the writer appends a chunk of zeros ([`segment::PREALLOC_BYTES`])
+//! and writes the frame over it. The group commit's fdatasync then commits the
+//! size change once per chunk, and the fdatasyncs after it only overwrite (on
+//! ext4 an appending fdatasync also commits the journal: ~1.3-1.5x slower).
+//! Invariant: every byte from `end` to `allocated` (the file's length) is zero,
+//! so a crash leaves a clean end there; a sealed segment and a cleanly closed
+//! one are cut back to their last frame, so only a crash leaves the zeros.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -50,6 +59,13 @@ pub struct LogWriter {
     /// The segments before the tail and their sizes, ascending.
     sealed: Vec<(u32, u64)>,
     footprint: Arc<LogFootprint>,
+    /// How far the tail segment's file is known to hold zeros after `end`.
+    allocated: u64,
+    /// A write of zeros failed in this segment (a full disk, a file size limit):
+    /// frames are appended without preallocation until the next segment.
+    no_prealloc: bool,
+    /// Preallocate at all (`Options::preallocate`).
+    prealloc_on: bool,
 }
 
 impl LogWriter {
@@ -74,6 +90,9 @@ impl LogWriter {
             buf: Vec::new(),
             sealed: Vec::new(),
             footprint: Arc::default(),
+            allocated: h.data_start(),
+            no_prealloc: false,
+            prealloc_on: true,
         })
     }
 
@@ -92,6 +111,7 @@ impl LogWriter {
         let path = dir.join(segment::file_name(end.segment));
         let file = fs.open(&path, OpenMode::ReadWrite).map_err(|e| Error::io("open", &path, e))?;
         let header = segment::read_header(&*file, &path)?;
+        let allocated = file.len().map_err(|e| Error::io("stat", &path, e))?;
         let tail = Tail::open(file, &path, header)?;
         let mut sealed = Vec::new();
         for n in segment::list(&*fs, dir)?.into_iter().filter(|n| *n < end.segment) {
@@ -110,6 +130,10 @@ impl LogWriter {
             buf: Vec::new(),
             sealed,
             footprint: Arc::default(),
+            // Recovery left only zeros after `end` (or cut the file there).
+            allocated: allocated.max(end.offset),
+            no_prealloc: false,
+            prealloc_on: true,
         };
         w.note_footprint();
         w.sync()?;
@@ -142,6 +166,11 @@ impl LogWriter {
         self.note_footprint();
     }
 
+    /// Preallocate the tail segment (the default), or only append.
+    pub fn set_preallocate(&mut self, on: bool) {
+        self.prealloc_on = on;
+    }
+
     pub fn share_footprint(&mut self, footprint: Arc<LogFootprint>) {
         self.footprint = footprint;
         self.note_footprint();
@@ -171,13 +200,61 @@ impl LogWriter {
         let first_seq = self.next_seq;
         self.buf.clear();
         frame::encode(&mut self.buf, kind, flags, first_seq, count, durable_seq, payload);
+        // Bulk writers (an import's transaction, compaction's copies) write large
+        // frames back to back and sync once: zeros first would only double them.
+        if flags & (frame::FLAG_TXN | frame::FLAG_RELOCATED) == 0 {
+            self.preallocate(frame_len);
+        }
         let t = &self.tail;
         fs::write_all_at(&*t.file, &self.buf, self.end).map_err(|e| Error::io("append to", &t.path, e))?;
         let pos = self.end();
         self.end += frame_len;
+        self.allocated = self.allocated.max(self.end);
         self.next_seq += u64::from(count);
         self.footprint.bytes.fetch_add(frame_len, Ordering::Relaxed);
         Ok(Appended { first_seq, pos })
+    }
+
+    /// Before a frame of `frame_len` bytes passes the end of the file, extend the
+    /// file with zeros to the next chunk boundary. Not synced here: the group
+    /// commit's next fdatasync covers it (frames written into unsynced zeros are
+    /// not durable either; recovery cuts them as a torn tail). Preallocation only
+    /// saves time: when the zeros cannot be written (ENOSPC, EFBIG, EIO), the frame
+    /// is appended as without it (and fails on its own if it cannot be written);
+    /// whatever part of the zeros landed is zeros after the log's end.
+    fn preallocate(&mut self, frame_len: u64) {
+        let need = self.end + frame_len;
+        if need <= self.allocated
+            || self.no_prealloc
+            || !self.prealloc_on
+            || !self.tail.header.may_end_in_zeros()
+            || frame_len >= segment::PREALLOC_BYTES / 4
+        {
+            return;
+        }
+        let chunk = segment::PREALLOC_BYTES;
+        let to = need.div_ceil(chunk).saturating_mul(chunk).min(segment::MAX_SEGMENT_BYTES).max(need);
+        let from = self.allocated.max(self.end);
+        let zeros = vec![0u8; (to - from) as usize];
+        crate::crashpoint::hit("before_preallocate");
+        match fs::write_all_at(&*self.tail.file, &zeros, from) {
+            Ok(()) => self.allocated = to,
+            Err(_) => self.no_prealloc = true,
+        }
+        crate::crashpoint::hit("after_preallocate");
+    }
+
+    /// Cut the preallocated zeros off the tail segment (not synced: the caller
+    /// syncs next). A sealed segment ends at its last frame. The file is asked
+    /// its length: a failed write of zeros may have left some past `allocated`.
+    fn trim(&mut self) -> Result<()> {
+        let t = &self.tail;
+        let len = t.file.len().map_err(|e| Error::io("stat", &t.path, e))?;
+        if len > self.end {
+            t.file.set_len(self.end).map_err(|e| Error::io("truncate", &t.path, e))?;
+        }
+        self.allocated = self.end;
+        Ok(())
     }
 
     /// fdatasync the tail segment (writing the durable mark of the previous sync).
@@ -185,8 +262,10 @@ impl LogWriter {
         self.tail.sync(self.end, self.next_seq)
     }
 
-    /// Sync, then make the durable mark name the end of the log (a clean close).
-    pub fn seal(&self) -> Result<()> {
+    /// Cut the preallocated zeros, sync, then make the durable mark name the end
+    /// of the log (a clean close).
+    pub fn seal(&mut self) -> Result<()> {
+        self.trim()?;
         self.sync()?;
         self.tail.seal_mark()
     }
@@ -203,12 +282,15 @@ impl LogWriter {
 
     /// Seal the tail segment (fsync it) and start the next one.
     pub fn rotate(&mut self) -> Result<()> {
+        self.trim()?;
         self.sync()?;
         let h = SegmentHeader::new(self.tail.header.number + 1, self.generation, self.next_seq);
         let (path, file) = segment::create(&*self.fs, &self.dir, &h)?;
         self.sealed.push((self.tail.header.number, self.end));
         self.tail = Arc::new(Tail::new(file, path, h, None));
         self.end = h.data_start();
+        self.allocated = self.end;
+        self.no_prealloc = false;
         self.note_footprint();
         Ok(())
     }
@@ -248,12 +330,14 @@ impl LogWriter {
                 let (path, file) = segment::create(&*self.fs, &self.dir, &h)?;
                 self.tail = Arc::new(Tail::new(file, path, h, None));
                 self.end = h.data_start();
+                self.allocated = self.end;
                 self.next_seq = next_seq;
                 self.note_footprint();
                 return Ok(());
             }
             self.tail = Arc::new(Tail::open(file, &sealed_start, header)?);
         }
+        self.allocated = pos.offset;
         let t = &self.tail;
         t.lower_marks(pos.offset, next_seq)?;
         t.file.set_len(pos.offset).map_err(|e| Error::io("truncate", &t.path, e))?;

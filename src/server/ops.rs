@@ -231,7 +231,8 @@ mod tests {
             assert_eq!((code, body["status"].as_str()), (200, Some("ok")), "{body}");
             match fault {
                 Some(kind) => {
-                    sim.set_fault(Some(Fault { at: 0, kind, sticky: false }));
+                    // Sticky: a failed write of preallocated zeros alone is no error.
+                    sim.set_fault(Some(Fault { at: 0, kind, sticky: true }));
                     assert!(app.store.push(1, &[parse_push(r#"{"spider":"s"}"#).unwrap()], None).is_err());
                 }
                 None => app.ops.begin_closing("SIGTERM"),

@@ -32,7 +32,7 @@ class Fixture:
 
     def __init__(self, version):
         self.version = version                       # the format version (format-spec/CHANGES.md)
-        self.log_version = {1: 1, 2: 2}.get(version, 3)   # of the segments it was written with
+        self.log_version = {1: 1, 2: 2, 5: 4}.get(version, 3)   # of the segments it was written with
         self.index_version = 2 if version >= 4 else 1
         self.dir = os.path.join(REPO, "tests", "fixtures", f"v{version}")
         self.store = os.path.join(self.dir, "store")
@@ -270,6 +270,8 @@ def raw_frames(path):
     off, out = data_start(path), []
     while off + 32 <= len(data):
         ln, kind, flags, _, count, first_seq, durable = struct.unpack_from("<IBBHIQQ", data, off + 4)
+        if kind == 0 and not data[off:].strip(b"\0"):
+            break                       # a version-4 segment's preallocated zeros (log.md)
         end = off + 32 + ln
         if end > len(data):
             break

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
-"""Independent reader for the jobq on-disk format, version 4 (log segments of versions 1 to 3,
+"""Independent reader for the jobq on-disk format, version 5 (log segments of versions 1 to 4,
 index files of versions 1 and 2).
 
-Written from format-spec/*.md alone (and checked against tests/fixtures/v1/ to v4/), without
+Written from format-spec/*.md alone (and checked against tests/fixtures/v1/ to v5/), without
 looking at jobq's code. Standard library only.
 
     python3 reader.py DIR export                  every live job, one JSON object a line
@@ -43,14 +43,15 @@ IDX_MAGIC = b"JOBQIDX\0"
 CUR_MAGIC = b"JOBQCUR\0"
 VERSION = 1                       # CURRENT
 INDEX_VERSIONS = (1, 2)           # index files (index.md, "Version 1": version 1 lacks field 6)
-LOG_VERSIONS = (1, 2, 3)          # log segments (conventions.md, "Versions and upgrades")
+LOG_VERSIONS = (1, 2, 3, 4)       # log segments (conventions.md, "Versions and upgrades")
 MAX_FRAME_LEN = 1 << 30
 SEG_HDR = 64
 MARK_MAGIC = b"JOBQMRK\0"
 MARK_SLOTS = (4096, 8192)         # slot 0, slot 1 (log.md, "Durable marks")
 MARK_SLOT = 56
 V2_DATA = 12288                   # where frames start in a version-2 (or 3) segment
-DATA_START = {1: SEG_HDR, 2: V2_DATA, 3: V2_DATA}
+DATA_START = {1: SEG_HDR, 2: V2_DATA, 3: V2_DATA, 4: V2_DATA}
+ZERO_TAIL_VERSION = 4             # log.md, "Version 4": the last segment may end in preallocated zeros
 FRAME_HDR = 32
 REC_HDR = 8
 IDX_HDR = 64
@@ -570,7 +571,7 @@ class Segments:
         self._version[n] = ver
         if ver == 1:
             return
-        # versions 2 and 3: header, zeros to 4096, two mark pages; created whole, so a shorter file is damaged
+        # versions 2 to 4: header, zeros to 4096, two mark pages; created whole, so a shorter file is damaged
         if len(data) < V2_DATA:
             b.fail(len(data), f"version-{ver} segment is {len(data)} bytes, shorter than its header and mark "
                               f"pages ({V2_DATA})")
@@ -590,7 +591,7 @@ class Segments:
         return self._version[n]
 
     def data_start(self, n):
-        """Offset of the first frame: 64 in a version-1 segment, 12288 in a version-2 or 3 one."""
+        """Offset of the first frame: 64 in a version-1 segment, 12288 in a version-2 to 4 one."""
         return DATA_START[self._version[n]]
 
     def first_seq(self, n):
@@ -712,6 +713,12 @@ class Walk:
                     end = off + FRAME_HDR + fields[0]
                     if why is None and mark is not None and off < mark.end < end:
                         why = f"the frame [{off}, {end}) runs across the durable mark's end {mark.end}"
+                if why is not None and seg == segs.last and segs.version(seg) >= ZERO_TAIL_VERSION \
+                        and not data[off:].strip(b"\0"):
+                    # log.md, "Version 4": only zeros from a frame boundary to the end of the last
+                    # segment: its preallocated space, the clean end of the log (checked against
+                    # the mark below, as any end)
+                    break
                 if why is not None:
                     self._bad_frame(seg, data, off, expected, why, fields)
                     stopped = True

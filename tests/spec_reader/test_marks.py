@@ -243,19 +243,65 @@ def test_wrong_next_seq_at_durable_end_is_corruption(tmp, fx):
     return f"{len(cases)} marks with a wrong next_seq refused at durable_end"
 
 
-def test_version_4_segment_refused(tmp, fx):
-    """log.md, conventions.md: a segment of a version other than 1, 2 or 3 (a newer jobq wrote it)
+def test_version_5_segment_refused(tmp, fx):
+    """log.md, conventions.md: a segment of a version other than 1 to 4 (a newer jobq wrote it)
     is refused with an error naming the file and the version, whichever segment it is."""
     done = []
     for i in sorted({0, len(segments(fx.store)) - 1}):
         store = fresh_copy(tmp, fx)
         path = segments(store)[i]
-        set_header_field(path, 8, "<I", 4)
+        set_header_field(path, 8, "<I", 5)
         for cmd in (["export"], ["check"], ["list", "53"]):
             rc, _, err = run_in(store, *cmd)
-            assert rc == 1 and os.path.basename(path) in err and "version 4" in err and "1, 2, 3" in err, err
+            assert rc == 1 and os.path.basename(path) in err and "version 5" in err and "1, 2, 3, 4" in err, err
         done.append(os.path.basename(path))
-    return f"version 4 in {done} refused"
+    return f"version 5 in {done} refused"
+
+
+@versions(5)
+def test_v4_preallocated_zeros(tmp, fx):
+    """log.md "Version 4", durability.md rule 2: zeros after the last frame of the last segment are
+    the log's clean end; a non-zero byte among them makes a torn tail; a frame torn into them (its
+    first bytes, then zeros) is a torn tail; zeros from before the mark are corruption; zeros after
+    the last frame of a segment that is not the last are corruption."""
+    seg, frames = last_segment(fx.store)
+    size = os.path.getsize(seg)
+    end = frames[-1]["end"]
+    assert size > end + 4096, f"the fixture keeps its preallocated zeros ({size} bytes, log ends at {end})"
+    store = fresh_copy(tmp, fx)
+    rc, out, err = run_in(store, "check")
+    assert rc == 0 and "torn tail" not in out, f"{out}{err}"
+    # A non-zero byte at the very end: a torn tail at the log's end, nothing lost.
+    store = fresh_copy(tmp, fx)
+    patch(segments(store)[-1], size - 1, b"\x01")
+    rc, out, err = run_in(store, "check")
+    assert rc == 0 and "torn tail" in out and f"offset {end}:" in out, f"{out}{err}"
+    assert export_of(store) == fx.export()
+    # The last frame torn into the zeros: its first half kept, the rest zeros.
+    durable_end = mark_of(seg)[0]
+    last = frames[-1]
+    assert last["off"] >= durable_end, "the fixture's last frame is after the mark"
+    store = fresh_copy(tmp, fx)
+    mid = (last["off"] + last["end"]) // 2
+    patch(segments(store)[-1], mid, bytes(last["end"] - mid))
+    rc, out, err = run_in(store, "check")
+    assert rc == 0 and "torn tail" in out and f"offset {last['off']}:" in out, f"{out}{err}"
+    assert_export_without(fx, store, set(last["keys"]), "torn into zeros")
+    # Zeros from a frame before the mark: durable bytes lost.
+    before = [f for f in frames if f["end"] <= durable_end]
+    assert before, "frames before the mark"
+    store = fresh_copy(tmp, fx)
+    off = before[-1]["off"]
+    patch(segments(store)[-1], off, bytes(size - off))
+    assert_corruption(store, (["export"], ["check"]), seg, off, "zeros before the mark")
+    # Zeros after the last frame of an earlier segment.
+    store = fresh_copy(tmp, fx)
+    first = segments(store)[0]
+    with open(first, "ab") as f:
+        f.write(bytes(4096))
+    rc, out, err = run_in(store, "check")       # export trusts the index chain there (rule 6)
+    assert rc == 1 and os.path.basename(first) in out + err, f"{out}{err}"
+    return f"clean end at {end} ({size - end} zeros), torn tails, zeros before the mark and in a sealed segment refused"
 
 
 @versions(2, 3)

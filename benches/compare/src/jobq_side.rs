@@ -94,8 +94,33 @@ fn pushes(store: &Store, writers: usize, cfg: &Config) -> Rate {
 }
 
 pub fn write(cfg: &Config, dir: &Path, writers: usize) -> WriteOut {
-    let store = Store::open(dir, Options::default()).expect("open jobq store");
+    // JOBQ_BENCH_PREALLOCATE=0: append as format 4 did (an A/B of issue 11's change).
+    let preallocate = std::env::var("JOBQ_BENCH_PREALLOCATE").map_or(true, |v| v != "0");
+    let store = Store::open(dir, Options { preallocate, ..Options::default() }).expect("open jobq store");
+    let (m0, cpu0) = (store.metrics(), cpu_secs());
     let rate = pushes(&store, writers, cfg);
+    let (m1, cpu1) = (store.metrics(), cpu_secs());
+    let syncs = (m1.fsync_ns.count - m0.fsync_ns.count).max(1);
+    eprintln!(
+        "jobq {writers} writer(s), preallocate {preallocate}: {:.0}/s, {} fsyncs ({:.0}/s, mean {:.0} µs), {:.1} writes/fsync, CPU {:.1} µs user + {:.1} µs sys a push",
+        rate.per_sec(),
+        syncs,
+        syncs as f64 / rate.secs,
+        (m1.fsync_ns.sum - m0.fsync_ns.sum) as f64 / syncs as f64 / 1e3,
+        (m1.batch_writes.sum - m0.batch_writes.sum) as f64 / syncs as f64,
+        (cpu1.0 - cpu0.0) * 1e6 / rate.writes.max(1) as f64,
+        (cpu1.1 - cpu0.1) * 1e6 / rate.writes.max(1) as f64,
+    );
     store.close().expect("close");
     WriteOut { rate, writers, vm_hwm_kb: vm_hwm_kb() }
+}
+
+/// User and system CPU seconds of this process so far (/proc/self/stat).
+fn cpu_secs() -> (f64, f64) {
+    let s = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command's closing parenthesis: utime and stime are the 12th and 13th.
+    let rest = s.rsplit_once(')').map(|x| x.1).unwrap_or("");
+    let f: Vec<f64> = rest.split_whitespace().map(|x| x.parse().unwrap_or(0.0)).collect();
+    let tick = 100.0; // USER_HZ on Linux
+    (f.get(11).copied().unwrap_or(0.0) / tick, f.get(12).copied().unwrap_or(0.0) / tick)
 }

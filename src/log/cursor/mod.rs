@@ -346,6 +346,30 @@ impl<'a> LogCursor<'a> {
         Ok(self.pos + n <= self.len)
     }
 
+    /// Zeros at the cursor instead of a frame header: the preallocated space
+    /// after a version-4 segment's last frame (zeros never form a frame). Only
+    /// a frame at or below the limit is looked for, and every such frame was
+    /// written before the cursor was made: so it is in the next segment, and
+    /// this one was cut back to its last frame when sealed (asked again here, so
+    /// that a stale length or read-ahead cannot pass for frames).
+    fn zeros_here(&mut self) -> Result<bool> {
+        let pos = self.pos;
+        let h = HEADER_LEN as u64;
+        if pos >= self.buf_start && pos + h <= self.buf_start + self.buf.len() as u64 {
+            let at = (pos - self.buf_start) as usize;
+            if self.buf[at..at + HEADER_LEN].iter().any(|&b| b != 0) {
+                return Ok(false);
+            }
+        }
+        self.buf.clear();
+        self.buf_start = 0;
+        self.len = self.file.len().map_err(|e| Error::io("stat", self.path(), e))?;
+        if pos + HEADER_LEN as u64 > self.len {
+            return Ok(true);
+        }
+        Ok(self.window(pos, HEADER_LEN)?.iter().all(|&b| b == 0))
+    }
+
     /// The header of the next frame when the frame is at or below the limit (the
     /// next segment entered when this one has no more).
     fn peek(&mut self) -> Result<Step> {
@@ -353,7 +377,7 @@ impl<'a> LogCursor<'a> {
             if self.expected > self.limit {
                 return Ok(Step::End);
             }
-            if !self.has(HEADER_LEN as u64)? {
+            if !self.has(HEADER_LEN as u64)? || self.zeros_here()? {
                 // A durable frame lies beyond this segment's end: in the next one.
                 match self.enter_next()? {
                     true => continue,

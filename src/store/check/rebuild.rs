@@ -110,6 +110,9 @@ pub(super) fn scan(
                 continue;
             }
         };
+        // Zeros after the last frame are a clean end only in the last segment.
+        let zero_tail = header.may_end_in_zeros() && i + 1 == segments.len();
+        sc = sc.accept_zero_tail(zero_tail);
         if header.generation != generation || header.number != n || (i > 0 && n != segments[i - 1] + 1) {
             r.found(&path, Some(0), "segment header, name or numbering is wrong");
         }
@@ -127,7 +130,7 @@ pub(super) fn scan(
         match resume {
             Some(p) if p.segment > n => continue,
             Some(p) if p.segment == n => {
-                sc = FrameScanner::new(sc.file(), &path, p.offset)?;
+                sc = FrameScanner::new(sc.file(), &path, p.offset)?.accept_zero_tail(zero_tail);
                 resume = None;
             }
             _ => {}
@@ -171,7 +174,7 @@ pub(super) fn scan(
             let (first, at) = (c.hi_seq + 1, c.log_end);
             txn = c.ends_in_txn.then_some(OpenTxn { at, first, began_before: true, indexed: true });
             if c.log_end.segment == n {
-                sc = FrameScanner::new(sc.file(), &path, c.log_end.offset)?;
+                sc = FrameScanner::new(sc.file(), &path, c.log_end.offset)?.accept_zero_tail(zero_tail);
             } else {
                 resume = Some(c.log_end);
                 continue 'segments;

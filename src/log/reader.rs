@@ -7,6 +7,12 @@
 //! of a busy segment are read positionally, the rest through the map). A record
 //! a map does not hold whole is read positionally too, and judged there.
 //!
+//! A record read through a map is checked whole (checksum, every field, UTF-8:
+//! [`record::decode_job`]) at its first read, and a bit per record remembers it:
+//! the mapped bytes are those of an immutable file, so a record once checked
+//! stays as checked, and later reads of it skip the checksum
+//! ([`RecordReader::with_checked_record`]).
+//!
 //! Online compaction removes segments while snapshots taken before may still read
 //! them: a removed segment's open handle is kept by a [`LogEpoch`], which every
 //! such snapshot holds; the reader finds it there through a weak reference, so
@@ -14,6 +20,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
 use byteorder::{ByteOrder, LittleEndian as LE};
@@ -23,6 +30,7 @@ use super::{segment, LogPos};
 use crate::codec::record;
 use crate::error::{Error, Result};
 use crate::fs::{self, FileSystem, FsFile, MappedBytes, OpenMode};
+use crate::hash::FastMap;
 use crate::model::Job;
 
 const FIRST_READ: usize = 1024;
@@ -59,7 +67,7 @@ pub struct RecordReader {
     /// Segments removed by compaction, readable while an old version holds them.
     removed: RwLock<HashMap<u32, Weak<dyn FsFile>>>,
     /// Maps of segments, as long as they were when mapped.
-    maps: RwLock<HashMap<u32, MappedBytes>>,
+    maps: RwLock<FastMap<u32, Arc<SegmentMap>>>,
     /// Segments from this number on are never mapped (see [`Self::map_below`]).
     map_limit: std::sync::atomic::AtomicU32,
 }
@@ -88,19 +96,19 @@ impl RecordReader {
     /// read, made again when `offset` lies `REMAP_STEP` or more past its end.
     /// `None` (read positionally): a segment compaction removed, one that cannot
     /// be mapped (an exhausted address space, a simulated power cut).
-    fn mapped(&self, n: u32, offset: u64) -> Option<MappedBytes> {
+    fn mapped(&self, n: u32, offset: u64) -> Option<Arc<SegmentMap>> {
         if n >= self.map_limit.load(std::sync::atomic::Ordering::Relaxed) {
             return None;
         }
         if let Some(m) = self.maps.read().get(&n) {
-            if offset < m.len() as u64 + REMAP_STEP {
+            if offset < m.bytes.len() as u64 + REMAP_STEP {
                 return Some(m.clone());
             }
         }
         if !self.files.read().contains_key(&n) {
             return None;
         }
-        let m = self.fs.map(&self.dir.join(segment::file_name(n))).ok()?;
+        let m = Arc::new(SegmentMap::new(self.fs.map(&self.dir.join(segment::file_name(n))).ok()?));
         self.maps.write().insert(n, m.clone());
         Some(m)
     }
@@ -158,7 +166,7 @@ impl RecordReader {
     /// shrunk, so a reused buffer is not zeroed again); returns its length.
     pub fn read_raw(&self, loc: u64, buf: &mut Vec<u8>) -> Result<usize> {
         let pos = LogPos::unpack(loc);
-        if let Some(total) = self.mapped(pos.segment, pos.offset).and_then(|m| copy_record(&m, pos.offset, buf)) {
+        if let Some(total) = self.mapped(pos.segment, pos.offset).and_then(|m| copy_record(&m.bytes, pos.offset, buf)) {
             return Ok(total);
         }
         let file = self.file(pos.segment)?;
@@ -198,17 +206,56 @@ impl RecordReader {
         Error::corrupt(self.dir.join(segment::file_name(pos.segment)), pos.offset, what)
     }
 
-    /// Call `f` with the bytes of the record at `loc`: in place in the segment's
-    /// map when it holds the record whole, else read into `buf` first.
-    pub fn with_record<R>(&self, loc: u64, buf: &mut Vec<u8>, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
+    /// Call `f` with the bytes of the record at `loc`, checked whole (as
+    /// [`record::decode_job`] checks: an error if they do not decode), and whether
+    /// they were checked before this call (`f` may then rely on the checksum and
+    /// UTF-8 having been verified). In place in the segment's map when it holds the
+    /// record whole, and remembered there as checked; else read into `buf` first
+    /// and checked every time.
+    pub fn with_checked_record<R>(&self, loc: u64, buf: &mut Vec<u8>, f: impl FnOnce(&[u8], bool) -> R) -> Result<R> {
         let pos = LogPos::unpack(loc);
         if let Some(m) = self.mapped(pos.segment, pos.offset) {
-            if let Some(range) = record_range(&m, pos.offset) {
-                return Ok(f(&m[range]));
+            if let Some(range) = record_range(&m.bytes, pos.offset) {
+                let bytes = &m.bytes[range];
+                let before = m.is_checked(pos.offset);
+                if !before {
+                    record::decode_job(bytes).map_err(|e| self.corrupt(loc, e))?;
+                    m.set_checked(pos.offset);
+                }
+                return Ok(f(bytes, before));
             }
         }
         let n = self.read_raw(loc, buf)?;
-        Ok(f(&buf[..n]))
+        record::decode_job(&buf[..n]).map_err(|e| self.corrupt(loc, e))?;
+        Ok(f(&buf[..n], false))
+    }
+
+    /// Load the first bytes of the records at `locs` that lie in maps: a listing
+    /// calls this before it renders its rows one by one, so that the cache misses
+    /// of all its records overlap instead of coming one after another.
+    pub fn prefetch(&self, locs: impl Iterator<Item = u64>) {
+        let maps = self.maps.read();
+        let mut last: Option<(u32, &SegmentMap)> = None;
+        let mut acc = 0u8;
+        for loc in locs {
+            let pos = LogPos::unpack(loc);
+            let m = match last {
+                Some((n, m)) if n == pos.segment => m,
+                _ => match maps.get(&pos.segment) {
+                    Some(m) => {
+                        last = Some((pos.segment, m));
+                        m
+                    }
+                    None => continue,
+                },
+            };
+            let at = usize::try_from(pos.offset).unwrap_or(usize::MAX);
+            // The length field, the fixed part and the tags: up to three lines.
+            for d in [0, 64, 120] {
+                acc ^= m.bytes.get(at.saturating_add(d)).copied().unwrap_or(0);
+            }
+        }
+        std::hint::black_box(acc);
     }
 
     /// Segments read through a map (for tests).
@@ -224,6 +271,47 @@ impl RecordReader {
         let n = self.read_raw(loc, &mut buf)?;
         let (view, _) = record::decode_job(&buf[..n]).map_err(|e| self.corrupt(loc, e))?;
         Ok(view.to_job())
+    }
+}
+
+/// A segment's map, and which of its records were checked whole (a bit per 64
+/// bytes of offset: records are longer than that, so no two share a bit).
+struct SegmentMap {
+    bytes: MappedBytes,
+    checked: Box<[AtomicU64]>,
+}
+
+impl std::fmt::Debug for SegmentMap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SegmentMap({:?})", self.bytes)
+    }
+}
+
+/// Bytes of offset per bit of [`SegmentMap::checked`].
+const CHECK_GRAIN: u64 = 64;
+const _: () = assert!(record::RECORD_PREFIX + record::RECORD_FIXED + 4 > CHECK_GRAIN as usize);
+
+impl SegmentMap {
+    fn new(bytes: MappedBytes) -> SegmentMap {
+        let bits = (bytes.len() as u64).div_ceil(CHECK_GRAIN);
+        let checked = (0..bits.div_ceil(64)).map(|_| AtomicU64::new(0)).collect();
+        SegmentMap { bytes, checked }
+    }
+
+    fn bit(&self, offset: u64) -> Option<(&AtomicU64, u64)> {
+        let i = offset / CHECK_GRAIN;
+        Some((self.checked.get(usize::try_from(i / 64).ok()?)?, 1 << (i % 64)))
+    }
+
+    /// Relaxed: the bit vouches for bytes that never change, not for other writes.
+    fn is_checked(&self, offset: u64) -> bool {
+        self.bit(offset).is_some_and(|(w, b)| w.load(Ordering::Relaxed) & b != 0)
+    }
+
+    fn set_checked(&self, offset: u64) {
+        if let Some((w, b)) = self.bit(offset) {
+            w.fetch_or(b, Ordering::Relaxed);
+        }
     }
 }
 

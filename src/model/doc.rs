@@ -158,25 +158,80 @@ pub(crate) fn pick_fields<'a>(object: &'a str, wanted: &FastMap<&str, usize>, fo
     });
 }
 
-/// Append `s` as a JSON string literal.
+/// Append `s` as a JSON string literal (format-spec/conventions.md: serde_json's
+/// compact escaping).
 pub fn write_json_str(out: &mut Vec<u8>, s: &str) {
-    serde_json::to_writer(&mut *out, s).expect("writing a str to a Vec cannot fail");
+    if !write_plain_json_str(out, s.as_bytes()) {
+        serde_json::to_writer(&mut *out, s).expect("writing a str to a Vec cannot fail");
+    }
 }
 
-/// Append `v` in decimal (a listing writes several numbers a row: this skips the
-/// formatting machinery).
-pub fn write_u64(out: &mut Vec<u8>, mut v: u64) {
+/// Append the UTF-8 bytes `s` as a JSON string literal, as [`write_json_str`]
+/// would. Bytes that are not UTF-8 and need escaping write nothing: false.
+pub fn write_json_utf8(out: &mut Vec<u8>, s: &[u8]) -> bool {
+    write_plain_json_str(out, s)
+        || std::str::from_utf8(s).is_ok_and(|s| {
+            write_json_str(out, s);
+            true
+        })
+}
+
+/// The common case: nothing to escape (no quote, backslash or control character), so the
+/// literal is the bytes in quotes. False, writing nothing, otherwise.
+fn write_plain_json_str(out: &mut Vec<u8>, s: &[u8]) -> bool {
+    if s.iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\') {
+        return false;
+    }
+    out.reserve(s.len() + 2);
+    out.push(b'"');
+    out.extend_from_slice(s);
+    out.push(b'"');
+    true
+}
+
+const DIGIT_PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
+2021222324252627282930313233343536373839\
+4041424344454647484950515253545556575859\
+6061626364656667686970717273747576777879\
+8081828384858687888990919293949596979899";
+
+/// Append `v` in decimal (a listing writes several numbers a row, most of them
+/// 13-digit milliseconds: eight digits at a time in 32-bit arithmetic, two digits
+/// a step, without the formatting machinery).
+pub fn write_u64(out: &mut Vec<u8>, v: u64) {
     let mut digits = [0u8; 20];
     let mut at = digits.len();
-    loop {
+    let mut v = v;
+    while v >= 100_000_000 {
+        let low = (v % 100_000_000) as u32;
+        v /= 100_000_000;
+        at -= 8;
+        eight_digits(&mut digits[at..at + 8], low);
+    }
+    let mut v = v as u32;
+    while v >= 100 {
+        let pair = (v % 100) as usize * 2;
+        v /= 100;
+        at -= 2;
+        digits[at..at + 2].copy_from_slice(&DIGIT_PAIRS[pair..pair + 2]);
+    }
+    if v >= 10 {
+        at -= 2;
+        digits[at..at + 2].copy_from_slice(&DIGIT_PAIRS[v as usize * 2..v as usize * 2 + 2]);
+    } else {
         at -= 1;
-        digits[at] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
+        digits[at] = b'0' + v as u8;
     }
     out.extend_from_slice(&digits[at..]);
+}
+
+/// `v` (below 10^8) as exactly eight digits.
+fn eight_digits(out: &mut [u8], v: u32) {
+    let (hi, lo) = (v / 10_000, v % 10_000);
+    for (i, p) in [hi / 100, hi % 100, lo / 100, lo % 100].into_iter().enumerate() {
+        let p = p as usize * 2;
+        out[2 * i..2 * i + 2].copy_from_slice(&DIGIT_PAIRS[p..p + 2]);
+    }
 }
 
 /// Append `v` in decimal, with its sign.
@@ -250,8 +305,29 @@ mod tests {
     use super::*;
 
     #[test]
+    fn strings_are_escaped_as_serde_json_escapes_them() {
+        let all: Vec<String> = (0u32..0x80)
+            .filter_map(char::from_u32)
+            .map(|c| format!("a{c}b"))
+            .chain(["", "é\u{2028}😀", "\"\\/", "\u{7f}", "plain"].map(String::from))
+            .collect();
+        for s in &all {
+            let mut out = Vec::new();
+            write_json_str(&mut out, s);
+            assert_eq!(out, serde_json::to_vec(s).unwrap(), "{s:?}");
+            let mut bytes = Vec::new();
+            assert!(write_json_utf8(&mut bytes, s.as_bytes()));
+            assert_eq!(bytes, out);
+        }
+        let mut out = Vec::new();
+        assert!(!write_json_utf8(&mut out, b"\xff\n") && out.is_empty(), "not UTF-8 and escaped: nothing");
+    }
+
+    #[test]
     fn numbers_are_written_as_display_writes_them() {
-        for v in [0u64, 7, 10, 99, 1_700_000_000_000, u64::MAX] {
+        let mut all = vec![0u64, 7, 10, 99, 100, 101, 1_700_000_000_000, u64::MAX];
+        all.extend((0..20).flat_map(|i| [10u64.pow(i), 10u64.pow(i) - 1, 10u64.pow(i) + 1]));
+        for v in all {
             let mut out = Vec::new();
             write_u64(&mut out, v);
             assert_eq!(out, v.to_string().as_bytes());

@@ -125,3 +125,67 @@ proptest! {
         prop_assert_eq!(rows(&store), first);
     }
 }
+
+/// Filters of several lists over index sections large enough to be walked a
+/// block at a time (query/blocked.rs) list what the filter says, in order, for
+/// every paging.
+#[test]
+fn compound_filters_list_what_the_filter_says() {
+    let sim = SimFs::new();
+    let store = open(&sim);
+    let mut lines = String::new();
+    let mut x = 7u64;
+    for i in 0..6_000u64 {
+        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let r = x >> 33;
+        let tags: Vec<&str> =
+            ["a", "b", "c", "d"].into_iter().enumerate().filter(|(k, _)| r >> k & 1 == 1).map(|t| t.1).collect();
+        let state = STATES[(r >> 8) as usize % 4];
+        let time = TIMES[(r >> 8) as usize % 4];
+        let line = serde_json::json!({
+            "key": format!("1/{}/{}", 1 + (r >> 12) % 3, i + 1), "spider": SPIDERS[((r >> 12) % 3) as usize],
+            "state": state, time: 1_000_000 + (r >> 16) % 5_000, "tags": tags,
+        });
+        lines.push_str(&format!("{line}\n"));
+    }
+    store.import(&mut Cursor::new(lines.into_bytes()), &mut |_| {}).unwrap();
+    store.flush_indexes().unwrap();
+    let snap = store.snapshot();
+    let everything = Paging { count: 1_000_000, ..Paging::default() };
+    let all: Vec<jobq::model::Job> = snap
+        .list(1, &Filter { states: vec![], ..Filter::default() }, &everything)
+        .unwrap()
+        .iter()
+        .map(|h| snap.get(JobKey::from_local(1, h.local)).unwrap().unwrap())
+        .collect();
+    let v = |t: &[&str]| t.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let filters = [
+        Filter { spider: Some(SPIDERS[1].into()), has_tags: v(&["a"]), ..Filter::default() },
+        Filter { has_tags: v(&["a", "b"]), lacks_tags: v(&["c"]), ..Filter::default() },
+        Filter { has_tags_all: v(&["a", "d"]), states: vec![jobq::JobState::Finished], ..Filter::default() },
+        Filter {
+            spider: Some(SPIDERS[2].into()),
+            has_tags_all: v(&["b"]),
+            lacks_tags: v(&["a", "d"]),
+            startts: Some(1_002_000),
+            ..Filter::default()
+        },
+        Filter { lacks_tags: v(&["a"]), ..Filter::default() },
+    ];
+    for f in &filters {
+        let names = |j: &jobq::model::Job| snap.spider_name(1, j.key.spider).unwrap().to_string();
+        let want: Vec<JobKey> = all.iter().filter(|j| f.matches(j, &names(j))).map(|j| j.key).collect();
+        assert!(want.len() > 150, "{f:?}: {} jobs", want.len());
+        for (start, count) in [(0, 100), (0, 1_000_000), (37, 100), (want.len() as u64 - 20, 100)] {
+            let paging = Paging { start, count, ..Paging::default() };
+            let got: Vec<JobKey> =
+                snap.list(1, f, &paging).unwrap().iter().map(|h| JobKey::from_local(1, h.local)).collect();
+            let end = (start + count).min(want.len() as u64) as usize;
+            assert_eq!(got, want[start as usize..end], "{f:?} start {start} count {count}");
+        }
+        let stop = Paging { count: 50, stop: Some(want[120]), ..Paging::default() };
+        let got: Vec<JobKey> = snap.list(1, f, &stop).unwrap().iter().map(|h| JobKey::from_local(1, h.local)).collect();
+        assert_eq!(got, want[..50], "{f:?} stop");
+        assert_eq!(snap.count(1, f).unwrap(), want.len() as u64, "{f:?} count");
+    }
+}

@@ -9,13 +9,20 @@
 //! - `lacks_tag`s, superseded docs and (without a state list) purged jobs are
 //!   excluded.
 
-use super::docset::{DocId, DocSet, Range};
+use super::blocked::Blocked;
+use super::docset::{block_of, DocId, DocSet, Range};
 use super::filter::Filter;
 use super::ops::{Exclusion, Intersection, Union};
 use crate::index::{DeadSet, DocEntry, Section};
 use crate::model::JobState;
 
 type Boxed<'a> = Box<dyn DocSet + 'a>;
+
+/// A filter of two lists or more (or with `lacks_tag`) is walked a block at a
+/// time (blocked.rs) when its cheapest list holds at least this many docs a
+/// block: about where filling a block's bitmaps costs less than seeking every
+/// other list for each of those docs.
+const BLOCKED_FROM: u64 = 64;
 
 /// A filter with names resolved to ids for one snapshot.
 #[derive(Clone, Debug)]
@@ -110,6 +117,7 @@ impl Resolved<'_> {
                     .collect(),
             )?);
         }
+        let lists = all.len() - 1;
         let mut set: Boxed<'a> =
             if all.len() == 1 { all.pop().expect("one child") } else { Box::new(Intersection::new(all)) };
         let lacks: Vec<Boxed<'a>> =
@@ -123,6 +131,11 @@ impl Resolved<'_> {
         }
         if !dead.is_empty() {
             set = Box::new(Exclusion::new(set, Box::new(dead.cursor())));
+        }
+        let blocks = u64::from(block_of(hi - 1) - block_of(lo) + 1);
+        let compound = lists > 1 || !f.lacks_tags.is_empty();
+        if compound && set.cost() >= BLOCKED_FROM * blocks {
+            set = Box::new(Blocked::new(set));
         }
         Some((set, lo, hi))
     }

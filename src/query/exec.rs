@@ -12,6 +12,9 @@ pub struct Hit {
     pub ts: u64,
     pub seq: u64,
     pub loc: u64,
+    /// When the listing was answered (ms, the store's clock): the row's `elapsed`
+    /// counts to it (one clock read a listing, the same for all its rows).
+    pub listed_ms: u64,
 }
 
 /// A source of matching docs in listing order.
@@ -49,11 +52,11 @@ impl<'a> Source<'a> {
         match self {
             Source::Section { set, sec, .. } => {
                 let d = set.doc();
-                Hit { local: sec.local(d), ts: sec.ts(d), seq: sec.seq(d), loc: sec.loc(d) }
+                Hit { local: sec.local(d), ts: sec.ts(d), seq: sec.seq(d), loc: sec.loc(d), listed_ms: 0 }
             }
             Source::Tail { entries, next } => {
                 let e = entries[*next];
-                Hit { local: e.local, ts: e.ts, seq: e.order_key().1, loc: e.loc }
+                Hit { local: e.local, ts: e.ts, seq: e.order_key().1, loc: e.loc, listed_ms: 0 }
             }
         }
     }

@@ -134,7 +134,7 @@ impl Snapshot {
                 continue;
             };
             if filter.matches(&job, &name) && r.stop.is_none_or(|s| order > s) && r.after.is_none_or(|a| order < a) {
-                hits.push(Hit { local: k.local(), ts: order.0, seq: order.1, loc: f.loc() });
+                hits.push(Hit { local: k.local(), ts: order.0, seq: order.1, loc: f.loc(), listed_ms: 0 });
             }
         }
         hits.sort_unstable_by_key(|h| std::cmp::Reverse((h.ts, h.seq)));
@@ -170,7 +170,14 @@ impl Snapshot {
             }
             None => exec::list(&mut self.sources(project, &r), paging.start, paging.count),
         })
-        .inspect(|hits| self.reader.prefetch(hits.iter().map(|h| h.loc)))
+        .map(|mut hits| {
+            let now = self.clock.now_ms();
+            for h in &mut hits {
+                h.listed_ms = now;
+            }
+            self.reader.prefetch(hits.iter().map(|h| h.loc));
+            hits
+        })
     }
 
     /// Append one listing row as JSON: without `jobmeta`, key, state, spider, ts,
@@ -188,13 +195,13 @@ impl Snapshot {
             self.reader.with_checked_record(hit.loc, &mut raw, |bytes, _| match jobmeta {
                 None => {
                     let row = row::decode_row(bytes).map_err(|e| self.reader.corrupt(hit.loc, e))?;
-                    self.render_plain(project, &row, out).map_err(|e| self.reader.corrupt(hit.loc, e))
+                    self.render_plain(project, &row, hit.listed_ms, out).map_err(|e| self.reader.corrupt(hit.loc, e))
                 }
                 Some(_) => {
                     // Checked whole just now or before: the checksum need not be
                     // computed again.
                     let (view, _) = record::decode_checked_job(bytes).map_err(|e| self.reader.corrupt(hit.loc, e))?;
-                    self.render_view(project, &view, jobmeta, out);
+                    self.render_view(project, &view, jobmeta, hit.listed_ms, out);
                     Ok(())
                 }
             })?
@@ -202,7 +209,7 @@ impl Snapshot {
     }
 
     /// A row without `jobmeta` (as [`Snapshot::render_view`] writes it).
-    fn render_plain(&self, project: u32, row: &RowView<'_>, out: &mut Vec<u8>) -> Result<(), DecodeError> {
+    fn render_plain(&self, project: u32, row: &RowView<'_>, now: u64, out: &mut Vec<u8>) -> Result<(), DecodeError> {
         let name = self.version.catalog.name(project, row.key.spider);
         let ts = row.ts();
         out.extend_from_slice(b"{\"key\":\"");
@@ -218,7 +225,7 @@ impl Snapshot {
         out.extend_from_slice(b",\"ts\":");
         write_u64(out, ts);
         out.extend_from_slice(b",\"elapsed\":");
-        write_i64(out, self.clock.now_ms() as i64 - ts as i64);
+        write_i64(out, now as i64 - ts as i64);
         for (i, t) in row.times.iter().enumerate() {
             if let Some(t) = t {
                 out.extend_from_slice(TIME_KEYS[i]);
@@ -243,14 +250,14 @@ impl Snapshot {
 
     /// [`Snapshot::render_row`] for a job already read.
     pub fn render_job(&self, project: u32, job: &Job, jobmeta: Option<&[String]>, out: &mut Vec<u8>) {
-        self.render_view(project, &JobView::of(job), jobmeta, out);
+        self.render_view(project, &JobView::of(job), jobmeta, self.clock.now_ms(), out);
     }
 
-    fn render_view(&self, project: u32, job: &JobView<'_>, jobmeta: Option<&[String]>, out: &mut Vec<u8>) {
+    fn render_view(&self, project: u32, job: &JobView<'_>, jobmeta: Option<&[String]>, now: u64, out: &mut Vec<u8>) {
         let name = self.version.catalog.name(project, job.key.spider);
         let name = name.map_or("", |n| &**n);
         let ts = job.ts();
-        let elapsed = self.clock.now_ms() as i64 - ts as i64;
+        let elapsed = now as i64 - ts as i64;
         // Written byte by byte: a listing renders a thousand rows a page.
         out.extend_from_slice(b"{\"key\":\"");
         for (i, id) in [job.key.project, job.key.spider, job.key.job].into_iter().enumerate() {

@@ -100,7 +100,7 @@ impl RecordReader {
         if n >= self.map_limit.load(std::sync::atomic::Ordering::Relaxed) {
             return None;
         }
-        if let Some(m) = self.maps.read().get(&n) {
+        if let Some(m) = self.maps.read_recursive().get(&n) {
             if offset < m.bytes.len() as u64 + REMAP_STEP {
                 return Some(m.clone());
             }
@@ -211,9 +211,24 @@ impl RecordReader {
     /// they were checked before this call (`f` may then rely on the checksum and
     /// UTF-8 having been verified). In place in the segment's map when it holds the
     /// record whole, and remembered there as checked; else read into `buf` first
-    /// and checked every time.
+    /// and checked every time. `f` may run under the lock of the maps (a recursive
+    /// read lock: no clone of the map's handle a record), so it must not make a map.
     pub fn with_checked_record<R>(&self, loc: u64, buf: &mut Vec<u8>, f: impl FnOnce(&[u8], bool) -> R) -> Result<R> {
         let pos = LogPos::unpack(loc);
+        let limit = self.map_limit.load(std::sync::atomic::Ordering::Relaxed);
+        let maps = self.maps.read_recursive();
+        if let Some(m) = maps.get(&pos.segment).filter(|m| pos.segment < limit && pos.offset < m.bytes.len() as u64) {
+            if let Some(range) = record_range(&m.bytes, pos.offset) {
+                let bytes = &m.bytes[range];
+                let before = m.is_checked(pos.offset);
+                if !before {
+                    record::decode_job(bytes).map_err(|e| self.corrupt(loc, e))?;
+                    m.set_checked(pos.offset);
+                }
+                return Ok(f(bytes, before));
+            }
+        }
+        drop(maps);
         if let Some(m) = self.mapped(pos.segment, pos.offset) {
             if let Some(range) = record_range(&m.bytes, pos.offset) {
                 let bytes = &m.bytes[range];
@@ -234,7 +249,7 @@ impl RecordReader {
     /// calls this before it renders its rows one by one, so that the cache misses
     /// of all its records overlap instead of coming one after another.
     pub fn prefetch(&self, locs: impl Iterator<Item = u64>) {
-        let maps = self.maps.read();
+        let maps = self.maps.read_recursive();
         let mut last: Option<(u32, &SegmentMap)> = None;
         let mut acc = 0u8;
         for loc in locs {

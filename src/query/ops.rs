@@ -130,11 +130,20 @@ impl DocSet for Union<'_> {
         self.children.iter().map(|c| c.cost()).sum()
     }
     fn fill_block(&mut self, b: u32, out: &mut Block) {
-        out.fill(0);
+        // The first child with docs in the block fills it, the others OR in.
+        let mut filled = false;
         for c in &mut self.children {
             if c.next_block(b) == Some(b) {
-                c.or_block(b, out, self.scratch.get());
+                if filled {
+                    c.or_block(b, out, self.scratch.get());
+                } else {
+                    c.fill_block(b, out);
+                    filled = true;
+                }
             }
+        }
+        if !filled {
+            out.fill(0);
         }
     }
     fn next_block(&self, b: u32) -> Option<u32> {

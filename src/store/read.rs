@@ -102,11 +102,13 @@ impl Snapshot {
         place.ok_or_else(|| Error::field("startafter", format!("{k} is not a job of project {project}")))
     }
 
-    fn sources<'a>(&'a self, project: u32, r: &Resolved<'_>) -> Vec<Source<'a>> {
+    /// The sources of a count, or of a listing (`listing`: see [`Resolved::plan_listing`]).
+    fn sources<'a>(&'a self, project: u32, r: &Resolved<'_>, listing: bool) -> Vec<Source<'a>> {
         let mut out = Vec::new();
         for slot in self.version.segments.iter() {
             if let Some((sec, dead)) = slot.project(project) {
-                if let Some((set, lo, hi)) = r.plan(&sec, dead) {
+                let planned = if listing { r.plan_listing(&sec, dead) } else { r.plan(&sec, dead) };
+                if let Some((set, lo, hi)) = planned {
                     out.push(Source::Section { set, sec, lo, hi });
                 }
             }
@@ -147,7 +149,7 @@ impl Snapshot {
         if let Some(keys) = &filter.keys {
             return Ok(self.key_hits(project, filter, keys, &r)?.len() as u64);
         }
-        Ok(exec::count(&mut self.sources(project, &r)))
+        Ok(exec::count(&mut self.sources(project, &r, false)))
     }
 
     /// Matching jobs, newest first, paged: a listing. Where its last row stands
@@ -168,7 +170,7 @@ impl Snapshot {
                 let hits = self.key_hits(project, filter, keys, &r)?;
                 hits.into_iter().skip(paging.start as usize).take(paging.count as usize).collect()
             }
-            None => exec::list(&mut self.sources(project, &r), paging.start, paging.count),
+            None => exec::list(&mut self.sources(project, &r, true), paging.start, paging.count),
         })
         .map(|mut hits| {
             let now = self.clock.now_ms();

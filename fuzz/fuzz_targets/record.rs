@@ -3,7 +3,7 @@
 //! round trip of an arbitrary job through `encode_job`.
 //!
 //! Modes (first input byte):
-//! - bytes: `decode_job` on the bytes, `decode_jobs` with a count from the input;
+//! - bytes: `decode_job` (and the row decoder, codec/row.rs) on the bytes, `decode_jobs` with a count from the input;
 //!   whatever decodes re-encodes to the same record (up to the time slots whose
 //!   mask bit is clear, which the decoder does not pin down);
 //! - resealed bytes: the same after fixing every record's checksum;
@@ -28,6 +28,11 @@ fn bytes(data: &[u8], resealed: bool) {
     }
     match record::decode_job(&buf) {
         Ok((view, used)) => check_decoded_record(&buf, &view, used),
+        Err(e) => check_error_offset(&e, buf.len()),
+    }
+    // The row decoder never panics nor reads past the bytes, whatever they are.
+    match jobq::codec::row::decode_row(&buf) {
+        Ok(row) => assert!(row.tags().map(<[u8]>::len).sum::<usize>() <= buf.len()),
         Err(e) => check_error_offset(&e, buf.len()),
     }
     // Counts as a frame header may carry them (a verified frame's count is not

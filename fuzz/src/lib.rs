@@ -22,6 +22,13 @@ pub const MASK_AT: usize = RECORD_PREFIX + 13;
 pub fn check_decoded_record(orig: &[u8], view: &JobView<'_>, used: usize) {
     assert!(used >= RECORD_PREFIX && used <= orig.len(), "decode_job used {used} of {} bytes", orig.len());
     let orig = &orig[..used];
+    // The listing row decoder (no checksum, no UTF-8: for records checked whole
+    // before) reads the same fields from every record that decodes whole.
+    let row = jobq::codec::row::decode_row(orig).unwrap_or_else(|e| panic!("a whole record is refused as a row: {e:?}"));
+    assert_eq!((row.key, row.state, row.times, row.ts()), (view.key, view.state, view.times, view.ts()));
+    assert!(row.tags().eq(view.tags.iter().map(|t| t.as_bytes())), "row tags differ");
+    let (checked, _) = record::decode_checked_job(orig).expect("a whole record decodes without its checksum");
+    assert_eq!(&checked, view);
     let job = view.to_job();
     let mut again = Vec::new();
     record::encode_job(&job, view.prev, &mut again);

@@ -5,6 +5,7 @@
 pub mod frame;
 pub mod json;
 pub mod record;
+pub mod row;
 
 use byteorder::{ByteOrder, LittleEndian as LE};
 

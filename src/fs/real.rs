@@ -106,7 +106,10 @@ impl FileSystem for RealFs {
         // last valid frame (recovery at open, a failed write's cut, `jobq repair`),
         // where no record a reader was given lies (a read-only opener beside a
         // server, which may have replayed unsynced records of the last segment,
-        // never maps that one), and compaction unlinks whole segments. Every reader checks the lengths and checksums of what it decodes.
+        // never maps that one), or cut back to its last frame, dropping
+        // preallocated zeros (rotation, close): a reader uses a segment's map only
+        // up to its last non-zero byte, found by positional reads, never through
+        // the map. Compaction unlinks whole segments. Every reader checks the lengths and checksums of what it decodes.
         let map = unsafe { memmap2::Mmap::map(&file)? };
         Ok(MappedBytes::from_map(map))
     }

@@ -7,6 +7,12 @@
 //! of a busy segment are read positionally, the rest through the map). A record
 //! a map does not hold whole is read positionally too, and judged there.
 //!
+//! A record read through a map is checked whole (checksum, every field, UTF-8:
+//! [`record::decode_job`]) at its first read, and a bit per record remembers it:
+//! the mapped bytes are those of an immutable file, so a record once checked
+//! stays as checked, and later reads of it skip the checksum
+//! ([`RecordReader::with_checked_record`]).
+//!
 //! Online compaction removes segments while snapshots taken before may still read
 //! them: a removed segment's open handle is kept by a [`LogEpoch`], which every
 //! such snapshot holds; the reader finds it there through a weak reference, so
@@ -14,6 +20,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
 use byteorder::{ByteOrder, LittleEndian as LE};
@@ -23,6 +30,7 @@ use super::{segment, LogPos};
 use crate::codec::record;
 use crate::error::{Error, Result};
 use crate::fs::{self, FileSystem, FsFile, MappedBytes, OpenMode};
+use crate::hash::FastMap;
 use crate::model::Job;
 
 const FIRST_READ: usize = 1024;
@@ -58,12 +66,10 @@ pub struct RecordReader {
     files: RwLock<HashMap<u32, Arc<dyn FsFile>>>,
     /// Segments removed by compaction, readable while an old version holds them.
     removed: RwLock<HashMap<u32, Weak<dyn FsFile>>>,
-    /// Maps of segments, and how much of each is used: up to its last non-zero
-    /// byte when mapped (preallocated zeros after a segment's last frame are no
-    /// records, and a simulated map is a copy that frames written over them later
-    /// would not reach; a real map is never read past the log's end, so never
-    /// past a segment cut back to it).
-    maps: RwLock<HashMap<u32, (MappedBytes, usize)>>,
+    /// Maps of segments, each used up to its last non-zero byte when mapped
+    /// (preallocated zeros after a segment's last frame are no records, and a
+    /// simulated map is a copy that frames written over them later would not reach).
+    maps: RwLock<FastMap<u32, Arc<SegmentMap>>>,
     /// Segments from this number on are never mapped (see [`Self::map_below`]).
     map_limit: std::sync::atomic::AtomicU32,
 }
@@ -92,23 +98,27 @@ impl RecordReader {
     /// read, made again when `offset` lies `REMAP_STEP` or more past its end.
     /// `None` (read positionally): a segment compaction removed, one that cannot
     /// be mapped (an exhausted address space, a simulated power cut).
-    fn mapped(&self, n: u32, offset: u64) -> Option<(MappedBytes, usize)> {
+    fn mapped(&self, n: u32, offset: u64) -> Option<Arc<SegmentMap>> {
         if n >= self.map_limit.load(std::sync::atomic::Ordering::Relaxed) {
             return None;
         }
-        if let Some((m, len)) = self.maps.read().get(&n) {
-            if offset < *len as u64 + REMAP_STEP {
-                return Some((m.clone(), *len));
+        if let Some(m) = self.maps.read_recursive().get(&n) {
+            if offset < m.len as u64 + REMAP_STEP {
+                return Some(m.clone());
             }
         }
         if !self.files.read().contains_key(&n) {
             return None;
         }
-        let m = self.fs.map(&self.dir.join(segment::file_name(n))).ok()?;
-        // A job record ends with its document's `}`: never cut short here.
-        let len = m.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
-        self.maps.write().insert(n, (m.clone(), len));
-        Some((m, len))
+        let file = self.files.read().get(&n)?.clone();
+        let bytes = self.fs.map(&self.dir.join(segment::file_name(n))).ok()?;
+        // The used length is found by positional reads, never through the map:
+        // the writer may cut a segment's zeros (rotation, close) while this runs,
+        // and touching a mapped page past a file's end faults.
+        let len = used_len(&*file, bytes.len() as u64).ok()?;
+        let m = Arc::new(SegmentMap::new(bytes, len));
+        self.maps.write().insert(n, m.clone());
+        Some(m)
     }
 
     fn file(&self, n: u32) -> Result<Arc<dyn FsFile>> {
@@ -164,9 +174,7 @@ impl RecordReader {
     /// shrunk, so a reused buffer is not zeroed again); returns its length.
     pub fn read_raw(&self, loc: u64, buf: &mut Vec<u8>) -> Result<usize> {
         let pos = LogPos::unpack(loc);
-        if let Some(total) =
-            self.mapped(pos.segment, pos.offset).and_then(|(m, len)| copy_record(&m[..len], pos.offset, buf))
-        {
+        if let Some(total) = self.mapped(pos.segment, pos.offset).and_then(|m| copy_record(m.used(), pos.offset, buf)) {
             return Ok(total);
         }
         let file = self.file(pos.segment)?;
@@ -206,17 +214,71 @@ impl RecordReader {
         Error::corrupt(self.dir.join(segment::file_name(pos.segment)), pos.offset, what)
     }
 
-    /// Call `f` with the bytes of the record at `loc`: in place in the segment's
-    /// map when it holds the record whole, else read into `buf` first.
-    pub fn with_record<R>(&self, loc: u64, buf: &mut Vec<u8>, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
+    /// Call `f` with the bytes of the record at `loc`, checked whole (as
+    /// [`record::decode_job`] checks: an error if they do not decode), and whether
+    /// they were checked before this call (`f` may then rely on the checksum and
+    /// UTF-8 having been verified). In place in the segment's map when it holds the
+    /// record whole, and remembered there as checked; else read into `buf` first
+    /// and checked every time. `f` may run under the lock of the maps (a recursive
+    /// read lock: no clone of the map's handle a record), so it must not make a map.
+    pub fn with_checked_record<R>(&self, loc: u64, buf: &mut Vec<u8>, f: impl FnOnce(&[u8], bool) -> R) -> Result<R> {
         let pos = LogPos::unpack(loc);
-        if let Some((m, len)) = self.mapped(pos.segment, pos.offset) {
-            if let Some(range) = record_range(&m[..len], pos.offset) {
-                return Ok(f(&m[range]));
+        let limit = self.map_limit.load(std::sync::atomic::Ordering::Relaxed);
+        let maps = self.maps.read_recursive();
+        if let Some(m) = maps.get(&pos.segment).filter(|m| pos.segment < limit && pos.offset < m.len as u64) {
+            if let Some(range) = record_range(m.used(), pos.offset) {
+                let bytes = &m.bytes[range];
+                let before = m.is_checked(pos.offset);
+                if !before {
+                    record::decode_job(bytes).map_err(|e| self.corrupt(loc, e))?;
+                    m.set_checked(pos.offset);
+                }
+                return Ok(f(bytes, before));
+            }
+        }
+        drop(maps);
+        if let Some(m) = self.mapped(pos.segment, pos.offset) {
+            if let Some(range) = record_range(m.used(), pos.offset) {
+                let bytes = &m.bytes[range];
+                let before = m.is_checked(pos.offset);
+                if !before {
+                    record::decode_job(bytes).map_err(|e| self.corrupt(loc, e))?;
+                    m.set_checked(pos.offset);
+                }
+                return Ok(f(bytes, before));
             }
         }
         let n = self.read_raw(loc, buf)?;
-        Ok(f(&buf[..n]))
+        record::decode_job(&buf[..n]).map_err(|e| self.corrupt(loc, e))?;
+        Ok(f(&buf[..n], false))
+    }
+
+    /// Load the first bytes of the records at `locs` that lie in maps: a listing
+    /// calls this before it renders its rows one by one, so that the cache misses
+    /// of all its records overlap instead of coming one after another.
+    pub fn prefetch(&self, locs: impl Iterator<Item = u64>) {
+        let maps = self.maps.read_recursive();
+        let mut last: Option<(u32, &SegmentMap)> = None;
+        let mut acc = 0u8;
+        for loc in locs {
+            let pos = LogPos::unpack(loc);
+            let m = match last {
+                Some((n, m)) if n == pos.segment => m,
+                _ => match maps.get(&pos.segment) {
+                    Some(m) => {
+                        last = Some((pos.segment, m));
+                        m
+                    }
+                    None => continue,
+                },
+            };
+            let at = usize::try_from(pos.offset).unwrap_or(usize::MAX);
+            // The length field, the fixed part and the tags: up to three lines.
+            for d in [0, 64, 120] {
+                acc ^= m.used().get(at.saturating_add(d)).copied().unwrap_or(0);
+            }
+        }
+        std::hint::black_box(acc);
     }
 
     /// Segments read through a map (for tests).
@@ -233,6 +295,74 @@ impl RecordReader {
         let (view, _) = record::decode_job(&buf[..n]).map_err(|e| self.corrupt(loc, e))?;
         Ok(view.to_job())
     }
+}
+
+/// A segment's map, and which of its records were checked whole (a bit per 64
+/// bytes of offset: records are longer than that, so no two share a bit).
+struct SegmentMap {
+    bytes: MappedBytes,
+    /// How much of `bytes` holds frames: reads never go past it.
+    len: usize,
+    checked: Box<[AtomicU64]>,
+}
+
+impl std::fmt::Debug for SegmentMap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SegmentMap({:?})", self.bytes)
+    }
+}
+
+/// Bytes of offset per bit of [`SegmentMap::checked`].
+const CHECK_GRAIN: u64 = 64;
+const _: () = assert!(record::RECORD_PREFIX + record::RECORD_FIXED + 4 > CHECK_GRAIN as usize);
+
+impl SegmentMap {
+    fn new(bytes: MappedBytes, len: usize) -> SegmentMap {
+        let len = len.min(bytes.len());
+        let bits = (len as u64).div_ceil(CHECK_GRAIN);
+        let checked = (0..bits.div_ceil(64)).map(|_| AtomicU64::new(0)).collect();
+        SegmentMap { bytes, len, checked }
+    }
+
+    /// The mapped bytes that hold frames.
+    fn used(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+
+    fn bit(&self, offset: u64) -> Option<(&AtomicU64, u64)> {
+        let i = offset / CHECK_GRAIN;
+        Some((self.checked.get(usize::try_from(i / 64).ok()?)?, 1 << (i % 64)))
+    }
+
+    /// Relaxed: the bit vouches for bytes that never change, not for other writes.
+    fn is_checked(&self, offset: u64) -> bool {
+        self.bit(offset).is_some_and(|(w, b)| w.load(Ordering::Relaxed) & b != 0)
+    }
+
+    fn set_checked(&self, offset: u64) {
+        if let Some((w, b)) = self.bit(offset) {
+            w.fetch_or(b, Ordering::Relaxed);
+        }
+    }
+}
+
+/// How much of a file of `size` bytes holds frames: up to its last non-zero byte
+/// (a job record ends with its document's `}`, so none is cut short), found by
+/// reading backwards from `size`; a file cut shorter meanwhile reads short.
+fn used_len(file: &dyn FsFile, size: u64) -> std::io::Result<usize> {
+    const STEP: u64 = 64 * 1024;
+    let mut buf = vec![0u8; STEP as usize];
+    let mut end = size;
+    while end > 0 {
+        let start = end.saturating_sub(STEP);
+        let want = (end - start) as usize;
+        let got = file.read_at(&mut buf[..want], start)?;
+        if let Some(i) = buf[..got].iter().rposition(|&b| b != 0) {
+            return Ok((start as usize) + i + 1);
+        }
+        end = start;
+    }
+    Ok(0)
 }
 
 /// Where the record at `offset` lies in a mapped segment; `None` when the map

@@ -158,25 +158,73 @@ pub(crate) fn pick_fields<'a>(object: &'a str, wanted: &FastMap<&str, usize>, fo
     });
 }
 
-/// Append `s` as a JSON string literal.
+/// Append `s` as a JSON string literal (format-spec/conventions.md: serde_json's
+/// compact escaping).
 pub fn write_json_str(out: &mut Vec<u8>, s: &str) {
-    serde_json::to_writer(&mut *out, s).expect("writing a str to a Vec cannot fail");
+    if !write_plain_json_str(out, s.as_bytes()) {
+        serde_json::to_writer(&mut *out, s).expect("writing a str to a Vec cannot fail");
+    }
 }
 
-/// Append `v` in decimal (a listing writes several numbers a row: this skips the
-/// formatting machinery).
-pub fn write_u64(out: &mut Vec<u8>, mut v: u64) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
+/// Append the UTF-8 bytes `s` as a JSON string literal, as [`write_json_str`]
+/// would. Bytes that are not UTF-8 and need escaping write nothing: false.
+pub fn write_json_utf8(out: &mut Vec<u8>, s: &[u8]) -> bool {
+    write_plain_json_str(out, s)
+        || std::str::from_utf8(s).is_ok_and(|s| {
+            write_json_str(out, s);
+            true
+        })
+}
+
+/// The common case: nothing to escape (no quote, backslash or control character), so the
+/// literal is the bytes in quotes. False, writing nothing, otherwise.
+fn write_plain_json_str(out: &mut Vec<u8>, s: &[u8]) -> bool {
+    if s.iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\') {
+        return false;
     }
-    out.extend_from_slice(&digits[at..]);
+    out.reserve(s.len() + 2);
+    out.push(b'"');
+    out.extend_from_slice(s);
+    out.push(b'"');
+    true
+}
+
+/// Append `v` in decimal (a listing writes several numbers a row, most of them
+/// 13-digit milliseconds): up to 16 digits are computed in registers (eight at a
+/// time, see [`eight_ascii`]), shifted past their leading zeros, and stored with
+/// one copy of constant length: no loop over digits, no call to memcpy.
+pub fn write_u64(out: &mut Vec<u8>, v: u64) {
+    const E16: u64 = 10_000_000_000_000_000;
+    if v >= E16 {
+        write_u64(out, v / E16);
+        return write_sixteen(out, v % E16, 16);
+    }
+    let n = v.checked_ilog10().map_or(1, |l| l as usize + 1);
+    write_sixteen(out, v, n);
+}
+
+/// The last `n` (1 to 16) of the 16 digits of `v` (below 10^16).
+fn write_sixteen(out: &mut Vec<u8>, v: u64, n: usize) {
+    let hi = eight_ascii((v / 100_000_000) as u32);
+    let lo = eight_ascii((v % 100_000_000) as u32);
+    let all = u128::from(hi) | (u128::from(lo) << 64);
+    let len = out.len();
+    out.extend_from_slice(&(all >> (8 * (16 - n))).to_le_bytes());
+    out.truncate(len + n);
+}
+
+/// `v` (below 10^8) as eight ASCII digits, first digit in the low byte: computed
+/// in one register, as four 2-digit lanes, then eight 1-digit lanes.
+fn eight_ascii(v: u32) -> u64 {
+    // Lanes of 32 bits: the first four digits, the last four.
+    let x = u64::from(v / 10_000) | (u64::from(v % 10_000) << 32);
+    // Each lane (below 10^4) by 100: 5243 / 2^19 rounds down exactly below 43,699.
+    let q = ((x * 5243) >> 19) & 0x0000_007F_0000_007F;
+    let y = q | ((x - q * 100) << 16);
+    // Each 16-bit lane (below 100) by 10: 103 / 2^10 rounds down exactly below 179.
+    let t = ((y * 103) >> 10) & 0x000F_000F_000F_000F;
+    let z = t | ((y - t * 10) << 8);
+    z | 0x3030_3030_3030_3030
 }
 
 /// Append `v` in decimal, with its sign.
@@ -250,8 +298,35 @@ mod tests {
     use super::*;
 
     #[test]
+    fn strings_are_escaped_as_serde_json_escapes_them() {
+        let all: Vec<String> = (0u32..0x80)
+            .filter_map(char::from_u32)
+            .map(|c| format!("a{c}b"))
+            .chain(["", "é\u{2028}😀", "\"\\/", "\u{7f}", "plain"].map(String::from))
+            .collect();
+        for s in &all {
+            let mut out = Vec::new();
+            write_json_str(&mut out, s);
+            assert_eq!(out, serde_json::to_vec(s).unwrap(), "{s:?}");
+            let mut bytes = Vec::new();
+            assert!(write_json_utf8(&mut bytes, s.as_bytes()));
+            assert_eq!(bytes, out);
+        }
+        let mut out = Vec::new();
+        assert!(!write_json_utf8(&mut out, b"\xff\n") && out.is_empty(), "not UTF-8 and escaped: nothing");
+    }
+
+    #[test]
     fn numbers_are_written_as_display_writes_them() {
-        for v in [0u64, 7, 10, 99, 1_700_000_000_000, u64::MAX] {
+        let mut all = vec![0u64, 7, 10, 99, 100, 101, 1_700_000_000_000, u64::MAX];
+        all.extend((0..20).flat_map(|i| [10u64.pow(i), 10u64.pow(i) - 1, 10u64.pow(i) + 1]));
+        let mut x = 1u64;
+        for _ in 0..100_000 {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            all.extend([x, x >> 20, x >> 24, x >> 30, x % 100_000_000, x % 10_000]);
+        }
+        all.extend(0..200_000);
+        for v in all {
             let mut out = Vec::new();
             write_u64(&mut out, v);
             assert_eq!(out, v.to_string().as_bytes());

@@ -25,6 +25,17 @@ pub fn new_block() -> Box<Block> {
     Box::new([0u64; BLOCK_WORDS])
 }
 
+/// A block of scratch space made at its first use: counts use it, listings
+/// (which only step through docs) never make it.
+#[derive(Default)]
+pub struct Scratch(Option<Box<Block>>);
+
+impl Scratch {
+    pub fn get(&mut self) -> &mut Block {
+        self.0.get_or_insert_with(new_block)
+    }
+}
+
 /// A sorted set of docs with a cursor.
 ///
 /// Like tantivy's DocSet, a set starts positioned on its first doc.

@@ -12,6 +12,9 @@ pub struct Hit {
     pub ts: u64,
     pub seq: u64,
     pub loc: u64,
+    /// When the listing was answered (ms, the store's clock): the row's `elapsed`
+    /// counts to it (one clock read a listing, the same for all its rows).
+    pub listed_ms: u64,
 }
 
 /// A source of matching docs in listing order.
@@ -49,11 +52,11 @@ impl<'a> Source<'a> {
         match self {
             Source::Section { set, sec, .. } => {
                 let d = set.doc();
-                Hit { local: sec.local(d), ts: sec.ts(d), seq: sec.seq(d), loc: sec.loc(d) }
+                Hit { local: sec.local(d), ts: sec.ts(d), seq: sec.seq(d), loc: sec.loc(d), listed_ms: 0 }
             }
             Source::Tail { entries, next } => {
                 let e = entries[*next];
-                Hit { local: e.local, ts: e.ts, seq: e.order_key().1, loc: e.loc }
+                Hit { local: e.local, ts: e.ts, seq: e.order_key().1, loc: e.loc, listed_ms: 0 }
             }
         }
     }
@@ -83,10 +86,18 @@ pub fn count(sources: &mut [Source<'_>]) -> u64 {
 
 /// The index of the source with the newest head, and the newest head of the others.
 fn leader(sources: &[Source<'_>]) -> Option<(usize, Option<(u64, u64)>)> {
-    let heads: Vec<Option<(u64, u64)>> = sources.iter().map(Source::head).collect();
-    let (a, _) = heads.iter().enumerate().filter_map(|(i, h)| h.map(|h| (i, h))).max_by_key(|(_, h)| *h)?;
-    let second = heads.iter().enumerate().filter(|(i, _)| *i != a).filter_map(|(_, h)| *h).max();
-    Some((a, second))
+    let mut best: Option<(usize, (u64, u64))> = None;
+    let mut second = None;
+    for (i, h) in sources.iter().enumerate().filter_map(|(i, s)| s.head().map(|h| (i, h))) {
+        match best {
+            Some((_, b)) if h < b => second = second.max(Some(h)),
+            _ => {
+                second = second.max(best.map(|(_, b)| b));
+                best = Some((i, h));
+            }
+        }
+    }
+    best.map(|(a, _)| (a, second))
 }
 
 /// Skip `remaining` rows a run at a time: the source ahead skips, by block

@@ -1,6 +1,7 @@
 //! The query algebra: cursors over doc ids, their intersection, union and
 //! exclusion, and the planner that turns a JobQ filter into a cursor tree.
 
+mod blocked;
 pub mod changes;
 pub mod docset;
 pub mod exec;

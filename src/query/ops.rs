@@ -1,6 +1,6 @@
 //! Set algebra on cursors: intersection (cheapest first), union, exclusion.
 
-use super::docset::{new_block, Block, DocId, DocSet, TERMINATED};
+use super::docset::{Block, DocId, DocSet, Scratch, TERMINATED};
 
 type Boxed<'a> = Box<dyn DocSet + 'a>;
 
@@ -8,14 +8,14 @@ type Boxed<'a> = Box<dyn DocSet + 'a>;
 /// the leapfrog, and its block is filled first so that empty blocks end early.
 pub struct Intersection<'a> {
     children: Vec<Boxed<'a>>,
-    scratch: Box<Block>,
+    scratch: Scratch,
 }
 
 impl<'a> Intersection<'a> {
     pub fn new(mut children: Vec<Boxed<'a>>) -> Intersection<'a> {
         assert!(!children.is_empty(), "an intersection needs a child");
         children.sort_by_key(|c| c.cost());
-        let mut me = Intersection { children, scratch: new_block() };
+        let mut me = Intersection { children, scratch: Scratch::default() };
         let first = me.children[0].doc();
         me.align(first);
         me
@@ -67,7 +67,7 @@ impl DocSet for Intersection<'_> {
             if out.iter().all(|w| *w == 0) {
                 return;
             }
-            c.and_block(b, out, &mut self.scratch);
+            c.and_block(b, out, self.scratch.get());
         }
     }
     fn and_block(&mut self, b: u32, out: &mut Block, scratch: &mut Block) {
@@ -94,13 +94,13 @@ impl DocSet for Intersection<'_> {
 pub struct Union<'a> {
     children: Vec<Boxed<'a>>,
     cur: DocId,
-    scratch: Box<Block>,
+    scratch: Scratch,
 }
 
 impl<'a> Union<'a> {
     pub fn new(children: Vec<Boxed<'a>>) -> Union<'a> {
         let cur = children.iter().map(|c| c.doc()).min().unwrap_or(TERMINATED);
-        Union { children, cur, scratch: new_block() }
+        Union { children, cur, scratch: Scratch::default() }
     }
 }
 
@@ -130,11 +130,20 @@ impl DocSet for Union<'_> {
         self.children.iter().map(|c| c.cost()).sum()
     }
     fn fill_block(&mut self, b: u32, out: &mut Block) {
-        out.fill(0);
+        // The first child with docs in the block fills it, the others OR in.
+        let mut filled = false;
         for c in &mut self.children {
             if c.next_block(b) == Some(b) {
-                c.or_block(b, out, &mut self.scratch);
+                if filled {
+                    c.or_block(b, out, self.scratch.get());
+                } else {
+                    c.fill_block(b, out);
+                    filled = true;
+                }
             }
+        }
+        if !filled {
+            out.fill(0);
         }
     }
     fn next_block(&self, b: u32) -> Option<u32> {
@@ -146,12 +155,12 @@ impl DocSet for Union<'_> {
 pub struct Exclusion<'a> {
     include: Boxed<'a>,
     exclude: Boxed<'a>,
-    scratch: Box<Block>,
+    scratch: Scratch,
 }
 
 impl<'a> Exclusion<'a> {
     pub fn new(include: Boxed<'a>, exclude: Boxed<'a>) -> Exclusion<'a> {
-        let mut me = Exclusion { include, exclude, scratch: new_block() };
+        let mut me = Exclusion { include, exclude, scratch: Scratch::default() };
         let d = me.include.doc();
         me.settle(d);
         me
@@ -183,7 +192,7 @@ impl DocSet for Exclusion<'_> {
     fn fill_block(&mut self, b: u32, out: &mut Block) {
         self.include.fill_block(b, out);
         if self.exclude.next_block(b) == Some(b) {
-            self.exclude.andnot_block(b, out, &mut self.scratch);
+            self.exclude.andnot_block(b, out, self.scratch.get());
         }
     }
     fn and_block(&mut self, b: u32, out: &mut Block, scratch: &mut Block) {

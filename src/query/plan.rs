@@ -9,13 +9,20 @@
 //! - `lacks_tag`s, superseded docs and (without a state list) purged jobs are
 //!   excluded.
 
-use super::docset::{DocId, DocSet, Range};
+use super::blocked::Blocked;
+use super::docset::{block_of, DocId, DocSet, Range};
 use super::filter::Filter;
 use super::ops::{Exclusion, Intersection, Union};
 use crate::index::{DeadSet, DocEntry, Section};
 use crate::model::JobState;
 
 type Boxed<'a> = Box<dyn DocSet + 'a>;
+
+/// A filter of two lists or more (or with `lacks_tag`) is walked a block at a
+/// time (blocked.rs) when its cheapest list holds at least this many docs a
+/// block: about where filling a block's bitmaps costs less than seeking every
+/// other list for each of those docs.
+const BLOCKED_FROM: u64 = 64;
 
 /// A filter with names resolved to ids for one snapshot.
 #[derive(Clone, Debug)]
@@ -74,8 +81,25 @@ impl Resolved<'_> {
     }
 
     /// The cursor of the section's matching live docs with its range, or `None`
-    /// when nothing can match.
+    /// when nothing can match (for a count: a block at a time already).
     pub fn plan<'a>(&self, sec: &Section<'a>, dead: &'a DeadSet) -> Option<(Boxed<'a>, DocId, DocId)> {
+        self.tree(sec, dead).map(|(set, lo, hi, _)| (set, lo, hi))
+    }
+
+    /// [`Resolved::plan`] for a listing, which steps through docs: a filter of
+    /// several lists whose cheapest is dense is walked a block at a time.
+    pub fn plan_listing<'a>(&self, sec: &Section<'a>, dead: &'a DeadSet) -> Option<(Boxed<'a>, DocId, DocId)> {
+        let (set, lo, hi, compound) = self.tree(sec, dead)?;
+        let blocks = u64::from(block_of(hi - 1) - block_of(lo) + 1);
+        if compound && set.cost() >= BLOCKED_FROM * blocks {
+            return Some((Box::new(Blocked::new(set)), lo, hi));
+        }
+        Some((set, lo, hi))
+    }
+
+    /// The cursor tree, its range, and whether it is compound (several lists,
+    /// or lists excluded).
+    fn tree<'a>(&self, sec: &Section<'a>, dead: &'a DeadSet) -> Option<(Boxed<'a>, DocId, DocId, bool)> {
         if self.nothing {
             return None;
         }
@@ -110,6 +134,7 @@ impl Resolved<'_> {
                     .collect(),
             )?);
         }
+        let lists = all.len() - 1;
         let mut set: Boxed<'a> =
             if all.len() == 1 { all.pop().expect("one child") } else { Box::new(Intersection::new(all)) };
         let lacks: Vec<Boxed<'a>> =
@@ -124,7 +149,7 @@ impl Resolved<'_> {
         if !dead.is_empty() {
             set = Box::new(Exclusion::new(set, Box::new(dead.cursor())));
         }
-        Some((set, lo, hi))
+        Some((set, lo, hi, lists > 1 || !f.lacks_tags.is_empty()))
     }
 }
 

@@ -7,10 +7,12 @@ use super::places::Places;
 use super::version::{Found, Version};
 
 use crate::codec::record::{self, JobView};
+use crate::codec::row::{self, RowView};
+use crate::codec::DecodeError;
 use crate::error::{Error, Result};
 use crate::hash::FastMap;
 use crate::log::reader::RecordReader;
-use crate::model::doc::{pick_fields, write_i64, write_json_str, write_u64};
+use crate::model::doc::{pick_fields, write_i64, write_json_str, write_json_utf8, write_u64};
 use crate::model::job::write_tags;
 use crate::model::{Clock, Job, JobKey, JobState, TIME_FIELDS};
 use crate::query::docset::count_in;
@@ -18,6 +20,10 @@ use crate::query::exec::{self, Source};
 use crate::query::ops::Exclusion;
 use crate::query::plan::Resolved;
 use crate::query::{Filter, Hit, Paging};
+
+/// `,"<name>_time":` of each time slot, as a row writes it.
+const TIME_KEYS: [&[u8]; 4] =
+    [b",\"pending_time\":", b",\"running_time\":", b",\"finished_time\":", b",\"deleted_time\":"];
 
 /// Fields of a job's whole metadata that its record holds outside the document
 /// (as [`JobView::field_json`] answers them).
@@ -96,11 +102,13 @@ impl Snapshot {
         place.ok_or_else(|| Error::field("startafter", format!("{k} is not a job of project {project}")))
     }
 
-    fn sources<'a>(&'a self, project: u32, r: &Resolved<'_>) -> Vec<Source<'a>> {
+    /// The sources of a count, or of a listing (`listing`: see [`Resolved::plan_listing`]).
+    fn sources<'a>(&'a self, project: u32, r: &Resolved<'_>, listing: bool) -> Vec<Source<'a>> {
         let mut out = Vec::new();
         for slot in self.version.segments.iter() {
             if let Some((sec, dead)) = slot.project(project) {
-                if let Some((set, lo, hi)) = r.plan(&sec, dead) {
+                let planned = if listing { r.plan_listing(&sec, dead) } else { r.plan(&sec, dead) };
+                if let Some((set, lo, hi)) = planned {
                     out.push(Source::Section { set, sec, lo, hi });
                 }
             }
@@ -128,7 +136,7 @@ impl Snapshot {
                 continue;
             };
             if filter.matches(&job, &name) && r.stop.is_none_or(|s| order > s) && r.after.is_none_or(|a| order < a) {
-                hits.push(Hit { local: k.local(), ts: order.0, seq: order.1, loc: f.loc() });
+                hits.push(Hit { local: k.local(), ts: order.0, seq: order.1, loc: f.loc(), listed_ms: 0 });
             }
         }
         hits.sort_unstable_by_key(|h| std::cmp::Reverse((h.ts, h.seq)));
@@ -141,7 +149,7 @@ impl Snapshot {
         if let Some(keys) = &filter.keys {
             return Ok(self.key_hits(project, filter, keys, &r)?.len() as u64);
         }
-        Ok(exec::count(&mut self.sources(project, &r)))
+        Ok(exec::count(&mut self.sources(project, &r, false)))
     }
 
     /// Matching jobs, newest first, paged: a listing. Where its last row stands
@@ -162,38 +170,96 @@ impl Snapshot {
                 let hits = self.key_hits(project, filter, keys, &r)?;
                 hits.into_iter().skip(paging.start as usize).take(paging.count as usize).collect()
             }
-            None => exec::list(&mut self.sources(project, &r), paging.start, paging.count),
+            None => exec::list(&mut self.sources(project, &r, true), paging.start, paging.count),
+        })
+        .map(|mut hits| {
+            let now = self.clock.now_ms();
+            for h in &mut hits {
+                h.listed_ms = now;
+            }
+            self.reader.prefetch(hits.iter().map(|h| h.loc));
+            hits
         })
     }
 
     /// Append one listing row as JSON: without `jobmeta`, key, state, spider, ts,
     /// elapsed, the `*_time` fields and tags (when any); with it, key, state, ts,
     /// elapsed and the fields asked for that the job has. Renders from the record
-    /// in place (in the log's map, or read into a buffer kept per thread).
+    /// in place (in the log's map, or read into a buffer kept per thread); a row
+    /// without `jobmeta` reads only the record's fixed part and tags, allocating
+    /// nothing (codec/row.rs).
     pub fn render_row(&self, project: u32, hit: &Hit, jobmeta: Option<&[String]>, out: &mut Vec<u8>) -> Result<()> {
         thread_local! {
             static RAW: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
         }
         RAW.with(|raw| {
             let mut raw = raw.borrow_mut();
-            self.reader.with_record(hit.loc, &mut raw, |bytes| {
-                let (view, _) = record::decode_job(bytes).map_err(|e| self.reader.corrupt(hit.loc, e))?;
-                self.render_view(project, &view, jobmeta, out);
-                Ok(())
+            self.reader.with_checked_record(hit.loc, &mut raw, |bytes, _| match jobmeta {
+                None => {
+                    let row = row::decode_row(bytes).map_err(|e| self.reader.corrupt(hit.loc, e))?;
+                    self.render_plain(project, &row, hit.listed_ms, out).map_err(|e| self.reader.corrupt(hit.loc, e))
+                }
+                Some(_) => {
+                    // Checked whole just now or before: the checksum need not be
+                    // computed again.
+                    let (view, _) = record::decode_checked_job(bytes).map_err(|e| self.reader.corrupt(hit.loc, e))?;
+                    self.render_view(project, &view, jobmeta, hit.listed_ms, out);
+                    Ok(())
+                }
             })?
         })
     }
 
-    /// [`Snapshot::render_row`] for a job already read.
-    pub fn render_job(&self, project: u32, job: &Job, jobmeta: Option<&[String]>, out: &mut Vec<u8>) {
-        self.render_view(project, &JobView::of(job), jobmeta, out);
+    /// A row without `jobmeta` (as [`Snapshot::render_view`] writes it).
+    fn render_plain(&self, project: u32, row: &RowView<'_>, now: u64, out: &mut Vec<u8>) -> Result<(), DecodeError> {
+        let name = self.version.catalog.name(project, row.key.spider);
+        let ts = row.ts();
+        out.extend_from_slice(b"{\"key\":\"");
+        write_u64(out, u64::from(row.key.project));
+        out.push(b'/');
+        write_u64(out, u64::from(row.key.spider));
+        out.push(b'/');
+        write_u64(out, u64::from(row.key.job));
+        out.extend_from_slice(b"\",\"state\":\"");
+        out.extend_from_slice(row.state.as_str().as_bytes());
+        out.extend_from_slice(b"\",\"spider\":");
+        write_json_str(out, name.map_or("", |n| &**n));
+        out.extend_from_slice(b",\"ts\":");
+        write_u64(out, ts);
+        out.extend_from_slice(b",\"elapsed\":");
+        write_i64(out, now as i64 - ts as i64);
+        for (i, t) in row.times.iter().enumerate() {
+            if let Some(t) = t {
+                out.extend_from_slice(TIME_KEYS[i]);
+                write_u64(out, *t);
+            }
+        }
+        if row.has_tags() {
+            out.extend_from_slice(b",\"tags\":[");
+            for (i, tag) in row.tags().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                if !write_json_utf8(out, tag) {
+                    return Err(DecodeError::new(0, "a tag is not UTF-8"));
+                }
+            }
+            out.push(b']');
+        }
+        out.push(b'}');
+        Ok(())
     }
 
-    fn render_view(&self, project: u32, job: &JobView<'_>, jobmeta: Option<&[String]>, out: &mut Vec<u8>) {
+    /// [`Snapshot::render_row`] for a job already read.
+    pub fn render_job(&self, project: u32, job: &Job, jobmeta: Option<&[String]>, out: &mut Vec<u8>) {
+        self.render_view(project, &JobView::of(job), jobmeta, self.clock.now_ms(), out);
+    }
+
+    fn render_view(&self, project: u32, job: &JobView<'_>, jobmeta: Option<&[String]>, now: u64, out: &mut Vec<u8>) {
         let name = self.version.catalog.name(project, job.key.spider);
         let name = name.map_or("", |n| &**n);
         let ts = job.ts();
-        let elapsed = self.clock.now_ms() as i64 - ts as i64;
+        let elapsed = now as i64 - ts as i64;
         // Written byte by byte: a listing renders a thousand rows a page.
         out.extend_from_slice(b"{\"key\":\"");
         for (i, id) in [job.key.project, job.key.spider, job.key.job].into_iter().enumerate() {

@@ -1,0 +1,68 @@
+//! Profiling driver for lists (issue 11): runs the list cases of the query mix
+//! whose shape contains ARG2 against the store in ARG1, ARG3 rounds, inside
+//! `profiled` (for `valgrind --tool=callgrind --toggle-collect=*profiled*`).
+#[allow(dead_code)]
+#[path = "../../support/dataset.rs"]
+mod dataset;
+#[allow(dead_code)]
+#[path = "../../support/jobq_run.rs"]
+mod jobq_run;
+#[allow(dead_code)]
+#[path = "../../support/queries.rs"]
+mod queries;
+
+use std::time::Instant;
+
+#[inline(never)]
+fn profiled(snap: &jobq::Snapshot, cases: &[&queries::Case], rounds: usize, buf: &mut Vec<u8>) -> usize {
+    let mut n = 0;
+    for _ in 0..rounds {
+        for c in cases {
+            if let jobq_run::Answer::Keys(k) = jobq_run::run(snap, c, buf) {
+                n += k.len();
+            }
+        }
+    }
+    n
+}
+
+/// This thread's time on a CPU (ns), from the scheduler: unlike wall time, not
+/// inflated by other processes on a loaded machine.
+fn cpu_ns() -> u64 {
+    let s = std::fs::read_to_string("/proc/thread-self/schedstat").expect("schedstat");
+    s.split_whitespace().next().unwrap().parse().unwrap()
+}
+
+fn main() {
+    let a: Vec<String> = std::env::args().collect();
+    let dir = std::path::PathBuf::from(&a[1]);
+    let pat = a.get(2).cloned().unwrap_or_default();
+    let rounds: usize = a.get(3).map_or(1, |s| s.parse().unwrap());
+    let jobs: u64 = a.get(4).map_or(1_000_000, |s| s.parse().unwrap());
+    let ds = dataset::Dataset::new(jobs, 42);
+    let facts = queries::Facts::gather(&ds);
+    let cases = queries::mix(&ds, &facts, 8);
+    let sel: Vec<&queries::Case> =
+        cases.iter().filter(|c| c.kind != queries::Kind::Count && c.shape.contains(pat.as_str())).collect();
+    let t = Instant::now();
+    let store = jobq::Store::open(&dir, jobq::Options::default()).expect("open");
+    eprintln!("open: {:.1} ms", t.elapsed().as_secs_f64() * 1e3);
+    let snap = store.snapshot();
+    let mut buf = Vec::with_capacity(1 << 16);
+    // Warm: every case once (maps made, pages touched).
+    profiled(&snap, &sel, 1, &mut buf);
+    let t = Instant::now();
+    let c0 = cpu_ns();
+    let rows = profiled(&snap, &sel, rounds, &mut buf);
+    let cpu = (cpu_ns() - c0) as f64 / 1e3;
+    let el = t.elapsed();
+    let q = (sel.len() * rounds) as f64;
+    eprintln!(
+        "{:<32} {} cases x {rounds}: wall {:.1} us/query; cpu {:.1} us/query, {:.3} us/row",
+        pat,
+        sel.len(),
+        el.as_secs_f64() * 1e6 / q,
+        cpu / q,
+        cpu / rows.max(1) as f64
+    );
+}

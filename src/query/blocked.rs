@@ -1,0 +1,174 @@
+//! A set walked a block at a time: the bitmap of one 65,536-doc block is filled
+//! by the set's block operations (64 docs a word: intersections AND, exclusions
+//! AND NOT), then its docs are read bit by bit. A listing walks a filter this way
+//! when its cheapest list is dense (many docs a block): doc at a time, each of
+//! that list's docs would seek into every other list, most of them for nothing.
+//! The wrapped set's cursor is never moved (block operations do not use it).
+
+use super::docset::{block_of, new_block, Block, DocId, DocSet, BLOCK_WORDS, TERMINATED};
+
+type Boxed<'a> = Box<dyn DocSet + 'a>;
+
+/// `inner`'s docs, found a block at a time.
+pub struct Blocked<'a> {
+    inner: Boxed<'a>,
+    bits: Box<Block>,
+    /// The block `bits` holds, if any.
+    filled: Option<u32>,
+    doc: DocId,
+}
+
+impl<'a> Blocked<'a> {
+    pub fn new(inner: Boxed<'a>) -> Blocked<'a> {
+        let mut me = Blocked { inner, bits: new_block(), filled: None, doc: 0 };
+        me.doc = me.first_from(0);
+        me
+    }
+
+    /// The first doc `>= target`.
+    fn first_from(&mut self, target: DocId) -> DocId {
+        if target == TERMINATED {
+            return TERMINATED;
+        }
+        let mut b = block_of(target);
+        let mut low = target & 0xFFFF;
+        loop {
+            let Some(next) = self.inner.next_block(b) else {
+                return TERMINATED;
+            };
+            if next != b {
+                (b, low) = (next, 0);
+            }
+            if self.filled != Some(b) {
+                self.inner.fill_block(b, &mut self.bits);
+                self.filled = Some(b);
+            }
+            if let Some(d) = next_bit(&self.bits, low) {
+                return (b << 16) | d;
+            }
+            if b == block_of(TERMINATED - 1) {
+                return TERMINATED;
+            }
+            (b, low) = (b + 1, 0);
+        }
+    }
+}
+
+/// The first set bit at or after `from` in a block.
+fn next_bit(bits: &Block, from: u32) -> Option<u32> {
+    let mut w = (from / 64) as usize;
+    let mut word = bits[w] & (!0u64 << (from % 64));
+    loop {
+        if word != 0 {
+            return Some(w as u32 * 64 + word.trailing_zeros());
+        }
+        w += 1;
+        if w == BLOCK_WORDS {
+            return None;
+        }
+        word = bits[w];
+    }
+}
+
+impl DocSet for Blocked<'_> {
+    fn doc(&self) -> DocId {
+        self.doc
+    }
+    fn advance(&mut self) -> DocId {
+        if self.doc != TERMINATED {
+            self.doc = self.first_from(self.doc + 1);
+        }
+        self.doc
+    }
+    fn seek(&mut self, target: DocId) -> DocId {
+        if self.doc < target {
+            self.doc = self.first_from(target);
+        }
+        self.doc
+    }
+    fn cost(&self) -> u64 {
+        self.inner.cost()
+    }
+    fn fill_block(&mut self, b: u32, out: &mut Block) {
+        self.inner.fill_block(b, out)
+    }
+    fn next_block(&self, b: u32) -> Option<u32> {
+        self.inner.next_block(b)
+    }
+    fn and_block(&mut self, b: u32, out: &mut Block, scratch: &mut Block) {
+        self.inner.and_block(b, out, scratch)
+    }
+    fn or_block(&mut self, b: u32, out: &mut Block, scratch: &mut Block) {
+        self.inner.or_block(b, out, scratch)
+    }
+    fn andnot_block(&mut self, b: u32, out: &mut Block, scratch: &mut Block) {
+        self.inner.andnot_block(b, out, scratch)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::query::docset::{Range, BLOCK_DOCS};
+    use crate::query::ops::{Exclusion, Intersection};
+
+    /// A sorted list of docs as a set (block operations by the defaults).
+    struct List(Vec<DocId>, usize);
+
+    impl DocSet for List {
+        fn doc(&self) -> DocId {
+            self.0.get(self.1).copied().unwrap_or(TERMINATED)
+        }
+        fn advance(&mut self) -> DocId {
+            self.1 += 1;
+            self.doc()
+        }
+        fn cost(&self) -> u64 {
+            self.0.len() as u64
+        }
+        fn fill_block(&mut self, b: u32, out: &mut Block) {
+            out.fill(0);
+            for &d in self.0.iter().filter(|d| block_of(**d) == b) {
+                out[(d as usize & 0xFFFF) / 64] |= 1 << (d % 64);
+            }
+        }
+        fn next_block(&self, b: u32) -> Option<u32> {
+            self.0.iter().map(|d| block_of(*d)).find(|x| *x >= b)
+        }
+    }
+
+    fn walk(mut s: impl DocSet) -> Vec<DocId> {
+        let mut out = Vec::new();
+        while s.doc() != TERMINATED {
+            out.push(s.doc());
+            s.advance();
+        }
+        out
+    }
+
+    #[test]
+    fn walks_and_seeks_as_the_doc_at_a_time_set() {
+        let a: Vec<DocId> = (0..400_000).filter(|d| d % 3 == 0 || d % 7 == 1).collect();
+        let b: Vec<DocId> = (0..400_000).filter(|d| d % 5 != 2 && !(70_000..140_000).contains(d)).collect();
+        let x: Vec<DocId> = (0..400_000).filter(|d| d % 11 == 0).chain([TERMINATED - 1]).collect();
+        let make = || -> Boxed<'static> {
+            let both = Intersection::new(vec![
+                Box::new(List(a.clone(), 0)),
+                Box::new(List(b.clone(), 0)),
+                Box::new(Range::new(5, 390_000)),
+            ]);
+            Box::new(Exclusion::new(Box::new(both), Box::new(List(x.clone(), 0))))
+        };
+        let want = walk(make());
+        assert!(want.len() > 10_000);
+        assert_eq!(walk(Blocked::new(make())), want);
+        for target in [0, 1, 64, 65_535, BLOCK_DOCS, 100_000, 389_999, 390_000, TERMINATED] {
+            let (mut s, mut t) = (Blocked::new(make()), make());
+            assert_eq!(s.seek(target), t.seek(target), "seek {target}");
+            assert_eq!(s.advance(), t.advance(), "after seek {target}");
+        }
+        let last = walk(Blocked::new(Box::new(List(vec![3, TERMINATED - 1], 0))));
+        assert_eq!(last, vec![3, TERMINATED - 1]);
+        assert_eq!(walk(Blocked::new(Box::new(List(vec![], 0)))), Vec::<DocId>::new());
+    }
+}

@@ -15,7 +15,7 @@ use std::thread::JoinHandle;
 
 use super::catalog::{Catalog, JobIds};
 use super::import_line::write_catalog_line;
-use super::import_parse::{parse_chunk, read_more, take_lines, ParsedChunk};
+use super::import_parse::{parse_chunk, read_more, take_lines, ParsedChunk, Strings};
 use super::open::kill_superseded_by;
 use super::version::SegmentSlot;
 use super::writer::Writer;
@@ -24,7 +24,7 @@ use crate::codec::frame::{FrameKind, FLAG_TXN};
 use crate::codec::record::{self, Prev, SpiderEntry};
 use crate::error::{Error, Result};
 use crate::fs::{self, FileSystem};
-use crate::hash::{FastMap, Interner};
+use crate::hash::FastMap;
 use crate::index::spill::{Repeats, Runs};
 use crate::index::{build, spill_build, DocEntry, IndexSegment, SegmentMeta};
 use crate::log::LogPos;
@@ -33,7 +33,7 @@ use crate::model::{JobKey, JobState};
 /// Jobs per frame during an import.
 const FRAME_JOBS: usize = 4096;
 /// Index entries per sorted run, at most (fewer when `bulk_entries` is smaller).
-const RUN_DOCS: usize = 1 << 19;
+const RUN_DOCS: usize = 1 << 18;
 
 /// What an import did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -63,6 +63,8 @@ struct Bulk {
     /// Runs were handed to the spiller (a run file was made).
     spilled: bool,
     uniques: Uniques,
+    /// Tokens of imported running versions (store/tokens.rs), with their `order_seq`.
+    tokens: Vec<(JobKey, u64, Arc<str>)>,
     /// A catalog line gave a spider a next job id higher than the store knew: a
     /// catalog frame follows the commit (it cannot be part of the transaction).
     reserves: bool,
@@ -290,6 +292,9 @@ fn apply_chunk(w: &mut Writer, mut c: ParsedChunk, line_base: u64, bulk: &mut Bu
             if let Some(r) = bulk.uniques.repeats.get_mut(&(e.project, e.local)) {
                 r.0 = e.order_seq;
             }
+            if let Some(t) = rec.token.take() {
+                bulk.tokens.push((JobKey::from_local(e.project, e.local), e.order_seq, t));
+            }
             bulk.docs.push(e);
         }
         if bulk.docs.len() >= bulk.run {
@@ -334,7 +339,7 @@ fn run(sink: &mut Sink<'_>, input: &mut dyn BufRead) -> Result<()> {
         for _ in 0..workers {
             let (rx, tx) = (&chunk_rx, done_tx.clone());
             s.spawn(move || {
-                let mut strings = Interner::default();
+                let mut strings = Strings::default();
                 loop {
                     let next = rx.lock().recv();
                     let Ok((n, bytes)) = next else { return };
@@ -391,14 +396,18 @@ fn feed(
 }
 
 /// Add the import's index file (persisted already) to the working version.
-fn install(w: &mut Writer, seg: IndexSegment) -> Result<()> {
+fn install(w: &mut Writer, seg: IndexSegment, tokens: Vec<(JobKey, u64, Arc<str>)>, repeats: &Repeats) -> Result<()> {
     w.segments.push(SegmentSlot::new(Arc::new(seg)));
     let newest = w.segments.len() - 1;
     kill_superseded_by(&mut w.segments, newest);
     w.frozen += 1;
     w.mem_lo_seq = w.next_seq;
-    // Imported versions are current now: their jobs' tokens replace what was known.
-    w.tokens.replace_with_segment(&w.segments[newest], &w.reader)
+    // Imported versions are current now: their jobs' tokens replace what was
+    // known (taken from the parse: no record is read again).
+    w.tokens.forget_segment(&w.segments[newest]);
+    let newest_of = |k: &JobKey, seq: u64| repeats.get(&(k.project, k.local())).is_none_or(|(n, _)| *n == seq);
+    w.tokens.learn(tokens.into_iter().filter(|(k, seq, _)| newest_of(k, *seq)));
+    Ok(())
 }
 
 /// Write the import's index file (the log under it is durable) and open it:
@@ -453,6 +462,7 @@ pub(crate) fn import(inner: &Inner, input: &mut dyn BufRead, progress: &mut dyn 
         spiller,
         spilled: false,
         uniques: Uniques::default(),
+        tokens: Vec::new(),
         reserves: false,
     };
     let mut report = ImportReport::default();
@@ -492,7 +502,7 @@ pub(crate) fn import(inner: &Inner, input: &mut dyn BufRead, progress: &mut dyn 
             return Err(e);
         }
     };
-    let Bulk { uniques: Uniques { repeats, .. }, reserves, .. } = bulk;
+    let Bulk { uniques: Uniques { repeats, .. }, reserves, tokens, .. } = bulk;
     let done = (|| {
         let mut index = None;
         if w.next_seq > txn_first {
@@ -519,7 +529,7 @@ pub(crate) fn import(inner: &Inner, input: &mut dyn BufRead, progress: &mut dyn 
             // IMPORTANT: the index file is written once the log under it is durable.
             Some(meta) => {
                 let seg = publish_index(inner, &w, pending, &repeats, meta)?;
-                install(&mut w, seg)
+                install(&mut w, seg, tokens, &repeats)
             }
             None => {
                 if let Pending::Runs(runs) = pending {

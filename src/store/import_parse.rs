@@ -7,8 +7,9 @@ use std::sync::Arc;
 use super::request::{parse_import_item, write_import_doc, ImportItem};
 use crate::codec::record::{encode_parts, Prev, RecordHead, SpiderEntry};
 use crate::error::{Error, Result};
-use crate::hash::Interner;
+use crate::hash::{FastMap, Interner};
 use crate::index::DocEntry;
+use crate::model::JobState;
 
 /// One parsed line: its record in the chunk's payload and its index entry.
 pub(crate) struct ParsedRec {
@@ -19,6 +20,8 @@ pub(crate) struct ParsedRec {
     pub seq_at: usize,
     pub spider: Arc<str>,
     pub entry: DocEntry,
+    /// A running job's `auth` token (store/tokens.rs), when a string.
+    pub token: Option<Arc<str>>,
 }
 
 /// A chunk of input lines, parsed.
@@ -37,7 +40,7 @@ pub(crate) struct ParsedChunk {
 /// Parse and encode every line of `bytes` (whole lines). Records carry
 /// `order_seq` 0 and no previous state: the writer sets both and seals each
 /// record again.
-pub(crate) fn parse_chunk(bytes: &[u8], strings: &mut Interner) -> ParsedChunk {
+pub(crate) fn parse_chunk(bytes: &[u8], strings: &mut Strings) -> ParsedChunk {
     let mut out = ParsedChunk {
         payload: Vec::with_capacity(bytes.len() + bytes.len() / 4),
         recs: Vec::new(),
@@ -95,14 +98,54 @@ pub(crate) fn parse_chunk(bytes: &[u8], strings: &mut Interner) -> ParsedChunk {
             order_seq: 0,
             state: l.state,
             priority: l.priority,
-            tags: tags.iter().map(|t| strings.get(t)).collect::<Vec<_>>().into(),
-            unique: l.unique.as_deref().map(|u| strings.get(u)),
-            close_reason: l.close_reason().map(|c| strings.get(&c)),
+            tags: strings.tags(&tags),
+            unique: l.unique.as_deref().map(|u| strings.words.get(u)),
+            close_reason: l.close_reason().map(|c| strings.words.get(&c)),
             loc: 0,
         };
-        out.recs.push(ParsedRec { line: line_no, at, seq_at, spider: strings.get(&l.spider), entry });
+        let token = (l.state == JobState::Running).then(|| token_of(&l.doc)).flatten();
+        out.recs.push(ParsedRec { line: line_no, at, seq_at, spider: strings.words.get(&l.spider), entry, token });
     }
     out
+}
+
+/// A running job's token as store/tokens.rs reads it from the record: the
+/// `auth` field (each name is once in an import document), when a string.
+fn token_of(doc: &[crate::codec::json::RawField<'_>]) -> Option<Arc<str>> {
+    let f = doc.iter().rev().find(|f| f.name().is_ok_and(|n| n == "auth"))?;
+    serde_json::from_str::<String>(f.value).ok().map(Arc::from)
+}
+
+/// A worker's shared strings: tags, spiders, terms, and whole tag lists (most
+/// jobs share theirs), so that an entry allocates nothing it can share.
+#[derive(Default)]
+pub(crate) struct Strings {
+    words: Interner,
+    lists: FastMap<Box<[Arc<str>]>, Arc<[Arc<str>]>>,
+    scratch: Vec<Arc<str>>,
+    held: usize,
+}
+
+/// Strings a worker keeps at most (then it starts afresh: a bound, not a cache policy).
+const MAX_HELD: usize = 1 << 16;
+
+impl Strings {
+    fn tags(&mut self, tags: &[&str]) -> Arc<[Arc<str>]> {
+        if self.held > MAX_HELD {
+            *self = Strings::default();
+        }
+        self.scratch.clear();
+        for t in tags {
+            self.scratch.push(self.words.get(t));
+        }
+        if let Some(l) = self.lists.get(&self.scratch[..]) {
+            return l.clone();
+        }
+        self.held += 1 + tags.len();
+        let l: Arc<[Arc<str>]> = self.scratch.as_slice().into();
+        self.lists.insert(self.scratch.as_slice().into(), l.clone());
+        l
+    }
 }
 
 /// Fill `buf` from `input` to at least `want` bytes (or the end); returns true at the end.

@@ -262,13 +262,20 @@ fn apply_chunk(w: &mut Writer, mut c: ParsedChunk, line_base: u64, bulk: &mut Bu
     let frame_jobs = FRAME_JOBS.min(w.bulk_entries).max(1);
     let n = c.recs.len();
     let mut start = 0;
+    // Spiders checked: a worker shares one string per name, so each spider of a
+    // chunk is checked against the catalog once.
+    let mut checked: FastMap<(u32, u32), Arc<str>> = FastMap::default();
     while start < n {
         let end = (start + frame_jobs).min(n);
         let mut prevs = Vec::with_capacity(end - start);
         for rec in &c.recs[start..end] {
             let (project, id) = (rec.entry.project, (rec.entry.local >> 32) as u32);
-            spider_for(w, project, id, &rec.spider, durable_seq)
-                .and_then(|()| bulk.uniques.previous(w, &rec.entry))
+            if !checked.get(&(project, id)).is_some_and(|s| Arc::ptr_eq(s, &rec.spider)) {
+                spider_for(w, project, id, &rec.spider, durable_seq).map_err(|e| e.at_line(line_base + rec.line))?;
+                checked.insert((project, id), rec.spider.clone());
+            }
+            bulk.uniques
+                .previous(w, &rec.entry)
                 .and_then(|prev| {
                     prevs.push(prev);
                     bulk.uniques.admit(w, &rec.entry)
@@ -502,7 +509,10 @@ pub(crate) fn import(inner: &Inner, input: &mut dyn BufRead, progress: &mut dyn 
             return Err(e);
         }
     };
-    let Bulk { uniques: Uniques { repeats, .. }, reserves, tokens, .. } = bulk;
+    let (repeats, tokens, reserves) =
+        (std::mem::take(&mut bulk.uniques.repeats), std::mem::take(&mut bulk.tokens), bulk.reserves);
+    // The import's key table goes before the index is built: memory holds one at a time.
+    drop(bulk);
     let done = (|| {
         let mut index = None;
         if w.next_seq > txn_first {

@@ -310,8 +310,8 @@ mod tests {
             state,
             priority: (i % 5) as i64,
             tags: (0..i % 4).map(|t| s(&format!("tag-{}", (t * 7 + i) % 5))).chain([s("tag-0")]).collect(),
-            unique: (i % 3 == 0).then(|| s(&format!("u{}", key % 7))),
-            close_reason: (i % 2 == 0).then(|| s(["ok", "failed"][(i % 4 / 2) as usize])),
+            unique: i.is_multiple_of(3).then(|| s(&format!("u{}", key % 7))),
+            close_reason: i.is_multiple_of(2).then(|| s(["ok", "failed"][(i % 4 / 2) as usize])),
             loc: 1000 + i,
         }
     }

@@ -90,7 +90,9 @@ impl Spiller {
                         None => runs.insert(Runs::create(fs.clone(), &path)?),
                     };
                     if let Err(e) = r.add_run(docs) {
-                        runs.map(Runs::discard);
+                        if let Some(r) = runs {
+                            r.discard();
+                        }
                         return Err(e);
                     }
                 }

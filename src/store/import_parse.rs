@@ -121,16 +121,19 @@ fn token_of(doc: &[crate::codec::json::RawField<'_>]) -> Option<Arc<str>> {
 #[derive(Default)]
 pub(crate) struct Strings {
     words: Interner,
-    lists: FastMap<Box<[Arc<str>]>, Arc<[Arc<str>]>>,
+    lists: FastMap<Box<[Arc<str>]>, TagList>,
     scratch: Vec<Arc<str>>,
     held: usize,
 }
+
+/// A job's tags, shared.
+type TagList = Arc<[Arc<str>]>;
 
 /// Strings a worker keeps at most (then it starts afresh: a bound, not a cache policy).
 const MAX_HELD: usize = 1 << 16;
 
 impl Strings {
-    fn tags(&mut self, tags: &[&str]) -> Arc<[Arc<str>]> {
+    fn tags(&mut self, tags: &[&str]) -> TagList {
         if self.held > MAX_HELD {
             *self = Strings::default();
         }
@@ -142,7 +145,7 @@ impl Strings {
             return l.clone();
         }
         self.held += 1 + tags.len();
-        let l: Arc<[Arc<str>]> = self.scratch.as_slice().into();
+        let l: TagList = self.scratch.as_slice().into();
         self.lists.insert(self.scratch.as_slice().into(), l.clone());
         l
     }

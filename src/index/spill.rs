@@ -90,6 +90,11 @@ impl Runs {
         order.sort_unstable();
         let start = self.end;
         self.buf.clear();
+        // Term ids of the tag lists of this run, by list: the parse shares one list
+        // among the jobs that have the same tags, and every list here is alive
+        // until the run is written, so its address names it.
+        let mut lists: FastMap<usize, (usize, usize)> = FastMap::default();
+        let mut list_ids: Vec<u32> = Vec::new();
         for o in &order {
             let d = &docs[o.3 as usize];
             *self.per_project.entry(d.project).or_default() += 1;
@@ -108,8 +113,20 @@ impl Runs {
             LE::write_u32(&mut r[48..52], d.state as u32);
             LE::write_u32(&mut r[52..56], unique);
             LE::write_u32(&mut r[56..60], close);
-            for t in d.tags.iter() {
-                let id = self.id(t);
+            let key = d.tags.as_ptr() as usize;
+            let (from, to) = match lists.get(&key) {
+                Some(r) => *r,
+                None => {
+                    let from = list_ids.len();
+                    for t in d.tags.iter() {
+                        let id = self.id(t);
+                        list_ids.push(id);
+                    }
+                    lists.insert(key, (from, list_ids.len()));
+                    (from, list_ids.len())
+                }
+            };
+            for id in &list_ids[from..to] {
                 self.buf.extend_from_slice(&id.to_le_bytes());
             }
             if self.buf.len() >= WRITE_BLOCK {

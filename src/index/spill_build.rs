@@ -34,21 +34,6 @@ impl Out<'_> {
     fn write(&self, bytes: &[u8], at: u64) -> Result<()> {
         fs::write_all_at(self.file, bytes, at).map_err(|e| Error::io("publish index", self.path, e))
     }
-
-    /// The masked CRC of bytes already written.
-    fn crc(&self, at: u64, len: u64) -> Result<u32> {
-        let mut h = crc32fast::Hasher::new();
-        let mut buf = vec![0u8; (4usize << 20).min(len as usize)];
-        let mut done = 0u64;
-        while done < len {
-            let n = ((len - done) as usize).min(buf.len());
-            fs::read_exact_at(self.file, &mut buf[..n], at + done)
-                .map_err(|e| Error::io("read back index", self.path, e))?;
-            h.update(&buf[..n]);
-            done += n as u64;
-        }
-        Ok(mask_crc(h.finalize()))
-    }
 }
 
 /// One project's section while its docs stream in (listing order).
@@ -61,6 +46,9 @@ struct Section {
     docs: u32,
     cols: [Vec<u8>; 4],
     written: [u64; 4],
+    /// CRC state of each column as written (the section's CRC combines them in
+    /// file order: nothing is read back).
+    crcs: [crc32fast::Hasher; 4],
     by_key: Vec<(u64, u32)>,
     state: [Vec<u32>; 5],
     spider: FastMap<u32, Vec<u32>>,
@@ -83,6 +71,7 @@ impl Section {
             docs: 0,
             cols: Default::default(),
             written: [0; 4],
+            crcs: Default::default(),
             by_key: Vec::with_capacity(n as usize),
             state: Default::default(),
             spider: FastMap::default(),
@@ -100,6 +89,7 @@ impl Section {
 
     fn flush(&mut self, out: &Out<'_>, k: usize) -> Result<()> {
         let at = self.base + self.col_at(k) + self.written[k];
+        self.crcs[k].update(&self.cols[k]);
         out.write(&self.cols[k], at)?;
         self.written[k] += self.cols[k].len() as u64;
         self.cols[k].clear();
@@ -157,23 +147,27 @@ impl Section {
         }
         self.by_key.sort_unstable();
         let by_key = std::mem::take(&mut self.by_key);
+        let mut rest = crc32fast::Hasher::new();
         let mut buf = Vec::with_capacity(COL_BLOCK);
         let mut at = self.base + self.col_at(4);
         for chunk in by_key.chunks(COL_BLOCK / 8) {
             buf.clear();
             buf.extend(chunk.iter().flat_map(|(k, _)| k.to_le_bytes()));
+            rest.update(&buf);
             out.write(&buf, at)?;
             at += buf.len() as u64;
         }
         for chunk in by_key.chunks(COL_BLOCK / 4) {
             buf.clear();
             buf.extend(chunk.iter().flat_map(|(_, i)| i.to_le_bytes()));
+            rest.update(&buf);
             out.write(&buf, at)?;
             at += buf.len() as u64;
         }
         drop(by_key);
         let by_key_end = self.col_at(5) + 4 * self.n;
         let pad = align8(by_key_end) - by_key_end;
+        rest.update(&[0u8; 8][..pad as usize]);
         out.write(&[0u8; 8][..pad as usize], self.base + by_key_end)?;
         let dict_at = align8(by_key_end);
         let name = |id: u32| names.get(id as usize).map_or(&[][..], |s| s.as_bytes()).to_vec();
@@ -190,17 +184,23 @@ impl Section {
         terms.extend(self.close_reason.drain().map(|(c, l)| ((field::CLOSE_REASON, name(c)), l)));
         sort_terms(&mut terms);
         let tail = encode_terms(&terms, dict_at);
+        rest.update(&tail);
         out.write(&tail, self.base + dict_at)?;
         let offsets = std::array::from_fn(|k| if k < 6 { self.col_at(k) } else { dict_at });
         let head = section_header(self.project, self.n as usize, terms.len(), &offsets);
         out.write(&head, self.base)?;
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&head);
+        for c in self.crcs.iter().chain([&rest]) {
+            crc.combine(c);
+        }
         let len = dict_at + tail.len() as u64;
         Ok(DirEntry {
             project: self.project,
             docs: self.n as u32,
             offset: self.base,
             len,
-            crc: out.crc(self.base, len)?,
+            crc: mask_crc(crc.finalize()),
         })
     }
 }

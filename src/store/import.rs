@@ -379,7 +379,7 @@ fn feed(
     loop {
         while !eof && sent - next < 2 * workers as u64 {
             eof = read_more(input, &mut buf, want)?;
-            let lines = take_lines(&mut buf, eof);
+            let lines = take_lines(&mut buf, eof, READ_CHUNK + (1 << 20));
             if lines.is_empty() {
                 // A line longer than the chunk: read more of it.
                 want = (want * 2).min(1 << 30);

@@ -174,9 +174,15 @@ pub(crate) fn read_more(input: &mut dyn std::io::Read, buf: &mut Vec<u8>, want: 
     Ok(false)
 }
 
-/// Split off the whole lines at the front of `buf` (all of it at the end of input).
-pub(crate) fn take_lines(buf: &mut Vec<u8>, eof: bool) -> Vec<u8> {
+/// Split off the whole lines at the front of `buf` (all of it at the end of input);
+/// `buf` keeps the partial line, with room for `room` bytes more.
+pub(crate) fn take_lines(buf: &mut Vec<u8>, eof: bool, room: usize) -> Vec<u8> {
     let end = if eof { buf.len() } else { buf.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1) };
-    let rest = buf.split_off(end);
+    if end == 0 {
+        return Vec::new();
+    }
+    let mut rest = Vec::with_capacity(buf.len() - end + room);
+    rest.extend_from_slice(&buf[end..]);
+    buf.truncate(end);
     std::mem::replace(buf, rest)
 }

@@ -8,14 +8,13 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
-use std::path::PathBuf;
 use std::sync::mpsc;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 
 use super::catalog::{Catalog, JobIds};
 use super::import_line::write_catalog_line;
 use super::import_parse::{parse_chunk, read_more, take_lines, ParsedChunk, Strings};
+use super::import_spill::{Pending, Spiller};
 use super::open::kill_superseded_by;
 use super::version::SegmentSlot;
 use super::writer::Writer;
@@ -23,9 +22,9 @@ use super::{Inner, Snapshot};
 use crate::codec::frame::{FrameKind, FLAG_TXN};
 use crate::codec::record::{self, Prev, SpiderEntry};
 use crate::error::{Error, Result};
-use crate::fs::{self, FileSystem};
+use crate::fs;
 use crate::hash::FastMap;
-use crate::index::spill::{Repeats, Runs};
+use crate::index::spill::Repeats;
 use crate::index::{build, spill_build, DocEntry, IndexSegment, SegmentMeta};
 use crate::log::LogPos;
 use crate::model::{JobKey, JobState};
@@ -68,73 +67,6 @@ struct Bulk {
     /// A catalog line gave a spider a next job id higher than the store knew: a
     /// catalog frame follows the commit (it cannot be part of the transaction).
     reserves: bool,
-}
-
-/// The thread that sorts runs of entries and spills them to a run file, made
-/// on the first run (index/spill.rs).
-struct Spiller {
-    tx: Option<mpsc::SyncSender<Vec<DocEntry>>>,
-    handle: Option<JoinHandle<Result<Option<Runs>>>>,
-}
-
-impl Spiller {
-    fn start(fs: Arc<dyn FileSystem>, path: PathBuf) -> Result<Spiller> {
-        let (tx, rx) = mpsc::sync_channel::<Vec<DocEntry>>(1);
-        let handle = std::thread::Builder::new()
-            .name("jobq-import-spill".into())
-            .spawn(move || {
-                let mut runs: Option<Runs> = None;
-                for docs in rx {
-                    let r = match &mut runs {
-                        Some(r) => r,
-                        None => runs.insert(Runs::create(fs.clone(), &path)?),
-                    };
-                    if let Err(e) = r.add_run(docs) {
-                        if let Some(r) = runs {
-                            r.discard();
-                        }
-                        return Err(e);
-                    }
-                }
-                Ok(runs)
-            })
-            .map_err(|e| Error::io("spawn", "the import's spilling thread", e))?;
-        Ok(Spiller { tx: Some(tx), handle: Some(handle) })
-    }
-
-    fn send(&mut self, docs: Vec<DocEntry>) -> Result<()> {
-        match self.tx.as_ref().map(|tx| tx.send(docs)) {
-            Some(Ok(())) => Ok(()),
-            // The thread stopped: it says why.
-            _ => self.finish().map(|r| r.map_or((), Runs::discard)),
-        }
-    }
-
-    /// Wait for the runs sent so far to be spilled.
-    fn finish(&mut self) -> Result<Option<Runs>> {
-        drop(self.tx.take());
-        match self.handle.take().map(|h| h.join()) {
-            Some(Ok(r)) => r,
-            _ => Err(Error::io("spill", "the import's run file", std::io::Error::other("the spilling thread stopped"))),
-        }
-    }
-}
-
-impl Drop for Spiller {
-    /// An import that did not commit: stop the thread, remove the run file.
-    fn drop(&mut self) {
-        if self.handle.is_some() {
-            if let Ok(Some(runs)) = self.finish() {
-                runs.discard();
-            }
-        }
-    }
-}
-
-/// The index entries of a committed import: spilled, or (a small import) in memory.
-enum Pending {
-    Runs(Runs),
-    Docs(Vec<DocEntry>),
 }
 
 /// The `unique` rule across an import: an imported version may not be active

@@ -95,13 +95,27 @@ impl Runs {
         // until the run is written, so its address names it.
         let mut lists: FastMap<usize, (usize, usize)> = FastMap::default();
         let mut list_ids: Vec<u32> = Vec::new();
+        // The same for single strings (close_reason and unique values).
+        let mut words: FastMap<usize, u32> = FastMap::default();
+        let mut word =
+            |runs: &mut Runs, s: &Arc<str>| -> u32 { *words.entry(s.as_ptr() as usize).or_insert_with(|| runs.id(s)) };
+        // Runs are sorted by project: count a project's entries at its end.
+        let mut counted: Option<(u32, u64)> = None;
         for o in &order {
             let d = &docs[o.3 as usize];
-            *self.per_project.entry(d.project).or_default() += 1;
+            counted = match counted {
+                Some((p, n)) if p == d.project => Some((p, n + 1)),
+                other => {
+                    if let Some((p, n)) = other {
+                        *self.per_project.entry(p).or_default() += n;
+                    }
+                    Some((d.project, 1))
+                }
+            };
             let at = self.buf.len();
             self.buf.resize(at + REC, 0);
-            let unique = d.unique.as_ref().map_or(0, |u| self.id(u) + 1);
-            let close = d.close_reason.as_ref().map_or(0, |c| self.id(c) + 1);
+            let unique = d.unique.as_ref().map_or(0, |u| word(self, u) + 1);
+            let close = d.close_reason.as_ref().map_or(0, |c| word(self, c) + 1);
             let r = &mut self.buf[at..at + REC];
             LE::write_u32(&mut r[0..4], d.project);
             LE::write_u32(&mut r[4..8], d.tags.len() as u32);
@@ -132,6 +146,9 @@ impl Runs {
             if self.buf.len() >= WRITE_BLOCK {
                 self.flush()?;
             }
+        }
+        if let Some((p, n)) = counted {
+            *self.per_project.entry(p).or_default() += n;
         }
         self.flush()?;
         self.runs.push((start, self.end - start));

@@ -41,6 +41,7 @@ pub(crate) struct ParsedChunk {
 /// `order_seq` 0 and no previous state: the writer sets both and seals each
 /// record again.
 pub(crate) fn parse_chunk(bytes: &[u8], strings: &mut Strings) -> ParsedChunk {
+    strings.bound();
     let mut out = ParsedChunk {
         payload: Vec::with_capacity(bytes.len() + bytes.len() / 4),
         recs: Vec::new(),
@@ -123,7 +124,6 @@ pub(crate) struct Strings {
     words: Interner,
     lists: FastMap<Box<[Arc<str>]>, TagList>,
     scratch: Vec<Arc<str>>,
-    held: usize,
 }
 
 /// A job's tags, shared.
@@ -133,18 +133,26 @@ type TagList = Arc<[Arc<str>]>;
 const MAX_HELD: usize = 1 << 16;
 
 impl Strings {
-    fn tags(&mut self, tags: &[&str]) -> TagList {
-        if self.held > MAX_HELD {
+    /// Start afresh past [`MAX_HELD`] strings (called between chunks).
+    fn bound(&mut self) {
+        if self.words.len() + self.lists.len() > MAX_HELD {
             *self = Strings::default();
         }
+    }
+
+    fn tags(&mut self, tags: &[&str]) -> TagList {
         self.scratch.clear();
         for t in tags {
             self.scratch.push(self.words.get(t));
         }
+        // Lists of one tag or none repeat most: shared. Longer ones are the job's own
+        // (their combinations are too many to keep).
+        if tags.len() > 1 {
+            return self.scratch.as_slice().into();
+        }
         if let Some(l) = self.lists.get(&self.scratch[..]) {
             return l.clone();
         }
-        self.held += 1 + tags.len();
         let l: TagList = self.scratch.as_slice().into();
         self.lists.insert(self.scratch.as_slice().into(), l.clone());
         l

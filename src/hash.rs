@@ -12,6 +12,11 @@ pub type FastSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 pub struct Interner(FastSet<std::sync::Arc<str>>);
 
 impl Interner {
+    /// Distinct strings held.
+    pub(crate) fn len(&self) -> usize {
+        self.0.len()
+    }
+
     pub fn get(&mut self, s: &str) -> std::sync::Arc<str> {
         if let Some(a) = self.0.get(s) {
             return a.clone();

@@ -74,15 +74,30 @@ pub fn build(docs: Vec<DocEntry>, meta: SegmentMeta, catalog: &[SpiderEntry]) ->
         });
         i = j;
     }
-    pad8(&mut out);
-    let catalog_offset = out.len() as u64;
+    let head: [u8; format::HEADER_LEN] = out[..format::HEADER_LEN].try_into().expect("header written");
+    let tail = encode_tail(out.len() as u64, &head, &dir, catalog);
+    out.extend_from_slice(&tail);
+    out
+}
+
+/// What follows the last section when it ends at `at`: padding, the catalog, the
+/// directory and the footer (whose CRC covers `head`, the header).
+pub(crate) fn encode_tail(at: u64, head: &[u8], dir: &[DirEntry], catalog: &[SpiderEntry]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let pad = |out: &mut Vec<u8>| {
+        while !(at + out.len() as u64).is_multiple_of(8) {
+            out.push(0);
+        }
+    };
+    pad(&mut out);
+    let cat_at = out.len();
     encode_catalog(catalog, &mut out);
-    let catalog_len = out.len() as u64 - catalog_offset;
-    pad8(&mut out);
-    let dir_offset = out.len() as u64;
+    let cat_len = out.len() - cat_at;
+    pad(&mut out);
+    let dir_at = out.len();
     out.write_u32::<LE>(dir.len() as u32).unwrap();
     out.write_u32::<LE>(0).unwrap();
-    for d in &dir {
+    for d in dir {
         out.write_u32::<LE>(d.project).unwrap();
         out.write_u32::<LE>(d.docs).unwrap();
         out.write_u64::<LE>(d.offset).unwrap();
@@ -90,17 +105,19 @@ pub fn build(docs: Vec<DocEntry>, meta: SegmentMeta, catalog: &[SpiderEntry]) ->
         out.write_u32::<LE>(d.crc).unwrap();
         out.write_u32::<LE>(0).unwrap();
     }
-    let footer = Footer { dir_offset, dir_len: out.len() as u64 - dir_offset, catalog_offset, catalog_len };
-    let (head, rest) = out.split_at(format::HEADER_LEN);
-    let cat = &rest[catalog_offset as usize - format::HEADER_LEN..][..catalog_len as usize];
-    let dir_bytes = &rest[dir_offset as usize - format::HEADER_LEN..];
-    let f = format::encode_footer(&footer, |f| checksum(&[head, dir_bytes, cat, f]));
+    let footer = Footer {
+        dir_offset: at + dir_at as u64,
+        dir_len: (out.len() - dir_at) as u64,
+        catalog_offset: at + cat_at as u64,
+        catalog_len: cat_len as u64,
+    };
+    let f = format::encode_footer(&footer, |f| checksum(&[head, &out[dir_at..], &out[cat_at..cat_at + cat_len], f]));
     out.extend_from_slice(&f);
     out
 }
 
 /// A term as stored: field code and term bytes.
-type EncodedTerm = (u8, Vec<u8>);
+pub(crate) type EncodedTerm = (u8, Vec<u8>);
 
 /// Posting lists of one section, per field.
 #[derive(Default)]
@@ -150,7 +167,7 @@ impl<'a> Terms<'a> {
         out.extend(self.priority.into_iter().map(|(p, l)| ((field::PRIORITY, p.to_le_bytes().to_vec()), l)));
         out.extend(self.unique.into_iter().map(|(u, l)| ((field::UNIQUE, u.as_bytes().to_vec()), l)));
         out.extend(self.close_reason.into_iter().map(|(c, l)| ((field::CLOSE_REASON, c.as_bytes().to_vec()), l)));
-        out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        sort_terms(&mut out);
         out
     }
 }
@@ -185,17 +202,42 @@ fn build_section(project: u32, docs: &[&DocEntry], out: &mut Vec<u8>) {
     pad8(out);
     let terms = Terms::collect(docs).sorted();
     let dict_at = (out.len() - start) as u64;
-    let entries_at = out.len();
-    out.resize(entries_at + terms.len() * TERM_ENTRY, 0);
-    for ((_, t), _) in &terms {
+    out.extend_from_slice(&encode_terms(&terms, dict_at));
+    let offsets = [ts_at, seq_at, key_at, loc_at, sorted_at, by_key_at, dict_at];
+    out[start..start + SECTION_HEADER].copy_from_slice(&section_header(project, n, terms.len(), &offsets));
+}
+
+/// Terms in dictionary order: field code, then term bytes.
+pub(crate) fn sort_terms(terms: &mut [(EncodedTerm, Vec<u32>)]) {
+    terms.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+}
+
+/// A section's header: project, docs, terms, then the offsets (within the section)
+/// of the ts, seq, key and loc columns, the sorted keys, `by_key` and the dictionary.
+pub(crate) fn section_header(project: u32, docs: usize, terms: usize, offsets: &[u64; 7]) -> [u8; SECTION_HEADER] {
+    let mut h = [0u8; SECTION_HEADER];
+    h[0..4].copy_from_slice(&project.to_le_bytes());
+    h[4..8].copy_from_slice(&(docs as u32).to_le_bytes());
+    h[8..12].copy_from_slice(&(terms as u32).to_le_bytes());
+    for (k, v) in offsets.iter().enumerate() {
+        h[16 + k * 8..24 + k * 8].copy_from_slice(&v.to_le_bytes());
+    }
+    h
+}
+
+/// The end of a section from its dictionary on (`dict_at`, 8-aligned, within the
+/// section): the term entries, the term bytes, padding, the posting lists.
+pub(crate) fn encode_terms(terms: &[(EncodedTerm, Vec<u32>)], dict_at: u64) -> Vec<u8> {
+    let mut out = vec![0u8; terms.len() * TERM_ENTRY];
+    for ((_, t), _) in terms {
         out.extend_from_slice(t);
     }
-    pad8(out);
+    pad8(&mut out);
     let mut term_off = 0u32;
     for (k, ((f, t), list)) in terms.iter().enumerate() {
-        let posting_at = (out.len() - start) as u64;
-        posting::encode(list, out);
-        let e = &mut out[entries_at + k * TERM_ENTRY..entries_at + (k + 1) * TERM_ENTRY];
+        let posting_at = dict_at + out.len() as u64;
+        posting::encode(list, &mut out);
+        let e = &mut out[k * TERM_ENTRY..(k + 1) * TERM_ENTRY];
         e[0] = *f;
         e[1] = 0;
         e[2..4].copy_from_slice(&(t.len() as u16).to_le_bytes());
@@ -203,11 +245,5 @@ fn build_section(project: u32, docs: &[&DocEntry], out: &mut Vec<u8>) {
         e[8..16].copy_from_slice(&posting_at.to_le_bytes());
         term_off += t.len() as u32;
     }
-    let h = &mut out[start..start + SECTION_HEADER];
-    h[0..4].copy_from_slice(&project.to_le_bytes());
-    h[4..8].copy_from_slice(&(n as u32).to_le_bytes());
-    h[8..12].copy_from_slice(&(terms.len() as u32).to_le_bytes());
-    for (k, v) in [ts_at, seq_at, key_at, loc_at, sorted_at, by_key_at, dict_at].iter().enumerate() {
-        h[16 + k * 8..24 + k * 8].copy_from_slice(&v.to_le_bytes());
-    }
+    out
 }

@@ -9,6 +9,8 @@ pub mod memtable;
 pub mod merge;
 pub mod posting;
 pub mod segment;
+pub mod spill;
+pub mod spill_build;
 
 pub use build::DocEntry;
 pub use deadset::DeadSet;

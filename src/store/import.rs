@@ -2,7 +2,9 @@
 //! transaction flag and count only once the commit frame follows them; a bad line
 //! rolls the log back to where the import began, and a crash before the commit
 //! leaves frames that recovery cuts. One fsync, at the end. The imported jobs are
-//! indexed in bulk (index images of up to `bulk_entries` jobs), not one by one.
+//! indexed in bulk, not one by one: their index entries are sorted in runs on a
+//! thread of their own and spilled to a temp file (an external sort), then merged
+//! into one index file once the commit is durable. Memory holds a run at a time.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
@@ -11,7 +13,8 @@ use std::sync::Arc;
 
 use super::catalog::{Catalog, JobIds};
 use super::import_line::write_catalog_line;
-use super::import_parse::{parse_chunk, read_more, take_lines, ParsedChunk};
+use super::import_parse::{parse_chunk, read_more, take_lines, ParsedChunk, Strings};
+use super::import_spill::{Pending, Spiller};
 use super::open::kill_superseded_by;
 use super::version::SegmentSlot;
 use super::writer::Writer;
@@ -19,14 +22,17 @@ use super::{Inner, Snapshot};
 use crate::codec::frame::{FrameKind, FLAG_TXN};
 use crate::codec::record::{self, Prev, SpiderEntry};
 use crate::error::{Error, Result};
-use crate::fs::MappedBytes;
-use crate::hash::{FastMap, Interner};
-use crate::index::{build, DocEntry, IndexSegment, SegmentMeta};
+use crate::fs;
+use crate::hash::FastMap;
+use crate::index::spill::Repeats;
+use crate::index::{build, spill_build, DocEntry, IndexSegment, SegmentMeta};
 use crate::log::LogPos;
 use crate::model::{JobKey, JobState};
 
 /// Jobs per frame during an import.
 const FRAME_JOBS: usize = 4096;
+/// Index entries per sorted run, at most (fewer when `bulk_entries` is smaller).
+const RUN_DOCS: usize = 1 << 18;
 
 /// What an import did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -47,35 +53,34 @@ struct SavePoint {
     end: LogPos,
 }
 
-/// Index entries of the imported jobs, cut into chunks at frame boundaries.
-struct Chunk {
-    /// The chunk's index image, built when the chunk closed (smaller than its entries).
-    image: Vec<u8>,
-    meta: SegmentMeta,
-}
-
+/// Index entries of the imported jobs, as they wait for the spilling thread.
 struct Bulk {
-    chunks: Vec<Chunk>,
     docs: Vec<DocEntry>,
-    lo_seq: u64,
+    /// Entries per run.
+    run: usize,
+    spiller: Spiller,
+    /// Runs were handed to the spiller (a run file was made).
+    spilled: bool,
     uniques: Uniques,
+    /// Tokens of imported running versions (store/tokens.rs), with their `order_seq`.
+    tokens: Vec<(JobKey, u64, Arc<str>)>,
     /// A catalog line gave a spider a next job id higher than the store knew: a
     /// catalog frame follows the commit (it cannot be part of the transaction).
     reserves: bool,
 }
 
-/// What an imported key's newest imported version is: the `unique` value it
-/// holds (when active), and its state.
-type Imported = (Option<Arc<str>>, JobState);
-
 /// The `unique` rule across an import: an imported version may not be active
 /// with a value another active job holds, stored before or imported earlier.
 #[derive(Default)]
 struct Uniques {
-    /// Imported keys, with what their newest imported version is.
-    imported: FastMap<(u32, u64), Imported>,
+    /// Imported keys, with the state of their newest imported version.
+    imported: FastMap<(u32, u64), JobState>,
+    /// The `unique` values newest imported versions hold (when active).
+    holds: FastMap<(u32, u64), Arc<str>>,
     /// Imported active versions by the value they hold.
     held: FastMap<(u32, Arc<str>), u64>,
+    /// Keys imported more than once: only the newest version is indexed.
+    repeats: Repeats,
 }
 
 impl Uniques {
@@ -83,7 +88,7 @@ impl Uniques {
     /// version: an earlier line of this import, else the stored job, else none.
     /// (Asked before `e` is admitted.)
     fn previous(&self, w: &Writer, e: &DocEntry) -> Result<Prev> {
-        if let Some((_, s)) = self.imported.get(&(e.project, e.local)) {
+        if let Some(s) = self.imported.get(&(e.project, e.local)) {
             return Ok(Prev::State(*s));
         }
         Ok(match w.load(JobKey::from_local(e.project, e.local))? {
@@ -94,8 +99,8 @@ impl Uniques {
 
     fn admit(&mut self, w: &Writer, e: &DocEntry) -> Result<()> {
         let p = e.project;
-        if let Some((Some(old), _)) = self.imported.get(&(p, e.local)) {
-            let old = (p, old.clone());
+        if let Some(old) = self.holds.remove(&(p, e.local)) {
+            let old = (p, old);
             if self.held.get(&old) == Some(&e.local) {
                 self.held.remove(&old);
             }
@@ -116,28 +121,24 @@ impl Uniques {
                 )));
             }
             self.held.insert((p, u.clone()), e.local);
+            self.holds.insert((p, e.local), u.clone());
         }
-        self.imported.insert((p, e.local), (unique, e.state));
+        if self.imported.insert((p, e.local), e.state).is_some() {
+            self.repeats.entry((p, e.local)).or_insert((0, 1)).1 += 1;
+        }
         Ok(())
     }
 }
 
 impl Bulk {
-    /// Close the current chunk after the last frame appended.
-    fn close(&mut self, w: &Writer) {
-        let (Some(last_frame), true) = (w.last_frame, w.next_seq > self.lo_seq) else { return };
-        let meta = SegmentMeta {
-            generation: w.generation,
-            lo_seq: self.lo_seq,
-            hi_seq: w.next_seq - 1,
-            log_end: w.indexed_end(),
-            last_frame,
-            docs: 0,
-        };
-        let docs = newest_per_key(std::mem::take(&mut self.docs));
-        let image = build::build(docs, meta, &w.catalog.entries(&w.job_ids));
-        self.chunks.push(Chunk { image, meta });
-        self.lo_seq = w.next_seq;
+    /// Hand the entries collected so far to the spilling thread.
+    fn spill(&mut self) -> Result<()> {
+        if self.docs.is_empty() {
+            return Ok(());
+        }
+        let docs = std::mem::replace(&mut self.docs, Vec::with_capacity(self.run));
+        self.spilled = true;
+        self.spiller.send(docs)
     }
 }
 
@@ -195,13 +196,20 @@ fn apply_chunk(w: &mut Writer, mut c: ParsedChunk, line_base: u64, bulk: &mut Bu
     let frame_jobs = FRAME_JOBS.min(w.bulk_entries).max(1);
     let n = c.recs.len();
     let mut start = 0;
+    // Spiders checked: a worker shares one string per name, so each spider of a
+    // chunk is checked against the catalog once.
+    let mut checked: FastMap<(u32, u32), Arc<str>> = FastMap::default();
     while start < n {
         let end = (start + frame_jobs).min(n);
         let mut prevs = Vec::with_capacity(end - start);
         for rec in &c.recs[start..end] {
             let (project, id) = (rec.entry.project, (rec.entry.local >> 32) as u32);
-            spider_for(w, project, id, &rec.spider, durable_seq)
-                .and_then(|()| bulk.uniques.previous(w, &rec.entry))
+            if !checked.get(&(project, id)).is_some_and(|s| Arc::ptr_eq(s, &rec.spider)) {
+                spider_for(w, project, id, &rec.spider, durable_seq).map_err(|e| e.at_line(line_base + rec.line))?;
+                checked.insert((project, id), rec.spider.clone());
+            }
+            bulk.uniques
+                .previous(w, &rec.entry)
                 .and_then(|prev| {
                     prevs.push(prev);
                     bulk.uniques.admit(w, &rec.entry)
@@ -222,10 +230,16 @@ fn apply_chunk(w: &mut Writer, mut c: ParsedChunk, line_base: u64, bulk: &mut Bu
             let mut e = rec.entry.clone();
             e.loc = LogPos { segment: a.pos.segment, offset: base + (rec.at - from) as u64 }.pack();
             w.job_ids.note(e.project, (e.local >> 32) as u32, e.local as u32);
+            if let Some(r) = bulk.uniques.repeats.get_mut(&(e.project, e.local)) {
+                r.0 = e.order_seq;
+            }
+            if let Some(t) = rec.token.take() {
+                bulk.tokens.push((JobKey::from_local(e.project, e.local), e.order_seq, t));
+            }
             bulk.docs.push(e);
         }
-        if bulk.docs.len() >= w.bulk_entries {
-            bulk.close(w);
+        if bulk.docs.len() >= bulk.run {
+            bulk.spill()?;
         }
         start = end;
     }
@@ -266,7 +280,7 @@ fn run(sink: &mut Sink<'_>, input: &mut dyn BufRead) -> Result<()> {
         for _ in 0..workers {
             let (rx, tx) = (&chunk_rx, done_tx.clone());
             s.spawn(move || {
-                let mut strings = Interner::default();
+                let mut strings = Strings::default();
                 loop {
                     let next = rx.lock().recv();
                     let Ok((n, bytes)) = next else { return };
@@ -297,7 +311,7 @@ fn feed(
     loop {
         while !eof && sent - next < 2 * workers as u64 {
             eof = read_more(input, &mut buf, want)?;
-            let lines = take_lines(&mut buf, eof);
+            let lines = take_lines(&mut buf, eof, READ_CHUNK + (1 << 20));
             if lines.is_empty() {
                 // A line longer than the chunk: read more of it.
                 want = (want * 2).min(1 << 30);
@@ -322,30 +336,45 @@ fn feed(
     }
 }
 
-/// Keep the newest version of each key of a chunk.
-fn newest_per_key(mut docs: Vec<DocEntry>) -> Vec<DocEntry> {
-    docs.sort_unstable_by_key(|d| (d.project, d.local, std::cmp::Reverse(d.order_seq)));
-    docs.dedup_by_key(|d| (d.project, d.local));
-    docs
+/// Add the import's index file (persisted already) to the working version.
+fn install(w: &mut Writer, seg: IndexSegment, tokens: Vec<(JobKey, u64, Arc<str>)>, repeats: &Repeats) -> Result<()> {
+    w.segments.push(SegmentSlot::new(Arc::new(seg)));
+    let newest = w.segments.len() - 1;
+    kill_superseded_by(&mut w.segments, newest);
+    w.frozen += 1;
+    w.mem_lo_seq = w.next_seq;
+    // Imported versions are current now: their jobs' tokens replace what was
+    // known (taken from the parse: no record is read again).
+    w.tokens.forget_segment(&w.segments[newest]);
+    let newest_of = |k: &JobKey, seq: u64| repeats.get(&(k.project, k.local())).is_none_or(|(n, _)| *n == seq);
+    w.tokens.learn(tokens.into_iter().filter(|(k, seq, _)| newest_of(k, *seq)));
+    Ok(())
 }
 
-/// Build the chunks' index images and add them to the working version.
-fn install(w: &mut Writer, bulk: Bulk) -> Result<()> {
-    let first = w.segments.len();
-    for c in bulk.chunks {
-        let path = w.gen_dir.join(c.meta.file_name());
-        let seg = IndexSegment::open(MappedBytes::from_vec(c.image), &path, false)?;
-        w.segments.push(SegmentSlot::new(Arc::new(seg)));
-        let newest = w.segments.len() - 1;
-        kill_superseded_by(&mut w.segments, newest);
-        w.frozen += 1;
-    }
-    w.mem_lo_seq = w.next_seq;
-    // Imported versions are current now: their jobs' tokens replace what was known.
-    for slot in &w.segments[first..] {
-        w.tokens.replace_with_segment(slot, &w.reader)?;
-    }
-    Ok(())
+/// Write the import's index file (the log under it is durable) and open it:
+/// spilled runs merged, or a small import's entries built in memory.
+fn publish_index(
+    inner: &Inner,
+    w: &Writer,
+    pending: Pending,
+    repeats: &Repeats,
+    meta: SegmentMeta,
+) -> Result<IndexSegment> {
+    let catalog = w.catalog.entries(&w.job_ids);
+    let fsys = &*inner.opts.fs;
+    let path = match pending {
+        Pending::Runs(runs) => spill_build::build_file(runs, repeats, meta, &catalog, &inner.gen_dir)?,
+        Pending::Docs(mut docs) => {
+            docs.retain(|d| repeats.get(&(d.project, d.local)).is_none_or(|(newest, _)| *newest == d.order_seq));
+            let image = build::build(docs, meta, &catalog);
+            let name = meta.file_name();
+            let path = inner.gen_dir.join(&name);
+            fs::publish_file(fsys, &inner.gen_dir, &name, &image).map_err(|e| Error::io("publish index", &path, e))?;
+            path
+        }
+    };
+    let bytes = fsys.map(&path).map_err(|e| Error::io("map", &path, e))?;
+    IndexSegment::open(bytes, &path, true)
 }
 
 /// Import JSON lines (the export format) as one transaction.
@@ -353,6 +382,8 @@ pub(crate) fn import(inner: &Inner, input: &mut dyn BufRead, progress: &mut dyn 
     let started = std::time::Instant::now();
     let mut w = inner.writer.lock();
     inner.commit.check()?;
+    let runs_path = inner.gen_dir.join(format!("import-{:016x}.runs.tmp", w.next_seq));
+    let spiller = Spiller::start(inner.opts.fs.clone(), runs_path)?;
     // The import's index files follow the tail's; its frames start a segment.
     w.freeze()?;
     w.log.as_mut().ok_or(Error::ReadOnly)?.start_segment()?;
@@ -365,37 +396,93 @@ pub(crate) fn import(inner: &Inner, input: &mut dyn BufRead, progress: &mut dyn 
         end: w.log_end(),
     };
     let txn_first = w.next_seq;
-    let mut bulk =
-        Bulk { chunks: Vec::new(), docs: Vec::new(), lo_seq: txn_first, uniques: Uniques::default(), reserves: false };
+    let run_len = w.bulk_entries.clamp(1, RUN_DOCS);
+    let mut bulk = Bulk {
+        docs: Vec::with_capacity(run_len),
+        run: run_len,
+        spiller,
+        spilled: false,
+        uniques: Uniques::default(),
+        tokens: Vec::new(),
+        reserves: false,
+    };
     let mut report = ImportReport::default();
     let durable_seq = inner.commit.durable_seq();
     let mut sink = Sink { w: &mut w, progress, report: &mut report, bulk: &mut bulk, durable_seq };
-    if let Err(e) = run(&mut sink, input) {
-        if e.is_input() || matches!(e, Error::Io { op: "read", .. }) {
-            if let Err(e2) = restore(&mut w, saved) {
-                inner.commit.poison(&e2);
-                return Err(e2);
+    // Every run is spilled before the commit: a failed spill undoes the import.
+    let pending = run(&mut sink, input).and_then(|()| {
+        if !bulk.spilled {
+            bulk.spiller.finish()?;
+            return Ok(Pending::Docs(std::mem::take(&mut bulk.docs)));
+        }
+        bulk.spill()?;
+        let runs = bulk.spiller.finish()?;
+        runs.map(Pending::Runs).ok_or_else(|| Error::corrupt(&inner.gen_dir, 0, "the import's runs vanished"))
+    });
+    let pending = match pending {
+        Ok(p) => p,
+        Err(e) => {
+            if e.is_input() || matches!(e, Error::Io { op: "read" | "spill", .. }) {
+                let spilled = bulk.spilled;
+                // Stops the spilling thread and removes the run file.
+                drop(bulk);
+                let undone = restore(&mut w, saved).and_then(|()| match spilled {
+                    // The run file's entry is gone for good (as after any other write).
+                    true => {
+                        inner.opts.fs.sync_dir(&inner.gen_dir).map_err(|e| Error::io("fsync dir", &inner.gen_dir, e))
+                    }
+                    false => Ok(()),
+                });
+                if let Err(e2) = undone {
+                    inner.commit.poison(&e2);
+                    return Err(e2);
+                }
+                return Err(e);
             }
+            inner.commit.poison(&e);
             return Err(e);
         }
-        inner.commit.poison(&e);
-        return Err(e);
-    }
+    };
+    let (repeats, tokens, reserves) =
+        (std::mem::take(&mut bulk.uniques.repeats), std::mem::take(&mut bulk.tokens), bulk.reserves);
+    // The import's key table goes before the index is built: memory holds one at a time.
+    drop(bulk);
     let done = (|| {
+        let mut index = None;
         if w.next_seq > txn_first {
             let mut payload = Vec::new();
             record::encode_commit(txn_first, &mut payload);
-            w.append(FrameKind::Commit, 0, 1, durable_seq, &payload)?;
-            bulk.close(&w);
+            let commit = w.append(FrameKind::Commit, 0, 1, durable_seq, &payload)?;
+            index = Some(SegmentMeta {
+                generation: w.generation,
+                lo_seq: txn_first,
+                hi_seq: w.next_seq - 1,
+                log_end: w.indexed_end(),
+                last_frame: commit.pos,
+                docs: 0,
+            });
         }
-        if bulk.reserves {
+        if reserves {
             // The whole catalog: a reader may take the last catalog frame as complete.
             let mut payload = Vec::new();
             record::encode_catalog(&w.catalog.entries(&w.job_ids), &mut payload);
             w.append(FrameKind::Catalog, 0, 1, durable_seq, &payload)?;
         }
         w.log.as_ref().ok_or(Error::ReadOnly)?.sync()?;
-        install(&mut w, bulk)
+        match index {
+            // IMPORTANT: the index file is written once the log under it is durable.
+            Some(meta) => {
+                let seg = publish_index(inner, &w, pending, &repeats, meta)?;
+                install(&mut w, seg, tokens, &repeats)
+            }
+            None => {
+                if let Pending::Runs(runs) = pending {
+                    runs.discard();
+                }
+                w.mem_lo_seq = w.next_seq;
+                Ok(())
+            }
+        }
     })();
     if let Err(e) = done {
         inner.commit.poison(&e);

@@ -7,8 +7,9 @@ use std::sync::Arc;
 use super::request::{parse_import_item, write_import_doc, ImportItem};
 use crate::codec::record::{encode_parts, Prev, RecordHead, SpiderEntry};
 use crate::error::{Error, Result};
-use crate::hash::Interner;
+use crate::hash::{FastMap, Interner};
 use crate::index::DocEntry;
+use crate::model::JobState;
 
 /// One parsed line: its record in the chunk's payload and its index entry.
 pub(crate) struct ParsedRec {
@@ -19,6 +20,8 @@ pub(crate) struct ParsedRec {
     pub seq_at: usize,
     pub spider: Arc<str>,
     pub entry: DocEntry,
+    /// A running job's `auth` token (store/tokens.rs), when a string.
+    pub token: Option<Arc<str>>,
 }
 
 /// A chunk of input lines, parsed.
@@ -37,7 +40,8 @@ pub(crate) struct ParsedChunk {
 /// Parse and encode every line of `bytes` (whole lines). Records carry
 /// `order_seq` 0 and no previous state: the writer sets both and seals each
 /// record again.
-pub(crate) fn parse_chunk(bytes: &[u8], strings: &mut Interner) -> ParsedChunk {
+pub(crate) fn parse_chunk(bytes: &[u8], strings: &mut Strings) -> ParsedChunk {
+    strings.bound();
     let mut out = ParsedChunk {
         payload: Vec::with_capacity(bytes.len() + bytes.len() / 4),
         recs: Vec::new(),
@@ -95,14 +99,64 @@ pub(crate) fn parse_chunk(bytes: &[u8], strings: &mut Interner) -> ParsedChunk {
             order_seq: 0,
             state: l.state,
             priority: l.priority,
-            tags: tags.iter().map(|t| strings.get(t)).collect::<Vec<_>>().into(),
-            unique: l.unique.as_deref().map(|u| strings.get(u)),
-            close_reason: l.close_reason().map(|c| strings.get(&c)),
+            tags: strings.tags(&tags),
+            unique: l.unique.as_deref().map(|u| strings.words.get(u)),
+            close_reason: l.close_reason().map(|c| strings.words.get(&c)),
             loc: 0,
         };
-        out.recs.push(ParsedRec { line: line_no, at, seq_at, spider: strings.get(&l.spider), entry });
+        let token = (l.state == JobState::Running).then(|| token_of(&l.doc)).flatten();
+        out.recs.push(ParsedRec { line: line_no, at, seq_at, spider: strings.words.get(&l.spider), entry, token });
     }
     out
+}
+
+/// A running job's token as store/tokens.rs reads it from the record: the
+/// `auth` field (each name is once in an import document), when a string.
+fn token_of(doc: &[crate::codec::json::RawField<'_>]) -> Option<Arc<str>> {
+    let f = doc.iter().rev().find(|f| f.name().is_ok_and(|n| n == "auth"))?;
+    serde_json::from_str::<String>(f.value).ok().map(Arc::from)
+}
+
+/// A worker's shared strings: tags, spiders, terms, and whole tag lists (most
+/// jobs share theirs), so that an entry allocates nothing it can share.
+#[derive(Default)]
+pub(crate) struct Strings {
+    words: Interner,
+    lists: FastMap<Box<[Arc<str>]>, TagList>,
+    scratch: Vec<Arc<str>>,
+}
+
+/// A job's tags, shared.
+type TagList = Arc<[Arc<str>]>;
+
+/// Strings a worker keeps at most (then it starts afresh: a bound, not a cache policy).
+const MAX_HELD: usize = 1 << 16;
+
+impl Strings {
+    /// Start afresh past [`MAX_HELD`] strings (called between chunks).
+    fn bound(&mut self) {
+        if self.words.len() + self.lists.len() > MAX_HELD {
+            *self = Strings::default();
+        }
+    }
+
+    fn tags(&mut self, tags: &[&str]) -> TagList {
+        self.scratch.clear();
+        for t in tags {
+            self.scratch.push(self.words.get(t));
+        }
+        // Lists of one tag or none repeat most: shared. Longer ones are the job's own
+        // (their combinations are too many to keep).
+        if tags.len() > 1 {
+            return self.scratch.as_slice().into();
+        }
+        if let Some(l) = self.lists.get(&self.scratch[..]) {
+            return l.clone();
+        }
+        let l: TagList = self.scratch.as_slice().into();
+        self.lists.insert(self.scratch.as_slice().into(), l.clone());
+        l
+    }
 }
 
 /// Fill `buf` from `input` to at least `want` bytes (or the end); returns true at the end.
@@ -128,9 +182,15 @@ pub(crate) fn read_more(input: &mut dyn std::io::Read, buf: &mut Vec<u8>, want: 
     Ok(false)
 }
 
-/// Split off the whole lines at the front of `buf` (all of it at the end of input).
-pub(crate) fn take_lines(buf: &mut Vec<u8>, eof: bool) -> Vec<u8> {
+/// Split off the whole lines at the front of `buf` (all of it at the end of input);
+/// `buf` keeps the partial line, with room for `room` bytes more.
+pub(crate) fn take_lines(buf: &mut Vec<u8>, eof: bool, room: usize) -> Vec<u8> {
     let end = if eof { buf.len() } else { buf.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1) };
-    let rest = buf.split_off(end);
+    if end == 0 {
+        return Vec::new();
+    }
+    let mut rest = Vec::with_capacity(buf.len() - end + room);
+    rest.extend_from_slice(&buf[end..]);
+    buf.truncate(end);
     std::mem::replace(buf, rest)
 }

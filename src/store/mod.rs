@@ -11,6 +11,7 @@ pub mod fields;
 mod import;
 mod import_line;
 mod import_parse;
+mod import_spill;
 pub mod layout;
 mod maintain;
 mod metrics;

@@ -126,20 +126,27 @@ impl JobTokens {
         Ok(())
     }
 
-    /// Forget every job of an index file (its versions supersede what the map
-    /// knew of them), then learn its running ones.
-    pub fn replace_with_segment(&self, slot: &SegmentSlot, reader: &RecordReader) -> Result<()> {
-        {
-            let mut map = self.map.write();
-            for project in slot.seg.projects() {
-                if let Some((sec, _)) = slot.project(project) {
-                    for doc in 0..sec.len() {
-                        map.remove(&JobKey::from_local(project, sec.local(doc)));
-                    }
+    /// Forget every job of an index file.
+    pub fn forget_segment(&self, slot: &SegmentSlot) {
+        let mut map = self.map.write();
+        if map.is_empty() {
+            return;
+        }
+        for project in slot.seg.projects() {
+            if let Some((sec, _)) = slot.project(project) {
+                for doc in 0..sec.len() {
+                    map.remove(&JobKey::from_local(project, sec.local(doc)));
                 }
             }
         }
-        self.learn_segment(slot, reader)
+    }
+
+    /// Learn the tokens of current running versions: key, `order_seq`, token.
+    pub fn learn(&self, tokens: impl Iterator<Item = (JobKey, u64, Arc<str>)>) {
+        let mut map = self.map.write();
+        for (key, order_seq, token) in tokens {
+            map.insert(key, Entry { order_seq, token });
+        }
     }
 }
 

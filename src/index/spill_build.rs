@@ -1,0 +1,361 @@
+//! Merging sorted runs ([`super::spill`]) into one index file, written piece by
+//! piece: the same bytes [`super::build::build`] makes from the same entries, in
+//! memory bounded by a section's postings and key table, never the columns.
+//!
+//! The file is written to `<name>.tmp`, fsynced, renamed and its directory
+//! fsynced: the caller calls this only once the log under the index is durable.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::path::{Path, PathBuf};
+
+use byteorder::{ByteOrder, LittleEndian as LE};
+
+use super::build::{encode_tail, encode_terms, section_header, sort_terms, EncodedTerm};
+use super::format::{self, field, DirEntry, SegmentMeta, SECTION_HEADER};
+use super::spill::{order_of, Cursor, Repeats, Runs};
+use crate::codec::frame::mask_crc;
+use crate::codec::record::SpiderEntry;
+use crate::error::{Error, Result};
+use crate::fs::{self, FileSystem, FsFile, OpenMode};
+use crate::hash::FastMap;
+use crate::model::JobState;
+
+/// Column bytes buffered before a write.
+const COL_BLOCK: usize = 1 << 20;
+
+/// Where the index file is written, and how failures name it.
+struct Out<'a> {
+    file: &'a dyn FsFile,
+    path: &'a Path,
+}
+
+impl Out<'_> {
+    fn write(&self, bytes: &[u8], at: u64) -> Result<()> {
+        fs::write_all_at(self.file, bytes, at).map_err(|e| Error::io("publish index", self.path, e))
+    }
+}
+
+/// One project's section while its docs stream in (listing order).
+struct Section {
+    project: u32,
+    /// Docs the section holds (known before the first one comes).
+    n: u64,
+    /// Offset of the section in the file.
+    base: u64,
+    docs: u32,
+    cols: [Vec<u8>; 4],
+    written: [u64; 4],
+    /// CRC state of each column as written (the section's CRC combines them in
+    /// file order: nothing is read back).
+    crcs: [crc32fast::Hasher; 4],
+    by_key: Vec<(u64, u32)>,
+    state: [Vec<u32>; 5],
+    spider: FastMap<u32, Vec<u32>>,
+    priority: FastMap<i64, Vec<u32>>,
+    tag: FastMap<u32, Vec<u32>>,
+    unique: FastMap<u32, Vec<u32>>,
+    close_reason: FastMap<u32, Vec<u32>>,
+}
+
+fn align8(n: u64) -> u64 {
+    n.div_ceil(8) * 8
+}
+
+impl Section {
+    fn new(project: u32, n: u64, base: u64) -> Section {
+        Section {
+            project,
+            n,
+            base,
+            docs: 0,
+            cols: Default::default(),
+            written: [0; 4],
+            crcs: Default::default(),
+            by_key: Vec::with_capacity(n as usize),
+            state: Default::default(),
+            spider: FastMap::default(),
+            priority: FastMap::default(),
+            tag: FastMap::default(),
+            unique: FastMap::default(),
+            close_reason: FastMap::default(),
+        }
+    }
+
+    /// Offset within the section of column `k` (ts, seq, key, loc, sorted keys, by_key).
+    fn col_at(&self, k: usize) -> u64 {
+        SECTION_HEADER as u64 + 8 * self.n * k as u64
+    }
+
+    fn flush(&mut self, out: &Out<'_>, k: usize) -> Result<()> {
+        let at = self.base + self.col_at(k) + self.written[k];
+        self.crcs[k].update(&self.cols[k]);
+        out.write(&self.cols[k], at)?;
+        self.written[k] += self.cols[k].len() as u64;
+        self.cols[k].clear();
+        Ok(())
+    }
+
+    /// Add the next doc (a run record).
+    fn push(&mut self, r: &[u8], out: &Out<'_>) -> Result<()> {
+        if u64::from(self.docs) >= self.n {
+            return Err(Error::corrupt(out.path, self.base, "a section holds more docs than counted"));
+        }
+        let doc = self.docs;
+        self.docs += 1;
+        let local = LE::read_u64(&r[8..16]);
+        for (k, field) in [(0, 16), (1, 24), (2, 8), (3, 32)] {
+            self.cols[k].extend_from_slice(&r[field..field + 8]);
+            if self.cols[k].len() >= COL_BLOCK {
+                self.flush(out, k)?;
+            }
+        }
+        self.by_key.push((local, doc));
+        let state = LE::read_u32(&r[48..52]);
+        let active = JobState::from_code(state as u8).is_some_and(|s| s.is_active());
+        if let Some(list) = self.state.get_mut(state as usize) {
+            list.push(doc);
+        }
+        self.spider.entry((local >> 32) as u32).or_default().push(doc);
+        self.priority.entry(LE::read_i64(&r[40..48])).or_default().push(doc);
+        let tags = LE::read_u32(&r[4..8]) as usize;
+        for t in 0..tags {
+            let id = LE::read_u32(&r[64 + 4 * t..68 + 4 * t]);
+            let list = self.tag.entry(id).or_default();
+            if list.last() != Some(&doc) {
+                list.push(doc);
+            }
+        }
+        let unique = LE::read_u32(&r[52..56]);
+        if unique > 0 && active {
+            self.unique.entry(unique - 1).or_default().push(doc);
+        }
+        let close = LE::read_u32(&r[56..60]);
+        if close > 0 {
+            self.close_reason.entry(close - 1).or_default().push(doc);
+        }
+        Ok(())
+    }
+
+    /// Write the rest of the section; its directory entry.
+    fn finish(mut self, names: &[std::sync::Arc<str>], out: &Out<'_>) -> Result<DirEntry> {
+        if u64::from(self.docs) != self.n {
+            return Err(Error::corrupt(out.path, self.base, "a section holds fewer docs than counted"));
+        }
+        for k in 0..4 {
+            self.flush(out, k)?;
+        }
+        self.by_key.sort_unstable();
+        let by_key = std::mem::take(&mut self.by_key);
+        let mut rest = crc32fast::Hasher::new();
+        let mut buf = Vec::with_capacity(COL_BLOCK);
+        let mut at = self.base + self.col_at(4);
+        for chunk in by_key.chunks(COL_BLOCK / 8) {
+            buf.clear();
+            buf.extend(chunk.iter().flat_map(|(k, _)| k.to_le_bytes()));
+            rest.update(&buf);
+            out.write(&buf, at)?;
+            at += buf.len() as u64;
+        }
+        for chunk in by_key.chunks(COL_BLOCK / 4) {
+            buf.clear();
+            buf.extend(chunk.iter().flat_map(|(_, i)| i.to_le_bytes()));
+            rest.update(&buf);
+            out.write(&buf, at)?;
+            at += buf.len() as u64;
+        }
+        drop(by_key);
+        let by_key_end = self.col_at(5) + 4 * self.n;
+        let pad = align8(by_key_end) - by_key_end;
+        rest.update(&[0u8; 8][..pad as usize]);
+        out.write(&[0u8; 8][..pad as usize], self.base + by_key_end)?;
+        let dict_at = align8(by_key_end);
+        let name = |id: u32| names.get(id as usize).map_or(&[][..], |s| s.as_bytes()).to_vec();
+        let mut terms: Vec<(EncodedTerm, Vec<u32>)> = Vec::new();
+        for (code, list) in std::mem::take(&mut self.state).into_iter().enumerate() {
+            if !list.is_empty() {
+                terms.push(((field::STATE, vec![code as u8]), list));
+            }
+        }
+        terms.extend(self.spider.drain().map(|(s, l)| ((field::SPIDER, s.to_le_bytes().to_vec()), l)));
+        terms.extend(self.tag.drain().map(|(t, l)| ((field::TAG, name(t)), l)));
+        terms.extend(self.priority.drain().map(|(p, l)| ((field::PRIORITY, p.to_le_bytes().to_vec()), l)));
+        terms.extend(self.unique.drain().map(|(u, l)| ((field::UNIQUE, name(u)), l)));
+        terms.extend(self.close_reason.drain().map(|(c, l)| ((field::CLOSE_REASON, name(c)), l)));
+        sort_terms(&mut terms);
+        let tail = encode_terms(&terms, dict_at);
+        rest.update(&tail);
+        out.write(&tail, self.base + dict_at)?;
+        let offsets = std::array::from_fn(|k| if k < 6 { self.col_at(k) } else { dict_at });
+        let head = section_header(self.project, self.n as usize, terms.len(), &offsets);
+        out.write(&head, self.base)?;
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&head);
+        for c in self.crcs.iter().chain([&rest]) {
+            crc.combine(c);
+        }
+        let len = dict_at + tail.len() as u64;
+        Ok(DirEntry {
+            project: self.project,
+            docs: self.n as u32,
+            offset: self.base,
+            len,
+            crc: mask_crc(crc.finalize()),
+        })
+    }
+}
+
+/// Merge the runs into the index file `meta` names, in `dir`: written to a temp
+/// file, fsynced, renamed, the directory fsynced. Only the newest version of a
+/// key `repeats` names is indexed. The run file is removed in any case.
+pub fn build_file(
+    runs: Runs,
+    repeats: &Repeats,
+    meta: SegmentMeta,
+    catalog: &[SpiderEntry],
+    dir: &Path,
+) -> Result<PathBuf> {
+    let fsys = runs.fs.clone();
+    let name = meta.file_name();
+    let (path, tmp) = (dir.join(&name), dir.join(format!("{name}.tmp")));
+    let written = write_file(&runs, repeats, meta, catalog, &*fsys, &tmp);
+    runs.discard();
+    written?;
+    crate::crashpoint::hit("publish_before_rename");
+    fsys.rename(&tmp, &path).map_err(|e| Error::io("publish index", &path, e))?;
+    // IMPORTANT: fsync folder, or the rename may be lost on power failure.
+    fsys.sync_dir(dir).map_err(|e| Error::io("fsync dir", dir, e))?;
+    Ok(path)
+}
+
+fn write_file(
+    runs: &Runs,
+    repeats: &Repeats,
+    meta: SegmentMeta,
+    catalog: &[SpiderEntry],
+    fsys: &dyn FileSystem,
+    tmp: &Path,
+) -> Result<()> {
+    let err = |e| Error::io("publish index", tmp, e);
+    if fsys.exists(tmp).map_err(err)? {
+        fsys.remove_file(tmp).map_err(err)?;
+    }
+    let file = fsys.open(tmp, OpenMode::CreateNew).map_err(err)?;
+    let out = Out { file: &*file, path: tmp };
+    let counts = runs.kept_per_project(repeats);
+    let mut cursors: Vec<Cursor> = runs.runs.iter().map(|r| Cursor::new(*r)).collect();
+    let mut heap = BinaryHeap::with_capacity(cursors.len());
+    for (i, c) in cursors.iter_mut().enumerate() {
+        if let Some(r) = c.peek(runs)? {
+            heap.push(Reverse((order_of(r), i)));
+        }
+    }
+    let (mut end, mut total) = (format::HEADER_LEN as u64, 0u64);
+    let mut dir: Vec<DirEntry> = Vec::new();
+    let mut sec: Option<Section> = None;
+    while let Some(Reverse((_, i))) = heap.pop() {
+        let c = &mut cursors[i];
+        let r = c.peek(runs)?.ok_or_else(|| Error::corrupt(&runs.path, 0, "a run record vanished"))?;
+        let len = r.len();
+        let project = LE::read_u32(&r[0..4]);
+        let (local, seq) = (LE::read_u64(&r[8..16]), LE::read_u64(&r[24..32]));
+        if repeats.get(&(project, local)).is_none_or(|(newest, _)| *newest == seq) {
+            if sec.as_ref().is_none_or(|s| s.project != project) {
+                if let Some(s) = sec.take() {
+                    let d = s.finish(&runs.names, &out)?;
+                    end = d.offset + d.len;
+                    dir.push(d);
+                }
+                let n = counts.get(&project).copied().unwrap_or(0);
+                total += n;
+                sec = Some(Section::new(project, n, align8(end)));
+            }
+            if let Some(s) = &mut sec {
+                s.push(r, &out)?;
+            }
+        }
+        c.advance(len);
+        if let Some(r) = c.peek(runs)? {
+            heap.push(Reverse((order_of(r), i)));
+        }
+    }
+    if let Some(s) = sec.take() {
+        let d = s.finish(&runs.names, &out)?;
+        end = d.offset + d.len;
+        dir.push(d);
+    }
+    let head = format::encode_header(&SegmentMeta { docs: total, ..meta });
+    out.write(&encode_tail(end, &head, &dir, catalog), end)?;
+    out.write(&head, 0)?;
+    file.sync_data().map_err(err)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::fs::SimFs;
+    use crate::index::{build, DocEntry};
+    use crate::log::LogPos;
+
+    fn doc(i: u64, project: u32, key: u64, ts: u64) -> DocEntry {
+        let s = |t: &str| -> Arc<str> { Arc::from(t) };
+        let state = [JobState::Pending, JobState::Running, JobState::Finished, JobState::Deleted][(i % 4) as usize];
+        DocEntry {
+            project,
+            local: (1 + key % 3) << 32 | key,
+            ts,
+            order_seq: i + 1,
+            state,
+            priority: (i % 5) as i64,
+            tags: (0..i % 4).map(|t| s(&format!("tag-{}", (t * 7 + i) % 5))).chain([s("tag-0")]).collect(),
+            unique: i.is_multiple_of(3).then(|| s(&format!("u{}", key % 7))),
+            close_reason: i.is_multiple_of(2).then(|| s(["ok", "failed"][(i % 4 / 2) as usize])),
+            loc: 1000 + i,
+        }
+    }
+
+    fn meta() -> SegmentMeta {
+        let at = |offset| LogPos { segment: 1, offset };
+        SegmentMeta { generation: 1, lo_seq: 1, hi_seq: 900, log_end: at(900), last_frame: at(800), docs: 0 }
+    }
+
+    /// Runs merged into a file give the bytes `build` makes of the newest version
+    /// of each key, whatever the runs' sizes.
+    #[test]
+    fn merged_runs_are_the_built_image() {
+        let sim = SimFs::new();
+        sim.create_dir(Path::new("/d")).unwrap();
+        let catalog = vec![SpiderEntry { project: 3, spider: 1, next_job: 50, name: "s1".into() }];
+        // Projects 3, 5, 9; keys repeat (newer versions supersede), ts ties.
+        let docs: Vec<DocEntry> = (0..700u64).map(|i| doc(i, [5, 3, 9][(i % 3) as usize], i % 301, i % 53)).collect();
+        for run_len in [1, 7, 64, 700] {
+            let fsys: Arc<dyn FileSystem> = Arc::new(sim.clone());
+            let mut runs = Runs::create(fsys, Path::new("/d/runs.tmp")).unwrap();
+            let mut repeats = Repeats::default();
+            let mut seen: FastMap<(u32, u64), ()> = FastMap::default();
+            for d in &docs {
+                if seen.insert((d.project, d.local), ()).is_some() {
+                    let r = repeats.entry((d.project, d.local)).or_insert((0, 1));
+                    r.1 += 1;
+                }
+                if let Some(r) = repeats.get_mut(&(d.project, d.local)) {
+                    r.0 = d.order_seq;
+                }
+            }
+            for chunk in docs.chunks(run_len) {
+                runs.add_run(chunk.to_vec()).unwrap();
+            }
+            let path = build_file(runs, &repeats, meta(), &catalog, Path::new("/d")).unwrap();
+            let got = fs::read_all(&sim, &path).unwrap();
+            let mut newest = docs.clone();
+            newest.sort_by_key(|d| (d.project, d.local, Reverse(d.order_seq)));
+            newest.dedup_by_key(|d| (d.project, d.local));
+            let want = build::build(newest, meta(), &catalog);
+            assert!(got == want, "run length {run_len}: {} bytes, want {}", got.len(), want.len());
+            assert_eq!(sim.read_dir(Path::new("/d")).unwrap(), vec![meta().file_name()], "temp files removed");
+            sim.remove_file(&path).unwrap();
+        }
+    }
+}

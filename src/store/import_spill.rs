@@ -1,0 +1,79 @@
+//! The import's spilling thread: it sorts the index entries the appender hands
+//! it in runs and spills them to a run file (index/spill.rs), made on the first
+//! run; an import that does not commit stops it and removes the file.
+
+use std::path::PathBuf;
+use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
+
+use crate::error::{Error, Result};
+use crate::fs::FileSystem;
+use crate::index::spill::Runs;
+use crate::index::DocEntry;
+
+/// The thread that sorts runs of entries and spills them to a run file, made
+/// on the first run (index/spill.rs).
+pub(crate) struct Spiller {
+    tx: Option<mpsc::SyncSender<Vec<DocEntry>>>,
+    handle: Option<JoinHandle<Result<Option<Runs>>>>,
+}
+
+impl Spiller {
+    pub fn start(fs: Arc<dyn FileSystem>, path: PathBuf) -> Result<Spiller> {
+        let (tx, rx) = mpsc::sync_channel::<Vec<DocEntry>>(1);
+        let handle = std::thread::Builder::new()
+            .name("jobq-import-spill".into())
+            .spawn(move || {
+                let mut runs: Option<Runs> = None;
+                for docs in rx {
+                    let r = match &mut runs {
+                        Some(r) => r,
+                        None => runs.insert(Runs::create(fs.clone(), &path)?),
+                    };
+                    if let Err(e) = r.add_run(docs) {
+                        if let Some(r) = runs {
+                            r.discard();
+                        }
+                        return Err(e);
+                    }
+                }
+                Ok(runs)
+            })
+            .map_err(|e| Error::io("spawn", "the import's spilling thread", e))?;
+        Ok(Spiller { tx: Some(tx), handle: Some(handle) })
+    }
+
+    pub fn send(&mut self, docs: Vec<DocEntry>) -> Result<()> {
+        match self.tx.as_ref().map(|tx| tx.send(docs)) {
+            Some(Ok(())) => Ok(()),
+            // The thread stopped: it says why.
+            _ => self.finish().map(|r| r.map_or((), Runs::discard)),
+        }
+    }
+
+    /// Wait for the runs sent so far to be spilled.
+    pub fn finish(&mut self) -> Result<Option<Runs>> {
+        drop(self.tx.take());
+        match self.handle.take().map(|h| h.join()) {
+            Some(Ok(r)) => r,
+            _ => Err(Error::io("spill", "the import's run file", std::io::Error::other("the spilling thread stopped"))),
+        }
+    }
+}
+
+impl Drop for Spiller {
+    /// An import that did not commit: stop the thread, remove the run file.
+    fn drop(&mut self) {
+        if self.handle.is_some() {
+            if let Ok(Some(runs)) = self.finish() {
+                runs.discard();
+            }
+        }
+    }
+}
+
+/// The index entries of a committed import: spilled, or (a small import) in memory.
+pub(crate) enum Pending {
+    Runs(Runs),
+    Docs(Vec<DocEntry>),
+}

@@ -20,7 +20,7 @@
 #![no_main]
 
 use arbitrary::{Arbitrary, Unstructured};
-use jobq::codec::frame::{self, FrameKind, FLAG_TXN, HEADER_LEN};
+use jobq::codec::frame::{self, FrameKind, FLAG_RELOCATED, FLAG_TXN, HEADER_LEN};
 use jobq::codec::record;
 use jobq_fuzz::gen::{ArbJob, ArbSpider};
 use jobq_fuzz::{check_decoded_record, check_error_offset, reseal};
@@ -109,7 +109,8 @@ fn stream(data: &[u8], resealed: bool) {
             continue;
         };
         // What decode_header promises.
-        assert!(hd.count >= 1 && hd.first_seq >= 1 && hd.len <= frame::MAX_PAYLOAD && hd.flags & !FLAG_TXN == 0);
+        assert!(hd.count >= 1 && hd.first_seq >= 1 && hd.len <= frame::MAX_PAYLOAD);
+        assert!(hd.flags & !(FLAG_TXN | FLAG_RELOCATED) == 0 && (hd.kind == FrameKind::Jobs || hd.count == 1));
         assert!(hd.first_seq.checked_add(u64::from(hd.count)).is_some());
         assert_eq!(hd.last_seq(), hd.first_seq + u64::from(hd.count) - 1);
         assert_eq!(hd.frame_len(), HEADER_LEN as u64 + u64::from(hd.len));
@@ -191,7 +192,9 @@ fn structured(data: &[u8]) {
         let start = log.len();
         frame::encode(&mut log, kind, s.flags, s.first_seq, count, s.durable_seq, &p);
         assert_eq!(log.len() - start, HEADER_LEN + p.len());
-        let header_ok = s.flags & !FLAG_TXN == 0 && s.first_seq != 0 && s.first_seq.checked_add(u64::from(count)).is_some();
+        let header_ok = s.flags & !(FLAG_TXN | FLAG_RELOCATED) == 0
+            && s.first_seq != 0
+            && s.first_seq.checked_add(u64::from(count)).is_some();
         expect.push((start, kind, count, header_ok, valid));
     }
     for (i, (start, kind, count, header_ok, valid)) in expect.into_iter().enumerate() {

@@ -54,6 +54,7 @@ fn path_of(r: &Route) -> String {
             s
         }
         Route::JobSummary(p) => format!("/jobq/{p}/jobsummary"),
+        Route::Changes(p) => format!("/jobq/{p}/changes"),
         Route::Push(p) => format!("/jobq/{p}/push"),
         Route::Update(p) => format!("/jobq/{p}/update"),
         Route::StartJob(p) => format!("/jobq/{p}/startjob"),
@@ -81,7 +82,7 @@ impl PathSpec {
                 let (p, s, j) = (p % 3 + 1, s % 3 + 1, j % 6 + 1);
                 let st = ["pending", "running", "finished", "deleted", "x"][usize::from(*st % 5)];
                 let w = enc(&w.0);
-                match kind % 16 {
+                match kind % 17 {
                     0 => format!("/jobq/{p}/count"),
                     1 => format!("jobq/{p}/list/"),
                     2 => format!("/jobq/{p}/summary/{st}"),
@@ -97,6 +98,7 @@ impl PathSpec {
                     12 => format!("/ids/{p}/spider/{w}"),
                     13 => "/system/ts".into(),
                     14 => format!("/jobq/{p}/{s}/summary/{st}"),
+                    15 => format!("/jobq/{p}/changes"),
                     _ => format!("/jobs/{p}/{s}/{j}/tags"),
                 }
             }
@@ -110,9 +112,9 @@ enum QuerySpec {
     Pairs(Vec<(u8, Word)>),
 }
 
-const PARAMS: [&str; 17] = [
+const PARAMS: [&str; 19] = [
     "spider", "state", "startts", "endts", "has_tag", "lacks_tag", "count", "start", "stop", "key", "jobmeta", "create",
-    "x", "", "has_tag_all", "close_reason", "startafter",
+    "x", "", "has_tag_all", "close_reason", "startafter", "since", "wait",
 ];
 const VALUES: [&str; 12] =
     ["s1", "finished", "pending,running", "1", "0", "1/1/1", "2/1/1", "a", "-1", "18446744073709551616", "tags,state", " 3 "];

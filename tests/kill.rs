@@ -63,14 +63,31 @@ fn start_with(dir: &Path, crash_at: Option<&str>, extra: &[&str]) -> Proc {
     let mut child = cmd.spawn().expect("start jobq serve");
     let stderr = child.stderr.take().expect("piped");
     let (tx, rx) = std::sync::mpsc::channel();
+    let said = std::sync::Arc::new(Mutex::new(Vec::new()));
+    let log = said.clone();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             if let Some(a) = line.split_whitespace().find_map(|w| w.strip_prefix("listen=")) {
                 let _ = tx.send(a.to_string());
             }
+            log.lock().unwrap().push(line);
         }
     });
-    let addr = rx.recv_timeout(Duration::from_secs(60)).expect("jobq serve did not start");
+    let addr = match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(addr) => addr,
+        Err(e) => {
+            let _ = child.kill();
+            let status = child.wait();
+            let said = said.lock().unwrap().join("\n");
+            if crash_at.is_some() && said.contains("crash point") {
+                // The crash point fired before the server listened (background
+                // compaction or an index publish starts with the store): a kill like
+                // any other, and the restart must open what it left.
+                return start_with(dir, None, extra);
+            }
+            panic!("jobq serve did not start ({e}; {status:?}); it said:\n{said}")
+        }
+    };
     Proc { child, addr }
 }
 

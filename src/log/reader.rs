@@ -226,25 +226,15 @@ impl RecordReader {
         let limit = self.map_limit.load(std::sync::atomic::Ordering::Relaxed);
         let maps = self.maps.read_recursive();
         if let Some(m) = maps.get(&pos.segment).filter(|m| pos.segment < limit && pos.offset < m.len as u64) {
-            if let Some(range) = record_range(m.used(), pos.offset) {
-                let bytes = &m.bytes[range];
-                let before = m.is_checked(pos.offset);
-                if !before {
-                    record::decode_job(bytes).map_err(|e| self.corrupt(loc, e))?;
-                    m.set_checked(pos.offset);
-                }
+            if let Some(checked) = m.checked_record(pos.offset) {
+                let (bytes, before) = checked.map_err(|e| self.corrupt(loc, e))?;
                 return Ok(f(bytes, before));
             }
         }
         drop(maps);
         if let Some(m) = self.mapped(pos.segment, pos.offset) {
-            if let Some(range) = record_range(m.used(), pos.offset) {
-                let bytes = &m.bytes[range];
-                let before = m.is_checked(pos.offset);
-                if !before {
-                    record::decode_job(bytes).map_err(|e| self.corrupt(loc, e))?;
-                    m.set_checked(pos.offset);
-                }
+            if let Some(checked) = m.checked_record(pos.offset) {
+                let (bytes, before) = checked.map_err(|e| self.corrupt(loc, e))?;
                 return Ok(f(bytes, before));
             }
         }
@@ -327,6 +317,20 @@ impl SegmentMap {
     /// The mapped bytes that hold frames.
     fn used(&self) -> &[u8] {
         &self.bytes[..self.len]
+    }
+
+    /// The record at `offset`, checked whole once (then remembered as checked), and
+    /// whether it was checked before; `None` when the map does not hold it whole.
+    fn checked_record(&self, offset: u64) -> Option<std::result::Result<(&[u8], bool), crate::codec::DecodeError>> {
+        let bytes = &self.bytes[record_range(self.used(), offset)?];
+        let before = self.is_checked(offset);
+        if !before {
+            if let Err(e) = record::decode_job(bytes) {
+                return Some(Err(e));
+            }
+            self.set_checked(offset);
+        }
+        Some(Ok((bytes, before)))
     }
 
     fn bit(&self, offset: u64) -> Option<(&AtomicU64, u64)> {

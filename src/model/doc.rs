@@ -179,7 +179,7 @@ pub fn write_json_utf8(out: &mut Vec<u8>, s: &[u8]) -> bool {
 /// The common case: nothing to escape (no quote, backslash or control character), so the
 /// literal is the bytes in quotes. False, writing nothing, otherwise.
 fn write_plain_json_str(out: &mut Vec<u8>, s: &[u8]) -> bool {
-    if s.iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\') {
+    if needs_escape(s) {
         return false;
     }
     out.reserve(s.len() + 2);
@@ -189,33 +189,66 @@ fn write_plain_json_str(out: &mut Vec<u8>, s: &[u8]) -> bool {
     true
 }
 
-/// Append `v` in decimal (a listing writes several numbers a row, most of them
-/// 13-digit milliseconds): up to 16 digits are computed in registers (eight at a
-/// time, see [`eight_ascii`]), shifted past their leading zeros, and stored with
-/// one copy of constant length: no loop over digits, no call to memcpy.
-pub fn write_u64(out: &mut Vec<u8>, v: u64) {
-    const E16: u64 = 10_000_000_000_000_000;
-    if v >= E16 {
-        write_u64(out, v / E16);
-        return write_sixteen(out, v % E16, 16);
+/// Whether `s` holds a quote, a backslash or a control character: eight bytes at
+/// a time (a byte-wise compare of a word with the three kinds at once).
+fn needs_escape(s: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    // A byte of `x` is zero exactly where the high bit of the result is set (for the
+    // first zero byte and those above it the test may also flag a 0x01 byte above a
+    // zero one; any flag is a true escape somewhere in the word, so a yes is right).
+    let zero_byte = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS;
+    let mut chunks = s.chunks_exact(8);
+    for c in chunks.by_ref() {
+        let w = u64::from_le_bytes(c.try_into().expect("eight bytes"));
+        // Bytes below 0x20: (w - 0x20 per byte) borrows into the high bit, unless
+        // the byte had its high bit set already (UTF-8 continuation and lead bytes).
+        let control = w.wrapping_sub(0x20 * ONES) & !w & HIGHS;
+        if control | zero_byte(w ^ (u64::from(b'"') * ONES)) | zero_byte(w ^ (u64::from(b'\\') * ONES)) != 0 {
+            return true;
+        }
     }
-    let n = v.checked_ilog10().map_or(1, |l| l as usize + 1);
-    write_sixteen(out, v, n);
+    chunks.remainder().iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\')
 }
 
-/// The last `n` (1 to 16) of the 16 digits of `v` (below 10^16).
-fn write_sixteen(out: &mut Vec<u8>, v: u64, n: usize) {
-    let hi = eight_ascii((v / 100_000_000) as u32);
-    let lo = eight_ascii((v % 100_000_000) as u32);
-    let all = u128::from(hi) | (u128::from(lo) << 64);
+/// Append `v` in decimal (a listing writes several numbers a row, most of them
+/// 13-digit milliseconds): eight digits at a time computed in one register (see
+/// [`eight_digits`]); the leading zeros are counted from the digits' own bits, and
+/// each group is stored with one copy of constant length: no loop over digits, no
+/// call to memcpy.
+pub fn write_u64(out: &mut Vec<u8>, v: u64) {
+    const E8: u64 = 100_000_000;
+    const E16: u64 = E8 * E8;
+    if v < E8 {
+        return write_leading(out, eight_digits(v as u32));
+    }
+    if v < E16 {
+        write_leading(out, eight_digits((v / E8) as u32));
+    } else {
+        write_u64(out, v / E16);
+        write_eight(out, eight_digits((v / E8 % E8) as u32));
+    }
+    write_eight(out, eight_digits((v % E8) as u32));
+}
+
+/// Eight digits with their leading zeros left out (one digit, "0", when all are zero).
+fn write_leading(out: &mut Vec<u8>, digits: u64) {
+    // The first digit is in the low byte: leading zero digits are low zero bytes.
+    let zeros = ((digits | (1 << 56)).trailing_zeros() / 8) as usize;
     let len = out.len();
-    out.extend_from_slice(&(all >> (8 * (16 - n))).to_le_bytes());
-    out.truncate(len + n);
+    out.extend_from_slice(&((digits | ASCII_ZEROS) >> (8 * zeros)).to_le_bytes());
+    out.truncate(len + 8 - zeros);
 }
 
-/// `v` (below 10^8) as eight ASCII digits, first digit in the low byte: computed
-/// in one register, as four 2-digit lanes, then eight 1-digit lanes.
-fn eight_ascii(v: u32) -> u64 {
+fn write_eight(out: &mut Vec<u8>, digits: u64) {
+    out.extend_from_slice(&(digits | ASCII_ZEROS).to_le_bytes());
+}
+
+const ASCII_ZEROS: u64 = 0x3030_3030_3030_3030;
+
+/// `v` (below 10^8) as eight decimal digit values (0 to 9), first digit in the low
+/// byte: computed in one register, as four 2-digit lanes, then eight 1-digit lanes.
+fn eight_digits(v: u32) -> u64 {
     // Lanes of 32 bits: the first four digits, the last four.
     let x = u64::from(v / 10_000) | (u64::from(v % 10_000) << 32);
     // Each lane (below 10^4) by 100: 5243 / 2^19 rounds down exactly below 43,699.
@@ -223,8 +256,7 @@ fn eight_ascii(v: u32) -> u64 {
     let y = q | ((x - q * 100) << 16);
     // Each 16-bit lane (below 100) by 10: 103 / 2^10 rounds down exactly below 179.
     let t = ((y * 103) >> 10) & 0x000F_000F_000F_000F;
-    let z = t | ((y - t * 10) << 8);
-    z | 0x3030_3030_3030_3030
+    t | ((y - t * 10) << 8)
 }
 
 /// Append `v` in decimal, with its sign.
@@ -314,6 +346,22 @@ mod tests {
         }
         let mut out = Vec::new();
         assert!(!write_json_utf8(&mut out, b"\xff\n") && out.is_empty(), "not UTF-8 and escaped: nothing");
+    }
+
+    #[test]
+    fn the_word_wise_escape_test_agrees_with_the_byte_wise_one() {
+        let naive = |s: &[u8]| s.iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\');
+        for filler in [b'a', 0x20, 0x21, 0x5b, 0x5d, 0x7f, 0x80, 0xa2, 0xdc, 0xff, 0x01] {
+            for len in [7usize, 8, 9, 16, 17, 23] {
+                for at in 0..len {
+                    for b in 0..=255u8 {
+                        let mut s = vec![filler; len];
+                        s[at] = b;
+                        assert_eq!(needs_escape(&s), naive(&s), "{s:?}");
+                    }
+                }
+            }
+        }
     }
 
     #[test]

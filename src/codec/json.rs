@@ -77,7 +77,7 @@ impl std::fmt::Display for JsonError {
 
 /// Length of the leading run of bytes that need no attention in a string: not a
 /// quote, not a backslash, not a control character. Eight bytes at a time.
-fn plain_run(b: &[u8]) -> usize {
+pub(crate) fn plain_run(b: &[u8]) -> usize {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
     let special = |w: u64| {

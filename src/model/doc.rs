@@ -189,26 +189,10 @@ fn write_plain_json_str(out: &mut Vec<u8>, s: &[u8]) -> bool {
     true
 }
 
-/// Whether `s` holds a quote, a backslash or a control character: eight bytes at
-/// a time (a byte-wise compare of a word with the three kinds at once).
+/// Whether `s` holds a quote, a backslash or a control character (eight bytes at a
+/// time, as the JSON scanner looks for them).
 fn needs_escape(s: &[u8]) -> bool {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGHS: u64 = 0x8080_8080_8080_8080;
-    // A byte of `x` is zero exactly where the high bit of the result is set (for the
-    // first zero byte and those above it the test may also flag a 0x01 byte above a
-    // zero one; any flag is a true escape somewhere in the word, so a yes is right).
-    let zero_byte = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS;
-    let mut chunks = s.chunks_exact(8);
-    for c in chunks.by_ref() {
-        let w = u64::from_le_bytes(c.try_into().expect("eight bytes"));
-        // Bytes below 0x20: (w - 0x20 per byte) borrows into the high bit, unless
-        // the byte had its high bit set already (UTF-8 continuation and lead bytes).
-        let control = w.wrapping_sub(0x20 * ONES) & !w & HIGHS;
-        if control | zero_byte(w ^ (u64::from(b'"') * ONES)) | zero_byte(w ^ (u64::from(b'\\') * ONES)) != 0 {
-            return true;
-        }
-    }
-    chunks.remainder().iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\')
+    crate::codec::json::plain_run(s) != s.len()
 }
 
 /// Append `v` in decimal (a listing writes several numbers a row, most of them

@@ -281,9 +281,9 @@ impl RecordReader {
     /// The record at `loc`.
     pub fn read(&self, loc: u64) -> Result<Job> {
         let mut buf = Vec::new();
-        let n = self.read_raw(loc, &mut buf)?;
-        let (view, _) = record::decode_job(&buf[..n]).map_err(|e| self.corrupt(loc, e))?;
-        Ok(view.to_job())
+        // Checked whole at its first read (here or before): no second checksum.
+        let view = |bytes: &[u8], _| record::decode_checked_job(bytes).map(|(v, _)| v.to_job());
+        self.with_checked_record(loc, &mut buf, view)?.map_err(|e| self.corrupt(loc, e))
     }
 }
 

@@ -72,7 +72,7 @@ impl Filter {
             && (self.has_tags.is_empty() || self.has_tags.iter().any(|t| job.tags.contains(t)))
             && self.has_tags_all.iter().all(|t| job.tags.contains(t))
             && !self.lacks_tags.iter().any(|t| job.tags.contains(t))
-            && self.matches_close_reason(job.close_reason().as_deref())
+            && (self.close_reasons.is_empty() || self.matches_close_reason(job.close_reason().as_deref()))
             && self.keys.as_ref().is_none_or(|k| k.contains(&job.key))
     }
 

@@ -122,7 +122,7 @@ impl Snapshot {
     /// Hits for an explicit key list: each key's current version, tested.
     fn key_hits(&self, project: u32, filter: &Filter, keys: &[JobKey], r: &Resolved<'_>) -> Result<Vec<Hit>> {
         let mut hits = Vec::new();
-        let mut seen = std::collections::HashSet::new();
+        let mut seen = crate::hash::FastSet::default();
         for &k in keys {
             if !seen.insert(k) {
                 continue;
@@ -131,11 +131,10 @@ impl Snapshot {
                 continue;
             };
             let job = self.reader.read(f.loc())?;
-            let name = self.spider_name(project, k.spider).map(|n| n.to_string()).unwrap_or_default();
-            let Some(order) = self.order_key(k) else {
-                continue;
-            };
-            if filter.matches(&job, &name) && r.stop.is_none_or(|s| order > s) && r.after.is_none_or(|a| order < a) {
+            let name = self.version.catalog.name(project, k.spider).map_or("", |n| &**n);
+            // The listing order of a doc is its record's (ts, order_seq).
+            let order = (job.ts(), job.order_seq);
+            if filter.matches(&job, name) && r.stop.is_none_or(|s| order > s) && r.after.is_none_or(|a| order < a) {
                 hits.push(Hit { local: k.local(), ts: order.0, seq: order.1, loc: f.loc(), listed_ms: 0 });
             }
         }

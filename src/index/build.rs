@@ -8,7 +8,7 @@ use std::sync::Arc;
 use byteorder::{LittleEndian as LE, WriteBytesExt};
 
 use super::format::{self, field, DirEntry, Footer, SegmentMeta, SECTION_HEADER, TERM_ENTRY};
-use super::posting;
+use super::{packed, posting};
 use crate::codec::frame::checksum;
 use crate::codec::record::{encode_catalog, SpiderEntry};
 use crate::hash::FastMap;
@@ -174,37 +174,71 @@ impl<'a> Terms<'a> {
 
 /// One project's section; `docs` are in listing order.
 fn build_section(project: u32, docs: &[&DocEntry], out: &mut Vec<u8>) {
-    let start = out.len();
-    let n = docs.len();
-    out.resize(start + SECTION_HEADER, 0);
-    let col = |out: &mut Vec<u8>, f: &dyn Fn(&DocEntry) -> u64| {
-        let at = (out.len() - start) as u64;
-        out.reserve(n * 8);
-        for d in docs {
-            out.extend_from_slice(&f(d).to_le_bytes());
-        }
-        at
-    };
-    let ts_at = col(out, &|d| d.ts);
-    let seq_at = col(out, &|d| d.order_seq);
-    let key_at = col(out, &|d| d.local);
-    let loc_at = col(out, &|d| d.loc);
-    let mut by_key: Vec<(u64, u32)> = docs.iter().enumerate().map(|(i, d)| (d.local, i as u32)).collect();
-    by_key.sort_unstable();
-    let sorted_at = (out.len() - start) as u64;
-    for (k, _) in &by_key {
-        out.extend_from_slice(&k.to_le_bytes());
+    let mut cols = Columns::new(docs.len());
+    for d in docs {
+        cols.push(d.ts, d.order_seq, d.local, d.loc);
     }
-    let by_key_at = (out.len() - start) as u64;
-    for (_, i) in &by_key {
-        out.extend_from_slice(&i.to_le_bytes());
-    }
-    pad8(out);
     let terms = Terms::collect(docs).sorted();
+    let start = out.len();
+    cols.finish(project, terms.len(), &mut |piece| {
+        out.extend_from_slice(piece);
+        Ok(())
+    })
+    .expect("writing to memory");
     let dict_at = (out.len() - start) as u64;
     out.extend_from_slice(&encode_terms(&terms, dict_at));
-    let offsets = [ts_at, seq_at, key_at, loc_at, sorted_at, by_key_at, dict_at];
-    out[start..start + SECTION_HEADER].copy_from_slice(&section_header(project, n, terms.len(), &offsets));
+}
+
+/// A section's packed columns while its docs come in listing order; the key
+/// table is made at the end.
+pub(crate) struct Columns {
+    n: usize,
+    /// ts, seq, spider, job, loc.
+    packers: [packed::Packer; 5],
+    keys: Vec<(u64, u32)>,
+}
+
+impl Columns {
+    pub(crate) fn new(n: usize) -> Columns {
+        Columns { n, packers: std::array::from_fn(|_| packed::Packer::new(n)), keys: Vec::with_capacity(n) }
+    }
+
+    pub(crate) fn push(&mut self, ts: u64, order_seq: u64, local: u64, loc: u64) {
+        let doc = self.keys.len() as u32;
+        for (p, v) in self.packers.iter_mut().zip([ts, order_seq, local >> 32, local & 0xFFFF_FFFF, loc]) {
+            p.push(v);
+        }
+        self.keys.push((local, doc));
+    }
+
+    /// Hand `write` the section from its start to its dictionary, in order: the
+    /// header, the columns, the padding to 8. The dictionary follows at the
+    /// offset the bytes handed add up to.
+    pub(crate) fn finish(
+        self,
+        project: u32,
+        terms: usize,
+        write: &mut dyn FnMut(&[u8]) -> crate::error::Result<()>,
+    ) -> crate::error::Result<()> {
+        let Columns { n, packers, mut keys } = self;
+        keys.sort_unstable();
+        let mut by_key = packed::Packer::new(n);
+        keys.into_iter().for_each(|(_, doc)| by_key.push(u64::from(doc)));
+        let cols: Vec<(Vec<u8>, Vec<u8>)> = packers.into_iter().chain([by_key]).map(|p| p.finish()).collect();
+        let mut offsets = [0u64; 7];
+        let mut at = SECTION_HEADER as u64;
+        for (k, (h, d)) in cols.iter().enumerate() {
+            offsets[k] = at;
+            at += (h.len() + d.len()) as u64;
+        }
+        offsets[6] = at.div_ceil(8) * 8;
+        write(&section_header(project, n, terms, &offsets))?;
+        for (h, d) in &cols {
+            write(h)?;
+            write(d)?;
+        }
+        write(&[0u8; 8][..(offsets[6] - at) as usize])
+    }
 }
 
 /// Terms in dictionary order: field code, then term bytes.
@@ -213,7 +247,7 @@ pub(crate) fn sort_terms(terms: &mut [(EncodedTerm, Vec<u32>)]) {
 }
 
 /// A section's header: project, docs, terms, then the offsets (within the section)
-/// of the ts, seq, key and loc columns, the sorted keys, `by_key` and the dictionary.
+/// of the ts, seq, spider, job, loc and `by_key` columns and of the dictionary.
 pub(crate) fn section_header(project: u32, docs: usize, terms: usize, offsets: &[u64; 7]) -> [u8; SECTION_HEADER] {
     let mut h = [0u8; SECTION_HEADER];
     h[0..4].copy_from_slice(&project.to_le_bytes());
@@ -242,7 +276,8 @@ pub(crate) fn encode_terms(terms: &[(EncodedTerm, Vec<u32>)], dict_at: u64) -> V
         e[1] = 0;
         e[2..4].copy_from_slice(&(t.len() as u16).to_le_bytes());
         e[4..8].copy_from_slice(&term_off.to_le_bytes());
-        e[8..16].copy_from_slice(&posting_at.to_le_bytes());
+        let posting_at = u32::try_from(posting_at).expect("a section is under 4 GiB (format-spec/index.md)");
+        e[8..12].copy_from_slice(&posting_at.to_le_bytes());
         term_off += t.len() as u32;
     }
     out

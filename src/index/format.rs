@@ -14,17 +14,19 @@ use byteorder::{ByteOrder, LittleEndian as LE};
 use crate::log::LogPos;
 
 pub const MAGIC: &[u8; 8] = b"JOBQIDX\0";
-/// Version 2 added the close_reason postings (field 6); files of other versions
-/// are set aside and rebuilt from the log (index files are caches).
-pub const VERSION: u32 = 2;
-/// The oldest version laid out as this one (without the newer term fields): a
-/// file of it is checked whole, then set aside as another version.
+/// Version 2 added the close_reason postings (field 6); version 3 packs the
+/// columns, drops the sorted key column, makes short lists flat and cuts bitmaps
+/// after their last word. Files of other versions are set aside and rebuilt from
+/// the log (index files are caches).
+pub const VERSION: u32 = 3;
+/// The oldest version whose header and footer are laid out as this one's: a file
+/// of it is checked up to its footer CRC, then set aside as another version.
 pub const OLDEST_VERSION: u32 = 1;
 pub const HEADER_LEN: usize = 64;
 pub const FOOTER_LEN: usize = 48;
 pub const DIR_ENTRY: usize = 32;
 pub const SECTION_HEADER: usize = 72;
-pub const TERM_ENTRY: usize = 16;
+pub const TERM_ENTRY: usize = 12;
 
 /// Term fields: what a posting list is keyed by.
 pub mod field {

@@ -7,6 +7,7 @@ pub mod deadset;
 pub mod format;
 pub mod memtable;
 pub mod merge;
+pub mod packed;
 pub mod posting;
 pub mod segment;
 pub mod spill;

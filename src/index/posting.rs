@@ -1,26 +1,44 @@
-//! Posting lists: sorted doc ids in 65,536-doc containers, as arrays of 16-bit
-//! offsets when sparse and as 8 KiB bitmaps when dense (roaring's layout, made to
-//! be read in place from a memory map).
+//! Posting lists: sorted doc ids. A list of at most [`FLAT_MAX`] docs is flat
+//! (the doc ids as u32); a longer one is in 65,536-doc containers, as arrays of
+//! 16-bit offsets when sparse and as bitmaps cut after their last non-zero word
+//! when dense (roaring's layout, made to be read in place from a memory map).
 //!
 //! ```text
-//! u32 cardinality, u32 n_containers
-//! n × (u16 block, u16 kind [0 array, 1 bitmap], u32 cardinality, u32 data offset)
-//! data: array = cardinality × u16, ascending; bitmap = 1024 × u64
+//! flat:      u32 cardinality (1..=8), cardinality × u32 doc, ascending
+//! contained: u32 cardinality (> 8), u32 n_containers,
+//!            n × (u16 block, u16 words [0 array, else bitmap words], u32 cardinality, u32 data offset)
+//!            data: array = cardinality × u16, ascending; bitmap = words × u64
 //! ```
 
 use byteorder::{ByteOrder, LittleEndian as LE, WriteBytesExt};
 
 use crate::query::docset::{Block, DocId, DocSet, BLOCK_WORDS, TERMINATED};
 
-const ARRAY: u16 = 0;
-const BITMAP: u16 = 1;
-/// Above this many docs a container is a bitmap (smaller than the array).
-pub const ARRAY_MAX: u32 = 4096;
+/// Lists of at most this many docs are flat.
+pub const FLAT_MAX: u32 = 8;
 const ENTRY: usize = 12;
 
-/// Append the posting list of `docs` (strictly increasing) to `out`.
+/// Words of the bitmap of a container whose highest offset is `last`.
+fn words_for(last: u32) -> usize {
+    (last / 64) as usize + 1
+}
+
+/// True when a container of `card` offsets up to `last` is a bitmap: when the
+/// bitmap (to its last non-zero word) is smaller than the array.
+fn is_bitmap(card: usize, last: u32) -> bool {
+    card > 4 * words_for(last)
+}
+
+/// Append the posting list of `docs` (strictly increasing, at least one) to `out`.
 pub fn encode(docs: &[DocId], out: &mut Vec<u8>) {
     let start = out.len();
+    out.write_u32::<LE>(docs.len() as u32).unwrap();
+    if docs.len() as u32 <= FLAT_MAX {
+        for d in docs {
+            out.write_u32::<LE>(*d).unwrap();
+        }
+        return;
+    }
     let mut groups: Vec<(u16, &[DocId])> = Vec::new();
     let mut i = 0;
     while i < docs.len() {
@@ -29,20 +47,21 @@ pub fn encode(docs: &[DocId], out: &mut Vec<u8>) {
         groups.push((hi as u16, &docs[i..j]));
         i = j;
     }
-    out.write_u32::<LE>(docs.len() as u32).unwrap();
     out.write_u32::<LE>(groups.len() as u32).unwrap();
     let mut data_at = 8 + groups.len() * ENTRY;
     for (hi, g) in &groups {
-        let kind = if g.len() as u32 > ARRAY_MAX { BITMAP } else { ARRAY };
+        let last = g[g.len() - 1] & 0xFFFF;
+        let words = if is_bitmap(g.len(), last) { words_for(last) } else { 0 };
         out.write_u16::<LE>(*hi).unwrap();
-        out.write_u16::<LE>(kind).unwrap();
+        out.write_u16::<LE>(words as u16).unwrap();
         out.write_u32::<LE>(g.len() as u32).unwrap();
         out.write_u32::<LE>(data_at as u32).unwrap();
-        data_at += if kind == BITMAP { BLOCK_WORDS * 8 } else { g.len() * 2 };
+        data_at += if words > 0 { words * 8 } else { g.len() * 2 };
     }
     for (_, g) in &groups {
-        if g.len() as u32 > ARRAY_MAX {
-            let mut words = [0u64; BLOCK_WORDS];
+        let last = g[g.len() - 1] & 0xFFFF;
+        if is_bitmap(g.len(), last) {
+            let mut words = vec![0u64; words_for(last)];
             for d in *g {
                 let lo = d & 0xFFFF;
                 words[(lo / 64) as usize] |= 1 << (lo % 64);
@@ -62,10 +81,28 @@ pub fn encode(docs: &[DocId], out: &mut Vec<u8>) {
 /// Check a posting list at the start of `bytes` against docs `< max_doc`; returns
 /// its length in bytes.
 pub fn validate(bytes: &[u8], max_doc: u32) -> Result<usize, String> {
-    if bytes.len() < 8 {
+    if bytes.len() < 4 {
         return Err("posting list header runs past the section".into());
     }
     let card = LE::read_u32(&bytes[0..4]);
+    if card == 0 {
+        return Err("empty posting list".into());
+    }
+    if card <= FLAT_MAX {
+        let len = 4 + 4 * card as usize;
+        let docs = bytes.get(4..len).ok_or("flat posting list runs past the section")?;
+        let v = |i: usize| LE::read_u32(&docs[i * 4..i * 4 + 4]);
+        if (1..card as usize).any(|i| v(i) <= v(i - 1)) {
+            return Err("flat posting list not strictly increasing".into());
+        }
+        if v(card as usize - 1) >= max_doc {
+            return Err("posting refers to a doc past the end".into());
+        }
+        return Ok(len);
+    }
+    if bytes.len() < 8 {
+        return Err("posting list header runs past the section".into());
+    }
     let n = LE::read_u32(&bytes[4..8]) as usize;
     let dir_end = 8usize.checked_add(n.checked_mul(ENTRY).ok_or("container count overflows")?).ok_or("overflow")?;
     if dir_end > bytes.len() {
@@ -77,24 +114,20 @@ pub fn validate(bytes: &[u8], max_doc: u32) -> Result<usize, String> {
     for i in 0..n {
         let e = &bytes[8 + i * ENTRY..8 + (i + 1) * ENTRY];
         let block = LE::read_u16(&e[0..2]);
-        let kind = LE::read_u16(&e[2..4]);
+        let words = LE::read_u16(&e[2..4]) as usize;
         let c = LE::read_u32(&e[4..8]);
         let at = LE::read_u32(&e[8..12]) as usize;
         if i64::from(block) <= prev_block {
             return Err("posting containers out of order".into());
         }
         prev_block = i64::from(block);
-        if at != expect_at || c == 0 || c > 65536 {
+        if at != expect_at || c == 0 || c > 65536 || words > BLOCK_WORDS {
             return Err("posting container offset or size is wrong".into());
         }
-        let len = match kind {
-            ARRAY if c <= ARRAY_MAX => c as usize * 2,
-            BITMAP if c > ARRAY_MAX => BLOCK_WORDS * 8,
-            _ => return Err("unknown posting container kind".into()),
-        };
+        let len = if words == 0 { c as usize * 2 } else { words * 8 };
         let data = bytes.get(at..at + len).ok_or("posting container runs past the section")?;
         let base = u64::from(block) << 16;
-        if kind == ARRAY {
+        let last = if words == 0 {
             let v = |p: &[u8]| u16::from_le_bytes([p[0], p[1]]);
             // Branch-free over the container, so that the loop vectorizes.
             let increasing =
@@ -102,19 +135,20 @@ pub fn validate(bytes: &[u8], max_doc: u32) -> Result<usize, String> {
             if !increasing {
                 return Err("posting array not strictly increasing".into());
             }
-            if base + u64::from(v(&data[len - 2..])) >= u64::from(max_doc) {
-                return Err("posting refers to a doc past the end".into());
-            }
+            u32::from(v(&data[len - 2..]))
         } else {
             let word = |k: usize| u64::from_le_bytes(data[k * 8..k * 8 + 8].try_into().expect("8 bytes"));
-            let ones: u32 = (0..BLOCK_WORDS).map(|k| word(k).count_ones()).sum();
-            let last = (0..BLOCK_WORDS)
-                .rev()
-                .find(|&k| word(k) != 0)
-                .map_or(0, |k| k as u64 * 64 + 63 - u64::from(word(k).leading_zeros()));
-            if ones != c || base + last >= u64::from(max_doc) {
-                return Err("posting bitmap cardinality or range is wrong".into());
+            let ones: u32 = (0..words).map(|k| word(k).count_ones()).sum();
+            if ones != c || word(words - 1) == 0 {
+                return Err("posting bitmap cardinality or length is wrong".into());
             }
+            (words as u32 - 1) * 64 + 63 - word(words - 1).leading_zeros()
+        };
+        if is_bitmap(c as usize, last) != (words > 0) {
+            return Err("posting container kind does not match its size".into());
+        }
+        if base + u64::from(last) >= u64::from(max_doc) {
+            return Err("posting refers to a doc past the end".into());
         }
         total += u64::from(c);
         expect_at = at + len;
@@ -129,13 +163,16 @@ pub fn validate(bytes: &[u8], max_doc: u32) -> Result<usize, String> {
 #[derive(Clone, Copy, Debug)]
 pub struct Posting<'a> {
     bytes: &'a [u8],
+    /// Containers (0 for a flat list).
     n: usize,
     card: u32,
 }
 
 impl<'a> Posting<'a> {
     pub fn new(bytes: &'a [u8]) -> Posting<'a> {
-        Posting { bytes, card: LE::read_u32(&bytes[0..4]), n: LE::read_u32(&bytes[4..8]) as usize }
+        let card = LE::read_u32(&bytes[0..4]);
+        let n = if card <= FLAT_MAX { 0 } else { LE::read_u32(&bytes[4..8]) as usize };
+        Posting { bytes, card, n }
     }
 
     pub fn len(&self) -> u32 {
@@ -146,11 +183,25 @@ impl<'a> Posting<'a> {
         self.card == 0
     }
 
-    fn entry(&self, i: usize) -> (u32, u16, u32, usize) {
+    fn is_flat(&self) -> bool {
+        self.card <= FLAT_MAX
+    }
+
+    /// Doc `i` of a flat list.
+    fn flat(&self, i: usize) -> u32 {
+        LE::read_u32(&self.bytes[4 + i * 4..8 + i * 4])
+    }
+
+    /// The offsets of a flat list's docs in block `b`.
+    fn flat_in(&self, b: u32) -> impl Iterator<Item = u32> + '_ {
+        (0..self.card as usize).map(|i| self.flat(i)).filter(move |d| d >> 16 == b).map(|d| d & 0xFFFF)
+    }
+
+    fn entry(&self, i: usize) -> (u32, usize, u32, usize) {
         let e = &self.bytes[8 + i * ENTRY..8 + (i + 1) * ENTRY];
         (
             u32::from(LE::read_u16(&e[0..2])),
-            LE::read_u16(&e[2..4]),
+            usize::from(LE::read_u16(&e[2..4])),
             LE::read_u32(&e[4..8]),
             LE::read_u32(&e[8..12]) as usize,
         )
@@ -178,10 +229,11 @@ impl<'a> Posting<'a> {
         LE::read_u64(&self.bytes[at + i * 8..at + i * 8 + 8])
     }
 
-    /// The container of block `b`, if the list has one: kind, cardinality, offset.
-    fn container(&self, b: u32) -> Option<(u16, u32, usize)> {
+    /// The container of block `b`, if the list has one: bitmap words (0: an
+    /// array), cardinality, offset.
+    fn container(&self, b: u32) -> Option<(usize, u32, usize)> {
         let ci = self.container_from(0, b);
-        (ci < self.n).then(|| self.entry(ci)).filter(|e| e.0 == b).map(|(_, kind, card, at)| (kind, card, at))
+        (ci < self.n).then(|| self.entry(ci)).filter(|e| e.0 == b).map(|(_, words, card, at)| (words, card, at))
     }
 
     /// The values of an array container.
@@ -190,12 +242,17 @@ impl<'a> Posting<'a> {
         bytes[at..at + card as usize * 2].chunks_exact(2).map(|v| u32::from(u16::from_le_bytes([v[0], v[1]])))
     }
 
-    /// `out[i] = f(out[i], word i)` over a bitmap container: one bounds check, no
-    /// branch, so the loop vectorizes.
-    fn combine_bitmap(&self, at: usize, out: &mut Block, f: impl Fn(u64, u64) -> u64) {
-        let words = &self.bytes[at..at + BLOCK_WORDS * 8];
-        for (o, w) in out.iter_mut().zip(words.chunks_exact(8)) {
+    /// `out[i] = f(out[i], word i)` over a bitmap container of `words` words (the
+    /// words after them are zero): one bounds check, no branch, so the loops
+    /// vectorize.
+    fn combine_bitmap(&self, at: usize, words: usize, out: &mut Block, f: impl Fn(u64, u64) -> u64) {
+        let data = &self.bytes[at..at + words * 8];
+        let (head, tail) = out.split_at_mut(words);
+        for (o, w) in head.iter_mut().zip(data.chunks_exact(8)) {
             *o = f(*o, u64::from_le_bytes(w.try_into().expect("8 bytes")));
+        }
+        for o in tail {
+            *o = f(*o, 0);
         }
     }
 
@@ -227,18 +284,23 @@ pub struct PostingCursor<'a> {
     p: Posting<'a>,
     /// Current container.
     ci: usize,
-    /// Index in an array container, or bit offset (0..65536) in a bitmap.
+    /// Index in a flat list or an array container, or bit offset (0..65536) in a bitmap.
     pos: u32,
     doc: DocId,
 }
 
 impl PostingCursor<'_> {
-    /// Position on the first doc at or after `pos` in container `ci`, moving on
-    /// to later containers as needed.
+    /// Position on the first doc at or after `pos` in container `ci` (of a flat
+    /// list: at index `pos`), moving on to later containers as needed.
     fn settle_from(&mut self, mut ci: usize, mut pos: u32) {
+        if self.p.is_flat() {
+            self.pos = pos;
+            self.doc = if pos < self.p.card { self.p.flat(pos as usize) } else { TERMINATED };
+            return;
+        }
         while ci < self.p.n {
-            let (block, kind, card, at) = self.p.entry(ci);
-            if kind == ARRAY {
+            let (block, words, card, at) = self.p.entry(ci);
+            if words == 0 {
                 if pos < card {
                     self.ci = ci;
                     self.pos = pos;
@@ -247,7 +309,7 @@ impl PostingCursor<'_> {
                 }
             } else {
                 let mut w = (pos / 64) as usize;
-                if w < BLOCK_WORDS {
+                if w < words {
                     let mut bits = self.p.word(at, w) & (!0u64 << (pos % 64));
                     loop {
                         if bits != 0 {
@@ -258,7 +320,7 @@ impl PostingCursor<'_> {
                             return;
                         }
                         w += 1;
-                        if w == BLOCK_WORDS {
+                        if w == words {
                             break;
                         }
                         bits = self.p.word(at, w);
@@ -289,6 +351,14 @@ impl DocSet for PostingCursor<'_> {
         if self.doc >= target {
             return self.doc;
         }
+        if self.p.is_flat() {
+            let mut pos = self.pos;
+            while pos < self.p.card && self.p.flat(pos as usize) < target {
+                pos += 1;
+            }
+            self.settle_from(0, pos);
+            return self.doc;
+        }
         let tb = target >> 16;
         let (block, ..) = self.p.entry(self.ci);
         let ci = if block >= tb { self.ci } else { self.p.container_from(self.ci, tb) };
@@ -297,10 +367,10 @@ impl DocSet for PostingCursor<'_> {
             self.doc = TERMINATED;
             return TERMINATED;
         }
-        let (block, kind, card, at) = self.p.entry(ci);
+        let (block, words, card, at) = self.p.entry(ci);
         if block > tb {
             self.settle_from(ci, 0);
-        } else if kind == ARRAY {
+        } else if words == 0 {
             let low = target & 0xFFFF;
             let start = if ci == self.ci { self.pos as usize } else { 0 };
             let (mut lo, mut hi) = (start, card as usize);
@@ -324,48 +394,70 @@ impl DocSet for PostingCursor<'_> {
     }
 
     fn fill_block(&mut self, b: u32, out: &mut Block) {
+        if self.p.is_flat() {
+            out.fill(0);
+            return set_bits(out, self.p.flat_in(b));
+        }
         match self.p.container(b) {
-            Some((BITMAP, _, at)) => self.p.combine_bitmap(at, out, |_, w| w),
-            Some((_, card, at)) => {
+            Some((0, card, at)) => {
                 out.fill(0);
                 set_bits(out, self.p.values(at, card));
             }
+            Some((words, _, at)) => self.p.combine_bitmap(at, words, out, |_, w| w),
             None => out.fill(0),
         }
     }
 
     fn next_block(&self, b: u32) -> Option<u32> {
+        if self.p.is_flat() {
+            return (0..self.p.card as usize).map(|i| self.p.flat(i) >> 16).find(|x| *x >= b);
+        }
         let ci = self.p.container_from(0, b);
         (ci < self.p.n).then(|| self.p.entry(ci).0)
     }
     fn and_block(&mut self, b: u32, out: &mut Block, scratch: &mut Block) {
+        if self.p.is_flat() {
+            scratch.fill(0);
+            set_bits(scratch, self.p.flat_in(b));
+            for (o, s) in out.iter_mut().zip(scratch.iter()) {
+                *o &= s;
+            }
+            return;
+        }
         match self.p.container(b) {
-            Some((BITMAP, _, at)) => self.p.combine_bitmap(at, out, |o, w| o & w),
-            Some((_, card, at)) => {
+            Some((0, card, at)) => {
                 scratch.fill(0);
                 set_bits(scratch, self.p.values(at, card));
                 for (o, s) in out.iter_mut().zip(scratch.iter()) {
                     *o &= s;
                 }
             }
+            Some((words, _, at)) => self.p.combine_bitmap(at, words, out, |o, w| o & w),
             None => out.fill(0),
         }
     }
     fn or_block(&mut self, b: u32, out: &mut Block, _scratch: &mut Block) {
+        if self.p.is_flat() {
+            return set_bits(out, self.p.flat_in(b));
+        }
         match self.p.container(b) {
-            Some((BITMAP, _, at)) => self.p.combine_bitmap(at, out, |o, w| o | w),
-            Some((_, card, at)) => set_bits(out, self.p.values(at, card)),
+            Some((0, card, at)) => set_bits(out, self.p.values(at, card)),
+            Some((words, _, at)) => self.p.combine_bitmap(at, words, out, |o, w| o | w),
             None => {}
         }
     }
     fn andnot_block(&mut self, b: u32, out: &mut Block, _scratch: &mut Block) {
-        match self.p.container(b) {
-            Some((BITMAP, _, at)) => self.p.combine_bitmap(at, out, |o, w| o & !w),
-            Some((_, card, at)) => {
-                for v in self.p.values(at, card) {
-                    out[(v / 64) as usize] &= !(1 << (v % 64));
-                }
+        let clear = |out: &mut Block, vals: &mut dyn Iterator<Item = u32>| {
+            for v in vals {
+                out[(v / 64) as usize] &= !(1 << (v % 64));
             }
+        };
+        if self.p.is_flat() {
+            return clear(out, &mut self.p.flat_in(b));
+        }
+        match self.p.container(b) {
+            Some((0, card, at)) => clear(out, &mut self.p.values(at, card)),
+            Some((words, _, at)) => self.p.combine_bitmap(at, words, out, |o, w| o & !w),
             None => {}
         }
     }
@@ -410,6 +502,48 @@ mod tests {
         let mut blk = new_block();
         p.cursor().fill_block(0, &mut blk);
         assert_eq!(blk.iter().map(|w| w.count_ones()).sum::<u32>(), docs.iter().filter(|d| **d < 65536).count() as u32);
+    }
+
+    #[test]
+    fn flat_lists_and_short_bitmaps() {
+        let check = |docs: &[DocId], max: u32| {
+            let bytes = build(docs);
+            assert_eq!(validate(&bytes, max), Ok(bytes.len()), "{docs:?}");
+            let p = Posting::new(&bytes);
+            assert_eq!(p.docs(), docs);
+            assert_eq!(count_in(&mut p.cursor(), 0, u32::MAX), docs.len() as u64);
+            for t in [0, 1, 2, 3, 64, 65, 200, 65_535, 65_536, 70_000, 70_001, max] {
+                let want = docs.iter().copied().find(|d| *d >= t).unwrap_or(TERMINATED);
+                assert_eq!(p.cursor().seek(t), want, "seek {t} in {docs:?}");
+            }
+            for b in 0..3 {
+                let want: Vec<u32> = docs.iter().filter(|d| *d >> 16 == b).map(|d| d & 0xFFFF).collect();
+                let (mut blk, mut all, mut scratch) = (new_block(), new_block(), new_block());
+                p.cursor().fill_block(b, &mut blk);
+                let got: Vec<u32> = (0..65_536).filter(|v| blk[(v / 64) as usize] >> (v % 64) & 1 == 1).collect();
+                assert_eq!(got, want, "block {b}");
+                all.fill(!0);
+                p.cursor().and_block(b, &mut all, &mut scratch);
+                assert_eq!(*all, *blk);
+                p.cursor().andnot_block(b, &mut all, &mut scratch);
+                assert!(all.iter().all(|w| *w == 0));
+                p.cursor().or_block(b, &mut all, &mut scratch);
+                assert_eq!(*all, *blk);
+            }
+            bytes.len()
+        };
+        assert_eq!(check(&[3], 4), 8, "one doc: a flat list of 8 bytes");
+        assert_eq!(check(&[0, 9, 70_000, 70_001, 130_000, 130_001, 130_002, 131_000], 131_001), 36);
+        // Dense in a short section: a bitmap up to its last word, not 8 KiB.
+        let dense: Vec<DocId> = (0..600).filter(|d| d % 3 != 0).collect();
+        assert_eq!(check(&dense, 600), 8 + 12 + 10 * 8);
+        // Sparse after a dense block: an array.
+        let mixed: Vec<DocId> = (0..100).chain([65_536 + 5, 65_536 + 9000]).collect();
+        assert_eq!(check(&mixed, 80_000), 8 + 24 + 2 * 8 + 2 * 2);
+        let bytes = build(&dense);
+        let mut bad = bytes.clone();
+        bad[10] = 11; // words: one too many
+        assert!(validate(&bad, 600).is_err());
     }
 
     #[test]

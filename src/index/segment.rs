@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use byteorder::{ByteOrder, LittleEndian as LE};
 
 use super::format::{self, field, DirEntry, SegmentMeta, FOOTER_LEN, HEADER_LEN, SECTION_HEADER, TERM_ENTRY};
+use super::packed;
 use super::posting::{self, Posting};
 use crate::codec::frame::checksum;
 use crate::codec::record::{decode_catalog, SpiderEntry};
@@ -36,9 +37,9 @@ struct SectionInfo {
 
 const TS: usize = 0;
 const SEQ: usize = 1;
-const KEY: usize = 2;
-const LOC: usize = 3;
-const SORTED: usize = 4;
+const SPIDER: usize = 2;
+const JOB: usize = 3;
+const LOC: usize = 4;
 const BY_KEY: usize = 5;
 const DICT: usize = 6;
 
@@ -84,6 +85,11 @@ impl IndexSegment {
             return Err(bad(foot_at + 36, "footer checksum mismatch".into()));
         }
         let meta = format::decode_header(b).map_err(|e| bad(0, e))?;
+        // An older file, whole up to here (its sections are laid out otherwise):
+        // set aside and rebuilt from the log, not damage.
+        if version != format::VERSION {
+            return Err(unsupported());
+        }
         decode_catalog(cat_bytes).map_err(|e| bad(cat_off as usize + e.offset, e.what))?;
         let dir = decode_dir(dir_bytes, dir_off as usize, cat_off as usize).map_err(|(o, e)| bad(o, e))?;
         let workers =
@@ -92,11 +98,6 @@ impl IndexSegment {
         let total: u64 = dir.iter().map(|d| u64::from(d.docs)).sum();
         if total != meta.docs {
             return Err(bad(56, "header doc count does not match the sections".into()));
-        }
-        // An older file, whole (laid out as this version's, less the newer term
-        // fields): set aside and rebuilt from the log, not damage.
-        if version != format::VERSION {
-            return Err(unsupported());
         }
         Ok(IndexSegment {
             path: path.to_path_buf(),
@@ -169,10 +170,13 @@ impl IndexSegment {
         for (i, d) in self.dir.iter().enumerate() {
             let sec = self.section_at(i);
             let info = self.sections[i];
-            let at = |col: usize, k: u32, w: u64| d.offset + (info.cols[col] as u64) + u64::from(k) * w;
+            // The header of the packed block holding value `k` of a column.
+            let at = |col: usize, k: u32| {
+                d.offset + (info.cols[col] + k as usize / packed::BLOCK * packed::BLOCK_HEADER) as u64
+            };
             for doc in 1..sec.len() {
                 if (sec.ts(doc), sec.seq(doc)) >= (sec.ts(doc - 1), sec.seq(doc - 1)) {
-                    return Err((at(TS, doc, 8), "docs not in ts-descending order".into()));
+                    return Err((at(TS, doc), "docs not in ts-descending order".into()));
                 }
             }
             // close_reason terms (format-spec/index.md, field 6): UTF-8, at most
@@ -188,12 +192,10 @@ impl IndexSegment {
                     return Err((dict, format!("doc {doc} is in two close_reason lists")));
                 }
             }
-            for k in 0..sec.len() {
-                if k > 0 && sec.sorted_key(k) <= sec.sorted_key(k - 1) {
-                    return Err((at(SORTED, k, 8), "key table not strictly ascending".into()));
-                }
-                if sec.local(sec.by_key(k)) != sec.sorted_key(k) {
-                    return Err((at(BY_KEY, k, 4), "key table points at the wrong doc".into()));
+            // Keys strictly ascending through by_key: by_key is a permutation.
+            for k in 1..sec.len() {
+                if sec.sorted_key(k) <= sec.sorted_key(k - 1) {
+                    return Err((at(BY_KEY, k), "key table not strictly ascending".into()));
                 }
             }
         }
@@ -309,32 +311,38 @@ fn check_section(s: &[u8], d: &DirEntry) -> Checked {
     if project != d.project || n != d.docs {
         return Err((0, "section header disagrees with the directory".into()));
     }
+    if s[12..16] != [0; 4] {
+        return Err((12, "section header: reserved field not zero".into()));
+    }
     let mut cols = [0usize; 7];
-    let widths = [8u64, 8, 8, 8, 8, 4, 0];
-    for (k, w) in widths.iter().enumerate() {
+    for (k, col) in cols.iter_mut().enumerate() {
         let off = LE::read_u64(&s[16 + k * 8..24 + k * 8]);
-        let len = if k == DICT { u64::from(n_terms) * TERM_ENTRY as u64 } else { u64::from(n) * w };
-        if off < SECTION_HEADER as u64 || off.checked_add(len).is_none_or(|e| e > s.len() as u64) {
+        if off < SECTION_HEADER as u64 || off > s.len() as u64 {
             return Err((16 + k * 8, "column runs outside the section".into()));
         }
-        cols[k] = off as usize;
+        *col = off as usize;
+        if k < DICT {
+            packed::check(s, *col, n)?;
+        } else if *col + n_terms as usize * TERM_ENTRY > s.len() {
+            return Err((16 + k * 8, "term dictionary runs outside the section".into()));
+        }
     }
     let info = SectionInfo { start: 0, n, n_terms, cols };
     // Bounds only: the orders are checked by `verify_order` (jobq check), so that
-    // opening a large file reads each byte once, in order.
-    // A branch-free scan (it vectorizes); the offender is looked for only on damage.
-    let by_key = &s[cols[BY_KEY]..cols[BY_KEY] + n as usize * 4];
-    let past_end = by_key.chunks_exact(4).fold(false, |bad, d| bad | (LE::read_u32(d) >= n));
-    if past_end {
-        let i = by_key.chunks_exact(4).position(|d| LE::read_u32(d) >= n).unwrap_or(0);
-        return Err((cols[BY_KEY] + i * 4, "key table points past the last doc".into()));
-    }
+    // opening a large file reads each byte once. A block's line and width bound
+    // its values: few blocks are unpacked.
+    let below = |k: usize, limit: u64, what: &str| {
+        packed::check_below(s, cols[k], n, limit).map_err(|at| (at, what.to_string()))
+    };
+    below(SPIDER, 1 << 32, "spider id above 32 bits")?;
+    below(JOB, 1 << 32, "job id above 32 bits")?;
+    below(BY_KEY, u64::from(n), "key table points past the last doc")?;
     let blob = cols[DICT] + n_terms as usize * TERM_ENTRY;
     let mut prev: Option<(u8, &[u8])> = None;
     for t in 0..n_terms as usize {
         let e = &s[cols[DICT] + t * TERM_ENTRY..cols[DICT] + (t + 1) * TERM_ENTRY];
         let (f, len, off, posting_at) =
-            (e[0], usize::from(LE::read_u16(&e[2..4])), LE::read_u32(&e[4..8]) as usize, LE::read_u64(&e[8..16]));
+            (e[0], usize::from(LE::read_u16(&e[2..4])), LE::read_u32(&e[4..8]) as usize, LE::read_u32(&e[8..12]));
         let at = cols[DICT] + t * TERM_ENTRY;
         let term = s.get(blob + off..blob + off + len).ok_or((at, "term runs outside the section".to_string()))?;
         if !(field::STATE..=field::LAST).contains(&f) || e[1] != 0 {
@@ -375,38 +383,38 @@ impl<'a> Section<'a> {
         self.info.n == 0
     }
 
-    fn u64_at(&self, col: usize, i: u32) -> u64 {
-        let at = self.info.cols[col] + i as usize * 8;
-        LE::read_u64(&self.b[at..at + 8])
+    fn get(&self, col: usize, i: u32) -> u64 {
+        packed::get(self.b, self.info.cols[col], i)
     }
 
     pub fn ts(&self, doc: DocId) -> u64 {
-        self.u64_at(TS, doc)
+        self.get(TS, doc)
     }
 
     pub fn seq(&self, doc: DocId) -> u64 {
-        self.u64_at(SEQ, doc)
+        self.get(SEQ, doc)
     }
 
-    /// The doc's key within the project: `spider << 32 | job`.
+    /// The doc's key within the project: `spider << 32 | job` (both checked to
+    /// fit 32 bits at open).
     pub fn local(&self, doc: DocId) -> u64 {
-        self.u64_at(KEY, doc)
+        self.get(SPIDER, doc) << 32 | self.get(JOB, doc)
     }
 
     /// Packed log position of the doc's record.
     pub fn loc(&self, doc: DocId) -> u64 {
-        self.u64_at(LOC, doc)
+        self.get(LOC, doc)
     }
 
     /// The `i`-th key in ascending key order.
     pub fn sorted_key(&self, i: u32) -> u64 {
-        self.u64_at(SORTED, i)
+        self.local(self.by_key(i))
     }
 
-    /// The doc holding the `i`-th key in ascending key order.
+    /// The doc holding the `i`-th key in ascending key order (checked below `n`
+    /// at open).
     pub fn by_key(&self, i: u32) -> DocId {
-        let at = self.info.cols[BY_KEY] + i as usize * 4;
-        LE::read_u32(&self.b[at..at + 4])
+        self.get(BY_KEY, i) as DocId
     }
 
     /// Rank of the first key `>= local` in key order.
@@ -462,7 +470,7 @@ impl<'a> Section<'a> {
         let e = &self.b[self.info.cols[DICT] + t as usize * TERM_ENTRY..][..TERM_ENTRY];
         let blob = self.info.cols[DICT] + self.info.n_terms as usize * TERM_ENTRY;
         let (len, off, at) =
-            (usize::from(LE::read_u16(&e[2..4])), LE::read_u32(&e[4..8]) as usize, LE::read_u64(&e[8..16]));
+            (usize::from(LE::read_u16(&e[2..4])), LE::read_u32(&e[4..8]) as usize, LE::read_u32(&e[8..12]));
         (e[0], &self.b[blob + off..blob + off + len], Posting::new(&self.b[at as usize..]))
     }
 

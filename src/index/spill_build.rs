@@ -1,6 +1,6 @@
 //! Merging sorted runs ([`super::spill`]) into one index file, written piece by
 //! piece: the same bytes [`super::build::build`] makes from the same entries, in
-//! memory bounded by a section's postings and key table, never the columns.
+//! memory bounded by a section's postings, key table and packed columns.
 //!
 //! The file is written to `<name>.tmp`, fsynced, renamed and its directory
 //! fsynced: the caller calls this only once the log under the index is durable.
@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 
 use byteorder::{ByteOrder, LittleEndian as LE};
 
-use super::build::{encode_tail, encode_terms, section_header, sort_terms, EncodedTerm};
-use super::format::{self, field, DirEntry, SegmentMeta, SECTION_HEADER};
+use super::build::{encode_tail, encode_terms, sort_terms, Columns, EncodedTerm};
+use super::format::{self, field, DirEntry, SegmentMeta};
 use super::spill::{order_of, Cursor, Repeats, Runs};
 use crate::codec::frame::mask_crc;
 use crate::codec::record::SpiderEntry;
@@ -20,9 +20,6 @@ use crate::error::{Error, Result};
 use crate::fs::{self, FileSystem, FsFile, OpenMode};
 use crate::hash::FastMap;
 use crate::model::JobState;
-
-/// Column bytes buffered before a write.
-const COL_BLOCK: usize = 1 << 20;
 
 /// Where the index file is written, and how failures name it.
 struct Out<'a> {
@@ -44,12 +41,7 @@ struct Section {
     /// Offset of the section in the file.
     base: u64,
     docs: u32,
-    cols: [Vec<u8>; 4],
-    written: [u64; 4],
-    /// CRC state of each column as written (the section's CRC combines them in
-    /// file order: nothing is read back).
-    crcs: [crc32fast::Hasher; 4],
-    by_key: Vec<(u64, u32)>,
+    cols: Columns,
     state: [Vec<u32>; 5],
     spider: FastMap<u32, Vec<u32>>,
     priority: FastMap<i64, Vec<u32>>,
@@ -69,10 +61,7 @@ impl Section {
             n,
             base,
             docs: 0,
-            cols: Default::default(),
-            written: [0; 4],
-            crcs: Default::default(),
-            by_key: Vec::with_capacity(n as usize),
+            cols: Columns::new(n as usize),
             state: Default::default(),
             spider: FastMap::default(),
             priority: FastMap::default(),
@@ -80,20 +69,6 @@ impl Section {
             unique: FastMap::default(),
             close_reason: FastMap::default(),
         }
-    }
-
-    /// Offset within the section of column `k` (ts, seq, key, loc, sorted keys, by_key).
-    fn col_at(&self, k: usize) -> u64 {
-        SECTION_HEADER as u64 + 8 * self.n * k as u64
-    }
-
-    fn flush(&mut self, out: &Out<'_>, k: usize) -> Result<()> {
-        let at = self.base + self.col_at(k) + self.written[k];
-        self.crcs[k].update(&self.cols[k]);
-        out.write(&self.cols[k], at)?;
-        self.written[k] += self.cols[k].len() as u64;
-        self.cols[k].clear();
-        Ok(())
     }
 
     /// Add the next doc (a run record).
@@ -104,13 +79,7 @@ impl Section {
         let doc = self.docs;
         self.docs += 1;
         let local = LE::read_u64(&r[8..16]);
-        for (k, field) in [(0, 16), (1, 24), (2, 8), (3, 32)] {
-            self.cols[k].extend_from_slice(&r[field..field + 8]);
-            if self.cols[k].len() >= COL_BLOCK {
-                self.flush(out, k)?;
-            }
-        }
-        self.by_key.push((local, doc));
+        self.cols.push(LE::read_u64(&r[16..24]), LE::read_u64(&r[24..32]), local, LE::read_u64(&r[32..40]));
         let state = LE::read_u32(&r[48..52]);
         let active = JobState::from_code(state as u8).is_some_and(|s| s.is_active());
         if let Some(list) = self.state.get_mut(state as usize) {
@@ -142,34 +111,6 @@ impl Section {
         if u64::from(self.docs) != self.n {
             return Err(Error::corrupt(out.path, self.base, "a section holds fewer docs than counted"));
         }
-        for k in 0..4 {
-            self.flush(out, k)?;
-        }
-        self.by_key.sort_unstable();
-        let by_key = std::mem::take(&mut self.by_key);
-        let mut rest = crc32fast::Hasher::new();
-        let mut buf = Vec::with_capacity(COL_BLOCK);
-        let mut at = self.base + self.col_at(4);
-        for chunk in by_key.chunks(COL_BLOCK / 8) {
-            buf.clear();
-            buf.extend(chunk.iter().flat_map(|(k, _)| k.to_le_bytes()));
-            rest.update(&buf);
-            out.write(&buf, at)?;
-            at += buf.len() as u64;
-        }
-        for chunk in by_key.chunks(COL_BLOCK / 4) {
-            buf.clear();
-            buf.extend(chunk.iter().flat_map(|(_, i)| i.to_le_bytes()));
-            rest.update(&buf);
-            out.write(&buf, at)?;
-            at += buf.len() as u64;
-        }
-        drop(by_key);
-        let by_key_end = self.col_at(5) + 4 * self.n;
-        let pad = align8(by_key_end) - by_key_end;
-        rest.update(&[0u8; 8][..pad as usize]);
-        out.write(&[0u8; 8][..pad as usize], self.base + by_key_end)?;
-        let dict_at = align8(by_key_end);
         let name = |id: u32| names.get(id as usize).map_or(&[][..], |s| s.as_bytes()).to_vec();
         let mut terms: Vec<(EncodedTerm, Vec<u32>)> = Vec::new();
         for (code, list) in std::mem::take(&mut self.state).into_iter().enumerate() {
@@ -183,17 +124,21 @@ impl Section {
         terms.extend(self.unique.drain().map(|(u, l)| ((field::UNIQUE, name(u)), l)));
         terms.extend(self.close_reason.drain().map(|(c, l)| ((field::CLOSE_REASON, name(c)), l)));
         sort_terms(&mut terms);
-        let tail = encode_terms(&terms, dict_at);
-        rest.update(&tail);
-        out.write(&tail, self.base + dict_at)?;
-        let offsets = std::array::from_fn(|k| if k < 6 { self.col_at(k) } else { dict_at });
-        let head = section_header(self.project, self.n as usize, terms.len(), &offsets);
-        out.write(&head, self.base)?;
+        // The header, the columns and their padding, then the dictionary: written
+        // in file order, the CRC taken as they go (nothing is read back).
         let mut crc = crc32fast::Hasher::new();
-        crc.update(&head);
-        for c in self.crcs.iter().chain([&rest]) {
-            crc.combine(c);
-        }
+        let mut at = self.base;
+        let cols = std::mem::replace(&mut self.cols, Columns::new(0));
+        cols.finish(self.project, terms.len(), &mut |piece| {
+            crc.update(piece);
+            out.write(piece, at)?;
+            at += piece.len() as u64;
+            Ok(())
+        })?;
+        let dict_at = at - self.base;
+        let tail = encode_terms(&terms, dict_at);
+        crc.update(&tail);
+        out.write(&tail, at)?;
         let len = dict_at + tail.len() as u64;
         Ok(DirEntry {
             project: self.project,

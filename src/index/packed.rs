@@ -1,0 +1,273 @@
+//! Packed columns (index version 3, format-spec/index.md "Packed column"): values
+//! in blocks of 128, each block a line (`base`, `slope`) plus bit-packed
+//! non-negative residuals of one width, so that a value is read in place with one
+//! header read, one multiply and one unaligned load.
+//!
+//! ```text
+//! nb = ceil(n / 128) block headers of 24 bytes:
+//!   u64 base, i64 slope (32.32 fixed point), u32 data offset (from the column's start),
+//!   u8 width (0..=64), 3 bytes 0
+//! then the blocks' data back to back: ceil(count × width / 8) bytes each
+//! value j of a block = base + floor(slope × j / 2^32) + residual j   (mod 2^64)
+//! ```
+
+use byteorder::{ByteOrder, LittleEndian as LE};
+
+/// Values per block.
+pub const BLOCK: usize = 128;
+/// Bytes of a block header.
+pub const BLOCK_HEADER: usize = 24;
+
+/// The line's value at position `j` of a block, before the residual.
+fn line(base: u64, slope: i64, j: u64) -> u64 {
+    base.wrapping_add(((i128::from(slope) * i128::from(j)) >> 32) as u64)
+}
+
+fn width_of(range: u128) -> u32 {
+    128 - range.leading_zeros()
+}
+
+/// A block's `(base, slope, width)` for `vals`: the line through its first and
+/// last value, or a flat one (frame of reference), whichever packs narrower
+/// (the flat one on a tie).
+fn fit(vals: &[u64]) -> (u64, i64, u32) {
+    let span = |slope: i64| -> Option<(i128, u32)> {
+        let (mut lo, mut hi) = (i128::MAX, i128::MIN);
+        for (j, v) in vals.iter().enumerate() {
+            let d = i128::from(*v) - ((i128::from(slope) * j as i128) >> 32);
+            lo = lo.min(d);
+            hi = hi.max(d);
+        }
+        let w = width_of((hi - lo) as u128);
+        (w <= 64).then_some((lo, w))
+    };
+    let (lo, w) = span(0).expect("a flat line spans at most 64 bits");
+    let mut best = (lo as u64, 0i64, w);
+    if vals.len() > 1 {
+        let rise = (i128::from(vals[vals.len() - 1]) - i128::from(vals[0])) << 32;
+        let slope = (rise / (vals.len() as i128 - 1)).clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64;
+        if let Some((lo, w)) = span(slope).filter(|(_, w)| *w < best.2) {
+            best = (lo as u64, slope, w);
+        }
+    }
+    best
+}
+
+/// Bytes of packed data for `count` values of `width` bits.
+pub fn data_len(count: usize, width: u32) -> usize {
+    (count * width as usize).div_ceil(8)
+}
+
+/// Packs a column of a known number of values as they come: the block headers
+/// and the data apart, joined by [`Packer::finish`].
+pub struct Packer {
+    n: usize,
+    pushed: usize,
+    headers: Vec<u8>,
+    data: Vec<u8>,
+    pending: Vec<u64>,
+}
+
+impl Packer {
+    /// A column of `n` values.
+    pub fn new(n: usize) -> Packer {
+        let headers = Vec::with_capacity(n.div_ceil(BLOCK) * BLOCK_HEADER);
+        Packer { n, pushed: 0, headers, data: Vec::new(), pending: Vec::with_capacity(BLOCK) }
+    }
+
+    pub fn push(&mut self, v: u64) {
+        self.pending.push(v);
+        self.pushed += 1;
+        if self.pending.len() == BLOCK || self.pushed == self.n {
+            self.block();
+        }
+    }
+
+    fn block(&mut self) {
+        let vals = std::mem::take(&mut self.pending);
+        let (base, slope, w) = fit(&vals);
+        let data_at = self.n.div_ceil(BLOCK) * BLOCK_HEADER + self.data.len();
+        let mut h = [0u8; BLOCK_HEADER];
+        LE::write_u64(&mut h[0..8], base);
+        LE::write_i64(&mut h[8..16], slope);
+        LE::write_u32(&mut h[16..20], data_at as u32);
+        h[20] = w as u8;
+        self.headers.extend_from_slice(&h);
+        let at = self.data.len();
+        self.data.resize(at + data_len(vals.len(), w), 0);
+        let data = &mut self.data[at..];
+        for (j, v) in vals.iter().enumerate() {
+            let r = v.wrapping_sub(line(base, slope, j as u64));
+            let bit = j * w as usize;
+            for k in 0..w as usize {
+                if r >> k & 1 == 1 {
+                    data[(bit + k) / 8] |= 1 << ((bit + k) % 8);
+                }
+            }
+        }
+        self.pending = vals;
+        self.pending.clear();
+    }
+
+    /// The column's bytes: headers, then data. Exactly `n` values were pushed.
+    pub fn finish(self) -> (Vec<u8>, Vec<u8>) {
+        debug_assert_eq!(self.pushed, self.n, "a packed column gets the values it was made for");
+        (self.headers, self.data)
+    }
+}
+
+/// Append `vals` as one packed column to `out`.
+pub fn encode(vals: &[u64], out: &mut Vec<u8>) {
+    let mut p = Packer::new(vals.len());
+    vals.iter().for_each(|v| p.push(*v));
+    let (h, d) = p.finish();
+    out.extend_from_slice(&h);
+    out.extend_from_slice(&d);
+}
+
+/// The little-endian u64 at `at`, bytes past the end of `s` read as zero.
+fn load(s: &[u8], at: usize) -> u64 {
+    match s.get(at..at + 8) {
+        Some(b) => LE::read_u64(b),
+        None => {
+            let mut b = [0u8; 8];
+            let tail = s.get(at..).unwrap_or(&[]);
+            b[..tail.len()].copy_from_slice(tail);
+            u64::from_le_bytes(b)
+        }
+    }
+}
+
+/// Value `i` of the packed column at `col` in `s` (a checked section).
+#[inline]
+pub fn get(s: &[u8], col: usize, i: u32) -> u64 {
+    let (b, j) = (i as usize / BLOCK, (i as usize % BLOCK) as u64);
+    let h = &s[col + b * BLOCK_HEADER..col + (b + 1) * BLOCK_HEADER];
+    let (base, slope, data, w) =
+        (LE::read_u64(&h[0..8]), LE::read_i64(&h[8..16]), LE::read_u32(&h[16..20]) as usize, u32::from(h[20]));
+    line(base, slope, j).wrapping_add(residual(s, col + data, j as usize, w))
+}
+
+fn residual(s: &[u8], data: usize, j: usize, w: u32) -> u64 {
+    if w == 0 {
+        return 0;
+    }
+    let bit = j * w as usize;
+    let (at, shift) = (data + bit / 8, (bit % 8) as u32);
+    let mut r = load(s, at) >> shift;
+    if shift + w > 64 {
+        r |= u64::from(s[at + 8]) << (64 - shift);
+    }
+    if w == 64 {
+        r
+    } else {
+        r & ((1u64 << w) - 1)
+    }
+}
+
+/// Check the packed column of `n` values at `col` in the section `s`: headers
+/// and data inside `s`, widths at most 64, zero reserved bytes, data back to
+/// back. Returns the column's end; on damage the offset and what is wrong.
+pub fn check(s: &[u8], col: usize, n: u32) -> Result<usize, (usize, String)> {
+    let nb = (n as usize).div_ceil(BLOCK);
+    let mut at = nb * BLOCK_HEADER;
+    if col.checked_add(at).is_none_or(|e| e > s.len()) {
+        return Err((col, "packed column headers run outside the section".into()));
+    }
+    for b in 0..nb {
+        let h = col + b * BLOCK_HEADER;
+        let (data, w) = (LE::read_u32(&s[h + 16..h + 20]) as usize, u32::from(s[h + 20]));
+        if w > 64 {
+            return Err((h + 20, format!("packed block of width {w} (at most 64)")));
+        }
+        if s[h + 21..h + 24] != [0, 0, 0] {
+            return Err((h + 21, "packed block header: reserved bytes not zero".into()));
+        }
+        if data != at {
+            return Err((h + 16, format!("packed block data at {data}, expected {at} (back to back)")));
+        }
+        let count = (n as usize - b * BLOCK).min(BLOCK);
+        at += data_len(count, w);
+        if col + at > s.len() {
+            return Err((h + 16, "packed block runs past the end of the section".into()));
+        }
+    }
+    Ok(col + at)
+}
+
+/// Check that every value of the packed column at `col` (already [`check`]ed) is
+/// below `limit`; a block whose line and width keep it below is not unpacked.
+/// Returns the offset of the first block holding a value `>= limit`.
+pub fn check_below(s: &[u8], col: usize, n: u32, limit: u64) -> Result<(), usize> {
+    for b in 0..(n as usize).div_ceil(BLOCK) {
+        let h = col + b * BLOCK_HEADER;
+        let (base, slope, w) = (LE::read_u64(&s[h..h + 8]), LE::read_i64(&s[h + 8..h + 16]), u32::from(s[h + 20]));
+        let count = (n as usize - b * BLOCK).min(BLOCK) as u64;
+        // The line's ends bound it; the residual adds at most 2^w - 1.
+        let ends = [0, count - 1].map(|j| i128::from(base) + ((i128::from(slope) * i128::from(j)) >> 32));
+        let top = ends[0].max(ends[1]) + ((1i128 << w) - 1);
+        if ends[0].min(ends[1]) >= 0 && top < i128::from(limit) {
+            continue;
+        }
+        let first = (b * BLOCK) as u32;
+        if (first..first + count as u32).any(|i| get(s, col, i) >= limit) {
+            return Err(h);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trip(vals: &[u64]) -> usize {
+        let mut out = vec![7u8; 5];
+        encode(vals, &mut out);
+        let end = check(&out, 5, vals.len() as u32).unwrap();
+        assert_eq!(end, out.len());
+        for (i, v) in vals.iter().enumerate() {
+            assert_eq!(get(&out, 5, i as u32), *v, "value {i} of {}", vals.len());
+        }
+        out.len() - 5
+    }
+
+    #[test]
+    fn values_come_back() {
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let mut rnd = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for n in [0usize, 1, 2, 127, 128, 129, 300, 1000] {
+            round_trip(&(0..n).map(|_| rnd()).collect::<Vec<_>>());
+            round_trip(&(0..n as u64).map(|i| 1_700_000_000_000 - i * 12_345 + rnd() % 1000).collect::<Vec<_>>());
+            round_trip(&(0..n as u64).map(|i| i * 3 + rnd() % 4).collect::<Vec<_>>());
+            round_trip(&(0..n).map(|i| [0, u64::MAX, 1 << 63, 5][i % 4]).collect::<Vec<_>>());
+            round_trip(&vec![42; n]);
+            round_trip(&(0..n as u64).map(|i| u64::MAX - i.wrapping_mul(1 << 60)).collect::<Vec<_>>());
+        }
+        // A line packs a steady descent in few bits.
+        let steady: Vec<u64> = (0..1280u64).map(|i| 1_000_000_000 - i * 1_000 + i % 3).collect();
+        assert!(round_trip(&steady) <= 10 * (BLOCK_HEADER + 32), "{}", round_trip(&steady));
+    }
+
+    #[test]
+    fn check_refuses_bad_widths_and_short_data() {
+        let vals: Vec<u64> = (0..200).map(|i| i * 1_000_003 % 65_537).collect();
+        let mut out = Vec::new();
+        encode(&vals, &mut out);
+        let mut bad = out.clone();
+        bad[20] = 65;
+        assert_eq!(check(&bad, 0, 200).unwrap_err().0, 20);
+        let mut bad = out.clone();
+        bad[BLOCK_HEADER + 16] ^= 1;
+        assert_eq!(check(&bad, 0, 200).unwrap_err().0, BLOCK_HEADER + 16);
+        assert!(check(&out[..out.len() - 1], 0, 200).is_err(), "last block past the end");
+        assert!(check(&out[..30], 0, 200).is_err(), "headers past the end");
+        assert_eq!(check_below(&out, 0, 200, 65_537), Ok(()));
+        assert_eq!(check_below(&out, 0, 200, 65_000), Err(0));
+    }
+}

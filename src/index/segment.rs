@@ -92,6 +92,14 @@ impl IndexSegment {
         }
         decode_catalog(cat_bytes).map_err(|e| bad(cat_off as usize + e.offset, e.what))?;
         let dir = decode_dir(dir_bytes, dir_off as usize, cat_off as usize).map_err(|(o, e)| bad(o, e))?;
+        // Padding after a part (up to the next multiple of 8) is zero: no checksum
+        // covers it, so damage there is found here.
+        let ends = dir.iter().map(|d| d.offset + d.len).chain([cat_off + cat_len]);
+        for e in ends.map(|e| e as usize) {
+            if let Some(i) = b[e..e.next_multiple_of(8).min(foot_at)].iter().position(|x| *x != 0) {
+                return Err(bad(e + i, "padding after a part is not zero".into()));
+            }
+        }
         let workers =
             if b.len() < PARALLEL_FROM { 1 } else { std::thread::available_parallelism().map_or(1, |n| n.get()) };
         let sections = check_sections(b, &dir, workers).map_err(|(o, e)| bad(o, e))?;

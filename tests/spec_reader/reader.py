@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Independent reader for the jobq on-disk format, version 5 (log segments of versions 1 to 4,
-index files of versions 1 and 2).
+"""Independent reader for the jobq on-disk format, version 6 (log segments of versions 1 to 4,
+index files of versions 1 to 3).
 
 Written from format-spec/*.md alone (and checked against tests/fixtures/v1/ to v5/), without
 looking at jobq's code. Standard library only.
@@ -42,7 +42,7 @@ LOG_MAGIC = b"JOBQLOG\0"
 IDX_MAGIC = b"JOBQIDX\0"
 CUR_MAGIC = b"JOBQCUR\0"
 VERSION = 1                       # CURRENT
-INDEX_VERSIONS = (1, 2)           # index files (index.md, "Version 1": version 1 lacks field 6)
+INDEX_VERSIONS = (1, 2, 3)        # index files (index.md, "Versions 1 and 2": 1 lacks field 6; 3 packs)
 LOG_VERSIONS = (1, 2, 3, 4)       # log segments (conventions.md, "Versions and upgrades")
 MAX_FRAME_LEN = 1 << 30
 SEG_HDR = 64
@@ -57,7 +57,11 @@ REC_HDR = 8
 IDX_HDR = 64
 IDX_FOOTER = 48
 SECTION_HDR = 72
-DICT_ENTRY = 16
+DICT_ENTRY = 16                   # index versions 1 and 2
+DICT_ENTRY_V3 = 12
+PACK_BLOCK = 128                  # index.md, "Packed column"
+PACK_HDR = 24
+FLAT_MAX = 8                      # index.md, "Posting list": a list of at most 8 docs is flat
 FIELD_STATE, FIELD_SPIDER, FIELD_TAG, FIELD_PRIORITY, FIELD_UNIQUE, FIELD_CLOSE_REASON = 1, 2, 3, 4, 5, 6
 FIELD_NAMES = {1: "state", 2: "spider", 3: "tag", 4: "priority", 5: "unique", 6: "close_reason"}
 MAX_CLOSE_REASON = 1024           # index.md: a longer term is not posted
@@ -917,8 +921,50 @@ class Posting:
     __slots__ = ("docs", "start", "end")
 
 
-def decode_posting(sec, off, n_docs, what):
+def decode_packed(b, off, n, what):
+    """A packed column of n values at section offset `off` (index.md, "Packed column");
+    returns (values, end offset)."""
+    nb = (n + PACK_BLOCK - 1) // PACK_BLOCK
+    b.need(off, PACK_HDR * nb, f"{what} block headers")
+    vals = []
+    expect = PACK_HDR * nb                   # data offsets count from the column's start
+    for k in range(nb):
+        ho = off + PACK_HDR * k
+        base, slope, doff, width = b.un("<QqIB", ho, f"{what} block {k} header")
+        if any(b.raw(ho + 21, 3, f"{what} block {k} header")):
+            b.fail(ho + 21, f"{what}: block {k} header reserved bytes are not zero")
+        if width > 64:
+            b.fail(ho + 20, f"{what}: block {k} has width {width} (at most 64)")
+        if doff != expect:
+            b.fail(ho + 16, f"{what}: block {k} data at {doff}, expected {expect} (back to back after the "
+                            f"headers)")
+        c = min(PACK_BLOCK, n - PACK_BLOCK * k)
+        dlen = (c * width + 7) // 8
+        data = int.from_bytes(b.raw(off + doff, dlen, f"{what} block {k} data"), "little")
+        mask = (1 << width) - 1
+        for j in range(c):
+            r = (data >> (j * width)) & mask
+            vals.append((base + ((slope * j) >> 32) + r) % (1 << 64))   # >> floors in Python
+        expect = doff + dlen
+    return vals, off + expect
+
+
+def decode_posting(sec, off, n_docs, what, version=2):
     """Roaring-style posting list at section offset `off` (index.md, "Posting list")."""
+    if version >= 3:
+        card = sec.u32(off, f"{what} header")
+        if card < 1:
+            sec.fail(off, f"{what}: empty posting list")
+        if card <= FLAT_MAX:
+            docs = list(sec.un(f"<{card}I", off + 4, f"{what} flat list"))
+            for j in range(1, card):
+                if docs[j] <= docs[j - 1]:
+                    sec.fail(off + 4 + 4 * j, f"{what}: flat list not strictly ascending")
+            if docs[-1] >= n_docs:
+                sec.fail(off, f"{what}: doc {docs[-1]} is past the section's {n_docs} docs")
+            p = Posting()
+            p.docs, p.start, p.end = docs, off, off + 4 + 4 * card
+            return p
     card, c = sec.un("<II", off, f"{what} header")
     if card < 1:
         sec.fail(off, f"{what}: empty posting list")
@@ -942,7 +988,38 @@ def decode_posting(sec, off, n_docs, what):
         if dpos != expect_data:
             sec.fail(eo + 8, f"{what}: container {i} data at offset {doff}, expected {expect_data - off} "
                              f"(data follow the directory back to back)")
-        if kind == 0:
+        if version >= 3:
+            # kind is the bitmap's word count (0: an array); a bitmap exactly when cardinality > 4 × w,
+            # w = (largest low 16 bits // 64) + 1, its last word not zero
+            words = kind
+            if words == 0:
+                vals = sec.un(f"<{ccard}H", dpos, f"{what} array container {i}")
+                for j in range(1, ccard):
+                    if vals[j] <= vals[j - 1]:
+                        sec.fail(dpos + 2 * j, f"{what}: array container not strictly ascending")
+                if ccard > 4 * (vals[-1] // 64 + 1):
+                    sec.fail(eo + 2, f"{what}: array container of {ccard} docs up to {vals[-1]} should be a bitmap")
+                docs.extend(base + v for v in vals)
+                expect_data = dpos + 2 * ccard
+            elif words <= 1024:
+                ws = sec.un(f"<{words}Q", dpos, f"{what} bitmap container {i}")
+                if ws[-1] == 0:
+                    sec.fail(dpos + 8 * (words - 1), f"{what}: bitmap container's last word is zero")
+                if ccard <= 4 * words:
+                    sec.fail(eo + 2, f"{what}: bitmap container of {words} words holds only {ccard} docs")
+                cnt = 0
+                for w, word in enumerate(ws):
+                    while word:
+                        low = word & -word
+                        docs.append(base + (w << 6) + low.bit_length() - 1)
+                        word ^= low
+                        cnt += 1
+                if cnt != ccard:
+                    sec.fail(eo + 4, f"{what}: bitmap container holds {cnt} docs, its cardinality says {ccard}")
+                expect_data = dpos + 8 * words
+            else:
+                sec.fail(eo + 2, f"{what}: bitmap container of {words} words (at most 1024)")
+        elif kind == 0:
             if ccard > 4096:
                 sec.fail(eo + 4, f"{what}: array container with cardinality {ccard} > 4096")
             vals = sec.un(f"<{ccard}H", dpos, f"{what} array container {i}")
@@ -992,6 +1069,8 @@ def decode_section(b, project, n_docs, version):
         b.fail(4, f"{what}: section header says {n} docs, its directory entry {n_docs}")
     if z != 0:
         b.fail(12, f"{what}: reserved field is not zero")
+    if version >= 3:
+        return decode_section_v3(b, project, n, t, offs, version)
     # the builder writes the columns in the order of the table, then pads to 8, then the dictionary
     names = ("ts", "seq", "key", "loc", "sorted keys", "by_key")
     widths = (8, 8, 8, 8, 8, 4)
@@ -1028,13 +1107,20 @@ def decode_section(b, project, n_docs, version):
     do = offs[6]
     if do != align8(at):
         b.fail(64, f"{what}: term dictionary at {do}, expected {align8(at)} (after the columns, padded to 8)")
-    b.need(do, DICT_ENTRY * t, f"{what} term dictionary of {t} entries")
-    blob_off = do + DICT_ENTRY * t
+    return decode_terms(b, s, do, t, version, DICT_ENTRY, "<BBHIQ")
+
+
+def decode_terms(b, s, do, t, version, entry_len, entry_fmt):
+    """The term dictionary at `do`, its blob and posting lists (index.md, "Term dictionary")."""
+    what = f"section of project {s.project}"
+    n, key = s.n, s.key
+    b.need(do, entry_len * t, f"{what} term dictionary of {t} entries")
+    blob_off = do + entry_len * t
     entries = []
     blob_len = 0
     for i in range(t):
-        eo = do + DICT_ENTRY * i
-        field, zero, tl, toff, poff = b.un("<BBHIQ", eo, f"{what} dictionary entry {i}")
+        eo = do + entry_len * i
+        field, zero, tl, toff, poff = b.un(entry_fmt, eo, f"{what} dictionary entry {i}")
         if field not in FIELD_NAMES or (field == FIELD_CLOSE_REASON and version < 2):
             b.fail(eo, f"{what}: dictionary entry {i} has unknown field {field} (index version {version})")
         if zero:
@@ -1071,7 +1157,7 @@ def decode_section(b, project, n_docs, version):
         if poff != at:
             b.fail(eo + 8, f"{tw}: posting list at {poff}, expected {at} (lists are packed one after "
                            f"another, in dictionary order, after the blob padded to 8)")
-        p = decode_posting(b, poff, n, f"{tw} posting list")
+        p = decode_posting(b, poff, n, f"{tw} posting list", version)
         at = p.end
         terms[k] = p
     if at != len(b):
@@ -1107,6 +1193,50 @@ def decode_section(b, project, n_docs, version):
                 b.fail(p.start, f"{what}: close_reason term {term!r} posts a doc another close_reason list holds")
             seen.update(p.docs)
     return s
+
+
+def decode_section_v3(b, project, n, t, offs, version):
+    """Version 3: six packed columns back to back after the header, padded to 8, then the
+    dictionary of 12-byte entries (index.md, "Section header", "Packed column")."""
+    what = f"section of project {project}"
+    names = ("ts", "seq", "spider", "job", "loc", "by_key")
+    cols = []
+    at = SECTION_HDR
+    for i, name in enumerate(names):
+        if offs[i] != at:
+            b.fail(16 + 8 * i, f"{what}: {name} column at {offs[i]}, expected {at} (columns follow the header "
+                               f"in the order of the table, back to back)")
+        vals, at = decode_packed(b, at, n, f"{what} {name} column")
+        cols.append(vals)
+    ts, seq, spider, job, loc, by_key = cols
+    for d in range(n):
+        if spider[d] >> 32 or job[d] >> 32:
+            b.fail(offs[2], f"{what}: doc {d} spider or job id above 32 bits")
+    key = [(spider[d] << 32) | job[d] for d in range(n)]
+    if any(b.raw(at, align8(at) - at, f"{what} padding")):
+        b.fail(at, f"{what}: non-zero padding after the columns")
+    s = Section()
+    s.project, s.n, s.ts, s.seq, s.key, s.loc, s.by_key = project, n, ts, seq, key, loc, by_key
+    for d in range(1, n):
+        if (ts[d], seq[d]) >= (ts[d - 1], seq[d - 1]):
+            b.fail(offs[0], f"{what}: docs {d - 1} and {d} are not in listing order "
+                            f"((ts, seq) ({ts[d - 1]}, {seq[d - 1]}) then ({ts[d]}, {seq[d]}))")
+    for d in range(n):
+        if key[d] >> 32 == 0 or key[d] & 0xFFFFFFFF == 0:
+            b.fail(offs[2], f"{what}: doc {d} key has a zero spider or job id")
+    skeys = []
+    for i in range(n):
+        d = by_key[i]
+        if d >= n:
+            b.fail(offs[5], f"{what}: by_key[{i}] = {d} is past the section's {n} docs")
+        skeys.append(key[d])
+        if i and skeys[i] <= skeys[i - 1]:
+            b.fail(offs[5], f"{what}: keys not strictly ascending through by_key at {i}")
+    s.sorted_keys = skeys
+    do = offs[6]
+    if do != align8(at):
+        b.fail(64, f"{what}: term dictionary at {do}, expected {align8(at)} (after the columns, padded to 8)")
+    return decode_terms(b, s, do, t, version, DICT_ENTRY_V3, "<BBHII")
 
 
 class IndexFile:

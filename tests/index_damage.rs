@@ -176,4 +176,3 @@ fn index_ahead_of_the_log_is_discarded() {
     assert_eq!(export(&Store::open("/db", opts(&s)).unwrap()), got);
     assert_eq!(export(&Store::open("/db", salvage()).unwrap()), got);
 }
-

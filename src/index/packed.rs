@@ -97,12 +97,13 @@ impl Packer {
         self.data.resize(at + data_len(vals.len(), w), 0);
         let data = &mut self.data[at..];
         for (j, v) in vals.iter().enumerate() {
-            let r = v.wrapping_sub(line(base, slope, j as u64));
+            let r = u128::from(v.wrapping_sub(line(base, slope, j as u64)));
             let bit = j * w as usize;
-            for k in 0..w as usize {
-                if r >> k & 1 == 1 {
-                    data[(bit + k) / 8] |= 1 << ((bit + k) % 8);
-                }
+            // Up to 71 bits from byte bit / 8: OR them in, byte by byte.
+            let bits = r << (bit % 8);
+            let first = bit / 8;
+            for (k, byte) in data[first..(bit + w as usize).div_ceil(8)].iter_mut().enumerate() {
+                *byte |= (bits >> (8 * k)) as u8;
             }
         }
         self.pending = vals;

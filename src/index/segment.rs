@@ -23,6 +23,9 @@ pub struct IndexSegment {
     meta: SegmentMeta,
     dir: Vec<DirEntry>,
     sections: Vec<SectionInfo>,
+    /// Per section, the key of every 128th rank (`sorted_key(128k)`): a key lookup
+    /// searches these in memory, then one block of `by_key`.
+    samples: Vec<Vec<u64>>,
     catalog: (usize, usize),
     on_disk: bool,
 }
@@ -107,11 +110,25 @@ impl IndexSegment {
         if total != meta.docs {
             return Err(bad(56, "header doc count does not match the sections".into()));
         }
+        let samples = dir
+            .iter()
+            .zip(&sections)
+            .map(|(d, info)| {
+                let sec = Section {
+                    b: &b[info.start..info.start + d.len as usize],
+                    info: *info,
+                    project: d.project,
+                    samples: &[],
+                };
+                (0..info.n).step_by(packed::BLOCK).map(|r| sec.sorted_key(r)).collect()
+            })
+            .collect();
         Ok(IndexSegment {
             path: path.to_path_buf(),
             meta,
             dir,
             sections,
+            samples,
             catalog: (cat_off as usize, (cat_off + cat_len) as usize),
             bytes,
             on_disk,
@@ -157,6 +174,7 @@ impl IndexSegment {
             meta: self.meta,
             dir: self.dir.clone(),
             sections: self.sections.clone(),
+            samples: self.samples.clone(),
             catalog: self.catalog,
             on_disk: self.on_disk,
         }
@@ -221,6 +239,7 @@ impl IndexSegment {
             b: &self.bytes[info.start..info.start + self.dir[i].len as usize],
             info,
             project: self.dir[i].project,
+            samples: &self.samples[i],
         }
     }
 
@@ -375,6 +394,8 @@ pub struct Section<'a> {
     b: &'a [u8],
     info: SectionInfo,
     project: u32,
+    /// `sorted_key(128k)` for every k (empty while opening).
+    samples: &'a [u64],
 }
 
 impl<'a> Section<'a> {
@@ -428,6 +449,15 @@ impl<'a> Section<'a> {
     /// Rank of the first key `>= local` in key order.
     pub fn key_rank(&self, local: u64) -> u32 {
         let (mut lo, mut hi) = (0, self.info.n);
+        if !self.samples.is_empty() {
+            // samples[k] is rank 128k: the rank is 0, or in (128(k-1), 128k].
+            let k = self.samples.partition_point(|s| *s < local);
+            if k == 0 {
+                return 0;
+            }
+            lo = ((k - 1) * packed::BLOCK + 1) as u32;
+            hi = hi.min((k * packed::BLOCK) as u32);
+        }
         while lo < hi {
             let mid = (lo + hi) / 2;
             if self.sorted_key(mid) < local {

@@ -102,3 +102,42 @@ fn parallel_check_agrees_with_sequential() {
     assert_eq!(first.0, dir[1].offset as usize);
     assert_eq!(check_sections(&b, &dir, 4).unwrap_err(), first);
 }
+
+#[test]
+fn key_lookups_agree_with_a_scan() {
+    // One project of 1,000 docs over several spiders: key_rank and find through
+    // the in-memory samples and the packed by_key column.
+    let docs: Vec<DocEntry> = (0..1000u64)
+        .map(|i| DocEntry {
+            project: 1,
+            local: (1 + i * 7 % 5) << 32 | (1 + i * 3),
+            ts: 5000 - i,
+            order_seq: i + 1,
+            state: JobState::Finished,
+            priority: 2,
+            tags: Arc::new([]),
+            unique: None,
+            close_reason: None,
+            loc: i * 100,
+        })
+        .collect();
+    let mut keys: Vec<u64> = docs.iter().map(|d| d.local).collect();
+    keys.sort_unstable();
+    let meta = SegmentMeta {
+        generation: 1,
+        lo_seq: 1,
+        hi_seq: 1000,
+        log_end: LogPos { segment: 1, offset: 1 },
+        last_frame: LogPos { segment: 1, offset: 0 },
+        docs: 1000,
+    };
+    let seg = IndexSegment::open(MappedBytes::from_vec(build(docs, meta, &[])), Path::new("x.jqi"), false).unwrap();
+    seg.verify_order().unwrap();
+    let sec = seg.section(1).unwrap();
+    for probe in keys.iter().flat_map(|k| [k - 1, *k, k + 1]).chain([0, u64::MAX]) {
+        let want = keys.partition_point(|k| *k < probe) as u32;
+        assert_eq!(sec.key_rank(probe), want, "rank of {probe:#x}");
+        let found = sec.find(probe).map(|d| sec.local(d));
+        assert_eq!(found, keys.binary_search(&probe).ok().map(|_| probe), "find {probe:#x}");
+    }
+}

@@ -48,11 +48,13 @@ impl<'a> Source<'a> {
         }
     }
 
-    fn hit(&self) -> Hit {
+    /// The current doc as a hit; `head` is its `(ts, seq)` (read once: the
+    /// columns are packed).
+    fn hit(&self, head: (u64, u64)) -> Hit {
         match self {
             Source::Section { set, sec, .. } => {
                 let d = set.doc();
-                Hit { local: sec.local(d), ts: sec.ts(d), seq: sec.seq(d), loc: sec.loc(d), listed_ms: 0 }
+                Hit { local: sec.local(d), ts: head.0, seq: head.1, loc: sec.loc(d), listed_ms: 0 }
             }
             Source::Tail { entries, next } => {
                 let e = entries[*next];
@@ -131,10 +133,22 @@ pub fn list(sources: &mut [Source<'_>], start: u64, count: u64) -> Vec<Hit> {
         None => walk(sources, start),
     }
     let mut out = Vec::with_capacity(count.min(4096) as usize);
+    // Each source's head, read again only when that source moves.
+    let mut heads: Vec<Option<(u64, u64)>> = sources.iter().map(Source::head).collect();
     while (out.len() as u64) < count {
-        let Some((a, _)) = leader(sources) else { break };
-        out.push(sources[a].hit());
+        // The newest head (the last of equal ones, as `leader`).
+        let mut best: Option<(usize, (u64, u64))> = None;
+        for (i, h) in heads.iter().enumerate() {
+            if let Some(h) = *h {
+                if best.is_none_or(|(_, b)| h >= b) {
+                    best = Some((i, h));
+                }
+            }
+        }
+        let Some((a, head)) = best else { break };
+        out.push(sources[a].hit(head));
         sources[a].advance();
+        heads[a] = sources[a].head();
     }
     out
 }

@@ -1,12 +1,13 @@
 //! Format fixtures: a small store written by each format version, committed under
 //! tests/fixtures/v<N>/store with its export. Every build must read them all and
-//! answer the same. `cargo test --test fixtures -- --ignored write_v5` rewrites the
+//! answer the same. `cargo test --test fixtures -- --ignored write_v6` rewrites the
 //! current one (only when the format changes: then add v<N+1>, keep the others).
 //! v1 to v4 stores also take writes (continuing in a v4 segment) and compact into v4.
-//! The index files of v1 to v3 are of index version 1, which this build sets aside
-//! (a writable open rebuilds them from the log): those fixtures are read from their
-//! logs; v4's and v5's index files answer, close_reason filters included. v5's last
-//! segment ends in its preallocated zeros (it was left unclosed, as after a crash).
+//! The index files of v1 to v3 are of index version 1, v4's and v5's of version 2,
+//! which this build sets aside (a writable open rebuilds them from the log): those
+//! fixtures are read from their logs; v6-idx's index files (version 3, packed)
+//! answer, close_reason filters included. v5's and v6-idx's last segment ends in its
+//! preallocated zeros (it was left unclosed, as after a crash).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -20,6 +21,7 @@ const V2: &str = "tests/fixtures/v2";
 const V3: &str = "tests/fixtures/v3";
 const V4: &str = "tests/fixtures/v4";
 const V5: &str = "tests/fixtures/v5";
+const V6: &str = "tests/fixtures/v6-idx";
 
 fn export(store: &Store) -> String {
     let mut out = Vec::new();
@@ -29,12 +31,12 @@ fn export(store: &Store) -> String {
 
 /// The history every fixture holds (format 1 wrote v1's, format 2 v2's, format 3
 /// v3's, whose records name the previous state; format 4 wrote v4's, whose
-/// close_reason values vary where the older ones say "ok"; this build writes v5's,
-/// in preallocated segments).
+/// close_reason values vary where the older ones say "ok"; format 5 wrote v5's, in
+/// preallocated segments; this build writes v6-idx's, with packed index files).
 #[test]
 #[ignore = "rewrites the committed fixture of the current format"]
-fn write_v5() {
-    let dir = Path::new(V5).join("store");
+fn write_v6() {
+    let dir = Path::new(V6).join("store");
     let _ = std::fs::remove_dir_all(&dir);
     let clock = Arc::new(ManualClock::new(1_700_000_000_000));
     // Small segments: the fixture has several, each with its durable mark.
@@ -72,7 +74,7 @@ fn write_v5() {
     store.import(&mut import.as_bytes(), &mut |_| {}).unwrap();
     clock.advance(1000);
     store.push(53, &[parse_push(r#"{"spider":"tail","note":"not indexed"}"#).unwrap()], None).unwrap();
-    std::fs::write(Path::new(V5).join("export.jsonl"), export(&store)).unwrap();
+    std::fs::write(Path::new(V6).join("export.jsonl"), export(&store)).unwrap();
     // Leave the last write unindexed, as after a crash.
     std::mem::forget(store);
 }
@@ -88,9 +90,10 @@ fn reads_the_same(fixture: &str, current_index: bool) -> Store {
         assert!(!r.indexes.is_empty() && r.discarded.is_empty(), "the fixture's index files are used: {r:?}");
         assert!(r.replayed_frames > 0, "the fixture has an unindexed tail");
     } else {
-        assert!(r.indexes.is_empty(), "index files of version 1 are not used: {r:?}");
+        assert!(r.indexes.is_empty(), "index files of versions 1 and 2 are not used: {r:?}");
         assert_eq!(r.discarded.len(), 2, "{r:?}");
-        assert!(r.discarded.iter().all(|(_, why)| why.contains("index format version 1")), "{r:?}");
+        let older = |why: &str| why.contains("index format version 1") || why.contains("index format version 2");
+        assert!(r.discarded.iter().all(|(_, why)| older(why)), "{r:?}");
     }
     let want = std::fs::read_to_string(Path::new(fixture).join("export.jsonl")).unwrap();
     assert_eq!(export(&store), want);
@@ -160,18 +163,23 @@ fn segment_versions(store: &Path) -> Vec<u32> {
 }
 
 #[test]
-fn v4_store_reads_the_same_and_answers_close_reason_from_its_index() {
-    use jobq::query::Filter;
-    let store = reads_the_same(V4, true);
+fn v4_store_reads_the_same_and_answers_close_reason() {
+    let store = reads_the_same(V4, false);
     let versions = segment_versions(&Path::new(V4).join("store"));
     assert!(versions.len() >= 2 && versions.iter().all(|v| *v == 3), "{versions:?}");
+    close_reason_counts_match(&store, V4);
+}
+
+/// Per project and close_reason term, the count equals the export's.
+fn close_reason_counts_match(store: &Store, fixture: &str) {
+    use jobq::query::Filter;
     let snap = store.snapshot();
     let count = |p: u32, reasons: &[&str]| {
         let f = Filter { close_reasons: reasons.iter().map(|r| r.to_string()).collect(), ..Filter::default() };
         snap.count(p, &f).unwrap()
     };
     // From the export: every job per close_reason term (404 the number, "é é" the string).
-    let lines: Vec<serde_json::Value> = std::fs::read_to_string(Path::new(V4).join("export.jsonl"))
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(Path::new(fixture).join("export.jsonl"))
         .unwrap()
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -295,10 +303,53 @@ fn a_segment_of_a_future_version_is_refused_clearly() {
 
 #[test]
 fn v5_store_reads_the_same_with_its_preallocated_tail_and_checks_clean() {
-    let store = reads_the_same(V5, true);
+    preallocated_tail_reads_the_same(V5, false);
+}
+
+#[test]
+fn v6_store_reads_the_same_from_its_packed_index_files() {
+    let store = reads_the_same(V6, true);
+    close_reason_counts_match(&store, V6);
+    drop(store);
+    preallocated_tail_reads_the_same(V6, true);
+}
+
+/// An older index version is rebuilt by a writable open, its ranges replayed before.
+#[test]
+fn v5_index_files_of_version_2_are_set_aside_and_rebuilt() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    copy_dir(&Path::new(V5).join("store"), &dir);
+    let opts = || Options { background: false, create: false, ..Options::default() };
+    let store = Store::open(&dir, opts()).unwrap();
+    let r = store.report();
+    assert_eq!(r.discarded.len(), 2, "{r:?}");
+    assert!(r.discarded.iter().all(|(_, why)| why.contains("index format version 2")), "{r:?}");
+    let want = std::fs::read_to_string(Path::new(V5).join("export.jsonl")).unwrap();
+    assert_eq!(export(&store), want);
+    store.close().unwrap();
+    let store = Store::open(&dir, opts()).unwrap();
+    let r = store.report();
+    assert!(r.discarded.is_empty() && !r.indexes.is_empty(), "the rebuilt files serve: {r:?}");
+    assert_eq!(export(&store), want);
+    let gen = gen_dir(&dir);
+    for e in std::fs::read_dir(&gen).unwrap() {
+        let name = e.unwrap().file_name().into_string().unwrap();
+        if name.ends_with(".jqi") {
+            let b = std::fs::read(gen.join(&name)).unwrap();
+            assert_eq!(u32::from_le_bytes(b[8..12].try_into().unwrap()), 3, "{name} is rebuilt in version 3");
+        }
+    }
+}
+
+/// The fixture's last segment keeps its preallocated zeros: no torn tail, it checks
+/// clean (an older index version is a note), takes writes in the zeros, and a clean
+/// close cuts them.
+fn preallocated_tail_reads_the_same(fixture_dir: &str, current_index: bool) {
+    let store = reads_the_same(fixture_dir, current_index);
     assert!(store.report().cut.is_none(), "zeros after the last frame are no torn tail: {:?}", store.report());
     drop(store);
-    let fixture = Path::new(V5).join("store");
+    let fixture = Path::new(fixture_dir).join("store");
     let versions = segment_versions(&fixture);
     assert!(versions.len() >= 2 && versions.iter().all(|v| *v == 4), "{versions:?}");
     assert!(last_segment_zeros(&fixture) > 100_000, "the fixture keeps its preallocated zeros");
@@ -306,7 +357,9 @@ fn v5_store_reads_the_same_with_its_preallocated_tail_and_checks_clean() {
     let dir = tmp.path().join("store");
     copy_dir(&fixture, &dir);
     let report = jobq::store::check(&dir, std::sync::Arc::new(jobq::fs::RealFs)).unwrap();
-    assert!(report.is_clean() && report.notes.is_empty(), "{report:?}");
+    let older = report.notes.iter().filter(|n| n.contains("index format version 2")).count();
+    assert!(report.is_clean() && older == report.notes.len(), "{report:?}");
+    assert_eq!(older, if current_index { 0 } else { 2 }, "{report:?}");
     // A writable open continues in the zeros; a clean close cuts them.
     let opts = || Options { background: false, create: false, ..Options::default() };
     let store = Store::open(&dir, opts()).unwrap();

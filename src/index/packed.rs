@@ -272,3 +272,30 @@ mod tests {
         assert_eq!(check_below(&out, 0, 200, 65_000), Err(0));
     }
 }
+
+#[cfg(test)]
+mod speed {
+    use super::*;
+
+    /// `cargo test --release --lib packed::speed -- --ignored --nocapture`
+    #[test]
+    #[ignore = "a timing, not a check"]
+    fn get_speed() {
+        let n = 1u32 << 20;
+        let vals: Vec<u64> =
+            (0..u64::from(n)).map(|i| 1_700_000_000_000 - i * 200_000 + (i * 7919) % 3_000_000).collect();
+        let mut col = Vec::new();
+        encode(&vals, &mut col);
+        for (what, step) in [("sequential", 1u32), ("stride 97", 97)] {
+            let t = std::time::Instant::now();
+            let mut acc = 0u64;
+            let mut i = 0u32;
+            for _ in 0..n {
+                acc = acc.wrapping_add(get(&col, 0, i));
+                i = (i + step) % n;
+            }
+            let ns = t.elapsed().as_nanos() as f64 / f64::from(n);
+            eprintln!("{what}: {ns:.2} ns a value ({acc})");
+        }
+    }
+}

@@ -88,13 +88,18 @@ impl IndexSegment {
             return Err(bad(foot_at + 36, "footer checksum mismatch".into()));
         }
         let meta = format::decode_header(b).map_err(|e| bad(0, e))?;
-        // An older file, whole up to here (its sections are laid out otherwise):
-        // set aside and rebuilt from the log, not damage.
-        if version != format::VERSION {
-            return Err(unsupported());
-        }
         decode_catalog(cat_bytes).map_err(|e| bad(cat_off as usize + e.offset, e.what))?;
         let dir = decode_dir(dir_bytes, dir_off as usize, cat_off as usize).map_err(|(o, e)| bad(o, e))?;
+        // An older file whose checksums all match (its sections are laid out
+        // otherwise): set aside and rebuilt from the log, not damage.
+        if version != format::VERSION {
+            if let Some(d) =
+                dir.iter().find(|d| checksum(&[&b[d.offset as usize..(d.offset + d.len) as usize]]) != d.crc)
+            {
+                return Err(bad(d.offset as usize, format!("section of project {} fails its checksum", d.project)));
+            }
+            return Err(unsupported());
+        }
         // Padding after a part (up to the next multiple of 8) is zero: no checksum
         // covers it, so damage there is found here.
         let ends = dir.iter().map(|d| d.offset + d.len).chain([cat_off + cat_len]);
@@ -342,14 +347,26 @@ fn check_section(s: &[u8], d: &DirEntry) -> Checked {
         return Err((12, "section header: reserved field not zero".into()));
     }
     let mut cols = [0usize; 7];
+    let mut end = SECTION_HEADER;
     for (k, col) in cols.iter_mut().enumerate() {
         let off = LE::read_u64(&s[16 + k * 8..24 + k * 8]);
         if off < SECTION_HEADER as u64 || off > s.len() as u64 {
             return Err((16 + k * 8, "column runs outside the section".into()));
         }
         *col = off as usize;
+        // The columns lie back to back from the header on, then padding to 8.
+        let want = if k == 0 {
+            SECTION_HEADER
+        } else if k == DICT {
+            end.next_multiple_of(8)
+        } else {
+            end
+        };
+        if *col != want {
+            return Err((16 + k * 8, format!("column at {col}, expected {want} (back to back after the header)")));
+        }
         if k < DICT {
-            packed::check(s, *col, n)?;
+            end = packed::check(s, *col, n)?;
         } else if *col + n_terms as usize * TERM_ENTRY > s.len() {
             return Err((16 + k * 8, "term dictionary runs outside the section".into()));
         }

@@ -28,13 +28,13 @@ import reader  # noqa: E402
 
 
 class Fixture:
-    """tests/fixtures/v<N>: store/ (never modified) and export.jsonl."""
+    """tests/fixtures/v<N> (format 6: v6-idx): store/ (never modified) and export.jsonl."""
 
     def __init__(self, version):
         self.version = version                       # the format version (format-spec/CHANGES.md)
-        self.log_version = {1: 1, 2: 2, 5: 4}.get(version, 3)   # of the segments it was written with
-        self.index_version = 2 if version >= 4 else 1
-        self.dir = os.path.join(REPO, "tests", "fixtures", f"v{version}")
+        self.log_version = {1: 1, 2: 2, 5: 4, 6: 4}.get(version, 3)   # of the segments it was written with
+        self.index_version = 3 if version >= 6 else 2 if version >= 4 else 1
+        self.dir = os.path.join(REPO, "tests", "fixtures", "v6-idx" if version == 6 else f"v{version}")
         self.store = os.path.join(self.dir, "store")
         with open(os.path.join(self.dir, "export.jsonl"), encoding="utf-8") as f:
             self.export_text = f.read()
@@ -386,6 +386,46 @@ def _posting(docs):
     return head + data
 
 
+def _posting_v3(docs):
+    """index.md "Posting list", version 3: flat up to 8 docs; else containers, a bitmap (cut after
+    its last non-zero word) when the cardinality is above 4 × its words."""
+    if len(docs) <= 8:
+        return struct.pack(f"<I{len(docs)}I", len(docs), *docs)
+    blocks = {}
+    for d in docs:
+        blocks.setdefault(d >> 16, []).append(d & 0xFFFF)
+    c = len(blocks)
+    head, data = struct.pack("<II", len(docs), c), b""
+    for blk, lows in sorted(blocks.items()):
+        w = lows[-1] // 64 + 1
+        if len(lows) > 4 * w:
+            words = [0] * w
+            for v in lows:
+                words[v >> 6] |= 1 << (v & 63)
+            kind, part = w, struct.pack(f"<{w}Q", *words)
+        else:
+            kind, part = 0, struct.pack(f"<{len(lows)}H", *lows)
+        head += struct.pack("<HHII", blk, kind, len(lows), 8 + 12 * c + len(data))
+        data += part
+    return head + data
+
+
+def _packed(vals):
+    """index.md "Packed column": blocks of 128, each with the flat line (slope 0, base the smallest
+    value) and residuals of the bit length of the largest."""
+    blocks = [vals[i:i + 128] for i in range(0, len(vals), 128)]
+    heads, data = b"", b""
+    for blk in blocks:
+        base = min(blk)
+        width = max(v - base for v in blk).bit_length()
+        bits = 0
+        for j, v in enumerate(blk):
+            bits |= (v - base) << (j * width)
+        heads += struct.pack("<QqIB3x", base, 0, 24 * len(blocks) + len(data), width)
+        data += bits.to_bytes((len(blk) * width + 7) // 8, "little")
+    return heads + data
+
+
 def _pad8(b):
     return b + b"\0" * (-len(b) % 8)
 
@@ -404,7 +444,7 @@ def _close_reason(doc):
 
 def build_index(store, lo, hi, next_id_bump=0, version=1):
     """idx-<lo>-<hi>.jqi for the store's log (any number of segments), from format-spec/index.md;
-    `version` 2 adds the close_reason lists (field 6)."""
+    `version` 2 adds the close_reason lists (field 6); 3 packs the columns and the short lists."""
     frames = log_frames(store)
     last = [f for f in frames if f["first_seq"] <= hi <= f["last_seq"]][0]
     assert last["last_seq"] == hi and any(f["first_seq"] == lo for f in frames)
@@ -426,9 +466,18 @@ def build_index(store, lo, hi, next_id_bump=0, version=1):
         n = len(docs)
         keys = [(r["spider"] << 32) | r["job"] for r in docs]
         skeys = sorted(keys)
-        cols = struct.pack(f"<{n}Q", *[r["ts"] for r in docs]) + struct.pack(f"<{n}Q", *[r["order_seq"] for r in docs])
-        cols += struct.pack(f"<{n}Q", *keys) + struct.pack(f"<{n}Q", *[(r["seg"] << 32) | r["off"] for r in docs])
-        cols += struct.pack(f"<{n}Q", *skeys) + struct.pack(f"<{n}I", *[keys.index(k) for k in skeys])
+        if version >= 3:
+            parts = [_packed(v) for v in ([r["ts"] for r in docs], [r["order_seq"] for r in docs],
+                                          [r["spider"] for r in docs], [r["job"] for r in docs],
+                                          [(r["seg"] << 32) | r["off"] for r in docs],
+                                          [keys.index(k) for k in skeys])]
+            offs = [72 + sum(len(p) for p in parts[:i]) for i in range(6)]
+            cols = b"".join(parts)
+        else:
+            offs = [72 + 8 * n * i for i in range(6)]
+            cols = struct.pack(f"<{n}Q", *[r["ts"] for r in docs]) + struct.pack(f"<{n}Q", *[r["order_seq"] for r in docs])
+            cols += struct.pack(f"<{n}Q", *keys) + struct.pack(f"<{n}Q", *[(r["seg"] << 32) | r["off"] for r in docs])
+            cols += struct.pack(f"<{n}Q", *skeys) + struct.pack(f"<{n}I", *[keys.index(k) for k in skeys])
         terms = {}
         for d, r in enumerate(docs):
             terms.setdefault((1, bytes([r["state"]])), []).append(d)
@@ -444,13 +493,14 @@ def build_index(store, lo, hi, next_id_bump=0, version=1):
         order = sorted(terms)
         dict_off = len(_pad8(b"\0" * 72 + cols))
         blob = b"".join(t for _, t in order)
-        post_off = len(_pad8(b"\0" * (dict_off + 16 * len(order)) + blob))
+        entry_len, entry_fmt = (12, "<BBHII") if version >= 3 else (16, "<BBHIQ")
+        post_off = len(_pad8(b"\0" * (dict_off + entry_len * len(order)) + blob))
         entries, posts, toff = b"", b"", 0
         for field, term in order:
-            entries += struct.pack("<BBHIQ", field, 0, len(term), toff, post_off + len(posts))
+            entries += struct.pack(entry_fmt, field, 0, len(term), toff, post_off + len(posts))
             toff += len(term)
-            posts += _posting(terms[(field, term)])
-        head = struct.pack("<IIII7Q", project, n, len(order), 0, *[72 + 8 * n * i for i in range(6)], dict_off)
+            posts += (_posting_v3 if version >= 3 else _posting)(terms[(field, term)])
+        head = struct.pack("<IIII7Q", project, n, len(order), 0, *offs, dict_off)
         body = _pad8(_pad8(head + cols) + entries + blob) + posts
         sections.append((project, n, body))
     out = bytearray(b"\0" * 64)

@@ -258,7 +258,7 @@ def test_version_5_segment_refused(tmp, fx):
     return f"version 5 in {done} refused"
 
 
-@versions(5)
+@versions(5, 6)
 def test_v4_preallocated_zeros(tmp, fx):
     """log.md "Version 4", durability.md rule 2: zeros after the last frame of the last segment are
     the log's clean end; a non-zero byte among them makes a torn tail; a frame torn into them (its

@@ -20,13 +20,13 @@ import traceback
 import zlib
 
 from fixture_tools import (  # noqa: E402
-    Fixture, STATES, SLOT_OFF, V2_DATA, _posting, assert_corruption, assert_export_without, build_index,
+    Fixture, STATES, SLOT_OFF, V2_DATA, _packed, _posting, _posting_v3, assert_corruption, assert_export_without, build_index,
     export_of, flip, fresh_copy, gen_dir, index_files, key_of, listing_from_export, log_frames, mark_of, mcrc,
     parse_jsonl, patch, proved_durable, raw_frames, reader, remove_indexes, run, run_in, segments, set_header_field,
     set_mark, spec_hex_blocks, split_log, truncate, versions)
 import test_marks  # noqa: E402
 
-FIXTURES = [Fixture(1), Fixture(2), Fixture(3), Fixture(4), Fixture(5)]
+FIXTURES = [Fixture(1), Fixture(2), Fixture(3), Fixture(4), Fixture(5), Fixture(6)]
 
 
 # --------------------------------------------------------------------------- tests
@@ -406,10 +406,10 @@ def test_index_damage_is_set_aside(tmp, fx):
             ix = index_files(store)[i]
             if where == "middle":
                 flip(ix, os.path.getsize(ix) // 2)
-            else:                   # version 3 with every CRC right: unknown version, set aside
+            else:                   # version 4 with every CRC right: unknown version, set aside
                 with open(ix, "r+b") as f:
                     b = bytearray(f.read())
-                    b[8:12] = b[-16:-12] = struct.pack("<I", 3)
+                    b[8:12] = b[-16:-12] = struct.pack("<I", 4)
                     do, dl, co, cl = struct.unpack_from("<4Q", b, len(b) - 48)
                     fo = len(b) - 48
                     b[fo + 36:fo + 40] = struct.pack("<I", mcrc(bytes(b[:64] + b[do:do + dl] + b[co:co + cl]
@@ -420,7 +420,7 @@ def test_index_damage_is_set_aside(tmp, fx):
             assert rc != 0, f"a damaged {ix} ({where}) passed check"
             assert os.path.basename(ix) in o + e
             if where == "version":
-                assert "unknown index version 3" in o, o
+                assert "unknown index version 4" in o, o
             assert export_of(store) == fx.export(), "export changed after index damage"
             for project in (53, 54, 60):
                 assert run_in(store, "list", str(project))[1].split() == \
@@ -470,8 +470,8 @@ def test_close_reason_counts(tmp, fx):
             assert rc == 0, err
             assert int(out) == want, f"{variant}: count-reason {project} {term!r}: {out.strip()} != {want}"
     chain = reader.Store(store, 2).chain
-    assert len(chain) == (2 if fx.index_version == 2 else 0), [ix.fname() for ix in chain]
-    return f"{len(reasons)} (project, close_reason) pairs; chain of {len(chain)} version-2 file(s)"
+    assert len(chain) == (2 if fx.index_version >= 2 else 0), [ix.fname() for ix in chain]
+    return f"{len(reasons)} (project, close_reason) pairs; chain of {len(chain)} version-2+ file(s)"
 
 
 @versions(4)
@@ -603,6 +603,42 @@ def test_no_traceback_on_bad_bytes(tmp, fx):
         with open(path, "wb") as f:
             f.write(orig)
     return f"{runs} damaged reads, no traceback"
+
+
+@versions()
+def test_packed_columns_and_v3_postings_decode(tmp, fx):
+    """index.md "Packed column" and version-3 "Posting list": columns of flat and sloped blocks
+    (a negative slope, wrapping past 2^64, width 0 and 64), flat lists, cut bitmaps; a width above
+    64, a block whose data runs past the section and non-back-to-back data are refused."""
+    vals = [5] * 130 + [2**64 - 1, 0, 2**63] + list(range(1000))
+    body = _packed(vals)
+    buf = reader.Buf(b"\0" * 3 + body, "synthetic", 0)
+    got, end = reader.decode_packed(buf, 3, len(vals), "synthetic")
+    assert got == vals and end == 3 + len(body), "flat blocks decoded wrong"
+    # one sloped block: value j = base + floor(slope * j / 2^32) + residual_j (mod 2^64)
+    base, slope = 2**64 - 10, -3 * 2**32 - 2**31                      # -3.5 a value, wrapping below 0
+    res = [j % 4 for j in range(128)]
+    want = [(base + ((slope * j) >> 32) + res[j]) % 2**64 for j in range(128)]
+    bits = sum(r << (2 * j) for j, r in enumerate(res))
+    sloped = struct.pack("<QqIB3x", base, slope, 24, 2) + bits.to_bytes(32, "little")
+    assert reader.decode_packed(reader.Buf(sloped, "synthetic", 0), 0, 128, "synthetic")[0] == want
+    for what, at, patch in (("width 65", 20, b"\x41"), ("data at", 16, struct.pack("<I", 25)),
+                            ("needs", None, None)):
+        bad = bytearray(sloped if at is not None else sloped[:-1])
+        if at is not None:
+            bad[at:at + len(patch)] = patch
+        try:
+            reader.decode_packed(reader.Buf(bytes(bad), "synthetic", 0), 0, 128, "synthetic")
+        except reader.Damage as e:
+            assert what in str(e), f"{what}: {e}"
+        else:
+            raise AssertionError(f"a bad packed column ({what}) was accepted")
+    for docs in ([7], [1, 2, 3, 4, 5, 6, 7, 9], list(range(0, 600, 2)), list(range(50)) + [70000, 70001]):
+        b = _posting_v3(docs)
+        p = reader.decode_posting(reader.Buf(b, "synthetic", 0), 0, 80000, "synthetic", 3)
+        assert p.docs == docs and p.end == len(b), docs
+    assert len(_posting_v3([7])) == 8 and len(_posting_v3(list(range(0, 600, 2)))) == 8 + 12 + 10 * 8
+    return f"{len(vals)} values in flat blocks, one sloped block; 3 bad columns refused; 4 version-3 lists"
 
 
 def main():

@@ -10,6 +10,10 @@
 //!   bit flips, byte writes, truncation, zeroed ranges and copied ranges, resealed
 //!   or not, and opened again.
 //!
+//! - packed columns (index version 3) alone: arbitrary bytes checked as a column of
+//!   `n` values (every value then read, and bounded), and arbitrary values packed,
+//!   checked and read back exactly.
+//!
 //! Whenever `open` succeeds, every accessor, term lookup and posting cursor is
 //! exercised (`seek`, `advance`, `fill_block`, `next_block`), and the planner and
 //! executor run filters over each section, checked against a naive evaluation.
@@ -20,6 +24,7 @@ use std::path::Path;
 
 use arbitrary::{Arbitrary, Unstructured};
 use jobq::fs::MappedBytes;
+use jobq::index::packed;
 use jobq::index::posting::{self, Posting};
 use jobq::index::IndexSegment;
 use jobq_fuzz::gen::Word;
@@ -173,11 +178,37 @@ fn built(data: &[u8]) {
     }
 }
 
+/// A packed column decoder on arbitrary bytes (the first 4 give `n` and where the
+/// column starts), then arbitrary values packed and read back.
+fn packed_column(data: &[u8]) {
+    let Some((head, rest)) = data.split_first_chunk::<4>() else { return };
+    let n = u32::from(u16::from_le_bytes([head[0], head[1]])) % 2000;
+    let col = usize::from(head[2]) % (rest.len() + 1);
+    if let Ok(end) = packed::check(rest, col, n) {
+        assert!(end <= rest.len());
+        let vals: Vec<u64> = (0..n).map(|i| packed::get(rest, col, i)).collect();
+        let limit = u64::from(head[3]) << (head[3] % 57);
+        match packed::check_below(rest, col, n, limit) {
+            Ok(()) => assert!(vals.iter().all(|v| *v < limit), "check_below passed a value >= {limit}"),
+            Err(at) => assert!(at >= col && at < end, "check_below named offset {at} outside the column"),
+        }
+    }
+    let vals: Vec<u64> = rest.chunks(8).map(|c| c.iter().rev().fold(0u64, |v, b| v << 8 | u64::from(*b))).collect();
+    let mut out = vec![0xAA; col % 8];
+    packed::encode(&vals, &mut out);
+    let end = packed::check(&out, col % 8, vals.len() as u32).expect("a packed column checks");
+    assert_eq!(end, out.len());
+    for (i, v) in vals.iter().enumerate() {
+        assert_eq!(packed::get(&out, col % 8, i as u32), *v, "value {i}");
+    }
+}
+
 fuzz_target!(|data: &[u8]| {
     let Some((&mode, rest)) = data.split_first() else { return };
-    match mode % 4 {
+    match mode % 6 {
         0 => raw(rest, false),
         1 => raw(rest, true),
+        2 => packed_column(rest),
         _ => built(rest),
     }
 });

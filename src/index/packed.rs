@@ -19,8 +19,10 @@ pub const BLOCK: usize = 128;
 pub const BLOCK_HEADER: usize = 24;
 
 /// The line's value at position `j` of a block, before the residual.
+#[inline]
 fn line(base: u64, slope: i64, j: u64) -> u64 {
-    base.wrapping_add(((i128::from(slope) * i128::from(j)) >> 32) as u64)
+    // j < 128: both factors as signed 64-bit numbers, one 64x64->128 multiply.
+    base.wrapping_add(((i128::from(slope) * i128::from(j as i64)) >> 32) as u64)
 }
 
 fn width_of(range: u128) -> u32 {
@@ -127,6 +129,7 @@ pub fn encode(vals: &[u64], out: &mut Vec<u8>) {
 }
 
 /// The little-endian u64 at `at`, bytes past the end of `s` read as zero.
+#[inline]
 fn load(s: &[u8], at: usize) -> u64 {
     match s.get(at..at + 8) {
         Some(b) => LE::read_u64(b),
@@ -149,21 +152,16 @@ pub fn get(s: &[u8], col: usize, i: u32) -> u64 {
     line(base, slope, j).wrapping_add(residual(s, col + data, j as usize, w))
 }
 
+#[inline]
 fn residual(s: &[u8], data: usize, j: usize, w: u32) -> u64 {
-    if w == 0 {
-        return 0;
-    }
     let bit = j * w as usize;
     let (at, shift) = (data + bit / 8, (bit % 8) as u32);
     let mut r = load(s, at) >> shift;
     if shift + w > 64 {
         r |= u64::from(s[at + 8]) << (64 - shift);
     }
-    if w == 64 {
-        r
-    } else {
-        r & ((1u64 << w) - 1)
-    }
+    // w is 0..=64: the mask without a branch.
+    r & ((1u128 << w) - 1) as u64
 }
 
 /// Check the packed column of `n` values at `col` in the section `s`: headers

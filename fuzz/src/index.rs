@@ -106,6 +106,8 @@ pub fn build(docs: &[ArbDoc], bulk: u16, catalog: &[(u32, u32, u32, Word)], meta
             tags: d.tags.iter().map(|t| Arc::<str>::from(t.as_str())).collect::<Vec<_>>().into(),
             unique: d.unique.as_deref().map(Arc::<str>::from),
             close_reason: d.close_reason.as_deref().map(Arc::<str>::from),
+            // A running doc's token: posted under field 7.
+            token: d.unique.as_deref().map(Arc::<str>::from),
             loc: d.loc,
         });
     }
@@ -297,7 +299,7 @@ fn exercise_section(sec: &Section<'_>, probes: &[u32], filters: &[Filter], order
         close_reason: vec![None; visit as usize],
     };
     let mut prev: Option<(u8, Vec<u8>)> = None;
-    for f in 0..=6u8 {
+    for f in 0..=field::LAST {
         for (term, p) in sec.terms(f) {
             assert!((field::STATE..=field::LAST).contains(&f), "a term of unknown field {f}");
             let key = (f, term.to_vec());

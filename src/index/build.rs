@@ -28,6 +28,8 @@ pub struct DocEntry {
     pub unique: Option<Arc<str>>,
     /// The `close_reason` term (`None`: no close_reason, or one too long to index).
     pub close_reason: Option<Arc<str>>,
+    /// A running version's auth token (its last `auth` field, when a string).
+    pub token: Option<Arc<str>>,
     /// Packed log position of the record.
     pub loc: u64,
 }
@@ -128,6 +130,7 @@ struct Terms<'a> {
     tag: FastMap<&'a str, Vec<u32>>,
     unique: FastMap<&'a str, Vec<u32>>,
     close_reason: FastMap<&'a str, Vec<u32>>,
+    token: FastMap<&'a str, Vec<u32>>,
 }
 
 impl<'a> Terms<'a> {
@@ -150,6 +153,9 @@ impl<'a> Terms<'a> {
             if let Some(c) = &d.close_reason {
                 t.close_reason.entry(c).or_default().push(doc);
             }
+            if let (Some(k), JobState::Running) = (&d.token, d.state) {
+                t.token.entry(k).or_default().push(doc);
+            }
         }
         t
     }
@@ -167,6 +173,7 @@ impl<'a> Terms<'a> {
         out.extend(self.priority.into_iter().map(|(p, l)| ((field::PRIORITY, p.to_le_bytes().to_vec()), l)));
         out.extend(self.unique.into_iter().map(|(u, l)| ((field::UNIQUE, u.as_bytes().to_vec()), l)));
         out.extend(self.close_reason.into_iter().map(|(c, l)| ((field::CLOSE_REASON, c.as_bytes().to_vec()), l)));
+        out.extend(self.token.into_iter().map(|(k, l)| ((field::TOKEN, k.as_bytes().to_vec()), l)));
         sort_terms(&mut out);
         out
     }

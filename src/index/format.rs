@@ -42,8 +42,10 @@ pub mod field {
     pub const UNIQUE: u8 = 5;
     /// Term: the `close_reason` term (UTF-8, [`crate::model::close_reason_term`]).
     pub const CLOSE_REASON: u8 = 6;
+    /// Term: a running job's auth token (UTF-8); only running jobs are posted.
+    pub const TOKEN: u8 = 7;
     /// The highest field code.
-    pub const LAST: u8 = CLOSE_REASON;
+    pub const LAST: u8 = TOKEN;
 }
 
 /// What an index file covers, from its header.

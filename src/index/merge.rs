@@ -16,6 +16,7 @@ pub fn live_entries(sec: &Section<'_>, dead: &DeadSet, out: &mut Vec<DocEntry>) 
     let mut tags: Vec<Vec<Arc<str>>> = vec![Vec::new(); n];
     let mut unique: Vec<Option<Arc<str>>> = vec![None; n];
     let mut close_reason: Vec<Option<Arc<str>>> = vec![None; n];
+    let mut token: Vec<Option<Arc<str>>> = vec![None; n];
     for (t, p) in sec.terms(field::STATE) {
         let s = JobState::from_code(t[0]).unwrap_or(JobState::Pending);
         for d in p.docs() {
@@ -46,6 +47,12 @@ pub fn live_entries(sec: &Section<'_>, dead: &DeadSet, out: &mut Vec<DocEntry>) 
             close_reason[d as usize] = Some(c.clone());
         }
     }
+    for (t, p) in sec.terms(field::TOKEN) {
+        let k: Arc<str> = Arc::from(String::from_utf8_lossy(t).as_ref());
+        for d in p.docs() {
+            token[d as usize] = Some(k.clone());
+        }
+    }
     out.reserve(n);
     for d in 0..n {
         if dead.contains(d as u32) {
@@ -61,6 +68,7 @@ pub fn live_entries(sec: &Section<'_>, dead: &DeadSet, out: &mut Vec<DocEntry>) 
             tags: std::mem::take(&mut tags[d]).into(),
             unique: unique[d].take(),
             close_reason: close_reason[d].take(),
+            token: token[d].take(),
             loc: sec.loc(d as u32),
         });
     }

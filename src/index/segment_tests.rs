@@ -18,6 +18,7 @@ fn image() -> Vec<u8> {
             tags: (0..i % 3).map(|t| Arc::<str>::from(format!("t{t}"))).collect(),
             unique: None,
             close_reason: (i % 5 == 0).then(|| Arc::<str>::from("failed")),
+            token: None,
             loc: i * 100,
         })
         .collect();
@@ -50,6 +51,7 @@ fn verify_order_finds_a_doc_in_two_close_reason_lists() {
         tags: Arc::new([]),
         unique: None,
         close_reason: Some(Arc::from(reason)),
+        token: None,
         loc: i * 100,
     };
     let meta = SegmentMeta {
@@ -118,6 +120,7 @@ fn key_lookups_agree_with_a_scan() {
             tags: Arc::new([]),
             unique: None,
             close_reason: None,
+            token: None,
             loc: i * 100,
         })
         .collect();

@@ -116,6 +116,9 @@ impl Runs {
             self.buf.resize(at + REC, 0);
             let unique = d.unique.as_ref().map_or(0, |u| word(self, u) + 1);
             let close = d.close_reason.as_ref().map_or(0, |c| word(self, c) + 1);
+            // A running version's token (a name like the others; tokens rarely repeat).
+            let token = d.token.as_ref().filter(|_| d.state == crate::model::JobState::Running);
+            let token = token.map_or(0, |k| self.id(k) + 1);
             let r = &mut self.buf[at..at + REC];
             LE::write_u32(&mut r[0..4], d.project);
             LE::write_u32(&mut r[4..8], d.tags.len() as u32);
@@ -127,6 +130,7 @@ impl Runs {
             LE::write_u32(&mut r[48..52], d.state as u32);
             LE::write_u32(&mut r[52..56], unique);
             LE::write_u32(&mut r[56..60], close);
+            LE::write_u32(&mut r[60..64], token);
             let key = d.tags.as_ptr() as usize;
             let (from, to) = match lists.get(&key) {
                 Some(r) => *r,

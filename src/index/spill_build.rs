@@ -48,6 +48,7 @@ struct Section {
     tag: FastMap<u32, Vec<u32>>,
     unique: FastMap<u32, Vec<u32>>,
     close_reason: FastMap<u32, Vec<u32>>,
+    token: FastMap<u32, Vec<u32>>,
 }
 
 fn align8(n: u64) -> u64 {
@@ -68,6 +69,7 @@ impl Section {
             tag: FastMap::default(),
             unique: FastMap::default(),
             close_reason: FastMap::default(),
+            token: FastMap::default(),
         }
     }
 
@@ -103,6 +105,10 @@ impl Section {
         if close > 0 {
             self.close_reason.entry(close - 1).or_default().push(doc);
         }
+        let token = LE::read_u32(&r[60..64]);
+        if token > 0 && state == JobState::Running as u32 {
+            self.token.entry(token - 1).or_default().push(doc);
+        }
         Ok(())
     }
 
@@ -123,6 +129,7 @@ impl Section {
         terms.extend(self.priority.drain().map(|(p, l)| ((field::PRIORITY, p.to_le_bytes().to_vec()), l)));
         terms.extend(self.unique.drain().map(|(u, l)| ((field::UNIQUE, name(u)), l)));
         terms.extend(self.close_reason.drain().map(|(c, l)| ((field::CLOSE_REASON, name(c)), l)));
+        terms.extend(self.token.drain().map(|(k, l)| ((field::TOKEN, name(k)), l)));
         sort_terms(&mut terms);
         // The header, the columns and their padding, then the dictionary: written
         // in file order, the CRC taken as they go (nothing is read back).
@@ -257,6 +264,7 @@ mod tests {
             tags: (0..i % 4).map(|t| s(&format!("tag-{}", (t * 7 + i) % 5))).chain([s("tag-0")]).collect(),
             unique: i.is_multiple_of(3).then(|| s(&format!("u{}", key % 7))),
             close_reason: i.is_multiple_of(2).then(|| s(["ok", "failed"][(i % 4 / 2) as usize])),
+            token: (i % 5 == 1).then(|| s(&format!("token-{}", i % 7))),
             loc: 1000 + i,
         }
     }

@@ -203,6 +203,7 @@ pub fn compact(
                 tags: view.tags.iter().map(|t| Arc::<str>::from(*t)).collect::<Vec<_>>().into(),
                 unique: view.unique.map(Arc::from),
                 close_reason: view.close_reason().map(|c| Arc::from(c.as_ref())),
+                token: (view.state == JobState::Running).then(|| super::tokens::token_in(view.doc)).flatten(),
                 loc: 0,
             };
             g.pending.push((g.payload.len(), entry));

@@ -102,9 +102,11 @@ pub(crate) fn parse_chunk(bytes: &[u8], strings: &mut Strings) -> ParsedChunk {
             tags: strings.tags(&tags),
             unique: l.unique.as_deref().map(|u| strings.words.get(u)),
             close_reason: l.close_reason().map(|c| strings.words.get(&c)),
+            token: None,
             loc: 0,
         };
         let token = (l.state == JobState::Running).then(|| token_of(&l.doc)).flatten();
+        let entry = DocEntry { token: token.clone(), ..entry };
         out.recs.push(ParsedRec { line: line_no, at, seq_at, spider: strings.words.get(&l.spider), entry, token });
     }
     out

@@ -222,9 +222,9 @@ impl Store {
         let version = o.writer.version();
         let reader = o.writer.reader.clone();
         // The tail's running jobs were noted as it was replayed; the index files'
-        // current running jobs are read once here.
+        // current running jobs' tokens are in their token postings.
         for slot in &o.writer.segments {
-            o.writer.tokens.learn_segment(slot, &reader)?;
+            o.writer.tokens.learn_segment(slot);
         }
         let tokens = o.writer.tokens.clone();
         let inner = Arc::new(Inner {

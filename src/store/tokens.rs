@@ -23,7 +23,7 @@ use serde_json::value::RawValue;
 use super::version::SegmentSlot;
 use crate::error::Result;
 use crate::hash::FastMap;
-use crate::log::reader::RecordReader;
+use crate::index::format::field;
 use crate::model::{Job, JobKey, JobState};
 
 #[derive(Default)]
@@ -40,6 +40,11 @@ struct Entry {
 /// field, as for every repeated name). One pass over the document, whatever its
 /// number of fields.
 fn token_of(job: &Job) -> Option<Arc<str>> {
+    token_in(job.meta.as_str())
+}
+
+/// [`token_of`] a metadata document.
+pub(crate) fn token_in(doc: &str) -> Option<Arc<str>> {
     struct AuthField;
 
     impl<'de> Visitor<'de> for AuthField {
@@ -63,7 +68,7 @@ fn token_of(job: &Job) -> Option<Arc<str>> {
         }
     }
 
-    let mut de = serde_json::Deserializer::from_str(job.meta.as_str());
+    let mut de = serde_json::Deserializer::from_str(doc);
     de.deserialize_map(AuthField).ok().flatten().map(Arc::from)
 }
 
@@ -102,28 +107,25 @@ impl JobTokens {
         }
     }
 
-    /// Learn the running jobs of an index file that are current (not superseded),
-    /// reading the record of each one not already known.
-    pub fn learn_segment(&self, slot: &SegmentSlot, reader: &RecordReader) -> Result<()> {
+    /// Learn the tokens of an index file's current (not superseded) running jobs
+    /// from its token postings (field 7): no record is read.
+    pub fn learn_segment(&self, slot: &SegmentSlot) {
+        let mut map = self.map.write();
         for project in slot.seg.projects() {
             let Some((sec, dead)) = slot.project(project) else {
                 continue;
             };
-            let Some(running) = sec.state(JobState::Running) else {
-                continue;
-            };
-            for doc in running.docs() {
-                if dead.contains(doc) {
-                    continue;
+            for (term, posting) in sec.terms(field::TOKEN) {
+                let token: Arc<str> = Arc::from(String::from_utf8_lossy(term).as_ref());
+                for doc in posting.docs() {
+                    if dead.contains(doc) {
+                        continue;
+                    }
+                    let key = JobKey::from_local(project, sec.local(doc));
+                    map.insert(key, Entry { order_seq: sec.seq(doc), token: token.clone() });
                 }
-                let key = JobKey::from_local(project, sec.local(doc));
-                if self.map.read().get(&key).is_some_and(|e| e.order_seq == sec.seq(doc)) {
-                    continue;
-                }
-                self.note(&reader.read(sec.loc(doc))?);
             }
         }
-        Ok(())
     }
 
     /// Forget every job of an index file.
@@ -155,6 +157,7 @@ mod tests {
     use std::sync::Arc;
 
     use crate::fs::SimFs;
+    use crate::index::format::field;
     use crate::model::{Job, JobKey, JobState, ManualClock, MetaDoc};
     use crate::store::request::{parse_push, parse_update, Changes};
     use crate::store::PushResult;
@@ -272,5 +275,22 @@ mod tests {
         assert_eq!(token(&store, a), None, "imported as finished");
         assert!(token(&store, b).is_some(), "not in the import");
         assert_eq!(token(&store, JobKey::new(1, 1, 7)).as_deref(), Some("imported-token"));
+        // Reopened: the import's index file names the token (field 7); no record is read.
+        store.flush_indexes().unwrap();
+        store.close().unwrap();
+        let store = Store::open("/db", options(&sim)).unwrap();
+        assert_eq!(store.report().replayed_frames, 0, "{:?}", store.report());
+        assert_eq!(token(&store, JobKey::new(1, 1, 7)).as_deref(), Some("imported-token"));
+        assert!(token(&store, b).is_some() && token(&store, a).is_none());
+        let v = store.inner.writer.lock().version();
+        let posted: Vec<String> = v
+            .segments
+            .iter()
+            .filter_map(|s| s.project(1))
+            .flat_map(|(sec, _)| {
+                sec.terms(field::TOKEN).map(|(t, _)| String::from_utf8_lossy(t).into_owned()).collect::<Vec<_>>()
+            })
+            .collect();
+        assert!(posted.contains(&"imported-token".to_string()), "{posted:?}");
     }
 }

@@ -306,6 +306,8 @@ impl Writer {
             tags: tags.into(),
             unique: job.unique.as_deref().map(Arc::from),
             close_reason: job.close_reason().map(|c| Arc::from(c.as_ref())),
+            // `apply` noted the job's token first.
+            token: (job.state == JobState::Running).then(|| self.tokens.get(job.key)).flatten(),
             loc,
         }
     }

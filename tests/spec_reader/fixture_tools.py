@@ -442,6 +442,12 @@ def _close_reason(doc):
     return term if len(term) <= 1024 else None
 
 
+def _auth_token(doc):
+    """index.md field 7: the last `auth` field's text, when a JSON string."""
+    pairs = [v for k, v in json.loads(doc, object_pairs_hook=list) if k == "auth"]
+    return pairs[-1].encode() if pairs and isinstance(pairs[-1], str) else None
+
+
 def build_index(store, lo, hi, next_id_bump=0, version=1):
     """idx-<lo>-<hi>.jqi for the store's log (any number of segments), from format-spec/index.md;
     `version` 2 adds the close_reason lists (field 6); 3 packs the columns and the short lists."""
@@ -490,6 +496,9 @@ def build_index(store, lo, hi, next_id_bump=0, version=1):
             reason = _close_reason(r["doc"]) if version >= 2 else None
             if reason is not None:
                 terms.setdefault((6, reason), []).append(d)
+            token = _auth_token(r["doc"]) if version >= 3 and r["state"] == 1 else None
+            if token is not None:
+                terms.setdefault((7, token), []).append(d)
         order = sorted(terms)
         dict_off = len(_pad8(b"\0" * 72 + cols))
         blob = b"".join(t for _, t in order)

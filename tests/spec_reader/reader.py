@@ -63,7 +63,8 @@ PACK_BLOCK = 128                  # index.md, "Packed column"
 PACK_HDR = 24
 FLAT_MAX = 8                      # index.md, "Posting list": a list of at most 8 docs is flat
 FIELD_STATE, FIELD_SPIDER, FIELD_TAG, FIELD_PRIORITY, FIELD_UNIQUE, FIELD_CLOSE_REASON = 1, 2, 3, 4, 5, 6
-FIELD_NAMES = {1: "state", 2: "spider", 3: "tag", 4: "priority", 5: "unique", 6: "close_reason"}
+FIELD_TOKEN = 7                   # index version 3: a running job's auth token
+FIELD_NAMES = {1: "state", 2: "spider", 3: "tag", 4: "priority", 5: "unique", 6: "close_reason", 7: "token"}
 MAX_CLOSE_REASON = 1024           # index.md: a longer term is not posted
 # log.md: the metadata document never holds these; other "*_time" names are ordinary fields
 DOC_FORBIDDEN = {"key", "project", "spider", "state", "priority", "tags", "unique"} | set(TIME_FIELDS)
@@ -298,6 +299,17 @@ def _decode_body(b, what):
     r.state, r.mask, r.priority, r.order_seq = state, mask, priority, order_seq
     r.times, r.tags, r.unique, r.doc_text, r.prev = times, tags, unique, doc, prev
     return r
+
+
+def auth_token(doc_text):
+    """index.md field 7: the text of the last `auth` field when it is a JSON string, as UTF-8."""
+    pairs = [v for k, v in json.loads(doc_text, object_pairs_hook=list) if k == "auth"]
+    if not pairs or not isinstance(pairs[-1], str):
+        return None
+    try:
+        return pairs[-1].encode()
+    except UnicodeEncodeError:                # an escaped unpaired surrogate: no UTF-8 text
+        return None
 
 
 def close_reason_term(doc_text):
@@ -1121,7 +1133,8 @@ def decode_terms(b, s, do, t, version, entry_len, entry_fmt):
     for i in range(t):
         eo = do + entry_len * i
         field, zero, tl, toff, poff = b.un(entry_fmt, eo, f"{what} dictionary entry {i}")
-        if field not in FIELD_NAMES or (field == FIELD_CLOSE_REASON and version < 2):
+        if field not in FIELD_NAMES or (field == FIELD_CLOSE_REASON and version < 2) or \
+                (field == FIELD_TOKEN and version < 3):
             b.fail(eo, f"{what}: dictionary entry {i} has unknown field {field} (index version {version})")
         if zero:
             b.fail(eo + 1, f"{what}: dictionary entry {i} reserved byte is not zero")
@@ -1150,7 +1163,7 @@ def decode_terms(b, s, do, t, version, entry_len, entry_fmt):
             b.fail(blob_off + toff, f"{tw}: a spider term is a u32 id >= 1")
         if field == FIELD_PRIORITY and tl != 8:
             b.fail(blob_off + toff, f"{tw}: a priority term is an i64")
-        if field in (FIELD_TAG, FIELD_UNIQUE, FIELD_CLOSE_REASON):
+        if field in (FIELD_TAG, FIELD_UNIQUE, FIELD_CLOSE_REASON, FIELD_TOKEN):
             b.utf8(blob_off + toff, tl, tw)
         if field == FIELD_CLOSE_REASON and tl > MAX_CLOSE_REASON:
             b.fail(blob_off + toff, f"{tw}: a close_reason term is at most {MAX_CLOSE_REASON} bytes")
@@ -1676,6 +1689,9 @@ def verify_index(walk, ix):
             reason = close_reason_term(r.doc_text) if ix.version >= 2 else None
             if reason is not None:
                 expect_terms.setdefault((FIELD_CLOSE_REASON, reason), []).append(d)
+            token = auth_token(r.doc_text) if ix.version >= 3 and r.state == 1 else None
+            if token is not None:
+                expect_terms.setdefault((FIELD_TOKEN, token), []).append(d)
         got = {k: p.docs for k, p in s.terms.items()}
         if got != expect_terms:
             diff = sorted(set(got) ^ set(expect_terms)) or sorted(k for k in got if got[k] != expect_terms[k])

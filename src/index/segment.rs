@@ -223,6 +223,21 @@ impl IndexSegment {
                     return Err((dict, format!("doc {doc} is in two close_reason lists")));
                 }
             }
+            // Token terms (field 7): UTF-8, posting running docs only, a doc in
+            // one list at most.
+            let running = sec.state(JobState::Running).map(|p| p.docs()).unwrap_or_default();
+            let mut posted = vec![false; sec.len() as usize];
+            for (term, p) in sec.terms(field::TOKEN) {
+                let dict = d.offset + info.cols[DICT] as u64;
+                if std::str::from_utf8(term).is_err() {
+                    return Err((dict, "a token term is not UTF-8".into()));
+                }
+                for doc in p.docs() {
+                    if running.binary_search(&doc).is_err() || std::mem::replace(&mut posted[doc as usize], true) {
+                        return Err((dict, format!("doc {doc} is in a token list: not running, or in two")));
+                    }
+                }
+            }
             // Keys strictly ascending through by_key: by_key is a permutation.
             for k in 1..sec.len() {
                 if sec.sorted_key(k) <= sec.sorted_key(k - 1) {

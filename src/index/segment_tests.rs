@@ -144,3 +144,34 @@ fn key_lookups_agree_with_a_scan() {
         assert_eq!(found, keys.binary_search(&probe).ok().map(|_| probe), "find {probe:#x}");
     }
 }
+
+#[test]
+fn only_a_running_docs_token_is_posted_and_verifies() {
+    let doc = |i: u64, state: JobState| DocEntry {
+        project: 1,
+        local: (1 << 32) | (i + 1),
+        ts: 1000 - i,
+        order_seq: i + 1,
+        state,
+        priority: 2,
+        tags: Arc::new([]),
+        unique: None,
+        close_reason: None,
+        token: Some(Arc::from(format!("tok{i}"))),
+        loc: i * 100,
+    };
+    let meta = SegmentMeta {
+        generation: 1,
+        lo_seq: 1,
+        hi_seq: 2,
+        log_end: LogPos { segment: 1, offset: 1 },
+        last_frame: LogPos { segment: 1, offset: 0 },
+        docs: 2,
+    };
+    let b = build(vec![doc(0, JobState::Running), doc(1, JobState::Finished)], meta, &[]);
+    let seg = IndexSegment::open(MappedBytes::from_vec(b), Path::new("x.jqi"), false).unwrap();
+    seg.verify_order().unwrap();
+    let sec = seg.section(1).unwrap();
+    let tokens: Vec<(Vec<u8>, Vec<u32>)> = sec.terms(field::TOKEN).map(|(t, p)| (t.to_vec(), p.docs())).collect();
+    assert_eq!(tokens, vec![(b"tok0".to_vec(), vec![0])], "only the running doc's token is posted");
+}

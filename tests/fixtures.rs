@@ -1,12 +1,14 @@
 //! Format fixtures: a small store written by each format version, committed under
 //! tests/fixtures/v<N>/store with its export. Every build must read them all and
-//! answer the same. `cargo test --test fixtures -- --ignored write_v5` rewrites the
+//! answer the same. `cargo test --test fixtures -- --ignored write_v6` rewrites the
 //! current one (only when the format changes: then add v<N+1>, keep the others).
-//! v1 to v4 stores also take writes (continuing in a v4 segment) and compact into v4.
+//! v1 to v5 stores also take writes (continuing in a v5 segment) and compact into v5
+//! segments of compact records.
 //! The index files of v1 to v3 are of index version 1, which this build sets aside
 //! (a writable open rebuilds them from the log): those fixtures are read from their
-//! logs; v4's and v5's index files answer, close_reason filters included. v5's last
-//! segment ends in its preallocated zeros (it was left unclosed, as after a crash).
+//! logs; v4's to v6's index files answer, close_reason filters included. v5's and
+//! v6's last segments end in their preallocated zeros (left unclosed, as after a
+//! crash). v6's records are compact (format-spec/log.md, "Compact record").
 
 use std::path::Path;
 use std::sync::Arc;
@@ -20,6 +22,7 @@ const V2: &str = "tests/fixtures/v2";
 const V3: &str = "tests/fixtures/v3";
 const V4: &str = "tests/fixtures/v4";
 const V5: &str = "tests/fixtures/v5";
+const V6: &str = "tests/fixtures/v6";
 
 fn export(store: &Store) -> String {
     let mut out = Vec::new();
@@ -29,12 +32,12 @@ fn export(store: &Store) -> String {
 
 /// The history every fixture holds (format 1 wrote v1's, format 2 v2's, format 3
 /// v3's, whose records name the previous state; format 4 wrote v4's, whose
-/// close_reason values vary where the older ones say "ok"; this build writes v5's,
-/// in preallocated segments).
+/// close_reason values vary where the older ones say "ok"; format 5 wrote v5's, in
+/// preallocated segments; this build writes v6's, of compact records).
 #[test]
 #[ignore = "rewrites the committed fixture of the current format"]
-fn write_v5() {
-    let dir = Path::new(V5).join("store");
+fn write_v6() {
+    let dir = Path::new(V6).join("store");
     let _ = std::fs::remove_dir_all(&dir);
     let clock = Arc::new(ManualClock::new(1_700_000_000_000));
     // Small segments: the fixture has several, each with its durable mark.
@@ -72,7 +75,7 @@ fn write_v5() {
     store.import(&mut import.as_bytes(), &mut |_| {}).unwrap();
     clock.advance(1000);
     store.push(53, &[parse_push(r#"{"spider":"tail","note":"not indexed"}"#).unwrap()], None).unwrap();
-    std::fs::write(Path::new(V5).join("export.jsonl"), export(&store)).unwrap();
+    std::fs::write(Path::new(V6).join("export.jsonl"), export(&store)).unwrap();
     // Leave the last write unindexed, as after a crash.
     std::mem::forget(store);
 }
@@ -250,8 +253,8 @@ fn a_damaged_index_file_of_the_older_version_is_damage_not_a_note() {
 }
 
 #[test]
-fn older_stores_take_writes_in_v4_segments_and_compact_to_v4() {
-    for fixture in [V1, V2, V3, V4] {
+fn older_stores_take_writes_in_v5_segments_and_compact_to_v5() {
+    for fixture in [V1, V2, V3, V4, V5] {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("store");
         copy_dir(&Path::new(fixture).join("store"), &dir);
@@ -262,14 +265,17 @@ fn older_stores_take_writes_in_v4_segments_and_compact_to_v4() {
         let want = export(&store);
         store.close().unwrap();
         let mut after = before.clone();
-        after.push(4);
-        assert_eq!(segment_versions(&dir), after, "{fixture}: the old segment is sealed, writes go to a v4 one");
+        after.push(5);
+        assert_eq!(segment_versions(&dir), after, "{fixture}: the old segment is sealed, writes go to a v5 one");
+        assert_eq!(record_kinds(&dir).last(), Some(&true), "{fixture}: the new record is compact");
+        assert!(record_kinds(&dir).iter().any(|c| !c), "{fixture}: the old records stay wide");
         assert_eq!(last_segment_zeros(&dir), 0, "{fixture}: a clean close leaves no preallocated zeros");
         let store = Store::open(&dir, opts()).unwrap();
         assert_eq!(export(&store), want);
         drop(store);
         jobq::store::compact(&dir, opts(), None, &mut |_, _| {}).unwrap();
-        assert!(segment_versions(&dir).iter().all(|v| *v == 4), "{:?}", segment_versions(&dir));
+        assert!(segment_versions(&dir).iter().all(|v| *v == 5), "{:?}", segment_versions(&dir));
+        assert!(record_kinds(&dir).iter().all(|c| *c), "{fixture}: compact rewrites every record compact");
         assert_eq!(export(&Store::open(&dir, opts()).unwrap()), want);
         assert!(jobq::store::check(&dir, std::sync::Arc::new(jobq::fs::RealFs)).unwrap().is_clean());
     }
@@ -282,7 +288,7 @@ fn a_segment_of_a_future_version_is_refused_clearly() {
     copy_dir(&Path::new(V3).join("store"), &dir);
     let seg = dir.join("gen-0000000000000001/log-0000000001.jql");
     let mut bytes = std::fs::read(&seg).unwrap();
-    bytes[8..12].copy_from_slice(&5u32.to_le_bytes());
+    bytes[8..12].copy_from_slice(&6u32.to_le_bytes());
     let mut h = crc32fast::Hasher::new();
     h.update(&bytes[0..60]);
     let crc = h.finalize().rotate_right(15).wrapping_add(0xa282_ead8);
@@ -290,7 +296,7 @@ fn a_segment_of_a_future_version_is_refused_clearly() {
     std::fs::write(&seg, bytes).unwrap();
     let err = Store::open(&dir, Options { create: false, ..Options::default() }).err().expect("refused");
     let msg = err.to_string();
-    assert!(msg.contains("log-0000000001.jql") && msg.contains("version 5") && msg.contains("newer"), "{msg}");
+    assert!(msg.contains("log-0000000001.jql") && msg.contains("version 6") && msg.contains("newer"), "{msg}");
 }
 
 #[test]
@@ -302,6 +308,77 @@ fn v5_store_reads_the_same_with_its_preallocated_tail_and_checks_clean() {
     let versions = segment_versions(&fixture);
     assert!(versions.len() >= 2 && versions.iter().all(|v| *v == 4), "{versions:?}");
     assert!(last_segment_zeros(&fixture) > 100_000, "the fixture keeps its preallocated zeros");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    copy_dir(&fixture, &dir);
+    let report = jobq::store::check(&dir, std::sync::Arc::new(jobq::fs::RealFs)).unwrap();
+    assert!(report.is_clean() && report.notes.is_empty(), "{report:?}");
+    // A writable open seals the version-4 segment (its zeros cut) and writes in a
+    // new version-5 one; a clean close cuts that one's zeros.
+    let opts = || Options { background: false, create: false, ..Options::default() };
+    let store = Store::open(&dir, opts()).unwrap();
+    assert!(store.report().cut.is_none(), "{:?}", store.report());
+    store.push(53, &[parse_push(r#"{"spider":"after"}"#).unwrap()], None).unwrap();
+    let want = export(&store);
+    store.close().unwrap();
+    assert_eq!(last_segment_zeros(&dir), 0, "a clean close cuts the zeros");
+    let mut after = versions.clone();
+    after.push(5);
+    assert_eq!(segment_versions(&dir), after, "the old last segment is sealed");
+    assert_eq!(export(&Store::open(&dir, opts()).unwrap()), want);
+    assert!(jobq::store::check(&dir, std::sync::Arc::new(jobq::fs::RealFs)).unwrap().is_clean());
+}
+
+/// Whether each job record of the current generation, in log order, is compact.
+fn record_kinds(store: &Path) -> Vec<bool> {
+    use jobq::log::scan::{FrameScanner, Step};
+    let gen = gen_dir(store);
+    let mut numbers: Vec<u32> = std::fs::read_dir(&gen)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter_map(|n| n.strip_prefix("log-")?.strip_suffix(".jql")?.parse().ok())
+        .collect();
+    numbers.sort();
+    let mut out = Vec::new();
+    for n in numbers {
+        let (_, mut sc) = FrameScanner::segment(&jobq::fs::RealFs, &gen, n).unwrap();
+        while let Step::Frame { header, payload, .. } = sc.next_step().unwrap() {
+            if header.kind != jobq::codec::frame::FrameKind::Jobs {
+                continue;
+            }
+            let mut at = 0;
+            for _ in 0..header.count {
+                let word = u32::from_le_bytes(payload[at..at + 4].try_into().unwrap());
+                out.push(jobq::codec::record::split_word(word).1);
+                at += jobq::codec::record::record_len(word);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn v6_store_of_compact_records_reads_the_same_and_checks_clean() {
+    let store = reads_the_same(V6, true);
+    assert!(store.report().cut.is_none(), "zeros after the last frame are no torn tail: {:?}", store.report());
+    drop(store);
+    let fixture = Path::new(V6).join("store");
+    let versions = segment_versions(&fixture);
+    assert!(versions.len() >= 2 && versions.iter().all(|v| *v == 5), "{versions:?}");
+    assert!(record_kinds(&fixture).iter().all(|c| *c), "every record of the v6 fixture is compact");
+    assert!(last_segment_zeros(&fixture) > 100_000, "the fixture keeps its preallocated zeros");
+    // Its log is smaller than v5's, which holds the same history in wide records.
+    let log_bytes = |store: &Path| -> u64 {
+        let gen = gen_dir(store);
+        std::fs::read_dir(&gen)
+            .unwrap()
+            .map(|e| e.unwrap())
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".jql"))
+            .map(|e| std::fs::read(e.path()).unwrap().iter().rposition(|b| *b != 0).map_or(0, |i| i as u64 + 1))
+            .sum()
+    };
+    let (v5, v6) = (log_bytes(&Path::new(V5).join("store")), log_bytes(&fixture));
+    assert!(v6 < v5, "v6 log {v6} bytes, v5 {v5}");
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("store");
     copy_dir(&fixture, &dir);

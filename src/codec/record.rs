@@ -571,6 +571,30 @@ mod tests {
         }
     }
 
+    /// format-spec/log.md, "Compact record": the worked example's bytes.
+    #[test]
+    fn the_spec_example_compact_record() {
+        let job = Job {
+            key: JobKey::new(53, 7, 81),
+            state: JobState::Pending,
+            priority: 2,
+            times: [Some(1397762393489), None, None, None],
+            order_seq: 2,
+            tags: vec!["a".into()],
+            unique: None,
+            meta: MetaDoc::parse(r#"{"units":1}"#).unwrap(),
+        };
+        let mut buf = Vec::new();
+        encode_job(&job, Prev::Created, &mut buf);
+        let want =
+            ["24000080 ef5b98a5 00010001 0200000000000000", "350751 04 918b8689d728 01 0161", "7b22756e697473223a317d"];
+        assert_eq!(hex(&buf), want.concat().replace(' ', ""));
+    }
+
+    fn hex(b: &[u8]) -> String {
+        b.iter().map(|x| format!("{x:02x}")).collect()
+    }
+
     #[test]
     fn catalog_round_trip() {
         let e = vec![SpiderEntry { project: 1, spider: 2, next_job: 3, name: "s".into() }];

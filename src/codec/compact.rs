@@ -53,11 +53,43 @@ pub fn unzigzag(v: u64) -> i64 {
 }
 
 /// Read the varint at `*at` of `buf` (shortest form only); advances `*at`.
-#[inline]
+#[inline(always)]
 pub fn get_varint(buf: &[u8], at: &mut usize) -> Option<u64> {
+    let rest = buf.get(*at..)?;
+    match rest.first() {
+        Some(&b) if b < 0x80 => {
+            *at += 1;
+            Some(u64::from(b))
+        }
+        Some(_) => get_long_varint(rest, at),
+        None => None,
+    }
+}
+
+/// A varint of two bytes or more: up to 8 at once from one load when the
+/// slice holds 8 bytes (listing rows decode several per record).
+#[inline]
+fn get_long_varint(rest: &[u8], at: &mut usize) -> Option<u64> {
+    if let Some(word) = rest.first_chunk::<8>() {
+        let w = u64::from_le_bytes(*word);
+        let ends = !w & 0x8080_8080_8080_8080;
+        if ends != 0 {
+            let len = (ends.trailing_zeros() / 8 + 1) as usize;
+            if (w >> (8 * (len - 1))) as u8 == 0 {
+                return None; // not the shortest form
+            }
+            // Keep the varint's bytes, then pack their 7-bit groups without a loop.
+            let x = if len == 8 { w } else { w & ((1u64 << (8 * len)) - 1) };
+            let x = (x & 0x007f_007f_007f_007f) | ((x & 0x7f00_7f00_7f00_7f00) >> 1);
+            let x = (x & 0x0000_3fff_0000_3fff) | ((x & 0x3fff_0000_3fff_0000) >> 2);
+            let v = (x & 0x0000_0000_0fff_ffff) | ((x & 0x0fff_ffff_0000_0000) >> 4);
+            *at += len;
+            return Some(v);
+        }
+    }
     let mut v = 0u64;
     for i in 0..10 {
-        let b = *buf.get(*at + i)?;
+        let b = *rest.get(i)?;
         if i == 9 && b > 1 {
             return None;
         }
@@ -72,6 +104,16 @@ pub fn get_varint(buf: &[u8], at: &mut usize) -> Option<u64> {
         }
     }
     None
+}
+
+/// Skip the length-prefixed string at `*at` (bounds-checked); its bytes.
+#[inline(always)]
+pub fn next_str<'a>(body: &'a [u8], at: &mut usize) -> Option<&'a [u8]> {
+    let mut p = *at;
+    let n = get_varint(body, &mut p)?;
+    let end = usize::try_from(n).ok().and_then(|n| p.checked_add(n)).filter(|&e| e <= body.len())?;
+    *at = end;
+    Some(&body[p..end])
 }
 
 /// Append the body of a compact record (after its 8-byte prefix); returns the
@@ -120,6 +162,7 @@ pub struct Head {
     pub times: [Option<u64>; 4],
 }
 
+#[inline]
 pub fn decode_head(body: &[u8], at: &mut usize) -> Result<Head, DecodeError> {
     let fixed = body.get(..12).ok_or_else(|| DecodeError::new(0, "compact record shorter than its fixed part"))?;
     let state = JobState::from_code(fixed[0]).ok_or_else(|| DecodeError::new(0, "unknown state code"))?;
@@ -226,6 +269,26 @@ mod tests {
         }
         for bad in [&[0x80, 0x00][..], &[0x81, 0x80, 0x00], &[0xff; 10], &[0xff; 11], &[0x80]] {
             assert_eq!(get_varint(bad, &mut 0), None, "{bad:?}");
+            // The same with bytes after it (the 8-byte load), and at an offset.
+            let mut padded = vec![7u8];
+            padded.extend_from_slice(bad);
+            padded.extend_from_slice(&[0; 9]);
+            assert_eq!(get_varint(&padded, &mut 1), None, "{bad:?} padded");
+        }
+        // Every value of every length, with and without bytes after it.
+        for shift in 0..64 {
+            for v in [1u64 << shift, (1u64 << shift) - 1, (1u64 << shift) | 1] {
+                let mut b = vec![0xAA];
+                put_varint(&mut b, v);
+                let end = b.len();
+                for tail in [0usize, 3, 9] {
+                    let mut t = b.clone();
+                    t.extend(std::iter::repeat_n(0xff, tail));
+                    let mut at = 1;
+                    assert_eq!(get_varint(&t, &mut at), Some(v), "{v} with {tail} bytes after");
+                    assert_eq!(at, end);
+                }
+            }
         }
         for v in [0, 1, -1, i64::MIN, i64::MAX] {
             assert_eq!(unzigzag(zigzag(v)), v);

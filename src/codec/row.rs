@@ -68,7 +68,7 @@ impl<'a> Iterator for Tags<'a> {
         // Bounds were checked by decode_row.
         if self.compact {
             let mut at = 0;
-            let tag = compact::get_bytes(self.rest, &mut at, "tag").ok()?;
+            let tag = compact::next_str(self.rest, &mut at)?;
             self.rest = &self.rest[at..];
             return Some(tag);
         }
@@ -122,6 +122,41 @@ pub fn decode_row(buf: &[u8]) -> Result<RowView<'_>, DecodeError> {
 fn decode_compact_row(buf: &[u8], body_len: usize) -> Result<RowView<'_>, DecodeError> {
     let end = RECORD_PREFIX.checked_add(body_len).filter(|&e| e <= buf.len() && body_len >= compact::MIN_BODY);
     let body = &buf[RECORD_PREFIX..end.ok_or_else(|| DecodeError::new(0, "record length out of bounds"))?];
+    // The common case without building errors; the slow path says what is wrong.
+    compact_row(body).map_or_else(|| compact_row_error(body), Ok)
+}
+
+#[inline]
+fn compact_row(body: &[u8]) -> Option<RowView<'_>> {
+    let state = JobState::from_code(*body.first()?)?;
+    let mask = *body.get(1)?;
+    if mask & !0xF != 0 || mask & (1 << state.time_slot()) == 0 {
+        return None;
+    }
+    let mut at = compact::VARINTS_AT - RECORD_PREFIX;
+    let mut id = || u32::try_from(compact::get_varint(body, &mut at)?).ok().filter(|v| *v != 0);
+    let key = JobKey { project: id()?, spider: id()?, job: id()? };
+    compact::get_varint(body, &mut at)?; // priority
+    let mut times = [None; 4];
+    let mut last = None;
+    for (i, t) in times.iter_mut().enumerate() {
+        if mask & (1 << i) != 0 {
+            let v = compact::get_varint(body, &mut at)?;
+            let v = last.map_or(v, |l: u64| l.wrapping_add(compact::unzigzag(v) as u64));
+            *t = Some(v);
+            last = Some(v);
+        }
+    }
+    let ntags = u16::try_from(compact::get_varint(body, &mut at)?).ok()?;
+    let tags_at = at;
+    for _ in 0..ntags {
+        compact::next_str(body, &mut at)?;
+    }
+    Some(RowView { key, state, times, tags: &body[tags_at..at], ntags, compact: true })
+}
+
+#[cold]
+fn compact_row_error(body: &[u8]) -> Result<RowView<'_>, DecodeError> {
     let at_body = |e: DecodeError| DecodeError::new(RECORD_PREFIX + e.offset, e.what);
     let mut at = 0;
     let h = compact::decode_head(body, &mut at).map_err(at_body)?;
@@ -132,7 +167,9 @@ fn decode_compact_row(buf: &[u8], body_len: usize) -> Result<RowView<'_>, Decode
     // Walk the tag list once to bound it.
     let tags_at = at;
     for _ in 0..ntags {
-        compact::get_bytes(body, &mut at, "tag").map_err(at_body)?;
+        let from = at;
+        compact::next_str(body, &mut at)
+            .ok_or_else(|| DecodeError::new(RECORD_PREFIX + from, "tag runs past the record"))?;
     }
     Ok(RowView { key: h.key, state: h.state, times: h.times, tags: &body[tags_at..at], ntags, compact: true })
 }

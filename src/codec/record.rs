@@ -524,7 +524,7 @@ mod tests {
         let (mut wide, mut compact) = (Vec::new(), Vec::new());
         encode_job_wide(&job, Prev::State(JobState::Running), &mut wide);
         encode_job(&job, Prev::State(JobState::Running), &mut compact);
-        assert_eq!(split_word(u32::from_le_bytes(wide[..4].try_into().unwrap())).1, false);
+        assert!(!split_word(u32::from_le_bytes(wide[..4].try_into().unwrap())).1);
         assert_eq!(wide[WIDE_PREV_AT], Prev::State(JobState::Running).code());
         assert_eq!(compact[PREV_AT], Prev::State(JobState::Running).code());
         let (w, wn) = decode_job(&wide).unwrap();

@@ -2,12 +2,14 @@
 //! tests/fixtures/v<N>/store with its export. Every build must read them all and
 //! answer the same. `cargo test --test fixtures -- --ignored write_v6` rewrites the
 //! current one (only when the format changes: then add v<N+1>, keep the others).
-//! v1 to v4 stores also take writes (continuing in a v4 segment) and compact into v4.
-//! The index files of v1 to v3 are of index version 1, v4's and v5's of version 2,
-//! which this build sets aside (a writable open rebuilds them from the log): those
-//! fixtures are read from their logs; v6-idx's index files (version 3, packed)
-//! answer, close_reason filters included. v5's and v6-idx's last segment ends in its
-//! preallocated zeros (it was left unclosed, as after a crash).
+//! v1 to v5 stores also take writes (continuing in a v5 segment) and compact into v5
+//! segments of compact records.
+//! The index files of v1 to v3 are of index version 1, which this build sets aside
+//! (a writable open rebuilds them from the log): those fixtures are read from their
+//! logs; so are v4's and v5's (index version 2); v6's index files (version 3,
+//! packed) answer, close_reason filters included. v5's and
+//! v6's last segments end in their preallocated zeros (left unclosed, as after a
+//! crash). v6's records are compact (format-spec/log.md, "Compact record").
 
 use std::path::Path;
 use std::sync::Arc;
@@ -21,7 +23,7 @@ const V2: &str = "tests/fixtures/v2";
 const V3: &str = "tests/fixtures/v3";
 const V4: &str = "tests/fixtures/v4";
 const V5: &str = "tests/fixtures/v5";
-const V6: &str = "tests/fixtures/v6-idx";
+const V6: &str = "tests/fixtures/v6";
 
 fn export(store: &Store) -> String {
     let mut out = Vec::new();
@@ -32,7 +34,7 @@ fn export(store: &Store) -> String {
 /// The history every fixture holds (format 1 wrote v1's, format 2 v2's, format 3
 /// v3's, whose records name the previous state; format 4 wrote v4's, whose
 /// close_reason values vary where the older ones say "ok"; format 5 wrote v5's, in
-/// preallocated segments; this build writes v6-idx's, with packed index files).
+/// preallocated segments; this build writes v6's, of compact records).
 #[test]
 #[ignore = "rewrites the committed fixture of the current format"]
 fn write_v6() {
@@ -258,8 +260,8 @@ fn a_damaged_index_file_of_the_older_version_is_damage_not_a_note() {
 }
 
 #[test]
-fn older_stores_take_writes_in_v4_segments_and_compact_to_v4() {
-    for fixture in [V1, V2, V3, V4] {
+fn older_stores_take_writes_in_v5_segments_and_compact_to_v5() {
+    for fixture in [V1, V2, V3, V4, V5] {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("store");
         copy_dir(&Path::new(fixture).join("store"), &dir);
@@ -270,14 +272,17 @@ fn older_stores_take_writes_in_v4_segments_and_compact_to_v4() {
         let want = export(&store);
         store.close().unwrap();
         let mut after = before.clone();
-        after.push(4);
-        assert_eq!(segment_versions(&dir), after, "{fixture}: the old segment is sealed, writes go to a v4 one");
+        after.push(5);
+        assert_eq!(segment_versions(&dir), after, "{fixture}: the old segment is sealed, writes go to a v5 one");
+        assert_eq!(record_kinds(&dir).last(), Some(&true), "{fixture}: the new record is compact");
+        assert!(record_kinds(&dir).iter().any(|c| !c), "{fixture}: the old records stay wide");
         assert_eq!(last_segment_zeros(&dir), 0, "{fixture}: a clean close leaves no preallocated zeros");
         let store = Store::open(&dir, opts()).unwrap();
         assert_eq!(export(&store), want);
         drop(store);
         jobq::store::compact(&dir, opts(), None, &mut |_, _| {}).unwrap();
-        assert!(segment_versions(&dir).iter().all(|v| *v == 4), "{:?}", segment_versions(&dir));
+        assert!(segment_versions(&dir).iter().all(|v| *v == 5), "{:?}", segment_versions(&dir));
+        assert!(record_kinds(&dir).iter().all(|c| *c), "{fixture}: compact rewrites every record compact");
         assert_eq!(export(&Store::open(&dir, opts()).unwrap()), want);
         assert!(jobq::store::check(&dir, std::sync::Arc::new(jobq::fs::RealFs)).unwrap().is_clean());
     }
@@ -290,7 +295,7 @@ fn a_segment_of_a_future_version_is_refused_clearly() {
     copy_dir(&Path::new(V3).join("store"), &dir);
     let seg = dir.join("gen-0000000000000001/log-0000000001.jql");
     let mut bytes = std::fs::read(&seg).unwrap();
-    bytes[8..12].copy_from_slice(&5u32.to_le_bytes());
+    bytes[8..12].copy_from_slice(&6u32.to_le_bytes());
     let mut h = crc32fast::Hasher::new();
     h.update(&bytes[0..60]);
     let crc = h.finalize().rotate_right(15).wrapping_add(0xa282_ead8);
@@ -298,20 +303,107 @@ fn a_segment_of_a_future_version_is_refused_clearly() {
     std::fs::write(&seg, bytes).unwrap();
     let err = Store::open(&dir, Options { create: false, ..Options::default() }).err().expect("refused");
     let msg = err.to_string();
-    assert!(msg.contains("log-0000000001.jql") && msg.contains("version 5") && msg.contains("newer"), "{msg}");
+    assert!(msg.contains("log-0000000001.jql") && msg.contains("version 6") && msg.contains("newer"), "{msg}");
 }
 
 #[test]
 fn v5_store_reads_the_same_with_its_preallocated_tail_and_checks_clean() {
-    preallocated_tail_reads_the_same(V5, false);
+    let store = reads_the_same(V5, false);
+    assert!(store.report().cut.is_none(), "zeros after the last frame are no torn tail: {:?}", store.report());
+    drop(store);
+    let fixture = Path::new(V5).join("store");
+    let versions = segment_versions(&fixture);
+    assert!(versions.len() >= 2 && versions.iter().all(|v| *v == 4), "{versions:?}");
+    assert!(last_segment_zeros(&fixture) > 100_000, "the fixture keeps its preallocated zeros");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    copy_dir(&fixture, &dir);
+    let report = jobq::store::check(&dir, std::sync::Arc::new(jobq::fs::RealFs)).unwrap();
+    let older = report.notes.iter().filter(|n| n.contains("index format version 2")).count();
+    assert!(report.is_clean() && older == 2 && report.notes.len() == 2, "{report:?}");
+    // A writable open seals the version-4 segment (its zeros cut) and writes in a
+    // new version-5 one; a clean close cuts that one's zeros.
+    let opts = || Options { background: false, create: false, ..Options::default() };
+    let store = Store::open(&dir, opts()).unwrap();
+    assert!(store.report().cut.is_none(), "{:?}", store.report());
+    store.push(53, &[parse_push(r#"{"spider":"after"}"#).unwrap()], None).unwrap();
+    let want = export(&store);
+    store.close().unwrap();
+    assert_eq!(last_segment_zeros(&dir), 0, "a clean close cuts the zeros");
+    let mut after = versions.clone();
+    after.push(5);
+    assert_eq!(segment_versions(&dir), after, "the old last segment is sealed");
+    assert_eq!(export(&Store::open(&dir, opts()).unwrap()), want);
+    assert!(jobq::store::check(&dir, std::sync::Arc::new(jobq::fs::RealFs)).unwrap().is_clean());
+}
+
+/// Whether each job record of the current generation, in log order, is compact.
+fn record_kinds(store: &Path) -> Vec<bool> {
+    use jobq::log::scan::{FrameScanner, Step};
+    let gen = gen_dir(store);
+    let mut numbers: Vec<u32> = std::fs::read_dir(&gen)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter_map(|n| n.strip_prefix("log-")?.strip_suffix(".jql")?.parse().ok())
+        .collect();
+    numbers.sort();
+    let mut out = Vec::new();
+    for n in numbers {
+        let (_, mut sc) = FrameScanner::segment(&jobq::fs::RealFs, &gen, n).unwrap();
+        while let Step::Frame { header, payload, .. } = sc.next_step().unwrap() {
+            if header.kind != jobq::codec::frame::FrameKind::Jobs {
+                continue;
+            }
+            let mut at = 0;
+            for _ in 0..header.count {
+                let word = u32::from_le_bytes(payload[at..at + 4].try_into().unwrap());
+                out.push(jobq::codec::record::split_word(word).1);
+                at += jobq::codec::record::record_len(word);
+            }
+        }
+    }
+    out
 }
 
 #[test]
-fn v6_store_reads_the_same_from_its_packed_index_files() {
+fn v6_store_of_compact_records_reads_the_same_and_checks_clean() {
     let store = reads_the_same(V6, true);
     close_reason_counts_match(&store, V6);
+    assert!(store.report().cut.is_none(), "zeros after the last frame are no torn tail: {:?}", store.report());
     drop(store);
-    preallocated_tail_reads_the_same(V6, true);
+    let fixture = Path::new(V6).join("store");
+    let versions = segment_versions(&fixture);
+    assert!(versions.len() >= 2 && versions.iter().all(|v| *v == 5), "{versions:?}");
+    assert!(record_kinds(&fixture).iter().all(|c| *c), "every record of the v6 fixture is compact");
+    assert!(last_segment_zeros(&fixture) > 100_000, "the fixture keeps its preallocated zeros");
+    // Its log is smaller than v5's, which holds the same history in wide records.
+    let log_bytes = |store: &Path| -> u64 {
+        let gen = gen_dir(store);
+        std::fs::read_dir(&gen)
+            .unwrap()
+            .map(|e| e.unwrap())
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".jql"))
+            .map(|e| std::fs::read(e.path()).unwrap().iter().rposition(|b| *b != 0).map_or(0, |i| i as u64 + 1))
+            .sum()
+    };
+    let (v5, v6) = (log_bytes(&Path::new(V5).join("store")), log_bytes(&fixture));
+    assert!(v6 < v5, "v6 log {v6} bytes, v5 {v5}");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    copy_dir(&fixture, &dir);
+    let report = jobq::store::check(&dir, std::sync::Arc::new(jobq::fs::RealFs)).unwrap();
+    assert!(report.is_clean() && report.notes.is_empty(), "{report:?}");
+    // A writable open continues in the zeros; a clean close cuts them.
+    let opts = || Options { background: false, create: false, ..Options::default() };
+    let store = Store::open(&dir, opts()).unwrap();
+    assert!(store.report().cut.is_none(), "{:?}", store.report());
+    store.push(53, &[parse_push(r#"{"spider":"after"}"#).unwrap()], None).unwrap();
+    let want = export(&store);
+    store.close().unwrap();
+    assert_eq!(last_segment_zeros(&dir), 0, "a clean close cuts the zeros");
+    assert_eq!(segment_versions(&dir).len(), versions.len(), "the last segment is continued");
+    assert_eq!(export(&Store::open(&dir, opts()).unwrap()), want);
+    assert!(jobq::store::check(&dir, std::sync::Arc::new(jobq::fs::RealFs)).unwrap().is_clean());
 }
 
 /// An older index version is rebuilt by a writable open, its ranges replayed before.
@@ -340,35 +432,4 @@ fn v5_index_files_of_version_2_are_set_aside_and_rebuilt() {
             assert_eq!(u32::from_le_bytes(b[8..12].try_into().unwrap()), 3, "{name} is rebuilt in version 3");
         }
     }
-}
-
-/// The fixture's last segment keeps its preallocated zeros: no torn tail, it checks
-/// clean (an older index version is a note), takes writes in the zeros, and a clean
-/// close cuts them.
-fn preallocated_tail_reads_the_same(fixture_dir: &str, current_index: bool) {
-    let store = reads_the_same(fixture_dir, current_index);
-    assert!(store.report().cut.is_none(), "zeros after the last frame are no torn tail: {:?}", store.report());
-    drop(store);
-    let fixture = Path::new(fixture_dir).join("store");
-    let versions = segment_versions(&fixture);
-    assert!(versions.len() >= 2 && versions.iter().all(|v| *v == 4), "{versions:?}");
-    assert!(last_segment_zeros(&fixture) > 100_000, "the fixture keeps its preallocated zeros");
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("store");
-    copy_dir(&fixture, &dir);
-    let report = jobq::store::check(&dir, std::sync::Arc::new(jobq::fs::RealFs)).unwrap();
-    let older = report.notes.iter().filter(|n| n.contains("index format version 2")).count();
-    assert!(report.is_clean() && older == report.notes.len(), "{report:?}");
-    assert_eq!(older, if current_index { 0 } else { 2 }, "{report:?}");
-    // A writable open continues in the zeros; a clean close cuts them.
-    let opts = || Options { background: false, create: false, ..Options::default() };
-    let store = Store::open(&dir, opts()).unwrap();
-    assert!(store.report().cut.is_none(), "{:?}", store.report());
-    store.push(53, &[parse_push(r#"{"spider":"after"}"#).unwrap()], None).unwrap();
-    let want = export(&store);
-    store.close().unwrap();
-    assert_eq!(last_segment_zeros(&dir), 0, "a clean close cuts the zeros");
-    assert_eq!(segment_versions(&dir).len(), versions.len(), "the last segment is continued");
-    assert_eq!(export(&Store::open(&dir, opts()).unwrap()), want);
-    assert!(jobq::store::check(&dir, std::sync::Arc::new(jobq::fs::RealFs)).unwrap().is_clean());
 }

@@ -344,11 +344,14 @@ fn a_whole_frame_whose_records_do_not_decode_is_damage_even_after_the_mark() {
     let (sim, states) = build(3);
     let last = states[states.len() - 2].0;
     let mut bytes = sim.read_file(Path::new(LOG)).unwrap();
-    // The last frame's first record: set its state to an unknown code, then reseal
-    // the record's and the frame's checksums, as no torn write could.
+    // The last frame's first record (compact: its state is the body's first byte):
+    // set its state to an unknown code, then reseal the record's and the frame's
+    // checksums, as no torn write could.
     let rec = last + 32;
-    let body_len = u32::from_le_bytes(bytes[rec..rec + 4].try_into().unwrap()) as usize;
-    bytes[rec + 8 + 12] = 9;
+    let word = u32::from_le_bytes(bytes[rec..rec + 4].try_into().unwrap());
+    let (body_len, compact) = jobq::codec::record::split_word(word);
+    assert!(compact);
+    bytes[rec + 8] = 9;
     let crc = checksum(&[&bytes[rec + 8..rec + 8 + body_len]]);
     bytes[rec + 4..rec + 8].copy_from_slice(&crc.to_le_bytes());
     let len = u32::from_le_bytes(bytes[last + 4..last + 8].try_into().unwrap()) as usize;

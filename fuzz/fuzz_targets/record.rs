@@ -8,8 +8,11 @@
 //!   mask bit is clear, which the decoder does not pin down);
 //! - resealed bytes: the same after fixing every record's checksum;
 //! - structured: an arbitrary job (any ids, state, times, tags, unique, metadata)
-//!   is encoded, and decodes exactly when valid, to the same job; every truncation
-//!   of it is refused.
+//!   is encoded, compact or wide (drawn per job), and decodes exactly when valid,
+//!   to the same job; every truncation of it is refused.
+//!
+//! Records are compact (format 6) or wide (formats 1 to 5): the bytes modes reach
+//! both, since bit 31 of a record's first word chooses the layout.
 
 #![no_main]
 
@@ -62,7 +65,11 @@ fn structured(data: &[u8]) {
     let mut buf = Vec::new();
     let mut ends = Vec::new();
     for j in jobs {
-        record::encode_job(&j.to_job(), record::Prev::Created, &mut buf);
+        if u.arbitrary::<bool>().unwrap_or(true) {
+            record::encode_job(&j.to_job(), record::Prev::Created, &mut buf);
+        } else {
+            record::encode_job_wide(&j.to_job(), record::Prev::Created, &mut buf);
+        }
         ends.push(buf.len());
     }
     let mut start = 0;

@@ -11,14 +11,16 @@ pub mod reseal;
 use jobq::codec::record::{self, JobView, RECORD_PREFIX};
 use jobq::codec::DecodeError;
 
-/// Fixed offset, within a record (prefix included), of `times[0]`.
+/// Fixed offset, within a wide record (prefix included), of `times[0]`.
 pub const TIMES_AT: usize = RECORD_PREFIX + 32;
-/// Offset of the times mask within a record (prefix included).
+/// Offset of the times mask within a wide record (prefix included).
 pub const MASK_AT: usize = RECORD_PREFIX + 13;
 
-/// Check a record that decoded: it re-encodes to a record that decodes to the same
-/// view, and the re-encoding differs from the original bytes at most in the time
-/// slots whose mask bit is clear (the only bytes the decoder does not pin down).
+/// Check a record that decoded: it re-encodes, in its own layout, to a record that
+/// decodes to the same view; a compact one to the same bytes (varints in their
+/// shortest form pin every byte), a wide one to bytes that differ at most in the
+/// time slots whose mask bit is clear (the only bytes its decoder does not pin
+/// down). Either layout also re-encodes as the other to the same view.
 pub fn check_decoded_record(orig: &[u8], view: &JobView<'_>, used: usize) {
     assert!(used >= RECORD_PREFIX && used <= orig.len(), "decode_job used {used} of {} bytes", orig.len());
     let orig = &orig[..used];
@@ -30,8 +32,22 @@ pub fn check_decoded_record(orig: &[u8], view: &JobView<'_>, used: usize) {
     let (checked, _) = record::decode_checked_job(orig).expect("a whole record decodes without its checksum");
     assert_eq!(&checked, view);
     let job = view.to_job();
+    let compact = record::split_word(u32::from_le_bytes(orig[..4].try_into().expect("four bytes"))).1;
+    let mut other = Vec::new();
+    if compact {
+        record::encode_job_wide(&job, view.prev, &mut other);
+    } else {
+        record::encode_job(&job, view.prev, &mut other);
+    }
+    let (view3, _) = record::decode_job(&other).unwrap_or_else(|e| panic!("the other layout does not decode: {e:?}"));
+    assert_eq!(&view3, view, "the other layout decodes to another view");
     let mut again = Vec::new();
-    record::encode_job(&job, view.prev, &mut again);
+    if compact {
+        record::encode_job(&job, view.prev, &mut again);
+        assert_eq!(again, orig, "a compact record re-encodes to other bytes");
+    } else {
+        record::encode_job_wide(&job, view.prev, &mut again);
+    }
     let (view2, used2) = record::decode_job(&again).unwrap_or_else(|e| panic!("re-encoded record does not decode: {e:?}"));
     assert_eq!(used2, again.len(), "re-encoded record: length");
     assert_eq!(&view2, view, "decode(encode(decode(x))) != decode(x)");

@@ -2,7 +2,7 @@
 //! that sit behind a checksum (random bytes almost never carry a matching CRC).
 
 use jobq::codec::frame::{checksum, HEADER_LEN};
-use jobq::codec::record::RECORD_PREFIX;
+use jobq::codec::record::{split_word, RECORD_PREFIX};
 
 fn u32_at(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes(b[at..at + 4].try_into().expect("four bytes"))
@@ -17,7 +17,7 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
 pub fn records(payload: &mut [u8]) {
     let mut pos = 0usize;
     while pos + RECORD_PREFIX <= payload.len() {
-        let body_len = u32_at(payload, pos) as usize;
+        let (body_len, _) = split_word(u32_at(payload, pos));
         let body = pos + RECORD_PREFIX;
         let Some(end) = body.checked_add(body_len).filter(|e| *e <= payload.len()) else { break };
         let crc = checksum(&[&payload[body..end]]);

@@ -1,6 +1,8 @@
 //! Frame payloads: job versions, spider registrations, the catalog, commits.
 //!
-//! A jobs payload is `count` records back to back. A record:
+//! A jobs payload is `count` records back to back, each compact (format 6,
+//! [`super::compact`]: bit 31 of its first word set) or wide (formats 1 to 5,
+//! read in any segment: relocated copies keep their bytes). A wide record:
 //!
 //! ```text
 //! u32 body_len            bytes of the body (after the crc)
@@ -26,9 +28,34 @@ use crate::model::{Job, JobKey, JobState, MetaDoc};
 
 /// Fixed bytes of a record body before the tags.
 pub const RECORD_FIXED: usize = 4 * 3 + 4 + 8 + 8 + 8 * 4 + 2;
-const FLAG_UNIQUE: u8 = 1;
-/// Offset of the `prev` byte in a record (from the record's start, its length field).
-pub const PREV_AT: usize = RECORD_PREFIX + 15;
+pub(crate) const FLAG_UNIQUE: u8 = 1;
+/// Offset of the `prev` byte in a record this build writes (compact), from the
+/// record's start (its length field).
+pub const PREV_AT: usize = super::compact::PREV_AT;
+/// Offset of the `prev` byte in a wide record.
+pub const WIDE_PREV_AT: usize = RECORD_PREFIX + 15;
+/// The fewest bytes of any record, prefix included.
+pub const MIN_RECORD: usize = {
+    let wide = RECORD_PREFIX + RECORD_FIXED + 4;
+    let compact = RECORD_PREFIX + super::compact::MIN_BODY;
+    if wide < compact {
+        wide
+    } else {
+        compact
+    }
+};
+
+/// A record's body length and whether it is compact, from its first word.
+#[inline]
+pub fn split_word(word: u32) -> (usize, bool) {
+    ((word & !super::compact::COMPACT_BIT) as usize, word & super::compact::COMPACT_BIT != 0)
+}
+
+/// The whole length (prefix included) of the record whose first word is `word`.
+#[inline]
+pub fn record_len(word: u32) -> usize {
+    RECORD_PREFIX + split_word(word).0
+}
 
 /// What a record says of the job's version before it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -162,8 +189,32 @@ pub struct RecordHead<'a> {
     pub prev: Prev,
 }
 
-/// Append one record. Lengths must fit their fields (checked by input validation).
+/// Append one record, compact. Lengths must fit their fields (checked by input validation).
 pub fn encode_job(job: &Job, prev: Prev, out: &mut Vec<u8>) {
+    encode_job_as(job, prev, true, out);
+}
+
+/// Append one wide record, as formats 1 to 5 wrote them (tests and fuzzing).
+pub fn encode_job_wide(job: &Job, prev: Prev, out: &mut Vec<u8>) {
+    encode_job_as(job, prev, false, out);
+}
+
+/// Append a decoded record again, compact (`jobq compact`): every field kept.
+pub fn encode_view(v: &JobView<'_>, out: &mut Vec<u8>) {
+    let head = RecordHead {
+        key: v.key,
+        state: v.state,
+        priority: v.priority,
+        times: v.times,
+        order_seq: v.order_seq,
+        tags: &v.tags,
+        unique: v.unique,
+        prev: v.prev,
+    };
+    encode_parts(&head, out, |out| out.extend_from_slice(v.doc.as_bytes()));
+}
+
+fn encode_job_as(job: &Job, prev: Prev, compact: bool, out: &mut Vec<u8>) {
     let tags: Vec<&str> = job.tags.iter().map(String::as_str).collect();
     let head = RecordHead {
         key: job.key,
@@ -175,16 +226,32 @@ pub fn encode_job(job: &Job, prev: Prev, out: &mut Vec<u8>) {
         unique: job.unique.as_deref(),
         prev,
     };
-    encode_parts(&head, out, |out| out.extend_from_slice(job.meta.as_str().as_bytes()));
+    let doc = |out: &mut Vec<u8>| out.extend_from_slice(job.meta.as_str().as_bytes());
+    if compact {
+        encode_parts(&head, out, doc);
+    } else {
+        encode_wide_parts(&head, out, doc);
+    }
 }
 
 /// Bytes before a record's body: its length and its checksum.
 pub const RECORD_PREFIX: usize = 8;
 
-/// Append one record whose document `doc` writes (a JSON object). Returns the
-/// offset of the record's `order_seq` field within `out`: a caller that patches it
-/// must then [`seal`] the record again.
+/// Append one compact record whose document `doc` writes (a JSON object). Returns
+/// the offset of the record's `order_seq` field within `out`: a caller that
+/// patches it must then [`seal`] the record again.
 pub fn encode_parts(h: &RecordHead<'_>, out: &mut Vec<u8>, doc: impl FnOnce(&mut Vec<u8>)) -> usize {
+    let start = out.len();
+    out.extend_from_slice(&[0; RECORD_PREFIX]);
+    let seq_at = super::compact::encode_body(h, out, doc);
+    let body = (out.len() - start - RECORD_PREFIX) as u32;
+    out[start..start + 4].copy_from_slice(&(body | super::compact::COMPACT_BIT).to_le_bytes());
+    seal(out, start);
+    seq_at
+}
+
+/// [`encode_parts`] in the wide layout of formats 1 to 5.
+pub fn encode_wide_parts(h: &RecordHead<'_>, out: &mut Vec<u8>, doc: impl FnOnce(&mut Vec<u8>)) -> usize {
     let start = out.len();
     out.extend_from_slice(&[0; RECORD_PREFIX]);
     out.write_u32::<LE>(h.key.project).unwrap();
@@ -221,7 +288,7 @@ pub fn encode_parts(h: &RecordHead<'_>, out: &mut Vec<u8>, doc: impl FnOnce(&mut
 
 /// Write the checksum of the record starting at `start` of `buf`.
 pub fn seal(buf: &mut [u8], start: usize) {
-    let body_len = u32::from_le_bytes(buf[start..start + 4].try_into().expect("four bytes")) as usize;
+    let (body_len, _) = split_word(u32::from_le_bytes(buf[start..start + 4].try_into().expect("four bytes")));
     let body = start + RECORD_PREFIX;
     let crc = crate::codec::frame::checksum(&[&buf[body..body + body_len]]);
     buf[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
@@ -246,14 +313,18 @@ pub fn decode_checked_job(buf: &[u8]) -> Result<(JobView<'_>, usize), DecodeErro
 
 fn decode_job_crc(buf: &[u8], verify: bool) -> Result<(JobView<'_>, usize), DecodeError> {
     let mut r = ByteReader::new(buf);
-    let body_len = r.u32("record length")? as usize;
+    let (body_len, compact) = split_word(r.u32("record length")?);
     let crc = r.u32("record checksum")?;
-    if body_len < RECORD_FIXED + 4 {
+    if body_len < if compact { super::compact::MIN_BODY } else { RECORD_FIXED + 4 } {
         return Err(DecodeError::new(0, format!("record length {body_len} is too short")));
     }
     let body = r.bytes(body_len, "record body")?;
     if verify && crate::codec::frame::checksum(&[body]) != crc {
         return Err(DecodeError::new(0, "record checksum mismatch"));
+    }
+    if compact {
+        let view = super::compact::decode_body(body).map_err(|e| DecodeError::new(RECORD_PREFIX + e.offset, e.what))?;
+        return Ok((view, RECORD_PREFIX + body_len));
     }
     let mut r = ByteReader::new(body);
     let view = decode_body(&mut r).map_err(|e| DecodeError::new(RECORD_PREFIX + e.offset, e.what))?;
@@ -448,17 +519,80 @@ mod tests {
     }
 
     #[test]
-    fn truncations_and_garbage_never_panic() {
+    fn wide_records_still_decode_and_compact_ones_are_smaller() {
+        let job = sample();
+        let (mut wide, mut compact) = (Vec::new(), Vec::new());
+        encode_job_wide(&job, Prev::State(JobState::Running), &mut wide);
+        encode_job(&job, Prev::State(JobState::Running), &mut compact);
+        assert!(!split_word(u32::from_le_bytes(wide[..4].try_into().unwrap())).1);
+        assert_eq!(wide[WIDE_PREV_AT], Prev::State(JobState::Running).code());
+        assert_eq!(compact[PREV_AT], Prev::State(JobState::Running).code());
+        let (w, wn) = decode_job(&wide).unwrap();
+        let (c, cn) = decode_job(&compact).unwrap();
+        assert_eq!((&w, wn), (&c, wide.len()));
+        assert_eq!(cn, compact.len());
+        // 64 fixed bytes and a u32 document length become 12 fixed bytes and varints.
+        assert!(compact.len() + 40 <= wide.len(), "{} vs {}", compact.len(), wide.len());
+        // `jobq compact` writes the decoded wide record again, compact, every field kept.
+        let mut again = Vec::new();
+        encode_view(&w, &mut again);
+        assert_eq!(again, compact);
+        // Times out of order, far apart and at the extremes round-trip.
+        let mut odd = job.clone();
+        odd.state = JobState::Deleted;
+        odd.times = [Some(u64::MAX), Some(0), Some(5), Some(1 << 63)];
+        odd.priority = i64::MIN;
         let mut buf = Vec::new();
-        encode_job(&sample(), Prev::Created, &mut buf);
-        for cut in 0..buf.len() {
-            assert!(decode_job(&buf[..cut]).is_err());
+        encode_job(&odd, Prev::Created, &mut buf);
+        assert_eq!(decode_job(&buf).unwrap().0.to_job(), odd);
+    }
+
+    #[test]
+    fn truncations_and_garbage_never_panic() {
+        let (mut compact, mut wide) = (Vec::new(), Vec::new());
+        encode_job(&sample(), Prev::Created, &mut compact);
+        encode_job_wide(&sample(), Prev::Created, &mut wide);
+        for buf in [compact, wide] {
+            for cut in 0..buf.len() {
+                assert!(decode_job(&buf[..cut]).is_err());
+            }
+            for i in 0..buf.len() {
+                for x in [0x55, 0x80, 0xff] {
+                    let mut bad = buf.clone();
+                    bad[i] = bad[i].wrapping_add(x);
+                    let _ = decode_job(&bad);
+                    // Resealed, the body decoder itself sees the damage.
+                    if i >= RECORD_PREFIX {
+                        seal(&mut bad, 0);
+                        let _ = decode_job(&bad);
+                    }
+                }
+            }
         }
-        for i in 0..buf.len() {
-            let mut bad = buf.clone();
-            bad[i] = bad[i].wrapping_add(0x55);
-            let _ = decode_job(&bad);
-        }
+    }
+
+    /// format-spec/log.md, "Compact record": the worked example's bytes.
+    #[test]
+    fn the_spec_example_compact_record() {
+        let job = Job {
+            key: JobKey::new(53, 7, 81),
+            state: JobState::Pending,
+            priority: 2,
+            times: [Some(1397762393489), None, None, None],
+            order_seq: 2,
+            tags: vec!["a".into()],
+            unique: None,
+            meta: MetaDoc::parse(r#"{"units":1}"#).unwrap(),
+        };
+        let mut buf = Vec::new();
+        encode_job(&job, Prev::Created, &mut buf);
+        let want =
+            ["24000080 ef5b98a5 00010001 0200000000000000", "350751 04 918b8689d728 01 0161", "7b22756e697473223a317d"];
+        assert_eq!(hex(&buf), want.concat().replace(' ', ""));
+    }
+
+    fn hex(b: &[u8]) -> String {
+        b.iter().map(|x| format!("{x:02x}")).collect()
     }
 
     #[test]

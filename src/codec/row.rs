@@ -9,11 +9,12 @@
 
 use byteorder::{ByteOrder, LittleEndian as LE};
 
-use super::record::{RECORD_FIXED, RECORD_PREFIX};
+use super::compact;
+use super::record::{split_word, RECORD_FIXED, RECORD_PREFIX};
 use super::DecodeError;
 use crate::model::{JobKey, JobState};
 
-/// Offsets within a record (from its length field): see record.rs.
+/// Offsets within a wide record (from its length field): see record.rs.
 const KEY_AT: usize = RECORD_PREFIX;
 const STATE_AT: usize = RECORD_PREFIX + 12;
 const MASK_AT: usize = STATE_AT + 1;
@@ -26,9 +27,11 @@ pub struct RowView<'a> {
     pub key: JobKey,
     pub state: JobState,
     pub times: [Option<u64>; 4],
-    /// The tag list as stored: `ntags` × (u16 length, bytes), bounds-checked.
+    /// The tag list as stored: `ntags` × (length, bytes), bounds-checked; the
+    /// lengths are varints in a compact record, u16 in a wide one.
     tags: &'a [u8],
     ntags: u16,
+    compact: bool,
 }
 
 impl<'a> RowView<'a> {
@@ -43,7 +46,7 @@ impl<'a> RowView<'a> {
 
     /// The tags' bytes, in stored order.
     pub fn tags(&self) -> Tags<'a> {
-        Tags { rest: self.tags, left: self.ntags }
+        Tags { rest: self.tags, left: self.ntags, compact: self.compact }
     }
 }
 
@@ -51,6 +54,7 @@ impl<'a> RowView<'a> {
 pub struct Tags<'a> {
     rest: &'a [u8],
     left: u16,
+    compact: bool,
 }
 
 impl<'a> Iterator for Tags<'a> {
@@ -62,6 +66,12 @@ impl<'a> Iterator for Tags<'a> {
         }
         self.left -= 1;
         // Bounds were checked by decode_row.
+        if self.compact {
+            let mut at = 0;
+            let tag = compact::next_str(self.rest, &mut at)?;
+            self.rest = &self.rest[at..];
+            return Some(tag);
+        }
         let n = usize::from(LE::read_u16(self.rest.get(..2)?));
         let tag = self.rest.get(2..2 + n)?;
         self.rest = &self.rest[2 + n..];
@@ -73,8 +83,12 @@ impl<'a> Iterator for Tags<'a> {
 /// before: see the module comment).
 pub fn decode_row(buf: &[u8]) -> Result<RowView<'_>, DecodeError> {
     let bad = |at: usize, what: &str| DecodeError::new(at, what);
+    let word = buf.get(..4).ok_or_else(|| bad(0, "record shorter than its length"))?;
+    let (body_len, is_compact) = split_word(LE::read_u32(word));
+    if is_compact {
+        return decode_compact_row(buf, body_len);
+    }
     let fixed = buf.get(..RECORD_PREFIX + RECORD_FIXED).ok_or_else(|| bad(0, "record shorter than its fixed part"))?;
-    let body_len = LE::read_u32(&fixed[0..4]) as usize;
     let end = RECORD_PREFIX.checked_add(body_len).filter(|&e| e <= buf.len() && body_len >= RECORD_FIXED + 4);
     let end = end.ok_or_else(|| bad(0, "record length out of bounds"))?;
     let key = JobKey {
@@ -102,13 +116,68 @@ pub fn decode_row(buf: &[u8]) -> Result<RowView<'_>, DecodeError> {
         }
         at = next;
     }
-    Ok(RowView { key, state, times, tags: &buf[NTAGS_AT + 2..at], ntags })
+    Ok(RowView { key, state, times, tags: &buf[NTAGS_AT + 2..at], ntags, compact: false })
+}
+
+fn decode_compact_row(buf: &[u8], body_len: usize) -> Result<RowView<'_>, DecodeError> {
+    let end = RECORD_PREFIX.checked_add(body_len).filter(|&e| e <= buf.len() && body_len >= compact::MIN_BODY);
+    let body = &buf[RECORD_PREFIX..end.ok_or_else(|| DecodeError::new(0, "record length out of bounds"))?];
+    // The common case without building errors; the slow path says what is wrong.
+    compact_row(body).map_or_else(|| compact_row_error(body), Ok)
+}
+
+#[inline]
+fn compact_row(body: &[u8]) -> Option<RowView<'_>> {
+    let state = JobState::from_code(*body.first()?)?;
+    let mask = *body.get(1)?;
+    if mask & !0xF != 0 || mask & (1 << state.time_slot()) == 0 {
+        return None;
+    }
+    let mut at = compact::VARINTS_AT - RECORD_PREFIX;
+    let mut id = || u32::try_from(compact::get_varint(body, &mut at)?).ok().filter(|v| *v != 0);
+    let key = JobKey { project: id()?, spider: id()?, job: id()? };
+    compact::get_varint(body, &mut at)?; // priority
+    let mut times = [None; 4];
+    let mut last = None;
+    for (i, t) in times.iter_mut().enumerate() {
+        if mask & (1 << i) != 0 {
+            let v = compact::get_varint(body, &mut at)?;
+            let v = last.map_or(v, |l: u64| l.wrapping_add(compact::unzigzag(v) as u64));
+            *t = Some(v);
+            last = Some(v);
+        }
+    }
+    let ntags = u16::try_from(compact::get_varint(body, &mut at)?).ok()?;
+    let tags_at = at;
+    for _ in 0..ntags {
+        compact::next_str(body, &mut at)?;
+    }
+    Some(RowView { key, state, times, tags: &body[tags_at..at], ntags, compact: true })
+}
+
+#[cold]
+fn compact_row_error(body: &[u8]) -> Result<RowView<'_>, DecodeError> {
+    let at_body = |e: DecodeError| DecodeError::new(RECORD_PREFIX + e.offset, e.what);
+    let mut at = 0;
+    let h = compact::decode_head(body, &mut at).map_err(at_body)?;
+    let from = at;
+    let ntags = compact::get_varint(body, &mut at)
+        .and_then(|n| u16::try_from(n).ok())
+        .ok_or_else(|| DecodeError::new(RECORD_PREFIX + from, "tag count: a bad varint"))?;
+    // Walk the tag list once to bound it.
+    let tags_at = at;
+    for _ in 0..ntags {
+        let from = at;
+        compact::next_str(body, &mut at)
+            .ok_or_else(|| DecodeError::new(RECORD_PREFIX + from, "tag runs past the record"))?;
+    }
+    Ok(RowView { key: h.key, state: h.state, times: h.times, tags: &body[tags_at..at], ntags, compact: true })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec::record::{decode_job, encode_job, Prev};
+    use crate::codec::record::{decode_job, encode_job, encode_job_wide, Prev};
     use crate::model::{Job, MetaDoc};
 
     fn job(tags: &[&str], times: [Option<u64>; 4], state: JobState) -> Job {
@@ -131,9 +200,13 @@ mod tests {
             job(&["a", "ünï", "", "q\"\\"], [Some(1), Some(2), Some(3), None], JobState::Finished),
             job(&["x"], [Some(1), None, None, Some(4)], JobState::Purged),
         ];
-        for j in cases {
+        for (j, compact) in cases.iter().flat_map(|j| [(j, true), (j, false)]) {
             let mut buf = Vec::new();
-            encode_job(&j, Prev::Created, &mut buf);
+            if compact {
+                encode_job(j, Prev::Created, &mut buf);
+            } else {
+                encode_job_wide(j, Prev::Created, &mut buf);
+            }
             let (full, _) = decode_job(&buf).unwrap();
             let row = decode_row(&buf).unwrap();
             assert_eq!((row.key, row.state, row.times, row.ts()), (full.key, full.state, full.times, full.ts()));
@@ -145,18 +218,22 @@ mod tests {
 
     #[test]
     fn truncations_and_garbage_never_panic() {
-        let mut buf = Vec::new();
-        encode_job(
-            &job(&["a", "bb", "ccc"], [Some(1), None, Some(3), None], JobState::Finished),
-            Prev::Created,
-            &mut buf,
-        );
+        let j = job(&["a", "bb", "ccc"], [Some(1), None, Some(3), None], JobState::Finished);
+        let (mut wide, mut compact) = (Vec::new(), Vec::new());
+        encode_job_wide(&j, Prev::Created, &mut wide);
+        encode_job(&j, Prev::Created, &mut compact);
+        for buf in [wide, compact] {
+            truncate_and_flip(&buf);
+        }
+    }
+
+    fn truncate_and_flip(buf: &[u8]) {
         for cut in 0..buf.len() {
             assert!(decode_row(&buf[..cut]).is_err(), "cut at {cut}");
         }
         for i in 0..buf.len() {
             for x in [0x55, 0xff, 0x80] {
-                let mut bad = buf.clone();
+                let mut bad = buf.to_vec();
                 bad[i] ^= x;
                 match decode_row(&bad) {
                     Ok(r) => {

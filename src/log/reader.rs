@@ -186,7 +186,7 @@ impl RecordReader {
         if n < record::RECORD_PREFIX {
             return Err(Error::corrupt(path(), pos.offset, "record position past the end of the log"));
         }
-        let total = record::RECORD_PREFIX + LE::read_u32(&buf[0..4]) as usize;
+        let total = record::record_len(LE::read_u32(&buf[0..4]));
         if total > n {
             // A damaged length must not make us allocate or read past the file.
             let len = file.len().map_err(|e| Error::io("stat", path(), e))?;
@@ -287,8 +287,8 @@ impl RecordReader {
     }
 }
 
-/// A segment's map, and which of its records were checked whole (a bit per 64
-/// bytes of offset: records are longer than that, so no two share a bit).
+/// A segment's map, and which of its records were checked whole (a bit per 16
+/// bytes of offset: records are no shorter, so no two share a bit).
 struct SegmentMap {
     bytes: MappedBytes,
     /// How much of `bytes` holds frames: reads never go past it.
@@ -303,8 +303,8 @@ impl std::fmt::Debug for SegmentMap {
 }
 
 /// Bytes of offset per bit of [`SegmentMap::checked`].
-const CHECK_GRAIN: u64 = 64;
-const _: () = assert!(record::RECORD_PREFIX + record::RECORD_FIXED + 4 > CHECK_GRAIN as usize);
+const CHECK_GRAIN: u64 = 16;
+const _: () = assert!(record::MIN_RECORD >= CHECK_GRAIN as usize);
 
 impl SegmentMap {
     fn new(bytes: MappedBytes, len: usize) -> SegmentMap {
@@ -374,7 +374,7 @@ fn used_len(file: &dyn FsFile, size: u64) -> std::io::Result<usize> {
 fn record_range(map: &[u8], offset: u64) -> Option<std::ops::Range<usize>> {
     let at = usize::try_from(offset).ok()?;
     let prefix = map.get(at..at.checked_add(record::RECORD_PREFIX)?)?;
-    let end = at.checked_add(record::RECORD_PREFIX)?.checked_add(LE::read_u32(&prefix[0..4]) as usize)?;
+    let end = at.checked_add(record::record_len(LE::read_u32(&prefix[0..4])))?;
     (end <= map.len()).then_some(at..end)
 }
 

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! 0  [u8; 8] magic "JOBQLOG\0"
-//! 8  u32     format version (1 to 4)
+//! 8  u32     format version (1 to 5)
 //! 12 u32     segment number
 //! 16 u64     generation of the store
 //! 24 u64     sequence number of the first frame written to it
@@ -10,7 +10,9 @@
 //! 60 u32     masked CRC-32 of bytes 0..60
 //! ```
 //!
-//! Version 4 (written since format 5) is laid out as version 3, and the last
+//! Version 5 (written since format 6) is laid out as version 4; its job records
+//! may be compact (codec/compact.rs), which older builds would refuse as damage.
+//! Version 4 (written in format 5) is laid out as version 3, and the last
 //! segment may end in preallocated zeros after its last frame (see
 //! [`ZERO_TAIL_VERSION`]). Version 3 (format 3) is laid out as version 2; its job records
 //! may be tombstones (state 4, purged) and may name the job's previous state (a
@@ -29,8 +31,8 @@ use crate::error::{Error, Result};
 use crate::fs::{self, FileSystem, FsFile, OpenMode};
 
 pub const MAGIC: &[u8; 8] = b"JOBQLOG\0";
-/// The version new segments are written in; [`decode_header`] reads 1 to 4.
-pub const VERSION: u32 = 4;
+/// The version new segments are written in; [`decode_header`] reads 1 to 5.
+pub const VERSION: u32 = 5;
 /// From this version on, the last segment may end in zero bytes after its last
 /// frame: space the writer preallocated (zeroed, so that a later fdatasync of
 /// frames written over it commits no size change). Zeros never form a frame, so
@@ -50,7 +52,7 @@ pub const MAX_SEGMENT_BYTES: u64 = 3 << 30;
 /// A decoded segment header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SegmentHeader {
-    /// Format version of the file: 1 (no durable marks), 2, 3 or 4.
+    /// Format version of the file: 1 (no durable marks), 2, 3, 4 or 5.
     pub version: u32,
     pub number: u32,
     pub generation: u64,

@@ -3,9 +3,10 @@
 //!
 //! The new generation is written beside the live one: a catalog frame first (so no
 //! job or spider id is ever allocated again), then every kept job's current record,
-//! byte for byte, in the order the jobs entered their states (in frames flagged
-//! relocated, with sequence numbers continuing the old generation's: the change
-//! feed's positions go on, and the copies are no changes); it is fsynced and
+//! written again as a compact record with every field kept, in the order the jobs
+//! entered their states (in frames flagged relocated, with sequence numbers
+//! continuing the old generation's: the change feed's positions go on, and the
+//! copies are no changes); it is fsynced and
 //! indexed; then `CURRENT` is switched atomically, and only then is the old
 //! generation removed. A crash before the switch leaves the old store (the new
 //! directory is removed at the next open); after it, the new one.
@@ -207,7 +208,8 @@ pub fn compact(
                 loc: 0,
             };
             g.pending.push((g.payload.len(), entry));
-            g.payload.extend_from_slice(raw);
+            // Every record is written again compact, its fields (prev, order_seq) kept.
+            record::encode_view(&view, &mut g.payload);
             report.records_after += 1;
             if g.pending.len() == FRAME_JOBS {
                 g.flush()?;

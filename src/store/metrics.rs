@@ -182,7 +182,7 @@ mod tests {
             background: false,
             memtable_entries: 8,
             merge_fanout: 2,
-            segment_bytes: 4096,
+            segment_bytes: 1024,
             ..Options::default()
         }
     }

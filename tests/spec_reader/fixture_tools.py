@@ -28,13 +28,13 @@ import reader  # noqa: E402
 
 
 class Fixture:
-    """tests/fixtures/v<N> (format 6: v6-idx): store/ (never modified) and export.jsonl."""
+    """tests/fixtures/v<N>: store/ (never modified) and export.jsonl."""
 
     def __init__(self, version):
         self.version = version                       # the format version (format-spec/CHANGES.md)
         self.log_version = {1: 1, 2: 2, 5: 4, 6: 4}.get(version, 3)   # of the segments it was written with
         self.index_version = 3 if version >= 6 else 2 if version >= 4 else 1
-        self.dir = os.path.join(REPO, "tests", "fixtures", "v6-idx" if version == 6 else f"v{version}")
+        self.dir = os.path.join(REPO, "tests", "fixtures", f"v{version}")
         self.store = os.path.join(self.dir, "store")
         with open(os.path.join(self.dir, "export.jsonl"), encoding="utf-8") as f:
             self.export_text = f.read()
@@ -240,6 +240,46 @@ def set_mark(path, end, next_seq):
         patch(path, SLOT_OFF[epoch % 2], slot_bytes(number, generation, epoch, end, next_seq))
 
 
+def _varint(body, p):
+    v, i = 0, 0
+    while True:
+        c = body[p + i]
+        v |= (c & 0x7F) << (7 * i)
+        i += 1
+        if not c & 0x80:
+            return v, p + i
+
+
+def decode_compact_body(body):
+    """log.md, "Compact record"."""
+    state, mask, flags, prev, oseq = struct.unpack_from("<BBBBQ", body, 0)
+    p = 12
+    project, p = _varint(body, p)
+    spider, p = _varint(body, p)
+    job, p = _varint(body, p)
+    zz, p = _varint(body, p)
+    prio = (zz >> 1) ^ -(zz & 1)
+    times, last = [0, 0, 0, 0], None
+    for i in range(4):
+        if mask & (1 << i):
+            u, p = _varint(body, p)
+            last = times[i] = u if last is None else (last + ((u >> 1) ^ -(u & 1))) % (1 << 64)
+    nt, p = _varint(body, p)
+    tags = []
+    for _ in range(nt):
+        tl, p = _varint(body, p)
+        tags.append(body[p:p + tl].decode())
+        p += tl
+    unique = None
+    if flags & 1:
+        ul, p = _varint(body, p)
+        unique = body[p:p + ul].decode()
+        p += ul
+    return {"project": project, "spider": spider, "job": job, "state": state, "priority": prio,
+            "order_seq": oseq, "ts": times[3 if state == 4 else state], "tags": tags, "unique": unique,
+            "doc": body[p:].decode(), "key": f"{project}/{spider}/{job}", "prev": prev}
+
+
 def decode_body(body):
     project, spider, job, state, mask, flags, prev, prio, oseq = struct.unpack_from("<IIIBBBBqQ", body, 0)
     times = struct.unpack_from("<4Q", body, 32)
@@ -271,7 +311,7 @@ def raw_frames(path):
     while off + 32 <= len(data):
         ln, kind, flags, _, count, first_seq, durable = struct.unpack_from("<IBBHIQQ", data, off + 4)
         if kind == 0 and not data[off:].strip(b"\0"):
-            break                       # a version-4 segment's preallocated zeros (log.md)
+            break                       # a version-4 or 5 segment's preallocated zeros (log.md)
         end = off + 32 + ln
         if end > len(data):
             break
@@ -279,8 +319,9 @@ def raw_frames(path):
         if kind == 1:
             p = off + 32
             for i in range(count):
-                bl = struct.unpack_from("<I", data, p)[0]
-                r = decode_body(data[p + 8:p + 8 + bl])
+                word = struct.unpack_from("<I", data, p)[0]
+                bl = word & 0x7FFFFFFF
+                r = (decode_compact_body if word & 0x80000000 else decode_body)(data[p + 8:p + 8 + bl])
                 r.update(off=p, seq=first_seq + i, end=p + 8 + bl, seg=seg, path=path)
                 recs.append(r)
                 p += 8 + bl

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
-"""Independent reader for the jobq on-disk format, version 6 (log segments of versions 1 to 4,
+"""Independent reader for the jobq on-disk format, version 6 (log segments of versions 1 to 5,
 index files of versions 1 to 3).
 
-Written from format-spec/*.md alone (and checked against tests/fixtures/v1/ to v5/), without
+Written from format-spec/*.md alone (and checked against tests/fixtures/v1/ to v6/), without
 looking at jobq's code. Standard library only.
 
     python3 reader.py DIR export                  every live job, one JSON object a line
@@ -43,17 +43,19 @@ IDX_MAGIC = b"JOBQIDX\0"
 CUR_MAGIC = b"JOBQCUR\0"
 VERSION = 1                       # CURRENT
 INDEX_VERSIONS = (1, 2, 3)        # index files (index.md, "Versions 1 and 2": 1 lacks field 6; 3 packs)
-LOG_VERSIONS = (1, 2, 3, 4)       # log segments (conventions.md, "Versions and upgrades")
+LOG_VERSIONS = (1, 2, 3, 4, 5)    # log segments (conventions.md, "Versions and upgrades")
 MAX_FRAME_LEN = 1 << 30
 SEG_HDR = 64
 MARK_MAGIC = b"JOBQMRK\0"
 MARK_SLOTS = (4096, 8192)         # slot 0, slot 1 (log.md, "Durable marks")
 MARK_SLOT = 56
 V2_DATA = 12288                   # where frames start in a version-2 (or 3) segment
-DATA_START = {1: SEG_HDR, 2: V2_DATA, 3: V2_DATA, 4: V2_DATA}
-ZERO_TAIL_VERSION = 4             # log.md, "Version 4": the last segment may end in preallocated zeros
+DATA_START = {1: SEG_HDR, 2: V2_DATA, 3: V2_DATA, 4: V2_DATA, 5: V2_DATA}
+ZERO_TAIL_VERSION = 4             # log.md, "Version 4" (and 5): the last segment may end in preallocated zeros
 FRAME_HDR = 32
 REC_HDR = 8
+COMPACT = 0x80000000              # log.md, "Job record": bit 31 of a record's first word: compact
+COMPACT_MIN_BODY = 20             # log.md, "Compact record": a shorter body is damage
 IDX_HDR = 64
 IDX_FOOTER = 48
 SECTION_HDR = 72
@@ -238,14 +240,15 @@ class Record:
 
 
 def decode_record(b, off, what):
-    """The record (`u32 body_len, u32 crc, body`) at offset `off` of Buf `b`: (Record, end).
-    Its own CRC is verified before the body is decoded."""
-    bl, crc = b.un("<II", off, f"{what}: body_len and crc")
+    """The record (`u32 word, u32 crc, body`) at offset `off` of Buf `b`: (Record, end).
+    Its own CRC is verified before the body is decoded. Bit 31 of `word`: compact."""
+    word, crc = b.un("<II", off, f"{what}: body_len and crc")
+    compact, bl = bool(word & COMPACT), word & ~COMPACT
     body = b.sub(off + REC_HDR, bl, f"{what}: body of {bl} bytes")
     comp = masked_crc(body.d)
     if comp != crc:
         b.fail(off, f"{what}: record CRC mismatch (stored 0x{crc:08x}, computed 0x{comp:08x})")
-    r = _decode_body(body, what)
+    r = _decode_compact(body, what) if compact else _decode_body(body, what)
     r.path, r.file_off = b.path, b.base + off
     r.seq = None
     return r, off + REC_HDR + bl
@@ -310,6 +313,83 @@ def auth_token(doc_text):
         return pairs[-1].encode()
     except UnicodeEncodeError:                # an escaped unpaired surrogate: no UTF-8 text
         return None
+
+
+def _varint(b, off, what):
+    """log.md, "Compact record": unsigned LEB128, at most 10 bytes (the 10th 0 or 1), shortest form."""
+    v = 0
+    for i in range(10):
+        c = b.un("<B", off + i, what)[0]
+        if i == 9 and c > 1:
+            b.fail(off, f"{what}: varint past 64 bits")
+        v |= (c & 0x7F) << (7 * i)
+        if not c & 0x80:
+            if c == 0 and i > 0:
+                b.fail(off, f"{what}: varint not in its shortest form")
+            return v, off + i + 1
+    b.fail(off, f"{what}: varint longer than 10 bytes")
+
+
+def _unzigzag(u):
+    return (u >> 1) ^ -(u & 1)
+
+
+def _decode_compact(b, what):
+    """log.md, "Compact record": the body of a compact record."""
+    r = Record()
+    if len(b) < COMPACT_MIN_BODY:
+        b.fail(0, f"{what}: compact body of {len(b)} bytes, shorter than 20")
+    state, mask, flags, prev = b.un("<BBBB", 0, f"{what}: state")
+    order_seq = b.u64(4, f"{what}: order_seq")
+    if state > PURGED:
+        b.fail(0, f"{what}: state {state} is unknown")
+    if mask & ~0x0F:
+        b.fail(1, f"{what}: times mask 0x{mask:02x} has bits beyond 0..3")
+    if not mask & (1 << (3 if state == PURGED else state)):
+        b.fail(1, f"{what}: times mask 0x{mask:02x} lacks the bit of its state ({STATES[state]})")
+    if flags & ~1:
+        b.fail(2, f"{what}: flags 0x{flags:02x} have reserved bits set")
+    if prev > 2 + PURGED:
+        b.fail(3, f"{what}: previous state {prev} is unknown (0 to {2 + PURGED})")
+    off = 12
+    ids = []
+    for name in ("project", "spider", "job"):
+        at = off
+        v, off = _varint(b, off, f"{what}: {name} id")
+        if not 1 <= v < 1 << 32:
+            b.fail(at, f"{what}: {name} id {v}: must be >= 1 and below 2^32")
+        ids.append(v)
+    u, off = _varint(b, off, f"{what}: priority")
+    priority = _unzigzag(u)
+    times, prevt = [0, 0, 0, 0], None
+    for i in range(4):
+        if mask & (1 << i):
+            u, off = _varint(b, off, f"{what}: {TIME_FIELDS[i]}")
+            t = u if prevt is None else (prevt + _unzigzag(u)) % (1 << 64)
+            times[i] = prevt = t
+    ntags, off = _varint(b, off, f"{what}: tag count")
+    if ntags > 65535:
+        b.fail(off, f"{what}: {ntags} tags, more than 65,535")
+    tags = []
+    for i in range(ntags):
+        tl, off = _varint(b, off, f"{what}: tag {i} length")
+        tags.append(b.utf8(off, tl, f"{what}: tag {i}"))
+        off += tl
+    unique = None
+    if flags & 1:
+        ul, off = _varint(b, off, f"{what}: unique length")
+        unique = b.utf8(off, ul, f"{what}: unique")
+        off += ul
+    doc_off = off
+    doc = b.utf8(doc_off, len(b) - doc_off, f"{what}: metadata document")
+    obj = parse_json_object(doc, b, doc_off, f"{what}: metadata document")
+    for k, _ in obj:
+        if k in DOC_FORBIDDEN:
+            b.fail(doc_off, f"{what}: metadata document holds the field {k!r}, which the record holds itself")
+    r.project, r.spider, r.job = ids
+    r.state, r.mask, r.priority, r.order_seq = state, mask, priority, order_seq
+    r.times, r.tags, r.unique, r.doc_text, r.prev = tuple(times), tags, unique, doc, prev
+    return r
 
 
 def close_reason_term(doc_text):
@@ -917,6 +997,7 @@ def _record_notes(data, off):
         if p + REC_HDR > end:
             break
         bl, crc = struct.unpack_from("<II", data, p)
+        bl &= ~COMPACT
         if p + REC_HDR + bl > end:
             bad.append(f"{p} (body_len {bl} runs past the frame)")
             break

@@ -3,13 +3,14 @@ of the refined version-1 rule, one corruption case per test in the spirit of Lev
 tests. Run by test_reader.py (`cargo test --test spec_reader`). Every test works on a copy."""
 
 import os
+import re
 import struct
 
 from fixture_tools import (
     SLOT_OFF, V2_DATA, assert_corruption, assert_export_without, build_index, export_of, flip, frame_bytes,
     fresh_copy, index_files, key_of, log_frames, mark_of, mcrc, new_segment, patch, raw_frames,
     read_slots, remove_indexes, run_in, seg_header, segments, set_header_field, set_mark, slot_bytes, spec_hex_blocks,
-    split_log, truncate, versions)
+    split_log, truncate, versions, SPEC_LOG)
 
 
 def last_segment(store):
@@ -243,19 +244,19 @@ def test_wrong_next_seq_at_durable_end_is_corruption(tmp, fx):
     return f"{len(cases)} marks with a wrong next_seq refused at durable_end"
 
 
-def test_version_5_segment_refused(tmp, fx):
-    """log.md, conventions.md: a segment of a version other than 1 to 4 (a newer jobq wrote it)
+def test_version_6_segment_refused(tmp, fx):
+    """log.md, conventions.md: a segment of a version other than 1 to 5 (a newer jobq wrote it)
     is refused with an error naming the file and the version, whichever segment it is."""
     done = []
     for i in sorted({0, len(segments(fx.store)) - 1}):
         store = fresh_copy(tmp, fx)
         path = segments(store)[i]
-        set_header_field(path, 8, "<I", 5)
+        set_header_field(path, 8, "<I", 6)
         for cmd in (["export"], ["check"], ["list", "53"]):
             rc, _, err = run_in(store, *cmd)
-            assert rc == 1 and os.path.basename(path) in err and "version 5" in err and "1, 2, 3, 4" in err, err
+            assert rc == 1 and os.path.basename(path) in err and "version 6" in err and "1, 2, 3, 4, 5" in err, err
         done.append(os.path.basename(path))
-    return f"version 5 in {done} refused"
+    return f"version 6 in {done} refused"
 
 
 @versions(5, 6)
@@ -415,6 +416,54 @@ def test_worked_example_as_a_v2_store(tmp, fx):
     truncate(os.path.join(g, "log-0000000001.jql"), 12337)          # the jobs frame lost below the mark
     assert_corruption(store, (["export"],), os.path.join(g, "log-0000000001.jql"), 12337, "example cut")
     return "frames at 12288 and 12337 and the spec's mark decode; a cut below the mark is refused"
+
+
+@versions()
+def test_compact_record_example_as_a_v5_segment(tmp, fx):
+    """log.md, "Compact record": the example's jobs frame after the worked example's spider frame, in
+    a version-5 segment (spider id 7 made 1, CRCs recomputed), exports as the wide example does; the
+    same record with a varint in a longer form, a truncated body or a document that is not an object
+    is corruption."""
+    with open(SPEC_LOG, encoding="utf-8") as f:
+        text = f.read()
+    block = text.split("## Compact record", 1)[1].split("```")[1]
+    jobs = bytearray(b"".join(bytes.fromhex(m.group(1).replace(" ", "")) for m in
+                              re.finditer(r"^[0-9a-f]{4}: ((?:[0-9a-f]{2} )*[0-9a-f]{2})", block, re.M)))
+    spider = bytearray(spec_hex_blocks()[0][0])
+    assert struct.unpack_from("<I", jobs, 32)[0] == 0x80000000 | (len(jobs) - 40), "a compact record"
+    assert jobs[53] == 7 and spider[36:40] == struct.pack("<I", 7)
+    spider[36:40] = struct.pack("<I", 1)
+
+    def store_with(record):
+        store = os.path.join(tmp, f"compact-{len(os.listdir(tmp))}")
+        g = os.path.join(store, "gen-0000000000000001")
+        os.makedirs(g)
+        cur = b"JOBQCUR\0" + struct.pack("<IIQI", 1, 0, 1, 0)
+        with open(os.path.join(store, "CURRENT"), "wb") as f:
+            f.write(cur + struct.pack("<I", mcrc(cur)))
+        rec = bytearray(record)
+        struct.pack_into("<I", rec, 0, 0x80000000 | (len(rec) - 8))
+        struct.pack_into("<I", rec, 4, mcrc(bytes(rec[8:])))
+        seg = bytearray(new_segment(5, 1, 1, 1))
+        seg += frame_bytes(2, 0, 1, 1, 0, bytes(spider[32:])) + frame_bytes(1, 0, 1, 2, 0, bytes(rec))
+        with open(os.path.join(g, "log-0000000001.jql"), "wb") as f:
+            f.write(seg)
+        return store, g
+    rec = bytearray(jobs[32:])
+    rec[21] = 1                                                         # spider id 7 -> 1
+    store, _ = store_with(rec)
+    rc, out, err = run_in(store, "export")
+    want = ('{"spider_catalog":{"project":53,"id":1,"name":"spider1","next_job":82}}\n'
+            '{"key":"53/1/81","project":53,"spider":"spider1","state":"pending","priority":2,"tags":["a"],'
+            '"pending_time":1397762393489,"units":1}\n')
+    assert rc == 0 and out == want, out + err
+    bad = {"long varint": rec[:21] + b"\x81\x00" + rec[22:], "cut body": rec[:30],
+           "document not an object": rec[:-1] + b" ", "more tags than stored": rec[:30] + b"\x02" + rec[31:]}
+    for what, r in bad.items():
+        store, g = store_with(r)
+        rc, out, err = run_in(store, "check")
+        assert rc == 1 and "log-0000000001.jql" in out + err, (what, out, err)
+    return "the compact example decodes; a long varint, a cut body, a bad document, a wrong tag count refused"
 
 
 @versions(2, 3, 4)

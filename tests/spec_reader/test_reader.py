@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Checks the spec-only reader (reader.py) against the format fixtures, tests/fixtures/v1 to v5.
+"""Checks the spec-only reader (reader.py) against the format fixtures, tests/fixtures/v1 to v6.
 
     python3 tests/spec_reader/test_reader.py
 
@@ -215,7 +215,7 @@ def test_truncated_last_frame_is_torn_tail(tmp, fx):
     last = frames[-1]
     with open(seg, "rb") as f:
         trailing = f.read()[last["end"]:]
-    assert not trailing.strip(b"\0"), "fixture's last segment has trailing bytes (other than v5's zeros)"
+    assert not trailing.strip(b"\0"), "fixture's last segment has trailing bytes (other than v5's and v6's zeros)"
     assert last["kind"] == 1, "fixture's last frame is not a jobs frame"
     earlier = {k for f in log_frames(fx.store)[:-1] for k in f["keys"]}
     assert not set(last["keys"]) & earlier, "the last frame's jobs have earlier versions"
@@ -435,7 +435,7 @@ def test_index_damage_is_set_aside(tmp, fx):
 
 def test_unknown_current_version_refused(tmp, fx):
     """conventions.md: a reader refuses a CURRENT version it does not know, naming file and version
-    (log segments: test_marks.test_version_5_segment_refused; index files are set aside instead)."""
+    (log segments: test_marks.test_version_6_segment_refused; index files are set aside instead)."""
     store = fresh_copy(tmp, fx)
     path = os.path.join(store, "CURRENT")
     with open(path, "r+b") as f:

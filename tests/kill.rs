@@ -10,15 +10,14 @@
 mod harness;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use harness::{basic, BIN};
+use harness::BIN;
 use jobq::model::{JobKey, JobState};
 use jobq::{Options, Store};
 
@@ -91,24 +90,12 @@ fn start_with(dir: &Path, crash_at: Option<&str>, extra: &[&str]) -> Proc {
     Proc { child, addr }
 }
 
-/// One request; `None` when the connection fails (the server died).
+/// One request; `None` when the connection fails or the answer is cut (the server
+/// died). The body: its JSON lines.
 fn post(addr: &str, target: &str, body: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
-    let req = format!(
-        "POST {target} HTTP/1.1\r\nHost: x\r\nAuthorization: {}\r\nContent-Type: application/x-jsonlines\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        basic(&format!("{KEY}:")),
-        body.len()
-    );
-    s.write_all(req.as_bytes()).ok()?;
-    let mut all = Vec::new();
-    s.read_to_end(&mut all).ok()?;
-    let text = String::from_utf8_lossy(&all).into_owned();
-    let status: u16 = text.split(' ').nth(1)?.parse().ok()?;
-    let body = text.split_once("\r\n\r\n")?.1.to_string();
-    // A chunked body: keep the JSON lines, drop the chunk sizes.
-    let body = body.lines().filter(|l| l.starts_with('{')).collect::<Vec<_>>().join("\n");
-    Some((status, body))
+    let r = harness::try_post(addr, target, &format!("{KEY}:"), body)?;
+    let lines = r.text().lines().filter(|l| l.starts_with('{')).collect::<Vec<_>>().join("\n");
+    Some((r.status, lines))
 }
 
 /// Push pairs of jobs and finish some, until the server stops answering.

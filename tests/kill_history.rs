@@ -15,14 +15,12 @@
 mod harness;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use harness::{basic, Server};
+use harness::Server;
 use jobq::{Options, Store};
 
 const KEY: &str = "historytest";
@@ -55,28 +53,7 @@ struct History {
 
 /// One call over a fresh connection; `None`: no complete answer (in doubt).
 fn call(addr: &str, target: &str, body: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
-    let req = format!(
-        "POST {target} HTTP/1.1\r\nHost: x\r\nAuthorization: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        basic(&format!("{KEY}:")),
-        body.len()
-    );
-    s.write_all(req.as_bytes()).ok()?;
-    let mut all = Vec::new();
-    s.read_to_end(&mut all).ok()?;
-    complete(&all).then(|| harness::parse_response(&all)).map(|r| (r.status, r.text()))
-}
-
-/// Whether `all` holds a whole response (the server may die in the middle of one).
-fn complete(all: &[u8]) -> bool {
-    let Some(end) = all.windows(4).position(|w| w == b"\r\n\r\n") else { return false };
-    let head = String::from_utf8_lossy(&all[..end]).to_ascii_lowercase();
-    if head.contains("transfer-encoding: chunked") {
-        return all.ends_with(b"\r\n0\r\n\r\n") || all[end + 4..].starts_with(b"0\r\n\r\n");
-    }
-    let length = head.lines().find_map(|l| l.strip_prefix("content-length:")).and_then(|v| v.trim().parse().ok());
-    length.is_none_or(|n: usize| all.len() - end - 4 == n)
+    harness::try_post(addr, target, &format!("{KEY}:"), body).map(|r| (r.status, r.text()))
 }
 
 fn json_lines(text: &str) -> Vec<serde_json::Value> {

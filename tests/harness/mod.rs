@@ -215,6 +215,34 @@ pub fn request(addr: &str, method: &str, target: &str, auth: Option<&str>, body:
     read_response(&mut s)
 }
 
+/// A POST over a fresh connection (`Connection: close`) to a server that may die
+/// at any moment: `None` when the connection fails or the answer is not whole (a
+/// kill test's call in doubt). `auth` is `user:password`.
+pub fn try_post(addr: &str, target: &str, auth: &str, body: &str) -> Option<Resp> {
+    let mut s = TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
+    let req = format!(
+        "POST {target} HTTP/1.1\r\nHost: x\r\nAuthorization: {}\r\nContent-Type: application/x-jsonlines\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        basic(auth),
+        body.len()
+    );
+    s.write_all(req.as_bytes()).ok()?;
+    let mut all = Vec::new();
+    s.read_to_end(&mut all).ok()?;
+    complete(&all).then(|| parse_response(&all))
+}
+
+/// Whether `all` holds a whole response (the server may die in the middle of one).
+fn complete(all: &[u8]) -> bool {
+    let Some(end) = all.windows(4).position(|w| w == b"\r\n\r\n") else { return false };
+    let head = String::from_utf8_lossy(&all[..end]).to_ascii_lowercase();
+    if head.contains("transfer-encoding: chunked") {
+        return all.ends_with(b"\r\n0\r\n\r\n") || all[end + 4..].starts_with(b"0\r\n\r\n");
+    }
+    let length = head.lines().find_map(|l| l.strip_prefix("content-length:")).and_then(|v| v.trim().parse().ok());
+    length.is_none_or(|n: usize| all.len() - end - 4 == n)
+}
+
 /// Send raw bytes (a hand-made request) and read the answer.
 pub fn raw(addr: &str, bytes: &[u8]) -> Resp {
     let mut s = TcpStream::connect(addr).expect("connect");

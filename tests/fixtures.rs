@@ -323,13 +323,7 @@ fn v5_store_reads_the_same_with_its_preallocated_tail_and_checks_clean() {
     assert!(report.is_clean() && older == 2 && report.notes.len() == 2, "{report:?}");
     // A writable open seals the version-4 segment (its zeros cut) and writes in a
     // new version-5 one; a clean close cuts that one's zeros.
-    let opts = || Options { background: false, create: false, ..Options::default() };
-    let store = Store::open(&dir, opts()).unwrap();
-    assert!(store.report().cut.is_none(), "{:?}", store.report());
-    store.push(53, &[parse_push(r#"{"spider":"after"}"#).unwrap()], None).unwrap();
-    let want = export(&store);
-    store.close().unwrap();
-    assert_eq!(last_segment_zeros(&dir), 0, "a clean close cuts the zeros");
+    let (want, opts) = push_and_close_cleanly(&dir);
     let mut after = versions.clone();
     after.push(5);
     assert_eq!(segment_versions(&dir), after, "the old last segment is sealed");
@@ -394,13 +388,7 @@ fn v6_store_of_compact_records_reads_the_same_and_checks_clean() {
     let report = jobq::store::check(&dir, std::sync::Arc::new(jobq::fs::RealFs)).unwrap();
     assert!(report.is_clean() && report.notes.is_empty(), "{report:?}");
     // A writable open continues in the zeros; a clean close cuts them.
-    let opts = || Options { background: false, create: false, ..Options::default() };
-    let store = Store::open(&dir, opts()).unwrap();
-    assert!(store.report().cut.is_none(), "{:?}", store.report());
-    store.push(53, &[parse_push(r#"{"spider":"after"}"#).unwrap()], None).unwrap();
-    let want = export(&store);
-    store.close().unwrap();
-    assert_eq!(last_segment_zeros(&dir), 0, "a clean close cuts the zeros");
+    let (want, opts) = push_and_close_cleanly(&dir);
     assert_eq!(segment_versions(&dir).len(), versions.len(), "the last segment is continued");
     assert_eq!(export(&Store::open(&dir, opts()).unwrap()), want);
     assert!(jobq::store::check(&dir, std::sync::Arc::new(jobq::fs::RealFs)).unwrap().is_clean());
@@ -432,4 +420,18 @@ fn v5_index_files_of_version_2_are_set_aside_and_rebuilt() {
             assert_eq!(u32::from_le_bytes(b[8..12].try_into().unwrap()), 3, "{name} is rebuilt in version 3");
         }
     }
+}
+
+/// A writable open of a store whose last segment ends in preallocated zeros: no
+/// torn tail; one push; a clean close cuts the zeros. The export after the push,
+/// and the options to reopen with.
+fn push_and_close_cleanly(dir: &Path) -> (String, impl Fn() -> Options) {
+    let opts = || Options { background: false, create: false, ..Options::default() };
+    let store = Store::open(dir, opts()).unwrap();
+    assert!(store.report().cut.is_none(), "{:?}", store.report());
+    store.push(53, &[parse_push(r#"{"spider":"after"}"#).unwrap()], None).unwrap();
+    let want = export(&store);
+    store.close().unwrap();
+    assert_eq!(last_segment_zeros(dir), 0, "a clean close cuts the zeros");
+    (want, opts)
 }

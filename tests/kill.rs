@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use harness::BIN;
+use harness::{Rng, BIN};
 use jobq::model::{JobKey, JobState};
 use jobq::{Options, Store};
 
@@ -162,16 +162,6 @@ fn verify(dir: &Path, acked: &BTreeMap<JobKey, Acked>, batches: &[Batch], contex
         if a.finished {
             assert_eq!(j.state, JobState::Finished, "{context}: acknowledged finish of {k} lost");
         }
-    }
-}
-
-struct Rng(u64);
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
     }
 }
 

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use harness::Server;
+use harness::{Rng, Server};
 use jobq::{Options, Store};
 
 const KEY: &str = "historytest";
@@ -58,16 +58,6 @@ fn call(addr: &str, target: &str, body: &str) -> Option<(u16, String)> {
 
 fn json_lines(text: &str) -> Vec<serde_json::Value> {
     text.lines().filter(|l| l.starts_with('{')).map(|l| serde_json::from_str(l).expect("a JSON line")).collect()
-}
-
-struct Rng(u64);
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
 }
 
 /// One client: random calls until `stop` or the server dies.

@@ -6,31 +6,48 @@ use super::*;
 use crate::index::build::{build, DocEntry};
 use crate::log::LogPos;
 
+/// A finished doc of project 1, spider 1, job `i + 1`, listed `i`-th; tests
+/// change the fields they are about.
+fn doc(i: u64) -> DocEntry {
+    DocEntry {
+        project: 1,
+        local: (1 << 32) | (i + 1),
+        ts: 1000 - i,
+        order_seq: i + 1,
+        state: JobState::Finished,
+        priority: 2,
+        tags: Arc::new([]),
+        unique: None,
+        close_reason: None,
+        token: None,
+        loc: i * 100,
+    }
+}
+
+/// What a file of `docs` docs built from sequence numbers `1..=docs` covers.
+fn meta(docs: u64) -> SegmentMeta {
+    SegmentMeta {
+        generation: 1,
+        lo_seq: 1,
+        hi_seq: docs,
+        log_end: LogPos { segment: 1, offset: 1 },
+        last_frame: LogPos { segment: 1, offset: 0 },
+        docs,
+    }
+}
+
 fn image() -> Vec<u8> {
     let docs: Vec<DocEntry> = (0..600u64)
         .map(|i| DocEntry {
             project: 1 + (i % 7) as u32 * (1 + (i % 3) as u32),
-            local: (1 << 32) | (i + 1),
             ts: 1000 + i * 37 % 500,
-            order_seq: i + 1,
             state: JobState::ALL[i as usize % 4],
-            priority: 2,
             tags: (0..i % 3).map(|t| Arc::<str>::from(format!("t{t}"))).collect(),
-            unique: None,
             close_reason: (i % 5 == 0).then(|| Arc::<str>::from("failed")),
-            token: None,
-            loc: i * 100,
+            ..doc(i)
         })
         .collect();
-    let meta = SegmentMeta {
-        generation: 1,
-        lo_seq: 1,
-        hi_seq: 600,
-        log_end: LogPos { segment: 1, offset: 1 },
-        last_frame: LogPos { segment: 1, offset: 0 },
-        docs: 600,
-    };
-    build(docs, meta, &[])
+    build(docs, meta(600), &[])
 }
 
 fn dir_of(b: &[u8]) -> Vec<DirEntry> {
@@ -41,28 +58,8 @@ fn dir_of(b: &[u8]) -> Vec<DirEntry> {
 
 #[test]
 fn verify_order_finds_a_doc_in_two_close_reason_lists() {
-    let doc = |i: u64, reason: &str| DocEntry {
-        project: 1,
-        local: (1 << 32) | (i + 1),
-        ts: 1000 - i,
-        order_seq: i + 1,
-        state: JobState::Finished,
-        priority: 2,
-        tags: Arc::new([]),
-        unique: None,
-        close_reason: Some(Arc::from(reason)),
-        token: None,
-        loc: i * 100,
-    };
-    let meta = SegmentMeta {
-        generation: 1,
-        lo_seq: 1,
-        hi_seq: 2,
-        log_end: LogPos { segment: 1, offset: 1 },
-        last_frame: LogPos { segment: 1, offset: 0 },
-        docs: 2,
-    };
-    let mut b = build(vec![doc(0, "a"), doc(1, "b")], meta, &[]);
+    let with = |i: u64, reason: &str| DocEntry { close_reason: Some(Arc::from(reason)), ..doc(i) };
+    let mut b = build(vec![with(0, "a"), with(1, "b")], meta(2), &[]);
     let open = |b: &[u8]| IndexSegment::open(MappedBytes::from_vec(b.to_vec()), Path::new("x.jqi"), false);
     open(&b).unwrap().verify_order().unwrap();
     // The only one-doc list of doc 1 is close_reason "b": make it hold doc 0,
@@ -109,32 +106,12 @@ fn parallel_check_agrees_with_sequential() {
 fn key_lookups_agree_with_a_scan() {
     // One project of 1,000 docs over several spiders: key_rank and find through
     // the in-memory samples and the packed by_key column.
-    let docs: Vec<DocEntry> = (0..1000u64)
-        .map(|i| DocEntry {
-            project: 1,
-            local: (1 + i * 7 % 5) << 32 | (1 + i * 3),
-            ts: 5000 - i,
-            order_seq: i + 1,
-            state: JobState::Finished,
-            priority: 2,
-            tags: Arc::new([]),
-            unique: None,
-            close_reason: None,
-            token: None,
-            loc: i * 100,
-        })
-        .collect();
+    let docs: Vec<DocEntry> =
+        (0..1000u64).map(|i| DocEntry { local: (1 + i * 7 % 5) << 32 | (1 + i * 3), ts: 5000 - i, ..doc(i) }).collect();
     let mut keys: Vec<u64> = docs.iter().map(|d| d.local).collect();
     keys.sort_unstable();
-    let meta = SegmentMeta {
-        generation: 1,
-        lo_seq: 1,
-        hi_seq: 1000,
-        log_end: LogPos { segment: 1, offset: 1 },
-        last_frame: LogPos { segment: 1, offset: 0 },
-        docs: 1000,
-    };
-    let seg = IndexSegment::open(MappedBytes::from_vec(build(docs, meta, &[])), Path::new("x.jqi"), false).unwrap();
+    let seg =
+        IndexSegment::open(MappedBytes::from_vec(build(docs, meta(1000), &[])), Path::new("x.jqi"), false).unwrap();
     seg.verify_order().unwrap();
     let sec = seg.section(1).unwrap();
     for probe in keys.iter().flat_map(|k| [k - 1, *k, k + 1]).chain([0, u64::MAX]) {
@@ -147,28 +124,8 @@ fn key_lookups_agree_with_a_scan() {
 
 #[test]
 fn only_a_running_docs_token_is_posted_and_verifies() {
-    let doc = |i: u64, state: JobState| DocEntry {
-        project: 1,
-        local: (1 << 32) | (i + 1),
-        ts: 1000 - i,
-        order_seq: i + 1,
-        state,
-        priority: 2,
-        tags: Arc::new([]),
-        unique: None,
-        close_reason: None,
-        token: Some(Arc::from(format!("tok{i}"))),
-        loc: i * 100,
-    };
-    let meta = SegmentMeta {
-        generation: 1,
-        lo_seq: 1,
-        hi_seq: 2,
-        log_end: LogPos { segment: 1, offset: 1 },
-        last_frame: LogPos { segment: 1, offset: 0 },
-        docs: 2,
-    };
-    let b = build(vec![doc(0, JobState::Running), doc(1, JobState::Finished)], meta, &[]);
+    let with = |i: u64, state: JobState| DocEntry { state, token: Some(Arc::from(format!("tok{i}"))), ..doc(i) };
+    let b = build(vec![with(0, JobState::Running), with(1, JobState::Finished)], meta(2), &[]);
     let seg = IndexSegment::open(MappedBytes::from_vec(b), Path::new("x.jqi"), false).unwrap();
     seg.verify_order().unwrap();
     let sec = seg.section(1).unwrap();

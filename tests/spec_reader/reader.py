@@ -254,6 +254,21 @@ def decode_record(b, off, what):
     return r, off + REC_HDR + bl
 
 
+def _check_codes(b, what, state, mask, flags, prev, at):
+    """log.md: the four code bytes of a record (wide: at body offset 12; compact: 0)."""
+    if state > PURGED:
+        b.fail(at, f"{what}: state {state} is unknown")
+    if mask & ~0x0F:
+        b.fail(at + 1, f"{what}: times mask 0x{mask:02x} has bits beyond 0..3")
+    if not mask & (1 << (3 if state == PURGED else state)):
+        b.fail(at + 1, f"{what}: times mask 0x{mask:02x} lacks the bit of its state ({STATES[state]})")
+    if flags & ~1:
+        b.fail(at + 2, f"{what}: flags 0x{flags:02x} have reserved bits set")
+    # 0 not recorded, 1 none (the version created the job), 2 + the previous version's state
+    if prev > 2 + PURGED:
+        b.fail(at + 3, f"{what}: previous state {prev} is unknown (0 to {2 + PURGED})")
+
+
 def _decode_body(b, what):
     r = Record()
     project, spider, job = b.un("<III", 0, f"{what}: key")
@@ -262,17 +277,7 @@ def _decode_body(b, what):
     times = b.un("<4Q", 32, f"{what}: times")
     if project < 1 or spider < 1 or job < 1:
         b.fail(0, f"{what}: key {project}/{spider}/{job}: ids must be >= 1")
-    if state > PURGED:
-        b.fail(12, f"{what}: state {state} is unknown")
-    if mask & ~0x0F:
-        b.fail(13, f"{what}: times mask 0x{mask:02x} has bits beyond 0..3")
-    if not mask & (1 << (3 if state == PURGED else state)):
-        b.fail(13, f"{what}: times mask 0x{mask:02x} lacks the bit of its state ({STATES[state]})")
-    if flags & ~1:
-        b.fail(14, f"{what}: flags 0x{flags:02x} have reserved bits set")
-    # log.md: 0 not recorded, 1 none (the version created the job), 2 + the previous version's state
-    if prev > 2 + PURGED:
-        b.fail(15, f"{what}: previous state {prev} is unknown (0 to {2 + PURGED})")
+    _check_codes(b, what, state, mask, flags, prev, 12)
     for i in range(4):
         if not mask & (1 << i) and times[i] != 0:
             b.fail(32 + 8 * i, f"{what}: {TIME_FIELDS[i]} is {times[i]} but its mask bit is clear")
@@ -341,16 +346,7 @@ def _decode_compact(b, what):
         b.fail(0, f"{what}: compact body of {len(b)} bytes, shorter than 20")
     state, mask, flags, prev = b.un("<BBBB", 0, f"{what}: state")
     order_seq = b.u64(4, f"{what}: order_seq")
-    if state > PURGED:
-        b.fail(0, f"{what}: state {state} is unknown")
-    if mask & ~0x0F:
-        b.fail(1, f"{what}: times mask 0x{mask:02x} has bits beyond 0..3")
-    if not mask & (1 << (3 if state == PURGED else state)):
-        b.fail(1, f"{what}: times mask 0x{mask:02x} lacks the bit of its state ({STATES[state]})")
-    if flags & ~1:
-        b.fail(2, f"{what}: flags 0x{flags:02x} have reserved bits set")
-    if prev > 2 + PURGED:
-        b.fail(3, f"{what}: previous state {prev} is unknown (0 to {2 + PURGED})")
+    _check_codes(b, what, state, mask, flags, prev, 0)
     off = 12
     ids = []
     for name in ("project", "spider", "job"):

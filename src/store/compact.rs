@@ -79,7 +79,9 @@ struct NewGeneration {
     payload: Vec<u8>,
     pending: Vec<(usize, DocEntry)>,
     docs: Vec<DocEntry>,
-    chunks: Vec<(Vec<DocEntry>, SegmentMeta)>,
+    catalog: Vec<SpiderEntry>,
+    fsys: Arc<dyn FileSystem>,
+    dir: std::path::PathBuf,
     lo_seq: u64,
     last_frame: LogPos,
     chunk_docs: usize,
@@ -100,15 +102,17 @@ impl NewGeneration {
         }
         self.payload.clear();
         if self.docs.len() >= self.chunk_docs {
-            self.close_chunk();
+            self.close_chunk()?;
         }
         Ok(())
     }
 
-    fn close_chunk(&mut self) {
+    /// Index what was written since the last chunk: sync the log under it, then
+    /// publish its index file, so that memory holds one chunk's entries at most.
+    fn close_chunk(&mut self) -> Result<()> {
         let hi = self.log.next_seq() - 1;
         if hi < self.lo_seq {
-            return;
+            return Ok(());
         }
         let meta = SegmentMeta {
             generation: self.generation,
@@ -118,8 +122,14 @@ impl NewGeneration {
             last_frame: self.last_frame,
             docs: 0,
         };
-        self.chunks.push((std::mem::take(&mut self.docs), meta));
+        // IMPORTANT: an index is never ahead of the durable log.
+        self.log.sync()?;
+        let image = build::build(std::mem::take(&mut self.docs), meta, &self.catalog);
+        let name = meta.file_name();
+        fs::publish_file(&*self.fsys, &self.dir, &name, &image)
+            .map_err(|e| Error::io("publish", self.dir.join(&name), e))?;
         self.lo_seq = hi + 1;
+        Ok(())
     }
 }
 
@@ -166,7 +176,9 @@ pub fn compact(
         payload: Vec::with_capacity(4 << 20),
         pending: Vec::new(),
         docs: Vec::new(),
-        chunks: Vec::new(),
+        catalog: catalog.clone(),
+        fsys: fsys.clone(),
+        dir: new_dir.clone(),
         lo_seq: first_seq,
         last_frame: LogPos::default(),
         chunk_docs: inner.opts.bulk_entries.max(1),
@@ -211,20 +223,15 @@ pub fn compact(
             // Every record is written again compact, its fields (prev, order_seq) kept.
             record::encode_view(&view, &mut g.payload);
             report.records_after += 1;
-            if g.pending.len() == FRAME_JOBS {
+            if g.pending.len() >= FRAME_JOBS.min(g.chunk_docs) {
                 g.flush()?;
                 progress(done, total);
             }
         }
     }
     g.flush()?;
-    g.close_chunk();
+    g.close_chunk()?;
     g.log.sync()?;
-    for (docs, meta) in std::mem::take(&mut g.chunks) {
-        let image = build::build(docs, meta, &catalog);
-        let name = meta.file_name();
-        fs::publish_file(&*fsys, &new_dir, &name, &image).map_err(|e| Error::io("publish", new_dir.join(&name), e))?;
-    }
     progress(done, total);
     // The switch: before it the old generation is the store, after it the new one.
     crate::crashpoint::hit("compact_before_switch");

@@ -11,11 +11,12 @@ use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 
+use super::index_build::IndexBuild;
 use super::version::SegmentSlot;
 use super::{Durability, Inner, Options};
 use crate::error::{Error, Result};
 use crate::fs;
-use crate::index::{build, format, merge, DeadSet, IndexSegment, SegmentMeta};
+use crate::index::{format, merge, DeadSet, IndexSegment, SegmentMeta};
 
 enum Msg {
     Work,
@@ -174,7 +175,10 @@ fn merge_once(inner: &Inner) -> Result<bool> {
     // superseded from outside (a later file, or the tail, whose record may not be
     // durable yet) stays in the merged file, marked dead in memory only: after a
     // crash that loses the newer record, this doc is the job's last durable version.
-    let mut docs = Vec::new();
+    let (first, last) = (inputs[0].seg.meta(), inputs[inputs.len() - 1].seg.meta());
+    let meta = SegmentMeta { lo_seq: first.lo_seq, docs: 0, ..*last };
+    let upper: u64 = inputs.iter().map(|s| s.seg.meta().docs).sum();
+    let mut out = IndexBuild::new(inner, upper, &format!("merge-{:016x}-{:016x}", meta.lo_seq, meta.hi_seq))?;
     let mut dead_outside: Vec<(u32, u64)> = Vec::new();
     for (at, slot) in inputs.iter().enumerate() {
         for (i, project) in slot.seg.projects().enumerate() {
@@ -191,14 +195,10 @@ fn merge_once(inner: &Inner) -> Result<bool> {
                     dead_outside.push((project, local));
                 }
             }
-            merge::live_entries(&sec, &dropped, &mut docs);
+            merge::for_live_entries(&sec, &dropped, merge::CHUNK_DOCS, &mut |docs| out.push(docs))?;
         }
     }
-    let (first, last) = (inputs[0].seg.meta(), inputs[inputs.len() - 1].seg.meta());
-    let meta = SegmentMeta { lo_seq: first.lo_seq, docs: 0, ..*last };
-    let path = inner.gen_dir.join(meta.file_name());
-    let image = build::build(docs, meta, &inputs[inputs.len() - 1].seg.catalog());
-    let merged = write_file(inner, &IndexSegment::open(fs::MappedBytes::from_vec(image), &path, false)?)?;
+    let merged = out.publish(inner, meta, &inputs[inputs.len() - 1].seg.catalog())?;
     let merged = Arc::new(merged);
     crate::crashpoint::hit("merge_before_install");
     {
@@ -206,7 +206,7 @@ fn merge_once(inner: &Inner) -> Result<bool> {
         let at =
             w.segments.iter().position(|s| Arc::ptr_eq(&s.seg, &inputs[0].seg) || same_file(&s.seg, &inputs[0].seg));
         let Some(at) = at.filter(|a| *a == range.start) else {
-            return Err(Error::corrupt(&path, 0, "index files changed under a merge"));
+            return Err(Error::corrupt(merged.path(), 0, "index files changed under a merge"));
         };
         let mut slot = SegmentSlot::new(merged.clone());
         for (project, local) in dead_outside {

@@ -12,6 +12,7 @@ mod import;
 mod import_line;
 mod import_parse;
 mod import_spill;
+mod index_build;
 pub mod layout;
 mod maintain;
 mod metrics;

@@ -24,6 +24,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::index_build::IndexBuild;
 use super::maintain;
 use super::queue::{self, Erased, Op};
 use super::version::{find_in_segments, SegmentSlot, Version};
@@ -33,7 +34,7 @@ use crate::codec::frame::FrameKind;
 use crate::codec::record;
 use crate::error::{Error, Result};
 use crate::hash::FastMap;
-use crate::index::{build, merge, DeadSet, IndexSegment, SegmentMeta};
+use crate::index::{merge, DeadSet, IndexSegment, SegmentMeta};
 use crate::log::scan::{FrameScanner, Step};
 use crate::log::{segment, LogPos};
 use crate::model::{JobKey, JobState};
@@ -337,16 +338,16 @@ fn holds_live_before(slot: &SegmentSlot, boundary: LogPos) -> bool {
 
 /// `slot`'s docs from `boundary` on, as a new published file `[kept_seq, hi]`.
 fn trim(inner: &Inner, slot: &SegmentSlot, boundary: LogPos, kept_seq: u64) -> Result<Arc<IndexSegment>> {
-    let mut docs = Vec::new();
-    for i in 0..slot.seg.projects().count() {
-        merge::live_entries(&slot.seg.section_at(i), &DeadSet::new(), &mut docs);
-    }
-    docs.retain(|d| LogPos::unpack(d.loc) >= boundary);
     let meta = SegmentMeta { lo_seq: kept_seq, docs: 0, ..*slot.seg.meta() };
-    let path = inner.gen_dir.join(meta.file_name());
-    let image = build::build(docs, meta, &slot.seg.catalog());
-    let seg = IndexSegment::open(crate::fs::MappedBytes::from_vec(image), &path, false)?;
-    Ok(Arc::new(maintain::write_file(inner, &seg)?))
+    let mut out =
+        IndexBuild::new(inner, slot.seg.meta().docs, &format!("trim-{:016x}-{:016x}", meta.lo_seq, meta.hi_seq))?;
+    for i in 0..slot.seg.projects().count() {
+        merge::for_live_entries(&slot.seg.section_at(i), &DeadSet::new(), merge::CHUNK_DOCS, &mut |mut docs| {
+            docs.retain(|d| LogPos::unpack(d.loc) >= boundary);
+            out.push(docs)
+        })?;
+    }
+    Ok(Arc::new(out.publish(inner, meta, &slot.seg.catalog())?))
 }
 
 /// What online compaction did since the store opened.

@@ -66,7 +66,7 @@ impl CheckReport {
 }
 
 /// The current version of a job: the fields the indexes hold (tags, an active
-/// job's `unique` and the close_reason term as fingerprints).
+/// job's `unique`, the close_reason term and a running job's token as fingerprints).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct Current {
     loc: u64,
@@ -77,6 +77,7 @@ pub(super) struct Current {
     tags: u64,
     unique: u64,
     close_reason: u64,
+    token: u64,
 }
 
 /// A fixed-seed hash of byte strings: the same fingerprint on both sides of a comparison.
@@ -100,6 +101,11 @@ fn tags_print<'a>(tags: impl Iterator<Item = &'a str>) -> u64 {
 /// Fingerprint of the `unique` an index holds: only active jobs'.
 fn unique_print(unique: Option<&str>, state: JobState) -> u64 {
     unique.filter(|_| state.is_active()).map_or(0, |u| fingerprint(std::iter::once(u.as_bytes())))
+}
+
+/// Fingerprint of the token an index holds: only running jobs'.
+fn token_print(token: Option<&str>, state: JobState) -> u64 {
+    token.filter(|_| state == JobState::Running).map_or(0, |t| fingerprint(std::iter::once(t.as_bytes())))
 }
 
 /// Fingerprint of the close_reason term an index holds.
@@ -283,6 +289,7 @@ fn current_of(e: &crate::index::DocEntry) -> Current {
         tags: tags_print(e.tags.iter().map(|t| &**t)),
         unique: unique_print(e.unique.as_deref(), e.state),
         close_reason: close_reason_print(e.close_reason.as_deref()),
+        token: token_print(e.token.as_deref(), e.state),
     }
 }
 

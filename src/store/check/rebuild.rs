@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{close_reason_print, tags_print, unique_print, CheckReport, Current};
+use super::{close_reason_print, tags_print, token_print, unique_print, CheckReport, Current};
 use crate::codec::frame::{FrameHeader, FrameKind};
 use crate::codec::record;
 use crate::error::Result;
@@ -236,6 +236,7 @@ fn apply(
                         tags: tags_print(v.tags.iter().copied()),
                         unique: unique_print(v.unique, v.state),
                         close_reason: close_reason_print(v.close_reason().as_deref()),
+                        token: token_print(crate::store::tokens::token_in(v.doc).as_deref(), v.state),
                     };
                     let unique = v.unique.filter(|_| v.state.is_active()).map(str::to_string);
                     let key = (v.key.project, v.key.local());

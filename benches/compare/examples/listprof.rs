@@ -1,6 +1,7 @@
 //! Profiling driver for lists (issue 11): runs the list cases of the query mix
 //! whose shape contains ARG2 against the store in ARG1, ARG3 rounds, inside
 //! `profiled` (for `valgrind --tool=callgrind --toggle-collect=*profiled*`).
+//! With `LISTONLY` set in the environment the rows are listed, not rendered.
 #[allow(dead_code)]
 #[path = "../../support/dataset.rs"]
 mod dataset;
@@ -16,8 +17,13 @@ use std::time::Instant;
 #[inline(never)]
 fn profiled(snap: &jobq::Snapshot, cases: &[&queries::Case], rounds: usize, buf: &mut Vec<u8>) -> usize {
     let mut n = 0;
+    let list_only = std::env::var_os("LISTONLY").is_some();
     for _ in 0..rounds {
         for c in cases {
+            if list_only {
+                n += snap.list(c.project, &c.filter, &c.paging).expect("list").len();
+                continue;
+            }
             if let jobq_run::Answer::Keys(k) = jobq_run::run(snap, c, buf) {
                 n += k.len();
             }

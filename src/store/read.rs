@@ -193,19 +193,16 @@ impl Snapshot {
         }
         RAW.with(|raw| {
             let mut raw = raw.borrow_mut();
-            self.reader.with_checked_record(hit.loc, &mut raw, |bytes, _| match jobmeta {
-                None => {
-                    let row = row::decode_row(bytes).map_err(|e| self.reader.corrupt(hit.loc, e))?;
-                    self.render_plain(project, &row, hit.listed_ms, out).map_err(|e| self.reader.corrupt(hit.loc, e))
-                }
-                Some(_) => {
+            // The closure answers a small error, made a store error once outside.
+            self.reader
+                .with_checked_record(hit.loc, &mut raw, |bytes, _| match jobmeta {
+                    None => row::decode_row(bytes).and_then(|row| self.render_plain(project, &row, hit.listed_ms, out)),
                     // Checked whole just now or before: the checksum need not be
                     // computed again.
-                    let (view, _) = record::decode_checked_job(bytes).map_err(|e| self.reader.corrupt(hit.loc, e))?;
-                    self.render_view(project, &view, jobmeta, hit.listed_ms, out);
-                    Ok(())
-                }
-            })?
+                    Some(_) => record::decode_checked_job(bytes)
+                        .map(|(view, _)| self.render_view(project, &view, jobmeta, hit.listed_ms, out)),
+                })?
+                .map_err(|e| self.reader.corrupt(hit.loc, e))
         })
     }
 

@@ -109,7 +109,7 @@ pub(crate) fn plain_run(b: &[u8]) -> usize {
         let (lo, hi) = (&b[..4], &b[n - 4..]);
         let w = u64::from(u32::from_le_bytes(lo.try_into().expect("four bytes")))
             | u64::from(u32::from_le_bytes(hi.try_into().expect("four bytes"))) << 32;
-        first(w, 0).map(|k| if k < 4 { k } else { k - 8 + n })
+        first(w, 0).map(|k| if k < 4 { k } else { k + n - 8 })
     } else {
         b.iter().position(|c| matches!(c, b'"' | b'\\' | 0..=0x1F))
     };

@@ -85,19 +85,35 @@ pub(crate) fn plain_run(b: &[u8]) -> usize {
         let below_space = w.wrapping_sub(ONES * 0x20) & !w & HIGH;
         has_zero(w ^ (ONES * u64::from(b'"'))) | has_zero(w ^ (ONES * u64::from(b'\\'))) | below_space
     };
+    // The lowest flagged byte of a word is exact (a borrow only runs upwards
+    // from a byte that is special), and bytes checked before are plain: a word
+    // may overlap them.
+    let first = |w: u64, skip: usize| (special(w) != 0).then(|| (special(w).trailing_zeros() / 8) as usize - skip);
+    let n = b.len();
     let mut i = 0;
-    while i + 8 <= b.len() {
-        let w = u64::from_le_bytes(b[i..i + 8].try_into().expect("eight bytes"));
-        let m = special(w);
-        if m != 0 {
-            return i + (m.trailing_zeros() / 8) as usize;
+    while i + 8 <= n {
+        if let Some(k) = first(u64::from_le_bytes(b[i..i + 8].try_into().expect("eight bytes")), 0) {
+            return i + k;
         }
         i += 8;
     }
-    while i < b.len() && !matches!(b[i], b'"' | b'\\' | 0..=0x1F) {
-        i += 1;
+    // The last 1 to 7 bytes (short strings: tags, names) without a loop: the
+    // last eight bytes, or the first four and the last four.
+    let left = n - i;
+    if left == 0 {
+        return n;
     }
-    i
+    let found = if n >= 8 {
+        first(u64::from_le_bytes(b[n - 8..].try_into().expect("eight bytes")), 8 - left).map(|k| i + k)
+    } else if n >= 4 {
+        let (lo, hi) = (&b[..4], &b[n - 4..]);
+        let w = u64::from(u32::from_le_bytes(lo.try_into().expect("four bytes")))
+            | u64::from(u32::from_le_bytes(hi.try_into().expect("four bytes"))) << 32;
+        first(w, 0).map(|k| if k < 4 { k } else { k + n - 8 })
+    } else {
+        b.iter().position(|c| matches!(c, b'"' | b'\\' | 0..=0x1F))
+    };
+    found.unwrap_or(n)
 }
 
 struct Scanner<'a> {
@@ -448,6 +464,22 @@ mod tests {
         for t in ["ab\\\"", "0123456789abcdef\\", "\u{1}xxxxxxxxx", "xxxxxxxxxxxxxxxxxxxxxxxxxx\"", "é€😀\"", ""] {
             let want = t.bytes().position(|b| b == b'"' || b == b'\\' || b < 0x20).unwrap_or(t.len());
             assert_eq!(plain_run(t.as_bytes()), want, "{t:?}");
+        }
+        // Every length up to 20 with special bytes at every place, one or two.
+        for n in 0..20 {
+            for (i, j) in (0..=n).flat_map(|i| (i..=n).map(move |j| (i, j))) {
+                for (x, y) in [(b'"', b'\\'), (0x1F, b'"'), (0, 0x7F), (0xFF, b'"'), (b'\\', 0x80)] {
+                    let mut t: Vec<u8> = (0..n).map(|k| [b'a', 0xC3, 0xA9, b' ', 0x7F, b'!'][k % 6]).collect();
+                    if i < n {
+                        t[i] = x;
+                    }
+                    if j < n {
+                        t[j] = y;
+                    }
+                    let want = t.iter().position(|&b| b == b'"' || b == b'\\' || b < 0x20).unwrap_or(n);
+                    assert_eq!(plain_run(&t), want, "{t:?}");
+                }
+            }
         }
         let mut v = Vec::new();
         string_array(r#"[ "a" ,"b\u0063"]"#, &mut v).unwrap();

@@ -200,22 +200,116 @@ fn needs_escape(s: &[u8]) -> bool {
 /// [`eight_digits`]); the leading zeros are counted from the digits' own bits, and
 /// each group is stored with one copy of constant length: no loop over digits, no
 /// call to memcpy.
+#[inline]
 pub fn write_u64(out: &mut Vec<u8>, v: u64) {
-    const E8: u64 = 100_000_000;
-    const E16: u64 = E8 * E8;
     if v < E8 {
         return write_leading(out, eight_digits(v as u32));
     }
-    if v < E16 {
-        write_leading(out, eight_digits((v / E8) as u32));
-    } else {
-        write_u64(out, v / E16);
-        write_eight(out, eight_digits((v / E8 % E8) as u32));
+    if v >= E8 * E8 {
+        return write_huge(out, v);
     }
+    write_leading(out, eight_digits((v / E8) as u32));
     write_eight(out, eight_digits((v % E8) as u32));
 }
 
+const E8: u64 = 100_000_000;
+
+/// [`write_u64`] of 17 digits or more (out of line: listings rarely have them).
+#[cold]
+#[inline(never)]
+fn write_huge(out: &mut Vec<u8>, v: u64) {
+    write_leading(out, eight_digits((v / (E8 * E8)) as u32));
+    write_eight(out, eight_digits((v / E8 % E8) as u32));
+    write_eight(out, eight_digits((v % E8) as u32));
+}
+
+/// Bytes of a [`Pieces`] buffer. Its users bound what they put between two
+/// [`Pieces::take`]s below `PIECES - 8` (a number's last group is stored as 8 bytes).
+const PIECES: usize = 256;
+
+/// Short pieces of a row (constant strings and numbers) written on the stack, then
+/// appended to the output at once: no capacity check and length update of the
+/// output per piece. Writing past its end panics: callers bound their pieces.
+pub struct Pieces {
+    buf: [u8; PIECES],
+    len: usize,
+}
+
+impl Default for Pieces {
+    fn default() -> Pieces {
+        Pieces { buf: [0; PIECES], len: 0 }
+    }
+}
+
+impl Pieces {
+    #[inline(always)]
+    pub fn put(&mut self, s: &[u8]) {
+        self.buf[self.len..self.len + s.len()].copy_from_slice(s);
+        self.len += s.len();
+    }
+
+    /// `v` in decimal, as [`write_u64`].
+    #[inline(always)]
+    pub fn u64(&mut self, v: u64) {
+        if v < E8 {
+            return self.leading(eight_digits(v as u32));
+        }
+        if v >= E8 * E8 {
+            self.leading(eight_digits((v / (E8 * E8)) as u32));
+            self.eight(eight_digits((v / E8 % E8) as u32));
+        } else {
+            self.leading(eight_digits((v / E8) as u32));
+        }
+        self.eight(eight_digits((v % E8) as u32));
+    }
+
+    /// `v` in decimal with its sign, as [`write_i64`].
+    #[inline(always)]
+    pub fn i64(&mut self, v: i64) {
+        if v < 0 {
+            self.put(b"-");
+        }
+        self.u64(v.unsigned_abs());
+    }
+
+    /// Write again the bytes `at..end` already written.
+    #[inline(always)]
+    pub fn repeat(&mut self, at: usize, end: usize) {
+        self.buf.copy_within(at..end, self.len);
+        self.len += end - at;
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    #[inline(always)]
+    fn leading(&mut self, digits: u64) {
+        let zeros = ((digits | (1 << 56)).trailing_zeros() / 8) as usize;
+        self.buf[self.len..self.len + 8].copy_from_slice(&((digits | ASCII_ZEROS) >> (8 * zeros)).to_le_bytes());
+        self.len += 8 - zeros;
+    }
+
+    #[inline(always)]
+    fn eight(&mut self, digits: u64) {
+        self.buf[self.len..self.len + 8].copy_from_slice(&(digits | ASCII_ZEROS).to_le_bytes());
+        self.len += 8;
+    }
+
+    /// Append what was written to `out`, and start again.
+    #[inline(always)]
+    pub fn take(&mut self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.buf[..self.len]);
+        self.len = 0;
+    }
+}
+
 /// Eight digits with their leading zeros left out (one digit, "0", when all are zero).
+#[inline(always)]
 fn write_leading(out: &mut Vec<u8>, digits: u64) {
     // The first digit is in the low byte: leading zero digits are low zero bytes.
     let zeros = ((digits | (1 << 56)).trailing_zeros() / 8) as usize;
@@ -224,6 +318,7 @@ fn write_leading(out: &mut Vec<u8>, digits: u64) {
     out.truncate(len + 8 - zeros);
 }
 
+#[inline(always)]
 fn write_eight(out: &mut Vec<u8>, digits: u64) {
     out.extend_from_slice(&(digits | ASCII_ZEROS).to_le_bytes());
 }
@@ -232,6 +327,7 @@ const ASCII_ZEROS: u64 = 0x3030_3030_3030_3030;
 
 /// `v` (below 10^8) as eight decimal digit values (0 to 9), first digit in the low
 /// byte: computed in one register, as four 2-digit lanes, then eight 1-digit lanes.
+#[inline(always)]
 fn eight_digits(v: u32) -> u64 {
     // Lanes of 32 bits: the first four digits, the last four.
     let x = u64::from(v / 10_000) | (u64::from(v % 10_000) << 32);
@@ -244,6 +340,7 @@ fn eight_digits(v: u32) -> u64 {
 }
 
 /// Append `v` in decimal, with its sign.
+#[inline]
 pub fn write_i64(out: &mut Vec<u8>, v: i64) {
     if v < 0 {
         out.push(b'-');
@@ -362,11 +459,23 @@ mod tests {
             let mut out = Vec::new();
             write_u64(&mut out, v);
             assert_eq!(out, v.to_string().as_bytes());
+            let mut p = Pieces::default();
+            p.put(b"<");
+            p.u64(v);
+            p.put(b">");
+            p.take(&mut out);
+            assert_eq!(out, format!("{v}<{v}>").as_bytes());
         }
         for v in [0i64, -1, 42, -1_700_000_000_000, i64::MIN, i64::MAX] {
             let mut out = b"x".to_vec();
             write_i64(&mut out, v);
             assert_eq!(out, format!("x{v}").as_bytes());
+            let mut p = Pieces::default();
+            p.i64(v);
+            let end = p.len();
+            p.repeat(0, end);
+            p.take(&mut out);
+            assert_eq!(out, format!("x{v}{v}{v}").as_bytes());
         }
     }
 

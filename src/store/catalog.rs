@@ -12,7 +12,13 @@ struct ProjectSpiders {
     by_name: FastMap<Arc<str>, u32>,
     by_id: FastMap<u32, Arc<str>>,
     max_id: u32,
+    /// Each name as a JSON string literal, indexed by id, for ids below
+    /// [`JSON_IDS`] (ids are allocated in order: this is all of them in practice).
+    json: Vec<Option<Box<[u8]>>>,
 }
+
+/// Ids up to this have their name's JSON kept (see [`ProjectSpiders::json`]).
+const JSON_IDS: u32 = 1 << 16;
 
 /// Every spider name of every project. Cheap to clone.
 #[derive(Clone, Default, Debug)]
@@ -29,6 +35,13 @@ impl Catalog {
         self.projects.get(&project)?.by_id.get(&id)
     }
 
+    /// The name of spider `id` as a JSON string literal, as a listing row writes
+    /// it; `None` for an unknown or a very large id.
+    #[inline]
+    pub fn name_json(&self, project: u32, id: u32) -> Option<&[u8]> {
+        self.projects.get(&project)?.json.get(id as usize)?.as_deref()
+    }
+
     /// The id the next new spider of `project` gets.
     pub fn next_spider_id(&self, project: u32) -> u32 {
         self.projects.get(&project).map_or(1, |p| p.max_id + 1)
@@ -39,6 +52,15 @@ impl Catalog {
         let p = Arc::make_mut(projects.entry(project).or_default());
         let name: Arc<str> = Arc::from(name);
         p.by_name.insert(name.clone(), id);
+        if id < JSON_IDS {
+            let i = id as usize;
+            if p.json.len() <= i {
+                p.json.resize(i + 1, None);
+            }
+            let mut json = Vec::with_capacity(name.len() + 2);
+            crate::model::doc::write_json_str(&mut json, &name);
+            p.json[i] = Some(json.into_boxed_slice());
+        }
         p.by_id.insert(id, name);
         p.max_id = p.max_id.max(id);
     }

@@ -1,6 +1,8 @@
 //! Profiling driver for lists (issue 11): runs the list cases of the query mix
 //! whose shape contains ARG2 against the store in ARG1, ARG3 rounds, inside
 //! `profiled` (for `valgrind --tool=callgrind --toggle-collect=*profiled*`).
+//! With `LISTONLY` set in the environment the rows are listed, not rendered; with
+//! `PERSHAPE` set, each shape's CPU time is printed, listed and rendered, and listed only.
 #[allow(dead_code)]
 #[path = "../../support/dataset.rs"]
 mod dataset;
@@ -14,10 +16,20 @@ mod queries;
 use std::time::Instant;
 
 #[inline(never)]
-fn profiled(snap: &jobq::Snapshot, cases: &[&queries::Case], rounds: usize, buf: &mut Vec<u8>) -> usize {
+fn profiled(
+    snap: &jobq::Snapshot,
+    cases: &[&queries::Case],
+    rounds: usize,
+    list_only: bool,
+    buf: &mut Vec<u8>,
+) -> usize {
     let mut n = 0;
     for _ in 0..rounds {
         for c in cases {
+            if list_only {
+                n += snap.list(c.project, &c.filter, &c.paging).expect("list").len();
+                continue;
+            }
             if let jobq_run::Answer::Keys(k) = jobq_run::run(snap, c, buf) {
                 n += k.len();
             }
@@ -50,10 +62,32 @@ fn main() {
     let snap = store.snapshot();
     let mut buf = Vec::with_capacity(1 << 16);
     // Warm: every case once (maps made, pages touched).
-    profiled(&snap, &sel, 1, &mut buf);
+    let list_only = std::env::var_os("LISTONLY").is_some();
+    profiled(&snap, &sel, 1, list_only, &mut buf);
+    if std::env::var_os("PERSHAPE").is_some() {
+        // Each shape apart, the smallest CPU time of 3 runs (a loaded machine
+        // inflates some), with and without rendering.
+        let mut shapes: Vec<&str> = sel.iter().map(|c| c.shape).collect();
+        shapes.dedup();
+        eprintln!("{:<36} {:>10} {:>10} {:>10}", "shape (cpu us/query)", "list+rows", "list only", "rows");
+        for shape in shapes {
+            let cs: Vec<&queries::Case> = sel.iter().copied().filter(|c| c.shape == shape).collect();
+            let mut best = [f64::MAX; 2];
+            for _ in 0..3 {
+                for (k, only) in [false, true].into_iter().enumerate() {
+                    let c0 = cpu_ns();
+                    profiled(&snap, &cs, rounds, only, &mut buf);
+                    let us = (cpu_ns() - c0) as f64 / 1e3 / (cs.len() * rounds) as f64;
+                    best[k] = best[k].min(us);
+                }
+            }
+            eprintln!("{shape:<36} {:>10.1} {:>10.1} {:>10.1}", best[0], best[1], best[0] - best[1]);
+        }
+        return;
+    }
     let t = Instant::now();
     let c0 = cpu_ns();
-    let rows = profiled(&snap, &sel, rounds, &mut buf);
+    let rows = profiled(&snap, &sel, rounds, list_only, &mut buf);
     let cpu = (cpu_ns() - c0) as f64 / 1e3;
     let el = t.elapsed();
     let q = (sel.len() * rounds) as f64;

@@ -9,8 +9,19 @@ use std::time::Instant;
 use jobq::codec::json::{scan_object, RawField};
 
 /// The names an import keeps out of the document (row fields).
-const ROW: &[&str] =
-    &["key", "spider", "state", "priority", "project", "tags", "unique", "pending_time", "running_time", "finished_time", "deleted_time"];
+const ROW: &[&str] = &[
+    "key",
+    "spider",
+    "state",
+    "priority",
+    "project",
+    "tags",
+    "unique",
+    "pending_time",
+    "running_time",
+    "finished_time",
+    "deleted_time",
+];
 
 fn doc_of(line: &str, out: &mut Vec<u8>) {
     let mut fs: Vec<RawField<'_>> = Vec::new();

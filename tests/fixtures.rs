@@ -260,8 +260,8 @@ fn a_damaged_index_file_of_the_older_version_is_damage_not_a_note() {
 }
 
 #[test]
-fn older_stores_take_writes_in_v5_segments_and_compact_to_v5() {
-    for fixture in [V1, V2, V3, V4, V5] {
+fn older_stores_take_writes_in_v6_segments_and_compact_to_v6() {
+    for fixture in [V1, V2, V3, V4, V5, V6] {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("store");
         copy_dir(&Path::new(fixture).join("store"), &dir);
@@ -272,16 +272,18 @@ fn older_stores_take_writes_in_v5_segments_and_compact_to_v5() {
         let want = export(&store);
         store.close().unwrap();
         let mut after = before.clone();
-        after.push(5);
-        assert_eq!(segment_versions(&dir), after, "{fixture}: the old segment is sealed, writes go to a v5 one");
+        after.push(6);
+        assert_eq!(segment_versions(&dir), after, "{fixture}: the old segment is sealed, writes go to a v6 one");
         assert_eq!(record_kinds(&dir).last(), Some(&true), "{fixture}: the new record is compact");
-        assert!(record_kinds(&dir).iter().any(|c| !c), "{fixture}: the old records stay wide");
+        if fixture != V6 {
+            assert!(record_kinds(&dir).iter().any(|c| !c), "{fixture}: the old records stay wide");
+        }
         assert_eq!(last_segment_zeros(&dir), 0, "{fixture}: a clean close leaves no preallocated zeros");
         let store = Store::open(&dir, opts()).unwrap();
         assert_eq!(export(&store), want);
         drop(store);
         jobq::store::compact(&dir, opts(), None, &mut |_, _| {}).unwrap();
-        assert!(segment_versions(&dir).iter().all(|v| *v == 5), "{:?}", segment_versions(&dir));
+        assert!(segment_versions(&dir).iter().all(|v| *v == 6), "{:?}", segment_versions(&dir));
         assert!(record_kinds(&dir).iter().all(|c| *c), "{fixture}: compact rewrites every record compact");
         assert_eq!(export(&Store::open(&dir, opts()).unwrap()), want);
         assert!(jobq::store::check(&dir, std::sync::Arc::new(jobq::fs::RealFs)).unwrap().is_clean());
@@ -295,7 +297,7 @@ fn a_segment_of_a_future_version_is_refused_clearly() {
     copy_dir(&Path::new(V3).join("store"), &dir);
     let seg = dir.join("gen-0000000000000001/log-0000000001.jql");
     let mut bytes = std::fs::read(&seg).unwrap();
-    bytes[8..12].copy_from_slice(&6u32.to_le_bytes());
+    bytes[8..12].copy_from_slice(&7u32.to_le_bytes());
     let mut h = crc32fast::Hasher::new();
     h.update(&bytes[0..60]);
     let crc = h.finalize().rotate_right(15).wrapping_add(0xa282_ead8);
@@ -303,7 +305,7 @@ fn a_segment_of_a_future_version_is_refused_clearly() {
     std::fs::write(&seg, bytes).unwrap();
     let err = Store::open(&dir, Options { create: false, ..Options::default() }).err().expect("refused");
     let msg = err.to_string();
-    assert!(msg.contains("log-0000000001.jql") && msg.contains("version 6") && msg.contains("newer"), "{msg}");
+    assert!(msg.contains("log-0000000001.jql") && msg.contains("version 7") && msg.contains("newer"), "{msg}");
 }
 
 #[test]
@@ -322,10 +324,10 @@ fn v5_store_reads_the_same_with_its_preallocated_tail_and_checks_clean() {
     let older = report.notes.iter().filter(|n| n.contains("index format version 2")).count();
     assert!(report.is_clean() && older == 2 && report.notes.len() == 2, "{report:?}");
     // A writable open seals the version-4 segment (its zeros cut) and writes in a
-    // new version-5 one; a clean close cuts that one's zeros.
+    // new version-6 one; a clean close cuts that one's zeros.
     let (want, opts) = push_and_close_cleanly(&dir);
     let mut after = versions.clone();
-    after.push(5);
+    after.push(6);
     assert_eq!(segment_versions(&dir), after, "the old last segment is sealed");
     assert_eq!(export(&Store::open(&dir, opts()).unwrap()), want);
     assert!(jobq::store::check(&dir, std::sync::Arc::new(jobq::fs::RealFs)).unwrap().is_clean());
@@ -387,9 +389,12 @@ fn v6_store_of_compact_records_reads_the_same_and_checks_clean() {
     copy_dir(&fixture, &dir);
     let report = jobq::store::check(&dir, std::sync::Arc::new(jobq::fs::RealFs)).unwrap();
     assert!(report.is_clean() && report.notes.is_empty(), "{report:?}");
-    // A writable open continues in the zeros; a clean close cuts them.
+    // A writable open seals the version-5 segment (its zeros cut) and writes in a
+    // new version-6 one; a clean close cuts that one's zeros.
     let (want, opts) = push_and_close_cleanly(&dir);
-    assert_eq!(segment_versions(&dir).len(), versions.len(), "the last segment is continued");
+    let mut after = versions.clone();
+    after.push(6);
+    assert_eq!(segment_versions(&dir), after, "the old last segment is sealed");
     assert_eq!(export(&Store::open(&dir, opts()).unwrap()), want);
     assert!(jobq::store::check(&dir, std::sync::Arc::new(jobq::fs::RealFs)).unwrap().is_clean());
 }
@@ -417,7 +422,7 @@ fn v5_index_files_of_version_2_are_set_aside_and_rebuilt() {
         let name = e.unwrap().file_name().into_string().unwrap();
         if name.ends_with(".jqi") {
             let b = std::fs::read(gen.join(&name)).unwrap();
-            assert_eq!(u32::from_le_bytes(b[8..12].try_into().unwrap()), 3, "{name} is rebuilt in version 3");
+            assert_eq!(u32::from_le_bytes(b[8..12].try_into().unwrap()), 4, "{name} is rebuilt in version 4");
         }
     }
 }

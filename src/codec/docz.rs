@@ -71,7 +71,10 @@ impl Dict {
     /// Errors are offsets within `packed`.
     pub fn unpack(&self, packed: &[u8], len: usize) -> Result<String, DecodeError> {
         if len > MAX_TEXT {
-            return Err(DecodeError::new(0, format!("a packed document of {len} bytes is over the {MAX_TEXT}-byte limit")));
+            return Err(DecodeError::new(
+                0,
+                format!("a packed document of {len} bytes is over the {MAX_TEXT}-byte limit"),
+            ));
         }
         let mut out: Vec<u8> = Vec::with_capacity(len);
         let r = DCTX.with(|c| {

@@ -2,14 +2,17 @@
 //! checksum) when opened, then read without copying.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use byteorder::{ByteOrder, LittleEndian as LE};
 
 use super::format::{self, field, DirEntry, SegmentMeta, FOOTER_LEN, HEADER_LEN, SECTION_HEADER, TERM_ENTRY};
 use super::packed;
 use super::posting::{self, Posting};
+use crate::codec::docz::{Dict, MAX_DICT};
 use crate::codec::frame::checksum;
 use crate::codec::record::{decode_catalog, SpiderEntry};
+use crate::codec::DecodeError;
 use crate::error::{Error, Result};
 use crate::fs::MappedBytes;
 use crate::model::JobState;
@@ -27,6 +30,8 @@ pub struct IndexSegment {
     /// searches these in memory, then one block of `by_key`.
     samples: Vec<Vec<u64>>,
     catalog: (usize, usize),
+    /// The catalog's dictionaries (version 4): id, start and end in the file.
+    dicts: Vec<(u32, usize, usize)>,
     on_disk: bool,
 }
 
@@ -88,11 +93,19 @@ impl IndexSegment {
             return Err(bad(foot_at + 36, "footer checksum mismatch".into()));
         }
         let meta = format::decode_header(b).map_err(|e| bad(0, e))?;
-        decode_catalog(cat_bytes).map_err(|e| bad(cat_off as usize + e.offset, e.what))?;
+        let read_as = (format::READ_FROM..=format::VERSION).contains(&version);
+        let (spiders_len, dicts) = if read_as {
+            split_catalog(cat_bytes, version).map_err(|e| bad(cat_off as usize + e.offset, e.what))?
+        } else {
+            decode_catalog(cat_bytes).map_err(|e| bad(cat_off as usize + e.offset, e.what))?;
+            (cat_bytes.len(), Vec::new())
+        };
+        let at = cat_off as usize;
+        let dicts = dicts.into_iter().map(|(id, a, z)| (id, at + a, at + z)).collect();
         let dir = decode_dir(dir_bytes, dir_off as usize, cat_off as usize).map_err(|(o, e)| bad(o, e))?;
         // An older file whose checksums all match (its sections are laid out
         // otherwise): set aside and rebuilt from the log, not damage.
-        if version != format::VERSION {
+        if !read_as {
             if let Some(d) =
                 dir.iter().find(|d| checksum(&[&b[d.offset as usize..(d.offset + d.len) as usize]]) != d.crc)
             {
@@ -134,7 +147,8 @@ impl IndexSegment {
             dir,
             sections,
             samples,
-            catalog: (cat_off as usize, (cat_off + cat_len) as usize),
+            catalog: (cat_off as usize, cat_off as usize + spiders_len),
+            dicts,
             bytes,
             on_disk,
         })
@@ -181,6 +195,7 @@ impl IndexSegment {
             sections: self.sections.clone(),
             samples: self.samples.clone(),
             catalog: self.catalog,
+            dicts: self.dicts.clone(),
             on_disk: self.on_disk,
         }
     }
@@ -188,6 +203,16 @@ impl IndexSegment {
     /// The spiders this index knows, with their next job ids.
     pub fn catalog(&self) -> Vec<SpiderEntry> {
         decode_catalog(&self.bytes[self.catalog.0..self.catalog.1]).expect("checked at open")
+    }
+
+    /// The dictionaries this index knows (a copy of each dictionary frame's).
+    pub fn dicts(&self) -> Result<Vec<Arc<Dict>>> {
+        let d = self.dicts.iter().map(|(id, a, z)| {
+            Dict::new(*id, &self.bytes[*a..*z])
+                .map(Arc::new)
+                .map_err(|e| Error::corrupt(&self.path, (a + e.offset) as u64, e.what))
+        });
+        d.collect()
     }
 
     /// Projects with a section, ascending.
@@ -588,3 +613,41 @@ impl<'a> Section<'a> {
 #[cfg(test)]
 #[path = "segment_tests.rs"]
 mod tests;
+
+/// Split an index catalog into its spiders' bytes (their length) and, from
+/// version 4 on, its dictionaries: (id, start, end) of each within `b`.
+#[allow(clippy::type_complexity)]
+fn split_catalog(b: &[u8], version: u32) -> std::result::Result<(usize, Vec<(u32, usize, usize)>), DecodeError> {
+    let spiders = crate::codec::record::catalog_len(b)?;
+    decode_catalog(&b[..spiders])?;
+    if version < 4 {
+        if spiders != b.len() {
+            return Err(DecodeError::new(spiders, "bytes left over after the catalog"));
+        }
+        return Ok((spiders, Vec::new()));
+    }
+    let mut at = spiders;
+    let word = |at: &mut usize, what: &str| {
+        let v = b.get(*at..*at + 4).ok_or_else(|| DecodeError::new(*at, format!("{what}: past the catalog")))?;
+        *at += 4;
+        Ok::<u32, DecodeError>(LE::read_u32(v))
+    };
+    let n = word(&mut at, "dictionary count")?;
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let from = at;
+        let id = word(&mut at, "dictionary id")?;
+        let len = word(&mut at, "dictionary length")? as usize;
+        let end = at.checked_add(len).filter(|e| *e <= b.len());
+        let end = end.ok_or_else(|| DecodeError::new(from, "a dictionary runs past the catalog"))?;
+        if id == 0 || out.last().is_some_and(|(last, _, _)| *last >= id) || len == 0 || len > MAX_DICT {
+            return Err(DecodeError::new(from, "dictionary ids must ascend from 1, sizes 1 to 1 MiB"));
+        }
+        out.push((id, at, end));
+        at = end;
+    }
+    if at != b.len() {
+        return Err(DecodeError::new(at, "bytes left over after the dictionaries"));
+    }
+    Ok((spiders, out))
+}

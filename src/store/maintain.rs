@@ -197,7 +197,7 @@ fn merge_once(inner: &Inner) -> Result<bool> {
     let (first, last) = (inputs[0].seg.meta(), inputs[inputs.len() - 1].seg.meta());
     let meta = SegmentMeta { lo_seq: first.lo_seq, docs: 0, ..*last };
     let path = inner.gen_dir.join(meta.file_name());
-    let image = build::build(docs, meta, &inputs[inputs.len() - 1].seg.catalog());
+    let image = build::build(docs, meta, &inputs[inputs.len() - 1].seg.catalog(), &inner.reader.dicts.all());
     let merged = write_file(inner, &IndexSegment::open(fs::MappedBytes::from_vec(image), &path, false)?)?;
     let merged = Arc::new(merged);
     crate::crashpoint::hit("merge_before_install");

@@ -198,10 +198,14 @@ impl Snapshot {
                     let row = row::decode_row(bytes).map_err(|e| self.reader.corrupt(hit.loc, e))?;
                     self.render_plain(project, &row, hit.listed_ms, out).map_err(|e| self.reader.corrupt(hit.loc, e))
                 }
-                Some(_) => {
+                Some(fields) => {
                     // Checked whole just now or before: the checksum need not be
                     // computed again.
-                    let (view, _) = record::decode_checked_job(bytes).map_err(|e| self.reader.corrupt(hit.loc, e))?;
+                    let (mut view, _) =
+                        record::decode_checked_job(bytes).map_err(|e| self.reader.corrupt(hit.loc, e))?;
+                    if fields.iter().any(|f| !in_record(f)) {
+                        view.unpack(&self.reader.dicts).map_err(|e| self.reader.corrupt(hit.loc, e))?;
+                    }
                     self.render_view(project, &view, jobmeta, hit.listed_ms, out);
                     Ok(())
                 }
@@ -302,7 +306,7 @@ impl Snapshot {
                     fields.iter().enumerate().filter(|(_, f)| !in_record(f)).map(|(i, f)| (f.as_str(), i)).collect();
                 let mut picked = vec![None; fields.len()];
                 if !wanted.is_empty() {
-                    pick_fields(job.doc, &wanted, &mut picked);
+                    pick_fields(job.doc(), &wanted, &mut picked);
                 }
                 for (f, value) in fields.iter().zip(picked) {
                     if matches!(f.as_str(), "key" | "state" | "ts" | "elapsed") {

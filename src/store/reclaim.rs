@@ -215,6 +215,15 @@ fn relocate_segment(inner: &Inner, n: u32, cutoff: Option<u64>, report: &mut Rec
             }
             Step::Frame { offset, header, payload } => (offset, header, payload),
         };
+        if header.kind == FrameKind::Dict {
+            // Records anywhere may use it: written again before the segment goes.
+            let payload = payload.to_vec();
+            submit(
+                inner,
+                Box::new(move |w, ctx| w.append_dict(&payload, ctx.durable_seq).map(|()| Box::new(()) as Erased)),
+            )?;
+            continue;
+        }
         if header.kind != FrameKind::Jobs {
             continue;
         }
@@ -344,7 +353,7 @@ fn trim(inner: &Inner, slot: &SegmentSlot, boundary: LogPos, kept_seq: u64) -> R
     docs.retain(|d| LogPos::unpack(d.loc) >= boundary);
     let meta = SegmentMeta { lo_seq: kept_seq, docs: 0, ..*slot.seg.meta() };
     let path = inner.gen_dir.join(meta.file_name());
-    let image = build::build(docs, meta, &slot.seg.catalog());
+    let image = build::build(docs, meta, &slot.seg.catalog(), &inner.reader.dicts.all());
     let seg = IndexSegment::open(crate::fs::MappedBytes::from_vec(image), &path, false)?;
     Ok(Arc::new(maintain::write_file(inner, &seg)?))
 }

@@ -39,6 +39,8 @@ pub(super) struct Rebuild {
     pub skipped: Vec<(LogPos, LogPos)>,
     /// Changes of the open import transaction, applied at its commit.
     txn: Vec<Change>,
+    /// The dictionary frames met so far: a packed document must name one.
+    pub dicts: crate::codec::docz::Dicts,
 }
 
 enum Change {
@@ -220,8 +222,12 @@ fn apply(
     match h.kind {
         FrameKind::Jobs => match record::decode_jobs(payload, h.count) {
             Ok(recs) => {
-                for (i, (off, v)) in recs.into_iter().enumerate() {
+                for (i, (off, mut v)) in recs.into_iter().enumerate() {
                     r.records += 1;
+                    if let Err(e) = v.unpack(&b.dicts) {
+                        r.found(path, Some(offset + 32 + (off + e.offset) as u64), e.what);
+                        continue;
+                    }
                     let seq = h.first_seq + i as u64;
                     if v.order_seq > seq {
                         r.found(path, Some(offset + 32 + off as u64), "order_seq is later than the record");
@@ -266,5 +272,12 @@ fn apply(
             }
         },
         FrameKind::Commit => b.commit(path, offset, r),
+        FrameKind::Dict => match crate::codec::docz::decode_dict(payload) {
+            Ok(d) => b.dicts.add(std::sync::Arc::new(d)),
+            Err(e) => {
+                let (o, w) = at(e);
+                r.found(path, o, w)
+            }
+        },
     }
 }

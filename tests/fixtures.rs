@@ -24,6 +24,7 @@ const V3: &str = "tests/fixtures/v3";
 const V4: &str = "tests/fixtures/v4";
 const V5: &str = "tests/fixtures/v5";
 const V6: &str = "tests/fixtures/v6";
+const V7: &str = "tests/fixtures/v7";
 
 fn export(store: &Store) -> String {
     let mut out = Vec::new();
@@ -34,11 +35,12 @@ fn export(store: &Store) -> String {
 /// The history every fixture holds (format 1 wrote v1's, format 2 v2's, format 3
 /// v3's, whose records name the previous state; format 4 wrote v4's, whose
 /// close_reason values vary where the older ones say "ok"; format 5 wrote v5's, in
-/// preallocated segments; this build writes v6's, of compact records).
+/// preallocated segments; format 6 wrote v6's, of compact records; this build
+/// writes v7's, whose import of 1,200 jobs trains a dictionary and packs them).
 #[test]
 #[ignore = "rewrites the committed fixture of the current format"]
-fn write_v6() {
-    let dir = Path::new(V6).join("store");
+fn write_v7() {
+    let dir = Path::new(V7).join("store");
     let _ = std::fs::remove_dir_all(&dir);
     let clock = Arc::new(ManualClock::new(1_700_000_000_000));
     // Small segments: the fixture has several, each with its durable mark.
@@ -74,11 +76,36 @@ fn write_v6() {
 {"key":"60/1/9","spider":"imported","state":"pending","pending_time":1600000001000,"priority":4}
 "#;
     store.import(&mut import.as_bytes(), &mut |_| {}).unwrap();
+    store.import(&mut bulk_lines().as_bytes(), &mut |_| {}).unwrap();
     clock.advance(1000);
     store.push(53, &[parse_push(r#"{"spider":"tail","note":"not indexed"}"#).unwrap()], None).unwrap();
-    std::fs::write(Path::new(V6).join("export.jsonl"), export(&store)).unwrap();
+    std::fs::write(Path::new(V7).join("export.jsonl"), export(&store)).unwrap();
     // Leave the last write unindexed, as after a crash.
     std::mem::forget(store);
+}
+
+/// 1,200 jobs of project 61 with documents like the compare data's: enough for an
+/// import into a store without a dictionary to train one (format 7).
+fn bulk_lines() -> String {
+    (1..=1200u32)
+        .map(|j| {
+            format!(
+                r#"{{"key":"61/{}/{j}","spider":"bulk-{}","state":"finished","pending_time":{},"finished_time":{},"units":{},"version":"1.{}.{}","spider_args":{{"url":"https://site-{}.example.com/c/{}","pages":{}}},"scheduled_by":"user{}@example.org","close_reason":"{}"}}"#,
+                1 + j % 3,
+                1 + j % 3,
+                1_600_000_000_000u64 + u64::from(j) * 1000,
+                1_600_000_000_500u64 + u64::from(j) * 1000,
+                j % 3 + 1,
+                j % 7,
+                j % 31,
+                j * 7919 % 5000,
+                j * 104_729 % 100_000,
+                j % 500,
+                j % 300,
+                ["finished", "cancelled", "failed"][j as usize % 3]
+            ) + "\n"
+        })
+        .collect()
 }
 
 /// Open a fixture read-only: its export is the committed one. `current_index`:
@@ -439,4 +466,111 @@ fn push_and_close_cleanly(dir: &Path) -> (String, impl Fn() -> Options) {
     store.close().unwrap();
     assert_eq!(last_segment_zeros(dir), 0, "a clean close cuts the zeros");
     (want, opts)
+}
+
+/// Job records of the current generation, in log order: (packed, dictionary frames before it).
+fn packed_records(store: &Path) -> (usize, usize, usize) {
+    use jobq::log::scan::{FrameScanner, Step};
+    let gen = gen_dir(store);
+    let mut numbers: Vec<u32> = std::fs::read_dir(&gen)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter_map(|n| n.strip_prefix("log-")?.strip_suffix(".jql")?.parse().ok())
+        .collect();
+    numbers.sort();
+    let (mut packed, mut text, mut dicts) = (0, 0, 0);
+    for n in numbers {
+        let (_, mut sc) = FrameScanner::segment(&jobq::fs::RealFs, &gen, n).unwrap();
+        while let Step::Frame { header, payload, .. } = sc.next_step().unwrap() {
+            match header.kind {
+                jobq::codec::frame::FrameKind::Dict => dicts += 1,
+                jobq::codec::frame::FrameKind::Jobs => {
+                    for (_, v) in jobq::codec::record::decode_jobs(payload, header.count).unwrap() {
+                        if v.is_packed() {
+                            assert!(dicts > 0, "a packed record before any dictionary");
+                            packed += 1;
+                        } else {
+                            text += 1;
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    (packed, text, dicts)
+}
+
+#[test]
+fn v7_store_of_packed_records_reads_the_same_checks_clean_and_compacts() {
+    let store = reads_the_same(V7, true);
+    close_reason_counts_match(&store, V7);
+    drop(store);
+    let fixture = Path::new(V7).join("store");
+    assert!(segment_versions(&fixture).iter().all(|v| *v == 6), "{:?}", segment_versions(&fixture));
+    let (packed, text, dicts) = packed_records(&fixture);
+    assert!(packed >= 1200 && text > 0 && dicts == 1, "{packed} packed, {text} text, {dicts} dictionaries");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    copy_dir(&fixture, &dir);
+    let report = jobq::store::check(&dir, std::sync::Arc::new(jobq::fs::RealFs)).unwrap();
+    assert!(report.is_clean() && report.notes.is_empty(), "{report:?}");
+    // Written on, then compacted: one new dictionary, every document that gains packed.
+    let (want, opts) = push_and_close_cleanly(&dir);
+    assert_eq!(export(&Store::open(&dir, opts()).unwrap()), want);
+    jobq::store::compact(&dir, opts(), None, &mut |_, _| {}).unwrap();
+    let (packed2, _, dicts2) = packed_records(&dir);
+    assert!(packed2 >= 1200 && dicts2 == 1, "{packed2} packed, {dicts2} dictionaries");
+    assert_eq!(export(&Store::open(&dir, opts()).unwrap()), want);
+    assert!(jobq::store::check(&dir, std::sync::Arc::new(jobq::fs::RealFs)).unwrap().is_clean());
+}
+
+/// A packed record whose dictionary frame is gone is damage that open and check name.
+#[test]
+fn a_missing_dictionary_is_damage() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    copy_dir(&Path::new(V7).join("store"), &dir);
+    // Without its index files, open replays the log; turn the dictionary frame's
+    // id into another (its frame CRC made good again): the records name a dictionary
+    // the store does not hold.
+    let gen = gen_dir(&dir);
+    for e in std::fs::read_dir(&gen).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "jqi") {
+            std::fs::remove_file(p).unwrap();
+        }
+    }
+    let mut done = false;
+    for e in std::fs::read_dir(&gen).unwrap() {
+        let p = e.unwrap().path();
+        if !p.extension().is_some_and(|x| x == "jql") {
+            continue;
+        }
+        let mut b = std::fs::read(&p).unwrap();
+        let mut at = 12288;
+        while at + 32 <= b.len() && !done {
+            let len = u32::from_le_bytes(b[at + 4..at + 8].try_into().unwrap()) as usize;
+            if len == 0 {
+                break;
+            }
+            if b[at + 8] == 5 {
+                b[at + 32..at + 36].copy_from_slice(&9u32.to_le_bytes());
+                let mut h = crc32fast::Hasher::new();
+                h.update(&b[at + 4..at + 32 + len]);
+                let crc = h.finalize().rotate_right(15).wrapping_add(0xa282_ead8);
+                b[at..at + 4].copy_from_slice(&crc.to_le_bytes());
+                done = true;
+            }
+            at += 32 + len;
+        }
+        std::fs::write(&p, b).unwrap();
+    }
+    assert!(done, "the fixture has a dictionary frame");
+    let err =
+        Store::open(&dir, Options { read_only: true, create: false, ..Options::default() }).err().expect("refused");
+    assert!(err.to_string().contains("dictionary 1"), "{err}");
+    let report = jobq::store::check(&dir, std::sync::Arc::new(jobq::fs::RealFs)).unwrap();
+    assert!(!report.is_clean(), "{report:?}");
+    assert!(format!("{report:?}").contains("dictionary 1"), "{report:?}");
 }

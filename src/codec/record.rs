@@ -710,6 +710,85 @@ mod tests {
         assert_eq!(hex(&buf), want.concat().replace(' ', ""));
     }
 
+    /// format-spec/log.md, "Packed document": the worked example's bytes (a
+    /// raw-content dictionary, so that the example is short).
+    #[test]
+    fn the_spec_example_packed_record() {
+        use crate::codec::docz::{decode_dict, encode_dict, Dict, Dicts, Packer};
+        let dict = Dict::new(1, SPEC_DICT.as_bytes()).unwrap();
+        let mut payload = Vec::new();
+        encode_dict(&dict, &mut payload);
+        assert_eq!(decode_dict(&payload).unwrap().raw(), SPEC_DICT.as_bytes());
+        let job = Job {
+            key: JobKey::new(53, 7, 81),
+            state: JobState::Finished,
+            priority: 2,
+            times: [Some(1397762393489), None, Some(1397762400000), None],
+            order_seq: 9,
+            tags: vec![],
+            unique: None,
+            meta: MetaDoc::parse(SPEC_DOC).unwrap(),
+        };
+        let head = RecordHead {
+            key: job.key,
+            state: job.state,
+            priority: job.priority,
+            times: job.times,
+            order_seq: job.order_seq,
+            tags: &[],
+            unique: None,
+            prev: Prev::State(JobState::Running),
+        };
+        let mut p = Packer::new(std::sync::Arc::new(dict)).unwrap();
+        let mut buf = Vec::new();
+        encode_text(&head, &mut buf, SPEC_DOC.as_bytes(), Some(&mut p));
+        let (mut v, n) = decode_job(&buf).unwrap();
+        assert_eq!(n, buf.len());
+        assert!(v.is_packed());
+        let dicts = Dicts::default();
+        assert!(v.clone().unpack(&dicts).is_err(), "no dictionary 1 yet");
+        dicts.add(std::sync::Arc::new(Dict::new(1, SPEC_DICT.as_bytes()).unwrap()));
+        v.unpack(&dicts).unwrap();
+        assert_eq!(v.to_job(), job);
+        assert_eq!(hex(&buf), SPEC_PACKED.replace(' ', ""));
+        // Re-encoding keeps the packed bytes; a wide record cannot be packed.
+        let (v2, _) = decode_job(&buf).unwrap();
+        let mut again = Vec::new();
+        encode_view(&v2, &mut again);
+        assert_eq!(again, buf);
+        // Damage inside the frame under a good checksum: a typed error naming an
+        // offset in the record, never a panic.
+        let z = buf.len() - 17;
+        for i in z..buf.len() {
+            let mut bad = buf.clone();
+            bad[i] ^= 0x5a;
+            seal(&mut bad, 0);
+            let (mut v, _) = decode_job(&bad).unwrap();
+            if let Err(e) = v.unpack(&dicts) {
+                assert!(e.offset >= z, "{e:?}");
+            }
+        }
+        // A declared length over the limit (a bomb) is refused when the record decodes.
+        let mut bomb = buf[..z - 1].to_vec();
+        crate::codec::compact::put_varint(&mut bomb, crate::codec::docz::MAX_TEXT as u64 + 1);
+        bomb.extend_from_slice(&buf[z..]);
+        let body = (bomb.len() - RECORD_PREFIX) as u32 | crate::codec::compact::COMPACT_BIT;
+        bomb[..4].copy_from_slice(&body.to_le_bytes());
+        seal(&mut bomb, 0);
+        assert!(decode_job(&bomb).unwrap_err().what.contains("over the limit"));
+        // The packed flag in a wide record is damage.
+        let mut wide = Vec::new();
+        encode_job_wide(&job, Prev::Created, &mut wide);
+        wide[RECORD_PREFIX + 14] |= FLAG_PACKED;
+        seal(&mut wide, 0);
+        assert!(decode_job(&wide).is_err());
+    }
+
+    const SPEC_DICT: &str =
+        r#"{"units":1,"version":"1.4.27-py3","scheduled_by":"user@example.org","close_reason":"finished"}"#;
+    const SPEC_DOC: &str = r#"{"units":2,"version":"1.4.27-py3","close_reason":"finished"}"#;
+    const SPEC_PACKED: &str = "2c000080 93ae66e5 02050203 0900000000000000 350751 04 918b8689d728 de65 00 01 3c 0000 650000 083203005f2d00ebc2220401";
+
     fn hex(b: &[u8]) -> String {
         b.iter().map(|x| format!("{x:02x}")).collect()
     }

@@ -91,8 +91,8 @@ fn bulk_lines() -> String {
         .map(|j| {
             format!(
                 r#"{{"key":"61/{}/{j}","spider":"bulk-{}","state":"finished","pending_time":{},"finished_time":{},"units":{},"version":"1.{}.{}","spider_args":{{"url":"https://site-{}.example.com/c/{}","pages":{}}},"scheduled_by":"user{}@example.org","close_reason":"{}"}}"#,
-                1 + j % 3,
-                1 + j % 3,
+                1 + (j - 1) % 3,
+                1 + (j - 1) % 3,
                 1_600_000_000_000u64 + u64::from(j) * 1000,
                 1_600_000_000_500u64 + u64::from(j) * 1000,
                 j % 3 + 1,

@@ -161,6 +161,21 @@ pub(crate) fn open(dir: &Path, opts: &Options) -> Result<Opened> {
     w.last_frame = last_frame;
     w.last_frame_end = last_frame_end;
     w.replay_end = v.end;
+    // The replayed range's dictionaries first: online compaction may have written
+    // one again after records that use it (format-spec/log.md, "Dictionary").
+    recovery::replay(fs, &gen_dir, start, v.end, &mut |f| {
+        if f.header.kind == FrameKind::Dict {
+            let d = crate::codec::docz::decode_dict(f.payload).map_err(|e| {
+                Error::corrupt(
+                    gen_dir.join(segment::file_name(f.pos.segment)),
+                    f.pos.offset + 32 + e.offset as u64,
+                    e.what,
+                )
+            })?;
+            w.reader.dicts.add(Arc::new(d));
+        }
+        Ok(())
+    })?;
     let mut frames = 0;
     recovery::replay(fs, &gen_dir, start, v.end, &mut |f| {
         frames += 1;

@@ -843,7 +843,30 @@ class Walk:
         self.end_pos = None           # packed position just after the last kept frame
         self._run()
 
+    def _dicts_first(self):
+        """log.md, "Dictionary": a dictionary frame may follow records that use it (online compaction
+        writes it again at the end): take every valid dictionary frame of the range first."""
+        segs = self.segs
+        seg, off = self.start
+        while True:
+            data = segs.data(seg)
+            while off < len(data):
+                fields, _ = decode_frame_header(data, off)
+                if fields is None:
+                    break
+                if fields[1] == KIND_DICT:
+                    fr = make_frame(segs.path(seg), seg, off, fields)
+                    try:
+                        decode_payload(fr, data)
+                    except Damage:
+                        pass                  # judged by the walk itself
+                off += FRAME_HDR + fields[0]
+            if seg == segs.last:
+                break
+            seg, off = seg + 1, segs.data_start(seg + 1)
+
     def _run(self):
+        self._dicts_first()
         segs = self.segs
         seg, off = self.start
         expected = self.start_seq

@@ -99,6 +99,7 @@ pub(super) fn scan(
     let mut b = Rebuild::default();
     let indexed_end = chain.last().map(|c| c.log_end);
     let segments = segment::list(fsys, gen_dir)?;
+    dicts_of_log(fsys, gen_dir, &segments, &b.dicts)?;
     let mut expected = 0;
     let mut txn: Option<OpenTxn> = None;
     let mut resume: Option<LogPos> = None;
@@ -280,4 +281,27 @@ fn apply(
             }
         },
     }
+}
+
+/// Every dictionary frame of the log, before any record is read: online
+/// compaction may write one again after records that use it (log.md, "Dictionary").
+/// Damage is left to the main walk.
+fn dicts_of_log(
+    fsys: &dyn FileSystem,
+    gen_dir: &Path,
+    segments: &[u32],
+    dicts: &crate::codec::docz::Dicts,
+) -> Result<()> {
+    for &n in segments {
+        let Ok((_, sc)) = FrameScanner::segment(fsys, gen_dir, n) else { continue };
+        let mut sc = sc.accept_zero_tail(true);
+        while let Step::Frame { header, payload, .. } = sc.next_step()? {
+            if header.kind == FrameKind::Dict {
+                if let Ok(d) = crate::codec::docz::decode_dict(payload) {
+                    dicts.add(std::sync::Arc::new(d));
+                }
+            }
+        }
+    }
+    Ok(())
 }

@@ -544,7 +544,7 @@ fn a_missing_dictionary_is_damage() {
     let mut done = false;
     for e in std::fs::read_dir(&gen).unwrap() {
         let p = e.unwrap().path();
-        if !p.extension().is_some_and(|x| x == "jql") {
+        if p.extension().is_none_or(|x| x != "jql") {
             continue;
         }
         let mut b = std::fs::read(&p).unwrap();

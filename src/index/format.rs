@@ -153,3 +153,50 @@ pub struct DirEntry {
     pub len: u64,
     pub crc: u32,
 }
+
+/// Split an index catalog into its spiders' bytes (their length) and, from
+/// version 4 on, its dictionaries: (id, start, end) of each within `b`.
+#[allow(clippy::type_complexity)]
+pub(crate) fn split_catalog(
+    b: &[u8],
+    version: u32,
+) -> std::result::Result<(usize, Vec<(u32, usize, usize)>), crate::codec::DecodeError> {
+    let spiders = crate::codec::record::catalog_len(b)?;
+    crate::codec::record::decode_catalog(&b[..spiders])?;
+    if version < 4 {
+        if spiders != b.len() {
+            return Err(crate::codec::DecodeError::new(spiders, "bytes left over after the catalog"));
+        }
+        return Ok((spiders, Vec::new()));
+    }
+    let mut at = spiders;
+    let word = |at: &mut usize, what: &str| {
+        let v = b
+            .get(*at..*at + 4)
+            .ok_or_else(|| crate::codec::DecodeError::new(*at, format!("{what}: past the catalog")))?;
+        *at += 4;
+        Ok::<u32, crate::codec::DecodeError>(LE::read_u32(v))
+    };
+    let n = word(&mut at, "dictionary count")?;
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let from = at;
+        let id = word(&mut at, "dictionary id")?;
+        let len = word(&mut at, "dictionary length")? as usize;
+        let end = at.checked_add(len).filter(|e| *e <= b.len());
+        let end = end.ok_or_else(|| crate::codec::DecodeError::new(from, "a dictionary runs past the catalog"))?;
+        if id == 0
+            || out.last().is_some_and(|(last, _, _)| *last >= id)
+            || len == 0
+            || len > crate::codec::docz::MAX_DICT
+        {
+            return Err(crate::codec::DecodeError::new(from, "dictionary ids must ascend from 1, sizes 1 to 1 MiB"));
+        }
+        out.push((id, at, end));
+        at = end;
+    }
+    if at != b.len() {
+        return Err(crate::codec::DecodeError::new(at, "bytes left over after the dictionaries"));
+    }
+    Ok((spiders, out))
+}

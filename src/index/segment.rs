@@ -9,10 +9,9 @@ use byteorder::{ByteOrder, LittleEndian as LE};
 use super::format::{self, field, DirEntry, SegmentMeta, FOOTER_LEN, HEADER_LEN, SECTION_HEADER, TERM_ENTRY};
 use super::packed;
 use super::posting::{self, Posting};
-use crate::codec::docz::{Dict, MAX_DICT};
+use crate::codec::docz::Dict;
 use crate::codec::frame::checksum;
 use crate::codec::record::{decode_catalog, SpiderEntry};
-use crate::codec::DecodeError;
 use crate::error::{Error, Result};
 use crate::fs::MappedBytes;
 use crate::model::JobState;
@@ -95,7 +94,7 @@ impl IndexSegment {
         let meta = format::decode_header(b).map_err(|e| bad(0, e))?;
         let read_as = (format::READ_FROM..=format::VERSION).contains(&version);
         let (spiders_len, dicts) = if read_as {
-            split_catalog(cat_bytes, version).map_err(|e| bad(cat_off as usize + e.offset, e.what))?
+            format::split_catalog(cat_bytes, version).map_err(|e| bad(cat_off as usize + e.offset, e.what))?
         } else {
             decode_catalog(cat_bytes).map_err(|e| bad(cat_off as usize + e.offset, e.what))?;
             (cat_bytes.len(), Vec::new())
@@ -613,41 +612,3 @@ impl<'a> Section<'a> {
 #[cfg(test)]
 #[path = "segment_tests.rs"]
 mod tests;
-
-/// Split an index catalog into its spiders' bytes (their length) and, from
-/// version 4 on, its dictionaries: (id, start, end) of each within `b`.
-#[allow(clippy::type_complexity)]
-fn split_catalog(b: &[u8], version: u32) -> std::result::Result<(usize, Vec<(u32, usize, usize)>), DecodeError> {
-    let spiders = crate::codec::record::catalog_len(b)?;
-    decode_catalog(&b[..spiders])?;
-    if version < 4 {
-        if spiders != b.len() {
-            return Err(DecodeError::new(spiders, "bytes left over after the catalog"));
-        }
-        return Ok((spiders, Vec::new()));
-    }
-    let mut at = spiders;
-    let word = |at: &mut usize, what: &str| {
-        let v = b.get(*at..*at + 4).ok_or_else(|| DecodeError::new(*at, format!("{what}: past the catalog")))?;
-        *at += 4;
-        Ok::<u32, DecodeError>(LE::read_u32(v))
-    };
-    let n = word(&mut at, "dictionary count")?;
-    let mut out = Vec::new();
-    for _ in 0..n {
-        let from = at;
-        let id = word(&mut at, "dictionary id")?;
-        let len = word(&mut at, "dictionary length")? as usize;
-        let end = at.checked_add(len).filter(|e| *e <= b.len());
-        let end = end.ok_or_else(|| DecodeError::new(from, "a dictionary runs past the catalog"))?;
-        if id == 0 || out.last().is_some_and(|(last, _, _)| *last >= id) || len == 0 || len > MAX_DICT {
-            return Err(DecodeError::new(from, "dictionary ids must ascend from 1, sizes 1 to 1 MiB"));
-        }
-        out.push((id, at, end));
-        at = end;
-    }
-    if at != b.len() {
-        return Err(DecodeError::new(at, "bytes left over after the dictionaries"));
-    }
-    Ok((spiders, out))
-}

@@ -243,6 +243,23 @@ pub fn encode_job(job: &Job, prev: Prev, out: &mut Vec<u8>) {
     encode_job_as(job, prev, true, out);
 }
 
+/// Append one compact record, its document packed with `packer` when that makes
+/// it shorter (format 7; the writer, once the store has a dictionary).
+pub fn encode_job_packed(job: &Job, prev: Prev, out: &mut Vec<u8>, packer: Option<&mut Packer>) {
+    let tags: Vec<&str> = job.tags.iter().map(String::as_str).collect();
+    let head = RecordHead {
+        key: job.key,
+        state: job.state,
+        priority: job.priority,
+        times: job.times,
+        order_seq: job.order_seq,
+        tags: &tags,
+        unique: job.unique.as_deref(),
+        prev,
+    };
+    encode_text(&head, out, job.meta.as_str().as_bytes(), packer);
+}
+
 /// Append one wide record, as formats 1 to 5 wrote them (tests and fuzzing).
 pub fn encode_job_wide(job: &Job, prev: Prev, out: &mut Vec<u8>) {
     encode_job_as(job, prev, false, out);

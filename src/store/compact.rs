@@ -267,7 +267,7 @@ const SAMPLES: usize = 20_000;
 
 /// A dictionary trained on up to [`SAMPLES`] live documents spread over the
 /// store (None when there are too few documents to train on).
-fn train_dict(
+pub(crate) fn train_dict(
     inner: &super::Inner,
     version: &super::version::Version,
     projects: &[u32],

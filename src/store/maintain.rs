@@ -48,7 +48,11 @@ impl Background {
                     }
                 }
                 let Some(inner) = weak.upgrade() else { return };
-                let _ = run(&inner);
+                if run(&inner).is_ok() {
+                    // A failed training is no damage: the store stays unpacked (a
+                    // failed write poisons it, as any write's would).
+                    let _ = super::training::train_if_due(&inner);
+                }
             })
             .expect("spawning the index thread");
         let bg = Background { tx, handle };

@@ -27,6 +27,7 @@ pub mod request;
 mod retention;
 mod staged;
 mod tokens;
+mod training;
 pub mod version;
 mod writer;
 
@@ -48,6 +49,7 @@ pub use read::{Snapshot, SnapshotStats};
 pub use reclaim::{ReclaimReport, ReclaimStats};
 pub use repair::{repair, RepairReport};
 pub use request::{Changes, PushSpec, Target, UpdateSpec};
+pub use training::TRAIN_AT;
 
 use crate::error::{Error, Result};
 use crate::fs::{FileSystem, LockGuard, RealFs};
@@ -509,7 +511,11 @@ impl Store {
 
     /// Statistics of the current snapshot and the store.
     pub fn stats(&self) -> StoreStats {
-        StoreStats { snapshot: self.snapshot().stats(), syncs: self.inner.commit.syncs.load(Ordering::Relaxed) }
+        StoreStats {
+            snapshot: self.snapshot().stats(),
+            syncs: self.inner.commit.syncs.load(Ordering::Relaxed),
+            dictionaries: self.inner.reader.dicts.all().len(),
+        }
     }
 }
 
@@ -531,4 +537,6 @@ pub struct StoreStats {
     pub snapshot: SnapshotStats,
     /// fdatasyncs done by group commit.
     pub syncs: u64,
+    /// Dictionaries documents are packed with (the writer packs with the newest).
+    pub dictionaries: usize,
 }

@@ -58,6 +58,8 @@ pub(crate) struct Writer {
     /// group commit counts per fsync.
     pub writes: u64,
     buf: Vec<u8>,
+    /// Packs documents with the store's newest dictionary (none until it has one).
+    packer: Option<crate::codec::docz::Packer>,
 }
 
 impl Writer {
@@ -95,6 +97,7 @@ impl Writer {
             tokens: Arc::default(),
             writes: 0,
             buf: Vec::new(),
+            packer: None,
         }
     }
 
@@ -184,10 +187,14 @@ impl Writer {
             return Ok(Vec::new());
         }
         self.buf.clear();
+        let newest = self.reader.dicts.latest();
+        if newest.as_ref().map(|d| d.id) != self.packer.as_ref().map(|p| p.dict_id()) {
+            self.packer = newest.and_then(crate::codec::docz::Packer::new);
+        }
         let mut offsets = Vec::with_capacity(jobs.len());
         for (j, p) in jobs.iter().zip(prevs) {
             offsets.push(self.buf.len());
-            record::encode_job(j, *p, &mut self.buf);
+            record::encode_job_packed(j, *p, &mut self.buf, self.packer.as_mut());
         }
         let payload = std::mem::take(&mut self.buf);
         let r = self.append(FrameKind::Jobs, flags, jobs.len() as u32, durable_seq, &payload);

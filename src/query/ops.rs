@@ -1,6 +1,6 @@
 //! Set algebra on cursors: intersection (cheapest first), union, exclusion.
 
-use super::docset::{Block, DocId, DocSet, Scratch, TERMINATED};
+use super::docset::{Block, DocId, DocSet, Scratch, Words, TERMINATED};
 
 type Boxed<'a> = Box<dyn DocSet + 'a>;
 
@@ -60,19 +60,19 @@ impl DocSet for Intersection<'_> {
     fn cost(&self) -> u64 {
         self.children[0].cost()
     }
-    fn fill_block(&mut self, b: u32, out: &mut Block) {
+    fn fill_words(&mut self, b: u32, words: Words, out: &mut Block) {
         let (first, rest) = self.children.split_first_mut().expect("an intersection has a child");
-        first.fill_block(b, out);
+        first.fill_words(b, words.clone(), out);
         for c in rest {
-            if out.iter().all(|w| *w == 0) {
+            if out[words.clone()].iter().all(|w| *w == 0) {
                 return;
             }
-            c.and_block(b, out, self.scratch.get());
+            c.and_words(b, words.clone(), out, self.scratch.get());
         }
     }
-    fn and_block(&mut self, b: u32, out: &mut Block, scratch: &mut Block) {
+    fn and_words(&mut self, b: u32, words: Words, out: &mut Block, scratch: &mut Block) {
         for c in &mut self.children {
-            c.and_block(b, out, scratch);
+            c.and_words(b, words.clone(), out, scratch);
         }
     }
     fn next_block(&self, b: u32) -> Option<u32> {
@@ -129,21 +129,21 @@ impl DocSet for Union<'_> {
     fn cost(&self) -> u64 {
         self.children.iter().map(|c| c.cost()).sum()
     }
-    fn fill_block(&mut self, b: u32, out: &mut Block) {
+    fn fill_words(&mut self, b: u32, words: Words, out: &mut Block) {
         // The first child with docs in the block fills it, the others OR in.
         let mut filled = false;
         for c in &mut self.children {
             if c.next_block(b) == Some(b) {
                 if filled {
-                    c.or_block(b, out, self.scratch.get());
+                    c.or_words(b, words.clone(), out, self.scratch.get());
                 } else {
-                    c.fill_block(b, out);
+                    c.fill_words(b, words.clone(), out);
                     filled = true;
                 }
             }
         }
         if !filled {
-            out.fill(0);
+            out[words].fill(0);
         }
     }
     fn next_block(&self, b: u32) -> Option<u32> {
@@ -189,16 +189,16 @@ impl DocSet for Exclusion<'_> {
     fn cost(&self) -> u64 {
         self.include.cost()
     }
-    fn fill_block(&mut self, b: u32, out: &mut Block) {
-        self.include.fill_block(b, out);
+    fn fill_words(&mut self, b: u32, words: Words, out: &mut Block) {
+        self.include.fill_words(b, words.clone(), out);
         if self.exclude.next_block(b) == Some(b) {
-            self.exclude.andnot_block(b, out, self.scratch.get());
+            self.exclude.andnot_words(b, words, out, self.scratch.get());
         }
     }
-    fn and_block(&mut self, b: u32, out: &mut Block, scratch: &mut Block) {
-        self.include.and_block(b, out, scratch);
+    fn and_words(&mut self, b: u32, words: Words, out: &mut Block, scratch: &mut Block) {
+        self.include.and_words(b, words.clone(), out, scratch);
         if self.exclude.next_block(b) == Some(b) {
-            self.exclude.andnot_block(b, out, scratch);
+            self.exclude.andnot_words(b, words, out, scratch);
         }
     }
     fn next_block(&self, b: u32) -> Option<u32> {

@@ -11,7 +11,7 @@ use super::docset::{block_of, new_block, Block, DocId, DocSet, Words, BLOCK_WORD
 
 type Boxed<'a> = Box<dyn DocSet + 'a>;
 
-/// Words of a block's first window; each next window of the block is twice the last.
+/// Words of the first window; each next window is twice the last.
 const FIRST_WINDOW: usize = 16;
 
 /// `inner`'s docs, found a block at a time.
@@ -22,7 +22,7 @@ pub struct Blocked<'a> {
     block: Option<u32>,
     /// The words of `bits` filled for `block` (the others are stale).
     span: Words,
-    /// Words of the next window.
+    /// Words of the next window (at most `BLOCK_WORDS`).
     grow: usize,
     doc: DocId,
 }
@@ -49,12 +49,17 @@ impl<'a> Blocked<'a> {
                 if next != b {
                     (b, low) = (next, 0);
                 }
-                (self.block, self.span, self.grow) = (Some(b), 0..0, FIRST_WINDOW);
+                // `grow` carries over: a walk that read all of the last block
+                // (sparse matches) fills the next one in one or two windows.
+                (self.block, self.span) = (Some(b), 0..0);
             }
             loop {
                 let w = (low / 64) as usize;
                 if !self.span.contains(&w) {
-                    let end = (w + self.grow).min(BLOCK_WORDS);
+                    let mut end = (w + self.grow).min(BLOCK_WORDS);
+                    if BLOCK_WORDS - end < 2 * self.grow {
+                        end = BLOCK_WORDS; // no short window left over at the block's end
+                    }
                     self.inner.fill_words(b, w..end, &mut self.bits);
                     (self.span, self.grow) = (w..end, (self.grow * 2).min(BLOCK_WORDS));
                 }

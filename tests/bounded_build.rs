@@ -73,7 +73,7 @@ fn rebuilt(name: &str, bytes: &[u8]) -> Vec<u8> {
     for i in 0..seg.projects().count() {
         merge::live_entries(&seg.section_at(i), &DeadSet::new(), &mut docs);
     }
-    build::build(docs, SegmentMeta { docs: 0, ..*seg.meta() }, &seg.catalog())
+    build::build(docs, SegmentMeta { docs: 0, ..*seg.meta() }, &seg.catalog(), &seg.dicts().unwrap())
 }
 
 fn answers(store: &Store) -> Vec<Vec<u64>> {

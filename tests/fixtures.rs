@@ -24,6 +24,7 @@ const V3: &str = "tests/fixtures/v3";
 const V4: &str = "tests/fixtures/v4";
 const V5: &str = "tests/fixtures/v5";
 const V6: &str = "tests/fixtures/v6";
+const V7: &str = "tests/fixtures/v7";
 
 fn export(store: &Store) -> String {
     let mut out = Vec::new();
@@ -34,11 +35,12 @@ fn export(store: &Store) -> String {
 /// The history every fixture holds (format 1 wrote v1's, format 2 v2's, format 3
 /// v3's, whose records name the previous state; format 4 wrote v4's, whose
 /// close_reason values vary where the older ones say "ok"; format 5 wrote v5's, in
-/// preallocated segments; this build writes v6's, of compact records).
+/// preallocated segments; format 6 wrote v6's, of compact records; this build
+/// writes v7's, whose import of 1,200 jobs trains a dictionary and packs them).
 #[test]
 #[ignore = "rewrites the committed fixture of the current format"]
-fn write_v6() {
-    let dir = Path::new(V6).join("store");
+fn write_v7() {
+    let dir = Path::new(V7).join("store");
     let _ = std::fs::remove_dir_all(&dir);
     let clock = Arc::new(ManualClock::new(1_700_000_000_000));
     // Small segments: the fixture has several, each with its durable mark.
@@ -74,11 +76,36 @@ fn write_v6() {
 {"key":"60/1/9","spider":"imported","state":"pending","pending_time":1600000001000,"priority":4}
 "#;
     store.import(&mut import.as_bytes(), &mut |_| {}).unwrap();
+    store.import(&mut bulk_lines().as_bytes(), &mut |_| {}).unwrap();
     clock.advance(1000);
     store.push(53, &[parse_push(r#"{"spider":"tail","note":"not indexed"}"#).unwrap()], None).unwrap();
-    std::fs::write(Path::new(V6).join("export.jsonl"), export(&store)).unwrap();
+    std::fs::write(Path::new(V7).join("export.jsonl"), export(&store)).unwrap();
     // Leave the last write unindexed, as after a crash.
     std::mem::forget(store);
+}
+
+/// 1,200 jobs of project 61 with documents like the compare data's: enough for an
+/// import into a store without a dictionary to train one (format 7).
+fn bulk_lines() -> String {
+    (1..=1200u32)
+        .map(|j| {
+            format!(
+                r#"{{"key":"61/{}/{j}","spider":"bulk-{}","state":"finished","pending_time":{},"finished_time":{},"units":{},"version":"1.{}.{}","spider_args":{{"url":"https://site-{}.example.com/c/{}","pages":{}}},"scheduled_by":"user{}@example.org","close_reason":"{}"}}"#,
+                1 + (j - 1) % 3,
+                1 + (j - 1) % 3,
+                1_600_000_000_000u64 + u64::from(j) * 1000,
+                1_600_000_000_500u64 + u64::from(j) * 1000,
+                j % 3 + 1,
+                j % 7,
+                j % 31,
+                j * 7919 % 5000,
+                j * 104_729 % 100_000,
+                j % 500,
+                j % 300,
+                ["finished", "cancelled", "failed"][j as usize % 3]
+            ) + "\n"
+        })
+        .collect()
 }
 
 /// Open a fixture read-only: its export is the committed one. `current_index`:
@@ -260,8 +287,8 @@ fn a_damaged_index_file_of_the_older_version_is_damage_not_a_note() {
 }
 
 #[test]
-fn older_stores_take_writes_in_v5_segments_and_compact_to_v5() {
-    for fixture in [V1, V2, V3, V4, V5] {
+fn older_stores_take_writes_in_v6_segments_and_compact_to_v6() {
+    for fixture in [V1, V2, V3, V4, V5, V6] {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("store");
         copy_dir(&Path::new(fixture).join("store"), &dir);
@@ -272,16 +299,18 @@ fn older_stores_take_writes_in_v5_segments_and_compact_to_v5() {
         let want = export(&store);
         store.close().unwrap();
         let mut after = before.clone();
-        after.push(5);
-        assert_eq!(segment_versions(&dir), after, "{fixture}: the old segment is sealed, writes go to a v5 one");
+        after.push(6);
+        assert_eq!(segment_versions(&dir), after, "{fixture}: the old segment is sealed, writes go to a v6 one");
         assert_eq!(record_kinds(&dir).last(), Some(&true), "{fixture}: the new record is compact");
-        assert!(record_kinds(&dir).iter().any(|c| !c), "{fixture}: the old records stay wide");
+        if fixture != V6 {
+            assert!(record_kinds(&dir).iter().any(|c| !c), "{fixture}: the old records stay wide");
+        }
         assert_eq!(last_segment_zeros(&dir), 0, "{fixture}: a clean close leaves no preallocated zeros");
         let store = Store::open(&dir, opts()).unwrap();
         assert_eq!(export(&store), want);
         drop(store);
         jobq::store::compact(&dir, opts(), None, &mut |_, _| {}).unwrap();
-        assert!(segment_versions(&dir).iter().all(|v| *v == 5), "{:?}", segment_versions(&dir));
+        assert!(segment_versions(&dir).iter().all(|v| *v == 6), "{:?}", segment_versions(&dir));
         assert!(record_kinds(&dir).iter().all(|c| *c), "{fixture}: compact rewrites every record compact");
         assert_eq!(export(&Store::open(&dir, opts()).unwrap()), want);
         assert!(jobq::store::check(&dir, std::sync::Arc::new(jobq::fs::RealFs)).unwrap().is_clean());
@@ -295,7 +324,7 @@ fn a_segment_of_a_future_version_is_refused_clearly() {
     copy_dir(&Path::new(V3).join("store"), &dir);
     let seg = dir.join("gen-0000000000000001/log-0000000001.jql");
     let mut bytes = std::fs::read(&seg).unwrap();
-    bytes[8..12].copy_from_slice(&6u32.to_le_bytes());
+    bytes[8..12].copy_from_slice(&7u32.to_le_bytes());
     let mut h = crc32fast::Hasher::new();
     h.update(&bytes[0..60]);
     let crc = h.finalize().rotate_right(15).wrapping_add(0xa282_ead8);
@@ -303,7 +332,7 @@ fn a_segment_of_a_future_version_is_refused_clearly() {
     std::fs::write(&seg, bytes).unwrap();
     let err = Store::open(&dir, Options { create: false, ..Options::default() }).err().expect("refused");
     let msg = err.to_string();
-    assert!(msg.contains("log-0000000001.jql") && msg.contains("version 6") && msg.contains("newer"), "{msg}");
+    assert!(msg.contains("log-0000000001.jql") && msg.contains("version 7") && msg.contains("newer"), "{msg}");
 }
 
 #[test]
@@ -322,10 +351,10 @@ fn v5_store_reads_the_same_with_its_preallocated_tail_and_checks_clean() {
     let older = report.notes.iter().filter(|n| n.contains("index format version 2")).count();
     assert!(report.is_clean() && older == 2 && report.notes.len() == 2, "{report:?}");
     // A writable open seals the version-4 segment (its zeros cut) and writes in a
-    // new version-5 one; a clean close cuts that one's zeros.
+    // new version-6 one; a clean close cuts that one's zeros.
     let (want, opts) = push_and_close_cleanly(&dir);
     let mut after = versions.clone();
-    after.push(5);
+    after.push(6);
     assert_eq!(segment_versions(&dir), after, "the old last segment is sealed");
     assert_eq!(export(&Store::open(&dir, opts()).unwrap()), want);
     assert!(jobq::store::check(&dir, std::sync::Arc::new(jobq::fs::RealFs)).unwrap().is_clean());
@@ -387,9 +416,12 @@ fn v6_store_of_compact_records_reads_the_same_and_checks_clean() {
     copy_dir(&fixture, &dir);
     let report = jobq::store::check(&dir, std::sync::Arc::new(jobq::fs::RealFs)).unwrap();
     assert!(report.is_clean() && report.notes.is_empty(), "{report:?}");
-    // A writable open continues in the zeros; a clean close cuts them.
+    // A writable open seals the version-5 segment (its zeros cut) and writes in a
+    // new version-6 one; a clean close cuts that one's zeros.
     let (want, opts) = push_and_close_cleanly(&dir);
-    assert_eq!(segment_versions(&dir).len(), versions.len(), "the last segment is continued");
+    let mut after = versions.clone();
+    after.push(6);
+    assert_eq!(segment_versions(&dir), after, "the old last segment is sealed");
     assert_eq!(export(&Store::open(&dir, opts()).unwrap()), want);
     assert!(jobq::store::check(&dir, std::sync::Arc::new(jobq::fs::RealFs)).unwrap().is_clean());
 }
@@ -417,7 +449,7 @@ fn v5_index_files_of_version_2_are_set_aside_and_rebuilt() {
         let name = e.unwrap().file_name().into_string().unwrap();
         if name.ends_with(".jqi") {
             let b = std::fs::read(gen.join(&name)).unwrap();
-            assert_eq!(u32::from_le_bytes(b[8..12].try_into().unwrap()), 3, "{name} is rebuilt in version 3");
+            assert_eq!(u32::from_le_bytes(b[8..12].try_into().unwrap()), 4, "{name} is rebuilt in version 4");
         }
     }
 }
@@ -434,4 +466,111 @@ fn push_and_close_cleanly(dir: &Path) -> (String, impl Fn() -> Options) {
     store.close().unwrap();
     assert_eq!(last_segment_zeros(dir), 0, "a clean close cuts the zeros");
     (want, opts)
+}
+
+/// Job records of the current generation, in log order: (packed, dictionary frames before it).
+fn packed_records(store: &Path) -> (usize, usize, usize) {
+    use jobq::log::scan::{FrameScanner, Step};
+    let gen = gen_dir(store);
+    let mut numbers: Vec<u32> = std::fs::read_dir(&gen)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter_map(|n| n.strip_prefix("log-")?.strip_suffix(".jql")?.parse().ok())
+        .collect();
+    numbers.sort();
+    let (mut packed, mut text, mut dicts) = (0, 0, 0);
+    for n in numbers {
+        let (_, mut sc) = FrameScanner::segment(&jobq::fs::RealFs, &gen, n).unwrap();
+        while let Step::Frame { header, payload, .. } = sc.next_step().unwrap() {
+            match header.kind {
+                jobq::codec::frame::FrameKind::Dict => dicts += 1,
+                jobq::codec::frame::FrameKind::Jobs => {
+                    for (_, v) in jobq::codec::record::decode_jobs(payload, header.count).unwrap() {
+                        if v.is_packed() {
+                            assert!(dicts > 0, "a packed record before any dictionary");
+                            packed += 1;
+                        } else {
+                            text += 1;
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    (packed, text, dicts)
+}
+
+#[test]
+fn v7_store_of_packed_records_reads_the_same_checks_clean_and_compacts() {
+    let store = reads_the_same(V7, true);
+    close_reason_counts_match(&store, V7);
+    drop(store);
+    let fixture = Path::new(V7).join("store");
+    assert!(segment_versions(&fixture).iter().all(|v| *v == 6), "{:?}", segment_versions(&fixture));
+    let (packed, text, dicts) = packed_records(&fixture);
+    assert!(packed >= 1200 && text > 0 && dicts == 1, "{packed} packed, {text} text, {dicts} dictionaries");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    copy_dir(&fixture, &dir);
+    let report = jobq::store::check(&dir, std::sync::Arc::new(jobq::fs::RealFs)).unwrap();
+    assert!(report.is_clean() && report.notes.is_empty(), "{report:?}");
+    // Written on, then compacted: one new dictionary, every document that gains packed.
+    let (want, opts) = push_and_close_cleanly(&dir);
+    assert_eq!(export(&Store::open(&dir, opts()).unwrap()), want);
+    jobq::store::compact(&dir, opts(), None, &mut |_, _| {}).unwrap();
+    let (packed2, _, dicts2) = packed_records(&dir);
+    assert!(packed2 >= 1200 && dicts2 == 1, "{packed2} packed, {dicts2} dictionaries");
+    assert_eq!(export(&Store::open(&dir, opts()).unwrap()), want);
+    assert!(jobq::store::check(&dir, std::sync::Arc::new(jobq::fs::RealFs)).unwrap().is_clean());
+}
+
+/// A packed record whose dictionary frame is gone is damage that open and check name.
+#[test]
+fn a_missing_dictionary_is_damage() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    copy_dir(&Path::new(V7).join("store"), &dir);
+    // Without its index files, open replays the log; turn the dictionary frame's
+    // id into another (its frame CRC made good again): the records name a dictionary
+    // the store does not hold.
+    let gen = gen_dir(&dir);
+    for e in std::fs::read_dir(&gen).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "jqi") {
+            std::fs::remove_file(p).unwrap();
+        }
+    }
+    let mut done = false;
+    for e in std::fs::read_dir(&gen).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_none_or(|x| x != "jql") {
+            continue;
+        }
+        let mut b = std::fs::read(&p).unwrap();
+        let mut at = 12288;
+        while at + 32 <= b.len() && !done {
+            let len = u32::from_le_bytes(b[at + 4..at + 8].try_into().unwrap()) as usize;
+            if len == 0 {
+                break;
+            }
+            if b[at + 8] == 5 {
+                b[at + 32..at + 36].copy_from_slice(&9u32.to_le_bytes());
+                let mut h = crc32fast::Hasher::new();
+                h.update(&b[at + 4..at + 32 + len]);
+                let crc = h.finalize().rotate_right(15).wrapping_add(0xa282_ead8);
+                b[at..at + 4].copy_from_slice(&crc.to_le_bytes());
+                done = true;
+            }
+            at += 32 + len;
+        }
+        std::fs::write(&p, b).unwrap();
+    }
+    assert!(done, "the fixture has a dictionary frame");
+    let err =
+        Store::open(&dir, Options { read_only: true, create: false, ..Options::default() }).err().expect("refused");
+    assert!(err.to_string().contains("dictionary 1"), "{err}");
+    let report = jobq::store::check(&dir, std::sync::Arc::new(jobq::fs::RealFs)).unwrap();
+    assert!(!report.is_clean(), "{report:?}");
+    assert!(format!("{report:?}").contains("dictionary 1"), "{report:?}");
 }

@@ -4,9 +4,13 @@
 
 use std::process::Command;
 
+mod pyenv;
+
 #[test]
 fn the_spec_alone_decodes_a_real_store() {
-    let out = Command::new("python3")
+    // Packed documents (format 7) need zstd: installed here when the Python lacks it.
+    let python = pyenv::python_with(&["zstandard"], &[pyenv::ZSTANDARD]);
+    let out = Command::new(python)
         .arg("tests/spec_reader/test_reader.py")
         .output()
         .expect("python3 is needed for this test (see .ci/run)");

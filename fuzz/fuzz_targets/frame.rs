@@ -70,6 +70,19 @@ fn payload(kind: FrameKind, count: u32, p: &[u8]) -> bool {
                 false
             }
         },
+        // A dictionary: any bytes zstd takes (raw content included) round-trip.
+        FrameKind::Dict => match jobq::codec::docz::decode_dict(p) {
+            Ok(d) => {
+                let mut again = Vec::new();
+                jobq::codec::docz::encode_dict(&d, &mut again);
+                assert_eq!(again, p, "dictionary payload does not re-encode to itself");
+                true
+            }
+            Err(e) => {
+                check_error_offset(&e, p.len());
+                false
+            }
+        },
         FrameKind::Commit => match record::decode_commit(p) {
             Ok(seq) => {
                 let mut again = Vec::new();

@@ -133,7 +133,7 @@ pub fn build(docs: &[ArbDoc], bulk: u16, catalog: &[(u32, u32, u32, Word)], meta
         last_frame: LogPos { segment: seg, offset: u64::from(off / 2) },
         docs: 0,
     };
-    let bytes = jobq::index::build::build(entries.clone(), meta, &cat);
+    let bytes = jobq::index::build::build(entries.clone(), meta, &cat, &[]);
     Built { docs: entries, meta, catalog: cat, bytes }
 }
 

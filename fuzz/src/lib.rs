@@ -8,8 +8,25 @@ pub mod gen;
 pub mod index;
 pub mod reseal;
 
+use std::sync::{Arc, OnceLock};
+
+use jobq::codec::docz::{Dict, Dicts};
 use jobq::codec::record::{self, JobView, RECORD_PREFIX};
 use jobq::codec::DecodeError;
+
+/// The fixed dictionary (id 1, raw content) packed records are fuzzed with.
+pub const FUZZ_DICT: &[u8] =
+    br#"{"units":1,"version":"1.4.27-py3","spider_args":{"url":"https://example.com/","pages":10},"scheduled_by":"user@example.org","close_reason":"finished"}"#;
+
+/// The dictionaries packed records are unpacked with: [`FUZZ_DICT`] as id 1.
+pub fn dicts() -> &'static Dicts {
+    static D: OnceLock<Dicts> = OnceLock::new();
+    D.get_or_init(|| {
+        let d = Dicts::default();
+        d.add(Arc::new(Dict::new(1, FUZZ_DICT).expect("the fuzz dictionary loads")));
+        d
+    })
+}
 
 /// Fixed offset, within a wide record (prefix included), of `times[0]`.
 pub const TIMES_AT: usize = RECORD_PREFIX + 32;
@@ -31,6 +48,25 @@ pub fn check_decoded_record(orig: &[u8], view: &JobView<'_>, used: usize) {
     assert!(row.tags().eq(view.tags.iter().map(|t| t.as_bytes())), "row tags differ");
     let (checked, _) = record::decode_checked_job(orig).expect("a whole record decodes without its checksum");
     assert_eq!(&checked, view);
+    if view.is_packed() {
+        // Packed (format 7): kept byte for byte when written again; unpacked with the
+        // fixed dictionary, or refused with an offset inside the record.
+        let mut again = Vec::new();
+        record::encode_view(view, &mut again);
+        assert_eq!(again, orig, "a packed record re-encodes to other bytes");
+        let mut v = view.clone();
+        match v.unpack(dicts()) {
+            Ok(()) => {
+                assert!(v.doc().starts_with('{') && v.doc().ends_with('}'));
+                let mut text = Vec::new();
+                record::encode_view(&v, &mut text);
+                let (t, _) = record::decode_job(&text).expect("the unpacked record decodes as text");
+                assert_eq!(t.to_job(), v.to_job());
+            }
+            Err(e) => check_error_offset(&e, used),
+        }
+        return;
+    }
     let job = view.to_job();
     let compact = record::split_word(u32::from_le_bytes(orig[..4].try_into().expect("four bytes"))).1;
     let mut other = Vec::new();

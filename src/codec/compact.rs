@@ -16,11 +16,17 @@
 //! UTF-8                   the metadata document: the rest of the body
 //! ```
 //!
+//! Format 7: with flag bit 1 (packed) the document is instead varint dictionary
+//! id, varint length of its text, and a zstd frame: the rest of the body
+//! ([`super::docz`]).
+//!
 //! A varint is unsigned LEB128 of at most 10 bytes, in its shortest form.
 
 use byteorder::{ByteOrder, LittleEndian as LE};
 
-use super::record::{JobView, Prev, RecordHead, FLAG_UNIQUE, RECORD_PREFIX};
+use std::borrow::Cow;
+
+use super::record::{Doc, JobView, Prev, RecordHead, FLAG_PACKED, FLAG_UNIQUE, RECORD_PREFIX};
 use super::DecodeError;
 use crate::model::{JobKey, JobState};
 
@@ -28,6 +34,7 @@ use crate::model::{JobKey, JobState};
 pub const COMPACT_BIT: u32 = 1 << 31;
 /// Offsets within a compact record (from its first word).
 pub const STATE_AT: usize = RECORD_PREFIX;
+pub const FLAGS_AT: usize = RECORD_PREFIX + 2;
 pub const PREV_AT: usize = RECORD_PREFIX + 3;
 pub const ORDER_SEQ_AT: usize = RECORD_PREFIX + 4;
 /// Where the varints start.
@@ -168,7 +175,7 @@ pub fn decode_head(body: &[u8], at: &mut usize) -> Result<Head, DecodeError> {
     let state = JobState::from_code(fixed[0]).ok_or_else(|| DecodeError::new(0, "unknown state code"))?;
     let (mask, flags) = (fixed[1], fixed[2]);
     let prev = Prev::from_code(fixed[3]);
-    let Some(prev) = prev.filter(|_| mask & !0xF == 0 && flags & !FLAG_UNIQUE == 0) else {
+    let Some(prev) = prev.filter(|_| mask & !0xF == 0 && flags & !(FLAG_UNIQUE | FLAG_PACKED) == 0) else {
         return Err(DecodeError::new(0, "unknown bits in mask or flags, or an unknown previous state"));
     };
     if mask & (1 << state.time_slot()) == 0 {
@@ -237,10 +244,27 @@ pub fn decode_body(body: &[u8]) -> Result<JobView<'_>, DecodeError> {
         tags.push(get_str(body, &mut at, "tag")?);
     }
     let unique = if h.flags & FLAG_UNIQUE != 0 { Some(get_str(body, &mut at, "unique")?) } else { None };
-    let doc = std::str::from_utf8(&body[at..]).map_err(|_| DecodeError::new(at, "document: not UTF-8"))?;
-    if !(doc.len() >= 2 && doc.starts_with('{') && doc.ends_with('}')) {
-        return Err(DecodeError::new(at, "the document is not a JSON object"));
-    }
+    let doc = if h.flags & FLAG_PACKED != 0 {
+        let from = at;
+        let dict = get_varint(body, &mut at)
+            .and_then(|v| u32::try_from(v).ok())
+            .filter(|v| *v != 0)
+            .ok_or_else(|| DecodeError::new(from, "dictionary id: a bad varint, zero or past 32 bits"))?;
+        let from = at;
+        let len = get_varint(body, &mut at)
+            .filter(|v| (2..=super::docz::MAX_TEXT as u64).contains(v))
+            .ok_or_else(|| DecodeError::new(from, "packed document length: a bad varint, below 2 or over the limit"))?;
+        if at == body.len() {
+            return Err(DecodeError::new(at, "packed document: no bytes"));
+        }
+        Doc::Packed { dict, len: len as u32, bytes: &body[at..], at: at as u32 }
+    } else {
+        let doc = std::str::from_utf8(&body[at..]).map_err(|_| DecodeError::new(at, "document: not UTF-8"))?;
+        if !(doc.len() >= 2 && doc.starts_with('{') && doc.ends_with('}')) {
+            return Err(DecodeError::new(at, "the document is not a JSON object"));
+        }
+        Doc::Text(Cow::Borrowed(doc))
+    };
     Ok(JobView {
         key: h.key,
         state: h.state,

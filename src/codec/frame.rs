@@ -5,7 +5,7 @@
 //! ```text
 //! 0  u32 crc          masked CRC-32 (IEEE) of bytes 4 .. 32+len
 //! 4  u32 len          payload length
-//! 8  u8  kind         1 jobs, 2 spider, 3 catalog, 4 commit
+//! 8  u8  kind         1 jobs, 2 spider, 3 catalog, 4 commit, 5 dictionary
 //! 9  u8  flags        bit 0: part of an open import transaction; bit 1: relocated
 //! 10 u16 reserved     0
 //! 12 u32 count        sequence numbers the frame uses (records in a jobs frame)
@@ -51,6 +51,8 @@ pub enum FrameKind {
     Catalog = 3,
     /// Closes the open import transaction.
     Commit = 4,
+    /// A zstd dictionary for packed documents (format 7).
+    Dict = 5,
 }
 
 impl FrameKind {
@@ -60,6 +62,7 @@ impl FrameKind {
             2 => Some(FrameKind::Spider),
             3 => Some(FrameKind::Catalog),
             4 => Some(FrameKind::Commit),
+            5 => Some(FrameKind::Dict),
             _ => None,
         }
     }
@@ -195,6 +198,7 @@ mod tests {
             (FrameKind::Spider, false),
             (FrameKind::Catalog, false),
             (FrameKind::Commit, false),
+            (FrameKind::Dict, false),
         ] {
             let mut out = Vec::new();
             encode(&mut out, kind, 0, 7, 2, 0, b"x");

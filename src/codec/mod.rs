@@ -3,6 +3,7 @@
 //! format-spec/log.md is the contract for every byte.
 
 pub mod compact;
+pub mod docz;
 pub mod frame;
 pub mod json;
 pub mod record;

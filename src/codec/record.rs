@@ -23,12 +23,17 @@
 
 use byteorder::{LittleEndian as LE, WriteBytesExt};
 
+use std::borrow::Cow;
+
+use super::docz::{Dicts, Packer};
 use super::{ByteReader, DecodeError};
 use crate::model::{Job, JobKey, JobState, MetaDoc};
 
 /// Fixed bytes of a record body before the tags.
 pub const RECORD_FIXED: usize = 4 * 3 + 4 + 8 + 8 + 8 * 4 + 2;
 pub(crate) const FLAG_UNIQUE: u8 = 1;
+/// Compact records only (format 7): the document is packed.
+pub(crate) const FLAG_PACKED: u8 = 2;
 /// Offset of the `prev` byte in a record this build writes (compact), from the
 /// record's start (its length field).
 pub const PREV_AT: usize = super::compact::PREV_AT;
@@ -87,7 +92,22 @@ impl Prev {
     }
 }
 
-/// A record decoded without copying: borrowed strings.
+/// A record's metadata document: its text, or packed with a dictionary (format 7).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Doc<'a> {
+    Text(Cow<'a, str>),
+    Packed {
+        dict: u32,
+        /// Bytes of the text.
+        len: u32,
+        bytes: &'a [u8],
+        /// Offset of `bytes` from the record's first byte (errors name it).
+        at: u32,
+    },
+}
+
+/// A record decoded without copying: borrowed strings. A packed document is
+/// decompressed only when asked ([`JobView::unpack`]): listing rows need none.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct JobView<'a> {
     pub key: JobKey,
@@ -97,7 +117,7 @@ pub struct JobView<'a> {
     pub order_seq: u64,
     pub tags: Vec<&'a str>,
     pub unique: Option<&'a str>,
-    pub doc: &'a str,
+    pub doc: Doc<'a>,
     /// What the record says of the job's previous version.
     pub prev: Prev,
 }
@@ -114,8 +134,37 @@ impl<'a> JobView<'a> {
             order_seq: job.order_seq,
             tags: job.tags.iter().map(String::as_str).collect(),
             unique: job.unique.as_deref(),
-            doc: job.meta.as_str(),
+            doc: Doc::Text(Cow::Borrowed(job.meta.as_str())),
         }
+    }
+
+    /// Decompress a packed document in place (a no-op for text). Errors name
+    /// offsets from the record's first byte.
+    pub fn unpack(&mut self, dicts: &Dicts) -> Result<(), DecodeError> {
+        if let Doc::Packed { dict, len, bytes, at } = self.doc {
+            let text = dicts
+                .unpack(dict, bytes, len as usize)
+                .map_err(|e| DecodeError::new(at as usize + e.offset, e.what))?;
+            self.doc = Doc::Text(Cow::Owned(text));
+        }
+        Ok(())
+    }
+
+    /// The document's text; `{}` for a document still packed (a caller's bug,
+    /// caught by debug builds: every reader of a document unpacks it first).
+    pub fn doc(&self) -> &str {
+        match &self.doc {
+            Doc::Text(t) => t,
+            Doc::Packed { .. } => {
+                debug_assert!(false, "a packed document read without unpacking it");
+                "{}"
+            }
+        }
+    }
+
+    /// Whether the document is packed (format 7).
+    pub fn is_packed(&self) -> bool {
+        matches!(self.doc, Doc::Packed { .. })
     }
 
     pub fn ts(&self) -> u64 {
@@ -123,8 +172,8 @@ impl<'a> JobView<'a> {
     }
 
     /// The term this version is indexed under as `close_reason`, if any.
-    pub fn close_reason(&self) -> Option<std::borrow::Cow<'a, str>> {
-        let v = crate::model::doc::field(self.doc, crate::model::CLOSE_REASON)?;
+    pub fn close_reason(&self) -> Option<Cow<'_, str>> {
+        let v = crate::model::doc::field(self.doc(), crate::model::CLOSE_REASON)?;
         crate::model::close_reason_term(v.get())
     }
 
@@ -154,7 +203,7 @@ impl<'a> JobView<'a> {
             }
             _ => match crate::model::TIME_FIELDS.iter().position(|f| *f == name) {
                 Some(i) => self.times[i].is_some_and(|t| write!(out, "{t}").is_ok()),
-                None => crate::model::doc::field(self.doc, name).is_some_and(|v| {
+                None => crate::model::doc::field(self.doc(), name).is_some_and(|v| {
                     out.extend_from_slice(v.get().as_bytes());
                     true
                 }),
@@ -171,7 +220,7 @@ impl<'a> JobView<'a> {
             order_seq: self.order_seq,
             tags: self.tags.iter().map(|t| t.to_string()).collect(),
             unique: self.unique.map(str::to_string),
-            meta: MetaDoc::from_trusted(self.doc.to_string()),
+            meta: MetaDoc::from_trusted(self.doc().to_string()),
         }
     }
 }
@@ -211,7 +260,61 @@ pub fn encode_view(v: &JobView<'_>, out: &mut Vec<u8>) {
         unique: v.unique,
         prev: v.prev,
     };
-    encode_parts(&head, out, |out| out.extend_from_slice(v.doc.as_bytes()));
+    match &v.doc {
+        Doc::Text(t) => {
+            encode_parts(&head, out, |out| out.extend_from_slice(t.as_bytes()));
+        }
+        Doc::Packed { dict, len, bytes, .. } => {
+            encode_packed(&head, out, *dict, *len as usize, bytes);
+        }
+    }
+}
+
+/// [`encode_view`], packing a text document with `packer` when that saves bytes.
+pub fn encode_view_packed(v: &JobView<'_>, out: &mut Vec<u8>, packer: Option<&mut Packer>) {
+    match (&v.doc, packer) {
+        (Doc::Text(t), Some(p)) => {
+            let head = RecordHead {
+                key: v.key,
+                state: v.state,
+                priority: v.priority,
+                times: v.times,
+                order_seq: v.order_seq,
+                tags: &v.tags,
+                unique: v.unique,
+                prev: v.prev,
+            };
+            encode_text(&head, out, t.as_bytes(), Some(p));
+        }
+        _ => encode_view(v, out),
+    }
+}
+
+/// Append one compact record whose document is `text`, packed by `packer`
+/// when that saves bytes (format 7); returns the offset of `order_seq`.
+pub fn encode_text(h: &RecordHead<'_>, out: &mut Vec<u8>, text: &[u8], packer: Option<&mut Packer>) -> usize {
+    if let Some(p) = packer {
+        let id = p.dict_id();
+        if let Some(z) = p.pack(text) {
+            return encode_packed(h, out, id, text.len(), z);
+        }
+    }
+    encode_parts(h, out, |out| out.extend_from_slice(text))
+}
+
+/// Append one compact record with a packed document: flag bit 1, then varint
+/// dictionary id, varint text length, the zstd frame.
+pub fn encode_packed(h: &RecordHead<'_>, out: &mut Vec<u8>, dict: u32, len: usize, z: &[u8]) -> usize {
+    use super::compact::put_varint;
+    let start = out.len();
+    let seq_at = encode_parts(h, out, |out| {
+        put_varint(out, u64::from(dict));
+        put_varint(out, len as u64);
+        out.extend_from_slice(z);
+    });
+    out[start + super::compact::FLAGS_AT] |= FLAG_PACKED;
+    seal(out, start);
+    seq_at
 }
 
 fn encode_job_as(job: &Job, prev: Prev, compact: bool, out: &mut Vec<u8>) {
@@ -323,7 +426,11 @@ fn decode_job_crc(buf: &[u8], verify: bool) -> Result<(JobView<'_>, usize), Deco
         return Err(DecodeError::new(0, "record checksum mismatch"));
     }
     if compact {
-        let view = super::compact::decode_body(body).map_err(|e| DecodeError::new(RECORD_PREFIX + e.offset, e.what))?;
+        let mut view =
+            super::compact::decode_body(body).map_err(|e| DecodeError::new(RECORD_PREFIX + e.offset, e.what))?;
+        if let Doc::Packed { at, .. } = &mut view.doc {
+            *at += RECORD_PREFIX as u32;
+        }
         return Ok((view, RECORD_PREFIX + body_len));
     }
     let mut r = ByteReader::new(body);
@@ -376,6 +483,7 @@ fn decode_body<'a>(r: &mut ByteReader<'a>) -> Result<JobView<'a>, DecodeError> {
     if !(doc.starts_with('{') && doc.ends_with('}')) {
         return Err(DecodeError::new(doc_at, "the document is not a JSON object"));
     }
+    let doc = Doc::Text(Cow::Borrowed(doc));
     Ok(JobView { key: JobKey { project, spider, job }, state, priority, times, order_seq, tags, unique, doc, prev })
 }
 
@@ -437,6 +545,17 @@ pub fn encode_catalog(entries: &[SpiderEntry], out: &mut Vec<u8>) {
     }
 }
 
+/// Bytes of the catalog at the start of `b` (an index catalog may continue).
+pub fn catalog_len(b: &[u8]) -> Result<usize, DecodeError> {
+    let mut r = ByteReader::new(b);
+    let n = r.u32("catalog size")?;
+    for _ in 0..n {
+        r.bytes(12, "catalog entry")?;
+        r.str16("spider name")?;
+    }
+    Ok(r.pos())
+}
+
 pub fn decode_catalog(payload: &[u8]) -> Result<Vec<SpiderEntry>, DecodeError> {
     let mut r = ByteReader::new(payload);
     let n = r.u32("catalog size")?;
@@ -473,134 +592,5 @@ pub fn decode_commit(payload: &[u8]) -> Result<u64, DecodeError> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_huge_count_is_refused_without_reserving_it() {
-        // A frame header may claim 2^30 records (found by the `frame` fuzz target).
-        assert!(decode_jobs(&[], 1 << 30).is_err());
-        assert!(decode_jobs(&[0; 64], u32::MAX).is_err());
-    }
-
-    fn sample() -> Job {
-        Job {
-            key: JobKey::new(53, 7, 81),
-            state: JobState::Finished,
-            priority: -3,
-            times: [Some(10), None, Some(30), None],
-            order_seq: 99,
-            tags: vec!["a".into(), "ünï".into()],
-            unique: Some("u1".into()),
-            meta: MetaDoc::parse(r#"{"x":[1,2],"y":"z"}"#).unwrap(),
-        }
-    }
-
-    #[test]
-    fn job_round_trip() {
-        let job = sample();
-        let mut buf = Vec::new();
-        let prevs = [Prev::Unrecorded, Prev::Created, Prev::State(JobState::Pending), Prev::State(JobState::Purged)];
-        for p in prevs {
-            encode_job(&job, p, &mut buf);
-        }
-        let all = decode_jobs(&buf, 4).unwrap();
-        assert_eq!(all.len(), 4);
-        assert_eq!(buf[PREV_AT], 0);
-        assert_eq!(all[1].1.to_job(), job);
-        assert_eq!(all[0].1.ts(), 30);
-        assert_eq!(all.iter().map(|(_, v)| v.prev).collect::<Vec<_>>(), prevs);
-        // A previous state beyond the known codes is damage.
-        let mut bad = Vec::new();
-        encode_job(&job, Prev::Created, &mut bad);
-        bad[PREV_AT] = 7;
-        seal(&mut bad, 0);
-        assert!(decode_job(&bad).is_err());
-    }
-
-    #[test]
-    fn wide_records_still_decode_and_compact_ones_are_smaller() {
-        let job = sample();
-        let (mut wide, mut compact) = (Vec::new(), Vec::new());
-        encode_job_wide(&job, Prev::State(JobState::Running), &mut wide);
-        encode_job(&job, Prev::State(JobState::Running), &mut compact);
-        assert!(!split_word(u32::from_le_bytes(wide[..4].try_into().unwrap())).1);
-        assert_eq!(wide[WIDE_PREV_AT], Prev::State(JobState::Running).code());
-        assert_eq!(compact[PREV_AT], Prev::State(JobState::Running).code());
-        let (w, wn) = decode_job(&wide).unwrap();
-        let (c, cn) = decode_job(&compact).unwrap();
-        assert_eq!((&w, wn), (&c, wide.len()));
-        assert_eq!(cn, compact.len());
-        // 64 fixed bytes and a u32 document length become 12 fixed bytes and varints.
-        assert!(compact.len() + 40 <= wide.len(), "{} vs {}", compact.len(), wide.len());
-        // `jobq compact` writes the decoded wide record again, compact, every field kept.
-        let mut again = Vec::new();
-        encode_view(&w, &mut again);
-        assert_eq!(again, compact);
-        // Times out of order, far apart and at the extremes round-trip.
-        let mut odd = job.clone();
-        odd.state = JobState::Deleted;
-        odd.times = [Some(u64::MAX), Some(0), Some(5), Some(1 << 63)];
-        odd.priority = i64::MIN;
-        let mut buf = Vec::new();
-        encode_job(&odd, Prev::Created, &mut buf);
-        assert_eq!(decode_job(&buf).unwrap().0.to_job(), odd);
-    }
-
-    #[test]
-    fn truncations_and_garbage_never_panic() {
-        let (mut compact, mut wide) = (Vec::new(), Vec::new());
-        encode_job(&sample(), Prev::Created, &mut compact);
-        encode_job_wide(&sample(), Prev::Created, &mut wide);
-        for buf in [compact, wide] {
-            for cut in 0..buf.len() {
-                assert!(decode_job(&buf[..cut]).is_err());
-            }
-            for i in 0..buf.len() {
-                for x in [0x55, 0x80, 0xff] {
-                    let mut bad = buf.clone();
-                    bad[i] = bad[i].wrapping_add(x);
-                    let _ = decode_job(&bad);
-                    // Resealed, the body decoder itself sees the damage.
-                    if i >= RECORD_PREFIX {
-                        seal(&mut bad, 0);
-                        let _ = decode_job(&bad);
-                    }
-                }
-            }
-        }
-    }
-
-    /// format-spec/log.md, "Compact record": the worked example's bytes.
-    #[test]
-    fn the_spec_example_compact_record() {
-        let job = Job {
-            key: JobKey::new(53, 7, 81),
-            state: JobState::Pending,
-            priority: 2,
-            times: [Some(1397762393489), None, None, None],
-            order_seq: 2,
-            tags: vec!["a".into()],
-            unique: None,
-            meta: MetaDoc::parse(r#"{"units":1}"#).unwrap(),
-        };
-        let mut buf = Vec::new();
-        encode_job(&job, Prev::Created, &mut buf);
-        let want =
-            ["24000080 ef5b98a5 00010001 0200000000000000", "350751 04 918b8689d728 01 0161", "7b22756e697473223a317d"];
-        assert_eq!(hex(&buf), want.concat().replace(' ', ""));
-    }
-
-    fn hex(b: &[u8]) -> String {
-        b.iter().map(|x| format!("{x:02x}")).collect()
-    }
-
-    #[test]
-    fn catalog_round_trip() {
-        let e = vec![SpiderEntry { project: 1, spider: 2, next_job: 3, name: "s".into() }];
-        let mut buf = Vec::new();
-        encode_catalog(&e, &mut buf);
-        assert_eq!(decode_catalog(&buf).unwrap(), e);
-        assert!(decode_catalog(&buf[..buf.len() - 1]).is_err());
-    }
-}
+#[path = "record_tests.rs"]
+mod tests;

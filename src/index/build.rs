@@ -9,6 +9,7 @@ use byteorder::{LittleEndian as LE, WriteBytesExt};
 
 use super::format::{self, field, DirEntry, Footer, SegmentMeta, SECTION_HEADER, TERM_ENTRY};
 use super::{packed, posting};
+use crate::codec::docz::Dict;
 use crate::codec::frame::checksum;
 use crate::codec::record::{encode_catalog, SpiderEntry};
 use crate::hash::FastMap;
@@ -49,7 +50,7 @@ fn pad8(out: &mut Vec<u8>) {
 
 /// Build the bytes of an index file. `docs` holds at most one version per key
 /// (the caller keeps the newest); any order.
-pub fn build(docs: Vec<DocEntry>, meta: SegmentMeta, catalog: &[SpiderEntry]) -> Vec<u8> {
+pub fn build(docs: Vec<DocEntry>, meta: SegmentMeta, catalog: &[SpiderEntry], dicts: &[Arc<Dict>]) -> Vec<u8> {
     // Sort small keys, not whole entries: project, then the listing order.
     let mut order: Vec<(u32, u64, u64, u32)> =
         docs.iter().enumerate().map(|(i, d)| (d.project, !d.ts, !d.order_seq, i as u32)).collect();
@@ -77,14 +78,20 @@ pub fn build(docs: Vec<DocEntry>, meta: SegmentMeta, catalog: &[SpiderEntry]) ->
         i = j;
     }
     let head: [u8; format::HEADER_LEN] = out[..format::HEADER_LEN].try_into().expect("header written");
-    let tail = encode_tail(out.len() as u64, &head, &dir, catalog);
+    let tail = encode_tail(out.len() as u64, &head, &dir, catalog, dicts);
     out.extend_from_slice(&tail);
     out
 }
 
 /// What follows the last section when it ends at `at`: padding, the catalog, the
 /// directory and the footer (whose CRC covers `head`, the header).
-pub(crate) fn encode_tail(at: u64, head: &[u8], dir: &[DirEntry], catalog: &[SpiderEntry]) -> Vec<u8> {
+pub(crate) fn encode_tail(
+    at: u64,
+    head: &[u8],
+    dir: &[DirEntry],
+    catalog: &[SpiderEntry],
+    dicts: &[Arc<Dict>],
+) -> Vec<u8> {
     let mut out = Vec::new();
     let pad = |out: &mut Vec<u8>| {
         while !(at + out.len() as u64).is_multiple_of(8) {
@@ -94,6 +101,12 @@ pub(crate) fn encode_tail(at: u64, head: &[u8], dir: &[DirEntry], catalog: &[Spi
     pad(&mut out);
     let cat_at = out.len();
     encode_catalog(catalog, &mut out);
+    out.write_u32::<LE>(dicts.len() as u32).unwrap();
+    for d in dicts {
+        out.write_u32::<LE>(d.id).unwrap();
+        out.write_u32::<LE>(d.raw().len() as u32).unwrap();
+        out.extend_from_slice(d.raw());
+    }
     let cat_len = out.len() - cat_at;
     pad(&mut out);
     let dir_at = out.len();

@@ -3,7 +3,8 @@
 //! ```text
 //! header     64 bytes: magic, version, generation, lo_seq, hi_seq, log_end, last_frame, docs
 //! sections   one per project, 8-byte aligned, each with its own CRC in the directory
-//! catalog    every spider known at hi_seq, with its next job id
+//! catalog    every spider known at hi_seq, with its next job id; then (version 4)
+//!            u32 d, d × (u32 id, u32 len, the dictionary's bytes)
 //! directory  u32 n, u32 0, n × (u32 project, u32 docs, u64 offset, u64 len, u32 crc, u32 0)
 //! footer     48 bytes: u64 dir offset, u64 dir len, u64 catalog offset, u64 catalog len,
 //!            u32 version, u32 CRC (header + directory + catalog + footer[0..36]), magic
@@ -16,9 +17,12 @@ use crate::log::LogPos;
 pub const MAGIC: &[u8; 8] = b"JOBQIDX\0";
 /// Version 2 added the close_reason postings (field 6); version 3 packs the
 /// columns, drops the sorted key column, makes short lists flat and cuts bitmaps
-/// after their last word. Files of other versions are set aside and rebuilt from
-/// the log (index files are caches).
-pub const VERSION: u32 = 3;
+/// after their last word; version 4 (format 7) adds the store's dictionaries to
+/// the catalog. Version 3 is read as version 4 without dictionaries; files of
+/// other versions are set aside and rebuilt from the log (index files are caches).
+pub const VERSION: u32 = 4;
+/// The oldest version read as this one.
+pub const READ_FROM: u32 = 3;
 /// The oldest version whose header and footer are laid out as this one's: a file
 /// of it is checked up to its footer CRC, then set aside as another version.
 pub const OLDEST_VERSION: u32 = 1;
@@ -148,4 +152,51 @@ pub struct DirEntry {
     pub offset: u64,
     pub len: u64,
     pub crc: u32,
+}
+
+/// Split an index catalog into its spiders' bytes (their length) and, from
+/// version 4 on, its dictionaries: (id, start, end) of each within `b`.
+#[allow(clippy::type_complexity)]
+pub(crate) fn split_catalog(
+    b: &[u8],
+    version: u32,
+) -> std::result::Result<(usize, Vec<(u32, usize, usize)>), crate::codec::DecodeError> {
+    let spiders = crate::codec::record::catalog_len(b)?;
+    crate::codec::record::decode_catalog(&b[..spiders])?;
+    if version < 4 {
+        if spiders != b.len() {
+            return Err(crate::codec::DecodeError::new(spiders, "bytes left over after the catalog"));
+        }
+        return Ok((spiders, Vec::new()));
+    }
+    let mut at = spiders;
+    let word = |at: &mut usize, what: &str| {
+        let v = b
+            .get(*at..*at + 4)
+            .ok_or_else(|| crate::codec::DecodeError::new(*at, format!("{what}: past the catalog")))?;
+        *at += 4;
+        Ok::<u32, crate::codec::DecodeError>(LE::read_u32(v))
+    };
+    let n = word(&mut at, "dictionary count")?;
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let from = at;
+        let id = word(&mut at, "dictionary id")?;
+        let len = word(&mut at, "dictionary length")? as usize;
+        let end = at.checked_add(len).filter(|e| *e <= b.len());
+        let end = end.ok_or_else(|| crate::codec::DecodeError::new(from, "a dictionary runs past the catalog"))?;
+        if id == 0
+            || out.last().is_some_and(|(last, _, _)| *last >= id)
+            || len == 0
+            || len > crate::codec::docz::MAX_DICT
+        {
+            return Err(crate::codec::DecodeError::new(from, "dictionary ids must ascend from 1, sizes 1 to 1 MiB"));
+        }
+        out.push((id, at, end));
+        at = end;
+    }
+    if at != b.len() {
+        return Err(crate::codec::DecodeError::new(at, "bytes left over after the dictionaries"));
+    }
+    Ok((spiders, out))
 }

@@ -2,12 +2,14 @@
 //! checksum) when opened, then read without copying.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use byteorder::{ByteOrder, LittleEndian as LE};
 
 use super::format::{self, field, DirEntry, SegmentMeta, FOOTER_LEN, HEADER_LEN, SECTION_HEADER, TERM_ENTRY};
 use super::packed;
 use super::posting::{self, Posting};
+use crate::codec::docz::Dict;
 use crate::codec::frame::checksum;
 use crate::codec::record::{decode_catalog, SpiderEntry};
 use crate::error::{Error, Result};
@@ -27,6 +29,8 @@ pub struct IndexSegment {
     /// searches these in memory, then one block of `by_key`.
     samples: Vec<Vec<u64>>,
     catalog: (usize, usize),
+    /// The catalog's dictionaries (version 4): id, start and end in the file.
+    dicts: Vec<(u32, usize, usize)>,
     on_disk: bool,
 }
 
@@ -88,11 +92,19 @@ impl IndexSegment {
             return Err(bad(foot_at + 36, "footer checksum mismatch".into()));
         }
         let meta = format::decode_header(b).map_err(|e| bad(0, e))?;
-        decode_catalog(cat_bytes).map_err(|e| bad(cat_off as usize + e.offset, e.what))?;
+        let read_as = (format::READ_FROM..=format::VERSION).contains(&version);
+        let (spiders_len, dicts) = if read_as {
+            format::split_catalog(cat_bytes, version).map_err(|e| bad(cat_off as usize + e.offset, e.what))?
+        } else {
+            decode_catalog(cat_bytes).map_err(|e| bad(cat_off as usize + e.offset, e.what))?;
+            (cat_bytes.len(), Vec::new())
+        };
+        let at = cat_off as usize;
+        let dicts = dicts.into_iter().map(|(id, a, z)| (id, at + a, at + z)).collect();
         let dir = decode_dir(dir_bytes, dir_off as usize, cat_off as usize).map_err(|(o, e)| bad(o, e))?;
         // An older file whose checksums all match (its sections are laid out
         // otherwise): set aside and rebuilt from the log, not damage.
-        if version != format::VERSION {
+        if !read_as {
             if let Some(d) =
                 dir.iter().find(|d| checksum(&[&b[d.offset as usize..(d.offset + d.len) as usize]]) != d.crc)
             {
@@ -134,7 +146,8 @@ impl IndexSegment {
             dir,
             sections,
             samples,
-            catalog: (cat_off as usize, (cat_off + cat_len) as usize),
+            catalog: (cat_off as usize, cat_off as usize + spiders_len),
+            dicts,
             bytes,
             on_disk,
         })
@@ -181,6 +194,7 @@ impl IndexSegment {
             sections: self.sections.clone(),
             samples: self.samples.clone(),
             catalog: self.catalog,
+            dicts: self.dicts.clone(),
             on_disk: self.on_disk,
         }
     }
@@ -188,6 +202,16 @@ impl IndexSegment {
     /// The spiders this index knows, with their next job ids.
     pub fn catalog(&self) -> Vec<SpiderEntry> {
         decode_catalog(&self.bytes[self.catalog.0..self.catalog.1]).expect("checked at open")
+    }
+
+    /// The dictionaries this index knows (a copy of each dictionary frame's).
+    pub fn dicts(&self) -> Result<Vec<Arc<Dict>>> {
+        let d = self.dicts.iter().map(|(id, a, z)| {
+            Dict::new(*id, &self.bytes[*a..*z])
+                .map(Arc::new)
+                .map_err(|e| Error::corrupt(&self.path, (a + e.offset) as u64, e.what))
+        });
+        d.collect()
     }
 
     /// Projects with a section, ascending.

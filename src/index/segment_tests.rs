@@ -47,7 +47,7 @@ fn image() -> Vec<u8> {
             ..doc(i)
         })
         .collect();
-    build(docs, meta(600), &[])
+    build(docs, meta(600), &[], &[])
 }
 
 fn dir_of(b: &[u8]) -> Vec<DirEntry> {
@@ -59,7 +59,7 @@ fn dir_of(b: &[u8]) -> Vec<DirEntry> {
 #[test]
 fn verify_order_finds_a_doc_in_two_close_reason_lists() {
     let with = |i: u64, reason: &str| DocEntry { close_reason: Some(Arc::from(reason)), ..doc(i) };
-    let mut b = build(vec![with(0, "a"), with(1, "b")], meta(2), &[]);
+    let mut b = build(vec![with(0, "a"), with(1, "b")], meta(2), &[], &[]);
     let open = |b: &[u8]| IndexSegment::open(MappedBytes::from_vec(b.to_vec()), Path::new("x.jqi"), false);
     open(&b).unwrap().verify_order().unwrap();
     // The only one-doc list of doc 1 is close_reason "b": make it hold doc 0,
@@ -110,8 +110,8 @@ fn key_lookups_agree_with_a_scan() {
         (0..1000u64).map(|i| DocEntry { local: (1 + i * 7 % 5) << 32 | (1 + i * 3), ts: 5000 - i, ..doc(i) }).collect();
     let mut keys: Vec<u64> = docs.iter().map(|d| d.local).collect();
     keys.sort_unstable();
-    let seg =
-        IndexSegment::open(MappedBytes::from_vec(build(docs, meta(1000), &[])), Path::new("x.jqi"), false).unwrap();
+    let seg = IndexSegment::open(MappedBytes::from_vec(build(docs, meta(1000), &[], &[])), Path::new("x.jqi"), false)
+        .unwrap();
     seg.verify_order().unwrap();
     let sec = seg.section(1).unwrap();
     for probe in keys.iter().flat_map(|k| [k - 1, *k, k + 1]).chain([0, u64::MAX]) {
@@ -125,7 +125,7 @@ fn key_lookups_agree_with_a_scan() {
 #[test]
 fn only_a_running_docs_token_is_posted_and_verifies() {
     let with = |i: u64, state: JobState| DocEntry { state, token: Some(Arc::from(format!("tok{i}"))), ..doc(i) };
-    let b = build(vec![with(0, JobState::Running), with(1, JobState::Finished)], meta(2), &[]);
+    let b = build(vec![with(0, JobState::Running), with(1, JobState::Finished)], meta(2), &[], &[]);
     let seg = IndexSegment::open(MappedBytes::from_vec(b), Path::new("x.jqi"), false).unwrap();
     seg.verify_order().unwrap();
     let sec = seg.section(1).unwrap();

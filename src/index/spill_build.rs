@@ -8,12 +8,14 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use byteorder::{ByteOrder, LittleEndian as LE};
 
 use super::build::{encode_tail, encode_terms, sort_terms, Columns, EncodedTerm};
 use super::format::{self, field, DirEntry, SegmentMeta};
 use super::spill::{order_of, Cursor, Repeats, Runs};
+use crate::codec::docz::Dict;
 use crate::codec::frame::mask_crc;
 use crate::codec::record::SpiderEntry;
 use crate::error::{Error, Result};
@@ -165,12 +167,13 @@ pub fn build_file(
     repeats: &Repeats,
     meta: SegmentMeta,
     catalog: &[SpiderEntry],
+    dicts: &[Arc<Dict>],
     dir: &Path,
 ) -> Result<PathBuf> {
     let fsys = runs.fs.clone();
     let name = meta.file_name();
     let (path, tmp) = (dir.join(&name), dir.join(format!("{name}.tmp")));
-    let written = write_file(&runs, repeats, meta, catalog, &*fsys, &tmp);
+    let written = write_file(&runs, repeats, meta, catalog, dicts, &*fsys, &tmp);
     runs.discard();
     written?;
     crate::crashpoint::hit("publish_before_rename");
@@ -185,6 +188,7 @@ fn write_file(
     repeats: &Repeats,
     meta: SegmentMeta,
     catalog: &[SpiderEntry],
+    dicts: &[Arc<Dict>],
     fsys: &dyn FileSystem,
     tmp: &Path,
 ) -> Result<()> {
@@ -237,7 +241,7 @@ fn write_file(
         dir.push(d);
     }
     let head = format::encode_header(&SegmentMeta { docs: total, ..meta });
-    out.write(&encode_tail(end, &head, &dir, catalog), end)?;
+    out.write(&encode_tail(end, &head, &dir, catalog, dicts), end)?;
     out.write(&head, 0)?;
     file.sync_data().map_err(err)
 }
@@ -300,12 +304,12 @@ mod tests {
             for chunk in docs.chunks(run_len) {
                 runs.add_run(chunk.to_vec()).unwrap();
             }
-            let path = build_file(runs, &repeats, meta(), &catalog, Path::new("/d")).unwrap();
+            let path = build_file(runs, &repeats, meta(), &catalog, &[], Path::new("/d")).unwrap();
             let got = fs::read_all(&sim, &path).unwrap();
             let mut newest = docs.clone();
             newest.sort_by_key(|d| (d.project, d.local, Reverse(d.order_seq)));
             newest.dedup_by_key(|d| (d.project, d.local));
-            let want = build::build(newest, meta(), &catalog);
+            let want = build::build(newest, meta(), &catalog, &[]);
             assert!(got == want, "run length {run_len}: {} bytes, want {}", got.len(), want.len());
             assert_eq!(sim.read_dir(Path::new("/d")).unwrap(), vec![meta().file_name()], "temp files removed");
             sim.remove_file(&path).unwrap();

@@ -72,6 +72,8 @@ pub struct RecordReader {
     maps: RwLock<FastMap<u32, Arc<SegmentMap>>>,
     /// Segments from this number on are never mapped (see [`Self::map_below`]).
     map_limit: std::sync::atomic::AtomicU32,
+    /// The store's dictionaries: packed documents are read through them.
+    pub dicts: Arc<crate::codec::docz::Dicts>,
 }
 
 impl RecordReader {
@@ -83,6 +85,7 @@ impl RecordReader {
             removed: RwLock::default(),
             maps: RwLock::default(),
             map_limit: std::sync::atomic::AtomicU32::new(u32::MAX),
+            dicts: Arc::default(),
         }
     }
 
@@ -282,7 +285,11 @@ impl RecordReader {
     pub fn read(&self, loc: u64) -> Result<Job> {
         let mut buf = Vec::new();
         // Checked whole at its first read (here or before): no second checksum.
-        let view = |bytes: &[u8], _| record::decode_checked_job(bytes).map(|(v, _)| v.to_job());
+        let view = |bytes: &[u8], _| {
+            let (mut v, _) = record::decode_checked_job(bytes)?;
+            v.unpack(&self.dicts)?;
+            Ok(v.to_job())
+        };
         self.with_checked_record(loc, &mut buf, view)?.map_err(|e| self.corrupt(loc, e))
     }
 }

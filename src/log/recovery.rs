@@ -322,6 +322,7 @@ fn payload_decodes(h: &FrameHeader, payload: &[u8]) -> std::result::Result<(), S
         FrameKind::Spider => record::decode_spider(payload).map(drop),
         FrameKind::Catalog => record::decode_catalog(payload).map(drop),
         FrameKind::Commit => Ok(()),
+        FrameKind::Dict => crate::codec::docz::decode_dict(payload).map(drop),
     };
     r.map_err(|e| {
         format!("the frame's checksum matches but its payload does not decode at byte {}: {}", e.offset, e.what)
@@ -354,6 +355,9 @@ pub(crate) fn check_frame(
             }
         }
         FrameKind::Catalog if h.is_txn() => return Err("a catalog frame carries the transaction flag".into()),
+        FrameKind::Dict if h.is_txn() || txn.is_some() => {
+            return Err("a dictionary frame inside an import transaction".into())
+        }
         _ if h.is_txn() && txn.is_none() => {
             let at = LogPos { segment, offset };
             *txn = Some(OpenTxn { at, first: h.first_seq, began_before: false, indexed: false });

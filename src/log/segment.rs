@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! 0  [u8; 8] magic "JOBQLOG\0"
-//! 8  u32     format version (1 to 5)
+//! 8  u32     format version (1 to 6)
 //! 12 u32     segment number
 //! 16 u64     generation of the store
 //! 24 u64     sequence number of the first frame written to it
@@ -10,7 +10,10 @@
 //! 60 u32     masked CRC-32 of bytes 0..60
 //! ```
 //!
-//! Version 5 (written since format 6) is laid out as version 4; its job records
+//! Version 6 (written since format 7) is laid out as version 5; its frames may
+//! be dictionaries and its compact records may hold packed documents
+//! (codec/docz.rs), which older builds would refuse as damage.
+//! Version 5 (written in format 6) is laid out as version 4; its job records
 //! may be compact (codec/compact.rs), which older builds would refuse as damage.
 //! Version 4 (written in format 5) is laid out as version 3, and the last
 //! segment may end in preallocated zeros after its last frame (see
@@ -31,8 +34,8 @@ use crate::error::{Error, Result};
 use crate::fs::{self, FileSystem, FsFile, OpenMode};
 
 pub const MAGIC: &[u8; 8] = b"JOBQLOG\0";
-/// The version new segments are written in; [`decode_header`] reads 1 to 5.
-pub const VERSION: u32 = 5;
+/// The version new segments are written in; [`decode_header`] reads 1 to 6.
+pub const VERSION: u32 = 6;
 /// From this version on, the last segment may end in zero bytes after its last
 /// frame: space the writer preallocated (zeroed, so that a later fdatasync of
 /// frames written over it commits no size change). Zeros never form a frame, so

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use super::layout;
 use super::{Options, Store};
+use crate::codec::docz::{Dict, Packer};
 use crate::codec::frame::{FrameKind, FLAG_RELOCATED, HEADER_LEN as FRAME_HEADER};
 use crate::codec::record::{self, SpiderEntry};
 use crate::error::{Error, Result};
@@ -80,6 +81,8 @@ struct NewGeneration {
     pending: Vec<(usize, DocEntry)>,
     docs: Vec<DocEntry>,
     catalog: Vec<SpiderEntry>,
+    /// The dictionaries the index files' catalogs copy.
+    dicts: Vec<Arc<Dict>>,
     fsys: Arc<dyn FileSystem>,
     dir: std::path::PathBuf,
     lo_seq: u64,
@@ -124,7 +127,7 @@ impl NewGeneration {
         };
         // IMPORTANT: an index is never ahead of the durable log.
         self.log.sync()?;
-        let image = build::build(std::mem::take(&mut self.docs), meta, &self.catalog);
+        let image = build::build(std::mem::take(&mut self.docs), meta, &self.catalog, &self.dicts);
         let name = meta.file_name();
         fs::publish_file(&*self.fsys, &self.dir, &name, &image)
             .map_err(|e| Error::io("publish", self.dir.join(&name), e))?;
@@ -177,6 +180,7 @@ pub fn compact(
         pending: Vec::new(),
         docs: Vec::new(),
         catalog: catalog.clone(),
+        dicts: Vec::new(),
         fsys: fsys.clone(),
         dir: new_dir.clone(),
         lo_seq: first_seq,
@@ -189,13 +193,24 @@ pub fn compact(
 
     let projects = version.projects();
     let total: u64 = projects.iter().map(|p| version.live_docs(*p).len() as u64).sum();
+    // Every document is written packed with one dictionary trained on a sample
+    // of them (the new generation's dictionary 1), written before any record.
+    let dict = train_dict(&inner, &version, &projects, total)?;
+    let mut packer = dict.clone().and_then(Packer::new);
+    if let Some(d) = &dict {
+        payload.clear();
+        crate::codec::docz::encode_dict(d, &mut payload);
+        g.last_frame = g.log.append(FrameKind::Dict, 0, 1, 0, &payload)?.pos;
+    }
+    g.dicts = dict.into_iter().collect();
     let mut done = 0;
     let mut raw = Vec::new();
     for p in projects {
         for (_, loc) in version.live_docs(p) {
             let len = inner.reader.read_raw(loc, &mut raw)?;
             let raw = &raw[..len];
-            let (view, _) = record::decode_job(raw).map_err(|e| inner.reader.corrupt(loc, e))?;
+            let (mut view, _) = record::decode_job(raw).map_err(|e| inner.reader.corrupt(loc, e))?;
+            view.unpack(&inner.reader.dicts).map_err(|e| inner.reader.corrupt(loc, e))?;
             done += 1;
             if view.state == JobState::Purged {
                 report.dropped += 1;
@@ -216,12 +231,12 @@ pub fn compact(
                 tags: view.tags.iter().map(|t| Arc::<str>::from(*t)).collect::<Vec<_>>().into(),
                 unique: view.unique.map(Arc::from),
                 close_reason: view.close_reason().map(|c| Arc::from(c.as_ref())),
-                token: (view.state == JobState::Running).then(|| super::tokens::token_in(view.doc)).flatten(),
+                token: (view.state == JobState::Running).then(|| super::tokens::token_in(view.doc())).flatten(),
                 loc: 0,
             };
             g.pending.push((g.payload.len(), entry));
             // Every record is written again compact, its fields (prev, order_seq) kept.
-            record::encode_view(&view, &mut g.payload);
+            record::encode_view_packed(&view, &mut g.payload, packer.as_mut());
             report.records_after += 1;
             if g.pending.len() >= FRAME_JOBS.min(g.chunk_docs) {
                 g.flush()?;
@@ -245,4 +260,35 @@ pub fn compact(
     store.abandon();
     report.millis = started.elapsed().as_millis() as u64;
     Ok(report)
+}
+
+/// Documents a dictionary is trained on, at most.
+const SAMPLES: usize = 20_000;
+
+/// A dictionary trained on up to [`SAMPLES`] live documents spread over the
+/// store (None when there are too few documents to train on).
+fn train_dict(
+    inner: &super::Inner,
+    version: &super::version::Version,
+    projects: &[u32],
+    total: u64,
+) -> Result<Option<Arc<Dict>>> {
+    if total < crate::codec::docz::MIN_SAMPLES as u64 {
+        return Ok(None);
+    }
+    let step = (total / SAMPLES as u64).max(1);
+    let (mut samples, mut raw, mut i) = (Vec::new(), Vec::new(), 0u64);
+    for p in projects {
+        for (_, loc) in version.live_docs(*p) {
+            i += 1;
+            if i % step != 0 || samples.len() >= SAMPLES {
+                continue;
+            }
+            let len = inner.reader.read_raw(loc, &mut raw)?;
+            let (mut view, _) = record::decode_job(&raw[..len]).map_err(|e| inner.reader.corrupt(loc, e))?;
+            view.unpack(&inner.reader.dicts).map_err(|e| inner.reader.corrupt(loc, e))?;
+            samples.push(view.doc().as_bytes().to_vec());
+        }
+    }
+    Ok(Dict::train(1, &samples).map(Arc::new))
 }

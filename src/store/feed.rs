@@ -256,16 +256,20 @@ impl Read<'_> {
                 // Its commit is not durable yet: nothing after it can be answered.
                 break (Some(frame_at), true);
             }
-            let records = record::decode_jobs(c.payload(&f), h.count).map_err(|e| {
+            let bad = |e: crate::codec::DecodeError| {
                 let at = f.pos.offset + crate::codec::frame::HEADER_LEN as u64 + e.offset as u64;
                 Error::corrupt(self.dir.join(crate::log::segment::file_name(f.pos.segment)), at, e.what)
-            })?;
-            for (i, (_, v)) in records.iter().enumerate() {
+            };
+            let records = record::decode_jobs(c.payload(&f), h.count).map_err(bad)?;
+            for (i, (off, mut v)) in records.into_iter().enumerate() {
                 let seq = h.first_seq + i as u64;
                 if seq <= pos {
                     continue;
                 }
                 pos = seq;
+                v.unpack(&self.snap.reader.dicts)
+                    .map_err(|e| bad(crate::codec::DecodeError::new(off + e.offset, e.what)))?;
+                let v = &v;
                 if let Some(change) = self.change(v, seq) {
                     self.changes.push(change);
                     if self.changes.len() >= self.count {

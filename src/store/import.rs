@@ -7,7 +7,7 @@
 //! into one index file once the commit is durable. Memory holds a run at a time.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, Write};
+use std::io::{BufRead, Read, Write};
 use std::sync::mpsc;
 use std::sync::Arc;
 
@@ -19,6 +19,7 @@ use super::open::kill_superseded_by;
 use super::version::SegmentSlot;
 use super::writer::Writer;
 use super::{Inner, Snapshot};
+use crate::codec::docz::{Dict, Packer};
 use crate::codec::frame::{FrameKind, FLAG_TXN};
 use crate::codec::record::{self, Prev, SpiderEntry};
 use crate::error::{Error, Result};
@@ -270,8 +271,28 @@ impl Sink<'_> {
     }
 }
 
+/// Input read to train a dictionary on (its whole lines' documents).
+const SAMPLE_BYTES: usize = 2 << 20;
+
+/// A dictionary's bytes trained on the documents of the whole lines of `bytes`
+/// (None when too few or zstd cannot).
+fn train_on(bytes: &[u8]) -> Option<Vec<u8>> {
+    let end = bytes.iter().rposition(|b| *b == b'\n')?;
+    let text = std::str::from_utf8(&bytes[..end]).ok()?;
+    let mut fields = Vec::new();
+    let mut samples = Vec::new();
+    for line in text.split('\n') {
+        if let Ok(super::request::ImportItem::Job(l)) = super::request::parse_import_item(line, &mut fields) {
+            let mut doc = Vec::new();
+            super::request::write_import_doc(&l.doc, &mut doc);
+            samples.push(doc);
+        }
+    }
+    crate::codec::docz::Dict::train(1, &samples).map(|d| d.raw().to_vec())
+}
+
 /// Read chunks of lines, have workers parse them, write them in order.
-fn run(sink: &mut Sink<'_>, input: &mut dyn BufRead) -> Result<()> {
+fn run(sink: &mut Sink<'_>, input: &mut dyn BufRead, dict: Option<Arc<Dict>>) -> Result<()> {
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 4);
     let (chunk_tx, chunk_rx) = mpsc::sync_channel::<(u64, Vec<u8>)>(workers);
     let chunk_rx = parking_lot::Mutex::new(chunk_rx);
@@ -279,12 +300,15 @@ fn run(sink: &mut Sink<'_>, input: &mut dyn BufRead) -> Result<()> {
     std::thread::scope(|s| {
         for _ in 0..workers {
             let (rx, tx) = (&chunk_rx, done_tx.clone());
+            let dict = dict.clone();
             s.spawn(move || {
                 let mut strings = Strings::default();
+                // Documents are packed here, in parallel, not by the appending thread.
+                let mut packer = dict.and_then(Packer::new);
                 loop {
                     let next = rx.lock().recv();
                     let Ok((n, bytes)) = next else { return };
-                    if tx.send((n, parse_chunk(&bytes, &mut strings))).is_err() {
+                    if tx.send((n, parse_chunk(&bytes, &mut strings, packer.as_mut()))).is_err() {
                         return;
                     }
                 }
@@ -361,12 +385,13 @@ fn publish_index(
     meta: SegmentMeta,
 ) -> Result<IndexSegment> {
     let catalog = w.catalog.entries(&w.job_ids);
+    let dicts = inner.reader.dicts.all();
     let fsys = &*inner.opts.fs;
     let path = match pending {
-        Pending::Runs(runs) => spill_build::build_file(runs, repeats, meta, &catalog, &inner.gen_dir)?,
+        Pending::Runs(runs) => spill_build::build_file(runs, repeats, meta, &catalog, &dicts, &inner.gen_dir)?,
         Pending::Docs(mut docs) => {
             docs.retain(|d| repeats.get(&(d.project, d.local)).is_none_or(|(newest, _)| *newest == d.order_seq));
-            let image = build::build(docs, meta, &catalog);
+            let image = build::build(docs, meta, &catalog, &dicts);
             let name = meta.file_name();
             let path = inner.gen_dir.join(&name);
             fs::publish_file(fsys, &inner.gen_dir, &name, &image).map_err(|e| Error::io("publish index", &path, e))?;
@@ -380,8 +405,34 @@ fn publish_index(
 /// Import JSON lines (the export format) as one transaction.
 pub(crate) fn import(inner: &Inner, input: &mut dyn BufRead, progress: &mut dyn FnMut(u64)) -> Result<ImportReport> {
     let started = std::time::Instant::now();
+    // A store without a dictionary gets one trained on the input's first lines,
+    // outside the writer's lock.
+    let mut first = Vec::new();
+    let trained = match inner.reader.dicts.latest() {
+        Some(_) => None,
+        None => {
+            read_more(input, &mut first, SAMPLE_BYTES)?;
+            train_on(&first)
+        }
+    };
+    let mut input = std::io::Cursor::new(first).chain(input);
+    let input: &mut dyn BufRead = &mut input;
     let mut w = inner.writer.lock();
     inner.commit.check()?;
+    let dict = match (inner.reader.dicts.latest(), trained) {
+        (Some(d), _) => Some(d),
+        (None, Some(raw)) => {
+            // Durable with the import's frames (one fsync at its end), before them
+            // in the log: no record that uses it survives a crash without it.
+            let d = crate::codec::docz::Dict::new(inner.reader.dicts.next_id(), &raw)
+                .map_err(|e| Error::corrupt(&inner.gen_dir, 0, format!("a trained dictionary: {}", e.what)))?;
+            let mut payload = Vec::new();
+            crate::codec::docz::encode_dict(&d, &mut payload);
+            w.append_dict(&payload, inner.commit.durable_seq())?;
+            inner.reader.dicts.latest()
+        }
+        (None, None) => None,
+    };
     let runs_path = inner.gen_dir.join(format!("import-{:016x}.runs.tmp", w.next_seq));
     let spiller = Spiller::start(inner.opts.fs.clone(), runs_path)?;
     // The import's index files follow the tail's; its frames start a segment.
@@ -410,7 +461,7 @@ pub(crate) fn import(inner: &Inner, input: &mut dyn BufRead, progress: &mut dyn 
     let durable_seq = inner.commit.durable_seq();
     let mut sink = Sink { w: &mut w, progress, report: &mut report, bulk: &mut bulk, durable_seq };
     // Every run is spilled before the commit: a failed spill undoes the import.
-    let pending = run(&mut sink, input).and_then(|()| {
+    let pending = run(&mut sink, input, dict).and_then(|()| {
         if !bulk.spilled {
             bulk.spiller.finish()?;
             return Ok(Pending::Docs(std::mem::take(&mut bulk.docs)));

@@ -5,7 +5,8 @@
 use std::sync::Arc;
 
 use super::request::{parse_import_item, write_import_doc, ImportItem};
-use crate::codec::record::{encode_parts, Prev, RecordHead, SpiderEntry};
+use crate::codec::docz::Packer;
+use crate::codec::record::{encode_text, Prev, RecordHead, SpiderEntry};
 use crate::error::{Error, Result};
 use crate::hash::{FastMap, Interner};
 use crate::index::DocEntry;
@@ -40,7 +41,7 @@ pub(crate) struct ParsedChunk {
 /// Parse and encode every line of `bytes` (whole lines). Records carry
 /// `order_seq` 0 and no previous state: the writer sets both and seals each
 /// record again.
-pub(crate) fn parse_chunk(bytes: &[u8], strings: &mut Strings) -> ParsedChunk {
+pub(crate) fn parse_chunk(bytes: &[u8], strings: &mut Strings, mut packer: Option<&mut Packer>) -> ParsedChunk {
     strings.bound();
     let mut out = ParsedChunk {
         payload: Vec::with_capacity(bytes.len() + bytes.len() / 4),
@@ -62,6 +63,7 @@ pub(crate) fn parse_chunk(bytes: &[u8], strings: &mut Strings) -> ParsedChunk {
         }
     };
     let mut fields = Vec::with_capacity(32);
+    let mut doc = Vec::new();
     for (i, line) in text.split_terminator('\n').enumerate() {
         let line_no = i as u64 + 1;
         let line = line.trim_end_matches('\r');
@@ -91,7 +93,9 @@ pub(crate) fn parse_chunk(bytes: &[u8], strings: &mut Strings) -> ParsedChunk {
             prev: Prev::Unrecorded,
         };
         let at = out.payload.len();
-        let seq_at = encode_parts(&head, &mut out.payload, |o| write_import_doc(&l.doc, o));
+        doc.clear();
+        write_import_doc(&l.doc, &mut doc);
+        let seq_at = encode_text(&head, &mut out.payload, &doc, packer.as_deref_mut());
         let entry = DocEntry {
             project: l.key.project,
             local: l.key.local(),

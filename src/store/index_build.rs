@@ -60,7 +60,7 @@ impl IndexBuild {
         let path = inner.gen_dir.join(meta.file_name());
         match &mut self.sink {
             Sink::Memory(all) => {
-                let image = build::build(std::mem::take(all), meta, catalog);
+                let image = build::build(std::mem::take(all), meta, catalog, &inner.reader.dicts.all());
                 let seg = IndexSegment::open(crate::fs::MappedBytes::from_vec(image), &path, false)?;
                 maintain::write_file(inner, &seg)
             }
@@ -74,7 +74,8 @@ impl IndexBuild {
                         return Err(e);
                     }
                 }
-                let path = spill_build::build_file(*runs, &Repeats::default(), meta, catalog, &inner.gen_dir)?;
+                let dicts = inner.reader.dicts.all();
+                let path = spill_build::build_file(*runs, &Repeats::default(), meta, catalog, &dicts, &inner.gen_dir)?;
                 let fsys = &*inner.opts.fs;
                 let bytes = fsys.map(&path).map_err(|e| Error::io("map", &path, e))?;
                 IndexSegment::open(bytes, &path, true)

@@ -12,6 +12,7 @@ use super::writer::Writer;
 use super::Options;
 use crate::codec::frame::FrameKind;
 use crate::codec::record;
+use crate::codec::DecodeError;
 use crate::error::{Error, Result};
 use crate::fs::{FileSystem, LockGuard};
 use crate::index::{format, IndexSegment, Section};
@@ -141,6 +142,13 @@ pub(crate) fn open(dir: &Path, opts: &Options) -> Result<Opened> {
         }
     }
     let reader = Arc::new(RecordReader::new(opts.fs.clone(), &gen_dir));
+    // The dictionaries known at the chain's end (copies in its last file's
+    // catalog); those written after it are met by the replay.
+    if let Some(s) = slots.last() {
+        for d in s.seg.dicts()? {
+            reader.dicts.add(d);
+        }
+    }
     // Every segment open now: a server's compaction may remove old ones while this
     // store (read-only beside it, say) still reads them.
     let numbers: Vec<u32> = segment::list(fs, &gen_dir)?.into_iter().filter(|n| *n <= v.end.segment).collect();
@@ -153,6 +161,21 @@ pub(crate) fn open(dir: &Path, opts: &Options) -> Result<Opened> {
     w.last_frame = last_frame;
     w.last_frame_end = last_frame_end;
     w.replay_end = v.end;
+    // The replayed range's dictionaries first: online compaction may have written
+    // one again after records that use it (format-spec/log.md, "Dictionary").
+    recovery::replay(fs, &gen_dir, start, v.end, &mut |f| {
+        if f.header.kind == FrameKind::Dict {
+            let d = crate::codec::docz::decode_dict(f.payload).map_err(|e| {
+                Error::corrupt(
+                    gen_dir.join(segment::file_name(f.pos.segment)),
+                    f.pos.offset + 32 + e.offset as u64,
+                    e.what,
+                )
+            })?;
+            w.reader.dicts.add(Arc::new(d));
+        }
+        Ok(())
+    })?;
     let mut frames = 0;
     recovery::replay(fs, &gen_dir, start, v.end, &mut |f| {
         frames += 1;
@@ -375,12 +398,13 @@ fn common_keys(a: &Section<'_>, b: &Section<'_>, f: &mut dyn FnMut(u32)) {
 }
 
 fn replay_frame(w: &mut Writer, pos: LogPos, h: &crate::codec::frame::FrameHeader, payload: &[u8]) -> Result<()> {
-    let path = || w.gen_dir.join(segment::file_name(pos.segment));
-    let bad = |e: crate::codec::DecodeError| Error::corrupt(path(), pos.offset + 32 + e.offset as u64, e.what);
+    let file = w.gen_dir.join(segment::file_name(pos.segment));
+    let bad = |e: crate::codec::DecodeError| Error::corrupt(&file, pos.offset + 32 + e.offset as u64, e.what);
     match h.kind {
         FrameKind::Jobs => {
             let base = pos.offset + crate::codec::frame::HEADER_LEN as u64;
-            for (off, view) in record::decode_jobs(payload, h.count).map_err(bad)? {
+            for (off, mut view) in record::decode_jobs(payload, h.count).map_err(bad)? {
+                view.unpack(&w.reader.dicts).map_err(|e| bad(DecodeError::new(off + e.offset, e.what)))?;
                 let job = view.to_job();
                 let loc = LogPos { segment: pos.segment, offset: base + off as u64 }.pack();
                 w.apply(&job, loc);
@@ -397,6 +421,9 @@ fn replay_frame(w: &mut Writer, pos: LogPos, h: &crate::codec::frame::FrameHeade
             }
         }
         FrameKind::Commit => {}
+        FrameKind::Dict => {
+            w.reader.dicts.add(std::sync::Arc::new(crate::codec::docz::decode_dict(payload).map_err(bad)?))
+        }
     }
     w.next_seq = h.last_seq() + 1;
     w.last_frame = Some(pos);

@@ -197,10 +197,16 @@ impl Snapshot {
             self.reader
                 .with_checked_record(hit.loc, &mut raw, |bytes, _| match jobmeta {
                     None => row::decode_row(bytes).and_then(|row| self.render_plain(project, &row, hit.listed_ms, out)),
-                    // Checked whole just now or before: the checksum need not be
-                    // computed again.
-                    Some(_) => record::decode_checked_job(bytes)
-                        .map(|(view, _)| self.render_view(project, &view, jobmeta, hit.listed_ms, out)),
+                    Some(fields) => {
+                        // Checked whole just now or before: the checksum need not be
+                        // computed again.
+                        let (mut view, _) = record::decode_checked_job(bytes)?;
+                        if fields.iter().any(|f| !in_record(f)) {
+                            view.unpack(&self.reader.dicts)?;
+                        }
+                        self.render_view(project, &view, jobmeta, hit.listed_ms, out);
+                        Ok(())
+                    }
                 })?
                 .map_err(|e| self.reader.corrupt(hit.loc, e))
         })
@@ -315,7 +321,7 @@ impl Snapshot {
                     fields.iter().enumerate().filter(|(_, f)| !in_record(f)).map(|(i, f)| (f.as_str(), i)).collect();
                 let mut picked = vec![None; fields.len()];
                 if !wanted.is_empty() {
-                    pick_fields(job.doc, &wanted, &mut picked);
+                    pick_fields(job.doc(), &wanted, &mut picked);
                 }
                 for (f, value) in fields.iter().zip(picked) {
                     if matches!(f.as_str(), "key" | "state" | "ts" | "elapsed") {

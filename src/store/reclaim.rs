@@ -216,6 +216,15 @@ fn relocate_segment(inner: &Inner, n: u32, cutoff: Option<u64>, report: &mut Rec
             }
             Step::Frame { offset, header, payload } => (offset, header, payload),
         };
+        if header.kind == FrameKind::Dict {
+            // Records anywhere may use it: written again before the segment goes.
+            let payload = payload.to_vec();
+            submit(
+                inner,
+                Box::new(move |w, ctx| w.append_dict(&payload, ctx.durable_seq).map(|()| Box::new(()) as Erased)),
+            )?;
+            continue;
+        }
         if header.kind != FrameKind::Jobs {
             continue;
         }

@@ -207,10 +207,11 @@ impl Writer {
         let mut payload = Vec::new();
         let mut jobs = Vec::new();
         for (loc, raw) in batch {
-            let (view, _) = record::decode_job(raw).map_err(|e| self.reader.corrupt(*loc, e))?;
+            let (mut view, _) = record::decode_job(raw).map_err(|e| self.reader.corrupt(*loc, e))?;
             if self.find(view.key).map(|f| f.loc()) != Some(*loc) {
                 continue;
             }
+            view.unpack(&self.reader.dicts).map_err(|e| self.reader.corrupt(*loc, e))?;
             jobs.push((payload.len(), view.to_job()));
             payload.extend_from_slice(raw);
         }
@@ -259,6 +260,17 @@ impl Writer {
     }
 
     /// Append a catalog frame: every spider and its next job id.
+    /// Append a dictionary frame (its payload): new, or moved out of a segment
+    /// online compaction removes. Readers know it from now on.
+    pub fn append_dict(&mut self, payload: &[u8], durable_seq: u64) -> Result<()> {
+        let d = crate::codec::docz::decode_dict(payload).map_err(|e| {
+            Error::corrupt(&self.gen_dir, e.offset as u64, format!("a dictionary to append: {}", e.what))
+        })?;
+        self.append(FrameKind::Dict, 0, 1, durable_seq, payload)?;
+        self.reader.dicts.add(Arc::new(d));
+        Ok(())
+    }
+
     pub fn append_catalog(&mut self, durable_seq: u64) -> Result<()> {
         let mut payload = Vec::new();
         record::encode_catalog(&self.catalog.entries(&self.job_ids), &mut payload);
@@ -358,7 +370,7 @@ impl Writer {
             last_frame,
             docs: 0,
         };
-        let image = build::build(docs, meta, &self.catalog.entries(&self.job_ids));
+        let image = build::build(docs, meta, &self.catalog.entries(&self.job_ids), &self.reader.dicts.all());
         let path = self.gen_dir.join(meta.file_name());
         let seg = IndexSegment::open(MappedBytes::from_vec(image), &path, false)?;
         self.segments.push(SegmentSlot::new(Arc::new(seg)));

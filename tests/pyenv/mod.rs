@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 /// The pinned client the real-client tests run (what `jobq` is checked against).
 pub const SCRAPINGHUB: &str = "scrapinghub==2.9.0";
 
+/// The pinned zstd binding the spec reader decodes packed documents with (format 7).
+pub const ZSTANDARD: &str = "zstandard==0.23.0";
+
 /// The pinned Prometheus client whose parser checks `/metrics`.
 pub const PROMETHEUS_CLIENT: &str = "prometheus-client==0.21.1";
 

@@ -32,8 +32,8 @@ class Fixture:
 
     def __init__(self, version):
         self.version = version                       # the format version (format-spec/CHANGES.md)
-        self.log_version = {1: 1, 2: 2, 5: 4, 6: 4}.get(version, 3)   # of the segments it was written with
-        self.index_version = 3 if version >= 6 else 2 if version >= 4 else 1
+        self.log_version = {1: 1, 2: 2, 5: 4, 6: 4, 7: 6}.get(version, 3)   # of the segments it was written with
+        self.index_version = 4 if version >= 7 else 3 if version >= 6 else 2 if version >= 4 else 1
         self.dir = os.path.join(REPO, "tests", "fixtures", f"v{version}")
         self.store = os.path.join(self.dir, "store")
         with open(os.path.join(self.dir, "export.jsonl"), encoding="utf-8") as f:

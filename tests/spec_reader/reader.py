@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
-"""Independent reader for the jobq on-disk format, version 6 (log segments of versions 1 to 5,
-index files of versions 1 to 3).
+"""Independent reader for the jobq on-disk format, version 7 (log segments of versions 1 to 6,
+index files of versions 1 to 4).
 
-Written from format-spec/*.md alone (and checked against tests/fixtures/v1/ to v6/), without
-looking at jobq's code. Standard library only.
+Written from format-spec/*.md alone (and checked against tests/fixtures/v1/ to v7/), without
+looking at jobq's code. Standard library only, plus the `zstandard` package for packed
+documents (format 7), imported only when a store holds one.
 
     python3 reader.py DIR export                  every live job, one JSON object a line
     python3 reader.py DIR list PROJECT            keys in listing order, from the index columns
@@ -36,21 +37,26 @@ import zlib
 STATES = ("pending", "running", "finished", "deleted", "purged")   # 4: a tombstone (log.md)
 PURGED = 4
 TIME_FIELDS = ("pending_time", "running_time", "finished_time", "deleted_time")
-KIND_JOBS, KIND_SPIDER, KIND_CATALOG, KIND_COMMIT = 1, 2, 3, 4
-KIND_NAMES = {1: "jobs", 2: "spider", 3: "catalog", 4: "commit"}
+KIND_JOBS, KIND_SPIDER, KIND_CATALOG, KIND_COMMIT, KIND_DICT = 1, 2, 3, 4, 5
+KIND_NAMES = {1: "jobs", 2: "spider", 3: "catalog", 4: "commit", 5: "dictionary"}
 LOG_MAGIC = b"JOBQLOG\0"
 IDX_MAGIC = b"JOBQIDX\0"
 CUR_MAGIC = b"JOBQCUR\0"
 VERSION = 1                       # CURRENT
-INDEX_VERSIONS = (1, 2, 3)        # index files (index.md, "Versions 1 and 2": 1 lacks field 6; 3 packs)
-LOG_VERSIONS = (1, 2, 3, 4, 5)    # log segments (conventions.md, "Versions and upgrades")
+INDEX_VERSIONS = (1, 2, 3, 4)     # index files (index.md: 1 lacks field 6; 3 packs; 4 adds dictionaries)
+LOG_VERSIONS = (1, 2, 3, 4, 5, 6) # log segments (conventions.md, "Versions and upgrades")
 MAX_FRAME_LEN = 1 << 30
 SEG_HDR = 64
 MARK_MAGIC = b"JOBQMRK\0"
 MARK_SLOTS = (4096, 8192)         # slot 0, slot 1 (log.md, "Durable marks")
 MARK_SLOT = 56
 V2_DATA = 12288                   # where frames start in a version-2 (or 3) segment
-DATA_START = {1: SEG_HDR, 2: V2_DATA, 3: V2_DATA, 4: V2_DATA, 5: V2_DATA}
+DATA_START = {1: SEG_HDR, 2: V2_DATA, 3: V2_DATA, 4: V2_DATA, 5: V2_DATA, 6: V2_DATA}
+FLAG_PACKED = 2                   # log.md, "Packed document": compact record flag bit 1
+MAX_TEXT = (16 << 20) + (64 << 10)  # a packed document's length: 2 to this
+MAX_DICT = 1 << 20                # log.md, "Dictionary": 1 byte to 1 MiB
+# Dictionaries by (generation directory, id): ids name one content within a generation.
+DICTS = {}
 ZERO_TAIL_VERSION = 4             # log.md, "Version 4" (and 5): the last segment may end in preallocated zeros
 FRAME_HDR = 32
 REC_HDR = 8
@@ -75,7 +81,7 @@ SEG_RE = re.compile(r"^log-(\d{10})\.jql$")
 IDX_RE = re.compile(r"^idx-([0-9a-f]{16})-([0-9a-f]{16})\.jqi$")
 GEN_RE = re.compile(r"^gen-([0-9a-f]{16})$")
 # rule 2's scan: offsets whose header bytes 8..12 can decode (known kind, flag bits 0 and 1 only, reserved 0)
-_CANDIDATE = re.compile(rb"(?=.{8}[\x01-\x04][\x00-\x03]\x00\x00)", re.DOTALL)
+_CANDIDATE = re.compile(rb"(?=.{8}[\x01-\x05][\x00-\x03]\x00\x00)", re.DOTALL)
 FLAG_TXN, FLAG_RELOCATED = 1, 2
 
 
@@ -262,7 +268,7 @@ def _check_codes(b, what, state, mask, flags, prev, at):
         b.fail(at + 1, f"{what}: times mask 0x{mask:02x} has bits beyond 0..3")
     if not mask & (1 << (3 if state == PURGED else state)):
         b.fail(at + 1, f"{what}: times mask 0x{mask:02x} lacks the bit of its state ({STATES[state]})")
-    if flags & ~1:
+    if flags & ~(1 | (FLAG_PACKED if at == 0 else 0)):    # bit 1 (packed): compact records only
         b.fail(at + 2, f"{what}: flags 0x{flags:02x} have reserved bits set")
     # 0 not recorded, 1 none (the version created the job), 2 + the previous version's state
     if prev > 2 + PURGED:
@@ -377,7 +383,12 @@ def _decode_compact(b, what):
         unique = b.utf8(off, ul, f"{what}: unique")
         off += ul
     doc_off = off
-    doc = b.utf8(doc_off, len(b) - doc_off, f"{what}: metadata document")
+    if flags & FLAG_PACKED:
+        doc = _unpack(b, off, what)
+        b = Buf(doc.encode(), b.path, b.base + doc_off)   # errors in the text name where the frame is
+        doc_off = 0
+    else:
+        doc = b.utf8(doc_off, len(b) - doc_off, f"{what}: metadata document")
     obj = parse_json_object(doc, b, doc_off, f"{what}: metadata document")
     for k, _ in obj:
         if k in DOC_FORBIDDEN:
@@ -386,6 +397,57 @@ def _decode_compact(b, what):
     r.state, r.mask, r.priority, r.order_seq = state, mask, priority, order_seq
     r.times, r.tags, r.unique, r.doc_text, r.prev = tuple(times), tags, unique, doc, prev
     return r
+
+
+def _unpack(b, off, what):
+    """log.md, "Packed document": varint dict id, varint length, a magicless zstd frame (the rest)."""
+    at = off
+    dict_id, off = _varint(b, off, f"{what}: dictionary id")
+    if not 1 <= dict_id < 1 << 32:
+        b.fail(at, f"{what}: dictionary id {dict_id}: must be >= 1 and below 2^32")
+    at = off
+    n, off = _varint(b, off, f"{what}: packed document length")
+    if not 2 <= n <= MAX_TEXT:
+        b.fail(at, f"{what}: packed document length {n}: must be 2 to {MAX_TEXT}")
+    frame = b.raw(off, len(b) - off, f"{what}: zstd frame")
+    if not frame:
+        b.fail(off, f"{what}: packed document without a frame")
+    gen = os.path.dirname(b.path)
+    raw = DICTS.get((gen, dict_id))
+    if raw is None:
+        b.fail(at, f"{what}: the document is packed with dictionary {dict_id}, which the generation does not hold")
+    import zstandard
+    d = zstandard.ZstdCompressionDict(raw, dict_type=zstandard.DICT_TYPE_AUTO)
+    dctx = zstandard.ZstdDecompressor(dict_data=d, format=zstandard.FORMAT_ZSTD1_MAGICLESS)
+    try:
+        # at most n + 1 bytes first (the frame has no content size: `len` bounds the output), then
+        # the whole frame once more to see that it ends where the body does
+        with dctx.stream_reader(frame, read_across_frames=False) as rd:
+            text = rd.read(n + 1)
+        if len(text) == n:
+            dobj = dctx.decompressobj()
+            whole = dobj.decompress(frame)
+            if whole != text or not dobj.eof or dobj.unused_data:
+                b.fail(off, f"{what}: the packed document's frame does not end where the record does")
+    except zstandard.ZstdError as e:
+        b.fail(off, f"{what}: the packed document does not decompress: {e}")
+    if len(text) != n:
+        b.fail(off, f"{what}: the packed document is {'more than ' if len(text) > n else ''}{len(text)} "
+                    f"bytes, the record says {n}")
+    return Buf(text, b.path, b.base + off).utf8(0, n, f"{what}: packed document")
+
+
+def register_dict(b, off, dict_id, n, what):
+    """A dictionary (log.md, "Dictionary"; index.md, "Catalog") of b's generation."""
+    if dict_id < 1:
+        b.fail(off, f"{what}: dictionary id 0")
+    if not 1 <= n <= MAX_DICT:
+        b.fail(off, f"{what}: dictionary {dict_id} of {n} bytes (1 to {MAX_DICT})")
+    raw = b.raw(off + 8 if what.startswith("index") else off + 4, n, f"{what}: dictionary {dict_id}")
+    key = (os.path.dirname(b.path), dict_id)
+    if DICTS.get(key, raw) != raw:
+        b.fail(off, f"{what}: dictionary {dict_id} again with other bytes")
+    DICTS[key] = raw
 
 
 def close_reason_term(doc_text):
@@ -419,8 +481,9 @@ def close_reason_term(doc_text):
     return term if len(term) <= MAX_CLOSE_REASON else None
 
 
-def parse_catalog_entries(b, what):
-    """u32 n, then n x (u32 project, u32 spider, u32 next job id, u16 len, name); exactly."""
+def parse_catalog_entries(b, what, rest=False):
+    """u32 n, then n x (u32 project, u32 spider, u32 next job id, u16 len, name); exactly
+    (with `rest`: (entries, where they end), bytes may follow)."""
     n = b.u32(0, f"{what} entry count")
     off = 4
     out = []
@@ -432,6 +495,8 @@ def parse_catalog_entries(b, what):
             b.fail(off, f"{what} entry {i}: project and spider ids must be >= 1")
         out.append((project, spider, nxt, name, off))
         off += 14 + nl
+    if rest:
+        return out, off
     if off != len(b):
         b.fail(off, f"{what}: {len(b) - off} bytes after the last entry")
     return out
@@ -536,6 +601,10 @@ def decode_payload(fr, data):
                     b.fail(o, f"catalog frame lists spider {project}/{spider} twice")
                 seen.add((project, spider))
             return entries
+        if fr.kind == KIND_DICT:
+            dict_id = b.u32(0, "dictionary id")
+            register_dict(b, 0, dict_id, len(b) - 4, "dictionary frame")
+            return dict_id
         if len(b) != 8:
             b.fail(0, f"commit payload is {len(b)} bytes, must be 8")
         return b.u64(0, "commit")
@@ -774,7 +843,30 @@ class Walk:
         self.end_pos = None           # packed position just after the last kept frame
         self._run()
 
+    def _dicts_first(self):
+        """log.md, "Dictionary": a dictionary frame may follow records that use it (online compaction
+        writes it again at the end): take every valid dictionary frame of the range first."""
+        segs = self.segs
+        seg, off = self.start
+        while True:
+            data = segs.data(seg)
+            while off < len(data):
+                fields, _ = decode_frame_header(data, off)
+                if fields is None:
+                    break
+                if fields[1] == KIND_DICT:
+                    fr = make_frame(segs.path(seg), seg, off, fields)
+                    try:
+                        decode_payload(fr, data)
+                    except Damage:
+                        pass                  # judged by the walk itself
+                off += FRAME_HDR + fields[0]
+            if seg == segs.last:
+                break
+            seg, off = seg + 1, segs.data_start(seg + 1)
+
     def _run(self):
+        self._dicts_first()
         segs = self.segs
         seg, off = self.start
         expected = self.start_seq
@@ -1438,7 +1530,24 @@ def _load_index(ix, generation):
         if any(data[s:e]):
             b.fail(s, "non-zero byte in the padding between parts")
     # catalog: the same encoding as a catalog frame, ascending by (project, spider id)
-    ix.catalog = parse_catalog_entries(b.sub(cat_off, cat_len, "catalog"), "index catalog")
+    cat = b.sub(cat_off, cat_len, "catalog")
+    if ver >= 4:
+        # index.md, "Catalog": version 4 continues with u32 d, d x (u32 id, u32 len, bytes), ids ascending
+        ix.catalog, o = parse_catalog_entries(cat, "index catalog", rest=True)
+        d = cat.u32(o, "index catalog: dictionary count")
+        o += 4
+        last = 0
+        for _ in range(d):
+            dict_id, n = cat.un("<II", o, "index catalog: dictionary")
+            if dict_id <= last:
+                cat.fail(o, f"index catalog: dictionary ids not ascending ({dict_id} after {last})")
+            register_dict(cat, o, dict_id, n, "index catalog")
+            last = dict_id
+            o += 8 + n
+        if o != len(cat):
+            cat.fail(o, f"index catalog: {len(cat) - o} bytes after the dictionaries")
+    else:
+        ix.catalog = parse_catalog_entries(cat, "index catalog")
     prev = (0, 0)
     for project, spider, nxt, name, o in ix.catalog:
         if (project, spider) <= prev:

@@ -25,6 +25,7 @@ from fixture_tools import (  # noqa: E402
     parse_jsonl, patch, proved_durable, raw_frames, reader, remove_indexes, run, run_in, segments, set_header_field,
     set_mark, spec_hex_blocks, split_log, truncate, versions)
 import test_marks  # noqa: E402
+import test_packed  # noqa: E402
 
 FIXTURES = [Fixture(1), Fixture(2), Fixture(3), Fixture(4), Fixture(5), Fixture(6)]
 
@@ -406,10 +407,10 @@ def test_index_damage_is_set_aside(tmp, fx):
             ix = index_files(store)[i]
             if where == "middle":
                 flip(ix, os.path.getsize(ix) // 2)
-            else:                   # version 4 with every CRC right: unknown version, set aside
+            else:                   # version 5 with every CRC right: unknown version, set aside
                 with open(ix, "r+b") as f:
                     b = bytearray(f.read())
-                    b[8:12] = b[-16:-12] = struct.pack("<I", 4)
+                    b[8:12] = b[-16:-12] = struct.pack("<I", 5)
                     do, dl, co, cl = struct.unpack_from("<4Q", b, len(b) - 48)
                     fo = len(b) - 48
                     b[fo + 36:fo + 40] = struct.pack("<I", mcrc(bytes(b[:64] + b[do:do + dl] + b[co:co + cl]
@@ -420,7 +421,7 @@ def test_index_damage_is_set_aside(tmp, fx):
             assert rc != 0, f"a damaged {ix} ({where}) passed check"
             assert os.path.basename(ix) in o + e
             if where == "version":
-                assert "unknown index version 4" in o, o
+                assert "unknown index version 5" in o, o
             assert export_of(store) == fx.export(), "export changed after index damage"
             for project in (53, 54, 60):
                 assert run_in(store, "list", str(project))[1].split() == \
@@ -435,7 +436,7 @@ def test_index_damage_is_set_aside(tmp, fx):
 
 def test_unknown_current_version_refused(tmp, fx):
     """conventions.md: a reader refuses a CURRENT version it does not know, naming file and version
-    (log segments: test_marks.test_version_6_segment_refused; index files are set aside instead)."""
+    (log segments: test_marks.test_version_7_segment_refused; index files are set aside instead)."""
     store = fresh_copy(tmp, fx)
     path = os.path.join(store, "CURRENT")
     with open(path, "r+b") as f:
@@ -644,7 +645,7 @@ def test_packed_columns_and_v3_postings_decode(tmp, fx):
 def main():
     start = time.monotonic()
     before = [fx.digest() for fx in FIXTURES]
-    tests = [v for k, v in list(globals().items()) + list(vars(test_marks).items())
+    tests = [v for k, v in list(globals().items()) + list(vars(test_marks).items()) + list(vars(test_packed).items())
              if k.startswith("test_") and callable(v)]
     runs = []
     for t in tests:

@@ -39,6 +39,8 @@ pub(super) struct Rebuild {
     pub skipped: Vec<(LogPos, LogPos)>,
     /// Changes of the open import transaction, applied at its commit.
     txn: Vec<Change>,
+    /// The dictionary frames met so far: a packed document must name one.
+    pub dicts: crate::codec::docz::Dicts,
 }
 
 enum Change {
@@ -97,6 +99,7 @@ pub(super) fn scan(
     let mut b = Rebuild::default();
     let indexed_end = chain.last().map(|c| c.log_end);
     let segments = segment::list(fsys, gen_dir)?;
+    dicts_of_log(fsys, gen_dir, &segments, &b.dicts)?;
     let mut expected = 0;
     let mut txn: Option<OpenTxn> = None;
     let mut resume: Option<LogPos> = None;
@@ -220,8 +223,12 @@ fn apply(
     match h.kind {
         FrameKind::Jobs => match record::decode_jobs(payload, h.count) {
             Ok(recs) => {
-                for (i, (off, v)) in recs.into_iter().enumerate() {
+                for (i, (off, mut v)) in recs.into_iter().enumerate() {
                     r.records += 1;
+                    if let Err(e) = v.unpack(&b.dicts) {
+                        r.found(path, Some(offset + 32 + (off + e.offset) as u64), e.what);
+                        continue;
+                    }
                     let seq = h.first_seq + i as u64;
                     if v.order_seq > seq {
                         r.found(path, Some(offset + 32 + off as u64), "order_seq is later than the record");
@@ -236,7 +243,7 @@ fn apply(
                         tags: tags_print(v.tags.iter().copied()),
                         unique: unique_print(v.unique, v.state),
                         close_reason: close_reason_print(v.close_reason().as_deref()),
-                        token: token_print(crate::store::tokens::token_in(v.doc).as_deref(), v.state),
+                        token: token_print(crate::store::tokens::token_in(v.doc()).as_deref(), v.state),
                     };
                     let unique = v.unique.filter(|_| v.state.is_active()).map(str::to_string);
                     let key = (v.key.project, v.key.local());
@@ -267,5 +274,35 @@ fn apply(
             }
         },
         FrameKind::Commit => b.commit(path, offset, r),
+        FrameKind::Dict => match crate::codec::docz::decode_dict(payload) {
+            Ok(d) => b.dicts.add(std::sync::Arc::new(d)),
+            Err(e) => {
+                let (o, w) = at(e);
+                r.found(path, o, w)
+            }
+        },
     }
+}
+
+/// Every dictionary frame of the log, before any record is read: online
+/// compaction may write one again after records that use it (log.md, "Dictionary").
+/// Damage is left to the main walk.
+fn dicts_of_log(
+    fsys: &dyn FileSystem,
+    gen_dir: &Path,
+    segments: &[u32],
+    dicts: &crate::codec::docz::Dicts,
+) -> Result<()> {
+    for &n in segments {
+        let Ok((_, sc)) = FrameScanner::segment(fsys, gen_dir, n) else { continue };
+        let mut sc = sc.accept_zero_tail(true);
+        while let Step::Frame { header, payload, .. } = sc.next_step()? {
+            if header.kind == FrameKind::Dict {
+                if let Ok(d) = crate::codec::docz::decode_dict(payload) {
+                    dicts.add(std::sync::Arc::new(d));
+                }
+            }
+        }
+    }
+    Ok(())
 }

@@ -188,6 +188,25 @@ impl DocSet for DeadCursor<'_> {
     fn andnot_words(&mut self, b: u32, words: Words, out: &mut Block, _scratch: &mut Block) {
         self.chunk_words(b, words, out, |o, d| *o &= !d);
     }
+    fn fill_block(&mut self, b: u32, out: &mut Block) {
+        let first = b as usize * CHUNKS_PER_BLOCK;
+        for (i, part) in out.chunks_mut(CHUNK_WORDS).enumerate() {
+            match self.set.chunks.get(first + i) {
+                Some(Some(chunk)) => part.copy_from_slice(&chunk[..]),
+                _ => part.fill(0),
+            }
+        }
+    }
+    fn andnot_block(&mut self, b: u32, out: &mut Block, _scratch: &mut Block) {
+        let first = b as usize * CHUNKS_PER_BLOCK;
+        for (i, part) in out.chunks_mut(CHUNK_WORDS).enumerate() {
+            if let Some(Some(chunk)) = self.set.chunks.get(first + i) {
+                for (o, d) in part.iter_mut().zip(chunk.iter()) {
+                    *o &= !d;
+                }
+            }
+        }
+    }
     fn next_block(&self, b: u32) -> Option<u32> {
         let first = b as usize * CHUNKS_PER_BLOCK;
         (first..self.set.chunks.len()).find(|c| self.set.chunks[*c].is_some()).map(|c| (c / CHUNKS_PER_BLOCK) as u32)

@@ -12,7 +12,7 @@
 
 use byteorder::{ByteOrder, LittleEndian as LE, WriteBytesExt};
 
-use crate::query::docset::{Block, DocId, DocSet, Words, BLOCK_WORDS, TERMINATED};
+use crate::query::docset::{span, Block, DocId, DocSet, Words, ALL_WORDS, BLOCK_WORDS, TERMINATED};
 
 /// Lists of at most this many docs are flat.
 pub const FLAT_MAX: u32 = 8;
@@ -193,6 +193,7 @@ impl<'a> Posting<'a> {
     }
 
     /// The offsets of a flat list's docs in `words` of block `b`.
+    #[inline(always)]
     fn flat_in(&self, b: u32, words: Words) -> impl Iterator<Item = u32> + '_ {
         let (lo, hi) = ((b << 16) as u64 + words.start as u64 * 64, (b << 16) as u64 + words.end as u64 * 64);
         (0..self.card as usize)
@@ -255,6 +256,7 @@ impl<'a> Posting<'a> {
     }
 
     /// The values of an array container within `words` (found by binary search).
+    #[inline(always)]
     fn values(&self, at: usize, card: u32, words: Words) -> impl Iterator<Item = u32> + 'a {
         let bytes: &'a [u8] = self.bytes;
         let (i, j) = if words.start == 0 && words.end == BLOCK_WORDS {
@@ -269,6 +271,7 @@ impl<'a> Posting<'a> {
     /// `out[i] = f(out[i], word i)` for `i` in `range` over a bitmap container of
     /// `words` words (the words after them are zero): one bounds check, no
     /// branch, so the loops vectorize.
+    #[inline(always)]
     fn combine_bitmap(&self, at: usize, words: usize, range: Words, out: &mut Block, f: impl Fn(u64, u64) -> u64) {
         let lo = range.start.min(words);
         let hi = range.end.min(words).max(lo);
@@ -419,7 +422,44 @@ impl DocSet for PostingCursor<'_> {
         u64::from(self.p.card)
     }
 
+    fn next_block(&self, b: u32) -> Option<u32> {
+        if self.p.is_flat() {
+            return (0..self.p.card as usize).map(|i| self.p.flat(i) >> 16).find(|x| *x >= b);
+        }
+        let ci = self.p.container_from(0, b);
+        (ci < self.p.n).then(|| self.p.entry(ci).0)
+    }
     fn fill_words(&mut self, b: u32, words: Words, out: &mut Block) {
+        self.fill::<false>(b, words, out)
+    }
+    fn and_words(&mut self, b: u32, words: Words, out: &mut Block, scratch: &mut Block) {
+        self.and::<false>(b, words, out, scratch)
+    }
+    fn or_words(&mut self, b: u32, words: Words, out: &mut Block, scratch: &mut Block) {
+        self.or::<false>(b, words, out, scratch)
+    }
+    fn andnot_words(&mut self, b: u32, words: Words, out: &mut Block, scratch: &mut Block) {
+        self.andnot::<false>(b, words, out, scratch)
+    }
+    fn fill_block(&mut self, b: u32, out: &mut Block) {
+        self.fill::<true>(b, ALL_WORDS, out)
+    }
+    fn and_block(&mut self, b: u32, out: &mut Block, scratch: &mut Block) {
+        self.and::<true>(b, ALL_WORDS, out, scratch)
+    }
+    fn or_block(&mut self, b: u32, out: &mut Block, scratch: &mut Block) {
+        self.or::<true>(b, ALL_WORDS, out, scratch)
+    }
+    fn andnot_block(&mut self, b: u32, out: &mut Block, scratch: &mut Block) {
+        self.andnot::<true>(b, ALL_WORDS, out, scratch)
+    }
+}
+
+/// Block operations over `span::<WHOLE>(words)` (see [`span`]).
+impl PostingCursor<'_> {
+    #[inline(always)]
+    fn fill<const WHOLE: bool>(&mut self, b: u32, words: Words, out: &mut Block) {
+        let words = span::<WHOLE>(words);
         if self.p.is_flat() {
             out[words.clone()].fill(0);
             return set_bits(out, self.p.flat_in(b, words));
@@ -434,14 +474,9 @@ impl DocSet for PostingCursor<'_> {
         }
     }
 
-    fn next_block(&self, b: u32) -> Option<u32> {
-        if self.p.is_flat() {
-            return (0..self.p.card as usize).map(|i| self.p.flat(i) >> 16).find(|x| *x >= b);
-        }
-        let ci = self.p.container_from(0, b);
-        (ci < self.p.n).then(|| self.p.entry(ci).0)
-    }
-    fn and_words(&mut self, b: u32, words: Words, out: &mut Block, scratch: &mut Block) {
+    #[inline(always)]
+    fn and<const WHOLE: bool>(&mut self, b: u32, words: Words, out: &mut Block, scratch: &mut Block) {
+        let words = span::<WHOLE>(words);
         if self.p.is_flat() {
             return and_values(out, scratch, words.clone(), self.p.flat_in(b, words));
         }
@@ -451,7 +486,9 @@ impl DocSet for PostingCursor<'_> {
             None => out[words].fill(0),
         }
     }
-    fn or_words(&mut self, b: u32, words: Words, out: &mut Block, _scratch: &mut Block) {
+    #[inline(always)]
+    fn or<const WHOLE: bool>(&mut self, b: u32, words: Words, out: &mut Block, _scratch: &mut Block) {
+        let words = span::<WHOLE>(words);
         if self.p.is_flat() {
             return set_bits(out, self.p.flat_in(b, words));
         }
@@ -461,7 +498,9 @@ impl DocSet for PostingCursor<'_> {
             None => {}
         }
     }
-    fn andnot_words(&mut self, b: u32, words: Words, out: &mut Block, _scratch: &mut Block) {
+    #[inline(always)]
+    fn andnot<const WHOLE: bool>(&mut self, b: u32, words: Words, out: &mut Block, _scratch: &mut Block) {
+        let words = span::<WHOLE>(words);
         let clear = |out: &mut Block, vals: &mut dyn Iterator<Item = u32>| {
             for v in vals {
                 out[(v / 64) as usize] &= !(1 << (v % 64));
@@ -479,6 +518,7 @@ impl DocSet for PostingCursor<'_> {
 }
 
 /// `out[words] &=` the bits of `values` (offsets within those words).
+#[inline(always)]
 fn and_values(out: &mut Block, scratch: &mut Block, words: Words, values: impl Iterator<Item = u32>) {
     scratch[words.clone()].fill(0);
     set_bits(scratch, values);

@@ -129,6 +129,18 @@ impl DocSet for Blocked<'_> {
     fn andnot_words(&mut self, b: u32, words: Words, out: &mut Block, scratch: &mut Block) {
         self.inner.andnot_words(b, words, out, scratch)
     }
+    fn fill_block(&mut self, b: u32, out: &mut Block) {
+        self.inner.fill_block(b, out)
+    }
+    fn and_block(&mut self, b: u32, out: &mut Block, scratch: &mut Block) {
+        self.inner.and_block(b, out, scratch)
+    }
+    fn or_block(&mut self, b: u32, out: &mut Block, scratch: &mut Block) {
+        self.inner.or_block(b, out, scratch)
+    }
+    fn andnot_block(&mut self, b: u32, out: &mut Block, scratch: &mut Block) {
+        self.inner.andnot_block(b, out, scratch)
+    }
 }
 
 #[cfg(test)]

@@ -71,36 +71,114 @@ pub trait DocSet {
     /// only the words `out` still has bits in.
     fn and_words(&mut self, b: u32, words: Words, out: &mut Block, scratch: &mut Block) {
         self.fill_words(b, words.clone(), scratch);
-        for (o, s) in out[words.clone()].iter_mut().zip(scratch[words].iter()) {
-            *o &= s;
-        }
+        merge::<false>(words, out, scratch, |o, s| o & s);
     }
     /// `out[words] |= ` this set's bits of block `b`.
     fn or_words(&mut self, b: u32, words: Words, out: &mut Block, scratch: &mut Block) {
         self.fill_words(b, words.clone(), scratch);
-        for (o, s) in out[words.clone()].iter_mut().zip(scratch[words].iter()) {
-            *o |= s;
-        }
+        merge::<false>(words, out, scratch, |o, s| o | s);
     }
     /// `out[words] &= !` this set's bits of block `b`.
     fn andnot_words(&mut self, b: u32, words: Words, out: &mut Block, scratch: &mut Block) {
         self.fill_words(b, words.clone(), scratch);
-        for (o, s) in out[words.clone()].iter_mut().zip(scratch[words].iter()) {
-            *o &= !s;
-        }
+        merge::<false>(words, out, scratch, |o, s| o & !s);
     }
-    /// The whole block: [`DocSet::fill_words`] over every word.
+    /// [`DocSet::fill_words`] over every word. The whole-block operations are
+    /// what counts call: sets override them with fixed-length loops (through
+    /// a helper generic over `WHOLE`, see [`span`]).
     fn fill_block(&mut self, b: u32, out: &mut Block) {
         self.fill_words(b, ALL_WORDS, out)
     }
     fn and_block(&mut self, b: u32, out: &mut Block, scratch: &mut Block) {
-        self.and_words(b, ALL_WORDS, out, scratch)
+        self.fill_block(b, scratch);
+        merge::<true>(ALL_WORDS, out, scratch, |o, s| o & s);
     }
     fn or_block(&mut self, b: u32, out: &mut Block, scratch: &mut Block) {
-        self.or_words(b, ALL_WORDS, out, scratch)
+        self.fill_block(b, scratch);
+        merge::<true>(ALL_WORDS, out, scratch, |o, s| o | s);
     }
     fn andnot_block(&mut self, b: u32, out: &mut Block, scratch: &mut Block) {
-        self.andnot_words(b, ALL_WORDS, out, scratch)
+        self.fill_block(b, scratch);
+        merge::<true>(ALL_WORDS, out, scratch, |o, s| o & !s);
+    }
+}
+
+/// `words`, or with `WHOLE` the constant [`ALL_WORDS`]: a block operation
+/// written once over `span::<WHOLE>(words)` compiles for the whole block to
+/// loops of fixed length (unrolled, vectorised, no bounds checks).
+#[inline(always)]
+pub fn span<const WHOLE: bool>(words: Words) -> Words {
+    if WHOLE {
+        ALL_WORDS
+    } else {
+        words
+    }
+}
+
+/// `out[w] = f(out[w], scratch[w])` over `span::<WHOLE>(words)`.
+#[inline(always)]
+fn merge<const WHOLE: bool>(words: Words, out: &mut Block, scratch: &Block, f: impl Fn(u64, u64) -> u64) {
+    let words = span::<WHOLE>(words);
+    for (o, s) in out[words.clone()].iter_mut().zip(scratch[words].iter()) {
+        *o = f(*o, *s);
+    }
+}
+
+/// A child's fill: the whole-block method with `WHOLE`, else the word-range one.
+#[inline(always)]
+pub fn fill_in<const WHOLE: bool, S: DocSet + ?Sized>(s: &mut S, b: u32, words: Words, out: &mut Block) {
+    if WHOLE {
+        s.fill_block(b, out)
+    } else {
+        s.fill_words(b, words, out)
+    }
+}
+
+/// A child's `and`: the whole-block method with `WHOLE`, else the word-range one.
+#[inline(always)]
+pub fn and_in<const WHOLE: bool, S: DocSet + ?Sized>(
+    s: &mut S,
+    b: u32,
+    words: Words,
+    out: &mut Block,
+    scratch: &mut Block,
+) {
+    if WHOLE {
+        s.and_block(b, out, scratch)
+    } else {
+        s.and_words(b, words, out, scratch)
+    }
+}
+
+/// A child's `or`: the whole-block method with `WHOLE`, else the word-range one.
+#[inline(always)]
+pub fn or_in<const WHOLE: bool, S: DocSet + ?Sized>(
+    s: &mut S,
+    b: u32,
+    words: Words,
+    out: &mut Block,
+    scratch: &mut Block,
+) {
+    if WHOLE {
+        s.or_block(b, out, scratch)
+    } else {
+        s.or_words(b, words, out, scratch)
+    }
+}
+
+/// A child's `andnot`: the whole-block method with `WHOLE`, else the word-range one.
+#[inline(always)]
+pub fn andnot_in<const WHOLE: bool, S: DocSet + ?Sized>(
+    s: &mut S,
+    b: u32,
+    words: Words,
+    out: &mut Block,
+    scratch: &mut Block,
+) {
+    if WHOLE {
+        s.andnot_block(b, out, scratch)
+    } else {
+        s.andnot_words(b, words, out, scratch)
     }
 }
 
@@ -131,6 +209,18 @@ impl<T: DocSet + ?Sized> DocSet for Box<T> {
     }
     fn andnot_words(&mut self, b: u32, words: Words, out: &mut Block, scratch: &mut Block) {
         (**self).andnot_words(b, words, out, scratch)
+    }
+    fn fill_block(&mut self, b: u32, out: &mut Block) {
+        (**self).fill_block(b, out)
+    }
+    fn and_block(&mut self, b: u32, out: &mut Block, scratch: &mut Block) {
+        (**self).and_block(b, out, scratch)
+    }
+    fn or_block(&mut self, b: u32, out: &mut Block, scratch: &mut Block) {
+        (**self).or_block(b, out, scratch)
+    }
+    fn andnot_block(&mut self, b: u32, out: &mut Block, scratch: &mut Block) {
+        (**self).andnot_block(b, out, scratch)
     }
 }
 
@@ -297,6 +387,9 @@ impl DocSet for Empty {
     fn fill_words(&mut self, _b: u32, words: Words, out: &mut Block) {
         out[words].fill(0);
     }
+    fn fill_block(&mut self, _b: u32, out: &mut Block) {
+        out.fill(0);
+    }
     fn next_block(&self, _b: u32) -> Option<u32> {
         None
     }
@@ -333,17 +426,17 @@ impl DocSet for Range {
         u64::from(self.hi.saturating_sub(self.lo))
     }
     fn fill_words(&mut self, b: u32, words: Words, out: &mut Block) {
-        if words == ALL_WORDS {
-            return fill_range(b, self.lo, self.hi, out);
-        }
         out[words.clone()].fill(!0);
         mask_words(b, self.lo, self.hi, words, out);
     }
     fn and_words(&mut self, b: u32, words: Words, out: &mut Block, _scratch: &mut Block) {
-        if words == ALL_WORDS {
-            return mask_block(b, self.lo, self.hi, out);
-        }
         mask_words(b, self.lo, self.hi, words, out);
+    }
+    fn fill_block(&mut self, b: u32, out: &mut Block) {
+        fill_range(b, self.lo, self.hi, out);
+    }
+    fn and_block(&mut self, b: u32, out: &mut Block, _scratch: &mut Block) {
+        mask_block(b, self.lo, self.hi, out);
     }
     fn next_block(&self, b: u32) -> Option<u32> {
         if self.lo >= self.hi {

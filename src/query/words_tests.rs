@@ -1,6 +1,7 @@
 //! Block operations over a word range against the docs of the set, masked to
 //! the range: every kind of set (flat lists, array and bitmap containers, dead
-//! sets, ranges, and their compositions), ranges at a block's edges, empty ranges.
+//! sets, ranges, and their compositions), ranges at a block's edges, empty ranges;
+//! and the whole-block methods against the whole range.
 
 use super::docset::{Block, DocId, DocSet, Empty, Range, Words, ALL_WORDS, BLOCK_WORDS};
 use super::ops::{Exclusion, Intersection, Union};
@@ -94,6 +95,20 @@ fn check<'a>(r: &mut Rng, docs: &[DocId], make: &mut dyn FnMut() -> Box<dyn DocS
                     assert_eq!(out[i], f(junk[i], want[i]), "{what} {words:?}: word {i} of block {b}");
                 }
                 outside(&out, what);
+                if words == ALL_WORDS {
+                    // The whole-block methods (their own fixed-length code).
+                    let mut out = junk.clone();
+                    let mut set = make();
+                    match what {
+                        "fill" => set.fill_block(b, &mut out),
+                        "and" => set.and_block(b, &mut out, &mut scratch),
+                        "or" => set.or_block(b, &mut out, &mut scratch),
+                        _ => set.andnot_block(b, &mut out, &mut scratch),
+                    }
+                    for i in words.clone() {
+                        assert_eq!(out[i], f(junk[i], want[i]), "{what}_block: word {i} of block {b}");
+                    }
+                }
             }
         }
     }

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use crate::query::docset::{Block, DocId, DocSet, BLOCK_WORDS, TERMINATED};
+use crate::query::docset::{Block, DocId, DocSet, Words, BLOCK_WORDS, TERMINATED};
 
 const CHUNK_WORDS: usize = 64;
 const CHUNK_DOCS: u32 = (CHUNK_WORDS * 64) as u32;
@@ -141,6 +141,28 @@ impl DeadCursor<'_> {
     }
 }
 
+impl DeadCursor<'_> {
+    /// `f(out word, set word)` over `out[words]` of block `b` (a missing chunk: zeros).
+    fn chunk_words(&self, b: u32, words: Words, out: &mut Block, f: impl Fn(&mut u64, u64)) {
+        let first = b as usize * CHUNKS_PER_BLOCK;
+        let mut w = words.start;
+        while w < words.end {
+            let c = w / CHUNK_WORDS;
+            let end = words.end.min((c + 1) * CHUNK_WORDS);
+            let part = &mut out[w..end];
+            match self.set.chunks.get(first + c) {
+                Some(Some(chunk)) => {
+                    for (o, d) in part.iter_mut().zip(chunk[w % CHUNK_WORDS..].iter()) {
+                        f(o, *d);
+                    }
+                }
+                _ => part.iter_mut().for_each(|o| f(o, 0)),
+            }
+            w = end;
+        }
+    }
+}
+
 impl DocSet for DeadCursor<'_> {
     fn doc(&self) -> DocId {
         self.doc
@@ -159,6 +181,12 @@ impl DocSet for DeadCursor<'_> {
     }
     fn cost(&self) -> u64 {
         self.set.len
+    }
+    fn fill_words(&mut self, b: u32, words: Words, out: &mut Block) {
+        self.chunk_words(b, words, out, |o, d| *o = d);
+    }
+    fn andnot_words(&mut self, b: u32, words: Words, out: &mut Block, _scratch: &mut Block) {
+        self.chunk_words(b, words, out, |o, d| *o &= !d);
     }
     fn fill_block(&mut self, b: u32, out: &mut Block) {
         let first = b as usize * CHUNKS_PER_BLOCK;

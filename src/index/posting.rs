@@ -12,7 +12,7 @@
 
 use byteorder::{ByteOrder, LittleEndian as LE, WriteBytesExt};
 
-use crate::query::docset::{Block, DocId, DocSet, BLOCK_WORDS, TERMINATED};
+use crate::query::docset::{span, Block, DocId, DocSet, Words, ALL_WORDS, BLOCK_WORDS, TERMINATED};
 
 /// Lists of at most this many docs are flat.
 pub const FLAT_MAX: u32 = 8;
@@ -192,9 +192,14 @@ impl<'a> Posting<'a> {
         LE::read_u32(&self.bytes[4 + i * 4..8 + i * 4])
     }
 
-    /// The offsets of a flat list's docs in block `b`.
-    fn flat_in(&self, b: u32) -> impl Iterator<Item = u32> + '_ {
-        (0..self.card as usize).map(|i| self.flat(i)).filter(move |d| d >> 16 == b).map(|d| d & 0xFFFF)
+    /// The offsets of a flat list's docs in `words` of block `b`.
+    #[inline(always)]
+    fn flat_in(&self, b: u32, words: Words) -> impl Iterator<Item = u32> + '_ {
+        let (lo, hi) = ((b << 16) as u64 + words.start as u64 * 64, (b << 16) as u64 + words.end as u64 * 64);
+        (0..self.card as usize)
+            .map(|i| self.flat(i))
+            .filter(move |d| (lo..hi).contains(&u64::from(*d)))
+            .map(|d| d & 0xFFFF)
     }
 
     fn entry(&self, i: usize) -> (u32, usize, u32, usize) {
@@ -236,18 +241,42 @@ impl<'a> Posting<'a> {
         (ci < self.n).then(|| self.entry(ci)).filter(|e| e.0 == b).map(|(_, words, card, at)| (words, card, at))
     }
 
-    /// The values of an array container.
-    fn values(&self, at: usize, card: u32) -> impl Iterator<Item = u32> + 'a {
-        let bytes: &'a [u8] = self.bytes;
-        bytes[at..at + card as usize * 2].chunks_exact(2).map(|v| u32::from(u16::from_le_bytes([v[0], v[1]])))
+    /// Index of the first value `>= v` of an array container.
+    fn array_rank(&self, at: usize, card: u32, v: u32) -> usize {
+        let (mut lo, mut hi) = (0, card as usize);
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            if self.array(at, mid) < v {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        lo
     }
 
-    /// `out[i] = f(out[i], word i)` over a bitmap container of `words` words (the
-    /// words after them are zero): one bounds check, no branch, so the loops
-    /// vectorize.
-    fn combine_bitmap(&self, at: usize, words: usize, out: &mut Block, f: impl Fn(u64, u64) -> u64) {
-        let data = &self.bytes[at..at + words * 8];
-        let (head, tail) = out.split_at_mut(words);
+    /// The values of an array container within `words` (found by binary search).
+    #[inline(always)]
+    fn values(&self, at: usize, card: u32, words: Words) -> impl Iterator<Item = u32> + 'a {
+        let bytes: &'a [u8] = self.bytes;
+        let (i, j) = if words.start == 0 && words.end == BLOCK_WORDS {
+            (0, card as usize)
+        } else {
+            let i = self.array_rank(at, card, words.start as u32 * 64);
+            (i, i.max(self.array_rank(at, card, words.end as u32 * 64)))
+        };
+        bytes[at + i * 2..at + j * 2].chunks_exact(2).map(|v| u32::from(u16::from_le_bytes([v[0], v[1]])))
+    }
+
+    /// `out[i] = f(out[i], word i)` for `i` in `range` over a bitmap container of
+    /// `words` words (the words after them are zero): one bounds check, no
+    /// branch, so the loops vectorize.
+    #[inline(always)]
+    fn combine_bitmap(&self, at: usize, words: usize, range: Words, out: &mut Block, f: impl Fn(u64, u64) -> u64) {
+        let lo = range.start.min(words);
+        let hi = range.end.min(words).max(lo);
+        let data = &self.bytes[at + lo * 8..at + hi * 8];
+        let (head, tail) = out[range].split_at_mut(hi - lo);
         for (o, w) in head.iter_mut().zip(data.chunks_exact(8)) {
             *o = f(*o, u64::from_le_bytes(w.try_into().expect("8 bytes")));
         }
@@ -393,21 +422,6 @@ impl DocSet for PostingCursor<'_> {
         u64::from(self.p.card)
     }
 
-    fn fill_block(&mut self, b: u32, out: &mut Block) {
-        if self.p.is_flat() {
-            out.fill(0);
-            return set_bits(out, self.p.flat_in(b));
-        }
-        match self.p.container(b) {
-            Some((0, card, at)) => {
-                out.fill(0);
-                set_bits(out, self.p.values(at, card));
-            }
-            Some((words, _, at)) => self.p.combine_bitmap(at, words, out, |_, w| w),
-            None => out.fill(0),
-        }
-    }
-
     fn next_block(&self, b: u32) -> Option<u32> {
         if self.p.is_flat() {
             return (0..self.p.card as usize).map(|i| self.p.flat(i) >> 16).find(|x| *x >= b);
@@ -415,51 +429,101 @@ impl DocSet for PostingCursor<'_> {
         let ci = self.p.container_from(0, b);
         (ci < self.p.n).then(|| self.p.entry(ci).0)
     }
+    fn fill_words(&mut self, b: u32, words: Words, out: &mut Block) {
+        self.fill::<false>(b, words, out)
+    }
+    fn and_words(&mut self, b: u32, words: Words, out: &mut Block, scratch: &mut Block) {
+        self.and::<false>(b, words, out, scratch)
+    }
+    fn or_words(&mut self, b: u32, words: Words, out: &mut Block, scratch: &mut Block) {
+        self.or::<false>(b, words, out, scratch)
+    }
+    fn andnot_words(&mut self, b: u32, words: Words, out: &mut Block, scratch: &mut Block) {
+        self.andnot::<false>(b, words, out, scratch)
+    }
+    fn fill_block(&mut self, b: u32, out: &mut Block) {
+        self.fill::<true>(b, ALL_WORDS, out)
+    }
     fn and_block(&mut self, b: u32, out: &mut Block, scratch: &mut Block) {
+        self.and::<true>(b, ALL_WORDS, out, scratch)
+    }
+    fn or_block(&mut self, b: u32, out: &mut Block, scratch: &mut Block) {
+        self.or::<true>(b, ALL_WORDS, out, scratch)
+    }
+    fn andnot_block(&mut self, b: u32, out: &mut Block, scratch: &mut Block) {
+        self.andnot::<true>(b, ALL_WORDS, out, scratch)
+    }
+}
+
+/// Block operations over `span::<WHOLE>(words)` (see [`span`]).
+impl PostingCursor<'_> {
+    #[inline(always)]
+    fn fill<const WHOLE: bool>(&mut self, b: u32, words: Words, out: &mut Block) {
+        let words = span::<WHOLE>(words);
         if self.p.is_flat() {
-            scratch.fill(0);
-            set_bits(scratch, self.p.flat_in(b));
-            for (o, s) in out.iter_mut().zip(scratch.iter()) {
-                *o &= s;
-            }
-            return;
+            out[words.clone()].fill(0);
+            return set_bits(out, self.p.flat_in(b, words));
         }
         match self.p.container(b) {
             Some((0, card, at)) => {
-                scratch.fill(0);
-                set_bits(scratch, self.p.values(at, card));
-                for (o, s) in out.iter_mut().zip(scratch.iter()) {
-                    *o &= s;
-                }
+                out[words.clone()].fill(0);
+                set_bits(out, self.p.values(at, card, words));
             }
-            Some((words, _, at)) => self.p.combine_bitmap(at, words, out, |o, w| o & w),
-            None => out.fill(0),
+            Some((n, _, at)) => self.p.combine_bitmap(at, n, words, out, |_, w| w),
+            None => out[words].fill(0),
         }
     }
-    fn or_block(&mut self, b: u32, out: &mut Block, _scratch: &mut Block) {
+
+    #[inline(always)]
+    fn and<const WHOLE: bool>(&mut self, b: u32, words: Words, out: &mut Block, scratch: &mut Block) {
+        let words = span::<WHOLE>(words);
         if self.p.is_flat() {
-            return set_bits(out, self.p.flat_in(b));
+            return and_values(out, scratch, words.clone(), self.p.flat_in(b, words));
         }
         match self.p.container(b) {
-            Some((0, card, at)) => set_bits(out, self.p.values(at, card)),
-            Some((words, _, at)) => self.p.combine_bitmap(at, words, out, |o, w| o | w),
+            Some((0, card, at)) => and_values(out, scratch, words.clone(), self.p.values(at, card, words)),
+            Some((n, _, at)) => self.p.combine_bitmap(at, n, words, out, |o, w| o & w),
+            None => out[words].fill(0),
+        }
+    }
+    #[inline(always)]
+    fn or<const WHOLE: bool>(&mut self, b: u32, words: Words, out: &mut Block, _scratch: &mut Block) {
+        let words = span::<WHOLE>(words);
+        if self.p.is_flat() {
+            return set_bits(out, self.p.flat_in(b, words));
+        }
+        match self.p.container(b) {
+            Some((0, card, at)) => set_bits(out, self.p.values(at, card, words)),
+            Some((n, _, at)) => self.p.combine_bitmap(at, n, words, out, |o, w| o | w),
             None => {}
         }
     }
-    fn andnot_block(&mut self, b: u32, out: &mut Block, _scratch: &mut Block) {
+    #[inline(always)]
+    fn andnot<const WHOLE: bool>(&mut self, b: u32, words: Words, out: &mut Block, _scratch: &mut Block) {
+        let words = span::<WHOLE>(words);
         let clear = |out: &mut Block, vals: &mut dyn Iterator<Item = u32>| {
             for v in vals {
                 out[(v / 64) as usize] &= !(1 << (v % 64));
             }
         };
         if self.p.is_flat() {
-            return clear(out, &mut self.p.flat_in(b));
+            return clear(out, &mut self.p.flat_in(b, words));
         }
         match self.p.container(b) {
-            Some((0, card, at)) => clear(out, &mut self.p.values(at, card)),
-            Some((words, _, at)) => self.p.combine_bitmap(at, words, out, |o, w| o & !w),
+            Some((0, card, at)) => clear(out, &mut self.p.values(at, card, words)),
+            Some((n, _, at)) => self.p.combine_bitmap(at, n, words, out, |o, w| o & !w),
             None => {}
         }
+    }
+}
+
+/// `out[words] &=` the bits of `values` (offsets within those words).
+#[inline(always)]
+fn and_values(out: &mut Block, scratch: &mut Block, words: Words, values: impl Iterator<Item = u32>) {
+    scratch[words.clone()].fill(0);
+    set_bits(scratch, values);
+    for (o, s) in out[words.clone()].iter_mut().zip(scratch[words].iter()) {
+        *o &= s;
     }
 }
 

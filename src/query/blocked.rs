@@ -3,24 +3,33 @@
 //! AND NOT), then its docs are read bit by bit. A listing walks a filter this way
 //! when its cheapest list is dense (many docs a block): doc at a time, each of
 //! that list's docs would seek into every other list, most of them for nothing.
-//! The wrapped set's cursor is never moved (block operations do not use it).
+//! A block is filled in growing windows of words (a list of 100 rows reads the
+//! first few hundred docs of a block, not all 65,536), each read before the next
+//! is filled. The wrapped set's cursor is never moved (block operations do not use it).
 
-use super::docset::{block_of, new_block, Block, DocId, DocSet, BLOCK_WORDS, TERMINATED};
+use super::docset::{block_of, new_block, Block, DocId, DocSet, Words, BLOCK_WORDS, TERMINATED};
 
 type Boxed<'a> = Box<dyn DocSet + 'a>;
+
+/// Words of the first window; each next window is twice the last.
+const FIRST_WINDOW: usize = 16;
 
 /// `inner`'s docs, found a block at a time.
 pub struct Blocked<'a> {
     inner: Boxed<'a>,
     bits: Box<Block>,
-    /// The block `bits` holds, if any.
-    filled: Option<u32>,
+    /// The block `bits` holds words of, if any: a block `inner` may have docs in.
+    block: Option<u32>,
+    /// The words of `bits` filled for `block` (the others are stale).
+    span: Words,
+    /// Words of the next window (at most `BLOCK_WORDS`).
+    grow: usize,
     doc: DocId,
 }
 
 impl<'a> Blocked<'a> {
     pub fn new(inner: Boxed<'a>) -> Blocked<'a> {
-        let mut me = Blocked { inner, bits: new_block(), filled: None, doc: 0 };
+        let mut me = Blocked { inner, bits: new_block(), block: None, span: 0..0, grow: FIRST_WINDOW, doc: 0 };
         me.doc = me.first_from(0);
         me
     }
@@ -33,18 +42,34 @@ impl<'a> Blocked<'a> {
         let mut b = block_of(target);
         let mut low = target & 0xFFFF;
         loop {
-            let Some(next) = self.inner.next_block(b) else {
-                return TERMINATED;
-            };
-            if next != b {
-                (b, low) = (next, 0);
+            if self.block != Some(b) {
+                let Some(next) = self.inner.next_block(b) else {
+                    return TERMINATED;
+                };
+                if next != b {
+                    (b, low) = (next, 0);
+                }
+                // `grow` carries over: a walk that read all of the last block
+                // (sparse matches) fills the next one in one or two windows.
+                (self.block, self.span) = (Some(b), 0..0);
             }
-            if self.filled != Some(b) {
-                self.inner.fill_block(b, &mut self.bits);
-                self.filled = Some(b);
-            }
-            if let Some(d) = next_bit(&self.bits, low) {
-                return (b << 16) | d;
+            loop {
+                let w = (low / 64) as usize;
+                if !self.span.contains(&w) {
+                    let mut end = (w + self.grow).min(BLOCK_WORDS);
+                    if BLOCK_WORDS - end < 2 * self.grow {
+                        end = BLOCK_WORDS; // no short window left over at the block's end
+                    }
+                    self.inner.fill_words(b, w..end, &mut self.bits);
+                    (self.span, self.grow) = (w..end, (self.grow * 2).min(BLOCK_WORDS));
+                }
+                if let Some(d) = next_bit(&self.bits, low, self.span.end) {
+                    return (b << 16) | d;
+                }
+                if self.span.end == BLOCK_WORDS {
+                    break;
+                }
+                low = self.span.end as u32 * 64;
             }
             if b == block_of(TERMINATED - 1) {
                 return TERMINATED;
@@ -54,8 +79,8 @@ impl<'a> Blocked<'a> {
     }
 }
 
-/// The first set bit at or after `from` in a block.
-fn next_bit(bits: &Block, from: u32) -> Option<u32> {
+/// The first set bit at or after `from` in the words of a block before `end`.
+fn next_bit(bits: &Block, from: u32, end: usize) -> Option<u32> {
     let mut w = (from / 64) as usize;
     let mut word = bits[w] & (!0u64 << (from % 64));
     loop {
@@ -63,7 +88,7 @@ fn next_bit(bits: &Block, from: u32) -> Option<u32> {
             return Some(w as u32 * 64 + word.trailing_zeros());
         }
         w += 1;
-        if w == BLOCK_WORDS {
+        if w == end {
             return None;
         }
         word = bits[w];
@@ -89,11 +114,23 @@ impl DocSet for Blocked<'_> {
     fn cost(&self) -> u64 {
         self.inner.cost()
     }
-    fn fill_block(&mut self, b: u32, out: &mut Block) {
-        self.inner.fill_block(b, out)
+    fn fill_words(&mut self, b: u32, words: Words, out: &mut Block) {
+        self.inner.fill_words(b, words, out)
     }
     fn next_block(&self, b: u32) -> Option<u32> {
         self.inner.next_block(b)
+    }
+    fn and_words(&mut self, b: u32, words: Words, out: &mut Block, scratch: &mut Block) {
+        self.inner.and_words(b, words, out, scratch)
+    }
+    fn or_words(&mut self, b: u32, words: Words, out: &mut Block, scratch: &mut Block) {
+        self.inner.or_words(b, words, out, scratch)
+    }
+    fn andnot_words(&mut self, b: u32, words: Words, out: &mut Block, scratch: &mut Block) {
+        self.inner.andnot_words(b, words, out, scratch)
+    }
+    fn fill_block(&mut self, b: u32, out: &mut Block) {
+        self.inner.fill_block(b, out)
     }
     fn and_block(&mut self, b: u32, out: &mut Block, scratch: &mut Block) {
         self.inner.and_block(b, out, scratch)
@@ -126,9 +163,9 @@ mod tests {
         fn cost(&self) -> u64 {
             self.0.len() as u64
         }
-        fn fill_block(&mut self, b: u32, out: &mut Block) {
-            out.fill(0);
-            for &d in self.0.iter().filter(|d| block_of(**d) == b) {
+        fn fill_words(&mut self, b: u32, words: Words, out: &mut Block) {
+            out[words.clone()].fill(0);
+            for &d in self.0.iter().filter(|d| block_of(**d) == b && words.contains(&((**d as usize & 0xFFFF) / 64))) {
                 out[(d as usize & 0xFFFF) / 64] |= 1 << (d % 64);
             }
         }
@@ -162,11 +199,25 @@ mod tests {
         let want = walk(make());
         assert!(want.len() > 10_000);
         assert_eq!(walk(Blocked::new(make())), want);
-        for target in [0, 1, 64, 65_535, BLOCK_DOCS, 100_000, 389_999, 390_000, TERMINATED] {
+        // Targets at and across window edges (16, 32, 64... words from a fill).
+        let targets = [0, 1, 64, 1_023, 1_024, 3_071, 3_072, 65_535, BLOCK_DOCS, BLOCK_DOCS + 1_100, 100_000];
+        for target in targets.into_iter().chain([131_072 + 40_000, 389_999, 390_000, TERMINATED]) {
             let (mut s, mut t) = (Blocked::new(make()), make());
             assert_eq!(s.seek(target), t.seek(target), "seek {target}");
-            assert_eq!(s.advance(), t.advance(), "after seek {target}");
+            for _ in 0..300 {
+                assert_eq!(s.advance(), t.advance(), "after seek {target}");
+            }
+            assert_eq!(
+                s.seek(target.saturating_add(5_000)),
+                t.seek(target.saturating_add(5_000)),
+                "second seek {target}"
+            );
+            assert_eq!(s.advance(), t.advance(), "after second seek {target}");
         }
+        // One doc a window apart, and docs at a block's last word only.
+        let mut sparse: Vec<DocId> = (0..20).map(|i| 1_000 * i * i + 7).chain([BLOCK_DOCS + 65_535]).collect();
+        sparse.sort_unstable();
+        assert_eq!(walk(Blocked::new(Box::new(List(sparse.clone(), 0)))), sparse);
         let last = walk(Blocked::new(Box::new(List(vec![3, TERMINATED - 1], 0))));
         assert_eq!(last, vec![3, TERMINATED - 1]);
         assert_eq!(walk(Blocked::new(Box::new(List(vec![], 0)))), Vec::<DocId>::new());

@@ -16,6 +16,12 @@ pub const BLOCK_WORDS: usize = (BLOCK_DOCS / 64) as usize;
 /// The bits of one block.
 pub type Block = [u64; BLOCK_WORDS];
 
+/// A range of the words of a block (`0..BLOCK_WORDS` for all of it).
+pub type Words = std::ops::Range<usize>;
+
+/// Every word of a block.
+pub const ALL_WORDS: Words = 0..BLOCK_WORDS;
+
 pub fn block_of(doc: DocId) -> u32 {
     doc >> 16
 }
@@ -54,31 +60,125 @@ pub trait DocSet {
     }
     /// An upper bound of the number of docs: what intersections order by.
     fn cost(&self) -> u64;
-    /// Write into `out` the bits of the docs of block `b`; does not move the cursor.
-    fn fill_block(&mut self, b: u32, out: &mut Block);
+    /// Write into `out[words]` the bits of the docs of block `b` in those words
+    /// (64 docs a word); the other words of `out` are left as they are. Does
+    /// not move the cursor. Every block operation reads only its word range, so
+    /// that a listing can fill a block a window at a time.
+    fn fill_words(&mut self, b: u32, words: Words, out: &mut Block);
     /// The first block `>= b` that may hold docs, if any.
     fn next_block(&self, b: u32) -> Option<u32>;
-    /// `out &= ` this set's bits of block `b`. Sets override it to read only the
-    /// words `out` still has bits in.
+    /// `out[words] &= ` this set's bits of block `b`. Sets override it to read
+    /// only the words `out` still has bits in.
+    fn and_words(&mut self, b: u32, words: Words, out: &mut Block, scratch: &mut Block) {
+        self.fill_words(b, words.clone(), scratch);
+        merge::<false>(words, out, scratch, |o, s| o & s);
+    }
+    /// `out[words] |= ` this set's bits of block `b`.
+    fn or_words(&mut self, b: u32, words: Words, out: &mut Block, scratch: &mut Block) {
+        self.fill_words(b, words.clone(), scratch);
+        merge::<false>(words, out, scratch, |o, s| o | s);
+    }
+    /// `out[words] &= !` this set's bits of block `b`.
+    fn andnot_words(&mut self, b: u32, words: Words, out: &mut Block, scratch: &mut Block) {
+        self.fill_words(b, words.clone(), scratch);
+        merge::<false>(words, out, scratch, |o, s| o & !s);
+    }
+    /// [`DocSet::fill_words`] over every word. The whole-block operations are
+    /// what counts call: sets override them with fixed-length loops (through
+    /// a helper generic over `WHOLE`, see [`span`]).
+    fn fill_block(&mut self, b: u32, out: &mut Block) {
+        self.fill_words(b, ALL_WORDS, out)
+    }
     fn and_block(&mut self, b: u32, out: &mut Block, scratch: &mut Block) {
         self.fill_block(b, scratch);
-        for (o, s) in out.iter_mut().zip(scratch.iter()) {
-            *o &= s;
-        }
+        merge::<true>(ALL_WORDS, out, scratch, |o, s| o & s);
     }
-    /// `out |= ` this set's bits of block `b`.
     fn or_block(&mut self, b: u32, out: &mut Block, scratch: &mut Block) {
         self.fill_block(b, scratch);
-        for (o, s) in out.iter_mut().zip(scratch.iter()) {
-            *o |= s;
-        }
+        merge::<true>(ALL_WORDS, out, scratch, |o, s| o | s);
     }
-    /// `out &= !` this set's bits of block `b`.
     fn andnot_block(&mut self, b: u32, out: &mut Block, scratch: &mut Block) {
         self.fill_block(b, scratch);
-        for (o, s) in out.iter_mut().zip(scratch.iter()) {
-            *o &= !s;
-        }
+        merge::<true>(ALL_WORDS, out, scratch, |o, s| o & !s);
+    }
+}
+
+/// `words`, or with `WHOLE` the constant [`ALL_WORDS`]: a block operation
+/// written once over `span::<WHOLE>(words)` compiles for the whole block to
+/// loops of fixed length (unrolled, vectorised, no bounds checks).
+#[inline(always)]
+pub fn span<const WHOLE: bool>(words: Words) -> Words {
+    if WHOLE {
+        ALL_WORDS
+    } else {
+        words
+    }
+}
+
+/// `out[w] = f(out[w], scratch[w])` over `span::<WHOLE>(words)`.
+#[inline(always)]
+fn merge<const WHOLE: bool>(words: Words, out: &mut Block, scratch: &Block, f: impl Fn(u64, u64) -> u64) {
+    let words = span::<WHOLE>(words);
+    for (o, s) in out[words.clone()].iter_mut().zip(scratch[words].iter()) {
+        *o = f(*o, *s);
+    }
+}
+
+/// A child's fill: the whole-block method with `WHOLE`, else the word-range one.
+#[inline(always)]
+pub fn fill_in<const WHOLE: bool, S: DocSet + ?Sized>(s: &mut S, b: u32, words: Words, out: &mut Block) {
+    if WHOLE {
+        s.fill_block(b, out)
+    } else {
+        s.fill_words(b, words, out)
+    }
+}
+
+/// A child's `and`: the whole-block method with `WHOLE`, else the word-range one.
+#[inline(always)]
+pub fn and_in<const WHOLE: bool, S: DocSet + ?Sized>(
+    s: &mut S,
+    b: u32,
+    words: Words,
+    out: &mut Block,
+    scratch: &mut Block,
+) {
+    if WHOLE {
+        s.and_block(b, out, scratch)
+    } else {
+        s.and_words(b, words, out, scratch)
+    }
+}
+
+/// A child's `or`: the whole-block method with `WHOLE`, else the word-range one.
+#[inline(always)]
+pub fn or_in<const WHOLE: bool, S: DocSet + ?Sized>(
+    s: &mut S,
+    b: u32,
+    words: Words,
+    out: &mut Block,
+    scratch: &mut Block,
+) {
+    if WHOLE {
+        s.or_block(b, out, scratch)
+    } else {
+        s.or_words(b, words, out, scratch)
+    }
+}
+
+/// A child's `andnot`: the whole-block method with `WHOLE`, else the word-range one.
+#[inline(always)]
+pub fn andnot_in<const WHOLE: bool, S: DocSet + ?Sized>(
+    s: &mut S,
+    b: u32,
+    words: Words,
+    out: &mut Block,
+    scratch: &mut Block,
+) {
+    if WHOLE {
+        s.andnot_block(b, out, scratch)
+    } else {
+        s.andnot_words(b, words, out, scratch)
     }
 }
 
@@ -95,11 +195,23 @@ impl<T: DocSet + ?Sized> DocSet for Box<T> {
     fn cost(&self) -> u64 {
         (**self).cost()
     }
-    fn fill_block(&mut self, b: u32, out: &mut Block) {
-        (**self).fill_block(b, out)
+    fn fill_words(&mut self, b: u32, words: Words, out: &mut Block) {
+        (**self).fill_words(b, words, out)
     }
     fn next_block(&self, b: u32) -> Option<u32> {
         (**self).next_block(b)
+    }
+    fn and_words(&mut self, b: u32, words: Words, out: &mut Block, scratch: &mut Block) {
+        (**self).and_words(b, words, out, scratch)
+    }
+    fn or_words(&mut self, b: u32, words: Words, out: &mut Block, scratch: &mut Block) {
+        (**self).or_words(b, words, out, scratch)
+    }
+    fn andnot_words(&mut self, b: u32, words: Words, out: &mut Block, scratch: &mut Block) {
+        (**self).andnot_words(b, words, out, scratch)
+    }
+    fn fill_block(&mut self, b: u32, out: &mut Block) {
+        (**self).fill_block(b, out)
     }
     fn and_block(&mut self, b: u32, out: &mut Block, scratch: &mut Block) {
         (**self).and_block(b, out, scratch)
@@ -109,6 +221,28 @@ impl<T: DocSet + ?Sized> DocSet for Box<T> {
     }
     fn andnot_block(&mut self, b: u32, out: &mut Block, scratch: &mut Block) {
         (**self).andnot_block(b, out, scratch)
+    }
+}
+
+/// The mask of the docs `[lo, hi)` (offsets in a block, `lo <= hi <= BLOCK_DOCS`)
+/// within word `w`.
+fn word_mask(lo: u64, hi: u64, w: usize) -> u64 {
+    let start = w as u64 * 64;
+    if hi <= start || lo >= start + 64 {
+        return 0;
+    }
+    let low = if lo > start { !0u64 << (lo - start) } else { !0 };
+    let high = if hi < start + 64 { !0u64 >> (start + 64 - hi) } else { !0 };
+    low & high
+}
+
+/// Keep only bits of docs in `[lo, hi)` within block `b`, in `out[words]`.
+pub fn mask_words(b: u32, lo: DocId, hi: DocId, words: Words, out: &mut Block) {
+    let base = u64::from(b) << 16;
+    let lo = u64::from(lo).saturating_sub(base).min(u64::from(BLOCK_DOCS));
+    let hi = u64::from(hi).saturating_sub(base).min(u64::from(BLOCK_DOCS));
+    for w in words {
+        out[w] &= word_mask(lo, hi, w);
     }
 }
 
@@ -250,6 +384,9 @@ impl DocSet for Empty {
     fn cost(&self) -> u64 {
         0
     }
+    fn fill_words(&mut self, _b: u32, words: Words, out: &mut Block) {
+        out[words].fill(0);
+    }
     fn fill_block(&mut self, _b: u32, out: &mut Block) {
         out.fill(0);
     }
@@ -287,6 +424,13 @@ impl DocSet for Range {
     }
     fn cost(&self) -> u64 {
         u64::from(self.hi.saturating_sub(self.lo))
+    }
+    fn fill_words(&mut self, b: u32, words: Words, out: &mut Block) {
+        out[words.clone()].fill(!0);
+        mask_words(b, self.lo, self.hi, words, out);
+    }
+    fn and_words(&mut self, b: u32, words: Words, out: &mut Block, _scratch: &mut Block) {
+        mask_words(b, self.lo, self.hi, words, out);
     }
     fn fill_block(&mut self, b: u32, out: &mut Block) {
         fill_range(b, self.lo, self.hi, out);

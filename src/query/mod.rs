@@ -9,6 +9,8 @@ pub mod filter;
 pub mod ops;
 pub mod plan;
 mod skip;
+#[cfg(test)]
+mod words_tests;
 
 pub use changes::ChangeFilter;
 pub use exec::Hit;

@@ -1,6 +1,8 @@
 //! Set algebra on cursors: intersection (cheapest first), union, exclusion.
 
-use super::docset::{Block, DocId, DocSet, Scratch, TERMINATED};
+use super::docset::{
+    and_in, andnot_in, fill_in, or_in, span, Block, DocId, DocSet, Scratch, Words, ALL_WORDS, TERMINATED,
+};
 
 type Boxed<'a> = Box<dyn DocSet + 'a>;
 
@@ -42,6 +44,27 @@ impl<'a> Intersection<'a> {
     }
 }
 
+impl Intersection<'_> {
+    #[inline(always)]
+    fn fill<const WHOLE: bool>(&mut self, b: u32, words: Words, out: &mut Block) {
+        let words = span::<WHOLE>(words);
+        let (first, rest) = self.children.split_first_mut().expect("an intersection has a child");
+        fill_in::<WHOLE, _>(first, b, words.clone(), out);
+        for c in rest {
+            if out[words.clone()].iter().all(|w| *w == 0) {
+                return;
+            }
+            and_in::<WHOLE, _>(c, b, words.clone(), out, self.scratch.get());
+        }
+    }
+    #[inline(always)]
+    fn and<const WHOLE: bool>(&mut self, b: u32, words: Words, out: &mut Block, scratch: &mut Block) {
+        for c in &mut self.children {
+            and_in::<WHOLE, _>(c, b, words.clone(), out, scratch);
+        }
+    }
+}
+
 impl DocSet for Intersection<'_> {
     fn doc(&self) -> DocId {
         self.children[0].doc()
@@ -60,20 +83,17 @@ impl DocSet for Intersection<'_> {
     fn cost(&self) -> u64 {
         self.children[0].cost()
     }
+    fn fill_words(&mut self, b: u32, words: Words, out: &mut Block) {
+        self.fill::<false>(b, words, out)
+    }
+    fn and_words(&mut self, b: u32, words: Words, out: &mut Block, scratch: &mut Block) {
+        self.and::<false>(b, words, out, scratch)
+    }
     fn fill_block(&mut self, b: u32, out: &mut Block) {
-        let (first, rest) = self.children.split_first_mut().expect("an intersection has a child");
-        first.fill_block(b, out);
-        for c in rest {
-            if out.iter().all(|w| *w == 0) {
-                return;
-            }
-            c.and_block(b, out, self.scratch.get());
-        }
+        self.fill::<true>(b, ALL_WORDS, out)
     }
     fn and_block(&mut self, b: u32, out: &mut Block, scratch: &mut Block) {
-        for c in &mut self.children {
-            c.and_block(b, out, scratch);
-        }
+        self.and::<true>(b, ALL_WORDS, out, scratch)
     }
     fn next_block(&self, b: u32) -> Option<u32> {
         let mut b = b;
@@ -104,6 +124,28 @@ impl<'a> Union<'a> {
     }
 }
 
+impl Union<'_> {
+    #[inline(always)]
+    fn fill<const WHOLE: bool>(&mut self, b: u32, words: Words, out: &mut Block) {
+        let words = span::<WHOLE>(words);
+        // The first child with docs in the block fills it, the others OR in.
+        let mut filled = false;
+        for c in &mut self.children {
+            if c.next_block(b) == Some(b) {
+                if filled {
+                    or_in::<WHOLE, _>(c, b, words.clone(), out, self.scratch.get());
+                } else {
+                    fill_in::<WHOLE, _>(c, b, words.clone(), out);
+                    filled = true;
+                }
+            }
+        }
+        if !filled {
+            out[words].fill(0);
+        }
+    }
+}
+
 impl DocSet for Union<'_> {
     fn doc(&self) -> DocId {
         self.cur
@@ -129,22 +171,11 @@ impl DocSet for Union<'_> {
     fn cost(&self) -> u64 {
         self.children.iter().map(|c| c.cost()).sum()
     }
+    fn fill_words(&mut self, b: u32, words: Words, out: &mut Block) {
+        self.fill::<false>(b, words, out)
+    }
     fn fill_block(&mut self, b: u32, out: &mut Block) {
-        // The first child with docs in the block fills it, the others OR in.
-        let mut filled = false;
-        for c in &mut self.children {
-            if c.next_block(b) == Some(b) {
-                if filled {
-                    c.or_block(b, out, self.scratch.get());
-                } else {
-                    c.fill_block(b, out);
-                    filled = true;
-                }
-            }
-        }
-        if !filled {
-            out.fill(0);
-        }
+        self.fill::<true>(b, ALL_WORDS, out)
     }
     fn next_block(&self, b: u32) -> Option<u32> {
         self.children.iter().filter_map(|c| c.next_block(b)).min()
@@ -174,6 +205,23 @@ impl<'a> Exclusion<'a> {
     }
 }
 
+impl Exclusion<'_> {
+    #[inline(always)]
+    fn fill<const WHOLE: bool>(&mut self, b: u32, words: Words, out: &mut Block) {
+        fill_in::<WHOLE, _>(&mut self.include, b, words.clone(), out);
+        if self.exclude.next_block(b) == Some(b) {
+            andnot_in::<WHOLE, _>(&mut self.exclude, b, words, out, self.scratch.get());
+        }
+    }
+    #[inline(always)]
+    fn and<const WHOLE: bool>(&mut self, b: u32, words: Words, out: &mut Block, scratch: &mut Block) {
+        and_in::<WHOLE, _>(&mut self.include, b, words.clone(), out, scratch);
+        if self.exclude.next_block(b) == Some(b) {
+            andnot_in::<WHOLE, _>(&mut self.exclude, b, words, out, scratch);
+        }
+    }
+}
+
 impl DocSet for Exclusion<'_> {
     fn doc(&self) -> DocId {
         self.include.doc()
@@ -189,17 +237,17 @@ impl DocSet for Exclusion<'_> {
     fn cost(&self) -> u64 {
         self.include.cost()
     }
+    fn fill_words(&mut self, b: u32, words: Words, out: &mut Block) {
+        self.fill::<false>(b, words, out)
+    }
+    fn and_words(&mut self, b: u32, words: Words, out: &mut Block, scratch: &mut Block) {
+        self.and::<false>(b, words, out, scratch)
+    }
     fn fill_block(&mut self, b: u32, out: &mut Block) {
-        self.include.fill_block(b, out);
-        if self.exclude.next_block(b) == Some(b) {
-            self.exclude.andnot_block(b, out, self.scratch.get());
-        }
+        self.fill::<true>(b, ALL_WORDS, out)
     }
     fn and_block(&mut self, b: u32, out: &mut Block, scratch: &mut Block) {
-        self.include.and_block(b, out, scratch);
-        if self.exclude.next_block(b) == Some(b) {
-            self.exclude.andnot_block(b, out, scratch);
-        }
+        self.and::<true>(b, ALL_WORDS, out, scratch)
     }
     fn next_block(&self, b: u32) -> Option<u32> {
         self.include.next_block(b)

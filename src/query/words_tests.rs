@@ -1,0 +1,152 @@
+//! Block operations over a word range against the docs of the set, masked to
+//! the range: every kind of set (flat lists, array and bitmap containers, dead
+//! sets, ranges, and their compositions), ranges at a block's edges, empty ranges;
+//! and the whole-block methods against the whole range.
+
+use super::docset::{Block, DocId, DocSet, Empty, Range, Words, ALL_WORDS, BLOCK_WORDS};
+use super::ops::{Exclusion, Intersection, Union};
+use crate::index::deadset::DeadSet;
+use crate::index::posting::{encode, Posting};
+
+/// How an operation combines a word of `out` with the set's word.
+type Op = fn(u64, u64) -> u64;
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 >> 33
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// Docs of 3 blocks, each block sparse (array), dense (bitmap), empty or a few
+/// docs; `flat` makes a list of at most 8 docs.
+fn random_docs(r: &mut Rng, flat: bool) -> Vec<DocId> {
+    if flat {
+        let mut d: Vec<DocId> = (0..1 + r.below(8)).map(|_| r.below(3 << 16) as DocId).collect();
+        d.sort_unstable();
+        d.dedup();
+        return d;
+    }
+    let mut out = Vec::new();
+    for b in 0..3u32 {
+        let (span, keep) = match r.below(4) {
+            0 => (1 + r.below(65_536), 1 + r.below(40)),  // sparse: an array
+            1 => (1 + r.below(65_536), 3 + r.below(200)), // dense over a span: a bitmap
+            2 => (0, 1),
+            _ => (65_536, 2000),
+        };
+        let start = r.below(65_536 - span + 1);
+        let d = (start..start + span).filter(|_| r.below(1000) < keep * 5).map(|o| (b << 16) | o as u32);
+        out.extend(d);
+    }
+    out
+}
+
+/// The bits of `docs` in block `b`.
+fn bits_of(docs: &[DocId], b: u32) -> Box<Block> {
+    let mut out = Box::new([0u64; BLOCK_WORDS]);
+    for d in docs.iter().filter(|d| *d >> 16 == b) {
+        out[(d & 0xFFFF) as usize / 64] |= 1 << (d % 64);
+    }
+    out
+}
+
+fn ranges(r: &mut Rng) -> Vec<Words> {
+    let mut v = vec![ALL_WORDS, 0..0, 0..1, 0..16, 1023..1024, 1024..1024, 512..512, 1000..1024, 16..48];
+    for _ in 0..6 {
+        let a = r.below(1025) as usize;
+        v.push(a..a + r.below(1025 - a as u64) as usize);
+    }
+    v
+}
+
+/// Every word-range operation of the sets `make` builds against `docs`.
+fn check<'a>(r: &mut Rng, docs: &[DocId], make: &mut dyn FnMut() -> Box<dyn DocSet + 'a>) {
+    let mut scratch = Box::new([0u64; BLOCK_WORDS]);
+    for b in 0..4 {
+        let want = bits_of(docs, b);
+        for words in ranges(r) {
+            let mut junk = Box::new([0u64; BLOCK_WORDS]);
+            junk.iter_mut().for_each(|w| *w = r.next() ^ (r.next() << 31));
+            let outside = |got: &Block, what: &str| {
+                for (i, (g, j)) in got.iter().zip(junk.iter()).enumerate() {
+                    if !words.contains(&i) {
+                        assert_eq!(g, j, "{what} {words:?} wrote word {i} of block {b}");
+                    }
+                }
+            };
+            let ops: [(&str, Op); 4] =
+                [("fill", |_, s| s), ("and", |o, s| o & s), ("or", |o, s| o | s), ("andnot", |o, s| o & !s)];
+            for (what, f) in ops {
+                let mut out = junk.clone();
+                let mut set = make();
+                match what {
+                    "fill" => set.fill_words(b, words.clone(), &mut out),
+                    "and" => set.and_words(b, words.clone(), &mut out, &mut scratch),
+                    "or" => set.or_words(b, words.clone(), &mut out, &mut scratch),
+                    _ => set.andnot_words(b, words.clone(), &mut out, &mut scratch),
+                }
+                for i in words.clone() {
+                    assert_eq!(out[i], f(junk[i], want[i]), "{what} {words:?}: word {i} of block {b}");
+                }
+                outside(&out, what);
+                if words == ALL_WORDS {
+                    // The whole-block methods (their own fixed-length code).
+                    let mut out = junk.clone();
+                    let mut set = make();
+                    match what {
+                        "fill" => set.fill_block(b, &mut out),
+                        "and" => set.and_block(b, &mut out, &mut scratch),
+                        "or" => set.or_block(b, &mut out, &mut scratch),
+                        _ => set.andnot_block(b, &mut out, &mut scratch),
+                    }
+                    for i in words.clone() {
+                        assert_eq!(out[i], f(junk[i], want[i]), "{what}_block: word {i} of block {b}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn word_ranges_match_whole_blocks_masked() {
+    let mut r = Rng(7);
+    for round in 0..24 {
+        let a = random_docs(&mut r, round % 4 == 0);
+        let c = random_docs(&mut r, round % 5 == 1);
+        let (mut pa, mut pc) = (Vec::new(), Vec::new());
+        encode(&a, &mut pa);
+        encode(&c, &mut pc);
+        let (qa, qc) = (Posting::new(&pa), Posting::new(&pc));
+        assert_eq!(qa.docs(), a);
+        check(&mut r, &a, &mut || Box::new(qa.cursor()));
+        let mut dead = DeadSet::new();
+        c.iter().for_each(|d| _ = dead.insert(*d));
+        check(&mut r, &c, &mut || Box::new(dead.cursor()));
+        let (lo, hi) = (r.below(3 << 16) as DocId, r.below(4 << 16) as DocId);
+        let range: Vec<DocId> = (lo..hi).collect();
+        check(&mut r, &range, &mut || Box::new(Range::new(lo, hi)));
+        check(&mut r, &[], &mut || Box::new(Empty));
+        let both: Vec<DocId> = a.iter().copied().filter(|d| c.contains(d) && (lo..hi).contains(d)).collect();
+        check(&mut r, &both, &mut || {
+            Box::new(Intersection::new(vec![
+                Box::new(qa.cursor()),
+                Box::new(qc.cursor()),
+                Box::new(Range::new(lo, hi)),
+            ]))
+        });
+        let mut either: Vec<DocId> = a.iter().chain(&c).copied().collect();
+        either.sort_unstable();
+        either.dedup();
+        check(&mut r, &either, &mut || Box::new(Union::new(vec![Box::new(qa.cursor()), Box::new(qc.cursor())])));
+        let only: Vec<DocId> = a.iter().copied().filter(|d| !c.contains(d)).collect();
+        check(&mut r, &only, &mut || Box::new(Exclusion::new(Box::new(qa.cursor()), Box::new(dead.cursor()))));
+        check(&mut r, &only, &mut || Box::new(Exclusion::new(Box::new(qa.cursor()), Box::new(qc.cursor()))));
+    }
+}

@@ -14,8 +14,8 @@ use jobq::{Options, Store};
 const GEN: &str = "/db/gen-0000000000000001";
 const LOG: &str = "/db/gen-0000000000000001/log-0000000001.jql";
 
-/// Thirty jobs, a third of them finished with `reason` as close_reason.
-fn build(sim: &SimFs, tag: &str, reason: &str) {
+/// A store on `sim` whose tail is frozen into an index file every 8 writes.
+fn open(sim: &SimFs) -> Store {
     let opts = Options {
         fs: Arc::new(sim.clone()),
         clock: Arc::new(ManualClock::new(5000)),
@@ -23,7 +23,12 @@ fn build(sim: &SimFs, tag: &str, reason: &str) {
         memtable_entries: 8,
         ..Options::default()
     };
-    let store = Store::open("/db", opts).unwrap();
+    Store::open("/db", opts).unwrap()
+}
+
+/// Thirty jobs, a third of them finished with `reason` as close_reason.
+fn build(sim: &SimFs, tag: &str, reason: &str) {
+    let store = open(sim);
     for i in 0..30u32 {
         store
             .push(
@@ -199,14 +204,7 @@ fn preallocated_zeros_end_the_last_segment_but_damage_a_sealed_one() {
 fn an_index_whose_tokens_disagree_with_the_log_is_named() {
     // Same history, running jobs: only their random tokens differ between the two.
     let history = |sim: &SimFs| {
-        let opts = Options {
-            fs: Arc::new(sim.clone()),
-            clock: Arc::new(ManualClock::new(5000)),
-            background: false,
-            memtable_entries: 8,
-            ..Options::default()
-        };
-        let store = Store::open("/db", opts).unwrap();
+        let store = open(sim);
         for i in 0..30u32 {
             store.push(1, &[parse_push(r#"{"spider":"s"}"#).unwrap()], None).unwrap();
             if i % 2 == 0 {

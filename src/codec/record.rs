@@ -240,29 +240,22 @@ pub struct RecordHead<'a> {
 
 /// Append one record, compact. Lengths must fit their fields (checked by input validation).
 pub fn encode_job(job: &Job, prev: Prev, out: &mut Vec<u8>) {
-    encode_job_as(job, prev, true, out);
+    encode_job_packed(job, prev, out, None);
 }
 
 /// Append one compact record, its document packed with `packer` when that makes
 /// it shorter (format 7; the writer, once the store has a dictionary).
 pub fn encode_job_packed(job: &Job, prev: Prev, out: &mut Vec<u8>, packer: Option<&mut Packer>) {
-    let tags: Vec<&str> = job.tags.iter().map(String::as_str).collect();
-    let head = RecordHead {
-        key: job.key,
-        state: job.state,
-        priority: job.priority,
-        times: job.times,
-        order_seq: job.order_seq,
-        tags: &tags,
-        unique: job.unique.as_deref(),
-        prev,
-    };
-    encode_text(&head, out, job.meta.as_str().as_bytes(), packer);
+    encode_job_as(job, prev, out, |head, out, text| {
+        encode_text(head, out, text, packer);
+    });
 }
 
 /// Append one wide record, as formats 1 to 5 wrote them (tests and fuzzing).
 pub fn encode_job_wide(job: &Job, prev: Prev, out: &mut Vec<u8>) {
-    encode_job_as(job, prev, false, out);
+    encode_job_as(job, prev, out, |head, out, text| {
+        encode_wide_parts(head, out, |out| out.extend_from_slice(text));
+    });
 }
 
 /// Append a decoded record again, compact (`jobq compact`): every field kept.
@@ -334,7 +327,8 @@ pub fn encode_packed(h: &RecordHead<'_>, out: &mut Vec<u8>, dict: u32, len: usiz
     seq_at
 }
 
-fn encode_job_as(job: &Job, prev: Prev, compact: bool, out: &mut Vec<u8>) {
+/// Encode `job` with `encode`, given its record head and document text.
+fn encode_job_as(job: &Job, prev: Prev, out: &mut Vec<u8>, encode: impl FnOnce(&RecordHead<'_>, &mut Vec<u8>, &[u8])) {
     let tags: Vec<&str> = job.tags.iter().map(String::as_str).collect();
     let head = RecordHead {
         key: job.key,
@@ -346,12 +340,7 @@ fn encode_job_as(job: &Job, prev: Prev, compact: bool, out: &mut Vec<u8>) {
         unique: job.unique.as_deref(),
         prev,
     };
-    let doc = |out: &mut Vec<u8>| out.extend_from_slice(job.meta.as_str().as_bytes());
-    if compact {
-        encode_parts(&head, out, doc);
-    } else {
-        encode_wide_parts(&head, out, doc);
-    }
+    encode(&head, out, job.meta.as_str().as_bytes());
 }
 
 /// Bytes before a record's body: its length and its checksum.

@@ -352,3 +352,47 @@ fn purged_jobs_leave_the_feed() {
     store.flush_indexes().unwrap();
     assert_eq!(keys(&store), [kept, kept, kept, kept], "indexed");
 }
+
+#[test]
+fn reads_racing_online_compaction_answer_changes_or_gone() {
+    // Readers from position 0 while cycles remove the segments they read: every
+    // answer is the changes or "gone", never an error about a missing file.
+    let sim = SimFs::new();
+    let (store, clock) = open(&sim);
+    let store = Arc::new(store);
+    let mut keys = Vec::new();
+    for i in 0..80 {
+        clock.advance(1);
+        keys.push(push(&store, 1, &format!(r#"{{"spider":"s","pad":"{}","i":{i}}}"#, "p".repeat(200))));
+    }
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let (store, stop) = (store.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut reads = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    for since in [0, 5, 40] {
+                        match store.changes(1, FeedFrom::Seq(since), &ChangeFilter::default(), 1000) {
+                            Ok(_) => reads += 1,
+                            Err(e) => panic!("a read from {since} beside a compaction: {e}"),
+                        }
+                    }
+                }
+                reads
+            })
+        })
+        .collect();
+    for round in 0..6 {
+        for k in &keys {
+            update(&store, k.project, &format!(r#"{{"key":"{k}","round":{round}}}"#));
+        }
+        for _ in 0..5 {
+            store.reclaim().unwrap();
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for r in readers {
+        assert!(r.join().unwrap() > 0);
+    }
+}

@@ -169,6 +169,24 @@ impl Store {
         count: usize,
         scan_bytes: u64,
     ) -> Result<FeedPage> {
+        match self.changes_once(project, from, filter, count, scan_bytes) {
+            // Online compaction removed a segment the read was about to open: read
+            // again from the log as it is now (the position is gone, or readable).
+            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                self.changes_once(project, from, filter, count, scan_bytes)
+            }
+            r => r,
+        }
+    }
+
+    fn changes_once(
+        &self,
+        project: u32,
+        from: FeedFrom,
+        filter: &ChangeFilter,
+        count: usize,
+        scan_bytes: u64,
+    ) -> Result<FeedPage> {
         let snap = self.snapshot();
         let limit = self.inner.commit.durable_seq().min(snap.seq());
         let since = match from {

@@ -199,7 +199,7 @@ fn positions_compaction_removed_answer_410() {
         if r.status == 200 {
             break r;
         }
-        let next = r.json()["oldest"].as_u64().unwrap();
+        let next = r.json()["oldest"].as_u64().unwrap_or_else(|| panic!("{} {}", r.status, r.text()));
         assert!(r.status == 410 && next > oldest && Instant::now() < deadline, "{}", r.text());
         oldest = next;
     };

@@ -258,18 +258,25 @@ pub fn encode_job_wide(job: &Job, prev: Prev, out: &mut Vec<u8>) {
     });
 }
 
+impl<'a> JobView<'a> {
+    /// The fields an encoder writes before the document, as this view has them.
+    fn head(&self) -> RecordHead<'_> {
+        RecordHead {
+            key: self.key,
+            state: self.state,
+            priority: self.priority,
+            times: self.times,
+            order_seq: self.order_seq,
+            tags: &self.tags,
+            unique: self.unique,
+            prev: self.prev,
+        }
+    }
+}
+
 /// Append a decoded record again, compact (`jobq compact`): every field kept.
 pub fn encode_view(v: &JobView<'_>, out: &mut Vec<u8>) {
-    let head = RecordHead {
-        key: v.key,
-        state: v.state,
-        priority: v.priority,
-        times: v.times,
-        order_seq: v.order_seq,
-        tags: &v.tags,
-        unique: v.unique,
-        prev: v.prev,
-    };
+    let head = v.head();
     match &v.doc {
         Doc::Text(t) => {
             encode_parts(&head, out, |out| out.extend_from_slice(t.as_bytes()));
@@ -284,17 +291,7 @@ pub fn encode_view(v: &JobView<'_>, out: &mut Vec<u8>) {
 pub fn encode_view_packed(v: &JobView<'_>, out: &mut Vec<u8>, packer: Option<&mut Packer>) {
     match (&v.doc, packer) {
         (Doc::Text(t), Some(p)) => {
-            let head = RecordHead {
-                key: v.key,
-                state: v.state,
-                priority: v.priority,
-                times: v.times,
-                order_seq: v.order_seq,
-                tags: &v.tags,
-                unique: v.unique,
-                prev: v.prev,
-            };
-            encode_text(&head, out, t.as_bytes(), Some(p));
+            encode_text(&v.head(), out, t.as_bytes(), Some(p));
         }
         _ => encode_view(v, out),
     }

@@ -327,14 +327,34 @@ impl<'a> LogCursor<'a> {
     fn window(&mut self, offset: u64, n: usize) -> Result<&[u8]> {
         let have = offset >= self.buf_start && offset + n as u64 <= self.buf_start + self.buf.len() as u64;
         if !have {
-            let want = (n.max(WINDOW) as u64).min(self.len - offset) as usize;
-            self.buf.resize(want, 0);
-            crate::fs::read_exact_at(&*self.file, &mut self.buf, offset)
-                .map_err(|e| Error::io("read", path_of(self.dir, self.segment), e))?;
-            self.buf_start = offset;
+            self.fill(offset, n)?;
         }
         let at = (offset - self.buf_start) as usize;
         Ok(&self.buf[at..at + n])
+    }
+
+    /// Read `[offset, offset + n)` and what follows, up to [`WINDOW`] bytes. The
+    /// tail segment is cut back to its last frame when sealed: a length learnt
+    /// before may overstate it, so a short read asks the length again, once.
+    fn fill(&mut self, offset: u64, n: usize) -> Result<()> {
+        let mut asked = false;
+        loop {
+            let want = (n.max(WINDOW) as u64).min(self.len.saturating_sub(offset)).max(n as u64) as usize;
+            self.buf.resize(want, 0);
+            self.buf_start = offset;
+            match crate::fs::read_exact_at(&*self.file, &mut self.buf, offset) {
+                Ok(()) => return Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !asked => {
+                    asked = true;
+                    self.buf.clear();
+                    self.len = self.file.len().map_err(|e| Error::io("stat", self.path(), e))?;
+                }
+                Err(e) => {
+                    self.buf.clear();
+                    return Err(Error::io("read", self.path(), e));
+                }
+            }
+        }
     }
 
     /// Are there `n` bytes at the cursor? (Asks the file again when not, once.)

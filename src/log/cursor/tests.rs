@@ -175,3 +175,31 @@ fn an_import_counts_once_its_commit_is_within_the_limit() {
         }
     }
 }
+
+#[test]
+fn a_segment_sealed_after_the_cursor_learnt_its_length_is_read_to_its_last_frame() {
+    // The tail segment is preallocated with zeros, then cut back to its last frame
+    // when sealed: a cursor that learnt the longer length reads on without error.
+    let (fs, _) = sim();
+    let d2 = Path::new("/log2");
+    fs.create_dir(d2).unwrap();
+    let mut w = LogWriter::create(fs.clone(), d2, 1, 1, 8 << 20).unwrap();
+    // Frames of 100 KB: the cursor's second window read comes after the seal.
+    for i in 0..4 {
+        let seq = w.next_seq();
+        w.append(FrameKind::Jobs, 0, 1, 0, &payload(seq, 2, (100 << 10) + i)).unwrap();
+    }
+    w.sync().unwrap();
+    let last = w.next_seq() - 1;
+    let index = SeqIndex::default();
+    let Seek::At(mut c) = index.seek(&*fs, d2, 1, last).unwrap() else { panic!("gone") };
+    let stale = c.len;
+    w.rotate().unwrap();
+    let seq = w.next_seq();
+    w.append(FrameKind::Jobs, 0, 1, 0, &payload(seq, 3, 50)).unwrap();
+    w.sync().unwrap();
+    let sealed = fs.open(&path_of(d2, 1), OpenMode::Read).unwrap().len().unwrap();
+    assert!(stale > sealed, "the cursor learnt the preallocated length ({stale} > {sealed})");
+    assert_eq!(read_all(&mut c).len(), 4);
+    assert_eq!(c.at().seq, last + 1);
+}

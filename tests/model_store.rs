@@ -364,6 +364,19 @@ impl World {
                     let keys = Filter { keys: Some(vec![want[0], JobKey::new(project, 9, 9)]), ..f.clone() };
                     assert_eq!(snap.count(project, &keys).unwrap(), 1);
                 }
+                // A key list (every other job, newest last, one twice, one of no
+                // job) under the same filter: answered by the indexes like a count.
+                let mut picked: Vec<JobKey> = order.iter().rev().step_by(2).copied().collect();
+                picked.extend(order.first().copied());
+                picked.push(unknown);
+                let kf = Filter { keys: Some(picked), ..f.clone() };
+                assert_eq!(snap.count(project, &kf).unwrap(), self.model.count(project, &kf), "count {project} {kf:?}");
+                let listed = self.page(project, &kf, &all).unwrap_or_default();
+                for (start, count, stop, after) in
+                    [(1, 2, None, None), (0, 3, order.get(order.len() / 2), None), (0, 1000, None, listed.get(1))]
+                {
+                    self.page(project, &kf, &Paging { count, start, stop: stop.copied(), startafter: after.copied() });
+                }
             }
         }
         for (key, m) in &self.model.jobs {

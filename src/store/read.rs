@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use super::places::Places;
-use super::version::{Found, Version};
+use super::version::{find_in_segments, Found, Version};
 
 use crate::codec::record::{self, JobView};
 use crate::codec::row::{self, RowView};
@@ -15,7 +15,7 @@ use crate::log::reader::RecordReader;
 use crate::model::doc::{pick_fields, write_i64, write_json_str, write_json_utf8, write_u64, Pieces};
 use crate::model::job::write_tags;
 use crate::model::{Clock, Job, JobKey, JobState, TIME_FIELDS};
-use crate::query::docset::count_in;
+use crate::query::docset::{count_in, DocId, DocSet};
 use crate::query::exec::{self, Source};
 use crate::query::ops::Exclusion;
 use crate::query::plan::Resolved;
@@ -119,23 +119,44 @@ impl Snapshot {
         out
     }
 
-    /// Hits for an explicit key list: each key's current version, tested.
-    fn key_hits(&self, project: u32, filter: &Filter, keys: &[JobKey], r: &Resolved<'_>) -> Result<Vec<Hit>> {
+    /// Hits for an explicit key list: each key's current version, tested by the
+    /// indexes as a count would test it (no record read): a tail entry by its
+    /// fields, an indexed doc by the section's filter cursor, sought in doc order.
+    fn key_hits(&self, project: u32, keys: &[JobKey], r: &Resolved<'_>) -> Result<Vec<Hit>> {
         let mut hits = Vec::new();
         let mut seen = crate::hash::FastSet::default();
+        // `(slot, doc)` of the keys found in index files.
+        let mut indexed: Vec<(usize, DocId)> = Vec::new();
+        let tail = self.version.mem.project(project);
         for &k in keys {
-            if !seen.insert(k) {
+            if k.project != project || !seen.insert(k) {
                 continue;
             }
-            let Some(f) = self.version.find(project, k.local()) else {
+            if let Some(e) = tail.as_ref().and_then(|p| p.iter().find(|e| e.local == k.local())) {
+                if r.matches_entry(e) {
+                    hits.push(Hit { local: e.local, ts: e.ts, seq: e.order_seq, loc: e.loc, listed_ms: 0 });
+                }
                 continue;
-            };
-            let job = self.reader.read(f.loc())?;
-            let name = self.version.catalog.name(project, k.spider).map_or("", |n| &**n);
-            // The listing order of a doc is its record's (ts, order_seq).
-            let order = (job.ts(), job.order_seq);
-            if filter.matches(&job, name) && r.stop.is_none_or(|s| order > s) && r.after.is_none_or(|a| order < a) {
-                hits.push(Hit { local: k.local(), ts: order.0, seq: order.1, loc: f.loc(), listed_ms: 0 });
+            }
+            if let Some(Found::Segment { slot, doc, .. }) = find_in_segments(&self.version.segments, project, k.local())
+            {
+                indexed.push((slot, doc));
+            }
+        }
+        indexed.sort_unstable();
+        for group in indexed.chunk_by(|a, b| a.0 == b.0) {
+            let Some((sec, dead)) = self.version.segments[group[0].0].project(project) else { continue };
+            let Some((mut set, _, _)) = r.plan(&sec, dead) else { continue };
+            for &(_, doc) in group {
+                if set.seek(doc) == doc {
+                    hits.push(Hit {
+                        local: sec.local(doc),
+                        ts: sec.ts(doc),
+                        seq: sec.seq(doc),
+                        loc: sec.loc(doc),
+                        listed_ms: 0,
+                    });
+                }
             }
         }
         hits.sort_unstable_by_key(|h| std::cmp::Reverse((h.ts, h.seq)));
@@ -146,7 +167,7 @@ impl Snapshot {
     pub fn count(&self, project: u32, filter: &Filter) -> Result<u64> {
         let r = self.resolve(project, filter, None)?;
         if let Some(keys) = &filter.keys {
-            return Ok(self.key_hits(project, filter, keys, &r)?.len() as u64);
+            return Ok(self.key_hits(project, keys, &r)?.len() as u64);
         }
         Ok(exec::count(&mut self.sources(project, &r, false)))
     }
@@ -166,7 +187,7 @@ impl Snapshot {
         let r = self.resolve(project, filter, Some(paging))?;
         Ok(match &filter.keys {
             Some(keys) => {
-                let hits = self.key_hits(project, filter, keys, &r)?;
+                let hits = self.key_hits(project, keys, &r)?;
                 hits.into_iter().skip(paging.start as usize).take(paging.count as usize).collect()
             }
             None => exec::list(&mut self.sources(project, &r, true), paging.start, paging.count),

@@ -60,7 +60,12 @@ impl<'a> Blocked<'a> {
                     if BLOCK_WORDS - end < 2 * self.grow {
                         end = BLOCK_WORDS; // no short window left over at the block's end
                     }
-                    self.inner.fill_words(b, w..end, &mut self.bits);
+                    if w == 0 && end == BLOCK_WORDS {
+                        // A whole block: the block operations' fixed-length code.
+                        self.inner.fill_block(b, &mut self.bits);
+                    } else {
+                        self.inner.fill_words(b, w..end, &mut self.bits);
+                    }
                     (self.span, self.grow) = (w..end, (self.grow * 2).min(BLOCK_WORDS));
                 }
                 if let Some(d) = next_bit(&self.bits, low, self.span.end) {

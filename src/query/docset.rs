@@ -241,7 +241,12 @@ pub fn mask_words(b: u32, lo: DocId, hi: DocId, words: Words, out: &mut Block) {
     let base = u64::from(b) << 16;
     let lo = u64::from(lo).saturating_sub(base).min(u64::from(BLOCK_DOCS));
     let hi = u64::from(hi).saturating_sub(base).min(u64::from(BLOCK_DOCS));
-    for w in words {
+    // Words wholly inside [lo, hi) keep their bits: only the others are masked.
+    let (first_full, end_full) = (lo.div_ceil(64) as usize, (hi / 64) as usize);
+    for w in words.start..words.end.min(first_full) {
+        out[w] &= word_mask(lo, hi, w);
+    }
+    for w in words.start.max(first_full.max(end_full))..words.end {
         out[w] &= word_mask(lo, hi, w);
     }
 }

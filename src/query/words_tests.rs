@@ -150,3 +150,41 @@ fn word_ranges_match_whole_blocks_masked() {
         check(&mut r, &only, &mut || Box::new(Exclusion::new(Box::new(qa.cursor()), Box::new(qc.cursor()))));
     }
 }
+
+#[test]
+fn range_masks_touch_only_the_words_outside_the_range() {
+    // mask_words against the bit-by-bit definition, for ranges at and across word
+    // and block edges, on windows anywhere in the block.
+    let mut r = Rng(7);
+    for _ in 0..3000 {
+        let b = r.below(3) as u32;
+        let edge = |r: &mut Rng| -> DocId {
+            let base = r.below(4) as u32 * (1 << 16);
+            match r.below(4) {
+                0 => base,
+                1 => base + 64 * r.below(1024) as u32,
+                2 => base + 64 * r.below(1024) as u32 + 1 + r.below(63) as u32,
+                _ => base + r.below(1 << 16) as u32,
+            }
+        };
+        let (x, y) = (edge(&mut r), edge(&mut r));
+        let (lo, hi) = (x.min(y), x.max(y) + r.below(2) as u32);
+        let start = r.below(BLOCK_WORDS as u64) as usize;
+        let end = start + r.below((BLOCK_WORDS - start) as u64 + 1) as usize;
+        let mut out = crate::query::docset::new_block();
+        for w in out.iter_mut() {
+            *w = r.next() << 31 ^ r.next();
+        }
+        let mut want = out.clone();
+        for w in start..end {
+            for bit in 0..64 {
+                let doc = (b << 16) + (w as u32) * 64 + bit;
+                if !(lo..hi).contains(&doc) {
+                    want[w] &= !(1u64 << bit);
+                }
+            }
+        }
+        crate::query::docset::mask_words(b, lo, hi, start..end, &mut out);
+        assert!(out[..] == want[..], "block {b}, [{lo}, {hi}), words {start}..{end}");
+    }
+}

@@ -243,10 +243,8 @@ pub fn mask_words(b: u32, lo: DocId, hi: DocId, words: Words, out: &mut Block) {
     let hi = u64::from(hi).saturating_sub(base).min(u64::from(BLOCK_DOCS));
     // Words wholly inside [lo, hi) keep their bits: only the others are masked.
     let (first_full, end_full) = (lo.div_ceil(64) as usize, (hi / 64) as usize);
-    for w in words.start..words.end.min(first_full) {
-        out[w] &= word_mask(lo, hi, w);
-    }
-    for w in words.start.max(first_full.max(end_full))..words.end {
+    let edges = [words.start..words.end.min(first_full), words.start.max(first_full.max(end_full))..words.end];
+    for w in edges.into_iter().flatten() {
         out[w] &= word_mask(lo, hi, w);
     }
 }

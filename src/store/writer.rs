@@ -8,6 +8,7 @@ use std::sync::Arc;
 use super::catalog::{Catalog, JobIds};
 use super::tokens::JobTokens;
 use super::version::{find_in_segments, Found, SegmentSlot, Version};
+use crate::codec::docz::Prepacked;
 use crate::codec::frame::{FrameKind, FLAG_RELOCATED};
 use crate::codec::record::{self, Prev};
 use crate::error::{Error, Result};
@@ -173,7 +174,20 @@ impl Writer {
     /// be set (a job entering a state gets its own record's sequence number);
     /// `prevs` says, for each, what the job's previous version was.
     pub fn append_jobs(&mut self, jobs: &[Job], prevs: &[Prev], flags: u8, durable_seq: u64) -> Result<()> {
-        for (j, loc) in jobs.iter().zip(self.append_records(jobs, prevs, flags, durable_seq)?) {
+        self.append_prepacked(jobs, prevs, &[], flags, durable_seq)
+    }
+
+    /// [`Writer::append_jobs`], with documents packed before the writer lock:
+    /// `pre[i]`, when there, is `jobs[i]`'s; used while its dictionary is the newest.
+    pub fn append_prepacked(
+        &mut self,
+        jobs: &[Job],
+        prevs: &[Prev],
+        pre: &[Option<Prepacked>],
+        flags: u8,
+        durable_seq: u64,
+    ) -> Result<()> {
+        for (j, loc) in jobs.iter().zip(self.append_records(jobs, prevs, pre, flags, durable_seq)?) {
             self.apply(j, loc);
         }
         Ok(())
@@ -181,7 +195,14 @@ impl Writer {
 
     /// Append `jobs` as one frame without applying them; returns each record's
     /// packed position.
-    pub fn append_records(&mut self, jobs: &[Job], prevs: &[Prev], flags: u8, durable_seq: u64) -> Result<Vec<u64>> {
+    fn append_records(
+        &mut self,
+        jobs: &[Job],
+        prevs: &[Prev],
+        pre: &[Option<Prepacked>],
+        flags: u8,
+        durable_seq: u64,
+    ) -> Result<Vec<u64>> {
         debug_assert_eq!(jobs.len(), prevs.len());
         if jobs.is_empty() {
             return Ok(Vec::new());
@@ -192,9 +213,10 @@ impl Writer {
             self.packer = newest.and_then(crate::codec::docz::Packer::new);
         }
         let mut offsets = Vec::with_capacity(jobs.len());
-        for (j, p) in jobs.iter().zip(prevs) {
+        for (i, (j, p)) in jobs.iter().zip(prevs).enumerate() {
             offsets.push(self.buf.len());
-            record::encode_job_packed(j, *p, &mut self.buf, self.packer.as_mut());
+            let pre = pre.get(i).and_then(Option::as_ref);
+            record::encode_job_packed(j, *p, &mut self.buf, self.packer.as_mut(), pre);
         }
         let payload = std::mem::take(&mut self.buf);
         let r = self.append(FrameKind::Jobs, flags, jobs.len() as u32, durable_seq, &payload);

@@ -187,8 +187,9 @@ impl Writer {
         flags: u8,
         durable_seq: u64,
     ) -> Result<()> {
-        for (j, loc) in jobs.iter().zip(self.append_records(jobs, prevs, pre, flags, durable_seq)?) {
-            self.apply(j, loc);
+        let locs = self.append_records(jobs, prevs, pre, flags, durable_seq)?;
+        for ((j, loc), p) in jobs.iter().zip(locs).zip(prevs) {
+            self.apply_as(j, loc, *p == Prev::Created);
         }
         Ok(())
     }
@@ -355,10 +356,17 @@ impl Writer {
 
     /// Make `job` (written at `loc`) the current version of its key.
     pub fn apply(&mut self, job: &Job, loc: u64) {
+        self.apply_as(job, loc, false);
+    }
+
+    /// [`Writer::apply`]; `created`: the key is new (a push's fresh job id), so
+    /// no index image holds an older version to kill (the search is skipped).
+    fn apply_as(&mut self, job: &Job, loc: u64, created: bool) {
         let (project, local) = (job.key.project, job.key.local());
+        debug_assert!(!created || self.find(job.key).is_none(), "a created job {} exists", job.key);
         self.job_ids.note(project, job.key.spider, job.key.job);
         self.tokens.note(job);
-        if self.mem.get(project, local).is_none() {
+        if !created && self.mem.get(project, local).is_none() {
             if let Some(Found::Segment { slot, doc, .. }) = find_in_segments(&self.segments, project, local) {
                 self.segments[slot].kill(project, doc);
             }

@@ -1,7 +1,7 @@
 //! What packing one metadata document costs, and which zstd settings make it
 //! cheaper (issue 11, packing, second pass): ns a document and bytes a document
 //! for the store's own `Packer` and for variants of its compression context,
-//! on the compare data's documents (the best of three passes each).
+//! on the compare data's documents (the best pass of 10,000 documents).
 //!
 //! `cargo run --release --example docz_cost -- JSONL [N]` (the compare data file).
 
@@ -42,18 +42,20 @@ fn doc_of(line: &str) -> Vec<u8> {
     out
 }
 
-/// Best of three passes over `docs`: ns a document, and stored bytes a document
-/// (a document stays text unless packing saves bytes).
+/// Best of many passes over slices of `docs` (the minimum resists a busy
+/// machine): ns a document; and stored bytes a document over all of `docs` (a
+/// document stays text unless packing saves bytes).
 fn time(docs: &[Vec<u8>], mut pack: impl FnMut(&[u8]) -> Option<usize>) -> (f64, f64) {
+    let stored: usize = docs.iter().map(|d| pack(d).unwrap_or(d.len())).sum();
     let mut best = f64::MAX;
-    let mut stored = 0usize;
     for _ in 0..3 {
-        stored = 0;
-        let t = Instant::now();
-        for d in docs {
-            stored += pack(d).unwrap_or(d.len());
+        for part in docs.chunks(10_000) {
+            let t = Instant::now();
+            for d in part {
+                std::hint::black_box(pack(d));
+            }
+            best = best.min(t.elapsed().as_nanos() as f64 / part.len() as f64);
         }
-        best = best.min(t.elapsed().as_nanos() as f64 / docs.len() as f64);
     }
     (best, stored as f64 / docs.len() as f64)
 }
@@ -88,44 +90,56 @@ fn main() {
     let samples = &docs[..docs.len().min(20_000)];
     let dict = zstd::dict::from_samples(samples, DICT_BYTES).expect("train");
 
-    let mut p = Packer::new(Arc::new(Dict::new(1, &dict).expect("dict"))).expect("packer");
-    let (ns, b) = time(&docs, |d| p.pack(d).map(<[u8]>::len));
-    println!("| Packer (this build) | {ns:.0} | {b:.1} |");
-    if args.get(3).is_some_and(|a| a == "packer") {
-        return; // `... JSONL N packer`: the Packer alone (for a profiler)
-    }
-
-    let mut out = Vec::with_capacity(1 << 16);
+    // `... JSONL N K`: variant K alone, ten passes, no timing: for `perf stat`
+    // (task-clock and instructions count this process's CPU only; K = none
+    // measures the rest: reading, training).
+    let only = args.get(3).cloned();
+    let passes = if only.is_some() { 10 } else { 1 };
+    let run = |label: &str, pack: &mut dyn FnMut(&[u8]) -> Option<usize>| match &only {
+        None => {
+            let (ns, b) = time(&docs, pack);
+            println!("| {label} | {ns:.0} | {b:.1} |");
+        }
+        Some(k) if k == label => {
+            for _ in 0..passes {
+                for d in &docs {
+                    std::hint::black_box(pack(d));
+                }
+            }
+        }
+        Some(_) => {}
+    };
     println!("| variant | ns/doc | B/doc |");
     println!("|---|---:|---:|");
-    for level in [-5, -1, 1, 2, 3, 4, 6] {
+    let mut p = Packer::new(Arc::new(Dict::new(1, &dict).expect("dict"))).expect("packer");
+    run("Packer", &mut |d| p.pack(d).map(<[u8]>::len));
+    let mut out = Vec::with_capacity(1 << 16);
+    for level in [-1, 1, 2, 3, 4] {
         let cd = CDict::create(&dict, level);
         for (name, attach, lit) in [
             ("", None, None),
-            (", force copy", Some(DictAttachPref::ForceCopy), None),
-            (", literals raw", None, Some(ParamSwitch::Disable)),
+            (" copy", Some(DictAttachPref::ForceCopy), None),
+            (" rawlit", None, Some(ParamSwitch::Disable)),
         ] {
-            if attach.is_some() && level != 1 {
+            if (attach.is_some() || lit.is_some()) && level != 1 && level != 3 {
                 continue;
             }
             // Referenced before every frame (as the first Packer did) ...
             let mut c = cctx(attach, lit);
-            let (ns, b) = time(&docs, |d| {
+            run(&format!("L{level}{name} each"), &mut |d| {
                 out.clear();
                 c.ref_cdict(&cd).unwrap();
                 let k = c.compress2(&mut out, d).unwrap();
                 (k + 3 < d.len()).then_some(k)
             });
-            println!("| level {level}{name}, ref_cdict each frame | {ns:.0} | {b:.1} |");
             // ... and once.
             let mut c = cctx(attach, lit);
             c.ref_cdict(&cd).unwrap();
-            let (ns, b) = time(&docs, |d| {
+            run(&format!("L{level}{name} once"), &mut |d| {
                 out.clear();
                 let k = c.compress2(&mut out, d).unwrap();
                 (k + 3 < d.len()).then_some(k)
             });
-            println!("| level {level}{name}, ref_cdict once | {ns:.0} | {b:.1} |");
         }
     }
 }

@@ -171,7 +171,8 @@ thread_local! {
 }
 
 /// Pack `text` with `dict` as a [`Packer`] does, with this thread's packer (made
-/// or remade for `dict` as needed); `None` when zstd gives no context.
+/// or remade for `dict` as needed; it keeps `dict` alive until then, or until the
+/// thread ends); `None` when zstd gives no context.
 pub fn prepack(dict: &Arc<Dict>, text: &[u8]) -> Option<Prepacked> {
     PACKER.with(|c| {
         let mut c = c.borrow_mut();

@@ -122,10 +122,16 @@ impl Writer {
 
     /// The current version of a job (none once the retention purged it).
     pub fn load(&self, key: JobKey) -> Result<Option<Job>> {
+        self.flush()?;
         match self.find(key) {
             Some(f) => Ok(Some(self.reader.read(f.loc())?).filter(|j| j.state != JobState::Purged)),
             None => Ok(None),
         }
+    }
+
+    /// Write the frames of this batch so far: the log is read next.
+    fn flush(&self) -> Result<()> {
+        self.log.as_ref().map_or(Ok(()), |l| l.flush())
     }
 
     /// The active job of `project` holding `unique`, if any.
@@ -262,6 +268,7 @@ impl Writer {
     /// else). Returns how many were purged. The retention's write.
     pub fn purge(&mut self, batch: &[(JobKey, u64)], cutoff: u64, durable_seq: u64) -> Result<u64> {
         let mut tombstones = Vec::new();
+        self.flush()?;
         for &(key, loc) in batch {
             if self.find(key).map(|f| f.loc()) != Some(loc) {
                 continue;

@@ -125,7 +125,15 @@ impl Packer {
         ] {
             cctx.set_parameter(p).ok()?;
         }
+        // Referenced once: it stays for every later frame (the Packer owns the
+        // dictionary, so it outlives the context's reference).
+        cctx.ref_cdict(&dict.enc).ok()?;
         Some(Packer { cctx, dict, buf: Vec::new() })
+    }
+
+    /// The dictionary this packer packs with.
+    pub fn dict(&self) -> &Arc<Dict> {
+        &self.dict
     }
 
     pub fn dict_id(&self) -> u32 {
@@ -140,11 +148,40 @@ impl Packer {
         }
         self.buf.clear();
         self.buf.reserve(zstd_safe::compress_bound(text.len()));
-        self.cctx.ref_cdict(&self.dict.enc).ok()?;
         let n = self.cctx.compress2(&mut self.buf, text).ok()?;
         let overhead = varint_len(u64::from(self.dict.id)) + varint_len(text.len() as u64);
         (n + overhead < text.len()).then_some(&self.buf[..n])
     }
+}
+
+/// A document packed before the writer lock (a push's, final before it): what
+/// the writer's packer, with the same dictionary, writes for it. The writer uses
+/// it only while `dict` is still its newest dictionary.
+#[derive(Debug, Clone)]
+pub struct Prepacked {
+    pub dict: Arc<Dict>,
+    /// The document's length (a check that it is the one packed).
+    pub len: usize,
+    /// The packed frame; `None`: the document stays text.
+    pub packed: Option<Box<[u8]>>,
+}
+
+thread_local! {
+    static PACKER: RefCell<Option<Packer>> = const { RefCell::new(None) };
+}
+
+/// Pack `text` with `dict` as a [`Packer`] does, with this thread's packer (made
+/// or remade for `dict` as needed; it keeps `dict` alive until then, or until the
+/// thread ends); `None` when zstd gives no context.
+pub fn prepack(dict: &Arc<Dict>, text: &[u8]) -> Option<Prepacked> {
+    PACKER.with(|c| {
+        let mut c = c.borrow_mut();
+        if !c.as_ref().is_some_and(|p| Arc::ptr_eq(&p.dict, dict)) {
+            *c = Some(Packer::new(dict.clone())?);
+        }
+        let p = c.as_mut()?;
+        Some(Prepacked { dict: dict.clone(), len: text.len(), packed: p.pack(text).map(Box::from) })
+    })
 }
 
 fn varint_len(v: u64) -> usize {
@@ -300,6 +337,30 @@ pub(crate) mod tests {
         pl.extend_from_slice(&0xEC30A437u32.to_le_bytes()); // the dictionary magic, then garbage
         pl.extend_from_slice(&[0xff; 64]);
         assert!(decode_dict(&pl).is_err());
+    }
+
+    #[test]
+    fn every_packer_packs_a_document_alike() {
+        // The writer trusts a document packed before its lock to be what its own
+        // packer would write: a used context, a fresh one and this thread's
+        // (switching dictionaries, after a large document) give the same bytes.
+        let (d, other) = (sample_dict(2), sample_dict(4));
+        let mut used = Packer::new(d.clone()).unwrap();
+        let big = format!("{{\"x\":\"{}\"}}", "ab1".repeat(40_000));
+        let mut docs = sample_docs(400);
+        docs.insert(100, big.clone());
+        docs.insert(200, "{}".into());
+        for (i, doc) in docs.iter().enumerate() {
+            let fresh = Packer::new(d.clone()).unwrap().pack(doc.as_bytes()).map(<[u8]>::to_vec);
+            assert_eq!(used.pack(doc.as_bytes()).map(<[u8]>::to_vec), fresh, "document {i}");
+            if i % 7 == 0 {
+                prepack(&other, big.as_bytes()).unwrap();
+            }
+            let pre = prepack(&d, doc.as_bytes()).unwrap();
+            assert!(Arc::ptr_eq(&pre.dict, &d));
+            assert_eq!(pre.packed.as_deref(), fresh.as_deref(), "document {i}");
+            assert_eq!(fresh.is_none(), doc.len() < 8, "document {i}");
+        }
     }
 
     #[test]

@@ -25,7 +25,7 @@ use byteorder::{LittleEndian as LE, WriteBytesExt};
 
 use std::borrow::Cow;
 
-use super::docz::{Dicts, Packer};
+use super::docz::{Dicts, Packer, Prepacked};
 use super::{ByteReader, DecodeError};
 use crate::model::{Job, JobKey, JobState, MetaDoc};
 
@@ -240,14 +240,32 @@ pub struct RecordHead<'a> {
 
 /// Append one record, compact. Lengths must fit their fields (checked by input validation).
 pub fn encode_job(job: &Job, prev: Prev, out: &mut Vec<u8>) {
-    encode_job_packed(job, prev, out, None);
+    encode_job_packed(job, prev, out, None, None);
 }
 
 /// Append one compact record, its document packed with `packer` when that makes
-/// it shorter (format 7; the writer, once the store has a dictionary).
-pub fn encode_job_packed(job: &Job, prev: Prev, out: &mut Vec<u8>, packer: Option<&mut Packer>) {
-    encode_job_as(job, prev, out, |head, out, text| {
-        encode_text(head, out, text, packer);
+/// it shorter (format 7; the writer, once the store has a dictionary). `pre`, a
+/// document packed outside the writer lock, is used when it used `packer`'s
+/// dictionary: the same bytes, without the work.
+pub fn encode_job_packed(
+    job: &Job,
+    prev: Prev,
+    out: &mut Vec<u8>,
+    packer: Option<&mut Packer>,
+    pre: Option<&Prepacked>,
+) {
+    let same = |x: &&Prepacked| x.len == job.meta.as_str().len();
+    let pre = pre.filter(same).filter(|x| packer.as_ref().is_some_and(|p| std::sync::Arc::ptr_eq(&x.dict, p.dict())));
+    encode_job_as(job, prev, out, |head, out, text| match pre {
+        Some(Prepacked { dict, packed: Some(z), .. }) => {
+            encode_packed(head, out, dict.id, text.len(), z);
+        }
+        Some(Prepacked { packed: None, .. }) => {
+            encode_parts(head, out, |out| out.extend_from_slice(text));
+        }
+        None => {
+            encode_text(head, out, text, packer);
+        }
     });
 }
 

@@ -208,3 +208,45 @@ fn catalog_round_trip() {
     assert_eq!(decode_catalog(&buf).unwrap(), e);
     assert!(decode_catalog(&buf[..buf.len() - 1]).is_err());
 }
+
+/// A document packed before the writer lock is written as the writer's packer
+/// writes it, and only when it was packed with that packer's dictionary (the
+/// same `Dict`, not only the same id) and is the job's document.
+#[test]
+fn prepacked_documents_are_what_the_packer_writes() {
+    use crate::codec::docz::{prepack, Dict, Packer};
+    use std::sync::Arc;
+    let dict = Arc::new(Dict::new(1, SPEC_DICT.as_bytes()).unwrap());
+    let again = Arc::new(Dict::new(1, SPEC_DICT.as_bytes()).unwrap());
+    let mut p = Packer::new(dict.clone()).unwrap();
+    let job = |doc: &str| Job {
+        key: JobKey::new(53, 7, 81),
+        state: JobState::Pending,
+        priority: 0,
+        times: [Some(1), None, None, None],
+        order_seq: 9,
+        tags: vec!["a".into()],
+        unique: None,
+        meta: MetaDoc::parse(doc).unwrap(),
+    };
+    fn encode(j: &Job, p: Option<&mut Packer>, pre: Option<&crate::codec::docz::Prepacked>) -> Vec<u8> {
+        let mut out = Vec::new();
+        encode_job_packed(j, Prev::Created, &mut out, p, pre);
+        out
+    }
+    for doc in [SPEC_DOC, "{}", r#"{"a":"a different document, and longer than the other"}"#] {
+        let j = job(doc);
+        let own = encode(&j, Some(&mut p), None);
+        assert_eq!(decode_job(&own).unwrap().0.is_packed(), doc == SPEC_DOC, "{doc}");
+        let pre = prepack(&dict, doc.as_bytes()).unwrap();
+        assert_eq!(encode(&j, Some(&mut p), Some(&pre)), own, "{doc}");
+        // Another dictionary object, or no packer: the packer decides.
+        let other = prepack(&again, doc.as_bytes()).unwrap();
+        assert_eq!(encode(&j, Some(&mut p), Some(&other)), own, "{doc}");
+        assert_eq!(encode(&j, None, Some(&pre)), encode(&j, None, None), "{doc}");
+    }
+    // A document packed for another job (another length) is not used.
+    let pre = prepack(&dict, SPEC_DICT.as_bytes()).unwrap();
+    let j = job(SPEC_DOC);
+    assert_eq!(encode(&j, Some(&mut p), Some(&pre)), encode(&j, Some(&mut p), None));
+}

@@ -11,6 +11,7 @@
 //! so a crash leaves a clean end there; a sealed segment and a cleanly closed
 //! one are cut back to their last frame, so only a crash leaves the zeros.
 
+use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -66,6 +67,12 @@ pub struct LogWriter {
     no_prealloc: bool,
     /// Preallocate at all (`Options::preallocate`).
     prealloc_on: bool,
+    /// While set, frames collect in `pending` and are written by [`LogWriter::flush`]
+    /// (a write-queue batch: one write for all its frames).
+    defer: bool,
+    /// Frames appended and not yet written: they end at `end`. In a cell: a
+    /// read under the writer lock flushes them through `&self`.
+    pending: RefCell<Vec<u8>>,
 }
 
 impl LogWriter {
@@ -93,6 +100,8 @@ impl LogWriter {
             allocated: h.data_start(),
             no_prealloc: false,
             prealloc_on: true,
+            defer: false,
+            pending: RefCell::default(),
         })
     }
 
@@ -134,6 +143,8 @@ impl LogWriter {
             allocated: allocated.max(end.offset),
             no_prealloc: false,
             prealloc_on: true,
+            defer: false,
+            pending: RefCell::default(),
         };
         w.note_footprint();
         w.sync()?;
@@ -198,21 +209,53 @@ impl LogWriter {
             self.rotate()?;
         }
         let first_seq = self.next_seq;
-        self.buf.clear();
-        frame::encode(&mut self.buf, kind, flags, first_seq, count, durable_seq, payload);
         // Bulk writers (an import's transaction, compaction's copies) write large
         // frames back to back and sync once: zeros first would only double them.
         if flags & (frame::FLAG_TXN | frame::FLAG_RELOCATED) == 0 {
             self.preallocate(frame_len);
         }
-        let t = &self.tail;
-        fs::write_all_at(&*t.file, &self.buf, self.end).map_err(|e| Error::io("append to", &t.path, e))?;
+        if self.defer {
+            frame::encode(self.pending.get_mut(), kind, flags, first_seq, count, durable_seq, payload);
+        } else {
+            self.buf.clear();
+            frame::encode(&mut self.buf, kind, flags, first_seq, count, durable_seq, payload);
+            let t = &self.tail;
+            fs::write_all_at(&*t.file, &self.buf, self.end).map_err(|e| Error::io("append to", &t.path, e))?;
+        }
         let pos = self.end();
         self.end += frame_len;
         self.allocated = self.allocated.max(self.end);
         self.next_seq += u64::from(count);
         self.footprint.bytes.fetch_add(frame_len, Ordering::Relaxed);
         Ok(Appended { first_seq, pos })
+    }
+
+    /// Collect the frames appended from now on, unwritten, until
+    /// [`LogWriter::stop_deferring`] (the write queue: one write a batch). Nothing
+    /// reads them before: every other change of the file, and a read of the log
+    /// under the writer lock ([`LogWriter::flush`]), writes them first.
+    pub fn defer_writes(&mut self) {
+        self.defer = true;
+    }
+
+    /// Write the collected frames, and each frame as it comes again.
+    pub fn stop_deferring(&mut self) -> Result<()> {
+        self.defer = false;
+        self.flush()
+    }
+
+    /// Write the frames collected so far, in one write. On failure they are
+    /// dropped: the caller poisons the store (nothing after them may be written).
+    pub fn flush(&self) -> Result<()> {
+        let mut pending = self.pending.borrow_mut();
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let at = self.end - pending.len() as u64;
+        let t = &self.tail;
+        let r = fs::write_all_at(&*t.file, &pending, at).map_err(|e| Error::io("append to", &t.path, e));
+        pending.clear();
+        r
     }
 
     /// Before a frame of `frame_len` bytes passes the end of the file, extend the
@@ -248,6 +291,7 @@ impl LogWriter {
     /// syncs next). A sealed segment ends at its last frame. The file is asked
     /// its length: a failed write of zeros may have left some past `allocated`.
     fn trim(&mut self) -> Result<()> {
+        self.flush()?;
         let t = &self.tail;
         let len = t.file.len().map_err(|e| Error::io("stat", &t.path, e))?;
         if len > self.end {
@@ -259,6 +303,7 @@ impl LogWriter {
 
     /// fdatasync the tail segment (writing the durable mark of the previous sync).
     pub fn sync(&self) -> Result<()> {
+        self.flush()?;
         self.tail.sync(self.end, self.next_seq)
     }
 
@@ -274,6 +319,7 @@ impl LogWriter {
     /// acknowledged: its writers got errors) and make the cut durable. Not for
     /// after a failed fsync, whose outcome is unknown.
     pub fn cut_unsynced(&mut self) -> Result<()> {
+        self.flush()?;
         let (end, next_seq) = self.tail.synced();
         let at = LogPos { segment: self.tail.header.number, offset: end };
         self.truncate_to(at, next_seq)?;
@@ -309,6 +355,7 @@ impl LogWriter {
     /// file): when `pos` is the start of such a segment, it and every later one are
     /// removed and an empty segment of that number created in their place.
     pub fn truncate_to(&mut self, pos: LogPos, next_seq: u64) -> Result<()> {
+        self.flush()?;
         let current = self.tail.header.number;
         if pos.segment != current {
             let sealed_start = self.dir.join(segment::file_name(pos.segment));

@@ -326,7 +326,9 @@ impl Store {
     /// Push jobs (one per spec) into `project`; one answer per spec, in order.
     pub fn push(&self, project: u32, specs: &[PushSpec], actor: Option<&str>) -> Result<Vec<PushResult>> {
         let specs = specs.to_vec();
-        self.write(actor, move |w, ctx| ops::push(w, project, &specs, ctx))
+        // Documents are built and packed here, outside the writer lock.
+        let docs = ops::push_docs(&specs, actor, &self.inner.reader.dicts);
+        self.write(actor, move |w, ctx| ops::push(w, project, &specs, docs, ctx))
     }
 
     /// Apply updates; answers `(key, previous state)` per job changed, in order.

@@ -9,6 +9,7 @@ use super::request::{Changes, PushSpec, Target, UpdateSpec, MAX_TAGS};
 use super::staged::{Batch, Staged};
 use super::version::SegmentSlot;
 use super::writer::Writer;
+use crate::codec::docz::{self, Dicts, Prepacked};
 use crate::codec::record::Prev;
 use crate::error::{Error, Result};
 use crate::model::doc::write_json_str;
@@ -102,16 +103,60 @@ pub(crate) fn apply_changes(st: &mut Staged, state: Option<JobState>, c: &Change
     Ok(())
 }
 
-pub(crate) fn push(w: &mut Writer, project: u32, specs: &[PushSpec], ctx: &Ctx<'_>) -> Result<Vec<PushResult>> {
+/// A push line's document built before the writer lock, and packed there with
+/// the store's newest dictionary: a line's document is final before the lock
+/// unless the job starts running (its token needs its key).
+pub(crate) struct PushDoc {
+    meta: MetaDoc,
+    pre: Option<Prepacked>,
+}
+
+/// The documents of `specs` that [`push`] can take ready-made (see [`PushDoc`]);
+/// `actor` must be the one the push runs with.
+pub(crate) fn push_docs(specs: &[PushSpec], actor: Option<&str>, dicts: &Dicts) -> Vec<Option<PushDoc>> {
+    let dict = dicts.latest();
+    let actor = actor.map(json_str);
+    let doc = |s: &PushSpec| {
+        let meta = push_doc(s, actor.as_deref(), None);
+        let pre = dict.as_ref().and_then(|d| docz::prepack(d, meta.as_str().as_bytes()));
+        PushDoc { meta, pre }
+    };
+    specs.iter().map(|s| (s.state != JobState::Running).then(|| doc(s))).collect()
+}
+
+/// A push line's document: its fields, then the service's (`*_by`, `auth`).
+fn push_doc(s: &PushSpec, actor: Option<&RawValue>, token: Option<&RawValue>) -> MetaDoc {
+    let mut fields: Vec<(&str, &RawValue)> = s.meta.iter().map(|(n, v)| (n.as_str(), &**v)).collect();
+    if let Some(a) = actor {
+        fields.push((s.state.actor_field(), a));
+    }
+    if let Some(t) = token {
+        fields.push(("auth", t));
+    }
+    MetaDoc::from_fields(fields)
+}
+
+/// Push `specs`; `docs` are [`push_docs`] of them, or empty.
+pub(crate) fn push(
+    w: &mut Writer,
+    project: u32,
+    specs: &[PushSpec],
+    docs: Vec<Option<PushDoc>>,
+    ctx: &Ctx<'_>,
+) -> Result<Vec<PushResult>> {
     let mut ids = Vec::with_capacity(specs.len());
     for s in specs {
         ids.push(w.spider_id(project, &s.spider, ctx.durable_seq)?);
     }
     let first = w.next_seq;
     let mut jobs: Vec<Job> = Vec::with_capacity(specs.len());
+    let mut pre = Vec::with_capacity(specs.len());
     let mut out = Vec::with_capacity(specs.len());
     let mut held: HashSet<&str> = HashSet::new();
+    let actor = ctx.actor.map(json_str);
+    let mut docs = docs.into_iter();
     for (s, spider) in specs.iter().zip(ids) {
+        let ready = docs.next().flatten();
         if let Some(u) = &s.unique {
             // An active job holds `u`: one stored before, or an earlier line of this push.
             if held.contains(u.as_str()) || w.unique_holder(project, u).is_some() {
@@ -127,16 +172,12 @@ pub(crate) fn push(w: &mut Writer, project: u32, specs: &[PushSpec], ctx: &Ctx<'
         w.job_ids.note(project, spider, job_id);
         let mut times = [None; 4];
         times[s.state as usize] = Some(ctx.now);
-        let mut fields: Vec<(&str, &RawValue)> = s.meta.iter().map(|(n, v)| (n.as_str(), &**v)).collect();
-        let actor = ctx.actor.map(json_str);
-        if let Some(a) = &actor {
-            fields.push((s.state.actor_field(), a));
-        }
         let token = (s.state == JobState::Running).then(|| new_token(key, ctx.now));
-        let token_raw = token.as_deref().map(json_str);
-        if let Some(t) = &token_raw {
-            fields.push(("auth", t));
-        }
+        let (meta, packed) = match ready {
+            Some(d) => (d.meta, d.pre),
+            None => (push_doc(s, actor.as_deref(), token.as_deref().map(json_str).as_deref()), None),
+        };
+        pre.push(packed);
         jobs.push(Job {
             key,
             state: s.state,
@@ -145,11 +186,11 @@ pub(crate) fn push(w: &mut Writer, project: u32, specs: &[PushSpec], ctx: &Ctx<'
             order_seq: first + jobs.len() as u64,
             tags: s.tags.clone(),
             unique: s.unique.clone(),
-            meta: MetaDoc::from_fields(fields),
+            meta,
         });
         out.push(PushResult::Pushed { key, auth: token });
     }
-    w.append_jobs(&jobs, &vec![Prev::Created; jobs.len()], 0, ctx.durable_seq)?;
+    w.append_prepacked(&jobs, &vec![Prev::Created; jobs.len()], &pre, 0, ctx.durable_seq)?;
     Ok(out)
 }
 

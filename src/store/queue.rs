@@ -108,6 +108,8 @@ struct Appended {
     /// The last sequence number written, when something was.
     seq: Option<u64>,
     froze: bool,
+    /// The batch's write failed (its frames are written together at its end).
+    lost: Option<Error>,
 }
 
 /// Run every operation of a batch under the writer lock.
@@ -115,6 +117,10 @@ fn append_batch(inner: &Inner, batch: &[Arc<Request>]) -> Appended {
     let mut results: Vec<(Result<Erased>, bool)> = Vec::with_capacity(batch.len());
     let mut w = inner.writer.lock();
     let first = w.next_seq;
+    // The batch's frames go to the log in one write, once its operations ran.
+    if let Some(log) = w.log.as_mut() {
+        log.defer_writes();
+    }
     for req in batch {
         let op = req.op.lock().take().expect("an operation runs once");
         if inner.closed.load(std::sync::atomic::Ordering::Acquire) {
@@ -142,6 +148,12 @@ fn append_batch(inner: &Inner, batch: &[Arc<Request>]) -> Appended {
         }
         results.push((r, wrote));
     }
+    let mut lost = None;
+    if let Some(Err(e)) = w.log.as_mut().map(|l| l.stop_deferring()) {
+        // The batch's writes are lost: each that wrote gets this error.
+        inner.commit.poison(&e);
+        lost = Some(e);
+    }
     let (mut froze, mut seq) = (false, None);
     if w.next_seq != first {
         seq = Some(w.next_seq - 1);
@@ -161,11 +173,11 @@ fn append_batch(inner: &Inner, batch: &[Arc<Request>]) -> Appended {
             }
         }
     }
-    Appended { results, seq, froze }
+    Appended { results, seq, froze, lost }
 }
 
 /// Wait until the batch is durable (Sync) and hand each operation its result.
-fn finish_batch(inner: &Inner, batch: &[Arc<Request>], a: Appended) -> bool {
+fn finish_batch(inner: &Inner, batch: &[Arc<Request>], mut a: Appended) -> bool {
     let durable = match a.seq {
         None => Ok(()),
         Some(seq) => match inner.opts.durability {
@@ -174,12 +186,28 @@ fn finish_batch(inner: &Inner, batch: &[Arc<Request>], a: Appended) -> bool {
         },
     };
     crate::crashpoint::hit("before_ack");
-    for (req, (r, wrote)) in batch.iter().zip(a.results) {
-        let r = match (&durable, wrote) {
-            (Err(e), true) => Err(Error::Poisoned { cause: e.to_string() }),
+    for (req, (r, wrote)) in batch.iter().zip(std::mem::take(&mut a.results)) {
+        let r = match (&a.lost, &durable, wrote) {
+            (Some(e), _, true) => Err(same_error(e)),
+            (None, Err(e), true) => Err(Error::Poisoned { cause: e.to_string() }),
             _ => r,
         };
         req.answer(r);
     }
     a.froze
+}
+
+/// The failed write of a batch, for each of its writers: an I/O error keeps its
+/// kind and OS code (a full disk stays a full disk), anything else is a poison.
+fn same_error(e: &Error) -> Error {
+    match e {
+        Error::Io { op, path, source } => {
+            let source = match source.raw_os_error() {
+                Some(code) => std::io::Error::from_raw_os_error(code),
+                None => std::io::Error::new(source.kind(), source.to_string()),
+            };
+            Error::Io { op, path: path.clone(), source }
+        }
+        _ => Error::Poisoned { cause: e.to_string() },
+    }
 }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use super::catalog::{Catalog, JobIds};
 use super::tokens::JobTokens;
 use super::version::{find_in_segments, Found, SegmentSlot, Version};
+use crate::codec::docz::Prepacked;
 use crate::codec::frame::{FrameKind, FLAG_RELOCATED};
 use crate::codec::record::{self, Prev};
 use crate::error::{Error, Result};
@@ -121,10 +122,16 @@ impl Writer {
 
     /// The current version of a job (none once the retention purged it).
     pub fn load(&self, key: JobKey) -> Result<Option<Job>> {
+        self.flush()?;
         match self.find(key) {
             Some(f) => Ok(Some(self.reader.read(f.loc())?).filter(|j| j.state != JobState::Purged)),
             None => Ok(None),
         }
+    }
+
+    /// Write the frames of this batch so far: the log is read next.
+    fn flush(&self) -> Result<()> {
+        self.log.as_ref().map_or(Ok(()), |l| l.flush())
     }
 
     /// The active job of `project` holding `unique`, if any.
@@ -173,15 +180,36 @@ impl Writer {
     /// be set (a job entering a state gets its own record's sequence number);
     /// `prevs` says, for each, what the job's previous version was.
     pub fn append_jobs(&mut self, jobs: &[Job], prevs: &[Prev], flags: u8, durable_seq: u64) -> Result<()> {
-        for (j, loc) in jobs.iter().zip(self.append_records(jobs, prevs, flags, durable_seq)?) {
-            self.apply(j, loc);
+        self.append_prepacked(jobs, prevs, &[], flags, durable_seq)
+    }
+
+    /// [`Writer::append_jobs`], with documents packed before the writer lock:
+    /// `pre[i]`, when there, is `jobs[i]`'s; used while its dictionary is the newest.
+    pub fn append_prepacked(
+        &mut self,
+        jobs: &[Job],
+        prevs: &[Prev],
+        pre: &[Option<Prepacked>],
+        flags: u8,
+        durable_seq: u64,
+    ) -> Result<()> {
+        let locs = self.append_records(jobs, prevs, pre, flags, durable_seq)?;
+        for ((j, loc), p) in jobs.iter().zip(locs).zip(prevs) {
+            self.apply_as(j, loc, *p == Prev::Created);
         }
         Ok(())
     }
 
     /// Append `jobs` as one frame without applying them; returns each record's
     /// packed position.
-    pub fn append_records(&mut self, jobs: &[Job], prevs: &[Prev], flags: u8, durable_seq: u64) -> Result<Vec<u64>> {
+    fn append_records(
+        &mut self,
+        jobs: &[Job],
+        prevs: &[Prev],
+        pre: &[Option<Prepacked>],
+        flags: u8,
+        durable_seq: u64,
+    ) -> Result<Vec<u64>> {
         debug_assert_eq!(jobs.len(), prevs.len());
         if jobs.is_empty() {
             return Ok(Vec::new());
@@ -192,9 +220,10 @@ impl Writer {
             self.packer = newest.and_then(crate::codec::docz::Packer::new);
         }
         let mut offsets = Vec::with_capacity(jobs.len());
-        for (j, p) in jobs.iter().zip(prevs) {
+        for (i, (j, p)) in jobs.iter().zip(prevs).enumerate() {
             offsets.push(self.buf.len());
-            record::encode_job_packed(j, *p, &mut self.buf, self.packer.as_mut());
+            let pre = pre.get(i).and_then(Option::as_ref);
+            record::encode_job_packed(j, *p, &mut self.buf, self.packer.as_mut(), pre);
         }
         let payload = std::mem::take(&mut self.buf);
         let r = self.append(FrameKind::Jobs, flags, jobs.len() as u32, durable_seq, &payload);
@@ -239,6 +268,7 @@ impl Writer {
     /// else). Returns how many were purged. The retention's write.
     pub fn purge(&mut self, batch: &[(JobKey, u64)], cutoff: u64, durable_seq: u64) -> Result<u64> {
         let mut tombstones = Vec::new();
+        self.flush()?;
         for &(key, loc) in batch {
             if self.find(key).map(|f| f.loc()) != Some(loc) {
                 continue;
@@ -333,10 +363,17 @@ impl Writer {
 
     /// Make `job` (written at `loc`) the current version of its key.
     pub fn apply(&mut self, job: &Job, loc: u64) {
+        self.apply_as(job, loc, false);
+    }
+
+    /// [`Writer::apply`]; `created`: the key is new (a push's fresh job id), so
+    /// no index image holds an older version to kill (the search is skipped).
+    fn apply_as(&mut self, job: &Job, loc: u64, created: bool) {
         let (project, local) = (job.key.project, job.key.local());
+        debug_assert!(!created || self.find(job.key).is_none(), "a created job {} exists", job.key);
         self.job_ids.note(project, job.key.spider, job.key.job);
         self.tokens.note(job);
-        if self.mem.get(project, local).is_none() {
+        if !created && self.mem.get(project, local).is_none() {
             if let Some(Found::Segment { slot, doc, .. }) = find_in_segments(&self.segments, project, local) {
                 self.segments[slot].kill(project, doc);
             }

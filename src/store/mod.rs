@@ -19,6 +19,7 @@ mod metrics;
 mod open;
 mod ops;
 mod places;
+mod plain;
 mod queue;
 mod read;
 mod reclaim;

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use super::places::Places;
+use super::plain::{PlainPage, Room};
 use super::version::{Found, Version};
 
 use crate::codec::record::{self, JobView};
@@ -210,6 +211,60 @@ impl Snapshot {
                 })?
                 .map_err(|e| self.reader.corrupt(hit.loc, e))
         })
+    }
+
+    /// [`Snapshot::render_row`] for each of `hits`, each row followed by a
+    /// newline: rows without `jobmeta` are rendered a run of mapped records at a
+    /// time (one lock of the maps, the project's names looked up once, the common
+    /// row in one pass: see plain.rs). The same bytes as row by row.
+    pub fn render_rows(&self, project: u32, hits: &[Hit], jobmeta: Option<&[String]>, out: &mut Vec<u8>) -> Result<()> {
+        if jobmeta.is_some() {
+            for h in hits {
+                self.render_row(project, h, jobmeta, out)?;
+                out.push(b'\n');
+            }
+            return Ok(());
+        }
+        let mut page = PlainPage::new(project, self.version.catalog.names_json(project));
+        let mut room = Room::new(out);
+        let mut i = 0;
+        while i < hits.len() {
+            let mut k = i;
+            let done = self.reader.each_mapped(hits[i..].iter().map(|h| h.loc), |bytes| {
+                let now = hits[k].listed_ms;
+                k += 1;
+                if page.row(bytes, now, &mut room) {
+                    return Ok(());
+                }
+                let out = room.vec();
+                let r = row::decode_row(bytes).and_then(|row| self.render_plain(project, &row, now, out));
+                out.push(b'\n');
+                room.resume();
+                r
+            });
+            let done = match done {
+                Ok(n) => n,
+                Err(e) => {
+                    room.finish();
+                    return Err(e);
+                }
+            };
+            i += done;
+            if let Some(h) = hits.get(i) {
+                // Not in a map: read the general way.
+                let out = room.vec();
+                let r = self.render_row(project, h, None, out);
+                out.push(b'\n');
+                room.resume();
+                if let Err(e) = r {
+                    room.finish();
+                    return Err(e);
+                }
+                i += 1;
+            }
+        }
+        room.finish();
+        Ok(())
     }
 
     /// A row without `jobmeta` (as [`Snapshot::render_view`] writes it). The

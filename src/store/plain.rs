@@ -98,8 +98,13 @@ pub(super) struct PlainPage<'a> {
     /// `{"key":"<project>/`, padded, and its length.
     prefix: [u8; 32],
     prefix_len: usize,
-    /// `(v / 10^8, its digits as written, their number)` of the last time written.
+    /// `(v / 10^8, its digits as written, their number)` of the last time written,
+    /// and of the last `elapsed`.
     high: (u64, u64, usize),
+    elapsed_high: (u64, u64, usize),
+    /// The digits of each spider id (below 10^8) as written and their number,
+    /// by id; 0 digits until first needed.
+    spiders: Vec<(u64, usize)>,
 }
 
 impl<'a> PlainPage<'a> {
@@ -109,7 +114,8 @@ impl<'a> PlainPage<'a> {
         let mut p = put_u64(&mut prefix, 8, u64::from(project));
         prefix[p] = b'/';
         p += 1;
-        PlainPage { names, project, prefix, prefix_len: p, high: (u64::MAX, 0, 0) }
+        let none = (u64::MAX, 0, 0);
+        PlainPage { names, project, prefix, prefix_len: p, high: none, elapsed_high: none, spiders: Vec::new() }
     }
 
     /// Append the row of record `rec` and a newline; false, writing nothing,
@@ -166,7 +172,7 @@ impl<'a> PlainPage<'a> {
             w[p] = b'/';
             p + 1
         };
-        p = put_u64(w, p, u64::from(spider));
+        p = self.put_spider(w, p, spider);
         w[p] = b'/';
         p = put_u64(w, p + 1, u64::from(job));
         let (piece, n) = &STATE_PIECES[state as usize];
@@ -186,7 +192,7 @@ impl<'a> PlainPage<'a> {
             w[p] = b'-';
             p += 1;
         }
-        p = put_u64(w, p, elapsed.unsigned_abs());
+        p = put_cached(w, p, elapsed.unsigned_abs(), &mut self.elapsed_high);
         for (i, t) in times.iter().enumerate() {
             if mask & (1 << i) != 0 {
                 let (piece, n) = &TIME_PIECES[i];
@@ -236,23 +242,46 @@ impl<'a> PlainPage<'a> {
         Some(p + 2)
     }
 
-    /// `v` in decimal, its digits above the last eight reused from the last time
-    /// written when they are the same.
     #[inline(always)]
     fn put_time(&mut self, w: &mut [u8], p: usize, v: u64) -> usize {
-        if !(E8..E8 * E8).contains(&v) {
-            return put_u64(w, p, v);
-        }
-        let hi = v / E8;
-        if hi != self.high.0 {
-            let (word, n) = leading_word(eight_digits(hi as u32));
-            self.high = (hi, word, n);
-        }
-        w[p..p + 8].copy_from_slice(&self.high.1.to_le_bytes());
-        let p = p + self.high.2;
-        w[p..p + 8].copy_from_slice(&(eight_digits((v - hi * E8) as u32) | ASCII_ZEROS).to_le_bytes());
-        p + 8
+        put_cached(w, p, v, &mut self.high)
     }
+
+    /// The digits of spider id `id`, computed once a page.
+    #[inline(always)]
+    fn put_spider(&mut self, w: &mut [u8], p: usize, id: u32) -> usize {
+        let i = id as usize;
+        if id >= E8 as u32 {
+            return put_u64(w, p, u64::from(id));
+        }
+        if self.spiders.len() <= i {
+            self.spiders.resize(i + 1, (0, 0));
+        }
+        if self.spiders[i].1 == 0 {
+            self.spiders[i] = leading_word(eight_digits(id));
+        }
+        let (word, n) = self.spiders[i];
+        w[p..p + 8].copy_from_slice(&word.to_le_bytes());
+        p + n
+    }
+}
+
+/// `v` in decimal, its digits above the last eight reused from `cache` (the last
+/// number written this way) when they are the same.
+#[inline(always)]
+fn put_cached(w: &mut [u8], p: usize, v: u64, cache: &mut (u64, u64, usize)) -> usize {
+    if !(E8..E8 * E8).contains(&v) {
+        return put_u64(w, p, v);
+    }
+    let hi = v / E8;
+    if hi != cache.0 {
+        let (word, n) = leading_word(eight_digits(hi as u32));
+        *cache = (hi, word, n);
+    }
+    w[p..p + 8].copy_from_slice(&cache.1.to_le_bytes());
+    let p = p + cache.2;
+    w[p..p + 8].copy_from_slice(&(eight_digits((v - hi * E8) as u32) | ASCII_ZEROS).to_le_bytes());
+    p + 8
 }
 
 /// A varint of a compact record (shortest form only, as `compact::get_varint`).

@@ -4,7 +4,6 @@
 use std::sync::Arc;
 
 use super::places::Places;
-use super::plain::{PlainPage, Room};
 use super::version::{Found, Version};
 
 use crate::codec::record::{self, JobView};
@@ -21,6 +20,8 @@ use crate::query::exec::{self, Source};
 use crate::query::ops::Exclusion;
 use crate::query::plan::Resolved;
 use crate::query::{Filter, Hit, Paging};
+
+use super::plain::{PlainPage, Room};
 
 /// `,"<name>_time":` of each time slot, as a row writes it.
 const TIME_KEYS: [&[u8]; 4] =

@@ -19,7 +19,8 @@ mod metrics;
 mod open;
 mod ops;
 mod places;
-mod plain;
+#[doc(hidden)]
+pub mod plain;
 mod queue;
 mod read;
 mod reclaim;

@@ -294,7 +294,7 @@ impl Snapshot {
         p.u64(ts);
         let ts_end = p.len();
         p.put(b",\"elapsed\":");
-        p.i64(now as i64 - ts as i64);
+        p.i64((now as i64).wrapping_sub(ts as i64));
         let slot = row.state.time_slot();
         for (i, t) in row.times.iter().enumerate() {
             if let Some(t) = t {

@@ -250,8 +250,8 @@ fn page_rows_at_the_edges_of_the_one_pass_path() {
     line(0, 2, 1_763_071_345_231, &vec!["t".to_string(); 200]);
     store.import(&mut Cursor::new(lines.into_bytes()), &mut |_| {}).unwrap();
     store.flush_indexes().unwrap();
-    for s in 0..3 {
-        let line = serde_json::json!({"spider": names[s], "tags": ["t\"", "ü", "plain"]}).to_string();
+    for name in &names[..3] {
+        let line = serde_json::json!({"spider": name, "tags": ["t\"", "ü", "plain"]}).to_string();
         store.push(1, &[jobq::store::request::parse_push(&line).unwrap()], None).unwrap();
     }
     for _ in 0..2 {

@@ -3,7 +3,8 @@
 //! byte for byte the row rendered from the whole job, for random jobs: every
 //! state, unicode and escapes in spider names and tags, many tags, records in
 //! index files, in the tail, in sealed and in open segments, read a first time
-//! (checked) and again (trusted).
+//! (checked) and again (trusted). A page rendered at once (store/plain.rs) is
+//! the same bytes as its rows one by one.
 
 use std::io::Cursor;
 use std::sync::Arc;
@@ -81,7 +82,18 @@ fn rows(store: &Store) -> Vec<(String, String)> {
     let all = Paging { count: 100_000, ..Paging::default() };
     let meta: Vec<String> = ["spider", "tags", "note", "state", "finished_time", "absent"].map(String::from).to_vec();
     let mut out = Vec::new();
-    for h in snap.list(1, &Filter::default(), &all).unwrap() {
+    let hits = snap.list(1, &Filter::default(), &all).unwrap();
+    // A page rendered at once is the rows rendered one by one.
+    for jobmeta in [None, Some(meta.as_slice())] {
+        let (mut page, mut one_by_one) = (b"x".to_vec(), b"x".to_vec());
+        snap.render_rows(1, &hits, jobmeta, &mut page).unwrap();
+        for h in &hits {
+            snap.render_row(1, h, jobmeta, &mut one_by_one).unwrap();
+            one_by_one.push(b'\n');
+        }
+        out.push((String::from_utf8(page).unwrap(), String::from_utf8(one_by_one).unwrap()));
+    }
+    for h in hits {
         let job = snap.get(JobKey::from_local(1, h.local)).unwrap().unwrap();
         for jobmeta in [None, Some(meta.as_slice())] {
             let (mut fast, mut whole) = (Vec::new(), Vec::new());
@@ -115,8 +127,11 @@ proptest! {
             store = open(&sim);
         }
         let first = rows(&store);
-        prop_assert_eq!(first.len(), 2 * (imported.iter().filter(|j| j.state < 4).count() + pushed.len()));
-        for (fast, whole) in &first {
+        prop_assert_eq!(first.len(), 2 + 2 * (imported.iter().filter(|j| j.state < 4).count() + pushed.len()));
+        for (fast, whole) in &first[..2] {
+            prop_assert_eq!(fast, whole);
+        }
+        for (fast, whole) in &first[2..] {
             prop_assert_eq!(fast, whole);
             let v: serde_json::Value = serde_json::from_str(fast).unwrap();
             prop_assert!(v.get("key").is_some());
@@ -187,5 +202,64 @@ fn compound_filters_list_what_the_filter_says() {
         let got: Vec<JobKey> = snap.list(1, f, &stop).unwrap().iter().map(|h| JobKey::from_local(1, h.local)).collect();
         assert_eq!(got, want[..50], "{f:?} stop");
         assert_eq!(snap.count(1, f).unwrap(), want.len() as u64, "{f:?} count");
+    }
+}
+
+/// The edges of a page's one-pass rows (store/plain.rs): tags around its 8-,
+/// 16- and 64-byte limits with an escape at each place, a row of many tags,
+/// spider names past 256 bytes, times around 10^8 and 10^16, a time after the
+/// clock (negative `elapsed`), records in maps and past them. A page is the
+/// same bytes as its rows rendered one by one, and those as from the whole job.
+#[test]
+fn page_rows_at_the_edges_of_the_one_pass_path() {
+    let sim = SimFs::new();
+    let store = open(&sim);
+    let long_name = "n".repeat(300);
+    let names = ["s", long_name.as_str(), "q\"s", &"m".repeat(256)];
+    let mut tags: Vec<String> = Vec::new();
+    for len in [1usize, 7, 8, 9, 15, 16, 17, 63, 64, 65, 200] {
+        tags.push("a".repeat(len));
+        for at in [0, len / 2, len - 1] {
+            for c in ['"', '\\', '\u{1}', 'é'] {
+                let mut t: Vec<char> = "b".repeat(len).chars().collect();
+                t[at] = c;
+                tags.push(t.into_iter().collect());
+            }
+        }
+    }
+    let times =
+        [1u64, 99_999_999, 100_000_000, 100_000_001, 9_999_999_999_999_999, 10_000_000_000_000_000, u64::MAX / 2];
+    let mut lines = String::new();
+    let mut n = 0;
+    let mut line = |spider: usize, state: usize, time: u64, tags: &[String]| {
+        n += 1;
+        let v = serde_json::json!({
+            "key": format!("1/{}/{n}", spider + 1), "spider": names[spider], "state": STATES[state],
+            TIMES[state]: time, "pending_time": 1_763_070_961_247u64, "tags": tags,
+        });
+        lines.push_str(&format!("{v}\n"));
+    };
+    for (i, t) in tags.iter().enumerate() {
+        line(i % 4, i % 4, 1_763_071_345_230 + i as u64, std::slice::from_ref(t));
+    }
+    for (i, t) in times.iter().enumerate() {
+        line(0, 2, *t, &tags[i..i + 2]);
+    }
+    line(0, 2, 4_000_000_000_000, &[]);
+    line(2, 1, 1_763_071_345_230, &tags);
+    line(0, 2, 1_763_071_345_231, &vec!["t".to_string(); 200]);
+    store.import(&mut Cursor::new(lines.into_bytes()), &mut |_| {}).unwrap();
+    store.flush_indexes().unwrap();
+    for name in &names[..3] {
+        let line = serde_json::json!({"spider": name, "tags": ["t\"", "ü", "plain"]}).to_string();
+        store.push(1, &[jobq::store::request::parse_push(&line).unwrap()], None).unwrap();
+    }
+    for _ in 0..2 {
+        let first = rows(&store);
+        assert_eq!(first.len(), 2 + 2 * (n + 3));
+        for (page, one) in &first {
+            assert_eq!(page, one);
+        }
+        assert!(first[0].0.contains("\"elapsed\":-"), "a time after the clock");
     }
 }

@@ -20,10 +20,7 @@ pub fn run(snap: &Snapshot, c: &Case, buf: &mut Vec<u8>) -> Answer {
         Kind::List | Kind::Page => {
             let hits: Vec<Hit> = snap.list(c.project, &c.filter, &c.paging).expect("list");
             buf.clear();
-            for h in &hits {
-                snap.render_row(c.project, h, None, buf).expect("render");
-                buf.push(b'\n');
-            }
+            snap.render_rows(c.project, &hits, None, buf).expect("render");
             Answer::Keys(hits.iter().map(|h| JobKey::from_local(c.project, h.local)).collect())
         }
     }

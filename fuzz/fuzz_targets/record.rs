@@ -3,7 +3,7 @@
 //! round trip of an arbitrary job through `encode_job`.
 //!
 //! Modes (first input byte):
-//! - bytes: `decode_job` (and the row decoder, codec/row.rs) on the bytes, `decode_jobs` with a count from the input;
+//! - bytes: `decode_job` (and the row decoders, codec/row.rs and store/plain.rs) on the bytes, `decode_jobs` with a count from the input;
 //!   whatever decodes re-encodes to the same record (up to the time slots whose
 //!   mask bit is clear, which the decoder does not pin down);
 //! - resealed bytes: the same after fixing every record's checksum;
@@ -32,14 +32,36 @@ fn bytes(data: &[u8], resealed: bool) {
     if resealed {
         reseal::records(&mut buf);
     }
-    match record::decode_job(&buf) {
-        Ok((view, used)) => check_decoded_record(&buf, &view, used),
-        Err(e) => check_error_offset(&e, buf.len()),
-    }
+    let checked = match record::decode_job(&buf) {
+        Ok((view, used)) => {
+            check_decoded_record(&buf, &view, used);
+            true
+        }
+        Err(e) => {
+            check_error_offset(&e, buf.len());
+            false
+        }
+    };
     // The row decoder never panics nor reads past the bytes, whatever they are.
-    match jobq::codec::row::decode_row(&buf) {
+    let row = jobq::codec::row::decode_row(&buf);
+    match &row {
         Ok(row) => assert!(row.tags().map(<[u8]>::len).sum::<usize>() <= buf.len()),
-        Err(e) => check_error_offset(&e, buf.len()),
+        Err(e) => check_error_offset(e, buf.len()),
+    }
+    // Nor does a page's one-pass row (store/plain.rs); a row it writes of a
+    // record checked whole (as every record it reads is) is JSON with the row
+    // decoder's key, state and ts.
+    let names: Vec<Option<Box<[u8]>>> =
+        vec![None, Some(b"\"s\"".to_vec().into()), Some(b"\"\\u00e9\"".to_vec().into())];
+    if let Some(line) = jobq::store::plain::one_pass_row(1, &names, &buf, 1 << 40) {
+        let row = row.expect("a one-pass row is a row");
+        assert_eq!(line.last(), Some(&b'\n'));
+        if checked {
+            let v: serde_json::Value = serde_json::from_slice(&line[..line.len() - 1]).expect("a one-pass row is JSON");
+            assert_eq!(v["key"].as_str(), Some(row.key.to_string().as_str()));
+            assert_eq!(v["state"].as_str(), Some(row.state.as_str()));
+            assert_eq!(v["ts"].as_u64(), Some(row.ts()));
+        }
     }
     // Counts as a frame header may carry them (a verified frame's count is not
     // bounded by its payload's size).

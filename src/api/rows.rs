@@ -47,7 +47,17 @@ impl Rows {
         T: Send + 'static,
         F: FnMut(T, &mut Vec<u8>) -> Result<()> + Send + 'static,
     {
-        Rows { inner: Box::new(Chunker { items: items.into_iter(), render, cancel, done: false }) }
+        Rows { inner: Box::new(Chunker { items: items.into_iter(), render, cancel, done: false, lines: false }) }
+    }
+
+    /// As [`Rows::new`], but `render` writes whole lines (each ending with `\n`,
+    /// none empty), any number of them an item: a batch of rows rendered at once.
+    pub fn lines<T, F>(items: Vec<T>, cancel: Cancel, render: F) -> Rows
+    where
+        T: Send + 'static,
+        F: FnMut(T, &mut Vec<u8>) -> Result<()> + Send + 'static,
+    {
+        Rows { inner: Box::new(Chunker { items: items.into_iter(), render, cancel, done: false, lines: true }) }
     }
 
     /// Every chunk concatenated (for callers that want the whole answer).
@@ -74,6 +84,8 @@ struct Chunker<T, F> {
     cancel: Cancel,
     /// After an error or a cancel.
     done: bool,
+    /// `render` ends its lines itself.
+    lines: bool,
 }
 
 impl<T, F> Iterator for Chunker<T, F>
@@ -96,7 +108,7 @@ where
                 self.done = true;
                 return Some(Err(e));
             }
-            if buf.len() > before {
+            if buf.len() > before && !self.lines {
                 buf.push(b'\n');
             }
             if buf.len() >= CHUNK_BYTES {

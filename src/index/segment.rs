@@ -468,25 +468,30 @@ impl<'a> Section<'a> {
         self.info.n == 0
     }
 
+    #[inline]
     fn get(&self, col: usize, i: u32) -> u64 {
         packed::get(self.b, self.info.cols[col], i)
     }
 
+    #[inline]
     pub fn ts(&self, doc: DocId) -> u64 {
         self.get(TS, doc)
     }
 
+    #[inline]
     pub fn seq(&self, doc: DocId) -> u64 {
         self.get(SEQ, doc)
     }
 
     /// The doc's key within the project: `spider << 32 | job` (both checked to
     /// fit 32 bits at open).
+    #[inline]
     pub fn local(&self, doc: DocId) -> u64 {
         self.get(SPIDER, doc) << 32 | self.get(JOB, doc)
     }
 
     /// Packed log position of the doc's record.
+    #[inline]
     pub fn loc(&self, doc: DocId) -> u64 {
         self.get(LOC, doc)
     }

@@ -246,6 +246,40 @@ impl RecordReader {
         Ok(f(&buf[..n], false))
     }
 
+    /// [`RecordReader::with_checked_record`] for a run of records under one lock
+    /// of the maps: `f` gets each record of `locs` in turn while it lies whole in
+    /// a map made before; stops at the first that does not (the caller reads it
+    /// the general way) or at the first error. Answers how many `f` got.
+    pub fn each_mapped(
+        &self,
+        locs: impl Iterator<Item = u64>,
+        mut f: impl FnMut(&[u8]) -> std::result::Result<(), crate::codec::DecodeError>,
+    ) -> Result<usize> {
+        let limit = self.map_limit.load(std::sync::atomic::Ordering::Relaxed);
+        let maps = self.maps.read_recursive();
+        let mut last: Option<(u32, &SegmentMap)> = None;
+        let mut done = 0;
+        for loc in locs {
+            let pos = LogPos::unpack(loc);
+            let m = match last {
+                Some((n, m)) if n == pos.segment => m,
+                _ => match maps.get(&pos.segment).filter(|_| pos.segment < limit) {
+                    Some(m) => {
+                        last = Some((pos.segment, m));
+                        m
+                    }
+                    None => break,
+                },
+            };
+            let checked = (pos.offset < m.len as u64).then(|| m.checked_record(pos.offset)).flatten();
+            let Some(checked) = checked else { break };
+            let (bytes, _) = checked.map_err(|e| self.corrupt(loc, e))?;
+            f(bytes).map_err(|e| self.corrupt(loc, e))?;
+            done += 1;
+        }
+        Ok(done)
+    }
+
     /// Load the first bytes of the records at `locs` that lie in maps: a listing
     /// calls this before it renders its rows one by one, so that the cache misses
     /// of all its records overlap instead of coming one after another.

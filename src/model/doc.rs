@@ -323,12 +323,12 @@ fn write_eight(out: &mut Vec<u8>, digits: u64) {
     out.extend_from_slice(&(digits | ASCII_ZEROS).to_le_bytes());
 }
 
-const ASCII_ZEROS: u64 = 0x3030_3030_3030_3030;
+pub(crate) const ASCII_ZEROS: u64 = 0x3030_3030_3030_3030;
 
 /// `v` (below 10^8) as eight decimal digit values (0 to 9), first digit in the low
 /// byte: computed in one register, as four 2-digit lanes, then eight 1-digit lanes.
 #[inline(always)]
-fn eight_digits(v: u32) -> u64 {
+pub(crate) fn eight_digits(v: u32) -> u64 {
     // Lanes of 32 bits: the first four digits, the last four.
     let x = u64::from(v / 10_000) | (u64::from(v % 10_000) << 32);
     // Each lane (below 10^4) by 100: 5243 / 2^19 rounds down exactly below 43,699.

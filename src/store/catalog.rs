@@ -42,6 +42,12 @@ impl Catalog {
         self.projects.get(&project)?.json.get(id as usize)?.as_deref()
     }
 
+    /// Every name of `project` as [`Catalog::name_json`] answers them, indexed by
+    /// id (a listing looks its project up once).
+    pub fn names_json(&self, project: u32) -> &[Option<Box<[u8]>>] {
+        self.projects.get(&project).map_or(&[], |p| &p.json[..])
+    }
+
     /// The id the next new spider of `project` gets.
     pub fn next_spider_id(&self, project: u32) -> u32 {
         self.projects.get(&project).map_or(1, |p| p.max_id + 1)

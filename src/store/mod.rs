@@ -19,6 +19,8 @@ mod metrics;
 mod open;
 mod ops;
 mod places;
+#[doc(hidden)]
+pub mod plain;
 mod queue;
 mod read;
 mod reclaim;

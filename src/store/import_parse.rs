@@ -2,6 +2,7 @@
 //! into encoded records and index entries; the importing thread then writes them in
 //! input order (import.rs).
 
+use std::io::Read;
 use std::sync::Arc;
 
 use super::request::{parse_import_item, write_import_doc, ImportItem};
@@ -41,19 +42,25 @@ pub(crate) struct ParsedChunk {
 /// Parse and encode every line of `bytes` (whole lines). Records carry
 /// `order_seq` 0 and no previous state: the writer sets both and seals each
 /// record again.
-pub(crate) fn parse_chunk(bytes: &[u8], strings: &mut Strings, mut packer: Option<&mut Packer>) -> ParsedChunk {
+pub(crate) fn parse_chunk(
+    bytes: &[u8],
+    strings: &mut Strings,
+    mut packer: Option<&mut Packer>,
+    payload: Vec<u8>,
+) -> ParsedChunk {
     strings.bound();
+    let mut payload = payload;
+    payload.clear();
+    payload.reserve(bytes.len() + bytes.len() / 4);
     let mut out = ParsedChunk {
-        payload: Vec::with_capacity(bytes.len() + bytes.len() / 4),
-        recs: Vec::new(),
+        payload,
+        recs: Vec::with_capacity(bytes.len() / 256),
         spiders: Vec::new(),
-        lines: bytes.iter().filter(|b| **b == b'\n').count() as u64,
+        // Counted as the lines are split (a chunk with a bad line is not counted).
+        lines: 0,
         bytes: bytes.len() as u64,
         error: None,
     };
-    if bytes.last().is_some_and(|b| *b != b'\n') {
-        out.lines += 1;
-    }
     let text = match std::str::from_utf8(bytes) {
         Ok(t) => t,
         Err(e) => {
@@ -66,6 +73,7 @@ pub(crate) fn parse_chunk(bytes: &[u8], strings: &mut Strings, mut packer: Optio
     let mut doc = Vec::new();
     for (i, line) in text.split_terminator('\n').enumerate() {
         let line_no = i as u64 + 1;
+        out.lines = line_no;
         let line = line.trim_end_matches('\r');
         if line.trim_start().is_empty() {
             continue;
@@ -167,35 +175,52 @@ impl Strings {
 
 /// Fill `buf` from `input` to at least `want` bytes (or the end); returns true at the end.
 pub(crate) fn read_more(input: &mut dyn std::io::Read, buf: &mut Vec<u8>, want: usize) -> Result<bool> {
-    while buf.len() < want {
-        let at = buf.len();
-        buf.resize(at + (1 << 20), 0);
-        let n = loop {
-            match input.read(&mut buf[at..]) {
-                Ok(n) => break n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    buf.truncate(at);
-                    return Err(Error::io("read", "import input", e));
-                }
-            }
-        };
-        buf.truncate(at + n);
-        if n == 0 {
-            return Ok(true);
+    let Some(ask) = want.checked_sub(buf.len()).filter(|n| *n > 0) else { return Ok(false) };
+    buf.reserve(ask);
+    // `read_to_end` retries interrupted reads and fills the spare capacity
+    // without zeroing it first.
+    let got = std::io::Read::take(&mut *input, ask as u64)
+        .read_to_end(buf)
+        .map_err(|e| Error::io("read", "import input", e))?;
+    Ok(got < ask)
+}
+
+/// Spare buffers handed back by the importing thread (input chunks, payloads), so
+/// that each chunk does not map and fault in fresh memory. At most `keep` kept.
+pub(crate) struct Pool {
+    bufs: parking_lot::Mutex<Vec<Vec<u8>>>,
+    keep: usize,
+}
+
+impl Pool {
+    pub fn new(keep: usize) -> Pool {
+        Pool { bufs: parking_lot::Mutex::new(Vec::new()), keep }
+    }
+
+    /// A spare buffer (empty), or a new one.
+    pub fn take(&self, capacity: usize) -> Vec<u8> {
+        let mut b = self.bufs.lock().pop().unwrap_or_default();
+        b.clear();
+        b.reserve(capacity);
+        b
+    }
+
+    pub fn give(&self, b: Vec<u8>) {
+        let mut bufs = self.bufs.lock();
+        if bufs.len() < self.keep {
+            bufs.push(b);
         }
     }
-    Ok(false)
 }
 
 /// Split off the whole lines at the front of `buf` (all of it at the end of input);
 /// `buf` keeps the partial line, with room for `room` bytes more.
-pub(crate) fn take_lines(buf: &mut Vec<u8>, eof: bool, room: usize) -> Vec<u8> {
+pub(crate) fn take_lines(buf: &mut Vec<u8>, eof: bool, room: usize, pool: &Pool) -> Vec<u8> {
     let end = if eof { buf.len() } else { buf.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1) };
     if end == 0 {
         return Vec::new();
     }
-    let mut rest = Vec::with_capacity(buf.len() - end + room);
+    let mut rest = pool.take(buf.len() - end + room);
     rest.extend_from_slice(&buf[end..]);
     buf.truncate(end);
     std::mem::replace(buf, rest)

@@ -37,6 +37,8 @@ pub struct Runs {
     pub(crate) file: Arc<dyn FsFile>,
     /// Byte ranges of the runs in the file.
     pub(crate) runs: Vec<(u64, u64)>,
+    /// Per run, where each of its projects' records start (file offsets, ascending).
+    pub(crate) starts: Vec<Vec<(u32, u64)>>,
     end: u64,
     /// Entries spilled per project (every version, superseded ones too).
     pub(crate) per_project: FastMap<u32, u64>,
@@ -62,6 +64,7 @@ impl Runs {
             path: path.to_path_buf(),
             file,
             runs: Vec::new(),
+            starts: Vec::new(),
             end: 0,
             per_project: FastMap::default(),
             ids: FastMap::default(),
@@ -101,6 +104,7 @@ impl Runs {
             |runs: &mut Runs, s: &Arc<str>| -> u32 { *words.entry(s.as_ptr() as usize).or_insert_with(|| runs.id(s)) };
         // Runs are sorted by project: count a project's entries at its end.
         let mut counted: Option<(u32, u64)> = None;
+        let mut starts = Vec::new();
         for o in &order {
             let d = &docs[o.3 as usize];
             counted = match counted {
@@ -109,6 +113,7 @@ impl Runs {
                     if let Some((p, n)) = other {
                         *self.per_project.entry(p).or_default() += n;
                     }
+                    starts.push((d.project, self.end + self.buf.len() as u64));
                     Some((d.project, 1))
                 }
             };
@@ -156,6 +161,7 @@ impl Runs {
         }
         self.flush()?;
         self.runs.push((start, self.end - start));
+        self.starts.push(starts);
         // The entries are dropped here, on the spilling thread.
         drop(docs);
         Ok(())
@@ -201,6 +207,13 @@ const READ_BLOCK: usize = 1 << 20;
 impl Cursor {
     pub fn new((start, len): (u64, u64)) -> Cursor {
         Cursor { at: start, end: start + len, buf: Vec::new(), pos: 0 }
+    }
+
+    /// Run `i` from its first record of a project `>= project` on.
+    pub fn from_project(runs: &Runs, i: usize, project: u32) -> Cursor {
+        let (start, len) = runs.runs[i];
+        let at = runs.starts[i].iter().find(|(p, _)| *p >= project).map_or(start + len, |(_, at)| *at);
+        Cursor::new((at, start + len - at))
     }
 
     /// Make at least `need` bytes available from `pos`; false at the run's end.

@@ -136,7 +136,7 @@ fn token_of(doc: &[crate::codec::json::RawField<'_>]) -> Option<Arc<str>> {
 #[derive(Default)]
 pub(crate) struct Strings {
     words: Interner,
-    lists: FastMap<Box<[Arc<str>]>, TagList>,
+    lists: FastMap<usize, TagList>,
     scratch: Vec<Arc<str>>,
 }
 
@@ -164,11 +164,14 @@ impl Strings {
         if tags.len() > 1 {
             return self.scratch.as_slice().into();
         }
-        if let Some(l) = self.lists.get(&self.scratch[..]) {
+        // Named by the address of its interned tag (0: none), alive as long as
+        // `words` holds it: both are dropped together.
+        let key = self.scratch.first().map_or(0, |t| t.as_ptr() as usize);
+        if let Some(l) = self.lists.get(&key) {
             return l.clone();
         }
         let l: TagList = self.scratch.as_slice().into();
-        self.lists.insert(self.scratch.as_slice().into(), l.clone());
+        self.lists.insert(key, l.clone());
         l
     }
 }

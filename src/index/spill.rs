@@ -84,47 +84,36 @@ impl Runs {
     }
 
     /// Sort `docs` into listing order and append them to the file as one run.
+    ///
+    /// The records are made first in the order the entries came (their memory,
+    /// and their tag lists', read in order), then copied out in listing order:
+    /// reading the entries themselves in listing order missed the cache twice
+    /// an entry.
     pub fn add_run(&mut self, docs: Vec<DocEntry>) -> Result<()> {
         if docs.is_empty() {
             return Ok(());
         }
-        let mut order: Vec<(u32, u64, u64, u32)> =
-            docs.iter().enumerate().map(|(i, d)| (d.project, !d.ts, !d.order_seq, i as u32)).collect();
-        order.sort_unstable();
-        let start = self.end;
-        self.buf.clear();
+        let mut staged: Vec<u8> = Vec::with_capacity(docs.len() * (REC + 8));
+        let mut order: Vec<(u32, u64, u64, usize)> = Vec::with_capacity(docs.len());
         // Term ids of the tag lists of this run, by list: the parse shares one list
         // among the jobs that have the same tags, and every list here is alive
-        // until the run is written, so its address names it.
+        // until the records are made, so its address names it.
         let mut lists: FastMap<usize, (usize, usize)> = FastMap::default();
         let mut list_ids: Vec<u32> = Vec::new();
         // The same for single strings (close_reason and unique values).
         let mut words: FastMap<usize, u32> = FastMap::default();
         let mut word =
             |runs: &mut Runs, s: &Arc<str>| -> u32 { *words.entry(s.as_ptr() as usize).or_insert_with(|| runs.id(s)) };
-        // Runs are sorted by project: count a project's entries at its end.
-        let mut counted: Option<(u32, u64)> = None;
-        let mut starts = Vec::new();
-        for o in &order {
-            let d = &docs[o.3 as usize];
-            counted = match counted {
-                Some((p, n)) if p == d.project => Some((p, n + 1)),
-                other => {
-                    if let Some((p, n)) = other {
-                        *self.per_project.entry(p).or_default() += n;
-                    }
-                    starts.push((d.project, self.end + self.buf.len() as u64));
-                    Some((d.project, 1))
-                }
-            };
-            let at = self.buf.len();
-            self.buf.resize(at + REC, 0);
+        for d in &docs {
+            let at = staged.len();
+            order.push((d.project, !d.ts, !d.order_seq, at));
+            staged.resize(at + REC, 0);
             let unique = d.unique.as_ref().map_or(0, |u| word(self, u) + 1);
             let close = d.close_reason.as_ref().map_or(0, |c| word(self, c) + 1);
             // A running version's token (a name like the others; tokens rarely repeat).
             let token = d.token.as_ref().filter(|_| d.state == crate::model::JobState::Running);
             let token = token.map_or(0, |k| self.id(k) + 1);
-            let r = &mut self.buf[at..at + REC];
+            let r = &mut staged[at..at + REC];
             LE::write_u32(&mut r[0..4], d.project);
             LE::write_u32(&mut r[4..8], d.tags.len() as u32);
             LE::write_u64(&mut r[8..16], d.local);
@@ -150,8 +139,30 @@ impl Runs {
                 }
             };
             for id in &list_ids[from..to] {
-                self.buf.extend_from_slice(&id.to_le_bytes());
+                staged.extend_from_slice(&id.to_le_bytes());
             }
+        }
+        // The entries are dropped here, on the spilling thread, before the sort.
+        drop(docs);
+        order.sort_unstable();
+        let start = self.end;
+        self.buf.clear();
+        // Runs are sorted by project: count a project's entries at its end.
+        let mut counted: Option<(u32, u64)> = None;
+        let mut starts = Vec::new();
+        for &(project, _, _, at) in &order {
+            counted = match counted {
+                Some((p, n)) if p == project => Some((p, n + 1)),
+                other => {
+                    if let Some((p, n)) = other {
+                        *self.per_project.entry(p).or_default() += n;
+                    }
+                    starts.push((project, self.end + self.buf.len() as u64));
+                    Some((project, 1))
+                }
+            };
+            let len = REC + 4 * LE::read_u32(&staged[at + 4..at + 8]) as usize;
+            self.buf.extend_from_slice(&staged[at..at + len]);
             if self.buf.len() >= WRITE_BLOCK {
                 self.flush()?;
             }
@@ -162,8 +173,6 @@ impl Runs {
         self.flush()?;
         self.runs.push((start, self.end - start));
         self.starts.push(starts);
-        // The entries are dropped here, on the spilling thread.
-        drop(docs);
         Ok(())
     }
 

@@ -138,6 +138,7 @@ fn apply_chunk(w: &mut Writer, c: &mut ParsedChunk, line_base: u64, bulk: &mut B
     }
     catalog_lines(w, c, line_base, bulk, durable_seq)?;
     let frame_jobs = FRAME_JOBS.min(w.bulk_entries).max(1);
+    let empty: Arc<[Arc<str>]> = Arc::from(Vec::new());
     let n = c.recs.len();
     let mut start = 0;
     while start < n {
@@ -168,7 +169,10 @@ fn apply_chunk(w: &mut Writer, c: &mut ParsedChunk, line_base: u64, bulk: &mut B
         let a = w.append(FrameKind::Jobs, FLAG_TXN, (end - start) as u32, durable_seq, &c.payload[from..to])?;
         let base = a.pos.offset + crate::codec::frame::HEADER_LEN as u64;
         for rec in &mut c.recs[start..end] {
-            let mut e = rec.entry.clone();
+            // Taken, not cloned: no reference count of strings the workers share
+            // is touched here.
+            let hollow = DocEntry { tags: empty.clone(), unique: None, close_reason: None, token: None, ..rec.entry };
+            let mut e = std::mem::replace(&mut rec.entry, hollow);
             e.loc = LogPos { segment: a.pos.segment, offset: base + (rec.at - from) as u64 }.pack();
             w.job_ids.note(e.project, (e.local >> 32) as u32, e.local as u32);
             if let Some(r) = bulk.uniques.repeats.get_mut(&(e.project, e.local)) {

@@ -45,6 +45,8 @@ pub struct Runs {
     ids: FastMap<Arc<str>, u32>,
     pub(crate) names: Vec<Arc<str>>,
     buf: Vec<u8>,
+    /// A run's records in arrival order (kept between runs: no fresh pages each run).
+    staged: Vec<u8>,
 }
 
 /// Keys of which an import holds more than one version: the newest version's
@@ -70,6 +72,7 @@ impl Runs {
             ids: FastMap::default(),
             names: Vec::new(),
             buf: Vec::with_capacity(WRITE_BLOCK + (1 << 16)),
+            staged: Vec::new(),
         })
     }
 
@@ -93,7 +96,9 @@ impl Runs {
         if docs.is_empty() {
             return Ok(());
         }
-        let mut staged: Vec<u8> = Vec::with_capacity(docs.len() * (REC + 8));
+        let mut staged = std::mem::take(&mut self.staged);
+        staged.clear();
+        staged.reserve(docs.len() * (REC + 8));
         let mut order: Vec<(u32, u64, u64, usize)> = Vec::with_capacity(docs.len());
         // Term ids of the tag lists of this run, by list: the parse shares one list
         // among the jobs that have the same tags, and every list here is alive
@@ -173,7 +178,14 @@ impl Runs {
         self.flush()?;
         self.runs.push((start, self.end - start));
         self.starts.push(starts);
+        self.staged = staged;
         Ok(())
+    }
+
+    /// Free the buffers of adding runs (none is added after).
+    pub fn done_adding(&mut self) {
+        self.staged = Vec::new();
+        self.buf = Vec::new();
     }
 
     fn flush(&mut self) -> Result<()> {

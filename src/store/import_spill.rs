@@ -37,6 +37,9 @@ impl Spiller {
                         return Err(e);
                     }
                 }
+                if let Some(r) = &mut runs {
+                    r.done_adding();
+                }
                 Ok(runs)
             })
             .map_err(|e| Error::io("spawn", "the import's spilling thread", e))?;

@@ -338,7 +338,7 @@ fn publish_index(
     let dicts = inner.reader.dicts.all();
     let fsys = &*inner.opts.fs;
     let path = match pending {
-        Pending::Runs(runs) => spill_build::build_file(runs, repeats, meta, &catalog, &dicts, &inner.gen_dir)?,
+        Pending::Runs(runs) => spill_build::build_file(*runs, repeats, meta, &catalog, &dicts, &inner.gen_dir)?,
         Pending::Docs(mut docs) => {
             docs.retain(|d| repeats.get(&(d.project, d.local)).is_none_or(|(newest, _)| *newest == d.order_seq));
             let image = build::build(docs, meta, &catalog, &dicts);
@@ -419,7 +419,8 @@ pub(crate) fn import(inner: &Inner, input: &mut dyn BufRead, progress: &mut dyn 
         }
         bulk.spill()?;
         let runs = bulk.spiller.finish()?;
-        runs.map(Pending::Runs).ok_or_else(|| Error::corrupt(&inner.gen_dir, 0, "the import's runs vanished"))
+        runs.map(|r| Pending::Runs(Box::new(r)))
+            .ok_or_else(|| Error::corrupt(&inner.gen_dir, 0, "the import's runs vanished"))
     });
     let pending = match pending {
         Ok(p) => p,

@@ -77,6 +77,6 @@ impl Drop for Spiller {
 
 /// The index entries of a committed import: spilled, or (a small import) in memory.
 pub(crate) enum Pending {
-    Runs(Runs),
+    Runs(Box<Runs>),
     Docs(Vec<DocEntry>),
 }

@@ -2,7 +2,6 @@
 //! into encoded records and index entries; the importing thread then writes them in
 //! input order (import.rs).
 
-use std::io::Read;
 use std::sync::Arc;
 
 use super::request::{parse_import_item, write_import_doc, ImportItem};
@@ -177,15 +176,28 @@ impl Strings {
 }
 
 /// Fill `buf` from `input` to at least `want` bytes (or the end); returns true at the end.
+/// A read asks for 1 MiB at a time, so where chunks end (and with them the
+/// import's frames) is what it always was for the same input.
 pub(crate) fn read_more(input: &mut dyn std::io::Read, buf: &mut Vec<u8>, want: usize) -> Result<bool> {
-    let Some(ask) = want.checked_sub(buf.len()).filter(|n| *n > 0) else { return Ok(false) };
-    buf.reserve(ask);
-    // `read_to_end` retries interrupted reads and fills the spare capacity
-    // without zeroing it first.
-    let got = std::io::Read::take(&mut *input, ask as u64)
-        .read_to_end(buf)
-        .map_err(|e| Error::io("read", "import input", e))?;
-    Ok(got < ask)
+    while buf.len() < want {
+        let at = buf.len();
+        buf.resize(at + (1 << 20), 0);
+        let n = loop {
+            match input.read(&mut buf[at..]) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    buf.truncate(at);
+                    return Err(Error::io("read", "import input", e));
+                }
+            }
+        };
+        buf.truncate(at + n);
+        if n == 0 {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// Spare buffers handed back by the importing thread (input chunks, payloads), so

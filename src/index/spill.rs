@@ -37,12 +37,16 @@ pub struct Runs {
     pub(crate) file: Arc<dyn FsFile>,
     /// Byte ranges of the runs in the file.
     pub(crate) runs: Vec<(u64, u64)>,
+    /// Per run, where each of its projects' records start (file offsets, ascending).
+    pub(crate) starts: Vec<Vec<(u32, u64)>>,
     end: u64,
     /// Entries spilled per project (every version, superseded ones too).
     pub(crate) per_project: FastMap<u32, u64>,
     ids: FastMap<Arc<str>, u32>,
     pub(crate) names: Vec<Arc<str>>,
     buf: Vec<u8>,
+    /// A run's records in arrival order (kept between runs: no fresh pages each run).
+    staged: Vec<u8>,
 }
 
 /// Keys of which an import holds more than one version: the newest version's
@@ -62,11 +66,13 @@ impl Runs {
             path: path.to_path_buf(),
             file,
             runs: Vec::new(),
+            starts: Vec::new(),
             end: 0,
             per_project: FastMap::default(),
             ids: FastMap::default(),
             names: Vec::new(),
             buf: Vec::with_capacity(WRITE_BLOCK + (1 << 16)),
+            staged: Vec::new(),
         })
     }
 
@@ -81,45 +87,38 @@ impl Runs {
     }
 
     /// Sort `docs` into listing order and append them to the file as one run.
+    ///
+    /// The records are made first in the order the entries came (their memory,
+    /// and their tag lists', read in order), then copied out in listing order:
+    /// reading the entries themselves in listing order missed the cache twice
+    /// an entry.
     pub fn add_run(&mut self, docs: Vec<DocEntry>) -> Result<()> {
         if docs.is_empty() {
             return Ok(());
         }
-        let mut order: Vec<(u32, u64, u64, u32)> =
-            docs.iter().enumerate().map(|(i, d)| (d.project, !d.ts, !d.order_seq, i as u32)).collect();
-        order.sort_unstable();
-        let start = self.end;
-        self.buf.clear();
+        let mut staged = std::mem::take(&mut self.staged);
+        staged.clear();
+        staged.reserve(docs.len() * (REC + 8));
+        let mut order: Vec<(u32, u64, u64, usize)> = Vec::with_capacity(docs.len());
         // Term ids of the tag lists of this run, by list: the parse shares one list
         // among the jobs that have the same tags, and every list here is alive
-        // until the run is written, so its address names it.
+        // until the records are made, so its address names it.
         let mut lists: FastMap<usize, (usize, usize)> = FastMap::default();
         let mut list_ids: Vec<u32> = Vec::new();
         // The same for single strings (close_reason and unique values).
         let mut words: FastMap<usize, u32> = FastMap::default();
         let mut word =
             |runs: &mut Runs, s: &Arc<str>| -> u32 { *words.entry(s.as_ptr() as usize).or_insert_with(|| runs.id(s)) };
-        // Runs are sorted by project: count a project's entries at its end.
-        let mut counted: Option<(u32, u64)> = None;
-        for o in &order {
-            let d = &docs[o.3 as usize];
-            counted = match counted {
-                Some((p, n)) if p == d.project => Some((p, n + 1)),
-                other => {
-                    if let Some((p, n)) = other {
-                        *self.per_project.entry(p).or_default() += n;
-                    }
-                    Some((d.project, 1))
-                }
-            };
-            let at = self.buf.len();
-            self.buf.resize(at + REC, 0);
+        for d in &docs {
+            let at = staged.len();
+            order.push((d.project, !d.ts, !d.order_seq, at));
+            staged.resize(at + REC, 0);
             let unique = d.unique.as_ref().map_or(0, |u| word(self, u) + 1);
             let close = d.close_reason.as_ref().map_or(0, |c| word(self, c) + 1);
             // A running version's token (a name like the others; tokens rarely repeat).
             let token = d.token.as_ref().filter(|_| d.state == crate::model::JobState::Running);
             let token = token.map_or(0, |k| self.id(k) + 1);
-            let r = &mut self.buf[at..at + REC];
+            let r = &mut staged[at..at + REC];
             LE::write_u32(&mut r[0..4], d.project);
             LE::write_u32(&mut r[4..8], d.tags.len() as u32);
             LE::write_u64(&mut r[8..16], d.local);
@@ -145,8 +144,30 @@ impl Runs {
                 }
             };
             for id in &list_ids[from..to] {
-                self.buf.extend_from_slice(&id.to_le_bytes());
+                staged.extend_from_slice(&id.to_le_bytes());
             }
+        }
+        // The entries are dropped here, on the spilling thread, before the sort.
+        drop(docs);
+        order.sort_unstable();
+        let start = self.end;
+        self.buf.clear();
+        // Runs are sorted by project: count a project's entries at its end.
+        let mut counted: Option<(u32, u64)> = None;
+        let mut starts = Vec::new();
+        for &(project, _, _, at) in &order {
+            counted = match counted {
+                Some((p, n)) if p == project => Some((p, n + 1)),
+                other => {
+                    if let Some((p, n)) = other {
+                        *self.per_project.entry(p).or_default() += n;
+                    }
+                    starts.push((project, self.end + self.buf.len() as u64));
+                    Some((project, 1))
+                }
+            };
+            let len = REC + 4 * LE::read_u32(&staged[at + 4..at + 8]) as usize;
+            self.buf.extend_from_slice(&staged[at..at + len]);
             if self.buf.len() >= WRITE_BLOCK {
                 self.flush()?;
             }
@@ -156,9 +177,15 @@ impl Runs {
         }
         self.flush()?;
         self.runs.push((start, self.end - start));
-        // The entries are dropped here, on the spilling thread.
-        drop(docs);
+        self.starts.push(starts);
+        self.staged = staged;
         Ok(())
+    }
+
+    /// Free the buffers of adding runs (none is added after).
+    pub fn done_adding(&mut self) {
+        self.staged = Vec::new();
+        self.buf = Vec::new();
     }
 
     fn flush(&mut self) -> Result<()> {
@@ -201,6 +228,13 @@ const READ_BLOCK: usize = 1 << 20;
 impl Cursor {
     pub fn new((start, len): (u64, u64)) -> Cursor {
         Cursor { at: start, end: start + len, buf: Vec::new(), pos: 0 }
+    }
+
+    /// Run `i` from its first record of a project `>= project` on.
+    pub fn from_project(runs: &Runs, i: usize, project: u32) -> Cursor {
+        let (start, len) = runs.runs[i];
+        let at = runs.starts[i].iter().find(|(p, _)| *p >= project).map_or(start + len, |(_, at)| *at);
+        Cursor::new((at, start + len - at))
     }
 
     /// Make at least `need` bytes available from `pos`; false at the run's end.

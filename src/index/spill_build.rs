@@ -5,6 +5,7 @@
 //! The file is written to `<name>.tmp`, fsynced, renamed and its directory
 //! fsynced: the caller calls this only once the log under the index is durable.
 
+use std::cell::RefCell;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::path::{Path, PathBuf};
@@ -23,17 +24,34 @@ use crate::fs::{self, FileSystem, FsFile, OpenMode};
 use crate::hash::FastMap;
 use crate::model::JobState;
 
-/// Where the index file is written, and how failures name it.
+/// Where sections are written: the index file, or memory (sections built on a
+/// second thread, written after the first thread's; a section's bytes do not
+/// depend on where it lies). Failures name the file.
 struct Out<'a> {
-    file: &'a dyn FsFile,
+    file: Option<&'a dyn FsFile>,
+    mem: RefCell<Vec<u8>>,
     path: &'a Path,
 }
 
 impl Out<'_> {
     fn write(&self, bytes: &[u8], at: u64) -> Result<()> {
-        fs::write_all_at(self.file, bytes, at).map_err(|e| Error::io("publish index", self.path, e))
+        match self.file {
+            Some(f) => fs::write_all_at(f, bytes, at).map_err(|e| Error::io("publish index", self.path, e)),
+            None => {
+                let mut m = self.mem.borrow_mut();
+                let (at, end) = (at as usize, at as usize + bytes.len());
+                if m.len() < end {
+                    m.resize(end, 0);
+                }
+                m[at..end].copy_from_slice(bytes);
+                Ok(())
+            }
+        }
     }
 }
+
+/// Docs an import's index holds at least before its sections are built on two threads.
+const SPLIT_DOCS: u64 = 1 << 16;
 
 /// One project's section while its docs stream in (listing order).
 struct Section {
@@ -170,10 +188,23 @@ pub fn build_file(
     dicts: &[Arc<Dict>],
     dir: &Path,
 ) -> Result<PathBuf> {
+    build_file_with(runs, repeats, meta, catalog, dicts, dir, SPLIT_DOCS)
+}
+
+/// [`build_file`], on two threads from `split_docs` docs on.
+fn build_file_with(
+    runs: Runs,
+    repeats: &Repeats,
+    meta: SegmentMeta,
+    catalog: &[SpiderEntry],
+    dicts: &[Arc<Dict>],
+    dir: &Path,
+    split_docs: u64,
+) -> Result<PathBuf> {
     let fsys = runs.fs.clone();
     let name = meta.file_name();
     let (path, tmp) = (dir.join(&name), dir.join(format!("{name}.tmp")));
-    let written = write_file(&runs, repeats, meta, catalog, dicts, &*fsys, &tmp);
+    let written = write_file(&runs, repeats, meta, catalog, dicts, &*fsys, &tmp, split_docs);
     runs.discard();
     written?;
     crate::crashpoint::hit("publish_before_rename");
@@ -183,6 +214,7 @@ pub fn build_file(
     Ok(path)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn write_file(
     runs: &Runs,
     repeats: &Repeats,
@@ -191,22 +223,75 @@ fn write_file(
     dicts: &[Arc<Dict>],
     fsys: &dyn FileSystem,
     tmp: &Path,
+    split_docs: u64,
 ) -> Result<()> {
     let err = |e| Error::io("publish index", tmp, e);
     if fsys.exists(tmp).map_err(err)? {
         fsys.remove_file(tmp).map_err(err)?;
     }
     let file = fsys.open(tmp, OpenMode::CreateNew).map_err(err)?;
-    let out = Out { file: &*file, path: tmp };
     let counts = runs.kept_per_project(repeats);
-    let mut cursors: Vec<Cursor> = runs.runs.iter().map(|r| Cursor::new(*r)).collect();
+    let total: u64 = counts.values().sum();
+    // The projects from `split` on are built on a second thread (about half the
+    // docs), into memory, and written after the first thread's sections.
+    let mut projects: Vec<(u32, u64)> = counts.iter().map(|(p, n)| (*p, *n)).collect();
+    projects.sort_unstable();
+    let mut before = 0;
+    let split = projects.iter().find_map(|(p, n)| {
+        before += n;
+        (before * 2 >= total).then_some(*p)
+    });
+    let split = split.and_then(|s| projects.iter().map(|(p, _)| *p).find(|p| *p > s)).filter(|_| total >= split_docs);
+    let first = Out { file: Some(&*file), mem: RefCell::default(), path: tmp };
+    let counts = &counts;
+    let (first_built, second) = std::thread::scope(|scope| {
+        let second = split.map(|s| {
+            scope.spawn(move || {
+                let out = Out { file: None, mem: RefCell::default(), path: tmp };
+                merge_projects(runs, repeats, counts, (s, u32::MAX), &out, 0).map(|r| (r, out.mem.into_inner()))
+            })
+        });
+        let built =
+            merge_projects(runs, repeats, counts, (0, split.unwrap_or(u32::MAX)), &first, format::HEADER_LEN as u64);
+        let second =
+            second.map(|h| h.join().unwrap_or_else(|_| Err(Error::corrupt(tmp, 0, "an index builder stopped"))));
+        (built, second)
+    });
+    let (mut dir, mut end) = first_built?;
+    if let Some(second) = second {
+        let ((more, more_end), bytes) = second?;
+        let shift = align8(end);
+        if !more.is_empty() {
+            first.write(&bytes, shift)?;
+            dir.extend(more.into_iter().map(|d| DirEntry { offset: d.offset + shift, ..d }));
+            end = more_end + shift;
+        }
+    }
+    let head = format::encode_header(&SegmentMeta { docs: total, ..meta });
+    first.write(&encode_tail(end, &head, &dir, catalog, dicts), end)?;
+    first.write(&head, 0)?;
+    file.sync_data().map_err(err)
+}
+
+/// Merge the runs' records of the projects in `lo..hi` into sections written to
+/// `out` from `start` on: their directory entries and where the last one ends.
+fn merge_projects(
+    runs: &Runs,
+    repeats: &Repeats,
+    counts: &FastMap<u32, u64>,
+    (lo, hi): (u32, u32),
+    out: &Out<'_>,
+    start: u64,
+) -> Result<(Vec<DirEntry>, u64)> {
+    let mut cursors: Vec<Cursor> = (0..runs.runs.len()).map(|i| Cursor::from_project(runs, i, lo)).collect();
     let mut heap = BinaryHeap::with_capacity(cursors.len());
+    let within = |r: &[u8]| LE::read_u32(&r[0..4]) < hi;
     for (i, c) in cursors.iter_mut().enumerate() {
-        if let Some(r) = c.peek(runs)? {
+        if let Some(r) = c.peek(runs)?.filter(|r| within(r)) {
             heap.push(Reverse((order_of(r), i)));
         }
     }
-    let (mut end, mut total) = (format::HEADER_LEN as u64, 0u64);
+    let mut end = start;
     let mut dir: Vec<DirEntry> = Vec::new();
     let mut sec: Option<Section> = None;
     while let Some(Reverse((_, i))) = heap.pop() {
@@ -218,32 +303,28 @@ fn write_file(
         if repeats.get(&(project, local)).is_none_or(|(newest, _)| *newest == seq) {
             if sec.as_ref().is_none_or(|s| s.project != project) {
                 if let Some(s) = sec.take() {
-                    let d = s.finish(&runs.names, &out)?;
+                    let d = s.finish(&runs.names, out)?;
                     end = d.offset + d.len;
                     dir.push(d);
                 }
                 let n = counts.get(&project).copied().unwrap_or(0);
-                total += n;
                 sec = Some(Section::new(project, n, align8(end)));
             }
             if let Some(s) = &mut sec {
-                s.push(r, &out)?;
+                s.push(r, out)?;
             }
         }
         c.advance(len);
-        if let Some(r) = c.peek(runs)? {
+        if let Some(r) = c.peek(runs)?.filter(|r| within(r)) {
             heap.push(Reverse((order_of(r), i)));
         }
     }
     if let Some(s) = sec.take() {
-        let d = s.finish(&runs.names, &out)?;
+        let d = s.finish(&runs.names, out)?;
         end = d.offset + d.len;
         dir.push(d);
     }
-    let head = format::encode_header(&SegmentMeta { docs: total, ..meta });
-    out.write(&encode_tail(end, &head, &dir, catalog, dicts), end)?;
-    out.write(&head, 0)?;
-    file.sync_data().map_err(err)
+    Ok((dir, end))
 }
 
 #[cfg(test)]
@@ -287,7 +368,7 @@ mod tests {
         let catalog = vec![SpiderEntry { project: 3, spider: 1, next_job: 50, name: "s1".into() }];
         // Projects 3, 5, 9; keys repeat (newer versions supersede), ts ties.
         let docs: Vec<DocEntry> = (0..700u64).map(|i| doc(i, [5, 3, 9][(i % 3) as usize], i % 301, i % 53)).collect();
-        for run_len in [1, 7, 64, 700] {
+        for (run_len, split_docs) in [(1, 0), (7, u64::MAX), (7, 0), (64, 0), (700, 0), (700, u64::MAX)] {
             let fsys: Arc<dyn FileSystem> = Arc::new(sim.clone());
             let mut runs = Runs::create(fsys, Path::new("/d/runs.tmp")).unwrap();
             let mut repeats = Repeats::default();
@@ -304,7 +385,7 @@ mod tests {
             for chunk in docs.chunks(run_len) {
                 runs.add_run(chunk.to_vec()).unwrap();
             }
-            let path = build_file(runs, &repeats, meta(), &catalog, &[], Path::new("/d")).unwrap();
+            let path = build_file_with(runs, &repeats, meta(), &catalog, &[], Path::new("/d"), split_docs).unwrap();
             let got = fs::read_all(&sim, &path).unwrap();
             let mut newest = docs.clone();
             newest.sort_by_key(|d| (d.project, d.local, Reverse(d.order_seq)));

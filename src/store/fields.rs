@@ -120,19 +120,29 @@ pub fn tags<'a>(name: &str, raw: &'a str) -> Result<Vec<Cow<'a, str>>> {
     } else {
         list.push(json::string_value(raw).ok_or_else(|| Error::field(name, "must be a list of strings or a string"))?);
     }
-    let mut keep = vec![false; list.len()];
-    let mut seen: FastSet<&str> = FastSet::default();
-    for (i, t) in list.iter().enumerate() {
-        check_tag(name, t)?;
-        if seen.insert(t) {
-            keep[i] = true;
-            if seen.len() > MAX_TAGS {
+    // Keep the first of equal tags, in order: a scan for short lists (no set to
+    // allocate), a set for long ones.
+    let mut kept = 0;
+    let mut seen: Option<FastSet<Cow<'a, str>>> = None;
+    for i in 0..list.len() {
+        check_tag(name, &list[i])?;
+        if seen.is_none() && kept > 16 {
+            seen = Some(list[..kept].iter().cloned().collect());
+        }
+        let new = match &mut seen {
+            Some(set) => set.insert(list[i].clone()),
+            None => !list[..kept].contains(&list[i]),
+        };
+        if new {
+            list.swap(kept, i);
+            kept += 1;
+            if kept > MAX_TAGS {
                 return Err(Error::field(name, format!("at most {MAX_TAGS} tags")));
             }
         }
     }
-    drop(seen);
-    Ok(list.into_iter().zip(keep).filter_map(|(t, k)| k.then_some(t)).collect())
+    list.truncate(kept);
+    Ok(list)
 }
 
 /// [`tags`], owned.

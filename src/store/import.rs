@@ -12,8 +12,9 @@ use std::sync::mpsc;
 use std::sync::Arc;
 
 use super::catalog::{Catalog, JobIds};
+use super::import_keys::Uniques;
 use super::import_line::write_catalog_line;
-use super::import_parse::{parse_chunk, read_more, take_lines, ParsedChunk, Strings};
+use super::import_parse::{parse_chunk, read_more, take_lines, ParsedChunk, Pool, Strings};
 use super::import_spill::{Pending, Spiller};
 use super::open::kill_superseded_by;
 use super::version::SegmentSlot;
@@ -21,14 +22,14 @@ use super::writer::Writer;
 use super::{Inner, Snapshot};
 use crate::codec::docz::{Dict, Packer};
 use crate::codec::frame::{FrameKind, FLAG_TXN};
-use crate::codec::record::{self, Prev, SpiderEntry};
+use crate::codec::record::{self, SpiderEntry};
 use crate::error::{Error, Result};
 use crate::fs;
 use crate::hash::FastMap;
 use crate::index::spill::Repeats;
 use crate::index::{build, spill_build, DocEntry, IndexSegment, SegmentMeta};
 use crate::log::LogPos;
-use crate::model::{JobKey, JobState};
+use crate::model::JobKey;
 
 /// Jobs per frame during an import.
 const FRAME_JOBS: usize = 4096;
@@ -68,67 +69,9 @@ struct Bulk {
     /// A catalog line gave a spider a next job id higher than the store knew: a
     /// catalog frame follows the commit (it cannot be part of the transaction).
     reserves: bool,
-}
-
-/// The `unique` rule across an import: an imported version may not be active
-/// with a value another active job holds, stored before or imported earlier.
-#[derive(Default)]
-struct Uniques {
-    /// Imported keys, with the state of their newest imported version.
-    imported: FastMap<(u32, u64), JobState>,
-    /// The `unique` values newest imported versions hold (when active).
-    holds: FastMap<(u32, u64), Arc<str>>,
-    /// Imported active versions by the value they hold.
-    held: FastMap<(u32, Arc<str>), u64>,
-    /// Keys imported more than once: only the newest version is indexed.
-    repeats: Repeats,
-}
-
-impl Uniques {
-    /// What the record of the imported version `e` names as the job's previous
-    /// version: an earlier line of this import, else the stored job, else none.
-    /// (Asked before `e` is admitted.)
-    fn previous(&self, w: &Writer, e: &DocEntry) -> Result<Prev> {
-        if let Some(s) = self.imported.get(&(e.project, e.local)) {
-            return Ok(Prev::State(*s));
-        }
-        Ok(match w.load(JobKey::from_local(e.project, e.local))? {
-            Some(stored) => Prev::State(stored.state),
-            None => Prev::Created,
-        })
-    }
-
-    fn admit(&mut self, w: &Writer, e: &DocEntry) -> Result<()> {
-        let p = e.project;
-        if let Some(old) = self.holds.remove(&(p, e.local)) {
-            let old = (p, old);
-            if self.held.get(&old) == Some(&e.local) {
-                self.held.remove(&old);
-            }
-        }
-        let unique = e.unique.clone().filter(|_| e.state.is_active());
-        if let Some(u) = &unique {
-            let holder = match self.held.get(&(p, u.clone())) {
-                Some(local) => Some(*local),
-                // A stored holder counts unless the import gave it a new version.
-                None => w.unique_holder(p, u).map(|k| k.local()).filter(|l| !self.imported.contains_key(&(p, *l))),
-            };
-            if let Some(h) = holder.filter(|h| *h != e.local) {
-                return Err(Error::input(format!(
-                    "Active job exists with key {u}: job {} cannot be imported as {} while job {} holds it",
-                    JobKey::from_local(p, e.local),
-                    e.state,
-                    JobKey::from_local(p, h)
-                )));
-            }
-            self.held.insert((p, u.clone()), e.local);
-            self.holds.insert((p, e.local), u.clone());
-        }
-        if self.imported.insert((p, e.local), e.state).is_some() {
-            self.repeats.entry((p, e.local)).or_insert((0, 1)).1 += 1;
-        }
-        Ok(())
-    }
+    /// Spiders checked against the catalog, with the name a record gave: each
+    /// spider of an import is looked up once (the catalog only grows meanwhile).
+    checked: FastMap<(u32, u32), Arc<str>>,
 }
 
 impl Bulk {
@@ -189,25 +132,23 @@ fn catalog_lines(w: &mut Writer, c: &ParsedChunk, line_base: u64, bulk: &mut Bul
 
 /// Write a parsed chunk, in frames of at most `frame_jobs` records, and collect
 /// the index entries. Line numbers in errors count from `line_base`.
-fn apply_chunk(w: &mut Writer, mut c: ParsedChunk, line_base: u64, bulk: &mut Bulk, durable_seq: u64) -> Result<u64> {
+fn apply_chunk(w: &mut Writer, c: &mut ParsedChunk, line_base: u64, bulk: &mut Bulk, durable_seq: u64) -> Result<u64> {
     if let Some((line, e)) = c.error.take() {
         return Err(e.at_line(line_base + line));
     }
-    catalog_lines(w, &c, line_base, bulk, durable_seq)?;
+    catalog_lines(w, c, line_base, bulk, durable_seq)?;
     let frame_jobs = FRAME_JOBS.min(w.bulk_entries).max(1);
+    let empty: Arc<[Arc<str>]> = Arc::from(Vec::new());
     let n = c.recs.len();
     let mut start = 0;
-    // Spiders checked: a worker shares one string per name, so each spider of a
-    // chunk is checked against the catalog once.
-    let mut checked: FastMap<(u32, u32), Arc<str>> = FastMap::default();
     while start < n {
         let end = (start + frame_jobs).min(n);
         let mut prevs = Vec::with_capacity(end - start);
         for rec in &c.recs[start..end] {
             let (project, id) = (rec.entry.project, (rec.entry.local >> 32) as u32);
-            if !checked.get(&(project, id)).is_some_and(|s| Arc::ptr_eq(s, &rec.spider)) {
+            if !bulk.checked.get(&(project, id)).is_some_and(|s| Arc::ptr_eq(s, &rec.spider) || *s == rec.spider) {
                 spider_for(w, project, id, &rec.spider, durable_seq).map_err(|e| e.at_line(line_base + rec.line))?;
-                checked.insert((project, id), rec.spider.clone());
+                bulk.checked.insert((project, id), rec.spider.clone());
             }
             bulk.uniques
                 .previous(w, &rec.entry)
@@ -228,7 +169,10 @@ fn apply_chunk(w: &mut Writer, mut c: ParsedChunk, line_base: u64, bulk: &mut Bu
         let a = w.append(FrameKind::Jobs, FLAG_TXN, (end - start) as u32, durable_seq, &c.payload[from..to])?;
         let base = a.pos.offset + crate::codec::frame::HEADER_LEN as u64;
         for rec in &mut c.recs[start..end] {
-            let mut e = rec.entry.clone();
+            // Taken, not cloned: no reference count of strings the workers share
+            // is touched here.
+            let hollow = DocEntry { tags: empty.clone(), unique: None, close_reason: None, token: None, ..rec.entry };
+            let mut e = std::mem::replace(&mut rec.entry, hollow);
             e.loc = LogPos { segment: a.pos.segment, offset: base + (rec.at - from) as u64 }.pack();
             w.job_ids.note(e.project, (e.local >> 32) as u32, e.local as u32);
             if let Some(r) = bulk.uniques.repeats.get_mut(&(e.project, e.local)) {
@@ -260,10 +204,11 @@ struct Sink<'a> {
 }
 
 impl Sink<'_> {
-    fn write(&mut self, c: ParsedChunk) -> Result<()> {
+    fn write(&mut self, mut c: ParsedChunk, pool: &Pool) -> Result<()> {
         let (lines, bytes) = (c.lines, c.bytes);
         let r = &mut *self.report;
-        r.jobs += apply_chunk(self.w, c, r.lines, self.bulk, self.durable_seq)?;
+        r.jobs += apply_chunk(self.w, &mut c, r.lines, self.bulk, self.durable_seq)?;
+        pool.give(std::mem::take(&mut c.payload));
         r.lines += lines;
         r.bytes += bytes;
         (self.progress)(r.bytes);
@@ -297,9 +242,11 @@ fn run(sink: &mut Sink<'_>, input: &mut dyn BufRead, dict: Option<Arc<Dict>>) ->
     let (chunk_tx, chunk_rx) = mpsc::sync_channel::<(u64, Vec<u8>)>(workers);
     let chunk_rx = parking_lot::Mutex::new(chunk_rx);
     let (done_tx, done_rx) = mpsc::channel::<(u64, ParsedChunk)>();
+    // Chunks in flight: at most two per worker, each an input and a payload.
+    let pool = Pool::new(4 * workers + 2);
     std::thread::scope(|s| {
         for _ in 0..workers {
-            let (rx, tx) = (&chunk_rx, done_tx.clone());
+            let (rx, tx, pool) = (&chunk_rx, done_tx.clone(), &pool);
             let dict = dict.clone();
             s.spawn(move || {
                 let mut strings = Strings::default();
@@ -308,14 +255,16 @@ fn run(sink: &mut Sink<'_>, input: &mut dyn BufRead, dict: Option<Arc<Dict>>) ->
                 loop {
                     let next = rx.lock().recv();
                     let Ok((n, bytes)) = next else { return };
-                    if tx.send((n, parse_chunk(&bytes, &mut strings, packer.as_mut()))).is_err() {
+                    let c = parse_chunk(&bytes, &mut strings, packer.as_mut(), pool.take(0));
+                    pool.give(bytes);
+                    if tx.send((n, c)).is_err() {
                         return;
                     }
                 }
             });
         }
         drop(done_tx);
-        feed(sink, input, chunk_tx, &done_rx, workers)
+        feed(sink, input, chunk_tx, &done_rx, workers, &pool)
     })
 }
 
@@ -327,6 +276,7 @@ fn feed(
     chunk_tx: mpsc::SyncSender<(u64, Vec<u8>)>,
     done_rx: &mpsc::Receiver<(u64, ParsedChunk)>,
     workers: usize,
+    pool: &Pool,
 ) -> Result<()> {
     let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK + (1 << 20));
     let (mut eof, mut sent, mut next) = (false, 0u64, 0u64);
@@ -335,7 +285,7 @@ fn feed(
     loop {
         while !eof && sent - next < 2 * workers as u64 {
             eof = read_more(input, &mut buf, want)?;
-            let lines = take_lines(&mut buf, eof, READ_CHUNK + (1 << 20));
+            let lines = take_lines(&mut buf, eof, READ_CHUNK + (1 << 20), pool);
             if lines.is_empty() {
                 // A line longer than the chunk: read more of it.
                 want = (want * 2).min(1 << 30);
@@ -354,7 +304,7 @@ fn feed(
         let (n, c) = done_rx.recv().map_err(|_| Error::input("an import worker stopped"))?;
         ready.insert(n, c);
         while let Some(c) = ready.remove(&next) {
-            sink.write(c)?;
+            sink.write(c, pool)?;
             next += 1;
         }
     }
@@ -388,7 +338,7 @@ fn publish_index(
     let dicts = inner.reader.dicts.all();
     let fsys = &*inner.opts.fs;
     let path = match pending {
-        Pending::Runs(runs) => spill_build::build_file(runs, repeats, meta, &catalog, &dicts, &inner.gen_dir)?,
+        Pending::Runs(runs) => spill_build::build_file(*runs, repeats, meta, &catalog, &dicts, &inner.gen_dir)?,
         Pending::Docs(mut docs) => {
             docs.retain(|d| repeats.get(&(d.project, d.local)).is_none_or(|(newest, _)| *newest == d.order_seq));
             let image = build::build(docs, meta, &catalog, &dicts);
@@ -456,6 +406,7 @@ pub(crate) fn import(inner: &Inner, input: &mut dyn BufRead, progress: &mut dyn 
         uniques: Uniques::default(),
         tokens: Vec::new(),
         reserves: false,
+        checked: FastMap::default(),
     };
     let mut report = ImportReport::default();
     let durable_seq = inner.commit.durable_seq();
@@ -468,7 +419,8 @@ pub(crate) fn import(inner: &Inner, input: &mut dyn BufRead, progress: &mut dyn 
         }
         bulk.spill()?;
         let runs = bulk.spiller.finish()?;
-        runs.map(Pending::Runs).ok_or_else(|| Error::corrupt(&inner.gen_dir, 0, "the import's runs vanished"))
+        runs.map(|r| Pending::Runs(Box::new(r)))
+            .ok_or_else(|| Error::corrupt(&inner.gen_dir, 0, "the import's runs vanished"))
     });
     let pending = match pending {
         Ok(p) => p,

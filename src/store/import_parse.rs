@@ -41,19 +41,25 @@ pub(crate) struct ParsedChunk {
 /// Parse and encode every line of `bytes` (whole lines). Records carry
 /// `order_seq` 0 and no previous state: the writer sets both and seals each
 /// record again.
-pub(crate) fn parse_chunk(bytes: &[u8], strings: &mut Strings, mut packer: Option<&mut Packer>) -> ParsedChunk {
+pub(crate) fn parse_chunk(
+    bytes: &[u8],
+    strings: &mut Strings,
+    mut packer: Option<&mut Packer>,
+    payload: Vec<u8>,
+) -> ParsedChunk {
     strings.bound();
+    let mut payload = payload;
+    payload.clear();
+    payload.reserve(bytes.len() + bytes.len() / 4);
     let mut out = ParsedChunk {
-        payload: Vec::with_capacity(bytes.len() + bytes.len() / 4),
-        recs: Vec::new(),
+        payload,
+        recs: Vec::with_capacity(bytes.len() / 256),
         spiders: Vec::new(),
-        lines: bytes.iter().filter(|b| **b == b'\n').count() as u64,
+        // Counted as the lines are split (a chunk with a bad line is not counted).
+        lines: 0,
         bytes: bytes.len() as u64,
         error: None,
     };
-    if bytes.last().is_some_and(|b| *b != b'\n') {
-        out.lines += 1;
-    }
     let text = match std::str::from_utf8(bytes) {
         Ok(t) => t,
         Err(e) => {
@@ -66,6 +72,7 @@ pub(crate) fn parse_chunk(bytes: &[u8], strings: &mut Strings, mut packer: Optio
     let mut doc = Vec::new();
     for (i, line) in text.split_terminator('\n').enumerate() {
         let line_no = i as u64 + 1;
+        out.lines = line_no;
         let line = line.trim_end_matches('\r');
         if line.trim_start().is_empty() {
             continue;
@@ -128,7 +135,7 @@ fn token_of(doc: &[crate::codec::json::RawField<'_>]) -> Option<Arc<str>> {
 #[derive(Default)]
 pub(crate) struct Strings {
     words: Interner,
-    lists: FastMap<Box<[Arc<str>]>, TagList>,
+    lists: FastMap<usize, TagList>,
     scratch: Vec<Arc<str>>,
 }
 
@@ -156,16 +163,21 @@ impl Strings {
         if tags.len() > 1 {
             return self.scratch.as_slice().into();
         }
-        if let Some(l) = self.lists.get(&self.scratch[..]) {
+        // Named by the address of its interned tag (0: none), alive as long as
+        // `words` holds it: both are dropped together.
+        let key = self.scratch.first().map_or(0, |t| t.as_ptr() as usize);
+        if let Some(l) = self.lists.get(&key) {
             return l.clone();
         }
         let l: TagList = self.scratch.as_slice().into();
-        self.lists.insert(self.scratch.as_slice().into(), l.clone());
+        self.lists.insert(key, l.clone());
         l
     }
 }
 
 /// Fill `buf` from `input` to at least `want` bytes (or the end); returns true at the end.
+/// A read asks for 1 MiB at a time, so where chunks end (and with them the
+/// import's frames) is what it always was for the same input.
 pub(crate) fn read_more(input: &mut dyn std::io::Read, buf: &mut Vec<u8>, want: usize) -> Result<bool> {
     while buf.len() < want {
         let at = buf.len();
@@ -188,14 +200,42 @@ pub(crate) fn read_more(input: &mut dyn std::io::Read, buf: &mut Vec<u8>, want: 
     Ok(false)
 }
 
+/// Spare buffers handed back by the importing thread (input chunks, payloads), so
+/// that each chunk does not map and fault in fresh memory. At most `keep` kept.
+pub(crate) struct Pool {
+    bufs: parking_lot::Mutex<Vec<Vec<u8>>>,
+    keep: usize,
+}
+
+impl Pool {
+    pub fn new(keep: usize) -> Pool {
+        Pool { bufs: parking_lot::Mutex::new(Vec::new()), keep }
+    }
+
+    /// A spare buffer (empty), or a new one.
+    pub fn take(&self, capacity: usize) -> Vec<u8> {
+        let mut b = self.bufs.lock().pop().unwrap_or_default();
+        b.clear();
+        b.reserve(capacity);
+        b
+    }
+
+    pub fn give(&self, b: Vec<u8>) {
+        let mut bufs = self.bufs.lock();
+        if bufs.len() < self.keep {
+            bufs.push(b);
+        }
+    }
+}
+
 /// Split off the whole lines at the front of `buf` (all of it at the end of input);
 /// `buf` keeps the partial line, with room for `room` bytes more.
-pub(crate) fn take_lines(buf: &mut Vec<u8>, eof: bool, room: usize) -> Vec<u8> {
+pub(crate) fn take_lines(buf: &mut Vec<u8>, eof: bool, room: usize, pool: &Pool) -> Vec<u8> {
     let end = if eof { buf.len() } else { buf.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1) };
     if end == 0 {
         return Vec::new();
     }
-    let mut rest = Vec::with_capacity(buf.len() - end + room);
+    let mut rest = pool.take(buf.len() - end + room);
     rest.extend_from_slice(&buf[end..]);
     buf.truncate(end);
     std::mem::replace(buf, rest)

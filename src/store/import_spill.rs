@@ -37,6 +37,9 @@ impl Spiller {
                         return Err(e);
                     }
                 }
+                if let Some(r) = &mut runs {
+                    r.done_adding();
+                }
                 Ok(runs)
             })
             .map_err(|e| Error::io("spawn", "the import's spilling thread", e))?;
@@ -74,6 +77,6 @@ impl Drop for Spiller {
 
 /// The index entries of a committed import: spilled, or (a small import) in memory.
 pub(crate) enum Pending {
-    Runs(Runs),
+    Runs(Box<Runs>),
     Docs(Vec<DocEntry>),
 }

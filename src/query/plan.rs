@@ -13,6 +13,7 @@ use super::blocked::Blocked;
 use super::docset::{block_of, DocId, DocSet, Range};
 use super::filter::Filter;
 use super::ops::{Exclusion, Intersection, Union};
+use crate::index::posting::Posting;
 use crate::index::{DeadSet, DocEntry, Section};
 use crate::model::JobState;
 
@@ -108,31 +109,39 @@ impl Resolved<'_> {
             return None;
         }
         let f = self.filter;
+        // Every list that must match is looked up before anything is built: a
+        // term the section lacks ends the plan without an allocation.
+        let spider = match self.spider {
+            Some(id) => Some(sec.spider(id)?),
+            None => None,
+        };
+        let every_tag: Vec<Posting<'a>> = f.has_tags_all.iter().map(|t| sec.tag(t)).collect::<Option<_>>()?;
+        let any_tags: Vec<Posting<'a>> = match f.has_tags.is_empty() {
+            true => Vec::new(),
+            false => non_empty(f.has_tags.iter().filter_map(|t| sec.tag(t)).collect())?,
+        };
+        let reasons: Vec<Posting<'a>> = match f.close_reasons.is_empty() {
+            true => Vec::new(),
+            false => non_empty(f.close_reasons.iter().filter_map(|c| sec.close_reason(c)).collect())?,
+        };
+        let states: Vec<Posting<'a>> = match self.states() {
+            Some(states) => non_empty(states.iter().filter_map(|s| sec.state(*s)).collect())?,
+            None => Vec::new(),
+        };
+        let cursors = |ps: Vec<Posting<'a>>| ps.into_iter().map(|p| Box::new(p.cursor()) as Boxed<'a>).collect();
         let mut all: Vec<Boxed<'a>> = vec![Box::new(Range::new(lo, hi))];
-        if let Some(states) = self.states() {
-            all.push(any_of(
-                states.iter().filter_map(|s| sec.state(*s)).map(|p| Box::new(p.cursor()) as Boxed<'a>).collect(),
-            )?);
+        if self.states().is_some() {
+            all.push(any_of(cursors(states))?);
         }
-        if let Some(id) = self.spider {
-            all.push(Box::new(sec.spider(id)?.cursor()));
+        if let Some(p) = spider {
+            all.push(Box::new(p.cursor()));
         }
         if !f.has_tags.is_empty() {
-            all.push(any_of(
-                f.has_tags.iter().filter_map(|t| sec.tag(t)).map(|p| Box::new(p.cursor()) as Boxed<'a>).collect(),
-            )?);
+            all.push(any_of(cursors(any_tags))?);
         }
-        for t in &f.has_tags_all {
-            all.push(Box::new(sec.tag(t)?.cursor()));
-        }
+        all.extend(every_tag.into_iter().map(|p| Box::new(p.cursor()) as Boxed<'a>));
         if !f.close_reasons.is_empty() {
-            all.push(any_of(
-                f.close_reasons
-                    .iter()
-                    .filter_map(|c| sec.close_reason(c))
-                    .map(|p| Box::new(p.cursor()) as Boxed<'a>)
-                    .collect(),
-            )?);
+            all.push(any_of(cursors(reasons))?);
         }
         let lists = all.len() - 1;
         let mut set: Boxed<'a> =
@@ -151,6 +160,11 @@ impl Resolved<'_> {
         }
         Some((set, lo, hi, lists > 1 || !f.lacks_tags.is_empty()))
     }
+}
+
+/// `lists`, `None` when empty.
+fn non_empty<T>(lists: Vec<T>) -> Option<Vec<T>> {
+    (!lists.is_empty()).then_some(lists)
 }
 
 /// The union of `sets`, `None` when there are none.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::request::{parse_import_item, write_import_doc, ImportItem};
 use crate::codec::docz::Packer;
-use crate::codec::record::{encode_text, Prev, RecordHead, SpiderEntry};
+use crate::codec::record::{encode_text_unsealed, Prev, RecordHead, SpiderEntry};
 use crate::error::{Error, Result};
 use crate::hash::{FastMap, Interner};
 use crate::index::DocEntry;
@@ -39,8 +39,8 @@ pub(crate) struct ParsedChunk {
 }
 
 /// Parse and encode every line of `bytes` (whole lines). Records carry
-/// `order_seq` 0 and no previous state: the writer sets both and seals each
-/// record again.
+/// `order_seq` 0, no previous state and no checksum: the writer sets all three
+/// (each record's checksum is computed once, there).
 pub(crate) fn parse_chunk(
     bytes: &[u8],
     strings: &mut Strings,
@@ -102,7 +102,7 @@ pub(crate) fn parse_chunk(
         let at = out.payload.len();
         doc.clear();
         write_import_doc(&l.doc, &mut doc);
-        let seq_at = encode_text(&head, &mut out.payload, &doc, packer.as_deref_mut());
+        let seq_at = encode_text_unsealed(&head, &mut out.payload, &doc, packer.as_deref_mut());
         let entry = DocEntry {
             project: l.key.project,
             local: l.key.local(),

@@ -70,7 +70,7 @@ pub(crate) fn parse_chunk(
     };
     let mut fields = Vec::with_capacity(32);
     let mut doc = Vec::new();
-    for (i, line) in text.split_terminator('\n').enumerate() {
+    for (i, line) in lines(text).enumerate() {
         let line_no = i as u64 + 1;
         out.lines = line_no;
         let line = line.trim_end_matches('\r');
@@ -121,6 +121,23 @@ pub(crate) fn parse_chunk(
         out.recs.push(ParsedRec { line: line_no, at, seq_at, spider: strings.words.get(&l.spider), entry, token });
     }
     out
+}
+
+/// The lines of `text` as `str::split_terminator('\n')` gives them, found with
+/// `memchr` (a vector scan; the split's own search is a word at a time).
+fn lines(text: &str) -> impl Iterator<Item = &str> {
+    let mut rest = text;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let (line, next) = match memchr::memchr(b'\n', rest.as_bytes()) {
+            Some(i) => (&rest[..i], &rest[i + 1..]),
+            None => (rest, ""),
+        };
+        rest = next;
+        Some(line)
+    })
 }
 
 /// A running job's token as store/tokens.rs reads it from the record: the
@@ -239,4 +256,15 @@ pub(crate) fn take_lines(buf: &mut Vec<u8>, eof: bool, room: usize, pool: &Pool)
     rest.extend_from_slice(&buf[end..]);
     buf.truncate(end);
     std::mem::replace(buf, rest)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn lines_split_as_split_terminator() {
+        for text in ["", "\n", "a", "a\n", "a\n\nb", "\n\na\r\nb\n", "é\nü\n\n", "x\n\n"] {
+            let want: Vec<&str> = text.split_terminator('\n').collect();
+            assert_eq!(super::lines(text).collect::<Vec<_>>(), want, "{text:?}");
+        }
+    }
 }

@@ -318,13 +318,30 @@ pub fn encode_view_packed(v: &JobView<'_>, out: &mut Vec<u8>, packer: Option<&mu
 /// Append one compact record whose document is `text`, packed by `packer`
 /// when that saves bytes (format 7); returns the offset of `order_seq`.
 pub fn encode_text(h: &RecordHead<'_>, out: &mut Vec<u8>, text: &[u8], packer: Option<&mut Packer>) -> usize {
+    let start = out.len();
+    let seq_at = encode_text_unsealed(h, out, text, packer);
+    seal(out, start);
+    seq_at
+}
+
+/// [`encode_text`] without the checksum: the record's checksum bytes are zero
+/// until the caller, which patches it (the import's appender), [`seal`]s it.
+pub fn encode_text_unsealed(h: &RecordHead<'_>, out: &mut Vec<u8>, text: &[u8], packer: Option<&mut Packer>) -> usize {
     if let Some(p) = packer {
         let id = p.dict_id();
         if let Some(z) = p.pack(text) {
-            return encode_packed(h, out, id, text.len(), z);
+            let start = out.len();
+            let seq_at = encode_parts_unsealed(h, out, |out| {
+                use super::compact::put_varint;
+                put_varint(out, u64::from(id));
+                put_varint(out, text.len() as u64);
+                out.extend_from_slice(z);
+            });
+            out[start + super::compact::FLAGS_AT] |= FLAG_PACKED;
+            return seq_at;
         }
     }
-    encode_parts(h, out, |out| out.extend_from_slice(text))
+    encode_parts_unsealed(h, out, |out| out.extend_from_slice(text))
 }
 
 /// Append one compact record with a packed document: flag bit 1, then varint
@@ -332,7 +349,7 @@ pub fn encode_text(h: &RecordHead<'_>, out: &mut Vec<u8>, text: &[u8], packer: O
 pub fn encode_packed(h: &RecordHead<'_>, out: &mut Vec<u8>, dict: u32, len: usize, z: &[u8]) -> usize {
     use super::compact::put_varint;
     let start = out.len();
-    let seq_at = encode_parts(h, out, |out| {
+    let seq_at = encode_parts_unsealed(h, out, |out| {
         put_varint(out, u64::from(dict));
         put_varint(out, len as u64);
         out.extend_from_slice(z);
@@ -366,11 +383,18 @@ pub const RECORD_PREFIX: usize = 8;
 /// patches it must then [`seal`] the record again.
 pub fn encode_parts(h: &RecordHead<'_>, out: &mut Vec<u8>, doc: impl FnOnce(&mut Vec<u8>)) -> usize {
     let start = out.len();
+    let seq_at = encode_parts_unsealed(h, out, doc);
+    seal(out, start);
+    seq_at
+}
+
+/// [`encode_parts`] with the checksum left zero, for a caller that seals later.
+fn encode_parts_unsealed(h: &RecordHead<'_>, out: &mut Vec<u8>, doc: impl FnOnce(&mut Vec<u8>)) -> usize {
+    let start = out.len();
     out.extend_from_slice(&[0; RECORD_PREFIX]);
     let seq_at = super::compact::encode_body(h, out, doc);
     let body = (out.len() - start - RECORD_PREFIX) as u32;
     out[start..start + 4].copy_from_slice(&(body | super::compact::COMPACT_BIT).to_le_bytes());
-    seal(out, start);
     seq_at
 }
 

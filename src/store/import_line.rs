@@ -137,8 +137,9 @@ fn parse_job<'a>(fields: &[RawField<'a>]) -> Result<ImportLine<'a>> {
         unique: None,
         doc: Vec::with_capacity(fields.len()),
     };
-    // The decoded names of `l.doc`, and past a few, their places.
-    let mut names: Vec<Cow<'a, str>> = Vec::new();
+    // The decoded names of `l.doc` while they are few (no allocation per
+    // line), past that their places.
+    let mut few: [Cow<'a, str>; SCAN_FIELDS] = Default::default();
     let mut places: Option<FastMap<Cow<'a, str>, usize>> = None;
     for f in fields {
         let name = f.name().map_err(|e| Error::input(e.to_string()))?;
@@ -159,20 +160,27 @@ fn parse_job<'a>(fields: &[RawField<'a>]) -> Result<ImportLine<'a>> {
                     if n == "units" {
                         fields::units(f.value)?;
                     }
+                    // While `places` is None, `few[..l.doc.len()]` holds every name.
                     let place = match &places {
                         Some(p) => p.get(&name).copied(),
-                        None => names.iter().position(|d| *d == name),
+                        None => few[..l.doc.len()].iter().position(|d| *d == name),
                     };
                     match place {
                         Some(i) => l.doc[i].value = f.value,
                         None => {
-                            if let Some(p) = &mut places {
-                                p.insert(name.clone(), names.len());
-                            }
-                            names.push(name);
+                            let i = l.doc.len();
                             l.doc.push(*f);
-                            if places.is_none() && names.len() > SCAN_FIELDS {
-                                places = Some(names.iter().enumerate().map(|(i, n)| (n.clone(), i)).collect());
+                            match &mut places {
+                                Some(p) => {
+                                    p.insert(name, i);
+                                }
+                                None if i < SCAN_FIELDS => few[i] = name,
+                                None => {
+                                    let mut p: FastMap<Cow<'a, str>, usize> =
+                                        few.iter_mut().enumerate().map(|(j, n)| (std::mem::take(n), j)).collect();
+                                    p.insert(name, i);
+                                    places = Some(p);
+                                }
                             }
                         }
                     }

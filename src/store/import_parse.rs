@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::request::{parse_import_item, write_import_doc, ImportItem};
 use crate::codec::docz::Packer;
-use crate::codec::record::{encode_text, Prev, RecordHead, SpiderEntry};
+use crate::codec::record::{encode_text_unsealed, Prev, RecordHead, SpiderEntry};
 use crate::error::{Error, Result};
 use crate::hash::{FastMap, Interner};
 use crate::index::DocEntry;
@@ -39,8 +39,8 @@ pub(crate) struct ParsedChunk {
 }
 
 /// Parse and encode every line of `bytes` (whole lines). Records carry
-/// `order_seq` 0 and no previous state: the writer sets both and seals each
-/// record again.
+/// `order_seq` 0, no previous state and no checksum: the writer sets all three
+/// (each record's checksum is computed once, there).
 pub(crate) fn parse_chunk(
     bytes: &[u8],
     strings: &mut Strings,
@@ -70,7 +70,7 @@ pub(crate) fn parse_chunk(
     };
     let mut fields = Vec::with_capacity(32);
     let mut doc = Vec::new();
-    for (i, line) in text.split_terminator('\n').enumerate() {
+    for (i, line) in lines(text).enumerate() {
         let line_no = i as u64 + 1;
         out.lines = line_no;
         let line = line.trim_end_matches('\r');
@@ -102,7 +102,7 @@ pub(crate) fn parse_chunk(
         let at = out.payload.len();
         doc.clear();
         write_import_doc(&l.doc, &mut doc);
-        let seq_at = encode_text(&head, &mut out.payload, &doc, packer.as_deref_mut());
+        let seq_at = encode_text_unsealed(&head, &mut out.payload, &doc, packer.as_deref_mut());
         let entry = DocEntry {
             project: l.key.project,
             local: l.key.local(),
@@ -121,6 +121,23 @@ pub(crate) fn parse_chunk(
         out.recs.push(ParsedRec { line: line_no, at, seq_at, spider: strings.words.get(&l.spider), entry, token });
     }
     out
+}
+
+/// The lines of `text` as `str::split_terminator('\n')` gives them, found with
+/// `memchr` (a vector scan; the split's own search is a word at a time).
+fn lines(text: &str) -> impl Iterator<Item = &str> {
+    let mut rest = text;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let (line, next) = match memchr::memchr(b'\n', rest.as_bytes()) {
+            Some(i) => (&rest[..i], &rest[i + 1..]),
+            None => (rest, ""),
+        };
+        rest = next;
+        Some(line)
+    })
 }
 
 /// A running job's token as store/tokens.rs reads it from the record: the
@@ -239,4 +256,15 @@ pub(crate) fn take_lines(buf: &mut Vec<u8>, eof: bool, room: usize, pool: &Pool)
     rest.extend_from_slice(&buf[end..]);
     buf.truncate(end);
     std::mem::replace(buf, rest)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn lines_split_as_split_terminator() {
+        for text in ["", "\n", "a", "a\n", "a\n\nb", "\n\na\r\nb\n", "é\nü\n\n", "x\n\n"] {
+            let want: Vec<&str> = text.split_terminator('\n').collect();
+            assert_eq!(super::lines(text).collect::<Vec<_>>(), want, "{text:?}");
+        }
+    }
 }

@@ -93,19 +93,7 @@ fn structured(data: &[u8]) {
     for j in jobs {
         let layout = u.int_in_range(0..=2u8).unwrap_or(0);
         if layout == 2 && j.valid() {
-            let job = j.to_job();
-            let tags: Vec<&str> = job.tags.iter().map(String::as_str).collect();
-            let head = record::RecordHead {
-                key: job.key,
-                state: job.state,
-                priority: job.priority,
-                times: job.times,
-                order_seq: job.order_seq,
-                tags: &tags,
-                unique: job.unique.as_deref(),
-                prev: record::Prev::Created,
-            };
-            record::encode_text(&head, &mut buf, job.meta.as_str().as_bytes(), packer.as_mut());
+            record::encode_job_packed(&j.to_job(), record::Prev::Created, &mut buf, packer.as_mut(), None);
         } else if layout != 1 {
             record::encode_job(&j.to_job(), record::Prev::Created, &mut buf);
         } else {

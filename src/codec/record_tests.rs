@@ -136,19 +136,9 @@ fn the_spec_example_packed_record() {
         unique: None,
         meta: MetaDoc::parse(SPEC_DOC).unwrap(),
     };
-    let head = RecordHead {
-        key: job.key,
-        state: job.state,
-        priority: job.priority,
-        times: job.times,
-        order_seq: job.order_seq,
-        tags: &[],
-        unique: None,
-        prev: Prev::State(JobState::Running),
-    };
     let mut p = Packer::new(std::sync::Arc::new(dict)).unwrap();
     let mut buf = Vec::new();
-    encode_text(&head, &mut buf, SPEC_DOC.as_bytes(), Some(&mut p));
+    encode_job_packed(&job, Prev::State(JobState::Running), &mut buf, Some(&mut p), None);
     let (mut v, n) = decode_job(&buf).unwrap();
     assert_eq!(n, buf.len());
     assert!(v.is_packed());

@@ -116,31 +116,32 @@ impl Resolved<'_> {
             None => None,
         };
         let every_tag: Vec<Posting<'a>> = f.has_tags_all.iter().map(|t| sec.tag(t)).collect::<Option<_>>()?;
-        let any_tags: Vec<Posting<'a>> = match f.has_tags.is_empty() {
-            true => Vec::new(),
-            false => non_empty(f.has_tags.iter().filter_map(|t| sec.tag(t)).collect())?,
+        // `None`: no such filter; `Some`: the lists of which a doc needs one.
+        let any_tags = match f.has_tags.is_empty() {
+            true => None,
+            false => Some(non_empty(f.has_tags.iter().filter_map(|t| sec.tag(t)).collect())?),
         };
-        let reasons: Vec<Posting<'a>> = match f.close_reasons.is_empty() {
-            true => Vec::new(),
-            false => non_empty(f.close_reasons.iter().filter_map(|c| sec.close_reason(c)).collect())?,
+        let reasons = match f.close_reasons.is_empty() {
+            true => None,
+            false => Some(non_empty(f.close_reasons.iter().filter_map(|c| sec.close_reason(c)).collect())?),
         };
-        let states: Vec<Posting<'a>> = match self.states() {
-            Some(states) => non_empty(states.iter().filter_map(|s| sec.state(*s)).collect())?,
-            None => Vec::new(),
+        let states = match self.states() {
+            Some(states) => Some(non_empty(states.iter().filter_map(|s| sec.state(*s)).collect())?),
+            None => None,
         };
         let cursors = |ps: Vec<Posting<'a>>| ps.into_iter().map(|p| Box::new(p.cursor()) as Boxed<'a>).collect();
         let mut all: Vec<Boxed<'a>> = vec![Box::new(Range::new(lo, hi))];
-        if self.states().is_some() {
+        if let Some(states) = states {
             all.push(any_of(cursors(states))?);
         }
         if let Some(p) = spider {
             all.push(Box::new(p.cursor()));
         }
-        if !f.has_tags.is_empty() {
-            all.push(any_of(cursors(any_tags))?);
+        if let Some(tags) = any_tags {
+            all.push(any_of(cursors(tags))?);
         }
         all.extend(every_tag.into_iter().map(|p| Box::new(p.cursor()) as Boxed<'a>));
-        if !f.close_reasons.is_empty() {
+        if let Some(reasons) = reasons {
             all.push(any_of(cursors(reasons))?);
         }
         let lists = all.len() - 1;

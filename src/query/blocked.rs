@@ -7,7 +7,7 @@
 //! first few hundred docs of a block, not all 65,536), each read before the next
 //! is filled. The wrapped set's cursor is never moved (block operations do not use it).
 
-use super::docset::{block_of, new_block, Block, DocId, DocSet, Words, BLOCK_WORDS, TERMINATED};
+use super::docset::{block_of, Block, BlockBuf, DocId, DocSet, Words, BLOCK_WORDS, TERMINATED};
 
 type Boxed<'a> = Box<dyn DocSet + 'a>;
 
@@ -17,7 +17,7 @@ const FIRST_WINDOW: usize = 16;
 /// `inner`'s docs, found a block at a time.
 pub struct Blocked<'a> {
     inner: Boxed<'a>,
-    bits: Box<Block>,
+    bits: BlockBuf,
     /// The block `bits` holds words of, if any: a block `inner` may have docs in.
     block: Option<u32>,
     /// The words of `bits` filled for `block` (the others are stale).
@@ -29,7 +29,7 @@ pub struct Blocked<'a> {
 
 impl<'a> Blocked<'a> {
     pub fn new(inner: Boxed<'a>) -> Blocked<'a> {
-        let mut me = Blocked { inner, bits: new_block(), block: None, span: 0..0, grow: FIRST_WINDOW, doc: 0 };
+        let mut me = Blocked { inner, bits: BlockBuf::new(), block: None, span: 0..0, grow: FIRST_WINDOW, doc: 0 };
         me.doc = me.first_from(0);
         me
     }

@@ -5,7 +5,7 @@
 //! `start` newer matches over all sources: for each source in turn, a binary search
 //! over its matches `i` for `i + Σ other ranks(key of i) == start` finds it.
 
-use super::docset::{block_of, mask_block, new_block, popcount, select_in_block, walk_blocks, Block, DocId, DocSet};
+use super::docset::{block_of, mask_block, popcount, select_in_block, walk_blocks, Block, BlockBuf, DocId, DocSet};
 use super::exec::Source;
 
 type Key = (u64, u64);
@@ -89,7 +89,7 @@ pub fn skip(sources: &mut [Source<'_>], start: u64) -> Option<bool> {
     if start == 0 {
         return Some(true);
     }
-    let mut buf = new_block();
+    let mut buf = BlockBuf::new();
     let counts: Vec<Option<Counted>> = sources
         .iter_mut()
         .map(|s| match s {

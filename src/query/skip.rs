@@ -199,10 +199,10 @@ mod tests {
         // block, so that the start-th match is counted in each of them.
         let n = 3 * 65_536 + 20_000;
         let tagged = |i: u64| match i >> 16 {
-            0 => i % 3 != 0,
+            0 => !i.is_multiple_of(3),
             1 => i % 50 == 7,
             2 => false,
-            _ => i % 2 == 0,
+            _ => i.is_multiple_of(2),
         };
         let docs: Vec<DocEntry> = (0..n)
             .map(|i| DocEntry {

@@ -173,7 +173,7 @@ impl Resolved<'_> {
             set = exclude(set, Box::new(dead.cursor()));
         }
         if blocked {
-            set = Box::new(Blocked::new(set));
+            set = Box::new(Blocked::new(set, lo, hi));
         }
         Some((set, lo, hi))
     }

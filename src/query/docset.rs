@@ -110,7 +110,9 @@ impl Scratch {
 
 /// A sorted set of docs with a cursor.
 ///
-/// Like tantivy's DocSet, a set starts positioned on its first doc.
+/// Like tantivy's DocSet, a set starts positioned on its first doc, except an
+/// intersection or exclusion built unpositioned for block operations (see
+/// [`super::ops::Intersection::unpositioned`]): its first seek positions it.
 pub trait DocSet {
     /// The current doc, or [`TERMINATED`].
     fn doc(&self) -> DocId;

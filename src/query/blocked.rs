@@ -7,17 +7,20 @@
 //! first few hundred docs of a block, not all 65,536), each read before the next
 //! is filled. The wrapped set's cursor is never moved (block operations do not use it).
 
-use super::docset::{block_of, new_block, Block, DocId, DocSet, Words, BLOCK_WORDS, TERMINATED};
+use super::docset::{block_of, Block, BlockBuf, DocId, DocSet, Words, BLOCK_DOCS, BLOCK_WORDS, TERMINATED};
 
 type Boxed<'a> = Box<dyn DocSet + 'a>;
 
 /// Words of the first window; each next window is twice the last.
 const FIRST_WINDOW: usize = 16;
 
-/// `inner`'s docs, found a block at a time.
+/// `inner`'s docs in `[lo, hi)`, found a block at a time.
 pub struct Blocked<'a> {
     inner: Boxed<'a>,
-    bits: Box<Block>,
+    /// The docs walked: no window is filled outside them.
+    lo: DocId,
+    hi: DocId,
+    bits: BlockBuf,
     /// The block `bits` holds words of, if any: a block `inner` may have docs in.
     block: Option<u32>,
     /// The words of `bits` filled for `block` (the others are stale).
@@ -28,22 +31,27 @@ pub struct Blocked<'a> {
 }
 
 impl<'a> Blocked<'a> {
-    pub fn new(inner: Boxed<'a>) -> Blocked<'a> {
-        let mut me = Blocked { inner, bits: new_block(), block: None, span: 0..0, grow: FIRST_WINDOW, doc: 0 };
-        me.doc = me.first_from(0);
+    /// `inner`'s docs in `[lo, hi)` (a plan's range: its windows start at `lo`,
+    /// not at `lo`'s block's first word).
+    pub fn new(inner: Boxed<'a>, lo: DocId, hi: DocId) -> Blocked<'a> {
+        let bits = BlockBuf::new();
+        let mut me = Blocked { inner, lo, hi, bits, block: None, span: 0..0, grow: FIRST_WINDOW, doc: 0 };
+        me.doc = me.first_from(lo);
         me
     }
 
     /// The first doc `>= target`.
     fn first_from(&mut self, target: DocId) -> DocId {
-        if target == TERMINATED {
+        let target = target.max(self.lo);
+        if target >= self.hi {
             return TERMINATED;
         }
+        let last = block_of(self.hi - 1);
         let mut b = block_of(target);
         let mut low = target & 0xFFFF;
         loop {
             if self.block != Some(b) {
-                let Some(next) = self.inner.next_block(b) else {
+                let Some(next) = self.inner.next_block(b).filter(|n| *n <= last) else {
                     return TERMINATED;
                 };
                 if next != b {
@@ -53,12 +61,14 @@ impl<'a> Blocked<'a> {
                 // (sparse matches) fills the next one in one or two windows.
                 (self.block, self.span) = (Some(b), 0..0);
             }
+            // The block's words up to `hi`.
+            let stop = if b == last { (self.hi - 1) as usize % BLOCK_DOCS as usize / 64 + 1 } else { BLOCK_WORDS };
             loop {
                 let w = (low / 64) as usize;
                 if !self.span.contains(&w) {
-                    let mut end = (w + self.grow).min(BLOCK_WORDS);
-                    if BLOCK_WORDS - end < 2 * self.grow {
-                        end = BLOCK_WORDS; // no short window left over at the block's end
+                    let mut end = (w + self.grow).min(stop);
+                    if stop - end < 2 * self.grow {
+                        end = stop; // no short window left over at the end
                     }
                     if w == 0 && end == BLOCK_WORDS {
                         // A whole block: the block operations' fixed-length code.
@@ -69,14 +79,15 @@ impl<'a> Blocked<'a> {
                     (self.span, self.grow) = (w..end, (self.grow * 2).min(BLOCK_WORDS));
                 }
                 if let Some(d) = next_bit(&self.bits, low, self.span.end) {
-                    return (b << 16) | d;
+                    let doc = (b << 16) | d;
+                    return if doc < self.hi { doc } else { TERMINATED };
                 }
-                if self.span.end == BLOCK_WORDS {
+                if self.span.end == stop {
                     break;
                 }
                 low = self.span.end as u32 * 64;
             }
-            if b == block_of(TERMINATED - 1) {
+            if b == last {
                 return TERMINATED;
             }
             (b, low) = (b + 1, 0);
@@ -151,7 +162,7 @@ impl DocSet for Blocked<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::query::docset::{Range, BLOCK_DOCS};
+    use crate::query::docset::Range;
     use crate::query::ops::{Exclusion, Intersection};
 
     /// A sorted list of docs as a set (block operations by the defaults).
@@ -203,11 +214,11 @@ mod tests {
         };
         let want = walk(make());
         assert!(want.len() > 10_000);
-        assert_eq!(walk(Blocked::new(make())), want);
+        assert_eq!(walk(Blocked::new(make(), 0, TERMINATED)), want);
         // Targets at and across window edges (16, 32, 64... words from a fill).
         let targets = [0, 1, 64, 1_023, 1_024, 3_071, 3_072, 65_535, BLOCK_DOCS, BLOCK_DOCS + 1_100, 100_000];
         for target in targets.into_iter().chain([131_072 + 40_000, 389_999, 390_000, TERMINATED]) {
-            let (mut s, mut t) = (Blocked::new(make()), make());
+            let (mut s, mut t) = (Blocked::new(make(), 0, TERMINATED), make());
             assert_eq!(s.seek(target), t.seek(target), "seek {target}");
             for _ in 0..300 {
                 assert_eq!(s.advance(), t.advance(), "after seek {target}");
@@ -222,9 +233,18 @@ mod tests {
         // One doc a window apart, and docs at a block's last word only.
         let mut sparse: Vec<DocId> = (0..20).map(|i| 1_000 * i * i + 7).chain([BLOCK_DOCS + 65_535]).collect();
         sparse.sort_unstable();
-        assert_eq!(walk(Blocked::new(Box::new(List(sparse.clone(), 0)))), sparse);
-        let last = walk(Blocked::new(Box::new(List(vec![3, TERMINATED - 1], 0))));
+        assert_eq!(walk(Blocked::new(Box::new(List(sparse.clone(), 0)), 0, TERMINATED)), sparse);
+        let last = walk(Blocked::new(Box::new(List(vec![3, TERMINATED - 1], 0)), 0, TERMINATED));
         assert_eq!(last, vec![3, TERMINATED - 1]);
-        assert_eq!(walk(Blocked::new(Box::new(List(vec![], 0)))), Vec::<DocId>::new());
+        assert_eq!(walk(Blocked::new(Box::new(List(vec![], 0)), 0, TERMINATED)), Vec::<DocId>::new());
+        // Walked within a range (ends mid-word, mid-block, at block edges), a
+        // seek before it or past it included.
+        for (lo, hi) in [(5, 390_000), (70_001, 140_123), (65_536, 131_072), (131_071, 131_073), (200_000, 200_000)] {
+            let inside: Vec<DocId> = want.iter().copied().filter(|d| (lo..hi).contains(d)).collect();
+            assert_eq!(walk(Blocked::new(make(), lo, hi)), inside, "[{lo}, {hi})");
+            let mut s = Blocked::new(make(), lo, hi);
+            assert_eq!(s.seek(lo / 2), inside.first().copied().unwrap_or(TERMINATED), "[{lo}, {hi})");
+            assert_eq!(s.seek(hi), TERMINATED, "[{lo}, {hi})");
+        }
     }
 }

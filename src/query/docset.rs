@@ -3,6 +3,8 @@
 //! bitmap of one 65,536-doc block at once, which is how counts, skips and dense
 //! intersections run a word (64 docs) at a time instead of a doc at a time.
 
+use std::cell::RefCell;
+
 /// A position in one index segment's project order.
 pub type DocId = u32;
 
@@ -31,20 +33,86 @@ pub fn new_block() -> Box<Block> {
     Box::new([0u64; BLOCK_WORDS])
 }
 
-/// A block of scratch space made at its first use: counts use it, listings
-/// (which only step through docs) never make it.
+thread_local! {
+    /// This thread's spare blocks, for the next query's cursors.
+    static SPARE: RefCell<Vec<Box<Block>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Most spare blocks a thread keeps (8 KiB each).
+const SPARE_MAX: usize = 16;
+
+/// A block on the heap, taken from this thread's spares when it has one and
+/// given back when dropped: a query needs a few blocks (a walk's bitmap, the
+/// scratch of each set operation), and a fresh one costs an allocation and an
+/// 8 KiB memset. Its bits are whatever its last user left: every block
+/// operation writes the words it then reads.
+pub struct BlockBuf(Option<Box<Block>>);
+
+impl BlockBuf {
+    pub fn new() -> BlockBuf {
+        let spare = SPARE.try_with(|s| s.try_borrow_mut().ok().and_then(|mut s| s.pop())).ok().flatten();
+        #[allow(unused_mut)]
+        let mut b = spare.unwrap_or_else(new_block);
+        // Tests and debug builds: garbage, not zeroes, for whoever would rely on them.
+        #[cfg(debug_assertions)]
+        b.fill(0xA5A5_5A5A_0FF0_F00F);
+        BlockBuf(Some(b))
+    }
+}
+
+impl Default for BlockBuf {
+    fn default() -> BlockBuf {
+        BlockBuf::new()
+    }
+}
+
+impl std::ops::Deref for BlockBuf {
+    type Target = Block;
+    fn deref(&self) -> &Block {
+        self.0.as_deref().expect("a block until dropped")
+    }
+}
+
+impl std::ops::DerefMut for BlockBuf {
+    fn deref_mut(&mut self) -> &mut Block {
+        self.0.as_deref_mut().expect("a block until dropped")
+    }
+}
+
+impl Drop for BlockBuf {
+    fn drop(&mut self) {
+        if let Some(b) = self.0.take() {
+            // Past SPARE_MAX, or while the thread ends, the block is freed.
+            let _ = SPARE.try_with(|s| match s.try_borrow_mut() {
+                Ok(mut s) if s.len() < SPARE_MAX => s.push(b),
+                _ => drop(b),
+            });
+        }
+    }
+}
+
+/// Spare blocks this thread keeps.
+#[cfg(test)]
+pub fn spare_blocks() -> usize {
+    SPARE.with(|s| s.borrow().len())
+}
+
+/// A block of scratch space taken at its first use: counts use it, listings
+/// (which only step through docs) never take it.
 #[derive(Default)]
-pub struct Scratch(Option<Box<Block>>);
+pub struct Scratch(Option<BlockBuf>);
 
 impl Scratch {
     pub fn get(&mut self) -> &mut Block {
-        self.0.get_or_insert_with(new_block)
+        self.0.get_or_insert_with(BlockBuf::new)
     }
 }
 
 /// A sorted set of docs with a cursor.
 ///
-/// Like tantivy's DocSet, a set starts positioned on its first doc.
+/// Like tantivy's DocSet, a set starts positioned on its first doc, except an
+/// intersection or exclusion built unpositioned for block operations (see
+/// [`super::ops::Intersection::unpositioned`]): its first seek positions it.
 pub trait DocSet {
     /// The current doc, or [`TERMINATED`].
     fn doc(&self) -> DocId;
@@ -324,7 +392,7 @@ pub fn walk_blocks(
 /// Docs `[lo, hi)` matching `set`, counted a block at a time.
 pub fn count_in(set: &mut dyn DocSet, lo: DocId, hi: DocId) -> u64 {
     let mut total = 0;
-    walk_blocks(set, lo, hi, &mut new_block(), |_, blk| {
+    walk_blocks(set, lo, hi, &mut BlockBuf::new(), |_, blk| {
         total += popcount(blk);
         true
     });
@@ -338,7 +406,7 @@ pub fn skip_in(set: &mut dyn DocSet, lo: DocId, hi: DocId, n: u64) -> (u64, DocI
         return (0, lo);
     }
     let (mut done, mut end) = (0, hi);
-    walk_blocks(set, lo, hi, &mut new_block(), |bk, blk| {
+    walk_blocks(set, lo, hi, &mut BlockBuf::new(), |bk, blk| {
         let c = popcount(blk);
         if done + c < n {
             done += c;
@@ -356,7 +424,7 @@ pub fn last_in(set: &mut dyn DocSet, lo: DocId, hi: DocId) -> Option<DocId> {
     if lo >= hi {
         return None;
     }
-    let mut buf = new_block();
+    let mut buf = BlockBuf::new();
     let first = block_of(lo);
     let mut bk = block_of(hi - 1);
     loop {

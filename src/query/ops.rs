@@ -11,16 +11,25 @@ type Boxed<'a> = Box<dyn DocSet + 'a>;
 pub struct Intersection<'a> {
     children: Vec<Boxed<'a>>,
     scratch: Scratch,
+    /// The children are aligned on a common doc (see [`Intersection::unpositioned`]).
+    positioned: bool,
 }
 
 impl<'a> Intersection<'a> {
-    pub fn new(mut children: Vec<Boxed<'a>>) -> Intersection<'a> {
+    pub fn new(children: Vec<Boxed<'a>>) -> Intersection<'a> {
+        let mut me = Intersection::unpositioned(children);
+        me.seek(0);
+        me
+    }
+
+    /// An intersection not yet on its first doc, for block operations (a count,
+    /// a walk a block at a time), which never use the cursor: aligning the
+    /// children costs seeks. Its first `seek` positions it; `doc` and `advance`
+    /// before that are a bug.
+    pub fn unpositioned(mut children: Vec<Boxed<'a>>) -> Intersection<'a> {
         assert!(!children.is_empty(), "an intersection needs a child");
         children.sort_by_key(|c| c.cost());
-        let mut me = Intersection { children, scratch: Scratch::default() };
-        let first = me.children[0].doc();
-        me.align(first);
-        me
+        Intersection { children, scratch: Scratch::default(), positioned: false }
     }
 
     /// Move every child to the first doc `>= target` they all hold.
@@ -67,16 +76,21 @@ impl Intersection<'_> {
 
 impl DocSet for Intersection<'_> {
     fn doc(&self) -> DocId {
+        debug_assert!(self.positioned, "doc of an unpositioned intersection");
         self.children[0].doc()
     }
     fn advance(&mut self) -> DocId {
+        debug_assert!(self.positioned, "advance of an unpositioned intersection");
         let next = self.children[0].advance();
         self.align(next)
     }
     fn seek(&mut self, target: DocId) -> DocId {
-        if self.doc() >= target {
+        if self.positioned && self.doc() >= target {
             return self.doc();
         }
+        // Unpositioned, each child is on its own first doc: seeking them all
+        // to `target` and aligning finds the first common doc `>= target`.
+        self.positioned = true;
         let d = self.children[0].seek(target);
         self.align(d)
     }
@@ -187,14 +201,22 @@ pub struct Exclusion<'a> {
     include: Boxed<'a>,
     exclude: Boxed<'a>,
     scratch: Scratch,
+    /// On a doc of `include` not excluded (see [`Exclusion::unpositioned`]).
+    positioned: bool,
 }
 
 impl<'a> Exclusion<'a> {
     pub fn new(include: Boxed<'a>, exclude: Boxed<'a>) -> Exclusion<'a> {
-        let mut me = Exclusion { include, exclude, scratch: Scratch::default() };
-        let d = me.include.doc();
-        me.settle(d);
+        let mut me = Exclusion::unpositioned(include, exclude);
+        me.seek(0);
         me
+    }
+
+    /// An exclusion not yet on its first doc, for block operations (as
+    /// [`Intersection::unpositioned`]; `include` may be unpositioned too). Its
+    /// first `seek` positions it; `doc` and `advance` before that are a bug.
+    pub fn unpositioned(include: Boxed<'a>, exclude: Boxed<'a>) -> Exclusion<'a> {
+        Exclusion { include, exclude, scratch: Scratch::default(), positioned: false }
     }
 
     fn settle(&mut self, mut d: DocId) -> DocId {
@@ -224,13 +246,16 @@ impl Exclusion<'_> {
 
 impl DocSet for Exclusion<'_> {
     fn doc(&self) -> DocId {
+        debug_assert!(self.positioned, "doc of an unpositioned exclusion");
         self.include.doc()
     }
     fn advance(&mut self) -> DocId {
+        debug_assert!(self.positioned, "advance of an unpositioned exclusion");
         let d = self.include.advance();
         self.settle(d)
     }
     fn seek(&mut self, target: DocId) -> DocId {
+        self.positioned = true;
         let d = self.include.seek(target);
         self.settle(d)
     }

@@ -82,25 +82,23 @@ impl Resolved<'_> {
     }
 
     /// The cursor of the section's matching live docs with its range, or `None`
-    /// when nothing can match (for a count: a block at a time already).
+    /// when nothing can match, for a count or seeks (for a count: a block at a
+    /// time already). The cursor is positioned by its first seek.
     pub fn plan<'a>(&self, sec: &Section<'a>, dead: &'a DeadSet) -> Option<(Boxed<'a>, DocId, DocId)> {
-        self.tree(sec, dead).map(|(set, lo, hi, _)| (set, lo, hi))
+        self.tree(sec, dead, false)
     }
 
-    /// [`Resolved::plan`] for a listing, which steps through docs: a filter of
-    /// several lists whose cheapest is dense is walked a block at a time.
+    /// [`Resolved::plan`] for a listing, which steps through docs from the
+    /// first: a filter of several lists whose cheapest is dense is walked a
+    /// block at a time.
     pub fn plan_listing<'a>(&self, sec: &Section<'a>, dead: &'a DeadSet) -> Option<(Boxed<'a>, DocId, DocId)> {
-        let (set, lo, hi, compound) = self.tree(sec, dead)?;
-        let blocks = u64::from(block_of(hi - 1) - block_of(lo) + 1);
-        if compound && set.cost() >= BLOCKED_FROM * blocks {
-            return Some((Box::new(Blocked::new(set)), lo, hi));
-        }
-        Some((set, lo, hi))
+        self.tree(sec, dead, true)
     }
 
-    /// The cursor tree, its range, and whether it is compound (several lists,
-    /// or lists excluded).
-    fn tree<'a>(&self, sec: &Section<'a>, dead: &'a DeadSet) -> Option<(Boxed<'a>, DocId, DocId, bool)> {
+    /// The cursor tree and its range. Only a listing not walked a block at a
+    /// time uses `doc` and `advance` before a seek: the other trees are built
+    /// unpositioned (no seeks to align intersections on a first doc).
+    fn tree<'a>(&self, sec: &Section<'a>, dead: &'a DeadSet, listing: bool) -> Option<(Boxed<'a>, DocId, DocId)> {
         if self.nothing {
             return None;
         }
@@ -144,9 +142,24 @@ impl Resolved<'_> {
         if let Some(reasons) = reasons {
             all.push(any_of(cursors(reasons))?);
         }
-        let lists = all.len() - 1;
-        let mut set: Boxed<'a> =
-            if all.len() == 1 { all.pop().expect("one child") } else { Box::new(Intersection::new(all)) };
+        // Compound: several lists, or lists excluded. The tree's cost is its
+        // cheapest child's (an intersection's, and an exclusion's include's).
+        let compound = all.len() > 2 || !f.lacks_tags.is_empty();
+        let cost = all.iter().map(|c| c.cost()).min().expect("the range at least");
+        let blocks = u64::from(block_of(hi - 1) - block_of(lo) + 1);
+        let blocked = listing && compound && cost >= BLOCKED_FROM * blocks;
+        let positioned = listing && !blocked;
+        let mut set: Boxed<'a> = match all.len() {
+            1 => all.pop().expect("one child"),
+            _ if positioned => Box::new(Intersection::new(all)),
+            _ => Box::new(Intersection::unpositioned(all)),
+        };
+        let exclude = |set: Boxed<'a>, out: Boxed<'a>| -> Boxed<'a> {
+            match positioned {
+                true => Box::new(Exclusion::new(set, out)),
+                false => Box::new(Exclusion::unpositioned(set, out)),
+            }
+        };
         let lacks: Vec<Boxed<'a>> =
             f.lacks_tags.iter().filter_map(|t| sec.tag(t)).map(|p| Box::new(p.cursor()) as Boxed<'a>).collect();
         // Without a state list, purged jobs (in no API state) are taken out.
@@ -154,12 +167,15 @@ impl Resolved<'_> {
         let lacks: Vec<Boxed<'a>> =
             lacks.into_iter().chain(purged.map(|p| Box::new(p.cursor()) as Boxed<'a>)).collect();
         if let Some(l) = any_of(lacks) {
-            set = Box::new(Exclusion::new(set, l));
+            set = exclude(set, l);
         }
         if !dead.is_empty() {
-            set = Box::new(Exclusion::new(set, Box::new(dead.cursor())));
+            set = exclude(set, Box::new(dead.cursor()));
         }
-        Some((set, lo, hi, lists > 1 || !f.lacks_tags.is_empty()))
+        if blocked {
+            set = Box::new(Blocked::new(set, lo, hi));
+        }
+        Some((set, lo, hi))
     }
 }
 

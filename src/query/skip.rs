@@ -5,7 +5,7 @@
 //! `start` newer matches over all sources: for each source in turn, a binary search
 //! over its matches `i` for `i + Σ other ranks(key of i) == start` finds it.
 
-use super::docset::{block_of, mask_block, new_block, popcount, select_in_block, walk_blocks, Block, DocId, DocSet};
+use super::docset::{block_of, mask_block, popcount, select_in_block, walk_blocks, Block, BlockBuf, DocId, DocSet};
 use super::exec::Source;
 
 type Key = (u64, u64);
@@ -61,15 +61,18 @@ fn rank(src: &mut Source<'_>, c: Option<&Counted>, k: Key, buf: &mut Block) -> u
     }
 }
 
-/// The key of the `i`-th match of a source, and where it is.
-fn select(src: &mut Source<'_>, c: Option<&Counted>, i: u64, buf: &mut Block) -> (Key, DocId) {
+/// The key of the `i`-th match of a source, and where it is. `held`: the block
+/// whose bits (masked to the source's range) `buf` holds already, if any.
+fn select(src: &mut Source<'_>, c: Option<&Counted>, i: u64, buf: &mut Block, held: Option<u32>) -> (Key, DocId) {
     match (src, c) {
         (Source::Tail { entries, .. }, _) => (entries[i as usize].order_key(), i as DocId),
         (Source::Section { set, sec, lo, hi }, Some(c)) => {
             let j = c.blocks.partition_point(|(_, n)| *n <= i) - 1;
             let (bk, before) = c.blocks[j];
-            set.fill_block(bk, buf);
-            mask_block(bk, *lo, *hi, buf);
+            if held != Some(bk) {
+                set.fill_block(bk, buf);
+                mask_block(bk, *lo, *hi, buf);
+            }
             let at = select_in_block(buf, i - before).expect("the block holds the match");
             let doc = (bk << 16) + at;
             ((sec.ts(doc), sec.seq(doc)), doc)
@@ -86,7 +89,7 @@ pub fn skip(sources: &mut [Source<'_>], start: u64) -> Option<bool> {
     if start == 0 {
         return Some(true);
     }
-    let mut buf = new_block();
+    let mut buf = BlockBuf::new();
     let counts: Vec<Option<Counted>> = sources
         .iter_mut()
         .map(|s| match s {
@@ -107,7 +110,9 @@ pub fn skip(sources: &mut [Source<'_>], start: u64) -> Option<bool> {
         return Some(false);
     }
     if let ([only], [c]) = (&mut *sources, &counts[..]) {
-        let (_, doc) = select(only, c.as_ref(), start, &mut buf);
+        // The counting stopped at the block of the match: `buf` holds its bits.
+        let held = c.as_ref().and_then(|c| c.blocks.last()).map(|(b, _)| *b);
+        let (_, doc) = select(only, c.as_ref(), start, &mut buf, held);
         position(only, Some(Target::At(doc)));
         return Some(true);
     }
@@ -115,7 +120,7 @@ pub fn skip(sources: &mut [Source<'_>], start: u64) -> Option<bool> {
         let n = total(&sources[a], &counts[a]);
         // h(i) = i + matches of the other sources newer than match i: increasing.
         let mut h = |i: u64, sources: &mut [Source<'_>]| -> (u64, Key, DocId) {
-            let (k, doc) = select(&mut sources[a], counts[a].as_ref(), i, &mut buf);
+            let (k, doc) = select(&mut sources[a], counts[a].as_ref(), i, &mut buf, None);
             let mut v = i;
             for (t, src) in sources.iter_mut().enumerate() {
                 if t != a {
@@ -170,6 +175,82 @@ fn position(src: &mut Source<'_>, t: Option<Target>) {
         }
         (Source::Section { set, sec, .. }, Some(Target::OlderThan(k))) => {
             set.seek(sec.first_older_than(k.0, k.1));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use super::super::exec::{list, Source};
+    use crate::fs::MappedBytes;
+    use crate::index::build::{build, DocEntry};
+    use crate::index::{DeadSet, IndexSegment, SegmentMeta};
+    use crate::log::LogPos;
+    use crate::model::JobState;
+    use crate::query::plan::Resolved;
+    use crate::query::Filter;
+
+    #[test]
+    fn deep_starts_land_on_the_right_row_in_every_block() {
+        // One section of four blocks; the tag is dense, sparse or absent by
+        // block, so that the start-th match is counted in each of them.
+        let n = 3 * 65_536 + 20_000;
+        let tagged = |i: u64| match i >> 16 {
+            0 => !i.is_multiple_of(3),
+            1 => i % 50 == 7,
+            2 => false,
+            _ => i.is_multiple_of(2),
+        };
+        let docs: Vec<DocEntry> = (0..n)
+            .map(|i| DocEntry {
+                project: 1,
+                local: (1 << 32) | (i + 1),
+                ts: 10_000_000 - i,
+                order_seq: i + 1,
+                state: JobState::Finished,
+                priority: 2,
+                tags: if tagged(i) { Arc::new([Arc::from("t")]) } else { Arc::new([]) },
+                unique: None,
+                close_reason: None,
+                token: None,
+                loc: i * 100,
+            })
+            .collect();
+        let meta = SegmentMeta {
+            generation: 1,
+            lo_seq: 1,
+            hi_seq: n,
+            log_end: LogPos { segment: 1, offset: 1 },
+            last_frame: LogPos { segment: 1, offset: 0 },
+            docs: n,
+        };
+        let seg =
+            IndexSegment::open(MappedBytes::from_vec(build(docs, meta, &[], &[])), Path::new("x.jqi"), false).unwrap();
+        let sec = seg.section(1).unwrap();
+        let want: Vec<u64> = (0..n).filter(|i| tagged(*i)).map(|i| (1 << 32) | (i + 1)).collect();
+        let dead = DeadSet::new();
+        for with_range in [false, true] {
+            let filter = Filter {
+                has_tags: vec!["t".into()],
+                states: vec![JobState::Finished],
+                startts: with_range.then_some(10_000_000 - n + 5),
+                ..Filter::default()
+            };
+            let r = Resolved { filter: &filter, spider: None, nothing: false, stop: None, after: None };
+            let (lo, hi) = r.range(&sec);
+            let want: Vec<u64> = want.iter().copied().filter(|l| ((l & 0xFFFF_FFFF) - 1) < u64::from(hi)).collect();
+            let firsts = [0, 1, 21_844, 21_845, 43_690, 43_691, 44_000, 45_000, 45_001];
+            for start in firsts.into_iter().chain([want.len() as u64 - 3, want.len() as u64]) {
+                let (set, lo2, hi2) = r.plan_listing(&sec, &dead).unwrap();
+                assert_eq!((lo, hi), (lo2, hi2));
+                let got: Vec<u64> =
+                    list(&mut [Source::Section { set, sec, lo, hi }], start, 5).iter().map(|h| h.local).collect();
+                let expect: Vec<u64> = want.iter().copied().skip(start as usize).take(5).collect();
+                assert_eq!(got, expect, "start {start}, range {with_range}");
+            }
         }
     }
 }

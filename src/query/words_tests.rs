@@ -188,3 +188,19 @@ fn range_masks_touch_only_the_words_outside_the_range() {
         assert!(out[..] == want[..], "block {b}, [{lo}, {hi}), words {start}..{end}");
     }
 }
+
+#[test]
+fn blocks_are_reused_within_a_thread() {
+    use crate::query::docset::BlockBuf;
+    let first = BlockBuf::new();
+    let at = first.as_ptr();
+    drop(first);
+    let again = BlockBuf::new();
+    assert_eq!(again.as_ptr(), at, "the spare block is taken again");
+    // Debug builds hand out garbage, not zeroes: a user relying on zeroes fails its tests.
+    assert!(again.iter().all(|w| *w != 0));
+    let held: Vec<BlockBuf> = (0..40).map(|_| BlockBuf::new()).collect();
+    drop(held);
+    let kept = crate::query::docset::spare_blocks();
+    assert!((1..=16).contains(&kept), "{kept} spare blocks kept");
+}

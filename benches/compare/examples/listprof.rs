@@ -3,6 +3,7 @@
 //! `profiled` (for `valgrind --tool=callgrind --toggle-collect=*profiled*`).
 //! With `LISTONLY` set in the environment the rows are listed, not rendered; with
 //! `PERSHAPE` set, each shape's CPU time is printed, listed and rendered, and listed only.
+//! With `COUNTS` set, the count cases of those shapes run instead (both columns: the count).
 #[allow(dead_code)]
 #[path = "../../support/dataset.rs"]
 mod dataset;
@@ -26,6 +27,10 @@ fn profiled(
     let mut n = 0;
     for _ in 0..rounds {
         for c in cases {
+            if c.kind == queries::Kind::Count {
+                n += snap.count(c.project, &c.filter).expect("count") as usize;
+                continue;
+            }
             if list_only {
                 n += snap.list(c.project, &c.filter, &c.paging).expect("list").len();
                 continue;
@@ -54,8 +59,11 @@ fn main() {
     let ds = dataset::Dataset::new(jobs, 42);
     let facts = queries::Facts::gather(&ds);
     let cases = queries::mix(&ds, &facts, 8);
-    let sel: Vec<&queries::Case> =
-        cases.iter().filter(|c| c.kind != queries::Kind::Count && c.shape.contains(pat.as_str())).collect();
+    let counts = std::env::var_os("COUNTS").is_some();
+    let sel: Vec<&queries::Case> = cases
+        .iter()
+        .filter(|c| (c.kind == queries::Kind::Count) == counts && c.shape.contains(pat.as_str()))
+        .collect();
     let t = Instant::now();
     let store = jobq::Store::open(&dir, jobq::Options::default()).expect("open");
     eprintln!("open: {:.1} ms", t.elapsed().as_secs_f64() * 1e3);

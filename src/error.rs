@@ -30,6 +30,9 @@ pub enum Error {
     InvalidInput { line: Option<u64>, field: Option<String>, message: String },
     /// The data directory has a layout or version this build does not know.
     Unsupported { path: PathBuf, what: String },
+    /// A cluster node got what Raft forbids: a malformed replicated entry, an
+    /// entry applied out of order, a cut into applied entries.
+    Replication(String),
 }
 
 impl Error {
@@ -109,6 +112,7 @@ impl fmt::Display for Error {
                 f.write_str(message)
             }
             Error::Unsupported { path, what } => write!(f, "{}: {what}", path.display()),
+            Error::Replication(what) => write!(f, "replication: {what}"),
         }
     }
 }

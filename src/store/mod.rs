@@ -23,6 +23,8 @@ mod places;
 #[doc(hidden)]
 pub mod plain;
 mod queue;
+#[cfg(feature = "cluster")]
+pub mod raft;
 mod read;
 mod reclaim;
 mod repair;
@@ -111,6 +113,9 @@ pub struct Options {
     /// Persist and merge indexes on a background thread (else inline, after the
     /// write that froze the tail: deterministic, for tests).
     pub background: bool,
+    /// The log holds Raft entries (a cluster node, docs/cluster.md): open applies
+    /// only those known committed, and the node appends and applies the rest.
+    pub raft_log: bool,
 }
 
 impl Default for Options {
@@ -132,6 +137,7 @@ impl Default for Options {
             reclaim_segments: 4,
             retain_deleted: None,
             background: true,
+            raft_log: false,
         }
     }
 }

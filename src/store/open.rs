@@ -176,14 +176,27 @@ pub(crate) fn open(dir: &Path, opts: &Options) -> Result<Opened> {
         }
         Ok(())
     })?;
+    // A cluster node's log may end in entries not known committed: they are
+    // appended, not applied (format-spec/log.md, "Raft entry").
+    #[cfg(feature = "cluster")]
+    let (applied, applied_seq) = match opts.raft_log {
+        true => super::raft::applied_end(fs, &gen_dir, (start, start_seq), v.end)?,
+        false => (v.end, v.next_seq),
+    };
+    #[cfg(not(feature = "cluster"))]
+    let (applied, applied_seq) = (v.end, v.next_seq);
     let mut frames = 0;
-    recovery::replay(fs, &gen_dir, start, v.end, &mut |f| {
+    recovery::replay(fs, &gen_dir, start, applied, &mut |f| {
         frames += 1;
-        replay_frame(&mut w, f.pos, &f.header, f.payload)
+        replay_frame(&mut w, f.pos, &f.header, f.payload, !opts.raft_log)
     })?;
     report.replayed_frames = frames;
-    debug_assert_eq!(w.next_seq, v.next_seq);
-    w.next_seq = v.next_seq;
+    debug_assert_eq!(w.next_seq, applied_seq);
+    w.next_seq = applied_seq;
+    w.replay_end = applied;
+    if opts.raft_log && w.should_freeze() {
+        w.freeze()?;
+    }
     if !opts.read_only {
         // Resuming syncs what a crashed process may have left in the page cache
         // only, before anything (an index above all) is built on it.
@@ -238,7 +251,7 @@ fn clean_leftovers(fs: &dyn FileSystem, dir: &Path, gen_dir: &Path, generation: 
 }
 
 /// The header of the log's first segment.
-fn first_segment(fs: &dyn FileSystem, gen_dir: &Path, generation: u64) -> Result<SegmentHeader> {
+pub(crate) fn first_segment(fs: &dyn FileSystem, gen_dir: &Path, generation: u64) -> Result<SegmentHeader> {
     let segs = segment::list(fs, gen_dir)?;
     let first = *segs.first().ok_or_else(|| Error::corrupt(gen_dir, 0, "the log has no segment"))?;
     let path = gen_dir.join(segment::file_name(first));
@@ -397,7 +410,15 @@ fn common_keys(a: &Section<'_>, b: &Section<'_>, f: &mut dyn FnMut(u32)) {
     }
 }
 
-fn replay_frame(w: &mut Writer, pos: LogPos, h: &crate::codec::frame::FrameHeader, payload: &[u8]) -> Result<()> {
+/// Replay one frame into the writer; `may_freeze`: the tail may become an index
+/// image after it (a cluster node's only at the end of an entry).
+pub(crate) fn replay_frame(
+    w: &mut Writer,
+    pos: LogPos,
+    h: &crate::codec::frame::FrameHeader,
+    payload: &[u8],
+    may_freeze: bool,
+) -> Result<()> {
     let file = w.gen_dir.join(segment::file_name(pos.segment));
     let bad = |e: crate::codec::DecodeError| Error::corrupt(&file, pos.offset + 32 + e.offset as u64, e.what);
     match h.kind {
@@ -420,7 +441,7 @@ fn replay_frame(w: &mut Writer, pos: LogPos, h: &crate::codec::frame::FrameHeade
                 w.job_ids.note(s.project, s.spider, s.next_job - 1);
             }
         }
-        FrameKind::Commit => {}
+        FrameKind::Commit | FrameKind::Entry => {}
         FrameKind::Dict => {
             w.reader.dicts.add(std::sync::Arc::new(crate::codec::docz::decode_dict(payload).map_err(bad)?))
         }
@@ -429,7 +450,7 @@ fn replay_frame(w: &mut Writer, pos: LogPos, h: &crate::codec::frame::FrameHeade
     w.last_frame = Some(pos);
     w.replay_end = LogPos { segment: pos.segment, offset: pos.offset + h.frame_len() };
     w.last_frame_end = Some(w.replay_end);
-    if w.should_freeze() {
+    if may_freeze && w.should_freeze() {
         w.freeze()?;
     }
     Ok(())

@@ -13,17 +13,47 @@ use super::shared::{loc_id, membership_of, stored_id, Node};
 use super::{Entry, Frames, LogId, StorageError, TypeConfig, Vote};
 use crate::codec::entry::{EntryHead, EntryType};
 use crate::error::Error;
-use crate::store::raft::{scan_data, EntryLoc, RaftEntry};
+use crate::store::raft::{scan_data, EntryLoc, RaftEntry, RaftSync};
 
 /// openraft's log storage for one node.
 #[derive(Clone)]
 pub struct LogStore {
     node: Node,
+    syncer: std::sync::mpsc::Sender<(RaftSync, LogFlushed<TypeConfig>)>,
 }
 
 impl LogStore {
     pub fn new(node: Node) -> LogStore {
-        LogStore { node }
+        let (syncer, rx) = std::sync::mpsc::channel();
+        // Weak: the thread ends with the last LogStore, and never keeps the store open.
+        let store = std::sync::Arc::downgrade(&node.store);
+        std::thread::Builder::new()
+            .name("jobq-raft-sync".into())
+            .spawn(move || sync_loop(&store, &rx))
+            .expect("a thread for the log's syncs");
+        LogStore { node, syncer }
+    }
+}
+
+/// Group commit for appended entries: one fdatasync covers every append queued
+/// while the previous one ran; openraft hears of each, in order, once durable.
+/// Appends return once written, so the leader replicates while it syncs.
+fn sync_loop(
+    store: &std::sync::Weak<crate::store::Store>,
+    rx: &std::sync::mpsc::Receiver<(RaftSync, LogFlushed<TypeConfig>)>,
+) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        batch.extend(rx.try_iter());
+        // The last one's tail covers the others (a rotation synced the segments before it).
+        let last = &batch.last().expect("one at least").0;
+        let r = match store.upgrade() {
+            Some(s) => s.raft_sync(last),
+            None => Err(Error::Closed),
+        };
+        for (_, callback) in batch {
+            callback.log_io_completed(r.as_ref().map(drop).map_err(|e| std::io::Error::other(e.to_string())));
+        }
     }
 }
 
@@ -154,14 +184,17 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let r = blocking(move || {
             let committed = node.table.lock().committed.map(|c| c.index);
             let raw = entries.iter().map(|e| to_raft_entry(e, committed)).collect::<Result<Vec<_>, _>>()?;
-            let locs = node.store.raft_append(&raw)?;
+            let (locs, sync) = node.store.raft_write(&raw)?;
             node.table.lock().entries.extend(locs);
-            Ok::<(), Error>(())
+            Ok::<RaftSync, Error>(sync)
         })
         .await;
         match r {
-            Ok(()) => {
-                callback.log_io_completed(Ok(()));
+            Ok(sync) => {
+                // Durable (and then acknowledged to openraft) by the sync thread.
+                if let Err(std::sync::mpsc::SendError((_, callback))) = self.syncer.send((sync, callback)) {
+                    callback.log_io_completed(Err(std::io::Error::other("the node's sync thread stopped")));
+                }
                 Ok(())
             }
             Err(e) => {

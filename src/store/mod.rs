@@ -177,6 +177,9 @@ pub(crate) struct Inner {
     /// Signalled under the writer lock each time a cluster node applies an entry.
     #[cfg(feature = "cluster")]
     pub applied: parking_lot::Condvar,
+    /// Held by a cluster node's entry syncs and cuts: a cut never races a sync.
+    #[cfg(feature = "cluster")]
+    pub raft_sync: Mutex<()>,
     /// A cluster node's link to Raft (none: writes are refused).
     #[cfg(feature = "cluster")]
     pub proposer: parking_lot::RwLock<Option<Arc<dyn raft_write::Proposer>>>,
@@ -270,6 +273,8 @@ impl Store {
             feed: Default::default(),
             #[cfg(feature = "cluster")]
             applied: parking_lot::Condvar::new(),
+            #[cfg(feature = "cluster")]
+            raft_sync: Mutex::new(()),
             #[cfg(feature = "cluster")]
             proposer: parking_lot::RwLock::new(None),
             opts,

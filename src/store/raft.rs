@@ -34,6 +34,14 @@ pub struct Speculative {
     pub appended: Option<u64>,
 }
 
+/// What a sync of appended entries covers: the tail segment, where the log
+/// ended and the sequence number there.
+pub struct RaftSync {
+    tail: std::sync::Arc<crate::log::tail::Tail>,
+    end: u64,
+    next_seq: u64,
+}
+
 /// Where an entry is in this node's log.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EntryLoc {
@@ -163,6 +171,28 @@ impl Store {
 
     /// Append `entries` to the log and make them durable (one fdatasync).
     pub fn raft_append(&self, entries: &[RaftEntry]) -> Result<Vec<EntryLoc>> {
+        let (locs, sync) = self.raft_write(entries)?;
+        self.raft_sync(&sync)?;
+        Ok(locs)
+    }
+
+    /// Make what [`Store::raft_write`] wrote durable (one fdatasync, which also
+    /// covers whatever was written before it).
+    pub fn raft_sync(&self, s: &RaftSync) -> Result<()> {
+        let _one = self.inner.raft_sync.lock();
+        let (mut end, mut next_seq) = (s.end, s.next_seq);
+        if let Some(log) = self.inner.writer.lock().log.as_ref() {
+            if std::sync::Arc::ptr_eq(log.tail(), &s.tail) && log.end().offset < end {
+                // Entries were cut since: the sync covers what is left.
+                (end, next_seq) = (log.end().offset, log.next_seq());
+            }
+        }
+        s.tail.sync(end, next_seq).inspect_err(|e| self.inner.commit.poison(e))
+    }
+
+    /// Append `entries` to the log, unsynced: they are durable once the
+    /// returned sync ran. Entries are acknowledged to Raft only then.
+    pub fn raft_write(&self, entries: &[RaftEntry]) -> Result<(Vec<EntryLoc>, RaftSync)> {
         let inner = &self.inner;
         inner.commit.check()?;
         let mut split = Vec::with_capacity(entries.len());
@@ -213,13 +243,14 @@ impl Store {
                 locs.push(EntryLoc { head: e.head, body: e.body.clone(), at: a.pos, seq: a.first_seq, end });
             }
             crate::crashpoint::hit("raft_before_sync");
-            log.sync()
+            log.flush()
         })();
         if let Err(e) = r {
             inner.commit.poison(&e);
             return Err(e);
         }
-        Ok(locs)
+        let sync = RaftSync { tail: log.tail().clone(), end: log.end().offset, next_seq: log.next_seq() };
+        Ok((locs, sync))
     }
 
     /// A normal entry's data frames, as its leader sent them (whole frames).
@@ -253,6 +284,7 @@ impl Store {
     /// Cut the log at `loc`, removing that entry and every later one. Only
     /// entries not applied may go (Raft never overrides a committed entry).
     pub fn raft_truncate(&self, loc: &EntryLoc) -> Result<()> {
+        let _no_sync = self.inner.raft_sync.lock();
         let mut w = self.inner.writer.lock();
         let w = &mut *w;
         if loc.at < w.replay_end {

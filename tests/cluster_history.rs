@@ -178,8 +178,8 @@ fn histories_under_a_faulty_network_keep_every_promise() {
     let mut round = 0u64;
     while started.elapsed() < chaos() {
         round += 1;
-        let victim = if round % 2 == 0 { cluster.leader().unwrap_or(1) } else { 1 + round % 3 };
-        if round % 3 == 0 {
+        let victim = if round.is_multiple_of(2) { cluster.leader().unwrap_or(1) } else { 1 + round % 3 };
+        if round.is_multiple_of(3) {
             router.cut(victim, 1 + (victim % 3), true);
         } else {
             router.isolate(victim, true);

@@ -1,0 +1,197 @@
+//! Three `jobq serve --node-id` processes on loopback (issue 14): they form a
+//! cluster and elect a leader, every node answers reads, `/_raft/*` refuses
+//! requests without the cluster key's signature (API keys included), a
+//! follower forwards writes to the leader and answers what it answered, and
+//! after kill -9 of the leader the others elect a new one and keep answering.
+#![cfg(feature = "cluster")]
+
+mod harness;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use harness::{Server, BIN};
+
+const ADMIN: &str = "admin:";
+const KEY: &str = "a-cluster-key-of-some-length";
+/// Short timeouts: elections in well under a second.
+const ELECTION_MS: &str = "300";
+
+struct Cluster {
+    dirs: Vec<tempfile::TempDir>,
+    key_file: tempfile::NamedTempFile,
+    addrs: Vec<String>,
+    nodes: Vec<Option<Server>>,
+}
+
+fn free_ports(n: usize) -> Vec<String> {
+    // Held together so that they differ; freed just before the nodes bind them.
+    let ls: Vec<_> = (0..n).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+    ls.iter().map(|l| l.local_addr().unwrap().to_string()).collect()
+}
+
+impl Cluster {
+    fn start(n: usize, extra: &[&str]) -> Cluster {
+        let key_file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(key_file.path(), format!("{KEY}\n")).unwrap();
+        let mut c = Cluster {
+            dirs: (0..n).map(|_| harness::tempdir()).collect(),
+            key_file,
+            addrs: free_ports(n),
+            nodes: Vec::new(),
+        };
+        for i in 0..n {
+            let s = c.spawn(i, extra);
+            c.nodes.push(Some(s));
+        }
+        c
+    }
+
+    fn spawn(&self, i: usize, extra: &[&str]) -> Server {
+        let id = (i + 1).to_string();
+        let mut args = vec!["--api-key", "admin", "--node-id", &id, "--election-ms", ELECTION_MS];
+        let peers: Vec<String> = self.addrs.iter().enumerate().map(|(j, a)| format!("{}={a}", j + 1)).collect();
+        for p in &peers {
+            args.extend(["--peer", p]);
+        }
+        let key = self.key_file.path().to_str().unwrap();
+        args.extend(["--cluster-key-file", key]);
+        args.extend(extra);
+        Server::start_at(self.dirs[i].path(), &self.addrs[i], &args)
+    }
+
+    fn node(&self, i: usize) -> &Server {
+        self.nodes[i].as_ref().expect("running")
+    }
+
+    fn live(&self) -> impl Iterator<Item = (usize, &Server)> {
+        self.nodes.iter().enumerate().filter_map(|(i, n)| n.as_ref().map(|s| (i, s)))
+    }
+
+    /// The leader every live node names (index into `nodes`), within `limit`.
+    fn agreed_leader(&self, limit: Duration) -> usize {
+        let deadline = Instant::now() + limit;
+        loop {
+            let named: BTreeSet<Option<u64>> = self
+                .live()
+                .map(|(_, s)| {
+                    let r = s.get("/cluster", ADMIN);
+                    assert_eq!(r.status, 200, "{}", r.text());
+                    r.json()["leader"].as_u64()
+                })
+                .collect();
+            if let [Some(l)] = named.iter().copied().collect::<Vec<_>>()[..] {
+                let i = l as usize - 1;
+                if self.nodes[i].is_some() {
+                    return i;
+                }
+            }
+            assert!(Instant::now() < deadline, "no agreed leader within {limit:?}: {named:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn kill(&mut self, i: usize) {
+        let s = self.nodes[i].take().expect("running");
+        harness::signal(s.pid(), "KILL");
+        drop(s);
+    }
+}
+
+fn signed_post(addr: &str, path: &str, authorization: &str, body: &str) -> harness::Resp {
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: {authorization}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    harness::raw(addr, req.as_bytes())
+}
+
+#[test]
+fn three_nodes_elect_read_refuse_strangers_forward_and_fail_over() {
+    let mut c = Cluster::start(3, &[]);
+    let leader = c.agreed_leader(Duration::from_secs(20));
+    let st = c.node(leader).get("/cluster", ADMIN).json();
+    assert_eq!(st["state"], "Leader", "{st}");
+    assert_eq!(st["members"].as_array().unwrap().len(), 3, "{st}");
+    assert!(st["term"].as_u64().unwrap() >= 1);
+
+    // A read at each node (linearizable: a read index from the leader first).
+    for (_, s) in c.live() {
+        let r = s.get("/jobq/1/count", ADMIN);
+        assert_eq!((r.status, r.text()), (200, "0\n".to_string()));
+    }
+
+    // The cluster channel: no signature, an API key, a wrong signature: 401.
+    let follower = (leader + 1) % 3;
+    let addr = &c.node(follower).addr;
+    let r = harness::request(addr, "POST", "/_raft/vote", None, b"{}");
+    r.assert_error(401, "cluster key");
+    let r = harness::request(addr, "POST", "/_raft/vote", Some(ADMIN), b"{}");
+    r.assert_error(401, "cluster key");
+    let r = signed_post(addr, "/_raft/vote", &format!("JobqCluster {}", "0".repeat(64)), "{}");
+    r.assert_error(401, "does not match");
+    let r = signed_post(addr, "/_raft/append", &format!("JobqCluster {}", "ab".repeat(32)), "garbage");
+    assert_eq!(r.status, 401);
+    // ... and the cluster scheme never works on the API.
+    let r = signed_post(addr, "/jobq/1/push", &format!("JobqCluster {}", "0".repeat(64)), "{}");
+    assert_eq!(r.status, 401, "{}", r.text());
+    // /cluster needs an admin key.
+    assert_eq!(harness::request(addr, "GET", "/cluster", None, b"").status, 401);
+
+    // A write at a follower is the leader's to answer, unchanged.
+    let at_leader = c.node(leader).post("/jobq/1/push", ADMIN, "not json");
+    let at_follower = c.node(follower).post("/jobq/1/push", ADMIN, "not json");
+    assert_eq!(at_leader.status, 400);
+    assert_eq!((at_follower.status, at_follower.text()), (at_leader.status, at_leader.text()));
+    assert!(c.node(follower).log_shows("jobq serving"));
+
+    // kill -9 of the leader: the two others elect another and answer reads.
+    let killed_at = Instant::now();
+    c.kill(leader);
+    let next = c.agreed_leader(Duration::from_secs(20));
+    assert_ne!(next, leader);
+    eprintln!("new leader after {:?}", killed_at.elapsed());
+    for (_, s) in c.live() {
+        assert_eq!(s.get("/jobq/1/count", ADMIN).status, 200);
+    }
+    let term = c.node(next).get("/cluster", ADMIN).json()["term"].as_u64().unwrap();
+    assert!(term > st["term"].as_u64().unwrap());
+}
+
+#[test]
+fn a_read_without_a_leader_is_refused_unless_stale() {
+    // One node of three up: no leader can be elected.
+    let c = Cluster::start(1, &[]);
+    let mut alone = Cluster { addrs: free_ports(3), ..c };
+    alone.nodes.clear();
+    alone.dirs.truncate(1);
+    let lin = alone.spawn(0, &[]);
+    let r = lin.get("/jobq/1/count", ADMIN);
+    r.assert_error(503, "linearizable read");
+    assert!(r.header("retry-after").is_some());
+    let w = lin.post("/jobq/1/push", ADMIN, "{\"spider\":\"s\"}");
+    w.assert_error(503, "no leader");
+    drop(lin);
+    let stale = alone.spawn(0, &["--read-consistency", "stale"]);
+    let r = stale.get("/jobq/1/count", ADMIN);
+    assert_eq!((r.status, r.text()), (200, "0\n".to_string()));
+}
+
+#[test]
+fn cluster_data_refuses_to_serve_alone() {
+    let mut c = Cluster::start(3, &[]);
+    c.agreed_leader(Duration::from_secs(20));
+    for i in 0..3 {
+        c.kill(i);
+    }
+    let out = std::process::Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--api-key", "admin", "--data"])
+        .arg(c.dirs[0].path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--node-id"), "{err}");
+    assert!(Path::new(&c.dirs[0].path().join("RAFT")).exists());
+}

@@ -7,6 +7,7 @@
 
 pub mod log_store;
 pub mod memnet;
+pub mod proposer;
 pub mod raft_file;
 pub mod shared;
 pub mod state_machine;

@@ -25,6 +25,8 @@ pub mod plain;
 mod queue;
 #[cfg(feature = "cluster")]
 pub mod raft;
+#[cfg(feature = "cluster")]
+mod raft_write;
 mod read;
 mod reclaim;
 mod repair;
@@ -51,6 +53,8 @@ pub use metrics::{EngineMetrics, Health, Poison};
 pub use open::OpenReport;
 pub use ops::PushResult;
 pub use read::{Snapshot, SnapshotStats};
+#[cfg(feature = "cluster")]
+pub use raft_write::Proposer;
 pub use reclaim::{ReclaimReport, ReclaimStats};
 pub use repair::{repair, RepairReport};
 pub use request::{Changes, PushSpec, Target, UpdateSpec};
@@ -170,6 +174,11 @@ pub(crate) struct Inner {
     pub places: Arc<places::Places>,
     /// Log positions the change feed learnt.
     pub feed: crate::log::cursor::SeqIndex,
+    /// Signalled under the writer lock each time a cluster node applies an entry.
+    pub applied: parking_lot::Condvar,
+    /// A cluster node's link to Raft (none: writes are refused).
+    #[cfg(feature = "cluster")]
+    pub proposer: parking_lot::RwLock<Option<Arc<dyn raft_write::Proposer>>>,
 }
 
 /// An open jobq store: one data directory, written by one process at a time
@@ -258,6 +267,9 @@ impl Store {
             counters,
             places: Arc::default(),
             feed: Default::default(),
+            applied: parking_lot::Condvar::new(),
+            #[cfg(feature = "cluster")]
+            proposer: parking_lot::RwLock::new(None),
             opts,
         });
         let store = Store { inner };

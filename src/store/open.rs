@@ -290,7 +290,7 @@ pub(crate) fn last_frame_in_txn(fs: &dyn FileSystem, gen_dir: &Path, m: &format:
 
 /// Open the index files and pick the chain that covers the log from its start with
 /// the fewest, largest files; set aside the rest.
-fn choose_chain(
+pub(crate) fn choose_chain(
     fs: &dyn FileSystem,
     gen_dir: &Path,
     generation: u64,

@@ -22,6 +22,18 @@ pub struct RaftEntry {
     pub data: Vec<u8>,
 }
 
+/// A leader's batch applied in the writer ahead of its entry: the reserved
+/// entry frame (its position and sequence number), where the batch ends, its
+/// data frames, and its entry's index once written.
+#[derive(Debug)]
+pub struct Speculative {
+    pub at: LogPos,
+    pub seq: u64,
+    pub end: LogPos,
+    pub data: Vec<u8>,
+    pub appended: Option<u64>,
+}
+
 /// Where an entry is in this node's log.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EntryLoc {
@@ -166,6 +178,7 @@ impl Store {
             split.push(frames);
         }
         let mut w = inner.writer.lock();
+        let w = &mut *w;
         let durable = inner.commit.durable_seq();
         let log = w.log.as_mut().ok_or(Error::ReadOnly)?;
         let mut locs = Vec::with_capacity(entries.len());
@@ -174,6 +187,25 @@ impl Store {
             for (e, frames) in entries.iter().zip(&split) {
                 payload.clear();
                 entry::encode(&e.head, &e.body, &mut payload);
+                if let Some(s) = w.spec.as_mut().filter(|s| s.appended.is_none()) {
+                    if e.head.kind == EntryType::Normal && log.end() == s.end && e.data == s.data {
+                        // This node's own batch: its frames are in place.
+                        let mut head = Vec::with_capacity(frame::HEADER_LEN + payload.len());
+                        frame::encode(&mut head, FrameKind::Entry, 0, s.seq, 1, durable, &payload);
+                        log.end_reserved(s.at, &head)?;
+                        s.appended = Some(e.head.index);
+                        locs.push(EntryLoc { head: e.head, body: Vec::new(), at: s.at, seq: s.seq, end: s.end });
+                        continue;
+                    }
+                    // Something else comes first: the batch is cut off, its records
+                    // leave the writer (rebuilt before the next write or apply).
+                    let (at, seq) = (s.at, s.seq);
+                    w.spec = None;
+                    w.dirty = true;
+                    log.truncate_to(at, seq)?;
+                    log.release_rotation();
+                    w.reader.forget_from(at.segment);
+                }
                 let a = log.append(FrameKind::Entry, 0, 1, durable, &payload)?;
                 let mut end = LogPos { offset: a.pos.offset + (frame::HEADER_LEN + payload.len()) as u64, ..a.pos };
                 for (h, from) in frames {
@@ -225,11 +257,20 @@ impl Store {
     /// entries not applied may go (Raft never overrides a committed entry).
     pub fn raft_truncate(&self, loc: &EntryLoc) -> Result<()> {
         let mut w = self.inner.writer.lock();
+        let w = &mut *w;
         if loc.at < w.replay_end {
             return Err(Error::Replication(format!("entry {} is applied: it cannot be cut", loc.head.index)));
         }
+        if w.spec.as_ref().is_some_and(|s| s.at >= loc.at) {
+            // This node's own batch goes with the entries cut.
+            w.spec = None;
+            w.dirty = true;
+        }
         let log = w.log.as_mut().ok_or(Error::ReadOnly)?;
-        log.truncate_to(loc.at, loc.seq).inspect_err(|e| self.inner.commit.poison(e))
+        log.truncate_to(loc.at, loc.seq).inspect_err(|e| self.inner.commit.poison(e))?;
+        log.release_rotation();
+        w.reader.forget_from(loc.at.segment);
+        Ok(())
     }
 
     /// Apply an appended entry: replay its frames into the store and publish the
@@ -237,6 +278,21 @@ impl Store {
     pub fn raft_apply(&self, loc: &EntryLoc) -> Result<()> {
         let inner = &self.inner;
         let mut w = inner.writer.lock();
+        let own = w.spec.as_ref().is_some_and(|s| s.appended == Some(loc.head.index) && s.at == loc.at);
+        if own && !w.dirty {
+            // This node's batch: its records are in the writer already.
+            let s = w.spec.take().expect("checked");
+            w.replay_end = s.end;
+            learn_dicts(&w, &s.data)?;
+            return self.applied(w);
+        }
+        if w.dirty || w.spec.is_some() {
+            w.spec = None;
+            w.dirty = true;
+            drop(w);
+            super::raft_write::rebuild(inner)?;
+            w = inner.writer.lock();
+        }
         if loc.at != w.replay_end {
             return Err(Error::Replication(format!(
                 "entry {} at {:?} applied out of order (applied up to {:?})",
@@ -249,10 +305,42 @@ impl Store {
             let last = LogPos { offset: f.pos.offset + f.header.frame_len(), ..f.pos } == loc.end;
             open::replay_frame(&mut w, f.pos, &f.header, f.payload, last)
         })?;
+        self.applied(w)
+    }
+
+    /// An entry applied: publish, wake writers waiting for it, persist indexes.
+    fn applied(&self, mut w: parking_lot::MutexGuard<'_, super::writer::Writer>) -> Result<()> {
+        let inner = &self.inner;
+        if w.should_freeze() {
+            w.freeze()?;
+        }
+        let froze = std::mem::take(&mut w.frozen) > 0;
         let version = w.version();
         let writes = w.writes;
+        inner.applied.notify_all();
         drop(w);
         inner.commit.synced(version, writes);
+        if froze {
+            super::maintain::after_freeze(inner)?;
+        }
         Ok(())
     }
+
+    /// Make this node's store write through Raft (none: refuse writes).
+    pub fn set_proposer(&self, p: Option<std::sync::Arc<dyn super::Proposer>>) {
+        *self.inner.proposer.write() = p;
+    }
+}
+
+/// The dictionaries an entry's data frames carry: a leader learns them when the
+/// entry applies (its batch did not add them to the readers' set).
+fn learn_dicts(w: &super::writer::Writer, data: &[u8]) -> Result<()> {
+    for (h, from) in scan_data(0, data).map_err(Error::Replication)? {
+        if h.kind == FrameKind::Dict {
+            let d = crate::codec::docz::decode_dict(&data[from..from + h.len as usize])
+                .map_err(|e| Error::Replication(format!("a dictionary in an entry: {}", e.what)))?;
+            w.reader.dicts.add(std::sync::Arc::new(d));
+        }
+    }
+    Ok(())
 }

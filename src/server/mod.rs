@@ -259,6 +259,7 @@ async fn run(config: ServeConfig) -> Result<(), String> {
     }
     drop(api);
     if let Some(c) = cluster {
+        jobq::cluster::proposer::detach(&c.node);
         if let Err(e) = c.raft.shutdown().await {
             tracing::warn!(error = %e, "raft did not stop cleanly");
         }
@@ -272,9 +273,12 @@ async fn start_node(cc: &ClusterConfig, store: &Arc<Store>, local: SocketAddr) -
     let node = jobq::cluster::Node::start(store.clone()).map_err(|e| format!("cannot start the cluster node: {e}"))?;
     let config = jobq::cluster::config(cc.election_ms).map_err(|e| e.to_string())?;
     let net = raft::net::HttpNet { key: cc.key.clone() };
-    let r = jobq::cluster::start(cc.id, node, config, net).await.map_err(|e| e.to_string())?;
+    let r = jobq::cluster::start(cc.id, node.clone(), config, net).await.map_err(|e| e.to_string())?;
+    // The store's writes go through Raft from now on (refused while not the leader).
+    let timeout = jobq::cluster::proposer::PROPOSE_TIMEOUT;
+    jobq::cluster::proposer::attach(cc.id, &node, &r, tokio::runtime::Handle::current(), timeout);
     let election = Duration::from_millis(cc.election_ms);
-    let c = Arc::new(raft::Cluster::new(cc.id, r, cc.key.clone(), cc.consistency, election));
+    let c = Arc::new(raft::Cluster::new(cc.id, r, node, cc.key.clone(), cc.consistency, election));
     tracing::info!(node = cc.id, address = %local, peers = ?cc.peers, read_consistency = ?cc.consistency, "cluster node started");
     tokio::spawn(raft::form(c.clone(), cc.peers.clone()));
     Ok(c)

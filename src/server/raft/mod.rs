@@ -17,7 +17,7 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
 use client::{Failed, Link};
-use jobq::cluster::TypeConfig;
+use jobq::cluster::{Node, TypeConfig};
 use sign::ClusterKey;
 
 pub type Raft = openraft::Raft<TypeConfig>;
@@ -39,6 +39,8 @@ pub enum ReadConsistency {
 pub struct Cluster {
     pub id: u64,
     pub raft: Raft,
+    /// The store Raft runs on, and its log table.
+    pub node: Node,
     pub key: ClusterKey,
     pub consistency: ReadConsistency,
     /// The smallest election timeout.
@@ -66,8 +68,15 @@ pub struct ReadIndex {
 }
 
 impl Cluster {
-    pub fn new(id: u64, raft: Raft, key: ClusterKey, consistency: ReadConsistency, election: Duration) -> Cluster {
-        Cluster { id, raft, key, consistency, election, pool: Mutex::new(Vec::new()) }
+    pub fn new(
+        id: u64,
+        raft: Raft,
+        node: Node,
+        key: ClusterKey,
+        consistency: ReadConsistency,
+        election: Duration,
+    ) -> Cluster {
+        Cluster { id, raft, node, key, consistency, election, pool: Mutex::new(Vec::new()) }
     }
 
     /// The leader as this node knows it: its id and address.

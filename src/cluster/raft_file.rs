@@ -23,7 +23,7 @@ use crate::codec::frame::checksum;
 use crate::error::{Error, Result};
 use crate::fs::{self, FileSystem};
 
-pub const RAFT_FILE: &str = "RAFT";
+pub const RAFT_FILE: &str = crate::store::layout::RAFT;
 const MAGIC: &[u8; 8] = b"JOBQRAFT";
 const LEN: usize = 64;
 const VOTE_SET: u32 = 1;

@@ -56,7 +56,12 @@ impl Node {
             return Err(Error::Replication("a cluster node's store must be opened with raft_log".into()));
         }
         let dir = store.dir().to_path_buf();
-        let state = raft_file::read(&*store.options().fs, &dir)?;
+        let fs = &*store.options().fs;
+        if !fs.exists(&dir.join(raft_file::RAFT_FILE)).map_err(|e| Error::io("stat", &dir, e))? {
+            // Marks the directory as a node's from its first start on.
+            raft_file::write(fs, &dir, &RaftState::default())?;
+        }
+        let state = raft_file::read(fs, &dir)?;
         let all = store.raft_entries()?;
         let applied_end = store.raft_applied_end();
         let mut applied = None;

@@ -277,7 +277,8 @@ impl Store {
             if store.inner.opts.background {
                 *store.inner.maintenance.lock() = Some(maintain::Background::start(&store.inner));
                 let o = &store.inner.opts;
-                if o.compact_when.is_some() || o.retain_deleted.is_some() {
+                // Not on a cluster node yet: relocation and retention are node-local writes.
+                if (o.compact_when.is_some() || o.retain_deleted.is_some()) && !o.raft_log {
                     *store.inner.reclaimer.lock() = Some(reclaim::Reclaimer::start(&store.inner, o.compact_when));
                 }
             } else {
@@ -417,8 +418,19 @@ impl Store {
             self.inner.commit.poison(&e);
             return Err(e);
         }
-        self.inner.commit.synced(w.version(), w.writes);
+        // A cluster node publishes what it applies, nothing else.
+        if !self.inner.opts.raft_log {
+            self.inner.commit.synced(w.version(), w.writes);
+        }
         Ok(())
+    }
+
+    /// Refuse what a cluster node cannot do yet (docs/cluster.md).
+    pub(crate) fn not_in_cluster(&self, what: &str) -> Result<()> {
+        match self.inner.opts.raft_log {
+            true => Err(Error::Replication(format!("{what} is not available on a cluster node yet"))),
+            false => Ok(()),
+        }
     }
 
     /// Run one online compaction cycle now over the oldest sealed segments (see
@@ -428,6 +440,7 @@ impl Store {
         if self.inner.opts.read_only {
             return Err(Error::ReadOnly);
         }
+        self.not_in_cluster("online compaction")?;
         reclaim::cycle(&self.inner).inspect_err(|e| {
             if !matches!(e, Error::Poisoned { .. } | Error::Closed) && !e.is_input() {
                 self.inner.commit.poison(e);
@@ -442,6 +455,7 @@ impl Store {
         if self.inner.opts.read_only {
             return Err(Error::ReadOnly);
         }
+        self.not_in_cluster("retention")?;
         retention::purge_expired(&self.inner).inspect_err(|e| {
             if !matches!(e, Error::Poisoned { .. } | Error::Closed) && !e.is_input() {
                 self.inner.commit.poison(e);
@@ -471,6 +485,10 @@ impl Store {
         {
             let mut w = self.inner.writer.lock();
             self.inner.commit.check()?;
+            if self.inner.opts.raft_log && cluster_busy(&w) {
+                // A leader's batch is in the writer ahead of its entry: index later.
+                return Ok(());
+            }
             if let Err(e) = w.freeze() {
                 self.inner.commit.poison(&e);
                 return Err(e);
@@ -490,6 +508,8 @@ impl Store {
     /// any later damage from a torn write without a doubt.
     fn seal_log(&self) -> Result<()> {
         let mut w = self.inner.writer.lock();
+        #[cfg(feature = "cluster")]
+        raft::drop_unappended(&mut w)?;
         let Some(log) = w.log.as_mut() else { return Ok(()) };
         log.seal().inspect_err(|e| self.inner.commit.poison(e))
     }
@@ -546,6 +566,15 @@ impl Drop for Store {
     fn drop(&mut self) {
         let _ = self.shutdown(true);
     }
+}
+
+/// A cluster leader's batch is ahead of its entry, or was cut off.
+fn cluster_busy(w: &Writer) -> bool {
+    #[cfg(feature = "cluster")]
+    if w.spec.is_some() {
+        return true;
+    }
+    w.dirty
 }
 
 fn segment_first_seq(inner: &Inner) -> Result<u64> {

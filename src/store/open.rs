@@ -109,6 +109,16 @@ pub(crate) fn open(dir: &Path, opts: &Options) -> Result<Opened> {
         }
     };
     report.generation = generation;
+    // A cluster node's directory: only its node writes it; a read-only opener
+    // sees what the node applied.
+    let raft_log = opts.raft_log || fs.exists(&dir.join(layout::RAFT)).map_err(io("stat", dir))?;
+    if raft_log && !opts.raft_log && !opts.read_only {
+        return Err(Error::Unsupported {
+            path: dir.to_path_buf(),
+            what: "this is a cluster node's data directory (it has a RAFT file): only `jobq serve --node-id` writes it"
+                .into(),
+        });
+    }
     let gen_dir = layout::gen_dir(dir, generation);
     if !opts.read_only {
         clean_leftovers(fs, dir, &gen_dir, generation)?;
@@ -179,22 +189,25 @@ pub(crate) fn open(dir: &Path, opts: &Options) -> Result<Opened> {
     // A cluster node's log may end in entries not known committed: they are
     // appended, not applied (format-spec/log.md, "Raft entry").
     #[cfg(feature = "cluster")]
-    let (applied, applied_seq) = match opts.raft_log {
+    let (applied, applied_seq) = match raft_log {
         true => super::raft::applied_end(fs, &gen_dir, (start, start_seq), v.end)?,
         false => (v.end, v.next_seq),
     };
     #[cfg(not(feature = "cluster"))]
-    let (applied, applied_seq) = (v.end, v.next_seq);
+    let (applied, applied_seq) = match raft_log {
+        true => return Err(Error::Unsupported { path: dir.to_path_buf(), what: "a cluster node's data directory: this build has no `cluster` feature".into() }),
+        false => (v.end, v.next_seq),
+    };
     let mut frames = 0;
     recovery::replay(fs, &gen_dir, start, applied, &mut |f| {
         frames += 1;
-        replay_frame(&mut w, f.pos, &f.header, f.payload, !opts.raft_log)
+        replay_frame(&mut w, f.pos, &f.header, f.payload, !raft_log)
     })?;
     report.replayed_frames = frames;
     debug_assert_eq!(w.next_seq, applied_seq);
     w.next_seq = applied_seq;
     w.replay_end = applied;
-    if opts.raft_log && w.should_freeze() {
+    if raft_log && !opts.read_only && w.should_freeze() {
         w.freeze()?;
     }
     if !opts.read_only {

@@ -344,3 +344,17 @@ fn learn_dicts(w: &super::writer::Writer, data: &[u8]) -> Result<()> {
     }
     Ok(())
 }
+
+/// Before the log is sealed: a batch whose entry was never written leaves it
+/// (sealed, its reserved zeros would read as damage below the durable mark).
+pub(crate) fn drop_unappended(w: &mut super::writer::Writer) -> Result<()> {
+    if let Some(s) = w.spec.take_if(|s| s.appended.is_none()) {
+        w.dirty = true;
+        if let Some(log) = w.log.as_mut() {
+            log.truncate_to(s.at, s.seq)?;
+            log.release_rotation();
+        }
+        w.reader.forget_from(s.at.segment);
+    }
+    Ok(())
+}

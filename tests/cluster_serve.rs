@@ -157,7 +157,7 @@ fn three_nodes_elect_read_refuse_strangers_forward_and_fail_over() {
         }
     }
     for (_, s) in c.live() {
-        assert_eq!(s.get("/jobq/1/count", ADMIN).text(), format!("{}\n", acked.len()));
+        assert_eq!(s.get("/jobq/1/count?state=pending", ADMIN).text(), format!("{}\n", acked.len()));
         for k in &acked {
             assert_eq!(s.get(&format!("/jobs/{k}"), ADMIN).status, 200, "{k}");
         }
@@ -185,7 +185,7 @@ fn three_nodes_elect_read_refuse_strangers_forward_and_fail_over() {
     let term = c.node(next).get("/cluster", ADMIN).json()["term"].as_u64().unwrap();
     assert!(term > st["term"].as_u64().unwrap());
     for (_, s) in c.live() {
-        assert_eq!(s.get("/jobq/1/count", ADMIN).text(), format!("{}\n", acked.len()));
+        assert_eq!(s.get("/jobq/1/count?state=pending", ADMIN).text(), format!("{}\n", acked.len()));
     }
 
     // The killed node restarts from its log, rejoins as a follower, catches up.
@@ -195,7 +195,7 @@ fn three_nodes_elect_read_refuse_strangers_forward_and_fail_over() {
     assert_eq!(r.status, 200, "{}", r.text());
     acked.push(r.json()["key"].as_str().unwrap().to_string());
     for (_, s) in c.live() {
-        assert_eq!(s.get("/jobq/1/count", ADMIN).text(), format!("{}\n", acked.len()));
+        assert_eq!(s.get("/jobq/1/count?state=pending", ADMIN).text(), format!("{}\n", acked.len()));
         for k in &acked {
             assert_eq!(s.get(&format!("/jobs/{k}"), ADMIN).status, 200, "{k}");
         }

@@ -163,6 +163,16 @@ fn three_nodes_elect_read_refuse_strangers_forward_and_fail_over() {
         }
     }
 
+    // Read-your-writes across nodes: acknowledged at the leader, read at once
+    // at a follower (fails with --read-consistency stale: the follower learns
+    // the commit at the next heartbeat).
+    for _ in 0..20 {
+        let r = c.node(leader).post("/jobq/1/push", ADMIN, "{\"spider\":\"ryw\"}");
+        let key = r.json()["key"].as_str().unwrap().to_string();
+        assert_eq!(c.node(follower).get(&format!("/jobs/{key}"), ADMIN).status, 200, "{key}");
+        acked.push(key);
+    }
+
     // kill -9 of the leader: the two others elect another, and writes are
     // accepted again (here with short timeouts; the default's figure is in the README).
     let killed_at = Instant::now();
@@ -238,4 +248,36 @@ fn cluster_data_refuses_to_serve_alone() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--node-id"), "{err}");
     assert!(Path::new(&c.dirs[0].path().join("RAFT")).exists());
+}
+
+#[test]
+fn members_are_added_and_removed_at_run_time() {
+    let mut c = Cluster::start(3, &[]);
+    let leader = c.agreed_leader(Duration::from_secs(20));
+    let follower = (leader + 1) % 3;
+    let r = c.node(follower).post("/jobq/1/push", ADMIN, "{\"spider\":\"s\"}");
+    assert_eq!(r.status, 200, "{}", r.text());
+    // A fourth node, started empty: it waits to be contacted.
+    c.addrs.push(free_ports(1).remove(0));
+    c.dirs.push(harness::tempdir());
+    c.nodes.push(Some(c.spawn(3, &[])));
+    assert!(c.node(3).log_shows("waiting for the lowest node id"));
+    // Asked at a follower: the leader adds it as a learner, then as a voter.
+    let add = format!("{{\"add\":{{\"id\":4,\"addr\":\"{}\"}}}}", c.addrs[3]);
+    let r = c.node(follower).post("/cluster/members", ADMIN, &add);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["voters"], serde_json::json!([1, 2, 3, 4]));
+    // It holds what was written before it came, and reads there are linearizable.
+    let r = c.node(3).get("/jobq/1/count?state=pending", ADMIN);
+    assert_eq!((r.status, r.text()), (200, "1\n".to_string()));
+    assert_eq!(c.agreed_leader(Duration::from_secs(5)), leader);
+    // Bad changes are refused; removing it leaves three voters.
+    for bad in ["{}", "{\"remove\":9}", "{\"add\":{\"id\":0,\"addr\":\"\"}}", "not json", "{\"remove\":1,\"x\":2}"] {
+        assert_eq!(c.node(leader).post("/cluster/members", ADMIN, bad).status, 400, "{bad}");
+    }
+    let r = c.node(leader).post("/cluster/members", ADMIN, "{\"remove\":4}");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["voters"], serde_json::json!([1, 2, 3]));
+    // Only an admin key may change members.
+    assert_eq!(harness::request(&c.node(leader).addr, "POST", "/cluster/members", None, b"{}").status, 401);
 }

@@ -308,7 +308,7 @@ pub(crate) async fn dispatch(
     if let Some(c) = &app.cluster {
         let write = matches!(call.method, api::Method::Post | api::Method::Delete);
         if write {
-            match c.leader() {
+            match c.await_leader().await {
                 Some((id, _)) if id == c.id => {}
                 None => return unavailable("no leader is known yet (an election may be under way)"),
                 Some(_) if via == Via::Forwarded => return unavailable("this node is no longer the leader"),

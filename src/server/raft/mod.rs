@@ -79,13 +79,22 @@ impl Cluster {
         Cluster { id, raft, node, key, consistency, election, pool: Mutex::new(Vec::new()) }
     }
 
-    /// The leader as this node knows it: its id and address.
+    /// The leader as this node knows it: its id and address. This node only
+    /// once it leads (a restarted node's own old vote names it, as a follower).
     pub fn leader(&self) -> Option<(u64, String)> {
-        let m = self.raft.metrics();
-        let m = m.borrow();
-        let id = m.current_leader?;
-        let addr = m.membership_config.membership().get_node(&id)?.addr.clone();
-        Some((id, addr))
+        known_leader(self.id, self.election, &self.raft.metrics().borrow())
+    }
+
+    /// [`Cluster::leader`], waiting up to two election timeouts for one (an
+    /// election under way, a node just started).
+    pub async fn await_leader(&self) -> Option<(u64, String)> {
+        if let Some(l) = self.leader() {
+            return Some(l);
+        }
+        let (id, lease) = (self.id, self.election);
+        let wait = self.raft.wait(Some(self.election * 2));
+        let m = wait.metrics(|m| known_leader(id, lease, m).is_some(), "a leader").await.ok()?;
+        known_leader(id, lease, &m)
     }
 
     /// A signed POST to `addr`, on a pooled connection.
@@ -123,7 +132,7 @@ impl Cluster {
             return Ok(());
         }
         let patience = self.patience();
-        let index = match self.leader() {
+        let index = match self.await_leader().await {
             None => return Err("no leader is known yet".into()),
             Some((id, _)) if id == self.id => {
                 return match tokio::time::timeout(patience, self.raft.ensure_linearizable()).await {
@@ -151,6 +160,17 @@ impl Cluster {
             .map(|_| ())
             .map_err(|e| format!("this node did not apply the leader's read index {index} in time: {e}"))
     }
+}
+
+/// The leader `m` names; this node (`me`) only while a quorum acknowledged it
+/// within `lease`: a node restarted from its own committed vote thinks it leads
+/// until a peer tells it otherwise.
+fn known_leader(me: u64, lease: Duration, m: &openraft::RaftMetrics<u64, BasicNode>) -> Option<(u64, String)> {
+    let leads = m.state == openraft::ServerState::Leader
+        && m.millis_since_quorum_ack.is_some_and(|ms| u128::from(ms) <= lease.as_millis());
+    let id = m.current_leader.filter(|&l| l != me || leads)?;
+    let addr = m.membership_config.membership().get_node(&id)?.addr.clone();
+    Some((id, addr))
 }
 
 /// Form the cluster on first start: the lowest id initializes it with every

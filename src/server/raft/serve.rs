@@ -196,7 +196,7 @@ pub async fn cluster(
                 Ok(Ok(b)) => b,
                 _ => return closing(reply(Reply::error(400, "the request body is too large or did not arrive"))),
             };
-            match c.leader() {
+            match c.await_leader().await {
                 Some((id, _)) if id == c.id => reply(routes::change_members(c, &bytes).await),
                 None => unavailable("no leader is known yet"),
                 Some((id, addr)) => {

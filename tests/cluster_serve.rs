@@ -281,3 +281,56 @@ fn members_are_added_and_removed_at_run_time() {
     // Only an admin key may change members.
     assert_eq!(harness::request(&c.node(leader).addr, "POST", "/cluster/members", None, b"{}").status, 401);
 }
+
+fn sign(path: &str, body: &[u8]) -> String {
+    use hmac::{Hmac, Mac};
+    let mut m = Hmac::<sha2::Sha256>::new_from_slice(KEY.as_bytes()).unwrap();
+    m.update(format!("POST\n{path}\n").as_bytes());
+    m.update(body);
+    let tag: String = m.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
+    format!("JobqCluster {tag}")
+}
+
+#[test]
+fn hostile_cluster_requests_are_refused_not_fatal() {
+    let c = Cluster::start(3, &[]);
+    let leader = c.agreed_leader(Duration::from_secs(20));
+    let addr = c.node(leader).addr.clone();
+    let bodies: [&[u8]; 6] =
+        [b"", b"null", b"{\"vote\":1}", b"\xff\xfe", b"[[[[[[[[[[[[[[[[[[[[", b"\x10\0\0\0{\"method\":\"POST\"}"];
+    for path in ["/_raft/append", "/_raft/vote", "/_raft/snapshot", "/_raft/forward"] {
+        for body in bodies {
+            let req = [
+                format!(
+                    "POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    sign(path, body),
+                    body.len()
+                )
+                .as_bytes(),
+                body,
+            ]
+            .concat();
+            let r = harness::raw(&addr, &req);
+            assert_eq!(r.status, 400, "{path} {body:?}: {}", r.text());
+        }
+    }
+    // A forwarded request naming a scope that does not parse, and an unknown path.
+    let body = b"\x31\0\0\0{\"method\":\"POST\",\"path\":\"/jobq/1/push\",\"query\":\"\"}";
+    let r = signed_post(&addr, "/_raft/forward", &sign("/_raft/forward", body), std::str::from_utf8(body).unwrap());
+    assert_eq!(r.status, 400, "{}", r.text());
+    let r = signed_post(&addr, "/_raft/nothing", &sign("/_raft/nothing", b"{}"), "{}");
+    assert_eq!(r.status, 404, "{}", r.text());
+    // A body over the limit is refused before it is read.
+    let req = format!(
+        "POST /_raft/vote HTTP/1.1\r\nHost: x\r\nAuthorization: {}\r\nContent-Length: 100000000\r\n\r\n",
+        sign("/_raft/vote", b"")
+    );
+    assert_eq!(harness::raw(&addr, req.as_bytes()).status, 413);
+    // A signed read index at the leader works; the cluster still answers.
+    let r = signed_post(&addr, "/_raft/read-index", &sign("/_raft/read-index", b""), "");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(c.agreed_leader(Duration::from_secs(5)), leader);
+    for (_, s) in c.live() {
+        assert_eq!(s.get("/jobq/1/count", ADMIN).status, 200);
+    }
+}

@@ -306,7 +306,8 @@ pub(crate) async fn dispatch(
     via: Via,
 ) -> Prepared {
     if let Some(c) = &app.cluster {
-        let write = matches!(call.method, api::Method::Post | api::Method::Delete);
+        let write =
+            matches!(call.method, api::Method::Post | api::Method::Delete) || creates_spider(&route, &call.query);
         if write {
             match c.await_leader().await {
                 Some((id, _)) if id == c.id => {}
@@ -346,6 +347,13 @@ pub(crate) async fn dispatch(
             whole(500, api::error_line("internal error: the request handler failed"))
         }
     }
+}
+
+/// `GET ids/:pid/spider/:name?create=1` may write (a new spider id): the leader's to answer.
+fn creates_spider(route: &Route, query: &str) -> bool {
+    matches!(route, Route::SpiderId { .. })
+        && api::route::parse_query_string(query)
+            .is_ok_and(|ps| ps.iter().any(|(n, v)| n == "create" && !matches!(v.as_str(), "0" | "false")))
 }
 
 /// 503, retry in a second.

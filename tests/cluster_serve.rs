@@ -333,4 +333,10 @@ fn hostile_cluster_requests_are_refused_not_fatal() {
     for (_, s) in c.live() {
         assert_eq!(s.get("/jobq/1/count", ADMIN).status, 200);
     }
+    // SIGTERM: each node stops Raft, closes its store and exits 0.
+    let mut c = c;
+    for i in 0..3 {
+        let (status, log) = c.nodes[i].take().unwrap().stop();
+        assert!(status.success() && log.contains("store closed"), "{status:?}\n{log}");
+    }
 }

@@ -22,7 +22,19 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 fn open(dir: &std::path::Path) -> Arc<Store> {
-    Arc::new(Store::open(dir, Options { raft_log: true, background: false, ..Options::default() }).unwrap())
+    Arc::new(
+        Store::open(
+            dir,
+            Options {
+                raft_log: true,
+                background: false,
+                memtable_entries: 8,
+                segment_bytes: 6000,
+                ..Options::default()
+            },
+        )
+        .unwrap(),
+    )
 }
 
 async fn start(id: u64, dir: &std::path::Path, router: &Router) -> (Raft, Node) {
@@ -168,7 +180,6 @@ fn store_writes_on_the_leader_are_decided_once_and_replicated() {
         }
     });
 }
-
 
 /// The data frames a single node writes for a new spider and one pushed job.
 fn push_frames(key: JobKey, name: &str, with_spider: bool) -> Frames {

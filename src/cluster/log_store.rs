@@ -32,6 +32,7 @@ fn read_err(e: Error) -> StorageError {
 }
 
 fn write_err(e: Error) -> StorageError {
+    tracing::error!("cluster log storage: {e}");
     StorageIOError::write_logs(&e).into()
 }
 
@@ -55,7 +56,7 @@ fn to_raft_entry(e: &Entry, committed: Option<u64>) -> Result<RaftEntry, Error> 
         index,
         term: e.log_id.leader_id.term,
         leader: e.log_id.leader_id.node_id,
-        committed: committed.filter(|c| *c < index),
+        committed: committed.and_then(|c| Some(c.min(index.checked_sub(1)?))),
         kind,
         frames: 0,
         data_len: data.len() as u32,

@@ -2,6 +2,9 @@
 //! go straight to the target's `Raft`, unless the router cuts the link: a node
 //! isolated from the others, or one link dropped.
 
+// openraft's error types are large by design; its traits return them.
+#![allow(clippy::result_large_err)]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 

@@ -51,7 +51,13 @@ impl Proposer for RaftProposer {
 
 /// Route `node`'s store writes through `raft` (`runtime` runs its proposals).
 /// The store then holds the Raft handle: [`detach`] before shutting down.
-pub fn attach(id: u64, node: &Node, raft: &openraft::Raft<TypeConfig>, runtime: tokio::runtime::Handle, timeout: Duration) {
+pub fn attach(
+    id: u64,
+    node: &Node,
+    raft: &openraft::Raft<TypeConfig>,
+    runtime: tokio::runtime::Handle,
+    timeout: Duration,
+) {
     let p = RaftProposer { id, raft: raft.clone(), runtime, timeout };
     node.store.set_proposer(Some(std::sync::Arc::new(p)));
 }

@@ -43,9 +43,8 @@ pub(crate) fn stored_id(id: &LogId) -> StoredLogId {
 }
 
 pub(crate) fn membership_of(l: &EntryLoc) -> Result<Membership> {
-    serde_json::from_slice(&l.body).map_err(|e| {
-        Error::Replication(format!("entry {}: its membership does not decode: {e}", l.head.index))
-    })
+    serde_json::from_slice(&l.body)
+        .map_err(|e| Error::Replication(format!("entry {}: its membership does not decode: {e}", l.head.index)))
 }
 
 impl Node {
@@ -80,7 +79,8 @@ impl Node {
         }
         let purged = state.purged.map(|p| p.index);
         let entries = all.into_iter().filter(|l| purged.is_none_or(|p| l.head.index > p)).collect();
-        let table = LogTable { entries, state, committed: committed.max(applied), applied, applied_membership: membership };
+        let table =
+            LogTable { entries, state, committed: committed.max(applied), applied, applied_membership: membership };
         Ok(Node { store, table: Arc::new(Mutex::new(table)), dir })
     }
 

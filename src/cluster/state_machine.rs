@@ -4,6 +4,9 @@
 //! runs with openraft's snapshot policy `Never` and keeps its whole log, so a new
 //! or lagging node catches up from the log.
 
+// openraft's error types are large by design; its traits return them.
+#![allow(clippy::result_large_err)]
+
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder, SnapshotMeta, StorageIOError};
 
@@ -57,7 +60,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     let why = Error::Replication(format!("entry {} applied before it was appended", e.log_id.index));
                     StorageError::from(StorageIOError::apply(e.log_id, &why))
                 })?;
-                node.store.raft_apply(&loc).map_err(|why| StorageIOError::apply(e.log_id, &why))?;
+                node.store.raft_apply(&loc).map_err(|why| {
+                    tracing::error!("cluster state machine: {why}");
+                    StorageIOError::apply(e.log_id, &why)
+                })?;
                 let mut t = node.table.lock();
                 t.applied = Some(e.log_id);
                 t.committed = t.committed.max(Some(e.log_id));

@@ -117,7 +117,9 @@ pub fn decode(p: &[u8]) -> Result<(EntryHead, &[u8]), DecodeError> {
         EntryType::Membership if h.frames != 0 || h.data_len != 0 => {
             return Err(DecodeError::new(36, "a membership entry carries frames"))
         }
-        EntryType::Membership if body.is_empty() => return Err(DecodeError::new(44, "a membership entry without body")),
+        EntryType::Membership if body.is_empty() => {
+            return Err(DecodeError::new(44, "a membership entry without body"))
+        }
         _ => {}
     }
     if let Some(c) = h.committed {

@@ -231,8 +231,10 @@ pub fn validate(
                     None => continue 'segments,
                 },
                 Step::Frame { offset, header: fh, payload } => {
-                    let judged = judge_frame(&fh, payload, offset, expected, &mut txn, n, mark.as_ref())
-                        .and_then(|()| entries.frame(LogPos { segment: n, offset }, &fh, payload).map_err(|w| (w, true)));
+                    let judged =
+                        judge_frame(&fh, payload, offset, expected, &mut txn, n, mark.as_ref()).and_then(|()| {
+                            entries.frame(LogPos { segment: n, offset }, &fh, payload).map_err(|w| (w, true))
+                        });
                     match judged {
                         Ok(()) => {
                             expected = fh.last_seq() + 1;

@@ -253,7 +253,7 @@ impl LogWriter {
     /// never decode as a frame: until then, a crash leaves a torn tail.
     pub fn begin_reserved(&mut self, len: u64) -> Result<LogPos> {
         let used = self.end - self.tail.header.data_start();
-        if used > 0 && used + (1 << 20) > self.segment_limit {
+        if used > 0 && used + (self.segment_limit / 4).min(1 << 20) > self.segment_limit {
             self.rotate()?;
         }
         self.hold_rotation = true;

@@ -52,9 +52,9 @@ pub use import::ImportReport;
 pub use metrics::{EngineMetrics, Health, Poison};
 pub use open::OpenReport;
 pub use ops::PushResult;
-pub use read::{Snapshot, SnapshotStats};
 #[cfg(feature = "cluster")]
 pub use raft_write::Proposer;
+pub use read::{Snapshot, SnapshotStats};
 pub use reclaim::{ReclaimReport, ReclaimStats};
 pub use repair::{repair, RepairReport};
 pub use request::{Changes, PushSpec, Target, UpdateSpec};

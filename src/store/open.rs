@@ -41,6 +41,9 @@ pub struct OpenReport {
     /// the next frame gets: the position a read-only open sees the store at.
     pub log_end: LogPos,
     pub next_seq: u64,
+    /// A cluster node's store: where its applied entries end (the log after it
+    /// holds entries appended, not yet known committed).
+    pub applied_end: Option<LogPos>,
     pub created: bool,
     pub millis: u64,
 }
@@ -195,7 +198,12 @@ pub(crate) fn open(dir: &Path, opts: &Options) -> Result<Opened> {
     };
     #[cfg(not(feature = "cluster"))]
     let (applied, applied_seq) = match raft_log {
-        true => return Err(Error::Unsupported { path: dir.to_path_buf(), what: "a cluster node's data directory: this build has no `cluster` feature".into() }),
+        true => {
+            return Err(Error::Unsupported {
+                path: dir.to_path_buf(),
+                what: "a cluster node's data directory: this build has no `cluster` feature".into(),
+            })
+        }
         false => (v.end, v.next_seq),
     };
     let mut frames = 0;
@@ -207,6 +215,7 @@ pub(crate) fn open(dir: &Path, opts: &Options) -> Result<Opened> {
     debug_assert_eq!(w.next_seq, applied_seq);
     w.next_seq = applied_seq;
     w.replay_end = applied;
+    report.applied_end = raft_log.then_some(applied);
     if raft_log && !opts.read_only && w.should_freeze() {
         w.freeze()?;
     }

@@ -62,15 +62,8 @@ pub fn split_data(head: &EntryHead, data: &[u8]) -> std::result::Result<Vec<(Fra
 
 /// The data frames of entry `index`'s `data`, checked as [`split_data`] does.
 pub fn scan_data(index: u64, data: &[u8]) -> std::result::Result<Vec<(FrameHeader, usize)>, String> {
-    let head = EntryHead {
-        index,
-        term: 0,
-        leader: 0,
-        committed: None,
-        kind: EntryType::Normal,
-        frames: 0,
-        data_len: 0,
-    };
+    let head =
+        EntryHead { index, term: 0, leader: 0, committed: None, kind: EntryType::Normal, frames: 0, data_len: 0 };
     let mut frames = Vec::new();
     let mut at = 0;
     while at < data.len() {
@@ -88,7 +81,10 @@ pub fn scan_data(index: u64, data: &[u8]) -> std::result::Result<Vec<(FrameHeade
         }
         let allowed = matches!(h.kind, FrameKind::Jobs | FrameKind::Spider | FrameKind::Catalog | FrameKind::Dict);
         if !allowed || h.flags & !FLAG_RELOCATED != 0 || (h.flags != 0 && h.kind != FrameKind::Jobs) {
-            return Err(format!("entry {}: a {:?} frame with flags {} cannot be in an entry", head.index, h.kind, h.flags));
+            return Err(format!(
+                "entry {}: a {:?} frame with flags {} cannot be in an entry",
+                head.index, h.kind, h.flags
+            ));
         }
         frames.push((h, at + frame::HEADER_LEN));
         at = end;
@@ -112,7 +108,8 @@ pub(crate) fn applied_end(
     let mut ends: Vec<(u64, LogPos, u64)> = Vec::new();
     let mut current: Option<u64> = None;
     recovery::replay(fs, gen_dir, start, end, &mut |f: FrameRef<'_>| {
-        let after = (LogPos { segment: f.pos.segment, offset: f.pos.offset + f.header.frame_len() }, f.header.last_seq() + 1);
+        let after =
+            (LogPos { segment: f.pos.segment, offset: f.pos.offset + f.header.frame_len() }, f.header.last_seq() + 1);
         if f.header.kind == FrameKind::Entry {
             let (h, _) = entry::decode(f.payload).map_err(|e| Error::corrupt(gen_dir, f.pos.offset, e.what))?;
             committed = committed.max(h.committed);
@@ -293,7 +290,10 @@ impl Store {
             super::raft_write::rebuild(inner)?;
             w = inner.writer.lock();
         }
-        if loc.at != w.replay_end {
+        // The next entry starts where the last applied one ended, or at the start
+        // of the next segment (the log rotated between them).
+        let next_segment = LogPos { segment: w.replay_end.segment + 1, offset: crate::log::segment::DATA_START_V2 };
+        if loc.at != w.replay_end && loc.at != next_segment {
             return Err(Error::Replication(format!(
                 "entry {} at {:?} applied out of order (applied up to {:?})",
                 loc.head.index, loc.at, w.replay_end

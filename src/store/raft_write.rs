@@ -189,13 +189,27 @@ pub(crate) fn rebuild(inner: &Inner) -> Result<()> {
     let mut slots = open::choose_chain(fs, gen_dir, w.generation, first.first_seq, &mut report)?;
     open::kill_superseded(&mut slots);
     let (start, start_seq, catalog) = match slots.last() {
-        Some(s) => (s.seg.meta().log_end, s.seg.meta().hi_seq + 1, super::catalog::Catalog::from_entries(&s.seg.catalog())),
-        None => (crate::log::LogPos { segment: first.number, offset: first.data_start() }, first.first_seq, Default::default()),
+        Some(s) => {
+            (s.seg.meta().log_end, s.seg.meta().hi_seq + 1, super::catalog::Catalog::from_entries(&s.seg.catalog()))
+        }
+        None => (
+            crate::log::LogPos { segment: first.number, offset: first.data_start() },
+            first.first_seq,
+            Default::default(),
+        ),
     };
     let applied = w.replay_end;
     let last = slots.last().map(|s| (s.seg.meta().last_frame, s.seg.meta().log_end));
-    let mut nw =
-        Writer::new(start_seq, w.generation, gen_dir.clone(), slots, start_seq, catalog, w.reader.clone(), inner.opts.bulk_entries);
+    let mut nw = Writer::new(
+        start_seq,
+        w.generation,
+        gen_dir.clone(),
+        slots,
+        start_seq,
+        catalog,
+        w.reader.clone(),
+        inner.opts.bulk_entries,
+    );
     nw.last_frame = last.map(|l| l.0);
     nw.last_frame_end = last.map(|l| l.1);
     nw.replay_end = start;
@@ -204,7 +218,9 @@ pub(crate) fn rebuild(inner: &Inner) -> Result<()> {
     for slot in &nw.segments {
         nw.tokens.learn_segment(slot);
     }
-    recovery::replay(fs, gen_dir, start, applied, &mut |f| open::replay_frame(&mut nw, f.pos, &f.header, f.payload, false))?;
+    recovery::replay(fs, gen_dir, start, applied, &mut |f| {
+        open::replay_frame(&mut nw, f.pos, &f.header, f.payload, false)
+    })?;
     nw.replay_end = applied;
     nw.log = w.log.take();
     nw.freeze_at = w.freeze_at;

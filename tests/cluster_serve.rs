@@ -340,3 +340,67 @@ fn hostile_cluster_requests_are_refused_not_fatal() {
         assert!(status.success() && log.contains("store closed"), "{status:?}\n{log}");
     }
 }
+
+/// Kill -9 of the leader, round after round, under four writers pushing at
+/// every node: every acknowledged push is then on every live node, and each
+/// data directory passes `jobq check` at the end.
+#[test]
+fn acknowledged_pushes_survive_leader_kills() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    const ROUNDS: usize = 3;
+    let mut c = Cluster::start(3, &[]);
+    let acked = Arc::new(Mutex::new(Vec::<String>::new()));
+    for round in 0..ROUNDS {
+        let leader = c.agreed_leader(Duration::from_secs(20));
+        let stop = Arc::new(AtomicBool::new(false));
+        let addrs: Vec<String> = c.addrs.clone();
+        let writers: Vec<_> = (0..4)
+            .map(|w| {
+                let (stop, acked, addrs) = (stop.clone(), acked.clone(), addrs.clone());
+                std::thread::spawn(move || {
+                    let mut n = 0;
+                    while !stop.load(Ordering::Relaxed) {
+                        n += 1;
+                        let addr = &addrs[(w + n) % addrs.len()];
+                        let body = format!("{{\"spider\":\"w{w}\",\"round\":{round},\"n\":{n}}}");
+                        match harness::try_post(addr, "/jobq/7/push", ADMIN, &body) {
+                            Some(r) if r.status == 200 => {
+                                acked.lock().unwrap().push(r.json()["key"].as_str().unwrap().to_string())
+                            }
+                            // Refused (503: no leader, in doubt) or cut off by the kill: not acknowledged.
+                            _ => std::thread::sleep(Duration::from_millis(5)),
+                        }
+                    }
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(300));
+        c.kill(leader);
+        std::thread::sleep(Duration::from_millis(1500));
+        stop.store(true, Ordering::Relaxed);
+        for w in writers {
+            w.join().unwrap();
+        }
+        c.nodes[leader] = Some(c.spawn(leader, &[]));
+    }
+    let acked = acked.lock().unwrap().clone();
+    eprintln!("{} pushes acknowledged over {ROUNDS} leader kills", acked.len());
+    assert!(acked.len() > 20, "only {} pushes acknowledged", acked.len());
+    let distinct: BTreeSet<&String> = acked.iter().collect();
+    assert_eq!(distinct.len(), acked.len(), "a key acknowledged twice");
+    c.agreed_leader(Duration::from_secs(20));
+    for (i, s) in c.live() {
+        let n: usize = s.get("/jobq/7/count?state=pending", ADMIN).text().trim().parse().unwrap();
+        assert!(n >= acked.len(), "node {}: {n} jobs, {} acknowledged", i + 1, acked.len());
+        for k in &acked {
+            assert_eq!(s.get(&format!("/jobs/{k}"), ADMIN).status, 200, "node {}: {k}", i + 1);
+        }
+    }
+    for i in 0..3 {
+        let (status, log) = c.nodes[i].take().unwrap().stop();
+        assert!(status.success(), "{log}");
+        let out = std::process::Command::new(BIN).arg("check").arg("--data").arg(c.dirs[i].path()).output().unwrap();
+        assert!(out.status.success(), "node {}: {}", i + 1, String::from_utf8_lossy(&out.stdout));
+    }
+}

@@ -341,6 +341,10 @@ pub(crate) async fn dispatch(
         answer(&app2, &caller, route, &request)
     });
     match task.await {
+        // A cluster write refused for now (leadership lost, no majority in time): retry.
+        Ok(Prepared::Whole(w)) if w.status == 503 && app.cluster.is_some() => {
+            Prepared::Whole(Whole { retry_after: w.retry_after.or(Some(1)), ..w })
+        }
         Ok(p) => p,
         Err(e) => {
             tracing::error!(error = %e, "a request handler failed");

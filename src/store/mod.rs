@@ -175,6 +175,7 @@ pub(crate) struct Inner {
     /// Log positions the change feed learnt.
     pub feed: crate::log::cursor::SeqIndex,
     /// Signalled under the writer lock each time a cluster node applies an entry.
+    #[cfg(feature = "cluster")]
     pub applied: parking_lot::Condvar,
     /// A cluster node's link to Raft (none: writes are refused).
     #[cfg(feature = "cluster")]
@@ -267,6 +268,7 @@ impl Store {
             counters,
             places: Arc::default(),
             feed: Default::default(),
+            #[cfg(feature = "cluster")]
             applied: parking_lot::Condvar::new(),
             #[cfg(feature = "cluster")]
             proposer: parking_lot::RwLock::new(None),

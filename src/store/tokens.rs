@@ -79,6 +79,7 @@ impl JobTokens {
     }
 
     /// Forget every token (a cluster writer's state is rebuilt).
+    #[cfg(feature = "cluster")]
     pub fn clear(&self) {
         self.map.write().clear();
     }

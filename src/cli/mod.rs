@@ -175,7 +175,7 @@ pub struct ServeArgs {
     #[arg(long, value_name = "LEVEL", default_value = "linearizable", value_parser = ["linearizable", "stale"])]
     pub read_consistency: String,
     /// The smallest Raft election timeout (ms); heartbeats at a fifth of it.
-    #[arg(long, value_name = "MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(50..=60_000))]
+    #[arg(long, value_name = "MS", default_value_t = 600, value_parser = clap::value_parser!(u64).range(50..=60_000))]
     pub election_ms: u64,
 }
 

@@ -30,6 +30,15 @@ pub enum Error {
     InvalidInput { line: Option<u64>, field: Option<String>, message: String },
     /// The data directory has a layout or version this build does not know.
     Unsupported { path: PathBuf, what: String },
+    /// A cluster node got what Raft forbids: a malformed replicated entry, an
+    /// entry applied out of order, a cut into applied entries.
+    Replication(String),
+    /// A cluster node that is not the leader got a write; `leader`: the one it
+    /// knows, if any. Nothing was written.
+    NotLeader { leader: Option<u64> },
+    /// A cluster write whose outcome is unknown: its entry was proposed and may
+    /// still be committed by a new leader, or dropped.
+    InDoubt(String),
 }
 
 impl Error {
@@ -109,6 +118,10 @@ impl fmt::Display for Error {
                 f.write_str(message)
             }
             Error::Unsupported { path, what } => write!(f, "{}: {what}", path.display()),
+            Error::Replication(what) => write!(f, "replication: {what}"),
+            Error::NotLeader { leader: Some(id) } => write!(f, "this node is not the leader (node {id} is)"),
+            Error::NotLeader { leader: None } => write!(f, "this node is not the leader, and no leader is known"),
+            Error::InDoubt(what) => write!(f, "the write may or may not have been applied: {what}"),
         }
     }
 }

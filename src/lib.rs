@@ -13,6 +13,8 @@
 //! format-spec/ describes every byte on disk.
 
 pub mod api;
+#[cfg(feature = "cluster")]
+pub mod cluster;
 pub mod codec;
 pub mod crashpoint;
 pub mod error;

@@ -12,6 +12,8 @@
 //! - mark slots: arbitrary bytes as a durable-mark slot of segment 1, generation 1
 //!   (and with its checksum recomputed): a slot that decodes re-encodes to the
 //!   same bytes, and every damaged byte of a valid slot is refused;
+//! - (every mode) a Raft entry frame's payload decodes only when valid and
+//!   re-encodes to itself;
 //! - structured: arbitrary frames (any kind, flags, sequence numbers, jobs,
 //!   spiders, catalogs, commits, including invalid ids) are encoded back to back
 //!   and decoded again: the header decodes exactly when its fields are valid, and
@@ -76,6 +78,20 @@ fn payload(kind: FrameKind, count: u32, p: &[u8]) -> bool {
                 let mut again = Vec::new();
                 jobq::codec::docz::encode_dict(&d, &mut again);
                 assert_eq!(again, p, "dictionary payload does not re-encode to itself");
+                true
+            }
+            Err(e) => {
+                check_error_offset(&e, p.len());
+                false
+            }
+        },
+        // A Raft entry frame (format 8): a head that decodes re-encodes to itself.
+        FrameKind::Entry => match jobq::codec::entry::decode(p) {
+            Ok((head, body)) => {
+                let mut again = Vec::new();
+                jobq::codec::entry::encode(&head, body, &mut again);
+                assert_eq!(again, p, "entry payload does not re-encode to itself");
+                assert!(head.committed.is_none_or(|c| c < head.index));
                 true
             }
             Err(e) => {

@@ -160,6 +160,23 @@ pub struct ServeArgs {
     /// The same, read from a file (its one non-blank line): kept out of the process list.
     #[arg(long, value_name = "FILE", conflicts_with = "metrics_key")]
     pub metrics_key_file: Option<PathBuf>,
+    /// Serve as this node of a Raft cluster (docs/cluster.md); without it, one node alone.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..),
+          requires_all = ["peers", "cluster_key_file"])]
+    pub node_id: Option<u64>,
+    /// A member of the cluster and its address (repeated: every member, this node too).
+    #[arg(long = "peer", value_name = "ID=HOST:PORT", requires = "node_id")]
+    pub peers: Vec<String>,
+    /// The shared cluster key (one line, at least 16 bytes): signs the nodes' traffic.
+    #[arg(long, value_name = "FILE", requires = "node_id")]
+    pub cluster_key_file: Option<PathBuf>,
+    /// What a read at this node waits for: `linearizable` (the leader's read index,
+    /// applied here) or `stale` (the local store at once; may lag the leader).
+    #[arg(long, value_name = "LEVEL", default_value = "linearizable", value_parser = ["linearizable", "stale"])]
+    pub read_consistency: String,
+    /// The smallest Raft election timeout (ms); heartbeats at a fifth of it.
+    #[arg(long, value_name = "MS", default_value_t = 600, value_parser = clap::value_parser!(u64).range(50..=60_000))]
+    pub election_ms: u64,
 }
 
 pub(crate) fn parse_metrics_key(s: &str) -> Result<String, String> {

@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use super::{parse_metrics_key, ServeArgs};
 use crate::server::auth::{parse_key_file, Auth};
-use crate::server::{serve, ServeConfig, Timeouts};
+use crate::server::raft::{routes::parse_peers, sign::ClusterKey, ReadConsistency};
+use crate::server::{serve, ClusterConfig, ServeConfig, Timeouts};
 
 pub fn run(a: ServeArgs) -> Result<(), String> {
     let mut specs = a.api_keys;
@@ -32,6 +33,17 @@ pub fn run(a: ServeArgs) -> Result<(), String> {
             }
         }
         (key, None) => key.clone(),
+    };
+    let cluster = match a.node_id {
+        None => None,
+        Some(id) => {
+            let path = a.cluster_key_file.as_ref().ok_or("--node-id needs --cluster-key-file")?;
+            let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            let key = ClusterKey::from_file_text(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+            let consistency =
+                if a.read_consistency == "stale" { ReadConsistency::Stale } else { ReadConsistency::Linearizable };
+            Some(ClusterConfig { id, peers: parse_peers(&a.peers, id)?, key, consistency, election_ms: a.election_ms })
+        }
     };
     init_logging();
     if matches!(auth, Auth::Open) {
@@ -61,6 +73,7 @@ pub fn run(a: ServeArgs) -> Result<(), String> {
         max_connections: a.max_connections as usize,
         metrics_listen: a.metrics_listen,
         metrics_key,
+        cluster,
     })
 }
 
@@ -68,7 +81,7 @@ pub fn run(a: ServeArgs) -> Result<(), String> {
 fn init_logging() {
     use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

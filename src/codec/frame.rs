@@ -5,7 +5,7 @@
 //! ```text
 //! 0  u32 crc          masked CRC-32 (IEEE) of bytes 4 .. 32+len
 //! 4  u32 len          payload length
-//! 8  u8  kind         1 jobs, 2 spider, 3 catalog, 4 commit, 5 dictionary
+//! 8  u8  kind         1 jobs, 2 spider, 3 catalog, 4 commit, 5 dictionary, 6 Raft entry
 //! 9  u8  flags        bit 0: part of an open import transaction; bit 1: relocated
 //! 10 u16 reserved     0
 //! 12 u32 count        sequence numbers the frame uses (records in a jobs frame)
@@ -53,6 +53,8 @@ pub enum FrameKind {
     Commit = 4,
     /// A zstd dictionary for packed documents (format 7).
     Dict = 5,
+    /// A Raft entry: the head of the data frames that follow (a cluster node's log).
+    Entry = 6,
 }
 
 impl FrameKind {
@@ -63,6 +65,7 @@ impl FrameKind {
             3 => Some(FrameKind::Catalog),
             4 => Some(FrameKind::Commit),
             5 => Some(FrameKind::Dict),
+            6 => Some(FrameKind::Entry),
             _ => None,
         }
     }

@@ -4,6 +4,7 @@
 
 pub mod compact;
 pub mod docz;
+pub mod entry;
 pub mod frame;
 pub mod json;
 pub mod record;

@@ -4,6 +4,7 @@
 //! [`recovery`] decides what survives a crash.
 
 pub mod cursor;
+pub mod entries;
 pub mod mark;
 pub mod reader;
 pub mod recovery;

@@ -174,6 +174,7 @@ pub fn validate(
         StartTxn::None => None,
     };
     let mut damage: Option<Damage> = None;
+    let mut entries = super::entries::EntryTrack::default();
     // Segment versions never decrease along the log.
     let mut version = 1;
     'segments: for (i, &n) in segments.iter().enumerate() {
@@ -230,7 +231,11 @@ pub fn validate(
                     None => continue 'segments,
                 },
                 Step::Frame { offset, header: fh, payload } => {
-                    match judge_frame(&fh, payload, offset, expected, &mut txn, n, mark.as_ref()) {
+                    let judged =
+                        judge_frame(&fh, payload, offset, expected, &mut txn, n, mark.as_ref()).and_then(|()| {
+                            entries.frame(LogPos { segment: n, offset }, &fh, payload).map_err(|w| (w, true))
+                        });
+                    match judged {
                         Ok(()) => {
                             expected = fh.last_seq() + 1;
                             end.offset = offset + fh.frame_len();
@@ -262,6 +267,12 @@ pub fn validate(
         }
         let what = if durable { "corruption" } else { "torn tail" };
         cut = Some(Cut { at, reason: format!("{what}: {reason}"), bytes: 0, lost_durable: durable });
+    }
+    if let Some(open) = entries.open.filter(|o| cut.as_ref().is_none_or(|c| o.at < c.at)) {
+        // A Raft entry whose data did not all reach the disk: never flushed.
+        let reason = "a Raft entry without all its data frames (torn tail)".to_string();
+        cut = Some(Cut { at: open.at, reason, bytes: 0, lost_durable: false });
+        expected = open.seq;
     }
     match txn {
         Some(t) if t.indexed => {
@@ -323,6 +334,7 @@ fn payload_decodes(h: &FrameHeader, payload: &[u8]) -> std::result::Result<(), S
         FrameKind::Catalog => record::decode_catalog(payload).map(drop),
         FrameKind::Commit => Ok(()),
         FrameKind::Dict => crate::codec::docz::decode_dict(payload).map(drop),
+        FrameKind::Entry => crate::codec::entry::decode(payload).map(drop),
     };
     r.map_err(|e| {
         format!("the frame's checksum matches but its payload does not decode at byte {}: {}", e.offset, e.what)
@@ -355,6 +367,9 @@ pub(crate) fn check_frame(
             }
         }
         FrameKind::Catalog if h.is_txn() => return Err("a catalog frame carries the transaction flag".into()),
+        FrameKind::Entry if h.flags != 0 || txn.is_some() => {
+            return Err("a Raft entry frame with flags or inside an import transaction".into())
+        }
         FrameKind::Dict if h.is_txn() || txn.is_some() => {
             return Err("a dictionary frame inside an import transaction".into())
         }

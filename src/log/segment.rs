@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! 0  [u8; 8] magic "JOBQLOG\0"
-//! 8  u32     format version (1 to 6)
+//! 8  u32     format version (1 to 7)
 //! 12 u32     segment number
 //! 16 u64     generation of the store
 //! 24 u64     sequence number of the first frame written to it
@@ -10,7 +10,10 @@
 //! 60 u32     masked CRC-32 of bytes 0..60
 //! ```
 //!
-//! Version 6 (written since format 7) is laid out as version 5; its frames may
+//! Version 7 (written since format 8) is laid out as version 6; its frames may
+//! be Raft entries (kind 6, codec/entry.rs), which only cluster nodes write and
+//! older builds would refuse as damage.
+//! Version 6 (written in format 7) is laid out as version 5; its frames may
 //! be dictionaries and its compact records may hold packed documents
 //! (codec/docz.rs), which older builds would refuse as damage.
 //! Version 5 (written in format 6) is laid out as version 4; its job records
@@ -34,8 +37,8 @@ use crate::error::{Error, Result};
 use crate::fs::{self, FileSystem, FsFile, OpenMode};
 
 pub const MAGIC: &[u8; 8] = b"JOBQLOG\0";
-/// The version new segments are written in; [`decode_header`] reads 1 to 6.
-pub const VERSION: u32 = 6;
+/// The version new segments are written in; [`decode_header`] reads 1 to 7.
+pub const VERSION: u32 = 7;
 /// From this version on, the last segment may end in zero bytes after its last
 /// frame: space the writer preallocated (zeroed, so that a later fdatasync of
 /// frames written over it commits no size change). Zeros never form a frame, so

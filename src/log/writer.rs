@@ -73,6 +73,9 @@ pub struct LogWriter {
     /// Frames appended and not yet written: they end at `end`. In a cell: a
     /// read under the writer lock flushes them through `&self`.
     pending: RefCell<Vec<u8>>,
+    /// No rotation while set: a cluster leader's batch stays in one segment
+    /// until its Raft entry is written (a segment may pass its limit by a batch).
+    hold_rotation: bool,
 }
 
 impl LogWriter {
@@ -102,6 +105,7 @@ impl LogWriter {
             prealloc_on: true,
             defer: false,
             pending: RefCell::default(),
+            hold_rotation: false,
         })
     }
 
@@ -145,6 +149,7 @@ impl LogWriter {
             prealloc_on: true,
             defer: false,
             pending: RefCell::default(),
+            hold_rotation: false,
         };
         w.note_footprint();
         w.sync()?;
@@ -205,8 +210,12 @@ impl LogWriter {
     ) -> Result<Appended> {
         let frame_len = (frame::HEADER_LEN + payload.len()) as u64;
         let used = self.end - self.tail.header.data_start();
-        if used > 0 && used + frame_len > self.segment_limit {
+        if used > 0 && used + frame_len > self.segment_limit && !self.hold_rotation {
             self.rotate()?;
+        }
+        if self.end + frame_len > segment::MAX_SEGMENT_BYTES {
+            let why = std::io::Error::other("a batch would pass the largest segment size");
+            return Err(Error::io("append to", &self.tail.path, why));
         }
         let first_seq = self.next_seq;
         // Bulk writers (an import's transaction, compaction's copies) write large
@@ -236,6 +245,61 @@ impl LogWriter {
     /// under the writer lock ([`LogWriter::flush`]), writes them first.
     pub fn defer_writes(&mut self) {
         self.defer = true;
+    }
+
+    /// A cluster leader's batch: hold rotation, rotate first when the segment is
+    /// near its limit, and reserve `len` zero bytes and one sequence number for
+    /// the entry frame written over them once the batch is a Raft entry. Zeros
+    /// never decode as a frame: until then, a crash leaves a torn tail.
+    pub fn begin_reserved(&mut self, len: u64) -> Result<LogPos> {
+        let used = self.end - self.tail.header.data_start();
+        if used > 0 && used + (self.segment_limit / 4).min(1 << 20) > self.segment_limit {
+            self.rotate()?;
+        }
+        self.hold_rotation = true;
+        self.defer = true;
+        let at = self.end();
+        let pending = self.pending.get_mut();
+        pending.resize(pending.len() + len as usize, 0);
+        self.end += len;
+        self.allocated = self.allocated.max(self.end);
+        self.next_seq += 1;
+        Ok(at)
+    }
+
+    /// Undo [`LogWriter::begin_reserved`] when the batch wrote nothing: nothing
+    /// of it may have reached the file but zeros past the end.
+    pub fn cancel_reserved(&mut self, at: LogPos, next_seq: u64) {
+        self.pending.get_mut().clear();
+        self.defer = false;
+        self.hold_rotation = false;
+        self.end = at.offset;
+        self.next_seq = next_seq;
+    }
+
+    /// Write the batch out (past the durable mark: unsynced) and return its bytes
+    /// from `from` to the end; rotation stays held until [`LogWriter::end_reserved`].
+    pub fn written_since(&mut self, from: u64) -> Result<Vec<u8>> {
+        self.defer = false;
+        self.flush()?;
+        let mut out = vec![0u8; (self.end - from) as usize];
+        let t = &self.tail;
+        fs::read_exact_at(&*t.file, &mut out, from).map_err(|e| Error::io("read", &t.path, e))?;
+        Ok(out)
+    }
+
+    /// Write `bytes` over the reserved zeros at `at` (the entry frame) and let
+    /// the segment rotate again.
+    pub fn end_reserved(&mut self, at: LogPos, bytes: &[u8]) -> Result<()> {
+        self.hold_rotation = false;
+        debug_assert_eq!(at.segment, self.tail.header.number);
+        let t = &self.tail;
+        fs::write_all_at(&*t.file, bytes, at.offset).map_err(|e| Error::io("append to", &t.path, e))
+    }
+
+    /// Let the segment rotate again (the reserved batch was cut off).
+    pub fn release_rotation(&mut self) {
+        self.hold_rotation = false;
     }
 
     /// Write the collected frames, and each frame as it comes again.

@@ -27,6 +27,7 @@ use super::body::{Held, Reply};
 use super::conn::Activity;
 use super::metrics::ServerMetrics;
 use super::ops::{self, Ops, OpsAnswer, Port, Target};
+use super::raft::{self, Cluster};
 use super::wait;
 use jobq::api::{self, Caller, Cancel, Route};
 use jobq::Store;
@@ -47,37 +48,50 @@ pub struct App {
     pub port: Port,
     /// The store's durable position, as group commit moves it (long polls park on it).
     pub durable: tokio::sync::watch::Receiver<u64>,
+    /// This node's part of a cluster (`serve --node-id`).
+    pub cluster: Option<Arc<Cluster>>,
 }
 
 /// An answer ready to send: whole, or a first chunk and the rows after it.
-enum Prepared {
+pub(crate) enum Prepared {
     Whole(Whole),
     Streamed { first: Vec<u8>, rest: api::Rows },
 }
 
-struct Whole {
-    status: u16,
-    body: Vec<u8>,
-    allow: Option<&'static str>,
+pub(crate) struct Whole {
+    pub status: u16,
+    pub body: Vec<u8>,
+    pub allow: Option<&'static str>,
     /// A 401's challenge (`WWW-Authenticate`).
-    unauthorized: Option<&'static str>,
+    pub unauthorized: Option<&'static str>,
     /// The request body was left unread: close the connection after answering.
-    close: bool,
-    content_type: &'static str,
+    pub close: bool,
+    pub content_type: &'static str,
     /// The change feed's next `since` (`X-Jobq-Seq`).
-    position: Option<u64>,
+    pub position: Option<u64>,
+    /// Seconds after which a 503 may be retried (`Retry-After`).
+    pub retry_after: Option<u32>,
 }
 
 impl Whole {
-    fn new(status: u16, body: Vec<u8>) -> Whole {
-        Whole { status, body, allow: None, unauthorized: None, close: false, content_type: JSON_LINES, position: None }
+    pub fn new(status: u16, body: Vec<u8>) -> Whole {
+        Whole {
+            status,
+            body,
+            allow: None,
+            unauthorized: None,
+            close: false,
+            content_type: JSON_LINES,
+            position: None,
+            retry_after: None,
+        }
     }
 }
 
 /// The header naming the change feed's next `since`.
 pub const FEED_POSITION_HEADER: &str = "x-jobq-seq";
 
-fn whole(status: u16, body: Vec<u8>) -> Prepared {
+pub(crate) fn whole(status: u16, body: Vec<u8>) -> Prepared {
     Prepared::Whole(Whole::new(status, body))
 }
 
@@ -88,7 +102,7 @@ impl From<OpsAnswer> for Whole {
     }
 }
 
-fn from_api(resp: api::Response) -> Whole {
+pub(crate) fn from_api(resp: api::Response) -> Whole {
     let body = match resp.body {
         api::Body::Full(b) => b,
         // `admit` refuses with whole answers only.
@@ -127,6 +141,11 @@ pub async fn handle(app: Arc<App>, activity: &Arc<Activity>, req: hyper::Request
             refuse(Whole { close: true, ..Whole::new(503, api::error_line(message)) }, &body)
         }
         Target::Api => prepare(&app, &parts, body, method, started, request_cancel).await,
+        Target::Raft | Target::Cluster if closing => {
+            refuse(Whole { close: true, ..Whole::new(503, api::error_line("the server is shutting down")) }, &body)
+        }
+        Target::Raft => raft::serve::raft(&app, &parts, body, started, request_cancel).await,
+        Target::Cluster => raft::serve::cluster(&app, &parts, body, method, started).await,
         Target::NotHere(message) => refuse(Whole::new(404, api::error_line(&message)), &body),
         Target::Health | Target::Metrics if method != api::Method::Get => {
             let message = format!("{} accepts only GET", parts.uri.path());
@@ -192,6 +211,9 @@ pub async fn handle(app: Arc<App>, activity: &Arc<Activity>, req: hyper::Request
         if let Some(seq) = w.position {
             h.insert(FEED_POSITION_HEADER, HeaderValue::from(seq));
         }
+        if let Some(secs) = w.retry_after {
+            h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
         if head_only {
             h.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
         }
@@ -199,13 +221,13 @@ pub async fn handle(app: Arc<App>, activity: &Arc<Activity>, req: hyper::Request
     resp
 }
 
-fn too_large(limit: usize) -> Whole {
+pub(crate) fn too_large(limit: usize) -> Whole {
     let body = api::error_line(&format!("the request body is over the {limit}-byte limit (--max-body)"));
     Whole::new(413, body)
 }
 
 /// Refuse without reading the body; close the connection if there is one.
-fn refuse(mut w: Whole, body: &Incoming) -> Prepared {
+pub(crate) fn refuse(mut w: Whole, body: &Incoming) -> Prepared {
     w.close = !body.is_end_stream();
     Prepared::Whole(w)
 }
@@ -253,6 +275,53 @@ async fn prepare(
         }
     };
     let query = parts.uri.query().unwrap_or("").to_string();
+    let request = Call { method, path: path.to_string(), query, body: bytes };
+    dispatch(app, caller, route, request, cancel, Via::Client).await
+}
+
+/// A request as the client made it, its body read.
+pub(crate) struct Call {
+    pub method: api::Method,
+    pub path: String,
+    pub query: String,
+    pub body: Vec<u8>,
+}
+
+/// Where a request came from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Via {
+    Client,
+    /// A follower forwarded it here: it is never forwarded again.
+    Forwarded,
+}
+
+/// Answer an admitted request. In a cluster, a write goes to the leader (a
+/// follower forwards it) and a read waits for the read barrier first.
+pub(crate) async fn dispatch(
+    app: &Arc<App>,
+    caller: Caller,
+    route: Route,
+    call: Call,
+    cancel: Cancel,
+    via: Via,
+) -> Prepared {
+    if let Some(c) = &app.cluster {
+        let write =
+            matches!(call.method, api::Method::Post | api::Method::Delete) || creates_spider(&route, &call.query);
+        if write {
+            match c.await_leader().await {
+                Some((id, _)) if id == c.id => {}
+                None => return unavailable("no leader is known yet (an election may be under way)"),
+                Some(_) if via == Via::Forwarded => return unavailable("this node is no longer the leader"),
+                Some((id, addr)) => return raft::serve::forward(c, &caller, &route, &call, id, &addr).await,
+            }
+        } else if call.method == api::Method::Get {
+            if let Err(why) = c.read_barrier().await {
+                return unavailable(&format!("a linearizable read is not possible now: {why}"));
+            }
+        }
+    }
+    let Call { method, path, query, body: bytes } = call;
     // Long polls wait here, on no thread; a malformed query string gets its 400 below.
     if let Ok(params) = api::route::parse_query_string(&query) {
         let waited = match route {
@@ -266,13 +335,16 @@ async fn prepare(
             return Prepared::Whole(from_api(resp));
         }
     }
-    let path = path.to_string();
     let app2 = app.clone();
     let task = tokio::task::spawn_blocking(move || {
         let request = api::Request { method, path: &path, query: &query, body: &bytes, cancel };
         answer(&app2, &caller, route, &request)
     });
     match task.await {
+        // A cluster write refused for now (leadership lost, no majority in time): retry.
+        Ok(Prepared::Whole(w)) if w.status == 503 && app.cluster.is_some() => {
+            Prepared::Whole(Whole { retry_after: w.retry_after.or(Some(1)), ..w })
+        }
         Ok(p) => p,
         Err(e) => {
             tracing::error!(error = %e, "a request handler failed");
@@ -281,7 +353,19 @@ async fn prepare(
     }
 }
 
-fn closing(p: Prepared) -> Prepared {
+/// `GET ids/:pid/spider/:name?create=1` may write (a new spider id): the leader's to answer.
+fn creates_spider(route: &Route, query: &str) -> bool {
+    matches!(route, Route::SpiderId { .. })
+        && api::route::parse_query_string(query)
+            .is_ok_and(|ps| ps.iter().any(|(n, v)| n == "create" && !matches!(v.as_str(), "0" | "false")))
+}
+
+/// 503, retry in a second.
+pub(crate) fn unavailable(message: &str) -> Prepared {
+    Prepared::Whole(Whole { retry_after: Some(1), ..Whole::new(503, api::error_line(message)) })
+}
+
+pub(crate) fn closing(p: Prepared) -> Prepared {
     match p {
         Prepared::Whole(w) => Prepared::Whole(Whole { close: true, ..w }),
         streamed => streamed,
@@ -312,13 +396,13 @@ fn answer(app: &App, caller: &Caller, route: Route, request: &api::Request<'_>) 
     }
 }
 
-enum BodyError {
+pub(crate) enum BodyError {
     TooLarge,
     Read(hyper::Error),
 }
 
 /// The whole request body, refused as soon as it passes `limit` bytes.
-async fn read_body(mut body: Incoming, limit: usize) -> Result<Vec<u8>, BodyError> {
+pub(crate) async fn read_body(mut body: Incoming, limit: usize) -> Result<Vec<u8>, BodyError> {
     let mut out = Vec::new();
     loop {
         let frame = std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await;

@@ -38,10 +38,12 @@ pub enum Endpoint {
     NotFound,
     /// An endpoint's path with a malformed id or state (400).
     InvalidPath,
+    /// A cluster node's `/_raft/*` and `/cluster` paths.
+    Cluster,
 }
 
 impl Endpoint {
-    pub const ALL: [Endpoint; 18] = [
+    pub const ALL: [Endpoint; 19] = [
         Endpoint::Count,
         Endpoint::List,
         Endpoint::Summary,
@@ -60,6 +62,7 @@ impl Endpoint {
         Endpoint::Metrics,
         Endpoint::NotFound,
         Endpoint::InvalidPath,
+        Endpoint::Cluster,
     ];
 
     /// The `endpoint` label.
@@ -83,6 +86,7 @@ impl Endpoint {
             Endpoint::Metrics => "metrics",
             Endpoint::NotFound => "not_found",
             Endpoint::InvalidPath => "invalid_path",
+            Endpoint::Cluster => "cluster",
         }
     }
 

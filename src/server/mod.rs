@@ -13,6 +13,7 @@ mod listen;
 mod metrics;
 mod ops;
 mod prom;
+pub mod raft;
 mod scrape;
 mod wait;
 
@@ -52,6 +53,18 @@ pub struct ServeConfig {
     pub metrics_listen: Option<String>,
     /// /metrics needs this key as basic-auth user name.
     pub metrics_key: Option<String>,
+    /// `--node-id` and the rest: serve as one node of a cluster.
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// A cluster node's flags.
+pub struct ClusterConfig {
+    pub id: u64,
+    /// Every member's address, this node's too.
+    pub peers: std::collections::BTreeMap<u64, String>,
+    pub key: raft::sign::ClusterKey,
+    pub consistency: raft::ReadConsistency,
+    pub election_ms: u64,
 }
 
 /// Online compaction and the log's segments (`Options::compact_when` and the rest).
@@ -108,6 +121,14 @@ pub fn serve(config: ServeConfig) -> Result<(), String> {
 }
 
 async fn run(config: ServeConfig) -> Result<(), String> {
+    let raft_file = config.data.join(jobq::cluster::raft_file::RAFT_FILE);
+    if config.cluster.is_none() && raft_file.exists() {
+        return Err(format!(
+            "{} holds a cluster node's data ({} is there): serve it with --node-id and the cluster's flags",
+            config.data.display(),
+            raft_file.display()
+        ));
+    }
     let opts = Options {
         durability: Durability::Sync,
         background: true,
@@ -117,6 +138,11 @@ async fn run(config: ServeConfig) -> Result<(), String> {
         retain_deleted: config.compaction.retain_deleted,
         segment_bytes: config.compaction.segment_bytes,
         ..Options::default()
+    };
+    // Online compaction and retention are not yet cluster-safe (docs/cluster.md).
+    let opts = match config.cluster {
+        Some(_) => Options { raft_log: true, compact_when: None, retain_deleted: None, ..opts },
+        None => opts,
     };
     let data = config.data.clone();
     let store = tokio::task::spawn_blocking(move || Store::open(&data, opts))
@@ -158,6 +184,10 @@ async fn run(config: ServeConfig) -> Result<(), String> {
         "jobq serving"
     );
     let store = Arc::new(store);
+    let cluster = match &config.cluster {
+        Some(cc) => Some(start_node(cc, &store, local).await?),
+        None => None,
+    };
     let durable = wait::durable_watch(&store);
     let server_metrics = Arc::new(ServerMetrics::new(max_connections));
     let ops = Arc::new(Ops::new(config.metrics_key.as_deref(), metrics_listener.is_some()));
@@ -173,6 +203,7 @@ async fn run(config: ServeConfig) -> Result<(), String> {
             ops: ops.clone(),
             port,
             durable: durable.clone(),
+            cluster: cluster.clone(),
         })
     };
     let api = app_on(Port::Api);
@@ -227,7 +258,30 @@ async fn run(config: ServeConfig) -> Result<(), String> {
         let _ = task.await;
     }
     drop(api);
+    if let Some(c) = cluster {
+        jobq::cluster::proposer::detach(&c.node);
+        if let Err(e) = c.raft.shutdown().await {
+            tracing::warn!(error = %e, "raft did not stop cleanly");
+        }
+        drop(c);
+    }
     close(store, Duration::from_secs(30)).await
+}
+
+/// Start Raft on `store`, and form the cluster in the background.
+async fn start_node(cc: &ClusterConfig, store: &Arc<Store>, local: SocketAddr) -> Result<Arc<raft::Cluster>, String> {
+    let node = jobq::cluster::Node::start(store.clone()).map_err(|e| format!("cannot start the cluster node: {e}"))?;
+    let config = jobq::cluster::config(cc.election_ms).map_err(|e| e.to_string())?;
+    let net = raft::net::HttpNet { key: cc.key.clone() };
+    let r = jobq::cluster::start(cc.id, node.clone(), config, net).await.map_err(|e| e.to_string())?;
+    // The store's writes go through Raft from now on (refused while not the leader).
+    let timeout = jobq::cluster::proposer::PROPOSE_TIMEOUT;
+    jobq::cluster::proposer::attach(cc.id, &node, &r, tokio::runtime::Handle::current(), timeout);
+    let election = Duration::from_millis(cc.election_ms);
+    let c = Arc::new(raft::Cluster::new(cc.id, r, node, cc.key.clone(), cc.consistency, election));
+    tracing::info!(node = cc.id, address = %local, peers = ?cc.peers, read_consistency = ?cc.consistency, "cluster node started");
+    tokio::spawn(raft::form(c.clone(), cc.peers.clone()));
+    Ok(c)
 }
 
 async fn bind(addr: &str) -> Result<tokio::net::TcpListener, String> {

@@ -84,6 +84,10 @@ pub enum Target {
     NotHere(String),
     /// The JobQ API.
     Api,
+    /// A cluster node's `/_raft/*` (cluster key only).
+    Raft,
+    /// A cluster node's `/cluster` and `/cluster/members` (admin key).
+    Cluster,
 }
 
 impl Target {
@@ -97,6 +101,8 @@ impl Target {
             (_, Port::Metrics) => {
                 Target::NotHere(format!("no such endpoint: {path} (this listener serves /metrics and /health)"))
             }
+            (p, Port::Api) if app.cluster.is_some() && p.starts_with("/_raft/") => Target::Raft,
+            ("/cluster" | "/cluster/members", Port::Api) if app.cluster.is_some() => Target::Cluster,
             (_, Port::Api) => Target::Api,
         }
     }
@@ -108,6 +114,7 @@ impl Target {
             Target::Metrics => Endpoint::Metrics,
             Target::NotHere(_) => Endpoint::NotFound,
             Target::Api => Endpoint::of_api_path(path),
+            Target::Raft | Target::Cluster => Endpoint::Cluster,
         }
     }
 }
@@ -211,6 +218,7 @@ mod tests {
             metrics: Arc::new(ServerMetrics::new(4)),
             ops: Arc::new(Ops::new(None, false)),
             port: Port::Api,
+            cluster: None,
         }
     }
 

@@ -541,6 +541,7 @@ impl super::Store {
         if self.inner.opts.read_only {
             return Err(Error::ReadOnly);
         }
+        self.not_in_cluster("import")?;
         let r = import(&self.inner, input, progress)?;
         self.after_freeze()?;
         Ok(r)

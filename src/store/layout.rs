@@ -15,6 +15,8 @@ use crate::fs::{self, FileSystem};
 
 pub const LOCK: &str = "LOCK";
 pub const CURRENT: &str = "CURRENT";
+/// A cluster node's vote and purge point (format-spec/layout.md, "RAFT").
+pub const RAFT: &str = "RAFT";
 const MAGIC: &[u8; 8] = b"JOBQCUR\0";
 
 pub fn gen_name(generation: u64) -> String {

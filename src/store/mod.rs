@@ -23,6 +23,10 @@ mod places;
 #[doc(hidden)]
 pub mod plain;
 mod queue;
+#[cfg(feature = "cluster")]
+pub mod raft;
+#[cfg(feature = "cluster")]
+mod raft_write;
 mod read;
 mod reclaim;
 mod repair;
@@ -48,6 +52,8 @@ pub use import::ImportReport;
 pub use metrics::{EngineMetrics, Health, Poison};
 pub use open::OpenReport;
 pub use ops::PushResult;
+#[cfg(feature = "cluster")]
+pub use raft_write::Proposer;
 pub use read::{Snapshot, SnapshotStats};
 pub use reclaim::{ReclaimReport, ReclaimStats};
 pub use repair::{repair, RepairReport};
@@ -111,6 +117,9 @@ pub struct Options {
     /// Persist and merge indexes on a background thread (else inline, after the
     /// write that froze the tail: deterministic, for tests).
     pub background: bool,
+    /// The log holds Raft entries (a cluster node, docs/cluster.md): open applies
+    /// only those known committed, and the node appends and applies the rest.
+    pub raft_log: bool,
 }
 
 impl Default for Options {
@@ -132,6 +141,7 @@ impl Default for Options {
             reclaim_segments: 4,
             retain_deleted: None,
             background: true,
+            raft_log: false,
         }
     }
 }
@@ -164,6 +174,15 @@ pub(crate) struct Inner {
     pub places: Arc<places::Places>,
     /// Log positions the change feed learnt.
     pub feed: crate::log::cursor::SeqIndex,
+    /// Signalled under the writer lock each time a cluster node applies an entry.
+    #[cfg(feature = "cluster")]
+    pub applied: parking_lot::Condvar,
+    /// Held by a cluster node's entry syncs and cuts: a cut never races a sync.
+    #[cfg(feature = "cluster")]
+    pub raft_sync: Mutex<()>,
+    /// A cluster node's link to Raft (none: writes are refused).
+    #[cfg(feature = "cluster")]
+    pub proposer: parking_lot::RwLock<Option<Arc<dyn raft_write::Proposer>>>,
 }
 
 /// An open jobq store: one data directory, written by one process at a time
@@ -252,6 +271,12 @@ impl Store {
             counters,
             places: Arc::default(),
             feed: Default::default(),
+            #[cfg(feature = "cluster")]
+            applied: parking_lot::Condvar::new(),
+            #[cfg(feature = "cluster")]
+            raft_sync: Mutex::new(()),
+            #[cfg(feature = "cluster")]
+            proposer: parking_lot::RwLock::new(None),
             opts,
         });
         let store = Store { inner };
@@ -259,7 +284,8 @@ impl Store {
             if store.inner.opts.background {
                 *store.inner.maintenance.lock() = Some(maintain::Background::start(&store.inner));
                 let o = &store.inner.opts;
-                if o.compact_when.is_some() || o.retain_deleted.is_some() {
+                // Not on a cluster node yet: relocation and retention are node-local writes.
+                if (o.compact_when.is_some() || o.retain_deleted.is_some()) && !o.raft_log {
                     *store.inner.reclaimer.lock() = Some(reclaim::Reclaimer::start(&store.inner, o.compact_when));
                 }
             } else {
@@ -399,8 +425,19 @@ impl Store {
             self.inner.commit.poison(&e);
             return Err(e);
         }
-        self.inner.commit.synced(w.version(), w.writes);
+        // A cluster node publishes what it applies, nothing else.
+        if !self.inner.opts.raft_log {
+            self.inner.commit.synced(w.version(), w.writes);
+        }
         Ok(())
+    }
+
+    /// Refuse what a cluster node cannot do yet (docs/cluster.md).
+    pub(crate) fn not_in_cluster(&self, what: &str) -> Result<()> {
+        match self.inner.opts.raft_log {
+            true => Err(Error::Replication(format!("{what} is not available on a cluster node yet"))),
+            false => Ok(()),
+        }
     }
 
     /// Run one online compaction cycle now over the oldest sealed segments (see
@@ -410,6 +447,7 @@ impl Store {
         if self.inner.opts.read_only {
             return Err(Error::ReadOnly);
         }
+        self.not_in_cluster("online compaction")?;
         reclaim::cycle(&self.inner).inspect_err(|e| {
             if !matches!(e, Error::Poisoned { .. } | Error::Closed) && !e.is_input() {
                 self.inner.commit.poison(e);
@@ -424,6 +462,7 @@ impl Store {
         if self.inner.opts.read_only {
             return Err(Error::ReadOnly);
         }
+        self.not_in_cluster("retention")?;
         retention::purge_expired(&self.inner).inspect_err(|e| {
             if !matches!(e, Error::Poisoned { .. } | Error::Closed) && !e.is_input() {
                 self.inner.commit.poison(e);
@@ -453,6 +492,10 @@ impl Store {
         {
             let mut w = self.inner.writer.lock();
             self.inner.commit.check()?;
+            if self.inner.opts.raft_log && cluster_busy(&w) {
+                // A leader's batch is in the writer ahead of its entry: index later.
+                return Ok(());
+            }
             if let Err(e) = w.freeze() {
                 self.inner.commit.poison(&e);
                 return Err(e);
@@ -472,6 +515,8 @@ impl Store {
     /// any later damage from a torn write without a doubt.
     fn seal_log(&self) -> Result<()> {
         let mut w = self.inner.writer.lock();
+        #[cfg(feature = "cluster")]
+        raft::drop_unappended(&mut w)?;
         let Some(log) = w.log.as_mut() else { return Ok(()) };
         log.seal().inspect_err(|e| self.inner.commit.poison(e))
     }
@@ -528,6 +573,15 @@ impl Drop for Store {
     fn drop(&mut self) {
         let _ = self.shutdown(true);
     }
+}
+
+/// A cluster leader's batch is ahead of its entry, or was cut off.
+fn cluster_busy(w: &Writer) -> bool {
+    #[cfg(feature = "cluster")]
+    if w.spec.is_some() {
+        return true;
+    }
+    w.dirty
 }
 
 fn segment_first_seq(inner: &Inner) -> Result<u64> {

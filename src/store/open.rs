@@ -41,6 +41,9 @@ pub struct OpenReport {
     /// the next frame gets: the position a read-only open sees the store at.
     pub log_end: LogPos,
     pub next_seq: u64,
+    /// A cluster node's store: where its applied entries end (the log after it
+    /// holds entries appended, not yet known committed).
+    pub applied_end: Option<LogPos>,
     pub created: bool,
     pub millis: u64,
 }
@@ -109,6 +112,16 @@ pub(crate) fn open(dir: &Path, opts: &Options) -> Result<Opened> {
         }
     };
     report.generation = generation;
+    // A cluster node's directory: only its node writes it; a read-only opener
+    // sees what the node applied.
+    let raft_log = opts.raft_log || fs.exists(&dir.join(layout::RAFT)).map_err(io("stat", dir))?;
+    if raft_log && !opts.raft_log && !opts.read_only {
+        return Err(Error::Unsupported {
+            path: dir.to_path_buf(),
+            what: "this is a cluster node's data directory (it has a RAFT file): only `jobq serve --node-id` writes it"
+                .into(),
+        });
+    }
     let gen_dir = layout::gen_dir(dir, generation);
     if !opts.read_only {
         clean_leftovers(fs, dir, &gen_dir, generation)?;
@@ -176,14 +189,36 @@ pub(crate) fn open(dir: &Path, opts: &Options) -> Result<Opened> {
         }
         Ok(())
     })?;
+    // A cluster node's log may end in entries not known committed: they are
+    // appended, not applied (format-spec/log.md, "Raft entry").
+    #[cfg(feature = "cluster")]
+    let (applied, applied_seq) = match raft_log {
+        true => super::raft::applied_end(fs, &gen_dir, (start, start_seq), v.end)?,
+        false => (v.end, v.next_seq),
+    };
+    #[cfg(not(feature = "cluster"))]
+    let (applied, applied_seq) = match raft_log {
+        true => {
+            return Err(Error::Unsupported {
+                path: dir.to_path_buf(),
+                what: "a cluster node's data directory: this build has no `cluster` feature".into(),
+            })
+        }
+        false => (v.end, v.next_seq),
+    };
     let mut frames = 0;
-    recovery::replay(fs, &gen_dir, start, v.end, &mut |f| {
+    recovery::replay(fs, &gen_dir, start, applied, &mut |f| {
         frames += 1;
-        replay_frame(&mut w, f.pos, &f.header, f.payload)
+        replay_frame(&mut w, f.pos, &f.header, f.payload, !raft_log)
     })?;
     report.replayed_frames = frames;
-    debug_assert_eq!(w.next_seq, v.next_seq);
-    w.next_seq = v.next_seq;
+    debug_assert_eq!(w.next_seq, applied_seq);
+    w.next_seq = applied_seq;
+    w.replay_end = applied;
+    report.applied_end = raft_log.then_some(applied);
+    if raft_log && !opts.read_only && w.should_freeze() {
+        w.freeze()?;
+    }
     if !opts.read_only {
         // Resuming syncs what a crashed process may have left in the page cache
         // only, before anything (an index above all) is built on it.
@@ -238,7 +273,7 @@ fn clean_leftovers(fs: &dyn FileSystem, dir: &Path, gen_dir: &Path, generation: 
 }
 
 /// The header of the log's first segment.
-fn first_segment(fs: &dyn FileSystem, gen_dir: &Path, generation: u64) -> Result<SegmentHeader> {
+pub(crate) fn first_segment(fs: &dyn FileSystem, gen_dir: &Path, generation: u64) -> Result<SegmentHeader> {
     let segs = segment::list(fs, gen_dir)?;
     let first = *segs.first().ok_or_else(|| Error::corrupt(gen_dir, 0, "the log has no segment"))?;
     let path = gen_dir.join(segment::file_name(first));
@@ -277,7 +312,7 @@ pub(crate) fn last_frame_in_txn(fs: &dyn FileSystem, gen_dir: &Path, m: &format:
 
 /// Open the index files and pick the chain that covers the log from its start with
 /// the fewest, largest files; set aside the rest.
-fn choose_chain(
+pub(crate) fn choose_chain(
     fs: &dyn FileSystem,
     gen_dir: &Path,
     generation: u64,
@@ -397,7 +432,15 @@ fn common_keys(a: &Section<'_>, b: &Section<'_>, f: &mut dyn FnMut(u32)) {
     }
 }
 
-fn replay_frame(w: &mut Writer, pos: LogPos, h: &crate::codec::frame::FrameHeader, payload: &[u8]) -> Result<()> {
+/// Replay one frame into the writer; `may_freeze`: the tail may become an index
+/// image after it (a cluster node's only at the end of an entry).
+pub(crate) fn replay_frame(
+    w: &mut Writer,
+    pos: LogPos,
+    h: &crate::codec::frame::FrameHeader,
+    payload: &[u8],
+    may_freeze: bool,
+) -> Result<()> {
     let file = w.gen_dir.join(segment::file_name(pos.segment));
     let bad = |e: crate::codec::DecodeError| Error::corrupt(&file, pos.offset + 32 + e.offset as u64, e.what);
     match h.kind {
@@ -420,7 +463,7 @@ fn replay_frame(w: &mut Writer, pos: LogPos, h: &crate::codec::frame::FrameHeade
                 w.job_ids.note(s.project, s.spider, s.next_job - 1);
             }
         }
-        FrameKind::Commit => {}
+        FrameKind::Commit | FrameKind::Entry => {}
         FrameKind::Dict => {
             w.reader.dicts.add(std::sync::Arc::new(crate::codec::docz::decode_dict(payload).map_err(bad)?))
         }
@@ -429,7 +472,7 @@ fn replay_frame(w: &mut Writer, pos: LogPos, h: &crate::codec::frame::FrameHeade
     w.last_frame = Some(pos);
     w.replay_end = LogPos { segment: pos.segment, offset: pos.offset + h.frame_len() };
     w.last_frame_end = Some(w.replay_end);
-    if w.should_freeze() {
+    if may_freeze && w.should_freeze() {
         w.freeze()?;
     }
     Ok(())

@@ -23,7 +23,7 @@ pub(crate) type Op = Box<dyn FnOnce(&mut Writer, &Ctx<'_>) -> Result<Erased> + S
 /// One queued write.
 pub(crate) struct Request {
     actor: Option<String>,
-    op: Mutex<Option<Op>>,
+    pub(crate) op: Mutex<Option<Op>>,
     result: Mutex<Option<Result<Erased>>>,
     /// The submitting thread, woken when the result is in or when it may lead.
     thread: std::thread::Thread,
@@ -39,7 +39,7 @@ impl Request {
         })
     }
 
-    fn answer(&self, r: Result<Erased>) {
+    pub(crate) fn answer(&self, r: Result<Erased>) {
         *self.result.lock() = Some(r);
         self.thread.unpark();
     }
@@ -79,6 +79,18 @@ impl WriteQueue {
                 let n = q.waiting.len().min(MAX_BATCH);
                 let batch: Vec<Arc<Request>> = q.waiting.drain(..n).collect();
                 drop(q);
+                // A cluster node: the batch is a Raft entry, and the next waits for it.
+                #[cfg(feature = "cluster")]
+                if inner.opts.raft_log {
+                    let proposer = inner.proposer.read().clone();
+                    super::raft_write::leader_batch(inner, &batch, proposer.as_deref());
+                    q = self.state.lock();
+                    q.leading = false;
+                    if let Some(next) = q.waiting.front() {
+                        next.thread.unpark();
+                    }
+                    continue;
+                }
                 let appended = append_batch(inner, &batch);
                 // The next batch may append while this one waits for its fsync.
                 q = self.state.lock();
@@ -114,40 +126,13 @@ struct Appended {
 
 /// Run every operation of a batch under the writer lock.
 fn append_batch(inner: &Inner, batch: &[Arc<Request>]) -> Appended {
-    let mut results: Vec<(Result<Erased>, bool)> = Vec::with_capacity(batch.len());
     let mut w = inner.writer.lock();
     let first = w.next_seq;
     // The batch's frames go to the log in one write, once its operations ran.
     if let Some(log) = w.log.as_mut() {
         log.defer_writes();
     }
-    for req in batch {
-        let op = req.op.lock().take().expect("an operation runs once");
-        if inner.closed.load(std::sync::atomic::Ordering::Acquire) {
-            results.push((Err(Error::Closed), false));
-            continue;
-        }
-        if let Err(e) = inner.commit.check() {
-            results.push((Err(e), false));
-            continue;
-        }
-        let ctx = Ctx {
-            now: inner.opts.clock.now_ms(),
-            actor: req.actor.as_deref(),
-            durable_seq: inner.commit.durable_seq(),
-        };
-        let before = w.next_seq;
-        let r = op(&mut w, &ctx);
-        let wrote = w.next_seq != before;
-        w.writes += u64::from(wrote);
-        if let Err(e) = &r {
-            // Input is refused before anything is written; anything else is a fault.
-            if wrote || !e.is_input() {
-                inner.commit.poison(e);
-            }
-        }
-        results.push((r, wrote));
-    }
+    let results = run_ops(inner, &mut w, batch);
     let mut lost = None;
     if let Some(Err(e)) = w.log.as_mut().map(|l| l.stop_deferring()) {
         // The batch's writes are lost: each that wrote gets this error.
@@ -174,6 +159,39 @@ fn append_batch(inner: &Inner, batch: &[Arc<Request>]) -> Appended {
         }
     }
     Appended { results, seq, froze, lost }
+}
+
+/// Run each operation of `batch` (each says whether it wrote); a fault poisons.
+pub(crate) fn run_ops(inner: &Inner, w: &mut Writer, batch: &[Arc<Request>]) -> Vec<(Result<Erased>, bool)> {
+    let mut results: Vec<(Result<Erased>, bool)> = Vec::with_capacity(batch.len());
+    for req in batch {
+        let op = req.op.lock().take().expect("an operation runs once");
+        if inner.closed.load(std::sync::atomic::Ordering::Acquire) {
+            results.push((Err(Error::Closed), false));
+            continue;
+        }
+        if let Err(e) = inner.commit.check() {
+            results.push((Err(e), false));
+            continue;
+        }
+        let ctx = Ctx {
+            now: inner.opts.clock.now_ms(),
+            actor: req.actor.as_deref(),
+            durable_seq: inner.commit.durable_seq(),
+        };
+        let before = w.next_seq;
+        let r = op(w, &ctx);
+        let wrote = w.next_seq != before;
+        w.writes += u64::from(wrote);
+        if let Err(e) = &r {
+            // Input is refused before anything is written; anything else is a fault.
+            if wrote || !e.is_input() {
+                inner.commit.poison(e);
+            }
+        }
+        results.push((r, wrote));
+    }
+    results
 }
 
 /// Wait until the batch is durable (Sync) and hand each operation its result.

@@ -46,6 +46,12 @@ pub fn repair(dir: &Path, opts: Options) -> Result<RepairReport> {
         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Err(Error::Locked { path: dir.to_path_buf() }),
         Err(e) => return Err(Error::io("lock", dir.join(layout::LOCK), e)),
     };
+    if fs.exists(&dir.join(layout::RAFT)).map_err(|e| Error::io("stat", dir, e))? {
+        return Err(Error::Unsupported {
+            path: dir.to_path_buf(),
+            what: "a cluster node's data directory: replace the node instead (README, \"Cluster\")".into(),
+        });
+    }
     let generation = layout::read_current(fs, dir)?.ok_or_else(|| Error::Unsupported {
         path: dir.to_path_buf(),
         what: "no jobq store here (no CURRENT file)".into(),

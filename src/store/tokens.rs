@@ -78,6 +78,12 @@ impl JobTokens {
         self.map.read().get(&key).map(|e| e.token.clone())
     }
 
+    /// Forget every token (a cluster writer's state is rebuilt).
+    #[cfg(feature = "cluster")]
+    pub fn clear(&self) {
+        self.map.write().clear();
+    }
+
     /// Running jobs with a token.
     #[cfg(test)]
     pub fn len(&self) -> usize {

@@ -61,6 +61,15 @@ pub(crate) struct Writer {
     buf: Vec<u8>,
     /// Packs documents with the store's newest dictionary (none until it has one).
     packer: Option<crate::codec::docz::Packer>,
+    /// A cluster leader's batch, applied here ahead of its Raft entry.
+    #[cfg(feature = "cluster")]
+    pub spec: Option<super::raft::Speculative>,
+    /// A cluster leader's batch that never became its entry left its records
+    /// here: the state is rebuilt from the log before anything else.
+    pub dirty: bool,
+    /// A cluster leader's batch runs (its frames are not an entry yet).
+    #[cfg(feature = "cluster")]
+    pub spec_open: bool,
 }
 
 impl Writer {
@@ -99,6 +108,11 @@ impl Writer {
             writes: 0,
             buf: Vec::new(),
             packer: None,
+            #[cfg(feature = "cluster")]
+            spec: None,
+            dirty: false,
+            #[cfg(feature = "cluster")]
+            spec_open: false,
         }
     }
 
@@ -304,6 +318,11 @@ impl Writer {
             Error::corrupt(&self.gen_dir, e.offset as u64, format!("a dictionary to append: {}", e.what))
         })?;
         self.append(FrameKind::Dict, 0, 1, durable_seq, payload)?;
+        // A cluster leader's dictionary is learnt when its entry applies.
+        #[cfg(feature = "cluster")]
+        if self.spec_open {
+            return Ok(());
+        }
         self.reader.dicts.add(Arc::new(d));
         Ok(())
     }

@@ -25,6 +25,11 @@ impl Server {
         Server::spawn(Command::new(BIN), data, args)
     }
 
+    /// [`Server::start`] listening on `listen` (a cluster node's fixed address).
+    pub fn start_at(data: &Path, listen: &str, args: &[&str]) -> Server {
+        Server::spawn_at(Command::new(BIN), data, listen, args)
+    }
+
     /// [`Server::start`] with the open-file limit (`ulimit -n`) lowered to `fds`.
     pub fn start_with_fd_limit(data: &Path, args: &[&str], fds: u32) -> Server {
         Server::start_with_shell(data, args, &format!("ulimit -n {fds}"))
@@ -37,12 +42,16 @@ impl Server {
         Server::spawn(sh, data, args)
     }
 
-    fn spawn(mut command: Command, data: &Path, args: &[&str]) -> Server {
+    fn spawn(command: Command, data: &Path, args: &[&str]) -> Server {
+        Server::spawn_at(command, data, "127.0.0.1:0", args)
+    }
+
+    fn spawn_at(mut command: Command, data: &Path, listen: &str, args: &[&str]) -> Server {
         let mut child = command
             .arg("serve")
             .arg("--data")
             .arg(data)
-            .args(["--listen", "127.0.0.1:0"])
+            .args(["--listen", listen])
             .args(args)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())

@@ -37,21 +37,22 @@ import zlib
 STATES = ("pending", "running", "finished", "deleted", "purged")   # 4: a tombstone (log.md)
 PURGED = 4
 TIME_FIELDS = ("pending_time", "running_time", "finished_time", "deleted_time")
-KIND_JOBS, KIND_SPIDER, KIND_CATALOG, KIND_COMMIT, KIND_DICT = 1, 2, 3, 4, 5
-KIND_NAMES = {1: "jobs", 2: "spider", 3: "catalog", 4: "commit", 5: "dictionary"}
+KIND_JOBS, KIND_SPIDER, KIND_CATALOG, KIND_COMMIT, KIND_DICT, KIND_ENTRY = 1, 2, 3, 4, 5, 6
+KIND_NAMES = {1: "jobs", 2: "spider", 3: "catalog", 4: "commit", 5: "dictionary", 6: "Raft entry"}
+ENTRY_FIXED = 48                  # log.md, "Raft entry": the entry frame's fixed payload
 LOG_MAGIC = b"JOBQLOG\0"
 IDX_MAGIC = b"JOBQIDX\0"
 CUR_MAGIC = b"JOBQCUR\0"
 VERSION = 1                       # CURRENT
 INDEX_VERSIONS = (1, 2, 3, 4)     # index files (index.md: 1 lacks field 6; 3 packs; 4 adds dictionaries)
-LOG_VERSIONS = (1, 2, 3, 4, 5, 6) # log segments (conventions.md, "Versions and upgrades")
+LOG_VERSIONS = (1, 2, 3, 4, 5, 6, 7)  # log segments (conventions.md, "Versions and upgrades")
 MAX_FRAME_LEN = 1 << 30
 SEG_HDR = 64
 MARK_MAGIC = b"JOBQMRK\0"
 MARK_SLOTS = (4096, 8192)         # slot 0, slot 1 (log.md, "Durable marks")
 MARK_SLOT = 56
 V2_DATA = 12288                   # where frames start in a version-2 (or 3) segment
-DATA_START = {1: SEG_HDR, 2: V2_DATA, 3: V2_DATA, 4: V2_DATA, 5: V2_DATA, 6: V2_DATA}
+DATA_START = {1: SEG_HDR, 2: V2_DATA, 3: V2_DATA, 4: V2_DATA, 5: V2_DATA, 6: V2_DATA, 7: V2_DATA}
 FLAG_PACKED = 2                   # log.md, "Packed document": compact record flag bit 1
 MAX_TEXT = (16 << 20) + (64 << 10)  # a packed document's length: 2 to this
 MAX_DICT = 1 << 20                # log.md, "Dictionary": 1 byte to 1 MiB
@@ -568,6 +569,40 @@ def make_frame(path, seg, off, fields):
     return fr
 
 
+def decode_entry(b):
+    """log.md, "Raft entry": the entry frame's payload as a dict."""
+    index, term, leader, committed = b.un("<QQQQ", 0, "entry head")
+    etype = b.raw(32, 1, "entry type")[0]
+    flags = b.raw(33, 1, "entry flags")[0]
+    if etype not in (0, 1, 2):
+        b.fail(32, f"unknown entry type {etype}")
+    if flags & ~1:
+        b.fail(33, f"unknown entry flags 0x{flags:02x}")
+    if b.u16(34, "entry reserved"):
+        b.fail(34, "entry reserved bytes are not zero")
+    if not flags & 1 and committed:
+        b.fail(24, "a committed index without its flag")
+    frames, data_len, body_len = b.un("<III", 36, "entry counts")
+    if ENTRY_FIXED + body_len != len(b):
+        b.fail(44, f"body length {body_len}, the payload has {len(b) - ENTRY_FIXED} bytes after the head")
+    if etype == 1 and (frames == 0 or data_len == 0 or body_len or data_len > MAX_FRAME_LEN):
+        b.fail(36, "a normal entry carries no data frame, a body, or too much data")
+    if etype == 0 and (frames or data_len or body_len):
+        b.fail(36, "a blank entry carries data")
+    if etype == 2 and (frames or data_len or not body_len):
+        b.fail(36, "a membership entry carries frames or has no body")
+    if flags & 1 and committed >= index:
+        b.fail(24, f"committed index {committed} not below the entry's {index}")
+    body = b.raw(ENTRY_FIXED, body_len, "entry body") if body_len else b""
+    if etype == 2:
+        try:
+            json.loads(body.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as e:
+            b.fail(ENTRY_FIXED, f"membership body is not JSON: {e}")
+    return {"index": index, "term": term, "leader": leader, "committed": committed if flags & 1 else None,
+            "type": etype, "frames": frames, "data_len": data_len}
+
+
 def decode_payload(fr, data):
     """The payload of a frame whose CRC matches. Anything that does not decode is
     corruption wherever the frame is (log.md), reported at the frame's offset."""
@@ -605,6 +640,8 @@ def decode_payload(fr, data):
             dict_id = b.u32(0, "dictionary id")
             register_dict(b, 0, dict_id, len(b) - 4, "dictionary frame")
             return dict_id
+        if fr.kind == KIND_ENTRY:
+            return decode_entry(b)
         if len(b) != 8:
             b.fail(0, f"commit payload is {len(b)} bytes, must be 8")
         return b.u64(0, "commit")
@@ -841,7 +878,15 @@ class Walk:
         self.cut_txn = None           # (path, offset, first_seq) of an open transaction cut back
         self.next_seq = None
         self.end_pos = None           # packed position just after the last kept frame
+        # log.md, "Raft entry": entries seen, their frames applied only up to the highest
+        # index an entry frame says committed
+        self.entries = []             # (index, [data frames]) of whole entries, in log order
+        self.entry = None             # the entry whose data frames are still expected
+        self.seen_entry = False
+        self.committed = None         # the highest `committed` of the walk's entry frames
+        self.unapplied = 0            # entries appended, not applied
         self._run()
+        self._apply_entries()
 
     def _dicts_first(self):
         """log.md, "Dictionary": a dictionary frame may follow records that use it (online compaction
@@ -909,6 +954,13 @@ class Walk:
                     break
                 fr = make_frame(path, seg, off, fields)
                 fr.payload = decode_payload(fr, data)
+                if fr.kind == KIND_ENTRY or self.seen_entry:
+                    self._entry_rule(fr)
+                    expected += fr.count
+                    off = fr.end
+                    if self.entry is None:
+                        self.end_pos = fr.end_pos
+                    continue
                 if fr.flags & 1:
                     if txn is None:
                         txn = {"first_seq": fr.first_seq, "frames": [], "path": path, "off": off}
@@ -934,6 +986,14 @@ class Walk:
             seg, off = seg + 1, segs.data_start(seg + 1)
             if txn is None:
                 self.end_pos = pack_pos(seg, off)
+        if self.entry is not None:
+            # an entry short of its data frames at the end of the log: a torn tail, cut at its frame
+            e = self.entry
+            if self.torn is None:
+                self.torn = (e["path"], e["off"], "a Raft entry without all its data frames")
+            self.end_pos = pack_pos(e["seg"], e["off"])
+            expected = e["seq"]
+            self.entry = None
         if txn is not None:
             if txn["first_seq"] is None:
                 where = self.torn[:2] if self.torn else (segs.path(segs.last), len(segs.data(segs.last)))
@@ -946,9 +1006,61 @@ class Walk:
             expected = txn["first_seq"]
         self.next_seq = expected
 
+    def _entry_rule(self, fr):
+        """log.md, "Raft entry": from the first entry frame on, every frame belongs to an entry. A
+        checksum-valid frame that breaks the rule is corruption wherever it is."""
+        def bad(why):
+            raise Damage(fr.path, fr.off, f"corruption: {why}")
+        if fr.kind == KIND_ENTRY:
+            head = fr.payload
+            if self.entry is not None:
+                bad("a Raft entry frame inside the previous entry's data")
+            if self.entries and head["index"] <= self.entries[-1][0]:
+                bad(f"Raft entry {head['index']} after entry {self.entries[-1][0]}")
+            self.seen_entry = True
+            if head["frames"] == 0:
+                self._whole(head["index"], head["committed"], [fr])
+            else:
+                self.entry = {"index": head["index"], "left": head["frames"], "bytes": head["data_len"],
+                              "frames": [fr], "path": fr.path, "seg": fr.seg, "off": fr.off, "seq": fr.first_seq,
+                              "committed": head["committed"]}
+            return
+        e = self.entry
+        if e is None:
+            bad("a frame outside any Raft entry")
+        if fr.kind not in (KIND_JOBS, KIND_SPIDER, KIND_CATALOG, KIND_DICT) or fr.flags & FLAG_TXN:
+            bad(f"a {KIND_NAMES[fr.kind]} frame (flags 0x{fr.flags:02x}) cannot be an entry's data")
+        size = FRAME_HDR + fr.length
+        if size > e["bytes"]:
+            bad("a Raft entry's data frames run past its data length")
+        e["bytes"] -= size
+        e["left"] -= 1
+        e["frames"].append(fr)
+        if e["left"] == 0:
+            if e["bytes"]:
+                bad("a Raft entry's data frames end before its data length")
+            self._whole(e["index"], e["committed"], e["frames"])
+            self.entry = None
+
+    def _whole(self, index, committed, frames):
+        """An entry with all its frames; only whole entries' commit points count (a torn one is cut)."""
+        self.entries.append((index, frames))
+        if committed is not None:
+            self.committed = max(self.committed or 0, committed)
+
+    def _apply_entries(self):
+        for index, frames in self.entries:        # each entry: its entry frame, then its data frames
+            if self.committed is None or index > self.committed:
+                self.unapplied += 1
+                continue
+            for fr in frames:
+                self._apply(fr)
+
     def _txn_rule(self, fields, txn, data, off, path):
         """log.md, import transactions: the reason this frame is invalid, or None."""
         ln, kind, flags, _, _, _ = fields
+        if kind == KIND_ENTRY and (flags or txn is not None):
+            return "a Raft entry frame with flags, or inside an import transaction"
         if flags & FLAG_RELOCATED and (kind != KIND_JOBS or flags & FLAG_TXN):
             return (f"{KIND_NAMES[kind]} frame carries the relocation flag with flags 0x{flags:02x} (only a jobs "
                     f"frame outside a transaction may)")

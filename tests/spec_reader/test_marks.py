@@ -244,19 +244,19 @@ def test_wrong_next_seq_at_durable_end_is_corruption(tmp, fx):
     return f"{len(cases)} marks with a wrong next_seq refused at durable_end"
 
 
-def test_version_7_segment_refused(tmp, fx):
-    """log.md, conventions.md: a segment of a version other than 1 to 6 (a newer jobq wrote it)
+def test_version_8_segment_refused(tmp, fx):
+    """log.md, conventions.md: a segment of a version other than 1 to 7 (a newer jobq wrote it)
     is refused with an error naming the file and the version, whichever segment it is."""
     done = []
     for i in sorted({0, len(segments(fx.store)) - 1}):
         store = fresh_copy(tmp, fx)
         path = segments(store)[i]
-        set_header_field(path, 8, "<I", 7)
+        set_header_field(path, 8, "<I", 8)
         for cmd in (["export"], ["check"], ["list", "53"]):
             rc, _, err = run_in(store, *cmd)
-            assert rc == 1 and os.path.basename(path) in err and "version 7" in err and "1, 2, 3, 4, 5, 6" in err, err
+            assert rc == 1 and os.path.basename(path) in err and "version 8" in err and "1, 2, 3, 4, 5, 6, 7" in err, err
         done.append(os.path.basename(path))
-    return f"version 7 in {done} refused"
+    return f"version 8 in {done} refused"
 
 
 @versions(5, 6)

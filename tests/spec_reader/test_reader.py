@@ -24,6 +24,7 @@ from fixture_tools import (  # noqa: E402
     export_of, flip, fresh_copy, gen_dir, index_files, key_of, listing_from_export, log_frames, mark_of, mcrc,
     parse_jsonl, patch, proved_durable, raw_frames, reader, remove_indexes, run, run_in, segments, set_header_field,
     set_mark, spec_hex_blocks, split_log, truncate, versions)
+import test_cluster  # noqa: E402
 import test_marks  # noqa: E402
 import test_packed  # noqa: E402
 
@@ -646,6 +647,7 @@ def main():
     start = time.monotonic()
     before = [fx.digest() for fx in FIXTURES]
     tests = [v for k, v in list(globals().items()) + list(vars(test_marks).items()) + list(vars(test_packed).items())
+             + list(vars(test_cluster).items())
              if k.startswith("test_") and callable(v)]
     runs = []
     for t in tests:

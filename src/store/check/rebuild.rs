@@ -281,6 +281,12 @@ fn apply(
                 r.found(path, o, w)
             }
         },
+        FrameKind::Entry => {
+            if let Err(e) = crate::codec::entry::decode(payload) {
+                let (o, w) = at(e);
+                r.found(path, o, w)
+            }
+        }
     }
 }
 

@@ -1,0 +1,240 @@
+//! openraft's log storage on the store's log: entries appended as entry frames
+//! and their data frames with one fdatasync, read back from the log, cut with
+//! the log's own cut; the vote and purge point in `RAFT`.
+
+use std::fmt::Debug;
+use std::ops::RangeBounds;
+
+use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
+use openraft::{EntryPayload, OptionalSend, RaftLogReader, StorageIOError};
+
+use super::raft_file::{self, StoredVote};
+use super::shared::{loc_id, membership_of, stored_id, Node};
+use super::{Entry, Frames, LogId, StorageError, TypeConfig, Vote};
+use crate::codec::entry::{EntryHead, EntryType};
+use crate::error::Error;
+use crate::store::raft::{scan_data, EntryLoc, RaftEntry, RaftSync};
+
+/// openraft's log storage for one node.
+#[derive(Clone)]
+pub struct LogStore {
+    node: Node,
+    syncer: std::sync::mpsc::Sender<(RaftSync, LogFlushed<TypeConfig>)>,
+}
+
+impl LogStore {
+    pub fn new(node: Node) -> LogStore {
+        let (syncer, rx) = std::sync::mpsc::channel();
+        // Weak: the thread ends with the last LogStore, and never keeps the store open.
+        let store = std::sync::Arc::downgrade(&node.store);
+        std::thread::Builder::new()
+            .name("jobq-raft-sync".into())
+            .spawn(move || sync_loop(&store, &rx))
+            .expect("a thread for the log's syncs");
+        LogStore { node, syncer }
+    }
+}
+
+/// Group commit for appended entries: one fdatasync covers every append queued
+/// while the previous one ran; openraft hears of each, in order, once durable.
+/// Appends return once written, so the leader replicates while it syncs.
+fn sync_loop(
+    store: &std::sync::Weak<crate::store::Store>,
+    rx: &std::sync::mpsc::Receiver<(RaftSync, LogFlushed<TypeConfig>)>,
+) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        batch.extend(rx.try_iter());
+        // The last one's tail covers the others (a rotation synced the segments before it).
+        let last = &batch.last().expect("one at least").0;
+        let r = match store.upgrade() {
+            Some(s) => s.raft_sync(last),
+            None => Err(Error::Closed),
+        };
+        for (_, callback) in batch {
+            callback.log_io_completed(r.as_ref().map(drop).map_err(|e| std::io::Error::other(e.to_string())));
+        }
+    }
+}
+
+fn read_err(e: Error) -> StorageError {
+    StorageIOError::read_logs(&e).into()
+}
+
+fn write_err(e: Error) -> StorageError {
+    tracing::error!("cluster log storage: {e}");
+    StorageIOError::write_logs(&e).into()
+}
+
+/// Run blocking store work off the async worker threads.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f).await.expect("a blocking store task panicked")
+}
+
+/// An entry as stored in the log, with `committed` the node's commit point.
+fn to_raft_entry(e: &Entry, committed: Option<u64>) -> Result<RaftEntry, Error> {
+    let (kind, body, data) = match &e.payload {
+        EntryPayload::Blank => (EntryType::Blank, Vec::new(), Vec::new()),
+        EntryPayload::Normal(Frames(d)) => (EntryType::Normal, Vec::new(), d.clone()),
+        EntryPayload::Membership(m) => {
+            let body = serde_json::to_vec(m).map_err(|e| Error::Replication(format!("membership: {e}")))?;
+            (EntryType::Membership, body, Vec::new())
+        }
+    };
+    let index = e.log_id.index;
+    let mut head = EntryHead {
+        index,
+        term: e.log_id.leader_id.term,
+        leader: e.log_id.leader_id.node_id,
+        committed: committed.and_then(|c| Some(c.min(index.checked_sub(1)?))),
+        kind,
+        frames: 0,
+        data_len: data.len() as u32,
+    };
+    if kind == EntryType::Normal {
+        if data.len() > crate::codec::entry::MAX_ENTRY_DATA as usize {
+            return Err(Error::Replication(format!("entry {index}: {} bytes of data, over the limit", data.len())));
+        }
+        // Counted and checked here: the sender is not trusted.
+        head.frames = scan_data(index, &data).map_err(Error::Replication)?.len() as u32;
+    }
+    Ok(RaftEntry { head, body, data })
+}
+
+/// The openraft entry an entry location holds.
+pub(crate) fn read_entry(node: &Node, l: &EntryLoc) -> Result<Entry, Error> {
+    let payload = match l.head.kind {
+        EntryType::Blank => EntryPayload::Blank,
+        EntryType::Normal => EntryPayload::Normal(Frames(node.store.raft_data(l)?)),
+        EntryType::Membership => EntryPayload::Membership(membership_of(l)?),
+    };
+    Ok(Entry { log_id: loc_id(l), payload })
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, StorageError> {
+        let locs: Vec<EntryLoc> =
+            self.node.table.lock().entries.iter().filter(|l| range.contains(&l.head.index)).cloned().collect();
+        let node = self.node.clone();
+        blocking(move || locs.iter().map(|l| read_entry(&node, l)).collect::<Result<Vec<_>, _>>())
+            .await
+            .map_err(read_err)
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogStore;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
+        let t = self.node.table.lock();
+        let last_purged_log_id = t.state.purged.map(|p| super::log_id(p.term, p.leader, p.index));
+        Ok(LogState { last_purged_log_id, last_log_id: t.last_log_id() })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
+        let node = self.node.clone();
+        let v = StoredVote { term: vote.leader_id.term, node: vote.leader_id.node_id, committed: vote.committed };
+        blocking(move || {
+            let mut state = node.table.lock().state;
+            state.vote = Some(v);
+            // IMPORTANT: durable before the vote is granted or used.
+            raft_file::write(&*node.store.options().fs, &node.dir, &state)?;
+            node.table.lock().state.vote = Some(v);
+            Ok(())
+        })
+        .await
+        .map_err(|e: Error| StorageIOError::write_vote(&e).into())
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
+        let v = self.node.table.lock().state.vote;
+        Ok(v.map(|v| {
+            let mut vote = Vote::new(v.term, v.node);
+            vote.committed = v.committed;
+            vote
+        }))
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
+        // Memory only: the next entry frames written carry it, and a restart
+        // re-learns the rest from the leader.
+        let mut t = self.node.table.lock();
+        t.committed = t.committed.max(committed);
+        Ok(())
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
+        Ok(self.node.table.lock().committed)
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        let node = self.node.clone();
+        let r = blocking(move || {
+            let committed = node.table.lock().committed.map(|c| c.index);
+            let raw = entries.iter().map(|e| to_raft_entry(e, committed)).collect::<Result<Vec<_>, _>>()?;
+            let (locs, sync) = node.store.raft_write(&raw)?;
+            node.table.lock().entries.extend(locs);
+            Ok::<RaftSync, Error>(sync)
+        })
+        .await;
+        match r {
+            Ok(sync) => {
+                // Durable (and then acknowledged to openraft) by the sync thread.
+                if let Err(std::sync::mpsc::SendError((_, callback))) = self.syncer.send((sync, callback)) {
+                    callback.log_io_completed(Err(std::io::Error::other("the node's sync thread stopped")));
+                }
+                Ok(())
+            }
+            Err(e) => {
+                callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
+                Err(write_err(e))
+            }
+        }
+    }
+
+    async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        let node = self.node.clone();
+        blocking(move || {
+            let first = node.table.lock().entries.iter().find(|l| l.head.index >= log_id.index).cloned();
+            if let Some(l) = first {
+                node.store.raft_truncate(&l)?;
+                node.table.lock().entries.retain(|e| e.head.index < log_id.index);
+            }
+            Ok(())
+        })
+        .await
+        .map_err(write_err)
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        let node = self.node.clone();
+        blocking(move || {
+            let mut state = node.table.lock().state;
+            if state.purged.is_some_and(|p| p.index >= log_id.index) {
+                return Ok(());
+            }
+            state.purged = Some(stored_id(&log_id));
+            // The purge point is durable before the entries are forgotten. The
+            // bytes stay in the log until compaction drops whole segments.
+            raft_file::write(&*node.store.options().fs, &node.dir, &state)?;
+            let mut t = node.table.lock();
+            t.state.purged = state.purged;
+            t.entries.retain(|e| e.head.index > log_id.index);
+            Ok(())
+        })
+        .await
+        .map_err(write_err)
+    }
+}

@@ -1,0 +1,98 @@
+//! openraft's network over HTTP: `append_entries`, `vote` and `install_snapshot`
+//! as signed JSON POSTs to the peer's `/_raft/append`, `/_raft/vote`,
+//! `/_raft/snapshot`. The peer answers 200 with `Result<response, RaftError>` as
+//! JSON; anything else (no connection, a timeout, another status, an answer
+//! that does not decode) makes the peer unreachable for this call.
+
+use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
+    VoteResponse,
+};
+use openraft::BasicNode;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::client::{Failed, Link};
+use super::sign::ClusterKey;
+use jobq::cluster::TypeConfig;
+
+pub const APPEND: &str = "/_raft/append";
+pub const VOTE: &str = "/_raft/vote";
+pub const SNAPSHOT: &str = "/_raft/snapshot";
+
+/// Makes a node's links to its peers (addresses from the membership).
+#[derive(Clone)]
+pub struct HttpNet {
+    pub key: ClusterKey,
+}
+
+impl RaftNetworkFactory<TypeConfig> for HttpNet {
+    type Network = Peer;
+
+    async fn new_client(&mut self, target: u64, node: &BasicNode) -> Peer {
+        Peer { target, link: Link::new(node.addr.clone(), self.key.clone()) }
+    }
+}
+
+/// One node's link to a peer.
+pub struct Peer {
+    target: u64,
+    link: Link,
+}
+
+fn unreachable<E: std::error::Error>(why: impl std::fmt::Display) -> RPCError<u64, BasicNode, E> {
+    RPCError::Unreachable(Unreachable::new(&std::io::Error::other(why.to_string())))
+}
+
+impl Peer {
+    async fn rpc<Req, Resp, E>(
+        &mut self,
+        path: &str,
+        req: &Req,
+        option: &RPCOption,
+    ) -> Result<Resp, RPCError<u64, BasicNode, RaftError<u64, E>>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let body = serde_json::to_vec(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let answer = match self.link.call(path, body, option.hard_ttl()).await {
+            Ok(a) => a,
+            Err(e @ (Failed::Unreachable(_) | Failed::Status(..))) => {
+                return Err(unreachable(format!("node {}: {e}", self.target)))
+            }
+        };
+        let result: Result<Resp, RaftError<u64, E>> = serde_json::from_slice(&answer)
+            .map_err(|e| unreachable(format!("node {}: its answer does not decode: {e}", self.target)))?;
+        result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for Peer {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
+        self.rpc(APPEND, &rpc, &option).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<InstallSnapshotResponse<u64>, RPCError<u64, BasicNode, RaftError<u64, InstallSnapshotError>>> {
+        self.rpc(SNAPSHOT, &rpc, &option).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<u64>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
+        self.rpc(VOTE, &rpc, &option).await
+    }
+}

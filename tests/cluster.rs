@@ -1,0 +1,295 @@
+//! Replication (issue 14, first part): the Raft log is the store's log. Three
+//! in-process nodes over an in-memory network: entries carrying data frames are
+//! appended, replicated, applied, survive a leader's loss and a node's restart.
+#![cfg(feature = "cluster")]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jobq::cluster::memnet::{NodeNet, Raft, Router};
+use jobq::cluster::{self, Frames, Node};
+use jobq::codec::frame::{self, FrameKind};
+use jobq::codec::record::{self, Prev};
+use jobq::model::{Job, MetaDoc};
+use jobq::{JobKey, JobState, Options, Store};
+use openraft::BasicNode;
+
+const ELECTION_MS: u64 = 400;
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+}
+
+fn open(dir: &std::path::Path) -> Arc<Store> {
+    Arc::new(
+        Store::open(
+            dir,
+            Options {
+                raft_log: true,
+                background: false,
+                memtable_entries: 8,
+                segment_bytes: 6000,
+                ..Options::default()
+            },
+        )
+        .unwrap(),
+    )
+}
+
+async fn start(id: u64, dir: &std::path::Path, router: &Router) -> (Raft, Node) {
+    let node = Node::start(open(dir)).unwrap();
+    let config = cluster::config(ELECTION_MS).unwrap();
+    let raft = cluster::start(id, node.clone(), config, NodeNet { router: router.clone(), id }).await.unwrap();
+    let timeout = Duration::from_secs(2);
+    cluster::proposer::attach(id, &node, &raft, tokio::runtime::Handle::current(), timeout);
+    router.add(id, raft.clone());
+    (raft, node)
+}
+
+async fn stop(raft: Raft, node: Node) -> Arc<Store> {
+    cluster::proposer::detach(&node);
+    raft.shutdown().await.unwrap();
+    drop(raft);
+    node.store().clone()
+}
+
+/// Close a node's store once nothing else holds it.
+fn close(store: Arc<Store>) {
+    Arc::try_unwrap(store).ok().expect("the node's store is no longer shared").close().unwrap();
+}
+
+async fn push(node: &Node, spider: &str) -> jobq::Result<JobKey> {
+    let store = node.store().clone();
+    let line = format!(r#"{{"spider":"{spider}","tags":["a"]}}"#);
+    tokio::task::spawn_blocking(move || {
+        let spec = jobq::store::request::parse_push(&line).unwrap();
+        match store.push(1, &[spec], Some("tester"))?.remove(0) {
+            jobq::store::PushResult::Pushed { key, .. } => Ok(key),
+            other => panic!("{other:?}"),
+        }
+    })
+    .await
+    .unwrap()
+}
+
+async fn finish(node: &Node, key: JobKey) -> jobq::Result<()> {
+    let store = node.store().clone();
+    tokio::task::spawn_blocking(move || {
+        let u = jobq::store::request::parse_update(&format!(r#"{{"key":"{key}","state":"finished"}}"#), 1).unwrap();
+        store.update(1, &[u], None).map(drop)
+    })
+    .await
+    .unwrap()
+}
+
+async fn three_nodes(tmp: &std::path::Path, router: &Router) -> BTreeMap<u64, (Raft, Node)> {
+    let mut nodes = BTreeMap::new();
+    for id in 1..=3 {
+        nodes.insert(id, start(id, &tmp.join(format!("n{id}")), router).await);
+    }
+    let members: BTreeMap<u64, BasicNode> = (1..=3).map(|id| (id, BasicNode::new(format!("n{id}")))).collect();
+    nodes[&1].0.initialize(members).await.unwrap();
+    nodes
+}
+
+fn state(node: &Node, key: JobKey) -> Option<JobState> {
+    node.store().snapshot().get(key).unwrap().map(|j| j.state)
+}
+
+#[test]
+fn store_writes_on_the_leader_are_decided_once_and_replicated() {
+    let tmp = tempfile::tempdir().unwrap();
+    runtime().block_on(async {
+        let router = Router::default();
+        let mut nodes = three_nodes(tmp.path(), &router).await;
+        let rafts: Vec<&Raft> = nodes.values().map(|(r, _)| r).collect();
+        let leader = leader_of(&rafts).await;
+        let follower = (1..=3).find(|id| *id != leader).unwrap();
+
+        // A follower refuses writes and names the leader.
+        match push(&nodes[&follower].1, "s").await {
+            Err(jobq::Error::NotLeader { leader: Some(l) }) => assert_eq!(l, leader),
+            other => panic!("a follower's push: {other:?}"),
+        }
+        let mut keys = Vec::new();
+        for i in 0..20 {
+            let r = push(&nodes[&leader].1, &format!("spider{}", i % 3)).await;
+            let m = nodes[&leader].0.metrics().borrow().clone();
+            keys.push(r.unwrap_or_else(|e| panic!("push {i}: {e}; leader {leader}'s metrics {m:?}")));
+        }
+        finish(&nodes[&leader].1, keys[0]).await.unwrap();
+        let applied = nodes[&leader].0.metrics().borrow().last_applied.unwrap().index;
+        for (raft, node) in nodes.values() {
+            wait_applied(raft, applied).await;
+            assert_eq!(state(node, keys[0]), Some(JobState::Finished));
+            for k in &keys[1..] {
+                assert_eq!(state(node, *k), Some(JobState::Pending));
+            }
+            // Same job, same bytes on every node: times and tokens were decided once.
+            let a = nodes[&leader].1.store().snapshot().get(keys[3]).unwrap().unwrap();
+            let b = node.store().snapshot().get(keys[3]).unwrap().unwrap();
+            assert_eq!(format!("{a:?}"), format!("{b:?}"));
+        }
+
+        // The leader is cut off: its write cannot commit, and its writer sees it
+        // as in doubt; the others elect a leader and write on.
+        router.isolate(leader, true);
+        let lost = push(&nodes[&leader].1, "lost").await;
+        assert!(matches!(lost, Err(jobq::Error::InDoubt(_))), "{lost:?}");
+        let others: Vec<&Raft> = nodes.iter().filter(|(id, _)| **id != leader).map(|(_, (r, _))| r).collect();
+        let new_leader = leader_of(&others).await;
+        let k2 = push(&nodes[&new_leader].1, "after").await.unwrap();
+        finish(&nodes[&new_leader].1, keys[1]).await.unwrap();
+
+        // Healed: the old leader's uncommitted entry is overridden; its store
+        // never shows the lost job and shows the new leader's writes.
+        router.isolate(leader, false);
+        let applied = nodes[&new_leader].0.metrics().borrow().last_applied.unwrap().index;
+        wait_applied(&nodes[&leader].0, applied).await;
+        let old = &nodes[&leader].1;
+        assert_eq!(state(old, k2), Some(JobState::Pending));
+        assert_eq!(state(old, keys[1]), Some(JobState::Finished));
+        let spider_lost = old.store().spider_id(1, "lost", false).unwrap();
+        assert_eq!(spider_lost, None, "the in-doubt push's spider is gone");
+        // It writes again once it leads or forwards: as a follower, it refuses.
+        assert!(matches!(push(old, "x").await, Err(jobq::Error::NotLeader { .. })));
+
+        // Every node restarts from its directory with the same jobs.
+        for id in 1..=3 {
+            let (raft, node) = nodes.remove(&id).unwrap();
+            router.remove(id);
+            close(stop(raft, node).await);
+        }
+        for id in 1..=3 {
+            nodes.insert(id, start(id, &tmp.path().join(format!("n{id}")), &router).await);
+        }
+        let rafts: Vec<&Raft> = nodes.values().map(|(r, _)| r).collect();
+        let leader = leader_of(&rafts).await;
+        let k3 = push(&nodes[&leader].1, "again").await.unwrap();
+        let applied = nodes[&leader].0.metrics().borrow().last_applied.unwrap().index;
+        for (raft, node) in nodes.values() {
+            wait_applied(raft, applied).await;
+            assert_eq!(state(node, k2), Some(JobState::Pending));
+            assert_eq!(state(node, k3), Some(JobState::Pending));
+            assert_eq!(state(node, keys[0]), Some(JobState::Finished));
+        }
+        for id in 1..=3 {
+            let (raft, node) = nodes.remove(&id).unwrap();
+            close(stop(raft, node).await);
+        }
+    });
+}
+
+/// The data frames a single node writes for a new spider and one pushed job.
+fn push_frames(key: JobKey, name: &str, with_spider: bool) -> Frames {
+    let mut out = Vec::new();
+    let mut p = Vec::new();
+    if with_spider {
+        record::encode_spider(key.project, key.spider, name, &mut p);
+        frame::encode(&mut out, FrameKind::Spider, 0, 1, 1, 0, &p);
+    }
+    let mut times = [None; 4];
+    times[JobState::Pending as usize] = Some(1_700_000_000_000 + u64::from(key.job));
+    let job = Job {
+        key,
+        state: JobState::Pending,
+        priority: 2,
+        times,
+        order_seq: 1,
+        tags: vec!["t".into()],
+        unique: None,
+        meta: MetaDoc::new(),
+    };
+    p.clear();
+    record::encode_job(&job, Prev::Created, &mut p);
+    frame::encode(&mut out, FrameKind::Jobs, 0, 1, 1, 0, &p);
+    Frames(out)
+}
+
+/// The leader every one of `rafts` agrees on (one of them).
+async fn leader_of(rafts: &[&Raft]) -> u64 {
+    for _ in 0..400 {
+        let seen: Vec<Option<u64>> = rafts.iter().map(|r| r.metrics().borrow().current_leader).collect();
+        if let Some(Some(l)) = seen.first() {
+            let leads = rafts.iter().any(|r| {
+                let m = r.metrics().borrow().clone();
+                m.id == *l && m.state == openraft::ServerState::Leader
+            });
+            if leads && seen.iter().all(|s| *s == Some(*l)) {
+                return *l;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("no leader elected");
+}
+
+async fn wait_applied(raft: &Raft, index: u64) {
+    raft.wait(Some(Duration::from_secs(10)))
+        .metrics(|m| m.last_applied.is_some_and(|a| a.index >= index), "applied")
+        .await
+        .unwrap();
+}
+
+fn has(node: &Node, key: JobKey) -> bool {
+    node.store().snapshot().get(key).unwrap().is_some()
+}
+
+#[test]
+fn entries_replicate_apply_and_survive_a_leader_loss_and_a_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = |id: u64| tmp.path().join(format!("n{id}"));
+    runtime().block_on(async {
+        let router = Router::default();
+        let mut nodes = BTreeMap::new();
+        for id in 1..=3 {
+            nodes.insert(id, start(id, &dir(id), &router).await);
+        }
+        let members: BTreeMap<u64, BasicNode> = (1..=3).map(|id| (id, BasicNode::new(format!("n{id}")))).collect();
+        nodes[&1].0.initialize(members).await.unwrap();
+        let rafts: Vec<&Raft> = nodes.values().map(|(r, _)| r).collect();
+        let leader = leader_of(&rafts).await;
+
+        let k1 = JobKey::new(1, 1, 1);
+        let w = nodes[&leader].0.client_write(push_frames(k1, "spider-a", true)).await.unwrap();
+        for (raft, node) in nodes.values() {
+            wait_applied(raft, w.log_id.index).await;
+            assert!(has(node, k1), "node {} lacks the job", raft.metrics().borrow().id);
+        }
+        // Every node's store holds the same job, spider name included.
+        for (_, node) in nodes.values() {
+            let snap = node.store().snapshot();
+            assert_eq!(snap.get(k1).unwrap().unwrap().state, JobState::Pending);
+        }
+
+        // The leader goes away: the others elect a new one and take writes.
+        let (old, old_node) = nodes.remove(&leader).unwrap();
+        router.remove(leader);
+        old.shutdown().await.unwrap();
+        drop(old);
+        let rafts: Vec<&Raft> = nodes.values().map(|(r, _)| r).collect();
+        let new_leader = leader_of(&rafts).await;
+        assert_ne!(new_leader, leader);
+        let k2 = JobKey::new(1, 1, 2);
+        let w2 = nodes[&new_leader].0.client_write(push_frames(k2, "spider-a", false)).await.unwrap();
+        for (raft, node) in nodes.values() {
+            wait_applied(raft, w2.log_id.index).await;
+            assert!(has(node, k2));
+        }
+
+        // The old leader restarts from its data directory and catches up.
+        let store = old_node.store().clone();
+        drop(old_node);
+        let store = Arc::try_unwrap(store).ok().expect("the old node's store is no longer shared");
+        store.close().unwrap();
+        let (raft, node) = start(leader, &dir(leader), &router).await;
+        assert!(has(&node, k1), "open replays the committed entries");
+        wait_applied(&raft, w2.log_id.index).await;
+        assert!(has(&node, k2), "the restarted node caught up from the log");
+        for (r, _) in nodes.values() {
+            r.shutdown().await.unwrap();
+        }
+        raft.shutdown().await.unwrap();
+    });
+}

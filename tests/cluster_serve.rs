@@ -1,0 +1,406 @@
+//! Three `jobq serve --node-id` processes on loopback (issue 14): they form a
+//! cluster and elect a leader, every node answers reads, `/_raft/*` refuses
+//! requests without the cluster key's signature (API keys included), a
+//! follower forwards writes to the leader and answers what it answered, and
+//! after kill -9 of the leader the others elect a new one and keep answering.
+#![cfg(feature = "cluster")]
+
+mod harness;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use harness::{Server, BIN};
+
+const ADMIN: &str = "admin:";
+const KEY: &str = "a-cluster-key-of-some-length";
+/// Short timeouts: elections in well under a second.
+const ELECTION_MS: &str = "300";
+
+struct Cluster {
+    dirs: Vec<tempfile::TempDir>,
+    key_file: tempfile::NamedTempFile,
+    addrs: Vec<String>,
+    nodes: Vec<Option<Server>>,
+}
+
+fn free_ports(n: usize) -> Vec<String> {
+    // Held together so that they differ; freed just before the nodes bind them.
+    let ls: Vec<_> = (0..n).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+    ls.iter().map(|l| l.local_addr().unwrap().to_string()).collect()
+}
+
+impl Cluster {
+    fn start(n: usize, extra: &[&str]) -> Cluster {
+        let key_file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(key_file.path(), format!("{KEY}\n")).unwrap();
+        let mut c = Cluster {
+            dirs: (0..n).map(|_| harness::tempdir()).collect(),
+            key_file,
+            addrs: free_ports(n),
+            nodes: Vec::new(),
+        };
+        for i in 0..n {
+            let s = c.spawn(i, extra);
+            c.nodes.push(Some(s));
+        }
+        c
+    }
+
+    fn spawn(&self, i: usize, extra: &[&str]) -> Server {
+        let id = (i + 1).to_string();
+        let mut args = vec!["--api-key", "admin", "--node-id", &id, "--election-ms", ELECTION_MS];
+        let peers: Vec<String> = self.addrs.iter().enumerate().map(|(j, a)| format!("{}={a}", j + 1)).collect();
+        for p in &peers {
+            args.extend(["--peer", p]);
+        }
+        let key = self.key_file.path().to_str().unwrap();
+        args.extend(["--cluster-key-file", key]);
+        args.extend(extra);
+        Server::start_at(self.dirs[i].path(), &self.addrs[i], &args)
+    }
+
+    fn node(&self, i: usize) -> &Server {
+        self.nodes[i].as_ref().expect("running")
+    }
+
+    fn live(&self) -> impl Iterator<Item = (usize, &Server)> {
+        self.nodes.iter().enumerate().filter_map(|(i, n)| n.as_ref().map(|s| (i, s)))
+    }
+
+    /// The leader every live node names (index into `nodes`), within `limit`.
+    fn agreed_leader(&self, limit: Duration) -> usize {
+        let deadline = Instant::now() + limit;
+        loop {
+            let named: BTreeSet<Option<u64>> = self
+                .live()
+                .map(|(_, s)| {
+                    let r = s.get("/cluster", ADMIN);
+                    assert_eq!(r.status, 200, "{}", r.text());
+                    r.json()["leader"].as_u64()
+                })
+                .collect();
+            if let [Some(l)] = named.iter().copied().collect::<Vec<_>>()[..] {
+                let i = l as usize - 1;
+                if self.nodes[i].is_some() {
+                    return i;
+                }
+            }
+            assert!(Instant::now() < deadline, "no agreed leader within {limit:?}: {named:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn kill(&mut self, i: usize) {
+        let s = self.nodes[i].take().expect("running");
+        harness::signal(s.pid(), "KILL");
+        drop(s);
+    }
+}
+
+fn signed_post(addr: &str, path: &str, authorization: &str, body: &str) -> harness::Resp {
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: {authorization}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    harness::raw(addr, req.as_bytes())
+}
+
+#[test]
+fn three_nodes_elect_read_refuse_strangers_forward_and_fail_over() {
+    let mut c = Cluster::start(3, &[]);
+    let leader = c.agreed_leader(Duration::from_secs(20));
+    let st = c.node(leader).get("/cluster", ADMIN).json();
+    assert_eq!(st["state"], "Leader", "{st}");
+    assert_eq!(st["members"].as_array().unwrap().len(), 3, "{st}");
+    assert!(st["term"].as_u64().unwrap() >= 1);
+
+    // A read at each node (linearizable: a read index from the leader first).
+    for (_, s) in c.live() {
+        let r = s.get("/jobq/1/count", ADMIN);
+        assert_eq!((r.status, r.text()), (200, "0\n".to_string()));
+    }
+
+    // The cluster channel: no signature, an API key, a wrong signature: 401.
+    let follower = (leader + 1) % 3;
+    let addr = &c.node(follower).addr;
+    let r = harness::request(addr, "POST", "/_raft/vote", None, b"{}");
+    r.assert_error(401, "cluster key");
+    let r = harness::request(addr, "POST", "/_raft/vote", Some(ADMIN), b"{}");
+    r.assert_error(401, "cluster key");
+    let r = signed_post(addr, "/_raft/vote", &format!("JobqCluster {}", "0".repeat(64)), "{}");
+    r.assert_error(401, "does not match");
+    let r = signed_post(addr, "/_raft/append", &format!("JobqCluster {}", "ab".repeat(32)), "garbage");
+    assert_eq!(r.status, 401);
+    // ... and the cluster scheme never works on the API.
+    let r = signed_post(addr, "/jobq/1/push", &format!("JobqCluster {}", "0".repeat(64)), "{}");
+    assert_eq!(r.status, 401, "{}", r.text());
+    // /cluster needs an admin key.
+    assert_eq!(harness::request(addr, "GET", "/cluster", None, b"").status, 401);
+
+    // A write at a follower is the leader's to answer, unchanged.
+    let at_leader = c.node(leader).post("/jobq/1/push", ADMIN, "not json");
+    let at_follower = c.node(follower).post("/jobq/1/push", ADMIN, "not json");
+    assert_eq!(at_leader.status, 400);
+    assert_eq!((at_follower.status, at_follower.text()), (at_leader.status, at_leader.text()));
+    assert!(c.node(follower).log_shows("jobq serving"));
+
+    // Writes at every node (a follower's go to the leader); each one acknowledged
+    // is then read back at every node (linearizable reads).
+    let mut acked = Vec::new();
+    for round in 0..4 {
+        for (i, s) in c.live() {
+            let r = s.post("/jobq/1/push", ADMIN, &format!("{{\"spider\":\"s{i}\",\"round\":{round}}}"));
+            assert_eq!(r.status, 200, "push at node {}: {}", i + 1, r.text());
+            acked.push(r.json()["key"].as_str().unwrap().to_string());
+        }
+    }
+    for (_, s) in c.live() {
+        assert_eq!(s.get("/jobq/1/count?state=pending", ADMIN).text(), format!("{}\n", acked.len()));
+        for k in &acked {
+            assert_eq!(s.get(&format!("/jobs/{k}"), ADMIN).status, 200, "{k}");
+        }
+    }
+
+    // Read-your-writes across nodes: acknowledged at the leader, read at once
+    // at a follower (fails with --read-consistency stale: the follower learns
+    // the commit at the next heartbeat).
+    for _ in 0..20 {
+        let r = c.node(leader).post("/jobq/1/push", ADMIN, "{\"spider\":\"ryw\"}");
+        let key = r.json()["key"].as_str().unwrap().to_string();
+        assert_eq!(c.node(follower).get(&format!("/jobs/{key}"), ADMIN).status, 200, "{key}");
+        acked.push(key);
+    }
+
+    // kill -9 of the leader: the two others elect another, and writes are
+    // accepted again (here with short timeouts; the default's figure is in the README).
+    let killed_at = Instant::now();
+    c.kill(leader);
+    let survivor = (leader + 1) % 3;
+    let accepted = loop {
+        let r = c.node(survivor).post("/jobq/1/push", ADMIN, "{\"spider\":\"after\"}");
+        if r.status == 200 {
+            acked.push(r.json()["key"].as_str().unwrap().to_string());
+            break killed_at.elapsed();
+        }
+        assert_eq!(r.status, 503, "{}", r.text());
+        assert!(killed_at.elapsed() < Duration::from_secs(20), "no write accepted after the kill");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    eprintln!("writes accepted again {accepted:?} after the leader's kill");
+    assert!(accepted < Duration::from_secs(3), "{accepted:?}");
+    let next = c.agreed_leader(Duration::from_secs(20));
+    assert_ne!(next, leader);
+    let term = c.node(next).get("/cluster", ADMIN).json()["term"].as_u64().unwrap();
+    assert!(term > st["term"].as_u64().unwrap());
+    for (_, s) in c.live() {
+        assert_eq!(s.get("/jobq/1/count?state=pending", ADMIN).text(), format!("{}\n", acked.len()));
+    }
+
+    // The killed node restarts from its log, rejoins as a follower, catches up.
+    c.nodes[leader] = Some(c.spawn(leader, &[]));
+    assert!(c.node(leader).log_shows("rejoining the cluster"), "{}", c.node(leader).log());
+    let r = c.node(leader).post("/jobq/1/push", ADMIN, "{\"spider\":\"back\"}");
+    assert_eq!(r.status, 200, "{}", r.text());
+    acked.push(r.json()["key"].as_str().unwrap().to_string());
+    for (_, s) in c.live() {
+        assert_eq!(s.get("/jobq/1/count?state=pending", ADMIN).text(), format!("{}\n", acked.len()));
+        for k in &acked {
+            assert_eq!(s.get(&format!("/jobs/{k}"), ADMIN).status, 200, "{k}");
+        }
+    }
+    assert_eq!(c.agreed_leader(Duration::from_secs(5)), next);
+}
+
+#[test]
+fn a_read_without_a_leader_is_refused_unless_stale() {
+    // One node of three up: no leader can be elected.
+    let c = Cluster::start(1, &[]);
+    let mut alone = Cluster { addrs: free_ports(3), ..c };
+    alone.nodes.clear();
+    alone.dirs.truncate(1);
+    let lin = alone.spawn(0, &[]);
+    let r = lin.get("/jobq/1/count", ADMIN);
+    r.assert_error(503, "linearizable read");
+    assert!(r.header("retry-after").is_some());
+    let w = lin.post("/jobq/1/push", ADMIN, "{\"spider\":\"s\"}");
+    w.assert_error(503, "no leader");
+    drop(lin);
+    let stale = alone.spawn(0, &["--read-consistency", "stale"]);
+    let r = stale.get("/jobq/1/count", ADMIN);
+    assert_eq!((r.status, r.text()), (200, "0\n".to_string()));
+}
+
+#[test]
+fn cluster_data_refuses_to_serve_alone() {
+    let mut c = Cluster::start(3, &[]);
+    c.agreed_leader(Duration::from_secs(20));
+    for i in 0..3 {
+        c.kill(i);
+    }
+    let out = std::process::Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--api-key", "admin", "--data"])
+        .arg(c.dirs[0].path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--node-id"), "{err}");
+    assert!(Path::new(&c.dirs[0].path().join("RAFT")).exists());
+}
+
+#[test]
+fn members_are_added_and_removed_at_run_time() {
+    let mut c = Cluster::start(3, &[]);
+    let leader = c.agreed_leader(Duration::from_secs(20));
+    let follower = (leader + 1) % 3;
+    let r = c.node(follower).post("/jobq/1/push", ADMIN, "{\"spider\":\"s\"}");
+    assert_eq!(r.status, 200, "{}", r.text());
+    // A fourth node, started empty: it waits to be contacted.
+    c.addrs.push(free_ports(1).remove(0));
+    c.dirs.push(harness::tempdir());
+    c.nodes.push(Some(c.spawn(3, &[])));
+    assert!(c.node(3).log_shows("waiting for the lowest node id"));
+    // Asked at a follower: the leader adds it as a learner, then as a voter.
+    let add = format!("{{\"add\":{{\"id\":4,\"addr\":\"{}\"}}}}", c.addrs[3]);
+    let r = c.node(follower).post("/cluster/members", ADMIN, &add);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["voters"], serde_json::json!([1, 2, 3, 4]));
+    // It holds what was written before it came, and reads there are linearizable.
+    let r = c.node(3).get("/jobq/1/count?state=pending", ADMIN);
+    assert_eq!((r.status, r.text()), (200, "1\n".to_string()));
+    assert_eq!(c.agreed_leader(Duration::from_secs(5)), leader);
+    // Bad changes are refused; removing it leaves three voters.
+    for bad in ["{}", "{\"remove\":9}", "{\"add\":{\"id\":0,\"addr\":\"\"}}", "not json", "{\"remove\":1,\"x\":2}"] {
+        assert_eq!(c.node(leader).post("/cluster/members", ADMIN, bad).status, 400, "{bad}");
+    }
+    let r = c.node(leader).post("/cluster/members", ADMIN, "{\"remove\":4}");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["voters"], serde_json::json!([1, 2, 3]));
+    // Only an admin key may change members.
+    assert_eq!(harness::request(&c.node(leader).addr, "POST", "/cluster/members", None, b"{}").status, 401);
+}
+
+fn sign(path: &str, body: &[u8]) -> String {
+    use hmac::{Hmac, Mac};
+    let mut m = Hmac::<sha2::Sha256>::new_from_slice(KEY.as_bytes()).unwrap();
+    m.update(format!("POST\n{path}\n").as_bytes());
+    m.update(body);
+    let tag: String = m.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
+    format!("JobqCluster {tag}")
+}
+
+#[test]
+fn hostile_cluster_requests_are_refused_not_fatal() {
+    let c = Cluster::start(3, &[]);
+    let leader = c.agreed_leader(Duration::from_secs(20));
+    let addr = c.node(leader).addr.clone();
+    let bodies: [&[u8]; 6] =
+        [b"", b"null", b"{\"vote\":1}", b"\xff\xfe", b"[[[[[[[[[[[[[[[[[[[[", b"\x10\0\0\0{\"method\":\"POST\"}"];
+    for path in ["/_raft/append", "/_raft/vote", "/_raft/snapshot", "/_raft/forward"] {
+        for body in bodies {
+            let req = [
+                format!(
+                    "POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    sign(path, body),
+                    body.len()
+                )
+                .as_bytes(),
+                body,
+            ]
+            .concat();
+            let r = harness::raw(&addr, &req);
+            assert_eq!(r.status, 400, "{path} {body:?}: {}", r.text());
+        }
+    }
+    // A forwarded request naming a scope that does not parse, and an unknown path.
+    let body = b"\x31\0\0\0{\"method\":\"POST\",\"path\":\"/jobq/1/push\",\"query\":\"\"}";
+    let r = signed_post(&addr, "/_raft/forward", &sign("/_raft/forward", body), std::str::from_utf8(body).unwrap());
+    assert_eq!(r.status, 400, "{}", r.text());
+    let r = signed_post(&addr, "/_raft/nothing", &sign("/_raft/nothing", b"{}"), "{}");
+    assert_eq!(r.status, 404, "{}", r.text());
+    // A body over the limit is refused before it is read.
+    let req = format!(
+        "POST /_raft/vote HTTP/1.1\r\nHost: x\r\nAuthorization: {}\r\nContent-Length: 100000000\r\n\r\n",
+        sign("/_raft/vote", b"")
+    );
+    assert_eq!(harness::raw(&addr, req.as_bytes()).status, 413);
+    // A signed read index at the leader works; the cluster still answers.
+    let r = signed_post(&addr, "/_raft/read-index", &sign("/_raft/read-index", b""), "");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(c.agreed_leader(Duration::from_secs(5)), leader);
+    for (_, s) in c.live() {
+        assert_eq!(s.get("/jobq/1/count", ADMIN).status, 200);
+    }
+    // SIGTERM: each node stops Raft, closes its store and exits 0.
+    let mut c = c;
+    for i in 0..3 {
+        let (status, log) = c.nodes[i].take().unwrap().stop();
+        assert!(status.success() && log.contains("store closed"), "{status:?}\n{log}");
+    }
+}
+
+/// Kill -9 of the leader, round after round, under four writers pushing at
+/// every node: every acknowledged push is then on every live node, and each
+/// data directory passes `jobq check` at the end.
+#[test]
+fn acknowledged_pushes_survive_leader_kills() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    const ROUNDS: usize = 3;
+    let mut c = Cluster::start(3, &[]);
+    let acked = Arc::new(Mutex::new(Vec::<String>::new()));
+    for round in 0..ROUNDS {
+        let leader = c.agreed_leader(Duration::from_secs(20));
+        let stop = Arc::new(AtomicBool::new(false));
+        let addrs: Vec<String> = c.addrs.clone();
+        let writers: Vec<_> = (0..4)
+            .map(|w| {
+                let (stop, acked, addrs) = (stop.clone(), acked.clone(), addrs.clone());
+                std::thread::spawn(move || {
+                    let mut n = 0;
+                    while !stop.load(Ordering::Relaxed) {
+                        n += 1;
+                        let addr = &addrs[(w + n) % addrs.len()];
+                        let body = format!("{{\"spider\":\"w{w}\",\"round\":{round},\"n\":{n}}}");
+                        match harness::try_post(addr, "/jobq/7/push", ADMIN, &body) {
+                            Some(r) if r.status == 200 => {
+                                acked.lock().unwrap().push(r.json()["key"].as_str().unwrap().to_string())
+                            }
+                            // Refused (503: no leader, in doubt) or cut off by the kill: not acknowledged.
+                            _ => std::thread::sleep(Duration::from_millis(5)),
+                        }
+                    }
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(300));
+        c.kill(leader);
+        std::thread::sleep(Duration::from_millis(1500));
+        stop.store(true, Ordering::Relaxed);
+        for w in writers {
+            w.join().unwrap();
+        }
+        c.nodes[leader] = Some(c.spawn(leader, &[]));
+    }
+    let acked = acked.lock().unwrap().clone();
+    eprintln!("{} pushes acknowledged over {ROUNDS} leader kills", acked.len());
+    assert!(acked.len() > 20, "only {} pushes acknowledged", acked.len());
+    let distinct: BTreeSet<&String> = acked.iter().collect();
+    assert_eq!(distinct.len(), acked.len(), "a key acknowledged twice");
+    c.agreed_leader(Duration::from_secs(20));
+    for (i, s) in c.live() {
+        let n: usize = s.get("/jobq/7/count?state=pending", ADMIN).text().trim().parse().unwrap();
+        assert!(n >= acked.len(), "node {}: {n} jobs, {} acknowledged", i + 1, acked.len());
+        for k in &acked {
+            assert_eq!(s.get(&format!("/jobs/{k}"), ADMIN).status, 200, "node {}: {k}", i + 1);
+        }
+    }
+    for i in 0..3 {
+        let (status, log) = c.nodes[i].take().unwrap().stop();
+        assert!(status.success(), "{log}");
+        let out = std::process::Command::new(BIN).arg("check").arg("--data").arg(c.dirs[i].path()).output().unwrap();
+        assert!(out.status.success(), "node {}: {}", i + 1, String::from_utf8_lossy(&out.stdout));
+    }
+}

@@ -1,0 +1,127 @@
+"""Format 8 (log.md, "Raft entry"; layout.md, "RAFT"): the spec reader reads the v8 fixture, one
+node of a three-node cluster whose log ends in an entry that was never committed, applying entries
+only up to the highest index an entry frame says committed; a torn entry is cut; raising a commit
+point makes the last entry applied."""
+
+import os
+import struct
+
+from fixture_tools import (  # noqa: E402
+    Fixture, export_of, fresh_copy, index_files, mcrc, reader, run, segments, versions,
+)
+
+V8 = Fixture(8)
+
+
+def _frames(path):
+    """(offset, kind, payload) of each frame of a version-7 segment, from its header alone."""
+    with open(path, "rb") as f:
+        data = f.read()
+    off, out = 12288, []
+    while off + 32 <= len(data):
+        ln, kind = struct.unpack_from("<IB", data, off + 4)
+        if kind == 0:
+            break
+        out.append((off, kind, data[off + 32:off + 32 + ln]))
+        off += 32 + ln
+    return out
+
+
+def _entries(store):
+    """(segment path, offset, payload) of every entry frame, in log order."""
+    return [(s, off, p) for s in segments(store) for off, kind, p in _frames(s) if kind == 6]
+
+
+@versions()
+def test_v8_applies_committed_entries_only(tmp, fx):
+    store = fresh_copy(tmp, V8)
+    with open(os.path.join(store, "RAFT"), "rb") as f:
+        raft = f.read()
+    assert len(raft) == 64 and raft[:8] == b"JOBQRAFT" and struct.unpack_from("<I", raft, 60)[0] == mcrc(raft[:60])
+    want = V8.export()
+    assert export_of(store) == want, "the v8 export differs"
+    p = run(store, "check")
+    assert p.returncode == 0 and "check: ok" in p.stdout, f"{p.stdout}{p.stderr}"
+    entries = _entries(store)
+    heads = [struct.unpack_from("<QQQQBBHIII", e[2]) for e in entries]
+    committed = max(h[3] for h in heads if h[5] & 1)
+    last = heads[-1]
+    assert last[0] > committed and last[4] == 1, f"the last entry ({last[0]}) is normal and not committed ({committed})"
+    assert not any("never-committed" in str(r) for r in want)
+    # without index files, the log alone gives the same answer
+    for f in index_files(store):
+        os.remove(f)
+    assert export_of(store) == want, "the v8 export differs when replayed from the log"
+    return f"{len(entries)} entries, committed up to {committed}, the last ({last[0]}) appended only"
+
+
+@versions()
+def test_v8_a_raised_commit_point_applies_the_last_entry(tmp, fx):
+    store = fresh_copy(tmp, V8)
+    path, off, payload = _entries(store)[-1]
+    index = struct.unpack_from("<Q", payload, 0)[0]
+    # the last entry's own frame cannot name itself; a blank entry after it may
+    with open(path, "rb") as f:
+        data = bytearray(f.read())
+    end = len(data.rstrip(b"\0"))
+    end = max(end, off)
+    # append a blank entry (index + 1) whose commit point is the last entry, at the log's end
+    last_frame_end = None
+    for o, kind, p in _frames(path):
+        last_frame_end = o + 32 + len(p)
+        last_seq = struct.unpack_from("<Q", data, o + 16)[0] + struct.unpack_from("<I", data, o + 12)[0] - 1
+    body = struct.pack("<QQQQBBHIII", index + 1, 99, 1, index, 0, 1, 0, 0, 0, 0)
+    head = bytearray(struct.pack("<IIBBHIQQ", 0, len(body), 6, 0, 0, 1, last_seq + 1, 0))
+    frame = head + body
+    struct.pack_into("<I", frame, 0, mcrc(bytes(frame[4:])))
+    data[last_frame_end:last_frame_end + len(frame)] = frame
+    with open(path, "wb") as f:
+        f.write(bytes(data))
+    got = export_of(store)
+    assert any("never-committed" in str(r) for r in got), "the entry the new commit point names is applied"
+    return f"a blank entry {index + 1} committing {index}: its job appears"
+
+
+def _append_after_log(path, frames_bytes):
+    """Write `frames_bytes` at the log's end (after its last frame): past the durable mark."""
+    with open(path, "rb") as f:
+        data = bytearray(f.read())
+    end = 12288
+    last_seq = 0
+    for o, kind, p in _frames(path):
+        end = o + 32 + len(p)
+        last_seq = struct.unpack_from("<Q", data, o + 16)[0] + struct.unpack_from("<I", data, o + 12)[0] - 1
+    data[end:end + len(frames_bytes)] = frames_bytes
+    with open(path, "wb") as f:
+        f.write(bytes(data))
+    return last_seq
+
+
+def _frame(kind, seq, payload):
+    head = bytearray(struct.pack("<IIBBHIQQ", 0, len(payload), kind, 0, 0, 1, seq, 0))
+    out = head + payload
+    struct.pack_into("<I", out, 0, mcrc(bytes(out[4:])))
+    return bytes(out)
+
+
+@versions()
+def test_v8_torn_entry_is_cut(tmp, fx):
+    store = fresh_copy(tmp, V8)
+    path = segments(store)[-1]
+    index = struct.unpack_from("<Q", _entries(store)[-1][2], 0)[0]
+    with open(path, "rb") as f:
+        data = f.read()
+    last_seq = 0
+    for o, kind, p in _frames(path):
+        last_seq = struct.unpack_from("<Q", data, o + 16)[0] + struct.unpack_from("<I", data, o + 12)[0] - 1
+    spider = struct.pack("<IIH", 53, 9, 4) + b"torn"
+    data_frame = _frame(2, last_seq + 2, spider)
+    head = struct.pack("<QQQQBBHIII", index + 1, 99, 1, index, 1, 1, 0, 1, len(data_frame), 0)
+    _append_after_log(path, _frame(6, last_seq + 1, head) + data_frame[:len(data_frame) // 2])
+    assert export_of(store) == V8.export(), "a half-written entry is cut: nothing of it is applied"
+    # a data frame outside any entry (the entry frame announcing none) is corruption
+    store2 = fresh_copy(tmp, V8, "store2")
+    _append_after_log(segments(store2)[-1], _frame(2, last_seq + 1, spider))
+    rc, _, err = reader.main(["reader.py", store2, "export"]), "", ""
+    assert rc != 0, "a frame outside any Raft entry is refused"
+    return "a half-written entry is cut at its entry frame; a frame outside any entry is corruption"

@@ -195,6 +195,10 @@ impl Snapshot {
             None => exec::list(&mut self.sources(project, &r, true), paging.start, paging.count),
         })
         .map(|mut hits| {
+            if hits.is_empty() {
+                // An empty page reads no clock and touches no log.
+                return hits;
+            }
             let now = self.clock.now_ms();
             for h in &mut hits {
                 h.listed_ms = now;
@@ -240,6 +244,9 @@ impl Snapshot {
     /// time (one lock of the maps, the project's names looked up once, the common
     /// row in one pass: see plain.rs). The same bytes as row by row.
     pub fn render_rows(&self, project: u32, hits: &[Hit], jobmeta: Option<&[String]>, out: &mut Vec<u8>) -> Result<()> {
+        if hits.is_empty() {
+            return Ok(());
+        }
         if jobmeta.is_some() {
             for h in hits {
                 self.render_row(project, h, jobmeta, out)?;

@@ -536,35 +536,6 @@ impl<'a> Section<'a> {
         self.get(BY_KEY, i) as DocId
     }
 
-    /// Rank of the first key `>= local` in key order.
-    pub fn key_rank(&self, local: u64) -> u32 {
-        let (mut lo, mut hi) = (0, self.info.n);
-        if !self.samples.is_empty() {
-            // samples[k] is rank 128k: the rank is 0, or in (128(k-1), 128k].
-            let k = self.samples.partition_point(|s| *s < local);
-            if k == 0 {
-                return 0;
-            }
-            lo = ((k - 1) * packed::BLOCK + 1) as u32;
-            hi = hi.min((k * packed::BLOCK) as u32);
-        }
-        while lo < hi {
-            let mid = (lo + hi) / 2;
-            if self.sorted_key(mid) < local {
-                lo = mid + 1;
-            } else {
-                hi = mid;
-            }
-        }
-        lo
-    }
-
-    /// The doc of a key.
-    pub fn find(&self, local: u64) -> Option<DocId> {
-        let r = self.key_rank(local);
-        (r < self.info.n && self.sorted_key(r) == local).then(|| self.by_key(r))
-    }
-
     /// First doc whose order key `(ts, seq)` is below `(ts, seq)`: the docs before
     /// it are strictly newer.
     pub fn first_older_than(&self, ts: u64, seq: u64) -> DocId {
@@ -655,6 +626,9 @@ impl<'a> Section<'a> {
         self.term(field::CLOSE_REASON, term.as_bytes())
     }
 }
+
+#[path = "segment_keys.rs"]
+mod keys;
 
 #[cfg(test)]
 #[path = "segment_tests.rs"]

@@ -8,7 +8,7 @@ use byteorder::{ByteOrder, LittleEndian as LE};
 
 use super::format::{self, field, DirEntry, SegmentMeta, FOOTER_LEN, HEADER_LEN, SECTION_HEADER, TERM_ENTRY};
 use super::packed;
-use super::posting::{self, Posting};
+use super::posting;
 use super::terms::TermTable;
 use crate::codec::docz::Dict;
 use crate::codec::frame::checksum;
@@ -564,71 +564,12 @@ impl<'a> Section<'a> {
         }
         lo
     }
-
-    /// Term `t`'s field and bytes (its posting list not read).
-    fn term_key(&self, t: u32) -> (u8, &'a [u8]) {
-        let e = &self.b[self.info.cols[DICT] + t as usize * TERM_ENTRY..][..TERM_ENTRY];
-        let blob = self.info.cols[DICT] + self.info.n_terms as usize * TERM_ENTRY;
-        let (len, off) = (usize::from(LE::read_u16(&e[2..4])), LE::read_u32(&e[4..8]) as usize);
-        (e[0], &self.b[blob + off..blob + off + len])
-    }
-
-    fn posting(&self, t: u32) -> Posting<'a> {
-        let e = &self.b[self.info.cols[DICT] + t as usize * TERM_ENTRY..][..TERM_ENTRY];
-        Posting::new(&self.b[LE::read_u32(&e[8..12]) as usize..])
-    }
-
-    fn term_entry(&self, t: u32) -> (u8, &'a [u8], Posting<'a>) {
-        let (f, term) = self.term_key(t);
-        (f, term, self.posting(t))
-    }
-
-    /// The posting list of a term: hashed, or (while opening) by binary search
-    /// of the sorted dictionary.
-    pub fn term(&self, f: u8, term: &[u8]) -> Option<Posting<'a>> {
-        if let Some(table) = self.terms.filter(|t| t.is_built()) {
-            return table.find(f, term, |t| self.term_key(t)).map(|t| self.posting(t));
-        }
-        let (mut lo, mut hi) = (0, self.info.n_terms);
-        while lo < hi {
-            let mid = (lo + hi) / 2;
-            match self.term_key(mid).cmp(&(f, term)) {
-                std::cmp::Ordering::Less => lo = mid + 1,
-                std::cmp::Ordering::Greater => hi = mid,
-                std::cmp::Ordering::Equal => return Some(self.posting(mid)),
-            }
-        }
-        None
-    }
-
-    /// Every term of a field with its posting list, in term byte order.
-    pub fn terms(&self, f: u8) -> impl Iterator<Item = (&'a [u8], Posting<'a>)> + '_ {
-        (0..self.info.n_terms).map(|t| self.term_entry(t)).filter(move |(tf, ..)| *tf == f).map(|(_, t, p)| (t, p))
-    }
-
-    pub fn state(&self, s: JobState) -> Option<Posting<'a>> {
-        self.term(field::STATE, &[s.code()])
-    }
-
-    pub fn spider(&self, id: u32) -> Option<Posting<'a>> {
-        self.term(field::SPIDER, &id.to_le_bytes())
-    }
-
-    pub fn tag(&self, tag: &str) -> Option<Posting<'a>> {
-        self.term(field::TAG, tag.as_bytes())
-    }
-
-    pub fn unique(&self, u: &str) -> Option<Posting<'a>> {
-        self.term(field::UNIQUE, u.as_bytes())
-    }
-
-    pub fn close_reason(&self, term: &str) -> Option<Posting<'a>> {
-        self.term(field::CLOSE_REASON, term.as_bytes())
-    }
 }
 
 #[path = "segment_keys.rs"]
 mod keys;
+#[path = "segment_terms.rs"]
+mod term_lookup;
 
 #[cfg(test)]
 #[path = "segment_tests.rs"]

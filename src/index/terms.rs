@@ -64,11 +64,6 @@ impl TermTable {
             i = (i + 1) & mask;
         }
     }
-
-    /// Bytes held in memory.
-    pub fn heap_bytes(&self) -> usize {
-        self.slots.len() * 8
-    }
 }
 
 #[inline]

@@ -12,6 +12,7 @@ pub mod posting;
 pub mod segment;
 pub mod spill;
 pub mod spill_build;
+pub mod terms;
 
 pub use build::DocEntry;
 pub use deadset::DeadSet;

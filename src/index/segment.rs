@@ -8,12 +8,14 @@ use byteorder::{ByteOrder, LittleEndian as LE};
 
 use super::format::{self, field, DirEntry, SegmentMeta, FOOTER_LEN, HEADER_LEN, SECTION_HEADER, TERM_ENTRY};
 use super::packed;
-use super::posting::{self, Posting};
+use super::posting;
+use super::terms::TermTable;
 use crate::codec::docz::Dict;
 use crate::codec::frame::checksum;
 use crate::codec::record::{decode_catalog, SpiderEntry};
 use crate::error::{Error, Result};
 use crate::fs::MappedBytes;
+use crate::hash::FastMap;
 use crate::model::JobState;
 use crate::query::docset::DocId;
 
@@ -24,10 +26,14 @@ pub struct IndexSegment {
     path: PathBuf,
     meta: SegmentMeta,
     dir: Vec<DirEntry>,
+    /// Project -> index of its section in `dir` (a hash probe, not a search).
+    by_project: FastMap<u32, u32>,
     sections: Vec<SectionInfo>,
     /// Per section, the key of every 128th rank (`sorted_key(128k)`): a key lookup
     /// searches these in memory, then one block of `by_key`.
     samples: Vec<Vec<u64>>,
+    /// Per section, its term dictionary hashed (terms.rs).
+    terms: Vec<TermTable>,
     catalog: (usize, usize),
     /// The catalog's dictionaries (version 4): id, start and end in the file.
     dicts: Vec<(u32, usize, usize)>,
@@ -136,16 +142,34 @@ impl IndexSegment {
                     info: *info,
                     project: d.project,
                     samples: &[],
+                    terms: None,
                 };
                 (0..info.n).step_by(packed::BLOCK).map(|r| sec.sorted_key(r)).collect()
             })
             .collect();
+        let terms = dir
+            .iter()
+            .zip(&sections)
+            .map(|(d, info)| {
+                let sec = Section {
+                    b: &b[info.start..info.start + d.len as usize],
+                    info: *info,
+                    project: 0,
+                    samples: &[],
+                    terms: None,
+                };
+                TermTable::build(info.n_terms, |t| sec.term_key(t))
+            })
+            .collect();
+        let by_project = dir.iter().enumerate().map(|(i, d)| (d.project, i as u32)).collect();
         Ok(IndexSegment {
             path: path.to_path_buf(),
             meta,
             dir,
+            by_project,
             sections,
             samples,
+            terms,
             catalog: (cat_off as usize, cat_off as usize + spiders_len),
             dicts,
             bytes,
@@ -191,8 +215,10 @@ impl IndexSegment {
             path: self.path.clone(),
             meta: self.meta,
             dir: self.dir.clone(),
+            by_project: self.by_project.clone(),
             sections: self.sections.clone(),
             samples: self.samples.clone(),
+            terms: self.terms.clone(),
             catalog: self.catalog,
             dicts: self.dicts.clone(),
             on_disk: self.on_disk,
@@ -274,7 +300,7 @@ impl IndexSegment {
 
     /// Index of a project's section.
     pub fn section_index(&self, project: u32) -> Option<usize> {
-        self.dir.binary_search_by_key(&project, |d| d.project).ok()
+        self.by_project.get(&project).map(|&i| i as usize)
     }
 
     pub fn section_at(&self, i: usize) -> Section<'_> {
@@ -284,6 +310,7 @@ impl IndexSegment {
             info,
             project: self.dir[i].project,
             samples: &self.samples[i],
+            terms: Some(&self.terms[i]),
         }
     }
 
@@ -452,6 +479,8 @@ pub struct Section<'a> {
     project: u32,
     /// `sorted_key(128k)` for every k (empty while opening).
     samples: &'a [u64],
+    /// The hashed term dictionary (`None` while opening: binary search).
+    terms: Option<&'a TermTable>,
 }
 
 impl<'a> Section<'a> {
@@ -507,35 +536,6 @@ impl<'a> Section<'a> {
         self.get(BY_KEY, i) as DocId
     }
 
-    /// Rank of the first key `>= local` in key order.
-    pub fn key_rank(&self, local: u64) -> u32 {
-        let (mut lo, mut hi) = (0, self.info.n);
-        if !self.samples.is_empty() {
-            // samples[k] is rank 128k: the rank is 0, or in (128(k-1), 128k].
-            let k = self.samples.partition_point(|s| *s < local);
-            if k == 0 {
-                return 0;
-            }
-            lo = ((k - 1) * packed::BLOCK + 1) as u32;
-            hi = hi.min((k * packed::BLOCK) as u32);
-        }
-        while lo < hi {
-            let mid = (lo + hi) / 2;
-            if self.sorted_key(mid) < local {
-                lo = mid + 1;
-            } else {
-                hi = mid;
-            }
-        }
-        lo
-    }
-
-    /// The doc of a key.
-    pub fn find(&self, local: u64) -> Option<DocId> {
-        let r = self.key_rank(local);
-        (r < self.info.n && self.sorted_key(r) == local).then(|| self.by_key(r))
-    }
-
     /// First doc whose order key `(ts, seq)` is below `(ts, seq)`: the docs before
     /// it are strictly newer.
     pub fn first_older_than(&self, ts: u64, seq: u64) -> DocId {
@@ -564,55 +564,12 @@ impl<'a> Section<'a> {
         }
         lo
     }
-
-    fn term_entry(&self, t: u32) -> (u8, &'a [u8], Posting<'a>) {
-        let e = &self.b[self.info.cols[DICT] + t as usize * TERM_ENTRY..][..TERM_ENTRY];
-        let blob = self.info.cols[DICT] + self.info.n_terms as usize * TERM_ENTRY;
-        let (len, off, at) =
-            (usize::from(LE::read_u16(&e[2..4])), LE::read_u32(&e[4..8]) as usize, LE::read_u32(&e[8..12]));
-        (e[0], &self.b[blob + off..blob + off + len], Posting::new(&self.b[at as usize..]))
-    }
-
-    /// The posting list of a term.
-    pub fn term(&self, f: u8, term: &[u8]) -> Option<Posting<'a>> {
-        let (mut lo, mut hi) = (0, self.info.n_terms);
-        while lo < hi {
-            let mid = (lo + hi) / 2;
-            let (mf, mt, p) = self.term_entry(mid);
-            match (mf, mt).cmp(&(f, term)) {
-                std::cmp::Ordering::Less => lo = mid + 1,
-                std::cmp::Ordering::Greater => hi = mid,
-                std::cmp::Ordering::Equal => return Some(p),
-            }
-        }
-        None
-    }
-
-    /// Every term of a field with its posting list, in term byte order.
-    pub fn terms(&self, f: u8) -> impl Iterator<Item = (&'a [u8], Posting<'a>)> + '_ {
-        (0..self.info.n_terms).map(|t| self.term_entry(t)).filter(move |(tf, ..)| *tf == f).map(|(_, t, p)| (t, p))
-    }
-
-    pub fn state(&self, s: JobState) -> Option<Posting<'a>> {
-        self.term(field::STATE, &[s.code()])
-    }
-
-    pub fn spider(&self, id: u32) -> Option<Posting<'a>> {
-        self.term(field::SPIDER, &id.to_le_bytes())
-    }
-
-    pub fn tag(&self, tag: &str) -> Option<Posting<'a>> {
-        self.term(field::TAG, tag.as_bytes())
-    }
-
-    pub fn unique(&self, u: &str) -> Option<Posting<'a>> {
-        self.term(field::UNIQUE, u.as_bytes())
-    }
-
-    pub fn close_reason(&self, term: &str) -> Option<Posting<'a>> {
-        self.term(field::CLOSE_REASON, term.as_bytes())
-    }
 }
+
+#[path = "segment_keys.rs"]
+mod keys;
+#[path = "segment_terms.rs"]
+mod term_lookup;
 
 #[cfg(test)]
 #[path = "segment_tests.rs"]

@@ -105,20 +105,32 @@ fn parallel_check_agrees_with_sequential() {
 #[test]
 fn key_lookups_agree_with_a_scan() {
     // One project of 1,000 docs over several spiders: key_rank and find through
-    // the in-memory samples and the packed by_key column.
-    let docs: Vec<DocEntry> =
-        (0..1000u64).map(|i| DocEntry { local: (1 + i * 7 % 5) << 32 | (1 + i * 3), ts: 5000 - i, ..doc(i) }).collect();
-    let mut keys: Vec<u64> = docs.iter().map(|d| d.local).collect();
-    keys.sort_unstable();
-    let seg = IndexSegment::open(MappedBytes::from_vec(build(docs, meta(1000), &[], &[])), Path::new("x.jqi"), false)
-        .unwrap();
-    seg.verify_order().unwrap();
-    let sec = seg.section(1).unwrap();
-    for probe in keys.iter().flat_map(|k| [k - 1, *k, k + 1]).chain([0, u64::MAX]) {
-        let want = keys.partition_point(|k| *k < probe) as u32;
-        assert_eq!(sec.key_rank(probe), want, "rank of {probe:#x}");
-        let found = sec.find(probe).map(|d| sec.local(d));
-        assert_eq!(found, keys.binary_search(&probe).ok().map(|_| probe), "find {probe:#x}");
+    // the in-memory samples and the packed by_key column. Keys sparse (job ids
+    // 3 apart), dense (a spider's ids in sequence, where the samples' bounds
+    // meet), dense with gaps, and ids far apart across spiders.
+    let sets: [fn(u64) -> u64; 4] = [
+        |i| (1 + i * 7 % 5) << 32 | (1 + i * 3),
+        |i| (1 + i / 300) << 32 | (1 + i % 300),
+        |i| (1 + i / 300) << 32 | (1 + i % 300 + i % 300 / 50 + u64::from(i % 300 >= 97)),
+        |i| (1 + i % 3) << 32 | (1 + i * 1_000_003 % 4_000_000_000),
+    ];
+    for (set, key) in sets.iter().enumerate() {
+        let docs: Vec<DocEntry> = (0..1000u64).map(|i| DocEntry { local: key(i), ts: 5000 - i, ..doc(i) }).collect();
+        let mut keys: Vec<u64> = docs.iter().map(|d| d.local).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        assert_eq!(keys.len(), 1000, "set {set}: distinct keys");
+        let seg =
+            IndexSegment::open(MappedBytes::from_vec(build(docs, meta(1000), &[], &[])), Path::new("x.jqi"), false)
+                .unwrap();
+        seg.verify_order().unwrap();
+        let sec = seg.section(1).unwrap();
+        for probe in keys.iter().flat_map(|k| [k - 1, *k, k + 1, k + 200]).chain([0, u64::MAX]) {
+            let want = keys.partition_point(|k| *k < probe) as u32;
+            assert_eq!(sec.key_rank(probe), want, "set {set}: rank of {probe:#x}");
+            let found = sec.find(probe).map(|d| sec.local(d));
+            assert_eq!(found, keys.binary_search(&probe).ok().map(|_| probe), "set {set}: find {probe:#x}");
+        }
     }
 }
 

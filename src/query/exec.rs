@@ -132,9 +132,13 @@ pub fn list(sources: &mut [Source<'_>], start: u64, count: u64) -> Vec<Hit> {
         Some(false) => return Vec::new(),
         None => walk(sources, start),
     }
-    let mut out = Vec::with_capacity(count.min(4096) as usize);
     // Each source's head, read again only when that source moves.
     let mut heads: Vec<Option<(u64, u64)>> = sources.iter().map(Source::head).collect();
+    if heads.iter().all(Option::is_none) {
+        // Nothing to list (an absent term, a spent range): no allocation.
+        return Vec::new();
+    }
+    let mut out = Vec::with_capacity(count.min(4096) as usize);
     while (out.len() as u64) < count {
         // The newest head (the last of equal ones, as `leader`).
         let mut best: Option<(usize, (u64, u64))> = None;

@@ -126,22 +126,25 @@ impl Snapshot {
     /// fields, an indexed doc by the section's filter cursor, sought in doc order.
     fn key_hits(&self, project: u32, keys: &[JobKey], r: &Resolved<'_>) -> Result<Vec<Hit>> {
         let mut hits = Vec::new();
-        let mut seen = crate::hash::FastSet::default();
-        // `(slot, doc)` of the keys found in index files.
-        let mut indexed: Vec<(usize, DocId)> = Vec::new();
-        let tail = self.version.mem.project(project);
-        for &k in keys {
-            if k.project != project || !seen.insert(k) {
-                continue;
-            }
-            if let Some(e) = tail.as_ref().and_then(|p| p.iter().find(|e| e.local == k.local())) {
+        // The keys of the project asked for, each once, ascending.
+        let mut locals: Vec<u64> = keys.iter().filter(|k| k.project == project).map(|k| k.local()).collect();
+        locals.sort_unstable();
+        locals.dedup();
+        // The tail in one pass (it is in no order): a key found there is answered
+        // there, matching or not.
+        let mut in_tail = vec![false; locals.len()];
+        for e in self.version.mem.project(project).into_iter().flat_map(|p| p.iter()) {
+            if let Ok(i) = locals.binary_search(&e.local) {
+                in_tail[i] = true;
                 if r.matches_entry(e) {
                     hits.push(Hit { local: e.local, ts: e.ts, seq: e.order_seq, loc: e.loc, listed_ms: 0 });
                 }
-                continue;
             }
-            if let Some(Found::Segment { slot, doc, .. }) = find_in_segments(&self.version.segments, project, k.local())
-            {
+        }
+        // `(slot, doc)` of the keys found in index files.
+        let mut indexed: Vec<(usize, DocId)> = Vec::new();
+        for (&local, _) in locals.iter().zip(&in_tail).filter(|(_, t)| !**t) {
+            if let Some(Found::Segment { slot, doc, .. }) = find_in_segments(&self.version.segments, project, local) {
                 indexed.push((slot, doc));
             }
         }
@@ -195,6 +198,10 @@ impl Snapshot {
             None => exec::list(&mut self.sources(project, &r, true), paging.start, paging.count),
         })
         .map(|mut hits| {
+            if hits.is_empty() {
+                // An empty page reads no clock and touches no log.
+                return hits;
+            }
             let now = self.clock.now_ms();
             for h in &mut hits {
                 h.listed_ms = now;
@@ -240,6 +247,9 @@ impl Snapshot {
     /// time (one lock of the maps, the project's names looked up once, the common
     /// row in one pass: see plain.rs). The same bytes as row by row.
     pub fn render_rows(&self, project: u32, hits: &[Hit], jobmeta: Option<&[String]>, out: &mut Vec<u8>) -> Result<()> {
+        if hits.is_empty() {
+            return Ok(());
+        }
         if jobmeta.is_some() {
             for h in hits {
                 self.render_row(project, h, jobmeta, out)?;

@@ -116,8 +116,29 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry>, StorageError> {
-        let locs: Vec<EntryLoc> =
-            self.node.table.lock().entries.iter().filter(|l| range.contains(&l.head.index)).cloned().collect();
+        type Data = Option<std::sync::Arc<Vec<u8>>>;
+        let (locs, recent): (Vec<EntryLoc>, Vec<Data>) = {
+            let t = self.node.table.lock();
+            t.entries
+                .iter()
+                .filter(|l| range.contains(&l.head.index))
+                .map(|l| (l.clone(), t.recent_data(l.head.index)))
+                .unzip()
+        };
+        let normal = |l: &EntryLoc| l.head.kind == EntryType::Normal;
+        if locs.iter().zip(&recent).all(|(l, d)| d.is_some() || !normal(l)) {
+            // Just appended: no read of the log.
+            let mut out = Vec::with_capacity(locs.len());
+            for (l, d) in locs.iter().zip(recent) {
+                let payload = match d {
+                    Some(d) => EntryPayload::Normal(Frames(d.as_ref().clone())),
+                    None if l.head.kind == EntryType::Blank => EntryPayload::Blank,
+                    None => EntryPayload::Membership(membership_of(l).map_err(read_err)?),
+                };
+                out.push(Entry { log_id: loc_id(l), payload });
+            }
+            return Ok(out);
+        }
         let node = self.node.clone();
         blocking(move || locs.iter().map(|l| read_entry(&node, l)).collect::<Result<Vec<_>, _>>())
             .await
@@ -185,7 +206,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             let committed = node.table.lock().committed.map(|c| c.index);
             let raw = entries.iter().map(|e| to_raft_entry(e, committed)).collect::<Result<Vec<_>, _>>()?;
             let (locs, sync) = node.store.raft_write(&raw)?;
-            node.table.lock().entries.extend(locs);
+            let mut t = node.table.lock();
+            for e in raw.into_iter().filter(|e| e.head.kind == EntryType::Normal) {
+                t.remember(e.head.index, std::sync::Arc::new(e.data));
+            }
+            t.entries.extend(locs);
             Ok::<RaftSync, Error>(sync)
         })
         .await;
@@ -210,7 +235,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             let first = node.table.lock().entries.iter().find(|l| l.head.index >= log_id.index).cloned();
             if let Some(l) = first {
                 node.store.raft_truncate(&l)?;
-                node.table.lock().entries.retain(|e| e.head.index < log_id.index);
+                let mut t = node.table.lock();
+                t.entries.retain(|e| e.head.index < log_id.index);
+                t.recent.retain(|(i, _)| *i < log_id.index);
             }
             Ok(())
         })

@@ -18,6 +18,9 @@ use crate::store::Store;
 pub(crate) struct LogTable {
     /// Entries present, by rising index (after the purge point).
     pub entries: VecDeque<EntryLoc>,
+    /// The data of the last normal entries appended, by index: replication sends
+    /// them without reading the log back. At most [`RECENT`].
+    pub recent: VecDeque<(u64, Arc<Vec<u8>>)>,
     pub state: RaftState,
     /// Known committed (memory; stamped into the next entry frames written).
     pub committed: Option<LogId>,
@@ -79,8 +82,14 @@ impl Node {
         }
         let purged = state.purged.map(|p| p.index);
         let entries = all.into_iter().filter(|l| purged.is_none_or(|p| l.head.index > p)).collect();
-        let table =
-            LogTable { entries, state, committed: committed.max(applied), applied, applied_membership: membership };
+        let table = LogTable {
+            entries,
+            recent: VecDeque::new(),
+            state,
+            committed: committed.max(applied),
+            applied,
+            applied_membership: membership,
+        };
         Ok(Node { store, table: Arc::new(Mutex::new(table)), dir })
     }
 
@@ -94,7 +103,22 @@ impl Node {
     }
 }
 
+/// Normal entries whose data a node keeps in memory for replication.
+pub(crate) const RECENT: usize = 256;
+
 impl LogTable {
+    /// Keep `data` as entry `index`'s (the newest).
+    pub fn remember(&mut self, index: u64, data: Arc<Vec<u8>>) {
+        self.recent.push_back((index, data));
+        while self.recent.len() > RECENT {
+            self.recent.pop_front();
+        }
+    }
+
+    pub fn recent_data(&self, index: u64) -> Option<Arc<Vec<u8>>> {
+        self.recent.iter().rev().find(|(i, _)| *i == index).map(|(_, d)| d.clone())
+    }
+
     pub fn find(&self, index: u64) -> Option<&EntryLoc> {
         let first = self.entries.front()?.head.index;
         let at = index.checked_sub(first)? as usize;

@@ -7,24 +7,15 @@ import os
 import struct
 
 from fixture_tools import (  # noqa: E402
-    Fixture, export_of, fresh_copy, index_files, mcrc, reader, run, segments, versions,
+    Fixture, export_of, fresh_copy, index_files, mcrc, raw_frames, reader, run, segments, versions,
 )
 
 V8 = Fixture(8)
 
 
 def _frames(path):
-    """(offset, kind, payload) of each frame of a version-7 segment, from its header alone."""
-    with open(path, "rb") as f:
-        data = f.read()
-    off, out = 12288, []
-    while off + 32 <= len(data):
-        ln, kind = struct.unpack_from("<IB", data, off + 4)
-        if kind == 0:
-            break
-        out.append((off, kind, data[off + 32:off + 32 + ln]))
-        off += 32 + ln
-    return out
+    """(offset, kind, payload) of each frame of a segment (fixture_tools' own walk)."""
+    return [(f["off"], f["kind"], f["payload"]) for f in raw_frames(path)]
 
 
 def _entries(store):

@@ -293,3 +293,60 @@ fn entries_replicate_apply_and_survive_a_leader_loss_and_a_restart() {
         raft.shutdown().await.unwrap();
     });
 }
+
+/// Replicated entries are not trusted: data frames with a flipped byte, a wrong
+/// count or length, a commit frame or the transaction flag are refused before
+/// anything is written, and the node appends good entries after.
+#[test]
+fn hostile_replicated_entries_are_refused_and_nothing_is_written() {
+    use jobq::codec::entry::{EntryHead, EntryType};
+    use jobq::store::raft::RaftEntry;
+    let tmp = tempfile::tempdir().unwrap();
+    let store = open(&tmp.path().join("n"));
+    let good = push_frames(JobKey::new(1, 1, 1), "s", true).0;
+    let head = |index: u64, frames: u32, data: &[u8]| EntryHead {
+        index,
+        term: 1,
+        leader: 1,
+        committed: None,
+        kind: EntryType::Normal,
+        frames,
+        data_len: data.len() as u32,
+    };
+    let mut flipped = good.clone();
+    let last = flipped.len() - 1;
+    flipped[last] ^= 1;
+    let mut commit = Vec::new();
+    frame::encode(&mut commit, FrameKind::Commit, 0, 1, 1, 0, &5u64.to_le_bytes());
+    let mut txn = Vec::new();
+    frame::encode(&mut txn, FrameKind::Spider, frame::FLAG_TXN, 1, 1, 0, &good[32..32 + 15]);
+    let cases: Vec<(&str, RaftEntry)> = vec![
+        ("a flipped byte", RaftEntry { head: head(1, 2, &flipped), body: Vec::new(), data: flipped.clone() }),
+        ("a wrong frame count", RaftEntry { head: head(1, 3, &good), body: Vec::new(), data: good.clone() }),
+        (
+            "a wrong data length",
+            RaftEntry { head: EntryHead { data_len: 7, ..head(1, 2, &good) }, body: Vec::new(), data: good.clone() },
+        ),
+        (
+            "cut short",
+            RaftEntry {
+                head: head(1, 2, &good[..good.len() - 3]),
+                body: Vec::new(),
+                data: good[..good.len() - 3].to_vec(),
+            },
+        ),
+        ("a commit frame", RaftEntry { head: head(1, 1, &commit), body: Vec::new(), data: commit }),
+        ("the transaction flag", RaftEntry { head: head(1, 1, &txn), body: Vec::new(), data: txn }),
+    ];
+    let end = store.raft_applied_end();
+    for (what, e) in cases {
+        let r = store.raft_append(&[e]);
+        assert!(matches!(r, Err(jobq::Error::Replication(_))), "{what}: {r:?}");
+        assert!(store.raft_entries().unwrap().is_empty(), "{what}: nothing written");
+    }
+    assert_eq!(store.raft_applied_end(), end);
+    let ok = RaftEntry { head: head(1, 2, &good), body: Vec::new(), data: good };
+    let locs = store.raft_append(&[ok]).unwrap();
+    store.raft_apply(&locs[0]).unwrap();
+    assert_eq!(store.snapshot().get(JobKey::new(1, 1, 1)).unwrap().unwrap().state, JobState::Pending);
+}

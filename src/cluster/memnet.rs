@@ -148,27 +148,42 @@ pub struct Conn {
     to: u64,
 }
 
-impl RaftNetwork<TypeConfig> for Conn {
-    async fn append_entries(
-        &mut self,
-        rpc: AppendEntriesRequest<TypeConfig>,
-        _option: RPCOption,
-    ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
+impl Conn {
+    /// One request through the faults: lost, delayed, delivered twice; its reply
+    /// can be lost on the way back too.
+    async fn deliver<Q, P, Fut>(
+        &self,
+        rpc: Q,
+        call: impl Fn(Raft, Q) -> Fut,
+    ) -> Result<P, RPCError<u64, BasicNode, RaftError<u64>>>
+    where
+        Q: Clone,
+        Fut: std::future::Future<Output = Result<P, RaftError<u64>>>,
+    {
         let raft = self.router.target(self.from, self.to)?;
         let (delivered, twice) = self.router.meet_faults().await;
         if !delivered {
             return Err(lost(self.to));
         }
         if twice {
-            let _ = raft.append_entries(rpc.clone()).await;
+            let _ = call(raft.clone(), rpc.clone()).await;
         }
-        let r = raft.append_entries(rpc).await.map_err(|e| RPCError::RemoteError(RemoteError::new(self.to, e)));
-        // A reply can be lost on the way back too.
+        let r = call(raft, rpc).await.map_err(|e| RPCError::RemoteError(RemoteError::new(self.to, e)));
         self.router.target::<RaftError<u64>>(self.to, self.from)?;
         if !self.router.meet_faults().await.0 {
             return Err(lost(self.from));
         }
         r
+    }
+}
+
+impl RaftNetwork<TypeConfig> for Conn {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        _option: RPCOption,
+    ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
+        self.deliver(rpc, |raft, rpc| async move { raft.append_entries(rpc).await }).await
     }
 
     async fn install_snapshot(
@@ -185,20 +200,7 @@ impl RaftNetwork<TypeConfig> for Conn {
         rpc: VoteRequest<u64>,
         _option: RPCOption,
     ) -> Result<VoteResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
-        let raft = self.router.target(self.from, self.to)?;
-        let (delivered, twice) = self.router.meet_faults().await;
-        if !delivered {
-            return Err(lost(self.to));
-        }
-        if twice {
-            let _ = raft.vote(rpc.clone()).await;
-        }
-        let r = raft.vote(rpc).await.map_err(|e| RPCError::RemoteError(RemoteError::new(self.to, e)));
-        self.router.target::<RaftError<u64>>(self.to, self.from)?;
-        if !self.router.meet_faults().await.0 {
-            return Err(lost(self.from));
-        }
-        r
+        self.deliver(rpc, |raft, rpc| async move { raft.vote(rpc).await }).await
     }
 }
 

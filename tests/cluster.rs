@@ -350,3 +350,82 @@ fn hostile_replicated_entries_are_refused_and_nothing_is_written() {
     store.raft_apply(&locs[0]).unwrap();
     assert_eq!(store.snapshot().get(JobKey::new(1, 1, 1)).unwrap().unwrap().state, JobState::Pending);
 }
+
+fn jobs_of(node: &Node) -> Vec<(JobKey, JobState)> {
+    let snap = node.store().snapshot();
+    let f = jobq::query::Filter { states: JobState::ALL.to_vec(), ..Default::default() };
+    let p = jobq::query::Paging { count: 10_000, ..Default::default() };
+    let keys = snap.list(1, &f, &p).unwrap().iter().map(|h| JobKey::from_local(1, h.local)).collect::<Vec<_>>();
+    keys.into_iter().map(|k| (k, snap.get(k).unwrap().unwrap().state)).collect()
+}
+
+/// A follower cut off while the leader snapshots and purges its log catches up
+/// from the snapshot (a new generation on its disk), holds what the leader
+/// holds, and opens to the same state after a restart.
+#[test]
+fn a_node_behind_the_purge_point_catches_up_from_a_snapshot() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = |id: u64| tmp.path().join(format!("n{id}"));
+    runtime().block_on(async {
+        let router = Router::default();
+        let mut nodes = three_nodes(tmp.path(), &router).await;
+        let rafts: Vec<&Raft> = nodes.values().map(|(r, _)| r).collect();
+        let leader = leader_of(&rafts).await;
+        let behind = (1..=3).find(|id| *id != leader).unwrap();
+        let k0 = push(&nodes[&leader].1, "early").await.unwrap();
+        router.isolate(behind, true);
+        let mut keys = vec![k0];
+        for i in 0..40 {
+            keys.push(push(&nodes[&leader].1, &format!("spider{}", i % 4)).await.unwrap());
+        }
+        for k in keys.iter().step_by(3) {
+            finish(&nodes[&leader].1, *k).await.unwrap();
+        }
+        let lr = &nodes[&leader].0;
+        lr.trigger().snapshot().await.unwrap();
+        let m = lr.wait(Some(Duration::from_secs(10))).metrics(|m| m.snapshot.is_some(), "snapshot").await.unwrap();
+        let at = m.snapshot.unwrap().index;
+        lr.trigger().purge_log(at).await.unwrap();
+        lr.wait(Some(Duration::from_secs(10)))
+            .metrics(|m| m.purged.is_some_and(|p| p.index >= at), "purged")
+            .await
+            .unwrap();
+        let snaps: Vec<String> = std::fs::read_dir(dir(leader))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.starts_with("snap-"))
+            .collect();
+        assert_eq!(snaps.len(), 1, "{snaps:?}");
+
+        router.isolate(behind, false);
+        let last = push(&nodes[&leader].1, "after").await.unwrap();
+        keys.push(last);
+        let end = lr.metrics().borrow().last_applied.unwrap().index;
+        wait_applied(&nodes[&behind].0, end).await;
+        let want = jobs_of(&nodes[&leader].1);
+        assert_eq!(want.len(), keys.len());
+        assert_eq!(jobs_of(&nodes[&behind].1), want, "the follower holds what the leader holds");
+        let fm = nodes[&behind].0.metrics().borrow().clone();
+        assert!(fm.snapshot.is_some_and(|s| s.index >= at), "it installed the snapshot: {fm:?}");
+        let generation = jobq::store::layout::read_current(&jobq::fs::RealFs, &dir(behind)).unwrap();
+        assert!(generation > Some(1), "a new generation: {generation:?}");
+
+        // The installed node restarts from its disk: same jobs, and it keeps up.
+        let (raft, node) = nodes.remove(&behind).unwrap();
+        router.remove(behind);
+        let store = stop(raft, node).await;
+        close(store);
+        let report = jobq::store::check(&dir(behind), Arc::new(jobq::fs::RealFs)).unwrap();
+        assert!(report.findings.is_empty(), "{report:?}");
+        let (raft, node) = start(behind, &dir(behind), &router).await;
+        assert_eq!(jobs_of(&node), want, "open shows the installed and applied state");
+        let k = push(&nodes[&leader].1, "later").await.unwrap();
+        let end = nodes[&leader].0.metrics().borrow().last_applied.unwrap().index;
+        wait_applied(&raft, end).await;
+        assert!(has(&node, k));
+        nodes.insert(behind, (raft, node));
+        for (_, (r, n)) in nodes {
+            close(stop(r, n).await);
+        }
+    });
+}

@@ -203,6 +203,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let entries: Vec<Entry> = entries.into_iter().collect();
         let node = self.node.clone();
         let r = blocking(move || {
+            let _installed = node.installing.read();
             let committed = node.table.lock().committed.map(|c| c.index);
             let raw = entries.iter().map(|e| to_raft_entry(e, committed)).collect::<Result<Vec<_>, _>>()?;
             let (locs, sync) = node.store.raft_write(&raw)?;
@@ -232,6 +233,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
         let node = self.node.clone();
         blocking(move || {
+            let _installed = node.installing.read();
             let first = node.table.lock().entries.iter().find(|l| l.head.index >= log_id.index).cloned();
             if let Some(l) = first {
                 node.store.raft_truncate(&l)?;
@@ -248,6 +250,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
         let node = self.node.clone();
         blocking(move || {
+            let _installed = node.installing.read();
             let mut state = node.table.lock().state;
             if state.purged.is_some_and(|p| p.index >= log_id.index) {
                 return Ok(());

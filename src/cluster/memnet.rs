@@ -151,14 +151,15 @@ pub struct Conn {
 impl Conn {
     /// One request through the faults: lost, delayed, delivered twice; its reply
     /// can be lost on the way back too.
-    async fn deliver<Q, P, Fut>(
+    async fn deliver<Q, P, E, Fut>(
         &self,
         rpc: Q,
         call: impl Fn(Raft, Q) -> Fut,
-    ) -> Result<P, RPCError<u64, BasicNode, RaftError<u64>>>
+    ) -> Result<P, RPCError<u64, BasicNode, RaftError<u64, E>>>
     where
         Q: Clone,
-        Fut: std::future::Future<Output = Result<P, RaftError<u64>>>,
+        E: std::error::Error,
+        Fut: std::future::Future<Output = Result<P, RaftError<u64, E>>>,
     {
         let raft = self.router.target(self.from, self.to)?;
         let (delivered, twice) = self.router.meet_faults().await;
@@ -169,7 +170,7 @@ impl Conn {
             let _ = call(raft.clone(), rpc.clone()).await;
         }
         let r = call(raft, rpc).await.map_err(|e| RPCError::RemoteError(RemoteError::new(self.to, e)));
-        self.router.target::<RaftError<u64>>(self.to, self.from)?;
+        self.router.target::<RaftError<u64, E>>(self.to, self.from)?;
         if !self.router.meet_faults().await.0 {
             return Err(lost(self.from));
         }
@@ -191,8 +192,7 @@ impl RaftNetwork<TypeConfig> for Conn {
         rpc: InstallSnapshotRequest<TypeConfig>,
         _option: RPCOption,
     ) -> Result<InstallSnapshotResponse<u64>, RPCError<u64, BasicNode, RaftError<u64, InstallSnapshotError>>> {
-        let raft = self.router.target(self.from, self.to)?;
-        raft.install_snapshot(rpc).await.map_err(|e| RPCError::RemoteError(RemoteError::new(self.to, e)))
+        self.deliver(rpc, |raft, rpc| async move { raft.install_snapshot(rpc).await }).await
     }
 
     async fn vote(

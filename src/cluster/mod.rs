@@ -10,9 +10,8 @@ pub mod memnet;
 pub mod proposer;
 pub mod raft_file;
 pub mod shared;
+pub mod snapshot;
 pub mod state_machine;
-
-use std::io::Cursor;
 
 use serde::{Deserialize, Serialize};
 
@@ -54,7 +53,7 @@ openraft::declare_raft_types!(
         NodeId = u64,
         Node = openraft::BasicNode,
         Entry = openraft::Entry<TypeConfig>,
-        SnapshotData = Cursor<Vec<u8>>,
+        SnapshotData = snapshot::SnapshotStream,
         AsyncRuntime = openraft::TokioRuntime,
 );
 
@@ -69,9 +68,13 @@ fn log_id(term: u64, leader: u64, index: u64) -> LogId {
     openraft::LogId::new(openraft::CommittedLeaderId::new(term, leader), index)
 }
 
+/// Entries applied between two snapshots a node builds on its own.
+pub const SNAPSHOT_EVERY: u64 = 20_000;
+
 /// openraft's configuration for a jobq node: `election_ms` the smallest election
-/// timeout (heartbeats at a fifth of it); snapshots never built on their own, so
-/// the log is never purged (see [`state_machine`]). The largest election timeout
+/// timeout (heartbeats at a fifth of it); a snapshot every [`SNAPSHOT_EVERY`]
+/// entries, after which the log before it (but the last 1,000 entries, for
+/// followers slightly behind) is purged. The largest election timeout
 /// is 1.5x the smallest: openraft's leader lease is the largest, and a follower
 /// votes only after the lease and its own timeout, so failover takes about
 /// 2.5x `election_ms`.
@@ -81,7 +84,7 @@ pub fn config(election_ms: u64) -> Result<std::sync::Arc<openraft::Config>, crat
         heartbeat_interval: (election_ms / 5).max(1),
         election_timeout_min: election_ms,
         election_timeout_max: election_ms + (election_ms / 2).max(1),
-        snapshot_policy: openraft::SnapshotPolicy::Never,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(SNAPSHOT_EVERY),
         ..Default::default()
     };
     let c = c.validate().map_err(|e| crate::Error::Replication(format!("configuration: {e}")))?;

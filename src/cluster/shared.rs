@@ -29,12 +29,19 @@ pub(crate) struct LogTable {
     pub applied_membership: StoredMembership,
 }
 
+/// Masked CRC-32s of sealed segments, by (generation, number, length).
+pub(crate) type SegmentCrcs = std::collections::HashMap<(u64, u32, u64), u32>;
+
 /// One node's store and log table.
 #[derive(Clone)]
 pub struct Node {
     pub(crate) store: Arc<Store>,
     pub(crate) table: Arc<Mutex<LogTable>>,
     pub(crate) dir: PathBuf,
+    /// Held (write) while a snapshot installs; appends and cuts take it (read).
+    pub(crate) installing: Arc<parking_lot::RwLock<()>>,
+    /// Checksums of sealed segments a snapshot holds, by (generation, number, length).
+    pub(crate) snap_crcs: Arc<Mutex<SegmentCrcs>>,
 }
 
 pub(crate) fn loc_id(l: &EntryLoc) -> LogId {
@@ -64,33 +71,14 @@ impl Node {
             raft_file::write(fs, &dir, &RaftState::default())?;
         }
         let state = raft_file::read(fs, &dir)?;
-        let all = store.raft_entries()?;
-        let applied_end = store.raft_applied_end();
-        let mut applied = None;
-        let mut membership = StoredMembership::default();
-        let mut committed = None;
-        for l in all.iter().filter(|l| l.end <= applied_end) {
-            applied = Some(loc_id(l));
-            if l.head.kind == EntryType::Membership {
-                membership = StoredMembership::new(Some(loc_id(l)), membership_of(l)?);
-            }
-        }
-        for l in &all {
-            if let Some(c) = l.head.committed {
-                committed = committed.max(all.iter().find(|e| e.head.index == c).map(loc_id));
-            }
-        }
-        let purged = state.purged.map(|p| p.index);
-        let entries = all.into_iter().filter(|l| purged.is_none_or(|p| l.head.index > p)).collect();
-        let table = LogTable {
-            entries,
-            recent: VecDeque::new(),
-            state,
-            committed: committed.max(applied),
-            applied,
-            applied_membership: membership,
-        };
-        Ok(Node { store, table: Arc::new(Mutex::new(table)), dir })
+        let table = load_table(&store, state)?;
+        Ok(Node {
+            store,
+            table: Arc::new(Mutex::new(table)),
+            dir,
+            installing: Arc::default(),
+            snap_crcs: Arc::default(),
+        })
     }
 
     pub fn store(&self) -> &Arc<Store> {
@@ -101,6 +89,34 @@ impl Node {
     pub fn applied(&self) -> Option<LogId> {
         self.table.lock().applied
     }
+}
+
+/// The log table of `store`'s log with `state` (`RAFT`): the entries after the
+/// purge point, and what open applied.
+pub(crate) fn load_table(store: &Store, state: RaftState) -> Result<LogTable> {
+    let all = store.raft_entries()?;
+    let applied_end = store.raft_applied_end();
+    let mut applied = None;
+    let mut membership = StoredMembership::default();
+    for l in all.iter().filter(|l| l.end <= applied_end) {
+        applied = Some(loc_id(l));
+        if l.head.kind == EntryType::Membership {
+            membership = StoredMembership::new(Some(loc_id(l)), membership_of(l)?);
+        }
+    }
+    // The highest commit point any entry frame states, when that entry is here.
+    let stamp = all.iter().filter_map(|l| l.head.committed).max();
+    let committed = stamp.and_then(|c| all.binary_search_by_key(&c, |l| l.head.index).ok()).map(|i| loc_id(&all[i]));
+    let purged = state.purged.map(|p| p.index);
+    let entries = all.into_iter().filter(|l| purged.is_none_or(|p| l.head.index > p)).collect();
+    Ok(LogTable {
+        entries,
+        recent: VecDeque::new(),
+        state,
+        committed: committed.max(applied),
+        applied,
+        applied_membership: membership,
+    })
 }
 
 /// Normal entries whose data a node keeps in memory for replication.

@@ -1,8 +1,6 @@
 //! openraft's state machine: the store. Applying an entry replays its data
 //! frames into the store (as open replays a log tail) and publishes the result
-//! to readers. Snapshots are not built yet (docs/cluster.md, "Snapshots"): a node
-//! runs with openraft's snapshot policy `Never` and keeps its whole log, so a new
-//! or lagging node catches up from the log.
+//! to readers. A snapshot is the log up to the applied end ([`super::snapshot`]).
 
 // openraft's error types are large by design; its traits return them.
 #![allow(clippy::result_large_err)]
@@ -11,6 +9,7 @@ use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder, SnapshotMeta, StorageIOError};
 
 use super::shared::Node;
+use super::snapshot::{self, SnapshotStream};
 use super::{Applied, Entry, LogId, StorageError, StoredMembership, TypeConfig};
 use crate::error::Error;
 
@@ -26,14 +25,21 @@ impl StateMachine {
     }
 }
 
-fn no_snapshots() -> StorageError {
-    let e = Error::Replication("snapshots are not supported yet: nodes catch up from the whole log".into());
-    StorageIOError::read_state_machine(&e).into()
+fn snapshot_err(e: Error) -> StorageError {
+    tracing::error!("cluster snapshot: {e}");
+    StorageIOError::read_snapshot(None, &e).into()
+}
+
+/// Run blocking store work off the async worker threads.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f).await.expect("a blocking store task panicked")
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        Err(no_snapshots())
+        let node = self.node.clone();
+        let (meta, stream) = blocking(move || snapshot::build::build(&node)).await.map_err(snapshot_err)?;
+        Ok(Snapshot { meta, snapshot: Box::new(stream) })
     }
 }
 
@@ -52,7 +58,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     {
         let entries: Vec<Entry> = entries.into_iter().collect();
         let node = self.node.clone();
-        tokio::task::spawn_blocking(move || {
+        blocking(move || {
             let mut out = Vec::with_capacity(entries.len());
             for e in entries {
                 let loc = node.table.lock().find(e.log_id.index).cloned();
@@ -75,26 +81,39 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             Ok(out)
         })
         .await
-        .expect("a blocking store task panicked")
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         self.clone()
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<std::io::Cursor<Vec<u8>>>, StorageError> {
-        Err(no_snapshots())
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<SnapshotStream>, StorageError> {
+        let (fs, dir) = (self.node.store.options().fs.clone(), self.node.dir.clone());
+        let s = blocking(move || snapshot::install::receiving(&fs, &dir)).await.map_err(snapshot_err)?;
+        Ok(Box::new(s))
     }
 
     async fn install_snapshot(
         &mut self,
-        _meta: &SnapshotMeta<u64, openraft::BasicNode>,
-        _snapshot: Box<std::io::Cursor<Vec<u8>>>,
+        meta: &SnapshotMeta<u64, openraft::BasicNode>,
+        snapshot: Box<SnapshotStream>,
     ) -> Result<(), StorageError> {
-        Err(no_snapshots())
+        let (node, meta) = (self.node.clone(), meta.clone());
+        blocking(move || {
+            snapshot::install::install(&node, &meta, &snapshot)?;
+            // This node's own copy, for when it leads and a follower needs one.
+            snapshot::build::build(&node).map(drop)
+        })
+        .await
+        .map_err(|e| {
+            tracing::error!("cluster snapshot install: {e}");
+            StorageIOError::write_snapshot(None, &e).into()
+        })
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
-        Ok(None)
+        let (fs, dir) = (self.node.store.options().fs.clone(), self.node.dir.clone());
+        let s = blocking(move || snapshot::build::current(&fs, &dir)).await.map_err(snapshot_err)?;
+        Ok(s.map(|(meta, stream)| Snapshot { meta, snapshot: Box::new(stream) }))
     }
 }

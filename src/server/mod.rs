@@ -149,7 +149,7 @@ async fn run(config: ServeConfig) -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| format!("cannot open the store in {}: {e}", config.data.display()))?;
-    let recovery = describe_open(store.report());
+    let recovery = describe_open(&store.report());
     // Watched from before the start is logged: a signal from then on is a shutdown.
     let signal = shutdown_signal()?;
     let mut listener = bind(&config.listen).await?;

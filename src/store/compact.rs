@@ -148,7 +148,7 @@ pub fn compact(
     let started = Instant::now();
     let fsys = opts.fs.clone();
     let store = Store::open(dir, Options { background: false, read_only: false, create: false, ..opts })?;
-    let inner = store.inner.clone();
+    let inner = store.inner();
     let w = inner.writer.lock();
     let old_dir = w.gen_dir.clone();
     let generation = w.generation;

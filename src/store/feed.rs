@@ -142,13 +142,13 @@ pub(crate) fn previous_state(v: &JobView<'_>, seq: u64) -> Option<JobState> {
 impl Store {
     /// The position a change feed can answer up to now: durable and visible.
     pub fn feed_position(&self) -> u64 {
-        self.inner.commit.durable_seq().min(self.inner.commit.published().seq)
+        self.inner().commit.durable_seq().min(self.inner().commit.published().seq)
     }
 
     /// Call `hook` with the new durable position after each group commit (and
     /// each other sync): what a waiting feed parks on.
     pub fn on_durable(&self, hook: super::commit::DurableHook) {
-        self.inner.commit.on_durable(hook);
+        self.inner().commit.on_durable(hook);
     }
 
     /// The changes of `project` after `from` that pass `filter`: at most `count`,
@@ -188,7 +188,7 @@ impl Store {
         scan_bytes: u64,
     ) -> Result<FeedPage> {
         let snap = self.snapshot();
-        let limit = self.inner.commit.durable_seq().min(snap.seq());
+        let limit = self.inner().commit.durable_seq().min(snap.seq());
         let since = match from {
             FeedFrom::Seq(s) | FeedFrom::Mark(FeedMark { seq: s, .. }) => s,
         };
@@ -202,14 +202,15 @@ impl Store {
         if since == limit || count == 0 {
             return Ok(FeedPage::Changes { changes: Vec::new(), mark: idle, caught_up: since == limit });
         }
-        let (fs, dir) = (&*self.inner.opts.fs, &*self.inner.gen_dir);
+        let inner = self.inner();
+        let (fs, dir) = (&*inner.opts.fs, &*inner.gen_dir);
         let resumed = match from {
-            FeedFrom::Mark(FeedMark { at: Some(at), .. }) => self.inner.feed.resume(fs, dir, at, limit)?,
+            FeedFrom::Mark(FeedMark { at: Some(at), .. }) => inner.feed.resume(fs, dir, at, limit)?,
             _ => None,
         };
         let cursor = match resumed {
             Some(c) => c,
-            None => match self.inner.feed.seek(fs, dir, since + 1, limit)? {
+            None => match inner.feed.seek(fs, dir, since + 1, limit)? {
                 Seek::At(c) => c,
                 Seek::Gone { first_seq } => return Ok(FeedPage::Gone { oldest: first_seq - 1 }),
             },
@@ -226,7 +227,7 @@ impl Store {
             spiders: HashMap::new(),
             changes: Vec::new(),
         };
-        read.run(cursor, since, &self.inner.feed)
+        read.run(cursor, since, &inner.feed)
     }
 }
 

@@ -538,11 +538,11 @@ impl super::Store {
     /// Import JSON lines (the export format) as one transaction: all of it, or on
     /// a bad line (reported with its number) nothing. `progress` gets bytes read.
     pub fn import(&self, input: &mut dyn BufRead, progress: &mut dyn FnMut(u64)) -> Result<ImportReport> {
-        if self.inner.opts.read_only {
+        if self.inner().opts.read_only {
             return Err(Error::ReadOnly);
         }
         self.not_in_cluster("import")?;
-        let r = import(&self.inner, input, progress)?;
+        let r = import(&self.inner(), input, progress)?;
         self.after_freeze()?;
         Ok(r)
     }
@@ -554,7 +554,8 @@ impl super::Store {
         // snapshot together: the writer's catalog may be ahead of the snapshot by
         // writes not yet durable, which only reserves what they will hold.
         let (snap, catalog) = {
-            let w = self.inner.writer.lock();
+            let inner = self.inner();
+            let w = inner.writer.lock();
             (self.snapshot(), w.catalog.entries(&w.job_ids))
         };
         export(&snap, &catalog, project, out)

@@ -297,16 +297,17 @@ mod tests {
         push("a").unwrap();
         {
             // A second index file, persisted, not yet merged.
-            let mut w = store.inner.writer.lock();
+            let inner = store.inner();
+            let mut w = inner.writer.lock();
             assert!(w.freeze().unwrap());
             w.frozen = 0;
         }
-        super::persist_ready(&store.inner).unwrap();
+        super::persist_ready(&store.inner()).unwrap();
         store.sync().unwrap();
         let k = JobKey::new(1, 1, 1);
         // The newer version of k: in the tail only, written but not synced.
         store.update(1, &[parse_update(r#"{"key":"1/1/1","state":"finished"}"#, 1).unwrap()], None).unwrap();
-        assert!(super::merge_once(&store.inner).unwrap(), "the two files merge");
+        assert!(super::merge_once(&store.inner()).unwrap(), "the two files merge");
         assert_eq!(store.snapshot().get(k).unwrap().unwrap().state, JobState::Finished);
         std::mem::forget(store);
         sim.crash(CrashMode::Drop, 1);

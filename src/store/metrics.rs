@@ -125,7 +125,8 @@ impl Store {
     /// Whether the store takes writes, and if not why. Reads atomics and one
     /// small mutex: no file-system call, no wait for writers.
     pub fn health(&self) -> Health {
-        let inner = &*self.inner;
+        let inner = self.inner();
+        let inner = &*inner;
         Health {
             durable_seq: inner.commit.durable_seq(),
             poison: inner.commit.poison_cause().map(|(cause, disk_full)| Poison { cause, disk_full }),
@@ -138,7 +139,8 @@ impl Store {
     /// writer's lock); the cost grows with index files times projects, not with
     /// jobs (jobs per state come from the state posting lists).
     pub fn metrics(&self) -> EngineMetrics {
-        let inner = &*self.inner;
+        let inner = self.inner();
+        let inner = &*inner;
         let snap = self.snapshot();
         let by_state = snap.jobs_by_state();
         let persisted = || snap.version.segments.iter().filter(|s| s.seg.is_persisted());

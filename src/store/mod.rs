@@ -162,7 +162,7 @@ pub(crate) struct Inner {
     /// One online compaction cycle at a time.
     pub reclaim_lock: Mutex<()>,
     /// What online compaction did so far.
-    pub reclaimed: reclaim::ReclaimStats,
+    pub reclaimed: Arc<reclaim::ReclaimStats>,
     /// The online compaction thread, when one runs.
     pub reclaimer: Mutex<Option<reclaim::Reclaimer>>,
     pub lock: Mutex<Option<LockGuard>>,
@@ -183,6 +183,24 @@ pub(crate) struct Inner {
     /// A cluster node's link to Raft (none: writes are refused).
     #[cfg(feature = "cluster")]
     pub proposer: parking_lot::RwLock<Option<Arc<dyn raft_write::Proposer>>>,
+}
+
+/// Start the store's background work (or run it once, inline).
+fn start_background(inner: &Arc<Inner>) -> Result<()> {
+    if inner.opts.read_only {
+        return Ok(());
+    }
+    if inner.opts.background {
+        *inner.maintenance.lock() = Some(maintain::Background::start(inner));
+        let o = &inner.opts;
+        // Not on a cluster node yet: relocation and retention are node-local writes.
+        if (o.compact_when.is_some() || o.retain_deleted.is_some()) && !o.raft_log {
+            *inner.reclaimer.lock() = Some(reclaim::Reclaimer::start(inner, o.compact_when));
+        }
+        Ok(())
+    } else {
+        maintain::run(inner)
+    }
 }
 
 /// An open jobq store: one data directory, written by one process at a time
@@ -231,68 +249,84 @@ pub(crate) struct Inner {
 /// # }
 /// ```
 pub struct Store {
-    inner: Arc<Inner>,
+    /// Replaced whole only when a cluster node installs a snapshot ([`Store::reload`]).
+    inner: parking_lot::RwLock<Arc<Inner>>,
+    dir: PathBuf,
+    opts: Options,
 }
 
 impl Store {
     /// Open (or create) the store in `dir`.
     pub fn open(dir: impl AsRef<Path>, opts: Options) -> Result<Store> {
-        let dir = dir.as_ref();
-        let mut o = open::open(dir, &opts)?;
-        let counters = metrics::EngineCounters::default();
-        if let Some(log) = o.writer.log.as_mut() {
-            log.share_footprint(counters.log.clone());
-            log.set_preallocate(opts.preallocate);
-        }
-        let version = o.writer.version();
-        let reader = o.writer.reader.clone();
-        // The tail's running jobs were noted as it was replayed; the index files'
-        // current running jobs' tokens are in their token postings.
-        for slot in &o.writer.segments {
-            o.writer.tokens.learn_segment(slot);
-        }
-        let tokens = o.writer.tokens.clone();
-        let inner = Arc::new(Inner {
-            dir: dir.to_path_buf(),
-            gen_dir: o.gen_dir,
-            writer: Mutex::new(o.writer),
-            queue: queue::WriteQueue::default(),
-            commit: Commit::new(version),
-            reader,
-            report: o.report,
-            closed: AtomicBool::new(false),
-            maintenance: Mutex::new(None),
-            maint_lock: Mutex::new(()),
-            reclaim_lock: Mutex::new(()),
-            reclaimed: reclaim::ReclaimStats::default(),
-            reclaimer: Mutex::new(None),
-            lock: Mutex::new(o.lock),
-            tokens,
-            counters,
-            places: Arc::default(),
-            feed: Default::default(),
-            #[cfg(feature = "cluster")]
-            applied: parking_lot::Condvar::new(),
-            #[cfg(feature = "cluster")]
-            raft_sync: Mutex::new(()),
-            #[cfg(feature = "cluster")]
-            proposer: parking_lot::RwLock::new(None),
-            opts,
-        });
-        let store = Store { inner };
-        if !store.inner.opts.read_only {
-            if store.inner.opts.background {
-                *store.inner.maintenance.lock() = Some(maintain::Background::start(&store.inner));
-                let o = &store.inner.opts;
-                // Not on a cluster node yet: relocation and retention are node-local writes.
-                if (o.compact_when.is_some() || o.retain_deleted.is_some()) && !o.raft_log {
-                    *store.inner.reclaimer.lock() = Some(reclaim::Reclaimer::start(&store.inner, o.compact_when));
-                }
-            } else {
-                maintain::run(&store.inner)?;
-            }
-        }
-        Ok(store)
+        let inner = open_inner(dir.as_ref(), opts)?;
+        Ok(Store { dir: inner.dir.clone(), opts: inner.opts.clone(), inner: parking_lot::RwLock::new(inner) })
+    }
+
+    /// Reopen on what the directory holds now (a cluster node, after its
+    /// `CURRENT` switched to an installed snapshot's generation). Calls running
+    /// finish on the old state; the lock is released and taken again between.
+    #[cfg(feature = "cluster")]
+    pub(crate) fn reload(&self) -> Result<()> {
+        let old = self.inner();
+        self.shutdown(false)?;
+        let fresh = open_inner(&self.dir, self.opts.clone())?;
+        *fresh.proposer.write() = old.proposer.read().clone();
+        *self.inner.write() = fresh;
+        old.applied.notify_all();
+        Ok(())
+    }
+}
+
+fn open_inner(dir: &Path, opts: Options) -> Result<Arc<Inner>> {
+    let mut o = open::open(dir, &opts)?;
+    let counters = metrics::EngineCounters::default();
+    if let Some(log) = o.writer.log.as_mut() {
+        log.share_footprint(counters.log.clone());
+        log.set_preallocate(opts.preallocate);
+    }
+    let version = o.writer.version();
+    let reader = o.writer.reader.clone();
+    // The tail's running jobs were noted as it was replayed; the index files'
+    // current running jobs' tokens are in their token postings.
+    for slot in &o.writer.segments {
+        o.writer.tokens.learn_segment(slot);
+    }
+    let tokens = o.writer.tokens.clone();
+    let inner = Arc::new(Inner {
+        dir: dir.to_path_buf(),
+        gen_dir: o.gen_dir,
+        writer: Mutex::new(o.writer),
+        queue: queue::WriteQueue::default(),
+        commit: Commit::new(version),
+        reader,
+        report: o.report,
+        closed: AtomicBool::new(false),
+        maintenance: Mutex::new(None),
+        maint_lock: Mutex::new(()),
+        reclaim_lock: Mutex::new(()),
+        reclaimed: Arc::default(),
+        reclaimer: Mutex::new(None),
+        lock: Mutex::new(o.lock),
+        tokens,
+        counters,
+        places: Arc::default(),
+        feed: Default::default(),
+        #[cfg(feature = "cluster")]
+        applied: parking_lot::Condvar::new(),
+        #[cfg(feature = "cluster")]
+        raft_sync: Mutex::new(()),
+        #[cfg(feature = "cluster")]
+        proposer: parking_lot::RwLock::new(None),
+        opts,
+    });
+    start_background(&inner)?;
+    Ok(inner)
+}
+
+impl Store {
+    /// The store's current state: what a call works on from start to end.
+    fn inner(&self) -> Arc<Inner> {
+        self.inner.read().clone()
     }
 
     /// Open with default options.
@@ -300,26 +334,27 @@ impl Store {
         Store::open(dir, Options::default())
     }
 
-    /// What opening found: the index chain, what recovery cut, what was replayed.
-    pub fn report(&self) -> &OpenReport {
-        &self.inner.report
+    /// What opening found: the index chain, what recovery cut, what was replayed
+    /// (a cluster node: the last open, or the reopen after a snapshot's install).
+    pub fn report(&self) -> OpenReport {
+        self.inner().report.clone()
     }
 
     pub fn dir(&self) -> &Path {
-        &self.inner.dir
+        &self.dir
     }
 
     pub fn options(&self) -> &Options {
-        &self.inner.opts
+        &self.opts
     }
 
     /// A consistent view of everything acknowledged so far.
     pub fn snapshot(&self) -> Snapshot {
         Snapshot {
-            version: self.inner.commit.published(),
-            reader: self.inner.reader.clone(),
-            clock: self.inner.opts.clock.clone(),
-            places: self.inner.places.clone(),
+            version: self.inner().commit.published(),
+            reader: self.inner().reader.clone(),
+            clock: self.inner().opts.clock.clone(),
+            places: self.inner().places.clone(),
         }
     }
 
@@ -327,7 +362,7 @@ impl Store {
     /// cost does not depend on the job's size. `None` when the job does not
     /// exist, is not running, or has no token.
     pub fn running_job_token(&self, key: JobKey) -> Option<Arc<str>> {
-        self.inner.tokens.get(key)
+        self.inner().tokens.get(key)
     }
 
     /// Run a write through the write queue: it is durable when this returns Ok.
@@ -336,7 +371,8 @@ impl Store {
         actor: Option<&str>,
         f: impl FnOnce(&mut Writer, &Ctx<'_>) -> Result<T> + Send + 'static,
     ) -> Result<T> {
-        let inner = &*self.inner;
+        let inner = self.inner();
+        let inner = &*inner;
         if inner.opts.read_only {
             return Err(Error::ReadOnly);
         }
@@ -349,14 +385,14 @@ impl Store {
     }
 
     fn after_freeze(&self) -> Result<()> {
-        maintain::after_freeze(&self.inner)
+        maintain::after_freeze(&self.inner())
     }
 
     /// Push jobs (one per spec) into `project`; one answer per spec, in order.
     pub fn push(&self, project: u32, specs: &[PushSpec], actor: Option<&str>) -> Result<Vec<PushResult>> {
         let specs = specs.to_vec();
         // Documents are built and packed here, outside the writer lock.
-        let docs = ops::push_docs(&specs, actor, &self.inner.reader.dicts);
+        let docs = ops::push_docs(&specs, actor, &self.inner().reader.dicts);
         self.write(actor, move |w, ctx| ops::push(w, project, &specs, docs, ctx))
     }
 
@@ -406,7 +442,7 @@ impl Store {
         if name.is_empty() || name.len() > request::MAX_NAME {
             return Err(Error::field("spider", format!("a spider name is 1 to {} bytes", request::MAX_NAME)));
         }
-        if let Some(id) = self.inner.writer.lock().catalog.id(project, name) {
+        if let Some(id) = self.inner().writer.lock().catalog.id(project, name) {
             return Ok(Some(id));
         }
         let name = name.to_string();
@@ -415,26 +451,27 @@ impl Store {
 
     /// Make every write so far durable (for the buffered mode).
     pub fn sync(&self) -> Result<()> {
-        if self.inner.opts.read_only {
+        if self.inner().opts.read_only {
             return Ok(());
         }
-        let w = self.inner.writer.lock();
-        self.inner.commit.check()?;
+        let inner = self.inner();
+        let w = inner.writer.lock();
+        self.inner().commit.check()?;
         let log = w.log.as_ref().expect("a writable store has a log");
         if let Err(e) = log.sync() {
-            self.inner.commit.poison(&e);
+            self.inner().commit.poison(&e);
             return Err(e);
         }
         // A cluster node publishes what it applies, nothing else.
-        if !self.inner.opts.raft_log {
-            self.inner.commit.synced(w.version(), w.writes);
+        if !self.inner().opts.raft_log {
+            self.inner().commit.synced(w.version(), w.writes);
         }
         Ok(())
     }
 
     /// Refuse what a cluster node cannot do yet (docs/cluster.md).
     pub(crate) fn not_in_cluster(&self, what: &str) -> Result<()> {
-        match self.inner.opts.raft_log {
+        match self.inner().opts.raft_log {
             true => Err(Error::Replication(format!("{what} is not available on a cluster node yet"))),
             false => Ok(()),
         }
@@ -444,13 +481,13 @@ impl Store {
     /// `Options::compact_when` for the automatic ones): their current versions are
     /// relocated, then the segments removed. Nothing to do gives an empty report.
     pub fn reclaim(&self) -> Result<ReclaimReport> {
-        if self.inner.opts.read_only {
+        if self.inner().opts.read_only {
             return Err(Error::ReadOnly);
         }
         self.not_in_cluster("online compaction")?;
-        reclaim::cycle(&self.inner).inspect_err(|e| {
+        reclaim::cycle(&self.inner()).inspect_err(|e| {
             if !matches!(e, Error::Poisoned { .. } | Error::Closed) && !e.is_input() {
-                self.inner.commit.poison(e);
+                self.inner().commit.poison(e);
             }
         })
     }
@@ -459,66 +496,69 @@ impl Store {
     /// background thread does it every `reclaim_every`): each becomes a tombstone
     /// and leaves every answer. Returns how many were purged.
     pub fn purge_expired(&self) -> Result<u64> {
-        if self.inner.opts.read_only {
+        if self.inner().opts.read_only {
             return Err(Error::ReadOnly);
         }
         self.not_in_cluster("retention")?;
-        retention::purge_expired(&self.inner).inspect_err(|e| {
+        retention::purge_expired(&self.inner()).inspect_err(|e| {
             if !matches!(e, Error::Poisoned { .. } | Error::Closed) && !e.is_input() {
-                self.inner.commit.poison(e);
+                self.inner().commit.poison(e);
             }
         })
     }
 
     /// Online compaction so far: cycles, bytes removed and relocated, whether one runs.
-    pub fn reclaim_stats(&self) -> &reclaim::ReclaimStats {
-        &self.inner.reclaimed
+    pub fn reclaim_stats(&self) -> Arc<reclaim::ReclaimStats> {
+        self.inner().reclaimed.clone()
     }
 
     /// The share of the log's records no longer any job's current version (what
     /// online compaction reclaims), estimated from sequence numbers and live jobs.
     pub fn superseded_ratio(&self) -> Result<f64> {
-        let w = self.inner.writer.lock();
-        let first = segment_first_seq(&self.inner)?;
+        let inner = self.inner();
+        let w = inner.writer.lock();
+        let first = segment_first_seq(&self.inner())?;
         Ok(reclaim::superseded_ratio(&w, first))
     }
 
     /// Index the tail now and persist every index image (then reopening replays
     /// nothing). Runs merges due.
     pub fn flush_indexes(&self) -> Result<()> {
-        if self.inner.opts.read_only {
+        if self.inner().opts.read_only {
             return Ok(());
         }
         {
-            let mut w = self.inner.writer.lock();
-            self.inner.commit.check()?;
-            if self.inner.opts.raft_log && cluster_busy(&w) {
+            let inner = self.inner();
+            let mut w = inner.writer.lock();
+            self.inner().commit.check()?;
+            if self.inner().opts.raft_log && cluster_busy(&w) {
                 // A leader's batch is in the writer ahead of its entry: index later.
                 return Ok(());
             }
             if let Err(e) = w.freeze() {
-                self.inner.commit.poison(&e);
+                self.inner().commit.poison(&e);
                 return Err(e);
             }
             w.frozen = 0;
             let log = w.log.as_ref().expect("a writable store has a log");
             if let Err(e) = log.sync() {
-                self.inner.commit.poison(&e);
+                self.inner().commit.poison(&e);
                 return Err(e);
             }
-            self.inner.commit.synced(w.version(), w.writes);
+            self.inner().commit.synced(w.version(), w.writes);
         }
-        maintain::run(&self.inner)
+        maintain::run(&self.inner())
     }
 
     /// Make the log's durable mark name its end, so that the next open can tell
     /// any later damage from a torn write without a doubt.
     fn seal_log(&self) -> Result<()> {
-        let mut w = self.inner.writer.lock();
+        let inner = self.inner();
+        let mut w = inner.writer.lock();
         #[cfg(feature = "cluster")]
         raft::drop_unappended(&mut w)?;
         let Some(log) = w.log.as_mut() else { return Ok(()) };
-        log.seal().inspect_err(|e| self.inner.commit.poison(e))
+        log.seal().inspect_err(|e| self.inner().commit.poison(e))
     }
 
     /// Flush indexes, stop background work, release the directory.
@@ -533,29 +573,30 @@ impl Store {
     }
 
     fn shutdown(&self, flush: bool) -> Result<()> {
-        if self.inner.closed.swap(true, Ordering::AcqRel) {
+        if self.inner().closed.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
-        if let Some(r) = self.inner.reclaimer.lock().take() {
+        if let Some(r) = self.inner().reclaimer.lock().take() {
             r.stop();
         }
-        if let Some(bg) = self.inner.maintenance.lock().take() {
+        if let Some(bg) = self.inner().maintenance.lock().take() {
             bg.stop();
         }
-        let r = if flush && !self.inner.opts.read_only && self.inner.commit.check().is_ok() {
-            self.inner.closed.store(false, Ordering::Release);
+        let r = if flush && !self.inner().opts.read_only && self.inner().commit.check().is_ok() {
+            self.inner().closed.store(false, Ordering::Release);
             let r = self.flush_indexes().and_then(|()| self.seal_log());
-            self.inner.closed.store(true, Ordering::Release);
+            self.inner().closed.store(true, Ordering::Release);
             r
-        } else if flush && !self.inner.opts.read_only && !self.inner.commit.sync_failed() {
+        } else if flush && !self.inner().opts.read_only && !self.inner().commit.sync_failed() {
             // A failed write (a full disk, say) left what it wrote since the last
             // sync, never acknowledged: cut it now, as the next open would.
-            let mut w = self.inner.writer.lock();
+            let inner = self.inner();
+            let mut w = inner.writer.lock();
             w.log.as_mut().map_or(Ok(()), |log| log.cut_unsynced())
         } else {
             Ok(())
         };
-        self.inner.lock.lock().take();
+        self.inner().lock.lock().take();
         r
     }
 
@@ -563,8 +604,8 @@ impl Store {
     pub fn stats(&self) -> StoreStats {
         StoreStats {
             snapshot: self.snapshot().stats(),
-            syncs: self.inner.commit.syncs.load(Ordering::Relaxed),
-            dictionaries: self.inner.reader.dicts.all().len(),
+            syncs: self.inner().commit.syncs.load(Ordering::Relaxed),
+            dictionaries: self.inner().reader.dicts.all().len(),
         }
     }
 }

@@ -193,7 +193,13 @@ pub(crate) fn open(dir: &Path, opts: &Options) -> Result<Opened> {
     // appended, not applied (format-spec/log.md, "Raft entry").
     #[cfg(feature = "cluster")]
     let (applied, applied_seq) = match raft_log {
-        true => super::raft::applied_end(fs, &gen_dir, (start, start_seq), v.end)?,
+        true => {
+            let purged = match fs.exists(&dir.join(layout::RAFT)).map_err(io("stat", dir))? {
+                true => crate::cluster::raft_file::read(fs, dir)?.purged.map(|p| p.index),
+                false => None,
+            };
+            super::raft::applied_end(fs, &gen_dir, (start, start_seq), v.end, purged)?
+        }
         false => (v.end, v.next_seq),
     };
     #[cfg(not(feature = "cluster"))]

@@ -105,14 +105,17 @@ pub fn scan_data(index: u64, data: &[u8]) -> std::result::Result<Vec<(FrameHeade
 
 /// The end of the applied part of `[start, end)` (and the sequence number there):
 /// after the last entry whose index some entry frame of the range states
-/// committed. Entries after it were appended but may still be overridden.
+/// committed, or at most `purged` (the `RAFT` file's purge point: Raft purges
+/// applied entries only, and an installed snapshot's entries are all applied).
+/// Entries after it were appended but may still be overridden.
 pub(crate) fn applied_end(
     fs: &dyn FileSystem,
     gen_dir: &Path,
     (start, start_seq): (LogPos, u64),
     end: LogPos,
+    purged: Option<u64>,
 ) -> Result<(LogPos, u64)> {
-    let mut committed: Option<u64> = None;
+    let mut committed: Option<u64> = purged;
     let mut ends: Vec<(u64, LogPos, u64)> = Vec::new();
     let mut current: Option<u64> = None;
     recovery::replay(fs, gen_dir, start, end, &mut |f: FrameRef<'_>| {
@@ -142,21 +145,31 @@ pub(crate) fn applied_end(
 impl Store {
     /// Where the applied part of the log ends.
     pub fn raft_applied_end(&self) -> LogPos {
-        self.inner.writer.lock().replay_end
+        self.inner().writer.lock().replay_end
+    }
+
+    /// Where the applied entries end, in which generation (and its directory):
+    /// what a snapshot copies. The bytes before it are in the files and never
+    /// change while the generation lives (only entries after it may be cut).
+    pub fn raft_applied_at(&self) -> (std::path::PathBuf, u64, LogPos) {
+        let inner = self.inner();
+        let w = inner.writer.lock();
+        (w.gen_dir.clone(), w.generation, w.replay_end)
     }
 
     /// Every Raft entry in the log, in order (a node's start).
     pub fn raft_entries(&self) -> Result<Vec<EntryLoc>> {
         let (first, end) = {
-            let w = self.inner.writer.lock();
+            let inner = self.inner();
+            let w = inner.writer.lock();
             let log = w.log.as_ref().ok_or(Error::ReadOnly)?;
             log.flush()?;
-            (open::first_segment(&*self.inner.opts.fs, &self.inner.gen_dir, w.generation)?, log.end())
+            (open::first_segment(&*self.inner().opts.fs, &self.inner().gen_dir, w.generation)?, log.end())
         };
         let start = LogPos { segment: first.number, offset: first.data_start() };
         let mut out: Vec<EntryLoc> = Vec::new();
-        let dir = &self.inner.gen_dir;
-        recovery::replay(&*self.inner.opts.fs, dir, start, end, &mut |f| {
+        let dir = &self.inner().gen_dir;
+        recovery::replay(&*self.inner().opts.fs, dir, start, end, &mut |f| {
             let after = LogPos { segment: f.pos.segment, offset: f.pos.offset + f.header.frame_len() };
             if f.header.kind == FrameKind::Entry {
                 let (head, body) = entry::decode(f.payload).map_err(|e| Error::corrupt(dir, f.pos.offset, e.what))?;
@@ -179,21 +192,23 @@ impl Store {
     /// Make what [`Store::raft_write`] wrote durable (one fdatasync, which also
     /// covers whatever was written before it).
     pub fn raft_sync(&self, s: &RaftSync) -> Result<()> {
-        let _one = self.inner.raft_sync.lock();
+        let inner = self.inner();
+        let _one = inner.raft_sync.lock();
         let (mut end, mut next_seq) = (s.end, s.next_seq);
-        if let Some(log) = self.inner.writer.lock().log.as_ref() {
+        if let Some(log) = self.inner().writer.lock().log.as_ref() {
             if std::sync::Arc::ptr_eq(log.tail(), &s.tail) && log.end().offset < end {
                 // Entries were cut since: the sync covers what is left.
                 (end, next_seq) = (log.end().offset, log.next_seq());
             }
         }
-        s.tail.sync(end, next_seq).inspect_err(|e| self.inner.commit.poison(e))
+        s.tail.sync(end, next_seq).inspect_err(|e| self.inner().commit.poison(e))
     }
 
     /// Append `entries` to the log, unsynced: they are durable once the
     /// returned sync ran. Entries are acknowledged to Raft only then.
     pub fn raft_write(&self, entries: &[RaftEntry]) -> Result<(Vec<EntryLoc>, RaftSync)> {
-        let inner = &self.inner;
+        let inner = self.inner();
+        let inner = &*inner;
         inner.commit.check()?;
         let mut split = Vec::with_capacity(entries.len());
         for e in entries {
@@ -258,9 +273,9 @@ impl Store {
         if loc.head.kind != EntryType::Normal {
             return Ok(Vec::new());
         }
-        self.inner.writer.lock().log.as_ref().map_or(Ok(()), |l| l.flush())?;
+        self.inner().writer.lock().log.as_ref().map_or(Ok(()), |l| l.flush())?;
         let mut out = Vec::with_capacity(loc.head.data_len as usize);
-        recovery::replay(&*self.inner.opts.fs, &self.inner.gen_dir, loc.at, loc.end, &mut |f| {
+        recovery::replay(&*self.inner().opts.fs, &self.inner().gen_dir, loc.at, loc.end, &mut |f| {
             if f.pos != loc.at {
                 frame::encode(
                     &mut out,
@@ -275,7 +290,7 @@ impl Store {
             Ok(())
         })?;
         if out.len() != loc.head.data_len as usize {
-            let path = self.inner.gen_dir.join(crate::log::segment::file_name(loc.at.segment));
+            let path = self.inner().gen_dir.join(crate::log::segment::file_name(loc.at.segment));
             return Err(Error::corrupt(path, loc.at.offset, "a Raft entry's data frames are not all there"));
         }
         Ok(out)
@@ -284,8 +299,10 @@ impl Store {
     /// Cut the log at `loc`, removing that entry and every later one. Only
     /// entries not applied may go (Raft never overrides a committed entry).
     pub fn raft_truncate(&self, loc: &EntryLoc) -> Result<()> {
-        let _no_sync = self.inner.raft_sync.lock();
-        let mut w = self.inner.writer.lock();
+        let inner = self.inner();
+        let _no_sync = inner.raft_sync.lock();
+        let inner = self.inner();
+        let mut w = inner.writer.lock();
         let w = &mut *w;
         if loc.at < w.replay_end {
             return Err(Error::Replication(format!("entry {} is applied: it cannot be cut", loc.head.index)));
@@ -296,7 +313,7 @@ impl Store {
             w.dirty = true;
         }
         let log = w.log.as_mut().ok_or(Error::ReadOnly)?;
-        log.truncate_to(loc.at, loc.seq).inspect_err(|e| self.inner.commit.poison(e))?;
+        log.truncate_to(loc.at, loc.seq).inspect_err(|e| self.inner().commit.poison(e))?;
         log.release_rotation();
         w.reader.forget_from(loc.at.segment);
         Ok(())
@@ -305,7 +322,8 @@ impl Store {
     /// Apply an appended entry: replay its frames into the store and publish the
     /// result to readers. Entries are applied in order, each once.
     pub fn raft_apply(&self, loc: &EntryLoc) -> Result<()> {
-        let inner = &self.inner;
+        let inner = self.inner();
+        let inner = &*inner;
         let mut w = inner.writer.lock();
         let own = w.spec.as_ref().is_some_and(|s| s.appended == Some(loc.head.index) && s.at == loc.at);
         if own && !w.dirty {
@@ -342,7 +360,8 @@ impl Store {
 
     /// An entry applied: publish, wake writers waiting for it, persist indexes.
     fn applied(&self, mut w: parking_lot::MutexGuard<'_, super::writer::Writer>) -> Result<()> {
-        let inner = &self.inner;
+        let inner = self.inner();
+        let inner = &*inner;
         if w.should_freeze() {
             w.freeze()?;
         }
@@ -360,7 +379,7 @@ impl Store {
 
     /// Make this node's store write through Raft (none: refuse writes).
     pub fn set_proposer(&self, p: Option<std::sync::Arc<dyn super::Proposer>>) {
-        *self.inner.proposer.write() = p;
+        *self.inner().proposer.write() = p;
     }
 }
 

@@ -568,7 +568,7 @@ mod tests {
         };
         let (n, rows) = render(&store);
         assert_eq!(n, 150);
-        let mapped = store.inner.reader.mapped_segments();
+        let mapped = store.inner().reader.mapped_segments();
         assert!(mapped.len() > 3, "every segment read is mapped: {mapped:?}");
         // Appended after the newest segment was mapped (the simulated map is a
         // copy of the bytes then): read past the map's end.

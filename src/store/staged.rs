@@ -248,6 +248,6 @@ impl super::Store {
     /// The active job of `project` holding `unique`, as the writer's index (the one
     /// push consults) names it.
     pub fn unique_holder(&self, project: u32, unique: &str) -> Option<JobKey> {
-        self.inner.writer.lock().unique_holder(project, unique)
+        self.inner().writer.lock().unique_holder(project, unique)
     }
 }

@@ -263,7 +263,7 @@ mod tests {
         let after: Vec<_> = [a, b, c, d].iter().map(|&k| token(&store, k)).collect();
         assert_eq!(after, before);
         assert!(after[0].is_some() && after[1].is_none() && after[2].is_none() && after[3].is_some());
-        assert_eq!(store.inner.tokens.len(), 2);
+        assert_eq!(store.inner().tokens.len(), 2);
     }
 
     #[test]
@@ -288,7 +288,7 @@ mod tests {
         assert_eq!(store.report().replayed_frames, 0, "{:?}", store.report());
         assert_eq!(token(&store, JobKey::new(1, 1, 7)).as_deref(), Some("imported-token"));
         assert!(token(&store, b).is_some() && token(&store, a).is_none());
-        let v = store.inner.writer.lock().version();
+        let v = store.inner().writer.lock().version();
         let posted: Vec<String> = v
             .segments
             .iter()

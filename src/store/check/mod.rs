@@ -175,7 +175,7 @@ fn finish(mut r: CheckReport, started: Instant) -> CheckReport {
 /// The index files open chose, in order, with where each ends in the log.
 fn chain_of(store: &Store, gen_dir: &Path) -> Result<Vec<ChainFile>> {
     let v = store.snapshot().version;
-    let fs = &*store.inner.opts.fs;
+    let fs = &*store.inner().opts.fs;
     let mut out = Vec::with_capacity(v.segments.len());
     for slot in v.segments.iter() {
         let m = slot.seg.meta();
@@ -230,11 +230,11 @@ fn check_indexes(
 fn compare(store: &Store, log: &Rebuild, r: &mut CheckReport) -> Result<()> {
     for (name, why) in &store.report().discarded {
         if !why.contains("covered by a larger index") && !r.notes.iter().any(|n| n.contains(name.as_str())) {
-            r.found(&store.inner.gen_dir.join(name), None, format!("set aside at open: {why}"));
+            r.found(&store.inner().gen_dir.join(name), None, format!("set aside at open: {why}"));
         }
     }
     let v = store.snapshot().version;
-    let tail = &store.inner.gen_dir;
+    let tail = &store.inner().gen_dir;
     let path = |slot: Option<usize>| slot.map_or(tail.clone(), |i| v.segments[i].seg.path().to_path_buf());
     // Per served job: the index file (None: the replayed tail) and what it serves.
     let mut served: FastMap<(u32, u64), (Option<usize>, Current)> = FastMap::default();

@@ -1,0 +1,177 @@
+//! Building a snapshot on a node (docs/cluster.md, "Snapshots and catch-up"):
+//! the log up to the applied end, which is the store as of the last applied
+//! entry (the indexes are derived data; the receiver builds its own). Sealed
+//! segments are hard-linked (never written again), the last is copied up to
+//! the applied end, with its durable marks zeroed (each node writes its own).
+//! The snapshot is a directory `snap-<index>` in the data directory, made by the
+//! new-file protocol: `snap.tmp` written and synced, renamed, the data directory
+//! synced; older snapshots are removed after.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use super::format::{Member, Table};
+use super::stream::SnapshotStream;
+use super::{io, SnapMeta, HEAD_FILE};
+use crate::cluster::shared::{stored_id, Node};
+use crate::codec::frame::mask_crc;
+use crate::error::{Error, Result};
+use crate::fs::{self, FileSystem, FsFile, OpenMode};
+use crate::log::recovery;
+use crate::log::{segment, LogPos};
+
+const TMP: &str = "snap.tmp";
+
+/// The directory name of the snapshot whose last entry is `index`.
+pub fn dir_name(index: u64) -> String {
+    format!("snap-{index:020}")
+}
+
+pub fn parse_dir_name(name: &str) -> Option<u64> {
+    name.strip_prefix("snap-").filter(|d| d.len() == 20 && d.bytes().all(|b| b.is_ascii_digit()))?.parse().ok()
+}
+
+/// Build a snapshot of what `node` applied; the sending stream and its meta.
+pub fn build(node: &Node) -> Result<(SnapMeta, SnapshotStream)> {
+    let (applied, membership) = {
+        let t = node.table.lock();
+        (t.applied, t.applied_membership.clone())
+    };
+    let last = applied.ok_or_else(|| Error::Replication("nothing applied yet: no snapshot to build".into()))?;
+    let fsys = node.store.options().fs.clone();
+    let fs = &*fsys;
+    let (gen_dir, generation, end) = node.store.raft_applied_at();
+    let tmp = node.dir.join(TMP);
+    if fs.exists(&tmp).map_err(io("stat", &tmp))? {
+        fs.remove_dir_all(&tmp).map_err(io("remove", &tmp))?;
+    }
+    fs.create_dir(&tmp).map_err(io("create", &tmp))?;
+    let mut members = Vec::new();
+    for n in segment::list(fs, &gen_dir)?.into_iter().filter(|n| *n <= end.segment) {
+        let name = segment::file_name(n);
+        let (from, to) = (gen_dir.join(&name), tmp.join(&name));
+        let len = if n < end.segment {
+            fs.hard_link(&from, &to).map_err(io("link", &from))?;
+            fs.open(&to, OpenMode::Read).map_err(io("open", &to))?.len().map_err(io("stat", &to))?
+        } else {
+            copy_tail(fs, &from, &to, end.offset)?;
+            end.offset
+        };
+        let crc = member_crc(node, fs, &to, generation, n, len)?;
+        members.push(Member { segment: n, len, crc });
+    }
+    let id = stored_id(&last);
+    let table = Table {
+        last: (id.index, id.term, id.leader),
+        next_seq: next_seq_at(fs, &gen_dir, end)?,
+        generation,
+        membership: serde_json::to_vec(&membership).map_err(|e| Error::Replication(format!("membership: {e}")))?,
+        members,
+    };
+    fs::publish_file(fs, &tmp, HEAD_FILE, &table.encode()).map_err(io("publish", &tmp.join(HEAD_FILE)))?;
+    // IMPORTANT: fsync folder, so the snapshot's files are in it before it is named.
+    fs.sync_dir(&tmp).map_err(io("fsync dir", &tmp))?;
+    let dir = node.dir.join(dir_name(last.index));
+    if fs.exists(&dir).map_err(io("stat", &dir))? {
+        fs.remove_dir_all(&dir).map_err(io("remove", &dir))?;
+    }
+    fs.rename(&tmp, &dir).map_err(io("rename", &tmp))?;
+    // IMPORTANT: fsync folder, so the snapshot survives before Raft purges the log it covers.
+    fs.sync_dir(&node.dir).map_err(io("fsync dir", &node.dir))?;
+    remove_older(fs, &node.dir, last.index)?;
+    tracing::info!(index = last.index, "cluster: built a snapshot");
+    open(fs, &dir)
+}
+
+/// The newest snapshot in `data_dir`, when there is one.
+pub fn current(fsys: &Arc<dyn FileSystem>, data_dir: &Path) -> Result<Option<(SnapMeta, SnapshotStream)>> {
+    let fs = &**fsys;
+    let newest = fs.read_dir(data_dir).map_err(io("list", data_dir))?.iter().filter_map(|n| parse_dir_name(n)).max();
+    newest.map(|i| open(fs, &data_dir.join(dir_name(i)))).transpose()
+}
+
+/// A built snapshot's stream: its head file, then its segments.
+fn open(fs: &dyn FileSystem, dir: &Path) -> Result<(SnapMeta, SnapshotStream)> {
+    let head_path = dir.join(HEAD_FILE);
+    let head = fs::read_all(fs, &head_path).map_err(io("read", &head_path))?;
+    let table = super::decode(&head).map_err(|e| Error::corrupt(&head_path, 0, e))?;
+    let mut files: Vec<(Arc<dyn FsFile>, u64)> = Vec::with_capacity(table.members.len());
+    for m in &table.members {
+        let p = dir.join(segment::file_name(m.segment));
+        let f = fs.open(&p, OpenMode::Read).map_err(io("open", &p))?;
+        if f.len().map_err(io("stat", &p))? < m.len {
+            return Err(Error::corrupt(&p, m.len, "a snapshot's segment is shorter than its table says"));
+        }
+        files.push((f, m.len));
+    }
+    let meta = super::meta_of(&table).map_err(|e| Error::corrupt(&head_path, 0, e))?;
+    Ok((meta, SnapshotStream::sending(head, files)))
+}
+
+/// The tail segment's first `len` bytes, marks zeroed, synced.
+fn copy_tail(fs: &dyn FileSystem, from: &Path, to: &Path, len: u64) -> Result<()> {
+    let src = fs.open(from, OpenMode::Read).map_err(io("open", from))?;
+    let header = segment::read_header(&*src, from)?;
+    let dst = fs.open(to, OpenMode::CreateNew).map_err(io("create", to))?;
+    let mut buf = Vec::new();
+    let mut at = 0;
+    while at < len {
+        buf.resize((len - at).min(4 << 20) as usize, 0);
+        fs::read_exact_at(&*src, &mut buf, at).map_err(io("read", from))?;
+        fs::write_all_at(&*dst, &buf, at).map_err(io("write", to))?;
+        at += buf.len() as u64;
+    }
+    if header.has_marks() {
+        let marks = segment::HEADER_LEN..header.data_start();
+        fs::write_all_at(&*dst, &vec![0u8; (marks.end - marks.start) as usize], marks.start)
+            .map_err(io("write", to))?;
+    }
+    dst.sync_data().map_err(io("fdatasync", to))
+}
+
+/// The masked CRC-32 of a member's bytes. Sealed segments never change: their
+/// checksums are kept, so a build reads only the tail.
+fn member_crc(node: &Node, fs: &dyn FileSystem, path: &Path, generation: u64, n: u32, len: u64) -> Result<u32> {
+    let key = (generation, n, len);
+    if let Some(c) = node.snap_crcs.lock().get(&key) {
+        return Ok(*c);
+    }
+    let f = fs.open(path, OpenMode::Read).map_err(io("open", path))?;
+    let mut h = crc32fast::Hasher::new();
+    let mut buf = Vec::new();
+    let mut at = 0;
+    while at < len {
+        buf.resize((len - at).min(4 << 20) as usize, 0);
+        fs::read_exact_at(&*f, &mut buf, at).map_err(io("read", path))?;
+        h.update(&buf);
+        at += buf.len() as u64;
+    }
+    let crc = mask_crc(h.finalize());
+    node.snap_crcs.lock().insert(key, crc);
+    Ok(crc)
+}
+
+/// The sequence number after the frames before `end` in its segment.
+fn next_seq_at(fs: &dyn FileSystem, gen_dir: &Path, end: LogPos) -> Result<u64> {
+    let path = gen_dir.join(segment::file_name(end.segment));
+    let f = fs.open(&path, OpenMode::Read).map_err(io("open", &path))?;
+    let header = segment::read_header(&*f, &path)?;
+    let mut next = header.first_seq;
+    let from = LogPos { segment: end.segment, offset: header.data_start() };
+    recovery::replay(fs, gen_dir, from, end, &mut |fr| {
+        next = fr.header.last_seq() + 1;
+        Ok(())
+    })?;
+    Ok(next)
+}
+
+/// Remove every snapshot but the one of `keep`.
+fn remove_older(fs: &dyn FileSystem, data_dir: &Path, keep: u64) -> Result<()> {
+    for name in fs.read_dir(data_dir).map_err(io("list", data_dir))? {
+        if parse_dir_name(&name).is_some_and(|i| i != keep) {
+            let p = data_dir.join(&name);
+            fs.remove_dir_all(&p).map_err(io("remove", &p))?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,48 @@
+//! Snapshots (docs/cluster.md, "Snapshots and catch-up"; format-spec/snapshot.md):
+//! a node's log up to its applied end, sent to a node that is new or behind the
+//! leader's purge point, and installed there as a new generation. One concern a
+//! file: [`format`] the stream's bytes, [`stream`] openraft's `SnapshotData`,
+//! [`build`] making one, [`install`] receiving one.
+
+pub mod build;
+pub mod format;
+pub mod install;
+pub mod stream;
+
+use std::path::Path;
+
+use super::{log_id, StoredMembership};
+use crate::error::Error;
+use format::{decode_head, decode_table, Table, HEAD_LEN};
+
+pub use stream::SnapshotStream;
+
+/// A built snapshot's head and table, in its directory.
+pub const HEAD_FILE: &str = "SNAPSHOT";
+
+pub type SnapMeta = openraft::SnapshotMeta<u64, openraft::BasicNode>;
+
+pub(crate) fn io<'a>(op: &'static str, p: &'a Path) -> impl FnOnce(std::io::Error) -> Error + 'a {
+    move |e| Error::io(op, p, e)
+}
+
+/// A stream's head and table, exactly.
+pub fn decode(b: &[u8]) -> Result<Table, String> {
+    let (table_len, data_len) = decode_head(b)?;
+    if b.len() != HEAD_LEN + table_len as usize {
+        return Err(format!("{} bytes of head and table, the head says {}", b.len(), HEAD_LEN + table_len as usize));
+    }
+    decode_table(&b[HEAD_LEN..], data_len)
+}
+
+/// openraft's meta of a snapshot with `table`.
+pub fn meta_of(t: &Table) -> Result<SnapMeta, String> {
+    let last_membership: StoredMembership =
+        serde_json::from_slice(&t.membership).map_err(|e| format!("the snapshot's membership: {e}"))?;
+    let (index, term, leader) = t.last;
+    Ok(SnapMeta {
+        last_log_id: Some(log_id(term, leader, index)),
+        last_membership,
+        snapshot_id: format!("{index}-{term}-{leader}"),
+    })
+}

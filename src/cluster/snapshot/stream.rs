@@ -1,0 +1,153 @@
+//! openraft's `SnapshotData`: a stream of bytes it reads in chunks to send, or
+//! writes chunk by chunk as they arrive. Sending reads a built snapshot's head
+//! and member files in order without copying them together; receiving writes
+//! one file. Both through the store's file system (reads and writes are plain
+//! positioned calls on local files: they complete without waiting on the
+//! network, so they are done inline).
+
+use std::io::{self, SeekFrom};
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use crate::fs::FsFile;
+
+/// A part of the stream: bytes in memory, or the first `len` bytes of a file.
+enum Part {
+    Bytes(Vec<u8>),
+    File { file: Arc<dyn FsFile>, len: u64 },
+}
+
+impl Part {
+    fn len(&self) -> u64 {
+        match self {
+            Part::Bytes(b) => b.len() as u64,
+            Part::File { len, .. } => *len,
+        }
+    }
+}
+
+/// A snapshot's bytes, to send or being received.
+pub struct SnapshotStream {
+    parts: Vec<Part>,
+    /// Receiving: the file written, and where it is.
+    sink: Option<(Arc<dyn FsFile>, PathBuf)>,
+    pos: u64,
+}
+
+/// The largest stream a node receives (a seek past it is refused): 16 TiB.
+const MAX_RECEIVE: u64 = 1 << 44;
+
+impl SnapshotStream {
+    /// A stream reading `head` and then each file's first `len` bytes.
+    pub fn sending(head: Vec<u8>, files: Vec<(Arc<dyn FsFile>, u64)>) -> SnapshotStream {
+        let mut parts = vec![Part::Bytes(head)];
+        parts.extend(files.into_iter().map(|(file, len)| Part::File { file, len }));
+        SnapshotStream { parts, sink: None, pos: 0 }
+    }
+
+    /// A stream written into `file` (empty) at `path`.
+    pub fn receiving(file: Arc<dyn FsFile>, path: PathBuf) -> SnapshotStream {
+        SnapshotStream { parts: Vec::new(), sink: Some((file, path)), pos: 0 }
+    }
+
+    /// The received file and its path (none when sending).
+    pub fn received(&self) -> Option<&(Arc<dyn FsFile>, PathBuf)> {
+        self.sink.as_ref()
+    }
+
+    fn len(&self) -> io::Result<u64> {
+        match &self.sink {
+            Some((f, _)) => f.len(),
+            None => Ok(self.parts.iter().map(Part::len).sum()),
+        }
+    }
+
+    fn read_at(&self, buf: &mut [u8]) -> io::Result<usize> {
+        if let Some((f, _)) = &self.sink {
+            return f.read_at(buf, self.pos);
+        }
+        let mut start = 0u64;
+        for p in &self.parts {
+            let end = start + p.len();
+            if self.pos < end {
+                let at = self.pos - start;
+                let n = buf.len().min((end - self.pos) as usize);
+                return match p {
+                    Part::Bytes(b) => {
+                        buf[..n].copy_from_slice(&b[at as usize..at as usize + n]);
+                        Ok(n)
+                    }
+                    Part::File { file, .. } => {
+                        crate::fs::read_exact_at(&**file, &mut buf[..n], at)?;
+                        Ok(n)
+                    }
+                };
+            }
+            start = end;
+        }
+        Ok(0)
+    }
+}
+
+impl tokio::io::AsyncRead for SnapshotStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let n = self.read_at(buf.initialize_unfilled());
+        Poll::Ready(n.map(|n| {
+            buf.advance(n);
+            self.pos += n as u64;
+        }))
+    }
+}
+
+impl tokio::io::AsyncWrite for SnapshotStream {
+    fn poll_write(mut self: Pin<&mut Self>, _: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        let Some((file, _)) = &self.sink else {
+            return Poll::Ready(Err(io::Error::new(io::ErrorKind::Unsupported, "a snapshot being sent is read-only")));
+        };
+        if self.pos.saturating_add(data.len() as u64) > MAX_RECEIVE {
+            return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidInput, "a snapshot over 16 TiB")));
+        }
+        let r = crate::fs::write_all_at(&**file, data, self.pos);
+        Poll::Ready(r.map(|()| {
+            self.pos += data.len() as u64;
+            data.len()
+        }))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // Durability is the install's business: it copies what it checked into
+        // synced files; this file is scratch.
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl tokio::io::AsyncSeek for SnapshotStream {
+    fn start_seek(mut self: Pin<&mut Self>, to: SeekFrom) -> io::Result<()> {
+        let bad = || io::Error::new(io::ErrorKind::InvalidInput, "a seek outside the snapshot");
+        let pos = match to {
+            SeekFrom::Start(p) => Some(p),
+            SeekFrom::End(d) => self.len()?.checked_add_signed(d),
+            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
+        };
+        let pos = pos.ok_or_else(bad)?;
+        if pos > MAX_RECEIVE {
+            return Err(bad());
+        }
+        self.pos = pos;
+        Ok(())
+    }
+
+    fn poll_complete(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<u64>> {
+        Poll::Ready(Ok(self.pos))
+    }
+}

@@ -5,97 +5,17 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
-use jobq::cluster::memnet::{NodeNet, Raft, Router};
-use jobq::cluster::{self, Frames, Node};
+mod cluster_support;
+
+use cluster_support::*;
+use jobq::cluster::memnet::{Raft, Router};
+use jobq::cluster::Frames;
 use jobq::codec::frame::{self, FrameKind};
 use jobq::codec::record::{self, Prev};
 use jobq::model::{Job, MetaDoc};
-use jobq::{JobKey, JobState, Options, Store};
+use jobq::{JobKey, JobState};
 use openraft::BasicNode;
-
-const ELECTION_MS: u64 = 400;
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
-}
-
-fn open(dir: &std::path::Path) -> Arc<Store> {
-    Arc::new(
-        Store::open(
-            dir,
-            Options {
-                raft_log: true,
-                background: false,
-                memtable_entries: 8,
-                segment_bytes: 6000,
-                ..Options::default()
-            },
-        )
-        .unwrap(),
-    )
-}
-
-async fn start(id: u64, dir: &std::path::Path, router: &Router) -> (Raft, Node) {
-    let node = Node::start(open(dir)).unwrap();
-    let config = cluster::config(ELECTION_MS).unwrap();
-    let raft = cluster::start(id, node.clone(), config, NodeNet { router: router.clone(), id }).await.unwrap();
-    let timeout = Duration::from_secs(2);
-    cluster::proposer::attach(id, &node, &raft, tokio::runtime::Handle::current(), timeout);
-    router.add(id, raft.clone());
-    (raft, node)
-}
-
-async fn stop(raft: Raft, node: Node) -> Arc<Store> {
-    cluster::proposer::detach(&node);
-    raft.shutdown().await.unwrap();
-    drop(raft);
-    node.store().clone()
-}
-
-/// Close a node's store once nothing else holds it.
-fn close(store: Arc<Store>) {
-    Arc::try_unwrap(store).ok().expect("the node's store is no longer shared").close().unwrap();
-}
-
-async fn push(node: &Node, spider: &str) -> jobq::Result<JobKey> {
-    let store = node.store().clone();
-    let line = format!(r#"{{"spider":"{spider}","tags":["a"]}}"#);
-    tokio::task::spawn_blocking(move || {
-        let spec = jobq::store::request::parse_push(&line).unwrap();
-        match store.push(1, &[spec], Some("tester"))?.remove(0) {
-            jobq::store::PushResult::Pushed { key, .. } => Ok(key),
-            other => panic!("{other:?}"),
-        }
-    })
-    .await
-    .unwrap()
-}
-
-async fn finish(node: &Node, key: JobKey) -> jobq::Result<()> {
-    let store = node.store().clone();
-    tokio::task::spawn_blocking(move || {
-        let u = jobq::store::request::parse_update(&format!(r#"{{"key":"{key}","state":"finished"}}"#), 1).unwrap();
-        store.update(1, &[u], None).map(drop)
-    })
-    .await
-    .unwrap()
-}
-
-async fn three_nodes(tmp: &std::path::Path, router: &Router) -> BTreeMap<u64, (Raft, Node)> {
-    let mut nodes = BTreeMap::new();
-    for id in 1..=3 {
-        nodes.insert(id, start(id, &tmp.join(format!("n{id}")), router).await);
-    }
-    let members: BTreeMap<u64, BasicNode> = (1..=3).map(|id| (id, BasicNode::new(format!("n{id}")))).collect();
-    nodes[&1].0.initialize(members).await.unwrap();
-    nodes
-}
-
-fn state(node: &Node, key: JobKey) -> Option<JobState> {
-    node.store().snapshot().get(key).unwrap().map(|j| j.state)
-}
 
 #[test]
 fn store_writes_on_the_leader_are_decided_once_and_replicated() {
@@ -205,35 +125,6 @@ fn push_frames(key: JobKey, name: &str, with_spider: bool) -> Frames {
     record::encode_job(&job, Prev::Created, &mut p);
     frame::encode(&mut out, FrameKind::Jobs, 0, 1, 1, 0, &p);
     Frames(out)
-}
-
-/// The leader every one of `rafts` agrees on (one of them).
-async fn leader_of(rafts: &[&Raft]) -> u64 {
-    for _ in 0..400 {
-        let seen: Vec<Option<u64>> = rafts.iter().map(|r| r.metrics().borrow().current_leader).collect();
-        if let Some(Some(l)) = seen.first() {
-            let leads = rafts.iter().any(|r| {
-                let m = r.metrics().borrow().clone();
-                m.id == *l && m.state == openraft::ServerState::Leader
-            });
-            if leads && seen.iter().all(|s| *s == Some(*l)) {
-                return *l;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("no leader elected");
-}
-
-async fn wait_applied(raft: &Raft, index: u64) {
-    raft.wait(Some(Duration::from_secs(10)))
-        .metrics(|m| m.last_applied.is_some_and(|a| a.index >= index), "applied")
-        .await
-        .unwrap();
-}
-
-fn has(node: &Node, key: JobKey) -> bool {
-    node.store().snapshot().get(key).unwrap().is_some()
 }
 
 #[test]
@@ -349,83 +240,4 @@ fn hostile_replicated_entries_are_refused_and_nothing_is_written() {
     let locs = store.raft_append(&[ok]).unwrap();
     store.raft_apply(&locs[0]).unwrap();
     assert_eq!(store.snapshot().get(JobKey::new(1, 1, 1)).unwrap().unwrap().state, JobState::Pending);
-}
-
-fn jobs_of(node: &Node) -> Vec<(JobKey, JobState)> {
-    let snap = node.store().snapshot();
-    let f = jobq::query::Filter { states: JobState::ALL.to_vec(), ..Default::default() };
-    let p = jobq::query::Paging { count: 10_000, ..Default::default() };
-    let keys = snap.list(1, &f, &p).unwrap().iter().map(|h| JobKey::from_local(1, h.local)).collect::<Vec<_>>();
-    keys.into_iter().map(|k| (k, snap.get(k).unwrap().unwrap().state)).collect()
-}
-
-/// A follower cut off while the leader snapshots and purges its log catches up
-/// from the snapshot (a new generation on its disk), holds what the leader
-/// holds, and opens to the same state after a restart.
-#[test]
-fn a_node_behind_the_purge_point_catches_up_from_a_snapshot() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = |id: u64| tmp.path().join(format!("n{id}"));
-    runtime().block_on(async {
-        let router = Router::default();
-        let mut nodes = three_nodes(tmp.path(), &router).await;
-        let rafts: Vec<&Raft> = nodes.values().map(|(r, _)| r).collect();
-        let leader = leader_of(&rafts).await;
-        let behind = (1..=3).find(|id| *id != leader).unwrap();
-        let k0 = push(&nodes[&leader].1, "early").await.unwrap();
-        router.isolate(behind, true);
-        let mut keys = vec![k0];
-        for i in 0..40 {
-            keys.push(push(&nodes[&leader].1, &format!("spider{}", i % 4)).await.unwrap());
-        }
-        for k in keys.iter().step_by(3) {
-            finish(&nodes[&leader].1, *k).await.unwrap();
-        }
-        let lr = &nodes[&leader].0;
-        lr.trigger().snapshot().await.unwrap();
-        let m = lr.wait(Some(Duration::from_secs(10))).metrics(|m| m.snapshot.is_some(), "snapshot").await.unwrap();
-        let at = m.snapshot.unwrap().index;
-        lr.trigger().purge_log(at).await.unwrap();
-        lr.wait(Some(Duration::from_secs(10)))
-            .metrics(|m| m.purged.is_some_and(|p| p.index >= at), "purged")
-            .await
-            .unwrap();
-        let snaps: Vec<String> = std::fs::read_dir(dir(leader))
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .filter(|n| n.starts_with("snap-"))
-            .collect();
-        assert_eq!(snaps.len(), 1, "{snaps:?}");
-
-        router.isolate(behind, false);
-        let last = push(&nodes[&leader].1, "after").await.unwrap();
-        keys.push(last);
-        let end = lr.metrics().borrow().last_applied.unwrap().index;
-        wait_applied(&nodes[&behind].0, end).await;
-        let want = jobs_of(&nodes[&leader].1);
-        assert_eq!(want.len(), keys.len());
-        assert_eq!(jobs_of(&nodes[&behind].1), want, "the follower holds what the leader holds");
-        let fm = nodes[&behind].0.metrics().borrow().clone();
-        assert!(fm.snapshot.is_some_and(|s| s.index >= at), "it installed the snapshot: {fm:?}");
-        let generation = jobq::store::layout::read_current(&jobq::fs::RealFs, &dir(behind)).unwrap();
-        assert!(generation > Some(1), "a new generation: {generation:?}");
-
-        // The installed node restarts from its disk: same jobs, and it keeps up.
-        let (raft, node) = nodes.remove(&behind).unwrap();
-        router.remove(behind);
-        let store = stop(raft, node).await;
-        close(store);
-        let report = jobq::store::check(&dir(behind), Arc::new(jobq::fs::RealFs)).unwrap();
-        assert!(report.findings.is_empty(), "{report:?}");
-        let (raft, node) = start(behind, &dir(behind), &router).await;
-        assert_eq!(jobs_of(&node), want, "open shows the installed and applied state");
-        let k = push(&nodes[&leader].1, "later").await.unwrap();
-        let end = nodes[&leader].0.metrics().borrow().last_applied.unwrap().index;
-        wait_applied(&raft, end).await;
-        assert!(has(&node, k));
-        nodes.insert(behind, (raft, node));
-        for (_, (r, n)) in nodes {
-            close(stop(r, n).await);
-        }
-    });
 }

@@ -5,7 +5,8 @@
 //! the history is checked once the network heals: every acknowledged push
 //! exists exactly once and a refused one not at all, a linearizable read right
 //! after an acknowledgement sees it, no job is started twice, no two active jobs
-//! share a `unique`, every node holds the same jobs.
+//! share a `unique`, every node holds the same jobs. The leader snapshots and
+//! purges its log while a node is cut off, so nodes catch up from snapshots.
 #![cfg(feature = "cluster")]
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -184,7 +185,19 @@ fn histories_under_a_faulty_network_keep_every_promise() {
         } else {
             router.isolate(victim, true);
         }
-        std::thread::sleep(Duration::from_millis(400));
+        std::thread::sleep(Duration::from_millis(300));
+        // The leader snapshots and purges its log meanwhile: the node cut off
+        // comes back behind the purge point and catches up from a snapshot.
+        if let Some(l) = cluster.leader() {
+            let raft = cluster.nodes[&l].0.clone();
+            rt.block_on(async {
+                let _ = raft.trigger().snapshot().await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                if let Some(at) = raft.metrics().borrow().snapshot {
+                    let _ = raft.trigger().purge_log(at.index).await;
+                }
+            });
+        }
         router.isolate(victim, false);
         router.cut(victim, 1 + (victim % 3), false);
         std::thread::sleep(Duration::from_millis(600));
@@ -253,10 +266,16 @@ fn histories_under_a_faulty_network_keep_every_promise() {
     }
     drop(h);
     let in_doubt = history.lock().unwrap().pushes.values().filter(|o| matches!(o, Outcome::InDoubt)).count();
+    let installed = (1..=3u64)
+        .map(|id| jobq::store::layout::read_current(&jobq::fs::RealFs, &tmp.path().join(format!("n{id}"))).unwrap())
+        .filter(|g| *g > Some(1))
+        .count();
     eprintln!(
-        "history: {acked} pushes acknowledged, {in_doubt} in doubt, {} jobs started, {round} chaos rounds",
+        "history: {acked} pushes acknowledged, {in_doubt} in doubt, {} jobs started, {round} chaos rounds, \
+         {installed} nodes installed a snapshot",
         history.lock().unwrap().started.len()
     );
+    assert!(installed > 0, "no node caught up from a snapshot");
     let cluster = Arc::try_unwrap(cluster).ok().expect("clients are done");
     for (_, (raft, node)) in cluster.nodes {
         cluster::proposer::detach(&node);

@@ -59,7 +59,7 @@ fn store() -> (SimFs, PathBuf, Vec<u8>) {
     store.update(53, &[upd], None).expect("update");
     store.cancel(1, &[jobq::JobKey::new(1, 1, 2)], Some("op")).expect("cancel");
     let import = "{\"key\":\"7/1/5\",\"spider\":\"imp\",\"state\":\"finished\",\"finished_time\":1000,\"tags\":[\"z\"],\"units\":2}\n\
-                  {\"key\":\"7/1/6\",\"spider\":\"imp\",\"state\":\"pending\",\"pending_time\":999,\"priority\":-1}\n";
+                  {\"key\":\"7/1/6\",\"spider\":\"imp\",\"state\":\"pending\",\"pending_time\":999,\"priority\":0}\n";
     store.import(&mut import.as_bytes(), &mut |_| {}).expect("import");
     store.flush_indexes().expect("flush");
     let mut export = Vec::new();
@@ -129,6 +129,19 @@ fn main() {
     frame::encode(&mut log, FrameKind::Catalog, 0, 1, 1, 0, &cat);
     frame::encode(&mut log, FrameKind::Commit, 0, 2, 1, 1, &1u64.to_le_bytes());
     write("frame", "seed-catalog-commit", &with_mode(0, &log));
+    // A snapshot's head and table (format-spec/snapshot.md), as received and resealed.
+    let table = jobq::codec::snapshot::Table {
+        last: (40, 3, 2),
+        next_seq: 900,
+        generation: 1,
+        membership: br#"{"log_id":null,"membership":{"configs":[[1,2,3]],"nodes":{}}}"#.to_vec(),
+        members: vec![
+            jobq::codec::snapshot::Member { segment: 1, len: 20_000, crc: 7 },
+            jobq::codec::snapshot::Member { segment: 2, len: 13_000, crc: 9 },
+        ],
+    };
+    write("snapshot", "seed-table", &with_mode(0, &table.encode()));
+    write("snapshot", "seed-table-reseal", &with_mode(3, &table.encode()));
     // Export lines for the JSON scanner, one per seed, and request bodies.
     for (i, line) in String::from_utf8(export).unwrap().lines().enumerate() {
         write("json_scan", &format!("seed-export-{i}"), line.as_bytes());

@@ -9,6 +9,7 @@ pub mod frame;
 pub mod json;
 pub mod record;
 pub mod row;
+pub mod snapshot;
 
 use byteorder::{ByteOrder, LittleEndian as LE};
 

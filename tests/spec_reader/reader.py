@@ -202,6 +202,28 @@ def parse_json_object(text, buf, off, what):
 
 # --------------------------------------------------------------------------- CURRENT
 
+def read_raft_purge(root):
+    """layout.md, "RAFT": a cluster node's purge point (its Raft index), or None (no RAFT file,
+    or no purge point). Entries up to it count as committed (log.md, "Applied entries")."""
+    path = os.path.join(root, "RAFT")
+    if not os.path.exists(path):
+        return None
+    b = Buf(read_file(path), path)
+    if len(b) != 64:
+        b.fail(min(len(b), 64), f"RAFT is {len(b)} bytes, must be 64")
+    if b.raw(0, 8, "magic") != b"JOBQRAFT":
+        b.fail(0, "bad magic (expected \"JOBQRAFT\")")
+    stored, comp = b.u32(60, "crc"), masked_crc(b.d[0:60])
+    if stored != comp:
+        b.fail(60, f"CRC mismatch (stored 0x{stored:08x}, computed 0x{comp:08x})")
+    if b.u32(8, "version") != 1:
+        b.fail(8, "unknown RAFT version")
+    flags = b.u32(12, "flags")
+    if flags & ~7 or b.u32(56, "reserved") != 0:
+        b.fail(12, "unknown RAFT flags or reserved bytes set")
+    return b.u64(32, "purge index") if flags & 4 else None
+
+
 def read_current(root):
     path = os.path.join(root, "CURRENT")
     if not os.path.exists(path):
@@ -863,7 +885,7 @@ class Walk:
     when that frame carries the transaction flag: a transaction began before the start,
     and its commit is accepted (log.md, "an index file may end inside a transaction")."""
 
-    def __init__(self, segs, seg, off, expected, spiders, proof, carry=None):
+    def __init__(self, segs, seg, off, expected, spiders, proof, carry=None, purged=None):
         self.segs = segs
         self.start = (seg, off)
         self.start_seq = expected
@@ -883,7 +905,8 @@ class Walk:
         self.entries = []             # (index, [data frames]) of whole entries, in log order
         self.entry = None             # the entry whose data frames are still expected
         self.seen_entry = False
-        self.committed = None         # the highest `committed` of the walk's entry frames
+        # the highest `committed` of the walk's entry frames, at least the RAFT purge point
+        self.committed = purged
         self.unapplied = 0            # entries appended, not applied
         self._run()
         self._apply_entries()
@@ -1787,7 +1810,7 @@ class Store:
         else:
             seg, off, carry, self.chain_hi = 1, self.segs.data_start(1), None, 0
         self.walk = Walk(self.segs, seg, off, self.chain_hi + 1 if self.chain else self.log_first,
-                         spiders, self.proof, carry)
+                         spiders, self.proof, carry, read_raft_purge(self.root))
         self.names = spiders.names
         tail = {}
         for r in self.walk.records:

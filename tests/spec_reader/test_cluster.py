@@ -116,3 +116,28 @@ def test_v8_torn_entry_is_cut(tmp, fx):
     rc, _, err = reader.main(["reader.py", store2, "export"]), "", ""
     assert rc != 0, "a frame outside any Raft entry is refused"
     return "a half-written entry is cut at its entry frame; a frame outside any entry is corruption"
+
+
+@versions()
+def test_v8_a_purge_point_applies_the_entries_up_to_it(tmp, fx):
+    """log.md, "Applied entries": entries up to the RAFT file's purge point are applied (Raft purges
+    only applied entries; an installed snapshot's entries are all applied)."""
+    store = fresh_copy(tmp, V8)
+    index = struct.unpack_from("<Q", _entries(store)[-1][2], 0)[0]
+    path = os.path.join(store, "RAFT")
+    with open(path, "rb") as f:
+        raft = bytearray(f.read())
+    flags = struct.unpack_from("<I", raft, 12)[0] | 4
+    struct.pack_into("<IQQQ", raft, 12, flags, *struct.unpack_from("<QQ", raft, 16), index)
+    struct.pack_into("<QQ", raft, 40, 1, 1)
+    struct.pack_into("<I", raft, 60, mcrc(bytes(raft[:60])))
+    with open(path, "wb") as f:
+        f.write(bytes(raft))
+    got = export_of(store)
+    assert any("never-committed" in str(r) for r in got), "the entry at the purge point is applied"
+    raft[33] ^= 1
+    with open(path, "wb") as f:
+        f.write(bytes(raft))
+    rc, _, err = reader.main(["reader.py", store, "export"]), "", ""
+    assert rc != 0, "a damaged RAFT file is refused"
+    return f"a purge point at entry {index} applies it"

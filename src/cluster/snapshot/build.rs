@@ -10,11 +10,11 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use super::format::{Member, Table};
 use super::stream::SnapshotStream;
 use super::{io, SnapMeta, HEAD_FILE};
 use crate::cluster::shared::{stored_id, Node};
 use crate::codec::frame::mask_crc;
+use crate::codec::snapshot::{Member, Table};
 use crate::error::{Error, Result};
 use crate::fs::{self, FileSystem, FsFile, OpenMode};
 use crate::log::recovery;

@@ -10,8 +10,11 @@
 //!    snapshot's last log id;
 //! 4. `CURRENT` switches to the new generation; then `RAFT` gets the purge point
 //!    (the snapshot's last entry: every entry up to it is applied);
-//! 5. the store reopens on it (the old generation is removed as a leftover), and
-//!    entries this node held after the snapshot's last one are appended again.
+//! 5. the store reopens on it (the old generation is removed as a leftover).
+//!
+//! Entries this node held after the snapshot's last one (when it holds that one
+//! too) may count toward a majority: they are written after the unpacked log,
+//! synced, before the switch.
 //!
 //! A crash before step 4 leaves the old state (the new directory is a leftover);
 //! after it, the new log, whose entries up to the snapshot's are applied by the
@@ -20,19 +23,20 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use super::format::{decode_head, decode_table, Table, HEAD_LEN};
 use super::stream::SnapshotStream;
 use super::{io, SnapMeta};
 use crate::cluster::raft_file::{self, StoredLogId};
 use crate::cluster::shared::{load_table, loc_id, stored_id, Node};
 use crate::codec::entry::{self, EntryType};
 use crate::codec::frame::{mask_crc, FrameKind};
+use crate::codec::snapshot::{decode_head, decode_table, Table, HEAD_LEN};
 use crate::error::{Error, Result};
 use crate::fs::{self, FileSystem, FsFile, OpenMode};
 use crate::log::mark::{self, Mark};
+use crate::log::writer::LogWriter;
 use crate::log::{recovery, segment, LogPos};
 use crate::store::layout;
-use crate::store::raft::RaftEntry;
+use crate::store::raft::{split_data, RaftEntry};
 
 /// Install the snapshot `stream` received, described by `meta`, on `node`.
 pub fn install(node: &Node, meta: &SnapMeta, stream: &SnapshotStream) -> Result<()> {
@@ -59,6 +63,7 @@ pub fn install(node: &Node, meta: &SnapMeta, stream: &SnapshotStream) -> Result<
     unpack(fs, &**file, path, &table, &gen_dir, generation)?;
     check_entries(fs, &gen_dir, &table, path)?;
     let keep = entries_after(node, &last)?;
+    append_kept(&fsys, &gen_dir, generation, &table, node.store.options().segment_bytes, &keep)?;
     // The switch: from here on the node is the snapshot's.
     layout::write_current(fs, &node.dir, generation)?;
     let mut state = node.table.lock().state;
@@ -71,11 +76,6 @@ pub fn install(node: &Node, meta: &SnapMeta, stream: &SnapshotStream) -> Result<
     table.applied = Some(last);
     table.committed = table.committed.max(Some(last));
     table.applied_membership = meta.last_membership.clone();
-    if !keep.is_empty() {
-        for l in node.store.raft_append(&keep)? {
-            table.entries.push_back(l);
-        }
-    }
     *node.table.lock() = table;
     let _ = fs.remove_file(path);
     tracing::info!(index = want.index, generation, "cluster: installed a snapshot");
@@ -204,6 +204,38 @@ fn entries_after(node: &Node, last: &crate::cluster::LogId) -> Result<Vec<RaftEn
             Ok(RaftEntry { head: l.head, body: l.body.clone(), data })
         })
         .collect()
+}
+
+/// Write `keep` after the unpacked log, durably, as this node's log did.
+fn append_kept(
+    fsys: &Arc<dyn FileSystem>,
+    gen_dir: &Path,
+    generation: u64,
+    t: &Table,
+    segment_bytes: u64,
+    keep: &[RaftEntry],
+) -> Result<()> {
+    if keep.is_empty() {
+        return Ok(());
+    }
+    let last = t.members[t.members.len() - 1];
+    let end = LogPos { segment: last.segment, offset: last.len };
+    let mut log = LogWriter::resume(fsys.clone(), gen_dir, generation, end, t.next_seq, segment_bytes)?;
+    let durable = t.next_seq.saturating_sub(1);
+    let mut payload = Vec::new();
+    for e in keep {
+        payload.clear();
+        entry::encode(&e.head, &e.body, &mut payload);
+        log.append(FrameKind::Entry, 0, 1, durable, &payload)?;
+        let frames = match e.head.kind {
+            EntryType::Normal => split_data(&e.head, &e.data).map_err(Error::Replication)?,
+            _ => Vec::new(),
+        };
+        for (h, from) in frames {
+            log.append(h.kind, h.flags, h.count, durable, &e.data[from..from + h.len as usize])?;
+        }
+    }
+    log.seal()
 }
 
 /// A new, empty file for a snapshot being received: `snap-in.tmp` in the data directory.

@@ -1,19 +1,18 @@
 //! Snapshots (docs/cluster.md, "Snapshots and catch-up"; format-spec/snapshot.md):
 //! a node's log up to its applied end, sent to a node that is new or behind the
 //! leader's purge point, and installed there as a new generation. One concern a
-//! file: [`format`] the stream's bytes, [`stream`] openraft's `SnapshotData`,
+//! file: [`crate::codec::snapshot`] the stream's bytes, [`stream`] openraft's `SnapshotData`,
 //! [`build`] making one, [`install`] receiving one.
 
 pub mod build;
-pub mod format;
 pub mod install;
 pub mod stream;
 
 use std::path::Path;
 
 use super::{log_id, StoredMembership};
+use crate::codec::snapshot::{decode_head, decode_table, Table, HEAD_LEN};
 use crate::error::Error;
-use format::{decode_head, decode_table, Table, HEAD_LEN};
 
 pub use stream::SnapshotStream;
 

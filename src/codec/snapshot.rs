@@ -1,4 +1,4 @@
-//! The snapshot stream's bytes (format-spec/snapshot.md): a 32-byte head, a
+//! A cluster snapshot stream's head and table (format-spec/snapshot.md): a 32-byte head, a
 //! table (the snapshot's last log id, membership, and its members: log segments
 //! with their lengths and checksums), then the members' bytes back to back.
 //!

@@ -1,0 +1,175 @@
+//! Snapshots (issue 14): a node behind the leader's purge point catches up from
+//! a snapshot; an install keeps the entries the node held after it; a damaged
+//! snapshot is refused with the node's state untouched.
+#![cfg(feature = "cluster")]
+
+mod cluster_support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cluster_support::*;
+use jobq::cluster::memnet::{Raft, Router};
+
+/// A follower cut off while the leader snapshots and purges its log catches up
+/// from the snapshot (a new generation on its disk), holds what the leader
+/// holds, and opens to the same state after a restart.
+#[test]
+fn a_node_behind_the_purge_point_catches_up_from_a_snapshot() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = |id: u64| tmp.path().join(format!("n{id}"));
+    runtime().block_on(async {
+        let router = Router::default();
+        let mut nodes = three_nodes(tmp.path(), &router).await;
+        let rafts: Vec<&Raft> = nodes.values().map(|(r, _)| r).collect();
+        let leader = leader_of(&rafts).await;
+        let behind = (1..=3).find(|id| *id != leader).unwrap();
+        let k0 = push(&nodes[&leader].1, "early").await.unwrap();
+        router.isolate(behind, true);
+        let mut keys = vec![k0];
+        for i in 0..40 {
+            keys.push(push(&nodes[&leader].1, &format!("spider{}", i % 4)).await.unwrap());
+        }
+        for k in keys.iter().step_by(3) {
+            finish(&nodes[&leader].1, *k).await.unwrap();
+        }
+        let lr = &nodes[&leader].0;
+        lr.trigger().snapshot().await.unwrap();
+        let m = lr.wait(Some(Duration::from_secs(10))).metrics(|m| m.snapshot.is_some(), "snapshot").await.unwrap();
+        let at = m.snapshot.unwrap().index;
+        lr.trigger().purge_log(at).await.unwrap();
+        lr.wait(Some(Duration::from_secs(10)))
+            .metrics(|m| m.purged.is_some_and(|p| p.index >= at), "purged")
+            .await
+            .unwrap();
+        let snaps: Vec<String> = std::fs::read_dir(dir(leader))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.starts_with("snap-"))
+            .collect();
+        assert_eq!(snaps.len(), 1, "{snaps:?}");
+
+        router.isolate(behind, false);
+        let last = push(&nodes[&leader].1, "after").await.unwrap();
+        keys.push(last);
+        let end = lr.metrics().borrow().last_applied.unwrap().index;
+        wait_applied(&nodes[&behind].0, end).await;
+        let want = jobs_of(&nodes[&leader].1);
+        assert_eq!(want.len(), keys.len());
+        assert_eq!(jobs_of(&nodes[&behind].1), want, "the follower holds what the leader holds");
+        let fm = nodes[&behind].0.metrics().borrow().clone();
+        assert!(fm.snapshot.is_some_and(|s| s.index >= at), "it installed the snapshot: {fm:?}");
+        let generation = jobq::store::layout::read_current(&jobq::fs::RealFs, &dir(behind)).unwrap();
+        assert!(generation > Some(1), "a new generation: {generation:?}");
+
+        // The installed node restarts from its disk: same jobs, and it keeps up.
+        let (raft, node) = nodes.remove(&behind).unwrap();
+        router.remove(behind);
+        let store = stop(raft, node).await;
+        close(store);
+        let report = jobq::store::check(&dir(behind), Arc::new(jobq::fs::RealFs)).unwrap();
+        assert!(report.findings.is_empty(), "{report:?}");
+        let (raft, node) = start(behind, &dir(behind), &router).await;
+        assert_eq!(jobs_of(&node), want, "open shows the installed and applied state");
+        let k = push(&nodes[&leader].1, "later").await.unwrap();
+        let end = nodes[&leader].0.metrics().borrow().last_applied.unwrap().index;
+        wait_applied(&raft, end).await;
+        assert!(has(&node, k));
+        nodes.insert(behind, (raft, node));
+        for (_, (r, n)) in nodes {
+            close(stop(r, n).await);
+        }
+    });
+}
+
+/// A node's snapshot as the bytes a receiver gets.
+async fn snapshot_bytes(dir: &std::path::Path) -> (jobq::cluster::snapshot::SnapMeta, Vec<u8>) {
+    use tokio::io::AsyncReadExt;
+    let fs: Arc<dyn jobq::fs::FileSystem> = Arc::new(jobq::fs::RealFs);
+    let (meta, mut stream) = jobq::cluster::snapshot::build::current(&fs, dir).unwrap().expect("a snapshot");
+    let mut bytes = Vec::new();
+    stream.read_to_end(&mut bytes).await.unwrap();
+    (meta, bytes)
+}
+
+/// Install `bytes` on `node` as if received.
+async fn install(
+    node: &jobq::cluster::Node,
+    meta: &jobq::cluster::snapshot::SnapMeta,
+    bytes: &[u8],
+) -> jobq::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let fs: Arc<dyn jobq::fs::FileSystem> = Arc::new(jobq::fs::RealFs);
+    let mut s = jobq::cluster::snapshot::install::receiving(&fs, node.store().dir()).unwrap();
+    s.write_all(bytes).await.unwrap();
+    s.shutdown().await.unwrap();
+    jobq::cluster::snapshot::install::install(node, meta, &s)
+}
+
+fn current(dir: &std::path::Path) -> Option<u64> {
+    jobq::store::layout::read_current(&jobq::fs::RealFs, dir).unwrap()
+}
+
+/// A damaged or cut snapshot is refused before anything of the node changes;
+/// a good one installs, and the entries the node held after its last one stay
+/// in its log (they may have counted toward a majority).
+#[test]
+fn an_install_refuses_damage_and_keeps_the_entries_after_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = |id: u64| tmp.path().join(format!("n{id}"));
+    runtime().block_on(async {
+        let router = Router::default();
+        let mut nodes = three_nodes(tmp.path(), &router).await;
+        let rafts: Vec<&Raft> = nodes.values().map(|(r, _)| r).collect();
+        let leader = leader_of(&rafts).await;
+        let other = (1..=3).find(|id| *id != leader).unwrap();
+        for i in 0..25 {
+            push(&nodes[&leader].1, &format!("spider{}", i % 3)).await.unwrap();
+        }
+        nodes[&leader].0.trigger().snapshot().await.unwrap();
+        let lr = nodes[&leader].0.clone();
+        lr.wait(Some(Duration::from_secs(10))).metrics(|m| m.snapshot.is_some(), "snapshot").await.unwrap();
+        let (meta, bytes) = snapshot_bytes(&dir(leader)).await;
+        let at = meta.last_log_id.unwrap().index;
+        for _ in 0..5 {
+            push(&nodes[&leader].1, "after").await.unwrap();
+        }
+        let end = lr.metrics().borrow().last_applied.unwrap().index;
+        wait_applied(&nodes[&other].0, end).await;
+        let (raft, node) = nodes.remove(&other).unwrap();
+        router.remove(other);
+        jobq::cluster::proposer::detach(&node);
+        raft.shutdown().await.unwrap();
+        drop(raft);
+        let before = (current(&dir(other)), jobs_of(&node));
+
+        // Damage anywhere (head, table, a segment's header, frames, the end) or a cut.
+        let len = bytes.len();
+        for at in [3, 20, 40, 70, 150, 200, 12_300, len / 2, len - 1] {
+            let mut bad = bytes.clone();
+            bad[at] ^= 0x10;
+            assert!(install(&node, &meta, &bad).await.is_err(), "a flipped byte at {at} of {len}");
+            assert_eq!((current(&dir(other)), jobs_of(&node)), before, "the node is as it was");
+        }
+        assert!(install(&node, &meta, &bytes[..len - 1]).await.is_err(), "a cut snapshot");
+        let mut other_meta = meta.clone();
+        other_meta.last_log_id = Some(jobq::cluster::LogId::new(openraft::CommittedLeaderId::new(99, 1), at));
+        assert!(install(&node, &other_meta, &bytes).await.is_err(), "a snapshot of another log id");
+        assert_eq!((current(&dir(other)), jobs_of(&node)), before);
+
+        install(&node, &meta, &bytes).await.unwrap();
+        assert!(current(&dir(other)) > before.0, "a new generation");
+        let held = node.store().raft_entries().unwrap().last().unwrap().head.index;
+        assert_eq!(held, end, "the entries after the snapshot's stay");
+        let store = node.store().clone();
+        drop(node);
+        close(store);
+        let (raft, node) = start(other, &dir(other), &router).await;
+        wait_applied(&raft, end).await;
+        assert_eq!(jobs_of(&node), jobs_of(&nodes[&leader].1));
+        nodes.insert(other, (raft, node));
+        for (_, (r, n)) in nodes {
+            close(stop(r, n).await);
+        }
+    });
+}

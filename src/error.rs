@@ -90,6 +90,11 @@ impl Error {
     pub fn is_input(&self) -> bool {
         matches!(self, Error::InvalidInput { .. } | Error::InvalidKey { .. })
     }
+
+    /// True for a cluster's refusals and lost leaderships: the store is sound.
+    pub fn is_cluster_transient(&self) -> bool {
+        matches!(self, Error::NotLeader { .. } | Error::InDoubt(_) | Error::Replication(_))
+    }
 }
 
 impl fmt::Display for Error {

@@ -6,7 +6,8 @@
 //! exists exactly once and a refused one not at all, a linearizable read right
 //! after an acknowledgement sees it, no job is started twice, no two active jobs
 //! share a `unique`, every node holds the same jobs. The leader snapshots and
-//! purges its log while a node is cut off, so nodes catch up from snapshots.
+//! purges its log while a node is cut off, so nodes catch up from snapshots,
+//! and every node runs online compaction each round.
 #![cfg(feature = "cluster")]
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -148,7 +149,13 @@ fn histories_under_a_faulty_network_keep_every_promise() {
     let router = Router::default();
     let mut nodes = BTreeMap::new();
     for id in 1..=3u64 {
-        let opts = Options { raft_log: true, background: false, memtable_entries: 64, ..Options::default() };
+        let opts = Options {
+            raft_log: true,
+            background: false,
+            memtable_entries: 64,
+            segment_bytes: 4 << 10,
+            ..Options::default()
+        };
         let store = Store::open(tmp.path().join(format!("n{id}")), opts).unwrap();
         let node = Node::start(Arc::new(store)).unwrap();
         let raft = rt.block_on(async {
@@ -177,7 +184,16 @@ fn histories_under_a_faulty_network_keep_every_promise() {
     // Chaos: isolate a node (often the leader) or cut a link, then heal.
     let started = Instant::now();
     let mut round = 0u64;
-    while started.elapsed() < chaos() {
+    let mut removed = 0;
+    let installs = || {
+        (1..=3u64)
+            .map(|id| jobq::store::layout::read_current(&jobq::fs::RealFs, &tmp.path().join(format!("n{id}"))).unwrap())
+            .filter(|g| *g > Some(1))
+            .count()
+    };
+    // The chaos lasts its time, and longer (up to 4x) until a node installed a
+    // snapshot and compaction removed a segment.
+    while started.elapsed() < chaos() || (installs() == 0 || removed == 0) && started.elapsed() < chaos() * 4 {
         round += 1;
         let victim = if round.is_multiple_of(2) { cluster.leader().unwrap_or(1) } else { 1 + round % 3 };
         if round.is_multiple_of(3) {
@@ -197,6 +213,14 @@ fn histories_under_a_faulty_network_keep_every_promise() {
                     let _ = raft.trigger().purge_log(at.index).await;
                 }
             });
+        }
+        // Online compaction on every node: the leader relocates through Raft, the
+        // others remove what it relocated and Raft purged.
+        for (id, (_, node)) in &cluster.nodes {
+            match node.store().reclaim() {
+                Ok(r) => removed += r.segments.len(),
+                Err(e) => assert!(e.is_cluster_transient(), "compaction on node {id}: {e}"),
+            }
         }
         router.isolate(victim, false);
         router.cut(victim, 1 + (victim % 3), false);
@@ -266,16 +290,14 @@ fn histories_under_a_faulty_network_keep_every_promise() {
     }
     drop(h);
     let in_doubt = history.lock().unwrap().pushes.values().filter(|o| matches!(o, Outcome::InDoubt)).count();
-    let installed = (1..=3u64)
-        .map(|id| jobq::store::layout::read_current(&jobq::fs::RealFs, &tmp.path().join(format!("n{id}"))).unwrap())
-        .filter(|g| *g > Some(1))
-        .count();
+    let installed = installs();
     eprintln!(
         "history: {acked} pushes acknowledged, {in_doubt} in doubt, {} jobs started, {round} chaos rounds, \
-         {installed} nodes installed a snapshot",
+         {installed} nodes installed a snapshot, {removed} segments compacted away",
         history.lock().unwrap().started.len()
     );
     assert!(installed > 0, "no node caught up from a snapshot");
+    assert!(removed > 0, "compaction removed no segment");
     let cluster = Arc::try_unwrap(cluster).ok().expect("clients are done");
     for (_, (raft, node)) in cluster.nodes {
         cluster::proposer::detach(&node);

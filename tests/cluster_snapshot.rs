@@ -173,3 +173,108 @@ fn an_install_refuses_damage_and_keeps_the_entries_after_it() {
         }
     });
 }
+
+fn first_segment(dir: &std::path::Path) -> u32 {
+    let gen = current(dir).unwrap();
+    let gen_dir = jobq::store::layout::gen_dir(dir, gen);
+    jobq::log::segment::list(&jobq::fs::RealFs, &gen_dir).unwrap()[0]
+}
+
+async fn reclaim(node: &jobq::cluster::Node) -> jobq::store::ReclaimReport {
+    let store = node.store().clone();
+    tokio::task::spawn_blocking(move || store.reclaim()).await.unwrap().unwrap()
+}
+
+/// Online compaction on a cluster: nothing goes before Raft purged it; the
+/// leader relocates through Raft; a follower removes a segment only once the
+/// leader's relocation applied there; every node keeps the same jobs, restarts
+/// to them, and checks clean.
+#[test]
+fn compaction_relocates_through_raft_and_removes_only_what_raft_purged() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = |id: u64| tmp.path().join(format!("n{id}"));
+    runtime().block_on(async {
+        let router = Router::default();
+        let mut nodes = three_nodes(tmp.path(), &router).await;
+        let rafts: Vec<&Raft> = nodes.values().map(|(r, _)| r).collect();
+        let leader = leader_of(&rafts).await;
+        let follower = (1..=3).find(|id| *id != leader).unwrap();
+        // Jobs that stay as first written (current in the oldest segment), then
+        // jobs finished later (superseded there).
+        for i in 0..10 {
+            push(&nodes[&leader].1, &format!("kept{i}")).await.unwrap();
+        }
+        let mut keys = Vec::new();
+        for i in 0..40 {
+            keys.push(push(&nodes[&leader].1, &format!("spider{}", i % 4)).await.unwrap());
+        }
+        for k in &keys {
+            finish(&nodes[&leader].1, *k).await.unwrap();
+        }
+        let end = nodes[&leader].0.metrics().borrow().last_applied.unwrap().index;
+        for (r, _) in nodes.values() {
+            wait_applied(r, end).await;
+        }
+        let r = reclaim(&nodes[&leader].1).await;
+        assert!(r.segments.is_empty(), "nothing goes before Raft purged it: {r:?}");
+        for (r, _) in nodes.values() {
+            r.trigger().snapshot().await.unwrap();
+            let m = r.wait(Some(Duration::from_secs(10))).metrics(|m| m.snapshot.is_some(), "snapshot").await.unwrap();
+            r.trigger().purge_log(m.snapshot.unwrap().index).await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let r = reclaim(&nodes[&follower].1).await;
+        assert!(r.segments.is_empty(), "a follower waits for the leader's relocation: {r:?}");
+        assert_eq!(first_segment(&dir(follower)), 1);
+
+        let r = reclaim(&nodes[&leader].1).await;
+        assert!(!r.segments.is_empty() && r.records_relocated > 0, "the leader relocates and removes: {r:?}");
+        assert!(first_segment(&dir(leader)) > 1);
+        let end = nodes[&leader].0.metrics().borrow().last_applied.unwrap().index;
+        for (r, _) in nodes.values() {
+            wait_applied(r, end).await;
+        }
+        let r = reclaim(&nodes[&follower].1).await;
+        assert!(!r.segments.is_empty() && r.records_relocated == 0, "the follower removes, writes nothing: {r:?}");
+        let want = jobs_of(&nodes[&leader].1);
+        assert_eq!(want.len(), 50);
+        for (id, (_, n)) in &nodes {
+            assert_eq!(jobs_of(n), want, "node {id}");
+        }
+        // Writes go on; then every node restarts to the same jobs and checks clean.
+        push(&nodes[&leader].1, "after").await.unwrap();
+        let ids: Vec<u64> = nodes.keys().copied().collect();
+        let mut stores = Vec::new();
+        for id in &ids {
+            let (r, n) = nodes.remove(id).unwrap();
+            router.remove(*id);
+            stores.push(stop(r, n).await);
+        }
+        for s in stores {
+            close(s);
+        }
+        for id in &ids {
+            let report = jobq::store::check(&dir(*id), Arc::new(jobq::fs::RealFs)).unwrap();
+            assert!(report.findings.is_empty(), "node {id}: {report:?}");
+        }
+        for id in &ids {
+            nodes.insert(*id, start(*id, &dir(*id), &router).await);
+        }
+        let rafts: Vec<&Raft> = nodes.values().map(|(r, _)| r).collect();
+        let leader = leader_of(&rafts).await;
+        let k = push(&nodes[&leader].1, "restarted").await.unwrap();
+        let end = nodes[&leader].0.metrics().borrow().last_applied.unwrap().index;
+        for (r, _) in nodes.values() {
+            wait_applied(r, end).await;
+        }
+        let want = jobs_of(&nodes[&leader].1);
+        assert_eq!(want.len(), 52);
+        for (id, (_, n)) in &nodes {
+            assert_eq!(jobs_of(n), want, "node {id} after the restart");
+            assert!(has(n, k));
+        }
+        for (_, (r, n)) in nodes {
+            close(stop(r, n).await);
+        }
+    });
+}

@@ -33,8 +33,8 @@ fuzz_target!(|data: &[u8]| {
         b[n - 4..].copy_from_slice(&crc.to_le_bytes());
         if mode & 2 == 2 {
             // The data length the members add up to, when the table reaches that far.
-            let m = u32::from_le_bytes(b[HEAD_LEN + 40..HEAD_LEN + 44].try_into().unwrap()) as usize;
-            let rows = HEAD_LEN + 48 + m;
+            let m = b.get(HEAD_LEN + 40..HEAD_LEN + 44).map_or(0, |m| u32::from_le_bytes(m.try_into().unwrap()));
+            let rows = (HEAD_LEN + 48).saturating_add(m as usize);
             let sum = b.get(rows..n - 4).map_or(0u64, |r| {
                 r.chunks_exact(16).fold(0u64, |a, c| a.wrapping_add(u64::from_le_bytes(c[4..12].try_into().unwrap())))
             });

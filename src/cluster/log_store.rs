@@ -262,6 +262,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             let mut t = node.table.lock();
             t.state.purged = state.purged;
             t.entries.retain(|e| e.head.index > log_id.index);
+            node.store.set_raft_keep_from(super::shared::keep_from(&t.entries));
             Ok(())
         })
         .await

@@ -119,6 +119,12 @@ pub(crate) fn load_table(store: &Store, state: RaftState) -> Result<LogTable> {
     })
 }
 
+/// The oldest segment `entries` (those not purged) need: compaction may remove
+/// the segments before it. None left: every segment before the tail.
+pub(crate) fn keep_from(entries: &VecDeque<EntryLoc>) -> u32 {
+    entries.front().map_or(u32::MAX, |l| l.at.segment)
+}
+
 /// Normal entries whose data a node keeps in memory for replication.
 pub(crate) const RECENT: usize = 256;
 

@@ -29,6 +29,7 @@ pub mod raft;
 mod raft_write;
 mod read;
 mod reclaim;
+mod reclaim_role;
 mod repair;
 pub mod request;
 mod retention;
@@ -180,6 +181,10 @@ pub(crate) struct Inner {
     /// Held by a cluster node's entry syncs and cuts: a cut never races a sync.
     #[cfg(feature = "cluster")]
     pub raft_sync: Mutex<()>,
+    /// A cluster node's oldest segment holding an entry Raft has not purged:
+    /// online compaction removes only segments before it (0: none may go).
+    #[cfg(feature = "cluster")]
+    pub raft_keep_from: std::sync::atomic::AtomicU32,
     /// A cluster node's link to Raft (none: writes are refused).
     #[cfg(feature = "cluster")]
     pub proposer: parking_lot::RwLock<Option<Arc<dyn raft_write::Proposer>>>,
@@ -193,8 +198,9 @@ fn start_background(inner: &Arc<Inner>) -> Result<()> {
     if inner.opts.background {
         *inner.maintenance.lock() = Some(maintain::Background::start(inner));
         let o = &inner.opts;
-        // Not on a cluster node yet: relocation and retention are node-local writes.
-        if (o.compact_when.is_some() || o.retain_deleted.is_some()) && !o.raft_log {
+        // A cluster node compacts (its leader relocates through Raft), never
+        // purges by retention (not decided in entries yet).
+        if o.compact_when.is_some() || o.retain_deleted.is_some() && !o.raft_log {
             *inner.reclaimer.lock() = Some(reclaim::Reclaimer::start(inner, o.compact_when));
         }
         Ok(())
@@ -315,6 +321,8 @@ fn open_inner(dir: &Path, opts: Options) -> Result<Arc<Inner>> {
         applied: parking_lot::Condvar::new(),
         #[cfg(feature = "cluster")]
         raft_sync: Mutex::new(()),
+        #[cfg(feature = "cluster")]
+        raft_keep_from: std::sync::atomic::AtomicU32::new(0),
         #[cfg(feature = "cluster")]
         proposer: parking_lot::RwLock::new(None),
         opts,
@@ -484,9 +492,8 @@ impl Store {
         if self.inner().opts.read_only {
             return Err(Error::ReadOnly);
         }
-        self.not_in_cluster("online compaction")?;
         reclaim::cycle(&self.inner()).inspect_err(|e| {
-            if !matches!(e, Error::Poisoned { .. } | Error::Closed) && !e.is_input() {
+            if !matches!(e, Error::Poisoned { .. } | Error::Closed) && !e.is_input() && !e.is_cluster_transient() {
                 self.inner().commit.poison(e);
             }
         })

@@ -377,6 +377,12 @@ impl Store {
         Ok(())
     }
 
+    /// The oldest segment holding an entry Raft has not purged: online
+    /// compaction removes only segments before it.
+    pub fn set_raft_keep_from(&self, segment: u32) {
+        self.inner().raft_keep_from.store(segment, std::sync::atomic::Ordering::Release);
+    }
+
     /// Make this node's store write through Raft (none: refuse writes).
     pub fn set_proposer(&self, p: Option<std::sync::Arc<dyn super::Proposer>>) {
         *self.inner().proposer.write() = p;

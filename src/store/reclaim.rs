@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 use super::index_build::IndexBuild;
 use super::maintain;
 use super::queue::{self, Erased, Op};
+use super::reclaim_role::{dict_kept, last_removable, role, Role};
 use super::version::{find_in_segments, SegmentSlot, Version};
 use super::writer::Writer;
 use super::Inner;
@@ -112,23 +113,34 @@ fn run_cycle(inner: &Inner, started: Instant) -> Result<ReclaimReport> {
     // A tenth of the log at most (at least one segment): the copies a cycle makes
     // before it removes anything stay small beside the store.
     let span = ((tail + 1).saturating_sub(first) / 10).clamp(1, inner.opts.reclaim_segments.max(1) as u32);
-    let last = tail.saturating_sub(1).min(first + span - 1);
-    if first > last {
+    let role = role(inner);
+    let last = last_removable(inner, tail.saturating_sub(1)).min(first + span - 1);
+    if first > last || tail == 0 {
         return Ok(report);
     }
     let prefix: Vec<u32> = (first..=last).collect();
-    let cutoff = inner.opts.retain_deleted.map(|d| inner.opts.clock.now_ms().saturating_sub(d.as_millis() as u64));
+    // Retention is not decided in Raft entries yet: a cluster drops no deleted job.
+    let cutoff = inner.opts.retain_deleted.filter(|_| role == Role::Single);
+    let cutoff = cutoff.map(|d| inner.opts.clock.now_ms().saturating_sub(d.as_millis() as u64));
     for &n in &prefix {
-        relocate_segment(inner, n, cutoff, &mut report)?;
+        if !relocate_segment(inner, n, cutoff, role == Role::Follower, &mut report)? {
+            // Not relocated by the leader yet (or not applied here): next time.
+            return Ok(ReclaimReport::default());
+        }
         report.bytes_removed += segment_len(inner, n)?;
     }
     // The spiders and next job ids the prefix held, kept; then all of it durable,
     // including every write that superseded a prefix record (after a crash, no job
     // may be left without its newest durable version). No need to index it: the
     // relocated copies are in the tail, and after a restart they supersede, from the
-    // replay or a later index file, whatever points into the removed segments.
-    submit(inner, Box::new(|w, ctx| w.append_catalog(ctx.durable_seq).map(|()| Box::new(()) as Erased)))?;
-    durable(inner)?;
+    // replay or a later index file, whatever points into the removed segments. A
+    // cluster leader's writes return applied, so committed by a majority.
+    if role != Role::Follower {
+        submit(inner, Box::new(|w, ctx| w.append_catalog(ctx.durable_seq).map(|()| Box::new(()) as Erased)))?;
+    }
+    if role == Role::Single {
+        durable(inner)?;
+    }
     let kept_seq = first_seq(inner, last + 1)?;
     let _maint = inner.maint_lock.lock();
     let removed_files = drop_indexes(inner, kept_seq, &prefix, &mut report)?;
@@ -195,7 +207,9 @@ impl Current {
 }
 
 /// Relocate the current versions held by segment `n`, in throttled batches.
-fn relocate_segment(inner: &Inner, n: u32, cutoff: Option<u64>, report: &mut ReclaimReport) -> Result<()> {
+/// `dry` (a cluster follower): relocate nothing; false when the segment still
+/// holds a current version (or a dictionary no index file keeps).
+fn relocate_segment(inner: &Inner, n: u32, cutoff: Option<u64>, dry: bool, report: &mut ReclaimReport) -> Result<bool> {
     const BATCH_RECORDS: usize = 512;
     const BATCH_BYTES: usize = 1 << 20;
     let current = Current::new(inner.writer.lock().version());
@@ -216,6 +230,12 @@ fn relocate_segment(inner: &Inner, n: u32, cutoff: Option<u64>, report: &mut Rec
             }
             Step::Frame { offset, header, payload } => (offset, header, payload),
         };
+        if header.kind == FrameKind::Dict && dry {
+            if !dict_kept(inner, payload)? {
+                return Ok(false);
+            }
+            continue;
+        }
         if header.kind == FrameKind::Dict {
             // Records anywhere may use it: written again before the segment goes.
             let payload = payload.to_vec();
@@ -245,6 +265,9 @@ fn relocate_segment(inner: &Inner, n: u32, cutoff: Option<u64>, report: &mut Rec
                 report.deleted_dropped += 1;
                 continue;
             }
+            if dry {
+                return Ok(false);
+            }
             batch.push((loc, payload[*off..end].to_vec()));
             bytes += end - off;
             if batch.len() >= BATCH_RECORDS || bytes >= BATCH_BYTES {
@@ -253,7 +276,8 @@ fn relocate_segment(inner: &Inner, n: u32, cutoff: Option<u64>, report: &mut Rec
             }
         }
     }
-    relocate_batch(inner, batch, report)
+    relocate_batch(inner, batch, report)?;
+    Ok(true)
 }
 
 /// Compaction works at most a third of the time: after `worked`, twice as long a
@@ -399,7 +423,11 @@ impl Reclaimer {
                     if inner.commit.check().is_err() || inner.closed.load(std::sync::atomic::Ordering::Acquire) {
                         continue;
                     }
-                    if let Err(e) = super::retention::purge_expired(&inner) {
+                    let purged = match inner.opts.raft_log {
+                        true => Ok(0),
+                        false => super::retention::purge_expired(&inner),
+                    };
+                    if let Err(e) = purged {
                         if !matches!(e, Error::Poisoned { .. } | Error::Closed) {
                             inner.commit.poison(&e);
                         }
@@ -413,7 +441,7 @@ impl Reclaimer {
                                     && !inner.closed.load(std::sync::atomic::Ordering::Acquire) => {}
                             Ok(_) => break,
                             Err(e) => {
-                                if !matches!(e, Error::Poisoned { .. } | Error::Closed) {
+                                if !matches!(e, Error::Poisoned { .. } | Error::Closed) && !e.is_cluster_transient() {
                                     inner.commit.poison(&e);
                                 }
                                 break;

@@ -144,6 +144,9 @@ fn export(store: &Store) -> String {
 
 #[test]
 fn histories_under_a_faulty_network_keep_every_promise() {
+    if let Ok(filter) = std::env::var("RUST_LOG") {
+        let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+    }
     let tmp = tempfile::tempdir().unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let router = Router::default();

@@ -259,10 +259,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             // The purge point is durable before the entries are forgotten. The
             // bytes stay in the log until compaction drops whole segments.
             raft_file::write(&*node.store.options().fs, &node.dir, &state)?;
-            let mut t = node.table.lock();
-            t.state.purged = state.purged;
-            t.entries.retain(|e| e.head.index > log_id.index);
-            node.store.set_raft_keep_from(super::shared::keep_from(&t.entries));
+            let front = {
+                let mut t = node.table.lock();
+                t.state.purged = state.purged;
+                t.entries.retain(|e| e.head.index > log_id.index);
+                t.entries.front().map(|l| l.at.segment)
+            };
+            // Compaction may now remove the segments before the oldest entry kept.
+            node.store.set_raft_keep_from(front.unwrap_or_else(|| node.store.raft_log_end().segment));
             Ok(())
         })
         .await

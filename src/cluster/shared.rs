@@ -29,8 +29,9 @@ pub(crate) struct LogTable {
     pub applied_membership: StoredMembership,
 }
 
-/// Masked CRC-32s of sealed segments, by (generation, number, length).
-pub(crate) type SegmentCrcs = std::collections::HashMap<(u64, u32, u64), u32>;
+/// Masked CRC-32s of sealed segments, by (generation, number, length, CRC-32 of
+/// their last 64 KiB).
+pub(crate) type SegmentCrcs = std::collections::HashMap<(u64, u32, u64, u32), u32>;
 
 /// One node's store and log table.
 #[derive(Clone)]
@@ -97,18 +98,34 @@ pub(crate) fn load_table(store: &Store, state: RaftState) -> Result<LogTable> {
     let all = store.raft_entries()?;
     let applied_end = store.raft_applied_end();
     let mut applied = None;
+    let mut applied_at = None;
     let mut membership = StoredMembership::default();
     for l in all.iter().filter(|l| l.end <= applied_end) {
         applied = Some(loc_id(l));
+        applied_at = Some((l.end, [l.head.index, l.head.term, l.head.leader]));
         if l.head.kind == EntryType::Membership {
             membership = StoredMembership::new(Some(loc_id(l)), membership_of(l)?);
+        }
+    }
+    // Compaction may have removed the frames of the last applied entry and of the
+    // last membership: the purge point is applied, and the newest snapshot holds
+    // the membership as of its last entry.
+    if let Some(p) = state.purged.filter(|p| applied.is_none_or(|a: LogId| a.index < p.index)) {
+        applied = Some(log_id(p.term, p.leader, p.index));
+        applied_at = Some((applied_end, [p.index, p.term, p.leader]));
+    }
+    if let Some(snap) = crate::cluster::snapshot::build::newest_meta(&*store.options().fs, store.dir())? {
+        if snap.last_membership.log_id() > membership.log_id() {
+            membership = snap.last_membership;
         }
     }
     // The highest commit point any entry frame states, when that entry is here.
     let stamp = all.iter().filter_map(|l| l.head.committed).max();
     let committed = stamp.and_then(|c| all.binary_search_by_key(&c, |l| l.head.index).ok()).map(|i| loc_id(&all[i]));
     let purged = state.purged.map(|p| p.index);
-    let entries = all.into_iter().filter(|l| purged.is_none_or(|p| l.head.index > p)).collect();
+    let entries: VecDeque<EntryLoc> = all.into_iter().filter(|l| purged.is_none_or(|p| l.head.index > p)).collect();
+    store.set_raft_keep_from(keep_from(store, &entries));
+    store.set_raft_applied(applied_at);
     Ok(LogTable {
         entries,
         recent: VecDeque::new(),
@@ -120,9 +137,10 @@ pub(crate) fn load_table(store: &Store, state: RaftState) -> Result<LogTable> {
 }
 
 /// The oldest segment `entries` (those not purged) need: compaction may remove
-/// the segments before it. None left: every segment before the tail.
-pub(crate) fn keep_from(entries: &VecDeque<EntryLoc>) -> u32 {
-    entries.front().map_or(u32::MAX, |l| l.at.segment)
+/// the segments before it. None left: the segment being written, where the next
+/// entries go.
+fn keep_from(store: &Store, entries: &VecDeque<EntryLoc>) -> u32 {
+    entries.front().map_or_else(|| store.raft_log_end().segment, |l| l.at.segment)
 }
 
 /// Normal entries whose data a node keeps in memory for replication.

@@ -181,6 +181,10 @@ pub(crate) struct Inner {
     /// Held by a cluster node's entry syncs and cuts: a cut never races a sync.
     #[cfg(feature = "cluster")]
     pub raft_sync: Mutex<()>,
+    /// A cluster node's last applied entry: where it ends and its (index, term,
+    /// leader); set under the writer lock with what it applied.
+    #[cfg(feature = "cluster")]
+    pub raft_applied: Mutex<Option<(crate::log::LogPos, [u64; 3])>>,
     /// A cluster node's oldest segment holding an entry Raft has not purged:
     /// online compaction removes only segments before it (0: none may go).
     #[cfg(feature = "cluster")]
@@ -321,6 +325,8 @@ fn open_inner(dir: &Path, opts: Options) -> Result<Arc<Inner>> {
         applied: parking_lot::Condvar::new(),
         #[cfg(feature = "cluster")]
         raft_sync: Mutex::new(()),
+        #[cfg(feature = "cluster")]
+        raft_applied: Mutex::new(None),
         #[cfg(feature = "cluster")]
         raft_keep_from: std::sync::atomic::AtomicU32::new(0),
         #[cfg(feature = "cluster")]

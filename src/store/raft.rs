@@ -118,9 +118,11 @@ pub(crate) fn applied_end(
     let mut committed: Option<u64> = purged;
     let mut ends: Vec<(u64, LogPos, u64)> = Vec::new();
     let mut current: Option<u64> = None;
+    let mut last = (start, start_seq);
     recovery::replay(fs, gen_dir, start, end, &mut |f: FrameRef<'_>| {
         let after =
             (LogPos { segment: f.pos.segment, offset: f.pos.offset + f.header.frame_len() }, f.header.last_seq() + 1);
+        last = after;
         if f.header.kind == FrameKind::Entry {
             let (h, _) = entry::decode(f.payload).map_err(|e| Error::corrupt(gen_dir, f.pos.offset, e.what))?;
             committed = committed.max(h.committed);
@@ -135,6 +137,11 @@ pub(crate) fn applied_end(
         }
         Ok(())
     })?;
+    if ends.is_empty() && purged.is_some() {
+        // No entry frame after the index files: compaction removed the purged
+        // entries' frames, and every frame left belongs to one of them.
+        return Ok(last);
+    }
     Ok(ends
         .iter()
         .rev()
@@ -148,13 +155,22 @@ impl Store {
         self.inner().writer.lock().replay_end
     }
 
-    /// Where the applied entries end, in which generation (and its directory):
-    /// what a snapshot copies. The bytes before it are in the files and never
+    /// The last applied entry, where it ends, and the generation (and its
+    /// directory) that holds it: what a snapshot copies. The bytes before it never
     /// change while the generation lives (only entries after it may be cut).
-    pub fn raft_applied_at(&self) -> (std::path::PathBuf, u64, LogPos) {
+    pub fn raft_applied_at(&self) -> (std::path::PathBuf, u64, Option<(LogPos, [u64; 3])>) {
         let inner = self.inner();
         let w = inner.writer.lock();
-        (w.gen_dir.clone(), w.generation, w.replay_end)
+        let applied = *inner.raft_applied.lock();
+        (w.gen_dir.clone(), w.generation, applied)
+    }
+
+    /// The last applied entry as the node found it at start: where it ends and
+    /// its (index, term, leader).
+    pub fn set_raft_applied(&self, applied: Option<(LogPos, [u64; 3])>) {
+        let inner = self.inner();
+        let _w = inner.writer.lock();
+        *inner.raft_applied.lock() = applied;
     }
 
     /// Every Raft entry in the log, in order (a node's start).
@@ -331,6 +347,7 @@ impl Store {
             let s = w.spec.take().expect("checked");
             w.replay_end = s.end;
             learn_dicts(&w, &s.data)?;
+            *inner.raft_applied.lock() = Some((s.end, [loc.head.index, loc.head.term, loc.head.leader]));
             return self.applied(w);
         }
         if w.dirty || w.spec.is_some() {
@@ -355,6 +372,7 @@ impl Store {
             let last = LogPos { offset: f.pos.offset + f.header.frame_len(), ..f.pos } == loc.end;
             open::replay_frame(&mut w, f.pos, &f.header, f.payload, last)
         })?;
+        *inner.raft_applied.lock() = Some((loc.end, [loc.head.index, loc.head.term, loc.head.leader]));
         self.applied(w)
     }
 
@@ -375,6 +393,11 @@ impl Store {
             super::maintain::after_freeze(inner)?;
         }
         Ok(())
+    }
+
+    /// Where the log ends (appended entries included).
+    pub fn raft_log_end(&self) -> LogPos {
+        self.inner().writer.lock().log_end()
     }
 
     /// The oldest segment holding an entry Raft has not purged: online

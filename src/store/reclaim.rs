@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use super::index_build::IndexBuild;
 use super::maintain;
 use super::queue::{self, Erased, Op};
-use super::reclaim_role::{dict_kept, last_removable, role, Role};
+use super::reclaim_role::{dict_kept, index_covers, last_removable, role, Role};
 use super::version::{find_in_segments, SegmentSlot, Version};
 use super::writer::Writer;
 use super::Inner;
@@ -142,6 +142,11 @@ fn run_cycle(inner: &Inner, started: Instant) -> Result<ReclaimReport> {
         durable(inner)?;
     }
     let kept_seq = first_seq(inner, last + 1)?;
+    if role == Role::Follower && !index_covers(inner, kept_seq) {
+        // Its spiders, next job ids and dictionaries must survive in an index
+        // file's catalog: a follower writes no catalog frame.
+        return Ok(ReclaimReport::default());
+    }
     let _maint = inner.maint_lock.lock();
     let removed_files = drop_indexes(inner, kept_seq, &prefix, &mut report)?;
     // IMPORTANT: segments go oldest first, so the log stays contiguous after a crash.

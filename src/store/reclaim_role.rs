@@ -41,6 +41,13 @@ pub(crate) fn last_removable(inner: &Inner, before_tail: u32) -> u32 {
     before_tail
 }
 
+/// Does the newest index file cover the log up to `kept_seq` (its catalog then
+/// holds every spider, next job id and dictionary the segments before held)?
+pub(crate) fn index_covers(inner: &Inner, kept_seq: u64) -> bool {
+    let w = inner.writer.lock();
+    w.segments.last().is_some_and(|s| s.seg.meta().hi_seq + 1 >= kept_seq)
+}
+
 /// A follower removes a segment holding a dictionary frame only when the newest
 /// index file keeps a copy of it (the leader wrote it again, but where this
 /// node's log has that copy is not known after a restart).

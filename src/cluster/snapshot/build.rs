@@ -13,6 +13,7 @@ use std::sync::Arc;
 use super::stream::SnapshotStream;
 use super::{io, SnapMeta, HEAD_FILE};
 use crate::cluster::shared::{stored_id, Node};
+use crate::cluster::{log_id, LogId, StoredMembership};
 use crate::codec::frame::mask_crc;
 use crate::codec::snapshot::{Member, Table};
 use crate::error::{Error, Result};
@@ -32,15 +33,42 @@ pub fn parse_dir_name(name: &str) -> Option<u64> {
 }
 
 /// Build a snapshot of what `node` applied; the sending stream and its meta.
+/// openraft builds beside applies; an install waits for a build, and a segment
+/// that compaction removed meanwhile starts the build again.
 pub fn build(node: &Node) -> Result<(SnapMeta, SnapshotStream)> {
-    let (applied, membership) = {
+    let _no_install = node.installing.read();
+    let mut attempt = 0;
+    loop {
+        match build_once(node) {
+            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound && attempt < 8 => {
+                attempt += 1
+            }
+            r => return r,
+        }
+    }
+}
+
+/// The last applied entry as the store and the node's table both know it: its
+/// generation and directory, where it ends, its log id, the membership then.
+fn applied_now(node: &Node) -> Result<(std::path::PathBuf, u64, LogPos, LogId, StoredMembership)> {
+    for _ in 0..2000 {
+        let (gen_dir, generation, at) = node.store.raft_applied_at();
+        let (end, [index, term, leader]) =
+            at.ok_or_else(|| Error::Replication("nothing applied yet: no snapshot to build".into()))?;
         let t = node.table.lock();
-        (t.applied, t.applied_membership.clone())
-    };
-    let last = applied.ok_or_else(|| Error::Replication("nothing applied yet: no snapshot to build".into()))?;
+        if t.applied == Some(log_id(term, leader, index)) {
+            return Ok((gen_dir, generation, end, log_id(term, leader, index), t.applied_membership.clone()));
+        }
+        drop(t);
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    Err(Error::Replication("the applied entry kept moving while a snapshot began".into()))
+}
+
+fn build_once(node: &Node) -> Result<(SnapMeta, SnapshotStream)> {
+    let (gen_dir, generation, end, last, membership) = applied_now(node)?;
     let fsys = node.store.options().fs.clone();
     let fs = &*fsys;
-    let (gen_dir, generation, end) = node.store.raft_applied_at();
     let tmp = node.dir.join(TMP);
     if fs.exists(&tmp).map_err(io("stat", &tmp))? {
         fs.remove_dir_all(&tmp).map_err(io("remove", &tmp))?;
@@ -86,8 +114,20 @@ pub fn build(node: &Node) -> Result<(SnapMeta, SnapshotStream)> {
 /// The newest snapshot in `data_dir`, when there is one.
 pub fn current(fsys: &Arc<dyn FileSystem>, data_dir: &Path) -> Result<Option<(SnapMeta, SnapshotStream)>> {
     let fs = &**fsys;
-    let newest = fs.read_dir(data_dir).map_err(io("list", data_dir))?.iter().filter_map(|n| parse_dir_name(n)).max();
-    newest.map(|i| open(fs, &data_dir.join(dir_name(i)))).transpose()
+    newest(fs, data_dir)?.map(|i| open(fs, &data_dir.join(dir_name(i)))).transpose()
+}
+
+fn newest(fs: &dyn FileSystem, data_dir: &Path) -> Result<Option<u64>> {
+    Ok(fs.read_dir(data_dir).map_err(io("list", data_dir))?.iter().filter_map(|n| parse_dir_name(n)).max())
+}
+
+/// The newest snapshot's meta (its last entry and membership), when there is one.
+pub fn newest_meta(fs: &dyn FileSystem, data_dir: &Path) -> Result<Option<SnapMeta>> {
+    let Some(i) = newest(fs, data_dir)? else { return Ok(None) };
+    let path = data_dir.join(dir_name(i)).join(HEAD_FILE);
+    let head = fs::read_all(fs, &path).map_err(io("read", &path))?;
+    let table = super::decode(&head).map_err(|e| Error::corrupt(&path, 0, e))?;
+    super::meta_of(&table).map(Some).map_err(|e| Error::corrupt(&path, 0, e))
 }
 
 /// A built snapshot's stream: its head file, then its segments.
@@ -129,14 +169,20 @@ fn copy_tail(fs: &dyn FileSystem, from: &Path, to: &Path, len: u64) -> Result<()
     dst.sync_data().map_err(io("fdatasync", to))
 }
 
-/// The masked CRC-32 of a member's bytes. Sealed segments never change: their
-/// checksums are kept, so a build reads only the tail.
+/// The masked CRC-32 of a member's bytes. A sealed segment never changes, but a
+/// cut of entries not applied may remove one and write another of the same
+/// number: its checksum is kept under its generation, number, length and the
+/// checksum of its last 64 KiB (frames end in their own checksums), so a build
+/// reads the tail and only the ends of the others.
 fn member_crc(node: &Node, fs: &dyn FileSystem, path: &Path, generation: u64, n: u32, len: u64) -> Result<u32> {
-    let key = (generation, n, len);
+    let f = fs.open(path, OpenMode::Read).map_err(io("open", path))?;
+    let mut end = vec![0u8; len.min(64 << 10) as usize];
+    let from = len - end.len() as u64;
+    fs::read_exact_at(&*f, &mut end, from).map_err(io("read", path))?;
+    let key = (generation, n, len, crc32fast::hash(&end));
     if let Some(c) = node.snap_crcs.lock().get(&key) {
         return Ok(*c);
     }
-    let f = fs.open(path, OpenMode::Read).map_err(io("open", path))?;
     let mut h = crc32fast::Hasher::new();
     let mut buf = Vec::new();
     let mut at = 0;

@@ -82,6 +82,28 @@ pub fn install(node: &Node, meta: &SnapMeta, stream: &SnapshotStream) -> Result<
     Ok(())
 }
 
+/// A received stream checks whole: head, table, length, each segment's checksum.
+pub fn check_stream(file: &dyn FsFile, path: &Path) -> Result<Table> {
+    let t = read_table(file, path)?;
+    let mut at = HEAD_LEN as u64 + (t.encode().len() - HEAD_LEN) as u64;
+    let mut buf = Vec::new();
+    for m in &t.members {
+        let mut h = crc32fast::Hasher::new();
+        let mut done = 0;
+        while done < m.len {
+            buf.resize((m.len - done).min(4 << 20) as usize, 0);
+            fs::read_exact_at(file, &mut buf, at + done).map_err(io("read", path))?;
+            h.update(&buf);
+            done += buf.len() as u64;
+        }
+        if mask_crc(h.finalize()) != m.crc {
+            return Err(Error::corrupt(path, at, format!("snapshot segment {}: checksum mismatch", m.segment)));
+        }
+        at += m.len;
+    }
+    Ok(t)
+}
+
 /// The received stream's head and table, checked against its length.
 fn read_table(file: &dyn FsFile, path: &Path) -> Result<Table> {
     let len = file.len().map_err(io("stat", path))?;

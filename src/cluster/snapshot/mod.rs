@@ -39,9 +39,14 @@ pub fn meta_of(t: &Table) -> Result<SnapMeta, String> {
     let last_membership: StoredMembership =
         serde_json::from_slice(&t.membership).map_err(|e| format!("the snapshot's membership: {e}"))?;
     let (index, term, leader) = t.last;
+    // Two nodes' snapshots of one entry differ in bytes (segment boundaries,
+    // headers): the id names the table's checksum too, so that a receiver never
+    // continues one node's stream with another's chunks.
+    let encoded = t.encode();
+    let crc = u32::from_le_bytes(encoded[encoded.len() - 4..].try_into().expect("4 bytes"));
     Ok(SnapMeta {
         last_log_id: Some(log_id(term, leader, index)),
         last_membership,
-        snapshot_id: format!("{index}-{term}-{leader}"),
+        snapshot_id: format!("{index}-{term}-{leader}-{crc:08x}"),
     })
 }

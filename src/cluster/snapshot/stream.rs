@@ -125,9 +125,14 @@ impl tokio::io::AsyncWrite for SnapshotStream {
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        // Durability is the install's business: it copies what it checked into
-        // synced files; this file is scratch.
-        Poll::Ready(Ok(()))
+        // The last chunk arrived: a stream that does not check whole is refused
+        // here (the sender tries again) rather than at its install. Durability is
+        // the install's business: it copies what it checked into synced files.
+        let r = match &self.sink {
+            Some((file, path)) => super::install::check_stream(&**file, path).map(drop).map_err(io::Error::other),
+            None => Ok(()),
+        };
+        Poll::Ready(r)
     }
 }
 

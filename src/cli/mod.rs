@@ -177,6 +177,11 @@ pub struct ServeArgs {
     /// The smallest Raft election timeout (ms); heartbeats at a fifth of it.
     #[arg(long, value_name = "MS", default_value_t = 600, value_parser = clap::value_parser!(u64).range(50..=60_000))]
     pub election_ms: u64,
+    /// Applied entries between two snapshots of this node's log (after each, Raft
+    /// purges the log behind it but for the last 1,000 entries, or ENTRIES if fewer).
+    #[arg(long, value_name = "ENTRIES", default_value_t = jobq::cluster::SNAPSHOT_EVERY,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub snapshot_every: u64,
 }
 
 pub(crate) fn parse_metrics_key(s: &str) -> Result<String, String> {

@@ -42,7 +42,14 @@ pub fn run(a: ServeArgs) -> Result<(), String> {
             let key = ClusterKey::from_file_text(&text).map_err(|e| format!("{}: {e}", path.display()))?;
             let consistency =
                 if a.read_consistency == "stale" { ReadConsistency::Stale } else { ReadConsistency::Linearizable };
-            Some(ClusterConfig { id, peers: parse_peers(&a.peers, id)?, key, consistency, election_ms: a.election_ms })
+            Some(ClusterConfig {
+                id,
+                peers: parse_peers(&a.peers, id)?,
+                key,
+                consistency,
+                election_ms: a.election_ms,
+                snapshot_every: a.snapshot_every,
+            })
         }
     };
     init_logging();

@@ -79,12 +79,18 @@ pub const SNAPSHOT_EVERY: u64 = 20_000;
 /// votes only after the lease and its own timeout, so failover takes about
 /// 2.5x `election_ms`.
 pub fn config(election_ms: u64) -> Result<std::sync::Arc<openraft::Config>, crate::Error> {
+    config_with(election_ms, SNAPSHOT_EVERY)
+}
+
+/// [`config`] with a snapshot every `snapshot_every` applied entries.
+pub fn config_with(election_ms: u64, snapshot_every: u64) -> Result<std::sync::Arc<openraft::Config>, crate::Error> {
     let c = openraft::Config {
         cluster_name: "jobq".into(),
         heartbeat_interval: (election_ms / 5).max(1),
         election_timeout_min: election_ms,
         election_timeout_max: election_ms + (election_ms / 2).max(1),
-        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(SNAPSHOT_EVERY),
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(snapshot_every),
+        max_in_snapshot_log_to_keep: snapshot_every.min(1000),
         ..Default::default()
     };
     let c = c.validate().map_err(|e| crate::Error::Replication(format!("configuration: {e}")))?;

@@ -65,6 +65,7 @@ pub struct ClusterConfig {
     pub key: raft::sign::ClusterKey,
     pub consistency: raft::ReadConsistency,
     pub election_ms: u64,
+    pub snapshot_every: u64,
 }
 
 /// Online compaction and the log's segments (`Options::compact_when` and the rest).
@@ -276,7 +277,7 @@ async fn run(config: ServeConfig) -> Result<(), String> {
 /// Start Raft on `store`, and form the cluster in the background.
 async fn start_node(cc: &ClusterConfig, store: &Arc<Store>, local: SocketAddr) -> Result<Arc<raft::Cluster>, String> {
     let node = jobq::cluster::Node::start(store.clone()).map_err(|e| format!("cannot start the cluster node: {e}"))?;
-    let config = jobq::cluster::config(cc.election_ms).map_err(|e| e.to_string())?;
+    let config = jobq::cluster::config_with(cc.election_ms, cc.snapshot_every).map_err(|e| e.to_string())?;
     let net = raft::net::HttpNet { key: cc.key.clone() };
     let r = jobq::cluster::start(cc.id, node.clone(), config, net).await.map_err(|e| e.to_string())?;
     // The store's writes go through Raft from now on (refused while not the leader).

@@ -174,6 +174,8 @@ pub fn status(c: &Cluster) -> Reply {
         "term": m.current_term,
         "last_log_index": last,
         "applied": m.last_applied.map(|l| l.index),
+        "snapshot": m.snapshot.map(|l| l.index),
+        "purged": m.purged.map(|l| l.index),
         "read_consistency": match c.consistency { super::ReadConsistency::Linearizable => "linearizable", _ => "stale" },
         "members": members,
     }))

@@ -638,6 +638,20 @@ impl FileSystem for SimFs {
         s.mutate(FsOp::Rename(from.to_path_buf(), to.to_path_buf()))?;
         s.names.remove(from);
         s.names.insert(to.to_path_buf(), node);
+        if node == Node::Dir {
+            // The subtree moves with its directory; its entries stay as durable as
+            // they were (they live in the directory, whose own name is durable
+            // once its parent is synced).
+            let moved = |m: &mut BTreeMap<PathBuf, Node>| {
+                let under: Vec<PathBuf> = m.keys().filter(|p| p.starts_with(from) && *p != from).cloned().collect();
+                for p in under {
+                    let n = m.remove(&p).expect("listed");
+                    m.insert(to.join(p.strip_prefix(from).expect("under it")), n);
+                }
+            };
+            moved(&mut s.names);
+            moved(&mut s.durable);
+        }
         Ok(())
     }
 

@@ -79,7 +79,12 @@ fn build_once(node: &Node) -> Result<(SnapMeta, SnapshotStream)> {
         let name = segment::file_name(n);
         let (from, to) = (gen_dir.join(&name), tmp.join(&name));
         let len = if n < end.segment {
-            fs.hard_link(&from, &to).map_err(io("link", &from))?;
+            match fs.hard_link(&from, &to) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Error::io("link", &from, e)),
+                // No hard links here (another file system, say): a synced copy.
+                Err(_) => copy_file(fs, &from, &to)?,
+            }
             fs.open(&to, OpenMode::Read).map_err(io("open", &to))?.len().map_err(io("stat", &to))?
         } else {
             copy_tail(fs, &from, &to, end.offset)?;
@@ -146,6 +151,22 @@ fn open(fs: &dyn FileSystem, dir: &Path) -> Result<(SnapMeta, SnapshotStream)> {
     }
     let meta = super::meta_of(&table).map_err(|e| Error::corrupt(&head_path, 0, e))?;
     Ok((meta, SnapshotStream::sending(head, files)))
+}
+
+/// A whole sealed segment, copied and synced.
+fn copy_file(fs: &dyn FileSystem, from: &Path, to: &Path) -> Result<()> {
+    let src = fs.open(from, OpenMode::Read).map_err(io("open", from))?;
+    let len = src.len().map_err(io("stat", from))?;
+    let dst = fs.open(to, OpenMode::CreateNew).map_err(io("create", to))?;
+    let mut buf = Vec::new();
+    let mut at = 0;
+    while at < len {
+        buf.resize((len - at).min(4 << 20) as usize, 0);
+        fs::read_exact_at(&*src, &mut buf, at).map_err(io("read", from))?;
+        fs::write_all_at(&*dst, &buf, at).map_err(io("write", to))?;
+        at += buf.len() as u64;
+    }
+    dst.sync_data().map_err(io("fdatasync", to))
 }
 
 /// The tail segment's first `len` bytes, marks zeroed, synced.

@@ -50,11 +50,11 @@ enum Outcome {
 }
 
 /// One POST over a fresh connection to a node that may die at any moment.
-fn call(addr: &str, target: &str, body: &str) -> Outcome {
+fn call(method: &str, addr: &str, target: &str, body: &str) -> Outcome {
     let Ok(mut s) = std::net::TcpStream::connect(addr) else { return Outcome::Refused };
     s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
     let req = format!(
-        "POST {target} HTTP/1.1\r\nHost: x\r\nAuthorization: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "{method} {target} HTTP/1.1\r\nHost: x\r\nAuthorization: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         harness::basic(ADMIN),
         body.len()
     );
@@ -101,6 +101,8 @@ struct History {
     started: BTreeMap<String, u32>,
     /// Calls made, acknowledged, refused, in doubt.
     calls: [u64; 4],
+    /// Linearizable reads made right after an acknowledgement (and answered).
+    reads: u64,
     /// Calls in doubt, by why.
     doubts: BTreeMap<String, u64>,
     /// What an answer contradicted at once (an update's `prevstate`).
@@ -130,26 +132,48 @@ struct Clients<'a> {
     h: &'a Mutex<History>,
 }
 
+fn random_live(cs: &Clients, rng: &mut Rng) -> String {
+    let live = cs.live.lock().unwrap();
+    live[rng.below(live.len() as u64) as usize].clone()
+}
+
+/// A linearizable read of `key` right after its write was acknowledged: the job
+/// exists, in `state` if given. `None`: no answer came (the node died, no leader).
+fn read_back(addr: &str, key: &str, state: Option<&str>) -> Option<Result<(), String>> {
+    let Outcome::Acked(text) = call("GET", addr, &format!("/jobs/{key}"), "") else { return None };
+    let got = json_lines(&text).first().map(|j| j["state"].as_str().unwrap_or_default().to_string());
+    Some(match (got, state) {
+        (None, _) => Err(format!("{key}, acknowledged, is not found by a read at {addr} right after")),
+        (Some(got), Some(want)) if got != want => {
+            Err(format!("{key}, acknowledged {want}, is {got} in a read at {addr} right after"))
+        }
+        _ => Ok(()),
+    })
+}
+
 /// One client: random calls at random live nodes until `stop`.
 fn client(cs: &Clients, seed: u64, c: usize) {
     let mut rng = Rng(seed | 1);
     let mut mine: Vec<String> = Vec::new();
     let mut backoff = false;
     while !cs.stop.load(Ordering::Relaxed) {
+        // A job acknowledged just now, read at a random live node, and the state it must show.
+        let mut read: Option<(String, Option<&str>)> = None;
         // After an answer without success, as a client honouring Retry-After would (briefer).
         if std::mem::take(&mut backoff) {
             std::thread::sleep(Duration::from_millis(10 + rng.below(20)));
         }
-        let addr = {
-            let live = cs.live.lock().unwrap();
-            live[rng.below(live.len() as u64) as usize].clone()
-        };
+        let addr = random_live(cs, &mut rng);
         let pick = rng.below(10);
         if pick <= 4 {
             let n = cs.next_n.fetch_add(1, Ordering::Relaxed);
             let unique = if rng.below(3) == 0 { format!(",\"unique\":\"u{}\"", rng.below(4)) } else { String::new() };
-            let o =
-                call(&addr, &format!("/jobq/{PROJECT}/push"), &format!("{{\"spider\":\"s{c}\",\"n\":{n}{unique}}}"));
+            let o = call(
+                "POST",
+                &addr,
+                &format!("/jobq/{PROJECT}/push"),
+                &format!("{{\"spider\":\"s{c}\",\"n\":{n}{unique}}}"),
+            );
             let mut h = cs.h.lock().unwrap();
             backoff = !h.tally(&o);
             match o {
@@ -163,6 +187,8 @@ fn client(cs: &Clients, seed: u64, c: usize) {
                             if j.acked.is_empty() {
                                 j.acked = "pending".into();
                             }
+                            // Another client may have started, even finished it: it exists.
+                            read = Some((key.to_string(), None));
                         }
                         None => {
                             assert!(line["error"].as_str().unwrap().contains("Active job"), "{text}");
@@ -174,7 +200,7 @@ fn client(cs: &Clients, seed: u64, c: usize) {
                 Outcome::InDoubt(_) => drop(h.doubtful.insert(n)),
             }
         } else if pick <= 7 {
-            let o = call(&addr, &format!("/jobq/{PROJECT}/startjob"), "{}");
+            let o = call("POST", &addr, &format!("/jobq/{PROJECT}/startjob"), "{}");
             let mut h = cs.h.lock().unwrap();
             backoff = !h.tally(&o);
             let Outcome::Acked(text) = o else { continue };
@@ -189,7 +215,7 @@ fn client(cs: &Clients, seed: u64, c: usize) {
         } else if let Some(key) = mine.pop() {
             let state = if rng.below(4) == 0 { "deleted" } else { "finished" };
             let body = format!("{{\"key\":\"{key}\",\"state\":\"{state}\",\"by\":\"c{c}\"}}");
-            let o = call(&addr, &format!("/jobq/{PROJECT}/update"), &body);
+            let o = call("POST", &addr, &format!("/jobq/{PROJECT}/update"), &body);
             let mut h = cs.h.lock().unwrap();
             backoff = !h.tally(&o);
             match o {
@@ -198,13 +224,22 @@ fn client(cs: &Clients, seed: u64, c: usize) {
                     if prev != Some("running".into()) {
                         h.violations.push(format!("update of {key}, which c{c} started, answered {text:?}"));
                     }
-                    let j = h.jobs.entry(key).or_default();
+                    let j = h.jobs.entry(key.clone()).or_default();
                     j.acked = state.into();
                     j.maybe.clear();
+                    read = Some((key, Some(state)));
                 }
                 // Nothing happened: the client still holds the job.
                 Outcome::Refused => mine.push(key),
                 Outcome::InDoubt(_) => drop(h.jobs.entry(key).or_default().maybe.insert(state.into())),
+            }
+        }
+        if let Some((key, state)) = read.filter(|_| rng.below(3) == 0) {
+            let addr = random_live(cs, &mut rng);
+            if let Some(r) = read_back(&addr, &key, state) {
+                let mut h = cs.h.lock().unwrap();
+                h.reads += 1;
+                h.violations.extend(r.err());
             }
         }
         if !matches!(pick, 0..=7) || rng.below(8) == 0 {
@@ -226,7 +261,16 @@ fn jobs_at(c: &Cluster, i: usize) -> BTreeMap<String, Row> {
     let target = format!(
         "/jobq/{PROJECT}/list?state=pending&state=running&state=finished&state=deleted&jobmeta=n&jobmeta=unique&count=10000000"
     );
-    let r = c.node(i).get(&target, ADMIN);
+    // A 503 (a leadership change under way: the read index not confirmed) is
+    // retried, as a client would; only what a read answers is checked.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let r = loop {
+        let r = c.node(i).get(&target, ADMIN);
+        if r.status != 503 || Instant::now() > deadline {
+            break r;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
     assert_eq!(r.status, 200, "node {}: {}", i + 1, r.text());
     let mut rows = BTreeMap::new();
     for l in r.lines() {
@@ -327,6 +371,8 @@ struct Report {
     jobs: usize,
     started: usize,
     held: usize,
+    /// Linearizable reads right after an acknowledgement.
+    reads: u64,
     /// Clean `jobq check` runs.
     checks: u32,
 }
@@ -343,10 +389,11 @@ impl Drop for StopOnDrop<'_> {
 /// Start `nodes` nodes, then one round per kill in `plan`: clients run, the
 /// victims die, clients go on until the others agree on a leader, stop; the
 /// live nodes are checked, each victim's directory checked, the victims
-/// restarted, caught up and checked.
+/// restarted, and in every other round (at random) caught up and checked
+/// before the next round; otherwise the next kill may come while they catch up.
 fn run(nodes: usize, plan: &[Kill], seed: u64, report: &mut Report) {
     eprintln!("{nodes} nodes, {} kills, seed {seed:#x}", plan.len());
-    let mut c = Cluster::start(nodes, FLAGS);
+    let (started, mut c) = (Instant::now(), Cluster::start(nodes, FLAGS));
     let mut rng = Rng(seed);
     let h = &Mutex::new(History::default());
     let cs = Clients { live: Mutex::new(c.addrs.clone()), next_n: AtomicU64::new(1), stop: AtomicBool::new(false), h };
@@ -391,9 +438,23 @@ fn run(nodes: usize, plan: &[Kill], seed: u64, report: &mut Report) {
         for &v in &victims {
             c.nodes[v] = Some(c.spawn(v, FLAGS));
         }
-        c.caught_up(Duration::from_secs(60));
-        check_nodes(&c, &victims, &h.lock().unwrap(), &format!("{context}, rejoined"));
+        let settle = rng.below(2) == 0;
+        if settle {
+            c.caught_up(Duration::from_secs(60));
+            check_nodes(&c, &victims, &h.lock().unwrap(), &format!("{context}, rejoined"));
+        }
+        let h = h.lock().unwrap();
+        eprintln!(
+            "round {} ({kill:?}: node {victims:?}; settled {settle}): {} calls, {} in doubt, {} jobs, {:.0?}",
+            round + 1,
+            h.calls[0],
+            h.calls[3],
+            report.held,
+            started.elapsed()
+        );
     }
+    c.caught_up(Duration::from_secs(60));
+    check_nodes(&c, &(0..nodes).collect::<Vec<_>>(), &h.lock().unwrap(), &format!("{nodes} nodes, at the end"));
     for i in 0..nodes {
         let (status, log) = c.nodes[i].take().unwrap().stop();
         assert!(status.success(), "node {}: {log}", i + 1);
@@ -409,6 +470,7 @@ fn run(nodes: usize, plan: &[Kill], seed: u64, report: &mut Report) {
     }
     report.jobs += h.jobs.len();
     report.started += h.started.len();
+    report.reads += h.reads;
     assert!(h.calls[1] > 100 && !h.started.is_empty(), "the history exercised too little: {:?}", h.calls);
 }
 
@@ -417,10 +479,11 @@ fn summary(report: &Report, started: Instant) -> String {
     let [calls, acked, refused, in_doubt] = report.calls;
     format!(
         "kills {:?}; {calls} calls: {acked} acknowledged, {refused} refused, {in_doubt} in doubt; {} jobs acknowledged, \
-         {} started (none twice), 0 lost; {} jobs on each node at the end; jobq check clean {} times; {:.1} s, load {}; in doubt: {:?}",
+         {} started (none twice), 0 lost; {} reads right after an acknowledgement saw it; {} jobs on each node at the end; jobq check clean {} times; {:.1} s, load {}; in doubt: {:?}",
         report.kills,
         report.jobs,
         report.started,
+        report.reads,
         report.held,
         report.checks,
         started.elapsed().as_secs_f64(),

@@ -101,12 +101,37 @@ impl Cluster {
             if st["state"] == "Leader" && applied.iter().all(|(_, a)| *a == Some(last)) {
                 return last;
             }
-            assert!(
-                Instant::now() < deadline,
-                "not caught up within {limit:?}: leader's last {last}, applied {applied:?}"
-            );
+            if Instant::now() > deadline {
+                let logs: Vec<String> = applied
+                    .iter()
+                    .filter(|(_, a)| *a != Some(last))
+                    .map(|(id, _)| format!("node {id}'s log ends:\n{}", tail(&self.node(id - 1).log(), 40)))
+                    .collect();
+                self.keep_evidence();
+                panic!(
+                    "not caught up within {limit:?}: the leader (node {}) has {last}, applied {applied:?}\n{}\nthe leader's log ends:\n{}",
+                    leader + 1,
+                    logs.join("\n"),
+                    tail(&self.node(leader).log(), 40)
+                );
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// With `JOBQ_KEEP_LOGS=DIR`: every live node's log and every data
+    /// directory copied to DIR (a failure's evidence; temp dirs go on drop).
+    pub fn keep_evidence(&self) {
+        let Ok(keep) = std::env::var("JOBQ_KEEP_LOGS") else { return };
+        let _ = std::fs::create_dir_all(&keep);
+        for (i, d) in self.dirs.iter().enumerate() {
+            let to = std::path::Path::new(&keep).join(format!("node-{}", i + 1));
+            let _ = std::process::Command::new("cp").arg("-a").arg(d.path()).arg(&to).status();
+            if let Some(s) = &self.nodes[i] {
+                let _ = std::fs::write(to.with_extension("log"), s.log());
+            }
+        }
+        eprintln!("logs and data directories kept in {keep}");
     }
 
     pub fn kill(&mut self, i: usize) {
@@ -114,6 +139,12 @@ impl Cluster {
         super::signal(s.pid(), "KILL");
         drop(s);
     }
+}
+
+/// The last `n` lines of `log`.
+pub fn tail(log: &str, n: usize) -> String {
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 /// `jobq check --data DIR`: `Ok` when clean, else its report.

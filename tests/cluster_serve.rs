@@ -11,93 +11,8 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use harness::{Server, BIN};
-
-const ADMIN: &str = "admin:";
-const KEY: &str = "a-cluster-key-of-some-length";
-/// Short timeouts: elections in well under a second.
-const ELECTION_MS: &str = "300";
-
-struct Cluster {
-    dirs: Vec<tempfile::TempDir>,
-    key_file: tempfile::NamedTempFile,
-    addrs: Vec<String>,
-    nodes: Vec<Option<Server>>,
-}
-
-fn free_ports(n: usize) -> Vec<String> {
-    // Held together so that they differ; freed just before the nodes bind them.
-    let ls: Vec<_> = (0..n).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
-    ls.iter().map(|l| l.local_addr().unwrap().to_string()).collect()
-}
-
-impl Cluster {
-    fn start(n: usize, extra: &[&str]) -> Cluster {
-        let key_file = tempfile::NamedTempFile::new().unwrap();
-        std::fs::write(key_file.path(), format!("{KEY}\n")).unwrap();
-        let mut c = Cluster {
-            dirs: (0..n).map(|_| harness::tempdir()).collect(),
-            key_file,
-            addrs: free_ports(n),
-            nodes: Vec::new(),
-        };
-        for i in 0..n {
-            let s = c.spawn(i, extra);
-            c.nodes.push(Some(s));
-        }
-        c
-    }
-
-    fn spawn(&self, i: usize, extra: &[&str]) -> Server {
-        let id = (i + 1).to_string();
-        let mut args = vec!["--api-key", "admin", "--node-id", &id, "--election-ms", ELECTION_MS];
-        let peers: Vec<String> = self.addrs.iter().enumerate().map(|(j, a)| format!("{}={a}", j + 1)).collect();
-        for p in &peers {
-            args.extend(["--peer", p]);
-        }
-        let key = self.key_file.path().to_str().unwrap();
-        args.extend(["--cluster-key-file", key]);
-        args.extend(extra);
-        Server::start_at(self.dirs[i].path(), &self.addrs[i], &args)
-    }
-
-    fn node(&self, i: usize) -> &Server {
-        self.nodes[i].as_ref().expect("running")
-    }
-
-    fn live(&self) -> impl Iterator<Item = (usize, &Server)> {
-        self.nodes.iter().enumerate().filter_map(|(i, n)| n.as_ref().map(|s| (i, s)))
-    }
-
-    /// The leader every live node names (index into `nodes`), within `limit`.
-    fn agreed_leader(&self, limit: Duration) -> usize {
-        let deadline = Instant::now() + limit;
-        loop {
-            let named: BTreeSet<Option<u64>> = self
-                .live()
-                .map(|(_, s)| {
-                    let r = s.get("/cluster", ADMIN);
-                    assert_eq!(r.status, 200, "{}", r.text());
-                    r.json()["leader"].as_u64()
-                })
-                .collect();
-            if let [Some(l)] = named.iter().copied().collect::<Vec<_>>()[..] {
-                let i = l as usize - 1;
-                if self.nodes[i].is_some() {
-                    return i;
-                }
-            }
-            assert!(Instant::now() < deadline, "no agreed leader within {limit:?}: {named:?}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn kill(&mut self, i: usize) {
-        let s = self.nodes[i].take().expect("running");
-        harness::signal(s.pid(), "KILL");
-        drop(s);
-    }
-}
+use harness::cluster::{free_ports, Cluster, ADMIN, KEY};
+use harness::BIN;
 
 fn signed_post(addr: &str, path: &str, authorization: &str, body: &str) -> harness::Resp {
     let req = format!(
@@ -400,7 +315,6 @@ fn acknowledged_pushes_survive_leader_kills() {
     for i in 0..3 {
         let (status, log) = c.nodes[i].take().unwrap().stop();
         assert!(status.success(), "{log}");
-        let out = std::process::Command::new(BIN).arg("check").arg("--data").arg(c.dirs[i].path()).output().unwrap();
-        assert!(out.status.success(), "node {}: {}", i + 1, String::from_utf8_lossy(&out.stdout));
+        harness::cluster::check(c.dirs[i].path()).unwrap_or_else(|e| panic!("node {}: {e}", i + 1));
     }
 }

@@ -140,9 +140,25 @@ impl RaftLogReader<TypeConfig> for LogStore {
             return Ok(out);
         }
         let node = self.node.clone();
-        blocking(move || locs.iter().map(|l| read_entry(&node, l)).collect::<Result<Vec<_>, _>>())
-            .await
-            .map_err(read_err)
+        blocking(move || {
+            // A stale replication stream may ask for entries a cut is removing
+            // beside it: the answer ends before the first one no longer in the
+            // table (openraft allows a shorter answer), instead of an error,
+            // which openraft takes as fatal.
+            let present =
+                |l: &EntryLoc| node.table.lock().find(l.head.index).is_some_and(|t| t.at == l.at && t.head == l.head);
+            let mut out = Vec::with_capacity(locs.len());
+            for l in &locs {
+                match read_entry(&node, l) {
+                    Ok(e) if present(l) => out.push(e),
+                    Err(e) if present(l) => return Err(e),
+                    _ => break,
+                }
+            }
+            Ok(out)
+        })
+        .await
+        .map_err(read_err)
     }
 }
 
@@ -234,14 +250,19 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let node = self.node.clone();
         blocking(move || {
             let _installed = node.installing.read();
-            let first = node.table.lock().entries.iter().find(|l| l.head.index >= log_id.index).cloned();
-            if let Some(l) = first {
-                node.store.raft_truncate(&l)?;
+            // The entries leave the table before their bytes go: a read beside the
+            // cut then sees them gone, not damaged.
+            let first = {
                 let mut t = node.table.lock();
+                let first = t.entries.iter().find(|l| l.head.index >= log_id.index).cloned();
                 t.entries.retain(|e| e.head.index < log_id.index);
                 t.recent.retain(|(i, _)| *i < log_id.index);
+                first
+            };
+            match first {
+                Some(l) => node.store.raft_truncate(&l),
+                None => Ok(()),
             }
-            Ok(())
         })
         .await
         .map_err(write_err)

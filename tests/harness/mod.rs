@@ -10,7 +10,15 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub mod cluster;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_jobq");
+
+/// The `jobq` binary servers run: `JOBQ_BIN` when set (a release build for a
+/// soak, as `benches/cluster_failover.py` takes it), else this build's.
+pub fn bin() -> String {
+    std::env::var("JOBQ_BIN").unwrap_or_else(|_| BIN.to_string())
+}
 
 /// A running `jobq serve`.
 pub struct Server {
@@ -22,12 +30,12 @@ pub struct Server {
 impl Server {
     /// Start `jobq serve --data DIR --listen 127.0.0.1:0 ARGS...` and wait until it listens.
     pub fn start(data: &Path, args: &[&str]) -> Server {
-        Server::spawn(Command::new(BIN), data, args)
+        Server::spawn(Command::new(bin()), data, args)
     }
 
     /// [`Server::start`] listening on `listen` (a cluster node's fixed address).
     pub fn start_at(data: &Path, listen: &str, args: &[&str]) -> Server {
-        Server::spawn_at(Command::new(BIN), data, listen, args)
+        Server::spawn_at(Command::new(bin()), data, listen, args)
     }
 
     /// [`Server::start`] with the open-file limit (`ulimit -n`) lowered to `fds`.
@@ -38,7 +46,7 @@ impl Server {
     /// [`Server::start`] from `sh`, after the shell commands `setup` (limits, traps).
     pub fn start_with_shell(data: &Path, args: &[&str], setup: &str) -> Server {
         let mut sh = Command::new("sh");
-        sh.args(["-c", &format!("{setup} && exec \"$0\" \"$@\""), BIN]);
+        sh.args(["-c", &format!("{setup} && exec \"$0\" \"$@\""), &bin()]);
         Server::spawn(sh, data, args)
     }
 
@@ -242,7 +250,7 @@ pub fn try_post(addr: &str, target: &str, auth: &str, body: &str) -> Option<Resp
 }
 
 /// Whether `all` holds a whole response (the server may die in the middle of one).
-fn complete(all: &[u8]) -> bool {
+pub fn complete(all: &[u8]) -> bool {
     let Some(end) = all.windows(4).position(|w| w == b"\r\n\r\n") else { return false };
     let head = String::from_utf8_lossy(&all[..end]).to_ascii_lowercase();
     if head.contains("transfer-encoding: chunked") {

@@ -44,7 +44,9 @@ impl Body for Whole {
 /// Why a request to a peer failed.
 #[derive(Debug)]
 pub enum Failed {
-    /// No connection, a broken one, or no answer in time.
+    /// No connection to send it on: the peer never got the request.
+    NotSent(String),
+    /// A broken connection, or no answer in time: the peer may have got it.
     Unreachable(String),
     /// The peer answered with this status and body (not 200).
     Status(u16, Vec<u8>),
@@ -53,7 +55,7 @@ pub enum Failed {
 impl std::fmt::Display for Failed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Failed::Unreachable(why) => f.write_str(why),
+            Failed::NotSent(why) | Failed::Unreachable(why) => f.write_str(why),
             Failed::Status(s, body) => write!(f, "answered {s}: {}", String::from_utf8_lossy(body).trim()),
         }
     }
@@ -83,14 +85,14 @@ impl Link {
                 return Ok(c);
             }
         }
-        let unreachable = |why: String| Failed::Unreachable(format!("{}: {why}", self.addr));
+        let not_sent = |why: String| Failed::NotSent(format!("{}: {why}", self.addr));
         let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&self.addr))
             .await
-            .map_err(|_| unreachable("connect timed out".into()))?
-            .map_err(|e| unreachable(format!("connect: {e}")))?;
+            .map_err(|_| not_sent("connect timed out".into()))?
+            .map_err(|e| not_sent(format!("connect: {e}")))?;
         let _ = tcp.set_nodelay(true);
         let (sender, conn) =
-            http1::handshake(TokioIo::new(tcp)).await.map_err(|e| unreachable(format!("handshake: {e}")))?;
+            http1::handshake(TokioIo::new(tcp)).await.map_err(|e| not_sent(format!("handshake: {e}")))?;
         tokio::spawn(async move {
             let _ = conn.await;
         });
@@ -108,7 +110,7 @@ impl Link {
                 .header(header::CONTENT_LENGTH, body.len())
                 .body(Whole(Some(Bytes::from(body))))
                 .map_err(|e| Failed::Unreachable(format!("request: {e}")))?;
-            sender.ready().await.map_err(|e| Failed::Unreachable(format!("{}: {e}", self.addr)))?;
+            sender.ready().await.map_err(|e| Failed::NotSent(format!("{}: {e}", self.addr)))?;
             let resp =
                 sender.send_request(req).await.map_err(|e| Failed::Unreachable(format!("{}: {e}", self.addr)))?;
             let (parts, incoming) = resp.into_parts();

@@ -61,7 +61,7 @@ impl Peer {
         let body = serde_json::to_vec(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let answer = match self.link.call(path, body, option.hard_ttl()).await {
             Ok(a) => a,
-            Err(e @ (Failed::Unreachable(_) | Failed::Status(..))) => {
+            Err(e @ (Failed::NotSent(_) | Failed::Unreachable(_) | Failed::Status(..))) => {
                 return Err(unreachable(format!("node {}: {e}", self.target)))
             }
         };

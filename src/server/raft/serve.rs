@@ -8,6 +8,7 @@ use hyper::body::Incoming;
 use hyper::header;
 use tokio::time::Instant;
 
+use super::client::Failed;
 use super::routes::{self, open_envelope, Forwarded, ForwardedAnswer, Reply};
 use super::{net, sign, Cluster, FORWARD, FORWARD_TIMEOUT};
 use crate::server::http::{
@@ -93,6 +94,10 @@ pub async fn forward(c: &Cluster, caller: &Caller, route: &Route, call: &Call, i
             let why = String::from_utf8_lossy(&a.body).trim().to_string();
             tracing::warn!(leader = id, status = a.status, why, "the leader refused a forwarded request");
             return unavailable(&format!("the leader (node {id}) refused the forwarded request ({})", a.status));
+        }
+        // Refused for sure: the leader never got it (a client may retry without doubt).
+        Err(Failed::NotSent(e)) => {
+            return unavailable(&format!("the leader (node {id}) is not reachable, nothing was sent: {e}"))
         }
         Err(e) => return unavailable(&format!("the leader (node {id}) did not answer the forwarded request: {e}")),
     };

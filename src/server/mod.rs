@@ -287,7 +287,28 @@ async fn start_node(cc: &ClusterConfig, store: &Arc<Store>, local: SocketAddr) -
     let c = Arc::new(raft::Cluster::new(cc.id, r, node, cc.key.clone(), cc.consistency, election));
     tracing::info!(node = cc.id, address = %local, peers = ?cc.peers, read_consistency = ?cc.consistency, "cluster node started");
     tokio::spawn(raft::form(c.clone(), cc.peers.clone()));
+    tokio::spawn(exit_when_raft_fails(c.raft.metrics()));
     Ok(c)
+}
+
+/// A node whose Raft stopped on an error (a storage error openraft takes as
+/// fatal) takes no part in the cluster any more while its HTTP side still
+/// answers: the process exits instead (code 70), so that its supervisor restarts
+/// it and it recovers from its data directory.
+async fn exit_when_raft_fails(mut metrics: watch::Receiver<openraft::RaftMetrics<u64, openraft::BasicNode>>) {
+    loop {
+        match &metrics.borrow().running_state {
+            Err(openraft::error::Fatal::Stopped) => return,
+            Err(fatal) => {
+                tracing::error!(error = %fatal, "Raft stopped on this node; exiting so that a restart recovers it");
+                std::process::exit(70);
+            }
+            Ok(()) => {}
+        }
+        if metrics.changed().await.is_err() {
+            return;
+        }
+    }
 }
 
 async fn bind(addr: &str) -> Result<tokio::net::TcpListener, String> {

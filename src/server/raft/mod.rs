@@ -3,6 +3,7 @@
 //! ([`sign`]); [`net`] is openraft's network over it, [`routes`] its server
 //! side, write forwarding, read barriers and `/cluster`.
 
+pub mod batch;
 pub mod client;
 pub mod net;
 pub mod routes;
@@ -12,11 +13,12 @@ pub mod sign;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use openraft::error::CheckIsLeaderError;
 use openraft::BasicNode;
-use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
-use client::{Failed, Link};
+use batch::Batch;
+use client::{Failed, Pool};
 use jobq::cluster::{Node, TypeConfig};
 use sign::ClusterKey;
 
@@ -45,12 +47,18 @@ pub struct Cluster {
     pub consistency: ReadConsistency,
     /// The smallest election timeout.
     pub election: Duration,
-    /// Idle connections to peers, for forwarding and read indexes.
-    pool: Mutex<Vec<Link>>,
+    /// Idle connections to peers, shared with openraft's network.
+    pool: Pool,
+    /// The leader's read indexes (leadership confirmed by a heartbeat round),
+    /// one round for every read here and every follower's request waiting.
+    leader_reads: Batch<Result<Option<u64>, String>>,
+    /// A follower's `/_raft/read-index` requests, one for every read waiting.
+    follower_reads: Batch<Result<Option<u64>, String>>,
 }
 
-/// Idle peer connections kept.
-const POOL: usize = 32;
+/// What a read index round answers: the index a read must see applied (none
+/// before the first entry), or why there is none.
+type ReadIndexResult = Result<Option<u64>, String>;
 /// The longest a forwarded request may take (long polls wait inside it).
 pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -75,8 +83,19 @@ impl Cluster {
         key: ClusterKey,
         consistency: ReadConsistency,
         election: Duration,
+        pool: Pool,
     ) -> Cluster {
-        Cluster { id, raft, node, key, consistency, election, pool: Mutex::new(Vec::new()) }
+        Cluster {
+            id,
+            raft,
+            node,
+            key,
+            consistency,
+            election,
+            pool,
+            leader_reads: Batch::default(),
+            follower_reads: Batch::default(),
+        }
     }
 
     /// The leader as this node knows it: its id and address. This node only
@@ -105,18 +124,9 @@ impl Cluster {
         body: Vec<u8>,
         timeout: Duration,
     ) -> Result<client::Answer, Failed> {
-        let pooled = {
-            let mut p = self.pool.lock();
-            p.iter().position(|l| l.addr == addr).map(|i| p.swap_remove(i))
-        };
-        let mut link = pooled.unwrap_or_else(|| Link::new(addr.to_string(), self.key.clone()));
+        let mut link = self.pool.take(addr);
         let r = link.post(path, body, timeout).await;
-        if r.is_ok() {
-            let mut p = self.pool.lock();
-            if p.len() < POOL {
-                p.push(link);
-            }
-        }
+        self.pool.give_back(link);
         r
     }
 
@@ -134,23 +144,8 @@ impl Cluster {
         let patience = self.patience();
         let index = match self.await_leader().await {
             None => return Err("no leader is known yet".into()),
-            Some((id, _)) if id == self.id => {
-                return match tokio::time::timeout(patience, self.raft.ensure_linearizable()).await {
-                    Ok(Ok(_)) => Ok(()),
-                    Ok(Err(e)) => Err(format!("leadership not confirmed: {e}")),
-                    Err(_) => Err("leadership not confirmed in time".into()),
-                };
-            }
-            Some((id, addr)) => {
-                let body = self
-                    .post(&addr, READ_INDEX, Vec::new(), patience)
-                    .await
-                    .and_then(|a| if a.status == 200 { Ok(a.body) } else { Err(Failed::Status(a.status, a.body)) })
-                    .map_err(|e| format!("the leader (node {id}) gave no read index: {e}"))?;
-                let r: ReadIndex = serde_json::from_slice(&body)
-                    .map_err(|e| format!("the leader's read index does not decode: {e}"))?;
-                r.index
-            }
+            Some((id, _)) if id == self.id => self.leader_read_index().await?,
+            Some((id, addr)) => self.follower_reads.run(|| self.ask_read_index(id, addr, patience)).await?,
         };
         let Some(index) = index else { return Ok(()) };
         self.raft
@@ -158,7 +153,49 @@ impl Cluster {
             .applied_index_at_least(Some(index), "read index")
             .await
             .map(|_| ())
-            .map_err(|e| format!("this node did not apply the leader's read index {index} in time: {e}"))
+            .map_err(|e| format!("this node did not apply the read index {index} in time: {e}"))
+    }
+
+    /// At the leader: the index a read must see applied, from a leadership
+    /// confirmation that began after this call did (shared, [`Batch`]).
+    pub async fn leader_read_index(&self) -> ReadIndexResult {
+        let deadline = tokio::time::Instant::now() + self.patience();
+        self.leader_reads
+            .run(|| async {
+                // A heartbeat round gets one heartbeat interval: one that missed
+                // its quorum (a slow peer, a busy machine) is tried again.
+                loop {
+                    let e = match tokio::time::timeout_at(deadline, self.raft.get_read_log_id()).await {
+                        Ok(Ok((read, _))) => return Ok(read.map(|l| l.index)),
+                        Err(_) => return Err("leadership not confirmed in time".into()),
+                        Ok(Err(e)) => e,
+                    };
+                    let quorum_missed =
+                        matches!(e, openraft::error::RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_)));
+                    if !quorum_missed || tokio::time::Instant::now() >= deadline {
+                        return Err(format!("leadership not confirmed: {e}"));
+                    }
+                }
+            })
+            .await
+    }
+
+    /// One `/_raft/read-index` request to the leader.
+    async fn ask_read_index(&self, id: u64, addr: String, patience: Duration) -> ReadIndexResult {
+        let body = self
+            .post(&addr, READ_INDEX, Vec::new(), patience)
+            .await
+            .and_then(|a| if a.status == 200 { Ok(a.body) } else { Err(Failed::Status(a.status, a.body)) })
+            .map_err(|e| format!("the leader (node {id}) gave no read index: {e}"))?;
+        let r: ReadIndex =
+            serde_json::from_slice(&body).map_err(|e| format!("the leader's read index does not decode: {e}"))?;
+        Ok(r.index)
+    }
+
+    /// Read indexes asked for and rounds that answered them: (as the leader,
+    /// as a follower), each (calls, rounds).
+    pub fn read_index_counts(&self) -> [(u64, u64); 2] {
+        [self.leader_reads.counts(), self.follower_reads.counts()]
     }
 }
 

@@ -14,32 +14,43 @@ use openraft::BasicNode;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::client::{Failed, Link};
-use super::sign::ClusterKey;
+use super::client::{Failed, Link, Pool};
 use jobq::cluster::TypeConfig;
 
 pub const APPEND: &str = "/_raft/append";
 pub const VOTE: &str = "/_raft/vote";
 pub const SNAPSHOT: &str = "/_raft/snapshot";
 
-/// Makes a node's links to its peers (addresses from the membership).
+/// Makes a node's links to its peers (addresses from the membership), from
+/// the node's pool: openraft makes a client for every leadership check (a
+/// heartbeat round for each linearizable read index), which then reuses an
+/// open connection instead of connecting anew.
 #[derive(Clone)]
 pub struct HttpNet {
-    pub key: ClusterKey,
+    pub pool: Pool,
 }
 
 impl RaftNetworkFactory<TypeConfig> for HttpNet {
     type Network = Peer;
 
     async fn new_client(&mut self, target: u64, node: &BasicNode) -> Peer {
-        Peer { target, link: Link::new(node.addr.clone(), self.key.clone()) }
+        Peer { target, link: Some(self.pool.take(&node.addr)), pool: self.pool.clone() }
     }
 }
 
-/// One node's link to a peer.
+/// One node's link to a peer; back to the pool when dropped.
 pub struct Peer {
     target: u64,
-    link: Link,
+    link: Option<Link>,
+    pool: Pool,
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        if let Some(link) = self.link.take() {
+            self.pool.give_back(link);
+        }
+    }
 }
 
 fn unreachable<E: std::error::Error>(why: impl std::fmt::Display) -> RPCError<u64, BasicNode, E> {
@@ -59,7 +70,8 @@ impl Peer {
         E: std::error::Error + DeserializeOwned,
     {
         let body = serde_json::to_vec(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        let answer = match self.link.call(path, body, option.hard_ttl()).await {
+        let link = self.link.as_mut().expect("a peer's link until it is dropped");
+        let answer = match link.call(path, body, option.hard_ttl()).await {
             Ok(a) => a,
             Err(e @ (Failed::Unreachable(_) | Failed::Status(..))) => {
                 return Err(unreachable(format!("node {}: {e}", self.target)))

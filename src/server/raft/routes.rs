@@ -68,8 +68,8 @@ pub async fn raft_call(c: &Cluster, path: &str, body: &[u8]) -> Reply {
             let initialized = c.raft.is_initialized().await.unwrap_or(true);
             Reply::json(&Hello { id: c.id, initialized })
         }
-        READ_INDEX => match c.raft.get_read_log_id().await {
-            Ok((read, _)) => Reply::json(&ReadIndex { index: read.map(|l| l.index) }),
+        READ_INDEX => match c.leader_read_index().await {
+            Ok(index) => Reply::json(&ReadIndex { index }),
             Err(e) => Reply::unavailable(&format!("not the leader, or leadership not confirmed: {e}")),
         },
         _ => Reply::error(404, &format!("no such cluster endpoint: {path}")),

@@ -1,0 +1,162 @@
+//! Linearizable reads under concurrency, three `jobq serve --node-id` on
+//! loopback (issue 14): readers at a follower and at the leader, while writers
+//! push, each see every push acknowledged before they began; and the read
+//! indexes are shared (src/server/raft/batch.rs): fewer `/_raft/read-index`
+//! round trips than reads at the follower, fewer heartbeat rounds than read
+//! indexes asked of the leader (`jobq_read_index_*` on `/metrics`).
+#![cfg(feature = "cluster")]
+
+mod harness;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use harness::Server;
+
+const ADMIN: &str = "admin:";
+
+struct Three {
+    _dirs: Vec<tempfile::TempDir>,
+    _key: tempfile::NamedTempFile,
+    nodes: Vec<Server>,
+}
+
+fn three(extra: &[&str]) -> Three {
+    let key = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(key.path(), "a-cluster-key-of-some-length\n").unwrap();
+    let dirs: Vec<_> = (0..3).map(|_| harness::tempdir()).collect();
+    let ls: Vec<_> = (0..3).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+    let addrs: Vec<String> = ls.iter().map(|l| l.local_addr().unwrap().to_string()).collect();
+    drop(ls);
+    let peers: Vec<String> = addrs.iter().enumerate().map(|(j, a)| format!("{}={a}", j + 1)).collect();
+    let nodes = (0..3)
+        .map(|i| {
+            let id = (i + 1).to_string();
+            let mut args = vec!["--api-key", "admin", "--node-id", &id, "--election-ms", "300"];
+            for p in &peers {
+                args.extend(["--peer", p]);
+            }
+            args.extend(["--cluster-key-file", key.path().to_str().unwrap()]);
+            args.extend(extra);
+            Server::start_at(dirs[i].path(), &addrs[i], &args)
+        })
+        .collect();
+    Three { _dirs: dirs, _key: key, nodes }
+}
+
+/// The leader every node names (an index into `nodes`).
+fn agreed_leader(nodes: &[Server]) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let named: Vec<Option<u64>> =
+            nodes.iter().map(|s| s.get("/cluster", ADMIN).json()["leader"].as_u64()).collect();
+        if let Some(l) = named[0].filter(|_| named.iter().all(|n| *n == named[0])) {
+            return l as usize - 1;
+        }
+        assert!(Instant::now() < deadline, "no agreed leader: {named:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `/metrics`' samples by series (`name{labels}`).
+fn metrics(s: &Server) -> BTreeMap<String, f64> {
+    let r = s.get("/metrics", ADMIN);
+    assert_eq!(r.status, 200);
+    r.text()
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' ').map(|(k, v)| (k.to_string(), v.parse().unwrap())))
+        .collect()
+}
+
+#[test]
+fn concurrent_linearizable_reads_see_every_earlier_acknowledgement_and_share_read_indexes() {
+    let c = three(&[]);
+    let leader = agreed_leader(&c.nodes);
+    let follower = (leader + 1) % 3;
+    let other = (leader + 2) % 3;
+    let acked = AtomicU64::new(0);
+    let stop = AtomicBool::new(false);
+    let refused = AtomicU64::new(0);
+    let reads = [AtomicU64::new(0), AtomicU64::new(0)];
+    let started = Instant::now();
+    std::thread::scope(|s| {
+        // Writers at the leader and at the other follower (forwarded): a push
+        // counts once its 200 is in.
+        for w in 0..4 {
+            let node = &c.nodes[if w % 2 == 0 { leader } else { other }];
+            let (acked, stop, refused) = (&acked, &stop, &refused);
+            s.spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    let r = node.post("/jobq/1/push", ADMIN, &format!("{{\"spider\":\"w{w}\"}}"));
+                    match r.status {
+                        200 => acked.fetch_add(1, Ordering::SeqCst),
+                        // Refused under load (in doubt when forwarded): never counted.
+                        503 => refused.fetch_add(1, Ordering::SeqCst),
+                        s => panic!("push answered {s}: {}", r.text()),
+                    };
+                }
+            });
+        }
+        // Readers: eight at the follower, two at the leader. Each read's count
+        // covers every push acknowledged before the read was sent.
+        for r in 0..10 {
+            let (at, n) = if r < 8 { (follower, &reads[0]) } else { (leader, &reads[1]) };
+            let node = &c.nodes[at];
+            let (acked, stop, refused) = (&acked, &stop, &refused);
+            s.spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    let before = acked.load(Ordering::SeqCst);
+                    let resp = node.get("/jobq/1/count?state=pending", ADMIN);
+                    if resp.status == 503 {
+                        // No read index in time on a loaded machine: refused, never stale.
+                        refused.fetch_add(1, Ordering::SeqCst);
+                        continue;
+                    }
+                    assert_eq!(resp.status, 200, "{}", resp.text());
+                    let seen: u64 = resp.text().trim().parse().unwrap();
+                    assert!(
+                        seen >= before,
+                        "node {}: a read saw {seen} jobs, {before} pushes were acknowledged before it",
+                        at + 1
+                    );
+                    n.fetch_add(1, Ordering::SeqCst);
+                }
+            });
+        }
+        while started.elapsed() < Duration::from_secs(3) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        stop.store(true, Ordering::SeqCst);
+    });
+    let (acked, at_follower, at_leader) =
+        (acked.into_inner(), reads[0].load(Ordering::SeqCst), reads[1].load(Ordering::SeqCst));
+    let refused = refused.into_inner();
+    eprintln!(
+        "{acked} pushes acknowledged; {at_follower} reads at the follower, {at_leader} at the leader; {refused} refused"
+    );
+    assert!(acked >= 20 && at_follower >= 40 && at_leader >= 5, "too little load to show anything");
+    assert!(refused * 20 < acked + at_follower + at_leader, "{refused} refused: the cluster was not serving");
+
+    // Sharing: at the follower, reads against /_raft/read-index requests; at the
+    // leader, read indexes asked (its reads and the followers' requests)
+    // against heartbeat rounds.
+    let f = metrics(&c.nodes[follower]);
+    let l = metrics(&c.nodes[leader]);
+    let get = |m: &BTreeMap<String, f64>, k: &str| m.get(k).copied().unwrap_or_else(|| panic!("no {k}")) as u64;
+    let (f_waits, f_rounds) = (
+        get(&f, "jobq_read_index_waits_total{role=\"follower\"}"),
+        get(&f, "jobq_read_index_rounds_total{role=\"follower\"}"),
+    );
+    let (l_waits, l_rounds) = (
+        get(&l, "jobq_read_index_waits_total{role=\"leader\"}"),
+        get(&l, "jobq_read_index_rounds_total{role=\"leader\"}"),
+    );
+    eprintln!("follower: {f_waits} reads, {f_rounds} read-index requests; leader: {l_waits} asked, {l_rounds} heartbeat rounds");
+    assert!(f_waits >= at_follower, "{f_waits} < {at_follower}");
+    assert!(f_rounds < f_waits, "the follower's reads did not share read-index requests");
+    assert!(l_waits >= at_leader + f_rounds, "every follower request and leader read asks the leader");
+    assert!(l_rounds < l_waits, "the leader's read indexes did not share heartbeat rounds");
+    assert_eq!(get(&l, "jobq_read_index_rounds_total{role=\"follower\"}"), 0);
+}

@@ -24,7 +24,7 @@ pub fn render(app: &App) -> String {
 /// A cluster node's read indexes: the calls that waited for one and the rounds
 /// that answered them (one round serves every call waiting, src/server/raft/batch.rs).
 fn cluster(c: &super::raft::Cluster, x: &mut Exposition) {
-    let [leader, follower] = c.read_index_counts();
+    let ([leader, follower], lease) = c.read_index_counts();
     x.family(
         "jobq_read_index_waits_total",
         Kind::Counter,
@@ -41,6 +41,12 @@ fn cluster(c: &super::raft::Cluster, x: &mut Exposition) {
     );
     x.sample("jobq_read_index_rounds_total", &[("role", "leader")], leader.1);
     x.sample("jobq_read_index_rounds_total", &[("role", "follower")], follower.1);
+    x.single(
+        "jobq_read_index_lease_total",
+        Kind::Counter,
+        "Read indexes the leader answered from its lease, without a heartbeat round (not in the waits above).",
+        lease,
+    );
 }
 
 fn server(app: &App, x: &mut Exposition) {

@@ -11,6 +11,7 @@ pub mod serve;
 pub mod sign;
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use openraft::error::CheckIsLeaderError;
@@ -20,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use batch::Batch;
 use client::{Failed, Pool};
 use jobq::cluster::{Node, TypeConfig};
+use net::{Acks, HttpNet};
 use sign::ClusterKey;
 
 pub type Raft = openraft::Raft<TypeConfig>;
@@ -28,11 +30,13 @@ pub const HELLO: &str = "/_raft/hello";
 pub const READ_INDEX: &str = "/_raft/read-index";
 pub const FORWARD: &str = "/_raft/forward";
 
-/// What a read waits for (`--read-consistency`).
+/// What a read waits for (`--read-consistency`, `--no-read-lease`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReadConsistency {
-    /// The leader's read index confirmed, and applied here, before the read.
-    Linearizable,
+    /// The leader's read index confirmed, and applied here, before the read;
+    /// confirmed by the leader's lease while it holds (`lease`), else by a
+    /// heartbeat round.
+    Linearizable { lease: bool },
     /// The local store as it is.
     Stale,
 }
@@ -49,11 +53,15 @@ pub struct Cluster {
     pub election: Duration,
     /// Idle connections to peers, shared with openraft's network.
     pool: Pool,
+    /// The followers' answers to this node's appends (the leader's lease).
+    acks: Acks,
     /// The leader's read indexes (leadership confirmed by a heartbeat round),
     /// one round for every read here and every follower's request waiting.
     leader_reads: Batch<Result<Option<u64>, String>>,
     /// A follower's `/_raft/read-index` requests, one for every read waiting.
     follower_reads: Batch<Result<Option<u64>, String>>,
+    /// Read indexes the leader's lease answered.
+    lease_reads: AtomicU64,
 }
 
 /// What a read index round answers: the index a read must see applied (none
@@ -83,7 +91,7 @@ impl Cluster {
         key: ClusterKey,
         consistency: ReadConsistency,
         election: Duration,
-        pool: Pool,
+        net: &HttpNet,
     ) -> Cluster {
         Cluster {
             id,
@@ -92,9 +100,11 @@ impl Cluster {
             key,
             consistency,
             election,
-            pool,
+            pool: net.pool.clone(),
+            acks: net.acks.clone(),
             leader_reads: Batch::default(),
             follower_reads: Batch::default(),
+            lease_reads: AtomicU64::new(0),
         }
     }
 
@@ -159,6 +169,10 @@ impl Cluster {
     /// At the leader: the index a read must see applied, from a leadership
     /// confirmation that began after this call did (shared, [`Batch`]).
     pub async fn leader_read_index(&self) -> ReadIndexResult {
+        if let Some(index) = self.lease_read_index() {
+            self.lease_reads.fetch_add(1, Ordering::Relaxed);
+            return Ok(Some(index));
+        }
         let deadline = tokio::time::Instant::now() + self.patience();
         self.leader_reads
             .run(|| async {
@@ -192,11 +206,65 @@ impl Cluster {
         Ok(r.index)
     }
 
-    /// Read indexes asked for and rounds that answered them: (as the leader,
-    /// as a follower), each (calls, rounds).
-    pub fn read_index_counts(&self) -> [(u64, u64); 2] {
-        [self.leader_reads.counts(), self.follower_reads.counts()]
+    /// At the leader, while its lease holds: the committed index, without a
+    /// heartbeat round (docs/cluster.md, "Leader lease"). The lease: a majority
+    /// (this node included) answered appends of this term sent less than
+    /// [`Cluster::lease`] ago, and each of them refuses to vote for another
+    /// node for openraft's lease (the largest election timeout) after it took
+    /// one, and elects no one for longer; this node's own saved vote is still
+    /// its own leadership, so it granted no other vote either. Then no other
+    /// leader exists, and the committed index, once it is of this term (this
+    /// leader's first entry committed), covers every write acknowledged before.
+    fn lease_read_index(&self) -> Option<u64> {
+        if self.consistency != (ReadConsistency::Linearizable { lease: true }) {
+            return None;
+        }
+        let now = std::time::Instant::now();
+        let (term, voters) = {
+            let m = self.raft.metrics();
+            let m = m.borrow();
+            let membership = m.membership_config.membership();
+            if m.state != openraft::ServerState::Leader || membership.get_joint_config().len() != 1 {
+                return None;
+            }
+            (m.current_term, membership.voter_ids().collect::<Vec<u64>>())
+        };
+        let vote = self.node.vote()?;
+        if (vote.term, vote.node, vote.committed) != (term, self.id, true) {
+            return None;
+        }
+        if !lease_holds(self.id, &voters, |v| self.acks.sent(v, term), now, self.lease()) {
+            return None;
+        }
+        let committed = self.node.committed()?;
+        (committed.leader_id.term == term).then_some(committed.index)
     }
+
+    /// How long after an append was sent its answer keeps the lease: half the
+    /// smallest election timeout, a third of the time the peer refuses votes.
+    pub fn lease(&self) -> Duration {
+        self.election / 2
+    }
+
+    /// Read indexes asked for and rounds that answered them: (as the leader,
+    /// as a follower), each (calls, rounds); and how many the leader's lease
+    /// answered without a round.
+    pub fn read_index_counts(&self) -> ([(u64, u64); 2], u64) {
+        ([self.leader_reads.counts(), self.follower_reads.counts()], self.lease_reads.load(Ordering::Relaxed))
+    }
+}
+
+/// A majority of `voters` (`me` counts) answered appends sent (`sent`) less
+/// than `lease` before `now`.
+fn lease_holds(
+    me: u64,
+    voters: &[u64],
+    sent: impl Fn(u64) -> Option<std::time::Instant>,
+    now: std::time::Instant,
+    lease: Duration,
+) -> bool {
+    let fresh = |v: u64| v == me || sent(v).is_some_and(|at| now.saturating_duration_since(at) < lease);
+    voters.iter().filter(|v| fresh(**v)).count() * 2 > voters.len()
 }
 
 /// The leader `m` names; this node (`me`) only while a quorum acknowledged it
@@ -267,5 +335,31 @@ pub async fn form(cluster: std::sync::Arc<Cluster>, peers: BTreeMap<u64, String>
     match cluster.raft.initialize(members).await {
         Ok(()) => tracing::info!(node = cluster.id, "formed the cluster"),
         Err(e) => tracing::warn!(error = %e, "initialize refused (the cluster is already formed)"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+
+    #[test]
+    fn the_lease_holds_while_a_majority_answered_recently() {
+        let now = Instant::now();
+        let lease = Duration::from_millis(300);
+        let ago = |ms| Some(now - Duration::from_millis(ms));
+        // Three voters: one recent answer besides this node's own is a majority.
+        assert!(lease_holds(1, &[1, 2, 3], |v| if v == 2 { ago(100) } else { None }, now, lease));
+        assert!(lease_holds(1, &[1, 2, 3], |v| if v == 3 { ago(299) } else { ago(5000) }, now, lease));
+        // Answers older than the lease, or none: no lease.
+        assert!(!lease_holds(1, &[1, 2, 3], |_| ago(300), now, lease));
+        assert!(!lease_holds(1, &[1, 2, 3], |_| None, now, lease));
+        // Five voters need two answers; a node outside the voters (a learner) never counts.
+        assert!(!lease_holds(1, &[1, 2, 3, 4, 5], |v| if v == 2 { ago(1) } else { None }, now, lease));
+        assert!(lease_holds(1, &[1, 2, 3, 4, 5], |v| if v <= 3 { ago(1) } else { None }, now, lease));
+        assert!(!lease_holds(9, &[1, 2, 3], |v| if v == 9 || v == 1 { ago(1) } else { None }, now, lease));
+        // A single voter: itself.
+        assert!(lease_holds(1, &[1], |_| None, now, lease));
     }
 }

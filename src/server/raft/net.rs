@@ -11,8 +11,12 @@ use openraft::raft::{
     VoteResponse,
 };
 use openraft::BasicNode;
+use parking_lot::Mutex;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
 
 use super::client::{Failed, Link, Pool};
 use jobq::cluster::TypeConfig;
@@ -28,13 +32,34 @@ pub const SNAPSHOT: &str = "/_raft/snapshot";
 #[derive(Clone)]
 pub struct HttpNet {
     pub pool: Pool,
+    pub acks: Acks,
+}
+
+/// For each peer, the latest append (entries or a heartbeat) it answered
+/// without a higher vote while this node led: the term it carried and when it
+/// was sent. A peer that answers has renewed this leader's lease with it
+/// (docs/cluster.md, "Leader lease").
+#[derive(Clone, Default)]
+pub struct Acks(Arc<Mutex<HashMap<u64, (u64, Instant)>>>);
+
+impl Acks {
+    fn record(&self, target: u64, term: u64, sent: Instant) {
+        let mut m = self.0.lock();
+        let e = m.entry(target).or_insert((term, sent));
+        *e = (*e).max((term, sent));
+    }
+
+    /// When `target`'s latest answered append of `term` was sent.
+    pub fn sent(&self, target: u64, term: u64) -> Option<Instant> {
+        self.0.lock().get(&target).filter(|(t, _)| *t == term).map(|(_, at)| *at)
+    }
 }
 
 impl RaftNetworkFactory<TypeConfig> for HttpNet {
     type Network = Peer;
 
     async fn new_client(&mut self, target: u64, node: &BasicNode) -> Peer {
-        Peer { target, link: Some(self.pool.take(&node.addr)), pool: self.pool.clone() }
+        Peer { target, link: Some(self.pool.take(&node.addr)), pool: self.pool.clone(), acks: self.acks.clone() }
     }
 }
 
@@ -43,6 +68,7 @@ pub struct Peer {
     target: u64,
     link: Option<Link>,
     pool: Pool,
+    acks: Acks,
 }
 
 impl Drop for Peer {
@@ -89,7 +115,15 @@ impl RaftNetwork<TypeConfig> for Peer {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
-        self.rpc(APPEND, &rpc, &option).await
+        let (sent, vote) = (Instant::now(), rpc.vote);
+        let r = self.rpc(APPEND, &rpc, &option).await;
+        if let Ok(answer) = &r {
+            // Accepted the vote (a conflict too: the peer took the vote first).
+            if vote.committed && !matches!(answer, AppendEntriesResponse::HigherVote(_)) {
+                self.acks.record(self.target, vote.leader_id.term, sent);
+            }
+        }
+        r
     }
 
     async fn install_snapshot(

@@ -174,7 +174,8 @@ pub fn status(c: &Cluster) -> Reply {
         "term": m.current_term,
         "last_log_index": last,
         "applied": m.last_applied.map(|l| l.index),
-        "read_consistency": match c.consistency { super::ReadConsistency::Linearizable => "linearizable", _ => "stale" },
+        "read_consistency": match c.consistency { super::ReadConsistency::Linearizable { .. } => "linearizable", _ => "stale" },
+        "read_lease": matches!(c.consistency, super::ReadConsistency::Linearizable { lease: true }),
         "members": members,
     }))
 }

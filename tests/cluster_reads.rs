@@ -38,7 +38,10 @@ fn three(extra: &[&str]) -> Three {
     let nodes = (0..3)
         .map(|i| {
             let id = (i + 1).to_string();
-            let mut args = vec!["--api-key", "admin", "--node-id", &id, "--election-ms", "300"];
+            let mut args = vec!["--api-key", "admin", "--node-id", &id];
+            if !extra.contains(&"--election-ms") {
+                args.extend(["--election-ms", "300"]);
+            }
             for p in &peers {
                 args.extend(["--peer", p]);
             }
@@ -253,5 +256,24 @@ fn a_leader_stopped_past_its_lease_does_not_answer_from_it() {
         }
         assert!(Instant::now() < deadline, "the old leader never answered: {}", r.text());
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A node just started forgot when it last heard from a leader, whose lease
+/// may count on it: for openraft's lease (1.5 election timeouts) it grants no
+/// vote (and does not campaign).
+#[test]
+fn a_node_just_started_grants_no_vote() {
+    use hmac::{Hmac, Mac};
+    let c = three(&["--election-ms", "10000"]);
+    let mut m = Hmac::<sha2::Sha256>::new_from_slice(b"a-cluster-key-of-some-length").unwrap();
+    m.update(b"POST\n/_raft/vote\n{}");
+    let tag: String = m.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
+    for s in &c.nodes {
+        let req = format!(
+            "POST /_raft/vote HTTP/1.1\r\nHost: x\r\nAuthorization: JobqCluster {tag}\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}"
+        );
+        let r = harness::raw(&s.addr, req.as_bytes());
+        r.assert_error(503, "grants no vote yet");
     }
 }

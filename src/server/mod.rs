@@ -280,6 +280,7 @@ async fn start_node(cc: &ClusterConfig, store: &Arc<Store>, local: SocketAddr) -
     let election = Duration::from_millis(cc.election_ms);
     let c = Arc::new(raft::Cluster::new(cc.id, r, node, cc.key.clone(), cc.consistency, election, &net));
     tracing::info!(node = cc.id, address = %local, peers = ?cc.peers, read_consistency = ?cc.consistency, "cluster node started");
+    c.hold_votes_after_start();
     tokio::spawn(raft::form(c.clone(), cc.peers.clone()));
     Ok(c)
 }

@@ -62,6 +62,8 @@ pub struct Cluster {
     follower_reads: Batch<Result<Option<u64>, String>>,
     /// Read indexes the leader's lease answered.
     lease_reads: AtomicU64,
+    /// When this process started Raft.
+    started: std::time::Instant,
 }
 
 /// What a read index round answers: the index a read must see applied (none
@@ -105,6 +107,7 @@ impl Cluster {
             leader_reads: Batch::default(),
             follower_reads: Batch::default(),
             lease_reads: AtomicU64::new(0),
+            started: std::time::Instant::now(),
         }
     }
 
@@ -244,6 +247,29 @@ impl Cluster {
     /// smallest election timeout, a third of the time the peer refuses votes.
     pub fn lease(&self) -> Duration {
         self.election / 2
+    }
+
+    /// openraft's leader lease (the largest election timeout): how long a
+    /// follower refuses votes after an append. A process just started forgot
+    /// when it last took one, so for that long after starting it neither votes
+    /// ([`Cluster::voting`]) nor campaigns: a lease that counted on it before
+    /// a restart still holds.
+    pub fn hold_votes_after_start(self: &std::sync::Arc<Self>) {
+        self.raft.runtime_config().elect(false);
+        let c = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep_until((c.started + c.quiet()).into()).await;
+            c.raft.runtime_config().elect(true);
+        });
+    }
+
+    fn quiet(&self) -> Duration {
+        self.election * 3 / 2
+    }
+
+    /// This node grants votes (not in its first [`Cluster::quiet`] after starting).
+    pub fn voting(&self) -> bool {
+        self.started.elapsed() >= self.quiet()
     }
 
     /// Read indexes asked for and rounds that answered them: (as the leader,

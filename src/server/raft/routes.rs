@@ -56,6 +56,9 @@ pub async fn raft_call(c: &Cluster, path: &str, body: &[u8]) -> Reply {
             Ok(req) => Reply::json(&c.raft.append_entries(req).await),
             Err(r) => r,
         },
+        net::VOTE if !c.voting() => {
+            Reply::unavailable("this node started less than an election timeout ago: it grants no vote yet")
+        }
         net::VOTE => match decode(body) {
             Ok(req) => Reply::json(&c.raft.vote(req).await),
             Err(r) => r,

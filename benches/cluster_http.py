@@ -18,7 +18,9 @@ every target; it runs on the same cores as the servers.
 
 JOBQ_BIN overrides the binary (default target/release/jobq). Options: --n 4000
 --conc 1,8 --rounds 3 --secs 5 --clients 32 --procs 4 --jobs 1000 --skip-pushes
---skip-reads. Extra serve flags for the cluster after `--`."""
+--skip-reads; --bg-writers K: K clients push at the leader (and at the single node)
+all through the count measurements, so that reads wait for fresh commits. Extra
+serve flags for the cluster after `--`."""
 import argparse, base64, json, multiprocessing, os, shutil, socket, subprocess, sys, tempfile, threading, time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -225,6 +227,38 @@ def pushes(port, clients, procs, secs):
     return sum(n for n, _ in results) / secs
 
 
+def bg_proc(port, writers, stop):
+    def worker():
+        c = Conn(port)
+        while not stop.is_set():
+            s, b = c.call(PUSH)
+            assert s == 200, b
+        c.close()
+
+    ts = [threading.Thread(target=worker) for _ in range(writers)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+
+
+def background(node, writers):
+    """`writers` clients pushing at `node` (from another process) until the
+    returned function is called."""
+    if writers == 0:
+        return lambda: None
+    stop = multiprocessing.Event()
+    p = multiprocessing.Process(target=bg_proc, args=(node.port, writers, stop))
+    p.start()
+    time.sleep(0.2)
+
+    def finish():
+        stop.set()
+        p.join()
+
+    return finish
+
+
 def load():
     return " ".join(open("/proc/loadavg").read().split()[:3])
 
@@ -244,6 +278,7 @@ def main():
     ap.add_argument("--jobs", type=int, default=1000)
     ap.add_argument("--skip-pushes", action="store_true")
     ap.add_argument("--skip-reads", action="store_true")
+    ap.add_argument("--bg-writers", type=int, default=0)
     ap.add_argument("extra", nargs="*", help="serve flags for the cluster nodes (after --)")
     a = ap.parse_args()
     concs = [int(x) for x in a.conc.split(",")]
@@ -289,7 +324,9 @@ def main():
             for r in range(a.rounds):
                 for conc in concs:
                     for name, node in targets:
+                        bg = background(single if node is single else leader, a.bg_writers)
                         xs = latencies(node.port, a.n, conc)
+                        bg()
                         p50, p99 = pct(xs, 50), pct(xs, 99)
                         record((name, conc, "p50"), p50)
                         record((name, conc, "p99"), p99)
@@ -313,7 +350,9 @@ def main():
                 time.sleep(0.1)
             for r in range(a.rounds):
                 for conc in concs:
+                    bg = background(leader, a.bg_writers)
                     xs = latencies(follower.port, a.n, conc)
+                    bg()
                     record(("follower, stale", conc, "p50"), pct(xs, 50))
                     record(("follower, stale", conc, "p99"), pct(xs, 99))
                     print(f"round {r} C={conc} follower, stale: p50 {pct(xs, 50):.0f} µs "

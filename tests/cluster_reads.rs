@@ -277,3 +277,23 @@ fn a_node_just_started_grants_no_vote() {
         r.assert_error(503, "grants no vote yet");
     }
 }
+
+/// A job's token from a startjob the leader acknowledged works at once at a
+/// follower (whose store may not have applied it yet: it waits for the read
+/// index before refusing).
+#[test]
+fn a_job_token_works_at_a_follower_right_after_the_startjob() {
+    let c = three(&[]);
+    let leader = agreed_leader(&c.nodes);
+    let follower = &c.nodes[(leader + 1) % 3];
+    for i in 0..30 {
+        let r = c.nodes[leader].post("/jobq/1/push", ADMIN, &format!("{{\"spider\":\"s{i}\"}}"));
+        assert_eq!(r.status, 200, "{}", r.text());
+        let r = c.nodes[leader].post("/jobq/1/startjob", ADMIN, "");
+        assert_eq!(r.status, 200, "{}", r.text());
+        let started = r.json();
+        let (key, token) = (started["key"].as_str().unwrap(), started["auth"].as_str().unwrap());
+        let r = follower.get(&format!("/jobs/{key}"), &format!("{key}:{token}"));
+        assert_eq!(r.status, 200, "round {i}: {}", r.text());
+    }
+}

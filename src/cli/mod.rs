@@ -174,6 +174,11 @@ pub struct ServeArgs {
     /// applied here) or `stale` (the local store at once; may lag the leader).
     #[arg(long, value_name = "LEVEL", default_value = "linearizable", value_parser = ["linearizable", "stale"])]
     pub read_consistency: String,
+    /// Linearizable reads confirm the leadership with a heartbeat round every
+    /// time, never with the leader's lease (which assumes the nodes' clocks run
+    /// at about the same rate: docs/cluster.md, "Leader lease").
+    #[arg(long, requires = "node_id")]
+    pub no_read_lease: bool,
     /// The smallest Raft election timeout (ms); heartbeats at a fifth of it.
     #[arg(long, value_name = "MS", default_value_t = 600, value_parser = clap::value_parser!(u64).range(50..=60_000))]
     pub election_ms: u64,

@@ -40,8 +40,11 @@ pub fn run(a: ServeArgs) -> Result<(), String> {
             let path = a.cluster_key_file.as_ref().ok_or("--node-id needs --cluster-key-file")?;
             let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
             let key = ClusterKey::from_file_text(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-            let consistency =
-                if a.read_consistency == "stale" { ReadConsistency::Stale } else { ReadConsistency::Linearizable };
+            let consistency = if a.read_consistency == "stale" {
+                ReadConsistency::Stale
+            } else {
+                ReadConsistency::Linearizable { lease: !a.no_read_lease }
+            };
             Some(ClusterConfig {
                 id,
                 peers: parse_peers(&a.peers, id)?,

@@ -90,6 +90,17 @@ impl Node {
     pub fn applied(&self) -> Option<LogId> {
         self.table.lock().applied
     }
+
+    /// The last log id known committed: openraft saves it before it applies
+    /// (and so before it acknowledges) the entries up to it.
+    pub fn committed(&self) -> Option<LogId> {
+        self.table.lock().committed
+    }
+
+    /// The vote as last saved: durable before openraft grants or acts on it.
+    pub fn vote(&self) -> Option<raft_file::StoredVote> {
+        self.table.lock().state.vote
+    }
 }
 
 /// The log table of `store`'s log with `state` (`RAFT`): the entries after the

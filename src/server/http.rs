@@ -22,7 +22,7 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Response, StatusCode};
 use tokio::time::Instant;
 
-use super::auth::Auth;
+use super::auth::{basic_credentials, Auth, Refused};
 use super::body::{Held, Reply};
 use super::conn::Activity;
 use super::metrics::ServerMetrics;
@@ -241,8 +241,16 @@ async fn prepare(
     cancel: Cancel,
 ) -> Prepared {
     let path = parts.uri.path();
-    let caller = match app.auth.authenticate(&app.store, parts.headers.get(header::AUTHORIZATION).map(|v| v.as_bytes()))
-    {
+    let authorization = parts.headers.get(header::AUTHORIZATION).map(|v| v.as_bytes());
+    let mut authenticated = app.auth.authenticate(&app.store, authorization);
+    if let (Some(c), Err(Refused::Unknown)) = (&app.cluster, &authenticated) {
+        // A job's token may be newer than this node's store (a startjob the
+        // leader acknowledged): once it has applied the read index, look again.
+        if names_a_job(authorization) && c.read_barrier().await.is_ok() {
+            authenticated = app.auth.authenticate(&app.store, authorization);
+        }
+    }
+    let caller = match authenticated {
         Ok(c) => c,
         // The clock is public (the hubstorage client asks for it without credentials).
         Err(_) if api::route::parse(path).is_ok_and(|r| r == Route::ServerTime) => {
@@ -351,6 +359,11 @@ pub(crate) async fn dispatch(
             whole(500, api::error_line("internal error: the request handler failed"))
         }
     }
+}
+
+/// The credentials' user name is a job key (a job token's).
+fn names_a_job(authorization: Option<&[u8]>) -> bool {
+    authorization.and_then(|h| basic_credentials(h).ok()).is_some_and(|(user, _)| user.parse::<jobq::JobKey>().is_ok())
 }
 
 /// `GET ids/:pid/spider/:name?create=1` may write (a new spider id): the leader's to answer.

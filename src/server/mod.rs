@@ -278,14 +278,15 @@ async fn run(config: ServeConfig) -> Result<(), String> {
 async fn start_node(cc: &ClusterConfig, store: &Arc<Store>, local: SocketAddr) -> Result<Arc<raft::Cluster>, String> {
     let node = jobq::cluster::Node::start(store.clone()).map_err(|e| format!("cannot start the cluster node: {e}"))?;
     let config = jobq::cluster::config_with(cc.election_ms, cc.snapshot_every).map_err(|e| e.to_string())?;
-    let net = raft::net::HttpNet { key: cc.key.clone() };
-    let r = jobq::cluster::start(cc.id, node.clone(), config, net).await.map_err(|e| e.to_string())?;
+    let net = raft::net::HttpNet { pool: raft::client::Pool::new(cc.key.clone()), acks: Default::default() };
+    let r = jobq::cluster::start(cc.id, node.clone(), config, net.clone()).await.map_err(|e| e.to_string())?;
     // The store's writes go through Raft from now on (refused while not the leader).
     let timeout = jobq::cluster::proposer::PROPOSE_TIMEOUT;
     jobq::cluster::proposer::attach(cc.id, &node, &r, tokio::runtime::Handle::current(), timeout);
     let election = Duration::from_millis(cc.election_ms);
-    let c = Arc::new(raft::Cluster::new(cc.id, r, node, cc.key.clone(), cc.consistency, election));
+    let c = Arc::new(raft::Cluster::new(cc.id, r, node, cc.key.clone(), cc.consistency, election, &net));
     tracing::info!(node = cc.id, address = %local, peers = ?cc.peers, read_consistency = ?cc.consistency, "cluster node started");
+    c.hold_votes_after_start();
     tokio::spawn(raft::form(c.clone(), cc.peers.clone()));
     tokio::spawn(exit_when_raft_fails(c.raft.metrics()));
     Ok(c)

@@ -15,7 +15,38 @@ pub fn render(app: &App) -> String {
     let mut x = Exposition::default();
     server(app, &mut x);
     store(app, &mut x);
+    if let Some(c) = &app.cluster {
+        cluster(c, &mut x);
+    }
     x.finish()
+}
+
+/// A cluster node's read indexes: the calls that waited for one and the rounds
+/// that answered them (one round serves every call waiting, src/server/raft/batch.rs).
+fn cluster(c: &super::raft::Cluster, x: &mut Exposition) {
+    let ([leader, follower], lease) = c.read_index_counts();
+    x.family(
+        "jobq_read_index_waits_total",
+        Kind::Counter,
+        "Linearizable reads and followers' read-index requests that waited for a read index, by this node's role: \
+         leader (a leadership confirmation) or follower (a request to the leader).",
+    );
+    x.sample("jobq_read_index_waits_total", &[("role", "leader")], leader.0);
+    x.sample("jobq_read_index_waits_total", &[("role", "follower")], follower.0);
+    x.family(
+        "jobq_read_index_rounds_total",
+        Kind::Counter,
+        "Read-index rounds that answered them: heartbeat rounds confirming leadership (leader), \
+         /_raft/read-index requests sent to the leader (follower).",
+    );
+    x.sample("jobq_read_index_rounds_total", &[("role", "leader")], leader.1);
+    x.sample("jobq_read_index_rounds_total", &[("role", "follower")], follower.1);
+    x.single(
+        "jobq_read_index_lease_total",
+        Kind::Counter,
+        "Read indexes the leader answered from its lease, without a heartbeat round (not in the waits above).",
+        lease,
+    );
 }
 
 fn server(app: &App, x: &mut Exposition) {

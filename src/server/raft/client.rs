@@ -1,9 +1,12 @@
 //! The client side of cluster traffic: signed POSTs to a peer over hyper's
 //! HTTP/1.1 client on a tokio TcpStream, with a connect and a request timeout.
 //! A [`Link`] keeps one connection to its peer open between requests and opens
-//! a new one when that one is gone.
+//! a new one when that one is gone; a [`Pool`] keeps idle links for the next
+//! caller (forwards, read indexes, and openraft's leadership checks, which make
+//! a new network client for every heartbeat round).
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -12,6 +15,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper::header;
 use hyper_util::rt::TokioIo;
+use parking_lot::Mutex;
 use tokio::net::TcpStream;
 
 use super::sign::ClusterKey;
@@ -79,6 +83,11 @@ impl Link {
         Link { addr, key, conn: None }
     }
 
+    /// It holds a connection that was open after its last answer.
+    pub fn is_open(&self) -> bool {
+        self.conn.as_ref().is_some_and(|c| !c.is_closed())
+    }
+
     async fn connect(&mut self) -> Result<SendRequest<Whole>, Failed> {
         if let Some(c) = self.conn.take() {
             if !c.is_closed() {
@@ -134,6 +143,41 @@ impl Link {
         match a.status {
             200 => Ok(a.body),
             s => Err(Failed::Status(s, a.body)),
+        }
+    }
+}
+
+/// Idle links shared by a node's callers, at most [`Pool::PER_PEER`] a peer.
+#[derive(Clone)]
+pub struct Pool {
+    key: ClusterKey,
+    idle: Arc<Mutex<Vec<Link>>>,
+}
+
+impl Pool {
+    pub const PER_PEER: usize = 32;
+
+    pub fn new(key: ClusterKey) -> Pool {
+        Pool { key, idle: Arc::new(Mutex::new(Vec::new())) }
+    }
+
+    /// An idle link to `addr`, or a new one (it connects on its first request).
+    pub fn take(&self, addr: &str) -> Link {
+        let mut idle = self.idle.lock();
+        match idle.iter().rposition(|l| l.addr == addr) {
+            Some(i) => idle.swap_remove(i),
+            None => Link::new(addr.to_string(), self.key.clone()),
+        }
+    }
+
+    /// Keep `link` for the next caller if its connection is still open.
+    pub fn give_back(&self, link: Link) {
+        if !link.is_open() {
+            return;
+        }
+        let mut idle = self.idle.lock();
+        if idle.iter().filter(|l| l.addr == link.addr).count() < Pool::PER_PEER {
+            idle.push(link);
         }
     }
 }

@@ -11,35 +11,72 @@ use openraft::raft::{
     VoteResponse,
 };
 use openraft::BasicNode;
+use parking_lot::Mutex;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
 
-use super::client::{Failed, Link};
-use super::sign::ClusterKey;
+use super::client::{Failed, Link, Pool};
 use jobq::cluster::TypeConfig;
 
 pub const APPEND: &str = "/_raft/append";
 pub const VOTE: &str = "/_raft/vote";
 pub const SNAPSHOT: &str = "/_raft/snapshot";
 
-/// Makes a node's links to its peers (addresses from the membership).
+/// Makes a node's links to its peers (addresses from the membership), from
+/// the node's pool: openraft makes a client for every leadership check (a
+/// heartbeat round for each linearizable read index), which then reuses an
+/// open connection instead of connecting anew.
 #[derive(Clone)]
 pub struct HttpNet {
-    pub key: ClusterKey,
+    pub pool: Pool,
+    pub acks: Acks,
+}
+
+/// For each peer, the latest append (entries or a heartbeat) it answered
+/// without a higher vote while this node led: the term it carried and when it
+/// was sent. A peer that answers has renewed this leader's lease with it
+/// (docs/cluster.md, "Leader lease").
+#[derive(Clone, Default)]
+pub struct Acks(Arc<Mutex<HashMap<u64, (u64, Instant)>>>);
+
+impl Acks {
+    fn record(&self, target: u64, term: u64, sent: Instant) {
+        let mut m = self.0.lock();
+        let e = m.entry(target).or_insert((term, sent));
+        *e = (*e).max((term, sent));
+    }
+
+    /// When `target`'s latest answered append of `term` was sent.
+    pub fn sent(&self, target: u64, term: u64) -> Option<Instant> {
+        self.0.lock().get(&target).filter(|(t, _)| *t == term).map(|(_, at)| *at)
+    }
 }
 
 impl RaftNetworkFactory<TypeConfig> for HttpNet {
     type Network = Peer;
 
     async fn new_client(&mut self, target: u64, node: &BasicNode) -> Peer {
-        Peer { target, link: Link::new(node.addr.clone(), self.key.clone()) }
+        Peer { target, link: Some(self.pool.take(&node.addr)), pool: self.pool.clone(), acks: self.acks.clone() }
     }
 }
 
-/// One node's link to a peer.
+/// One node's link to a peer; back to the pool when dropped.
 pub struct Peer {
     target: u64,
-    link: Link,
+    link: Option<Link>,
+    pool: Pool,
+    acks: Acks,
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        if let Some(link) = self.link.take() {
+            self.pool.give_back(link);
+        }
+    }
 }
 
 fn unreachable<E: std::error::Error>(why: impl std::fmt::Display) -> RPCError<u64, BasicNode, E> {
@@ -59,7 +96,8 @@ impl Peer {
         E: std::error::Error + DeserializeOwned,
     {
         let body = serde_json::to_vec(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        let answer = match self.link.call(path, body, option.hard_ttl()).await {
+        let link = self.link.as_mut().expect("a peer's link until it is dropped");
+        let answer = match link.call(path, body, option.hard_ttl()).await {
             Ok(a) => a,
             Err(e @ (Failed::NotSent(_) | Failed::Unreachable(_) | Failed::Status(..))) => {
                 return Err(unreachable(format!("node {}: {e}", self.target)))
@@ -77,7 +115,15 @@ impl RaftNetwork<TypeConfig> for Peer {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
-        self.rpc(APPEND, &rpc, &option).await
+        let (sent, vote) = (Instant::now(), rpc.vote);
+        let r = self.rpc(APPEND, &rpc, &option).await;
+        if let Ok(answer) = &r {
+            // Accepted the vote (a conflict too: the peer took the vote first).
+            if vote.committed && !matches!(answer, AppendEntriesResponse::HigherVote(_)) {
+                self.acks.record(self.target, vote.leader_id.term, sent);
+            }
+        }
+        r
     }
 
     async fn install_snapshot(

@@ -56,6 +56,9 @@ pub async fn raft_call(c: &Cluster, path: &str, body: &[u8]) -> Reply {
             Ok(req) => Reply::json(&c.raft.append_entries(req).await),
             Err(r) => r,
         },
+        net::VOTE if !c.voting() => {
+            Reply::unavailable("this node started less than an election timeout ago: it grants no vote yet")
+        }
         net::VOTE => match decode(body) {
             Ok(req) => Reply::json(&c.raft.vote(req).await),
             Err(r) => r,
@@ -68,8 +71,8 @@ pub async fn raft_call(c: &Cluster, path: &str, body: &[u8]) -> Reply {
             let initialized = c.raft.is_initialized().await.unwrap_or(true);
             Reply::json(&Hello { id: c.id, initialized })
         }
-        READ_INDEX => match c.raft.get_read_log_id().await {
-            Ok((read, _)) => Reply::json(&ReadIndex { index: read.map(|l| l.index) }),
+        READ_INDEX => match c.leader_read_index().await {
+            Ok(index) => Reply::json(&ReadIndex { index }),
             Err(e) => Reply::unavailable(&format!("not the leader, or leadership not confirmed: {e}")),
         },
         _ => Reply::error(404, &format!("no such cluster endpoint: {path}")),
@@ -176,7 +179,8 @@ pub fn status(c: &Cluster) -> Reply {
         "applied": m.last_applied.map(|l| l.index),
         "snapshot": m.snapshot.map(|l| l.index),
         "purged": m.purged.map(|l| l.index),
-        "read_consistency": match c.consistency { super::ReadConsistency::Linearizable => "linearizable", _ => "stale" },
+        "read_consistency": match c.consistency { super::ReadConsistency::Linearizable { .. } => "linearizable", _ => "stale" },
+        "read_lease": matches!(c.consistency, super::ReadConsistency::Linearizable { lease: true }),
         "members": members,
     }))
 }

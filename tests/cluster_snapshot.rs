@@ -20,10 +20,7 @@ fn a_node_behind_the_purge_point_catches_up_from_a_snapshot() {
     let dir = |id: u64| tmp.path().join(format!("n{id}"));
     runtime().block_on(async {
         let router = Router::default();
-        let mut nodes = three_nodes(tmp.path(), &router).await;
-        let rafts: Vec<&Raft> = nodes.values().map(|(r, _)| r).collect();
-        let leader = leader_of(&rafts).await;
-        let behind = (1..=3).find(|id| *id != leader).unwrap();
+        let (mut nodes, leader, behind) = three_led(tmp.path(), &router).await;
         let k0 = push(&nodes[&leader].1, "early").await.unwrap();
         router.isolate(behind, true);
         let mut keys = vec![k0];
@@ -125,10 +122,7 @@ fn an_install_refuses_damage_and_keeps_the_entries_after_it() {
     let dir = |id: u64| tmp.path().join(format!("n{id}"));
     runtime().block_on(async {
         let router = Router::default();
-        let mut nodes = three_nodes(tmp.path(), &router).await;
-        let rafts: Vec<&Raft> = nodes.values().map(|(r, _)| r).collect();
-        let leader = leader_of(&rafts).await;
-        let other = (1..=3).find(|id| *id != leader).unwrap();
+        let (mut nodes, leader, other) = three_led(tmp.path(), &router).await;
         for i in 0..25 {
             push(&nodes[&leader].1, &format!("spider{}", i % 3)).await.unwrap();
         }
@@ -201,10 +195,7 @@ fn compaction_relocates_through_raft_and_removes_only_what_raft_purged() {
     let dir = |id: u64| tmp.path().join(format!("n{id}"));
     runtime().block_on(async {
         let router = Router::default();
-        let mut nodes = three_nodes(tmp.path(), &router).await;
-        let rafts: Vec<&Raft> = nodes.values().map(|(r, _)| r).collect();
-        let leader = leader_of(&rafts).await;
-        let follower = (1..=3).find(|id| *id != leader).unwrap();
+        let (mut nodes, leader, follower) = three_led(tmp.path(), &router).await;
         // Jobs that stay as first written (current in the oldest segment), then
         // jobs finished later (superseded there).
         for i in 0..10 {

@@ -137,3 +137,12 @@ pub fn jobs_of(node: &Node) -> Vec<(JobKey, JobState)> {
     let keys = snap.list(1, &f, &p).unwrap().iter().map(|h| JobKey::from_local(1, h.local)).collect::<Vec<_>>();
     keys.into_iter().map(|k| (k, snap.get(k).unwrap().unwrap().state)).collect()
 }
+
+/// Three nodes in `tmp`, their agreed leader, and one other node.
+pub async fn three_led(tmp: &std::path::Path, router: &Router) -> (BTreeMap<u64, (Raft, Node)>, u64, u64) {
+    let nodes = three_nodes(tmp, router).await;
+    let rafts: Vec<&Raft> = nodes.values().map(|(r, _)| r).collect();
+    let leader = leader_of(&rafts).await;
+    let other = (1..=3).find(|id| *id != leader).unwrap();
+    (nodes, leader, other)
+}

@@ -83,11 +83,11 @@ fn build_once(node: &Node) -> Result<(SnapMeta, SnapshotStream)> {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Error::io("link", &from, e)),
                 // No hard links here (another file system, say): a synced copy.
-                Err(_) => copy_file(fs, &from, &to)?,
+                Err(_) => copy_segment(fs, &from, &to, None, false)?,
             }
             fs.open(&to, OpenMode::Read).map_err(io("open", &to))?.len().map_err(io("stat", &to))?
         } else {
-            copy_tail(fs, &from, &to, end.offset)?;
+            copy_segment(fs, &from, &to, Some(end.offset), true)?;
             end.offset
         };
         let crc = member_crc(node, fs, &to, generation, n, len)?;
@@ -153,26 +153,15 @@ fn open(fs: &dyn FileSystem, dir: &Path) -> Result<(SnapMeta, SnapshotStream)> {
     Ok((meta, SnapshotStream::sending(head, files)))
 }
 
-/// A whole sealed segment, copied and synced.
-fn copy_file(fs: &dyn FileSystem, from: &Path, to: &Path) -> Result<()> {
-    let src = fs.open(from, OpenMode::Read).map_err(io("open", from))?;
-    let len = src.len().map_err(io("stat", from))?;
-    let dst = fs.open(to, OpenMode::CreateNew).map_err(io("create", to))?;
-    let mut buf = Vec::new();
-    let mut at = 0;
-    while at < len {
-        buf.resize((len - at).min(4 << 20) as usize, 0);
-        fs::read_exact_at(&*src, &mut buf, at).map_err(io("read", from))?;
-        fs::write_all_at(&*dst, &buf, at).map_err(io("write", to))?;
-        at += buf.len() as u64;
-    }
-    dst.sync_data().map_err(io("fdatasync", to))
-}
-
-/// The tail segment's first `len` bytes, marks zeroed, synced.
-fn copy_tail(fs: &dyn FileSystem, from: &Path, to: &Path, len: u64) -> Result<()> {
+/// A copy of segment `from` into the new file `to`, synced: its first `len`
+/// bytes (all of it: `None`), its mark pages zeroed with `zero_marks`.
+fn copy_segment(fs: &dyn FileSystem, from: &Path, to: &Path, len: Option<u64>, zero_marks: bool) -> Result<()> {
     let src = fs.open(from, OpenMode::Read).map_err(io("open", from))?;
     let header = segment::read_header(&*src, from)?;
+    let len = match len {
+        Some(l) => l,
+        None => src.len().map_err(io("stat", from))?,
+    };
     let dst = fs.open(to, OpenMode::CreateNew).map_err(io("create", to))?;
     let mut buf = Vec::new();
     let mut at = 0;
@@ -182,7 +171,7 @@ fn copy_tail(fs: &dyn FileSystem, from: &Path, to: &Path, len: u64) -> Result<()
         fs::write_all_at(&*dst, &buf, at).map_err(io("write", to))?;
         at += buf.len() as u64;
     }
-    if header.has_marks() {
+    if zero_marks && header.has_marks() {
         let marks = segment::HEADER_LEN..header.data_start();
         fs::write_all_at(&*dst, &vec![0u8; (marks.end - marks.start) as usize], marks.start)
             .map_err(io("write", to))?;

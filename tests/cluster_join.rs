@@ -108,3 +108,31 @@ fn a_node_added_after_the_log_was_purged_catches_up_from_a_snapshot() {
         assert_eq!(r.text().trim(), (JOBS + 1).to_string());
     }
 }
+
+/// Out-of-range or cluster-unsafe flags are refused at start, before anything
+/// is served or written: `--snapshot-every 0`, and `--retain-deleted` on a node.
+#[test]
+fn a_node_refuses_bad_snapshot_and_retention_flags() {
+    let key = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(key.path(), "a-cluster-key-of-some-length\n").unwrap();
+    let dir = harness::tempdir();
+    let addr = free_ports(1).remove(0);
+    let peer = format!("1={addr}");
+    let base = ["serve", "--listen", &addr, "--api-key", "admin", "--node-id", "1", "--peer", &peer];
+    for (extra, needle) in [
+        (&["--snapshot-every", "0"][..], "--snapshot-every"),
+        (&["--snapshot-every=-5"][..], "--snapshot-every"),
+        (&["--retain-deleted", "30d"][..], "--retain-deleted"),
+    ] {
+        let out = std::process::Command::new(harness::BIN)
+            .args(base)
+            .args(["--cluster-key-file", key.path().to_str().unwrap(), "--data"])
+            .arg(dir.path())
+            .args(extra)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(needle), "{extra:?}: {err}");
+        assert!(!dir.path().join("RAFT").exists(), "{extra:?}: nothing is written");
+    }
+}

@@ -14,7 +14,6 @@ use super::stream::SnapshotStream;
 use super::{io, SnapMeta, HEAD_FILE};
 use crate::cluster::shared::{stored_id, Node};
 use crate::cluster::{log_id, LogId, StoredMembership};
-use crate::codec::frame::mask_crc;
 use crate::codec::snapshot::{Member, Table};
 use crate::error::{Error, Result};
 use crate::fs::{self, FileSystem, FsFile, OpenMode};
@@ -193,16 +192,7 @@ fn member_crc(node: &Node, fs: &dyn FileSystem, path: &Path, generation: u64, n:
     if let Some(c) = node.snap_crcs.lock().get(&key) {
         return Ok(*c);
     }
-    let mut h = crc32fast::Hasher::new();
-    let mut buf = Vec::new();
-    let mut at = 0;
-    while at < len {
-        buf.resize((len - at).min(4 << 20) as usize, 0);
-        fs::read_exact_at(&*f, &mut buf, at).map_err(io("read", path))?;
-        h.update(&buf);
-        at += buf.len() as u64;
-    }
-    let crc = mask_crc(h.finalize());
+    let crc = super::checksum_range(&*f, path, 0, len, None)?;
     node.snap_crcs.lock().insert(key, crc);
     Ok(crc)
 }

@@ -24,11 +24,11 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::stream::SnapshotStream;
-use super::{io, SnapMeta};
+use super::{checksum_range, io, SnapMeta};
 use crate::cluster::raft_file::{self, StoredLogId};
 use crate::cluster::shared::{load_table, loc_id, stored_id, Node};
 use crate::codec::entry::{self, EntryType};
-use crate::codec::frame::{mask_crc, FrameKind};
+use crate::codec::frame::FrameKind;
 use crate::codec::snapshot::{decode_head, decode_table, Table, HEAD_LEN};
 use crate::error::{Error, Result};
 use crate::fs::{self, FileSystem, FsFile, OpenMode};
@@ -85,18 +85,10 @@ pub fn install(node: &Node, meta: &SnapMeta, stream: &SnapshotStream) -> Result<
 /// A received stream checks whole: head, table, length, each segment's checksum.
 pub fn check_stream(file: &dyn FsFile, path: &Path) -> Result<Table> {
     let t = read_table(file, path)?;
-    let mut at = HEAD_LEN as u64 + (t.encode().len() - HEAD_LEN) as u64;
-    let mut buf = Vec::new();
+    // The members follow the head and the table.
+    let mut at = t.encode().len() as u64;
     for m in &t.members {
-        let mut h = crc32fast::Hasher::new();
-        let mut done = 0;
-        while done < m.len {
-            buf.resize((m.len - done).min(4 << 20) as usize, 0);
-            fs::read_exact_at(file, &mut buf, at + done).map_err(io("read", path))?;
-            h.update(&buf);
-            done += buf.len() as u64;
-        }
-        if mask_crc(h.finalize()) != m.crc {
+        if checksum_range(file, path, at, m.len, None)? != m.crc {
             return Err(Error::corrupt(path, at, format!("snapshot segment {}: checksum mismatch", m.segment)));
         }
         at += m.len;
@@ -131,9 +123,8 @@ fn unpack(
     gen_dir: &Path,
     generation: u64,
 ) -> Result<()> {
-    let first = HEAD_LEN as u64 + (t.encode().len() - HEAD_LEN) as u64;
     let mut offsets = Vec::with_capacity(t.members.len());
-    let mut at = first;
+    let mut at = t.encode().len() as u64;
     for m in &t.members {
         offsets.push(at);
         at += m.len;
@@ -159,17 +150,7 @@ fn unpack(
         let name = segment::file_name(m.segment);
         let tmp = gen_dir.join(format!("{name}.tmp"));
         let out = fs.open(&tmp, OpenMode::CreateNew).map_err(io("create", &tmp))?;
-        let mut h = crc32fast::Hasher::new();
-        let mut buf = Vec::new();
-        let mut done = 0;
-        while done < m.len {
-            buf.resize((m.len - done).min(4 << 20) as usize, 0);
-            fs::read_exact_at(file, &mut buf, off + done).map_err(io("read", path))?;
-            h.update(&buf);
-            fs::write_all_at(&*out, &buf, done).map_err(io("write", &tmp))?;
-            done += buf.len() as u64;
-        }
-        if mask_crc(h.finalize()) != m.crc {
+        if checksum_range(file, path, *off, m.len, Some((&*out, &tmp)))? != m.crc {
             return Err(Error::corrupt(path, *off, format!("snapshot segment {}: checksum mismatch", m.segment)));
         }
         let header = segment::SegmentHeader { generation, ..headers[i] };

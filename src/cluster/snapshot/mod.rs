@@ -25,6 +25,30 @@ pub(crate) fn io<'a>(op: &'static str, p: &'a Path) -> impl FnOnce(std::io::Erro
     move |e| Error::io(op, p, e)
 }
 
+/// The masked CRC-32 of `len` bytes of `src` from `from`, read in 4 MiB
+/// chunks; each chunk is also written to `copy` (at its offset from `from`).
+pub(crate) fn checksum_range(
+    src: &dyn crate::fs::FsFile,
+    src_path: &Path,
+    from: u64,
+    len: u64,
+    copy: Option<(&dyn crate::fs::FsFile, &Path)>,
+) -> crate::error::Result<u32> {
+    let mut h = crc32fast::Hasher::new();
+    let mut buf = Vec::new();
+    let mut done = 0;
+    while done < len {
+        buf.resize((len - done).min(4 << 20) as usize, 0);
+        crate::fs::read_exact_at(src, &mut buf, from + done).map_err(io("read", src_path))?;
+        h.update(&buf);
+        if let Some((dst, dst_path)) = copy {
+            crate::fs::write_all_at(dst, &buf, done).map_err(io("write", dst_path))?;
+        }
+        done += buf.len() as u64;
+    }
+    Ok(crate::codec::frame::mask_crc(h.finalize()))
+}
+
 /// A stream's head and table, exactly.
 pub fn decode(b: &[u8]) -> Result<Table, String> {
     let (table_len, data_len) = decode_head(b)?;

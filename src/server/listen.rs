@@ -104,7 +104,9 @@ pub async fn accept_loop<A: Accept>(
     loop {
         let permit = match slots.sem.clone().try_acquire_owned() {
             Ok(p) => {
-                if slots.sem.available_permits() >= slots.cap / 10 {
+                // Hysteresis: at least one slot stays free before idle connections are
+                // spared again, else the first close clears the flag for the rest.
+                if slots.sem.available_permits() >= (slots.cap / 10).max(1) {
                     slots.crowded.send_if_modified(|c| std::mem::replace(c, false));
                 }
                 p

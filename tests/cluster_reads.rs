@@ -264,14 +264,11 @@ fn a_leader_stopped_past_its_lease_does_not_answer_from_it() {
 /// vote (and does not campaign).
 #[test]
 fn a_node_just_started_grants_no_vote() {
-    use hmac::{Hmac, Mac};
     let c = three(&["--election-ms", "10000"]);
-    let mut m = Hmac::<sha2::Sha256>::new_from_slice(b"a-cluster-key-of-some-length").unwrap();
-    m.update(b"POST\n/_raft/vote\n{}");
-    let tag: String = m.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
+    let signature = harness::cluster_signature(b"a-cluster-key-of-some-length", "/_raft/vote", b"{}");
     for s in &c.nodes {
         let req = format!(
-            "POST /_raft/vote HTTP/1.1\r\nHost: x\r\nAuthorization: JobqCluster {tag}\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}"
+            "POST /_raft/vote HTTP/1.1\r\nHost: x\r\nAuthorization: {signature}\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}"
         );
         let r = harness::raw(&s.addr, req.as_bytes());
         r.assert_error(503, "grants no vote yet");

@@ -44,10 +44,25 @@ fn three_nodes_elect_read_refuse_strangers_forward_and_fail_over() {
     r.assert_error(401, "cluster key");
     let r = harness::request(addr, "POST", "/_raft/vote", Some(ADMIN), b"{}");
     r.assert_error(401, "cluster key");
-    let r = signed_post(addr, "/_raft/vote", &format!("JobqCluster {}", "0".repeat(64)), "{}");
+    let r = signed_post(addr, "/_raft/vote", &format!("JobqCluster {} {}", "0".repeat(64), "1".repeat(64)), "{}");
     r.assert_error(401, "does not match");
-    let r = signed_post(addr, "/_raft/append", &format!("JobqCluster {}", "ab".repeat(32)), "garbage");
+    let r = signed_post(addr, "/_raft/append", &format!("JobqCluster {} {}", "ab".repeat(32), "cd".repeat(32)), "garbage");
     assert_eq!(r.status, 401);
+    // A signature of another body: the head checks, the body does not.
+    let good = sign("/_raft/vote", b"{}");
+    let r = signed_post(addr, "/_raft/vote", &good, "[]");
+    r.assert_error(401, "does not match");
+    // A stranger's large body is refused from its head, before any of it is sent.
+    let forged = format!("JobqCluster {} {}", "0".repeat(64), "1".repeat(64));
+    let head = format!(
+        "POST /_raft/append HTTP/1.1\r\nHost: x\r\nAuthorization: {forged}\r\nContent-Length: 200000000\r\n\r\n"
+    );
+    harness::raw(addr, head.as_bytes()).assert_error(401, "does not match");
+    // No Content-Length (chunked): the signature cannot cover it.
+    let chunked = format!(
+        "POST /_raft/vote HTTP/1.1\r\nHost: x\r\nAuthorization: {good}\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{{}}\r\n0\r\n\r\n"
+    );
+    assert_eq!(harness::raw(addr, chunked.as_bytes()).status, 411);
     // ... and the cluster scheme never works on the API.
     let r = signed_post(addr, "/jobq/1/push", &format!("JobqCluster {}", "0".repeat(64)), "{}");
     assert_eq!(r.status, 401, "{}", r.text());
@@ -198,12 +213,7 @@ fn members_are_added_and_removed_at_run_time() {
 }
 
 fn sign(path: &str, body: &[u8]) -> String {
-    use hmac::{Hmac, Mac};
-    let mut m = Hmac::<sha2::Sha256>::new_from_slice(KEY.as_bytes()).unwrap();
-    m.update(format!("POST\n{path}\n").as_bytes());
-    m.update(body);
-    let tag: String = m.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
-    format!("JobqCluster {tag}")
+    harness::cluster_signature(KEY.as_bytes(), path, body)
 }
 
 #[test]

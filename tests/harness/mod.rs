@@ -360,3 +360,17 @@ impl Rng {
         self.0 % n
     }
 }
+
+/// The `Authorization` of a cluster request (src/server/raft/sign.rs, written
+/// here from docs/cluster.md): `JobqCluster <head tag> <body tag>`.
+pub fn cluster_signature(key: &[u8], path: &str, body: &[u8]) -> String {
+    use hmac::{Hmac, Mac};
+    let hex = |t: &[u8]| t.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    let mut m = Hmac::<sha2::Sha256>::new_from_slice(key).unwrap();
+    m.update(format!("POST\n{path}\n").as_bytes());
+    m.update(body);
+    let body_tag = hex(&m.finalize().into_bytes());
+    let mut m = Hmac::<sha2::Sha256>::new_from_slice(key).unwrap();
+    m.update(format!("head\nPOST\n{path}\n{}\n{body_tag}", body.len()).as_bytes());
+    format!("JobqCluster {} {body_tag}", hex(&m.finalize().into_bytes()))
+}

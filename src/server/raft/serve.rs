@@ -57,19 +57,30 @@ pub async fn raft(
         FORWARD => app.max_body + MAX_SMALL_BODY,
         _ => MAX_SMALL_BODY,
     };
-    let declared = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
+    let Some(declared) = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+    else {
+        return refuse(
+            Whole::new(411, api::error_line("cluster requests carry a Content-Length (their signature covers it)")),
+            &body,
+        );
+    };
+    if declared > limit as u64 {
         return refuse(too_large(limit), &body);
     }
-    let bytes = match tokio::time::timeout_at(started + app.body_timeout, read_body(body, limit)).await {
+    // IMPORTANT: the head is checked before any of the body is read: without the
+    // key, nothing is buffered.
+    let Some(body_tag) = c.key.verify_head(authorization, "POST", path, declared) else {
+        return refuse(unauthorized("the cluster signature does not match (another cluster key?)"), &body);
+    };
+    let bytes = match tokio::time::timeout_at(started + app.body_timeout, read_body(body, declared as usize)).await {
         Ok(Ok(b)) => b,
-        Ok(Err(BodyError::TooLarge)) => return closing(Prepared::Whole(too_large(limit))),
+        Ok(Err(BodyError::TooLarge)) => return closing(Prepared::Whole(too_large(declared as usize))),
         Ok(Err(BodyError::Read(e))) => {
             return closing(reply(Reply::error(400, &format!("reading the body failed: {e}"))))
         }
         Err(_) => return closing(reply(Reply::error(408, "the request body did not arrive in time"))),
     };
-    if !c.key.verify(authorization, "POST", path, &bytes) {
+    if !c.key.verify_body(&body_tag, "POST", path, &bytes) {
         return Prepared::Whole(unauthorized("the cluster signature does not match (another cluster key?)"));
     }
     if path == FORWARD {

@@ -214,9 +214,15 @@ fn a_leader_stopped_past_its_lease_does_not_answer_from_it() {
     conn.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     harness::signal(c.nodes[old].pid(), "STOP");
     let stopped = Instant::now();
-    // The two others elect another (a write forwarded to the stopped leader
-    // would wait for it: the write goes to the new one).
     let others: Vec<usize> = (0..3).filter(|i| *i != old).collect();
+    // A write forwarded to the stopped leader is answered once another leads
+    // (in doubt: it may have been committed), not after the forward's timeout.
+    let follower = c.nodes[others[0]].addr.clone();
+    let forwarded = std::thread::spawn(move || {
+        let r = harness::request(&follower, "POST", "/jobq/1/push", Some(ADMIN), b"{\"spider\":\"forwarded\"}");
+        (r, stopped.elapsed())
+    });
+    // The two others elect another; the write goes to the new one.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let named: Vec<Option<u64>> =
@@ -232,6 +238,10 @@ fn a_leader_stopped_past_its_lease_does_not_answer_from_it() {
         std::thread::sleep(Duration::from_millis(20));
     }
     eprintln!("a new leader took a write {:?} after the old one stopped", stopped.elapsed());
+    let (r, took) = forwarded.join().unwrap();
+    eprintln!("the write forwarded to the stopped leader: {} after {took:?}: {}", r.status, r.text().trim());
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(took < Duration::from_secs(15), "a forwarded write waited {took:?} for a stopped leader");
     let req = format!(
         "GET /jobq/1/count?state=pending HTTP/1.1\r\nHost: x\r\nAuthorization: {}\r\n\r\n",
         harness::basic(ADMIN)

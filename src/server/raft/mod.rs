@@ -69,8 +69,10 @@ pub struct Cluster {
 /// What a read index round answers: the index a read must see applied (none
 /// before the first entry), or why there is none.
 type ReadIndexResult = Result<Option<u64>, String>;
-/// The longest a forwarded request may take (long polls wait inside it).
-pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(120);
+/// The longest a forwarded write may take at the leader beyond its own `wait`
+/// (a write there waits up to 10 s for earlier entries to apply, then up to
+/// 10 s for a majority). A leader that is replaced ends the wait sooner.
+pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// `/_raft/hello`'s answer: who a peer is and whether it holds a cluster already.
 #[derive(Serialize, Deserialize, Debug)]
@@ -141,6 +143,21 @@ impl Cluster {
         let r = link.post(path, body, timeout).await;
         self.pool.give_back(link);
         r
+    }
+
+    /// Resolves once this node knows a leader other than `leader`: what was
+    /// forwarded to `leader` will not be answered by it any more (or too late
+    /// to tell).
+    pub async fn replaced(&self, leader: u64) {
+        let mut rx = self.raft.metrics();
+        loop {
+            if rx.borrow_and_update().current_leader.is_some_and(|l| l != leader) {
+                return;
+            }
+            if rx.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+        }
     }
 
     /// How long a read or a forward waits for the cluster before giving up.

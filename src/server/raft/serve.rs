@@ -99,7 +99,23 @@ pub async fn forward(c: &Cluster, caller: &Caller, route: &Route, call: &Call, i
         scope: Forwarded::scope_of(caller),
     };
     let env = routes::envelope(&head, &call.body);
-    let answer = match c.post(addr, FORWARD, env, FORWARD_TIMEOUT).await {
+    // A long poll (`startjob?wait=`) waits inside the forwarded call.
+    let wait = api::route::parse_query_string(&call.query)
+        .ok()
+        .and_then(|q| api::changes::parse_wait(&q).ok())
+        .unwrap_or_default();
+    let sent = tokio::select! {
+        r = c.post(addr, FORWARD, env, FORWARD_TIMEOUT + wait) => r,
+        // The leader stopped or was cut off and another one took over: it may
+        // or may not have committed the write first.
+        _ = c.replaced(id) => {
+            tracing::warn!(leader = id, "the leader was replaced while a forwarded write was with it");
+            return unavailable(&format!(
+                "the leader (node {id}) was replaced while it held the forwarded request: its outcome is unknown (in doubt)"
+            ));
+        }
+    };
+    let answer = match sent {
         Ok(a) if a.status == 200 => a,
         Ok(a) => {
             let why = String::from_utf8_lossy(&a.body).trim().to_string();

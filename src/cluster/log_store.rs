@@ -119,9 +119,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
         type Data = Option<std::sync::Arc<Vec<u8>>>;
         let (locs, recent): (Vec<EntryLoc>, Vec<Data>) = {
             let t = self.node.table.lock();
-            t.entries
-                .iter()
-                .filter(|l| range.contains(&l.head.index))
+            t.range(&range)
                 .map(|l| (l.clone(), t.recent_data(l.head.index)))
                 .unzip()
         };

@@ -179,6 +179,18 @@ impl LogTable {
         })
     }
 
+    /// The entries whose index is in `range`, in order (indices ascend).
+    pub fn range<'a, R: std::ops::RangeBounds<u64>>(&'a self, range: &'a R) -> impl Iterator<Item = &'a EntryLoc> {
+        use std::ops::Bound;
+        let start = match range.start_bound() {
+            Bound::Included(s) => *s,
+            Bound::Excluded(s) => s.saturating_add(1),
+            Bound::Unbounded => 0,
+        };
+        let from = self.entries.partition_point(|l| l.head.index < start);
+        self.entries.range(from..).take_while(move |l| range.contains(&l.head.index))
+    }
+
     pub fn last_log_id(&self) -> Option<LogId> {
         let purged = self.state.purged.map(|p| log_id(p.term, p.leader, p.index));
         self.entries.back().map(loc_id).or(purged)

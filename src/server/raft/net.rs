@@ -13,17 +13,41 @@ use openraft::raft::{
 use openraft::BasicNode;
 use parking_lot::Mutex;
 use serde::de::DeserializeOwned;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
 use super::client::{Failed, Link, Pool};
-use jobq::cluster::TypeConfig;
+use jobq::cluster::{Frames, TypeConfig};
 
 pub const APPEND: &str = "/_raft/append";
 pub const VOTE: &str = "/_raft/vote";
 pub const SNAPSHOT: &str = "/_raft/snapshot";
+
+/// A snapshot chunk on the wire: openraft's `InstallSnapshotRequest` with its
+/// data as one base64 string (its own serde writes a JSON array of numbers, up
+/// to four bytes a byte, slow to decode).
+#[derive(Serialize, Deserialize)]
+pub struct SnapshotChunk {
+    pub vote: openraft::Vote<u64>,
+    pub meta: openraft::SnapshotMeta<u64, BasicNode>,
+    pub offset: u64,
+    pub data: Frames,
+    pub done: bool,
+}
+
+impl From<InstallSnapshotRequest<TypeConfig>> for SnapshotChunk {
+    fn from(r: InstallSnapshotRequest<TypeConfig>) -> SnapshotChunk {
+        SnapshotChunk { vote: r.vote, meta: r.meta, offset: r.offset, data: Frames(r.data), done: r.done }
+    }
+}
+
+impl From<SnapshotChunk> for InstallSnapshotRequest<TypeConfig> {
+    fn from(c: SnapshotChunk) -> InstallSnapshotRequest<TypeConfig> {
+        InstallSnapshotRequest { vote: c.vote, meta: c.meta, offset: c.offset, data: c.data.0, done: c.done }
+    }
+}
 
 /// Makes a node's links to its peers (addresses from the membership), from
 /// the node's pool: openraft makes a client for every leadership check (a
@@ -131,7 +155,7 @@ impl RaftNetwork<TypeConfig> for Peer {
         rpc: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<InstallSnapshotResponse<u64>, RPCError<u64, BasicNode, RaftError<u64, InstallSnapshotError>>> {
-        self.rpc(SNAPSHOT, &rpc, &option).await
+        self.rpc(SNAPSHOT, &SnapshotChunk::from(rpc), &option).await
     }
 
     async fn vote(

@@ -63,8 +63,8 @@ pub async fn raft_call(c: &Cluster, path: &str, body: &[u8]) -> Reply {
             Ok(req) => Reply::json(&c.raft.vote(req).await),
             Err(r) => r,
         },
-        net::SNAPSHOT => match decode(body) {
-            Ok(req) => Reply::json(&c.raft.install_snapshot(req).await),
+        net::SNAPSHOT => match decode::<net::SnapshotChunk>(body) {
+            Ok(req) => Reply::json(&c.raft.install_snapshot(req.into()).await),
             Err(r) => r,
         },
         HELLO => {

@@ -46,7 +46,8 @@ fn three_nodes_elect_read_refuse_strangers_forward_and_fail_over() {
     r.assert_error(401, "cluster key");
     let r = signed_post(addr, "/_raft/vote", &format!("JobqCluster {} {}", "0".repeat(64), "1".repeat(64)), "{}");
     r.assert_error(401, "does not match");
-    let r = signed_post(addr, "/_raft/append", &format!("JobqCluster {} {}", "ab".repeat(32), "cd".repeat(32)), "garbage");
+    let r =
+        signed_post(addr, "/_raft/append", &format!("JobqCluster {} {}", "ab".repeat(32), "cd".repeat(32)), "garbage");
     assert_eq!(r.status, 401);
     // A signature of another body: the head checks, the body does not.
     let good = sign("/_raft/vote", b"{}");

@@ -109,8 +109,20 @@ pub fn repair(a: RepairArgs) -> Result<(), String> {
         Error::Locked { .. } => format!("{e}: repair runs offline; stop the server first"),
         e => format!("repair of {} failed: {e}", a.data.display()),
     })?;
+    for h in &r.headers_rebuilt {
+        eprintln!(
+            "rebuilt the damaged header of segment {} (version {}, first sequence number {}, from its file name, \
+             directory and first frame); the old header bytes are in {}",
+            h.segment,
+            h.version,
+            h.first_seq,
+            r.saved_to.as_ref().map_or_else(String::new, |p| p.display().to_string()),
+        );
+    }
     let Some(cut) = &r.cut else {
-        eprintln!("the log of {} is whole: nothing to repair ({} ms)", a.data.display(), r.millis);
+        let what =
+            if r.headers_rebuilt.is_empty() { "the log is whole: nothing to repair" } else { "the log is whole now" };
+        eprintln!("{}: {what} ({} ms)", a.data.display(), r.millis);
         return Ok(());
     };
     eprintln!(

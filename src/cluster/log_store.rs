@@ -119,9 +119,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
         type Data = Option<std::sync::Arc<Vec<u8>>>;
         let (locs, recent): (Vec<EntryLoc>, Vec<Data>) = {
             let t = self.node.table.lock();
-            t.range(&range)
-                .map(|l| (l.clone(), t.recent_data(l.head.index)))
-                .unzip()
+            t.range(&range).map(|l| (l.clone(), t.recent_data(l.head.index))).unzip()
         };
         let normal = |l: &EntryLoc| l.head.kind == EntryType::Normal;
         if locs.iter().zip(&recent).all(|(l, d)| d.is_some() || !normal(l)) {

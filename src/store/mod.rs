@@ -31,6 +31,7 @@ mod read;
 mod reclaim;
 mod reclaim_role;
 mod repair;
+mod repair_header;
 pub mod request;
 mod retention;
 mod staged;
@@ -58,6 +59,7 @@ pub use raft_write::Proposer;
 pub use read::{Snapshot, SnapshotStats};
 pub use reclaim::{ReclaimReport, ReclaimStats};
 pub use repair::{repair, RepairReport};
+pub use repair_header::RebuiltHeader;
 pub use request::{Changes, PushSpec, Target, UpdateSpec};
 pub use training::TRAIN_AT;
 

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use super::layout;
+use super::repair_header;
 use super::{Options, Store};
 use crate::codec::frame::{self, FrameKind};
 use crate::codec::record;
@@ -31,6 +32,8 @@ pub struct RepairReport {
     pub dropped: Vec<(JobKey, JobState)>,
     /// Cut bytes that did not decode as records.
     pub undecoded_bytes: u64,
+    /// Segments whose damaged header was rebuilt (the old bytes are in `saved_to`).
+    pub headers_rebuilt: Vec<repair_header::RebuiltHeader>,
     /// Index files the reopen set aside (they covered the cut range).
     pub indexes_set_aside: Vec<String>,
     pub millis: u64,
@@ -57,16 +60,22 @@ pub fn repair(dir: &Path, opts: Options) -> Result<RepairReport> {
         what: "no jobq store here (no CURRENT file)".into(),
     })?;
     let gen_dir = layout::gen_dir(dir, generation);
+    let saved = dir.join(format!("salvaged-{}", opts.clock.now_ms()));
+    let mut report = RepairReport {
+        headers_rebuilt: repair_header::rebuild_headers(fs, dir, &gen_dir, generation, &saved)?,
+        ..RepairReport::default()
+    };
+    if !report.headers_rebuilt.is_empty() {
+        report.saved_to = Some(saved.clone());
+    }
     let first =
         *segment::list(fs, &gen_dir)?.first().ok_or_else(|| Error::corrupt(&gen_dir, 0, "the log has no segment"))?;
     let (header, _) = FrameScanner::segment(fs, &gen_dir, first)?;
     let start = LogPos { segment: first, offset: header.data_start() };
     let policy = RecoveryPolicy::TruncateAtCorruption;
-    let mut report = RepairReport::default();
     let in_txn = if recovery::txn_at(fs, &gen_dir, start)? { StartTxn::LogStart } else { StartTxn::None };
     let plan = recovery::validate(fs, &gen_dir, generation, start, header.first_seq, in_txn, policy, true)?;
     if let Some(cut) = &plan.cut {
-        let saved = dir.join(format!("salvaged-{}", opts.clock.now_ms()));
         save_aside(fs, dir, &gen_dir, cut.at, &saved)?;
         describe(fs, &gen_dir, cut.at, &mut report)?;
         // The copy is durable: now the cut (the same validation, applied).
@@ -85,7 +94,7 @@ pub fn repair(dir: &Path, opts: Options) -> Result<RepairReport> {
 
 /// Copy every byte from `at` to the end of the log into `saved`, durably.
 fn save_aside(fs: &dyn FileSystem, dir: &Path, gen_dir: &Path, at: LogPos, saved: &Path) -> Result<()> {
-    fs.create_dir(saved).map_err(|e| Error::io("create", saved, e))?;
+    repair_header::ensure_dir(fs, dir, saved)?;
     for n in segment::list(fs, gen_dir)?.into_iter().filter(|n| *n >= at.segment) {
         let from = if n == at.segment { at.offset } else { 0 };
         let name = segment::file_name(n);

@@ -58,7 +58,8 @@ impl ClusterKey {
     /// The Authorization header value for a request (sent with `Content-Length: body.len()`).
     pub fn sign(&self, method: &str, path: &str, body: &[u8]) -> String {
         let body_tag: [u8; 32] = self.body_mac(method, path, body).finalize().into_bytes().into();
-        let head_tag: [u8; 32] = self.head_mac(method, path, body.len() as u64, &body_tag).finalize().into_bytes().into();
+        let head_tag: [u8; 32] =
+            self.head_mac(method, path, body.len() as u64, &body_tag).finalize().into_bytes().into();
         format!("{SCHEME} {} {}", hex(&head_tag), hex(&body_tag))
     }
 

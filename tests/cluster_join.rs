@@ -136,3 +136,29 @@ fn a_node_refuses_bad_snapshot_and_retention_flags() {
         assert!(!dir.path().join("RAFT").exists(), "{extra:?}: nothing is written");
     }
 }
+
+/// A store a single node wrote holds jobs in no Raft entry: no other node would
+/// ever get them, so it never becomes a cluster node; it stays a single node's.
+#[test]
+fn a_single_nodes_store_with_jobs_is_refused_as_a_cluster_node() {
+    let key = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(key.path(), "a-cluster-key-of-some-length\n").unwrap();
+    let dir = harness::tempdir();
+    let single = Server::start(dir.path(), &["--api-key", "admin"]);
+    assert_eq!(single.post("/jobq/1/push", "admin:", "{\"spider\":\"s\"}").status, 200);
+    let (status, _) = single.stop();
+    assert!(status.success());
+    let addrs = free_ports(2);
+    let out = std::process::Command::new(harness::BIN)
+        .args(["serve", "--listen", &addrs[0], "--api-key", "admin", "--node-id", "1"])
+        .args(["--peer", &format!("1={}", addrs[0]), "--peer", &format!("2={}", addrs[1])])
+        .args(["--cluster-key-file", key.path().to_str().unwrap(), "--data"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("written by a single node"), "{err}");
+    assert!(!dir.path().join("RAFT").exists(), "nothing marks it a node's");
+    let single = Server::start(dir.path(), &["--api-key", "admin"]);
+    assert_eq!(single.get("/jobq/1/count?state=pending", "admin:").text(), "1\n");
+}

@@ -68,6 +68,17 @@ impl Node {
         let dir = store.dir().to_path_buf();
         let fs = &*store.options().fs;
         if !fs.exists(&dir.join(raft_file::RAFT_FILE)).map_err(|e| Error::io("stat", &dir, e))? {
+            // Jobs written outside Raft entries would be this node's alone: no
+            // other node ever gets them, and reads would differ by node.
+            if store.holds_frames() {
+                return Err(Error::Unsupported {
+                    path: dir.clone(),
+                    what: "a store written by a single node (its jobs are in no Raft entry, so no other node would \
+                           ever get them); a cluster node starts from an empty directory and gets the cluster's \
+                           jobs from the leader"
+                        .into(),
+                });
+            }
             // Marks the directory as a node's from its first start on.
             raft_file::write(fs, &dir, &RaftState::default())?;
         }

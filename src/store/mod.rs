@@ -356,6 +356,12 @@ impl Store {
         self.inner().report.clone()
     }
 
+    /// Whether any frame was ever written to the store's log (sequence numbers
+    /// start at 1 and are never reused).
+    pub fn holds_frames(&self) -> bool {
+        self.inner().writer.lock().next_seq > 1
+    }
+
     pub fn dir(&self) -> &Path {
         &self.dir
     }

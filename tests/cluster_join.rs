@@ -137,10 +137,11 @@ fn a_node_refuses_bad_snapshot_and_retention_flags() {
     }
 }
 
-/// A store a single node wrote holds jobs in no Raft entry: no other node would
-/// ever get them, so it never becomes a cluster node; it stays a single node's.
+/// A store a single node wrote holds jobs in no Raft entry: a node that does not
+/// form the cluster (not the lowest id) never starts on it; it stays a single
+/// node's.
 #[test]
-fn a_single_nodes_store_with_jobs_is_refused_as_a_cluster_node() {
+fn a_single_nodes_store_with_jobs_is_refused_as_a_joining_node() {
     let key = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(key.path(), "a-cluster-key-of-some-length\n").unwrap();
     let dir = harness::tempdir();
@@ -150,7 +151,7 @@ fn a_single_nodes_store_with_jobs_is_refused_as_a_cluster_node() {
     assert!(status.success());
     let addrs = free_ports(2);
     let out = std::process::Command::new(harness::BIN)
-        .args(["serve", "--listen", &addrs[0], "--api-key", "admin", "--node-id", "1"])
+        .args(["serve", "--listen", &addrs[1], "--api-key", "admin", "--node-id", "2"])
         .args(["--peer", &format!("1={}", addrs[0]), "--peer", &format!("2={}", addrs[1])])
         .args(["--cluster-key-file", key.path().to_str().unwrap(), "--data"])
         .arg(dir.path())
@@ -158,7 +159,123 @@ fn a_single_nodes_store_with_jobs_is_refused_as_a_cluster_node() {
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("written by a single node"), "{err}");
+    assert!(err.contains("only the node that forms the cluster"), "{err}");
     assert!(!dir.path().join("RAFT").exists(), "nothing marks it a node's");
     let single = Server::start(dir.path(), &["--api-key", "admin"]);
     assert_eq!(single.get("/jobq/1/count?state=pending", "admin:").text(), "1\n");
+}
+
+/// A single node's store seeds a new cluster: the node that forms it (the
+/// lowest id) leads alone, snapshots and purges its log, adds the others as
+/// learners (they install the snapshot) and makes them voters. Every node then
+/// serves the single node's jobs, takes writes, restarts to them and checks clean.
+#[test]
+fn a_single_nodes_store_seeds_a_new_cluster() {
+    let key = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(key.path(), "a-cluster-key-of-some-length\n").unwrap();
+    let dirs: Vec<_> = (0..3).map(|_| harness::tempdir()).collect();
+    let addrs = free_ports(3);
+    const JOBS: usize = 40;
+    let single = Server::start(dirs[0].path(), &["--api-key", "admin"]);
+    for i in 0..JOBS {
+        let r =
+            single.post("/jobq/1/push", ADMIN, &format!(r#"{{"spider":"s{}","n":{i},"tags":["t{}"]}}"#, i % 3, i % 4));
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    assert_eq!(single.post("/jobq/1/startjob", ADMIN, "").status, 200);
+    let (status, _) = single.stop();
+    assert!(status.success());
+    let want = |s: &Server| -> Vec<String> {
+        let r = s.get("/jobq/1/list?state=pending&state=running&count=1000", ADMIN);
+        r.lines().iter().map(|l| format!("{} {}", l["key"], l["state"])).collect()
+    };
+
+    let mut nodes: Vec<Option<Server>> =
+        (1..=3).map(|id| Some(spawn(dirs[id - 1].path(), id, &addrs, key.path()))).collect();
+    let seeding = dirs[0].path().join("SEEDING");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let st = nodes[0].as_ref().unwrap().get("/cluster", ADMIN).json();
+        let voters = st["members"].as_array().map_or(0, |m| m.iter().filter(|m| m["voter"] == true).count());
+        if voters == 3 && !seeding.exists() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "seeding did not finish: {st}\n{}", nodes[0].as_ref().unwrap().log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let expected = want(nodes[0].as_ref().unwrap());
+    assert_eq!(expected.len(), JOBS, "{expected:?}");
+    for n in nodes.iter().flatten() {
+        assert_eq!(want(n), expected, "a node lists other jobs");
+        assert_eq!(n.get("/jobq/1/count?state=running", ADMIN).text(), "1\n");
+    }
+    assert!(generation(dirs[1].path()) > 1, "node 2 installed the snapshot");
+    let r = nodes[2].as_ref().unwrap().post("/jobq/1/push", ADMIN, r#"{"spider":"after"}"#);
+    assert_eq!(r.status, 200, "{}", r.text());
+    for n in nodes.iter().flatten() {
+        assert_eq!(n.get("/jobq/1/count?state=pending", ADMIN).text(), format!("{}\n", JOBS));
+    }
+    // Every node restarts to the same jobs; every directory checks clean.
+    for n in nodes.iter_mut() {
+        harness::signal(n.take().unwrap().pid(), "KILL");
+    }
+    for (i, d) in dirs.iter().enumerate() {
+        assert!(harness::cluster::check(d.path()).is_ok(), "node {}: {:?}", i + 1, harness::cluster::check(d.path()));
+    }
+    let nodes: Vec<Server> = (1..=3).map(|id| spawn(dirs[id - 1].path(), id, &addrs, key.path())).collect();
+    let l = leader(&nodes.iter().collect::<Vec<_>>());
+    let r = nodes[l - 1].post("/jobq/1/push", ADMIN, r#"{"spider":"restarted"}"#);
+    assert_eq!(r.status, 200, "{}", r.text());
+    for n in &nodes {
+        assert_eq!(n.get("/jobq/1/count?state=pending", ADMIN).text(), format!("{}\n", JOBS + 1));
+    }
+    assert!(!seeding.exists());
+}
+
+/// kill -9 of the forming node (and of a peer) at moments through the seeding:
+/// a restart resumes it, and it ends with every node serving the seed's jobs.
+#[test]
+fn a_seeding_killed_at_any_moment_resumes_on_restart() {
+    let key = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(key.path(), "a-cluster-key-of-some-length\n").unwrap();
+    let template = harness::tempdir();
+    const JOBS: usize = 25;
+    let single = Server::start(template.path(), &["--api-key", "admin"]);
+    for i in 0..JOBS {
+        assert_eq!(single.post("/jobq/1/push", ADMIN, &format!(r#"{{"spider":"s{}"}}"#, i % 2)).status, 200);
+    }
+    assert!(single.stop().0.success());
+    for (round, delay_ms) in [0u64, 40, 120, 250, 500, 800].into_iter().enumerate() {
+        let dirs: Vec<_> = (0..3).map(|_| harness::tempdir()).collect();
+        let copied = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(format!("{}/.", template.path().display()))
+            .arg(dirs[0].path())
+            .status()
+            .unwrap();
+        assert!(copied.success());
+        let addrs = free_ports(3);
+        let mut nodes: Vec<Server> = (1..=3).map(|id| spawn(dirs[id - 1].path(), id, &addrs, key.path())).collect();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        harness::signal(nodes[0].pid(), "KILL");
+        if round % 2 == 1 {
+            harness::signal(nodes[1].pid(), "KILL");
+            nodes[1] = spawn(dirs[1].path(), 2, &addrs, key.path());
+        }
+        nodes[0] = spawn(dirs[0].path(), 1, &addrs, key.path());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let st = nodes[0].get("/cluster", ADMIN).json();
+            let voters = st["members"].as_array().map_or(0, |m| m.iter().filter(|m| m["voter"] == true).count());
+            if voters == 3 && !dirs[0].path().join("SEEDING").exists() {
+                break;
+            }
+            assert!(Instant::now() < deadline, "round {round}: seeding did not finish: {st}\n{}", nodes[0].log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        for (i, n) in nodes.iter().enumerate() {
+            let r = n.get("/jobq/1/count?state=pending", ADMIN);
+            assert_eq!(r.text(), format!("{JOBS}\n"), "round {round} (kill after {delay_ms} ms), node {}", i + 1);
+        }
+    }
 }

@@ -11,8 +11,13 @@ use super::raft_file::{self, RaftState, StoredLogId};
 use super::{log_id, LogId, Membership, StoredMembership};
 use crate::codec::entry::EntryType;
 use crate::error::{Error, Result};
+use crate::fs;
 use crate::store::raft::EntryLoc;
 use crate::store::Store;
+
+/// Marks a node that seeds a new cluster with a single node's jobs until every
+/// peer holds them (format-spec/layout.md, "SEEDING").
+pub const SEEDING_FILE: &str = "SEEDING";
 
 /// The log as the node knows it.
 pub(crate) struct LogTable {
@@ -62,6 +67,13 @@ impl Node {
     /// A node on `store` (opened with `raft_log`): the log table from its log and
     /// `RAFT` file. Applied: the entries open replayed.
     pub fn start(store: Arc<Store>) -> Result<Node> {
+        Node::start_with(store, false)
+    }
+
+    /// [`Node::start`]; `may_seed`: on a first start, a store a single node wrote
+    /// becomes the seed of a new cluster (this node forms it: [`Node::seeding`])
+    /// instead of being refused.
+    pub fn start_with(store: Arc<Store>, may_seed: bool) -> Result<Node> {
         if !store.options().raft_log {
             return Err(Error::Replication("a cluster node's store must be opened with raft_log".into()));
         }
@@ -70,14 +82,21 @@ impl Node {
         if !fs.exists(&dir.join(raft_file::RAFT_FILE)).map_err(|e| Error::io("stat", &dir, e))? {
             // Jobs written outside Raft entries would be this node's alone: no
             // other node ever gets them, and reads would differ by node.
-            if store.holds_frames() {
+            if store.holds_frames() && !may_seed {
                 return Err(Error::Unsupported {
                     path: dir.clone(),
                     what: "a store written by a single node (its jobs are in no Raft entry, so no other node would \
-                           ever get them); a cluster node starts from an empty directory and gets the cluster's \
-                           jobs from the leader"
+                           ever get them): only the node that forms the cluster (the lowest --peer id, on its first \
+                           start) may seed it; every other node starts from an empty directory and gets the \
+                           cluster's jobs from the leader"
                         .into(),
                 });
+            }
+            if store.holds_frames() {
+                // IMPORTANT: the mark is durable before RAFT: a crash in between
+                // leaves a single node's store, which the next start seeds again.
+                fs::publish_file(fs, &dir, SEEDING_FILE, b"seeding\n")
+                    .map_err(|e| Error::io("publish", dir.join(SEEDING_FILE), e))?;
             }
             // Marks the directory as a node's from its first start on.
             raft_file::write(fs, &dir, &RaftState::default())?;
@@ -91,6 +110,23 @@ impl Node {
             installing: Arc::default(),
             snap_crcs: Arc::default(),
         })
+    }
+
+    /// Whether this node is seeding a new cluster with its store's jobs and has
+    /// not finished (the `SEEDING` file: format-spec/layout.md).
+    pub fn seeding(&self) -> Result<bool> {
+        let fs = &*self.store.options().fs;
+        let path = self.dir.join(SEEDING_FILE);
+        fs.exists(&path).map_err(|e| Error::io("stat", &path, e))
+    }
+
+    /// The seeding is done: every peer is a voter holding the seed.
+    pub fn seeded(&self) -> Result<()> {
+        let fs = &*self.store.options().fs;
+        let path = self.dir.join(SEEDING_FILE);
+        fs.remove_file(&path).map_err(|e| Error::io("remove", &path, e))?;
+        // IMPORTANT: fsync folder.
+        fs.sync_dir(&self.dir).map_err(|e| Error::io("fsync dir", &self.dir, e))
     }
 
     pub fn store(&self) -> &Arc<Store> {

@@ -7,6 +7,7 @@ pub mod batch;
 pub mod client;
 pub mod net;
 pub mod routes;
+pub mod seed;
 pub mod serve;
 pub mod sign;
 
@@ -329,7 +330,18 @@ fn known_leader(me: u64, lease: Duration, m: &openraft::RaftMetrics<u64, BasicNo
 /// peer once each answers and none holds a cluster yet; the others wait to be
 /// contacted. A node with a log or vote (a restart) never initializes again.
 pub async fn form(cluster: std::sync::Arc<Cluster>, peers: BTreeMap<u64, String>) {
+    let seeding = match cluster.node.seeding() {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot tell whether this node is seeding the cluster");
+            return;
+        }
+    };
     match cluster.raft.is_initialized().await {
+        Ok(true) if seeding => {
+            tracing::info!(node = cluster.id, "resuming the seeding of the cluster");
+            return seed::seed(cluster, peers).await;
+        }
         Ok(true) => {
             tracing::info!(node = cluster.id, "rejoining the cluster from the log");
             return;
@@ -377,6 +389,10 @@ pub async fn form(cluster: std::sync::Arc<Cluster>, peers: BTreeMap<u64, String>
         }
         tracing::info!(?missing, "waiting for every peer to answer before forming the cluster");
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    if seeding {
+        tracing::info!(node = cluster.id, "seeding a new cluster with this store's jobs");
+        return seed::seed(cluster, peers).await;
     }
     let members: BTreeMap<u64, BasicNode> = peers.into_iter().map(|(id, addr)| (id, BasicNode { addr })).collect();
     match cluster.raft.initialize(members).await {

@@ -83,6 +83,10 @@ pub fn config(election_ms: u64) -> Result<std::sync::Arc<openraft::Config>, crat
 }
 
 /// [`config`] with a snapshot every `snapshot_every` applied entries.
+/// How long a snapshot chunk (3 MiB) may take to send and store; the last one
+/// includes the receiver's check and install.
+pub const INSTALL_SNAPSHOT_TIMEOUT_MS: u64 = 30_000;
+
 pub fn config_with(election_ms: u64, snapshot_every: u64) -> Result<std::sync::Arc<openraft::Config>, crate::Error> {
     let c = openraft::Config {
         cluster_name: "jobq".into(),
@@ -91,6 +95,9 @@ pub fn config_with(election_ms: u64, snapshot_every: u64) -> Result<std::sync::A
         election_timeout_max: election_ms + (election_ms / 2).max(1),
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(snapshot_every),
         max_in_snapshot_log_to_keep: snapshot_every.min(1000),
+        // Per 3 MiB chunk, the last one with the install: openraft's 200 ms made
+        // a loaded node time out and resend chunks from the start.
+        install_snapshot_timeout: INSTALL_SNAPSHOT_TIMEOUT_MS,
         ..Default::default()
     };
     let c = c.validate().map_err(|e| crate::Error::Replication(format!("configuration: {e}")))?;

@@ -279,3 +279,43 @@ fn a_seeding_killed_at_any_moment_resumes_on_restart() {
         }
     }
 }
+
+/// A single node's store given to the lowest id once the cluster exists (its
+/// disk replaced by a single node's): it would hold jobs no peer has, so the
+/// node exits instead of joining.
+#[test]
+fn a_seed_is_refused_once_the_cluster_exists() {
+    let key = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(key.path(), "a-cluster-key-of-some-length\n").unwrap();
+    let dirs: Vec<_> = (0..3).map(|_| harness::tempdir()).collect();
+    let addrs = free_ports(3);
+    let mut nodes: Vec<Server> = (1..=3).map(|id| spawn(dirs[id - 1].path(), id, &addrs, key.path())).collect();
+    leader(&nodes.iter().collect::<Vec<_>>());
+    harness::signal(nodes.remove(0).pid(), "KILL");
+    let single = harness::tempdir();
+    let s = Server::start(single.path(), &["--api-key", "admin"]);
+    assert_eq!(s.post("/jobq/1/push", ADMIN, r#"{"spider":"s"}"#).status, 200);
+    assert!(s.stop().0.success());
+    let peers: Vec<String> = addrs.iter().enumerate().map(|(j, a)| format!("{}={a}", j + 1)).collect();
+    let mut cmd = std::process::Command::new(harness::BIN);
+    cmd.args(["serve", "--listen", &addrs[0], "--api-key", "admin", "--node-id", "1", "--election-ms", "300"]);
+    for p in &peers {
+        cmd.args(["--peer", p]);
+    }
+    let out =
+        cmd.args(["--cluster-key-file", key.path().to_str().unwrap(), "--data"]).arg(single.path()).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("a peer already holds a cluster"), "{err}");
+    // The two others still serve, without the stranger's job.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = nodes[0].get("/jobq/1/count?state=pending", ADMIN);
+        if r.status == 200 {
+            assert_eq!(r.text(), "0\n");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{} {}", r.status, r.text());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

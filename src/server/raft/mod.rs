@@ -380,6 +380,15 @@ pub async fn form(cluster: std::sync::Arc<Cluster>, peers: BTreeMap<u64, String>
                 Err(_) => missing.push(id),
             }
         }
+        if formed && seeding {
+            // Its jobs are in no entry: joining would leave them on this node alone.
+            tracing::error!(
+                node = cluster.id,
+                "this node's store holds a single node's jobs, but a peer already holds a cluster: \
+                 start this node on an empty directory to join it"
+            );
+            std::process::exit(1);
+        }
         if formed {
             tracing::info!("a peer already holds the cluster; waiting to be contacted");
             return;

@@ -48,7 +48,12 @@ async fn step(c: &Cluster, peers: &BTreeMap<u64, String>) -> Result<bool, String
         tracing::info!(node = c.id, "seeded the cluster: every peer holds this store's jobs");
         return Ok(true);
     }
-    if !c.raft.is_initialized().await.map_err(|e| e.to_string())? {
+    let initialized = c.raft.is_initialized().await.map_err(|e| e.to_string())?;
+    if initialized && voters(c) != BTreeSet::from([c.id]) {
+        // Only the membership the seeding made, or the one it ends with, is ever seen here.
+        return Err(format!("unexpected voters {:?} while seeding: nothing is changed", voters(c)));
+    }
+    if !initialized {
         let me = BTreeMap::from([(c.id, BasicNode { addr: peers[&c.id].clone() })]);
         c.raft.initialize(me).await.map_err(|e| format!("forming a cluster of this node: {e}"))?;
         tracing::info!(node = c.id, "seeding: formed a cluster of this node alone");

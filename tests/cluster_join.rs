@@ -193,16 +193,22 @@ fn a_single_nodes_store_seeds_a_new_cluster() {
     let mut nodes: Vec<Option<Server>> =
         (1..=3).map(|id| Some(spawn(dirs[id - 1].path(), id, &addrs, key.path()))).collect();
     let seeding = dirs[0].path().join("SEEDING");
+    let mut saw_seeding = false;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let st = nodes[0].as_ref().unwrap().get("/cluster", ADMIN).json();
         let voters = st["members"].as_array().map_or(0, |m| m.iter().filter(|m| m["voter"] == true).count());
         if voters == 3 && !seeding.exists() {
+            assert_eq!(st["seeding"], false, "{st}");
             break;
+        }
+        if st["seeding"] == true {
+            saw_seeding = true;
         }
         assert!(Instant::now() < deadline, "seeding did not finish: {st}\n{}", nodes[0].as_ref().unwrap().log());
         std::thread::sleep(Duration::from_millis(50));
     }
+    eprintln!("GET /cluster said seeding while it was: {saw_seeding}");
     let expected = want(nodes[0].as_ref().unwrap());
     assert_eq!(expected.len(), JOBS, "{expected:?}");
     for n in nodes.iter().flatten() {

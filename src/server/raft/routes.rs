@@ -179,6 +179,8 @@ pub fn status(c: &Cluster) -> Reply {
         "applied": m.last_applied.map(|l| l.index),
         "snapshot": m.snapshot.map(|l| l.index),
         "purged": m.purged.map(|l| l.index),
+        // This node is seeding a new cluster with a single node's jobs (docs/cluster.md).
+        "seeding": c.node.seeding().unwrap_or(false),
         "read_consistency": match c.consistency { super::ReadConsistency::Linearizable { .. } => "linearizable", _ => "stale" },
         "read_lease": matches!(c.consistency, super::ReadConsistency::Linearizable { lease: true }),
         "members": members,

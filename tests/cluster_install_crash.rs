@@ -72,6 +72,17 @@ fn source(n: usize, project: u32, rt: &tokio::runtime::Runtime) -> (SimFs, SnapM
         (meta, bytes)
     });
     let keys = jobs(node.store());
+    // Closed before the callers fork it: openraft's tasks may still hold the
+    // store for a moment after the shutdown, and a close racing the forks would
+    // leave each fork another durable state.
+    let store = node.store().clone();
+    drop(node);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while Arc::strong_count(&store) > 1 {
+        assert!(std::time::Instant::now() < deadline, "the store is still held after Raft's shutdown");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Arc::try_unwrap(store).ok().expect("held only here").close().unwrap();
     (sim, meta, bytes, keys)
 }
 

@@ -228,7 +228,10 @@ fn a_single_nodes_store_seeds_a_new_cluster() {
     for (i, d) in dirs.iter().enumerate() {
         assert!(harness::cluster::check(d.path()).is_ok(), "node {}: {:?}", i + 1, harness::cluster::check(d.path()));
     }
+    // A stream a sender gave up on is removed at start.
+    std::fs::write(dirs[1].path().join("snap-in.tmp"), vec![7u8; 100_000]).unwrap();
     let nodes: Vec<Server> = (1..=3).map(|id| spawn(dirs[id - 1].path(), id, &addrs, key.path())).collect();
+    assert!(!dirs[1].path().join("snap-in.tmp").exists());
     let l = leader(&nodes.iter().collect::<Vec<_>>());
     let r = nodes[l - 1].post("/jobq/1/push", ADMIN, r#"{"spider":"restarted"}"#);
     assert_eq!(r.status, 200, "{}", r.text());

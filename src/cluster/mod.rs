@@ -83,9 +83,10 @@ pub fn config(election_ms: u64) -> Result<std::sync::Arc<openraft::Config>, crat
 }
 
 /// [`config`] with a snapshot every `snapshot_every` applied entries.
-/// How long a snapshot chunk (3 MiB) may take to send and store; the last one
-/// includes the receiver's check and install.
-pub const INSTALL_SNAPSHOT_TIMEOUT_MS: u64 = 30_000;
+/// How long a snapshot chunk (3 MiB) may take to send and store. The last one
+/// includes the receiver's check and install, which rebuilds the indexes: about
+/// 40 s for 10M jobs here. A timeout makes the sender start over.
+pub const INSTALL_SNAPSHOT_TIMEOUT_MS: u64 = 120_000;
 
 pub fn config_with(election_ms: u64, snapshot_every: u64) -> Result<std::sync::Arc<openraft::Config>, crate::Error> {
     let c = openraft::Config {

@@ -101,6 +101,11 @@ impl Node {
             // Marks the directory as a node's from its first start on.
             raft_file::write(fs, &dir, &RaftState::default())?;
         }
+        // A stream a sender gave up on (a timeout, a leader change) is never resumed.
+        let stale = dir.join(crate::cluster::snapshot::install::RECEIVING);
+        if fs.exists(&stale).map_err(|e| Error::io("stat", &stale, e))? {
+            fs.remove_file(&stale).map_err(|e| Error::io("remove", &stale, e))?;
+        }
         let state = raft_file::read(fs, &dir)?;
         let table = load_table(&store, state)?;
         Ok(Node {

@@ -241,10 +241,13 @@ fn append_kept(
     log.seal()
 }
 
-/// A new, empty file for a snapshot being received: `snap-in.tmp` in the data directory.
+/// Where a snapshot being received lands, in the data directory.
+pub const RECEIVING: &str = "snap-in.tmp";
+
+/// A new, empty file for a snapshot being received: [`RECEIVING`] in the data directory.
 pub fn receiving(fsys: &Arc<dyn FileSystem>, data_dir: &Path) -> Result<SnapshotStream> {
     let fs = &**fsys;
-    let path = data_dir.join("snap-in.tmp");
+    let path = data_dir.join(RECEIVING);
     if fs.exists(&path).map_err(io("stat", &path))? {
         fs.remove_file(&path).map_err(io("remove", &path))?;
     }

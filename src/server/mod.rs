@@ -181,6 +181,12 @@ async fn run(config: ServeConfig) -> Result<(), String> {
         }
         _ => config.max_connections,
     };
+    let store = Arc::new(store);
+    let cluster = match &config.cluster {
+        Some(cc) => Some(start_node(cc, &store, local).await?),
+        None => None,
+    };
+    // Once nothing can refuse the start any more.
     tracing::info!(
         data = %config.data.display(),
         listen = %local,
@@ -189,11 +195,6 @@ async fn run(config: ServeConfig) -> Result<(), String> {
         recovery = %recovery,
         "jobq serving"
     );
-    let store = Arc::new(store);
-    let cluster = match &config.cluster {
-        Some(cc) => Some(start_node(cc, &store, local).await?),
-        None => None,
-    };
     let durable = wait::durable_watch(&store);
     let server_metrics = Arc::new(ServerMetrics::new(max_connections));
     let ops = Arc::new(Ops::new(config.metrics_key.as_deref(), metrics_listener.is_some()));

@@ -5,8 +5,8 @@
 //! 2. builds a snapshot (its whole log: the seed's frames and those entries) and
 //!    purges the log up to it, so that openraft can bring a peer up to date only
 //!    through that snapshot;
-//! 3. adds each peer as a learner (it installs the snapshot), then makes them all
-//!    voters;
+//! 3. adds each peer as a learner, waits until each has installed the snapshot
+//!    (it matched past the purge point), then makes them all voters;
 //! 4. removes its `SEEDING` mark.
 //!
 //! Each step is idempotent: a restart with the mark still there runs them again.
@@ -20,6 +20,8 @@ use super::Cluster;
 
 /// How long one step may wait before it is logged and tried again.
 const STEP: Duration = Duration::from_secs(30);
+/// How long a peer may take to receive and install the seed's snapshot.
+const CATCH_UP: Duration = Duration::from_secs(600);
 
 /// Run the seeding to its end (retrying each step until it succeeds).
 pub async fn seed(c: std::sync::Arc<Cluster>, peers: BTreeMap<u64, String>) {
@@ -93,12 +95,28 @@ async fn step(c: &Cluster, peers: &BTreeMap<u64, String>) -> Result<bool, String
     }
     for (&id, addr) in peers.iter().filter(|(&id, _)| id != c.id) {
         tracing::info!(node = c.id, peer = id, "seeding: adding a peer as a learner (it gets the snapshot)");
-        let add = c.raft.add_learner(id, BasicNode { addr: addr.clone() }, true);
+        // Not blocking: openraft counts a learner up to date by entries alone
+        // (`replication_lag_threshold`), and the seed is in none.
+        let add = c.raft.add_learner(id, BasicNode { addr: addr.clone() }, false);
         match tokio::time::timeout(STEP, add).await {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => return Err(format!("adding node {id}: {e}")),
-            Err(_) => return Err(format!("node {id} did not catch up within {STEP:?}")),
+            Err(_) => return Err(format!("adding node {id}: no answer within {STEP:?}")),
         }
+    }
+    // Voters only once each holds the snapshot (matched past the purge point):
+    // until then the cluster commits on this node alone and keeps taking writes.
+    for &id in peers.keys().filter(|id| **id != c.id) {
+        let caught_up = |m: &openraft::RaftMetrics<u64, BasicNode>| {
+            let matched = m.replication.as_ref().and_then(|r| r.get(&id).cloned().flatten());
+            matched.is_some_and(|l| l.index >= applied.index)
+        };
+        c.raft
+            .wait(Some(CATCH_UP))
+            .metrics(caught_up, "a peer holding the seed")
+            .await
+            .map_err(|e| format!("node {id} did not install the seed's snapshot within {CATCH_UP:?}: {e}"))?;
+        tracing::info!(node = c.id, peer = id, "seeding: the peer holds the seed");
     }
     c.raft.change_membership(all, false).await.map_err(|e| format!("making every peer a voter: {e}"))?;
     Ok(false)

@@ -316,6 +316,11 @@ fn a_seed_is_refused_once_the_cluster_exists() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("a peer already holds a cluster"), "{err}");
+    // The directory is a single node's again, its job there.
+    assert!(!single.path().join("RAFT").exists() && !single.path().join("SEEDING").exists());
+    let s = Server::start(single.path(), &["--api-key", "admin"]);
+    assert_eq!(s.get("/jobq/1/count?state=pending", ADMIN).text(), "1\n");
+    drop(s);
     // The two others still serve, without the stranger's job.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -326,5 +331,29 @@ fn a_seed_is_refused_once_the_cluster_exists() {
         }
         assert!(Instant::now() < deadline, "{} {}", r.status, r.text());
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// While the forming node waits for its peers before seeding, no other
+/// cluster's entries, votes or snapshots reach its store.
+#[test]
+fn a_node_about_to_seed_takes_no_cluster_traffic() {
+    let key = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(key.path(), "a-cluster-key-of-some-length\n").unwrap();
+    let dir = harness::tempdir();
+    let s = Server::start(dir.path(), &["--api-key", "admin"]);
+    assert_eq!(s.post("/jobq/1/push", ADMIN, r#"{"spider":"s"}"#).status, 200);
+    assert!(s.stop().0.success());
+    // Node 2 never starts: node 1 waits for it, seeding, with no cluster yet.
+    let addrs = free_ports(2);
+    let node = spawn(dir.path(), 1, &addrs, key.path());
+    assert_eq!(node.get("/cluster", ADMIN).json()["seeding"], true);
+    for path in ["/_raft/vote", "/_raft/append", "/_raft/snapshot"] {
+        let body = b"{}";
+        let signature = harness::cluster_signature(b"a-cluster-key-of-some-length", path, body);
+        let req = format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: {signature}\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}"
+        );
+        harness::raw(&node.addr, req.as_bytes()).assert_error(503, "about to seed");
     }
 }

@@ -48,6 +48,8 @@ pub struct Node {
     pub(crate) installing: Arc<parking_lot::RwLock<()>>,
     /// Checksums of sealed segments a snapshot holds, by (generation, number, length).
     pub(crate) snap_crcs: Arc<Mutex<SegmentCrcs>>,
+    /// The `SEEDING` file is there (read at start, cleared by [`Node::seeded`]).
+    seeding: Arc<std::sync::atomic::AtomicBool>,
 }
 
 pub(crate) fn loc_id(l: &EntryLoc) -> LogId {
@@ -106,6 +108,8 @@ impl Node {
         if fs.exists(&stale).map_err(|e| Error::io("stat", &stale, e))? {
             fs.remove_file(&stale).map_err(|e| Error::io("remove", &stale, e))?;
         }
+        let seeding = dir.join(SEEDING_FILE);
+        let seeding = fs.exists(&seeding).map_err(|e| Error::io("stat", &seeding, e))?;
         let state = raft_file::read(fs, &dir)?;
         let table = load_table(&store, state)?;
         Ok(Node {
@@ -114,15 +118,14 @@ impl Node {
             dir,
             installing: Arc::default(),
             snap_crcs: Arc::default(),
+            seeding: Arc::new(seeding.into()),
         })
     }
 
     /// Whether this node is seeding a new cluster with its store's jobs and has
     /// not finished (the `SEEDING` file: format-spec/layout.md).
-    pub fn seeding(&self) -> Result<bool> {
-        let fs = &*self.store.options().fs;
-        let path = self.dir.join(SEEDING_FILE);
-        fs.exists(&path).map_err(|e| Error::io("stat", &path, e))
+    pub fn seeding(&self) -> bool {
+        self.seeding.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// The seeding is done: every peer is a voter holding the seed.
@@ -131,7 +134,21 @@ impl Node {
         let path = self.dir.join(SEEDING_FILE);
         fs.remove_file(&path).map_err(|e| Error::io("remove", &path, e))?;
         // IMPORTANT: fsync folder.
-        fs.sync_dir(&self.dir).map_err(|e| Error::io("fsync dir", &self.dir, e))
+        fs.sync_dir(&self.dir).map_err(|e| Error::io("fsync dir", &self.dir, e))?;
+        self.seeding.store(false, std::sync::atomic::Ordering::Release);
+        Ok(())
+    }
+
+    /// A seeding that cannot start (the peers hold a cluster already): the
+    /// directory is a single node's again. Only before this node formed anything.
+    pub fn abandon_seed(&self) -> Result<()> {
+        let fs = &*self.store.options().fs;
+        // RAFT first: a cut in between leaves SEEDING alone, which a single node ignores
+        // and the next start as a forming node publishes again.
+        let raft = self.dir.join(raft_file::RAFT_FILE);
+        fs.remove_file(&raft).map_err(|e| Error::io("remove", &raft, e))?;
+        fs.sync_dir(&self.dir).map_err(|e| Error::io("fsync dir", &self.dir, e))?;
+        self.seeded()
     }
 
     pub fn store(&self) -> &Arc<Store> {

@@ -330,13 +330,7 @@ fn known_leader(me: u64, lease: Duration, m: &openraft::RaftMetrics<u64, BasicNo
 /// peer once each answers and none holds a cluster yet; the others wait to be
 /// contacted. A node with a log or vote (a restart) never initializes again.
 pub async fn form(cluster: std::sync::Arc<Cluster>, peers: BTreeMap<u64, String>) {
-    let seeding = match cluster.node.seeding() {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot tell whether this node is seeding the cluster");
-            return;
-        }
-    };
+    let seeding = cluster.node.seeding();
     match cluster.raft.is_initialized().await {
         Ok(true) if seeding => {
             tracing::info!(node = cluster.id, "resuming the seeding of the cluster");
@@ -382,11 +376,15 @@ pub async fn form(cluster: std::sync::Arc<Cluster>, peers: BTreeMap<u64, String>
         }
         if formed && seeding {
             // Its jobs are in no entry: joining would leave them on this node alone.
+            // (It took no cluster traffic meanwhile: routes::raft_call refuses it.)
             tracing::error!(
                 node = cluster.id,
                 "this node's store holds a single node's jobs, but a peer already holds a cluster: \
-                 start this node on an empty directory to join it"
+                 start this node on an empty directory to join it (the directory is a single node's again)"
             );
+            if let Err(e) = cluster.node.abandon_seed() {
+                tracing::error!(error = %e, "could not return the directory to a single node");
+            }
             std::process::exit(1);
         }
         if formed {

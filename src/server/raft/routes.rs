@@ -51,6 +51,14 @@ fn decode<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, Reply> {
 
 /// Answer a signed `/_raft/*` request other than `/_raft/forward`.
 pub async fn raft_call(c: &Cluster, path: &str, body: &[u8]) -> Reply {
+    // A node about to seed a cluster holds jobs in no entry: another cluster's
+    // entries, votes or snapshots must not reach it before it formed its own.
+    if matches!(path, net::APPEND | net::VOTE | net::SNAPSHOT)
+        && c.node.seeding()
+        && !c.raft.is_initialized().await.unwrap_or(true)
+    {
+        return Reply::unavailable("this node is about to seed a new cluster with a single node's jobs");
+    }
     let r = match path {
         net::APPEND => match decode(body) {
             Ok(req) => Reply::json(&c.raft.append_entries(req).await),
@@ -180,7 +188,7 @@ pub fn status(c: &Cluster) -> Reply {
         "snapshot": m.snapshot.map(|l| l.index),
         "purged": m.purged.map(|l| l.index),
         // This node is seeding a new cluster with a single node's jobs (docs/cluster.md).
-        "seeding": c.node.seeding().unwrap_or(false),
+        "seeding": c.node.seeding(),
         "read_consistency": match c.consistency { super::ReadConsistency::Linearizable { .. } => "linearizable", _ => "stale" },
         "read_lease": matches!(c.consistency, super::ReadConsistency::Linearizable { lease: true }),
         "members": members,

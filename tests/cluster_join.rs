@@ -28,6 +28,28 @@ fn spawn(dir: &std::path::Path, id: usize, addrs: &[String], key: &std::path::Pa
     Server::start_at(dir, &addrs[id - 1], &args)
 }
 
+const CLUSTER_KEY: &str = "a-cluster-key-of-some-length";
+
+fn key_file() -> tempfile::NamedTempFile {
+    let key = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(key.path(), format!("{CLUSTER_KEY}\n")).unwrap();
+    key
+}
+
+/// A store in `dir` that a single node wrote: each body pushed to project 1, then
+/// `startjob` `started` times; the server stopped cleanly.
+fn single_node_store(dir: &std::path::Path, bodies: &[String], started: usize) {
+    let s = Server::start(dir, &["--api-key", "admin"]);
+    for b in bodies {
+        let r = s.post("/jobq/1/push", ADMIN, b);
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    for _ in 0..started {
+        assert_eq!(s.post("/jobq/1/startjob", ADMIN, "").status, 200);
+    }
+    assert!(s.stop().0.success());
+}
+
 fn leader(nodes: &[&Server]) -> usize {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -49,8 +71,7 @@ fn generation(dir: &std::path::Path) -> u64 {
 
 #[test]
 fn a_node_added_after_the_log_was_purged_catches_up_from_a_snapshot() {
-    let key = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(key.path(), "a-cluster-key-of-some-length\n").unwrap();
+    let key = key_file();
     let dirs: Vec<_> = (0..4).map(|_| harness::tempdir()).collect();
     let addrs = free_ports(4);
     let first3 = &addrs[..3];
@@ -113,8 +134,7 @@ fn a_node_added_after_the_log_was_purged_catches_up_from_a_snapshot() {
 /// is served or written: `--snapshot-every 0`, and `--retain-deleted` on a node.
 #[test]
 fn a_node_refuses_bad_snapshot_and_retention_flags() {
-    let key = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(key.path(), "a-cluster-key-of-some-length\n").unwrap();
+    let key = key_file();
     let dir = harness::tempdir();
     let addr = free_ports(1).remove(0);
     let peer = format!("1={addr}");
@@ -142,13 +162,9 @@ fn a_node_refuses_bad_snapshot_and_retention_flags() {
 /// node's.
 #[test]
 fn a_single_nodes_store_with_jobs_is_refused_as_a_joining_node() {
-    let key = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(key.path(), "a-cluster-key-of-some-length\n").unwrap();
+    let key = key_file();
     let dir = harness::tempdir();
-    let single = Server::start(dir.path(), &["--api-key", "admin"]);
-    assert_eq!(single.post("/jobq/1/push", "admin:", "{\"spider\":\"s\"}").status, 200);
-    let (status, _) = single.stop();
-    assert!(status.success());
+    single_node_store(dir.path(), &[r#"{"spider":"s"}"#.to_string()], 0);
     let addrs = free_ports(2);
     let out = std::process::Command::new(harness::BIN)
         .args(["serve", "--listen", &addrs[1], "--api-key", "admin", "--node-id", "2"])
@@ -171,20 +187,13 @@ fn a_single_nodes_store_with_jobs_is_refused_as_a_joining_node() {
 /// serves the single node's jobs, takes writes, restarts to them and checks clean.
 #[test]
 fn a_single_nodes_store_seeds_a_new_cluster() {
-    let key = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(key.path(), "a-cluster-key-of-some-length\n").unwrap();
+    let key = key_file();
     let dirs: Vec<_> = (0..3).map(|_| harness::tempdir()).collect();
     let addrs = free_ports(3);
     const JOBS: usize = 40;
-    let single = Server::start(dirs[0].path(), &["--api-key", "admin"]);
-    for i in 0..JOBS {
-        let r =
-            single.post("/jobq/1/push", ADMIN, &format!(r#"{{"spider":"s{}","n":{i},"tags":["t{}"]}}"#, i % 3, i % 4));
-        assert_eq!(r.status, 200, "{}", r.text());
-    }
-    assert_eq!(single.post("/jobq/1/startjob", ADMIN, "").status, 200);
-    let (status, _) = single.stop();
-    assert!(status.success());
+    let bodies: Vec<String> =
+        (0..JOBS).map(|i| format!(r#"{{"spider":"s{}","n":{i},"tags":["t{}"]}}"#, i % 3, i % 4)).collect();
+    single_node_store(dirs[0].path(), &bodies, 1);
     let want = |s: &Server| -> Vec<String> {
         let r = s.get("/jobq/1/list?state=pending&state=running&count=1000", ADMIN);
         r.lines().iter().map(|l| format!("{} {}", l["key"], l["state"])).collect()
@@ -246,15 +255,11 @@ fn a_single_nodes_store_seeds_a_new_cluster() {
 /// a restart resumes it, and it ends with every node serving the seed's jobs.
 #[test]
 fn a_seeding_killed_at_any_moment_resumes_on_restart() {
-    let key = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(key.path(), "a-cluster-key-of-some-length\n").unwrap();
+    let key = key_file();
     let template = harness::tempdir();
     const JOBS: usize = 25;
-    let single = Server::start(template.path(), &["--api-key", "admin"]);
-    for i in 0..JOBS {
-        assert_eq!(single.post("/jobq/1/push", ADMIN, &format!(r#"{{"spider":"s{}"}}"#, i % 2)).status, 200);
-    }
-    assert!(single.stop().0.success());
+    let bodies: Vec<String> = (0..JOBS).map(|i| format!(r#"{{"spider":"s{}"}}"#, i % 2)).collect();
+    single_node_store(template.path(), &bodies, 0);
     for (round, delay_ms) in [0u64, 40, 120, 250, 500, 800].into_iter().enumerate() {
         let dirs: Vec<_> = (0..3).map(|_| harness::tempdir()).collect();
         let copied = std::process::Command::new("cp")
@@ -295,17 +300,14 @@ fn a_seeding_killed_at_any_moment_resumes_on_restart() {
 /// node exits instead of joining.
 #[test]
 fn a_seed_is_refused_once_the_cluster_exists() {
-    let key = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(key.path(), "a-cluster-key-of-some-length\n").unwrap();
+    let key = key_file();
     let dirs: Vec<_> = (0..3).map(|_| harness::tempdir()).collect();
     let addrs = free_ports(3);
     let mut nodes: Vec<Server> = (1..=3).map(|id| spawn(dirs[id - 1].path(), id, &addrs, key.path())).collect();
     leader(&nodes.iter().collect::<Vec<_>>());
     harness::signal(nodes.remove(0).pid(), "KILL");
     let single = harness::tempdir();
-    let s = Server::start(single.path(), &["--api-key", "admin"]);
-    assert_eq!(s.post("/jobq/1/push", ADMIN, r#"{"spider":"s"}"#).status, 200);
-    assert!(s.stop().0.success());
+    single_node_store(single.path(), &[r#"{"spider":"s"}"#.to_string()], 0);
     let peers: Vec<String> = addrs.iter().enumerate().map(|(j, a)| format!("{}={a}", j + 1)).collect();
     let mut cmd = std::process::Command::new(harness::BIN);
     cmd.args(["serve", "--listen", &addrs[0], "--api-key", "admin", "--node-id", "1", "--election-ms", "300"]);
@@ -339,19 +341,16 @@ fn a_seed_is_refused_once_the_cluster_exists() {
 /// cluster's entries, votes or snapshots reach its store.
 #[test]
 fn a_node_about_to_seed_takes_no_cluster_traffic() {
-    let key = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(key.path(), "a-cluster-key-of-some-length\n").unwrap();
+    let key = key_file();
     let dir = harness::tempdir();
-    let s = Server::start(dir.path(), &["--api-key", "admin"]);
-    assert_eq!(s.post("/jobq/1/push", ADMIN, r#"{"spider":"s"}"#).status, 200);
-    assert!(s.stop().0.success());
+    single_node_store(dir.path(), &[r#"{"spider":"s"}"#.to_string()], 0);
     // Node 2 never starts: node 1 waits for it, seeding, with no cluster yet.
     let addrs = free_ports(2);
     let node = spawn(dir.path(), 1, &addrs, key.path());
     assert_eq!(node.get("/cluster", ADMIN).json()["seeding"], true);
     for path in ["/_raft/vote", "/_raft/append", "/_raft/snapshot"] {
         let body = b"{}";
-        let signature = harness::cluster_signature(b"a-cluster-key-of-some-length", path, body);
+        let signature = harness::cluster_signature(CLUSTER_KEY.as_bytes(), path, body);
         let req = format!(
             "POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: {signature}\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}"
         );

@@ -286,4 +286,20 @@ fn a_damaged_segment_header_is_rebuilt_and_every_frame_kept() {
     assert!(run_check(&sim).is_clean());
     let kept = export(&sim).lines().count();
     assert!(kept > 0 && kept < expected.lines().count(), "{kept}");
+    // A damaged header whose first frame claims a 1 GiB payload: nothing is
+    // read past the file, the header stays, the segment is cut.
+    let sim = make();
+    let mut bytes = sim.read_file(&path).unwrap();
+    bytes[20] ^= 1;
+    bytes[12288 + 4..12288 + 8].copy_from_slice(&(1u32 << 30).to_le_bytes());
+    sim.write_file(&path, bytes).unwrap();
+    let rep = repair(Path::new("/db"), small(&sim)).unwrap();
+    assert!(rep.headers_rebuilt.is_empty() && rep.cut.is_some(), "{rep:?}");
+    // The first segment cut short inside its header: an error that names it, no panic.
+    let sim = make();
+    let first = PathBuf::from(LOG);
+    let bytes = sim.read_file(&first).unwrap();
+    sim.write_file(&first, bytes[..40].to_vec()).unwrap();
+    let err = repair(Path::new("/db"), small(&sim)).expect_err("nothing to rebuild a 40-byte segment from");
+    assert!(err.to_string().contains("log-0000000001.jql"), "{err}");
 }

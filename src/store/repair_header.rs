@@ -42,7 +42,8 @@ pub fn rebuild_headers(
     for n in &numbers {
         let path = gen_dir.join(segment::file_name(*n));
         let bytes = read_head(fs, &path)?;
-        heads.push((bytes.clone(), segment::decode_header(&path, &bytes)));
+        let decoded = segment::decode_header(&path, &bytes);
+        heads.push((bytes, decoded));
     }
     let mut rebuilt = Vec::new();
     for (i, n) in numbers.iter().enumerate() {
@@ -51,13 +52,13 @@ pub fn rebuild_headers(
         let neighbour =
             |j: Option<usize>| j.and_then(|j| heads.get(j)).and_then(|(_, h)| h.as_ref().ok().map(|h| h.version));
         let own = (old.len() >= 12).then(|| u32::from_le_bytes([old[8], old[9], old[10], old[11]]));
-        let mut versions: Vec<u32> = [neighbour(i.checked_sub(1)), neighbour(Some(i + 1)), own]
-            .into_iter()
-            .flatten()
-            .chain((1..=VERSION).rev())
-            .filter(|v| (1..=VERSION).contains(v))
-            .collect();
-        dedup_keep_order(&mut versions);
+        let mut versions: Vec<u32> = Vec::new();
+        let candidates = [neighbour(i.checked_sub(1)), neighbour(Some(i + 1)), own].into_iter().flatten();
+        for v in candidates.chain((1..=VERSION).rev()) {
+            if (1..=VERSION).contains(&v) && !versions.contains(&v) {
+                versions.push(v);
+            }
+        }
         let path = gen_dir.join(segment::file_name(*n));
         let Some((version, first_seq)) = first_frame(fs, &path, &versions)? else { continue };
         let h = SegmentHeader { version, number: *n, generation, first_seq };
@@ -76,15 +77,6 @@ fn read_head(fs: &dyn FileSystem, path: &Path) -> Result<Vec<u8>> {
     let mut b = vec![0u8; len as usize];
     fs::read_exact_at(&*f, &mut b, 0).map_err(|e| Error::io("read", path, e))?;
     Ok(b)
-}
-
-fn dedup_keep_order(v: &mut Vec<u32>) {
-    let mut seen = Vec::new();
-    v.retain(|x| {
-        let new = !seen.contains(x);
-        seen.push(*x);
-        new
-    });
 }
 
 /// The first of `versions` whose data start holds a frame that verifies, with

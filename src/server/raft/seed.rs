@@ -43,14 +43,14 @@ async fn step(c: &Cluster, peers: &BTreeMap<u64, String>) -> Result<bool, String
     let voters = |c: &Cluster| -> BTreeSet<u64> {
         c.raft.metrics().borrow().membership_config.membership().voter_ids().collect()
     };
-    if c.raft.is_initialized().await.map_err(|e| e.to_string())? && voters(c) == all {
+    let initialized = c.raft.is_initialized().await.map_err(|e| e.to_string())?;
+    if initialized && voters(c) == all {
         // Every peer is a voter: it holds the seed (a learner becomes a voter
         // only after it caught up, through the snapshot).
         c.node.seeded().map_err(|e| e.to_string())?;
         tracing::info!(node = c.id, "seeded the cluster: every peer holds this store's jobs");
         return Ok(true);
     }
-    let initialized = c.raft.is_initialized().await.map_err(|e| e.to_string())?;
     if initialized && voters(c) != BTreeSet::from([c.id]) {
         // Only the membership the seeding made, or the one it ends with, is ever seen here.
         return Err(format!("unexpected voters {:?} while seeding: nothing is changed", voters(c)));

@@ -472,7 +472,7 @@ pub fn replay(
         let data_start = segment::read_header(&*file, &path)?.data_start();
         let start = if n == from.segment { from.offset.max(data_start) } else { data_start };
         let stop = if n == to.segment { to.offset } else { u64::MAX };
-        let mut sc = FrameScanner::new(file, &path, start)?;
+        let mut sc = FrameScanner::new(file, &path, start)?.read_ahead_to(stop);
         while sc.pos() < stop {
             match sc.next_step()? {
                 Step::End => break,

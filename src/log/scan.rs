@@ -32,6 +32,8 @@ pub struct FrameScanner {
     /// Zeros from a frame boundary to the end of the file end the scan (the
     /// preallocated space of a version-4 segment).
     zero_tail: bool,
+    /// Reads ahead stop here (a scan of a known range).
+    read_end: u64,
 }
 
 impl FrameScanner {
@@ -45,7 +47,15 @@ impl FrameScanner {
             buf: Vec::new(),
             buf_start: 0,
             zero_tail: false,
+            read_end: u64::MAX,
         })
+    }
+
+    /// Read no further ahead than `end` (the scan stops there): a replay of one
+    /// entry reads its bytes, not a window of a preallocated segment's zeros.
+    pub fn read_ahead_to(mut self, end: u64) -> FrameScanner {
+        self.read_end = end;
+        self
     }
 
     /// Accept (or not) zeros after the last frame as the end of the segment.
@@ -103,7 +113,8 @@ impl FrameScanner {
     fn window(&mut self, offset: u64, n: usize) -> Result<&[u8]> {
         let have = offset >= self.buf_start && offset + n as u64 <= self.buf_start + self.buf.len() as u64;
         if !have {
-            let want = (n.max(WINDOW) as u64).min(self.len - offset) as usize;
+            let ahead = self.read_end.saturating_sub(offset).max(n as u64);
+            let want = (n.max(WINDOW) as u64).min(self.len - offset).min(ahead) as usize;
             self.buf.resize(want, 0);
             crate::fs::read_exact_at(&*self.file, &mut self.buf, offset)
                 .map_err(|e| Error::io("read", &self.path, e))?;
@@ -162,5 +173,46 @@ impl FrameScanner {
         self.pos = offset + header.frame_len();
         let at = (offset - self.buf_start) as usize + HEADER_LEN;
         Ok(Step::Frame { offset, header, payload: &self.buf[at..at + header.len as usize] })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::frame::{self, FrameKind};
+    use crate::fs::{FileSystem, OpenMode, RealFs};
+
+    /// A scan told where its range ends reads that range, not a window of the
+    /// (preallocated, zero) bytes after it; the frames are the same.
+    #[test]
+    fn a_bounded_scan_reads_only_its_range() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("seg");
+        let file = RealFs.open(&path, OpenMode::CreateNew).unwrap();
+        let mut bytes = Vec::new();
+        for seq in 1..=3 {
+            frame::encode(&mut bytes, FrameKind::Jobs, 0, seq, 1, 0, &[seq as u8; 100]);
+        }
+        crate::fs::write_all_at(&*file, &bytes, 0).unwrap();
+        file.set_len(8 << 20).unwrap();
+        let end = bytes.len() as u64;
+        for bounded in [false, true] {
+            let mut sc = FrameScanner::new(file.clone(), &path, 0).unwrap();
+            if bounded {
+                sc = sc.read_ahead_to(end);
+            }
+            let mut seqs = Vec::new();
+            while sc.pos() < end {
+                match sc.next_step().unwrap() {
+                    Step::Frame { header, .. } => seqs.push(header.first_seq),
+                    other => panic!("{other:?}"),
+                }
+            }
+            assert_eq!(seqs, [1, 2, 3]);
+            match bounded {
+                true => assert_eq!(sc.buf.len() as u64, end),
+                false => assert_eq!(sc.buf.len(), WINDOW),
+            }
+        }
     }
 }

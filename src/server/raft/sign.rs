@@ -93,7 +93,9 @@ pub fn is_cluster_scheme(header: Option<&[u8]>) -> bool {
 }
 
 fn hex(tag: &[u8; 32]) -> String {
-    tag.iter().map(|b| format!("{b:02x}")).collect()
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let text: Vec<u8> = tag.iter().flat_map(|b| [DIGITS[usize::from(b >> 4)], DIGITS[usize::from(b & 15)]]).collect();
+    String::from_utf8(text).expect("hex digits are ASCII")
 }
 
 fn tags_of(header: &[u8]) -> Option<([u8; 32], [u8; 32])> {

@@ -260,6 +260,7 @@ impl Store {
                     let (at, seq) = (s.at, s.seq);
                     w.spec = None;
                     w.dirty = true;
+                    w.cuts += 1;
                     log.truncate_to(at, seq)?;
                     log.release_rotation();
                     w.reader.forget_from(at.segment);
@@ -361,6 +362,7 @@ impl Store {
             // This node's own batch goes with the entries cut.
             w.spec = None;
             w.dirty = true;
+            w.cuts += 1;
         }
         let log = w.log.as_mut().ok_or(Error::ReadOnly)?;
         log.truncate_to(loc.at, loc.seq).inspect_err(|e| self.inner().commit.poison(e))?;
@@ -387,6 +389,7 @@ impl Store {
         if w.dirty || w.spec.is_some() {
             w.spec = None;
             w.dirty = true;
+            w.cuts += 1;
             drop(w);
             super::raft_write::rebuild(inner)?;
             w = inner.writer.lock();
@@ -464,6 +467,7 @@ fn learn_dicts(w: &super::writer::Writer, data: &[u8]) -> Result<()> {
 pub(crate) fn drop_unappended(w: &mut super::writer::Writer) -> Result<()> {
     if let Some(s) = w.spec.take_if(|s| s.appended.is_none()) {
         w.dirty = true;
+        w.cuts += 1;
         if let Some(log) = w.log.as_mut() {
             log.truncate_to(s.at, s.seq)?;
             log.release_rotation();

@@ -117,6 +117,7 @@ pub(crate) fn leader_batch(inner: &Inner, batch: &[Arc<Request>], proposer: Opti
             None => w.replay_end < end,
         };
         w.dirty = true;
+        w.cuts += 1;
         drop(w);
         let outcome: Result<()> = match appended {
             true => Err(Error::InDoubt(e.to_string())),

@@ -119,6 +119,9 @@ fn run_cycle(inner: &Inner, started: Instant) -> Result<ReclaimReport> {
         return Ok(report);
     }
     let prefix: Vec<u32> = (first..=last).collect();
+    // A leader decides what is current with its batches in flight; one cut off
+    // since (never an entry) may have superseded a record it did not relocate.
+    let cuts = inner.writer.lock().cuts;
     // Retention is not decided in Raft entries yet: a cluster drops no deleted job.
     let cutoff = inner.opts.retain_deleted.filter(|_| role == Role::Single);
     let cutoff = cutoff.map(|d| inner.opts.clock.now_ms().saturating_sub(d.as_millis() as u64));
@@ -145,6 +148,9 @@ fn run_cycle(inner: &Inner, started: Instant) -> Result<ReclaimReport> {
     if role == Role::Follower && !index_covers(inner, kept_seq) {
         // Its spiders, next job ids and dictionaries must survive in an index
         // file's catalog: a follower writes no catalog frame.
+        return Ok(ReclaimReport::default());
+    }
+    if inner.writer.lock().cuts != cuts {
         return Ok(ReclaimReport::default());
     }
     let _maint = inner.maint_lock.lock();

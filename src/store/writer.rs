@@ -67,6 +67,9 @@ pub(crate) struct Writer {
     /// A cluster leader's batch that never became its entry left its records
     /// here: the state is rebuilt from the log before anything else.
     pub dirty: bool,
+    /// Times `dirty` was set: a compaction cycle that decided what is current
+    /// while a batch was ahead of its entry, and saw it cut off since, starts again.
+    pub cuts: u64,
     /// A cluster leader's batch runs (its frames are not an entry yet).
     #[cfg(feature = "cluster")]
     pub spec_open: bool,
@@ -111,6 +114,7 @@ impl Writer {
             #[cfg(feature = "cluster")]
             spec: None,
             dirty: false,
+            cuts: 0,
             #[cfg(feature = "cluster")]
             spec_open: false,
         }

@@ -150,7 +150,9 @@ impl Cluster {
     /// forwarded to `leader` will not be answered by it any more (or too late
     /// to tell).
     pub async fn replaced(&self, leader: u64) {
-        let mut rx = self.raft.metrics();
+        // The server metrics change with the vote, state, leader or membership
+        // only, not with every entry applied: a forwarded write wakes on those.
+        let mut rx = self.raft.server_metrics();
         loop {
             if rx.borrow_and_update().current_leader.is_some_and(|l| l != leader) {
                 return;

@@ -20,6 +20,10 @@ pub(crate) fn train_if_due(inner: &Inner) -> Result<bool> {
     if inner.opts.read_only || !inner.reader.dicts.is_empty() || inner.commit.check().is_err() {
         return Ok(false);
     }
+    // A cluster follower's write would be refused: it learns the leader's.
+    if super::reclaim_role::role(inner) == super::reclaim_role::Role::Follower {
+        return Ok(false);
+    }
     let version = inner.commit.published();
     let live: u64 = version.segments.iter().map(|s| s.live_docs()).sum::<u64>() + version.mem.len() as u64;
     if live < TRAIN_AT {

@@ -241,6 +241,8 @@ impl Store {
         let log = w.log.as_mut().ok_or(Error::ReadOnly)?;
         let mut locs = Vec::with_capacity(entries.len());
         let mut payload = Vec::new();
+        // The entries' frames go to the log in one write (a follower's append).
+        log.defer_writes();
         let r = (|| {
             for (e, frames) in entries.iter().zip(&split) {
                 payload.clear();
@@ -275,9 +277,11 @@ impl Store {
                 locs.push(EntryLoc { head: e.head, body: e.body.clone(), at: a.pos, seq: a.first_seq, end });
             }
             crate::crashpoint::hit("raft_before_sync");
-            log.flush()
+            log.stop_deferring()
         })();
         if let Err(e) = r {
+            // Stop holding frames back; the store is poisoned, nothing is acknowledged.
+            let _ = log.stop_deferring();
             inner.commit.poison(&e);
             return Err(e);
         }

@@ -261,8 +261,8 @@ impl Store {
                     // leave the writer (rebuilt before the next write or apply).
                     let (at, seq) = (s.at, s.seq);
                     w.spec = None;
-                    w.dirty = true;
-                    w.cuts += 1;
+                    // `w.mark_dirty()`, beside the borrowed log.
+                    (w.dirty, w.cuts) = (true, w.cuts + 1);
                     log.truncate_to(at, seq)?;
                     log.release_rotation();
                     w.reader.forget_from(at.segment);
@@ -280,7 +280,7 @@ impl Store {
             log.stop_deferring()
         })();
         if let Err(e) = r {
-            // Stop holding frames back; the store is poisoned, nothing is acknowledged.
+            // Written as a frame-by-frame append would have; poisoned: none is acknowledged.
             let _ = log.stop_deferring();
             inner.commit.poison(&e);
             return Err(e);
@@ -365,8 +365,7 @@ impl Store {
         if w.spec.as_ref().is_some_and(|s| s.at >= loc.at) {
             // This node's own batch goes with the entries cut.
             w.spec = None;
-            w.dirty = true;
-            w.cuts += 1;
+            w.mark_dirty();
         }
         let log = w.log.as_mut().ok_or(Error::ReadOnly)?;
         log.truncate_to(loc.at, loc.seq).inspect_err(|e| self.inner().commit.poison(e))?;
@@ -392,8 +391,7 @@ impl Store {
         }
         if w.dirty || w.spec.is_some() {
             w.spec = None;
-            w.dirty = true;
-            w.cuts += 1;
+            w.mark_dirty();
             drop(w);
             super::raft_write::rebuild(inner)?;
             w = inner.writer.lock();
@@ -470,8 +468,7 @@ fn learn_dicts(w: &super::writer::Writer, data: &[u8]) -> Result<()> {
 /// (sealed, its reserved zeros would read as damage below the durable mark).
 pub(crate) fn drop_unappended(w: &mut super::writer::Writer) -> Result<()> {
     if let Some(s) = w.spec.take_if(|s| s.appended.is_none()) {
-        w.dirty = true;
-        w.cuts += 1;
+        w.mark_dirty();
         if let Some(log) = w.log.as_mut() {
             log.truncate_to(s.at, s.seq)?;
             log.release_rotation();

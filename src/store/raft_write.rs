@@ -116,8 +116,7 @@ pub(crate) fn leader_batch(inner: &Inner, batch: &[Arc<Request>], proposer: Opti
             Some(_) => true,
             None => w.replay_end < end,
         };
-        w.dirty = true;
-        w.cuts += 1;
+        w.mark_dirty();
         drop(w);
         let outcome: Result<()> = match appended {
             true => Err(Error::InDoubt(e.to_string())),

@@ -119,8 +119,8 @@ fn run_cycle(inner: &Inner, started: Instant) -> Result<ReclaimReport> {
         return Ok(report);
     }
     let prefix: Vec<u32> = (first..=last).collect();
-    // A leader decides what is current with its batches in flight; one cut off
-    // since (never an entry) may have superseded a record it did not relocate.
+    // A leader decides what is current on its writer, which holds a batch ahead
+    // of its entry; one cut off since may have superseded a record not relocated.
     let cuts = inner.writer.lock().cuts;
     // Retention is not decided in Raft entries yet: a cluster drops no deleted job.
     let cutoff = inner.opts.retain_deleted.filter(|_| role == Role::Single);

@@ -120,6 +120,14 @@ impl Writer {
         }
     }
 
+    /// The state holds records of a cluster leader's batch that will not apply
+    /// as they ran (see `dirty`, `cuts`).
+    #[cfg(feature = "cluster")]
+    pub fn mark_dirty(&mut self) {
+        self.dirty = true;
+        self.cuts += 1;
+    }
+
     /// The working version.
     pub fn version(&self) -> Arc<Version> {
         Arc::new(Version {

@@ -272,9 +272,9 @@ fn a_seeding_killed_at_any_moment_resumes_on_restart() {
         let addrs = free_ports(3);
         let mut nodes: Vec<Server> = (1..=3).map(|id| spawn(dirs[id - 1].path(), id, &addrs, key.path())).collect();
         std::thread::sleep(Duration::from_millis(delay_ms));
-        harness::signal(nodes[0].pid(), "KILL");
+        kill_9(&nodes[0]);
         if round % 2 == 1 {
-            harness::signal(nodes[1].pid(), "KILL");
+            kill_9(&nodes[1]);
             nodes[1] = spawn(dirs[1].path(), 2, &addrs, key.path());
         }
         nodes[0] = spawn(dirs[0].path(), 1, &addrs, key.path());
@@ -292,6 +292,20 @@ fn a_seeding_killed_at_any_moment_resumes_on_restart() {
             let r = n.get("/jobq/1/count?state=pending", ADMIN);
             assert_eq!(r.text(), format!("{JOBS}\n"), "round {round} (kill after {delay_ms} ms), node {}", i + 1);
         }
+    }
+}
+
+/// kill -9 `s` and wait until it is dead (its store's lock released), not reaped.
+fn kill_9(s: &Server) {
+    harness::signal(s.pid(), "KILL");
+    let stat = format!("/proc/{}/stat", s.pid());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    // The state is the field after the command's closing parenthesis; Z: it exited.
+    while std::fs::read_to_string(&stat)
+        .is_ok_and(|t| t.rsplit_once(')').is_some_and(|(_, r)| !r.trim_start().starts_with('Z')))
+    {
+        assert!(Instant::now() < deadline, "process {} did not die", s.pid());
+        std::thread::sleep(Duration::from_millis(5));
     }
 }
 

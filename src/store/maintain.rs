@@ -135,24 +135,34 @@ fn persist_ready(inner: &Inner) -> Result<()> {
     }
 }
 
-/// Size class of an index file by its live docs: 0 up to one tail's worth, then
-/// one class per factor of `fanout`.
-fn class(slot: &SegmentSlot, opts: &Options) -> u32 {
+/// Size class of an index file of `live` docs: class `k` is centred on `fanout^k`
+/// tails' worth, and spans a factor of `fanout` (class 0: below 2 tails with the
+/// fanout 4). A tail is frozen at `memtable_entries` or a little past it (the
+/// batch that crossed the line), so every frozen tail is in class 0, and `fanout`
+/// files of class `k` merge into one of class `k + 1`.
+fn class_of(live: u64, opts: &Options) -> u32 {
     let base = opts.memtable_entries.max(1) as f64;
-    let live = slot.live_docs() as f64;
-    if live <= base {
+    let f = opts.merge_fanout.max(2) as f64;
+    let centred = live as f64 / base * f.sqrt();
+    if centred < f {
         0
     } else {
-        1 + ((live / base).ln() / (opts.merge_fanout.max(2) as f64).ln()) as u32
+        (centred.ln() / f.ln()) as u32
     }
 }
 
-/// The newest run of `fanout` or more adjacent files of one size class; or the
-/// newest `fanout` files when there are too many.
+/// The newest run of `fanout` or more adjacent files of one size class. When
+/// there are too many files, the `fanout` adjacent ones with the fewest live docs
+/// (the cheapest merge that takes `fanout - 1` files away; never the newest ones
+/// blindly, which may hold a big file that every later freeze would rewrite).
 fn pick(slots: &[SegmentSlot], opts: &Options) -> Option<Range<usize>> {
+    pick_by(&slots.iter().map(SegmentSlot::live_docs).collect::<Vec<_>>(), opts)
+}
+
+fn pick_by(live: &[u64], opts: &Options) -> Option<Range<usize>> {
     let f = opts.merge_fanout.max(2);
-    let classes: Vec<u32> = slots.iter().map(|s| class(s, opts)).collect();
-    let mut end = slots.len();
+    let classes: Vec<u32> = live.iter().map(|l| class_of(*l, opts)).collect();
+    let mut end = live.len();
     while end > 0 {
         let c = classes[end - 1];
         let mut start = end - 1;
@@ -164,7 +174,11 @@ fn pick(slots: &[SegmentSlot], opts: &Options) -> Option<Range<usize>> {
         }
         end = start;
     }
-    (slots.len() > 4 * f).then(|| slots.len() - f..slots.len())
+    if live.len() <= 4 * f {
+        return None;
+    }
+    let start = (0..=live.len() - f).min_by_key(|s| live[*s..*s + f].iter().sum::<u64>())?;
+    Some(start..start + f)
 }
 
 fn merge_once(inner: &Inner) -> Result<bool> {
@@ -274,6 +288,36 @@ mod tests {
     use crate::model::{JobKey, JobState, ManualClock};
     use crate::store::request::{parse_push, parse_update};
     use crate::{Durability, Options, Store};
+
+    #[test]
+    fn frozen_tails_share_a_class_and_merges_take_the_small_files() {
+        let opts = Options { memtable_entries: 4096, merge_fanout: 4, ..Options::default() };
+        let class = |n| super::class_of(n, &opts);
+        // A tail frozen at the line or a batch past it, or cut short: class 0.
+        for n in [0, 1, 2297, 4096, 4097, 4200, 8191] {
+            assert_eq!(class(n), 0, "{n} docs");
+        }
+        // Four of a class make one of the next.
+        assert_eq!(class(4 * 4096), 1);
+        assert_eq!(class(4 * 4200), 1);
+        assert_eq!(class(16 * 4096), 2);
+        assert_eq!(class(64 * 4096), 3);
+        // Newest run first: four class-0 files after a big one.
+        let pick = |live: &[u64]| super::pick_by(live, &opts);
+        assert_eq!(pick(&[1_000_000, 4096, 4099, 4096, 4107]), Some(1..5));
+        assert_eq!(pick(&[1_000_000, 4096, 4099, 4096]), None);
+        // Too many files and no run of four: the cheapest four adjacent ones,
+        // never the big file.
+        let mut live = vec![1_000_000, 16_384, 70_000, 4096, 20_000];
+        live.extend([300_000, 4096, 18_000, 4096, 70_000, 300_000, 17_000, 400_000, 4096, 4096, 16_500, 4096]);
+        let r = pick(&live).expect("too many files");
+        assert_eq!(r.len(), 4);
+        let cost: u64 = live[r.clone()].iter().sum();
+        for s in 0..=live.len() - 4 {
+            assert!(cost <= live[s..s + 4].iter().sum::<u64>(), "{r:?} is not the cheapest");
+        }
+        assert!(!r.contains(&0), "the big file is left alone");
+    }
 
     /// A merge must keep a job's last version that the merged range holds when the
     /// newer version lives only in the tail: that record is not durable yet, and a

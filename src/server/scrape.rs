@@ -156,6 +156,7 @@ fn store(app: &App, x: &mut Exposition) {
     x.single("jobq_index_files", Kind::Gauge, "Index files in use.", e.index_files);
     x.single("jobq_index_bytes", Kind::Gauge, "Bytes in the index files in use.", e.index_bytes);
     x.single("jobq_index_merges_total", Kind::Counter, "Merges of index files installed.", e.merges);
+    x.single("jobq_index_merged_docs_total", Kind::Counter, "Docs written by index merges.", e.merged_docs);
     x.single("jobq_compactions_total", Kind::Counter, "Compactions done by this process.", e.compactions);
     x.single(
         "jobq_compaction_reclaimed_bytes_total",

@@ -245,7 +245,7 @@ fn merge_once(inner: &Inner) -> Result<bool> {
         w.segments.splice(at..at + inputs.len(), [slot]);
         publish_if_clean(inner, &w);
     }
-    inner.counters.note_merge();
+    inner.counters.note_merge(merged.meta().docs);
     Ok(true)
 }
 
@@ -317,6 +317,38 @@ mod tests {
             assert!(cost <= live[s..s + 4].iter().sum::<u64>(), "{r:?} is not the cheapest");
         }
         assert!(!r.contains(&0), "the big file is left alone");
+    }
+
+    /// Pushes in batches of 1 to 5 freeze tails of 64 to 68 docs. They merge
+    /// into files a size class at a time: a doc is rewritten about once per class
+    /// it passes, not each time the files pile up (the fallback once merged the
+    /// newest files, big ones included, after most freezes).
+    #[test]
+    fn merges_rewrite_each_doc_a_few_times() {
+        let sim = SimFs::new();
+        let opts = Options {
+            fs: Arc::new(sim.clone()),
+            clock: Arc::new(ManualClock::new(5000)),
+            durability: Durability::Buffered,
+            background: false,
+            memtable_entries: 64,
+            merge_fanout: 4,
+            ..Options::default()
+        };
+        let store = Store::open("/db", opts).unwrap();
+        let spec = parse_push(r#"{"spider":"s"}"#).unwrap();
+        let (mut pushed, mut r) = (0u64, 7u64);
+        while pushed < 20_000 {
+            r = r.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let n = 1 + (r >> 33) % 5;
+            store.push(1, &vec![spec.clone(); n as usize], None).unwrap();
+            pushed += n;
+        }
+        let m = store.metrics();
+        // 20,000 docs pass at most log4(20000 / 64 * 2) + 1 = 5 classes.
+        assert!(m.merged_docs <= 5 * pushed, "{} docs merged for {pushed} pushed", m.merged_docs);
+        assert!(m.merges > 0);
+        assert!(m.index_files <= 20, "{} index files", m.index_files);
     }
 
     /// A merge must keep a job's last version that the merged range holds when the

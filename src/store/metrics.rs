@@ -15,8 +15,9 @@ use crate::model::JobState;
 /// Counters the store keeps as it works (group commit keeps its own).
 #[derive(Debug, Default)]
 pub(crate) struct EngineCounters {
-    /// Index merges installed.
+    /// Index merges installed, and the docs they wrote.
     merges: AtomicU64,
+    merged_docs: AtomicU64,
     /// Compactions done, and the bytes they freed.
     compactions: AtomicU64,
     compaction_reclaimed_bytes: AtomicU64,
@@ -29,9 +30,10 @@ pub(crate) struct EngineCounters {
 }
 
 impl EngineCounters {
-    /// A merge of index files was installed.
-    pub(crate) fn note_merge(&self) {
+    /// A merge of index files, writing `docs` docs, was installed.
+    pub(crate) fn note_merge(&self, docs: u64) {
         self.merges.fetch_add(1, Ordering::Relaxed);
+        self.merged_docs.fetch_add(docs, Ordering::Relaxed);
     }
 
     /// A compaction finished, freeing `reclaimed_bytes` of disk.
@@ -74,6 +76,9 @@ pub struct EngineMetrics {
     pub index_bytes: u64,
     /// Index merges installed.
     pub merges: u64,
+    /// Docs the merges wrote: over the docs written, how often a doc is
+    /// rewritten (a few times, one per size class it passes).
+    pub merged_docs: u64,
     /// Compactions done and the disk bytes they freed.
     pub compactions: u64,
     pub compaction_reclaimed_bytes: u64,
@@ -155,6 +160,7 @@ impl Store {
             index_files: persisted().count() as u64,
             index_bytes: persisted().map(|s| s.seg.size() as u64).sum(),
             merges: c.merges.load(Ordering::Relaxed),
+            merged_docs: c.merged_docs.load(Ordering::Relaxed),
             compactions: c.compactions.load(Ordering::Relaxed),
             compaction_reclaimed_bytes: c.compaction_reclaimed_bytes.load(Ordering::Relaxed),
             purged_jobs: c.purged.load(Ordering::Relaxed),

@@ -319,6 +319,20 @@ mod tests {
         assert!(!r.contains(&0), "the big file is left alone");
     }
 
+    /// A buffered store on `sim` that freezes tails of `tail` entries and merges
+    /// `fanout` files at a time, inline.
+    fn inline_merges(sim: &SimFs, tail: usize, fanout: usize) -> Options {
+        Options {
+            fs: Arc::new(sim.clone()),
+            clock: Arc::new(ManualClock::new(5000)),
+            durability: Durability::Buffered,
+            background: false,
+            memtable_entries: tail,
+            merge_fanout: fanout,
+            ..Options::default()
+        }
+    }
+
     /// Pushes in batches of 1 to 5 freeze tails of 64 to 68 docs. They merge
     /// into files a size class at a time: a doc is rewritten about once per class
     /// it passes, not each time the files pile up (the fallback once merged the
@@ -326,16 +340,7 @@ mod tests {
     #[test]
     fn merges_rewrite_each_doc_a_few_times() {
         let sim = SimFs::new();
-        let opts = Options {
-            fs: Arc::new(sim.clone()),
-            clock: Arc::new(ManualClock::new(5000)),
-            durability: Durability::Buffered,
-            background: false,
-            memtable_entries: 64,
-            merge_fanout: 4,
-            ..Options::default()
-        };
-        let store = Store::open("/db", opts).unwrap();
+        let store = Store::open("/db", inline_merges(&sim, 64, 4)).unwrap();
         let spec = parse_push(r#"{"spider":"s"}"#).unwrap();
         let (mut pushed, mut r) = (0u64, 7u64);
         while pushed < 20_000 {
@@ -357,15 +362,7 @@ mod tests {
     #[test]
     fn a_merge_keeps_versions_superseded_only_from_the_tail() {
         let sim = SimFs::new();
-        let opts = Options {
-            fs: Arc::new(sim.clone()),
-            clock: Arc::new(ManualClock::new(5000)),
-            durability: Durability::Buffered,
-            background: false,
-            memtable_entries: 1000,
-            merge_fanout: 2,
-            ..Options::default()
-        };
+        let opts = inline_merges(&sim, 1000, 2);
         let store = Store::open("/db", opts.clone()).unwrap();
         let push = |spider: &str| store.push(1, &[parse_push(&format!(r#"{{"spider":"{spider}"}}"#)).unwrap()], None);
         push("k").unwrap();

@@ -342,15 +342,22 @@ pub fn fill_range(b: u32, lo: DocId, hi: DocId, out: &mut Block) {
 }
 
 /// The position of the `n`-th (0-based) set bit of `block`, if it has that many.
-pub fn select_in_block(block: &Block, mut n: u64) -> Option<u32> {
-    for (i, w) in block.iter().enumerate() {
+pub fn select_in_block(block: &Block, n: u64) -> Option<u32> {
+    select_in_words(block, ALL_WORDS, n)
+}
+
+/// The position in the block of the `n`-th (0-based) set bit of `words`, if
+/// they have that many.
+pub fn select_in_words(block: &Block, words: Words, mut n: u64) -> Option<u32> {
+    let first = words.start;
+    for (i, w) in block[words].iter().enumerate() {
         let c = u64::from(w.count_ones());
         if n < c {
             let mut w = *w;
             for _ in 0..n {
                 w &= w - 1;
             }
-            return Some(i as u32 * 64 + w.trailing_zeros());
+            return Some((first + i) as u32 * 64 + w.trailing_zeros());
         }
         n -= c;
     }

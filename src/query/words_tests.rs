@@ -198,7 +198,9 @@ fn blocks_are_reused_within_a_thread() {
     let again = BlockBuf::new();
     assert_eq!(again.as_ptr(), at, "the spare block is taken again");
     // Debug builds hand out garbage, not zeroes: a user relying on zeroes fails its tests.
-    assert!(again.iter().all(|w| *w != 0));
+    if cfg!(debug_assertions) {
+        assert!(again.iter().all(|w| *w != 0));
+    }
     let held: Vec<BlockBuf> = (0..40).map(|_| BlockBuf::new()).collect();
     drop(held);
     let kept = crate::query::docset::spare_blocks();

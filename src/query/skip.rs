@@ -64,18 +64,15 @@ fn rank(src: &mut Source<'_>, c: Option<&Counted>, k: Key, buf: &mut Block) -> u
     }
 }
 
-/// The key of the `i`-th match of a source, and where it is. `held`: the block
-/// whose bits (masked to the source's range) `buf` holds already, if any.
-fn select(src: &mut Source<'_>, c: Option<&Counted>, i: u64, buf: &mut Block, held: Option<u32>) -> (Key, DocId) {
+/// The key of the `i`-th match of a source, and where it is.
+fn select(src: &mut Source<'_>, c: Option<&Counted>, i: u64, buf: &mut Block) -> (Key, DocId) {
     match (src, c) {
         (Source::Tail { entries, .. }, _) => (entries[i as usize].order_key(), i as DocId),
         (Source::Section { set, sec, lo, hi }, Some(c)) => {
             let j = c.blocks.partition_point(|(_, n)| *n <= i) - 1;
             let (bk, before) = c.blocks[j];
-            if held != Some(bk) {
-                set.fill_block(bk, buf);
-                mask_block(bk, *lo, *hi, buf);
-            }
+            set.fill_block(bk, buf);
+            mask_block(bk, *lo, *hi, buf);
             let at = select_in_block(buf, i - before).expect("the block holds the match");
             let doc = (bk << 16) + at;
             ((sec.ts(doc), sec.seq(doc)), doc)
@@ -93,12 +90,9 @@ pub fn skip(sources: &mut [Source<'_>], start: u64) -> Option<bool> {
         return Some(true);
     }
     let mut buf = BlockBuf::new();
-    if let [only @ Source::Section { .. }] = sources {
-        let found = match only {
-            Source::Section { set, lo, hi, .. } => nth_match(set.as_mut(), *lo, *hi, start, &mut buf),
-            Source::Tail { .. } => unreachable!("a section"),
-        };
-        position(only, found.map(Target::At));
+    if let [Source::Section { set, lo, hi, .. }] = sources {
+        let found = nth_match(set.as_mut(), *lo, *hi, start, &mut buf);
+        position(&mut sources[0], found.map(Target::At));
         return Some(found.is_some());
     }
     let counts: Vec<Option<Counted>> = sources
@@ -120,18 +114,15 @@ pub fn skip(sources: &mut [Source<'_>], start: u64) -> Option<bool> {
         }
         return Some(false);
     }
-    if let ([only], [c]) = (&mut *sources, &counts[..]) {
-        // The counting stopped at the block of the match: `buf` holds its bits.
-        let held = c.as_ref().and_then(|c| c.blocks.last()).map(|(b, _)| *b);
-        let (_, doc) = select(only, c.as_ref(), start, &mut buf, held);
-        position(only, Some(Target::At(doc)));
+    if let [only @ Source::Tail { .. }] = sources {
+        position(only, Some(Target::At(start as DocId)));
         return Some(true);
     }
     for a in 0..sources.len() {
         let n = total(&sources[a], &counts[a]);
         // h(i) = i + matches of the other sources newer than match i: increasing.
         let mut h = |i: u64, sources: &mut [Source<'_>]| -> (u64, Key, DocId) {
-            let (k, doc) = select(&mut sources[a], counts[a].as_ref(), i, &mut buf, None);
+            let (k, doc) = select(&mut sources[a], counts[a].as_ref(), i, &mut buf);
             let mut v = i;
             for (t, src) in sources.iter_mut().enumerate() {
                 if t != a {

@@ -4,6 +4,8 @@
 //! fill. The first row after the skip is the match whose key `K` has exactly
 //! `start` newer matches over all sources: for each source in turn, a binary search
 //! over its matches `i` for `i + Σ other ranks(key of i) == start` finds it.
+//! One section alone (the common case) needs no search: its blocks are counted
+//! up to the one holding the match, that one a window at a time (`nth_match`).
 
 use super::docset::{
     block_of, mask_block, mask_words, popcount, select_in_block, select_in_words, walk_blocks, Block, BlockBuf, DocId,

@@ -117,14 +117,15 @@ fn client(c: usize, cluster: &Cluster, rt: &tokio::runtime::Handle, stop: &Atomi
 }
 
 /// After an acknowledgement at `leader`: the leader confirms its read index, `node`
-/// waits until it applied that far, and its store has `key`.
+/// waits until it applied that far, and its store has `key`. A node that is not
+/// there within a second is taken as cut off (a longer wait starves the clients).
 fn read_sees(cluster: &Cluster, leader: u64, node: u64, key: JobKey, rt: &tokio::runtime::Handle) -> bool {
     let lr = cluster.nodes[&leader].0.clone();
     let nr = cluster.nodes[&node].0.clone();
     let ok = rt.block_on(async move {
         let Ok(Some(read)) = lr.ensure_linearizable().await else { return None };
         let waited = nr
-            .wait(Some(Duration::from_secs(5)))
+            .wait(Some(Duration::from_secs(1)))
             .metrics(|m| m.last_applied.is_some_and(|a| a.index >= read.index), "read index")
             .await;
         Some(waited.is_ok())
@@ -134,6 +135,53 @@ fn read_sees(cluster: &Cluster, leader: u64, node: u64, key: JobKey, rt: &tokio:
         Some(false) => true, // the node is cut off: it cannot serve a linearizable read
         Some(true) => cluster.nodes[&node].1.store().snapshot().get(key).unwrap().is_some(),
     }
+}
+
+/// Cut a follower off, push past it, have both other nodes snapshot and purge
+/// their logs (whichever leads next must send a snapshot), and heal. Returns the
+/// follower and its store generation before.
+fn fall_behind_a_purge(
+    cluster: &Cluster,
+    router: &Router,
+    rt: &tokio::runtime::Runtime,
+    leader: u64,
+    dir: &std::path::Path,
+) -> (u64, Option<u64>) {
+    let behind = cluster.nodes.keys().copied().find(|n| *n != leader).unwrap();
+    let generation = jobq::store::layout::read_current(&jobq::fs::RealFs, &dir.join(format!("n{behind}"))).unwrap();
+    router.isolate(behind, true);
+    let mut pushed = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while pushed < 20 {
+        assert!(Instant::now() < deadline, "two healthy nodes took no push in 60 s");
+        let Some(l) = cluster.leader().filter(|l| *l != behind) else {
+            std::thread::sleep(Duration::from_millis(50));
+            continue;
+        };
+        let line = format!(r#"{{"spider":"behind","m":"b{pushed}"}}"#);
+        if cluster.nodes[&l].1.store().push(1, &[parse_push(&line).unwrap()], None).is_ok() {
+            pushed += 1;
+        }
+    }
+    for (id, (raft, _)) in &cluster.nodes {
+        if *id == behind {
+            continue;
+        }
+        let raft = raft.clone();
+        rt.block_on(async move {
+            let applied = raft.metrics().borrow().last_applied.unwrap().index;
+            raft.trigger().snapshot().await.unwrap();
+            let m = raft.wait(Some(Duration::from_secs(20)));
+            let m = m.metrics(|m| m.snapshot.is_some_and(|s| s.index >= applied), "snapshot").await;
+            let at = m.unwrap_or_else(|e| panic!("node {id} built no snapshot: {e}")).snapshot.unwrap().index;
+            raft.trigger().purge_log(at).await.unwrap();
+            let purged = raft.wait(Some(Duration::from_secs(20)));
+            let purged = purged.metrics(|m| m.purged.is_some_and(|p| p.index >= at), "purged").await;
+            purged.unwrap_or_else(|e| panic!("node {id} did not purge its log to {at}: {e}"));
+        });
+    }
+    router.isolate(behind, false);
+    (behind, generation)
 }
 
 fn export(store: &Store) -> String {
@@ -194,9 +242,11 @@ fn histories_under_a_faulty_network_keep_every_promise() {
             .filter(|g| *g > Some(1))
             .count()
     };
-    // The chaos lasts its time, and longer (up to 4x) until a node installed a
-    // snapshot and compaction removed a segment.
-    while started.elapsed() < chaos() || (installs() == 0 || removed == 0) && started.elapsed() < chaos() * 4 {
+    let acked = || history.lock().unwrap().pushes.values().filter(|o| matches!(o, Outcome::Acked)).count();
+    // The chaos lasts its time, and longer (up to 4x) until compaction removed a
+    // segment and 20 pushes were acknowledged. Whether a node falls behind a
+    // purge in it is chance; the phase after the chaos makes one do so.
+    while started.elapsed() < chaos() || (removed == 0 || acked() < 20) && started.elapsed() < chaos() * 4 {
         round += 1;
         let victim = if round.is_multiple_of(2) { cluster.leader().unwrap_or(1) } else { 1 + round % 3 };
         if round.is_multiple_of(3) {
@@ -239,6 +289,16 @@ fn histories_under_a_faulty_network_keep_every_promise() {
         if let Some(l) = cluster.leader() {
             let store = cluster.nodes[&l].1.store().clone();
             if store.push(1, &[parse_push(r#"{"spider":"final","m":"final"}"#).unwrap()], None).is_ok() {
+                break l;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let (behind, generation_before) = fall_behind_a_purge(&cluster, &router, &rt, leader, tmp.path());
+    let leader = loop {
+        if let Some(l) = cluster.leader() {
+            let store = cluster.nodes[&l].1.store().clone();
+            if store.push(1, &[parse_push(r#"{"spider":"final","m":"after"}"#).unwrap()], None).is_ok() {
                 break l;
             }
         }
@@ -299,7 +359,11 @@ fn histories_under_a_faulty_network_keep_every_promise() {
          {installed} nodes installed a snapshot, {removed} segments compacted away",
         history.lock().unwrap().started.len()
     );
-    assert!(installed > 0, "no node caught up from a snapshot");
+    let generation_after = jobq::store::layout::read_current(&jobq::fs::RealFs, &tmp.path().join(format!("n{behind}")));
+    assert!(
+        generation_after.unwrap() > generation_before,
+        "node {behind} fell behind a purged log and caught up without installing a snapshot"
+    );
     assert!(removed > 0, "compaction removed no segment");
     let cluster = Arc::try_unwrap(cluster).ok().expect("clients are done");
     for (_, (raft, node)) in cluster.nodes {

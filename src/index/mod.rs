@@ -2,6 +2,7 @@
 //! per project: docs in `ts`-descending order, columns, postings), the set of their
 //! superseded docs, and the in-memory index of the log's tail.
 
+pub mod block_cache;
 pub mod build;
 pub mod deadset;
 pub mod format;

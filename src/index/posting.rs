@@ -12,6 +12,9 @@
 
 use byteorder::{ByteOrder, LittleEndian as LE, WriteBytesExt};
 
+use std::sync::Arc;
+
+use super::block_cache::{BlockCache, ADMIT_VALUES};
 use crate::query::docset::{span, Block, DocId, DocSet, Words, ALL_WORDS, BLOCK_WORDS, TERMINATED};
 
 /// Lists of at most this many docs are flat.
@@ -166,13 +169,21 @@ pub struct Posting<'a> {
     /// Containers (0 for a flat list).
     n: usize,
     card: u32,
+    /// Its file's cache of decoded array containers, and its key there.
+    cache: Option<(&'a BlockCache, u64)>,
 }
 
 impl<'a> Posting<'a> {
     pub fn new(bytes: &'a [u8]) -> Posting<'a> {
         let card = LE::read_u32(&bytes[0..4]);
         let n = if card <= FLAT_MAX { 0 } else { LE::read_u32(&bytes[4..8]) as usize };
-        Posting { bytes, card, n }
+        Posting { bytes, card, n, cache: None }
+    }
+
+    /// The same list, its large array containers decoded through `cache` (its
+    /// file's) under `key` (the list's offset in the file).
+    pub fn with_cache(self, cache: &'a BlockCache, key: u64) -> Posting<'a> {
+        Posting { cache: Some((cache, key)), ..self }
     }
 
     pub fn len(&self) -> u32 {
@@ -457,6 +468,25 @@ impl DocSet for PostingCursor<'_> {
 
 /// Block operations over `span::<WHOLE>(words)` (see [`span`]).
 impl PostingCursor<'_> {
+    /// The bits of array container `(card, at)` of block `b` from the file's
+    /// cache; decoded whole and kept when the operation covers a quarter of the
+    /// container's words or more (a short window decodes only its own values).
+    #[inline]
+    fn cached_array(&self, b: u32, card: u32, at: usize, words: &Words) -> Option<Arc<Block>> {
+        let (cache, key) = self.p.cache.filter(|_| card >= ADMIT_VALUES)?;
+        if let Some(bits) = cache.get(key, b) {
+            return Some(bits);
+        }
+        let used = self.p.array(at, card as usize - 1) as usize / 64 + 1;
+        if words.len() * 4 < used {
+            return None;
+        }
+        let mut bits = Arc::new([0u64; BLOCK_WORDS]);
+        set_bits(Arc::get_mut(&mut bits).expect("not shared yet"), self.p.values(at, card, ALL_WORDS));
+        cache.put(key, b, bits.clone());
+        Some(bits)
+    }
+
     #[inline(always)]
     fn fill<const WHOLE: bool>(&mut self, b: u32, words: Words, out: &mut Block) {
         let words = span::<WHOLE>(words);
@@ -465,10 +495,13 @@ impl PostingCursor<'_> {
             return set_bits(out, self.p.flat_in(b, words));
         }
         match self.p.container(b) {
-            Some((0, card, at)) => {
-                out[words.clone()].fill(0);
-                set_bits(out, self.p.values(at, card, words));
-            }
+            Some((0, card, at)) => match self.cached_array(b, card, at, &words) {
+                Some(bits) => out[words.clone()].copy_from_slice(&bits[words]),
+                None => {
+                    out[words.clone()].fill(0);
+                    set_bits(out, self.p.values(at, card, words));
+                }
+            },
             Some((n, _, at)) => self.p.combine_bitmap(at, n, words, out, |_, w| w),
             None => out[words].fill(0),
         }
@@ -481,7 +514,10 @@ impl PostingCursor<'_> {
             return and_values(out, scratch, words.clone(), self.p.flat_in(b, words));
         }
         match self.p.container(b) {
-            Some((0, card, at)) => and_values(out, scratch, words.clone(), self.p.values(at, card, words)),
+            Some((0, card, at)) => match self.cached_array(b, card, at, &words) {
+                Some(bits) => combine_words(&bits, words, out, |o, w| o & w),
+                None => and_values(out, scratch, words.clone(), self.p.values(at, card, words)),
+            },
             Some((n, _, at)) => self.p.combine_bitmap(at, n, words, out, |o, w| o & w),
             None => out[words].fill(0),
         }
@@ -493,7 +529,10 @@ impl PostingCursor<'_> {
             return set_bits(out, self.p.flat_in(b, words));
         }
         match self.p.container(b) {
-            Some((0, card, at)) => set_bits(out, self.p.values(at, card, words)),
+            Some((0, card, at)) => match self.cached_array(b, card, at, &words) {
+                Some(bits) => combine_words(&bits, words, out, |o, w| o | w),
+                None => set_bits(out, self.p.values(at, card, words)),
+            },
             Some((n, _, at)) => self.p.combine_bitmap(at, n, words, out, |o, w| o | w),
             None => {}
         }
@@ -510,10 +549,21 @@ impl PostingCursor<'_> {
             return clear(out, &mut self.p.flat_in(b, words));
         }
         match self.p.container(b) {
-            Some((0, card, at)) => clear(out, &mut self.p.values(at, card, words)),
+            Some((0, card, at)) => match self.cached_array(b, card, at, &words) {
+                Some(bits) => combine_words(&bits, words, out, |o, w| o & !w),
+                None => clear(out, &mut self.p.values(at, card, words)),
+            },
             Some((n, _, at)) => self.p.combine_bitmap(at, n, words, out, |o, w| o & !w),
             None => {}
         }
+    }
+}
+
+/// `out[i] = f(out[i], bits[i])` for `i` in `words`.
+#[inline(always)]
+fn combine_words(bits: &Block, words: Words, out: &mut Block, f: impl Fn(u64, u64) -> u64) {
+    for (o, w) in out[words.clone()].iter_mut().zip(&bits[words]) {
+        *o = f(*o, *w);
     }
 }
 

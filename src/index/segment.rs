@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use byteorder::{ByteOrder, LittleEndian as LE};
 
+use super::block_cache::BlockCache;
 use super::format::{self, field, DirEntry, SegmentMeta, FOOTER_LEN, HEADER_LEN, SECTION_HEADER, TERM_ENTRY};
 use super::packed;
 use super::posting;
@@ -38,6 +39,8 @@ pub struct IndexSegment {
     /// The catalog's dictionaries (version 4): id, start and end in the file.
     dicts: Vec<(u32, usize, usize)>,
     on_disk: bool,
+    /// Decoded array containers of this file's posting lists (block_cache.rs).
+    blocks: BlockCache,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -143,6 +146,7 @@ impl IndexSegment {
                     project: d.project,
                     samples: &[],
                     terms: None,
+                    cache: None,
                 };
                 (0..info.n).step_by(packed::BLOCK).map(|r| sec.sorted_key(r)).collect()
             })
@@ -157,12 +161,14 @@ impl IndexSegment {
                     project: 0,
                     samples: &[],
                     terms: None,
+                    cache: None,
                 };
                 TermTable::build(info.n_terms, |t| sec.term_key(t))
             })
             .collect();
         let by_project = dir.iter().enumerate().map(|(i, d)| (d.project, i as u32)).collect();
         Ok(IndexSegment {
+            blocks: block_cache_for(&dir),
             path: path.to_path_buf(),
             meta,
             dir,
@@ -222,6 +228,7 @@ impl IndexSegment {
             catalog: self.catalog,
             dicts: self.dicts.clone(),
             on_disk: self.on_disk,
+            blocks: block_cache_for(&self.dir),
         }
     }
 
@@ -311,12 +318,18 @@ impl IndexSegment {
             project: self.dir[i].project,
             samples: &self.samples[i],
             terms: Some(&self.terms[i]),
+            cache: Some((&self.blocks, info.start as u64)),
         }
     }
 
     pub fn section(&self, project: u32) -> Option<Section<'_>> {
         self.section_index(project).map(|i| self.section_at(i))
     }
+}
+
+/// A cache sized for the posting blocks of the sections in `dir`.
+fn block_cache_for(dir: &[DirEntry]) -> BlockCache {
+    BlockCache::for_blocks(dir.iter().map(|d| (d.docs as usize).div_ceil(1 << 16)).sum())
 }
 
 fn decode_dir(b: &[u8], at: usize, sections_end: usize) -> std::result::Result<Vec<DirEntry>, (usize, String)> {
@@ -481,6 +494,8 @@ pub struct Section<'a> {
     samples: &'a [u64],
     /// The hashed term dictionary (`None` while opening: binary search).
     terms: Option<&'a TermTable>,
+    /// The file's block cache, and the section's offset in the file.
+    cache: Option<(&'a BlockCache, u64)>,
 }
 
 impl<'a> Section<'a> {

@@ -19,7 +19,12 @@ impl<'a> Section<'a> {
 
     fn posting(&self, t: u32) -> Posting<'a> {
         let e = &self.b[self.info.cols[DICT] + t as usize * TERM_ENTRY..][..TERM_ENTRY];
-        Posting::new(&self.b[LE::read_u32(&e[8..12]) as usize..])
+        let at = LE::read_u32(&e[8..12]) as usize;
+        let p = Posting::new(&self.b[at..]);
+        match self.cache {
+            Some((cache, section_at)) => p.with_cache(cache, section_at + at as u64),
+            None => p,
+        }
     }
 
     fn term_entry(&self, t: u32) -> (u8, &'a [u8], Posting<'a>) {

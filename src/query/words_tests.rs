@@ -5,6 +5,7 @@
 
 use super::docset::{Block, DocId, DocSet, Empty, Range, Words, ALL_WORDS, BLOCK_WORDS};
 use super::ops::{Exclusion, Intersection, Union};
+use crate::index::block_cache::{BlockCache, ADMIT_VALUES};
 use crate::index::deadset::DeadSet;
 use crate::index::posting::{encode, Posting};
 
@@ -148,6 +149,44 @@ fn word_ranges_match_whole_blocks_masked() {
         let only: Vec<DocId> = a.iter().copied().filter(|d| !c.contains(d)).collect();
         check(&mut r, &only, &mut || Box::new(Exclusion::new(Box::new(qa.cursor()), Box::new(dead.cursor()))));
         check(&mut r, &only, &mut || Box::new(Exclusion::new(Box::new(qa.cursor()), Box::new(qc.cursor()))));
+    }
+}
+
+#[test]
+fn cached_array_containers_answer_as_decoded_ones() {
+    // Arrays large enough for the cache, next to a bitmap, a small array and an
+    // empty block; each check makes fresh cursors over one cache, so operations
+    // meet blocks missing (short windows: not kept), admitted and kept.
+    let mut r = Rng(11);
+    for round in 0..6u64 {
+        let mut docs = Vec::new();
+        for b in 0..3u32 {
+            let n = match (b as u64 + round) % 3 {
+                0 => ADMIT_VALUES as u64 + r.below(3500),
+                1 => 20_000,
+                _ => r.below(ADMIT_VALUES as u64),
+            };
+            let mut d: Vec<DocId> = (0..n).map(|_| (b << 16) | r.below(65_536) as u32).collect();
+            d.sort_unstable();
+            d.dedup();
+            docs.extend(d);
+        }
+        let mut bytes = Vec::new();
+        encode(&docs, &mut bytes);
+        let cache = BlockCache::for_blocks(3);
+        let p = Posting::new(&bytes).with_cache(&cache, 40 + round);
+        assert_eq!(p.docs(), docs);
+        check(&mut r, &docs, &mut || Box::new(p.cursor()));
+        assert!(!cache.is_empty(), "round {round}: a large array block was kept");
+        check(&mut r, &docs, &mut || Box::new(p.cursor()));
+        let other: Vec<DocId> = docs.iter().copied().filter(|d| d % 3 != 0).collect();
+        let (mut ob, lo, hi) = (Vec::new(), r.below(3 << 16) as DocId, r.below(4 << 16) as DocId);
+        encode(&other, &mut ob);
+        let q = Posting::new(&ob).with_cache(&cache, 90 + round);
+        let both: Vec<DocId> = other.iter().copied().filter(|d| (lo..hi).contains(d)).collect();
+        check(&mut r, &both, &mut || {
+            Box::new(Intersection::new(vec![Box::new(p.cursor()), Box::new(q.cursor()), Box::new(Range::new(lo, hi))]))
+        });
     }
 }
 

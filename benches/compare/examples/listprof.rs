@@ -4,6 +4,8 @@
 //! With `LISTONLY` set in the environment the rows are listed, not rendered; with
 //! `PERSHAPE` set, each shape's CPU time is printed, listed and rendered, and listed only.
 //! With `COUNTS` set, the count cases of those shapes run instead (both columns: the count).
+//! With `COLD` set, each case runs once on a freshly opened store (no cached
+//! blocks) and again right after: per shape, the median wall time of both.
 #[allow(dead_code)]
 #[path = "../../support/dataset.rs"]
 mod dataset;
@@ -43,6 +45,33 @@ fn profiled(
     n
 }
 
+/// Each case on a store just opened, then again: the medians per shape (µs).
+fn cold_and_warm(dir: &std::path::Path, sel: &[&queries::Case]) {
+    let mut buf = Vec::with_capacity(1 << 16);
+    let mut shapes: Vec<&str> = sel.iter().map(|c| c.shape).collect();
+    shapes.dedup();
+    eprintln!("{:<36} {:>10} {:>10}", "shape (wall us, median)", "first", "again");
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    };
+    for shape in shapes {
+        let (mut first, mut again) = (Vec::new(), Vec::new());
+        for c in sel.iter().filter(|c| c.shape == shape) {
+            for _ in 0..3 {
+                let store = jobq::Store::open(dir, jobq::Options::default()).expect("open");
+                let snap = store.snapshot();
+                for times in [&mut first, &mut again] {
+                    let t = Instant::now();
+                    profiled(&snap, &[c], 1, false, &mut buf);
+                    times.push(t.elapsed().as_secs_f64() * 1e6);
+                }
+            }
+        }
+        eprintln!("{shape:<36} {:>10.1} {:>10.1}", median(&mut first), median(&mut again));
+    }
+}
+
 /// This thread's time on a CPU (ns), from the scheduler: unlike wall time, not
 /// inflated by other processes on a loaded machine.
 fn cpu_ns() -> u64 {
@@ -64,6 +93,9 @@ fn main() {
         .iter()
         .filter(|c| (c.kind == queries::Kind::Count) == counts && c.shape.contains(pat.as_str()))
         .collect();
+    if std::env::var_os("COLD").is_some() {
+        return cold_and_warm(&dir, &sel);
+    }
     let t = Instant::now();
     let store = jobq::Store::open(&dir, jobq::Options::default()).expect("open");
     eprintln!("open: {:.1} ms", t.elapsed().as_secs_f64() * 1e3);

@@ -102,6 +102,8 @@ fn cached_blocks_answer_as_the_model() {
         for pass in ["cold", "cached", "cached again"] {
             check(&store, &model, &format!("{} files, {pass}", round + 1));
         }
+        let cached = store.metrics().index_cached_bytes;
+        assert!(cached > 0 && cached <= 2 * (16 << 20), "{cached} bytes of cached blocks");
     }
     let lines: Vec<MPush> = (i..i + 300).map(job).collect();
     let specs: Vec<_> = lines.iter().map(|l| parse_push(&push_json(l)).unwrap()).collect();

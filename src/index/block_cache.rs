@@ -72,6 +72,11 @@ impl BlockCache {
         inner.map.insert((list, block), (bits, now));
     }
 
+    /// Memory of the blocks held.
+    pub fn bytes(&self) -> u64 {
+        (self.len() * std::mem::size_of::<Block>()) as u64
+    }
+
     pub fn len(&self) -> usize {
         self.inner.lock().map.len()
     }

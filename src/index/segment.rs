@@ -201,6 +201,11 @@ impl IndexSegment {
         self.bytes.len()
     }
 
+    /// Bytes held by this file's cache of decoded posting blocks.
+    pub fn cached_bytes(&self) -> u64 {
+        self.blocks.bytes()
+    }
+
     /// The whole file.
     pub fn bytes(&self) -> &[u8] {
         &self.bytes

@@ -155,6 +155,12 @@ fn store(app: &App, x: &mut Exposition) {
     x.single("jobq_log_bytes", Kind::Gauge, "Bytes in the log segment files.", e.log_bytes);
     x.single("jobq_index_files", Kind::Gauge, "Index files in use.", e.index_files);
     x.single("jobq_index_bytes", Kind::Gauge, "Bytes in the index files in use.", e.index_bytes);
+    x.single(
+        "jobq_index_cached_bytes",
+        Kind::Gauge,
+        "Memory of the index files' caches of decoded posting blocks.",
+        e.index_cached_bytes,
+    );
     x.single("jobq_index_merges_total", Kind::Counter, "Merges of index files installed.", e.merges);
     x.single("jobq_index_merged_docs_total", Kind::Counter, "Docs written by index merges.", e.merged_docs);
     x.single("jobq_compactions_total", Kind::Counter, "Compactions done by this process.", e.compactions);

@@ -74,6 +74,9 @@ pub struct EngineMetrics {
     /// Index files in use and their bytes (images still in memory not counted).
     pub index_files: u64,
     pub index_bytes: u64,
+    /// Memory of the index files' caches of decoded posting blocks
+    /// (index/block_cache.rs).
+    pub index_cached_bytes: u64,
     /// Index merges installed.
     pub merges: u64,
     /// Docs the merges wrote: over the docs written, how often a doc is
@@ -159,6 +162,7 @@ impl Store {
             log_bytes,
             index_files: persisted().count() as u64,
             index_bytes: persisted().map(|s| s.seg.size() as u64).sum(),
+            index_cached_bytes: snap.version.segments.iter().map(|s| s.seg.cached_bytes()).sum(),
             merges: c.merges.load(Ordering::Relaxed),
             merged_docs: c.merged_docs.load(Ordering::Relaxed),
             compactions: c.compactions.load(Ordering::Relaxed),

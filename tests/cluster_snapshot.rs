@@ -79,6 +79,51 @@ fn a_node_behind_the_purge_point_catches_up_from_a_snapshot() {
     });
 }
 
+/// A follower the leader reaches only with the chunks of a long snapshot
+/// transfer counts each chunk as hearing from the leader: it does not campaign
+/// while they come (openraft 0.9 takes chunks outside its election timer, and a
+/// voter installing a large snapshot used to campaign and unseat the leader).
+/// Once they stop, it campaigns as a cut-off follower does.
+#[test]
+fn a_follower_receiving_snapshot_chunks_does_not_campaign() {
+    use jobq::cluster::snapshot::receive::receive_chunk;
+    use openraft::raft::InstallSnapshotRequest;
+    let tmp = tempfile::tempdir().unwrap();
+    runtime().block_on(async {
+        let router = Router::default();
+        let (nodes, leader, follower) = three_led(tmp.path(), &router).await;
+        push(&nodes[&leader].1, "s").await.unwrap();
+        let lm = nodes[&leader].0.metrics().borrow().clone();
+        let fr = &nodes[&follower].0;
+        wait_applied(fr, lm.last_applied.unwrap().index).await;
+        let term = fr.metrics().borrow().current_term;
+        router.isolate(follower, true);
+        let meta = jobq::cluster::snapshot::SnapMeta {
+            last_log_id: lm.last_applied,
+            last_membership: lm.membership_config.as_ref().clone(),
+            snapshot_id: "a-long-transfer".into(),
+        };
+        let mut offset = 0;
+        let until = std::time::Instant::now() + Duration::from_millis(8 * ELECTION_MS);
+        while std::time::Instant::now() < until {
+            let data = vec![0u8; 100];
+            let req = InstallSnapshotRequest { vote: lm.vote, meta: meta.clone(), offset, data, done: false };
+            receive_chunk(fr, req).await.unwrap();
+            offset += 100;
+            tokio::time::sleep(Duration::from_millis(ELECTION_MS * 3 / 4)).await;
+        }
+        let m = fr.metrics().borrow().clone();
+        assert_eq!(m.current_term, term, "the follower campaigned while the chunks came: {m:?}");
+        tokio::time::sleep(Duration::from_millis(8 * ELECTION_MS)).await;
+        let m = fr.metrics().borrow().clone();
+        assert!(m.current_term > term, "without chunks, a cut-off follower campaigns: {m:?}");
+        router.isolate(follower, false);
+        for (_, (r, n)) in nodes {
+            close(stop(r, n).await);
+        }
+    });
+}
+
 /// A node's snapshot as the bytes a receiver gets.
 async fn snapshot_bytes(dir: &std::path::Path) -> (jobq::cluster::snapshot::SnapMeta, Vec<u8>) {
     use tokio::io::AsyncReadExt;

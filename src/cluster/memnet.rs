@@ -19,6 +19,7 @@ use openraft::raft::{
 use openraft::BasicNode;
 use parking_lot::Mutex;
 
+use super::snapshot::receive::receive_chunk;
 use super::TypeConfig;
 
 pub type Raft = openraft::Raft<TypeConfig>;
@@ -192,7 +193,7 @@ impl RaftNetwork<TypeConfig> for Conn {
         rpc: InstallSnapshotRequest<TypeConfig>,
         _option: RPCOption,
     ) -> Result<InstallSnapshotResponse<u64>, RPCError<u64, BasicNode, RaftError<u64, InstallSnapshotError>>> {
-        self.deliver(rpc, |raft, rpc| async move { raft.install_snapshot(rpc).await }).await
+        self.deliver(rpc, |raft, rpc| async move { receive_chunk(&raft, rpc).await }).await
     }
 
     async fn vote(

@@ -2,10 +2,12 @@
 //! a node's log up to its applied end, sent to a node that is new or behind the
 //! leader's purge point, and installed there as a new generation. One concern a
 //! file: [`crate::codec::snapshot`] the stream's bytes, [`stream`] openraft's `SnapshotData`,
-//! [`build`] making one, [`install`] receiving one.
+//! [`build`] making one, [`install`] installing one, [`receive`] taking its chunks
+//! without campaigning meanwhile.
 
 pub mod build;
 pub mod install;
+pub mod receive;
 pub mod stream;
 
 use std::path::Path;

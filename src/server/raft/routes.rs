@@ -11,6 +11,7 @@ use serde_json::json;
 
 use super::{net, Cluster, Hello, ReadIndex, HELLO, READ_INDEX};
 use jobq::api::{Caller, Scope};
+use jobq::cluster::snapshot::receive::receive_chunk;
 use jobq::JobKey;
 
 /// A whole answer.
@@ -72,7 +73,7 @@ pub async fn raft_call(c: &Cluster, path: &str, body: &[u8]) -> Reply {
             Err(r) => r,
         },
         net::SNAPSHOT => match decode::<net::SnapshotChunk>(body) {
-            Ok(req) => Reply::json(&c.raft.install_snapshot(req.into()).await),
+            Ok(req) => Reply::json(&receive_chunk(&c.raft, req.into()).await),
             Err(r) => r,
         },
         HELLO => {

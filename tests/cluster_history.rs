@@ -137,6 +137,18 @@ fn read_sees(cluster: &Cluster, leader: u64, node: u64, key: JobKey, rt: &tokio:
     }
 }
 
+/// Push `line` at whichever node leads, until one takes it; returns that node.
+fn push_at_leader(cluster: &Cluster, line: &str) -> u64 {
+    loop {
+        if let Some(l) = cluster.leader() {
+            if cluster.nodes[&l].1.store().push(1, &[parse_push(line).unwrap()], None).is_ok() {
+                return l;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Cut a follower off, push past it, have both other nodes snapshot and purge
 /// their logs (whichever leads next must send a snapshot), and heal. Returns the
 /// follower and its store generation before.
@@ -285,25 +297,9 @@ fn histories_under_a_faulty_network_keep_every_promise() {
     }
     router.set_faults(Faults::default(), 1);
     // Healed: a leader commits a last entry, every node applies it.
-    let leader = loop {
-        if let Some(l) = cluster.leader() {
-            let store = cluster.nodes[&l].1.store().clone();
-            if store.push(1, &[parse_push(r#"{"spider":"final","m":"final"}"#).unwrap()], None).is_ok() {
-                break l;
-            }
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let leader = push_at_leader(&cluster, r#"{"spider":"final","m":"final"}"#);
     let (behind, generation_before) = fall_behind_a_purge(&cluster, &router, &rt, leader, tmp.path());
-    let leader = loop {
-        if let Some(l) = cluster.leader() {
-            let store = cluster.nodes[&l].1.store().clone();
-            if store.push(1, &[parse_push(r#"{"spider":"final","m":"after"}"#).unwrap()], None).is_ok() {
-                break l;
-            }
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let leader = push_at_leader(&cluster, r#"{"spider":"final","m":"after"}"#);
     let last = cluster.nodes[&leader].0.metrics().borrow().last_applied.unwrap().index;
     for (raft, _) in cluster.nodes.values() {
         rt.block_on(raft.wait(Some(Duration::from_secs(20))).applied_index_at_least(Some(last), "healed")).unwrap();

@@ -10,9 +10,9 @@
 //!            data: array = cardinality × u16, ascending; bitmap = words × u64
 //! ```
 
-use byteorder::{ByteOrder, LittleEndian as LE, WriteBytesExt};
-
 use std::sync::Arc;
+
+use byteorder::{ByteOrder, LittleEndian as LE, WriteBytesExt};
 
 use super::block_cache::{BlockCache, ADMIT_VALUES};
 use crate::query::docset::{span, Block, DocId, DocSet, Words, ALL_WORDS, BLOCK_WORDS, TERMINATED};
@@ -481,8 +481,9 @@ impl PostingCursor<'_> {
         if words.len() * 4 < used {
             return None;
         }
-        let mut bits = Arc::new([0u64; BLOCK_WORDS]);
-        set_bits(Arc::get_mut(&mut bits).expect("not shared yet"), self.p.values(at, card, ALL_WORDS));
+        let mut bits: Block = [0; BLOCK_WORDS];
+        set_bits(&mut bits, self.p.values(at, card, ALL_WORDS));
+        let bits = Arc::new(bits);
         cache.put(key, b, bits.clone());
         Some(bits)
     }

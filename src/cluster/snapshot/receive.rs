@@ -10,10 +10,10 @@
 //! So a chunk of the leader's vote counts as hearing from the leader: an empty
 //! append of that vote goes to the node's own core when the chunk arrives, and
 //! again every quarter of the smallest election timeout while the chunk is
-//! received and, for the last one, installed. Such an append only renews the vote's time (or takes the vote, as
-//! the chunk would): it has no entry, commits nothing (`leader_commit` none), and
-//! its `prev_log_id` none matches any log. A vote lower than the node's is
-//! refused by the core as any append's is.
+//! received and, for the last one, installed. Such an append only renews the
+//! vote's time (or takes the vote, as the chunk would): it has no entry, commits
+//! nothing (`leader_commit` none), and its `prev_log_id` none matches any log. A
+//! vote lower than the node's is refused by the core as any append's is.
 
 use std::time::Duration;
 

@@ -7,21 +7,11 @@ mod common;
 use std::sync::Arc;
 
 use common::model::{MPush, Model};
+use common::push_json;
 use jobq::model::{JobKey, JobState, ManualClock};
 use jobq::query::{Filter, Paging};
 use jobq::store::request::parse_push;
 use jobq::{Options, Store};
-
-fn push_json(l: &MPush) -> String {
-    let mut o = format!("{{\"spider\":{:?},\"state\":\"{}\"", l.spider, l.state);
-    if !l.tags.is_empty() {
-        o += &format!(",\"tags\":{}", serde_json::to_string(&l.tags).unwrap());
-    }
-    if let Some((n, v)) = &l.field {
-        o += &format!(",{n:?}:{v}");
-    }
-    o + "}"
-}
 
 /// Job `i`: 20 spiders, tags of 1/4, 1/19, 1/23 and 1/97, half finished, one
 /// in 18 closed by timeout. Lists under 1/16 of the docs are array containers:

@@ -83,7 +83,7 @@ fn a_node_behind_the_purge_point_catches_up_from_a_snapshot() {
 /// transfer counts each chunk as hearing from the leader: it does not campaign
 /// while they come (openraft 0.9 takes chunks outside its election timer, and a
 /// voter installing a large snapshot used to campaign and unseat the leader).
-/// Once they stop, it campaigns as a cut-off follower does.
+/// Chunks of a lower vote (a deposed leader's) hold nothing off: it campaigns.
 #[test]
 fn a_follower_receiving_snapshot_chunks_does_not_campaign() {
     use jobq::cluster::snapshot::receive::receive_chunk;
@@ -114,9 +114,17 @@ fn a_follower_receiving_snapshot_chunks_does_not_campaign() {
         }
         let m = fr.metrics().borrow().clone();
         assert_eq!(m.current_term, term, "the follower campaigned while the chunks came: {m:?}");
-        tokio::time::sleep(Duration::from_millis(8 * ELECTION_MS)).await;
+        let stale = openraft::Vote::new_committed(term - 1, leader);
+        let meta = jobq::cluster::snapshot::SnapMeta { snapshot_id: "a-stale-transfer".into(), ..meta };
+        let until = std::time::Instant::now() + Duration::from_millis(8 * ELECTION_MS);
+        while std::time::Instant::now() < until {
+            let req =
+                InstallSnapshotRequest { vote: stale, meta: meta.clone(), offset: 0, data: vec![0; 100], done: false };
+            receive_chunk(fr, req).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(ELECTION_MS / 4)).await;
+        }
         let m = fr.metrics().borrow().clone();
-        assert!(m.current_term > term, "without chunks, a cut-off follower campaigns: {m:?}");
+        assert!(m.current_term > term, "chunks of a lower vote kept a cut-off follower from campaigning: {m:?}");
         router.isolate(follower, false);
         for (_, (r, n)) in nodes {
             close(stop(r, n).await);

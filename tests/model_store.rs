@@ -12,6 +12,7 @@ mod common;
 use std::sync::Arc;
 
 use common::model::{MChanges, MPush, Model};
+use common::push_json;
 use jobq::fs::{CrashMode, Fault, FaultKind, SimFs};
 use jobq::model::{JobKey, JobState, ManualClock};
 use jobq::query::{Filter, Paging};
@@ -48,23 +49,6 @@ fn engine_changes(c: &MChanges) -> Changes {
         set: c.set.iter().map(|(n, v)| (n.clone(), raw(v))).collect(),
         remove: c.delete.clone(),
     }
-}
-
-fn push_json(l: &MPush) -> String {
-    let mut o = format!("{{\"spider\":{:?},\"state\":\"{}\"", l.spider, l.state);
-    if let Some(p) = l.priority {
-        o += &format!(",\"priority\":{p}");
-    }
-    if !l.tags.is_empty() {
-        o += &format!(",\"tags\":{}", serde_json::to_string(&l.tags).unwrap());
-    }
-    if let Some(u) = &l.unique {
-        o += &format!(",\"unique\":{u:?}");
-    }
-    if let Some((n, v)) = &l.field {
-        o += &format!(",{n:?}:{v}");
-    }
-    o + "}"
 }
 
 fn update_json(key: &str, state: Option<JobState>, c: &MChanges) -> String {

@@ -334,7 +334,7 @@ impl IndexSegment {
 
 /// A cache sized for the posting blocks of the sections in `dir`.
 fn block_cache_for(dir: &[DirEntry]) -> BlockCache {
-    BlockCache::for_blocks(dir.iter().map(|d| (d.docs as usize).div_ceil(1 << 16)).sum())
+    BlockCache::for_blocks(dir.iter().map(|d| d.docs.div_ceil(crate::query::docset::BLOCK_DOCS) as usize).sum())
 }
 
 fn decode_dir(b: &[u8], at: usize, sections_end: usize) -> std::result::Result<Vec<DirEntry>, (usize, String)> {

@@ -4,6 +4,25 @@ pub mod model;
 use jobq::model::JobKey;
 use jobq::query::{Filter, Paging};
 use jobq::Store;
+use model::MPush;
+
+/// A push line as the API takes it.
+pub fn push_json(l: &MPush) -> String {
+    let mut o = format!("{{\"spider\":{:?},\"state\":\"{}\"", l.spider, l.state);
+    if let Some(p) = l.priority {
+        o += &format!(",\"priority\":{p}");
+    }
+    if !l.tags.is_empty() {
+        o += &format!(",\"tags\":{}", serde_json::to_string(&l.tags).unwrap());
+    }
+    if let Some(u) = &l.unique {
+        o += &format!(",\"unique\":{u:?}");
+    }
+    if let Some((n, v)) = &l.field {
+        o += &format!(",{n:?}:{v}");
+    }
+    o + "}"
+}
 
 /// Assert that the store holds exactly the model's jobs, in the model's order.
 pub fn assert_store_is(store: &Store, m: &model::Model, context: &str) {

@@ -144,6 +144,48 @@ fn three_nodes_elect_read_refuse_strangers_forward_and_fail_over() {
     assert_eq!(c.agreed_leader(Duration::from_secs(5)), next);
 }
 
+/// `--retain-deleted` on a cluster: only the leader purges, and its tombstones
+/// reach every node as an entry, so all three drop the same jobs (and exactly
+/// those: the purges counted over the nodes are the jobs deleted).
+#[test]
+fn deleted_jobs_expire_on_every_node_through_the_leader() {
+    let c = Cluster::start(3, &["--retain-deleted", "1s", "--compact-every", "0.2"]);
+    let leader = c.agreed_leader(Duration::from_secs(20));
+    let follower = (leader + 1) % 3;
+    let mut keys = Vec::new();
+    for i in 0..6 {
+        let r = c.node(follower).post("/jobq/1/push", ADMIN, &format!("{{\"spider\":\"s\",\"i\":{i}}}"));
+        assert_eq!(r.status, 200, "{}", r.text());
+        keys.push(r.json()["key"].as_str().unwrap().to_string());
+    }
+    let deletes: Vec<String> = keys[..3].iter().map(|k| format!("{{\"key\":\"{k}\",\"state\":\"deleted\"}}")).collect();
+    let r = c.node(leader).post("/jobq/1/update", ADMIN, &deletes.join("\n"));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let count = |i: usize, state: &str| c.node(i).get(&format!("/jobq/1/count?state={state}"), ADMIN).text();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while c.live().any(|(i, _)| count(i, "deleted") != "0\n") {
+        assert!(
+            Instant::now() < deadline,
+            "deleted jobs still counted: {:?}",
+            c.live().map(|(i, _)| count(i, "deleted")).collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut purged = 0.0;
+    for (i, s) in c.live() {
+        assert_eq!(count(i, "pending"), "3\n", "node {}", i + 1);
+        for (n, k) in keys.iter().enumerate() {
+            // An unknown job: an empty body (the spec).
+            let r = s.get(&format!("/jobs/{k}"), ADMIN);
+            assert_eq!((r.status, r.body.is_empty()), (200, n < 3), "{k} at node {}: {}", i + 1, r.text());
+        }
+        let m = s.get("/metrics", ADMIN).text();
+        let line = m.lines().find(|l| l.starts_with("jobq_retention_purged_jobs_total ")).expect("the purge counter");
+        purged += line.rsplit_once(' ').unwrap().1.parse::<f64>().unwrap();
+    }
+    assert_eq!(purged, 3.0, "each expired job purged once, by a leader");
+}
+
 #[test]
 fn a_read_without_a_leader_is_refused_unless_stale() {
     // One node of three up: no leader can be elected.

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use cluster_support::*;
 use jobq::cluster::memnet::{Raft, Router};
+use jobq::JobState;
 
 /// A follower cut off while the leader snapshots and purges its log catches up
 /// from the snapshot (a new generation on its disk), holds what the leader
@@ -330,6 +331,116 @@ fn compaction_relocates_through_raft_and_removes_only_what_raft_purged() {
         }
         for (_, (r, n)) in nodes {
             close(stop(r, n).await);
+        }
+    });
+}
+
+async fn purge_expired(node: &jobq::cluster::Node) -> jobq::Result<u64> {
+    let store = node.store().clone();
+    tokio::task::spawn_blocking(move || store.purge_expired()).await.unwrap()
+}
+
+/// Retention on a cluster: which jobs expired is decided once, on the leader's
+/// clock. A follower whose clock is far ahead purges nothing (`NotLeader`); the
+/// leader's tombstones are an entry, so every node drops the same jobs, restarts
+/// to them and checks clean.
+#[test]
+fn retention_purges_on_the_leaders_clock_and_every_node_applies_it() {
+    use jobq::model::ManualClock;
+    const KEEP: Duration = Duration::from_secs(60);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = |id: u64| tmp.path().join(format!("n{id}"));
+    let start_ms = 1_700_000_000_000;
+    let clocks: Vec<Arc<ManualClock>> = (0..3).map(|_| Arc::new(ManualClock::new(start_ms))).collect();
+    let opts = |id: u64| jobq::Options {
+        clock: clocks[id as usize - 1].clone(),
+        retain_deleted: Some(KEEP),
+        ..node_options()
+    };
+    runtime().block_on(async {
+        let router = Router::default();
+        let mut nodes = std::collections::BTreeMap::new();
+        for id in 1..=3 {
+            nodes.insert(id, start_with(id, &dir(id), &router, opts(id)).await);
+        }
+        let members = (1..=3)
+            .map(|id| (id, openraft::BasicNode::new(format!("n{id}"))))
+            .collect::<std::collections::BTreeMap<_, _>>();
+        nodes[&1].0.initialize(members).await.unwrap();
+        let rafts: Vec<&Raft> = nodes.values().map(|(r, _)| r).collect();
+        let leader = leader_of(&rafts).await;
+        let follower = (1..=3).find(|id| *id != leader).unwrap();
+        let mut keys = Vec::new();
+        for i in 0..12 {
+            keys.push(push(&nodes[&leader].1, &format!("s{}", i % 3)).await.unwrap());
+        }
+        let store = nodes[&leader].1.store().clone();
+        let deleted = keys[..8].to_vec();
+        tokio::task::spawn_blocking(move || {
+            for k in deleted {
+                let u =
+                    jobq::store::request::parse_update(&format!(r#"{{"key":"{k}","state":"deleted"}}"#), 1).unwrap();
+                store.update(1, &[u], None).unwrap();
+            }
+        })
+        .await
+        .unwrap();
+        let settled = |nodes: &std::collections::BTreeMap<u64, (Raft, jobq::cluster::Node)>| {
+            nodes[&leader].0.metrics().borrow().last_applied.unwrap().index
+        };
+        let end = settled(&nodes);
+        for (r, _) in nodes.values() {
+            wait_applied(r, end).await;
+        }
+        let deleted_on = |n: &jobq::cluster::Node| jobs_of(n).iter().filter(|(_, s)| *s == JobState::Deleted).count();
+        // A follower's clock far ahead: it decides nothing.
+        clocks[follower as usize - 1].advance(10 * KEEP.as_millis() as u64);
+        let e = purge_expired(&nodes[&follower].1).await.unwrap_err();
+        assert!(matches!(e, jobq::Error::NotLeader { .. }), "{e}");
+        // The leader's clock not yet past the retention: nothing expired.
+        assert_eq!(purge_expired(&nodes[&leader].1).await.unwrap(), 0);
+        for (id, (_, n)) in &nodes {
+            assert_eq!(deleted_on(n), 8, "node {id}");
+        }
+        clocks[leader as usize - 1].advance(2 * KEEP.as_millis() as u64);
+        assert_eq!(purge_expired(&nodes[&leader].1).await.unwrap(), 8);
+        assert_eq!(purge_expired(&nodes[&leader].1).await.unwrap(), 0, "purged once");
+        let end = settled(&nodes);
+        for (r, _) in nodes.values() {
+            wait_applied(r, end).await;
+        }
+        let want = jobs_of(&nodes[&leader].1);
+        assert_eq!(want.len(), 4);
+        for (id, (_, n)) in &nodes {
+            assert_eq!(jobs_of(n), want, "node {id}");
+            for k in &keys[..8] {
+                assert!(!has(n, *k), "{k} purged on node {id}");
+            }
+        }
+        let ids: Vec<u64> = nodes.keys().copied().collect();
+        let mut stores = Vec::new();
+        for id in &ids {
+            let (r, n) = nodes.remove(id).unwrap();
+            router.remove(*id);
+            stores.push(stop(r, n).await);
+        }
+        for s in stores {
+            close(s);
+        }
+        for id in &ids {
+            let report = jobq::store::check(&dir(*id), Arc::new(jobq::fs::RealFs)).unwrap();
+            assert!(report.findings.is_empty(), "node {id}: {report:?}");
+            let store =
+                jobq::Store::open(dir(*id), jobq::Options { raft_log: true, ..jobq::Options::default() }).unwrap();
+            assert_eq!(
+                store
+                    .snapshot()
+                    .count(1, &jobq::query::Filter { states: JobState::ALL.to_vec(), ..Default::default() })
+                    .unwrap(),
+                4,
+                "node {id} reopened"
+            );
+            store.close().unwrap();
         }
     });
 }

@@ -140,12 +140,6 @@ async fn run(config: ServeConfig) -> Result<(), String> {
         segment_bytes: config.compaction.segment_bytes,
         ..Options::default()
     };
-    // Retention is not decided in Raft entries yet (docs/cluster.md); online
-    // compaction is: the leader relocates through Raft, every node removes what
-    // Raft purged.
-    if config.cluster.is_some() && opts.retain_deleted.is_some() {
-        return Err("--retain-deleted is not available on a cluster node yet (docs/cluster.md)".into());
-    }
     let opts = match config.cluster {
         Some(_) => Options { raft_log: true, ..opts },
         None => opts,

@@ -204,9 +204,9 @@ fn start_background(inner: &Arc<Inner>) -> Result<()> {
     if inner.opts.background {
         *inner.maintenance.lock() = Some(maintain::Background::start(inner));
         let o = &inner.opts;
-        // A cluster node compacts (its leader relocates through Raft), never
-        // purges by retention (not decided in entries yet).
-        if o.compact_when.is_some() || o.retain_deleted.is_some() && !o.raft_log {
+        // On a cluster node the leader relocates and purges through Raft
+        // (docs/cluster.md); a follower removes what those entries allow.
+        if o.compact_when.is_some() || o.retain_deleted.is_some() {
             *inner.reclaimer.lock() = Some(reclaim::Reclaimer::start(inner, o.compact_when));
         }
         Ok(())
@@ -520,9 +520,8 @@ impl Store {
         if self.inner().opts.read_only {
             return Err(Error::ReadOnly);
         }
-        self.not_in_cluster("retention")?;
         retention::purge_expired(&self.inner()).inspect_err(|e| {
-            if !matches!(e, Error::Poisoned { .. } | Error::Closed) && !e.is_input() {
+            if !matches!(e, Error::Poisoned { .. } | Error::Closed) && !e.is_input() && !e.is_cluster_transient() {
                 self.inner().commit.poison(e);
             }
         })

@@ -122,7 +122,8 @@ fn run_cycle(inner: &Inner, started: Instant) -> Result<ReclaimReport> {
     // A leader decides what is current on its writer, which holds a batch ahead
     // of its entry; one cut off since may have superseded a record not relocated.
     let cuts = inner.writer.lock().cuts;
-    // Retention is not decided in Raft entries yet: a cluster drops no deleted job.
+    // A cluster drops an expired job only once the leader's tombstone for it
+    // applied (retention.rs): relocation keeps it until then, on every node.
     let cutoff = inner.opts.retain_deleted.filter(|_| role == Role::Single);
     let cutoff = cutoff.map(|d| inner.opts.clock.now_ms().saturating_sub(d.as_millis() as u64));
     for &n in &prefix {
@@ -434,12 +435,14 @@ impl Reclaimer {
                     if inner.commit.check().is_err() || inner.closed.load(std::sync::atomic::Ordering::Acquire) {
                         continue;
                     }
-                    let purged = match inner.opts.raft_log {
-                        true => Ok(0),
-                        false => super::retention::purge_expired(&inner),
+                    // A follower purges nothing: its leader's tombstones reach it as entries.
+                    let purged = match role(&inner) {
+                        Role::Follower => Ok(0),
+                        Role::Single | Role::Leader => super::retention::purge_expired(&inner),
                     };
                     if let Err(e) = purged {
-                        if !matches!(e, Error::Poisoned { .. } | Error::Closed) {
+                        // A leadership lost mid-purge: the next leader purges.
+                        if !matches!(e, Error::Poisoned { .. } | Error::Closed) && !e.is_cluster_transient() {
                             inner.commit.poison(&e);
                         }
                         continue;

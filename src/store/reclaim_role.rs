@@ -29,6 +29,19 @@ pub(crate) fn role(inner: &Inner) -> Role {
     Role::Single
 }
 
+/// Refuse, on a cluster follower, a write only the leader decides (the
+/// retention's purge: which jobs expired is decided once, on the leader's clock,
+/// and its tombstones reach every node as an entry).
+pub(crate) fn leader_or_single(inner: &Inner) -> crate::error::Result<()> {
+    #[cfg(feature = "cluster")]
+    if inner.opts.raft_log {
+        let leads = inner.proposer.read().as_ref().map_or(Err(None), |p| p.leader());
+        return leads.map_err(|leader| crate::error::Error::NotLeader { leader });
+    }
+    let _ = inner;
+    Ok(())
+}
+
 /// The last segment a cycle may take, given the one before the tail: on a
 /// cluster, only segments before the oldest one holding an unpurged entry.
 pub(crate) fn last_removable(inner: &Inner, before_tail: u32) -> u32 {

@@ -6,6 +6,10 @@
 //!
 //! Candidates come from the indexes (the `deleted` posting list, `ts` being the
 //! deletion time, below the cutoff): no project is scanned.
+//!
+//! On a cluster only the leader purges, on its clock: its tombstone frames are
+//! an entry like any write, so every node drops the same jobs at the same index
+//! and no node's clock decides anything (docs/cluster.md, "Retention").
 
 use std::time::{Duration, Instant};
 
@@ -25,6 +29,7 @@ pub(crate) fn purge_expired(inner: &Inner) -> Result<u64> {
     let Some(keep) = inner.opts.retain_deleted else {
         return Ok(0);
     };
+    super::reclaim_role::leader_or_single(inner)?;
     let cutoff = inner.opts.clock.now_ms().saturating_sub(keep.as_millis() as u64);
     let filter = Filter { states: vec![JobState::Deleted], endts: Some(cutoff), ..Filter::default() };
     let paging = Paging { count: BATCH as u64, ..Paging::default() };

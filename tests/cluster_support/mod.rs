@@ -17,24 +17,21 @@ pub fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
 }
 
+/// A test node's store options: small segments and memtables, no background work.
+pub fn node_options() -> Options {
+    Options { raft_log: true, background: false, memtable_entries: 8, segment_bytes: 6000, ..Options::default() }
+}
+
 pub fn open(dir: &std::path::Path) -> Arc<Store> {
-    Arc::new(
-        Store::open(
-            dir,
-            Options {
-                raft_log: true,
-                background: false,
-                memtable_entries: 8,
-                segment_bytes: 6000,
-                ..Options::default()
-            },
-        )
-        .unwrap(),
-    )
+    Arc::new(Store::open(dir, node_options()).unwrap())
 }
 
 pub async fn start(id: u64, dir: &std::path::Path, router: &Router) -> (Raft, Node) {
-    let node = Node::start(open(dir)).unwrap();
+    start_with(id, dir, router, node_options()).await
+}
+
+pub async fn start_with(id: u64, dir: &std::path::Path, router: &Router, opts: Options) -> (Raft, Node) {
+    let node = Node::start(Arc::new(Store::open(dir, opts).unwrap())).unwrap();
     let config = cluster::config(ELECTION_MS).unwrap();
     let raft = cluster::start(id, node.clone(), config, NodeNet { router: router.clone(), id }).await.unwrap();
     let timeout = Duration::from_secs(2);

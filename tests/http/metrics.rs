@@ -214,7 +214,8 @@ fn health_says_closing_during_the_drain() {
     assert!(s.log_shows("shutting down"), "{}", s.log());
     let started = Instant::now();
     let h = s.req("GET", "/health", None, b"");
-    assert!(started.elapsed() < Duration::from_secs(1));
+    // Answered at once, not after the drain (20 s): a loaded CI machine may be slow.
+    assert!(started.elapsed() < Duration::from_secs(10));
     assert_eq!(h.status, 503, "{}", h.text());
     assert_eq!(h.header("connection"), Some("close"));
     let h = h.json();

@@ -48,9 +48,15 @@ impl Catalog {
         self.projects.get(&project).map_or(&[], |p| &p.json[..])
     }
 
-    /// The id the next new spider of `project` gets.
-    pub fn next_spider_id(&self, project: u32) -> u32 {
-        self.projects.get(&project).map_or(1, |p| p.max_id + 1)
+    /// The id the next new spider of `project` gets; None once id `u32::MAX` is
+    /// taken (an id is never given twice, and 0 is no id).
+    pub fn next_spider_id(&self, project: u32) -> Option<u32> {
+        self.projects.get(&project).map_or(Some(1), |p| p.max_id.checked_add(1))
+    }
+
+    /// How many new spiders `project` may still get.
+    pub fn spider_ids_left(&self, project: u32) -> u64 {
+        u64::from(u32::MAX) - u64::from(self.projects.get(&project).map_or(0, |p| p.max_id))
     }
 
     pub fn register(&mut self, project: u32, id: u32, name: &str) {
@@ -124,5 +130,12 @@ impl JobIds {
     pub fn note(&mut self, project: u32, spider: u32, job: u32) {
         let next = self.0.entry((project, spider)).or_insert(1);
         *next = (*next).max(job.saturating_add(1));
+    }
+
+    /// How many job ids a spider may still give: those from its next id up to
+    /// `u32::MAX - 1`. `u32::MAX` itself is never given (a next id of `u32::MAX`
+    /// means all are taken, and a catalog records no next id past it).
+    pub fn left(&self, project: u32, spider: u32) -> u64 {
+        u64::from(u32::MAX - self.next(project, spider))
     }
 }

@@ -451,19 +451,11 @@ pub(crate) fn import(inner: &Inner, input: &mut dyn BufRead, progress: &mut dyn 
     // The import's key table goes before the index is built: memory holds one at a time.
     drop(bulk);
     let done = (|| {
-        let mut index = None;
-        if w.next_seq > txn_first {
+        let committed = w.next_seq > txn_first;
+        if committed {
             let mut payload = Vec::new();
             record::encode_commit(txn_first, &mut payload);
-            let commit = w.append(FrameKind::Commit, 0, 1, durable_seq, &payload)?;
-            index = Some(SegmentMeta {
-                generation: w.generation,
-                lo_seq: txn_first,
-                hi_seq: w.next_seq - 1,
-                log_end: w.indexed_end(),
-                last_frame: commit.pos,
-                docs: 0,
-            });
+            w.append(FrameKind::Commit, 0, 1, durable_seq, &payload)?;
         }
         if reserves {
             // The whole catalog: a reader may take the last catalog frame as complete.
@@ -471,6 +463,18 @@ pub(crate) fn import(inner: &Inner, input: &mut dyn BufRead, progress: &mut dyn 
             record::encode_catalog(&w.catalog.entries(&w.job_ids), &mut payload);
             w.append(FrameKind::Catalog, 0, 1, durable_seq, &payload)?;
         }
+        // The import's index file covers every frame since `txn_first`, the
+        // catalog frame included: the next file must start right after it, or
+        // open would find a gap and set every later file aside.
+        let last_frame = w.last_frame.filter(|_| committed);
+        let index = last_frame.map(|last_frame| SegmentMeta {
+            generation: w.generation,
+            lo_seq: txn_first,
+            hi_seq: w.next_seq - 1,
+            log_end: w.indexed_end(),
+            last_frame,
+            docs: 0,
+        });
         w.log.as_ref().ok_or(Error::ReadOnly)?.sync()?;
         match index {
             // IMPORTANT: the index file is written once the log under it is durable.
@@ -482,7 +486,7 @@ pub(crate) fn import(inner: &Inner, input: &mut dyn BufRead, progress: &mut dyn 
                 if let Pending::Runs(runs) = pending {
                     runs.discard();
                 }
-                w.mem_lo_seq = w.next_seq;
+                // A catalog frame alone stays for the next index file to cover.
                 Ok(())
             }
         }

@@ -12,6 +12,7 @@ use super::writer::Writer;
 use crate::codec::docz::{self, Dicts, Prepacked};
 use crate::codec::record::Prev;
 use crate::error::{Error, Result};
+use crate::hash::FastMap;
 use crate::model::doc::write_json_str;
 use crate::model::{Job, JobKey, JobState, MetaDoc, Millis, SpiderKey};
 use crate::query::docset::{last_in, DocSet};
@@ -144,6 +145,13 @@ pub(crate) fn push(
     docs: Vec<Option<PushDoc>>,
     ctx: &Ctx<'_>,
 ) -> Result<Vec<PushResult>> {
+    // Ids past the last are refused before a new spider's frame is written.
+    let mut wanted: FastMap<&str, u64> = FastMap::default();
+    for s in specs {
+        *wanted.entry(s.spider.as_str()).or_default() += 1;
+    }
+    let known: Vec<(u32, u64)> = wanted.iter().filter_map(|(n, k)| Some((w.catalog.id(project, n)?, *k))).collect();
+    w.check_ids_left(project, (wanted.len() - known.len()) as u64, &known)?;
     let mut ids = Vec::with_capacity(specs.len());
     for s in specs {
         ids.push(w.spider_id(project, &s.spider, ctx.durable_seq)?);

@@ -186,7 +186,7 @@ impl Writer {
         if let Some(id) = self.catalog.id(project, name) {
             return Ok(id);
         }
-        let id = self.catalog.next_spider_id(project);
+        let id = self.catalog.next_spider_id(project).ok_or_else(|| no_spider_id_left(project))?;
         self.buf.clear();
         record::encode_spider(project, id, name, &mut self.buf);
         let payload = std::mem::take(&mut self.buf);
@@ -195,6 +195,24 @@ impl Writer {
         r?;
         self.register_spider(project, id, name);
         Ok(id)
+    }
+
+    /// Refuse, before anything is written, a write that needs `new` spider ids
+    /// or `jobs[i].1` job ids of existing spiders past the last (ids are u32 and
+    /// never given twice).
+    pub fn check_ids_left(&self, project: u32, new: u64, jobs: &[(u32, u64)]) -> Result<()> {
+        if new > self.catalog.spider_ids_left(project) {
+            return Err(no_spider_id_left(project));
+        }
+        for &(spider, n) in jobs {
+            if n > self.job_ids.left(project, spider) {
+                return Err(Error::field(
+                    "spider",
+                    format!("spider {spider} of project {project} has no job id left (ids go up to {})", u32::MAX - 1),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Learn a spider (from the log or an import).
@@ -453,4 +471,8 @@ impl Writer {
         self.frozen += 1;
         Ok(true)
     }
+}
+
+fn no_spider_id_left(project: u32) -> Error {
+    Error::field("spider", format!("project {project} has no spider id left (ids go up to {})", u32::MAX))
 }

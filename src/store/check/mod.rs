@@ -216,7 +216,8 @@ fn check_indexes(
                     seg.catalog().iter().map(|e| ((e.project, e.spider), e.next_job)).collect();
                 for ((p, local), (_, seq)) in &log.jobs {
                     let (s, j) = ((local >> 32) as u32, *local as u32);
-                    if *seq <= hi && next.get(&(*p, s)).is_none_or(|n| j >= *n) {
+                    // A next id of u32::MAX gives none (catalog.rs, `JobIds::left`).
+                    if *seq <= hi && next.get(&(*p, s)).is_none_or(|n| j >= *n && *n < u32::MAX) {
                         r.found(&path, None, format!("its catalog would allocate job {p}/{s}/{j} again"));
                     }
                 }

@@ -211,9 +211,16 @@ fn relocated_copies_are_no_changes_and_removed_positions_are_gone() {
     let want: Vec<Change> = before.iter().filter(|c| c.seq > oldest).cloned().collect();
     assert!(!want.is_empty());
     assert_eq!(after, want, "the same changes, no copy");
+    // A read of nothing (count 0) is gone too, as any other count.
+    for count in [10, 0] {
+        assert!(matches!(
+            store.changes(1, FeedFrom::Seq(oldest - 1), &ChangeFilter::default(), count).unwrap(),
+            FeedPage::Gone { oldest: o } if o == oldest
+        ));
+    }
     assert!(matches!(
-        store.changes(1, FeedFrom::Seq(oldest - 1), &ChangeFilter::default(), 10).unwrap(),
-        FeedPage::Gone { oldest: o } if o == oldest
+        store.changes(1, FeedFrom::Seq(oldest), &ChangeFilter::default(), 0).unwrap(),
+        FeedPage::Changes { ref changes, caught_up: false, .. } if changes.is_empty()
     ));
     // Writes after the compaction follow.
     update(&store, 1, &format!(r#"{{"key":"{}","state":"deleted"}}"#, keys[0]));

@@ -199,8 +199,8 @@ impl Store {
             FeedFrom::Mark(m) => m,
             FeedFrom::Seq(seq) => FeedMark { seq, at: None },
         };
-        if since == limit || count == 0 {
-            return Ok(FeedPage::Changes { changes: Vec::new(), mark: idle, caught_up: since == limit });
+        if since == limit {
+            return Ok(FeedPage::Changes { changes: Vec::new(), mark: idle, caught_up: true });
         }
         let inner = self.inner();
         let (fs, dir) = (&*inner.opts.fs, &*inner.gen_dir);
@@ -215,6 +215,10 @@ impl Store {
                 Seek::Gone { first_seq } => return Ok(FeedPage::Gone { oldest: first_seq - 1 }),
             },
         };
+        // Even a read of nothing says when `since` is gone (410), as any other would.
+        if count == 0 {
+            return Ok(FeedPage::Changes { changes: Vec::new(), mark: idle, caught_up: false });
+        }
         let presence = Presence { snap: &snap, project, checks: 0, tail: None };
         let read = Read {
             snap: &snap,

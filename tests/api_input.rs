@@ -419,3 +419,23 @@ fn an_import_that_reserves_ids_leaves_no_gap_in_the_index_chain() {
         assert_eq!(api.get("jobq/1/count?state=pending").lines()[0], 2);
     }
 }
+
+/// A pending job whose metadata is at its limits cannot take a runner's fields:
+/// it stays pending and the next job starts, so it does not hold up the
+/// project's queue. A start without fields still takes it; with only such jobs
+/// left, the start is refused with the limit it hit.
+#[test]
+fn a_job_at_its_limits_does_not_hold_up_the_queue() {
+    let api = Api::new();
+    let full = api.ok("jobq/1/push", &format!("{{\"spider\":\"s\",\"priority\":4,{}}}", fields(9_999)));
+    let full = full[0]["key"].as_str().unwrap().to_string();
+    let next = api.ok("jobq/1/push", r#"{"spider":"s"}"#)[0]["key"].as_str().unwrap().to_string();
+    let started = api.ok("jobq/1/startjob", r#"{"botgroup":"g1"}"#);
+    assert_eq!(started[0]["key"], next.as_str(), "the job after it");
+    assert_eq!(started[0]["botgroup"], "g1");
+    assert_eq!(api.state(&full), "pending");
+    api.post("jobq/1/startjob", r#"{"botgroup":"g1"}"#).refused("at most 10000 metadata fields");
+    assert_eq!(api.state(&full), "pending");
+    assert_eq!(api.ok("jobq/1/startjob", "{}")[0]["key"], full.as_str());
+    assert_eq!(api.state(&full), "running");
+}

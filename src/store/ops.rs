@@ -259,8 +259,8 @@ pub(crate) fn update(w: &mut Writer, specs: &[UpdateSpec], ctx: &Ctx<'_>) -> Res
 /// A pending job's claim to run next: the largest wins (priority, then oldest).
 type Candidate = (i64, std::cmp::Reverse<(u64, u64)>, JobKey);
 
-/// The next pending job of a project: highest priority, then oldest.
-fn next_pending(w: &Writer, project: u32) -> Option<JobKey> {
+/// The next pending job of a project but those of `skip`: highest priority, then oldest.
+fn next_pending(w: &Writer, project: u32, skip: &[JobKey]) -> Option<JobKey> {
     let mut best: Option<Candidate> = None;
     let mut offer = |c: Candidate| {
         if best.as_ref().is_none_or(|b| (c.0, c.1) > (b.0, b.1)) {
@@ -270,18 +270,21 @@ fn next_pending(w: &Writer, project: u32) -> Option<JobKey> {
     let v = w.version();
     if let Some(p) = v.mem.project(project) {
         for e in p.iter().filter(|e| e.state == JobState::Pending) {
-            offer((e.priority, std::cmp::Reverse((e.ts, e.order_seq)), JobKey::from_local(project, e.local)));
+            let key = JobKey::from_local(project, e.local);
+            if !skip.contains(&key) {
+                offer((e.priority, std::cmp::Reverse((e.ts, e.order_seq)), key));
+            }
         }
     }
     for slot in v.segments.iter() {
-        if let Some(c) = oldest_pending(slot, project) {
+        if let Some(c) = oldest_pending(slot, project, skip) {
             offer(c);
         }
     }
     best.map(|b| b.2)
 }
 
-fn oldest_pending(slot: &SegmentSlot, project: u32) -> Option<Candidate> {
+fn oldest_pending(slot: &SegmentSlot, project: u32, skip: &[JobKey]) -> Option<Candidate> {
     let (sec, dead) = slot.project(project)?;
     let pending = sec.state(JobState::Pending)?;
     let mut prios: Vec<(i64, crate::index::posting::Posting<'_>)> = sec
@@ -290,25 +293,51 @@ fn oldest_pending(slot: &SegmentSlot, project: u32) -> Option<Candidate> {
         .collect();
     prios.sort_by_key(|(p, _)| std::cmp::Reverse(*p));
     for (prio, posting) in prios {
-        let both = Intersection::new(vec![Box::new(pending.cursor()), Box::new(posting.cursor())]);
-        let mut live = Exclusion::new(Box::new(both), Box::new(dead.cursor()));
-        if let Some(doc) = last_in(&mut live, 0, sec.len()) {
+        // The oldest live doc of the range, then older ones while skipped.
+        let mut hi = sec.len();
+        loop {
+            let both = Intersection::new(vec![Box::new(pending.cursor()), Box::new(posting.cursor())]);
+            let mut live = Exclusion::new(Box::new(both), Box::new(dead.cursor()));
+            let Some(doc) = last_in(&mut live, 0, hi) else { break };
             let key = JobKey::from_local(project, sec.local(doc));
-            return Some((prio, std::cmp::Reverse((sec.ts(doc), sec.seq(doc))), key));
+            if !skip.contains(&key) {
+                return Some((prio, std::cmp::Reverse((sec.ts(doc), sec.seq(doc))), key));
+            }
+            hi = doc;
         }
     }
     None
 }
 
+/// Pending jobs a start may pass over because they cannot take the start's
+/// fields (one at its metadata limits); past that many, the start is refused.
+const MAX_PASSED: usize = 16;
+
+/// Start the next pending job with `changes`. A job that cannot take them (its
+/// metadata at the limits) stays pending and the next one starts: one such job
+/// does not hold up a project's queue.
 pub(crate) fn start_next(w: &mut Writer, project: u32, changes: &Changes, ctx: &Ctx<'_>) -> Result<Option<Job>> {
-    let Some(key) = next_pending(w, project) else {
-        return Ok(None);
-    };
-    let mut batch = Batch::default();
-    if batch.change(w, key, |st| apply_changes(st, Some(JobState::Running), changes, ctx))?.is_none() {
-        return Err(Error::corrupt(w.gen_dir.clone(), 0, format!("the indexed pending job {key} has no record")));
+    let (mut passed, mut refused) = (Vec::new(), None);
+    loop {
+        let Some(key) = next_pending(w, project, &passed) else {
+            // No job could take them: why the first could not.
+            return refused.map_or(Ok(None), Err);
+        };
+        let mut batch = Batch::default();
+        if batch.change(w, key, |st| apply_changes(st, Some(JobState::Running), changes, ctx))?.is_none() {
+            return Err(Error::corrupt(w.gen_dir.clone(), 0, format!("the indexed pending job {key} has no record")));
+        }
+        let before = w.next_seq;
+        match batch.write(w, ctx.durable_seq) {
+            Ok(mut started) => return Ok(started.pop()),
+            // Refused before anything was written: the next job.
+            Err(e) if e.is_input() && w.next_seq == before && passed.len() < MAX_PASSED => {
+                passed.push(key);
+                refused.get_or_insert(e);
+            }
+            Err(e) => return Err(e),
+        }
     }
-    Ok(batch.write(w, ctx.durable_seq)?.pop())
 }
 
 /// Cancel jobs: a pending job finishes as cancelled, a running one is marked.

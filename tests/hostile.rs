@@ -411,3 +411,90 @@ fn sigterm_with_a_stalled_reader_still_closes_the_store_cleanly() {
     let again = Server::start(dir.path(), &["--api-key", "KEY"]);
     assert!(again.log().contains("replayed 0 log frames"), "a clean close leaves nothing to replay:\n{}", again.log());
 }
+
+/// `jobq_http_buffered_bytes` from /metrics.
+fn buffered(s: &Server) -> u64 {
+    let text = s.get("/metrics", KEY).text();
+    let line = text.lines().find(|l| l.starts_with("jobq_http_buffered_bytes ")).expect("the gauge");
+    line.rsplit_once(' ').unwrap().1.parse().unwrap()
+}
+
+fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !ok() {
+        assert!(Instant::now() < deadline, "{what}");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// One key holder with many connections cannot make the server hold more than
+/// `--max-buffered` of request bodies and whole answers: a large body waits for
+/// room (small requests go on), a large answer finds none and is a 503 at once,
+/// and what a closed connection held is given back.
+#[test]
+fn bodies_and_answers_held_stay_within_max_buffered() {
+    let dir = tempdir();
+    // Answers larger than what the kernel's socket buffers absorb (a few MiB).
+    let args = ["--api-key", "KEY", "--max-body", "12MiB", "--max-buffered", "24MiB", "--body-timeout", "20"];
+    let s = Server::start(dir.path(), &args);
+    let head = |len: usize| {
+        format!(
+            "POST /jobq/53/push HTTP/1.1\r\nHost: x\r\nAuthorization: {}\r\nContent-Length: {len}\r\n\r\n",
+            basic(KEY)
+        )
+    };
+    // Two bodies of 12 MiB, a little of each sent: the whole budget.
+    let mut holders: Vec<TcpStream> = (0..2)
+        .map(|_| {
+            let mut c = connect(&s);
+            c.write_all(head(12 << 20).as_bytes()).unwrap();
+            c.write_all(&[b' '; 1000]).unwrap();
+            c
+        })
+        .collect();
+    wait_for("two bodies hold the budget", || buffered(&s) == 24 << 20);
+    // A third waits for room, though all of it was sent; small requests go on.
+    let body = format!(r#"{{"spider":"big","pad":"{}"}}"#, "x".repeat(10 << 20));
+    let mut third = connect(&s);
+    third.write_all(head(body.len()).as_bytes()).unwrap();
+    // Sent from a thread: the server reads none of it while it waits.
+    let sender = {
+        let mut w = third.try_clone().unwrap();
+        thread::spawn(move || w.write_all(body.as_bytes()))
+    };
+    third.set_read_timeout(Some(Duration::from_millis(700))).unwrap();
+    let mut byte = [0u8; 1];
+    let waited = third.read(&mut byte);
+    assert!(
+        matches!(&waited, Err(e) if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::TimedOut),
+        "{waited:?}"
+    );
+    assert_eq!(s.post("/jobq/53/push", KEY, r#"{"spider":"small"}"#).status, 200);
+    assert_eq!(buffered(&s), 24 << 20, "never more than --max-buffered");
+    // One holder leaves: the third is read and answered.
+    drop(holders.pop());
+    third.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let r = read_one_response(&mut third).expect("an answer");
+    assert_eq!(r.status, 200, "{}", r.text());
+    sender.join().unwrap().unwrap();
+    let key = r.json()["key"].as_str().unwrap().to_string();
+    drop(holders);
+    wait_for("bodies given back", || buffered(&s) == 0);
+    // Answers of 10 MiB to readers that read nothing: two fit, the third is a 503.
+    let get = format!("GET /jobs/{key} HTTP/1.1\r\nHost: x\r\nAuthorization: {}\r\n\r\n", basic(KEY));
+    let readers: Vec<TcpStream> = (0..2)
+        .map(|_| {
+            let mut c = connect(&s);
+            c.write_all(get.as_bytes()).unwrap();
+            c
+        })
+        .collect();
+    wait_for("two answers held", || buffered(&s) > 20 << 20);
+    let r = s.get(&format!("/jobs/{key}"), KEY);
+    r.assert_error(503, "--max-buffered");
+    assert_eq!(r.header("retry-after"), Some("1"));
+    drop(readers);
+    wait_for("answers given back once their connections closed", || buffered(&s) == 0);
+    let r = s.get(&format!("/jobs/{key}"), KEY);
+    assert_eq!((r.status, r.body.len() > 10 << 20), (200, true));
+}

@@ -105,6 +105,11 @@ pub struct ServeArgs {
     /// Largest request body (bytes; K, M, G, KiB, MiB, GiB suffixes allowed); larger gets 413.
     #[arg(long, value_name = "BYTES", default_value = "16MiB", value_parser = parse_size)]
     pub max_body: usize,
+    /// Most memory that request bodies and whole answers of over 64 KiB may hold at
+    /// once, over all connections (at least --max-body): past it a body waits for
+    /// room while it may still arrive, an answer gets 503 with Retry-After.
+    #[arg(long, value_name = "BYTES", default_value = "1GiB", value_parser = parse_size)]
+    pub max_buffered: usize,
     /// Largest `count` of one listing (the default count is 1000, or this when lower).
     #[arg(long, value_name = "N", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_count: u64,

@@ -66,6 +66,7 @@ pub fn run(a: ServeArgs) -> Result<(), String> {
         listen: a.listen,
         auth,
         max_body: a.max_body,
+        max_buffered: a.max_buffered,
         max_count: a.max_count,
         drain: Duration::from_secs(a.drain_timeout),
         index_every: a.index_every as usize,

@@ -19,6 +19,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use tokio::task::JoinHandle;
 
+use super::budget::Share;
 use super::conn::InFlight;
 use super::metrics::Observed;
 use jobq::api::{Cancel, Rows};
@@ -28,6 +29,20 @@ use jobq::api::{Cancel, Rows};
 pub struct Held {
     pub in_flight: InFlight,
     pub observed: Observed,
+}
+
+/// A whole answer's bytes with their share of `--max-buffered` (budget.rs):
+/// hyper may drop the body before it wrote the bytes, so the share lives as
+/// long as the bytes do.
+struct Buffered {
+    body: Vec<u8>,
+    _share: Share,
+}
+
+impl AsRef<[u8]> for Buffered {
+    fn as_ref(&self) -> &[u8] {
+        &self.body
+    }
 }
 
 pub struct Reply {
@@ -43,8 +58,12 @@ enum Kind {
 }
 
 impl Reply {
-    pub fn whole(body: Vec<u8>, held: Held) -> Reply {
-        Reply { kind: Kind::Whole((!body.is_empty()).then(|| Bytes::from(body))), _held: held }
+    pub fn whole(body: Vec<u8>, share: Share, held: Held) -> Reply {
+        let bytes = match share.bytes() {
+            0 => Bytes::from(body),
+            _ => Bytes::from_owner(Buffered { body, _share: share }),
+        };
+        Reply { kind: Kind::Whole((!bytes.is_empty()).then_some(bytes)), _held: held }
     }
 
     pub fn nothing(held: Held) -> Reply {

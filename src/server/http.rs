@@ -24,6 +24,7 @@ use tokio::time::Instant;
 
 use super::auth::{basic_credentials, Auth, Refused};
 use super::body::{Held, Reply};
+use super::budget::{Budget, Share, FREE};
 use super::conn::Activity;
 use super::metrics::ServerMetrics;
 use super::ops::{self, Ops, OpsAnswer, Port, Target};
@@ -40,6 +41,8 @@ pub struct App {
     pub auth: Arc<Auth>,
     pub config: api::Config,
     pub max_body: usize,
+    /// The memory large bodies and whole answers may hold at once (`--max-buffered`).
+    pub budget: Arc<Budget>,
     /// The longest a request body may take to arrive.
     pub body_timeout: std::time::Duration,
     pub metrics: Arc<ServerMetrics>,
@@ -158,6 +161,19 @@ pub async fn handle(app: Arc<App>, activity: &Arc<Activity>, req: hyper::Request
         }
     };
     let status_of = |s: u16| StatusCode::from_u16(s).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    // A large whole answer holds a share of --max-buffered until it is sent (or
+    // its connection closed); without room it is dropped for a 503 at once.
+    let mut share = Share::default();
+    let prepared = match prepared {
+        Prepared::Whole(w) if !head_only && w.body.len() > FREE => match app.budget.try_cover(w.body.len()) {
+            Some(s) => {
+                share = s;
+                Prepared::Whole(w)
+            }
+            None => Prepared::Whole(busy()),
+        },
+        other => other,
+    };
     let status = match &prepared {
         Prepared::Whole(w) => status_of(w.status),
         Prepared::Streamed { .. } => StatusCode::OK,
@@ -171,7 +187,8 @@ pub async fn handle(app: Arc<App>, activity: &Arc<Activity>, req: hyper::Request
             }
             let length = w.body.len();
             let body = std::mem::take(&mut w.body);
-            let reply = if head_only { Reply::nothing(held) } else { Reply::whole(body, held) };
+            let reply =
+                if head_only { Reply::nothing(held) } else { Reply::whole(body, std::mem::take(&mut share), held) };
             (reply, Some((w, length)))
         }
         Prepared::Streamed { first, rest } if head_only => {
@@ -270,7 +287,16 @@ async fn prepare(
     if declared.is_some_and(|n| n > app.max_body as u64) {
         return refuse(too_large(app.max_body), &body);
     }
-    let bytes = match tokio::time::timeout_at(started + app.body_timeout, read_body(body, app.max_body)).await {
+    let deadline = started + app.body_timeout;
+    // A large body waits for its share of --max-buffered before any of it is read.
+    let mut share = Share::default();
+    if let Some(n) = declared {
+        if tokio::time::timeout_at(deadline, app.budget.cover(&mut share, n as usize)).await.is_err() {
+            return refuse(busy(), &body);
+        }
+    }
+    let read = read_body_within(body, app.max_body, declared, Some((&app.budget, &mut share)));
+    let bytes = match tokio::time::timeout_at(deadline, read).await {
         Ok(Ok(bytes)) => bytes,
         Ok(Err(BodyError::TooLarge)) => return closing(Prepared::Whole(too_large(app.max_body))),
         Ok(Err(BodyError::Read(e))) => {
@@ -284,7 +310,16 @@ async fn prepare(
     };
     let query = parts.uri.query().unwrap_or("").to_string();
     let request = Call { method, path: path.to_string(), query, body: bytes };
-    dispatch(app, caller, route, request, cancel, Via::Client).await
+    let answer = dispatch(app, caller, route, request, cancel, Via::Client).await;
+    // The body is gone with the request: its share too.
+    drop(share);
+    answer
+}
+
+/// 503: the server holds as much as --max-buffered allows.
+pub(crate) fn busy() -> Whole {
+    let message = "the server holds as much buffered data as --max-buffered allows; retry shortly";
+    Whole { retry_after: Some(1), ..Whole::new(503, api::error_line(message)) }
 }
 
 /// A request as the client made it, its body read.
@@ -415,8 +450,20 @@ pub(crate) enum BodyError {
 }
 
 /// The whole request body, refused as soon as it passes `limit` bytes.
-pub(crate) async fn read_body(mut body: Incoming, limit: usize) -> Result<Vec<u8>, BodyError> {
-    let mut out = Vec::new();
+pub(crate) async fn read_body(body: Incoming, limit: usize) -> Result<Vec<u8>, BodyError> {
+    read_body_within(body, limit, None, None).await
+}
+
+/// [`read_body`] into a buffer of the `declared` length (else grown by
+/// doubling), its memory past [`FREE`] covered by `share` of `budget` (waiting
+/// for room as it grows: a chunked body has no length to take up front).
+pub(crate) async fn read_body_within(
+    mut body: Incoming,
+    limit: usize,
+    declared: Option<u64>,
+    mut budget: Option<(&Budget, &mut Share)>,
+) -> Result<Vec<u8>, BodyError> {
+    let mut out = Vec::with_capacity(declared.map_or(0, |n| n.min(limit as u64) as usize));
     loop {
         let frame = std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await;
         match frame {
@@ -424,8 +471,16 @@ pub(crate) async fn read_body(mut body: Incoming, limit: usize) -> Result<Vec<u8
             Some(Err(e)) => return Err(BodyError::Read(e)),
             Some(Ok(f)) => {
                 if let Ok(data) = f.into_data() {
-                    if out.len() + data.len() > limit {
+                    let need = out.len() + data.len();
+                    if need > limit {
                         return Err(BodyError::TooLarge);
+                    }
+                    if need > out.capacity() {
+                        let grown = need.max(out.capacity() * 2).min(limit);
+                        if let Some((b, share)) = &mut budget {
+                            b.cover(share, grown).await;
+                        }
+                        out.reserve_exact(grown - out.len());
                     }
                     out.extend_from_slice(&data);
                 }

@@ -7,6 +7,7 @@
 
 pub mod auth;
 mod body;
+mod budget;
 mod conn;
 mod http;
 mod listen;
@@ -41,6 +42,8 @@ pub struct ServeConfig {
     pub listen: String,
     pub auth: Auth,
     pub max_body: usize,
+    /// Most bytes large request bodies and whole answers hold at once (budget.rs).
+    pub max_buffered: usize,
     pub max_count: u64,
     pub drain: Duration,
     /// Jobs written between index files (`Options::memtable_entries`).
@@ -122,6 +125,12 @@ pub fn serve(config: ServeConfig) -> Result<(), String> {
 }
 
 async fn run(config: ServeConfig) -> Result<(), String> {
+    if config.max_buffered < config.max_body {
+        return Err(format!(
+            "--max-buffered ({} bytes) is less than --max-body ({} bytes): a body of the largest size could never be read",
+            config.max_buffered, config.max_body
+        ));
+    }
     let raft_file = config.data.join(jobq::cluster::raft_file::RAFT_FILE);
     if config.cluster.is_none() && raft_file.exists() {
         return Err(format!(
@@ -193,12 +202,14 @@ async fn run(config: ServeConfig) -> Result<(), String> {
     let server_metrics = Arc::new(ServerMetrics::new(max_connections));
     let ops = Arc::new(Ops::new(config.metrics_key.as_deref(), metrics_listener.is_some()));
     let auth = Arc::new(config.auth);
+    let budget = Arc::new(budget::Budget::new(config.max_buffered));
     let app_on = |port| {
         Arc::new(http::App {
             store: store.clone(),
             auth: auth.clone(),
             config: jobq::api::Config { max_count: config.max_count },
             max_body: config.max_body,
+            budget: budget.clone(),
             body_timeout: config.timeouts.body,
             metrics: server_metrics.clone(),
             ops: ops.clone(),

@@ -214,6 +214,7 @@ mod tests {
             auth: Arc::new(Auth::Open),
             config: jobq::api::Config::default(),
             max_body: 1 << 20,
+            budget: Arc::new(crate::server::budget::Budget::new(1 << 20)),
             body_timeout: std::time::Duration::from_secs(1),
             metrics: Arc::new(ServerMetrics::new(4)),
             ops: Arc::new(Ops::new(None, false)),

@@ -83,6 +83,18 @@ fn server(app: &App, x: &mut Exposition) {
         x.histogram("jobq_http_request_duration_seconds", &[("endpoint", e.as_str())], &m.latency(e), NS);
     }
     x.single("jobq_http_requests_in_flight", Kind::Gauge, "Requests being answered now.", m.in_flight());
+    x.single(
+        "jobq_http_buffered_bytes",
+        Kind::Gauge,
+        "Memory large request bodies and whole answers hold now, of --max-buffered.",
+        app.budget.held() as u64,
+    );
+    x.single(
+        "jobq_http_buffered_limit_bytes",
+        Kind::Gauge,
+        "--max-buffered: the most they may hold at once.",
+        app.budget.total() as u64,
+    );
     let c = &m.connections;
     x.single(
         "jobq_connections_open",

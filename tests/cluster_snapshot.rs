@@ -294,20 +294,7 @@ fn compaction_relocates_through_raft_and_removes_only_what_raft_purged() {
         }
         // Writes go on; then every node restarts to the same jobs and checks clean.
         push(&nodes[&leader].1, "after").await.unwrap();
-        let ids: Vec<u64> = nodes.keys().copied().collect();
-        let mut stores = Vec::new();
-        for id in &ids {
-            let (r, n) = nodes.remove(id).unwrap();
-            router.remove(*id);
-            stores.push(stop(r, n).await);
-        }
-        for s in stores {
-            close(s);
-        }
-        for id in &ids {
-            let report = jobq::store::check(&dir(*id), Arc::new(jobq::fs::RealFs)).unwrap();
-            assert!(report.findings.is_empty(), "node {id}: {report:?}");
-        }
+        stop_all_checked(&mut nodes, &router, dir).await;
         // The two compacted nodes alone (their membership entries went with the
         // removed segments: it comes from their snapshots) elect a leader.
         let compacted = [leader, follower];
@@ -417,21 +404,9 @@ fn retention_purges_on_the_leaders_clock_and_every_node_applies_it() {
                 assert!(!has(n, *k), "{k} purged on node {id}");
             }
         }
-        let ids: Vec<u64> = nodes.keys().copied().collect();
-        let mut stores = Vec::new();
-        for id in &ids {
-            let (r, n) = nodes.remove(id).unwrap();
-            router.remove(*id);
-            stores.push(stop(r, n).await);
-        }
-        for s in stores {
-            close(s);
-        }
-        for id in &ids {
-            let report = jobq::store::check(&dir(*id), Arc::new(jobq::fs::RealFs)).unwrap();
-            assert!(report.findings.is_empty(), "node {id}: {report:?}");
+        for id in stop_all_checked(&mut nodes, &router, dir).await {
             let store =
-                jobq::Store::open(dir(*id), jobq::Options { raft_log: true, ..jobq::Options::default() }).unwrap();
+                jobq::Store::open(dir(id), jobq::Options { raft_log: true, ..jobq::Options::default() }).unwrap();
             assert_eq!(
                 store
                     .snapshot()

@@ -143,3 +143,27 @@ pub async fn three_led(tmp: &std::path::Path, router: &Router) -> (BTreeMap<u64,
     let other = (1..=3).find(|id| *id != leader).unwrap();
     (nodes, leader, other)
 }
+
+/// Stop every node, close its store, and check its data directory clean;
+/// returns their ids.
+pub async fn stop_all_checked(
+    nodes: &mut BTreeMap<u64, (Raft, Node)>,
+    router: &Router,
+    dir: impl Fn(u64) -> std::path::PathBuf,
+) -> Vec<u64> {
+    let ids: Vec<u64> = nodes.keys().copied().collect();
+    let mut stores = Vec::new();
+    for id in &ids {
+        let (r, n) = nodes.remove(id).unwrap();
+        router.remove(*id);
+        stores.push(stop(r, n).await);
+    }
+    for s in stores {
+        close(s);
+    }
+    for id in &ids {
+        let report = jobq::store::check(&dir(*id), Arc::new(jobq::fs::RealFs)).unwrap();
+        assert!(report.findings.is_empty(), "node {id}: {report:?}");
+    }
+    ids
+}

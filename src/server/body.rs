@@ -13,13 +13,14 @@
 use std::future::Future as _;
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use tokio::task::JoinHandle;
 
-use super::budget::Share;
+use super::budget::{Budget, Share};
 use super::conn::InFlight;
 use super::metrics::Observed;
 use jobq::api::{Cancel, Rows};
@@ -59,10 +60,7 @@ enum Kind {
 
 impl Reply {
     pub fn whole(body: Vec<u8>, share: Share, held: Held) -> Reply {
-        let bytes = match share.bytes() {
-            0 => Bytes::from(body),
-            _ => Bytes::from_owner(Buffered { body, _share: share }),
-        };
+        let bytes = with_share(body, share);
         Reply { kind: Kind::Whole((!bytes.is_empty()).then_some(bytes)), _held: held }
     }
 
@@ -70,10 +68,12 @@ impl Reply {
         Reply { kind: Kind::Nothing, _held: held }
     }
 
-    /// Send `first`, then render the rest of `rows`; `cancel` is the rows' flag.
-    pub fn stream(first: Vec<u8>, rows: Rows, cancel: Cancel, held: Held) -> Reply {
-        let state = State::Ready(Bytes::from(first), rows);
-        Reply { kind: Kind::Stream(RowsBody { state, cancel }), _held: held }
+    /// Send `first` (with its `share`), then render the rest of `rows`, each
+    /// chunk over [`FREE`](super::budget::FREE) with its share of `budget`
+    /// (waiting for room: the client is reading); `cancel` is the rows' flag.
+    pub fn stream(first: Vec<u8>, share: Share, rows: Rows, budget: Arc<Budget>, cancel: Cancel, held: Held) -> Reply {
+        let state = State::Ready(with_share(first, share), rows);
+        Reply { kind: Kind::Stream(RowsBody { state, cancel, budget }), _held: held }
     }
 }
 
@@ -108,17 +108,30 @@ impl Body for Reply {
 
 type Rendered = (Rows, Option<jobq::Result<Vec<u8>>>);
 
+/// `body` as bytes that hold `share` as long as they live.
+fn with_share(body: Vec<u8>, share: Share) -> Bytes {
+    match share.bytes() {
+        0 => Bytes::from(body),
+        _ => Bytes::from_owner(Buffered { body, _share: share }),
+    }
+}
+
+type Covering = Pin<Box<dyn std::future::Future<Output = Share> + Send>>;
+
 enum State {
     /// A chunk ready to send, and the rows after it.
     Ready(Bytes, Rows),
     Idle(Rows),
     Rendering(JoinHandle<Rendered>),
+    /// A large chunk waiting for its share of the budget.
+    Covering(Vec<u8>, Rows, Covering),
     Done,
 }
 
 struct RowsBody {
     state: State,
     cancel: Cancel,
+    budget: Arc<Budget>,
 }
 
 impl Drop for RowsBody {
@@ -152,15 +165,65 @@ impl RowsBody {
                     }
                     Poll::Ready(Ok((_, None))) => return Poll::Ready(None),
                     Poll::Ready(Ok((rows, Some(Ok(chunk))))) => {
-                        self.state = State::Ready(Bytes::from(chunk), rows);
+                        self.state = match self.budget.try_cover(chunk.len()) {
+                            Some(share) => State::Ready(with_share(chunk, share), rows),
+                            None => {
+                                let covering = self.budget.clone().covered(chunk.len());
+                                State::Covering(chunk, rows, Box::pin(covering))
+                            }
+                        };
                     }
                     Poll::Ready(Ok((_, Some(Err(e))))) => {
                         tracing::error!(error = %e, "reading the store while streaming an answer failed; aborting it");
                         return Poll::Ready(Some(Err(io::Error::other(e.to_string()))));
                     }
                 },
+                State::Covering(chunk, rows, mut covering) => match covering.as_mut().poll(cx) {
+                    Poll::Pending => {
+                        self.state = State::Covering(chunk, rows, covering);
+                        return Poll::Pending;
+                    }
+                    Poll::Ready(share) => self.state = State::Ready(with_share(chunk, share), rows),
+                },
                 State::Done => return Poll::Ready(None),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::future::poll_fn;
+
+    /// A chunk past the first that finds no room waits for it (no frame, the
+    /// stream not ended), and goes out once room is given back, holding it.
+    #[tokio::test]
+    async fn a_large_chunk_waits_for_its_share() {
+        let budget = Arc::new(Budget::new(1 << 20));
+        let other = budget.try_cover(900 << 10).unwrap();
+        let rows = Rows::new(vec![300usize << 10], Cancel::new(), |n, out| {
+            out.resize(n, b'x');
+            Ok(())
+        });
+        let mut body = RowsBody {
+            state: State::Ready(Bytes::from_static(b"first\n"), rows),
+            cancel: Cancel::new(),
+            budget: budget.clone(),
+        };
+        let frame = poll_fn(|cx| body.poll_frame(cx)).await.unwrap().unwrap();
+        assert_eq!(frame.into_data().unwrap(), "first\n");
+        let waiting =
+            tokio::time::timeout(std::time::Duration::from_millis(200), poll_fn(|cx| body.poll_frame(cx))).await;
+        assert!(waiting.is_err(), "no room: it waits");
+        assert!(matches!(body.state, State::Covering(..)));
+        drop(other);
+        let frame = poll_fn(|cx| body.poll_frame(cx)).await.unwrap().unwrap();
+        let data = frame.into_data().unwrap();
+        assert_eq!(data.len(), (300 << 10) + 1);
+        assert!(budget.held() >= 300 << 10, "held while the bytes live");
+        drop(data);
+        assert_eq!(budget.held(), 0);
+        assert!(poll_fn(|cx| body.poll_frame(cx)).await.is_none());
     }
 }

@@ -76,6 +76,13 @@ impl Budget {
         }
     }
 
+    /// A share covering `bytes`, once there is room.
+    pub async fn covered(self: Arc<Self>, bytes: usize) -> Share {
+        let mut share = Share::default();
+        self.cover(&mut share, bytes).await;
+        share
+    }
+
     /// A share covering `bytes` now, or None while the budget is held by others
     /// (an empty share for [`FREE`] bytes or fewer).
     pub fn try_cover(&self, bytes: usize) -> Option<Share> {

@@ -24,7 +24,7 @@ use tokio::time::Instant;
 
 use super::auth::{basic_credentials, Auth, Refused};
 use super::body::{Held, Reply};
-use super::budget::{Budget, Share, FREE};
+use super::budget::{Budget, Share};
 use super::conn::Activity;
 use super::metrics::ServerMetrics;
 use super::ops::{self, Ops, OpsAnswer, Port, Target};
@@ -161,18 +161,21 @@ pub async fn handle(app: Arc<App>, activity: &Arc<Activity>, req: hyper::Request
         }
     };
     let status_of = |s: u16| StatusCode::from_u16(s).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    // A large whole answer holds a share of --max-buffered until it is sent (or
-    // its connection closed); without room it is dropped for a 503 at once.
+    // A large whole answer, or a stream's first chunk, holds a share of
+    // --max-buffered until it is written (or its connection closed); without
+    // room it is dropped for a 503 at once.
     let mut share = Share::default();
-    let prepared = match prepared {
-        Prepared::Whole(w) if !head_only && w.body.len() > FREE => match app.budget.try_cover(w.body.len()) {
-            Some(s) => {
-                share = s;
-                Prepared::Whole(w)
-            }
-            None => Prepared::Whole(busy()),
-        },
-        other => other,
+    let first_len = match &prepared {
+        Prepared::Whole(w) => w.body.len(),
+        Prepared::Streamed { first, .. } => first.len(),
+    };
+    let prepared = match app.budget.try_cover(if head_only { 0 } else { first_len }) {
+        Some(s) => {
+            share = s;
+            prepared
+        }
+        // Dropped (a stream's rows cancelled with it): its memory goes now.
+        None => Prepared::Whole(busy()),
     };
     let status = match &prepared {
         Prepared::Whole(w) => status_of(w.status),
@@ -197,7 +200,8 @@ pub async fn handle(app: Arc<App>, activity: &Arc<Activity>, req: hyper::Request
         }
         Prepared::Streamed { first, rest } => {
             let flag = cancel.0.take().expect("armed");
-            (Reply::stream(first, rest, flag, held), None)
+            let budget = app.budget.clone();
+            (Reply::stream(first, std::mem::take(&mut share), rest, budget, flag, held), None)
         }
     };
     drop(cancel);

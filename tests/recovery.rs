@@ -440,3 +440,35 @@ fn zeros_before_the_durable_mark_are_damage() {
     let store = reopen_twice(&s, RecoveryPolicy::TruncateAtCorruption).unwrap();
     assert_store_is(&store, &states[1].1, "salvaged");
 }
+
+/// A store whose `CURRENT` was lost is refused, never taken for a new one: the
+/// create that a missing `CURRENT` means removed every generation directory.
+/// What a create that crashed before its `CURRENT` leaves (an empty log, a temp
+/// file) is still replaced by a new store.
+#[test]
+fn a_lost_current_is_refused_and_nothing_is_removed() {
+    let (crashed, states) = build(5);
+    // A fork holds no lock of the crashed process.
+    let sim = crashed.fork();
+    let current = sim.read_file(Path::new("/db/CURRENT")).unwrap();
+    let log = sim.read_file(Path::new(LOG)).unwrap();
+    jobq::fs::FileSystem::remove_file(&sim, Path::new("/db/CURRENT")).unwrap();
+    for _ in 0..2 {
+        let e = Store::open("/db", opts(&sim)).err().expect("refused");
+        let text = e.to_string();
+        assert!(matches!(e, Error::Corrupt { .. }) && text.contains("CURRENT is missing"), "{text}");
+        assert_eq!(sim.read_file(Path::new(LOG)).unwrap(), log, "nothing removed");
+    }
+    jobq::fs::publish_file(&sim, Path::new("/db"), "CURRENT", &current).unwrap();
+    let store = Store::open("/db", opts(&sim)).unwrap();
+    assert_store_is(&store, &states[states.len() - 1].1, "after CURRENT came back");
+    drop(store);
+
+    // A create that crashed before CURRENT: gen-1 with an empty log and a temp file.
+    let fresh = SimFs::new();
+    drop(Store::open("/db", opts(&fresh)).unwrap());
+    jobq::fs::FileSystem::remove_file(&fresh, Path::new("/db/CURRENT")).unwrap();
+    jobq::fs::publish_file(&fresh, Path::new("/db/gen-0000000000000001"), "idx-x.tmp", &[1, 2, 3]).unwrap();
+    let store = Store::open("/db", opts(&fresh)).unwrap();
+    assert!(store.report().created);
+}

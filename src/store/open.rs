@@ -59,13 +59,33 @@ fn io<'a>(op: &'static str, p: &'a Path) -> impl FnOnce(std::io::Error) -> Error
     move |e| Error::io(op, p, e)
 }
 
-/// Create an empty store's files in `dir` (which the caller has locked).
+/// Create an empty store's files in `dir` (which the caller has locked). A
+/// generation directory left by a create that crashed before `CURRENT` holds at
+/// most an empty log: it is removed. One that holds anything more is a store
+/// whose `CURRENT` was lost: refused, never removed.
 fn create(fs: &dyn FileSystem, dir: &Path, opts: &Options) -> Result<u64> {
-    for name in fs.read_dir(dir).map_err(io("list", dir))? {
-        if layout::parse_gen_name(&name).is_some() {
-            let p = dir.join(&name);
-            fs.remove_dir_all(&p).map_err(io("remove", &p))?;
+    let gens: Vec<String> = fs
+        .read_dir(dir)
+        .map_err(io("list", dir))?
+        .into_iter()
+        .filter(|n| layout::parse_gen_name(n).is_some())
+        .collect();
+    for name in &gens {
+        if let Some(why) = holds_data(fs, &dir.join(name))? {
+            return Err(Error::corrupt(
+                dir.join(layout::CURRENT),
+                0,
+                format!(
+                    "CURRENT is missing, but {name} holds {why}: a store whose CURRENT was lost, not a new one \
+                     (nothing was changed; restore CURRENT from a backup, or write it as format-spec/durability.md \
+                     says, naming the newest generation)"
+                ),
+            ));
         }
+    }
+    for name in &gens {
+        let p = dir.join(name);
+        fs.remove_dir_all(&p).map_err(io("remove", &p))?;
     }
     let generation = 1;
     let gd = layout::gen_dir(dir, generation);
@@ -75,6 +95,31 @@ fn create(fs: &dyn FileSystem, dir: &Path, opts: &Options) -> Result<u64> {
     LogWriter::create(opts.fs.clone(), &gd, generation, 1, opts.segment_bytes)?;
     layout::write_current(fs, dir, generation)?;
     Ok(generation)
+}
+
+/// What a generation directory holds beyond the empty log a crashed create
+/// leaves: None when nothing.
+fn holds_data(fs: &dyn FileSystem, gen_dir: &Path) -> Result<Option<String>> {
+    let names = fs.read_dir(gen_dir).map_err(io("list", gen_dir))?;
+    let segments = segment::list(fs, gen_dir)?;
+    // Temp files are what a crash left of the new-file protocol.
+    let is_segment = |n: &String| segments.iter().any(|s| segment::file_name(*s) == *n);
+    if let Some(other) = names.iter().find(|n| !is_segment(n) && !n.ends_with(".tmp")) {
+        return Ok(Some(other.clone()));
+    }
+    if segments.len() > 1 {
+        return Ok(Some(format!("{} log segments", segments.len())));
+    }
+    let Some(&n) = segments.first() else { return Ok(None) };
+    // A segment whose header does not even read is not a crashed create's either.
+    let (_, mut sc) = match FrameScanner::segment(fs, gen_dir, n) {
+        Ok(s) => s,
+        Err(e) => return Ok(Some(format!("a log segment that does not open ({e})"))),
+    };
+    Ok(match sc.next_step()? {
+        crate::log::scan::Step::End => None,
+        _ => Some("a log with frames".to_string()),
+    })
 }
 
 pub(crate) fn open(dir: &Path, opts: &Options) -> Result<Opened> {

@@ -472,3 +472,44 @@ fn a_lost_current_is_refused_and_nothing_is_removed() {
     let store = Store::open("/db", opts(&fresh)).unwrap();
     assert!(store.report().created);
 }
+
+/// A segment missing from the middle of the log, or one whose header is
+/// destroyed, is damage even where index files cover it (the open used to
+/// answer from them and take writes): refused, writable or read-only, naming it.
+#[test]
+fn a_missing_or_destroyed_indexed_segment_is_refused() {
+    use jobq::fs::FileSystem;
+    let sim = SimFs::new();
+    let o = Options { segment_bytes: 8 << 10, memtable_entries: 40, ..opts(&sim) };
+    let store = Store::open("/db", o.clone()).unwrap();
+    for i in 0..300 {
+        let spec = parse_push(&format!(r#"{{"spider":"s","pad":"{}","i":{i}}}"#, "p".repeat(100))).unwrap();
+        store.push(1, &[spec], None).unwrap();
+    }
+    store.flush_indexes().unwrap();
+    store.close().unwrap();
+    let gen = Path::new("/db/gen-0000000000000001");
+    let segments = jobq::log::segment::list(&sim, gen).unwrap();
+    assert!(segments.len() >= 4, "{segments:?}");
+    let middle = segments[segments.len() / 2];
+    let name = jobq::log::segment::file_name(middle);
+    for damage in ["removed", "header zeroed"] {
+        let s = sim.fork();
+        let path = gen.join(&name);
+        match damage {
+            "removed" => s.remove_file(&path).unwrap(),
+            _ => {
+                let mut bytes = s.read_file(&path).unwrap();
+                bytes[..64].fill(0);
+                s.write_file(&path, bytes).unwrap();
+            }
+        }
+        for read_only in [false, true] {
+            let o = Options { fs: Arc::new(s.clone()), read_only, ..o.clone() };
+            match Store::open("/db", o) {
+                Err(Error::Corrupt { path, .. }) => assert!(path.ends_with(&name), "{damage}: {}", path.display()),
+                other => panic!("{damage}, read-only {read_only}: {:?}", other.map(|_| ())),
+            }
+        }
+    }
+}

@@ -180,6 +180,7 @@ pub(crate) fn open(dir: &Path, opts: &Options) -> Result<Opened> {
         None => (LogPos { segment: first.number, offset: first.data_start() }, log_first_seq, Default::default()),
     };
     report.replay_from = start;
+    indexed_segments_whole(fs, &gen_dir, generation, first.number, start.segment)?;
     let last_frame = slots.last().map(|s| s.seg.meta().last_frame);
     let last_frame_end = slots.last().map(|s| s.seg.meta().log_end);
     // A chain may end inside a committed import; a log whose first frames compaction
@@ -338,6 +339,37 @@ pub(crate) fn first_segment(fs: &dyn FileSystem, gen_dir: &Path, generation: u64
         ));
     }
     Ok(h)
+}
+
+/// The segments before the one recovery starts in (their frames come from the
+/// index files, not from a scan) must all be there, each with its own header:
+/// a gap or a damaged header anywhere in the log is damage (durability.md). A
+/// read-only opener beside a serving store may see the oldest ones go (online
+/// compaction removes a prefix): a prefix gone meanwhile is no gap.
+fn indexed_segments_whole(fs: &dyn FileSystem, gen_dir: &Path, generation: u64, first: u32, start: u32) -> Result<()> {
+    let present = segment::list(fs, gen_dir)?;
+    let first = present.first().map_or(first, |p| first.max(*p));
+    for n in first..start {
+        let path = gen_dir.join(segment::file_name(n));
+        if present.binary_search(&n).is_err() {
+            return Err(Error::corrupt(
+                &path,
+                0,
+                format!("log segment {n} is missing (the log runs from segment {first} on without a gap)"),
+            ));
+        }
+        let f = match fs.open(&path, crate::fs::OpenMode::Read) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(Error::io("open", &path, e)),
+        };
+        let h = segment::read_header(&*f, &path)?;
+        if h.generation != generation || h.number != n {
+            let what = format!("segment header says generation {} number {}", h.generation, h.number);
+            return Err(Error::corrupt(&path, 0, what));
+        }
+    }
+    Ok(())
 }
 
 /// Does the log hold, at the index's `last_frame`, the frame ending at `hi_seq`?

@@ -55,8 +55,15 @@ pub fn read_current(fsys: &dyn FileSystem, dir: &Path) -> Result<Option<u64>> {
     if checksum(&[&b[0..28]]) != LE::read_u32(&b[28..32]) {
         return Err(Error::corrupt(&path, 28, "CURRENT checksum mismatch"));
     }
-    if LE::read_u32(&b[8..12]) != 1 {
-        return Err(Error::Unsupported { path, what: "CURRENT version".into() });
+    let version = LE::read_u32(&b[8..12]);
+    if version != 1 {
+        let what = format!("CURRENT format version {version}: written by a newer jobq (this one reads version 1)");
+        return Err(Error::Unsupported { path, what });
+    }
+    for at in [12, 24] {
+        if LE::read_u32(&b[at..at + 4]) != 0 {
+            return Err(Error::corrupt(&path, at as u64, "a reserved field of CURRENT is not 0"));
+        }
     }
     Ok(Some(LE::read_u64(&b[16..24])))
 }
@@ -65,4 +72,38 @@ pub fn read_current(fsys: &dyn FileSystem, dir: &Path) -> Result<Option<u64>> {
 pub fn write_current(fsys: &dyn FileSystem, dir: &Path, generation: u64) -> Result<()> {
     fs::publish_file(fsys, dir, CURRENT, &encode_current(generation))
         .map_err(|e| Error::io("publish", dir.join(CURRENT), e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fs::SimFs;
+
+    fn with(sim: &SimFs, bytes: [u8; 32]) -> Result<Option<u64>> {
+        fs::publish_file(sim, Path::new("/d"), CURRENT, &bytes).unwrap();
+        read_current(sim, Path::new("/d"))
+    }
+
+    fn resealed(mut b: [u8; 32]) -> [u8; 32] {
+        let crc = checksum(&[&b[0..28]]);
+        LE::write_u32(&mut b[28..32], crc);
+        b
+    }
+
+    #[test]
+    fn current_fields_are_checked() {
+        let sim = SimFs::new();
+        crate::fs::FileSystem::create_dir(&sim, Path::new("/d")).unwrap();
+        assert_eq!(with(&sim, encode_current(7)).unwrap(), Some(7));
+        for at in [12usize, 24] {
+            let mut b = encode_current(7);
+            b[at] = 1;
+            let e = with(&sim, resealed(b)).unwrap_err();
+            assert!(matches!(e, Error::Corrupt { offset, .. } if offset == at as u64), "{e}");
+        }
+        let mut b = encode_current(7);
+        b[8] = 2;
+        let e = with(&sim, resealed(b)).unwrap_err().to_string();
+        assert!(e.contains("version 2") && e.contains("newer jobq"), "{e}");
+    }
 }

@@ -226,7 +226,8 @@ fn cluster_data_refuses_to_serve_alone() {
 
 #[test]
 fn members_are_added_and_removed_at_run_time() {
-    let mut c = Cluster::start(3, &[]);
+    let catch_up = ["--member-catch-up", "5"];
+    let mut c = Cluster::start(3, &catch_up);
     let leader = c.agreed_leader(Duration::from_secs(20));
     let follower = (leader + 1) % 3;
     let r = c.node(follower).post("/jobq/1/push", ADMIN, "{\"spider\":\"s\"}");
@@ -234,7 +235,7 @@ fn members_are_added_and_removed_at_run_time() {
     // A fourth node, started empty: it waits to be contacted.
     c.addrs.push(free_ports(1).remove(0));
     c.dirs.push(harness::tempdir());
-    c.nodes.push(Some(c.spawn(3, &[])));
+    c.nodes.push(Some(c.spawn(3, &catch_up)));
     assert!(c.node(3).log_shows("waiting for the lowest node id"));
     // Asked at a follower: the leader adds it as a learner, then as a voter.
     let add = format!("{{\"add\":{{\"id\":4,\"addr\":\"{}\"}}}}", c.addrs[3]);
@@ -246,9 +247,26 @@ fn members_are_added_and_removed_at_run_time() {
     assert_eq!((r.status, r.text()), (200, "1\n".to_string()));
     assert_eq!(c.agreed_leader(Duration::from_secs(5)), leader);
     // Bad changes are refused; removing it leaves three voters.
-    for bad in ["{}", "{\"remove\":9}", "{\"add\":{\"id\":0,\"addr\":\"\"}}", "not json", "{\"remove\":1,\"x\":2}"] {
+    for bad in [
+        "{}",
+        "{\"remove\":9}",
+        "{\"add\":{\"id\":0,\"addr\":\"\"}}",
+        "{\"add\":{\"id\":5,\"addr\":\"not an addr\"}}",
+        "not json",
+        "{\"remove\":1,\"x\":2}",
+    ] {
         assert_eq!(c.node(leader).post("/cluster/members", ADMIN, bad).status, 400, "{bad}");
     }
+    // A node nothing answers at is not made a voter (openraft alone counted it
+    // caught up at once): refused after --member-catch-up, and taken out again.
+    let nobody = free_ports(1).remove(0);
+    let started = Instant::now();
+    let r = c.node(leader).post("/cluster/members", ADMIN, &format!("{{\"add\":{{\"id\":5,\"addr\":\"{nobody}\"}}}}"));
+    r.assert_error(503, "did not catch up");
+    assert!(started.elapsed() >= Duration::from_secs(5), "{:?}", started.elapsed());
+    let members = c.status(leader)["members"].clone();
+    assert!(members.as_array().unwrap().iter().all(|m| m["id"] != 5), "{members}");
+    assert_eq!(c.node(follower).post("/jobq/1/push", ADMIN, "{\"spider\":\"s\"}").status, 200);
     let r = c.node(leader).post("/cluster/members", ADMIN, "{\"remove\":4}");
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["voters"], serde_json::json!([1, 2, 3]));

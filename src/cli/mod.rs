@@ -192,6 +192,12 @@ pub struct ServeArgs {
     #[arg(long, value_name = "ENTRIES", default_value_t = jobq::cluster::SNAPSHOT_EVERY,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub snapshot_every: u64,
+    /// How long `POST /cluster/members` waits for an added node to catch up (a
+    /// snapshot sent and installed included) before it takes it out again
+    /// instead of making it a voter.
+    #[arg(long, value_name = "SECS", default_value_t = 300, requires = "node_id",
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub member_catch_up: u64,
 }
 
 pub(crate) fn parse_metrics_key(s: &str) -> Result<String, String> {

@@ -52,6 +52,7 @@ pub fn run(a: ServeArgs) -> Result<(), String> {
                 consistency,
                 election_ms: a.election_ms,
                 snapshot_every: a.snapshot_every,
+                member_catch_up: Duration::from_secs(a.member_catch_up),
             })
         }
     };

@@ -69,6 +69,8 @@ pub struct ClusterConfig {
     pub consistency: raft::ReadConsistency,
     pub election_ms: u64,
     pub snapshot_every: u64,
+    /// How long an added member may take to catch up (`--member-catch-up`).
+    pub member_catch_up: Duration,
 }
 
 /// Online compaction and the log's segments (`Options::compact_when` and the rest).
@@ -293,7 +295,9 @@ async fn start_node(cc: &ClusterConfig, store: &Arc<Store>, local: SocketAddr) -
     let timeout = jobq::cluster::proposer::PROPOSE_TIMEOUT;
     jobq::cluster::proposer::attach(cc.id, &node, &r, tokio::runtime::Handle::current(), timeout);
     let election = Duration::from_millis(cc.election_ms);
-    let c = Arc::new(raft::Cluster::new(cc.id, r, node, cc.key.clone(), cc.consistency, election, &net));
+    let mut c = raft::Cluster::new(cc.id, r, node, cc.key.clone(), cc.consistency, election, &net);
+    c.member_catch_up = cc.member_catch_up;
+    let c = Arc::new(c);
     tracing::info!(node = cc.id, address = %local, peers = ?cc.peers, read_consistency = ?cc.consistency, "cluster node started");
     c.hold_votes_after_start();
     tokio::spawn(raft::form(c.clone(), cc.peers.clone()));

@@ -389,4 +389,34 @@ mod tests {
             store.snapshot().get(k).unwrap().expect("the durable version of 1/1/1 survives the merge and the crash");
         assert_eq!(job.state, JobState::Pending);
     }
+
+    /// Tags are interned for a tail only: after a freeze the writer holds none of
+    /// them (it kept every tag ever written, and a client writing new tags grew
+    /// the server's memory without bound).
+    #[test]
+    fn frozen_tails_leave_no_interned_tags() {
+        let opts =
+            Options { fs: Arc::new(SimFs::new()), background: false, memtable_entries: 64, ..Options::default() };
+        let store = Store::open("/db", opts).unwrap();
+        for i in 0..200 {
+            let line = format!(r#"{{"spider":"s","tags":["tag-{i}-a","tag-{i}-b"]}}"#);
+            store.push(1, &[parse_push(&line).unwrap()], None).unwrap();
+        }
+        let held = store.inner().writer.lock().tag_strings();
+        assert!(held < 64 * 2 + 2, "{held} tags held after freezes");
+        assert_eq!(
+            store
+                .snapshot()
+                .count(
+                    1,
+                    &crate::query::Filter {
+                        has_tags: vec!["tag-3-a".into()],
+                        states: vec![JobState::Pending],
+                        ..Default::default()
+                    }
+                )
+                .unwrap(),
+            1
+        );
+    }
 }

@@ -441,6 +441,12 @@ impl Writer {
         }
     }
 
+    /// Distinct tag strings the writer holds for its tail.
+    #[cfg(test)]
+    pub fn tag_strings(&self) -> usize {
+        self.tags.len()
+    }
+
     /// True when the tail is big enough to freeze.
     pub fn should_freeze(&self) -> bool {
         self.mem.len() >= self.freeze_at
@@ -455,6 +461,9 @@ impl Writer {
         };
         let docs = self.mem.take_all();
         self.mem_uniques.clear();
+        // Tags are shared within a tail only: the interner would otherwise keep
+        // every tag ever written (a client writing new tags grew memory forever).
+        self.tags = Interner::default();
         let meta = SegmentMeta {
             generation: self.generation,
             lo_seq: self.mem_lo_seq,

@@ -65,6 +65,8 @@ pub struct Cluster {
     lease_reads: AtomicU64,
     /// When this process started Raft.
     started: std::time::Instant,
+    /// How long an added member may take to catch up (`--member-catch-up`).
+    pub member_catch_up: Duration,
 }
 
 /// What a read index round answers: the index a read must see applied (none
@@ -111,6 +113,7 @@ impl Cluster {
             follower_reads: Batch::default(),
             lease_reads: AtomicU64::new(0),
             started: std::time::Instant::now(),
+            member_catch_up: Duration::from_secs(300),
         }
     }
 

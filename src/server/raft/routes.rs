@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use openraft::BasicNode;
+use openraft::{BasicNode, ChangeMembers};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -217,11 +217,27 @@ pub async fn change_members(c: &Cluster, body: &[u8]) -> Reply {
     let voters: BTreeSet<u64> = c.raft.metrics().borrow().membership_config.membership().voter_ids().collect();
     let next = match (change.add, change.remove) {
         (Some(a), None) => {
-            if a.addr.is_empty() || a.id == 0 {
-                return Reply::error(400, "add needs a node id above 0 and an address");
+            if a.id == 0 || !is_host_port(&a.addr) {
+                return Reply::error(400, "add needs a node id above 0 and an address HOST:PORT");
             }
-            if let Err(e) = c.raft.add_learner(a.id, BasicNode { addr: a.addr }, true).await {
-                return Reply::unavailable(&format!("adding node {} as a learner failed: {e}", a.id));
+            if voters.contains(&a.id) {
+                return Reply::json(&json!({"voters": voters.into_iter().collect::<Vec<_>>()}));
+            }
+            let added = match c.raft.add_learner(a.id, BasicNode { addr: a.addr.clone() }, false).await {
+                Ok(r) => r.log_id.index,
+                Err(e) => return Reply::unavailable(&format!("adding node {} as a learner failed: {e}", a.id)),
+            };
+            // openraft's own wait counts a learner within 5,000 entries as caught
+            // up, even one never reached: wait for it to hold the entry adding it.
+            if !caught_up(c, a.id, added).await {
+                let gone = c.raft.change_membership(ChangeMembers::RemoveNodes([a.id].into()), false).await;
+                let gone = if gone.is_ok() { "taken out again" } else { "left a learner" };
+                return Reply::unavailable(&format!(
+                    "node {} at {} did not catch up within {} s: it was not made a voter ({gone})",
+                    a.id,
+                    a.addr,
+                    c.member_catch_up.as_secs()
+                ));
             }
             voters.iter().copied().chain([a.id]).collect::<BTreeSet<u64>>()
         }
@@ -237,6 +253,20 @@ pub async fn change_members(c: &Cluster, body: &[u8]) -> Reply {
     }
 }
 
+/// Has `id` replicated the log up to `index`, within `--member-catch-up`?
+async fn caught_up(c: &Cluster, id: u64, index: u64) -> bool {
+    let holds = |m: &openraft::RaftMetrics<u64, BasicNode>| {
+        let matched = m.replication.as_ref().and_then(|r| r.get(&id).cloned()).flatten();
+        matched.is_some_and(|l| l.index >= index)
+    };
+    c.raft.wait(Some(c.member_catch_up)).metrics(holds, "the new node caught up").await.is_ok()
+}
+
+fn is_host_port(addr: &str) -> bool {
+    addr.rsplit_once(':')
+        .is_some_and(|(h, p)| !h.is_empty() && !h.contains(char::is_whitespace) && p.parse::<u16>().is_ok())
+}
+
 /// The peers of `--peer ID=HOST:PORT` flags, checked: distinct ids above 0, this node among them.
 pub fn parse_peers(specs: &[String], me: u64) -> Result<BTreeMap<u64, String>, String> {
     let mut out = BTreeMap::new();
@@ -244,7 +274,7 @@ pub fn parse_peers(specs: &[String], me: u64) -> Result<BTreeMap<u64, String>, S
         let (id, addr) = s.split_once('=').ok_or_else(|| format!("--peer {s:?}: expected ID=HOST:PORT"))?;
         let id: u64 =
             id.parse().ok().filter(|i| *i > 0).ok_or_else(|| format!("--peer {s:?}: the id is a number above 0"))?;
-        if addr.rsplit_once(':').is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err()) {
+        if !is_host_port(addr) {
             return Err(format!("--peer {s:?}: expected ID=HOST:PORT"));
         }
         if out.insert(id, addr.to_string()).is_some() {

@@ -247,3 +247,39 @@ fn packed_column_damage_under_good_checksums_is_refused_and_rebuilt() {
         assert_rebuilt(&s, &want, &file, what);
     }
 }
+
+/// An index file replaced by a directory (it does not map) is set aside like a
+/// damaged one (every command refused the store). A writable store that writes
+/// the rebuilt file under that name gets an error naming it.
+#[test]
+fn an_index_path_that_is_not_a_file_is_set_aside() {
+    let tmp = tempfile::tempdir().unwrap();
+    let o = Options { fs: Arc::new(jobq::fs::RealFs), background: false, memtable_entries: 6, ..Options::default() };
+    let store = Store::open(tmp.path(), o.clone()).unwrap();
+    for i in 0..30u32 {
+        let spec = parse_push(&format!(r#"{{"spider":"s","n":{i}}}"#)).unwrap();
+        store.push(1, &[spec], None).unwrap();
+    }
+    let want = export(&store);
+    store.close().unwrap();
+    let gen = tmp.path().join("gen-0000000000000001");
+    let idx =
+        std::fs::read_dir(&gen).unwrap().map(|e| e.unwrap().path()).find(|p| p.extension().is_some_and(|e| e == "jqi"));
+    let idx = idx.expect("an index file");
+    std::fs::remove_file(&idx).unwrap();
+    std::fs::create_dir(&idx).unwrap();
+    for _ in 0..2 {
+        let store = Store::open(tmp.path(), Options { read_only: true, ..o.clone() }).unwrap();
+        assert_eq!(export(&store), want);
+        let set_aside = &store.report().discarded;
+        assert!(set_aside.iter().any(|(_, why)| why.contains("does not map")), "{set_aside:?}");
+        store.close().unwrap();
+    }
+    // Writable: it serves; writing the rebuilt file under that name fails, naming it.
+    let store = Store::open(tmp.path(), o.clone()).unwrap();
+    assert_eq!(export(&store), want);
+    let e = store.close().err().expect("its name is taken").to_string();
+    assert!(e.contains(idx.file_name().unwrap().to_str().unwrap()) && e.contains("directory"), "{e}");
+    std::fs::remove_dir(&idx).unwrap();
+    assert_eq!(export(&Store::open(tmp.path(), o).unwrap()), want);
+}

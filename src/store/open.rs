@@ -197,7 +197,11 @@ pub(crate) fn open(dir: &Path, opts: &Options) -> Result<Opened> {
     if !opts.read_only {
         for (name, _) in &report.discarded {
             let p = gen_dir.join(name);
-            fs.remove_file(&p).map_err(io("remove", &p))?;
+            match fs.remove_file(&p) {
+                // Not a file: left where it is, set aside again at every open.
+                Err(e) if e.kind() == std::io::ErrorKind::IsADirectory => {}
+                r => r.map_err(io("remove", &p))?,
+            }
         }
     }
     let reader = Arc::new(RecordReader::new(opts.fs.clone(), &gen_dir));
@@ -416,7 +420,12 @@ pub(crate) fn choose_chain(
         let bytes = match fs.map(&path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(Error::io("map", &path, e)),
+            // An index file is a cache: one that does not map (a directory in
+            // its place, say) is set aside like a damaged one.
+            Err(e) => {
+                discard(&name, format!("it does not map: {e}"), report)?;
+                continue;
+            }
         };
         match IndexSegment::open(bytes, &path, true) {
             Ok(seg) if seg.meta().generation == generation && (seg.meta().lo_seq, seg.meta().hi_seq) == (lo, hi) => {

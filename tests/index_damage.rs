@@ -278,7 +278,7 @@ fn an_index_path_that_is_not_a_file_is_set_aside() {
     // Writable: it serves; writing the rebuilt file under that name fails, naming it.
     let store = Store::open(tmp.path(), o.clone()).unwrap();
     assert_eq!(export(&store), want);
-    let e = store.close().err().expect("its name is taken").to_string();
+    let e = store.close().expect_err("its name is taken").to_string();
     assert!(e.contains(idx.file_name().unwrap().to_str().unwrap()) && e.contains("directory"), "{e}");
     std::fs::remove_dir(&idx).unwrap();
     assert_eq!(export(&Store::open(tmp.path(), o).unwrap()), want);

@@ -119,9 +119,18 @@ pub fn repair(a: RepairArgs) -> Result<(), String> {
             r.saved_to.as_ref().map_or_else(String::new, |p| p.display().to_string()),
         );
     }
+    for (name, segment) in &r.beyond_log {
+        eprintln!(
+            "set aside index file {name}: it covered the log up to segment {segment}, which is gone; \
+             the jobs written there are lost"
+        );
+    }
     let Some(cut) = &r.cut else {
-        let what =
-            if r.headers_rebuilt.is_empty() { "the log is whole: nothing to repair" } else { "the log is whole now" };
+        let what = if r.headers_rebuilt.is_empty() && r.beyond_log.is_empty() {
+            "the log is whole: nothing to repair"
+        } else {
+            "the log is whole now"
+        };
         eprintln!("{}: {what} ({} ms)", a.data.display(), r.millis);
         return Ok(());
     };

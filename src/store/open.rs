@@ -376,6 +376,34 @@ fn indexed_segments_whole(fs: &dyn FileSystem, gen_dir: &Path, generation: u64, 
     Ok(())
 }
 
+/// Remove the index files that cover the log past its last segment (`jobq
+/// repair`, before it opens the store: open refuses a store with such files);
+/// their names and the segment each reached.
+pub(crate) fn remove_indexes_beyond_log(fs: &dyn FileSystem, gen_dir: &Path) -> Result<Vec<(String, u32)>> {
+    let last = segment::list(fs, gen_dir)?.last().copied().unwrap_or(0);
+    let mut removed = Vec::new();
+    for name in fs.read_dir(gen_dir).map_err(io("list", gen_dir))? {
+        if format::parse_name(&name).is_none() {
+            continue;
+        }
+        let path = gen_dir.join(&name);
+        // One that does not open is set aside by the open itself.
+        let Ok(bytes) = fs.map(&path) else { continue };
+        let Ok(seg) = IndexSegment::open(bytes, &path, true) else { continue };
+        let reached = seg.meta().last_frame.segment;
+        drop(seg);
+        if reached > last {
+            fs.remove_file(&path).map_err(io("remove", &path))?;
+            removed.push((name, reached));
+        }
+    }
+    if !removed.is_empty() {
+        // IMPORTANT: fsync folder, so the removals hold before the store opens.
+        fs.sync_dir(gen_dir).map_err(io("fsync dir", gen_dir))?;
+    }
+    Ok(removed)
+}
+
 /// Does the log hold, at the index's `last_frame`, the frame ending at `hi_seq`?
 fn matches_log(fs: &dyn FileSystem, gen_dir: &Path, m: &format::SegmentMeta) -> Result<bool> {
     let path = gen_dir.join(segment::file_name(m.last_frame.segment));
@@ -461,6 +489,23 @@ pub(crate) fn choose_chain(
         } else {
             rest.push(seg);
         }
+    }
+    // Listed after the index files: a file is published only once the log under
+    // it is durable, so one reaching past the last segment proves segments lost.
+    let last = segment::list(fs, gen_dir)?.last().copied().unwrap_or(0);
+    if let Some(seg) = rest.iter().find(|s| s.meta().last_frame.segment > last) {
+        let missing = last + 1;
+        return Err(Error::corrupt(
+            gen_dir.join(segment::file_name(missing)),
+            0,
+            format!(
+                "log segment {missing} is missing: index file {} covers the log up to segment {} (the log ends in \
+                 segment {last}); the jobs written there are lost. `jobq repair` sets that file aside and keeps the \
+                 log as it is",
+                seg.meta().file_name(),
+                seg.meta().last_frame.segment
+            ),
+        ));
     }
     for seg in rest {
         let name = seg.meta().file_name();

@@ -36,6 +36,9 @@ pub struct RepairReport {
     pub headers_rebuilt: Vec<repair_header::RebuiltHeader>,
     /// Index files the reopen set aside (they covered the cut range).
     pub indexes_set_aside: Vec<String>,
+    /// Index files that covered log segments no longer there (deleted, lost):
+    /// each with the segment it reached. The jobs written there are lost.
+    pub beyond_log: Vec<(String, u32)>,
     pub millis: u64,
 }
 
@@ -83,6 +86,7 @@ pub fn repair(dir: &Path, opts: Options) -> Result<RepairReport> {
         report.cut = done.cut;
         report.saved_to = Some(saved);
     }
+    report.beyond_log = super::open::remove_indexes_beyond_log(fs, &gen_dir)?;
     drop(lock);
     // A normal open sets aside the index files that no longer match the log.
     let store = Store::open(dir, Options { create: false, read_only: false, background: false, ..opts })?;

@@ -217,3 +217,19 @@ fn check_finds_damage_repair_salvages_it_and_check_is_clean_again() {
         .any(|e| e.file_name().to_string_lossy().starts_with("salvaged-"));
     assert!(salvaged);
 }
+
+/// Flags that cannot work together are refused at start, before a store is made.
+#[test]
+fn serve_refuses_a_buffer_budget_below_the_body_limit() {
+    let dir = tempdir();
+    let data = dir.path().join("data");
+    for (extra, needle) in [
+        (&["--max-body", "2MiB", "--max-buffered", "1MiB"][..], "--max-buffered"),
+        (&["--max-buffered", "lots"][..], "--max-buffered"),
+        (&["--member-catch-up", "5"][..], "--node-id"),
+    ] {
+        let out = jobq(&[&["serve", "--listen", "127.0.0.1:0", "--api-key", "K"][..], extra].concat(), &data, b"");
+        assert!(!out.status.success() && text(&out.stderr).contains(needle), "{extra:?}: {}", text(&out.stderr));
+        assert!(!data.join("CURRENT").exists(), "{extra:?}: no store made");
+    }
+}

@@ -473,12 +473,11 @@ fn a_lost_current_is_refused_and_nothing_is_removed() {
     assert!(store.report().created);
 }
 
-/// A segment missing from the middle of the log, or one whose header is
-/// destroyed, is damage even where index files cover it (the open used to
-/// answer from them and take writes): refused, writable or read-only, naming it.
-#[test]
-fn a_missing_or_destroyed_indexed_segment_is_refused() {
-    use jobq::fs::FileSystem;
+const GEN: &str = "/db/gen-0000000000000001";
+
+/// A closed store of 300 jobs over several small segments, every one of them
+/// covered by index files; its options.
+fn indexed_segments() -> (SimFs, Options) {
     let sim = SimFs::new();
     let o = Options { segment_bytes: 8 << 10, memtable_entries: 40, ..opts(&sim) };
     let store = Store::open("/db", o.clone()).unwrap();
@@ -488,7 +487,17 @@ fn a_missing_or_destroyed_indexed_segment_is_refused() {
     }
     store.flush_indexes().unwrap();
     store.close().unwrap();
-    let gen = Path::new("/db/gen-0000000000000001");
+    (sim, o)
+}
+
+/// A segment missing from the middle of the log, or one whose header is
+/// destroyed, is damage even where index files cover it (the open used to
+/// answer from them and take writes): refused, writable or read-only, naming it.
+#[test]
+fn a_missing_or_destroyed_indexed_segment_is_refused() {
+    use jobq::fs::FileSystem;
+    let (sim, o) = indexed_segments();
+    let gen = Path::new(GEN);
     let segments = jobq::log::segment::list(&sim, gen).unwrap();
     assert!(segments.len() >= 4, "{segments:?}");
     let middle = segments[segments.len() / 2];
@@ -522,16 +531,8 @@ fn a_missing_or_destroyed_indexed_segment_is_refused() {
 #[test]
 fn a_lost_last_segment_an_index_covered_is_refused_until_repaired() {
     use jobq::fs::FileSystem;
-    let sim = SimFs::new();
-    let o = Options { segment_bytes: 8 << 10, memtable_entries: 40, ..opts(&sim) };
-    let store = Store::open("/db", o.clone()).unwrap();
-    for i in 0..300 {
-        let spec = parse_push(&format!(r#"{{"spider":"s","pad":"{}","i":{i}}}"#, "p".repeat(100))).unwrap();
-        store.push(1, &[spec], None).unwrap();
-    }
-    store.flush_indexes().unwrap();
-    store.close().unwrap();
-    let gen = Path::new("/db/gen-0000000000000001");
+    let (sim, o) = indexed_segments();
+    let gen = Path::new(GEN);
     let last = *jobq::log::segment::list(&sim, gen).unwrap().last().unwrap();
     let name = jobq::log::segment::file_name(last);
     sim.remove_file(&gen.join(&name)).unwrap();

@@ -376,11 +376,17 @@ fn indexed_segments_whole(fs: &dyn FileSystem, gen_dir: &Path, generation: u64, 
     Ok(())
 }
 
+/// The number of the log's last segment (0: none). An index file reaching a
+/// later one proves segments lost (it is written only once its log is durable).
+fn last_segment(fs: &dyn FileSystem, gen_dir: &Path) -> Result<u32> {
+    Ok(segment::list(fs, gen_dir)?.last().copied().unwrap_or(0))
+}
+
 /// Remove the index files that cover the log past its last segment (`jobq
 /// repair`, before it opens the store: open refuses a store with such files);
 /// their names and the segment each reached.
 pub(crate) fn remove_indexes_beyond_log(fs: &dyn FileSystem, gen_dir: &Path) -> Result<Vec<(String, u32)>> {
-    let last = segment::list(fs, gen_dir)?.last().copied().unwrap_or(0);
+    let last = last_segment(fs, gen_dir)?;
     let mut removed = Vec::new();
     for name in fs.read_dir(gen_dir).map_err(io("list", gen_dir))? {
         if format::parse_name(&name).is_none() {
@@ -492,7 +498,7 @@ pub(crate) fn choose_chain(
     }
     // Listed after the index files: a file is published only once the log under
     // it is durable, so one reaching past the last segment proves segments lost.
-    let last = segment::list(fs, gen_dir)?.last().copied().unwrap_or(0);
+    let last = last_segment(fs, gen_dir)?;
     if let Some(seg) = rest.iter().find(|s| s.meta().last_frame.segment > last) {
         let missing = last + 1;
         return Err(Error::corrupt(

@@ -303,3 +303,35 @@ fn a_damaged_segment_header_is_rebuilt_and_every_frame_kept() {
     let err = repair(Path::new("/db"), small(&sim)).expect_err("nothing to rebuild a 40-byte segment from");
     assert!(err.to_string().contains("log-0000000001.jql"), "{err}");
 }
+
+/// Repair reports every job version it can still read past the cut: a damaged
+/// frame header or record costs only its own bytes (the report used to stop at
+/// the first of them and call the rest undecodable), and a segment's
+/// preallocated zeros are not counted as undecodable.
+#[test]
+fn repair_reports_every_readable_version_past_the_damage() {
+    let sim = SimFs::new();
+    build(&sim).close().unwrap();
+    let (offsets, records) = frames(&sim);
+    // A jobs frame in the middle, and the record lengths after it.
+    let (_, mid) = records[records.len() / 2];
+    let victim = *offsets.iter().rev().find(|o| **o < mid).unwrap();
+    let after: Vec<JobKey> = records.iter().filter(|(_, at)| *at > victim).map(|(k, _)| *k).collect();
+    let first_len = {
+        let log = sim.read_file(Path::new(LOG)).unwrap();
+        let at = (victim + 32) as usize;
+        8 + (u32::from_le_bytes(log[at..at + 4].try_into().unwrap()) & 0x7fff_ffff) as u64
+    };
+    for (damage, at, lost, undecoded) in [
+        ("frame kind", victim + 8, 0, 32),
+        ("first record's body", victim + 32 + 12, 1, 32 + first_len),
+    ] {
+        let s = sim.fork();
+        flip(&s, at);
+        let rep = repair(Path::new("/db"), opts(&s)).unwrap_or_else(|e| panic!("{damage}: {e}"));
+        assert_eq!(rep.cut.as_ref().map(|c| c.at.offset), Some(victim), "{damage}: {rep:?}");
+        let keys: Vec<JobKey> = rep.dropped.iter().map(|(k, _)| *k).collect();
+        assert_eq!(keys, after[lost..], "{damage}");
+        assert_eq!(rep.undecoded_bytes, undecoded, "{damage}: {rep:?}");
+    }
+}

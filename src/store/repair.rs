@@ -117,31 +117,66 @@ fn save_aside(fs: &dyn FileSystem, dir: &Path, gen_dir: &Path, at: LogPos, saved
     fs.sync_dir(dir).map_err(|e| Error::io("fsync dir", dir, e))
 }
 
-/// List the job versions still readable in the bytes from `at` on: frames whose
-/// header decodes are followed; inside one whose checksum fails, each record that
-/// passes its own checksum still counts.
+/// List the job versions still readable in the bytes from `at` on. Whole frames
+/// (checksum verified) are read record by record. Between them, in damaged
+/// bytes, every offset is tried as a record: each record carries its own
+/// checksum, so a damaged frame header or record costs only its own bytes, and
+/// the search resumes at the next whole frame. Zeros after the last frame of a
+/// segment are its preallocated space, not lost data.
 fn describe(fs: &dyn FileSystem, gen_dir: &Path, at: LogPos, report: &mut RepairReport) -> Result<()> {
     for n in segment::list(fs, gen_dir)?.into_iter().filter(|n| *n >= at.segment) {
         let path = gen_dir.join(segment::file_name(n));
         let data = fs::read_all(fs, &path).map_err(|e| Error::io("read", &path, e))?;
-        let data_start = segment::decode_header(&path, &data).map_or(data.len(), |h| h.data_start() as usize);
-        let mut p = if n == at.segment { at.offset as usize } else { data_start };
-        while p + frame::HEADER_LEN <= data.len() {
-            let h: [u8; frame::HEADER_LEN] = data[p..p + frame::HEADER_LEN].try_into().expect("a header's bytes");
-            let Ok(hd) = frame::decode_header(&h) else { break };
-            let end = (p + hd.frame_len() as usize).min(data.len());
-            if hd.kind == FrameKind::Jobs {
-                let mut r = p + frame::HEADER_LEN;
-                while r < end {
-                    let Ok((v, used)) = record::decode_job(&data[r..end]) else { break };
-                    report.dropped.push((v.key, v.state));
-                    r += used;
+        let data_start = segment::decode_header(&path, &data).map_or(0, |h| h.data_start() as usize);
+        let from = if n == at.segment { at.offset as usize } else { data_start };
+        // No frame starts in the zeros at the end (a frame's kind is not 0).
+        let nonzero_end = data.iter().rposition(|b| *b != 0).map_or(0, |i| i + 1);
+        let mut p = from.min(data.len());
+        while p < data.len() {
+            if let Some((kind, payload)) = whole_frame(&data, p) {
+                if kind == FrameKind::Jobs {
+                    scan_records(payload, false, report);
                 }
-                report.undecoded_bytes += (end - r) as u64;
+                p += frame::HEADER_LEN + payload.len();
+                continue;
             }
-            p = end;
+            let next = (p + 1..nonzero_end).find(|q| whole_frame(&data, *q).is_some()).unwrap_or(data.len());
+            scan_records(&data[p..next], next == data.len(), report);
+            p = next;
         }
-        report.undecoded_bytes += data.len().saturating_sub(p) as u64;
     }
     Ok(())
+}
+
+/// The frame at `p` when its header decodes and its checksum verifies.
+fn whole_frame(data: &[u8], p: usize) -> Option<(FrameKind, &[u8])> {
+    let h: &[u8; frame::HEADER_LEN] = data.get(p..p + frame::HEADER_LEN)?.try_into().ok()?;
+    let hd = frame::decode_header(h).ok()?;
+    let payload = data.get(p + frame::HEADER_LEN..p + frame::HEADER_LEN + hd.len as usize)?;
+    frame::verify(h, &hd, payload).then_some((hd.kind, payload))
+}
+
+/// Count the records in `bytes` that pass their own checksum, trying each
+/// offset where none starts; the rest is undecodable, except, at a segment's
+/// `end`, the zeros after the last record (its preallocated space).
+fn scan_records(bytes: &[u8], end: bool, report: &mut RepairReport) {
+    // No record starts in trailing zeros (its length would be 0), though one
+    // may end in them.
+    let nonzero_end = bytes.iter().rposition(|b| *b != 0).map_or(0, |i| i + 1);
+    let mut r = 0;
+    while r < nonzero_end {
+        match record::decode_job(&bytes[r..]) {
+            Ok((v, used)) => {
+                report.dropped.push((v.key, v.state));
+                r += used;
+            }
+            Err(_) => {
+                report.undecoded_bytes += 1;
+                r += 1;
+            }
+        }
+    }
+    if !end {
+        report.undecoded_bytes += bytes.len().saturating_sub(r) as u64;
+    }
 }

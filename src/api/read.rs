@@ -107,15 +107,19 @@ pub(super) fn job(store: &Store, key: JobKey) -> Answer {
     Ok(Response::value(out))
 }
 
+/// One field of a job: `null` when the job lacks it (as the real service
+/// answers; `ScrapinghubClient`'s `metadata.get` needs a line), nothing for an
+/// unknown job (as for the whole metadata).
 pub(super) fn job_field(store: &Store, key: JobKey, field: &str) -> Answer {
     let snap = store.snapshot();
     let mut out = Vec::new();
     if let Some(job) = snap.get(key)? {
         let spider = snap.spider_name(key.project, key.spider);
-        if let Some(v) = job.field_json(field, spider.as_deref().unwrap_or("")) {
-            out.extend_from_slice(v.as_bytes());
-            out.push(b'\n');
+        match job.field_json(field, spider.as_deref().unwrap_or("")) {
+            Some(v) => out.extend_from_slice(v.as_bytes()),
+            None => out.extend_from_slice(b"null"),
         }
+        out.push(b'\n');
     }
     Ok(Response::value(out))
 }

@@ -308,6 +308,7 @@ def metadata_get_set_delete_update():
     assert values["a"] == 1 and values["b"] == "two" and values["keep"] == "me" and values["state"] == "pending"
     job.metadata.delete("x")
     assert "x" not in dict(job.metadata.iter())
+    assert job.metadata.get("x") is None, "a field the job lacks reads as null"
     job.metadata.set("tags", ["t1", "t2"])
     assert job.metadata.get("tags") == ["t1", "t2"]
     job.metadata.set("priority", 4)

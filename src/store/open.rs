@@ -475,10 +475,14 @@ pub(crate) fn choose_chain(
     let mut rest = Vec::new();
     // The first file may begin before the log does: online compaction removed the
     // segments under its start (every doc there superseded by a relocated copy).
+    // Of two that end alike, the one starting later: a compaction that dropped
+    // deleted jobs there rewrote the file from the new start without them, and
+    // a crash before the old file's removal leaves both (the old one's dropped
+    // jobs point into removed segments).
     let mut best: Option<usize> = None;
     for (i, seg) in valid.iter().enumerate() {
         let m = seg.meta();
-        let better = best.is_none_or(|b| m.hi_seq > valid[b].meta().hi_seq);
+        let better = best.is_none_or(|b| (m.hi_seq, m.lo_seq) > (valid[b].meta().hi_seq, valid[b].meta().lo_seq));
         if m.lo_seq <= next && next <= m.hi_seq && better && matches_log(fs, gen_dir, m)? {
             best = Some(i);
         }

@@ -272,6 +272,7 @@ impl Writer {
         let payload = std::mem::take(&mut self.buf);
         let r = self.append(FrameKind::Jobs, flags, jobs.len() as u32, durable_seq, &payload);
         self.buf = payload;
+        crate::log::writer::release_scratch(&mut self.buf);
         let appended = r?;
         let base = appended.pos.offset + crate::codec::frame::HEADER_LEN as u64;
         Ok(offsets

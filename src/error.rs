@@ -39,6 +39,9 @@ pub enum Error {
     /// A cluster write whose outcome is unknown: its entry was proposed and may
     /// still be committed by a new leader, or dropped.
     InDoubt(String),
+    /// A cluster node cannot take writes now (no majority in time); nothing of
+    /// the write was sent.
+    Unavailable(String),
 }
 
 impl Error {
@@ -93,7 +96,7 @@ impl Error {
 
     /// True for a cluster's refusals and lost leaderships: the store is sound.
     pub fn is_cluster_transient(&self) -> bool {
-        matches!(self, Error::NotLeader { .. } | Error::InDoubt(_) | Error::Replication(_))
+        matches!(self, Error::NotLeader { .. } | Error::InDoubt(_) | Error::Replication(_) | Error::Unavailable(_))
     }
 }
 
@@ -127,6 +130,7 @@ impl fmt::Display for Error {
             Error::NotLeader { leader: Some(id) } => write!(f, "this node is not the leader (node {id} is)"),
             Error::NotLeader { leader: None } => write!(f, "this node is not the leader, and no leader is known"),
             Error::InDoubt(what) => write!(f, "the write may or may not have been applied: {what}"),
+            Error::Unavailable(what) => write!(f, "the cluster cannot take writes now: {what}"),
         }
     }
 }

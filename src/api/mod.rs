@@ -161,7 +161,7 @@ pub fn status_of(e: &Error) -> u16 {
         _ if e.is_input() => 400,
         Error::Poisoned { .. } | Error::Closed | Error::ReadOnly | Error::Locked { .. } => 503,
         // A cluster write at a node that lost the leadership, or without a majority in time.
-        Error::NotLeader { .. } | Error::InDoubt(_) => 503,
+        Error::NotLeader { .. } | Error::InDoubt(_) | Error::Unavailable(_) => 503,
         _ => 500,
     }
 }

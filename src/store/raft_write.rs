@@ -146,6 +146,7 @@ fn copy_error(e: &Error) -> Error {
         Error::NotLeader { leader } => Error::NotLeader { leader: *leader },
         Error::InDoubt(w) => Error::InDoubt(w.clone()),
         Error::Replication(w) => Error::Replication(w.clone()),
+        Error::Unavailable(w) => Error::Unavailable(w.clone()),
         other => Error::Poisoned { cause: other.to_string() },
     }
 }
@@ -168,7 +169,9 @@ fn settle(inner: &Inner) -> Result<MutexGuard<'_, Writer>> {
             return Ok(w);
         }
         if Instant::now() > deadline {
-            return Err(Error::Replication("entries appended here did not apply within 10 s".into()));
+            return Err(Error::Unavailable(
+                "entries appended here did not apply within 10 s (no majority?); nothing of this write was sent".into(),
+            ));
         }
         inner.applied.wait_for(&mut w, Duration::from_millis(20));
     }

@@ -233,3 +233,38 @@ fn serve_refuses_a_buffer_budget_below_the_body_limit() {
         assert!(!data.join("CURRENT").exists(), "{extra:?}: no store made");
     }
 }
+
+/// A server whose stderr cannot be written (its log on a full disk) serves and
+/// stops cleanly: log lines are dropped. It used to exit 101 at its first line
+/// (tracing reported the failed write on that same stderr, which panicked).
+#[test]
+fn serve_goes_on_when_its_log_cannot_be_written() {
+    let dir = tempdir();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let addr = format!("127.0.0.1:{port}");
+    let full = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
+    let mut child = Command::new(BIN)
+        .args(["serve", "--api-key", "K", "--listen", &addr, "--data"])
+        .arg(dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(full)
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("jobq serve exited: {status:?}");
+        }
+        if std::net::TcpStream::connect(&addr).is_ok() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "jobq serve did not listen");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let r = harness::request(&addr, "POST", "/jobq/1/push", Some(KEY), br#"{"spider":"s"}"#);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(harness::request(&addr, "GET", "/jobq/1/count?state=pending", Some(KEY), b"").text(), "1\n");
+    harness::signal(child.id(), "TERM");
+    assert!(child.wait().unwrap().success(), "a clean stop");
+}

@@ -51,7 +51,7 @@ pub fn import(a: ImportArgs) -> Result<(), String> {
     bar.finish_and_clear();
     let report = result.map_err(|e| format!("{source}: {e} (nothing of it was stored)"))?;
     store.close().map_err(|e| format!("closing the store failed: {e}"))?;
-    eprintln!(
+    note!(
         "imported {} jobs from {} lines ({} bytes) of {source} in {} ms",
         report.jobs, report.lines, report.bytes, report.millis
     );
@@ -69,7 +69,7 @@ pub fn export(a: ExportArgs) -> Result<(), String> {
     match result {
         Ok(n) => {
             if io::stderr().is_terminal() {
-                eprintln!("exported {n} jobs");
+                note!("exported {n} jobs");
             }
             Ok(())
         }

@@ -15,22 +15,22 @@ use jobq::{Error, Options};
 /// Exit 0: clean; 1: damage found (each finding printed); 2: could not run.
 pub fn check(a: CheckArgs) -> ExitCode {
     if !a.data.is_dir() {
-        eprintln!("jobq check: no store at {}: not a directory", a.data.display());
+        note!("jobq check: no store at {}: not a directory", a.data.display());
         return ExitCode::from(2);
     }
     match check_store(&a.data, Arc::new(RealFs)) {
         Err(e) => {
-            eprintln!("jobq check: could not check {}: {e}", a.data.display());
+            note!("jobq check: could not check {}: {e}", a.data.display());
             ExitCode::from(2)
         }
         Ok(r) => {
             for f in &r.findings {
-                println!("{f}");
+                say!("{f}");
             }
             for n in &r.notes {
-                eprintln!("note: {n}");
+                note!("note: {n}");
             }
-            eprintln!(
+            note!(
                 "checked {} segments, {} frames, {} records, {} jobs, {} index files in {} ms: {}",
                 r.segments,
                 r.frames,
@@ -87,7 +87,7 @@ pub fn compact(a: CompactArgs) -> Result<(), String> {
         Error::Locked { .. } => format!("{e}: compaction runs offline; stop the server first"),
         e => format!("compaction of {} failed, the store is unchanged: {e}", a.data.display()),
     })?;
-    eprintln!(
+    note!(
         "compacted generation {} into {}: {} records -> {} ({} deleted jobs dropped), {} bytes -> {} bytes, in {} ms",
         r.generation_before,
         r.generation_after,
@@ -110,7 +110,7 @@ pub fn repair(a: RepairArgs) -> Result<(), String> {
         e => format!("repair of {} failed: {e}", a.data.display()),
     })?;
     for h in &r.headers_rebuilt {
-        eprintln!(
+        note!(
             "rebuilt the damaged header of segment {} (version {}, first sequence number {}, from its file name, \
              directory and first frame); the old header bytes are in {}",
             h.segment,
@@ -120,7 +120,7 @@ pub fn repair(a: RepairArgs) -> Result<(), String> {
         );
     }
     for (name, segment) in &r.beyond_log {
-        eprintln!(
+        note!(
             "set aside index file {name}: it covered the log up to segment {segment}, which is gone; \
              the jobs written there are lost"
         );
@@ -131,10 +131,10 @@ pub fn repair(a: RepairArgs) -> Result<(), String> {
         } else {
             "the log is whole now"
         };
-        eprintln!("{}: {what} ({} ms)", a.data.display(), r.millis);
+        note!("{}: {what} ({} ms)", a.data.display(), r.millis);
         return Ok(());
     };
-    eprintln!(
+    note!(
         "cut the log at segment {} offset {} ({}): {} bytes moved aside to {}{}",
         cut.at.segment,
         cut.at.offset,
@@ -144,9 +144,9 @@ pub fn repair(a: RepairArgs) -> Result<(), String> {
         if cut.lost_durable { "; writes that had been acknowledged are among them" } else { "" }
     );
     for (key, state) in &r.dropped {
-        println!("dropped version: {key} {state}");
+        say!("dropped version: {key} {state}");
     }
-    eprintln!(
+    note!(
         "{} job versions dropped, {} bytes undecodable; index files set aside: {}; {} ms",
         r.dropped.len(),
         r.undecoded_bytes,
@@ -165,11 +165,11 @@ pub fn backup(a: BackupArgs) -> Result<(), String> {
         Error::Locked { .. } => format!("{e}: another backup is writing {}", a.to.display()),
         e => format!("backup of {} to {} failed: {e}", a.data.display(), a.to.display()),
     })?;
-    println!(
+    say!(
         "{{\"generation\":{},\"segment\":{},\"offset\":{},\"next_seq\":{}}}",
         r.generation, r.position.segment, r.position.offset, r.next_seq
     );
-    eprintln!(
+    note!(
         "backed up {} to {} as of segment {} offset {} (next sequence {}): {}, {} files linked, {} files and {} bytes copied, {} removed, {} ms",
         a.data.display(),
         a.to.display(),

@@ -2,6 +2,23 @@
 //! `repair`, `backup`.
 //! Exit status: 0 done, 1 failed (the reason on stderr), 2 bad usage.
 
+/// A line to stdout; one that cannot be written (a closed pipe, a full disk)
+/// is dropped rather than panicking (`println!` would, after the work is done).
+macro_rules! say {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
+
+/// A line to stderr, dropped when it cannot be written (as [`say!`]).
+macro_rules! note {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($t)*);
+    }};
+}
+
 mod data;
 mod maintain;
 mod query;
@@ -294,7 +311,7 @@ pub fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             if !message.is_empty() {
-                eprintln!("jobq {name}: {message}");
+                note!("jobq {name}: {message}");
             }
             ExitCode::FAILURE
         }

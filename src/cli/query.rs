@@ -25,7 +25,7 @@ pub fn run(a: QueryArgs) -> Result<(), String> {
             Ok(text) => text,
             Err(text) => {
                 failed += 1;
-                eprintln!("jobq query: line {}: {target}: {}", i + 1, text.trim_end());
+                note!("jobq query: line {}: {target}: {}", i + 1, text.trim_end());
                 text
             }
         };

@@ -89,7 +89,9 @@ pub fn run(a: ServeArgs) -> Result<(), String> {
     })
 }
 
-/// Logs to stderr, filtered by RUST_LOG (default: info).
+/// Logs to stderr, filtered by RUST_LOG (default: info). A log line that cannot
+/// be written (stderr on a full disk, a closed pipe) is dropped: the server goes on
+/// (tracing's own report of it would panic on that same stderr).
 fn init_logging() {
     use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -98,5 +100,6 @@ fn init_logging() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
+        .log_internal_errors(false)
         .init();
 }

@@ -187,3 +187,48 @@ fn an_interrupted_backup_leaves_a_copy_that_opens_as_a_state_of_the_source() {
     }
     eprintln!("backup interrupted at {runs} points ({calls} calls x kill and 4 power-cut modes)");
 }
+
+fn segments(sim: &SimFs, dir: &str, generation: u64) -> Vec<u32> {
+    jobq::log::segment::list(sim, &Path::new(dir).join(format!("gen-{generation:016x}"))).unwrap()
+}
+
+/// Online compaction at the source between two backups: the copy drops the
+/// segments the source removed (it kept them: check found index files that did
+/// not match its log, and the copy grew without bound). Once compaction removed
+/// the segment a copy ends in, the next run is refused, saying so, and the copy
+/// stays the previous backup.
+#[test]
+fn segments_the_source_compacted_away_leave_the_copy() {
+    let sim = SimFs::new();
+    let store = Store::open(SRC, opts(&sim)).unwrap();
+    let mut states = Vec::new();
+    write(&store, &sim, 0, 200, &mut states);
+    backup(Path::new(SRC), Path::new(DEST), Arc::new(sim.clone())).unwrap();
+    let copy_end = *segments(&sim, DEST, 1).last().unwrap();
+    assert!(!store.reclaim().unwrap().segments.is_empty());
+    assert!(segments(&sim, SRC, 1)[0] <= copy_end);
+    write(&store, &sim, 200, 10, &mut states);
+    let r = backup(Path::new(SRC), Path::new(DEST), Arc::new(sim.clone())).unwrap();
+    assert!(!r.full, "{r:?}");
+    assert_eq!(segments(&sim, DEST, 1), segments(&sim, SRC, 1), "{r:?}");
+    assert_eq!(export_of(&sim, DEST), export_of(&sim, SRC));
+    clean(&sim, DEST);
+    // Compaction reaches the segment the copy ends in.
+    let copy_end = *segments(&sim, DEST, 1).last().unwrap();
+    write(&store, &sim, 210, 150, &mut states);
+    for _ in 0..200 {
+        if segments(&sim, SRC, 1)[0] > copy_end {
+            break;
+        }
+        store.reclaim().unwrap();
+    }
+    assert!(segments(&sim, SRC, 1)[0] > copy_end, "compaction never reached segment {copy_end}");
+    let before = export_of(&sim, DEST);
+    let e = backup(Path::new(SRC), Path::new(DEST), Arc::new(sim.clone())).unwrap_err().to_string();
+    assert!(e.contains("online compaction removed") && e.contains("new directory"), "{e}");
+    assert_eq!(export_of(&sim, DEST), before, "the copy is still the previous backup");
+    clean(&sim, DEST);
+    let r = backup(Path::new(SRC), Path::new("/dest2"), Arc::new(sim.clone())).unwrap();
+    assert!(r.full);
+    assert_eq!(export_of(&sim, "/dest2"), export_of(&sim, SRC));
+}

@@ -137,12 +137,8 @@ fn copy(fsys: &Arc<dyn FileSystem>, s: &Source, dest: &Path, report: &mut Backup
     let gen_dir = layout::gen_dir(dest, s.generation);
     let current = layout::read_current(fs, dest)?;
     let resume = match current {
-        Some(g) if g == s.generation => Some(dest_position(fsys, dest, s)?.ok_or_else(|| {
-            Error::input(format!(
-                "{} holds a copy of generation {g} that is not a prefix of the source's log (the source \
-                 was repaired, or the copy was written to): back up to another directory",
-                dest.display()
-            ))
+        Some(g) if g == s.generation => Some(dest_position(fsys, dest, s)?.map_err(|why| {
+            Error::input(format!("{}: {why}: back up to a new directory (then remove this one)", dest.display()))
         })?),
         _ => None,
     };
@@ -178,7 +174,27 @@ fn copy(fsys: &Arc<dyn FileSystem>, s: &Source, dest: &Path, report: &mut Backup
             link_or_copy(fs, &s.dir.join(name), &gen_dir, name, report)?;
         }
     }
-    // Only now, with the new files durable, go what the source no longer has.
+    // Only now, with the new files durable, go what the source no longer has:
+    // first the segments its online compaction removed, oldest first (the log
+    // stays contiguous, as in the source), then index files and leftovers.
+    let first = s.segments.first().copied().unwrap_or(last);
+    let mut compacted: Vec<u32> = fs
+        .read_dir(&gen_dir)
+        .map_err(io("list", &gen_dir))?
+        .iter()
+        .filter_map(|name| segment::parse_name(name))
+        .filter(|n| *n < first)
+        .collect();
+    compacted.sort_unstable();
+    for n in &compacted {
+        let p = gen_dir.join(segment::file_name(*n));
+        fs.remove_file(&p).map_err(io("remove", &p))?;
+        report.removed += 1;
+    }
+    if !compacted.is_empty() {
+        // IMPORTANT: fsync folder, so the segments are gone before the index files go.
+        fs.sync_dir(&gen_dir).map_err(io("fsync dir", &gen_dir))?;
+    }
     for name in fs.read_dir(&gen_dir).map_err(io("list", &gen_dir))? {
         let stale = name.ends_with(".tmp")
             || crate::index::format::parse_name(&name).is_some() && !s.indexes.contains(&name)
@@ -206,8 +222,15 @@ fn copy(fsys: &Arc<dyn FileSystem>, s: &Source, dest: &Path, report: &mut Backup
 }
 
 /// Where an earlier backup of this generation left `dest`, when it is a prefix
-/// of the source (same sealed segments, same bytes before its end).
-fn dest_position(fsys: &Arc<dyn FileSystem>, dest: &Path, s: &Source) -> Result<Option<LogPos>> {
+/// of the source (same sealed segments, same bytes before its end); else why not.
+fn dest_position(fsys: &Arc<dyn FileSystem>, dest: &Path, s: &Source) -> Result<std::result::Result<LogPos, String>> {
+    let g = s.generation;
+    let not_prefix = || {
+        Err(format!(
+            "it holds a copy of generation {g} that is not a prefix of the source's log (the source was repaired, \
+             or the copy was written to)"
+        ))
+    };
     let fs = &**fsys;
     let opts = Options {
         fs: fsys.clone(),
@@ -217,32 +240,40 @@ fn dest_position(fsys: &Arc<dyn FileSystem>, dest: &Path, s: &Source) -> Result<
         recovery: RecoveryPolicy::TruncateAtCorruption,
         ..Options::default()
     };
-    let Ok(store) = Store::open(dest, opts) else { return Ok(None) };
+    let Ok(store) = Store::open(dest, opts) else { return Ok(not_prefix()) };
     if store.report().cut.as_ref().is_some_and(|c| c.lost_durable) {
-        return Ok(None);
+        return Ok(not_prefix());
     }
     let at = store.report().log_end;
     drop(store);
     if at > s.end {
-        return Ok(None);
+        return Ok(not_prefix());
+    }
+    if s.segments.first().is_some_and(|first| at.segment < *first) {
+        // Nothing left to compare with, and no contiguous log to extend.
+        return Ok(Err(format!(
+            "the source's online compaction removed log segment {} where this copy ends: an incremental backup \
+             cannot continue it (back up more often than compaction reaches the log's end)",
+            at.segment
+        )));
     }
     let name = segment::file_name(at.segment);
     let (Ok(a), Ok(b)) = (
         fs.open(&s.dir.join(&name), OpenMode::Read),
         fs.open(&dest.join(layout::gen_name(s.generation)).join(&name), OpenMode::Read),
     ) else {
-        return Ok(None);
+        return Ok(not_prefix());
     };
     // The header, and the last frame bytes before the end: the same in both.
-    let Ok(h) = segment::read_header(&*a, &s.dir.join(&name)) else { return Ok(None) };
+    let Ok(h) = segment::read_header(&*a, &s.dir.join(&name)) else { return Ok(not_prefix()) };
     let tail_from = at.offset.saturating_sub(4096).max(h.data_start()).min(at.offset);
     for (from, to) in [(0, segment::HEADER_LEN), (tail_from, at.offset)] {
         let (mut x, mut y) = (vec![0u8; (to - from) as usize], vec![0u8; (to - from) as usize]);
         if fs::read_exact_at(&*a, &mut x, from).is_err() || fs::read_exact_at(&*b, &mut y, from).is_err() || x != y {
-            return Ok(None);
+            return Ok(not_prefix());
         }
     }
-    Ok(Some(at))
+    Ok(Ok(at))
 }
 
 /// The last segment: appended from where the earlier backup left it (`resume`, when

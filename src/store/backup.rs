@@ -85,19 +85,20 @@ pub fn backup(src: &Path, dest: &Path, fsys: Arc<dyn FileSystem>) -> Result<Back
         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Err(Error::Locked { path: dest.to_path_buf() }),
         Err(e) => return Err(Error::io("lock", dest.join(layout::LOCK), e)),
     };
-    // The source may merge index files or rotate while we copy: a file that
-    // vanished means a newer state; take the source's position again.
+    // The source may merge index files, rotate or compact while we open or copy
+    // it: a file that vanished or shrank means a newer state; take the source's
+    // position again (every step left `dest` a store that opens).
     let mut attempt = 0;
     loop {
-        let source = snapshot(src, fsys.clone())?;
-        let mut report = BackupReport {
-            position: source.end,
-            next_seq: source.next_seq,
-            generation: source.generation,
-            ..BackupReport::default()
-        };
-        match copy(&fsys, &source, dest, &mut report) {
-            Err(Error::Io { source: e, .. }) if e.kind() == std::io::ErrorKind::NotFound && attempt < 8 => attempt += 1,
+        let mut report = BackupReport::default();
+        let r = snapshot(src, fsys.clone()).and_then(|source| {
+            report.position = source.end;
+            report.next_seq = source.next_seq;
+            report.generation = source.generation;
+            copy(&fsys, &source, dest, &mut report)
+        });
+        match r {
+            Err(e) if moved_on(&e) && attempt < 8 => attempt += 1,
             Err(e) => return Err(e),
             Ok(()) => {
                 report.millis = started.elapsed().as_millis() as u64;
@@ -105,6 +106,12 @@ pub fn backup(src: &Path, dest: &Path, fsys: Arc<dyn FileSystem>) -> Result<Back
             }
         }
     }
+}
+
+/// A file of the source that vanished or shrank under a step of the backup.
+fn moved_on(e: &Error) -> bool {
+    use std::io::ErrorKind::{NotFound, UnexpectedEof};
+    matches!(e, Error::Io { source, .. } if matches!(source.kind(), NotFound | UnexpectedEof))
 }
 
 /// The source's state as a read-only open sees it.

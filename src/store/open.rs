@@ -519,7 +519,15 @@ pub(crate) fn choose_chain(
     }
     for seg in rest {
         let name = seg.meta().file_name();
-        let why = if seg.meta().lo_seq < next { "covered by a larger index" } else { "does not match the log" };
+        let why = if seg.meta().lo_seq < next {
+            "covered by a larger index"
+        } else if matches_log(fs, gen_dir, seg.meta())? {
+            // A file before it is missing or was set aside: no chain reaches it.
+            "the chain of index files has a gap before it (a missing or damaged index file); its range is replayed \
+             from the log"
+        } else {
+            "does not match the log"
+        };
         drop(seg);
         discard(&name, why.into(), report)?;
     }

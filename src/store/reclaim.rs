@@ -155,9 +155,21 @@ fn run_cycle(inner: &Inner, started: Instant) -> Result<ReclaimReport> {
         return Ok(ReclaimReport::default());
     }
     let _maint = inner.maint_lock.lock();
-    let removed_files = drop_indexes(inner, kept_seq, &prefix, &mut report)?;
-    // IMPORTANT: segments go oldest first, so the log stays contiguous after a crash.
+    let (removed_files, holding_dropped) = drop_indexes(inner, kept_seq, &prefix, &mut report)?;
     let fsys = &*inner.opts.fs;
+    // Files that hold jobs the retention dropped go before the segments they point
+    // into: a crash between two segment removals must not leave one to start the
+    // chain at the new log start (its dropped jobs would point into removed
+    // segments). Without them, an open there replays the log instead.
+    for name in &holding_dropped {
+        let p = inner.gen_dir.join(name);
+        fsys.remove_file(&p).map_err(|e| Error::io("remove", &p, e))?;
+    }
+    if !holding_dropped.is_empty() {
+        // IMPORTANT: fsync folder, so those files are gone before any segment is.
+        fsys.sync_dir(&inner.gen_dir).map_err(|e| Error::io("fsync dir", &inner.gen_dir, e))?;
+    }
+    // IMPORTANT: segments go oldest first, so the log stays contiguous after a crash.
     for &n in &prefix {
         let p = inner.gen_dir.join(segment::file_name(n));
         fsys.remove_file(&p).map_err(|e| Error::io("remove", &p, e))?;
@@ -323,8 +335,14 @@ fn relocate_batch(inner: &Inner, batch: Vec<(u64, Vec<u8>)>, report: &mut Reclai
 /// straddles it stays when its docs before the new start are all superseded (by
 /// relocated copies); when some are not (deleted jobs the retention dropped), it is
 /// rewritten as `[kept_seq, hi]` without them. Retire the removed segments; returns
-/// the names of the files no longer used.
-fn drop_indexes(inner: &Inner, kept_seq: u64, prefix: &[u32], report: &mut ReclaimReport) -> Result<Vec<String>> {
+/// the names of the files no longer used, and of those the ones that hold dropped
+/// jobs (they must go before the segments).
+fn drop_indexes(
+    inner: &Inner,
+    kept_seq: u64,
+    prefix: &[u32],
+    report: &mut ReclaimReport,
+) -> Result<(Vec<String>, Vec<String>)> {
     let boundary = LogPos { segment: prefix[prefix.len() - 1] + 1, offset: 0 };
     let straddler = {
         let w = inner.writer.lock();
@@ -339,6 +357,11 @@ fn drop_indexes(inner: &Inner, kept_seq: u64, prefix: &[u32], report: &mut Recla
     };
     let mut w = inner.writer.lock();
     let at = w.segments.iter().take_while(|s| s.seg.meta().hi_seq < kept_seq).count();
+    let mut holding: Vec<String> = w.segments[..at]
+        .iter()
+        .filter(|s| dropped_some && holds_live_before(s, boundary))
+        .map(|s| s.seg.meta().file_name())
+        .collect();
     let mut gone: Vec<String> = w.segments.drain(..at).map(|s| s.seg.meta().file_name()).collect();
     if let Some((old, new)) = trimmed {
         let Some(now) = w.segments.first().filter(|s| Arc::ptr_eq(&s.seg, &old.seg)).cloned() else {
@@ -355,6 +378,7 @@ fn drop_indexes(inner: &Inner, kept_seq: u64, prefix: &[u32], report: &mut Recla
         }
         w.segments[0] = slot;
         gone.push(old.seg.meta().file_name());
+        holding.push(old.seg.meta().file_name());
     }
     report.index_files_dropped = gone.len() as u64;
     // Tail entries still pointing into the prefix are jobs dropped there (the
@@ -370,7 +394,8 @@ fn drop_indexes(inner: &Inner, kept_seq: u64, prefix: &[u32], report: &mut Recla
         log.forget_segments(prefix);
     }
     maintain::publish_if_clean(inner, &w);
-    Ok(gone)
+    gone.retain(|n| !holding.contains(n));
+    Ok((gone, holding))
 }
 
 /// Does a doc of `slot` before `boundary` still count (not superseded)?

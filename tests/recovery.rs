@@ -569,3 +569,27 @@ fn a_lost_last_segment_an_index_covered_is_refused_until_repaired() {
     let report = jobq::store::check(Path::new("/db"), Arc::new(sim.clone())).unwrap();
     assert!(report.is_clean(), "{:?}", report.findings);
 }
+
+/// `CURRENT` naming a generation whose directory does not exist (a damaged
+/// field under a good checksum) is refused, naming CURRENT, and nothing is
+/// removed: writable opens used to remove the real generation as a leftover
+/// before failing on the missing one (found by a hostile run on disk).
+#[test]
+fn current_naming_a_missing_generation_is_refused_and_nothing_is_removed() {
+    use jobq::fs::FileSystem;
+    let (sim, o) = indexed_segments();
+    jobq::store::layout::write_current(&sim, Path::new("/db"), 5).unwrap();
+    for read_only in [false, true] {
+        match Store::open("/db", Options { read_only, ..o.clone() }) {
+            Err(Error::Corrupt { path, offset, what }) => {
+                assert!(path.ends_with("CURRENT") && offset == 16 && what.contains("does not exist"), "{what}")
+            }
+            other => panic!("read-only {read_only}: {:?}", other.map(|_| ())),
+        }
+    }
+    assert!(sim.exists(Path::new(GEN)).unwrap(), "the real generation is still there");
+    jobq::store::layout::write_current(&sim, Path::new("/db"), 1).unwrap();
+    let store = Store::open("/db", o).unwrap();
+    let all = jobq::query::Filter { states: JobState::ALL.to_vec(), ..Default::default() };
+    assert_eq!(store.snapshot().count(1, &all).unwrap(), 300);
+}

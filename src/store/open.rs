@@ -168,8 +168,20 @@ pub(crate) fn open(dir: &Path, opts: &Options) -> Result<Opened> {
         });
     }
     let gen_dir = layout::gen_dir(dir, generation);
+    if !fs.exists(&gen_dir).map_err(io("stat", &gen_dir))? {
+        // Nothing is removed: the store may well be in another generation.
+        return Err(Error::corrupt(
+            dir.join(layout::CURRENT),
+            16,
+            format!(
+                "CURRENT names generation {generation}, but {} does not exist (nothing was changed; restore CURRENT \
+                 from a backup, or write it as format-spec/durability.md says, naming the newest generation)",
+                layout::gen_name(generation)
+            ),
+        ));
+    }
     if !opts.read_only {
-        clean_leftovers(fs, dir, &gen_dir, generation)?;
+        remove_temp_files(fs, &gen_dir)?;
     }
     let first = first_segment(fs, &gen_dir, generation)?;
     let log_first_seq = first.first_seq;
@@ -195,6 +207,8 @@ pub(crate) fn open(dir: &Path, opts: &Options) -> Result<Opened> {
     report.log_end = v.end;
     report.next_seq = v.next_seq;
     if !opts.read_only {
+        // Only once the open succeeded: a refused open removes nothing.
+        remove_other_generations(fs, dir, generation)?;
         for (name, _) in &report.discarded {
             let p = gen_dir.join(name);
             match fs.remove_file(&p) {
@@ -306,8 +320,8 @@ pub(crate) fn create_dirs(fs: &dyn FileSystem, dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Remove what interrupted work left: other generations, temp files.
-fn clean_leftovers(fs: &dyn FileSystem, dir: &Path, gen_dir: &Path, generation: u64) -> Result<()> {
+/// Remove the generations an interrupted compaction left beside the live one.
+fn remove_other_generations(fs: &dyn FileSystem, dir: &Path, generation: u64) -> Result<()> {
     let mut removed = false;
     for name in fs.read_dir(dir).map_err(io("list", dir))? {
         if layout::parse_gen_name(&name).is_some_and(|g| g != generation) {
@@ -319,6 +333,11 @@ fn clean_leftovers(fs: &dyn FileSystem, dir: &Path, gen_dir: &Path, generation: 
     if removed {
         fs.sync_dir(dir).map_err(io("fsync dir", dir))?;
     }
+    Ok(())
+}
+
+/// Remove the temp files interrupted work left in the live generation.
+fn remove_temp_files(fs: &dyn FileSystem, gen_dir: &Path) -> Result<()> {
     for name in fs.read_dir(gen_dir).map_err(io("list", gen_dir))? {
         if name.ends_with(".tmp") {
             let p = gen_dir.join(&name);

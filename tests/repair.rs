@@ -335,3 +335,24 @@ fn repair_reports_every_readable_version_past_the_damage() {
         assert_eq!(rep.undecoded_bytes, undecoded, "{damage}: {rep:?}");
     }
 }
+
+/// A last segment cut short at a frame boundary, below what its durable mark
+/// names: open refuses it (acknowledged bytes are gone) and `jobq repair`, which
+/// the refusal points to, salvages it (it refused too: the cut left the mark).
+#[test]
+fn a_log_cut_below_its_durable_mark_is_repaired() {
+    let sim = SimFs::new();
+    build(&sim).close().unwrap();
+    let (offsets, _) = frames(&sim);
+    let last = *offsets.last().unwrap();
+    let mut log = sim.read_file(Path::new(LOG)).unwrap();
+    log.truncate(last as usize);
+    sim.write_file(Path::new(LOG), log).unwrap();
+    let err = Store::open("/db", opts(&sim)).err().expect("refused: the mark names more");
+    assert!(err.to_string().contains("jobq repair"), "{err}");
+    let rep = repair(Path::new("/db"), opts(&sim)).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(rep.cut.as_ref().map(|c| c.at.offset), Some(last), "{rep:?}");
+    Store::open("/db", opts(&sim)).unwrap().close().unwrap();
+    let r = run_check(&sim);
+    assert!(r.is_clean(), "{r:#?}");
+}

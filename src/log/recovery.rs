@@ -416,12 +416,16 @@ fn apply_cut(fs: &dyn FileSystem, dir: &Path, at: LogPos, next_seq: u64, last: u
         fs.rename(&copy, &path).map_err(|e| Error::io("rename", &copy, e))?;
         // IMPORTANT: fsync folder, so removed segments stay removed and the copy in place.
         fs.sync_dir(dir).map_err(|e| Error::io("fsync dir", dir, e))?;
-    } else if len > at.offset {
+    } else {
+        // Also when the file already ends there (cut short, or a mark naming more
+        // than the log holds): the marks must not claim more than the cut leaves.
         if let Ok(header) = segment::read_header(&*file, &path) {
             Tail::open(file.clone(), &path, header)?.lower_marks(at.offset, next_seq)?;
         }
-        file.set_len(at.offset).map_err(|e| Error::io("truncate", &path, e))?;
-        file.sync_data().map_err(|e| Error::io("fdatasync", &path, e))?;
+        if len > at.offset {
+            file.set_len(at.offset).map_err(|e| Error::io("truncate", &path, e))?;
+            file.sync_data().map_err(|e| Error::io("fdatasync", &path, e))?;
+        }
     }
     Ok(bytes)
 }

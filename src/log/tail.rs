@@ -94,7 +94,8 @@ impl Tail {
         if m.synced.0 > end {
             m.synced = (end, next_seq);
         }
-        if !self.header.has_marks() || m.marked.0 <= end {
+        // A mark at `end` that says another next sequence number is rewritten too.
+        if !self.header.has_marks() || m.marked.0 < end || m.marked == (end, next_seq) {
             return Ok(());
         }
         for _ in 0..2 {

@@ -16,6 +16,7 @@ use jobq::log::LogPos;
 use jobq::model::{JobKey, ManualClock};
 use jobq::store::request::{parse_push, parse_update};
 use jobq::store::{check, repair, CheckReport};
+use jobq::store::PushResult;
 use jobq::{Error, Options, Store};
 
 const GEN: &str = "/db/gen-0000000000000001";
@@ -134,10 +135,23 @@ fn damage_inside_the_indexed_range_is_reported_once_and_repaired() {
     assert_eq!(copy.len() as u64, cut.bytes);
     assert!(!rep.dropped.is_empty(), "{rep:?}");
     assert!(!rep.indexes_set_aside.is_empty(), "index files past the cut are set aside: {rep:?}");
-    assert_eq!(sim.read_file(Path::new(LOG)).unwrap().len() as u64, victim);
+    // After the cut, one catalog frame: the dropped versions' job ids stay taken.
+    assert!(rep.catalog_restored > 0, "{rep:?}");
+    let (offsets, _) = frames(&sim);
+    assert_eq!(offsets.last(), Some(&victim), "the cut, then the catalog frame: {offsets:?}");
     let r = run_check(&sim);
     assert!(r.is_clean() && r.notes.is_empty(), "{r:#?}");
-    Store::open("/db", opts(&sim)).unwrap();
+    let store = Store::open("/db", opts(&sim)).unwrap();
+    for (key, _) in &rep.dropped {
+        let PushResult::Pushed { key: new, .. } =
+            store.push(1, &[parse_push(&format!(r#"{{"spider":"s{}"}}"#, key.spider - 1)).unwrap()], None).unwrap()[0]
+                .clone()
+        else {
+            unreachable!()
+        };
+        assert!(new.spider != key.spider || new.job > key.job, "{new} given again after repair dropped {key}");
+    }
+    drop(store);
     // A second repair finds nothing to do.
     assert!(repair(Path::new("/db"), opts(&sim)).unwrap().cut.is_none());
 }

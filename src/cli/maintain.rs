@@ -125,8 +125,22 @@ pub fn repair(a: RepairArgs) -> Result<(), String> {
              the jobs written there are lost"
         );
     }
+    if !r.began_before_log.is_empty() {
+        note!(
+            "rebuilt from the log the index files that began before it (online compaction removed the segments \
+             under their start): {}",
+            r.began_before_log.join(", ")
+        );
+    }
+    if r.catalog_restored > 0 {
+        note!(
+            "wrote a catalog frame keeping {} spiders and job ids the cut bytes or the index files set aside knew \
+             (no spider forgotten, no job id given again)",
+            r.catalog_restored
+        );
+    }
     let Some(cut) = &r.cut else {
-        let what = if r.headers_rebuilt.is_empty() && r.beyond_log.is_empty() {
+        let what = if r.headers_rebuilt.is_empty() && r.beyond_log.is_empty() && r.began_before_log.is_empty() {
             "the log is whole: nothing to repair"
         } else {
             "the log is whole now"

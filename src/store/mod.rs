@@ -31,6 +31,7 @@ mod read;
 mod reclaim;
 mod reclaim_role;
 mod repair;
+mod repair_catalog;
 mod repair_header;
 pub mod request;
 mod retention;

@@ -198,7 +198,7 @@ fn segment_len(inner: &Inner, n: u32) -> Result<u64> {
 }
 
 /// Run a write through the queue (as `Store::write` does) and let maintenance know.
-fn submit(inner: &Inner, op: Op) -> Result<Erased> {
+pub(super) fn submit(inner: &Inner, op: Op) -> Result<Erased> {
     let (r, froze) = inner.queue.submit(inner, queue::Request::new(None, op));
     if froze {
         maintain::after_freeze(inner)?;
@@ -207,7 +207,7 @@ fn submit(inner: &Inner, op: Op) -> Result<Erased> {
 }
 
 /// Wait until everything written so far is durable.
-fn durable(inner: &Inner) -> Result<()> {
+pub(super) fn durable(inner: &Inner) -> Result<()> {
     let seq = inner.writer.lock().next_seq - 1;
     inner.commit.wait_durable(seq)
 }

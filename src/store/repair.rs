@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use super::layout;
+use super::repair_catalog::Found;
 use super::repair_header;
 use super::{Options, Store};
 use crate::codec::frame::{self, FrameKind};
@@ -39,6 +40,14 @@ pub struct RepairReport {
     /// Index files that covered log segments no longer there (deleted, lost):
     /// each with the segment it reached. The jobs written there are lost.
     pub beyond_log: Vec<(String, u32)>,
+    /// Index files that began before the log (online compaction removed the
+    /// segments under their start): removed, rebuilt from the log. Their docs
+    /// there counted as superseded by relocated copies, which a cut may have
+    /// taken (or a lost first segment never had).
+    pub began_before_log: Vec<String>,
+    /// Spiders and job ids written back in a catalog frame (known to index files
+    /// the cut set aside, to the cut bytes, or taken by the dropped versions).
+    pub catalog_restored: usize,
     pub millis: u64,
 }
 
@@ -64,6 +73,9 @@ pub fn repair(dir: &Path, opts: Options) -> Result<RepairReport> {
     })?;
     let gen_dir = layout::gen_dir(dir, generation);
     let saved = dir.join(format!("salvaged-{}", opts.clock.now_ms()));
+    // Every spider and job id known anywhere, before anything is cut or set aside.
+    let mut found = Found::default();
+    found.index_files(fs, &gen_dir)?;
     let mut report = RepairReport {
         headers_rebuilt: repair_header::rebuild_headers(fs, dir, &gen_dir, generation, &saved)?,
         ..RepairReport::default()
@@ -80,17 +92,24 @@ pub fn repair(dir: &Path, opts: Options) -> Result<RepairReport> {
     let plan = recovery::validate(fs, &gen_dir, generation, start, header.first_seq, in_txn, policy, true)?;
     if let Some(cut) = &plan.cut {
         save_aside(fs, dir, &gen_dir, cut.at, &saved)?;
-        describe(fs, &gen_dir, cut.at, &mut report)?;
+        describe(fs, &gen_dir, cut.at, &mut report, &mut found)?;
         // The copy is durable: now the cut (the same validation, applied).
         let done = recovery::validate(fs, &gen_dir, generation, start, header.first_seq, in_txn, policy, false)?;
         report.cut = done.cut;
         report.saved_to = Some(saved);
     }
     report.beyond_log = super::open::remove_indexes_beyond_log(fs, &gen_dir)?;
+    // Also without a cut: a lost first segment, or a store an interrupted
+    // compaction left with such a file, serves its jobs from segments gone.
+    report.began_before_log = remove_indexes_before_log(fs, &gen_dir)?;
+    for (key, _) in &report.dropped {
+        found.job(*key);
+    }
     drop(lock);
     // A normal open sets aside the index files that no longer match the log.
     let store = Store::open(dir, Options { create: false, read_only: false, background: false, ..opts })?;
     report.indexes_set_aside = store.report().discarded.iter().map(|(n, _)| n.clone()).collect();
+    report.catalog_restored = found.restore(&store)?;
     store.close()?;
     report.millis = started.elapsed().as_millis() as u64;
     Ok(report)
@@ -123,7 +142,13 @@ fn save_aside(fs: &dyn FileSystem, dir: &Path, gen_dir: &Path, at: LogPos, saved
 /// checksum, so a damaged frame header or record costs only its own bytes, and
 /// the search resumes at the next whole frame. Zeros after the last frame of a
 /// segment are its preallocated space, not lost data.
-fn describe(fs: &dyn FileSystem, gen_dir: &Path, at: LogPos, report: &mut RepairReport) -> Result<()> {
+fn describe(
+    fs: &dyn FileSystem,
+    gen_dir: &Path,
+    at: LogPos,
+    report: &mut RepairReport,
+    found: &mut Found,
+) -> Result<()> {
     for n in segment::list(fs, gen_dir)?.into_iter().filter(|n| *n >= at.segment) {
         let path = gen_dir.join(segment::file_name(n));
         let data = fs::read_all(fs, &path).map_err(|e| Error::io("read", &path, e))?;
@@ -134,8 +159,11 @@ fn describe(fs: &dyn FileSystem, gen_dir: &Path, at: LogPos, report: &mut Repair
         let mut p = from.min(data.len());
         while p < data.len() {
             if let Some((kind, payload)) = whole_frame(&data, p) {
-                if kind == FrameKind::Jobs {
-                    scan_records(payload, false, report);
+                match kind {
+                    FrameKind::Jobs => scan_records(payload, false, report),
+                    FrameKind::Spider => record::decode_spider(payload).iter().for_each(|e| found.spider(e)),
+                    FrameKind::Catalog => record::decode_catalog(payload).iter().flatten().for_each(|e| found.spider(e)),
+                    _ => {}
                 }
                 p += frame::HEADER_LEN + payload.len();
                 continue;
@@ -179,4 +207,24 @@ fn scan_records(bytes: &[u8], end: bool, report: &mut RepairReport) {
     if !end {
         report.undecoded_bytes += bytes.len().saturating_sub(r) as u64;
     }
+}
+
+/// Remove the index files that begin before the log's first frame: their docs
+/// there may point into removed segments once nothing supersedes them; their names.
+fn remove_indexes_before_log(fs: &dyn FileSystem, gen_dir: &Path) -> Result<Vec<String>> {
+    let Some(&first) = segment::list(fs, gen_dir)?.first() else { return Ok(Vec::new()) };
+    let (header, _) = FrameScanner::segment(fs, gen_dir, first)?;
+    let mut removed = Vec::new();
+    for name in fs.read_dir(gen_dir).map_err(|e| Error::io("list", gen_dir, e))? {
+        if crate::index::format::parse_name(&name).is_some_and(|(lo, _)| lo < header.first_seq) {
+            let p = gen_dir.join(&name);
+            fs.remove_file(&p).map_err(|e| Error::io("remove", &p, e))?;
+            removed.push(name);
+        }
+    }
+    if !removed.is_empty() {
+        // IMPORTANT: fsync folder, so the removals hold before the store opens.
+        fs.sync_dir(gen_dir).map_err(|e| Error::io("fsync dir", gen_dir, e))?;
+    }
+    Ok(removed)
 }

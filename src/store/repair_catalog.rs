@@ -1,0 +1,83 @@
+//! What `jobq repair` keeps of the catalog: every spider (id and name) and every
+//! job id it can still find — in the index files (each ends with a copy of the
+//! catalog, and the cut sets some of them aside), in the spider and catalog
+//! frames of the cut bytes, and in the keys of the job versions it drops. After
+//! the cut they are written back as one catalog frame, so that no spider is
+//! forgotten and no job id is given again (ids are never reused, also not those
+//! of jobs a repair lost).
+
+use std::path::Path;
+
+use super::reclaim::{durable, submit};
+use super::{Inner, Store};
+use crate::codec::record::SpiderEntry;
+use crate::error::Result;
+use crate::fs::FileSystem;
+use crate::hash::FastMap;
+use crate::index::{format, IndexSegment};
+use crate::model::JobKey;
+
+/// Spiders and the next job id of each, as found; merged by the highest id.
+#[derive(Default, Debug)]
+pub(crate) struct Found {
+    spiders: FastMap<(u32, u32), (Option<String>, u32)>,
+}
+
+impl Found {
+    pub fn spider(&mut self, e: &SpiderEntry) {
+        let v = self.spiders.entry((e.project, e.spider)).or_insert((None, 1));
+        if v.0.is_none() {
+            v.0 = Some(e.name.clone());
+        }
+        v.1 = v.1.max(e.next_job);
+    }
+
+    pub fn job(&mut self, key: JobKey) {
+        let v = self.spiders.entry((key.project, key.spider)).or_insert((None, 1));
+        v.1 = v.1.max(key.job.saturating_add(1));
+    }
+
+    /// The catalogs of every index file of `gen_dir` that opens.
+    pub fn index_files(&mut self, fs: &dyn FileSystem, gen_dir: &Path) -> Result<()> {
+        let names = fs.read_dir(gen_dir).map_err(|e| crate::Error::io("list", gen_dir, e))?;
+        for name in names.iter().filter(|n| format::parse_name(n).is_some()) {
+            let path = gen_dir.join(name);
+            let Ok(bytes) = fs.map(&path) else { continue };
+            let Ok(seg) = IndexSegment::open(bytes, &path, true) else { continue };
+            for e in seg.catalog() {
+                self.spider(&e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Write back what the store no longer knows, as one durable catalog frame;
+    /// returns how many spiders and job ids it restored.
+    pub fn restore(self, store: &Store) -> Result<usize> {
+        let inner: std::sync::Arc<Inner> = store.inner();
+        let op = Box::new(move |w: &mut super::writer::Writer, ctx: &super::ops::Ctx<'_>| {
+            let mut restored = 0usize;
+            for ((project, spider), (name, next)) in &self.spiders {
+                let known = w.catalog.name(*project, *spider).is_some();
+                match name {
+                    Some(n) if !known && w.catalog.id(*project, n).is_none() => {
+                        w.register_spider(*project, *spider, n);
+                        restored += 1;
+                    }
+                    _ => {}
+                }
+                if *next > w.job_ids.next(*project, *spider) && w.catalog.name(*project, *spider).is_some() {
+                    w.job_ids.note(*project, *spider, next - 1);
+                    restored += 1;
+                }
+            }
+            if restored > 0 {
+                w.append_catalog(ctx.durable_seq)?;
+            }
+            Ok(Box::new(restored) as super::queue::Erased)
+        });
+        let restored = *submit(&inner, op)?.downcast::<usize>().expect("the count");
+        durable(&inner)?;
+        Ok(restored)
+    }
+}

@@ -283,7 +283,9 @@ fn a_power_cut_at_every_call_of_a_cycle_that_drops_deleted_jobs() {
             unreachable!()
         };
         if i % 3 != 0 {
-            store.update(1, &[parse_update(&format!(r#"{{"key":"{key}","state":"deleted"}}"#), 1).unwrap()], None).unwrap();
+            store
+                .update(1, &[parse_update(&format!(r#"{{"key":"{key}","state":"deleted"}}"#), 1).unwrap()], None)
+                .unwrap();
         }
     }
     store.flush_indexes().unwrap();

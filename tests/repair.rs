@@ -15,8 +15,8 @@ use jobq::log::scan::{FrameScanner, Step};
 use jobq::log::LogPos;
 use jobq::model::{JobKey, ManualClock};
 use jobq::store::request::{parse_push, parse_update};
-use jobq::store::{check, repair, CheckReport};
 use jobq::store::PushResult;
+use jobq::store::{check, repair, CheckReport};
 use jobq::{Error, Options, Store};
 
 const GEN: &str = "/db/gen-0000000000000001";
@@ -336,10 +336,9 @@ fn repair_reports_every_readable_version_past_the_damage() {
         let at = (victim + 32) as usize;
         8 + (u32::from_le_bytes(log[at..at + 4].try_into().unwrap()) & 0x7fff_ffff) as u64
     };
-    for (damage, at, lost, undecoded) in [
-        ("frame kind", victim + 8, 0, 32),
-        ("first record's body", victim + 32 + 12, 1, 32 + first_len),
-    ] {
+    for (damage, at, lost, undecoded) in
+        [("frame kind", victim + 8, 0, 32), ("first record's body", victim + 32 + 12, 1, 32 + first_len)]
+    {
         let s = sim.fork();
         flip(&s, at);
         let rep = repair(Path::new("/db"), opts(&s)).unwrap_or_else(|e| panic!("{damage}: {e}"));

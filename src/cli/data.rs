@@ -53,7 +53,10 @@ pub fn import(a: ImportArgs) -> Result<(), String> {
     store.close().map_err(|e| format!("closing the store failed: {e}"))?;
     note!(
         "imported {} jobs from {} lines ({} bytes) of {source} in {} ms",
-        report.jobs, report.lines, report.bytes, report.millis
+        report.jobs,
+        report.lines,
+        report.bytes,
+        report.millis
     );
     Ok(())
 }

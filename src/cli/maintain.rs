@@ -181,7 +181,10 @@ pub fn backup(a: BackupArgs) -> Result<(), String> {
     })?;
     say!(
         "{{\"generation\":{},\"segment\":{},\"offset\":{},\"next_seq\":{}}}",
-        r.generation, r.position.segment, r.position.offset, r.next_seq
+        r.generation,
+        r.position.segment,
+        r.position.offset,
+        r.next_seq
     );
     note!(
         "backed up {} to {} as of segment {} offset {} (next sequence {}): {}, {} files linked, {} files and {} bytes copied, {} removed, {} ms",

@@ -162,7 +162,9 @@ fn describe(
                 match kind {
                     FrameKind::Jobs => scan_records(payload, false, report),
                     FrameKind::Spider => record::decode_spider(payload).iter().for_each(|e| found.spider(e)),
-                    FrameKind::Catalog => record::decode_catalog(payload).iter().flatten().for_each(|e| found.spider(e)),
+                    FrameKind::Catalog => {
+                        record::decode_catalog(payload).iter().flatten().for_each(|e| found.spider(e))
+                    }
                     _ => {}
                 }
                 p += frame::HEADER_LEN + payload.len();

@@ -164,7 +164,17 @@ pub fn repair(a: RepairArgs) -> Result<(), String> {
         "{} job versions dropped, {} bytes undecodable; index files set aside: {}; {} ms",
         r.dropped.len(),
         r.undecoded_bytes,
-        if r.indexes_set_aside.is_empty() { "none".to_string() } else { r.indexes_set_aside.join(", ") },
+        {
+            let all: Vec<&str> = (r.beyond_log.iter().map(|(n, _)| n.as_str()))
+                .chain(r.began_before_log.iter().map(String::as_str))
+                .chain(r.indexes_set_aside.iter().map(String::as_str))
+                .collect();
+            if all.is_empty() {
+                "none".to_string()
+            } else {
+                all.join(", ")
+            }
+        },
         r.millis
     );
     Ok(())

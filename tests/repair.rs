@@ -369,3 +369,31 @@ fn a_log_cut_below_its_durable_mark_is_repaired() {
     let r = run_check(&sim);
     assert!(r.is_clean(), "{r:#?}");
 }
+
+/// Damage inside a committed import: repair cuts the whole transaction, and its
+/// report says what the damage was and that acknowledged writes are lost (it
+/// said "an import transaction without its commit", as after a crash).
+#[test]
+fn damage_inside_a_committed_import_is_reported_as_damage() {
+    let sim = SimFs::new();
+    let store = Store::open("/db", opts(&sim)).unwrap();
+    let lines: String = (1..=200)
+        .map(|j| format!("{{\"key\":\"7/1/{j}\",\"spider\":\"imp\",\"state\":\"finished\",\"finished_time\":{j}}}\n"))
+        .collect();
+    store.import(&mut lines.as_bytes(), &mut |_| {}).unwrap();
+    store.close().unwrap();
+    let segs = jobq::log::segment::list(&sim, Path::new(GEN)).unwrap();
+    let path = Path::new(GEN).join(jobq::log::segment::file_name(*segs.last().unwrap()));
+    let mut bytes = sim.read_file(&path).unwrap();
+    let nonzero = bytes.iter().rposition(|b| *b != 0).unwrap();
+    let at = 12288 + (nonzero - 12288) / 2;
+    bytes[at] ^= 0x40;
+    sim.write_file(&path, bytes).unwrap();
+    let rep = repair(Path::new("/db"), opts(&sim)).unwrap();
+    let cut = rep.cut.clone().expect("a cut");
+    assert!(cut.reason.contains("checksum") && cut.reason.contains("import transaction"), "{}", cut.reason);
+    assert!(cut.lost_durable, "{cut:?}");
+    assert!(rep.dropped.len() >= 190, "the import's versions are listed: {}", rep.dropped.len());
+    let r = run_check(&sim);
+    assert!(r.is_clean(), "{r:#?}");
+}

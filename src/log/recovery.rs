@@ -283,9 +283,19 @@ pub fn validate(
             }
         }
         Some(t) if cut.as_ref().is_none_or(|c| t.at < c.at) => {
-            // An import that never committed: its frames never counted.
-            let reason = "an import transaction without its commit".to_string();
-            cut = Some(Cut { at: t.at, reason, bytes: 0, lost_durable: false });
+            // An import that never committed: its frames never counted. Damage
+            // inside one takes it whole, and says what the damage was.
+            let (reason, lost_durable) = match &cut {
+                Some(c) => (
+                    format!(
+                        "{}; the import transaction it falls in, from segment {} offset {}, goes whole",
+                        c.reason, t.at.segment, t.at.offset
+                    ),
+                    c.lost_durable,
+                ),
+                None => ("an import transaction without its commit".to_string(), false),
+            };
+            cut = Some(Cut { at: t.at, reason, bytes: 0, lost_durable });
             expected = t.first;
         }
         _ => {}

@@ -163,7 +163,9 @@ fn run_cycle(inner: &Inner, started: Instant) -> Result<ReclaimReport> {
     // segments). Without them, an open there replays the log instead.
     for name in &holding_dropped {
         let p = inner.gen_dir.join(name);
-        fsys.remove_file(&p).map_err(|e| Error::io("remove", &p, e))?;
+        if fsys.exists(&p).map_err(|e| Error::io("stat", &p, e))? {
+            fsys.remove_file(&p).map_err(|e| Error::io("remove", &p, e))?;
+        }
     }
     if !holding_dropped.is_empty() {
         // IMPORTANT: fsync folder, so those files are gone before any segment is.

@@ -80,6 +80,39 @@ pub(super) struct Current {
     token: u64,
 }
 
+impl Current {
+    /// The fields that differ, as "field: index X, log Y" (fingerprints as "differ").
+    fn differences(&self, log: &Current) -> String {
+        let pos = |loc: u64| {
+            let p = crate::log::LogPos::unpack(loc);
+            format!("segment {} offset {}", p.segment, p.offset)
+        };
+        let mut out: Vec<String> = Vec::new();
+        if self.loc != log.loc {
+            out.push(format!("version at {} in the index, {} in the log", pos(self.loc), pos(log.loc)));
+        }
+        if self.state != log.state {
+            out.push(format!("state {} in the index, {} in the log", self.state, log.state));
+        }
+        for (name, a, b) in [("ts", self.ts, log.ts), ("order_seq", self.order_seq, log.order_seq)] {
+            if a != b {
+                out.push(format!("{name} {a} in the index, {b} in the log"));
+            }
+        }
+        if self.priority != log.priority {
+            out.push(format!("priority {} in the index, {} in the log", self.priority, log.priority));
+        }
+        let fingerprints = [
+            ("tags", self.tags, log.tags),
+            ("unique", self.unique, log.unique),
+            ("close_reason", self.close_reason, log.close_reason),
+            ("token", self.token, log.token),
+        ];
+        out.extend(fingerprints.iter().filter(|(_, a, b)| a != b).map(|(name, _, _)| format!("{name} differ")));
+        out.join("; ")
+    }
+}
+
 /// A fixed-seed hash of byte strings: the same fingerprint on both sides of a comparison.
 fn fingerprint<'a>(parts: impl Iterator<Item = &'a [u8]>) -> u64 {
     use std::hash::{BuildHasher, Hasher};
@@ -275,9 +308,11 @@ fn compare(store: &Store, log: &Rebuild, r: &mut CheckReport) -> Result<()> {
         }
         match served.get(key) {
             None => r.found(tail, None, format!("job {job} is in the log but no index serves it")),
-            Some((slot, got)) if got != want => {
-                r.found(&path(*slot), None, format!("job {job} is served as {got:?}, the log says {want:?}"))
-            }
+            Some((slot, got)) if got != want => r.found(
+                &path(*slot),
+                None,
+                format!("job {job}: the index and the log differ: {}", got.differences(want)),
+            ),
             _ => {}
         }
     }
@@ -317,5 +352,31 @@ fn invariants(log: &Rebuild, gen_dir: &Path, r: &mut CheckReport) {
             let (a, b) = (crate::model::JobKey::from_local(*p, *local), crate::model::JobKey::from_local(*p, other));
             r.found(gen_dir, None, format!("active jobs {a} and {b} both hold unique {u:?}"));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Current;
+    use crate::model::JobState;
+
+    #[test]
+    fn differences_name_each_field_in_words() {
+        let log = Current {
+            loc: crate::log::LogPos { segment: 3, offset: 12_300 }.pack(),
+            ts: 5,
+            order_seq: 9,
+            state: JobState::Finished,
+            priority: 2,
+            tags: 1,
+            unique: 0,
+            close_reason: 7,
+            token: 0,
+        };
+        let index = Current { state: JobState::Running, tags: 2, ..log };
+        let text = index.differences(&log);
+        assert_eq!(text, "state running in the index, finished in the log; tags differ");
+        let moved = Current { loc: crate::log::LogPos { segment: 2, offset: 64 }.pack(), ..log };
+        assert!(moved.differences(&log).contains("segment 2 offset 64 in the index, segment 3 offset 12300"));
     }
 }

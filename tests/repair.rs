@@ -2,7 +2,7 @@
 //! salvages what they refuse:
 //! - damage before the durable mark: open refuses, check says so (not "a torn tail");
 //! - damage inside the index chain's range: open serves it, check reports it once
-//!   (no false "served as" findings), repair cuts there;
+//!   (no false "the index and the log differ" findings), repair cuts there;
 //! - an import that never committed: open drops it, check does not count its jobs;
 //! - a damaged record read through an index names its `body_len` offset;
 //! - a disk-full failure: a clean close cuts the partial write, check is clean.

@@ -81,7 +81,7 @@ pub(super) struct Current {
 }
 
 impl Current {
-    /// The fields that differ, as "field: index X, log Y" (fingerprints as "differ").
+    /// The fields that differ, in words (fingerprinted ones only as differing).
     fn differences(&self, log: &Current) -> String {
         let pos = |loc: u64| {
             let p = crate::log::LogPos::unpack(loc);
@@ -103,12 +103,12 @@ impl Current {
             out.push(format!("priority {} in the index, {} in the log", self.priority, log.priority));
         }
         let fingerprints = [
-            ("tags", self.tags, log.tags),
-            ("unique", self.unique, log.unique),
-            ("close_reason", self.close_reason, log.close_reason),
-            ("token", self.token, log.token),
+            ("tags differ", self.tags, log.tags),
+            ("unique differs", self.unique, log.unique),
+            ("close_reason differs", self.close_reason, log.close_reason),
+            ("the running job's token differs", self.token, log.token),
         ];
-        out.extend(fingerprints.iter().filter(|(_, a, b)| a != b).map(|(name, _, _)| format!("{name} differ")));
+        out.extend(fingerprints.iter().filter(|(_, a, b)| a != b).map(|(what, _, _)| what.to_string()));
         out.join("; ")
     }
 }

@@ -161,16 +161,7 @@ fn run_cycle(inner: &Inner, started: Instant) -> Result<ReclaimReport> {
     // into: a crash between two segment removals must not leave one to start the
     // chain at the new log start (its dropped jobs would point into removed
     // segments). Without them, an open there replays the log instead.
-    for name in &holding_dropped {
-        let p = inner.gen_dir.join(name);
-        if fsys.exists(&p).map_err(|e| Error::io("stat", &p, e))? {
-            fsys.remove_file(&p).map_err(|e| Error::io("remove", &p, e))?;
-        }
-    }
-    if !holding_dropped.is_empty() {
-        // IMPORTANT: fsync folder, so those files are gone before any segment is.
-        fsys.sync_dir(&inner.gen_dir).map_err(|e| Error::io("fsync dir", &inner.gen_dir, e))?;
-    }
+    remove_index_files(fsys, &inner.gen_dir, &holding_dropped)?;
     // IMPORTANT: segments go oldest first, so the log stays contiguous after a crash.
     for &n in &prefix {
         let p = inner.gen_dir.join(segment::file_name(n));
@@ -179,18 +170,28 @@ fn run_cycle(inner: &Inner, started: Instant) -> Result<ReclaimReport> {
     }
     // IMPORTANT: fsync folder, so the removals are durable before the index files go.
     fsys.sync_dir(&inner.gen_dir).map_err(|e| Error::io("fsync dir", &inner.gen_dir, e))?;
-    for name in removed_files {
-        let p = inner.gen_dir.join(&name);
-        if fsys.exists(&p).map_err(|e| Error::io("stat", &p, e))? {
-            fsys.remove_file(&p).map_err(|e| Error::io("remove", &p, e))?;
-        }
-    }
-    fsys.sync_dir(&inner.gen_dir).map_err(|e| Error::io("fsync dir", &inner.gen_dir, e))?;
+    remove_index_files(fsys, &inner.gen_dir, &removed_files)?;
     report.segments = prefix;
     report.millis = started.elapsed().as_millis() as u64;
     inner.reclaimed.record(&report);
     inner.counters.note_compaction(report.bytes_removed.saturating_sub(report.bytes_relocated));
     Ok(report)
+}
+
+/// Remove the index files `names` that are still there, then sync the directory
+/// (when there were any).
+fn remove_index_files(fsys: &dyn crate::fs::FileSystem, dir: &std::path::Path, names: &[String]) -> Result<()> {
+    for name in names {
+        let p = dir.join(name);
+        if fsys.exists(&p).map_err(|e| Error::io("stat", &p, e))? {
+            fsys.remove_file(&p).map_err(|e| Error::io("remove", &p, e))?;
+        }
+    }
+    if !names.is_empty() {
+        // IMPORTANT: fsync folder, so the removals are durable before what follows.
+        fsys.sync_dir(dir).map_err(|e| Error::io("fsync dir", dir, e))?;
+    }
+    Ok(())
 }
 
 fn segment_len(inner: &Inner, n: u32) -> Result<u64> {

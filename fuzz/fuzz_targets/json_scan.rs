@@ -11,7 +11,9 @@
 //! - `string_array` agrees with serde_json on arrays of strings, `string_value`
 //!   and `unescape` with serde_json on strings;
 //! - the request parsers built on them (`parse_import_line`, `parse_push`,
-//!   `parse_update`, `parse_cancel`) never panic, and what they accept is sane.
+//!   `parse_update`, `parse_cancel`) never panic, and what they accept is sane;
+//! - the import's fast path and its general path read every text (as one
+//!   line, and as lines) alike: records, index entries, errors and their lines.
 
 #![no_main]
 
@@ -177,8 +179,16 @@ fn requests(text: &str) {
     }
 }
 
+/// The import's two paths agree (store/import_fast.rs).
+fn import_paths(text: &str) {
+    if let Some(d) = request::import_paths_differ(text, None) {
+        panic!("the import paths differ on {text:?}:\n{d}");
+    }
+}
+
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };
+    import_paths(text);
     scan(text);
     strings(text);
     requests(text);

@@ -273,6 +273,24 @@ impl<'a> Scanner<'a> {
     }
 }
 
+/// A string at `pos` of `text` (its opening quote), checked as [`scan_object`]
+/// checks one: where its text ends (the closing quote) and whether it holds an
+/// escape; None if it is not a valid string.
+pub(crate) fn string_at(text: &[u8], pos: usize) -> Option<(usize, bool)> {
+    let mut sc = Scanner { s: text, pos, escaped: false };
+    let (_, end) = sc.string().ok()?;
+    Some((end, sc.escaped))
+}
+
+/// A value at `pos` of `text` (no whitespace before it), checked as
+/// [`scan_object`] checks a field's value (nesting included): where it ends;
+/// None if it is not valid JSON.
+pub(crate) fn value_end(text: &[u8], pos: usize) -> Option<usize> {
+    let mut sc = Scanner { s: text, pos, escaped: false };
+    sc.value(1).ok()?;
+    Some(sc.pos)
+}
+
 /// Check that `text` is exactly one JSON object and append its fields to `out`.
 pub fn scan_object<'a>(text: &'a str, out: &mut Vec<RawField<'a>>) -> Result<(), JsonError> {
     let mut sc = Scanner { s: text.as_bytes(), pos: 0, escaped: false };
@@ -314,7 +332,7 @@ pub fn scan_object<'a>(text: &'a str, out: &mut Vec<RawField<'a>>) -> Result<(),
 
 /// Decode the escapes of a string's inner text (`offset` locates it in errors).
 pub fn unescape(raw: &str, offset: usize) -> Result<Cow<'_, str>, JsonError> {
-    if !raw.contains('\\') {
+    if memchr::memchr(b'\\', raw.as_bytes()).is_none() {
         return Ok(Cow::Borrowed(raw));
     }
     let b = raw.as_bytes();

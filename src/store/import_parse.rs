@@ -2,15 +2,17 @@
 //! into encoded records and index entries; the importing thread then writes them in
 //! input order (import.rs).
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
+use super::import_fast::parse_job_fast;
 use super::request::{parse_import_item, write_import_doc, ImportItem};
 use crate::codec::docz::Packer;
 use crate::codec::record::{encode_text_unsealed, Prev, RecordHead, SpiderEntry};
 use crate::error::{Error, Result};
 use crate::hash::{FastMap, Interner};
 use crate::index::DocEntry;
-use crate::model::JobState;
+use crate::model::{JobKey, JobState};
 
 /// One parsed line: its record in the chunk's payload and its index entry.
 pub(crate) struct ParsedRec {
@@ -44,8 +46,19 @@ pub(crate) struct ParsedChunk {
 pub(crate) fn parse_chunk(
     bytes: &[u8],
     strings: &mut Strings,
+    packer: Option<&mut Packer>,
+    payload: Vec<u8>,
+) -> ParsedChunk {
+    parse_chunk_with(bytes, strings, packer, payload, true)
+}
+
+/// [`parse_chunk`], with the fast path (import_fast.rs) tried first or not.
+pub(crate) fn parse_chunk_with(
+    bytes: &[u8],
+    strings: &mut Strings,
     mut packer: Option<&mut Packer>,
     payload: Vec<u8>,
+    fast: bool,
 ) -> ParsedChunk {
     strings.bound();
     let mut payload = payload;
@@ -70,11 +83,28 @@ pub(crate) fn parse_chunk(
     };
     let mut fields = Vec::with_capacity(32);
     let mut doc = Vec::new();
+    let (mut fast_tags, mut names) = (Vec::with_capacity(16), Vec::with_capacity(32));
     for (i, line) in lines(text).enumerate() {
         let line_no = i as u64 + 1;
         out.lines = line_no;
         let line = line.trim_end_matches('\r');
         if line.trim_start().is_empty() {
+            continue;
+        }
+        if let Some(f) = fast.then(|| parse_job_fast(line, &mut doc, &mut fast_tags, &mut names)).flatten() {
+            let token = (f.state == JobState::Running).then(|| f.auth.and_then(token_of_raw)).flatten();
+            let row = Row {
+                key: f.key,
+                spider: f.spider,
+                state: f.state,
+                priority: f.priority,
+                times: f.times,
+                tags: &fast_tags,
+                unique: f.unique,
+                close_reason: f.close_reason.and_then(crate::model::close_reason_term),
+                token,
+            };
+            push_row(&mut out, strings, packer.as_deref_mut(), line_no, row, &doc);
             continue;
         }
         let l = match parse_import_item(line, &mut fields) {
@@ -89,38 +119,90 @@ pub(crate) fn parse_chunk(
             }
         };
         let tags: Vec<&str> = l.tags.iter().map(|t| t.as_ref()).collect();
-        let head = RecordHead {
+        doc.clear();
+        write_import_doc(&l.doc, &mut doc);
+        let token = (l.state == JobState::Running).then(|| token_of(&l.doc)).flatten();
+        let row = Row {
             key: l.key,
+            spider: &l.spider,
             state: l.state,
             priority: l.priority,
             times: l.times,
-            order_seq: 0,
             tags: &tags,
             unique: l.unique.as_deref(),
-            prev: Prev::Unrecorded,
+            close_reason: l.close_reason(),
+            token,
         };
-        let at = out.payload.len();
-        doc.clear();
-        write_import_doc(&l.doc, &mut doc);
-        let seq_at = encode_text_unsealed(&head, &mut out.payload, &doc, packer.as_deref_mut());
-        let entry = DocEntry {
-            project: l.key.project,
-            local: l.key.local(),
-            ts: l.times[l.state.time_slot()].unwrap_or(0),
-            order_seq: 0,
-            state: l.state,
-            priority: l.priority,
-            tags: strings.tags(&tags),
-            unique: l.unique.as_deref().map(|u| strings.words.get(u)),
-            close_reason: l.close_reason().map(|c| strings.words.get(&c)),
-            token: None,
-            loc: 0,
-        };
-        let token = (l.state == JobState::Running).then(|| token_of(&l.doc)).flatten();
-        let entry = DocEntry { token: token.clone(), ..entry };
-        out.recs.push(ParsedRec { line: line_no, at, seq_at, spider: strings.words.get(&l.spider), entry, token });
+        push_row(&mut out, strings, packer.as_deref_mut(), line_no, row, &doc);
     }
     out
+}
+
+/// What a job line gives, by either path.
+struct Row<'a> {
+    key: JobKey,
+    spider: &'a str,
+    state: JobState,
+    priority: i64,
+    times: [Option<u64>; 4],
+    tags: &'a [&'a str],
+    unique: Option<&'a str>,
+    close_reason: Option<Cow<'a, str>>,
+    token: Option<Arc<str>>,
+}
+
+/// Encode a line's record (with its document `doc`) into the chunk's payload and
+/// keep its index entry.
+fn push_row(
+    out: &mut ParsedChunk,
+    strings: &mut Strings,
+    packer: Option<&mut Packer>,
+    line: u64,
+    r: Row<'_>,
+    doc: &[u8],
+) {
+    let head = RecordHead {
+        key: r.key,
+        state: r.state,
+        priority: r.priority,
+        times: r.times,
+        order_seq: 0,
+        tags: r.tags,
+        unique: r.unique,
+        prev: Prev::Unrecorded,
+    };
+    let at = out.payload.len();
+    let seq_at = encode_text_unsealed(&head, &mut out.payload, doc, packer);
+    let entry = DocEntry {
+        project: r.key.project,
+        local: r.key.local(),
+        ts: r.times[r.state.time_slot()].unwrap_or(0),
+        order_seq: 0,
+        state: r.state,
+        priority: r.priority,
+        tags: strings.tags(r.tags),
+        unique: r.unique.map(|u| strings.words.get(u)),
+        close_reason: r.close_reason.map(|c| strings.words.get(&c)),
+        token: r.token.clone(),
+        loc: 0,
+    };
+    out.recs.push(ParsedRec { line, at, seq_at, spider: strings.words.get(r.spider), entry, token: r.token });
+}
+
+/// How the fast path (import_fast.rs) and the general path read `text` differently
+/// (records, index entries, catalog lines, the error and its line): None when
+/// alike, as they must be. For tests and the `json_scan` fuzz target.
+#[doc(hidden)]
+pub fn import_paths_differ(text: &str, packer: Option<&mut Packer>) -> Option<String> {
+    let mut packer = packer;
+    let mut summary = |fast: bool| {
+        let c = parse_chunk_with(text.as_bytes(), &mut Strings::default(), packer.as_deref_mut(), Vec::new(), fast);
+        let recs: Vec<_> = c.recs.iter().map(|r| (r.line, r.at, r.seq_at, &r.spider, &r.entry, &r.token)).collect();
+        let error = c.error.as_ref().map(|(l, e)| (l, e.to_string()));
+        format!("{:?}\n{recs:?}\n{:?}\n{error:?}\n{}", c.payload, c.spiders, c.lines)
+    };
+    let (fast, general) = (summary(true), summary(false));
+    (fast != general).then(|| format!("fast path:\n{fast}\ngeneral path:\n{general}"))
 }
 
 /// The lines of `text` as `str::split_terminator('\n')` gives them, found with
@@ -144,7 +226,12 @@ fn lines(text: &str) -> impl Iterator<Item = &str> {
 /// `auth` field (each name is once in an import document), when a string.
 fn token_of(doc: &[crate::codec::json::RawField<'_>]) -> Option<Arc<str>> {
     let f = doc.iter().rev().find(|f| f.name().is_ok_and(|n| n == "auth"))?;
-    serde_json::from_str::<String>(f.value).ok().map(Arc::from)
+    token_of_raw(f.value)
+}
+
+/// The token of a raw `auth` value, when a string.
+fn token_of_raw(raw: &str) -> Option<Arc<str>> {
+    serde_json::from_str::<String>(raw).ok().map(Arc::from)
 }
 
 /// A worker's shared strings: tags, spiders, terms, and whole tag lists (most

@@ -9,6 +9,7 @@ mod compact;
 mod feed;
 pub mod fields;
 mod import;
+mod import_fast;
 mod import_keys;
 mod import_line;
 mod import_parse;

@@ -1,0 +1,417 @@
+//! The fast path of an import line: a job line of the common shape is checked,
+//! its row fields taken and its metadata document written in one pass over the
+//! line. Anything else (a catalog line, an escaped or repeated name, an escaped
+//! string where a row field is taken, more than [`FEW`] tags, any error) gives
+//! `None`, and the general path (import_line.rs) parses the line again: it
+//! alone words errors. For every line the fast path takes, both paths give the
+//! same record and index entry (tests below, and the `json_scan` fuzz target).
+
+use super::fields::{self, DOC_SLACK, MAX_DOC, MAX_NAME};
+use super::import_line::CATALOG_FIELD;
+use crate::codec::json::{string_at, value_end, MAX_OBJECT_FIELDS};
+use crate::model::{JobKey, JobState, CLOSE_REASON, TIME_FIELDS};
+
+/// Tags and document names the fast path compares one by one, at most.
+const FEW: usize = 16;
+
+/// A job line taken by the fast path. Its document is in the caller's buffer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct FastJob<'a> {
+    pub key: JobKey,
+    pub spider: &'a str,
+    pub state: JobState,
+    pub priority: i64,
+    pub times: [Option<u64>; 4],
+    pub unique: Option<&'a str>,
+    /// Raw values of the document's `close_reason` and `auth` fields.
+    pub close_reason: Option<&'a str>,
+    pub auth: Option<&'a str>,
+}
+
+/// Row fields seen, one bit each (a second one sends the line to the general path).
+const KEY: u16 = 1;
+const SPIDER: u16 = 2;
+const STATE: u16 = 4;
+const PRIORITY: u16 = 8;
+const PROJECT: u16 = 16;
+const TAGS: u16 = 32;
+const UNIQUE: u16 = 64;
+const TIME: u16 = 128;
+
+fn ws(b: &[u8], mut i: usize) -> usize {
+    while let Some(b' ' | b'\t' | b'\n' | b'\r') = b.get(i) {
+        i += 1;
+    }
+    i
+}
+
+/// The text of an escape-free string value (with its quotes), or None.
+fn plain_str(raw: &str) -> Option<&str> {
+    let (end, escaped) = string_at(raw.as_bytes(), 0)?;
+    (!escaped && end + 1 == raw.len()).then(|| &raw[1..end])
+}
+
+/// Escape-free tags of a raw `tags` value into `tags`, repeats dropped (the first
+/// kept), each checked as fields.rs checks tags; None to leave it to the general path.
+fn take_tags<'a>(raw: &'a str, tags: &mut Vec<&'a str>) -> Option<()> {
+    tags.clear();
+    let b = raw.as_bytes();
+    let add = |t: &'a str, tags: &mut Vec<&'a str>| -> Option<()> {
+        fields::check_tag("tags", t).ok()?;
+        if !tags.contains(&t) {
+            if tags.len() == FEW {
+                return None;
+            }
+            tags.push(t);
+        }
+        Some(())
+    };
+    if b.first() == Some(&b'"') {
+        return add(plain_str(raw)?, tags);
+    }
+    if b.first() != Some(&b'[') {
+        return None;
+    }
+    let mut i = ws(b, 1);
+    if b.get(i) == Some(&b']') {
+        return (i + 1 == b.len()).then_some(());
+    }
+    loop {
+        let (end, escaped) = string_at(b, i)?;
+        if escaped {
+            return None;
+        }
+        add(&raw[i + 1..end], tags)?;
+        i = ws(b, end + 1);
+        match b.get(i) {
+            Some(b',') => i = ws(b, i + 1),
+            Some(b']') if i + 1 == b.len() => return Some(()),
+            _ => return None,
+        }
+    }
+}
+
+/// A time field's value, as the general path takes it.
+fn time(name: &str, raw: &str) -> Option<u64> {
+    u64::try_from(fields::integer(name, raw).ok()?).ok()
+}
+
+/// What a field name is to an import.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Known {
+    Key,
+    Spider,
+    State,
+    Priority,
+    Project,
+    Tags,
+    Unique,
+    Catalog,
+    /// A state's time field (its slot).
+    Time(usize),
+    /// Document fields the import looks at.
+    Units,
+    CloseReason,
+    Auth,
+    Other,
+}
+
+/// `name` by its length and first byte, then one comparison.
+fn known(name: &str) -> Known {
+    let b = name.as_bytes();
+    let (want, k) = match (b.len(), b.first()) {
+        (3, Some(b'k')) => ("key", Known::Key),
+        (4, Some(b't')) => ("tags", Known::Tags),
+        (4, Some(b'a')) => ("auth", Known::Auth),
+        (5, Some(b's')) => ("state", Known::State),
+        (5, Some(b'u')) => ("units", Known::Units),
+        (6, Some(b's')) => ("spider", Known::Spider),
+        (6, Some(b'u')) => ("unique", Known::Unique),
+        (7, Some(b'p')) => ("project", Known::Project),
+        (8, Some(b'p')) => ("priority", Known::Priority),
+        (12, Some(b'p')) => (TIME_FIELDS[0], Known::Time(0)),
+        (12, Some(b'r')) => (TIME_FIELDS[1], Known::Time(1)),
+        (13, Some(b'f')) => (TIME_FIELDS[2], Known::Time(2)),
+        (12, Some(b'd')) => (TIME_FIELDS[3], Known::Time(3)),
+        (12, Some(b'c')) => (CLOSE_REASON, Known::CloseReason),
+        (14, Some(b's')) => (CATALOG_FIELD, Known::Catalog),
+        _ => return Known::Other,
+    };
+    if name == want {
+        k
+    } else {
+        Known::Other
+    }
+}
+
+/// Parse `line` as a job line of the common shape; write its document (`{}` when
+/// empty) to `doc` and its tags to `tags` (both cleared first). `names` is
+/// scratch space.
+pub(crate) fn parse_job_fast<'a>(
+    line: &'a str,
+    doc: &mut Vec<u8>,
+    tags: &mut Vec<&'a str>,
+    names: &mut Vec<&'a str>,
+) -> Option<FastJob<'a>> {
+    doc.clear();
+    tags.clear();
+    names.clear();
+    doc.push(b'{');
+    let b = line.as_bytes();
+    let (mut key, mut spider, mut state, mut project) = (None, None, None, None);
+    let mut job = FastJob {
+        key: JobKey::new(1, 1, 1),
+        spider: "",
+        state: JobState::Pending,
+        priority: fields::DEFAULT_PRIORITY,
+        times: [None; 4],
+        unique: None,
+        close_reason: None,
+        auth: None,
+    };
+    let (mut seen, mut fields_n, mut size) = (0u16, 0usize, 0usize);
+    // A bit per document name's length (mod 64): names are compared only on a hit.
+    let mut lengths = 0u64;
+    let mut i = ws(b, 0);
+    if b.get(i) != Some(&b'{') {
+        return None;
+    }
+    i = ws(b, i + 1);
+    loop {
+        let (name_end, escaped) = string_at(b, i)?;
+        if escaped {
+            return None;
+        }
+        let name = &line[i + 1..name_end];
+        i = ws(b, name_end + 1);
+        if b.get(i) != Some(&b':') {
+            return None;
+        }
+        let vs = ws(b, i + 1);
+        let ve = value_end(b, vs)?;
+        let raw = &line[vs..ve];
+        fields_n += 1;
+        let once = |bit: u16, seen: &mut u16| -> Option<()> {
+            if *seen & bit != 0 {
+                return None;
+            }
+            *seen |= bit;
+            Some(())
+        };
+        match known(name) {
+            Known::Key => {
+                once(KEY, &mut seen)?;
+                key = Some(plain_str(raw)?.parse::<JobKey>().ok()?);
+            }
+            Known::Spider => {
+                once(SPIDER, &mut seen)?;
+                spider = Some(plain_str(raw)?);
+            }
+            Known::State => {
+                once(STATE, &mut seen)?;
+                state = Some(plain_str(raw)?.parse::<JobState>().ok()?);
+            }
+            Known::Priority => {
+                once(PRIORITY, &mut seen)?;
+                job.priority = fields::priority(raw).ok()?;
+            }
+            Known::Project => {
+                once(PROJECT, &mut seen)?;
+                project = Some(fields::integer("project", raw).ok()?);
+            }
+            Known::Tags => {
+                once(TAGS, &mut seen)?;
+                take_tags(raw, tags)?;
+            }
+            Known::Unique => {
+                once(UNIQUE, &mut seen)?;
+                job.unique = match raw {
+                    "null" => None,
+                    _ => Some(plain_str(raw).filter(|u| u.len() <= fields::MAX_UNIQUE)?),
+                };
+            }
+            Known::Catalog => return None,
+            Known::Time(slot) => {
+                once(TIME << slot, &mut seen)?;
+                job.times[slot] = Some(time(name, raw)?);
+            }
+            doc_field => {
+                let bit = 1u64 << (name.len() % 64);
+                if lengths & bit != 0 && (names.len() >= FEW || names.contains(&name)) {
+                    return None;
+                }
+                lengths |= bit;
+                names.push(name);
+                match doc_field {
+                    Known::Units => {
+                        fields::units(raw).ok()?;
+                    }
+                    Known::CloseReason => job.close_reason = Some(raw),
+                    Known::Auth => job.auth = Some(raw),
+                    _ => {}
+                }
+                if names.len() > 1 {
+                    doc.push(b',');
+                }
+                doc.push(b'"');
+                doc.extend_from_slice(name.as_bytes());
+                doc.extend_from_slice(b"\":");
+                doc.extend_from_slice(raw.as_bytes());
+                size += name.len() + raw.len() + 4;
+            }
+        }
+        i = ws(b, ve);
+        match b.get(i) {
+            Some(b',') => i = ws(b, i + 1),
+            Some(b'}') => break,
+            _ => return None,
+        }
+    }
+    if ws(b, i + 1) != b.len() || fields_n > MAX_OBJECT_FIELDS || size > MAX_DOC + DOC_SLACK {
+        return None;
+    }
+    doc.push(b'}');
+    job.key = key?;
+    job.spider = spider.filter(|s| !s.is_empty() && s.len() <= MAX_NAME)?;
+    job.state = state?;
+    job.times[job.state.time_slot()]?;
+    if project.is_some_and(|p| p != i64::from(job.key.project)) {
+        return None;
+    }
+    Some(job)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::import_parse::import_paths_differ;
+    use super::*;
+
+    /// Both paths give the same chunk for `text`, with and without a packer.
+    fn agree(text: &str) {
+        let dict = crate::codec::docz::tests::sample_dict(1);
+        let mut packer = crate::codec::docz::Packer::new(dict).unwrap();
+        for packer in [None, Some(&mut packer)] {
+            if let Some(d) = import_paths_differ(text, packer) {
+                panic!("the paths differ on {text:?}:\n{d}");
+            }
+        }
+    }
+
+    const BASE: &str =
+        r#""key":"5/3/7","spider":"s-3","state":"finished","pending_time":1,"running_time":2,"finished_time":3"#;
+
+    #[test]
+    fn the_common_line_takes_the_fast_path() {
+        let line = format!(
+            r#"{{{BASE},"priority":4,"tags":["a","b"],"units":1,"version":"1.4","spider_args":{{"url":"https://x/y","pages":3}},"close_reason":"finished","stats":{{"items":5}}}}"#
+        );
+        let (mut doc, mut tags, mut names) = (Vec::new(), Vec::new(), Vec::new());
+        let f = parse_job_fast(&line, &mut doc, &mut tags, &mut names).expect("taken");
+        assert_eq!((f.key, f.spider, f.state, f.priority), (JobKey::new(5, 3, 7), "s-3", JobState::Finished, 4));
+        assert_eq!(tags, ["a", "b"]);
+        assert_eq!(f.close_reason, Some(r#""finished""#));
+        assert_eq!(
+            std::str::from_utf8(&doc).unwrap(),
+            r#"{"units":1,"version":"1.4","spider_args":{"url":"https://x/y","pages":3},"close_reason":"finished","stats":{"items":5}}"#
+        );
+        agree(&line);
+    }
+
+    #[test]
+    fn names_are_known_exactly() {
+        let all = ["key", "tags", "auth", "state", "units", "spider", "unique", "project", "priority"];
+        for n in all.iter().chain(TIME_FIELDS.iter()).chain([CLOSE_REASON, CATALOG_FIELD].iter()) {
+            assert!(known(n) != Known::Other, "{n}");
+            for other in [format!("{n}x"), format!("x{}", &n[1..]), n.to_uppercase(), n[..n.len() - 1].to_string()] {
+                assert!(known(&other) == Known::Other, "{other}");
+            }
+        }
+        assert!(known("") == Known::Other);
+    }
+
+    #[test]
+    fn both_paths_agree_on_every_shape() {
+        let many: String = (0..40).map(|i| format!(r#","f{i}":{i}"#)).collect();
+        let many_tags: String = (0..20).map(|i| format!(r#""t{i}""#)).collect::<Vec<_>>().join(",");
+        let long = "x".repeat(1025);
+        let extras = [
+            String::new(),
+            r#","priority":0"#.into(),
+            r#","priority":5"#.into(),
+            r#","priority":"2""#.into(),
+            r#","priority":2.0"#.into(),
+            r#","priority":2,"priority":3"#.into(),
+            r#","project":5"#.into(),
+            r#","project":6"#.into(),
+            r#","project":"5""#.into(),
+            r#","tags":[]"#.into(),
+            r#","tags":[ "a" , "b" ,"a"]"#.into(),
+            r#","tags":"solo""#.into(),
+            r#","tags":["\u0061","a"]"#.into(),
+            r#","tags":[""]"#.into(),
+            format!(r#","tags":["{long}"]"#),
+            format!(r#","tags":[{many_tags}]"#),
+            r#","tags":[1]"#.into(),
+            r#","tags":null"#.into(),
+            r#","unique":"u""#.into(),
+            r#","unique":"""#.into(),
+            r#","unique":null"#.into(),
+            r#","unique":"\n""#.into(),
+            r#","unique":7"#.into(),
+            format!(r#","unique":"{}""#, "u".repeat(4097)),
+            r#","units":1"#.into(),
+            r#","units":0"#.into(),
+            r#","units":"1""#.into(),
+            r#","a":1,"a":2"#.into(),
+            r#","a":1,"\u0061":2"#.into(),
+            r#","abc":1,"xyz":2"#.into(),
+            r#","auth":"tok""#.into(),
+            r#","auth":"t\"ok","close_reason":"\u00e9""#.into(),
+            r#","auth":5,"close_reason":7"#.into(),
+            format!(r#","close_reason":"{long}""#),
+            r#","key":"5/3/8""#.into(),
+            r#","finished_time":-1"#.into(),
+            r#","deleted_time":18446744073709551616"#.into(),
+            r#","deleted_time":4,"state":"deleted""#.into(),
+            r#","spider_catalog":{}"#.into(),
+            r#","nested":[[[[{"a":[1,2,{"b":null}]}]]]],"t":true,"f":false,"n":null,"e":1.5e-3"#.into(),
+            r#","bad":01"#.into(),
+            r#","bad":[1,]"#.into(),
+            r#","s":"é ü \u20ac \ud83d\ude00""#.into(),
+            r#","lone":"\ud800""#.into(),
+            many.clone(),
+            format!("{many},\"f3\":0"),
+        ];
+        let mut lines = Vec::new();
+        for e in &extras {
+            lines.push(format!("{{{BASE}{e}}}"));
+            lines.push(format!("  {{ {}{e} }}  ", BASE.replace(',', " ,\t")));
+        }
+        for bad in [
+            "",
+            "{}",
+            "[]",
+            "{\"key\":\"5/3/7\"}",
+            r#"{"key":"5/3/7","spider":"","state":"pending","pending_time":1}"#,
+            r#"{"key":"5/3/7","spider":"s","state":"running","pending_time":1}"#,
+            r#"{"key":"5/3/0","spider":"s","state":"pending","pending_time":1}"#,
+            r#"{"key":"5/3","spider":"s","state":"pending","pending_time":1}"#,
+            r#"{"key":"5/3/7","spider":"s","state":"later","pending_time":1}"#,
+            r#"{"key":"5/3/7","spider":"s","state":"pending","pending_time":1} x"#,
+            r#"{"key":"5/3/7","spider":"s","state":"pending","pending_time":1,}"#,
+            r#"{"key":"5/3/7","spider":"s","state":"pending","pending_time":1"#,
+            r#"{"\u006bey":"5/3/7","spider":"s","state":"pending","pending_time":1}"#,
+            r#"{"key":"5/3/7","spider":"s\u0031","state":"pending","pending_time":1}"#,
+            r#"{"spider_catalog":{"project":5,"id":3,"name":"s","next_job":9}}"#,
+        ] {
+            lines.push(bad.to_string());
+        }
+        for line in &lines {
+            agree(line);
+        }
+        // And as one chunk, with blank lines and CRLF: line numbers, offsets.
+        agree(&lines.iter().filter(|l| !l.trim().is_empty()).map(|l| format!("{l}\r\n\n")).collect::<String>());
+        let good: Vec<&String> = lines.iter().filter(|l| l.contains("5/3/7")).take(20).collect();
+        agree(&good.iter().map(|l| format!("{l}\n")).collect::<String>());
+    }
+}

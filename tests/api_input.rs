@@ -439,3 +439,122 @@ fn a_job_at_its_limits_does_not_hold_up_the_queue() {
     assert_eq!(api.ok("jobq/1/startjob", "{}")[0]["key"], full.as_str());
     assert_eq!(api.state(&full), "running");
 }
+
+/// Every file of the store, read whole.
+fn store_bytes(dir: &std::path::Path) -> Vec<u8> {
+    let mut out = Vec::new();
+    for e in walk(dir) {
+        out.extend(std::fs::read(e).unwrap());
+    }
+    out
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[test]
+fn a_failed_import_leaves_nothing_of_its_input() {
+    let mut api = Api::new();
+    // Enough documents to train a dictionary on (the first import into a store without one).
+    let mut text: String = (1..=2000)
+        .map(|j| format!("{{\"key\":\"1/1/{j}\",\"spider\":\"s\",\"state\":\"pending\",\"pending_time\":5,\"secret\":\"TOPSECRET-hunter2-{j}\",\"units\":1}}\n"))
+        .collect();
+    text.push_str("{bad\n");
+    let e = api.store().import(&mut text.as_bytes(), &mut |_| {}).unwrap_err().to_string();
+    assert!(e.contains("line 2001"), "{e}");
+    let leaked = |api: &Api| store_bytes(api.dir.path()).windows(9).any(|w| w == b"TOPSECRET");
+    assert!(!leaked(&api), "the failed import's input is in the store");
+    // Writes after it are packed with no dictionary made from that input.
+    for _ in 0..3 {
+        api.ok("jobq/1/push", r#"{"spider":"s","note":"after"}"#);
+    }
+    api.store.take().unwrap().close().unwrap();
+    api.store = Some(Store::open(api.dir.path(), api.options()).unwrap());
+    assert!(!leaked(&api), "the failed import's input is in the store after a reopen");
+    assert_eq!(api.get("jobq/1/count?state=pending").text.trim(), "3");
+}
+
+#[test]
+fn the_first_bad_line_of_an_import_is_the_one_reported() {
+    let job = |key: &str, spider: &str| {
+        format!(r#"{{"key":"{key}","spider":"{spider}","state":"pending","pending_time":5,"units":1}}"#)
+    };
+    let unique =
+        |key: &str| format!(r#"{{"key":"{key}","spider":"s","state":"pending","pending_time":5,"unique":"U"}}"#);
+    let catalog = r#"{"spider_catalog":{"project":1,"id":1,"name":"other","next_job":9}}"#;
+    let cases: Vec<(String, u64, &str)> = vec![
+        // A spider conflict, then a syntax error in the same chunk.
+        (format!("{}\n{}\n{{bad\n", job("1/1/1", "s"), job("1/2/1", "s")), 2, "spider"),
+        // A catalog line that renames a spider a job line before it named.
+        (format!("{}\n{catalog}\n{}\n", job("1/1/1", "s"), job("1/1/2", "s")), 2, "spider"),
+        // A unique conflict, then a syntax error.
+        (format!("{}\n{}\n{{bad\n", unique("1/1/1"), unique("1/1/2")), 2, "Active job exists"),
+        // A syntax error, then bytes that are not UTF-8.
+        (
+            format!("{}\n{{bad}}\n{}\n\u{1}\n", job("1/1/1", "s"), job("1/1/2", "s")).replace('\u{1}', "\u{fffd}"),
+            2,
+            "JSON",
+        ),
+        // Only JSON's whitespace makes a blank line.
+        (format!("{}\n \t\r\n\u{c}\n", job("1/1/1", "s")), 3, "JSON"),
+        (format!("{}\n\u{a0}\n", job("1/1/1", "s")), 2, "JSON"),
+    ];
+    for (text, line, what) in cases {
+        let mut bytes = text.into_bytes();
+        // Invalid UTF-8 where the test wrote U+FFFD.
+        while let Some(at) = bytes.windows(3).position(|w| w == "\u{fffd}".as_bytes()) {
+            bytes.splice(at..at + 3, [0xff, 0xfe]);
+        }
+        let api = Api::new();
+        let e = api.store().import(&mut &bytes[..], &mut |_| {}).unwrap_err().to_string();
+        assert!(
+            e.contains(&format!("line {line}:")) && e.contains(what),
+            "{e} for {:?}",
+            String::from_utf8_lossy(&bytes)
+        );
+        assert_eq!(api.get("jobq/1/count?state=pending").text.trim(), "0");
+    }
+}
+
+#[test]
+fn an_overlong_line_is_refused_with_its_number() {
+    // Lines in several chunks (some still in flight when the long one is read).
+    let n = 60_000;
+    let mut text: String = (1..=n)
+        .map(|j| {
+            format!(
+                "{{\"key\":\"1/1/{j}\",\"spider\":\"s\",\"state\":\"pending\",\"pending_time\":5,\"pad\":\"{}\"}}\n",
+                "x".repeat(40)
+            )
+        })
+        .collect();
+    text.push_str(&" ".repeat(jobq::store::request::MAX_IMPORT_LINE + 10));
+    text.push_str("{}\n");
+    let api = Api::new();
+    let e = api.store().import(&mut text.as_bytes(), &mut |_| {}).unwrap_err().to_string();
+    assert!(e.contains(&format!("line {}:", n + 1)) && e.contains("longer than 64 MiB"), "{e}");
+    assert_eq!(api.get("jobq/1/count?state=pending").text.trim(), "0");
+}
+
+#[test]
+fn an_overlong_last_line_is_refused_with_its_number() {
+    // The whole line is read before its end is found (no newline after it).
+    let text = format!(
+        "{}\n{}",
+        r#"{"key":"1/1/1","spider":"s","state":"pending","pending_time":5}"#,
+        " ".repeat(jobq::store::request::MAX_IMPORT_LINE + 1)
+    );
+    let api = Api::new();
+    let e = api.store().import(&mut text.as_bytes(), &mut |_| {}).unwrap_err().to_string();
+    assert!(e.contains("line 2:") && e.contains("longer than 64 MiB"), "{e}");
+}

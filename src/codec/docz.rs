@@ -208,6 +208,11 @@ impl Dicts {
         }
     }
 
+    /// Forget a dictionary whose frame was taken back (a failed import's).
+    pub fn remove(&self, id: u32) {
+        self.all.write().retain(|d| d.id != id);
+    }
+
     /// The newest dictionary: the one writes pack with.
     pub fn latest(&self) -> Option<Arc<Dict>> {
         self.all.read().last().cloned()

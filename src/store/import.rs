@@ -14,7 +14,7 @@ use std::sync::Arc;
 use super::catalog::{Catalog, JobIds};
 use super::import_keys::Uniques;
 use super::import_line::write_catalog_line;
-use super::import_parse::{parse_chunk, read_more, take_lines, ParsedChunk, Pool, Strings};
+use super::import_parse::{parse_chunk, read_more, take_lines, ParsedChunk, Pool, Strings, MAX_LINE};
 use super::import_spill::{Pending, Spiller};
 use super::open::kill_superseded_by;
 use super::version::SegmentSlot;
@@ -118,25 +118,31 @@ fn spider_for(w: &mut Writer, project: u32, id: u32, name: &str, durable_seq: u6
     }
 }
 
-/// Register the spiders of catalog lines, and the job ids they reserve.
-fn catalog_lines(w: &mut Writer, c: &ParsedChunk, line_base: u64, bulk: &mut Bulk, durable_seq: u64) -> Result<()> {
-    for (line, e) in &c.spiders {
-        spider_for(w, e.project, e.spider, &e.name, durable_seq).map_err(|err| err.at_line(line_base + line))?;
-        if e.next_job > w.job_ids.next(e.project, e.spider) {
-            w.job_ids.note(e.project, e.spider, e.next_job - 1);
-            bulk.reserves = true;
-        }
+/// Register the spider of a catalog line, and the job ids it reserves.
+fn catalog_line(
+    w: &mut Writer,
+    (line, e): &(u64, SpiderEntry),
+    line_base: u64,
+    bulk: &mut Bulk,
+    durable_seq: u64,
+) -> Result<()> {
+    spider_for(w, e.project, e.spider, &e.name, durable_seq).map_err(|err| err.at_line(line_base + line))?;
+    if e.next_job > w.job_ids.next(e.project, e.spider) {
+        w.job_ids.note(e.project, e.spider, e.next_job - 1);
+        bulk.reserves = true;
     }
     Ok(())
 }
 
 /// Write a parsed chunk, in frames of at most `frame_jobs` records, and collect
 /// the index entries. Line numbers in errors count from `line_base`.
+///
+/// Lines are checked in input order (catalog lines among the jobs), and the
+/// chunk's bad line, if any, last: the first bad line of the input is the one
+/// reported.
 fn apply_chunk(w: &mut Writer, c: &mut ParsedChunk, line_base: u64, bulk: &mut Bulk, durable_seq: u64) -> Result<u64> {
-    if let Some((line, e)) = c.error.take() {
-        return Err(e.at_line(line_base + line));
-    }
-    catalog_lines(w, c, line_base, bulk, durable_seq)?;
+    let error = c.error.take();
+    let mut catalog = 0;
     let frame_jobs = FRAME_JOBS.min(w.bulk_entries).max(1);
     let empty: Arc<[Arc<str>]> = Arc::from(Vec::new());
     let n = c.recs.len();
@@ -145,6 +151,10 @@ fn apply_chunk(w: &mut Writer, c: &mut ParsedChunk, line_base: u64, bulk: &mut B
         let end = (start + frame_jobs).min(n);
         let mut prevs = Vec::with_capacity(end - start);
         for rec in &c.recs[start..end] {
+            while let Some(cat) = c.spiders.get(catalog).filter(|(line, _)| *line < rec.line) {
+                catalog_line(w, cat, line_base, bulk, durable_seq)?;
+                catalog += 1;
+            }
             let (project, id) = (rec.entry.project, (rec.entry.local >> 32) as u32);
             if !bulk.checked.get(&(project, id)).is_some_and(|s| Arc::ptr_eq(s, &rec.spider) || *s == rec.spider) {
                 spider_for(w, project, id, &rec.spider, durable_seq).map_err(|e| e.at_line(line_base + rec.line))?;
@@ -187,6 +197,12 @@ fn apply_chunk(w: &mut Writer, c: &mut ParsedChunk, line_base: u64, bulk: &mut B
             bulk.spill()?;
         }
         start = end;
+    }
+    for cat in &c.spiders[catalog..] {
+        catalog_line(w, cat, line_base, bulk, durable_seq)?;
+    }
+    if let Some((line, e)) = error {
+        return Err(e.at_line(line_base + line));
     }
     Ok(n as u64)
 }
@@ -287,11 +303,21 @@ fn feed(
             eof = read_more(input, &mut buf, want)?;
             let lines = take_lines(&mut buf, eof, READ_CHUNK + (1 << 20), pool);
             if lines.is_empty() {
-                // A line longer than the chunk: read more of it.
-                want = (want * 2).min(1 << 30);
-                if buf.len() >= 1 << 30 {
-                    return Err(Error::input("a line longer than 1 GiB").at_line(sink.report.lines + 1));
+                if buf.len() > MAX_LINE {
+                    // Its number counts the lines before it: those in flight are written first
+                    // (one of them may be bad too, and comes first).
+                    while next < sent {
+                        let (n, c) = done_rx.recv().map_err(|_| Error::input("an import worker stopped"))?;
+                        ready.insert(n, c);
+                        while let Some(c) = ready.remove(&next) {
+                            sink.write(c, pool)?;
+                            next += 1;
+                        }
+                    }
+                    return Err(super::import_parse::too_long().at_line(sink.report.lines + 1));
                 }
+                // A line longer than the chunk: read more of it.
+                want = (want * 2).min(MAX_LINE + 1);
                 continue;
             }
             want = READ_CHUNK;
@@ -369,20 +395,6 @@ pub(crate) fn import(inner: &Inner, input: &mut dyn BufRead, progress: &mut dyn 
     let input: &mut dyn BufRead = &mut input;
     let mut w = inner.writer.lock();
     inner.commit.check()?;
-    let dict = match (inner.reader.dicts.latest(), trained) {
-        (Some(d), _) => Some(d),
-        (None, Some(raw)) => {
-            // Durable with the import's frames (one fsync at its end), before them
-            // in the log: no record that uses it survives a crash without it.
-            let d = crate::codec::docz::Dict::new(inner.reader.dicts.next_id(), &raw)
-                .map_err(|e| Error::corrupt(&inner.gen_dir, 0, format!("a trained dictionary: {}", e.what)))?;
-            let mut payload = Vec::new();
-            crate::codec::docz::encode_dict(&d, &mut payload);
-            w.append_dict(&payload, inner.commit.durable_seq())?;
-            inner.reader.dicts.latest()
-        }
-        (None, None) => None,
-    };
     let runs_path = inner.gen_dir.join(format!("import-{:016x}.runs.tmp", w.next_seq));
     let spiller = Spiller::start(inner.opts.fs.clone(), runs_path)?;
     // The import's index files follow the tail's; its frames start a segment.
@@ -395,6 +407,24 @@ pub(crate) fn import(inner: &Inner, input: &mut dyn BufRead, progress: &mut dyn 
         last_frame: w.last_frame,
         last_frame_end: w.last_frame_end,
         end: w.log_end(),
+    };
+    // The import's index file covers its dictionary's frame too.
+    let index_lo = w.next_seq;
+    let (dict, new_dict) = match (inner.reader.dicts.latest(), trained) {
+        (Some(d), _) => (Some(d), None),
+        (None, Some(raw)) => {
+            // After the save point: an import that fails takes it back (it holds
+            // bits of the input). Durable with the import's frames (one fsync at
+            // its end), before them in the log: no record that uses it survives a
+            // crash without it.
+            let d = crate::codec::docz::Dict::new(inner.reader.dicts.next_id(), &raw)
+                .map_err(|e| Error::corrupt(&inner.gen_dir, 0, format!("a trained dictionary: {}", e.what)))?;
+            let mut payload = Vec::new();
+            crate::codec::docz::encode_dict(&d, &mut payload);
+            w.append_dict(&payload, inner.commit.durable_seq())?;
+            (inner.reader.dicts.latest(), Some(d.id))
+        }
+        (None, None) => (None, None),
     };
     let txn_first = w.next_seq;
     let run_len = w.bulk_entries.clamp(1, RUN_DOCS);
@@ -440,6 +470,9 @@ pub(crate) fn import(inner: &Inner, input: &mut dyn BufRead, progress: &mut dyn 
                     inner.commit.poison(&e2);
                     return Err(e2);
                 }
+                if let Some(id) = new_dict {
+                    inner.reader.dicts.remove(id);
+                }
                 return Err(e);
             }
             inner.commit.poison(&e);
@@ -469,7 +502,7 @@ pub(crate) fn import(inner: &Inner, input: &mut dyn BufRead, progress: &mut dyn 
         let last_frame = w.last_frame.filter(|_| committed);
         let index = last_frame.map(|last_frame| SegmentMeta {
             generation: w.generation,
-            lo_seq: txn_first,
+            lo_seq: index_lo,
             hi_seq: w.next_seq - 1,
             log_end: w.indexed_end(),
             last_frame,

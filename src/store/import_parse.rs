@@ -14,6 +14,11 @@ use crate::hash::{FastMap, Interner};
 use crate::index::DocEntry;
 use crate::model::{JobKey, JobState};
 
+/// The longest line an import reads: over twice the longest line an export
+/// writes (a 16 MiB + 64 KiB document, 1,000 tags of up to 1 KiB each written
+/// with every byte escaped, and the rest of a job's fields).
+pub const MAX_LINE: usize = 64 << 20;
+
 /// One parsed line: its record in the chunk's payload and its index entry.
 pub(crate) struct ParsedRec {
     /// 1-based line number within the chunk.
@@ -76,8 +81,14 @@ pub(crate) fn parse_chunk_with(
     let text = match std::str::from_utf8(bytes) {
         Ok(t) => t,
         Err(e) => {
-            let line = bytes[..e.valid_up_to()].iter().filter(|b| **b == b'\n').count() as u64 + 1;
-            out.error = Some((line, Error::input("not UTF-8")));
+            // The lines before the bad one come first: one of them may be bad too.
+            let start = bytes[..e.valid_up_to()].iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+            let mut out = parse_chunk_with(&bytes[..start], strings, packer, out.payload, fast);
+            if out.error.is_none() {
+                let line = bytes[..start].iter().filter(|b| **b == b'\n').count() as u64 + 1;
+                out.error = Some((line, Error::input("not UTF-8")));
+            }
+            out.bytes = bytes.len() as u64;
             return out;
         }
     };
@@ -88,7 +99,12 @@ pub(crate) fn parse_chunk_with(
         let line_no = i as u64 + 1;
         out.lines = line_no;
         let line = line.trim_end_matches('\r');
-        if line.trim_start().is_empty() {
+        if line.len() > MAX_LINE {
+            out.error = Some((line_no, too_long()));
+            return out;
+        }
+        // Blank: JSON's whitespace only (other spaces are refused, as before an object).
+        if line.bytes().all(|b| matches!(b, b' ' | b'\t' | b'\r')) {
             continue;
         }
         if let Some(f) = fast.then(|| parse_job_fast(line, &mut doc, &mut fast_tags, &mut names)).flatten() {
@@ -203,6 +219,11 @@ pub fn import_paths_differ(text: &str, packer: Option<&mut Packer>) -> Option<St
     };
     let (fast, general) = (summary(true), summary(false));
     (fast != general).then(|| format!("fast path:\n{fast}\ngeneral path:\n{general}"))
+}
+
+/// The error of a line over [`MAX_LINE`].
+pub(crate) fn too_long() -> Error {
+    Error::input(format!("a line longer than {} MiB", MAX_LINE >> 20))
 }
 
 /// The lines of `text` as `str::split_terminator('\n')` gives them, found with

@@ -16,7 +16,7 @@ pub use super::fields::{
     MAX_UNIQUE,
 };
 pub use super::import_line::{parse_import_item, parse_import_line, write_import_doc, ImportItem, ImportLine};
-pub use super::import_parse::import_paths_differ;
+pub use super::import_parse::{import_paths_differ, MAX_LINE as MAX_IMPORT_LINE};
 
 /// A field value owned.
 pub type OwnedField = (String, Box<RawValue>);

@@ -263,3 +263,42 @@ fn page_rows_at_the_edges_of_the_one_pass_path() {
         assert!(first[0].0.contains("\"elapsed\":-"), "a time after the clock");
     }
 }
+
+/// Descriptors this process has open.
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
+}
+
+#[test]
+fn reads_across_many_segments_keep_few_descriptors() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = || Options {
+        background: false,
+        clock: Arc::new(ManualClock::new(5000)),
+        segment_bytes: 4096,
+        memtable_entries: 50,
+        ..Options::default()
+    };
+    let before = open_fds();
+    let store = Store::open(dir.path(), opts()).unwrap();
+    let line = format!(r#"{{"spider":"s","pad":"{}"}}"#, "x".repeat(1500));
+    for _ in 0..300 {
+        store.push(1, &[jobq::store::request::parse_push(&line).unwrap()], None).unwrap();
+    }
+    store.close().unwrap();
+    let segments = std::fs::read_dir(dir.path().join("gen-0000000000000001"))
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with("log-"))
+        .count();
+    assert!(segments > 100, "{segments} segments");
+    // Every record read (some positionally, some through maps), twice.
+    let store = Store::open(dir.path(), opts()).unwrap();
+    for _ in 0..2 {
+        let mut out = Vec::new();
+        assert_eq!(store.export(None, &mut out).unwrap(), 300);
+    }
+    let held = open_fds().saturating_sub(before);
+    // Tests beside this one may hold a few; the log alone would hold one per segment.
+    assert!(held <= jobq::log::reader::MAX_OPEN_SEGMENTS + 24, "{held} descriptors for {segments} segments");
+    store.close().unwrap();
+}

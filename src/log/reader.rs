@@ -34,6 +34,11 @@ use crate::hash::FastMap;
 use crate::model::Job;
 
 const FIRST_READ: usize = 1024;
+/// Segment handles the reader keeps open at most, beyond those a read-only
+/// opener pins ([`RecordReader::open_all`]) and those old versions hold for
+/// removed segments: a log of any size costs a bounded number of descriptors.
+/// Reads through a segment's map need no handle; others open it again.
+pub const MAX_OPEN_SEGMENTS: usize = 32;
 /// How far past the end of a segment's map a record must lie for the segment to
 /// be mapped again.
 pub const REMAP_STEP: u64 = 4 << 20;
@@ -64,6 +69,8 @@ pub struct RecordReader {
     fs: Arc<dyn FileSystem>,
     dir: PathBuf,
     files: RwLock<HashMap<u32, Arc<dyn FsFile>>>,
+    /// [`Self::open_all`] pinned every segment: no handle is let go.
+    pinned: std::sync::atomic::AtomicBool,
     /// Segments removed by compaction, readable while an old version holds them.
     removed: RwLock<HashMap<u32, Weak<dyn FsFile>>>,
     /// Maps of segments, each used up to its last non-zero byte when mapped
@@ -82,6 +89,7 @@ impl RecordReader {
             fs,
             dir: dir.to_path_buf(),
             files: RwLock::new(HashMap::new()),
+            pinned: std::sync::atomic::AtomicBool::new(false),
             removed: RwLock::default(),
             maps: RwLock::default(),
             map_limit: std::sync::atomic::AtomicU32::new(u32::MAX),
@@ -132,14 +140,37 @@ impl RecordReader {
             return Ok(f);
         }
         let path = self.dir.join(segment::file_name(n));
-        let f = self.fs.open(&path, OpenMode::Read).map_err(|e| Error::io("open", &path, e))?;
-        self.files.write().insert(n, f.clone());
+        let f = match self.fs.open(&path, OpenMode::Read) {
+            Ok(f) => f,
+            // Compaction may have removed it since: then an old version holds it.
+            Err(e) => match self.removed.read().get(&n).and_then(Weak::upgrade) {
+                Some(f) => return Ok(f),
+                None => return Err(Error::io("open", &path, e)),
+            },
+        };
+        let mut files = self.files.write();
+        if files.len() >= MAX_OPEN_SEGMENTS && !self.pinned.load(Ordering::Relaxed) {
+            // A mapped segment's handle first (its reads need none), else the oldest.
+            let maps = self.maps.read_recursive();
+            let mapped = files.keys().copied().filter(|k| maps.contains_key(k)).min();
+            if let Some(k) = mapped.or_else(|| files.keys().copied().min()) {
+                files.remove(&k);
+            }
+        }
+        files.insert(n, f.clone());
         Ok(f)
     }
 
-    /// Open the segments `numbers` now, so that a later removal by another process
-    /// (a server's compaction beside a read-only opener) does not stop reads.
+    /// Segment handles open now (not counting removed segments old versions hold).
+    pub fn open_handles(&self) -> usize {
+        self.files.read().len()
+    }
+
+    /// Open the segments `numbers` now, and keep every handle from then on, so
+    /// that a later removal by another process (a server's compaction beside a
+    /// read-only opener) does not stop reads.
     pub fn open_all(&self, numbers: &[u32]) -> Result<()> {
+        self.pinned.store(true, Ordering::Relaxed);
         for &n in numbers {
             self.file(n)?;
         }

@@ -226,11 +226,12 @@ pub(crate) fn open(dir: &Path, opts: &Options) -> Result<Opened> {
             reader.dicts.add(d);
         }
     }
-    // Every segment open now: a server's compaction may remove old ones while this
-    // store (read-only beside it, say) still reads them.
-    let numbers: Vec<u32> = segment::list(fs, &gen_dir)?.into_iter().filter(|n| *n <= v.end.segment).collect();
-    reader.open_all(&numbers)?;
     if opts.read_only {
+        // Every segment open now, and kept: a server's compaction may remove old
+        // ones while this store, read-only beside it, still reads them. (A
+        // writable store's own compaction hands their handles to old versions.)
+        let numbers: Vec<u32> = segment::list(fs, &gen_dir)?.into_iter().filter(|n| *n <= v.end.segment).collect();
+        reader.open_all(&numbers)?;
         reader.map_below(v.end.segment);
     }
     let mut w =

@@ -80,6 +80,89 @@ fn a_node_behind_the_purge_point_catches_up_from_a_snapshot() {
     });
 }
 
+/// A follower whose data directory is wiped (its disk replaced) and that
+/// restarts on the empty directory with the same node id, after the leader
+/// snapshotted and purged its log, catches up from the leader's snapshot, serves
+/// the leader's jobs, and restarts from its disk. Its log went back to empty
+/// behind what the leader had seen it match: the leader searches again for
+/// where the logs match (openraft's `loosen-follower-log-revert`). Before, the
+/// leader sent it its unpurged entries as if they began the log, and the node
+/// stopped on "try to get log at index 0 but got Some(..)" at every start (a
+/// debug build's leader panicked instead).
+#[test]
+fn a_wiped_node_rejoins_with_its_id_from_a_snapshot() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = |id: u64| tmp.path().join(format!("n{id}"));
+    runtime().block_on(async {
+        let router = Router::default();
+        let (mut nodes, leader, wiped) = three_led(tmp.path(), &router).await;
+        let mut keys = Vec::new();
+        for i in 0..20 {
+            keys.push(push(&nodes[&leader].1, &format!("spider{}", i % 3)).await.unwrap());
+        }
+        let lr = nodes[&leader].0.clone();
+        lr.trigger().snapshot().await.unwrap();
+        let m = lr.wait(Some(Duration::from_secs(10))).metrics(|m| m.snapshot.is_some(), "snapshot").await.unwrap();
+        let at = m.snapshot.unwrap().index;
+        for i in 0..10 {
+            keys.push(push(&nodes[&leader].1, &format!("more{}", i % 3)).await.unwrap());
+        }
+        // The leader has seen the node match its log up to here, past the snapshot.
+        let end = lr.metrics().borrow().last_applied.unwrap().index;
+        let matched = |m: &openraft::RaftMetrics<u64, openraft::BasicNode>| {
+            let r = m.replication.as_ref().and_then(|r| r.get(&wiped).copied().flatten());
+            r.is_some_and(|l| l.index >= end)
+        };
+        lr.wait(Some(Duration::from_secs(10))).metrics(matched, "matched").await.unwrap();
+        assert!(at < end, "the leader keeps entries after its snapshot: {at} >= {end}");
+
+        let (raft, node) = nodes.remove(&wiped).unwrap();
+        router.remove(wiped);
+        close(stop(raft, node).await);
+        std::fs::remove_dir_all(dir(wiped)).unwrap();
+
+        for i in 0..10 {
+            keys.push(push(&nodes[&leader].1, &format!("later{}", i % 3)).await.unwrap());
+        }
+        for k in keys.iter().step_by(4) {
+            finish(&nodes[&leader].1, *k).await.unwrap();
+        }
+        // The log before the snapshot goes; the entries the node matched after it stay.
+        lr.trigger().purge_log(at).await.unwrap();
+        lr.wait(Some(Duration::from_secs(10)))
+            .metrics(|m| m.purged.is_some_and(|p| p.index >= at), "purged")
+            .await
+            .unwrap();
+
+        // The same id on an empty directory.
+        let (raft, node) = start(wiped, &dir(wiped), &router).await;
+        keys.push(push(&nodes[&leader].1, "after").await.unwrap());
+        let end = nodes[&leader].0.metrics().borrow().last_applied.unwrap().index;
+        wait_applied(&raft, end).await;
+        let lm = lr.metrics().borrow().clone();
+        assert!(lm.running_state.is_ok() && lm.state == openraft::ServerState::Leader, "the leader goes on: {lm:?}");
+        let want = jobs_of(&nodes[&leader].1);
+        assert_eq!(want.len(), keys.len());
+        assert_eq!(jobs_of(&node), want, "the wiped node holds what the leader holds");
+        let fm = raft.metrics().borrow().clone();
+        assert!(fm.snapshot.is_some_and(|s| s.index >= at), "it installed the snapshot: {fm:?}");
+        assert!(fm.purged.is_some_and(|p| p.index >= at), "its log begins after the snapshot: {fm:?}");
+
+        // It restarts from its disk, keeps up, and every node checks clean.
+        router.remove(wiped);
+        close(stop(raft, node).await);
+        let (raft, node) = start(wiped, &dir(wiped), &router).await;
+        assert_eq!(jobs_of(&node), want, "open shows the installed and applied state");
+        let k = push(&nodes[&leader].1, "last").await.unwrap();
+        let end = nodes[&leader].0.metrics().borrow().last_applied.unwrap().index;
+        wait_applied(&raft, end).await;
+        assert!(has(&node, k));
+        nodes.insert(wiped, (raft, node));
+        drop(lr);
+        stop_all_checked(&mut nodes, &router, dir).await;
+    });
+}
+
 /// A follower the leader reaches only with the chunks of a long snapshot
 /// transfer counts each chunk as hearing from the leader: it does not campaign
 /// while they come (openraft 0.9 takes chunks outside its election timer, and a

@@ -111,16 +111,43 @@ pub(crate) fn read_entry(node: &Node, l: &EntryLoc) -> Result<Entry, Error> {
     Ok(Entry { log_id: loc_id(l), payload })
 }
 
+/// How many of `locs` (the entries present in `range`, by rising index) follow
+/// one another from the range's start. openraft takes an answer as the entries
+/// from the start on: a leader sends them after the entry before the start, a
+/// follower applies them from there. An answer that began later (the start
+/// purged) would put a gap in the receiver's log: such a leader sent a wiped
+/// follower its entries from its purge point on as if they began the log, and
+/// the follower stopped at every start ("try to get log at index 0 but got
+/// Some(..)"). So the answer is the run from the start: none when it is gone.
+fn run_from_start<R: RangeBounds<u64>>(range: &R, locs: &[EntryLoc]) -> usize {
+    use std::ops::Bound;
+    let mut next = match range.start_bound() {
+        Bound::Included(s) => Some(*s),
+        Bound::Excluded(s) => s.checked_add(1),
+        Bound::Unbounded => locs.first().map(|l| l.head.index),
+    };
+    locs.iter()
+        .take_while(|l| {
+            let follows = next == Some(l.head.index);
+            next = l.head.index.checked_add(1);
+            follows
+        })
+        .count()
+}
+
 impl RaftLogReader<TypeConfig> for LogStore {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry>, StorageError> {
         type Data = Option<std::sync::Arc<Vec<u8>>>;
-        let (locs, recent): (Vec<EntryLoc>, Vec<Data>) = {
+        let (mut locs, mut recent): (Vec<EntryLoc>, Vec<Data>) = {
             let t = self.node.table.lock();
             t.range(&range).map(|l| (l.clone(), t.recent_data(l.head.index))).unzip()
         };
+        let run = run_from_start(&range, &locs);
+        locs.truncate(run);
+        recent.truncate(run);
         let normal = |l: &EntryLoc| l.head.kind == EntryType::Normal;
         if locs.iter().zip(&recent).all(|(l, d)| d.is_some() || !normal(l)) {
             // Just appended: no read of the log.
@@ -216,7 +243,22 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let node = self.node.clone();
         let r = blocking(move || {
             let _installed = node.installing.read();
-            let committed = node.table.lock().committed.map(|c| c.index);
+            let (committed, last) = {
+                let t = node.table.lock();
+                (t.committed.map(|c| c.index), t.last_log_id())
+            };
+            // openraft appends right after the last entry (or the purge point),
+            // having cut any conflicting ones first. A log with a gap could never
+            // be read back from its purge point: refuse it (Raft stops, the log
+            // on disk stays whole) rather than store it.
+            let next = last.map_or(0, |l| l.index + 1);
+            if let Some(first) = entries.first().filter(|e| e.log_id.index != next) {
+                return Err(Error::Replication(format!(
+                    "entry {} appended after {}: the log would not follow on",
+                    first.log_id,
+                    last.map_or("an empty log".to_string(), |l| format!("entry {l}")),
+                )));
+            }
             let raw = entries.iter().map(|e| to_raft_entry(e, committed)).collect::<Result<Vec<_>, _>>()?;
             let (locs, sync) = node.store.raft_write(&raw)?;
             let mut t = node.table.lock();

@@ -179,10 +179,11 @@ pub fn status(c: &Cluster) -> Reply {
             })
         })
         .collect();
+    let (state, leader) = role(c.id, &m);
     Reply::json(&json!({
         "node": c.id,
-        "state": format!("{:?}", m.state),
-        "leader": m.current_leader,
+        "state": state,
+        "leader": leader,
         "term": m.current_term,
         "last_log_index": last,
         "applied": m.last_applied.map(|l| l.index),
@@ -194,6 +195,20 @@ pub fn status(c: &Cluster) -> Reply {
         "read_lease": matches!(c.consistency, super::ReadConsistency::Linearizable { lease: true }),
         "members": members,
     }))
+}
+
+/// This node's state and leader as `GET /cluster` reports them. A leader that
+/// took itself out of the members steps down to Learner in openraft 0.9 but
+/// keeps itself as the current leader (no member contacts it again): a node
+/// its own membership no longer lists is `Removed`, with no leader known, and
+/// no node names itself leader unless it leads.
+fn role(me: u64, m: &openraft::RaftMetrics<u64, BasicNode>) -> (String, Option<u64>) {
+    let membership = m.membership_config.membership();
+    if membership.nodes().next().is_some() && membership.get_node(&me).is_none() {
+        return ("Removed".into(), None);
+    }
+    let leader = m.current_leader.filter(|&l| l != me || m.state == openraft::ServerState::Leader);
+    (format!("{:?}", m.state), leader)
 }
 
 /// `POST /cluster/members` at the leader: `{"add":{"id":4,"addr":"h:p"}}` (a
@@ -306,6 +321,31 @@ mod tests {
         for bad in [&b""[..], b"\x05\0\0", b"\xff\xff\xff\xff{}", b"\x02\0\0\0{", b"\x02\0\0\0[]"] {
             assert!(open_envelope::<Forwarded>(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_leader_that_removed_itself_is_reported_removed() {
+        let members = |ids: &[u64]| {
+            let nodes: BTreeMap<u64, BasicNode> =
+                ids.iter().map(|id| (*id, BasicNode::new(format!("n{id}")))).collect();
+            let m = openraft::Membership::new(vec![ids.iter().copied().collect()], nodes);
+            std::sync::Arc::new(openraft::StoredMembership::new(None, m))
+        };
+        let mut m = openraft::RaftMetrics::<u64, BasicNode>::new_initial(1);
+        assert_eq!(role(1, &m), ("Follower".into(), None), "a node not yet in a cluster waits as it did");
+        m.state = openraft::ServerState::Leader;
+        m.current_leader = Some(1);
+        m.membership_config = members(&[1, 2, 3]);
+        assert_eq!(role(1, &m), ("Leader".into(), Some(1)));
+        // What openraft 0.9 shows once the removal without it is committed.
+        m.state = openraft::ServerState::Learner;
+        m.membership_config = members(&[2, 3]);
+        assert_eq!(role(1, &m), ("Removed".into(), None));
+        m.membership_config = members(&[1, 2, 3]);
+        assert_eq!(role(1, &m), ("Learner".into(), None), "it names itself leader only while it leads");
+        m.state = openraft::ServerState::Follower;
+        m.current_leader = Some(2);
+        assert_eq!(role(1, &m), ("Follower".into(), Some(2)));
     }
 
     #[test]

@@ -94,6 +94,12 @@ fn check(ops: &[FsOp]) -> usize {
             FsOp::Create(p) | FsOp::CreateDir(p) | FsOp::Remove(p) | FsOp::RemoveDir(p) => {
                 if matches!(op, FsOp::Remove(_)) {
                     sealed.remove(p);
+                    // What was written to a removed file is gone with it (an undone
+                    // import's segments): nothing acknowledged lies there.
+                    dirty.remove(p);
+                    written.remove(p);
+                    synced.remove(p);
+                    file_len.remove(p);
                 }
                 if let FsOp::Remove(p) = op {
                     let d = parent(p);

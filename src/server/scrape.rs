@@ -164,7 +164,12 @@ fn store(app: &App, x: &mut Exposition) {
         e.tail_jobs,
     );
     x.single("jobq_log_segments", Kind::Gauge, "Log segment files.", e.log_segments);
-    x.single("jobq_log_bytes", Kind::Gauge, "Bytes of frames in the log segment files (preallocated zeros not counted).", e.log_bytes);
+    x.single(
+        "jobq_log_bytes",
+        Kind::Gauge,
+        "Bytes of frames in the log segment files (preallocated zeros not counted).",
+        e.log_bytes,
+    );
     x.single("jobq_index_files", Kind::Gauge, "Index files in use.", e.index_files);
     x.single("jobq_index_bytes", Kind::Gauge, "Bytes in the index files in use.", e.index_bytes);
     x.single(

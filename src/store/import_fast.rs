@@ -288,9 +288,16 @@ mod tests {
 
     /// Both paths give the same chunk for `text`, with and without a packer.
     fn agree(text: &str) {
-        let dict = crate::codec::docz::tests::sample_dict(1);
-        let mut packer = crate::codec::docz::Packer::new(dict).unwrap();
-        for packer in [None, Some(&mut packer)] {
+        thread_local! {
+            static PACKER: std::cell::RefCell<crate::codec::docz::Packer> = std::cell::RefCell::new(
+                crate::codec::docz::Packer::new(crate::codec::docz::tests::sample_dict(1)).unwrap(),
+            );
+        }
+        PACKER.with(|p| agree_with(text, &mut p.borrow_mut()));
+    }
+
+    fn agree_with(text: &str, packer: &mut crate::codec::docz::Packer) {
+        for packer in [None, Some(packer)] {
             if let Some(d) = import_paths_differ(text, packer) {
                 panic!("the paths differ on {text:?}:\n{d}");
             }
@@ -413,5 +420,71 @@ mod tests {
         agree(&lines.iter().filter(|l| !l.trim().is_empty()).map(|l| format!("{l}\r\n\n")).collect::<String>());
         let good: Vec<&String> = lines.iter().filter(|l| l.contains("5/3/7")).take(20).collect();
         agree(&good.iter().map(|l| format!("{l}\n")).collect::<String>());
+        mutations(&lines);
+    }
+
+    /// Lines changed at random (a fixed seed): bytes JSON cares about inserted,
+    /// replaced or removed, spans repeated. Both paths must still agree.
+    fn mutations(lines: &[String]) {
+        const BITS: &[&str] = &[
+            "\"",
+            "\\",
+            ",",
+            ":",
+            "{",
+            "}",
+            "[",
+            "]",
+            " ",
+            "\t",
+            "0",
+            "-",
+            "1e5",
+            ".5",
+            "\\u0061",
+            "\\ud800",
+            "é",
+            "null",
+            "\"key\":\"5/3/9\",",
+            "\"tags\":[\"a\",\"a\"],",
+            "\"a\":1,",
+            "\"state\":\"running\",",
+            "\"running_time\":9,",
+        ];
+        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        };
+        for _ in 0..3000 {
+            let mut line = lines[next(lines.len())].clone();
+            for _ in 0..1 + next(3) {
+                let mut at = next(line.len() + 1);
+                while !line.is_char_boundary(at) {
+                    at -= 1;
+                }
+                match next(3) {
+                    0 => line.insert_str(at, BITS[next(BITS.len())]),
+                    1 => {
+                        let mut end = (at + 1 + next(8)).min(line.len());
+                        while !line.is_char_boundary(end) {
+                            end += 1;
+                        }
+                        line.replace_range(at..end, "");
+                    }
+                    _ => {
+                        let mut end = (at + next(40)).min(line.len());
+                        while !line.is_char_boundary(end) {
+                            end += 1;
+                        }
+                        let span = line[at..end].to_string();
+                        line.insert_str(at, &span);
+                    }
+                }
+            }
+            agree(&line);
+        }
     }
 }

@@ -270,7 +270,7 @@ fn open_fds() -> usize {
 }
 
 #[test]
-fn reads_across_many_segments_keep_few_descriptors() {
+fn reads_and_the_feed_across_many_segments_keep_few_descriptors() {
     let dir = tempfile::tempdir().unwrap();
     let opts = || Options {
         background: false,
@@ -297,6 +297,18 @@ fn reads_across_many_segments_keep_few_descriptors() {
         let mut out = Vec::new();
         assert_eq!(store.export(None, &mut out).unwrap(), 300);
     }
+    // And the change feed from the log's start, a page at a time.
+    let (mut from, mut seen) = (jobq::store::FeedFrom::Seq(0), 0);
+    loop {
+        let page = store.changes(1, from, &jobq::query::ChangeFilter::default(), 40).unwrap();
+        let jobq::store::FeedPage::Changes { changes, mark, caught_up } = page else { panic!("gone") };
+        seen += changes.len();
+        if caught_up {
+            break;
+        }
+        from = jobq::store::FeedFrom::Seq(mark.seq);
+    }
+    assert_eq!(seen, 300);
     let held = open_fds().saturating_sub(before);
     // Tests beside this one may hold a few; the log alone would hold one per segment.
     assert!(held <= jobq::log::reader::MAX_OPEN_SEGMENTS + 24, "{held} descriptors for {segments} segments");

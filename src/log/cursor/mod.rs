@@ -53,8 +53,10 @@ pub struct FrameAt {
 /// What is known of a segment: its open file, where its sequence numbers start,
 /// and samples of frame positions, ascending.
 #[derive(Debug)]
+/// No handle is kept: a feed that reads the whole log must not hold a
+/// descriptor per segment (the next segment's creation would fail at the
+/// open-file limit); a segment is opened again each time a cursor enters it.
 struct Known {
-    file: Arc<dyn FsFile>,
     first_seq: u64,
     data_start: u64,
     /// `(first sequence number of a frame, its offset)`.
@@ -124,26 +126,20 @@ impl SeqIndex {
     /// Only a segment holding a frame at or below `limit` is kept: a later one may
     /// still be removed and made again under its number (an import undone).
     fn open(&self, fs: &dyn FileSystem, dir: &Path, n: u32, limit: u64) -> Result<Option<Opened>> {
-        if let Some(k) = self.segments.lock().known.get(&n) {
-            return Ok(Some(Opened {
-                number: n,
-                file: k.file.clone(),
-                first_seq: k.first_seq,
-                data_start: k.data_start,
-            }));
-        }
         let path = path_of(dir, n);
         let file = match fs.open(&path, OpenMode::Read) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(Error::io("open", &path, e)),
         };
+        if let Some(k) = self.segments.lock().known.get(&n) {
+            return Ok(Some(Opened { number: n, file, first_seq: k.first_seq, data_start: k.data_start }));
+        }
         let h = segment::read_header(&*file, &path)?;
         let mut s = self.segments.lock();
         // A segment retired meanwhile is read through this handle only.
         if n >= s.retired_below && h.first_seq <= limit {
-            let k =
-                Known { file: file.clone(), first_seq: h.first_seq, data_start: h.data_start(), samples: Vec::new() };
+            let k = Known { first_seq: h.first_seq, data_start: h.data_start(), samples: Vec::new() };
             s.known.entry(n).or_insert(k);
         }
         Ok(Some(Opened { number: n, file, first_seq: h.first_seq, data_start: h.data_start() }))

@@ -7,7 +7,7 @@
 //! new-file protocol: `snap.tmp` written and synced, renamed, the data directory
 //! synced; older snapshots are removed after.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::stream::SnapshotStream;
@@ -16,7 +16,7 @@ use crate::cluster::shared::{stored_id, Node};
 use crate::cluster::{log_id, LogId, StoredMembership};
 use crate::codec::snapshot::{Member, Table};
 use crate::error::{Error, Result};
-use crate::fs::{self, FileSystem, FsFile, OpenMode};
+use crate::fs::{self, FileSystem, OpenMode};
 use crate::log::recovery;
 use crate::log::{segment, LogPos};
 
@@ -112,13 +112,12 @@ fn build_once(node: &Node) -> Result<(SnapMeta, SnapshotStream)> {
     fs.sync_dir(&node.dir).map_err(io("fsync dir", &node.dir))?;
     remove_older(fs, &node.dir, last.index)?;
     tracing::info!(index = last.index, "cluster: built a snapshot");
-    open(fs, &dir)
+    open(&fsys, &dir)
 }
 
 /// The newest snapshot in `data_dir`, when there is one.
 pub fn current(fsys: &Arc<dyn FileSystem>, data_dir: &Path) -> Result<Option<(SnapMeta, SnapshotStream)>> {
-    let fs = &**fsys;
-    newest(fs, data_dir)?.map(|i| open(fs, &data_dir.join(dir_name(i)))).transpose()
+    newest(&**fsys, data_dir)?.map(|i| open(fsys, &data_dir.join(dir_name(i)))).transpose()
 }
 
 fn newest(fs: &dyn FileSystem, data_dir: &Path) -> Result<Option<u64>> {
@@ -134,22 +133,25 @@ pub fn newest_meta(fs: &dyn FileSystem, data_dir: &Path) -> Result<Option<SnapMe
     super::meta_of(&table).map(Some).map_err(|e| Error::corrupt(&path, 0, e))
 }
 
-/// A built snapshot's stream: its head file, then its segments.
-fn open(fs: &dyn FileSystem, dir: &Path) -> Result<(SnapMeta, SnapshotStream)> {
+/// A built snapshot's stream: its head file, then its segments (each checked
+/// here, opened by the stream only while it is read: a snapshot of any number of
+/// segments holds one descriptor).
+fn open(fsys: &Arc<dyn FileSystem>, dir: &Path) -> Result<(SnapMeta, SnapshotStream)> {
+    let fs = &**fsys;
     let head_path = dir.join(HEAD_FILE);
     let head = fs::read_all(fs, &head_path).map_err(io("read", &head_path))?;
     let table = super::decode(&head).map_err(|e| Error::corrupt(&head_path, 0, e))?;
-    let mut files: Vec<(Arc<dyn FsFile>, u64)> = Vec::with_capacity(table.members.len());
+    let mut files: Vec<(PathBuf, u64)> = Vec::with_capacity(table.members.len());
     for m in &table.members {
         let p = dir.join(segment::file_name(m.segment));
         let f = fs.open(&p, OpenMode::Read).map_err(io("open", &p))?;
         if f.len().map_err(io("stat", &p))? < m.len {
             return Err(Error::corrupt(&p, m.len, "a snapshot's segment is shorter than its table says"));
         }
-        files.push((f, m.len));
+        files.push((p, m.len));
     }
     let meta = super::meta_of(&table).map_err(|e| Error::corrupt(&head_path, 0, e))?;
-    Ok((meta, SnapshotStream::sending(head, files)))
+    Ok((meta, SnapshotStream::sending(fsys.clone(), head, files)))
 }
 
 /// A copy of segment `from` into the new file `to`, synced: its first `len`

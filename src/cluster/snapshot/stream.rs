@@ -11,12 +11,14 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use crate::fs::FsFile;
+use parking_lot::Mutex;
+
+use crate::fs::{FileSystem, FsFile};
 
 /// A part of the stream: bytes in memory, or the first `len` bytes of a file.
 enum Part {
     Bytes(Vec<u8>),
-    File { file: Arc<dyn FsFile>, len: u64 },
+    File { path: PathBuf, len: u64 },
 }
 
 impl Part {
@@ -31,6 +33,9 @@ impl Part {
 /// A snapshot's bytes, to send or being received.
 pub struct SnapshotStream {
     parts: Vec<Part>,
+    /// Sending: the file system, and the one part's file open now (by index).
+    fs: Option<Arc<dyn FileSystem>>,
+    open: Mutex<Option<(usize, Arc<dyn FsFile>)>>,
     /// Receiving: the file written, and where it is.
     sink: Option<(Arc<dyn FsFile>, PathBuf)>,
     pos: u64,
@@ -40,16 +45,31 @@ pub struct SnapshotStream {
 const MAX_RECEIVE: u64 = 1 << 44;
 
 impl SnapshotStream {
-    /// A stream reading `head` and then each file's first `len` bytes.
-    pub fn sending(head: Vec<u8>, files: Vec<(Arc<dyn FsFile>, u64)>) -> SnapshotStream {
+    /// A stream reading `head` and then each file's first `len` bytes (a file is
+    /// open only while the stream reads it).
+    pub fn sending(fs: Arc<dyn FileSystem>, head: Vec<u8>, files: Vec<(PathBuf, u64)>) -> SnapshotStream {
         let mut parts = vec![Part::Bytes(head)];
-        parts.extend(files.into_iter().map(|(file, len)| Part::File { file, len }));
-        SnapshotStream { parts, sink: None, pos: 0 }
+        parts.extend(files.into_iter().map(|(path, len)| Part::File { path, len }));
+        SnapshotStream { parts, fs: Some(fs), open: Mutex::new(None), sink: None, pos: 0 }
     }
 
     /// A stream written into `file` (empty) at `path`.
     pub fn receiving(file: Arc<dyn FsFile>, path: PathBuf) -> SnapshotStream {
-        SnapshotStream { parts: Vec::new(), sink: Some((file, path)), pos: 0 }
+        SnapshotStream { parts: Vec::new(), fs: None, open: Mutex::new(None), sink: Some((file, path)), pos: 0 }
+    }
+
+    /// Part `i`'s file (at `path`), opened unless it is the one open now.
+    fn file(&self, i: usize, path: &std::path::Path) -> io::Result<Arc<dyn FsFile>> {
+        let mut open = self.open.lock();
+        if let Some((j, f)) = &*open {
+            if *j == i {
+                return Ok(f.clone());
+            }
+        }
+        let fs = self.fs.as_ref().ok_or_else(|| io::Error::other("a snapshot stream without its file system"))?;
+        let f = fs.open(path, crate::fs::OpenMode::Read)?;
+        *open = Some((i, f.clone()));
+        Ok(f)
     }
 
     /// The received file and its path (none when sending).
@@ -69,7 +89,7 @@ impl SnapshotStream {
             return f.read_at(buf, self.pos);
         }
         let mut start = 0u64;
-        for p in &self.parts {
+        for (i, p) in self.parts.iter().enumerate() {
             let end = start + p.len();
             if self.pos < end {
                 let at = self.pos - start;
@@ -79,8 +99,8 @@ impl SnapshotStream {
                         buf[..n].copy_from_slice(&b[at as usize..at as usize + n]);
                         Ok(n)
                     }
-                    Part::File { file, .. } => {
-                        crate::fs::read_exact_at(&**file, &mut buf[..n], at)?;
+                    Part::File { path, .. } => {
+                        crate::fs::read_exact_at(&*self.file(i, path)?, &mut buf[..n], at)?;
                         Ok(n)
                     }
                 };
@@ -154,5 +174,45 @@ impl tokio::io::AsyncSeek for SnapshotStream {
 
     fn poll_complete(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<u64>> {
         Poll::Ready(Ok(self.pos))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sending_stream_reads_its_parts_in_order_one_file_open_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let fs: Arc<dyn FileSystem> = Arc::new(crate::fs::RealFs);
+        let mut want = b"head".to_vec();
+        let mut files = Vec::new();
+        for i in 0..40u8 {
+            let p = dir.path().join(format!("f{i}"));
+            let bytes: Vec<u8> = (0..100u32).map(|j| i.wrapping_mul(31).wrapping_add(j as u8)).collect();
+            std::fs::write(&p, &bytes).unwrap();
+            // The stream sends a prefix of each file.
+            let len = 50 + u64::from(i);
+            want.extend_from_slice(&bytes[..len as usize]);
+            files.push((p, len));
+        }
+        let mut s = SnapshotStream::sending(fs, b"head".to_vec(), files);
+        assert_eq!(s.len().unwrap(), want.len() as u64);
+        for step in [1usize, 7, 64, 1000] {
+            let mut got = Vec::new();
+            s.pos = 0;
+            loop {
+                let mut buf = vec![0; step];
+                let n = s.read_at(&mut buf).unwrap();
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&buf[..n]);
+                s.pos += n as u64;
+                // Never more than the part being read is open.
+                assert!(s.open.lock().as_ref().is_none_or(|(i, _)| *i >= 1));
+            }
+            assert_eq!(got, want, "reads of {step}");
+        }
     }
 }

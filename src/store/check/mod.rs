@@ -167,6 +167,8 @@ pub fn check(dir: &Path, fsys: Arc<dyn FileSystem>) -> Result<CheckReport> {
     // Open's verdict, exactly: a strict open refuses what the server would refuse.
     let store = match open(RecoveryPolicy::Strict) {
         Ok(store) => store,
+        // Out of descriptors or memory, or not allowed: no verdict on the store.
+        Err(e @ Error::Io { .. }) if cannot_run(&e) => return Err(e),
         Err(e) => {
             let what = format!("the store does not open: {e}");
             match &e {
@@ -379,4 +381,11 @@ mod tests {
         let moved = Current { loc: crate::log::LogPos { segment: 2, offset: 64 }.pack(), ..log };
         assert!(moved.differences(&log).contains("segment 2 offset 64 in the index, segment 3 offset 12300"));
     }
+}
+
+/// An error that says nothing of the store: the process ran out of descriptors
+/// (EMFILE, ENFILE) or memory (ENOMEM), or may not read (EACCES, EPERM).
+fn cannot_run(e: &Error) -> bool {
+    const LIMITS: [i32; 5] = [24, 23, 12, 13, 1];
+    matches!(e, Error::Io { source, .. } if source.raw_os_error().is_some_and(|c| LIMITS.contains(&c)))
 }

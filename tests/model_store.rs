@@ -204,7 +204,9 @@ impl World {
                 match bad.filter(|b| *b < lines.len()) {
                     Some(b) => {
                         let e = got.expect_err("a bad line refuses the import");
-                        assert!(e.to_string().contains(&format!("line {}", b + 1)), "{e}");
+                        // The first bad line of the input: a unique conflict before it comes first.
+                        let first = self.model.clone().import(&lines[..b]).err().unwrap_or(b);
+                        assert!(e.to_string().contains(&format!("line {}:", first + 1)), "{e}");
                     }
                     None => match self.model.clone().import(lines) {
                         Err(i) => {

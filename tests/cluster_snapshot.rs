@@ -502,3 +502,47 @@ fn retention_purges_on_the_leaders_clock_and_every_node_applies_it() {
         }
     });
 }
+
+/// A follower behind by many large entries catches up from the log: each
+/// replication request carries about a megabyte, not the 300 entries openraft
+/// asks for (300 entries of a megabyte were never written within the heartbeat
+/// interval, openraft's timeout for a request, so the follower never caught up).
+#[test]
+fn a_follower_behind_by_large_entries_catches_up() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = |id: u64| tmp.path().join(format!("n{id}"));
+    runtime().block_on(async {
+        let router = Router::default();
+        let (mut nodes, leader, behind) = three_led(tmp.path(), &router).await;
+        push(&nodes[&leader].1, "s").await.unwrap();
+        let (raft, node) = nodes.remove(&behind).unwrap();
+        router.remove(behind);
+        close(stop(raft, node).await);
+        // 60 entries of 50 jobs of 20 KB: about 1 MB each.
+        let pad = "p".repeat(20_000);
+        for i in 0..60 {
+            let store = nodes[&leader].1.store().clone();
+            let lines: Vec<String> = (0..50).map(|j| format!(r#"{{"spider":"s","pad":"{pad}{i}-{j}"}}"#)).collect();
+            tokio::task::spawn_blocking(move || {
+                let specs: Vec<_> = lines.iter().map(|l| jobq::store::request::parse_push(l).unwrap()).collect();
+                store.push(1, &specs, Some("tester")).unwrap();
+            })
+            .await
+            .unwrap();
+        }
+        let end = nodes[&leader].0.metrics().borrow().last_applied.unwrap().index;
+        // What one request of the leader's carries: about a megabyte, at least one entry.
+        {
+            use openraft::storage::RaftLogReader;
+            let mut log = jobq::cluster::LogStore::new(nodes[&leader].1.clone());
+            let got = log.limited_get_log_entries(end - 59, end + 1).await.unwrap();
+            assert!((1..=2).contains(&got.len()), "{} entries of about 1 MB in one request", got.len());
+            assert_eq!(got[0].log_id.index, end - 59);
+        }
+        let (raft, node) = start(behind, &dir(behind), &router).await;
+        wait_applied(&raft, end).await;
+        assert_eq!(jobs_of(&node), jobs_of(&nodes[&leader].1));
+        nodes.insert(behind, (raft, node));
+        stop_all_checked(&mut nodes, &router, dir).await;
+    });
+}

@@ -135,7 +135,29 @@ fn run_from_start<R: RangeBounds<u64>>(range: &R, locs: &[EntryLoc]) -> usize {
         .count()
 }
 
+/// Data one replication request carries at most (beyond its first entry): the
+/// leader must send a request within a heartbeat interval (openraft's timeout for
+/// it), and asks for up to `max_payload_entries` (300) entries at a time. A
+/// follower behind by 300 entries of a megabyte never caught up.
+const SEND_BYTES: u64 = 1 << 20;
+
 impl RaftLogReader<TypeConfig> for LogStore {
+    /// The entries from `start` on, up to `end` (exclusive) or [`SEND_BYTES`] of
+    /// data, at least one: openraft sends the rest in the next request.
+    async fn limited_get_log_entries(&mut self, start: u64, end: u64) -> Result<Vec<Entry>, StorageError> {
+        let end = {
+            let t = self.node.table.lock();
+            let mut bytes = 0u64;
+            let range = start..end;
+            let over = t.range(&range).find(|l| {
+                bytes += u64::from(l.head.data_len);
+                l.head.index > start && bytes > SEND_BYTES
+            });
+            over.map_or(end, |l| l.head.index)
+        };
+        self.try_get_log_entries(start..end).await
+    }
+
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
         &mut self,
         range: RB,

@@ -357,6 +357,13 @@ fn invariants(log: &Rebuild, gen_dir: &Path, r: &mut CheckReport) {
     }
 }
 
+/// An error that says nothing of the store: the process ran out of descriptors
+/// (EMFILE, ENFILE) or memory (ENOMEM), or may not read (EACCES, EPERM).
+fn cannot_run(e: &Error) -> bool {
+    const LIMITS: [i32; 5] = [24, 23, 12, 13, 1];
+    matches!(e, Error::Io { source, .. } if source.raw_os_error().is_some_and(|c| LIMITS.contains(&c)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::Current;
@@ -381,11 +388,4 @@ mod tests {
         let moved = Current { loc: crate::log::LogPos { segment: 2, offset: 64 }.pack(), ..log };
         assert!(moved.differences(&log).contains("segment 2 offset 64 in the index, segment 3 offset 12300"));
     }
-}
-
-/// An error that says nothing of the store: the process ran out of descriptors
-/// (EMFILE, ENFILE) or memory (ENOMEM), or may not read (EACCES, EPERM).
-fn cannot_run(e: &Error) -> bool {
-    const LIMITS: [i32; 5] = [24, 23, 12, 13, 1];
-    matches!(e, Error::Io { source, .. } if source.raw_os_error().is_some_and(|c| LIMITS.contains(&c)))
 }

@@ -129,9 +129,7 @@ fn err<T>(offset: usize, what: &'static str) -> Result<T, JsonError> {
 
 impl<'a> Scanner<'a> {
     fn ws(&mut self) {
-        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.s.get(self.pos) {
-            self.pos += 1;
-        }
+        self.pos = skip_ws(self.s, self.pos);
     }
 
     fn peek(&self) -> Option<u8> {
@@ -271,6 +269,14 @@ impl<'a> Scanner<'a> {
             }
         }
     }
+}
+
+/// Where the JSON whitespace at `pos` of `text` ends.
+pub(crate) fn skip_ws(text: &[u8], mut pos: usize) -> usize {
+    while let Some(b' ' | b'\t' | b'\n' | b'\r') = text.get(pos) {
+        pos += 1;
+    }
+    pos
 }
 
 /// A string at `pos` of `text` (its opening quote), checked as [`scan_object`]

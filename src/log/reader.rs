@@ -161,11 +161,6 @@ impl RecordReader {
         Ok(f)
     }
 
-    /// Segment handles open now (not counting removed segments old versions hold).
-    pub fn open_handles(&self) -> usize {
-        self.files.read().len()
-    }
-
     /// Open the segments `numbers` now, and keep every handle from then on, so
     /// that a later removal by another process (a server's compaction beside a
     /// read-only opener) does not stop reads.

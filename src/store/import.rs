@@ -307,12 +307,7 @@ fn feed(
                     // Its number counts the lines before it: those in flight are written first
                     // (one of them may be bad too, and comes first).
                     while next < sent {
-                        let (n, c) = done_rx.recv().map_err(|_| Error::input("an import worker stopped"))?;
-                        ready.insert(n, c);
-                        while let Some(c) = ready.remove(&next) {
-                            sink.write(c, pool)?;
-                            next += 1;
-                        }
+                        write_done(sink, done_rx, &mut ready, &mut next, pool)?;
                     }
                     return Err(super::import_parse::too_long().at_line(sink.report.lines + 1));
                 }
@@ -327,13 +322,26 @@ fn feed(
         if next == sent {
             return Ok(());
         }
-        let (n, c) = done_rx.recv().map_err(|_| Error::input("an import worker stopped"))?;
-        ready.insert(n, c);
-        while let Some(c) = ready.remove(&next) {
-            sink.write(c, pool)?;
-            next += 1;
-        }
+        write_done(sink, done_rx, &mut ready, &mut next, pool)?;
     }
+}
+
+/// Wait for the next chunk a worker parsed, then write every chunk now due, in
+/// input order (`next` is the number of the first not written).
+fn write_done(
+    sink: &mut Sink<'_>,
+    done_rx: &mpsc::Receiver<(u64, ParsedChunk)>,
+    ready: &mut BTreeMap<u64, ParsedChunk>,
+    next: &mut u64,
+    pool: &Pool,
+) -> Result<()> {
+    let (n, c) = done_rx.recv().map_err(|_| Error::input("an import worker stopped"))?;
+    ready.insert(n, c);
+    while let Some(c) = ready.remove(next) {
+        sink.write(c, pool)?;
+        *next += 1;
+    }
+    Ok(())
 }
 
 /// Add the import's index file (persisted already) to the working version.

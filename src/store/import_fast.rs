@@ -8,7 +8,7 @@
 
 use super::fields::{self, DOC_SLACK, MAX_DOC, MAX_NAME};
 use super::import_line::CATALOG_FIELD;
-use crate::codec::json::{string_at, value_end, MAX_OBJECT_FIELDS};
+use crate::codec::json::{skip_ws as ws, string_at, value_end, MAX_OBJECT_FIELDS};
 use crate::model::{JobKey, JobState, CLOSE_REASON, TIME_FIELDS};
 
 /// Tags and document names the fast path compares one by one, at most.
@@ -37,13 +37,6 @@ const PROJECT: u16 = 16;
 const TAGS: u16 = 32;
 const UNIQUE: u16 = 64;
 const TIME: u16 = 128;
-
-fn ws(b: &[u8], mut i: usize) -> usize {
-    while let Some(b' ' | b'\t' | b'\n' | b'\r') = b.get(i) {
-        i += 1;
-    }
-    i
-}
 
 /// The text of an escape-free string value (with its quotes), or None.
 fn plain_str(raw: &str) -> Option<&str> {
@@ -172,6 +165,14 @@ pub(crate) fn parse_job_fast<'a>(
     let (mut seen, mut fields_n, mut size) = (0u16, 0usize, 0usize);
     // A bit per document name's length (mod 64): names are compared only on a hit.
     let mut lengths = 0u64;
+    // A row field met a second time leaves the line to the general path.
+    let once = |bit: u16, seen: &mut u16| -> Option<()> {
+        if *seen & bit != 0 {
+            return None;
+        }
+        *seen |= bit;
+        Some(())
+    };
     let mut i = ws(b, 0);
     if b.get(i) != Some(&b'{') {
         return None;
@@ -191,13 +192,6 @@ pub(crate) fn parse_job_fast<'a>(
         let ve = value_end(b, vs)?;
         let raw = &line[vs..ve];
         fields_n += 1;
-        let once = |bit: u16, seen: &mut u16| -> Option<()> {
-            if *seen & bit != 0 {
-                return None;
-            }
-            *seen |= bit;
-            Some(())
-        };
         match known(name) {
             Known::Key => {
                 once(KEY, &mut seen)?;

@@ -50,12 +50,11 @@ pub struct FrameAt {
     pub seq: u64,
 }
 
-/// What is known of a segment: its open file, where its sequence numbers start,
-/// and samples of frame positions, ascending.
+/// What is known of a segment: where its sequence numbers start, and samples of
+/// frame positions, ascending. No handle is kept: a feed that reads the whole log
+/// must not hold a descriptor per segment (the next segment's creation would fail
+/// at the open-file limit); a segment is opened again each time a cursor enters it.
 #[derive(Debug)]
-/// No handle is kept: a feed that reads the whole log must not hold a
-/// descriptor per segment (the next segment's creation would fail at the
-/// open-file limit); a segment is opened again each time a cursor enters it.
 struct Known {
     first_seq: u64,
     data_start: u64,

@@ -168,7 +168,7 @@ pub fn check(dir: &Path, fsys: Arc<dyn FileSystem>) -> Result<CheckReport> {
     let store = match open(RecoveryPolicy::Strict) {
         Ok(store) => store,
         // Out of descriptors or memory, or not allowed: no verdict on the store.
-        Err(e @ Error::Io { .. }) if cannot_run(&e) => return Err(e),
+        Err(e) if cannot_run(&e) => return Err(e),
         Err(e) => {
             let what = format!("the store does not open: {e}");
             match &e {

@@ -142,4 +142,52 @@ fn main() {
             });
         }
     }
+    groups(&docs, &dict);
+}
+
+/// Documents packed in groups of `g` (one frame a group): ns and bytes a
+/// document to pack, and ns to unpack a group (what reading one document of it
+/// would cost), as a format with grouped documents would pay them.
+fn groups(docs: &[Vec<u8>], dict: &[u8]) {
+    println!();
+    println!("| group | pack ns/doc | B/doc | unpack ns/group |");
+    println!("|---:|---:|---:|---:|");
+    let cd = CDict::create(dict, 3);
+    let dd = zstd::zstd_safe::DDict::create(dict);
+    for g in [1usize, 4, 8, 16, 32, 64] {
+        let mut c = cctx(None, None);
+        c.ref_cdict(&cd).unwrap();
+        let mut d = zstd::zstd_safe::DCtx::create();
+        d.set_parameter(zstd::zstd_safe::DParameter::Format(FrameFormat::Magicless)).unwrap();
+        let mut joined = Vec::new();
+        let mut out = Vec::with_capacity(1 << 20);
+        let mut back: Vec<u8> = Vec::with_capacity(1 << 20);
+        let (mut pack_best, mut unpack_best, mut bytes) = (f64::MAX, f64::MAX, 0usize);
+        for pass in 0..3 {
+            for part in docs.chunks(10_000) {
+                let t = Instant::now();
+                let mut frames = Vec::new();
+                for grp in part.chunks(g) {
+                    joined.clear();
+                    for x in grp {
+                        joined.extend_from_slice(x);
+                    }
+                    out.clear();
+                    let k = c.compress2(&mut out, &joined).unwrap();
+                    if pass == 0 {
+                        bytes += k;
+                    }
+                    frames.push((out[..k].to_vec(), joined.len()));
+                }
+                pack_best = pack_best.min(t.elapsed().as_nanos() as f64 / part.len() as f64);
+                let t = Instant::now();
+                for (f, _) in &frames {
+                    back.clear();
+                    std::hint::black_box(d.decompress_using_ddict(&mut back, f, &dd).unwrap());
+                }
+                unpack_best = unpack_best.min(t.elapsed().as_nanos() as f64 / frames.len() as f64);
+            }
+        }
+        println!("| {g} | {pack_best:.0} | {:.1} | {unpack_best:.0} |", bytes as f64 / docs.len() as f64);
+    }
 }

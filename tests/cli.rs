@@ -268,3 +268,44 @@ fn serve_goes_on_when_its_log_cannot_be_written() {
     harness::signal(child.id(), "TERM");
     assert!(child.wait().unwrap().success(), "a clean stop");
 }
+
+/// A store of more log segments than the soft open-file limit: `check`, `export`
+/// and `backup` hold every segment open (read-only, beside a server's compaction),
+/// so the binary raises its soft limit to the hard one.
+#[test]
+fn read_only_commands_run_on_more_segments_than_the_soft_file_limit() {
+    use jobq::{Options, Store};
+    let dir = tempdir();
+    let store = Store::open(dir.path(), Options { background: false, segment_bytes: 4096, ..Options::default() }).unwrap();
+    let line = format!(r#"{{"spider":"s","pad":"{}"}}"#, "x".repeat(1500));
+    for _ in 0..300 {
+        store.push(1, &[jobq::store::request::parse_push(&line).unwrap()], None).unwrap();
+    }
+    store.close().unwrap();
+    let segments = std::fs::read_dir(dir.path().join("gen-0000000000000001"))
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with("log-"))
+        .count();
+    assert!(segments > 120, "{segments} segments");
+    let hard = Command::new("sh").args(["-c", "ulimit -Hn"]).output().unwrap();
+    let hard = text(&hard.stdout).trim().to_string();
+    if hard != "unlimited" && hard.parse::<usize>().is_ok_and(|h| h < segments + 64) {
+        eprintln!("skipped: the hard open-file limit ({hard}) is below {segments} segments");
+        return;
+    }
+    let backup = tempdir();
+    for args in [
+        vec!["check", "--data"],
+        vec!["export", "--data"],
+        vec!["backup", "--to", backup.path().to_str().unwrap(), "--data"],
+    ] {
+        let mut cmd = Command::new("sh");
+        // The soft limit is lowered below the segment count; the hard one stays.
+        cmd.args(["-c", "ulimit -Sn 64 && exec \"$0\" \"$@\"", BIN]).args(&args).arg(dir.path());
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{args:?}: {:?}\n{}", out.status, text(&out.stderr));
+        if args[0] == "export" {
+            assert_eq!(text(&out.stdout).lines().filter(|l| l.contains("\"key\"")).count(), 300);
+        }
+    }
+}

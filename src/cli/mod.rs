@@ -297,6 +297,7 @@ fn parse_size(s: &str) -> Result<usize, String> {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    raise_open_file_limit();
     let (name, result) = match cli.command {
         Command::Check(a) => return maintain::check(a),
         Command::Compact(a) => ("compact", maintain::compact(a)),
@@ -315,6 +316,21 @@ pub fn main() -> ExitCode {
             }
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Raise the soft limit of open files to the hard one, as Go programs do: a
+/// read-only open (`check`, `export`, `backup`) holds every log segment open (a
+/// server's compaction may remove them meanwhile), and a server holds one per
+/// client; the usual soft limit of 1,024 is far below the usual hard one. A
+/// failure leaves the limit as it was (what fails for want of descriptors then
+/// says so).
+fn raise_open_file_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current.is_some() && limit.current != limit.maximum {
+        limit.current = limit.maximum;
+        let _ = setrlimit(Resource::Nofile, limit);
     }
 }
 

@@ -50,8 +50,19 @@ pub fn string(name: &str, raw: &str) -> Result<String> {
     Ok(string_cow(name, raw)?.into_owned())
 }
 
-fn string_cow<'a>(name: &str, raw: &'a str) -> Result<Cow<'a, str>> {
-    json::string_value(raw).ok_or_else(|| Error::field(name, format!("must be a string, got {}", shorten(raw))))
+pub(crate) fn string_cow<'a>(name: &str, raw: &'a str) -> Result<Cow<'a, str>> {
+    json::string_value(raw).ok_or_else(|| not_string(name, raw, "must be a string", is_quoted(raw)))
+}
+
+/// A scanned JSON string that does not decode holds a lone surrogate (`"\ud800"`).
+fn is_quoted(raw: &str) -> bool {
+    raw.len() >= 2 && raw.starts_with('"') && raw.ends_with('"')
+}
+
+/// A value that is not a string as `expected`, or one holding a lone surrogate.
+fn not_string(name: &str, raw: &str, expected: &str, lone: bool) -> Error {
+    let why = if lone { " (a lone surrogate escape is not a character)" } else { "" };
+    Error::field(name, format!("{expected}{why}, got {}", shorten(raw)))
 }
 
 /// Enough of a bad value to recognise it in an error message.
@@ -95,7 +106,7 @@ pub fn unique(raw: &str) -> Result<Option<Cow<'_, str>>> {
         return Ok(None);
     }
     let u = json::string_value(raw)
-        .ok_or_else(|| Error::field("unique", format!("must be a string or null, got {}", shorten(raw))))?;
+        .ok_or_else(|| not_string("unique", raw, "must be a string or null", is_quoted(raw)))?;
     if u.len() > MAX_UNIQUE {
         return Err(Error::field("unique", format!("at most {MAX_UNIQUE} bytes")));
     }
@@ -116,9 +127,12 @@ pub fn check_tag(name: &str, t: &str) -> Result<()> {
 pub fn tags<'a>(name: &str, raw: &'a str) -> Result<Vec<Cow<'a, str>>> {
     let mut list: Vec<Cow<'a, str>> = Vec::new();
     if raw.starts_with('[') {
-        json::string_array(raw, &mut list).map_err(|_| Error::field(name, "must be a list of strings or a string"))?;
+        json::string_array(raw, &mut list).map_err(|e| {
+            not_string(name, raw, "must be a list of strings or a string", e.what.contains("surrogate"))
+        })?;
     } else {
-        list.push(json::string_value(raw).ok_or_else(|| Error::field(name, "must be a list of strings or a string"))?);
+        let one = json::string_value(raw);
+        list.push(one.ok_or_else(|| not_string(name, raw, "must be a list of strings or a string", is_quoted(raw)))?);
     }
     // Keep the first of equal tags, in order: a scan for short lists (no set to
     // allocate), a set for long ones.
@@ -195,6 +209,25 @@ mod tests {
         assert!(tags("tags", &many(MAX_TAGS + 1)).unwrap_err().to_string().contains("at most 1000 tags"));
         let e = string("spider", &format!("[{}]", "1,".repeat(500) + "1")).unwrap_err().to_string();
         assert!(e.len() < 200, "{e}");
+    }
+
+    #[test]
+    fn a_lone_surrogate_is_named_as_such() {
+        let lone = "lone surrogate escape";
+        for e in [
+            string("spider", r#""a\ud800""#),
+            unique(r#""\udc00x""#).map(|_| String::new()),
+            tags("tags", r#"["a","\ud800"]"#).map(|_| String::new()),
+            tags("tags", r#""\ud800""#).map(|_| String::new()),
+        ] {
+            let e = e.unwrap_err().to_string();
+            assert!(e.contains(lone), "{e}");
+        }
+        for e in [string("spider", "5"), unique("5").map(|_| String::new()), tags("tags", "[5]").map(|_| String::new())] {
+            let e = e.unwrap_err().to_string();
+            assert!(e.contains("must be") && !e.contains(lone), "{e}");
+        }
+        assert_eq!(string("spider", r#""\ud83d\ude00""#).unwrap(), "\u{1F600}");
     }
 
     #[test]

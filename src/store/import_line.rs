@@ -48,7 +48,7 @@ pub enum ImportItem<'a> {
 }
 
 fn raw_str<'a>(name: &str, v: &'a str) -> Result<Cow<'a, str>> {
-    json::string_value(v).ok_or_else(|| Error::field(name, format!("must be a string, got {v}")))
+    fields::string_cow(name, v)
 }
 
 /// A positive 32-bit id.
@@ -73,8 +73,9 @@ fn scan<'a>(line: &'a str, fields: &mut Vec<RawField<'a>>) -> Result<()> {
 /// Parse one import line: a job or a catalog spider. `fields` is scratch space.
 pub fn parse_import_item<'a>(line: &'a str, fields: &mut Vec<RawField<'a>>) -> Result<ImportItem<'a>> {
     scan(line, fields)?;
+    // The name decoded: `"spider\u005fcatalog"` is the same JSON name.
     match fields.first() {
-        Some(f) if f.name == CATALOG_FIELD => {
+        Some(f) if f.name().is_ok_and(|n| n == CATALOG_FIELD) => {
             if fields.len() > 1 {
                 return Err(Error::input(format!("a {CATALOG_FIELD} line has no other field")));
             }
@@ -297,6 +298,13 @@ mod tests {
             r#"{"spider_catalog":[]}"#,
         ] {
             assert!(parse_import_item(bad, &mut Vec::new()).unwrap_err().is_input(), "{bad}");
+        }
+        // An escaped name is the same name.
+        let escaped = line.replace("spider_catalog", "spider\\u005fcatalog");
+        assert_ne!(escaped, line);
+        match parse_import_item(&escaped, &mut Vec::new()).unwrap() {
+            ImportItem::Spider(got) => assert_eq!(got, e),
+            other => panic!("{other:?}"),
         }
     }
 }

@@ -558,3 +558,15 @@ fn an_overlong_last_line_is_refused_with_its_number() {
     let e = api.store().import(&mut text.as_bytes(), &mut |_| {}).unwrap_err().to_string();
     assert!(e.contains("line 2:") && e.contains("longer than 64 MiB"), "{e}");
 }
+
+#[test]
+fn an_import_counts_a_key_on_several_lines_once() {
+    let api = Api::new();
+    let line = |j: u32, state: &str| {
+        format!("{{\"key\":\"1/1/{j}\",\"spider\":\"s\",\"state\":\"{state}\",\"{state}_time\":{}}}\n", 5 + j)
+    };
+    let text = [line(1, "pending"), line(2, "pending"), line(1, "running"), line(1, "finished")].concat();
+    let report = api.store().import(&mut text.as_bytes(), &mut |_| {}).unwrap();
+    assert_eq!((report.jobs, report.versions, report.lines), (2, 4, 4));
+    assert_eq!(api.get("jobq/1/count?state=finished").text.trim(), "1");
+}

@@ -51,8 +51,12 @@ pub fn import(a: ImportArgs) -> Result<(), String> {
     bar.finish_and_clear();
     let report = result.map_err(|e| format!("{source}: {e} (nothing of it was stored)"))?;
     store.close().map_err(|e| format!("closing the store failed: {e}"))?;
+    let versions = match report.versions == report.jobs {
+        true => String::new(),
+        false => format!(" ({} job lines: a key on several lines counts once)", report.versions),
+    };
     note!(
-        "imported {} jobs from {} lines ({} bytes) of {source} in {} ms",
+        "imported {} jobs{versions} from {} lines ({} bytes) of {source} in {} ms",
         report.jobs,
         report.lines,
         report.bytes,

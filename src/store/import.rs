@@ -39,7 +39,10 @@ const RUN_DOCS: usize = 1 << 18;
 /// What an import did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ImportReport {
+    /// Jobs imported: distinct keys (a key on several lines counts once).
     pub jobs: u64,
+    /// Job lines: every version (the last of a key's lines is the job's state).
+    pub versions: u64,
     pub lines: u64,
     pub bytes: u64,
     pub millis: u64,
@@ -489,6 +492,8 @@ pub(crate) fn import(inner: &Inner, input: &mut dyn BufRead, progress: &mut dyn 
     };
     let (repeats, tokens, reserves) =
         (std::mem::take(&mut bulk.uniques.repeats), std::mem::take(&mut bulk.tokens), bulk.reserves);
+    report.versions = report.jobs;
+    report.jobs -= repeats.values().map(|(_, versions)| u64::from(*versions) - 1).sum::<u64>();
     // The import's key table goes before the index is built: memory holds one at a time.
     drop(bulk);
     let done = (|| {

@@ -276,7 +276,8 @@ fn serve_goes_on_when_its_log_cannot_be_written() {
 fn read_only_commands_run_on_more_segments_than_the_soft_file_limit() {
     use jobq::{Options, Store};
     let dir = tempdir();
-    let store = Store::open(dir.path(), Options { background: false, segment_bytes: 4096, ..Options::default() }).unwrap();
+    let store =
+        Store::open(dir.path(), Options { background: false, segment_bytes: 4096, ..Options::default() }).unwrap();
     let line = format!(r#"{{"spider":"s","pad":"{}"}}"#, "x".repeat(1500));
     for _ in 0..300 {
         store.push(1, &[jobq::store::request::parse_push(&line).unwrap()], None).unwrap();

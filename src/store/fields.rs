@@ -105,8 +105,8 @@ pub fn unique(raw: &str) -> Result<Option<Cow<'_, str>>> {
     if raw == "null" {
         return Ok(None);
     }
-    let u = json::string_value(raw)
-        .ok_or_else(|| not_string("unique", raw, "must be a string or null", is_quoted(raw)))?;
+    let u =
+        json::string_value(raw).ok_or_else(|| not_string("unique", raw, "must be a string or null", is_quoted(raw)))?;
     if u.len() > MAX_UNIQUE {
         return Err(Error::field("unique", format!("at most {MAX_UNIQUE} bytes")));
     }
@@ -223,7 +223,8 @@ mod tests {
             let e = e.unwrap_err().to_string();
             assert!(e.contains(lone), "{e}");
         }
-        for e in [string("spider", "5"), unique("5").map(|_| String::new()), tags("tags", "[5]").map(|_| String::new())] {
+        for e in [string("spider", "5"), unique("5").map(|_| String::new()), tags("tags", "[5]").map(|_| String::new())]
+        {
             let e = e.unwrap_err().to_string();
             assert!(e.contains("must be") && !e.contains(lone), "{e}");
         }

@@ -132,6 +132,42 @@ fn snapshots_and_read_only_openers_keep_reading_removed_segments() {
 }
 
 #[test]
+fn an_old_snapshot_holds_a_bounded_number_of_removed_segments() {
+    let sim = SimFs::new();
+    let clock = Arc::new(ManualClock::new(1_000_000));
+    let store = Store::open(DIR, opts(&sim, &clock)).unwrap();
+    let keys = history(&store, &clock, 100);
+    // A slow client's streamed answer: its snapshot lives while the log turns over.
+    let snap = store.snapshot();
+    let held_max = jobq::store::MAX_REMOVED_HELD as u64 + 3;
+    for round in 0..40 {
+        for k in &keys {
+            clock.advance(10);
+            let u = parse_update(&format!(r#"{{"key":"{k}","round":{round},"pad":"{}"}}"#, "q".repeat(150)), k.project);
+            store.update(k.project, &[u.unwrap()], None).unwrap();
+        }
+        // (A cycle always finds segments to take: it moves their live records on.)
+        for _ in 0..5 {
+            store.reclaim().unwrap();
+        }
+        let m = store.metrics();
+        assert!(m.segments_held <= held_max, "round {round}: {} removed segments held", m.segments_held);
+    }
+    let m = store.metrics();
+    assert!(m.compactions_deferred > 0 && m.segments_held >= held_max - 3, "{m:?}");
+    for k in &keys {
+        assert!(snap.get(*k).unwrap().is_some(), "the old snapshot lost {k}");
+    }
+    // Once it is gone, compaction goes on and lets the removed segments go.
+    drop(snap);
+    let cycles = (0..5).filter(|_| !store.reclaim().unwrap().segments.is_empty()).count();
+    let m = store.metrics();
+    assert!(cycles > 0 && m.segments_held <= 3, "{cycles} cycles, {} held", m.segments_held);
+    store.close().unwrap();
+    clean(&sim);
+}
+
+#[test]
 fn retention_drops_old_deleted_jobs_and_their_ids_stay_taken() {
     let sim = SimFs::new();
     let clock = Arc::new(ManualClock::new(1_000_000));

@@ -192,6 +192,12 @@ impl RecordReader {
         Ok(out)
     }
 
+    /// Removed segments old versions still hold open (each a descriptor and its
+    /// disk space).
+    pub fn removed_held(&self) -> usize {
+        self.removed.read().values().filter(|w| w.strong_count() > 0).count()
+    }
+
     /// Forget the handles and maps of segments `from` and above (an undone import
     /// removed them and may have created an empty segment under the first number).
     pub fn forget_from(&self, from: u32) {

@@ -188,6 +188,18 @@ fn store(app: &App, x: &mut Exposition) {
         e.compaction_reclaimed_bytes,
     );
     x.single(
+        "jobq_log_segments_held",
+        Kind::Gauge,
+        "Log segments compaction removed that old snapshots (answers still streaming) hold open.",
+        e.segments_held,
+    );
+    x.single(
+        "jobq_compactions_deferred_total",
+        Kind::Counter,
+        "Compaction cycles that waited because old snapshots held too many removed segments.",
+        e.compactions_deferred,
+    );
+    x.single(
         "jobq_retention_purged_jobs_total",
         Kind::Counter,
         "Deleted jobs the retention (--retain-deleted) purged in this process.",

@@ -85,6 +85,10 @@ pub struct EngineMetrics {
     /// Compactions done and the disk bytes they freed.
     pub compactions: u64,
     pub compaction_reclaimed_bytes: u64,
+    /// Removed log segments old snapshots still hold open, and the compaction
+    /// cycles that waited for them ([`crate::store::MAX_REMOVED_HELD`]).
+    pub segments_held: u64,
+    pub compactions_deferred: u64,
     /// Deleted jobs the retention purged (this process).
     pub purged_jobs: u64,
     /// Log bytes that hold only superseded versions (what a compaction would
@@ -167,6 +171,8 @@ impl Store {
             merged_docs: c.merged_docs.load(Ordering::Relaxed),
             compactions: c.compactions.load(Ordering::Relaxed),
             compaction_reclaimed_bytes: c.compaction_reclaimed_bytes.load(Ordering::Relaxed),
+            segments_held: inner.reader.removed_held() as u64,
+            compactions_deferred: inner.reclaimed.deferred.load(Ordering::Relaxed),
             purged_jobs: c.purged.load(Ordering::Relaxed),
             superseded_bytes: c.superseded_bytes(),
             fsync_ns: inner.commit.fsync_ns.snapshot(),

@@ -59,7 +59,7 @@ pub use ops::PushResult;
 #[cfg(feature = "cluster")]
 pub use raft_write::Proposer;
 pub use read::{Snapshot, SnapshotStats};
-pub use reclaim::{ReclaimReport, ReclaimStats};
+pub use reclaim::{ReclaimReport, ReclaimStats, MAX_REMOVED_HELD};
 pub use repair::{repair, RepairReport};
 pub use repair_header::RebuiltHeader;
 pub use request::{Changes, PushSpec, Target, UpdateSpec};

@@ -97,6 +97,11 @@ fn first_seq(inner: &Inner, n: u32) -> Result<u64> {
     Ok(FrameScanner::segment(&*inner.opts.fs, &inner.gen_dir, n)?.0.first_seq)
 }
 
+/// Removed segments that old snapshots may hold open before compaction waits:
+/// it bounds the descriptors and the disk space readers can keep (a cycle
+/// removes at most `Options::reclaim_segments` more).
+pub const MAX_REMOVED_HELD: usize = 64;
+
 /// One cycle over the oldest sealed segments (none: nothing to do).
 pub(crate) fn cycle(inner: &Inner) -> Result<ReclaimReport> {
     let started = Instant::now();
@@ -116,6 +121,12 @@ fn run_cycle(inner: &Inner, started: Instant) -> Result<ReclaimReport> {
     let role = role(inner);
     let last = last_removable(inner, tail.saturating_sub(1)).min(first + span - 1);
     if first > last || tail == 0 {
+        return Ok(report);
+    }
+    // Snapshots older than earlier cycles (a slow client's streamed answer) hold
+    // the segments those removed: wait for them rather than hold more open.
+    if inner.reader.removed_held() >= MAX_REMOVED_HELD {
+        inner.reclaimed.deferred.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         return Ok(report);
     }
     let prefix: Vec<u32> = (first..=last).collect();
@@ -431,6 +442,8 @@ pub struct ReclaimStats {
     pub cycles: std::sync::atomic::AtomicU64,
     pub bytes_removed: std::sync::atomic::AtomicU64,
     pub bytes_relocated: std::sync::atomic::AtomicU64,
+    /// Cycles that waited for old snapshots to let removed segments go.
+    pub deferred: std::sync::atomic::AtomicU64,
 }
 
 impl ReclaimStats {

@@ -41,6 +41,18 @@ fn jobs(store: &Store) -> Vec<JobKey> {
 /// A snapshot of a one-node cluster that took `n` pushes to `project`:
 /// its meta, its bytes, and the jobs it holds.
 fn source(n: usize, project: u32, rt: &tokio::runtime::Runtime) -> (SimFs, SnapMeta, Vec<u8>, Vec<JobKey>) {
+    source_with(n, project, false, rt)
+}
+
+/// [`source`]; with `compact`, the node snapshots, purges and compacts its log
+/// first (its oldest segments go), then snapshots again: a snapshot whose log
+/// begins after entry 0.
+fn source_with(
+    n: usize,
+    project: u32,
+    compact: bool,
+    rt: &tokio::runtime::Runtime,
+) -> (SimFs, SnapMeta, Vec<u8>, Vec<JobKey>) {
     let sim = SimFs::new();
     let router = Router::default();
     let node = Node::start(Arc::new(Store::open("/node", opts(&sim)).unwrap())).unwrap();
@@ -62,7 +74,23 @@ fn source(n: usize, project: u32, rt: &tokio::runtime::Runtime) -> (SimFs, SnapM
         .await
         .unwrap();
         raft.trigger().snapshot().await.unwrap();
-        raft.wait(Some(Duration::from_secs(10))).metrics(|m| m.snapshot.is_some(), "snapshot").await.unwrap();
+        let m = raft.wait(Some(Duration::from_secs(10))).metrics(|m| m.snapshot.is_some(), "snapshot").await.unwrap();
+        if compact {
+            let at = m.snapshot.unwrap().index;
+            raft.trigger().purge_log(at).await.unwrap();
+            raft.wait(Some(Duration::from_secs(10)))
+                .metrics(|m| m.purged.is_some_and(|p| p.index >= at), "purged")
+                .await
+                .unwrap();
+            let store = node.store().clone();
+            let r = tokio::task::spawn_blocking(move || store.reclaim()).await.unwrap().unwrap();
+            assert!(!r.segments.is_empty(), "the oldest segments go: {r:?}");
+            raft.trigger().snapshot().await.unwrap();
+            raft.wait(Some(Duration::from_secs(10)))
+                .metrics(|m| m.snapshot.is_some_and(|s| s.index > at), "a snapshot after the compaction")
+                .await
+                .unwrap();
+        }
         let fs: Arc<dyn FileSystem> = Arc::new(sim.clone());
         let (meta, mut stream) = build::current(&fs, std::path::Path::new("/node")).unwrap().unwrap();
         let mut bytes = Vec::new();
@@ -148,4 +176,109 @@ fn an_install_cut_by_power_loss_leaves_the_old_state_or_the_snapshots_log() {
     }
     eprintln!("{old_seen} cuts left the old state, {part_seen} the snapshot's committed part, {new_seen} all of it");
     assert!(old_seen > 5 && new_seen > 5, "cuts before and after the switch: {old_seen} old, {new_seen} new");
+}
+
+/// A new node installing a snapshot whose log begins after entry 0 (the sender
+/// compacted its log), cut by power loss anywhere in the install, restarts with
+/// a log that reads back whole from its purge point, and Raft starts on it.
+/// Between `CURRENT` and `RAFT` the node used to hold the new log (its first
+/// entry past 0) under its old `RAFT` (no purge point): it said its log began
+/// at entry 0, and openraft's start, reading entry 0, failed at every restart.
+#[test]
+fn an_install_of_a_compacted_log_cut_by_power_loss_restarts_raft() {
+    use jobq::cluster::LogStore;
+    use openraft::storage::RaftLogStorage;
+    use openraft::RaftLogReader;
+    if let Ok(filter) = std::env::var("RUST_LOG") {
+        let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let (_, meta, bytes, snap_jobs) = source_with(80, 1, true, &rt);
+    assert_eq!(snap_jobs.len(), 80);
+    // The node before: a new cluster node's empty directory.
+    let base = SimFs::new();
+    {
+        let store = Arc::new(Store::open("/node", opts(&base)).unwrap());
+        drop(Node::start(store.clone()).unwrap());
+        Arc::try_unwrap(store).ok().expect("held only here").close().unwrap();
+    }
+    let base_generation = jobq::store::layout::read_current(&base, std::path::Path::new("/node")).unwrap();
+    let (mut first_entry, mut done_in_a_row, mut between) = (None, 0, 0);
+    for at in 0..600u64 {
+        let mode = CrashMode::ALL[at as usize % CrashMode::ALL.len()];
+        let sim = base.fork();
+        let node = Node::start(Arc::new(Store::open("/node", opts(&sim)).unwrap())).unwrap();
+        sim.set_fault(Some(Fault { at, kind: FaultKind::PowerCut, sticky: true }));
+        let done = rt.block_on(async {
+            let fs: Arc<dyn FileSystem> = Arc::new(sim.clone());
+            let Ok(mut s) = install::receiving(&fs, std::path::Path::new("/node")) else { return false };
+            if tokio::io::AsyncWriteExt::write_all(&mut s, &bytes).await.is_err() {
+                return false;
+            }
+            install::install(&node, &meta, &s).is_ok()
+        });
+        std::mem::forget(node); // the machine is off
+        sim.set_fault(None);
+        sim.crash(mode, at);
+        let what = format!("power cut at call {at}, {mode:?}");
+        let dir = std::path::Path::new("/node");
+        let switched = jobq::store::layout::read_current(&sim, dir).unwrap() > base_generation;
+        let cut_between = switched && jobq::cluster::raft_file::read(&sim, dir).unwrap().purged.is_none();
+        if cut_between {
+            between += 1; // CURRENT names the new log, RAFT is the old one
+        }
+        let store = Store::open("/node", opts(&sim)).unwrap_or_else(|e| panic!("{what}: reopen: {e}"));
+        let node = Node::start(Arc::new(store)).unwrap_or_else(|e| panic!("{what}: node start: {e}"));
+        let got = jobs(node.store());
+        assert!(got.iter().all(|k| snap_jobs.contains(k)), "{what}: jobs not in the snapshot: {got:?}");
+        let present = node.store().raft_entries().unwrap().first().map(|e| e.head.index);
+        if done {
+            first_entry = present;
+        }
+        rt.block_on(async {
+            let mut log = LogStore::new(node.clone());
+            let state = log.get_log_state().await.unwrap();
+            if let Some(last) = state.last_log_id {
+                let from = state.last_purged_log_id.map_or(0, |p| p.index + 1);
+                let read = log.try_get_log_entries(from..=last.index).await.unwrap();
+                assert_eq!(
+                    read.len() as u64,
+                    last.index + 1 - from,
+                    "{what}: the log says it holds entries {from}..={} (its purge point {:?}), the first present is {present:?}",
+                    last.index,
+                    state.last_purged_log_id,
+                );
+            }
+            let router = Router::default();
+            let raft = cluster::start(2, node.clone(), cluster::config(100).unwrap(), NodeNet { router, id: 2 })
+                .await
+                .unwrap_or_else(|e| panic!("{what}: Raft does not start: {e}"));
+            raft.shutdown().await.unwrap();
+        });
+        let store = node.store().clone();
+        drop(node);
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while Arc::strong_count(&store) > 1 {
+            assert!(std::time::Instant::now() < deadline, "{what}: the store is still held after Raft's shutdown");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Arc::try_unwrap(store).ok().expect("no one else holds it").close().unwrap();
+        let report = jobq::store::check(std::path::Path::new("/node"), Arc::new(sim.clone())).unwrap();
+        // Between CURRENT and RAFT the node applied the snapshot's entries up to
+        // the highest commit stamp only: of a compacted log that is no state any
+        // node had (the catalog the relocated jobs need comes in a later entry),
+        // until Raft applies the rest. Known, not fixed here (the purge point of
+        // the install is not on disk before the switch).
+        if !cut_between {
+            assert!(report.findings.is_empty(), "{what}: {report:?}");
+        }
+        done_in_a_row = if done { done_in_a_row + 1 } else { 0 };
+        if done_in_a_row == 3 {
+            break;
+        }
+    }
+    assert_eq!(done_in_a_row, 3, "the install completes within the calls tried");
+    assert!(first_entry.is_some_and(|i| i > 0), "the snapshot's log begins after entry 0: {first_entry:?}");
+    assert!(between > 0, "no cut fell between CURRENT and RAFT");
+    eprintln!("{between} cuts left the new log under the old RAFT");
 }

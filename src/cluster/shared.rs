@@ -174,8 +174,23 @@ impl Node {
 
 /// The log table of `store`'s log with `state` (`RAFT`): the entries after the
 /// purge point, and what open applied.
-pub(crate) fn load_table(store: &Store, state: RaftState) -> Result<LogTable> {
+pub(crate) fn load_table(store: &Store, mut state: RaftState) -> Result<LogTable> {
     let all = store.raft_entries()?;
+    // A snapshot's install cut between `CURRENT` and `RAFT` (snapshot/install.rs):
+    // the log is the snapshot's under the old purge point, and begins after it
+    // when the sender had compacted its log. Raft would take the entries between
+    // for present ones (and, without a purge point, read entry 0 at every start).
+    // The snapshot's entries are all committed: its first becomes the purge
+    // point, applied as open applies up to a purge point; Raft commits the rest.
+    if let Some(first) = all.first().filter(|f| f.head.index > state.purged.map_or(0, |p| p.index + 1)) {
+        state.purged = Some(StoredLogId { index: first.head.index, term: first.head.term, leader: first.head.leader });
+        raft_file::write(&*store.options().fs, store.dir(), &state)?;
+        tracing::warn!(index = first.head.index, "cluster: a snapshot's install was cut before its purge point");
+        if first.end > store.raft_applied_end() {
+            store.reload()?;
+        }
+        return load_table(store, state);
+    }
     let applied_end = store.raft_applied_end();
     let mut applied = None;
     let mut applied_at = None;

@@ -18,7 +18,9 @@
 //!
 //! A crash before step 4 leaves the old state (the new directory is a leftover);
 //! after it, the new log, whose entries up to the snapshot's are applied by the
-//! purge point or, before `RAFT` is written, re-applied as Raft commits them.
+//! purge point or, before `RAFT` is written, re-applied as Raft commits them (a
+//! new log that begins past the old purge point gets its first entry as purge
+//! point at the node's start: [`crate::cluster::shared`]'s `load_table`).
 
 use std::path::Path;
 use std::sync::Arc;

@@ -519,3 +519,32 @@ fn bodies_and_answers_held_stay_within_max_buffered() {
     drop(reader);
     wait_for("all given back", || buffered(&s) == 0);
 }
+
+/// Parsing a body holds more than its bytes (about a job's worth a line): a push
+/// of many small lines takes its share of `--max-buffered` for that too, so that
+/// concurrent ones cannot hold many times the budget (16 MiB of tiny lines took
+/// 600 MB to parse).
+#[test]
+fn a_body_of_many_lines_takes_its_parsing_memory_from_max_buffered() {
+    let dir = tempdir();
+    let args = ["--api-key", "KEY", "--max-body", "12MiB", "--max-buffered", "16MiB", "--body-timeout", "1"];
+    let s = Server::start(dir.path(), &args);
+    // An answer of 10 MiB to a reader that reads none of it holds most of the budget.
+    let key = push_one(&s, 53, &format!(r#"{{"spider":"big","pad":"{}"}}"#, "x".repeat(10 << 20)));
+    let get = format!("GET /jobs/{key} HTTP/1.1\r\nHost: x\r\nAuthorization: {}\r\n\r\n", basic(KEY));
+    let mut reader = connect(&s);
+    reader.write_all(get.as_bytes()).unwrap();
+    wait_for("the unread answer's share", || buffered(&s) > 9 << 20);
+    // 300 KB of 20,000 lines: more to parse than the budget has left.
+    let lines = "{\"spider\":\"a\"}\n".repeat(20_000);
+    let r = s.post("/jobq/53/push", KEY, &lines);
+    r.assert_error(503, "--max-buffered");
+    assert_eq!(s.get("/jobq/53/count?state=pending&spider=a", KEY).text().trim(), "0");
+    // Small pushes go on; once the reader leaves, the large one is taken.
+    assert_eq!(s.post("/jobq/53/push", KEY, r#"{"spider":"small"}"#).status, 200);
+    drop(reader);
+    wait_for("the answer's share given back", || buffered(&s) == 0);
+    let r = s.post("/jobq/53/push", KEY, &lines);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(s.get("/jobq/53/count?state=pending&spider=a", KEY).text().trim(), "20000");
+}

@@ -312,6 +312,13 @@ async fn prepare(
             return closing(whole(408, api::error_line(&message)));
         }
     };
+    // Parsing a body holds more than its bytes: about a job's worth a line (16 MiB
+    // of `{"spider":"a"}` lines took 600 MB). The share covers that while the
+    // request runs.
+    let parsing = bytes.len() + memchr::memchr_iter(b'\n', &bytes).count().saturating_add(1) * PARSE_BYTES_PER_LINE;
+    if tokio::time::timeout_at(deadline, app.budget.cover(&mut share, parsing)).await.is_err() {
+        return Prepared::Whole(busy());
+    }
     let query = parts.uri.query().unwrap_or("").to_string();
     let request = Call { method, path: path.to_string(), query, body: bytes };
     let answer = dispatch(app, caller, route, request, cancel, Via::Client).await;
@@ -319,6 +326,10 @@ async fn prepare(
     drop(share);
     answer
 }
+
+/// Memory a body's line holds while parsed and written, beyond its bytes
+/// (a pushed job's spec, record and index entry).
+const PARSE_BYTES_PER_LINE: usize = 512;
 
 /// 503: the server holds as much as --max-buffered allows.
 pub(crate) fn busy() -> Whole {

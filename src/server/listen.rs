@@ -14,9 +14,11 @@ use tokio::time::Instant;
 
 use super::metrics::ConnectionStats;
 
-/// File descriptors left for the store (new log segments, index files being
-/// written, directory syncs) beyond those open when the server starts.
-pub const FD_RESERVE: usize = 64;
+/// File descriptors left for the store beyond those open when the server
+/// starts: its reader's segment handles, removed segments old snapshots hold
+/// (compaction waits past that many), and 32 for new log segments, index files
+/// being written, directory syncs and a compaction cycle's segments.
+pub const FD_RESERVE: usize = jobq::log::reader::MAX_OPEN_SEGMENTS + jobq::store::MAX_REMOVED_HELD + 32;
 
 /// Something that accepts connections (a TCP listener; a fake in tests).
 pub trait Accept {

@@ -1,7 +1,8 @@
 //! Response bodies. A [`Reply`] is a whole answer, nothing (HEAD), or a stream
 //! of [`Rows`]: each chunk rendered on the blocking pool when hyper asks for
-//! more, so a slow reader holds no thread and a long listing is never in memory
-//! whole. A rendering failure aborts the response (the client sees a cut-off
+//! more, under a render permit (budget.rs: held from the render to its bytes'
+//! share, not while they are sent), so a slow reader holds no thread nor
+//! permit, and a long listing is never in memory whole. A rendering failure aborts the response (the client sees a cut-off
 //! chunked body, never a short but valid answer). Dropping a streamed body
 //! (the client left, the connection was closed) cancels its rows: a render in
 //! progress stops at the next row.
@@ -20,7 +21,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use tokio::task::JoinHandle;
 
-use super::budget::{Budget, Share};
+use super::budget::{Budget, Permit, Renders, Share};
 use super::conn::InFlight;
 use super::metrics::Observed;
 use jobq::api::{Cancel, Rows};
@@ -69,11 +70,19 @@ impl Reply {
     }
 
     /// Send `first` (with its `share`), then render the rest of `rows`, each
-    /// chunk over [`FREE`](super::budget::FREE) with its share of `budget`
-    /// (waiting for room: the client is reading); `cancel` is the rows' flag.
-    pub fn stream(first: Vec<u8>, share: Share, rows: Rows, budget: Arc<Budget>, cancel: Cancel, held: Held) -> Reply {
+    /// chunk under a permit of `renders` and, over [`FREE`](super::budget::FREE),
+    /// with its share of `budget` (waiting for room: the client is reading);
+    /// `cancel` is the rows' flag.
+    pub fn stream(
+        first: Vec<u8>,
+        share: Share,
+        rows: Rows,
+        (budget, renders): (Arc<Budget>, Arc<Renders>),
+        cancel: Cancel,
+        held: Held,
+    ) -> Reply {
         let state = State::Ready(with_share(first, share), rows);
-        Reply { kind: Kind::Stream(RowsBody { state, cancel, budget }), _held: held }
+        Reply { kind: Kind::Stream(RowsBody { state, cancel, budget, renders }), _held: held }
     }
 }
 
@@ -106,7 +115,8 @@ impl Body for Reply {
     }
 }
 
-type Rendered = (Rows, Option<jobq::Result<Vec<u8>>>);
+/// The rows, their next chunk, and its share when the budget had room.
+type Rendered = (Rows, Option<jobq::Result<(Vec<u8>, Option<Share>)>>);
 
 /// `body` as bytes that hold `share` as long as they live.
 fn with_share(body: Vec<u8>, share: Share) -> Bytes {
@@ -117,11 +127,14 @@ fn with_share(body: Vec<u8>, share: Share) -> Bytes {
 }
 
 type Covering = Pin<Box<dyn std::future::Future<Output = Share> + Send>>;
+type Permitting = Pin<Box<dyn std::future::Future<Output = Permit> + Send>>;
 
 enum State {
     /// A chunk ready to send, and the rows after it.
     Ready(Bytes, Rows),
     Idle(Rows),
+    /// Waiting for a render permit.
+    Permitting(Rows, Permitting),
     Rendering(JoinHandle<Rendered>),
     /// A large chunk waiting for its share of the budget.
     Covering(Vec<u8>, Rows, Covering),
@@ -132,6 +145,7 @@ struct RowsBody {
     state: State,
     cancel: Cancel,
     budget: Arc<Budget>,
+    renders: Arc<Renders>,
 }
 
 impl Drop for RowsBody {
@@ -148,12 +162,29 @@ impl RowsBody {
                     self.state = State::Idle(rows);
                     return Poll::Ready(Some(Ok(Frame::data(chunk))));
                 }
-                State::Idle(mut rows) => {
-                    self.state = State::Rendering(tokio::task::spawn_blocking(move || {
-                        let next = rows.next();
-                        (rows, next)
-                    }));
+                State::Idle(rows) => {
+                    let renders = self.renders.clone();
+                    self.state = State::Permitting(rows, Box::pin(async move { renders.permit().await }));
                 }
+                State::Permitting(mut rows, mut permitting) => match permitting.as_mut().poll(cx) {
+                    Poll::Pending => {
+                        self.state = State::Permitting(rows, permitting);
+                        return Poll::Pending;
+                    }
+                    Poll::Ready(permit) => {
+                        let budget = self.budget.clone();
+                        self.state = State::Rendering(tokio::task::spawn_blocking(move || {
+                            let next = rows.next().map(|r| {
+                                r.map(|c| {
+                                    let share = budget.try_cover(c.len());
+                                    (c, share)
+                                })
+                            });
+                            drop(permit);
+                            (rows, next)
+                        }));
+                    }
+                },
                 State::Rendering(mut task) => match Pin::new(&mut task).poll(cx) {
                     Poll::Pending => {
                         self.state = State::Rendering(task);
@@ -164,9 +195,10 @@ impl RowsBody {
                         return Poll::Ready(Some(Err(io::Error::other(join.to_string()))));
                     }
                     Poll::Ready(Ok((_, None))) => return Poll::Ready(None),
-                    Poll::Ready(Ok((rows, Some(Ok(chunk))))) => {
-                        self.state = match self.budget.try_cover(chunk.len()) {
+                    Poll::Ready(Ok((rows, Some(Ok((chunk, share)))))) => {
+                        self.state = match share {
                             Some(share) => State::Ready(with_share(chunk, share), rows),
+                            // Waited for without the permit: renders go on meanwhile.
                             None => {
                                 let covering = self.budget.clone().covered(chunk.len());
                                 State::Covering(chunk, rows, Box::pin(covering))
@@ -197,10 +229,12 @@ mod tests {
     use std::future::poll_fn;
 
     /// A chunk past the first that finds no room waits for it (no frame, the
-    /// stream not ended), and goes out once room is given back, holding it.
+    /// stream not ended, no render permit held), and goes out once room is given
+    /// back, holding it.
     #[tokio::test]
     async fn a_large_chunk_waits_for_its_share() {
         let budget = Arc::new(Budget::new(1 << 20));
+        let renders = Arc::new(Renders::new(1));
         let other = budget.try_cover(900 << 10).unwrap();
         let rows = Rows::new(vec![300usize << 10], Cancel::new(), |n, out| {
             out.resize(n, b'x');
@@ -210,6 +244,7 @@ mod tests {
             state: State::Ready(Bytes::from_static(b"first\n"), rows),
             cancel: Cancel::new(),
             budget: budget.clone(),
+            renders: renders.clone(),
         };
         let frame = poll_fn(|cx| body.poll_frame(cx)).await.unwrap().unwrap();
         assert_eq!(frame.into_data().unwrap(), "first\n");
@@ -217,6 +252,7 @@ mod tests {
             tokio::time::timeout(std::time::Duration::from_millis(200), poll_fn(|cx| body.poll_frame(cx))).await;
         assert!(waiting.is_err(), "no room: it waits");
         assert!(matches!(body.state, State::Covering(..)));
+        assert_eq!(renders.free(), 1, "a chunk waiting for room holds no render permit");
         drop(other);
         let frame = poll_fn(|cx| body.poll_frame(cx)).await.unwrap().unwrap();
         let data = frame.into_data().unwrap();

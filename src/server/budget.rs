@@ -93,6 +93,45 @@ impl Budget {
     }
 }
 
+/// Renders of answers running at once on the blocking pool (a whole answer, or a
+/// stream's chunk, each). What a render allocates is known only once it is done
+/// (one row can be many MiB, its buffer up to twice that), so the budget can
+/// cover it only then: bounding the renders bounds what is held uncovered, and
+/// the blocking threads (each keeping its per-thread buffers), however many
+/// requests there are. Requests wait for a permit here, on no thread.
+pub struct Renders(Arc<Semaphore>);
+
+/// A render's place among [`Renders`].
+pub type Permit = Option<OwnedSemaphorePermit>;
+
+/// Renders per core: some wait on the disk while others use the CPU.
+const RENDERS_PER_CORE: usize = 2;
+
+impl Renders {
+    pub fn new(at_once: usize) -> Renders {
+        Renders(Arc::new(Semaphore::new(at_once.max(1))))
+    }
+
+    /// [`RENDERS_PER_CORE`] per core, 2 to 32.
+    pub fn per_core() -> Renders {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Renders::new((cores * RENDERS_PER_CORE).clamp(2, 32))
+    }
+
+    /// A permit to render, once one is free. A render holds it until its bytes
+    /// are covered by a [`Share`] (or dropped), never while they are sent.
+    pub async fn permit(&self) -> Permit {
+        // The semaphore is never closed: None cannot happen.
+        self.0.clone().acquire_owned().await.ok()
+    }
+
+    /// Renders that may start now.
+    #[cfg(test)]
+    pub fn free(&self) -> usize {
+        self.0.available_permits()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -24,7 +24,7 @@ use tokio::time::Instant;
 
 use super::auth::{basic_credentials, Auth, Refused};
 use super::body::{Held, Reply};
-use super::budget::{Budget, Share};
+use super::budget::{Budget, Renders, Share};
 use super::conn::Activity;
 use super::metrics::ServerMetrics;
 use super::ops::{self, Ops, OpsAnswer, Port, Target};
@@ -43,6 +43,8 @@ pub struct App {
     pub max_body: usize,
     /// The memory large bodies and whole answers may hold at once (`--max-buffered`).
     pub budget: Arc<Budget>,
+    /// Answers rendered at once (budget.rs).
+    pub renders: Arc<Renders>,
     /// The longest a request body may take to arrive.
     pub body_timeout: std::time::Duration,
     pub metrics: Arc<ServerMetrics>,
@@ -58,12 +60,14 @@ pub struct App {
 /// An answer ready to send: whole, or a first chunk and the rows after it.
 pub(crate) enum Prepared {
     Whole(Whole),
-    Streamed { first: Vec<u8>, rest: api::Rows },
+    Streamed { first: Vec<u8>, share: Share, rest: api::Rows },
 }
 
 pub(crate) struct Whole {
     pub status: u16,
     pub body: Vec<u8>,
+    /// The body's share of --max-buffered, once taken ([`cover`]).
+    pub share: Share,
     pub allow: Option<&'static str>,
     /// A 401's challenge (`WWW-Authenticate`).
     pub unauthorized: Option<&'static str>,
@@ -81,6 +85,7 @@ impl Whole {
         Whole {
             status,
             body,
+            share: Share::default(),
             allow: None,
             unauthorized: None,
             close: false,
@@ -161,22 +166,8 @@ pub async fn handle(app: Arc<App>, activity: &Arc<Activity>, req: hyper::Request
         }
     };
     let status_of = |s: u16| StatusCode::from_u16(s).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    // A large whole answer, or a stream's first chunk, holds a share of
-    // --max-buffered until it is written (or its connection closed); without
-    // room it is dropped for a 503 at once.
-    let mut share = Share::default();
-    let first_len = match &prepared {
-        Prepared::Whole(w) => w.body.len(),
-        Prepared::Streamed { first, .. } => first.len(),
-    };
-    let prepared = match app.budget.try_cover(if head_only { 0 } else { first_len }) {
-        Some(s) => {
-            share = s;
-            prepared
-        }
-        // Dropped (a stream's rows cancelled with it): its memory goes now.
-        None => Prepared::Whole(busy()),
-    };
+    // Renders were covered as they ended (dispatch); this covers the rest.
+    let prepared = cover(&app.budget, prepared);
     let status = match &prepared {
         Prepared::Whole(w) => status_of(w.status),
         Prepared::Streamed { .. } => StatusCode::OK,
@@ -190,18 +181,18 @@ pub async fn handle(app: Arc<App>, activity: &Arc<Activity>, req: hyper::Request
             }
             let length = w.body.len();
             let body = std::mem::take(&mut w.body);
-            let reply =
-                if head_only { Reply::nothing(held) } else { Reply::whole(body, std::mem::take(&mut share), held) };
+            let share = std::mem::take(&mut w.share);
+            let reply = if head_only { Reply::nothing(held) } else { Reply::whole(body, share, held) };
             (reply, Some((w, length)))
         }
-        Prepared::Streamed { first, rest } if head_only => {
-            drop((first, rest));
+        Prepared::Streamed { first, share, rest } if head_only => {
+            drop((first, share, rest));
             (Reply::nothing(held), None)
         }
-        Prepared::Streamed { first, rest } => {
+        Prepared::Streamed { first, share, rest } => {
             let flag = cancel.0.take().expect("armed");
-            let budget = app.budget.clone();
-            (Reply::stream(first, std::mem::take(&mut share), rest, budget, flag, held), None)
+            let (budget, renders) = (app.budget.clone(), app.renders.clone());
+            (Reply::stream(first, share, rest, (budget, renders), flag, held), None)
         }
     };
     drop(cancel);
@@ -331,6 +322,24 @@ async fn prepare(
 /// (a pushed job's spec, record and index entry).
 const PARSE_BYTES_PER_LINE: usize = 512;
 
+/// `p` holding its share of --max-buffered from now until its bytes are sent
+/// (or its connection closed), or, without room, a 503 in its place: `p` is
+/// dropped at once (a stream's rows cancelled with it), its memory freed, not held.
+pub(crate) fn cover(budget: &Budget, p: Prepared) -> Prepared {
+    let (len, held) = match &p {
+        Prepared::Whole(w) => (w.body.len(), w.share.bytes()),
+        Prepared::Streamed { first, share, .. } => (first.len(), share.bytes()),
+    };
+    if held >= len {
+        return p;
+    }
+    match (budget.try_cover(len), p) {
+        (None, _) => Prepared::Whole(busy()),
+        (Some(share), Prepared::Whole(w)) => Prepared::Whole(Whole { share, ..w }),
+        (Some(share), Prepared::Streamed { first, rest, .. }) => Prepared::Streamed { first, share, rest },
+    }
+}
+
 /// 503: the server holds as much as --max-buffered allows.
 pub(crate) fn busy() -> Whole {
     let message = "the server holds as much buffered data as --max-buffered allows; retry shortly";
@@ -393,12 +402,18 @@ pub(crate) async fn dispatch(
             return Prepared::Whole(from_api(resp));
         }
     }
+    // A read renders its answer under a permit (waiting here, on no thread), and
+    // its bytes are covered before the permit goes. Writes wait for their fsync
+    // on the thread: a permit would serialize group commit.
+    let permit = if method == api::Method::Get { app.renders.permit().await } else { None };
     let app2 = app.clone();
     let task = tokio::task::spawn_blocking(move || {
         let request = api::Request { method, path: &path, query: &query, body: &bytes, cancel };
-        answer(&app2, &caller, route, &request)
+        // Held by the render even when the request is dropped meanwhile.
+        let answer = answer(&app2, &caller, route, &request);
+        (cover(&app2.budget, answer), permit)
     });
-    match task.await {
+    match task.await.map(|(answer, _permit)| answer) {
         // A cluster write refused for now (leadership lost, no majority in time): retry.
         Ok(Prepared::Whole(w)) if w.status == 503 && app.cluster.is_some() => {
             Prepared::Whole(Whole { retry_after: w.retry_after.or(Some(1)), ..w })
@@ -452,7 +467,7 @@ fn answer(app: &App, caller: &Caller, route: Route, request: &api::Request<'_>) 
                 Some(Err(e)) => whole(api::status_of(&e), api::error_line(&e.to_string())),
                 Some(Ok(second)) => {
                     first.extend_from_slice(&second);
-                    Prepared::Streamed { first, rest: rows }
+                    Prepared::Streamed { first, share: Share::default(), rest: rows }
                 }
             },
         },

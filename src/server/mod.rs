@@ -205,6 +205,7 @@ async fn run(config: ServeConfig) -> Result<(), String> {
     let ops = Arc::new(Ops::new(config.metrics_key.as_deref(), metrics_listener.is_some()));
     let auth = Arc::new(config.auth);
     let budget = Arc::new(budget::Budget::new(config.max_buffered));
+    let renders = Arc::new(budget::Renders::per_core());
     let app_on = |port| {
         Arc::new(http::App {
             store: store.clone(),
@@ -212,6 +213,7 @@ async fn run(config: ServeConfig) -> Result<(), String> {
             config: jobq::api::Config { max_count: config.max_count },
             max_body: config.max_body,
             budget: budget.clone(),
+            renders: renders.clone(),
             body_timeout: config.timeouts.body,
             metrics: server_metrics.clone(),
             ops: ops.clone(),

@@ -23,6 +23,9 @@ use crate::query::{Filter, Hit, Paging};
 
 use super::plain::{PlainPage, Room};
 
+/// Bytes of record buffer a thread keeps between renders (a larger one is freed).
+const RAW_KEPT: usize = 1 << 20;
+
 /// `,"<name>_time":` of each time slot, as a row writes it.
 const TIME_KEYS: [&[u8]; 4] =
     [b",\"pending_time\":", b",\"running_time\":", b",\"finished_time\":", b",\"deleted_time\":"];
@@ -224,21 +227,24 @@ impl Snapshot {
         RAW.with(|raw| {
             let mut raw = raw.borrow_mut();
             // The closure answers a small error, made a store error once outside.
-            self.reader
-                .with_checked_record(hit.loc, &mut raw, |bytes, _| match jobmeta {
-                    None => row::decode_row(bytes).and_then(|row| self.render_plain(project, &row, hit.listed_ms, out)),
-                    Some(fields) => {
-                        // Checked whole just now or before: the checksum need not be
-                        // computed again.
-                        let (mut view, _) = record::decode_checked_job(bytes)?;
-                        if fields.iter().any(|f| !in_record(f)) {
-                            view.unpack(&self.reader.dicts)?;
-                        }
-                        self.render_view(project, &view, jobmeta, hit.listed_ms, out);
-                        Ok(())
+            let r = self.reader.with_checked_record(hit.loc, &mut raw, |bytes, _| match jobmeta {
+                None => row::decode_row(bytes).and_then(|row| self.render_plain(project, &row, hit.listed_ms, out)),
+                Some(fields) => {
+                    // Checked whole just now or before: the checksum need not be
+                    // computed again.
+                    let (mut view, _) = record::decode_checked_job(bytes)?;
+                    if fields.iter().any(|f| !in_record(f)) {
+                        view.unpack(&self.reader.dicts)?;
                     }
-                })?
-                .map_err(|e| self.reader.corrupt(hit.loc, e))
+                    self.render_view(project, &view, jobmeta, hit.listed_ms, out);
+                    Ok(())
+                }
+            });
+            // A thread keeps at most RAW_KEPT: the blocking pool has many threads.
+            if raw.capacity() > RAW_KEPT {
+                *raw = Vec::new();
+            }
+            r?.map_err(|e| self.reader.corrupt(hit.loc, e))
         })
     }
 

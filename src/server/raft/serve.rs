@@ -166,7 +166,7 @@ async fn forwarded(app: &Arc<App>, bytes: &[u8], cancel: Cancel) -> Prepared {
     };
     let w = match answer {
         Prepared::Whole(w) => w,
-        Prepared::Streamed { mut first, rest } => {
+        Prepared::Streamed { mut first, rest, .. } => {
             match tokio::task::spawn_blocking(move || rest.collect_bytes()).await {
                 Ok(Ok(more)) => first.extend_from_slice(&more),
                 _ => return reply(Reply::error(500, "rendering the forwarded answer failed")),

@@ -1,0 +1,89 @@
+//! Hostile crowds against the real `jobq serve` (hostile.rs has the single
+//! hostile clients): many concurrent readers of large answers, more clients
+//! than connection slots plus the kernel's default backlog, and a key holder
+//! whose long polls would take every slot. Memory and threads stay bounded,
+//! every well-behaved client is answered, and an honest client gets in within
+//! seconds.
+
+#[path = "harness/mod.rs"]
+mod harness;
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use harness::{basic, read_one_response, tempdir, Server};
+
+const KEY: &str = "KEY:";
+const ARGS: &[&str] = &["--api-key", "KEY"];
+
+fn connect(s: &Server) -> TcpStream {
+    let c = TcpStream::connect(&s.addr).expect("connect");
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    c
+}
+
+/// A process's thread count (`Threads` in /proc).
+fn threads(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("process status");
+    let line = status.lines().find(|l| l.starts_with("Threads:")).expect("Threads");
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// Samples `f` every 10 ms until the returned flag is set; the peak is in the counter.
+fn sample_peak(f: impl Fn() -> u64 + Send + 'static) -> (Arc<AtomicBool>, Arc<AtomicU64>, thread::JoinHandle<()>) {
+    let (done, peak) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)));
+    let (d, p) = (done.clone(), peak.clone());
+    let h = thread::spawn(move || {
+        while !d.load(Ordering::Relaxed) {
+            p.fetch_max(f(), Ordering::Relaxed);
+            thread::sleep(Duration::from_millis(10));
+        }
+    });
+    (done, peak, h)
+}
+
+/// 160 clients list 300 jobs of 8 KiB each at once (2.4 MB, 75 chunks an
+/// answer). Every chunk is rendered on the blocking pool: without a bound on
+/// renders at once, the pool grew a thread per waiting chunk (517 threads and
+/// 1.3 GB for 150 such clients), each keeping its per-thread buffers. Renders
+/// wait for one of a few permits instead (2 per core, at most 32); every
+/// client still gets its whole answer (2.4 MB).
+#[test]
+fn concurrent_readers_are_rendered_a_few_at_a_time_and_all_answered() {
+    const READERS: usize = 160;
+    let dir = tempdir();
+    let s = Server::start(dir.path(), ARGS);
+    let pad = "x".repeat(8 << 10);
+    let lines: Vec<String> = (0..300).map(|i| format!(r#"{{"spider":"s","state":"finished","n":{i},"pad":"{pad}"}}"#)).collect();
+    assert_eq!(s.post("/jobq/53/push", KEY, &lines.join("\n")).status, 200);
+    let pid = s.pid();
+    let idle = threads(pid);
+    let (done, peak, sampler) = sample_peak(move || threads(pid));
+    let start = Arc::new(std::sync::Barrier::new(READERS));
+    let readers: Vec<_> = (0..READERS)
+        .map(|_| {
+            let (addr, start) = (s.addr.clone(), start.clone());
+            thread::spawn(move || {
+                start.wait();
+                let r = harness::request(&addr, "GET", "/jobq/53/list?count=1000&jobmeta=pad&jobmeta=n", Some(KEY), b"");
+                (r.status, r.body.iter().filter(|b| **b == b'\n').count())
+            })
+        })
+        .collect();
+    let answers: Vec<_> = readers.into_iter().map(|r| r.join().unwrap()).collect();
+    done.store(true, Ordering::Relaxed);
+    sampler.join().unwrap();
+    let cores = thread::available_parallelism().map_or(2, |n| n.get()) as u64;
+    let renders = (2 * cores).clamp(2, 32);
+    let grew = peak.load(Ordering::Relaxed).saturating_sub(idle);
+    println!("{idle} threads idle, {grew} more at the peak with {READERS} readers ({renders} renders at once)");
+    for (status, len) in answers {
+        assert_eq!((status, len), (200, 300), "every reader gets the whole listing");
+    }
+    // A thread that just ended a render may not be idle yet when the next starts.
+    assert!(grew <= 3 * renders + 8, "the server grew by {grew} threads for {READERS} concurrent readers");
+}

@@ -87,3 +87,42 @@ fn concurrent_readers_are_rendered_a_few_at_a_time_and_all_answered() {
     // A thread that just ended a render may not be idle yet when the next starts.
     assert!(grew <= 3 * renders + 8, "the server grew by {grew} threads for {READERS} concurrent readers");
 }
+
+/// `net.core.somaxconn`: the kernel's cap on a listen backlog.
+fn somaxconn() -> u32 {
+    std::fs::read_to_string("/proc/sys/net/core/somaxconn").ok().and_then(|s| s.trim().parse().ok()).unwrap_or(128)
+}
+
+/// Every slot taken (2 here; a slowloris crowd in the field): clients queue in
+/// the listen backlog until one frees. With the usual backlog of 128 the kernel
+/// dropped the SYNs past it, and an honest client waited for its SYN's
+/// retransmission (1 s, 3 s, 7 s, ... up to 30 s seen). The server asks for
+/// 4096 (the kernel caps it at somaxconn): 400 connections queue at once.
+#[test]
+fn clients_past_a_backlog_of_128_queue_for_a_slot_instead_of_being_dropped() {
+    const QUEUED: usize = 400;
+    if (somaxconn() as usize) < QUEUED + 2 {
+        println!("net.core.somaxconn is {}: no backlog of {QUEUED} to test", somaxconn());
+        return;
+    }
+    let dir = tempdir();
+    let s = Server::start(dir.path(), &["--api-key", "KEY", "--max-connections", "2"]);
+    let silent: Vec<TcpStream> = (0..2).map(|_| connect(&s)).collect();
+    thread::sleep(Duration::from_millis(100));
+    // Handshakes complete in the kernel: at once while the backlog has room.
+    let addr: std::net::SocketAddr = s.addr.parse().unwrap();
+    let started = Instant::now();
+    let mut queued = Vec::new();
+    for i in 0..QUEUED {
+        match TcpStream::connect_timeout(&addr, Duration::from_millis(300)) {
+            Ok(c) => queued.push(c),
+            Err(e) => panic!("connection {i} beside 2 slots taken: {e} after {:?}", started.elapsed()),
+        }
+    }
+    println!("{QUEUED} connections queued in {:?}", started.elapsed());
+    drop((silent, queued));
+    let asked = Instant::now();
+    let r = harness::request(&s.addr, "GET", "/jobq/53/count", Some(KEY), b"");
+    assert_eq!(r.status, 200);
+    assert!(asked.elapsed() < Duration::from_secs(5), "waited {:?}", asked.elapsed());
+}

@@ -327,8 +327,32 @@ async fn exit_when_raft_fails(mut metrics: watch::Receiver<openraft::RaftMetrics
     }
 }
 
+/// The listen backlog asked for (the kernel caps it at `net.core.somaxconn`):
+/// clients wait there while every connection slot is taken. The usual 128 let a
+/// crowd of slow sockets fill it, and a SYN beyond it is dropped (the client
+/// waits seconds to retry).
+pub const BACKLOG: u32 = 4096;
+
+/// Listen on the first of `addr`'s addresses that binds (SO_REUSEADDR set, as
+/// tokio's own `bind` does).
 async fn bind(addr: &str) -> Result<tokio::net::TcpListener, String> {
-    tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))
+    let fail = |e: std::io::Error| format!("cannot listen on {addr}: {e}");
+    let mut last = None;
+    for a in tokio::net::lookup_host(addr).await.map_err(fail)? {
+        match listen_on(a) {
+            Ok(l) => return Ok(l),
+            Err(e) => last = Some(e),
+        }
+    }
+    let none = || std::io::Error::new(std::io::ErrorKind::InvalidInput, "could not resolve to any address");
+    Err(fail(last.unwrap_or_else(none)))
+}
+
+fn listen_on(a: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if a.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(a)?;
+    socket.listen(BACKLOG)
 }
 
 /// Serve one connection until it ends or `abort` turns true; the guards (its

@@ -58,7 +58,8 @@ fn concurrent_readers_are_rendered_a_few_at_a_time_and_all_answered() {
     let dir = tempdir();
     let s = Server::start(dir.path(), ARGS);
     let pad = "x".repeat(8 << 10);
-    let lines: Vec<String> = (0..300).map(|i| format!(r#"{{"spider":"s","state":"finished","n":{i},"pad":"{pad}"}}"#)).collect();
+    let lines: Vec<String> =
+        (0..300).map(|i| format!(r#"{{"spider":"s","state":"finished","n":{i},"pad":"{pad}"}}"#)).collect();
     assert_eq!(s.post("/jobq/53/push", KEY, &lines.join("\n")).status, 200);
     let pid = s.pid();
     let idle = threads(pid);
@@ -69,7 +70,8 @@ fn concurrent_readers_are_rendered_a_few_at_a_time_and_all_answered() {
             let (addr, start) = (s.addr.clone(), start.clone());
             thread::spawn(move || {
                 start.wait();
-                let r = harness::request(&addr, "GET", "/jobq/53/list?count=1000&jobmeta=pad&jobmeta=n", Some(KEY), b"");
+                let r =
+                    harness::request(&addr, "GET", "/jobq/53/list?count=1000&jobmeta=pad&jobmeta=n", Some(KEY), b"");
                 (r.status, r.body.iter().filter(|b| **b == b'\n').count())
             })
         })
@@ -125,4 +127,47 @@ fn clients_past_a_backlog_of_128_queue_for_a_slot_instead_of_being_dropped() {
     let r = harness::request(&s.addr, "GET", "/jobq/53/count", Some(KEY), b"");
     assert_eq!(r.status, 200);
     assert!(asked.elapsed() < Duration::from_secs(5), "waited {:?}", asked.elapsed());
+}
+
+/// Long polls keep their connections busy, and a busy connection is not closed
+/// for a newcomer: a key holder looping `changes?wait=60` on every slot locked
+/// everyone out (a probe waited 30 s). At most half the slots wait now; a long
+/// poll past them is answered at once as with `wait=0` (200, empty, with the
+/// feed position: its client asks again), so other clients get in.
+#[test]
+fn long_polls_cannot_take_every_connection_slot() {
+    const SLOTS: usize = 8;
+    let dir = tempdir();
+    let s = Server::start(dir.path(), &["--api-key", "KEY", "--max-connections", "8"]);
+    let get = format!("GET /jobq/53/changes?wait=20 HTTP/1.1\r\nHost: x\r\nAuthorization: {}\r\n\r\n", basic(KEY));
+    let mut polls: Vec<TcpStream> = (0..SLOTS)
+        .map(|_| {
+            let mut c = connect(&s);
+            c.write_all(get.as_bytes()).unwrap();
+            c
+        })
+        .collect();
+    let asked = Instant::now();
+    let mut probe = connect(&s);
+    probe.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let count = format!("GET /jobq/53/count HTTP/1.1\r\nHost: x\r\nAuthorization: {}\r\n\r\n", basic(KEY));
+    probe.write_all(count.as_bytes()).unwrap();
+    let r = read_one_response(&mut probe);
+    let waited = asked.elapsed();
+    assert_eq!(r.map(|r| r.status), Some(200), "no answer to a newcomer beside {SLOTS} long polls in {waited:?}");
+    assert!(waited < Duration::from_secs(3), "waited {waited:?}");
+    let mut cut = 0;
+    for c in &mut polls {
+        // Answered at once, or waiting (for 20 s).
+        c.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+        if let Some(r) = read_one_response(c) {
+            assert_eq!((r.status, r.body.len()), (200, 0), "{}", r.text());
+            assert!(r.header("x-jobq-seq").is_some(), "where to ask again from");
+            cut += 1;
+        }
+    }
+    assert_eq!(cut, SLOTS / 2, "half the long polls wait, the others are answered at once");
+    let metrics = s.get("/metrics", KEY).text();
+    assert!(metrics.contains("jobq_http_long_polls_waiting 4\n"), "{metrics}");
+    assert!(metrics.contains("jobq_http_long_polls_cut_total 4\n"), "{metrics}");
 }

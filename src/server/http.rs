@@ -45,6 +45,8 @@ pub struct App {
     pub budget: Arc<Budget>,
     /// Answers rendered at once (budget.rs).
     pub renders: Arc<Renders>,
+    /// Long polls waiting at once (wait.rs).
+    pub long_polls: Arc<wait::LongPolls>,
     /// The longest a request body may take to arrive.
     pub body_timeout: std::time::Duration,
     pub metrics: Arc<ServerMetrics>,

@@ -206,6 +206,7 @@ async fn run(config: ServeConfig) -> Result<(), String> {
     let auth = Arc::new(config.auth);
     let budget = Arc::new(budget::Budget::new(config.max_buffered));
     let renders = Arc::new(budget::Renders::per_core());
+    let long_polls = Arc::new(wait::LongPolls::new(max_connections));
     let app_on = |port| {
         Arc::new(http::App {
             store: store.clone(),
@@ -214,6 +215,7 @@ async fn run(config: ServeConfig) -> Result<(), String> {
             max_body: config.max_body,
             budget: budget.clone(),
             renders: renders.clone(),
+            long_polls: long_polls.clone(),
             body_timeout: config.timeouts.body,
             metrics: server_metrics.clone(),
             ops: ops.clone(),

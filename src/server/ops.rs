@@ -216,6 +216,7 @@ mod tests {
             max_body: 1 << 20,
             budget: Arc::new(crate::server::budget::Budget::new(1 << 20)),
             renders: Arc::new(crate::server::budget::Renders::new(2)),
+            long_polls: Arc::new(crate::server::wait::LongPolls::new(4)),
             body_timeout: std::time::Duration::from_secs(1),
             metrics: Arc::new(ServerMetrics::new(4)),
             ops: Arc::new(Ops::new(None, false)),

@@ -95,6 +95,18 @@ fn server(app: &App, x: &mut Exposition) {
         "--max-buffered: the most they may hold at once.",
         app.budget.total() as u64,
     );
+    x.single(
+        "jobq_http_long_polls_waiting",
+        Kind::Gauge,
+        "Long polls (changes and startjob with wait) waiting now; at most half of --max-connections.",
+        app.long_polls.waiting() as u64,
+    );
+    x.single(
+        "jobq_http_long_polls_cut_total",
+        Kind::Counter,
+        "Long polls answered at once, as with wait=0, because half of --max-connections were waiting.",
+        app.long_polls.cut(),
+    );
     let c = &m.connections;
     x.single(
         "jobq_connections_open",

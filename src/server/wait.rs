@@ -19,10 +19,17 @@
 //! request head to the answer, and `--idle-timeout` only counts between requests
 //! or while the client reads none of an answer. The shutdown does: a waiting
 //! request answers at once with what it has (the drain then closes its connection).
+//!
+//! A busy connection is never closed for a newcomer (conn.rs), so at most half
+//! the connection slots wait at once ([`LongPolls`]): a long poll past that is
+//! answered at once, as with `wait=0` (what a wait that times out answers: its
+//! client asks again), and the other slots stay free for everyone else.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use super::http::App;
@@ -32,6 +39,50 @@ use jobq::model::JobState;
 use jobq::query::ChangeFilter;
 use jobq::store::{FeedFrom, FeedPage};
 use jobq::{Error, Store};
+
+/// The long polls waiting at once: at most half the connection slots.
+pub struct LongPolls {
+    places: Arc<Semaphore>,
+    cap: usize,
+    /// Long polls answered at once for want of a place.
+    cut: AtomicU64,
+}
+
+/// A long poll's place, held while it waits (None: it does not wait).
+type Place = Option<OwnedSemaphorePermit>;
+
+impl LongPolls {
+    pub fn new(max_connections: usize) -> LongPolls {
+        let cap = (max_connections / 2).max(1);
+        LongPolls { places: Arc::new(Semaphore::new(cap)), cap, cut: AtomicU64::new(0) }
+    }
+
+    /// The deadline of a wait of `wait`, with the place it holds until then;
+    /// without a place free, now (it answers at once, as with `wait=0`).
+    fn admit(&self, wait: Duration) -> (Instant, Place) {
+        let now = Instant::now();
+        if wait.is_zero() {
+            return (now, None);
+        }
+        match self.places.clone().try_acquire_owned() {
+            Ok(place) => (now + wait, Some(place)),
+            Err(_) => {
+                self.cut.fetch_add(1, Ordering::Relaxed);
+                (now, None)
+            }
+        }
+    }
+
+    /// Long polls waiting now.
+    pub fn waiting(&self) -> usize {
+        self.cap - self.places.available_permits()
+    }
+
+    /// Long polls answered at once because half the slots were waiting.
+    pub fn cut(&self) -> u64 {
+        self.cut.load(Ordering::Relaxed)
+    }
+}
 
 /// What a parked request waits for.
 enum Woken {
@@ -100,7 +151,7 @@ pub async fn changes(app: &Arc<App>, project: u32, params: &[(String, String)]) 
         Ok(r) => Arc::new(r),
         Err(e) => return fault(&e),
     };
-    let deadline = Instant::now() + req.wait;
+    let (deadline, _place) = app.long_polls.admit(req.wait);
     let (mut durable, mut closing) = (app.durable.clone(), app.ops.closing_watch());
     let since = req.since.unwrap_or_else(|| app.store.feed_position());
     let mut from = FeedFrom::Seq(since);
@@ -147,7 +198,7 @@ pub async fn startjob(
         (Ok(w), Ok(f)) => (w, Arc::new(f)),
         (Err(e), _) | (_, Err(e)) => return fault(&e),
     };
-    let deadline = Instant::now() + wait;
+    let (deadline, _place) = app.long_polls.admit(wait);
     let (mut durable, mut closing) = (app.durable.clone(), app.ops.closing_watch());
     let pending = Arc::new(ChangesRequest {
         project,

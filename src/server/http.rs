@@ -4,7 +4,8 @@
 //! limit (413). A request refused there has its body left unread and its
 //! connection closed after the answer. Then the body is read (within the size
 //! limit and the body timeout) and the request answered through `jobq::api` on
-//! the blocking pool (engine calls wait for fsync or read the log).
+//! the blocking pool (engine calls wait for fsync or read the log); a read under
+//! a render permit, its answer covered by `--max-buffered` before the permit goes.
 //!
 //! HEAD is answered as GET without the body (a whole answer's length is said).
 //! If the client goes away, the handler's future is dropped and so is its

@@ -2,10 +2,11 @@
 //! of [`Rows`]: each chunk rendered on the blocking pool when hyper asks for
 //! more, under a render permit (budget.rs: held from the render to its bytes'
 //! share, not while they are sent), so a slow reader holds no thread nor
-//! permit, and a long listing is never in memory whole. A rendering failure aborts the response (the client sees a cut-off
-//! chunked body, never a short but valid answer). Dropping a streamed body
-//! (the client left, the connection was closed) cancels its rows: a render in
-//! progress stops at the next row.
+//! permit, and a long listing is never in memory whole. A rendering failure
+//! aborts the response (the client sees a cut-off chunked body, never a short
+//! but valid answer). Dropping a streamed body (the client left, the
+//! connection was closed) cancels its rows: a render in progress stops at the
+//! next row.
 //!
 //! Every reply holds the connection's [`InFlight`] guard and the request's
 //! metrics record ([`Held`]): the request counts as in progress until hyper

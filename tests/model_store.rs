@@ -214,7 +214,7 @@ impl World {
                             assert!(e.contains(&format!("line {}: Active job exists", i + 1)), "{e}");
                         }
                         Ok(()) => {
-                            assert_eq!(got.unwrap().jobs, lines.len() as u64);
+                            assert_eq!(got.unwrap().versions, lines.len() as u64);
                             self.model.import(lines).unwrap();
                         }
                     },

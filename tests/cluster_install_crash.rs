@@ -28,6 +28,34 @@ fn opts(sim: &SimFs) -> Options {
     }
 }
 
+/// A fork of `base` (a node's disk) that receives and installs the snapshot
+/// `bytes` until a power cut at file-system call `at`, then crashes in `mode`;
+/// and whether the install returned before the cut.
+fn install_cut_at(
+    base: &SimFs,
+    at: u64,
+    mode: CrashMode,
+    meta: &SnapMeta,
+    bytes: &[u8],
+    rt: &tokio::runtime::Runtime,
+) -> (SimFs, bool) {
+    let sim = base.fork();
+    let node = Node::start(Arc::new(Store::open("/node", opts(&sim)).unwrap())).unwrap();
+    sim.set_fault(Some(Fault { at, kind: FaultKind::PowerCut, sticky: true }));
+    let done = rt.block_on(async {
+        let fs: Arc<dyn FileSystem> = Arc::new(sim.clone());
+        let Ok(mut s) = install::receiving(&fs, std::path::Path::new("/node")) else { return false };
+        if tokio::io::AsyncWriteExt::write_all(&mut s, bytes).await.is_err() {
+            return false;
+        }
+        install::install(&node, meta, &s).is_ok()
+    });
+    std::mem::forget(node); // the machine is off
+    sim.set_fault(None);
+    sim.crash(mode, at);
+    (sim, done)
+}
+
 fn jobs(store: &Store) -> Vec<JobKey> {
     let mut out = Vec::new();
     store.export(None, &mut out).unwrap();
@@ -128,20 +156,7 @@ fn an_install_cut_by_power_loss_leaves_the_old_state_or_the_snapshots_log() {
     let (mut old_seen, mut new_seen, mut part_seen) = (0, 0, 0);
     for (i, at) in (0..200u64).step_by(2).enumerate() {
         let mode = CrashMode::ALL[i % CrashMode::ALL.len()];
-        let sim = base.fork();
-        let node = Node::start(Arc::new(Store::open("/node", opts(&sim)).unwrap())).unwrap();
-        sim.set_fault(Some(Fault { at, kind: FaultKind::PowerCut, sticky: true }));
-        let done = rt.block_on(async {
-            let fs: Arc<dyn FileSystem> = Arc::new(sim.clone());
-            let Ok(mut s) = install::receiving(&fs, std::path::Path::new("/node")) else { return false };
-            if tokio::io::AsyncWriteExt::write_all(&mut s, &bytes).await.is_err() {
-                return false;
-            }
-            install::install(&node, &meta, &s).is_ok()
-        });
-        std::mem::forget(node); // the machine is off
-        sim.set_fault(None);
-        sim.crash(mode, at);
+        let (sim, done) = install_cut_at(&base, at, mode, &meta, &bytes, &rt);
         let what = format!("power cut at call {at}, {mode:?}");
         let store = Store::open("/node", opts(&sim)).unwrap_or_else(|e| panic!("{what}: reopen: {e}"));
         let node = Node::start(Arc::new(store)).unwrap_or_else(|e| panic!("{what}: node start: {e}"));
@@ -206,20 +221,7 @@ fn an_install_of_a_compacted_log_cut_by_power_loss_restarts_raft() {
     let (mut first_entry, mut done_in_a_row, mut between) = (None, 0, 0);
     for at in 0..600u64 {
         let mode = CrashMode::ALL[at as usize % CrashMode::ALL.len()];
-        let sim = base.fork();
-        let node = Node::start(Arc::new(Store::open("/node", opts(&sim)).unwrap())).unwrap();
-        sim.set_fault(Some(Fault { at, kind: FaultKind::PowerCut, sticky: true }));
-        let done = rt.block_on(async {
-            let fs: Arc<dyn FileSystem> = Arc::new(sim.clone());
-            let Ok(mut s) = install::receiving(&fs, std::path::Path::new("/node")) else { return false };
-            if tokio::io::AsyncWriteExt::write_all(&mut s, &bytes).await.is_err() {
-                return false;
-            }
-            install::install(&node, &meta, &s).is_ok()
-        });
-        std::mem::forget(node); // the machine is off
-        sim.set_fault(None);
-        sim.crash(mode, at);
+        let (sim, done) = install_cut_at(&base, at, mode, &meta, &bytes, &rt);
         let what = format!("power cut at call {at}, {mode:?}");
         let dir = std::path::Path::new("/node");
         let switched = jobq::store::layout::read_current(&sim, dir).unwrap() > base_generation;

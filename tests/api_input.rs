@@ -570,3 +570,24 @@ fn an_import_counts_a_key_on_several_lines_once() {
     assert_eq!((report.jobs, report.versions, report.lines), (2, 4, 4));
     assert_eq!(api.get("jobq/1/count?state=finished").text.trim(), "1");
 }
+
+/// A job always has `units` (1 unless given), whether pushed or imported: an
+/// import line without it gets 1, as a push does, by both of import's parsers
+/// (a line with an escaped name takes the general one).
+#[test]
+fn an_imported_job_without_units_has_one_unit() {
+    let api = Api::new();
+    let text = concat!(
+        r#"{"key":"1/1/1","spider":"s","state":"pending","pending_time":5}"#,
+        "\n",
+        r#"{"key":"1/1/2","spider":"s","state":"pending","pending_time":6,"units":3,"m":1}"#,
+        "\n",
+        r#"{"key":"1/1/3","spider":"s","state":"pending","pending_time":7,"m\u0031":1}"#,
+        "\n",
+    );
+    api.store().import(&mut text.as_bytes(), &mut |_| {}).unwrap();
+    let units = |j: u32| api.get(&format!("jobs/1/1/{j}/units")).text.trim().to_string();
+    assert_eq!([units(1), units(2), units(3)], ["1", "3", "1"]);
+    let listed = api.get("jobq/1/list?state=pending&jobmeta=units");
+    assert_eq!(listed.text.matches(r#""units":1"#).count(), 2, "{}", listed.text);
+}

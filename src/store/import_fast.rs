@@ -11,6 +11,9 @@ use super::import_line::CATALOG_FIELD;
 use crate::codec::json::{skip_ws as ws, string_at, value_end, MAX_OBJECT_FIELDS};
 use crate::model::{JobKey, JobState, CLOSE_REASON, TIME_FIELDS};
 
+/// The field a job line without `units` gets (a push's default), quotes included.
+const DEFAULT_UNITS: &str = r#""units":1"#;
+
 /// Tags and document names the fast path compares one by one, at most.
 const FEW: usize = 16;
 
@@ -137,8 +140,8 @@ fn known(name: &str) -> Known {
     }
 }
 
-/// Parse `line` as a job line of the common shape; write its document (`{}` when
-/// empty) to `doc` and its tags to `tags` (both cleared first). `names` is
+/// Parse `line` as a job line of the common shape; write its document (with
+/// `"units":1` last when the line has no `units`) to `doc` and its tags to `tags` (both cleared first). `names` is
 /// scratch space.
 pub(crate) fn parse_job_fast<'a>(
     line: &'a str,
@@ -162,7 +165,7 @@ pub(crate) fn parse_job_fast<'a>(
         close_reason: None,
         auth: None,
     };
-    let (mut seen, mut fields_n, mut size) = (0u16, 0usize, 0usize);
+    let (mut seen, mut fields_n, mut size, mut has_units) = (0u16, 0usize, 0usize, false);
     // A bit per document name's length (mod 64): names are compared only on a hit.
     let mut lengths = 0u64;
     // A row field met a second time leaves the line to the general path.
@@ -239,6 +242,7 @@ pub(crate) fn parse_job_fast<'a>(
                 match doc_field {
                     Known::Units => {
                         fields::units(raw).ok()?;
+                        has_units = true;
                     }
                     Known::CloseReason => job.close_reason = Some(raw),
                     Known::Auth => job.auth = Some(raw),
@@ -261,8 +265,18 @@ pub(crate) fn parse_job_fast<'a>(
             _ => return None,
         }
     }
+    if !has_units {
+        // As the general path counts it: name, value and 4.
+        size += "units".len() + "1".len() + 4;
+    }
     if ws(b, i + 1) != b.len() || fields_n > MAX_OBJECT_FIELDS || size > MAX_DOC + DOC_SLACK {
         return None;
+    }
+    if !has_units {
+        if !names.is_empty() {
+            doc.push(b',');
+        }
+        doc.extend_from_slice(DEFAULT_UNITS.as_bytes());
     }
     doc.push(b'}');
     job.key = key?;

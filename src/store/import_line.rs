@@ -125,7 +125,8 @@ fn parse_catalog<'a>(value: &'a str, fields: &mut Vec<RawField<'a>>) -> Result<S
 const SCAN_FIELDS: usize = 16;
 
 /// `key`, `spider`, `state` and the time of that state are required. `*_by`,
-/// `auth`, `units` and every other field are kept, raw, as metadata.
+/// `auth`, `units` and every other field are kept, raw, as metadata; a line
+/// without `units` gets `"units":1` last, as a push does.
 fn parse_job<'a>(fields: &[RawField<'a>]) -> Result<ImportLine<'a>> {
     let (mut key, mut spider, mut state, mut project) = (None, None, None, None);
     let mut l = ImportLine {
@@ -142,6 +143,7 @@ fn parse_job<'a>(fields: &[RawField<'a>]) -> Result<ImportLine<'a>> {
     // line), past that their places.
     let mut few: [Cow<'a, str>; SCAN_FIELDS] = Default::default();
     let mut places: Option<FastMap<Cow<'a, str>, usize>> = None;
+    let mut has_units = false;
     for f in fields {
         let name = f.name().map_err(|e| Error::input(e.to_string()))?;
         match name.as_ref() {
@@ -160,6 +162,7 @@ fn parse_job<'a>(fields: &[RawField<'a>]) -> Result<ImportLine<'a>> {
                 None => {
                     if n == "units" {
                         fields::units(f.value)?;
+                        has_units = true;
                     }
                     // While `places` is None, `few[..l.doc.len()]` holds every name.
                     let place = match &places {
@@ -188,6 +191,10 @@ fn parse_job<'a>(fields: &[RawField<'a>]) -> Result<ImportLine<'a>> {
                 }
             },
         }
+    }
+    if !has_units {
+        // As a push: a job has `units`, 1 unless given.
+        l.doc.push(RawField { name: "units", value: "1", escaped: false });
     }
     l.key = key.ok_or_else(|| Error::field("key", "is required"))?;
     l.spider = spider.filter(|s| !s.is_empty()).ok_or_else(|| Error::field("spider", "is required"))?;

@@ -370,7 +370,8 @@ impl Model {
                 order: 0,
                 tags: l.tags.clone(),
                 unique: l.unique.clone(),
-                meta: [("x", Some("1")), ("close_reason", l.reason)]
+                // The line has no `units`: import gives 1, last.
+                meta: [("x", Some("1")), ("close_reason", l.reason), ("units", Some("1"))]
                     .into_iter()
                     .filter_map(|(n, v)| Some((n.to_string(), v?.to_string())))
                     .collect(),

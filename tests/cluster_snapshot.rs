@@ -311,6 +311,58 @@ fn an_install_refuses_damage_and_keeps_the_entries_after_it() {
     });
 }
 
+/// openraft hands a snapshot to the state machine and purges the log up to its
+/// last entry at once, on its own task: the purge may run before the install
+/// starts. The entries the node held after the snapshot's last one stay then
+/// too (openraft counts them as the node's log, and appends after them).
+#[test]
+fn an_install_after_the_purge_to_its_last_entry_keeps_the_entries_after_it() {
+    use openraft::storage::RaftLogStorage;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = |id: u64| tmp.path().join(format!("n{id}"));
+    runtime().block_on(async {
+        let router = Router::default();
+        let (mut nodes, leader, other) = three_led(tmp.path(), &router).await;
+        for i in 0..25 {
+            push(&nodes[&leader].1, &format!("spider{}", i % 3)).await.unwrap();
+        }
+        nodes[&leader].0.trigger().snapshot().await.unwrap();
+        let lr = nodes[&leader].0.clone();
+        lr.wait(Some(Duration::from_secs(10))).metrics(|m| m.snapshot.is_some(), "snapshot").await.unwrap();
+        let (meta, bytes) = snapshot_bytes(&dir(leader)).await;
+        for _ in 0..5 {
+            push(&nodes[&leader].1, "after").await.unwrap();
+        }
+        let end = lr.metrics().borrow().last_applied.unwrap().index;
+        wait_applied(&nodes[&other].0, end).await;
+        let (raft, node) = nodes.remove(&other).unwrap();
+        router.remove(other);
+        jobq::cluster::proposer::detach(&node);
+        raft.shutdown().await.unwrap();
+        drop(raft);
+
+        // The purge openraft issues with the install, first.
+        let mut log = jobq::cluster::LogStore::new(node.clone());
+        log.purge(meta.last_log_id.unwrap()).await.unwrap();
+        install(&node, &meta, &bytes).await.unwrap();
+        let held = node.store().raft_entries().unwrap().last().unwrap().head.index;
+        assert_eq!(held, end, "the entries after the snapshot's stay in the log");
+        let state = log.get_log_state().await.unwrap();
+        assert_eq!(state.last_log_id.map(|l| l.index), Some(end), "and in the node's log table");
+        drop(log);
+        let store = node.store().clone();
+        drop(node);
+        close(store);
+        let (raft, node) = start(other, &dir(other), &router).await;
+        wait_applied(&raft, end).await;
+        assert_eq!(jobs_of(&node), jobs_of(&nodes[&leader].1));
+        nodes.insert(other, (raft, node));
+        for (_, (r, n)) in nodes {
+            close(stop(r, n).await);
+        }
+    });
+}
+
 fn first_segment(dir: &std::path::Path) -> u32 {
     let gen = current(dir).unwrap();
     let gen_dir = jobq::store::layout::gen_dir(dir, gen);

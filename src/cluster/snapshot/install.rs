@@ -194,13 +194,21 @@ fn check_entries(fs: &dyn FileSystem, gen_dir: &Path, t: &Table, path: &Path) ->
 }
 
 /// The entries this node holds after `last`, when it holds `last` itself:
-/// Raft keeps them (they may count toward a majority).
+/// Raft keeps them (they may count toward a majority). openraft purges the log
+/// up to `last` as it hands the install over (its core runs the purge beside the
+/// state machine's install, in either order): `last` is then the purge point,
+/// and the entries after it are still the node's log as openraft knows it.
 fn entries_after(node: &Node, last: &crate::cluster::LogId) -> Result<Vec<RaftEntry>> {
     let locs: Vec<_> = {
         let t = node.table.lock();
-        match t.find(last.index) {
-            Some(l) if loc_id(l) == *last => t.entries.iter().filter(|e| e.head.index > last.index).cloned().collect(),
-            _ => Vec::new(),
+        let holds = match t.find(last.index) {
+            Some(l) => loc_id(l) == *last,
+            None => t.state.purged == Some(stored_id(last)),
+        };
+        if holds {
+            t.entries.iter().filter(|e| e.head.index > last.index).cloned().collect()
+        } else {
+            Vec::new()
         }
     };
     locs.iter()

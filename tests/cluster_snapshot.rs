@@ -226,6 +226,25 @@ async fn snapshot_bytes(dir: &std::path::Path) -> (jobq::cluster::snapshot::Snap
     (meta, bytes)
 }
 
+/// The bytes of the snapshot in `snap_dir` (a `snap-<index>` directory).
+async fn snapshot_bytes_of(snap_dir: &std::path::Path) -> (jobq::cluster::snapshot::SnapMeta, Vec<u8>) {
+    use tokio::io::AsyncReadExt;
+    let name = snap_dir.file_name().unwrap().to_str().unwrap();
+    let index = jobq::cluster::snapshot::build::parse_dir_name(name).unwrap();
+    let copy = tempfile::tempdir().unwrap();
+    let into = copy.path().join(jobq::cluster::snapshot::build::dir_name(index));
+    std::fs::create_dir(&into).unwrap();
+    for f in std::fs::read_dir(snap_dir).unwrap() {
+        let f = f.unwrap();
+        std::fs::copy(f.path(), into.join(f.file_name())).unwrap();
+    }
+    let fs: Arc<dyn jobq::fs::FileSystem> = Arc::new(jobq::fs::RealFs);
+    let (meta, mut stream) = jobq::cluster::snapshot::build::current(&fs, copy.path()).unwrap().expect("a snapshot");
+    let mut bytes = Vec::new();
+    stream.read_to_end(&mut bytes).await.unwrap();
+    (meta, bytes)
+}
+
 /// Install `bytes` on `node` as if received.
 async fn install(
     node: &jobq::cluster::Node,
@@ -357,6 +376,56 @@ fn an_install_after_the_purge_to_its_last_entry_keeps_the_entries_after_it() {
         wait_applied(&raft, end).await;
         assert_eq!(jobs_of(&node), jobs_of(&nodes[&leader].1));
         nodes.insert(other, (raft, node));
+        for (_, (r, n)) in nodes {
+            close(stop(r, n).await);
+        }
+    });
+}
+
+/// A snapshot being sent stays whole while its node builds others (of the same
+/// entry again, of a later one), and goes once its last stream ends: a sender
+/// whose snapshot's files went beside its stream failed the next read, which
+/// stopped its Raft.
+#[test]
+fn a_snapshot_being_sent_stays_until_its_stream_ends() {
+    use jobq::cluster::snapshot::build;
+    use tokio::io::AsyncReadExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = |id: u64| tmp.path().join(format!("n{id}"));
+    runtime().block_on(async {
+        let router = Router::default();
+        let (nodes, leader, _) = three_led(tmp.path(), &router).await;
+        let node = nodes[&leader].1.clone();
+        for i in 0..25 {
+            push(&node, &format!("spider{}", i % 3)).await.unwrap();
+        }
+        let built = |node: &jobq::cluster::Node| {
+            let node = node.clone();
+            async move { tokio::task::spawn_blocking(move || build::build(&node).unwrap().0).await.unwrap() }
+        };
+        let at = built(&node).await.last_log_id.unwrap().index;
+        let (meta, mut sending) = build::current_of(&node).unwrap().expect("a snapshot");
+        assert_eq!(meta.last_log_id.unwrap().index, at);
+        let mut begun = vec![0u8; 100];
+        sending.read_exact(&mut begun).await.unwrap();
+        // The same entry again, then a later one.
+        assert_eq!(built(&node).await.last_log_id.unwrap().index, at);
+        for _ in 0..5 {
+            push(&node, "after").await.unwrap();
+        }
+        let later = built(&node).await.last_log_id.unwrap().index;
+        assert!(later > at);
+        let snap_dir = |i: u64| dir(leader).join(build::dir_name(i));
+        assert!(snap_dir(at).exists(), "the snapshot being sent stays");
+        let mut rest = Vec::new();
+        sending.read_to_end(&mut rest).await.unwrap();
+        begun.extend_from_slice(&rest);
+        let (_, whole) = snapshot_bytes_of(&snap_dir(at)).await;
+        assert_eq!(begun, whole, "the stream reads the snapshot whole");
+        drop(sending);
+        assert!(!snap_dir(at).exists(), "and goes after its stream");
+        assert!(snap_dir(later).exists());
+        drop(node);
         for (_, (r, n)) in nodes {
             close(stop(r, n).await);
         }

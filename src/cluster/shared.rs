@@ -48,6 +48,8 @@ pub struct Node {
     pub(crate) installing: Arc<parking_lot::RwLock<()>>,
     /// Checksums of sealed segments a snapshot holds, by (generation, number, length).
     pub(crate) snap_crcs: Arc<Mutex<SegmentCrcs>>,
+    /// Snapshots being sent, which newer builds leave in place until sent.
+    pub(crate) snap_readers: Arc<Mutex<crate::cluster::snapshot::build::Readers>>,
     /// The `SEEDING` file is there (read at start, cleared by [`Node::seeded`]).
     seeding: Arc<std::sync::atomic::AtomicBool>,
 }
@@ -118,6 +120,7 @@ impl Node {
             dir,
             installing: Arc::default(),
             snap_crcs: Arc::default(),
+            snap_readers: Arc::default(),
             seeding: Arc::new(seeding.into()),
         })
     }

@@ -112,8 +112,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
-        let (fs, dir) = (self.node.store.options().fs.clone(), self.node.dir.clone());
-        let s = blocking(move || snapshot::build::current(&fs, &dir)).await.map_err(snapshot_err)?;
+        let node = self.node.clone();
+        let s = blocking(move || snapshot::build::current_of(&node)).await.map_err(snapshot_err)?;
         Ok(s.map(|(meta, stream)| Snapshot { meta, snapshot: Box::new(stream) }))
     }
 }

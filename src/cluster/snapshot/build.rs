@@ -5,10 +5,14 @@
 //! the applied end, with its durable marks zeroed (each node writes its own).
 //! The snapshot is a directory `snap-<index>` in the data directory, made by the
 //! new-file protocol: `snap.tmp` written and synced, renamed, the data directory
-//! synced; older snapshots are removed after.
+//! synced; older snapshots are removed after, one being sent when its last
+//! stream ends ([`Lease`]).
 
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use super::stream::SnapshotStream;
 use super::{io, SnapMeta, HEAD_FILE};
@@ -104,20 +108,94 @@ fn build_once(node: &Node) -> Result<(SnapMeta, SnapshotStream)> {
     // IMPORTANT: fsync folder, so the snapshot's files are in it before it is named.
     fs.sync_dir(&tmp).map_err(io("fsync dir", &tmp))?;
     let dir = node.dir.join(dir_name(last.index));
-    if fs.exists(&dir).map_err(io("stat", &dir))? {
-        fs.remove_dir_all(&dir).map_err(io("remove", &dir))?;
-    }
-    fs.rename(&tmp, &dir).map_err(io("rename", &tmp))?;
-    // IMPORTANT: fsync folder, so the snapshot survives before Raft purges the log it covers.
-    fs.sync_dir(&node.dir).map_err(io("fsync dir", &node.dir))?;
-    remove_older(fs, &node.dir, last.index)?;
+    let lease = {
+        let mut readers = node.snap_readers.lock();
+        if readers.count.contains_key(&last.index) {
+            // A stream is sending the snapshot of this same entry: it stays, this
+            // one goes (replacing it would fail that stream's next read).
+            fs.remove_dir_all(&tmp).map_err(io("remove", &tmp))?;
+        } else {
+            if fs.exists(&dir).map_err(io("stat", &dir))? {
+                fs.remove_dir_all(&dir).map_err(io("remove", &dir))?;
+            }
+            fs.rename(&tmp, &dir).map_err(io("rename", &tmp))?;
+            // IMPORTANT: fsync folder, so the snapshot survives before Raft purges the log it covers.
+            fs.sync_dir(&node.dir).map_err(io("fsync dir", &node.dir))?;
+        }
+        remove_older(fs, &node.dir, last.index, &mut readers)?;
+        Lease::take(node, &mut readers, last.index)
+    };
     tracing::info!(index = last.index, "cluster: built a snapshot");
-    open(&fsys, &dir)
+    open(&fsys, &dir, Some(lease))
 }
 
-/// The newest snapshot in `data_dir`, when there is one.
+/// Snapshots of a node being sent, by index: how many streams read each, and
+/// the older ones a newer build left in place for them. openraft reads a
+/// snapshot chunk by chunk while the node goes on (and builds newer ones), and
+/// a stream opens its files one at a time: removed beside it, its next read
+/// failed, which openraft takes as fatal (the sender's Raft stopped).
+#[derive(Default)]
+pub(crate) struct Readers {
+    count: HashMap<u64, usize>,
+    /// Older than the newest: removed as their last stream ends.
+    retired: HashSet<u64>,
+}
+
+/// One stream's hold on a snapshot's directory.
+pub struct Lease {
+    readers: Arc<Mutex<Readers>>,
+    fs: Arc<dyn FileSystem>,
+    dir: PathBuf,
+    index: u64,
+}
+
+impl Lease {
+    fn take(node: &Node, readers: &mut Readers, index: u64) -> Lease {
+        *readers.count.entry(index).or_default() += 1;
+        Lease {
+            readers: node.snap_readers.clone(),
+            fs: node.store.options().fs.clone(),
+            dir: node.dir.join(dir_name(index)),
+            index,
+        }
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        let mut readers = self.readers.lock();
+        let Some(n) = readers.count.get_mut(&self.index) else { return };
+        *n -= 1;
+        if *n > 0 {
+            return;
+        }
+        readers.count.remove(&self.index);
+        if readers.retired.remove(&self.index) {
+            if let Err(e) = self.fs.remove_dir_all(&self.dir) {
+                // The next build removes it.
+                tracing::warn!("cluster: removing an older snapshot after its last stream: {e}");
+            }
+        }
+    }
+}
+
+/// The newest snapshot in `data_dir`, when there is one. Unleased: for a data
+/// directory no node builds in meanwhile ([`current_of`] for a running node).
 pub fn current(fsys: &Arc<dyn FileSystem>, data_dir: &Path) -> Result<Option<(SnapMeta, SnapshotStream)>> {
-    newest(&**fsys, data_dir)?.map(|i| open(fsys, &data_dir.join(dir_name(i)))).transpose()
+    newest(&**fsys, data_dir)?.map(|i| open(fsys, &data_dir.join(dir_name(i)), None)).transpose()
+}
+
+/// `node`'s newest snapshot, when there is one: its files stay while the
+/// stream lives, whatever the node builds meanwhile.
+pub fn current_of(node: &Node) -> Result<Option<(SnapMeta, SnapshotStream)>> {
+    let fsys = node.store.options().fs.clone();
+    let lease = {
+        let mut readers = node.snap_readers.lock();
+        let Some(i) = newest(&*fsys, &node.dir)? else { return Ok(None) };
+        Lease::take(node, &mut readers, i)
+    };
+    let dir = lease.dir.clone();
+    open(&fsys, &dir, Some(lease)).map(Some)
 }
 
 fn newest(fs: &dyn FileSystem, data_dir: &Path) -> Result<Option<u64>> {
@@ -136,7 +214,7 @@ pub fn newest_meta(fs: &dyn FileSystem, data_dir: &Path) -> Result<Option<SnapMe
 /// A built snapshot's stream: its head file, then its segments (each checked
 /// here, opened by the stream only while it is read: a snapshot of any number of
 /// segments holds one descriptor).
-fn open(fsys: &Arc<dyn FileSystem>, dir: &Path) -> Result<(SnapMeta, SnapshotStream)> {
+fn open(fsys: &Arc<dyn FileSystem>, dir: &Path, lease: Option<Lease>) -> Result<(SnapMeta, SnapshotStream)> {
     let fs = &**fsys;
     let head_path = dir.join(HEAD_FILE);
     let head = fs::read_all(fs, &head_path).map_err(io("read", &head_path))?;
@@ -151,7 +229,7 @@ fn open(fsys: &Arc<dyn FileSystem>, dir: &Path) -> Result<(SnapMeta, SnapshotStr
         files.push((p, m.len));
     }
     let meta = super::meta_of(&table).map_err(|e| Error::corrupt(&head_path, 0, e))?;
-    Ok((meta, SnapshotStream::sending(fsys.clone(), head, files)))
+    Ok((meta, SnapshotStream::sending(fsys.clone(), head, files).leased(lease)))
 }
 
 /// A copy of segment `from` into the new file `to`, synced: its first `len`
@@ -213,12 +291,19 @@ fn next_seq_at(fs: &dyn FileSystem, gen_dir: &Path, end: LogPos) -> Result<u64> 
     Ok(next)
 }
 
-/// Remove every snapshot but the one of `keep`.
-fn remove_older(fs: &dyn FileSystem, data_dir: &Path, keep: u64) -> Result<()> {
+/// Remove every snapshot but the one of `keep`; one a stream is sending goes
+/// when its last stream ends.
+fn remove_older(fs: &dyn FileSystem, data_dir: &Path, keep: u64, readers: &mut Readers) -> Result<()> {
     for name in fs.read_dir(data_dir).map_err(io("list", data_dir))? {
-        if parse_dir_name(&name).is_some_and(|i| i != keep) {
-            let p = data_dir.join(&name);
-            fs.remove_dir_all(&p).map_err(io("remove", &p))?;
+        match parse_dir_name(&name) {
+            Some(i) if i != keep && readers.count.contains_key(&i) => {
+                readers.retired.insert(i);
+            }
+            Some(i) if i != keep => {
+                let p = data_dir.join(&name);
+                fs.remove_dir_all(&p).map_err(io("remove", &p))?;
+            }
+            _ => {}
         }
     }
     Ok(())

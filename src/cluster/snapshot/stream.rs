@@ -39,6 +39,8 @@ pub struct SnapshotStream {
     /// Receiving: the file written, and where it is.
     sink: Option<(Arc<dyn FsFile>, PathBuf)>,
     pos: u64,
+    /// Sending a node's snapshot: its files stay while the stream lives.
+    _lease: Option<super::build::Lease>,
 }
 
 /// The largest stream a node receives (a seek past it is refused): 16 TiB.
@@ -50,12 +52,24 @@ impl SnapshotStream {
     pub fn sending(fs: Arc<dyn FileSystem>, head: Vec<u8>, files: Vec<(PathBuf, u64)>) -> SnapshotStream {
         let mut parts = vec![Part::Bytes(head)];
         parts.extend(files.into_iter().map(|(path, len)| Part::File { path, len }));
-        SnapshotStream { parts, fs: Some(fs), open: Mutex::new(None), sink: None, pos: 0 }
+        SnapshotStream { parts, fs: Some(fs), open: Mutex::new(None), sink: None, pos: 0, _lease: None }
     }
 
     /// A stream written into `file` (empty) at `path`.
     pub fn receiving(file: Arc<dyn FsFile>, path: PathBuf) -> SnapshotStream {
-        SnapshotStream { parts: Vec::new(), fs: None, open: Mutex::new(None), sink: Some((file, path)), pos: 0 }
+        SnapshotStream {
+            parts: Vec::new(),
+            fs: None,
+            open: Mutex::new(None),
+            sink: Some((file, path)),
+            pos: 0,
+            _lease: None,
+        }
+    }
+
+    /// The stream holding `lease` on its snapshot's directory while it lives.
+    pub fn leased(self, lease: Option<super::build::Lease>) -> SnapshotStream {
+        SnapshotStream { _lease: lease, ..self }
     }
 
     /// Part `i`'s file (at `path`), opened unless it is the one open now.

@@ -40,6 +40,14 @@ pub fn parse_dir_name(name: &str) -> Option<u64> {
 /// that compaction removed meanwhile starts the build again.
 pub fn build(node: &Node) -> Result<(SnapMeta, SnapshotStream)> {
     let _no_install = node.installing.read();
+    if node.table.lock().applied.is_none() {
+        // Asked for before the first entry applied (a trigger on a new cluster):
+        // a snapshot of nothing, which openraft takes as none; an error would
+        // stop its core.
+        let meta =
+            SnapMeta { last_log_id: None, last_membership: StoredMembership::default(), snapshot_id: "none".into() };
+        return Ok((meta, SnapshotStream::sending(node.store.options().fs.clone(), Vec::new(), Vec::new())));
+    }
     let mut attempt = 0;
     loop {
         match build_once(node) {

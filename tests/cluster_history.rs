@@ -139,7 +139,10 @@ fn read_sees(cluster: &Cluster, leader: u64, node: u64, key: JobKey, rt: &tokio:
 
 /// Push `line` at whichever node leads, until one takes it; returns that node.
 fn push_at_leader(cluster: &Cluster, line: &str) -> u64 {
+    // A cluster whose Raft cores stopped fails the test, not hangs it.
+    let deadline = Instant::now() + Duration::from_secs(120);
     loop {
+        assert!(Instant::now() < deadline, "no leader took a push in 120 s");
         if let Some(l) = cluster.leader() {
             if cluster.nodes[&l].1.store().push(1, &[parse_push(line).unwrap()], None).is_ok() {
                 return l;

@@ -82,13 +82,23 @@ impl FileSystem for RealFs {
         path.try_exists()
     }
 
+    /// Locks the file and also the directory that holds it: a lock on the file
+    /// alone is lost when the file is removed (a cleanup of "stale lock files"),
+    /// and the next process would lock a new file of the same name beside the
+    /// holder. A directory that holds files cannot be removed.
     fn lock(&self, path: &Path) -> io::Result<LockGuard> {
-        let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
-        match file.try_lock() {
-            Ok(()) => Ok(Box::new(file)),
-            Err(TryLockError::WouldBlock) => Err(io::ErrorKind::WouldBlock.into()),
+        let try_lock = |file: File| match file.try_lock() {
+            Ok(()) => Ok(file),
+            Err(TryLockError::WouldBlock) => Err(io::Error::from(io::ErrorKind::WouldBlock)),
             Err(TryLockError::Error(e)) => Err(e),
-        }
+        };
+        let dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        let dir = try_lock(File::open(dir)?)?;
+        let file = try_lock(OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?)?;
+        Ok(Box::new((dir, file)))
     }
 
     #[allow(unsafe_code)]

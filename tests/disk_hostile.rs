@@ -36,3 +36,67 @@ fn a_removed_lock_file_does_not_let_a_second_writer_in() {
     assert_eq!(push(&again, "one"), "5/1/3");
     again.close().unwrap();
 }
+
+mod sim {
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use jobq::fs::SimFs;
+    use jobq::model::ManualClock;
+    use jobq::store::request::parse_push;
+    use jobq::store::{backup, compact};
+    use jobq::{Options, Store};
+
+    pub fn opts(sim: &SimFs) -> Options {
+        Options {
+            fs: Arc::new(sim.clone()),
+            clock: Arc::new(ManualClock::new(7000)),
+            background: false,
+            memtable_entries: 16,
+            ..Options::default()
+        }
+    }
+
+    fn export_of(sim: &SimFs, dir: &str) -> String {
+        let o = Options { read_only: true, create: false, ..opts(sim) };
+        let store = Store::open(dir, o).unwrap_or_else(|e| panic!("{dir} does not open: {e}"));
+        let mut out = Vec::new();
+        store.export(None, &mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    fn fill(sim: &SimFs, dir: &str, spider: &str, n: u32) {
+        let store = Store::open(dir, opts(sim)).unwrap();
+        for i in 0..n {
+            let line = format!(r#"{{"spider":"{spider}","i":{i}}}"#);
+            store.push(1, &[parse_push(&line).unwrap()], None).unwrap();
+        }
+        store.close().unwrap();
+    }
+
+    /// `jobq backup --to` naming another store (a typo, a swapped argument): a
+    /// store whose generation is newer than the source's is no earlier copy of the
+    /// source (generations only grow), so it must be refused and left as it is. It
+    /// was replaced: its generation removed, the source's copied in.
+    #[test]
+    fn a_backup_refuses_a_destination_of_a_newer_generation() {
+        let sim = SimFs::new();
+        fill(&sim, "/src", "s", 30);
+        fill(&sim, "/other", "precious", 10);
+        for _ in 0..2 {
+            compact(Path::new("/other"), opts(&sim), None, &mut |_, _| {}).unwrap();
+        }
+        let before = export_of(&sim, "/other");
+        let e = backup(Path::new("/src"), Path::new("/other"), Arc::new(sim.clone()))
+            .expect_err("a store of generation 3 was replaced by a backup of generation 1");
+        assert!(e.to_string().contains("generation 3"), "{e}");
+        assert_eq!(export_of(&sim, "/other"), before, "the other store is untouched");
+        // A copy that is older than the source (the source compacted since) is
+        // still replaced by the new generation.
+        backup(Path::new("/src"), Path::new("/dest"), Arc::new(sim.clone())).unwrap();
+        compact(Path::new("/src"), opts(&sim), None, &mut |_, _| {}).unwrap();
+        let r = backup(Path::new("/src"), Path::new("/dest"), Arc::new(sim.clone())).unwrap();
+        assert!(r.full && r.generation == 2, "{r:?}");
+        assert_eq!(export_of(&sim, "/dest"), export_of(&sim, "/src"));
+    }
+}

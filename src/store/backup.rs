@@ -143,6 +143,16 @@ fn copy(fsys: &Arc<dyn FileSystem>, s: &Source, dest: &Path, report: &mut Backup
     let fs = &**fsys;
     let gen_dir = layout::gen_dir(dest, s.generation);
     let current = layout::read_current(fs, dest)?;
+    if let Some(g) = current.filter(|g| *g > s.generation) {
+        // Generations only grow: no earlier backup of this source holds a newer
+        // one. Another store, or one written to and compacted since: never replaced.
+        return Err(Error::input(format!(
+            "{} holds a store of generation {g}, newer than the source's {}: it is no backup of this store (or was \
+             written to since): back up to a new directory",
+            dest.display(),
+            s.generation
+        )));
+    }
     let resume = match current {
         Some(g) if g == s.generation => Some(dest_position(fsys, dest, s)?.map_err(|why| {
             Error::input(format!("{}: {why}: back up to a new directory (then remove this one)", dest.display()))

@@ -41,10 +41,10 @@ mod sim {
     use std::path::Path;
     use std::sync::Arc;
 
-    use jobq::fs::SimFs;
+    use jobq::fs::{FileSystem, SimFs};
     use jobq::model::ManualClock;
     use jobq::store::request::parse_push;
-    use jobq::store::{backup, compact};
+    use jobq::store::{backup, check, compact};
     use jobq::{Options, Store};
 
     pub fn opts(sim: &SimFs) -> Options {
@@ -98,5 +98,26 @@ mod sim {
         let r = backup(Path::new("/src"), Path::new("/dest"), Arc::new(sim.clone())).unwrap();
         assert!(r.full && r.generation == 2, "{r:?}");
         assert_eq!(export_of(&sim, "/dest"), export_of(&sim, "/src"));
+    }
+
+    /// `CURRENT` lost beside a generation that holds data: a writable open refuses
+    /// the store as damage (naming `CURRENT`); `check` must say the same (exit 1,
+    /// a finding), not "no jobq store here" (exit 2, could not run). A backup cut
+    /// off before its first `CURRENT` leaves exactly this.
+    #[test]
+    fn check_calls_a_lost_current_damage_as_open_does() {
+        let sim = SimFs::new();
+        fill(&sim, "/db", "s", 30);
+        sim.remove_file(Path::new("/db/CURRENT")).unwrap();
+        let open = Store::open("/db", opts(&sim)).err().expect("a writable open refuses a store without CURRENT");
+        assert!(open.to_string().contains("CURRENT"), "{open}");
+        let ro = Options { read_only: true, create: false, ..opts(&sim) };
+        let e = Store::open("/db", ro).err().expect("a read-only open refuses it");
+        assert!(matches!(e, jobq::Error::Corrupt { .. }), "read-only open: {e}");
+        let r = check(Path::new("/db"), Arc::new(sim.clone())).unwrap_or_else(|e| panic!("check could not run: {e}"));
+        assert!(!r.is_clean() && r.findings.iter().any(|f| f.to_string().contains("CURRENT")), "{:#?}", r.findings);
+        // A directory that never held a store is still no store, not damage.
+        sim.create_dir(Path::new("/empty")).unwrap();
+        assert!(check(Path::new("/empty"), Arc::new(sim.clone())).is_err());
     }
 }

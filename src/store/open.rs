@@ -64,6 +64,25 @@ fn io<'a>(op: &'static str, p: &'a Path) -> impl FnOnce(std::io::Error) -> Error
 /// most an empty log: it is removed. One that holds anything more is a store
 /// whose `CURRENT` was lost: refused, never removed.
 fn create(fs: &dyn FileSystem, dir: &Path, opts: &Options) -> Result<u64> {
+    let gens = lost_current(fs, dir)?;
+    for name in &gens {
+        let p = dir.join(name);
+        fs.remove_dir_all(&p).map_err(io("remove", &p))?;
+    }
+    let generation = 1;
+    let gd = layout::gen_dir(dir, generation);
+    fs.create_dir(&gd).map_err(io("create", &gd))?;
+    // IMPORTANT: fsync folder, so the generation directory survives.
+    fs.sync_dir(dir).map_err(io("fsync dir", dir))?;
+    LogWriter::create(opts.fs.clone(), &gd, generation, 1, opts.segment_bytes)?;
+    layout::write_current(fs, dir, generation)?;
+    Ok(generation)
+}
+
+/// A directory without `CURRENT`: its generation directories when none holds
+/// more than a crashed create leaves; else `CURRENT` was lost (damage, at
+/// offset 0 of `CURRENT`), whoever opens it.
+pub(crate) fn lost_current(fs: &dyn FileSystem, dir: &Path) -> Result<Vec<String>> {
     let gens: Vec<String> = fs
         .read_dir(dir)
         .map_err(io("list", dir))?
@@ -78,23 +97,13 @@ fn create(fs: &dyn FileSystem, dir: &Path, opts: &Options) -> Result<u64> {
                 format!(
                     "CURRENT is missing, but {name} holds {why}: a store whose CURRENT was lost, not a new one \
                      (nothing was changed; restore CURRENT from a backup, or write it as format-spec/durability.md \
-                     says, naming the newest generation)"
+                     says, naming the newest generation; a `jobq backup` cut off before its first run finished \
+                     leaves this too: run it again)"
                 ),
             ));
         }
     }
-    for name in &gens {
-        let p = dir.join(name);
-        fs.remove_dir_all(&p).map_err(io("remove", &p))?;
-    }
-    let generation = 1;
-    let gd = layout::gen_dir(dir, generation);
-    fs.create_dir(&gd).map_err(io("create", &gd))?;
-    // IMPORTANT: fsync folder, so the generation directory survives.
-    fs.sync_dir(dir).map_err(io("fsync dir", dir))?;
-    LogWriter::create(opts.fs.clone(), &gd, generation, 1, opts.segment_bytes)?;
-    layout::write_current(fs, dir, generation)?;
-    Ok(generation)
+    Ok(gens)
 }
 
 /// What a generation directory holds beyond the empty log a crashed create
@@ -146,10 +155,11 @@ pub(crate) fn open(dir: &Path, opts: &Options) -> Result<Opened> {
     let generation = match layout::read_current(fs, dir)? {
         Some(g) => g,
         None if opts.read_only || !opts.create => {
+            lost_current(fs, dir)?;
             return Err(Error::Unsupported {
                 path: dir.to_path_buf(),
                 what: "no jobq store here (no CURRENT file)".into(),
-            })
+            });
         }
         None => {
             report.created = true;

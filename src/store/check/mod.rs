@@ -152,7 +152,14 @@ pub fn check(dir: &Path, fsys: Arc<dyn FileSystem>) -> Result<CheckReport> {
     let mut r = CheckReport::default();
     let generation = match layout::read_current(&*fsys, dir) {
         Ok(Some(g)) => g,
-        Ok(None) => return Err(Error::Unsupported { path: dir.to_path_buf(), what: "no jobq store here".into() }),
+        Ok(None) => {
+            // Open's verdict: a generation holding data without `CURRENT` is damage.
+            if let Err(e @ Error::Corrupt { .. }) = super::open::lost_current(&*fsys, dir) {
+                r.found(&dir.join(layout::CURRENT), Some(0), e.to_string());
+                return Ok(finish(r, started));
+            }
+            return Err(Error::Unsupported { path: dir.to_path_buf(), what: "no jobq store here".into() });
+        }
         Err(e @ Error::Corrupt { .. }) => {
             r.found(&dir.join(layout::CURRENT), Some(0), e.to_string());
             return Ok(r);

@@ -121,3 +121,81 @@ mod sim {
         assert!(check(Path::new("/empty"), Arc::new(sim.clone())).is_err());
     }
 }
+
+mod repair_cut {
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use jobq::fs::{Fault, FaultKind, SimFs};
+    use jobq::log::scan::{FrameScanner, Step};
+    use jobq::model::ManualClock;
+    use jobq::store::request::{parse_push, parse_update};
+    use jobq::store::{check, repair};
+    use jobq::{Options, Store};
+
+    const LOG: &str = "/db/gen-0000000000000001/log-0000000001.jql";
+
+    fn opts(sim: &SimFs) -> Options {
+        Options {
+            fs: Arc::new(sim.clone()),
+            clock: Arc::new(ManualClock::new(5000)),
+            background: false,
+            memtable_entries: 8,
+            ..Options::default()
+        }
+    }
+
+    fn export(sim: &SimFs) -> String {
+        let store = Store::open("/db", Options { read_only: true, ..opts(sim) }).unwrap();
+        let mut out = Vec::new();
+        store.export(None, &mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    /// `jobq repair` killed at every file-system call, then run again: the store
+    /// ends as after one whole run, the catalog frame included (no job id the cut
+    /// dropped is given again).
+    #[test]
+    fn a_repair_killed_at_any_call_then_run_again_ends_as_one_whole_run() {
+        let sim = SimFs::new();
+        let store = Store::open("/db", opts(&sim)).unwrap();
+        for i in 0..30u32 {
+            let line = format!(r#"{{"spider":"s{}","i":{i}}}"#, i % 2);
+            store.push(1, &[parse_push(&line).unwrap()], None).unwrap();
+            if i % 3 == 0 {
+                let key = format!("1/{}/{}", 1 + i % 2, 1 + i / 2);
+                let u = parse_update(&format!(r#"{{"key":"{key}","state":"finished"}}"#), 1).unwrap();
+                store.update(1, &[u], None).unwrap();
+            }
+        }
+        store.close().unwrap();
+        let (_, mut sc) = FrameScanner::segment(&sim, Path::new("/db/gen-0000000000000001"), 1).unwrap();
+        let mut offsets = Vec::new();
+        while let Step::Frame { offset, .. } = sc.next_step().unwrap() {
+            offsets.push(offset);
+        }
+        let victim = offsets[offsets.len() / 3];
+        let mut log = sim.read_file(Path::new(LOG)).unwrap();
+        log[victim as usize + 40] ^= 0x40;
+        sim.write_file(Path::new(LOG), log).unwrap();
+        let (want, calls) = {
+            let s = sim.fork();
+            repair(Path::new("/db"), opts(&s)).unwrap();
+            (export(&s), s.mutations())
+        };
+        assert!(want.contains("\"next_job\":16"), "the catalog keeps the dropped ids: {want}");
+        for at in 0..calls + 2 {
+            let s = sim.fork();
+            s.set_fault(Some(Fault { at, kind: FaultKind::PowerCut, sticky: true }));
+            let _ = repair(Path::new("/db"), opts(&s));
+            s.kill();
+            let context = format!("repair killed at call {at} of {calls}");
+            // Run again later (its own `salvaged-<ms>/`).
+            let later = Options { clock: Arc::new(ManualClock::new(6000)), ..opts(&s) };
+            repair(Path::new("/db"), later).unwrap_or_else(|e| panic!("{context}: the second run: {e}"));
+            assert_eq!(export(&s), want, "{context}: not the store one whole run leaves");
+            let r = check(Path::new("/db"), Arc::new(s.clone())).unwrap();
+            assert!(r.is_clean(), "{context}: {:#?}", r.findings);
+        }
+    }
+}

@@ -75,6 +75,7 @@ pub fn repair(dir: &Path, opts: Options) -> Result<RepairReport> {
     let saved = dir.join(format!("salvaged-{}", opts.clock.now_ms()));
     // Every spider and job id known anywhere, before anything is cut or set aside.
     let mut found = Found::default();
+    found.load_pending(fs, dir)?;
     found.index_files(fs, &gen_dir)?;
     let mut report = RepairReport {
         headers_rebuilt: repair_header::rebuild_headers(fs, dir, &gen_dir, generation, &saved)?,
@@ -93,6 +94,14 @@ pub fn repair(dir: &Path, opts: Options) -> Result<RepairReport> {
     if let Some(cut) = &plan.cut {
         save_aside(fs, dir, &gen_dir, cut.at, &saved)?;
         describe(fs, &gen_dir, cut.at, &mut report, &mut found)?;
+    }
+    for (key, _) in &report.dropped {
+        found.job(*key);
+    }
+    // Before anything is forgotten (the cut, index files removed or set aside):
+    // a run after a crash reads this back (a killed run's cut left it no other trace).
+    found.save_pending(fs, dir)?;
+    if plan.cut.is_some() {
         // The copy is durable: now the cut (the same validation, applied).
         let done = recovery::validate(fs, &gen_dir, generation, start, header.first_seq, in_txn, policy, false)?;
         report.cut = done.cut;
@@ -102,15 +111,13 @@ pub fn repair(dir: &Path, opts: Options) -> Result<RepairReport> {
     // Also without a cut: a lost first segment, or a store an interrupted
     // compaction left with such a file, serves its jobs from segments gone.
     report.began_before_log = remove_indexes_before_log(fs, &gen_dir)?;
-    for (key, _) in &report.dropped {
-        found.job(*key);
-    }
     drop(lock);
     // A normal open sets aside the index files that no longer match the log.
     let store = Store::open(dir, Options { create: false, read_only: false, background: false, ..opts })?;
     report.indexes_set_aside = store.report().discarded.iter().map(|(n, _)| n.clone()).collect();
     report.catalog_restored = found.restore(&store)?;
     store.close()?;
+    Found::clear_pending(fs, dir)?;
     report.millis = started.elapsed().as_millis() as u64;
     Ok(report)
 }

@@ -18,6 +18,10 @@ use crate::index::{format, IndexSegment};
 use crate::model::JobKey;
 
 /// Spiders and the next job id of each, as found; merged by the highest id.
+/// What a repair knows of spiders and job ids, saved before its cut until its
+/// catalog frame is durable (layout.md).
+pub(crate) const PENDING: &str = "REPAIR";
+
 #[derive(Default, Debug)]
 pub(crate) struct Found {
     spiders: FastMap<(u32, u32), (Option<String>, u32)>,
@@ -53,6 +57,60 @@ impl Found {
 
     /// Write back what the store no longer knows, as one durable catalog frame;
     /// returns how many spiders and job ids it restored.
+    /// Merge in what an interrupted repair saved in `DIR/REPAIR` (none: nothing).
+    pub fn load_pending(&mut self, fs: &dyn FileSystem, dir: &Path) -> Result<()> {
+        let path = dir.join(PENDING);
+        let bytes = match crate::fs::read_all(fs, &path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(crate::Error::io("read", &path, e)),
+        };
+        let mut offset = 0u64;
+        for line in bytes.split(|b| *b == b'\n') {
+            let bad = || crate::Error::corrupt(&path, offset, "not a line of an interrupted repair's catalog");
+            if !line.is_empty() {
+                let v: serde_json::Value = serde_json::from_slice(line).map_err(|_| bad())?;
+                let num = |k: &str| v[k].as_u64().and_then(|n| u32::try_from(n).ok()).ok_or_else(bad);
+                let (project, spider, next_job) = (num("project")?, num("spider")?, num("next_job")?);
+                let e = self.spiders.entry((project, spider)).or_insert((None, 1));
+                if let (None, Some(name)) = (&e.0, v["name"].as_str()) {
+                    e.0 = Some(name.to_string());
+                }
+                e.1 = e.1.max(next_job);
+            }
+            offset += line.len() as u64 + 1;
+        }
+        Ok(())
+    }
+
+    /// Save what this run knows to `DIR/REPAIR` (new-file protocol), before it
+    /// forgets anything (a cut, index files removed): a run after a crash reads
+    /// it back, so the catalog frame it appends still keeps every id.
+    pub fn save_pending(&self, fs: &dyn FileSystem, dir: &Path) -> Result<()> {
+        let mut out = String::new();
+        let mut keys: Vec<_> = self.spiders.keys().copied().collect();
+        keys.sort_unstable();
+        for k in keys {
+            let (name, next) = &self.spiders[&k];
+            let line = serde_json::json!({"project": k.0, "spider": k.1, "next_job": next, "name": name});
+            out += &line.to_string();
+            out.push('\n');
+        }
+        crate::fs::publish_file(fs, dir, PENDING, out.as_bytes())
+            .map_err(|e| crate::Error::io("publish", dir.join(PENDING), e))
+    }
+
+    /// The catalog frame is durable: `DIR/REPAIR` goes.
+    pub fn clear_pending(fs: &dyn FileSystem, dir: &Path) -> Result<()> {
+        let path = dir.join(PENDING);
+        match fs.remove_file(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            r => r.map_err(|e| crate::Error::io("remove", &path, e))?,
+        }
+        // IMPORTANT: fsync folder, so the removal is durable.
+        fs.sync_dir(dir).map_err(|e| crate::Error::io("fsync dir", dir, e))
+    }
+
     pub fn restore(self, store: &Store) -> Result<usize> {
         let inner: std::sync::Arc<Inner> = store.inner();
         let op = Box::new(move |w: &mut super::writer::Writer, ctx: &super::ops::Ctx<'_>| {

@@ -96,7 +96,13 @@ impl FileSystem for RealFs {
             Some(p) if !p.as_os_str().is_empty() => p,
             _ => Path::new("."),
         };
-        let dir = try_lock(File::open(dir)?)?;
+        // Where a directory cannot be locked (NFS emulates flock with byte-range
+        // locks, which need a file open for writing: EBADF), the file's lock alone.
+        let dir = match File::open(dir).and_then(try_lock) {
+            Ok(d) => Some(d),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Err(e),
+            Err(_) => None,
+        };
         let file = try_lock(OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?)?;
         Ok(Box::new((dir, file)))
     }

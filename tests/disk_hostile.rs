@@ -199,3 +199,29 @@ mod repair_cut {
         }
     }
 }
+
+/// A directory where an index file should be: open sets it aside (an index
+/// file is a cache) and serves from the log; `check` must report it as the
+/// damaged index file it is, not fail to run ("could not check: map ...: No
+/// such device", exit 2).
+#[test]
+fn check_names_a_directory_in_place_of_an_index_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), Options::default()).unwrap();
+    push(&store, "one");
+    push(&store, "two");
+    store.close().unwrap();
+    let gen = dir.path().join("gen-0000000000000001");
+    let idx = std::fs::read_dir(&gen)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "jqi"))
+        .expect("an index file");
+    std::fs::remove_file(&idx).unwrap();
+    std::fs::create_dir(&idx).unwrap();
+    let ro = Options { read_only: true, create: false, ..Options::default() };
+    assert!(Store::open(dir.path(), ro).is_ok(), "open sets it aside");
+    let fs: std::sync::Arc<dyn jobq::fs::FileSystem> = std::sync::Arc::new(jobq::fs::RealFs);
+    let r = jobq::store::check(dir.path(), fs).unwrap_or_else(|e| panic!("check could not run: {e}"));
+    assert!(r.findings.iter().any(|f| f.path == idx), "{:#?}", r.findings);
+}

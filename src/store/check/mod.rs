@@ -239,7 +239,21 @@ fn check_indexes(
         let Some((lo, hi)) = format::parse_name(&name) else { continue };
         r.index_files += 1;
         let path = gen_dir.join(&name);
-        let bytes = fsys.map(&path).map_err(|e| Error::io("map", &path, e))?;
+        let bytes = match fsys.map(&path) {
+            Ok(b) => b,
+            Err(e) => {
+                let e = Error::io("map", &path, e);
+                // Gone (a server's merge beside us) or no room to look: no verdict.
+                if cannot_run(&e)
+                    || matches!(&e, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
+                {
+                    return Err(e);
+                }
+                // A directory in its place, say: open sets it aside, as a damaged file.
+                r.found(&path, None, format!("{e}: open sets it aside and rebuilds its range from the log"));
+                continue;
+            }
+        };
         match IndexSegment::open(bytes, &path, true) {
             // Index files are caches: one of another version is rebuilt, not damage.
             Err(e @ Error::Unsupported { .. }) => {

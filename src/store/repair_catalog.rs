@@ -17,11 +17,11 @@ use crate::hash::FastMap;
 use crate::index::{format, IndexSegment};
 use crate::model::JobKey;
 
-/// Spiders and the next job id of each, as found; merged by the highest id.
 /// What a repair knows of spiders and job ids, saved before its cut until its
 /// catalog frame is durable (layout.md).
 pub(crate) const PENDING: &str = "REPAIR";
 
+/// Spiders and the next job id of each, as found; merged by the highest id.
 #[derive(Default, Debug)]
 pub(crate) struct Found {
     spiders: FastMap<(u32, u32), (Option<String>, u32)>,
@@ -55,8 +55,6 @@ impl Found {
         Ok(())
     }
 
-    /// Write back what the store no longer knows, as one durable catalog frame;
-    /// returns how many spiders and job ids it restored.
     /// Merge in what an interrupted repair saved in `DIR/REPAIR` (none: nothing).
     pub fn load_pending(&mut self, fs: &dyn FileSystem, dir: &Path) -> Result<()> {
         let path = dir.join(PENDING);
@@ -111,6 +109,8 @@ impl Found {
         fs.sync_dir(dir).map_err(|e| crate::Error::io("fsync dir", dir, e))
     }
 
+    /// Write back what the store no longer knows, as one durable catalog frame;
+    /// returns how many spiders and job ids it restored.
     pub fn restore(self, store: &Store) -> Result<usize> {
         let inner: std::sync::Arc<Inner> = store.inner();
         let op = Box::new(move |w: &mut super::writer::Writer, ctx: &super::ops::Ctx<'_>| {

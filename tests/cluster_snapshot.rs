@@ -5,11 +5,13 @@
 
 mod cluster_support;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use cluster_support::*;
 use jobq::cluster::memnet::{Raft, Router};
+use jobq::cluster::Node;
 use jobq::JobState;
 
 /// A follower cut off while the leader snapshots and purges its log catches up
@@ -269,6 +271,64 @@ fn current(dir: &std::path::Path) -> Option<u64> {
     jobq::store::layout::read_current(&jobq::fs::RealFs, dir).unwrap()
 }
 
+/// Three nodes after 25 pushes, the leader's snapshot, 5 more pushes applied
+/// everywhere; then a follower (`other`) stopped and cut off, its node kept.
+struct Stopped {
+    nodes: BTreeMap<u64, (Raft, Node)>,
+    leader: u64,
+    other: u64,
+    node: Node,
+    meta: jobq::cluster::snapshot::SnapMeta,
+    bytes: Vec<u8>,
+    /// The last entry applied.
+    end: u64,
+}
+
+async fn snapshot_then_stop_one(tmp: &std::path::Path, router: &Router) -> Stopped {
+    let (mut nodes, leader, other) = three_led(tmp, router).await;
+    for i in 0..25 {
+        push(&nodes[&leader].1, &format!("spider{}", i % 3)).await.unwrap();
+    }
+    nodes[&leader].0.trigger().snapshot().await.unwrap();
+    let lr = nodes[&leader].0.clone();
+    lr.wait(Some(Duration::from_secs(10))).metrics(|m| m.snapshot.is_some(), "snapshot").await.unwrap();
+    let (meta, bytes) = snapshot_bytes(&tmp.join(format!("n{leader}"))).await;
+    for _ in 0..5 {
+        push(&nodes[&leader].1, "after").await.unwrap();
+    }
+    let end = lr.metrics().borrow().last_applied.unwrap().index;
+    wait_applied(&nodes[&other].0, end).await;
+    let (raft, node) = nodes.remove(&other).unwrap();
+    router.remove(other);
+    jobq::cluster::proposer::detach(&node);
+    raft.shutdown().await.unwrap();
+    drop(raft);
+    Stopped { nodes, leader, other, node, meta, bytes, end }
+}
+
+/// Close `node` (`other`'s), start it again from `dir`: it applies up to `end`
+/// and holds the leader's jobs. Then every node stops.
+async fn restart_as_the_leader(
+    mut nodes: BTreeMap<u64, (Raft, Node)>,
+    leader: u64,
+    other: u64,
+    node: Node,
+    dir: &std::path::Path,
+    router: &Router,
+    end: u64,
+) {
+    let store = node.store().clone();
+    drop(node);
+    close(store);
+    let (raft, node) = start(other, dir, router).await;
+    wait_applied(&raft, end).await;
+    assert_eq!(jobs_of(&node), jobs_of(&nodes[&leader].1));
+    nodes.insert(other, (raft, node));
+    for (_, (r, n)) in nodes {
+        close(stop(r, n).await);
+    }
+}
+
 /// A damaged or cut snapshot is refused before anything of the node changes;
 /// a good one installs, and the entries the node held after its last one stay
 /// in its log (they may have counted toward a majority).
@@ -278,25 +338,9 @@ fn an_install_refuses_damage_and_keeps_the_entries_after_it() {
     let dir = |id: u64| tmp.path().join(format!("n{id}"));
     runtime().block_on(async {
         let router = Router::default();
-        let (mut nodes, leader, other) = three_led(tmp.path(), &router).await;
-        for i in 0..25 {
-            push(&nodes[&leader].1, &format!("spider{}", i % 3)).await.unwrap();
-        }
-        nodes[&leader].0.trigger().snapshot().await.unwrap();
-        let lr = nodes[&leader].0.clone();
-        lr.wait(Some(Duration::from_secs(10))).metrics(|m| m.snapshot.is_some(), "snapshot").await.unwrap();
-        let (meta, bytes) = snapshot_bytes(&dir(leader)).await;
+        let Stopped { nodes, leader, other, node, meta, bytes, end } =
+            snapshot_then_stop_one(tmp.path(), &router).await;
         let at = meta.last_log_id.unwrap().index;
-        for _ in 0..5 {
-            push(&nodes[&leader].1, "after").await.unwrap();
-        }
-        let end = lr.metrics().borrow().last_applied.unwrap().index;
-        wait_applied(&nodes[&other].0, end).await;
-        let (raft, node) = nodes.remove(&other).unwrap();
-        router.remove(other);
-        jobq::cluster::proposer::detach(&node);
-        raft.shutdown().await.unwrap();
-        drop(raft);
         let before = (current(&dir(other)), jobs_of(&node));
 
         // Damage anywhere (head, table, a segment's header, frames, the end) or a cut.
@@ -317,16 +361,7 @@ fn an_install_refuses_damage_and_keeps_the_entries_after_it() {
         assert!(current(&dir(other)) > before.0, "a new generation");
         let held = node.store().raft_entries().unwrap().last().unwrap().head.index;
         assert_eq!(held, end, "the entries after the snapshot's stay");
-        let store = node.store().clone();
-        drop(node);
-        close(store);
-        let (raft, node) = start(other, &dir(other), &router).await;
-        wait_applied(&raft, end).await;
-        assert_eq!(jobs_of(&node), jobs_of(&nodes[&leader].1));
-        nodes.insert(other, (raft, node));
-        for (_, (r, n)) in nodes {
-            close(stop(r, n).await);
-        }
+        restart_as_the_leader(nodes, leader, other, node, &dir(other), &router, end).await;
     });
 }
 
@@ -341,24 +376,8 @@ fn an_install_after_the_purge_to_its_last_entry_keeps_the_entries_after_it() {
     let dir = |id: u64| tmp.path().join(format!("n{id}"));
     runtime().block_on(async {
         let router = Router::default();
-        let (mut nodes, leader, other) = three_led(tmp.path(), &router).await;
-        for i in 0..25 {
-            push(&nodes[&leader].1, &format!("spider{}", i % 3)).await.unwrap();
-        }
-        nodes[&leader].0.trigger().snapshot().await.unwrap();
-        let lr = nodes[&leader].0.clone();
-        lr.wait(Some(Duration::from_secs(10))).metrics(|m| m.snapshot.is_some(), "snapshot").await.unwrap();
-        let (meta, bytes) = snapshot_bytes(&dir(leader)).await;
-        for _ in 0..5 {
-            push(&nodes[&leader].1, "after").await.unwrap();
-        }
-        let end = lr.metrics().borrow().last_applied.unwrap().index;
-        wait_applied(&nodes[&other].0, end).await;
-        let (raft, node) = nodes.remove(&other).unwrap();
-        router.remove(other);
-        jobq::cluster::proposer::detach(&node);
-        raft.shutdown().await.unwrap();
-        drop(raft);
+        let Stopped { nodes, leader, other, node, meta, bytes, end } =
+            snapshot_then_stop_one(tmp.path(), &router).await;
 
         // The purge openraft issues with the install, first.
         let mut log = jobq::cluster::LogStore::new(node.clone());
@@ -369,16 +388,7 @@ fn an_install_after_the_purge_to_its_last_entry_keeps_the_entries_after_it() {
         let state = log.get_log_state().await.unwrap();
         assert_eq!(state.last_log_id.map(|l| l.index), Some(end), "and in the node's log table");
         drop(log);
-        let store = node.store().clone();
-        drop(node);
-        close(store);
-        let (raft, node) = start(other, &dir(other), &router).await;
-        wait_applied(&raft, end).await;
-        assert_eq!(jobs_of(&node), jobs_of(&nodes[&leader].1));
-        nodes.insert(other, (raft, node));
-        for (_, (r, n)) in nodes {
-            close(stop(r, n).await);
-        }
+        restart_as_the_leader(nodes, leader, other, node, &dir(other), &router, end).await;
     });
 }
 

@@ -294,14 +294,21 @@ fn a_seeding_killed_at_any_moment_resumes_on_restart() {
 }
 
 /// kill -9 `s` and wait until it is dead (its store's lock released), not reaped.
+/// The leader thread shows Z as soon as it exited, while other threads (one in
+/// an fdatasync, say) may still hold the open files and with them the lock: the
+/// process is dead once its task list holds the leader alone.
 fn kill_9(s: &Server) {
     harness::signal(s.pid(), "KILL");
     let stat = format!("/proc/{}/stat", s.pid());
+    let tasks = format!("/proc/{}/task", s.pid());
     let deadline = Instant::now() + Duration::from_secs(10);
     // The state is the field after the command's closing parenthesis; Z: it exited.
-    while std::fs::read_to_string(&stat)
-        .is_ok_and(|t| t.rsplit_once(')').is_some_and(|(_, r)| !r.trim_start().starts_with('Z')))
-    {
+    let zombie = || {
+        std::fs::read_to_string(&stat)
+            .map_or(true, |t| t.rsplit_once(')').is_some_and(|(_, r)| r.trim_start().starts_with('Z')))
+    };
+    let threads = || std::fs::read_dir(&tasks).map_or(0, |d| d.count());
+    while !(zombie() && threads() <= 1) {
         assert!(Instant::now() < deadline, "process {} did not die", s.pid());
         std::thread::sleep(Duration::from_millis(5));
     }

@@ -120,7 +120,7 @@ mod sim {
         sim.create_dir(Path::new("/empty")).unwrap();
         assert!(check(Path::new("/empty"), Arc::new(sim.clone())).is_err());
         // And a directory that is not there: no store, said as such.
-        let e = check(Path::new("/nowhere"), Arc::new(sim.clone())).err().expect("no store there");
+        let e = check(Path::new("/nowhere"), Arc::new(sim.clone())).expect_err("no store there");
         assert!(matches!(e, jobq::Error::Unsupported { .. }), "check of no directory: {e}");
     }
 }

@@ -27,6 +27,8 @@ pub const DOC_SLACK: usize = 64 << 10;
 /// Priorities: 0 lowest, 4 highest; 2 by default.
 pub const MAX_PRIORITY: i64 = 4;
 pub const DEFAULT_PRIORITY: i64 = 2;
+/// A job's `units` when a push or an import line gives none (JSON text).
+pub const DEFAULT_UNITS: &str = "1";
 
 /// Fields the service maintains: ignored when a client sends them as metadata.
 pub fn is_maintained(name: &str) -> bool {

@@ -11,9 +11,6 @@ use super::import_line::CATALOG_FIELD;
 use crate::codec::json::{skip_ws as ws, string_at, value_end, MAX_OBJECT_FIELDS};
 use crate::model::{JobKey, JobState, CLOSE_REASON, TIME_FIELDS};
 
-/// The field a job line without `units` gets (a push's default), quotes included.
-const DEFAULT_UNITS: &str = r#""units":1"#;
-
 /// Tags and document names the fast path compares one by one, at most.
 const FEW: usize = 16;
 
@@ -141,8 +138,8 @@ fn known(name: &str) -> Known {
 }
 
 /// Parse `line` as a job line of the common shape; write its document (with
-/// `"units":1` last when the line has no `units`) to `doc` and its tags to `tags` (both cleared first). `names` is
-/// scratch space.
+/// `"units":1` last when the line has no `units`) to `doc` and its tags to `tags`
+/// (both cleared first). `names` is scratch space.
 pub(crate) fn parse_job_fast<'a>(
     line: &'a str,
     doc: &mut Vec<u8>,
@@ -267,7 +264,7 @@ pub(crate) fn parse_job_fast<'a>(
     }
     if !has_units {
         // As the general path counts it: name, value and 4.
-        size += "units".len() + "1".len() + 4;
+        size += "units".len() + fields::DEFAULT_UNITS.len() + 4;
     }
     if ws(b, i + 1) != b.len() || fields_n > MAX_OBJECT_FIELDS || size > MAX_DOC + DOC_SLACK {
         return None;
@@ -276,7 +273,8 @@ pub(crate) fn parse_job_fast<'a>(
         if !names.is_empty() {
             doc.push(b',');
         }
-        doc.extend_from_slice(DEFAULT_UNITS.as_bytes());
+        doc.extend_from_slice(b"\"units\":");
+        doc.extend_from_slice(fields::DEFAULT_UNITS.as_bytes());
     }
     doc.push(b'}');
     job.key = key?;

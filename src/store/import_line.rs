@@ -194,7 +194,7 @@ fn parse_job<'a>(fields: &[RawField<'a>]) -> Result<ImportLine<'a>> {
     }
     if !has_units {
         // As a push: a job has `units`, 1 unless given.
-        l.doc.push(RawField { name: "units", value: "1", escaped: false });
+        l.doc.push(RawField { name: "units", value: fields::DEFAULT_UNITS, escaped: false });
     }
     l.key = key.ok_or_else(|| Error::field("key", "is required"))?;
     l.spider = spider.filter(|s| !s.is_empty()).ok_or_else(|| Error::field("spider", "is required"))?;

@@ -143,7 +143,7 @@ pub fn parse_push(line: &str) -> Result<PushSpec> {
         return Err(Error::field("spider", format!("a spider name is at most {MAX_NAME} bytes")));
     }
     if !has_units {
-        spec.meta.push(("units".to_string(), RawValue::from_string("1".into()).expect("valid JSON")));
+        spec.meta.push(("units".to_string(), RawValue::from_string(fields::DEFAULT_UNITS.into()).expect("valid JSON")));
     }
     check_doc_limits(spec.meta.len(), doc_bytes(&spec.meta))?;
     Ok(spec)

@@ -29,11 +29,16 @@ pub(crate) struct Found {
 
 impl Found {
     pub fn spider(&mut self, e: &SpiderEntry) {
-        let v = self.spiders.entry((e.project, e.spider)).or_insert((None, 1));
-        if v.0.is_none() {
-            v.0 = Some(e.name.clone());
+        self.merge((e.project, e.spider), Some(&e.name), e.next_job);
+    }
+
+    /// A spider's name (the first one known stays) and next job id (the highest).
+    fn merge(&mut self, key: (u32, u32), name: Option<&str>, next_job: u32) {
+        let v = self.spiders.entry(key).or_insert((None, 1));
+        if let (None, Some(n)) = (&v.0, name) {
+            v.0 = Some(n.to_string());
         }
-        v.1 = v.1.max(e.next_job);
+        v.1 = v.1.max(next_job);
     }
 
     pub fn job(&mut self, key: JobKey) {
@@ -69,12 +74,7 @@ impl Found {
             if !line.is_empty() {
                 let v: serde_json::Value = serde_json::from_slice(line).map_err(|_| bad())?;
                 let num = |k: &str| v[k].as_u64().and_then(|n| u32::try_from(n).ok()).ok_or_else(bad);
-                let (project, spider, next_job) = (num("project")?, num("spider")?, num("next_job")?);
-                let e = self.spiders.entry((project, spider)).or_insert((None, 1));
-                if let (None, Some(name)) = (&e.0, v["name"].as_str()) {
-                    e.0 = Some(name.to_string());
-                }
-                e.1 = e.1.max(next_job);
+                self.merge((num("project")?, num("spider")?), v["name"].as_str(), num("next_job")?);
             }
             offset += line.len() as u64 + 1;
         }

@@ -37,24 +37,29 @@ fn a_removed_lock_file_does_not_let_a_second_writer_in() {
     again.close().unwrap();
 }
 
+/// Options over the simulated file system: a manual clock at `now_ms`, no
+/// background threads, an index file every `memtable_entries` jobs.
+fn sim_opts(sim: &jobq::fs::SimFs, now_ms: u64, memtable_entries: usize) -> Options {
+    Options {
+        fs: std::sync::Arc::new(sim.clone()),
+        clock: std::sync::Arc::new(jobq::model::ManualClock::new(now_ms)),
+        background: false,
+        memtable_entries,
+        ..Options::default()
+    }
+}
+
 mod sim {
     use std::path::Path;
     use std::sync::Arc;
 
     use jobq::fs::{FileSystem, SimFs};
-    use jobq::model::ManualClock;
     use jobq::store::request::parse_push;
     use jobq::store::{backup, check, compact};
     use jobq::{Options, Store};
 
     pub fn opts(sim: &SimFs) -> Options {
-        Options {
-            fs: Arc::new(sim.clone()),
-            clock: Arc::new(ManualClock::new(7000)),
-            background: false,
-            memtable_entries: 16,
-            ..Options::default()
-        }
+        super::sim_opts(sim, 7000, 16)
     }
 
     fn export_of(sim: &SimFs, dir: &str) -> String {
@@ -139,13 +144,7 @@ mod repair_cut {
     const LOG: &str = "/db/gen-0000000000000001/log-0000000001.jql";
 
     fn opts(sim: &SimFs) -> Options {
-        Options {
-            fs: Arc::new(sim.clone()),
-            clock: Arc::new(ManualClock::new(5000)),
-            background: false,
-            memtable_entries: 8,
-            ..Options::default()
-        }
+        super::sim_opts(sim, 5000, 8)
     }
 
     fn export(sim: &SimFs) -> String {
@@ -153,6 +152,29 @@ mod repair_cut {
         let mut out = Vec::new();
         store.export(None, &mut out).unwrap();
         String::from_utf8(out).unwrap()
+    }
+
+    /// A `REPAIR` file that is not what repair writes (a line that is no JSON, an
+    /// id past u32, binary bytes) is refused, naming the file, before the run
+    /// changes anything.
+    #[test]
+    fn a_damaged_repair_file_is_refused_before_anything_changes() {
+        let sim = SimFs::new();
+        let store = Store::open("/db", opts(&sim)).unwrap();
+        store.push(1, &[parse_push(r#"{"spider":"s"}"#).unwrap()], None).unwrap();
+        store.close().unwrap();
+        let log = sim.read_file(Path::new(LOG)).unwrap();
+        let good = r#"{"project":1,"spider":1,"next_job":2,"name":"s"}"#;
+        for bad in [
+            format!("{good}\nnot json\n"),
+            r#"{"project":1,"spider":1,"next_job":4294967296,"name":null}"#.to_string(),
+            "\u{0}\u{ff}".to_string(),
+        ] {
+            jobq::fs::publish_file(&sim, Path::new("/db"), "REPAIR", bad.as_bytes()).unwrap();
+            let e = repair(Path::new("/db"), opts(&sim)).expect_err(&bad);
+            assert!(matches!(e, jobq::Error::Corrupt { .. }) && e.to_string().contains("REPAIR"), "{bad:?}: {e}");
+            assert_eq!(sim.read_file(Path::new(LOG)).unwrap(), log, "{bad:?}: the log changed");
+        }
     }
 
     /// `jobq repair` killed at every file-system call, then run again: the store

@@ -49,6 +49,15 @@ fn sim_opts(sim: &jobq::fs::SimFs, now_ms: u64, memtable_entries: usize) -> Opti
     }
 }
 
+/// Every job of the store in `dir`, as `jobq export` writes them (read-only).
+fn export_of(sim: &jobq::fs::SimFs, dir: &str) -> String {
+    let o = Options { read_only: true, create: false, ..sim_opts(sim, 0, 16) };
+    let store = Store::open(dir, o).unwrap_or_else(|e| panic!("{dir} does not open: {e}"));
+    let mut out = Vec::new();
+    store.export(None, &mut out).unwrap();
+    String::from_utf8(out).unwrap()
+}
+
 mod sim {
     use std::path::Path;
     use std::sync::Arc;
@@ -62,13 +71,7 @@ mod sim {
         super::sim_opts(sim, 7000, 16)
     }
 
-    fn export_of(sim: &SimFs, dir: &str) -> String {
-        let o = Options { read_only: true, create: false, ..opts(sim) };
-        let store = Store::open(dir, o).unwrap_or_else(|e| panic!("{dir} does not open: {e}"));
-        let mut out = Vec::new();
-        store.export(None, &mut out).unwrap();
-        String::from_utf8(out).unwrap()
-    }
+    use super::export_of;
 
     fn fill(sim: &SimFs, dir: &str, spider: &str, n: u32) {
         let store = Store::open(dir, opts(sim)).unwrap();
@@ -148,10 +151,7 @@ mod repair_cut {
     }
 
     fn export(sim: &SimFs) -> String {
-        let store = Store::open("/db", Options { read_only: true, ..opts(sim) }).unwrap();
-        let mut out = Vec::new();
-        store.export(None, &mut out).unwrap();
-        String::from_utf8(out).unwrap()
+        super::export_of(sim, "/db")
     }
 
     /// A `REPAIR` file that is not what repair writes (a line that is no JSON, an

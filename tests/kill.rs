@@ -425,8 +425,14 @@ fn kill_9_during_online_compaction() {
     // has one writer, whose values only grow).
     let acked: Mutex<BTreeMap<JobKey, (u64, u64)>> = Mutex::new(BTreeMap::new());
     let mut rng = Rng(0x0DDB_A11C_0FFE_E123);
-    let points =
-        [None, None, Some("reclaim_segment_removed"), Some("merge_before_install"), Some("publish_before_rename")];
+    let points = [
+        None,
+        None,
+        Some("reclaim_start_moved"),
+        Some("reclaim_segment_removed"),
+        Some("merge_before_install"),
+        Some("publish_before_rename"),
+    ];
     let mut kills = 0;
     let mut fired = 0;
     for round in 0..210u64 {

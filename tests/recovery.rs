@@ -578,7 +578,7 @@ fn a_lost_last_segment_an_index_covered_is_refused_until_repaired() {
 fn current_naming_a_missing_generation_is_refused_and_nothing_is_removed() {
     use jobq::fs::FileSystem;
     let (sim, o) = indexed_segments();
-    jobq::store::layout::write_current(&sim, Path::new("/db"), 5).unwrap();
+    jobq::store::layout::write_current(&sim, Path::new("/db"), 5, 1).unwrap();
     for read_only in [false, true] {
         match Store::open("/db", Options { read_only, ..o.clone() }) {
             Err(Error::Corrupt { path, offset, what }) => {
@@ -588,7 +588,7 @@ fn current_naming_a_missing_generation_is_refused_and_nothing_is_removed() {
         }
     }
     assert!(sim.exists(Path::new(GEN)).unwrap(), "the real generation is still there");
-    jobq::store::layout::write_current(&sim, Path::new("/db"), 1).unwrap();
+    jobq::store::layout::write_current(&sim, Path::new("/db"), 1, 1).unwrap();
     let store = Store::open("/db", o).unwrap();
     let all = jobq::query::Filter { states: JobState::ALL.to_vec(), ..Default::default() };
     assert_eq!(store.snapshot().count(1, &all).unwrap(), 300);

@@ -125,6 +125,13 @@ pub fn repair(a: RepairArgs) -> Result<(), String> {
              the jobs written there are lost"
         );
     }
+    if let Some((from, to)) = r.missing_start {
+        note!(
+            "log segments {from} to {} were missing (CURRENT said the log started at {from}): the jobs written there \
+             are lost; the log now starts at segment {to}",
+            to - 1
+        );
+    }
     if !r.began_before_log.is_empty() {
         note!(
             "rebuilt from the log the index files that began before it (online compaction removed the segments \
@@ -140,7 +147,8 @@ pub fn repair(a: RepairArgs) -> Result<(), String> {
         );
     }
     let Some(cut) = &r.cut else {
-        let what = if r.headers_rebuilt.is_empty() && r.beyond_log.is_empty() && r.began_before_log.is_empty() {
+        let whole = r.headers_rebuilt.is_empty() && r.missing_start.is_none();
+        let what = if whole && r.beyond_log.is_empty() && r.began_before_log.is_empty() {
             "the log is whole: nothing to repair"
         } else {
             "the log is whole now"

@@ -203,6 +203,10 @@ fn copy(fsys: &Arc<dyn FileSystem>, s: &Source, dest: &Path, report: &mut Backup
         .filter(|n| *n < first)
         .collect();
     compacted.sort_unstable();
+    if !compacted.is_empty() && current == Some(s.generation) {
+        // IMPORTANT: the new start is durable before a segment goes (layout.md).
+        layout::advance_log_start(fs, dest, s.generation, first)?;
+    }
     for n in &compacted {
         let p = gen_dir.join(segment::file_name(*n));
         fs.remove_file(&p).map_err(io("remove", &p))?;
@@ -225,7 +229,7 @@ fn copy(fsys: &Arc<dyn FileSystem>, s: &Source, dest: &Path, report: &mut Backup
     // IMPORTANT: fsync folder, so removals are durable before the switch.
     fs.sync_dir(&gen_dir).map_err(io("fsync dir", &gen_dir))?;
     if current != Some(s.generation) {
-        layout::write_current(fs, dest, s.generation)?;
+        layout::write_current(fs, dest, s.generation, first)?;
         for name in fs.read_dir(dest).map_err(io("list", dest))? {
             if layout::parse_gen_name(&name).is_some_and(|g| g != s.generation) {
                 let p = dest.join(&name);

@@ -250,7 +250,7 @@ pub fn compact(
     progress(done, total);
     // The switch: before it the old generation is the store, after it the new one.
     crate::crashpoint::hit("compact_before_switch");
-    layout::write_current(&*fsys, dir, generation + 1)?;
+    layout::write_current(&*fsys, dir, generation + 1, 1)?;
     crate::crashpoint::hit("compact_after_switch");
     fsys.remove_dir_all(&old_dir).map_err(|e| Error::io("remove", &old_dir, e))?;
     // IMPORTANT: fsync folder, so the old generation stays removed.

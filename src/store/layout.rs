@@ -2,8 +2,9 @@
 //! `gen-<16 hex>` directory per generation holding its log segments and index files.
 //! Compaction writes a new generation and switches `CURRENT` atomically.
 //!
-//! `CURRENT` (32 bytes): magic "JOBQCUR\0", u32 version 1, u32 0, u64 generation,
-//! u32 0, u32 masked CRC-32 of bytes 0..28.
+//! `CURRENT` (32 bytes): magic "JOBQCUR\0", u32 version 2, u32 0, u64 generation,
+//! u32 log start (the generation's first log segment; version 1: 0, no claim),
+//! u32 masked CRC-32 of bytes 0..28.
 
 use std::path::{Path, PathBuf};
 
@@ -32,11 +33,21 @@ pub fn gen_dir(dir: &Path, generation: u64) -> PathBuf {
     dir.join(gen_name(generation))
 }
 
-pub fn encode_current(generation: u64) -> [u8; 32] {
+/// What `CURRENT` says: the live generation, and the segment its log starts at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Current {
+    pub generation: u64,
+    /// Every log segment from this one on is the log's (version 2); `None`: a
+    /// version-1 file, which makes no claim.
+    pub log_start: Option<u32>,
+}
+
+pub fn encode_current(generation: u64, log_start: u32) -> [u8; 32] {
     let mut b = [0u8; 32];
     b[0..8].copy_from_slice(MAGIC);
-    LE::write_u32(&mut b[8..12], 1);
+    LE::write_u32(&mut b[8..12], 2);
     LE::write_u64(&mut b[16..24], generation);
+    LE::write_u32(&mut b[24..28], log_start);
     let crc = checksum(&[&b[0..28]]);
     LE::write_u32(&mut b[28..32], crc);
     b
@@ -44,6 +55,11 @@ pub fn encode_current(generation: u64) -> [u8; 32] {
 
 /// The live generation, or `None` for a directory without a store.
 pub fn read_current(fsys: &dyn FileSystem, dir: &Path) -> Result<Option<u64>> {
+    Ok(read_current_file(fsys, dir)?.map(|c| c.generation))
+}
+
+/// The whole of `CURRENT`, or `None` for a directory without a store.
+pub fn read_current_file(fsys: &dyn FileSystem, dir: &Path) -> Result<Option<Current>> {
     let path = dir.join(CURRENT);
     if !fsys.exists(&path).map_err(|e| Error::io("stat", &path, e))? {
         return Ok(None);
@@ -56,22 +72,56 @@ pub fn read_current(fsys: &dyn FileSystem, dir: &Path) -> Result<Option<u64>> {
         return Err(Error::corrupt(&path, 28, "CURRENT checksum mismatch"));
     }
     let version = LE::read_u32(&b[8..12]);
-    if version != 1 {
-        let what = format!("CURRENT format version {version}: written by a newer jobq (this one reads version 1)");
+    if !(1..=2).contains(&version) {
+        let what = format!("CURRENT format version {version}: written by a newer jobq (this one reads 1 and 2)");
         return Err(Error::Unsupported { path, what });
     }
-    for at in [12, 24] {
-        if LE::read_u32(&b[at..at + 4]) != 0 {
-            return Err(Error::corrupt(&path, at as u64, "a reserved field of CURRENT is not 0"));
-        }
+    if LE::read_u32(&b[12..16]) != 0 || (version == 1 && LE::read_u32(&b[24..28]) != 0) {
+        let at = if LE::read_u32(&b[12..16]) != 0 { 12 } else { 24 };
+        return Err(Error::corrupt(&path, at, "a reserved field of CURRENT is not 0"));
     }
-    Ok(Some(LE::read_u64(&b[16..24])))
+    let log_start = LE::read_u32(&b[24..28]);
+    if version == 2 && log_start == 0 {
+        return Err(Error::corrupt(
+            &path,
+            24,
+            "CURRENT names log segment 0 as the log's start (segments count from 1)",
+        ));
+    }
+    let generation = LE::read_u64(&b[16..24]);
+    Ok(Some(Current { generation, log_start: (version == 2).then_some(log_start) }))
 }
 
-/// Point `CURRENT` at `generation`, atomically and durably.
-pub fn write_current(fsys: &dyn FileSystem, dir: &Path, generation: u64) -> Result<()> {
-    fs::publish_file(fsys, dir, CURRENT, &encode_current(generation))
+/// Writers of `CURRENT` in this process take turns: online compaction moves the
+/// log start of the generation it read, never of one that a snapshot install
+/// (which switches the generation while the old store still runs) put there since.
+static CURRENT_WRITES: parking_lot::Mutex<()> = parking_lot::const_mutex(());
+
+/// Point `CURRENT` at `generation`, whose log starts at segment `log_start`,
+/// atomically and durably.
+pub fn write_current(fsys: &dyn FileSystem, dir: &Path, generation: u64, log_start: u32) -> Result<()> {
+    let _turn = CURRENT_WRITES.lock();
+    publish_current(fsys, dir, generation, log_start)
+}
+
+fn publish_current(fsys: &dyn FileSystem, dir: &Path, generation: u64, log_start: u32) -> Result<()> {
+    fs::publish_file(fsys, dir, CURRENT, &encode_current(generation, log_start))
         .map_err(|e| Error::io("publish", dir.join(CURRENT), e))
+}
+
+/// Move the log start of `generation` forward to `start`, durably, while
+/// `CURRENT` still names `generation`; false when it names another one.
+pub fn advance_log_start(fsys: &dyn FileSystem, dir: &Path, generation: u64, start: u32) -> Result<bool> {
+    let _turn = CURRENT_WRITES.lock();
+    match read_current_file(fsys, dir)? {
+        Some(c) if c.generation == generation => {
+            if c.log_start.is_none_or(|s| s < start) {
+                publish_current(fsys, dir, generation, start)?;
+            }
+            Ok(true)
+        }
+        _ => Ok(false),
+    }
 }
 
 #[cfg(test)]
@@ -94,16 +144,30 @@ mod tests {
     fn current_fields_are_checked() {
         let sim = SimFs::new();
         crate::fs::FileSystem::create_dir(&sim, Path::new("/d")).unwrap();
-        assert_eq!(with(&sim, encode_current(7)).unwrap(), Some(7));
-        for at in [12usize, 24] {
-            let mut b = encode_current(7);
+        assert_eq!(with(&sim, encode_current(7, 3)).unwrap(), Some(7));
+        let whole = read_current_file(&sim, Path::new("/d")).unwrap();
+        assert_eq!(whole, Some(Current { generation: 7, log_start: Some(3) }));
+        // Version 1: byte 24 reserved, no claim on the log's start.
+        let mut v1 = encode_current(7, 3);
+        v1[8] = 1;
+        v1[24] = 0;
+        assert_eq!(with(&sim, resealed(v1)).unwrap(), Some(7));
+        assert_eq!(read_current_file(&sim, Path::new("/d")).unwrap().unwrap().log_start, None);
+        for (version, at) in [(1, 12usize), (1, 24), (2, 12)] {
+            let mut b = encode_current(7, 3);
+            b[8] = version;
+            if version == 1 {
+                b[24] = 0;
+            }
             b[at] = 1;
             let e = with(&sim, resealed(b)).unwrap_err();
             assert!(matches!(e, Error::Corrupt { offset, .. } if offset == at as u64), "{e}");
         }
-        let mut b = encode_current(7);
-        b[8] = 2;
+        let e = with(&sim, encode_current(7, 0)).unwrap_err();
+        assert!(matches!(e, Error::Corrupt { offset: 24, .. }), "{e}");
+        let mut b = encode_current(7, 1);
+        b[8] = 3;
         let e = with(&sim, resealed(b)).unwrap_err().to_string();
-        assert!(e.contains("version 2") && e.contains("newer jobq"), "{e}");
+        assert!(e.contains("version 3") && e.contains("newer jobq"), "{e}");
     }
 }

@@ -75,7 +75,7 @@ fn create(fs: &dyn FileSystem, dir: &Path, opts: &Options) -> Result<u64> {
     // IMPORTANT: fsync folder, so the generation directory survives.
     fs.sync_dir(dir).map_err(io("fsync dir", dir))?;
     LogWriter::create(opts.fs.clone(), &gd, generation, 1, opts.segment_bytes)?;
-    layout::write_current(fs, dir, generation)?;
+    layout::write_current(fs, dir, generation, 1)?;
     Ok(generation)
 }
 
@@ -152,8 +152,8 @@ pub(crate) fn open(dir: &Path, opts: &Options) -> Result<Opened> {
             Err(e) => return Err(Error::io("lock", dir.join(layout::LOCK), e)),
         }
     };
-    let generation = match layout::read_current(fs, dir)? {
-        Some(g) => g,
+    let current = match layout::read_current_file(fs, dir)? {
+        Some(c) => c,
         None if opts.read_only || !opts.create => {
             lost_current(fs, dir)?;
             return Err(Error::Unsupported {
@@ -163,9 +163,10 @@ pub(crate) fn open(dir: &Path, opts: &Options) -> Result<Opened> {
         }
         None => {
             report.created = true;
-            create(fs, dir, opts)?
+            layout::Current { generation: create(fs, dir, opts)?, log_start: Some(1) }
         }
     };
+    let generation = current.generation;
     report.generation = generation;
     // A cluster node's directory: only its node writes it; a read-only opener
     // sees what the node applied.
@@ -194,6 +195,7 @@ pub(crate) fn open(dir: &Path, opts: &Options) -> Result<Opened> {
         remove_temp_files(fs, &gen_dir)?;
     }
     let first = first_segment(fs, &gen_dir, generation)?;
+    log_start_kept(fs, dir, &gen_dir, current, first.number)?;
     let log_first_seq = first.first_seq;
     let mut slots = choose_chain(fs, &gen_dir, generation, log_first_seq, &mut report)?;
     kill_superseded(&mut slots);
@@ -219,6 +221,10 @@ pub(crate) fn open(dir: &Path, opts: &Options) -> Result<Opened> {
     if !opts.read_only {
         // Only once the open succeeded: a refused open removes nothing.
         remove_other_generations(fs, dir, generation)?;
+        if current.log_start.is_none() {
+            // A version-1 `CURRENT` claims no start: from now on, the log's.
+            layout::advance_log_start(fs, dir, generation, first.number)?;
+        }
         for (name, _) in &report.discarded {
             let p = gen_dir.join(name);
             match fs.remove_file(&p) {
@@ -373,6 +379,28 @@ pub(crate) fn first_segment(fs: &dyn FileSystem, gen_dir: &Path, generation: u64
         ));
     }
     Ok(h)
+}
+
+/// A log that starts later than `CURRENT` says lost its first segments (online
+/// compaction moves the start in `CURRENT` before it removes any): damage.
+fn log_start_kept(fs: &dyn FileSystem, dir: &Path, gen_dir: &Path, current: layout::Current, first: u32) -> Result<()> {
+    let Some(start) = current.log_start.filter(|s| first > *s) else { return Ok(()) };
+    // A read-only opener beside a serving store: its compaction may have moved
+    // the start since (`CURRENT` first, then the removals this listing saw).
+    let again = layout::read_current_file(fs, dir)?;
+    if again.is_some_and(|c| c.generation != current.generation || c.log_start.is_some_and(|s| s >= first)) {
+        return Ok(());
+    }
+    Err(Error::corrupt(
+        gen_dir.join(segment::file_name(start)),
+        0,
+        format!(
+            "log segment {start} is missing: CURRENT says the log starts there, but its first segment is {first} \
+             (the jobs written in segments {start} to {} are lost; `jobq repair` accepts the loss and keeps every \
+             job id given)",
+            first - 1
+        ),
+    ))
 }
 
 /// The segments before the one recovery starts in (their frames come from the

@@ -13,7 +13,8 @@
 //! 4. index files ending before the first kept sequence number leave the chain; the
 //!    one straddling it stays (its docs before the new start are superseded), or,
 //!    when the retention dropped jobs it holds there, is rewritten without them;
-//! 5. the segments are removed (oldest first), then the dropped index files.
+//! 5. `CURRENT` names the first kept segment as the log's start; then the
+//!    segments are removed (oldest first), then the dropped index files.
 //!
 //! Until step 5 the old segments are still the log's start: a crash anywhere
 //! leaves a store that opens with every acknowledged write (relocated records
@@ -25,6 +26,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::index_build::IndexBuild;
+use super::layout;
 use super::maintain;
 use super::queue::{self, Erased, Op};
 use super::reclaim_role::{dict_kept, index_covers, last_removable, role, Role};
@@ -173,6 +175,14 @@ fn run_cycle(inner: &Inner, started: Instant) -> Result<ReclaimReport> {
     // chain at the new log start (its dropped jobs would point into removed
     // segments). Without them, an open there replays the log instead.
     remove_index_files(fsys, &inner.gen_dir, &holding_dropped)?;
+    // IMPORTANT: the new start is durable in `CURRENT` before a segment goes: a log
+    // that starts later than `CURRENT` says lost segments (layout.md).
+    let generation = inner.writer.lock().generation;
+    if !layout::advance_log_start(fsys, &inner.dir, generation, last + 1)? {
+        // A snapshot install switched the node to another generation meanwhile.
+        return Ok(ReclaimReport::default());
+    }
+    crate::crashpoint::hit("reclaim_start_moved");
     // IMPORTANT: segments go oldest first, so the log stays contiguous after a crash.
     for &n in &prefix {
         let p = inner.gen_dir.join(segment::file_name(n));

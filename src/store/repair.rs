@@ -45,6 +45,10 @@ pub struct RepairReport {
     /// there counted as superseded by relocated copies, which a cut may have
     /// taken (or a lost first segment never had).
     pub began_before_log: Vec<String>,
+    /// The first segments were gone (`CURRENT` said the log started before the
+    /// first one there): the segments `from..to` are lost, and `CURRENT` now
+    /// names `to` as the log's start.
+    pub missing_start: Option<(u32, u32)>,
     /// Spiders and job ids written back in a catalog frame (known to index files
     /// the cut set aside, to the cut bytes, or taken by the dropped versions).
     pub catalog_restored: usize,
@@ -67,10 +71,11 @@ pub fn repair(dir: &Path, opts: Options) -> Result<RepairReport> {
             what: "a cluster node's data directory: replace the node instead (README, \"Cluster\")".into(),
         });
     }
-    let generation = layout::read_current(fs, dir)?.ok_or_else(|| Error::Unsupported {
+    let current = layout::read_current_file(fs, dir)?.ok_or_else(|| Error::Unsupported {
         path: dir.to_path_buf(),
         what: "no jobq store here (no CURRENT file)".into(),
     })?;
+    let generation = current.generation;
     let gen_dir = layout::gen_dir(dir, generation);
     let saved = dir.join(format!("salvaged-{}", opts.clock.now_ms()));
     // Every spider and job id known anywhere, before anything is cut or set aside.
@@ -111,6 +116,11 @@ pub fn repair(dir: &Path, opts: Options) -> Result<RepairReport> {
     // Also without a cut: a lost first segment, or a store an interrupted
     // compaction left with such a file, serves its jobs from segments gone.
     report.began_before_log = remove_indexes_before_log(fs, &gen_dir)?;
+    if let Some(start) = current.log_start.filter(|s| *s < first) {
+        // The loss accepted, its ids kept (`REPAIR`, then the catalog frame).
+        layout::write_current(fs, dir, generation, first)?;
+        report.missing_start = Some((start, first));
+    }
     drop(lock);
     // A normal open sets aside the index files that no longer match the log.
     let store = Store::open(dir, Options { create: false, read_only: false, background: false, ..opts })?;

@@ -43,7 +43,7 @@ ENTRY_FIXED = 48                  # log.md, "Raft entry": the entry frame's fixe
 LOG_MAGIC = b"JOBQLOG\0"
 IDX_MAGIC = b"JOBQIDX\0"
 CUR_MAGIC = b"JOBQCUR\0"
-VERSION = 1                       # CURRENT
+CURRENT_VERSIONS = (1, 2)         # CURRENT (layout.md: 2 adds the log start)
 INDEX_VERSIONS = (1, 2, 3, 4)     # index files (index.md: 1 lacks field 6; 3 packs; 4 adds dictionaries)
 LOG_VERSIONS = (1, 2, 3, 4, 5, 6, 7)  # log segments (conventions.md, "Versions and upgrades")
 MAX_FRAME_LEN = 1 << 30
@@ -225,6 +225,7 @@ def read_raft_purge(root):
 
 
 def read_current(root):
+    """layout.md, "CURRENT": (generation, log start); the start is None in a version-1 file."""
     path = os.path.join(root, "CURRENT")
     if not os.path.exists(path):
         raise Damage(path, 0, "no CURRENT: the directory holds no store")
@@ -233,8 +234,8 @@ def read_current(root):
     if len(b) < 8 or b.raw(0, 8, "magic") != CUR_MAGIC:
         b.fail(0, "bad magic (expected \"JOBQCUR\\0\")")
     ver = b.u32(8, "version")
-    if ver != VERSION:
-        b.fail(8, f"unknown CURRENT version {ver} (this reader knows version {VERSION})")
+    if ver not in CURRENT_VERSIONS:
+        b.fail(8, f"unknown CURRENT version {ver} (this reader knows versions 1 and 2)")
     if len(b) != 32:
         b.fail(min(len(b), 32), f"CURRENT is {len(b)} bytes, must be 32")
     stored = b.u32(28, "crc")
@@ -243,9 +244,12 @@ def read_current(root):
         b.fail(28, f"CRC mismatch (stored 0x{stored:08x}, computed 0x{comp:08x})")
     if b.u32(12, "reserved") != 0:
         b.fail(12, "reserved field is not zero")
-    if b.u32(24, "reserved") != 0:
+    start = b.u32(24, "log start")
+    if ver == 1 and start != 0:
         b.fail(24, "reserved field is not zero")
-    return b.u64(16, "generation")
+    if ver == 2 and start == 0:
+        b.fail(24, "log start 0 (segments count from 1)")
+    return b.u64(16, "generation"), (start if ver == 2 else None)
 
 
 # --------------------------------------------------------------------------- records and frames
@@ -1711,7 +1715,7 @@ class Store:
         self.root = root
         self.min_index_version = min_index_version   # 2: version-1 files set aside (no close_reason lists)
         self.notes = []
-        self.generation = read_current(root)
+        self.generation, self.log_start = read_current(root)
         self.gen_dir = os.path.join(root, f"gen-{self.generation:016x}")
         if not os.path.isdir(self.gen_dir):
             raise Damage(os.path.join(root, "CURRENT"), 16,
@@ -1731,6 +1735,10 @@ class Store:
                 idxs.append((e, int(m.group(1), 16), int(m.group(2), 16)))
                 continue
             self.notes.append(f"{'temp' if e.endswith('.tmp') else 'unknown'} file {e} ignored")
+        if segs and self.log_start is not None and min(segs) > self.log_start:
+            # layout.md: every segment from the log start on is the log's
+            raise Damage(os.path.join(self.gen_dir, f"log-{self.log_start:010d}.jql"), 0,
+                         f"log segment {self.log_start} is missing (CURRENT says the log starts there)")
         self.segs = Segments(self.gen_dir, self.generation, sorted(segs))
         self.notes += self.segs.notes
         self.log_first = self.segs.first_seq(1)                  # step 1

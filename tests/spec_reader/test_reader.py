@@ -442,14 +442,34 @@ def test_unknown_current_version_refused(tmp, fx):
     path = os.path.join(store, "CURRENT")
     with open(path, "r+b") as f:
         b = bytearray(f.read())
-        b[8:12] = struct.pack("<I", 2)
+        b[8:12] = struct.pack("<I", 3)
         b[28:32] = struct.pack("<I", mcrc(bytes(b[:28])))
         f.seek(0)
         f.write(b)
     for cmd in ("export", "check"):
         rc, _, err = run_in(store, cmd)
-        assert rc == 1 and "CURRENT" in err and "version 2" in err, err
-    return "CURRENT version 2 refused"
+        assert rc == 1 and "CURRENT" in err and "version 3" in err, err
+    return "CURRENT version 3 refused"
+
+
+@versions(2)
+def test_current_version_2_names_the_log_start(tmp, fx):
+    """layout.md, "CURRENT": version 2 holds the log's first segment at offset 24; a log whose
+    first segment is not there is damage (it was removed, not reclaimed), named by segment."""
+    store = fresh_copy(tmp, fx)
+    path = os.path.join(store, "CURRENT")
+    with open(path, "r+b") as f:
+        b = bytearray(f.read())
+        b[8:12] = struct.pack("<I", 2)
+        b[24:28] = struct.pack("<I", 1)
+        b[28:32] = struct.pack("<I", mcrc(bytes(b[:28])))
+        f.seek(0)
+        f.write(b)
+    assert export_of(store) == fx.export()
+    os.remove(segments(store)[0])
+    rc, _, err = run_in(store, "export")
+    assert rc == 1 and "log-0000000001.jql" in err and "missing" in err, err
+    return "version 2 read; a removed first segment refused"
 
 
 def test_close_reason_counts(tmp, fx):

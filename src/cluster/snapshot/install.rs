@@ -67,7 +67,7 @@ pub fn install(node: &Node, meta: &SnapMeta, stream: &SnapshotStream) -> Result<
     let keep = entries_after(node, &last)?;
     append_kept(&fsys, &gen_dir, generation, &table, node.store.options().segment_bytes, &keep)?;
     // The switch: from here on the node is the snapshot's.
-    layout::write_current(fs, &node.dir, generation)?;
+    layout::write_current(fs, &node.dir, generation, table.members.first().map_or(1, |m| m.segment))?;
     let mut state = node.table.lock().state;
     if state.purged.is_none_or(|p| p.index < want.index) {
         state.purged = Some(StoredLogId { index: want.index, term: want.term, leader: want.leader });

@@ -161,3 +161,87 @@ fn a_build_waiting_for_an_install_runs_after_the_installs_build() {
         close(store);
     });
 }
+
+/// A snapshot retired while a stream sends it stays only as long as that
+/// stream: openraft 0.9's chunked sender owns the stream and gives up on a
+/// follower that went away mid-stream (each chunk within
+/// `install_snapshot_timeout`, five unreachable tries in a row at most), and
+/// the retired snapshot goes with it. Nothing here bounds it but openraft.
+#[test]
+fn a_snapshot_retired_under_a_stream_to_a_vanished_follower_goes() {
+    use jobq::cluster::memnet::{Faults, NodeNet};
+    use std::time::{Duration, Instant};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = |id: u64| tmp.path().join(format!("n{id}"));
+    runtime().block_on(async {
+        let router = Router::default();
+        // Small chunks, so that the stream takes many messages.
+        let base = jobq::cluster::config(ELECTION_MS).unwrap();
+        let config = Arc::new(openraft::Config { snapshot_max_chunk_size: 256, ..(*base).clone() });
+        let mut nodes = BTreeMap::new();
+        for id in 1..=3 {
+            let node = Node::start(open(&dir(id))).unwrap();
+            let net = NodeNet { router: router.clone(), id };
+            let raft = jobq::cluster::start(id, node.clone(), config.clone(), net).await.unwrap();
+            let timeout = Duration::from_secs(2);
+            jobq::cluster::proposer::attach(id, &node, &raft, tokio::runtime::Handle::current(), timeout);
+            router.add(id, raft.clone());
+            nodes.insert(id, (raft, node));
+        }
+        let members: BTreeMap<u64, BasicNode> = (1..=3).map(|id| (id, BasicNode::new(format!("n{id}")))).collect();
+        nodes[&1].0.initialize(members).await.unwrap();
+        let rafts: Vec<&Raft> = nodes.values().map(|(r, _)| r).collect();
+        let leader = leader_of(&rafts).await;
+        let other = (1..=3).find(|id| *id != leader).unwrap();
+        let (lr, ln) = nodes[&leader].clone();
+
+        router.isolate(other, true);
+        for i in 0..40 {
+            push(&ln, &format!("spider{}", i % 4)).await.unwrap();
+        }
+        lr.trigger().snapshot().await.unwrap();
+        let m = lr.wait(Some(Duration::from_secs(10))).metrics(|m| m.snapshot.is_some(), "snapshot").await.unwrap();
+        let at = m.snapshot.unwrap().index;
+        lr.trigger().purge_log(at).await.unwrap();
+        lr.wait(Some(Duration::from_secs(10)))
+            .metrics(|m| m.purged.is_some_and(|p| p.index >= at), "purged")
+            .await
+            .unwrap();
+
+        // The follower comes back, the leader streams its snapshot, and the
+        // follower vanishes mid-stream.
+        router.set_faults(Faults { max_delay: Duration::from_millis(20), ..Faults::default() }, 7);
+        router.isolate(other, false);
+        let receiving = dir(other).join(install::RECEIVING);
+        let began = Instant::now();
+        while !std::fs::metadata(&receiving).is_ok_and(|m| m.len() > 0) {
+            assert!(began.elapsed() < Duration::from_secs(10), "no stream began");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        router.isolate(other, true);
+
+        // A newer snapshot retires the one being sent; it stays for the stream.
+        push(&ln, "later").await.unwrap();
+        let built = tokio::task::spawn_blocking({
+            let ln = ln.clone();
+            move || build::build(&ln).unwrap().0.last_log_id.unwrap().index
+        });
+        let later = built.await.unwrap();
+        assert!(later > at);
+        let snap_dir = |i: u64| dir(leader).join(build::dir_name(i));
+        assert!(snap_dir(at).exists(), "the snapshot being sent stays while its stream lives");
+        let retired = Instant::now();
+        while snap_dir(at).exists() {
+            assert!(retired.elapsed() < Duration::from_secs(20), "the retired snapshot outlived its stream");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        eprintln!("the retired snapshot went {:?} after it was retired", retired.elapsed());
+        assert!(snap_dir(later).exists());
+
+        router.set_faults(Faults::default(), 1);
+        drop((lr, ln));
+        for (_, (r, n)) in nodes {
+            close(stop(r, n).await);
+        }
+    });
+}

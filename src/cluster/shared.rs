@@ -48,6 +48,8 @@ pub struct Node {
     pub(crate) installing: Arc<parking_lot::RwLock<()>>,
     /// Checksums of sealed segments a snapshot holds, by (generation, number, length).
     pub(crate) snap_crcs: Arc<Mutex<SegmentCrcs>>,
+    /// Held for a whole snapshot build: builds share `snap.tmp`.
+    pub(crate) snap_building: Arc<Mutex<()>>,
     /// Snapshots being sent, which newer builds leave in place until sent.
     pub(crate) snap_readers: Arc<Mutex<crate::cluster::snapshot::build::Readers>>,
     /// The `SEEDING` file is there (read at start, cleared by [`Node::seeded`]).
@@ -110,6 +112,8 @@ impl Node {
         if fs.exists(&stale).map_err(|e| Error::io("stat", &stale, e))? {
             fs.remove_file(&stale).map_err(|e| Error::io("remove", &stale, e))?;
         }
+        // Nor is a build a crash cut.
+        crate::cluster::snapshot::build::remove_unfinished(fs, &dir)?;
         let seeding = dir.join(SEEDING_FILE);
         let seeding = fs.exists(&seeding).map_err(|e| Error::io("stat", &seeding, e))?;
         let state = raft_file::read(fs, &dir)?;
@@ -120,6 +124,7 @@ impl Node {
             dir,
             installing: Arc::default(),
             snap_crcs: Arc::default(),
+            snap_building: Arc::default(),
             snap_readers: Arc::default(),
             seeding: Arc::new(seeding.into()),
         })

@@ -24,7 +24,17 @@ use crate::fs::{self, FileSystem, OpenMode};
 use crate::log::recovery;
 use crate::log::{segment, LogPos};
 
+/// A snapshot being built; only the build holding `Node::snap_building` writes it.
 const TMP: &str = "snap.tmp";
+
+/// Remove what a build cut by a crash left ([`TMP`]): at the node's start.
+pub(crate) fn remove_unfinished(fs: &dyn FileSystem, data_dir: &Path) -> Result<()> {
+    let tmp = data_dir.join(TMP);
+    if fs.exists(&tmp).map_err(io("stat", &tmp))? {
+        fs.remove_dir_all(&tmp).map_err(io("remove", &tmp))?;
+    }
+    Ok(())
+}
 
 /// The directory name of the snapshot whose last entry is `index`.
 pub fn dir_name(index: u64) -> String {
@@ -37,8 +47,12 @@ pub fn parse_dir_name(name: &str) -> Option<u64> {
 
 /// Build a snapshot of what `node` applied; the sending stream and its meta.
 /// openraft builds beside applies; an install waits for a build, and a segment
-/// that compaction removed meanwhile starts the build again.
+/// that compaction removed meanwhile starts the build again. One build at a
+/// time: openraft's (on a task it spawns) and the one after an install may be
+/// asked for at once, and both write [`TMP`].
 pub fn build(node: &Node) -> Result<(SnapMeta, SnapshotStream)> {
+    // Before `installing`: a build waiting here holds nothing an install needs.
+    let _one_build = node.snap_building.lock();
     let _no_install = node.installing.read();
     if node.table.lock().applied.is_none() {
         // Asked for before the first entry applied (a trigger on a new cluster):
@@ -81,9 +95,8 @@ fn build_once(node: &Node) -> Result<(SnapMeta, SnapshotStream)> {
     let fsys = node.store.options().fs.clone();
     let fs = &*fsys;
     let tmp = node.dir.join(TMP);
-    if fs.exists(&tmp).map_err(io("stat", &tmp))? {
-        fs.remove_dir_all(&tmp).map_err(io("remove", &tmp))?;
-    }
+    // Left by an attempt that found a segment gone (or by a crash).
+    remove_unfinished(fs, &node.dir)?;
     fs.create_dir(&tmp).map_err(io("create", &tmp))?;
     let mut members = Vec::new();
     for n in segment::list(fs, &gen_dir)?.into_iter().filter(|n| *n <= end.segment) {

@@ -126,10 +126,10 @@ pub fn repair(a: RepairArgs) -> Result<(), String> {
         );
     }
     if let Some((from, to)) = r.missing_start {
+        let (lost, verb) = (jobq::store::segments_named(from, to), if to - from > 1 { "were" } else { "was" });
         note!(
-            "log segments {from} to {} were missing (CURRENT said the log started at {from}): the jobs written there \
-             are lost; the log now starts at segment {to}",
-            to - 1
+            "log {lost} {verb} missing (CURRENT said the log started at segment {from}): the jobs written there are \
+             lost; the jobs after it were rewritten into a new generation (no job id given again)"
         );
     }
     if !r.began_before_log.is_empty() {

@@ -128,10 +128,23 @@ pub enum StartTxn {
 
 /// Is there a whole frame at `pos` that is part of an import transaction?
 pub fn txn_at(fs: &dyn FileSystem, dir: &Path, pos: LogPos) -> Result<bool> {
+    Ok(frame_kind_at(fs, dir, pos)?.is_some_and(|(txn, _)| txn))
+}
+
+/// Does the log that starts at `start` begin inside an import transaction? Its
+/// first frame is part of one, or is its commit: a log whose first segments
+/// online compaction removed may begin with the commit of an import whose
+/// frames all went (log.md, "Import transactions").
+pub fn begins_in_txn(fs: &dyn FileSystem, dir: &Path, start: LogPos) -> Result<bool> {
+    Ok(frame_kind_at(fs, dir, start)?.is_some_and(|(txn, kind)| txn || kind == FrameKind::Commit))
+}
+
+/// Whether the whole frame at `pos` carries the transaction flag, and its kind.
+fn frame_kind_at(fs: &dyn FileSystem, dir: &Path, pos: LogPos) -> Result<Option<(bool, FrameKind)>> {
     let (file, path) = open(fs, dir, pos.segment)?;
     let data_start = segment::read_header(&*file, &path)?.data_start();
     let mut sc = FrameScanner::new(file, &path, pos.offset.max(data_start))?;
-    Ok(sc.frame_at(pos.offset.max(data_start))?.is_ok_and(|(h, _)| h.is_txn()))
+    Ok(sc.frame_at(pos.offset.max(data_start))?.ok().map(|(h, _)| (h.is_txn(), h.kind)))
 }
 
 /// An import transaction open during a validation.

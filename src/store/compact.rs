@@ -145,10 +145,20 @@ pub fn compact(
     retain_deleted: Option<Duration>,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<CompactReport> {
-    let started = Instant::now();
-    let fsys = opts.fs.clone();
     let store = Store::open(dir, Options { background: false, read_only: false, create: false, ..opts })?;
+    compact_store(dir, store, retain_deleted, progress)
+}
+
+/// Compact `store`, opened writable on `dir` (with its lock), into a new generation.
+pub(crate) fn compact_store(
+    dir: &Path,
+    store: Store,
+    retain_deleted: Option<Duration>,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<CompactReport> {
+    let started = Instant::now();
     let inner = store.inner();
+    let fsys = inner.opts.fs.clone();
     let w = inner.writer.lock();
     let old_dir = w.gen_dir.clone();
     let generation = w.generation;

@@ -54,7 +54,7 @@ pub use compact::{compact, CompactReport};
 pub use feed::{Change, FeedFrom, FeedMark, FeedPage, MAX_SCAN_BYTES};
 pub use import::ImportReport;
 pub use metrics::{EngineMetrics, Health, Poison};
-pub use open::OpenReport;
+pub use open::{segments_named, OpenReport};
 pub use ops::PushResult;
 #[cfg(feature = "cluster")]
 pub use raft_write::Proposer;
@@ -125,6 +125,10 @@ pub struct Options {
     /// The log holds Raft entries (a cluster node, docs/cluster.md): open applies
     /// only those known committed, and the node appends and applies the rest.
     pub raft_log: bool,
+    /// Open a log whose first segments are gone (it starts later than `CURRENT`
+    /// says) instead of refusing it: `jobq repair` only, which rewrites the store.
+    #[doc(hidden)]
+    pub accept_lost_start: bool,
 }
 
 impl Default for Options {
@@ -147,6 +151,7 @@ impl Default for Options {
             retain_deleted: None,
             background: true,
             raft_log: false,
+            accept_lost_start: false,
         }
     }
 }

@@ -195,7 +195,9 @@ pub(crate) fn open(dir: &Path, opts: &Options) -> Result<Opened> {
         remove_temp_files(fs, &gen_dir)?;
     }
     let first = first_segment(fs, &gen_dir, generation)?;
-    log_start_kept(fs, dir, &gen_dir, current, first.number)?;
+    if !opts.accept_lost_start {
+        log_start_kept(fs, dir, &gen_dir, current, first.number)?;
+    }
     let log_first_seq = first.first_seq;
     let mut slots = choose_chain(fs, &gen_dir, generation, log_first_seq, &mut report)?;
     kill_superseded(&mut slots);
@@ -211,7 +213,7 @@ pub(crate) fn open(dir: &Path, opts: &Options) -> Result<Opened> {
     // reclaimed may begin inside one (its commit names a sequence before the log).
     let in_txn = match slots.last() {
         Some(s) if last_frame_in_txn(fs, &gen_dir, s.seg.meta())? => recovery::StartTxn::Indexed,
-        None if recovery::txn_at(fs, &gen_dir, start)? => recovery::StartTxn::LogStart,
+        None if recovery::begins_in_txn(fs, &gen_dir, start)? => recovery::StartTxn::LogStart,
         _ => recovery::StartTxn::None,
     };
     let v = recovery::validate(fs, &gen_dir, generation, start, start_seq, in_txn, opts.recovery, opts.read_only)?;
@@ -396,11 +398,18 @@ fn log_start_kept(fs: &dyn FileSystem, dir: &Path, gen_dir: &Path, current: layo
         0,
         format!(
             "log segment {start} is missing: CURRENT says the log starts there, but its first segment is {first} \
-             (the jobs written in segments {start} to {} are lost; `jobq repair` accepts the loss and keeps every \
-             job id given)",
-            first - 1
+             (the jobs written in {} are lost; `jobq repair` accepts the loss and keeps every job id given)",
+            segments_named(start, first)
         ),
     ))
+}
+
+/// "segment 3", "segments 3 to 5": the segments from `from` up to `to`, not included.
+pub fn segments_named(from: u32, to: u32) -> String {
+    match to.saturating_sub(from) {
+        0 | 1 => format!("segment {from}"),
+        _ => format!("segments {from} to {}", to - 1),
+    }
 }
 
 /// The segments before the one recovery starts in (their frames come from the

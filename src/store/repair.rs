@@ -94,7 +94,7 @@ pub fn repair(dir: &Path, opts: Options) -> Result<RepairReport> {
     let (header, _) = FrameScanner::segment(fs, &gen_dir, first)?;
     let start = LogPos { segment: first, offset: header.data_start() };
     let policy = RecoveryPolicy::TruncateAtCorruption;
-    let in_txn = if recovery::txn_at(fs, &gen_dir, start)? { StartTxn::LogStart } else { StartTxn::None };
+    let in_txn = if recovery::begins_in_txn(fs, &gen_dir, start)? { StartTxn::LogStart } else { StartTxn::None };
     let plan = recovery::validate(fs, &gen_dir, generation, start, header.first_seq, in_txn, policy, true)?;
     if let Some(cut) = &plan.cut {
         save_aside(fs, dir, &gen_dir, cut.at, &saved)?;
@@ -112,21 +112,34 @@ pub fn repair(dir: &Path, opts: Options) -> Result<RepairReport> {
         report.cut = done.cut;
         report.saved_to = Some(saved);
     }
+    // First segments removed by hand: what follows them may update jobs and use
+    // dictionaries only they held. Accepted, then rewritten whole (below); until
+    // the new generation is live, `CURRENT` still says they are missing.
+    report.missing_start = current.log_start.filter(|s| *s < first).map(|s| (s, first));
+    if report.missing_start.is_some() {
+        // The index files' copies of the dictionaries go into the log before the
+        // files that began before it go (the log's own frames may be lost).
+        let end = recovery::validate(fs, &gen_dir, generation, start, header.first_seq, in_txn, policy, true)?;
+        found.append_dicts(&fsys, &gen_dir, generation, (end.end, end.next_seq), opts.segment_bytes)?;
+    }
     report.beyond_log = super::open::remove_indexes_beyond_log(fs, &gen_dir)?;
     // Also without a cut: a lost first segment, or a store an interrupted
     // compaction left with such a file, serves its jobs from segments gone.
     report.began_before_log = remove_indexes_before_log(fs, &gen_dir)?;
-    if let Some(start) = current.log_start.filter(|s| *s < first) {
-        // The loss accepted, its ids kept (`REPAIR`, then the catalog frame).
-        layout::write_current(fs, dir, generation, first)?;
-        report.missing_start = Some((start, first));
-    }
     drop(lock);
     // A normal open sets aside the index files that no longer match the log.
-    let store = Store::open(dir, Options { create: false, read_only: false, background: false, ..opts })?;
+    let accept_lost_start = report.missing_start.is_some();
+    let store =
+        Store::open(dir, Options { create: false, read_only: false, background: false, accept_lost_start, ..opts })?;
     report.indexes_set_aside = store.report().discarded.iter().map(|(n, _)| n.clone()).collect();
     report.catalog_restored = found.restore(&store)?;
-    store.close()?;
+    if accept_lost_start {
+        // Every job's current version, its spiders, ids and document rewritten
+        // into a generation that starts whole (the old one is removed after).
+        super::compact::compact_store(dir, store, None, &mut |_, _| {})?;
+    } else {
+        store.close()?;
+    }
     Found::clear_pending(fs, dir)?;
     report.millis = started.elapsed().as_millis() as u64;
     Ok(report)

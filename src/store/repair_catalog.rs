@@ -7,9 +7,11 @@
 //! of jobs a repair lost).
 
 use std::path::Path;
+use std::sync::Arc;
 
 use super::reclaim::{durable, submit};
 use super::{Inner, Store};
+use crate::codec::docz::Dict;
 use crate::codec::record::SpiderEntry;
 use crate::error::Result;
 use crate::fs::FileSystem;
@@ -25,6 +27,9 @@ pub(crate) const PENDING: &str = "REPAIR";
 #[derive(Default, Debug)]
 pub(crate) struct Found {
     spiders: FastMap<(u32, u32), (Option<String>, u32)>,
+    /// The dictionaries the index files hold copies of (memory only: for a log
+    /// whose dictionary frames were in segments lost before it).
+    dicts: Vec<Arc<Dict>>,
 }
 
 impl Found {
@@ -55,6 +60,11 @@ impl Found {
             let Ok(seg) = IndexSegment::open(bytes, &path, true) else { continue };
             for e in seg.catalog() {
                 self.spider(&e);
+            }
+            for d in seg.dicts().unwrap_or_default() {
+                if !self.dicts.iter().any(|x| x.id == d.id) {
+                    self.dicts.push(d);
+                }
             }
         }
         Ok(())
@@ -107,6 +117,31 @@ impl Found {
         }
         // IMPORTANT: fsync folder, so the removal is durable.
         fs.sync_dir(dir).map_err(|e| crate::Error::io("fsync dir", dir, e))
+    }
+
+    /// Append a dictionary frame for each dictionary the index files hold (their
+    /// own frames may have been lost with the log's first segments) at the log's
+    /// end `(pos, next_seq)`, durably: the log then decodes without the files.
+    pub fn append_dicts(
+        &self,
+        fsys: &Arc<dyn FileSystem>,
+        gen_dir: &Path,
+        generation: u64,
+        (end, next_seq): (crate::log::LogPos, u64),
+        segment_bytes: u64,
+    ) -> Result<()> {
+        if self.dicts.is_empty() {
+            return Ok(());
+        }
+        let mut log =
+            crate::log::writer::LogWriter::resume(fsys.clone(), gen_dir, generation, end, next_seq, segment_bytes)?;
+        let mut payload = Vec::new();
+        for d in &self.dicts {
+            payload.clear();
+            crate::codec::docz::encode_dict(d, &mut payload);
+            log.append(crate::codec::frame::FrameKind::Dict, 0, 1, next_seq.saturating_sub(1), &payload)?;
+        }
+        log.seal()
     }
 
     /// Write back what the store no longer knows, as one durable catalog frame;

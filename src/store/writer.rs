@@ -341,7 +341,6 @@ impl Writer {
         Ok(tombstones.len() as u64)
     }
 
-    /// Append a catalog frame: every spider and its next job id.
     /// Append a dictionary frame (its payload): new, or moved out of a segment
     /// online compaction removes. Readers know it from now on.
     pub fn append_dict(&mut self, payload: &[u8], durable_seq: u64) -> Result<()> {
@@ -358,6 +357,7 @@ impl Writer {
         Ok(())
     }
 
+    /// Append a catalog frame: every spider and its next job id.
     pub fn append_catalog(&mut self, durable_seq: u64) -> Result<()> {
         let mut payload = Vec::new();
         record::encode_catalog(&self.catalog.entries(&self.job_ids), &mut payload);

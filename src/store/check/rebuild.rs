@@ -123,7 +123,7 @@ pub(super) fn scan(
             expected = header.first_seq;
             // A log whose first frames compaction reclaimed may begin inside an import.
             let start = LogPos { segment: n, offset: header.data_start() };
-            if recovery::txn_at(fsys, gen_dir, start)? {
+            if recovery::begins_in_txn(fsys, gen_dir, start)? {
                 txn = Some(OpenTxn { at: start, first: expected, began_before: true, indexed: false });
             }
         }

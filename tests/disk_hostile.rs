@@ -137,7 +137,7 @@ mod repair_cut {
     use std::path::Path;
     use std::sync::Arc;
 
-    use jobq::fs::{Fault, FaultKind, SimFs};
+    use jobq::fs::{Fault, FaultKind, FsOp, SimFs};
     use jobq::log::scan::{FrameScanner, Step};
     use jobq::model::ManualClock;
     use jobq::store::request::{parse_push, parse_update};
@@ -175,6 +175,49 @@ mod repair_cut {
             assert!(matches!(e, jobq::Error::Corrupt { .. }) && e.to_string().contains("REPAIR"), "{bad:?}: {e}");
             assert_eq!(sim.read_file(Path::new(LOG)).unwrap(), log, "{bad:?}: the log changed");
         }
+    }
+
+    /// `jobq repair` let go of `LOCK` between its cut and its reopen of the
+    /// store, where another writer (a server, an import) could open it and write
+    /// before repair's catalog frame. The simulated disk logs each lock taken
+    /// and released: repair now takes it once, before its first change, and
+    /// releases it once, after its last.
+    #[test]
+    fn repair_holds_the_lock_from_before_its_cut_until_it_is_done() {
+        let sim = SimFs::new();
+        let store = Store::open("/db", opts(&sim)).unwrap();
+        for i in 0..20u32 {
+            store.push(1, &[parse_push(&format!(r#"{{"spider":"s","i":{i}}}"#)).unwrap()], None).unwrap();
+        }
+        store.close().unwrap();
+        let (_, mut sc) = FrameScanner::segment(&sim, Path::new("/db/gen-0000000000000001"), 1).unwrap();
+        let mut offsets = Vec::new();
+        while let Step::Frame { offset, .. } = sc.next_step().unwrap() {
+            offsets.push(offset);
+        }
+        let mut log = sim.read_file(Path::new(LOG)).unwrap();
+        log[offsets[offsets.len() / 2] as usize + 40] ^= 0x40;
+        sim.write_file(Path::new(LOG), log).unwrap();
+        sim.record();
+        let r = repair(Path::new("/db"), opts(&sim)).unwrap();
+        assert!(r.cut.is_some() && r.catalog_restored > 0, "{r:?}");
+        let ops = sim.take_log();
+        let locks: Vec<(usize, &str)> = ops
+            .iter()
+            .enumerate()
+            .filter_map(|(i, op)| match op {
+                FsOp::Mark(m) if m == "lock /db/LOCK" || m == "unlock /db/LOCK" => Some((i, m.as_str())),
+                _ => None,
+            })
+            .collect();
+        let names: Vec<&str> = locks.iter().map(|(_, m)| *m).collect();
+        assert_eq!(names, ["lock /db/LOCK", "unlock /db/LOCK"], "{ops:#?}");
+        let (first, last) = (locks[0].0, locks[1].0);
+        let cut = ops.iter().position(|op| matches!(op, FsOp::SetLen(p, _) if p == Path::new(LOG))).unwrap();
+        let catalog = ops.iter().rposition(|op| matches!(op, FsOp::Write { path, .. } if path == Path::new(LOG)));
+        let removed = ops.iter().rposition(|op| matches!(op, FsOp::Remove(p) if p == Path::new("/db/REPAIR")));
+        assert!(first < cut && catalog.is_some_and(|c| cut < c && c < last), "{ops:#?}");
+        assert!(removed.is_some_and(|r| r < last), "REPAIR is removed under the lock: {ops:#?}");
     }
 
     /// `jobq repair` killed at every file-system call, then run again: the store

@@ -131,7 +131,9 @@ fn holds_data(fs: &dyn FileSystem, gen_dir: &Path) -> Result<Option<String>> {
     })
 }
 
-pub(crate) fn open(dir: &Path, opts: &Options) -> Result<Opened> {
+/// Open the store in `dir`; `held`: its lock, taken by the caller (`jobq
+/// repair` holds it from before its cut through this open).
+pub(crate) fn open(dir: &Path, opts: &Options, held: Option<LockGuard>) -> Result<Opened> {
     let started = Instant::now();
     let fs = &*opts.fs;
     let mut report = OpenReport::default();
@@ -143,6 +145,8 @@ pub(crate) fn open(dir: &Path, opts: &Options) -> Result<Opened> {
     }
     let lock = if opts.read_only {
         None
+    } else if held.is_some() {
+        held
     } else {
         match fs.lock(&dir.join(layout::LOCK)) {
             Ok(g) => Some(g),

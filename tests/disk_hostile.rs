@@ -293,3 +293,69 @@ fn check_names_a_directory_in_place_of_an_index_file() {
     let r = jobq::store::check(dir.path(), fs).unwrap_or_else(|e| panic!("check could not run: {e}"));
     assert!(r.findings.iter().any(|f| f.path == idx), "{:#?}", r.findings);
 }
+
+/// The entries of `gen` whose names start with `prefix` and hold `.set-aside-`.
+fn set_aside(gen: &std::path::Path, prefix: &str) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(gen)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(&format!("{prefix}.set-aside-")))
+        .collect()
+}
+
+/// A directory where an index file should be, after an import of 3,000 jobs:
+/// a writable open, once it succeeded, renames it aside
+/// (`<name>.set-aside-<ms>`), so that the index file rebuilt over that range
+/// can be published under its name. It was left in place: `jobq repair` failed
+/// ("publish index ...: Is a directory") and a server could not close the
+/// store. A directory named like a temp file stopped every writable open
+/// ("remove ...: Is a directory"). A read-only open changes nothing.
+#[test]
+fn a_directory_in_place_of_an_index_file_is_moved_aside_by_a_writable_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = || Options { background: false, ..Options::default() };
+    let store = Store::open(dir.path(), opts()).unwrap();
+    let lines: String = (1..=3000)
+        .map(|j| format!("{{\"key\":\"1/1/{j}\",\"spider\":\"s\",\"state\":\"finished\",\"finished_time\":{j}}}\n"))
+        .collect();
+    store.import(&mut lines.as_bytes(), &mut |_| {}).unwrap();
+    store.close().unwrap();
+    let gen = dir.path().join("gen-0000000000000001");
+    let idx: Vec<_> = std::fs::read_dir(&gen)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "jqi"))
+        .collect();
+    assert_eq!(idx.len(), 1, "{idx:?}");
+    let (idx, name) = (&idx[0], idx[0].file_name().unwrap().to_string_lossy().into_owned());
+    let fs: std::sync::Arc<dyn jobq::fs::FileSystem> = std::sync::Arc::new(jobq::fs::RealFs);
+    let replace = || {
+        std::fs::remove_file(idx).unwrap();
+        std::fs::create_dir(idx).unwrap();
+    };
+    replace();
+    std::fs::create_dir(gen.join("junk.tmp")).unwrap();
+    let ro = Options { read_only: true, create: false, ..opts() };
+    drop(Store::open(dir.path(), ro).unwrap());
+    assert!(idx.is_dir() && set_aside(&gen, &name).is_empty(), "a read-only open moved it");
+    let r = jobq::store::check(dir.path(), fs.clone()).unwrap();
+    assert!(r.findings.iter().any(|f| f.path == *idx), "{:#?}", r.findings);
+
+    jobq::store::repair(dir.path(), opts()).unwrap_or_else(|e| panic!("repair: {e}"));
+    assert!(idx.is_file(), "the index file is published under its name again");
+    assert_eq!(set_aside(&gen, &name).len(), 1);
+    assert!(!gen.join("junk.tmp").exists() && set_aside(&gen, "junk.tmp").len() == 1);
+    let r = jobq::store::check(dir.path(), fs.clone()).unwrap();
+    assert!(r.is_clean(), "{:#?}", r.findings);
+
+    // A server's path: open, a push, then a close that indexes the tail and merges.
+    replace();
+    let store = Store::open(dir.path(), opts()).unwrap();
+    assert_eq!(push(&store, "s"), "5/1/1");
+    store.close().unwrap_or_else(|e| panic!("close: {e}"));
+    assert_eq!(set_aside(&gen, &name).len(), 2, "each one kept under its own name");
+    let r = jobq::store::check(dir.path(), fs).unwrap();
+    assert!(r.is_clean(), "{:#?}", r.findings);
+    let store = Store::open(dir.path(), Options { read_only: true, create: false, ..opts() }).unwrap();
+    assert_eq!(store.snapshot().count(1, &Default::default()).unwrap(), 3000);
+}

@@ -16,6 +16,7 @@ mod import_parse;
 mod import_spill;
 mod index_build;
 pub mod layout;
+mod leftovers;
 mod maintain;
 mod metrics;
 mod open;

@@ -63,6 +63,7 @@ mod sim {
     use std::sync::Arc;
 
     use jobq::fs::{FileSystem, SimFs};
+    use jobq::log::scan::{FrameScanner, Step};
     use jobq::store::request::parse_push;
     use jobq::store::{backup, check, compact};
     use jobq::{Options, Store};
@@ -131,6 +132,58 @@ mod sim {
         let e = check(Path::new("/nowhere"), Arc::new(sim.clone())).expect_err("no store there");
         assert!(matches!(e, jobq::Error::Unsupported { .. }), "check of no directory: {e}");
     }
+    /// Where a segment's last frame ends (the log's bytes in it).
+    fn frames_end(sim: &SimFs, gen: &str, n: u32) -> u64 {
+        let (h, sc) = FrameScanner::segment(sim, Path::new(gen), n).unwrap();
+        let mut sc = sc.accept_zero_tail(true);
+        let mut end = h.data_start();
+        while let Step::Frame { offset, header, .. } = sc.next_step().unwrap() {
+            end = offset + header.frame_len();
+        }
+        end
+    }
+
+    /// Bytes of the files of a generation.
+    fn files_bytes(sim: &SimFs, gen: &str) -> u64 {
+        sim.read_dir(Path::new(gen))
+            .unwrap()
+            .iter()
+            .map(|n| sim.read_file(&Path::new(gen).join(n)).unwrap().len() as u64)
+            .sum()
+    }
+
+    /// Offline `jobq compact` left its last segment with a MiB of preallocated
+    /// zeros (legal, format 5), and reported them as the store's bytes ("481,071
+    /// -> 1,141,904 bytes"). It now seals the new log as a clean close does
+    /// (the zeros cut before `CURRENT` switches), and reports the log's bytes to
+    /// its end (a crashed store's zeros not counted before either).
+    #[test]
+    fn compact_leaves_no_preallocated_zeros_and_reports_the_log_bytes() {
+        let sim = SimFs::new();
+        fill(&sim, "/db", "s", 200);
+        // Left as a crash leaves it: the last segment ends in preallocated zeros.
+        let store = Store::open("/db", opts(&sim)).unwrap();
+        store.push(1, &[parse_push(r#"{"spider":"s"}"#).unwrap()], None).unwrap();
+        std::mem::forget(store);
+        sim.kill();
+        const OLD: &str = "/db/gen-0000000000000001";
+        let old_log = sim.read_file(Path::new(&format!("{OLD}/log-0000000001.jql"))).unwrap().len() as u64;
+        let old_zeros = old_log - frames_end(&sim, OLD, 1);
+        assert!(old_zeros > 0, "the crashed store ends in zeros");
+        let before = files_bytes(&sim, OLD) - old_zeros;
+        let want = export_of(&sim, "/db");
+        let r = compact(Path::new("/db"), opts(&sim), None, &mut |_, _| {}).unwrap();
+        const NEW: &str = "/db/gen-0000000000000002";
+        let segs = jobq::log::segment::list(&sim, Path::new(NEW)).unwrap();
+        let last = *segs.last().unwrap();
+        let len = sim.read_file(&Path::new(NEW).join(jobq::log::segment::file_name(last))).unwrap().len() as u64;
+        assert_eq!(len, frames_end(&sim, NEW, last), "the new log ends at its last frame");
+        assert_eq!((r.bytes_before, r.bytes_after), (before, files_bytes(&sim, NEW)), "{r:?}");
+        let c = check(Path::new("/db"), Arc::new(sim.clone())).unwrap();
+        assert!(c.is_clean() && c.notes.is_empty(), "{c:#?}");
+        assert_eq!(export_of(&sim, "/db"), want);
+    }
+
     /// A non-zero byte in a segment's header padding (bytes 64..4096): no checksum
     /// covers it and nothing reads it. `check` called it damage, while open
     /// ignored it and `repair` left it, so only `compact` cleared it. Now all

@@ -40,7 +40,8 @@ pub struct CompactReport {
     /// Job records in the log (every version) before, and after.
     pub records_before: u64,
     pub records_after: u64,
-    /// Bytes of the generation directory before and after.
+    /// Bytes of the log (to its end, preallocated zeros not counted) and the
+    /// index files, before and after.
     pub bytes_before: u64,
     pub bytes_after: u64,
     /// Deleted jobs dropped by the retention rule.
@@ -48,13 +49,19 @@ pub struct CompactReport {
     pub millis: u64,
 }
 
-fn dir_bytes(fsys: &dyn FileSystem, dir: &Path) -> Result<u64> {
+/// Bytes of a generation's log segments (the last one to the log's `end`, its
+/// preallocated zeros not counted) and index files.
+fn store_bytes(fsys: &dyn FileSystem, dir: &Path, end: LogPos) -> Result<u64> {
     let mut total = 0;
     for name in fsys.read_dir(dir).map_err(|e| Error::io("list", dir, e))? {
-        let p = dir.join(&name);
-        if let Ok(f) = fsys.open(&p, fs::OpenMode::Read) {
-            total += f.len().map_err(|e| Error::io("stat", &p, e))?;
+        let segment = segment::parse_name(&name);
+        if segment.is_none() && crate::index::format::parse_name(&name).is_none() {
+            continue;
         }
+        let p = dir.join(&name);
+        let Ok(f) = fsys.open(&p, fs::OpenMode::Read) else { continue };
+        let len = f.len().map_err(|e| Error::io("stat", &p, e))?;
+        total += if segment == Some(end.segment) { len.min(end.offset) } else { len };
     }
     Ok(total)
 }
@@ -156,7 +163,7 @@ pub fn compact(
         generation_before: generation,
         generation_after: generation + 1,
         records_before: count_records(&*fsys, &old_dir)?,
-        bytes_before: dir_bytes(&*fsys, &old_dir)?,
+        bytes_before: store_bytes(&*fsys, &old_dir, w.log.as_ref().map_or(w.replay_end, |l| l.end()))?,
         ..CompactReport::default()
     };
     let cutoff = retain_deleted.map(|d| inner.opts.clock.now_ms().saturating_sub(d.as_millis() as u64));
@@ -246,7 +253,8 @@ pub fn compact(
     }
     g.flush()?;
     g.close_chunk()?;
-    g.log.sync()?;
+    // Sealed as a clean close leaves a log: no preallocated zeros, a final mark.
+    g.log.seal()?;
     progress(done, total);
     // The switch: before it the old generation is the store, after it the new one.
     crate::crashpoint::hit("compact_before_switch");
@@ -255,7 +263,7 @@ pub fn compact(
     fsys.remove_dir_all(&old_dir).map_err(|e| Error::io("remove", &old_dir, e))?;
     // IMPORTANT: fsync folder, so the old generation stays removed.
     fsys.sync_dir(dir).map_err(|e| Error::io("fsync dir", dir, e))?;
-    report.bytes_after = dir_bytes(&*fsys, &new_dir)?;
+    report.bytes_after = store_bytes(&*fsys, &new_dir, g.log.end())?;
     drop(inner);
     store.abandon();
     report.millis = started.elapsed().as_millis() as u64;

@@ -62,7 +62,7 @@ mod sim {
     use std::path::Path;
     use std::sync::Arc;
 
-    use jobq::fs::{FileSystem, SimFs};
+    use jobq::fs::{Fault, FaultKind, FileSystem, SimFs};
     use jobq::log::scan::{FrameScanner, Step};
     use jobq::store::request::parse_push;
     use jobq::store::{backup, check, compact};
@@ -132,6 +132,7 @@ mod sim {
         let e = check(Path::new("/nowhere"), Arc::new(sim.clone())).expect_err("no store there");
         assert!(matches!(e, jobq::Error::Unsupported { .. }), "check of no directory: {e}");
     }
+
     /// Where a segment's last frame ends (the log's bytes in it).
     fn frames_end(sim: &SimFs, gen: &str, n: u32) -> u64 {
         let (h, sc) = FrameScanner::segment(sim, Path::new(gen), n).unwrap();
@@ -182,6 +183,44 @@ mod sim {
         let c = check(Path::new("/db"), Arc::new(sim.clone())).unwrap();
         assert!(c.is_clean() && c.notes.is_empty(), "{c:#?}");
         assert_eq!(export_of(&sim, "/db"), want);
+    }
+
+    /// An offline `jobq compact` that fails (a full disk, an I/O error) at any
+    /// call before `CURRENT` switched removes its partial new generation, and
+    /// leaves the live one as it was. It left the partial directory until the
+    /// next writable open.
+    #[test]
+    fn a_failed_compact_removes_its_partial_generation() {
+        let sim = SimFs::new();
+        fill(&sim, "/db", "s", 60);
+        let want = export_of(&sim, "/db");
+        let calls = {
+            let s = sim.fork();
+            compact(Path::new("/db"), opts(&s), None, &mut |_, _| {}).unwrap();
+            s.mutations()
+        };
+        let new = Path::new("/db/gen-0000000000000002");
+        let mut failed = 0;
+        for kind in [FaultKind::Enospc, FaultKind::DiskFull, FaultKind::Eio] {
+            for at in 0..calls {
+                let s = sim.fork();
+                s.set_fault(Some(Fault { at, kind, sticky: false }));
+                let r = compact(Path::new("/db"), opts(&s), None, &mut |_, _| {});
+                s.set_fault(None);
+                let context = format!("{kind:?} at call {at} of {calls}: {r:?}");
+                let current = jobq::store::layout::read_current(&s, Path::new("/db")).unwrap();
+                if r.is_err() {
+                    failed += 1;
+                    if current == Some(1) {
+                        assert!(!s.exists(new).unwrap(), "{context}: the partial generation is left");
+                    }
+                }
+                assert_eq!(export_of(&s, "/db"), want, "{context}");
+                let c = check(Path::new("/db"), Arc::new(s.clone())).unwrap();
+                assert!(c.is_clean(), "{context}: {:#?}", c.findings);
+            }
+        }
+        assert!(failed > calls, "{failed} of {calls} runs failed");
     }
 
     /// A non-zero byte in a segment's header padding (bytes 64..4096): no checksum

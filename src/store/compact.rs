@@ -9,7 +9,8 @@
 //! copies are no changes); it is fsynced and
 //! indexed; then `CURRENT` is switched atomically, and only then is the old
 //! generation removed. A crash before the switch leaves the old store (the new
-//! directory is removed at the next open); after it, the new one.
+//! directory is removed at the next open; a failure removes it at once); after
+//! it, the new one.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -64,6 +65,29 @@ fn store_bytes(fsys: &dyn FileSystem, dir: &Path, end: LogPos) -> Result<u64> {
         total += if segment == Some(end.segment) { len.min(end.offset) } else { len };
     }
     Ok(total)
+}
+
+/// The new generation until `CURRENT` names it. Dropped armed (the run failed),
+/// it is removed, best effort, if `CURRENT` still names the old generation (a
+/// failed switch may have renamed it: then both stay, as after a crash); the
+/// next writable open removes what is left.
+struct Partial<'a> {
+    fsys: &'a dyn FileSystem,
+    dir: &'a Path,
+    new_dir: std::path::PathBuf,
+    old: u64,
+    armed: bool,
+}
+
+impl Drop for Partial<'_> {
+    fn drop(&mut self) {
+        if !self.armed || layout::read_current(self.fsys, self.dir).ok().flatten() != Some(self.old) {
+            return;
+        }
+        if self.fsys.remove_dir_all(&self.new_dir).is_ok() {
+            let _ = self.fsys.sync_dir(self.dir);
+        }
+    }
 }
 
 /// Job records in every frame of a log.
@@ -177,6 +201,7 @@ pub fn compact(
         fsys.remove_dir_all(&new_dir).map_err(|e| Error::io("remove", &new_dir, e))?;
     }
     fsys.create_dir(&new_dir).map_err(|e| Error::io("create", &new_dir, e))?;
+    let mut partial = Partial { fsys: &*fsys, dir, new_dir: new_dir.clone(), old: generation, armed: true };
     // IMPORTANT: fsync folder, so the new generation's directory exists durably.
     fsys.sync_dir(dir).map_err(|e| Error::io("fsync dir", dir, e))?;
     let log = LogWriter::create(fsys.clone(), &new_dir, generation + 1, first_seq, inner.opts.segment_bytes)?;
@@ -259,6 +284,7 @@ pub fn compact(
     // The switch: before it the old generation is the store, after it the new one.
     crate::crashpoint::hit("compact_before_switch");
     layout::write_current(&*fsys, dir, generation + 1)?;
+    partial.armed = false;
     crate::crashpoint::hit("compact_after_switch");
     fsys.remove_dir_all(&old_dir).map_err(|e| Error::io("remove", &old_dir, e))?;
     // IMPORTANT: fsync folder, so the old generation stays removed.

@@ -159,6 +159,8 @@ fn a_torn_tail_is_reported() {
     assert_eq!(sim.read_file(Path::new(LOG)).unwrap(), log);
 }
 
+/// No checksum covers the header page's padding and nothing reads it: a
+/// non-zero byte there is named in a note, not damage (format-spec/log.md).
 #[test]
 fn a_non_zero_byte_in_the_header_page_padding_is_named() {
     let sim = SimFs::new();
@@ -167,8 +169,9 @@ fn a_non_zero_byte_in_the_header_page_padding_is_named() {
     log[1000] = 1;
     sim.write_file(Path::new(LOG), log).unwrap();
     let r = run(&sim);
-    let f = r.findings.iter().find(|f| f.offset == Some(1000)).unwrap_or_else(|| panic!("{:#?}", r.findings));
-    assert!(f.what.contains("padding"), "{f}");
+    assert!(r.is_clean(), "{:#?}", r.findings);
+    let n = r.notes.iter().find(|n| n.contains("offset 1000")).unwrap_or_else(|| panic!("{:#?}", r.notes));
+    assert!(n.contains("padding"), "{n}");
 }
 
 #[test]

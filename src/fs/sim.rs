@@ -76,7 +76,8 @@ pub enum FsOp {
     CreateDir(PathBuf),
     RemoveDir(PathBuf),
     SyncDir(PathBuf),
-    /// A marker the test or engine put in the log (see [`SimFs::mark`]).
+    /// A marker the test or engine put in the log (see [`SimFs::mark`]); also
+    /// `lock <path>` and `unlock <path>` when a lock is taken and released.
     Mark(String),
 }
 
@@ -538,6 +539,9 @@ impl Drop for SimLock {
         let mut s = self.state.lock();
         if s.generation == self.generation {
             s.locks.remove(&self.path);
+            if let Some(log) = &mut s.log {
+                log.push(FsOp::Mark(format!("unlock {}", self.path.display())));
+            }
         }
     }
 }
@@ -704,6 +708,9 @@ impl FileSystem for SimFs {
         }
         if !s.locks.insert(path.to_path_buf()) {
             return Err(io::ErrorKind::WouldBlock.into());
+        }
+        if let Some(log) = &mut s.log {
+            log.push(FsOp::Mark(format!("lock {}", path.display())));
         }
         Ok(Box::new(SimLock { state: self.state.clone(), path: path.to_path_buf(), generation: s.generation }))
     }

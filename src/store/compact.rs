@@ -9,7 +9,8 @@
 //! copies are no changes); it is fsynced and
 //! indexed; then `CURRENT` is switched atomically, and only then is the old
 //! generation removed. A crash before the switch leaves the old store (the new
-//! directory is removed at the next open); after it, the new one.
+//! directory is removed at the next open; a failure removes it at once); after
+//! it, the new one.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -40,7 +41,8 @@ pub struct CompactReport {
     /// Job records in the log (every version) before, and after.
     pub records_before: u64,
     pub records_after: u64,
-    /// Bytes of the generation directory before and after.
+    /// Bytes of the log (to its end, preallocated zeros not counted) and the
+    /// index files, before and after.
     pub bytes_before: u64,
     pub bytes_after: u64,
     /// Deleted jobs dropped by the retention rule.
@@ -48,15 +50,44 @@ pub struct CompactReport {
     pub millis: u64,
 }
 
-fn dir_bytes(fsys: &dyn FileSystem, dir: &Path) -> Result<u64> {
+/// Bytes of a generation's log segments (the last one to the log's `end`, its
+/// preallocated zeros not counted) and index files.
+fn store_bytes(fsys: &dyn FileSystem, dir: &Path, end: LogPos) -> Result<u64> {
     let mut total = 0;
     for name in fsys.read_dir(dir).map_err(|e| Error::io("list", dir, e))? {
-        let p = dir.join(&name);
-        if let Ok(f) = fsys.open(&p, fs::OpenMode::Read) {
-            total += f.len().map_err(|e| Error::io("stat", &p, e))?;
+        let segment = segment::parse_name(&name);
+        if segment.is_none() && crate::index::format::parse_name(&name).is_none() {
+            continue;
         }
+        let p = dir.join(&name);
+        let Ok(f) = fsys.open(&p, fs::OpenMode::Read) else { continue };
+        let len = f.len().map_err(|e| Error::io("stat", &p, e))?;
+        total += if segment == Some(end.segment) { len.min(end.offset) } else { len };
     }
     Ok(total)
+}
+
+/// The new generation until `CURRENT` names it. Dropped armed (the run failed),
+/// it is removed, best effort, if `CURRENT` still names the old generation (a
+/// failed switch may have renamed it: then both stay, as after a crash); the
+/// next writable open removes what is left.
+struct Partial<'a> {
+    fsys: &'a dyn FileSystem,
+    dir: &'a Path,
+    new_dir: std::path::PathBuf,
+    old: u64,
+    armed: bool,
+}
+
+impl Drop for Partial<'_> {
+    fn drop(&mut self) {
+        if !self.armed || layout::read_current(self.fsys, self.dir).ok().flatten() != Some(self.old) {
+            return;
+        }
+        if self.fsys.remove_dir_all(&self.new_dir).is_ok() {
+            let _ = self.fsys.sync_dir(self.dir);
+        }
+    }
 }
 
 /// Job records in every frame of a log.
@@ -166,7 +197,7 @@ pub(crate) fn compact_store(
         generation_before: generation,
         generation_after: generation + 1,
         records_before: count_records(&*fsys, &old_dir)?,
-        bytes_before: dir_bytes(&*fsys, &old_dir)?,
+        bytes_before: store_bytes(&*fsys, &old_dir, w.log.as_ref().map_or(w.replay_end, |l| l.end()))?,
         ..CompactReport::default()
     };
     let cutoff = retain_deleted.map(|d| inner.opts.clock.now_ms().saturating_sub(d.as_millis() as u64));
@@ -180,6 +211,7 @@ pub(crate) fn compact_store(
         fsys.remove_dir_all(&new_dir).map_err(|e| Error::io("remove", &new_dir, e))?;
     }
     fsys.create_dir(&new_dir).map_err(|e| Error::io("create", &new_dir, e))?;
+    let mut partial = Partial { fsys: &*fsys, dir, new_dir: new_dir.clone(), old: generation, armed: true };
     // IMPORTANT: fsync folder, so the new generation's directory exists durably.
     fsys.sync_dir(dir).map_err(|e| Error::io("fsync dir", dir, e))?;
     let log = LogWriter::create(fsys.clone(), &new_dir, generation + 1, first_seq, inner.opts.segment_bytes)?;
@@ -256,16 +288,18 @@ pub(crate) fn compact_store(
     }
     g.flush()?;
     g.close_chunk()?;
-    g.log.sync()?;
+    // Sealed as a clean close leaves a log: no preallocated zeros, a final mark.
+    g.log.seal()?;
     progress(done, total);
     // The switch: before it the old generation is the store, after it the new one.
     crate::crashpoint::hit("compact_before_switch");
     layout::write_current(&*fsys, dir, generation + 1, 1)?;
+    partial.armed = false;
     crate::crashpoint::hit("compact_after_switch");
     fsys.remove_dir_all(&old_dir).map_err(|e| Error::io("remove", &old_dir, e))?;
     // IMPORTANT: fsync folder, so the old generation stays removed.
     fsys.sync_dir(dir).map_err(|e| Error::io("fsync dir", dir, e))?;
-    report.bytes_after = dir_bytes(&*fsys, &new_dir)?;
+    report.bytes_after = store_bytes(&*fsys, &new_dir, g.log.end())?;
     drop(inner);
     store.abandon();
     report.millis = started.elapsed().as_millis() as u64;

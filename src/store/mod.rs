@@ -16,6 +16,7 @@ mod import_parse;
 mod import_spill;
 mod index_build;
 pub mod layout;
+mod leftovers;
 mod maintain;
 mod metrics;
 mod open;
@@ -277,7 +278,12 @@ pub struct Store {
 impl Store {
     /// Open (or create) the store in `dir`.
     pub fn open(dir: impl AsRef<Path>, opts: Options) -> Result<Store> {
-        let inner = open_inner(dir.as_ref(), opts)?;
+        Store::open_held(dir.as_ref(), opts, None)
+    }
+
+    /// Open with the directory's lock already held (`held`), or taking it.
+    pub(crate) fn open_held(dir: &Path, opts: Options, held: Option<LockGuard>) -> Result<Store> {
+        let inner = open_inner(dir, opts, held)?;
         Ok(Store { dir: inner.dir.clone(), opts: inner.opts.clone(), inner: parking_lot::RwLock::new(inner) })
     }
 
@@ -288,7 +294,7 @@ impl Store {
     pub(crate) fn reload(&self) -> Result<()> {
         let old = self.inner();
         self.shutdown(false)?;
-        let fresh = open_inner(&self.dir, self.opts.clone())?;
+        let fresh = open_inner(&self.dir, self.opts.clone(), None)?;
         *fresh.proposer.write() = old.proposer.read().clone();
         *self.inner.write() = fresh;
         old.applied.notify_all();
@@ -296,8 +302,8 @@ impl Store {
     }
 }
 
-fn open_inner(dir: &Path, opts: Options) -> Result<Arc<Inner>> {
-    let mut o = open::open(dir, &opts)?;
+fn open_inner(dir: &Path, opts: Options, held: Option<LockGuard>) -> Result<Arc<Inner>> {
+    let mut o = open::open(dir, &opts, held)?;
     let counters = metrics::EngineCounters::default();
     if let Some(log) = o.writer.log.as_mut() {
         log.share_footprint(counters.log.clone());

@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use super::catalog::Catalog;
 use super::layout;
+use super::leftovers;
 use super::version::SegmentSlot;
 use super::writer::Writer;
 use super::Options;
@@ -131,7 +132,9 @@ fn holds_data(fs: &dyn FileSystem, gen_dir: &Path) -> Result<Option<String>> {
     })
 }
 
-pub(crate) fn open(dir: &Path, opts: &Options) -> Result<Opened> {
+/// Open the store in `dir`; `held`: its lock, taken by the caller (`jobq
+/// repair` holds it from before its cut through this open).
+pub(crate) fn open(dir: &Path, opts: &Options, held: Option<LockGuard>) -> Result<Opened> {
     let started = Instant::now();
     let fs = &*opts.fs;
     let mut report = OpenReport::default();
@@ -143,6 +146,8 @@ pub(crate) fn open(dir: &Path, opts: &Options) -> Result<Opened> {
     }
     let lock = if opts.read_only {
         None
+    } else if held.is_some() {
+        held
     } else {
         match fs.lock(&dir.join(layout::LOCK)) {
             Ok(g) => Some(g),
@@ -191,9 +196,7 @@ pub(crate) fn open(dir: &Path, opts: &Options) -> Result<Opened> {
             ),
         ));
     }
-    if !opts.read_only {
-        remove_temp_files(fs, &gen_dir)?;
-    }
+    let tmp_dirs = if opts.read_only { Vec::new() } else { leftovers::remove_temp_files(fs, &gen_dir)? };
     let first = first_segment(fs, &gen_dir, generation)?;
     if !opts.accept_lost_start {
         log_start_kept(fs, dir, &gen_dir, current, first.number)?;
@@ -222,19 +225,13 @@ pub(crate) fn open(dir: &Path, opts: &Options) -> Result<Opened> {
     report.next_seq = v.next_seq;
     if !opts.read_only {
         // Only once the open succeeded: a refused open removes nothing.
-        remove_other_generations(fs, dir, generation)?;
+        leftovers::remove_other_generations(fs, dir, generation)?;
         if current.log_start.is_none() {
             // A version-1 `CURRENT` claims no start: from now on, the log's.
             layout::advance_log_start(fs, dir, generation, first.number)?;
         }
-        for (name, _) in &report.discarded {
-            let p = gen_dir.join(name);
-            match fs.remove_file(&p) {
-                // Not a file: left where it is, set aside again at every open.
-                Err(e) if e.kind() == std::io::ErrorKind::IsADirectory => {}
-                r => r.map_err(io("remove", &p))?,
-            }
-        }
+        let names: Vec<String> = report.discarded.iter().map(|(n, _)| n.clone()).collect();
+        leftovers::clear(fs, &gen_dir, &names, &tmp_dirs, opts.clock.now_ms())?;
     }
     let reader = Arc::new(RecordReader::new(opts.fs.clone(), &gen_dir));
     // The dictionaries known at the chain's end (copies in its last file's
@@ -335,33 +332,6 @@ pub(crate) fn create_dirs(fs: &dyn FileSystem, dir: &Path) -> Result<()> {
         let parent = d.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
         // IMPORTANT: fsync folder, so the new directory survives.
         fs.sync_dir(parent).map_err(io("fsync dir", parent))?;
-    }
-    Ok(())
-}
-
-/// Remove the generations an interrupted compaction left beside the live one.
-fn remove_other_generations(fs: &dyn FileSystem, dir: &Path, generation: u64) -> Result<()> {
-    let mut removed = false;
-    for name in fs.read_dir(dir).map_err(io("list", dir))? {
-        if layout::parse_gen_name(&name).is_some_and(|g| g != generation) {
-            let p = dir.join(&name);
-            fs.remove_dir_all(&p).map_err(io("remove", &p))?;
-            removed = true;
-        }
-    }
-    if removed {
-        fs.sync_dir(dir).map_err(io("fsync dir", dir))?;
-    }
-    Ok(())
-}
-
-/// Remove the temp files interrupted work left in the live generation.
-fn remove_temp_files(fs: &dyn FileSystem, gen_dir: &Path) -> Result<()> {
-    for name in fs.read_dir(gen_dir).map_err(io("list", gen_dir))? {
-        if name.ends_with(".tmp") {
-            let p = gen_dir.join(&name);
-            fs.remove_file(&p).map_err(io("remove", &p))?;
-        }
     }
     Ok(())
 }

@@ -126,13 +126,15 @@ pub fn repair(dir: &Path, opts: Options) -> Result<RepairReport> {
     // Also without a cut: a lost first segment, or a store an interrupted
     // compaction left with such a file, serves its jobs from segments gone.
     report.began_before_log = remove_indexes_before_log(fs, &gen_dir)?;
-    drop(lock);
-    // A normal open sets aside the index files that no longer match the log.
+    // A normal open sets aside the index files that no longer match the log. The
+    // lock goes with it: no other writer comes in between the cut and the reopen.
     let accept_lost_start = report.missing_start.is_some();
-    let store =
-        Store::open(dir, Options { create: false, read_only: false, background: false, accept_lost_start, ..opts })?;
+    let o = Options { create: false, read_only: false, background: false, accept_lost_start, ..opts };
+    let store = Store::open_held(dir, o, Some(lock))?;
     report.indexes_set_aside = store.report().discarded.iter().map(|(n, _)| n.clone()).collect();
     report.catalog_restored = found.restore(&store)?;
+    // The catalog frame is durable; still under the lock.
+    Found::clear_pending(fs, dir)?;
     if accept_lost_start {
         // Every job's current version, its spiders, ids and document rewritten
         // into a generation that starts whole (the old one is removed after).
@@ -140,7 +142,6 @@ pub fn repair(dir: &Path, opts: Options) -> Result<RepairReport> {
     } else {
         store.close()?;
     }
-    Found::clear_pending(fs, dir)?;
     report.millis = started.elapsed().as_millis() as u64;
     Ok(report)
 }

@@ -801,8 +801,8 @@ class Segments:
                               f"pages ({V2_DATA})")
         if any(data[SEG_HDR:MARK_SLOTS[0]]):
             nz = next(i for i in range(SEG_HDR, MARK_SLOTS[0]) if data[i])
-            b.fail(nz, f"non-zero byte between the segment header and the first mark page (bytes "
-                       f"{SEG_HDR}..{MARK_SLOTS[0]} are zero)")
+            self.notes.append(f"{path}: non-zero byte at {nz} between the segment header and the first mark "
+                              f"page (ignored: no checksum covers the padding)")
         if n != self.last:
             return
         self.mark = read_mark(data, n, gen, first)

@@ -307,8 +307,9 @@ def test_v4_preallocated_zeros(tmp, fx):
 
 @versions(2, 3)
 def test_v2_segment_shorter_than_its_mark_pages_is_damaged(tmp, fx):
-    """log.md: a version-2 segment is created with its 12288 bytes, so a shorter one is damaged, and
-    bytes 64..4096 are zero. Both are refused naming the file (a damaged segment header, rule 1)."""
+    """log.md: a version-2 segment is created with its 12288 bytes, so a shorter one is damaged
+    (refused naming the file: a damaged segment header, rule 1). Bytes 64..4096 are written as zeros
+    but no checksum covers them and nothing reads them: a non-zero one is only noted."""
     store = fresh_copy(tmp, fx)
     seg = segments(store)[-1]
     truncate(seg, SLOT_OFF[1] + 56)
@@ -317,9 +318,10 @@ def test_v2_segment_shorter_than_its_mark_pages_is_damaged(tmp, fx):
     store = fresh_copy(tmp, fx)
     seg = segments(store)[0]
     patch(seg, 1000, b"\1")
-    rc, _, err = run_in(store, "check")
-    assert rc == 1 and os.path.basename(seg) in err and "offset 1000:" in err, err
-    return "short segment and non-zero pad refused"
+    rc, out, err = run_in(store, "check")
+    assert rc == 0 and any(os.path.basename(seg) in line and "at 1000" in line
+                           for line in out.splitlines() if line.startswith("note:")), f"{out}{err}"
+    return "short segment refused, non-zero pad noted"
 
 
 @versions(1)

@@ -187,14 +187,19 @@ pub(super) fn scan(
     Ok(b)
 }
 
-/// The zero padding of a version-2 segment's header pages: damage in the header
-/// page; after a mark slot only a note (a torn slot write may leave it).
+/// The zero padding of a version-2 segment's header pages: only noted. No
+/// checksum covers it and nothing reads it, so open and repair ignore it
+/// (format-spec/log.md); after a mark slot a torn slot write may leave bytes.
 fn padding(file: &dyn crate::fs::FsFile, path: &Path, r: &mut CheckReport) -> Result<()> {
     let mut pages = vec![0u8; segment::DATA_START_V2 as usize];
     crate::fs::read_exact_at(file, &mut pages, 0).map_err(|e| crate::error::Error::io("read", path, e))?;
     if let Some(i) = pages[segment::HEADER_LEN as usize..4096].iter().position(|&b| b != 0) {
-        let at = segment::HEADER_LEN as usize + i;
-        r.found(path, Some(at as u64), "the padding of the segment header page is not zero");
+        r.notes.push(format!(
+            "{} at offset {}: the padding after the segment header is not zero (ignored: nothing reads it; \
+             the medium changed a byte jobq wrote as zero)",
+            path.display(),
+            segment::HEADER_LEN as usize + i
+        ));
     }
     for slot in mark::SLOT_OFFSETS {
         let from = slot as usize + mark::SLOT_LEN;

@@ -6,6 +6,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+mod common;
+use common::copy_dir;
+
 use jobq::fs::SimFs;
 use jobq::model::{JobKey, JobState, ManualClock};
 use jobq::query::ChangeFilter;
@@ -263,18 +266,6 @@ fn older_records_get_their_previous_state_from_the_record() {
         let got = all_changes(&store, project, 0, &ChangeFilter::default(), 5);
         assert!(!got.is_empty());
         assert_chained(&got);
-    }
-}
-
-fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &to.join(e.file_name()));
-        } else {
-            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-        }
     }
 }
 

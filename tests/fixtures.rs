@@ -14,6 +14,9 @@
 use std::path::Path;
 use std::sync::Arc;
 
+mod common;
+use common::copy_dir;
+
 use jobq::model::ManualClock;
 use jobq::store::request::{parse_push, parse_update};
 use jobq::{Options, Store};
@@ -145,18 +148,6 @@ fn v3_store_reads_the_same() {
     reads_the_same(V3, false);
     let versions = segment_versions(&Path::new(V3).join("store"));
     assert!(versions.len() >= 2 && versions.iter().all(|v| *v == 3), "{versions:?}");
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &to.join(e.file_name()));
-        } else {
-            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-        }
-    }
 }
 
 fn gen_dir(store: &Path) -> std::path::PathBuf {

@@ -7,6 +7,8 @@
 use std::path::Path;
 use std::sync::Arc;
 
+mod common;
+
 use jobq::fs::{FileSystem, SimFs};
 use jobq::model::{JobKey, ManualClock};
 use jobq::store::layout::{read_current_file, Current};
@@ -302,20 +304,9 @@ fn a_version_1_current_is_upgraded_by_a_writable_open() {
 /// log start past segment 1 (`CURRENT` version 2). Every build must read it.
 mod fixture_v9 {
     use super::*;
+    use common::copy_dir;
 
     const V9: &str = "tests/fixtures/v9";
-
-    fn copy_dir(from: &Path, to: &Path) {
-        std::fs::create_dir_all(to).unwrap();
-        for e in std::fs::read_dir(from).unwrap() {
-            let e = e.unwrap();
-            if e.file_type().unwrap().is_dir() {
-                copy_dir(&e.path(), &to.join(e.file_name()));
-            } else {
-                std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-            }
-        }
-    }
 
     fn real_opts(clock: &Arc<ManualClock>) -> Options {
         Options {

@@ -46,3 +46,16 @@ pub fn assert_store_is(store: &Store, m: &model::Model, context: &str) {
         );
     }
 }
+
+/// Copy the directory tree `from` to `to` (a fixture, before a test changes it).
+pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}

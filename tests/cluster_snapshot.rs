@@ -34,14 +34,8 @@ fn a_node_behind_the_purge_point_catches_up_from_a_snapshot() {
             finish(&nodes[&leader].1, *k).await.unwrap();
         }
         let lr = &nodes[&leader].0;
-        lr.trigger().snapshot().await.unwrap();
-        let m = lr.wait(Some(Duration::from_secs(10))).metrics(|m| m.snapshot.is_some(), "snapshot").await.unwrap();
-        let at = m.snapshot.unwrap().index;
-        lr.trigger().purge_log(at).await.unwrap();
-        lr.wait(Some(Duration::from_secs(10)))
-            .metrics(|m| m.purged.is_some_and(|p| p.index >= at), "purged")
-            .await
-            .unwrap();
+        let at = snapshot_now(lr).await;
+        purge_to(lr, at).await;
         let snaps: Vec<String> = std::fs::read_dir(dir(leader))
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -103,9 +97,7 @@ fn a_wiped_node_rejoins_with_its_id_from_a_snapshot() {
             keys.push(push(&nodes[&leader].1, &format!("spider{}", i % 3)).await.unwrap());
         }
         let lr = nodes[&leader].0.clone();
-        lr.trigger().snapshot().await.unwrap();
-        let m = lr.wait(Some(Duration::from_secs(10))).metrics(|m| m.snapshot.is_some(), "snapshot").await.unwrap();
-        let at = m.snapshot.unwrap().index;
+        let at = snapshot_now(&lr).await;
         for i in 0..10 {
             keys.push(push(&nodes[&leader].1, &format!("more{}", i % 3)).await.unwrap());
         }

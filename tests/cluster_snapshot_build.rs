@@ -199,14 +199,8 @@ fn a_snapshot_retired_under_a_stream_to_a_vanished_follower_goes() {
         for i in 0..40 {
             push(&ln, &format!("spider{}", i % 4)).await.unwrap();
         }
-        lr.trigger().snapshot().await.unwrap();
-        let m = lr.wait(Some(Duration::from_secs(10))).metrics(|m| m.snapshot.is_some(), "snapshot").await.unwrap();
-        let at = m.snapshot.unwrap().index;
-        lr.trigger().purge_log(at).await.unwrap();
-        lr.wait(Some(Duration::from_secs(10)))
-            .metrics(|m| m.purged.is_some_and(|p| p.index >= at), "purged")
-            .await
-            .unwrap();
+        let at = snapshot_now(&lr).await;
+        purge_to(&lr, at).await;
 
         // The follower comes back, the leader streams its snapshot, and the
         // follower vanishes mid-stream.

@@ -167,3 +167,19 @@ pub async fn stop_all_checked(
     }
     ids
 }
+
+/// Have `raft` build a snapshot and wait until it has one: its last index.
+pub async fn snapshot_now(raft: &Raft) -> u64 {
+    raft.trigger().snapshot().await.unwrap();
+    let m = raft.wait(Some(Duration::from_secs(10))).metrics(|m| m.snapshot.is_some(), "snapshot").await.unwrap();
+    m.snapshot.unwrap().index
+}
+
+/// Have `raft` purge its log up to `at` and wait until it did.
+pub async fn purge_to(raft: &Raft, at: u64) {
+    raft.trigger().purge_log(at).await.unwrap();
+    raft.wait(Some(Duration::from_secs(10)))
+        .metrics(|m| m.purged.is_some_and(|p| p.index >= at), "purged")
+        .await
+        .unwrap();
+}

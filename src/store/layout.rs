@@ -124,6 +124,41 @@ pub fn advance_log_start(fsys: &dyn FileSystem, dir: &Path, generation: u64, sta
     }
 }
 
+/// A log that starts later than `CURRENT` says lost its first segments (online
+/// compaction moves the start in `CURRENT` before it removes any): damage.
+pub(crate) fn log_start_kept(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    gen_dir: &Path,
+    current: Current,
+    first: u32,
+) -> Result<()> {
+    let Some(start) = current.log_start.filter(|s| first > *s) else { return Ok(()) };
+    // A read-only opener beside a serving store: its compaction may have moved
+    // the start since (`CURRENT` first, then the removals this listing saw).
+    let again = read_current_file(fs, dir)?;
+    if again.is_some_and(|c| c.generation != current.generation || c.log_start.is_some_and(|s| s >= first)) {
+        return Ok(());
+    }
+    Err(Error::corrupt(
+        gen_dir.join(crate::log::segment::file_name(start)),
+        0,
+        format!(
+            "log segment {start} is missing: CURRENT says the log starts there, but its first segment is {first} \
+             (the jobs written in {} are lost; `jobq repair` accepts the loss and keeps every job id given)",
+            segments_named(start, first)
+        ),
+    ))
+}
+
+/// "segment 3", "segments 3 to 5": the segments from `from` up to `to`, not included.
+pub fn segments_named(from: u32, to: u32) -> String {
+    match to.saturating_sub(from) {
+        0 | 1 => format!("segment {from}"),
+        _ => format!("segments {from} to {}", to - 1),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

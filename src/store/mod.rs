@@ -54,8 +54,9 @@ pub use check::{check, CheckReport, Finding};
 pub use compact::{compact, CompactReport};
 pub use feed::{Change, FeedFrom, FeedMark, FeedPage, MAX_SCAN_BYTES};
 pub use import::ImportReport;
+pub use layout::segments_named;
 pub use metrics::{EngineMetrics, Health, Poison};
-pub use open::{segments_named, OpenReport};
+pub use open::OpenReport;
 pub use ops::PushResult;
 #[cfg(feature = "cluster")]
 pub use raft_write::Proposer;

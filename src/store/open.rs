@@ -199,7 +199,7 @@ pub(crate) fn open(dir: &Path, opts: &Options, held: Option<LockGuard>) -> Resul
     let tmp_dirs = if opts.read_only { Vec::new() } else { leftovers::remove_temp_files(fs, &gen_dir)? };
     let first = first_segment(fs, &gen_dir, generation)?;
     if !opts.accept_lost_start {
-        log_start_kept(fs, dir, &gen_dir, current, first.number)?;
+        layout::log_start_kept(fs, dir, &gen_dir, current, first.number)?;
     }
     let log_first_seq = first.first_seq;
     let mut slots = choose_chain(fs, &gen_dir, generation, log_first_seq, &mut report)?;
@@ -351,35 +351,6 @@ pub(crate) fn first_segment(fs: &dyn FileSystem, gen_dir: &Path, generation: u64
         ));
     }
     Ok(h)
-}
-
-/// A log that starts later than `CURRENT` says lost its first segments (online
-/// compaction moves the start in `CURRENT` before it removes any): damage.
-fn log_start_kept(fs: &dyn FileSystem, dir: &Path, gen_dir: &Path, current: layout::Current, first: u32) -> Result<()> {
-    let Some(start) = current.log_start.filter(|s| first > *s) else { return Ok(()) };
-    // A read-only opener beside a serving store: its compaction may have moved
-    // the start since (`CURRENT` first, then the removals this listing saw).
-    let again = layout::read_current_file(fs, dir)?;
-    if again.is_some_and(|c| c.generation != current.generation || c.log_start.is_some_and(|s| s >= first)) {
-        return Ok(());
-    }
-    Err(Error::corrupt(
-        gen_dir.join(segment::file_name(start)),
-        0,
-        format!(
-            "log segment {start} is missing: CURRENT says the log starts there, but its first segment is {first} \
-             (the jobs written in {} are lost; `jobq repair` accepts the loss and keeps every job id given)",
-            segments_named(start, first)
-        ),
-    ))
-}
-
-/// "segment 3", "segments 3 to 5": the segments from `from` up to `to`, not included.
-pub fn segments_named(from: u32, to: u32) -> String {
-    match to.saturating_sub(from) {
-        0 | 1 => format!("segment {from}"),
-        _ => format!("segments {from} to {}", to - 1),
-    }
 }
 
 /// The segments before the one recovery starts in (their frames come from the

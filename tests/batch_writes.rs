@@ -42,3 +42,38 @@ fn operations_read_records_of_their_own_batch() {
     }
     store.close().unwrap();
 }
+
+/// A writable store in the background mode syncs on a thread of its own
+/// (`jobq-sync`, joined when the store closes): 8 writers' pushes are answered
+/// and all durable, over 5 opens and closes.
+#[test]
+fn the_sync_thread_serves_every_writer_and_ends_with_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = parse_push(r#"{"spider":"s"}"#).unwrap();
+    let mut all = Vec::new();
+    for _ in 0..5 {
+        let store = Store::open(dir.path(), Options::default()).unwrap();
+        let keys: Vec<JobKey> = std::thread::scope(|s| {
+            let writers: Vec<_> = (0..8)
+                .map(|_| {
+                    s.spawn(|| {
+                        (0..50)
+                            .map(|_| match &store.push(1, std::slice::from_ref(&spec), None).unwrap()[0] {
+                                PushResult::Pushed { key, .. } => *key,
+                                other => panic!("{other:?}"),
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            writers.into_iter().flat_map(|w| w.join().unwrap()).collect()
+        });
+        assert_eq!(keys.len(), 400);
+        all.extend(keys);
+        store.close().unwrap();
+    }
+    let ro = Store::open(dir.path(), Options { read_only: true, create: false, ..Options::default() }).unwrap();
+    for k in &all {
+        assert!(ro.snapshot().get(*k).unwrap().is_some(), "{k} acknowledged, then lost");
+    }
+}

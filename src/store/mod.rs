@@ -164,7 +164,7 @@ pub(crate) struct Inner {
     pub opts: Options,
     pub writer: Mutex<Writer>,
     pub queue: queue::WriteQueue,
-    pub commit: Commit,
+    pub commit: Arc<Commit>,
     pub reader: Arc<RecordReader>,
     pub report: OpenReport,
     pub closed: AtomicBool,
@@ -213,6 +213,9 @@ fn start_background(inner: &Arc<Inner>) -> Result<()> {
     if inner.opts.background {
         *inner.maintenance.lock() = Some(maintain::Background::start(inner));
         let o = &inner.opts;
+        if o.durability == Durability::Sync && !o.raft_log {
+            inner.commit.start_syncer().map_err(|e| Error::io("start the sync thread", &inner.dir, e))?;
+        }
         // On a cluster node the leader relocates and purges through Raft
         // (docs/cluster.md); a follower removes what those entries allow.
         if o.compact_when.is_some() || o.retain_deleted.is_some() {
@@ -323,7 +326,7 @@ fn open_inner(dir: &Path, opts: Options, held: Option<LockGuard>) -> Result<Arc<
         gen_dir: o.gen_dir,
         writer: Mutex::new(o.writer),
         queue: queue::WriteQueue::default(),
-        commit: Commit::new(version),
+        commit: Arc::new(Commit::new(version)),
         reader,
         report: o.report,
         closed: AtomicBool::new(false),
@@ -616,6 +619,7 @@ impl Store {
         if let Some(bg) = self.inner().maintenance.lock().take() {
             bg.stop();
         }
+        self.inner().commit.stop_syncer();
         let r = if flush && !self.inner().opts.read_only && self.inner().commit.check().is_ok() {
             self.inner().closed.store(false, Ordering::Release);
             let r = self.flush_indexes().and_then(|()| self.seal_log());

@@ -1,13 +1,13 @@
 //! Group commit and poisoning.
 //!
 //! Writers append under the writer lock, then wait here until their sequence number
-//! is durable. A writable store in the background mode has a sync thread: each
-//! write wakes it, and it fdatasyncs the log once for every frame written so far,
-//! publishes the matching version to readers, wakes everyone it covered, and goes
-//! on at once with what was written meanwhile. Without it (tests, a store closing)
-//! the first waiter does the same as the leader. A failed fsync poisons the store:
-//! it is never retried (the kernel may have dropped the dirty pages), and every
-//! later write fails.
+//! is durable. A waiter that finds no sync running leads one: it fdatasyncs the
+//! log once for every frame written so far, publishes the matching version to
+//! readers, and wakes everyone it covered. A writable store in the background
+//! mode also has a sync thread: what was written while a sync ran, it syncs as
+//! soon as that sync returned (no waiter to wake and schedule first). A failed
+//! fsync poisons the store: it is never retried (the kernel may have dropped the
+//! dirty pages), and every later write fails.
 //!
 //! Whoever syncs times each fsync and counts the writes it made durable (writes
 //! are numbered as they are appended: the fsync covers those since the last).
@@ -199,16 +199,13 @@ impl Commit {
     /// where the log ended after it, in `tail`; `writes` is how many writes were
     /// appended so far (this one included).
     pub fn written(&self, version: Arc<Version>, tail: Arc<Tail>, end: (u64, u64), writes: u64) {
-        let mut s = self.state.lock();
-        s.pending = Some(Pending { version, tail, end, writes });
-        if s.syncer && !s.syncing {
-            self.work.notify_one();
-        }
+        self.state.lock().pending = Some(Pending { version, tail, end, writes });
     }
 
-    /// Start a thread that syncs each pending write as soon as the previous
-    /// sync returned: the next fsync starts without waiting for a waiter to be
-    /// woken and scheduled (on few cores, most of the gap between fsyncs).
+    /// Start a thread that syncs what was written during a sync as soon as it
+    /// returned: the next fsync starts without waiting for a waiter to be woken
+    /// and scheduled (on few cores, most of the gap between fsyncs). A writer
+    /// that finds no sync running still syncs itself (no hand-off for one writer).
     pub fn start_syncer(self: &Arc<Self>) -> std::io::Result<()> {
         let me = self.clone();
         let t = std::thread::Builder::new().name("jobq-sync".into()).spawn(move || me.sync_loop())?;
@@ -274,6 +271,9 @@ impl Commit {
                 s = self.state.lock();
             }
         }
+        if s.syncer && s.pending.is_some() {
+            self.work.notify_one();
+        }
         drop(s);
         self.cv.notify_all();
     }
@@ -303,12 +303,20 @@ impl Commit {
     /// Wait until `seq` is durable, leading a sync if nobody is.
     pub fn wait_durable(&self, seq: u64) -> Result<()> {
         let mut s = self.state.lock();
+        // Once it waited for a sync, the sync thread (if any) runs the next one.
+        let mut waited = false;
         loop {
             if self.durable_seq() >= seq {
                 return Ok(());
             }
             self.check()?;
-            if s.syncing || (s.syncer && s.pending.is_some()) {
+            if s.syncing {
+                waited = true;
+                self.cv.wait(&mut s);
+                continue;
+            }
+            if waited && s.syncer && s.pending.is_some() {
+                self.work.notify_one();
                 self.cv.wait(&mut s);
                 continue;
             }

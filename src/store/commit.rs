@@ -42,7 +42,8 @@ struct SyncState {
     pending: Option<Pending>,
     /// Writes known durable (by their number, as [`Pending::writes`]).
     synced_writes: u64,
-    /// A sync thread runs: it, not the waiters, syncs each pending write.
+    /// A sync thread runs: it syncs what was written while a sync ran (a waiter
+    /// that found no sync running leads its own).
     syncer: bool,
     /// The sync thread is asked to end.
     stop: bool,
@@ -80,7 +81,7 @@ pub struct Commit {
     state: Mutex<SyncState>,
     /// Waiters for durability wait here.
     cv: Condvar,
-    /// The sync thread waits here for a pending write.
+    /// The sync thread waits here for a write to sync after a sync returned.
     work: Condvar,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     durable: AtomicU64,

@@ -106,9 +106,11 @@ pub fn repair(dir: &Path, opts: Options) -> Result<RepairReport> {
     // Before anything is forgotten (the cut, index files removed or set aside):
     // a run after a crash reads this back (a killed run's cut left it no other trace).
     found.save_pending(fs, dir)?;
+    let mut log_end = (plan.end, plan.next_seq);
     if plan.cut.is_some() {
         // The copy is durable: now the cut (the same validation, applied).
         let done = recovery::validate(fs, &gen_dir, generation, start, header.first_seq, in_txn, policy, false)?;
+        log_end = (done.end, done.next_seq);
         report.cut = done.cut;
         report.saved_to = Some(saved);
     }
@@ -119,8 +121,7 @@ pub fn repair(dir: &Path, opts: Options) -> Result<RepairReport> {
     if report.missing_start.is_some() {
         // The index files' copies of the dictionaries go into the log before the
         // files that began before it go (the log's own frames may be lost).
-        let end = recovery::validate(fs, &gen_dir, generation, start, header.first_seq, in_txn, policy, true)?;
-        found.append_dicts(&fsys, &gen_dir, generation, (end.end, end.next_seq), opts.segment_bytes)?;
+        found.append_dicts(&fsys, &gen_dir, generation, log_end, opts.segment_bytes)?;
     }
     report.beyond_log = super::open::remove_indexes_beyond_log(fs, &gen_dir)?;
     // Also without a cut: a lost first segment, or a store an interrupted

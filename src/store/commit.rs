@@ -9,6 +9,10 @@
 //! fsync poisons the store: it is never retried (the kernel may have dropped the
 //! dirty pages), and every later write fails.
 //!
+//! A write-queue leader does not wait for its batch: it leaves an [`Owed`] answer
+//! here, and whoever syncs the batch hands each writer its result straight away
+//! (one wake-up per writer, none for the leader in between).
+//!
 //! Whoever syncs times each fsync and counts the writes it made durable (writes
 //! are numbered as they are appended: the fsync covers those since the last).
 //!
@@ -47,7 +51,13 @@ struct SyncState {
     syncer: bool,
     /// The sync thread is asked to end.
     stop: bool,
+    /// Answers owed once a sequence number is durable (in no particular order).
+    owed: Vec<(u64, Owed)>,
 }
+
+/// An answer owed to writers: called once with `Ok` when their writes are
+/// durable, or with the poison's error when they never will be.
+pub(crate) type Owed = Box<dyn FnOnce(Result<()>) + Send>;
 
 /// Called with the durable sequence number each time it advances (it must be quick:
 /// it runs in the thread that synced, under the sync state's lock).
@@ -111,6 +121,7 @@ impl Commit {
                 synced_writes: 0,
                 syncer: false,
                 stop: false,
+                owed: Vec::new(),
             }),
             cv: Condvar::new(),
             work: Condvar::new(),
@@ -187,8 +198,19 @@ impl Commit {
         }
         self.poisoned.store(true, Ordering::Release);
         drop(c);
-        let _s = self.state.lock();
+        let mut s = self.state.lock();
+        // A sync under way may still make some owed writes durable: its end answers.
+        let owed = if s.syncing { Vec::new() } else { std::mem::take(&mut s.owed) };
         self.cv.notify_all();
+        drop(s);
+        self.refuse(owed);
+    }
+
+    /// Answer writers whose writes will never be durable (the store is poisoned).
+    fn refuse(&self, owed: Vec<(u64, Owed)>) {
+        for (_, answer) in owed {
+            answer(self.check());
+        }
     }
 
     /// True when the store is poisoned by a failed fsync (not only by a failed write).
@@ -231,12 +253,15 @@ impl Commit {
     fn sync_loop(&self) {
         let mut s = self.state.lock();
         loop {
-            if s.stop {
-                s.syncer = false;
-                self.cv.notify_all();
-                return;
-            }
-            if s.syncing || s.pending.is_none() || self.poisoned.load(Ordering::Acquire) {
+            let poisoned = self.poisoned.load(Ordering::Acquire);
+            if s.syncing || s.pending.is_none() || poisoned {
+                // Leaders that left their answers here count on this thread:
+                // it ends only once what they wrote is synced (or never can be).
+                if s.stop && (poisoned || (!s.syncing && s.pending.is_none())) {
+                    s.syncer = false;
+                    self.cv.notify_all();
+                    return;
+                }
                 self.work.wait(&mut s);
                 continue;
             }
@@ -258,6 +283,7 @@ impl Commit {
         self.syncs.fetch_add(1, Ordering::Relaxed);
         let mut s = self.state.lock();
         s.syncing = false;
+        let mut ready = Vec::new();
         match r {
             Ok(()) => {
                 self.batch_writes.observe(p.writes.saturating_sub(s.synced_writes));
@@ -265,6 +291,7 @@ impl Commit {
                 self.durable.fetch_max(p.version.seq, Ordering::AcqRel);
                 self.publish(p.version);
                 self.tell_durable();
+                ready = take_owed(&mut s.owed, self.durable_seq());
             }
             Err(err) => {
                 drop(s);
@@ -272,11 +299,15 @@ impl Commit {
                 s = self.state.lock();
             }
         }
-        if s.syncer && s.pending.is_some() {
+        let refused = if self.poisoned.load(Ordering::Acquire) { std::mem::take(&mut s.owed) } else { Vec::new() };
+        // The thread syncs what was written meanwhile (or ends, when asked to).
+        if s.syncer && (s.pending.is_some() || s.stop) {
             self.work.notify_one();
         }
         drop(s);
         self.cv.notify_all();
+        deliver(ready);
+        self.refuse(refused);
     }
 
     /// Make a version visible without waiting for durability (buffered mode, or a
@@ -295,10 +326,51 @@ impl Commit {
         if s.pending.as_ref().is_some_and(|p| p.version.seq <= seq) {
             s.pending = None;
         }
+        let ready = take_owed(&mut s.owed, self.durable_seq());
         drop(s);
         self.publish(version);
         self.tell_durable();
         self.cv.notify_all();
+        deliver(ready);
+    }
+
+    /// Answer with `answer` once `seq` is durable, and see that a sync covers it:
+    /// lead one if none runs; if the sync thread runs one, leave it to the thread
+    /// (it syncs what is pending as soon as that sync returns); without the
+    /// thread, wait for the running sync and look again. `seq` must be written.
+    pub(crate) fn answer_when_durable(&self, seq: u64, answer: Owed) {
+        let mut s = self.state.lock();
+        if self.durable_seq() >= seq {
+            drop(s);
+            return deliver(vec![answer]);
+        }
+        if self.poisoned.load(Ordering::Acquire) && !s.syncing {
+            drop(s);
+            return answer(self.check());
+        }
+        s.owed.push((seq, answer));
+        loop {
+            if self.durable_seq() >= seq || self.poisoned.load(Ordering::Acquire) {
+                return;
+            }
+            if s.syncing {
+                if s.syncer {
+                    return;
+                }
+                self.cv.wait(&mut s);
+                continue;
+            }
+            let Some(p) = s.pending.take() else {
+                // Written, not durable, and no sync left to cover it: never expected,
+                // but no writer may wait forever (the poison answers them all).
+                drop(s);
+                return self.poison(&Error::Poisoned { cause: "a write was lost before its sync".into() });
+            };
+            s.syncing = true;
+            drop(s);
+            self.sync_one(p);
+            s = self.state.lock();
+        }
     }
 
     /// Wait until `seq` is durable, leading a sync if nobody is.
@@ -331,5 +403,30 @@ impl Commit {
             self.sync_one(p);
             s = self.state.lock();
         }
+    }
+}
+
+/// Take the answers owed up to `durable`.
+fn take_owed(owed: &mut Vec<(u64, Owed)>, durable: u64) -> Vec<Owed> {
+    let mut ready = Vec::new();
+    let mut i = 0;
+    while i < owed.len() {
+        if owed[i].0 <= durable {
+            ready.push(owed.swap_remove(i).1);
+        } else {
+            i += 1;
+        }
+    }
+    ready
+}
+
+/// Hand durable writers their answers (the last step before an acknowledgement).
+fn deliver(ready: Vec<Owed>) {
+    if ready.is_empty() {
+        return;
+    }
+    crate::crashpoint::hit("before_ack");
+    for answer in ready {
+        answer(Ok(()));
     }
 }

@@ -1,8 +1,10 @@
 //! The write queue (LevelDB's writer queue): a writer enqueues its operation and
 //! waits. The first waiting writer becomes the leader: it takes every queued
-//! operation, runs them one after another under the writer lock (each appends its
-//! frame), then one fsync makes them all durable, and it hands each its result.
-//! Followers never take the writer lock and wake once per batch.
+//! operation and runs them one after another under the writer lock (each appends
+//! its frame). Then it leaves their results with the group commit: whoever runs
+//! the fsync that covers the batch hands each writer its result (the leader too
+//! waits for its answer, or runs that fsync itself). Followers never take the
+//! writer lock, and each writer wakes once per write.
 
 use std::any::Any;
 use std::collections::VecDeque;
@@ -68,9 +70,11 @@ impl WriteQueue {
     pub fn submit(&self, inner: &Inner, req: Arc<Request>) -> (Result<Erased>, bool) {
         let mut q = self.state.lock();
         q.waiting.push_back(req.clone());
+        // Whether the batch this thread led (if any) froze the tail.
+        let mut froze = false;
         loop {
             if let Some(r) = req.result.lock().take() {
-                return (r, false);
+                return (r, froze);
             }
             // Lead only while this request still waits: once taken, its batch's
             // leader will answer it.
@@ -99,10 +103,7 @@ impl WriteQueue {
                     next.thread.unpark();
                 }
                 drop(q);
-                let froze = finish_batch(inner, &batch, appended);
-                if let Some(r) = req.result.lock().take() {
-                    return (r, froze);
-                }
+                froze = finish_batch(inner, batch, appended);
                 q = self.state.lock();
                 continue;
             }
@@ -194,17 +195,29 @@ pub(crate) fn run_ops(inner: &Inner, w: &mut Writer, batch: &[Arc<Request>]) -> 
     results
 }
 
-/// Wait until the batch is durable (Sync) and hand each operation its result.
-fn finish_batch(inner: &Inner, batch: &[Arc<Request>], mut a: Appended) -> bool {
-    let durable = match a.seq {
-        None => Ok(()),
-        Some(seq) => match inner.opts.durability {
-            Durability::Sync => inner.commit.wait_durable(seq),
-            Durability::Buffered => inner.commit.check(),
-        },
+/// Hand each operation of the batch its result once the batch is durable (Sync:
+/// whoever syncs it answers; this thread may be the one).
+fn finish_batch(inner: &Inner, batch: Vec<Arc<Request>>, mut a: Appended) -> bool {
+    let results = std::mem::take(&mut a.results);
+    if let (Some(seq), Durability::Sync, None) = (a.seq, inner.opts.durability, &a.lost) {
+        let answers: Vec<_> = batch.into_iter().zip(results).collect();
+        let owed = Box::new(move |durable: Result<()>| {
+            for (req, (r, wrote)) in answers {
+                req.answer(match (&durable, wrote) {
+                    (Err(e), true) => Err(Error::Poisoned { cause: e.to_string() }),
+                    _ => r,
+                });
+            }
+        });
+        inner.commit.answer_when_durable(seq, owed);
+        return a.froze;
+    }
+    let durable = match (a.seq, inner.opts.durability) {
+        (Some(_), Durability::Buffered) => inner.commit.check(),
+        _ => Ok(()),
     };
     crate::crashpoint::hit("before_ack");
-    for (req, (r, wrote)) in batch.iter().zip(std::mem::take(&mut a.results)) {
+    for (req, (r, wrote)) in batch.iter().zip(results) {
         let r = match (&a.lost, &durable, wrote) {
             (Some(e), _, true) => Err(same_error(e)),
             (None, Err(e), true) => Err(Error::Poisoned { cause: e.to_string() }),

@@ -8,6 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 mod common;
+mod pyenv;
 
 use jobq::fs::{FileSystem, SimFs};
 use jobq::model::{JobKey, ManualClock};
@@ -201,9 +202,36 @@ fn a_log_beginning_with_an_imports_commit_checks_clean_and_repair_keeps_it() {
     store.close().unwrap();
     let report = check(Path::new(DIR), Arc::new(sim.clone())).unwrap();
     assert!(report.findings.is_empty(), "{:#?}", report.findings);
+    spec_reader_agrees(&sim, &want);
     let r = repair(Path::new(DIR), opts(&sim)).unwrap();
     assert!(r.cut.is_none() && r.dropped.is_empty(), "{r:?}");
     assert_eq!(export(&Store::open(DIR, read_only(&sim)).unwrap()), want);
+}
+
+/// The reader written from format-spec/ alone (tests/spec_reader) reads the
+/// store on a real disk: `check` is clean and its export is jobq's.
+fn spec_reader_agrees(sim: &SimFs, want: &str) {
+    let tmp = tempfile::tempdir().unwrap();
+    let gen = Path::new(GEN).file_name().unwrap();
+    std::fs::create_dir(tmp.path().join(gen)).unwrap();
+    std::fs::write(tmp.path().join("CURRENT"), sim.read_file(&Path::new(DIR).join("CURRENT")).unwrap()).unwrap();
+    for name in sim.read_dir(Path::new(GEN)).unwrap() {
+        std::fs::write(tmp.path().join(gen).join(&name), sim.read_file(&Path::new(GEN).join(&name)).unwrap()).unwrap();
+    }
+    let python = pyenv::python_with(&["zstandard"], &[pyenv::ZSTANDARD]);
+    let reader = |cmd: &str| {
+        let out = std::process::Command::new(&python)
+            .args(["tests/spec_reader/reader.py", &tmp.path().to_string_lossy(), cmd])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "reader {cmd}: {text}{}", String::from_utf8_lossy(&out.stderr));
+        text
+    };
+    assert!(reader("check").contains("check: ok"));
+    let lines =
+        |text: &str| -> Vec<serde_json::Value> { text.lines().map(|l| serde_json::from_str(l).unwrap()).collect() };
+    assert_eq!(lines(&reader("export")), lines(want), "the spec reader's export differs from jobq's");
 }
 
 /// The hostile pass's store: an import that trains a dictionary, then pushes and

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
-"""Independent reader for the jobq on-disk format, version 7 (log segments of versions 1 to 6,
-index files of versions 1 to 4).
+"""Independent reader for the jobq on-disk format, version 9 (log segments of versions 1 to 7,
+index files of versions 1 to 4, CURRENT of versions 1 and 2).
 
-Written from format-spec/*.md alone (and checked against tests/fixtures/v1/ to v7/), without
+Written from format-spec/*.md alone (and checked against tests/fixtures/v1/ to v9/), without
 looking at jobq's code. Standard library only, plus the `zstandard` package for packed
 documents (format 7), imported only when a store holds one.
 
@@ -742,9 +742,12 @@ class Segments:
         self.gen_dir, self.generation = gen_dir, generation
         if not numbers:
             raise Damage(gen_dir, 0, "the generation holds no log segment")
-        if numbers != list(range(1, len(numbers) + 1)):
-            missing = sorted(set(range(1, numbers[-1] + 1)) - set(numbers))
-            raise Damage(gen_dir, 0, f"log segments are not contiguous from 1: missing {missing}")
+        # layout.md, "Log start": the log is every segment from its first one on (online
+        # compaction removes the oldest), and no number after the first may be missing
+        self.first = numbers[0]
+        if numbers != list(range(self.first, self.first + len(numbers))):
+            missing = sorted(set(range(self.first, numbers[-1] + 1)) - set(numbers))
+            raise Damage(gen_dir, 0, f"log segments are not contiguous from {self.first}: missing {missing}")
         self.numbers = numbers
         self.last = numbers[-1]
         self._data = {}
@@ -755,7 +758,7 @@ class Segments:
         for n in numbers:
             self._check_header(n, read_file(self.path(n), V2_DATA))
             # log.md: versions never decrease along the log
-            if n > 1 and self._version[n] < self._version[n - 1]:
+            if n > self.first and self._version[n] < self._version[n - 1]:
                 raise Damage(self.path(n), 8, f"corruption: a version-{self._version[n]} segment after a "
                                               f"version-{self._version[n - 1]} one (versions never decrease)")
 
@@ -763,7 +766,7 @@ class Segments:
         return os.path.join(self.gen_dir, f"log-{n:010d}.jql")
 
     def __contains__(self, n):
-        return 1 <= n <= self.last
+        return self.first <= n <= self.last
 
     def _check_header(self, n, data):
         path = self.path(n)
@@ -916,8 +919,8 @@ class Walk:
         self._apply_entries()
 
     def _dicts_first(self):
-        """log.md, "Dictionary": a dictionary frame may follow records that use it (online compaction
-        writes it again at the end): take every valid dictionary frame of the range first."""
+        """log.md, "Dictionary" and "Catalog": a dictionary or catalog frame may follow records that
+        use it (online compaction writes them at the end): take every valid one of the range first."""
         segs = self.segs
         seg, off = self.start
         while True:
@@ -926,12 +929,17 @@ class Walk:
                 fields, _ = decode_frame_header(data, off)
                 if fields is None:
                     break
-                if fields[1] == KIND_DICT:
+                if fields[1] in (KIND_DICT, KIND_CATALOG):
                     fr = make_frame(segs.path(seg), seg, off, fields)
                     try:
-                        decode_payload(fr, data)
+                        payload = decode_payload(fr, data)
                     except Damage:
-                        pass                  # judged by the walk itself
+                        payload = None        # judged by the walk itself
+                    if fields[1] == KIND_CATALOG and payload is not None:
+                        # log.md, "Catalog": online compaction's catalog frame follows records
+                        # whose spider frames it removed
+                        for project, spider, _, name, _ in payload:
+                            self.spiders.register(fr.path, fr.off, project, spider, name, True)
                 off += FRAME_HDR + fields[0]
             if seg == segs.last:
                 break
@@ -1103,9 +1111,9 @@ class Walk:
                                         f"bytes, must be 8")
             first = struct.unpack_from("<Q", data, off + FRAME_HDR)[0]
             if txn["first_seq"] is None:
-                if not self.segs.first_seq(1) <= first <= txn["max_first"]:
-                    return (f"commit names first sequence {first}; the transaction open at the end of the index "
-                            f"chain began at most at {txn['max_first']}")
+                if first > txn["max_first"]:
+                    return (f"commit names first sequence {first}; the transaction open where the walk began "
+                            f"began at most at {txn['max_first']}")
             elif first != txn["first_seq"]:
                 return f"commit names first sequence {first}, the open transaction began at {txn['first_seq']}"
             return None
@@ -1189,6 +1197,11 @@ class Walk:
             for project, spider, nxt, name, _ in fr.payload:
                 self.spiders.register(fr.path, fr.off, project, spider, name, True)
             self.events.append((fr.first_seq, "catalog", [(p, s, n, nm) for p, s, n, nm, _ in fr.payload]))
+
+    def catalog_known_from(self):
+        """The sequence number of the walk's first catalog frame (before it, a shortened log does
+        not know every spider); past the end when it has none."""
+        return next((s for s, kind, _ in self.events if kind == "catalog"), self.next_seq)
 
     def catalog_at(self, seq):
         """{(project, spider): (name, next job id)} as known at sequence number `seq` (a full walk):
@@ -1741,7 +1754,7 @@ class Store:
                          f"log segment {self.log_start} is missing (CURRENT says the log starts there)")
         self.segs = Segments(self.gen_dir, self.generation, sorted(segs))
         self.notes += self.segs.notes
-        self.log_first = self.segs.first_seq(1)                  # step 1
+        self.log_first = self.segs.first_seq(self.segs.first)    # step 1
         self.indexes = [load_index(os.path.join(self.gen_dir, e), lo, hi, self.generation)
                         for e, lo, hi in idxs]                   # step 2
         valid = [ix for ix in self.indexes if ix.damage is None]
@@ -1773,6 +1786,16 @@ class Store:
         fr.payload = decode_payload(fr, data)                    # corruption when its payload is bad
         return fr, None
 
+    def _begins_in_txn(self, seg, off):
+        """log.md, "Import transactions": a log whose first frame carries the transaction flag, or
+        is a commit, begins inside an import that may have begun before it (online compaction
+        removed the segments before). The carry: its commit may name the log's first sequence
+        number or an earlier one."""
+        fields, _ = decode_frame_header(self.segs.data(seg), off)
+        if fields is not None and (fields[2] & FLAG_TXN or fields[1] == KIND_COMMIT):
+            return fields[4]
+        return None
+
     def _chain(self):
         usable = {}
         for ix in self.indexes:
@@ -1789,10 +1812,17 @@ class Store:
         chain, frames = [], []
         nxt = self.log_first
         while True:
-            cands = [v for v in usable.values() if v[0].lo == nxt]
-            if not cands:
+            if not chain:
+                # the first file may begin before the log (online compaction removed the segments
+                # under its start): largest hi_seq first, then largest lo_seq
+                cands = [v for v in usable.values() if v[0].lo <= nxt <= v[0].hi]
+                pick = max(cands, key=lambda v: (v[0].hi, v[0].lo), default=None)
+            else:
+                cands = [v for v in usable.values() if v[0].lo == nxt]
+                pick = max(cands, key=lambda v: v[0].hi, default=None)
+            if pick is None:
                 break
-            ix, fr = max(cands, key=lambda v: v[0].hi)
+            ix, fr = pick
             chain.append(ix)
             frames.append(fr)
             nxt = ix.hi + 1
@@ -1816,7 +1846,8 @@ class Store:
             if off == len(self.segs.data(seg)) and seg < self.segs.last:
                 seg, off = seg + 1, self.segs.data_start(seg + 1)
         else:
-            seg, off, carry, self.chain_hi = 1, self.segs.data_start(1), None, 0
+            seg, off, self.chain_hi = self.segs.first, self.segs.data_start(self.segs.first), 0
+            carry = self._begins_in_txn(seg, off)
         self.walk = Walk(self.segs, seg, off, self.chain_hi + 1 if self.chain else self.log_first,
                          spiders, self.proof, carry, read_raft_purge(self.root))
         self.names = spiders.names
@@ -1966,20 +1997,29 @@ def whole_metadata(r, spider_name):
 
 def full_walk(st):
     """Every frame from the start of the log (rule 6: `check` validates every frame)."""
-    return Walk(st.segs, 1, st.segs.data_start(1), st.log_first, Spiders(), st.proof)
+    seg = st.segs.first
+    off = st.segs.data_start(seg)
+    return Walk(st.segs, seg, off, st.log_first, Spiders(), st.proof, st._begins_in_txn(seg, off))
 
 
 def verify_index(walk, ix):
     """An index file against the log: the frame at last_frame is the one the walk validated, the
     docs are exactly the newest version of each job of lo..hi, with matching columns and posting
-    lists, and the catalog is the log's at hi_seq (next job id rule of index.md)."""
+    lists, and the catalog is the log's at hi_seq (next job id rule of index.md).
+
+    A file that begins before the log (durability.md, "Online compaction": it straddled the new
+    log start) may also hold docs whose records were in the removed segments: each must be
+    superseded by a later record of its job in the log (its relocated copy or a newer version);
+    only what the log still holds is checked of them."""
+    straddles = ix.lo < walk.start_seq
     fr = walk.frame_at.get(ix.last_frame)
     if fr is None or fr.last_seq != ix.hi or fr.end_pos != ix.log_end:
         return f"the log walked from its start holds no committed frame at last_frame ({fmt_pos(ix.last_frame)}) " \
                f"ending with sequence {ix.hi} at log_end ({fmt_pos(ix.log_end)})"
     first = next((f for f in walk.frames if f.last_seq >= ix.lo), None)
-    if first is None or first.first_seq != ix.lo:
+    if not straddles and (first is None or first.first_seq != ix.lo):
         return f"lo_seq {ix.lo} is not the first sequence number of a frame"
+    logged = {r.key for r in walk.records}
     newest = {}
     for r in walk.records:
         if r.seq > ix.hi:
@@ -1990,16 +2030,25 @@ def verify_index(walk, ix):
     keys_by_project = {}
     for k in newest:
         keys_by_project.setdefault(k[0], set()).add(k)
-    if set(keys_by_project) != set(ix.sections):
+    removed = {project: [d for d in range(s.n) if straddles and unpack_pos(s.loc[d])[0] < walk.segs.first]
+               for project, s in ix.sections.items()}
+    if set(keys_by_project) != {p for p, s in ix.sections.items() if s.n > len(removed[p])}:
         return f"sections for projects {sorted(ix.sections)}; the log's range {ix.lo}..{ix.hi} has jobs of " \
                f"projects {sorted(keys_by_project)}"
     for project, s in ix.sections.items():
-        if len(keys_by_project[project]) != s.n:
-            return f"project {project}: {s.n} docs, the log's range has {len(keys_by_project[project])} jobs"
+        gone = set(removed[project])
+        if len(keys_by_project.get(project, ())) != s.n - len(gone):
+            return f"project {project}: {s.n - len(gone)} docs in the log, the log's range has " \
+                   f"{len(keys_by_project.get(project, ()))} jobs"
         expect_terms = {}
         for d in range(s.n):
-            r = by_pos.get(s.loc[d])
             where = f"project {project} doc {d}"
+            if d in gone:
+                if (project, s.key[d] >> 32, s.key[d] & 0xFFFFFFFF) not in logged:
+                    return f"{where}: its record was in a removed segment ({fmt_pos(s.loc[d])}) and no later " \
+                           f"record of its job is in the log"
+                continue
+            r = by_pos.get(s.loc[d])
             if r is None:
                 return f"{where}: loc {fmt_pos(s.loc[d])} is not the newest version of a job of the range"
             if r.project != project or r.skey != s.key[d]:
@@ -2021,13 +2070,19 @@ def verify_index(walk, ix):
             token = auth_token(r.doc_text) if ix.version >= 3 and r.state == 1 else None
             if token is not None:
                 expect_terms.setdefault((FIELD_TOKEN, token), []).append(d)
-        got = {k: p.docs for k, p in s.terms.items()}
+        got = {k: [d for d in p.docs if d not in gone] for k, p in s.terms.items()}
+        got = {k: v for k, v in got.items() if v}
         if got != expect_terms:
             diff = sorted(set(got) ^ set(expect_terms)) or sorted(k for k in got if got[k] != expect_terms[k])
             return f"project {project}: posting lists disagree with the records (first differing term: " \
                    f"{FIELD_NAMES[diff[0][0]]} {diff[0][1]!r})"
     want = walk.catalog_at(ix.hi)
     got = {(p, s): (name, nxt) for p, s, nxt, name, _ in ix.catalog}
+    if walk.segs.first > 1 and ix.hi < walk.catalog_known_from():
+        # a shortened log: spiders and job ids of the removed segments are known only up to the
+        # catalog frame online compaction wrote; what the log shows must be in the file's
+        if all(k in got and got[k][0] == nm and got[k][1] >= nx for k, (nm, nx) in want.items()):
+            return None
     if got != want:
         return f"catalog {sorted(got.items())} differs from the log's at sequence {ix.hi}: {sorted(want.items())}"
     return None

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Checks the spec-only reader (reader.py) against the format fixtures, tests/fixtures/v1 to v6.
+"""Checks the spec-only reader (reader.py) against the format fixtures, tests/fixtures/v1 to v9.
 
     python3 tests/spec_reader/test_reader.py
 
@@ -25,6 +25,7 @@ from fixture_tools import (  # noqa: E402
     parse_jsonl, patch, proved_durable, raw_frames, reader, remove_indexes, run, run_in, segments, set_header_field,
     set_mark, spec_hex_blocks, split_log, truncate, versions)
 import test_cluster  # noqa: E402
+import test_log_start  # noqa: E402
 import test_marks  # noqa: E402
 import test_packed  # noqa: E402
 
@@ -667,7 +668,7 @@ def main():
     start = time.monotonic()
     before = [fx.digest() for fx in FIXTURES]
     tests = [v for k, v in list(globals().items()) + list(vars(test_marks).items()) + list(vars(test_packed).items())
-             + list(vars(test_cluster).items())
+             + list(vars(test_cluster).items()) + list(vars(test_log_start).items())
              if k.startswith("test_") and callable(v)]
     runs = []
     for t in tests:

@@ -12,11 +12,11 @@ use std::sync::mpsc;
 use std::sync::Arc;
 
 use super::catalog::{Catalog, JobIds};
+use super::chain::kill_superseded_by;
 use super::import_keys::Uniques;
 use super::import_line::write_catalog_line;
 use super::import_parse::{parse_chunk, read_more, take_lines, ParsedChunk, Pool, Strings, MAX_LINE};
 use super::import_spill::{Pending, Spiller};
-use super::open::kill_superseded_by;
 use super::version::SegmentSlot;
 use super::writer::Writer;
 use super::{Inner, Snapshot};

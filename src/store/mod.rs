@@ -3,6 +3,7 @@
 
 mod backup;
 pub mod catalog;
+mod chain;
 mod check;
 mod commit;
 mod compact;

@@ -19,7 +19,7 @@ use parking_lot::MutexGuard;
 use super::queue::{run_ops, Request};
 use super::raft::Speculative;
 use super::writer::Writer;
-use super::{open, Inner};
+use super::{chain, open, Inner};
 use crate::codec::entry::ENTRY_FIXED;
 use crate::codec::frame::HEADER_LEN;
 use crate::error::{Error, Result};
@@ -189,8 +189,8 @@ pub(crate) fn rebuild(inner: &Inner) -> Result<()> {
     let gen_dir = &inner.gen_dir;
     let first = open::first_segment(fs, gen_dir, w.generation)?;
     let mut report = open::OpenReport::default();
-    let mut slots = open::choose_chain(fs, gen_dir, w.generation, first.first_seq, &mut report)?;
-    open::kill_superseded(&mut slots);
+    let mut slots = chain::choose_chain(fs, gen_dir, w.generation, first.first_seq, &mut report)?;
+    chain::kill_superseded(&mut slots);
     let (start, start_seq, catalog) = match slots.last() {
         Some(s) => {
             (s.seg.meta().log_end, s.seg.meta().hi_seq + 1, super::catalog::Catalog::from_entries(&s.seg.catalog()))

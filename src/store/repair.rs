@@ -123,7 +123,7 @@ pub fn repair(dir: &Path, opts: Options) -> Result<RepairReport> {
         // files that began before it go (the log's own frames may be lost).
         found.append_dicts(&fsys, &gen_dir, generation, log_end, opts.segment_bytes)?;
     }
-    report.beyond_log = super::open::remove_indexes_beyond_log(fs, &gen_dir)?;
+    report.beyond_log = super::chain::remove_indexes_beyond_log(fs, &gen_dir)?;
     // Also without a cut: a lost first segment, or a store an interrupted
     // compaction left with such a file, serves its jobs from segments gone.
     report.began_before_log = remove_indexes_before_log(fs, &gen_dir)?;

@@ -221,7 +221,7 @@ fn chain_of(store: &Store, gen_dir: &Path) -> Result<Vec<ChainFile>> {
     let mut out = Vec::with_capacity(v.segments.len());
     for slot in v.segments.iter() {
         let m = slot.seg.meta();
-        let ends_in_txn = super::open::last_frame_in_txn(fs, gen_dir, m)?;
+        let ends_in_txn = super::chain::last_frame_in_txn(fs, gen_dir, m)?;
         out.push(ChainFile { path: slot.seg.path().to_path_buf(), hi_seq: m.hi_seq, log_end: m.log_end, ends_in_txn });
     }
     Ok(out)

@@ -15,6 +15,12 @@ use parking_lot::Mutex;
 
 use super::{FileSystem, FsFile, LockGuard, MappedBytes, OpenMode};
 
+mod file;
+mod power_cut;
+
+use file::{SimFile, SimLock};
+use power_cut::{damage, Rng};
+
 /// What a simulated power cut does to bytes written but not synced.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CrashMode {
@@ -225,26 +231,6 @@ impl State {
     }
 }
 
-/// Deterministic pseudo-random numbers (splitmix64) for damage patterns.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        if n == 0 {
-            0
-        } else {
-            self.next() % n
-        }
-    }
-}
-
 impl Default for SimFs {
     fn default() -> SimFs {
         SimFs::new()
@@ -378,170 +364,6 @@ impl SimFs {
                 Ok(())
             }
             _ => Err(not_found(path)),
-        }
-    }
-}
-
-/// The bytes a file holds after a power cut, given its durable bytes, its bytes
-/// now, and the ranges written since the last sync. Bytes never written since
-/// stay as they were durable; written ones in place (below both sizes) and the
-/// appended tail are damaged per `mode`, each 512-byte sector on its own.
-fn damage(mode: CrashMode, synced: &[u8], pending: &[u8], dirty: &BTreeMap<usize, usize>, rng: &mut Rng) -> Vec<u8> {
-    if mode == CrashMode::Drop || (pending.len() < synced.len() && rng.below(2) == 0) {
-        // Nothing unsynced reached the disk (an unsynced truncation included).
-        return synced.to_vec();
-    }
-    let base = synced.len().min(pending.len());
-    let mut out = synced[..base].to_vec();
-    for (&a, &b) in dirty.range(..base) {
-        let (a, b) = (a, b.min(base));
-        if mode == CrashMode::Cut {
-            if rng.below(2) == 0 {
-                out[a..b].copy_from_slice(&pending[a..b]);
-            }
-            continue;
-        }
-        let mut at = a;
-        while at < b {
-            let next = ((at / 512 + 1) * 512).min(b);
-            sector(mode, &mut out[at..next], &pending[at..next], rng);
-            at = next;
-        }
-    }
-    let tail = &pending[base..];
-    match mode {
-        CrashMode::Drop => {}
-        CrashMode::Cut => out.extend_from_slice(&tail[..rng.below(tail.len() as u64 + 1) as usize]),
-        CrashMode::Zero => out.resize(pending.len(), 0),
-        CrashMode::Garble => {
-            let start = out.len();
-            out.extend_from_slice(tail);
-            let mut at = start;
-            while at < out.len() {
-                let next = ((at / 512 + 1) * 512).min(out.len());
-                let new = pending[at..next].to_vec();
-                sector(mode, &mut out[at..next], &new, rng);
-                at = next;
-            }
-            let sectors = tail.len().div_ceil(512) as u64;
-            let keep = start + (rng.below(sectors + 1) as usize) * 512;
-            out.truncate(keep.max(start));
-        }
-    }
-    out
-}
-
-/// One unsynced piece of a sector after a power cut: written, zeros or garbage.
-fn sector(mode: CrashMode, out: &mut [u8], written: &[u8], rng: &mut Rng) {
-    match (mode, rng.below(3)) {
-        (CrashMode::Zero, _) | (CrashMode::Garble, 1) => out.fill(0),
-        (CrashMode::Garble, 0) => out.copy_from_slice(written),
-        (CrashMode::Garble, _) => out.iter_mut().for_each(|b| *b = rng.next() as u8),
-        _ => out.copy_from_slice(written),
-    }
-}
-
-struct SimFile {
-    state: Arc<Mutex<State>>,
-    ino: u64,
-    generation: u64,
-    path: PathBuf,
-    writable: bool,
-}
-
-impl std::fmt::Debug for SimFile {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "SimFile({})", self.path.display())
-    }
-}
-
-impl SimFile {
-    fn check(&self, s: &State) -> io::Result<()> {
-        if s.generation != self.generation {
-            return Err(io::Error::other("stale handle: opened before a simulated crash"));
-        }
-        Ok(())
-    }
-}
-
-impl FsFile for SimFile {
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
-        let s = self.state.lock();
-        self.check(&s)?;
-        if s.dead {
-            return Err(err(FaultKind::PowerCut));
-        }
-        let data = &s.inodes[&self.ino].data;
-        let start = (offset as usize).min(data.len());
-        let n = buf.len().min(data.len() - start);
-        buf[..n].copy_from_slice(&data[start..start + n]);
-        Ok(n)
-    }
-
-    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<usize> {
-        let mut s = self.state.lock();
-        self.check(&s)?;
-        if !self.writable {
-            return Err(io::Error::from_raw_os_error(9));
-        }
-        if s.full && offset as usize + buf.len() > s.inodes[&self.ino].data.len() {
-            return Err(err(FaultKind::DiskFull));
-        }
-        let short = s.mutate(FsOp::Write { path: self.path.clone(), offset, len: buf.len() })?;
-        let n = if short { buf.len() / 2 } else { buf.len() };
-        let inode = s.inodes.get_mut(&self.ino).expect("open inode exists");
-        let off = offset as usize;
-        let old_len = inode.data.len();
-        if old_len < off + n {
-            inode.data.resize(off + n, 0);
-        }
-        inode.data[off..off + n].copy_from_slice(&buf[..n]);
-        inode.touch(off.min(old_len), off + n);
-        Ok(n)
-    }
-
-    fn sync_data(&self) -> io::Result<()> {
-        let mut s = self.state.lock();
-        self.check(&s)?;
-        s.mutate(FsOp::SyncData(self.path.clone()))?;
-        s.inodes.get_mut(&self.ino).expect("open inode exists").mark_synced();
-        Ok(())
-    }
-
-    fn set_len(&self, len: u64) -> io::Result<()> {
-        let mut s = self.state.lock();
-        self.check(&s)?;
-        s.mutate(FsOp::SetLen(self.path.clone(), len))?;
-        let inode = s.inodes.get_mut(&self.ino).expect("open inode exists");
-        let len = len as usize;
-        let old = inode.data.len();
-        inode.data.resize(len, 0);
-        inode.touch(old, len);
-        inode.resized = true;
-        Ok(())
-    }
-
-    fn len(&self) -> io::Result<u64> {
-        let s = self.state.lock();
-        self.check(&s)?;
-        Ok(s.inodes[&self.ino].data.len() as u64)
-    }
-}
-
-struct SimLock {
-    state: Arc<Mutex<State>>,
-    path: PathBuf,
-    generation: u64,
-}
-
-impl Drop for SimLock {
-    fn drop(&mut self) {
-        let mut s = self.state.lock();
-        if s.generation == self.generation {
-            s.locks.remove(&self.path);
-            if let Some(log) = &mut s.log {
-                log.push(FsOp::Mark(format!("unlock {}", self.path.display())));
-            }
         }
     }
 }

@@ -438,3 +438,49 @@ mod fixture_v9 {
         assert_refused_naming(Store::open(&dir, Options::default()), &format!("log-{:010}.jql", first[0]));
     }
 }
+
+/// An import into a new store starts in its first segment. Refused for a bad
+/// line after it filled several segments, it is undone: a power cut at any call
+/// of the import and its undo leaves a store that opens, without the import.
+#[test]
+fn an_import_undone_in_a_new_store_opens_after_a_cut_at_any_call() {
+    use jobq::fs::{CrashMode, Fault, FaultKind};
+    let lines = |n: u32| -> String {
+        let mut s: String = (1..=n)
+            .map(|j| {
+                format!(
+                    r#"{{"key":"7/1/{j}","spider":"bulk","state":"pending","pending_time":{j},"pad":"{}"}}"#,
+                    "x".repeat(200)
+                ) + "\n"
+            })
+            .collect();
+        s.push_str("not json\n");
+        s
+    };
+    // Past the import's first 4 MiB chunk, which is written before the bad line is read.
+    let input = lines(20_000);
+    let opts = |sim: &SimFs| Options { segment_bytes: 256 << 10, ..opts(sim) };
+    let calls = {
+        let sim = SimFs::new();
+        let store = Store::open(DIR, opts(&sim)).unwrap();
+        let before = sim.mutations();
+        let e = store.import(&mut input.as_bytes(), &mut |_| {}).unwrap_err();
+        assert!(e.to_string().contains("20001"), "refused at the bad line: {e}");
+        assert_eq!(segments(&sim), ["log-0000000001.jql"], "the undo leaves segment 1 alone");
+        sim.mutations() - before
+    };
+    assert!(calls > 20, "{calls} calls");
+    for at in 0..calls + 1 {
+        let sim = SimFs::new();
+        let store = Store::open(DIR, opts(&sim)).unwrap();
+        sim.set_fault(Some(Fault { at, kind: FaultKind::PowerCut, sticky: true }));
+        let _ = store.import(&mut input.as_bytes(), &mut |_| {});
+        drop(store);
+        sim.set_fault(None);
+        sim.crash(CrashMode::Drop, at);
+        let context = format!("power cut at call {at} of {calls}");
+        let store = Store::open(DIR, opts(&sim)).unwrap_or_else(|e| panic!("{context}: {e}"));
+        assert!(!export(&store).contains(r#""key":"7/1/"#), "{context}: the refused import is not there");
+        store.push(7, &[parse_push(r#"{"spider":"after"}"#).unwrap()], None).unwrap();
+    }
+}

@@ -420,8 +420,9 @@ impl LogWriter {
 
     /// Cut the log back to `pos` (undoing an import that failed) and make it durable.
     /// A segment the writer moved past is never written again (copies may share its
-    /// file): when `pos` is the start of such a segment, it and every later one are
-    /// removed and an empty segment of that number created in their place.
+    /// file): when `pos` is the start of such a segment, every later one is removed
+    /// and an empty segment of that number replaces it (a rename over it: the log
+    /// never lacks the segment, which may be its first).
     pub fn truncate_to(&mut self, pos: LogPos, next_seq: u64) -> Result<()> {
         self.flush()?;
         let current = self.tail.header.number;
@@ -431,8 +432,7 @@ impl LogWriter {
                 self.fs.open(&sealed_start, OpenMode::ReadWrite).map_err(|e| Error::io("open", &sealed_start, e))?;
             let header = segment::read_header(&*file, &sealed_start)?;
             let whole = pos.offset == header.data_start();
-            let first_removed = if whole { pos.segment } else { pos.segment + 1 };
-            for n in (first_removed..=current).rev() {
+            for n in ((pos.segment + 1)..=current).rev() {
                 let p = self.dir.join(segment::file_name(n));
                 self.fs.remove_file(&p).map_err(|e| Error::io("remove", &p, e))?;
             }

@@ -2,6 +2,7 @@
 //! each frame kind. Everything here is pure: slices in, values or errors out.
 //! format-spec/log.md is the contract for every byte.
 
+pub mod catalog;
 pub mod compact;
 pub mod docz;
 pub mod entry;

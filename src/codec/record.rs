@@ -1,4 +1,5 @@
-//! Frame payloads: job versions, spider registrations, the catalog, commits.
+//! Jobs payloads: job versions (records). The other payloads (spider
+//! registrations, the catalog, commits) are in [`super::catalog`], re-exported here.
 //!
 //! A jobs payload is `count` records back to back, each compact (format 6,
 //! [`super::compact`]: bit 31 of its first word set) or wide (formats 1 to 5,
@@ -25,6 +26,10 @@ use byteorder::{LittleEndian as LE, WriteBytesExt};
 
 use std::borrow::Cow;
 
+pub use super::catalog::{
+    catalog_len, decode_catalog, decode_commit, decode_spider, encode_catalog, encode_commit, encode_spider,
+    SpiderEntry,
+};
 use super::docz::{Dicts, Packer, Prepacked};
 use super::{ByteReader, DecodeError};
 use crate::model::{Job, JobKey, JobState, MetaDoc};
@@ -442,7 +447,7 @@ pub fn seal(buf: &mut [u8], start: usize) {
     buf[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
 }
 
-fn put_str16(out: &mut Vec<u8>, s: &str) {
+pub(super) fn put_str16(out: &mut Vec<u8>, s: &str) {
     out.write_u16::<LE>(u16::try_from(s.len()).expect("string length validated")).unwrap();
     out.extend_from_slice(s.as_bytes());
 }
@@ -546,94 +551,6 @@ pub fn decode_jobs(payload: &[u8], count: u32) -> Result<Vec<(usize, JobView<'_>
         return Err(DecodeError::new(pos, "bytes left over after the last record"));
     }
     Ok(out)
-}
-
-/// A spider name registered with its id.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SpiderEntry {
-    pub project: u32,
-    pub spider: u32,
-    /// The next job id to allocate for this spider (catalog frames only; 0 in spider frames).
-    pub next_job: u32,
-    pub name: String,
-}
-
-/// Spider payload: u32 project, u32 spider, u16 name length, name.
-pub fn encode_spider(project: u32, spider: u32, name: &str, out: &mut Vec<u8>) {
-    out.write_u32::<LE>(project).unwrap();
-    out.write_u32::<LE>(spider).unwrap();
-    put_str16(out, name);
-}
-
-pub fn decode_spider(payload: &[u8]) -> Result<SpiderEntry, DecodeError> {
-    let mut r = ByteReader::new(payload);
-    let project = r.u32("project")?;
-    let spider = r.u32("spider")?;
-    let name = r.str16("spider name")?.to_string();
-    if r.remaining() != 0 {
-        return Err(DecodeError::new(r.pos(), "bytes left over after the spider"));
-    }
-    if project == 0 || spider == 0 || name.is_empty() {
-        return Err(DecodeError::new(0, "zero id or empty spider name"));
-    }
-    Ok(SpiderEntry { project, spider, next_job: 0, name })
-}
-
-/// Catalog payload: u32 n, then n × (u32 project, u32 spider, u32 next_job, u16 len, name).
-pub fn encode_catalog(entries: &[SpiderEntry], out: &mut Vec<u8>) {
-    out.write_u32::<LE>(entries.len() as u32).unwrap();
-    for e in entries {
-        out.write_u32::<LE>(e.project).unwrap();
-        out.write_u32::<LE>(e.spider).unwrap();
-        out.write_u32::<LE>(e.next_job).unwrap();
-        put_str16(out, &e.name);
-    }
-}
-
-/// Bytes of the catalog at the start of `b` (an index catalog may continue).
-pub fn catalog_len(b: &[u8]) -> Result<usize, DecodeError> {
-    let mut r = ByteReader::new(b);
-    let n = r.u32("catalog size")?;
-    for _ in 0..n {
-        r.bytes(12, "catalog entry")?;
-        r.str16("spider name")?;
-    }
-    Ok(r.pos())
-}
-
-pub fn decode_catalog(payload: &[u8]) -> Result<Vec<SpiderEntry>, DecodeError> {
-    let mut r = ByteReader::new(payload);
-    let n = r.u32("catalog size")?;
-    let mut out = Vec::with_capacity((n as usize).min(payload.len() / 14));
-    for _ in 0..n {
-        let at = r.pos();
-        let project = r.u32("project")?;
-        let spider = r.u32("spider")?;
-        let next_job = r.u32("next job id")?;
-        let name = r.str16("spider name")?.to_string();
-        if project == 0 || spider == 0 || next_job == 0 || name.is_empty() {
-            return Err(DecodeError::new(at, "zero id or empty spider name"));
-        }
-        out.push(SpiderEntry { project, spider, next_job, name });
-    }
-    if r.remaining() != 0 {
-        return Err(DecodeError::new(r.pos(), "bytes left over after the catalog"));
-    }
-    Ok(out)
-}
-
-/// Commit payload: u64 first sequence number of the transaction it closes.
-pub fn encode_commit(txn_first_seq: u64, out: &mut Vec<u8>) {
-    out.write_u64::<LE>(txn_first_seq).unwrap();
-}
-
-pub fn decode_commit(payload: &[u8]) -> Result<u64, DecodeError> {
-    let mut r = ByteReader::new(payload);
-    let seq = r.u64("transaction start")?;
-    if r.remaining() != 0 {
-        return Err(DecodeError::new(r.pos(), "bytes left over after the commit"));
-    }
-    Ok(seq)
 }
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! Bulk import and export. An import is one transaction: its frames carry the
+//! Bulk import (export is in [`super::export`]). An import is one transaction: its frames carry the
 //! transaction flag and count only once the commit frame follows them; a bad line
 //! rolls the log back to where the import began, and a crash before the commit
 //! leaves frames that recovery cuts. One fsync, at the end. The imported jobs are
@@ -7,19 +7,18 @@
 //! into one index file once the commit is durable. Memory holds a run at a time.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, Read, Write};
+use std::io::{BufRead, Read};
 use std::sync::mpsc;
 use std::sync::Arc;
 
 use super::catalog::{Catalog, JobIds};
 use super::chain::kill_superseded_by;
 use super::import_keys::Uniques;
-use super::import_line::write_catalog_line;
 use super::import_parse::{parse_chunk, read_more, take_lines, ParsedChunk, Pool, Strings, MAX_LINE};
 use super::import_spill::{Pending, Spiller};
 use super::version::SegmentSlot;
 use super::writer::Writer;
-use super::{Inner, Snapshot};
+use super::Inner;
 use crate::codec::docz::{Dict, Packer};
 use crate::codec::frame::{FrameKind, FLAG_TXN};
 use crate::codec::record::{self, SpiderEntry};
@@ -548,42 +547,6 @@ pub(crate) fn import(inner: &Inner, input: &mut dyn BufRead, progress: &mut dyn 
     Ok(report)
 }
 
-/// Write every project's (or one project's) catalog and jobs as JSON lines: per
-/// project, ascending, first a line per spider (`{"spider_catalog": ...}`: id,
-/// name, next job id), then the jobs, whole metadata plus `key`, in the order they
-/// entered their states, so that importing the output reproduces every answer.
-/// `catalog` is the store's, sorted. Returns the number of jobs.
-fn export(snap: &Snapshot, catalog: &[SpiderEntry], project: Option<u32>, out: &mut dyn Write) -> Result<u64> {
-    let mut n = 0;
-    let mut line = Vec::with_capacity(1024);
-    let mut emit = |line: &mut Vec<u8>| {
-        line.push(b'\n');
-        out.write_all(line).map_err(|e| Error::io("write", "export output", e))
-    };
-    let mut projects = snap.version.projects();
-    projects.extend(catalog.iter().map(|e| e.project));
-    projects.sort_unstable();
-    projects.dedup();
-    for p in projects.into_iter().filter(|p| project.is_none_or(|q| q == *p)) {
-        for e in catalog.iter().filter(|e| e.project == p) {
-            line.clear();
-            write_catalog_line(e, &mut line);
-            emit(&mut line)?;
-        }
-        for (_, loc) in snap.version.live_docs(p) {
-            let job = snap.reader.read(loc)?;
-            if job.state == crate::model::JobState::Purged {
-                continue;
-            }
-            line.clear();
-            snap.render_metadata(&job, true, &mut line);
-            emit(&mut line)?;
-            n += 1;
-        }
-    }
-    Ok(n)
-}
-
 impl super::Store {
     /// Import JSON lines (the export format) as one transaction: all of it, or on
     /// a bad line (reported with its number) nothing. `progress` gets bytes read.
@@ -595,19 +558,5 @@ impl super::Store {
         let r = import(&self.inner(), input, progress)?;
         self.after_freeze()?;
         Ok(r)
-    }
-
-    /// Write the catalog and every job (or one project's) as JSON lines, the
-    /// import format: importing them into an empty store reproduces every answer.
-    pub fn export(&self, project: Option<u32>, out: &mut dyn Write) -> Result<u64> {
-        // The catalog (with next job ids, which snapshots do not carry) and the
-        // snapshot together: the writer's catalog may be ahead of the snapshot by
-        // writes not yet durable, which only reserves what they will hold.
-        let (snap, catalog) = {
-            let inner = self.inner();
-            let w = inner.writer.lock();
-            (self.snapshot(), w.catalog.entries(&w.job_ids))
-        };
-        export(&snap, &catalog, project, out)
     }
 }

@@ -81,7 +81,7 @@ fn an_upgrading_open_cut_at_any_call_leaves_the_fixture_whole() {
             for kind in [FaultKind::Eio, FaultKind::Enospc, FaultKind::DiskFull, FaultKind::ShortWrite] {
                 let sim = base.fork();
                 sim.set_fault(Some(Fault { at, kind, sticky: false }));
-                let _ = Store::open(DIR, opts(&sim)).map(|s| drop(s));
+                drop(Store::open(DIR, opts(&sim)));
                 sim.set_fault(None);
                 let context = format!("v{version}: {kind:?} at call {at} of {calls} of the upgrading open");
                 let store = Store::open(DIR, opts(&sim)).unwrap_or_else(|e| panic!("{context}: {e}"));

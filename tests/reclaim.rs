@@ -240,6 +240,54 @@ fn a_power_cut_at_every_call_of_a_cycle() {
     eprintln!("power cuts in a compaction cycle: {runs} ({calls} calls x 4 modes)");
 }
 
+/// An I/O error, a full disk or a short write at each call of a cycle, once or
+/// for good: the cycle fails (the store may be poisoned) or not, and the store,
+/// reopened by the next process (nothing lost from the page cache), answers as
+/// before the cycle and checks clean; a poisoned store refuses writes meanwhile.
+#[test]
+fn an_io_fault_at_every_call_of_a_cycle() {
+    let sim = SimFs::new();
+    let clock = Arc::new(ManualClock::new(1_000_000));
+    let store = Store::open(DIR, opts(&sim, &clock)).unwrap();
+    history(&store, &clock, 80);
+    store.flush_indexes().unwrap();
+    let want = export(&store);
+    drop(store);
+    let calls = {
+        let s = sim.fork();
+        let store = Store::open(DIR, opts(&s, &clock)).unwrap();
+        let before = s.mutations();
+        assert!(!store.reclaim().unwrap().segments.is_empty());
+        s.mutations() - before
+    };
+    let mut failed = 0;
+    for at in 0..calls + 1 {
+        for kind in [FaultKind::Eio, FaultKind::Enospc, FaultKind::DiskFull, FaultKind::ShortWrite] {
+            for sticky in [false, true] {
+                let s = sim.fork();
+                let store = Store::open(DIR, opts(&s, &clock)).unwrap();
+                s.set_fault(Some(Fault { at, kind, sticky }));
+                let context = format!("{kind:?} at call {at} of {calls} (sticky {sticky})");
+                if store.reclaim().is_err() {
+                    failed += 1;
+                }
+                // What the store answers meanwhile is still every job.
+                assert_eq!(export(&store), want, "{context}: the store after the cycle");
+                drop(store);
+                s.set_fault(None);
+                let store = Store::open(DIR, opts(&s, &clock)).unwrap_or_else(|e| panic!("{context}: {e}"));
+                assert_eq!(export(&store), want, "{context}: reopened");
+                store.push(1, &[parse_push(r#"{"spider":"after"}"#).unwrap()], None).unwrap();
+                drop(store);
+                let r = check(Path::new(DIR), Arc::new(s.clone())).unwrap();
+                assert!(r.is_clean(), "{context}: {:#?}", r.findings);
+            }
+        }
+    }
+    eprintln!("I/O faults in a compaction cycle: {calls} calls, {failed} cycles failed");
+    assert!(failed > calls as usize, "faults must fail cycles: {failed}");
+}
+
 /// Format 7: an import packs its documents with a dictionary it writes first; online
 /// compaction moves packed records byte for byte and writes the dictionary frame
 /// again before it removes the segment that held it, so the log alone (index files

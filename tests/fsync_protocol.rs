@@ -128,8 +128,15 @@ fn check(ops: &[FsOp]) -> usize {
             }
             FsOp::Rename(from, to) => {
                 assert!(!dirty.contains(from), "{at}: renamed before its data was synced");
-                if let Some(l) = file_len.remove(from) {
-                    file_len.insert(to.clone(), l);
+                // A rename over a file replaces it (an undone import's first segment,
+                // made empty again): what held for the old file holds no more.
+                sealed.remove(to);
+                dirty.remove(to);
+                for m in [&mut written, &mut synced, &mut file_len] {
+                    m.remove(to);
+                    if let Some(v) = m.remove(from) {
+                        m.insert(to.clone(), v);
+                    }
                 }
                 if let Some(n) = name(to).strip_prefix("log-").and_then(|r| r.strip_suffix(".jql")) {
                     let n: u32 = n.parse().unwrap();

@@ -122,7 +122,9 @@ impl FileSystem for RealFs {
         // last valid frame (recovery at open, a failed write's cut, `jobq repair`),
         // where no record a reader was given lies (a read-only opener beside a
         // server, which may have replayed unsynced records of the last segment,
-        // never maps that one), or cut back to its last frame, dropping
+        // maps that one only below its durable mark: a failed write's cut never
+        // goes below what an fsync made durable, and an undone import's cut only
+        // drops frames no reader was given), or cut back to its last frame, dropping
         // preallocated zeros (rotation, close): a reader uses a segment's map only
         // up to its last non-zero byte, found by positional reads, never through
         // the map. Compaction unlinks whole segments. Every reader checks the lengths and checksums of what it decodes.

@@ -77,8 +77,10 @@ pub struct RecordReader {
     /// (preallocated zeros after a segment's last frame are no records, and a
     /// simulated map is a copy that frames written over them later would not reach).
     maps: RwLock<FastMap<u32, Arc<SegmentMap>>>,
-    /// Segments from this number on are never mapped (see [`Self::map_below`]).
+    /// Segments after this number are never mapped, and this one only below
+    /// [`Self::map_limit_end`] (see [`Self::map_below`]).
     map_limit: std::sync::atomic::AtomicU32,
+    map_limit_end: std::sync::atomic::AtomicU64,
     /// The store's dictionaries: packed documents are read through them.
     pub dicts: Arc<crate::codec::docz::Dicts>,
 }
@@ -93,15 +95,19 @@ impl RecordReader {
             removed: RwLock::default(),
             maps: RwLock::default(),
             map_limit: std::sync::atomic::AtomicU32::new(u32::MAX),
+            map_limit_end: std::sync::atomic::AtomicU64::new(u64::MAX),
             dicts: Arc::default(),
         }
     }
 
-    /// Map only segments below `n`; read the others positionally. A read-only
-    /// opener beside a server gives its last segment: the server may still cut
-    /// that segment's unsynced tail after a failed write, and this opener may have
-    /// replayed records there (a read past a mapped file's end would fault).
-    pub fn map_below(&self, n: u32) {
+    /// Map segments below `n` whole, segment `n` only below `end` (0: not at all),
+    /// and read the rest positionally. A read-only opener beside a server gives
+    /// its last segment and that segment's durable end: the server may still cut
+    /// the unsynced tail after a failed write, and this opener may have replayed
+    /// records there (a read past a mapped file's end would fault); what an fsync
+    /// made durable is never cut under a record this opener was given.
+    pub fn map_below(&self, n: u32, end: u64) {
+        self.map_limit_end.store(end, std::sync::atomic::Ordering::Relaxed);
         self.map_limit.store(n, std::sync::atomic::Ordering::Relaxed);
     }
 
@@ -110,11 +116,14 @@ impl RecordReader {
     /// `None` (read positionally): a segment compaction removed, one that cannot
     /// be mapped (an exhausted address space, a simulated power cut).
     fn mapped(&self, n: u32, offset: u64) -> Option<Arc<SegmentMap>> {
-        if n >= self.map_limit.load(std::sync::atomic::Ordering::Relaxed) {
+        let limit = self.map_limit.load(std::sync::atomic::Ordering::Relaxed);
+        // The last segment a read-only opener maps ends at a fixed point: no remap.
+        let cap = (n == limit).then(|| self.map_limit_end.load(std::sync::atomic::Ordering::Relaxed));
+        if n > limit || cap == Some(0) {
             return None;
         }
         if let Some(m) = self.maps.read_recursive().get(&n) {
-            if offset < m.len as u64 + REMAP_STEP {
+            if offset < m.len as u64 + REMAP_STEP || cap.is_some() {
                 return Some(m.clone());
             }
         }
@@ -127,6 +136,7 @@ impl RecordReader {
         // the writer may cut a segment's zeros (rotation, close) while this runs,
         // and touching a mapped page past a file's end faults.
         let len = used_len(&*file, bytes.len() as u64).ok()?;
+        let len = cap.map_or(len, |c| len.min(usize::try_from(c).unwrap_or(usize::MAX)));
         let m = Arc::new(SegmentMap::new(bytes, len));
         self.maps.write().insert(n, m.clone());
         Some(m)
@@ -260,7 +270,7 @@ impl RecordReader {
         let pos = LogPos::unpack(loc);
         let limit = self.map_limit.load(std::sync::atomic::Ordering::Relaxed);
         let maps = self.maps.read_recursive();
-        if let Some(m) = maps.get(&pos.segment).filter(|m| pos.segment < limit && pos.offset < m.len as u64) {
+        if let Some(m) = maps.get(&pos.segment).filter(|m| pos.segment <= limit && pos.offset < m.len as u64) {
             if let Some(checked) = m.checked_record(pos.offset) {
                 let (bytes, before) = checked.map_err(|e| self.corrupt(loc, e))?;
                 return Ok(f(bytes, before));
@@ -295,7 +305,7 @@ impl RecordReader {
             let pos = LogPos::unpack(loc);
             let m = match last {
                 Some((n, m)) if n == pos.segment => m,
-                _ => match maps.get(&pos.segment).filter(|_| pos.segment < limit) {
+                _ => match maps.get(&pos.segment).filter(|_| pos.segment <= limit) {
                     Some(m) => {
                         last = Some((pos.segment, m));
                         m
@@ -338,6 +348,11 @@ impl RecordReader {
             }
         }
         std::hint::black_box(acc);
+    }
+
+    /// How many bytes of segment `n` its map covers, when it is mapped (for tests).
+    pub fn mapped_len(&self, n: u32) -> Option<usize> {
+        self.maps.read().get(&n).map(|m| m.len)
     }
 
     /// Segments read through a map (for tests).

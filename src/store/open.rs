@@ -246,7 +246,7 @@ pub(crate) fn open(dir: &Path, opts: &Options, held: Option<LockGuard>) -> Resul
         // writable store's own compaction hands their handles to old versions.)
         let numbers: Vec<u32> = segment::list(fs, &gen_dir)?.into_iter().filter(|n| *n <= v.end.segment).collect();
         reader.open_all(&numbers)?;
-        reader.map_below(v.end.segment);
+        reader.map_below(v.end.segment, durable_end(fs, &gen_dir, generation, v.end)?);
     }
     let mut w =
         Writer::new(start_seq, generation, gen_dir.clone(), slots, start_seq, catalog, reader, opts.bulk_entries);
@@ -318,6 +318,19 @@ pub(crate) fn open(dir: &Path, opts: &Options, held: Option<LockGuard>) -> Resul
 }
 
 /// Create `dir` and its missing ancestors, each made durable in its parent.
+/// How much of the log's last segment an fsync made durable, up to `end` (its
+/// durable mark; 0 for a segment without marks): what a server beside a
+/// read-only opener never cuts.
+fn durable_end(fs: &dyn FileSystem, gen_dir: &Path, generation: u64, end: LogPos) -> Result<u64> {
+    let path = gen_dir.join(segment::file_name(end.segment));
+    let file = fs.open(&path, crate::fs::OpenMode::Read).map_err(io("open", &path))?;
+    if !segment::read_header(&*file, &path)?.has_marks() {
+        return Ok(0);
+    }
+    let mark = crate::log::mark::read(&*file, &path, end.segment, generation)?;
+    Ok(mark.map_or(0, |m| m.durable_end.min(end.offset)))
+}
+
 pub(crate) fn create_dirs(fs: &dyn FileSystem, dir: &Path) -> Result<()> {
     let mut missing = Vec::new();
     for a in dir.ancestors().filter(|a| !a.as_os_str().is_empty()) {

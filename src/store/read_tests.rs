@@ -53,6 +53,69 @@ fn records_are_read_through_maps_and_past_their_ends() {
     assert_eq!(again.lines().take(3).filter(|l| l.contains("\"i\":")).count(), 3);
 }
 
+/// A read-only opener maps its last segment only as far as an fsync made it
+/// durable (a server beside it may cut the unsynced rest after a failed write):
+/// a closed store's whole, none of a tail written without a sync. Rows read the
+/// same either way.
+#[test]
+fn a_read_only_opener_maps_its_last_segment_up_to_the_durable_mark() {
+    let sim = SimFs::new();
+    let opts = |durability| Options {
+        fs: Arc::new(sim.clone()),
+        durability,
+        background: false,
+        segment_bytes: 16 << 10,
+        memtable_entries: 100_000,
+        clock: Arc::new(crate::model::ManualClock::new(1_000)),
+        ..Options::default()
+    };
+    let read_only = Options { read_only: true, create: false, ..opts(Durability::Sync) };
+    let pad = "p".repeat(300);
+    let push = |store: &Store, n: usize| {
+        let specs: Vec<_> =
+            (0..n).map(|i| parse_push(&format!(r#"{{"spider":"s","i":{i},"pad":"{pad}"}}"#)).unwrap()).collect();
+        store.push(1, &specs, None).unwrap();
+    };
+    let rows = |store: &Store| {
+        let snap = store.snapshot();
+        let hits = snap.list(1, &Filter::default(), &Paging { count: 10_000, ..Paging::default() }).unwrap();
+        let mut out = Vec::new();
+        snap.render_rows(1, &hits, None, &mut out).unwrap();
+        (hits.len(), out)
+    };
+    let store = Store::open("/db", opts(Durability::Sync)).unwrap();
+    for _ in 0..12 {
+        push(&store, 5);
+    }
+    let last = crate::log::segment::list(&sim, std::path::Path::new("/db/gen-0000000000000001")).unwrap();
+    let last = *last.last().unwrap();
+    let want = rows(&store);
+    let ro = Store::open("/db", read_only.clone()).unwrap();
+    assert_eq!(rows(&ro), want);
+    assert!(ro.inner().reader.mapped_segments().contains(&last), "the synced last segment is mapped");
+    drop(ro);
+    // Written, never synced: read positionally by a read-only opener.
+    drop(store);
+    let store = Store::open("/db", opts(Durability::Buffered)).unwrap();
+    for _ in 0..4 {
+        push(&store, 1);
+    }
+    let want = rows(&store);
+    let ro = Store::open("/db", read_only).unwrap();
+    assert_eq!(rows(&ro), want);
+    assert_eq!(ro.snapshot().count(1, &Filter::default()).unwrap(), 64);
+    let gen = std::path::Path::new("/db/gen-0000000000000001");
+    let last = *crate::log::segment::list(&sim, gen).unwrap().last().unwrap();
+    let path = gen.join(crate::log::segment::file_name(last));
+    let file = crate::fs::FileSystem::open(&sim, &path, crate::fs::OpenMode::Read).unwrap();
+    let mark = crate::log::mark::read(&*file, &path, last, 1).unwrap().map_or(0, |m| m.durable_end);
+    let end = ro.report().log_end;
+    assert!(end.segment == last && end.offset > mark, "the tail was written past the mark");
+    let mapped = ro.inner().reader.mapped_len(last).unwrap_or(0) as u64;
+    assert!(mapped <= mark, "mapped {mapped} bytes of the last segment, past its durable mark {mark}");
+    drop(store);
+}
+
 #[test]
 fn a_summary_line_stops_between_rows_once_cancelled() {
     let opts = Options {

@@ -188,7 +188,9 @@ fn a_follower_receiving_snapshot_chunks_does_not_campaign() {
             let req = InstallSnapshotRequest { vote: lm.vote, meta: meta.clone(), offset, data, done: false };
             receive_chunk(fr, req).await.unwrap();
             offset += 100;
-            tokio::time::sleep(Duration::from_millis(ELECTION_MS * 3 / 4)).await;
+            // Well inside the election timeout, so that a loaded machine's late
+            // wake-up is not taken for a transfer that stopped.
+            tokio::time::sleep(Duration::from_millis(ELECTION_MS / 4)).await;
         }
         let m = fr.metrics().borrow().clone();
         assert_eq!(m.current_term, term, "the follower campaigned while the chunks came: {m:?}");

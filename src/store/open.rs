@@ -317,7 +317,6 @@ pub(crate) fn open(dir: &Path, opts: &Options, held: Option<LockGuard>) -> Resul
     Ok(Opened { lock, gen_dir, writer: w, report })
 }
 
-/// Create `dir` and its missing ancestors, each made durable in its parent.
 /// How much of the log's last segment an fsync made durable, up to `end` (its
 /// durable mark; 0 for a segment without marks): what a server beside a
 /// read-only opener never cuts.
@@ -331,6 +330,7 @@ fn durable_end(fs: &dyn FileSystem, gen_dir: &Path, generation: u64, end: LogPos
     Ok(mark.map_or(0, |m| m.durable_end.min(end.offset)))
 }
 
+/// Create `dir` and its missing ancestors, each made durable in its parent.
 pub(crate) fn create_dirs(fs: &dyn FileSystem, dir: &Path) -> Result<()> {
     let mut missing = Vec::new();
     for a in dir.ancestors().filter(|a| !a.as_os_str().is_empty()) {

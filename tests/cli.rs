@@ -240,8 +240,7 @@ fn serve_refuses_a_buffer_budget_below_the_body_limit() {
 #[test]
 fn serve_goes_on_when_its_log_cannot_be_written() {
     let dir = tempdir();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let addr = format!("127.0.0.1:{port}");
+    let addr = harness::free_ports(1).remove(0);
     let full = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
     let mut child = Command::new(BIN)
         .args(["serve", "--api-key", "K", "--listen", &addr, "--data"])

@@ -8,14 +8,9 @@ mod harness;
 
 use std::time::{Duration, Instant};
 
-use harness::Server;
+use harness::{free_ports, Server};
 
 const ADMIN: &str = "admin:";
-
-fn free_ports(n: usize) -> Vec<String> {
-    let ls: Vec<_> = (0..n).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
-    ls.iter().map(|l| l.local_addr().unwrap().to_string()).collect()
-}
 
 fn spawn(dir: &std::path::Path, id: usize, addrs: &[String], key: &std::path::Path) -> Server {
     let id_s = id.to_string();

@@ -31,9 +31,7 @@ fn three(extra: &[&str]) -> Three {
     let key = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(key.path(), "a-cluster-key-of-some-length\n").unwrap();
     let dirs: Vec<_> = (0..3).map(|_| harness::tempdir()).collect();
-    let ls: Vec<_> = (0..3).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
-    let addrs: Vec<String> = ls.iter().map(|l| l.local_addr().unwrap().to_string()).collect();
-    drop(ls);
+    let addrs = harness::free_ports(3);
     let peers: Vec<String> = addrs.iter().enumerate().map(|(j, a)| format!("{}={a}", j + 1)).collect();
     let nodes = (0..3)
         .map(|i| {

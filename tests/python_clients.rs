@@ -34,9 +34,7 @@ fn real_scrapinghub_clients_at_a_follower() {
     let dirs: Vec<_> = (0..3).map(|_| tempdir()).collect();
     let key = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(key.path(), "a-cluster-key-for-the-python-checks\n").unwrap();
-    let held: Vec<_> = (0..3).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
-    let addrs: Vec<String> = held.iter().map(|l| l.local_addr().unwrap().to_string()).collect();
-    drop(held);
+    let addrs = harness::free_ports(3);
     let peers: Vec<String> = addrs.iter().enumerate().map(|(i, a)| format!("{}={a}", i + 1)).collect();
     let nodes: Vec<Server> = (0..3)
         .map(|i| {

@@ -20,11 +20,7 @@ pub struct Cluster {
     pub nodes: Vec<Option<Server>>,
 }
 
-pub fn free_ports(n: usize) -> Vec<String> {
-    // Held together so that they differ; freed just before the nodes bind them.
-    let ls: Vec<_> = (0..n).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
-    ls.iter().map(|l| l.local_addr().unwrap().to_string()).collect()
-}
+pub use super::free_ports;
 
 impl Cluster {
     /// `n` nodes, each started with `extra` flags besides the cluster's own.

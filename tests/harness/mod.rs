@@ -20,6 +20,30 @@ pub fn bin() -> String {
     std::env::var("JOBQ_BIN").unwrap_or_else(|_| BIN.to_string())
 }
 
+/// `n` distinct loopback addresses free now, for nodes that must know each
+/// other's before they start. Taken below the kernel's ephemeral range
+/// (32768 and up on Linux): a port the kernel picked for a client connection
+/// meanwhile (this test's, or another's) never lands on one. Held together so
+/// that they differ; freed just before the nodes bind them.
+pub fn free_ports(n: usize) -> Vec<String> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let seed = u64::from(std::process::id())
+        ^ std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+    let mut held = Vec::new();
+    for i in 0.. {
+        let x = (seed ^ NEXT.fetch_add(1, Ordering::Relaxed).wrapping_mul(0x9E37_79B9_7F4A_7C15)).wrapping_add(i);
+        let port = 15_000 + (x.wrapping_mul(0xBF58_476D_1CE4_E5B9) >> 33) % 17_000;
+        if let Ok(l) = std::net::TcpListener::bind(("127.0.0.1", port as u16)) {
+            held.push(l);
+            if held.len() == n {
+                break;
+            }
+        }
+    }
+    held.iter().map(|l| l.local_addr().unwrap().to_string()).collect()
+}
+
 /// A running `jobq serve`.
 pub struct Server {
     child: Option<Child>,

@@ -145,10 +145,12 @@ mod sim {
     }
 
     /// Bytes of the files of a generation.
+    /// Bytes of a generation's log segments and index files (what compact reports).
     fn files_bytes(sim: &SimFs, gen: &str) -> u64 {
         sim.read_dir(Path::new(gen))
             .unwrap()
             .iter()
+            .filter(|n| n.ends_with(".jql") || n.ends_with(".jqi"))
             .map(|n| sim.read_file(&Path::new(gen).join(n)).unwrap().len() as u64)
             .sum()
     }

@@ -132,6 +132,15 @@ pub fn repair(a: RepairArgs) -> Result<(), String> {
              lost; the jobs after it were rewritten into a new generation (no job id given again)"
         );
     }
+    if let Some((from, to)) = r.missing_end {
+        let (lost, verb) = (jobq::store::segments_named(from, to), if to - from > 1 { "were" } else { "was" });
+        note!(
+            "log {lost} {verb} missing (REACH said the log reached segment {}): the jobs written there are lost, and \
+             their job ids may be given again; the log now ends in segment {}",
+            to - 1,
+            from - 1
+        );
+    }
     if !r.began_before_log.is_empty() {
         note!(
             "rebuilt from the log the index files that began before it (online compaction removed the segments \
@@ -147,7 +156,7 @@ pub fn repair(a: RepairArgs) -> Result<(), String> {
         );
     }
     let Some(cut) = &r.cut else {
-        let whole = r.headers_rebuilt.is_empty() && r.missing_start.is_none();
+        let whole = r.headers_rebuilt.is_empty() && r.missing_start.is_none() && r.missing_end.is_none();
         let what = if whole && r.beyond_log.is_empty() && r.began_before_log.is_empty() {
             "the log is whole: nothing to repair"
         } else {

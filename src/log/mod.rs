@@ -1,11 +1,12 @@
 //! The append-only record log: numbered segment files of framed records.
 //! One concern a file: [`segment`] names and headers, [`mark`] the durable marks,
 //! [`tail`] the segment being written, [`writer`] appends, [`scan`] reads frames,
-//! [`recovery`] decides what survives a crash.
+//! [`recovery`] decides what survives a crash, [`reach`] how far the log got.
 
 pub mod cursor;
 pub mod entries;
 pub mod mark;
+pub mod reach;
 pub mod reader;
 pub mod recovery;
 pub mod scan;

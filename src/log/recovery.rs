@@ -428,6 +428,8 @@ fn apply_cut(fs: &dyn FileSystem, dir: &Path, at: LogPos, next_seq: u64, last: u
     }
     if at.segment < last {
         let copy = copy_prefix(fs, dir, &*file, &path, at, next_seq)?;
+        // IMPORTANT: the claim comes down before any segment goes.
+        super::reach::write(fs, dir, at.segment)?;
         for n in ((at.segment + 1)..=last).rev() {
             let p = dir.join(segment::file_name(n));
             match fs.remove_file(&p) {

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use super::reach;
 use super::segment::{self, SegmentHeader};
 use super::tail::Tail;
 use super::LogPos;
@@ -89,6 +90,7 @@ impl LogWriter {
     ) -> Result<LogWriter> {
         let h = SegmentHeader::new(1, generation, first_seq);
         let (path, file) = segment::create(&*fs, dir, &h)?;
+        reach::write(&*fs, dir, 1)?;
         Ok(LogWriter {
             fs,
             dir: dir.to_path_buf(),
@@ -400,6 +402,8 @@ impl LogWriter {
         self.sync()?;
         let h = SegmentHeader::new(self.tail.header.number + 1, self.generation, self.next_seq);
         let (path, file) = segment::create(&*self.fs, &self.dir, &h)?;
+        // Only once the segment is durable: the log never claims one it lacks.
+        reach::write(&*self.fs, &self.dir, h.number)?;
         self.sealed.push((self.tail.header.number, self.end));
         self.tail = Arc::new(Tail::new(file, path, h, None));
         self.end = h.data_start();
@@ -432,6 +436,8 @@ impl LogWriter {
                 self.fs.open(&sealed_start, OpenMode::ReadWrite).map_err(|e| Error::io("open", &sealed_start, e))?;
             let header = segment::read_header(&*file, &sealed_start)?;
             let whole = pos.offset == header.data_start();
+            // IMPORTANT: the claim comes down before any segment goes.
+            reach::write(&*self.fs, &self.dir, pos.segment)?;
             for n in ((pos.segment + 1)..=current).rev() {
                 let p = self.dir.join(segment::file_name(n));
                 self.fs.remove_file(&p).map_err(|e| Error::io("remove", &p, e))?;

@@ -191,6 +191,9 @@ fn copy(fsys: &Arc<dyn FileSystem>, s: &Source, dest: &Path, report: &mut Backup
             link_or_copy(fs, &s.dir.join(name), &gen_dir, name, report)?;
         }
     }
+    // The copy reaches its last segment copied: said before a later one (a
+    // leftover of an earlier copy, or of a restore written to) goes.
+    crate::log::reach::write(fs, &gen_dir, last)?;
     // Only now, with the new files durable, go what the source no longer has:
     // first the segments its online compaction removed, oldest first (the log
     // stays contiguous, as in the source), then index files and leftovers.

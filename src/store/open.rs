@@ -16,6 +16,7 @@ use crate::codec::record;
 use crate::codec::DecodeError;
 use crate::error::{Error, Result};
 use crate::fs::{FileSystem, LockGuard};
+use crate::log::reach;
 use crate::log::reader::RecordReader;
 use crate::log::recovery::{self, Cut};
 use crate::log::scan::FrameScanner;
@@ -111,9 +112,10 @@ pub(crate) fn lost_current(fs: &dyn FileSystem, dir: &Path) -> Result<Vec<String
 fn holds_data(fs: &dyn FileSystem, gen_dir: &Path) -> Result<Option<String>> {
     let names = fs.read_dir(gen_dir).map_err(io("list", gen_dir))?;
     let segments = segment::list(fs, gen_dir)?;
-    // Temp files are what a crash left of the new-file protocol.
+    // Temp files are what a crash left of the new-file protocol, `REACH` what
+    // the log's creation wrote (it holds no job).
     let is_segment = |n: &String| segments.iter().any(|s| segment::file_name(*s) == *n);
-    if let Some(other) = names.iter().find(|n| !is_segment(n) && !n.ends_with(".tmp")) {
+    if let Some(other) = names.iter().find(|n| !is_segment(n) && !n.ends_with(".tmp") && *n != reach::REACH) {
         return Ok(Some(other.clone()));
     }
     if segments.len() > 1 {
@@ -196,9 +198,17 @@ pub(crate) fn open(dir: &Path, opts: &Options, held: Option<LockGuard>) -> Resul
         ));
     }
     let tmp_dirs = if opts.read_only { Vec::new() } else { leftovers::remove_temp_files(fs, &gen_dir)? };
+    // Read before the segments are listed: a writer raises it only once the
+    // segment it names exists (repair writes it again whatever it says).
+    let reached = match reach::read(fs, &gen_dir) {
+        Err(_) if opts.accept_lost_start => None,
+        r => r?,
+    };
     let first = first_segment(fs, &gen_dir, generation)?;
     if !opts.accept_lost_start {
         layout::log_start_kept(fs, dir, &gen_dir, current, first.number)?;
+        let last = *segment::list(fs, &gen_dir)?.last().unwrap_or(&first.number);
+        reach::kept(fs, &gen_dir, reached, last)?;
     }
     let log_first_seq = first.first_seq;
     let mut slots = choose_chain(fs, &gen_dir, generation, log_first_seq, &mut report)?;
@@ -308,6 +318,11 @@ pub(crate) fn open(dir: &Path, opts: &Options, held: Option<LockGuard>) -> Resul
         // Resuming syncs what a crashed process may have left in the page cache
         // only, before anything (an index above all) is built on it.
         let log = LogWriter::resume(opts.fs.clone(), &gen_dir, generation, v.end, v.next_seq, opts.segment_bytes)?;
+        // A store of an older format has no `REACH`; a cut may have left it higher.
+        let tail = log.tail().header.number;
+        if reach::read(fs, &gen_dir)? != Some(tail) {
+            reach::write(fs, &gen_dir, tail)?;
+        }
         w.log = Some(log);
     }
     w.freeze_at = opts.memtable_entries;

@@ -49,6 +49,10 @@ pub struct RepairReport {
     /// first one there): the segments `from..to` are lost, and `CURRENT` now
     /// names `to` as the log's start.
     pub missing_start: Option<(u32, u32)>,
+    /// The newest segments were gone (`REACH` said the log reached further than
+    /// its last segment): the segments `from..to` are lost, and `REACH` now names
+    /// the last one left.
+    pub missing_end: Option<(u32, u32)>,
     /// Spiders and job ids written back in a catalog frame (known to index files
     /// the cut set aside, to the cut bytes, or taken by the dropped versions).
     pub catalog_restored: usize,
@@ -122,6 +126,16 @@ pub fn repair(dir: &Path, opts: Options) -> Result<RepairReport> {
         // The index files' copies of the dictionaries go into the log before the
         // files that began before it go (the log's own frames may be lost).
         found.append_dicts(&fsys, &gen_dir, generation, log_end, opts.segment_bytes)?;
+    }
+    // Newest segments removed by hand (`REACH` says the log reached further):
+    // the jobs written there are lost. The claim comes down to what is left, as
+    // it does when an unreadable `REACH` is written again.
+    let last =
+        *segment::list(fs, &gen_dir)?.last().ok_or_else(|| Error::corrupt(&gen_dir, 0, "the log has no segment"))?;
+    let claimed = crate::log::reach::read(fs, &gen_dir);
+    report.missing_end = claimed.as_ref().ok().copied().flatten().filter(|r| *r > last).map(|r| (last + 1, r + 1));
+    if !matches!(claimed, Ok(Some(r)) if r == last) {
+        crate::log::reach::write(fs, &gen_dir, last)?;
     }
     report.beyond_log = super::chain::remove_indexes_beyond_log(fs, &gen_dir)?;
     // Also without a cut: a lost first segment, or a store an interrupted

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Independent reader for the jobq on-disk format, version 9 (log segments of versions 1 to 7,
-index files of versions 1 to 4, CURRENT of versions 1 and 2).
+"""Independent reader for the jobq on-disk format, version 10 (log segments of versions 1 to 7,
+index files of versions 1 to 4, CURRENT of versions 1 and 2, REACH).
 
 Written from format-spec/*.md alone (and checked against tests/fixtures/v1/ to v9/), without
 looking at jobq's code. Standard library only, plus the `zstandard` package for packed
@@ -250,6 +250,23 @@ def read_current(root):
     if ver == 2 and start == 0:
         b.fail(24, "log start 0 (segments count from 1)")
     return b.u64(16, "generation"), (start if ver == 2 else None)
+
+
+def read_reach(gen_dir):
+    """layout.md, "REACH" (format 10): the segment the log has reached, or None without the file."""
+    path = os.path.join(gen_dir, "REACH")
+    if not os.path.exists(path):
+        return None
+    b = Buf(read_file(path), path)
+    if len(b) != 16 or b.raw(0, 8, "magic") != b"JOBQRCH\0":
+        b.fail(0, "not a REACH file (16 bytes, magic \"JOBQRCH\\0\")")
+    stored, comp = b.u32(12, "crc"), masked_crc(b.d[0:12])
+    if stored != comp:
+        b.fail(12, f"CRC mismatch (stored 0x{stored:08x}, computed 0x{comp:08x})")
+    n = b.u32(8, "segment")
+    if n == 0:
+        b.fail(8, "REACH names segment 0 (segments count from 1)")
+    return n
 
 
 # --------------------------------------------------------------------------- records and frames
@@ -1738,7 +1755,10 @@ class Store:
             if m and int(m.group(1), 16) != self.generation:
                 self.notes.append(f"leftover generation directory {e} ignored (CURRENT names {self.generation})")
         segs, idxs = [], []
+        self.reach = read_reach(self.gen_dir)
         for e in sorted(os.listdir(self.gen_dir)):
+            if e == "REACH":
+                continue
             m = SEG_RE.match(e)
             if m:
                 segs.append(int(m.group(1)))
@@ -1752,6 +1772,10 @@ class Store:
             # layout.md: every segment from the log start on is the log's
             raise Damage(os.path.join(self.gen_dir, f"log-{self.log_start:010d}.jql"), 0,
                          f"log segment {self.log_start} is missing (CURRENT says the log starts there)")
+        if segs and self.reach is not None and max(segs) < self.reach:
+            # layout.md, "REACH": the log's newest segments are gone
+            raise Damage(os.path.join(self.gen_dir, f"log-{max(segs) + 1:010d}.jql"), 0,
+                         f"log segment {max(segs) + 1} is missing (REACH says the log reached segment {self.reach})")
         self.segs = Segments(self.gen_dir, self.generation, sorted(segs))
         self.notes += self.segs.notes
         self.log_first = self.segs.first_seq(self.segs.first)    # step 1

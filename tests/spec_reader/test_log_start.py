@@ -54,3 +54,43 @@ def test_v9_a_removed_first_segment_is_damage(tmp, fx):
         f.write(data)
     assert export_of(store) == V9.export(), "a segment below the log start is read as part of the log"
     return "segment 7 removed: refused; CURRENT naming 8 with 7 left: 7 still read"
+
+
+def _reach(n):
+    b = b"JOBQRCH\0" + struct.pack("<I", n)
+    return b + struct.pack("<I", reader.masked_crc(b))
+
+
+@versions()
+def test_reach_names_the_newest_segment(tmp, fx):
+    """Format 10 (layout.md, "REACH"): a log shorter than REACH says is damage at the first
+    missing segment; REACH at the last segment, or none (an older store), reads as before."""
+    store = fresh_copy(tmp, V9, "v9-reach")
+    path = os.path.join(gen_dir(store), "REACH")
+    with open(path, "wb") as f:
+        f.write(_reach(9))
+    assert export_of(store) == V9.export(), "REACH at the last segment"
+    p = run(store, "check")
+    assert p.returncode == 0 and "check: ok" in p.stdout, f"{p.stdout}{p.stderr}"
+    with open(path, "wb") as f:
+        f.write(_reach(11))
+    p = run(store, "export")
+    assert p.returncode != 0 and "log segment 10 is missing" in p.stderr, f"{p.stdout}{p.stderr}"
+    with open(path, "wb") as f:
+        f.write(_reach(9)[:12] + b"\0\0\0\0")
+    p = run(store, "export")
+    assert p.returncode != 0 and "REACH" in p.stderr and "CRC" in p.stderr, f"{p.stdout}{p.stderr}"
+    return "REACH 9: reads as before; REACH 11: segment 10 missing; a bad CRC: damage"
+
+
+@versions()
+def test_v10_reads_with_its_reach(tmp, fx):
+    """The v10 fixture: written by format 10, REACH naming its last segment."""
+    v10 = Fixture(10)
+    store = fresh_copy(tmp, v10, "v10")
+    st = reader.Store(store)
+    assert st.reach == st.segs.last, (st.reach, st.segs.last)
+    assert export_of(store) == v10.export(), "the v10 export differs"
+    p = run(store, "check")
+    assert p.returncode == 0 and "check: ok" in p.stdout, f"{p.stdout}{p.stderr}"
+    return f"{len(v10.export())} jobs, REACH {st.reach}"

@@ -105,7 +105,7 @@ fn a_damaged_reach_file_is_damage_that_repair_writes_again() {
     let sim = crashed_store();
     let path = Path::new(GEN).join(reach::REACH);
     let mut bytes = sim.read_file(&path).unwrap();
-    bytes[9] ^= 1;
+    bytes[13] ^= 1;
     sim.write_file(&path, bytes).unwrap();
     match Store::open(DIR, opts(&sim)) {
         Err(Error::Corrupt { path: p, .. }) => assert!(p.ends_with(reach::REACH), "{}", p.display()),

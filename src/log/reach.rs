@@ -6,7 +6,8 @@
 //! cut), by the new-file protocol each time. A generation without the file
 //! (written by an older jobq) makes no claim.
 //!
-//! 16 bytes: magic "JOBQRCH\0", u32 segment number, u32 masked CRC-32 of bytes 0..12.
+//! 20 bytes: magic "JOBQRCH\0", u32 version (1), u32 segment number, u32 masked
+//! CRC-32 of bytes 0..16.
 
 use std::path::Path;
 
@@ -19,13 +20,16 @@ use crate::fs::{self, FileSystem, OpenMode};
 
 pub const REACH: &str = "REACH";
 const MAGIC: &[u8; 8] = b"JOBQRCH\0";
+const VERSION: u32 = 1;
+const LEN: u64 = 20;
 
-pub fn encode(segment: u32) -> [u8; 16] {
-    let mut b = [0u8; 16];
+pub fn encode(segment: u32) -> [u8; LEN as usize] {
+    let mut b = [0u8; LEN as usize];
     b[0..8].copy_from_slice(MAGIC);
-    LE::write_u32(&mut b[8..12], segment);
-    let crc = checksum(&[&b[0..12]]);
-    LE::write_u32(&mut b[12..16], crc);
+    LE::write_u32(&mut b[8..12], VERSION);
+    LE::write_u32(&mut b[12..16], segment);
+    let crc = checksum(&[&b[0..16]]);
+    LE::write_u32(&mut b[16..20], crc);
     b
 }
 
@@ -38,19 +42,24 @@ pub fn read(fsys: &dyn FileSystem, gen_dir: &Path) -> Result<Option<u32>> {
         Err(e) => return Err(Error::io("open", &path, e)),
     };
     // Its size first: a file of any other size is no REACH file (read no more of it).
-    if file.len().map_err(|e| Error::io("stat", &path, e))? != 16 {
-        return Err(Error::corrupt(&path, 0, "not a jobq REACH file (it must be 16 bytes)"));
+    if file.len().map_err(|e| Error::io("stat", &path, e))? != LEN {
+        return Err(Error::corrupt(&path, 0, format!("not a jobq REACH file (it must be {LEN} bytes)")));
     }
-    let mut b = [0u8; 16];
+    let mut b = [0u8; LEN as usize];
     fs::read_exact_at(&*file, &mut b, 0).map_err(|e| Error::io("read", &path, e))?;
     if &b[0..8] != MAGIC {
         return Err(Error::corrupt(&path, 0, "not a jobq REACH file"));
     }
-    if checksum(&[&b[0..12]]) != LE::read_u32(&b[12..16]) {
-        return Err(Error::corrupt(&path, 12, "REACH checksum mismatch"));
+    if checksum(&[&b[0..16]]) != LE::read_u32(&b[16..20]) {
+        return Err(Error::corrupt(&path, 16, "REACH checksum mismatch"));
     }
-    match LE::read_u32(&b[8..12]) {
-        0 => Err(Error::corrupt(&path, 8, "REACH names segment 0 (segments count from 1)")),
+    let version = LE::read_u32(&b[8..12]);
+    if version != VERSION {
+        let what = format!("REACH format version {version}: written by a newer jobq (this one reads {VERSION})");
+        return Err(Error::Unsupported { path, what });
+    }
+    match LE::read_u32(&b[12..16]) {
+        0 => Err(Error::corrupt(&path, 12, "REACH names segment 0 (segments count from 1)")),
         n => Ok(Some(n)),
     }
 }
@@ -78,4 +87,39 @@ pub fn kept(fsys: &dyn FileSystem, gen_dir: &Path, claimed: Option<u32>, last: u
             last + 1
         ),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fs::SimFs;
+
+    #[test]
+    fn reach_fields_are_checked() {
+        let sim = SimFs::new();
+        let dir = Path::new("/g");
+        crate::fs::FileSystem::create_dir(&sim, dir).unwrap();
+        assert_eq!(read(&sim, dir).unwrap(), None, "no file: no claim");
+        write(&sim, dir, 7).unwrap();
+        assert_eq!(read(&sim, dir).unwrap(), Some(7));
+        let put = |b: &[u8]| fs::publish_file(&sim, dir, REACH, b).unwrap();
+        let resealed = |mut b: [u8; LEN as usize]| {
+            let crc = checksum(&[&b[0..16]]);
+            LE::write_u32(&mut b[16..20], crc);
+            b
+        };
+        let mut b = encode(7);
+        b[8] = 2;
+        put(&resealed(b));
+        let e = read(&sim, dir).unwrap_err().to_string();
+        assert!(e.contains("version 2") && e.contains("newer jobq"), "{e}");
+        put(&resealed(encode(0)));
+        assert!(matches!(read(&sim, dir), Err(Error::Corrupt { offset: 12, .. })));
+        let mut b = encode(7);
+        b[13] ^= 1;
+        put(&b);
+        assert!(matches!(read(&sim, dir), Err(Error::Corrupt { offset: 16, .. })));
+        put(&encode(7)[..19]);
+        assert!(matches!(read(&sim, dir), Err(Error::Corrupt { offset: 0, .. })));
+    }
 }

@@ -258,14 +258,16 @@ def read_reach(gen_dir):
     if not os.path.exists(path):
         return None
     b = Buf(read_file(path), path)
-    if len(b) != 16 or b.raw(0, 8, "magic") != b"JOBQRCH\0":
-        b.fail(0, "not a REACH file (16 bytes, magic \"JOBQRCH\\0\")")
-    stored, comp = b.u32(12, "crc"), masked_crc(b.d[0:12])
+    if len(b) != 20 or b.raw(0, 8, "magic") != b"JOBQRCH\0":
+        b.fail(0, "not a REACH file (20 bytes, magic \"JOBQRCH\\0\")")
+    stored, comp = b.u32(16, "crc"), masked_crc(b.d[0:16])
     if stored != comp:
-        b.fail(12, f"CRC mismatch (stored 0x{stored:08x}, computed 0x{comp:08x})")
-    n = b.u32(8, "segment")
+        b.fail(16, f"CRC mismatch (stored 0x{stored:08x}, computed 0x{comp:08x})")
+    if b.u32(8, "version") != 1:
+        b.fail(8, f"unknown REACH version {b.u32(8, 'version')} (this reader knows version 1)")
+    n = b.u32(12, "segment")
     if n == 0:
-        b.fail(8, "REACH names segment 0 (segments count from 1)")
+        b.fail(12, "REACH names segment 0 (segments count from 1)")
     return n
 
 

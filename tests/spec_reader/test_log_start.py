@@ -57,7 +57,7 @@ def test_v9_a_removed_first_segment_is_damage(tmp, fx):
 
 
 def _reach(n):
-    b = b"JOBQRCH\0" + struct.pack("<I", n)
+    b = b"JOBQRCH\0" + struct.pack("<II", 1, n)
     return b + struct.pack("<I", reader.masked_crc(b))
 
 
@@ -77,7 +77,7 @@ def test_reach_names_the_newest_segment(tmp, fx):
     p = run(store, "export")
     assert p.returncode != 0 and "log segment 10 is missing" in p.stderr, f"{p.stdout}{p.stderr}"
     with open(path, "wb") as f:
-        f.write(_reach(9)[:12] + b"\0\0\0\0")
+        f.write(_reach(9)[:16] + b"\0\0\0\0")
     p = run(store, "export")
     assert p.returncode != 0 and "REACH" in p.stderr and "CRC" in p.stderr, f"{p.stdout}{p.stderr}"
     return "REACH 9: reads as before; REACH 11: segment 10 missing; a bad CRC: damage"

@@ -116,6 +116,19 @@ fn a_damaged_reach_file_is_damage_that_repair_writes_again() {
     assert_eq!(jobs(&Store::open(DIR, opts(&sim)).unwrap()), 300);
 }
 
+#[test]
+fn a_directory_in_place_of_reach_is_refused_and_repair_sets_it_aside() {
+    let sim = crashed_store();
+    let path = Path::new(GEN).join(reach::REACH);
+    sim.remove_file(&path).unwrap();
+    sim.create_dir(&path).unwrap();
+    assert!(Store::open(DIR, opts(&sim)).is_err(), "a directory named REACH went unnoticed");
+    repair(Path::new(DIR), opts(&sim)).unwrap();
+    assert_eq!(jobs(&Store::open(DIR, opts(&sim)).unwrap()), 300);
+    assert_eq!(reach::read(&sim, Path::new(GEN)).unwrap(), segments(&sim).last().copied());
+    assert!(sim.read_dir(Path::new(GEN)).unwrap().iter().any(|n| n.starts_with("REACH.set-aside-")));
+}
+
 /// The v10 fixture: a store written by format 10, several segments, `REACH`
 /// naming the last.
 mod fixture_v10 {

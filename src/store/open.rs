@@ -199,17 +199,14 @@ pub(crate) fn open(dir: &Path, opts: &Options, held: Option<LockGuard>) -> Resul
     }
     let tmp_dirs = if opts.read_only { Vec::new() } else { leftovers::remove_temp_files(fs, &gen_dir)? };
     // Read before the segments are listed: a writer raises it only once the
-    // segment it names exists (repair writes it again whatever it says).
-    let reached = match reach::read(fs, &gen_dir) {
-        Err(_) if opts.accept_lost_start => None,
-        r => r?,
-    };
+    // segment it names exists (repair writes it before it opens the store).
+    let reached = reach::read(fs, &gen_dir)?;
     let first = first_segment(fs, &gen_dir, generation)?;
     if !opts.accept_lost_start {
         layout::log_start_kept(fs, dir, &gen_dir, current, first.number)?;
-        let last = *segment::list(fs, &gen_dir)?.last().unwrap_or(&first.number);
-        reach::kept(fs, &gen_dir, reached, last)?;
     }
+    let last = *segment::list(fs, &gen_dir)?.last().unwrap_or(&first.number);
+    reach::kept(fs, &gen_dir, reached, last)?;
     let log_first_seq = first.first_seq;
     let mut slots = choose_chain(fs, &gen_dir, generation, log_first_seq, &mut report)?;
     kill_superseded(&mut slots);

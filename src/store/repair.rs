@@ -133,8 +133,16 @@ pub fn repair(dir: &Path, opts: Options) -> Result<RepairReport> {
     let last =
         *segment::list(fs, &gen_dir)?.last().ok_or_else(|| Error::corrupt(&gen_dir, 0, "the log has no segment"))?;
     let claimed = crate::log::reach::read(fs, &gen_dir);
-    report.missing_end = claimed.as_ref().ok().copied().flatten().filter(|r| *r > last).map(|r| (last + 1, r + 1));
-    if !matches!(claimed, Ok(Some(r)) if r == last) {
+    let reached = claimed.as_ref().ok().copied().flatten();
+    report.missing_end = reached.filter(|r| *r > last).map(|r| (last + 1, r + 1));
+    if claimed.is_err() {
+        // Damaged (removed), or a directory in its place (set aside): out of the way first.
+        let reach = [crate::log::reach::REACH.to_string()];
+        let is_dir = fs.read_dir(&gen_dir.join(&reach[0])).is_ok();
+        let (files, dirs) = if is_dir { (&[][..], &reach[..]) } else { (&reach[..], &[][..]) };
+        super::leftovers::clear(fs, &gen_dir, files, dirs, opts.clock.now_ms())?;
+    }
+    if reached != Some(last) {
         crate::log::reach::write(fs, &gen_dir, last)?;
     }
     report.beyond_log = super::chain::remove_indexes_beyond_log(fs, &gen_dir)?;

@@ -158,6 +158,14 @@ fn an_install_cut_by_power_loss_leaves_the_old_state_or_the_snapshots_log() {
         let mode = CrashMode::ALL[i % CrashMode::ALL.len()];
         let (sim, done) = install_cut_at(&base, at, mode, &meta, &bytes, &rt);
         let what = format!("power cut at call {at}, {mode:?}");
+        // Once CURRENT names the snapshot's generation, its REACH says how far its log got.
+        let dir = std::path::Path::new("/node");
+        let current = jobq::store::layout::read_current(&sim, dir).unwrap();
+        if current != jobq::store::layout::read_current(&base, dir).unwrap() {
+            let gen_dir = jobq::store::layout::gen_dir(dir, current.expect("a generation"));
+            let reached = jobq::log::reach::read(&sim, &gen_dir).unwrap();
+            assert!(reached.is_some(), "{what}: the snapshot's generation has no REACH");
+        }
         let store = Store::open("/node", opts(&sim)).unwrap_or_else(|e| panic!("{what}: reopen: {e}"));
         let node = Node::start(Arc::new(store)).unwrap_or_else(|e| panic!("{what}: node start: {e}"));
         let got = jobs(node.store());

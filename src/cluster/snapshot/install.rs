@@ -7,7 +7,7 @@
 //!    checksum checked, its header rewritten for that generation, its durable
 //!    marks written (each node its own), synced, renamed; the directory synced;
 //! 3. the new log is replayed: every frame checks, and its last entry is the
-//!    snapshot's last log id;
+//!    snapshot's last log id; `REACH` names its last segment;
 //! 4. `CURRENT` switches to the new generation; then `RAFT` gets the purge point
 //!    (the snapshot's last entry: every entry up to it is applied);
 //! 5. the store reopens on it (the old generation is removed as a leftover).
@@ -36,7 +36,7 @@ use crate::error::{Error, Result};
 use crate::fs::{self, FileSystem, FsFile, OpenMode};
 use crate::log::mark::{self, Mark};
 use crate::log::writer::LogWriter;
-use crate::log::{recovery, segment, LogPos};
+use crate::log::{reach, recovery, segment, LogPos};
 use crate::store::layout;
 use crate::store::raft::{split_data, RaftEntry};
 
@@ -64,6 +64,10 @@ pub fn install(node: &Node, meta: &SnapMeta, stream: &SnapshotStream) -> Result<
     fs.sync_dir(&node.dir).map_err(io("fsync dir", &node.dir))?;
     unpack(fs, &**file, path, &table, &gen_dir, generation)?;
     check_entries(fs, &gen_dir, &table, path)?;
+    // The new generation says how far its log reached before CURRENT names it
+    // (later segments, for the entries kept, raise it as they are made).
+    let reached = table.members.last().map_or(1, |m| m.segment);
+    reach::write(fs, &gen_dir, reached)?;
     let keep = entries_after(node, &last)?;
     append_kept(&fsys, &gen_dir, generation, &table, node.store.options().segment_bytes, &keep)?;
     // The switch: from here on the node is the snapshot's.

@@ -56,6 +56,11 @@ fn install_cut_at(
     (sim, done)
 }
 
+/// The number of a log segment's file name (`log-<n>.jql`).
+fn segment_number(name: &str) -> Option<u32> {
+    name.strip_prefix("log-")?.strip_suffix(".jql")?.parse().ok()
+}
+
 fn jobs(store: &Store) -> Vec<JobKey> {
     let mut out = Vec::new();
     store.export(None, &mut out).unwrap();
@@ -164,7 +169,8 @@ fn an_install_cut_by_power_loss_leaves_the_old_state_or_the_snapshots_log() {
         if current != jobq::store::layout::read_current(&base, dir).unwrap() {
             let gen_dir = jobq::store::layout::gen_dir(dir, current.expect("a generation"));
             let reached = jobq::log::reach::read(&sim, &gen_dir).unwrap();
-            assert!(reached.is_some(), "{what}: the snapshot's generation has no REACH");
+            let last = sim.read_dir(&gen_dir).unwrap().iter().filter_map(|n| segment_number(n)).max();
+            assert_eq!(reached, last, "{what}: the snapshot's generation's REACH and its last segment");
         }
         let store = Store::open("/node", opts(&sim)).unwrap_or_else(|e| panic!("{what}: reopen: {e}"));
         let node = Node::start(Arc::new(store)).unwrap_or_else(|e| panic!("{what}: node start: {e}"));

@@ -8,7 +8,8 @@ use crate::proto::Side;
 use crate::timing::Budget;
 
 pub const USAGE: &str = "usage: jobq-compare [--jobs N] [--seed S] [--variants V] [--min-runs R]
-                    [--shape-secs T] [--write-secs T] [--writers W] [--write-rounds R]
+                    [--shape-secs T] [--query-passes P] [--write-secs T] [--writers W]
+                    [--write-rounds R]
                     [--work DIR]
                     [--phases query,write] [--reuse] [--keep] [--explain] [--report FILE]
 
@@ -16,7 +17,9 @@ pub const USAGE: &str = "usage: jobq-compare [--jobs N] [--seed S] [--variants V
   --seed S        dataset seed (default 42)
   --variants V    concrete queries per shape (default 8)
   --min-runs R    timed runs per shape at least (default 50), also past --shape-secs
-  --shape-secs T  time budget per shape and side (default 1)
+  --shape-secs T  time budget per shape and side (default 1), split among the passes
+  --query-passes P  passes over every shape, a shape's p50/p99 the medians of its
+                  passes' (default 3)
   --write-secs T  duration of each durable-write test (default 3)
   --writers W     concurrent writers of the second write test (default 32)
   --write-rounds R  rounds of write tests, sides interleaved; medians reported (default 3)
@@ -34,6 +37,7 @@ pub struct Config {
     pub variants: usize,
     pub min_runs: usize,
     pub shape_secs: f64,
+    pub query_passes: usize,
     pub write_secs: f64,
     pub writers: usize,
     pub write_rounds: usize,
@@ -60,6 +64,7 @@ impl Config {
             variants: 8,
             min_runs: 50,
             shape_secs: 1.0,
+            query_passes: 3,
             write_secs: 3.0,
             writers: 32,
             write_rounds: 3,
@@ -79,6 +84,7 @@ impl Config {
                 "--variants" => c.variants = num::<usize>(a, it.next())?.max(1),
                 "--min-runs" => c.min_runs = num(a, it.next())?,
                 "--shape-secs" => c.shape_secs = num(a, it.next())?,
+                "--query-passes" => c.query_passes = num::<usize>(a, it.next())?.max(1),
                 "--write-secs" => c.write_secs = num(a, it.next())?,
                 "--writers" => c.writers = num::<usize>(a, it.next())?.max(1),
                 "--write-rounds" => c.write_rounds = num::<usize>(a, it.next())?.max(1),
@@ -122,6 +128,8 @@ impl Config {
             self.min_runs.to_string(),
             "--shape-secs".into(),
             self.shape_secs.to_string(),
+            "--query-passes".into(),
+            self.query_passes.to_string(),
             "--write-secs".into(),
             self.write_secs.to_string(),
             "--writers".into(),

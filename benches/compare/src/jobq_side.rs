@@ -12,9 +12,9 @@ use crate::config::Config;
 use crate::dataset::BIG_PROJECT;
 use crate::jobq_run::{self, Answer as JAnswer};
 use crate::machine::vm_hwm_kb;
+use crate::passes;
 use crate::proto::{Answer, GroupOut, LoadOut, QueryOut, Rate, WriteOut};
 use crate::queries::{groups, Case};
-use crate::timing;
 
 /// The job each durable write pushes (as in benches/append.rs), per writer spider.
 pub fn push_line(writer: usize) -> String {
@@ -49,18 +49,21 @@ pub fn query(cfg: &Config, dir: &Path, cases: &[Case]) -> QueryOut {
     let snap = store.snapshot();
     let mut buf = Vec::with_capacity(1 << 16);
     let mut out = QueryOut { open_ms, ..QueryOut::default() };
-    for g in groups(cases) {
-        let answers = g.iter().map(|c| answer(jobq_run::run(&snap, c, &mut buf))).collect();
-        let s = timing::sample(g.len(), cfg.budget(), |i| {
-            std::hint::black_box(jobq_run::run(&snap, &g[i], &mut buf));
-        });
+    let gs = groups(cases);
+    let answers: Vec<Vec<Answer>> =
+        gs.iter().map(|g| g.iter().map(|c| answer(jobq_run::run(&snap, c, &mut buf))).collect()).collect();
+    let variants: Vec<usize> = gs.iter().map(|g| g.len()).collect();
+    let stats = passes::sample(&variants, cfg.query_passes, cfg.budget(), |g, i| {
+        std::hint::black_box(jobq_run::run(&snap, &gs[g][i], &mut buf));
+    });
+    for ((g, s), answers) in gs.iter().zip(stats).zip(answers) {
         out.groups.push(GroupOut {
             shape: g[0].shape.to_string(),
             kind: g[0].kind.name().to_string(),
-            runs: s.ns.len(),
-            p50_ns: s.p50(),
-            p99_ns: s.p99(),
-            mean_ns: s.mean(),
+            runs: s.runs,
+            p50_ns: s.p50_ns,
+            p99_ns: s.p99_ns,
+            mean_ns: s.mean_ns,
             answers,
             plan: None,
         });

@@ -19,6 +19,7 @@ mod fsync_rate;
 #[allow(dead_code)]
 #[path = "../../support/jobq_run.rs"]
 mod jobq_run;
+mod passes;
 #[allow(dead_code)]
 #[path = "../../support/queries.rs"]
 mod queries;

@@ -132,13 +132,14 @@ pub fn write(out: &mut String, ctx: &Context<'_>, jobq: &SideRun, sqlite: &SideR
     );
     let _ = writeln!(
         out,
-        "- data: {} ({:.0} MB of JSON lines, seed {}); {} variants per shape; each shape sampled ≥ {} runs or {} s per side; p99 is nearest-rank",
+        "- data: {} ({:.0} MB of JSON lines, seed {}); {} variants per shape; each shape sampled ≥ {} runs or {} s per side, in {} passes over all shapes (p50 and p99: the medians of the passes'); p99 is nearest-rank",
         ctx.data.display(),
         ctx.data_bytes as f64 / 1e6,
         cfg.seed,
         cfg.variants,
         cfg.min_runs,
-        cfg.shape_secs
+        cfg.shape_secs,
+        cfg.query_passes
     );
     let mut args = format!("--jobs {}", cfg.jobs);
     for (name, value, default) in [
@@ -146,6 +147,7 @@ pub fn write(out: &mut String, ctx: &Context<'_>, jobq: &SideRun, sqlite: &SideR
         ("--variants", cfg.variants as f64, 8.0),
         ("--min-runs", cfg.min_runs as f64, 50.0),
         ("--shape-secs", cfg.shape_secs, 1.0),
+        ("--query-passes", cfg.query_passes as f64, 3.0),
         ("--write-secs", cfg.write_secs, 3.0),
         ("--writers", cfg.writers as f64, 32.0),
         ("--write-rounds", cfg.write_rounds as f64, 3.0),

@@ -15,11 +15,11 @@ use crate::config::Config;
 use crate::dataset::BIG_PROJECT;
 use crate::jobq_side::push_line;
 use crate::machine::vm_hwm_kb;
+use crate::passes;
 use crate::proto::{GroupOut, QueryOut, Rate, WriteOut};
 use crate::queries::{groups, Case};
 use crate::sqlite_load::{parse_line, DB_FILE};
 use crate::sqlite_query;
-use crate::timing;
 
 /// Open with the settings a read-heavy service would use; the schema is read
 /// before this returns.
@@ -43,19 +43,23 @@ pub fn query(cfg: &Config, dir: &Path, cases: &[Case]) -> QueryOut {
     let total: i64 = conn.query_row("SELECT max(seq) FROM jobs", [], |r| r.get(0)).expect("total");
     let mut buf = Vec::with_capacity(1 << 16);
     let mut out = QueryOut { open_ms, ..QueryOut::default() };
-    for g in groups(cases) {
-        let plan = cfg.explain.then(|| sqlite_query::explain(&conn, &g[0], total));
-        let answers = g.iter().map(|c| sqlite_query::run(&conn, c, total, &mut buf)).collect();
-        let s = timing::sample(g.len(), cfg.budget(), |i| {
-            std::hint::black_box(sqlite_query::run(&conn, &g[i], total, &mut buf));
-        });
+    let gs = groups(cases);
+    let plans: Vec<Option<String>> =
+        gs.iter().map(|g| cfg.explain.then(|| sqlite_query::explain(&conn, &g[0], total))).collect();
+    let answers: Vec<Vec<_>> =
+        gs.iter().map(|g| g.iter().map(|c| sqlite_query::run(&conn, c, total, &mut buf)).collect()).collect();
+    let variants: Vec<usize> = gs.iter().map(|g| g.len()).collect();
+    let stats = passes::sample(&variants, cfg.query_passes, cfg.budget(), |g, i| {
+        std::hint::black_box(sqlite_query::run(&conn, &gs[g][i], total, &mut buf));
+    });
+    for (((g, s), answers), plan) in gs.iter().zip(stats).zip(answers).zip(plans) {
         out.groups.push(GroupOut {
             shape: g[0].shape.to_string(),
             kind: g[0].kind.name().to_string(),
-            runs: s.ns.len(),
-            p50_ns: s.p50(),
-            p99_ns: s.p99(),
-            mean_ns: s.mean(),
+            runs: s.runs,
+            p50_ns: s.p50_ns,
+            p99_ns: s.p99_ns,
+            mean_ns: s.mean_ns,
             answers,
             plan,
         });

@@ -13,7 +13,7 @@ use crate::dataset::BIG_PROJECT;
 use crate::jobq_run::{self, Answer as JAnswer};
 use crate::machine::vm_hwm_kb;
 use crate::passes;
-use crate::proto::{Answer, GroupOut, LoadOut, QueryOut, Rate, WriteOut};
+use crate::proto::{Answer, LoadOut, QueryOut, Rate, WriteOut};
 use crate::queries::{groups, Case};
 
 /// The job each durable write pushes (as in benches/append.rs), per writer spider.
@@ -52,22 +52,10 @@ pub fn query(cfg: &Config, dir: &Path, cases: &[Case]) -> QueryOut {
     let gs = groups(cases);
     let answers: Vec<Vec<Answer>> =
         gs.iter().map(|g| g.iter().map(|c| answer(jobq_run::run(&snap, c, &mut buf))).collect()).collect();
-    let variants: Vec<usize> = gs.iter().map(|g| g.len()).collect();
-    let stats = passes::sample(&variants, cfg.query_passes, cfg.budget(), |g, i| {
-        std::hint::black_box(jobq_run::run(&snap, &gs[g][i], &mut buf));
+    let plans = vec![None; gs.len()];
+    out.groups = passes::time_groups(&gs, cfg.query_passes, cfg.budget(), answers, plans, |c| {
+        std::hint::black_box(jobq_run::run(&snap, c, &mut buf));
     });
-    for ((g, s), answers) in gs.iter().zip(stats).zip(answers) {
-        out.groups.push(GroupOut {
-            shape: g[0].shape.to_string(),
-            kind: g[0].kind.name().to_string(),
-            runs: s.runs,
-            p50_ns: s.p50_ns,
-            p99_ns: s.p99_ns,
-            mean_ns: s.mean_ns,
-            answers,
-            plan: None,
-        });
-    }
     drop(snap);
     store.close().expect("close");
     out.vm_hwm_kb = vm_hwm_kb();

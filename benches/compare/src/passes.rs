@@ -4,14 +4,16 @@
 //! slow phase of several seconds doubled whichever shapes it fell on (stop 32);
 //! passes a minute apart let it touch one pass of a shape, not its figure.
 
+use crate::proto::{Answer, GroupOut};
+use crate::queries::Case;
 use crate::timing::{self, Budget, Summary};
 
 /// One shape's figures over its passes.
-pub struct Stats {
-    pub runs: usize,
-    pub p50_ns: u64,
-    pub p99_ns: u64,
-    pub mean_ns: u64,
+struct Stats {
+    runs: usize,
+    p50_ns: u64,
+    p99_ns: u64,
+    mean_ns: u64,
 }
 
 /// Each pass gets `1/passes` of the budget's time and of its caps on runs (at
@@ -32,7 +34,7 @@ fn median(mut v: Vec<u64>) -> u64 {
 /// Time `run(g, i)` (variant `i` of group `g`; `variants[g]` of them) in
 /// `passes` passes over all groups. Only each pass's figures are kept, not its
 /// samples (the phase's peak memory is measured).
-pub fn sample(variants: &[usize], passes: usize, budget: Budget, mut run: impl FnMut(usize, usize)) -> Vec<Stats> {
+fn sample(variants: &[usize], passes: usize, budget: Budget, mut run: impl FnMut(usize, usize)) -> Vec<Stats> {
     let passes = passes.max(1);
     // Per group and pass: p50, p99, the runs' total and their number.
     let mut per: Vec<Vec<(u64, u64, u64, usize)>> = variants.iter().map(|_| Vec::with_capacity(passes)).collect();
@@ -52,6 +54,35 @@ pub fn sample(variants: &[usize], passes: usize, budget: Budget, mut run: impl F
                 p99_ns: median(ps.iter().map(|p| p.1).collect()),
                 mean_ns: total / runs.max(1) as u64,
             }
+        })
+        .collect()
+}
+
+/// Time the cases of every group with `run` in passes, and give each group's
+/// figures with its `answers` (untimed, one per case) and `plans`.
+pub fn time_groups(
+    gs: &[&[Case]],
+    passes: usize,
+    budget: Budget,
+    answers: Vec<Vec<Answer>>,
+    plans: Vec<Option<String>>,
+    mut run: impl FnMut(&Case),
+) -> Vec<GroupOut> {
+    let variants: Vec<usize> = gs.iter().map(|g| g.len()).collect();
+    let stats = sample(&variants, passes, budget, |g, i| run(&gs[g][i]));
+    gs.iter()
+        .zip(stats)
+        .zip(answers)
+        .zip(plans)
+        .map(|(((g, s), answers), plan)| GroupOut {
+            shape: g[0].shape.to_string(),
+            kind: g[0].kind.name().to_string(),
+            runs: s.runs,
+            p50_ns: s.p50_ns,
+            p99_ns: s.p99_ns,
+            mean_ns: s.mean_ns,
+            answers,
+            plan,
         })
         .collect()
 }

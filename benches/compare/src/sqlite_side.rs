@@ -16,7 +16,7 @@ use crate::dataset::BIG_PROJECT;
 use crate::jobq_side::push_line;
 use crate::machine::vm_hwm_kb;
 use crate::passes;
-use crate::proto::{GroupOut, QueryOut, Rate, WriteOut};
+use crate::proto::{QueryOut, Rate, WriteOut};
 use crate::queries::{groups, Case};
 use crate::sqlite_load::{parse_line, DB_FILE};
 use crate::sqlite_query;
@@ -48,22 +48,9 @@ pub fn query(cfg: &Config, dir: &Path, cases: &[Case]) -> QueryOut {
         gs.iter().map(|g| cfg.explain.then(|| sqlite_query::explain(&conn, &g[0], total))).collect();
     let answers: Vec<Vec<_>> =
         gs.iter().map(|g| g.iter().map(|c| sqlite_query::run(&conn, c, total, &mut buf)).collect()).collect();
-    let variants: Vec<usize> = gs.iter().map(|g| g.len()).collect();
-    let stats = passes::sample(&variants, cfg.query_passes, cfg.budget(), |g, i| {
-        std::hint::black_box(sqlite_query::run(&conn, &gs[g][i], total, &mut buf));
+    out.groups = passes::time_groups(&gs, cfg.query_passes, cfg.budget(), answers, plans, |c| {
+        std::hint::black_box(sqlite_query::run(&conn, c, total, &mut buf));
     });
-    for (((g, s), answers), plan) in gs.iter().zip(stats).zip(answers).zip(plans) {
-        out.groups.push(GroupOut {
-            shape: g[0].shape.to_string(),
-            kind: g[0].kind.name().to_string(),
-            runs: s.runs,
-            p50_ns: s.p50_ns,
-            p99_ns: s.p99_ns,
-            mean_ns: s.mean_ns,
-            answers,
-            plan,
-        });
-    }
     out.vm_hwm_kb = vm_hwm_kb();
     out
 }

@@ -8,7 +8,6 @@
 //! share a `unique`, every node holds the same jobs. The leader snapshots and
 //! purges its log while a node is cut off, so nodes catch up from snapshots,
 //! and every node runs online compaction each round.
-#![cfg(feature = "cluster")]
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};

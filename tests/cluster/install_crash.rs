@@ -4,7 +4,6 @@
 //! snapshot's log: all of it applied, or (a cut between `CURRENT` and `RAFT`)
 //! the part its entry frames say committed, which Raft then completes; never a
 //! mix of the two, and it checks clean.
-#![cfg(feature = "cluster")]
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -2,14 +2,11 @@
 //! task it spawns) and the build after an install may run at once; they must
 //! not share a temporary directory (format-spec/snapshot.md, "The sender's
 //! directory").
-#![cfg(feature = "cluster")]
-
-mod cluster_support;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Barrier};
 
-use cluster_support::*;
+use crate::support::*;
 use jobq::cluster::memnet::{Raft, Router};
 use jobq::cluster::snapshot::{build, install};
 use jobq::cluster::Node;

@@ -1,15 +1,12 @@
 //! Snapshots (issue 14): a node behind the leader's purge point catches up from
 //! a snapshot; an install keeps the entries the node held after it; a damaged
 //! snapshot is refused with the node's state untouched.
-#![cfg(feature = "cluster")]
-
-mod cluster_support;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cluster_support::*;
+use crate::support::*;
 use jobq::cluster::memnet::{Raft, Router};
 use jobq::cluster::Node;
 use jobq::JobState;

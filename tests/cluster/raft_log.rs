@@ -1,14 +1,11 @@
 //! Replication (issue 14, first part): the Raft log is the store's log. Three
 //! in-process nodes over an in-memory network: entries carrying data frames are
 //! appended, replicated, applied, survive a leader's loss and a node's restart.
-#![cfg(feature = "cluster")]
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-mod cluster_support;
-
-use cluster_support::*;
+use crate::support::*;
 use jobq::cluster::memnet::{Raft, Router};
 use jobq::cluster::Frames;
 use jobq::codec::frame::{self, FrameKind};

@@ -3,7 +3,6 @@
 //! workload of pushes and finishes, each crash mode in turn; the node restarts
 //! from what survived, as its own leader again, and every acknowledged write is
 //! there, every push whole or absent, nothing uncommitted shown before it commits.
-#![cfg(feature = "cluster")]
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -67,9 +67,7 @@ fn a_node_behind_the_purge_point_catches_up_from_a_snapshot() {
         wait_applied(&raft, end).await;
         assert!(has(&node, k));
         nodes.insert(behind, (raft, node));
-        for (_, (r, n)) in nodes {
-            close(stop(r, n).await);
-        }
+        stop_all(nodes).await;
     });
 }
 
@@ -203,9 +201,7 @@ fn a_follower_receiving_snapshot_chunks_does_not_campaign() {
         let m = fr.metrics().borrow().clone();
         assert!(m.current_term > term, "chunks of a lower vote kept a cut-off follower from campaigning: {m:?}");
         router.isolate(follower, false);
-        for (_, (r, n)) in nodes {
-            close(stop(r, n).await);
-        }
+        stop_all(nodes).await;
     });
 }
 
@@ -315,9 +311,7 @@ async fn restart_as_the_leader(
     wait_applied(&raft, end).await;
     assert_eq!(jobs_of(&node), jobs_of(&nodes[&leader].1));
     nodes.insert(other, (raft, node));
-    for (_, (r, n)) in nodes {
-        close(stop(r, n).await);
-    }
+    stop_all(nodes).await;
 }
 
 /// A damaged or cut snapshot is refused before anything of the node changes;
@@ -427,9 +421,7 @@ fn a_snapshot_being_sent_stays_until_its_stream_ends() {
         assert!(!snap_dir(at).exists(), "and goes after its stream");
         assert!(snap_dir(later).exists());
         drop(node);
-        for (_, (r, n)) in nodes {
-            close(stop(r, n).await);
-        }
+        stop_all(nodes).await;
     });
 }
 
@@ -521,9 +513,7 @@ fn compaction_relocates_through_raft_and_removes_only_what_raft_purged() {
             assert_eq!(jobs_of(n), want, "node {id} after the restart");
             assert!(has(n, k));
         }
-        for (_, (r, n)) in nodes {
-            close(stop(r, n).await);
-        }
+        stop_all(nodes).await;
     });
 }
 

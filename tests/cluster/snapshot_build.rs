@@ -231,8 +231,6 @@ fn a_snapshot_retired_under_a_stream_to_a_vanished_follower_goes() {
 
         router.set_faults(Faults::default(), 1);
         drop((lr, ln));
-        for (_, (r, n)) in nodes {
-            close(stop(r, n).await);
-        }
+        stop_all(nodes).await;
     });
 }

@@ -47,6 +47,13 @@ pub async fn stop(raft: Raft, node: Node) -> Arc<Store> {
     node.store().clone()
 }
 
+/// Stop every node of `nodes` and close its store.
+pub async fn stop_all(nodes: BTreeMap<u64, (Raft, Node)>) {
+    for (_, (raft, node)) in nodes {
+        close(stop(raft, node).await);
+    }
+}
+
 /// Close a node's store once nothing else holds it (Raft's tasks let go of
 /// their handles shortly after its shutdown returns).
 pub fn close(mut store: Arc<Store>) {

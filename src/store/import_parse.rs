@@ -3,6 +3,7 @@
 //! input order (import.rs).
 
 use std::borrow::Cow;
+use std::io::Read;
 use std::sync::Arc;
 
 use super::import_fast::parse_job_fast;
@@ -300,29 +301,23 @@ impl Strings {
     }
 }
 
-/// Fill `buf` from `input` to at least `want` bytes (or the end); returns true at the end.
-/// A read asks for 1 MiB at a time, so where chunks end (and with them the
-/// import's frames) is what it always was for the same input.
+/// Fill `buf` from `input` to `want` bytes (fewer only at the end); returns true
+/// at the end. Where chunks end (and with them the import's frames) depends on
+/// the input's bytes alone, not on how its reads split them. The bytes are read
+/// into the buffer's spare room, which is not zeroed first.
 pub(crate) fn read_more(input: &mut dyn std::io::Read, buf: &mut Vec<u8>, want: usize) -> Result<bool> {
-    while buf.len() < want {
-        let at = buf.len();
-        buf.resize(at + (1 << 20), 0);
-        let n = loop {
-            match input.read(&mut buf[at..]) {
-                Ok(n) => break n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    buf.truncate(at);
-                    return Err(Error::io("read", "import input", e));
-                }
-            }
-        };
-        buf.truncate(at + n);
-        if n == 0 {
-            return Ok(true);
+    let (at, ask) = (buf.len(), want.saturating_sub(buf.len()));
+    if ask == 0 {
+        return Ok(false);
+    }
+    buf.reserve(ask);
+    match std::io::Read::take(&mut *input, ask as u64).read_to_end(buf) {
+        Ok(n) => Ok(n < ask),
+        Err(e) => {
+            buf.truncate(at);
+            Err(Error::io("read", "import input", e))
         }
     }
-    Ok(false)
 }
 
 /// Spare buffers handed back by the importing thread (input chunks, payloads), so

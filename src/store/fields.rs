@@ -77,11 +77,25 @@ fn shorten(raw: &str) -> &str {
 
 /// An integer in i64 range: no fraction, no exponent.
 pub fn integer(name: &str, raw: &str) -> Result<i64> {
-    let digits = raw.strip_prefix('-').unwrap_or(raw);
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+    let (negative, digits) = match raw.strip_prefix('-') {
+        Some(d) => (true, d),
+        None => (false, raw),
+    };
+    // One pass over the digits (every import line has several): checked and
+    // summed, saturating; the range is checked once every byte is a digit.
+    let (mut n, mut digit_only) = (0u64, !digits.is_empty());
+    for b in digits.bytes() {
+        if !b.is_ascii_digit() {
+            digit_only = false;
+            break;
+        }
+        n = n.saturating_mul(10).saturating_add(u64::from(b - b'0'));
+    }
+    if !digit_only {
         return Err(Error::field(name, format!("must be an integer, got {}", shorten(raw))));
     }
-    raw.parse::<i64>().map_err(|_| Error::field(name, format!("integer out of range: {}", shorten(raw))))
+    let v = if negative { 0i64.checked_sub_unsigned(n) } else { i64::try_from(n).ok() };
+    v.ok_or_else(|| Error::field(name, format!("integer out of range: {}", shorten(raw))))
 }
 
 /// `priority`: an integer from 0 to 4.
@@ -183,6 +197,55 @@ pub fn union_tags(tags: &mut Vec<String>, more: Vec<String>) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `integer` as it was written before its one-pass loop.
+    fn integer_by_parse(raw: &str) -> std::result::Result<i64, &'static str> {
+        let digits = raw.strip_prefix('-').unwrap_or(raw);
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return Err("must be an integer");
+        }
+        raw.parse::<i64>().map_err(|_| "integer out of range")
+    }
+
+    #[test]
+    fn integer_edges_read_as_i64_parse_does() {
+        for raw in [
+            "-9223372036854775808",
+            "-9223372036854775809",
+            "9223372036854775807",
+            "9223372036854775808",
+            "18446744073709551616",
+            "99999999999999999999999x",
+            "-0",
+            "007",
+            "",
+            "-",
+            "+1",
+            "1e3",
+            "1.0",
+            " 1",
+        ] {
+            let got = integer("n", raw).map_err(|e| {
+                if e.to_string().contains("must be an integer") {
+                    "must be an integer"
+                } else {
+                    "integer out of range"
+                }
+            });
+            assert_eq!(got, integer_by_parse(raw), "{raw:?}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn integer_reads_as_i64_parse_does(raw in "-?[0-9]{0,22}|[-+0-9.e a]{0,6}|-?9223372036854775[0-9]{3}") {
+            let got = integer("n", &raw).map_err(|e| {
+                let text = e.to_string();
+                if text.contains("must be an integer") { "must be an integer" } else { "integer out of range" }
+            });
+            proptest::prop_assert_eq!(got, integer_by_parse(&raw));
+        }
+    }
 
     #[test]
     fn one_rule_per_field() {

@@ -89,6 +89,30 @@ fn time(name: &str, raw: &str) -> Option<u64> {
     u64::try_from(fields::integer(name, raw).ok()?).ok()
 }
 
+/// A JSON number at `pos` of `b` that is an integer from 0 to `i64::MAX` written
+/// without sign, fraction or exponent: where it ends and its value. None for
+/// anything else (the caller scans it as any value): a sign, a `.`, `e` or `E`
+/// after the digits, or more than `i64::MAX`. A leading `0` ends the number, as
+/// a JSON scanner reads it.
+fn plain_u63(b: &[u8], pos: usize) -> Option<(usize, u64)> {
+    let mut end = pos;
+    let mut v = 0u64;
+    match b.get(pos) {
+        Some(b'0') => end += 1,
+        Some(b'1'..=b'9') => {
+            while let Some(d @ b'0'..=b'9') = b.get(end) {
+                v = v.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
+                end += 1;
+            }
+        }
+        _ => return None,
+    }
+    if matches!(b.get(end), Some(b'.' | b'e' | b'E')) || v > i64::MAX as u64 {
+        return None;
+    }
+    Some((end, v))
+}
+
 /// What a field name is to an import.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Known {
@@ -189,10 +213,16 @@ pub(crate) fn parse_job_fast<'a>(
             return None;
         }
         let vs = ws(b, i + 1);
-        let ve = value_end(b, vs)?;
+        let kind = known(name);
+        // A time of plain digits is read as it is scanned; any other value is
+        // scanned, then read as the general path reads it.
+        let (ve, digits) = match (kind, plain_u63(b, vs)) {
+            (Known::Time(_), Some((end, v))) => (end, Some(v)),
+            _ => (value_end(b, vs)?, None),
+        };
         let raw = &line[vs..ve];
         fields_n += 1;
-        match known(name) {
+        match kind {
             Known::Key => {
                 once(KEY, &mut seen)?;
                 key = Some(plain_str(raw)?.parse::<JobKey>().ok()?);
@@ -227,7 +257,10 @@ pub(crate) fn parse_job_fast<'a>(
             Known::Catalog => return None,
             Known::Time(slot) => {
                 once(TIME << slot, &mut seen)?;
-                job.times[slot] = Some(time(name, raw)?);
+                job.times[slot] = Some(match digits {
+                    Some(v) => v,
+                    None => time(name, raw)?,
+                });
             }
             doc_field => {
                 let bit = 1u64 << (name.len() % 64);
@@ -385,6 +418,18 @@ mod tests {
             r#","key":"5/3/8""#.into(),
             r#","finished_time":-1"#.into(),
             r#","deleted_time":18446744073709551616"#.into(),
+            r#","deleted_time":9223372036854775807"#.into(),
+            r#","deleted_time":9223372036854775808"#.into(),
+            r#","deleted_time":0"#.into(),
+            r#","deleted_time":00"#.into(),
+            r#","deleted_time":01"#.into(),
+            r#","deleted_time":-0"#.into(),
+            r#","deleted_time":1e3"#.into(),
+            r#","deleted_time":1E3"#.into(),
+            r#","deleted_time":1.5"#.into(),
+            r#","deleted_time":0.0"#.into(),
+            r#","deleted_time":"7""#.into(),
+            r#","deleted_time":7 "#.into(),
             r#","deleted_time":4,"state":"deleted""#.into(),
             r#","spider_catalog":{}"#.into(),
             r#","nested":[[[[{"a":[1,2,{"b":null}]}]]]],"t":true,"f":false,"n":null,"e":1.5e-3"#.into(),

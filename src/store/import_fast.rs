@@ -91,26 +91,23 @@ fn time(name: &str, raw: &str) -> Option<u64> {
 
 /// A JSON number at `pos` of `b` that is an integer from 0 to `i64::MAX` written
 /// without sign, fraction or exponent: where it ends and its value. None for
-/// anything else (the caller scans it as any value): a sign, a `.`, `e` or `E`
-/// after the digits, or more than `i64::MAX`. A leading `0` ends the number, as
-/// a JSON scanner reads it.
+/// anything else (the caller scans it as any value): a sign, a leading `0` with
+/// digits after it, a `.`, `e` or `E` after the digits, or more than `i64::MAX`.
 fn plain_u63(b: &[u8], pos: usize) -> Option<(usize, u64)> {
-    let mut end = pos;
-    let mut v = 0u64;
-    match b.get(pos) {
-        Some(b'0') => end += 1,
-        Some(b'1'..=b'9') => {
-            while let Some(d @ b'0'..=b'9') = b.get(end) {
-                v = v.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
-                end += 1;
-            }
+    let (mut end, mut v) = (pos, 0u64);
+    while let Some(&d) = b.get(end) {
+        if !d.is_ascii_digit() {
+            break;
         }
-        _ => return None,
+        v = v.wrapping_mul(10).wrapping_add(u64::from(d - b'0'));
+        end += 1;
     }
-    if matches!(b.get(end), Some(b'.' | b'e' | b'E')) || v > i64::MAX as u64 {
+    // Up to 19 digits fit a u64 (the sum wraps only past them).
+    let n = end - pos;
+    if n == 0 || n > 19 || (n > 1 && b[pos] == b'0') || matches!(b.get(end), Some(b'.' | b'e' | b'E')) {
         return None;
     }
-    Some((end, v))
+    (v <= i64::MAX as u64).then_some((end, v))
 }
 
 /// What a field name is to an import.
@@ -216,9 +213,13 @@ pub(crate) fn parse_job_fast<'a>(
         let kind = known(name);
         // A time of plain digits is read as it is scanned; any other value is
         // scanned, then read as the general path reads it.
-        let (ve, digits) = match (kind, plain_u63(b, vs)) {
-            (Known::Time(_), Some((end, v))) => (end, Some(v)),
-            _ => (value_end(b, vs)?, None),
+        let digits = match kind {
+            Known::Time(_) => plain_u63(b, vs),
+            _ => None,
+        };
+        let (ve, digits) = match digits {
+            Some((end, v)) => (end, Some(v)),
+            None => (value_end(b, vs)?, None),
         };
         let raw = &line[vs..ve];
         fields_n += 1;

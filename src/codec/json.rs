@@ -283,6 +283,12 @@ pub(crate) fn skip_ws(text: &[u8], mut pos: usize) -> usize {
 /// checks one: where its text ends (the closing quote) and whether it holds an
 /// escape; None if it is not a valid string.
 pub(crate) fn string_at(text: &[u8], pos: usize) -> Option<(usize, bool)> {
+    // Most strings are plain to their closing quote: no scanner needed.
+    let start = pos.checked_add(1).filter(|_| text.get(pos) == Some(&b'"'))?;
+    let end = start + plain_run(&text[start..]);
+    if text.get(end) == Some(&b'"') {
+        return Some((end, false));
+    }
     let mut sc = Scanner { s: text, pos, escaped: false };
     let (_, end) = sc.string().ok()?;
     Some((end, sc.escaped))
@@ -292,6 +298,9 @@ pub(crate) fn string_at(text: &[u8], pos: usize) -> Option<(usize, bool)> {
 /// [`scan_object`] checks a field's value (nesting included): where it ends;
 /// None if it is not valid JSON.
 pub(crate) fn value_end(text: &[u8], pos: usize) -> Option<usize> {
+    if text.get(pos) == Some(&b'"') {
+        return string_at(text, pos).map(|(end, _)| end + 1);
+    }
     let mut sc = Scanner { s: text, pos, escaped: false };
     sc.value(1).ok()?;
     Some(sc.pos)
@@ -443,6 +452,23 @@ mod tests {
             ]
         );
         assert_eq!(string_value(r#""\u00e9\ud83d\ude00""#).unwrap(), "é😀");
+    }
+
+    proptest::proptest! {
+        /// The plain-string shortcuts of `string_at` and `value_end` answer as
+        /// the scanner alone does, at every position of any text.
+        #[test]
+        fn shortcuts_answer_as_the_scanner(text in r#"[a"\\ \n{}\[\]:,0-9u\u{e9}]{0,24}"#) {
+            let b = text.as_bytes();
+            for pos in 0..=b.len() + 1 {
+                let mut sc = Scanner { s: b, pos, escaped: false };
+                let want = if pos > b.len() { None } else { sc.string().ok().map(|(_, end)| (end, sc.escaped)) };
+                proptest::prop_assert_eq!(string_at(b, pos), want, "string at {}", pos);
+                let mut sc = Scanner { s: b, pos, escaped: false };
+                let want = if pos > b.len() { None } else { sc.value(1).ok().map(|()| sc.pos) };
+                proptest::prop_assert_eq!(value_end(b, pos), want, "value at {}", pos);
+            }
+        }
     }
 
     #[test]

@@ -410,7 +410,7 @@ mod tests {
         let many: String = (0..40).map(|i| format!(r#","f{i}":{i}"#)).collect();
         let many_tags: String = (0..20).map(|i| format!(r#""t{i}""#)).collect::<Vec<_>>().join(",");
         let long = "x".repeat(1025);
-        let extras = [
+        let mut extras = vec![
             String::new(),
             r#","priority":0"#.into(),
             r#","priority":5"#.into(),
@@ -448,18 +448,6 @@ mod tests {
             r#","key":"5/3/8""#.into(),
             r#","finished_time":-1"#.into(),
             r#","deleted_time":18446744073709551616"#.into(),
-            r#","deleted_time":9223372036854775807"#.into(),
-            r#","deleted_time":9223372036854775808"#.into(),
-            r#","deleted_time":0"#.into(),
-            r#","deleted_time":00"#.into(),
-            r#","deleted_time":01"#.into(),
-            r#","deleted_time":-0"#.into(),
-            r#","deleted_time":1e3"#.into(),
-            r#","deleted_time":1E3"#.into(),
-            r#","deleted_time":1.5"#.into(),
-            r#","deleted_time":0.0"#.into(),
-            r#","deleted_time":"7""#.into(),
-            r#","deleted_time":7 "#.into(),
             r#","deleted_time":4,"state":"deleted""#.into(),
             r#","spider_catalog":{}"#.into(),
             r#","nested":[[[[{"a":[1,2,{"b":null}]}]]]],"t":true,"f":false,"n":null,"e":1.5e-3"#.into(),
@@ -470,6 +458,22 @@ mod tests {
             many.clone(),
             format!("{many},\"f3\":0"),
         ];
+        // Time values the fast path reads as it scans them, or leaves to the general path.
+        let times = [
+            "9223372036854775807",
+            "9223372036854775808",
+            "0",
+            "00",
+            "01",
+            "-0",
+            "1e3",
+            "1E3",
+            "1.5",
+            "0.0",
+            "\"7\"",
+            "7 ",
+        ];
+        extras.extend(times.map(|v| format!(r#","deleted_time":{v}"#)));
         let mut lines = Vec::new();
         for e in &extras {
             lines.push(format!("{{{BASE}{e}}}"));

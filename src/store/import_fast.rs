@@ -158,8 +158,8 @@ fn known(name: &str) -> Known {
     }
 }
 
-/// `a == b` for names of 3 to 16 bytes of equal length, in two overlapping
-/// loads of each instead of a call to `memcmp` (about ten a line).
+/// `a == b`; names of 4 to 16 bytes in two overlapping loads of each instead
+/// of a call to `memcmp` (about ten a line).
 fn same_short(a: &[u8], b: &[u8]) -> bool {
     let n = a.len();
     if n != b.len() {

@@ -86,8 +86,11 @@ fn concurrent_readers_are_rendered_a_few_at_a_time_and_all_answered() {
     for (status, len) in answers {
         assert_eq!((status, len), (200, 300), "every reader gets the whole listing");
     }
-    // A thread that just ended a render may not be idle yet when the next starts.
-    assert!(grew <= 3 * renders + 8, "the server grew by {grew} threads for {READERS} concurrent readers");
+    // A thread that just ended a render may not be idle yet when the next starts,
+    // and the pool then adds one: how often depends on the scheduler. On 2 cores
+    // (4 renders) the growth was 9-22 threads over 51 runs (2026-12-03); without
+    // the bound on renders it was a thread per waiting reader (517 for 150).
+    assert!(grew <= 4 * renders + 12, "the server grew by {grew} threads for {READERS} concurrent readers");
 }
 
 /// `net.core.somaxconn`: the kernel's cap on a listen backlog.

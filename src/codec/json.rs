@@ -284,8 +284,10 @@ pub(crate) fn skip_ws(text: &[u8], mut pos: usize) -> usize {
 /// escape; None if it is not a valid string.
 pub(crate) fn string_at(text: &[u8], pos: usize) -> Option<(usize, bool)> {
     // Most strings are plain to their closing quote: no scanner needed.
-    let start = pos.checked_add(1).filter(|_| text.get(pos) == Some(&b'"'))?;
-    let end = start + plain_run(&text[start..]);
+    if text.get(pos) != Some(&b'"') {
+        return None;
+    }
+    let end = pos + 1 + plain_run(&text[pos + 1..]);
     if text.get(end) == Some(&b'"') {
         return Some((end, false));
     }

@@ -311,7 +311,7 @@ pub(crate) fn read_more(input: &mut dyn std::io::Read, buf: &mut Vec<u8>, want: 
         return Ok(false);
     }
     buf.reserve(ask);
-    match std::io::Read::take(&mut *input, ask as u64).read_to_end(buf) {
+    match Read::take(&mut *input, ask as u64).read_to_end(buf) {
         Ok(n) => Ok(n < ask),
         Err(e) => {
             buf.truncate(at);

@@ -1,7 +1,8 @@
 //! The import's external sort: index entries are sorted in runs, each spilled to a
-//! temp file (through the file-system trait); the runs are then merged into one
-//! index file written piece by piece ([`super::spill_build`]), so that memory holds
-//! a run at a time, never the whole import.
+//! temp file (through the file-system trait) but the last, kept in memory; the
+//! runs are then merged into one index file written piece by piece
+//! ([`super::spill_build`]), so that memory holds a run at a time, never the
+//! whole import.
 //!
 //! A run is a sequence of records, in listing order (project, then `ts` and
 //! `order_seq` descending); a record is 64 bytes plus 4 per tag:
@@ -45,8 +46,13 @@ pub struct Runs {
     ids: FastMap<Arc<str>, u32>,
     pub(crate) names: Vec<Arc<str>>,
     buf: Vec<u8>,
-    /// A run's records in arrival order (kept between runs: no fresh pages each run).
+    /// The next run's records in arrival order (kept between runs: no fresh
+    /// pages each run), and their listing-order keys and offsets in `staged`.
     staged: Vec<u8>,
+    order: Vec<(u32, u64, u64, usize)>,
+    /// The last run when kept in memory, and the offset it stands for.
+    kept: Vec<u8>,
+    kept_at: u64,
 }
 
 /// Keys of which an import holds more than one version: the newest version's
@@ -73,6 +79,9 @@ impl Runs {
             names: Vec::new(),
             buf: Vec::with_capacity(WRITE_BLOCK + (1 << 16)),
             staged: Vec::new(),
+            order: Vec::new(),
+            kept: Vec::new(),
+            kept_at: u64::MAX,
         })
     }
 
@@ -87,22 +96,28 @@ impl Runs {
     }
 
     /// Sort `docs` into listing order and append them to the file as one run.
-    ///
-    /// The records are made first in the order the entries came (their memory,
-    /// and their tag lists', read in order), then copied out in listing order:
-    /// reading the entries themselves in listing order missed the cache twice
-    /// an entry.
     pub fn add_run(&mut self, docs: Vec<DocEntry>) -> Result<()> {
-        if docs.is_empty() {
-            return Ok(());
-        }
+        self.stage(docs);
+        self.write_run()
+    }
+
+    /// Entries staged for the next run.
+    pub fn staged(&self) -> usize {
+        self.order.len()
+    }
+
+    /// Make the run records of `docs` (the next run's, after those staged
+    /// already), in the order they came: their memory, and their tag lists',
+    /// read in order (reading the entries in listing order missed the cache
+    /// twice an entry). [`Runs::write_run`] sorts and writes them.
+    pub fn stage(&mut self, docs: Vec<DocEntry>) {
         let mut staged = std::mem::take(&mut self.staged);
-        staged.clear();
         staged.reserve(docs.len() * (REC + 8));
-        let mut order: Vec<(u32, u64, u64, usize)> = Vec::with_capacity(docs.len());
-        // Term ids of the tag lists of this run, by list: the parse shares one list
+        self.order.reserve(docs.len());
+        // Term ids of the tag lists of `docs`, by list: the parse shares one list
         // among the jobs that have the same tags, and every list here is alive
-        // until the records are made, so its address names it.
+        // until the records are made, so its address names it (within this call
+        // only: a later call's lists may lie where these did).
         let mut lists: FastMap<usize, (usize, usize)> = FastMap::default();
         let mut list_ids: Vec<u32> = Vec::new();
         // The same for single strings (close_reason and unique values).
@@ -111,7 +126,7 @@ impl Runs {
             |runs: &mut Runs, s: &Arc<str>| -> u32 { *words.entry(s.as_ptr() as usize).or_insert_with(|| runs.id(s)) };
         for d in &docs {
             let at = staged.len();
-            order.push((d.project, !d.ts, !d.order_seq, at));
+            self.order.push((d.project, !d.ts, !d.order_seq, at));
             staged.resize(at + REC, 0);
             let unique = d.unique.as_ref().map_or(0, |u| word(self, u) + 1);
             let close = d.close_reason.as_ref().map_or(0, |c| word(self, c) + 1);
@@ -147,8 +162,30 @@ impl Runs {
                 staged.extend_from_slice(&id.to_le_bytes());
             }
         }
-        // The entries are dropped here, on the spilling thread, before the sort.
-        drop(docs);
+        self.staged = staged;
+    }
+
+    /// Sort the staged records into listing order and append them to the file
+    /// as one run (none when nothing is staged).
+    pub fn write_run(&mut self) -> Result<()> {
+        self.sort_run(false)
+    }
+
+    /// Sort the staged records into listing order as the last run, kept in
+    /// memory: the merge reads it from there (it follows the file's runs at the
+    /// offsets it would have had). Nothing is staged or written after it.
+    pub fn keep_last_run(&mut self) {
+        debug_assert!(self.kept.is_empty(), "one run is kept in memory, the last");
+        // In memory nothing fails.
+        let _ = self.sort_run(true);
+        self.done_adding();
+    }
+
+    fn sort_run(&mut self, keep: bool) -> Result<()> {
+        if self.order.is_empty() {
+            return Ok(());
+        }
+        let (mut order, staged) = (std::mem::take(&mut self.order), std::mem::take(&mut self.staged));
         order.sort_unstable();
         let start = self.end;
         self.buf.clear();
@@ -168,24 +205,45 @@ impl Runs {
             };
             let len = REC + 4 * LE::read_u32(&staged[at + 4..at + 8]) as usize;
             self.buf.extend_from_slice(&staged[at..at + len]);
-            if self.buf.len() >= WRITE_BLOCK {
+            if self.buf.len() >= WRITE_BLOCK && !keep {
                 self.flush()?;
             }
         }
         if let Some((p, n)) = counted {
             *self.per_project.entry(p).or_default() += n;
         }
-        self.flush()?;
+        if keep {
+            self.kept_at = self.end;
+            self.kept = std::mem::take(&mut self.buf);
+            self.end += self.kept.len() as u64;
+        } else {
+            self.flush()?;
+        }
         self.runs.push((start, self.end - start));
         self.starts.push(starts);
-        self.staged = staged;
+        // Kept for the next run: no fresh pages each run.
+        (self.order, self.staged) = (order, staged);
+        self.order.clear();
+        self.staged.clear();
         Ok(())
     }
 
     /// Free the buffers of adding runs (none is added after).
     pub fn done_adding(&mut self) {
         self.staged = Vec::new();
+        self.order = Vec::new();
         self.buf = Vec::new();
+    }
+
+    /// Fill `dst` with the runs' bytes from offset `at`: from the file, or from
+    /// the run kept in memory.
+    fn read_at(&self, dst: &mut [u8], at: u64) -> Result<()> {
+        let Some(off) = at.checked_sub(self.kept_at) else {
+            return fs::read_exact_at(&*self.file, dst, at).map_err(|e| Error::io("spill", &self.path, e));
+        };
+        let src = usize::try_from(off).ok().and_then(|o| self.kept.get(o..o.checked_add(dst.len())?));
+        dst.copy_from_slice(src.ok_or_else(|| Error::corrupt(&self.path, at, "a read past the run kept in memory"))?);
+        Ok(())
     }
 
     fn flush(&mut self) -> Result<()> {
@@ -255,7 +313,7 @@ impl Cursor {
         let take = (need - have).max(READ_BLOCK).min(left as usize);
         let at = self.buf.len();
         self.buf.resize(at + take, 0);
-        fs::read_exact_at(&*runs.file, &mut self.buf[at..], self.at).map_err(|e| Error::io("spill", &runs.path, e))?;
+        runs.read_at(&mut self.buf[at..], self.at)?;
         self.at += take as u64;
         Ok(true)
     }

@@ -368,7 +368,9 @@ mod tests {
         let catalog = vec![SpiderEntry { project: 3, spider: 1, next_job: 50, name: "s1".into() }];
         // Projects 3, 5, 9; keys repeat (newer versions supersede), ts ties.
         let docs: Vec<DocEntry> = (0..700u64).map(|i| doc(i, [5, 3, 9][(i % 3) as usize], i % 301, i % 53)).collect();
-        for (run_len, split_docs) in [(1, 0), (7, u64::MAX), (7, 0), (64, 0), (700, 0), (700, u64::MAX)] {
+        for (run_len, split_docs) in
+            [(1, 0), (7, u64::MAX), (7, 0), (64, 0), (700, 0), (700, u64::MAX), (701, 0), (701, u64::MAX)]
+        {
             let fsys: Arc<dyn FileSystem> = Arc::new(sim.clone());
             let mut runs = Runs::create(fsys, Path::new("/d/runs.tmp")).unwrap();
             let mut repeats = Repeats::default();
@@ -382,8 +384,17 @@ mod tests {
                     r.0 = d.order_seq;
                 }
             }
-            for chunk in docs.chunks(run_len) {
-                runs.add_run(chunk.to_vec()).unwrap();
+            let last = docs.len().div_ceil(run_len) - 1;
+            for (k, chunk) in docs.chunks(run_len).enumerate() {
+                // Runs staged whole, or in pieces as the import hands them; the
+                // last written, or kept in memory as the import keeps it.
+                for piece in chunk.chunks(if k % 2 == 0 { run_len } else { 5 }) {
+                    runs.stage(piece.to_vec());
+                }
+                match k == last && run_len % 2 == 1 {
+                    true => runs.keep_last_run(),
+                    false => runs.write_run().unwrap(),
+                }
             }
             let path = build_file_with(runs, &repeats, meta(), &catalog, &[], Path::new("/d"), split_docs).unwrap();
             let got = fs::read_all(&sim, &path).unwrap();

@@ -34,6 +34,8 @@ use crate::model::JobKey;
 const FRAME_JOBS: usize = 4096;
 /// Index entries per sorted run, at most (fewer when `bulk_entries` is smaller).
 const RUN_DOCS: usize = 1 << 18;
+/// Index entries handed to the spilling thread at once, at most.
+const BATCH_DOCS: usize = 1 << 14;
 
 /// What an import did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -60,8 +62,10 @@ struct SavePoint {
 /// Index entries of the imported jobs, as they wait for the spilling thread.
 struct Bulk {
     docs: Vec<DocEntry>,
-    /// Entries per run.
+    /// Entries held before the first are handed to the spilling thread (fewer
+    /// are indexed in memory), and per batch handed after that.
     run: usize,
+    batch: usize,
     spiller: Spiller,
     /// Runs were handed to the spiller (a run file was made).
     spilled: bool,
@@ -77,12 +81,14 @@ struct Bulk {
 }
 
 impl Bulk {
-    /// Hand the entries collected so far to the spilling thread.
-    fn spill(&mut self) -> Result<()> {
-        if self.docs.is_empty() {
+    /// Hand the entries collected so far to the spilling thread once they make
+    /// a batch (`force`: whatever there is).
+    fn spill(&mut self, force: bool) -> Result<()> {
+        let due = if self.spilled { self.batch } else { self.run };
+        if self.docs.is_empty() || (self.docs.len() < due && !force) {
             return Ok(());
         }
-        let docs = std::mem::replace(&mut self.docs, Vec::with_capacity(self.run));
+        let docs = std::mem::replace(&mut self.docs, Vec::with_capacity(self.batch));
         self.spilled = true;
         self.spiller.send(docs)
     }
@@ -195,9 +201,7 @@ fn apply_chunk(w: &mut Writer, c: &mut ParsedChunk, line_base: u64, bulk: &mut B
             }
             bulk.docs.push(e);
         }
-        if bulk.docs.len() >= bulk.run {
-            bulk.spill()?;
-        }
+        bulk.spill(false)?;
         start = end;
     }
     for cat in &c.spiders[catalog..] {
@@ -406,7 +410,8 @@ pub(crate) fn import(inner: &Inner, input: &mut dyn BufRead, progress: &mut dyn 
     let mut w = inner.writer.lock();
     inner.commit.check()?;
     let runs_path = inner.gen_dir.join(format!("import-{:016x}.runs.tmp", w.next_seq));
-    let spiller = Spiller::start(inner.opts.fs.clone(), runs_path)?;
+    let run_len = w.bulk_entries.clamp(1, RUN_DOCS);
+    let spiller = Spiller::start(inner.opts.fs.clone(), runs_path, run_len)?;
     // The import's index files follow the tail's; its frames start a segment.
     w.freeze()?;
     w.log.as_mut().ok_or(Error::ReadOnly)?.start_segment()?;
@@ -437,10 +442,10 @@ pub(crate) fn import(inner: &Inner, input: &mut dyn BufRead, progress: &mut dyn 
         (None, None) => (None, None),
     };
     let txn_first = w.next_seq;
-    let run_len = w.bulk_entries.clamp(1, RUN_DOCS);
     let mut bulk = Bulk {
         docs: Vec::with_capacity(run_len),
         run: run_len,
+        batch: run_len.min(BATCH_DOCS),
         spiller,
         spilled: false,
         uniques: Uniques::default(),
@@ -457,7 +462,7 @@ pub(crate) fn import(inner: &Inner, input: &mut dyn BufRead, progress: &mut dyn 
             bulk.spiller.finish()?;
             return Ok(Pending::Docs(std::mem::take(&mut bulk.docs)));
         }
-        bulk.spill()?;
+        bulk.spill(true)?;
         let runs = bulk.spiller.finish()?;
         runs.map(|r| Pending::Runs(Box::new(r)))
             .ok_or_else(|| Error::corrupt(&inner.gen_dir, 0, "the import's runs vanished"))

@@ -19,7 +19,11 @@ pub(crate) struct Spiller {
 }
 
 impl Spiller {
-    pub fn start(fs: Arc<dyn FileSystem>, path: PathBuf) -> Result<Spiller> {
+    /// Entries come in batches: each is staged as it comes (index/spill.rs), and
+    /// a run is sorted and written once `run_len` entries are staged; the last
+    /// is sorted at the end and kept in memory. Only that last sort follows the
+    /// import's parse.
+    pub fn start(fs: Arc<dyn FileSystem>, path: PathBuf, run_len: usize) -> Result<Spiller> {
         let (tx, rx) = mpsc::sync_channel::<Vec<DocEntry>>(1);
         let handle = std::thread::Builder::new()
             .name("jobq-import-spill".into())
@@ -30,15 +34,16 @@ impl Spiller {
                         Some(r) => r,
                         None => runs.insert(Runs::create(fs.clone(), &path)?),
                     };
-                    if let Err(e) = r.add_run(docs) {
-                        if let Some(r) = runs {
-                            r.discard();
+                    r.stage(docs);
+                    if r.staged() >= run_len {
+                        if let Err(e) = r.write_run() {
+                            return Err(discarded(runs, e));
                         }
-                        return Err(e);
                     }
                 }
                 if let Some(r) = &mut runs {
-                    r.done_adding();
+                    // The last run goes to the merge from memory, not through the file.
+                    r.keep_last_run();
                 }
                 Ok(runs)
             })
@@ -62,6 +67,14 @@ impl Spiller {
             _ => Err(Error::io("spill", "the import's run file", std::io::Error::other("the spilling thread stopped"))),
         }
     }
+}
+
+/// `e`, once the run file is removed.
+fn discarded(runs: Option<Runs>, e: Error) -> Error {
+    if let Some(r) = runs {
+        r.discard();
+    }
+    e
 }
 
 impl Drop for Spiller {

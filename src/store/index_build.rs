@@ -65,7 +65,10 @@ impl IndexBuild {
                 maintain::write_file(inner, &seg)
             }
             Sink::Spill { runs, run, .. } => {
-                spill(runs, std::mem::take(run))?;
+                if let Some(r) = runs.as_mut() {
+                    r.stage(std::mem::take(run));
+                    r.keep_last_run();
+                }
                 let runs = runs.take().ok_or_else(|| Error::corrupt(&path, 0, "an index build was published twice"))?;
                 if inner.commit.durable_seq() < meta.hi_seq {
                     // IMPORTANT: an index is never ahead of the durable log.

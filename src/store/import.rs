@@ -62,9 +62,10 @@ struct SavePoint {
 /// Index entries of the imported jobs, as they wait for the spilling thread.
 struct Bulk {
     docs: Vec<DocEntry>,
-    /// Entries held before the first are handed to the spilling thread (fewer
-    /// are indexed in memory), and per batch handed after that.
+    /// Entries a run holds: held here until they make the first (an import of
+    /// fewer is indexed in memory, with no run file) ...
     run: usize,
+    /// ... and handed to the spilling thread this many at once after that.
     batch: usize,
     spiller: Spiller,
     /// Runs were handed to the spiller (a run file was made).

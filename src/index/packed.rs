@@ -77,7 +77,7 @@ fn offset(slope: i64, j: u64) -> u64 {
 fn sloped_span_wide(vals: &[u64], slope: i64) -> Option<(u64, u32)> {
     let (mut lo, mut hi) = (i128::MAX, i128::MIN);
     for (j, v) in vals.iter().enumerate() {
-        let d = i128::from(*v) - ((i128::from(slope) * j as i128) >> 32);
+        let d = i128::from(*v) - i128::from(offset(slope, j as u64) as i64);
         lo = lo.min(d);
         hi = hi.max(d);
     }
@@ -295,13 +295,23 @@ mod tests {
 
     /// A block's fit as format 6 made it: both lines in 128-bit arithmetic.
     fn fit_wide(vals: &[u64]) -> (u64, i64, u32) {
-        let (lo, w) = sloped_span_wide(vals, 0).expect("a flat line spans at most 64 bits");
-        let mut best = (lo, 0i64, w);
+        let span = |slope: i64| -> Option<(i128, u32)> {
+            let (mut lo, mut hi) = (i128::MAX, i128::MIN);
+            for (j, v) in vals.iter().enumerate() {
+                let d = i128::from(*v) - ((i128::from(slope) * j as i128) >> 32);
+                lo = lo.min(d);
+                hi = hi.max(d);
+            }
+            let w = width_of((hi - lo) as u128);
+            (w <= 64).then_some((lo, w))
+        };
+        let (lo, w) = span(0).expect("a flat line spans at most 64 bits");
+        let mut best = (lo as u64, 0i64, w);
         if vals.len() > 1 {
             let rise = (i128::from(vals[vals.len() - 1]) - i128::from(vals[0])) << 32;
             let slope = (rise / (vals.len() as i128 - 1)).clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64;
-            if let Some((lo, w)) = sloped_span_wide(vals, slope).filter(|(_, w)| *w < best.2) {
-                best = (lo, slope, w);
+            if let Some((lo, w)) = span(slope).filter(|(_, w)| *w < best.2) {
+                best = (lo as u64, slope, w);
             }
         }
         best

@@ -229,7 +229,7 @@ impl Runs {
     }
 
     /// Free the buffers of adding runs (none is added after).
-    pub fn done_adding(&mut self) {
+    fn done_adding(&mut self) {
         self.staged = Vec::new();
         self.order = Vec::new();
         self.buf = Vec::new();

@@ -137,6 +137,12 @@ fn each_field<'a>(object: &'a str, f: impl FnMut(&str, &'a RawValue)) -> Result<
 /// The raw value of field `name` of a JSON object text, if it has one (the last
 /// one when the name repeats). One pass, nothing collected.
 pub fn field<'a>(object: &'a str, name: &str) -> Option<&'a RawValue> {
+    // A key that decodes to `name` is spelled out in the text, or holds an
+    // escape: with neither, no field has the name (no parse needed).
+    let (text, wanted) = (object.as_bytes(), name.as_bytes());
+    if !wanted.is_empty() && memchr::memchr(b'\\', text).is_none() && memchr::memmem::find(text, wanted).is_none() {
+        return None;
+    }
     let mut found = None;
     each_field(object, |n, v| {
         if n == name {
@@ -409,6 +415,26 @@ impl fmt::Debug for MetaDoc {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_field_is_found_however_its_name_is_spelled() {
+        let cases: [(&str, Option<&str>); 9] = [
+            (r#"{"close_reason":"done"}"#, Some(r#""done""#)),
+            (r#"{"close\u005freason":"esc"}"#, Some(r#""esc""#)),
+            (r#"{"a":1,"close_reason":"x","close_reason":"last"}"#, Some(r#""last""#)),
+            (r#"{"a":"close_reason"}"#, None),
+            (r#"{"a":{"close_reason":1}}"#, None),
+            (r#"{"a":"\\"}"#, None),
+            (r#"{"a":1}"#, None),
+            ("{}", None),
+            (r#"{"close_reason":"#, None),
+        ];
+        for (doc, want) in cases {
+            assert_eq!(field(doc, "close_reason").map(|v| v.get()), want, "{doc}");
+        }
+        assert_eq!(field(r#"{"":2}"#, "").map(|v| v.get()), Some("2"));
+        assert_eq!(field(r#"{"q\"":3}"#, "q\"").map(|v| v.get()), Some("3"));
+    }
 
     #[test]
     fn strings_are_escaped_as_serde_json_escapes_them() {

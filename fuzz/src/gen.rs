@@ -100,7 +100,7 @@ pub struct ArbSpider {
 
 impl ArbSpider {
     pub fn entry(&self) -> SpiderEntry {
-        SpiderEntry { project: self.project, spider: self.spider, next_job: self.next_job, name: self.name.0.clone() }
+        SpiderEntry { project: self.project, spider: self.spider, next_job: self.next_job, name: self.name.0.as_str().into() }
     }
 
     pub fn valid_in_catalog(&self) -> bool {

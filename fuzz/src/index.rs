@@ -117,7 +117,7 @@ pub fn build(docs: &[ArbDoc], bulk: u16, catalog: &[(u32, u32, u32, Word)], meta
             project: p.max(&1).to_owned(),
             spider: s.max(&1).to_owned(),
             next_job: n.max(&1).to_owned(),
-            name: if w.0.is_empty() { "s".into() } else { w.0.clone() },
+            name: if w.0.is_empty() { "s".into() } else { w.0.as_str().into() },
         })
         .collect();
     cat.sort_by_key(|e| (e.project, e.spider));

@@ -27,7 +27,7 @@ use byteorder::{LittleEndian as LE, WriteBytesExt};
 use std::borrow::Cow;
 
 pub use super::catalog::{
-    catalog_len, decode_catalog, decode_commit, decode_spider, encode_catalog, encode_commit, encode_spider,
+    check_catalog, decode_catalog, decode_commit, decode_spider, encode_catalog, encode_commit, encode_spider,
     SpiderEntry,
 };
 use super::docz::{Dicts, Packer, Prepacked};

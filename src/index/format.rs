@@ -161,8 +161,8 @@ pub(crate) fn split_catalog(
     b: &[u8],
     version: u32,
 ) -> std::result::Result<(usize, Vec<(u32, usize, usize)>), crate::codec::DecodeError> {
-    let spiders = crate::codec::record::catalog_len(b)?;
-    crate::codec::record::decode_catalog(&b[..spiders])?;
+    // Checked, not decoded: the store decodes one catalog, the chain's last.
+    let spiders = crate::codec::record::check_catalog(b)?;
     if version < 4 {
         if spiders != b.len() {
             return Err(crate::codec::DecodeError::new(spiders, "bytes left over after the catalog"));

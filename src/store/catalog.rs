@@ -3,6 +3,7 @@
 //! Ids are allocated in order and never reused.
 
 use crate::hash::FastMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::codec::record::SpiderEntry;
@@ -21,12 +22,31 @@ struct ProjectSpiders {
 const JSON_IDS: u32 = 1 << 16;
 
 /// Every spider name of every project. Cheap to clone.
-#[derive(Clone, Default, Debug)]
+#[derive(Clone, Debug)]
 pub struct Catalog {
     projects: Arc<FastMap<u32, Arc<ProjectSpiders>>>,
+    /// Names this content: a clone keeps it, a change or another catalog gets a new one.
+    stamp: u64,
+}
+
+/// The next catalog stamp (0 is never given).
+fn new_stamp() -> u64 {
+    static STAMPS: AtomicU64 = AtomicU64::new(1);
+    STAMPS.fetch_add(1, Ordering::Relaxed)
+}
+
+impl Default for Catalog {
+    fn default() -> Catalog {
+        Catalog { projects: Arc::default(), stamp: new_stamp() }
+    }
 }
 
 impl Catalog {
+    /// Equal stamps, equal spiders (names and ids; next job ids are [`JobIds`]').
+    pub fn stamp(&self) -> u64 {
+        self.stamp
+    }
+
     pub fn id(&self, project: u32, name: &str) -> Option<u32> {
         self.projects.get(&project)?.by_name.get(name).copied()
     }
@@ -60,6 +80,7 @@ impl Catalog {
     }
 
     pub fn register(&mut self, project: u32, id: u32, name: &str) {
+        self.stamp = new_stamp();
         let projects = Arc::make_mut(&mut self.projects);
         let p = Arc::make_mut(projects.entry(project).or_default());
         let name: Arc<str> = Arc::from(name);
@@ -96,7 +117,7 @@ impl Catalog {
                     project: *p,
                     spider: *id,
                     next_job: ids.next(*p, *id),
-                    name: name.to_string(),
+                    name: name.clone(),
                 })
             })
             .collect();

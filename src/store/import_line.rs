@@ -117,7 +117,7 @@ fn parse_catalog<'a>(value: &'a str, fields: &mut Vec<RawField<'a>>) -> Result<S
         project: project.ok_or_else(|| missing("project"))?,
         spider: spider.ok_or_else(|| missing("id"))?,
         next_job: next_job.ok_or_else(|| missing("next_job"))?,
-        name,
+        name: name.into(),
     })
 }
 

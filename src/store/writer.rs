@@ -10,7 +10,7 @@ use super::tokens::JobTokens;
 use super::version::{find_in_segments, Found, SegmentSlot, Version};
 use crate::codec::docz::Prepacked;
 use crate::codec::frame::{FrameKind, FLAG_RELOCATED};
-use crate::codec::record::{self, Prev};
+use crate::codec::record::{self, Prev, SpiderEntry};
 use crate::error::{Error, Result};
 use crate::fs::MappedBytes;
 use crate::hash::{FastMap, Interner};
@@ -35,6 +35,8 @@ pub(crate) struct Writer {
     mem_uniques: FastMap<(u32, Arc<str>), u64>,
     pub catalog: Catalog,
     pub job_ids: JobIds,
+    /// [`Writer::catalog_entries`]: the catalog's stamp, and its entries then.
+    catalog_entries: (u64, Vec<SpiderEntry>),
     tags: Interner,
     /// Position of the last frame appended (or replayed, or the chain's last).
     pub last_frame: Option<LogPos>,
@@ -98,6 +100,7 @@ impl Writer {
             mem_uniques: FastMap::default(),
             catalog,
             job_ids,
+            catalog_entries: (0, Vec::new()),
             tags: Interner::default(),
             last_frame: None,
             last_frame_end: None,
@@ -455,6 +458,20 @@ impl Writer {
 
     /// Turn the tail into an index image (in memory; the background writer persists
     /// it once the log under it is durable). Covers `[mem_lo_seq, next_seq)`.
+    /// Every spider with its next job id, as [`Catalog::entries`] sorts them: kept
+    /// from one index image to the next, remade only when the spiders changed.
+    fn catalog_entries(&mut self) -> &[SpiderEntry] {
+        let stamp = self.catalog.stamp();
+        if self.catalog_entries.0 == stamp {
+            for e in &mut self.catalog_entries.1 {
+                e.next_job = self.job_ids.next(e.project, e.spider);
+            }
+        } else {
+            self.catalog_entries = (stamp, self.catalog.entries(&self.job_ids));
+        }
+        &self.catalog_entries.1
+    }
+
     pub fn freeze(&mut self) -> Result<bool> {
         let hi = self.next_seq - 1;
         let Some(last_frame) = self.last_frame.filter(|_| hi >= self.mem_lo_seq) else {
@@ -473,7 +490,8 @@ impl Writer {
             last_frame,
             docs: 0,
         };
-        let image = build::build(docs, meta, &self.catalog.entries(&self.job_ids), &self.reader.dicts.all());
+        let dicts = self.reader.dicts.all();
+        let image = build::build(docs, meta, self.catalog_entries(), &dicts);
         let path = self.gen_dir.join(meta.file_name());
         let seg = IndexSegment::open(MappedBytes::from_vec(image), &path, false)?;
         self.segments.push(SegmentSlot::new(Arc::new(seg)));

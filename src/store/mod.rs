@@ -350,6 +350,7 @@ impl Store {
 
     /// Push jobs (one per spec) into `project`; one answer per spec, in order.
     pub fn push(&self, project: u32, specs: &[PushSpec], actor: Option<&str>) -> Result<Vec<PushResult>> {
+        // Clones share the parsed lines: no copy of their fields.
         let specs = specs.to_vec();
         // Documents are built and packed here, outside the writer lock.
         let docs = ops::push_docs(&specs, actor, &self.inner().reader.dicts);

@@ -4,6 +4,7 @@
 use serde_json::value::RawValue;
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use crate::error::{Error, Result};
 
@@ -25,9 +26,21 @@ fn own(name: &str, v: &RawValue) -> OwnedField {
     (name.to_string(), v.to_owned())
 }
 
-/// One line of a push.
+/// One line of a push, parsed ([`parse_push`]). Shared, not copied, by clones:
+/// a push hands its lines to the writer that runs it.
 #[derive(Debug, Clone)]
-pub struct PushSpec {
+pub struct PushSpec(Arc<PushLine>);
+
+impl std::ops::Deref for PushSpec {
+    type Target = PushLine;
+    fn deref(&self) -> &PushLine {
+        &self.0
+    }
+}
+
+/// The fields of a push line.
+#[derive(Debug)]
+pub struct PushLine {
     pub spider: String,
     pub state: JobState,
     pub priority: i64,
@@ -110,7 +123,7 @@ fn doc_bytes(fields: &[OwnedField]) -> usize {
 /// Parse one push line.
 pub fn parse_push(line: &str) -> Result<PushSpec> {
     let fields = parse_input_object(line)?;
-    let mut spec = PushSpec {
+    let mut spec = PushLine {
         spider: String::new(),
         state: JobState::Pending,
         priority: DEFAULT_PRIORITY,
@@ -146,7 +159,7 @@ pub fn parse_push(line: &str) -> Result<PushSpec> {
         spec.meta.push(("units".to_string(), RawValue::from_string(fields::DEFAULT_UNITS.into()).expect("valid JSON")));
     }
     check_doc_limits(spec.meta.len(), doc_bytes(&spec.meta))?;
-    Ok(spec)
+    Ok(PushSpec(Arc::new(spec)))
 }
 
 /// Changes from metadata fields: maintained fields are ignored, `tags` replaces

@@ -82,9 +82,21 @@ pub enum Target {
     Spider(SpiderKey),
 }
 
-/// One line of an update.
+/// One line of an update, parsed ([`parse_update`]); clones share it, as
+/// [`PushSpec`]'s do.
 #[derive(Debug, Clone)]
-pub struct UpdateSpec {
+pub struct UpdateSpec(Arc<UpdateLine>);
+
+impl std::ops::Deref for UpdateSpec {
+    type Target = UpdateLine;
+    fn deref(&self) -> &UpdateLine {
+        &self.0
+    }
+}
+
+/// The fields of an update line.
+#[derive(Debug)]
+pub struct UpdateLine {
     pub target: Target,
     pub state: Option<JobState>,
     pub changes: Changes,
@@ -204,7 +216,7 @@ pub fn parse_update(line: &str, project: u32) -> Result<UpdateSpec> {
         None => None,
     };
     let rest: Vec<Field<'_>> = fields.into_iter().filter(|(n, _)| n != "key" && n != "state").collect();
-    Ok(UpdateSpec { target, state, changes: changes_from(&rest)? })
+    Ok(UpdateSpec(Arc::new(UpdateLine { target, state, changes: changes_from(&rest)? })))
 }
 
 /// Split a JSON-lines body into its non-blank lines with 1-based line numbers.

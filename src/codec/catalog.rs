@@ -51,9 +51,9 @@ pub fn encode_catalog(entries: &[SpiderEntry], out: &mut Vec<u8>) {
     }
 }
 
-/// Check the catalog at the start of `b` as [`decode_catalog`] does, without
-/// building its entries; returns its length (an index catalog may continue).
-pub fn check_catalog(b: &[u8]) -> Result<usize, DecodeError> {
+/// Walk the catalog at the start of `b`, checking each entry and handing it to
+/// `each`; returns the catalog's length (an index catalog may continue).
+fn walk_catalog(b: &[u8], mut each: impl FnMut(u32, u32, u32, &str)) -> Result<usize, DecodeError> {
     let mut r = ByteReader::new(b);
     let n = r.u32("catalog size")?;
     for _ in 0..n {
@@ -65,27 +65,24 @@ pub fn check_catalog(b: &[u8]) -> Result<usize, DecodeError> {
         if project == 0 || spider == 0 || next_job == 0 || name.is_empty() {
             return Err(DecodeError::new(at, "zero id or empty spider name"));
         }
+        each(project, spider, next_job, name);
     }
     Ok(r.pos())
 }
 
+/// Check the catalog at the start of `b` as [`decode_catalog`] does, without
+/// building its entries; returns its length (an index catalog may continue).
+pub fn check_catalog(b: &[u8]) -> Result<usize, DecodeError> {
+    walk_catalog(b, |_, _, _, _| {})
+}
+
 pub fn decode_catalog(payload: &[u8]) -> Result<Vec<SpiderEntry>, DecodeError> {
-    let mut r = ByteReader::new(payload);
-    let n = r.u32("catalog size")?;
-    let mut out = Vec::with_capacity((n as usize).min(payload.len() / 14));
-    for _ in 0..n {
-        let at = r.pos();
-        let project = r.u32("project")?;
-        let spider = r.u32("spider")?;
-        let next_job = r.u32("next job id")?;
-        let name: Arc<str> = r.str16("spider name")?.into();
-        if project == 0 || spider == 0 || next_job == 0 || name.is_empty() {
-            return Err(DecodeError::new(at, "zero id or empty spider name"));
-        }
-        out.push(SpiderEntry { project, spider, next_job, name });
-    }
-    if r.remaining() != 0 {
-        return Err(DecodeError::new(r.pos(), "bytes left over after the catalog"));
+    let mut out = Vec::new();
+    let len = walk_catalog(payload, |project, spider, next_job, name| {
+        out.push(SpiderEntry { project, spider, next_job, name: name.into() });
+    })?;
+    if len != payload.len() {
+        return Err(DecodeError::new(len, "bytes left over after the catalog"));
     }
     Ok(out)
 }

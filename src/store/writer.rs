@@ -363,7 +363,7 @@ impl Writer {
     /// Append a catalog frame: every spider and its next job id.
     pub fn append_catalog(&mut self, durable_seq: u64) -> Result<()> {
         let mut payload = Vec::new();
-        record::encode_catalog(&self.catalog.entries(&self.job_ids), &mut payload);
+        record::encode_catalog(self.catalog_entries(), &mut payload);
         self.append(FrameKind::Catalog, 0, 1, durable_seq, &payload).map(drop)
     }
 
@@ -456,8 +456,6 @@ impl Writer {
         self.mem.len() >= self.freeze_at
     }
 
-    /// Turn the tail into an index image (in memory; the background writer persists
-    /// it once the log under it is durable). Covers `[mem_lo_seq, next_seq)`.
     /// Every spider with its next job id, as [`Catalog::entries`] sorts them: kept
     /// from one index image to the next, remade only when the spiders changed.
     fn catalog_entries(&mut self) -> &[SpiderEntry] {
@@ -472,6 +470,8 @@ impl Writer {
         &self.catalog_entries.1
     }
 
+    /// Turn the tail into an index image (in memory; the background writer persists
+    /// it once the log under it is durable). Covers `[mem_lo_seq, next_seq)`.
     pub fn freeze(&mut self) -> Result<bool> {
         let hi = self.next_seq - 1;
         let Some(last_frame) = self.last_frame.filter(|_| hi >= self.mem_lo_seq) else {

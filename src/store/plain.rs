@@ -5,9 +5,10 @@
 //! `None` and takes the general path (`Snapshot::render_plain`), which writes
 //! the same bytes and names any damage.
 //!
-//! Writes go to a zeroed room past the output's end ([`Room`]): constant strings
-//! are copied with a fixed length (the bytes past the piece are written over
-//! next), so that no copy of a row calls `memcpy`.
+//! A row is written into a scratch row first ([`Room`]): constant strings are
+//! copied with a fixed length (the bytes past the piece are written over next),
+//! so that no piece of a row calls `memcpy`; the row then goes to the output in
+//! one copy.
 
 use crate::codec::compact;
 use crate::codec::json::plain_run;
@@ -15,12 +16,14 @@ use crate::codec::record::{split_word, RECORD_PREFIX};
 use crate::model::doc::{eight_digits, ASCII_ZEROS};
 use crate::model::JobState;
 
-/// Bytes a fast row may use past the output's length (what it writes past its
-/// end included): 88 before the name, at most `MAX_NAME`, 261 after it without
+/// Bytes of the scratch row a fast row may use (what it writes past its end
+/// included): 88 before the name, at most `MAX_NAME`, 261 after it without
 /// the tags, then each tag at most `MAX_TAG + 3` while below `ROW_ROOM - 128`.
 const ROW_ROOM: usize = 2048;
-/// The room is grown by this much at a time (zeroed once).
-const ROOM: usize = 32 << 10;
+/// Output bytes reserved a row of a page (a compare-data row is about 250), for
+/// at most `RESERVED_ROWS` rows (the output grows as usual past them).
+const TYPICAL_ROW: usize = 256;
+const RESERVED_ROWS: usize = 4096;
 const MAX_NAME: usize = 256;
 const MAX_TAG: usize = 64;
 
@@ -50,43 +53,31 @@ const fn pad(s: &[u8]) -> ([u8; 32], usize) {
     (a, s.len())
 }
 
-/// The output of a page and the zeroed room past what is written: `pos` is the
-/// end of the rows written; `buf` holds at least `ROW_ROOM` bytes past it while
-/// a fast row is written. [`Room::finish`] cuts it back to `pos`.
+/// The output of a page, and a scratch row that a fast row is written into
+/// first (zeroed once a page, `ROW_ROOM` bytes): pieces are copied with fixed
+/// lengths past their ends, so a row needs room past its last byte. A written
+/// row is copied to the output's end in one copy, into reserved capacity.
 pub(super) struct Room<'o> {
     buf: &'o mut Vec<u8>,
-    pos: usize,
+    row: Box<[u8; ROW_ROOM]>,
 }
 
 impl<'o> Room<'o> {
-    pub fn new(buf: &'o mut Vec<u8>) -> Room<'o> {
-        let pos = buf.len();
-        Room { buf, pos }
+    /// `rows`: how many rows the page will hold (reserved for, at a typical row size).
+    pub fn new(buf: &'o mut Vec<u8>, rows: usize) -> Room<'o> {
+        buf.reserve(rows.min(RESERVED_ROWS) * TYPICAL_ROW);
+        Room { buf, row: Box::new([0; ROW_ROOM]) }
     }
 
-    /// The bytes from `pos` on, at least `ROW_ROOM` of them.
-    #[inline]
-    fn room(&mut self) -> &mut [u8] {
-        if self.buf.len() - self.pos < ROW_ROOM {
-            self.buf.resize(self.pos + ROOM, 0);
-        }
-        &mut self.buf[self.pos..]
-    }
-
-    /// The output cut back to the rows written, for a general renderer to append
-    /// to; [`Room::resume`] afterwards.
+    /// The output so far, for a general renderer to append to.
     pub fn vec(&mut self) -> &mut Vec<u8> {
-        self.buf.truncate(self.pos);
         self.buf
     }
 
-    /// Continue after what was appended to [`Room::vec`].
-    pub fn resume(&mut self) {
-        self.pos = self.buf.len();
-    }
-
-    pub fn finish(self) {
-        self.buf.truncate(self.pos);
+    /// Append the first `n` bytes of the scratch row to the output.
+    #[inline]
+    fn push_row(&mut self, n: usize) {
+        self.buf.extend_from_slice(&self.row[..n]);
     }
 }
 
@@ -122,9 +113,9 @@ impl<'a> PlainPage<'a> {
     /// when the row takes the general path.
     #[inline]
     pub fn row(&mut self, rec: &[u8], now: u64, out: &mut Room<'_>) -> bool {
-        match self.write(rec, now, out.room()) {
+        match self.write(rec, now, &mut out.row[..]) {
             Some(n) => {
-                out.pos += n;
+                out.push_row(n);
                 true
             }
             None => false,
@@ -292,9 +283,8 @@ fn put_cached(w: &mut [u8], p: usize, v: u64, cache: &mut (u64, u64, usize)) -> 
 #[doc(hidden)]
 pub fn one_pass_row(project: u32, names: &[Option<Box<[u8]>>], rec: &[u8], now: u64) -> Option<Vec<u8>> {
     let mut out = Vec::new();
-    let mut room = Room::new(&mut out);
+    let mut room = Room::new(&mut out, 1);
     let written = PlainPage::new(project, names).row(rec, now, &mut room);
-    room.finish();
     written.then_some(out)
 }
 

@@ -264,11 +264,11 @@ impl Snapshot {
             return Ok(());
         }
         let mut page = PlainPage::new(project, self.version.catalog.names_json(project));
-        let mut room = Room::new(out);
+        let mut room = Room::new(out, hits.len());
         let mut i = 0;
         while i < hits.len() {
             let mut k = i;
-            let done = self.reader.each_mapped(hits[i..].iter().map(|h| h.loc), |bytes| {
+            i += self.reader.each_mapped(hits[i..].iter().map(|h| h.loc), |bytes| {
                 let now = hits[k].listed_ms;
                 k += 1;
                 if page.row(bytes, now, &mut room) {
@@ -277,31 +277,16 @@ impl Snapshot {
                 let out = room.vec();
                 let r = row::decode_row(bytes).and_then(|row| self.render_plain(project, &row, now, out));
                 out.push(b'\n');
-                room.resume();
                 r
-            });
-            let done = match done {
-                Ok(n) => n,
-                Err(e) => {
-                    room.finish();
-                    return Err(e);
-                }
-            };
-            i += done;
+            })?;
             if let Some(h) = hits.get(i) {
                 // Not in a map: read the general way.
                 let out = room.vec();
-                let r = self.render_row(project, h, None, out);
+                self.render_row(project, h, None, out)?;
                 out.push(b'\n');
-                room.resume();
-                if let Err(e) = r {
-                    room.finish();
-                    return Err(e);
-                }
                 i += 1;
             }
         }
-        room.finish();
         Ok(())
     }
 

@@ -1,7 +1,8 @@
 //! Set algebra on cursors: intersection (cheapest first), union, exclusion.
 
 use super::docset::{
-    and_in, andnot_in, fill_in, or_in, span, Block, DocId, DocSet, Scratch, Words, ALL_WORDS, TERMINATED,
+    and_in, andnot_in, block_of, fill_in, mask_block, mask_words, or_in, span, Block, DocId, DocSet, Scratch, Words,
+    ALL_WORDS, TERMINATED,
 };
 
 type Boxed<'a> = Box<dyn DocSet + 'a>;
@@ -121,6 +122,72 @@ impl DocSet for Intersection<'_> {
             }
             return Some(b);
         }
+    }
+}
+
+/// The docs of one set within `[lo, hi)`: what intersecting it with a range
+/// gives, the range kept as two bounds, so that a listing of one list steps
+/// through its docs without aligning a second cursor at each. Positioned (on
+/// its first doc) when made.
+pub struct Clipped<'a> {
+    set: Boxed<'a>,
+    lo: DocId,
+    hi: DocId,
+}
+
+impl<'a> Clipped<'a> {
+    pub fn new(mut set: Boxed<'a>, lo: DocId, hi: DocId) -> Clipped<'a> {
+        set.seek(lo);
+        Clipped { set, lo, hi }
+    }
+
+    #[inline]
+    fn clip(&self, d: DocId) -> DocId {
+        if d < self.hi {
+            d
+        } else {
+            TERMINATED
+        }
+    }
+}
+
+impl DocSet for Clipped<'_> {
+    fn doc(&self) -> DocId {
+        self.clip(self.set.doc())
+    }
+    fn advance(&mut self) -> DocId {
+        let d = self.set.advance();
+        self.clip(d)
+    }
+    fn seek(&mut self, target: DocId) -> DocId {
+        let d = self.set.seek(target);
+        self.clip(d)
+    }
+    fn cost(&self) -> u64 {
+        self.set.cost().min(u64::from(self.hi.saturating_sub(self.lo)))
+    }
+    fn fill_words(&mut self, b: u32, words: Words, out: &mut Block) {
+        self.set.fill_words(b, words.clone(), out);
+        mask_words(b, self.lo, self.hi, words, out);
+    }
+    fn and_words(&mut self, b: u32, words: Words, out: &mut Block, scratch: &mut Block) {
+        self.set.and_words(b, words.clone(), out, scratch);
+        mask_words(b, self.lo, self.hi, words, out);
+    }
+    fn fill_block(&mut self, b: u32, out: &mut Block) {
+        self.set.fill_block(b, out);
+        mask_block(b, self.lo, self.hi, out);
+    }
+    fn and_block(&mut self, b: u32, out: &mut Block, scratch: &mut Block) {
+        self.set.and_block(b, out, scratch);
+        mask_block(b, self.lo, self.hi, out);
+    }
+    fn next_block(&self, b: u32) -> Option<u32> {
+        if self.lo >= self.hi {
+            return None;
+        }
+        let n = self.set.next_block(b.max(block_of(self.lo)))?;
+        (n <= block_of(self.hi - 1)).then_some(n)
     }
 }
 

@@ -12,7 +12,7 @@
 use super::blocked::Blocked;
 use super::docset::{block_of, DocId, DocSet, Range};
 use super::filter::Filter;
-use super::ops::{Exclusion, Intersection, Union};
+use super::ops::{Clipped, Exclusion, Intersection, Union};
 use crate::index::posting::Posting;
 use crate::index::{DeadSet, DocEntry, Section};
 use crate::model::JobState;
@@ -151,6 +151,8 @@ impl Resolved<'_> {
         let positioned = listing && !blocked;
         let mut set: Boxed<'a> = match all.len() {
             1 => all.pop().expect("one child"),
+            // The range and one list: the list within the range's bounds.
+            2 if positioned => Box::new(Clipped::new(all.pop().expect("a list"), lo, hi)),
             _ if positioned => Box::new(Intersection::new(all)),
             _ => Box::new(Intersection::unpositioned(all)),
         };

@@ -3,8 +3,8 @@
 //! sets, ranges, and their compositions), ranges at a block's edges, empty ranges;
 //! and the whole-block methods against the whole range.
 
-use super::docset::{Block, DocId, DocSet, Empty, Range, Words, ALL_WORDS, BLOCK_WORDS};
-use super::ops::{Exclusion, Intersection, Union};
+use super::docset::{Block, DocId, DocSet, Empty, Range, Words, ALL_WORDS, BLOCK_WORDS, TERMINATED};
+use super::ops::{Clipped, Exclusion, Intersection, Union};
 use crate::index::block_cache::{BlockCache, ADMIT_VALUES};
 use crate::index::deadset::DeadSet;
 use crate::index::posting::{encode, Posting};
@@ -115,6 +115,34 @@ fn check<'a>(r: &mut Rng, docs: &[DocId], make: &mut dyn FnMut() -> Box<dyn DocS
     }
 }
 
+/// The cursor of the sets `make` builds (positioned) against `docs`: every doc
+/// by `advance`, random forward `seek`s, and `next_block` never passing a block
+/// that holds a doc.
+fn steps_match<'a>(r: &mut Rng, docs: &[DocId], make: &mut dyn FnMut() -> Box<dyn DocSet + 'a>) {
+    let mut set = make();
+    let mut seen = vec![set.doc()];
+    while *seen.last().unwrap() != TERMINATED {
+        seen.push(set.advance());
+    }
+    assert_eq!(&seen[..seen.len() - 1], docs, "advance");
+    for _ in 0..8 {
+        let mut set = make();
+        let mut target = 0;
+        for _ in 0..6 {
+            target += r.below(1 << 15) as DocId;
+            let want = docs.iter().copied().find(|d| *d >= target).unwrap_or(TERMINATED);
+            assert_eq!(set.seek(target), want, "seek {target}");
+            assert_eq!(set.doc(), want, "doc after seek {target}");
+        }
+    }
+    let set = make();
+    for b in 0..5 {
+        if let Some(d) = docs.iter().find(|d| *d >> 16 >= b) {
+            assert!(set.next_block(b).is_some_and(|n| n >= b && n <= d >> 16), "next_block {b}");
+        }
+    }
+}
+
 #[test]
 fn word_ranges_match_whole_blocks_masked() {
     let mut r = Rng(7);
@@ -134,6 +162,9 @@ fn word_ranges_match_whole_blocks_masked() {
         let range: Vec<DocId> = (lo..hi).collect();
         check(&mut r, &range, &mut || Box::new(Range::new(lo, hi)));
         check(&mut r, &[], &mut || Box::new(Empty));
+        let inside: Vec<DocId> = a.iter().copied().filter(|d| (lo..hi).contains(d)).collect();
+        check(&mut r, &inside, &mut || Box::new(Clipped::new(Box::new(qa.cursor()), lo, hi)));
+        steps_match(&mut r, &inside, &mut || Box::new(Clipped::new(Box::new(qa.cursor()), lo, hi)));
         let both: Vec<DocId> = a.iter().copied().filter(|d| c.contains(d) && (lo..hi).contains(d)).collect();
         check(&mut r, &both, &mut || {
             Box::new(Intersection::new(vec![

@@ -177,6 +177,7 @@ fn write_rounds(cfg: &Config, runs: &mut [SideRun; 2], raw: &mut Vec<(f64, f64)>
 fn parent(cfg: &Config) {
     let started = Instant::now();
     let load_before = machine::loadavg();
+    let probes_before = machine::speed_probes();
     let (data, data_bytes) = ensure_data(cfg);
     let mut runs = [load_and_query(cfg, Side::Jobq), load_and_query(cfg, Side::Sqlite)];
     let mut raw = Vec::new();
@@ -197,6 +198,7 @@ fn parent(cfg: &Config) {
         raw_fsync: raw,
         load_before,
         load_after: machine::loadavg(),
+        speed_probes: (probes_before, machine::speed_probes()),
         machine: machine::describe(),
         elapsed: started.elapsed(),
     };

@@ -20,6 +20,8 @@ pub struct Context<'a> {
     pub raw_fsync: Vec<(f64, f64)>,
     pub load_before: String,
     pub load_after: String,
+    /// [`crate::machine::speed_probes`] before and after the run.
+    pub speed_probes: ((f64, f64), (f64, f64)),
     pub machine: String,
     pub elapsed: Duration,
 }
@@ -129,6 +131,11 @@ pub fn write(out: &mut String, ctx: &Context<'_>, jobq: &SideRun, sqlite: &SideR
         ctx.load_before,
         ctx.load_after,
         ctx.elapsed.as_secs_f64()
+    );
+    let ((alu0, load0), (alu1, load1)) = ctx.speed_probes;
+    let _ = writeln!(
+        out,
+        "- speed probes (best of 3; lower is faster): a fixed ALU chain {alu0:.0} ms before, {alu1:.0} ms after; a dependent random load over 64 MiB {load0:.0} ns before, {load1:.0} ns after"
     );
     let _ = writeln!(
         out,

@@ -396,8 +396,37 @@ pub fn walk_blocks(
     }
 }
 
-/// Docs `[lo, hi)` matching `set`, counted a block at a time.
+/// Below this many docs a block of the range (by the set's cost), a count steps
+/// through the docs instead of filling whole blocks: filling and intersecting a
+/// block's bitmaps costs about what stepping through that many docs does.
+const STEP_COUNT_BELOW: u64 = 64;
+
+/// Docs `[lo, hi)` matching `set` (a set not moved yet): stepped through one by
+/// one when the set is sparse over the range (a rare spider or tag over many
+/// blocks), else counted a block at a time. Moves the cursor.
 pub fn count_in(set: &mut dyn DocSet, lo: DocId, hi: DocId) -> u64 {
+    if lo >= hi {
+        return 0;
+    }
+    let blocks = u64::from(block_of(hi - 1) - block_of(lo)) + 1;
+    match set.cost() < STEP_COUNT_BELOW * blocks {
+        true => count_steps(set, lo, hi),
+        false => count_blocks(set, lo, hi),
+    }
+}
+
+/// [`count_in`] a doc at a time.
+pub fn count_steps(set: &mut dyn DocSet, lo: DocId, hi: DocId) -> u64 {
+    let (mut n, mut d) = (0, set.seek(lo));
+    while d < hi {
+        n += 1;
+        d = set.advance();
+    }
+    n
+}
+
+/// [`count_in`] a block at a time (does not move the cursor).
+pub fn count_blocks(set: &mut dyn DocSet, lo: DocId, hi: DocId) -> u64 {
     let mut total = 0;
     walk_blocks(set, lo, hi, &mut BlockBuf::new(), |_, blk| {
         total += popcount(blk);

@@ -276,3 +276,45 @@ fn blocks_are_reused_within_a_thread() {
     let kept = crate::query::docset::spare_blocks();
     assert!((1..=16).contains(&kept), "{kept} spare blocks kept");
 }
+
+/// A count steps through a sparse set and fills blocks of a dense one: both ways,
+/// and the choice, give the docs in the range, for each kind of tree a count
+/// builds (unpositioned intersections and exclusions).
+#[test]
+fn counts_by_steps_and_by_blocks_agree() {
+    use super::docset::{count_blocks, count_in, count_steps};
+    let mut r = Rng(11);
+    for round in 0..24 {
+        let a = random_docs(&mut r, round % 4 == 0);
+        let c = random_docs(&mut r, round % 5 == 1);
+        let (mut pa, mut pc) = (Vec::new(), Vec::new());
+        encode(&a, &mut pa);
+        encode(&c, &mut pc);
+        let (qa, qc) = (Posting::new(&pa), Posting::new(&pc));
+        let mut either: Vec<DocId> = a.iter().chain(&c).copied().collect();
+        either.sort_unstable();
+        either.dedup();
+        type Make<'a> = Box<dyn Fn() -> Box<dyn DocSet + 'a> + 'a>;
+        let sets: [(Vec<DocId>, Make<'_>); 4] = [
+            (a.clone(), Box::new(|| Box::new(qa.cursor()))),
+            (
+                a.iter().copied().filter(|d| c.contains(d)).collect(),
+                Box::new(|| Box::new(Intersection::unpositioned(vec![Box::new(qa.cursor()), Box::new(qc.cursor())]))),
+            ),
+            (
+                a.iter().copied().filter(|d| !c.contains(d)).collect(),
+                Box::new(|| Box::new(Exclusion::unpositioned(Box::new(qa.cursor()), Box::new(qc.cursor())))),
+            ),
+            (either, Box::new(|| Box::new(Union::new(vec![Box::new(qa.cursor()), Box::new(qc.cursor())])))),
+        ];
+        for _ in 0..4 {
+            let (lo, hi) = (r.below(3 << 16) as DocId, r.below(4 << 16) as DocId);
+            for (docs, make) in &sets {
+                let want = docs.iter().filter(|d| (lo..hi).contains(d)).count() as u64;
+                assert_eq!(count_steps(&mut *make(), lo, hi), want, "steps [{lo}, {hi})");
+                assert_eq!(count_blocks(&mut *make(), lo, hi), want, "blocks [{lo}, {hi})");
+                assert_eq!(count_in(&mut *make(), lo, hi), want, "count [{lo}, {hi})");
+            }
+        }
+    }
+}

@@ -48,6 +48,17 @@ fn random_docs(r: &mut Rng, flat: bool) -> Vec<DocId> {
     out
 }
 
+/// Two random doc lists of round `round` (flat ones now and then) and their
+/// encoded postings.
+fn two_lists(r: &mut Rng, round: u32) -> ([Vec<DocId>; 2], [Vec<u8>; 2]) {
+    let a = random_docs(r, round.is_multiple_of(4));
+    let c = random_docs(r, round % 5 == 1);
+    let (mut pa, mut pc) = (Vec::new(), Vec::new());
+    encode(&a, &mut pa);
+    encode(&c, &mut pc);
+    ([a, c], [pa, pc])
+}
+
 /// The bits of `docs` in block `b`.
 fn bits_of(docs: &[DocId], b: u32) -> Box<Block> {
     let mut out = Box::new([0u64; BLOCK_WORDS]);
@@ -147,11 +158,7 @@ fn steps_match<'a>(r: &mut Rng, docs: &[DocId], make: &mut dyn FnMut() -> Box<dy
 fn word_ranges_match_whole_blocks_masked() {
     let mut r = Rng(7);
     for round in 0..24 {
-        let a = random_docs(&mut r, round % 4 == 0);
-        let c = random_docs(&mut r, round % 5 == 1);
-        let (mut pa, mut pc) = (Vec::new(), Vec::new());
-        encode(&a, &mut pa);
-        encode(&c, &mut pc);
+        let ([a, c], [pa, pc]) = two_lists(&mut r, round);
         let (qa, qc) = (Posting::new(&pa), Posting::new(&pc));
         assert_eq!(qa.docs(), a);
         check(&mut r, &a, &mut || Box::new(qa.cursor()));
@@ -285,11 +292,7 @@ fn counts_by_steps_and_by_blocks_agree() {
     use super::docset::{count_blocks, count_in, count_steps};
     let mut r = Rng(11);
     for round in 0..24 {
-        let a = random_docs(&mut r, round % 4 == 0);
-        let c = random_docs(&mut r, round % 5 == 1);
-        let (mut pa, mut pc) = (Vec::new(), Vec::new());
-        encode(&a, &mut pa);
-        encode(&c, &mut pc);
+        let ([a, c], [pa, pc]) = two_lists(&mut r, round);
         let (qa, qc) = (Posting::new(&pa), Posting::new(&pc));
         let mut either: Vec<DocId> = a.iter().chain(&c).copied().collect();
         either.sort_unstable();

@@ -288,11 +288,14 @@ impl Cursor {
         Cursor { at: start, end: start + len, buf: Vec::new(), pos: 0 }
     }
 
-    /// Run `i` from its first record of a project `>= project` on.
-    pub fn from_project(runs: &Runs, i: usize, project: u32) -> Cursor {
+    /// The records of run `i` of the projects in `lo..hi` (nothing past them is
+    /// read: a run's blocks are read once over all the ranges).
+    pub fn of_projects(runs: &Runs, i: usize, (lo, hi): (u64, u64)) -> Cursor {
         let (start, len) = runs.runs[i];
-        let at = runs.starts[i].iter().find(|(p, _)| *p >= project).map_or(start + len, |(_, at)| *at);
-        Cursor::new((at, start + len - at))
+        let first_from =
+            |bound: u64| runs.starts[i].iter().find(|(p, _)| u64::from(*p) >= bound).map_or(start + len, |(_, at)| *at);
+        let (at, end) = (first_from(lo), first_from(hi));
+        Cursor::new((at, end.max(at) - at))
     }
 
     /// Make at least `need` bytes available from `pos`; false at the run's end.

@@ -7,9 +7,10 @@
 
 use std::cell::RefCell;
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BTreeMap, BinaryHeap};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
 
 use byteorder::{ByteOrder, LittleEndian as LE};
 
@@ -24,8 +25,8 @@ use crate::fs::{self, FileSystem, FsFile, OpenMode};
 use crate::hash::FastMap;
 use crate::model::JobState;
 
-/// Where sections are written: the index file, or memory (sections built on a
-/// second thread, written after the first thread's; a section's bytes do not
+/// Where sections are written: the index file, or memory (a piece built on a
+/// builder thread, written in file order later; a section's bytes do not
 /// depend on where it lies). Failures name the file.
 struct Out<'a> {
     file: Option<&'a dyn FsFile>,
@@ -50,7 +51,7 @@ impl Out<'_> {
     }
 }
 
-/// Docs an import's index holds at least before its sections are built on two threads.
+/// Docs an import's index holds at least before it is built in pieces on two threads.
 const SPLIT_DOCS: u64 = 1 << 16;
 
 /// One project's section while its docs stream in (listing order).
@@ -232,62 +233,140 @@ fn write_file(
     let file = fsys.open(tmp, OpenMode::CreateNew).map_err(err)?;
     let counts = runs.kept_per_project(repeats);
     let total: u64 = counts.values().sum();
-    // The projects from `split` on are built on a second thread (about half the
-    // docs), into memory, and written after the first thread's sections.
     let mut projects: Vec<(u32, u64)> = counts.iter().map(|(p, n)| (*p, *n)).collect();
     projects.sort_unstable();
-    let mut before = 0;
-    let split = projects.iter().find_map(|(p, n)| {
-        before += n;
-        (before * 2 >= total).then_some(*p)
-    });
-    let split = split.and_then(|s| projects.iter().map(|(p, _)| *p).find(|p| *p > s)).filter(|_| total >= split_docs);
+    let pieces = piece_bounds(&projects, total, if total >= split_docs { PIECES } else { 1 });
+    let (dir, end) = build_pieces(runs, repeats, &counts, &pieces, &*file, tmp)?;
     let first = Out { file: Some(&*file), mem: RefCell::default(), path: tmp };
-    let counts = &counts;
-    let (first_built, second) = std::thread::scope(|scope| {
-        let second = split.map(|s| {
-            scope.spawn(move || {
-                let out = Out { file: None, mem: RefCell::default(), path: tmp };
-                merge_projects(runs, repeats, counts, (s, u32::MAX), &out, 0).map(|r| (r, out.mem.into_inner()))
-            })
-        });
-        let built =
-            merge_projects(runs, repeats, counts, (0, split.unwrap_or(u32::MAX)), &first, format::HEADER_LEN as u64);
-        let second =
-            second.map(|h| h.join().unwrap_or_else(|_| Err(Error::corrupt(tmp, 0, "an index builder stopped"))));
-        (built, second)
-    });
-    let (mut dir, mut end) = first_built?;
-    if let Some(second) = second {
-        let ((more, more_end), bytes) = second?;
-        let shift = align8(end);
-        if !more.is_empty() {
-            first.write(&bytes, shift)?;
-            dir.extend(more.into_iter().map(|d| DirEntry { offset: d.offset + shift, ..d }));
-            end = more_end + shift;
-        }
-    }
     let head = format::encode_header(&SegmentMeta { docs: total, ..meta });
     first.write(&encode_tail(end, &head, &dir, catalog, dicts), end)?;
     first.write(&head, 0)?;
     file.sync_data().map_err(err)
 }
 
-/// Merge the runs' records of the projects in `lo..hi` into sections written to
-/// `out` from `start` on: their directory entries and where the last one ends.
+/// Pieces a large import's index is built in, on two threads.
+const PIECES: u64 = 16;
+
+/// Consecutive ranges of whole projects (`lo..hi`, ids as u64 so that the last
+/// range's end, 2^32, lies past every project), each about `total / pieces` docs.
+fn piece_bounds(projects: &[(u32, u64)], total: u64, pieces: u64) -> Vec<(u64, u64)> {
+    let target = total.div_ceil(pieces.max(1)).max(1);
+    let (mut out, mut lo, mut docs) = (Vec::new(), 0u64, 0u64);
+    for (p, n) in projects {
+        docs += n;
+        if docs >= target {
+            out.push((lo, u64::from(*p) + 1));
+            (lo, docs) = (u64::from(*p) + 1, 0);
+        }
+    }
+    match out.last_mut() {
+        Some(last) if docs == 0 => last.1 = ALL_PROJECTS,
+        _ => out.push((lo, ALL_PROJECTS)),
+    }
+    out
+}
+
+/// Past every project id.
+const ALL_PROJECTS: u64 = 1 << 32;
+
+/// Build the sections of `pieces` after the header: one piece in this thread,
+/// straight into `file`; more on two builder threads, the first piece straight
+/// into `file`, the others in memory, written here in file order as they come
+/// (the serial tail is the last piece). The directory and where the last section ends.
+fn build_pieces(
+    runs: &Runs,
+    repeats: &Repeats,
+    counts: &FastMap<u32, u64>,
+    pieces: &[(u64, u64)],
+    file: &dyn FsFile,
+    tmp: &Path,
+) -> Result<(Vec<DirEntry>, u64)> {
+    let head_len = format::HEADER_LEN as u64;
+    let to_file = || Out { file: Some(file), mem: RefCell::default(), path: tmp };
+    if pieces.len() == 1 {
+        return merge_projects(runs, repeats, counts, pieces[0], &to_file(), head_len);
+    }
+    type Built = Result<((Vec<DirEntry>, u64), Vec<u8>)>;
+    let next = AtomicUsize::new(0);
+    let (tx, rx) = mpsc::channel::<(usize, Built)>();
+    std::thread::scope(|scope| {
+        let builders: Vec<_> = (0..2)
+            .map(|_| {
+                let (tx, next) = (tx.clone(), &next);
+                scope.spawn(move || loop {
+                    let k = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(range) = pieces.get(k) else { return };
+                    let (out, start) = match k {
+                        0 => (to_file(), head_len),
+                        _ => (Out { file: None, mem: RefCell::default(), path: tmp }, 0),
+                    };
+                    let built = merge_projects(runs, repeats, counts, *range, &out, start);
+                    let failed = built.is_err();
+                    if tx.send((k, built.map(|b| (b, out.mem.into_inner())))).is_err() || failed {
+                        next.store(pieces.len(), Ordering::Relaxed);
+                        return;
+                    }
+                })
+            })
+            .collect();
+        drop(tx);
+        let written = write_in_order(&rx, pieces.len(), &to_file(), head_len);
+        // The builders stop at their next piece once `rx` is gone.
+        drop(rx);
+        let stopped = builders.into_iter().fold(false, |stopped, b| b.join().is_err() || stopped);
+        match (written, stopped) {
+            (Err(e), _) => Err(e),
+            (Ok(_), true) => Err(Error::corrupt(tmp, 0, "an index builder stopped")),
+            (Ok(built), false) => Ok(built),
+        }
+    })
+}
+
+/// Receive the `n` built pieces and write them one after the other from
+/// `start` on (piece 0 is in the file already, from `start`).
+fn write_in_order(
+    rx: &mpsc::Receiver<(usize, Result<((Vec<DirEntry>, u64), Vec<u8>)>)>,
+    n: usize,
+    out: &Out<'_>,
+    start: u64,
+) -> Result<(Vec<DirEntry>, u64)> {
+    let (mut dir, mut end) = (Vec::new(), start);
+    let mut ready = BTreeMap::new();
+    let mut want = 0;
+    while want < n {
+        let Ok((k, built)) = rx.recv() else {
+            return Err(Error::corrupt(out.path, 0, "an index builder stopped"));
+        };
+        ready.insert(k, built?);
+        while let Some(((more, more_end), bytes)) = ready.remove(&want) {
+            if want == 0 {
+                (dir, end) = (more, more_end);
+            } else if !more.is_empty() {
+                let shift = align8(end);
+                out.write(&bytes, shift)?;
+                dir.extend(more.into_iter().map(|d| DirEntry { offset: d.offset + shift, ..d }));
+                end = more_end + shift;
+            }
+            want += 1;
+        }
+    }
+    Ok((dir, end))
+}
+
+/// Merge the runs' records of the projects in `range` (`lo..hi`) into sections
+/// written to `out` from `start` on: their directory entries and where the last one ends.
 fn merge_projects(
     runs: &Runs,
     repeats: &Repeats,
     counts: &FastMap<u32, u64>,
-    (lo, hi): (u32, u32),
+    range: (u64, u64),
     out: &Out<'_>,
     start: u64,
 ) -> Result<(Vec<DirEntry>, u64)> {
-    let mut cursors: Vec<Cursor> = (0..runs.runs.len()).map(|i| Cursor::from_project(runs, i, lo)).collect();
+    let mut cursors: Vec<Cursor> = (0..runs.runs.len()).map(|i| Cursor::of_projects(runs, i, range)).collect();
     let mut heap = BinaryHeap::with_capacity(cursors.len());
-    let within = |r: &[u8]| LE::read_u32(&r[0..4]) < hi;
     for (i, c) in cursors.iter_mut().enumerate() {
-        if let Some(r) = c.peek(runs)?.filter(|r| within(r)) {
+        if let Some(r) = c.peek(runs)? {
             heap.push(Reverse((order_of(r), i)));
         }
     }
@@ -315,7 +394,7 @@ fn merge_projects(
             }
         }
         c.advance(len);
-        if let Some(r) = c.peek(runs)?.filter(|r| within(r)) {
+        if let Some(r) = c.peek(runs)? {
             heap.push(Reverse((order_of(r), i)));
         }
     }
@@ -332,7 +411,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::fs::SimFs;
+    use crate::fs::{Fault, FaultKind, SimFs};
     use crate::index::{build, DocEntry};
     use crate::log::LogPos;
 
@@ -366,8 +445,10 @@ mod tests {
         let sim = SimFs::new();
         sim.create_dir(Path::new("/d")).unwrap();
         let catalog = vec![SpiderEntry { project: 3, spider: 1, next_job: 50, name: "s1".into() }];
-        // Projects 3, 5, 9; keys repeat (newer versions supersede), ts ties.
-        let docs: Vec<DocEntry> = (0..700u64).map(|i| doc(i, [5, 3, 9][(i % 3) as usize], i % 301, i % 53)).collect();
+        // Projects 3, 5, 9 and the largest id; keys repeat (newer versions
+        // supersede), ts ties.
+        let projects = [5, 3, 9, u32::MAX];
+        let docs: Vec<DocEntry> = (0..700u64).map(|i| doc(i, projects[(i % 4) as usize], i % 301, i % 53)).collect();
         for (run_len, split_docs) in
             [(1, 0), (7, u64::MAX), (7, 0), (64, 0), (700, 0), (700, u64::MAX), (701, 0), (701, u64::MAX)]
         {
@@ -405,6 +486,39 @@ mod tests {
             assert!(got == want, "run length {run_len}: {} bytes, want {}", got.len(), want.len());
             assert_eq!(sim.read_dir(Path::new("/d")).unwrap(), vec![meta().file_name()], "temp files removed");
             sim.remove_file(&path).unwrap();
+        }
+    }
+
+    /// A failing write or sync anywhere in a build on two threads is an error
+    /// (never a panic or a hang), and the index file is not published before
+    /// its bytes are synced.
+    #[test]
+    fn a_fault_in_a_pieced_build_is_an_error() {
+        let docs: Vec<DocEntry> = (0..400u64).map(|i| doc(i, 1 + (i % 9) as u32, i, i % 31)).collect();
+        for at in 0.. {
+            let sim = SimFs::new();
+            sim.create_dir(Path::new("/d")).unwrap();
+            let fsys: Arc<dyn FileSystem> = Arc::new(sim.clone());
+            let mut runs = Runs::create(fsys, Path::new("/d/runs.tmp")).unwrap();
+            for chunk in docs.chunks(50) {
+                runs.stage(chunk.to_vec());
+                runs.write_run().unwrap();
+            }
+            sim.set_fault(Some(Fault { at, kind: FaultKind::Eio, sticky: false }));
+            let built = build_file_with(runs, &Repeats::default(), meta(), &[], &[], Path::new("/d"), 0);
+            let published = sim.read_dir(Path::new("/d")).unwrap().contains(&meta().file_name());
+            if sim.mutations() <= at {
+                assert!(built.is_ok() && published, "no fault at call {at}: built");
+                assert!(at > 10, "the build makes more than 10 calls");
+                break;
+            }
+            // The run file's removal may fail unnoticed (open removes a leftover).
+            if built.is_ok() && sim.exists(Path::new("/d/runs.tmp")).unwrap() {
+                continue;
+            }
+            assert!(built.is_err(), "a fault at call {at}: {built:?}");
+            // Published only when the directory's fsync after the rename failed.
+            assert!(!published || at + 1 == sim.mutations(), "a fault at call {at}: published");
         }
     }
 }

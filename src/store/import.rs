@@ -239,8 +239,24 @@ impl Sink<'_> {
     }
 }
 
-/// Input read to train a dictionary on (its whole lines' documents).
-const SAMPLE_BYTES: usize = 2 << 20;
+/// Input read to train a dictionary on (its whole lines' documents): the first
+/// 1 MiB (training takes about 40 ms on the compare data's, 80 ms on 2 MiB, and
+/// packs as well), doubled up to 4 MiB while it holds fewer than 2,000 lines.
+const SAMPLE_BYTES: usize = 1 << 20;
+const SAMPLE_LINES: usize = 2000;
+const MAX_SAMPLE_BYTES: usize = 4 << 20;
+
+/// Read the input's first lines to train on (into `first`).
+fn read_sample(input: &mut dyn BufRead, first: &mut Vec<u8>) -> Result<()> {
+    let mut want = SAMPLE_BYTES;
+    while !read_more(input, first, want)? && want < MAX_SAMPLE_BYTES {
+        if first.iter().filter(|b| **b == b'\n').count() >= SAMPLE_LINES {
+            break;
+        }
+        want *= 2;
+    }
+    Ok(())
+}
 
 /// A dictionary's bytes trained on the documents of the whole lines of `bytes`
 /// (None when too few or zstd cannot).
@@ -402,7 +418,7 @@ pub(crate) fn import(inner: &Inner, input: &mut dyn BufRead, progress: &mut dyn 
     let trained = match inner.reader.dicts.latest() {
         Some(_) => None,
         None => {
-            read_more(input, &mut first, SAMPLE_BYTES)?;
+            read_sample(input, &mut first)?;
             train_on(&first)
         }
     };
@@ -564,5 +580,27 @@ impl super::Store {
         let r = import(&self.inner(), input, progress)?;
         self.after_freeze()?;
         Ok(r)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The sample is 1 MiB of input, doubled up to 4 MiB while it holds fewer
+    /// than 2,000 lines, and all of a smaller input.
+    #[test]
+    fn the_training_sample_holds_enough_lines() {
+        for (line, input_mib, want) in [(300, 8, 1 << 20), (1000, 8, 2 << 20), (4000, 8, 4 << 20), (300, 0, 0)] {
+            let text: Vec<u8> =
+                std::iter::repeat_n(b'x', line - 1).chain([b'\n']).cycle().take(input_mib << 20).collect();
+            let mut first = Vec::new();
+            read_sample(&mut &text[..], &mut first).unwrap();
+            assert_eq!(first.len(), want.min(text.len()), "lines of {line} bytes");
+        }
+        let small = b"{}\n".repeat(10);
+        let mut first = Vec::new();
+        read_sample(&mut &small[..], &mut first).unwrap();
+        assert_eq!(first, small);
     }
 }

@@ -11,6 +11,9 @@ use crate::fs::FileSystem;
 use crate::index::spill::Runs;
 use crate::index::DocEntry;
 
+/// Batches of entries waiting for the spilling thread at most.
+const SORT_SLACK: usize = 4;
+
 /// The thread that sorts runs of entries and spills them to a run file, made
 /// on the first run (index/spill.rs).
 pub(crate) struct Spiller {
@@ -24,7 +27,9 @@ impl Spiller {
     /// is sorted at the end and kept in memory. Only that last sort follows the
     /// import's parse.
     pub fn start(fs: Arc<dyn FileSystem>, path: PathBuf, run_len: usize) -> Result<Spiller> {
-        let (tx, rx) = mpsc::sync_channel::<Vec<DocEntry>>(1);
+        // Room for the batches the appender hands over while a run is sorted
+        // and written (about 50 ms for 2^18 entries), so that it does not stall.
+        let (tx, rx) = mpsc::sync_channel::<Vec<DocEntry>>(SORT_SLACK);
         let handle = std::thread::Builder::new()
             .name("jobq-import-spill".into())
             .spawn(move || {

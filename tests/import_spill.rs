@@ -166,3 +166,22 @@ fn faults_at_every_call_of_a_spilled_import() {
     eprintln!("import faults: {calls} calls, {spill_failures} failed spills");
     assert!(spill_failures >= 4, "faults must hit the run file: {spill_failures}");
 }
+
+/// The largest project id is indexed like any other by a spilled import (its
+/// range of the merge once ended, exclusive, at that id).
+#[test]
+fn a_spilled_import_indexes_the_largest_project() {
+    let sim = SimFs::new();
+    let store = Store::open("/db", opts(&sim, 8)).unwrap();
+    let mut text = String::new();
+    for j in 1..=30u32 {
+        let project = [1u32, 4_294_967_295][(j % 2) as usize];
+        text += &format!(r#"{{"key":"{project}/1/{j}","spider":"s","state":"finished","finished_time":{j}}}"#);
+        text.push('\n');
+    }
+    store.import(&mut text.as_bytes(), &mut |_| {}).unwrap();
+    let snap = store.snapshot();
+    for project in [1u32, 4_294_967_295] {
+        assert_eq!(snap.count(project, &Filter::default()).unwrap(), 15, "project {project}");
+    }
+}

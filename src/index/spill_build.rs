@@ -286,7 +286,6 @@ fn build_pieces(
     if pieces.len() == 1 {
         return merge_projects(runs, repeats, counts, pieces[0], &to_file(), head_len);
     }
-    type Built = Result<((Vec<DirEntry>, u64), Vec<u8>)>;
     let next = AtomicUsize::new(0);
     let (tx, rx) = mpsc::channel::<(usize, Built)>();
     std::thread::scope(|scope| {
@@ -313,7 +312,8 @@ fn build_pieces(
         let written = write_in_order(&rx, pieces.len(), &to_file(), head_len);
         // The builders stop at their next piece once `rx` is gone.
         drop(rx);
-        let stopped = builders.into_iter().fold(false, |stopped, b| b.join().is_err() || stopped);
+        // Every builder joined (a panic in one is an error, not the scope's panic).
+        let stopped = builders.into_iter().map(|b| b.join()).filter(Result::is_err).count() > 0;
         match (written, stopped) {
             (Err(e), _) => Err(e),
             (Ok(_), true) => Err(Error::corrupt(tmp, 0, "an index builder stopped")),
@@ -322,10 +322,14 @@ fn build_pieces(
     })
 }
 
+/// A piece built: its directory entries and end, and its bytes (empty for piece
+/// 0, built straight into the file).
+type Built = Result<((Vec<DirEntry>, u64), Vec<u8>)>;
+
 /// Receive the `n` built pieces and write them one after the other from
 /// `start` on (piece 0 is in the file already, from `start`).
 fn write_in_order(
-    rx: &mpsc::Receiver<(usize, Result<((Vec<DirEntry>, u64), Vec<u8>)>)>,
+    rx: &mpsc::Receiver<(usize, Built)>,
     n: usize,
     out: &Out<'_>,
     start: u64,

@@ -51,7 +51,7 @@ impl Out<'_> {
     }
 }
 
-/// Docs an import's index holds at least before it is built in pieces on two threads.
+/// Docs an index holds at least before it is built in pieces on two threads.
 const SPLIT_DOCS: u64 = 1 << 16;
 
 /// One project's section while its docs stream in (listing order).
@@ -244,7 +244,7 @@ fn write_file(
     file.sync_data().map_err(err)
 }
 
-/// Pieces a large import's index is built in, on two threads.
+/// Pieces such an index is built in (an import's, a big merge's), on two threads.
 const PIECES: u64 = 16;
 
 /// Consecutive ranges of whole projects (`lo..hi`, ids as u64 so that the last

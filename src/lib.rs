@@ -21,6 +21,7 @@ pub mod error;
 pub mod fs;
 pub(crate) mod hash;
 pub mod histogram;
+pub(crate) mod in_order;
 pub mod model;
 
 pub use error::{Error, Result};

@@ -7,7 +7,7 @@
 
 use std::cell::RefCell;
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::BinaryHeap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
@@ -23,6 +23,7 @@ use crate::codec::record::SpiderEntry;
 use crate::error::{Error, Result};
 use crate::fs::{self, FileSystem, FsFile, OpenMode};
 use crate::hash::FastMap;
+use crate::in_order::InOrder;
 use crate::model::JobState;
 
 /// Where sections are written: the index file, or memory (a piece built on a
@@ -335,15 +336,16 @@ fn write_in_order(
     start: u64,
 ) -> Result<(Vec<DirEntry>, u64)> {
     let (mut dir, mut end) = (Vec::new(), start);
-    let mut ready = BTreeMap::new();
-    let mut want = 0;
-    while want < n {
+    let mut pieces = InOrder::default();
+    while pieces.handed() < n as u64 {
         let Ok((k, built)) = rx.recv() else {
             return Err(Error::corrupt(out.path, 0, "an index builder stopped"));
         };
-        ready.insert(k, built?);
-        while let Some(((more, more_end), bytes)) = ready.remove(&want) {
-            if want == 0 {
+        pieces.put(k as u64, built?);
+        loop {
+            let first = pieces.handed() == 0;
+            let Some(((more, more_end), bytes)) = pieces.pop() else { break };
+            if first {
                 (dir, end) = (more, more_end);
             } else if !more.is_empty() {
                 let shift = align8(end);
@@ -351,7 +353,6 @@ fn write_in_order(
                 dir.extend(more.into_iter().map(|d| DirEntry { offset: d.offset + shift, ..d }));
                 end = more_end + shift;
             }
-            want += 1;
         }
     }
     Ok((dir, end))

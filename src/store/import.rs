@@ -6,7 +6,6 @@
 //! thread of their own and spilled to a temp file (an external sort), then merged
 //! into one index file once the commit is durable. Memory holds a run at a time.
 
-use std::collections::BTreeMap;
 use std::io::{BufRead, Read};
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -25,6 +24,7 @@ use crate::codec::record::{self, SpiderEntry};
 use crate::error::{Error, Result};
 use crate::fs;
 use crate::hash::FastMap;
+use crate::in_order::InOrder;
 use crate::index::spill::Repeats;
 use crate::index::{build, spill_build, DocEntry, IndexSegment, SegmentMeta};
 use crate::log::LogPos;
@@ -250,7 +250,7 @@ const MAX_SAMPLE_BYTES: usize = 4 << 20;
 fn read_sample(input: &mut dyn BufRead, first: &mut Vec<u8>) -> Result<()> {
     let mut want = SAMPLE_BYTES;
     while !read_more(input, first, want)? && want < MAX_SAMPLE_BYTES {
-        if first.iter().filter(|b| **b == b'\n').count() >= SAMPLE_LINES {
+        if memchr::memchr_iter(b'\n', first).count() >= SAMPLE_LINES {
             break;
         }
         want *= 2;
@@ -318,19 +318,19 @@ fn feed(
     pool: &Pool,
 ) -> Result<()> {
     let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK + (1 << 20));
-    let (mut eof, mut sent, mut next) = (false, 0u64, 0u64);
-    let mut ready: BTreeMap<u64, ParsedChunk> = BTreeMap::new();
+    let (mut eof, mut sent) = (false, 0u64);
+    let mut done = InOrder::default();
     let mut want = READ_CHUNK;
     loop {
-        while !eof && sent - next < 2 * workers as u64 {
+        while !eof && sent - done.handed() < 2 * workers as u64 {
             eof = read_more(input, &mut buf, want)?;
             let lines = take_lines(&mut buf, eof, READ_CHUNK + (1 << 20), pool);
             if lines.is_empty() {
                 if buf.len() > MAX_LINE {
                     // Its number counts the lines before it: those in flight are written first
                     // (one of them may be bad too, and comes first).
-                    while next < sent {
-                        write_done(sink, done_rx, &mut ready, &mut next, pool)?;
+                    while done.handed() < sent {
+                        write_done(sink, done_rx, &mut done, pool)?;
                     }
                     return Err(super::import_parse::too_long().at_line(sink.report.lines + 1));
                 }
@@ -342,27 +342,25 @@ fn feed(
             chunk_tx.send((sent, lines)).map_err(|_| Error::input("an import worker stopped"))?;
             sent += 1;
         }
-        if next == sent {
+        if done.handed() == sent {
             return Ok(());
         }
-        write_done(sink, done_rx, &mut ready, &mut next, pool)?;
+        write_done(sink, done_rx, &mut done, pool)?;
     }
 }
 
 /// Wait for the next chunk a worker parsed, then write every chunk now due, in
-/// input order (`next` is the number of the first not written).
+/// input order.
 fn write_done(
     sink: &mut Sink<'_>,
     done_rx: &mpsc::Receiver<(u64, ParsedChunk)>,
-    ready: &mut BTreeMap<u64, ParsedChunk>,
-    next: &mut u64,
+    done: &mut InOrder<ParsedChunk>,
     pool: &Pool,
 ) -> Result<()> {
     let (n, c) = done_rx.recv().map_err(|_| Error::input("an import worker stopped"))?;
-    ready.insert(n, c);
-    while let Some(c) = ready.remove(next) {
+    done.put(n, c);
+    while let Some(c) = done.pop() {
         sink.write(c, pool)?;
-        *next += 1;
     }
     Ok(())
 }
@@ -588,7 +586,8 @@ mod tests {
     use super::*;
 
     /// The sample is 1 MiB of input, doubled up to 4 MiB while it holds fewer
-    /// than 2,000 lines, and all of a smaller input.
+    /// than 2,000 lines (so never more, whatever the input), and all of a
+    /// smaller input.
     #[test]
     fn the_training_sample_holds_enough_lines() {
         for (line, input_mib, want) in [(300, 8, 1 << 20), (1000, 8, 2 << 20), (4000, 8, 4 << 20), (300, 0, 0)] {
@@ -598,6 +597,11 @@ mod tests {
             read_sample(&mut &text[..], &mut first).unwrap();
             assert_eq!(first.len(), want.min(text.len()), "lines of {line} bytes");
         }
+        // One line longer than the sample's limit: the sample stops at 4 MiB.
+        let endless = vec![b'x'; 8 << 20];
+        let mut first = Vec::new();
+        read_sample(&mut &endless[..], &mut first).unwrap();
+        assert_eq!(first.len(), 4 << 20, "a line without an end");
         let small = b"{}\n".repeat(10);
         let mut first = Vec::new();
         read_sample(&mut &small[..], &mut first).unwrap();

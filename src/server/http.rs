@@ -306,10 +306,9 @@ async fn prepare(
             return closing(whole(408, api::error_line(&message)));
         }
     };
-    // Parsing a body holds more than its bytes: about a job's worth a line (16 MiB
-    // of `{"spider":"a"}` lines took 600 MB). The share covers that while the
+    // Parsing a body holds more than its bytes: the share covers that while the
     // request runs.
-    let parsing = bytes.len() + memchr::memchr_iter(b'\n', &bytes).count().saturating_add(1) * PARSE_BYTES_PER_LINE;
+    let parsing = parsing_bytes(&bytes);
     if tokio::time::timeout_at(deadline, app.budget.cover(&mut share, parsing)).await.is_err() {
         return Prepared::Whole(busy());
     }
@@ -322,8 +321,21 @@ async fn prepare(
 }
 
 /// Memory a body's line holds while parsed and written, beyond its bytes
-/// (a pushed job's spec, record and index entry).
+/// (a pushed job's spec, record and index entry: 16 MiB of `{"spider":"a"}`
+/// lines took 600 MB) ...
 const PARSE_BYTES_PER_LINE: usize = 512;
+/// ... and each JSON object in it (an element of a one-line list, as a cancel
+/// body's `{"key":K}`: 750,000 in 16 MB took 120 MB).
+const PARSE_BYTES_PER_OBJECT: usize = 128;
+
+/// What parsing and running `body` may hold at most, by its lines and objects.
+fn parsing_bytes(body: &[u8]) -> usize {
+    let lines = memchr::memchr_iter(b'\n', body).count().saturating_add(1);
+    let objects = memchr::memchr_iter(b'{', body).count();
+    body.len()
+        .saturating_add(lines.saturating_mul(PARSE_BYTES_PER_LINE))
+        .saturating_add(objects.saturating_mul(PARSE_BYTES_PER_OBJECT))
+}
 
 /// `p` holding its share of --max-buffered from now until its bytes are sent
 /// (or its connection closed), or, without room, a 503 in its place: `p` is
@@ -519,5 +531,20 @@ pub(crate) async fn read_body_within(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_body_is_counted_by_its_lines_and_its_objects() {
+        let lines = "{\"spider\":\"a\"}\n".repeat(1000);
+        assert!(parsing_bytes(lines.as_bytes()) >= 1000 * (PARSE_BYTES_PER_LINE + PARSE_BYTES_PER_OBJECT));
+        // A cancel body's list is one line: its elements count all the same.
+        let list = format!("[{}]", vec!["{\"key\":\"84/1/1\"}"; 1000].join(","));
+        assert!(parsing_bytes(list.as_bytes()) >= list.len() + 1000 * PARSE_BYTES_PER_OBJECT);
+        assert_eq!(parsing_bytes(b""), PARSE_BYTES_PER_LINE);
     }
 }

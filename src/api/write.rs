@@ -168,7 +168,8 @@ pub(super) fn set_field(store: &Store, key: JobKey, field: &str, body: &[u8], ac
 pub(super) fn delete_field(store: &Store, key: JobKey, field: &str, actor: Option<&str>) -> Answer {
     let changes = match field {
         "tags" => Changes { tags: Some(Vec::new()), ..Changes::default() },
-        f if is_maintained(f) || f == "priority" => return Err(refuse_maintained(f)),
+        // `priority` and `units` have defaults a job always shows: set, never removed.
+        f if is_maintained(f) || f == "priority" || f == "units" => return Err(refuse_maintained(f)),
         f => Changes { remove: vec![f.to_string()], ..Changes::default() },
     };
     edit(store, key, &changes, actor)

@@ -155,6 +155,8 @@ fn metadata_posts_and_deletes() {
     assert_eq!(s.req("DELETE", "/jobs/3/1/1/absent", Some(KEY), b"").status, 200);
     s.post("/jobs/3/1/1/state", KEY, "\"finished\"").assert_error(400, "maintained");
     s.req("DELETE", "/jobs/3/1/1/priority", Some(KEY), b"").assert_error(400, "maintained");
+    s.req("DELETE", "/jobs/3/1/1/units", Some(KEY), b"").assert_error(400, "maintained");
+    assert_eq!(s.get("/jobs/3/1/1/units", KEY).json(), json!(1), "units keep their default");
     s.post("/jobs/3/1/1/priority", KEY, "\"high\"").assert_error(400, "integer");
     s.post("/jobs/3/1/1/field", KEY, "{oops").assert_error(400, "JSON");
     s.post("/jobs/3/1/1", KEY, "[1]").assert_error(400, "object");

@@ -3,6 +3,7 @@
 use crate::error::{Error, Result};
 use crate::hash::FastSet;
 use crate::model::{Job, JobKey, JobState, MAX_CLOSE_REASON};
+use crate::store::fields::{MAX_NAME, MAX_TAG};
 
 /// Which jobs a count, list or summary is about.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -115,6 +116,15 @@ fn named<'a>(name: &str, v: &'a str) -> Result<&'a str> {
     Ok(v)
 }
 
+/// A spider name or a tag to filter by: named, and no longer than one can be
+/// (a longer one would match nothing without saying why).
+fn at_most<'a>(name: &str, v: &'a str, max: usize) -> Result<&'a str> {
+    if v.len() > max {
+        return Err(Error::field(name, format!("is {} bytes, at most {max}", v.len())));
+    }
+    named(name, v)
+}
+
 /// Distinct values in first-occurrence order, at most `max` of them.
 struct Distinct<T> {
     name: &'static str,
@@ -158,7 +168,7 @@ pub fn parse_query(
     let mut jobmeta = Distinct::new("jobmeta", MAX_JOBMETA);
     for (name, v) in params {
         match name.as_str() {
-            "spider" => q.filter.spider = Some(named("spider", v)?.to_string()),
+            "spider" => q.filter.spider = Some(at_most("spider", v, MAX_NAME)?.to_string()),
             "state" => {
                 for s in v.split(',').map(str::trim) {
                     let st: JobState = named("state", s)?.parse()?;
@@ -169,9 +179,11 @@ pub fn parse_query(
             }
             "startts" => q.filter.startts = Some(number("startts", v)?),
             "endts" => q.filter.endts = Some(number("endts", v)?),
-            "has_tag" => has_tags.push(named("has_tag", v)?.to_string(), &mut q.filter.has_tags)?,
-            "lacks_tag" => lacks_tags.push(named("lacks_tag", v)?.to_string(), &mut q.filter.lacks_tags)?,
-            "has_tag_all" => all_tags.push(named("has_tag_all", v)?.to_string(), &mut q.filter.has_tags_all)?,
+            "has_tag" => has_tags.push(at_most("has_tag", v, MAX_TAG)?.to_string(), &mut q.filter.has_tags)?,
+            "lacks_tag" => lacks_tags.push(at_most("lacks_tag", v, MAX_TAG)?.to_string(), &mut q.filter.lacks_tags)?,
+            "has_tag_all" => {
+                all_tags.push(at_most("has_tag_all", v, MAX_TAG)?.to_string(), &mut q.filter.has_tags_all)?
+            }
             "close_reason" => {
                 if v.len() > MAX_CLOSE_REASON {
                     let why = format!("at most {MAX_CLOSE_REASON} bytes (longer close_reason values are not indexed)");
@@ -338,5 +350,18 @@ mod tests {
         let longer = "x".repeat(MAX_CLOSE_REASON + 1);
         let e = parse_query(&p(&[("close_reason", &longer)]), 53, None, Limits::default()).unwrap_err().to_string();
         assert!(e.contains(&format!("at most {MAX_CLOSE_REASON} bytes")), "{e}");
+    }
+
+    #[test]
+    fn tags_and_spiders_longer_than_any_are_refused() {
+        for (name, max) in
+            [("has_tag", MAX_TAG), ("lacks_tag", MAX_TAG), ("has_tag_all", MAX_TAG), ("spider", MAX_NAME)]
+        {
+            let longest = "x".repeat(max);
+            assert!(parse_query(&p(&[(name, &longest)]), 53, None, Limits::default()).is_ok(), "{name}");
+            let longer = "x".repeat(max + 1);
+            let e = parse_query(&p(&[(name, &longer)]), 53, None, Limits::default()).unwrap_err().to_string();
+            assert!(e.contains(name) && e.contains(&format!("at most {max}")), "{e}");
+        }
     }
 }

@@ -142,6 +142,12 @@ fn export_and_query_beside_a_server_then_import_round_trips() {
         text(&bad.stdout).lines().map(str::to_owned).collect::<Vec<_>>().leak().iter().map(String::as_str).collect();
     assert!(lines[0].contains("\"error\"") && lines[0].contains("unknown state"), "{lines:?}");
     assert_eq!(lines[1], "1");
+    // A line that is not UTF-8 gets its error; the lines after it their answers.
+    let mixed = jobq(&["query"], dir.path(), b"jobq/53/count?spider=\xff\njobq/53/count\n");
+    assert!(!mixed.status.success());
+    let lines: Vec<String> = text(&mixed.stdout).lines().map(str::to_owned).collect();
+    assert!(lines[0].contains("\"error\"") && lines[0].contains("not UTF-8"), "{lines:?}");
+    assert_eq!(lines[1], "1");
     drop(s);
     let copy = tempdir();
     let imported = jobq(&["import"], copy.path(), exported.as_bytes());

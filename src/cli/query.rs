@@ -14,18 +14,24 @@ pub fn run(a: QueryArgs) -> Result<(), String> {
     let stdout = io::stdout();
     let mut out = stdout.lock();
     let mut failed = 0u64;
-    for (i, line) in io::stdin().lock().lines().enumerate() {
+    // Lines as bytes: a line that is not UTF-8 gets its error answer, and the
+    // lines after it are answered as usual.
+    for (i, line) in io::stdin().lock().split(b'\n').enumerate() {
         let line = line.map_err(|e| format!("reading stdin: {e}"))?;
-        let target = line.trim();
-        if target.is_empty() {
-            continue;
-        }
-        let resp = api::handle(&store, &caller, &config, &Request::get(target));
-        let answer = match one_line(resp) {
+        let answer = match std::str::from_utf8(&line).map(str::trim) {
+            Ok("") => continue,
+            Ok(target) => answer(&store, &caller, &config, target),
+            Err(e) => {
+                let e = api::error_line(&format!("the line is not UTF-8: {e}"));
+                Err(String::from_utf8_lossy(&e).trim_end().to_string())
+            }
+        };
+        let answer = match answer {
             Ok(text) => text,
             Err(text) => {
                 failed += 1;
-                note!("jobq query: line {}: {target}: {}", i + 1, text.trim_end());
+                let target = String::from_utf8_lossy(&line);
+                note!("jobq query: line {}: {}: {}", i + 1, target.trim(), text.trim_end());
                 text
             }
         };
@@ -40,6 +46,10 @@ pub fn run(a: QueryArgs) -> Result<(), String> {
         return Err(format!("{failed} request(s) failed"));
     }
     Ok(())
+}
+
+fn answer(store: &jobq::Store, caller: &Caller, config: &api::Config, target: &str) -> Result<String, String> {
+    one_line(api::handle(store, caller, config, &Request::get(target)))
 }
 
 /// One answer as one JSON line: a value (or `null`) or an array of the lines;

@@ -131,7 +131,10 @@ pub(super) fn spider_id(store: &Store, project: u32, name: &str, params: &Params
             "1" | "true" | "" => true,
             "0" | "false" => false,
             other => {
-                return Err(Refusal::Engine(Error::field(n, format!("must be 1 or 0, got {other:?}"))));
+                return Err(Refusal::Engine(Error::field(
+                    n,
+                    format!("must be 1, true or empty (create) or 0, false, got {other:?}"),
+                )));
             }
         };
     }

@@ -331,6 +331,70 @@ fn packed_records_and_their_dictionary_survive_reclaiming() {
     assert_eq!(export(&store), want, "read from the log alone");
 }
 
+/// Damage before the dictionary frame that online compaction wrote again after
+/// the records that use it: `repair` cuts there, and writes the dictionary back
+/// (from the index files' copies) before it removes them. It used to leave a
+/// log whose kept records named a dictionary no frame held: nothing opened it,
+/// repair again included.
+#[test]
+fn repair_before_a_moved_dictionary_frame_writes_the_dictionary_back() {
+    use jobq::codec::frame::FrameKind;
+    use jobq::log::scan::{FrameScanner, Step};
+    let sim = SimFs::new();
+    let clock = Arc::new(ManualClock::new(1_000_000));
+    let store = Store::open(DIR, opts(&sim, &clock)).unwrap();
+    let lines: String = (1..=1500u32)
+        .map(|j| format!(r#"{{"key":"7/1/{j}","spider":"bulk","state":"finished","finished_time":{},"args":{{"url":"https://site-{}.example.com/"}}}}"#, 1_000_000 + j, j * 7919 % 5000) + "\n")
+        .collect();
+    store.import(&mut lines.as_bytes(), &mut |_| {}).unwrap();
+    for j in (1..=1500u32).filter(|j| j % 5 != 0) {
+        clock.advance(10);
+        store.update(7, &[parse_update(&format!(r#"{{"key":"7/1/{j}","note":"seen"}}"#), 7).unwrap()], None).unwrap();
+    }
+    let mut cycles = 0;
+    while !store.reclaim().unwrap().segments.is_empty() && cycles < 200 {
+        cycles += 1;
+    }
+    let want: std::collections::BTreeSet<String> = export(&store).lines().map(String::from).collect();
+    store.close().unwrap();
+    // Where the dictionary frame is now, and the first jobs frame of the log.
+    let mut segments: Vec<u32> = sim
+        .read_dir(Path::new(GEN))
+        .unwrap()
+        .iter()
+        .filter_map(|n| n.strip_prefix("log-")?.strip_suffix(".jql")?.parse().ok())
+        .collect();
+    segments.sort_unstable();
+    let (mut dict_at, mut first_jobs) = (None, None);
+    for n in &segments {
+        let (_, mut sc) = FrameScanner::segment(&sim, Path::new(GEN), *n).unwrap();
+        while let Step::Frame { offset, header, .. } = sc.next_step().unwrap() {
+            match header.kind {
+                FrameKind::Dict if dict_at.is_none() => dict_at = Some(*n),
+                FrameKind::Jobs if first_jobs.is_none() => first_jobs = Some((*n, offset)),
+                _ => {}
+            }
+        }
+    }
+    let (dict_at, (victim, offset)) = (dict_at.unwrap(), first_jobs.unwrap());
+    assert!(victim < dict_at, "the dictionary frame was written again after records: {victim} < {dict_at}");
+    let path = Path::new(GEN).join(format!("log-{victim:010}.jql"));
+    let mut bytes = sim.read_file(&path).unwrap();
+    bytes[offset as usize + 40] ^= 0x40;
+    sim.write_file(&path, bytes).unwrap();
+    let r = jobq::store::repair(Path::new(DIR), opts(&sim, &clock)).unwrap();
+    assert!(r.cut.is_some() && !r.dicts_restored.is_empty(), "{r:#?}");
+    clean(&sim);
+    let store = Store::open(DIR, opts(&sim, &clock)).unwrap();
+    let kept = export(&store);
+    assert!(kept.lines().all(|l| want.contains(l)), "every job kept reads as it was");
+    let again = jobq::store::repair(Path::new(DIR), opts(&sim, &clock));
+    drop(store);
+    assert!(matches!(again, Err(jobq::Error::Locked { .. })), "{again:?}");
+    let again = jobq::store::repair(Path::new(DIR), opts(&sim, &clock)).unwrap();
+    assert!(again.cut.is_none() && again.dicts_restored.is_empty(), "nothing more to do: {again:#?}");
+}
+
 /// With retention, a cycle rewrites the index file that straddles the new log
 /// start without the deleted jobs it dropped. A power cut, or a kill -9 (every
 /// removal already made stays), at every call of such a cycle leaves a store that

@@ -155,8 +155,17 @@ pub fn repair(a: RepairArgs) -> Result<(), String> {
             r.catalog_restored
         );
     }
+    if !r.dicts_restored.is_empty() {
+        note!(
+            "wrote back into the log the dictionaries {:?}: records it keeps are packed with them, and their frames were lost or cut (copies from the index files or the cut bytes)",
+            r.dicts_restored
+        );
+    }
     let Some(cut) = &r.cut else {
-        let whole = r.headers_rebuilt.is_empty() && r.missing_start.is_none() && r.missing_end.is_none();
+        let whole = r.headers_rebuilt.is_empty()
+            && r.missing_start.is_none()
+            && r.missing_end.is_none()
+            && r.dicts_restored.is_empty();
         let what = if whole && r.beyond_log.is_empty() && r.began_before_log.is_empty() {
             "the log is whole: nothing to repair"
         } else {

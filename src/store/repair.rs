@@ -56,6 +56,9 @@ pub struct RepairReport {
     /// Spiders and job ids written back in a catalog frame (known to index files
     /// the cut set aside, to the cut bytes, or taken by the dropped versions).
     pub catalog_restored: usize,
+    /// Dictionaries written back into the log (ids): records it keeps use them,
+    /// and their frames were lost or cut.
+    pub dicts_restored: Vec<u32>,
     pub millis: u64,
 }
 
@@ -122,11 +125,13 @@ pub fn repair(dir: &Path, opts: Options) -> Result<RepairReport> {
     // dictionaries only they held. Accepted, then rewritten whole (below); until
     // the new generation is live, `CURRENT` still says they are missing.
     report.missing_start = current.log_start.filter(|s| *s < first).map(|s| (s, first));
-    if report.missing_start.is_some() {
-        // The index files' copies of the dictionaries go into the log before the
-        // files that began before it go (the log's own frames may be lost).
-        found.append_dicts(&fsys, &gen_dir, generation, log_end, opts.segment_bytes)?;
-    }
+    // A dictionary the log no longer holds (its frame was in lost first segments,
+    // or in the cut bytes: online compaction writes a frame again after records
+    // that use it) goes back into the log from the index files' copies (or the
+    // cut bytes) before those files go. A run after a crash here finds the index
+    // files still there, and appends what is still missing.
+    let held = dict_ids(fs, &gen_dir, start, log_end.0)?;
+    report.dicts_restored = found.append_dicts(&fsys, &gen_dir, generation, log_end, opts.segment_bytes, &held)?;
     // Newest segments removed by hand (`REACH` says the log reached further):
     // the jobs written there are lost. The claim comes down to what is left, as
     // it does when an unreadable `REACH` is written again.
@@ -219,6 +224,11 @@ fn describe(
                     FrameKind::Catalog => {
                         record::decode_catalog(payload).iter().flatten().for_each(|e| found.spider(e))
                     }
+                    FrameKind::Dict => {
+                        if let Ok(d) = crate::codec::docz::decode_dict(payload) {
+                            found.dict(std::sync::Arc::new(d));
+                        }
+                    }
                     _ => {}
                 }
                 p += frame::HEADER_LEN + payload.len();
@@ -230,6 +240,21 @@ fn describe(
         }
     }
     Ok(())
+}
+
+/// The ids of the dictionary frames in the log from `start` to `end` (valid).
+fn dict_ids(fs: &dyn FileSystem, gen_dir: &Path, start: LogPos, end: LogPos) -> Result<Vec<u32>> {
+    let mut ids = Vec::new();
+    crate::log::recovery::replay(fs, gen_dir, start, end, &mut |f| {
+        if f.header.kind == FrameKind::Dict {
+            // A frame that does not decode holds nothing: its copy (if any) goes back.
+            if let Ok(d) = crate::codec::docz::decode_dict(f.payload) {
+                ids.push(d.id);
+            }
+        }
+        Ok(())
+    })?;
+    Ok(ids)
 }
 
 /// The frame at `p` when its header decodes and its checksum verifies.

@@ -62,12 +62,17 @@ impl Found {
                 self.spider(&e);
             }
             for d in seg.dicts().unwrap_or_default() {
-                if !self.dicts.iter().any(|x| x.id == d.id) {
-                    self.dicts.push(d);
-                }
+                self.dict(d);
             }
         }
         Ok(())
+    }
+
+    /// A dictionary found (the first of an id stays).
+    pub fn dict(&mut self, d: Arc<Dict>) {
+        if !self.dicts.iter().any(|x| x.id == d.id) {
+            self.dicts.push(d);
+        }
     }
 
     /// Merge in what an interrupted repair saved in `DIR/REPAIR` (none: nothing).
@@ -119,9 +124,10 @@ impl Found {
         fs.sync_dir(dir).map_err(|e| crate::Error::io("fsync dir", dir, e))
     }
 
-    /// Append a dictionary frame for each dictionary the index files hold (their
-    /// own frames may have been lost with the log's first segments) at the log's
-    /// end `(pos, next_seq)`, durably: the log then decodes without the files.
+    /// Append a dictionary frame for each dictionary found (in the index files,
+    /// in the cut bytes) that the log does not hold (`held`: its frames' ids) at
+    /// the log's end `(pos, next_seq)`, durably: the log then decodes without the
+    /// files. Returns the ids appended.
     pub fn append_dicts(
         &self,
         fsys: &Arc<dyn FileSystem>,
@@ -129,19 +135,22 @@ impl Found {
         generation: u64,
         (end, next_seq): (crate::log::LogPos, u64),
         segment_bytes: u64,
-    ) -> Result<()> {
-        if self.dicts.is_empty() {
-            return Ok(());
+        held: &[u32],
+    ) -> Result<Vec<u32>> {
+        let missing: Vec<&Arc<Dict>> = self.dicts.iter().filter(|d| !held.contains(&d.id)).collect();
+        if missing.is_empty() {
+            return Ok(Vec::new());
         }
         let mut log =
             crate::log::writer::LogWriter::resume(fsys.clone(), gen_dir, generation, end, next_seq, segment_bytes)?;
         let mut payload = Vec::new();
-        for d in &self.dicts {
+        for d in &missing {
             payload.clear();
             crate::codec::docz::encode_dict(d, &mut payload);
             log.append(crate::codec::frame::FrameKind::Dict, 0, 1, next_seq.saturating_sub(1), &payload)?;
         }
-        log.seal()
+        log.seal()?;
+        Ok(missing.iter().map(|d| d.id).collect())
     }
 
     /// Write back what the store no longer knows, as one durable catalog frame;

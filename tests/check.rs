@@ -235,3 +235,52 @@ fn an_index_whose_tokens_disagree_with_the_log_is_named() {
     let r = run(&a);
     assert!(r.findings.iter().any(|f| f.what.contains("token differs")), "{:#?}", r.findings);
 }
+
+/// Beside a writer that pushes, finishes jobs, freezes index files and reclaims
+/// segments, every check reads the store as of one log position and finds it
+/// clean, and every read-only open succeeds. A check used to read the log up to
+/// where it ended by then (jobs the opened indexes did not hold yet: "in the log
+/// but no index serves it"), and a read-only open failed when a segment went.
+#[test]
+fn a_check_beside_a_busy_writer_finds_nothing() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let sim = SimFs::new();
+    let opts = Options {
+        fs: Arc::new(sim.clone()),
+        clock: Arc::new(ManualClock::new(5000)),
+        background: false,
+        memtable_entries: 8,
+        segment_bytes: 8 << 10,
+        reclaim_segments: 2,
+        ..Options::default()
+    };
+    let store = Store::open("/db", opts.clone()).unwrap();
+    let done = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            for i in 0..3000u32 {
+                let line = format!(r#"{{"spider":"s{}","tags":["t{}"],"pad":"{}"}}"#, i % 2, i % 3, "p".repeat(80));
+                store.push(1, &[parse_push(&line).unwrap()], None).unwrap();
+                let key = format!("1/{}/{}", 1 + i % 2, 1 + i / 4);
+                let u = parse_update(&format!(r#"{{"key":"{key}","state":"finished"}}"#), 1).unwrap();
+                store.update(1, &[u], None).unwrap();
+                if i % 50 == 0 {
+                    store.reclaim().unwrap();
+                }
+            }
+            done.store(true, Ordering::Release);
+        });
+        let mut checks = 0;
+        while !done.load(Ordering::Acquire) {
+            let r = run(&sim);
+            assert!(r.is_clean(), "check {checks}: {:#?}", r.findings);
+            assert!(r.notes.iter().any(|n| n.contains("beside a running server")), "{:?}", r.notes);
+            let ro = Store::open("/db", Options { read_only: true, ..opts.clone() }).unwrap();
+            drop(ro);
+            checks += 1;
+        }
+        assert!(checks > 5, "{checks} checks ran beside the writer");
+    });
+    store.close().unwrap();
+    assert!(run(&sim).is_clean());
+}

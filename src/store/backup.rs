@@ -98,7 +98,7 @@ pub fn backup(src: &Path, dest: &Path, fsys: Arc<dyn FileSystem>) -> Result<Back
             copy(&fsys, &source, dest, &mut report)
         });
         match r {
-            Err(e) if moved_on(&e) && attempt < 8 => attempt += 1,
+            Err(e) if super::moved_on(&e) && attempt < 8 => attempt += 1,
             Err(e) => return Err(e),
             Ok(()) => {
                 report.millis = started.elapsed().as_millis() as u64;
@@ -106,12 +106,6 @@ pub fn backup(src: &Path, dest: &Path, fsys: Arc<dyn FileSystem>) -> Result<Back
             }
         }
     }
-}
-
-/// A file of the source that vanished or shrank under a step of the backup.
-fn moved_on(e: &Error) -> bool {
-    use std::io::ErrorKind::{NotFound, UnexpectedEof};
-    matches!(e, Error::Io { source, .. } if matches!(source.kind(), NotFound | UnexpectedEof))
 }
 
 /// The source's state as a read-only open sees it.

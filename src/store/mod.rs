@@ -208,7 +208,20 @@ impl Store {
 
     /// Open with the directory's lock already held (`held`), or taking it.
     pub(crate) fn open_held(dir: &Path, opts: Options, held: Option<LockGuard>) -> Result<Store> {
-        let inner = open_inner(dir, opts, held)?;
+        let inner = if opts.read_only && held.is_none() {
+            // Beside a server, a file may vanish or shrink while we read it (an
+            // index merge, a segment online compaction removed, a rotation's cut
+            // of the preallocated zeros): the store moved on; open it again.
+            let mut attempt = 0;
+            loop {
+                match open_inner(dir, opts.clone(), None) {
+                    Err(e) if moved_on(&e) && attempt < READ_ONLY_ATTEMPTS => attempt += 1,
+                    r => break r?,
+                }
+            }
+        } else {
+            open_inner(dir, opts, held)?
+        };
         Ok(Store { dir: inner.dir.clone(), opts: inner.opts.clone(), inner: parking_lot::RwLock::new(inner) })
     }
 
@@ -225,6 +238,16 @@ impl Store {
         old.applied.notify_all();
         Ok(())
     }
+}
+
+/// Opens a read-only opener tries before it gives up on a store that keeps moving.
+const READ_ONLY_ATTEMPTS: u32 = 8;
+
+/// A file of a store that vanished or shrank under a reader: a server beside it
+/// moved on (a damaged store fails the same way every time).
+pub(crate) fn moved_on(e: &Error) -> bool {
+    use std::io::ErrorKind::{NotFound, UnexpectedEof};
+    matches!(e, Error::Io { source, .. } if matches!(source.kind(), NotFound | UnexpectedEof))
 }
 
 fn open_inner(dir: &Path, opts: Options, held: Option<LockGuard>) -> Result<Arc<Inner>> {

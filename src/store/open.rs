@@ -32,6 +32,8 @@ pub struct OpenReport {
     pub indexes: Vec<String>,
     /// Index files set aside (damaged, stale, superseded) with the reason.
     pub discarded: Vec<(String, String)>,
+    /// The log's first segment as the open found it.
+    pub log_start: u32,
     /// Where replay of the log started.
     pub replay_from: LogPos,
     /// Frames replayed into the tail index.
@@ -202,6 +204,7 @@ pub(crate) fn open(dir: &Path, opts: &Options, held: Option<LockGuard>) -> Resul
     // segment it names exists (repair writes it before it opens the store).
     let reached = reach::read(fs, &gen_dir)?;
     let first = first_segment(fs, &gen_dir, generation)?;
+    report.log_start = first.number;
     if !opts.accept_lost_start {
         layout::log_start_kept(fs, dir, &gen_dir, current, first.number)?;
     }

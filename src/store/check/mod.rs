@@ -147,7 +147,37 @@ fn close_reason_print(term: Option<&str>) -> u64 {
 }
 
 /// Check the store in `dir`. `Err` means the check could not run.
+///
+/// Beside a server (its lock is held), the check reads the store as of one log
+/// position, the end a read-only open sees; a file that vanished or shrank
+/// meanwhile (an index merge, a segment online compaction removed) means the
+/// store moved on, and the whole check runs again.
 pub fn check(dir: &Path, fsys: Arc<dyn FileSystem>) -> Result<CheckReport> {
+    let live = served(&*fsys, dir);
+    let mut attempt = 0;
+    loop {
+        match check_once(dir, fsys.clone(), live) {
+            Err(e) if live && super::moved_on(&e) && attempt < LIVE_ATTEMPTS => attempt += 1,
+            Ok(mut r) if live => {
+                r.notes.push("checked beside a running server, as of one log position".into());
+                return Ok(r);
+            }
+            r => return r,
+        }
+    }
+}
+
+/// Checks beside a server that tries before it gives up on a store that keeps moving.
+const LIVE_ATTEMPTS: u32 = 8;
+
+/// Another process (a server) holds the store's lock.
+fn served(fs: &dyn FileSystem, dir: &Path) -> bool {
+    let lock = dir.join(layout::LOCK);
+    // No lock file: no server, and none is made here.
+    fs.exists(&lock).unwrap_or(false) && matches!(fs.lock(&lock), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+}
+
+fn check_once(dir: &Path, fsys: Arc<dyn FileSystem>, live: bool) -> Result<CheckReport> {
     let started = Instant::now();
     let mut r = CheckReport::default();
     let generation = match layout::read_current(&*fsys, dir) {
@@ -190,7 +220,9 @@ pub fn check(dir: &Path, fsys: Arc<dyn FileSystem>) -> Result<CheckReport> {
     };
     // A cluster node's entries after the applied ones are not the store's yet.
     let applied = store.report().applied_end;
-    let stop = store.report().cut.as_ref().map(|c| c.at).into_iter().chain(applied).min();
+    // No further than the open read: a server beside us may have written since.
+    let stop =
+        store.report().cut.as_ref().map(|c| c.at).into_iter().chain(applied).chain([store.report().log_end]).min();
     if let Some(c) = store.report().cut.as_ref().filter(|c| !c.lost_durable) {
         r.notes.push(format!(
             "{}: the next open cuts {} bytes at offset {} ({}); those writes were never acknowledged",
@@ -201,7 +233,8 @@ pub fn check(dir: &Path, fsys: Arc<dyn FileSystem>) -> Result<CheckReport> {
         ));
     }
     let chain = chain_of(&store, &gen_dir)?;
-    let log = rebuild::scan(&*fsys, &gen_dir, generation, &chain, stop, &mut r)?;
+    let live = live.then_some(store.report().log_start);
+    let log = rebuild::scan(&*fsys, &gen_dir, generation, &chain, stop, live, &mut r)?;
     check_indexes(&*fsys, &gen_dir, generation, &log, &mut r)?;
     compare(&store, &log, &mut r)?;
     invariants(&log, &gen_dir, &mut r);

@@ -76,6 +76,9 @@ fn parse_fields(text: &str, limit: usize) -> Result<Vec<Field<'_>>, Error> {
     let fields = (&mut de).deserialize_map(FieldsVisitor { limit, over_limit: &over_limit }).map_err(|e| {
         if over_limit.get() {
             Error::input(format!("a JSON object has at most {limit} fields"))
+        } else if ["hex escape", "surrogate"].iter().any(|w| e.to_string().contains(w)) {
+            // serde_json's words for a name with a lone surrogate (`"\ud800"`).
+            Error::input(format!("not a JSON object: {e} (a lone surrogate escape in a field name is not a character)"))
         } else {
             Error::input(format!("not a JSON object: {e}"))
         }
@@ -434,6 +437,16 @@ mod tests {
         }
         assert_eq!(field(r#"{"":2}"#, "").map(|v| v.get()), Some("2"));
         assert_eq!(field(r#"{"q\"":3}"#, "q\"").map(|v| v.get()), Some("3"));
+    }
+
+    #[test]
+    fn a_lone_surrogate_in_a_name_is_named_so() {
+        for doc in [r#"{"\ud800x":1}"#, r#"{"\udc00":1}"#, r#"{"a\ud800\u0041":1}"#] {
+            let e = parse_object(doc).unwrap_err().to_string();
+            assert!(e.contains("lone surrogate"), "{doc}: {e}");
+        }
+        let e = parse_object(r#"{"\q":1}"#).unwrap_err().to_string();
+        assert!(!e.contains("surrogate"), "{e}");
     }
 
     #[test]

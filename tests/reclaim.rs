@@ -382,6 +382,25 @@ fn repair_before_a_moved_dictionary_frame_writes_the_dictionary_back() {
     let mut bytes = sim.read_file(&path).unwrap();
     bytes[offset as usize + 40] ^= 0x40;
     sim.write_file(&path, bytes).unwrap();
+    // Killed at any call, then run again: as one whole run (the dictionary too).
+    let (one_run, calls) = {
+        let s = sim.fork();
+        jobq::store::repair(Path::new(DIR), opts(&s, &clock)).unwrap();
+        let store = Store::open(DIR, opts(&s, &clock)).unwrap();
+        (export(&store), s.mutations())
+    };
+    assert!(calls > 10, "{calls} calls");
+    for at in 0..calls + 2 {
+        let s = sim.fork();
+        s.set_fault(Some(Fault { at, kind: FaultKind::PowerCut, sticky: true }));
+        let _ = jobq::store::repair(Path::new(DIR), opts(&s, &clock));
+        s.kill();
+        let later = Options { clock: Arc::new(ManualClock::new(2_000_000)), ..opts(&s, &clock) };
+        let context = format!("repair killed at call {at} of {calls}");
+        jobq::store::repair(Path::new(DIR), later).unwrap_or_else(|e| panic!("{context}: the second run: {e}"));
+        let store = Store::open(DIR, opts(&s, &clock)).unwrap_or_else(|e| panic!("{context}: open: {e}"));
+        assert_eq!(export(&store), one_run, "{context}");
+    }
     let r = jobq::store::repair(Path::new(DIR), opts(&sim, &clock)).unwrap();
     assert!(r.cut.is_some() && !r.dicts_restored.is_empty(), "{r:#?}");
     clean(&sim);

@@ -222,6 +222,20 @@ fn cluster_data_refuses_to_serve_alone() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--node-id"), "{err}");
     assert!(Path::new(&c.dirs[0].path().join("RAFT")).exists());
+    // Node 3's directory under node 1's id (a typo): refused, or it would lead
+    // beside node 1 in the same term, and the logs would differ for good.
+    let mut args: Vec<String> = ["serve", "--listen", "127.0.0.1:0", "--api-key", "admin", "--node-id", "1"]
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+    for (j, a) in c.addrs.iter().enumerate() {
+        args.extend(["--peer".to_string(), format!("{}={a}", j + 1)]);
+    }
+    args.extend(["--cluster-key-file".to_string(), c.key_file.path().to_string_lossy().into_owned()]);
+    let out = std::process::Command::new(BIN).args(&args).arg("--data").arg(c.dirs[2].path()).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("node 3's data directory, started as node 1"), "{err}");
 }
 
 #[test]
@@ -257,6 +271,21 @@ fn members_are_added_and_removed_at_run_time() {
     ] {
         assert_eq!(c.node(leader).post("/cluster/members", ADMIN, bad).status, 400, "{bad}");
     }
+    // Another member's address: that process would count twice toward a quorum.
+    let r = c.node(leader).post(
+        "/cluster/members",
+        ADMIN,
+        &format!("{{\"add\":{{\"id\":6,\"addr\":\"{}\"}}}}", c.addrs[leader]),
+    );
+    r.assert_error(400, "address");
+    // A Raft request meant for another node is refused by the one that got it.
+    let body = "{}";
+    let req = format!(
+        "POST /_raft/vote HTTP/1.1\r\nHost: x\r\nAuthorization: {}\r\nX-Jobq-To-Node: 9\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        sign("/_raft/vote", body.as_bytes()),
+        body.len()
+    );
+    harness::raw(&c.node(follower).addr, req.as_bytes()).assert_error(421, "meant for node 9");
     // A node nothing answers at is not made a voter (openraft alone counted it
     // caught up at once): refused after --member-catch-up, and taken out again.
     let nobody = free_ports(1).remove(0);

@@ -51,12 +51,16 @@ pub struct StoredLogId {
 pub struct RaftState {
     pub vote: Option<StoredVote>,
     pub purged: Option<StoredLogId>,
+    /// The node this directory belongs to (0: not recorded, a version-1 file).
+    pub owner: u32,
 }
 
 pub fn encode(s: &RaftState) -> [u8; LEN] {
     let mut b = [0u8; LEN];
     b[0..8].copy_from_slice(MAGIC);
-    LE::write_u32(&mut b[8..12], 1);
+    // Version 2 records the owner (bytes 56..60, reserved in version 1).
+    LE::write_u32(&mut b[8..12], if s.owner == 0 { 1 } else { 2 });
+    LE::write_u32(&mut b[56..60], s.owner);
     let mut flags = 0;
     if let Some(v) = s.vote {
         flags |= VOTE_SET | if v.committed { VOTE_COMMITTED } else { 0 };
@@ -82,12 +86,17 @@ pub fn decode(path: &Path, b: &[u8]) -> Result<RaftState> {
     if checksum(&[&b[0..60]]) != LE::read_u32(&b[60..64]) {
         return Err(Error::corrupt(path, 60, "RAFT checksum mismatch"));
     }
-    if LE::read_u32(&b[8..12]) != 1 {
-        return Err(Error::Unsupported { path: path.to_path_buf(), what: "RAFT file version".into() });
+    let version = LE::read_u32(&b[8..12]);
+    if !(1..=2).contains(&version) {
+        return Err(Error::Unsupported {
+            path: path.to_path_buf(),
+            what: format!("RAFT file version {version} (this jobq reads 1 and 2)"),
+        });
     }
     let flags = LE::read_u32(&b[12..16]);
-    if flags & !(VOTE_SET | VOTE_COMMITTED | PURGED_SET) != 0 || LE::read_u32(&b[56..60]) != 0 {
-        return Err(Error::corrupt(path, 12, "unknown RAFT flags or reserved bytes set"));
+    let owner = LE::read_u32(&b[56..60]);
+    if flags & !(VOTE_SET | VOTE_COMMITTED | PURGED_SET) != 0 || (owner == 0) != (version == 1) {
+        return Err(Error::corrupt(path, 12, "unknown RAFT flags, or an owner that does not match the version"));
     }
     let vote = (flags & VOTE_SET != 0).then(|| StoredVote {
         term: LE::read_u64(&b[16..24]),
@@ -99,7 +108,7 @@ pub fn decode(path: &Path, b: &[u8]) -> Result<RaftState> {
         term: LE::read_u64(&b[40..48]),
         leader: LE::read_u64(&b[48..56]),
     });
-    Ok(RaftState { vote, purged })
+    Ok(RaftState { vote, purged, owner })
 }
 
 /// The state in `dir`, or the empty state when there is no `RAFT` yet.
@@ -127,8 +136,10 @@ mod tests {
         let full = RaftState {
             vote: Some(StoredVote { term: 9, node: 2, committed: true }),
             purged: Some(StoredLogId { index: 40, term: 8, leader: 3 }),
+            owner: 0,
         };
-        for s in [RaftState::default(), full] {
+        let owned = RaftState { owner: 3, ..full };
+        for s in [RaftState::default(), full, owned] {
             let b = encode(&s);
             assert_eq!(decode(p, &b).unwrap(), s);
             for bit in 0..LEN * 8 {
@@ -138,5 +149,7 @@ mod tests {
             }
         }
         assert!(decode(p, &encode(&full)[..63]).is_err());
+        assert_eq!(encode(&full)[8], 1, "no owner: version 1, as older jobq wrote");
+        assert_eq!(encode(&owned)[8], 2);
     }
 }

@@ -73,13 +73,14 @@ impl Node {
     /// A node on `store` (opened with `raft_log`): the log table from its log and
     /// `RAFT` file. Applied: the entries open replayed.
     pub fn start(store: Arc<Store>) -> Result<Node> {
-        Node::start_with(store, false)
+        Node::start_with(store, false, None)
     }
 
     /// [`Node::start`]; `may_seed`: on a first start, a store a single node wrote
     /// becomes the seed of a new cluster (this node forms it: [`Node::seeding`])
-    /// instead of being refused.
-    pub fn start_with(store: Arc<Store>, may_seed: bool) -> Result<Node> {
+    /// instead of being refused. `id`: this node's id, which `RAFT` records on
+    /// the first start; a directory of another node is refused.
+    pub fn start_with(store: Arc<Store>, may_seed: bool, id: Option<u64>) -> Result<Node> {
         if !store.options().raft_log {
             return Err(Error::Replication("a cluster node's store must be opened with raft_log".into()));
         }
@@ -116,7 +117,31 @@ impl Node {
         crate::cluster::snapshot::build::remove_unfinished(fs, &dir)?;
         let seeding = dir.join(SEEDING_FILE);
         let seeding = fs.exists(&seeding).map_err(|e| Error::io("stat", &seeding, e))?;
-        let state = raft_file::read(fs, &dir)?;
+        let mut state = raft_file::read(fs, &dir)?;
+        if let Some(id) = id {
+            let mine = u32::try_from(id)
+                .ok()
+                .filter(|i| *i > 0)
+                .ok_or_else(|| Error::Replication(format!("a node id is 1 to {} (got {id})", u32::MAX)))?;
+            match state.owner {
+                // Recorded once (a directory of an older jobq records it now).
+                0 => {
+                    state.owner = mine;
+                    raft_file::write(fs, &dir, &state)?;
+                }
+                o if o == mine => {}
+                o => {
+                    return Err(Error::Unsupported {
+                        path: dir.clone(),
+                        what: format!(
+                            "node {o}'s data directory, started as node {id}: a node's log and vote are its own \
+                             (under another id it would count twice toward a quorum). Start it with --node-id {o}, \
+                             or give node {id} an empty directory"
+                        ),
+                    });
+                }
+            }
+        }
         let table = load_table(&store, state)?;
         Ok(Node {
             store,

@@ -393,6 +393,9 @@ pub(crate) async fn dispatch(
         if write {
             match c.await_leader().await {
                 Some((id, _)) if id == c.id => {}
+                None if c.removed() => {
+                    return unavailable("this node was removed from the cluster: send writes to a member")
+                }
                 None => return unavailable("no leader is known yet (an election may be under way)"),
                 Some(_) if via == Via::Forwarded => return unavailable("this node is no longer the leader"),
                 Some((id, addr)) => return raft::serve::forward(c, &caller, &route, &call, id, &addr).await,

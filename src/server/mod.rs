@@ -290,7 +290,7 @@ async fn run(config: ServeConfig) -> Result<(), String> {
 async fn start_node(cc: &ClusterConfig, store: &Arc<Store>, local: SocketAddr) -> Result<Arc<raft::Cluster>, String> {
     // Only the node that forms the cluster may seed it with a single node's store.
     let forms = cc.peers.keys().next() == Some(&cc.id);
-    let node = jobq::cluster::Node::start_with(store.clone(), forms)
+    let node = jobq::cluster::Node::start_with(store.clone(), forms, Some(cc.id))
         .map_err(|e| format!("cannot start the cluster node: {e}"))?;
     let config = jobq::cluster::config_with(cc.election_ms, cc.snapshot_every).map_err(|e| e.to_string())?;
     let net = raft::net::HttpNet { pool: raft::client::Pool::new(cc.key.clone()), acks: Default::default() };

@@ -32,7 +32,7 @@ class Fixture:
 
     def __init__(self, version):
         self.version = version                       # the format version (format-spec/CHANGES.md)
-        self.log_version = {1: 1, 2: 2, 5: 4, 6: 4, 7: 6, 8: 7, 9: 7, 10: 7}.get(version, 3)   # of the segments it was written with
+        self.log_version = {1: 1, 2: 2, 5: 4, 6: 4, 7: 6, 8: 7, 9: 7, 10: 7, 11: 7}.get(version, 3)   # of the segments it was written with
         self.index_version = 4 if version >= 7 else 3 if version >= 6 else 2 if version >= 4 else 1
         self.dir = os.path.join(REPO, "tests", "fixtures", f"v{version}")
         self.store = os.path.join(self.dir, "store")

@@ -216,11 +216,13 @@ def read_raft_purge(root):
     stored, comp = b.u32(60, "crc"), masked_crc(b.d[0:60])
     if stored != comp:
         b.fail(60, f"CRC mismatch (stored 0x{stored:08x}, computed 0x{comp:08x})")
-    if b.u32(8, "version") != 1:
-        b.fail(8, "unknown RAFT version")
+    version = b.u32(8, "version")
+    if version not in (1, 2):
+        b.fail(8, f"unknown RAFT version {version} (this reader knows 1 and 2)")
     flags = b.u32(12, "flags")
-    if flags & ~7 or b.u32(56, "reserved") != 0:
-        b.fail(12, "unknown RAFT flags or reserved bytes set")
+    owner = b.u32(56, "owner")  # version 2: the node this directory belongs to; version 1: 0
+    if flags & ~7 or (owner == 0) != (version == 1):
+        b.fail(12, "unknown RAFT flags, or an owner that does not match the version")
     return b.u64(32, "purge index") if flags & 4 else None
 
 

@@ -141,3 +141,27 @@ def test_v8_a_purge_point_applies_the_entries_up_to_it(tmp, fx):
     rc, _, err = reader.main(["reader.py", store, "export"]), "", ""
     assert rc != 0, "a damaged RAFT file is refused"
     return f"a purge point at entry {index} applies it"
+
+
+V11 = Fixture(11)
+
+
+@versions()
+def test_v11_raft_records_its_owner(tmp, fx):
+    """layout.md, "RAFT" (format 11): version 2 records the node the directory belongs to in bytes
+    56..60; the reader reads the node's store as before, and refuses an owner that does not match
+    the version."""
+    store = fresh_copy(tmp, V11)
+    path = os.path.join(store, "RAFT")
+    with open(path, "rb") as f:
+        raft = bytearray(f.read())
+    version, owner = struct.unpack_from("<I", raft, 8)[0], struct.unpack_from("<I", raft, 56)[0]
+    assert (version, owner) == (2, 1), (version, owner)
+    assert export_of(store) == V11.export(), "the v11 export differs"
+    struct.pack_into("<I", raft, 56, 0)
+    struct.pack_into("<I", raft, 60, mcrc(bytes(raft[:60])))
+    with open(path, "wb") as f:
+        f.write(bytes(raft))
+    rc = reader.main(["reader.py", store, "export"])
+    assert rc != 0, "version 2 without an owner is refused"
+    return "RAFT version 2, owner node 1"

@@ -14,6 +14,12 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper::header;
+
+/// The node a Raft request is meant for: a process that is another node (a
+/// `--peer` address naming the wrong node, a directory started under another
+/// `--node-id`) refuses it, so that no process counts as two nodes. Not signed:
+/// it guards against mistakes; the signature guards against strangers.
+pub const TO_NODE: &str = "x-jobq-to-node";
 use hyper_util::rt::TokioIo;
 use parking_lot::Mutex;
 use tokio::net::TcpStream;
@@ -110,15 +116,30 @@ impl Link {
 
     /// POST `body` to `path`, signed; the whole answer within `timeout`.
     pub async fn post(&mut self, path: &str, body: Vec<u8>, timeout: Duration) -> Result<Answer, Failed> {
+        self.post_to(path, body, timeout, None).await
+    }
+
+    /// [`Link::post`] addressed to node `to` (the [`TO_NODE`] header): a
+    /// process that is not that node refuses it.
+    pub async fn post_to(
+        &mut self,
+        path: &str,
+        body: Vec<u8>,
+        timeout: Duration,
+        to: Option<u64>,
+    ) -> Result<Answer, Failed> {
         let fut = async {
             let mut sender = self.connect().await?;
             let signature = self.key.sign("POST", path, &body);
-            let req = hyper::Request::post(path)
+            let mut req = hyper::Request::post(path)
                 .header(header::HOST, self.addr.as_str())
                 .header(header::AUTHORIZATION, signature)
-                .header(header::CONTENT_LENGTH, body.len())
-                .body(Whole(Some(Bytes::from(body))))
-                .map_err(|e| Failed::Unreachable(format!("request: {e}")))?;
+                .header(header::CONTENT_LENGTH, body.len());
+            if let Some(to) = to {
+                req = req.header(TO_NODE, to);
+            }
+            let req =
+                req.body(Whole(Some(Bytes::from(body)))).map_err(|e| Failed::Unreachable(format!("request: {e}")))?;
             sender.ready().await.map_err(|e| Failed::NotSent(format!("{}: {e}", self.addr)))?;
             let resp =
                 sender.send_request(req).await.map_err(|e| Failed::Unreachable(format!("{}: {e}", self.addr)))?;
@@ -137,9 +158,9 @@ impl Link {
         }
     }
 
-    /// [`Link::post`], then the 200 answer's body.
-    pub async fn call(&mut self, path: &str, body: Vec<u8>, timeout: Duration) -> Result<Vec<u8>, Failed> {
-        let a = self.post(path, body, timeout).await?;
+    /// [`Link::post_to`], then the 200 answer's body.
+    pub async fn call(&mut self, path: &str, body: Vec<u8>, timeout: Duration, to: u64) -> Result<Vec<u8>, Failed> {
+        let a = self.post_to(path, body, timeout, Some(to)).await?;
         match a.status {
             200 => Ok(a.body),
             s => Err(Failed::Status(s, a.body)),

@@ -123,6 +123,13 @@ impl Cluster {
         known_leader(self.id, self.election, &self.raft.metrics().borrow())
     }
 
+    /// This node is no longer a member (`POST /cluster/members` removed it).
+    pub fn removed(&self) -> bool {
+        let m = self.raft.metrics().borrow().membership_config.clone();
+        let membership = m.membership();
+        membership.nodes().next().is_some() && membership.get_node(&self.id).is_none()
+    }
+
     /// [`Cluster::leader`], waiting up to two election timeouts for one (an
     /// election under way, a node just started).
     pub async fn await_leader(&self) -> Option<(u64, String)> {

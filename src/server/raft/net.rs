@@ -121,7 +121,7 @@ impl Peer {
     {
         let body = serde_json::to_vec(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let link = self.link.as_mut().expect("a peer's link until it is dropped");
-        let answer = match link.call(path, body, option.hard_ttl()).await {
+        let answer = match link.call(path, body, option.hard_ttl(), self.target).await {
             Ok(a) => a,
             Err(e @ (Failed::NotSent(_) | Failed::Unreachable(_) | Failed::Status(..))) => {
                 return Err(unreachable(format!("node {}: {e}", self.target)))

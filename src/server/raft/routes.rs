@@ -238,6 +238,16 @@ pub async fn change_members(c: &Cluster, body: &[u8]) -> Reply {
             if voters.contains(&a.id) {
                 return Reply::json(&json!({"voters": voters.into_iter().collect::<Vec<_>>()}));
             }
+            // One process is one node: an address another member has would count
+            // that process twice toward a quorum.
+            let taken = {
+                let m = c.raft.metrics().borrow().membership_config.clone();
+                let other = m.membership().nodes().find(|(id, n)| **id != a.id && n.addr == a.addr).map(|(id, _)| *id);
+                other
+            };
+            if let Some(other) = taken {
+                return Reply::error(400, &format!("{} is node {other}'s address: a node needs its own", a.addr));
+            }
             let added = match c.raft.add_learner(a.id, BasicNode { addr: a.addr.clone() }, false).await {
                 Ok(r) => r.log_id.index,
                 Err(e) => return Reply::unavailable(&format!("adding node {} as a learner failed: {e}", a.id)),

@@ -83,6 +83,24 @@ pub async fn raft(
     if !c.key.verify_body(&body_tag, "POST", path, &bytes) {
         return Prepared::Whole(unauthorized("the cluster signature does not match (another cluster key?)"));
     }
+    // Meant for another node: this process must not answer for it (it would
+    // count as two nodes toward a quorum).
+    let to = parts.headers.get(super::client::TO_NODE).map(|v| v.to_str().ok().and_then(|t| t.parse::<u64>().ok()));
+    match to {
+        Some(Some(to)) if to == c.id => {}
+        Some(to) => {
+            let meant = to.map_or_else(|| "a node id that does not parse".to_string(), |t| format!("node {t}"));
+            let why = format!(
+                "this is node {}, and the request was meant for {meant}: a --peer address names the wrong node, or a \
+                 data directory runs under another --node-id",
+                c.id
+            );
+            tracing::warn!(node = c.id, ?to, "cluster: a request meant for another node refused");
+            return reply(Reply::error(421, &why));
+        }
+        // An older node's request: addressed to whoever listens.
+        None => {}
+    }
     if path == FORWARD {
         return forwarded(app, &bytes, cancel).await;
     }

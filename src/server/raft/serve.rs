@@ -144,7 +144,12 @@ pub async fn forward(c: &Cluster, caller: &Caller, route: &Route, call: &Call, i
         Err(Failed::NotSent(e)) => {
             return unavailable(&format!("the leader (node {id}) is not reachable, nothing was sent: {e}"))
         }
-        Err(e) => return unavailable(&format!("the leader (node {id}) did not answer the forwarded request: {e}")),
+        // Sent, then the connection broke or no answer came: it may have been applied.
+        Err(e) => {
+            return unavailable(&format!(
+                "the leader (node {id}) did not answer the forwarded request: its outcome is unknown (in doubt): {e}"
+            ))
+        }
     };
     match open_envelope::<ForwardedAnswer>(&answer.body) {
         Ok((h, body)) => Prepared::Whole(Whole {

@@ -4,7 +4,8 @@
 //! state, unicode and escapes in spider names and tags, many tags, records in
 //! index files, in the tail, in sealed and in open segments, read a first time
 //! (checked) and again (trusted). A page rendered at once (store/plain.rs) is
-//! the same bytes as its rows one by one.
+//! the same bytes as its rows one by one, and as its rows rendered in runs that
+//! stop at a byte limit (a stream's chunks).
 
 use std::io::Cursor;
 use std::sync::Arc;
@@ -90,6 +91,17 @@ fn rows(store: &Store) -> Vec<(String, String)> {
         for h in &hits {
             snap.render_row(1, h, jobmeta, &mut one_by_one).unwrap();
             one_by_one.push(b'\n');
+        }
+        // In runs that stop at a byte limit (a stream's chunks): the same bytes.
+        for limit in [1, 300, 4096] {
+            let (mut chunks, mut at) = (b"x".to_vec(), 0);
+            while at < hits.len() {
+                let before = chunks.len();
+                let n = snap.render_rows_within(1, &hits[at..], jobmeta, &mut chunks, before + limit).unwrap();
+                assert!(n >= 1 && (limit > 1 || n == 1), "{n} rows at limit {limit}");
+                at += n;
+            }
+            assert_eq!(chunks, page, "rows rendered in runs up to {limit} bytes");
         }
         out.push((String::from_utf8(page).unwrap(), String::from_utf8(one_by_one).unwrap()));
     }

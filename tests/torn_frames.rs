@@ -138,3 +138,21 @@ fn colliding_records_torn_at_every_byte() {
         assert_eq!(store.snapshot().count(83, &Default::default()).unwrap(), 120, "torn at {cut}");
     }
 }
+
+/// A payload over a frame's limit (1 GiB, log.md) is refused as input before
+/// anything is written: no panic, no partial frame, and the writer goes on.
+#[test]
+fn a_payload_over_the_frame_limit_is_refused_not_a_panic() {
+    let sim = SimFs::new();
+    sim.create_dir(Path::new(DIR)).unwrap();
+    let fs: Arc<dyn FileSystem> = Arc::new(sim.clone());
+    let mut w = LogWriter::create(fs, Path::new(DIR), 1, 1, 64 << 20).unwrap();
+    // Zeroed pages the check never touches (calloc'd, not written).
+    let huge = vec![0u8; (jobq::codec::frame::MAX_PAYLOAD as usize) + 1];
+    let end = w.end();
+    let e = w.append(FrameKind::Jobs, 0, 1, 0, &huge).unwrap_err();
+    assert!(e.is_input() && e.to_string().contains("over a log frame's limit"), "{e}");
+    assert_eq!(w.end(), end, "nothing written");
+    drop(huge);
+    w.append(FrameKind::Jobs, 0, 1, 0, b"after").unwrap();
+}

@@ -4,7 +4,7 @@
 use super::{Answer, Cancel, Config, Refusal, Response, Rows};
 use crate::error::Error;
 use crate::model::{Clock, JobKey, JobState, SystemClock};
-use crate::query::{parse_query, Hit, Limits};
+use crate::query::{parse_query, Limits};
 use crate::store::Store;
 
 type Params = [(String, String)];
@@ -27,19 +27,16 @@ pub(super) fn count(store: &Store, project: u32, params: &Params) -> Answer {
 /// The default `count` of a listing (lower when the configured maximum is).
 const LIST_COUNT: u64 = 1000;
 
-/// Rows of a listing rendered at once.
-const LIST_BATCH: usize = 64;
-
 pub(super) fn list(store: &Store, project: u32, params: &Params, config: &Config, cancel: &Cancel) -> Answer {
     let limits = Limits { default_count: LIST_COUNT.min(config.max_count), max_count: config.max_count };
     let q = parse_query(params, project, Some(JobState::Finished), limits)?;
     let snap = store.snapshot();
     let hits = snap.list(project, &q.filter, &q.paging)?;
     let jobmeta = q.jobmeta;
-    // Rendered a batch at a time (cancel is checked between batches).
-    let batches: Vec<Vec<Hit>> = hits.chunks(LIST_BATCH).map(<[Hit]>::to_vec).collect();
-    Ok(Response::stream(Rows::lines(batches, cancel.clone(), move |batch, out| {
-        snap.render_rows(project, &batch, jobmeta.as_deref(), out)
+    // Rendered a run of rows at a time, as many as fit a chunk (a row of
+    // megabytes alone); cancel is checked between runs.
+    Ok(Response::stream(Rows::runs(hits, cancel.clone(), move |run, out, limit| {
+        snap.render_rows_within(project, run, jobmeta.as_deref(), out, limit)
     })))
 }
 

@@ -60,6 +60,20 @@ impl Rows {
         Rows { inner: Box::new(Chunker { items: items.into_iter(), render, cancel, done: false, lines: true }) }
     }
 
+    /// Lines of `items` rendered a run at a time: `render(run, out, limit)`
+    /// writes one line per item (each ending with `\n`) from the run's start,
+    /// stops after the first that takes `out` to `limit` bytes or more, and
+    /// says how many it wrote (at least one). A chunk holds about
+    /// [`RUN_CHUNK_BYTES`], or one row larger than that: a row of megabytes is
+    /// rendered alone, small ones up to [`MAX_RUN`] a call.
+    pub fn runs<T, F>(items: Vec<T>, cancel: Cancel, render: F) -> Rows
+    where
+        T: Send + 'static,
+        F: FnMut(&[T], &mut Vec<u8>, usize) -> Result<usize> + Send + 'static,
+    {
+        Rows { inner: Box::new(Runs { items, at: 0, render, cancel, done: false }) }
+    }
+
     /// Every chunk concatenated (for callers that want the whole answer).
     pub fn collect_bytes(self) -> Result<Vec<u8>> {
         let mut out = Vec::new();
@@ -123,6 +137,57 @@ where
     }
 }
 
+/// Items a run renders at most.
+pub const MAX_RUN: usize = 64;
+
+/// Bytes a listing's chunk holds before it is handed out (or one row larger):
+/// 64 rows of a few KiB, as whole batches of 64 rows were before; a row of
+/// megabytes alone. (Fewer, larger chunks than [`CHUNK_BYTES`]: each chunk is a
+/// render on the blocking pool.)
+pub const RUN_CHUNK_BYTES: usize = 256 << 10;
+
+struct Runs<T, F> {
+    items: Vec<T>,
+    at: usize,
+    render: F,
+    cancel: Cancel,
+    done: bool,
+}
+
+impl<T, F> Iterator for Runs<T, F>
+where
+    F: FnMut(&[T], &mut Vec<u8>, usize) -> Result<usize>,
+{
+    type Item = Result<Vec<u8>>;
+
+    fn next(&mut self) -> Option<Result<Vec<u8>>> {
+        if self.done {
+            return None;
+        }
+        let mut buf = Vec::new();
+        while self.at < self.items.len() && buf.len() < RUN_CHUNK_BYTES {
+            if self.cancel.is_cancelled() {
+                self.done = true;
+                return None;
+            }
+            let run = &self.items[self.at..(self.at + MAX_RUN).min(self.items.len())];
+            match (self.render)(run, &mut buf, RUN_CHUNK_BYTES) {
+                // At least one: a renderer that wrote none would never end.
+                Ok(n) => self.at += n.clamp(1, run.len()),
+                Err(e) => {
+                    self.done = true;
+                    return Some(Err(e));
+                }
+            }
+        }
+        if self.cancel.is_cancelled() {
+            self.done = true;
+            return None;
+        }
+        (!buf.is_empty()).then_some(Ok(buf))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -142,6 +207,33 @@ mod tests {
         assert_eq!(text.lines().count(), 5000);
         assert!(text.ends_with("}\n") && !text.contains("\n\n"));
         assert!(Rows::new(Vec::<u32>::new(), Cancel::new(), |_, _| Ok(())).next().is_none());
+    }
+
+    #[test]
+    fn runs_hold_a_chunk_or_one_large_row() {
+        // Rows of 100 bytes, then of 1 MiB, then small again.
+        let sizes: Vec<usize> = [vec![100; 1000], vec![1 << 20; 5], vec![100; 1000]].concat();
+        let runs = Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let seen = runs.clone();
+        let rows = Rows::runs(sizes.clone(), Cancel::new(), move |run: &[usize], out, limit| {
+            let mut done = 0;
+            for n in run {
+                out.extend(std::iter::repeat_n(b'x', n - 1).chain([b'\n']));
+                done += 1;
+                if out.len() >= limit {
+                    break;
+                }
+            }
+            seen.lock().push(done);
+            Ok(done)
+        });
+        let chunks: Vec<Vec<u8>> = rows.map(|c| c.unwrap()).collect();
+        let lines: Vec<usize> = chunks.concat().split(|b| *b == b'\n').map(|l| l.len() + 1).collect();
+        assert_eq!(lines[..lines.len() - 1], sizes[..], "every row, in order");
+        assert!(chunks.iter().all(|c| c.len() < RUN_CHUNK_BYTES + (1 << 20)), "no chunk holds two large rows");
+        assert!(runs.lock().iter().all(|n| (1..=MAX_RUN).contains(n)));
+        assert!(runs.lock().len() < 1000 / 8, "small rows are rendered many a run: {:?}", runs.lock());
+        assert!(Rows::runs(Vec::<u32>::new(), Cancel::new(), |_: &[u32], _, _| Ok(0)).next().is_none());
     }
 
     #[test]

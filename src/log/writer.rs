@@ -210,6 +210,14 @@ impl LogWriter {
         durable_seq: u64,
         payload: &[u8],
     ) -> Result<Appended> {
+        // Refused before anything is written (no partial frame to cut).
+        if payload.len() as u64 > u64::from(frame::MAX_PAYLOAD) {
+            return Err(Error::input(format!(
+                "a write of {} bytes is over a log frame's limit of {} bytes: write it in smaller batches",
+                payload.len(),
+                frame::MAX_PAYLOAD
+            )));
+        }
         let frame_len = (frame::HEADER_LEN + payload.len()) as u64;
         let used = self.end - self.tail.header.data_start();
         if used > 0 && used + frame_len > self.segment_limit && !self.hold_rotation {

@@ -126,7 +126,16 @@ pub fn serve(config: ServeConfig) -> Result<(), String> {
     result
 }
 
+/// Largest `--max-body`: a request's writes go into one log frame (at most
+/// 1 GiB, format-spec/log.md) with room to spare for what parsing adds.
+const MAX_MAX_BODY: usize = 256 << 20;
+
 async fn run(config: ServeConfig) -> Result<(), String> {
+    if config.max_body > MAX_MAX_BODY {
+        return Err(format!(
+            "--max-body is at most {MAX_MAX_BODY} bytes (256 MiB): a request's writes are one log frame"
+        ));
+    }
     if config.max_buffered < config.max_body {
         return Err(format!(
             "--max-buffered ({} bytes) is less than --max-body ({} bytes): a body of the largest size could never be read",

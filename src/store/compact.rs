@@ -32,6 +32,9 @@ use crate::model::JobState;
 
 /// Records per frame in the new log.
 const FRAME_JOBS: usize = 4096;
+/// A frame is written once its records reach this many bytes: 4,096 documents
+/// of up to 16 MiB each would pass a frame's limit (1 GiB, log.md).
+const FRAME_BYTES: usize = 64 << 20;
 
 /// What a compaction did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -280,7 +283,7 @@ pub(crate) fn compact_store(
             // Every record is written again compact, its fields (prev, order_seq) kept.
             record::encode_view_packed(&view, &mut g.payload, packer.as_mut());
             report.records_after += 1;
-            if g.pending.len() >= FRAME_JOBS.min(g.chunk_docs) {
+            if g.pending.len() >= FRAME_JOBS.min(g.chunk_docs) || g.payload.len() >= FRAME_BYTES {
                 g.flush()?;
                 progress(done, total);
             }

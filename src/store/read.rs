@@ -253,41 +253,63 @@ impl Snapshot {
     /// time (one lock of the maps, the project's names looked up once, the common
     /// row in one pass: see plain.rs). The same bytes as row by row.
     pub fn render_rows(&self, project: u32, hits: &[Hit], jobmeta: Option<&[String]>, out: &mut Vec<u8>) -> Result<()> {
+        self.render_rows_within(project, hits, jobmeta, out, usize::MAX).map(|_| ())
+    }
+
+    /// [`Snapshot::render_rows`], stopping after the first row that takes `out`
+    /// to `limit` bytes or more: how many rows it rendered (at least one of a
+    /// run that has any). A stream renders a chunk's worth this way, however
+    /// large its rows are.
+    pub fn render_rows_within(
+        &self,
+        project: u32,
+        hits: &[Hit],
+        jobmeta: Option<&[String]>,
+        out: &mut Vec<u8>,
+        limit: usize,
+    ) -> Result<usize> {
         if hits.is_empty() {
-            return Ok(());
+            return Ok(0);
         }
         if jobmeta.is_some() {
-            for h in hits {
+            for (n, h) in hits.iter().enumerate() {
                 self.render_row(project, h, jobmeta, out)?;
                 out.push(b'\n');
+                if out.len() >= limit {
+                    return Ok(n + 1);
+                }
             }
-            return Ok(());
+            return Ok(hits.len());
         }
         let mut page = PlainPage::new(project, self.version.catalog.names_json(project));
         let mut room = Room::new(out, hits.len());
+        let full = std::cell::Cell::new(false);
         let mut i = 0;
-        while i < hits.len() {
+        while i < hits.len() && !full.get() {
             let mut k = i;
-            i += self.reader.each_mapped(hits[i..].iter().map(|h| h.loc), |bytes| {
+            let locs = hits[i..].iter().take_while(|_| !full.get()).map(|h| h.loc);
+            i += self.reader.each_mapped(locs, |bytes| {
                 let now = hits[k].listed_ms;
                 k += 1;
-                if page.row(bytes, now, &mut room) {
-                    return Ok(());
+                if !page.row(bytes, now, &mut room) {
+                    let out = room.vec();
+                    let r = row::decode_row(bytes).and_then(|row| self.render_plain(project, &row, now, out));
+                    out.push(b'\n');
+                    r?;
                 }
-                let out = room.vec();
-                let r = row::decode_row(bytes).and_then(|row| self.render_plain(project, &row, now, out));
-                out.push(b'\n');
-                r
+                full.set(room.vec().len() >= limit);
+                Ok(())
             })?;
-            if let Some(h) = hits.get(i) {
+            if let Some(h) = hits.get(i).filter(|_| !full.get()) {
                 // Not in a map: read the general way.
                 let out = room.vec();
                 self.render_row(project, h, None, out)?;
                 out.push(b'\n');
+                full.set(out.len() >= limit);
                 i += 1;
             }
         }
-        Ok(())
+        Ok(i)
     }
 
     /// A row without `jobmeta` (as [`Snapshot::render_view`] writes it). The

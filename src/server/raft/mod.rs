@@ -125,9 +125,7 @@ impl Cluster {
 
     /// This node is no longer a member (`POST /cluster/members` removed it).
     pub fn removed(&self) -> bool {
-        let m = self.raft.metrics().borrow().membership_config.clone();
-        let membership = m.membership();
-        membership.nodes().next().is_some() && membership.get_node(&self.id).is_none()
+        routes::removed(self.id, &self.raft.metrics().borrow())
     }
 
     /// [`Cluster::leader`], waiting up to two election timeouts for one (an

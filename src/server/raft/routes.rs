@@ -203,12 +203,17 @@ pub fn status(c: &Cluster) -> Reply {
 /// its own membership no longer lists is `Removed`, with no leader known, and
 /// no node names itself leader unless it leads.
 fn role(me: u64, m: &openraft::RaftMetrics<u64, BasicNode>) -> (String, Option<u64>) {
-    let membership = m.membership_config.membership();
-    if membership.nodes().next().is_some() && membership.get_node(&me).is_none() {
+    if removed(me, m) {
         return ("Removed".into(), None);
     }
     let leader = m.current_leader.filter(|&l| l != me || m.state == openraft::ServerState::Leader);
     (format!("{:?}", m.state), leader)
+}
+
+/// Node `me` is not in a membership that has members (taken out by a change).
+pub(super) fn removed(me: u64, m: &openraft::RaftMetrics<u64, BasicNode>) -> bool {
+    let membership = m.membership_config.membership();
+    membership.nodes().next().is_some() && membership.get_node(&me).is_none()
 }
 
 /// `POST /cluster/members` at the leader: `{"add":{"id":4,"addr":"h:p"}}` (a

@@ -315,3 +315,14 @@ fn read_only_commands_run_on_more_segments_than_the_soft_file_limit() {
         }
     }
 }
+
+/// A body limit no log frame could hold (a request's writes are one frame) is
+/// refused at start, naming the flag.
+#[test]
+fn serve_refuses_body_limits_it_cannot_honour() {
+    let dir = tempdir();
+    let args = ["serve", "--api-key", "K", "--listen", "127.0.0.1:0", "--max-body", "257MiB", "--max-buffered", "1GiB"];
+    let out = jobq(&args, dir.path(), b"");
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("--max-body is at most"), "{}", text(&out.stderr));
+}

@@ -286,6 +286,8 @@ fn members_are_added_and_removed_at_run_time() {
         body.len()
     );
     harness::raw(&c.node(follower).addr, req.as_bytes()).assert_error(421, "meant for node 9");
+    let garbled = req.replace("X-Jobq-To-Node: 9", "X-Jobq-To-Node: nine");
+    harness::raw(&c.node(follower).addr, garbled.as_bytes()).assert_error(421, "does not parse");
     // A node nothing answers at is not made a voter (openraft alone counted it
     // caught up at once): refused after --member-catch-up, and taken out again.
     let nobody = free_ports(1).remove(0);

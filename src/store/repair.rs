@@ -130,8 +130,10 @@ pub fn repair(dir: &Path, opts: Options) -> Result<RepairReport> {
     // that use it) goes back into the log from the index files' copies (or the
     // cut bytes) before those files go. A run after a crash here finds the index
     // files still there, and appends what is still missing.
-    let held = dict_ids(fs, &gen_dir, start, log_end.0)?;
-    report.dicts_restored = found.append_dicts(&fsys, &gen_dir, generation, log_end, opts.segment_bytes, &held)?;
+    if found.has_dicts() {
+        let held = dict_ids(fs, &gen_dir, start, log_end.0)?;
+        report.dicts_restored = found.append_dicts(&fsys, &gen_dir, generation, log_end, opts.segment_bytes, &held)?;
+    }
     // Newest segments removed by hand (`REACH` says the log reached further):
     // the jobs written there are lost. The claim comes down to what is left, as
     // it does when an unreadable `REACH` is written again.

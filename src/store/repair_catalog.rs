@@ -68,6 +68,11 @@ impl Found {
         Ok(())
     }
 
+    /// Whether any dictionary was found (none: the log needs none back).
+    pub fn has_dicts(&self) -> bool {
+        !self.dicts.is_empty()
+    }
+
     /// A dictionary found (the first of an id stays).
     pub fn dict(&mut self, d: Arc<Dict>) {
         if !self.dicts.iter().any(|x| x.id == d.id) {

@@ -245,12 +245,9 @@ pub async fn change_members(c: &Cluster, body: &[u8]) -> Reply {
             }
             // One process is one node: an address another member has would count
             // that process twice toward a quorum.
-            let taken = {
-                let m = c.raft.metrics().borrow().membership_config.clone();
-                let other = m.membership().nodes().find(|(id, n)| **id != a.id && n.addr == a.addr).map(|(id, _)| *id);
-                other
-            };
-            if let Some(other) = taken {
+            let members = c.raft.metrics().borrow().membership_config.clone();
+            let taken = members.membership().nodes().find(|(id, n)| **id != a.id && n.addr == a.addr);
+            if let Some((other, _)) = taken {
                 return Reply::error(400, &format!("{} is node {other}'s address: a node needs its own", a.addr));
             }
             let added = match c.raft.add_learner(a.id, BasicNode { addr: a.addr.clone() }, false).await {

@@ -72,19 +72,8 @@ pub async fn raft(
     let Some(body_tag) = c.key.verify_head(authorization, "POST", path, declared) else {
         return refuse(unauthorized("the cluster signature does not match (another cluster key?)"), &body);
     };
-    let bytes = match tokio::time::timeout_at(started + app.body_timeout, read_body(body, declared as usize)).await {
-        Ok(Ok(b)) => b,
-        Ok(Err(BodyError::TooLarge)) => return closing(Prepared::Whole(too_large(declared as usize))),
-        Ok(Err(BodyError::Read(e))) => {
-            return closing(reply(Reply::error(400, &format!("reading the body failed: {e}"))))
-        }
-        Err(_) => return closing(reply(Reply::error(408, "the request body did not arrive in time"))),
-    };
-    if !c.key.verify_body(&body_tag, "POST", path, &bytes) {
-        return Prepared::Whole(unauthorized("the cluster signature does not match (another cluster key?)"));
-    }
     // Meant for another node: this process must not answer for it (it would
-    // count as two nodes toward a quorum).
+    // count as two nodes toward a quorum). Known from the head: no body is read.
     let to = parts.headers.get(super::client::TO_NODE).map(|v| v.to_str().ok().and_then(|t| t.parse::<u64>().ok()));
     match to {
         Some(Some(to)) if to == c.id => {}
@@ -96,10 +85,21 @@ pub async fn raft(
                 c.id
             );
             tracing::warn!(node = c.id, ?to, "cluster: a request meant for another node refused");
-            return reply(Reply::error(421, &why));
+            return refuse(Whole::new(421, api::error_line(&why)), &body);
         }
         // An older node's request: addressed to whoever listens.
         None => {}
+    }
+    let bytes = match tokio::time::timeout_at(started + app.body_timeout, read_body(body, declared as usize)).await {
+        Ok(Ok(b)) => b,
+        Ok(Err(BodyError::TooLarge)) => return closing(Prepared::Whole(too_large(declared as usize))),
+        Ok(Err(BodyError::Read(e))) => {
+            return closing(reply(Reply::error(400, &format!("reading the body failed: {e}"))))
+        }
+        Err(_) => return closing(reply(Reply::error(408, "the request body did not arrive in time"))),
+    };
+    if !c.key.verify_body(&body_tag, "POST", path, &bytes) {
+        return Prepared::Whole(unauthorized("the cluster signature does not match (another cluster key?)"));
     }
     if path == FORWARD {
         return forwarded(app, &bytes, cancel).await;

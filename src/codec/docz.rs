@@ -21,8 +21,10 @@ use super::DecodeError;
 pub const DICT_BYTES: usize = 16 << 10;
 /// Largest dictionary a frame may carry.
 pub const MAX_DICT: usize = 1 << 20;
-/// Compression level of the dictionaries this build makes.
-pub const LEVEL: i32 = 3;
+/// Compression level of the dictionaries this build makes: 1 (zstd's `fast`
+/// strategy) takes 4-5% less of an import's CPU than 3 for 0.7% more log bytes
+/// (benches/compare/README.md, "Stop 40"). Readers do not depend on it.
+pub const LEVEL: i32 = 1;
 /// Largest decompressed document: the store's document limit and its slack.
 pub const MAX_TEXT: usize = crate::store::fields::MAX_DOC + crate::store::fields::DOC_SLACK;
 /// Fewest documents a dictionary is trained on.

@@ -21,7 +21,7 @@ use crate::hash::FastMap;
 use crate::index::{format, merge, IndexSegment};
 use crate::log::recovery::RecoveryPolicy;
 use crate::model::JobState;
-use rebuild::{ChainFile, Rebuild};
+use rebuild::{current_of_view, ChainFile, Rebuild, UNSERVED};
 
 /// One problem found: where, and what.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -81,6 +81,14 @@ pub(super) struct Current {
 }
 
 impl Current {
+    /// A fingerprint of every field but `loc` (what the rebuild keeps of them).
+    fn print(&self) -> u64 {
+        let fields = [self.ts, self.order_seq, self.state as u64, self.priority as u64];
+        let prints = [self.tags, self.unique, self.close_reason, self.token];
+        let bytes: Vec<[u8; 8]> = fields.iter().chain(&prints).map(|v| v.to_le_bytes()).collect();
+        fingerprint(bytes.iter().map(|b| &b[..]))
+    }
+
     /// The fields that differ, in words (fingerprinted ones only as differing).
     fn differences(&self, log: &Current) -> String {
         let pos = |loc: u64| {
@@ -234,9 +242,9 @@ fn check_once(dir: &Path, fsys: Arc<dyn FileSystem>, live: bool) -> Result<Check
     }
     let chain = chain_of(&store, &gen_dir)?;
     let live = live.then_some(store.report().log_start);
-    let log = rebuild::scan(&*fsys, &gen_dir, generation, &chain, stop, live, &mut r)?;
+    let mut log = rebuild::scan(&*fsys, &gen_dir, generation, &chain, stop, live, &mut r)?;
     check_indexes(&*fsys, &gen_dir, generation, &log, &mut r)?;
-    compare(&store, &log, &mut r)?;
+    compare(&store, &mut log, &mut r)?;
     invariants(&log, &gen_dir, &mut r);
     r.jobs = log.jobs.len() as u64;
     Ok(finish(r, started))
@@ -303,10 +311,10 @@ fn check_indexes(
                 }
                 let next: FastMap<(u32, u32), u32> =
                     seg.catalog().iter().map(|e| ((e.project, e.spider), e.next_job)).collect();
-                for ((p, local), (_, seq)) in &log.jobs {
+                for ((p, local), logged) in &log.jobs {
                     let (s, j) = ((local >> 32) as u32, *local as u32);
                     // A next id of u32::MAX gives none (catalog.rs, `JobIds::left`).
-                    if *seq <= hi && next.get(&(*p, s)).is_none_or(|n| j >= *n && *n < u32::MAX) {
+                    if logged.seq <= hi && next.get(&(*p, s)).is_none_or(|n| j >= *n && *n < u32::MAX) {
                         r.found(&path, None, format!("its catalog would allocate job {p}/{s}/{j} again"));
                     }
                 }
@@ -317,7 +325,12 @@ fn check_indexes(
 }
 
 /// The indexes (and the replayed tail) must serve exactly the log's current jobs.
-fn compare(store: &Store, log: &Rebuild, r: &mut CheckReport) -> Result<()> {
+///
+/// Streamed, in bounded memory beyond the rebuild: each served entry is matched
+/// against the log's job as it comes (the last index file serving a job wins, the
+/// replayed tail over every file, as open's dead sets rule); only entries that
+/// differ, and those the log lacks, are kept until the end.
+fn compare(store: &Store, log: &mut Rebuild, r: &mut CheckReport) -> Result<()> {
     for (name, why) in &store.report().discarded {
         if why.contains("covered by a larger index") || r.notes.iter().any(|n| n.contains(name.as_str())) {
             continue;
@@ -333,52 +346,98 @@ fn compare(store: &Store, log: &Rebuild, r: &mut CheckReport) -> Result<()> {
     }
     let v = store.snapshot().version;
     let tail = &store.inner().gen_dir;
-    let path = |slot: Option<usize>| slot.map_or(tail.clone(), |i| v.segments[i].seg.path().to_path_buf());
-    // Per served job: the index file (None: the replayed tail) and what it serves.
-    let mut served: FastMap<(u32, u64), (Option<usize>, Current)> = FastMap::default();
+    let path = |slot: u32| match slot {
+        TAIL => tail.clone(),
+        i => v.segments[i as usize].seg.path().to_path_buf(),
+    };
+    let mut m = Matcher::default();
     for (i, slot) in v.segments.iter().enumerate() {
         for (k, _) in slot.seg.projects().enumerate() {
-            let mut docs = Vec::new();
-            merge::live_entries(&slot.seg.section_at(k), &slot.dead[k], &mut docs);
-            for e in docs {
-                if let Some((other, _)) = served.insert((e.project, e.local), (Some(i), current_of(&e))) {
-                    let what = format!("a second live version of a job also in {}", path(other).display());
-                    r.found(slot.seg.path(), None, what);
+            let mut sink = |docs: Vec<crate::index::DocEntry>| -> std::result::Result<(), ()> {
+                for e in docs {
+                    if let Some(other) = m.serve(log, i as u32, &e) {
+                        let what = format!("a second live version of a job also in {}", path(other).display());
+                        r.found(slot.seg.path(), None, what);
+                    }
                 }
-            }
+                Ok(())
+            };
+            let _ = merge::for_live_entries(&slot.seg.section_at(k), &slot.dead[k], COMPARE_CHUNK, &mut sink);
         }
     }
     for (_, p) in v.mem.projects() {
         for e in p.iter() {
-            served.insert((e.project, e.local), (None, current_of(e)));
+            m.serve(log, TAIL, e);
         }
     }
-    // Jobs served from a log range skipped after damage cannot be compared.
-    let unknown: std::collections::HashSet<(u32, u64)> =
-        served.iter().filter(|(_, (_, cur))| log.skipped_loc(cur.loc)).map(|(k, _)| *k).collect();
-    served.retain(|k, _| !unknown.contains(k));
-    for (key, (want, _)) in &log.jobs {
+    let reader = &store.inner().reader;
+    for (key, logged) in &log.jobs {
         let job = crate::model::JobKey::from_local(key.0, key.1);
-        if unknown.contains(key) {
+        if m.unknown.contains(key) {
             continue;
         }
-        match served.get(key) {
-            None => r.found(tail, None, format!("job {job} is in the log but no index serves it")),
-            Some((slot, got)) if got != want => r.found(
-                &path(*slot),
-                None,
-                format!("job {job}: the index and the log differ: {}", got.differences(want)),
-            ),
-            _ => {}
+        if logged.served_by == UNSERVED {
+            r.found(tail, None, format!("job {job} is in the log but no index serves it"));
+        } else if let Some(got) = m.differ.get(key) {
+            // Rare: the log's version is read again to say what differs.
+            let differences = match reader.read(logged.loc) {
+                Ok(j) => got.differences(&current_of_view(&crate::codec::record::JobView::of(&j), logged.loc)),
+                Err(e) => format!("the log's version could not be read again to compare: {e}"),
+            };
+            r.found(&path(logged.served_by), None, format!("job {job}: the index and the log differ: {differences}"));
         }
     }
-    for (key, (slot, _)) in &served {
-        if !log.jobs.contains_key(key) {
+    for (key, (slot, unknown)) in &m.strays {
+        if !unknown {
             let job = crate::model::JobKey::from_local(key.0, key.1);
             r.found(&path(*slot), None, format!("serves job {job}, which the log does not hold"));
         }
     }
     Ok(())
+}
+
+/// Served entries compared per section at most this many at a time.
+const COMPARE_CHUNK: u32 = 1 << 16;
+/// [`rebuild::Logged::served_by`] of a job the replayed tail serves.
+const TAIL: u32 = u32::MAX - 1;
+
+/// What the comparison keeps besides the rebuild's own marks.
+#[derive(Default)]
+struct Matcher {
+    /// Served jobs whose served version differs from the log's (the last one served).
+    differ: FastMap<(u32, u64), Current>,
+    /// Served jobs the log does not hold: who serves them, and whether from a
+    /// log range skipped after damage.
+    strays: FastMap<(u32, u64), (u32, bool)>,
+    /// Jobs served from a log range skipped after damage: not compared.
+    unknown: std::collections::HashSet<(u32, u64)>,
+}
+
+impl Matcher {
+    /// Match entry `e` served by `slot` (an index file, or [`TAIL`]) against the
+    /// log; the index file that served the job before, if any (a duplicate; the
+    /// tail replaces a file's version silently).
+    fn serve(&mut self, log: &mut Rebuild, slot: u32, e: &crate::index::DocEntry) -> Option<u32> {
+        let key = (e.project, e.local);
+        let got = current_of(e);
+        let skipped = log.skipped_loc(got.loc);
+        let before = match log.jobs.get_mut(&key) {
+            Some(logged) => {
+                let before = std::mem::replace(&mut logged.served_by, slot);
+                match got.loc != logged.loc || got.print() != logged.print {
+                    true => self.differ.insert(key, got),
+                    false => self.differ.remove(&key),
+                };
+                (before != UNSERVED).then_some(before)
+            }
+            None => self.strays.insert(key, (slot, skipped)).map(|(before, _)| before),
+        };
+        match skipped {
+            true => self.unknown.insert(key),
+            false => self.unknown.remove(&key),
+        };
+        before.filter(|_| slot != TAIL)
+    }
 }
 
 fn current_of(e: &crate::index::DocEntry) -> Current {

@@ -27,11 +27,27 @@ pub(super) struct ChainFile {
     pub ends_in_txn: bool,
 }
 
+/// What the log says of a job's current version, in 32 bytes (a check holds one
+/// per job): where its record is, the frame's sequence number, and a fingerprint
+/// of every other field the indexes hold. A mismatch reads the record again to
+/// say which fields differ.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Logged {
+    pub loc: u64,
+    pub seq: u64,
+    pub print: u64,
+    /// Which index serves the job, as the comparison finds it ([`UNSERVED`] before).
+    pub served_by: u32,
+}
+
+/// [`Logged::served_by`] of a job no index serves (yet).
+pub(super) const UNSERVED: u32 = u32::MAX;
+
 /// Everything the log says: per job its current version and that record's sequence
 /// number, and the active `unique` values.
 #[derive(Default)]
 pub(super) struct Rebuild {
-    pub jobs: FastMap<(u32, u64), (Current, u64)>,
+    pub jobs: FastMap<(u32, u64), Logged>,
     pub uniques: FastMap<(u32, u64), String>,
     pub names: FastMap<(u32, u32), String>,
     pub ids: FastMap<(u32, String), u32>,
@@ -44,7 +60,9 @@ pub(super) struct Rebuild {
 }
 
 enum Change {
-    Job((u32, u64), Current, u64, Option<String>),
+    /// A job's version: its key, where it is, its sequence number, its fields'
+    /// fingerprint, and an active job's `unique`.
+    Job((u32, u64), u64, u64, u64, Option<Box<str>>),
     Name(u32, u32, String),
 }
 
@@ -61,10 +79,10 @@ impl Rebuild {
             return;
         }
         match c {
-            Change::Job(key, cur, seq, unique) => {
-                self.jobs.insert(key, (cur, seq));
+            Change::Job(key, loc, seq, print, unique) => {
+                self.jobs.insert(key, Logged { loc, seq, print, served_by: UNSERVED });
                 match unique {
-                    Some(u) => self.uniques.insert(key, u),
+                    Some(u) => self.uniques.insert(key, u.into()),
                     None => self.uniques.remove(&key),
                 };
             }
@@ -224,6 +242,21 @@ fn padding(file: &dyn crate::fs::FsFile, path: &Path, r: &mut CheckReport) -> Re
     Ok(())
 }
 
+/// The fields of the record `v` at `loc` that the indexes hold.
+pub(super) fn current_of_view(v: &record::JobView<'_>, loc: u64) -> Current {
+    Current {
+        loc,
+        ts: v.ts(),
+        order_seq: v.order_seq,
+        state: v.state,
+        priority: v.priority,
+        tags: tags_print(v.tags.iter().copied()),
+        unique: unique_print(v.unique, v.state),
+        close_reason: close_reason_print(v.close_reason().as_deref()),
+        token: token_print(crate::store::tokens::token_in(v.doc()).as_deref(), v.state),
+    }
+}
+
 fn apply(
     b: &mut Rebuild,
     path: &Path,
@@ -249,20 +282,10 @@ fn apply(
                         r.found(path, Some(offset + 32 + off as u64), "order_seq is later than the record");
                     }
                     let loc = LogPos { segment, offset: offset + 32 + off as u64 }.pack();
-                    let cur = Current {
-                        loc,
-                        ts: v.ts(),
-                        order_seq: v.order_seq,
-                        state: v.state,
-                        priority: v.priority,
-                        tags: tags_print(v.tags.iter().copied()),
-                        unique: unique_print(v.unique, v.state),
-                        close_reason: close_reason_print(v.close_reason().as_deref()),
-                        token: token_print(crate::store::tokens::token_in(v.doc()).as_deref(), v.state),
-                    };
-                    let unique = v.unique.filter(|_| v.state.is_active()).map(str::to_string);
+                    let print = current_of_view(&v, loc).print();
+                    let unique = v.unique.filter(|_| v.state.is_active()).map(Box::from);
                     let key = (v.key.project, v.key.local());
-                    b.change(Change::Job(key, cur, seq, unique), in_txn, path, offset, r);
+                    b.change(Change::Job(key, loc, seq, print, unique), in_txn, path, offset, r);
                 }
             }
             Err(e) => {

@@ -591,3 +591,49 @@ fn an_imported_job_without_units_has_one_unit() {
     let listed = api.get("jobq/1/list?state=pending&jobmeta=units");
     assert_eq!(listed.text.matches(r#""units":1"#).count(), 2, "{}", listed.text);
 }
+
+/// A value sent with line breaks between its tokens (pretty-printed, or a `\r`
+/// inside a line) is stored without them, on every write path: every answer
+/// stays one JSON value a line, and export then import round-trips.
+#[test]
+fn line_breaks_inside_values_never_reach_an_answer() {
+    let mut api = Api::new();
+    api.ok("jobq/1/push", "{\"spider\":\"s\",\"x\":{\"y\":\r1},\"tags\":[\"t\"]}");
+    api.ok("jobq/1/push", "{\"spider\":\"s\",\"unique\":\"u\"}");
+    assert_eq!(api.post("jobs/1/1/1/cfg", "{\n  \"depth\": 2\n}").status, 200);
+    api.ok("jobq/1/update", "{\"key\":\"1/1/1\",\"state\":\"finished\",\"w\":[1,\r2]}");
+    api.ok("jobq/1/startjob", "{\"z\":{\"a\":\r3}}");
+    let want = json!({"x": {"y": 1}, "cfg": {"depth": 2}, "w": [1, 2]});
+    let one_line = |a: Answer| {
+        assert_eq!(a.status, 200, "{}", a.text);
+        assert!(!a.text.contains('\r') && a.text.lines().count() == a.text.matches('\n').count(), "{:?}", a.text);
+        a.lines()
+    };
+    let job = one_line(api.get("jobs/1/1/1")).remove(0);
+    for (k, v) in want.as_object().unwrap() {
+        assert_eq!(&job[k], v, "{job}");
+    }
+    assert_eq!(one_line(api.get("jobs/1/1/1/cfg"))[0], json!({"depth": 2}));
+    let rows = one_line(api.get("jobq/1/list?jobmeta=cfg&jobmeta=x&jobmeta=w"));
+    assert_eq!(rows.len(), 1);
+    for (k, v) in want.as_object().unwrap() {
+        assert_eq!(&rows[0][k], v, "{}", rows[0]);
+    }
+    let running = one_line(api.get("jobq/1/list?state=running&jobmeta=z"));
+    assert_eq!(running.len(), 1);
+    assert_eq!(running[0]["z"], json!({"a": 3}));
+    api.check_clean();
+    let mut out = Vec::new();
+    assert_eq!(api.store().export(None, &mut out).unwrap(), 2);
+    let text = String::from_utf8(out).unwrap();
+    assert!(!text.contains('\r'), "{text}");
+    let copy = Api::new();
+    assert_eq!(copy.store().import(&mut text.as_bytes(), &mut |_| {}).unwrap().jobs, 2);
+    assert_eq!(copy.get("jobs/1/1/1").lines()[0], job);
+    // An imported line with a `\r` between tokens (the fast path's and the general one's).
+    let lines = "{\"key\":\"1/1/9\",\"spider\":\"s\",\"state\":\"pending\",\"pending_time\":5,\"v\":[\r1]}\n\
+                 {\"key\":\"1/1/8\",\"spider\":\"s\",\"state\":\"pending\",\"pending_time\":5,\"v\":[\r1],\"v\":[2,\r3]}\n";
+    assert_eq!(copy.store().import(&mut lines.as_bytes(), &mut |_| {}).unwrap().jobs, 2);
+    assert_eq!(one_line(copy.get("jobs/1/1/9/v"))[0], json!([1]));
+    assert_eq!(one_line(copy.get("jobs/1/1/8/v"))[0], json!([2, 3]));
+}

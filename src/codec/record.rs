@@ -150,7 +150,7 @@ impl<'a> JobView<'a> {
             let text = dicts
                 .unpack(dict, bytes, len as usize)
                 .map_err(|e| DecodeError::new(at as usize + e.offset, e.what))?;
-            self.doc = Doc::Text(Cow::Owned(text));
+            self.doc = Doc::Text(crate::model::doc::one_line(Cow::Owned(text)));
         }
         Ok(())
     }
@@ -533,7 +533,7 @@ fn decode_body<'a>(r: &mut ByteReader<'a>) -> Result<JobView<'a>, DecodeError> {
     if !(doc.starts_with('{') && doc.ends_with('}')) {
         return Err(DecodeError::new(doc_at, "the document is not a JSON object"));
     }
-    let doc = Doc::Text(Cow::Borrowed(doc));
+    let doc = Doc::Text(crate::model::doc::one_line(Cow::Borrowed(doc)));
     Ok(JobView { key: JobKey { project, spider, job }, state, priority, times, order_seq, tags, unique, doc, prev })
 }
 

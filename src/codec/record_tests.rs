@@ -240,3 +240,27 @@ fn prepacked_documents_are_what_the_packer_writes() {
     let j = job(SPEC_DOC);
     assert_eq!(encode(&j, Some(&mut p), Some(&pre)), encode(&j, Some(&mut p), None));
 }
+
+/// A document stored with line breaks between its tokens (before writes dropped
+/// them) is read as one line, packed or not: every answer is JSON lines.
+#[test]
+fn stored_line_breaks_never_reach_a_reader() {
+    let text = "{\"cfg\":{\n  \"depth\": 2\r\n},\"s\":\"a\\nb\"}";
+    let job = Job { meta: MetaDoc::from_trusted(text.into()), ..sample() };
+    let mut buf = Vec::new();
+    encode_job(&job, Prev::Created, &mut buf);
+    let (_, v) = decode_jobs(&buf, 1).unwrap().pop().unwrap();
+    assert_eq!(v.doc(), "{\"cfg\":{  \"depth\": 2},\"s\":\"a\\nb\"}");
+    let dicts = Dicts::default();
+    let dict = crate::codec::docz::tests::sample_dict(1);
+    dicts.add(dict.clone());
+    let mut p = Packer::new(dict).unwrap();
+    let long =
+        Job { meta: MetaDoc::from_trusted(format!("{{\"pad\":\"{}\",\n\"x\":\r1}}", "y".repeat(200))), ..sample() };
+    let mut buf = Vec::new();
+    encode_job_packed(&long, Prev::Created, &mut buf, Some(&mut p), None);
+    let (_, mut v) = decode_jobs(&buf, 1).unwrap().pop().unwrap();
+    assert!(v.is_packed());
+    v.unpack(&dicts).unwrap();
+    assert_eq!(v.doc(), format!("{{\"pad\":\"{}\",\"x\":1}}", "y".repeat(200)));
+}

@@ -357,6 +357,25 @@ pub fn write_i64(out: &mut Vec<u8>, v: i64) {
     write_u64(out, v.unsigned_abs());
 }
 
+/// Append a field's JSON value (already checked) to a document, without its
+/// line breaks: a checked value holds `\n` and `\r` only as whitespace between
+/// its tokens (inside strings they are escaped), and every answer is JSON lines.
+pub fn put_value(out: &mut Vec<u8>, value: &[u8]) {
+    match memchr::memchr2(b'\n', b'\r', value) {
+        None => out.extend_from_slice(value),
+        Some(_) => out.extend(value.iter().filter(|b| !matches!(b, b'\n' | b'\r'))),
+    }
+}
+
+/// A document's text as answers carry it: one line (what [`put_value`] keeps of
+/// values; a document stored before it may hold line breaks between tokens).
+pub fn one_line(text: Cow<'_, str>) -> Cow<'_, str> {
+    match memchr::memchr2(b'\n', b'\r', text.as_bytes()) {
+        None => text,
+        Some(_) => Cow::Owned(text.chars().filter(|c| !matches!(c, '\n' | '\r')).collect()),
+    }
+}
+
 impl MetaDoc {
     /// The empty object.
     pub fn new() -> MetaDoc {
@@ -373,7 +392,7 @@ impl MetaDoc {
             }
             write_json_str(&mut out, name);
             out.push(b':');
-            out.extend_from_slice(value.get().as_bytes());
+            put_value(&mut out, value.get().as_bytes());
         }
         out.push(b'}');
         MetaDoc(String::from_utf8(out).expect("JSON text built from str is UTF-8"))

@@ -132,7 +132,7 @@ impl DocEdit {
             }
             write_json_str(&mut out, name);
             out.push(b':');
-            out.extend_from_slice(value.get().as_bytes());
+            crate::model::doc::put_value(&mut out, value.get().as_bytes());
         }
         out.push(b'}');
         MetaDoc::from_trusted(String::from_utf8(out).expect("JSON text built from str is UTF-8"))

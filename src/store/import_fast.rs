@@ -301,7 +301,7 @@ pub(crate) fn parse_job_fast<'a>(
                 doc.push(b'"');
                 doc.extend_from_slice(name.as_bytes());
                 doc.extend_from_slice(b"\":");
-                doc.extend_from_slice(raw.as_bytes());
+                crate::model::doc::put_value(doc, raw.as_bytes());
                 size += name.len() + raw.len() + 4;
             }
         }

@@ -225,7 +225,7 @@ pub fn write_import_doc(doc: &[RawField<'_>], out: &mut Vec<u8>) {
         out.push(b'"');
         out.extend_from_slice(f.name.as_bytes());
         out.extend_from_slice(b"\":");
-        out.extend_from_slice(f.value.as_bytes());
+        crate::model::doc::put_value(out, f.value.as_bytes());
     }
     out.push(b'}');
 }

@@ -598,17 +598,21 @@ fn an_imported_job_without_units_has_one_unit() {
 #[test]
 fn line_breaks_inside_values_never_reach_an_answer() {
     let mut api = Api::new();
-    api.ok("jobq/1/push", "{\"spider\":\"s\",\"x\":{\"y\":\r1},\"tags\":[\"t\"]}");
-    api.ok("jobq/1/push", "{\"spider\":\"s\",\"unique\":\"u\"}");
-    assert_eq!(api.post("jobs/1/1/1/cfg", "{\n  \"depth\": 2\n}").status, 200);
-    api.ok("jobq/1/update", "{\"key\":\"1/1/1\",\"state\":\"finished\",\"w\":[1,\r2]}");
-    api.ok("jobq/1/startjob", "{\"z\":{\"a\":\r3}}");
     let want = json!({"x": {"y": 1}, "cfg": {"depth": 2}, "w": [1, 2]});
     let one_line = |a: Answer| {
         assert_eq!(a.status, 200, "{}", a.text);
         assert!(!a.text.contains('\r') && a.text.lines().count() == a.text.matches('\n').count(), "{:?}", a.text);
         a.lines()
     };
+    api.ok("jobq/1/push", "{\"spider\":\"s\",\"x\":{\"y\":\r1},\"tags\":[\"t\"]}");
+    api.ok("jobq/1/push", "{\"spider\":\"s\",\"unique\":\"u\"}");
+    assert_eq!(api.post("jobs/1/1/1/cfg", "{\n  \"depth\": 2\n}").status, 200);
+    api.ok("jobq/1/update", "{\"key\":\"1/1/1\",\"state\":\"finished\",\"w\":[1,\r2]}");
+    api.ok("jobq/1/startjob", "{\"z\":{\"a\":\r3}}");
+    // A whole post, pretty-printed (one object over several lines), and two objects.
+    assert_eq!(api.post("jobs/1/1/2", "{\n  \"p\": [\n    1\n  ]\n}\n").status, 200);
+    assert_eq!(one_line(api.get("jobs/1/1/2/p"))[0], json!([1]));
+    api.post("jobs/1/1/2", "{\"a\":1}\n{\"b\":2}").refused("takes one JSON object, found another");
     let job = one_line(api.get("jobs/1/1/1")).remove(0);
     for (k, v) in want.as_object().unwrap() {
         assert_eq!(&job[k], v, "{job}");

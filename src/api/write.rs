@@ -69,12 +69,17 @@ pub(super) fn update(store: &Store, project: u32, body: &[u8], actor: Option<&st
     Ok(Response::lines(out))
 }
 
-/// The one JSON object of a body (blank lines around it allowed).
+/// The one JSON object of a body (blank lines around it allowed): one line, or a
+/// whole body that is one object spread over lines (pretty-printed).
 fn one_object(body: &[u8], what: &str) -> Result<Option<String>, Error> {
     let text = body_text(body)?;
     let mut objects = request::lines(text);
     let first = objects.next();
     if let Some((n, _)) = objects.next() {
+        let whole = text.trim();
+        if whole.starts_with('{') && serde_json::from_str::<&serde_json::value::RawValue>(whole).is_ok() {
+            return Ok(Some(whole.to_string()));
+        }
         return Err(Error::input(format!("{what} takes one JSON object, found another")).at_line(n));
     }
     Ok(first.map(|(_, l)| l.to_string()))

@@ -170,9 +170,12 @@ fn repair_of_a_whole_log_changes_nothing() {
 fn an_import_that_never_committed_is_not_damage() {
     let sim = SimFs::new();
     let store = build(&sim);
-    let lines: String = (1..=20)
+    let mut lines: String = (1..=20)
         .map(|j| format!("{{\"key\":\"7/1/{j}\",\"spider\":\"imp\",\"state\":\"finished\",\"finished_time\":{j}}}\n"))
         .collect();
+    // Jobs the store holds, changed by the import: they keep their versions from before it.
+    lines += "{\"key\":\"1/1/2\",\"spider\":\"s0\",\"state\":\"running\",\"running_time\":9,\"unique\":\"uu\"}\n";
+    lines += "{\"key\":\"1/2/2\",\"spider\":\"s1\",\"state\":\"deleted\",\"deleted_time\":9}\n";
     // Find the import's commit write on a copy, then fail it (and everything after:
     // no rollback either) and kill the process: its frames stay, without a commit.
     let trial = sim.fork();

@@ -242,7 +242,11 @@ fn check_once(dir: &Path, fsys: Arc<dyn FileSystem>, live: bool) -> Result<Check
     }
     let chain = chain_of(&store, &gen_dir)?;
     let live = live.then_some(store.report().log_start);
-    let mut log = rebuild::scan(&*fsys, &gen_dir, generation, &chain, stop, live, &mut r)?;
+    // The jobs the indexes hold (each section's docs: bounded by its file's size).
+    let version = store.snapshot().version;
+    let docs = |s: &IndexSegment| (0..s.projects().count()).map(|k| s.section_at(k).len() as usize).sum::<usize>();
+    let hint = version.segments.iter().map(|s| docs(&s.seg)).sum();
+    let mut log = rebuild::scan(&*fsys, &gen_dir, generation, &chain, stop, live, hint, &mut r)?;
     check_indexes(&*fsys, &gen_dir, generation, &log, &mut r)?;
     compare(&store, &mut log, &mut r)?;
     invariants(&log, &gen_dir, &mut r);

@@ -53,10 +53,23 @@ pub(super) struct Rebuild {
     pub ids: FastMap<(u32, String), u32>,
     /// Log ranges skipped after damage inside the indexed range.
     pub skipped: Vec<(LogPos, LogPos)>,
-    /// Changes of the open import transaction, applied at its commit.
+    /// Spider registrations of the open import transaction, applied at its commit.
     txn: Vec<Change>,
+    /// The open transaction's job changes are applied at once (an import may be
+    /// as large as the log: buffered, they took 64 bytes a job); what undoes
+    /// them if it never commits.
+    undo: Undo,
     /// The dictionary frames met so far: a packed document must name one.
     pub dicts: crate::codec::docz::Dicts,
+}
+
+/// What the open transaction changed, in order: keys it added, versions and
+/// `unique` values it replaced.
+#[derive(Default)]
+struct Undo {
+    added: Vec<(u32, u64)>,
+    replaced: Vec<((u32, u64), Logged)>,
+    uniques: Vec<((u32, u64), Option<String>)>,
 }
 
 enum Change {
@@ -74,18 +87,25 @@ impl Rebuild {
     }
 
     fn change(&mut self, c: Change, in_txn: bool, path: &Path, offset: u64, r: &mut CheckReport) {
-        if in_txn {
-            self.txn.push(c);
-            return;
-        }
         match c {
             Change::Job(key, loc, seq, print, unique) => {
-                self.jobs.insert(key, Logged { loc, seq, print, served_by: UNSERVED });
-                match unique {
+                let before = self.jobs.insert(key, Logged { loc, seq, print, served_by: UNSERVED });
+                let had_unique = unique.is_some();
+                let unique_before = match unique {
                     Some(u) => self.uniques.insert(key, u.into()),
                     None => self.uniques.remove(&key),
                 };
+                if in_txn {
+                    match before {
+                        Some(b) => self.undo.replaced.push((key, b)),
+                        None => self.undo.added.push(key),
+                    }
+                    if had_unique || unique_before.is_some() {
+                        self.undo.uniques.push((key, unique_before));
+                    }
+                }
             }
+            c @ Change::Name(..) if in_txn => self.txn.push(c),
             Change::Name(project, id, name) => {
                 let by_id = self.names.entry((project, id)).or_insert_with(|| name.clone()).clone();
                 let by_name = *self.ids.entry((project, name.clone())).or_insert(id);
@@ -99,9 +119,28 @@ impl Rebuild {
     }
 
     fn commit(&mut self, path: &Path, offset: u64, r: &mut CheckReport) {
+        self.undo = Undo::default();
         for c in std::mem::take(&mut self.txn) {
             self.change(c, false, path, offset, r);
         }
+    }
+
+    /// Undo the job changes of a transaction that never committed (open drops it).
+    fn roll_back(&mut self) {
+        let undo = std::mem::take(&mut self.undo);
+        for (key, unique) in undo.uniques.into_iter().rev() {
+            match unique {
+                Some(u) => self.uniques.insert(key, u),
+                None => self.uniques.remove(&key),
+            };
+        }
+        for (key, logged) in undo.replaced.into_iter().rev() {
+            self.jobs.insert(key, logged);
+        }
+        for key in undo.added {
+            self.jobs.remove(&key);
+        }
+        self.txn.clear();
     }
 }
 
@@ -113,9 +152,13 @@ pub(super) fn scan(
     chain: &[ChainFile],
     stop: Option<LogPos>,
     live: Option<u32>,
+    jobs_hint: usize,
     r: &mut CheckReport,
 ) -> Result<Rebuild> {
     let mut b = Rebuild::default();
+    // Room for the jobs the indexes hold, at once: growing the table would hold
+    // its old and new tables together.
+    b.jobs.reserve(jobs_hint);
     let indexed_end = chain.last().map(|c| c.log_end);
     let segments = segment::list(fsys, gen_dir)?;
     // Beside a server (`live`: the first segment the open found), online
@@ -212,6 +255,8 @@ pub(super) fn scan(
             }
         }
     }
+    // A transaction still open at the end never committed: open drops it.
+    b.roll_back();
     Ok(b)
 }
 
@@ -349,4 +394,47 @@ fn dicts_of_log(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A transaction's job changes are applied as they come; one that never
+    /// commits leaves every job, and every `unique`, as before it.
+    #[test]
+    fn an_open_transaction_rolls_back_to_the_state_before_it() {
+        let (path, mut r) = (Path::new("log"), CheckReport::default());
+        let mut b = Rebuild::default();
+        let job = |b: &mut Rebuild, local: u64, loc: u64, unique: Option<&str>, txn: bool, r: &mut CheckReport| {
+            b.change(Change::Job((1, local), loc, loc, loc * 7, unique.map(Box::from)), txn, path, 0, r)
+        };
+        job(&mut b, 1, 10, Some("a"), false, &mut r);
+        job(&mut b, 2, 11, None, false, &mut r);
+        let state = |b: &Rebuild| {
+            let mut jobs: Vec<_> = b.jobs.iter().map(|(k, l)| (*k, l.loc, l.seq, l.print)).collect();
+            let mut uniques: Vec<_> = b.uniques.iter().map(|(k, u)| (*k, u.clone())).collect();
+            jobs.sort_unstable();
+            uniques.sort_unstable();
+            (jobs, uniques)
+        };
+        let before = state(&b);
+        job(&mut b, 1, 20, None, true, &mut r);
+        job(&mut b, 3, 21, Some("c"), true, &mut r);
+        job(&mut b, 3, 22, Some("d"), true, &mut r);
+        job(&mut b, 2, 23, Some("b"), true, &mut r);
+        job(&mut b, 1, 24, Some("e"), true, &mut r);
+        b.change(Change::Name(1, 9, "x".into()), true, path, 0, &mut r);
+        assert_ne!(state(&b), before);
+        b.roll_back();
+        assert_eq!(state(&b), before);
+        assert!(b.names.is_empty() && b.txn.is_empty());
+        // Committed, the same changes stay.
+        job(&mut b, 3, 30, Some("c"), true, &mut r);
+        b.commit(path, 0, &mut r);
+        b.roll_back();
+        assert_eq!(b.jobs[&(1, 3)].loc, 30);
+        assert_eq!(b.uniques[&(1, 3)], "c");
+        assert!(r.is_clean());
+    }
 }

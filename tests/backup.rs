@@ -232,3 +232,80 @@ fn segments_the_source_compacted_away_leave_the_copy() {
     assert!(r.full);
     assert_eq!(export_of(&sim, "/dest2"), export_of(&sim, SRC));
 }
+
+/// A store that is not this source's backup is never replaced, even when its
+/// generation is older than the source's (it was: a backup "to" the wrong
+/// directory removed another store's jobs). The source's own earlier backup,
+/// which names it in `BACKUP-OF`, still is.
+#[test]
+fn an_older_store_that_is_no_backup_of_the_source_is_never_replaced() {
+    let sim = SimFs::new();
+    let store = Store::open(SRC, opts(&sim)).unwrap();
+    write(&store, &sim, 0, 30, &mut Vec::new());
+    drop(store);
+    compact(Path::new(SRC), opts(&sim), None, &mut |_, _| {}).unwrap();
+    let other = Store::open("/other", opts(&sim)).unwrap();
+    write(&other, &sim, 0, 5, &mut Vec::new());
+    other.close().unwrap();
+    let before = export_of(&sim, "/other");
+    let e = backup(Path::new(SRC), Path::new("/other"), Arc::new(sim.clone())).unwrap_err().to_string();
+    assert!(e.contains("no backup of /src") && e.contains("never replaced"), "{e}");
+    assert_eq!(export_of(&sim, "/other"), before);
+    clean(&sim, "/other");
+    // The source's own backup names it, and a run after its next compaction replaces it.
+    backup(Path::new(SRC), Path::new(DEST), Arc::new(sim.clone())).unwrap();
+    assert_eq!(sim.read_file(Path::new("/dest/BACKUP-OF")).unwrap(), b"/src");
+    compact(Path::new(SRC), opts(&sim), None, &mut |_, _| {}).unwrap();
+    let r = backup(Path::new(SRC), Path::new(DEST), Arc::new(sim.clone())).unwrap();
+    assert!(r.full && r.generation == 3, "{r:?}");
+    assert_eq!(export_of(&sim, DEST), export_of(&sim, SRC));
+}
+
+/// Incremental backups beside a writer whose online compaction keeps removing
+/// the log's first segments: every copy is clean. A run used to list the
+/// source's segments after its open: when compaction removed the log's first
+/// segment in between, the copy started its log after it while an index file
+/// it copied still pointed into it ("serves job ..., which the log does not hold").
+#[test]
+fn incremental_backups_beside_online_compaction_are_clean() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let sim = SimFs::new();
+    let o = Options { memtable_entries: 8, segment_bytes: 8 << 10, reclaim_segments: 2, ..opts(&sim) };
+    let store = Store::open(SRC, o).unwrap();
+    write(&store, &sim, 0, 40, &mut Vec::new());
+    let done = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            for i in 0..4000u32 {
+                let line = format!(r#"{{"spider":"s{}","pad":"{}"}}"#, i % 2, "p".repeat(80));
+                store.push(1, &[parse_push(&line).unwrap()], None).unwrap();
+                let key = format!("1/{}/{}", 1 + i % 2, 1 + i / 4);
+                let u = parse_update(&format!(r#"{{"key":"{key}","state":"finished"}}"#), 1).unwrap();
+                store.update(1, &[u], None).unwrap();
+                if i % 25 == 0 {
+                    store.reclaim().unwrap();
+                }
+            }
+            done.store(true, Ordering::Release);
+        });
+        let (mut runs, mut good) = (0, 0);
+        while !done.load(Ordering::Acquire) {
+            match backup(Path::new(SRC), Path::new(DEST), Arc::new(sim.clone())) {
+                Ok(_) => {
+                    clean(&sim, DEST);
+                    good += 1;
+                }
+                // Compaction reached the segment the copy ends in: a new directory.
+                Err(e) if e.to_string().contains("online compaction removed") => {
+                    sim.remove_dir_all(Path::new(DEST)).unwrap();
+                }
+                // This writer reclaims far more often than a server: a run may
+                // find the source moved on at each of its tries, and say so.
+                Err(e) if e.to_string().contains("no such file") || e.to_string().contains("went since") => {}
+                Err(e) => panic!("backup {runs}: {e}"),
+            }
+            runs += 1;
+        }
+        assert!(good > 5, "{good} of {runs} backups beside the writer succeeded");
+    });
+}

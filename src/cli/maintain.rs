@@ -1,6 +1,7 @@
 //! `jobq check`, `jobq compact`, `jobq repair` and `jobq backup`: the operator's tools.
 
 use std::io::{self, IsTerminal};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -207,12 +208,51 @@ pub fn repair(a: RepairArgs) -> Result<(), String> {
 }
 
 /// Prints the position on stdout as one JSON line; the rest on stderr.
+/// `path` with its symlinks and `.`/`..` resolved; the part that does not exist
+/// yet (a new destination) appended as given.
+fn resolved(path: &Path) -> std::io::Result<PathBuf> {
+    let mut missing: Vec<std::ffi::OsString> = Vec::new();
+    let mut at = if path.is_absolute() { path.to_path_buf() } else { std::env::current_dir()?.join(path) };
+    loop {
+        match at.canonicalize() {
+            Ok(mut real) => {
+                // What does not exist has no symlinks: its `..` and `.` are lexical.
+                for part in missing.into_iter().rev() {
+                    match part.to_str() {
+                        Some("..") => {
+                            real.pop();
+                        }
+                        Some(".") => {}
+                        _ => real.push(part),
+                    }
+                }
+                return Ok(real);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let name = at.file_name().map(|n| n.to_os_string());
+                match (name, at.parent()) {
+                    (Some(name), Some(parent)) => {
+                        missing.push(name);
+                        at = parent.to_path_buf();
+                    }
+                    _ => return Err(e),
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 pub fn backup(a: BackupArgs) -> Result<(), String> {
     if !a.data.is_dir() {
         return Err(format!("no store at {}: not a directory", a.data.display()));
     }
-    let r = backup_store(&a.data, &a.to, Arc::new(RealFs)).map_err(|e| match e {
-        Error::Locked { .. } => format!("{e}: another backup is writing {}", a.to.display()),
+    // Compared and named resolved: `./store/bk`, a symlink to the store and the
+    // store itself all name one place.
+    let data = a.data.canonicalize().map_err(|e| format!("{}: {e}", a.data.display()))?;
+    let to = resolved(&a.to).map_err(|e| format!("{}: {e}", a.to.display()))?;
+    let r = backup_store(&data, &to, Arc::new(RealFs)).map_err(|e| match e {
+        Error::Locked { .. } => format!("{e}: a server or another backup is using {}", a.to.display()),
         e => format!("backup of {} to {} failed: {e}", a.data.display(), a.to.display()),
     })?;
     say!(

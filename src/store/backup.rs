@@ -52,6 +52,8 @@ pub struct BackupReport {
 
 /// What the source holds as of one position.
 struct Source {
+    /// The store's directory, as the caller named it.
+    src: PathBuf,
     generation: u64,
     dir: PathBuf,
     end: LogPos,
@@ -121,8 +123,17 @@ fn snapshot(src: &Path, fsys: Arc<dyn FileSystem>) -> Result<Source> {
     let store = Store::open(src, opts)?;
     let r = store.report();
     let dir = layout::gen_dir(src, r.generation);
-    let segments = segment::list(&*fsys, &dir)?.into_iter().filter(|n| *n <= r.log_end.segment).collect();
+    // The segments from the open's log start: the index files it chose may point
+    // into any of them. Listed later, the log may start further on (online
+    // compaction moved that segment's records and removed it): the store moved on.
+    let segments: Vec<u32> =
+        segment::list(&*fsys, &dir)?.into_iter().filter(|n| (r.log_start..=r.log_end.segment).contains(n)).collect();
+    if segments.first() != Some(&r.log_start) {
+        let why = format!("log segment {} went since the store was opened", r.log_start);
+        return Err(Error::io("list", &dir, std::io::Error::new(std::io::ErrorKind::NotFound, why)));
+    }
     Ok(Source {
+        src: src.to_path_buf(),
         generation: r.generation,
         dir,
         end: r.log_end,
@@ -153,6 +164,24 @@ fn copy(fsys: &Arc<dyn FileSystem>, s: &Source, dest: &Path, report: &mut Backup
         })?),
         _ => None,
     };
+    // An older generation is replaced only when it is this source's earlier
+    // backup (the source compacted since): never another store that happens to
+    // be older.
+    if let Some(g) = current.filter(|g| *g < s.generation) {
+        if !backup_of(fs, dest, &s.src)? {
+            return Err(Error::input(format!(
+                "{} holds a store of generation {g} that is no backup of {} ({} does not name it): it is never replaced; back up to a new directory, or remove that one first",
+                dest.display(),
+                s.src.display(),
+                layout::BACKUP_OF
+            )));
+        }
+    }
+    if !backup_of(fs, dest, &s.src)? {
+        // New, or proved a prefix of this source's log above: it is this source's.
+        let bytes = s.src.as_os_str().as_encoded_bytes();
+        fs::publish_file(fs, dest, layout::BACKUP_OF, bytes).map_err(io("publish", &dest.join(layout::BACKUP_OF)))?;
+    }
     report.full = resume.is_none();
     if report.full && fs.exists(&gen_dir).map_err(io("stat", &gen_dir))? {
         // A leftover of an interrupted first copy: never current.
@@ -237,6 +266,16 @@ fn copy(fsys: &Arc<dyn FileSystem>, s: &Source, dest: &Path, report: &mut Backup
         fs.sync_dir(dest).map_err(io("fsync dir", dest))?;
     }
     Ok(())
+}
+
+/// `dest` names `src` as the store it is a backup of.
+fn backup_of(fs: &dyn FileSystem, dest: &Path, src: &Path) -> Result<bool> {
+    let path = dest.join(layout::BACKUP_OF);
+    match fs::read_all(fs, &path) {
+        Ok(bytes) => Ok(bytes == src.as_os_str().as_encoded_bytes()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(Error::io("read", &path, e)),
+    }
 }
 
 /// Where an earlier backup of this generation left `dest`, when it is a prefix

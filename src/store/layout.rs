@@ -16,6 +16,8 @@ use crate::fs::{self, FileSystem};
 
 pub const LOCK: &str = "LOCK";
 pub const CURRENT: &str = "CURRENT";
+/// At a backup's destination: the path of the store it is a backup of.
+pub const BACKUP_OF: &str = "BACKUP-OF";
 /// A cluster node's vote and purge point (format-spec/layout.md, "RAFT").
 pub const RAFT: &str = "RAFT";
 const MAGIC: &[u8; 8] = b"JOBQCUR\0";

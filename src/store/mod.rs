@@ -216,6 +216,13 @@ impl Store {
             loop {
                 match open_inner(dir, opts.clone(), None) {
                     Err(e) if moved_on(&e) && attempt < READ_ONLY_ATTEMPTS => attempt += 1,
+                    // Beside a server, files read at different moments may not
+                    // agree (an index chain read before online compaction removed
+                    // the segment it ends in: "log segment missing"). Damage fails
+                    // the same way every time, and is reported after the last try.
+                    Err(Error::Corrupt { .. }) if attempt < READ_ONLY_ATTEMPTS && served(&*opts.fs, dir) => {
+                        attempt += 1
+                    }
                     r => break r?,
                 }
             }
@@ -242,6 +249,13 @@ impl Store {
 
 /// Opens a read-only opener tries before it gives up on a store that keeps moving.
 const READ_ONLY_ATTEMPTS: u32 = 8;
+
+/// Another process (a server) holds the store's lock.
+pub(crate) fn served(fs: &dyn crate::fs::FileSystem, dir: &Path) -> bool {
+    let lock = dir.join(layout::LOCK);
+    // No lock file: no server, and none is made here.
+    fs.exists(&lock).unwrap_or(false) && matches!(fs.lock(&lock), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+}
 
 /// A file of a store that vanished or shrank under a reader: a server beside it
 /// moved on (a damaged store fails the same way every time).

@@ -161,7 +161,7 @@ fn close_reason_print(term: Option<&str>) -> u64 {
 /// meanwhile (an index merge, a segment online compaction removed) means the
 /// store moved on, and the whole check runs again.
 pub fn check(dir: &Path, fsys: Arc<dyn FileSystem>) -> Result<CheckReport> {
-    let live = served(&*fsys, dir);
+    let live = super::served(&*fsys, dir);
     let mut attempt = 0;
     loop {
         match check_once(dir, fsys.clone(), live) {
@@ -177,13 +177,6 @@ pub fn check(dir: &Path, fsys: Arc<dyn FileSystem>) -> Result<CheckReport> {
 
 /// Checks beside a server that tries before it gives up on a store that keeps moving.
 const LIVE_ATTEMPTS: u32 = 8;
-
-/// Another process (a server) holds the store's lock.
-fn served(fs: &dyn FileSystem, dir: &Path) -> bool {
-    let lock = dir.join(layout::LOCK);
-    // No lock file: no server, and none is made here.
-    fs.exists(&lock).unwrap_or(false) && matches!(fs.lock(&lock), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
-}
 
 fn check_once(dir: &Path, fsys: Arc<dyn FileSystem>, live: bool) -> Result<CheckReport> {
     let started = Instant::now();

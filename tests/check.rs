@@ -286,3 +286,19 @@ fn a_check_beside_a_busy_writer_finds_nothing() {
     store.close().unwrap();
     assert!(run(&sim).is_clean());
 }
+
+/// A store's generation directory given as a data directory (`serve --data
+/// STORE/gen-...`) is refused: a store created there lived inside the other,
+/// and went with its next compaction.
+#[test]
+fn a_generation_directory_is_no_data_directory() {
+    let sim = SimFs::new();
+    build(&sim, "t", "ok");
+    let opts = Options { fs: Arc::new(sim.clone()), background: false, ..Options::default() };
+    for read_only in [false, true] {
+        let e = Store::open(GEN, Options { read_only, ..opts.clone() }).err().expect("refused");
+        assert!(e.to_string().contains("generation directory"), "{e}");
+    }
+    assert!(!sim.exists(&Path::new(GEN).join("CURRENT")).unwrap());
+    assert!(run(&sim).is_clean());
+}

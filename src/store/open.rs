@@ -86,12 +86,22 @@ fn create(fs: &dyn FileSystem, dir: &Path, opts: &Options) -> Result<u64> {
 /// more than a crashed create leaves; else `CURRENT` was lost (damage, at
 /// offset 0 of `CURRENT`), whoever opens it.
 pub(crate) fn lost_current(fs: &dyn FileSystem, dir: &Path) -> Result<Vec<String>> {
-    let gens: Vec<String> = fs
-        .read_dir(dir)
-        .map_err(io("list", dir))?
-        .into_iter()
-        .filter(|n| layout::parse_gen_name(n).is_some())
-        .collect();
+    let names = fs.read_dir(dir).map_err(io("list", dir))?;
+    // A generation directory named as a data directory (`--data STORE/gen-...`):
+    // a store made there would live inside another, and go with its compaction.
+    let generation_file = |n: &String| {
+        segment::parse_name(n).is_some() || crate::index::format::parse_name(n).is_some() || *n == reach::REACH
+    };
+    if let Some(name) = names.iter().find(|n| generation_file(n)) {
+        return Err(Error::Unsupported {
+            path: dir.to_path_buf(),
+            what: format!(
+                "no CURRENT, but it holds {name}: a store's generation directory (gen-*), not a data directory; \
+                 name the directory that holds it"
+            ),
+        });
+    }
+    let gens: Vec<String> = names.into_iter().filter(|n| layout::parse_gen_name(n).is_some()).collect();
     for name in &gens {
         if let Some(why) = holds_data(fs, &dir.join(name))? {
             return Err(Error::corrupt(

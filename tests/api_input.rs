@@ -641,3 +641,34 @@ fn line_breaks_inside_values_never_reach_an_answer() {
     assert_eq!(one_line(copy.get("jobs/1/1/9/v"))[0], json!([1]));
     assert_eq!(one_line(copy.get("jobs/1/1/8/v"))[0], json!([2, 3]));
 }
+
+/// The data directory moved (or replaced) under an open store: the next write
+/// fails and the store is poisoned, before it makes a file in whatever now has
+/// the directory's name (a server kept writing new segments and index files
+/// into another store started there). What it acknowledged before is in the
+/// moved directory, which opens clean.
+#[test]
+fn a_data_directory_moved_under_the_store_stops_its_writes() {
+    let api = Api::new();
+    api.ok("jobq/1/push", "{\"spider\":\"s\"}\n{\"spider\":\"s\"}");
+    let moved = api.dir.path().with_extension("moved");
+    std::fs::rename(api.dir.path(), &moved).unwrap();
+    std::fs::create_dir(api.dir.path()).unwrap();
+    let a = api.post("jobq/1/push", "{\"spider\":\"s\"}");
+    assert!(a.status >= 500, "{} {}", a.status, a.text);
+    assert!(a.text.contains("moved or replaced"), "{}", a.text);
+    assert_eq!(api.post("jobq/1/push", "{\"spider\":\"s\"}").status, 503);
+    assert_eq!(std::fs::read_dir(api.dir.path()).unwrap().count(), 0, "nothing made in the new directory");
+    let Api { store, .. } = api;
+    drop(store);
+    let r = jobq::store::check(&moved, Arc::new(RealFs)).unwrap();
+    assert!(r.is_clean(), "{:?}", r.findings);
+    let reopened = Store::open(&moved, Options { background: false, ..Options::default() }).unwrap();
+    // The two acknowledged jobs; the refused write's bytes may be there too (its
+    // client got an error, not an acknowledgement).
+    let mut out = Vec::new();
+    let jobs = reopened.export(None, &mut out).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    assert!((2..=3).contains(&jobs) && text.contains("\"1/1/1\"") && text.contains("\"1/1/2\""), "{text}");
+    std::fs::remove_dir_all(&moved).unwrap();
+}

@@ -43,6 +43,12 @@ pub trait FsFile: Send + Sync + fmt::Debug {
     fn is_empty(&self) -> io::Result<bool> {
         Ok(self.len()? == 0)
     }
+    /// False when `path` no longer names this file (its directory was moved or
+    /// replaced under the process). A file system without identities: true.
+    fn still_at(&self, path: &Path) -> io::Result<bool> {
+        let _ = path;
+        Ok(true)
+    }
 }
 
 /// A held exclusive lock; released when dropped.

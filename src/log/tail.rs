@@ -58,6 +58,14 @@ impl Tail {
     /// too: a mark never claims bytes that were not durable.
     pub fn sync(&self, end: u64, next_seq: u64) -> Result<()> {
         let mut m = self.marks.lock();
+        // A data directory moved or replaced under the store: its next files would
+        // be made in whatever now has its name (another store). Refused as a
+        // failed sync (the store is poisoned); what was written stays in the file.
+        if !self.file.still_at(&self.path).map_err(|e| Error::io("stat", &self.path, e))? {
+            let why = "the data directory was moved or replaced while the store was open (this segment is no longer \
+                       at its path): writes stop; restart on the directory that holds the store";
+            return Err(Error::io("fdatasync", &self.path, std::io::Error::other(why)));
+        }
         if self.header.has_marks() && m.synced.0 > m.marked.0 {
             let at = m.synced;
             self.write_mark(&mut m, at)?;

@@ -408,6 +408,8 @@ impl LogWriter {
     pub fn rotate(&mut self) -> Result<()> {
         self.trim()?;
         self.sync()?;
+        // The next segment is made by its path: only in the directory of this one.
+        self.tail.at_home()?;
         let h = SegmentHeader::new(self.tail.header.number + 1, self.generation, self.next_seq);
         let (path, file) = segment::create(&*self.fs, &self.dir, &h)?;
         // Only once the segment is durable: the log never claims one it lacks.

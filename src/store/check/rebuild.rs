@@ -145,6 +145,7 @@ impl Rebuild {
 }
 
 /// Read the log of `gen_dir` up to `stop` (the end open keeps; `None`: all of it).
+#[allow(clippy::too_many_arguments)]
 pub(super) fn scan(
     fsys: &dyn FileSystem,
     gen_dir: &Path,

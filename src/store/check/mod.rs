@@ -83,10 +83,10 @@ pub(super) struct Current {
 impl Current {
     /// A fingerprint of every field but `loc` (what the rebuild keeps of them).
     fn print(&self) -> u64 {
-        let fields = [self.ts, self.order_seq, self.state as u64, self.priority as u64];
-        let prints = [self.tags, self.unique, self.close_reason, self.token];
-        let bytes: Vec<[u8; 8]> = fields.iter().chain(&prints).map(|v| v.to_le_bytes()).collect();
-        fingerprint(bytes.iter().map(|b| &b[..]))
+        let (state, priority) = (self.state as u64, self.priority as u64);
+        let words = [self.ts, self.order_seq, state, priority, self.tags, self.unique, self.close_reason, self.token];
+        let words = words.map(u64::to_le_bytes);
+        fingerprint(words.iter().map(|w| &w[..]))
     }
 
     /// The fields that differ, in words (fingerprinted ones only as differing).

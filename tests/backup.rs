@@ -252,6 +252,15 @@ fn an_older_store_that_is_no_backup_of_the_source_is_never_replaced() {
     assert!(e.contains("no backup of /src") && e.contains("never replaced"), "{e}");
     assert_eq!(export_of(&sim, "/other"), before);
     clean(&sim, "/other");
+    // Another store of the same generation: refused, saying it may be no backup of this one.
+    let e = backup(Path::new("/other"), Path::new("/src2"), Arc::new(sim.clone())).map(|_| ()).and_then(|()| {
+        let third = Store::open("/third", opts(&sim)).unwrap();
+        write(&third, &sim, 0, 3, &mut Vec::new());
+        third.close().unwrap();
+        backup(Path::new("/third"), Path::new("/src2"), Arc::new(sim.clone())).map(|_| ())
+    });
+    let e = e.unwrap_err().to_string();
+    assert!(e.contains("no backup of /third: BACKUP-OF does not name it"), "{e}");
     // The source's own backup names it, and a run after its next compaction replaces it.
     backup(Path::new(SRC), Path::new(DEST), Arc::new(sim.clone())).unwrap();
     assert_eq!(sim.read_file(Path::new("/dest/BACKUP-OF")).unwrap(), b"/src");

@@ -160,7 +160,14 @@ fn copy(fsys: &Arc<dyn FileSystem>, s: &Source, dest: &Path, report: &mut Backup
     }
     let resume = match current {
         Some(g) if g == s.generation => Some(dest_position(fsys, dest, s)?.map_err(|why| {
-            Error::input(format!("{}: {why}: back up to a new directory (then remove this one)", dest.display()))
+            // A store that never named the source may be another store altogether.
+            let whose = match backup_of(fs, dest, &s.src) {
+                Ok(false) => {
+                    format!(" (or it is no backup of {}: {} does not name it)", s.src.display(), layout::BACKUP_OF)
+                }
+                _ => String::new(),
+            };
+            Error::input(format!("{}: {why}{whose}: back up to a new directory (then remove this one)", dest.display()))
         })?),
         _ => None,
     };
@@ -315,18 +322,20 @@ fn dest_position(fsys: &Arc<dyn FileSystem>, dest: &Path, s: &Source) -> Result<
         )));
     }
     let name = segment::file_name(at.segment);
-    let (Ok(a), Ok(b)) = (
-        fs.open(&s.dir.join(&name), OpenMode::Read),
-        fs.open(&dest.join(layout::gen_name(s.generation)).join(&name), OpenMode::Read),
-    ) else {
+    // The source's segment going or shrinking under us (online compaction since
+    // the snapshot) is the store moving on: an error the run tries again on.
+    let source = s.dir.join(&name);
+    let a = fs.open(&source, OpenMode::Read).map_err(io("open", &source))?;
+    let Ok(b) = fs.open(&dest.join(layout::gen_name(s.generation)).join(&name), OpenMode::Read) else {
         return Ok(not_prefix());
     };
     // The header, and the last frame bytes before the end: the same in both.
-    let Ok(h) = segment::read_header(&*a, &s.dir.join(&name)) else { return Ok(not_prefix()) };
+    let h = segment::read_header(&*a, &source)?;
     let tail_from = at.offset.saturating_sub(4096).max(h.data_start()).min(at.offset);
     for (from, to) in [(0, segment::HEADER_LEN), (tail_from, at.offset)] {
         let (mut x, mut y) = (vec![0u8; (to - from) as usize], vec![0u8; (to - from) as usize]);
-        if fs::read_exact_at(&*a, &mut x, from).is_err() || fs::read_exact_at(&*b, &mut y, from).is_err() || x != y {
+        fs::read_exact_at(&*a, &mut x, from).map_err(io("read", &source))?;
+        if fs::read_exact_at(&*b, &mut y, from).is_err() || x != y {
             return Ok(not_prefix());
         }
     }

@@ -248,7 +248,7 @@ impl Store {
 }
 
 /// Opens a read-only opener tries before it gives up on a store that keeps moving.
-const READ_ONLY_ATTEMPTS: u32 = 8;
+const READ_ONLY_ATTEMPTS: u32 = 32;
 
 /// Another process (a server) holds the store's lock.
 pub(crate) fn served(fs: &dyn crate::fs::FileSystem, dir: &Path) -> bool {

@@ -176,7 +176,7 @@ pub fn check(dir: &Path, fsys: Arc<dyn FileSystem>) -> Result<CheckReport> {
 }
 
 /// Checks beside a server that tries before it gives up on a store that keeps moving.
-const LIVE_ATTEMPTS: u32 = 8;
+const LIVE_ATTEMPTS: u32 = 32;
 
 fn check_once(dir: &Path, fsys: Arc<dyn FileSystem>, live: bool) -> Result<CheckReport> {
     let started = Instant::now();

@@ -248,6 +248,11 @@ fn an_older_store_that_is_no_backup_of_the_source_is_never_replaced() {
     write(&other, &sim, 0, 5, &mut Vec::new());
     other.close().unwrap();
     let before = export_of(&sim, "/other");
+    // Nor does a `BACKUP-OF` of garbage, or a huge one, name it.
+    for bogus in [b"/sr".to_vec(), vec![b'/'; 4 << 20]] {
+        jobq::fs::publish_file(&sim, Path::new("/other"), "BACKUP-OF", &bogus).unwrap();
+        assert!(backup(Path::new(SRC), Path::new("/other"), Arc::new(sim.clone())).is_err());
+    }
     let e = backup(Path::new(SRC), Path::new("/other"), Arc::new(sim.clone())).unwrap_err().to_string();
     assert!(e.contains("no backup of /src") && e.contains("never replaced"), "{e}");
     assert_eq!(export_of(&sim, "/other"), before);

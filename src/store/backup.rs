@@ -148,6 +148,7 @@ fn copy(fsys: &Arc<dyn FileSystem>, s: &Source, dest: &Path, report: &mut Backup
     let fs = &**fsys;
     let gen_dir = layout::gen_dir(dest, s.generation);
     let current = layout::read_current(fs, dest)?;
+    let named = backup_of(fs, dest, &s.src)?;
     if let Some(g) = current.filter(|g| *g > s.generation) {
         // Generations only grow: no earlier backup of this source holds a newer
         // one. Another store, or one written to and compacted since: never replaced.
@@ -161,11 +162,11 @@ fn copy(fsys: &Arc<dyn FileSystem>, s: &Source, dest: &Path, report: &mut Backup
     let resume = match current {
         Some(g) if g == s.generation => Some(dest_position(fsys, dest, s)?.map_err(|why| {
             // A store that never named the source may be another store altogether.
-            let whose = match backup_of(fs, dest, &s.src) {
-                Ok(false) => {
+            let whose = match named {
+                false => {
                     format!(" (or it is no backup of {}: {} does not name it)", s.src.display(), layout::BACKUP_OF)
                 }
-                _ => String::new(),
+                true => String::new(),
             };
             Error::input(format!("{}: {why}{whose}: back up to a new directory (then remove this one)", dest.display()))
         })?),
@@ -175,7 +176,7 @@ fn copy(fsys: &Arc<dyn FileSystem>, s: &Source, dest: &Path, report: &mut Backup
     // backup (the source compacted since): never another store that happens to
     // be older.
     if let Some(g) = current.filter(|g| *g < s.generation) {
-        if !backup_of(fs, dest, &s.src)? {
+        if !named {
             return Err(Error::input(format!(
                 "{} holds a store of generation {g} that is no backup of {} ({} does not name it): it is never replaced; back up to a new directory, or remove that one first",
                 dest.display(),
@@ -184,7 +185,7 @@ fn copy(fsys: &Arc<dyn FileSystem>, s: &Source, dest: &Path, report: &mut Backup
             )));
         }
     }
-    if !backup_of(fs, dest, &s.src)? {
+    if !named {
         // New, or proved a prefix of this source's log above: it is this source's.
         let bytes = s.src.as_os_str().as_encoded_bytes();
         fs::publish_file(fs, dest, layout::BACKUP_OF, bytes).map_err(io("publish", &dest.join(layout::BACKUP_OF)))?;
@@ -278,11 +279,19 @@ fn copy(fsys: &Arc<dyn FileSystem>, s: &Source, dest: &Path, report: &mut Backup
 /// `dest` names `src` as the store it is a backup of.
 fn backup_of(fs: &dyn FileSystem, dest: &Path, src: &Path) -> Result<bool> {
     let path = dest.join(layout::BACKUP_OF);
-    match fs::read_all(fs, &path) {
-        Ok(bytes) => Ok(bytes == src.as_os_str().as_encoded_bytes()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(Error::io("read", &path, e)),
+    let want = src.as_os_str().as_encoded_bytes();
+    let file = match fs.open(&path, OpenMode::Read) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(Error::io("open", &path, e)),
+    };
+    // Of another length (a huge file put there, say): not read.
+    if file.len().map_err(io("stat", &path))? != want.len() as u64 {
+        return Ok(false);
     }
+    let mut got = vec![0u8; want.len()];
+    fs::read_exact_at(&*file, &mut got, 0).map_err(io("read", &path))?;
+    Ok(got == want)
 }
 
 /// Where an earlier backup of this generation left `dest`, when it is a prefix

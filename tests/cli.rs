@@ -326,3 +326,28 @@ fn serve_refuses_body_limits_it_cannot_honour() {
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("--max-body is at most"), "{}", text(&out.stderr));
 }
+
+/// `jobq backup` compares DIR and DEST resolved: a destination inside the store
+/// spelled through `.`, `..` or a symlink is refused (it was accepted, and a store
+/// was backed up into itself); a new destination beside it is taken.
+#[test]
+fn backup_destinations_are_compared_resolved() {
+    let root = tempdir();
+    let store = root.path().join("store");
+    let line = b"{\"key\":\"1/1/1\",\"spider\":\"s\",\"state\":\"pending\",\"pending_time\":1}\n";
+    assert!(jobq(&["import"], &store, line).status.success());
+    std::os::unix::fs::symlink(&store, root.path().join("link")).unwrap();
+    let spelled = |p: &str| root.path().join(p).to_string_lossy().into_owned();
+    for to in [spelled("store/./bk"), spelled("link/bk"), spelled("new/../store/bk"), spelled("store/x/../../store")] {
+        let out = jobq(&["backup", "--to", &to], &store, b"");
+        assert!(!out.status.success(), "{to}: {}", text(&out.stderr));
+        assert!(text(&out.stderr).contains("must lie outside the store"), "{to}: {}", text(&out.stderr));
+    }
+    assert!(!root.path().join("new").exists() && !store.join("bk").exists());
+    let out = jobq(&["backup", "--to", &spelled("copies/../bk")], &store, b"");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        std::fs::read(root.path().join("bk/BACKUP-OF")).unwrap(),
+        store.canonicalize().unwrap().as_os_str().as_encoded_bytes()
+    );
+}

@@ -229,7 +229,8 @@ fn resolved(path: &Path) -> std::io::Result<PathBuf> {
                 return Ok(real);
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let name = at.file_name().map(|n| n.to_os_string());
+                // Its last component, `..` included (which `file_name` does not give).
+                let name = at.components().next_back().map(|c| c.as_os_str().to_os_string());
                 match (name, at.parent()) {
                     (Some(name), Some(parent)) => {
                         missing.push(name);

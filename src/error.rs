@@ -16,6 +16,10 @@ pub enum Error {
     Io { op: &'static str, path: PathBuf, source: io::Error },
     /// Bytes on disk do not decode: checksum, length, magic or field out of range.
     Corrupt { path: PathBuf, offset: u64, what: String },
+    /// Less than the store keeps free is free on its file system: the write was
+    /// refused before anything of it was written (the store stays sound and takes
+    /// writes again once space is freed).
+    LowSpace { path: PathBuf, available: u64, keep: u64 },
     /// Another process (or handle) holds the store's lock.
     Locked { path: PathBuf },
     /// An earlier write or fsync failed; the store refuses writes until reopened.
@@ -89,6 +93,11 @@ impl Error {
             if matches!(source.kind(), io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded))
     }
 
+    /// True for a write refused for want of free space before it wrote anything.
+    pub fn is_low_space(&self) -> bool {
+        matches!(self, Error::LowSpace { .. })
+    }
+
     /// True for errors caused by the caller's input (HTTP 400), false for faults of the store.
     pub fn is_input(&self) -> bool {
         matches!(self, Error::InvalidInput { .. } | Error::InvalidKey { .. })
@@ -107,6 +116,12 @@ impl fmt::Display for Error {
             Error::Corrupt { path, offset, what } => {
                 write!(f, "corrupt data in {} at offset {offset}: {what}", path.display())
             }
+            Error::LowSpace { path, available, keep } => write!(
+                f,
+                "{} has {available} bytes free, less than the {keep} the store keeps free: \
+                 writes are refused until space is freed (nothing of this one was written)",
+                path.display()
+            ),
             Error::Locked { path } => {
                 write!(f, "the store at {} is in use by another process (its lock is held)", path.display())
             }

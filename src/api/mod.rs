@@ -160,6 +160,8 @@ pub fn status_of(e: &Error) -> u16 {
     match e {
         _ if e.is_input() => 400,
         Error::Poisoned { .. } | Error::Closed | Error::ReadOnly | Error::Locked { .. } => 503,
+        // Refused, nothing written, until the operator frees space: Insufficient Storage.
+        Error::LowSpace { .. } => 507,
         // A cluster write at a node that lost the leadership, or without a majority in time.
         Error::NotLeader { .. } | Error::InDoubt(_) | Error::Unavailable(_) => 503,
         _ => 500,

@@ -171,6 +171,12 @@ pub struct ServeArgs {
     /// oldest segments: at most four, and at most a tenth of the log (at least one).
     #[arg(long, value_name = "BYTES", default_value = "64MiB", value_parser = parse_size)]
     pub segment_bytes: usize,
+    /// Bytes kept free on the data directory's file system (K, M, G suffixes):
+    /// while less is free, writes get 507 and imports, index merges and
+    /// compaction wait, with nothing written; they resume once space is freed.
+    /// `auto`: 64MiB, or a twentieth of the file system when that is less; `0`: no check.
+    #[arg(long, value_name = "BYTES|auto", default_value = "auto", value_parser = parse_keep_free)]
+    pub keep_free: KeepFree,
     /// Serve /metrics (and /health) on this address instead: the API port then
     /// answers 404 for /metrics.
     #[arg(long, value_name = "ADDR")]
@@ -265,6 +271,18 @@ fn parse_ratio(s: &str) -> Result<Ratio, String> {
     match s.trim().parse::<f64>() {
         Ok(r) if (0.05..=0.95).contains(&r) => Ok(Ratio(Some(r))),
         _ => Err(format!("expected a share between 0.05 and 0.95, or off; got {s:?}")),
+    }
+}
+
+/// `--keep-free`: None for `auto`.
+#[derive(Clone, Copy, Debug)]
+pub struct KeepFree(pub Option<u64>);
+
+fn parse_keep_free(s: &str) -> Result<KeepFree, String> {
+    match s.trim() {
+        "auto" => Ok(KeepFree(None)),
+        "0" => Ok(KeepFree(Some(0))),
+        other => parse_size(other).map(|n| KeepFree(Some(n as u64))),
     }
 }
 

@@ -83,6 +83,7 @@ pub fn run(a: ServeArgs) -> Result<(), String> {
             body: Duration::from_secs(a.body_timeout),
         },
         max_connections: a.max_connections as usize,
+        keep_free: a.keep_free.0,
         metrics_listen: a.metrics_listen,
         metrics_key,
         cluster,

@@ -51,6 +51,14 @@ pub trait FsFile: Send + Sync + fmt::Debug {
     }
 }
 
+/// The size of a file system and the bytes still free on it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Space {
+    pub total: u64,
+    /// What an unprivileged writer may still take (statvfs `f_bavail`).
+    pub available: u64,
+}
+
 /// A held exclusive lock; released when dropped.
 pub type LockGuard = Box<dyn Any + Send + Sync>;
 
@@ -74,6 +82,8 @@ pub trait FileSystem: Send + Sync + fmt::Debug {
     fn lock(&self, path: &Path) -> io::Result<LockGuard>;
     /// Map a file that is never written again, read-only.
     fn map(&self, path: &Path) -> io::Result<MappedBytes>;
+    /// The size and free space of the file system holding `path`.
+    fn space(&self, path: &Path) -> io::Result<Space>;
 }
 
 /// Read exactly `buf.len()` bytes at `offset`; `UnexpectedEof` when the file is shorter.

@@ -7,7 +7,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
 
-use super::{FileSystem, FsFile, LockGuard, MappedBytes, OpenMode};
+use super::{FileSystem, FsFile, LockGuard, MappedBytes, OpenMode, Space};
 
 /// The operating system's file system.
 #[derive(Debug, Default, Clone, Copy)]
@@ -114,6 +114,12 @@ impl FileSystem for RealFs {
         };
         let file = try_lock(OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?)?;
         Ok(Box::new((dir, file)))
+    }
+
+    fn space(&self, path: &Path) -> io::Result<Space> {
+        let v = rustix::fs::statvfs(path)?;
+        let unit = v.f_frsize.max(1);
+        Ok(Space { total: v.f_blocks.saturating_mul(unit), available: v.f_bavail.saturating_mul(unit) })
     }
 
     #[allow(unsafe_code)]

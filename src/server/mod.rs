@@ -58,6 +58,8 @@ pub struct ServeConfig {
     pub metrics_key: Option<String>,
     /// `--node-id` and the rest: serve as one node of a cluster.
     pub cluster: Option<ClusterConfig>,
+    /// `Options::keep_free`.
+    pub keep_free: Option<u64>,
 }
 
 /// A cluster node's flags.
@@ -158,6 +160,7 @@ async fn run(config: ServeConfig) -> Result<(), String> {
         reclaim_every: config.compaction.every,
         retain_deleted: config.compaction.retain_deleted,
         segment_bytes: config.compaction.segment_bytes,
+        keep_free: config.keep_free,
         ..Options::default()
     };
     let opts = match config.cluster {

@@ -1,5 +1,5 @@
 //! The operator's endpoints beside the JobQ API: `GET /health` (no key, from
-//! memory only: not one file-system call) and `GET /metrics` (the Prometheus
+//! memory and one `statvfs` of the data directory: no file is read) and `GET /metrics` (the Prometheus
 //! text format; open, or behind `--metrics-key`). `/metrics` is served on the
 //! API port, or only on `--metrics-listen` when that is given (then the API
 //! port answers 404 for it). The metrics listener serves these two paths only.
@@ -135,7 +135,7 @@ fn json_answer(status: u16, value: serde_json::Value) -> OpsAnswer {
 }
 
 /// `GET /health`: 200 while the store takes writes and the server is not
-/// shutting down, else 503 with the reason. Memory only.
+/// shutting down, else 503 with the reason. Memory and one `statvfs`.
 pub fn health(app: &App) -> OpsAnswer {
     let h = app.store.health();
     let (status, reason) = match (&h.poison, app.ops.closing()) {
@@ -153,7 +153,16 @@ pub fn health(app: &App) -> OpsAnswer {
             ("closing", Some(format!("shutting down ({signal} received): finishing the requests in flight")))
         }
         (None, None) if !h.accepts_writes() => ("closing", Some("the store is closed".to_string())),
-        (None, None) => ("ok", None),
+        (None, None) => match app.store.disk_space().filter(|d| d.is_low()) {
+            Some(d) => (
+                "disk_low",
+                Some(format!(
+                    "{} bytes free, less than the {} kept free (--keep-free): writes get 507 until space is freed",
+                    d.available, d.keep_free
+                )),
+            ),
+            None => ("ok", None),
+        },
     };
     let mut body = json!({
         "status": status,
@@ -227,6 +236,25 @@ mod tests {
 
     fn status(a: &OpsAnswer) -> (u16, serde_json::Value) {
         (a.status, serde_json::from_slice(&a.body).unwrap())
+    }
+
+    /// 503 "disk_low" while less than what is kept free is free (writes get
+    /// 507, the store stays sound); 200 again once space is freed.
+    #[test]
+    fn health_says_when_space_is_short() {
+        let sim = SimFs::new();
+        let app = app(&sim);
+        let low = jobq::fs::Space { total: 1 << 40, available: 1 << 20 };
+        sim.set_space(Some(low));
+        let (code, body) = status(&health(&app));
+        assert_eq!((code, body["status"].as_str()), (503, Some("disk_low")), "{body}");
+        assert!(body["reason"].as_str().unwrap().contains("1048576 bytes free"), "{body}");
+        std::thread::sleep(std::time::Duration::from_millis(150));
+        let e = app.store.push(1, &[parse_push(r#"{"spider":"s"}"#).unwrap()], None).unwrap_err();
+        assert_eq!(jobq::api::status_of(&e), 507, "{e}");
+        sim.set_space(None);
+        let (code, body) = status(&health(&app));
+        assert_eq!((code, body["status"].as_str()), (200, Some("ok")), "{body}");
     }
 
     /// 200 while writes work; 503 "disk_full" after ENOSPC, "poisoned" after

@@ -1,6 +1,6 @@
 //! The `/metrics` answer: the server's counters and the store's figures
 //! (`Store::metrics`, `Store::report`) in the Prometheus text format. README.md
-//! lists every metric. Nothing here reads a file.
+//! lists every metric. Nothing here reads a file (one `statvfs` of the data directory).
 
 use std::sync::atomic::Ordering;
 
@@ -165,6 +165,21 @@ fn store(app: &App, x: &mut Exposition) {
         "1 when the store is poisoned by a write that failed for want of space (ENOSPC, EDQUOT).",
         e.poison.as_ref().is_some_and(|p| p.disk_full),
     );
+    if let Some(d) = app.store.disk_space() {
+        x.single(
+            "jobq_disk_available_bytes",
+            Kind::Gauge,
+            "Bytes free on the data directory's file system (statvfs f_bavail).",
+            d.available,
+        );
+        x.single(
+            "jobq_disk_keep_free_bytes",
+            Kind::Gauge,
+            "Bytes the store keeps free (--keep-free): writes get 507 while less is available.",
+            d.keep_free,
+        );
+        x.single("jobq_disk_low", Kind::Gauge, "1 while writes are refused for want of free space.", d.is_low());
+    }
     x.family("jobq_jobs", Kind::Gauge, "Current jobs per state, over every project.");
     for (state, n) in e.jobs {
         x.sample("jobq_jobs", &[("state", state.as_str())], n);

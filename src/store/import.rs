@@ -217,8 +217,15 @@ fn apply_chunk(w: &mut Writer, c: &mut ParsedChunk, line_base: u64, bulk: &mut B
 /// Input read per chunk: whole lines, about this many bytes.
 const READ_CHUNK: usize = 4 << 20;
 
+/// Disk an imported job takes after its frames, at most: its sorted run record
+/// (64 bytes and its tags) and its share of the index file, which is written
+/// while the runs are still there.
+const INDEX_BYTES_PER_JOB: u64 = 160;
+
 /// Where parsed chunks go, in input order.
 struct Sink<'a> {
+    space: &'a super::space::SpaceGuard,
+    fs: &'a dyn fs::FileSystem,
     w: &'a mut Writer,
     progress: &'a mut dyn FnMut(u64),
     report: &'a mut ImportReport,
@@ -229,6 +236,10 @@ struct Sink<'a> {
 impl Sink<'_> {
     fn write(&mut self, mut c: ParsedChunk, pool: &Pool) -> Result<()> {
         let (lines, bytes) = (c.lines, c.bytes);
+        // Room for this chunk's frames and the index of every job so far: an
+        // import short of space is undone (store/space.rs), never half written.
+        let jobs = self.report.jobs + c.recs.len() as u64;
+        self.space.check_now(self.fs, c.payload.len() as u64 + jobs * INDEX_BYTES_PER_JOB)?;
         let r = &mut *self.report;
         r.jobs += apply_chunk(self.w, &mut c, r.lines, self.bulk, self.durable_seq)?;
         pool.give(std::mem::take(&mut c.payload));
@@ -424,6 +435,7 @@ pub(crate) fn import(inner: &Inner, input: &mut dyn BufRead, progress: &mut dyn 
     let input: &mut dyn BufRead = &mut input;
     let mut w = inner.writer.lock();
     inner.commit.check()?;
+    inner.space.check(&*inner.opts.fs, 0)?;
     let runs_path = inner.gen_dir.join(format!("import-{:016x}.runs.tmp", w.next_seq));
     let run_len = w.bulk_entries.clamp(1, RUN_DOCS);
     let spiller = Spiller::start(inner.opts.fs.clone(), runs_path, run_len)?;
@@ -470,7 +482,15 @@ pub(crate) fn import(inner: &Inner, input: &mut dyn BufRead, progress: &mut dyn 
     };
     let mut report = ImportReport::default();
     let durable_seq = inner.commit.durable_seq();
-    let mut sink = Sink { w: &mut w, progress, report: &mut report, bulk: &mut bulk, durable_seq };
+    let mut sink = Sink {
+        space: &inner.space,
+        fs: &*inner.opts.fs,
+        w: &mut w,
+        progress,
+        report: &mut report,
+        bulk: &mut bulk,
+        durable_seq,
+    };
     // Every run is spilled before the commit: a failed spill undoes the import.
     let pending = run(&mut sink, input, dict).and_then(|()| {
         if !bulk.spilled {
@@ -485,7 +505,7 @@ pub(crate) fn import(inner: &Inner, input: &mut dyn BufRead, progress: &mut dyn 
     let pending = match pending {
         Ok(p) => p,
         Err(e) => {
-            if e.is_input() || matches!(e, Error::Io { op: "read" | "spill", .. }) {
+            if e.is_input() || e.is_low_space() || matches!(e, Error::Io { op: "read" | "spill", .. }) {
                 let spilled = bulk.spilled;
                 // Stops the spilling thread and removes the run file.
                 drop(bulk);

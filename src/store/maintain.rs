@@ -90,12 +90,18 @@ pub(crate) fn run(inner: &Inner) -> Result<()> {
         while merge_once(inner)? {}
         sweep(inner)
     })();
-    if let Err(e) = &r {
-        if !matches!(e, Error::Poisoned { .. } | Error::Closed) {
-            inner.commit.poison(e);
+    match r {
+        // Not written for want of space: the images stay in memory (a reopen
+        // replays the tail they cover) until a later run finds room.
+        Err(e) if e.is_low_space() => Ok(()),
+        Err(e) => {
+            if !matches!(e, Error::Poisoned { .. } | Error::Closed) {
+                inner.commit.poison(&e);
+            }
+            Err(e)
         }
+        Ok(()) => Ok(()),
     }
-    r
 }
 
 /// Publish the working version if readers may see all of it.
@@ -126,6 +132,7 @@ fn persist_ready(inner: &Inner) -> Result<()> {
             w.segments.iter().find(|s| !s.seg.is_persisted()).map(|s| s.seg.clone())
         };
         let Some(seg) = next else { return Ok(()) };
+        inner.space.check(&*inner.opts.fs, seg.bytes().len() as u64)?;
         let mapped = Arc::new(write_file(inner, &seg)?);
         let mut w = inner.writer.lock();
         if let Some(slot) = w.segments.iter_mut().find(|s| Arc::ptr_eq(&s.seg, &seg)) {
@@ -195,6 +202,8 @@ fn merge_once(inner: &Inner) -> Result<bool> {
     // crash that loses the newer record, this doc is the job's last durable version.
     let (first, last) = (inputs[0].seg.meta(), inputs[inputs.len() - 1].seg.meta());
     let meta = SegmentMeta { lo_seq: first.lo_seq, docs: 0, ..*last };
+    // The merged file is at most its inputs' size.
+    inner.space.check(&*inner.opts.fs, inputs.iter().map(|s| s.seg.bytes().len() as u64).sum())?;
     let upper: u64 = inputs.iter().map(|s| s.seg.meta().docs).sum();
     let mut out = IndexBuild::new(inner, upper, &format!("merge-{:016x}-{:016x}", meta.lo_seq, meta.hi_seq))?;
     let mut dead_outside: Vec<(u32, u64)> = Vec::new();

@@ -40,6 +40,7 @@ mod repair_catalog;
 mod repair_header;
 pub mod request;
 mod retention;
+mod space;
 mod staged;
 mod tokens;
 mod training;
@@ -69,6 +70,7 @@ pub use reclaim::{ReclaimReport, ReclaimStats, MAX_REMOVED_HELD};
 pub use repair::{repair, RepairReport};
 pub use repair_header::RebuiltHeader;
 pub use request::{Changes, PushSpec, Target, UpdateSpec};
+pub use space::DiskSpace;
 pub use training::TRAIN_AT;
 
 use crate::error::{Error, Result};
@@ -107,6 +109,8 @@ pub(crate) struct Inner {
     pub places: Arc<places::Places>,
     /// Log positions the change feed learnt.
     pub feed: crate::log::cursor::SeqIndex,
+    /// The free space writes leave on the data directory's file system.
+    pub space: space::SpaceGuard,
     /// Signalled under the writer lock each time a cluster node applies an entry.
     #[cfg(feature = "cluster")]
     pub applied: parking_lot::Condvar,
@@ -298,6 +302,7 @@ fn open_inner(dir: &Path, opts: Options, held: Option<LockGuard>) -> Result<Arc<
         counters,
         places: Arc::default(),
         feed: Default::default(),
+        space: space::SpaceGuard::new(dir.to_path_buf(), opts.keep_free),
         #[cfg(feature = "cluster")]
         applied: parking_lot::Condvar::new(),
         #[cfg(feature = "cluster")]
@@ -483,7 +488,11 @@ impl Store {
             return Err(Error::ReadOnly);
         }
         reclaim::cycle(&self.inner()).inspect_err(|e| {
-            if !matches!(e, Error::Poisoned { .. } | Error::Closed) && !e.is_input() && !e.is_cluster_transient() {
+            if !matches!(e, Error::Poisoned { .. } | Error::Closed)
+                && !e.is_input()
+                && !e.is_cluster_transient()
+                && !e.is_low_space()
+            {
                 self.inner().commit.poison(e);
             }
         })
@@ -497,7 +506,11 @@ impl Store {
             return Err(Error::ReadOnly);
         }
         retention::purge_expired(&self.inner()).inspect_err(|e| {
-            if !matches!(e, Error::Poisoned { .. } | Error::Closed) && !e.is_input() && !e.is_cluster_transient() {
+            if !matches!(e, Error::Poisoned { .. } | Error::Closed)
+                && !e.is_input()
+                && !e.is_cluster_transient()
+                && !e.is_low_space()
+            {
                 self.inner().commit.poison(e);
             }
         })

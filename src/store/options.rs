@@ -61,6 +61,11 @@ pub struct Options {
     /// says) instead of refusing it: `jobq repair` only, which rewrites the store.
     #[doc(hidden)]
     pub accept_lost_start: bool,
+    /// Bytes kept free on the data directory's file system (store/space.rs):
+    /// writes, imports, index merges and compaction cycles are refused, with
+    /// nothing written and the store sound, while less is free. `None`: 64 MiB,
+    /// or a twentieth of the file system when that is less; `Some(0)`: no check.
+    pub keep_free: Option<u64>,
 }
 
 impl Default for Options {
@@ -84,6 +89,7 @@ impl Default for Options {
             background: true,
             raft_log: false,
             accept_lost_start: false,
+            keep_free: None,
         }
     }
 }

@@ -29,6 +29,9 @@ pub(crate) struct Request {
     result: Mutex<Option<Result<Erased>>>,
     /// The submitting thread, woken when the result is in or when it may lead.
     thread: std::thread::Thread,
+    /// Runs whatever the free space (store/space.rs): online compaction's
+    /// relocations, which free more than they take.
+    uses_reserve: bool,
 }
 
 impl Request {
@@ -38,7 +41,15 @@ impl Request {
             op: Mutex::new(Some(op)),
             result: Mutex::new(None),
             thread: std::thread::current(),
+            uses_reserve: false,
         })
+    }
+
+    /// A request that may take the space the store keeps free (see `uses_reserve`).
+    pub fn using_reserve(op: Op) -> Arc<Request> {
+        let mut r = Request::new(None, op);
+        Arc::get_mut(&mut r).expect("not shared yet").uses_reserve = true;
+        r
     }
 
     pub(crate) fn answer(&self, r: Result<Erased>) {
@@ -174,6 +185,13 @@ pub(crate) fn run_ops(inner: &Inner, w: &mut Writer, batch: &[Arc<Request>]) -> 
         if let Err(e) = inner.commit.check() {
             results.push((Err(e), false));
             continue;
+        }
+        // Refused before it writes: the store stays sound (store/space.rs).
+        if !req.uses_reserve {
+            if let Err(e) = inner.space.check(&*inner.opts.fs, 0) {
+                results.push((Err(e), false));
+                continue;
+            }
         }
         let ctx = Ctx {
             now: inner.opts.clock.now_ms(),

@@ -132,6 +132,16 @@ fn run_cycle(inner: &Inner, started: Instant) -> Result<ReclaimReport> {
         return Ok(report);
     }
     let prefix: Vec<u32> = (first..=last).collect();
+    // Room for the copies: online compaction may take the space kept free (it
+    // frees more than it takes), not more. The copies are estimated from the
+    // log's share still current, doubled.
+    let bytes = prefix.iter().map(|&n| segment_len(inner, n)).sum::<Result<u64>>()?;
+    let current = 1.0 - superseded_ratio(&inner.writer.lock(), first_seq(inner, first)?);
+    let copies = ((bytes as f64 * current.clamp(0.0, 1.0) * 2.0) as u64).min(bytes);
+    if inner.space.check_room(&*inner.opts.fs, copies).is_err() {
+        inner.reclaimed.deferred.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        return Ok(report);
+    }
     // A leader decides what is current on its writer, which holds a batch ahead
     // of its entry; one cut off since may have superseded a record not relocated.
     let cuts = inner.writer.lock().cuts;
@@ -223,7 +233,7 @@ fn segment_len(inner: &Inner, n: u32) -> Result<u64> {
 
 /// Run a write through the queue (as `Store::write` does) and let maintenance know.
 pub(super) fn submit(inner: &Inner, op: Op) -> Result<Erased> {
-    let (r, froze) = inner.queue.submit(inner, queue::Request::new(None, op));
+    let (r, froze) = inner.queue.submit(inner, queue::Request::using_reserve(op));
     if froze {
         maintain::after_freeze(inner)?;
     }
@@ -452,7 +462,8 @@ pub struct ReclaimStats {
     pub cycles: std::sync::atomic::AtomicU64,
     pub bytes_removed: std::sync::atomic::AtomicU64,
     pub bytes_relocated: std::sync::atomic::AtomicU64,
-    /// Cycles that waited for old snapshots to let removed segments go.
+    /// Cycles put off: old snapshots still held removed segments, or the disk
+    /// had no room for the copies.
     pub deferred: std::sync::atomic::AtomicU64,
 }
 
@@ -492,8 +503,12 @@ impl Reclaimer {
                         Role::Single | Role::Leader => super::retention::purge_expired(&inner),
                     };
                     if let Err(e) = purged {
-                        // A leadership lost mid-purge: the next leader purges.
-                        if !matches!(e, Error::Poisoned { .. } | Error::Closed) && !e.is_cluster_transient() {
+                        // A leadership lost mid-purge: the next leader purges; a
+                        // disk short of space: the next round, once there is room.
+                        if !matches!(e, Error::Poisoned { .. } | Error::Closed)
+                            && !e.is_cluster_transient()
+                            && !e.is_low_space()
+                        {
                             inner.commit.poison(&e);
                         }
                         continue;
@@ -506,7 +521,10 @@ impl Reclaimer {
                                     && !inner.closed.load(std::sync::atomic::Ordering::Acquire) => {}
                             Ok(_) => break,
                             Err(e) => {
-                                if !matches!(e, Error::Poisoned { .. } | Error::Closed) && !e.is_cluster_transient() {
+                                if !matches!(e, Error::Poisoned { .. } | Error::Closed)
+                                    && !e.is_cluster_transient()
+                                    && !e.is_low_space()
+                                {
                                     inner.commit.poison(&e);
                                 }
                                 break;

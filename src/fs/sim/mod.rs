@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use super::{FileSystem, FsFile, LockGuard, MappedBytes, OpenMode};
+use super::{FileSystem, FsFile, LockGuard, MappedBytes, OpenMode, Space};
 
 mod file;
 mod power_cut;
@@ -150,6 +150,9 @@ struct State {
     failing: Option<FaultKind>,
     /// The disk is full ([`FaultKind::DiskFull`]).
     full: bool,
+    /// What [`FileSystem::space`] reports ([`SimFs::set_space`]); None: a disk
+    /// of 1 TiB with nearly all of it free.
+    space: Option<Space>,
     log: Option<Vec<FsOp>>,
 }
 
@@ -253,6 +256,12 @@ impl SimFs {
         s.fault_base = s.mutations;
         s.failing = None;
         s.full = false;
+    }
+
+    /// Make [`FileSystem::space`] report `space` (None: a large, nearly empty disk).
+    /// Writes do not consume it: a test sets what the store is to see.
+    pub fn set_space(&self, space: Option<Space>) {
+        self.state.lock().space = space;
     }
 
     /// Mutating calls made so far (the `at` of a fault counts from the last `set_fault`).
@@ -546,5 +555,17 @@ impl FileSystem for SimFs {
             Some(Node::File(ino)) => Ok(MappedBytes::from_vec(s.inodes[ino].data.clone())),
             _ => Err(not_found(path)),
         }
+    }
+
+    fn space(&self, path: &Path) -> io::Result<Space> {
+        let s = self.state.lock();
+        if s.dead {
+            return Err(err(FaultKind::PowerCut));
+        }
+        if !s.names.contains_key(path) {
+            return Err(not_found(path));
+        }
+        let space = s.space.unwrap_or(Space { total: 1 << 40, available: (1 << 40) - (1 << 30) });
+        Ok(Space { available: if s.full { 0 } else { space.available }, ..space })
     }
 }

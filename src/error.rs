@@ -19,7 +19,7 @@ pub enum Error {
     /// Less than the store keeps free is free on its file system: the write was
     /// refused before anything of it was written (the store stays sound and takes
     /// writes again once space is freed).
-    LowSpace { path: PathBuf, available: u64, keep: u64 },
+    LowSpace { path: PathBuf, available: u64, need: u64, keep: u64 },
     /// Another process (or handle) holds the store's lock.
     Locked { path: PathBuf },
     /// An earlier write or fsync failed; the store refuses writes until reopened.
@@ -116,10 +116,16 @@ impl fmt::Display for Error {
             Error::Corrupt { path, offset, what } => {
                 write!(f, "corrupt data in {} at offset {offset}: {what}", path.display())
             }
-            Error::LowSpace { path, available, keep } => write!(
+            Error::LowSpace { path, available, need: 0, keep } => write!(
                 f,
                 "{} has {available} bytes free, less than the {keep} the store keeps free: \
                  writes are refused until space is freed (nothing of this one was written)",
+                path.display()
+            ),
+            Error::LowSpace { path, available, need, keep } => write!(
+                f,
+                "{} has {available} bytes free, less than the {need} this write needs beside the {keep} \
+                 the store keeps free: refused (nothing of it was written)",
                 path.display()
             ),
             Error::Locked { path } => {

@@ -42,7 +42,8 @@ pub fn import(a: ImportArgs) -> Result<(), String> {
         }
         None => (Box::new(BufReader::with_capacity(1 << 20, io::stdin())), None, "stdin".to_string()),
     };
-    let store = Store::open(&a.data, Options::default()).map_err(|e| match e {
+    let opts = Options { keep_free: a.keep_free.0, ..Options::default() };
+    let store = Store::open(&a.data, opts).map_err(|e| match e {
         Error::Locked { .. } => format!("{e}; stop the server to import"),
         e => format!("cannot open the store in {}: {e}", a.data.display()),
     })?;

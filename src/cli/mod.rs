@@ -237,6 +237,10 @@ pub struct ImportArgs {
     pub data: PathBuf,
     /// JSON lines to import; stdin when absent.
     pub file: Option<PathBuf>,
+    /// Bytes left free on the data directory's file system, as `serve --keep-free`:
+    /// an import that would leave less is undone (nothing of it stored).
+    #[arg(long, value_name = "BYTES|auto", default_value = "auto", value_parser = parse_keep_free)]
+    pub keep_free: KeepFree,
 }
 
 #[derive(Args)]

@@ -109,7 +109,7 @@ impl SpaceGuard {
         if space.available >= keep.saturating_add(need) {
             return Ok(());
         }
-        Err(Error::LowSpace { path: self.dir.clone(), available: space.available, keep: keep.saturating_add(need) })
+        Err(Error::LowSpace { path: self.dir.clone(), available: space.available, need, keep })
     }
 
     /// Refuse unless `need` bytes are free, what is kept free included: for work
@@ -120,7 +120,7 @@ impl SpaceGuard {
         }
         match self.now(fs) {
             Some((space, _)) if space.available < need => {
-                Err(Error::LowSpace { path: self.dir.clone(), available: space.available, keep: need })
+                Err(Error::LowSpace { path: self.dir.clone(), available: space.available, need, keep: 0 })
             }
             _ => Ok(()),
         }
@@ -145,14 +145,15 @@ mod tests {
         // 64 MiB on a large disk, a twentieth of a small one.
         assert_eq!(g.keep_on(Space { total: 1 << 40, available: 0 }), 64 << 20);
         assert_eq!(g.keep_on(Space { total: 100 << 20, available: 0 }), 5 << 20);
-        sim.set_space(Some(Space { total: 1 << 30, available: 65 << 20 }));
+        sim.set_space(Some(Space { total: 1 << 40, available: 65 << 20 }));
         assert!(g.check(&sim, 0).is_ok());
         assert!(g.check(&sim, 1 << 20).is_ok());
         let e = g.check(&sim, 2 << 20).unwrap_err();
-        assert!(matches!(e, Error::LowSpace { available, keep, .. } if available == 65 << 20 && keep == 66 << 20));
-        assert!(e.to_string().contains("keeps free"), "{e}");
+        assert!(matches!(e, Error::LowSpace { available, need, keep, .. }
+            if available == 65 << 20 && need == 2 << 20 && keep == 64 << 20));
+        assert!(e.to_string().contains("needs beside the 67108864"), "{e}");
         // A look is trusted a while; then the disk is asked again.
-        sim.set_space(Some(Space { total: 1 << 30, available: 1 << 20 }));
+        sim.set_space(Some(Space { total: 1 << 40, available: 1 << 20 }));
         assert!(g.check(&sim, 0).is_ok(), "the look before is still trusted");
         g.forget();
         assert!(g.check(&sim, 0).unwrap_err().is_low_space());

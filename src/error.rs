@@ -98,6 +98,16 @@ impl Error {
         matches!(self, Error::LowSpace { .. })
     }
 
+    /// The same refusal for another write of a batch (other errors: poisoned).
+    pub(crate) fn low_space_again(&self) -> Error {
+        match self {
+            Error::LowSpace { path, available, need, keep } => {
+                Error::LowSpace { path: path.clone(), available: *available, need: *need, keep: *keep }
+            }
+            other => Error::Poisoned { cause: other.to_string() },
+        }
+    }
+
     /// True for errors caused by the caller's input (HTTP 400), false for faults of the store.
     pub fn is_input(&self) -> bool {
         matches!(self, Error::InvalidInput { .. } | Error::InvalidKey { .. })

@@ -176,6 +176,11 @@ fn append_batch(inner: &Inner, batch: &[Arc<Request>]) -> Appended {
 /// Run each operation of `batch` (each says whether it wrote); a fault poisons.
 pub(crate) fn run_ops(inner: &Inner, w: &mut Writer, batch: &[Arc<Request>]) -> Vec<(Result<Erased>, bool)> {
     let mut results: Vec<(Result<Erased>, bool)> = Vec::with_capacity(batch.len());
+    // Looked at once a batch (store/space.rs); refused before anything is written.
+    let room = match batch.iter().all(|r| r.uses_reserve) {
+        true => Ok(()),
+        false => inner.space.check(&*inner.opts.fs, 0),
+    };
     for req in batch {
         let op = req.op.lock().take().expect("an operation runs once");
         if inner.closed.load(std::sync::atomic::Ordering::Acquire) {
@@ -186,12 +191,9 @@ pub(crate) fn run_ops(inner: &Inner, w: &mut Writer, batch: &[Arc<Request>]) -> 
             results.push((Err(e), false));
             continue;
         }
-        // Refused before it writes: the store stays sound (store/space.rs).
-        if !req.uses_reserve {
-            if let Err(e) = inner.space.check(&*inner.opts.fs, 0) {
-                results.push((Err(e), false));
-                continue;
-            }
+        if let (Err(e), false) = (&room, req.uses_reserve) {
+            results.push((Err(e.low_space_again()), false));
+            continue;
         }
         let ctx = Ctx {
             now: inner.opts.clock.now_ms(),

@@ -358,7 +358,7 @@ fn raise_open_file_limit() {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_size;
+    use super::{parse_keep_free, parse_size};
 
     #[test]
     fn sizes() {
@@ -367,6 +367,17 @@ mod tests {
         assert_eq!(parse_size("100"), Ok(100));
         for bad in ["", "0", "x", "5 parsecs", "99999999999999999999G"] {
             assert!(parse_size(bad).is_err(), "{bad}");
+        }
+    }
+
+    /// `--keep-free`: `auto`, `0` (no check) or a size; anything else refused.
+    #[test]
+    fn kept_free_space() {
+        assert_eq!(parse_keep_free("auto").unwrap().0, None);
+        assert_eq!(parse_keep_free("0").unwrap().0, Some(0));
+        assert_eq!(parse_keep_free(" 2GiB ").unwrap().0, Some(2 << 30));
+        for bad in ["", "-1", "AUTO1", "off", "1e9", "99999999999999999999G", "00x"] {
+            assert!(parse_keep_free(bad).is_err(), "{bad}");
         }
     }
 }

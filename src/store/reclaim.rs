@@ -138,7 +138,7 @@ fn run_cycle(inner: &Inner, started: Instant) -> Result<ReclaimReport> {
     let bytes = prefix.iter().map(|&n| segment_len(inner, n)).sum::<Result<u64>>()?;
     let current = 1.0 - superseded_ratio(&inner.writer.lock(), first_seq(inner, first)?);
     let copies = ((bytes as f64 * current.clamp(0.0, 1.0) * 2.0) as u64).min(bytes);
-    if inner.space.check_room(&*inner.opts.fs, copies).is_err() {
+    if !inner.space.has_room(&*inner.opts.fs, copies) {
         inner.reclaimed.deferred.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         return Ok(report);
     }

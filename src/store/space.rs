@@ -45,8 +45,7 @@ impl super::Store {
     /// keeps free of it; None when the file system does not say.
     pub fn disk_space(&self) -> Option<DiskSpace> {
         let inner = self.inner();
-        let (space, keep) = inner.space.now(&*inner.opts.fs)?;
-        let keep_free = if inner.opts.keep_free == Some(0) { 0 } else { keep };
+        let (space, keep_free) = inner.space.now(&*inner.opts.fs)?;
         Some(DiskSpace { total: space.total, available: space.available, keep_free })
     }
 }
@@ -112,18 +111,10 @@ impl SpaceGuard {
         Err(Error::LowSpace { path: self.dir.clone(), available: space.available, need, keep })
     }
 
-    /// Refuse unless `need` bytes are free, what is kept free included: for work
-    /// that frees more than it takes (online compaction).
-    pub fn check_room(&self, fs: &dyn FileSystem, need: u64) -> Result<()> {
-        if self.keep == Some(0) {
-            return Ok(());
-        }
-        match self.now(fs) {
-            Some((space, _)) if space.available < need => {
-                Err(Error::LowSpace { path: self.dir.clone(), available: space.available, need, keep: 0 })
-            }
-            _ => Ok(()),
-        }
+    /// Whether `need` bytes are free, what is kept free included: for work that
+    /// frees more than it takes (online compaction). A fresh look.
+    pub fn has_room(&self, fs: &dyn FileSystem, need: u64) -> bool {
+        self.keep == Some(0) || self.now(fs).is_none_or(|(space, _)| space.available >= need)
     }
 
     /// Forget the last look (a test changed the simulated disk).

@@ -83,7 +83,11 @@ impl Error {
     /// True for a failed fdatasync or directory fsync: afterwards nothing is known
     /// of what reached the disk, and the sync is never retried.
     pub fn is_sync_failure(&self) -> bool {
-        matches!(self, Error::Io { op: "fdatasync" | "fsync dir", .. })
+        match self {
+            Error::Io { op: "fdatasync" | "fsync dir", .. } => true,
+            Error::Io { source, .. } => crate::fs::is_sync_failed(source),
+            _ => false,
+        }
     }
 
     /// True for a write that failed because the file system is out of space (or
@@ -91,6 +95,21 @@ impl Error {
     pub fn is_disk_full(&self) -> bool {
         matches!(self, Error::Io { source, .. }
             if matches!(source.kind(), io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded))
+    }
+
+    /// True for a log append that failed for want of space, writing its frames
+    /// or the next segment's file: what it wrote may be cut (not a sync's
+    /// failure: that stays fatal).
+    pub fn is_append_disk_full(&self) -> bool {
+        self.is_disk_full()
+            && !self.is_sync_failure()
+            && matches!(self, Error::Io { op: "append to" | "create segment", .. })
+    }
+
+    /// True for a new index file that could not be written for want of space
+    /// (its temp file's write or sync, before it is in use: it is left out).
+    pub fn is_index_disk_full(&self) -> bool {
+        self.is_disk_full() && !self.is_sync_failure() && matches!(self, Error::Io { op: "publish index", .. })
     }
 
     /// True for a write refused for want of free space before it wrote anything.

@@ -162,6 +162,9 @@ pub fn status_of(e: &Error) -> u16 {
         Error::Poisoned { .. } | Error::Closed | Error::ReadOnly | Error::Locked { .. } => 503,
         // Refused, nothing written, until the operator frees space: Insufficient Storage.
         Error::LowSpace { .. } => 507,
+        // A write cut after it met a full disk (nothing of it kept), or the write
+        // that poisoned the store on one.
+        _ if e.is_disk_full() => 507,
         // A cluster write at a node that lost the leadership, or without a majority in time.
         Error::NotLeader { .. } | Error::InDoubt(_) | Error::Unavailable(_) => 503,
         _ => 500,

@@ -118,6 +118,29 @@ pub fn write_all_at(file: &dyn FsFile, mut buf: &[u8], mut offset: u64) -> io::R
     Ok(())
 }
 
+/// A failed fsync inside [`publish_file`], marked so that callers tell it from a
+/// failed write (its kind is kept: a full disk stays a full disk). A failed
+/// sync is never taken back as if nothing happened (durability.md).
+#[derive(Debug)]
+pub struct SyncFailed(pub io::Error);
+
+impl std::fmt::Display for SyncFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "fsync failed: {}", self.0)
+    }
+}
+
+impl std::error::Error for SyncFailed {}
+
+fn sync_failed(e: io::Error) -> io::Error {
+    io::Error::new(e.kind(), SyncFailed(e))
+}
+
+/// True for an error [`publish_file`] got from an fsync.
+pub fn is_sync_failed(e: &io::Error) -> bool {
+    e.get_ref().is_some_and(|r| r.is::<SyncFailed>())
+}
+
 /// Read a whole (small) file.
 pub fn read_all(fs: &dyn FileSystem, path: &Path) -> io::Result<Vec<u8>> {
     let file = fs.open(path, OpenMode::Read)?;
@@ -135,11 +158,15 @@ pub fn publish_file(fs: &dyn FileSystem, dir: &Path, name: &str, bytes: &[u8]) -
         fs.remove_file(&tmp)?;
     }
     let file = fs.open(&tmp, OpenMode::CreateNew)?;
-    write_all_at(&*file, bytes, 0)?;
-    file.sync_data()?;
+    let written = write_all_at(&*file, bytes, 0).and_then(|()| file.sync_data().map_err(sync_failed));
     drop(file);
+    if let Err(e) = written {
+        // Not left to fill a full disk: the file is nobody's yet.
+        let _ = fs.remove_file(&tmp);
+        return Err(e);
+    }
     crate::crashpoint::hit("publish_before_rename");
     fs.rename(&tmp, &dir.join(name))?;
     // IMPORTANT: fsync folder, or the rename may be lost on power failure.
-    fs.sync_dir(dir)
+    fs.sync_dir(dir).map_err(sync_failed)
 }

@@ -208,6 +208,10 @@ fn build_file_with(
     let (path, tmp) = (dir.join(&name), dir.join(format!("{name}.tmp")));
     let written = write_file(&runs, repeats, meta, catalog, dicts, &*fsys, &tmp, split_docs);
     runs.discard();
+    if written.is_err() {
+        // Not left to fill a full disk: the file is nobody's yet.
+        let _ = fsys.remove_file(&tmp);
+    }
     written?;
     crate::crashpoint::hit("publish_before_rename");
     fsys.rename(&tmp, &path).map_err(|e| Error::io("publish index", &path, e))?;

@@ -232,6 +232,12 @@ fn store(app: &App, x: &mut Exposition) {
         "Deleted jobs the retention (--retain-deleted) purged in this process.",
         e.purged_jobs,
     );
+    x.single(
+        "jobq_write_batches_cut_disk_full_total",
+        Kind::Counter,
+        "Write batches whose append met a full disk (ENOSPC, EDQUOT): cut from the log, answered 507, the store still taking writes.",
+        e.writes_cut_disk_full,
+    );
     if let Some(b) = e.superseded_bytes {
         x.single(
             "jobq_superseded_bytes",

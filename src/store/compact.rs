@@ -193,7 +193,7 @@ pub(crate) fn compact_store(
     let started = Instant::now();
     let inner = store.inner();
     let fsys = inner.opts.fs.clone();
-    let w = inner.writer.lock();
+    let w = super::rebuild::clean_writer(&inner)?;
     let old_dir = w.gen_dir.clone();
     let generation = w.generation;
     let mut report = CompactReport {

@@ -53,7 +53,7 @@ impl super::Store {
         // writes not yet durable, which only reserves what they will hold.
         let (snap, catalog) = {
             let inner = self.inner();
-            let w = inner.writer.lock();
+            let w = super::rebuild::clean_writer(&inner)?;
             (self.snapshot(), w.catalog.entries(&w.job_ids))
         };
         export(&snap, &catalog, project, out)

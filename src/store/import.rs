@@ -433,7 +433,7 @@ pub(crate) fn import(inner: &Inner, input: &mut dyn BufRead, progress: &mut dyn 
     };
     let mut input = std::io::Cursor::new(first).chain(input);
     let input: &mut dyn BufRead = &mut input;
-    let mut w = inner.writer.lock();
+    let mut w = super::rebuild::clean_writer(inner)?;
     inner.commit.check()?;
     inner.space.check(&*inner.opts.fs, 0)?;
     let runs_path = inner.gen_dir.join(format!("import-{:016x}.runs.tmp", w.next_seq));
@@ -505,7 +505,10 @@ pub(crate) fn import(inner: &Inner, input: &mut dyn BufRead, progress: &mut dyn 
     let pending = match pending {
         Ok(p) => p,
         Err(e) => {
-            if e.is_input() || e.is_low_space() || matches!(e, Error::Io { op: "read" | "spill", .. }) {
+            // Undone, not poisoned: bad input, too little room (looked at, or met
+            // by an append: nothing of the import is committed), a failed read.
+            let undo = e.is_input() || e.is_low_space() || e.is_append_disk_full();
+            if undo || matches!(e, Error::Io { op: "read" | "spill", .. }) {
                 let spilled = bulk.spilled;
                 // Stops the spilling thread and removes the run file.
                 drop(bulk);

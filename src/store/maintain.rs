@@ -91,9 +91,10 @@ pub(crate) fn run(inner: &Inner) -> Result<()> {
         sweep(inner)
     })();
     match r {
-        // Not written for want of space: the images stay in memory (a reopen
-        // replays the tail they cover) until a later run finds room.
-        Err(e) if e.is_low_space() => Ok(()),
+        // Not written for want of space (looked at, or met by the write of the
+        // file: its temp file removed, nothing of it in use): the images stay in
+        // memory (a reopen replays the tail they cover) until a later run finds room.
+        Err(e) if e.is_low_space() || e.is_index_disk_full() => Ok(()),
         Err(e) => {
             if !matches!(e, Error::Poisoned { .. } | Error::Closed) {
                 inner.commit.poison(&e);

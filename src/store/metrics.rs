@@ -23,6 +23,8 @@ pub(crate) struct EngineCounters {
     compaction_reclaimed_bytes: AtomicU64,
     /// Deleted jobs the retention purged.
     purged: AtomicU64,
+    /// Write batches cut from the log after an append met a full disk (queue.rs).
+    pub cut_batches: AtomicU64,
     /// Bytes of superseded versions in the log, plus one; 0 while not computed.
     superseded_bytes: AtomicU64,
     /// The log's files and bytes, kept by whichever log writer the store has.
@@ -91,6 +93,10 @@ pub struct EngineMetrics {
     pub compactions_deferred: u64,
     /// Deleted jobs the retention purged (this process).
     pub purged_jobs: u64,
+    /// Write batches refused after their append met a full disk (ENOSPC,
+    /// EDQUOT): cut from the log, their writers answered with the error, the
+    /// store still taking writes.
+    pub writes_cut_disk_full: u64,
     /// Log bytes that hold only superseded versions (what a compaction would
     /// free); `None` while the store does not compute it.
     pub superseded_bytes: Option<u64>,
@@ -174,6 +180,7 @@ impl Store {
             segments_held: inner.reader.removed_held() as u64,
             compactions_deferred: inner.reclaimed.deferred.load(Ordering::Relaxed),
             purged_jobs: c.purged.load(Ordering::Relaxed),
+            writes_cut_disk_full: c.cut_batches.load(Ordering::Relaxed),
             superseded_bytes: c.superseded_bytes(),
             fsync_ns: inner.commit.fsync_ns.snapshot(),
             batch_writes: inner.commit.batch_writes.snapshot(),
@@ -309,26 +316,34 @@ mod tests {
         assert!(store.health().accepts_writes());
     }
 
-    /// A failed write poisons the store; health says why, and whether the disk is full.
+    /// A failed write poisons the store; health says why. A full disk met by an
+    /// append cuts its batch instead: nothing poisoned, the cut counted.
     #[test]
     fn health_names_the_poison_and_a_full_disk() {
-        for (kind, full) in [(FaultKind::Enospc, true), (FaultKind::Eio, false), (FaultKind::DiskFull, true)] {
+        for kind in [FaultKind::Enospc, FaultKind::Eio, FaultKind::DiskFull] {
             let sim = SimFs::new();
             let store = Store::open("/db", opts(&sim)).unwrap();
             push(&store, 1, 1);
             assert_eq!(store.health().poison, None);
             sim.set_fault(Some(Fault { at: 0, kind, sticky: false }));
             let big = format!(r#"{{"spider":"s","pad":"{}"}}"#, "x".repeat(5000));
-            assert!(store.push(1, &[parse_push(&big).unwrap()], None).is_err());
+            let e = store.push(1, &[parse_push(&big).unwrap()], None).unwrap_err();
             let h = store.health();
-            let p = h.poison.clone().unwrap_or_else(|| panic!("{kind:?}: not poisoned"));
-            assert_eq!(p.disk_full, full, "{kind:?}: {}", p.cause);
-            // A full disk still takes writes into the preallocated space: the
-            // first to fail may be the new segment the big write needs.
-            let failed = ["append to", "create segment", "preallocate"];
-            assert!(failed.iter().any(|f| p.cause.contains(f)), "{}", p.cause);
-            assert!(!h.accepts_writes());
             assert_eq!(store.metrics().poison, h.poison);
+            if kind == FaultKind::Eio {
+                let p = h.poison.clone().expect("poisoned");
+                assert!(!p.disk_full && !h.accepts_writes(), "{}", p.cause);
+                continue;
+            }
+            // A full disk still takes writes into the preallocated space: the
+            // first to fail is the append past it, or the next segment's file.
+            let failed = ["append to", "create segment"];
+            assert!(e.is_disk_full() && failed.iter().any(|f| e.to_string().contains(f)), "{kind:?}: {e}");
+            assert!(h.accepts_writes(), "{kind:?}: {h:?}");
+            assert_eq!(store.metrics().writes_cut_disk_full, 1);
+            sim.set_fault(None);
+            store.push(1, &[parse_push(&big).unwrap()], None).unwrap();
+            assert_eq!(store.metrics().writes_cut_disk_full, 1);
         }
     }
 }

@@ -33,6 +33,7 @@ pub mod raft;
 #[cfg(feature = "cluster")]
 mod raft_write;
 mod read;
+mod rebuild;
 mod reclaim;
 mod reclaim_role;
 mod repair;
@@ -445,7 +446,7 @@ impl Store {
         if name.is_empty() || name.len() > request::MAX_NAME {
             return Err(Error::field("spider", format!("a spider name is 1 to {} bytes", request::MAX_NAME)));
         }
-        if let Some(id) = self.inner().writer.lock().catalog.id(project, name) {
+        if let Some(id) = rebuild::clean_writer(&self.inner())?.catalog.id(project, name) {
             return Ok(Some(id));
         }
         let name = name.to_string();
@@ -538,7 +539,7 @@ impl Store {
         }
         {
             let inner = self.inner();
-            let mut w = inner.writer.lock();
+            let mut w = rebuild::clean_writer(&inner)?;
             self.inner().commit.check()?;
             if self.inner().opts.raft_log && cluster_busy(&w) {
                 // A leader's batch is in the writer ahead of its entry: index later.

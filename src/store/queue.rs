@@ -139,17 +139,39 @@ struct Appended {
 /// Run every operation of a batch under the writer lock.
 fn append_batch(inner: &Inner, batch: &[Arc<Request>]) -> Appended {
     let mut w = inner.writer.lock();
+    if w.dirty {
+        // Only after a failed rebuild (the store is poisoned then): try again.
+        drop(w);
+        if let Err(e) = super::rebuild::rebuild(inner) {
+            inner.commit.poison(&e);
+        }
+        w = inner.writer.lock();
+    }
     let first = w.next_seq;
+    // Where the batch starts: a full disk cuts the log back to here.
+    let start = w.log.as_ref().map(|l| (l.end(), l.next_seq()));
+    let newest_dict = inner.reader.dicts.latest().map_or(0, |d| d.id);
     // The batch's frames go to the log in one write, once its operations ran.
     if let Some(log) = w.log.as_mut() {
         log.defer_writes();
     }
-    let results = run_ops(inner, &mut w, batch);
+    let mut full = None;
+    let results = run_ops(inner, &mut w, batch, Some(&mut full));
     let mut lost = None;
-    if let Some(Err(e)) = w.log.as_mut().map(|l| l.stop_deferring()) {
-        // The batch's writes are lost: each that wrote gets this error.
-        inner.commit.poison(&e);
-        lost = Some(e);
+    match w.log.as_mut().map(|l| l.stop_deferring()) {
+        Some(Err(e)) if e.is_append_disk_full() && inner.commit.check().is_ok() => {
+            full.get_or_insert(e);
+        }
+        Some(Err(e)) => {
+            // The batch's writes are lost: each that wrote gets this error.
+            inner.commit.poison(&e);
+            lost = Some(e);
+        }
+        _ => {}
+    }
+    if let Some(e) = full {
+        cut_batch(inner, w, start, newest_dict, &e);
+        return Appended { results, seq: None, froze: false, lost: Some(e) };
     }
     let (mut froze, mut seq) = (false, None);
     if w.next_seq != first {
@@ -173,8 +195,62 @@ fn append_batch(inner: &Inner, batch: &[Arc<Request>]) -> Appended {
     Appended { results, seq, froze, lost }
 }
 
-/// Run each operation of `batch` (each says whether it wrote); a fault poisons.
-pub(crate) fn run_ops(inner: &Inner, w: &mut Writer, batch: &[Arc<Request>]) -> Vec<(Result<Erased>, bool)> {
+/// A batch's append met a full disk (ENOSPC, EDQUOT on a write, not a sync):
+/// cut the log back to where the batch started (nothing of it was synced, no
+/// writer of it is answered but with the error), forget the dictionaries it
+/// added, and rebuild the writer's state from the log (store/rebuild.rs).
+/// Nothing is poisoned: later writes are taken once there is room again. A
+/// batch that rotated the log, or a cut or rebuild that fails, poisons.
+fn cut_batch(
+    inner: &Inner,
+    mut w: parking_lot::MutexGuard<'_, Writer>,
+    start: Option<(crate::log::LogPos, u64)>,
+    newest_dict: u32,
+    full: &Error,
+) {
+    w.mark_dirty();
+    let cut = match (start, w.log.as_mut()) {
+        // The segment left behind is sealed and may be shared (a backup's link).
+        (Some((at, _)), Some(log)) if log.end().segment != at.segment => Err(same_error(full)),
+        (Some((at, seq)), Some(log)) => log.truncate_to(at, seq).map(|()| at),
+        _ => Err(same_error(full)),
+    };
+    let at = match cut {
+        Ok(at) => at,
+        Err(e) => {
+            inner.commit.poison(&e);
+            return;
+        }
+    };
+    w.reader.forget_from(at.segment);
+    let added: Vec<u32> = inner.reader.dicts.all().iter().map(|d| d.id).filter(|id| *id > newest_dict).collect();
+    for id in added {
+        inner.reader.dicts.remove(id);
+    }
+    inner.counters.cut_batches.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    // Under both locks when maintenance is idle; else waiting for it (the
+    // maintenance lock comes first), while no other batch runs (this thread leads).
+    let rebuilt = match inner.maint_lock.try_lock() {
+        Some(_maintenance) => super::rebuild::rebuild_locked(inner, &mut w),
+        None => {
+            drop(w);
+            super::rebuild::rebuild(inner)
+        }
+    };
+    if let Err(e) = rebuilt {
+        inner.commit.poison(&e);
+    }
+}
+
+/// Run each operation of `batch` (each says whether it wrote); a fault poisons,
+/// but for a full disk met by an append when `full` is given: it is left there,
+/// and the operations after it are not run (they get the same error).
+pub(crate) fn run_ops(
+    inner: &Inner,
+    w: &mut Writer,
+    batch: &[Arc<Request>],
+    mut full: Option<&mut Option<Error>>,
+) -> Vec<(Result<Erased>, bool)> {
     let mut results: Vec<(Result<Erased>, bool)> = Vec::with_capacity(batch.len());
     // Looked at once a batch (store/space.rs); refused before anything is written.
     let room = match batch.iter().all(|r| r.uses_reserve) {
@@ -191,6 +267,10 @@ pub(crate) fn run_ops(inner: &Inner, w: &mut Writer, batch: &[Arc<Request>]) -> 
             results.push((Err(e), false));
             continue;
         }
+        if let Some(Some(e)) = full.as_deref() {
+            results.push((Err(same_error(e)), false));
+            continue;
+        }
         if let (Err(e), false) = (&room, req.uses_reserve) {
             results.push((Err(e.low_space_again()), false));
             continue;
@@ -205,9 +285,11 @@ pub(crate) fn run_ops(inner: &Inner, w: &mut Writer, batch: &[Arc<Request>]) -> 
         let wrote = w.next_seq != before;
         w.writes += u64::from(wrote);
         if let Err(e) = &r {
-            // Input is refused before anything is written; anything else is a fault.
-            if wrote || !e.is_input() {
-                inner.commit.poison(e);
+            match full.as_deref_mut() {
+                Some(slot) if e.is_append_disk_full() => *slot = Some(same_error(e)),
+                // Input is refused before anything is written; anything else is a fault.
+                _ if wrote || !e.is_input() => inner.commit.poison(e),
+                _ => {}
             }
         }
         results.push((r, wrote));

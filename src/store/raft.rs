@@ -393,7 +393,7 @@ impl Store {
             w.spec = None;
             w.mark_dirty();
             drop(w);
-            super::raft_write::rebuild(inner)?;
+            super::rebuild::rebuild(inner)?;
             w = inner.writer.lock();
         }
         // The next entry starts where the last applied one ended, or at the start

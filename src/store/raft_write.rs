@@ -18,12 +18,12 @@ use parking_lot::MutexGuard;
 
 use super::queue::{run_ops, Request};
 use super::raft::Speculative;
+use super::rebuild::rebuild;
 use super::writer::Writer;
-use super::{chain, open, Inner};
+use super::Inner;
 use crate::codec::entry::ENTRY_FIXED;
 use crate::codec::frame::HEADER_LEN;
 use crate::error::{Error, Result};
-use crate::log::recovery;
 
 /// The bytes of a normal entry's entry frame.
 pub const ENTRY_FRAME_LEN: u64 = (HEADER_LEN + ENTRY_FIXED) as u64;
@@ -75,7 +75,7 @@ pub(crate) fn leader_batch(inner: &Inner, batch: &[Arc<Request>], proposer: Opti
     };
     w.next_seq = seq + 1;
     w.spec_open = true;
-    let results = run_ops(inner, &mut w, batch);
+    let results = run_ops(inner, &mut w, batch, None);
     w.spec_open = false;
     let log = w.log.as_mut().expect("checked above");
     if !results.iter().any(|(_, wrote)| *wrote) {
@@ -175,63 +175,4 @@ fn settle(inner: &Inner) -> Result<MutexGuard<'_, Writer>> {
         }
         inner.applied.wait_for(&mut w, Duration::from_millis(20));
     }
-}
-
-/// Rebuild a dirty writer from the index files and the applied part of the log,
-/// as open does; the log writer, the reader and the token map carry over.
-pub(crate) fn rebuild(inner: &Inner) -> Result<()> {
-    let _maintenance = inner.maint_lock.lock();
-    let mut w = inner.writer.lock();
-    if !w.dirty {
-        return Ok(());
-    }
-    let fs = &*inner.opts.fs;
-    let gen_dir = &inner.gen_dir;
-    let first = open::first_segment(fs, gen_dir, w.generation)?;
-    let mut report = open::OpenReport::default();
-    let mut slots = chain::choose_chain(fs, gen_dir, w.generation, first.first_seq, &mut report)?;
-    chain::kill_superseded(&mut slots);
-    let (start, start_seq, catalog) = match slots.last() {
-        Some(s) => {
-            (s.seg.meta().log_end, s.seg.meta().hi_seq + 1, super::catalog::Catalog::from_entries(&s.seg.catalog()))
-        }
-        None => (
-            crate::log::LogPos { segment: first.number, offset: first.data_start() },
-            first.first_seq,
-            Default::default(),
-        ),
-    };
-    let applied = w.replay_end;
-    let last = slots.last().map(|s| (s.seg.meta().last_frame, s.seg.meta().log_end));
-    let mut nw = Writer::new(
-        start_seq,
-        w.generation,
-        gen_dir.clone(),
-        slots,
-        start_seq,
-        catalog,
-        w.reader.clone(),
-        inner.opts.bulk_entries,
-    );
-    nw.last_frame = last.map(|l| l.0);
-    nw.last_frame_end = last.map(|l| l.1);
-    nw.replay_end = start;
-    w.tokens.clear();
-    nw.tokens = w.tokens.clone();
-    for slot in &nw.segments {
-        nw.tokens.learn_segment(slot);
-    }
-    recovery::replay(fs, gen_dir, start, applied, &mut |f| {
-        open::replay_frame(&mut nw, f.pos, &f.header, f.payload, false)
-    })?;
-    nw.replay_end = applied;
-    nw.log = w.log.take();
-    nw.freeze_at = w.freeze_at;
-    nw.epoch = w.epoch.clone();
-    nw.writes = w.writes;
-    *w = nw;
-    let version = w.version();
-    drop(w);
-    inner.commit.publish_now(version);
-    Ok(())
 }

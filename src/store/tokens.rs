@@ -78,8 +78,7 @@ impl JobTokens {
         self.map.read().get(&key).map(|e| e.token.clone())
     }
 
-    /// Forget every token (a cluster writer's state is rebuilt).
-    #[cfg(feature = "cluster")]
+    /// Forget every token (the writer's state is rebuilt: store/rebuild.rs).
     pub fn clear(&self) {
         self.map.write().clear();
     }

@@ -66,11 +66,12 @@ pub(crate) struct Writer {
     /// A cluster leader's batch, applied here ahead of its Raft entry.
     #[cfg(feature = "cluster")]
     pub spec: Option<super::raft::Speculative>,
-    /// A cluster leader's batch that never became its entry left its records
-    /// here: the state is rebuilt from the log before anything else.
+    /// A batch the log does not hold left its records here (a cluster leader's
+    /// that never became its entry; one cut after the disk filled up): the
+    /// state is rebuilt from the log before anything else (store/rebuild.rs).
     pub dirty: bool,
     /// Times `dirty` was set: a compaction cycle that decided what is current
-    /// while a batch was ahead of its entry, and saw it cut off since, starts again.
+    /// while such a batch was in the writer, and saw it cut off since, starts again.
     pub cuts: u64,
     /// A cluster leader's batch runs (its frames are not an entry yet).
     #[cfg(feature = "cluster")]
@@ -123,9 +124,7 @@ impl Writer {
         }
     }
 
-    /// The state holds records of a cluster leader's batch that will not apply
-    /// as they ran (see `dirty`, `cuts`).
-    #[cfg(feature = "cluster")]
+    /// The state holds records the log does not (see `dirty`, `cuts`).
     pub fn mark_dirty(&mut self) {
         self.dirty = true;
         self.cuts += 1;

@@ -46,9 +46,10 @@ pub enum FaultKind {
     Enospc,
     /// A write writes half its bytes and reports so; other calls fail with EIO.
     ShortWrite,
-    /// The disk fills up: this write stores half its bytes and reports so, and
-    /// from then on every write that would grow a file fails with ENOSPC (writes
-    /// in place, truncation, syncs and reads go on), until the next power cut.
+    /// The disk fills up: this write stores half its bytes and reports so (any
+    /// other call goes on), and from then on every write that would grow a file
+    /// fails with ENOSPC (writes in place, truncation, syncs and reads go on),
+    /// until the next power cut.
     DiskFull,
     /// The machine stops: this call and every later one fail, and nothing more
     /// reaches the disk. Follow with [`SimFs::crash`].
@@ -208,6 +209,11 @@ impl State {
                             log.push(op);
                         }
                         return Ok(true);
+                    }
+                    // Full from now on; this call (no write) goes on.
+                    FaultKind::DiskFull => {
+                        self.full = true;
+                        self.failing = None;
                     }
                     FaultKind::ShortWrite if matches!(op, FsOp::Write { len, .. } if len > 1) => {
                         if let Some(log) = &mut self.log {

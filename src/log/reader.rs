@@ -171,15 +171,31 @@ impl RecordReader {
         Ok(f)
     }
 
-    /// Open the segments `numbers` now, and keep every handle from then on, so
-    /// that a later removal by another process (a server's compaction beside a
-    /// read-only opener) does not stop reads.
+    /// Open the segments `numbers` now, and keep them from then on, so that a
+    /// later removal by another process (a server's compaction beside a
+    /// read-only opener) does not stop reads. Past [`MAX_OPEN_SEGMENTS`]
+    /// handles, a segment below the last is kept by its map instead (a map
+    /// keeps a removed file readable and holds no descriptor): a log of
+    /// thousands of segments opens under a small `ulimit -n`.
     pub fn open_all(&self, numbers: &[u32]) -> Result<()> {
         self.pinned.store(true, Ordering::Relaxed);
+        let last = numbers.iter().copied().max();
         for &n in numbers {
-            self.file(n)?;
+            let file = self.file(n)?;
+            if Some(n) != last && self.files.read().len() > MAX_OPEN_SEGMENTS && self.pin_by_map(n, &*file) {
+                self.files.write().remove(&n);
+            }
         }
         Ok(())
+    }
+
+    /// Map all of segment `n` (a sealed segment: it never grows), so that reads
+    /// need no handle; false when it cannot be mapped (the handle is kept).
+    fn pin_by_map(&self, n: u32, file: &dyn FsFile) -> bool {
+        let Ok(bytes) = self.fs.map(&self.dir.join(segment::file_name(n))) else { return false };
+        let Ok(len) = used_len(file, bytes.len() as u64) else { return false };
+        self.maps.write().insert(n, Arc::new(SegmentMap::new(bytes, len)));
+        true
     }
 
     /// Segments `numbers` are about to be removed: their handles move from the

@@ -112,6 +112,13 @@ impl Error {
         self.is_disk_full() && !self.is_sync_failure() && matches!(self, Error::Io { op: "publish index", .. })
     }
 
+    /// True for a write refused for want of space that left the store sound:
+    /// refused before it wrote ([`Error::is_low_space`]), or cut from the log
+    /// after its append met a full disk (store/queue.rs). Not a poison.
+    pub fn is_refused_for_space(&self) -> bool {
+        self.is_low_space() || self.is_append_disk_full()
+    }
+
     /// True for a write refused for want of free space before it wrote anything.
     pub fn is_low_space(&self) -> bool {
         matches!(self, Error::LowSpace { .. })

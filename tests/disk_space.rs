@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use jobq::fs::{SimFs, Space};
+use jobq::fs::{FileSystem, SimFs, Space};
 use jobq::model::{JobState, ManualClock};
 use jobq::query::Filter;
 use jobq::store::request::parse_push;
@@ -145,4 +145,27 @@ fn an_import_short_of_space_is_undone_and_the_store_goes_on() {
     drop(store);
     let report = jobq::store::check("/db".as_ref(), Arc::new(sim.clone())).unwrap();
     assert!(report.findings.is_empty(), "{:?}", report.findings);
+}
+
+/// Offline compaction looks before it writes: a copy of the live jobs that would
+/// leave less than the kept space free is refused, the store unchanged.
+#[test]
+fn an_offline_compaction_short_of_space_is_refused_before_it_writes() {
+    let sim = SimFs::new();
+    let store = Store::open("/db", opts(&sim)).unwrap();
+    store.import(&mut lines(0, 20_000).as_bytes(), &mut |_| {}).unwrap();
+    store.close().unwrap();
+    let before = sim.read_dir(std::path::Path::new("/db")).unwrap();
+    // The copy needs about the store's 0.9 MB: 0.5 MiB beside 64 MiB kept is too little.
+    sim.set_space(Some(Space { total: 100 << 30, available: 64 * MIB + MIB / 2 }));
+    let e = jobq::store::compact(std::path::Path::new("/db"), opts(&sim), None, &mut |_, _| {}).unwrap_err();
+    match &e {
+        Error::LowSpace { need, keep, .. } => assert!(*need > MIB / 2 && *keep == 64 * MIB, "{e}"),
+        other => panic!("{other}"),
+    }
+    assert_eq!(sim.read_dir(std::path::Path::new("/db")).unwrap(), before, "nothing written");
+    // With room it runs; 0 kept: never looked at.
+    let none = Options { keep_free: Some(0), ..opts(&sim) };
+    let r = jobq::store::compact(std::path::Path::new("/db"), none, None, &mut |_, _| {}).unwrap();
+    assert_eq!((r.generation_after, r.records_after), (2, 20_000));
 }

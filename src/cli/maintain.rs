@@ -79,7 +79,8 @@ pub fn compact(a: CompactArgs) -> Result<(), String> {
     } else {
         ProgressBar::hidden()
     };
-    let result = compact_store(&a.data, Options::default(), a.retain_deleted, &mut |done, total| {
+    let opts = Options { keep_free: a.keep_free.0, ..Options::default() };
+    let result = compact_store(&a.data, opts, a.retain_deleted, &mut |done, total| {
         bar.set_length(total);
         bar.set_position(done);
     });

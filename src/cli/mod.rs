@@ -97,6 +97,10 @@ pub struct CompactArgs {
     /// Their ids are never allocated again.
     #[arg(long, value_name = "DURATION", value_parser = maintain::parse_duration)]
     pub retain_deleted: Option<std::time::Duration>,
+    /// Bytes left free on the data directory's file system, as `serve --keep-free`:
+    /// a compaction whose copy would leave less is refused before it writes.
+    #[arg(long, value_name = "BYTES|auto", default_value = "auto", value_parser = parse_keep_free)]
+    pub keep_free: KeepFree,
 }
 
 #[derive(Args)]

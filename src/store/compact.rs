@@ -208,6 +208,12 @@ pub(crate) fn compact_store(
     let version = w.version();
     let first_seq = w.next_seq;
     drop(w);
+    let projects = version.projects();
+    let total: u64 = projects.iter().map(|p| version.live_docs(*p).len() as u64).sum();
+    // Room for the copy, looked at before anything is written: the live jobs'
+    // share of today's bytes (their records packed again, the index rebuilt).
+    let need = u128::from(report.bytes_before) * u128::from(total) / u128::from(report.records_before.max(1));
+    inner.space.check_now(&*fsys, u64::try_from(need).unwrap_or(u64::MAX))?;
 
     let new_dir = layout::gen_dir(dir, generation + 1);
     if fsys.exists(&new_dir).map_err(|e| Error::io("stat", &new_dir, e))? {
@@ -236,8 +242,6 @@ pub(crate) fn compact_store(
     record::encode_catalog(&catalog, &mut payload);
     g.last_frame = g.log.append(FrameKind::Catalog, 0, 1, 0, &payload)?.pos;
 
-    let projects = version.projects();
-    let total: u64 = projects.iter().map(|p| version.live_docs(*p).len() as u64).sum();
     // Every document is written packed with one dictionary trained on a sample
     // of them (the new generation's dictionary 1), written before any record.
     let dict = train_dict(&inner, &version, &projects, total)?;

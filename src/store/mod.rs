@@ -492,7 +492,7 @@ impl Store {
             if !matches!(e, Error::Poisoned { .. } | Error::Closed)
                 && !e.is_input()
                 && !e.is_cluster_transient()
-                && !e.is_low_space()
+                && !e.is_refused_for_space()
             {
                 self.inner().commit.poison(e);
             }
@@ -510,7 +510,7 @@ impl Store {
             if !matches!(e, Error::Poisoned { .. } | Error::Closed)
                 && !e.is_input()
                 && !e.is_cluster_transient()
-                && !e.is_low_space()
+                && !e.is_refused_for_space()
             {
                 self.inner().commit.poison(e);
             }

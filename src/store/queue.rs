@@ -208,6 +208,10 @@ fn cut_batch(
     newest_dict: u32,
     full: &Error,
 ) {
+    if inner.commit.check().is_err() {
+        // Poisoned meanwhile (a sync failed): nothing more is written, nor cut.
+        return;
+    }
     w.mark_dirty();
     let cut = match (start, w.log.as_mut()) {
         // The segment left behind is sealed and may be shared (a backup's link).

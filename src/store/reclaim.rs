@@ -504,10 +504,10 @@ impl Reclaimer {
                     };
                     if let Err(e) = purged {
                         // A leadership lost mid-purge: the next leader purges; a
-                        // disk short of space: the next round, once there is room.
+                        // disk short of space (or its batch cut): the next round.
                         if !matches!(e, Error::Poisoned { .. } | Error::Closed)
                             && !e.is_cluster_transient()
-                            && !e.is_low_space()
+                            && !e.is_refused_for_space()
                         {
                             inner.commit.poison(&e);
                         }
@@ -523,7 +523,7 @@ impl Reclaimer {
                             Err(e) => {
                                 if !matches!(e, Error::Poisoned { .. } | Error::Closed)
                                     && !e.is_cluster_transient()
-                                    && !e.is_low_space()
+                                    && !e.is_refused_for_space()
                                 {
                                     inner.commit.poison(&e);
                                 }

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use jobq::fs::{CrashMode, Fault, FaultKind, SimFs};
@@ -19,6 +19,8 @@ use jobq::{Durability, Error, Options, Store};
 const WRITERS: usize = 6;
 /// Refusals that met the full disk creating the next log segment.
 static AT_ROTATION: AtomicUsize = AtomicUsize::new(0);
+/// Writes acknowledged by [`all_writers`] (one test uses it).
+static WRITES: AtomicU64 = AtomicU64::new(0);
 
 fn opts(sim: &SimFs, background: bool) -> Options {
     opts_with(sim, background, 64 << 20)
@@ -47,8 +49,8 @@ fn doc(marker: &str) -> String {
 
 /// Push (and update every third job pushed) until `refusals` disk-full answers
 /// came, or `tries` writes were made. Any other error fails the test.
-fn write(store: &Store, who: usize, round: &str, tries: usize, refusals: usize) -> (Acked, usize) {
-    let (mut acked, mut refused) = (Acked::new(), 0);
+fn write(store: &Store, who: usize, round: &str, tries: usize, refusals: usize) -> (Acked, usize, u64) {
+    let (mut acked, mut refused, mut writes) = (Acked::new(), 0, 0);
     let mut mine: Vec<(JobKey, String)> = Vec::new();
     for i in 0..tries {
         if refused >= refusals && refusals > 0 {
@@ -59,6 +61,7 @@ fn write(store: &Store, who: usize, round: &str, tries: usize, refusals: usize) 
         let r = match answer {
             Ok(r) => match &r[0] {
                 PushResult::Pushed { key, .. } => {
+                    writes += 1;
                     acked.insert(marker.clone(), JobState::Pending);
                     mine.push((*key, marker.clone()));
                     Ok(())
@@ -72,6 +75,7 @@ fn write(store: &Store, who: usize, round: &str, tries: usize, refusals: usize) 
                 let (key, marker) = mine[mine.len() - 2].clone();
                 let line = format!(r#"{{"key":"{key}","state":"running"}}"#);
                 store.update(1, &[parse_update(&line, 1).unwrap()], None).map(|_| {
+                    writes += 1;
                     acked.insert(marker, JobState::Running);
                 })
             }
@@ -89,7 +93,7 @@ fn write(store: &Store, who: usize, round: &str, tries: usize, refusals: usize) 
             Err(e) => panic!("writer {who}, {marker}: {e}"),
         }
     }
-    (acked, refused)
+    (acked, refused, writes)
 }
 
 /// Every job of project 1 by its marker, with its state.
@@ -109,10 +113,13 @@ fn all_writers(store: &Store, round: &str, tries: usize, refusals: usize) -> (Ac
     std::thread::scope(|s| {
         let handles: Vec<_> =
             (0..WRITERS).map(|who| s.spawn(move || write(store, who, round, tries, refusals))).collect();
-        handles.into_iter().map(|h| h.join().unwrap()).fold((Acked::new(), 0), |(mut a, n), (b, m)| {
-            a.extend(b);
-            (a, n + m)
-        })
+        let (acked, refused, writes) =
+            handles.into_iter().map(|h| h.join().unwrap()).fold((Acked::new(), 0, 0), |(mut a, n, w), (b, m, x)| {
+                a.extend(b);
+                (a, n + m, w + x)
+            });
+        WRITES.fetch_add(writes, Ordering::Relaxed);
+        (acked, refused)
     })
 }
 
@@ -129,6 +136,7 @@ fn a_full_disk_cuts_the_batch_and_writes_go_on_once_there_is_room() {
     // Small segments: the full disk also fails the next segment's file.
     for (background, segment_bytes) in [(false, 64 << 20), (true, 64 << 20), (false, 150_000), (true, 150_000)] {
         let context = format!("background maintenance {background}, segments of {segment_bytes} bytes");
+        WRITES.store(0, Ordering::Relaxed);
         let sim = SimFs::new();
         let store = Store::open("/db", opts_with(&sim, background, segment_bytes)).unwrap();
         let (mut acked, refused) = all_writers(&store, "a", 30, 0);
@@ -150,6 +158,8 @@ fn a_full_disk_cuts_the_batch_and_writes_go_on_once_there_is_room() {
         acked.extend(more);
         store.flush_indexes().unwrap();
         assert_eq!(present(&store), acked, "{context}");
+        // Each acknowledged write counted by exactly one fsync; none that was cut.
+        assert_eq!(store.metrics().batch_writes.sum, WRITES.load(Ordering::Relaxed), "{context}");
         let cut = sim.fork();
         drop(store);
         reopened_agrees(&sim, &acked, &format!("{context}, after a close"));
@@ -166,7 +176,7 @@ fn a_full_disk_cuts_the_batch_and_writes_go_on_once_there_is_room() {
 fn a_sticky_failure_of_the_cut_itself_poisons() {
     let sim = SimFs::new();
     let store = Store::open("/db", opts(&sim, false)).unwrap();
-    let (acked, _) = write(&store, 0, "a", 10, 0);
+    let (acked, _, _) = write(&store, 0, "a", 10, 0);
     // Every later call fails: the append, then the truncation that would cut it.
     sim.set_fault(Some(Fault { at: 0, kind: FaultKind::Enospc, sticky: true }));
     let mut poisoned = false;
@@ -196,7 +206,7 @@ fn a_sticky_failure_of_the_cut_itself_poisons() {
 fn an_import_that_meets_a_full_disk_is_undone_and_can_run_again() {
     let sim = SimFs::new();
     let store = Store::open("/db", opts(&sim, false)).unwrap();
-    let (acked, _) = write(&store, 0, "a", 12, 0);
+    let (acked, _, _) = write(&store, 0, "a", 12, 0);
     let lines: String = (0..3000u64)
         .map(|i| {
             let times = r#""pending_time":1000,"running_time":2000,"finished_time":3000"#;
@@ -218,7 +228,7 @@ fn an_import_that_meets_a_full_disk_is_undone_and_can_run_again() {
     sim.set_fault(None);
     let r = store.import(&mut lines.as_bytes(), &mut |_| {}).unwrap();
     assert_eq!(r.jobs, 3000);
-    let (more, refused) = write(&store, 1, "b", 5, 0);
+    let (more, refused, _) = write(&store, 1, "b", 5, 0);
     assert_eq!(refused, 0);
     let mut acked = acked;
     acked.extend(more);

@@ -170,6 +170,8 @@ fn append_batch(inner: &Inner, batch: &[Arc<Request>]) -> Appended {
         _ => {}
     }
     if let Some(e) = full {
+        // Not counted as writes an fsync made durable (the group commit's figures).
+        w.writes -= results.iter().filter(|(_, wrote)| *wrote).count() as u64;
         cut_batch(inner, w, start, newest_dict, &e);
         return Appended { results, seq: None, froze: false, lost: Some(e) };
     }

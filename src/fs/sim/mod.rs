@@ -264,6 +264,12 @@ impl SimFs {
         s.full = false;
     }
 
+    /// The disk is full from now on (as after [`FaultKind::DiskFull`]), beside
+    /// whatever fault is set: a power cut during what a full disk makes happen.
+    pub fn fill_up(&self) {
+        self.state.lock().full = true;
+    }
+
     /// Make [`FileSystem::space`] report `space` (None: a large, nearly empty disk).
     /// Writes do not consume it: a test sets what the store is to see.
     pub fn set_space(&self, space: Option<Space>) {

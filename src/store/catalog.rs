@@ -8,10 +8,14 @@ use std::sync::Arc;
 
 use crate::codec::record::SpiderEntry;
 
+/// A project's spiders. Most projects have a handful: ids and names in one
+/// sorted vector (a search by id, a scan by name), a hash by name only past
+/// [`SCAN_SPIDERS`] (a store of many small projects holds them all at open).
 #[derive(Clone, Default, Debug)]
 struct ProjectSpiders {
-    by_name: FastMap<Arc<str>, u32>,
-    by_id: FastMap<u32, Arc<str>>,
+    /// (id, name), ascending by id.
+    by_id: Vec<(u32, Arc<str>)>,
+    by_name: Option<Box<FastMap<Arc<str>, u32>>>,
     max_id: u32,
     /// Each name as a JSON string literal, indexed by id, for ids below
     /// [`JSON_IDS`] (ids are allocated in order: this is all of them in practice).
@@ -20,6 +24,44 @@ struct ProjectSpiders {
 
 /// Ids up to this have their name's JSON kept (see [`ProjectSpiders::json`]).
 const JSON_IDS: u32 = 1 << 16;
+/// Spiders a project's names are scanned for, at most; past it they are hashed.
+const SCAN_SPIDERS: usize = 8;
+
+impl ProjectSpiders {
+    fn id(&self, name: &str) -> Option<u32> {
+        match &self.by_name {
+            Some(map) => map.get(name).copied(),
+            None => self.by_id.iter().find(|(_, n)| &**n == name).map(|(id, _)| *id),
+        }
+    }
+
+    fn name(&self, id: u32) -> Option<&Arc<str>> {
+        let i = self.by_id.binary_search_by_key(&id, |(i, _)| *i).ok()?;
+        Some(&self.by_id[i].1)
+    }
+
+    /// Name spider `id` `name` (a name given again to an id replaces the old one).
+    fn set(&mut self, id: u32, name: Arc<str>) {
+        match self.by_id.binary_search_by_key(&id, |(i, _)| *i) {
+            Ok(i) => {
+                let old = std::mem::replace(&mut self.by_id[i].1, name.clone());
+                if let Some(map) = &mut self.by_name {
+                    map.remove(&old);
+                }
+            }
+            Err(i) => self.by_id.insert(i, (id, name.clone())),
+        }
+        match &mut self.by_name {
+            Some(map) => {
+                map.insert(name, id);
+            }
+            None if self.by_id.len() > SCAN_SPIDERS => {
+                self.by_name = Some(Box::new(self.by_id.iter().map(|(i, n)| (n.clone(), *i)).collect()));
+            }
+            None => {}
+        }
+    }
+}
 
 /// Every spider name of every project. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -48,11 +90,11 @@ impl Catalog {
     }
 
     pub fn id(&self, project: u32, name: &str) -> Option<u32> {
-        self.projects.get(&project)?.by_name.get(name).copied()
+        self.projects.get(&project)?.id(name)
     }
 
     pub fn name(&self, project: u32, id: u32) -> Option<&Arc<str>> {
-        self.projects.get(&project)?.by_id.get(&id)
+        self.projects.get(&project)?.name(id)
     }
 
     /// The name of spider `id` as a JSON string literal, as a listing row writes
@@ -84,7 +126,6 @@ impl Catalog {
         let projects = Arc::make_mut(&mut self.projects);
         let p = Arc::make_mut(projects.entry(project).or_default());
         let name: Arc<str> = Arc::from(name);
-        p.by_name.insert(name.clone(), id);
         if id < JSON_IDS {
             let i = id as usize;
             if p.json.len() <= i {
@@ -94,7 +135,7 @@ impl Catalog {
             crate::model::doc::write_json_str(&mut json, &name);
             p.json[i] = Some(json.into_boxed_slice());
         }
-        p.by_id.insert(id, name);
+        p.set(id, name);
         p.max_id = p.max_id.max(id);
     }
 
@@ -158,5 +199,39 @@ impl JobIds {
     /// means all are taken, and a catalog records no next id past it).
     pub fn left(&self, project: u32, spider: u32) -> u64 {
         u64::from(u32::MAX - self.next(project, spider))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Names and ids both ways, for few spiders (scanned) and many (hashed), ids
+    /// in any order, a name given again to its id, and the JSON of each name.
+    #[test]
+    fn spiders_both_ways_few_and_many() {
+        let mut c = Catalog::default();
+        let ids: Vec<u32> = vec![5, 1, 3, 40, 2, 9, 7, 8, 6, 4, 12, 11, 10, 70_000];
+        for (n, id) in ids.iter().enumerate() {
+            c.register(3, *id, &format!("s{id}"));
+            for id in &ids[..=n] {
+                let name = format!("s{id}");
+                assert_eq!(c.id(3, &name), Some(*id), "after {} spiders", n + 1);
+                assert_eq!(c.name(3, *id).map(|n| &**n), Some(name.as_str()));
+            }
+            assert_eq!(c.len(), n + 1);
+        }
+        assert_eq!((c.id(3, "nope"), c.name(3, 13), c.id(4, "s1")), (None, None, None));
+        assert_eq!(c.name_json(3, 40), Some(&b"\"s40\""[..]));
+        assert_eq!(c.name_json(3, 70_000), None, "past the ids whose JSON is kept");
+        assert_eq!(c.next_spider_id(3), Some(70_001));
+        let e = c.entries(&JobIds::default());
+        assert!(e.windows(2).all(|w| w[0].spider < w[1].spider) && e.len() == ids.len());
+        // A name given again to its id replaces the old one, scanned or hashed.
+        for project in [3, 5] {
+            c.register(project, 1, "first");
+            c.register(project, 1, "renamed");
+            assert_eq!((c.id(project, "first"), c.id(project, "renamed")), (None, Some(1)));
+        }
     }
 }

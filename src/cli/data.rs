@@ -50,7 +50,11 @@ pub fn import(a: ImportArgs) -> Result<(), String> {
     let bar = progress_bar(total);
     let result = store.import(&mut input, &mut |bytes| bar.set_position(bytes));
     bar.finish_and_clear();
-    let report = result.map_err(|e| format!("{source}: {e} (nothing of it was stored)"))?;
+    let report = result.map_err(|e| match e.is_low_space() {
+        // Its message says so already.
+        true => format!("{source}: {e}"),
+        false => format!("{source}: {e} (nothing of it was stored)"),
+    })?;
     store.close().map_err(|e| format!("closing the store failed: {e}"))?;
     let versions = match report.versions == report.jobs {
         true => String::new(),

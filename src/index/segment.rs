@@ -30,10 +30,14 @@ pub struct IndexSegment {
     /// Project -> index of its section in `dir` (a hash probe, not a search).
     by_project: FastMap<u32, u32>,
     sections: Vec<SectionInfo>,
-    /// Per section, the key of every 128th rank (`sorted_key(128k)`): a key lookup
-    /// searches these in memory, then one block of `by_key`.
-    samples: Vec<Vec<u64>>,
-    /// Per section, its term dictionary hashed (terms.rs).
+    /// Every section's key of every 128th rank (`sorted_key(128k)`), section
+    /// after section (one allocation, not one a section: a store of many small
+    /// projects holds them all): a key lookup searches these in memory, then one
+    /// block of `by_key`. Section `i`'s are `samples[sample_at[i]..sample_at[i + 1]]`.
+    samples: Vec<u64>,
+    sample_at: Vec<u32>,
+    /// Per section, its term dictionary hashed (terms.rs); none built for a
+    /// dictionary of at most [`SEARCHED_TERMS`] terms (searched in place).
     terms: Vec<TermTable>,
     catalog: (usize, usize),
     /// The catalog's dictionaries (version 4): id, start and end in the file.
@@ -136,21 +140,20 @@ impl IndexSegment {
         if total != meta.docs {
             return Err(bad(56, "header doc count does not match the sections".into()));
         }
-        let samples = dir
-            .iter()
-            .zip(&sections)
-            .map(|(d, info)| {
-                let sec = Section {
-                    b: &b[info.start..info.start + d.len as usize],
-                    info: *info,
-                    project: d.project,
-                    samples: &[],
-                    terms: None,
-                    cache: None,
-                };
-                (0..info.n).step_by(packed::BLOCK).map(|r| sec.sorted_key(r)).collect()
-            })
-            .collect();
+        let (mut samples, mut sample_at) = (Vec::new(), Vec::with_capacity(dir.len() + 1));
+        for (d, info) in dir.iter().zip(&sections) {
+            let sec = Section {
+                b: &b[info.start..info.start + d.len as usize],
+                info: *info,
+                project: d.project,
+                samples: &[],
+                terms: None,
+                cache: None,
+            };
+            sample_at.push(u32::try_from(samples.len()).map_err(|_| bad(0, "too many sections".into()))?);
+            samples.extend((0..info.n).step_by(packed::BLOCK).map(|r| sec.sorted_key(r)));
+        }
+        sample_at.push(u32::try_from(samples.len()).map_err(|_| bad(0, "too many sections".into()))?);
         let terms = dir
             .iter()
             .zip(&sections)
@@ -163,7 +166,10 @@ impl IndexSegment {
                     terms: None,
                     cache: None,
                 };
-                TermTable::build(info.n_terms, |t| sec.term_key(t))
+                match info.n_terms as usize > SEARCHED_TERMS {
+                    true => TermTable::build(info.n_terms, |t| sec.term_key(t)),
+                    false => TermTable::default(),
+                }
             })
             .collect();
         let by_project = dir.iter().enumerate().map(|(i, d)| (d.project, i as u32)).collect();
@@ -175,6 +181,7 @@ impl IndexSegment {
             by_project,
             sections,
             samples,
+            sample_at,
             terms,
             catalog: (cat_off as usize, cat_off as usize + spiders_len),
             dicts,
@@ -229,6 +236,7 @@ impl IndexSegment {
             by_project: self.by_project.clone(),
             sections: self.sections.clone(),
             samples: self.samples.clone(),
+            sample_at: self.sample_at.clone(),
             terms: self.terms.clone(),
             catalog: self.catalog,
             dicts: self.dicts.clone(),
@@ -321,7 +329,7 @@ impl IndexSegment {
             b: &self.bytes[info.start..info.start + self.dir[i].len as usize],
             info,
             project: self.dir[i].project,
-            samples: &self.samples[i],
+            samples: &self.samples[self.sample_at[i] as usize..self.sample_at[i + 1] as usize],
             terms: Some(&self.terms[i]),
             cache: Some((&self.blocks, info.start as u64)),
         }
@@ -374,6 +382,10 @@ type Checked = std::result::Result<SectionInfo, (usize, String)>;
 
 /// Files this large are checked by several threads, a section each at a time.
 const PARALLEL_FROM: usize = 16 << 20;
+/// Term dictionaries of at most this many terms are not hashed: a binary search
+/// of the sorted entries in the file is as quick, and a store of many small
+/// projects holds no table for each.
+const SEARCHED_TERMS: usize = 8;
 
 /// Check every section (checksum, then structure), largest first on up to
 /// `workers` threads; on damage, the error of the first damaged section in file

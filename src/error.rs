@@ -101,15 +101,18 @@ impl Error {
     /// or the next segment's file: what it wrote may be cut (not a sync's
     /// failure: that stays fatal).
     pub fn is_append_disk_full(&self) -> bool {
-        self.is_disk_full()
-            && !self.is_sync_failure()
-            && matches!(self, Error::Io { op: "append to" | "create segment", .. })
+        self.is_disk_full_writing(&["append to", "create segment"])
     }
 
     /// True for a new index file that could not be written for want of space
     /// (its temp file's write or sync, before it is in use: it is left out).
     pub fn is_index_disk_full(&self) -> bool {
-        self.is_disk_full() && !self.is_sync_failure() && matches!(self, Error::Io { op: "publish index", .. })
+        self.is_disk_full_writing(&["publish index"])
+    }
+
+    /// A full disk met by a write (not a sync) of one of these operations.
+    fn is_disk_full_writing(&self, ops: &[&str]) -> bool {
+        self.is_disk_full() && !self.is_sync_failure() && matches!(self, Error::Io { op, .. } if ops.contains(op))
     }
 
     /// True for a write refused for want of space that left the store sound:
@@ -124,14 +127,36 @@ impl Error {
         matches!(self, Error::LowSpace { .. })
     }
 
-    /// The same refusal for another write of a batch (other errors: poisoned).
-    pub(crate) fn low_space_again(&self) -> Error {
+    /// The same failure for another write of a batch: a refusal for space, or an
+    /// I/O error with its kind, OS code and sync mark (a full disk stays a full
+    /// disk); anything else is a poison.
+    pub(crate) fn again(&self) -> Error {
         match self {
             Error::LowSpace { path, available, need, keep } => {
                 Error::LowSpace { path: path.clone(), available: *available, need: *need, keep: *keep }
             }
+            Error::Io { op, path, source } => {
+                let copy = match source.raw_os_error() {
+                    Some(code) => io::Error::from_raw_os_error(code),
+                    None => io::Error::new(source.kind(), source.to_string()),
+                };
+                let copy = match crate::fs::is_sync_failed(source) {
+                    true => crate::fs::sync_failed(copy),
+                    false => copy,
+                };
+                Error::Io { op, path: path.clone(), source: copy }
+            }
             other => Error::Poisoned { cause: other.to_string() },
         }
+    }
+
+    /// True when a write that failed so leaves the store sound (nothing to
+    /// poison): it is poisoned or closed already, a cluster's passing refusal,
+    /// or refused for space ([`Error::is_refused_for_space`]).
+    pub(crate) fn leaves_store_sound(&self) -> bool {
+        matches!(self, Error::Poisoned { .. } | Error::Closed)
+            || self.is_cluster_transient()
+            || self.is_refused_for_space()
     }
 
     /// True for errors caused by the caller's input (HTTP 400), false for faults of the store.

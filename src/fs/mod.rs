@@ -132,7 +132,7 @@ impl std::fmt::Display for SyncFailed {
 
 impl std::error::Error for SyncFailed {}
 
-fn sync_failed(e: io::Error) -> io::Error {
+pub(crate) fn sync_failed(e: io::Error) -> io::Error {
     io::Error::new(e.kind(), SyncFailed(e))
 }
 

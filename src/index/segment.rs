@@ -140,7 +140,10 @@ impl IndexSegment {
         if total != meta.docs {
             return Err(bad(56, "header doc count does not match the sections".into()));
         }
-        let (mut samples, mut sample_at) = (Vec::new(), Vec::with_capacity(dir.len() + 1));
+        // Each section's key samples and hashed terms (a small dictionary is searched).
+        let too_many = || bad(0, "more key samples than a u32 counts".into());
+        let (mut samples, mut sample_at, mut terms) =
+            (Vec::new(), Vec::with_capacity(dir.len() + 1), Vec::with_capacity(dir.len()));
         for (d, info) in dir.iter().zip(&sections) {
             let sec = Section {
                 b: &b[info.start..info.start + d.len as usize],
@@ -150,28 +153,14 @@ impl IndexSegment {
                 terms: None,
                 cache: None,
             };
-            sample_at.push(u32::try_from(samples.len()).map_err(|_| bad(0, "too many sections".into()))?);
+            sample_at.push(u32::try_from(samples.len()).map_err(|_| too_many())?);
             samples.extend((0..info.n).step_by(packed::BLOCK).map(|r| sec.sorted_key(r)));
+            terms.push(match info.n_terms as usize > SEARCHED_TERMS {
+                true => TermTable::build(info.n_terms, |t| sec.term_key(t)),
+                false => TermTable::default(),
+            });
         }
-        sample_at.push(u32::try_from(samples.len()).map_err(|_| bad(0, "too many sections".into()))?);
-        let terms = dir
-            .iter()
-            .zip(&sections)
-            .map(|(d, info)| {
-                let sec = Section {
-                    b: &b[info.start..info.start + d.len as usize],
-                    info: *info,
-                    project: 0,
-                    samples: &[],
-                    terms: None,
-                    cache: None,
-                };
-                match info.n_terms as usize > SEARCHED_TERMS {
-                    true => TermTable::build(info.n_terms, |t| sec.term_key(t)),
-                    false => TermTable::default(),
-                }
-            })
-            .collect();
+        sample_at.push(u32::try_from(samples.len()).map_err(|_| too_many())?);
         let by_project = dir.iter().enumerate().map(|(i, d)| (d.project, i as u32)).collect();
         Ok(IndexSegment {
             blocks: block_cache_for(&dir),

@@ -507,7 +507,7 @@ pub(crate) fn import(inner: &Inner, input: &mut dyn BufRead, progress: &mut dyn 
         Err(e) => {
             // Undone, not poisoned: bad input, too little room (looked at, or met
             // by an append: nothing of the import is committed), a failed read.
-            let undo = e.is_input() || e.is_low_space() || e.is_append_disk_full();
+            let undo = e.is_input() || e.is_refused_for_space();
             if undo || matches!(e, Error::Io { op: "read" | "spill", .. }) {
                 let spilled = bulk.spilled;
                 // Stops the spilling thread and removes the run file.

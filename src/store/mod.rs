@@ -489,11 +489,7 @@ impl Store {
             return Err(Error::ReadOnly);
         }
         reclaim::cycle(&self.inner()).inspect_err(|e| {
-            if !matches!(e, Error::Poisoned { .. } | Error::Closed)
-                && !e.is_input()
-                && !e.is_cluster_transient()
-                && !e.is_refused_for_space()
-            {
+            if !e.leaves_store_sound() && !e.is_input() {
                 self.inner().commit.poison(e);
             }
         })
@@ -507,11 +503,7 @@ impl Store {
             return Err(Error::ReadOnly);
         }
         retention::purge_expired(&self.inner()).inspect_err(|e| {
-            if !matches!(e, Error::Poisoned { .. } | Error::Closed)
-                && !e.is_input()
-                && !e.is_cluster_transient()
-                && !e.is_refused_for_space()
-            {
+            if !e.leaves_store_sound() && !e.is_input() {
                 self.inner().commit.poison(e);
             }
         })

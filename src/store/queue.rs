@@ -217,9 +217,9 @@ fn cut_batch(
     w.mark_dirty();
     let cut = match (start, w.log.as_mut()) {
         // The segment left behind is sealed and may be shared (a backup's link).
-        (Some((at, _)), Some(log)) if log.end().segment != at.segment => Err(same_error(full)),
+        (Some((at, _)), Some(log)) if log.end().segment != at.segment => Err(full.again()),
         (Some((at, seq)), Some(log)) => log.truncate_to(at, seq).map(|()| at),
-        _ => Err(same_error(full)),
+        _ => Err(full.again()),
     };
     let at = match cut {
         Ok(at) => at,
@@ -274,11 +274,11 @@ pub(crate) fn run_ops(
             continue;
         }
         if let Some(Some(e)) = full.as_deref() {
-            results.push((Err(same_error(e)), false));
+            results.push((Err(e.again()), false));
             continue;
         }
         if let (Err(e), false) = (&room, req.uses_reserve) {
-            results.push((Err(e.low_space_again()), false));
+            results.push((Err(e.again()), false));
             continue;
         }
         let ctx = Ctx {
@@ -292,7 +292,7 @@ pub(crate) fn run_ops(
         w.writes += u64::from(wrote);
         if let Err(e) = &r {
             match full.as_deref_mut() {
-                Some(slot) if e.is_append_disk_full() => *slot = Some(same_error(e)),
+                Some(slot) if e.is_append_disk_full() => *slot = Some(e.again()),
                 // Input is refused before anything is written; anything else is a fault.
                 _ if wrote || !e.is_input() => inner.commit.poison(e),
                 _ => {}
@@ -327,26 +327,11 @@ fn finish_batch(inner: &Inner, batch: Vec<Arc<Request>>, mut a: Appended) -> boo
     crate::crashpoint::hit("before_ack");
     for (req, (r, wrote)) in batch.iter().zip(results) {
         let r = match (&a.lost, &durable, wrote) {
-            (Some(e), _, true) => Err(same_error(e)),
+            (Some(e), _, true) => Err(e.again()),
             (None, Err(e), true) => Err(Error::Poisoned { cause: e.to_string() }),
             _ => r,
         };
         req.answer(r);
     }
     a.froze
-}
-
-/// The failed write of a batch, for each of its writers: an I/O error keeps its
-/// kind and OS code (a full disk stays a full disk), anything else is a poison.
-fn same_error(e: &Error) -> Error {
-    match e {
-        Error::Io { op, path, source } => {
-            let source = match source.raw_os_error() {
-                Some(code) => std::io::Error::from_raw_os_error(code),
-                None => std::io::Error::new(source.kind(), source.to_string()),
-            };
-            Error::Io { op, path: path.clone(), source }
-        }
-        _ => Error::Poisoned { cause: e.to_string() },
-    }
 }

@@ -505,10 +505,7 @@ impl Reclaimer {
                     if let Err(e) = purged {
                         // A leadership lost mid-purge: the next leader purges; a
                         // disk short of space (or its batch cut): the next round.
-                        if !matches!(e, Error::Poisoned { .. } | Error::Closed)
-                            && !e.is_cluster_transient()
-                            && !e.is_refused_for_space()
-                        {
+                        if !e.leaves_store_sound() {
                             inner.commit.poison(&e);
                         }
                         continue;
@@ -521,10 +518,7 @@ impl Reclaimer {
                                     && !inner.closed.load(std::sync::atomic::Ordering::Acquire) => {}
                             Ok(_) => break,
                             Err(e) => {
-                                if !matches!(e, Error::Poisoned { .. } | Error::Closed)
-                                    && !e.is_cluster_transient()
-                                    && !e.is_refused_for_space()
-                                {
+                                if !e.leaves_store_sound() {
                                     inner.commit.poison(&e);
                                 }
                                 break;

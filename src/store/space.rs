@@ -1,12 +1,12 @@
 //! Free space kept on the data directory's file system. A write that runs out of
-//! space halfway poisons the store until a restart (its bytes may be partly on
-//! disk; format-spec/durability.md). So writes, imports, index merges and
+//! space halfway must be cut from the log (format-spec/durability.md), and an
+//! index file or compaction cycle half written is wasted work. So writes, imports, index merges and
 //! compaction cycles are refused before they start while less than
 //! [`Options::keep_free`](super::Options::keep_free) is free: nothing is
 //! written, the store stays sound, reads go on, and writes are taken again as
 //! soon as space is freed. A write can still meet a full disk (another process
 //! fills it faster than the guard looks, or one write is larger than what is
-//! kept): that stays the poisoning failure it always was.
+//! kept): its batch is then cut from the log (store/queue.rs, `cut_batch`).
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
